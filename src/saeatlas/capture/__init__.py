@@ -1,0 +1,25 @@
+"""Capture: record the activations of many layers of any torch model into a store."""
+
+from .capture import CaptureConfig, capture, capture_activations
+from .hookpoints import Hookpoint, named_modules, resolve_hookpoints
+from .inputs import InputBatch, iter_input_batches, load_inputs, load_labels
+from .layers import LayerInfo, list_layers
+from .models import LoadedModel, example_inputs, load_model
+
+__all__ = [
+    "CaptureConfig",
+    "Hookpoint",
+    "InputBatch",
+    "LayerInfo",
+    "LoadedModel",
+    "capture",
+    "capture_activations",
+    "example_inputs",
+    "iter_input_batches",
+    "list_layers",
+    "load_inputs",
+    "load_labels",
+    "load_model",
+    "named_modules",
+    "resolve_hookpoints",
+]

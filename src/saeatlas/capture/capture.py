@@ -1,0 +1,379 @@
+"""Recording activations: the ``capture`` context manager and ``capture_activations``.
+
+Forward hooks (or pre-hooks for ``:input``) record the chosen modules; the
+forward pass runs in eval mode without gradients and stops as soon as every
+chosen module has run (``early_stop``). Hooks are removed in ``finally``, even
+when the forward pass fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .._progress import progress_bar
+from ..errors import ConfigError, NonFiniteError, ShapeError
+from ..store import ActivationStore, LayerSpec, StoreWriter
+from ..store.shards import STORE_DTYPES
+from .hookpoints import Hookpoint, resolve_hookpoints
+from .inputs import InputBatch, iter_input_batches
+from .rows import SPATIAL_MODES, LayerRows, check_row_agreement, select_tensor, to_rows
+
+log = logging.getLogger(__name__)
+
+NONFINITE_MODES = ("error", "skip")
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """How activations are recorded and stored."""
+
+    batch_size: int = 32
+    """Samples per forward pass (for array and text inputs)."""
+    spatial: str = "positions"
+    """Conv maps ``[batch, C, H, W]``: ``positions`` (a row per position) or ``mean`` (pooled)."""
+    output_index: int | str | None = None
+    """Which element of a tuple/dict output to record; the first tensor by default."""
+    device: str | None = None
+    """Device to run the model on (``cpu``, ``cuda``...); the model's own by default."""
+    dtype: str | None = None
+    """Dtype to run the model in (``float32``, ``float16``, ``bfloat16``); unchanged by default."""
+    store_dtype: str = "float32"
+    """Dtype of the stored activations."""
+    shard_rows: int | None = None
+    """Rows per shard; about 64 MiB per shard by default."""
+    on_nonfinite: str = "error"
+    """NaN/Inf in a row: ``error`` (stop and say where) or ``skip`` (drop the row, count it)."""
+    max_length: int | None = None
+    """Truncate texts to this many tokens."""
+    early_stop: bool = True
+    """Stop each forward pass once every recorded module has run."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise ConfigError(f"`batch_size` must be positive, got {self.batch_size}.")
+        if self.spatial not in SPATIAL_MODES:
+            raise ConfigError(
+                f"Unknown `spatial` {self.spatial!r}; expected one of: {list(SPATIAL_MODES)}."
+            )
+        if self.on_nonfinite not in NONFINITE_MODES:
+            raise ConfigError(
+                f"Unknown `on_nonfinite` {self.on_nonfinite!r}; expected one of: {list(NONFINITE_MODES)}."
+            )
+        for name in ("store_dtype",) + (("dtype",) if self.dtype is not None else ()):
+            if getattr(self, name) not in STORE_DTYPES:
+                raise ConfigError(
+                    f"Unknown `{name}` {getattr(self, name)!r}; expected one of: {list(STORE_DTYPES)}."
+                )
+        if self.shard_rows is not None and self.shard_rows <= 0:
+            raise ConfigError(f"`shard_rows` must be positive, got {self.shard_rows}.")
+        if self.max_length is not None and self.max_length <= 0:
+            raise ConfigError(f"`max_length` must be positive, got {self.max_length}.")
+
+
+class _StopForward(BaseException):
+    """Raised by the last hook to end a forward pass early (BaseException, so that
+    libraries' ``except Exception`` wrappers let it through)."""
+
+
+class _Recorder:
+    """Hooks that record one value per hook point and forward call."""
+
+    def __init__(
+        self,
+        hookpoints: Sequence[Hookpoint],
+        convert: Callable[[str, torch.Tensor], Any],
+        output_index: int | str | None = None,
+        stop_when_done: bool = False,
+    ) -> None:
+        self.hookpoints = list(hookpoints)
+        self.convert = convert
+        self.output_index = output_index
+        self.stop_when_done = stop_when_done
+        self.values: dict[str, Any] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.handles: list[Any] = []
+
+    def attach(self) -> None:
+        for hp in self.hookpoints:
+            if hp.record_input:
+                fn = self._pre_hook(hp.name)
+                self.handles.append(hp.module.register_forward_pre_hook(fn, with_kwargs=True))
+            else:
+                self.handles.append(hp.module.register_forward_hook(self._hook(hp.name)))
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def _record(self, name: str, value: Any) -> None:
+        if name in self.values and self.stop_when_done:
+            raise ShapeError(
+                f"Module '{name}' ran more than once in one forward pass; saeatlas records one "
+                "call per module. Choose a module that runs once (or its parent)."
+            )
+        t = select_tensor(value, name, self.output_index)
+        self.shapes[name] = tuple(t.shape)
+        self.values[name] = self.convert(name, t)
+        if self.stop_when_done and len(self.values) == len(self.hookpoints):
+            raise _StopForward
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            self._record(name, output)
+
+        return hook
+
+    def _pre_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            self._record(name, args if args else kwargs)
+
+        return hook
+
+
+@contextmanager
+def capture(
+    model: torch.nn.Module,
+    hookpoints: Sequence[str] | str,
+    *,
+    output_index: int | str | None = None,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the chosen modules' outputs during forward passes run inside the block.
+
+    ``with capture(model, ["layers.*.mlp"]) as acts: model(x)`` leaves in
+    ``acts`` a detached copy of each module's output from the last call.
+    """
+    recorder = _Recorder(
+        resolve_hookpoints(model, hookpoints),
+        lambda name, t: t.detach().clone(),
+        output_index=output_index,
+    )
+    recorder.attach()
+    try:
+        yield recorder.values
+    finally:
+        recorder.detach()
+
+
+def _move(x: Any, device: str | None, dtype: torch.dtype | None) -> Any:
+    if isinstance(x, torch.Tensor):
+        if dtype is not None and x.is_floating_point():
+            x = x.to(dtype)
+        return x.to(device) if device is not None else x
+    if isinstance(x, dict):
+        return {k: _move(v, device, dtype) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_move(v, device, dtype) for v in x)
+    return x
+
+
+def _forward(
+    model: torch.nn.Module,
+    batch: InputBatch,
+    recorder: _Recorder,
+    device: str | None,
+    dtype: torch.dtype | None,
+) -> None:
+    recorder.values.clear()
+    try:
+        model(*_move(batch.args, device, dtype), **_move(batch.kwargs, device, dtype))
+    except _StopForward:
+        pass
+    missing = [hp.name for hp in recorder.hookpoints if hp.name not in recorder.values]
+    if missing:
+        raise ShapeError(
+            f"Modules {missing} did not run during the forward pass, so nothing was recorded for "
+            "them. Choose modules that the model's forward uses."
+        )
+
+
+def _row_meta(batch: InputBatch, rows: LayerRows, sample_base: int) -> dict[str, np.ndarray]:
+    local = rows.sample.numpy()
+    position = rows.position.numpy()
+    meta: dict[str, np.ndarray] = {
+        "sample": (local + sample_base).astype(np.int64),
+        "position": position.astype(np.int64),
+    }
+    if batch.labels is not None:
+        meta["label"] = np.asarray(batch.labels)[local]
+    if batch.texts is not None:
+        meta["text"] = np.array([batch.texts[i] for i in local], dtype=object)
+    if batch.tokens is not None:
+        meta["token"] = np.array(
+            [batch.tokens[i][p] for i, p in zip(local, position)], dtype=object
+        )
+    return meta
+
+
+def capture_activations(
+    model: torch.nn.Module,
+    inputs: Any,
+    hookpoints: Sequence[str] | str,
+    out: str | Path,
+    config: CaptureConfig = CaptureConfig(),
+    *,
+    tokenizer: Any = None,
+    labels: Sequence[Any] | np.ndarray | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    provenance: dict[str, Any] | None = None,
+) -> ActivationStore:
+    """Run ``model`` over ``inputs`` and store the chosen layers' activations at ``out``.
+
+    Args:
+        model: any ``torch.nn.Module`` (plain, Hugging Face, Keras 3 on torch).
+        inputs: tensor/array, list of texts (with ``tokenizer``) or iterable of batches.
+        hookpoints: layer names, globs or ``re:`` regexes, optionally with ``:input``.
+        out: the store directory to write.
+        config: capture options.
+        tokenizer: a Hugging Face tokenizer, for text inputs.
+        labels: one label per sample, stored in ``rows.parquet``.
+        resume: continue an interrupted capture at ``out`` (same inputs, same options).
+        overwrite: replace whatever store is at ``out``.
+        progress: show a progress bar.
+        provenance: extra facts for the manifest.
+
+    Returns:
+        The finished store, opened.
+    """
+    hps = resolve_hookpoints(model, hookpoints)
+    dtype = STORE_DTYPES[config.dtype] if config.dtype else None
+    if config.device is not None or dtype is not None:
+        model.to(device=config.device, dtype=dtype)
+    prov = {
+        "model": type(model).__name__,
+        "hookpoints": list(hookpoints) if not isinstance(hookpoints, str) else [hookpoints],
+        "inputs": type(inputs).__name__,
+        "saeatlas_version": __version__,
+        "torch_version": torch.__version__,
+        **(provenance or {}),
+    }
+    writer = StoreWriter(
+        out,
+        dtype=config.store_dtype,
+        shard_rows=config.shard_rows,
+        resume=resume,
+        overwrite=overwrite,
+        provenance=prov,
+    )
+    point = writer.resume_point
+    recorder = _Recorder(
+        hps, lambda name, t: t, config.output_index, stop_when_done=config.early_stop
+    )
+    total = _count_samples(inputs)
+    was_training = model.training
+    model.eval()
+    recorder.attach()
+    try:
+        with torch.no_grad(), progress_bar("capture", total, progress) as bar:
+            sample_base, started = 0, False
+            batches = iter_input_batches(
+                inputs,
+                batch_size=config.batch_size,
+                tokenizer=tokenizer,
+                labels=labels,
+                max_length=config.max_length,
+            )
+            for b, batch in enumerate(batches):
+                if b < point.batches_done:
+                    sample_base += batch.n_samples
+                    bar.advance(batch.n_samples)
+                    continue
+                if b == point.batches_done and sample_base != point.next_sample:
+                    raise ConfigError(
+                        f"The inputs differ from the interrupted capture in '{out}' (batch {b} starts "
+                        f"at sample {sample_base}, expected {point.next_sample}). Resume with the same "
+                        "inputs and `batch_size`, or start again with --overwrite."
+                    )
+                _forward(model, batch, recorder, config.device, dtype)
+                rows = {
+                    name: to_rows(t, name, mask=batch.mask, spatial=config.spatial)
+                    for name, t in recorder.values.items()
+                }
+                recorder.values.clear()
+                check_row_agreement(rows)
+                if not started:
+                    writer.start(_layer_specs(rows, recorder.shapes))
+                    started = True
+                x = (
+                    torch.cat([r.x for r in rows.values()], dim=1)
+                    if len(rows) > 1
+                    else next(iter(rows.values())).x
+                )
+                first = next(iter(rows.values()))
+                meta = _row_meta(batch, first, sample_base)
+                x, meta, n_skipped = _handle_nonfinite(
+                    x, meta, rows, config.on_nonfinite, b, writer.n_rows_added
+                )
+                writer.add(
+                    x,
+                    meta,
+                    n_samples=batch.n_samples,
+                    n_skipped=n_skipped,
+                    skip_rows=point.rows_into_batch if b == point.batches_done else 0,
+                )
+                sample_base += batch.n_samples
+                bar.advance(batch.n_samples, info=f"{writer.n_rows_added:,} rows")
+        writer.close()
+    finally:
+        recorder.detach()
+        model.train(was_training)
+    return ActivationStore.open(out)
+
+
+def _count_samples(inputs: Any) -> int | None:
+    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+        return int(inputs.shape[0])
+    if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
+        return len(inputs)
+    dataset = getattr(inputs, "dataset", None)  # a DataLoader
+    try:
+        return len(dataset) if dataset is not None else None
+    except TypeError:
+        return None
+
+
+def _layer_specs(rows: dict[str, LayerRows], shapes: dict[str, tuple[int, ...]]) -> list[LayerSpec]:
+    specs, start = [], 0
+    for name, r in rows.items():
+        n = r.x.shape[1]
+        specs.append(LayerSpec(name, start, start + n, (None, *shapes[name][1:]), r.layout))
+        start += n
+    return specs
+
+
+def _handle_nonfinite(
+    x: torch.Tensor,
+    meta: dict[str, np.ndarray],
+    rows: dict[str, LayerRows],
+    mode: str,
+    batch: int,
+    first_row: int,
+) -> tuple[torch.Tensor, dict[str, np.ndarray], int]:
+    finite_rows = torch.isfinite(x).all(dim=1)
+    if bool(finite_rows.all()):
+        return x, meta, 0
+    if mode == "error":
+        for name, r in rows.items():
+            bad = ~torch.isfinite(r.x)
+            if bad.any():
+                first = int(torch.nonzero(bad.any(dim=1))[0])
+                raise NonFiniteError(
+                    f"Layer '{name}' has {int(bad.sum())} NaN/Inf values in "
+                    f"{int(bad.any(dim=1).sum())} rows of input batch {batch}; the first is at "
+                    f"row {first_row + first} (sample {int(meta['sample'][first])}, position {int(meta['position'][first])}). "
+                    "Fix the model or inputs, or pass --on-nonfinite skip (`on_nonfinite='skip'`) "
+                    "to drop such rows and count them."
+                )
+    keep = finite_rows.numpy()
+    return x[finite_rows], {k: v[keep] for k, v in meta.items()}, int((~keep).sum())

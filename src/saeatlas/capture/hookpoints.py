@@ -1,0 +1,115 @@
+"""Hook point names: resolve exact names, globs and regexes to modules.
+
+A hook point is a ``model.named_modules()`` path (what ``get_submodule``
+accepts), as in TransformerLens and nnsight. Keras 3 layers on the torch
+backend are torch modules that ``named_modules`` does not list; they are
+added under their Keras layer names. A ``:input`` suffix records what goes
+into a module instead of what comes out.
+
+Patterns, tried in this order:
+- an exact name: ``encoder.layer.3``;
+- a glob (``fnmatch``, ``*`` also crosses dots): ``encoder.layer.*.output``;
+- a regex, written ``re:PATTERN`` and matched against the whole name:
+  ``re:encoder\\.layer\\.[0-2]``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import HookpointError
+
+INPUT_SUFFIX = ":input"
+REGEX_PREFIX = "re:"
+
+
+@dataclass(frozen=True)
+class Hookpoint:
+    """One resolved hook point."""
+
+    name: str
+    """The module's path, with ``:input`` when the input is recorded."""
+    module: torch.nn.Module
+    record_input: bool = False
+
+    @property
+    def module_name(self) -> str:
+        return self.name.removesuffix(INPUT_SUFFIX)
+
+
+def natural_key(name: str) -> list[object]:
+    """Sort key that orders ``layer.2`` before ``layer.10``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def named_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """All hookable modules by name, the root excluded, Keras layers included."""
+    found = {name: m for name, m in model.named_modules() if name}
+    seen = {id(m) for m in found.values()}
+    flatten = getattr(model, "_flatten_layers", None)  # Keras 3 models
+    if callable(flatten):
+        for layer in flatten(include_self=False, recursive=True):
+            if isinstance(layer, torch.nn.Module) and id(layer) not in seen:
+                found[layer.name] = layer
+                seen.add(id(layer))
+    return found
+
+
+def _match(pattern: str, names: list[str]) -> list[str]:
+    if pattern.startswith(REGEX_PREFIX):
+        try:
+            rx = re.compile(pattern[len(REGEX_PREFIX) :])
+        except re.error as e:
+            raise HookpointError(f"Bad regex in layer pattern {pattern!r}: {e}.") from e
+        return [n for n in names if rx.fullmatch(n)]
+    if pattern in names:
+        return [pattern]
+    if any(c in pattern for c in "*?["):
+        return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return []
+
+
+def resolve_hookpoints(
+    model: torch.nn.Module, patterns: list[str] | tuple[str, ...] | str
+) -> list[Hookpoint]:
+    """Resolve layer patterns to hook points, naturally sorted, without duplicates.
+
+    Raises:
+        HookpointError: a pattern matches nothing; the message lists the closest names.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not patterns:
+        raise HookpointError("No layers given. Name at least one (see `saeatlas layers MODEL`).")
+    modules = named_modules(model)
+    names = list(modules)
+    chosen: dict[str, Hookpoint] = {}
+    for raw in patterns:
+        record_input = raw.endswith(INPUT_SUFFIX)
+        pattern = raw.removesuffix(INPUT_SUFFIX)
+        hits = _match(pattern, names)
+        if not hits:
+            raise HookpointError(_no_match_message(raw, pattern, names, model))
+        for n in hits:
+            key = n + INPUT_SUFFIX if record_input else n
+            chosen[key] = Hookpoint(key, modules[n], record_input)
+    return [chosen[k] for k in sorted(chosen, key=natural_key)]
+
+
+def _no_match_message(raw: str, pattern: str, names: list[str], model: torch.nn.Module) -> str:
+    probe = pattern.removeprefix(REGEX_PREFIX)
+    close = difflib.get_close_matches(probe, names, n=5, cutoff=0.5)
+    if not close:  # fall back to names that share the pattern's first component
+        head = re.split(r"[.*?\[]", probe)[0]
+        close = [n for n in names if head and n.startswith(head)][:5]
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return (
+        f"No module of {type(model).__name__} matches layer pattern {raw!r}.{hint} "
+        "List the names with `saeatlas layers MODEL` (or `model.named_modules()`); globs use "
+        "`*`, regexes start with `re:`."
+    )

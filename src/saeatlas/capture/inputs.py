@@ -1,0 +1,253 @@
+"""Inputs for capture: arrays, iterables of batches, texts with a tokenizer, files.
+
+Everything becomes a stream of :class:`InputBatch`: what to pass to the model,
+how many samples the batch holds, its attention mask, and per-sample metadata
+(labels, texts, token strings) for ``rows.parquet``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputsError
+
+
+@dataclass
+class InputBatch:
+    """One batch of model inputs."""
+
+    args: tuple[Any, ...]
+    """Positional arguments of the forward call."""
+    kwargs: dict[str, Any]
+    """Keyword arguments of the forward call (Hugging Face dict batches)."""
+    n_samples: int
+    mask: torch.Tensor | None = None
+    """``[batch, seq]`` attention mask; 0 marks padding."""
+    labels: np.ndarray | None = None
+    """``[batch]`` one label per sample."""
+    texts: list[str] | None = None
+    tokens: list[list[str]] | None = None
+    """Per sample, the token string at each sequence position."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _n_samples(x: Any) -> int:
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        if x.ndim == 0:
+            raise InputsError("Inputs must have a batch dimension; got a 0-d array.")
+        return int(x.shape[0])
+    if isinstance(x, Mapping):
+        for v in x.values():
+            if isinstance(v, (torch.Tensor, np.ndarray)) and v.ndim:
+                return int(v.shape[0])
+    if isinstance(x, (list, tuple)) and x:
+        return _n_samples(x[0])
+    raise InputsError(f"Cannot tell the batch size of a {type(x).__name__} batch.")
+
+
+def _as_tensor(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        if x.dtype == np.float64:
+            x = x.astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(x))
+    return x
+
+
+def _labels_of(y: Any, n: int) -> np.ndarray | None:
+    if y is None:
+        return None
+    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if arr.ndim != 1 or len(arr) != n:
+        return None  # not one label per sample (for example token-level targets)
+    return arr
+
+
+def iter_input_batches(
+    inputs: Any,
+    *,
+    batch_size: int = 32,
+    tokenizer: Any = None,
+    labels: Sequence[Any] | np.ndarray | None = None,
+    max_length: int | None = None,
+) -> Iterator[InputBatch]:
+    """Batches from any supported kind of input.
+
+    Args:
+        inputs: a tensor or array (split along dim 0), a list of strings (needs
+            ``tokenizer``), or an iterable of batches: tensors, ``(x, y)`` pairs
+            (``y`` becomes the label), or dicts of keyword arguments (Hugging Face).
+        batch_size: samples per batch when ``inputs`` is an array or texts.
+        tokenizer: a Hugging Face tokenizer, for texts.
+        labels: one label per sample, aligned with ``inputs``.
+        max_length: truncate texts to this many tokens.
+    """
+    if batch_size <= 0:
+        raise InputsError(f"`batch_size` must be positive, got {batch_size}.")
+    if isinstance(inputs, (str, Path)):
+        raise InputsError(
+            "Inputs given as a path; read the file with `load_inputs(path)` first "
+            "(the CLI does this for --inputs)."
+        )
+    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+        yield from _array_batches(inputs, batch_size, labels)
+    elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
+        if tokenizer is None:
+            raise InputsError(
+                "Inputs are texts but no tokenizer was given. Pass `tokenizer=` (a Hugging Face "
+                "tokenizer), or use a Hugging Face model directory as --model."
+            )
+        yield from _text_batches(list(inputs), tokenizer, batch_size, labels, max_length)
+    elif isinstance(inputs, Iterable):
+        yield from _iterable_batches(inputs, labels)
+    else:
+        raise InputsError(
+            f"Unsupported inputs of type {type(inputs).__name__}; pass a tensor/array, a list "
+            "of texts with a tokenizer, or an iterable of batches (e.g. a DataLoader)."
+        )
+
+
+def _array_batches(x: Any, batch_size: int, labels: Any) -> Iterator[InputBatch]:
+    n = _n_samples(x)
+    if labels is not None and len(labels) != n:
+        raise InputsError(f"{len(labels)} labels for {n} input samples; give one label per sample.")
+    lab = None if labels is None else np.asarray(labels)
+    for s in range(0, n, batch_size):
+        chunk = _as_tensor(x[s : s + batch_size])
+        yield InputBatch(
+            (chunk,),
+            {},
+            int(chunk.shape[0]),
+            labels=None if lab is None else lab[s : s + batch_size],
+        )
+
+
+def _text_batches(
+    texts: list[str], tokenizer: Any, batch_size: int, labels: Any, max_length: int | None
+) -> Iterator[InputBatch]:
+    if labels is not None and len(labels) != len(texts):
+        raise InputsError(f"{len(labels)} labels for {len(texts)} texts; give one per text.")
+    lab = None if labels is None else np.asarray(labels)
+    for s in range(0, len(texts), batch_size):
+        chunk = texts[s : s + batch_size]
+        enc = tokenizer(
+            chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        kwargs = dict(enc)
+        ids = kwargs["input_ids"]
+        tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
+        yield InputBatch(
+            (),
+            kwargs,
+            len(chunk),
+            mask=kwargs.get("attention_mask"),
+            labels=None if lab is None else lab[s : s + batch_size],
+            texts=chunk,
+            tokens=tokens,
+        )
+
+
+def _iterable_batches(batches: Iterable[Any], labels: Any) -> Iterator[InputBatch]:
+    if labels is not None:
+        raise InputsError(
+            "`labels` applies to array or text inputs; with an iterable of batches, yield "
+            "(x, y) pairs or put 'labels' in dict batches instead."
+        )
+    for item in batches:
+        if isinstance(item, Mapping):
+            kwargs = {k: _as_tensor(v) for k, v in item.items()}
+            n = _n_samples(kwargs)
+            y = kwargs.get("labels", kwargs.get("label"))
+            yield InputBatch(
+                (), kwargs, n, mask=kwargs.get("attention_mask"), labels=_labels_of(y, n)
+            )
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            x, y = _as_tensor(item[0]), item[1]
+            n = _n_samples(x)
+            yield InputBatch((x,), {}, n, labels=_labels_of(y, n))
+        elif isinstance(item, (torch.Tensor, np.ndarray)):
+            x = _as_tensor(item)
+            yield InputBatch((x,), {}, _n_samples(x))
+        else:
+            raise InputsError(
+                f"A batch of type {type(item).__name__} is not supported; yield tensors, "
+                "(x, y) pairs or dicts of keyword arguments."
+            )
+
+
+def load_inputs(path: str | Path) -> np.ndarray | list[str]:
+    """Read inputs from a file: ``.npy`` or ``.safetensors`` arrays, or text (one per line).
+
+    A ``.safetensors`` file holds one tensor, or one named ``inputs``. A
+    ``.jsonl`` file holds one JSON string (or ``{"text": ...}``) per line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputsError(f"Inputs file '{path}' does not exist.")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise InputsError(
+                f"Cannot read '{path}' as a .npy array (pickled arrays are refused): {e}"
+            ) from e
+    if suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        try:
+            tensors = load_file(str(path))
+        except Exception as e:  # safetensors raises its own error types
+            raise InputsError(f"Cannot read '{path}' as safetensors: {e}") from e
+        if "inputs" in tensors:
+            return tensors["inputs"]
+        if len(tensors) == 1:
+            return next(iter(tensors.values()))
+        raise InputsError(
+            f"'{path}' holds tensors {sorted(tensors)}; name the input tensor 'inputs'."
+        )
+    if suffix in (".txt", ".text", ""):
+        texts = [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
+        texts = [t for t in texts if t.strip()]
+        if not texts:
+            raise InputsError(f"'{path}' holds no non-empty lines of text.")
+        return texts
+    if suffix == ".jsonl":
+        texts = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputsError(f"'{path}' line {i} is not JSON: {e}.") from e
+            texts.append(obj["text"] if isinstance(obj, dict) else str(obj))
+        return texts
+    raise InputsError(
+        f"Unsupported inputs file '{path}'; use .npy, .safetensors, .txt (one text per line) "
+        "or .jsonl."
+    )
+
+
+def load_labels(path: str | Path) -> np.ndarray:
+    """One label per sample, from a ``.npy`` array or a text file (one label per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputsError(f"Labels file '{path}' does not exist.")
+    if path.suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+    else:
+        arr = np.array(
+            [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        )
+    if arr.ndim != 1:
+        raise InputsError(
+            f"Labels in '{path}' have shape {arr.shape}; expected one label per sample."
+        )
+    return arr

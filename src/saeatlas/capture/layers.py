@@ -1,0 +1,57 @@
+"""``saeatlas layers``: every hook point of a model with its output shape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .hookpoints import named_modules
+from .rows import select_tensor
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    type: str
+    shape: tuple[int, ...] | None
+    """Output shape from the dry run; ``None`` when the module did not run or gave no tensor."""
+
+
+def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
+    """Run one forward pass on ``example`` and report every module's output shape.
+
+    ``example`` is a tensor (positional input) or a mapping of keyword inputs.
+    """
+    modules = named_modules(model)
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+
+    def make(name: str):
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            try:
+                shapes.setdefault(name, tuple(select_tensor(output, name).shape))
+            except ValueError:
+                pass
+
+        return hook
+
+    try:
+        for name, m in modules.items():
+            handles.append(m.register_forward_hook(make(name)))
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                if isinstance(example, Mapping):
+                    model(**example)
+                else:
+                    model(example)
+        finally:
+            model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    return [LayerInfo(n, type(m).__name__, shapes.get(n)) for n, m in modules.items()]

@@ -1,0 +1,117 @@
+"""Model specifications for the CLI: ``package.module:factory``, ``file.py:factory``
+or a local Hugging Face model directory (offline, safetensors only)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelSpecError
+
+
+@dataclass
+class LoadedModel:
+    """A model and, for Hugging Face directories, its tokenizer."""
+
+    model: torch.nn.Module
+    tokenizer: Any = None
+    spec: str = ""
+
+
+def load_model(spec: str) -> LoadedModel:
+    """Resolve a model SPEC.
+
+    - ``package.module:factory`` or ``path/to/file.py:factory``: the factory is
+      called with no arguments and returns a ``torch.nn.Module`` (or a
+      ``(model, tokenizer)`` pair).
+    - a directory with ``config.json`` and ``*.safetensors`` weights: loaded with
+      Hugging Face ``transformers`` offline, with its tokenizer when present.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        return _load_hf_dir(path)
+    if ":" not in spec:
+        raise ModelSpecError(
+            f"Model spec {spec!r} is neither a directory nor 'package.module:factory'. Give a "
+            "local Hugging Face model directory or a factory such as 'mypkg.models:build'."
+        )
+    target, _, attr = spec.rpartition(":")
+    module = _import(target, spec)
+    factory = getattr(module, attr, None)
+    if factory is None:
+        public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+        raise ModelSpecError(
+            f"'{target}' has no attribute {attr!r}; callables there: {public[:10]}."
+        )
+    made = factory() if callable(factory) else factory
+    tokenizer = None
+    if isinstance(made, tuple) and len(made) == 2:
+        made, tokenizer = made
+    if not isinstance(made, torch.nn.Module):
+        raise ModelSpecError(
+            f"'{spec}' gave a {type(made).__name__}; the factory must return a torch.nn.Module "
+            "(or a (model, tokenizer) pair)."
+        )
+    return LoadedModel(made, tokenizer, spec)
+
+
+def _import(target: str, spec: str) -> Any:
+    if target.endswith(".py"):
+        file = Path(target)
+        if not file.is_file():
+            raise ModelSpecError(f"Model file '{file}' does not exist (from spec {spec!r}).")
+        name = f"_saeatlas_model_{abs(hash(file.resolve()))}"
+        mod_spec = importlib.util.spec_from_file_location(name, file)
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[name] = module
+        mod_spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(target)
+    except ImportError as e:
+        raise ModelSpecError(f"Cannot import {target!r} from model spec {spec!r}: {e}.") from e
+
+
+def _load_hf_dir(path: Path) -> LoadedModel:
+    if not (path / "config.json").exists():
+        raise ModelSpecError(
+            f"'{path}' has no config.json; it is not a Hugging Face model directory."
+        )
+    if not list(path.glob("*.safetensors")):
+        raise ModelSpecError(
+            f"'{path}' has no *.safetensors weights. saeatlas loads only safetensors (pickled "
+            "*.bin weights can run code); convert them with `transformers` save_pretrained("
+            "safe_serialization=True)."
+        )
+    try:
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError as e:
+        raise ModelSpecError(
+            "Loading a Hugging Face directory needs `transformers`: pip install 'saeatlas[hf]'."
+        ) from e
+    model = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
+    tokenizer = None
+    if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return LoadedModel(model, tokenizer, str(path))
+
+
+def example_inputs(model: torch.nn.Module, tokenizer: Any = None) -> Any:
+    """A small input for a dry forward pass: a sentence for text models, else random
+    rows sized by the first ``Linear`` layer."""
+    if tokenizer is not None:
+        return tokenizer(["The quick brown fox jumps over the lazy dog."], return_tensors="pt")
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            return torch.randn(2, m.in_features)
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding)):
+            break
+    raise ModelSpecError(
+        f"Cannot guess an input for {type(model).__name__}; pass one with --inputs FILE."
+    )

@@ -1,0 +1,137 @@
+"""Turn one layer's output into rows (DESIGN.md, "Units and layers").
+
+- ``[batch, d]``: one row per sample (layout ``sample``).
+- ``[batch, seq, d]``: one row per token; an attention mask drops padding (``token``).
+- ``[batch, C, H, W]``: one row per spatial position with C units (``position``),
+  or the spatial mean, one row per sample (``pooled``).
+
+Tuple, list, dict and dataclass outputs (Hugging Face ``ModelOutput``) give
+their first tensor, or the one at ``output_index``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import torch
+
+from ..errors import ShapeError
+
+SPATIAL_MODES = ("positions", "mean")
+
+
+class LayerRows(NamedTuple):
+    """The rows one layer gives for one batch."""
+
+    x: torch.Tensor
+    """``[rows, units]`` activations."""
+    sample: torch.Tensor
+    """``[rows]`` index of each row's sample inside the batch."""
+    position: torch.Tensor
+    """``[rows]`` token index or flattened spatial position (0 for per-sample rows)."""
+    layout: str
+    """``sample``, ``token``, ``position`` or ``pooled``."""
+
+
+def select_tensor(output: Any, name: str, output_index: int | str | None = None) -> torch.Tensor:
+    """The tensor to record from a module's output (or input)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    items: list[tuple[Any, Any]]
+    if isinstance(output, dict):
+        items = list(output.items())
+    elif dataclasses.is_dataclass(output) and not isinstance(output, type):
+        items = [(f.name, getattr(output, f.name)) for f in dataclasses.fields(output)]
+    elif isinstance(output, (tuple, list)):
+        items = list(enumerate(output))
+    else:
+        raise ShapeError(f"Layer '{name}' gives a {type(output).__name__}, not a tensor.")
+    if output_index is not None:
+        for key, value in items:
+            if key == output_index and isinstance(value, torch.Tensor):
+                return value
+        keys = [k for k, v in items if isinstance(v, torch.Tensor)]
+        raise ShapeError(
+            f"Layer '{name}' has no tensor at `output_index` {output_index!r}; tensors are at {keys}."
+        )
+    for _, value in items:
+        if isinstance(value, torch.Tensor):
+            return value
+    raise ShapeError(f"Layer '{name}' gives a {type(output).__name__} that holds no tensor.")
+
+
+def to_rows(
+    t: torch.Tensor,
+    name: str,
+    *,
+    mask: torch.Tensor | None = None,
+    spatial: str = "positions",
+) -> LayerRows:
+    """Rows of one layer's tensor for one batch; the rows are a copy on the CPU."""
+    b = t.shape[0] if t.ndim else 0
+    if t.ndim == 1:
+        t = t[:, None]
+    if t.ndim == 2:
+        x = t
+        sample = torch.arange(b)
+        return LayerRows(_copy(x), sample, torch.zeros(b, dtype=torch.long), "sample")
+    if t.ndim == 3:
+        s = t.shape[1]
+        sample = torch.arange(b).repeat_interleave(s)
+        position = torch.arange(s).repeat(b)
+        x = t.reshape(b * s, t.shape[2])
+        if mask is not None:
+            if tuple(mask.shape) != (b, s):
+                raise ShapeError(
+                    f"Layer '{name}' has shape {tuple(t.shape)} but the attention mask has shape "
+                    f"{tuple(mask.shape)}; expected [batch, seq] = [{b}, {s}]."
+                )
+            keep = mask.reshape(-1).to(device="cpu", dtype=torch.bool)
+            return LayerRows(x[keep.to(x.device)].to("cpu"), sample[keep], position[keep], "token")
+        return LayerRows(_copy(x), sample, position, "token")
+    if t.ndim == 4:
+        if spatial not in SPATIAL_MODES:
+            raise ShapeError(
+                f"Unknown `spatial` {spatial!r}; expected one of: {list(SPATIAL_MODES)}."
+            )
+        c, h, w = t.shape[1:]
+        if spatial == "mean":
+            return LayerRows(
+                _copy(t.mean(dim=(2, 3))),
+                torch.arange(b),
+                torch.zeros(b, dtype=torch.long),
+                "pooled",
+            )
+        x = t.permute(0, 2, 3, 1).reshape(b * h * w, c)
+        sample = torch.arange(b).repeat_interleave(h * w)
+        position = torch.arange(h * w).repeat(b)
+        return LayerRows(_copy(x), sample, position, "position")
+    raise ShapeError(
+        f"Layer '{name}' has output shape {tuple(t.shape)}; saeatlas records [batch, d], "
+        "[batch, seq, d] or [batch, C, H, W]. Choose another layer or a module that reshapes it."
+    )
+
+
+def _copy(x: torch.Tensor) -> torch.Tensor:
+    """A CPU copy that later in-place ops of the model cannot change."""
+    return x.detach().to("cpu", copy=True).contiguous()
+
+
+def check_row_agreement(rows: dict[str, LayerRows]) -> None:
+    """All layers of one batch must give the same rows, or the rows cannot be concatenated."""
+    counts = {name: (r.x.shape[0], r.layout) for name, r in rows.items()}
+    if len({c for c, _ in counts.values()}) > 1:
+        detail = "; ".join(f"'{n}': {c} rows ({lay})" for n, (c, lay) in counts.items())
+        raise ShapeError(
+            f"Layers give different numbers of rows per batch and cannot share one row per sample: "
+            f"{detail}. Capture them into separate stores, or pool conv maps with "
+            "`spatial='mean'` (--spatial mean) so every layer gives one row per sample."
+        )
+    first = next(iter(rows.values()))
+    for name, r in rows.items():
+        if not (torch.equal(r.sample, first.sample) and torch.equal(r.position, first.position)):
+            raise ShapeError(
+                f"Layer '{name}' gives rows for other positions than the first layer "
+                f"({r.layout} vs {first.layout}); capture them into separate stores."
+            )

@@ -1,0 +1,278 @@
+"""The ``saeatlas`` command line: one thin command per pipeline stage.
+
+Each command parses options and calls one documented Python function. User
+errors (:class:`~saeatlas.errors.AtlasError`) become one line on stderr and
+exit code 1, in :meth:`_Group.invoke`; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from . import __version__
+from .errors import AtlasError
+
+#: Options that take several values after one flag (``--layers a b c``).
+MULTI_VALUE_OPTIONS = ("--layers",)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _expand_multi_value(args: list[str]) -> list[str]:
+    """Rewrite ``--layers a b`` as ``--layers a --layers b`` for click."""
+    out: list[str] = []
+    current: str | None = None
+    for a in args:
+        if a in MULTI_VALUE_OPTIONS:
+            current = a
+            continue
+        if current is not None and not a.startswith("-"):
+            out += [current, a]
+            continue
+        current = None
+        out.append(a)
+    return out
+
+
+class _Group(TyperGroup):
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        args = list(sys.argv[1:] if args is None else args)
+        return super().main(_expand_multi_value(args), *rest, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AtlasError as e:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            err_console.print(
+                f"[bold red]Error:[/] {e}", markup=True, highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="saeatlas: the macroscopic structure of neural networks, found with sparse autoencoders.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"saeatlas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what each step does."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    ctx.ensure_object(dict)["debug"] = debug
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+
+
+def _output_index(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+@app.command("layers")
+def layers_cmd(
+    model: str = typer.Argument(
+        ...,
+        help="Model SPEC: 'package.module:factory', 'file.py:factory' "
+        "or a local Hugging Face model directory.",
+    ),
+    inputs: Path | None = typer.Option(
+        None,
+        "--inputs",
+        help="Example input file for the dry run (.npy, .safetensors, .txt); guessed when omitted.",
+    ),
+) -> None:
+    """List a model's hook points with their output shapes (one dry forward pass)."""
+    from .capture import example_inputs, iter_input_batches, list_layers, load_inputs, load_model
+
+    loaded = load_model(model)
+    if inputs is None:
+        example = example_inputs(loaded.model, loaded.tokenizer)
+    else:
+        batch = next(
+            iter_input_batches(load_inputs(inputs), batch_size=2, tokenizer=loaded.tokenizer)
+        )
+        example = batch.kwargs if batch.kwargs else batch.args[0]
+    table = Table("hook point", "type", "output shape")
+    for info in list_layers(loaded.model, example):
+        table.add_row(info.name, info.type, "-" if info.shape is None else str(list(info.shape)))
+    console.print(table)
+
+
+@app.command("capture")
+def capture_cmd(
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="Model SPEC: 'package.module:factory', "
+        "'file.py:factory' or a local Hugging Face model directory.",
+    ),
+    inputs: Path = typer.Option(
+        ...,
+        "--inputs",
+        help="Inputs: .npy or .safetensors array, or a "
+        ".txt file with one text per line (needs a tokenizer).",
+    ),
+    layers: list[str] = typer.Option(
+        ...,
+        "--layers",
+        help="Layer names, globs or re:regexes "
+        "(several after one flag); ':input' records a module's input.",
+    ),
+    out: Path = typer.Option(..., "--out", help="Store directory to write."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="One label per sample (.npy or text)."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", help="Samples per forward pass."),
+    spatial: str = typer.Option("positions", "--spatial", help="Conv maps: 'positions' or 'mean'."),
+    output_index: str | None = typer.Option(
+        None,
+        "--output-index",
+        help="Element of a tuple/dict output to record (default: the first tensor).",
+    ),
+    device: str | None = typer.Option(None, "--device", help="Device for the model (cpu, cuda)."),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="Run the model in float32, float16 or bfloat16."
+    ),
+    store_dtype: str = typer.Option(
+        "float32", "--store-dtype", help="Dtype of stored activations."
+    ),
+    shard_rows: int | None = typer.Option(
+        None, "--shard-rows", help="Rows per shard (default: about 64 MiB per shard)."
+    ),
+    on_nonfinite: str = typer.Option(
+        "error", "--on-nonfinite", help="NaN/Inf rows: 'error' or 'skip' (drop and count them)."
+    ),
+    max_length: int | None = typer.Option(
+        None, "--max-length", help="Truncate texts to this many tokens."
+    ),
+    early_stop: bool = typer.Option(
+        True,
+        "--early-stop/--no-early-stop",
+        help="Stop each forward pass after the last recorded layer.",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted capture at --out."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the store at --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Record the activations of the chosen layers into an activation store."""
+    from .capture import CaptureConfig, capture_activations, load_inputs, load_labels, load_model
+
+    config = CaptureConfig(
+        batch_size=batch_size,
+        spatial=spatial,
+        output_index=_output_index(output_index),
+        device=device,
+        dtype=dtype,
+        store_dtype=store_dtype,
+        shard_rows=shard_rows,
+        on_nonfinite=on_nonfinite,
+        max_length=max_length,
+        early_stop=early_stop,
+    )
+    loaded = load_model(model)
+    data = load_inputs(inputs)
+    store = capture_activations(
+        loaded.model,
+        data,
+        layers,
+        out,
+        config,
+        tokenizer=loaded.tokenizer,
+        labels=load_labels(labels) if labels else None,
+        resume=resume,
+        overwrite=overwrite,
+        progress=not quiet,
+        provenance={"model": model, "inputs": str(inputs)},
+    )
+    print_summary(store)
+
+
+@app.command("info")
+def info_cmd(
+    store: Path = typer.Argument(..., help="Store directory or .npy file."),
+    verify: bool = typer.Option(False, "--verify", help="Read every shard and check its sha256."),
+) -> None:
+    """Summarise an activation store (its manifest)."""
+    from .store import ActivationStore
+
+    s = ActivationStore.open(store, verify=verify)
+    if verify:
+        for _ in s.iter_batches(1 << 16, shuffle=False, dtype=None):
+            pass
+    print_summary(s)
+    if verify:
+        console.print(f"All {s.n_shards} shards match their sha256.")
+
+
+def print_summary(store: Any) -> None:
+    """Print a store's summary: rows, units, layers and their column ranges."""
+    s = store.summary()
+    console.print(
+        f"[bold]{s.path}[/] ({s.kind}): {s.n_rows:,} rows x {s.n_units:,} units, {s.dtype}, "
+        f"{s.n_shards} shard(s), {s.n_bytes / 2**20:.1f} MiB"
+    )
+    if s.n_nonfinite_rows_skipped:
+        console.print(f"{s.n_nonfinite_rows_skipped:,} rows with NaN/Inf were skipped.")
+    table = Table("layer", "columns", "units", "layout", "output shape", "mean", "std")
+    for layer in s.layers:
+        mean = store.mean[layer.start : layer.stop]
+        std = store.std[layer.start : layer.stop]
+        table.add_row(
+            layer.name,
+            f"{layer.start}:{layer.stop}",
+            str(layer.n_units),
+            layer.layout,
+            str(list(layer.shape)),
+            f"{mean.mean():.4g}",
+            f"{std.mean():.4g}",
+        )
+    console.print(table)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo-out"), "--out", help="Directory for the demo's outputs."),
+    seed: int = typer.Option(0, "--seed", help="Seed for training and sampling."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Run the pipeline on the embedded default: a network trained on scikit-learn's digits."""
+    from .demo import run_demo
+
+    store = run_demo(out, seed=seed, progress=not quiet)
+    acc = store.manifest.provenance.get("accuracy")
+    console.print(f"Digits MLP trained (held-out accuracy {acc:.3f}); hidden layers captured:")
+    print_summary(store)
+
+
+def main() -> None:
+    """Entry point of the ``saeatlas`` script."""
+    app()

@@ -1,0 +1,118 @@
+"""Reading and writing one shard: a safetensors file holding one 2-D tensor.
+
+Writing goes through the ``safetensors`` library. Reading parses the
+safetensors header itself (8-byte little-endian length, JSON header, raw
+data) so that a shard is read from disk exactly once: the bytes land in one
+buffer, the sha256 is taken over that buffer, and the tensor is a view of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+
+import torch
+from safetensors.torch import save as _safetensors_save
+
+from ..errors import ChecksumError, StoreError
+from .atomic import atomic_write_bytes
+
+#: Name of the tensor inside every shard file.
+TENSOR_NAME = "activations"
+
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+}
+
+#: Store dtypes a user may ask for, by the name used in manifests and flags.
+STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def write_shard(path: Path, x: torch.Tensor) -> str:
+    """Write ``x`` ``[rows, units]`` atomically to ``path``; return the file's sha256."""
+    data = _safetensors_save({TENSOR_NAME: x.contiguous()})
+    digest = hashlib.sha256(data).hexdigest()
+    atomic_write_bytes(path, data)
+    return digest
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    """sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_shard(path: Path, expected_sha256: str | None = None) -> torch.Tensor:
+    """Read a shard written by :func:`write_shard`.
+
+    Args:
+        path: the shard file.
+        expected_sha256: when given, the file's sha256 must match it.
+
+    Returns:
+        The tensor ``[rows, units]``, a view of a freshly read buffer.
+
+    Raises:
+        ChecksumError: the sha256 differs from ``expected_sha256``.
+        StoreError: the file is missing, truncated or not a saeatlas shard.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            buf = bytearray(size)
+            n_read = f.readinto(memoryview(buf))
+    except FileNotFoundError as e:
+        raise StoreError(
+            f"Shard '{path.name}' is missing from '{path.parent}'. The store is incomplete; "
+            "recapture it (or restore the file)."
+        ) from e
+    if n_read != size:
+        raise StoreError(f"Shard '{path}' was truncated while reading ({n_read} of {size} bytes).")
+    if expected_sha256 is not None:
+        actual = hashlib.sha256(buf).hexdigest()
+        if actual != expected_sha256:
+            raise ChecksumError(
+                f"Shard '{path.name}' in '{path.parent}' is corrupt: its sha256 is {actual[:16]}…, "
+                f"the manifest says {expected_sha256[:16]}…. Recapture the store, or open it with "
+                "`verify=False` (`--no-verify`) to read it anyway."
+            )
+    return _parse(buf, path)
+
+
+def _parse(buf: bytearray, path: Path) -> torch.Tensor:
+    def bad(why: str) -> StoreError:
+        return StoreError(f"Shard '{path}' is not a valid saeatlas shard: {why}.")
+
+    if len(buf) < 8:
+        raise bad("file shorter than the safetensors header")
+    (n_header,) = struct.unpack("<Q", bytes(buf[:8]))
+    if n_header > len(buf) - 8:
+        raise bad("header length points past the end of the file")
+    try:
+        header = json.loads(bytes(buf[8 : 8 + n_header]))
+        info = header[TENSOR_NAME]
+        dtype = _DTYPES[info["dtype"]]
+        shape = [int(s) for s in info["shape"]]
+        begin, end = (int(o) for o in info["data_offsets"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise bad(f"unreadable header ({e!r})") from e
+    if len(shape) != 2:
+        raise bad(f"tensor has shape {shape}, expected [rows, units]")
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    count = shape[0] * shape[1]
+    offset = 8 + n_header + begin
+    if end - begin != count * itemsize or offset + count * itemsize > len(buf):
+        raise bad("data offsets do not match the tensor's shape")
+    if count == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(buf, dtype=dtype, count=count, offset=offset).view(shape)

@@ -1,0 +1,76 @@
+"""Per-unit running mean and variance, merged batch by batch.
+
+Uses the pairwise update of Chan, Golub and LeVeque (1979): for two parts with
+counts n_a, n_b, means m_a, m_b and sums of squared deviations M2_a, M2_b,
+
+    delta = m_b - m_a
+    m     = m_a + delta * n_b / n
+    M2    = M2_a + M2_b + delta**2 * n_a * n_b / n
+
+which stays accurate where the textbook sum-of-squares formula cancels.
+Everything is accumulated in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class RunningMoments:
+    """Mean and variance of each column over all rows seen so far.
+
+    Args:
+        n_units: number of columns.
+    """
+
+    def __init__(self, n_units: int) -> None:
+        self.count = 0
+        self.mean = np.zeros(n_units, dtype=np.float64)
+        self.m2 = np.zeros(n_units, dtype=np.float64)
+
+    def update(self, x: torch.Tensor | np.ndarray) -> None:
+        """Merge a batch ``x`` of shape ``[rows, n_units]``."""
+        x = torch.as_tensor(x)
+        n_b = x.shape[0]
+        if n_b == 0:
+            return
+        xd = x.to(torch.float64)
+        mean_b = xd.mean(dim=0)
+        m2_b = ((xd - mean_b) ** 2).sum(dim=0)
+        self.merge(n_b, mean_b.numpy(), m2_b.numpy())
+
+    def merge(self, n_b: int, mean_b: np.ndarray, m2_b: np.ndarray) -> None:
+        """Merge the moments of another part (count, mean, sum of squared deviations)."""
+        if n_b == 0:
+            return
+        n_a = self.count
+        n = n_a + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta**2 * (n_a * n_b / n)
+        self.count = n
+
+    @property
+    def var(self) -> np.ndarray:
+        """Population variance of each column (0 when fewer than one row)."""
+        if self.count == 0:
+            return np.zeros_like(self.m2)
+        return self.m2 / self.count
+
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation of each column."""
+        return np.sqrt(self.var)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that restore this object with :meth:`from_state`."""
+        return {"count": np.array([self.count], dtype=np.int64), "mean": self.mean, "m2": self.m2}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> RunningMoments:
+        obj = cls(len(state["mean"]))
+        obj.count = int(state["count"][0])
+        obj.mean = np.asarray(state["mean"], dtype=np.float64).copy()
+        obj.m2 = np.asarray(state["m2"], dtype=np.float64).copy()
+        return obj

@@ -1,0 +1,441 @@
+"""Reading an activation store: ``ActivationStore.open(path)``.
+
+A store is either a directory written by :class:`~saeatlas.store.writer.StoreWriter`
+(safetensors shards + ``manifest.json`` + ``rows.parquet``) or a plain ``.npy``
+file of shape ``[rows, units]`` with an optional ``layers.json`` beside it,
+opened read-only. Both read through the same shuffled, bounded-memory batches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from ..errors import ConfigError, NonFiniteError, StoreError
+from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, ShardInfo, validate_layers
+from .shards import STORE_DTYPES, read_shard
+from .stats import RunningMoments
+from .writer import PROGRESS
+
+#: Rows per virtual shard when reading a ``.npy`` file.
+NPY_CHUNK_BYTES = 64 << 20
+
+
+class _ShardSource:
+    """The shards of a store directory, each checked against its sha256 when read."""
+
+    def __init__(self, root: Path, shards: Sequence[ShardInfo], verify: bool) -> None:
+        self.root, self.shards, self.verify = root, list(shards), verify
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def rows(self, i: int) -> int:
+        return self.shards[i].rows
+
+    def load(self, i: int) -> torch.Tensor:
+        info = self.shards[i]
+        x = read_shard(self.root / info.file, info.sha256 if self.verify else None)
+        if x.shape[0] != info.rows:
+            raise StoreError(
+                f"Shard '{info.file}' has {x.shape[0]} rows, the manifest says {info.rows}; "
+                "the store is corrupt. Recapture it."
+            )
+        return x
+
+
+class _ArraySource:
+    """A ``.npy`` file, memory-mapped and read in chunks of about 64 MiB."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self.chunk = max(1, NPY_CHUNK_BYTES // max(1, array.shape[1] * array.itemsize))
+
+    def __len__(self) -> int:
+        return max(1, math.ceil(self.array.shape[0] / self.chunk))
+
+    def rows(self, i: int) -> int:
+        return min(self.chunk, self.array.shape[0] - i * self.chunk)
+
+    def load(self, i: int) -> torch.Tensor:
+        block = np.array(self.array[i * self.chunk : (i + 1) * self.chunk])
+        return torch.from_numpy(block)
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What ``saeatlas info`` prints."""
+
+    path: str
+    kind: str
+    n_rows: int
+    n_units: int
+    dtype: str
+    n_shards: int
+    n_bytes: int
+    layers: tuple[LayerSpec, ...]
+    n_nonfinite_rows_skipped: int
+    provenance: dict[str, Any]
+
+
+class ActivationStore:
+    """Rows of unit activations, read in shuffled batches with bounded memory.
+
+    Open with :meth:`open`. Columns are the units of the layers in
+    :attr:`layers`, concatenated in order (DESIGN.md, "Units and layers").
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        source: _ShardSource | _ArraySource,
+        layers: tuple[LayerSpec, ...],
+        dtype: str,
+        manifest: Manifest | None,
+    ) -> None:
+        self.path = path
+        self._source = source
+        self.layers = layers
+        self.dtype = dtype
+        self.manifest = manifest
+        self._moments: tuple[np.ndarray, np.ndarray] | None = (
+            (manifest.mean, manifest.std) if manifest is not None else None
+        )
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, *, verify: bool = True) -> ActivationStore:
+        """Open a store directory or a ``.npy`` file.
+
+        Args:
+            path: a store directory, or a ``.npy`` array ``[rows, units]``.
+            verify: check each shard's sha256 when it is read.
+        """
+        path = Path(path)
+        if path.suffix == ".npy" and path.is_file():
+            return cls._open_npy(path)
+        if not path.exists():
+            raise StoreError(
+                f"No activation store at '{path}'. Capture one with `saeatlas capture`."
+            )
+        if not path.is_dir():
+            raise StoreError(
+                f"'{path}' is neither a store directory nor a .npy file of shape [rows, units]."
+            )
+        if not (path / MANIFEST).exists():
+            if (path / PROGRESS).exists():
+                raise StoreError(
+                    f"'{path}' holds an interrupted capture (no manifest.json yet). Finish it with "
+                    "`saeatlas capture ... --resume`."
+                )
+            raise StoreError(f"'{path}' has no manifest.json; it is not a saeatlas store.")
+        manifest = Manifest.read(path / MANIFEST)
+        if manifest.dtype not in STORE_DTYPES:
+            raise StoreError(f"'{path}' has unknown dtype {manifest.dtype!r} in its manifest.")
+        if sum(s.rows for s in manifest.shards) != manifest.n_rows:
+            raise StoreError(f"'{path}/manifest.json' is inconsistent: shard rows do not add up.")
+        validate_layers(manifest.layers, manifest.n_units)
+        source = _ShardSource(path, manifest.shards, verify)
+        return cls(path, source, manifest.layers, manifest.dtype, manifest)
+
+    @classmethod
+    def _open_npy(cls, path: Path) -> ActivationStore:
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as e:
+            raise StoreError(f"'{path}' is not a readable .npy array ({e}).") from e
+        if array.ndim != 2:
+            raise StoreError(
+                f"'{path}' has shape {array.shape}; an activation array must be [rows, units]. "
+                "Reshape it to 2-D first."
+            )
+        dtype = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}.get(array.dtype)
+        if dtype is None:
+            if array.dtype.kind != "f":
+                raise StoreError(f"'{path}' has dtype {array.dtype}; activations must be floats.")
+            dtype = "float32"  # float64 is read as float32
+        layers = _npy_layers(path, array.shape[1])
+        return cls(path, _ArraySource(array), layers, dtype, None)
+
+    # -- facts -----------------------------------------------------------------------------
+
+    @property
+    def n_rows(self) -> int:
+        return self.manifest.n_rows if self.manifest else int(self._source.array.shape[0])
+
+    @property
+    def n_units(self) -> int:
+        return self.layers[-1].stop
+
+    @property
+    def n_shards(self) -> int:
+        return len(self._source)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Per-unit mean (float64); streamed once for ``.npy`` stores."""
+        return self._stats()[0]
+
+    @property
+    def std(self) -> np.ndarray:
+        """Per-unit population standard deviation (float64)."""
+        return self._stats()[1]
+
+    def _stats(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._moments is None:
+            m = RunningMoments(self.n_units)
+            start = 0
+            for i in range(self.n_shards):
+                x = self._source.load(i)
+                _check_finite(x, self.path, start)
+                m.update(x)
+                start += x.shape[0]
+            self._moments = (m.mean, m.std)
+        return self._moments
+
+    def layer(self, name: str) -> LayerSpec:
+        """The layer called ``name``."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        names = ", ".join(repr(layer.name) for layer in self.layers)
+        raise StoreError(f"Store '{self.path}' has no layer {name!r}; it has: {names}.")
+
+    def columns(self, layers: Sequence[str] | None = None) -> slice | torch.Tensor:
+        """Columns of the given layers: a slice when contiguous, else an index tensor."""
+        if layers is None:
+            return slice(0, self.n_units)
+        if isinstance(layers, str):
+            layers = [layers]
+        specs = [self.layer(n) for n in layers]
+        if not specs:
+            raise ConfigError("`layers` is empty; name at least one layer or pass None for all.")
+        ranges = [(s.start, s.stop) for s in specs]
+        if all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1)):
+            return slice(ranges[0][0], ranges[-1][1])
+        return torch.cat([torch.arange(a, b) for a, b in ranges])
+
+    def summary(self) -> StoreSummary:
+        if self.manifest is not None:
+            n_bytes = sum((self.path / s.file).stat().st_size for s in self.manifest.shards)
+            return StoreSummary(
+                str(self.path),
+                "store",
+                self.n_rows,
+                self.n_units,
+                self.dtype,
+                self.n_shards,
+                n_bytes,
+                self.layers,
+                self.manifest.n_nonfinite_rows_skipped,
+                self.manifest.provenance,
+            )
+        return StoreSummary(
+            str(self.path),
+            "npy",
+            self.n_rows,
+            self.n_units,
+            self.dtype,
+            self.n_shards,
+            self.path.stat().st_size,
+            self.layers,
+            0,
+            {},
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def rows(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """Per-row metadata (``row``, ``sample``, ``position``, labels...) as a pyarrow Table."""
+        if self.manifest is None:
+            n = self.n_rows
+            return pa.table(
+                {"row": np.arange(n), "sample": np.arange(n), "position": np.zeros(n, np.int64)}
+            )
+        try:
+            return pq.read_table(self.path / ROWS, columns=list(columns) if columns else None)
+        except (OSError, pa.ArrowInvalid) as e:
+            raise StoreError(
+                f"'{self.path / ROWS}' is unreadable ({e}); recapture the store."
+            ) from e
+
+    def read(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        layers: Sequence[str] | None = None,
+        dtype: torch.dtype | None = torch.float32,
+    ) -> torch.Tensor:
+        """Rows ``start:stop`` in order, ``[stop - start, units]``. Loads only the shards needed."""
+        stop = self.n_rows if stop is None else min(stop, self.n_rows)
+        if not 0 <= start <= stop:
+            raise ConfigError(f"Bad row range {start}:{stop} for a store of {self.n_rows} rows.")
+        cols = self.columns(layers)
+        parts, offset = [], 0
+        for i in range(self.n_shards):
+            n = self._source.rows(i)
+            if offset + n > start and offset < stop:
+                x = self._source.load(i)[max(0, start - offset) : stop - offset, cols]
+                parts.append(x)
+            offset += n
+        out = torch.cat(parts) if parts else torch.empty(0, self._width(cols))
+        return out.to(dtype) if dtype is not None else out.contiguous()
+
+    def _width(self, cols: slice | torch.Tensor) -> int:
+        return cols.stop - cols.start if isinstance(cols, slice) else len(cols)
+
+    def iter_batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        layers: Sequence[str] | None = None,
+        buffer_rows: int | None = None,
+        drop_last: bool = False,
+        dtype: torch.dtype | None = torch.float32,
+        prefetch: bool = True,
+    ) -> Iterator[torch.Tensor]:
+        """Batches ``[batch_size, units]`` that visit every row exactly once.
+
+        With ``shuffle``, shards are visited in a seeded random order and each
+        batch is a uniform random draw from a pool of the current shard plus up
+        to ``buffer_rows`` rows left over from earlier shards (by default one
+        shard's worth), so rows of different shards mix. The order of rows inside
+        a batch carries no meaning. Memory: the pool plus the next shard, which
+        a background thread reads (and checks) while batches are served.
+
+        Args:
+            batch_size: rows per batch; the last batch may be smaller unless ``drop_last``.
+            shuffle: random order (seeded by ``seed`` and ``epoch``) or storage order.
+            layers: names of the layers whose columns to return; all by default.
+            buffer_rows: rows carried between shards for mixing.
+            dtype: dtype of the batches (``None`` keeps the stored dtype).
+            prefetch: read the next shard in a background thread.
+        """
+        if batch_size <= 0:
+            raise ConfigError(f"`batch_size` must be positive, got {batch_size}.")
+        cols = self.columns(layers)
+        n = self.n_shards
+        if shuffle:
+            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+            order = torch.randperm(n, generator=g).tolist()
+        else:
+            g, order = None, list(range(n))
+        if buffer_rows is None:
+            buffer_rows = max(self._source.rows(i) for i in range(n))
+        pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
+
+        def load(i: int) -> torch.Tensor:
+            x = self._source.load(i)
+            return x if isinstance(cols, slice) and cols == slice(0, self.n_units) else x[:, cols]
+
+        try:
+            pending = pool.submit(load, order[0]) if pool else None
+            carry = torch.empty(0, self._width(cols), dtype=STORE_DTYPES[self.dtype])
+            for k, i in enumerate(order):
+                x = pending.result() if pool else load(i)
+                if pool and k + 1 < n:
+                    pending = pool.submit(load, order[k + 1])
+                last = k + 1 == n
+                if shuffle:
+                    batches, carry = _shuffled(carry, x, batch_size, buffer_rows, last, g)
+                else:
+                    batches, carry = _sequential(carry, x, batch_size, last)
+                for b in batches:
+                    if drop_last and b.shape[0] < batch_size:
+                        continue
+                    yield b.to(dtype) if dtype is not None else b
+        finally:
+            if pool:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _shuffled(
+    carry: torch.Tensor,
+    x: torch.Tensor,
+    batch_size: int,
+    buffer_rows: int,
+    last: bool,
+    g: torch.Generator,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Draw batches from the pool ``carry + x`` without concatenating it.
+
+    A random permutation of the pool is cut into batches; each batch gathers
+    its rows from the two parts separately. What is not served (at most
+    ``buffer_rows`` rows, none after the last shard) becomes the next carry.
+    """
+    n_pool = carry.shape[0] + x.shape[0]
+    perm = torch.randperm(n_pool, generator=g)
+    n_serve = n_pool if last else max(0, n_pool - buffer_rows) // batch_size * batch_size
+    out = [_gather2(carry, x, perm[s : s + batch_size]) for s in range(0, n_serve, batch_size)]
+    return out, _gather2(carry, x, perm[n_serve:])
+
+
+def _gather2(a: torch.Tensor, b: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    in_a = idx < a.shape[0]
+    ia, ib = idx[in_a], idx[~in_a] - a.shape[0]
+    out = torch.empty(len(idx), b.shape[1], dtype=b.dtype)
+    if len(ia):
+        torch.index_select(a, 0, ia, out=out[: len(ia)])
+    if len(ib):
+        torch.index_select(b, 0, ib, out=out[len(ia) :])
+    return out
+
+
+def _sequential(
+    carry: torch.Tensor, x: torch.Tensor, batch_size: int, last: bool
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    out, start = [], 0
+    if carry.shape[0]:
+        start = min(batch_size - carry.shape[0], x.shape[0])
+        carry = torch.cat([carry, x[:start]])
+        if carry.shape[0] < batch_size and not last:
+            return [], carry
+        out.append(carry)
+    stop = start + (x.shape[0] - start) // batch_size * batch_size
+    out.extend(x[s : s + batch_size] for s in range(start, stop, batch_size))
+    rest = x[stop:]
+    if last:
+        if rest.shape[0]:
+            out.append(rest)
+        rest = rest[:0]
+    return out, rest.clone() if rest.shape[0] else rest
+
+
+def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
+    for candidate in (path.with_name(path.stem + ".layers.json"), path.with_name("layers.json")):
+        if candidate.exists():
+            try:
+                entries = json.loads(candidate.read_text())
+                layers = tuple(LayerSpec.from_json(e) for e in entries)
+            except (json.JSONDecodeError, TypeError) as e:
+                raise StoreError(
+                    f'\'{candidate}\' must be a JSON list of {{"name", "start", "stop"}}: {e}.'
+                ) from e
+            validate_layers(layers, n_units)
+            return layers
+    return (LayerSpec(path.stem, 0, n_units, (None, n_units)),)
+
+
+def _check_finite(x: torch.Tensor, path: Path, first_row: int) -> None:
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        rows, cols = torch.nonzero(bad, as_tuple=True)
+        raise NonFiniteError(
+            f"'{path}' has {int(bad.sum())} NaN/Inf values, the first at row "
+            f"{first_row + int(rows[0])}, column {int(cols[0])}. Clean the array before using it."
+        )

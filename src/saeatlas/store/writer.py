@@ -1,0 +1,414 @@
+"""Writing an activation store: shards, row metadata, running statistics, resume.
+
+Layout while a capture runs (DESIGN.md, "File formats")::
+
+    STORE/shard-00000.safetensors ...   complete shards, each written atomically
+    STORE/.parts/rows-00000.parquet ... the row metadata of each shard
+    STORE/progress.json                 the commit point: shards, stats, where to resume
+    STORE/progress-stats.safetensors    running moments of the committed shards
+
+``close`` joins the parts into ``rows.parquet``, writes ``manifest.json`` last
+and removes the progress files. A directory with ``progress.json`` and no
+manifest is an interrupted capture that ``resume=True`` continues: the caller
+skips :attr:`StoreWriter.resume_point` batches and the first rows of the next
+one, and the store ends bit-for-bit as an uninterrupted run would leave it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors.numpy import load_file as _load_np
+from safetensors.numpy import save as _save_np
+
+from ..errors import ConfigError, StoreError
+from .atomic import atomic_write, atomic_write_bytes, atomic_write_json
+from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, ShardInfo, validate_layers
+from .shards import STORE_DTYPES, write_shard
+from .stats import RunningMoments
+
+log = logging.getLogger(__name__)
+
+PROGRESS = "progress.json"
+PROGRESS_STATS = "progress-stats.safetensors"
+PARTS = ".parts"
+DEFAULT_SHARD_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed capture picks up."""
+
+    batches_done: int
+    """Input batches whose rows are all in committed shards: skip them."""
+    rows_into_batch: int
+    """Rows of the next batch already committed: drop them after its forward pass."""
+    next_sample: int
+    """Index of the first sample of the next batch."""
+
+
+@dataclass
+class _Piece:
+    x: torch.Tensor
+    meta: dict[str, np.ndarray]
+    batch: int
+    offset: int
+    batch_rows: int
+    sample_start: int
+    n_samples: int
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}.safetensors"
+
+
+def _part_name(i: int) -> str:
+    return f"rows-{i:05d}.parquet"
+
+
+class StoreWriter:
+    """Writes rows into a store directory, shard by shard.
+
+    Args:
+        path: the store directory.
+        dtype: ``float32``, ``float16`` or ``bfloat16``.
+        shard_rows: rows per shard; by default about 64 MiB per shard.
+        resume: continue an interrupted capture found at ``path``.
+        overwrite: replace a store (complete or not) found at ``path``.
+        provenance: free-form facts recorded in the manifest (model, inputs, version).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        dtype: str = "float32",
+        shard_rows: int | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        if dtype not in STORE_DTYPES:
+            raise ConfigError(
+                f"Unknown store `dtype` {dtype!r}; expected one of: {list(STORE_DTYPES)}."
+            )
+        if shard_rows is not None and shard_rows <= 0:
+            raise ConfigError(f"`shard_rows` must be positive, got {shard_rows}.")
+        if resume and overwrite:
+            raise ConfigError(
+                "Pass either `resume` (--resume) or `overwrite` (--overwrite), not both."
+            )
+        self.path = Path(path)
+        self.dtype = dtype
+        self.provenance = dict(provenance or {})
+        self._shard_rows_arg = shard_rows
+        self.shard_rows: int | None = None
+        self.layers: tuple[LayerSpec, ...] | None = None
+        self.n_units = 0
+        self._shards: list[ShardInfo] = []
+        self._buffer: list[_Piece] = []
+        self._buffered_rows = 0
+        self._batch = 0
+        self._sample = 0
+        self._moments: RunningMoments | None = None
+        self._skipped_by_batch: dict[int, int] = {}
+        self._skipped_committed = 0
+        self._meta_columns: list[str] | None = None
+        self.resume_point = ResumePoint(0, 0, 0)
+        self._closed = False
+        self._prepare_directory(resume=resume, overwrite=overwrite)
+
+    # -- directory state -------------------------------------------------------------------
+
+    def _prepare_directory(self, *, resume: bool, overwrite: bool) -> None:
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise StoreError(f"'{p}' exists and is not a directory; choose another --out.")
+        has_manifest = (p / MANIFEST).exists()
+        has_progress = (p / PROGRESS).exists()
+        if overwrite:
+            self._clear()
+        elif has_manifest:
+            raise StoreError(
+                f"'{p}' already holds a complete store. Choose another --out, or pass --overwrite "
+                "(`overwrite=True`) to replace it."
+            )
+        elif has_progress and resume:
+            self._load_progress()
+            return
+        elif has_progress:
+            raise StoreError(
+                f"'{p}' holds an interrupted capture. Pass --resume (`resume=True`) to continue it, "
+                "or --overwrite (`overwrite=True`) to start again."
+            )
+        elif p.exists() and any(x for x in p.iterdir() if not self._is_ours(x)):
+            raise StoreError(
+                f"'{p}' is not empty and is not a saeatlas store; choose an empty or new --out."
+            )
+        else:
+            self._clear()  # stray files of a capture that died before its first commit
+        p.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _is_ours(x: Path) -> bool:
+        n = x.name
+        return (
+            n in (MANIFEST, ROWS, PROGRESS, PROGRESS_STATS, PARTS)
+            or (n.startswith("shard-") and n.endswith(".safetensors"))
+            or n.startswith(".tmp-")
+        )
+
+    def _clear(self) -> None:
+        if not self.path.exists():
+            return
+        for x in self.path.iterdir():
+            if self._is_ours(x):
+                shutil.rmtree(x) if x.is_dir() else x.unlink()
+
+    def _load_progress(self) -> None:
+        try:
+            prog = json.loads((self.path / PROGRESS).read_text())
+            state = _load_np(str(self.path / PROGRESS_STATS))
+            self.layers = tuple(LayerSpec.from_json(x) for x in prog["layers"])
+            self.n_units = int(prog["n_units"])
+            self.shard_rows = int(prog["shard_rows"])
+            saved_dtype = prog["dtype"]
+            self._shards = [ShardInfo(**s) for s in prog["shards"]]
+            self._skipped_committed = int(prog["n_nonfinite_rows_skipped"])
+            self._meta_columns = list(prog["meta_columns"])
+            self.resume_point = ResumePoint(**prog["resume_point"])
+        except (OSError, KeyError, TypeError, ValueError) as e:
+            raise StoreError(
+                f"Cannot resume the capture in '{self.path}': its progress files are unreadable "
+                f"({e!r}). Start again with --overwrite."
+            ) from e
+        if saved_dtype != self.dtype:
+            raise ConfigError(
+                f"The interrupted capture in '{self.path}' uses dtype {saved_dtype!r}, this run "
+                f"asks for {self.dtype!r}. Resume with the same `dtype` (--dtype)."
+            )
+        if self._shard_rows_arg is not None and self._shard_rows_arg != self.shard_rows:
+            raise ConfigError(
+                f"The interrupted capture in '{self.path}' uses {self.shard_rows} rows per shard, "
+                f"this run asks for {self._shard_rows_arg}. Resume with the same `shard_rows`."
+            )
+        self._moments = RunningMoments.from_state(state)
+        self._batch = self.resume_point.batches_done
+        self._sample = self.resume_point.next_sample
+        listed = {s.file for s in self._shards}
+        for x in self.path.glob("shard-*.safetensors"):
+            if x.name not in listed:
+                x.unlink()
+        log.info(
+            "Resuming '%s' after %d shards (%d rows).",
+            self.path,
+            len(self._shards),
+            sum(s.rows for s in self._shards),
+        )
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @property
+    def n_rows_added(self) -> int:
+        """Rows committed to shards plus rows waiting in the buffer."""
+        return sum(s.rows for s in self._shards) + self._buffered_rows
+
+    def start(self, layers: list[LayerSpec] | tuple[LayerSpec, ...]) -> None:
+        """Declare the layers of every row; called once, before the first :meth:`add`.
+
+        On resume the layers must equal those of the interrupted capture.
+        """
+        layers = tuple(layers)
+        n_units = layers[-1].stop if layers else 0
+        validate_layers(layers, n_units)
+        if self.layers is not None:
+            old = [(l.name, l.start, l.stop) for l in self.layers]
+            new = [(l.name, l.start, l.stop) for l in layers]
+            if old != new:
+                raise StoreError(
+                    f"The interrupted capture in '{self.path}' recorded layers {old}, this run "
+                    f"gives {new}. Resume with the same model and --layers, or use --overwrite."
+                )
+            return
+        self.layers = layers
+        self.n_units = n_units
+        itemsize = torch.empty((), dtype=STORE_DTYPES[self.dtype]).element_size()
+        self.shard_rows = self._shard_rows_arg or max(
+            1, DEFAULT_SHARD_BYTES // (n_units * itemsize)
+        )
+        self._moments = RunningMoments(n_units)
+
+    def add(
+        self,
+        x: torch.Tensor,
+        meta: dict[str, np.ndarray],
+        *,
+        n_samples: int,
+        n_skipped: int = 0,
+        skip_rows: int = 0,
+    ) -> None:
+        """Add the rows of one input batch.
+
+        Args:
+            x: ``[rows, n_units]`` activations of the batch, all of them (finite).
+            meta: per-row metadata columns, each of length ``rows`` (``sample``,
+                ``position``, labels...). The ``row`` column is added here.
+            n_samples: number of input samples in the batch.
+            n_skipped: rows of this batch dropped for NaN/Inf.
+            skip_rows: leading rows already committed by an interrupted run.
+        """
+        if self.layers is None:
+            raise RuntimeError("StoreWriter.start(layers) must be called before add().")
+        if x.ndim != 2 or x.shape[1] != self.n_units:
+            raise StoreError(f"Rows have shape {tuple(x.shape)}, expected [rows, {self.n_units}].")
+        columns = sorted(meta)
+        if self._meta_columns is None:
+            self._meta_columns = columns
+        elif columns != self._meta_columns:
+            raise StoreError(
+                f"Row metadata columns changed from {self._meta_columns} to {columns} between batches."
+            )
+        x = x.detach().to("cpu", STORE_DTYPES[self.dtype])
+        if n_skipped:
+            self._skipped_by_batch[self._batch] = n_skipped
+        piece = _Piece(x, meta, self._batch, 0, x.shape[0], self._sample, n_samples)
+        if skip_rows:
+            piece = _take(piece, skip_rows)[1]
+        self._batch += 1
+        self._sample += n_samples
+        # Empty batches stay in the buffer too: they move the resume point.
+        self._buffer.append(piece)
+        self._buffered_rows += piece.x.shape[0]
+        while self._buffered_rows >= self.shard_rows:
+            self._flush(self.shard_rows)
+
+    def _flush(self, n: int) -> None:
+        taken: list[_Piece] = []
+        need = n
+        while need > 0:
+            head = self._buffer[0]
+            if head.x.shape[0] <= need:
+                taken.append(self._buffer.pop(0))
+                need -= head.x.shape[0]
+            else:
+                part, rest = _take(head, need)
+                taken.append(part)
+                self._buffer[0] = rest
+                need = 0
+        # Empty pieces right after the cut belong to batches that are complete too.
+        while self._buffer and self._buffer[0].x.shape[0] == 0 and self._buffer[0].batch_rows == 0:
+            taken.append(self._buffer.pop(0))
+        self._buffered_rows -= n
+        last = taken[-1]
+        consumed = last.offset + last.x.shape[0]
+        if consumed == last.batch_rows:
+            point = ResumePoint(last.batch + 1, 0, last.sample_start + last.n_samples)
+        else:
+            point = ResumePoint(last.batch, consumed, last.sample_start)
+        x = torch.cat([p.x for p in taken]) if len(taken) > 1 else taken[0].x
+        first_row = sum(s.rows for s in self._shards)
+        meta = {
+            c: np.concatenate([np.asarray(p.meta[c]) for p in taken]) for c in self._meta_columns
+        }
+        meta["row"] = np.arange(first_row, first_row + n, dtype=np.int64)
+        self._commit(x, meta, point)
+
+    def _commit(self, x: torch.Tensor, meta: dict[str, np.ndarray], point: ResumePoint) -> None:
+        i = len(self._shards)
+        sha = write_shard(self.path / shard_name(i), x)
+        table = pa.table({c: meta[c] for c in ["row", *self._meta_columns]})
+        atomic_write(self.path / PARTS / _part_name(i), lambda tmp: pq.write_table(table, tmp))
+        self._moments.update(x)
+        atomic_write_bytes(
+            self.path / PROGRESS_STATS,
+            _save_np({k: np.ascontiguousarray(v) for k, v in self._moments.state().items()}),
+        )
+        self._shards.append(ShardInfo(shard_name(i), int(x.shape[0]), sha))
+        done = [b for b in self._skipped_by_batch if b < point.batches_done]
+        self._skipped_committed += sum(self._skipped_by_batch.pop(b) for b in done)
+        self.resume_point = point
+        atomic_write_json(
+            self.path / PROGRESS,
+            {
+                "dtype": self.dtype,
+                "shard_rows": self.shard_rows,
+                "n_units": self.n_units,
+                "layers": [l.to_json() for l in self.layers],
+                "shards": [asdict(s) for s in self._shards],
+                "n_nonfinite_rows_skipped": self._skipped_committed,
+                "meta_columns": self._meta_columns,
+                "resume_point": asdict(point),
+            },
+        )
+
+    def close(self) -> Manifest:
+        """Write the last shard, ``rows.parquet`` and ``manifest.json``; return the manifest."""
+        if self._closed:
+            raise RuntimeError("StoreWriter is already closed.")
+        if self.layers is None:
+            raise StoreError("No batches were captured: the inputs were empty.")
+        if self._buffered_rows:
+            self._flush(self._buffered_rows)
+        self._skipped_committed += sum(self._skipped_by_batch.values())
+        n_rows = sum(s.rows for s in self._shards)
+        if n_rows == 0:
+            raise StoreError(
+                "The capture produced no rows (every row was padding or was skipped for NaN/Inf)."
+            )
+        atomic_write(self.path / ROWS, self._join_parts)
+        manifest = Manifest(
+            n_rows=n_rows,
+            n_units=self.n_units,
+            dtype=self.dtype,
+            layers=self.layers,
+            shards=tuple(self._shards),
+            mean=self._moments.mean,
+            std=self._moments.std,
+            n_nonfinite_rows_skipped=self._skipped_committed,
+            provenance=self.provenance,
+        )
+        atomic_write_json(self.path / MANIFEST, manifest.to_json())
+        (self.path / PROGRESS).unlink(missing_ok=True)
+        (self.path / PROGRESS_STATS).unlink(missing_ok=True)
+        shutil.rmtree(self.path / PARTS, ignore_errors=True)
+        self._closed = True
+        return manifest
+
+    def _join_parts(self, tmp: Path) -> None:
+        parts = [self.path / PARTS / _part_name(i) for i in range(len(self._shards))]
+        schema = pq.read_schema(parts[0])
+        with pq.ParquetWriter(tmp, schema) as out:
+            for part in parts:
+                out.write_table(pq.read_table(part).cast(schema))
+
+
+def _take(piece: _Piece, n: int) -> tuple[_Piece, _Piece]:
+    """Split a piece after its first ``n`` rows."""
+    head = _Piece(
+        piece.x[:n],
+        {k: v[:n] for k, v in piece.meta.items()},
+        piece.batch,
+        piece.offset,
+        piece.batch_rows,
+        piece.sample_start,
+        piece.n_samples,
+    )
+    tail = _Piece(
+        piece.x[n:],
+        {k: v[n:] for k, v in piece.meta.items()},
+        piece.batch,
+        piece.offset + n,
+        piece.batch_rows,
+        piece.sample_start,
+        piece.n_samples,
+    )
+    return head, tail
