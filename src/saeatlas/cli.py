@@ -236,9 +236,11 @@ def info_cmd(
 def print_summary(store: Any) -> None:
     """Print a store's summary: rows, units, layers and their column ranges."""
     s = store.summary()
+    console.print(f"[bold]{s.path}[/] ({s.kind})", soft_wrap=True)
     console.print(
-        f"[bold]{s.path}[/] ({s.kind}): {s.n_rows:,} rows x {s.n_units:,} units, {s.dtype}, "
-        f"{s.n_shards} shard(s), {s.n_bytes / 2**20:.1f} MiB"
+        f"{s.n_rows:,} rows x {s.n_units:,} units, {s.dtype}, {s.n_shards} shard(s), "
+        f"{s.n_bytes / 2**20:.1f} MiB",
+        soft_wrap=True,
     )
     if s.n_nonfinite_rows_skipped:
         console.print(f"{s.n_nonfinite_rows_skipped:,} rows with NaN/Inf were skipped.")

@@ -296,9 +296,11 @@ def capture_activations(
                         "inputs and `batch_size`, or start again with --overwrite."
                     )
                 _forward(model, batch, recorder, config.device, dtype)
-                rows = {
-                    name: to_rows(t, name, mask=batch.mask, spatial=config.spatial)
-                    for name, t in recorder.values.items()
+                rows = {  # columns follow the resolved (natural) order, not execution order
+                    hp.name: to_rows(
+                        recorder.values[hp.name], hp.name, mask=batch.mask, spatial=config.spatial
+                    )
+                    for hp in hps
                 }
                 recorder.values.clear()
                 check_row_agreement(rows)

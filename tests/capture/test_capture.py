@@ -1,0 +1,251 @@
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from torch import nn
+
+from saeatlas.capture import CaptureConfig, capture, capture_activations
+from saeatlas.errors import ConfigError, NonFiniteError, ShapeError, StoreError
+
+QUIET = {"progress": False}
+
+
+def no_hooks_left(model):
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_mlp_values_rows_and_labels(tmp_path, mlp, mlp_inputs):
+    labels = np.arange(50) % 3
+    store = capture_activations(
+        mlp,
+        mlp_inputs,
+        ["act1", "fc2"],
+        tmp_path / "s",
+        CaptureConfig(batch_size=16),
+        labels=labels,
+        **QUIET,
+    )
+    with torch.no_grad():
+        h1 = mlp.act1(mlp.fc1(mlp_inputs))
+        z2 = mlp.fc2(h1)
+    assert [(l.name, l.start, l.stop, l.layout) for l in store.layers] == [
+        ("act1", 0, 16, "sample"),
+        ("fc2", 16, 28, "sample"),
+    ]
+    torch.testing.assert_close(store.read(), torch.cat([h1, z2], 1), rtol=0, atol=1e-6)
+    rows = store.rows().to_pydict()
+    assert rows["sample"] == list(range(50)) and rows["label"] == labels.tolist()
+    assert no_hooks_left(mlp)
+
+
+def test_input_suffix_and_tuple_outputs(tmp_path):
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 5)
+
+        def forward(self, x):
+            return self.lin(x), self.lin(x) * 2
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pair = Pair()
+            self.out = nn.Linear(5, 1)
+
+        def forward(self, x):
+            a, b = self.pair(x)
+            return self.out(a + b)
+
+    torch.manual_seed(0)
+    net, x = Net(), torch.randn(7, 3)
+    store = capture_activations(net, x, ["pair:input", "pair"], tmp_path / "a", **QUIET)
+    got = store.read()
+    assert [l.name for l in store.layers] == ["pair", "pair:input"]  # natural order
+    torch.testing.assert_close(got[:, :5], net.pair.lin(x).detach())  # first tensor of the tuple
+    torch.testing.assert_close(got[:, 5:], x)
+    store = capture_activations(
+        net, x, ["pair"], tmp_path / "b", CaptureConfig(output_index=1), **QUIET
+    )
+    torch.testing.assert_close(store.read(), 2 * net.pair.lin(x).detach())
+    with pytest.raises(ShapeError, match="no tensor at `output_index` 5"):
+        capture_activations(
+            net, x, ["pair"], tmp_path / "c", CaptureConfig(output_index=5), **QUIET
+        )
+
+
+def test_cnn_positions_and_mean(tmp_path, cnn):
+    x = torch.randn(5, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        conv = cnn.act(cnn.conv(x))
+    store = capture_activations(cnn, x, ["act"], tmp_path / "p", **QUIET)
+    assert store.n_rows == 5 * 36 and store.n_units == 4
+    expected = conv.permute(0, 2, 3, 1).reshape(-1, 4)
+    torch.testing.assert_close(store.read(), expected)
+    rows = store.rows().to_pydict()
+    assert rows["position"][:37] == list(range(36)) + [0] and rows["sample"][36] == 1
+    store = capture_activations(
+        cnn, x, ["act", "head"], tmp_path / "m", CaptureConfig(spatial="mean"), **QUIET
+    )
+    torch.testing.assert_close(store.read()[:, :4], conv.mean(dim=(2, 3)))
+    assert store.layers[0].layout == "pooled" and store.n_rows == 5
+
+
+def test_layers_with_different_row_counts_are_an_error(tmp_path, cnn):
+    x = torch.randn(3, 1, 6, 6)
+    with pytest.raises(
+        ShapeError, match=r"'act': 108 rows \(position\).*'head': 3 rows.*--spatial mean"
+    ):
+        capture_activations(cnn, x, ["act", "head"], tmp_path / "s", **QUIET)
+
+
+def test_hooks_removed_and_mode_restored_when_forward_fails(tmp_path, mlp):
+    mlp.train()
+    with pytest.raises(RuntimeError):
+        capture_activations(
+            mlp, torch.randn(4, 5), ["act1"], tmp_path / "s", **QUIET
+        )  # wrong width
+    assert no_hooks_left(mlp) and mlp.training
+
+
+def test_early_stop_skips_later_modules(tmp_path, mlp, mlp_inputs):
+    calls = []
+    mlp.head.register_forward_hook(lambda *a: calls.append(1))
+    capture_activations(
+        mlp, mlp_inputs, ["act1"], tmp_path / "a", CaptureConfig(batch_size=25), **QUIET
+    )
+    assert calls == []
+    capture_activations(
+        mlp,
+        mlp_inputs,
+        ["act1"],
+        tmp_path / "b",
+        CaptureConfig(batch_size=25, early_stop=False),
+        **QUIET,
+    )
+    assert len(calls) == 2
+
+
+def test_eval_mode_and_no_grad(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 64), nn.Dropout(0.5))
+    net.train()
+    x = torch.randn(10, 4)
+    store = capture_activations(net, x, ["1"], tmp_path / "s", **QUIET)
+    torch.testing.assert_close(store.read(), net[0](x).detach())  # dropout was off
+    assert net.training
+
+
+def test_nonfinite_error_names_layer_row_and_count(tmp_path, mlp):
+    x = torch.randn(20, 8)
+    x[13, 0] = float("nan")
+    with pytest.raises(
+        NonFiniteError, match=r"Layer 'act2' has 12 NaN/Inf values in 1 rows.*row 13 \(sample 13"
+    ):
+        capture_activations(
+            mlp, x, ["fc1", "act2"], tmp_path / "s", CaptureConfig(batch_size=8), **QUIET
+        )
+    store = capture_activations(
+        mlp, x, ["fc1"], tmp_path / "k", CaptureConfig(batch_size=8, on_nonfinite="skip"), **QUIET
+    )
+    assert store.n_rows == 19 and store.manifest.n_nonfinite_rows_skipped == 1
+    assert 13 not in store.rows().column("sample").to_pylist()
+    assert torch.isfinite(store.read()).all()
+
+
+class FailingAfter:
+    """An iterable of batches that raises after ``n`` batches, like a killed process."""
+
+    def __init__(self, data, batch, n):
+        self.data, self.batch, self.n = data, batch, n
+
+    def __iter__(self):
+        for i, s in enumerate(range(0, len(self.data), self.batch)):
+            if i == self.n:
+                raise KeyboardInterrupt("simulated interruption")
+            yield self.data[s : s + self.batch]
+
+
+def test_interrupted_capture_resumes_to_the_same_store(tmp_path, mlp):
+    x = torch.randn(97, 8, generator=torch.Generator().manual_seed(3))
+    cfg = CaptureConfig(shard_rows=23)
+    full = capture_activations(
+        mlp, FailingAfter(x, 10, 99), ["act1", "act2"], tmp_path / "full", cfg, **QUIET
+    )
+    with pytest.raises(KeyboardInterrupt):
+        capture_activations(
+            mlp, FailingAfter(x, 10, 6), ["act1", "act2"], tmp_path / "part", cfg, **QUIET
+        )
+    assert (tmp_path / "part" / "progress.json").exists()
+    with pytest.raises(StoreError, match="interrupted capture.*--resume"):
+        capture_activations(
+            mlp, FailingAfter(x, 10, 99), ["act1", "act2"], tmp_path / "part", cfg, **QUIET
+        )
+    resumed = capture_activations(
+        mlp, FailingAfter(x, 10, 99), ["act1", "act2"], tmp_path / "part", cfg, resume=True, **QUIET
+    )
+    assert [s.sha256 for s in resumed.manifest.shards] == [s.sha256 for s in full.manifest.shards]
+    assert pq.read_table(tmp_path / "part" / "rows.parquet").equals(
+        pq.read_table(tmp_path / "full" / "rows.parquet")
+    )
+    np.testing.assert_array_equal(resumed.mean, full.mean)
+    np.testing.assert_array_equal(resumed.std, full.std)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, mlp):
+    x = torch.randn(60, 8)
+    with pytest.raises(KeyboardInterrupt):
+        capture_activations(
+            mlp,
+            FailingAfter(x, 10, 4),
+            ["act1"],
+            tmp_path / "s",
+            CaptureConfig(shard_rows=15),
+            **QUIET,
+        )
+    with pytest.raises(StoreError, match="recorded layers"):
+        capture_activations(
+            mlp,
+            FailingAfter(x, 10, 99),
+            ["act2"],
+            tmp_path / "s",
+            CaptureConfig(shard_rows=15),
+            resume=True,
+            **QUIET,
+        )
+    with pytest.raises(ConfigError, match="rows per shard"):
+        capture_activations(
+            mlp,
+            FailingAfter(x, 10, 99),
+            ["act1"],
+            tmp_path / "s",
+            CaptureConfig(shard_rows=16),
+            resume=True,
+            **QUIET,
+        )
+
+
+def test_dataloader_pairs_give_labels(tmp_path, mlp, mlp_inputs):
+    ds = torch.utils.data.TensorDataset(mlp_inputs, torch.arange(50) % 4)
+    loader = torch.utils.data.DataLoader(ds, batch_size=16)
+    store = capture_activations(mlp, loader, ["act2"], tmp_path / "s", **QUIET)
+    assert store.rows().column("label").to_pylist() == (np.arange(50) % 4).tolist()
+
+
+def test_capture_context_manager(mlp, mlp_inputs):
+    with capture(mlp, ["fc*"]) as acts:
+        mlp(mlp_inputs)
+    assert sorted(acts) == ["fc1", "fc2"]
+    torch.testing.assert_close(acts["fc1"], mlp.fc1(mlp_inputs).detach())
+    assert no_hooks_left(mlp)
+
+
+def test_bad_config_values():
+    with pytest.raises(ConfigError, match="`spatial`.*'positions', 'mean'"):
+        CaptureConfig(spatial="avg")
+    with pytest.raises(ConfigError, match="`on_nonfinite`"):
+        CaptureConfig(on_nonfinite="ignore")
+    with pytest.raises(ConfigError, match="`store_dtype`"):
+        CaptureConfig(store_dtype="int8")
+    with pytest.raises(ConfigError, match="`batch_size`"):
+        CaptureConfig(batch_size=0)

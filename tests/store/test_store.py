@@ -1,0 +1,181 @@
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from saeatlas.errors import ChecksumError, NonFiniteError, StoreError
+from saeatlas.store import ActivationStore, LayerSpec, StoreWriter
+
+LAYERS = [LayerSpec("a", 0, 4, (None, 4)), LayerSpec("b", 4, 10, (None, 6))]
+
+
+def write_store(path, x, *, shard_rows=37, batch=25, dtype="float32", labels=None):
+    w = StoreWriter(path, dtype=dtype, shard_rows=shard_rows)
+    w.start(LAYERS)
+    for s in range(0, len(x), batch):
+        chunk = x[s : s + batch]
+        meta = {"sample": np.arange(s, s + len(chunk)), "position": np.zeros(len(chunk), np.int64)}
+        if labels is not None:
+            meta["label"] = labels[s : s + len(chunk)]
+        w.add(torch.from_numpy(chunk), meta, n_samples=len(chunk))
+    w.close()
+    return ActivationStore.open(path)
+
+
+def test_round_trip_is_bit_exact(tmp_path, rows_array):
+    store = write_store(tmp_path / "s", rows_array)
+    assert store.n_rows == 203 and store.n_units == 10
+    assert store.n_shards == 6  # 5 full shards of 37 rows and one of 18
+    np.testing.assert_array_equal(store.read().numpy(), rows_array)
+    np.testing.assert_array_equal(store.read(40, 80).numpy(), rows_array[40:80])
+    rows = store.rows()
+    assert rows.column("row").to_pylist() == list(range(203))
+    assert rows.column("sample").to_pylist() == list(range(203))
+
+
+def test_manifest_moments_match_numpy(tmp_path, rows_array):
+    store = write_store(tmp_path / "s", rows_array)
+    np.testing.assert_allclose(store.mean, rows_array.astype(np.float64).mean(0), rtol=1e-10)
+    np.testing.assert_allclose(store.std, rows_array.astype(np.float64).std(0), rtol=1e-10)
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["format_version"] == 1
+    assert [s["rows"] for s in manifest["shards"]] == [37] * 5 + [18]
+    assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
+    assert not (tmp_path / "s" / "progress.json").exists()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_round_trip(tmp_path, rows_array, dtype):
+    store = write_store(tmp_path / "s", rows_array / 100, dtype=dtype)
+    expected = torch.from_numpy(rows_array / 100).to(getattr(torch, dtype))
+    assert torch.equal(store.read(dtype=None), expected)
+
+
+def test_shuffled_epoch_visits_every_row_once(tmp_path, rows_array):
+    store = write_store(tmp_path / "s", rows_array)
+    seen = torch.cat(list(store.iter_batches(16, seed=3)))[:, 0].long()
+    assert sorted(seen.tolist()) == list(range(203))
+    assert seen.tolist() != list(range(203))  # it is shuffled
+    again = torch.cat(list(store.iter_batches(16, seed=3)))[:, 0].long()
+    assert torch.equal(seen, again)  # seeded
+    other = torch.cat(list(store.iter_batches(16, seed=3, epoch=1)))[:, 0].long()
+    assert not torch.equal(seen, other)
+    # rows of different shards share batches (the pool mixes shards)
+    first = next(iter(store.iter_batches(16, seed=3)))[:, 0].long() // 37
+    assert len(set(first.tolist())) > 1
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_batch_sizes_and_drop_last(tmp_path, rows_array, prefetch):
+    store = write_store(tmp_path / "s", rows_array)
+    sizes = [len(b) for b in store.iter_batches(16, prefetch=prefetch)]
+    assert sum(sizes) == 203 and all(s == 16 for s in sizes[:-1])
+    sizes = [len(b) for b in store.iter_batches(16, drop_last=True, prefetch=prefetch)]
+    assert sizes == [16] * (203 // 16)
+
+
+def test_sequential_reading_keeps_storage_order(tmp_path, rows_array):
+    store = write_store(tmp_path / "s", rows_array)
+    batches = list(store.iter_batches(50, shuffle=False))
+    assert [len(b) for b in batches] == [50, 50, 50, 50, 3]
+    np.testing.assert_array_equal(torch.cat(batches).numpy(), rows_array)
+
+
+def test_layer_column_selection(tmp_path, rows_array):
+    store = write_store(tmp_path / "s", rows_array)
+    b = torch.cat(list(store.iter_batches(64, shuffle=False, layers=["b"])))
+    np.testing.assert_array_equal(b.numpy(), rows_array[:, 4:10])
+    b = torch.cat(list(store.iter_batches(64, layers=["b", "a"])))
+    assert b.shape == (203, 10)
+    with pytest.raises(StoreError, match="no layer 'c'.*'a', 'b'"):
+        store.read(layers=["c"])
+
+
+def test_corrupted_shard_is_detected(tmp_path, rows_array):
+    write_store(tmp_path / "s", rows_array)
+    shard = tmp_path / "s" / "shard-00002.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    store = ActivationStore.open(tmp_path / "s")
+    with pytest.raises(ChecksumError, match="shard-00002.safetensors.*corrupt"):
+        list(store.iter_batches(16))
+    # the damage is visible when verification is turned off
+    unverified = ActivationStore.open(tmp_path / "s", verify=False).read().numpy()
+    assert (unverified != rows_array).sum() == 1
+
+
+def test_truncated_shard_and_bad_manifest(tmp_path, rows_array):
+    write_store(tmp_path / "s", rows_array)
+    shard = tmp_path / "s" / "shard-00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(StoreError, match="shard-00000"):
+        ActivationStore.open(tmp_path / "s", verify=False).read()
+    (tmp_path / "s" / "manifest.json").write_text("{not json")
+    with pytest.raises(StoreError, match="not valid JSON"):
+        ActivationStore.open(tmp_path / "s")
+
+
+def test_existing_stores_are_never_clobbered(tmp_path, rows_array):
+    write_store(tmp_path / "s", rows_array)
+    before = (tmp_path / "s" / "manifest.json").read_bytes()
+    with pytest.raises(StoreError, match="already holds a complete store.*--overwrite"):
+        StoreWriter(tmp_path / "s")
+    assert (tmp_path / "s" / "manifest.json").read_bytes() == before
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(StoreError, match="not a saeatlas store"):
+        StoreWriter(foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_missing_or_incomplete_store_messages(tmp_path):
+    with pytest.raises(StoreError, match="No activation store"):
+        ActivationStore.open(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match="no manifest.json"):
+        ActivationStore.open(tmp_path / "empty")
+
+
+def test_labels_column(tmp_path, rows_array):
+    labels = np.arange(203) % 7
+    store = write_store(tmp_path / "s", rows_array, labels=labels)
+    table = pq.read_table(tmp_path / "s" / "rows.parquet")
+    assert table.column("label").to_pylist() == labels.tolist()
+    assert store.rows(["label"]).num_columns == 1
+
+
+def test_npy_opens_as_read_only_store(tmp_path, rows_array):
+    np.save(tmp_path / "acts.npy", rows_array)
+    store = ActivationStore.open(tmp_path / "acts.npy")
+    assert (store.n_rows, store.n_units) == (203, 10)
+    assert [layer.name for layer in store.layers] == ["acts"]
+    np.testing.assert_allclose(store.mean, rows_array.mean(0), rtol=1e-6)
+    seen = torch.cat(list(store.iter_batches(32)))[:, 0].long()
+    assert sorted(seen.tolist()) == list(range(203))
+
+
+def test_npy_with_layers_json(tmp_path, rows_array):
+    np.save(tmp_path / "acts.npy", rows_array)
+    (tmp_path / "layers.json").write_text(
+        json.dumps([{"name": "a", "start": 0, "stop": 4}, {"name": "b", "start": 4, "stop": 10}])
+    )
+    store = ActivationStore.open(tmp_path / "acts.npy")
+    np.testing.assert_array_equal(store.read(layers=["b"]).numpy(), rows_array[:, 4:])
+    (tmp_path / "layers.json").write_text(json.dumps([{"name": "a", "start": 0, "stop": 4}]))
+    with pytest.raises(StoreError, match="cover 4 columns but the activations have 10"):
+        ActivationStore.open(tmp_path / "acts.npy")
+
+
+def test_bad_npy_inputs(tmp_path):
+    np.save(tmp_path / "cube.npy", np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(StoreError, match=r"\(2, 3, 4\).*\[rows, units\]"):
+        ActivationStore.open(tmp_path / "cube.npy")
+    x = np.ones((10, 3), np.float32)
+    x[7, 2] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    with pytest.raises(NonFiniteError, match="row 7, column 2"):
+        ActivationStore.open(tmp_path / "nan.npy").mean

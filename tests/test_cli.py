@@ -1,0 +1,166 @@
+"""The CLI through typer's test runner."""
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from saeatlas.cli import _expand_multi_value, app
+
+runner = CliRunner()
+
+MODEL_FILE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 6), nn.ReLU(), nn.Linear(6, 2))
+
+    def not_a_model():
+        return 42
+    """
+)
+
+
+@pytest.fixture
+def spec(tmp_path):
+    f = tmp_path / "mymodel.py"
+    f.write_text(MODEL_FILE)
+    return f"{f}:build"
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    p = tmp_path / "x.npy"
+    np.save(p, np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32))
+    return p
+
+
+def test_layers_lists_shapes(spec):
+    result = runner.invoke(app, ["layers", spec])
+    assert result.exit_code == 0, result.output
+    assert "[2, 7]" in result.output and "Linear" in result.output and "ReLU" in result.output
+
+
+def test_capture_and_info(tmp_path, spec, inputs):
+    labels = tmp_path / "y.npy"
+    np.save(labels, np.arange(40) % 2)
+    out = tmp_path / "store"
+    args = [
+        "capture",
+        "--model",
+        spec,
+        "--inputs",
+        str(inputs),
+        "--layers",
+        "1",
+        "3",
+        "--out",
+        str(out),
+        "--labels",
+        str(labels),
+        "--batch-size",
+        "16",
+        "-q",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [l["name"] for l in manifest["layers"]] == ["1", "3"] and manifest["n_rows"] == 40
+    assert "40 rows x 13 units" in result.output
+    result = runner.invoke(app, ["info", str(out), "--verify"])
+    assert result.exit_code == 0, result.output
+    assert "match their sha256" in result.output
+    # the same command again refuses to overwrite the finished store
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "already holds a complete store" in result.output
+
+
+def test_wrong_layer_name_is_one_line_with_suggestion(tmp_path, spec, inputs):
+    args = [
+        "capture",
+        "--model",
+        spec,
+        "--inputs",
+        str(inputs),
+        "--layers",
+        "11",
+        "--out",
+        str(tmp_path / "s"),
+        "-q",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "Did you mean '1'" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "s" / "manifest.json").exists()
+    debug = runner.invoke(app, ["--debug", *args])
+    assert debug.exit_code == 1 and type(debug.exception).__name__ == "HookpointError"
+
+
+def test_bad_model_spec_and_bad_option(tmp_path, spec, inputs):
+    result = runner.invoke(app, ["layers", spec.replace(":build", ":not_a_model")])
+    assert result.exit_code == 1 and "must return a torch.nn.Module" in result.output
+    result = runner.invoke(app, ["layers", "nomodule"])
+    assert result.exit_code == 1 and "package.module:factory" in result.output
+    result = runner.invoke(
+        app,
+        [
+            "capture",
+            "--model",
+            spec,
+            "--inputs",
+            str(inputs),
+            "--layers",
+            "1",
+            "--out",
+            str(tmp_path / "s"),
+            "--spatial",
+            "avg",
+        ],
+    )
+    assert result.exit_code == 1 and "`spatial`" in result.output
+
+
+def test_info_on_npy_and_missing_store(tmp_path, inputs):
+    result = runner.invoke(app, ["info", str(inputs)])
+    assert result.exit_code == 0 and "40 rows x 5 units" in result.output
+    result = runner.invoke(app, ["info", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and "No activation store" in result.output
+
+
+def test_text_inputs_need_a_tokenizer(tmp_path, spec):
+    texts = tmp_path / "t.txt"
+    texts.write_text("one\ntwo\n")
+    result = runner.invoke(
+        app,
+        [
+            "capture",
+            "--model",
+            spec,
+            "--inputs",
+            str(texts),
+            "--layers",
+            "1",
+            "--out",
+            str(tmp_path / "s"),
+            "-q",
+        ],
+    )
+    assert result.exit_code == 1 and "no tokenizer" in result.output
+
+
+def test_multi_value_option_expansion():
+    assert _expand_multi_value(["capture", "--layers", "a", "b", "--out", "o"]) == [
+        "capture",
+        "--layers",
+        "a",
+        "--layers",
+        "b",
+        "--out",
+        "o",
+    ]
