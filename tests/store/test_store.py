@@ -178,4 +178,4 @@ def test_bad_npy_inputs(tmp_path):
     x[7, 2] = np.nan
     np.save(tmp_path / "nan.npy", x)
     with pytest.raises(NonFiniteError, match="row 7, column 2"):
-        ActivationStore.open(tmp_path / "nan.npy").mean
+        _ = ActivationStore.open(tmp_path / "nan.npy").mean
