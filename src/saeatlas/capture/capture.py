@@ -327,6 +327,9 @@ def capture_activations(
                 sample_base += batch.n_samples
                 bar.advance(batch.n_samples, info=f"{writer.n_rows_added:,} rows")
         writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     finally:
         recorder.detach()
         model.train(was_training)

@@ -14,6 +14,7 @@ import os
 import struct
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save as _safetensors_save
 
@@ -59,7 +60,7 @@ def read_shard(path: Path, expected_sha256: str | None = None) -> torch.Tensor:
         expected_sha256: when given, the file's sha256 must match it.
 
     Returns:
-        The tensor ``[rows, units]``, a view of a freshly read buffer.
+        The tensor ``[rows, units]``, a view of a freshly read buffer (no copy).
 
     Raises:
         ChecksumError: the sha256 differs from ``expected_sha256``.
@@ -69,7 +70,7 @@ def read_shard(path: Path, expected_sha256: str | None = None) -> torch.Tensor:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            buf = bytearray(size)
+            buf = np.empty(size, dtype=np.uint8)  # not zero-filled, unlike bytearray
             n_read = f.readinto(memoryview(buf))
     except FileNotFoundError as e:
         raise StoreError(
@@ -89,17 +90,17 @@ def read_shard(path: Path, expected_sha256: str | None = None) -> torch.Tensor:
     return _parse(buf, path)
 
 
-def _parse(buf: bytearray, path: Path) -> torch.Tensor:
+def _parse(buf: np.ndarray, path: Path) -> torch.Tensor:
     def bad(why: str) -> StoreError:
         return StoreError(f"Shard '{path}' is not a valid saeatlas shard: {why}.")
 
     if len(buf) < 8:
         raise bad("file shorter than the safetensors header")
-    (n_header,) = struct.unpack("<Q", bytes(buf[:8]))
+    (n_header,) = struct.unpack("<Q", buf[:8].tobytes())
     if n_header > len(buf) - 8:
         raise bad("header length points past the end of the file")
     try:
-        header = json.loads(bytes(buf[8 : 8 + n_header]))
+        header = json.loads(buf[8 : 8 + n_header].tobytes())
         info = header[TENSOR_NAME]
         dtype = _DTYPES[info["dtype"]]
         shape = [int(s) for s in info["shape"]]
@@ -115,4 +116,7 @@ def _parse(buf: bytearray, path: Path) -> torch.Tensor:
         raise bad("data offsets do not match the tensor's shape")
     if count == 0:
         return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(buf, dtype=dtype, count=count, offset=offset).view(shape)
+    data = buf[offset : offset + count * itemsize]
+    if offset % itemsize:  # safetensors aligns data; copy if some writer did not
+        data = data.copy()
+    return torch.from_numpy(data).view(dtype).view(shape)

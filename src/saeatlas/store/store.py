@@ -32,10 +32,12 @@ NPY_CHUNK_BYTES = 64 << 20
 
 
 class _ShardSource:
-    """The shards of a store directory, each checked against its sha256 when read."""
+    """The shards of a store directory, each checked against its sha256 the first
+    time it is read through this source (later epochs skip the hash)."""
 
     def __init__(self, root: Path, shards: Sequence[ShardInfo], verify: bool) -> None:
         self.root, self.shards, self.verify = root, list(shards), verify
+        self.verified: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.shards)
@@ -45,7 +47,10 @@ class _ShardSource:
 
     def load(self, i: int) -> torch.Tensor:
         info = self.shards[i]
-        x = read_shard(self.root / info.file, info.sha256 if self.verify else None)
+        check = self.verify and i not in self.verified
+        x = read_shard(self.root / info.file, info.sha256 if check else None)
+        if check:
+            self.verified.add(i)
         if x.shape[0] != info.rows:
             raise StoreError(
                 f"Shard '{info.file}' has {x.shape[0]} rows, the manifest says {info.rows}; "

@@ -7,8 +7,10 @@ Layout while a capture runs (DESIGN.md, "File formats")::
     STORE/progress.json                 the commit point: shards, stats, where to resume
     STORE/progress-stats.safetensors    running moments of the committed shards
 
-``close`` joins the parts into ``rows.parquet``, writes ``manifest.json`` last
-and removes the progress files. A directory with ``progress.json`` and no
+Shards are committed by one background thread (at most two waiting), so the
+forward passes that produce the next rows go on while a shard is hashed and
+written. ``close`` waits for them, joins the parts into ``rows.parquet``,
+writes ``manifest.json`` last and removes the progress files. A directory with ``progress.json`` and no
 manifest is an interrupted capture that ``resume=True`` continues: the caller
 skips :attr:`StoreWriter.resume_point` batches and the first rows of the next
 one, and the store ends bit-for-bit as an uninterrupted run would leave it.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,8 @@ PROGRESS = "progress.json"
 PROGRESS_STATS = "progress-stats.safetensors"
 PARTS = ".parts"
 DEFAULT_SHARD_BYTES = 64 << 20
+#: Shards that may wait for the background thread before ``add`` blocks.
+MAX_PENDING = 2
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ class StoreWriter:
         resume: continue an interrupted capture found at ``path``.
         overwrite: replace a store (complete or not) found at ``path``.
         provenance: free-form facts recorded in the manifest (model, inputs, version).
+        background: commit shards in a background thread.
     """
 
     def __init__(
@@ -96,6 +102,7 @@ class StoreWriter:
         resume: bool = False,
         overwrite: bool = False,
         provenance: dict[str, Any] | None = None,
+        background: bool = True,
     ) -> None:
         if dtype not in STORE_DTYPES:
             raise ConfigError(
@@ -114,7 +121,11 @@ class StoreWriter:
         self.shard_rows: int | None = None
         self.layers: tuple[LayerSpec, ...] | None = None
         self.n_units = 0
-        self._shards: list[ShardInfo] = []
+        self._shards: list[ShardInfo] = []  # committed; touched only by the commit thread
+        self._rows_flushed = 0  # rows handed to the commit thread (main thread's count)
+        self._n_flushed = 0
+        self._pending: list[Future[None]] = []
+        self._executor = ThreadPoolExecutor(max_workers=1) if background else None
         self._buffer: list[_Piece] = []
         self._buffered_rows = 0
         self._batch = 0
@@ -183,6 +194,8 @@ class StoreWriter:
             self.shard_rows = int(prog["shard_rows"])
             saved_dtype = prog["dtype"]
             self._shards = [ShardInfo(**s) for s in prog["shards"]]
+            self._rows_flushed = sum(s.rows for s in self._shards)
+            self._n_flushed = len(self._shards)
             self._skipped_committed = int(prog["n_nonfinite_rows_skipped"])
             self._meta_columns = list(prog["meta_columns"])
             self.resume_point = ResumePoint(**prog["resume_point"])
@@ -220,7 +233,7 @@ class StoreWriter:
     @property
     def n_rows_added(self) -> int:
         """Rows committed to shards plus rows waiting in the buffer."""
-        return sum(s.rows for s in self._shards) + self._buffered_rows
+        return self._rows_flushed + self._buffered_rows
 
     def start(self, layers: list[LayerSpec] | tuple[LayerSpec, ...]) -> None:
         """Declare the layers of every row; called once, before the first :meth:`add`.
@@ -315,15 +328,54 @@ class StoreWriter:
         else:
             point = ResumePoint(last.batch, consumed, last.sample_start)
         x = torch.cat([p.x for p in taken]) if len(taken) > 1 else taken[0].x
-        first_row = sum(s.rows for s in self._shards)
+        first_row = self._rows_flushed
         meta = {
             c: np.concatenate([np.asarray(p.meta[c]) for p in taken]) for c in self._meta_columns
         }
         meta["row"] = np.arange(first_row, first_row + n, dtype=np.int64)
-        self._commit(x, meta, point)
+        done = [b for b in self._skipped_by_batch if b < point.batches_done]
+        self._skipped_committed += sum(self._skipped_by_batch.pop(b) for b in done)
+        i = self._n_flushed
+        self._rows_flushed += n
+        self._n_flushed += 1
+        args = (i, x, meta, point, self._skipped_committed)
+        if self._executor is None:
+            self._commit(*args)
+            return
+        self._reap(block=len(self._pending) >= MAX_PENDING)
+        self._pending.append(self._executor.submit(self._commit, *args))
 
-    def _commit(self, x: torch.Tensor, meta: dict[str, np.ndarray], point: ResumePoint) -> None:
-        i = len(self._shards)
+    def _reap(self, block: bool) -> None:
+        """Drop finished commits, re-raising their errors; with ``block``, wait for the oldest."""
+        if block and self._pending:
+            self._pending[0].result()
+        while self._pending and self._pending[0].done():
+            self._pending.pop(0).result()
+
+    def drain(self) -> None:
+        """Wait for every queued shard to be committed (errors are re-raised)."""
+        while self._pending:
+            self._pending.pop(0).result()
+
+    def abort(self) -> None:
+        """After a failure: let queued commits finish so that the capture can resume."""
+        for f in self._pending:
+            try:
+                f.result()
+            except Exception:  # the caller is already handling the first error
+                log.warning("A shard commit failed after an earlier error.", exc_info=True)
+        self._pending.clear()
+        if self._executor is not None:
+            self._executor.shutdown()
+
+    def _commit(
+        self,
+        i: int,
+        x: torch.Tensor,
+        meta: dict[str, np.ndarray],
+        point: ResumePoint,
+        n_skipped: int,
+    ) -> None:
         sha = write_shard(self.path / shard_name(i), x)
         table = pa.table({c: meta[c] for c in ["row", *self._meta_columns]})
         atomic_write(self.path / PARTS / _part_name(i), lambda tmp: pq.write_table(table, tmp))
@@ -333,9 +385,6 @@ class StoreWriter:
             _save_np({k: np.ascontiguousarray(v) for k, v in self._moments.state().items()}),
         )
         self._shards.append(ShardInfo(shard_name(i), int(x.shape[0]), sha))
-        done = [b for b in self._skipped_by_batch if b < point.batches_done]
-        self._skipped_committed += sum(self._skipped_by_batch.pop(b) for b in done)
-        self.resume_point = point
         atomic_write_json(
             self.path / PROGRESS,
             {
@@ -344,7 +393,7 @@ class StoreWriter:
                 "n_units": self.n_units,
                 "layers": [l.to_json() for l in self.layers],
                 "shards": [asdict(s) for s in self._shards],
-                "n_nonfinite_rows_skipped": self._skipped_committed,
+                "n_nonfinite_rows_skipped": n_skipped,
                 "meta_columns": self._meta_columns,
                 "resume_point": asdict(point),
             },
@@ -358,6 +407,9 @@ class StoreWriter:
             raise StoreError("No batches were captured: the inputs were empty.")
         if self._buffered_rows:
             self._flush(self._buffered_rows)
+        self.drain()
+        if self._executor is not None:
+            self._executor.shutdown()
         self._skipped_committed += sum(self._skipped_by_batch.values())
         n_rows = sum(s.rows for s in self._shards)
         if n_rows == 0:
