@@ -206,8 +206,32 @@ def test_each_shard_is_hashed_once_per_open(tmp_path, rows_array, monkeypatch):
     calls = []
     real = store_module.read_shard
     monkeypatch.setattr(
-        store_module, "read_shard", lambda p, sha=None: calls.append(sha) or real(p, sha)
+        store_module,
+        "read_shard",
+        lambda p, sha=None, buf=None: calls.append(sha) or real(p, sha, buf),
     )
     for epoch in range(2):
         list(store.iter_batches(50, epoch=epoch))
     assert sum(c is not None for c in calls) == store.n_shards and len(calls) == 2 * store.n_shards
+
+
+def test_reused_batch_memory_gives_the_same_batches(tmp_path, rows_array):
+    store = write_store(tmp_path / "s", rows_array)
+    fresh = [b.clone() for b in store.iter_batches(16, seed=5)]
+    reused = [b.clone() for b in store.iter_batches(16, seed=5, reuse_memory=True)]
+    assert len(fresh) == len(reused)
+    assert all(torch.equal(a, b) for a, b in zip(fresh, reused))
+    it = store.iter_batches(16, seed=5, reuse_memory=True)
+    first = next(it)
+    kept = first.clone()
+    next(it), next(it)
+    assert not torch.equal(first, kept)  # overwritten two batches later, as documented
+
+
+def test_float64_npy_reads_as_float32(tmp_path, rows_array):
+    np.save(tmp_path / "f64.npy", rows_array.astype(np.float64))
+    store = ActivationStore.open(tmp_path / "f64.npy")
+    batches = list(store.iter_batches(64, seed=0))
+    assert all(b.dtype == torch.float32 for b in batches)
+    assert sorted(torch.cat(batches)[:, 0].long().tolist()) == list(range(203))
+    np.testing.assert_array_equal(store.read().numpy(), rows_array)
