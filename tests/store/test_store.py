@@ -235,3 +235,18 @@ def test_float64_npy_reads_as_float32(tmp_path, rows_array):
     assert all(b.dtype == torch.float32 for b in batches)
     assert sorted(torch.cat(batches)[:, 0].long().tolist()) == list(range(203))
     np.testing.assert_array_equal(store.read().numpy(), rows_array)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_shards_are_safetensors_files_with_their_sha256(tmp_path, rows_array, dtype):
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    store = write_store(tmp_path / "s", rows_array, dtype=dtype)
+    for info in store.manifest.shards:
+        path = tmp_path / "s" / info.file
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == info.sha256
+        assert load_file(str(path))["activations"].shape == (info.rows, 10)
+    first = load_file(str(tmp_path / "s" / "shard-00000.safetensors"))["activations"]
+    assert torch.equal(first, store.read(0, 37, dtype=None))

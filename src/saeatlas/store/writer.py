@@ -126,6 +126,7 @@ class StoreWriter:
         self._n_flushed = 0
         self._pending: list[Future[None]] = []
         self._executor = ThreadPoolExecutor(max_workers=1) if background else None
+        self._stats_thread = ThreadPoolExecutor(max_workers=1)
         self._buffer: list[_Piece] = []
         self._buffered_rows = 0
         self._batch = 0
@@ -365,8 +366,12 @@ class StoreWriter:
             except Exception:  # the caller is already handling the first error
                 log.warning("A shard commit failed after an earlier error.", exc_info=True)
         self._pending.clear()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
         if self._executor is not None:
             self._executor.shutdown()
+        self._stats_thread.shutdown()
 
     def _commit(
         self,
@@ -376,10 +381,13 @@ class StoreWriter:
         point: ResumePoint,
         n_skipped: int,
     ) -> None:
+        # The moments are merged while the shard is written (both release the GIL);
+        # still one shard at a time and in order, so the float sums are reproducible.
+        stats = self._stats_thread.submit(self._moments.update, x)
         sha = write_shard(self.path / shard_name(i), x)
         table = pa.table({c: meta[c] for c in ["row", *self._meta_columns]})
         atomic_write(self.path / PARTS / _part_name(i), lambda tmp: pq.write_table(table, tmp))
-        self._moments.update(x)
+        stats.result()
         atomic_write_bytes(
             self.path / PROGRESS_STATS,
             _save_np({k: np.ascontiguousarray(v) for k, v in self._moments.state().items()}),
@@ -408,8 +416,7 @@ class StoreWriter:
         if self._buffered_rows:
             self._flush(self._buffered_rows)
         self.drain()
-        if self._executor is not None:
-            self._executor.shutdown()
+        self._shutdown()
         self._skipped_committed += sum(self._skipped_by_batch.values())
         n_rows = sum(s.rows for s in self._shards)
         if n_rows == 0:
