@@ -267,3 +267,15 @@ def test_capture_on_cuda_matches_cpu(tmp_path, mlp, mlp_inputs):
         mlp, mlp_inputs, ["act1", "act2"], tmp_path / "g", CaptureConfig(device="cuda"), **QUIET
     )
     torch.testing.assert_close(gpu.read(), cpu.read(), atol=1e-5, rtol=1e-5)
+
+
+def test_later_inplace_ops_do_not_change_recorded_rows(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(inplace=True), nn.Linear(16, 2))
+    x = torch.randn(30, 4)
+    store = capture_activations(
+        net, x, ["0"], tmp_path / "s", CaptureConfig(early_stop=False), **QUIET
+    )
+    expected = net[0](x).detach()
+    assert (expected < 0).any()  # ReLU(inplace=True) would have zeroed these
+    torch.testing.assert_close(store.read(), expected)

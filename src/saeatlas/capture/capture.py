@@ -267,8 +267,14 @@ def capture_activations(
         provenance=prov,
     )
     point = writer.resume_point
+    # Rows are made inside the hook: a copy taken there cannot be changed by the
+    # model's later in-place ops (ReLU(inplace=True) after a hooked layer).
+    current: dict[str, Any] = {"mask": None}
     recorder = _Recorder(
-        hps, lambda name, t: t, config.output_index, stop_when_done=config.early_stop
+        hps,
+        lambda name, t: to_rows(t, name, mask=current["mask"], spatial=config.spatial),
+        config.output_index,
+        stop_when_done=config.early_stop,
     )
     total = _count_samples(inputs)
     was_training = model.training
@@ -295,27 +301,25 @@ def capture_activations(
                         f"at sample {sample_base}, expected {point.next_sample}). Resume with the same "
                         "inputs and `batch_size`, or start again with --overwrite."
                     )
+                current["mask"] = batch.mask
                 _forward(model, batch, recorder, config.device, dtype)
-                rows = {  # columns follow the resolved (natural) order, not execution order
-                    hp.name: to_rows(
-                        recorder.values[hp.name], hp.name, mask=batch.mask, spatial=config.spatial
-                    )
-                    for hp in hps
-                }
+                # columns follow the resolved (natural) order, not execution order
+                rows = {hp.name: recorder.values[hp.name] for hp in hps}
                 recorder.values.clear()
                 check_row_agreement(rows)
                 if not started:
-                    writer.start(_layer_specs(rows, recorder.shapes))
+                    specs = _layer_specs(rows, recorder.shapes)
+                    writer.start(specs)
                     started = True
+                # Concatenate and check on the model's device; one transfer to the CPU.
                 x = (
                     torch.cat([r.x for r in rows.values()], dim=1)
                     if len(rows) > 1
-                    else next(iter(rows.values())).x
+                    else rows[hps[0].name].x
                 )
-                first = next(iter(rows.values()))
-                meta = _row_meta(batch, first, sample_base)
+                meta = _row_meta(batch, rows[hps[0].name], sample_base)
                 x, meta, n_skipped = _handle_nonfinite(
-                    x, meta, rows, config.on_nonfinite, b, writer.n_rows_added
+                    x, meta, specs, config.on_nonfinite, b, writer.n_rows_added
                 )
                 writer.add(
                     x,
@@ -360,17 +364,20 @@ def _layer_specs(rows: dict[str, LayerRows], shapes: dict[str, tuple[int, ...]])
 def _handle_nonfinite(
     x: torch.Tensor,
     meta: dict[str, np.ndarray],
-    rows: dict[str, LayerRows],
+    layers: list[LayerSpec],
     mode: str,
     batch: int,
     first_row: int,
 ) -> tuple[torch.Tensor, dict[str, np.ndarray], int]:
+    """Check rows ``x`` (on the model's device) for NaN/Inf; return them on the CPU."""
     finite_rows = torch.isfinite(x).all(dim=1)
     if bool(finite_rows.all()):
-        return x, meta, 0
+        return x.to("cpu"), meta, 0
+    x, finite_rows = x.to("cpu"), finite_rows.to("cpu")
     if mode == "error":
-        for name, r in rows.items():
-            bad = ~torch.isfinite(r.x)
+        for layer in layers:
+            name = layer.name
+            bad = ~torch.isfinite(x[:, layer.start : layer.stop])
             if bad.any():
                 first = int(torch.nonzero(bad.any(dim=1))[0])
                 raise NonFiniteError(

@@ -68,7 +68,7 @@ def to_rows(
     mask: torch.Tensor | None = None,
     spatial: str = "positions",
 ) -> LayerRows:
-    """Rows of one layer's tensor for one batch; the rows are a copy on the CPU."""
+    """Rows of one layer's tensor for one batch: a copy on the tensor's device."""
     b = t.shape[0] if t.ndim else 0
     if t.ndim == 1:
         t = t[:, None]
@@ -88,7 +88,8 @@ def to_rows(
                     f"{tuple(mask.shape)}; expected [batch, seq] = [{b}, {s}]."
                 )
             keep = mask.reshape(-1).to(device="cpu", dtype=torch.bool)
-            return LayerRows(x[keep.to(x.device)].to("cpu"), sample[keep], position[keep], "token")
+            rows = x.detach()[keep.to(x.device)]  # boolean indexing copies
+            return LayerRows(rows, sample[keep], position[keep], "token")
         return LayerRows(_copy(x), sample, position, "token")
     if t.ndim == 4:
         if spatial not in SPATIAL_MODES:
@@ -114,8 +115,8 @@ def to_rows(
 
 
 def _copy(x: torch.Tensor) -> torch.Tensor:
-    """A CPU copy that later in-place ops of the model cannot change."""
-    return x.detach().to("cpu", copy=True).contiguous()
+    """A copy that later in-place ops of the model cannot change."""
+    return x.detach().clone(memory_format=torch.contiguous_format)
 
 
 def check_row_agreement(rows: dict[str, LayerRows]) -> None:
