@@ -83,3 +83,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def digits_store(tmp_path_factory):
+    """The demo's store: the digits MLP's three hidden layers, 1797 rows x 144 units."""
+    from saeatlas.demo import run_demo
+
+    return run_demo(tmp_path_factory.mktemp("digits"), progress=False)

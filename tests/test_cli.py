@@ -164,3 +164,47 @@ def test_multi_value_option_expansion():
         "--out",
         "o",
     ]
+
+
+def test_train_and_evaluate_commands(tmp_path, digits_store):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("architecture: topk\nk: 4\nd_sae: 64\nbatch_size: 256\ntokens: 5000\n")
+    out = tmp_path / "sae"
+    args = [
+        "train",
+        "--acts",
+        str(digits_store.path),
+        "--out",
+        str(out),
+        "--config",
+        str(cfg),
+        "--k",
+        "6",
+        "--layers",
+        "act1",
+        "act3",
+        "-q",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "cfg.json").read_text())
+    assert saved["k"] == 6 and saved["d_sae"] == 64  # the flag overrides the file
+    assert [l["name"] for l in saved["layers"]] == ["act1", "act3"] and saved["d_in"] == 96
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "already holds an SAE" in result.output
+    result = runner.invoke(app, ["evaluate", "--sae", str(out), "--acts", str(digits_store.path)])
+    assert result.exit_code == 0, result.output
+    assert "fvu" in result.output and "dead_fraction" in result.output
+    bad = runner.invoke(
+        app,
+        [
+            "train",
+            "--acts",
+            str(digits_store.path),
+            "--out",
+            str(tmp_path / "b"),
+            "--architecture",
+            "gated",
+        ],
+    )
+    assert bad.exit_code == 1 and "`architecture`" in bad.output

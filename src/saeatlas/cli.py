@@ -260,6 +260,86 @@ def print_summary(store: Any) -> None:
     console.print(table)
 
 
+def _train_cmd(
+    acts: Path = typer.Option(..., "--acts", help="Activation store directory or .npy file."),
+    out: Path = typer.Option(..., "--out", help="SAE directory to write."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML/JSON file of training settings; flags given here override it."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an SAE at --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    **settings: Any,
+) -> None:
+    """Train a sparse autoencoder on an activation store."""
+    from ._config_cli import build_config
+    from .train import TrainConfig, train_sae
+
+    cfg = build_config(TrainConfig, config, settings)
+    result = train_sae(acts, cfg, out, overwrite=overwrite, progress=not quiet)
+    final = result.summary["final"]
+    console.print(
+        f"Trained a {cfg.architecture} SAE ({result.sae.cfg.d_in} -> {result.sae.cfg.d_sae}) on "
+        f"{result.summary['tokens']:,} rows: FVU {final['fvu']:.4f}, L0 {final['l0']:.1f}, "
+        f"dead {final['dead_fraction']:.1%}. Saved to {result.path}.",
+        soft_wrap=True,
+    )
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    sae: Path = typer.Option(..., "--sae", help="SAE directory."),
+    acts: Path = typer.Option(..., "--acts", help="Activation store directory or .npy file."),
+    start: int = typer.Option(0, "--start", help="First row to evaluate on (e.g. held-out rows)."),
+    stop: int | None = typer.Option(None, "--stop", help="One past the last row (default: all)."),
+    batch_size: int = typer.Option(4096, "--batch-size", help="Rows per batch."),
+    device: str = typer.Option("cpu", "--device", help="Device (cpu, cuda)."),
+) -> None:
+    """Reconstruction and sparsity metrics of an SAE on a store's rows."""
+    from .evaluate import evaluate_sae
+    from .sae import SparseAutoencoder
+    from .store import ActivationStore
+
+    result = evaluate_sae(
+        SparseAutoencoder.load(sae),
+        ActivationStore.open(acts),
+        start=start,
+        stop=stop,
+        batch_size=batch_size,
+        device=device,
+    )
+    table = Table("metric", "value")
+    for key, value in result.as_dict().items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
+    console.print(table)
+    counts, edges = result.density_histogram(bins=8)
+    console.print(
+        "log10 firing density of live latents: "
+        + ", ".join(f"[{a:.1f},{b:.1f}): {c}" for a, b, c in zip(edges[:-1], edges[1:], counts)),
+        soft_wrap=True,
+    )
+
+
+def _with_config_flags(func: Any, config_cls: type) -> Any:
+    """Give ``func`` one keyword option per field of ``config_cls`` (for typer)."""
+    import inspect
+
+    from ._config_cli import config_parameters
+
+    sig = inspect.signature(func)
+    fixed = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    func.__signature__ = sig.replace(parameters=fixed + config_parameters(config_cls))
+    return func
+
+
+def _register_train() -> None:
+    from .train import TrainConfig
+
+    app.command("train")(_with_config_flags(_train_cmd, TrainConfig))
+
+
+_register_train()
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Directory for the demo's outputs."),

@@ -1,0 +1,108 @@
+"""Reconstruction and sparsity metrics of an SAE on a store, streamed in batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..sae import SparseAutoencoder
+from ..store import ActivationStore
+
+#: A latent firing on more than this fraction of rows counts as dense.
+DENSE_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics of one SAE on a set of rows."""
+
+    n_rows: int
+    fvu: float
+    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean||^2."""
+    explained_variance: float
+    """1 - fvu."""
+    mse: float
+    """Mean over rows of ||x - x_hat||^2."""
+    l0: float
+    """Mean number of active latents per row."""
+    dead_fraction: float
+    """Latents that never fired on these rows."""
+    dense_fraction: float
+    """Latents that fired on more than 10% of rows."""
+    density: np.ndarray
+    """``[d_sae]`` fraction of rows on which each latent fired."""
+
+    def density_histogram(self, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
+        """Counts and edges of log10 firing density over latents that fired."""
+        alive = self.density[self.density > 0]
+        if alive.size == 0:
+            return np.zeros(bins, dtype=np.int64), np.linspace(-8, 0, bins + 1)
+        return np.histogram(
+            np.log10(alive), bins=bins, range=(min(-8.0, float(np.log10(alive.min()))), 0.0)
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "n_rows",
+                "fvu",
+                "explained_variance",
+                "mse",
+                "l0",
+                "dead_fraction",
+                "dense_fraction",
+            )
+        }
+
+
+@torch.no_grad()
+def evaluate_sae(
+    sae: SparseAutoencoder,
+    store: ActivationStore,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    batch_size: int = 4096,
+    device: str | torch.device = "cpu",
+) -> EvalResult:
+    """Metrics of ``sae`` on rows ``start:stop`` of ``store`` (all by default).
+
+    The SAE must read the store's columns: its ``cfg.layers`` name the store
+    layers it was trained on.
+    """
+    layers = [l.name for l in sae.cfg.layers] or None
+    stop = store.n_rows if stop is None else min(stop, store.n_rows)
+    sae = sae.to(device).eval()
+    d_sae = sae.cfg.d_sae
+    fired = torch.zeros(d_sae, dtype=torch.float64, device=device)
+    sq_err = sum_x = sum_x2 = 0.0
+    n, active = 0, 0.0
+    for s in range(start, stop, batch_size):
+        x = store.read(s, min(stop, s + batch_size), layers=layers).to(device)
+        out = sae(x)
+        sq_err += float((x - out.x_hat).double().pow(2).sum())
+        xd = x.double()
+        sum_x = sum_x + xd.sum(dim=0)
+        sum_x2 += float(xd.pow(2).sum())
+        on = out.acts != 0
+        fired += on.sum(dim=0).double()
+        active += float(on.sum())
+        n += x.shape[0]
+    if n == 0:
+        raise ValueError(f"No rows in {start}:{stop} to evaluate on.")
+    total = sum_x2 - float((sum_x * sum_x).sum()) / n  # sum ||x - mean||^2
+    fvu_value = sq_err / max(total, 1e-30)
+    density = (fired / n).cpu().numpy()
+    return EvalResult(
+        n_rows=n,
+        fvu=fvu_value,
+        explained_variance=1 - fvu_value,
+        mse=sq_err / n,
+        l0=active / n,
+        dead_fraction=float((density == 0).mean()),
+        dense_fraction=float((density > DENSE_FRACTION).mean()),
+        density=density,
+    )

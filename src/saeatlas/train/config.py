@@ -1,0 +1,120 @@
+"""``TrainConfig``: how an SAE is trained. Each field's docstring is its ``--help``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..errors import ConfigError
+from ..sae.config import ARCHITECTURES
+
+NORMALIZATIONS = ("unit", "layer", "none")
+DECAYS = ("linear", "cosine", "none")
+AUTOCASTS = ("none", "bf16", "fp16")
+B_DEC_INITS = ("geometric_median", "mean", "zeros")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; the SAE's own shape comes from here and the store."""
+
+    architecture: str = "topk"
+    """SAE family: relu, topk, batchtopk or jumprelu."""
+    d_sae: int | None = None
+    """Number of latents (default: `expansion_factor` x the input width)."""
+    expansion_factor: int = 8
+    """Latents per input unit when `d_sae` is not given."""
+    k: int = 32
+    """Active latents per row (topk) or on average per row (batchtopk)."""
+    l1_coefficient: float = 5.0
+    """L1 penalty weight (relu)."""
+    l0_coefficient: float = 1e-3
+    """L0 penalty weight (jumprelu)."""
+    jumprelu_bandwidth: float = 1e-3
+    """Kernel width of the threshold pseudo-derivative (jumprelu)."""
+    jumprelu_init_threshold: float = 1e-3
+    """Initial threshold (jumprelu)."""
+    layers: tuple[str, ...] = ()
+    """Store layers to train on; all of them (a joint multi-layer SAE) by default."""
+    normalize: str = "unit"
+    """Input normalisation: unit (standardise each unit), layer (centre, one scale per
+    layer so each layer's mean squared norm equals its width) or none."""
+    tokens: int | None = None
+    """Training budget in rows; several passes when the store is smaller
+    (default: the larger of 2M rows and 50 passes)."""
+    batch_size: int = 4096
+    """Rows per optimiser step."""
+    lr: float | None = None
+    """Adam learning rate (default: 2e-4 / sqrt(d_sae / 2^14), Gao et al. 2024)."""
+    lr_warmup_steps: int = 100
+    """Linear warmup of the learning rate, in steps."""
+    lr_decay: str = "linear"
+    """Learning-rate decay after `lr_decay_start`: linear, cosine or none."""
+    lr_decay_start: float = 0.8
+    """Fraction of training after which the learning rate decays."""
+    sparsity_warmup_steps: int | None = None
+    """Linear warmup of the L1/L0 coefficient (default: 5% of the steps)."""
+    auxk_coefficient: float = 1 / 32
+    """Weight of the AuxK dead-latent loss (topk, batchtopk)."""
+    auxk_k: int | None = None
+    """Dead latents used by AuxK (default: half the input width)."""
+    dead_window: int = 1_000_000
+    """A latent that has not fired for this many rows is dead."""
+    b_dec_init: str = "geometric_median"
+    """Initial decoder bias: geometric_median, mean or zeros."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping (0 turns it off)."""
+    seed: int = 0
+    """Seed for initialisation and data order."""
+    device: str = "cpu"
+    """Device to train on (cpu, cuda, cuda:1...)."""
+    autocast: str = "none"
+    """Mixed precision: none, bf16 or fp16."""
+    compile: bool = False
+    """Compile the SAE with torch.compile."""
+    log_every: int = 50
+    """Steps between metric records."""
+
+    def __post_init__(self) -> None:
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"Unknown `{name}` {getattr(self, name)!r}; expected one of: {list(allowed)}."
+                )
+
+        choice("architecture", ARCHITECTURES)
+        choice("normalize", NORMALIZATIONS)
+        choice("lr_decay", DECAYS)
+        choice("autocast", AUTOCASTS)
+        choice("b_dec_init", B_DEC_INITS)
+        for name in ("k", "batch_size", "expansion_factor", "dead_window", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        for name in ("d_sae", "tokens", "auxk_k", "lr"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"`{name}` must be positive, got {value}.")
+        if not 0 <= self.lr_decay_start <= 1:
+            raise ConfigError(f"`lr_decay_start` must be in [0, 1], got {self.lr_decay_start}.")
+        if isinstance(self.layers, str):
+            raise ConfigError("`layers` must be a list of layer names, not one string.")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"Unknown training settings {unknown}; known: {sorted(known)}.")
+        d = dict(d)
+        if "layers" in d:
+            d["layers"] = tuple(d["layers"])
+        return cls(**d)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2) + "\n"

@@ -1,0 +1,54 @@
+"""What training starts from: the input normalisation and the decoder bias."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..store import ActivationStore, LayerSpec
+
+
+def input_normalizer(
+    store: ActivationStore, columns: slice | torch.Tensor, layers: Sequence[LayerSpec], mode: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, scale)`` ``[d_in]`` so that the SAE sees ``(x - mean) / scale``.
+
+    - ``unit``: each unit standardised (DESIGN.md, "Known traps": units of very
+      different scale otherwise dominate the reconstruction loss).
+    - ``layer``: centred, one scale per layer so that each layer's mean squared
+      norm equals its width (the fixed-norm normalisation of Gao et al. 2024,
+      applied per layer as in Lindsey et al. 2024 for crosscoders).
+    - ``none``: identity.
+    """
+    mean = np.asarray(store.mean, dtype=np.float64)[columns]
+    std = np.asarray(store.std, dtype=np.float64)[columns]
+    if mode == "none":
+        return torch.zeros(len(mean)), torch.ones(len(mean))
+    if mode == "unit":
+        # Constant units get scale 1: they carry nothing and must not blow up.
+        scale = np.where(std > 1e-8 * max(1.0, float(np.abs(mean).max())), std, 1.0)
+        return torch.from_numpy(mean).float(), torch.from_numpy(scale).float()
+    scale = np.ones_like(mean)
+    for layer in layers:
+        part = slice(layer.start, layer.stop)
+        rms = float(np.sqrt((std[part] ** 2).mean()))
+        scale[part] = rms if rms > 0 else 1.0
+    return torch.from_numpy(mean).float(), torch.from_numpy(scale).float()
+
+
+def geometric_median(x: torch.Tensor, n_iter: int = 100, tol: float = 1e-6) -> torch.Tensor:
+    """The point minimising the summed Euclidean distance to the rows of ``x``
+    ``[n, d]`` → ``[d]``, by Weiszfeld's algorithm (the ``b_dec`` initialisation
+    of Bricken et al. 2023)."""
+    x = x.to(torch.float64)
+    y = x.mean(dim=0)
+    for _ in range(n_iter):
+        w = 1.0 / (x - y).norm(dim=1).clamp_min(1e-12)
+        y_new = (w[:, None] * x).sum(dim=0) / w.sum()
+        if (y_new - y).norm() <= tol * max(1.0, float(y.norm())):
+            y = y_new
+            break
+        y = y_new
+    return y.float()

@@ -1,0 +1,73 @@
+"""Losses and reconstruction metrics as small pure functions.
+
+Shapes: ``x``, ``x_hat`` ``[batch, d_in]``; ``acts`` ``[batch, d_sae]``;
+``W_dec`` ``[d_sae, d_in]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..store import LayerSpec
+
+
+def mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over units, averaged over rows → scalar."""
+    return (x - x_hat).pow(2).sum(dim=-1).mean()
+
+
+def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Fraction of variance unexplained: ``sum ||x - x_hat||^2 / sum ||x - mean(x)||^2`` → scalar."""
+    residual = (x - x_hat).pow(2).sum()
+    total = (x - x.mean(dim=0)).pow(2).sum()
+    return residual / total.clamp_min(torch.finfo(total.dtype).tiny)
+
+
+def decoder_norms(W_dec: torch.Tensor, layers: Sequence[LayerSpec] = ()) -> torch.Tensor:
+    """``[d_sae]``: each decoder row's norm, or with several layers the sum of its
+    per-layer norms (the acausal-crosscoder penalty of Lindsey et al. 2024)."""
+    if len(layers) <= 1:
+        return W_dec.norm(dim=1)
+    return sum(W_dec[:, l.start : l.stop].norm(dim=1) for l in layers)
+
+
+def l1_penalty(
+    acts: torch.Tensor, W_dec: torch.Tensor, layers: Sequence[LayerSpec] = ()
+) -> torch.Tensor:
+    """``mean_rows sum_i f_i ||W_dec_i||`` (Anthropic, April 2024 update) → scalar."""
+    return (acts * decoder_norms(W_dec, layers)).sum(dim=-1).mean()
+
+
+def l0(acts: torch.Tensor) -> torch.Tensor:
+    """Mean number of active latents per row → scalar."""
+    return (acts != 0).sum(dim=-1).float().mean()
+
+
+def auxk_loss(
+    x: torch.Tensor,
+    x_hat: torch.Tensor,
+    pre_acts: torch.Tensor,
+    W_dec: torch.Tensor,
+    dead: torch.Tensor,
+    k_aux: int,
+) -> torch.Tensor:
+    """AuxK loss (Gao et al. 2024, appendix A.2): the ``k_aux`` largest
+    pre-activations among dead latents reconstruct the residual ``x - x_hat``;
+    the loss is that reconstruction's squared error, normalised by the
+    residual's own squared error → scalar (0 when no latent is dead).
+
+    dead: ``[d_sae]`` bool.
+    """
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return x.new_zeros(())
+    k = min(k_aux, n_dead)
+    residual = (x - x_hat).detach()
+    masked = pre_acts.masked_fill(~dead, float("-inf"))
+    values, indices = masked.topk(k, dim=-1, sorted=False)
+    aux_acts = torch.zeros_like(pre_acts).scatter_(-1, indices, values.relu())
+    recon = aux_acts @ W_dec
+    err = (residual - recon).pow(2).sum(dim=-1).mean()
+    return err / residual.pow(2).sum(dim=-1).mean().clamp_min(1e-12)

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+import torch
+
+from saeatlas.evaluate import evaluate_sae
+from saeatlas.sae import SAEConfig, SparseAutoencoder
+from saeatlas.store import ActivationStore
+
+
+def test_metrics_against_direct_computation(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6)).astype(np.float32) + 2.0
+    np.save(tmp_path / "x.npy", x)
+    store = ActivationStore.open(tmp_path / "x.npy")
+    sae = SparseAutoencoder(
+        SAEConfig("topk", d_in=6, d_sae=12, k=2), torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        sae.W_dec[5:] *= 0  # never-used directions stay; density is measured on acts
+        sae.b_enc[11] = -100.0  # latent 11 can never win... unless nothing else is positive
+    res = evaluate_sae(sae, store, batch_size=64)
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        out = sae.eval()(xt)
+    expected_fvu = float(((xt - out.x_hat) ** 2).sum() / ((xt - xt.mean(0)) ** 2).sum())
+    assert res.fvu == pytest.approx(expected_fvu, rel=1e-5)
+    assert res.l0 == pytest.approx(float((out.acts != 0).sum(1).float().mean()))
+    density = (out.acts != 0).float().mean(0).numpy()
+    np.testing.assert_allclose(res.density, density, rtol=1e-6)
+    assert res.dead_fraction == pytest.approx(float((density == 0).mean()))
+    assert res.dense_fraction == pytest.approx(float((density > 0.1).mean()))
+    part = evaluate_sae(sae, store, start=100, stop=200)
+    assert part.n_rows == 100
+    counts, edges = res.density_histogram(bins=5)
+    assert counts.sum() == (density > 0).sum() and len(edges) == 6

@@ -1,0 +1,129 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from saeatlas.errors import ConfigError
+from saeatlas.sae import SparseAutoencoder
+from saeatlas.store import LayerSpec
+from saeatlas.train import TrainConfig, train_sae
+from saeatlas.train.init import geometric_median
+from saeatlas.train.losses import auxk_loss, fvu, l1_penalty
+from saeatlas.train.schedules import lr_factor
+
+
+def superposition(n_rows, n_features=512, d=128, active=5, seed=0):
+    """Rows built from ``active`` of ``n_features`` random unit directions in ``d`` dims."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n_features, d))
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    idx = np.argsort(rng.random((n_rows, n_features)), axis=1)[:, :active]
+    coef = rng.uniform(0.5, 1.5, size=(n_rows, active))
+    x = np.einsum("ra,rad->rd", coef, features[idx])
+    return x.astype(np.float32), features
+
+
+def mean_max_cos(W_dec, features):
+    w = W_dec / np.linalg.norm(W_dec, axis=1, keepdims=True)
+    return float((features @ w.T).max(axis=1).mean())
+
+
+@pytest.mark.slow
+def test_topk_recovers_features_in_superposition(tmp_path):
+    x, features = superposition(60_000)
+    np.save(tmp_path / "x.npy", x)
+    cfg = TrainConfig(
+        architecture="topk",
+        d_sae=1024,
+        k=5,
+        normalize="layer",
+        tokens=1_500_000,
+        batch_size=2048,
+        lr=2e-3,
+        seed=0,
+    )
+    result = train_sae(tmp_path / "x.npy", cfg, tmp_path / "sae", progress=False)
+    score = mean_max_cos(result.sae.W_dec.detach().numpy(), features)
+    assert score >= 0.9, f"mean max cosine {score:.3f}"
+    assert result.metrics[-1]["fvu"] < 0.1
+    back = SparseAutoencoder.load(tmp_path / "sae")
+    xt = torch.from_numpy(x[:100])
+    assert torch.allclose(back(xt).x_hat, result.sae(xt).x_hat, atol=1e-4)
+    lines = (tmp_path / "sae" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["tokens"] == result.summary["tokens"]
+
+
+@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu"])
+def test_every_architecture_learns_on_the_digits_store(digits_store, arch):
+    cfg = TrainConfig(architecture=arch, d_sae=256, k=8, batch_size=256, tokens=60_000, seed=1)
+    result = train_sae(digits_store, cfg, progress=False)
+    first, last = result.metrics[0], result.metrics[-1]
+    assert last["fvu"] < 0.5 * first["fvu"], (first, last)
+    # the folded SAE works on raw store rows
+    x = digits_store.read(0, 500)
+    out = result.sae(x)
+    assert float(fvu(x, out.x_hat.detach())) < 0.5
+    assert result.sae.cfg.layers == tuple(
+        LayerSpec(l.name, l.start, l.stop, l.shape, l.layout) for l in digits_store.layers
+    )
+
+
+def test_sparsity_penalty_lowers_l0(digits_store):
+    base = dict(architecture="relu", d_sae=256, batch_size=256, tokens=40_000, seed=0)
+    loose = train_sae(digits_store, TrainConfig(**base, l1_coefficient=0.0), progress=False)
+    tight = train_sae(digits_store, TrainConfig(**base, l1_coefficient=5.0), progress=False)
+    assert tight.metrics[-1]["l0"] < 0.5 * loose.metrics[-1]["l0"]
+
+
+def test_layer_subset_trains_on_those_columns(digits_store):
+    cfg = TrainConfig(layers=("act2",), d_sae=64, k=4, batch_size=256, tokens=5_000)
+    result = train_sae(digits_store, cfg, progress=False)
+    assert result.sae.cfg.d_in == 48 and [l.name for l in result.sae.cfg.layers] == ["act2"]
+
+
+def test_too_small_store_and_bad_settings(digits_store):
+    with pytest.raises(ConfigError, match="fewer than `batch_size`"):
+        train_sae(digits_store, TrainConfig(batch_size=4096), progress=False)
+    with pytest.raises(ConfigError, match="`normalize`"):
+        TrainConfig(normalize="zscore")
+    with pytest.raises(ConfigError, match="Unknown training settings"):
+        TrainConfig.from_json({"learning_rate": 1e-3})
+    cfg = TrainConfig(architecture="relu", layers=("a", "b"), lr=1e-3)
+    assert TrainConfig.from_json(json.loads(cfg.dumps())) == cfg
+
+
+def test_geometric_median_resists_outliers():
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [100.0, 100.0]])
+    gm = geometric_median(x)
+    assert gm.norm() < 1.5 < x.mean(0).norm()
+    line = torch.tensor([[0.0], [1.0], [10.0]])
+    assert abs(float(geometric_median(line)) - 1.0) < 1e-3  # the median, not the mean
+
+
+def test_auxk_loss_uses_only_dead_latents():
+    W_dec = torch.eye(3)
+    x, x_hat = torch.tensor([[1.0, 2.0, 0.0]]), torch.zeros(1, 3)
+    pre = torch.tensor([[1.0, 2.0, 5.0]])
+    dead = torch.tensor([True, True, False])
+    # dead latents 0 and 1 reconstruct the residual exactly
+    assert float(auxk_loss(x, x_hat, pre, W_dec, dead, k_aux=2)) == pytest.approx(0.0)
+    # with only latent 1 allowed, latent 0's part (1^2) of the residual (1+4) is left
+    assert float(auxk_loss(x, x_hat, pre, W_dec, dead, k_aux=1)) == pytest.approx(1 / 5)
+    assert float(auxk_loss(x, x_hat, pre, W_dec, torch.zeros(3, dtype=torch.bool), 2)) == 0.0
+
+
+def test_l1_penalty_gradient_and_layer_sum():
+    acts = torch.rand(4, 5, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, w: l1_penalty(a, w), (acts, W))
+    layers = (LayerSpec("a", 0, 2), LayerSpec("b", 2, 6))
+    expected = (acts * (W[:, :2].norm(dim=1) + W[:, 2:].norm(dim=1))).sum(1).mean()
+    assert torch.allclose(l1_penalty(acts, W, layers), expected)
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 100, 10, "linear", 0.8) == pytest.approx(0.1)
+    assert lr_factor(50, 100, 10, "linear", 0.8) == 1.0
+    assert lr_factor(90, 100, 10, "linear", 0.8) == pytest.approx(0.5)
+    assert lr_factor(90, 100, 10, "cosine", 0.8) == pytest.approx(0.5)
