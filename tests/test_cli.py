@@ -208,3 +208,22 @@ def test_train_and_evaluate_commands(tmp_path, digits_store):
         ],
     )
     assert bad.exit_code == 1 and "`architecture`" in bad.output
+
+
+def test_saelens_import_and_export(tmp_path):
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "saelens" / "topk"
+    result = runner.invoke(app, ["import-saelens", str(fixture), "--out", str(tmp_path / "ours")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "ours" / "cfg.json").read_text())["architecture"] == "topk"
+    result = runner.invoke(
+        app, ["export-saelens", str(tmp_path / "ours"), "--out", str(tmp_path / "lens")]
+    )
+    assert result.exit_code == 0, result.output
+    lens = json.loads((tmp_path / "lens" / "cfg.json").read_text())
+    assert lens["architecture"] == "topk" and lens["k"] == 4 and "l0_coefficient" not in lens
+    result = runner.invoke(
+        app, ["import-saelens", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 1 and "not a readable SAELens" in result.output

@@ -319,6 +319,36 @@ def evaluate_cmd(
     )
 
 
+@app.command("import-saelens")
+def import_saelens_cmd(
+    src: Path = typer.Argument(
+        ..., help="A SAELens SAE directory (cfg.json + sae_weights.safetensors)."
+    ),
+    out: Path = typer.Option(..., "--out", help="saeatlas SAE directory to write."),
+) -> None:
+    """Convert a SAELens SAE directory into a saeatlas one."""
+    from .sae.saelens import load_saelens
+
+    sae = load_saelens(src)
+    sae.save(out)
+    console.print(
+        f"Imported a {sae.cfg.architecture} SAE ({sae.cfg.d_in} -> {sae.cfg.d_sae}) to {out}."
+    )
+
+
+@app.command("export-saelens")
+def export_saelens_cmd(
+    sae: Path = typer.Argument(..., help="A saeatlas SAE directory."),
+    out: Path = typer.Option(..., "--out", help="SAELens SAE directory to write."),
+) -> None:
+    """Write a saeatlas SAE as a SAELens directory (SAE.load_from_disk reads it)."""
+    from .sae import SparseAutoencoder
+    from .sae.saelens import export_saelens
+
+    export_saelens(SparseAutoencoder.load(sae), out)
+    console.print(f"Exported {sae} to {out} in SAELens's format.")
+
+
 def _with_config_flags(func: Any, config_cls: type) -> Any:
     """Give ``func`` one keyword option per field of ``config_cls`` (for typer)."""
     import inspect

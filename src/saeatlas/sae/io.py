@@ -48,7 +48,7 @@ def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
 
 
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
-    """Read an SAE directory written by :func:`save_sae`."""
+    """Read an SAE directory written by :func:`save_sae`, or by SAELens."""
     path = Path(path)
     if not (path / CFG).is_file() or not (path / WEIGHTS).is_file():
         raise SAEFileError(
@@ -56,8 +56,16 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
             "`saeatlas train`, or import a SAELens directory with `saeatlas import-saelens`."
         )
     try:
-        cfg = SAEConfig.from_json(json.loads((path / CFG).read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raw = json.loads((path / CFG).read_text())
+    except json.JSONDecodeError as e:
+        raise SAEFileError(f"'{path / CFG}' is not valid JSON: {e}.") from e
+    from .saelens import is_saelens_cfg, load_saelens
+
+    if is_saelens_cfg(raw):
+        return load_saelens(path).to(device)
+    try:
+        cfg = SAEConfig.from_json(raw)
+    except (TypeError, KeyError) as e:
         raise SAEFileError(f"'{path / CFG}' is unreadable: {e}.") from e
     try:
         tensors = load_file(str(path / WEIGHTS))
