@@ -267,6 +267,7 @@ def _train_cmd(
         None, "--config", help="YAML/JSON file of training settings; flags given here override it."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an SAE at --out."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     **settings: Any,
 ) -> None:
@@ -275,7 +276,7 @@ def _train_cmd(
     from .train import TrainConfig, train_sae
 
     cfg = build_config(TrainConfig, config, settings)
-    result = train_sae(acts, cfg, out, overwrite=overwrite, progress=not quiet)
+    result = train_sae(acts, cfg, out, overwrite=overwrite, resume=resume, progress=not quiet)
     final = result.summary["final"]
     console.print(
         f"Trained a {cfg.architecture} SAE ({result.sae.cfg.d_in} -> {result.sae.cfg.d_sae}) on "

@@ -250,3 +250,12 @@ def test_shards_are_safetensors_files_with_their_sha256(tmp_path, rows_array, dt
         assert load_file(str(path))["activations"].shape == (info.rows, 10)
     first = load_file(str(tmp_path / "s" / "shard-00000.safetensors"))["activations"]
     assert torch.equal(first, store.read(0, 37, dtype=None))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_start_batch_resumes_the_same_order(tmp_path, rows_array, shuffle):
+    store = write_store(tmp_path / "s", rows_array)
+    full = list(store.iter_batches(16, seed=2, shuffle=shuffle))
+    rest = list(store.iter_batches(16, seed=2, shuffle=shuffle, start_batch=5))
+    assert len(rest) == len(full) - 5
+    assert all(torch.equal(a, b) for a, b in zip(full[5:], rest))

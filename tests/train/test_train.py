@@ -127,3 +127,49 @@ def test_lr_schedule():
     assert lr_factor(50, 100, 10, "linear", 0.8) == 1.0
     assert lr_factor(90, 100, 10, "linear", 0.8) == pytest.approx(0.5)
     assert lr_factor(90, 100, 10, "cosine", 0.8) == pytest.approx(0.5)
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, digits_store, monkeypatch):
+    from saeatlas.train import trainer
+
+    cfg = TrainConfig(
+        architecture="topk",
+        d_sae=128,
+        k=6,
+        batch_size=256,
+        tokens=256 * 20,
+        checkpoint_every=5,
+        log_every=3,
+        lr_warmup_steps=4,
+        dead_window=2000,
+        seed=3,
+    )
+    full = train_sae(digits_store, cfg, tmp_path / "full", progress=False)
+
+    real_step = trainer._Run.train_step
+
+    def dying_step(self, batch):
+        if self.step == 12:  # dies after the checkpoint at step 10
+            raise KeyboardInterrupt("simulated interruption")
+        return real_step(self, batch)
+
+    monkeypatch.setattr(trainer._Run, "train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(digits_store, cfg, tmp_path / "part", progress=False)
+    monkeypatch.setattr(trainer._Run, "train_step", real_step)
+    assert (tmp_path / "part" / "checkpoint.pt").exists()
+    with pytest.raises(ConfigError, match="interrupted training run.*--resume"):
+        train_sae(digits_store, cfg, tmp_path / "part", progress=False)
+    with pytest.raises(ConfigError, match="other settings"):
+        train_sae(
+            digits_store,
+            TrainConfig(**{**cfg.to_json(), "k": 5, "layers": ()}),
+            tmp_path / "part",
+            resume=True,
+            progress=False,
+        )
+    resumed = train_sae(digits_store, cfg, tmp_path / "part", resume=True, progress=False)
+    for name, value in full.sae.state_dict().items():
+        torch.testing.assert_close(resumed.sae.state_dict()[name], value, atol=1e-6, rtol=0)
+    assert [m["step"] for m in resumed.metrics] == [m["step"] for m in full.metrics]
+    assert not (tmp_path / "part" / "checkpoint.pt").exists()

@@ -327,6 +327,7 @@ class ActivationStore:
         dtype: torch.dtype | None = torch.float32,
         prefetch: bool = True,
         reuse_memory: bool = False,
+        start_batch: int = 0,
     ) -> Iterator[torch.Tensor]:
         """Batches ``[batch_size, units]`` that visit every row exactly once.
 
@@ -349,6 +350,8 @@ class ActivationStore:
                 times faster (fresh memory costs a page fault per 4 KiB); for
                 loops that are done with a batch before asking for the one after
                 next, as a training loop is.
+            start_batch: skip this many batches of the epoch without gathering
+                them (the same order otherwise), to resume mid-epoch.
         """
         if batch_size <= 0:
             raise ConfigError(f"`batch_size` must be positive, got {batch_size}.")
@@ -398,7 +401,8 @@ class ActivationStore:
                 if not shuffle:
                     batches, carry = _sequential(carry, x, batch_size, last)
                     for b in batches:
-                        if (out := emit(b)) is not None:
+                        n_served += 1
+                        if n_served > start_batch and (out := emit(b)) is not None:
                             yield out
                     continue
                 # Cut a random permutation of the pool (carry + shard) into batches;
@@ -409,9 +413,11 @@ class ActivationStore:
                     n_pool if last else max(0, n_pool - buffer_rows) // batch_size * batch_size
                 )
                 for s in range(0, n_serve, batch_size):
+                    n_served += 1
+                    if n_served <= start_batch:
+                        continue
                     idx = perm[s : s + batch_size]
                     buf = batch_bufs[n_served % 2][: len(idx)] if batch_bufs else None
-                    n_served += 1
                     if (out := emit(_gather2(carry, x, idx, buf))) is not None:
                         yield out
                 rest = perm[n_serve:]

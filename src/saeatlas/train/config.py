@@ -75,6 +75,8 @@ class TrainConfig:
     """Compile the SAE with torch.compile."""
     log_every: int = 50
     """Steps between metric records."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints (0: none); a checkpointed run continues with --resume."""
 
     def __post_init__(self) -> None:
         def choice(name: str, allowed: tuple[str, ...]) -> None:
@@ -91,6 +93,8 @@ class TrainConfig:
         for name in ("k", "batch_size", "expansion_factor", "dead_window", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"`checkpoint_every` must be >= 0, got {self.checkpoint_every}.")
         for name in ("d_sae", "tokens", "auxk_k", "lr"):
             value = getattr(self, name)
             if value is not None and value <= 0:

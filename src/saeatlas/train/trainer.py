@@ -3,7 +3,8 @@
 Streams shuffled batches from a store (several passes when the budget is
 larger than the store), trains with Adam under a warmup/decay schedule, and
 returns the SAE with its input normalisation folded in, so that it encodes
-and decodes rows in the store's own space.
+and decodes rows in the store's own space. With ``checkpoint_every``, the run
+can be continued exactly (``resume=True``) after an interruption.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..errors import ConfigError
 from ..sae import SAEConfig, SparseAutoencoder
 from ..sae.activations import step as heaviside
 from ..store import ActivationStore, LayerSpec
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .init import geometric_median, input_normalizer
 from .losses import auxk_loss, fvu, l0, l1_penalty, mse
@@ -51,10 +53,6 @@ class TrainResult:
     """Where the SAE was saved, if it was."""
 
 
-def _open(store: ActivationStore | str | Path) -> ActivationStore:
-    return store if isinstance(store, ActivationStore) else ActivationStore.open(store)
-
-
 def _select_layers(
     store: ActivationStore, names: tuple[str, ...]
 ) -> tuple[Any, tuple[LayerSpec, ...]]:
@@ -67,18 +65,199 @@ def _select_layers(
     return columns, tuple(rebased)
 
 
-def _batches(store: ActivationStore, cfg: TrainConfig, names: list[str]) -> Iterator[torch.Tensor]:
-    epoch = 0
-    while True:
-        yield from store.iter_batches(
-            cfg.batch_size,
-            seed=cfg.seed,
-            epoch=epoch,
-            layers=names,
-            drop_last=True,
-            reuse_memory=True,
+class _Run:
+    """One training run: its model, optimiser and counters, stepped one batch at a time."""
+
+    def __init__(self, store: ActivationStore, cfg: TrainConfig) -> None:
+        self.store, self.cfg = store, cfg
+        columns, self.layers = _select_layers(store, cfg.layers)
+        self.names = [l.name for l in self.layers]
+        d_in = self.layers[-1].stop
+        if store.n_rows < cfg.batch_size:
+            raise ConfigError(
+                f"The store has {store.n_rows} rows, fewer than `batch_size` {cfg.batch_size}. "
+                f"Use --batch-size {max(1, store.n_rows // 4)} or capture more rows."
+            )
+        self.d_sae = cfg.d_sae or cfg.expansion_factor * d_in
+        tokens = cfg.tokens or max(MIN_DEFAULT_TOKENS, MIN_DEFAULT_PASSES * store.n_rows)
+        self.n_steps = max(1, tokens // cfg.batch_size)
+        self.lr = cfg.lr or 2e-4 / math.sqrt(self.d_sae / 2**14)
+        self.sparsity_warmup = (
+            cfg.sparsity_warmup_steps
+            if cfg.sparsity_warmup_steps is not None
+            else self.n_steps // 20
         )
-        epoch += 1
+        self.batches_per_epoch = store.n_rows // cfg.batch_size
+        sae_cfg = SAEConfig(
+            architecture=cfg.architecture,
+            d_in=d_in,
+            d_sae=self.d_sae,
+            k=min(cfg.k, self.d_sae),
+            l1_coefficient=cfg.l1_coefficient,
+            l0_coefficient=cfg.l0_coefficient,
+            jumprelu_bandwidth=cfg.jumprelu_bandwidth,
+            jumprelu_init_threshold=cfg.jumprelu_init_threshold,
+            layers=self.layers,
+        )
+        self.device = torch.device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.sae = SparseAutoencoder(sae_cfg, torch.Generator().manual_seed(cfg.seed))
+        self.sae.to(self.device).train()
+        mean, scale = input_normalizer(store, columns, self.layers, cfg.normalize)
+        self.mean, self.scale = mean.to(self.device), scale.to(self.device)
+        self.topk_family = cfg.architecture in ("topk", "batchtopk")
+        self._init_b_dec()
+        self.model = torch.compile(self.sae) if cfg.compile else self.sae
+        self.opt = torch.optim.Adam(
+            self.sae.parameters(), lr=self.lr, betas=(0.9, 0.999), eps=6.25e-10
+        )
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt,
+            lambda s: lr_factor(
+                s, self.n_steps, cfg.lr_warmup_steps, cfg.lr_decay, cfg.lr_decay_start
+            ),
+        )
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.autocast)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.autocast == "fp16")
+        self.k_aux = cfg.auxk_k or max(1, d_in // 2)
+        self.rows_since_fired = torch.zeros(self.d_sae, dtype=torch.long, device=self.device)
+        self.step, self.rows_done = 0, 0
+        self.metrics: list[dict[str, float]] = []
+
+    @torch.no_grad()
+    def _init_b_dec(self) -> None:
+        if self.cfg.b_dec_init == "zeros":
+            return
+        rows = min(self.store.n_rows, N_INIT_ROWS)
+        sample = (
+            self.store.read(0, rows, layers=self.names).to(self.device) - self.mean
+        ) / self.scale
+        init = (
+            geometric_median(sample)
+            if self.cfg.b_dec_init == "geometric_median"
+            else sample.mean(0)
+        )
+        self.sae.b_dec.copy_(init)
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        """Batches from the current data position on, epoch after epoch."""
+        epoch, start = divmod(self.step, self.batches_per_epoch)
+        while True:
+            yield from self.store.iter_batches(
+                self.cfg.batch_size,
+                seed=self.cfg.seed,
+                epoch=epoch,
+                layers=self.names,
+                drop_last=True,
+                reuse_memory=True,
+                start_batch=start,
+            )
+            epoch, start = epoch + 1, 0
+
+    def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of one normalised batch, and the tensors that metrics need."""
+        cfg, sae = self.cfg, self.sae
+        x_hat, acts, pre = self.model(x)
+        x_hat = x_hat.float()
+        recon = mse(x, x_hat)
+        dead = self.rows_since_fired >= cfg.dead_window
+        warm = sparsity_factor(self.step, self.sparsity_warmup)
+        if self.topk_family:
+            loss = fvu(x, x_hat)
+            if cfg.auxk_coefficient and bool(dead.any()):
+                aux = auxk_loss(x, x_hat, pre.float(), sae.W_dec, dead, self.k_aux)
+                loss = loss + cfg.auxk_coefficient * aux
+        elif cfg.architecture == "relu":
+            loss = recon + cfg.l1_coefficient * warm * l1_penalty(
+                acts.float(), sae.W_dec, self.layers
+            )
+        else:
+            fired = heaviside(pre.float(), sae.jump_threshold, cfg.jumprelu_bandwidth)
+            loss = recon + cfg.l0_coefficient * warm * fired.sum(dim=-1).mean()
+        return loss, {"x_hat": x_hat, "acts": acts, "mse": recon, "dead": dead}
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg, sae = self.cfg, self.sae
+        x = (batch.to(self.device, non_blocking=True) - self.mean) / self.scale
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+        ):
+            loss, out = self.loss(x)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.topk_family:
+            sae.remove_parallel_decoder_grad()
+        self.scaler.unscale_(self.opt)
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        with torch.no_grad():
+            if self.topk_family:
+                sae.set_decoder_norm_to_unit_norm()
+            acts = out["acts"].detach()
+            self.rows_since_fired += x.shape[0]
+            self.rows_since_fired[(acts != 0).any(dim=0)] = 0
+            if cfg.architecture == "batchtopk":
+                positive = acts[acts > 0]
+                if positive.numel():
+                    low = positive.min().to(sae.threshold.dtype)
+                    # Running estimate of the batch-wide cut (Bussmann et al. 2024).
+                    sae.threshold.copy_(
+                        low if self.step == 0 else 0.99 * sae.threshold + 0.01 * low
+                    )
+        self.step += 1
+        self.rows_done += x.shape[0]
+        return {"x": x, "loss": loss.detach(), **{k: v.detach() for k, v in out.items()}}
+
+    def record(self, out: dict[str, torch.Tensor], tokens_per_s: float) -> dict[str, float]:
+        rec = {
+            "step": self.step - 1,
+            "tokens": self.rows_done,
+            "loss": float(out["loss"]),
+            "mse": float(out["mse"]),
+            "fvu": float(fvu(out["x"], out["x_hat"])),
+            "l0": float(l0(out["acts"])),
+            "dead_fraction": float(out["dead"].float().mean()),
+            "lr": self.sched.get_last_lr()[0],
+            "tokens_per_s": tokens_per_s,
+        }
+        self.metrics.append(rec)
+        return rec
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "train_config": self.cfg.to_json(),
+            "store": str(self.store.path),
+            "n_rows": self.store.n_rows,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings(),
+            "sae": self.sae.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rows_since_fired": self.rows_since_fired.cpu(),
+            "step": self.step,
+            "rows_done": self.rows_done,
+            "metrics": self.metrics,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sae.load_state_dict(state["sae"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.rows_since_fired.copy_(state["rows_since_fired"])
+        self.step, self.rows_done = int(state["step"]), int(state["rows_done"])
+        self.metrics = list(state["metrics"])
+        torch.set_rng_state(state["torch_rng"])
 
 
 def train_sae(
@@ -87,6 +266,7 @@ def train_sae(
     out: str | Path | None = None,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Train a sparse autoencoder on ``store`` (a store directory, ``.npy`` or opened store).
@@ -95,155 +275,73 @@ def train_sae(
         store: the activations.
         cfg: training settings.
         out: an SAE directory to write (``cfg.json``, ``sae_weights.safetensors``,
-            ``metrics.jsonl``); nothing is written when ``None``.
+            ``metrics.jsonl``, and ``checkpoint.pt`` while training with
+            ``checkpoint_every``); nothing is written when ``None``.
         overwrite: replace an SAE already at ``out``.
+        resume: continue from the checkpoint at ``out`` (same store and settings);
+            the result equals an uninterrupted run's.
         progress: show a progress bar.
     """
-    if out is not None and (Path(out) / "cfg.json").exists() and not overwrite:
+    if out is None and (resume or cfg.checkpoint_every):
+        raise ConfigError("Checkpoints and --resume need an --out directory.")
+    out = Path(out) if out is not None else None
+    if out is not None and (out / "cfg.json").exists() and not overwrite:
         raise ConfigError(
             f"'{out}' already holds an SAE. Choose another --out, or pass --overwrite "
             "(`overwrite=True`) to replace it."
         )
-    store = _open(store)
-    columns, layers = _select_layers(store, cfg.layers)
-    names = [l.name for l in layers]
-    d_in = layers[-1].stop
-    if store.n_rows < cfg.batch_size:
+    if out is not None and (out / CHECKPOINT).exists() and not (resume or overwrite):
         raise ConfigError(
-            f"The store has {store.n_rows} rows, fewer than `batch_size` {cfg.batch_size}. "
-            f"Use --batch-size {max(1, store.n_rows // 4)} or capture more rows."
+            f"'{out}' holds an interrupted training run. Pass --resume to continue it, or "
+            "--overwrite to start again."
         )
-    d_sae = cfg.d_sae or cfg.expansion_factor * d_in
-    tokens = cfg.tokens or max(MIN_DEFAULT_TOKENS, MIN_DEFAULT_PASSES * store.n_rows)
-    n_steps = max(1, tokens // cfg.batch_size)
-    lr = cfg.lr or 2e-4 / math.sqrt(d_sae / 2**14)
-    sparsity_warmup = (
-        cfg.sparsity_warmup_steps if cfg.sparsity_warmup_steps is not None else n_steps // 20
-    )
-    sae_cfg = SAEConfig(
-        architecture=cfg.architecture,
-        d_in=d_in,
-        d_sae=d_sae,
-        k=min(cfg.k, d_sae),
-        l1_coefficient=cfg.l1_coefficient,
-        l0_coefficient=cfg.l0_coefficient,
-        jumprelu_bandwidth=cfg.jumprelu_bandwidth,
-        jumprelu_init_threshold=cfg.jumprelu_init_threshold,
-        layers=layers,
-    )
-    device = torch.device(cfg.device)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    sae = SparseAutoencoder(sae_cfg, generator).to(device).train()
-    mean, scale = (t.to(device) for t in input_normalizer(store, columns, layers, cfg.normalize))
-    topk_family = cfg.architecture in ("topk", "batchtopk")
-
-    with torch.no_grad():
-        sample = store.read(0, min(store.n_rows, N_INIT_ROWS), layers=names).to(device)
-        sample = (sample - mean) / scale
-        if cfg.b_dec_init == "geometric_median":
-            sae.b_dec.copy_(geometric_median(sample))
-        elif cfg.b_dec_init == "mean":
-            sae.b_dec.copy_(sample.mean(dim=0))
-
-    model = torch.compile(sae) if cfg.compile else sae
-    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=6.25e-10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, n_steps, cfg.lr_warmup_steps, cfg.lr_decay, cfg.lr_decay_start)
-    )
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.autocast)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.autocast == "fp16")
-    k_aux = cfg.auxk_k or max(1, d_in // 2)
-    rows_since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
-    metrics: list[dict[str, float]] = []
-    t0, rows_done = time.perf_counter(), 0
-    batches = _batches(store, cfg, names)
-
-    with progress_bar("train", n_steps, progress) as bar:
-        for step in range(n_steps):
-            x = (next(batches).to(device, non_blocking=True) - mean) / scale
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                x_hat, acts, pre = model(x)
-                recon_mse = mse(x, x_hat.float())
-                dead = rows_since_fired >= cfg.dead_window
-                if topk_family:
-                    recon_fvu = fvu(x, x_hat.float())
-                    loss = recon_fvu
-                    if cfg.auxk_coefficient and bool(dead.any()):
-                        aux = auxk_loss(x, x_hat.float(), pre.float(), sae.W_dec, dead, k_aux)
-                        loss = loss + cfg.auxk_coefficient * aux
-                elif cfg.architecture == "relu":
-                    penalty = l1_penalty(acts.float(), sae.W_dec, layers)
-                    loss = (
-                        recon_mse
-                        + cfg.l1_coefficient * sparsity_factor(step, sparsity_warmup) * penalty
-                    )
-                else:
-                    fired = heaviside(pre.float(), sae.jump_threshold, cfg.jumprelu_bandwidth)
-                    penalty = fired.sum(dim=-1).mean()
-                    loss = (
-                        recon_mse
-                        + cfg.l0_coefficient * sparsity_factor(step, sparsity_warmup) * penalty
-                    )
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if topk_family:
-                sae.remove_parallel_decoder_grad()
-            scaler.unscale_(opt)
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            with torch.no_grad():
-                if topk_family:
-                    sae.set_decoder_norm_to_unit_norm()
-                active = (acts != 0).any(dim=0)
-                rows_since_fired += x.shape[0]
-                rows_since_fired[active] = 0
-                if cfg.architecture == "batchtopk":
-                    positive = acts[acts > 0]
-                    if positive.numel():
-                        low = positive.min().to(sae.threshold.dtype)
-                        # Running estimate of the batch-wide cut (Bussmann et al. 2024).
-                        sae.threshold.copy_(low if step == 0 else 0.99 * sae.threshold + 0.01 * low)
-            rows_done += x.shape[0]
-            if step % cfg.log_every == 0 or step == n_steps - 1:
-                loss, recon_mse, x_hat, acts = (t.detach() for t in (loss, recon_mse, x_hat, acts))
-                record = {
-                    "step": step,
-                    "tokens": rows_done,
-                    "loss": float(loss),
-                    "mse": float(recon_mse),
-                    "fvu": float(fvu(x, x_hat.float())),
-                    "l0": float(l0(acts)),
-                    "dead_fraction": float(dead.float().mean()),
-                    "lr": sched.get_last_lr()[0],
-                    "tokens_per_s": rows_done / (time.perf_counter() - t0),
-                }
-                metrics.append(record)
+    store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
+    run = _Run(store, cfg)
+    if resume:
+        run.load_state_dict(load_checkpoint(out, run.settings()))
+        log.info("Resuming at step %d of %d.", run.step, run.n_steps)
+    t0, done_before = time.perf_counter(), run.rows_done
+    batches = run.batches()
+    with progress_bar("train", run.n_steps, progress) as bar:
+        bar.advance(run.step)
+        while run.step < run.n_steps:
+            step_out = run.train_step(next(batches))
+            if (run.step - 1) % cfg.log_every == 0 or run.step == run.n_steps:
+                speed = (run.rows_done - done_before) / max(time.perf_counter() - t0, 1e-9)
+                rec = run.record(step_out, speed)
                 bar.advance(
                     0,
-                    info=f"fvu {record['fvu']:.3f} L0 {record['l0']:.1f} "
-                    f"dead {record['dead_fraction']:.2f} {record['tokens_per_s']:,.0f} rows/s",
+                    info=f"fvu {rec['fvu']:.3f} L0 {rec['l0']:.1f} "
+                    f"dead {rec['dead_fraction']:.2f} {rec['tokens_per_s']:,.0f} rows/s",
                 )
+            if (
+                cfg.checkpoint_every
+                and run.step % cfg.checkpoint_every == 0
+                and run.step < run.n_steps
+            ):
+                save_checkpoint(out, run.state_dict())
             bar.advance(1)
+    return _finish(run, out, time.perf_counter() - t0)
 
-    sae.eval()
+
+def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
+    run.sae.eval()
     summary = {
         "saeatlas_version": __version__,
-        "store": str(store.path),
-        "train_config": cfg.to_json(),
-        "n_steps": n_steps,
-        "tokens": rows_done,
-        "lr": lr,
-        "normalization": {"mode": cfg.normalize, "folded": True},
-        "final": metrics[-1] if metrics else {},
-        "seconds": time.perf_counter() - t0,
+        "store": str(run.store.path),
+        "train_config": run.cfg.to_json(),
+        "n_steps": run.n_steps,
+        "tokens": run.rows_done,
+        "lr": run.lr,
+        "normalization": {"mode": run.cfg.normalize, "folded": True},
+        "final": run.metrics[-1] if run.metrics else {},
+        "seconds": seconds,
     }
-    folded = sae.folded(mean, scale).to("cpu").eval()
+    folded = run.sae.folded(run.mean, run.scale).to("cpu").eval()
     folded.cfg = replace(folded.cfg, metadata=summary)
-    path = None
-    if out is not None:
-        path = folded.save(out)
-        (path / METRICS).write_text("".join(json.dumps(m) + "\n" for m in metrics))
-    return TrainResult(folded, metrics, summary, path)
+    if out is None:
+        return TrainResult(folded, run.metrics, summary, None)
+    folded.save(out)
+    (out / METRICS).write_text("".join(json.dumps(m) + "\n" for m in run.metrics))
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    return TrainResult(folded, run.metrics, summary, out)

@@ -1,0 +1,46 @@
+"""Training checkpoints: everything needed to continue a run exactly.
+
+One file, ``checkpoint.pt`` in the SAE directory, written atomically with
+``torch.save`` and read with ``torch.load(weights_only=True)`` (tensors and
+plain containers only; nothing is unpickled). It holds the SAE and optimiser
+state, the schedules, the dead-latent counters, the data position (epoch and
+batch within it), the torch RNG state, the metrics so far and the settings,
+which must match on resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..store.atomic import atomic_write
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint in ``path``; its settings must equal ``settings``."""
+    file = Path(path) / CHECKPOINT
+    if not file.is_file():
+        raise ConfigError(f"Nothing to resume: '{file}' does not exist. Start without --resume.")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several error types for bad files
+        raise ConfigError(f"'{file}' is not a readable checkpoint ({e}). Start again.") from e
+    saved = state.get("settings")
+    if saved != settings:
+        changed = sorted(
+            k for k in set(saved or {}) | set(settings) if (saved or {}).get(k) != settings.get(k)
+        )
+        raise ConfigError(
+            f"The checkpoint in '{path}' was made with other settings ({changed}); resume with "
+            "the same settings, or start again with --overwrite."
+        )
+    return state
