@@ -227,3 +227,30 @@ def test_saelens_import_and_export(tmp_path):
         app, ["import-saelens", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]
     )
     assert result.exit_code == 1 and "not a readable SAELens" in result.output
+
+
+def test_sweep_command(tmp_path, digits_store):
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--acts",
+            str(digits_store.path),
+            "--out",
+            str(tmp_path / "sw"),
+            "--values",
+            "2",
+            "8",
+            "--seeds",
+            "1",
+            "--d-sae",
+            "64",
+            "--batch-size",
+            "256",
+            "--tokens",
+            "3000",
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "recommended" in result.output and (tmp_path / "sw" / "sweep.json").exists()

@@ -22,7 +22,7 @@ from . import __version__
 from .errors import AtlasError
 
 #: Options that take several values after one flag (``--layers a b c``).
-MULTI_VALUE_OPTIONS = ("--layers",)
+MULTI_VALUE_OPTIONS = ("--layers", "--values")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -350,6 +350,56 @@ def export_saelens_cmd(
     console.print(f"Exported {sae} to {out} in SAELens's format.")
 
 
+def _sweep_cmd(
+    acts: Path = typer.Option(..., "--acts", help="Activation store directory or .npy file."),
+    out: Path = typer.Option(..., "--out", help="Directory for the family and sweep.json."),
+    over: str = typer.Option(
+        "k", "--over", help="Setting to sweep: k, l1_coefficient or l0_coefficient."
+    ),
+    values: list[float] = typer.Option(
+        ..., "--values", help="Values of --over (several after one flag)."
+    ),
+    seeds: int = typer.Option(2, "--seeds", help="1, or 2 to measure decoder stability."),
+    heldout_fraction: float = typer.Option(
+        0.1, "--heldout-fraction", help="Last rows held out for evaluation."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML/JSON file of training settings; flags given here override it."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    **settings: Any,
+) -> None:
+    """Train a family of SAEs over a sparsity setting and recommend one (Pareto knee)."""
+    from ._config_cli import build_config
+    from .sweep import sweep
+    from .train import TrainConfig
+
+    base = build_config(TrainConfig, config, settings)
+    result = sweep(
+        acts,
+        base,
+        over,
+        values,
+        out,
+        seeds=seeds,
+        heldout_fraction=heldout_fraction,
+        progress=not quiet,
+    )
+    table = Table(over, "FVU (held out)", "L0", "dead", "stability", "frontier", "")
+    for i, p in enumerate(result.points):
+        table.add_row(
+            f"{p.value:g}",
+            f"{p.fvu:.4f}",
+            f"{p.l0:.1f}",
+            f"{p.dead_fraction:.1%}",
+            "-" if p.stability is None else f"{p.stability:.3f}",
+            "yes" if p.on_front else "",
+            "recommended" if i == result.recommended else "",
+        )
+    console.print(table)
+    console.print(f"Rule: {result.rule}. Written to {out}/sweep.json.", soft_wrap=True)
+
+
 def _with_config_flags(func: Any, config_cls: type) -> Any:
     """Give ``func`` one keyword option per field of ``config_cls`` (for typer)."""
     import inspect
@@ -366,6 +416,7 @@ def _register_train() -> None:
     from .train import TrainConfig
 
     app.command("train")(_with_config_flags(_train_cmd, TrainConfig))
+    app.command("sweep")(_with_config_flags(_sweep_cmd, TrainConfig))
 
 
 _register_train()

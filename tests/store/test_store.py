@@ -259,3 +259,13 @@ def test_start_batch_resumes_the_same_order(tmp_path, rows_array, shuffle):
     rest = list(store.iter_batches(16, seed=2, shuffle=shuffle, start_batch=5))
     assert len(rest) == len(full) - 5
     assert all(torch.equal(a, b) for a, b in zip(full[5:], rest))
+
+
+def test_stop_row_holds_out_the_last_rows(tmp_path, rows_array):
+    store = write_store(tmp_path / "s", rows_array)
+    for shuffle in (True, False):
+        seen = torch.cat(list(store.iter_batches(16, shuffle=shuffle, stop_row=150)))[:, 0].long()
+        assert sorted(seen.tolist()) == list(range(150))
+    full = torch.cat(list(store.iter_batches(16, seed=1)))
+    again = torch.cat(list(store.iter_batches(16, seed=1, stop_row=10_000)))
+    assert torch.equal(full, again)  # no stop_row effect when nothing is held out

@@ -328,6 +328,7 @@ class ActivationStore:
         prefetch: bool = True,
         reuse_memory: bool = False,
         start_batch: int = 0,
+        stop_row: int | None = None,
     ) -> Iterator[torch.Tensor]:
         """Batches ``[batch_size, units]`` that visit every row exactly once.
 
@@ -352,16 +353,22 @@ class ActivationStore:
                 next, as a training loop is.
             start_batch: skip this many batches of the epoch without gathering
                 them (the same order otherwise), to resume mid-epoch.
+            stop_row: serve only rows before this one (the rest is held out).
         """
         if batch_size <= 0:
             raise ConfigError(f"`batch_size` must be positive, got {batch_size}.")
         cols = self.columns(layers)
-        n = self.n_shards
+        starts = np.cumsum([0] + [self._source.rows(i) for i in range(self.n_shards)])
+        stop_row = self.n_rows if stop_row is None else min(stop_row, self.n_rows)
+        if stop_row <= 0:
+            raise ConfigError(f"`stop_row` must be positive, got {stop_row}.")
+        eligible = [i for i in range(self.n_shards) if starts[i] < stop_row]
+        n = len(eligible)
         if shuffle:
             g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-            order = torch.randperm(n, generator=g).tolist()
+            order = [eligible[j] for j in torch.randperm(n, generator=g).tolist()]
         else:
-            g, order = None, list(range(n))
+            g, order = None, eligible
         if buffer_rows is None:
             buffer_rows = max(self._source.rows(i) for i in range(n))
         width, store_dtype = self._width(cols), STORE_DTYPES[self.dtype]
@@ -387,6 +394,7 @@ class ActivationStore:
 
         def load(k: int) -> torch.Tensor:
             x = self._source.load(order[k], shard_bufs[k % n_bufs] if n_bufs else None)
+            x = x[: stop_row - int(starts[order[k]])]
             return x if isinstance(cols, slice) and cols == slice(0, self.n_units) else x[:, cols]
 
         pool = ThreadPoolExecutor(max_workers=1) if prefetch else None

@@ -45,6 +45,8 @@ class TrainConfig:
     (default: the larger of 2M rows and 50 passes)."""
     batch_size: int = 4096
     """Rows per optimiser step."""
+    heldout_rows: int = 0
+    """Rows at the end of the store never trained on (for held-out evaluation)."""
     lr: float | None = None
     """Adam learning rate (default: 2e-4 / sqrt(d_sae / 2^14), Gao et al. 2024)."""
     lr_warmup_steps: int = 100
@@ -93,6 +95,8 @@ class TrainConfig:
         for name in ("k", "batch_size", "expansion_factor", "dead_window", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        if self.heldout_rows < 0:
+            raise ConfigError(f"`heldout_rows` must be >= 0, got {self.heldout_rows}.")
         if self.checkpoint_every < 0:
             raise ConfigError(f"`checkpoint_every` must be >= 0, got {self.checkpoint_every}.")
         for name in ("d_sae", "tokens", "auxk_k", "lr"):

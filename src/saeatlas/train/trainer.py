@@ -73,13 +73,15 @@ class _Run:
         columns, self.layers = _select_layers(store, cfg.layers)
         self.names = [l.name for l in self.layers]
         d_in = self.layers[-1].stop
-        if store.n_rows < cfg.batch_size:
+        self.train_rows = store.n_rows - cfg.heldout_rows
+        if self.train_rows < cfg.batch_size:
             raise ConfigError(
-                f"The store has {store.n_rows} rows, fewer than `batch_size` {cfg.batch_size}. "
-                f"Use --batch-size {max(1, store.n_rows // 4)} or capture more rows."
+                f"The store has {self.train_rows} rows to train on, fewer than `batch_size` "
+                f"{cfg.batch_size}. Use --batch-size {max(1, self.train_rows // 4)}, hold out "
+                "fewer rows, or capture more."
             )
         self.d_sae = cfg.d_sae or cfg.expansion_factor * d_in
-        tokens = cfg.tokens or max(MIN_DEFAULT_TOKENS, MIN_DEFAULT_PASSES * store.n_rows)
+        tokens = cfg.tokens or max(MIN_DEFAULT_TOKENS, MIN_DEFAULT_PASSES * self.train_rows)
         self.n_steps = max(1, tokens // cfg.batch_size)
         self.lr = cfg.lr or 2e-4 / math.sqrt(self.d_sae / 2**14)
         self.sparsity_warmup = (
@@ -87,7 +89,7 @@ class _Run:
             if cfg.sparsity_warmup_steps is not None
             else self.n_steps // 20
         )
-        self.batches_per_epoch = store.n_rows // cfg.batch_size
+        self.batches_per_epoch = self.train_rows // cfg.batch_size
         sae_cfg = SAEConfig(
             architecture=cfg.architecture,
             d_in=d_in,
@@ -128,7 +130,7 @@ class _Run:
     def _init_b_dec(self) -> None:
         if self.cfg.b_dec_init == "zeros":
             return
-        rows = min(self.store.n_rows, N_INIT_ROWS)
+        rows = min(self.train_rows, N_INIT_ROWS)
         sample = (
             self.store.read(0, rows, layers=self.names).to(self.device) - self.mean
         ) / self.scale
@@ -151,6 +153,7 @@ class _Run:
                 drop_last=True,
                 reuse_memory=True,
                 start_batch=start,
+                stop_row=self.train_rows,
             )
             epoch, start = epoch + 1, 0
 

@@ -1,0 +1,35 @@
+"""The sparsity–reconstruction frontier and its knee."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pareto_front(l0: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """Indices of points no other point beats on both L0 and loss (lower is better),
+    sorted by L0."""
+    l0, loss = np.asarray(l0, float), np.asarray(loss, float)
+    order = np.lexsort((loss, l0))
+    front, best = [], np.inf
+    for i in order:
+        if loss[i] < best:
+            front.append(int(i))
+            best = loss[i]
+    return np.array(front, dtype=np.int64)
+
+
+def knee(l0: np.ndarray, loss: np.ndarray) -> int:
+    """Index of the knee of the frontier: after scaling log L0 and loss to [0, 1],
+    the frontier point farthest below the chord joining its two ends (the
+    "Kneedle" rule of Satopaa et al. 2011). Frontiers of one or two points
+    return the point of lowest loss."""
+    front = pareto_front(l0, loss)
+    if len(front) <= 2:
+        return int(front[np.argmin(np.asarray(loss)[front])])
+    x = np.log(np.maximum(np.asarray(l0, float)[front], 1e-12))
+    y = np.asarray(loss, float)[front]
+    x = (x - x.min()) / max(np.ptp(x), 1e-12)
+    y = (y - y.min()) / max(np.ptp(y), 1e-12)
+    # loss falls as L0 grows: the chord runs from (0, 1) to (1, 0); the knee lies
+    # farthest below it, where 1 - x - y is largest.
+    return int(front[np.argmax(1.0 - x - y)])

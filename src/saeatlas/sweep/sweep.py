@@ -1,0 +1,135 @@
+"""``sweep``: train a family over a sparsity setting, evaluate it on held-out
+rows, and recommend one by a stated rule.
+
+Rule: take the knee of the held-out L0–FVU frontier (Kneedle on log L0);
+report each member's decoder stability across two seeds (mean max cosine)
+beside it, and warn when the recommended one is unstable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..evaluate import evaluate_sae
+from ..store import ActivationStore
+from ..store.atomic import atomic_write_json
+from ..train import TrainConfig, train_family
+from .pareto import knee, pareto_front
+from .stability import mean_max_cosine
+
+log = logging.getLogger(__name__)
+
+SWEEPABLE = ("k", "l1_coefficient", "l0_coefficient")
+SWEEP_JSON = "sweep.json"
+#: Below this decoder stability a recommendation comes with a warning.
+UNSTABLE = 0.7
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    value: float
+    """The swept setting's value."""
+    path: str
+    fvu: float
+    l0: float
+    dead_fraction: float
+    stability: float | None
+    """Mean max cosine between this SAE's decoder and its second seed's (None with one seed)."""
+    on_front: bool
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    over: str
+    points: list[SweepPoint]
+    recommended: int
+    """Index into ``points``."""
+    rule: str
+    heldout_rows: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "over": self.over,
+            "rule": self.rule,
+            "heldout_rows": self.heldout_rows,
+            "recommended": self.recommended,
+            "points": [asdict(p) for p in self.points],
+        }
+
+
+def sweep(
+    store: ActivationStore | str | Path,
+    base: TrainConfig,
+    over: str,
+    values: list[float],
+    out: str | Path,
+    *,
+    seeds: int = 2,
+    heldout_fraction: float = 0.1,
+    progress: bool = True,
+) -> SweepResult:
+    """Train ``base`` with each of ``values`` for the setting ``over`` (and a second
+    seed of each when ``seeds`` is 2), from shared batches; evaluate on the last
+    ``heldout_fraction`` of rows, never trained on; write ``out/sweep.json`` and
+    one SAE directory per member; recommend the knee of the frontier."""
+    if over not in SWEEPABLE:
+        raise ConfigError(f"Cannot sweep over {over!r}; expected one of: {list(SWEEPABLE)}.")
+    if len(values) < 2:
+        raise ConfigError("A sweep needs at least two --values.")
+    if seeds not in (1, 2):
+        raise ConfigError(f"`seeds` must be 1 or 2, got {seeds}.")
+    if not 0 < heldout_fraction < 0.5:
+        raise ConfigError(f"`heldout_fraction` must be in (0, 0.5), got {heldout_fraction}.")
+    store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
+    out = Path(out)
+    if (out / SWEEP_JSON).exists():
+        raise ConfigError(f"'{out}' already holds a sweep; choose another --out.")
+    heldout = max(1, int(store.n_rows * heldout_fraction))
+    cast = int if over == "k" else float
+    configs, outs = [], []
+    for v in values:
+        for s in range(seeds):
+            configs.append(
+                replace(base, **{over: cast(v)}, seed=base.seed + s, heldout_rows=heldout)
+            )
+            outs.append(out / f"{over}-{v}" / f"seed-{base.seed + s}")
+    results = train_family(store, configs, outs, progress=progress)
+    start = store.n_rows - heldout
+    points_raw = []
+    for i, v in enumerate(values):
+        first = results[i * seeds]
+        ev = evaluate_sae(first.sae, store, start=start)
+        stab = (
+            mean_max_cosine(first.sae.W_dec, results[i * seeds + 1].sae.W_dec)
+            if seeds == 2
+            else None
+        )
+        points_raw.append((float(v), str(outs[i * seeds]), ev.fvu, ev.l0, ev.dead_fraction, stab))
+    l0 = np.array([p[3] for p in points_raw])
+    fvu = np.array([p[2] for p in points_raw])
+    front = set(pareto_front(l0, fvu).tolist())
+    best = knee(l0, fvu)
+    points = [SweepPoint(*p, on_front=i in front) for i, p in enumerate(points_raw)]
+    rule = "knee of the held-out L0-FVU frontier (Kneedle on log L0; Satopaa et al. 2011)"
+    result = SweepResult(over, points, best, rule, heldout)
+    if points[best].stability is not None and points[best].stability < UNSTABLE:
+        log.warning(
+            "The recommended %s=%s has decoder stability %.2f across seeds (< %.1f).",
+            over,
+            points[best].value,
+            points[best].stability,
+            UNSTABLE,
+        )
+    atomic_write_json(out / SWEEP_JSON, result.to_json())
+    (out / "pareto.json").write_text(
+        json.dumps({"l0": l0.tolist(), "fvu": fvu.tolist(), "front": sorted(front), "knee": best})
+        + "\n"
+    )
+    return result

@@ -1,0 +1,71 @@
+"""``train_family``: several SAEs trained from the same batches in one pass.
+
+A sparsity sweep trains SAEs that differ only in their sparsity (k, or the
+L1/L0 coefficient) or in their initialisation seed. Reading, shuffling and
+moving each batch once for all of them saves the data pipeline's cost for
+every member after the first.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .._progress import progress_bar
+from ..errors import ConfigError
+from ..store import ActivationStore
+from .config import TrainConfig
+from .trainer import TrainResult, _finish, _Run
+
+#: Settings that must agree for the family to share batches.
+SHARED = ("layers", "batch_size", "tokens", "heldout_rows", "device")
+
+
+def train_family(
+    store: ActivationStore | str | Path,
+    configs: list[TrainConfig],
+    outs: list[str | Path] | None = None,
+    *,
+    progress: bool = True,
+) -> list[TrainResult]:
+    """Train one SAE per config on the same stream of batches (the first config's
+    seed sets the data order; each config's seed sets its initialisation).
+
+    Args:
+        store: the activations.
+        configs: settings that agree on ``layers``, ``batch_size``, ``tokens``,
+            ``heldout_rows`` and ``device``.
+        outs: one SAE directory per config, or ``None`` to write nothing.
+    """
+    if not configs:
+        raise ConfigError("`configs` is empty: give at least one TrainConfig.")
+    for name in SHARED:
+        values = {repr(getattr(c, name)) for c in configs}
+        if len(values) > 1:
+            raise ConfigError(f"A family must share `{name}`; got {sorted(values)}.")
+    if any(c.checkpoint_every for c in configs):
+        raise ConfigError(
+            "Checkpoints are per run: train with train_sae to use `checkpoint_every`."
+        )
+    if outs is not None and len(outs) != len(configs):
+        raise ConfigError(f"{len(outs)} output directories for {len(configs)} configs.")
+    store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
+    runs = [_Run(store, c) for c in configs]
+    n_steps = {r.n_steps for r in runs}
+    assert len(n_steps) == 1, "shared tokens and batch size give equal step counts"
+    total = runs[0].n_steps
+    batches = runs[0].batches()
+    t0 = time.perf_counter()
+    with progress_bar(f"train x{len(runs)}", total, progress) as bar:
+        while runs[0].step < total:
+            batch = next(batches)
+            for run in runs:
+                out = run.train_step(batch)
+                if (run.step - 1) % run.cfg.log_every == 0 or run.step == total:
+                    run.record(out, run.rows_done / max(time.perf_counter() - t0, 1e-9))
+            bar.advance(1)
+    seconds = time.perf_counter() - t0
+    return [
+        _finish(run, Path(outs[i]) if outs is not None else None, seconds)
+        for i, run in enumerate(runs)
+    ]

@@ -1,0 +1,55 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from saeatlas.errors import ConfigError
+from saeatlas.sweep import knee, mean_max_cosine, pareto_front, sweep
+from saeatlas.train import TrainConfig, train_family, train_sae
+
+
+def test_pareto_front_and_knee():
+    l0 = np.array([1, 2, 4, 8, 16, 32, 6])
+    loss = np.array([0.9, 0.5, 0.2, 0.15, 0.12, 0.11, 0.3])  # (6, 0.3) is dominated by (4, 0.2)
+    assert pareto_front(l0, loss).tolist() == [0, 1, 2, 3, 4, 5]
+    assert knee(l0, loss) == 2  # the bend: after L0=4, loss barely falls
+    assert knee(np.array([1, 2]), np.array([0.5, 0.4])) == 1
+
+
+def test_mean_max_cosine():
+    w = torch.randn(20, 8)
+    perm = w[torch.randperm(20)] * 3.0  # same directions, other order and scale
+    assert mean_max_cosine(w, perm) == pytest.approx(1.0, abs=1e-6)
+    other = torch.randn(20, 8)
+    assert mean_max_cosine(w, other) < 0.95
+
+
+def test_family_member_equals_a_single_run(digits_store):
+    a = TrainConfig(architecture="topk", d_sae=64, k=4, batch_size=256, tokens=256 * 12, seed=5)
+    b = TrainConfig(architecture="topk", d_sae=64, k=8, batch_size=256, tokens=256 * 12, seed=5)
+    family = train_family(digits_store, [a, b], progress=False)
+    alone = train_sae(digits_store, a, progress=False)
+    for name, value in alone.sae.state_dict().items():
+        assert torch.equal(family[0].sae.state_dict()[name], value), name
+    assert family[1].sae.cfg.k == 8
+    with pytest.raises(ConfigError, match="must share `batch_size`"):
+        train_family(digits_store, [a, TrainConfig(batch_size=128)], progress=False)
+
+
+def test_sweep_writes_frontier_and_recommendation(tmp_path, digits_store):
+    base = TrainConfig(architecture="topk", d_sae=128, batch_size=256, tokens=256 * 30)
+    result = sweep(digits_store, base, "k", [2, 8, 32], tmp_path / "sw", progress=False)
+    assert [p.value for p in result.points] == [2, 8, 32]
+    fvus = [p.fvu for p in result.points]
+    assert fvus[0] > fvus[-1]  # more latents, better reconstruction
+    assert all(0 <= p.stability <= 1 for p in result.points)
+    assert 0 <= result.recommended < 3 and result.points[result.recommended].on_front
+    saved = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert saved["recommended"] == result.recommended and "Kneedle" in saved["rule"]
+    assert (tmp_path / "sw" / "k-8" / "seed-1" / "cfg.json").exists()
+    assert saved["heldout_rows"] == int(digits_store.n_rows * 0.1)
+    with pytest.raises(ConfigError, match="already holds a sweep"):
+        sweep(digits_store, base, "k", [2, 8], tmp_path / "sw", progress=False)
+    with pytest.raises(ConfigError, match="Cannot sweep over 'lr'"):
+        sweep(digits_store, base, "lr", [1, 2], tmp_path / "x", progress=False)
