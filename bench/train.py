@@ -190,7 +190,7 @@ def heldout_metrics(weights: Path, heldout_npy: Path, k: int, device: str) -> di
     sum_x2 = 0.0
     with torch.no_grad():
         for s in range(0, rows.shape[0], EVAL_BATCH):
-            x = torch.from_numpy(np.ascontiguousarray(rows[s : s + EVAL_BATCH])).to(device)
+            x = torch.from_numpy(np.array(rows[s : s + EVAL_BATCH])).to(device)
             acts, x_hat = encode_decode(x, w, k, rule)
             sq_err += float((x - x_hat).double().pow(2).sum())
             sum_x += x.double().sum(dim=0)
@@ -319,6 +319,21 @@ def _save_export(path: Path, w: dict[str, Any], rule: dict[str, Any], library: s
     save_file(tensors, str(path), metadata={"library": library, "encode_rule": json.dumps(rule)})
 
 
+def _rate_from_records(
+    metrics: list[dict[str, float]], warmup: int
+) -> tuple[float, float, int] | None:
+    """(rows/s, seconds, steps) between saeatlas's first record at or after the warm-up and
+    its last one; each record's elapsed time is ``tokens / tokens_per_s``."""
+    recs = [m for m in metrics if m["step"] >= warmup and m.get("tokens_per_s")]
+    if len(recs) < 2 or recs[-1]["step"] == recs[0]["step"]:
+        return None
+    first, last = recs[0], recs[-1]
+    seconds = last["tokens"] / last["tokens_per_s"] - first["tokens"] / first["tokens_per_s"]
+    if seconds <= 0:
+        return None
+    return (last["tokens"] - first["tokens"]) / seconds, seconds, int(last["step"] - first["step"])
+
+
 def train_saeatlas(spec: dict[str, Any]) -> dict[str, Any]:
     """saeatlas: ``train_sae`` on ``train.npy`` with its defaults; the SAE it returns is
     already in the space of the raw rows (its input normalisation folded in)."""
@@ -326,7 +341,7 @@ def train_saeatlas(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     import saeatlas
-    import saeatlas.train.trainer as trainer_mod
+    from saeatlas.store import ActivationStore
     from saeatlas.train import TrainConfig, train_sae
 
     device, bs = spec["device"], spec["batch_size"]
@@ -342,30 +357,37 @@ def train_saeatlas(spec: dict[str, Any]) -> dict[str, Any]:
         **extra,
     )
     clock = StepClock(spec["warmup_steps"], device)
-    original = getattr(trainer_mod, "_batches", None)
-    if original is not None:  # time the loop with the same clock as the peers
-        trainer_mod._batches = lambda *a, **kw: clock.wrap(original(*a, **kw))
+    # Time the loop with the same clock as the peers: wrap the public batch reader that
+    # the trainer draws its batches from (data statistics and init use other readers).
+    original = ActivationStore.iter_batches
+    ActivationStore.iter_batches = lambda self, *a, **kw: clock.wrap(original(self, *a, **kw))
     rss_before = _rss_mib()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    result = train_sae(spec["train_npy"], cfg, None, progress=False)
+    try:
+        result = train_sae(spec["train_npy"], cfg, None, progress=False)
+    finally:
+        ActivationStore.iter_batches = original
     clock.stop()
     t_total = time.perf_counter() - t0
     peak_gpu = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
     peak_rss = _peak_rss_mib()
 
     metrics = result.metrics
-    if original is not None:
+    by_metrics = _rate_from_records(metrics, spec["warmup_steps"])
+    if clock.n_batches == spec["n_steps"]:
         rows_per_s, seconds, steps = clock.rows_per_s(bs)
-        timing = "StepClock around saeatlas.train.trainer._batches"
-    else:  # fall back on the trainer's own records (elapsed = tokens / tokens_per_s)
-        first = next(m for m in metrics if m["step"] >= spec["warmup_steps"])
-        last = metrics[-1]
-        elapsed = [m["tokens"] / m["tokens_per_s"] for m in (first, last)]
-        seconds, steps = elapsed[1] - elapsed[0], last["step"] - first["step"]
-        rows_per_s = (last["tokens"] - first["tokens"]) / seconds
-        timing = "saeatlas metrics records (no _batches to wrap)"
+        timing = "StepClock around ActivationStore.iter_batches (the trainer's batches)"
+    elif by_metrics is not None:  # the trainer read ahead or elsewhere: use its own records
+        rows_per_s, seconds, steps = by_metrics
+        timing = (
+            f"saeatlas metrics records (iter_batches served {clock.n_batches} batches "
+            f"for {spec['n_steps']} steps)"
+        )
+    else:
+        rows_per_s, seconds, steps = result.summary["tokens"] / t_total, t_total, spec["n_steps"]
+        timing = "the whole train_sae call (no usable loop timing)"
 
     sae = result.sae
     w = {n: getattr(sae, n).detach().float() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
@@ -383,6 +405,7 @@ def train_saeatlas(spec: dict[str, Any]) -> dict[str, Any]:
         "timed_steps": steps,
         "timing": timing,
         "train_call_seconds": t_total,
+        "rows_per_s_from_own_records": by_metrics[0] if by_metrics else None,
         "rows_trained": result.summary["tokens"],
         "peak_rss_mib": peak_rss,
         "rss_before_training_mib": rss_before,

@@ -254,3 +254,51 @@ def test_sweep_command(tmp_path, digits_store):
     )
     assert result.exit_code == 0, result.output
     assert "recommended" in result.output and (tmp_path / "sw" / "sweep.json").exists()
+
+
+def test_evaluate_with_model_reports_loss_recovered(tmp_path, digits_store):
+    from saeatlas.demo.digits import digits_data
+
+    x, y = digits_data()
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    out = tmp_path / "sae"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--acts",
+            str(digits_store.path),
+            "--out",
+            str(out),
+            "--d-sae",
+            "128",
+            "--k",
+            "16",
+            "--batch-size",
+            "256",
+            "--tokens",
+            "20000",
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--sae",
+            str(out),
+            "--acts",
+            str(digits_store.path),
+            "--model",
+            "saeatlas.demo.digits:digits_model",
+            "--inputs",
+            str(tmp_path / "x.npy"),
+            "--labels",
+            str(tmp_path / "y.npy"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    line = next(l for l in result.output.splitlines() if "fraction_recovered" in l)
+    assert float(line.split()[-2]) > 0.5

@@ -19,7 +19,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__
-from .errors import AtlasError
+from .errors import AtlasError, ConfigError
 
 #: Options that take several values after one flag (``--layers a b c``).
 MULTI_VALUE_OPTIONS = ("--layers", "--values")
@@ -294,14 +294,25 @@ def evaluate_cmd(
     stop: int | None = typer.Option(None, "--stop", help="One past the last row (default: all)."),
     batch_size: int = typer.Option(4096, "--batch-size", help="Rows per batch."),
     device: str = typer.Option("cpu", "--device", help="Device (cpu, cuda)."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Model SPEC: with --inputs and --labels, also the downstream loss recovered.",
+    ),
+    inputs: Path | None = typer.Option(None, "--inputs", help="Inputs for the downstream loss."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="Labels for the cross-entropy loss of a classifier."
+    ),
 ) -> None:
-    """Reconstruction and sparsity metrics of an SAE on a store's rows."""
+    """Reconstruction and sparsity metrics of an SAE on a store's rows; with --model,
+    the fraction of the model's loss its reconstruction recovers."""
     from .evaluate import evaluate_sae
     from .sae import SparseAutoencoder
     from .store import ActivationStore
 
+    loaded_sae = SparseAutoencoder.load(sae)
     result = evaluate_sae(
-        SparseAutoencoder.load(sae),
+        loaded_sae,
         ActivationStore.open(acts),
         start=start,
         stop=stop,
@@ -311,6 +322,23 @@ def evaluate_cmd(
     table = Table("metric", "value")
     for key, value in result.as_dict().items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
+    if model is not None:
+        from .capture import load_inputs, load_labels, load_model
+        from .evaluate import loss_recovered
+
+        if inputs is None:
+            raise ConfigError("--model needs --inputs (and --labels for a classifier's loss).")
+        loaded = load_model(model)
+        down = loss_recovered(
+            loaded_sae,
+            loaded.model,
+            load_inputs(inputs),
+            tokenizer=loaded.tokenizer,
+            labels=load_labels(labels) if labels else None,
+            device=device if device != "cpu" else None,
+        )
+        for key in ("loss_clean", "loss_sae", "loss_zero", "fraction_recovered"):
+            table.add_row(key, f"{getattr(down, key):.4f}")
     console.print(table)
     counts, edges = result.density_histogram(bins=8)
     console.print(

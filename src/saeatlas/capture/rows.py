@@ -136,3 +136,56 @@ def check_row_agreement(rows: dict[str, LayerRows]) -> None:
                 f"Layer '{name}' gives rows for other positions than the first layer "
                 f"({r.layout} vs {first.layout}); capture them into separate stores."
             )
+
+
+def from_rows(
+    original: torch.Tensor, rows: torch.Tensor, name: str, layout: str, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """The inverse of :func:`to_rows`: a tensor shaped like ``original`` holding
+    ``rows`` where :func:`to_rows` took its rows (padding positions keep their values)."""
+    rows = rows.to(device=original.device, dtype=original.dtype)
+    if layout == "sample":
+        return rows.reshape(original.shape)
+    if layout == "token":
+        out = original.detach().clone()
+        flat = out.view(-1, out.shape[-1])
+        if mask is None:
+            return rows.reshape(original.shape)
+        flat[mask.reshape(-1).to(device=out.device, dtype=torch.bool)] = rows
+        return out
+    if layout == "position":
+        b, c, h, w = original.shape
+        return rows.reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+    raise ShapeError(
+        f"Layer '{name}' was pooled into one row per sample (layout {layout!r}); a pooled "
+        "reconstruction cannot be put back into the layer. Capture it with `spatial='positions'`."
+    )
+
+
+def replace_tensor(output: Any, new: torch.Tensor, output_index: int | str | None = None) -> Any:
+    """``output`` with the tensor :func:`select_tensor` picks replaced by ``new``."""
+    if isinstance(output, torch.Tensor):
+        return new
+    if isinstance(output, dict):  # includes Hugging Face ModelOutput
+        key = (
+            output_index
+            if output_index is not None
+            else next(k for k, v in output.items() if isinstance(v, torch.Tensor))
+        )
+        copy = (
+            type(output)(output)
+            if not dataclasses.is_dataclass(output)
+            else output.__class__(**output)
+        )
+        copy[key] = new
+        return copy
+    if isinstance(output, (tuple, list)):
+        idx = (
+            output_index
+            if output_index is not None
+            else next(i for i, v in enumerate(output) if isinstance(v, torch.Tensor))
+        )
+        items = list(output)
+        items[idx] = new
+        return type(output)(items) if isinstance(output, list) else tuple(items)
+    raise ShapeError(f"Cannot put a tensor back into a {type(output).__name__} output.")

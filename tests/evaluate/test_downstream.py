@@ -1,0 +1,53 @@
+import torch
+
+from saeatlas.capture import CaptureConfig, capture_activations
+from saeatlas.evaluate import loss_recovered
+from saeatlas.sae import SAEConfig, SparseAutoencoder
+from saeatlas.store import LayerSpec
+
+
+def exact_sae(layers):
+    """relu(x) - relu(-x) = x: a ReLU SAE that reconstructs perfectly."""
+    d = layers[-1].stop
+    sae = SparseAutoencoder(SAEConfig("relu", d_in=d, d_sae=2 * d, layers=tuple(layers)))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], dim=0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae.eval()
+
+
+def test_perfect_and_useless_reconstructions(tmp_path, mlp, mlp_inputs):
+    labels = torch.arange(50) % 3
+    store = capture_activations(mlp, mlp_inputs, ["act1", "act2"], tmp_path / "s", progress=False)
+    perfect = exact_sae(store.layers)
+    res = loss_recovered(perfect, mlp, mlp_inputs, labels=labels, batch_size=16)
+    assert abs(res.loss_sae - res.loss_clean) < 1e-6 and abs(res.fraction_recovered - 1) < 1e-5
+    useless = exact_sae(store.layers)
+    with torch.no_grad():
+        useless.W_dec.zero_()
+    res = loss_recovered(useless, mlp, mlp_inputs, labels=labels, batch_size=16)
+    assert abs(res.loss_sae - res.loss_zero) < 1e-6 and abs(res.fraction_recovered) < 1e-5
+    assert res.n_samples == 50
+
+
+def test_token_and_conv_layouts_are_put_back_in_place(tmp_path, minilm, cnn):
+    model, tokenizer = minilm
+    texts = ["a short one", "a considerably longer sentence with padding for the other"]
+    layer = "encoder.layer.2"
+
+    def last_state_loss(output, batch):
+        return output.last_hidden_state.pow(2).mean()
+
+    sae = exact_sae([LayerSpec(layer, 0, 384, (None, None, 384), "token")])
+    res = loss_recovered(sae, model, texts, last_state_loss, tokenizer=tokenizer, batch_size=2)
+    assert abs(res.loss_sae - res.loss_clean) < 1e-4 * abs(res.loss_clean)
+    assert abs(res.loss_zero - res.loss_clean) > 1e-3
+
+    x = torch.randn(6, 1, 6, 6)
+    store = capture_activations(cnn, x, ["act"], tmp_path / "c", CaptureConfig(), progress=False)
+    sae = exact_sae(store.layers)
+    res = loss_recovered(sae, cnn, x, lambda out, b: out.pow(2).mean(), batch_size=3)
+    assert abs(res.loss_sae - res.loss_clean) < 1e-6
