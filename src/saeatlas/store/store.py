@@ -329,6 +329,7 @@ class ActivationStore:
         reuse_memory: bool = False,
         start_batch: int = 0,
         stop_row: int | None = None,
+        part: tuple[int, int] = (0, 1),
     ) -> Iterator[torch.Tensor]:
         """Batches ``[batch_size, units]`` that visit every row exactly once.
 
@@ -354,6 +355,9 @@ class ActivationStore:
             start_batch: skip this many batches of the epoch without gathering
                 them (the same order otherwise), to resume mid-epoch.
             stop_row: serve only rows before this one (the rest is held out).
+            part: ``(rank, world)``: gather only this rank's share of each batch
+                (for data-parallel training: the shares of all ranks make up the
+                batch one process would get).
         """
         if batch_size <= 0:
             raise ConfigError(f"`batch_size` must be positive, got {batch_size}.")
@@ -387,9 +391,15 @@ class ActivationStore:
         ]
         n_served = 0
 
-        def emit(b: torch.Tensor) -> torch.Tensor | None:
-            if drop_last and b.shape[0] < batch_size:
+        rank, world = part
+        if not 0 <= rank < world:
+            raise ConfigError(f"Bad `part` {part}: expected (rank, world) with 0 <= rank < world.")
+
+        def emit(b: torch.Tensor, full: int) -> torch.Tensor | None:
+            if drop_last and full < batch_size:
                 return None
+            if world > 1 and b.shape[0] == full:  # not yet split (storage-order batches)
+                b = b.tensor_split(world)[rank]
             return b.to(dtype) if dtype is not None else b
 
         def load(k: int) -> torch.Tensor:
@@ -410,7 +420,7 @@ class ActivationStore:
                     batches, carry = _sequential(carry, x, batch_size, last)
                     for b in batches:
                         n_served += 1
-                        if n_served > start_batch and (out := emit(b)) is not None:
+                        if n_served > start_batch and (out := emit(b, b.shape[0])) is not None:
                             yield out
                     continue
                 # Cut a random permutation of the pool (carry + shard) into batches;
@@ -425,8 +435,11 @@ class ActivationStore:
                     if n_served <= start_batch:
                         continue
                     idx = perm[s : s + batch_size]
+                    full = len(idx)
+                    if world > 1:
+                        idx = idx.tensor_split(world)[rank]
                     buf = batch_bufs[n_served % 2][: len(idx)] if batch_bufs else None
-                    if (out := emit(_gather2(carry, x, idx, buf))) is not None:
+                    if (out := emit(_gather2(carry, x, idx, buf), full)) is not None:
                         yield out
                 rest = perm[n_serve:]
                 carry = _gather2(carry, x, rest, carry_bufs[k % 2][: len(rest)])

@@ -18,10 +18,15 @@ def mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return (x - x_hat).pow(2).sum(dim=-1).mean()
 
 
-def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Fraction of variance unexplained: ``sum ||x - x_hat||^2 / sum ||x - mean(x)||^2`` → scalar."""
+def fvu(x: torch.Tensor, x_hat: torch.Tensor, total: torch.Tensor | None = None) -> torch.Tensor:
+    """Fraction of variance unexplained: ``sum ||x - x_hat||^2 / sum ||x - mean(x)||^2`` → scalar.
+
+    ``total`` replaces the denominator (data-parallel training passes the whole
+    batch's, so that each rank's share adds up to the batch's FVU).
+    """
     residual = (x - x_hat).pow(2).sum()
-    total = (x - x.mean(dim=0)).pow(2).sum()
+    if total is None:
+        total = (x - x.mean(dim=0)).pow(2).sum()
     return residual / total.clamp_min(torch.finfo(total.dtype).tiny)
 
 
@@ -52,13 +57,15 @@ def auxk_loss(
     W_dec: torch.Tensor,
     dead: torch.Tensor,
     k_aux: int,
+    residual_norm: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """AuxK loss (Gao et al. 2024, appendix A.2): the ``k_aux`` largest
     pre-activations among dead latents reconstruct the residual ``x - x_hat``;
     the loss is that reconstruction's squared error, normalised by the
     residual's own squared error → scalar (0 when no latent is dead).
 
-    dead: ``[d_sae]`` bool.
+    dead: ``[d_sae]`` bool. ``residual_norm`` replaces the mean squared norm of
+    the residual (data-parallel training passes the whole batch's).
     """
     n_dead = int(dead.sum())
     if n_dead == 0:
@@ -70,4 +77,6 @@ def auxk_loss(
     aux_acts = torch.zeros_like(pre_acts).scatter_(-1, indices, values.relu())
     recon = aux_acts @ W_dec
     err = (residual - recon).pow(2).sum(dim=-1).mean()
-    return err / residual.pow(2).sum(dim=-1).mean().clamp_min(1e-12)
+    if residual_norm is None:
+        residual_norm = residual.pow(2).sum(dim=-1).mean()
+    return err / residual_norm.clamp_min(1e-12)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from ..sae.activations import step as heaviside
 from ..store import ActivationStore, LayerSpec
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .distributed import all_sum, average_gradients, join
 from .init import geometric_median, input_normalizer
 from .losses import auxk_loss, fvu, l0, l1_penalty, mse
 from .schedules import lr_factor, sparsity_factor
@@ -70,6 +72,14 @@ class _Run:
 
     def __init__(self, store: ActivationStore, cfg: TrainConfig) -> None:
         self.store, self.cfg = store, cfg
+        self.world = join(cfg.device)
+        if self.world.size > 1:
+            if cfg.batch_size % self.world.size:
+                raise ConfigError(
+                    f"`batch_size` {cfg.batch_size} must divide evenly over {self.world.size} ranks."
+                )
+            if cfg.architecture == "batchtopk":
+                raise ConfigError("BatchTopK is not supported across ranks yet; use topk.")
         columns, self.layers = _select_layers(store, cfg.layers)
         self.names = [l.name for l in self.layers]
         d_in = self.layers[-1].stop
@@ -101,7 +111,10 @@ class _Run:
             jumprelu_init_threshold=cfg.jumprelu_init_threshold,
             layers=self.layers,
         )
-        self.device = torch.device(cfg.device)
+        device = cfg.device
+        if device == "cuda" and self.world.size > 1:
+            device = f"cuda:{os.environ.get('LOCAL_RANK', self.world.rank)}"
+        self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
         self.sae = SparseAutoencoder(sae_cfg, torch.Generator().manual_seed(cfg.seed))
         self.sae.to(self.device).train()
@@ -154,6 +167,7 @@ class _Run:
                 reuse_memory=True,
                 start_batch=start,
                 stop_row=self.train_rows,
+                part=(self.world.rank, self.world.size),
             )
             epoch, start = epoch + 1, 0
 
@@ -166,9 +180,16 @@ class _Run:
         dead = self.rows_since_fired >= cfg.dead_window
         warm = sparsity_factor(self.step, self.sparsity_warmup)
         if self.topk_family:
-            loss = fvu(x, x_hat)
+            if self.world.size == 1:
+                loss = fvu(x, x_hat)
+            else:  # this rank's share of the whole batch's FVU, scaled for gradient averaging
+                loss = fvu(x, x_hat, self._batch_total(x)) * self.world.size
             if cfg.auxk_coefficient and bool(dead.any()):
-                aux = auxk_loss(x, x_hat, pre.float(), sae.W_dec, dead, self.k_aux)
+                norm = None
+                if self.world.size > 1:
+                    local = (x - x_hat).detach().double().pow(2).sum()
+                    norm = (all_sum(local, self.world) / (x.shape[0] * self.world.size)).float()
+                aux = auxk_loss(x, x_hat, pre.float(), sae.W_dec, dead, self.k_aux, norm)
                 loss = loss + cfg.auxk_coefficient * aux
         elif cfg.architecture == "relu":
             loss = recon + cfg.l1_coefficient * warm * l1_penalty(
@@ -179,6 +200,14 @@ class _Run:
             loss = recon + cfg.l0_coefficient * warm * fired.sum(dim=-1).mean()
         return loss, {"x_hat": x_hat, "acts": acts, "mse": recon, "dead": dead}
 
+    def _batch_total(self, x: torch.Tensor) -> torch.Tensor:
+        """``sum ||x - mean||^2`` over the whole batch (all ranks' shares)."""
+        xd = x.detach().double()
+        s1 = all_sum(xd.sum(dim=0), self.world)
+        s2 = all_sum(xd.pow(2).sum(), self.world)
+        n = x.shape[0] * self.world.size
+        return (s2 - s1.pow(2).sum() / n).float()
+
     def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, sae = self.cfg, self.sae
         x = (batch.to(self.device, non_blocking=True) - self.mean) / self.scale
@@ -188,6 +217,7 @@ class _Run:
             loss, out = self.loss(x)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        average_gradients(list(sae.parameters()), self.world)
         if self.topk_family:
             sae.remove_parallel_decoder_grad()
         self.scaler.unscale_(self.opt)
@@ -200,8 +230,10 @@ class _Run:
             if self.topk_family:
                 sae.set_decoder_norm_to_unit_norm()
             acts = out["acts"].detach()
-            self.rows_since_fired += x.shape[0]
-            self.rows_since_fired[(acts != 0).any(dim=0)] = 0
+            rows = x.shape[0] * self.world.size
+            fired = all_sum((acts != 0).any(dim=0).int(), self.world) > 0
+            self.rows_since_fired += rows
+            self.rows_since_fired[fired] = 0
             if cfg.architecture == "batchtopk":
                 positive = acts[acts > 0]
                 if positive.numel():
@@ -211,7 +243,7 @@ class _Run:
                         low if self.step == 0 else 0.99 * sae.threshold + 0.01 * low
                     )
         self.step += 1
-        self.rows_done += x.shape[0]
+        self.rows_done += rows
         return {"x": x, "loss": loss.detach(), **{k: v.detach() for k, v in out.items()}}
 
     def record(self, out: dict[str, torch.Tensor], tokens_per_s: float) -> dict[str, float]:
@@ -305,7 +337,7 @@ def train_sae(
         log.info("Resuming at step %d of %d.", run.step, run.n_steps)
     t0, done_before = time.perf_counter(), run.rows_done
     batches = run.batches()
-    with progress_bar("train", run.n_steps, progress) as bar:
+    with progress_bar("train", run.n_steps, progress and run.world.is_main) as bar:
         bar.advance(run.step)
         while run.step < run.n_steps:
             step_out = run.train_step(next(batches))
@@ -318,7 +350,8 @@ def train_sae(
                     f"dead {rec['dead_fraction']:.2f} {rec['tokens_per_s']:,.0f} rows/s",
                 )
             if (
-                cfg.checkpoint_every
+                run.world.is_main
+                and cfg.checkpoint_every
                 and run.step % cfg.checkpoint_every == 0
                 and run.step < run.n_steps
             ):
@@ -342,7 +375,7 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
     }
     folded = run.sae.folded(run.mean, run.scale).to("cpu").eval()
     folded.cfg = replace(folded.cfg, metadata=summary)
-    if out is None:
+    if out is None or not run.world.is_main:
         return TrainResult(folded, run.metrics, summary, None)
     folded.save(out)
     (out / METRICS).write_text("".join(json.dumps(m) + "\n" for m in run.metrics))

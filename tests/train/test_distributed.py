@@ -1,0 +1,64 @@
+"""Two CPU processes (gloo) train the same SAE as one process with the same global batch."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from saeatlas.sae import SparseAutoencoder
+from saeatlas.train import TrainConfig, train_sae
+
+CFG = dict(
+    architecture="topk",
+    d_sae=96,
+    k=6,
+    batch_size=256,
+    tokens=256 * 12,
+    lr_warmup_steps=3,
+    dead_window=1500,
+    seed=4,
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, store: str, out: str, cfg: dict) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    try:
+        train_sae(store, TrainConfig(**cfg), out, progress=False)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("arch", ["topk", "relu"])
+def test_two_gloo_ranks_equal_one_process(tmp_path, digits_store, arch):
+    cfg = {**CFG, "architecture": arch}
+    mp.spawn(
+        _worker,
+        args=(2, _free_port(), str(digits_store.path), str(tmp_path / "ddp"), cfg),
+        nprocs=2,
+        join=True,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train_sae(digits_store, TrainConfig(**cfg), progress=False).sae
+    finally:
+        torch.set_num_threads(threads)
+    ddp = SparseAutoencoder.load(tmp_path / "ddp")
+    for name, value in single.state_dict().items():
+        torch.testing.assert_close(ddp.state_dict()[name], value, atol=1e-5, rtol=1e-5, msg=name)
