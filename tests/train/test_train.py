@@ -101,16 +101,29 @@ def test_geometric_median_resists_outliers():
     assert abs(float(geometric_median(line)) - 1.0) < 1e-3  # the median, not the mean
 
 
-def test_auxk_loss_uses_only_dead_latents():
-    W_dec = torch.eye(3)
-    x, x_hat = torch.tensor([[1.0, 2.0, 0.0]]), torch.zeros(1, 3)
-    pre = torch.tensor([[1.0, 2.0, 5.0]])
-    dead = torch.tensor([True, True, False])
-    # dead latents 0 and 1 reconstruct the residual exactly
-    assert float(auxk_loss(x, x_hat, pre, W_dec, dead, k_aux=2)) == pytest.approx(0.0)
-    # with only latent 1 allowed, latent 0's part (1^2) of the residual (1+4) is left
-    assert float(auxk_loss(x, x_hat, pre, W_dec, dead, k_aux=1)) == pytest.approx(1 / 5)
-    assert float(auxk_loss(x, x_hat, pre, W_dec, torch.zeros(3, dtype=torch.bool), 2)) == 0.0
+def test_auxk_loss_is_normalised_residual_error():
+    residual = torch.tensor([[1.0, 2.0, 0.0]])
+    assert float(auxk_loss(residual, residual.clone())) == pytest.approx(0.0)
+    # recovering the second coordinate only leaves 1 of the residual's 5
+    assert float(auxk_loss(residual, torch.tensor([[0.0, 2.0, 0.0]]))) == pytest.approx(1 / 5)
+    assert float(auxk_loss(residual, torch.zeros(1, 3), torch.tensor(10.0))) == pytest.approx(0.5)
+
+
+def test_auxk_trains_only_dead_latents(digits_store):
+    from saeatlas.train.trainer import _Run
+
+    run = _Run(digits_store, TrainConfig(architecture="topk", d_sae=64, k=4, batch_size=256,
+                                         dead_window=1, auxk_k=8))
+    x = (digits_store.read(0, 256) - run.mean) / run.scale
+    f = run._forward(x)
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[32:] = True
+    residual = (x - f["x_hat"]).detach()
+    auxk_loss(residual, run._aux_reconstruction(f, dead)).backward()
+    dec = run.sae.W_dec.grad.norm(dim=1)
+    assert (dec[:32] == 0).all() and (dec[32:] > 0).sum() >= 8
+    enc = run.sae.W_enc.grad.norm(dim=0)
+    assert (enc[:32] == 0).all() and (enc[32:] > 0).any()
 
 
 def test_l1_penalty_gradient_and_layer_sum():

@@ -51,32 +51,17 @@ def l0(acts: torch.Tensor) -> torch.Tensor:
 
 
 def auxk_loss(
-    x: torch.Tensor,
-    x_hat: torch.Tensor,
-    pre_acts: torch.Tensor,
-    W_dec: torch.Tensor,
-    dead: torch.Tensor,
-    k_aux: int,
-    residual_norm: torch.Tensor | None = None,
+    residual: torch.Tensor, aux_recon: torch.Tensor, residual_norm: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """AuxK loss (Gao et al. 2024, appendix A.2): the ``k_aux`` largest
-    pre-activations among dead latents reconstruct the residual ``x - x_hat``;
-    the loss is that reconstruction's squared error, normalised by the
-    residual's own squared error → scalar (0 when no latent is dead).
+    """AuxK loss (Gao et al. 2024, appendix A.2): how well ``aux_recon`` — the
+    decoded ``k_aux`` largest pre-activations among dead latents — reconstructs
+    the main model's residual ``x - x_hat``, as squared error normalised by the
+    residual's own mean squared norm → scalar.
 
-    dead: ``[d_sae]`` bool. ``residual_norm`` replaces the mean squared norm of
-    the residual (data-parallel training passes the whole batch's).
+    residual, aux_recon: ``[batch, d_in]``. ``residual_norm`` replaces that
+    normaliser (data-parallel training passes the whole batch's).
     """
-    n_dead = int(dead.sum())
-    if n_dead == 0:
-        return x.new_zeros(())
-    k = min(k_aux, n_dead)
-    residual = (x - x_hat).detach()
-    masked = pre_acts.masked_fill(~dead, float("-inf"))
-    values, indices = masked.topk(k, dim=-1, sorted=False)
-    aux_acts = torch.zeros_like(pre_acts).scatter_(-1, indices, values.relu())
-    recon = aux_acts @ W_dec
-    err = (residual - recon).pow(2).sum(dim=-1).mean()
+    err = (residual - aux_recon).pow(2).sum(dim=-1).mean()
     if residual_norm is None:
         residual_norm = residual.pow(2).sum(dim=-1).mean()
     return err / residual_norm.clamp_min(1e-12)

@@ -26,6 +26,7 @@ from .._progress import progress_bar
 from ..errors import ConfigError
 from ..sae import SAEConfig, SparseAutoencoder
 from ..sae.activations import step as heaviside
+from ..sae.kernels import sparse_decode, topk_encode
 from ..store import ActivationStore, LayerSpec
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -171,11 +172,37 @@ class _Run:
             )
             epoch, start = epoch + 1, 0
 
+    def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Reconstruction of a normalised batch. TopK goes through the sparse kernels
+        (equal to the dense path, tested); the others through the module."""
+        sae = self.sae
+        if self.cfg.architecture != "topk":
+            x_hat, acts, pre = self.model(x)
+            return {"x_hat": x_hat.float(), "acts": acts, "pre": pre}
+        x_in = x - sae.b_dec if sae.cfg.subtracts_b_dec else x
+        with torch.no_grad():
+            pre = x_in @ sae.W_enc + sae.b_enc
+        vals, idx = topk_encode(x_in, sae.W_enc, sae.b_enc, pre, sae.cfg.k)
+        x_hat = sparse_decode(vals, idx, sae.W_dec) + sae.b_dec
+        return {"x_hat": x_hat.float(), "vals": vals, "idx": idx, "pre": pre, "x_in": x_in}
+
+    def _aux_reconstruction(self, f: dict[str, torch.Tensor], dead: torch.Tensor) -> torch.Tensor:
+        """The ``k_aux`` largest dead-latent pre-activations, decoded (AuxK, Gao et al. 2024)."""
+        sae = self.sae
+        k = min(self.k_aux, int(dead.sum()))
+        masked = f["pre"].masked_fill(~dead, float("-inf"))
+        if "idx" in f:
+            vals, idx = topk_encode(f["x_in"], sae.W_enc, sae.b_enc, masked.detach(), k)
+            return sparse_decode(vals, idx, sae.W_dec).float()
+        values, idx = masked.topk(k, dim=-1, sorted=False)
+        acts = torch.zeros_like(masked).scatter_(-1, idx, values.relu())
+        return (acts @ sae.W_dec).float()
+
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of one normalised batch, and the tensors that metrics need."""
         cfg, sae = self.cfg, self.sae
-        x_hat, acts, pre = self.model(x)
-        x_hat = x_hat.float()
+        f = self._forward(x)
+        x_hat = f["x_hat"]
         recon = mse(x, x_hat)
         dead = self.rows_since_fired >= cfg.dead_window
         warm = sparsity_factor(self.step, self.sparsity_warmup)
@@ -185,20 +212,41 @@ class _Run:
             else:  # this rank's share of the whole batch's FVU, scaled for gradient averaging
                 loss = fvu(x, x_hat, self._batch_total(x)) * self.world.size
             if cfg.auxk_coefficient and bool(dead.any()):
+                residual = (x - x_hat).detach()
                 norm = None
                 if self.world.size > 1:
-                    local = (x - x_hat).detach().double().pow(2).sum()
+                    local = residual.double().pow(2).sum()
                     norm = (all_sum(local, self.world) / (x.shape[0] * self.world.size)).float()
-                aux = auxk_loss(x, x_hat, pre.float(), sae.W_dec, dead, self.k_aux, norm)
+                aux = auxk_loss(residual, self._aux_reconstruction(f, dead), norm)
                 loss = loss + cfg.auxk_coefficient * aux
         elif cfg.architecture == "relu":
-            loss = recon + cfg.l1_coefficient * warm * l1_penalty(
-                acts.float(), sae.W_dec, self.layers
-            )
+            penalty = l1_penalty(f["acts"].float(), sae.W_dec, self.layers)
+            loss = recon + cfg.l1_coefficient * warm * penalty
         else:
-            fired = heaviside(pre.float(), sae.jump_threshold, cfg.jumprelu_bandwidth)
+            fired = heaviside(f["pre"].float(), sae.jump_threshold, cfg.jumprelu_bandwidth)
             loss = recon + cfg.l0_coefficient * warm * fired.sum(dim=-1).mean()
-        return loss, {"x_hat": x_hat, "acts": acts, "mse": recon, "dead": dead}
+        with torch.no_grad():
+            if "idx" in f:
+                on = f["vals"] > 0
+                fired_latents = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=x.device)
+                fired_latents[f["idx"][on]] = True
+                n_active = on.sum(dim=-1).float().mean()
+            else:
+                fired_latents = (f["acts"] != 0).any(dim=0)
+                n_active = l0(f["acts"])
+            stats = {
+                "x_hat": x_hat.detach(),
+                "mse": recon.detach(),
+                "dead": dead,
+                "fired": fired_latents,
+                "l0": n_active,
+            }
+            if cfg.architecture == "batchtopk":
+                positive = f["acts"][f["acts"] > 0]
+                stats["min_positive"] = (
+                    positive.min() if positive.numel() else torch.tensor(float("nan"))
+                )
+        return loss, stats
 
     def _batch_total(self, x: torch.Tensor) -> torch.Tensor:
         """``sum ||x - mean||^2`` over the whole batch (all ranks' shares)."""
@@ -229,22 +277,20 @@ class _Run:
         with torch.no_grad():
             if self.topk_family:
                 sae.set_decoder_norm_to_unit_norm()
-            acts = out["acts"].detach()
             rows = x.shape[0] * self.world.size
-            fired = all_sum((acts != 0).any(dim=0).int(), self.world) > 0
+            fired = all_sum(out["fired"].int(), self.world) > 0
             self.rows_since_fired += rows
             self.rows_since_fired[fired] = 0
             if cfg.architecture == "batchtopk":
-                positive = acts[acts > 0]
-                if positive.numel():
-                    low = positive.min().to(sae.threshold.dtype)
+                low = out["min_positive"].to(sae.threshold.dtype)
+                if not torch.isnan(low):
                     # Running estimate of the batch-wide cut (Bussmann et al. 2024).
                     sae.threshold.copy_(
                         low if self.step == 0 else 0.99 * sae.threshold + 0.01 * low
                     )
         self.step += 1
         self.rows_done += rows
-        return {"x": x, "loss": loss.detach(), **{k: v.detach() for k, v in out.items()}}
+        return {"x": x, "loss": loss.detach(), **out}
 
     def record(self, out: dict[str, torch.Tensor], tokens_per_s: float) -> dict[str, float]:
         rec = {
@@ -253,7 +299,7 @@ class _Run:
             "loss": float(out["loss"]),
             "mse": float(out["mse"]),
             "fvu": float(fvu(out["x"], out["x_hat"])),
-            "l0": float(l0(out["acts"])),
+            "l0": float(out["l0"]),
             "dead_fraction": float(out["dead"].float().mean()),
             "lr": self.sched.get_last_lr()[0],
             "tokens_per_s": tokens_per_s,
