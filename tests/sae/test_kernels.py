@@ -8,7 +8,7 @@ from saeatlas.sae.kernels import sparse_decode, topk_encode
 
 def test_sparse_topk_encode_decode_match_dense_reference():
     g = torch.Generator().manual_seed(0)
-    B, d, n, k = 13, 7, 40, 5
+    B, d, n, k = 1100, 7, 40, 5  # more rows than one backward chunk
     x = torch.randn(B, d, generator=g, dtype=torch.float64)
     W_enc = torch.randn(d, n, generator=g, dtype=torch.float64)
     b_enc = torch.randn(n, generator=g, dtype=torch.float64) * 0.1
@@ -19,14 +19,13 @@ def test_sparse_topk_encode_decode_match_dense_reference():
     def run(sparse):
         leaves = [t.clone().requires_grad_(True) for t in (W_enc, b_enc, W_dec, b_dec)]
         we, be, wd, bd = leaves
-        xin = x - bd
         if sparse:
             with torch.no_grad():
-                pre = xin @ we + be
-            vals, idx = topk_encode(xin, we, be, pre, k)
+                pre = (x - bd) @ we + be
+            vals, idx = topk_encode(x, we, be, bd, pre, k)
             x_hat = sparse_decode(vals, idx, wd) + bd
         else:
-            x_hat = topk(xin @ we + be, k) @ wd + bd
+            x_hat = topk((x - bd) @ we + be, k) @ wd + bd
         loss = (x_hat - target).pow(2).sum()
         loss.backward()
         return x_hat.detach(), [t.grad for t in leaves]

@@ -112,14 +112,16 @@ def test_auxk_loss_is_normalised_residual_error():
 def test_auxk_trains_only_dead_latents(digits_store):
     from saeatlas.train.trainer import _Run
 
-    run = _Run(digits_store, TrainConfig(architecture="topk", d_sae=64, k=4, batch_size=256,
-                                         dead_window=1, auxk_k=8))
+    run = _Run(
+        digits_store,
+        TrainConfig(architecture="topk", d_sae=64, k=4, batch_size=256, dead_window=1, auxk_k=8),
+    )
     x = (digits_store.read(0, 256) - run.mean) / run.scale
     f = run._forward(x)
     dead = torch.zeros(64, dtype=torch.bool)
     dead[32:] = True
     residual = (x - f["x_hat"]).detach()
-    auxk_loss(residual, run._aux_reconstruction(f, dead)).backward()
+    auxk_loss(residual, run._aux_reconstruction(x, f, dead)).backward()
     dec = run.sae.W_dec.grad.norm(dim=1)
     assert (dec[:32] == 0).all() and (dec[32:] > 0).sum() >= 8
     enc = run.sae.W_enc.grad.norm(dim=0)

@@ -6,8 +6,8 @@ touch only the active latents (the decoder idea of Gao et al. 2024 and
 EleutherAI's sparsify, extended here to the encoder's backward pass):
 
 - :func:`topk_encode` picks each row's k largest pre-activations from a
-  precomputed (gradient-free) ``pre``; its backward builds ``W_enc``'s and
-  ``b_enc``'s gradients from the k active columns per row only.
+  precomputed (gradient-free) ``pre``; its backward builds the gradients of
+  ``W_enc``, ``b_enc`` and ``b_dec`` from the k active columns per row only.
 - :func:`sparse_decode` is ``sum_j vals[:, j] * W_dec[idx[:, j]]`` (an
   ``embedding_bag``), with a backward of the same cost.
 
@@ -19,44 +19,58 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+#: Rows handled at once in the backward passes: the gathered [rows, k, d_in]
+#: blocks then stay in cache instead of streaming hundreds of MB through memory.
+CHUNK_ROWS = 512
+
 
 class _TopKEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, pre, k):
+    def forward(ctx, x, W_enc, b_enc, b_dec, pre, k):
         values, idx = pre.topk(k, dim=-1, sorted=False)
         vals = values.relu()
-        ctx.save_for_backward(x, W_enc, idx, vals)
+        ctx.save_for_backward(x, W_enc, b_dec, idx, vals)
         return vals, idx
 
     @staticmethod
     def backward(ctx, grad_vals, _grad_idx):
-        x, W_enc, idx, vals = ctx.saved_tensors
-        g = grad_vals * (vals > 0).to(grad_vals.dtype)  # [B, k]; ReLU's gradient
-        flat_idx = idx.reshape(-1)
-        grad_b = torch.zeros(W_enc.shape[1], dtype=g.dtype, device=g.device)
-        grad_b.index_add_(0, flat_idx, g.reshape(-1))
+        x, W_enc, b_dec, idx, vals = ctx.saved_tensors
+        g = (grad_vals * (vals > 0).to(grad_vals.dtype)).to(W_enc.dtype)  # ReLU's gradient
+        grad_b = torch.zeros(W_enc.shape[1], dtype=W_enc.dtype, device=g.device)
+        grad_b.index_add_(0, idx.reshape(-1), g.reshape(-1))
         grad_W = None
         if ctx.needs_input_grad[1]:
-            # column idx[b, j] of W_enc gains x[b] * g[b, j]
-            contrib = (x[:, :, None] * g[:, None, :]).permute(1, 0, 2).reshape(x.shape[1], -1)
-            grad_W = torch.zeros_like(W_enc).index_add_(1, flat_idx, contrib.to(W_enc.dtype))
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            cols = W_enc.t()[idx]  # [B, k, d_in]
-            grad_x = torch.bmm(g[:, None, :].to(cols.dtype), cols).squeeze(1)
-        return grad_x, grad_W, grad_b, None, None
+            # Column idx[b, j] of W_enc gains (x[b] - b_dec) * g[b, j]. Accumulated as
+            # rows of W_enc^T, so that index_add_ writes contiguous memory.
+            grad_Wt = torch.zeros(
+                W_enc.shape[1], W_enc.shape[0], dtype=W_enc.dtype, device=g.device
+            )
+            for s in range(0, x.shape[0], CHUNK_ROWS):
+                xs = (x[s : s + CHUNK_ROWS] - b_dec).to(W_enc.dtype)
+                contrib = (g[s : s + CHUNK_ROWS, :, None] * xs[:, None, :]).reshape(-1, xs.shape[1])
+                grad_Wt.index_add_(0, idx[s : s + CHUNK_ROWS].reshape(-1), contrib)
+            grad_W = grad_Wt.t()
+        # The input is x - b_dec: summed over rows, d loss / d input = W_enc @ grad_b.
+        grad_b_dec = -(W_enc @ grad_b) if ctx.needs_input_grad[3] else None
+        return None, grad_W, grad_b, grad_b_dec, None, None
 
 
 def topk_encode(
-    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, pre: torch.Tensor, k: int
+    x: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    b_dec: torch.Tensor,
+    pre: torch.Tensor,
+    k: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k latents of each row: ``(vals [B, k] (ReLU'd), idx [B, k])``.
 
-    ``pre`` must equal ``x @ W_enc + b_enc`` (computed without gradients, and
-    possibly masked with ``-inf``); gradients reach ``x``, ``W_enc`` and
-    ``b_enc`` through the selected entries only.
+    ``pre`` must equal ``(x - b_dec) @ W_enc + b_enc``, computed without
+    gradients (and possibly masked with ``-inf``); for an uncentred input pass
+    a zero ``b_dec`` that needs no gradient. Gradients reach ``W_enc``,
+    ``b_enc`` and ``b_dec`` through the selected entries only; ``x`` is data.
     """
-    return _TopKEncode.apply(x, W_enc, b_enc, pre, k)
+    return _TopKEncode.apply(x, W_enc, b_enc, b_dec, pre, k)
 
 
 class _SparseDecode(torch.autograd.Function):
@@ -68,17 +82,20 @@ class _SparseDecode(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         vals, idx, W_dec = ctx.saved_tensors
-        rows = W_dec[idx]  # [B, k, d_in]
-        grad_vals = torch.bmm(rows, grad_out[:, :, None].to(rows.dtype)).squeeze(-1).to(vals.dtype)
-        grad_W = None
-        if ctx.needs_input_grad[2]:
-            contrib = (vals[:, :, None].to(grad_out.dtype) * grad_out[:, None, :]).reshape(
-                -1, W_dec.shape[1]
-            )
-            grad_W = torch.zeros_like(W_dec).index_add_(0, idx.reshape(-1), contrib.to(W_dec.dtype))
+        grad_vals = torch.empty_like(vals)
+        grad_W = torch.zeros_like(W_dec) if ctx.needs_input_grad[2] else None
+        for s in range(0, vals.shape[0], CHUNK_ROWS):
+            i = idx[s : s + CHUNK_ROWS]
+            go = grad_out[s : s + CHUNK_ROWS].to(W_dec.dtype)
+            rows = W_dec[i]  # [chunk, k, d_in]
+            grad_vals[s : s + CHUNK_ROWS] = torch.bmm(rows, go[:, :, None]).squeeze(-1)
+            if grad_W is not None:
+                v = vals[s : s + CHUNK_ROWS].to(W_dec.dtype)
+                contrib = (v[:, :, None] * go[:, None, :]).reshape(-1, go.shape[1])
+                grad_W.index_add_(0, i.reshape(-1), contrib)
         return grad_vals, None, grad_W
 
 
 def sparse_decode(vals: torch.Tensor, idx: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
-    """``sum_j vals[:, j] * W_dec[idx[:, j]]`` → ``[B, d_in]`` (no ``b_dec``)."""
+    """``sum_j vals[:, j] * W_dec[idx[:, j]]`` → ``[B, d_in]`` (without ``b_dec``)."""
     return _SparseDecode.apply(vals, idx, W_dec)

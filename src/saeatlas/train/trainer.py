@@ -179,20 +179,22 @@ class _Run:
         if self.cfg.architecture != "topk":
             x_hat, acts, pre = self.model(x)
             return {"x_hat": x_hat.float(), "acts": acts, "pre": pre}
-        x_in = x - sae.b_dec if sae.cfg.subtracts_b_dec else x
+        shift = sae.b_dec if sae.cfg.subtracts_b_dec else torch.zeros_like(sae.b_dec.detach())
         with torch.no_grad():
-            pre = x_in @ sae.W_enc + sae.b_enc
-        vals, idx = topk_encode(x_in, sae.W_enc, sae.b_enc, pre, sae.cfg.k)
+            pre = (x - shift) @ sae.W_enc + sae.b_enc
+        vals, idx = topk_encode(x, sae.W_enc, sae.b_enc, shift, pre, sae.cfg.k)
         x_hat = sparse_decode(vals, idx, sae.W_dec) + sae.b_dec
-        return {"x_hat": x_hat.float(), "vals": vals, "idx": idx, "pre": pre, "x_in": x_in}
+        return {"x_hat": x_hat.float(), "vals": vals, "idx": idx, "pre": pre, "shift": shift}
 
-    def _aux_reconstruction(self, f: dict[str, torch.Tensor], dead: torch.Tensor) -> torch.Tensor:
+    def _aux_reconstruction(
+        self, x: torch.Tensor, f: dict[str, torch.Tensor], dead: torch.Tensor
+    ) -> torch.Tensor:
         """The ``k_aux`` largest dead-latent pre-activations, decoded (AuxK, Gao et al. 2024)."""
         sae = self.sae
         k = min(self.k_aux, int(dead.sum()))
         masked = f["pre"].masked_fill(~dead, float("-inf"))
         if "idx" in f:
-            vals, idx = topk_encode(f["x_in"], sae.W_enc, sae.b_enc, masked.detach(), k)
+            vals, idx = topk_encode(x, sae.W_enc, sae.b_enc, f["shift"], masked.detach(), k)
             return sparse_decode(vals, idx, sae.W_dec).float()
         values, idx = masked.topk(k, dim=-1, sorted=False)
         acts = torch.zeros_like(masked).scatter_(-1, idx, values.relu())
@@ -217,7 +219,7 @@ class _Run:
                 if self.world.size > 1:
                     local = residual.double().pow(2).sum()
                     norm = (all_sum(local, self.world) / (x.shape[0] * self.world.size)).float()
-                aux = auxk_loss(residual, self._aux_reconstruction(f, dead), norm)
+                aux = auxk_loss(residual, self._aux_reconstruction(x, f, dead), norm)
                 loss = loss + cfg.auxk_coefficient * aux
         elif cfg.architecture == "relu":
             penalty = l1_penalty(f["acts"].float(), sae.W_dec, self.layers)
