@@ -41,10 +41,14 @@ train rows are put on the GPU once, outside the timing).
 
 **Measurements.** tokens/s = rows of the training loop / its wall time, leaving
 out the first 3 steps (warm-up) and all setup (imports, data statistics,
-initialisation). For saeatlas the loop is timed by wrapping its batch iterator
-(``saeatlas.train.trainer._batches``) with the same clock the peers use. Peak
-memory: peak RSS of the training process (``ru_maxrss``; it includes the imports
-and the memory-mapped train rows it touched) on CPU, ``torch.cuda.max_memory_allocated``
+initialisation). The clock marks the request of batch 3 and the end of the loop;
+for saeatlas it wraps ``ActivationStore.iter_batches``, the reader its trainer
+draws batches from, so every library is timed the same way. With ``--repeats N``
+the libraries train N times, alternating, and the best tokens/s counts (a busy
+machine only slows a run down). Peak memory: the peak RSS of the training
+process on CPU (``VmHWM`` of its own address space: ``ru_maxrss`` would carry over
+the parent's size through ``execve``; it includes the imports and the
+memory-mapped train rows the process touched), ``torch.cuda.max_memory_allocated``
 on CUDA (less the train rows the harness put on the GPU for the peers). Each
 process saves its weights as ``W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in],
 b_dec`` in the space of the raw activations (library conventions converted and
@@ -62,10 +66,15 @@ k 32, batch 8192).
 
 Run it from the repository root::
 
-    .venv/bin/python bench/train.py                                  # CPU: 200k rows, d_sae 6144
-    .venv/bin/python bench/train.py --train-rows 20000 --d-sae 1536  # smoke run
+    .venv/bin/python bench/train.py --repeats 2                      # CPU: 200k rows, d_sae 6144
+    .venv/bin/python bench/train.py --train-rows 20000 --d-sae 1536  # smoke run (~1 min)
     .venv/bin/python bench/train.py --device cuda --d-in-synthetic 768 --d-sae 24576 \\
         --batch-size 8192 --train-rows 1000000 --tokens 10000000        # the GPU config
+
+On 2 CPU cores the first CPU run spends ~2.5 min capturing, and each repeat
+~2 min training (SAELens is the slowest); the first run with a peer missing its
+venv spends a few minutes installing it. On a GPU machine the peer venvs need
+``torch==2.13.0`` as a CUDA build (and the peers' wheels) installable there.
 
 It prints a table and writes the figures to ``bench/out/train.json``; each
 library's weights, result and log are in ``bench/out/train-runs/<library>/``.
@@ -130,10 +139,26 @@ SYN_NOISE = 0.05
 # Stdlib modules not imported for the corpus: side effects (a browser, a banner,
 # a GUI, the terminal), installers, tests.
 CORPUS_SKIP = {
-    "antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "ensurepip",
-    "lib2to3", "pydoc_data", "venv", "test", "tests", "readline", "curses", "msilib",
-    "winreg", "winsound", "msvcrt", "nt",
-}  # fmt: skip
+    "antigravity",
+    "this",
+    "idlelib",
+    "tkinter",
+    "turtle",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "venv",
+    "test",
+    "tests",
+    "readline",
+    "curses",
+    "msilib",
+    "winreg",
+    "winsound",
+    "msvcrt",
+    "nt",
+}
 
 
 # == the shared metric function ==============================================================
@@ -156,7 +181,9 @@ def encode_decode(x: Any, w: dict[str, Any], k: int, rule: dict[str, Any]) -> tu
         values, indices = pre.topk(k, dim=-1, sorted=False)
         values = values.relu()
     else:
-        raise ValueError(f"Unknown encode rule relu={rule['relu']!r}; expected before_topk/after_topk.")
+        raise ValueError(
+            f"Unknown encode rule relu={rule['relu']!r}; expected before_topk/after_topk."
+        )
     acts = torch.zeros_like(pre).scatter_(-1, indices, values)
     return acts, acts @ w["W_dec"] + w["b_dec"]
 
@@ -229,6 +256,14 @@ def _rss_mib() -> float:
 
 
 def _peak_rss_mib() -> float:
+    """Peak RSS of this process: ``VmHWM``, the high-water mark of its own address space.
+
+    Not ``getrusage().ru_maxrss``: Linux carries that over ``execve`` from the
+    pre-exec image, i.e. from the forked copy of the (larger) parent process.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -315,7 +350,9 @@ def _check_export(
 def _save_export(path: Path, w: dict[str, Any], rule: dict[str, Any], library: str) -> None:
     from safetensors.torch import save_file
 
-    tensors = {n: w[n].detach().float().cpu().contiguous() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    tensors = {
+        n: w[n].detach().float().cpu().contiguous() for n in ("W_enc", "b_enc", "W_dec", "b_dec")
+    }
     save_file(tensors, str(path), metadata={"library": library, "encode_rule": json.dumps(rule)})
 
 
@@ -393,7 +430,7 @@ def train_saeatlas(spec: dict[str, Any]) -> dict[str, Any]:
     w = {n: getattr(sae, n).detach().float() for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
     rule = {"subtract_b_dec": bool(sae.cfg.subtracts_b_dec), "relu": "after_topk"}
     train = np.load(spec["train_npy"], mmap_mode="r")
-    x = torch.from_numpy(np.ascontiguousarray(train[:CHECK_ROWS]))
+    x = torch.from_numpy(np.array(train[:CHECK_ROWS]))
     with torch.no_grad():
         out = sae(x)
         check = _check_export(w, rule, spec["k"], x, out.acts, out.x_hat)
@@ -444,12 +481,22 @@ def train_saelens(spec: dict[str, Any]) -> dict[str, Any]:
         if f.default is not dataclasses.MISSING
     }
     names = (
-        "lr", "lr_scheduler_name", "lr_warm_up_steps", "lr_decay_steps", "n_restart_cycles",
-        "adam_beta1", "adam_beta2", "autocast", "dead_feature_window", "feature_sampling_window",
+        "lr",
+        "lr_scheduler_name",
+        "lr_warm_up_steps",
+        "lr_decay_steps",
+        "n_restart_cycles",
+        "adam_beta1",
+        "adam_beta2",
+        "autocast",
+        "dead_feature_window",
+        "feature_sampling_window",
         "n_batches_for_norm_estimate",
-    )  # fmt: skip
+    )
     hp = {n: runner[n] for n in names}
-    hp["lr_end"] = runner["lr_end"] if runner["lr_end"] is not None else hp["lr"] / 10  # runner post-init
+    hp["lr_end"] = (
+        runner["lr_end"] if runner["lr_end"] is not None else hp["lr"] / 10
+    )  # runner post-init
     rss_before = _rss_mib()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -512,10 +559,15 @@ def train_saelens(spec: dict[str, Any]) -> dict[str, Any]:
             "sae_config": {
                 n: getattr(sae_cfg, n)
                 for n in (
-                    "k", "aux_loss_coefficient", "rescale_acts_by_decoder_norm",
-                    "decoder_init_norm", "apply_b_dec_to_input", "normalize_activations",
-                    "use_sparse_activations", "dtype",
-                )  # fmt: skip
+                    "k",
+                    "aux_loss_coefficient",
+                    "rescale_acts_by_decoder_norm",
+                    "decoder_init_norm",
+                    "apply_b_dec_to_input",
+                    "normalize_activations",
+                    "use_sparse_activations",
+                    "dtype",
+                )
                 if hasattr(sae_cfg, n)
             },
             "loss": "sum-over-units MSE + aux_loss_coefficient * TopK AuxK",
@@ -669,6 +721,11 @@ def worker(spec_path: Path) -> int:
     spec = json.loads(spec_path.read_text())
     import torch
 
+    if spec["device"].startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(
+            f"{spec['library']}: torch {torch.__version__} in {sys.prefix} sees no CUDA device. "
+            f"Delete that venv and rerun where `pip install torch=={TORCH_VERSION}` gets a CUDA build."
+        )
     rss_import = _rss_mib()
     result = TRAINERS[spec["library"]](spec)
     result.update(
@@ -748,7 +805,9 @@ def _stdlib_module_names() -> list[str]:
         except BaseException:  # noqa: BLE001 - platform modules raise anything on import
             continue
         names.add(name)
-        for info in pkgutil.walk_packages(getattr(module, "__path__", []), name + ".", onerror=lambda _: None):
+        for info in pkgutil.walk_packages(
+            getattr(module, "__path__", []), name + ".", onerror=lambda _: None
+        ):
             if not skipped(info.name):
                 names.add(info.name)
     return sorted(names)
@@ -759,7 +818,11 @@ def build_corpus() -> list[str]:
     cap = _load_bench_capture()
     texts: dict[str, None] = dict.fromkeys(cap.build_corpus())
     quiet = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(quiet),
+        contextlib.redirect_stderr(quiet),
+    ):
         warnings.simplefilter("ignore")
         for name in _stdlib_module_names():
             if name in cap.CORPUS_MODULES:
@@ -807,7 +870,9 @@ def capture_minilm(n_rows: int, device: str, store_dir: Path) -> tuple[Any, dict
             f"The docstring corpus gives {real:,} distinct tokens, fewer than the {n_rows:,} rows "
             "asked for (train + held-out). Lower --train-rows, or use --d-in-synthetic."
         )
-    print(f"capture: {len(texts):,} paragraphs (sha256 {sha}), {len(batches)} batches, {real:,} tokens")
+    print(
+        f"capture: {len(texts):,} paragraphs (sha256 {sha}), {len(batches)} batches, {real:,} tokens"
+    )
     store = capture_activations(
         model,
         batches,
@@ -817,36 +882,52 @@ def capture_minilm(n_rows: int, device: str, store_dir: Path) -> tuple[Any, dict
         overwrite=True,
         progress=True,
     )
-    info = {"source": "minilm", "hookpoint": HOOKPOINT, "corpus_sha256_16": sha,
-            "n_paragraphs": len(texts), "n_tokens_captured": store.n_rows,
-            "max_length": MAX_LENGTH}  # fmt: skip
+    info = {
+        "source": "minilm",
+        "hookpoint": HOOKPOINT,
+        "corpus_sha256_16": sha,
+        "n_paragraphs": len(texts),
+        "n_tokens_captured": store.n_rows,
+        "max_length": MAX_LENGTH,
+    }
     return store, info
 
 
-def synthesize(n_rows: int, d_in: int, seed: int, out_npy: Path) -> dict[str, Any]:
-    """Rows = mean + sum of ``SYN_ACTIVE`` planted unit directions (of ``16 * d_in``) + noise."""
+def synthesize(parts: list[tuple[Path, int]], d_in: int, seed: int, device: str) -> dict[str, Any]:
+    """Write ``.npy`` files of ``n`` rows each (``parts``), one stream of rows: a mean vector
+    plus ``SYN_ACTIVE`` of ``16 * d_in`` planted unit directions (Zipf-like frequencies,
+    magnitudes ``1 + |N(0, 1)|``) plus ``N(0, SYN_NOISE^2)`` noise per unit."""
     import numpy as np
     import torch
 
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)
     n_feat = SYN_FEATURES_PER_UNIT * d_in
-    dictionary = torch.randn(n_feat, d_in, generator=g)
+    dictionary = torch.randn(n_feat, d_in, generator=g, device=device)
     dictionary /= dictionary.norm(dim=1, keepdim=True)
-    mean = torch.randn(d_in, generator=g) * 0.5
-    freq = 1.0 / (torch.arange(n_feat, dtype=torch.float64) + 10.0)  # Zipf-like
-    out = np.lib.format.open_memmap(out_npy, mode="w+", dtype=np.float32, shape=(n_rows, d_in))
-    chunk = 16384
-    for s in range(0, n_rows, chunk):
-        m = min(chunk, n_rows - s)
-        idx = torch.multinomial(freq.expand(m, -1), SYN_ACTIVE, replacement=False, generator=g)
-        coef = 1.0 + torch.randn(m, SYN_ACTIVE, generator=g).abs()
-        x = mean + SYN_NOISE * torch.randn(m, d_in, generator=g)
-        x += torch.einsum("ms,msd->md", coef, dictionary[idx])
-        out[s : s + m] = x.numpy()
-    out.flush()
-    del out
-    return {"source": "synthetic", "d_in": d_in, "n_planted": n_feat, "active_per_row": SYN_ACTIVE,
-            "noise_std": SYN_NOISE, "seed": seed}  # fmt: skip
+    mean = torch.randn(d_in, generator=g, device=device) * 0.5
+    log_freq = -torch.log(torch.arange(n_feat, device=device, dtype=torch.float32) + 10.0)
+    chunk = 8192
+    for path, n_rows in parts:
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_rows, d_in))
+        for s in range(0, n_rows, chunk):
+            m = min(chunk, n_rows - s)
+            # SYN_ACTIVE distinct features per row, drawn by frequency (Gumbel top-k).
+            u = torch.rand(m, n_feat, generator=g, device=device).clamp_min_(1e-20)
+            idx = (log_freq - torch.log(-torch.log(u))).topk(SYN_ACTIVE, dim=1).indices
+            coef = 1.0 + torch.randn(m, SYN_ACTIVE, generator=g, device=device).abs()
+            x = mean + SYN_NOISE * torch.randn(m, d_in, generator=g, device=device)
+            x += torch.einsum("ms,msd->md", coef, dictionary[idx])
+            out[s : s + m] = x.cpu().numpy()
+        out.flush()
+        del out
+    return {
+        "source": "synthetic",
+        "d_in": d_in,
+        "n_planted": n_feat,
+        "active_per_row": SYN_ACTIVE,
+        "noise_std": SYN_NOISE,
+        "seed": seed,
+    }
 
 
 def prepare_data(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
@@ -870,21 +951,20 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if args.d_in_synthetic:
-        all_npy = folder / "all.npy"
-        info = synthesize(n_total, args.d_in_synthetic, args.seed, all_npy)
-        rows = np.load(all_npy, mmap_mode="r")
-        np.save(train_npy, rows[: args.train_rows])
-        np.save(heldout_npy, rows[args.train_rows : n_total])
-        del rows
-        all_npy.unlink()
+        parts = [(train_npy, args.train_rows), (heldout_npy, args.heldout_rows)]
+        info = synthesize(parts, args.d_in_synthetic, args.seed, args.device)
     else:
         store, info = capture_minilm(n_total, args.device, folder / "store")
         if store.n_units != D_MINILM:
             raise SystemExit(f"{HOOKPOINT} has {store.n_units} units, expected {D_MINILM}.")
         np.save(train_npy, store.read(0, args.train_rows).numpy())
         np.save(heldout_npy, store.read(args.train_rows, n_total).numpy())
-    meta = {**info, "n_train": args.train_rows, "n_heldout": args.heldout_rows,
-            "seconds": time.perf_counter() - t0}  # fmt: skip
+    meta = {
+        **info,
+        "n_train": args.train_rows,
+        "n_heldout": args.heldout_rows,
+        "seconds": time.perf_counter() - t0,
+    }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"data: wrote {folder} in {meta['seconds']:.1f} s")
     return train_npy, heldout_npy, meta
@@ -907,7 +987,9 @@ def run_library(library: str, python: Path, spec: dict[str, Any]) -> dict[str, A
     print(f"train {library}: {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False).returncode
+        rc = subprocess.run(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False
+        ).returncode
     wall = time.perf_counter() - t0
     if rc != 0 or not (out / "result.json").exists():
         tail = log.read_text()[-3000:]
@@ -943,17 +1025,36 @@ def compare(results: dict[str, dict[str, Any]], device: str) -> dict[str, Any]:
     dfvu = me["heldout"]["fvu"] - peers[fvu_ref]["heldout"]["fvu"]
     mem = me[mem_key] / peers[mem_ref][mem_key]
     out = {
-        "speed": {"ratio": speed, "vs": speed_ref, "vs_is": speed_why,
-                  "target_min": SPEED_TARGET[dev], "pass": speed >= SPEED_TARGET[dev]},
-        "fvu": {"difference": dfvu, "vs": fvu_ref, "vs_is": "better peer",
-                "target_max": FVU_SLACK, "pass": dfvu <= FVU_SLACK},
-        "memory": {"ratio": mem, "vs": mem_ref, "vs_is": "leaner peer", "measure": mem_key,
-                   "target_max": MEMORY_TARGET, "pass": mem <= MEMORY_TARGET},
-    }  # fmt: skip
+        "speed": {
+            "ratio": speed,
+            "vs": speed_ref,
+            "vs_is": speed_why,
+            "target_min": SPEED_TARGET[dev],
+            "pass": speed >= SPEED_TARGET[dev],
+        },
+        "fvu": {
+            "difference": dfvu,
+            "vs": fvu_ref,
+            "vs_is": "better peer",
+            "target_max": FVU_SLACK,
+            "pass": dfvu <= FVU_SLACK,
+        },
+        "memory": {
+            "ratio": mem,
+            "vs": mem_ref,
+            "vs_is": "leaner peer",
+            "measure": mem_key,
+            "target_max": MEMORY_TARGET,
+            "pass": mem <= MEMORY_TARGET,
+        },
+    }
     out["memory"]["ratio_vs_speed_ref"] = me[mem_key] / peers[speed_ref][mem_key]
     out["pass"] = all(out[k]["pass"] for k in ("speed", "fvu", "memory"))
-    if set(peers) != set(LIBRARIES) - {"saeatlas"}:
-        out["note"] = f"only {sorted(peers)} finished; the verdicts compare against those"
+    missing = sorted(set(LIBRARIES) - {"saeatlas"} - set(peers))
+    if missing:
+        out["note"] = (
+            f"the verdicts compare against {sorted(peers)} only ({missing} not run or failed)"
+        )
     return out
 
 
@@ -986,7 +1087,9 @@ def _verdict(ok: bool) -> str:
 
 def print_table(result: dict[str, Any]) -> None:
     dev = "cuda" if result["args"]["device"].startswith("cuda") else "cpu"
-    mem_key, mem_label = ("peak_gpu_mib", "GPU peak MiB") if dev == "cuda" else ("peak_rss_mib", "peak RSS MiB")
+    mem_key, mem_label = (
+        ("peak_gpu_mib", "GPU peak MiB") if dev == "cuda" else ("peak_rss_mib", "peak RSS MiB")
+    )
     a = result["args"]
     print()
     print(
@@ -1056,7 +1159,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="synthetic activations of width N (planted sparse structure) instead of MiniLM",
     )
     p.add_argument(
-        "--only", default=",".join(LIBRARIES), help="comma-separated subset of: " + ",".join(LIBRARIES)
+        "--only",
+        default=",".join(LIBRARIES),
+        help="comma-separated subset of: " + ",".join(LIBRARIES),
     )
     p.add_argument("--seed", type=int, default=0, help="seed for every library and the data order")
     p.add_argument(
@@ -1064,15 +1169,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="saeatlas `normalize` (default: TrainConfig's own default)",
     )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="train every library this many times, alternating; the best tokens/s counts",
+    )
     p.add_argument("--recapture", action="store_true", help="rebuild the cached activations")
     args = p.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(LIBRARIES))
     if unknown or not args.only:
-        p.error(f"--only {','.join(args.only)}: unknown {unknown}; expected some of {list(LIBRARIES)}.")
+        p.error(
+            f"--only {','.join(args.only)}: unknown {unknown}; expected some of {list(LIBRARIES)}."
+        )
     if args.heldout_rows is None:
         args.heldout_rows = math.ceil(args.train_rows / 9)
-    for name in ("train_rows", "heldout_rows", "d_sae", "k", "batch_size"):
+    for name in ("train_rows", "heldout_rows", "d_sae", "k", "batch_size", "repeats"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
     if args.tokens is not None and args.tokens < args.batch_size:
@@ -1089,7 +1202,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device} given but torch {torch.__version__} sees no CUDA.")
+        raise SystemExit(
+            f"--device {args.device} given but torch {torch.__version__} sees no CUDA."
+        )
     command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     machine = machine_info(args.device)
     print(f"command: {command}")
@@ -1115,35 +1230,60 @@ def main(argv: list[str] | None = None) -> int:
     tokens = args.tokens or (n_train // args.batch_size) * args.batch_size
     n_steps = tokens // args.batch_size
     warmup = min(WARMUP_STEPS, max(0, n_steps - 1) // 2)
+    os.sync()  # no write-back of freshly written data while anything is timed
+    tries: dict[str, list[dict[str, Any]]] = {lib: [] for lib in args.only}
+    for r in range(args.repeats):  # alternating: a slow spell of the machine hits all alike
+        for lib in args.only:
+            if lib not in pythons:
+                continue
+            spec = {
+                "library": lib,
+                "train_npy": str(train_npy),
+                "d_in": d_in,
+                "d_sae": args.d_sae,
+                "k": args.k,
+                "batch_size": args.batch_size,
+                "n_steps": n_steps,
+                "warmup_steps": warmup,
+                "device": args.device,
+                "seed": args.seed,
+                "saeatlas_normalize": args.saeatlas_normalize,
+                "out_dir": str(RUNS_DIR / lib),
+            }
+            if args.repeats > 1:
+                print(f"try {r + 1}/{args.repeats}: ", end="")
+            tries[lib].append(run_library(lib, pythons[lib], spec))
     results: dict[str, dict[str, Any]] = {}
     for lib in args.only:
         if lib not in pythons:
             results[lib] = {"library": lib, "error": "no venv", "log": "-"}
             continue
-        spec = {
-            "library": lib,
-            "train_npy": str(train_npy),
-            "d_in": d_in,
-            "d_sae": args.d_sae,
-            "k": args.k,
-            "batch_size": args.batch_size,
-            "n_steps": n_steps,
-            "warmup_steps": warmup,
-            "device": args.device,
-            "seed": args.seed,
-            "saeatlas_normalize": args.saeatlas_normalize,
-            "out_dir": str(RUNS_DIR / lib),
-        }
-        results[lib] = run_library(lib, pythons[lib], spec)
-        if "error" in results[lib]:
-            problems.append(f"{lib}: training failed ({results[lib]['error']}, {results[lib]['log']})")
+        failed = [t for t in tries[lib] if "error" in t]
+        if failed:
+            results[lib] = failed[-1]
+            problems.append(f"{lib}: training failed ({failed[-1]['error']}, {failed[-1]['log']})")
             continue
+        # The weights on disk are the last try's; speed is the best try's (noise only slows).
+        res = dict(tries[lib][-1])
+        best = max(tries[lib], key=lambda t: t["rows_per_s"])
+        for key in ("rows_per_s", "timed_seconds", "timed_steps"):
+            res[key] = best[key]
+        for key in ("peak_rss_mib", "peak_gpu_mib"):
+            values = [t[key] for t in tries[lib] if t.get(key) is not None]
+            res[key] = max(values) if values else None
+        res["tries"] = [
+            {k: t.get(k) for k in ("rows_per_s", "timed_seconds", "peak_rss_mib", "peak_gpu_mib")}
+            for t in tries[lib]
+        ]
+        results[lib] = res
         weights = RUNS_DIR / lib / "weights.safetensors"
-        results[lib]["heldout"] = heldout_metrics(weights, heldout_npy, args.k, args.device)
-        if results[lib]["rows_trained"] != n_steps * args.batch_size:
-            problems.append(f"{lib} trained on {results[lib]['rows_trained']:,} rows, not {tokens:,}")
-        if results[lib]["export_check"]["x_hat_max_rel_err"] > 1e-3 and not args.device.startswith("cuda"):
-            problems.append(f"{lib}: exported weights do not reproduce its forward ({results[lib]['export_check']})")
+        res["heldout"] = heldout_metrics(weights, heldout_npy, args.k, args.device)
+        if res["rows_trained"] != n_steps * args.batch_size:
+            problems.append(f"{lib} trained on {res['rows_trained']:,} rows, not {tokens:,}")
+        if res["export_check"]["x_hat_max_rel_err"] > 1e-3 and not args.device.startswith("cuda"):
+            problems.append(
+                f"{lib}: exported weights do not reproduce its forward ({res['export_check']})"
+            )
     if "saeatlas" in results and "heldout" in results["saeatlas"]:
         results["saeatlas"]["evaluate_sae_check"] = _saeatlas_evaluate_check(
             RUNS_DIR / "saeatlas" / "weights.safetensors", heldout_npy, args, d_in
@@ -1152,13 +1292,17 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "machine": machine,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "data": {**data, "train_npy": str(train_npy), "heldout_npy": str(heldout_npy),
-                 "n_train": n_train},
+        "data": {
+            **data,
+            "train_npy": str(train_npy),
+            "heldout_npy": str(heldout_npy),
+            "n_train": n_train,
+        },
         "n_steps": n_steps,
         "warmup_steps": warmup,
         "rows_per_library": n_steps * args.batch_size,
         "libraries": results,
-    }  # fmt: skip
+    }
     result["comparison"] = compare(results, args.device)
     result["problems"] = problems
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
@@ -1180,7 +1324,9 @@ def _saeatlas_evaluate_check(
         from saeatlas.store import ActivationStore
 
         w, _ = load_weights(weights, "cpu")
-        sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=d_in, d_sae=args.d_sae, k=args.k))
+        sae = SparseAutoencoder(
+            SAEConfig(architecture="topk", d_in=d_in, d_sae=args.d_sae, k=args.k)
+        )
         sae.load_state_dict(w)
         r = evaluate_sae(sae, ActivationStore.open(heldout_npy), device=args.device)
         return {"fvu": r.fvu, "l0": r.l0, "dead_fraction": r.dead_fraction}
