@@ -382,7 +382,7 @@ def train_saeatlas(spec: dict[str, Any]) -> dict[str, Any]:
     from saeatlas.train import TrainConfig, train_sae
 
     device, bs = spec["device"], spec["batch_size"]
-    extra = {"normalize": spec["saeatlas_normalize"]} if spec.get("saeatlas_normalize") else {}
+    extra = spec.get("saeatlas_options") or {}
     cfg = TrainConfig(
         architecture="topk",
         d_sae=spec["d_sae"],
@@ -1165,9 +1165,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0, help="seed for every library and the data order")
     p.add_argument(
-        "--saeatlas-normalize",
-        default=None,
-        help="saeatlas `normalize` (default: TrainConfig's own default)",
+        "--saeatlas-set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a saeatlas TrainConfig field (repeatable), e.g. normalize=layer; "
+        "default: TrainConfig's own defaults",
     )
     p.add_argument(
         "--repeats",
@@ -1195,6 +1198,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.k > args.d_sae:
         p.error(f"--k {args.k} exceeds --d-sae {args.d_sae}.")
     return args
+
+
+def _parse_options(items: list[str]) -> dict[str, object]:
+    """``["normalize=layer", "lr=1e-3"]`` -> ``{"normalize": "layer", "lr": 0.001}``."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--saeatlas-set expects FIELD=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1247,7 +1263,7 @@ def main(argv: list[str] | None = None) -> int:
                 "warmup_steps": warmup,
                 "device": args.device,
                 "seed": args.seed,
-                "saeatlas_normalize": args.saeatlas_normalize,
+                "saeatlas_options": _parse_options(args.saeatlas_set),
                 "out_dir": str(RUNS_DIR / lib),
             }
             if args.repeats > 1:

@@ -3,7 +3,7 @@
 import torch
 
 from saeatlas.sae.activations import topk
-from saeatlas.sae.kernels import sparse_decode, topk_encode
+from saeatlas.sae.kernels import select_topk, sparse_decode, topk_encode
 
 
 def test_sparse_topk_encode_decode_match_dense_reference():
@@ -22,7 +22,8 @@ def test_sparse_topk_encode_decode_match_dense_reference():
         if sparse:
             with torch.no_grad():
                 pre = (x - bd) @ we + be
-            vals, idx = topk_encode(x, we, be, bd, pre, k)
+                values, idx = select_topk(pre, k, x - bd, we, be)
+            vals = topk_encode(x, we, be, bd, values, idx)
             x_hat = sparse_decode(vals, idx, wd) + bd
         else:
             x_hat = topk((x - bd) @ we + be, k) @ wd + bd
@@ -35,3 +36,28 @@ def test_sparse_topk_encode_decode_match_dense_reference():
     torch.testing.assert_close(sparse_out, dense_out)
     for name, a, b in zip(["W_enc", "b_enc", "W_dec", "b_dec"], sparse_grads, dense_grads):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_bf16_selection_recomputes_exact_values_and_matches_full_precision():
+    g = torch.Generator().manual_seed(1)
+    B, d, n, k = 700, 64, 512, 16
+    xs = torch.randn(B, d, generator=g)
+    W = torch.randn(d, n, generator=g) / d**0.5
+    b = torch.randn(n, generator=g) * 0.1
+    pre = xs @ W + b
+    ref_vals, ref_idx = select_topk(pre, k, xs, W, b)
+    pre16 = (xs.bfloat16() @ W.bfloat16() + b.bfloat16())
+    vals, idx = select_topk(pre16, k, xs, W, b)
+    assert vals.dtype == torch.float32
+    # Values are exact (not bf16-rounded) for the chosen latents.
+    torch.testing.assert_close(vals, pre.gather(1, idx), rtol=1e-5, atol=1e-5)
+    same = [
+        set(a.tolist()) == set(c.tolist()) for a, c in zip(idx, ref_idx)
+    ]
+    assert sum(same) / B > 0.99
+    # Masked (-inf) entries are never chosen, even when few remain.
+    alive = torch.zeros(n, dtype=torch.bool)
+    alive[:5] = True
+    masked = pre16.masked_fill(~alive, float("-inf"))
+    _, idx = select_topk(masked, 5, xs, W, b)
+    assert set(idx.unique().tolist()) <= set(range(5))

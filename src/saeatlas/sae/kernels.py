@@ -5,9 +5,14 @@ weight gradient spend most of their work on zeros. Two autograd functions
 touch only the active latents (the decoder idea of Gao et al. 2024 and
 EleutherAI's sparsify, extended here to the encoder's backward pass):
 
-- :func:`topk_encode` picks each row's k largest pre-activations from a
-  precomputed (gradient-free) ``pre``; its backward builds the gradients of
-  ``W_enc``, ``b_enc`` and ``b_dec`` from the k active columns per row only.
+- :func:`select_topk` picks each row's k largest pre-activations from a
+  gradient-free ``pre``. When ``pre`` was computed in bfloat16 (the dense
+  encoder product is the largest cost of a step; bf16 halves it on CPUs with
+  AVX512-BF16 and on GPUs), it takes a few spare candidates, recomputes their
+  values exactly in the weights' precision and keeps the true top k of those.
+- :func:`topk_encode` turns the chosen indices into latent values; its backward
+  builds the gradients of ``W_enc``, ``b_enc`` and ``b_dec`` from the k active
+  columns per row only.
 - :func:`sparse_decode` is ``sum_j vals[:, j] * W_dec[idx[:, j]]`` (an
   ``embedding_bag``), with a backward of the same cost.
 
@@ -24,16 +29,57 @@ import torch.nn.functional as F
 CHUNK_ROWS = 512
 
 
+def _gathered_preacts(
+    xs: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, idx: torch.Tensor
+) -> torch.Tensor:
+    """``(xs @ W_enc + b_enc)[b, idx[b, j]]`` → ``[B, m]``, computed for the listed
+    columns only, in ``W_enc``'s precision."""
+    W_t = W_enc.t().contiguous()  # rows of W_t are the encoder columns
+    out = torch.empty(idx.shape, dtype=W_enc.dtype, device=W_enc.device)
+    for s in range(0, xs.shape[0], CHUNK_ROWS):
+        i = idx[s : s + CHUNK_ROWS]
+        cols = F.embedding(i, W_t)  # [chunk, m, d_in]
+        xc = xs[s : s + CHUNK_ROWS].to(W_enc.dtype)[:, :, None]
+        out[s : s + CHUNK_ROWS] = torch.bmm(cols, xc).squeeze(-1) + b_enc[i]
+    return out
+
+
+@torch.no_grad()
+def select_topk(
+    pre: torch.Tensor,
+    k: int,
+    xs: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's k largest entries of ``pre`` → ``(values [B, k], idx [B, k])``.
+
+    ``pre`` is ``xs @ W_enc + b_enc`` (entries masked with ``-inf`` are never
+    chosen). When ``pre`` is in a lower precision than ``W_enc``, the
+    ``k + max(8, k/4)`` largest are taken as candidates, recomputed exactly, and
+    the top k of the exact values returned: the result then differs from full
+    precision only where a true top-k value trails the k-th by more than the
+    spare candidates cover, which bf16's 3 significant digits make rare.
+    """
+    if pre.dtype == W_enc.dtype:
+        return pre.topk(k, dim=-1, sorted=False)
+    m = min(k + max(8, k // 4), pre.shape[-1])
+    cand_pre, cand = pre.topk(m, dim=-1, sorted=False)
+    exact = _gathered_preacts(xs, W_enc, b_enc, cand)
+    exact = exact.masked_fill(torch.isneginf(cand_pre), float("-inf"))
+    values, j = exact.topk(k, dim=-1, sorted=False)
+    return values, cand.gather(1, j)
+
+
 class _TopKEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, b_dec, pre, k):
-        values, idx = pre.topk(k, dim=-1, sorted=False)
+    def forward(ctx, x, W_enc, b_enc, b_dec, values, idx):
         vals = values.relu()
         ctx.save_for_backward(x, W_enc, b_dec, idx, vals)
-        return vals, idx
+        return vals
 
     @staticmethod
-    def backward(ctx, grad_vals, _grad_idx):
+    def backward(ctx, grad_vals):
         x, W_enc, b_dec, idx, vals = ctx.saved_tensors
         g = (grad_vals * (vals > 0).to(grad_vals.dtype)).to(W_enc.dtype)  # ReLU's gradient
         grad_b = torch.zeros(W_enc.shape[1], dtype=W_enc.dtype, device=g.device)
@@ -60,17 +106,18 @@ def topk_encode(
     W_enc: torch.Tensor,
     b_enc: torch.Tensor,
     b_dec: torch.Tensor,
-    pre: torch.Tensor,
-    k: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k latents of each row: ``(vals [B, k] (ReLU'd), idx [B, k])``.
+    values: torch.Tensor,
+    idx: torch.Tensor,
+) -> torch.Tensor:
+    """Latent values ``relu(values)`` ``[B, k]`` of the chosen latents ``idx``, with
+    the gradients of the encoder that produced them.
 
-    ``pre`` must equal ``(x - b_dec) @ W_enc + b_enc``, computed without
-    gradients (and possibly masked with ``-inf``); for an uncentred input pass
-    a zero ``b_dec`` that needs no gradient. Gradients reach ``W_enc``,
+    ``values`` must equal ``((x - b_dec) @ W_enc + b_enc)`` at ``idx``, computed
+    without gradients (:func:`select_topk` gives both); for an uncentred input
+    pass a zero ``b_dec`` that needs no gradient. Gradients reach ``W_enc``,
     ``b_enc`` and ``b_dec`` through the selected entries only; ``x`` is data.
     """
-    return _TopKEncode.apply(x, W_enc, b_enc, b_dec, pre, k)
+    return _TopKEncode.apply(x, W_enc, b_enc, b_dec, values, idx)
 
 
 class _SparseDecode(torch.autograd.Function):

@@ -12,6 +12,8 @@ from ..sae.config import ARCHITECTURES
 NORMALIZATIONS = ("unit", "layer", "none")
 DECAYS = ("linear", "cosine", "none")
 AUTOCASTS = ("none", "bf16", "fp16")
+SELECT_DTYPES = ("auto", "float32", "bfloat16")
+OPTIMIZERS = ("signum", "adam")
 B_DEC_INITS = ("geometric_median", "mean", "zeros")
 
 
@@ -47,12 +49,17 @@ class TrainConfig:
     """Rows per optimiser step."""
     heldout_rows: int = 0
     """Rows at the end of the store never trained on (for held-out evaluation)."""
+    optimizer: str = "signum"
+    """signum (sign descent with schedule-free averaging, Bernstein et al. 2018 and
+    Defazio et al. 2024, as in EleutherAI's sparsify) or adam (with `lr_decay`)."""
     lr: float | None = None
-    """Adam learning rate (default: 2e-4 / sqrt(d_sae / 2^14), Gao et al. 2024)."""
-    lr_warmup_steps: int = 100
-    """Linear warmup of the learning rate, in steps."""
+    """Learning rate (default: 5e-3 / sqrt(d_sae / 2^14) for signum, as in sparsify;
+    2e-4 / sqrt(d_sae / 2^14) for adam, Gao et al. 2024)."""
+    lr_warmup_steps: int | None = None
+    """Linear warmup of the learning rate, in steps (default: 100, or 5% of the
+    steps when that is fewer, so that short runs are not spent warming up)."""
     lr_decay: str = "linear"
-    """Learning-rate decay after `lr_decay_start`: linear, cosine or none."""
+    """Learning-rate decay after `lr_decay_start` (adam): linear, cosine or none."""
     lr_decay_start: float = 0.8
     """Fraction of training after which the learning rate decays."""
     sparsity_warmup_steps: int | None = None
@@ -73,6 +80,11 @@ class TrainConfig:
     """Device to train on (cpu, cuda, cuda:1...)."""
     autocast: str = "none"
     """Mixed precision: none, bf16 or fp16."""
+    select_dtype: str = "auto"
+    """Precision of the dense encoder product that only chooses each row's top-k
+    latents (topk): float32, bfloat16, or auto (bfloat16 on GPUs and on CPUs with
+    native bf16 matmul). The chosen latents' values and all gradients stay in full
+    precision."""
     compile: bool = False
     """Compile the SAE with torch.compile."""
     log_every: int = 50
@@ -92,11 +104,15 @@ class TrainConfig:
         choice("lr_decay", DECAYS)
         choice("autocast", AUTOCASTS)
         choice("b_dec_init", B_DEC_INITS)
+        choice("select_dtype", SELECT_DTYPES)
+        choice("optimizer", OPTIMIZERS)
         for name in ("k", "batch_size", "expansion_factor", "dead_window", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")
         if self.heldout_rows < 0:
             raise ConfigError(f"`heldout_rows` must be >= 0, got {self.heldout_rows}.")
+        if self.lr_warmup_steps is not None and self.lr_warmup_steps < 0:
+            raise ConfigError(f"`lr_warmup_steps` must be >= 0, got {self.lr_warmup_steps}.")
         if self.checkpoint_every < 0:
             raise ConfigError(f"`checkpoint_every` must be >= 0, got {self.checkpoint_every}.")
         for name in ("d_sae", "tokens", "auxk_k", "lr"):

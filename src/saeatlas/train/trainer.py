@@ -26,13 +26,14 @@ from .._progress import progress_bar
 from ..errors import ConfigError
 from ..sae import SAEConfig, SparseAutoencoder
 from ..sae.activations import step as heaviside
-from ..sae.kernels import sparse_decode, topk_encode
+from ..sae.kernels import select_topk, sparse_decode, topk_encode
 from ..store import ActivationStore, LayerSpec
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import all_sum, average_gradients, join
 from .init import geometric_median, input_normalizer
 from .losses import auxk_loss, fvu, l0, l1_penalty, mse
+from .optim import ScheduleFreeSignSGD
 from .schedules import lr_factor, sparsity_factor
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,21 @@ def _select_layers(
     return columns, tuple(rebased)
 
 
+def _unit_rows(w: torch.Tensor) -> None:
+    w /= w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _select_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The dtype of the dense product that chooses TopK latents (see ``select_topk``)."""
+    if name == "auto":
+        fast_bf16 = device.type == "cuda" or (
+            device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+        return torch.bfloat16 if fast_bf16 else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
 class _Run:
     """One training run: its model, optimiser and counters, stepped one batch at a time."""
 
@@ -94,11 +110,17 @@ class _Run:
         self.d_sae = cfg.d_sae or cfg.expansion_factor * d_in
         tokens = cfg.tokens or max(MIN_DEFAULT_TOKENS, MIN_DEFAULT_PASSES * self.train_rows)
         self.n_steps = max(1, tokens // cfg.batch_size)
-        self.lr = cfg.lr or 2e-4 / math.sqrt(self.d_sae / 2**14)
+        base_lr = 5e-3 if cfg.optimizer == "signum" else 2e-4
+        self.lr = cfg.lr or base_lr / math.sqrt(self.d_sae / 2**14)
         self.sparsity_warmup = (
             cfg.sparsity_warmup_steps
             if cfg.sparsity_warmup_steps is not None
             else self.n_steps // 20
+        )
+        self.lr_warmup = (
+            cfg.lr_warmup_steps
+            if cfg.lr_warmup_steps is not None
+            else min(100, self.n_steps // 20)
         )
         self.batches_per_epoch = self.train_rows // cfg.batch_size
         sae_cfg = SAEConfig(
@@ -122,16 +144,20 @@ class _Run:
         mean, scale = input_normalizer(store, columns, self.layers, cfg.normalize)
         self.mean, self.scale = mean.to(self.device), scale.to(self.device)
         self.topk_family = cfg.architecture in ("topk", "batchtopk")
+        self.select_dtype = _select_dtype(cfg.select_dtype, self.device)
         self._init_b_dec()
         self.model = torch.compile(self.sae) if cfg.compile else self.sae
-        self.opt = torch.optim.Adam(
-            self.sae.parameters(), lr=self.lr, betas=(0.9, 0.999), eps=6.25e-10
-        )
+        if cfg.optimizer == "signum":
+            self.opt: torch.optim.Optimizer = ScheduleFreeSignSGD(self.sae.parameters(), self.lr)
+            decay = "none"  # the schedule-free average takes the place of decay
+        else:
+            self.opt = torch.optim.Adam(
+                self.sae.parameters(), lr=self.lr, betas=(0.9, 0.999), eps=6.25e-10
+            )
+            decay = cfg.lr_decay
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt,
-            lambda s: lr_factor(
-                s, self.n_steps, cfg.lr_warmup_steps, cfg.lr_decay, cfg.lr_decay_start
-            ),
+            lambda s: lr_factor(s, self.n_steps, self.lr_warmup, decay, cfg.lr_decay_start),
         )
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.autocast)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.autocast == "fp16")
@@ -181,10 +207,13 @@ class _Run:
             return {"x_hat": x_hat.float(), "acts": acts, "pre": pre}
         shift = sae.b_dec if sae.cfg.subtracts_b_dec else torch.zeros_like(sae.b_dec.detach())
         with torch.no_grad():
-            pre = (x - shift) @ sae.W_enc + sae.b_enc
-        vals, idx = topk_encode(x, sae.W_enc, sae.b_enc, shift, pre, sae.cfg.k)
+            xs = x - shift
+            d = self.select_dtype
+            pre = xs.to(d) @ sae.W_enc.to(d) + sae.b_enc.to(d)
+            values, idx = select_topk(pre, sae.cfg.k, xs, sae.W_enc, sae.b_enc)
+        vals = topk_encode(x, sae.W_enc, sae.b_enc, shift, values, idx)
         x_hat = sparse_decode(vals, idx, sae.W_dec) + sae.b_dec
-        return {"x_hat": x_hat.float(), "vals": vals, "idx": idx, "pre": pre, "shift": shift}
+        return {"x_hat": x_hat.float(), "vals": vals, "idx": idx, "pre": pre, "xs": xs, "shift": shift}
 
     def _aux_reconstruction(
         self, x: torch.Tensor, f: dict[str, torch.Tensor], dead: torch.Tensor
@@ -194,7 +223,8 @@ class _Run:
         k = min(self.k_aux, int(dead.sum()))
         masked = f["pre"].masked_fill(~dead, float("-inf"))
         if "idx" in f:
-            vals, idx = topk_encode(x, sae.W_enc, sae.b_enc, f["shift"], masked.detach(), k)
+            values, idx = select_topk(masked, k, f["xs"], sae.W_enc, sae.b_enc)
+            vals = topk_encode(x, sae.W_enc, sae.b_enc, f["shift"], values, idx)
             return sparse_decode(vals, idx, sae.W_dec).float()
         values, idx = masked.topk(k, dim=-1, sorted=False)
         acts = torch.zeros_like(masked).scatter_(-1, idx, values.relu())
@@ -278,7 +308,10 @@ class _Run:
         self.sched.step()
         with torch.no_grad():
             if self.topk_family:
-                sae.set_decoder_norm_to_unit_norm()
+                if isinstance(self.opt, ScheduleFreeSignSGD):
+                    self.opt.apply_(sae.W_dec, _unit_rows)
+                else:
+                    sae.set_decoder_norm_to_unit_norm()
             rows = x.shape[0] * self.world.size
             fired = all_sum(out["fired"].int(), self.world) > 0
             self.rows_since_fired += rows
@@ -410,6 +443,8 @@ def train_sae(
 
 def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
     run.sae.eval()
+    if isinstance(run.opt, ScheduleFreeSignSGD):
+        run.opt.eval()  # the averaged weights are the result
     summary = {
         "saeatlas_version": __version__,
         "store": str(run.store.path),

@@ -1,0 +1,254 @@
+"""Which SAE latents fire together: pair counts, affinities, significance, a feature graph.
+
+A latent *fires* on a row when its activation is > 0. Over ``N`` units of counting
+(rows, or windows of consecutive rows of one text) each pair of latents ``i < j``
+has a 2x2 contingency table::
+
+                 j fires    j silent
+    i fires        a           b        n_i = a + b
+    i silent       c           d        N - n_i
+                  n_j       N - n_j     N
+
+``count_cooccurrence`` counts ``a`` for every pair that fires together at least
+once, and ``n_i`` for every latent; memory grows with the number of such pairs,
+never with ``d_sae**2``. ``affinity`` scores the stored pairs (phi, NPMI,
+Jaccard), ``hypergeom_upper_tail`` tests each against independence with the same
+margins, ``benjamini_hochberg`` controls the false discovery rate over all
+``d (d - 1) / 2`` pairs of latents that fire, and ``build_graph`` keeps the
+significant positive associations as a weighted, symmetric adjacency matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import gammaln, ndtr
+
+#: Pairs scored per step when streaming over stored pairs (bounds temporary memory).
+PAIR_CHUNK = 1 << 18
+
+# ---------------------------------------------------------------- counting
+
+
+class PairCounts(NamedTuple):
+    """Stored pairs as aligned ``[n_pairs]`` arrays, ``row < col``."""
+
+    row: np.ndarray
+    """Latent ``i`` (int32)."""
+    col: np.ndarray
+    """Latent ``j > i`` (int32)."""
+    count: np.ndarray
+    """``a``: units on which both fire."""
+
+
+@dataclass(frozen=True, eq=False)
+class Cooccurrence:
+    """Firing and joint-firing counts of the latents of an SAE."""
+
+    n_rows: int
+    """``N``: units of counting (rows, or windows when `window` > 0)."""
+    n_fire: np.ndarray
+    """``[d_sae]`` int64: units on which each latent fires."""
+    counts: sp.csr_array
+    """``[d_sae, d_sae]`` upper triangle: ``counts[i, j]`` (``i < j``) units on which
+    both fire; only pairs that fire together at least once are stored."""
+    window: int = 0
+    """Rows per window (0: every row is a unit)."""
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.n_fire.shape[0])
+
+    @property
+    def n_pairs(self) -> int:
+        """Stored pairs: distinct pairs that fire together at least once."""
+        return int(self.counts.nnz)
+
+    @property
+    def n_alive(self) -> int:
+        """Latents that fire at least once."""
+        return int(np.count_nonzero(self.n_fire))
+
+    @property
+    def n_tests(self) -> int:
+        """``m = d (d - 1) / 2`` over the ``d`` latents that fire: every pair that could co-fire."""
+        d = self.n_alive
+        return d * (d - 1) // 2
+
+    def pairs(self) -> PairCounts:
+        """All stored pairs, in row-major order of ``counts``."""
+        c = self.counts
+        row = np.repeat(np.arange(c.shape[0], dtype=np.int32), np.diff(c.indptr))
+        return PairCounts(row, c.indices.astype(np.int32, copy=False), c.data)
+
+
+def count_cooccurrence(
+    codes: sp.sparray | sp.spmatrix | np.ndarray,
+    *,
+    window: int = 0,
+    samples: np.ndarray | None = None,
+    block_features: int | None = None,
+) -> Cooccurrence:
+    """Count how often each latent fires, and each pair fires together.
+
+    With ``F`` the binary ``[N, d_sae]`` firing matrix (``codes > 0``), ``n_fire =
+    1^T F`` and ``C = F^T F`` restricted to its strict upper triangle.
+
+    ``C`` is computed by blocks of ``block_features`` latents ``I = [i0, i1)``:
+    ``C[I, i0:] = F[:, I]^T F[:, i0:]`` is exact for those rows, so no partial sums
+    are added across blocks. Peak memory is the result plus one block of at most
+    ``block_features * d_sae`` entries (about 16M by default).
+
+    Args:
+        codes: ``[n_rows, d_sae]`` SAE activations (scipy sparse, or dense for small data).
+        window: 0 counts rows. ``window > 0`` counts windows of ``window`` consecutive rows
+            of one sample (non-overlapping; a sample's last window may be shorter); a latent
+            fires in a window if it fires on any of its rows.
+        samples: ``[n_rows]`` sample id of each row (needed when ``window > 0``); the rows
+            of a sample must be contiguous.
+        block_features: latents per block of the product (default ``2**24 // d_sae``).
+    """
+    fires = _binarise(codes)
+    if window < 0 or int(window) != window:
+        raise ValueError(f"`window` must be a non-negative integer, got {window!r}.")
+    if window > 0:
+        fires = _pool_windows(fires, samples, int(window))
+    elif samples is not None:
+        raise ValueError("`samples` is only used with `window` > 0; pass `window` or drop `samples`.")
+    n_units, d = fires.shape
+    if block_features is None:
+        block_features = max(64, (1 << 24) // max(d, 1))
+    if block_features < 1:
+        raise ValueError(f"`block_features` must be positive, got {block_features}.")
+    n_fire = np.bincount(fires.indices, minlength=d).astype(np.int64)
+    counts = _upper_pair_counts(fires, int(block_features))
+    return Cooccurrence(n_rows=int(n_units), n_fire=n_fire, counts=counts, window=int(window))
+
+
+def _binarise(codes: sp.sparray | sp.spmatrix | np.ndarray) -> sp.csr_array:
+    """``[n, d]`` activations -> canonical CSR of the entries > 0 (data not meaningful)."""
+    if not sp.issparse(codes):
+        arr = np.asarray(codes)
+        if arr.ndim != 2:
+            raise ValueError(f"`codes` must be 2-D [n_rows, d_sae], got shape {arr.shape}.")
+        return sp.csr_array(arr > 0)
+    if codes.ndim != 2:
+        raise ValueError(f"`codes` must be 2-D [n_rows, d_sae], got shape {codes.shape}.")
+    c = sp.csr_array(codes)  # no copy when already CSR
+    if not c.has_canonical_format:
+        c = c.copy()
+        c.sum_duplicates()
+    on = c.data > 0
+    if on.all():  # the usual case (TopK/ReLU codes): share the index arrays
+        return sp.csr_array((on, c.indices, c.indptr), shape=c.shape)
+    kept = np.concatenate(([0], np.cumsum(on, dtype=np.int64)))[c.indptr]
+    return sp.csr_array((on[on], c.indices[on], kept), shape=c.shape)
+
+
+def window_ids(samples: np.ndarray, window: int) -> np.ndarray:
+    """``[n_rows]`` window index of each row: ``window`` consecutive rows of one sample.
+
+    Windows restart at each sample; ids are consecutive from 0 in row order.
+    """
+    samples = np.asarray(samples)
+    if samples.ndim != 1 or samples.size == 0:
+        return np.zeros(samples.size, dtype=np.int64)
+    new_run = np.empty(samples.size, dtype=bool)
+    new_run[0] = True
+    np.not_equal(samples[1:], samples[:-1], out=new_run[1:])
+    starts = np.flatnonzero(new_run)
+    if np.unique(samples[starts]).size != starts.size:
+        ids, n_runs = np.unique(samples[starts], return_counts=True)
+        bad = ids[n_runs > 1][:5].tolist()
+        raise ValueError(
+            f"Rows of a sample must be contiguous, but samples {bad} appear in several runs; "
+            "sort the rows by sample (keeping token order) first."
+        )
+    pos = np.arange(samples.size) - starts[np.cumsum(new_run) - 1]
+    return np.cumsum(pos % window == 0) - 1
+
+
+def _pool_windows(fires: sp.csr_array, samples: np.ndarray | None, window: int) -> sp.csr_array:
+    """``[n_rows, d]`` firing -> ``[n_windows, d]``: a latent fires in a window if on any row."""
+    n = fires.shape[0]
+    if samples is None:
+        raise ValueError(
+            f"`window`={window} counts windows within samples, so `samples` ([n_rows] sample "
+            "id per row) is required; pass it, or use `window`=0 to count rows."
+        )
+    samples = np.asarray(samples)
+    if samples.shape != (n,):
+        raise ValueError(f"`samples` must have shape ({n},) (one id per row), got {samples.shape}.")
+    ids = window_ids(samples, window)
+    n_windows = int(ids[-1]) + 1 if n else 0
+    # Windows are runs of consecutive rows, so each is a contiguous slice of the CSR arrays.
+    first_row = np.flatnonzero(np.diff(ids, prepend=-1))
+    indptr = np.append(fires.indptr[first_row], fires.indptr[-1])
+    pooled = sp.csr_array(
+        (np.ones(fires.nnz, dtype=np.int8), fires.indices.copy(), indptr),
+        shape=(n_windows, fires.shape[1]),
+    )
+    pooled.sum_duplicates()
+    return pooled
+
+
+def _upper_pair_counts(fires: sp.csr_array, block: int) -> sp.csr_array:
+    """Strict upper triangle of ``F^T F`` as a CSR with sorted indices, block by block."""
+    n, d = fires.shape
+    dtype = np.int32 if n < np.iinfo(np.int32).max else np.int64
+    ones = np.ones(fires.nnz, dtype=dtype)
+    F = sp.csr_array((ones, fires.indices, fires.indptr), shape=(n, d))
+    FT = F.T.tocsr()  # [d, n]: the rows on which each latent fires
+    row_counts = np.zeros(d, dtype=np.int64)
+    col_parts, count_parts = [], []
+    start, suffix = 0, F
+    for i0 in range(0, d, block):
+        i1 = min(d, i0 + block)
+        # Columns < i0 only give lower-triangle products: drop them from the right
+        # factor, but only once they are 1/8 of it, as the slice costs a pass over F.
+        if 8 * (i0 - start) > d - start:
+            start, suffix = i0, _column_suffix(F, i0, ones)
+        P = FT[i0:i1] @ suffix  # [i1 - i0, d - start]
+        P.sort_indices()
+        local = np.repeat(np.arange(i0, i1, dtype=np.int32), np.diff(P.indptr))
+        cols = P.indices + np.int32(start)
+        upper = cols > local
+        row_counts[i0:i1] = np.bincount(local[upper] - i0, minlength=i1 - i0)
+        col_parts.append(cols[upper])
+        count_parts.append(P.data[upper])
+        del P, local, cols, upper
+    nnz = int(row_counts.sum())
+    index = np.int32 if max(nnz, d) < np.iinfo(np.int32).max else np.int64
+    indptr = np.zeros(d + 1, dtype=index)
+    np.cumsum(row_counts, out=indptr[1:])
+    # Concatenate one array at a time so at most one extra copy is alive.
+    cols = _concat(col_parts, index)
+    counts = _concat(count_parts, dtype)
+    out = sp.csr_array((counts, cols, indptr), shape=(d, d))
+    out.has_sorted_indices = True
+    return out
+
+
+def _column_suffix(F: sp.csr_array, start: int, ones: np.ndarray) -> sp.csr_array:
+    """Columns ``start:`` of a CSR, re-indexed from 0."""
+    keep = F.indices >= start
+    running = np.zeros(F.nnz + 1, dtype=np.int32 if F.nnz < 2**31 - 1 else np.int64)
+    np.cumsum(keep, out=running[1:])
+    kept = running[F.indptr]
+    del running
+    cols = F.indices[keep] - np.int32(start)
+    return sp.csr_array((ones[: cols.size], cols, kept), shape=(F.shape[0], F.shape[1] - start))
+
+
+def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    out = np.empty(sum(p.size for p in parts), dtype=dtype)
+    pos = 0
+    while parts:
+        p = parts.pop(0)
+        out[pos : pos + p.size] = p
+        pos += p.size
+    return out
