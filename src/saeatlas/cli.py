@@ -22,7 +22,7 @@ from . import __version__
 from .errors import AtlasError, ConfigError
 
 #: Options that take several values after one flag (``--layers a b c``).
-MULTI_VALUE_OPTIONS = ("--layers", "--values")
+MULTI_VALUE_OPTIONS = ("--layers", "--values", "--resolutions", "--nulls")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -440,11 +440,65 @@ def _with_config_flags(func: Any, config_cls: type) -> Any:
     return func
 
 
+def _analyze_cmd(
+    sae: Path = typer.Option(..., "--sae", help="SAE directory (saeatlas or SAELens)."),
+    acts: Path = typer.Option(..., "--acts", help="Activation store directory or .npy file."),
+    out: Path = typer.Option(..., "--out", help="Atlas directory to write."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML/JSON file of atlas settings; flags given here override it."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an atlas at --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    **settings: Any,
+) -> None:
+    """Find modules of units and the feature communities behind them, with significance."""
+    from ._config_cli import build_config
+    from .structure import AtlasConfig, map_structure
+
+    cfg = build_config(AtlasConfig, config, settings)
+    if (out / "atlas.json").exists() and not overwrite:
+        raise ConfigError(
+            f"'{out}' already holds an atlas. Choose another --out, or pass --overwrite."
+        )
+    atlas = map_structure(sae, acts, cfg, progress=not quiet)
+    atlas.save(out, overwrite=overwrite)
+    print_atlas(atlas)
+    console.print(f"Written to {out}.", soft_wrap=True)
+
+
+def print_atlas(atlas: Any) -> None:
+    """The atlas's modules as a table, and its verdict."""
+    s = atlas.summary
+    table = Table(title=f"{s['n_modules']} modules ({s['module_kind']})")
+    for col in ("module", "units", "features", "layers", "z", "p", "significant"):
+        table.add_column(col)
+    for row in atlas.modules.itertuples():
+        table.add_row(
+            str(row.module),
+            str(row.n_units),
+            str(row.n_features),
+            ", ".join(row.layers),
+            f"{row.z:.1f}",
+            f"{row.p:.2g}",
+            "yes" if row.significant else "no",
+        )
+    console.print(table)
+    if s.get("z") is not None:
+        console.print(
+            f"Modularity {s['modularity']:.3f}; strictest null ({s['strictest_null']}) "
+            f"{s['null_mean']:.3f} ± {s['null_std']:.3f}, z {s['z']:.1f}, p {s['p']:.2g}.",
+            soft_wrap=True,
+        )
+    console.print(s["message"], soft_wrap=True)
+
+
 def _register_train() -> None:
+    from .structure import AtlasConfig
     from .train import TrainConfig
 
     app.command("train")(_with_config_flags(_train_cmd, TrainConfig))
     app.command("sweep")(_with_config_flags(_sweep_cmd, TrainConfig))
+    app.command("analyze")(_with_config_flags(_analyze_cmd, AtlasConfig))
 
 
 _register_train()

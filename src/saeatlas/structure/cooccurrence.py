@@ -20,16 +20,19 @@ significant positive associations as a weighted, symmetric adjacency matrix.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import functools
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import gammaln, ndtr
+from scipy.special import gammaln
 
 #: Pairs scored per step when streaming over stored pairs (bounds temporary memory).
-PAIR_CHUNK = 1 << 18
+PAIR_CHUNK = 1 << 16
 
 # ---------------------------------------------------------------- counting
 
@@ -92,6 +95,7 @@ def count_cooccurrence(
     window: int = 0,
     samples: np.ndarray | None = None,
     block_features: int | None = None,
+    n_threads: int | None = None,
 ) -> Cooccurrence:
     """Count how often each latent fires, and each pair fires together.
 
@@ -101,31 +105,30 @@ def count_cooccurrence(
     ``C`` is computed by blocks of ``block_features`` latents ``I = [i0, i1)``:
     ``C[I, i0:] = F[:, I]^T F[:, i0:]`` is exact for those rows, so no partial sums
     are added across blocks. Peak memory is the result plus one block of at most
-    ``block_features * d_sae`` entries (about 16M by default).
+    ``block_features * d_sae`` entries per thread (about 4M by default).
 
     Args:
         codes: ``[n_rows, d_sae]`` SAE activations (scipy sparse, or dense for small data).
         window: 0 counts rows. ``window > 0`` counts windows of ``window`` consecutive rows
             of one sample (non-overlapping; a sample's last window may be shorter); a latent
             fires in a window if it fires on any of its rows.
-        samples: ``[n_rows]`` sample id of each row (needed when ``window > 0``); the rows
-            of a sample must be contiguous.
-        block_features: latents per block of the product (default ``2**24 // d_sae``).
+        samples: ``[n_rows]`` sample id of each row, needed when ``window > 0`` (ignored
+            otherwise); the rows of a sample must be contiguous and in order.
+        block_features: latents per block of the product (default ``2**22 // d_sae``).
+        n_threads: blocks computed at once (default: the CPUs this process may use).
     """
-    fires = _binarise(codes)
     if window < 0 or int(window) != window:
         raise ValueError(f"`window` must be a non-negative integer, got {window!r}.")
+    if block_features is not None and (block_features < 1 or int(block_features) != block_features):
+        raise ValueError(f"`block_features` must be a positive integer, got {block_features!r}.")
+    fires = _binarise(codes)
     if window > 0:
         fires = _pool_windows(fires, samples, int(window))
-    elif samples is not None:
-        raise ValueError("`samples` is only used with `window` > 0; pass `window` or drop `samples`.")
     n_units, d = fires.shape
     if block_features is None:
-        block_features = max(64, (1 << 24) // max(d, 1))
-    if block_features < 1:
-        raise ValueError(f"`block_features` must be positive, got {block_features}.")
+        block_features = max(64, (1 << 22) // max(d, 1))
     n_fire = np.bincount(fires.indices, minlength=d).astype(np.int64)
-    counts = _upper_pair_counts(fires, int(block_features))
+    counts = _upper_pair_counts(fires, int(block_features), _n_threads(n_threads))
     return Cooccurrence(n_rows=int(n_units), n_fire=n_fire, counts=counts, window=int(window))
 
 
@@ -145,18 +148,23 @@ def _binarise(codes: sp.sparray | sp.spmatrix | np.ndarray) -> sp.csr_array:
     on = c.data > 0
     if on.all():  # the usual case (TopK/ReLU codes): share the index arrays
         return sp.csr_array((on, c.indices, c.indptr), shape=c.shape)
-    kept = np.concatenate(([0], np.cumsum(on, dtype=np.int64)))[c.indptr]
+    kept = np.concatenate(([0], np.cumsum(on, dtype=c.indptr.dtype)))[c.indptr]
     return sp.csr_array((on[on], c.indices[on], kept), shape=c.shape)
 
 
 def window_ids(samples: np.ndarray, window: int) -> np.ndarray:
     """``[n_rows]`` window index of each row: ``window`` consecutive rows of one sample.
 
-    Windows restart at each sample; ids are consecutive from 0 in row order.
+    Windows restart at each sample; ids are consecutive from 0 in row order. The rows
+    of a sample must be contiguous.
     """
     samples = np.asarray(samples)
-    if samples.ndim != 1 or samples.size == 0:
-        return np.zeros(samples.size, dtype=np.int64)
+    if samples.ndim != 1:
+        raise ValueError(f"`samples` must be 1-D (one id per row), got shape {samples.shape}.")
+    if window < 1:
+        raise ValueError(f"`window` must be positive, got {window}.")
+    if samples.size == 0:
+        return np.zeros(0, dtype=np.int64)
     new_run = np.empty(samples.size, dtype=bool)
     new_run[0] = True
     np.not_equal(samples[1:], samples[:-1], out=new_run[1:])
@@ -189,38 +197,19 @@ def _pool_windows(fires: sp.csr_array, samples: np.ndarray | None, window: int) 
     first_row = np.flatnonzero(np.diff(ids, prepend=-1))
     indptr = np.append(fires.indptr[first_row], fires.indptr[-1])
     pooled = sp.csr_array(
-        (np.ones(fires.nnz, dtype=np.int8), fires.indices.copy(), indptr),
+        # bool data: duplicates merge by OR, so none can sum to an (erased) zero.
+        (np.ones(fires.nnz, dtype=bool), fires.indices.copy(), indptr),
         shape=(n_windows, fires.shape[1]),
     )
     pooled.sum_duplicates()
     return pooled
 
 
-def _upper_pair_counts(fires: sp.csr_array, block: int) -> sp.csr_array:
+def _upper_pair_counts(fires: sp.csr_array, block: int, n_threads: int) -> sp.csr_array:
     """Strict upper triangle of ``F^T F`` as a CSR with sorted indices, block by block."""
     n, d = fires.shape
     dtype = np.int32 if n < np.iinfo(np.int32).max else np.int64
-    ones = np.ones(fires.nnz, dtype=dtype)
-    F = sp.csr_array((ones, fires.indices, fires.indptr), shape=(n, d))
-    FT = F.T.tocsr()  # [d, n]: the rows on which each latent fires
-    row_counts = np.zeros(d, dtype=np.int64)
-    col_parts, count_parts = [], []
-    start, suffix = 0, F
-    for i0 in range(0, d, block):
-        i1 = min(d, i0 + block)
-        # Columns < i0 only give lower-triangle products: drop them from the right
-        # factor, but only once they are 1/8 of it, as the slice costs a pass over F.
-        if 8 * (i0 - start) > d - start:
-            start, suffix = i0, _column_suffix(F, i0, ones)
-        P = FT[i0:i1] @ suffix  # [i1 - i0, d - start]
-        P.sort_indices()
-        local = np.repeat(np.arange(i0, i1, dtype=np.int32), np.diff(P.indptr))
-        cols = P.indices + np.int32(start)
-        upper = cols > local
-        row_counts[i0:i1] = np.bincount(local[upper] - i0, minlength=i1 - i0)
-        col_parts.append(cols[upper])
-        count_parts.append(P.data[upper])
-        del P, local, cols, upper
+    row_counts, col_parts, count_parts = _upper_blocks(fires, block, n_threads, dtype)
     nnz = int(row_counts.sum())
     index = np.int32 if max(nnz, d) < np.iinfo(np.int32).max else np.int64
     indptr = np.zeros(d + 1, dtype=index)
@@ -233,10 +222,65 @@ def _upper_pair_counts(fires: sp.csr_array, block: int) -> sp.csr_array:
     return out
 
 
+def _upper_blocks(fires: sp.csr_array, block: int, n_threads: int, dtype: type):
+    """Per-row pair counts, and the column and count arrays of each block, in row order."""
+    n, d = fires.shape
+    ones = np.ones(fires.nnz, dtype=dtype)
+    F = sp.csr_array((ones, fires.indices, fires.indptr), shape=(n, d))
+    # int8 ones: the product upcasts only the small left block, and FT stays small.
+    FT = sp.csr_array((ones.astype(np.int8), fires.indices, fires.indptr), shape=(n, d)).T.tocsr()
+    row_counts = np.zeros(d, dtype=np.int64)
+    col_parts: list[np.ndarray] = []
+    count_parts: list[np.ndarray] = []
+    # scipy's sparse kernels release the GIL, so blocks run in parallel threads.
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for start, blocks in _suffix_groups(d, block):
+            suffix = F if start == 0 else _column_suffix(F, start, ones)
+            done = pool.map(lambda b, s=suffix, c=start: _upper_block(FT, s, c, *b), blocks)
+            for (i0, i1), part in zip(blocks, done):
+                row_counts[i0:i1] = np.diff(part.indptr)
+                col_parts.append(part.indices)
+                count_parts.append(part.data)
+            del suffix
+    return row_counts, col_parts, count_parts
+
+
+def _suffix_groups(d: int, block: int) -> list[tuple[int, list[tuple[int, int]]]]:
+    """Blocks ``[i0, i1)`` of latents, grouped by the first column ``start`` their product reads.
+
+    Columns before ``i0`` only give lower-triangle products; dropping them costs a pass
+    over ``F``, so a new group starts only once they are 1/8 of the columns read.
+    """
+    groups: list[tuple[int, list[tuple[int, int]]]] = []
+    for i0 in range(0, d, block):
+        if not groups or 8 * (i0 - groups[-1][0]) > d - groups[-1][0]:
+            groups.append((i0, []))
+        groups[-1][1].append((i0, min(d, i0 + block)))
+    return groups
+
+
+def _upper_block(FT: sp.csr_array, suffix: sp.csr_array, start: int, i0: int, i1: int):
+    """Rows ``i0:i1`` of the strict upper triangle of ``F^T F``: a CSR ``[i1 - i0, d]``.
+
+    ``suffix`` holds columns ``start:`` of ``F`` (``start <= i0``), re-indexed from 0.
+    """
+    P = FT[i0:i1] @ suffix  # [i1 - i0, d - start]
+    cols = P.indices
+    cols += np.int32(start)
+    upper = cols > np.repeat(np.arange(i0, i1, dtype=np.int32), np.diff(P.indptr))
+    running = np.zeros(P.nnz + 1, dtype=P.indices.dtype)
+    np.cumsum(upper, out=running[1:])
+    indptr = running[P.indptr]
+    del running
+    part = sp.csr_array((P.data[upper], cols[upper], indptr), shape=(i1 - i0, FT.shape[0]))
+    part.sort_indices()
+    return part
+
+
 def _column_suffix(F: sp.csr_array, start: int, ones: np.ndarray) -> sp.csr_array:
     """Columns ``start:`` of a CSR, re-indexed from 0."""
     keep = F.indices >= start
-    running = np.zeros(F.nnz + 1, dtype=np.int32 if F.nnz < 2**31 - 1 else np.int64)
+    running = np.zeros(F.nnz + 1, dtype=F.indices.dtype)
     np.cumsum(keep, out=running[1:])
     kept = running[F.indptr]
     del running
@@ -252,3 +296,410 @@ def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
         out[pos : pos + p.size] = p
         pos += p.size
     return out
+
+
+# ---------------------------------------------------------------- affinities
+# Each takes the joint count ``a``, the margins ``n_i``, ``n_j`` and the number of
+# units ``n`` (arrays that broadcast) and returns float64.
+
+
+def phi(a: np.ndarray, n_i: np.ndarray, n_j: np.ndarray, n: int) -> np.ndarray:
+    """Phi coefficient (Pearson correlation of the two binary indicators).
+
+    ``(a d - b c) / sqrt((a + b)(c + d)(a + c)(b + d)) = (a n - n_i n_j) /
+    sqrt(n_i (n - n_i) n_j (n - n_j))``; 0 when a margin is 0 (a latent that fires
+    on no unit or on every unit). Lies in [-1, 1].
+    """
+    a, n_i, n_j = (np.asarray(x, dtype=np.float64) for x in (a, n_i, n_j))
+    den = np.sqrt(n_i * (n - n_i) * n_j * (n - n_j))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (a * n - n_i * n_j) / den
+    return np.where(den > 0, out, 0.0)
+
+
+def npmi(a: np.ndarray, n_i: np.ndarray, n_j: np.ndarray, n: int) -> np.ndarray:
+    """Normalised pointwise mutual information (Bouma 2009).
+
+    ``log(p_ij / (p_i p_j)) / -log(p_ij)`` with ``p_ij = a / n``, ``p_i = n_i / n``:
+    -1 for pairs that never co-fire, 0 under independence, 1 when the two always
+    fire together. 0 when ``p_ij = 1`` (both fire on every unit).
+    """
+    a, n_i, n_j = (np.asarray(x, dtype=np.float64) for x in (a, n_i, n_j))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pmi = np.log(a * n) - np.log(n_i) - np.log(n_j)
+        out = pmi / -np.log(a / n)
+    return np.where(a <= 0, -1.0, np.where(a >= n, 0.0, out))
+
+
+def jaccard(a: np.ndarray, n_i: np.ndarray, n_j: np.ndarray, n: int) -> np.ndarray:
+    """Jaccard index of the units each fires on: ``a / (a + b + c) = a / (n_i + n_j - a)``.
+
+    0 when neither fires (``n`` is unused; it keeps the signature of the others).
+    """
+    a, n_i, n_j = (np.asarray(x, dtype=np.float64) for x in (a, n_i, n_j))
+    union = n_i + n_j - a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, a / union, 0.0)
+
+
+AFFINITIES: dict[str, Callable[..., np.ndarray]] = {"phi": phi, "npmi": npmi, "jaccard": jaccard}
+
+
+def _affinity_fn(kind: str) -> Callable[..., np.ndarray]:
+    if kind not in AFFINITIES:
+        allowed = ", ".join(repr(k) for k in AFFINITIES)
+        raise ValueError(f"Unknown affinity {kind!r}; expected one of: {allowed}.")
+    return AFFINITIES[kind]
+
+
+def affinity(co: Cooccurrence, kind: str = "phi", *, n_threads: int | None = None) -> np.ndarray:
+    """``[n_pairs]`` float64 affinity of each stored pair, aligned with ``co.pairs()``."""
+    fn = _affinity_fn(kind)
+    return _per_pair(co, lambda a, n_i, n_j: fn(a, n_i, n_j, co.n_rows), n_threads)
+
+
+def _per_pair(co: Cooccurrence, fn: Callable, n_threads: int | None) -> np.ndarray:
+    """``[n_pairs]`` float64 ``fn(a, n_i, n_j)`` over the stored pairs, chunk by chunk."""
+    out = np.empty(co.n_pairs, dtype=np.float64)
+
+    def fill(bounds: tuple[int, int]) -> None:
+        sl, row, col, a = _chunk(co, *bounds)
+        out[sl] = fn(a, co.n_fire[row], co.n_fire[col])
+
+    with ThreadPoolExecutor(max_workers=_n_threads(n_threads)) as pool:
+        list(pool.map(fill, _chunk_rows(co.counts.indptr)))
+    return out
+
+
+def _chunk_rows(indptr: np.ndarray, size: int = PAIR_CHUNK) -> list[tuple[int, int]]:
+    """Ranges of whole rows ``[r0, r1)`` of a CSR holding about ``size`` entries each."""
+    n_rows, bounds, r0 = indptr.size - 1, [], 0
+    while r0 < n_rows:
+        r1 = int(np.searchsorted(indptr, indptr[r0] + size, side="right")) - 1
+        r1 = min(max(r1, r0 + 1), n_rows)
+        if indptr[r1] > indptr[r0]:
+            bounds.append((r0, r1))
+        r0 = r1
+    return bounds
+
+
+def _chunk(co: Cooccurrence, r0: int, r1: int) -> tuple[slice, np.ndarray, np.ndarray, np.ndarray]:
+    """Stored pairs of rows ``[r0, r1)``: ``(slice into the pair arrays, row, col, count)``."""
+    indptr = co.counts.indptr
+    s0, s1 = int(indptr[r0]), int(indptr[r1])
+    row = np.repeat(np.arange(r0, r1, dtype=np.int32), np.diff(indptr[r0 : r1 + 1]))
+    return slice(s0, s1), row, co.counts.indices[s0:s1], co.counts.data[s0:s1]
+
+
+# ---------------------------------------------------------------- significance
+
+#: How :func:`hypergeom_upper_tail` computed each value, as stored in ``UpperTail.method``.
+TAIL_SUM, TAIL_SCIPY = 0, 1
+#: Summing stops once the bound on the terms left is below this fraction of the sum.
+TAIL_RTOL = 1e-10
+#: Most terms summed per p-value before handing it to scipy: enough for 1e-10 when the
+#: standard deviation of the joint count is below a few hundred.
+TAIL_MAX_TERMS = 4096
+#: Largest number of units for which log-factorials are tabulated (64 MiB).
+_TABLE_MAX = 1 << 23
+
+
+class UpperTail(NamedTuple):
+    """One-sided p-values ``P(X >= a)``, ``X ~ Hypergeom(n, n_i, n_j)``."""
+
+    p: np.ndarray
+    """float64 p-values."""
+    method: np.ndarray
+    """uint8: ``TAIL_SUM`` (summed here) or ``TAIL_SCIPY`` (``scipy.stats.hypergeom.sf``)."""
+
+
+def hypergeom_upper_tail(a: np.ndarray, n_i: np.ndarray, n_j: np.ndarray, n: int) -> UpperTail:
+    """P-value of ``a`` or more joint firings if latents ``i`` and ``j`` fired independently.
+
+    Given the margins, the joint count under independence is hypergeometric:
+    ``X ~ Hypergeom(n, n_i, n_j)``, ``P(X = k) = C(n_i, k) C(n - n_i, n_j - k) / C(n, n_j)``
+    on ``max(0, n_i + n_j - n) <= k <= min(n_i, n_j)``, with mean ``mu = n_i n_j / n``.
+    The result is ``scipy.stats.hypergeom.sf(a - 1, n, n_i, n_j)``, exact in both paths:
+
+    - Summed here (``TAIL_SUM``): terms are added away from ``a`` on the side of the
+      tail without the mode ``floor((n_i + 1)(n_j + 1) / (n + 2))``: ``sum_{k >= a}
+      P(k)`` when ``a`` is above the mode, else ``1 - sum_{k < a} P(k)``. The first
+      term comes from log-factorials, the next ones from the ratio of consecutive
+      terms. The pmf is log-concave, so that ratio only falls away from the mode and
+      the terms not yet added are at most ``t / (1 - r)`` (``t`` the next term, ``r``
+      the ratio after it). Summing stops when that bound is below ``TAIL_RTOL`` of the
+      sum: within 16 terms for the typical pair (``mu`` of a few), in about 7 standard
+      deviations at worst. Float64 log-factorials limit the relative accuracy to about
+      ``1e-8`` at a million units. Costs about 0.3 us per value.
+    - When ``TAIL_MAX_TERMS`` terms do not reach that bound (standard deviation above
+      a few hundred, ``a`` within a few of them of the mean), scipy's exact routine
+      (``TAIL_SCIPY``). That takes 2-6 us per value at a million units or more (and
+      175 us at 10^5 units, where this path is never taken), too slow for every one
+      of 10^8 pairs.
+
+    Args:
+        a, n_i, n_j: integer arrays that broadcast (joint count, margins).
+        n: number of units, ``n >= n_i, n_j``.
+    """
+    from scipy.stats import hypergeom  # slow to import, and rarely needed
+
+    a, n_i, n_j = np.broadcast_arrays(*(np.asarray(x, dtype=np.int64) for x in (a, n_i, n_j)))
+    shape = a.shape
+    a, n_i, n_j = a.ravel(), n_i.ravel(), n_j.ravel()
+    n = int(n)
+    if a.size and (min(n_i.min(), n_j.min()) < 0 or max(n_i.max(), n_j.max()) > n):
+        raise ValueError(f"Margins `n_i`, `n_j` must lie in [0, n={n}].")
+    lo, hi = np.maximum(0, n_i + n_j - n), np.minimum(n_i, n_j)
+    p = np.where(a <= lo, 1.0, 0.0)  # outside the support; a > hi has p = 0
+    method = np.full(a.size, TAIL_SUM, dtype=np.uint8)
+    mode = (n_i + 1) * (n_j + 1) // (n + 2)
+    inside = (a > lo) & (a <= hi)
+    for upper in (True, False):
+        sel = np.flatnonzero(inside & ((a > mode) if upper else (a <= mode)))
+        if sel.size == 0:
+            continue
+        k0 = a[sel] if upper else a[sel] - 1
+        total, rest = _sum_away(k0, n_i[sel], n_j[sel], n, 1 if upper else -1)
+        p[sel] = total + rest if upper else 1.0 - total
+        sel = sel[rest > TAIL_RTOL * total]
+        if sel.size:
+            method[sel] = TAIL_SCIPY
+            p[sel] = hypergeom.sf(a[sel] - 1, n, n_i[sel], n_j[sel])
+    return UpperTail(np.clip(p, 0.0, 1.0).reshape(shape), method.reshape(shape))
+
+
+def _sum_away(k0, n_i, n_j, n: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of ``P(k)`` for ``k = k0, k0 + step, ...`` and a bound on the terms not summed.
+
+    ``k0`` must be on the far side of the mode from the direction ``step``, so the
+    ratios of consecutive terms are below 1 and keep falling. Terms are added in blocks
+    of 16, 32, 64, ... (a cumulative product of ratios per block) until the bound on the
+    rest is below ``TAIL_RTOL`` of the sum, or ``TAIL_MAX_TERMS`` were added. Returns
+    ``(sum, rest)``.
+    """
+    out_total, out_rest = np.empty(k0.size), np.empty(k0.size)
+    idx = np.arange(k0.size)
+    k = k0.astype(np.float64)
+    ni, nj = n_i.astype(np.float64), n_j.astype(np.float64)
+    base = n - ni - nj
+    t = np.exp(_log_pmf(k0, n_i, n_j, n))  # the last term added
+    total = t.copy()
+    width, n_terms = 16, 1
+    while idx.size:
+        block, t = _block_sum(t, k, ni, nj, base, step, width)
+        total += block
+        k += step * width
+        n_terms += width
+        # r < 1 here (log-concavity); the floor only guards rounding and t = 0 past the edge.
+        rest = t * _ratio(k, ni, nj, base, step)
+        rest /= np.maximum(1.0 - _ratio(k + step, ni, nj, base, step), 1e-300)
+        done = rest <= TAIL_RTOL * total
+        if n_terms + 2 * width > TAIL_MAX_TERMS:
+            done[:] = True
+        out_total[idx[done]], out_rest[idx[done]] = total[done], rest[done]
+        left = np.flatnonzero(~done)
+        idx, k, ni, nj, base, t, total = (x[left] for x in (idx, k, ni, nj, base, t, total))
+        width *= 2
+    return out_total, out_rest
+
+
+def _block_sum(t, k, ni, nj, base, step: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of the ``width`` terms after the term ``t`` at ``k``, and the last of them."""
+    total, last = np.empty_like(t), np.empty_like(t)
+    offsets = step * np.arange(width, dtype=np.float64)
+    rows = max(1, (1 << 20) // width)  # bounds the [rows, width] temporaries (8 MiB)
+    for s in range(0, t.size, rows):
+        sl = slice(s, s + rows)
+        ks = k[sl, None] + offsets
+        ratios = _ratio(ks, ni[sl, None], nj[sl, None], base[sl, None], step)
+        terms = t[sl, None] * np.cumprod(ratios, axis=1)
+        total[sl], last[sl] = terms.sum(axis=1), terms[:, -1]
+    return total, last
+
+
+def _ratio(k, ni, nj, base, step: int) -> np.ndarray:
+    """``P(k + step) / P(k)``; ``base = n - n_i - n_j``. 0 at the edge of the support."""
+    if step > 0:
+        return (ni - k) * (nj - k) / ((k + 1) * (base + k + 1))
+    return k * (base + k) / ((ni - k + 1) * (nj - k + 1))
+
+
+def _log_pmf(k, n_i, n_j, n: int) -> np.ndarray:
+    """``log P(X = k)``: ``log C(n_i, k) + log C(n - n_i, n_j - k) - log C(n, n_j)``."""
+    lf = _log_factorial(n)
+    return (
+        lf(n_i)
+        - lf(k)
+        - lf(n_i - k)
+        + lf(n - n_i)
+        - lf(n_j - k)
+        - lf(n - n_i - n_j + k)
+        - lf(n)
+        + lf(n_j)
+        + lf(n - n_j)
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _log_factorial(n: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> log(x!)`` for integers ``0 <= x <= n``: a table lookup when ``n`` is small."""
+    if n > _TABLE_MAX:
+        return lambda x: gammaln(np.asarray(x, dtype=np.float64) + 1.0)
+    table = gammaln(np.arange(n + 1, dtype=np.float64) + 1.0)
+    return lambda x: table[x]
+
+
+def pair_pvalues(co: Cooccurrence, *, n_threads: int | None = None) -> np.ndarray:
+    """``[n_pairs]`` p-value of each stored pair (see :func:`hypergeom_upper_tail`)."""
+    n = co.n_rows
+    return _per_pair(co, lambda a, n_i, n_j: hypergeom_upper_tail(a, n_i, n_j, n).p, n_threads)
+
+
+def benjamini_hochberg(p: np.ndarray, n_tests: int | None = None) -> np.ndarray:
+    """Benjamini-Hochberg (1995) adjusted p-values (q-values) of ``p`` among ``n_tests``.
+
+    With the ``m = n_tests`` p-values sorted, ``q_(r) = min_{r' >= r} p_(r') m / r'``
+    (capped at 1); rejecting ``q <= alpha`` controls the false discovery rate at
+    ``alpha`` for independent or positively dependent tests. Tests not in ``p`` are
+    taken to have ``p = 1``: they only enlarge ``m``.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    m = p.size if n_tests is None else int(n_tests)
+    if m < p.size:
+        raise ValueError(f"`n_tests`={m} is less than the {p.size} p-values given.")
+    if p.size and not (p.min() >= 0 and p.max() <= 1):  # also catches NaN
+        raise ValueError("p-values must lie in [0, 1] (got values outside, or NaN).")
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * (m / np.arange(1, p.size + 1))
+    q = np.empty_like(p)
+    q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    return q
+
+
+# ---------------------------------------------------------------- graph
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureGraph:
+    """Significant positive co-firing between latents, as a weighted undirected graph."""
+
+    adjacency: sp.csr_array
+    """``[d_sae, d_sae]`` symmetric float64: the affinity of each edge, zero diagonal."""
+    kind: str
+    """Affinity used as the edge weight: 'phi', 'npmi' or 'jaccard'."""
+    alpha: float
+    """False discovery rate the edges are controlled at."""
+    min_count: int
+    """Fewest joint firings an edge needs."""
+    n_tests: int
+    """``m``: pairs of latents that fire, the multiple-testing family."""
+    n_rows: int
+    """``N``: units of counting."""
+    n_fire: np.ndarray
+    """``[d_sae]`` int64: units on which each latent fires."""
+    row: np.ndarray
+    """``[n_edges]`` int32: latent ``i`` of each edge."""
+    col: np.ndarray
+    """``[n_edges]`` int32: latent ``j > i`` of each edge."""
+    weight: np.ndarray
+    """``[n_edges]`` float64: affinity (as in `adjacency`)."""
+    count: np.ndarray
+    """``[n_edges]``: joint firings ``a``."""
+    p: np.ndarray
+    """``[n_edges]`` float64: p-value against independence (:func:`hypergeom_upper_tail`)."""
+    q: np.ndarray
+    """``[n_edges]`` float64: Benjamini-Hochberg adjusted p-value among `n_tests`."""
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.row.size)
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.n_fire.shape[0])
+
+
+def build_graph(
+    co: Cooccurrence,
+    *,
+    kind: str = "phi",
+    alpha: float = 0.05,
+    min_count: int = 5,
+    n_threads: int | None = None,
+) -> FeatureGraph:
+    """Keep the pairs that co-fire significantly more than chance; weight them by affinity.
+
+    A pair ``i < j`` becomes an edge when
+
+    - its Benjamini-Hochberg q-value is ``<= alpha`` among all ``m = d (d - 1) / 2``
+      pairs of the ``d`` latents that fire (pairs never seen together have ``p = 1``
+      and only enlarge ``m``), with ``p`` from :func:`hypergeom_upper_tail`;
+    - its affinity is ``> 0`` (only positive association);
+    - it fired together on at least ``min_count`` units. Rows of one text are not
+      independent, so a few joint firings within one document can look significant
+      under the hypergeometric null; this guards against that. It filters edges only:
+      such pairs still count as tests.
+
+    Only pairs with ``p <= cut = alpha * n_pairs / m`` can reach ``q <= alpha`` (for the
+    others every term of the BH minimum exceeds ``alpha``), so only those are kept
+    while streaming over the pairs, and their q-values are exact. A pair whose first
+    term ``P(X = a) <= p`` already exceeds ``cut`` is dropped before its tail is summed.
+
+    Args:
+        n_threads: chunks of pairs scored at once (default: the CPUs this process may use).
+    """
+    fn = _affinity_fn(kind)
+    if not 0 < alpha <= 1:
+        raise ValueError(f"`alpha` must lie in (0, 1], got {alpha}.")
+    if min_count < 1 or int(min_count) != min_count:
+        raise ValueError(f"`min_count` must be a positive integer, got {min_count!r}.")
+    m, n_fire, n = co.n_tests, co.n_fire, co.n_rows
+    cut = alpha * co.n_pairs / m if m else -1.0
+
+    def candidates(bounds: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        _, row, col, a = _chunk(co, *bounds)
+        n_i, n_j = n_fire[row], n_fire[col]
+        s = np.flatnonzero(_log_pmf(a, n_i, n_j, n) <= np.log(cut))  # cut > 0: there are pairs
+        p = hypergeom_upper_tail(a[s], n_i[s], n_j[s], n).p
+        s, p = s[p <= cut], p[p <= cut]
+        return row[s], col[s], a[s], p
+
+    with ThreadPoolExecutor(max_workers=_n_threads(n_threads)) as pool:
+        kept = list(pool.map(candidates, _chunk_rows(co.counts.indptr)))
+    row, col, a, p = (
+        np.concatenate([k[f] for k in kept]) if kept else np.zeros(0, dtype)
+        for f, dtype in enumerate((np.int32, np.int32, co.counts.dtype, np.float64))
+    )
+    del kept
+    q = benjamini_hochberg(p, n_tests=m)
+    w = fn(a, n_fire[row], n_fire[col], n)
+    s = (q <= alpha) & (w > 0) & (a >= min_count)
+    row, col, a, p, q, w = row[s], col[s], a[s], p[s], q[s], w[s]
+    d = co.d_sae
+    upper = sp.coo_array((w, (row, col)), shape=(d, d))
+    adjacency = (upper + upper.T).tocsr()
+    adjacency.sort_indices()
+    return FeatureGraph(
+        adjacency=adjacency,
+        kind=kind,
+        alpha=float(alpha),
+        min_count=int(min_count),
+        n_tests=m,
+        n_rows=n,
+        n_fire=n_fire,
+        row=row,
+        col=col,
+        weight=w,
+        count=a,
+        p=p,
+        q=q,
+    )
+
+
+def _n_threads(n_threads: int | None) -> int:
+    """``n_threads``, or the CPUs this process may use; must be positive."""
+    if n_threads is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if n_threads < 1 or int(n_threads) != n_threads:
+        raise ValueError(f"`n_threads` must be a positive integer, got {n_threads!r}.")
+    return int(n_threads)

@@ -77,7 +77,8 @@ def _select_dtype(name: str, device: torch.device) -> torch.dtype:
     """The dtype of the dense product that chooses TopK latents (see ``select_topk``)."""
     if name == "auto":
         fast_bf16 = device.type == "cuda" or (
-            device.type == "cpu" and torch.backends.mkldnn.is_available()
+            device.type == "cpu"
+            and torch.backends.mkldnn.is_available()
             and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         )
         return torch.bfloat16 if fast_bf16 else torch.float32
@@ -118,9 +119,7 @@ class _Run:
             else self.n_steps // 20
         )
         self.lr_warmup = (
-            cfg.lr_warmup_steps
-            if cfg.lr_warmup_steps is not None
-            else min(100, self.n_steps // 20)
+            cfg.lr_warmup_steps if cfg.lr_warmup_steps is not None else min(100, self.n_steps // 20)
         )
         self.batches_per_epoch = self.train_rows // cfg.batch_size
         sae_cfg = SAEConfig(
@@ -213,7 +212,14 @@ class _Run:
             values, idx = select_topk(pre, sae.cfg.k, xs, sae.W_enc, sae.b_enc)
         vals = topk_encode(x, sae.W_enc, sae.b_enc, shift, values, idx)
         x_hat = sparse_decode(vals, idx, sae.W_dec) + sae.b_dec
-        return {"x_hat": x_hat.float(), "vals": vals, "idx": idx, "pre": pre, "xs": xs, "shift": shift}
+        return {
+            "x_hat": x_hat.float(),
+            "vals": vals,
+            "idx": idx,
+            "pre": pre,
+            "xs": xs,
+            "shift": shift,
+        }
 
     def _aux_reconstruction(
         self, x: torch.Tensor, f: dict[str, torch.Tensor], dead: torch.Tensor

@@ -1,0 +1,100 @@
+"""The ``Atlas``: the map ``analyze`` produces, and its directory.
+
+An Atlas directory holds ``atlas.json`` (summary, significance, parameters,
+versions), ``units.parquet``, ``features.parquet`` and ``modules.parquet``; the
+column names are fixed (other tools read them) and documented in the README.
+Every file is written atomically, ``atlas.json`` last, so a directory with an
+``atlas.json`` is complete.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import AtlasError, ConfigError
+from ..store.atomic import atomic_write, atomic_write_json
+
+ATLAS_JSON = "atlas.json"
+TABLES = ("units", "features", "modules")
+FORMAT_VERSION = 1
+
+
+class AtlasFileError(AtlasError):
+    """An Atlas directory is missing, incomplete or unreadable."""
+
+
+@dataclass
+class Atlas:
+    """Modules of units, the feature communities behind them, and how sure we are."""
+
+    units: pd.DataFrame
+    """One row per unit: ``unit``, ``layer``, ``index``, ``module`` (-1 none),
+    ``membership`` (0-1), ``shared``, ``cross_check_module``."""
+    features: pd.DataFrame
+    """One row per SAE feature: ``feature``, ``module``, ``density``,
+    ``mean_activation``, ``max_unit_corr``, ``top_units``, ``top_unit_weights``,
+    ``layer_mass`` (share of the feature's write energy per layer)."""
+    modules: pd.DataFrame
+    """One row per module: ``module``, ``n_units``, ``n_features``, ``layers``,
+    ``modularity``, ``z``, ``p``, ``significant`` (+ ``z_<null>`` / ``p_<null>``)."""
+    summary: dict[str, Any]
+    """What ``atlas.json`` holds: counts, modularity and its nulls, parameters."""
+
+    @property
+    def n_modules(self) -> int:
+        return int(self.summary.get("n_modules", len(self.modules)))
+
+    @property
+    def n_significant_modules(self) -> int:
+        return int(self.summary.get("n_significant_modules", 0))
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the Atlas directory (refuses to replace one unless ``overwrite``)."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"'{path}' is a file; give a directory for the atlas.")
+        if path.is_dir() and any(path.iterdir()):
+            ours = (path / ATLAS_JSON).exists()
+            if not ours:
+                raise ConfigError(
+                    f"'{path}' is a non-empty directory that is not an atlas; choose another --out."
+                )
+            if not overwrite:
+                raise ConfigError(
+                    f"'{path}' already holds an atlas. Choose another --out, or pass "
+                    "--overwrite (`overwrite=True`) to replace it."
+                )
+            (path / ATLAS_JSON).unlink()  # the directory is incomplete until rewritten
+        path.mkdir(parents=True, exist_ok=True)
+        for name in TABLES:
+            table = pa.Table.from_pandas(getattr(self, name), preserve_index=False)
+            atomic_write(path / f"{name}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
+        atomic_write_json(path / ATLAS_JSON, {"format_version": FORMAT_VERSION, **self.summary})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Atlas:
+        """Read an Atlas directory written by :meth:`save`."""
+        path = Path(path)
+        meta = path / ATLAS_JSON
+        if not meta.exists():
+            raise AtlasFileError(
+                f"'{path}' is not a complete atlas (no {ATLAS_JSON}); run `saeatlas analyze` "
+                "to make one."
+            )
+        try:
+            summary = json.loads(meta.read_text())
+            tables = {name: pq.read_table(path / f"{name}.parquet").to_pandas() for name in TABLES}
+        except (OSError, ValueError, pa.ArrowInvalid) as e:
+            raise AtlasFileError(
+                f"The atlas at '{path}' is unreadable ({e}); rerun analyze."
+            ) from e
+        summary.pop("format_version", None)
+        return cls(summary=summary, **tables)

@@ -1,0 +1,256 @@
+"""Encode a store with an SAE into sparse codes, with the statistics the atlas needs.
+
+One pass over the store gives, without ever holding a dense ``[rows, d_sae]``
+matrix:
+
+- ``matrix``: the codes as a CSR matrix ``[n_rows, d_sae]`` (float32; about L0
+  entries per row, so 1M rows at L0 32 take ~256 MB);
+- per-unit moments (mean, std) and per-feature moments (firing count, sum and
+  sum of squares of the activation);
+- ``cross``: ``sum_rows f_i * x_u`` ``[d_sae, n_units]``, from which every
+  feature's correlation with every single unit follows (Templeton et al. 2024
+  report how many features correlate at most 0.3 with their best unit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .._progress import progress_bar
+from ..errors import ShapeError
+from ..sae import SparseAutoencoder
+from ..sae.kernels import select_topk
+from ..store import ActivationStore, LayerSpec
+
+
+@dataclass(frozen=True)
+class Codes:
+    """An SAE's codes over (part of) a store, and their moments."""
+
+    matrix: sp.csr_matrix
+    """``[n_rows, d_sae]`` latent activations (float32), zero where a latent is off."""
+    rows: np.ndarray
+    """``[n_rows]`` the store row of each code row."""
+    samples: np.ndarray
+    """``[n_rows]`` the sample (input) each row came from (tokens of one text share one)."""
+    layers: tuple[LayerSpec, ...]
+    """The units the SAE reads, as column ranges of its input."""
+    unit_mean: np.ndarray
+    """``[n_units]`` mean of each unit over the encoded rows."""
+    unit_std: np.ndarray
+    """``[n_units]`` standard deviation of each unit over the encoded rows."""
+    act_sum: np.ndarray
+    """``[d_sae]`` sum of each feature's activation."""
+    act_sq_sum: np.ndarray
+    """``[d_sae]`` sum of each feature's squared activation."""
+    cross: np.ndarray
+    """``[d_sae, n_units]`` ``sum_rows f_i x_u`` (float64)."""
+    unit_gram: np.ndarray | None = None
+    """``[n_units, n_units]`` ``sum_rows x x^T`` (float64), when asked for."""
+    residual_sq: np.ndarray | None = None
+    """``[n_units]`` sum over rows of the squared reconstruction error per unit."""
+
+    @property
+    def n_rows(self) -> int:
+        return self.matrix.shape[0]
+
+    @property
+    def d_sae(self) -> int:
+        return self.matrix.shape[1]
+
+    @property
+    def n_fire(self) -> np.ndarray:
+        """``[d_sae]`` rows on which each feature is active."""
+        return np.bincount(self.matrix.indices, minlength=self.d_sae)
+
+    @property
+    def density(self) -> np.ndarray:
+        """``[d_sae]`` fraction of rows on which each feature is active."""
+        return self.n_fire / max(self.n_rows, 1)
+
+    def unit_correlation(self) -> np.ndarray:
+        """``[d_sae, n_units]`` Pearson correlation of each feature with each unit."""
+        n = max(self.n_rows, 1)
+        f_mean = self.act_sum / n
+        f_std = np.sqrt(np.maximum(self.act_sq_sum / n - f_mean**2, 0.0))
+        cov = self.cross / n - f_mean[:, None] * self.unit_mean[None, :]
+        denom = f_std[:, None] * self.unit_std[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.where(denom > 0, cov / denom, 0.0)
+        return np.clip(corr, -1.0, 1.0)
+
+
+def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpec, ...]:
+    """The store layers an SAE reads, checked against the store's widths."""
+    names = [l.name for l in (sae.cfg.layers or ())]
+    if not names:
+        if sae.cfg.d_in != store.n_units:
+            raise ShapeError(
+                f"The SAE reads {sae.cfg.d_in} units but names no layers, and the store "
+                f"has {store.n_units}. Train the SAE on this store, or give the store "
+                "only the layer it was trained on."
+            )
+        return tuple(store.layers)
+    layers = []
+    for name in names:
+        layers.append(store.layer(name))  # names the missing layer and the known ones
+    width = sum(l.n_units for l in layers)
+    if width != sae.cfg.d_in:
+        raise ShapeError(
+            f"The SAE reads {sae.cfg.d_in} units, but its layers {names} have {width} "
+            "units in this store. Was the SAE trained on another store?"
+        )
+    return tuple(layers)
+
+
+@torch.no_grad()
+def encode_sparse(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nonzero codes of a batch ``x [B, d_in]`` → ``(rows, cols, values)`` as two tensors:
+    ``idx [nnz, 2]`` (row, latent) and ``values [nnz]``.
+
+    TopK SAEs take the top k of a bf16 product where that is fast and recompute
+    the chosen values exactly (as in training); the others encode densely.
+    """
+    cfg = sae.cfg
+    if cfg.architecture == "topk":
+        xs = x - sae.b_dec if cfg.subtracts_b_dec else x
+        dtype = torch.bfloat16 if _fast_bf16(x.device) else sae.W_enc.dtype
+        pre = xs.to(dtype) @ sae.W_enc.to(dtype) + sae.b_enc.to(dtype)
+        values, idx = select_topk(pre, min(cfg.k, cfg.d_sae), xs, sae.W_enc, sae.b_enc)
+        values = values.relu()
+        keep = values > 0
+        rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(idx)[keep]
+        return torch.stack([rows, idx[keep]], dim=1), values[keep].float()
+    acts = sae.encode(x).acts
+    nz = acts.nonzero()
+    return nz, acts[nz[:, 0], nz[:, 1]].float()
+
+
+def _fast_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return True
+    return bool(
+        device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
+def encode_store(
+    sae: SparseAutoencoder,
+    store: ActivationStore,
+    *,
+    max_rows: int | None = None,
+    batch_size: int = 4096,
+    device: str = "cpu",
+    unit_gram: bool = True,
+    progress: bool = False,
+) -> Codes:
+    """Encode ``store`` (at most ``max_rows`` rows, taken as evenly spaced runs of
+    whole batches so that consecutive tokens stay together) into :class:`Codes`."""
+    layers = sae_layers(sae, store)
+    names = [l.name for l in layers]
+    sae = sae.to(device).eval()
+    n_total = store.n_rows
+    n_batches = -(-n_total // batch_size)
+    if max_rows is not None and max_rows < n_total:
+        keep = np.unique(np.linspace(0, n_batches - 1, max(1, max_rows // batch_size)).round())
+        keep = set(keep.astype(int).tolist())
+    else:
+        keep = set(range(n_batches))
+    sample_col = store.rows(["sample"]).column("sample").to_numpy()
+    d_sae, d_in = sae.cfg.d_sae, sae.cfg.d_in
+    cross = np.zeros((d_sae, d_in))
+    unit_sum, unit_sq = np.zeros(d_in), np.zeros(d_in)
+    act_sum, act_sq = np.zeros(d_sae), np.zeros(d_sae)
+    gram = np.zeros((d_in, d_in)) if unit_gram else None
+    residual = np.zeros(d_in)
+    W_dec = sae.W_dec.detach().double().cpu().numpy()
+    b_dec = sae.b_dec.detach().double().cpu().numpy()
+    indptr, indices, data, rows = [np.zeros(1, np.int64)], [], [], []
+    n_done, nnz = 0, 0
+    batches = store.iter_batches(batch_size, shuffle=False, layers=names, drop_last=False)
+    with progress_bar("encode", len(keep), progress) as bar:
+        for b, x in enumerate(batches):
+            if b not in keep:
+                continue
+            start = b * batch_size
+            x = x.to(device, torch.float32)
+            idx, vals = encode_sparse(sae, x)
+            idx, vals = idx.cpu().numpy(), vals.cpu().numpy()
+            f = sp.csr_matrix((vals, (idx[:, 0], idx[:, 1])), shape=(x.shape[0], d_sae))
+            f.sum_duplicates()
+            xc = x.cpu().numpy().astype(np.float64)
+            cross += f.T @ xc
+            unit_sum += xc.sum(0)
+            unit_sq += (xc * xc).sum(0)
+            if gram is not None:
+                gram += xc.T @ xc
+            residual += ((xc - (f @ W_dec) - b_dec) ** 2).sum(0)
+            act_sum += np.bincount(f.indices, weights=f.data, minlength=d_sae)
+            act_sq += np.bincount(
+                f.indices, weights=f.data.astype(np.float64) ** 2, minlength=d_sae
+            )
+            indptr.append(f.indptr[1:].astype(np.int64) + nnz)
+            indices.append(f.indices.astype(np.int32))
+            data.append(f.data.astype(np.float32))
+            rows.append(np.arange(start, start + x.shape[0]))
+            nnz += f.nnz
+            n_done += x.shape[0]
+            bar.advance(1)
+    row_ids = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    matrix = sp.csr_matrix(
+        (
+            np.concatenate(data) if data else np.zeros(0, np.float32),
+            np.concatenate(indices) if indices else np.zeros(0, np.int32),
+            np.concatenate(indptr),
+        ),
+        shape=(n_done, d_sae),
+    )
+    n = max(n_done, 1)
+    mean = unit_sum / n
+    std = np.sqrt(np.maximum(unit_sq / n - mean**2, 0.0))
+    rebased, start = [], 0
+    for l in layers:
+        rebased.append(LayerSpec(l.name, start, start + l.n_units, l.shape, l.layout))
+        start += l.n_units
+    return Codes(
+        matrix=matrix,
+        rows=row_ids,
+        samples=np.asarray(sample_col)[row_ids] if len(row_ids) else row_ids,
+        layers=tuple(rebased),
+        unit_mean=mean,
+        unit_std=std,
+        act_sum=act_sum,
+        act_sq_sum=act_sq,
+        cross=cross,
+        unit_gram=gram,
+        residual_sq=residual,
+    )
+
+
+def strong_firing(matrix: sp.csr_matrix, min_activation: float) -> sp.csr_matrix:
+    """Codes with each feature's weak activations dropped: an entry stays when it is at
+    least ``min_activation`` times the feature's 99th-percentile activation.
+
+    TopK SAEs must fill k slots on every row: on quiet rows they fill them with
+    tiny activations of unrelated latents, which then "co-fire" on exactly those
+    rows (ReLU SAEs leave similar small residue). Such firings carry little of
+    the reconstruction and would bind unrelated latents into a false module.
+    """
+    if min_activation <= 0:
+        return matrix
+    csc = sp.csc_matrix(matrix)
+    cut = np.zeros(csc.shape[1], dtype=np.float32)
+    for j in range(csc.shape[1]):
+        v = csc.data[csc.indptr[j] : csc.indptr[j + 1]]
+        if v.size:
+            cut[j] = min_activation * np.percentile(v, 99)
+    keep = csc.data >= np.repeat(cut, np.diff(csc.indptr))
+    out = sp.csc_matrix((csc.data * keep, csc.indices, csc.indptr), shape=csc.shape).tocsr()
+    out.eliminate_zeros()
+    return out

@@ -1,0 +1,128 @@
+"""``AtlasConfig``: how the atlas is computed. Each field's docstring is its ``--help``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..errors import ConfigError
+
+AFFINITIES = ("phi", "npmi", "jaccard")
+METHODS = ("leiden", "spectral")
+NULLS = ("permutation", "rewiring", "dictionary")
+
+
+@dataclass(frozen=True)
+class AtlasConfig:
+    """Settings of ``map_structure`` / ``saeatlas analyze``."""
+
+    min_activation: float = 0.1
+    """A feature counts as firing on a row when its activation is at least this
+    fraction of its 99th-percentile activation (drops TopK's filler activations)."""
+    max_density: float = 0.3
+    """Features firing on more than this fraction of rows are dense (a global mode
+    rather than a module; Sun et al. 2025) and stay out of the modules."""
+    global_mode_cosine: float = 0.5
+    """Features whose decoder direction has at least this |cosine| with the units'
+    global mode (a top correlation eigenvector shared by all units) encode that mode
+    and stay out of the modules (1 turns this off)."""
+    affinity: str = "phi"
+    """Co-occurrence affinity between features: phi, npmi or jaccard."""
+    window: int = 0
+    """Count co-occurrence per row (0) or per window of this many consecutive rows
+    of one sample (tokens of one text)."""
+    edge_alpha: float = 0.05
+    """False-discovery rate of the co-occurrence edges (Benjamini-Hochberg)."""
+    method: str = "leiden"
+    """Community finder: leiden (modularity, over `resolutions`) or spectral (eigengap)."""
+    resolutions: tuple[float, ...] = (0.5, 1.0, 2.0)
+    """Leiden resolutions tried; the partition with the highest modularity is kept."""
+    min_module_features: int = 3
+    """Smallest feature community reported as a module."""
+    min_link_fraction: float = 0.2
+    """A feature stays in its community when it has edges to at least this fraction
+    of the community's other features (its core); others get no module."""
+    min_enrichment: float = 1.5
+    """A unit joins the module it is most enriched in (the module's share of the
+    unit's attributed energy over its share of all energy) when that is at least this."""
+    nulls: tuple[str, ...] = NULLS
+    """Null models for significance: permutation, rewiring, dictionary."""
+    n_null: int = 10
+    """Draws per null model."""
+    null_rows: int = 50_000
+    """Rows used to compare real and null modularity (the same number for both)."""
+    alpha: float = 0.05
+    """Significance level of partitions and modules (modules: after Benjamini-Hochberg)."""
+    max_rows: int | None = None
+    """Rows of the store to encode (default: all)."""
+    batch_size: int = 4096
+    """Rows encoded at once."""
+    top_units: int = 5
+    """Top units listed per feature."""
+    device: str = "cpu"
+    """Device for encoding (cpu, cuda)."""
+    seed: int = 0
+    """Seed of the finders and the null models."""
+
+    def __post_init__(self) -> None:
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"Unknown `{name}` {getattr(self, name)!r}; expected one of: {list(allowed)}."
+                )
+
+        choice("affinity", AFFINITIES)
+        choice("method", METHODS)
+        if isinstance(self.nulls, str):
+            raise ConfigError("`nulls` must be a list of names, not one string.")
+        for n in self.nulls:
+            if n not in NULLS:
+                raise ConfigError(
+                    f"Unknown null {n!r} in `nulls`; expected some of: {list(NULLS)}."
+                )
+        for name in ("edge_alpha", "alpha"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(f"`{name}` must be in (0, 1), got {getattr(self, name)}.")
+        if not 0 <= self.min_activation < 1:
+            raise ConfigError(f"`min_activation` must be in [0, 1), got {self.min_activation}.")
+        if not 0 < self.max_density <= 1:
+            raise ConfigError(f"`max_density` must be in (0, 1], got {self.max_density}.")
+        if not 0 < self.global_mode_cosine <= 1:
+            raise ConfigError(
+                f"`global_mode_cosine` must be in (0, 1], got {self.global_mode_cosine}."
+            )
+        if not 0 <= self.min_link_fraction <= 1:
+            raise ConfigError(
+                f"`min_link_fraction` must be in [0, 1], got {self.min_link_fraction}."
+            )
+        if self.min_enrichment < 1:
+            raise ConfigError(f"`min_enrichment` must be >= 1, got {self.min_enrichment}.")
+        for name in ("min_module_features", "batch_size", "top_units", "null_rows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        if self.window < 0:
+            raise ConfigError(f"`window` must be >= 0, got {self.window}.")
+        if self.n_null < 0 or (self.nulls and self.n_null == 1):
+            raise ConfigError(f"`n_null` must be 0 or at least 2, got {self.n_null}.")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ConfigError(f"`max_rows` must be positive, got {self.max_rows}.")
+        if not self.resolutions or any(r <= 0 for r in self.resolutions):
+            raise ConfigError(f"`resolutions` must be positive numbers, got {self.resolutions}.")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["resolutions"] = list(self.resolutions)
+        d["nulls"] = list(self.nulls)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> AtlasConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"Unknown atlas settings {unknown}; known: {sorted(known)}.")
+        d = dict(d)
+        for key in ("resolutions", "nulls"):
+            if key in d and not isinstance(d[key], str):
+                d[key] = tuple(d[key])
+        return cls(**d)

@@ -1,0 +1,227 @@
+"""Module finders: scikit-learn-style estimators that partition a weighted graph.
+
+Each takes a symmetric non-negative sparse adjacency ``[n, n]`` in ``fit`` and
+sets ``labels_`` (``-1`` for nodes in no module: isolated nodes and groups
+smaller than ``min_size``), ``n_modules_``, ``modularity_`` (Newman's Q of the
+partition) and ``graph_``. Modules are numbered by size, largest first.
+
+- :class:`LeidenModules`: Leiden modularity optimisation (Traag et al. 2019)
+  from scikit-network (BSD), over a grid of resolutions; the partition with the
+  highest standard (resolution 1) modularity is kept.
+- :class:`SpectralModules`: spectral clustering (Ng, Jordan & Weiss 2001) with
+  the number of modules chosen by the largest eigengap of the normalised
+  adjacency, the second method of Li et al. 2024 ("The Geometry of Concepts").
+  They cluster the dense phi+1 matrix; here the affinity is the sparse graph
+  itself, so memory stays with the number of edges.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import eigsh
+from sklearn.base import BaseEstimator
+from sklearn.cluster import KMeans
+from sklearn.utils.validation import check_is_fitted
+
+
+def modularity(adjacency: sp.spmatrix, labels: np.ndarray) -> float:
+    """Newman's modularity ``Q = sum_c [W_c / 2m - (d_c / 2m)^2]`` of a partition of a
+    weighted undirected graph (``W_c``: weight inside module c counted both ways,
+    ``d_c``: its total degree, ``2m``: total weight). Nodes labelled -1 each form
+    their own singleton module."""
+    return float(module_modularity(adjacency, labels).sum())
+
+
+def module_modularity(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
+    """Each module's term of :func:`modularity`, ``[n_modules]`` (labels 0..n-1);
+    singletons (-1) add their own, usually negligible, terms to none of them."""
+    A = sp.csr_matrix(adjacency)
+    labels = np.asarray(labels)
+    n_mod = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
+    two_m = float(A.sum())
+    if two_m <= 0 or n_mod == 0:
+        return np.zeros(n_mod)
+    deg = np.asarray(A.sum(axis=1)).ravel()
+    coo = A.tocoo()
+    same = (labels[coo.row] == labels[coo.col]) & (labels[coo.row] >= 0)
+    w_in = np.bincount(labels[coo.row][same], weights=coo.data[same], minlength=n_mod)
+    on = labels >= 0
+    d = np.bincount(labels[on], weights=deg[on], minlength=n_mod)
+    return w_in / two_m - (d / two_m) ** 2
+
+
+def relabel(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Groups smaller than ``min_size`` (and -1) become -1; the rest 0.. by size."""
+    labels = np.asarray(labels)
+    out = np.full(labels.shape, -1, dtype=np.int64)
+    ok = labels >= 0
+    if not ok.any():
+        return out
+    uniq, counts = np.unique(labels[ok], return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    new = 0
+    for j in order:
+        if counts[j] < min_size:
+            continue
+        out[labels == uniq[j]] = new
+        new += 1
+    return out
+
+
+def core_members(
+    adjacency: sp.spmatrix, labels: np.ndarray, min_link_fraction: float, min_size: int
+) -> np.ndarray:
+    """Labels with each module cut to its core: a node stays when it has edges to at
+    least ``min_link_fraction`` of its module's other members. Community finders give
+    every connected node a module, so a node with a few stray edges into a module
+    would join it; this keeps modules to nodes that are bound into them."""
+    A = sp.csr_matrix(adjacency)
+    labels = np.asarray(labels).copy()
+    if min_link_fraction <= 0 or labels.max(initial=-1) < 0:
+        return labels
+    B = A.copy()
+    B.data[:] = 1.0
+    for _ in range(3):  # a removal can weaken others; a few rounds settle it
+        n_mod = int(labels.max()) + 1
+        size = np.bincount(labels[labels >= 0], minlength=n_mod)
+        onehot = sp.csr_matrix(
+            (np.ones(int((labels >= 0).sum())), (np.flatnonzero(labels >= 0), labels[labels >= 0])),
+            shape=(A.shape[0], n_mod),
+        )
+        links = np.asarray((B @ onehot).todense())  # [n, n_mod] edges into each module
+        own = np.where(labels >= 0, links[np.arange(len(labels)), labels.clip(0)], 0)
+        need = min_link_fraction * (size[labels.clip(0)] - 1)
+        weak = (labels >= 0) & (own < need)
+        if not weak.any():
+            break
+        labels[weak] = -1
+    return relabel(labels, min_size)
+
+
+def _check_graph(X) -> sp.csr_matrix:
+    A = sp.csr_matrix(X, dtype=np.float64)
+    if A.shape[0] != A.shape[1]:
+        raise ValueError(f"The graph must be square, got shape {A.shape}.")
+    if A.nnz and A.data.min() < 0:
+        raise ValueError("The graph has negative weights; keep only positive affinities.")
+    A = A.maximum(A.T)  # symmetric
+    A.setdiag(0)
+    A.eliminate_zeros()
+    return A
+
+
+class LeidenModules(BaseEstimator):
+    """Leiden communities over a grid of resolutions (Traag et al. 2019, scikit-network).
+
+    Args:
+        resolutions: resolutions to try; the partition with the highest
+            modularity at resolution 1 wins.
+        min_size: smallest module kept; smaller groups are labelled -1.
+        random_state: seed of Leiden's node order.
+    """
+
+    def __init__(
+        self,
+        resolutions: tuple[float, ...] = (0.5, 1.0, 2.0),
+        min_size: int = 2,
+        random_state: int | None = None,
+    ) -> None:
+        self.resolutions = resolutions
+        self.min_size = min_size
+        self.random_state = random_state
+
+    def fit(self, X, y=None) -> LeidenModules:
+        from sknetwork.clustering import Leiden
+
+        A = _check_graph(X)
+        self.graph_ = A
+        best, best_q, best_r = np.full(A.shape[0], -1), -np.inf, None
+        self.scores_ = {}
+        active = np.flatnonzero(np.asarray(A.sum(axis=1)).ravel() > 0)
+        if active.size >= 2:
+            sub = A[active][:, active]
+            for r in self.resolutions:
+                leiden = Leiden(
+                    resolution=r,
+                    shuffle_nodes=self.random_state is not None,
+                    random_state=self.random_state,
+                )
+                part = np.asarray(leiden.fit_predict(sub))
+                labels = np.full(A.shape[0], -1)
+                labels[active] = part
+                labels = relabel(labels, self.min_size)
+                q = modularity(A, labels)
+                self.scores_[r] = q
+                if q > best_q + 1e-12:
+                    best, best_q, best_r = labels, q, r
+        self.labels_ = relabel(best, self.min_size)
+        self.n_modules_ = int(self.labels_.max()) + 1 if self.labels_.size else 0
+        self.modularity_ = modularity(A, self.labels_) if self.n_modules_ else 0.0
+        self.resolution_ = best_r
+        return self
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        return self.fit(X).labels_
+
+    def module_modularity(self) -> np.ndarray:
+        check_is_fitted(self, "labels_")
+        return module_modularity(self.graph_, self.labels_)
+
+
+class SpectralModules(BaseEstimator):
+    """Spectral clustering with k from the eigengap (Ng et al. 2001; Li et al. 2024).
+
+    Args:
+        max_modules: the most modules considered.
+        min_size: smallest module kept; smaller groups are labelled -1.
+        random_state: seed of the eigen-solver start and of k-means.
+    """
+
+    def __init__(self, max_modules: int = 30, min_size: int = 2, random_state: int | None = None):
+        self.max_modules = max_modules
+        self.min_size = min_size
+        self.random_state = random_state
+
+    def fit(self, X, y=None) -> SpectralModules:
+        A = _check_graph(X)
+        self.graph_ = A
+        labels = np.full(A.shape[0], -1)
+        deg = np.asarray(A.sum(axis=1)).ravel()
+        active = np.flatnonzero(deg > 0)
+        self.eigenvalues_ = np.zeros(0)
+        if active.size >= 3:
+            sub = A[active][:, active]
+            d = 1.0 / np.sqrt(deg[active])
+            N = sp.diags(d) @ sub @ sp.diags(d)
+            n_eig = min(self.max_modules + 1, active.size - 1)
+            rng = np.random.default_rng(self.random_state)
+            v0 = rng.uniform(0.5, 1.5, active.size)
+            n_comp = connected_components(sub, directed=False)[0]
+            vals, vecs = eigsh(N, k=n_eig, which="LA", v0=v0)
+            order = np.argsort(-vals)
+            vals, vecs = vals[order], vecs[:, order]
+            self.eigenvalues_ = vals
+            gaps = vals[:-1] - vals[1:]
+            # At least as many modules as connected components; k = position of the largest gap.
+            lo = max(n_comp, 2) - 1
+            k = int(np.argmax(gaps[lo:]) + lo + 1) if lo < len(gaps) else n_comp
+            emb = vecs[:, :k]
+            emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
+            km = KMeans(k, n_init=4, random_state=self.random_state).fit(emb)
+            labels[active] = km.labels_
+        self.labels_ = relabel(labels, self.min_size)
+        self.n_modules_ = int(self.labels_.max()) + 1 if self.labels_.size else 0
+        self.modularity_ = modularity(A, self.labels_) if self.n_modules_ else 0.0
+        return self
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        return self.fit(X).labels_
+
+    def module_modularity(self) -> np.ndarray:
+        check_is_fitted(self, "labels_")
+        return module_modularity(self.graph_, self.labels_)
+
+
+FINDERS = {"leiden": LeidenModules, "spectral": SpectralModules}

@@ -1,0 +1,378 @@
+"""``map_structure(sae, store, AtlasConfig()) -> Atlas``: the analysis behind ``saeatlas analyze``.
+
+1. Encode the store with the SAE into sparse codes (:mod:`.codes`).
+2. Count feature co-occurrence and keep the significant positive affinities
+   (:mod:`.cooccurrence`).
+3. Find feature communities (:mod:`.finders`).
+4. Project them onto units by attribution (:mod:`.units`) and cross-check
+   against the units' own cleaned correlation graph.
+5. Test the partition and every module against null models (:mod:`.nulls`,
+   :mod:`.significance`).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
+
+from .. import __version__
+from ..sae import SparseAutoencoder
+from ..store import ActivationStore
+from .atlas import Atlas
+from .codes import Codes, encode_store, strong_firing
+from .config import AtlasConfig
+from .cooccurrence import build_graph, count_cooccurrence
+from .finders import FINDERS, LeidenModules, core_members, modularity, module_modularity
+from .nulls import dictionary_null_codes, permute_codes, rewire
+from .significance import NullTest, null_test, verdict
+from .units import (
+    attribution,
+    global_mode,
+    global_mode_features,
+    project_modules,
+    unit_correlation,
+    unit_correlation_graph,
+)
+
+log = logging.getLogger(__name__)
+
+MODULE_KIND = "co-activation: units driven by features that fire together (not a causal claim)"
+#: Rows per contiguous block when a subsample of rows is drawn (keeps token windows whole).
+BLOCK_ROWS = 256
+
+
+def make_finder(cfg: AtlasConfig):
+    """The configured module finder (an unfitted estimator)."""
+    cls = FINDERS[cfg.method]
+    if cls is LeidenModules:
+        return cls(cfg.resolutions, cfg.min_module_features, cfg.seed)
+    return cls(min_size=cfg.min_module_features, random_state=cfg.seed)
+
+
+def map_structure(
+    sae: SparseAutoencoder | str | Path,
+    store: ActivationStore | str | Path,
+    config: AtlasConfig = AtlasConfig(),
+    *,
+    progress: bool = False,
+) -> Atlas:
+    """Find the modules of units behind ``sae``'s features on ``store``, with significance."""
+    cfg = config
+    sae_path = None if isinstance(sae, SparseAutoencoder) else str(sae)
+    sae = sae if isinstance(sae, SparseAutoencoder) else SparseAutoencoder.load(sae)
+    store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
+    codes = encode_store(
+        sae,
+        store,
+        max_rows=cfg.max_rows,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        progress=progress,
+    )
+    fires = strong_firing(codes.matrix, cfg.min_activation)
+    dense = np.bincount(fires.indices, minlength=fires.shape[1]) > cfg.max_density * max(
+        fires.shape[0], 1
+    )
+    corr = (
+        unit_correlation(codes.unit_gram, codes.unit_mean, codes.unit_std, codes.n_rows)
+        if codes.unit_gram is not None
+        else None
+    )
+    mode = global_mode(corr) if corr is not None else None
+    W_dec = sae.W_dec.detach().double().cpu().numpy()
+    global_feats = global_mode_features(W_dec, codes.unit_std, mode, cfg.global_mode_cosine)
+    excluded = dense | global_feats
+    fires = _drop_columns(fires, excluded)
+    graph = _graph(fires, codes.samples, cfg)
+    finder = make_finder(cfg).fit(graph.adjacency)
+    feature_module = core_members(
+        graph.adjacency, finder.labels_, cfg.min_link_fraction, cfg.min_module_features
+    )
+    n_modules = int(feature_module.max()) + 1 if feature_module.size else 0
+    attr = attribution(sae, codes)
+    units = project_modules(attr, feature_module, n_modules, cfg.min_enrichment)
+    cross = _cross_check(codes, corr, units.module, cfg)
+    tests = _significance(sae, codes, fires, excluded, feature_module, finder, cfg)
+    partition_ok, module_ok, module_p = verdict(tests, cfg.alpha)
+    if not tests:
+        module_p = np.full(n_modules, np.nan)
+    layer_names = [l.name for l in codes.layers]
+    unit_layer = np.concatenate([np.full(l.n_units, i) for i, l in enumerate(codes.layers)])
+    unit_index = np.concatenate([np.arange(l.n_units) for l in codes.layers])
+
+    units_df = pd.DataFrame(
+        {
+            "unit": np.arange(attr.shape[1]),
+            "layer": [layer_names[i] for i in unit_layer],
+            "index": unit_index,
+            "module": units.module.astype(np.int64),
+            "membership": units.membership.astype(np.float64),
+            "shared": units.shared,
+            "cross_check_module": cross["labels"],
+        }
+    )
+    features_df = _features_table(sae, codes, attr, feature_module, unit_layer, cfg)
+    features_df.insert(3, "dense", dense)
+    features_df.insert(4, "global_mode", global_feats)
+    features_df.insert(
+        4,
+        "firing_density",
+        np.bincount(fires.indices, minlength=fires.shape[1]) / max(fires.shape[0], 1),
+    )
+    modules_df = _modules_table(
+        n_modules,
+        units,
+        feature_module,
+        unit_layer,
+        layer_names,
+        graph.adjacency,
+        tests,
+        module_ok,
+        module_p,
+    )
+    worst = max(tests, key=lambda t: (np.nan_to_num(t.p, nan=1.0), -t.z)) if tests else None
+    n_sig = int(module_ok.sum()) if tests else 0
+    summary = {
+        "n_modules": int(n_modules),
+        "n_significant_modules": n_sig,
+        "significant": bool(partition_ok),
+        "message": (
+            f"{n_sig} of {n_modules} modules are significant against every null model."
+            if partition_ok and n_sig
+            else "No significant modular structure: the partition does not beat the null models."
+        ),
+        "module_kind": MODULE_KIND,
+        "modularity": float(modularity(graph.adjacency, feature_module)),
+        "modularity_before_core": float(finder.modularity_),
+        "null_mean": worst.null_mean if worst else None,
+        "null_std": worst.null_std if worst else None,
+        "z": worst.z if worst else None,
+        "p": worst.p if worst else None,
+        "strictest_null": worst.name if worst else None,
+        "nulls": [t.as_dict() for t in tests],
+        "method": cfg.method,
+        "resolution": getattr(finder, "resolution_", None),
+        "graph": {
+            "affinity": cfg.affinity,
+            "window": cfg.window,
+            "n_rows": int(graph.n_rows),
+            "n_edges": int(graph.n_edges),
+            "n_tests": int(graph.n_tests),
+            "edge_alpha": cfg.edge_alpha,
+        },
+        "cross_check": {k: v for k, v in cross.items() if k != "labels"},
+        "features_max_unit_corr_le_0_3": float(
+            (features_df["max_unit_corr"] <= 0.3).mean() if len(features_df) else float("nan")
+        ),
+        "n_rows_encoded": int(codes.n_rows),
+        "mean_l0": float(codes.matrix.nnz / max(codes.n_rows, 1)),
+        "layers": layer_names,
+        "n_dense_features": int(dense.sum()),
+        "n_global_mode_features": int(global_feats.sum()),
+        "global_mode": mode is not None,
+        "sae": {
+            "path": sae_path,
+            "architecture": sae.cfg.architecture,
+            "d_in": sae.cfg.d_in,
+            "d_sae": sae.cfg.d_sae,
+            "k": sae.cfg.k,
+        },
+        "store": str(store.path),
+        "config": cfg.to_json(),
+        "versions": {"saeatlas": __version__, "python": platform.python_version()},
+    }
+    return Atlas(units=units_df, features=features_df, modules=modules_df, summary=summary)
+
+
+def _drop_columns(matrix: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:
+    """``matrix`` with the entries of the flagged columns removed."""
+    if not drop.any():
+        return matrix
+    keep = ~drop[matrix.indices]
+    out = sp.csr_matrix((matrix.data * keep, matrix.indices, matrix.indptr), shape=matrix.shape)
+    out.eliminate_zeros()
+    return out
+
+
+def _graph(matrix: sp.csr_matrix, samples: np.ndarray, cfg: AtlasConfig):
+    co = count_cooccurrence(matrix, window=cfg.window, samples=samples if cfg.window else None)
+    return build_graph(co, kind=cfg.affinity, alpha=cfg.edge_alpha)
+
+
+def _subsample(n_rows: int, n_keep: int) -> np.ndarray:
+    """Evenly spaced contiguous blocks of rows, ``n_keep`` rows in all (sorted)."""
+    if n_keep >= n_rows:
+        return np.arange(n_rows)
+    n_blocks = max(1, n_keep // BLOCK_ROWS)
+    starts = np.linspace(0, n_rows - BLOCK_ROWS, n_blocks).round().astype(int)
+    rows = np.unique((starts[:, None] + np.arange(BLOCK_ROWS)[None, :]).ravel())
+    return rows[rows < n_rows][:n_keep]
+
+
+def _significance(
+    sae: SparseAutoencoder,
+    codes: Codes,
+    fires: sp.csr_matrix,
+    excluded: np.ndarray,
+    labels: np.ndarray,
+    finder,
+    cfg: AtlasConfig,
+) -> list[NullTest]:
+    if not cfg.nulls or cfg.n_null == 0:
+        return []
+    rows = _subsample(codes.n_rows, cfg.null_rows)
+    sub, samples = fires[rows], codes.samples[rows]
+    real = _graph(sub, samples, cfg).adjacency
+    raw = codes.matrix[rows]
+
+    def best_q(g: sp.spmatrix) -> float:
+        return float(clone(finder).fit(g).modularity_)
+
+    residual_std = np.sqrt(codes.residual_sq / max(codes.n_rows, 1)).astype(np.float32)
+    makers = {
+        "permutation": lambda rng: _graph(permute_codes(sub, rng), samples, cfg).adjacency,
+        "rewiring": lambda rng: rewire(real, rng),
+        "dictionary": lambda rng: (
+            _graph(
+                _drop_columns(
+                    strong_firing(
+                        dictionary_null_codes(
+                            sae,
+                            raw,
+                            residual_std,
+                            rng,
+                            batch_size=cfg.batch_size,
+                            device=cfg.device,
+                        ),
+                        cfg.min_activation,
+                    ),
+                    excluded,
+                ),
+                samples,
+                cfg,
+            ).adjacency
+        ),
+    }
+    tests = []
+    for k, name in enumerate(cfg.nulls):
+        seeds = np.random.SeedSequence([cfg.seed, k]).spawn(cfg.n_null)
+        make = makers[name]
+        tests.append(
+            null_test(
+                name,
+                real,
+                labels,
+                best_q,
+                lambda i, make=make, seeds=seeds: make(np.random.default_rng(seeds[i])),
+                cfg.n_null,
+            )
+        )
+        log.info("null %s: z %.2f p %.3g", name, tests[-1].z, tests[-1].p)
+    return tests
+
+
+def _cross_check(
+    codes: Codes, corr: np.ndarray | None, unit_module: np.ndarray, cfg: AtlasConfig
+) -> dict:
+    """The units' own cleaned correlation graph, partitioned by Leiden."""
+    if corr is None:
+        return {"labels": np.full(unit_module.shape, -1), "ari": None, "ami": None}
+    g = unit_correlation_graph(corr, codes.n_rows, clean=True)
+    labels = LeidenModules(cfg.resolutions, 2, cfg.seed).fit(g).labels_
+    return {
+        "labels": labels,
+        "method": "leiden on unit correlations without the global mode and noise bulk",
+        "n_modules": int(labels.max() + 1) if labels.size else 0,
+        "ari": float(adjusted_rand_score(unit_module, labels)),
+        "ami": float(adjusted_mutual_info_score(unit_module, labels)),
+    }
+
+
+def _features_table(
+    sae: SparseAutoencoder,
+    codes: Codes,
+    attr: np.ndarray,
+    feature_module: np.ndarray,
+    unit_layer: np.ndarray,
+    cfg: AtlasConfig,
+) -> pd.DataFrame:
+    n_fire = codes.n_fire
+    W = sae.W_dec.detach().double().cpu().numpy()
+    std = np.where(codes.unit_std > 0, codes.unit_std, 1.0)
+    Wstd = W / std[None, :]
+    k = min(cfg.top_units, W.shape[1])
+    top = np.argsort(-np.abs(Wstd), axis=1)[:, :k]
+    energy = Wstd**2
+    n_layers = int(unit_layer.max()) + 1 if unit_layer.size else 0
+    per_layer = np.stack([energy[:, unit_layer == i].sum(1) for i in range(n_layers)], axis=1)
+    per_layer = per_layer / np.where(
+        per_layer.sum(1, keepdims=True) > 0, per_layer.sum(1, keepdims=True), 1
+    )
+    corr = np.abs(codes.unit_correlation()).max(axis=1) if codes.n_rows else np.zeros(len(W))
+    return pd.DataFrame(
+        {
+            "feature": np.arange(W.shape[0]),
+            "module": feature_module.astype(np.int64),
+            "density": n_fire / max(codes.n_rows, 1),
+            "mean_activation": codes.act_sum / np.maximum(n_fire, 1),
+            "max_unit_corr": corr,
+            "top_units": list(top.astype(np.int64)),
+            "top_unit_weights": list(np.take_along_axis(W, top, axis=1)),
+            "layer_mass": list(per_layer),
+            "attribution": attr.sum(axis=1),
+        }
+    )
+
+
+def _modules_table(
+    n_modules: int,
+    units,
+    feature_module: np.ndarray,
+    unit_layer: np.ndarray,
+    layer_names: list[str],
+    adjacency: sp.spmatrix,
+    tests: list[NullTest],
+    module_ok: np.ndarray,
+    module_p: np.ndarray,
+) -> pd.DataFrame:
+    q = module_modularity(adjacency, feature_module) if n_modules else np.zeros(0)
+    rows = []
+    zs = {t.name: t.module_z() for t in tests}
+    ps = {t.name: t.module_p() for t in tests}
+    for m in range(n_modules):
+        members = units.module == m
+        spans = sorted(set(unit_layer[members].tolist()))
+        row = {
+            "module": m,
+            "n_units": int(members.sum()),
+            "n_features": int((feature_module == m).sum()),
+            "n_shared_units": int((members & units.shared).sum()),
+            "layers": [layer_names[i] for i in spans],
+            "modularity": float(q[m]),
+            "z": float(min(z[m] for z in zs.values())) if zs else float("nan"),
+            "p": float(module_p[m]) if len(module_p) > m else float("nan"),
+            "significant": bool(module_ok[m]) if len(module_ok) > m else False,
+        }
+        for name in zs:
+            row[f"z_{name}"] = float(zs[name][m])
+            row[f"p_{name}"] = float(ps[name][m])
+        rows.append(row)
+    columns = [
+        "module",
+        "n_units",
+        "n_features",
+        "n_shared_units",
+        "layers",
+        "modularity",
+        "z",
+        "p",
+        "significant",
+    ]
+    return pd.DataFrame(rows, columns=columns if not rows else None)

@@ -1,0 +1,160 @@
+"""Is the modular structure real? Modularity against null models, per partition and module.
+
+For every null model the same statistic is computed on real and null data
+built from the same number of rows:
+
+- partition: the modularity Q of the best partition the finder reaches on the
+  graph (re-optimised on every null graph, so the null's own best chance is
+  counted, as in Guimerà et al. 2004, "Modularity from fluctuations in random
+  graphs");
+- module: the total edge weight inside each found module (the same feature
+  set on the null graph). Its modularity term would mislead here: on a null
+  graph with almost no edges one stray edge inside a module makes that term
+  large.
+
+From ``n`` null draws: the null mean and spread, ``z = (Q - mean) / std``, a
+parametric one-sided p-value ``P(N(0, 1) >= z)`` and the empirical one
+``(1 + #{null >= real}) / (1 + n)`` (reported; it cannot go below ``1 / (1 + n)``,
+so the verdicts use the parametric one). A partition is significant when every
+null rejects it at ``alpha``; a module when its partition is and its
+Benjamini-Hochberg-adjusted p-values are below ``alpha`` under every null.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import norm
+
+from .finders import module_modularity
+
+#: Floor on a null's spread, so that a null with no variation cannot give infinite z.
+MIN_STD = 1e-6
+
+
+@dataclass(frozen=True)
+class NullTest:
+    """One null model's verdict on a partition and its modules."""
+
+    name: str
+    q: float
+    """Modularity of the real graph's best partition."""
+    null_q: np.ndarray
+    """``[n_draws]`` the best modularity reached on each null graph."""
+    module_w: np.ndarray
+    """``[n_modules]`` each module's internal edge weight on the real graph."""
+    null_module_w: np.ndarray
+    """``[n_draws, n_modules]`` the same feature sets' internal weight on each null graph."""
+
+    @property
+    def null_mean(self) -> float:
+        return float(self.null_q.mean()) if self.null_q.size else float("nan")
+
+    @property
+    def null_std(self) -> float:
+        return float(self.null_q.std(ddof=1)) if self.null_q.size > 1 else float("nan")
+
+    @property
+    def z(self) -> float:
+        return _z(self.q, self.null_q)
+
+    @property
+    def p(self) -> float:
+        """Parametric one-sided p-value from the null's mean and spread."""
+        return _p(self.q, self.null_q)
+
+    @property
+    def p_empirical(self) -> float:
+        """``(1 + #{null >= real}) / (1 + n_draws)``."""
+        return (1 + int((self.null_q >= self.q).sum())) / (1 + self.null_q.size)
+
+    def module_z(self) -> np.ndarray:
+        return np.array([_z(w, self.null_module_w[:, i]) for i, w in enumerate(self.module_w)])
+
+    def module_p(self) -> np.ndarray:
+        return np.array([_p(w, self.null_module_w[:, i]) for i, w in enumerate(self.module_w)])
+
+    def as_dict(self) -> dict[str, float | str]:
+        return {
+            "null": self.name,
+            "modularity": self.q,
+            "null_mean": self.null_mean,
+            "null_std": self.null_std,
+            "z": self.z,
+            "p": self.p,
+            "p_empirical": self.p_empirical,
+            "n_draws": int(self.null_q.size),
+        }
+
+
+def _z(q: float, null: np.ndarray) -> float:
+    if null.size < 2:
+        return float("nan")
+    return float((q - null.mean()) / max(null.std(ddof=1), MIN_STD))
+
+
+def _p(q: float, null: np.ndarray) -> float:
+    if null.size < 2:
+        return float("nan")
+    return float(norm.sf(_z(q, null)))
+
+
+def null_test(
+    name: str,
+    real_graph: sp.spmatrix,
+    labels: np.ndarray,
+    best_q: Callable[[sp.spmatrix], float],
+    null_graphs: Callable[[int], sp.spmatrix],
+    n_draws: int,
+) -> NullTest:
+    """Compare ``labels`` on ``real_graph`` with ``n_draws`` graphs from ``null_graphs(i)``.
+
+    ``best_q(graph)`` is the modularity the finder reaches on a graph; the real
+    figure is the larger of that and the modularity of ``labels`` themselves.
+    """
+    q = max(best_q(real_graph), float(module_modularity(real_graph, labels).sum()))
+    mw = module_weight(real_graph, labels)
+    null_q = np.zeros(n_draws)
+    null_mw = np.zeros((n_draws, mw.size))
+    for i in range(n_draws):
+        g = null_graphs(i)
+        null_q[i] = best_q(g)
+        null_mw[i] = module_weight(g, labels)
+    return NullTest(name, q, null_q, mw, null_mw)
+
+
+def module_weight(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
+    """``[n_modules]`` total weight of the edges inside each module (labels 0..n-1)."""
+    labels = np.asarray(labels)
+    n_mod = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
+    coo = sp.coo_matrix(adjacency)
+    same = (labels[coo.row] == labels[coo.col]) & (labels[coo.row] >= 0)
+    return np.bincount(labels[coo.row][same], weights=coo.data[same], minlength=n_mod) / 2
+
+
+def bh_adjust(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (Benjamini & Hochberg 1995)."""
+    p = np.asarray(p, dtype=float)
+    m = p.size
+    if m == 0:
+        return p
+    order = np.argsort(p)
+    ranked = p[order] * m / np.arange(1, m + 1)
+    adj = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+def verdict(tests: list[NullTest], alpha: float) -> tuple[bool, np.ndarray, np.ndarray]:
+    """``(partition significant, module significant [n_modules], module p [n_modules])``:
+    the module p-value is the largest adjusted one over the nulls."""
+    if not tests:
+        return False, np.zeros(0, bool), np.zeros(0)
+    partition = all(t.p < alpha for t in tests)
+    adjusted = np.stack([bh_adjust(t.module_p()) for t in tests])  # [n_nulls, n_modules]
+    worst = np.nan_to_num(adjusted, nan=1.0).max(axis=0)
+    return partition, (worst < alpha) & partition, worst

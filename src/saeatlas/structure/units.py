@@ -1,0 +1,164 @@
+"""From feature communities to modules of units, and the units' own co-activation graph.
+
+- :func:`attribution`: how much each feature writes into each unit, as the
+  activation-weighted energy ``E[f_i^2] (W_dec[i, u] / std_u)^2`` (decoder in
+  standardised unit space, so a unit's scale cannot decide its module).
+- :func:`project_modules`: a unit's module is the feature community it is
+  most enriched in (its share of the unit's attributed energy over the
+  community's share of all energy); ``membership`` is that community's part of
+  what modules write into the unit (0-1), and a unit is ``shared`` when a second
+  enriched community writes at least half as much.
+- :func:`unit_correlation_graph`: the units' correlation matrix with the
+  global mode (largest eigenvalue) and the random-matrix noise bulk
+  (eigenvalues under the Marchenko-Pastur edge, with the noise variance the
+  signal leaves, Laloux et al. 1999) removed, after MacMahon &
+  Garlaschelli 2015 ("Community detection for correlation matrices"); the
+  positive part is the graph. ``clean=False`` keeps the raw correlations (the
+  naive baseline).
+
+These are co-activation modules: units that are driven together, not a causal
+claim (ablations are in part 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..sae import SparseAutoencoder
+from .codes import Codes
+
+
+def attribution(sae: SparseAutoencoder, codes: Codes) -> np.ndarray:
+    """``[d_sae, n_units]`` energy each feature writes into each unit, per row on average,
+    with units standardised."""
+    W = sae.W_dec.detach().double().cpu().numpy()
+    std = np.where(codes.unit_std > 0, codes.unit_std, 1.0)
+    e2 = codes.act_sq_sum / max(codes.n_rows, 1)
+    return e2[:, None] * (W / std[None, :]) ** 2
+
+
+@dataclass(frozen=True)
+class UnitModules:
+    """Each unit's module (-1 none), its membership strength and whether it is shared."""
+
+    module: np.ndarray
+    membership: np.ndarray
+    shared: np.ndarray
+    mass: np.ndarray
+    """``[n_units, n_modules]`` share of each unit's attributed energy per module."""
+
+
+def project_modules(
+    attr: np.ndarray, feature_module: np.ndarray, n_modules: int, min_enrichment: float = 1.5
+) -> UnitModules:
+    """Project feature communities (``feature_module``, -1 none) onto units.
+
+    Each module writes a share of every unit's attributed energy; over all units
+    together it writes its overall share ``e_c``. A unit joins the module it is
+    most enriched in, ``share_uc / e_c``, when that enrichment is at least
+    ``min_enrichment`` (an over-representation test: with features spread at
+    random every enrichment is near 1). ``membership`` is the module's part of the
+    energy the unit gets from all modules (0-1); a unit is ``shared`` when a second
+    module is also enriched and writes at least half as much.
+    """
+    n_units = attr.shape[1]
+    if n_modules == 0:
+        zeros = np.zeros(n_units)
+        return UnitModules(
+            np.full(n_units, -1), zeros, np.zeros(n_units, bool), np.zeros((n_units, 0))
+        )
+    member = feature_module >= 0
+    onehot = sp.csr_matrix(
+        (np.ones(int(member.sum())), (np.flatnonzero(member), feature_module[member])),
+        shape=(attr.shape[0], n_modules),
+    )
+    per_module = np.asarray((onehot.T @ attr).T)  # [n_units, n_modules]
+    total = attr.sum(axis=0)
+    share = per_module / np.where(total > 0, total, 1.0)[:, None]
+    expected = per_module.sum(axis=0) / max(float(total.sum()), 1e-300)
+    enrich = share / np.where(expected > 0, expected, np.inf)[None, :]
+    best = enrich.argmax(axis=1)
+    rows = np.arange(n_units)
+    module = np.where(enrich[rows, best] >= min_enrichment, best, -1)
+    in_modules = per_module.sum(axis=1)
+    membership = np.where(
+        module >= 0, per_module[rows, best] / np.where(in_modules > 0, in_modules, 1.0), 0.0
+    )
+    second = enrich.copy()
+    second[rows, best] = -np.inf
+    runner = second.argmax(axis=1) if n_modules > 1 else best
+    shared = (
+        (module >= 0)
+        & (n_modules > 1)
+        & (second[rows, runner] >= min_enrichment)
+        & (share[rows, runner] >= 0.5 * share[rows, best])
+    )
+    return UnitModules(module, membership, shared, share)
+
+
+def unit_correlation(gram: np.ndarray, mean: np.ndarray, std: np.ndarray, n: int) -> np.ndarray:
+    """Pearson correlation of units from ``sum x x^T`` ``[n_units, n_units]``."""
+    cov = gram / n - np.outer(mean, mean)
+    s = np.where(std > 0, std, 1.0)
+    corr = cov / np.outer(s, s)
+    np.fill_diagonal(corr, 1.0)
+    return np.clip(corr, -1.0, 1.0)
+
+
+def noise_edge_mask(vals: np.ndarray, n_rows: int) -> np.ndarray:
+    """Eigenvalues of a correlation matrix above the random-matrix noise bulk.
+
+    The bulk of pure noise ends at the Marchenko-Pastur edge
+    ``sigma^2 (1 + sqrt(n / n_rows))^2``; the noise variance ``sigma^2`` is what the
+    signal eigenvalues leave (Laloux et al. 1999), found by iterating to a fixed point.
+    """
+    n = vals.size
+    q = n / max(n_rows, 1)
+    signal = np.zeros(n, bool)
+    for _ in range(50):
+        rest = vals[~signal]
+        sigma2 = float(rest.mean()) if rest.size else 1.0
+        new = vals > sigma2 * (1 + np.sqrt(q)) ** 2
+        if (new == signal).all():
+            break
+        signal = new
+    return signal
+
+
+def unit_correlation_graph(corr: np.ndarray, n_rows: int, clean: bool = True) -> sp.csr_matrix:
+    """The units' co-activation graph: positive part of the (cleaned) correlations."""
+    c = corr
+    if clean:
+        vals, vecs = np.linalg.eigh(corr)
+        keep = noise_edge_mask(vals, n_rows)
+        keep[np.argmax(vals)] = False  # the global mode
+        c = (vecs[:, keep] * vals[keep]) @ vecs[:, keep].T
+    g = np.where(c > 0, c, 0.0)
+    np.fill_diagonal(g, 0.0)
+    return sp.csr_matrix(g)
+
+
+def global_mode(corr: np.ndarray, same_sign: float = 0.9) -> np.ndarray | None:
+    """The units' global mode: the top eigenvector of their correlation matrix when at
+    least ``same_sign`` of its loadings share one sign (every unit moves together, the
+    "market mode" of MacMahon & Garlaschelli 2015); ``None`` when there is none."""
+    vals, vecs = np.linalg.eigh(corr)
+    v = vecs[:, -1]
+    if max((v > 0).mean(), (v < 0).mean()) < same_sign:
+        return None
+    return v
+
+
+def global_mode_features(
+    sae_W_dec: np.ndarray, unit_std: np.ndarray, mode: np.ndarray | None, min_cosine: float
+) -> np.ndarray:
+    """``[d_sae]`` bool: features whose decoder direction (units standardised) has
+    ``|cos| >= min_cosine`` with the global mode: they encode the mode, not a module."""
+    if mode is None:
+        return np.zeros(sae_W_dec.shape[0], bool)
+    W = sae_W_dec / np.where(unit_std > 0, unit_std, 1.0)[None, :]
+    W = W / np.linalg.norm(W, axis=1, keepdims=True).clip(1e-12)
+    return np.abs(W @ mode) >= min_cosine

@@ -1,0 +1,116 @@
+"""Sparse codes of a store and the projection of feature communities onto units."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from saeatlas.errors import ShapeError
+from saeatlas.sae import SAEConfig, SparseAutoencoder
+from saeatlas.store import ActivationStore, LayerSpec
+from saeatlas.structure.codes import encode_store
+from saeatlas.structure.finders import LeidenModules
+from saeatlas.structure.units import (
+    attribution,
+    project_modules,
+    unit_correlation,
+    unit_correlation_graph,
+)
+
+
+def npy_store(tmp_path, x, layers):
+    path = tmp_path / "acts.npy"
+    np.save(path, x.astype(np.float32))
+    (tmp_path / "layers.json").write_text(
+        json.dumps([{"name": n, "start": a, "stop": b} for n, a, b in layers])
+    )
+    return ActivationStore.open(path)
+
+
+@pytest.mark.parametrize("arch", ["topk", "relu"])
+def test_encode_store_equals_dense_encoding_and_moments(tmp_path, arch):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(700, 12, generator=g) * torch.linspace(0.5, 3, 12) + 1.0
+    store = npy_store(tmp_path, x.numpy(), [("a", 0, 5), ("b", 5, 12)])
+    layers = (LayerSpec("a", 0, 5, (5,), "sample"), LayerSpec("b", 5, 12, (7,), "sample"))
+    sae = SparseAutoencoder(SAEConfig(architecture=arch, d_in=12, d_sae=30, k=4, layers=layers), g)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1, generator=g)
+        dense = sae.encode(x).acts.numpy()
+    codes = encode_store(sae, store, batch_size=128)
+    np.testing.assert_allclose(codes.matrix.toarray(), dense, rtol=1e-4, atol=1e-5)
+    assert codes.rows.tolist() == list(range(700))
+    np.testing.assert_allclose(codes.unit_mean, x.numpy().mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(codes.unit_std, x.numpy().std(0), rtol=1e-5)
+    ref = np.corrcoef(np.concatenate([dense, x.numpy()], axis=1).T)[:30, 30:]
+    alive = dense.std(0) > 0
+    np.testing.assert_allclose(codes.unit_correlation()[alive], ref[alive], atol=1e-4)
+    x_hat = dense @ sae.W_dec.detach().numpy() + sae.b_dec.detach().numpy()
+    np.testing.assert_allclose(
+        codes.residual_sq, ((x.numpy() - x_hat) ** 2).sum(0), rtol=1e-3, atol=1e-3
+    )
+    np.testing.assert_allclose(codes.unit_gram, x.numpy().T.astype(float) @ x.numpy(), rtol=1e-4)
+
+
+def test_max_rows_takes_whole_batches_spread_over_the_store(tmp_path):
+    x = np.random.default_rng(0).normal(size=(1000, 6))
+    store = npy_store(tmp_path, x, [("a", 0, 6)])
+    sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=6, d_sae=8, k=2))
+    codes = encode_store(sae, store, batch_size=100, max_rows=300)
+    assert codes.n_rows == 300
+    assert codes.rows[0] == 0 and codes.rows[-1] == 999  # first and last batch included
+    assert set(np.diff(codes.rows[:100])) == {1}
+
+
+def test_sae_that_does_not_fit_the_store_is_a_clear_error(tmp_path):
+    store = npy_store(tmp_path, np.zeros((10, 6)), [("a", 0, 6)])
+    sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=5, d_sae=8, k=2))
+    with pytest.raises(ShapeError, match="reads 5 units"):
+        encode_store(sae, store)
+
+
+def test_attribution_and_projection_by_hand():
+    class Fake:  # only what attribution reads
+        pass
+
+    sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=3, d_sae=3, k=1))
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 1.0], [0.0, 0.0, 1.0]]))
+    codes = Fake()
+    codes.unit_std = np.array([1.0, 2.0, 1.0])
+    codes.act_sq_sum = np.array([4.0, 1.0, 9.0])
+    codes.n_rows = 1
+    attr = attribution(sae, codes)
+    # E[f^2] * (W / std)^2
+    np.testing.assert_allclose(attr, [[4.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 9.0]])
+    # module 0 writes 4 of the 15 units of energy (e_0 = 4/15); module 1 the rest.
+    unit = project_modules(attr, np.array([0, 1, 1]), 2, min_enrichment=1.3)
+    assert unit.module.tolist() == [0, 1, 1]
+    np.testing.assert_allclose(unit.membership, [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(unit.mass, [[1, 0], [0, 1], [0, 1]])
+    # unit 2 gets 10/10 from module 1 whose overall share is 11/15: enrichment 15/11
+    strict = project_modules(attr, np.array([0, 1, 1]), 2, min_enrichment=1.4)
+    assert strict.module.tolist() == [0, -1, -1]
+    # a unit written equally by two modules that are each enriched there is shared
+    attr2 = np.array([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    shared = project_modules(attr2, np.array([0, 1, -1]), 2, min_enrichment=1.2)
+    assert shared.shared[0] and shared.membership[0] == pytest.approx(0.5)
+    # a unit mostly written by features in no module is not enriched in any module
+    weak = project_modules(np.array([[0.1, 1.0], [0.9, 0.0]]), np.array([0, -1]), 1)
+    assert weak.module.tolist() == [-1, 0]
+
+
+def test_cleaned_unit_graph_finds_blocks_a_global_mode_hides():
+    rng = np.random.default_rng(0)
+    n, truth = 5000, np.repeat([0, 1, 2], 10)
+    block = rng.normal(size=(n, 3))[:, truth]
+    glob = rng.normal(size=(n, 1)) * 3.0
+    x = block + glob + rng.normal(size=(n, 30)) * 1.0
+    corr = unit_correlation(x.T @ x, x.mean(0), x.std(0), n)
+    np.testing.assert_allclose(corr, np.corrcoef(x.T), atol=1e-8)
+    raw = LeidenModules(random_state=0).fit(unit_correlation_graph(corr, n, clean=False)).labels_
+    clean = LeidenModules(random_state=0).fit(unit_correlation_graph(corr, n)).labels_
+    assert adjusted_rand_score(truth, clean) == pytest.approx(1.0)
+    assert adjusted_rand_score(truth, raw) < adjusted_rand_score(truth, clean)

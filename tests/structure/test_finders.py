@@ -1,0 +1,88 @@
+"""Module finders: estimator conformance, modularity by hand, planted blocks recovered."""
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import adjusted_rand_score
+
+from saeatlas.structure.finders import (
+    FINDERS,
+    LeidenModules,
+    SpectralModules,
+    modularity,
+    module_modularity,
+    relabel,
+)
+
+
+def planted_graph(sizes=(12, 10, 8), p_in=0.6, p_out=0.03, seed=0):
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    n = truth.size
+    p = np.where(truth[:, None] == truth[None, :], p_in, p_out)
+    upper = np.triu(rng.random((n, n)) < p, k=1)
+    w = upper * rng.uniform(0.2, 1.0, (n, n))
+    return sp.csr_matrix(w + w.T), truth
+
+
+def test_modularity_matches_networkx_on_a_weighted_graph():
+    A, truth = planted_graph()
+    G = nx.from_scipy_sparse_array(A)
+    parts = [set(np.flatnonzero(truth == c)) for c in range(3)]
+    expected = nx.community.modularity(G, parts, weight="weight")
+    assert modularity(A, truth) == pytest.approx(expected, abs=1e-12)
+    assert module_modularity(A, truth).sum() == pytest.approx(expected, abs=1e-12)
+
+
+def test_modularity_of_two_triangles_by_hand():
+    # Two triangles joined by one edge: m = 7, each triangle has 3 internal edges and
+    # total degree 7, so Q = 2 * (6/14 - (7/14)^2) = 5/14.
+    edges = [(0, 1), (1, 2), (0, 2), (3, 4), (4, 5), (3, 5), (2, 3)]
+    A = sp.lil_matrix((6, 6))
+    for i, j in edges:
+        A[i, j] = A[j, i] = 1
+    assert modularity(A, np.array([0, 0, 0, 1, 1, 1])) == pytest.approx(5 / 14)
+
+
+def test_relabel_orders_by_size_and_drops_small_groups():
+    out = relabel(np.array([5, 5, 2, 2, 2, 9, -1]), min_size=2)
+    assert out.tolist() == [1, 1, 0, 0, 0, -1, -1]
+
+
+@pytest.mark.parametrize("name", sorted(FINDERS))
+def test_finder_conformance(name):
+    A, truth = planted_graph()
+    cls = FINDERS[name]
+    est = cls(random_state=0)
+    with pytest.raises(NotFittedError):
+        est.module_modularity()
+    assert est.fit(A) is est
+    for attr in ("labels_", "n_modules_", "modularity_", "graph_"):
+        assert hasattr(est, attr)
+    again = cls(random_state=0).fit(A)
+    assert np.array_equal(est.labels_, again.labels_)
+    assert np.array_equal(cls(random_state=0).fit_predict(A), est.labels_)
+    assert adjusted_rand_score(truth, est.labels_) > 0.9
+    assert est.n_modules_ == 3
+    assert est.modularity_ == pytest.approx(modularity(A, est.labels_))
+    # the parameters are stored verbatim (scikit-learn's convention)
+    assert est.get_params()["random_state"] == 0
+
+
+def test_isolated_nodes_and_empty_graphs_get_no_module():
+    A, _ = planted_graph()
+    big = sp.block_diag([A, sp.csr_matrix((4, 4))]).tocsr()
+    labels = LeidenModules(random_state=0).fit(big).labels_
+    assert (labels[-4:] == -1).all()
+    empty = LeidenModules().fit(sp.csr_matrix((5, 5)))
+    assert empty.n_modules_ == 0 and (empty.labels_ == -1).all()
+    assert SpectralModules().fit(sp.csr_matrix((5, 5))).n_modules_ == 0
+
+
+def test_bad_graphs_are_errors():
+    with pytest.raises(ValueError, match="square"):
+        LeidenModules().fit(sp.csr_matrix((3, 4)))
+    with pytest.raises(ValueError, match="negative"):
+        LeidenModules().fit(sp.csr_matrix(np.array([[0, -1.0], [-1.0, 0]])))

@@ -1,0 +1,107 @@
+"""Null models keep the marginals and break the structure; significance maths."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from scipy.stats import false_discovery_control
+
+from saeatlas.sae import SAEConfig, SparseAutoencoder
+from saeatlas.structure.nulls import dictionary_null_codes, permute_codes, rewire
+from saeatlas.structure.significance import NullTest, bh_adjust, module_weight, verdict
+
+
+def cofiring_codes(n=4000, seed=0):
+    """Latents 0-3 fire together (one block), 4-7 independently."""
+    rng = np.random.default_rng(seed)
+    on = rng.random(n) < 0.2
+    block = np.repeat(on[:, None], 4, axis=1) & (rng.random((n, 4)) < 0.9)
+    free = rng.random((n, 4)) < 0.15
+    fires = np.concatenate([block, free], axis=1)
+    vals = rng.uniform(0.5, 2.0, fires.shape) * fires
+    return sp.csr_matrix(vals.astype(np.float32))
+
+
+def phi(a, b):
+    return np.corrcoef(a, b)[0, 1]
+
+
+def test_permuted_codes_keep_each_feature_and_lose_cofiring():
+    codes = cofiring_codes()
+    null = permute_codes(codes, np.random.default_rng(1))
+    assert null.shape == codes.shape
+    for j in range(codes.shape[1]):
+        a, b = codes[:, [j]].toarray().ravel(), null[:, [j]].toarray().ravel()
+        assert np.array_equal(np.sort(a), np.sort(b))  # same values, same density
+    dense, nd = codes.toarray() > 0, null.toarray() > 0
+    assert phi(dense[:, 0], dense[:, 1]) > 0.7
+    assert abs(phi(nd[:, 0], nd[:, 1])) < 0.08
+
+
+def test_rewiring_keeps_edge_ends_and_weights():
+    rng = np.random.default_rng(0)
+    upper = sp.random(60, 60, density=0.1, random_state=1, format="csr")
+    A = sp.triu(upper, k=1)
+    A = (A + A.T).tocsr()
+    R = rewire(A, rng)
+    assert (R != R.T).nnz == 0 and R.diagonal().sum() == 0
+    # Every edge keeps its weight; only dropped self-loops lose any.
+    assert R.sum() <= A.sum() + 1e-9
+    assert R.sum() > 0.9 * A.sum()
+    deg_a = np.diff(A.indptr)
+    strength_r = np.asarray(R.sum(1)).ravel()
+    assert strength_r.sum() == pytest.approx(R.sum())
+    assert np.corrcoef(deg_a, np.diff(R.indptr))[0, 1] > 0.8
+    assert (R != A).nnz > 0
+
+
+def test_dictionary_null_keeps_encoder_artefacts_that_permutation_removes():
+    # Latents 0 and 1 read the same direction (a split feature): any row with that
+    # direction fires both, even when the true features are independent.
+    d_in, d_sae = 8, 6
+    sae = SparseAutoencoder(SAEConfig(architecture="relu", d_in=d_in, d_sae=d_sae))
+    with torch.no_grad():
+        W = torch.eye(d_in)[:d_sae].clone()
+        W[1] = W[0]
+        sae.W_dec.copy_(W)
+        sae.W_enc.copy_(W.t())
+        sae.b_enc.fill_(-0.1)
+        sae.b_dec.zero_()
+    rng = np.random.default_rng(0)
+    x = (rng.random((3000, d_sae)) < 0.2) * rng.uniform(0.5, 2, (3000, d_sae))
+    with torch.no_grad():
+        acts = sae.encode(torch.tensor(x @ W.numpy(), dtype=torch.float32)).acts
+    codes = sp.csr_matrix(acts.numpy())
+    real = codes.toarray() > 0
+    assert phi(real[:, 0], real[:, 1]) > 0.95
+    perm = permute_codes(codes, np.random.default_rng(1)).toarray() > 0
+    assert abs(phi(perm[:, 0], perm[:, 1])) < 0.1
+    null = dictionary_null_codes(sae, codes, np.full(d_in, 0.01, np.float32), rng).toarray() > 0
+    assert phi(null[:, 0], null[:, 1]) > 0.9  # the artefact survives in this null
+    assert abs(phi(null[:, 2], null[:, 3])) < 0.1  # and true features stay independent
+
+
+def test_bh_adjust_matches_scipy():
+    p = np.random.default_rng(0).uniform(0, 0.2, 50)
+    np.testing.assert_allclose(bh_adjust(p), false_discovery_control(p), rtol=1e-12)
+    assert bh_adjust(np.array([0.01, 0.04, 0.03])).tolist() == pytest.approx([0.03, 0.04, 0.04])
+
+
+def test_null_test_z_and_verdict():
+    null = np.array([0.10, 0.12, 0.11, 0.09, 0.13])
+    t = NullTest("x", 0.30, null, np.array([0.2, 0.005]), np.tile([0.01, 0.004], (5, 1)))
+    assert t.z == pytest.approx((0.30 - null.mean()) / null.std(ddof=1))
+    assert t.p < 1e-6 and t.p_empirical == pytest.approx(1 / 6)
+    weak = NullTest("y", 0.115, null, np.array([0.2, 0.005]), np.tile([0.01, 0.004], (5, 1)))
+    ok, modules, _ = verdict([t], 0.05)
+    assert ok and modules.tolist()[0] is True
+    ok, modules, _ = verdict([t, weak], 0.05)
+    assert not ok and not modules.any()  # one null that is not beaten sinks the partition
+
+
+def test_module_weight_sums_each_modules_internal_edges():
+    A = sp.csr_matrix(
+        np.array([[0, 2, 1, 0], [2, 0, 0, 0], [1, 0, 0, 3], [0, 0, 3, 0]], dtype=float)
+    )
+    assert module_weight(A, np.array([0, 0, 1, 1])).tolist() == [2.0, 3.0]
+    assert module_weight(A, np.array([0, 0, -1, -1])).tolist() == [2.0]
