@@ -22,7 +22,7 @@ from . import __version__
 from .errors import AtlasError, ConfigError
 
 #: Options that take several values after one flag (``--layers a b c``).
-MULTI_VALUE_OPTIONS = ("--layers", "--values", "--resolutions", "--nulls")
+MULTI_VALUE_OPTIONS = ("--layers", "--values", "--resolutions", "--nulls", "--cases")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -490,6 +490,47 @@ def print_atlas(atlas: Any) -> None:
             soft_wrap=True,
         )
     console.print(s["message"], soft_wrap=True)
+
+
+@app.command("validate")
+def validate_cmd(
+    cases: list[str] = typer.Option(
+        ["easy", "superposition", "null", "null_superposition"],
+        "--cases",
+        help="Planted cases to run (several after one flag).",
+    ),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds per case (0, 1, ...)."),
+    rows: int = typer.Option(20_000, "--rows", help="Rows of planted activations per case."),
+    d_sae: int = typer.Option(512, "--d-sae", help="Latents of the SAE trained per case."),
+) -> None:
+    """Run the atlas and its baselines on activations with planted modules; print the scores."""
+    from .structure.planted import PRESETS
+    from .structure.validate import ValidationSettings, validate
+
+    unknown = [c for c in cases if c not in PRESETS]
+    if unknown:
+        raise ConfigError(
+            f"Unknown case(s) {unknown} for --cases; expected some of: {sorted(PRESETS)}."
+        )
+    table = validate(
+        tuple(cases), tuple(range(seeds)), ValidationSettings(n_rows=rows, d_sae=d_sae)
+    )
+    out = Table(title="Planted-structure validation (ARI against the planted unit modules)")
+    for col in ("case", "seed", "method", "ARI", "modules", "significant", "s"):
+        out.add_column(col, no_wrap=True)
+    for r in table.itertuples():
+        out.add_row(
+            r.case,
+            str(r.seed),
+            r.method,
+            f"{r.ari:.3f}",
+            str(r.n_modules),
+            ""
+            if r.n_significant is None or r.n_significant != r.n_significant
+            else str(int(r.n_significant)),
+            f"{r.seconds:.1f}",
+        )
+    console.print(out)
 
 
 def _register_train() -> None:

@@ -46,14 +46,12 @@ def test_bf16_selection_recomputes_exact_values_and_matches_full_precision():
     b = torch.randn(n, generator=g) * 0.1
     pre = xs @ W + b
     ref_vals, ref_idx = select_topk(pre, k, xs, W, b)
-    pre16 = (xs.bfloat16() @ W.bfloat16() + b.bfloat16())
+    pre16 = xs.bfloat16() @ W.bfloat16() + b.bfloat16()
     vals, idx = select_topk(pre16, k, xs, W, b)
     assert vals.dtype == torch.float32
     # Values are exact (not bf16-rounded) for the chosen latents.
     torch.testing.assert_close(vals, pre.gather(1, idx), rtol=1e-5, atol=1e-5)
-    same = [
-        set(a.tolist()) == set(c.tolist()) for a, c in zip(idx, ref_idx)
-    ]
+    same = [set(a.tolist()) == set(c.tolist()) for a, c in zip(idx, ref_idx)]
     assert sum(same) / B > 0.99
     # Masked (-inf) entries are never chosen, even when few remain.
     alive = torch.zeros(n, dtype=torch.bool)

@@ -89,10 +89,12 @@ def test_bh_adjust_matches_scipy():
 
 def test_null_test_z_and_verdict():
     null = np.array([0.10, 0.12, 0.11, 0.09, 0.13])
-    t = NullTest("x", 0.30, null, np.array([0.2, 0.005]), np.tile([0.01, 0.004], (5, 1)))
+    t = NullTest("x", 0.30, null, np.array([0.2, 0.005]), np.array([0.01, 0.02, 0.01, 0.0, 0.01]))
     assert t.z == pytest.approx((0.30 - null.mean()) / null.std(ddof=1))
     assert t.p < 1e-6 and t.p_empirical == pytest.approx(1 / 6)
-    weak = NullTest("y", 0.115, null, np.array([0.2, 0.005]), np.tile([0.01, 0.004], (5, 1)))
+    weak = NullTest(
+        "y", 0.115, null, np.array([0.2, 0.005]), np.array([0.01, 0.02, 0.01, 0.0, 0.01])
+    )
     ok, modules, _ = verdict([t], 0.05)
     assert ok and modules.tolist()[0] is True
     ok, modules, _ = verdict([t, weak], 0.05)

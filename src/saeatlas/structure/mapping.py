@@ -232,8 +232,9 @@ def _significance(
     real = _graph(sub, samples, cfg).adjacency
     raw = codes.matrix[rows]
 
-    def best_q(g: sp.spmatrix) -> float:
-        return float(clone(finder).fit(g).modularity_)
+    def fit(g: sp.spmatrix) -> tuple[float, np.ndarray]:
+        f = clone(finder).fit(g)
+        return float(f.modularity_), f.labels_
 
     residual_std = np.sqrt(codes.residual_sq / max(codes.n_rows, 1)).astype(np.float32)
     makers = {
@@ -269,7 +270,7 @@ def _significance(
                 name,
                 real,
                 labels,
-                best_q,
+                fit,
                 lambda i, make=make, seeds=seeds: make(np.random.default_rng(seeds[i])),
                 cfg.n_null,
             )

@@ -1,0 +1,188 @@
+"""The atlas end to end on planted structure: recovery, significance, files, CLI."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+from typer.testing import CliRunner
+
+from saeatlas.cli import app
+from saeatlas.errors import ConfigError
+from saeatlas.store import ActivationStore
+from saeatlas.structure import (
+    Atlas,
+    AtlasConfig,
+    AtlasFileError,
+    PlantedConfig,
+    make_planted,
+    map_structure,
+    save_planted,
+)
+from saeatlas.structure.validate import _baseline
+from saeatlas.train import TrainConfig, train_sae
+
+ROWS = 8000
+
+
+def planted_sae(tmp_path_factory, preset, seed, d_sae=256):
+    data = make_planted(PlantedConfig.preset(preset, seed=seed, n_rows=ROWS))
+    store = ActivationStore.open(save_planted(data, tmp_path_factory.mktemp(preset) / "acts"))
+    cfg = TrainConfig(d_sae=d_sae, k=16, batch_size=512, tokens=200_000, seed=seed)
+    return data, store, train_sae(store, cfg, progress=False).sae
+
+
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory):
+    data, store, sae = planted_sae(tmp_path_factory, "easy", 0)
+    atlas = map_structure(sae, store, AtlasConfig(n_null=5, null_rows=ROWS))
+    return data, store, sae, atlas
+
+
+def test_easy_planted_modules_are_recovered_and_significant(easy):
+    data, _, _, atlas = easy
+    assert adjusted_rand_score(data.unit_module, atlas.units.module) >= 0.9
+    assert atlas.n_modules == data.n_modules
+    assert atlas.n_significant_modules == data.n_modules
+    assert atlas.modules.significant.all()
+    s = atlas.summary
+    assert s["significant"] and s["z"] > 3 and s["p"] < 0.05
+    assert {n["null"] for n in s["nulls"]} == {"permutation", "rewiring", "dictionary"}
+    for n in s["nulls"]:
+        assert n["modularity"] > n["null_mean"]
+    assert "not a causal claim" in s["module_kind"]
+    # every module spans the planted module's layers (all three here)
+    assert all(len(layers) == 3 for layers in atlas.modules.layers)
+
+
+def test_tables_hold_what_they_promise(easy):
+    data, _, sae, atlas = easy
+    u, f, m = atlas.units, atlas.features, atlas.modules
+    assert len(u) == data.X.shape[1] and len(f) == sae.cfg.d_sae
+    assert u.layer.tolist() == [data.layer_names[i] for i in data.unit_layer]
+    assert ((u.membership >= 0) & (u.membership <= 1)).all()
+    assert (u.membership[u.module == -1] == 0).all()
+    counts = u[u.module >= 0].module.value_counts().sort_index()
+    assert counts.tolist() == m.n_units.tolist()
+    assert f[f.module >= 0].module.value_counts().sort_index().tolist() == m.n_features.tolist()
+    assert np.allclose([lm.sum() for lm in f.layer_mass], 1.0)
+    assert ((f.density >= f.firing_density) & (f.firing_density >= 0)).all()
+    assert 0 <= atlas.summary["features_max_unit_corr_le_0_3"] <= 1
+    # top units are the largest standardised decoder weights
+    W = sae.W_dec.detach().numpy()
+    j = int(f.feature[f.module >= 0].iloc[0])
+    std = data.X.std(0)
+    assert int(f.top_units[j][0]) == int(np.argmax(np.abs(W[j] / std)))
+
+
+def test_atlas_directory_round_trip_and_refusals(easy, tmp_path):
+    atlas = easy[3]
+    out = atlas.save(tmp_path / "atlas")
+    for name in ("atlas.json", "units.parquet", "features.parquet", "modules.parquet"):
+        assert (out / name).is_file()
+    meta = json.loads((out / "atlas.json").read_text())
+    for key in (
+        "n_modules",
+        "n_significant_modules",
+        "modularity",
+        "null_mean",
+        "null_std",
+        "z",
+        "p",
+    ):
+        assert key in meta
+    back = Atlas.load(out)
+    pd.testing.assert_frame_equal(back.units, atlas.units)
+    assert back.modules.layers.map(list).tolist() == atlas.modules.layers.map(list).tolist()
+    assert back.summary["n_modules"] == atlas.n_modules
+    with pytest.raises(ConfigError, match="already holds an atlas"):
+        atlas.save(out)
+    atlas.save(out, overwrite=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not an atlas"):
+        atlas.save(tmp_path / "other")
+    (out / "units.parquet").write_bytes(b"garbage")
+    with pytest.raises(AtlasFileError, match="unreadable"):
+        Atlas.load(out)
+    with pytest.raises(AtlasFileError, match="analyze"):
+        Atlas.load(tmp_path / "nothing")
+
+
+@pytest.mark.slow
+def test_no_structure_gives_no_significant_modules_in_19_of_20_seeds(tmp_path_factory):
+    clean = 0
+    for seed in range(20):
+        _, store, sae = planted_sae(tmp_path_factory, "null", seed)
+        atlas = map_structure(sae, store, AtlasConfig(n_null=5, null_rows=ROWS, seed=seed))
+        clean += atlas.n_significant_modules == 0
+        if atlas.n_significant_modules == 0:
+            assert "No significant modular structure" in atlas.summary["message"]
+    assert clean >= 19
+
+
+def test_with_strong_superposition_the_atlas_beats_leiden_on_unit_correlations(tmp_path_factory):
+    data, store, sae = planted_sae(tmp_path_factory, "superposition", 0)
+    atlas = map_structure(sae, store, AtlasConfig(nulls=()))
+    ours = adjusted_rand_score(data.unit_module, atlas.units.module)
+    naive = adjusted_rand_score(data.unit_module, _baseline(data.X, clean=False))
+    assert ours > naive + 0.2
+
+
+def test_spectral_finder_and_window_counting_run_through(easy):
+    data, store, sae, _ = easy
+    atlas = map_structure(sae, store, AtlasConfig(method="spectral", window=2, nulls=()))
+    assert atlas.summary["method"] == "spectral" and atlas.summary["graph"]["window"] == 2
+    assert adjusted_rand_score(data.unit_module, atlas.units.module) > 0.5
+    assert atlas.n_significant_modules == 0  # no nulls, no claims
+    assert "No significant" in atlas.summary["message"]
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"affinity": "cosine"}, "affinity"),
+        ({"method": "louvain"}, "method"),
+        ({"nulls": ("shuffle",)}, "nulls"),
+        ({"n_null": 1}, "n_null"),
+        ({"alpha": 2.0}, "alpha"),
+        ({"min_enrichment": 0.5}, "min_enrichment"),
+        ({"resolutions": ()}, "resolutions"),
+    ],
+)
+def test_bad_atlas_settings_name_the_field(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        AtlasConfig(**bad)
+
+
+def test_analyze_and_validate_from_the_command_line(easy, tmp_path):
+    _, store, sae, _ = easy
+    sae_dir = sae.save(tmp_path / "sae")
+    runner = CliRunner()
+    args = [
+        "analyze",
+        "--sae",
+        str(sae_dir),
+        "--acts",
+        str(store.path),
+        "--out",
+        str(tmp_path / "atlas"),
+        "--n-null",
+        "2",
+        "--nulls",
+        "permutation",
+        "rewiring",
+        "-q",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "modules" in result.output and (tmp_path / "atlas" / "atlas.json").exists()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    bad = runner.invoke(app, args[:-6] + ["--affinity", "cosine", "--overwrite"])
+    assert bad.exit_code == 1 and "affinity" in bad.output
+    result = runner.invoke(app, ["validate", "--cases", "easy", "--rows", "4000", "--d-sae", "192"])
+    assert result.exit_code == 0, result.output
+    assert "leiden-raw-corr" in result.output and "atlas" in result.output
+    assert runner.invoke(app, ["validate", "--cases", "hard"]).exit_code == 1
