@@ -237,29 +237,24 @@ def _significance(
         return float(f.modularity_), f.labels_
 
     residual_std = np.sqrt(codes.residual_sq / max(codes.n_rows, 1)).astype(np.float32)
+
+    def dictionary_graph(rng: np.random.Generator) -> sp.spmatrix:
+        synthetic = dictionary_null_codes(
+            sae,
+            raw,
+            residual_std,
+            rng,
+            together=excluded,
+            batch_size=cfg.batch_size,
+            device=cfg.device,
+        )
+        fires = _drop_columns(strong_firing(synthetic, cfg.min_activation), excluded)
+        return _graph(fires, samples, cfg).adjacency
+
     makers = {
         "permutation": lambda rng: _graph(permute_codes(sub, rng), samples, cfg).adjacency,
         "rewiring": lambda rng: rewire(real, rng),
-        "dictionary": lambda rng: (
-            _graph(
-                _drop_columns(
-                    strong_firing(
-                        dictionary_null_codes(
-                            sae,
-                            raw,
-                            residual_std,
-                            rng,
-                            batch_size=cfg.batch_size,
-                            device=cfg.device,
-                        ),
-                        cfg.min_activation,
-                    ),
-                    excluded,
-                ),
-                samples,
-                cfg,
-            ).adjacency
-        ),
+        "dictionary": dictionary_graph,
     }
     tests = []
     for k, name in enumerate(cfg.nulls):

@@ -26,15 +26,25 @@ from ..sae import SparseAutoencoder
 from .codes import encode_sparse
 
 
-def permute_codes(matrix: sp.csr_matrix, rng: np.random.Generator) -> sp.csr_matrix:
-    """``[n_rows, d_sae]`` codes with each column's nonzeros placed on random rows."""
+def permute_codes(
+    matrix: sp.csr_matrix, rng: np.random.Generator, together: np.ndarray | None = None
+) -> sp.csr_matrix:
+    """``[n_rows, d_sae]`` codes with each column's nonzeros placed on random rows.
+
+    Columns flagged in ``together`` ``[d_sae]`` move with one shared row
+    permutation, so whatever they share (a global mode) stays shared.
+    """
     csc = sp.csc_matrix(matrix)
     n_rows = csc.shape[0]
     rows = np.empty_like(csc.indices)
+    shared = rng.permutation(n_rows)
     for j in range(csc.shape[1]):
         a, b = csc.indptr[j], csc.indptr[j + 1]
         if b > a:
-            rows[a:b] = rng.choice(n_rows, b - a, replace=False)
+            if together is not None and together[j]:
+                rows[a:b] = shared[csc.indices[a:b]]
+            else:
+                rows[a:b] = rng.choice(n_rows, b - a, replace=False)
     out = sp.csc_matrix((csc.data.copy(), rows, csc.indptr.copy()), shape=csc.shape)
     return out.tocsr()
 
@@ -59,6 +69,7 @@ def dictionary_null_codes(
     residual_std: np.ndarray,
     rng: np.random.Generator,
     *,
+    together: np.ndarray | None = None,
     batch_size: int = 4096,
     device: str = "cpu",
 ) -> sp.csr_matrix:
@@ -70,8 +81,10 @@ def dictionary_null_codes(
         residual_std: ``[d_in]`` per-unit standard deviation of the real reconstruction
             error, the noise added to the synthetic rows.
         rng: random source.
+        together: ``[d_sae]`` features that keep firing together (dense and
+            global-mode features: a shared component, not a module).
     """
-    independent = permute_codes(matrix, rng)
+    independent = permute_codes(matrix, rng, together)
     W_dec = sae.W_dec.detach().float().cpu().numpy()
     b_dec = sae.b_dec.detach().float().cpu().numpy()
     sae = sae.to(device).eval()
