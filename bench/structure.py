@@ -31,7 +31,6 @@ SIZES = ("4096x100000", "16384x1000000", "65536x1000000")
 
 
 def make_inputs(d_sae: int, rows: int, k: int, root: Path) -> tuple[Path, Path]:
-    import numpy as np
     import torch
 
     from saeatlas.sae import SAEConfig, SparseAutoencoder

@@ -23,7 +23,6 @@ import torch
 from .._progress import progress_bar
 from ..errors import ShapeError
 from ..sae import SparseAutoencoder
-from ..sae.kernels import select_topk
 from ..store import ActivationStore, LayerSpec
 
 
@@ -112,19 +111,20 @@ def encode_sparse(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor
     """Nonzero codes of a batch ``x [B, d_in]`` → ``(rows, cols, values)`` as two tensors:
     ``idx [nnz, 2]`` (row, latent) and ``values [nnz]``.
 
-    TopK SAEs take the top k of a bf16 product where that is fast and recompute
-    the chosen values exactly (as in training); the others encode densely.
+    TopK SAEs take the top k of a bf16 product where bf16 matmul is fast (its
+    values carry 3 significant digits, ample for firing statistics; training
+    recomputes them exactly); the others encode densely in full precision.
     """
     cfg = sae.cfg
     if cfg.architecture == "topk":
         xs = x - sae.b_dec if cfg.subtracts_b_dec else x
         dtype = torch.bfloat16 if _fast_bf16(x.device) else sae.W_enc.dtype
         pre = xs.to(dtype) @ sae.W_enc.to(dtype) + sae.b_enc.to(dtype)
-        values, idx = select_topk(pre, min(cfg.k, cfg.d_sae), xs, sae.W_enc, sae.b_enc)
-        values = values.relu()
+        values, idx = pre.topk(min(cfg.k, cfg.d_sae), dim=-1, sorted=False)
+        values = values.float().relu()
         keep = values > 0
         rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(idx)[keep]
-        return torch.stack([rows, idx[keep]], dim=1), values[keep].float()
+        return torch.stack([rows, idx[keep]], dim=1), values[keep]
     acts = sae.encode(x).acts
     nz = acts.nonzero()
     return nz, acts[nz[:, 0], nz[:, 1]].float()
