@@ -125,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
             print(run.stderr[-3000:])
             results.append({"d_sae": d_sae, "rows": rows, "error": run.stderr[-500:]})
             continue
-        rec = {"d_sae": d_sae, "rows": rows, **json.loads(run.stdout.strip().splitlines()[-1])}
+        rec = {
+            "d_sae": d_sae,
+            "rows": rows,
+            "command": " ".join(sys.argv),
+            **json.loads(run.stdout.strip().splitlines()[-1]),
+        }
         results.append(rec)
         print(
             f"  d_sae {d_sae:>6,} rows {rows:>9,}: {rec['seconds']:7.1f} s, peak RSS "
@@ -135,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     OUT.mkdir(exist_ok=True)
-    (OUT / "structure.json").write_text(
-        json.dumps(
-            {"command": " ".join(sys.argv), "cpus": os.cpu_count(), "results": results}, indent=2
-        )
-    )
+    path = OUT / "structure.json"
+    earlier = json.loads(path.read_text()).get("results", []) if path.exists() else []
+    ran = {(r["d_sae"], r["rows"]) for r in results}
+    merged = [r for r in earlier if (r["d_sae"], r["rows"]) not in ran] + results
+    path.write_text(json.dumps({"cpus": os.cpu_count(), "results": merged}, indent=2))
     return 0
 
 

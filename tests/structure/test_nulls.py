@@ -107,3 +107,35 @@ def test_module_weight_sums_each_modules_internal_edges():
     )
     assert module_weight(A, np.array([0, 0, 1, 1])).tolist() == [2.0, 3.0]
     assert module_weight(A, np.array([0, 0, -1, -1])).tolist() == [2.0]
+
+
+def test_null_z_scores_are_near_zero_when_the_data_are_null():
+    """Codes that are themselves a draw of the permutation null score z ~ N(0, 1)."""
+    from saeatlas.structure.cooccurrence import build_graph, count_cooccurrence
+    from saeatlas.structure.finders import LeidenModules
+    from saeatlas.structure.significance import null_test
+
+    def graph(m):
+        return build_graph(count_cooccurrence(m), alpha=0.3, min_count=1).adjacency
+
+    def fit(g):
+        f = LeidenModules(random_state=0).fit(g)
+        return f.modularity_, f.labels_
+
+    zs = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        dens = rng.uniform(0.02, 0.2, 60)
+        codes = sp.csr_matrix((rng.random((3000, 60)) < dens).astype(np.float32))
+        labels = fit(graph(codes))[1]
+        t = null_test(
+            "permutation",
+            graph(codes),
+            labels,
+            fit,
+            lambda i, s=seed, c=codes: graph(permute_codes(c, np.random.default_rng([s, i]))),
+            12,
+        )
+        zs.append(t.z)
+    zs = np.array(zs)
+    assert np.abs(zs).mean() < 2.0 and (np.abs(zs) < 4).all(), zs

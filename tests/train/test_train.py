@@ -188,3 +188,24 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, digits_
         torch.testing.assert_close(resumed.sae.state_dict()[name], value, atol=1e-6, rtol=0)
     assert [m["step"] for m in resumed.metrics] == [m["step"] for m in full.metrics]
     assert not (tmp_path / "part" / "checkpoint.pt").exists()
+
+
+def test_tensorboard_events_hold_the_logged_metrics(tmp_path, digits_store):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = TrainConfig(d_sae=64, k=8, batch_size=256, tokens=256 * 12, log_every=4, tensorboard=True)
+    result = train_sae(digits_store, cfg, tmp_path / "sae", progress=False)
+    events = EventAccumulator(str(tmp_path / "sae" / "tensorboard"))
+    events.Reload()
+    fvus = [e.value for e in events.Scalars("train/fvu")]
+    assert fvus == pytest.approx([m["fvu"] for m in result.metrics], rel=1e-6)
+    with pytest.raises(ConfigError, match="--out"):
+        train_sae(digits_store, cfg, None, progress=False)
+
+
+def test_signum_default_and_adam_both_train(digits_store):
+    base = dict(d_sae=64, k=8, batch_size=256, tokens=256 * 30, log_every=1)
+    for optimizer in ("signum", "adam"):
+        res = train_sae(digits_store, TrainConfig(optimizer=optimizer, **base), progress=False)
+        assert res.metrics[-1]["fvu"] < 0.6 * res.metrics[0]["fvu"], optimizer

@@ -39,8 +39,9 @@ class Atlas:
     ``membership`` (0-1), ``shared``, ``cross_check_module``."""
     features: pd.DataFrame
     """One row per SAE feature: ``feature``, ``module``, ``density``,
-    ``mean_activation``, ``max_unit_corr``, ``top_units``, ``top_unit_weights``,
-    ``layer_mass`` (share of the feature's write energy per layer)."""
+    ``mean_activation``, ``max_unit_corr``, ``top_units``, ``top_unit_weights``
+    (decoder: what it writes), ``top_read_units``, ``top_read_weights`` (encoder:
+    what it reads), ``layer_mass`` (share of the feature's write energy per layer)."""
     modules: pd.DataFrame
     """One row per module: ``module``, ``n_units``, ``n_features``, ``layers``,
     ``modularity``, ``z``, ``p``, ``significant`` (+ ``z_<null>`` / ``p_<null>``)."""

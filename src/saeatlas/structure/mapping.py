@@ -305,6 +305,9 @@ def _features_table(
     Wstd = W / std[None, :]
     k = min(cfg.top_units, W.shape[1])
     top = np.argsort(-np.abs(Wstd), axis=1)[:, :k]
+    # Read weights: encoder columns; times std_u they weigh standardised units.
+    R = sae.W_enc.detach().double().cpu().numpy().T
+    top_read = np.argsort(-np.abs(R * std[None, :]), axis=1)[:, :k]
     energy = Wstd**2
     n_layers = int(unit_layer.max()) + 1 if unit_layer.size else 0
     per_layer = np.stack([energy[:, unit_layer == i].sum(1) for i in range(n_layers)], axis=1)
@@ -321,6 +324,8 @@ def _features_table(
             "max_unit_corr": corr,
             "top_units": list(top.astype(np.int64)),
             "top_unit_weights": list(np.take_along_axis(W, top, axis=1)),
+            "top_read_units": list(top_read.astype(np.int64)),
+            "top_read_weights": list(np.take_along_axis(R, top_read, axis=1)),
             "layer_mass": list(per_layer),
             "attribution": attr.sum(axis=1),
         }

@@ -89,6 +89,9 @@ class TrainConfig:
     """Compile the SAE with torch.compile."""
     log_every: int = 50
     """Steps between metric records."""
+    tensorboard: bool = False
+    """Also write the metrics as TensorBoard events to OUT/tensorboard (needs the
+    `tensorboard` package: pip install "saeatlas[tensorboard]")."""
     checkpoint_every: int = 0
     """Steps between checkpoints (0: none); a checkpointed run continues with --resume."""
 

@@ -419,6 +419,7 @@ def train_sae(
         )
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     run = _Run(store, cfg)
+    board = _tensorboard(out, cfg) if run.world.is_main else None
     if resume:
         run.load_state_dict(load_checkpoint(out, run.settings()))
         log.info("Resuming at step %d of %d.", run.step, run.n_steps)
@@ -431,6 +432,10 @@ def train_sae(
             if (run.step - 1) % cfg.log_every == 0 or run.step == run.n_steps:
                 speed = (run.rows_done - done_before) / max(time.perf_counter() - t0, 1e-9)
                 rec = run.record(step_out, speed)
+                if board is not None:
+                    for key, value in rec.items():
+                        if key not in ("step", "tokens"):
+                            board.add_scalar(f"train/{key}", value, rec["tokens"])
                 bar.advance(
                     0,
                     info=f"fvu {rec['fvu']:.3f} L0 {rec['l0']:.1f} "
@@ -444,7 +449,24 @@ def train_sae(
             ):
                 save_checkpoint(out, run.state_dict())
             bar.advance(1)
+    if board is not None:
+        board.close()
     return _finish(run, out, time.perf_counter() - t0)
+
+
+def _tensorboard(out: Path | None, cfg: TrainConfig) -> Any:
+    """A TensorBoard ``SummaryWriter`` under ``out/tensorboard``, when asked for."""
+    if not cfg.tensorboard:
+        return None
+    if out is None:
+        raise ConfigError("`tensorboard` writes under the SAE directory; give --out.")
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ConfigError(
+            "`tensorboard` needs the tensorboard package: pip install 'saeatlas[tensorboard]'."
+        ) from e
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
 def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
