@@ -44,7 +44,7 @@ def _worker(rank: int, world: int, port: int, store: str, out: str, cfg: dict) -
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("arch", ["topk", "relu"])
+@pytest.mark.parametrize("arch", ["topk", "relu", "batchtopk"])
 def test_two_gloo_ranks_equal_one_process(tmp_path, digits_store, arch):
     cfg = {**CFG, "architecture": arch}
     mp.spawn(

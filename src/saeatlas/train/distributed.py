@@ -58,3 +58,24 @@ def average_gradients(params: list[torch.nn.Parameter], world: World) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def all_min(t: torch.Tensor, world: World) -> torch.Tensor:
+    """Elementwise minimum of ``t`` over ranks."""
+    if world.size > 1:
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t
+
+
+def global_topk_threshold(values: torch.Tensor, n_keep: int, world: World) -> torch.Tensor:
+    """The ``n_keep``-th largest of ``values`` over all ranks (BatchTopK over the
+    global batch): each rank sends only its own ``n_keep`` largest, which hold every
+    value of the global top ``n_keep``. Every rank's ``values`` has the same size."""
+    flat = values.flatten()
+    local = flat.topk(min(n_keep, flat.numel()), sorted=False).values
+    if world.size > 1:
+        parts = [torch.empty_like(local) for _ in range(world.size)]
+        dist.all_gather(parts, local.contiguous())
+        local = torch.cat(parts)
+    return local.topk(min(n_keep, local.numel()), sorted=False).values.min()

@@ -30,7 +30,7 @@ from ..sae.kernels import select_topk, sparse_decode, topk_encode
 from ..store import ActivationStore, LayerSpec
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .distributed import all_sum, average_gradients, join
+from .distributed import all_min, all_sum, average_gradients, global_topk_threshold, join
 from .init import geometric_median, input_normalizer
 from .losses import auxk_loss, fvu, l0, l1_penalty, mse
 from .optim import ScheduleFreeSignSGD
@@ -96,8 +96,6 @@ class _Run:
                 raise ConfigError(
                     f"`batch_size` {cfg.batch_size} must divide evenly over {self.world.size} ranks."
                 )
-            if cfg.architecture == "batchtopk":
-                raise ConfigError("BatchTopK is not supported across ranks yet; use topk.")
         columns, self.layers = _select_layers(store, cfg.layers)
         self.names = [l.name for l in self.layers]
         d_in = self.layers[-1].stop
@@ -201,6 +199,14 @@ class _Run:
         """Reconstruction of a normalised batch. TopK goes through the sparse kernels
         (equal to the dense path, tested); the others through the module."""
         sae = self.sae
+        if self.cfg.architecture == "batchtopk" and self.world.size > 1:
+            # The k x batch largest over the global batch (all ranks), as one process would.
+            pre = sae.pre_activations(x)
+            n_keep = sae.cfg.k * x.shape[0] * self.world.size
+            with torch.no_grad():
+                cut = global_topk_threshold(pre.detach().relu(), n_keep, self.world)
+            acts = pre * ((pre >= cut) & (pre > 0)).to(pre.dtype)
+            return {"x_hat": sae.decode(acts).float(), "acts": acts, "pre": pre}
         if self.cfg.architecture != "topk":
             x_hat, acts, pre = self.model(x)
             return {"x_hat": x_hat.float(), "acts": acts, "pre": pre}
@@ -282,7 +288,9 @@ class _Run:
             if cfg.architecture == "batchtopk":
                 positive = f["acts"][f["acts"] > 0]
                 stats["min_positive"] = (
-                    positive.min() if positive.numel() else torch.tensor(float("nan"))
+                    positive.min().float()
+                    if positive.numel()
+                    else torch.tensor(float("inf"), device=x.device)
                 )
         return loss, stats
 
@@ -323,8 +331,8 @@ class _Run:
             self.rows_since_fired += rows
             self.rows_since_fired[fired] = 0
             if cfg.architecture == "batchtopk":
-                low = out["min_positive"].to(sae.threshold.dtype)
-                if not torch.isnan(low):
+                low = all_min(out["min_positive"], self.world).to(sae.threshold.dtype)
+                if torch.isfinite(low):
                     # Running estimate of the batch-wide cut (Bussmann et al. 2024).
                     sae.threshold.copy_(
                         low if self.step == 0 else 0.99 * sae.threshold + 0.01 * low
