@@ -1,0 +1,206 @@
+"""Causal check: ablate a module's units in the model and measure the loss, against chance.
+
+For every module, its units are set to their mean over the store (``mean``,
+the default: the units stop carrying information but the layer keeps its
+typical input for the next one) or to zero (``zero``) during the forward
+pass, and the per-sample loss is compared with the clean run, overall and per
+class. The control is the same ablation of random unit sets with as many
+units in each layer as the module has (``n_random`` draws, at least 100 for a
+p-value that can reach 0.01): effect size ``z = (effect - mean_random) /
+std_random`` and the empirical p-value ``(1 + #{random >= effect}) / (1 +
+n_random)``. The module x class matrix of loss increases shows which module
+serves which class (in the spirit of lesion studies of modular networks, e.g.
+Csordás et al. 2021, "Are neural nets modular?").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..capture.hookpoints import resolve_hookpoints
+from ..capture.inputs import InputBatch, iter_input_batches
+from ..capture.rows import replace_tensor, select_tensor
+from ..errors import ConfigError
+from ..store import LayerSpec
+
+PerSampleLoss = Callable[[Any, InputBatch], torch.Tensor]
+MODES = ("mean", "zero")
+
+
+def per_sample_cross_entropy(output: Any, batch: InputBatch) -> torch.Tensor:
+    """``[batch]`` cross-entropy of a classifier's logits against the batch's labels."""
+    if batch.labels is None:
+        raise ConfigError("Ablation with the cross-entropy loss needs labels (--labels FILE).")
+    logits = select_tensor(output, "model output").float()
+    target = torch.as_tensor(batch.labels, device=logits.device).long()
+    return torch.nn.functional.cross_entropy(logits, target, reduction="none")
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    """Loss increases from ablating each module, and their chance levels."""
+
+    classes: np.ndarray
+    """``[n_classes]`` the label values (empty without labels)."""
+    clean_loss: float
+    effect: np.ndarray
+    """``[n_modules]`` mean loss increase when the module is ablated."""
+    effect_by_class: np.ndarray
+    """``[n_modules, n_classes]`` the same per class."""
+    random_mean: np.ndarray
+    """``[n_modules]`` mean loss increase of random unit sets matched by layer."""
+    random_std: np.ndarray
+    z: np.ndarray
+    p: np.ndarray
+    """``[n_modules]`` empirical one-sided p-value against the random sets."""
+    random_by_class_mean: np.ndarray
+    """``[n_modules, n_classes]`` random sets' mean loss increase per class."""
+
+    def specialisation(self) -> np.ndarray:
+        """``[n_modules, n_classes]`` each class's share of a module's excess damage
+        over random sets (rows sum to 1 where the module does any excess damage)."""
+        excess = np.clip(self.effect_by_class - self.random_by_class_mean, 0, None)
+        total = excess.sum(axis=1, keepdims=True)
+        return np.divide(excess, total, out=np.zeros_like(excess), where=total > 0)
+
+
+class _Ablator:
+    """Forward hooks that overwrite chosen units of chosen layers."""
+
+    def __init__(self, model: torch.nn.Module, layers: Sequence[LayerSpec], values: np.ndarray):
+        hps = {hp.name: hp for hp in resolve_hookpoints(model, [l.name for l in layers])}
+        if any(hp.record_input for hp in hps.values()):
+            raise ConfigError("Ablating a module's :input is not supported; use its output.")
+        self.layers = list(layers)
+        self.values = values
+        self.active: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.handles = [
+            hps[l.name].module.register_forward_hook(self._hook(l)) for l in self.layers
+        ]
+
+    def _hook(self, layer: LayerSpec):
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+            chosen = self.active.get(layer.name)
+            if chosen is None:
+                return None
+            idx, value = chosen
+            t = select_tensor(output, layer.name).clone()
+            idx, value = idx.to(t.device), value.to(t)
+            if layer.layout in ("position", "pooled"):  # [batch, C, H, W]: units are channels
+                t[:, idx] = value.view(1, -1, *([1] * (t.dim() - 2)))
+            else:  # [batch, d] or [batch, seq, d]
+                t[..., idx] = value
+            return replace_tensor(output, t)
+
+        return hook
+
+    def set(self, units: np.ndarray) -> None:
+        """Ablate these global unit indices (columns of the layers' concatenation)."""
+        self.active = {}
+        for l in self.layers:
+            mine = units[(units >= l.start) & (units < l.stop)]
+            if mine.size:
+                self.active[l.name] = (
+                    torch.as_tensor(mine - l.start, dtype=torch.long),
+                    torch.as_tensor(self.values[mine], dtype=torch.float32),
+                )
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+@torch.no_grad()
+def ablate_modules(
+    model: torch.nn.Module,
+    inputs: Any,
+    layers: Sequence[LayerSpec],
+    unit_module: np.ndarray,
+    *,
+    labels: Any = None,
+    unit_mean: np.ndarray | None = None,
+    mode: str = "mean",
+    loss_fn: PerSampleLoss = per_sample_cross_entropy,
+    n_random: int = 100,
+    batch_size: int = 256,
+    random_state: int = 0,
+    tokenizer: Any = None,
+) -> AblationResult:
+    """Ablate every module's units (``unit_module`` ``[n_units]``, -1 none) and random
+    unit sets matched by layer; see the module docstring.
+
+    ``layers`` map the units to the model's hook points (the Atlas's layers);
+    ``unit_mean`` ``[n_units]`` is needed for ``mode="mean"``.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"Unknown ablation `mode` {mode!r}; expected one of: {list(MODES)}.")
+    n_units = layers[-1].stop
+    if len(unit_module) != n_units:
+        raise ConfigError(
+            f"`unit_module` has {len(unit_module)} units but the layers have {n_units}."
+        )
+    if mode == "mean" and unit_mean is None:
+        raise ConfigError("Mean ablation needs `unit_mean` (the units' means over the store).")
+    values = np.zeros(n_units) if mode == "zero" else np.asarray(unit_mean, dtype=np.float64)
+    batches = list(
+        iter_input_batches(inputs, batch_size=batch_size, labels=labels, tokenizer=tokenizer)
+    )
+    y = (
+        np.concatenate([b.labels for b in batches])
+        if batches and all(b.labels is not None for b in batches)
+        else None
+    )
+    classes = np.unique(y) if y is not None else np.zeros(0)
+    was_training = model.training
+    model.eval()
+    ablator = _Ablator(model, layers, values)
+
+    def losses(units: np.ndarray | None) -> np.ndarray:
+        ablator.set(units if units is not None else np.zeros(0, dtype=np.int64))
+        return np.concatenate(
+            [loss_fn(model(*b.args, **b.kwargs), b).double().cpu().numpy() for b in batches]
+        )
+
+    def summarise(per_sample: np.ndarray) -> tuple[float, np.ndarray]:
+        by_class = (
+            np.array([per_sample[y == c].mean() for c in classes]) if y is not None else np.zeros(0)
+        )
+        return float(per_sample.mean()), by_class
+
+    rng = np.random.default_rng(random_state)
+    unit_layer = np.concatenate([np.full(l.n_units, i) for i, l in enumerate(layers)])
+    n_modules = int(unit_module.max()) + 1 if unit_module.size and unit_module.max() >= 0 else 0
+    try:
+        clean, clean_by_class = summarise(losses(None))
+        effect = np.zeros(n_modules)
+        effect_cls = np.zeros((n_modules, classes.size))
+        rand = np.zeros((n_modules, n_random))
+        rand_cls = np.zeros((n_modules, classes.size))
+        for m in range(n_modules):
+            units = np.flatnonzero(unit_module == m)
+            e, ec = summarise(losses(units))
+            effect[m], effect_cls[m] = e - clean, ec - clean_by_class
+            per_layer = np.bincount(unit_layer[units], minlength=len(layers))
+            for r in range(n_random):
+                draw = np.concatenate(
+                    [
+                        rng.choice(np.flatnonzero(unit_layer == i), k, replace=False)
+                        for i, k in enumerate(per_layer)
+                        if k
+                    ]
+                )
+                e, ec = summarise(losses(draw))
+                rand[m, r] = e - clean
+                rand_cls[m] += (ec - clean_by_class) / n_random
+    finally:
+        ablator.remove()
+        model.train(was_training)
+    mean, std = rand.mean(axis=1), rand.std(axis=1, ddof=1) if n_random > 1 else np.zeros(n_modules)
+    z = (effect - mean) / np.maximum(std, 1e-12)
+    p = (1 + (rand >= effect[:, None]).sum(axis=1)) / (1 + n_random)
+    return AblationResult(classes, clean, effect, effect_cls, mean, std, z, p, rand_cls)
