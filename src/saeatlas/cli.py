@@ -530,7 +530,7 @@ def validate_cmd(
             else str(int(r.n_significant)),
             f"{r.seconds:.1f}",
         )
-    console.print(out)
+    console.print(out, width=max(console.width, 110))
 
 
 def _register_train() -> None:

@@ -10,7 +10,7 @@ Every file is written atomically, ``atlas.json`` last, so a directory with an
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ from ..store.atomic import atomic_write, atomic_write_json
 
 ATLAS_JSON = "atlas.json"
 TABLES = ("units", "features", "modules")
+#: Written when not empty.
+OPTIONAL_TABLES = ("examples", "flows")
 FORMAT_VERSION = 1
 
 
@@ -47,6 +49,11 @@ class Atlas:
     ``modularity``, ``z``, ``p``, ``significant`` (+ ``z_<null>`` / ``p_<null>``)."""
     summary: dict[str, Any]
     """What ``atlas.json`` holds: counts, modularity and its nulls, parameters."""
+    examples: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Top-activating rows of every feature and module: ``kind``, ``id``, ``rank``,
+    ``row``, ``activation`` and the store's row metadata (``context`` for tokens)."""
+    flows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Links between modules of consecutive layers (co-activation, weight flow)."""
 
     @property
     def n_modules(self) -> int:
@@ -74,8 +81,12 @@ class Atlas:
                 )
             (path / ATLAS_JSON).unlink()  # the directory is incomplete until rewritten
         path.mkdir(parents=True, exist_ok=True)
-        for name in TABLES:
-            table = pa.Table.from_pandas(getattr(self, name), preserve_index=False)
+        for name in TABLES + OPTIONAL_TABLES:
+            frame = getattr(self, name)
+            if name in OPTIONAL_TABLES and frame.empty:
+                (path / f"{name}.parquet").unlink(missing_ok=True)
+                continue
+            table = pa.Table.from_pandas(frame, preserve_index=False)
             atomic_write(path / f"{name}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
         atomic_write_json(path / ATLAS_JSON, {"format_version": FORMAT_VERSION, **self.summary})
         return path
@@ -93,6 +104,9 @@ class Atlas:
         try:
             summary = json.loads(meta.read_text())
             tables = {name: pq.read_table(path / f"{name}.parquet").to_pandas() for name in TABLES}
+            for name in OPTIONAL_TABLES:
+                if (path / f"{name}.parquet").exists():
+                    tables[name] = pq.read_table(path / f"{name}.parquet").to_pandas()
         except (OSError, ValueError, pa.ArrowInvalid) as e:
             raise AtlasFileError(
                 f"The atlas at '{path}' is unreadable ({e}); rerun analyze."

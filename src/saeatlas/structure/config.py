@@ -53,6 +53,11 @@ class AtlasConfig:
     """Rows used to compare real and null modularity (the same number for both)."""
     alpha: float = 0.05
     """Significance level of partitions and modules (modules: after Benjamini-Hochberg)."""
+    label_column: str = "label"
+    """Row label (a column of the store's rows.parquet) whose classes modules are
+    profiled against, when the store has it."""
+    n_examples: int = 10
+    """Top-activating rows kept per feature and per module (0: none)."""
     max_rows: int | None = None
     """Rows of the store to encode (default: all)."""
     batch_size: int = 4096
@@ -97,6 +102,8 @@ class AtlasConfig:
             )
         if self.min_enrichment < 1:
             raise ConfigError(f"`min_enrichment` must be >= 1, got {self.min_enrichment}.")
+        if self.n_examples < 0:
+            raise ConfigError(f"`n_examples` must be >= 0, got {self.n_examples}.")
         for name in ("min_module_features", "batch_size", "top_units", "null_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")

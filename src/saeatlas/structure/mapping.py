@@ -29,6 +29,7 @@ from .atlas import Atlas
 from .codes import Codes, encode_store, strong_firing
 from .config import AtlasConfig
 from .cooccurrence import build_graph, count_cooccurrence
+from .describe import describe_modules
 from .finders import FINDERS, LeidenModules, core_members, modularity, module_modularity
 from .nulls import dictionary_null_codes, permute_codes, rewire
 from .significance import NullTest, null_test, verdict
@@ -119,6 +120,19 @@ def map_structure(
         }
     )
     features_df = _features_table(sae, codes, attr, feature_module, unit_layer, cfg)
+    described = describe_modules(
+        sae,
+        store,
+        codes,
+        feature_module,
+        units.module,
+        unit_layer,
+        label_column=cfg.label_column,
+        n_examples=cfg.n_examples,
+        seed=cfg.seed,
+    )
+    for name, values in described.feature_columns.items():
+        features_df[name] = values
     features_df.insert(3, "dense", dense)
     features_df.insert(4, "global_mode", global_feats)
     features_df.insert(
@@ -185,10 +199,18 @@ def map_structure(
             "k": sae.cfg.k,
         },
         "store": str(store.path),
+        **described.summary,
         "config": cfg.to_json(),
         "versions": {"saeatlas": __version__, "python": platform.python_version()},
     }
-    return Atlas(units=units_df, features=features_df, modules=modules_df, summary=summary)
+    return Atlas(
+        units=units_df,
+        features=features_df,
+        modules=modules_df,
+        summary=summary,
+        examples=described.examples,
+        flows=described.flows,
+    )
 
 
 def _drop_columns(matrix: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:

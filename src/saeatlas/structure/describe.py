@@ -1,0 +1,96 @@
+"""What modules respond to and where they live: the atlas's descriptive columns and tables.
+
+Called by :func:`~saeatlas.structure.map_structure` once the modules are
+known; each quantity comes from :mod:`.profiles` or :mod:`.layers`, where its
+definition lives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..sae import SparseAutoencoder
+from ..store import ActivationStore
+from .codes import Codes
+from .layers import layer_module_links, module_flows, module_layer_mass, module_layer_profile
+from .profiles import row_column, selectivity, top_examples
+
+#: A layer belongs to a module's span when it holds at least this share of the module's units.
+SPAN_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class Description:
+    module_columns: dict[str, list]
+    """Extra columns of ``modules.parquet``, one list entry per module."""
+    feature_columns: dict[str, np.ndarray]
+    """Extra columns of ``features.parquet``."""
+    examples: pd.DataFrame
+    """Top rows of every feature and module (``examples.parquet``)."""
+    flows: pd.DataFrame
+    """Links between modules of consecutive layers (``flows.parquet``)."""
+    summary: dict
+
+
+def describe_modules(
+    sae: SparseAutoencoder,
+    store: ActivationStore,
+    codes: Codes,
+    feature_module: np.ndarray,
+    unit_module: np.ndarray,
+    unit_layer: np.ndarray,
+    *,
+    label_column: str,
+    n_examples: int,
+    seed: int,
+) -> Description:
+    """Layer profiles, layer x module mass, flows, top examples and label selectivity."""
+    n_modules = int(feature_module.max()) + 1 if feature_module.size else 0
+    names = [l.name for l in codes.layers]
+    profile = module_layer_profile(unit_module, unit_layer, len(names), n_modules=n_modules)
+    weight = codes.act_sq_sum / max(codes.n_rows, 1)
+    mass = module_layer_mass(
+        sae,
+        feature_module,
+        codes.layers,
+        codes.unit_std,
+        feature_weight=weight,
+        n_modules=n_modules,
+    )
+    spans = layer_module_links(profile, SPAN_SHARE, layer_names=names)
+    columns: dict[str, list] = {
+        "layers": [list(s) for s in spans],
+        "layer_profile": [list(map(float, p)) for p in profile],
+        "layer_mass": [list(map(float, m)) for m in mass],
+    }
+    features: dict[str, np.ndarray] = {}
+    meta = store.rows()
+    summary: dict = {"layer_span_share": SPAN_SHARE}
+    if label_column in meta.column_names and n_modules:
+        labels = row_column(codes, meta, label_column)
+        sel = selectivity(codes, feature_module, labels, random_state=seed)
+        pref = [str(sel.classes[i]) if i >= 0 else None for i in np.asarray(sel.module_preferred)]
+        columns["selectivity"] = [float(v) for v in sel.module_index]
+        columns["preferred_label"] = pref
+        columns["selectivity_p"] = [float(v) for v in sel.module_p]
+        columns["label_means"] = [list(map(float, r)) for r in sel.module_means]
+        features["selectivity"] = np.asarray(sel.feature_index, dtype=float)
+        features["preferred_label"] = np.array(
+            [str(sel.classes[i]) if i >= 0 else None for i in sel.feature_preferred], dtype=object
+        )
+        summary["label_column"] = label_column
+        summary["label_classes"] = [str(c) for c in sel.classes]
+    examples = (
+        top_examples(codes, feature_module, meta, n_top=n_examples)
+        if n_examples
+        else pd.DataFrame()
+    )
+    flows = (
+        module_flows(codes, unit_module, unit_layer, sae, feature_module)
+        if n_modules and len(names) > 1
+        else pd.DataFrame()
+    )
+    return Description(columns, features, examples, flows, summary)
