@@ -186,3 +186,16 @@ def test_analyze_and_validate_from_the_command_line(easy, tmp_path):
     assert result.exit_code == 0, result.output
     assert "leiden-raw-corr" in result.output and "atlas" in result.output
     assert runner.invoke(app, ["validate", "--cases", "hard"]).exit_code == 1
+
+
+def test_stability_geometry_and_map_columns_join_the_atlas(easy, tmp_path):
+    data, store, sae, _ = easy
+    atlas = map_structure(sae, store, AtlasConfig(nulls=(), n_bootstrap=2))
+    m, f = atlas.modules, atlas.features
+    assert ((m.stability >= 0.75) & (m.stability_verdict == "stable")).sum() >= data.n_modules - 1
+    assert np.isfinite(f.x).all() and np.isfinite(f.y).all()
+    assert "geometry" in atlas.summary and "stability" in atlas.summary
+    assert all(len(p) == 3 for p in m.layer_profile)
+    back = Atlas.load(atlas.save(tmp_path / "a"))
+    assert back.modules.stability_verdict.tolist() == m.stability_verdict.tolist()
+    assert len(back.examples) > 0

@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import ConfigError
 
 AFFINITIES = ("phi", "npmi", "jaccard")
+MAP_METHODS = ("pca", "umap")
 METHODS = ("leiden", "spectral")
 NULLS = ("permutation", "rewiring", "dictionary")
 
@@ -58,6 +59,10 @@ class AtlasConfig:
     profiled against, when the store has it."""
     n_examples: int = 10
     """Top-activating rows kept per feature and per module (0: none)."""
+    map_method: str = "pca"
+    """2-D map of the features: pca, or umap (needs the `umap` extra; falls back to pca)."""
+    n_bootstrap: int = 0
+    """Bootstrap resamples of the rows for module stability (0: none; 3 is a good start)."""
     max_rows: int | None = None
     """Rows of the store to encode (default: all)."""
     batch_size: int = 4096
@@ -78,6 +83,7 @@ class AtlasConfig:
 
         choice("affinity", AFFINITIES)
         choice("method", METHODS)
+        choice("map_method", MAP_METHODS)
         if isinstance(self.nulls, str):
             raise ConfigError("`nulls` must be a list of names, not one string.")
         for n in self.nulls:
@@ -102,6 +108,8 @@ class AtlasConfig:
             )
         if self.min_enrichment < 1:
             raise ConfigError(f"`min_enrichment` must be >= 1, got {self.min_enrichment}.")
+        if self.n_bootstrap < 0:
+            raise ConfigError(f"`n_bootstrap` must be >= 0, got {self.n_bootstrap}.")
         if self.n_examples < 0:
             raise ConfigError(f"`n_examples` must be >= 0, got {self.n_examples}.")
         for name in ("min_module_features", "batch_size", "top_units", "null_rows"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +63,14 @@ def map_structure(
     store: ActivationStore | str | Path,
     config: AtlasConfig = AtlasConfig(),
     *,
+    seed_saes: Sequence[SparseAutoencoder | str | Path] = (),
     progress: bool = False,
 ) -> Atlas:
-    """Find the modules of units behind ``sae``'s features on ``store``, with significance."""
+    """Find the modules of units behind ``sae``'s features on ``store``, with significance.
+
+    ``seed_saes``: SAEs trained the same way with other seeds; with them (or with
+    ``config.n_bootstrap``) every module gets a stability figure.
+    """
     cfg = config
     sae_path = None if isinstance(sae, SparseAutoencoder) else str(sae)
     sae = sae if isinstance(sae, SparseAutoencoder) else SparseAutoencoder.load(sae)
@@ -151,6 +157,8 @@ def map_structure(
         module_ok,
         module_p,
     )
+    for name, values in described.module_columns.items():
+        modules_df[name] = values
     worst = max(tests, key=lambda t: (np.nan_to_num(t.p, nan=1.0), -t.z)) if tests else None
     n_sig = int(module_ok.sum()) if tests else 0
     summary = {
@@ -203,7 +211,7 @@ def map_structure(
         "config": cfg.to_json(),
         "versions": {"saeatlas": __version__, "python": platform.python_version()},
     }
-    return Atlas(
+    atlas = Atlas(
         units=units_df,
         features=features_df,
         modules=modules_df,
@@ -211,6 +219,52 @@ def map_structure(
         examples=described.examples,
         flows=described.flows,
     )
+    _add_geometry(atlas, sae, cfg)
+    if cfg.n_bootstrap or seed_saes:
+        _add_stability(atlas, sae, store, cfg, seed_saes, progress)
+    return atlas
+
+
+def _add_geometry(atlas: Atlas, sae: SparseAutoencoder, cfg: AtlasConfig) -> None:
+    """Map coordinates of every feature and the geometry-function agreement."""
+    from .geometry import atlas_geometry, feature_map
+
+    xy = feature_map(sae.W_dec.detach(), method=cfg.map_method, random_state=cfg.seed)
+    atlas.features["x"], atlas.features["y"] = xy[:, 0], xy[:, 1]
+    if atlas.n_modules >= 2:
+        labels, agreement = atlas_geometry(sae, atlas, random_state=cfg.seed)
+        atlas.features["direction_cluster"] = labels
+        atlas.summary["geometry"] = agreement.as_dict()
+    atlas.summary["map_method"] = cfg.map_method
+
+
+def _add_stability(
+    atlas: Atlas,
+    sae: SparseAutoencoder,
+    store: ActivationStore,
+    cfg: AtlasConfig,
+    seed_saes: Sequence[SparseAutoencoder | str | Path],
+    progress: bool,
+) -> None:
+    """Bootstrap and seed stability per module and feature (see :mod:`.stability`)."""
+    from .stability import module_stability
+
+    res = module_stability(
+        sae,
+        store,
+        atlas,
+        cfg,
+        seeds_saes=seed_saes,
+        n_bootstrap=cfg.n_bootstrap,
+        random_state=cfg.seed,
+        progress=progress,
+    )
+    # the worse of the bootstrap (feature-level) and seed (unit-level) best-match Jaccard
+    jac = np.fmin(res.module_jaccard, res.module_unit_jaccard)
+    atlas.modules["stability"] = jac
+    atlas.modules["stability_verdict"] = list(res.module_stability)
+    atlas.features["stability"] = res.feature_stability
+    atlas.summary["stability"] = res.summary()
 
 
 def _drop_columns(matrix: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:

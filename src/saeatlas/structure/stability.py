@@ -449,7 +449,9 @@ def module_stability(
     W = sae.W_dec.detach().double().cpu().numpy() / std
     for other in seeds_saes:
         other = other if isinstance(other, SparseAutoencoder) else SparseAutoencoder.load(other)
-        other_atlas = map_structure(other, store, replace(cfg, nulls=()))
+        other_atlas = map_structure(
+            other, store, replace(cfg, nulls=(), n_bootstrap=0, n_examples=0)
+        )
         seed_u.append(other_atlas.units["module"].to_numpy().astype(np.int64))
         match = match_features(W, other.W_dec.detach().double().cpu().numpy() / std)
         cosines.append(match.mean_cosine)
