@@ -22,7 +22,7 @@ from . import __version__
 from .errors import AtlasError, ConfigError
 
 #: Options that take several values after one flag (``--layers a b c``).
-MULTI_VALUE_OPTIONS = ("--layers", "--values", "--resolutions", "--nulls", "--cases")
+MULTI_VALUE_OPTIONS = ("--layers", "--values", "--resolutions", "--nulls", "--cases", "--seed-sae")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -448,6 +448,12 @@ def _analyze_cmd(
         None, "--config", help="YAML/JSON file of atlas settings; flags given here override it."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an atlas at --out."),
+    seed_sae: list[Path] = typer.Option(
+        [],
+        "--seed-sae",
+        help="SAE directories trained the same way with other seeds (several after one flag): "
+        "module stability across seeds.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     **settings: Any,
 ) -> None:
@@ -460,7 +466,7 @@ def _analyze_cmd(
         raise ConfigError(
             f"'{out}' already holds an atlas. Choose another --out, or pass --overwrite."
         )
-    atlas = map_structure(sae, acts, cfg, progress=not quiet)
+    atlas = map_structure(sae, acts, cfg, seed_saes=seed_sae, progress=not quiet)
     atlas.save(out, overwrite=overwrite)
     print_atlas(atlas)
     console.print(f"Written to {out}.", soft_wrap=True)

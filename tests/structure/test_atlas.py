@@ -180,6 +180,10 @@ def test_analyze_and_validate_from_the_command_line(easy, tmp_path):
     assert "modules" in result.output and (tmp_path / "atlas" / "atlas.json").exists()
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--overwrite" in again.output
+    seeded = runner.invoke(app, args + ["--overwrite", "--seed-sae", str(sae_dir)])
+    assert seeded.exit_code == 0, seeded.output
+    stability = json.loads((tmp_path / "atlas" / "atlas.json").read_text())["stability"]
+    assert stability["seed_unit_ari"] == [pytest.approx(1.0)]  # the same SAE again
     bad = runner.invoke(app, args[:-6] + ["--affinity", "cosine", "--overwrite"])
     assert bad.exit_code == 1 and "affinity" in bad.output
     result = runner.invoke(app, ["validate", "--cases", "easy", "--rows", "4000", "--d-sae", "192"])
