@@ -29,6 +29,17 @@ import torch.nn.functional as F
 CHUNK_ROWS = 512
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmul is native on ``device`` (GPUs; CPUs with AVX512-BF16 or AMX)."""
+    if device.type == "cuda":
+        return True
+    return bool(
+        device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
 def _gathered_preacts(
     xs: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, idx: torch.Tensor
 ) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 from .._progress import progress_bar
 from ..errors import ShapeError
 from ..sae import SparseAutoencoder
+from ..sae.kernels import fast_bf16
 from ..store import ActivationStore, LayerSpec
 
 
@@ -118,7 +119,7 @@ def encode_sparse(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor
     cfg = sae.cfg
     if cfg.architecture == "topk":
         xs = x - sae.b_dec if cfg.subtracts_b_dec else x
-        dtype = torch.bfloat16 if _fast_bf16(x.device) else sae.W_enc.dtype
+        dtype = torch.bfloat16 if fast_bf16(x.device) else sae.W_enc.dtype
         pre = xs.to(dtype) @ sae.W_enc.to(dtype) + sae.b_enc.to(dtype)
         values, idx = pre.topk(min(cfg.k, cfg.d_sae), dim=-1, sorted=False)
         values = values.float().relu()
@@ -128,16 +129,6 @@ def encode_sparse(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor
     acts = sae.encode(x).acts
     nz = acts.nonzero()
     return nz, acts[nz[:, 0], nz[:, 1]].float()
-
-
-def _fast_bf16(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return True
-    return bool(
-        device.type == "cpu"
-        and torch.backends.mkldnn.is_available()
-        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
 
 
 def encode_store(

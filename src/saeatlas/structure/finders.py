@@ -25,6 +25,8 @@ from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted
 
+from ..errors import ShapeError
+
 
 def modularity(adjacency: sp.spmatrix, labels: np.ndarray) -> float:
     """Newman's modularity ``Q = sum_c [W_c / 2m - (d_c / 2m)^2]`` of a partition of a
@@ -100,6 +102,28 @@ def core_members(
     return relabel(labels, min_size)
 
 
+def onehot(labels: np.ndarray, n_classes: int | None = None, dtype=np.float64) -> sp.csr_matrix:
+    """``[n_items, n_classes]`` CSR with a 1 at ``(i, labels[i])``; label -1 gives an empty row."""
+    labels = np.asarray(labels)
+    if n_classes is None:
+        n_classes = int(labels.max()) + 1 if labels.size else 0
+    member = np.flatnonzero(labels >= 0)
+    return sp.csr_matrix(
+        (np.ones(len(member), dtype), (member, labels[member])), shape=(len(labels), n_classes)
+    )
+
+
+def check_feature_module(feature_module: np.ndarray, d_sae: int) -> np.ndarray:
+    """``feature_module`` as int64 ``[d_sae]``, or a ShapeError naming the fix."""
+    feature_module = np.asarray(feature_module, dtype=np.int64)
+    if feature_module.shape != (d_sae,):
+        raise ShapeError(
+            f"`feature_module` has shape {feature_module.shape}; expected ({d_sae},), "
+            "one module per SAE feature (-1 for none)."
+        )
+    return feature_module
+
+
 def _check_graph(X) -> sp.csr_matrix:
     A = sp.csr_matrix(X, dtype=np.float64)
     if A.shape[0] != A.shape[1]:
@@ -112,7 +136,32 @@ def _check_graph(X) -> sp.csr_matrix:
     return A
 
 
-class LeidenModules(BaseEstimator):
+class _ModuleFinder(BaseEstimator):
+    """What every finder shares: ``fit`` sets ``graph_`` and calls :meth:`_partition`."""
+
+    min_size: int
+
+    def fit(self, X, y=None):
+        A = _check_graph(X)
+        self.graph_ = A
+        self.labels_ = relabel(self._partition(A), self.min_size)
+        self.n_modules_ = int(self.labels_.max()) + 1 if self.labels_.size else 0
+        self.modularity_ = modularity(A, self.labels_) if self.n_modules_ else 0.0
+        return self
+
+    def _partition(self, A: sp.csr_matrix) -> np.ndarray:
+        """Labels of a checked symmetric graph (-1: no module), before ``relabel``."""
+        raise TypeError(f"{type(self).__name__} must define _partition.")
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        return self.fit(X).labels_
+
+    def module_modularity(self) -> np.ndarray:
+        check_is_fitted(self, "labels_")
+        return module_modularity(self.graph_, self.labels_)
+
+
+class LeidenModules(_ModuleFinder):
     """Leiden communities over a grid of resolutions (Traag et al. 2019, scikit-network).
 
     Args:
@@ -132,11 +181,9 @@ class LeidenModules(BaseEstimator):
         self.min_size = min_size
         self.random_state = random_state
 
-    def fit(self, X, y=None) -> LeidenModules:
+    def _partition(self, A: sp.csr_matrix) -> np.ndarray:
         from sknetwork.clustering import Leiden
 
-        A = _check_graph(X)
-        self.graph_ = A
         best, best_q, best_r = np.full(A.shape[0], -1), -np.inf, None
         self.scores_ = {}
         active = np.flatnonzero(np.asarray(A.sum(axis=1)).ravel() > 0)
@@ -156,21 +203,11 @@ class LeidenModules(BaseEstimator):
                 self.scores_[r] = q
                 if q > best_q + 1e-12:
                     best, best_q, best_r = labels, q, r
-        self.labels_ = relabel(best, self.min_size)
-        self.n_modules_ = int(self.labels_.max()) + 1 if self.labels_.size else 0
-        self.modularity_ = modularity(A, self.labels_) if self.n_modules_ else 0.0
         self.resolution_ = best_r
-        return self
-
-    def fit_predict(self, X, y=None) -> np.ndarray:
-        return self.fit(X).labels_
-
-    def module_modularity(self) -> np.ndarray:
-        check_is_fitted(self, "labels_")
-        return module_modularity(self.graph_, self.labels_)
+        return best
 
 
-class SpectralModules(BaseEstimator):
+class SpectralModules(_ModuleFinder):
     """Spectral clustering with k from the eigengap (Ng et al. 2001; Li et al. 2024).
 
     Args:
@@ -184,9 +221,7 @@ class SpectralModules(BaseEstimator):
         self.min_size = min_size
         self.random_state = random_state
 
-    def fit(self, X, y=None) -> SpectralModules:
-        A = _check_graph(X)
-        self.graph_ = A
+    def _partition(self, A: sp.csr_matrix) -> np.ndarray:
         labels = np.full(A.shape[0], -1)
         deg = np.asarray(A.sum(axis=1)).ravel()
         active = np.flatnonzero(deg > 0)
@@ -211,17 +246,7 @@ class SpectralModules(BaseEstimator):
             emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
             km = KMeans(k, n_init=4, random_state=self.random_state).fit(emb)
             labels[active] = km.labels_
-        self.labels_ = relabel(labels, self.min_size)
-        self.n_modules_ = int(self.labels_.max()) + 1 if self.labels_.size else 0
-        self.modularity_ = modularity(A, self.labels_) if self.n_modules_ else 0.0
-        return self
-
-    def fit_predict(self, X, y=None) -> np.ndarray:
-        return self.fit(X).labels_
-
-    def module_modularity(self) -> np.ndarray:
-        check_is_fitted(self, "labels_")
-        return module_modularity(self.graph_, self.labels_)
+        return labels
 
 
 FINDERS = {"leiden": LeidenModules, "spectral": SpectralModules}

@@ -26,6 +26,7 @@ from ..errors import ShapeError
 from ..sae import SparseAutoencoder
 from ..store import LayerSpec
 from .codes import Codes
+from .finders import check_feature_module, onehot
 
 #: Entries per block of the feature-by-feature decoder-encoder product (bounds its memory).
 _BLOCK_ENTRIES = 1 << 22
@@ -99,13 +100,13 @@ def module_layer_mass(
     ranges of the SAE's input, e.g. ``codes.layers``.
     """
     W_dec = sae.W_dec.detach().double().cpu().numpy()
-    feature_module = _check_feature_module(feature_module, W_dec.shape[0])
+    feature_module = check_feature_module(feature_module, W_dec.shape[0])
     energy = feature_layer_energy(W_dec, layers, unit_std)
     if feature_weight is not None:
         energy = energy * np.asarray(feature_weight, dtype=np.float64)[:, None]
     if n_modules is None:
         n_modules = int(feature_module.max()) + 1 if feature_module.size else 0
-    return _row_shares(_onehot(feature_module, n_modules).T @ energy)
+    return _row_shares(onehot(feature_module, n_modules).T @ energy)
 
 
 def layer_module_links(
@@ -180,7 +181,7 @@ def module_flows(
     n_layers = len(layers)
     W_dec = sae.W_dec.detach().double().cpu().numpy()
     W_enc = sae.W_enc.detach().double().cpu().numpy()
-    feature_module = _check_feature_module(feature_module, W_dec.shape[0])
+    feature_module = check_feature_module(feature_module, W_dec.shape[0])
     if W_dec.shape[0] != codes.d_sae:
         raise ShapeError(f"The SAE has {W_dec.shape[0]} features but the codes {codes.d_sae}.")
     if len(unit_module) != W_dec.shape[1]:
@@ -285,15 +286,15 @@ def _weight_flow(
     dec = W_dec[features, layer.start : layer.stop]
     enc = W_enc[layer.start : layer.stop, features]
     n = len(features)
-    onehot = _onehot(modules, n_modules)
+    members = onehot(modules, n_modules)
     sums = np.zeros((n_modules, n_modules))
     step = max(1, _BLOCK_ENTRIES // max(n, 1))
     for a in range(0, n, step):
         b = min(a + step, n)
         gain = np.abs(dec[a:b] @ enc)
         gain[np.arange(b - a), np.arange(a, b)] = 0.0  # f == g
-        sums += onehot[a:b].T @ (onehot.T @ gain.T).T  # onehot_A^T |G| onehot_B, by blocks
-    size = np.asarray(onehot.sum(axis=0)).ravel()
+        sums += members[a:b].T @ (members.T @ gain.T).T  # onehot_A^T |G| onehot_B, by blocks
+    size = np.asarray(members.sum(axis=0)).ravel()
     n_pairs = np.outer(size, size) - np.diag(size)
     overall = sums.sum() / max(n * n - n, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -305,24 +306,6 @@ def _row_shares(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     total = x.sum(axis=1, keepdims=True)
     return x / np.where(total > 0, total, 1.0)
-
-
-def _onehot(labels: np.ndarray, n_classes: int) -> sp.csr_matrix:
-    """``[n_items, n_classes]`` CSR with a 1 at ``(i, labels[i])``; -1 gives an empty row."""
-    member = np.flatnonzero(labels >= 0)
-    return sp.csr_matrix(
-        (np.ones(len(member)), (member, labels[member])), shape=(len(labels), n_classes)
-    )
-
-
-def _check_feature_module(feature_module: np.ndarray, d_sae: int) -> np.ndarray:
-    feature_module = np.asarray(feature_module, dtype=np.int64)
-    if feature_module.shape != (d_sae,):
-        raise ShapeError(
-            f"`feature_module` has shape {feature_module.shape}; expected ({d_sae},), "
-            "one module per SAE feature (-1 for none)."
-        )
-    return feature_module
 
 
 def _check_layers(layers: Sequence[LayerSpec], d_in: int) -> None:

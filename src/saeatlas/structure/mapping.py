@@ -96,7 +96,7 @@ def map_structure(
     W_dec = sae.W_dec.detach().double().cpu().numpy()
     global_feats = global_mode_features(W_dec, codes.unit_std, mode, cfg.global_mode_cosine)
     excluded = dense | global_feats
-    fires = _drop_columns(fires, excluded)
+    fires = drop_columns(fires, excluded)
     graph = _graph(fires, codes.samples, cfg)
     finder = make_finder(cfg).fit(graph.adjacency)
     feature_module = core_members(
@@ -267,7 +267,7 @@ def _add_stability(
     atlas.summary["stability"] = res.summary()
 
 
-def _drop_columns(matrix: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:
+def drop_columns(matrix: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:
     """``matrix`` with the entries of the flagged columns removed."""
     if not drop.any():
         return matrix
@@ -324,7 +324,7 @@ def _significance(
             batch_size=cfg.batch_size,
             device=cfg.device,
         )
-        fires = _drop_columns(strong_firing(synthetic, cfg.min_activation), excluded)
+        fires = drop_columns(strong_firing(synthetic, cfg.min_activation), excluded)
         return _graph(fires, samples, cfg).adjacency
 
     makers = {

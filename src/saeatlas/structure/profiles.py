@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from ..errors import ShapeError
 from .codes import Codes
+from .finders import check_feature_module, onehot
 
 #: Metadata columns that are never copied into the top-example table (they are its keys).
 _KEY_COLUMNS = ("row",)
@@ -34,8 +35,8 @@ _PERM_BLOCK_NNZ = 1 << 22
 def module_activity(codes: Codes, feature_module: np.ndarray, n_modules: int | None = None):
     """``[n_rows, n_modules]`` CSR: each module's activity per row, the sum of its features'
     activations (``codes.matrix @ onehot(feature_module)``; ``feature_module`` -1 is no module)."""
-    onehot = _onehot(feature_module, codes.d_sae, n_modules)
-    return (codes.matrix @ onehot).tocsr()
+    members = onehot(feature_module, n_modules, np.float32)
+    return (codes.matrix @ members).tocsr()
 
 
 def row_column(codes: Codes, row_meta: pa.Table | pd.DataFrame, column: str) -> np.ndarray:
@@ -78,7 +79,7 @@ def top_examples(
         raise ValueError(f"`n_top` must be at least 1, got {n_top}.")
     if context_size < 0:
         raise ValueError(f"`context_size` must be >= 0, got {context_size}.")
-    feature_module = _check_labels(feature_module, codes.d_sae)
+    feature_module = check_feature_module(feature_module, codes.d_sae)
     table = _as_table(row_meta)
     parts = [("feature", _top_per_column(codes.matrix.tocsc(), n_top))]
     if (feature_module >= 0).any():
@@ -245,7 +246,7 @@ def selectivity(
     recomputes each module's index; ``p = (1 + #{null >= observed}) / (1 + n_perm)``.
     The permutations run in blocks as one sparse product with a stacked one-hot matrix.
     """
-    feature_module = _check_labels(feature_module, codes.d_sae)
+    feature_module = check_feature_module(feature_module, codes.d_sae)
     if n_perm < 0:
         raise ValueError(f"`n_perm` must be >= 0, got {n_perm}.")
     y, classes = _encode_labels(labels, classes, codes.n_rows)
@@ -258,10 +259,10 @@ def selectivity(
             f"The classes {list(classes[counts == 0])} have no rows; drop them from `classes`."
         )
     matrix = codes.matrix[np.flatnonzero(keep)] if not keep.all() else codes.matrix
-    onehot_y = _onehot(y, len(y), n_classes, np.float64)  # sums over many rows
+    onehot_y = onehot(y, n_classes, np.float64)  # sums over many rows
     feature_sums = np.asarray((matrix.T @ onehot_y).todense(), dtype=np.float64)
     feature_means = feature_sums / counts[None, :]
-    onehot_m = _onehot(feature_module, codes.d_sae)
+    onehot_m = onehot(feature_module, dtype=np.float32)
     # A module's activity is a sum of feature activations, so its class sums are too.
     module_means = np.asarray(onehot_m.T @ feature_sums) / counts[None, :]
     f_index, f_pref = selectivity_index(feature_means)
@@ -336,29 +337,6 @@ def _top_per_column(
         empty = np.zeros(0, np.int64)
         return empty, empty, empty, np.zeros(0, np.float32)
     return tuple(np.concatenate(x) for x in (cols, ranks, rows, values))
-
-
-def _onehot(
-    labels: np.ndarray, n_items: int, n_classes: int | None = None, dtype=np.float32
-) -> sp.csr_matrix:
-    """``[n_items, n_classes]`` CSR with a 1 at ``(i, labels[i])``; label -1 gives an empty row."""
-    labels = np.asarray(labels)
-    if n_classes is None:
-        n_classes = int(labels.max()) + 1 if labels.size else 0
-    member = np.flatnonzero(labels >= 0)
-    return sp.csr_matrix(
-        (np.ones(len(member), dtype), (member, labels[member])), shape=(n_items, n_classes)
-    )
-
-
-def _check_labels(feature_module: np.ndarray, d_sae: int) -> np.ndarray:
-    feature_module = np.asarray(feature_module, dtype=np.int64)
-    if feature_module.shape != (d_sae,):
-        raise ShapeError(
-            f"`feature_module` has shape {feature_module.shape}; expected ({d_sae},), "
-            "one module per SAE feature (-1 for none)."
-        )
-    return feature_module
 
 
 def _encode_labels(

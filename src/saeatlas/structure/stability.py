@@ -42,7 +42,7 @@ from .codes import Codes, encode_store, strong_firing
 from .config import AtlasConfig
 from .cooccurrence import build_graph, count_cooccurrence
 from .finders import LeidenModules, core_members, relabel
-from .mapping import BLOCK_ROWS, make_finder, map_structure
+from .mapping import BLOCK_ROWS, drop_columns, make_finder, map_structure
 from .units import attribution, project_modules
 
 #: Hennig 2007, Section 4: "valid, stable clusters" from 0.75, "dissolved" at or below 0.5.
@@ -434,9 +434,7 @@ def module_stability(
         progress=progress,
     )
     excluded = atlas.features["dense"].to_numpy(bool) | atlas.features["global_mode"].to_numpy(bool)
-    keep = sp.diags((~excluded).astype(np.float32))
-    fires = sp.csr_matrix(strong_firing(codes.matrix, cfg.min_activation) @ keep)
-    fires.eliminate_zeros()
+    fires = drop_columns(strong_firing(codes.matrix, cfg.min_activation), excluded)
     rng = np.random.default_rng(random_state)
     boot_f, boot_u = [], []
     for _ in range(n_bootstrap):

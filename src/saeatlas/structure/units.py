@@ -29,6 +29,7 @@ import scipy.sparse as sp
 
 from ..sae import SparseAutoencoder
 from .codes import Codes
+from .finders import onehot
 
 
 def attribution(sae: SparseAutoencoder, codes: Codes) -> np.ndarray:
@@ -70,12 +71,7 @@ def project_modules(
         return UnitModules(
             np.full(n_units, -1), zeros, np.zeros(n_units, bool), np.zeros((n_units, 0))
         )
-    member = feature_module >= 0
-    onehot = sp.csr_matrix(
-        (np.ones(int(member.sum())), (np.flatnonzero(member), feature_module[member])),
-        shape=(attr.shape[0], n_modules),
-    )
-    per_module = np.asarray((onehot.T @ attr).T)  # [n_units, n_modules]
+    per_module = np.asarray((onehot(feature_module, n_modules).T @ attr).T)  # [n_units, n_modules]
     total = attr.sum(axis=0)
     share = per_module / np.where(total > 0, total, 1.0)[:, None]
     expected = per_module.sum(axis=0) / max(float(total.sum()), 1e-300)

@@ -26,7 +26,7 @@ from .._progress import progress_bar
 from ..errors import ConfigError
 from ..sae import SAEConfig, SparseAutoencoder
 from ..sae.activations import step as heaviside
-from ..sae.kernels import select_topk, sparse_decode, topk_encode
+from ..sae.kernels import fast_bf16, select_topk, sparse_decode, topk_encode
 from ..store import ActivationStore, LayerSpec
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -76,12 +76,7 @@ def _unit_rows(w: torch.Tensor) -> None:
 def _select_dtype(name: str, device: torch.device) -> torch.dtype:
     """The dtype of the dense product that chooses TopK latents (see ``select_topk``)."""
     if name == "auto":
-        fast_bf16 = device.type == "cuda" or (
-            device.type == "cpu"
-            and torch.backends.mkldnn.is_available()
-            and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
-        return torch.bfloat16 if fast_bf16 else torch.float32
+        return torch.bfloat16 if fast_bf16(device) else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
