@@ -32,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import norm
 
+from .cooccurrence import benjamini_hochberg
 from .finders import module_modularity
 
 #: Floor on a null's spread, so that a null with no variation cannot give infinite z.
@@ -141,17 +142,9 @@ def module_weight(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
 
 
 def bh_adjust(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (Benjamini & Hochberg 1995)."""
-    p = np.asarray(p, dtype=float)
-    m = p.size
-    if m == 0:
-        return p
-    order = np.argsort(p)
-    ranked = p[order] * m / np.arange(1, m + 1)
-    adj = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(adj, 1.0)
-    return out
+    """Benjamini-Hochberg adjusted p-values (Benjamini & Hochberg 1995) of module tests;
+    a test that could not be made (NaN) counts as p = 1."""
+    return benjamini_hochberg(np.nan_to_num(np.asarray(p, dtype=float), nan=1.0))
 
 
 def verdict(tests: list[NullTest], alpha: float) -> tuple[bool, np.ndarray, np.ndarray]:
