@@ -88,6 +88,6 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def digits_store(tmp_path_factory):
     """The demo's store: the digits MLP's three hidden layers, 1797 rows x 144 units."""
-    from saeatlas.demo import run_demo
+    from saeatlas.demo import capture_digits
 
-    return run_demo(tmp_path_factory.mktemp("digits"), progress=False)
+    return capture_digits(tmp_path_factory.mktemp("digits") / "store", progress=False)

@@ -8,8 +8,10 @@ actually given on the command line.
 from __future__ import annotations
 
 import ast
+import difflib
 import inspect
 import json
+import re
 import types
 import typing
 from dataclasses import fields
@@ -101,3 +103,132 @@ def build_config(cls: type, config_file: Path | None, flags: dict[str, Any]) -> 
     if hasattr(cls, "from_json"):
         return cls.from_json(json.loads(json.dumps(data)))
     return cls(**data)
+
+
+# -- configs read from mappings (YAML sections of `saeatlas run`) ----------------------------
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+
+
+def _describe(annotation: Any) -> str:
+    """How a field's type reads in an error message."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(
+            "null" if a is type(None) else _describe(a) for a in typing.get_args(annotation)
+        )
+    if origin in (tuple, list):
+        return f"a list of {_describe(typing.get_args(annotation)[0])}"
+    if origin is dict or annotation is dict:
+        return "a mapping"
+    return _TYPE_NAMES.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _coerce(annotation: Any, value: Any) -> Any:
+    """``value`` as ``annotation`` (lists become tuples), or ``TypeError``."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(annotation):
+            if arm is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(arm, value)
+            except TypeError:
+                continue
+        raise TypeError
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        item = typing.get_args(annotation)[0]
+        return tuple(_coerce(item, v) for v in value)
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise TypeError
+        return dict(value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if annotation is int:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise TypeError
+    if annotation is float:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as text
+            try:
+                return float(value)
+            except ValueError:
+                raise TypeError from None
+        raise TypeError
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    return value
+
+
+def _qualify(message: str, names: set[str], where: str) -> str:
+    """Name fields as ``where.field`` in a message from a config's own validation."""
+    if not where:
+        return message
+    return re.sub(
+        r"`([A-Za-z_][A-Za-z0-9_]*)`",
+        lambda m: f"`{where}.{m.group(1)}`" if m.group(1) in names else m.group(0),
+        message,
+    )
+
+
+def config_from_mapping(
+    cls: type, data: Any, where: str = "", *, source: str = "", skip: tuple[str, ...] = ()
+) -> Any:
+    """A ``cls`` dataclass from a mapping read from YAML/JSON, validated.
+
+    Every error names the field as ``where.field`` (``train.k``), the bad value and
+    what is allowed: unknown keys (with the closest known one), values of the wrong
+    type, and whatever the dataclass's own ``__post_init__`` rejects. ``source``
+    (a file name) prefixes the message; fields in ``skip`` are not accepted from
+    the mapping (they are set by the caller).
+    """
+    prefix = f"{source}: " if source else ""
+    label = f"`{where}`" if where else "the config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{prefix}{label} must be a mapping of settings, got {type(data).__name__} {data!r}."
+        )
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls) if f.name not in skip]
+    for key in data:
+        if key not in known:
+            name = f"{where}.{key}" if where else str(key)
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise ConfigError(
+                f"{prefix}unknown key `{name}`.{hint} Known keys of {label}: {sorted(known)}."
+            )
+    values = {}
+    for key, value in data.items():
+        try:
+            values[key] = _coerce(hints[key], value)
+        except TypeError:
+            name = f"{where}.{key}" if where else key
+            raise ConfigError(
+                f"{prefix}`{name}` must be {_describe(hints[key])}, got {value!r}."
+            ) from None
+    try:
+        return cls(**values)
+    except ValueError as e:  # ConfigError, or a plain ValueError of a dataclass
+        raise ConfigError(prefix + _qualify(str(e), set(known), where)) from None

@@ -454,6 +454,29 @@ def _analyze_cmd(
         help="SAE directories trained the same way with other seeds (several after one flag): "
         "module stability across seeds.",
     ),
+    seeds: int = typer.Option(
+        1,
+        "--seeds",
+        help="SAEs for seed stability, counting --sae: the --seed-sae ones first, the rest "
+        "trained like --sae into <sae>-seed1, -seed2, ... (reused when there).",
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Model SPEC (as for capture): ablate every module in it and measure the loss.",
+    ),
+    inputs: Path | None = typer.Option(
+        None, "--inputs", help="Inputs for the ablation (as for capture); needs --model."
+    ),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="One label per input: the loss target and the per-label split."
+    ),
+    ablation_mode: str = typer.Option(
+        "mean", "--ablation-mode", help="Set ablated units to their 'mean' or to 'zero'."
+    ),
+    ablation_draws: int = typer.Option(
+        100, "--ablation-draws", help="Random unit sets per module for the ablation p-value."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     **settings: Any,
 ) -> None:
@@ -466,28 +489,63 @@ def _analyze_cmd(
         raise ConfigError(
             f"'{out}' already holds an atlas. Choose another --out, or pass --overwrite."
         )
+    if (inputs is not None or labels is not None) and model is None:
+        raise ConfigError("--inputs and --labels are for the ablation; give --model too.")
+    if model is not None and inputs is None:
+        raise ConfigError("--model needs --inputs: the inputs to run the ablated model on.")
+    if seeds > 1 and len(seed_sae) < seeds - 1:
+        from .structure.seeds import train_seed_saes
+
+        seed_sae = train_seed_saes(sae, acts, seeds, given=seed_sae, progress=not quiet)
     atlas = map_structure(sae, acts, cfg, seed_saes=seed_sae, progress=not quiet)
+    if model is not None:
+        from .capture import load_inputs, load_labels, load_model
+        from .store import ActivationStore
+        from .structure.ablation import ablate_atlas
+
+        loaded = load_model(model)
+        ablate_atlas(
+            atlas,
+            loaded.model,
+            load_inputs(inputs),
+            ActivationStore.open(acts),
+            labels=load_labels(labels) if labels else None,
+            mode=ablation_mode,
+            n_random=ablation_draws,
+            tokenizer=loaded.tokenizer,
+            random_state=cfg.seed,
+            progress=not quiet,
+        )
     atlas.save(out, overwrite=overwrite)
     print_atlas(atlas)
     console.print(f"Written to {out}.", soft_wrap=True)
 
 
 def print_atlas(atlas: Any) -> None:
-    """The atlas's modules as a table, and its verdict."""
-    s = atlas.summary
+    """The atlas's modules as a table (with stability, preferred label and ablation
+    when the atlas has them), its verdict, and the random-SAE control."""
+    s, m = atlas.summary, atlas.modules
+    cols = {
+        "module": lambda r: str(r.module),
+        "units": lambda r: str(r.n_units),
+        "features": lambda r: str(r.n_features),
+        "layers": lambda r: ", ".join(r.layers),
+        "z": lambda r: f"{r.z:.1f}",
+        "p": lambda r: f"{r.p:.2g}",
+        "significant": lambda r: "yes" if r.significant else "no",
+    }
+    if "stability" in m:
+        cols["stability"] = lambda r: f"{r.stability:.2f}"
+    if "preferred_label" in m:
+        cols["label"] = lambda r: f"{r.preferred_label} ({r.selectivity:.2f})"
+    if "ablation_effect" in m:
+        cols["ablation Δloss"] = lambda r: f"{r.ablation_effect:+.3f}"
+        cols["ablation p"] = lambda r: f"{r.ablation_p:.2g}"
     table = Table(title=f"{s['n_modules']} modules ({s['module_kind']})")
-    for col in ("module", "units", "features", "layers", "z", "p", "significant"):
-        table.add_column(col)
-    for row in atlas.modules.itertuples():
-        table.add_row(
-            str(row.module),
-            str(row.n_units),
-            str(row.n_features),
-            ", ".join(row.layers),
-            f"{row.z:.1f}",
-            f"{row.p:.2g}",
-            "yes" if row.significant else "no",
-        )
+    for name in cols:
+        table.add_column(name)
+    for row in m.itertuples():
+        table.add_row(*(fmt(row) for fmt in cols.values()))
     console.print(table)
     if s.get("z") is not None:
         console.print(
@@ -496,6 +554,14 @@ def print_atlas(atlas: Any) -> None:
             soft_wrap=True,
         )
     console.print(s["message"], soft_wrap=True)
+    ctl = s.get("control")
+    if ctl:
+        console.print(
+            f"Random-SAE control: modularity {ctl['modularity']:.3f} (real "
+            f"{s['modularity']:.3f}), {ctl['n_significant_modules']} significant modules, "
+            f"unit modules' ARI with the real ones {ctl.get('unit_ari', float('nan')):.2f}.",
+            soft_wrap=True,
+        )
 
 
 @app.command("validate")
@@ -539,6 +605,31 @@ def validate_cmd(
     console.print(out, width=max(console.width, 110))
 
 
+@app.command("report")
+def report_cmd(
+    atlas_dir: Path = typer.Argument(..., help="Atlas directory (what `saeatlas analyze` wrote)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="HTML file to write [default: ATLAS_DIR/report.html]."
+    ),
+    sweep: Path | None = typer.Option(
+        None,
+        "--sweep",
+        help="Sweep directory the SAE came from [default: the one atlas.json names, "
+        "else sweep/ beside the atlas].",
+    ),
+    max_map_points: int = typer.Option(
+        20_000,
+        "--max-map-points",
+        help="At most this many features on the feature map (all module members are kept).",
+    ),
+) -> None:
+    """Write a self-contained HTML report of an atlas (and PNG figures under ATLAS_DIR/figures)."""
+    from .report import write_report
+
+    result = write_report(atlas_dir, out, sweep_dir=sweep, max_map_points=max_map_points)
+    console.print(str(result.path), soft_wrap=True, highlight=False)
+
+
 def _register_train() -> None:
     from .structure import AtlasConfig
     from .train import TrainConfig
@@ -551,19 +642,150 @@ def _register_train() -> None:
 _register_train()
 
 
+def _print_stage(outcome: Any) -> None:
+    """One line per pipeline stage, as it happens."""
+    mark = {"ran": "[green]ran[/]", "skipped": "[yellow]skipped[/]", "off": "[dim]off[/]"}
+    took = f" in {outcome.seconds:.1f} s" if outcome.status == "ran" else ""
+    console.print(
+        f"[bold]{outcome.name}[/] {mark.get(outcome.status, outcome.status)}{took}: "
+        f"{outcome.reason}",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return format(value, spec)
+
+
+def print_modules(atlas: Any) -> None:
+    """The modules of an atlas as one table: where they live, how sure we are, what they do."""
+    from .pipeline import module_summary
+
+    table = Table(title=f"{atlas.summary['n_modules']} modules ({atlas.summary['module_kind']})")
+    for col in (
+        "module",
+        "units per layer",
+        "features",
+        "z",
+        "p",
+        "sig.",
+        "stability",
+        "ablation Δloss",
+        "ablation p",
+        "label",
+    ):
+        table.add_column(col, no_wrap=col != "units per layer")
+    for r in module_summary(atlas).itertuples():
+        label = "-" if r.preferred_label is None else str(r.preferred_label)
+        if r.preferred_label is not None and r.selectivity == r.selectivity:
+            label += f" ({r.selectivity:.2f})"
+        table.add_row(
+            str(r.module),
+            " ".join(f"{k} {v}" for k, v in r.units_per_layer.items()),
+            str(r.n_features),
+            _fmt(r.z, ".1f"),
+            _fmt(r.p, ".2g"),
+            "yes" if r.significant else "no",
+            _fmt(r.stability, ".2f"),
+            _fmt(r.ablation_effect, ".3f"),
+            _fmt(r.ablation_p, ".2g"),
+            label,
+        )
+    console.print(table)
+    console.print(atlas.summary["message"], soft_wrap=True)
+
+
+def _print_run(result: Any) -> None:
+    print_modules(result.atlas)
+    if result.chosen is not None:
+        over = result.config.sweep.over
+        console.print(f"Sparsity from the sweep: {over} = {result.chosen:g}.", soft_wrap=True)
+    if result.skipped:
+        console.print(f"Skipped (already complete): {', '.join(result.skipped)}.", soft_wrap=True)
+    if result.report is not None:
+        console.print(f"Report: {result.report}", soft_wrap=True, highlight=False)
+    else:
+        console.print(f"Atlas: {result.paths.atlas} (no report written).", soft_wrap=True)
+
+
+@app.command("run")
+def run_cmd(
+    config: Path = typer.Argument(..., help="Run config (YAML or JSON); see examples/*.yaml."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Run directory (default: the config's `out`, else ./CONFIG-NAME-run)."
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Only read and validate the config, then print it."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the whole pipeline from one config: capture, sweep, train, analyze, ablation,
+    report. Stages whose output is already complete are skipped."""
+    from .pipeline import load_run_config, run_pipeline
+
+    cfg = load_run_config(config)
+    if check:
+        console.print(cfg.dumps(), highlight=False, soft_wrap=True)
+        console.print(f"{config}: valid.", highlight=False)
+        return
+    if out is None and cfg.out is None:
+        out = Path(f"{config.stem}-run")
+    result = run_pipeline(cfg, out, progress=not quiet, on_stage=_print_stage)
+    _print_run(result)
+
+
+DEMO_MODELS = ("digits", "minilm")
+
+
 @app.command("demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("demo-out"), "--out", help="Directory for the demo's outputs."),
+    model: str = typer.Option(
+        "digits", "--model", help="digits (an MLP on scikit-learn's digits) or minilm."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Directory for the demo's run (default: demo-out, or demo-out-minilm)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for training and sampling."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (the tests' size)."),
+    n_texts: int = typer.Option(
+        400, "--n-texts", help="minilm: docstring paragraphs in the corpus."
+    ),
+    max_length: int = typer.Option(64, "--max-length", help="minilm: tokens per text at most."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Run the pipeline on the embedded default: a network trained on scikit-learn's digits."""
-    from .demo import run_demo
+    """Run the whole pipeline on an embedded default: a network trained on scikit-learn's
+    digits, or (--model minilm) all-MiniLM-L6-v2 reading Python's docstrings."""
+    from .demo import run_demo, run_minilm_demo
 
-    store = run_demo(out, seed=seed, progress=not quiet)
-    acc = store.manifest.provenance.get("accuracy")
-    console.print(f"Digits MLP trained (held-out accuracy {acc:.3f}); hidden layers captured:")
-    print_summary(store)
+    if model not in DEMO_MODELS:
+        raise ConfigError(f"Unknown --model {model!r}; expected one of: {list(DEMO_MODELS)}.")
+    if model == "digits":
+        result = run_demo(
+            out or Path("demo-out"),
+            seed=seed,
+            quick=quick,
+            progress=not quiet,
+            on_stage=_print_stage,
+        )
+    else:
+        result = run_minilm_demo(
+            out or Path("demo-out-minilm"),
+            n_texts=n_texts,
+            max_length=max_length,
+            seed=seed,
+            quick=quick,
+            progress=not quiet,
+            on_stage=_print_stage,
+        )
+        console.print(
+            "No ablation: this MiniLM checkpoint is a sentence encoder without its "
+            "language-model head, so there is no per-token loss to raise.",
+            soft_wrap=True,
+        )
+    _print_run(result)
 
 
 def main() -> None:

@@ -1,13 +1,14 @@
-"""The demo end to end: train on digits, capture every hidden layer, read it back."""
+"""The demo's first stage: train on digits, capture every hidden layer, read it back.
+(The whole demo, capture to report, is tested in tests/pipeline/test_demo.py.)"""
 
 import numpy as np
 
-from saeatlas.demo import run_demo
+from saeatlas.demo import capture_digits
 from saeatlas.demo.digits import DIGITS_LAYERS, digits_data
 
 
 def test_demo_captures_the_digits_network(tmp_path):
-    store = run_demo(tmp_path, progress=False)
+    store = capture_digits(tmp_path / "store", progress=False)
     _, y = digits_data()
     assert store.n_rows == len(y) == 1797
     assert [l.name for l in store.layers] == list(DIGITS_LAYERS)
@@ -17,5 +18,5 @@ def test_demo_captures_the_digits_network(tmp_path):
     assert (x >= 0).all()  # ReLU outputs
     np.testing.assert_allclose(store.mean, x.mean(0), rtol=1e-5, atol=1e-6)
     # seeded: a second run gives the same store
-    again = run_demo(tmp_path / "again", progress=False)
+    again = capture_digits(tmp_path / "again", progress=False)
     assert [s.sha256 for s in again.manifest.shards] == [s.sha256 for s in store.manifest.shards]

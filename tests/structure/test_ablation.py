@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from saeatlas.errors import ConfigError
+from saeatlas.errors import AtlasError, ConfigError
 from saeatlas.store import LayerSpec
 from saeatlas.structure.ablation import ablate_modules
 
@@ -81,3 +81,133 @@ def test_mean_ablation_uses_the_given_means(task):
         ablate_modules(model, x, layers, unit_module, labels=y, mode="noise")
     with pytest.raises(ConfigError, match="units"):
         ablate_modules(model, x, layers, unit_module[:5], labels=y, mode="zero")
+
+
+def _atlas_of(unit_module, layer="act"):
+    import pandas as pd
+
+    from saeatlas.structure import Atlas
+
+    n_modules = int(unit_module.max()) + 1
+    return Atlas(
+        units=pd.DataFrame({"unit": np.arange(len(unit_module)), "module": unit_module}),
+        features=pd.DataFrame({"feature": [0]}),
+        modules=pd.DataFrame({"module": np.arange(n_modules)}),
+        summary={"layers": [layer], "n_modules": n_modules},
+    )
+
+
+def test_ablate_atlas_writes_effects_the_label_table_and_a_summary(task, tmp_path):
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.structure import Atlas
+    from saeatlas.structure.ablation import ablate_atlas
+
+    model, x, y, _ = task
+    store = capture_activations(
+        model, x.numpy(), ["act"], tmp_path / "store", CaptureConfig(), progress=False
+    )
+    unit_module = np.array([0, 0, 1, 1, 2, 2, 2, 2] + [-1] * 32)
+    atlas = _atlas_of(unit_module)
+    res = ablate_atlas(atlas, model, x, store, labels=y, mode="zero", n_random=50)
+    m = atlas.modules
+    assert m["ablation_effect"].tolist() == pytest.approx(res.effect.tolist())
+    assert m.loc[0, "ablation_p"] <= 0.05 and m.loc[2, "ablation_p"] > 0.5
+    assert abs(m.loc[2, "ablation_effect"]) < 1e-6
+    tab = atlas.ablation
+    assert len(tab) == 3 * 2 and set(tab["label"]) == {"0", "1"}
+    own = tab.set_index(["module", "label"])["specialisation"]
+    assert own[(0, "0")] > 0.9 and own[(1, "1")] > 0.9
+    assert atlas.summary["ablation"]["classes"] == ["0", "1"]
+    assert atlas.summary["ablation"]["mode"] == "zero"
+    back = Atlas.load(atlas.save(tmp_path / "atlas"))
+    assert back.ablation["effect"].to_numpy() == pytest.approx(tab["effect"].to_numpy())
+
+
+def test_ablate_atlas_names_a_store_without_the_atlas_layers(task, tmp_path):
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.structure.ablation import ablate_atlas
+
+    model, x, y, _ = task
+    store = capture_activations(
+        model, x.numpy(), ["act"], tmp_path / "store", CaptureConfig(), progress=False
+    )
+    with pytest.raises(AtlasError, match="fc2"):
+        ablate_atlas(_atlas_of(np.zeros(40, int), layer="fc2"), model, x, store, labels=y)
+    with pytest.raises(AtlasError, match="30 units"):
+        ablate_atlas(_atlas_of(np.zeros(30, int)), model, x, store, labels=y)
+
+
+def test_single_unit_lesions_label_each_unit_by_the_class_it_serves(task):
+    from saeatlas.structure.lesion import unit_lesions
+
+    model, x, y, layers = task
+    res = unit_lesions(model, x, layers, labels=y, mode="zero")
+    assert res.groups.tolist() == [0, 1]
+    assert res.labels[:4].tolist() == [0, 0, 1, 1]
+    assert (res.labels[4:] == -1).all()  # unused units have no role
+    assert res.scaled.max() == pytest.approx(1.0)
+
+
+def test_a_loss_with_one_column_per_task_splits_effects_by_task(task):
+    """A two-term loss (one per output) is split by term, not by label; the module
+    that feeds output 0 hurts only term 0."""
+    from saeatlas.structure.lesion import unit_lesions
+
+    model, x, y, layers = task
+
+    with torch.no_grad():
+        clean = model(x)
+
+    def per_output(out, batch):  # each output's squared change; the labels are row numbers
+        return (out - clean[torch.as_tensor(batch.labels)]) ** 2
+
+    y = np.arange(len(x))
+
+    unit_module = np.array([0, 0, 1, 1] + [-1] * 36)
+    res = ablate_modules(
+        model, x, layers, unit_module, labels=y, mode="zero", loss_fn=per_output,
+        loss_names=["first", "second"], n_random=20,
+    )  # fmt: skip
+    assert res.classes.tolist() == ["first", "second"]
+    assert res.effect_by_class[0, 1] == pytest.approx(0, abs=1e-9)
+    assert res.effect_by_class[0, 0] > 0.5 and res.effect_by_class[1, 1] > 0.5
+    assert res.effect[0] == pytest.approx(res.effect_by_class[0].sum())
+    lesions = unit_lesions(
+        model, x, layers, labels=y, mode="zero", loss_fn=per_output, loss_names=["a", "b"]
+    )
+    assert lesions.labels[:4].tolist() == [0, 0, 1, 1]
+    with pytest.raises(ConfigError, match="2 terms"):
+        ablate_modules(
+            model, x, layers, unit_module, labels=y, mode="zero", loss_fn=per_output,
+            loss_names=["only"], n_random=2,
+        )  # fmt: skip
+
+
+def test_the_two_task_network_learns_both_tasks_and_lesions_split_its_units():
+    from saeatlas.demo.multitask import (
+        MULTITASK_LAYERS,
+        TASKS,
+        multitask_data,
+        per_task_loss,
+        train_multitask,
+    )
+    from saeatlas.structure.lesion import unit_lesions
+
+    trained = train_multitask(seed=0)
+    assert trained.accuracy["digits"] > 0.85 and trained.accuracy["xor"] > 0.7
+    x, y = multitask_data(0, repeats=1)
+    widths = [trained.model.fc1.out_features, trained.model.fc2.out_features]
+    widths.append(trained.model.fc3.out_features)
+    starts = np.cumsum([0] + widths)
+    layers = [
+        LayerSpec(name, int(a), int(b), (b - a,), "sample")
+        for name, a, b in zip(MULTITASK_LAYERS, starts[:-1], starts[1:], strict=True)
+    ]
+    lesions = unit_lesions(
+        trained.model, x, layers, labels=y, mode="zero", loss_fn=per_task_loss,
+        loss_names=TASKS,
+    )  # fmt: skip
+    assert lesions.groups.tolist() == list(TASKS)
+    assert lesions.effect.shape == (starts[-1], 2)
+    # some units serve each task (the xor task needs hidden units: it is not linear)
+    assert (lesions.labels == 0).sum() >= 3 and (lesions.labels == 1).sum() >= 3

@@ -8,13 +8,14 @@ import torch
 from saeatlas.sae import SAEConfig, SparseAutoencoder
 from saeatlas.store import ActivationStore
 from saeatlas.structure import (
+    Atlas,
     AtlasConfig,
     PlantedConfig,
     make_planted,
     map_structure,
     save_planted,
 )
-from saeatlas.structure.control import control_atlas, random_sae, shuffle_codes
+from saeatlas.structure.control import random_sae, shuffle_codes
 from saeatlas.train import TrainConfig, train_sae
 
 
@@ -112,9 +113,8 @@ def easy_control(tmp_path_factory):
     store = ActivationStore.open(save_planted(data, tmp_path_factory.mktemp("easy") / "acts"))
     cfg = TrainConfig(d_sae=256, k=16, batch_size=512, tokens=150_000, seed=0)
     sae = train_sae(store, cfg, progress=False).sae
-    atlas_cfg = AtlasConfig(n_null=3, null_rows=6000)
-    real = map_structure(sae, store, atlas_cfg)
-    return real, control_atlas(sae, store, atlas_cfg, real=real)
+    real = map_structure(sae, store, AtlasConfig(n_null=3, null_rows=6000, control=True))
+    return real, real.summary["control"]
 
 
 @pytest.mark.slow
@@ -125,7 +125,7 @@ def test_control_atlas_shows_what_the_trained_sae_adds(easy_control):
     of significant modules is no test (2-5 across seeds); the modularity and the units
     are: the control's is far lower, and its unit modules match neither the real ones
     nor the units' own correlation modules."""
-    real, ctl = easy_control
+    real, ctl = easy_control  # AtlasConfig(control=True) ran control_atlas
     assert real.n_significant_modules == 4
     assert ctl["real"]["n_significant_modules"] == 4
     assert ctl["kind"] == "random_directions" and ctl["scaled_units"]
@@ -134,3 +134,11 @@ def test_control_atlas_shows_what_the_trained_sae_adds(easy_control):
     assert ctl["cross_check_ari"] < 0.1 < ctl["real"]["cross_check_ari"]
     assert set(ctl["z"]) == set(ctl["p"]) == {"permutation", "rewiring", "dictionary"}
     assert isinstance(ctl["n_significant_modules"], int) and ctl["n_modules"] >= 0
+
+
+@pytest.mark.slow
+def test_the_control_is_saved_with_the_atlas(easy_control, tmp_path):
+    real, ctl = easy_control
+    back = Atlas.load(real.save(tmp_path / "atlas"))
+    assert back.summary["control"]["modularity"] == pytest.approx(ctl["modularity"])
+    assert back.summary["control"]["unit_ari"] == pytest.approx(ctl["unit_ari"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,32 +25,30 @@ class LoadedModel:
     spec: str = ""
 
 
-def load_model(spec: str) -> LoadedModel:
+def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
     """Resolve a model SPEC.
 
     - ``package.module:factory`` or ``path/to/file.py:factory``: the factory is
-      called with no arguments and returns a ``torch.nn.Module`` (or a
-      ``(model, tokenizer)`` pair).
+      called (with ``kwargs``, none by default) and returns a ``torch.nn.Module``
+      (or a ``(model, tokenizer)`` pair).
     - a directory with ``config.json`` and ``*.safetensors`` weights: loaded with
       Hugging Face ``transformers`` offline, with its tokenizer when present.
     """
     path = Path(spec)
     if path.is_dir():
+        if kwargs:
+            raise ModelSpecError(
+                f"Keyword arguments {sorted(kwargs)} apply to a factory, not to the model "
+                f"directory '{path}'."
+            )
         return _load_hf_dir(path)
     if ":" not in spec:
         raise ModelSpecError(
             f"Model spec {spec!r} is neither a directory nor 'package.module:factory'. Give a "
             "local Hugging Face model directory or a factory such as 'mypkg.models:build'."
         )
-    target, _, attr = spec.rpartition(":")
-    module = _import(target, spec)
-    factory = getattr(module, attr, None)
-    if factory is None:
-        public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
-        raise ModelSpecError(
-            f"'{target}' has no attribute {attr!r}; callables there: {public[:10]}."
-        )
-    made = factory() if callable(factory) else factory
+    factory = load_factory(spec)
+    made = call_factory(factory, spec, kwargs) if callable(factory) else factory
     tokenizer = None
     if isinstance(made, tuple) and len(made) == 2:
         made, tokenizer = made
@@ -59,6 +58,33 @@ def load_model(spec: str) -> LoadedModel:
             "(or a (model, tokenizer) pair)."
         )
     return LoadedModel(made, tokenizer, spec)
+
+
+def load_factory(spec: str) -> Any:
+    """The object a ``package.module:name`` or ``path/to/file.py:name`` SPEC names."""
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise ModelSpecError(f"{spec!r} is not 'package.module:name' or 'path/to/file.py:name'.")
+    module = _import(target, spec)
+    factory = getattr(module, attr, None)
+    if factory is None:
+        public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+        raise ModelSpecError(
+            f"'{target}' has no attribute {attr!r}; callables there: {public[:10]}."
+        )
+    return factory
+
+
+def call_factory(factory: Any, spec: str, kwargs: dict[str, Any] | None = None) -> Any:
+    """``factory(**kwargs)``, after checking that it accepts those keyword arguments."""
+    kwargs = kwargs or {}
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as e:
+        raise ModelSpecError(f"'{spec}' cannot be called with {kwargs}: {e}.") from None
+    except ValueError:  # no signature (a builtin): let the call decide
+        pass
+    return factory(**kwargs)
 
 
 def _import(target: str, spec: str) -> Any:

@@ -2,12 +2,14 @@
 
 Nothing is downloaded: the data ships with scikit-learn. Training is seeded
 and takes about a second on a CPU, so the demo and tests make the same
-network every time.
+network every time. :func:`run_demo` runs the whole pipeline on it
+(:func:`~saeatlas.pipeline.run_pipeline` with :func:`digits_config`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +18,28 @@ import torch
 from torch import nn
 
 from ..capture import CaptureConfig, capture_activations
+from ..pipeline import (
+    AblationSection,
+    RunConfig,
+    RunResult,
+    StabilitySection,
+    StageOutcome,
+    SweepSection,
+    run_pipeline,
+)
 from ..store import ActivationStore
+from ..structure import AtlasConfig
+from ..train import TrainConfig
+from .fit import fit_small
 
 log = logging.getLogger(__name__)
 
 #: The hidden layers the demo records.
 DIGITS_LAYERS = ("act1", "act2", "act3")
+#: The demo's SAE width, training budget in rows, and the k values its sweep tries.
+DEMO_D_SAE = 1024
+DEMO_TOKENS = 100_000
+DEMO_K_VALUES = (4, 8, 16, 32)
 
 
 class DigitsMLP(nn.Module):
@@ -60,38 +78,26 @@ class TrainedDigits:
 def train_digits(seed: int = 0, epochs: int = 60) -> TrainedDigits:
     """Train :class:`DigitsMLP` with Adam on 4/5 of digits; report held-out accuracy."""
     x, y = digits_data()
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x))
-    n_test = len(x) // 5
-    test, train = order[:n_test], order[n_test:]
     torch.manual_seed(seed)
     model = DigitsMLP()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt), generator=g)
-        for s in range(0, len(xt), 64):
-            idx = perm[s : s + 64]
-            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+
+    def loss_fn(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(m(xb), yb)
+
+    test = fit_small(model, x, y, loss_fn, seed=seed, epochs=epochs)
     with torch.no_grad():
         pred = model(torch.from_numpy(x[test])).argmax(1).numpy()
     return TrainedDigits(model, float((pred == y[test]).mean()))
 
 
-def digits_model() -> DigitsMLP:
-    """Factory for ``--model saeatlas.demo.digits:digits_model`` (trained, seed 0)."""
-    return train_digits().model
+def digits_model(seed: int = 0, epochs: int = 60) -> DigitsMLP:
+    """Factory for ``--model saeatlas.demo.digits:digits_model`` (trained, seeded)."""
+    return train_digits(seed=seed, epochs=epochs).model
 
 
-def run_demo(out: str | Path, *, seed: int = 0, progress: bool = True) -> ActivationStore:
-    """The demo so far: train the digits network, capture its hidden layers with the
-    digit labels into ``out/store``, and return the store."""
-    out = Path(out)
+def capture_digits(out: str | Path, *, seed: int = 0, progress: bool = True) -> ActivationStore:
+    """Train the digits network and capture its hidden layers, with the digit labels,
+    into the store ``out`` (replacing one there); return the store."""
     trained = train_digits(seed=seed)
     log.info("Digits MLP trained: held-out accuracy %.3f", trained.accuracy)
     x, y = digits_data()
@@ -99,7 +105,7 @@ def run_demo(out: str | Path, *, seed: int = 0, progress: bool = True) -> Activa
         trained.model,
         x,
         list(DIGITS_LAYERS),
-        out / "store",
+        out,
         CaptureConfig(batch_size=256),
         labels=y,
         overwrite=True,
@@ -110,4 +116,58 @@ def run_demo(out: str | Path, *, seed: int = 0, progress: bool = True) -> Activa
             "accuracy": trained.accuracy,
             "seed": seed,
         },
+    )
+
+
+def digits_config(*, seed: int = 0, quick: bool = False) -> RunConfig:
+    """The demo's run config (``examples/digits.yaml`` is the same at seed 0).
+
+    ``quick``: the tests' size (a shorter MLP training, a two-point sweep with one
+    seed, fewer null draws and random unit sets, no stability runs or control).
+    """
+    train = TrainConfig(
+        d_sae=DEMO_D_SAE,
+        batch_size=256,
+        tokens=60_000 if quick else DEMO_TOKENS,
+        seed=seed,
+    )
+    return RunConfig(
+        model="saeatlas.demo.digits:digits_model",
+        model_args={"seed": seed, "epochs": 20 if quick else 60},
+        inputs="saeatlas.demo.digits:digits_data",
+        layers=DIGITS_LAYERS,
+        capture=CaptureConfig(batch_size=256),
+        sweep=SweepSection(
+            over="k", values=(8, 16) if quick else DEMO_K_VALUES, seeds=1 if quick else 2
+        ),
+        train=train,
+        stability=StabilitySection(n_seed_saes=0 if quick else 1),
+        analyze=AtlasConfig(
+            n_null=3 if quick else 10,
+            n_bootstrap=0 if quick else 2,
+            control=not quick,
+            seed=seed,
+        ),
+        ablation=AblationSection(enabled=True, n_random=20 if quick else 100, seed=seed),
+    )
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    progress: bool = True,
+    on_stage: Callable[[StageOutcome], None] | None = None,
+) -> RunResult:
+    """The demo: :func:`run_pipeline` on the digits network (:func:`digits_config`).
+
+    Trains the MLP, captures its three hidden layers with the digit labels,
+    sweeps k, trains the joint SAE over all layers, maps its modules (with null
+    models, stability and the random-SAE control), ablates each module per
+    digit class against random unit sets, and writes the report. Stages already
+    complete in ``out`` with the same settings are skipped.
+    """
+    return run_pipeline(
+        digits_config(seed=seed, quick=quick), out, progress=progress, on_stage=on_stage
     )

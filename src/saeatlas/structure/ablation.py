@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
+from .._progress import progress_bar
 from ..capture.hookpoints import resolve_hookpoints
 from ..capture.inputs import InputBatch, iter_input_batches
 from ..capture.rows import replace_tensor, select_tensor
-from ..errors import ConfigError
-from ..store import LayerSpec
+from ..errors import ConfigError, ShapeError
+from ..store import ActivationStore, LayerSpec
 
 PerSampleLoss = Callable[[Any, InputBatch], torch.Tensor]
 MODES = ("mean", "zero")
@@ -46,7 +48,8 @@ class AblationResult:
     """Loss increases from ablating each module, and their chance levels."""
 
     classes: np.ndarray
-    """``[n_classes]`` the label values (empty without labels)."""
+    """``[n_classes]`` the label values (empty without labels), or the names of the
+    loss terms when the loss has one column per task."""
     clean_loss: float
     effect: np.ndarray
     """``[n_modules]`` mean loss increase when the module is ablated."""
@@ -130,12 +133,20 @@ def ablate_modules(
     batch_size: int = 256,
     random_state: int = 0,
     tokenizer: Any = None,
+    n_modules: int | None = None,
+    loss_names: Sequence[str] | None = None,
+    progress: bool = False,
 ) -> AblationResult:
     """Ablate every module's units (``unit_module`` ``[n_units]``, -1 none) and random
     unit sets matched by layer; see the module docstring.
 
     ``layers`` map the units to the model's hook points (the Atlas's layers);
-    ``unit_mean`` ``[n_units]`` is needed for ``mode="mean"``.
+    ``unit_mean`` ``[n_units]`` is needed for ``mode="mean"``; ``n_modules``
+    (default: the largest label + 1) counts modules without units too, whose
+    figures are NaN. ``loss_fn`` returns ``[batch]`` losses, split by label
+    (``classes`` are the label values), or ``[batch, terms]`` (one column per
+    task of a multi-task model; the effect is their sum and the split is by
+    term, named by ``loss_names``).
     """
     if mode not in MODES:
         raise ConfigError(f"Unknown ablation `mode` {mode!r}; expected one of: {list(MODES)}.")
@@ -155,7 +166,6 @@ def ablate_modules(
         if batches and all(b.labels is not None for b in batches)
         else None
     )
-    classes = np.unique(y) if y is not None else np.zeros(0)
     was_training = model.training
     model.eval()
     ablator = _Ablator(model, layers, values)
@@ -167,6 +177,8 @@ def ablate_modules(
         )
 
     def summarise(per_sample: np.ndarray) -> tuple[float, np.ndarray]:
+        if per_sample.ndim == 2:  # one column per loss term (task): the terms are the groups
+            return float(per_sample.sum(axis=1).mean()), per_sample.mean(axis=0)
         by_class = (
             np.array([per_sample[y == c].mean() for c in classes]) if y is not None else np.zeros(0)
         )
@@ -174,33 +186,143 @@ def ablate_modules(
 
     rng = np.random.default_rng(random_state)
     unit_layer = np.concatenate([np.full(l.n_units, i) for i, l in enumerate(layers)])
-    n_modules = int(unit_module.max()) + 1 if unit_module.size and unit_module.max() >= 0 else 0
+    if n_modules is None:
+        n_modules = int(unit_module.max()) + 1 if unit_module.size else 0
+    n_modules = max(n_modules, 0)
     try:
-        clean, clean_by_class = summarise(losses(None))
-        effect = np.zeros(n_modules)
-        effect_cls = np.zeros((n_modules, classes.size))
-        rand = np.zeros((n_modules, n_random))
-        rand_cls = np.zeros((n_modules, classes.size))
-        for m in range(n_modules):
-            units = np.flatnonzero(unit_module == m)
-            e, ec = summarise(losses(units))
-            effect[m], effect_cls[m] = e - clean, ec - clean_by_class
-            per_layer = np.bincount(unit_layer[units], minlength=len(layers))
-            for r in range(n_random):
-                draw = np.concatenate(
-                    [
-                        rng.choice(np.flatnonzero(unit_layer == i), k, replace=False)
-                        for i, k in enumerate(per_layer)
-                        if k
-                    ]
-                )
-                e, ec = summarise(losses(draw))
-                rand[m, r] = e - clean
-                rand_cls[m] += (ec - clean_by_class) / n_random
+        with progress_bar("Ablating modules", n_modules * (1 + n_random), progress) as bar:
+            clean_losses = losses(None)
+            if clean_losses.ndim == 2:
+                names = loss_names or [str(i) for i in range(clean_losses.shape[1])]
+                if len(names) != clean_losses.shape[1]:
+                    raise ConfigError(
+                        f"The loss has {clean_losses.shape[1]} terms but `loss_names` "
+                        f"names {len(names)}."
+                    )
+                classes = np.asarray(names)
+            else:
+                classes = np.unique(y) if y is not None else np.zeros(0)
+            clean, clean_by_class = summarise(clean_losses)
+            effect = np.zeros(n_modules)
+            effect_cls = np.zeros((n_modules, classes.size))
+            rand = np.zeros((n_modules, n_random))
+            rand_cls = np.zeros((n_modules, classes.size))
+            for m in range(n_modules):
+                units = np.flatnonzero(unit_module == m)
+                if not units.size:
+                    effect[m], effect_cls[m], rand[m], rand_cls[m] = np.nan, np.nan, np.nan, np.nan
+                    bar.advance(1 + n_random)
+                    continue
+                e, ec = summarise(losses(units))
+                effect[m], effect_cls[m] = e - clean, ec - clean_by_class
+                bar.advance()
+                per_layer = np.bincount(unit_layer[units], minlength=len(layers))
+                for r in range(n_random):
+                    draw = np.concatenate(
+                        [
+                            rng.choice(np.flatnonzero(unit_layer == i), k, replace=False)
+                            for i, k in enumerate(per_layer)
+                            if k
+                        ]
+                    )
+                    e, ec = summarise(losses(draw))
+                    rand[m, r] = e - clean
+                    rand_cls[m] += (ec - clean_by_class) / n_random
+                    bar.advance()
     finally:
         ablator.remove()
         model.train(was_training)
-    mean, std = rand.mean(axis=1), rand.std(axis=1, ddof=1) if n_random > 1 else np.zeros(n_modules)
+    if n_random == 0:  # no control: effects only
+        nan = np.full(n_modules, np.nan)
+        rand_cls[:] = np.nan
+        return AblationResult(classes, clean, effect, effect_cls, nan, nan, nan, nan, rand_cls)
+    mean = rand.mean(axis=1)
+    std = rand.std(axis=1, ddof=1) if n_random > 1 else np.zeros(n_modules)
     z = (effect - mean) / np.maximum(std, 1e-12)
     p = (1 + (rand >= effect[:, None]).sum(axis=1)) / (1 + n_random)
+    p[np.isnan(effect)] = np.nan
     return AblationResult(classes, clean, effect, effect_cls, mean, std, z, p, rand_cls)
+
+
+def atlas_layers(atlas: Any, store: ActivationStore) -> tuple[list[LayerSpec], np.ndarray]:
+    """The Atlas's layers as specs numbered in the Atlas's unit order, and the store
+    columns of its units (checked against the store)."""
+    layers, cols, start = [], [], 0
+    for name in atlas.summary["layers"]:
+        spec = store.layer(name)  # names the missing layer and the known ones
+        layers.append(LayerSpec(name, start, start + spec.n_units, spec.shape, spec.layout))
+        cols.append(np.arange(spec.start, spec.stop))
+        start += spec.n_units
+    if start != len(atlas.units):
+        raise ShapeError(
+            f"The atlas has {len(atlas.units)} units but its layers {atlas.summary['layers']} "
+            f"have {start} in the store '{store.path}'. Give the store the atlas was made from."
+        )
+    return layers, np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+
+
+def ablate_atlas(
+    atlas: Any,
+    model: torch.nn.Module,
+    inputs: Any,
+    store: ActivationStore,
+    *,
+    labels: Any = None,
+    mode: str = "mean",
+    loss_fn: PerSampleLoss = per_sample_cross_entropy,
+    n_random: int = 100,
+    batch_size: int = 256,
+    random_state: int = 0,
+    tokenizer: Any = None,
+    progress: bool = False,
+) -> AblationResult:
+    """Run :func:`ablate_modules` on an Atlas's modules and write the results into it.
+
+    ``store`` is the store the atlas was made from (layers and unit means).
+    Adds ``ablation_effect``, ``ablation_z``, ``ablation_p`` (empirical, against
+    ``n_random`` random unit sets with the module's units per layer) and
+    ``ablation_random_mean`` to ``atlas.modules``; the module x label table
+    ``atlas.ablation`` (``module``, ``label``, ``effect``, ``random_effect``,
+    ``specialisation``); and ``summary["ablation"]``.
+    """
+    layers, cols = atlas_layers(atlas, store)
+    res = ablate_modules(
+        model,
+        inputs,
+        layers,
+        atlas.units["module"].to_numpy(),
+        labels=labels,
+        unit_mean=np.asarray(store.mean, dtype=np.float64)[cols],
+        mode=mode,
+        loss_fn=loss_fn,
+        n_random=n_random,
+        batch_size=batch_size,
+        random_state=random_state,
+        tokenizer=tokenizer,
+        progress=progress,
+    )
+    n = len(atlas.modules)
+    if len(res.effect) != n:  # modules without units cannot be ablated
+        raise ShapeError(f"The atlas lists {n} modules but its units belong to {len(res.effect)}.")
+    atlas.modules["ablation_effect"] = res.effect
+    atlas.modules["ablation_z"] = res.z
+    atlas.modules["ablation_p"] = res.p
+    atlas.modules["ablation_random_mean"] = res.random_mean
+    spec = res.specialisation()
+    atlas.ablation = pd.DataFrame(
+        {
+            "module": np.repeat(np.arange(n), res.classes.size),
+            "label": np.tile(res.classes.astype(str), n),
+            "effect": res.effect_by_class.ravel(),
+            "random_effect": res.random_by_class_mean.ravel(),
+            "specialisation": spec.ravel(),
+        }
+    )
+    atlas.summary["ablation"] = {
+        "mode": mode,
+        "n_random": n_random,
+        "clean_loss": res.clean_loss,
+        "classes": [str(c) for c in res.classes],
+        "n_modules_above_random": int((res.p <= 0.05).sum()),
+    }
+    return res

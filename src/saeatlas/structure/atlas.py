@@ -24,7 +24,7 @@ from ..store.atomic import atomic_write, atomic_write_json
 ATLAS_JSON = "atlas.json"
 TABLES = ("units", "features", "modules")
 #: Written when not empty.
-OPTIONAL_TABLES = ("examples", "flows")
+OPTIONAL_TABLES = ("examples", "flows", "ablation")
 FORMAT_VERSION = 1
 
 
@@ -54,6 +54,10 @@ class Atlas:
     ``row``, ``activation`` and the store's row metadata (``context`` for tokens)."""
     flows: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Links between modules of consecutive layers (co-activation, weight flow)."""
+    ablation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Module x label loss increases when the model was given (see
+    :func:`.ablation.ablate_atlas`): ``module``, ``label``, ``effect``,
+    ``random_effect``, ``specialisation``."""
 
     @property
     def n_modules(self) -> int:

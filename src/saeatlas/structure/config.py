@@ -63,6 +63,9 @@ class AtlasConfig:
     """2-D map of the features: pca, or umap (needs the `umap` extra; falls back to pca)."""
     n_bootstrap: int = 0
     """Bootstrap resamples of the rows for module stability (0: none; 3 is a good start)."""
+    control: bool = False
+    """Also run the atlas with a random-direction SAE of the same shape (the random-SAE
+    control) and report its figures beside the real ones (doubles the time)."""
     max_rows: int | None = None
     """Rows of the store to encode (default: all)."""
     batch_size: int = 4096

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import platform
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +223,12 @@ def map_structure(
     _add_geometry(atlas, sae, cfg)
     if cfg.n_bootstrap or seed_saes:
         _add_stability(atlas, sae, store, cfg, seed_saes, progress)
+    if cfg.control:
+        from .control import control_atlas
+
+        atlas.summary["control"] = control_atlas(
+            sae, store, replace(cfg, control=False, n_bootstrap=0, n_examples=0), real=atlas
+        )
     return atlas
 
 

@@ -1,0 +1,113 @@
+"""A network trained on two independent tasks at once, for checking modules against lesions.
+
+Every sample carries both tasks, and the hidden layers are shared with no
+architectural separation; two heads read the last hidden layer:
+
+- task ``digits``: scikit-learn's 8x8 digits (64 pixels, 10 classes);
+- task ``xor``: 8 Gaussian inputs, class ``2 [z0 z1 > 0] + [z2 z3 > 0]`` (two
+  XORs, 4 classes: nothing linear solves it).
+
+The input is ``[pixels, z]`` for a digit image paired with an independent
+draw of ``z``. The loss is the sum of the two heads' cross-entropies. Whether
+hidden units split by task is up to training; single-unit lesions
+(:func:`saeatlas.structure.lesion.unit_lesions`) say which task each unit
+serves. This is the setting of lesion studies of modularity in networks
+without built-in modules (e.g. Csordás et al. 2021, "Are neural nets
+modular?").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .digits import digits_data
+from .fit import fit_small
+
+#: The hidden layers to record.
+MULTITASK_LAYERS = ("act1", "act2", "act3")
+N_XOR_INPUTS = 8
+TASKS = ("digits", "xor")
+N_CLASSES = (10, 4)
+
+
+class MultiTaskMLP(nn.Module):
+    """72 inputs -> 3 shared hidden ReLU layers -> 10 digit logits + 4 xor logits."""
+
+    def __init__(self, hidden: tuple[int, int, int] = (64, 48, 32)) -> None:
+        super().__init__()
+        h1, h2, h3 = hidden
+        self.fc1, self.act1 = nn.Linear(64 + N_XOR_INPUTS, h1), nn.ReLU()
+        self.fc2, self.act2 = nn.Linear(h1, h2), nn.ReLU()
+        self.fc3, self.act3 = nn.Linear(h2, h3), nn.ReLU()
+        self.head = nn.Linear(h3, sum(N_CLASSES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.fc1(x))
+        x = self.act2(self.fc2(x))
+        x = self.act3(self.fc3(x))
+        return self.head(x)
+
+
+def per_task_loss(output: torch.Tensor, batch: Any) -> torch.Tensor:
+    """``[batch, 2]`` cross-entropy of each head against ``batch.labels [batch, 2]``."""
+    y = torch.as_tensor(batch.labels, device=output.device).long()
+    a = N_CLASSES[0]
+    return torch.stack(
+        [
+            nn.functional.cross_entropy(output[:, :a], y[:, 0], reduction="none"),
+            nn.functional.cross_entropy(output[:, a:], y[:, 1], reduction="none"),
+        ],
+        dim=1,
+    )
+
+
+def multitask_data(seed: int = 0, repeats: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``[n, 72]``: each digit image ``repeats`` times, each with its own ``z``;
+    labels ``[n, 2]`` (digit, xor class)."""
+    pixels, digit = digits_data()
+    pixels, digit = np.tile(pixels, (repeats, 1)), np.tile(digit, repeats)
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((len(pixels), N_XOR_INPUTS)).astype(np.float32)
+    xor = 2 * (z[:, 0] * z[:, 1] > 0) + (z[:, 2] * z[:, 3] > 0)
+    return np.concatenate([pixels, z], axis=1), np.stack([digit, xor], axis=1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class TrainedMultiTask:
+    model: MultiTaskMLP
+    accuracy: dict[str, float]
+    """Held-out accuracy per task."""
+
+
+def train_multitask(seed: int = 0, epochs: int = 40, l1: float = 0.0) -> TrainedMultiTask:
+    """Train :class:`MultiTaskMLP` with Adam on 4/5 of the rows, both losses at every step;
+    ``l1`` weighs a penalty on the absolute weights of every layer (it prunes the
+    connections a unit does not need, which lets units read one task's inputs)."""
+    x, y = multitask_data(seed)
+    torch.manual_seed(seed)
+    model = MultiTaskMLP()
+
+    def loss_fn(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        loss = per_task_loss(m(xb), _Labels(yb)).sum(1).mean()
+        if l1:
+            layers = (m.fc1, m.fc2, m.fc3, m.head)
+            loss = loss + l1 * sum(f.weight.abs().sum() for f in layers)
+        return loss
+
+    test = fit_small(model, x, y, loss_fn, seed=seed, epochs=epochs)
+    with torch.no_grad():
+        out = model(torch.from_numpy(x[test]))
+    a = N_CLASSES[0]
+    pred = np.stack([out[:, :a].argmax(1).numpy(), out[:, a:].argmax(1).numpy()], axis=1)
+    hit = pred == y[test]
+    return TrainedMultiTask(model, {name: float(hit[:, t].mean()) for t, name in enumerate(TASKS)})
+
+
+@dataclass(frozen=True)
+class _Labels:
+    labels: torch.Tensor

@@ -1,0 +1,313 @@
+"""``RunConfig``: the whole pipeline in one validated config (``saeatlas run config.yaml``).
+
+A config names the model, its inputs and the layers to record, then one section
+per stage. The stage sections that already exist as configs are used as they
+are (``capture``: :class:`~saeatlas.capture.CaptureConfig`, ``train``:
+:class:`~saeatlas.train.TrainConfig`, ``analyze``:
+:class:`~saeatlas.structure.AtlasConfig`); the others are defined here. Every
+field's docstring is its documentation (``docs/pipeline.md``).
+
+Errors name the field as ``section.field``, the bad value and the allowed
+values, for unknown keys too (with the closest known key).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .._config_cli import config_from_mapping, load_config_file
+from ..capture import CaptureConfig
+from ..errors import ConfigError
+from ..structure import AtlasConfig
+from ..structure.ablation import MODES as ABLATION_MODES
+from ..sweep.sweep import SWEEPABLE
+from ..train import TrainConfig
+
+#: Which architectures each swept setting acts on.
+SWEEP_ARCHITECTURES = {
+    "k": ("topk", "batchtopk"),
+    "l1_coefficient": ("relu",),
+    "l0_coefficient": ("jumprelu",),
+}
+
+
+def _show(values: tuple[float, ...]) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
+@dataclass(frozen=True)
+class SweepSection:
+    """The sparsity sweep that chooses the final SAE's sparsity (as ``saeatlas sweep``)."""
+
+    enabled: bool = True
+    """Run the sweep; false trains the final SAE with `train`'s own sparsity."""
+    over: str = "k"
+    """Setting swept: k, l1_coefficient or l0_coefficient."""
+    values: tuple[float, ...] = (8, 16, 32, 64)
+    """Values of `over` to try (at least two)."""
+    seeds: int = 2
+    """1, or 2 to report each member's decoder stability across two seeds."""
+    heldout_fraction: float = 0.1
+    """Last rows of the store held out to evaluate the members (never trained on)."""
+    retrain: bool = True
+    """Train the final SAE again on every row with the recommended value (true), or use
+    the recommended member, trained on all but the held-out rows, as it is (false). A
+    member trained with exactly the final settings is reused either way."""
+
+    def __post_init__(self) -> None:
+        # one spelling of each value (8 and 8.0 alike), for equality and fingerprints
+        object.__setattr__(self, "values", tuple(float(v) for v in self.values))
+        if self.over not in SWEEPABLE:
+            raise ConfigError(f"Unknown `over` {self.over!r}; expected one of: {list(SWEEPABLE)}.")
+        if self.enabled and len(self.values) < 2:
+            raise ConfigError(
+                f"`values` needs at least two values for a sweep, got {_show(self.values)}."
+            )
+        if any(v <= 0 for v in self.values):
+            raise ConfigError(f"`values` must be positive, got {_show(self.values)}.")
+        if self.over == "k" and any(float(v) != int(v) for v in self.values):
+            raise ConfigError(f"`values` of k must be whole numbers, got {_show(self.values)}.")
+        if len(set(self.values)) != len(self.values):
+            raise ConfigError(f"`values` has repeated values: {_show(self.values)}.")
+        if self.seeds not in (1, 2):
+            raise ConfigError(f"`seeds` must be 1 or 2, got {self.seeds}.")
+        if not 0 < self.heldout_fraction < 0.5:
+            raise ConfigError(
+                f"`heldout_fraction` must be in (0, 0.5), got {self.heldout_fraction}."
+            )
+
+
+@dataclass(frozen=True)
+class StabilitySection:
+    """Extra SAEs for the atlas's stability across seeds."""
+
+    n_seed_saes: int = 0
+    """SAEs trained like the final one with the next seeds (`train.seed` + 1, ...), in
+    the same pass over the data; the atlas reports each module's stability across
+    them (bootstrap resamples of rows are `analyze.n_bootstrap`)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.n_seed_saes <= 8:
+            raise ConfigError(f"`n_seed_saes` must be in [0, 8], got {self.n_seed_saes}.")
+
+
+@dataclass(frozen=True)
+class AblationSection:
+    """The causal check: ablate every module's units in the model, against random unit sets."""
+
+    enabled: bool = False
+    """Ablate the modules (needs one label per sample: the loss is a classifier's
+    per-sample cross-entropy)."""
+    mode: str = "mean"
+    """What ablated units are set to: mean (their mean over the store) or zero."""
+    n_random: int = 100
+    """Random unit sets per module, matched by layer (at least 100 for p down to 0.01)."""
+    batch_size: int = 256
+    """Samples per forward pass."""
+    seed: int = 0
+    """Seed of the random unit sets."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ABLATION_MODES:
+            raise ConfigError(
+                f"Unknown `mode` {self.mode!r}; expected one of: {list(ABLATION_MODES)}."
+            )
+        if self.n_random < 2:
+            raise ConfigError(f"`n_random` must be at least 2, got {self.n_random}.")
+        if self.batch_size < 1:
+            raise ConfigError(f"`batch_size` must be positive, got {self.batch_size}.")
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """The HTML report (as ``saeatlas report``)."""
+
+    enabled: bool = True
+    """Write ATLAS/report.html and ATLAS/figures/*.png."""
+    max_map_points: int = 20_000
+    """At most this many features on the feature map (module members first)."""
+
+    def __post_init__(self) -> None:
+        if self.max_map_points < 1:
+            raise ConfigError(f"`max_map_points` must be positive, got {self.max_map_points}.")
+
+
+#: Section name -> its config class.
+SECTIONS: dict[str, type] = {
+    "capture": CaptureConfig,
+    "sweep": SweepSection,
+    "train": TrainConfig,
+    "stability": StabilitySection,
+    "analyze": AtlasConfig,
+    "ablation": AblationSection,
+    "report": ReportSection,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The model, its inputs, the layers to record, and one section per stage."""
+
+    model: str
+    """Model SPEC: 'package.module:factory', 'path/to/file.py:factory' (returning a
+    torch.nn.Module or a (model, tokenizer) pair) or a local Hugging Face model directory."""
+    inputs: str
+    """Inputs: a .npy/.safetensors array or a .txt/.jsonl file of texts, or a
+    'package.module:function' returning them (or an (inputs, labels) pair)."""
+    layers: tuple[str, ...]
+    """Layers to record: names, globs or re:regexes (a joint SAE is trained over all)."""
+    labels: str | None = None
+    """One label per sample: a .npy or text file (one per line), or a 'module:function'."""
+    model_args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the model factory."""
+    inputs_args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the inputs function."""
+    out: str | None = None
+    """Run directory (relative to the config file); `saeatlas run --out` overrides it."""
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    """How activations are recorded (`saeatlas capture`'s options)."""
+    sweep: SweepSection = field(default_factory=SweepSection)
+    """The sparsity sweep."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """How the final SAE (and the sweep's members) are trained (`saeatlas train`'s options)."""
+    stability: StabilitySection = field(default_factory=StabilitySection)
+    """Extra seed SAEs for stability."""
+    analyze: AtlasConfig = field(default_factory=AtlasConfig)
+    """How the atlas is computed (`saeatlas analyze`'s options)."""
+    ablation: AblationSection = field(default_factory=AblationSection)
+    """The causal check in the model."""
+    report: ReportSection = field(default_factory=ReportSection)
+    """The HTML report."""
+
+    def __post_init__(self) -> None:
+        for name in ("model", "inputs"):
+            if not getattr(self, name):
+                raise ConfigError(f"`{name}` is empty; see docs/pipeline.md for what it takes.")
+        if not self.layers or isinstance(self.layers, str):
+            raise ConfigError(
+                f"`layers` must be a non-empty list of layer patterns, got {self.layers!r}."
+            )
+        for name, cls in SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"`{name}` must be a {cls.__name__}.")
+        if self.sweep.enabled:
+            allowed = SWEEP_ARCHITECTURES[self.sweep.over]
+            if self.train.architecture not in allowed:
+                fits = [o for o, a in SWEEP_ARCHITECTURES.items() if self.train.architecture in a]
+                raise ConfigError(
+                    f"`sweep.over` {self.sweep.over!r} does not act on `train.architecture` "
+                    f"{self.train.architecture!r} (it acts on {list(allowed)}); sweep "
+                    f"{fits[0]!r} for {self.train.architecture}, or set `sweep.enabled: false`."
+                )
+
+    # -- reading and writing -----------------------------------------------------------------
+
+    @classmethod
+    def from_dict(
+        cls, data: Any, *, source: str = "", base_dir: str | Path | None = None
+    ) -> RunConfig:
+        """A validated config from a mapping (a parsed YAML file).
+
+        ``base_dir``: the config file's directory; relative paths in ``model``,
+        ``inputs``, ``labels`` are looked up there first, and ``out`` is taken
+        relative to it.
+        """
+        prefix = f"{source}: " if source else ""
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{prefix}a run config must be a mapping with `model`, `inputs`, `layers` and "
+                f"sections, got {type(data).__name__}."
+            )
+        missing = [k for k in ("model", "inputs", "layers") if data.get(k) in (None, "", [])]
+        if missing:
+            raise ConfigError(
+                f"{prefix}missing {', '.join(f'`{k}`' for k in missing)}; a run config needs "
+                "`model`, `inputs` and `layers` (see examples/digits.yaml)."
+            )
+        known = [f.name for f in fields(_TopLevel)] + list(SECTIONS)
+        for key in data:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" Did you mean `{close[0]}`?" if close else ""
+                raise ConfigError(
+                    f"{prefix}unknown key `{key}`.{hint} Known top-level keys: {known}."
+                )
+        top = {k: v for k, v in data.items() if k not in SECTIONS}
+        # top-level fields: validated like a section, sections filled in below
+        sections = {
+            name: config_from_mapping(sec_cls, data.get(name), name, source=source)
+            for name, sec_cls in SECTIONS.items()
+        }
+        plain = config_from_mapping(_TopLevel, top, "", source=source)
+        values = {f.name: getattr(plain, f.name) for f in fields(_TopLevel)}
+        if base_dir is not None:
+            base = Path(base_dir)
+            for name in ("model", "inputs", "labels"):
+                if values[name] is not None:
+                    values[name] = resolve_spec(values[name], base)
+            if values["out"] is not None:
+                values["out"] = str(base / values["out"])
+        try:
+            return cls(**values, **sections)
+        except ConfigError as e:
+            raise ConfigError(prefix + str(e)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, not tuples) that :meth:`from_dict` reads back."""
+        out: dict[str, Any] = {
+            "model": self.model,
+            "inputs": self.inputs,
+            "layers": list(self.layers),
+        }
+        for name in ("labels", "model_args", "inputs_args", "out"):
+            value = getattr(self, name)
+            if value not in (None, {}):
+                out[name] = value
+        for name in SECTIONS:
+            section = getattr(self, name)
+            out[name] = section.to_json() if hasattr(section, "to_json") else asdict(section)
+        return json.loads(json.dumps(out))
+
+    def dumps(self) -> str:
+        """The config as YAML."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+@dataclass(frozen=True)
+class _TopLevel:
+    """The top-level fields of :class:`RunConfig` (validated before the sections)."""
+
+    model: str
+    inputs: str
+    layers: tuple[str, ...]
+    labels: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    inputs_args: dict[str, Any] = field(default_factory=dict)
+    out: str | None = None
+
+
+def resolve_spec(spec: str, base: Path) -> str:
+    """``spec`` with a relative file or directory made absolute when it exists under
+    ``base`` (also the file of a ``file.py:function`` spec); other specs as they are."""
+    if Path(spec).is_absolute():
+        return spec
+    if (base / spec).exists():
+        return str((base / spec).resolve())
+    target, sep, attr = spec.rpartition(":")
+    if sep and target.endswith(".py") and (base / target).exists():
+        return f"{(base / target).resolve()}:{attr}"
+    return spec
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and validate a run config file (YAML or JSON)."""
+    path = Path(path)
+    return RunConfig.from_dict(
+        load_config_file(path), source=str(path), base_dir=path.resolve().parent
+    )

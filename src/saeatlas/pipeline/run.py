@@ -1,0 +1,262 @@
+"""``run_pipeline(config, out) -> RunResult``: capture, sweep, train, analyze, ablation and
+report from one :class:`~.config.RunConfig`, into one run directory.
+
+Stages whose output is already complete (see :mod:`.outputs`) are skipped, and
+said so, unless their settings changed since they ran or an earlier stage ran
+again. ``OUT/run.json`` records each stage's settings (a fingerprint) and
+whether it finished; ``OUT/config.yaml`` is the config the run used, with
+absolute paths, so ``saeatlas run OUT/config.yaml`` repeats it in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..store.atomic import atomic_write_bytes, atomic_write_json
+from ..structure import Atlas
+from .config import RunConfig
+from .outputs import (
+    RunPaths,
+    atlas_summary,
+    report_complete,
+    sae_complete,
+    store_complete,
+    sweep_complete,
+)
+from .stages import (
+    StageContext,
+    chosen,
+    report_available,
+    run_ablation,
+    run_analyze,
+    run_capture,
+    run_report,
+    run_sweep,
+    run_train,
+)
+
+log = logging.getLogger(__name__)
+
+#: The stages, in order.
+STAGES = ("capture", "sweep", "train", "analyze", "ablation", "report")
+RAN, SKIPPED, OFF = "ran", "skipped", "off"
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What happened to one stage."""
+
+    name: str
+    status: str
+    """``ran``, ``skipped`` (complete output kept) or ``off`` (disabled or unavailable)."""
+    reason: str
+    """Why it ran or was skipped, and what it did."""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: its directory, what each stage did, and the atlas."""
+
+    out: Path
+    config: RunConfig
+    stages: list[StageOutcome]
+    atlas: Atlas
+    chosen: float | None
+    """The sparsity value the sweep recommended (None without a sweep)."""
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.out)
+
+    @property
+    def report(self) -> Path | None:
+        """The report page, when it was written."""
+        return self.paths.report if self.paths.report.is_file() else None
+
+    @property
+    def skipped(self) -> list[str]:
+        return [s.name for s in self.stages if s.status == SKIPPED]
+
+
+def _section(x: Any) -> Any:
+    return x.to_json() if hasattr(x, "to_json") else asdict(x)
+
+
+def fingerprints(cfg: RunConfig) -> dict[str, str]:
+    """Per stage, a hash of the settings its output depends on (earlier stages aside)."""
+    parts = {
+        "capture": {
+            "model": cfg.model,
+            "model_args": cfg.model_args,
+            "inputs": cfg.inputs,
+            "inputs_args": cfg.inputs_args,
+            "labels": cfg.labels,
+            "layers": list(cfg.layers),
+            "capture": _section(cfg.capture),
+        },
+        "sweep": {"sweep": _section(cfg.sweep), "train": _section(cfg.train)},
+        "train": {
+            "sweep": _section(cfg.sweep),
+            "train": _section(cfg.train),
+            "stability": _section(cfg.stability),
+        },
+        "analyze": {"analyze": _section(cfg.analyze), "stability": _section(cfg.stability)},
+        "ablation": {"ablation": _section(cfg.ablation)},
+        "report": {"report": _section(cfg.report)},
+    }
+    return {
+        name: hashlib.sha256(json.dumps(p, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        for name, p in parts.items()
+    }
+
+
+class RunState:
+    """``OUT/run.json``: per stage, the fingerprint it ran with and whether it finished."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.stages: dict[str, dict[str, Any]] = json.loads(path.read_text())["stages"]
+        except (OSError, ValueError, KeyError, TypeError):
+            self.stages = {}
+
+    def start(self, name: str, fingerprint: str) -> None:
+        self.stages[name] = {"fingerprint": fingerprint, "complete": False}
+        self._write()
+
+    def finish(self, name: str, seconds: float, note: str) -> None:
+        self.stages[name].update(complete=True, seconds=round(seconds, 2), note=note)
+        self._write()
+
+    def _write(self) -> None:
+        atomic_write_json(self.path, {"format_version": 1, "stages": self.stages})
+
+
+def _complete(name: str, paths: RunPaths, cfg: RunConfig) -> bool:
+    if name == "capture":
+        return store_complete(paths.store)
+    if name == "sweep":
+        return sweep_complete(paths.sweep)
+    if name == "train":
+        n = cfg.stability.n_seed_saes
+        return sae_complete(paths.sae) and all(
+            sae_complete(paths.seed_sae(i)) for i in range(1, n + 1)
+        )
+    summary = atlas_summary(paths.atlas)
+    if name == "analyze":
+        return summary is not None
+    if name == "ablation":
+        return summary is not None and "ablation" in summary
+    return summary is not None and report_complete(paths.atlas)
+
+
+def _enabled(name: str, cfg: RunConfig) -> str | None:
+    """None when the stage is on, else why it is off."""
+    if name == "sweep" and not cfg.sweep.enabled:
+        return "`sweep.enabled` is false: the final SAE uses `train`'s own sparsity"
+    if name == "ablation" and not cfg.ablation.enabled:
+        return "`ablation.enabled` is false"
+    if name == "report":
+        if not cfg.report.enabled:
+            return "`report.enabled` is false"
+        return report_available()
+    return None
+
+
+_RUNNERS: dict[str, Callable[[StageContext], str]] = {
+    "capture": run_capture,
+    "sweep": run_sweep,
+    "train": run_train,
+    "analyze": run_analyze,
+    "ablation": run_ablation,
+    "report": run_report,
+}
+
+_OUTPUT = {
+    "capture": "store",
+    "sweep": "sweep",
+    "train": "sae",
+    "analyze": "atlas",
+    "ablation": "atlas",
+    "report": "report",
+}
+
+
+def run_pipeline(
+    config: RunConfig,
+    out: str | Path | None = None,
+    *,
+    progress: bool = True,
+    on_stage: Callable[[StageOutcome], None] | None = None,
+) -> RunResult:
+    """Run every stage of ``config`` into ``out`` (default: ``config.out``).
+
+    Layout: ``OUT/store``, ``OUT/sweep``, ``OUT/sae`` (and ``OUT/sae-seeds/seed-N``),
+    ``OUT/atlas`` with ``report.html`` and ``figures/`` inside, plus
+    ``OUT/config.yaml`` and ``OUT/run.json``.
+
+    A stage is skipped when its output is complete, it finished with the same
+    settings (or there is no record of it), and no earlier stage ran in this
+    call; an interrupted capture or checkpointed training run with the same
+    settings is continued. ``on_stage`` is told each stage's outcome as it happens.
+    """
+    if out is None:
+        if config.out is None:
+            raise ConfigError(
+                "No run directory: pass --out DIR (`out=`), or set `out` in the config."
+            )
+        out = config.out
+    paths = RunPaths(Path(out))
+    paths.out.mkdir(parents=True, exist_ok=True)
+    record = replace(config, out=".").dumps().encode()
+    if not paths.config.is_file() or paths.config.read_bytes() != record:
+        atomic_write_bytes(paths.config, record)
+    state = RunState(paths.state)
+    prints = fingerprints(config)
+    ctx = StageContext(config, paths, progress)
+    outcomes: list[StageOutcome] = []
+    upstream: str | None = None  # the first stage that ran in this call
+    for name in STAGES:
+        off = _enabled(name, config)
+        if off is not None:
+            outcome = StageOutcome(name, OFF, off)
+        else:
+            record = state.stages.get(name)
+            same = record is not None and record.get("fingerprint") == prints[name]
+            finished = record is None or (same and record.get("complete", False))
+            where = getattr(paths, _OUTPUT[name])
+            if upstream is None and _complete(name, paths, config) and finished:
+                known = "" if record is not None else " (no record of its settings; kept as is)"
+                outcome = StageOutcome(name, SKIPPED, f"{where} is complete{known}")
+            else:
+                if upstream is not None:
+                    why = f"the {upstream} stage ran again"
+                elif record is not None and not same:
+                    why = "its settings changed"
+                elif record is not None and not record.get("complete", False):
+                    why = "it was interrupted"
+                else:
+                    why = f"{where} is missing or incomplete"
+                ctx.resume = same and upstream is None
+                state.start(name, prints[name])
+                t0 = time.perf_counter()
+                note = _RUNNERS[name](ctx)
+                seconds = time.perf_counter() - t0
+                state.finish(name, seconds, note)
+                upstream = upstream or name
+                outcome = StageOutcome(name, RAN, f"{why}; {note}" if note else why, seconds)
+        log.info("%s: %s (%s)", outcome.name, outcome.status, outcome.reason)
+        outcomes.append(outcome)
+        if on_stage is not None:
+            on_stage(outcome)
+    value = chosen(paths).value if config.sweep.enabled else None
+    return RunResult(paths.out, config, outcomes, Atlas.load(paths.atlas), value)

@@ -1,0 +1,250 @@
+"""The stages of ``run_pipeline``: each calls the stage's own function and writes into
+the run directory (:class:`~.outputs.RunPaths`).
+
+Every stage function takes a :class:`StageContext` and returns a short note of
+what it did; :mod:`.run` decides which stages run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..capture import capture_activations
+from ..errors import ConfigError
+from ..store import ActivationStore
+from ..structure import Atlas, map_structure
+from ..structure.ablation import ablate_atlas
+from ..sweep import sweep
+from ..sweep.sweep import SWEEP_JSON
+from ..train import TrainConfig, train_family, train_sae
+from ..train.checkpoint import CHECKPOINT
+from .config import RunConfig
+from .outputs import (
+    RunPaths,
+    clear_atlas,
+    clear_sae,
+    clear_sweep,
+    copy_sae,
+    sweep_complete,
+)
+from .source import Source, load_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageContext:
+    """What the stages share: the config, the run directory and the loaded source."""
+
+    config: RunConfig
+    paths: RunPaths
+    progress: bool
+    resume: bool = False
+    """Continue an interrupted capture or a checkpointed training run (same settings)."""
+    _source: Source | None = field(default=None, repr=False)
+
+    def source(self) -> Source:
+        """The model, inputs and labels, loaded once and only when a stage needs them."""
+        if self._source is None:
+            self._source = load_source(self.config)
+        return self._source
+
+    def store(self) -> ActivationStore:
+        return ActivationStore.open(self.paths.store)
+
+
+# -- capture -----------------------------------------------------------------------------------
+
+
+def run_capture(ctx: StageContext) -> str:
+    cfg, src = ctx.config, ctx.source()
+    store = capture_activations(
+        src.model,
+        src.inputs,
+        list(cfg.layers),
+        ctx.paths.store,
+        cfg.capture,
+        tokenizer=src.tokenizer,
+        labels=src.labels,
+        resume=ctx.resume,
+        overwrite=not ctx.resume,
+        progress=ctx.progress,
+        provenance={
+            "model": cfg.model,
+            "model_args": cfg.model_args,
+            "inputs": cfg.inputs,
+            "inputs_args": cfg.inputs_args,
+            "run": str(ctx.paths.out),
+        },
+    )
+    return f"{store.n_rows:,} rows x {store.n_units:,} units"
+
+
+# -- sweep -------------------------------------------------------------------------------------
+
+
+def run_sweep(ctx: StageContext) -> str:
+    s = ctx.config.sweep
+    clear_sweep(ctx.paths.sweep)
+    res = sweep(
+        ctx.store(),
+        ctx.config.train,
+        s.over,
+        list(s.values),
+        ctx.paths.sweep,
+        seeds=s.seeds,
+        heldout_fraction=s.heldout_fraction,
+        progress=ctx.progress,
+    )
+    return f"recommended {s.over} = {res.points[res.recommended].value:g}"
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """The sparsity the sweep recommends and the member trained with it."""
+
+    over: str
+    value: float
+    member: Path
+
+
+def chosen(paths: RunPaths) -> Chosen:
+    """The recommendation of the sweep in ``paths.sweep``."""
+    raw = json.loads((paths.sweep / SWEEP_JSON).read_text())
+    point = raw["points"][raw["recommended"]]
+    written = Path(point["path"])  # SWEEP/<over>-<value>/seed-<seed>, as the sweep saw SWEEP
+    member = paths.sweep / written.parent.name / written.name
+    return Chosen(raw["over"], float(point["value"]), member)
+
+
+def final_train_config(cfg: RunConfig, paths: RunPaths) -> TrainConfig:
+    """``train`` with the sweep's recommended sparsity (when the sweep is on)."""
+    if not cfg.sweep.enabled:
+        return cfg.train
+    c = chosen(paths)
+    value = int(c.value) if c.over == "k" else c.value
+    return replace(cfg.train, **{c.over: value})
+
+
+# -- train -------------------------------------------------------------------------------------
+
+
+def _member_cfg(member: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((member / "cfg.json").read_text())["metadata"]["train_config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def run_train(ctx: StageContext) -> str:
+    cfg, paths = ctx.config, ctx.paths
+    final = final_train_config(cfg, paths)
+    seeds = [replace(final, seed=final.seed + i) for i in range(1, cfg.stability.n_seed_saes + 1)]
+    seed_dirs = [paths.seed_sae(i) for i in range(1, len(seeds) + 1)]
+    todo: list[tuple[TrainConfig, Path]] = []
+    note = ""
+    if cfg.sweep.enabled and sweep_complete(paths.sweep):
+        member = chosen(paths).member
+        same = _member_cfg(member) == final.to_json()
+        if same or not cfg.sweep.retrain:
+            copy_sae(member, paths.sae)
+            note = f"reused the sweep member {member}" + (
+                "" if same else " (`sweep.retrain: false`)"
+            )
+    if not note:
+        todo.append((final, paths.sae))
+    todo += list(zip(seeds, seed_dirs))
+    if not todo:
+        return note
+    store = ctx.store()
+    if final.checkpoint_every or len(todo) == 1:
+        for c, out in todo:
+            resume = ctx.resume and (out / CHECKPOINT).exists()
+            if not resume:
+                clear_sae(out)
+            train_sae(store, c, out, overwrite=not resume, resume=resume, progress=ctx.progress)
+    else:
+        for _, out in todo:
+            clear_sae(out)
+        train_family(store, [c for c, _ in todo], [o for _, o in todo], progress=ctx.progress)
+    trained = f"trained {len(todo)} SAE(s)"
+    return f"{note}; {trained}" if note else trained
+
+
+# -- analyze, ablation -------------------------------------------------------------------------
+
+
+def run_analyze(ctx: StageContext) -> str:
+    cfg, paths = ctx.config, ctx.paths
+    clear_atlas(paths.atlas)
+    seed_saes = [paths.seed_sae(i) for i in range(1, cfg.stability.n_seed_saes + 1)]
+    atlas = map_structure(
+        paths.sae, ctx.store(), cfg.analyze, seed_saes=seed_saes, progress=ctx.progress
+    )
+    atlas.summary["model"] = cfg.model
+    if cfg.sweep.enabled:
+        atlas.summary["sweep"] = str(paths.sweep)
+    atlas.summary["run"] = {"out": str(paths.out), "config": str(paths.config)}
+    atlas.save(paths.atlas, overwrite=True)
+    return atlas.summary["message"]
+
+
+def run_ablation(ctx: StageContext) -> str:
+    a = ctx.config.ablation
+    src = ctx.source()
+    if src.labels is None:
+        raise ConfigError(
+            "`ablation.enabled` needs one label per sample (the loss is a classifier's "
+            "per-sample cross-entropy): give `labels`, or an `inputs` function that returns "
+            "(inputs, labels); or set `ablation.enabled: false`."
+        )
+    atlas = Atlas.load(ctx.paths.atlas)
+    # capture may have moved the model to `capture.device` / `capture.dtype`
+    src.model.to(device="cpu", dtype=torch.float32)
+    res = ablate_atlas(
+        atlas,
+        src.model,
+        src.inputs,
+        ctx.store(),
+        labels=src.labels,
+        mode=a.mode,
+        n_random=a.n_random,
+        batch_size=a.batch_size,
+        random_state=a.seed,
+        tokenizer=src.tokenizer,
+        progress=ctx.progress,
+    )
+    atlas.save(ctx.paths.atlas, overwrite=True)
+    n = int((res.p <= 0.05).sum())
+    return f"{n} of {len(res.p)} modules hurt the loss more than random unit sets (p <= 0.05)"
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def report_available() -> str | None:
+    """None when :mod:`saeatlas.report` can be imported, else why not."""
+    try:
+        from ..report import write_report  # noqa: F401
+    except ImportError as e:
+        return f"the report package is not available ({e})"
+    return None
+
+
+def run_report(ctx: StageContext) -> str:
+    from ..report import write_report
+
+    paths = ctx.paths
+    res = write_report(
+        paths.atlas,
+        sweep_dir=paths.sweep if sweep_complete(paths.sweep) else None,
+        max_map_points=ctx.config.report.max_map_points,
+        progress=ctx.progress,
+    )
+    return f"{res.path} and {len(res.figures)} figures"

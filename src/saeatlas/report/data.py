@@ -1,0 +1,316 @@
+"""Everything a report needs, loaded and checked: the atlas, its sweep and training curves.
+
+Only the Atlas directory is required. The sweep (``--sweep``, the ``sweep`` path
+in ``atlas.json``, or a ``sweep/`` directory beside the atlas) and the SAE's
+``metrics.jsonl`` are optional: when they are missing, :class:`ReportData`
+carries a sentence saying why, and the page prints it in their place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from ..structure.atlas import Atlas, AtlasFileError
+from ..sweep.sweep import SWEEP_JSON, UNSTABLE, SweepPoint
+from ..train.trainer import METRICS
+
+log = logging.getLogger(__name__)
+
+#: Columns the report cannot do without (the rest are shown when present).
+REQUIRED_COLUMNS = {
+    "units": ("unit", "layer", "index", "module"),
+    "features": ("feature", "module"),
+    "modules": ("module", "n_units", "n_features"),
+}
+#: Colour of features and units outside every module.
+NO_MODULE_COLOUR = "#c4c4c4"
+#: Seed of the feature-map sample, so a report is the same every time it is written.
+SAMPLE_SEED = 0
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    """A sparsity sweep (``sweep.json``) and where the atlas's SAE sits in it."""
+
+    path: Path
+    over: str
+    rule: str
+    heldout_rows: int
+    points: list[SweepPoint]
+    recommended: int
+    """Index into ``points`` of the sweep's recommendation."""
+    atlas_point: int | None
+    """Index into ``points`` of the atlas's SAE (matched by path), None when it is not a member."""
+    unstable_below: float = UNSTABLE
+
+    @property
+    def chosen(self) -> SweepPoint:
+        return self.points[self.recommended]
+
+
+@dataclass(frozen=True)
+class MapSample:
+    """Which features the feature map draws (all of them, or every module member plus a sample)."""
+
+    rows: np.ndarray
+    """Row positions into ``atlas.features`` of the drawn features."""
+    n_features: int
+    n_members: int
+    """Module members, always drawn."""
+    n_others: int
+    """Features outside every module."""
+    n_others_drawn: int
+    max_points: int
+
+    @property
+    def sampled(self) -> bool:
+        return self.n_others_drawn < self.n_others
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """An atlas with what surrounds it, ready for plotting."""
+
+    atlas_dir: Path
+    atlas: Atlas
+    ablation: pd.DataFrame
+    """Module x label ablation table (empty without a causal check)."""
+    sweep: SweepInfo | None
+    sweep_note: str
+    """Where the sweep came from, or why there is none."""
+    training: pd.DataFrame | None
+    """The SAE's ``metrics.jsonl`` records, one row per logged step."""
+    training_note: str
+    model: str | None
+    """The model's name from the store's provenance, when known."""
+    colours: list[str]
+    """One colour per module (index = module id)."""
+    unit_names: list[str]
+    """``layer:index`` of every unit, in ``atlas.units`` order."""
+    map_sample: MapSample
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.atlas.summary
+
+    @property
+    def n_modules(self) -> int:
+        return len(self.atlas.modules)
+
+    @property
+    def has_ablation(self) -> bool:
+        return "ablation_effect" in self.atlas.modules.columns and self.n_modules > 0
+
+    @property
+    def has_stability(self) -> bool:
+        return "stability" in self.atlas.modules.columns or bool(self.summary.get("stability"))
+
+    def colour(self, module: int) -> str:
+        return self.colours[module] if 0 <= module < len(self.colours) else NO_MODULE_COLOUR
+
+
+def load_report_data(
+    atlas_dir: str | Path,
+    *,
+    sweep_dir: str | Path | None = None,
+    max_map_points: int = 20_000,
+) -> ReportData:
+    """Read the Atlas directory and, when found, its sweep and training curves."""
+    if max_map_points < 1:
+        raise ConfigError(f"`max_map_points` must be at least 1, got {max_map_points}.")
+    atlas_dir = Path(atlas_dir)
+    if not atlas_dir.is_dir():
+        raise AtlasFileError(
+            f"'{atlas_dir}' is not a directory; give the atlas directory that "
+            "`saeatlas analyze --out` wrote."
+        )
+    atlas = Atlas.load(atlas_dir)
+    _check_columns(atlas, atlas_dir)
+    sweep, sweep_note = _find_sweep(atlas_dir, atlas.summary, sweep_dir)
+    training, training_note = _load_training(atlas_dir, atlas.summary)
+    ablation = getattr(atlas, "ablation", None)
+    if ablation is None:
+        ablation = pd.DataFrame()
+    return ReportData(
+        atlas_dir=atlas_dir,
+        atlas=atlas,
+        ablation=ablation,
+        sweep=sweep,
+        sweep_note=sweep_note,
+        training=training,
+        training_note=training_note,
+        model=_model_name(atlas.summary),
+        colours=module_colours(len(atlas.modules)),
+        unit_names=[f"{l}:{i}" for l, i in zip(atlas.units["layer"], atlas.units["index"])],
+        map_sample=map_sample(atlas.features, max_map_points),
+    )
+
+
+def _check_columns(atlas: Atlas, path: Path) -> None:
+    for table, needed in REQUIRED_COLUMNS.items():
+        frame = getattr(atlas, table)
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise AtlasFileError(
+                f"{table}.parquet in '{path}' lacks the columns {missing}; it was not written "
+                "by this saeatlas. Rerun `saeatlas analyze` to make the atlas again."
+            )
+
+
+def module_colours(n_modules: int) -> list[str]:
+    """Distinct colours for ``n_modules`` modules (Plotly's Dark24 then Light24, cycled)."""
+    from plotly.colors import qualitative
+
+    palette = list(qualitative.Dark24) + list(qualitative.Light24)
+    return [palette[m % len(palette)] for m in range(n_modules)]
+
+
+def map_sample(features: pd.DataFrame, max_points: int, seed: int = SAMPLE_SEED) -> MapSample:
+    """Every feature when there are at most ``max_points``; otherwise every module member
+    and a seeded uniform sample of the other features, ``max_points`` in all (or just the
+    members, when they alone exceed it)."""
+    module = features["module"].to_numpy()
+    members = np.flatnonzero(module >= 0)
+    others = np.flatnonzero(module < 0)
+    room = max(0, max_points - len(members))
+    if len(others) > room:
+        rng = np.random.default_rng(seed)
+        drawn = np.sort(rng.choice(others, room, replace=False))
+    else:
+        drawn = others
+    return MapSample(
+        rows=np.sort(np.concatenate([members, drawn])),
+        n_features=len(features),
+        n_members=len(members),
+        n_others=len(others),
+        n_others_drawn=len(drawn),
+        max_points=max_points,
+    )
+
+
+def _model_name(summary: dict[str, Any]) -> str | None:
+    """``summary["model"]`` when the pipeline recorded it, else the store's provenance."""
+    if summary.get("model"):
+        return str(summary["model"])
+    store = summary.get("store")
+    if not store:
+        return None
+    manifest = Path(store) / "manifest.json"
+    try:
+        model = json.loads(manifest.read_text()).get("provenance", {}).get("model")
+    except (OSError, ValueError):
+        return None
+    return str(model) if model else None
+
+
+def _resolve(path: str | Path, base: Path) -> Path:
+    """``path`` as written, or relative to ``base`` when that is where it exists."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return base / p if (base / p).exists() else p
+
+
+def _find_sweep(
+    atlas_dir: Path, summary: dict[str, Any], sweep_dir: str | Path | None
+) -> tuple[SweepInfo | None, str]:
+    """The sweep given, or the one ``atlas.json`` names, or ``sweep/`` beside the atlas."""
+    sae_path = (summary.get("sae") or {}).get("path")
+    if sweep_dir is not None:
+        path = Path(sweep_dir)
+        if not (path / SWEEP_JSON).is_file():
+            raise ConfigError(
+                f"--sweep '{path}' holds no {SWEEP_JSON}; give the directory that "
+                "`saeatlas sweep --out` wrote, or leave --sweep out."
+            )
+        return _read_sweep(path, sae_path, strict=True), f"Sweep from '{path}'."
+    named = summary.get("sweep")
+    candidates = []
+    if named:
+        candidates.append((_resolve(named, atlas_dir), "named in atlas.json"))
+    candidates.append((atlas_dir.parent / "sweep", "found beside the atlas"))
+    for path, how in candidates:
+        if (path / SWEEP_JSON).is_file():
+            sweep = _read_sweep(path, sae_path, strict=False)
+            if sweep is None:
+                return None, (
+                    f"The sweep at '{path}' ({how}) is unreadable; rerun `saeatlas sweep` "
+                    "or pass another --sweep."
+                )
+            return sweep, f"Sweep from '{path}' ({how})."
+    if named:
+        return None, (
+            f"No sparsity sweep: atlas.json names '{named}', which holds no {SWEEP_JSON}. "
+            "Pass --sweep DIR to show one."
+        )
+    return None, (
+        "No sparsity sweep found (none given with --sweep, none named in atlas.json, "
+        f"no '{atlas_dir.parent / 'sweep'}'): the sparsity was chosen by hand. Run "
+        "`saeatlas sweep` to choose it from the L0-FVU frontier."
+    )
+
+
+def _read_sweep(path: Path, sae_path: str | None, *, strict: bool) -> SweepInfo | None:
+    try:
+        raw = json.loads((path / SWEEP_JSON).read_text())
+        points = [SweepPoint(**p) for p in raw["points"]]
+        info = SweepInfo(
+            path=path,
+            over=str(raw["over"]),
+            rule=str(raw["rule"]),
+            heldout_rows=int(raw["heldout_rows"]),
+            points=points,
+            recommended=int(raw["recommended"]),
+            atlas_point=_member(points, sae_path, path),
+        )
+        if not 0 <= info.recommended < len(points):
+            raise ValueError(f"recommended index {info.recommended} outside the points")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        if strict:
+            raise ConfigError(
+                f"The sweep at '{path}' is unreadable ({e}); rerun `saeatlas sweep`."
+            ) from e
+        log.warning("Ignoring the unreadable sweep at '%s': %s", path, e)
+        return None
+    return info
+
+
+def _member(points: list[SweepPoint], sae_path: str | None, sweep_path: Path) -> int | None:
+    """Which sweep point is the SAE at ``sae_path`` (same directory), if any."""
+    if not sae_path:
+        return None
+    target = Path(sae_path).resolve()
+    for i, p in enumerate(points):
+        if _resolve(p.path, sweep_path.parent).resolve() == target:
+            return i
+    return None
+
+
+def _load_training(atlas_dir: Path, summary: dict[str, Any]) -> tuple[pd.DataFrame | None, str]:
+    sae_path = (summary.get("sae") or {}).get("path")
+    if not sae_path:
+        return None, (
+            "No training curves: atlas.json records no SAE directory (the SAE was passed "
+            "as an object)."
+        )
+    metrics = _resolve(sae_path, atlas_dir.parent) / METRICS
+    if not metrics.is_file():
+        return None, (
+            f"No training curves: '{metrics}' is missing (the SAE was not trained by "
+            "saeatlas, or its directory moved)."
+        )
+    try:
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        return None, f"No training curves: '{metrics}' is unreadable ({e})."
+    if not records:
+        return None, f"No training curves: '{metrics}' is empty."
+    return pd.DataFrame.from_records(records), f"Training curves from '{metrics}'."

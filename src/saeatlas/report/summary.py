@@ -1,0 +1,211 @@
+"""The report's header: what was mapped, with what SAE, and how sure the atlas is.
+
+Each function returns plain sentences (the template escapes them) built from
+``atlas.json``, the sweep and the module table; when something was not
+measured, the sentence says so and how to measure it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .data import ReportData
+from .text import fmt, fmt_p, fmt_z
+
+
+@dataclass(frozen=True)
+class Fact:
+    label: str
+    value: str
+    missing: bool = False
+    """True when the value says what was not measured."""
+
+
+def header_facts(data: ReportData) -> list[Fact]:
+    """The summary's rows, in reading order."""
+    s = data.summary
+    return [
+        Fact(
+            "Model",
+            data.model or "not recorded (no `model` in atlas.json or the store's manifest)",
+            missing=not data.model,
+        ),
+        Fact("Layers", layers_text(data)),
+        Fact("Rows analysed", fmt(s.get("n_rows_encoded"), ",.0f")),
+        Fact("SAE", sae_text(s)),
+        Fact("Why this sparsity", sparsity_text(data), missing=data.sweep is None),
+        Fact("Modules", modules_text(data)),
+        Fact("Modularity", modularity_text(s), missing=s.get("z") is None),
+        Fact("Stability", stability_text(data), missing=not data.has_stability),
+        Fact("Causal check", ablation_text(data), missing=not data.has_ablation),
+    ]
+
+
+def layers_text(data: ReportData) -> str:
+    counts = data.atlas.units["layer"].astype(str).value_counts()
+    names = data.summary.get("layers") or list(counts.index)
+    return ", ".join(f"{n} ({int(counts.get(str(n), 0))} units)" for n in names)
+
+
+def sae_text(s: dict[str, Any]) -> str:
+    sae = s.get("sae") or {}
+    parts = [str(sae.get("architecture", "unknown architecture"))]
+    if sae.get("d_in") is not None:
+        parts.append(f"d_in {sae['d_in']}")
+    if sae.get("d_sae") is not None:
+        parts.append(f"d_sae {sae['d_sae']:,}")
+    if sae.get("k") is not None and str(sae.get("architecture")) in ("topk", "batchtopk"):
+        parts.append(f"k {sae['k']}")
+    if s.get("mean_l0") is not None:
+        parts.append(f"mean L0 on the analysed rows {fmt(s['mean_l0'], '.1f')}")
+    where = f" ({sae['path']})" if sae.get("path") else ""
+    return ", ".join(parts) + where
+
+
+def sparsity_text(data: ReportData) -> str:
+    sw = data.sweep
+    if sw is None:
+        return data.sweep_note
+    c = sw.chosen
+    text = (
+        f"{sw.over} = {c.value:g} is the sweep's recommendation among "
+        f"{len(sw.points)} SAEs, by the rule: {sw.rule}. Held-out FVU {c.fvu:.4f} at "
+        f"L0 {c.l0:.1f} ({sw.heldout_rows:,} held-out rows)"
+    )
+    if c.stability is not None:
+        text += f"; decoder stability across two seeds {c.stability:.2f}"
+        if c.stability < sw.unstable_below:
+            text += f" (below {sw.unstable_below:g}: the dictionary differs between seeds)"
+    text += ". "
+    if sw.atlas_point is None:
+        text += "The atlas's SAE is not a member of this sweep."
+    elif sw.atlas_point == sw.recommended:
+        text += "The atlas uses this SAE."
+    else:
+        other = sw.points[sw.atlas_point]
+        text += (
+            f"The atlas uses another member ({sw.over} = {other.value:g}), not the recommended one."
+        )
+    return text
+
+
+def modules_text(data: ReportData) -> str:
+    s = data.summary
+    n, n_sig = data.n_modules, int(s.get("n_significant_modules", 0))
+    kind = s.get("module_kind", "")
+    return f"{n_sig} of {n} modules significant against every null model. Kind: {kind}."
+
+
+def modularity_text(s: dict[str, Any]) -> str:
+    if s.get("z") is None:
+        return (
+            f"{fmt(s.get('modularity'))}; not tested against null models (rerun analyze with "
+            "`--n-null 10`)."
+        )
+    nulls = ", ".join(
+        f"{n['null']} z {fmt_z(n['z'])} p {fmt_p(n['p'])}" for n in s.get("nulls", [])
+    )
+    return (
+        f"{fmt(s['modularity'], '.3f')} against {fmt(s['null_mean'], '.3f')} ± "
+        f"{fmt(s['null_std'], '.3f')} under the strictest null ({s.get('strictest_null')}): "
+        f"z {fmt_z(s['z'])}, p {fmt_p(s['p'])}. All nulls: {nulls}."
+    )
+
+
+def stability_text(data: ReportData) -> str:
+    st = data.summary.get("stability")
+    if not st:
+        v = data.atlas.modules.get("stability", pd.Series(dtype=float)).to_numpy(float)
+        if np.isfinite(v).any():
+            return f"Mean module stability {fmt(np.nanmean(v), '.2f')} (best-match Jaccard)."
+        return (
+            "Not measured: rerun `saeatlas analyze` with `--n-bootstrap 3` (row bootstraps) "
+            "or `--seed-sae DIR` (SAEs trained with other seeds)."
+        )
+    th = st.get("thresholds", {})
+    runs = []
+    if st.get("n_bootstrap"):
+        ari = [a for a in st.get("bootstrap_ari", []) if a is not None]
+        runs.append(
+            f"{st['n_bootstrap']} row bootstraps (feature ARI {fmt(np.mean(ari) if ari else None, '.2f')})"
+        )
+    if st.get("n_seeds"):
+        ari = [a for a in st.get("seed_unit_ari", []) if a is not None]
+        runs.append(
+            f"{st['n_seeds']} other SAE seeds (unit ARI {fmt(np.mean(ari) if ari else None, '.2f')})"
+        )
+    return (
+        f"{st.get('n_stable_modules', 0)} of {data.n_modules} modules stable (best-match "
+        f"Jaccard ≥ {th.get('stable', 0.75)}), {st.get('n_dissolved_modules', 0)} dissolved "
+        f"(< {th.get('dissolved', 0.5)}), over {' and '.join(runs) or 'no reruns'}."
+    )
+
+
+def ablation_text(data: ReportData) -> str:
+    if not data.has_ablation:
+        return "No model given: no causal check."
+    a = data.summary.get("ablation") or {}
+    m = data.atlas.modules
+    above = int((m["ablation_p"] <= 0.05).sum()) if "ablation_p" in m else None
+    text = (
+        f"{a.get('mode', 'mean')} ablation of each module's units against "
+        f"{a.get('n_random', '?')} random unit sets with as many units per layer"
+    )
+    if a.get("clean_loss") is not None:
+        text += f"; clean loss {fmt(a['clean_loss'], '.4f')}"
+    if above is not None:
+        text += f". {above} of {len(m)} modules damage the loss more than random sets (p ≤ 0.05)"
+    return text + "."
+
+
+@dataclass(frozen=True)
+class ControlRow:
+    label: str
+    real: str
+    control: str
+
+
+def control_rows(data: ReportData) -> list[ControlRow] | None:
+    """The trained SAE beside the random-directions control (``summary["control"]``)."""
+    c = data.summary.get("control")
+    if not c:
+        return None
+    s = data.summary
+    real = c.get("real") or {
+        "n_modules": data.n_modules,
+        "n_significant_modules": s.get("n_significant_modules"),
+        "modularity": s.get("modularity"),
+        "z": {n["null"]: n["z"] for n in s.get("nulls", [])},
+        "cross_check_ari": (s.get("cross_check") or {}).get("ari"),
+    }
+
+    def strictest(z: dict | None) -> str:
+        vals = [v for v in (z or {}).values() if v is not None]
+        return fmt(min(vals), ".1f") if vals else "–"
+
+    rows = [
+        ControlRow("modules", fmt(real.get("n_modules"), ".0f"), fmt(c.get("n_modules"), ".0f")),
+        ControlRow(
+            "significant modules",
+            fmt(real.get("n_significant_modules"), ".0f"),
+            fmt(c.get("n_significant_modules"), ".0f"),
+        ),
+        ControlRow(
+            "modularity", fmt(real.get("modularity"), ".3f"), fmt(c.get("modularity"), ".3f")
+        ),
+        ControlRow("strictest null z", strictest(real.get("z")), strictest(c.get("z"))),
+        ControlRow(
+            "agreement with unit correlations (ARI)",
+            fmt(real.get("cross_check_ari"), ".2f"),
+            fmt(c.get("cross_check_ari"), ".2f"),
+        ),
+    ]
+    if c.get("unit_ari") is not None:
+        rows.append(
+            ControlRow("unit modules, real vs control (ARI)", "", fmt(c["unit_ari"], ".2f"))
+        )
+    return rows

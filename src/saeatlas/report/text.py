@@ -1,0 +1,137 @@
+"""Short texts the report shows: numbers, unit names, top examples, hover labels.
+
+Every string built from data goes through :func:`esc` before it reaches Plotly
+(whose labels accept a little HTML) or the page.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: Metadata columns of examples.parquet that describe a row, best first.
+_DESCRIBE = ("context", "text", "token")
+#: Characters of an example's description kept on the page.
+EXAMPLE_CHARS = 80
+
+
+def esc(value: Any) -> str:
+    """``value`` as text, HTML-escaped (for Plotly labels; the page template escapes itself)."""
+    return html.escape(str(value), quote=False)
+
+
+def is_missing(x: Any) -> bool:
+    if x is None:
+        return True
+    try:
+        return bool(pd.isna(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt(x: Any, spec: str = ".3g", missing: str = "–") -> str:
+    """A number for the page: ``missing`` for None/NaN, ``spec`` otherwise."""
+    if is_missing(x):
+        return missing
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    try:
+        return format(float(x), spec)
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value: ``< 1e-16`` for what rounds to zero, else 2 significant digits."""
+    if is_missing(p):
+        return "–"
+    p = float(p)
+    return "< 1e-16" if p < 1e-16 else format(p, ".2g")
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` with NaN/Inf as None and numpy scalars and arrays as Python ones (for JSON.parse)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray, pd.Series)):
+        return [jsonable(v) for v in list(x)]
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer, int)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return round_sig(x) if math.isfinite(x) else None
+    if x is None or is_missing(x):
+        return None
+    return str(x)
+
+
+def round_sig(x: float, digits: int = 4) -> float:
+    """``x`` to ``digits`` significant digits (keeps the embedded data small)."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    return round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))
+
+
+def example_description(row: Any, columns: Sequence[str]) -> str:
+    """What an example row was: its token context, text or token, and its label."""
+    parts = []
+    for c in _DESCRIBE:
+        if c in columns and not is_missing(getattr(row, c)):
+            text = str(getattr(row, c))
+            parts.append(text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 1] + "…")
+            break
+    if "label" in columns and not is_missing(row.label):
+        parts.append(f"label {row.label}")
+    if not parts and "sample" in columns and not is_missing(row.sample):
+        parts.append(f"sample {row.sample}")
+    return ", ".join(parts)
+
+
+def examples_by_item(examples: pd.DataFrame, kind: str, limit: int) -> dict[int, list[list]]:
+    """``{id: [[rank, row, activation, description], ...]}`` for one ``kind`` of item."""
+    if examples.empty or "kind" not in examples.columns:
+        return {}
+    sub = examples[(examples["kind"] == kind) & (examples["rank"] <= limit)]
+    sub = sub.sort_values(["id", "rank"])
+    cols = list(sub.columns)
+    out: dict[int, list[list]] = {}
+    for r in sub.itertuples(index=False):
+        out.setdefault(int(r.id), []).append(
+            [int(r.rank), int(r.row), round_sig(float(r.activation)), example_description(r, cols)]
+        )
+    return out
+
+
+def feature_hover(
+    fid: int,
+    module: int,
+    density: Any,
+    top_units: Sequence[int],
+    top_weights: Sequence[float],
+    unit_names: Sequence[str],
+    examples: Sequence[list],
+) -> str:
+    """The feature map's hover label (Plotly's small HTML subset)."""
+    where = f"module {module}" if module >= 0 else "no module"
+    units = ", ".join(
+        f"{esc(unit_names[u])} ({w:+.2f})" for u, w in zip(list(top_units)[:3], top_weights)
+    )
+    lines = [f"<b>feature {fid}</b> · {where}", f"density {fmt(density)}", f"top units: {units}"]
+    for rank, row, act, desc in list(examples)[:3]:
+        lines.append(f"#{rank} row {row} ({fmt(act, '.3g')}): {esc(desc)}")
+    return "<br>".join(lines)
+
+
+def fmt_z(z: Any) -> str:
+    """A z-score: one decimal, or 3 significant digits when it is huge (a null with
+    almost no spread, such as the permutation null's modularity, gives z in the 1e5s)."""
+    if is_missing(z):
+        return "–"
+    return format(float(z), ".1f" if abs(float(z)) < 1000 else ".3g")

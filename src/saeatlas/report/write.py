@@ -1,0 +1,135 @@
+"""``write_report(atlas_dir) -> ReportResult``: the report stage of the pipeline."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._progress import progress_bar
+from ..errors import ConfigError
+from ..store.atomic import atomic_write_bytes
+from . import effects, figures, maps, plots
+from .cards import module_cards
+from .data import ReportData, load_report_data
+from .graph import module_graph, module_graph_positions
+from .html import PANEL_EXAMPLES, render_page
+from .links import ModuleLinks, module_links
+from .plots import Plot
+from .text import examples_by_item
+
+log = logging.getLogger(__name__)
+
+REPORT_HTML = "report.html"
+FIGURES_DIR = "figures"
+#: Examples per module shown on its card.
+CARD_EXAMPLES = 6
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    path: Path
+    """The report.html written."""
+    figures: list[Path]
+    """The PNG figures written (under ``ATLAS_DIR/figures/``)."""
+    sampled: bool
+    """True when the feature map shows a sample of the features."""
+
+
+def write_report(
+    atlas_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    sweep_dir: str | Path | None = None,
+    max_map_points: int = 20_000,
+    progress: bool = False,
+) -> ReportResult:
+    """Write one self-contained HTML report of an Atlas directory, and its PNG figures.
+
+    Args:
+        atlas_dir: the directory ``saeatlas analyze`` wrote.
+        out: the HTML file (default ``ATLAS_DIR/report.html``).
+        sweep_dir: the sparsity sweep the SAE came from (``saeatlas sweep --out``); by
+            default the one ``atlas.json`` names, else ``sweep/`` beside the atlas.
+        max_map_points: at most this many features on the feature map: above it, every
+            module member and a seeded sample of the rest (the page says so).
+        progress: show a progress bar.
+
+    The page opens offline (Plotly's JavaScript is inlined once). Figures go to
+    ``ATLAS_DIR/figures/``: ``feature_map.png``, ``layer_module.png``,
+    ``module_graph.png``, plus ``pareto.png`` with a sweep and ``specialisation.png``
+    with an ablation.
+    """
+    atlas_dir = Path(atlas_dir)
+    out = atlas_dir / REPORT_HTML if out is None else Path(out)
+    if out.exists() and out.is_dir():
+        raise ConfigError(f"--out '{out}' is a directory; give the HTML file to write.")
+    with progress_bar("Writing the report", 4, progress) as bar:
+        data = load_report_data(atlas_dir, sweep_dir=sweep_dir, max_map_points=max_map_points)
+        bar.advance()
+        links = module_links(data.atlas)
+        pos = module_graph_positions(data.n_modules, links)
+        feature_examples = examples_by_item(data.atlas.examples, "feature", PANEL_EXAMPLES)
+        module_examples = examples_by_item(data.atlas.examples, "module", CARD_EXAMPLES)
+        figs = _interactive(data, links, pos, feature_examples)
+        bar.advance()
+        pngs = _static(data, links, pos, atlas_dir / FIGURES_DIR)
+        bar.advance()
+        page = render_page(
+            data,
+            figs,
+            links,
+            module_cards(data, module_examples),
+            feature_examples,
+            [_relative(p, out.parent) for p in pngs],
+        )
+        atomic_write_bytes(out, page.encode("utf-8"))
+        bar.advance()
+    log.info("Report written to %s (%.1f MB)", out, out.stat().st_size / 1e6)
+    return ReportResult(out, pngs, data.map_sample.sampled)
+
+
+def _interactive(
+    data: ReportData,
+    links: ModuleLinks,
+    pos: np.ndarray,
+    feature_examples: dict[int, list[list]],
+) -> dict[str, Plot | None]:
+    """Every interactive figure, None where the atlas lacks its data."""
+    has_map = {"x", "y"} <= set(data.atlas.features.columns)
+    hovers = maps.feature_hovers(data, feature_examples) if has_map else {}
+    return {
+        "pareto": plots.pareto(data.sweep) if data.sweep else None,
+        "training": plots.training_curves(data.training) if data.training is not None else None,
+        "feature_map": maps.feature_map(data, hovers) if has_map else None,
+        "unit_map": maps.unit_map(data),
+        "layer_module": plots.layer_module(data) if data.n_modules else None,
+        "module_graph": module_graph(data, links, pos) if data.n_modules else None,
+        "ablation": effects.ablation_effects(data) if data.has_ablation else None,
+        "specialisation": effects.specialisation(data)
+        if data.has_ablation and not data.ablation.empty
+        else None,
+        "selectivity": effects.selectivity(data),
+    }
+
+
+def _static(data: ReportData, links: ModuleLinks, pos: np.ndarray, folder: Path) -> list[Path]:
+    """Write the PNG figures; return their paths."""
+    todo = [("layer_module.png", lambda: figures.layer_module_png(data))]
+    if {"x", "y"} <= set(data.atlas.features.columns):
+        todo.insert(0, ("feature_map.png", lambda: figures.feature_map_png(data)))
+    todo.append(("module_graph.png", lambda: figures.module_graph_png(data, links, pos)))
+    if data.sweep is not None:
+        todo.append(("pareto.png", lambda: figures.pareto_png(data.sweep)))
+    if data.has_ablation and not data.ablation.empty:
+        todo.append(("specialisation.png", lambda: figures.specialisation_png(data)))
+    return [figures.save_png(make(), folder / name) for name, make in todo]
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)

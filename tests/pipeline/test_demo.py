@@ -1,0 +1,79 @@
+"""The digits demo end to end (at the tests' size): every stage runs and the atlas is whole."""
+
+import json
+
+import numpy as np
+import pytest
+
+from saeatlas.demo import digits_config
+from saeatlas.demo.digits import DIGITS_LAYERS
+from saeatlas.pipeline import module_summary
+from saeatlas.pipeline.run import STAGES
+from saeatlas.store import ActivationStore
+from saeatlas.structure import Atlas
+
+
+def test_every_stage_runs_and_the_layout_is_complete(quick_demo):
+    result, seen = quick_demo
+    assert [s.name for s in seen] == list(STAGES)
+    assert result.stages == seen
+    ran = {s.name for s in seen if s.status == "ran"}
+    assert {"capture", "sweep", "train", "analyze", "ablation"} <= ran
+    p = result.paths
+    store = ActivationStore.open(p.store)
+    assert [l.name for l in store.layers] == list(DIGITS_LAYERS) and store.n_rows == 1797
+    assert (p.sweep / "sweep.json").is_file()
+    for name in ("cfg.json", "sae_weights.safetensors", "metrics.jsonl"):
+        assert (p.sae / name).is_file()
+    assert (p.out / "config.yaml").is_file() and (p.out / "run.json").is_file()
+    state = json.loads((p.out / "run.json").read_text())["stages"]
+    assert all(state[s]["complete"] for s in ran)
+
+
+def test_the_sweep_chooses_the_final_sae_sparsity(quick_demo):
+    result, _ = quick_demo
+    sweep = json.loads((result.paths.sweep / "sweep.json").read_text())
+    chosen = sweep["points"][sweep["recommended"]]["value"]
+    assert result.chosen == chosen and chosen in digits_config(quick=True).sweep.values
+    cfg = json.loads((result.paths.sae / "cfg.json").read_text())
+    assert cfg["k"] == int(chosen)
+    assert [l["name"] for l in cfg["layers"]] == list(DIGITS_LAYERS)  # one joint SAE
+
+
+def test_atlas_has_modules_significance_and_ablation(quick_demo):
+    result, _ = quick_demo
+    atlas = Atlas.load(result.paths.atlas)  # every file of the directory reads back
+    assert atlas.n_modules >= 2
+    assert atlas.summary["z"] is not None and atlas.summary["nulls"]
+    assert np.isfinite(atlas.modules["z"]).all() and atlas.modules["p"].between(0, 1).all()
+    assert atlas.summary["sweep"] == str(result.paths.sweep)
+    assert atlas.summary["model"] == "saeatlas.demo.digits:digits_model"
+    for col in ("ablation_effect", "ablation_z", "ablation_p", "ablation_random_mean"):
+        assert col in atlas.modules.columns
+    assert atlas.summary["ablation"]["classes"] == [str(c) for c in range(10)]
+    assert len(atlas.ablation) == atlas.n_modules * 10
+    assert "preferred_label" in atlas.modules.columns  # profiled against the digit labels
+    for name in ("units", "features", "modules", "examples", "ablation"):
+        assert (result.paths.atlas / f"{name}.parquet").is_file()
+
+
+def test_module_summary_rows(quick_demo):
+    result, _ = quick_demo
+    table = module_summary(result.atlas)
+    assert len(table) == result.atlas.n_modules
+    for row in table.itertuples():
+        assert sum(row.units_per_layer.values()) == row.n_units
+        assert set(row.units_per_layer) <= set(DIGITS_LAYERS)
+    assert table["ablation_p"].notna().any()
+
+
+def test_report_is_written(quick_demo):
+    pytest.importorskip("saeatlas.report")
+    result, _ = quick_demo
+    assert result.report is not None and result.report.stat().st_size > 10_000
+    assert list((result.paths.atlas / "figures").glob("*.png"))
+
+
+def test_demo_is_seeded():
+    a, b = digits_config(seed=3), digits_config(seed=3)
+    assert a == b and a.model_args["seed"] == 3 and a.train.seed == 3 and a.analyze.seed == 3

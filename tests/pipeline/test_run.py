@@ -1,0 +1,119 @@
+"""``saeatlas run``: complete stages are skipped, incomplete or changed ones run again
+with every stage after them."""
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+
+import numpy as np
+import yaml
+from typer.testing import CliRunner
+
+from saeatlas.cli import app
+from saeatlas.pipeline import load_run_config, run_pipeline
+from saeatlas.structure import Atlas
+
+runner = CliRunner()
+
+
+def _copy(quick_demo, tmp_path):
+    result, _ = quick_demo
+    out = tmp_path / "run"
+    shutil.copytree(result.out, out)  # copy2 keeps modification times
+    return out
+
+
+def _mtimes(path):
+    return {p: p.stat().st_mtime_ns for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_second_run_skips_every_complete_stage(quick_demo, tmp_path):
+    out = _copy(quick_demo, tmp_path)
+    before = _mtimes(out)
+    result = runner.invoke(app, ["run", str(out / "config.yaml"), "-q"])
+    assert result.exit_code == 0, result.output
+    for stage in ("capture", "sweep", "train", "analyze", "ablation", "report"):
+        assert f"{stage} skipped" in result.output, result.output
+    assert "Skipped (already complete): capture, sweep, train" in result.output
+    assert "modules" in result.output and "report.html" in result.output
+    assert _mtimes(out) == before  # nothing retrained or rewritten
+
+
+def test_incomplete_stage_runs_again_with_the_stages_after_it(quick_demo, tmp_path):
+    out = _copy(quick_demo, tmp_path)
+    keep = {**_mtimes(out / "store"), **_mtimes(out / "sweep")}
+    (out / "sae" / "metrics.jsonl").unlink()  # as if training died before its last file
+    # the installed entry point, in a fresh process (as a user reruns it)
+    proc = subprocess.run(
+        [sys.executable, "-m", "saeatlas", "run", str(out / "config.yaml"), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = {l.split()[0]: l for l in proc.stdout.splitlines() if l.split()}
+    assert "skipped" in lines["capture"] and "skipped" in lines["sweep"]
+    assert "ran" in lines["train"] and "incomplete" in lines["train"]
+    assert "ran" in lines["analyze"] and "train stage ran again" in lines["analyze"]
+    assert "ran" in lines["ablation"]
+    assert (out / "sae" / "metrics.jsonl").is_file()
+    assert {p: p.stat().st_mtime_ns for p in keep} == keep  # store and sweep untouched
+    assert "ablation_p" in Atlas.load(out / "atlas").modules.columns
+
+
+def test_changed_settings_rerun_that_stage_only(quick_demo, tmp_path):
+    out = _copy(quick_demo, tmp_path)
+    cfg = load_run_config(out / "config.yaml")
+    cfg = replace(cfg, ablation=replace(cfg.ablation, n_random=5))
+    sae = _mtimes(out / "sae")
+    result = run_pipeline(cfg, out, progress=False)
+    status = {s.name: s.status for s in result.stages}
+    assert [status[s] for s in ("capture", "sweep", "train", "analyze")] == ["skipped"] * 4
+    assert status["ablation"] == "ran" and "settings changed" in result.stages[4].reason
+    assert result.atlas.summary["ablation"]["n_random"] == 5
+    assert _mtimes(out / "sae") == sae
+
+
+MODEL_FILE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    def build(width=7):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(5, width), nn.ReLU(), nn.Linear(width, 6), nn.ReLU(),
+                             nn.Linear(6, 2))
+    """
+)
+
+
+def test_run_from_files_beside_the_config(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.normal(size=(300, 5)).astype(np.float32))
+    np.save(tmp_path / "y.npy", rng.integers(0, 2, 300))
+    (tmp_path / "mymodel.py").write_text(MODEL_FILE)
+    config = {
+        "model": "mymodel.py:build",
+        "model_args": {"width": 9},
+        "inputs": "x.npy",
+        "labels": "y.npy",
+        "layers": ["1", "3"],
+        "out": "run",
+        "sweep": {"enabled": False},
+        "train": {"d_sae": 32, "k": 4, "batch_size": 64, "tokens": 2000},
+        "analyze": {"n_null": 2, "n_examples": 2},
+        "ablation": {"enabled": True, "n_random": 4},
+        "report": {"enabled": False},
+    }
+    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["run", str(tmp_path / "conf.yaml"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "sweep off" in result.output and "report off" in result.output
+    run = tmp_path / "run"
+    assert (run / "store" / "manifest.json").is_file() and (run / "atlas" / "atlas.json").is_file()
+    assert not (run / "sweep").exists()
+    store_cols = yaml.safe_load((run / "config.yaml").read_text())
+    assert store_cols["model_args"] == {"width": 9} and store_cols["out"] == "."
+    assert "ablation" in Atlas.load(run / "atlas").summary

@@ -1,0 +1,257 @@
+"""The report written from a small real atlas: contents, sampling, figures, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from saeatlas.cli import app
+from saeatlas.errors import ConfigError
+from saeatlas.report import write_report
+from saeatlas.report.data import map_sample
+from saeatlas.report.links import module_links
+from saeatlas.structure import Atlas, AtlasFileError
+
+KEY_IDS = (
+    "summary",
+    "feature-map",
+    "unit-map",
+    "module-graph",
+    "specialisation",
+    "modules",
+    "search",
+)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def page_data(html: str) -> dict:
+    """The JSON the page's script reads."""
+    m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
+    assert m, "no #report-data block"
+    return json.loads(m.group(1))
+
+
+@pytest.fixture(scope="module")
+def full_report(full_atlas, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full-report") / "report.html"
+    result = write_report(full_atlas.atlas_dir, out)
+    return result, out.read_text(encoding="utf-8")
+
+
+def test_report_is_one_self_contained_page(full_atlas, full_report):
+    result, html = full_report
+    assert result.path.stat().st_size < 20e6
+    # nothing is fetched: no external scripts, styles or images
+    assert not re.search(r"<script[^>]+src=", html)
+    assert not re.search(r"<link[^>]+href=", html)
+    assert not re.search(r"<img[^>]+src=[\"']?https?:", html)
+    assert html.count("plotly.js v") == 1  # Plotly's bundle, once
+    for key in KEY_IDS:
+        assert f'id="{key}"' in html, key
+    for m in range(full_atlas.n_modules):
+        assert f'id="module-{m}"' in html and f'data-module="{m}"' in html
+
+
+def test_summary_reports_the_sweep_significance_stability_control_and_ablation(
+    full_atlas, full_report
+):
+    _, html = full_report
+    atlas = Atlas.load(full_atlas.atlas_dir)
+    s = atlas.summary
+    assert "DigitsMLP (report tests)" in html
+    assert "the sweep&#39;s recommendation" in html and "Kneedle" in html
+    assert "The atlas uses this SAE." in html
+    assert f"{s['n_significant_modules']} of {atlas.n_modules} modules significant" in html
+    assert f"under the strictest null ({s['strictest_null']})" in html
+    assert "row bootstraps" in html and f"{s['stability']['n_stable_modules']} of" in html
+    assert 'id="control"' in html and "random SAE" in html
+    assert f"against {s['ablation']['n_random']} random unit sets" in html
+    assert "No model given" not in html
+    assert 'id="ablation-plot"' in html and 'id="specialisation-plot"' in html
+    assert 'id="pareto-plot"' in html and 'id="training-plot"' in html
+
+
+def test_page_data_matches_the_atlas(full_atlas, full_report):
+    _, html = full_report
+    atlas = Atlas.load(full_atlas.atlas_dir)
+    data = page_data(html)
+    assert data["features"]["id"] == atlas.features["feature"].tolist()
+    assert data["units"]["name"] == [
+        f"{l}:{i}" for l, i in zip(atlas.units.layer, atlas.units["index"])
+    ]
+    assert len(data["modules"]) == atlas.n_modules
+    fmap = data["plots"]["feature-map-plot"]
+    # one trace per module plus "no module" and the search marker
+    assert fmap["modules"] == [-1, *range(atlas.n_modules), None]
+    assert set(fmap["points"][0]) == set(atlas.features["feature"])  # small atlas: all drawn
+    assert data["sampled"] is False
+    detail = data["featureDetail"][str(int(atlas.features.feature.iloc[0]))]
+    assert detail["u"] == list(atlas.features.top_units.iloc[0])
+    assert data["plots"]["module-graph-plot"]["modules"] == list(range(atlas.n_modules))
+
+
+def test_static_figures_are_valid_pngs(full_atlas, full_report):
+    result, _ = full_report
+    names = sorted(p.name for p in result.figures)
+    assert names == sorted(
+        [
+            "feature_map.png",
+            "layer_module.png",
+            "module_graph.png",
+            "pareto.png",
+            "specialisation.png",
+        ]
+    )
+    for p in result.figures:
+        assert p.parent == full_atlas.atlas_dir / "figures"
+        assert p.read_bytes()[:8] == PNG_MAGIC
+        with Image.open(p) as im:
+            im.verify()
+        with Image.open(p) as im:
+            assert im.width >= 300 and im.height >= 300
+
+
+def test_a_large_map_is_sampled_keeping_every_module_member(full_atlas, tmp_path):
+    atlas = Atlas.load(full_atlas.atlas_dir)
+    members = set(atlas.features.feature[atlas.features.module >= 0])
+    cap = len(members) + 10
+    result = write_report(full_atlas.atlas_dir, tmp_path / "r.html", max_map_points=cap)
+    html = result.path.read_text()
+    assert result.sampled
+    assert 'data-sampled="true"' in html and "Sampled: showing" in html
+    assert f"all {len(members)} module members" in html
+    drawn = set(page_data(html)["plots"]["feature-map-plot"]["points"][0])
+    assert members <= drawn and len(drawn) == cap
+    # search still knows every feature
+    assert len(page_data(html)["features"]["id"]) == full_atlas.d_sae
+
+
+def test_missing_parts_say_so(bare_atlas):
+    result = write_report(bare_atlas)
+    html = result.path.read_text()
+    assert result.path == bare_atlas / "report.html"
+    assert "No sparsity sweep found" in html
+    assert "No training curves: atlas.json records no SAE directory" in html
+    assert "No model given: no causal check." in html
+    assert "No random-SAE control in this atlas" in html
+    assert "Not measured: rerun `saeatlas analyze` with `--n-bootstrap 3`" in html.replace(
+        "&#96;", "`"
+    )
+    for absent in ('id="pareto-plot"', 'id="training-plot"', 'id="ablation-plot"'):
+        assert absent not in html
+    # the label selectivity still shows, marked as not causal
+    assert 'id="selectivity-plot"' in html and "not causal" in html
+    assert sorted(p.name for p in result.figures) == [
+        "feature_map.png",
+        "layer_module.png",
+        "module_graph.png",
+    ]
+
+
+def test_text_from_data_is_escaped(atlas_copy):
+    atlas = Atlas.load(atlas_copy)
+    evil = '<script>alert("x")</script>'
+    ex = atlas.examples.copy()
+    ex["text"] = evil
+    atlas.examples = ex
+    atlas.modules["preferred_label"] = "<b>bold</b>"
+    atlas.summary["model"] = "<img src=x onerror=alert(1)>"
+    atlas.save(atlas_copy, overwrite=True)
+    html = write_report(atlas_copy).path.read_text()
+    assert evil not in html and "<b>bold</b>" not in html and "<img src=x" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html
+    # inside the page's JSON and Plotly's labels, < is written \u003c
+    assert "\\u003cscript\\u003e" in html or "&lt;script&gt;" in html
+    assert page_data(html)["featureDetail"]  # the JSON block still parses
+
+
+def test_bad_inputs_raise_clear_errors(atlas_copy, tmp_path):
+    with pytest.raises(AtlasFileError, match="not a directory.*saeatlas analyze"):
+        write_report(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AtlasFileError, match="no atlas.json.*analyze"):
+        write_report(tmp_path / "empty")
+    with pytest.raises(ConfigError, match="--sweep .* holds no sweep.json"):
+        write_report(atlas_copy, sweep_dir=tmp_path)
+    with pytest.raises(ConfigError, match="max_map_points"):
+        write_report(atlas_copy, max_map_points=0)
+    (atlas_copy / "features.parquet").write_bytes(b"not parquet")
+    with pytest.raises(AtlasFileError, match="unreadable"):
+        write_report(atlas_copy)
+
+
+def test_cli_report(full_atlas, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cli.html"
+    args = [
+        "report",
+        str(full_atlas.atlas_dir),
+        "--out",
+        str(out),
+        "--sweep",
+        str(full_atlas.sweep_dir),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert str(out) in result.output.replace("\n", "") and out.stat().st_size > 1e6
+    result = runner.invoke(app, ["report", str(tmp_path / "missing")])
+    assert result.exit_code == 1
+    assert "not a directory" in result.output and "Traceback" not in result.output
+
+
+def test_map_sample_keeps_members_and_is_seeded():
+    f = pd.DataFrame(
+        {"feature": np.arange(1000), "module": np.r_[np.arange(100) % 5, -np.ones(900, int)]}
+    )
+    a, b = map_sample(f, 300), map_sample(f, 300)
+    assert a.sampled and a.n_members == 100 and a.n_others_drawn == 200
+    assert np.array_equal(a.rows, b.rows) and len(a.rows) == 300
+    assert set(range(100)) <= set(a.rows.tolist())
+    tight = map_sample(f, 50)  # fewer points than members: the members alone
+    assert len(tight.rows) == 100 and tight.n_others_drawn == 0
+    assert not map_sample(f, 5000).sampled
+
+
+def test_module_links_use_flows_then_examples(full_atlas):
+    atlas = Atlas.load(full_atlas.atlas_dir)
+    links = module_links(atlas, min_weight=0.0)
+    assert links.kind == "flows" and "coactivation" in links.measure
+    e = links.edges
+    assert (e.source < e.target).all() and len(e) > 0
+    flows = atlas.flows
+    a, b = int(e.source.iloc[0]), int(e.target.iloc[0])
+    pair = flows[
+        ((flows.source_module == a) & (flows.target_module == b))
+        | ((flows.source_module == b) & (flows.target_module == a))
+    ]
+    assert e.weight.iloc[0] == pytest.approx(pair.coactivation.mean())
+    atlas.flows = pd.DataFrame()
+    links = module_links(atlas, min_weight=0.0)
+    assert links.kind == "examples" and "Jaccard" in links.measure
+    assert ((links.edges.weight >= 0) & (links.edges.weight <= 1)).all()
+
+
+def test_an_atlas_without_modules_still_reports(atlas_copy):
+    atlas = Atlas.load(atlas_copy)
+    atlas.units["module"] = -1
+    atlas.features["module"] = -1
+    atlas.modules = atlas.modules.iloc[0:0]
+    atlas.flows = pd.DataFrame()
+    atlas.ablation = pd.DataFrame()
+    atlas.examples = atlas.examples[atlas.examples.kind == "feature"]
+    msg = "No significant modular structure: the partition does not beat the null models."
+    atlas.summary.update(n_modules=0, n_significant_modules=0, significant=False, message=msg)
+    for key in ("stability", "control", "ablation"):
+        atlas.summary.pop(key, None)
+    atlas.save(atlas_copy, overwrite=True)
+    html = write_report(atlas_copy).path.read_text()
+    assert msg in html and "The atlas found no modules" in html
+    assert "nothing to ablate" in html
+    assert page_data(html)["plots"]["feature-map-plot"]["modules"] == [-1, None]
