@@ -35,4 +35,4 @@ bench: setup
 	$(PY) bench/capture.py
 
 clean:
-	rm -rf demo-out .pytest_cache
+	rm -rf demo-out demo-out-minilm .pytest_cache

@@ -664,37 +664,46 @@ def print_modules(atlas: Any) -> None:
     """The modules of an atlas as one table: where they live, how sure we are, what they do."""
     from .pipeline import module_summary
 
-    table = Table(title=f"{atlas.summary['n_modules']} modules ({atlas.summary['module_kind']})")
-    for col in (
-        "module",
-        "units per layer",
-        "features",
-        "z",
-        "p",
-        "sig.",
-        "stability",
-        "ablation Δloss",
-        "ablation p",
-        "label",
-    ):
-        table.add_column(col, no_wrap=col != "units per layer")
+    layers = list(atlas.summary.get("layers", []))
+    table = Table(
+        title=f"{atlas.summary['n_modules']} modules",
+        caption=f"units per layer: {' / '.join(layers)}. Modules are "
+        f"{atlas.summary['module_kind']}.",
+    )
+    columns = atlas.modules.columns
+    has = {
+        "stability": "stability" in columns,
+        "ablation": "ablation_effect" in columns,
+        "label": "preferred_label" in columns,
+    }
+    heads = ["module", "units", "features", "z", "p", "sig."]
+    heads += ["stability"] * has["stability"]
+    heads += ["ablation Δloss", "ablation p"] if has["ablation"] else []
+    heads += ["label (selectivity)"] * has["label"]
+    for col in heads:
+        table.add_column(col, justify="left" if col == "sig." else "right", no_wrap=True)
     for r in module_summary(atlas).itertuples():
-        label = "-" if r.preferred_label is None else str(r.preferred_label)
-        if r.preferred_label is not None and r.selectivity == r.selectivity:
-            label += f" ({r.selectivity:.2f})"
-        table.add_row(
+        cells = [
             str(r.module),
-            " ".join(f"{k} {v}" for k, v in r.units_per_layer.items()),
+            "/".join(str(r.units_per_layer.get(l, 0)) for l in layers),
             str(r.n_features),
             _fmt(r.z, ".1f"),
             _fmt(r.p, ".2g"),
             "yes" if r.significant else "no",
-            _fmt(r.stability, ".2f"),
-            _fmt(r.ablation_effect, ".3f"),
-            _fmt(r.ablation_p, ".2g"),
-            label,
-        )
-    console.print(table)
+        ]
+        if has["stability"]:
+            cells.append(_fmt(r.stability, ".2f"))
+        if has["ablation"]:
+            cells += [_fmt(r.ablation_effect, ".3f"), _fmt(r.ablation_p, ".2g")]
+        if has["label"]:
+            label = "-" if r.preferred_label is None else str(r.preferred_label)
+            if r.preferred_label is not None and r.selectivity == r.selectivity:
+                label += f" ({r.selectivity:.2f})"
+            cells.append(label)
+        table.add_row(*cells)
+    # rich never prints wider than its console (80 columns when not a terminal)
+    wide = console if console.width >= 120 else Console(width=120, highlight=False)
+    wide.print(table)
     console.print(atlas.summary["message"], soft_wrap=True)
 
 
@@ -751,7 +760,7 @@ def demo_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for training and sampling."),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (the tests' size)."),
     n_texts: int = typer.Option(
-        400, "--n-texts", help="minilm: docstring paragraphs in the corpus."
+        200, "--n-texts", help="minilm: docstring paragraphs in the corpus."
     ),
     max_length: int = typer.Option(64, "--max-length", help="minilm: tokens per text at most."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),

@@ -102,3 +102,17 @@ def test_cli_check_and_bad_config(tmp_path):
     bad.write_text("- just\n- a list\n")
     result = runner.invoke(app, ["run", str(bad)])
     assert result.exit_code == 1 and "mapping" in result.output
+
+
+def test_docs_describe_every_field():
+    from dataclasses import fields
+
+    from saeatlas.pipeline.config import SECTIONS
+
+    doc = (Path(__file__).parents[2] / "docs" / "pipeline.md").read_text()
+    for f in fields(RunConfig):
+        assert f"`{f.name}`" in doc, f.name
+    for name, cls in SECTIONS.items():
+        section = doc.split(f"### `{name}`", 1)[1]
+        for f in fields(cls):
+            assert f"| `{f.name}` |" in section, f"{name}.{f.name}"

@@ -3,6 +3,7 @@
 import pytest
 
 from saeatlas.demo import docstring_corpus, minilm_config
+from saeatlas.demo.minilm import MINILM_LAYERS
 from saeatlas.structure import Atlas
 
 
@@ -25,8 +26,8 @@ def test_minilm_demo_tiny(tmp_path):
     status = {s.name: s.status for s in result.stages}
     assert status["ablation"] == "off" and status["capture"] == status["train"] == "ran"
     atlas = Atlas.load(result.paths.atlas)
-    assert atlas.summary["layers"] == [f"encoder.layer.{i}" for i in range(6)]
-    assert len(atlas.units) == 6 * 384
+    assert atlas.summary["layers"] == list(MINILM_LAYERS)
+    assert len(atlas.units) == len(MINILM_LAYERS) * 384
     store_rows = atlas.summary["n_rows_encoded"]
     assert 16 * 5 < store_rows <= 16 * 32  # one row per real token
     ex = atlas.examples

@@ -170,6 +170,9 @@ class RunConfig:
     """Keyword arguments of the inputs function."""
     out: str | None = None
     """Run directory (relative to the config file); `saeatlas run --out` overrides it."""
+    threads: int | None = None
+    """CPU threads torch uses during the run (default: torch's own choice). Small models
+    run as fast on one thread, and are not slowed down when other work shares the cores."""
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     """How activations are recorded (`saeatlas capture`'s options)."""
     sweep: SweepSection = field(default_factory=SweepSection)
@@ -193,6 +196,8 @@ class RunConfig:
             raise ConfigError(
                 f"`layers` must be a non-empty list of layer patterns, got {self.layers!r}."
             )
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"`threads` must be positive, got {self.threads}.")
         for name, cls in SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"`{name}` must be a {cls.__name__}.")
@@ -265,7 +270,7 @@ class RunConfig:
             "inputs": self.inputs,
             "layers": list(self.layers),
         }
-        for name in ("labels", "model_args", "inputs_args", "out"):
+        for name in ("labels", "model_args", "inputs_args", "out", "threads"):
             value = getattr(self, name)
             if value not in (None, {}):
                 out[name] = value
@@ -290,6 +295,7 @@ class _TopLevel:
     model_args: dict[str, Any] = field(default_factory=dict)
     inputs_args: dict[str, Any] = field(default_factory=dict)
     out: str | None = None
+    threads: int | None = None
 
 
 def resolve_spec(spec: str, base: Path) -> str:

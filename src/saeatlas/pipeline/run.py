@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import ConfigError
 from ..store.atomic import atomic_write_bytes, atomic_write_json
 from ..structure import Atlas
@@ -215,7 +217,21 @@ def run_pipeline(
                 "No run directory: pass --out DIR (`out=`), or set `out` in the config."
             )
         out = config.out
-    paths = RunPaths(Path(out))
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(config, RunPaths(Path(out)), progress, on_stage)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(
+    config: RunConfig,
+    paths: RunPaths,
+    progress: bool,
+    on_stage: Callable[[StageOutcome], None] | None,
+) -> RunResult:
     paths.out.mkdir(parents=True, exist_ok=True)
     record = replace(config, out=".").dumps().encode()
     if not paths.config.is_file() or paths.config.read_bytes() != record:

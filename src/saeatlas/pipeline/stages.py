@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .._progress import progress_bar
 from ..capture import capture_activations
 from ..errors import ConfigError
 from ..store import ActivationStore
@@ -52,7 +53,10 @@ class StageContext:
     def source(self) -> Source:
         """The model, inputs and labels, loaded once and only when a stage needs them."""
         if self._source is None:
-            self._source = load_source(self.config)
+            # a factory may train its model here (the digits MLP: about a second)
+            with progress_bar("load model and inputs", 1, self.progress) as bar:
+                self._source = load_source(self.config)
+                bar.advance(1)
         return self._source
 
     def store(self) -> ActivationStore:
