@@ -22,6 +22,13 @@ def _scatter(n_points: int):
     return go.Scattergl if n_points > GL_POINTS else go.Scatter
 
 
+def _add_selected_trace(fig: Any, cls: Any, trace_modules: list, opacity: list) -> None:
+    """Append the ring that marks the selected point, with its bookkeeping entries."""
+    fig.add_trace(_selected_trace(cls))
+    trace_modules.append(None)
+    opacity.append(1.0)
+
+
 def _selected_trace(cls) -> Any:
     """An empty trace the page moves onto the feature or unit a search found."""
     return cls(
@@ -66,9 +73,7 @@ def feature_map(data: ReportData, hovers: dict[int, str]) -> Plot:
         )
         trace_modules.append(m)
         opacity.append(BASE_OPACITY if m >= 0 else OTHER_OPACITY)
-    fig.add_trace(_selected_trace(cls))
-    trace_modules.append(None)
-    opacity.append(1.0)
+    _add_selected_trace(fig, cls, trace_modules, opacity)
     method = data.summary.get("map_method", "pca")
     style_figure(
         fig,
@@ -154,9 +159,7 @@ def unit_map(data: ReportData) -> Plot:
         )
         trace_modules.append(m)
         opacity.append(BASE_OPACITY if m >= 0 else OTHER_OPACITY)
-    fig.add_trace(_selected_trace(cls))
-    trace_modules.append(None)
-    opacity.append(1.0)
+    _add_selected_trace(fig, cls, trace_modules, opacity)
     style_figure(
         fig,
         max(260, min(720, int(18 * (y.max(initial=0) + 3)))),
