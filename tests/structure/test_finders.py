@@ -86,3 +86,41 @@ def test_bad_graphs_are_errors():
         LeidenModules().fit(sp.csr_matrix((3, 4)))
     with pytest.raises(ValueError, match="negative"):
         LeidenModules().fit(sp.csr_matrix(np.array([[0, -1.0], [-1.0, 0]])))
+
+
+def _noisy_blocks(n=600, k=12, seed=1):
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, k, n)
+    p = np.where(group[:, None] == group[None, :], 0.08, 0.02)
+    upper = np.triu(rng.random((n, n)) < p, k=1) * rng.random((n, n)).astype(np.float32)
+    return sp.csr_matrix(upper + upper.T)
+
+
+def test_leiden_does_not_depend_on_what_ran_before_in_the_process():
+    # scikit-network's own refinement draws from the C library's rand(), so
+    # its result changed with every earlier call; ours is deterministic.
+    from sknetwork.clustering import Leiden
+
+    graph = _noisy_blocks()
+    first = LeidenModules(random_state=0).fit_predict(graph)
+    for _ in range(3):
+        Leiden(resolution=1.0, shuffle_nodes=True, random_state=0).fit_predict(graph)
+        np.testing.assert_array_equal(LeidenModules(random_state=0).fit_predict(graph), first)
+
+
+def test_leiden_refinement_stays_inside_each_community_and_improves_modularity():
+    from saeatlas.structure.finders import _bounded_leiden
+
+    graph = _noisy_blocks(n=300, k=6, seed=2)
+    leiden = _bounded_leiden()(resolution=1.0)
+    n = graph.shape[0]
+    weights = np.asarray(graph.sum(axis=1)).ravel() / graph.sum()
+    normalised = graph / graph.sum()
+    coarse, _ = leiden._optimize(np.arange(n), sp.csr_matrix(normalised), weights, weights)
+    coarse = np.asarray(coarse)
+    refined = leiden._optimize_refine(coarse, np.arange(n), sp.csr_matrix(normalised), weights, weights)
+    # every refined cluster lies inside one local-moving community
+    for cluster in np.unique(refined):
+        assert np.unique(coarse[refined == cluster]).size == 1
+    assert np.unique(refined).size < n  # nodes were merged
+    assert modularity(graph, refined) > modularity(graph, np.arange(n))

@@ -7,7 +7,9 @@ partition) and ``graph_``. Modules are numbered by size, largest first.
 
 - :class:`LeidenModules`: Leiden modularity optimisation (Traag et al. 2019)
   from scikit-network (BSD), over a grid of resolutions; the partition with the
-  highest standard (resolution 1) modularity is kept.
+  highest standard (resolution 1) modularity is kept. The refinement step is
+  our own (see :class:`_BoundedLeiden`): scikit-network 0.33.5's can loop
+  forever on near-tied float32 gains (scikit-network issue #592).
 - :class:`SpectralModules`: spectral clustering (Ng, Jordan & Weiss 2001) with
   the number of modules chosen by the largest eigengap of the normalised
   adjacency, the second method of Li et al. 2024 ("The Geometry of Concepts").
@@ -161,6 +163,41 @@ class _ModuleFinder(BaseEstimator):
         return module_modularity(self.graph_, self.labels_)
 
 
+def _bounded_leiden():
+    """scikit-network's Leiden with a refinement step that always terminates.
+
+    Leiden refines each local-moving community by merging its nodes, starting
+    from singletons, with moves confined to the community (Traag et al. 2019,
+    section "Refinement"). scikit-network 0.33.5 does this with a loop that
+    stops only when no node moves, so two gains that tie to float32 precision
+    make a node swap between clusters forever (issue #592, fixed upstream in
+    #593, not released); it also picks among improving moves with the C
+    library's unseeded ``rand()``, so results depended on what ran before in
+    the process. Here the refinement is scikit-network's own local-moving pass
+    (which stops when a pass gains less than ``tol_optimization``) on the graph
+    with every edge between two communities removed, started from singletons:
+    the same moves, greedy instead of random, bounded and deterministic. The
+    node weights stay those of the whole graph, so the gains are the whole
+    graph's modularity gains.
+    """
+    from sknetwork.clustering import Leiden
+
+    class _BoundedLeiden(Leiden):
+        def _optimize_refine(self, labels, labels_refined, adjacency, out_weights, in_weights):
+            labels = np.asarray(labels)
+            coo = adjacency.tocoo()
+            inside = labels[coo.row] == labels[coo.col]
+            within = sp.csr_matrix(
+                (coo.data[inside], (coo.row[inside], coo.col[inside])), shape=adjacency.shape
+            )
+            within.indices = within.indices.astype(np.int32)
+            within.indptr = within.indptr.astype(np.int32)
+            refined, _ = self._optimize(labels_refined, within, out_weights, in_weights)
+            return np.asarray(refined)
+
+    return _BoundedLeiden
+
+
 class LeidenModules(_ModuleFinder):
     """Leiden communities over a grid of resolutions (Traag et al. 2019, scikit-network).
 
@@ -182,8 +219,7 @@ class LeidenModules(_ModuleFinder):
         self.random_state = random_state
 
     def _partition(self, A: sp.csr_matrix) -> np.ndarray:
-        from sknetwork.clustering import Leiden
-
+        Leiden = _bounded_leiden()
         best, best_q, best_r = np.full(A.shape[0], -1), -np.inf, None
         self.scores_ = {}
         active = np.flatnonzero(np.asarray(A.sum(axis=1)).ravel() > 0)
