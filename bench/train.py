@@ -15,6 +15,9 @@ sparse autoencoder in a process of its own:
 
 Each library keeps its own recommended defaults (learning rate, schedule,
 optimiser, initialisation, normalisation); ``bench/out/train.json`` records them.
+One exception: saeatlas normalises the layer with one scale (``normalize=layer``)
+instead of its default per-unit standardisation, because the score is the raw
+rows' FVU (``SAEATLAS_BENCH_OPTIONS``).
 The script creates the two peer venvs on first use (``torch==2.13.0`` first, then
 the library with the torch pin repeated on the same pip line, so that pip cannot
 swap in another torch build); nothing is installed into ``.venv``.
@@ -1169,8 +1172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="a saeatlas TrainConfig field (repeatable), e.g. normalize=layer; "
-        "default: TrainConfig's own defaults",
+        help="a saeatlas TrainConfig field (repeatable), e.g. lr=0.01; "
+        "default: TrainConfig's defaults with normalize=layer (SAEATLAS_BENCH_OPTIONS)",
     )
     p.add_argument(
         "--repeats",
@@ -1198,6 +1201,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.k > args.d_sae:
         p.error(f"--k {args.k} exceeds --d-sae {args.d_sae}.")
     return args
+
+
+#: saeatlas settings of this benchmark (``--saeatlas-set`` overrides them). The score
+#: is the FVU of the raw rows, so saeatlas trains on the loss the peers train on: one
+#: scale for the layer (Gao et al. 2024's fixed mean squared norm) instead of its
+#: default per-unit standardisation, which is meant for atlases over many units and
+#: layers and spends reconstruction on low-variance units that raw FVU hardly weighs.
+SAEATLAS_BENCH_OPTIONS = {"normalize": "layer"}
 
 
 def _parse_options(items: list[str]) -> dict[str, object]:
@@ -1263,7 +1274,7 @@ def main(argv: list[str] | None = None) -> int:
                 "warmup_steps": warmup,
                 "device": args.device,
                 "seed": args.seed,
-                "saeatlas_options": _parse_options(args.saeatlas_set),
+                "saeatlas_options": {**SAEATLAS_BENCH_OPTIONS, **_parse_options(args.saeatlas_set)},
                 "out_dir": str(RUNS_DIR / lib),
             }
             if args.repeats > 1:

@@ -1,12 +1,17 @@
 """The sparse TopK passes equal the dense reference, forward and backward."""
 
+import pytest
 import torch
 
+from saeatlas.sae import kernels
 from saeatlas.sae.activations import topk
 from saeatlas.sae.kernels import select_topk, sparse_decode, topk_encode
 
 
-def test_sparse_topk_encode_decode_match_dense_reference():
+@pytest.mark.parametrize("sparse_kernels", [True, False], ids=["sparse-kernels", "gathers"])
+def test_sparse_topk_encode_decode_match_dense_reference(sparse_kernels, monkeypatch):
+    # Both implementations of the active-entry products (CPU sparse kernels, GPU gathers).
+    monkeypatch.setattr(kernels, "sparse_kernels", lambda device: sparse_kernels)
     g = torch.Generator().manual_seed(0)
     B, d, n, k = 1100, 7, 40, 5  # more rows than one backward chunk
     x = torch.randn(B, d, generator=g, dtype=torch.float64)

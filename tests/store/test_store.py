@@ -269,3 +269,27 @@ def test_stop_row_holds_out_the_last_rows(tmp_path, rows_array):
     full = torch.cat(list(store.iter_batches(16, seed=1)))
     again = torch.cat(list(store.iter_batches(16, seed=1, stop_row=10_000)))
     assert torch.equal(full, again)  # no stop_row effect when nothing is held out
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_npy_chunks_read_the_same_rows_in_either_layout(tmp_path, rows_array, order, monkeypatch):
+    # Several chunks: C-ordered files are read with file reads, Fortran ones via the map.
+    import saeatlas.store.store as store_module
+
+    monkeypatch.setattr(store_module, "NPY_CHUNK_BYTES", rows_array.shape[1] * 4 * 50)
+    np.save(tmp_path / "acts.npy", np.asarray(rows_array, order=order))
+    store = ActivationStore.open(tmp_path / "acts.npy")
+    assert store._source.direct == (order == "C") and store.n_shards == 5
+    np.testing.assert_array_equal(store.read().numpy(), rows_array)
+    served = torch.cat(list(store.iter_batches(64, seed=1)))
+    assert sorted(served[:, 0].long().tolist()) == list(range(203))
+
+
+def test_npy_truncated_after_opening_is_named(tmp_path, rows_array):
+    path = tmp_path / "acts.npy"
+    np.save(path, rows_array)
+    store = ActivationStore.open(path)
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 100)
+    with pytest.raises(StoreError, match="ended early"):
+        store.read()

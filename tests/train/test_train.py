@@ -209,3 +209,23 @@ def test_signum_default_and_adam_both_train(digits_store):
     for optimizer in ("signum", "adam"):
         res = train_sae(digits_store, TrainConfig(optimizer=optimizer, **base), progress=False)
         assert res.metrics[-1]["fvu"] < 0.6 * res.metrics[0]["fvu"], optimizer
+
+
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk"])
+def test_topk_encoder_starts_at_the_least_squares_scale(digits_store, architecture):
+    from saeatlas.train.trainer import _Run
+
+    cfg = TrainConfig(architecture=architecture, d_sae=96, k=8, batch_size=256)
+    run = _Run(digits_store, cfg)
+    sae = run.sae
+    x = (digits_store.read(0, 2048).to(run.device) - run.mean) / run.scale
+
+    def sample_error(factor: float) -> float:
+        with torch.no_grad():
+            acts = sae.encode(x).acts * factor  # the same latents at a scaled encoder
+            return float(((x - (acts @ sae.W_dec + sae.b_dec)) ** 2).sum())
+
+    best = sample_error(1.0)
+    assert best < sample_error(0.9) and best < sample_error(1.1)
+    # and not the unit-norm columns of the decoder's transpose it started from
+    assert not torch.allclose(sae.W_enc.norm(dim=0), torch.ones(96), atol=1e-3)

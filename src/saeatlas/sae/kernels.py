@@ -16,16 +16,25 @@ EleutherAI's sparsify, extended here to the encoder's backward pass):
 - :func:`sparse_decode` is ``sum_j vals[:, j] * W_dec[idx[:, j]]`` (an
   ``embedding_bag``), with a backward of the same cost.
 
+The products at the active entries are two sparse kernels: a sampled
+dense-dense product (:func:`sampled_product`, torch's CSR ``sampled_addmm``)
+for values and value gradients, and a sparse-transposed times dense product
+(:func:`scatter_product`) for weight gradients. On CPUs these are torch's
+sparse kernels, about 20x and 3x faster than gathering ``[rows, k, d_in]``
+blocks; on GPUs the chunked gathers are kept.
+
 Both are checked against the dense reference in ``tests/sae/test_kernels.py``.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
-#: Rows handled at once in the backward passes: the gathered [rows, k, d_in]
-#: blocks then stay in cache instead of streaming hundreds of MB through memory.
+#: Rows handled at once by the gather-based passes (GPUs): the gathered
+#: [rows, k, d_in] blocks then stay in cache.
 CHUNK_ROWS = 512
 
 
@@ -40,19 +49,67 @@ def fast_bf16(device: torch.device) -> bool:
     )
 
 
+def sparse_kernels(device: torch.device) -> bool:
+    """Whether the active-entry products use torch's sparse kernels (CPUs) rather
+    than chunked gathers (GPUs, where the gathers are the faster of the two)."""
+    return device.type == "cpu"
+
+
+def _pattern(idx: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """The ``[B, n]`` CSR pattern with row ``b`` at columns ``idx[b]`` (values 1), in
+    ``idx``'s order (torch's sampled product needs no sorted columns)."""
+    B, m = idx.shape
+    crow = torch.arange(0, B * m + 1, m, device=idx.device, dtype=torch.int64)
+    ones = torch.ones(B * m, dtype=dtype, device=idx.device)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, idx.reshape(-1), ones, (B, n), check_invariants=False)
+
+
+def sampled_product(a: torch.Tensor, b: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``(a @ b)[r, idx[r, j]]`` → ``[B, m]`` for ``a [B, d]``, ``b [d, n]``, computed at
+    the listed entries only (a sampled dense-dense product, SDDMM)."""
+    if sparse_kernels(a.device):
+        pattern = _pattern(idx, b.shape[1], a.dtype)
+        out = torch.sparse.sampled_addmm(pattern, a, b, beta=0.0)
+        return out.values().reshape(idx.shape)
+    # GPUs: gather the columns in chunks and take batched dot products.
+    b_t = b.t().contiguous()
+    out = torch.empty(idx.shape, dtype=a.dtype, device=a.device)
+    for s in range(0, a.shape[0], CHUNK_ROWS):
+        cols = F.embedding(idx[s : s + CHUNK_ROWS], b_t)  # [chunk, m, d]
+        out[s : s + CHUNK_ROWS] = torch.bmm(cols, a[s : s + CHUNK_ROWS, :, None]).squeeze(-1)
+    return out
+
+
+def scatter_product(idx: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """``S.T @ rows`` → ``[n, d]``, where ``S [B, n]`` holds ``weights[b, j]`` at
+    ``(b, idx[b, j])``: row ``i`` sums ``weights[b, j] * rows[b]`` over the entries
+    with ``idx[b, j] == i`` (the weight gradient of a layer read or written at
+    ``idx`` only)."""
+    B, m = idx.shape
+    if sparse_kernels(rows.device):
+        which = torch.arange(B, device=idx.device).repeat_interleave(m)
+        S_t = torch.sparse_coo_tensor(
+            torch.stack([idx.reshape(-1), which]),
+            weights.reshape(-1),
+            (n, B),
+            check_invariants=False,
+        )
+        return torch.sparse.mm(S_t, rows)
+    out = torch.zeros(n, rows.shape[1], dtype=rows.dtype, device=rows.device)
+    for s in range(0, B, CHUNK_ROWS):
+        w, r = weights[s : s + CHUNK_ROWS], rows[s : s + CHUNK_ROWS]
+        out.index_add_(0, idx[s : s + CHUNK_ROWS].reshape(-1), (w[:, :, None] * r[:, None, :]).reshape(-1, r.shape[1]))
+    return out
+
+
 def _gathered_preacts(
     xs: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, idx: torch.Tensor
 ) -> torch.Tensor:
     """``(xs @ W_enc + b_enc)[b, idx[b, j]]`` → ``[B, m]``, computed for the listed
     columns only, in ``W_enc``'s precision."""
-    W_t = W_enc.t().contiguous()  # rows of W_t are the encoder columns
-    out = torch.empty(idx.shape, dtype=W_enc.dtype, device=W_enc.device)
-    for s in range(0, xs.shape[0], CHUNK_ROWS):
-        i = idx[s : s + CHUNK_ROWS]
-        cols = F.embedding(i, W_t)  # [chunk, m, d_in]
-        xc = xs[s : s + CHUNK_ROWS].to(W_enc.dtype)[:, :, None]
-        out[s : s + CHUNK_ROWS] = torch.bmm(cols, xc).squeeze(-1) + b_enc[i]
-    return out
+    return sampled_product(xs.to(W_enc.dtype), W_enc, idx) + b_enc[idx]
 
 
 @torch.no_grad()
@@ -97,16 +154,9 @@ class _TopKEncode(torch.autograd.Function):
         grad_b.index_add_(0, idx.reshape(-1), g.reshape(-1))
         grad_W = None
         if ctx.needs_input_grad[1]:
-            # Column idx[b, j] of W_enc gains (x[b] - b_dec) * g[b, j]. Accumulated as
-            # rows of W_enc^T, so that index_add_ writes contiguous memory.
-            grad_Wt = torch.zeros(
-                W_enc.shape[1], W_enc.shape[0], dtype=W_enc.dtype, device=g.device
-            )
-            for s in range(0, x.shape[0], CHUNK_ROWS):
-                xs = (x[s : s + CHUNK_ROWS] - b_dec).to(W_enc.dtype)
-                contrib = (g[s : s + CHUNK_ROWS, :, None] * xs[:, None, :]).reshape(-1, xs.shape[1])
-                grad_Wt.index_add_(0, idx[s : s + CHUNK_ROWS].reshape(-1), contrib)
-            grad_W = grad_Wt.t()
+            # Column idx[b, j] of W_enc gains (x[b] - b_dec) * g[b, j]; built as W_enc^T.
+            xs = (x - b_dec).to(W_enc.dtype)
+            grad_W = scatter_product(idx, g, xs, W_enc.shape[1]).t()
         # The input is x - b_dec: summed over rows, d loss / d input = W_enc @ grad_b.
         grad_b_dec = -(W_enc @ grad_b) if ctx.needs_input_grad[3] else None
         return None, grad_W, grad_b, grad_b_dec, None, None
@@ -140,17 +190,11 @@ class _SparseDecode(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         vals, idx, W_dec = ctx.saved_tensors
-        grad_vals = torch.empty_like(vals)
-        grad_W = torch.zeros_like(W_dec) if ctx.needs_input_grad[2] else None
-        for s in range(0, vals.shape[0], CHUNK_ROWS):
-            i = idx[s : s + CHUNK_ROWS]
-            go = grad_out[s : s + CHUNK_ROWS].to(W_dec.dtype)
-            rows = W_dec[i]  # [chunk, k, d_in]
-            grad_vals[s : s + CHUNK_ROWS] = torch.bmm(rows, go[:, :, None]).squeeze(-1)
-            if grad_W is not None:
-                v = vals[s : s + CHUNK_ROWS].to(W_dec.dtype)
-                contrib = (v[:, :, None] * go[:, None, :]).reshape(-1, go.shape[1])
-                grad_W.index_add_(0, i.reshape(-1), contrib)
+        go = grad_out.to(W_dec.dtype)
+        grad_vals = sampled_product(go, W_dec.t(), idx).to(vals.dtype)
+        grad_W = None
+        if ctx.needs_input_grad[2]:
+            grad_W = scatter_product(idx, vals.to(W_dec.dtype), go, W_dec.shape[0])
         return grad_vals, None, grad_W
 
 

@@ -63,13 +63,25 @@ class _ShardSource:
 
 
 class _ArraySource:
-    """A ``.npy`` file, memory-mapped and read in chunks of about 64 MiB."""
+    """A ``.npy`` file, read in chunks of about 64 MiB.
+
+    A C-ordered file of the served dtype is read with plain file reads into the
+    caller's buffer: a memory-mapped read would leave every page it touched
+    mapped into the process (in its resident memory) until the map is dropped.
+    Other layouts (Fortran order, float64 served as float32) go through the map.
+    """
 
     def __init__(self, array: np.ndarray) -> None:
         self.array = array
         # float64 arrays are read as float32, like every other store
         self.dtype = np.dtype(np.float32) if array.dtype == np.float64 else array.dtype
         self.chunk = max(1, NPY_CHUNK_BYTES // max(1, array.shape[1] * self.dtype.itemsize))
+        self.direct = (
+            isinstance(array, np.memmap)
+            and array.dtype == self.dtype
+            and array.flags.c_contiguous
+            and array.filename is not None
+        )
 
     def __len__(self) -> int:
         return max(1, math.ceil(self.array.shape[0] / self.chunk))
@@ -81,13 +93,26 @@ class _ArraySource:
         return self.rows(i) * self.array.shape[1] * self.dtype.itemsize
 
     def load(self, i: int, buffer: np.ndarray | None = None) -> torch.Tensor:
-        view = self.array[i * self.chunk : (i + 1) * self.chunk]
-        nbytes = view.size * self.dtype.itemsize
+        shape = (self.rows(i), self.array.shape[1])
+        nbytes = self.nbytes(i)
         if buffer is None or buffer.size < nbytes:
-            return torch.from_numpy(np.asarray(view, dtype=self.dtype).copy())
-        block = buffer[:nbytes].view(self.dtype).reshape(view.shape)
-        np.copyto(block, view, casting="same_kind")
-        return torch.from_numpy(block)
+            buffer = np.empty(nbytes, np.uint8)
+        block = buffer[:nbytes]
+        if self.direct:
+            start = self.array.offset + i * self.chunk * shape[1] * self.dtype.itemsize
+            with open(self.array.filename, "rb", buffering=0) as f:
+                f.seek(start)
+                got = f.readinto(memoryview(block))
+            if got != nbytes:
+                raise StoreError(
+                    f"'{self.array.filename}' ended early ({got} of {nbytes} bytes of chunk {i}); "
+                    "the file is truncated or was rewritten while open. Save the array again."
+                )
+            return torch.from_numpy(block.view(self.dtype).reshape(shape))
+        view = self.array[i * self.chunk : i * self.chunk + shape[0]]
+        out = block.view(self.dtype).reshape(shape)
+        np.copyto(out, view, casting="same_kind")
+        return torch.from_numpy(out)
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ class _Run:
         self.mean, self.scale = mean.to(self.device), scale.to(self.device)
         self.topk_family = cfg.architecture in ("topk", "batchtopk")
         self.select_dtype = _select_dtype(cfg.select_dtype, self.device)
-        self._init_b_dec()
+        self._init_from_sample()
         self.model = torch.compile(self.sae) if cfg.compile else self.sae
         if cfg.optimizer == "signum":
             self.opt: torch.optim.Optimizer = ScheduleFreeSignSGD(self.sae.parameters(), self.lr)
@@ -159,19 +159,44 @@ class _Run:
         self.metrics: list[dict[str, float]] = []
 
     @torch.no_grad()
-    def _init_b_dec(self) -> None:
-        if self.cfg.b_dec_init == "zeros":
+    def _init_from_sample(self) -> None:
+        """``b_dec`` from a sample of rows; for the TopK family, also the encoder's scale."""
+        if self.cfg.b_dec_init == "zeros" and not self.topk_family:
             return
         rows = min(self.train_rows, N_INIT_ROWS)
         sample = (
             self.store.read(0, rows, layers=self.names).to(self.device) - self.mean
         ) / self.scale
-        init = (
-            geometric_median(sample)
-            if self.cfg.b_dec_init == "geometric_median"
-            else sample.mean(0)
-        )
-        self.sae.b_dec.copy_(init)
+        if self.cfg.b_dec_init != "zeros":
+            init = (
+                geometric_median(sample)
+                if self.cfg.b_dec_init == "geometric_median"
+                else sample.mean(0)
+            )
+            self.sae.b_dec.copy_(init)
+        if self.topk_family:
+            self._init_encoder_scale(sample)
+
+    @torch.no_grad()
+    def _init_encoder_scale(self, sample: torch.Tensor) -> None:
+        """Scale ``W_enc`` so that the first reconstructions have the least squared error.
+
+        With ``b_enc = 0`` a TopK encoder's choice of latents does not depend on
+        its scale, only the latent values do; the scale that best fits the sample,
+        ``<x - b_dec, D a> / ||D a||^2``, is a closed form. Starting there (rather
+        than at unit-norm encoder columns, whose values overshoot by a factor that
+        grows with the input width) spares sign descent, whose steps have a fixed
+        size, the first part of the run.
+        """
+        sae = self.sae
+        sample = sample[:2048]  # enough for one scalar; keeps the dense codes small
+        centred = sample - sae.b_dec
+        acts = sae.encode(sample).acts.float()
+        x_hat = acts @ sae.W_dec.float()
+        power = float((x_hat * x_hat).sum())
+        scale = float((centred * x_hat).sum()) / power if power > 0 else 0.0
+        if math.isfinite(scale) and scale > 0:
+            sae.W_enc.mul_(scale)
 
     def batches(self) -> Iterator[torch.Tensor]:
         """Batches from the current data position on, epoch after epoch."""
@@ -209,7 +234,7 @@ class _Run:
         with torch.no_grad():
             xs = x - shift
             d = self.select_dtype
-            pre = xs.to(d) @ sae.W_enc.to(d) + sae.b_enc.to(d)
+            pre = torch.addmm(sae.b_enc.to(d), xs.to(d), sae.W_enc.to(d))
             values, idx = select_topk(pre, sae.cfg.k, xs, sae.W_enc, sae.b_enc)
         vals = topk_encode(x, sae.W_enc, sae.b_enc, shift, values, idx)
         x_hat = sparse_decode(vals, idx, sae.W_dec) + sae.b_dec
@@ -228,11 +253,16 @@ class _Run:
         """The ``k_aux`` largest dead-latent pre-activations, decoded (AuxK, Gao et al. 2024)."""
         sae = self.sae
         k = min(self.k_aux, int(dead.sum()))
-        masked = f["pre"].masked_fill(~dead, float("-inf"))
         if "idx" in f:
-            values, idx = select_topk(masked, k, f["xs"], sae.W_enc, sae.b_enc)
+            # Select among the dead latents' columns only (usually a small share).
+            columns = dead.nonzero().squeeze(1)
+            pre_dead = f["pre"].index_select(1, columns)
+            W_dead, b_dead = sae.W_enc.detach()[:, columns], sae.b_enc.detach()[columns]
+            values, j = select_topk(pre_dead, k, f["xs"], W_dead, b_dead)
+            idx = columns[j]
             vals = topk_encode(x, sae.W_enc, sae.b_enc, f["shift"], values, idx)
             return sparse_decode(vals, idx, sae.W_dec).float()
+        masked = f["pre"].masked_fill(~dead, float("-inf"))
         values, idx = masked.topk(k, dim=-1, sorted=False)
         acts = torch.zeros_like(masked).scatter_(-1, idx, values.relu())
         return (acts @ sae.W_dec).float()
