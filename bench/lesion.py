@@ -5,7 +5,11 @@ inputs, shared hidden layers, two heads) is captured at its three hidden
 layers, a TopK SAE is trained on them jointly, and the atlas's unit modules are
 compared with the units' lesion labels (:mod:`saeatlas.structure.lesion`) by
 ARI and homogeneity; each module is ablated per task against 100 random unit
-sets. Prints one table per seed.
+sets. It also says how many units are task-pure in activity (>= 90% of the
+change when one task's inputs are swapped between rows comes from that task,
+:func:`saeatlas.demo.multitask.input_dependence`) and how homogeneous the
+modules are in those activity labels: co-activation can only follow the tasks
+where the units' activity does. Prints one table per seed.
 
     .venv/bin/python bench/lesion.py --seeds 0 1
 """
@@ -25,6 +29,7 @@ from saeatlas.capture import CaptureConfig, capture_activations
 from saeatlas.demo.multitask import (
     MULTITASK_LAYERS,
     TASKS,
+    input_dependence,
     multitask_data,
     per_task_loss,
     train_multitask,
@@ -75,6 +80,14 @@ def run(seed: int, root: Path, l1: float) -> dict:
         n_random=100,
         n_modules=atlas.n_modules,
     )
+    # Which task's inputs move each unit (what co-activation can see), -1 when mixed.
+    dep = input_dependence(trained.model, x, seed)
+    share = dep / np.maximum(dep.sum(1, keepdims=True), 1e-12)
+    live = dep.sum(1) > 1e-8
+    activity = np.where(live & (share.max(1) >= 0.9), share.argmax(1), -1)
+    pure = activity >= 0
+    has_lesion = lesions.labels >= 0
+    in_pure = pure & (module >= 0)
     excess = ablation.effect_by_class - ablation.random_by_class_mean
     agree = 0
     for m in range(atlas.n_modules):  # the task the module hurts most beyond random sets
@@ -91,6 +104,9 @@ def run(seed: int, root: Path, l1: float) -> dict:
         "ari_all_units": adjusted_rand_score(lesions.labels, module),
         "ari_labelled_in_modules": adjusted_rand_score(lesions.labels[both], module[both]),
         "homogeneity": homogeneity_score(lesions.labels[both], module[both]),
+        "activity_pure_units": f"{int(pure.sum())}/{int(live.sum())}",
+        "lesion_labelled_activity_pure": f"{int((pure & has_lesion).sum())}/{int(has_lesion.sum())}",
+        "homogeneity_activity": homogeneity_score(activity[in_pure], module[in_pure]),
         "modules_hurting_their_units_task_most": agree,
         "ablation_p_le_0.05": int((ablation.p <= 0.05).sum()),
         "seconds": time.perf_counter() - t0,

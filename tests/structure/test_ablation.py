@@ -211,3 +211,21 @@ def test_the_two_task_network_learns_both_tasks_and_lesions_split_its_units():
     assert lesions.effect.shape == (starts[-1], 2)
     # some units serve each task (the xor task needs hidden units: it is not linear)
     assert (lesions.labels == 0).sum() >= 3 and (lesions.labels == 1).sum() >= 3
+
+
+def test_input_dependence_sees_which_task_inputs_move_a_unit():
+    from saeatlas.demo.multitask import MultiTaskMLP, input_dependence, multitask_data
+
+    torch.manual_seed(0)
+    model = MultiTaskMLP().eval()
+    with torch.no_grad():
+        model.fc1.weight[:32, 64:] = 0  # units 0-31 of act1 read pixels only
+        model.fc1.weight[32:, :64] = 0  # units 32-63 read the xor inputs only
+    x, _ = multitask_data(0, repeats=1)
+    dep = input_dependence(model, x)
+    assert dep.shape == (64 + 48 + 32, 2)
+    live = dep.sum(1) > 0
+    assert np.all(dep[:32, 1] == 0) and np.all(dep[32:64, 0] == 0)
+    assert live[:64].sum() > 40
+    # deeper units read both groups, so they depend on both tasks' inputs
+    assert np.all(dep[64:][live[64:]] > 0)

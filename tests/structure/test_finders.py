@@ -118,7 +118,9 @@ def test_leiden_refinement_stays_inside_each_community_and_improves_modularity()
     normalised = graph / graph.sum()
     coarse, _ = leiden._optimize(np.arange(n), sp.csr_matrix(normalised), weights, weights)
     coarse = np.asarray(coarse)
-    refined = leiden._optimize_refine(coarse, np.arange(n), sp.csr_matrix(normalised), weights, weights)
+    refined = leiden._optimize_refine(
+        coarse, np.arange(n), sp.csr_matrix(normalised), weights, weights
+    )
     # every refined cluster lies inside one local-moving community
     for cluster in np.unique(refined):
         assert np.unique(coarse[refined == cluster]).size == 1

@@ -77,6 +77,42 @@ def multitask_data(seed: int = 0, repeats: int = 2) -> tuple[np.ndarray, np.ndar
     return np.concatenate([pixels, z], axis=1), np.stack([digit, xor], axis=1).astype(np.int64)
 
 
+@torch.no_grad()
+def input_dependence(model: MultiTaskMLP, x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``[n_units, 2]``: how much each hidden unit's activity depends on each task's inputs.
+
+    Column t is the mean squared change of the unit (over all rows, units of
+    ``MULTITASK_LAYERS`` in order) when task t's inputs of every row are
+    replaced by those of another row, the other task's inputs kept. A unit
+    whose activity moves with one task's inputs only is task-pure in activity,
+    which is what co-activation can see; a lesion label says what the unit is
+    needed for, which need not be the same.
+    """
+    rng = np.random.default_rng(seed)
+    blocks = (slice(0, 64), slice(64, x.shape[1]))
+
+    def hidden(rows: np.ndarray) -> torch.Tensor:
+        out: list[torch.Tensor] = []
+        hooks = [
+            getattr(model, n).register_forward_hook(lambda m, i, o: out.append(o))
+            for n in MULTITASK_LAYERS
+        ]
+        try:
+            model(torch.from_numpy(rows))
+        finally:
+            for h in hooks:
+                h.remove()
+        return torch.cat(out, dim=1)
+
+    base = hidden(x)
+    cols = []
+    for block in blocks:
+        swapped = x.copy()
+        swapped[:, block] = x[rng.permutation(len(x)), block]
+        cols.append(((hidden(swapped) - base) ** 2).mean(0))
+    return torch.stack(cols, dim=1).numpy()
+
+
 @dataclass(frozen=True)
 class TrainedMultiTask:
     model: MultiTaskMLP

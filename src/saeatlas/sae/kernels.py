@@ -82,7 +82,9 @@ def sampled_product(a: torch.Tensor, b: torch.Tensor, idx: torch.Tensor) -> torc
     return out
 
 
-def scatter_product(idx: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+def scatter_product(
+    idx: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, n: int
+) -> torch.Tensor:
     """``S.T @ rows`` → ``[n, d]``, where ``S [B, n]`` holds ``weights[b, j]`` at
     ``(b, idx[b, j])``: row ``i`` sums ``weights[b, j] * rows[b]`` over the entries
     with ``idx[b, j] == i`` (the weight gradient of a layer read or written at
@@ -100,7 +102,11 @@ def scatter_product(idx: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor
     out = torch.zeros(n, rows.shape[1], dtype=rows.dtype, device=rows.device)
     for s in range(0, B, CHUNK_ROWS):
         w, r = weights[s : s + CHUNK_ROWS], rows[s : s + CHUNK_ROWS]
-        out.index_add_(0, idx[s : s + CHUNK_ROWS].reshape(-1), (w[:, :, None] * r[:, None, :]).reshape(-1, r.shape[1]))
+        out.index_add_(
+            0,
+            idx[s : s + CHUNK_ROWS].reshape(-1),
+            (w[:, :, None] * r[:, None, :]).reshape(-1, r.shape[1]),
+        )
     return out
 
 
