@@ -98,12 +98,8 @@ def map_structure(
     global_feats = global_mode_features(W_dec, codes.unit_std, mode, cfg.global_mode_cosine)
     excluded = dense | global_feats
     fires = drop_columns(fires, excluded)
-    graph = _graph(fires, codes.samples, cfg)
-    finder = make_finder(cfg).fit(graph.adjacency)
-    feature_module = core_members(
-        graph.adjacency, finder.labels_, cfg.min_link_fraction, cfg.min_module_features
-    )
-    n_modules = int(feature_module.max()) + 1 if feature_module.size else 0
+    graph, finder, feature_module = feature_communities(fires, codes.samples, cfg)
+    n_modules = int(feature_module.max(initial=-1)) + 1
     attr = attribution(sae, codes)
     units = project_modules(attr, feature_module, n_modules, cfg.min_enrichment)
     cross = _cross_check(codes, corr, units.module, cfg)
@@ -287,6 +283,21 @@ def drop_columns(matrix: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:
 def _graph(matrix: sp.csr_matrix, samples: np.ndarray, cfg: AtlasConfig):
     co = count_cooccurrence(matrix, window=cfg.window, samples=samples if cfg.window else None)
     return build_graph(co, kind=cfg.affinity, alpha=cfg.edge_alpha)
+
+
+def feature_communities(fires: sp.csr_matrix, samples: np.ndarray, cfg: AtlasConfig):
+    """The community step: co-occurrence graph of the strong firings ``fires``, the
+    configured finder on it, and each community's core (``-1`` outside every core).
+
+    Returns ``(graph, fitted finder, feature labels [d_sae])``; the one place that
+    turns firings into feature modules (mapping, bootstrap and seed reruns).
+    """
+    graph = _graph(fires, samples, cfg)
+    finder = make_finder(cfg).fit(graph.adjacency)
+    labels = core_members(
+        graph.adjacency, finder.labels_, cfg.min_link_fraction, cfg.min_module_features
+    )
+    return graph, finder, labels
 
 
 def _subsample(n_rows: int, n_keep: int) -> np.ndarray:

@@ -40,9 +40,8 @@ from ..store import ActivationStore
 from .atlas import Atlas
 from .codes import Codes, encode_store, strong_firing
 from .config import AtlasConfig
-from .cooccurrence import build_graph, count_cooccurrence
-from .finders import LeidenModules, core_members, relabel
-from .mapping import BLOCK_ROWS, drop_columns, make_finder, map_structure
+from .finders import LeidenModules, relabel
+from .mapping import BLOCK_ROWS, drop_columns, feature_communities, map_structure
 from .units import attribution, project_modules
 
 #: Hennig 2007, Section 4: "valid, stable clusters" from 0.75, "dissolved" at or below 0.5.
@@ -535,12 +534,7 @@ def modules_on_rows(
     ``fires``: the strong firings of ``codes`` with excluded features dropped.
     ``samples``: the sample id of each of ``rows`` (used when ``cfg.window > 0``).
     """
-    co = count_cooccurrence(fires[rows], window=cfg.window, samples=samples if cfg.window else None)
-    graph = build_graph(co, kind=cfg.affinity, alpha=cfg.edge_alpha)
-    finder = make_finder(cfg).fit(graph.adjacency)
-    labels = core_members(
-        graph.adjacency, finder.labels_, cfg.min_link_fraction, cfg.min_module_features
-    )
+    _, _, labels = feature_communities(fires[rows], samples, cfg)
     n_modules = int(labels.max(initial=-1)) + 1
     raw = codes.matrix[rows]
     d = codes.d_sae
