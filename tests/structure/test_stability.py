@@ -272,3 +272,12 @@ def test_no_structure_twin_has_no_stable_modules(tmp_path_factory, easy):
     # at most 0.07 (easy: at least 0.77).
     assert stable <= atlas.n_modules / 4
     assert r.seed_unit_ari[0] < 0.3 < easy[-1].seed_unit_ari[0]
+
+
+def test_null_and_stability_steps_show_their_own_progress(easy, capsys):
+    _, store, saes, _, _, _ = easy
+    cfg = AtlasConfig(nulls=("permutation",), n_null=2, n_bootstrap=1)
+    map_structure(saes[0], store, cfg, seed_saes=[saes[1]], progress=True)
+    out = capsys.readouterr().out
+    assert "null models" in out and "2/2" in out
+    assert "stability (resamples, seeds)" in out

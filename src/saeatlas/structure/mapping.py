@@ -25,6 +25,7 @@ from sklearn.base import clone
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
 from .. import __version__
+from .._progress import progress_bar
 from ..sae import SparseAutoencoder
 from ..store import ActivationStore
 from .atlas import Atlas
@@ -103,7 +104,7 @@ def map_structure(
     attr = attribution(sae, codes)
     units = project_modules(attr, feature_module, n_modules, cfg.min_enrichment)
     cross = _cross_check(codes, corr, units.module, cfg)
-    tests = _significance(sae, codes, fires, excluded, feature_module, finder, cfg)
+    tests = _significance(sae, codes, fires, excluded, feature_module, finder, cfg, progress)
     partition_ok, module_ok, module_p = verdict(tests, cfg.alpha)
     if not tests:
         module_p = np.full(n_modules, np.nan)
@@ -318,6 +319,7 @@ def _significance(
     labels: np.ndarray,
     finder,
     cfg: AtlasConfig,
+    progress: bool = False,
 ) -> list[NullTest]:
     if not cfg.nulls or cfg.n_null == 0:
         return []
@@ -351,20 +353,22 @@ def _significance(
         "dictionary": dictionary_graph,
     }
     tests = []
-    for k, name in enumerate(cfg.nulls):
-        seeds = np.random.SeedSequence([cfg.seed, k]).spawn(cfg.n_null)
-        make = makers[name]
-        tests.append(
-            null_test(
-                name,
-                real,
-                labels,
-                fit,
-                lambda i, make=make, seeds=seeds: make(np.random.default_rng(seeds[i])),
-                cfg.n_null,
+    with progress_bar("null models", len(cfg.nulls) * cfg.n_null, progress) as bar:
+        for k, name in enumerate(cfg.nulls):
+            seeds = np.random.SeedSequence([cfg.seed, k]).spawn(cfg.n_null)
+            make = makers[name]
+            tests.append(
+                null_test(
+                    name,
+                    real,
+                    labels,
+                    fit,
+                    lambda i, make=make, seeds=seeds: make(np.random.default_rng(seeds[i])),
+                    cfg.n_null,
+                    on_draw=bar.advance,
+                )
             )
-        )
-        log.info("null %s: z %.2f p %.3g", name, tests[-1].z, tests[-1].p)
+            log.info("null %s: z %.2f p %.3g", name, tests[-1].z, tests[-1].p)
     return tests
 
 

@@ -113,12 +113,13 @@ def null_test(
     fit: Callable[[sp.spmatrix], tuple[float, np.ndarray]],
     null_graphs: Callable[[int], sp.spmatrix],
     n_draws: int,
+    on_draw: Callable[[], None] | None = None,
 ) -> NullTest:
     """Compare ``labels`` on ``real_graph`` with ``n_draws`` graphs from ``null_graphs(i)``.
 
     ``fit(graph)`` returns the modularity the finder reaches on a graph and its
     labels; the real figure is the larger of that and the modularity of
-    ``labels`` themselves.
+    ``labels`` themselves. ``on_draw()`` is called after each null draw (progress).
     """
     q = max(fit(real_graph)[0], float(module_modularity(real_graph, labels).sum()))
     mw = module_cohesion(real_graph, labels)
@@ -129,6 +130,8 @@ def null_test(
         null_q[i], null_labels = fit(g)
         w = module_cohesion(g, null_labels)
         null_mw[i] = w.max() if w.size else 0.0
+        if on_draw is not None:
+            on_draw()
     return NullTest(name, q, null_q, mw, null_mw)
 
 

@@ -34,6 +34,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components
 from sklearn.metrics import adjusted_rand_score
 
+from .._progress import progress_bar
 from ..errors import ConfigError, ShapeError
 from ..sae import SparseAutoencoder
 from ..store import ActivationStore
@@ -436,23 +437,27 @@ def module_stability(
     fires = drop_columns(strong_firing(codes.matrix, cfg.min_activation), excluded)
     rng = np.random.default_rng(random_state)
     boot_f, boot_u = [], []
-    for _ in range(n_bootstrap):
-        rows, samples = bootstrap_rows(codes.samples, cfg.window, rng)
-        f, u = modules_on_rows(sae, codes, fires, rows, samples, cfg)
-        boot_f.append(f)
-        boot_u.append(u)
     seed_u, cosines, methods = [], [], []
     std = np.where(codes.unit_std > 0, codes.unit_std, 1.0)[None, :]
     W = sae.W_dec.detach().double().cpu().numpy() / std
-    for other in seeds_saes:
-        other = other if isinstance(other, SparseAutoencoder) else SparseAutoencoder.load(other)
-        other_atlas = map_structure(
-            other, store, replace(cfg, nulls=(), n_bootstrap=0, n_examples=0)
-        )
-        seed_u.append(other_atlas.units["module"].to_numpy().astype(np.int64))
-        match = match_features(W, other.W_dec.detach().double().cpu().numpy() / std)
-        cosines.append(match.mean_cosine)
-        methods.append(match.method)
+    runs = n_bootstrap + len(seeds_saes)
+    with progress_bar("stability (resamples, seeds)", runs, progress and runs > 0) as bar:
+        for _ in range(n_bootstrap):
+            rows, samples = bootstrap_rows(codes.samples, cfg.window, rng)
+            f, u = modules_on_rows(sae, codes, fires, rows, samples, cfg)
+            boot_f.append(f)
+            boot_u.append(u)
+            bar.advance()
+        for other in seeds_saes:
+            other = other if isinstance(other, SparseAutoencoder) else SparseAutoencoder.load(other)
+            other_atlas = map_structure(
+                other, store, replace(cfg, nulls=(), n_bootstrap=0, n_examples=0)
+            )
+            seed_u.append(other_atlas.units["module"].to_numpy().astype(np.int64))
+            match = match_features(W, other.W_dec.detach().double().cpu().numpy() / std)
+            cosines.append(match.mean_cosine)
+            methods.append(match.method)
+            bar.advance()
 
     nan = np.full(n_modules, np.nan)
     jf = best_match_jaccard(ref_f, boot_f, n_modules=n_modules) if boot_f else nan
