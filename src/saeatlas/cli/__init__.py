@@ -1,0 +1,22 @@
+"""The ``saeatlas`` command line: one thin command per pipeline stage.
+
+Each command parses options and calls one documented Python function. User
+errors (:class:`~saeatlas.errors.AtlasError`) become one line on stderr and
+exit code 1 (in :mod:`.app`); ``--debug`` shows the traceback.
+
+- :mod:`.app`: the typer app, error handling, shared options and the entry point;
+- :mod:`.store`: ``layers``, ``capture``, ``info``;
+- :mod:`.sae`: ``train``, ``evaluate``, ``import-saelens``, ``export-saelens``, ``sweep``;
+- :mod:`.atlas`: ``analyze``, ``validate``, ``report`` and the atlas tables;
+- :mod:`.runs`: ``run`` and ``demo``.
+"""
+
+from importlib import import_module
+
+from .app import _expand_multi_value, app, main
+
+# Importing a command module registers its commands; this order is --help's.
+for _name in ("store", "sae", "atlas", "runs"):
+    import_module(f"{__name__}.{_name}")
+
+__all__ = ["_expand_multi_value", "app", "main"]

@@ -1,0 +1,110 @@
+"""The typer app every command registers on, its error handling and the entry point.
+
+User errors (:class:`~saeatlas.errors.AtlasError`) become one line on stderr
+and exit code 1, in :meth:`_Group.invoke`; ``--debug`` shows the traceback.
+Options listed in ``MULTI_VALUE_OPTIONS`` take several values after one flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from .. import __version__
+from ..errors import AtlasError
+
+#: Options that take several values after one flag (``--layers a b c``).
+MULTI_VALUE_OPTIONS = ("--layers", "--values", "--resolutions", "--nulls", "--cases", "--seed-sae")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _expand_multi_value(args: list[str]) -> list[str]:
+    """Rewrite ``--layers a b`` as ``--layers a --layers b`` for click."""
+    out: list[str] = []
+    current: str | None = None
+    for a in args:
+        if a in MULTI_VALUE_OPTIONS:
+            current = a
+            continue
+        if current is not None and not a.startswith("-"):
+            out += [current, a]
+            continue
+        current = None
+        out.append(a)
+    return out
+
+
+class _Group(TyperGroup):
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        args = list(sys.argv[1:] if args is None else args)
+        return super().main(_expand_multi_value(args), *rest, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AtlasError as e:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            err_console.print(
+                f"[bold red]Error:[/] {e}", markup=True, highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="saeatlas: the macroscopic structure of neural networks, found with sparse autoencoders.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"saeatlas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what each step does."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    ctx.ensure_object(dict)["debug"] = debug
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+
+
+def _output_index(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def with_config_flags(func: Any, config_cls: type) -> Any:
+    """Give ``func`` one keyword option per field of ``config_cls`` (for typer)."""
+    import inspect
+
+    from .._config_cli import config_parameters
+
+    sig = inspect.signature(func)
+    fixed = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    func.__signature__ = sig.replace(parameters=fixed + config_parameters(config_cls))
+    return func
+
+
+def main() -> None:
+    """Entry point of the ``saeatlas`` script."""
+    app()

@@ -1,0 +1,265 @@
+"""Commands on atlases: analyze, validate, report, and the tables they print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError
+from .app import app, console, with_config_flags
+
+
+def _analyze_cmd(
+    sae: Path = typer.Option(..., "--sae", help="SAE directory (saeatlas or SAELens)."),
+    acts: Path = typer.Option(..., "--acts", help="Activation store directory or .npy file."),
+    out: Path = typer.Option(..., "--out", help="Atlas directory to write."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML/JSON file of atlas settings; flags given here override it."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an atlas at --out."),
+    seed_sae: list[Path] = typer.Option(
+        [],
+        "--seed-sae",
+        help="SAE directories trained the same way with other seeds (several after one flag): "
+        "module stability across seeds.",
+    ),
+    seeds: int = typer.Option(
+        1,
+        "--seeds",
+        help="SAEs for seed stability, counting --sae: the --seed-sae ones first, the rest "
+        "trained like --sae into <sae>-seed1, -seed2, ... (reused when there).",
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Model SPEC (as for capture): ablate every module in it and measure the loss.",
+    ),
+    inputs: Path | None = typer.Option(
+        None, "--inputs", help="Inputs for the ablation (as for capture); needs --model."
+    ),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="One label per input: the loss target and the per-label split."
+    ),
+    ablation_mode: str = typer.Option(
+        "mean", "--ablation-mode", help="Set ablated units to their 'mean' or to 'zero'."
+    ),
+    ablation_draws: int = typer.Option(
+        100, "--ablation-draws", help="Random unit sets per module for the ablation p-value."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    **settings: Any,
+) -> None:
+    """Find modules of units and the feature communities behind them, with significance."""
+    from .._config_cli import build_config
+    from ..structure import AtlasConfig, map_structure
+
+    cfg = build_config(AtlasConfig, config, settings)
+    if (out / "atlas.json").exists() and not overwrite:
+        raise ConfigError(
+            f"'{out}' already holds an atlas. Choose another --out, or pass --overwrite."
+        )
+    if (inputs is not None or labels is not None) and model is None:
+        raise ConfigError("--inputs and --labels are for the ablation; give --model too.")
+    if model is not None and inputs is None:
+        raise ConfigError("--model needs --inputs: the inputs to run the ablated model on.")
+    if seeds > 1 and len(seed_sae) < seeds - 1:
+        from ..structure.seeds import train_seed_saes
+
+        seed_sae = train_seed_saes(sae, acts, seeds, given=seed_sae, progress=not quiet)
+    atlas = map_structure(sae, acts, cfg, seed_saes=seed_sae, progress=not quiet)
+    if model is not None:
+        from ..capture import load_inputs, load_labels, load_model
+        from ..store import ActivationStore
+        from ..structure.ablation import ablate_atlas
+
+        loaded = load_model(model)
+        ablate_atlas(
+            atlas,
+            loaded.model,
+            load_inputs(inputs),
+            ActivationStore.open(acts),
+            labels=load_labels(labels) if labels else None,
+            mode=ablation_mode,
+            n_random=ablation_draws,
+            tokenizer=loaded.tokenizer,
+            random_state=cfg.seed,
+            progress=not quiet,
+        )
+    atlas.save(out, overwrite=overwrite)
+    print_atlas(atlas)
+    console.print(f"Written to {out}.", soft_wrap=True)
+
+
+def print_atlas(atlas: Any) -> None:
+    """The atlas's modules as a table (with stability, preferred label and ablation
+    when the atlas has them), its verdict, and the random-SAE control."""
+    s, m = atlas.summary, atlas.modules
+    cols = {
+        "module": lambda r: str(r.module),
+        "units": lambda r: str(r.n_units),
+        "features": lambda r: str(r.n_features),
+        "layers": lambda r: ", ".join(r.layers),
+        "z": lambda r: f"{r.z:.1f}",
+        "p": lambda r: f"{r.p:.2g}",
+        "significant": lambda r: "yes" if r.significant else "no",
+    }
+    if "stability" in m:
+        cols["stability"] = lambda r: f"{r.stability:.2f}"
+    if "preferred_label" in m:
+        cols["label"] = lambda r: f"{r.preferred_label} ({r.selectivity:.2f})"
+    if "ablation_effect" in m:
+        cols["ablation Δloss"] = lambda r: f"{r.ablation_effect:+.3f}"
+        cols["ablation p"] = lambda r: f"{r.ablation_p:.2g}"
+    table = Table(title=f"{s['n_modules']} modules ({s['module_kind']})")
+    for name in cols:
+        table.add_column(name)
+    for row in m.itertuples():
+        table.add_row(*(fmt(row) for fmt in cols.values()))
+    console.print(table)
+    if s.get("z") is not None:
+        console.print(
+            f"Modularity {s['modularity']:.3f}; strictest null ({s['strictest_null']}) "
+            f"{s['null_mean']:.3f} ± {s['null_std']:.3f}, z {s['z']:.1f}, p {s['p']:.2g}.",
+            soft_wrap=True,
+        )
+    console.print(s["message"], soft_wrap=True)
+    ctl = s.get("control")
+    if ctl:
+        console.print(
+            f"Random-SAE control: modularity {ctl['modularity']:.3f} (real "
+            f"{s['modularity']:.3f}), {ctl['n_significant_modules']} significant modules, "
+            f"unit modules' ARI with the real ones {ctl.get('unit_ari', float('nan')):.2f}.",
+            soft_wrap=True,
+        )
+
+
+@app.command("validate")
+def validate_cmd(
+    cases: list[str] = typer.Option(
+        ["easy", "superposition", "null", "null_superposition"],
+        "--cases",
+        help="Planted cases to run (several after one flag).",
+    ),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds per case (0, 1, ...)."),
+    rows: int = typer.Option(20_000, "--rows", help="Rows of planted activations per case."),
+    d_sae: int = typer.Option(512, "--d-sae", help="Latents of the SAE trained per case."),
+) -> None:
+    """Run the atlas and its baselines on activations with planted modules; print the scores."""
+    from ..structure.planted import PRESETS
+    from ..structure.validate import ValidationSettings, validate
+
+    unknown = [c for c in cases if c not in PRESETS]
+    if unknown:
+        raise ConfigError(
+            f"Unknown case(s) {unknown} for --cases; expected some of: {sorted(PRESETS)}."
+        )
+    table = validate(
+        tuple(cases), tuple(range(seeds)), ValidationSettings(n_rows=rows, d_sae=d_sae)
+    )
+    out = Table(title="Planted-structure validation (ARI against the planted unit modules)")
+    for col in ("case", "seed", "method", "ARI", "modules", "significant", "s"):
+        out.add_column(col, no_wrap=True)
+    for r in table.itertuples():
+        out.add_row(
+            r.case,
+            str(r.seed),
+            r.method,
+            f"{r.ari:.3f}",
+            str(r.n_modules),
+            ""
+            if r.n_significant is None or r.n_significant != r.n_significant
+            else str(int(r.n_significant)),
+            f"{r.seconds:.1f}",
+        )
+    console.print(out, width=max(console.width, 110))
+
+
+@app.command("report")
+def report_cmd(
+    atlas_dir: Path = typer.Argument(..., help="Atlas directory (what `saeatlas analyze` wrote)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="HTML file to write [default: ATLAS_DIR/report.html]."
+    ),
+    sweep: Path | None = typer.Option(
+        None,
+        "--sweep",
+        help="Sweep directory the SAE came from [default: the one atlas.json names, "
+        "else sweep/ beside the atlas].",
+    ),
+    max_map_points: int = typer.Option(
+        20_000,
+        "--max-map-points",
+        help="At most this many features on the feature map (all module members are kept).",
+    ),
+) -> None:
+    """Write a self-contained HTML report of an atlas (and PNG figures under ATLAS_DIR/figures)."""
+    from ..report import write_report
+
+    result = write_report(atlas_dir, out, sweep_dir=sweep, max_map_points=max_map_points)
+    console.print(str(result.path), soft_wrap=True, highlight=False)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return format(value, spec)
+
+
+def print_modules(atlas: Any) -> None:
+    """The modules of an atlas as one table: where they live, how sure we are, what they do."""
+    from ..pipeline import module_summary
+
+    layers = list(atlas.summary.get("layers", []))
+    table = Table(
+        title=f"{atlas.summary['n_modules']} modules",
+        caption=f"units per layer: {' / '.join(layers)}. Modules are "
+        f"{atlas.summary['module_kind']}.",
+    )
+    columns = atlas.modules.columns
+    has = {
+        "stability": "stability" in columns,
+        "ablation": "ablation_effect" in columns,
+        "label": "preferred_label" in columns,
+    }
+    heads = ["module", "units", "features", "z", "p", "sig."]
+    heads += ["stability"] * has["stability"]
+    heads += ["ablation Δloss", "ablation p"] if has["ablation"] else []
+    heads += ["label (selectivity)"] * has["label"]
+    for col in heads:
+        table.add_column(col, justify="left" if col == "sig." else "right", no_wrap=True)
+    for r in module_summary(atlas).itertuples():
+        cells = [
+            str(r.module),
+            "/".join(str(r.units_per_layer.get(l, 0)) for l in layers),
+            str(r.n_features),
+            _fmt(r.z, ".1f"),
+            _fmt(r.p, ".2g"),
+            "yes" if r.significant else "no",
+        ]
+        if has["stability"]:
+            cells.append(_fmt(r.stability, ".2f"))
+        if has["ablation"]:
+            cells += [_fmt(r.ablation_effect, ".3f"), _fmt(r.ablation_p, ".2g")]
+        if has["label"]:
+            label = "-" if r.preferred_label is None else str(r.preferred_label)
+            if r.preferred_label is not None and r.selectivity == r.selectivity:
+                label += f" ({r.selectivity:.2f})"
+            cells.append(label)
+        table.add_row(*cells)
+    # rich never prints wider than its console (80 columns when not a terminal)
+    wide = console if console.width >= 120 else Console(width=120, highlight=False)
+    wide.print(table)
+    console.print(atlas.summary["message"], soft_wrap=True)
+
+
+def _register() -> None:
+    from ..structure import AtlasConfig
+
+    app.command("analyze")(with_config_flags(_analyze_cmd, AtlasConfig))
+
+
+_register()

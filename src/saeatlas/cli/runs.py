@@ -1,0 +1,114 @@
+"""Whole runs: run (one config file) and demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import ConfigError
+from .app import app, console
+from .atlas import print_modules
+
+
+def _print_stage(outcome: Any) -> None:
+    """One line per pipeline stage, as it happens."""
+    mark = {"ran": "[green]ran[/]", "skipped": "[yellow]skipped[/]", "off": "[dim]off[/]"}
+    took = f" in {outcome.seconds:.1f} s" if outcome.status == "ran" else ""
+    console.print(
+        f"[bold]{outcome.name}[/] {mark.get(outcome.status, outcome.status)}{took}: "
+        f"{outcome.reason}",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+def _print_run(result: Any) -> None:
+    print_modules(result.atlas)
+    if result.chosen is not None:
+        over = result.config.sweep.over
+        console.print(f"Sparsity from the sweep: {over} = {result.chosen:g}.", soft_wrap=True)
+    if result.skipped:
+        console.print(f"Skipped (already complete): {', '.join(result.skipped)}.", soft_wrap=True)
+    if result.report is not None:
+        console.print(f"Report: {result.report}", soft_wrap=True, highlight=False)
+    else:
+        console.print(f"Atlas: {result.paths.atlas} (no report written).", soft_wrap=True)
+
+
+@app.command("run")
+def run_cmd(
+    config: Path = typer.Argument(..., help="Run config (YAML or JSON); see examples/*.yaml."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Run directory (default: the config's `out`, else ./CONFIG-NAME-run)."
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Only read and validate the config, then print it."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the whole pipeline from one config: capture, sweep, train, analyze, ablation,
+    report. Stages whose output is already complete are skipped."""
+    from ..pipeline import load_run_config, run_pipeline
+
+    cfg = load_run_config(config)
+    if check:
+        console.print(cfg.dumps(), highlight=False, soft_wrap=True)
+        console.print(f"{config}: valid.", highlight=False)
+        return
+    if out is None and cfg.out is None:
+        out = Path(f"{config.stem}-run")
+    result = run_pipeline(cfg, out, progress=not quiet, on_stage=_print_stage)
+    _print_run(result)
+
+
+DEMO_MODELS = ("digits", "minilm")
+
+
+@app.command("demo")
+def demo_cmd(
+    model: str = typer.Option(
+        "digits", "--model", help="digits (an MLP on scikit-learn's digits) or minilm."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Directory for the demo's run (default: demo-out, or demo-out-minilm)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed for training and sampling."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (the tests' size)."),
+    n_texts: int = typer.Option(
+        200, "--n-texts", help="minilm: docstring paragraphs in the corpus."
+    ),
+    max_length: int = typer.Option(64, "--max-length", help="minilm: tokens per text at most."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the whole pipeline on an embedded default: a network trained on scikit-learn's
+    digits, or (--model minilm) all-MiniLM-L6-v2 reading Python's docstrings."""
+    from ..demo import run_demo, run_minilm_demo
+
+    if model not in DEMO_MODELS:
+        raise ConfigError(f"Unknown --model {model!r}; expected one of: {list(DEMO_MODELS)}.")
+    if model == "digits":
+        result = run_demo(
+            out or Path("demo-out"),
+            seed=seed,
+            quick=quick,
+            progress=not quiet,
+            on_stage=_print_stage,
+        )
+    else:
+        result = run_minilm_demo(
+            out or Path("demo-out-minilm"),
+            n_texts=n_texts,
+            max_length=max_length,
+            seed=seed,
+            quick=quick,
+            progress=not quiet,
+            on_stage=_print_stage,
+        )
+        console.print(
+            "No ablation: this MiniLM checkpoint is a sentence encoder without its "
+            "language-model head, so there is no per-token loss to raise.",
+            soft_wrap=True,
+        )
+    _print_run(result)

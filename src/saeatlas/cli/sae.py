@@ -1,0 +1,190 @@
+"""Commands on sparse autoencoders: train, evaluate, import-saelens, export-saelens, sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from ..errors import ConfigError
+from .app import app, console, with_config_flags
+
+
+def _train_cmd(
+    acts: Path = typer.Option(..., "--acts", help="Activation store directory or .npy file."),
+    out: Path = typer.Option(..., "--out", help="SAE directory to write."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML/JSON file of training settings; flags given here override it."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an SAE at --out."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    **settings: Any,
+) -> None:
+    """Train a sparse autoencoder on an activation store."""
+    from .._config_cli import build_config
+    from ..train import TrainConfig, train_sae
+
+    cfg = build_config(TrainConfig, config, settings)
+    result = train_sae(acts, cfg, out, overwrite=overwrite, resume=resume, progress=not quiet)
+    final = result.summary["final"]
+    console.print(
+        f"Trained a {cfg.architecture} SAE ({result.sae.cfg.d_in} -> {result.sae.cfg.d_sae}) on "
+        f"{result.summary['tokens']:,} rows: FVU {final['fvu']:.4f}, L0 {final['l0']:.1f}, "
+        f"dead {final['dead_fraction']:.1%}. Saved to {result.path}.",
+        soft_wrap=True,
+    )
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    sae: Path = typer.Option(..., "--sae", help="SAE directory."),
+    acts: Path = typer.Option(..., "--acts", help="Activation store directory or .npy file."),
+    start: int = typer.Option(0, "--start", help="First row to evaluate on (e.g. held-out rows)."),
+    stop: int | None = typer.Option(None, "--stop", help="One past the last row (default: all)."),
+    batch_size: int = typer.Option(4096, "--batch-size", help="Rows per batch."),
+    device: str = typer.Option("cpu", "--device", help="Device (cpu, cuda)."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Model SPEC: with --inputs and --labels, also the downstream loss recovered.",
+    ),
+    inputs: Path | None = typer.Option(None, "--inputs", help="Inputs for the downstream loss."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="Labels for the cross-entropy loss of a classifier."
+    ),
+) -> None:
+    """Reconstruction and sparsity metrics of an SAE on a store's rows; with --model,
+    the fraction of the model's loss its reconstruction recovers."""
+    from ..evaluate import evaluate_sae
+    from ..sae import SparseAutoencoder
+    from ..store import ActivationStore
+
+    loaded_sae = SparseAutoencoder.load(sae)
+    result = evaluate_sae(
+        loaded_sae,
+        ActivationStore.open(acts),
+        start=start,
+        stop=stop,
+        batch_size=batch_size,
+        device=device,
+    )
+    table = Table("metric", "value")
+    for key, value in result.as_dict().items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
+    if model is not None:
+        from ..capture import load_inputs, load_labels, load_model
+        from ..evaluate import loss_recovered
+
+        if inputs is None:
+            raise ConfigError("--model needs --inputs (and --labels for a classifier's loss).")
+        loaded = load_model(model)
+        down = loss_recovered(
+            loaded_sae,
+            loaded.model,
+            load_inputs(inputs),
+            tokenizer=loaded.tokenizer,
+            labels=load_labels(labels) if labels else None,
+            device=device if device != "cpu" else None,
+        )
+        for key in ("loss_clean", "loss_sae", "loss_zero", "fraction_recovered"):
+            table.add_row(key, f"{getattr(down, key):.4f}")
+    console.print(table)
+    counts, edges = result.density_histogram(bins=8)
+    console.print(
+        "log10 firing density of live latents: "
+        + ", ".join(f"[{a:.1f},{b:.1f}): {c}" for a, b, c in zip(edges[:-1], edges[1:], counts)),
+        soft_wrap=True,
+    )
+
+
+@app.command("import-saelens")
+def import_saelens_cmd(
+    src: Path = typer.Argument(
+        ..., help="A SAELens SAE directory (cfg.json + sae_weights.safetensors)."
+    ),
+    out: Path = typer.Option(..., "--out", help="saeatlas SAE directory to write."),
+) -> None:
+    """Convert a SAELens SAE directory into a saeatlas one."""
+    from ..sae.saelens import load_saelens
+
+    sae = load_saelens(src)
+    sae.save(out)
+    console.print(
+        f"Imported a {sae.cfg.architecture} SAE ({sae.cfg.d_in} -> {sae.cfg.d_sae}) to {out}."
+    )
+
+
+@app.command("export-saelens")
+def export_saelens_cmd(
+    sae: Path = typer.Argument(..., help="A saeatlas SAE directory."),
+    out: Path = typer.Option(..., "--out", help="SAELens SAE directory to write."),
+) -> None:
+    """Write a saeatlas SAE as a SAELens directory (SAE.load_from_disk reads it)."""
+    from ..sae import SparseAutoencoder
+    from ..sae.saelens import export_saelens
+
+    export_saelens(SparseAutoencoder.load(sae), out)
+    console.print(f"Exported {sae} to {out} in SAELens's format.")
+
+
+def _sweep_cmd(
+    acts: Path = typer.Option(..., "--acts", help="Activation store directory or .npy file."),
+    out: Path = typer.Option(..., "--out", help="Directory for the family and sweep.json."),
+    over: str = typer.Option(
+        "k", "--over", help="Setting to sweep: k, l1_coefficient or l0_coefficient."
+    ),
+    values: list[float] = typer.Option(
+        ..., "--values", help="Values of --over (several after one flag)."
+    ),
+    seeds: int = typer.Option(2, "--seeds", help="1, or 2 to measure decoder stability."),
+    heldout_fraction: float = typer.Option(
+        0.1, "--heldout-fraction", help="Last rows held out for evaluation."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML/JSON file of training settings; flags given here override it."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    **settings: Any,
+) -> None:
+    """Train a family of SAEs over a sparsity setting and recommend one (Pareto knee)."""
+    from .._config_cli import build_config
+    from ..sweep import sweep
+    from ..train import TrainConfig
+
+    base = build_config(TrainConfig, config, settings)
+    result = sweep(
+        acts,
+        base,
+        over,
+        values,
+        out,
+        seeds=seeds,
+        heldout_fraction=heldout_fraction,
+        progress=not quiet,
+    )
+    table = Table(over, "FVU (held out)", "L0", "dead", "stability", "frontier", "")
+    for i, p in enumerate(result.points):
+        table.add_row(
+            f"{p.value:g}",
+            f"{p.fvu:.4f}",
+            f"{p.l0:.1f}",
+            f"{p.dead_fraction:.1%}",
+            "-" if p.stability is None else f"{p.stability:.3f}",
+            "yes" if p.on_front else "",
+            "recommended" if i == result.recommended else "",
+        )
+    console.print(table)
+    console.print(f"Rule: {result.rule}. Written to {out}/sweep.json.", soft_wrap=True)
+
+
+def _register() -> None:
+    from ..train import TrainConfig
+
+    app.command("train")(with_config_flags(_train_cmd, TrainConfig))
+    app.command("sweep")(with_config_flags(_sweep_cmd, TrainConfig))
+
+
+_register()

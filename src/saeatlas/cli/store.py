@@ -1,0 +1,176 @@
+"""Commands on activation stores: layers, capture, info."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from .app import _output_index, app, console
+
+
+@app.command("layers")
+def layers_cmd(
+    model: str = typer.Argument(
+        ...,
+        help="Model SPEC: 'package.module:factory', 'file.py:factory' "
+        "or a local Hugging Face model directory.",
+    ),
+    inputs: Path | None = typer.Option(
+        None,
+        "--inputs",
+        help="Example input file for the dry run (.npy, .safetensors, .txt); guessed when omitted.",
+    ),
+) -> None:
+    """List a model's hook points with their output shapes (one dry forward pass)."""
+    from ..capture import example_inputs, iter_input_batches, list_layers, load_inputs, load_model
+
+    loaded = load_model(model)
+    if inputs is None:
+        example = example_inputs(loaded.model, loaded.tokenizer)
+    else:
+        batch = next(
+            iter_input_batches(load_inputs(inputs), batch_size=2, tokenizer=loaded.tokenizer)
+        )
+        example = batch.kwargs if batch.kwargs else batch.args[0]
+    table = Table("hook point", "type", "output shape")
+    for info in list_layers(loaded.model, example):
+        table.add_row(info.name, info.type, "-" if info.shape is None else str(list(info.shape)))
+    console.print(table)
+
+
+@app.command("capture")
+def capture_cmd(
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="Model SPEC: 'package.module:factory', "
+        "'file.py:factory' or a local Hugging Face model directory.",
+    ),
+    inputs: Path = typer.Option(
+        ...,
+        "--inputs",
+        help="Inputs: .npy or .safetensors array, or a "
+        ".txt file with one text per line (needs a tokenizer).",
+    ),
+    layers: list[str] = typer.Option(
+        ...,
+        "--layers",
+        help="Layer names, globs or re:regexes "
+        "(several after one flag); ':input' records a module's input.",
+    ),
+    out: Path = typer.Option(..., "--out", help="Store directory to write."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="One label per sample (.npy or text)."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", help="Samples per forward pass."),
+    spatial: str = typer.Option("positions", "--spatial", help="Conv maps: 'positions' or 'mean'."),
+    output_index: str | None = typer.Option(
+        None,
+        "--output-index",
+        help="Element of a tuple/dict output to record (default: the first tensor).",
+    ),
+    device: str | None = typer.Option(None, "--device", help="Device for the model (cpu, cuda)."),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="Run the model in float32, float16 or bfloat16."
+    ),
+    store_dtype: str = typer.Option(
+        "float32", "--store-dtype", help="Dtype of stored activations."
+    ),
+    shard_rows: int | None = typer.Option(
+        None, "--shard-rows", help="Rows per shard (default: about 64 MiB per shard)."
+    ),
+    on_nonfinite: str = typer.Option(
+        "error", "--on-nonfinite", help="NaN/Inf rows: 'error' or 'skip' (drop and count them)."
+    ),
+    max_length: int | None = typer.Option(
+        None, "--max-length", help="Truncate texts to this many tokens."
+    ),
+    early_stop: bool = typer.Option(
+        True,
+        "--early-stop/--no-early-stop",
+        help="Stop each forward pass after the last recorded layer.",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted capture at --out."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the store at --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Record the activations of the chosen layers into an activation store."""
+    from ..capture import CaptureConfig, capture_activations, load_inputs, load_labels, load_model
+
+    config = CaptureConfig(
+        batch_size=batch_size,
+        spatial=spatial,
+        output_index=_output_index(output_index),
+        device=device,
+        dtype=dtype,
+        store_dtype=store_dtype,
+        shard_rows=shard_rows,
+        on_nonfinite=on_nonfinite,
+        max_length=max_length,
+        early_stop=early_stop,
+    )
+    loaded = load_model(model)
+    data = load_inputs(inputs)
+    store = capture_activations(
+        loaded.model,
+        data,
+        layers,
+        out,
+        config,
+        tokenizer=loaded.tokenizer,
+        labels=load_labels(labels) if labels else None,
+        resume=resume,
+        overwrite=overwrite,
+        progress=not quiet,
+        provenance={"model": model, "inputs": str(inputs)},
+    )
+    print_summary(store)
+
+
+@app.command("info")
+def info_cmd(
+    store: Path = typer.Argument(..., help="Store directory or .npy file."),
+    verify: bool = typer.Option(False, "--verify", help="Read every shard and check its sha256."),
+) -> None:
+    """Summarise an activation store (its manifest)."""
+    from ..store import ActivationStore
+
+    s = ActivationStore.open(store, verify=verify)
+    if verify:
+        for _ in s.iter_batches(1 << 16, shuffle=False, dtype=None):
+            pass
+    print_summary(s)
+    if verify:
+        console.print(f"All {s.n_shards} shards match their sha256.")
+
+
+def print_summary(store: Any) -> None:
+    """Print a store's summary: rows, units, layers and their column ranges."""
+    s = store.summary()
+    console.print(f"[bold]{s.path}[/] ({s.kind})", soft_wrap=True)
+    console.print(
+        f"{s.n_rows:,} rows x {s.n_units:,} units, {s.dtype}, {s.n_shards} shard(s), "
+        f"{s.n_bytes / 2**20:.1f} MiB",
+        soft_wrap=True,
+    )
+    if s.n_nonfinite_rows_skipped:
+        console.print(f"{s.n_nonfinite_rows_skipped:,} rows with NaN/Inf were skipped.")
+    table = Table("layer", "columns", "units", "layout", "output shape", "mean", "std")
+    for layer in s.layers:
+        mean = store.mean[layer.start : layer.stop]
+        std = store.std[layer.start : layer.stop]
+        table.add_row(
+            layer.name,
+            f"{layer.start}:{layer.stop}",
+            str(layer.n_units),
+            layer.layout,
+            str(list(layer.shape)),
+            f"{mean.mean():.4g}",
+            f"{std.mean():.4g}",
+        )
+    console.print(table)
