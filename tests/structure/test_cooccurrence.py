@@ -5,18 +5,20 @@ from scipy.stats import false_discovery_control, hypergeom
 
 from saeatlas.structure.cooccurrence import (
     AFFINITIES,
-    TAIL_SCIPY,
-    TAIL_SUM,
     affinity,
-    benjamini_hochberg,
     build_graph,
     count_cooccurrence,
-    hypergeom_upper_tail,
     jaccard,
     npmi,
     pair_pvalues,
     phi,
     window_ids,
+)
+from saeatlas.structure.hypergeom import (
+    TAIL_SCIPY,
+    TAIL_SUM,
+    benjamini_hochberg,
+    hypergeom_upper_tail,
 )
 
 

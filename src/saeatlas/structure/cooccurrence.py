@@ -12,15 +12,14 @@ has a 2x2 contingency table::
 ``count_cooccurrence`` counts ``a`` for every pair that fires together at least
 once, and ``n_i`` for every latent; memory grows with the number of such pairs,
 never with ``d_sae**2``. ``affinity`` scores the stored pairs (phi, NPMI,
-Jaccard), ``hypergeom_upper_tail`` tests each against independence with the same
-margins, ``benjamini_hochberg`` controls the false discovery rate over all
+Jaccard), ``pair_pvalues`` tests each against independence with the same
+margins (:mod:`.hypergeom`), ``benjamini_hochberg`` controls the false discovery rate over all
 ``d (d - 1) / 2`` pairs of latents that fire, and ``build_graph`` keeps the
 significant positive associations as a weighted, symmetric adjacency matrix.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import gammaln
+
+from .hypergeom import benjamini_hochberg, hypergeom_upper_tail, log_pmf
 
 #: Pairs scored per step when streaming over stored pairs (bounds temporary memory).
 PAIR_CHUNK = 1 << 16
@@ -393,187 +393,11 @@ def _chunk(co: Cooccurrence, r0: int, r1: int) -> tuple[slice, np.ndarray, np.nd
 
 # ---------------------------------------------------------------- significance
 
-#: How :func:`hypergeom_upper_tail` computed each value, as stored in ``UpperTail.method``.
-TAIL_SUM, TAIL_SCIPY = 0, 1
-#: Summing stops once the bound on the terms left is below this fraction of the sum.
-TAIL_RTOL = 1e-10
-#: Most terms summed per p-value before handing it to scipy: enough for 1e-10 when the
-#: standard deviation of the joint count is below a few hundred.
-TAIL_MAX_TERMS = 4096
-#: Largest number of units for which log-factorials are tabulated (64 MiB).
-_TABLE_MAX = 1 << 23
-
-
-class UpperTail(NamedTuple):
-    """One-sided p-values ``P(X >= a)``, ``X ~ Hypergeom(n, n_i, n_j)``."""
-
-    p: np.ndarray
-    """float64 p-values."""
-    method: np.ndarray
-    """uint8: ``TAIL_SUM`` (summed here) or ``TAIL_SCIPY`` (``scipy.stats.hypergeom.sf``)."""
-
-
-def hypergeom_upper_tail(a: np.ndarray, n_i: np.ndarray, n_j: np.ndarray, n: int) -> UpperTail:
-    """P-value of ``a`` or more joint firings if latents ``i`` and ``j`` fired independently.
-
-    Given the margins, the joint count under independence is hypergeometric:
-    ``X ~ Hypergeom(n, n_i, n_j)``, ``P(X = k) = C(n_i, k) C(n - n_i, n_j - k) / C(n, n_j)``
-    on ``max(0, n_i + n_j - n) <= k <= min(n_i, n_j)``, with mean ``mu = n_i n_j / n``.
-    The result is ``scipy.stats.hypergeom.sf(a - 1, n, n_i, n_j)``, exact in both paths:
-
-    - Summed here (``TAIL_SUM``): terms are added away from ``a`` on the side of the
-      tail without the mode ``floor((n_i + 1)(n_j + 1) / (n + 2))``: ``sum_{k >= a}
-      P(k)`` when ``a`` is above the mode, else ``1 - sum_{k < a} P(k)``. The first
-      term comes from log-factorials, the next ones from the ratio of consecutive
-      terms. The pmf is log-concave, so that ratio only falls away from the mode and
-      the terms not yet added are at most ``t / (1 - r)`` (``t`` the next term, ``r``
-      the ratio after it). Summing stops when that bound is below ``TAIL_RTOL`` of the
-      sum: within 16 terms for the typical pair (``mu`` of a few), in about 7 standard
-      deviations at worst. Float64 log-factorials limit the relative accuracy to about
-      ``1e-8`` at a million units. Costs about 0.3 us per value.
-    - When ``TAIL_MAX_TERMS`` terms do not reach that bound (standard deviation above
-      a few hundred, ``a`` within a few of them of the mean), scipy's exact routine
-      (``TAIL_SCIPY``). That takes 2-6 us per value at a million units or more (and
-      175 us at 10^5 units, where this path is never taken), too slow for every one
-      of 10^8 pairs.
-
-    Args:
-        a, n_i, n_j: integer arrays that broadcast (joint count, margins).
-        n: number of units, ``n >= n_i, n_j``.
-    """
-    from scipy.stats import hypergeom  # slow to import, and rarely needed
-
-    a, n_i, n_j = np.broadcast_arrays(*(np.asarray(x, dtype=np.int64) for x in (a, n_i, n_j)))
-    shape = a.shape
-    a, n_i, n_j = a.ravel(), n_i.ravel(), n_j.ravel()
-    n = int(n)
-    if a.size and (min(n_i.min(), n_j.min()) < 0 or max(n_i.max(), n_j.max()) > n):
-        raise ValueError(f"Margins `n_i`, `n_j` must lie in [0, n={n}].")
-    lo, hi = np.maximum(0, n_i + n_j - n), np.minimum(n_i, n_j)
-    p = np.where(a <= lo, 1.0, 0.0)  # outside the support; a > hi has p = 0
-    method = np.full(a.size, TAIL_SUM, dtype=np.uint8)
-    mode = (n_i + 1) * (n_j + 1) // (n + 2)
-    inside = (a > lo) & (a <= hi)
-    for upper in (True, False):
-        sel = np.flatnonzero(inside & ((a > mode) if upper else (a <= mode)))
-        if sel.size == 0:
-            continue
-        k0 = a[sel] if upper else a[sel] - 1
-        total, rest = _sum_away(k0, n_i[sel], n_j[sel], n, 1 if upper else -1)
-        p[sel] = total + rest if upper else 1.0 - total
-        sel = sel[rest > TAIL_RTOL * total]
-        if sel.size:
-            method[sel] = TAIL_SCIPY
-            p[sel] = hypergeom.sf(a[sel] - 1, n, n_i[sel], n_j[sel])
-    return UpperTail(np.clip(p, 0.0, 1.0).reshape(shape), method.reshape(shape))
-
-
-def _sum_away(k0, n_i, n_j, n: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of ``P(k)`` for ``k = k0, k0 + step, ...`` and a bound on the terms not summed.
-
-    ``k0`` must be on the far side of the mode from the direction ``step``, so the
-    ratios of consecutive terms are below 1 and keep falling. Terms are added in blocks
-    of 16, 32, 64, ... (a cumulative product of ratios per block) until the bound on the
-    rest is below ``TAIL_RTOL`` of the sum, or ``TAIL_MAX_TERMS`` were added. Returns
-    ``(sum, rest)``.
-    """
-    out_total, out_rest = np.empty(k0.size), np.empty(k0.size)
-    idx = np.arange(k0.size)
-    k = k0.astype(np.float64)
-    ni, nj = n_i.astype(np.float64), n_j.astype(np.float64)
-    base = n - ni - nj
-    t = np.exp(_log_pmf(k0, n_i, n_j, n))  # the last term added
-    total = t.copy()
-    width, n_terms = 16, 1
-    while idx.size:
-        block, t = _block_sum(t, k, ni, nj, base, step, width)
-        total += block
-        k += step * width
-        n_terms += width
-        # r < 1 here (log-concavity); the floor only guards rounding and t = 0 past the edge.
-        rest = t * _ratio(k, ni, nj, base, step)
-        rest /= np.maximum(1.0 - _ratio(k + step, ni, nj, base, step), 1e-300)
-        done = rest <= TAIL_RTOL * total
-        if n_terms + 2 * width > TAIL_MAX_TERMS:
-            done[:] = True
-        out_total[idx[done]], out_rest[idx[done]] = total[done], rest[done]
-        left = np.flatnonzero(~done)
-        idx, k, ni, nj, base, t, total = (x[left] for x in (idx, k, ni, nj, base, t, total))
-        width *= 2
-    return out_total, out_rest
-
-
-def _block_sum(t, k, ni, nj, base, step: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of the ``width`` terms after the term ``t`` at ``k``, and the last of them."""
-    total, last = np.empty_like(t), np.empty_like(t)
-    offsets = step * np.arange(width, dtype=np.float64)
-    rows = max(1, (1 << 20) // width)  # bounds the [rows, width] temporaries (8 MiB)
-    for s in range(0, t.size, rows):
-        sl = slice(s, s + rows)
-        ks = k[sl, None] + offsets
-        ratios = _ratio(ks, ni[sl, None], nj[sl, None], base[sl, None], step)
-        terms = t[sl, None] * np.cumprod(ratios, axis=1)
-        total[sl], last[sl] = terms.sum(axis=1), terms[:, -1]
-    return total, last
-
-
-def _ratio(k, ni, nj, base, step: int) -> np.ndarray:
-    """``P(k + step) / P(k)``; ``base = n - n_i - n_j``. 0 at the edge of the support."""
-    if step > 0:
-        return (ni - k) * (nj - k) / ((k + 1) * (base + k + 1))
-    return k * (base + k) / ((ni - k + 1) * (nj - k + 1))
-
-
-def _log_pmf(k, n_i, n_j, n: int) -> np.ndarray:
-    """``log P(X = k)``: ``log C(n_i, k) + log C(n - n_i, n_j - k) - log C(n, n_j)``."""
-    lf = _log_factorial(n)
-    return (
-        lf(n_i)
-        - lf(k)
-        - lf(n_i - k)
-        + lf(n - n_i)
-        - lf(n_j - k)
-        - lf(n - n_i - n_j + k)
-        - lf(n)
-        + lf(n_j)
-        + lf(n - n_j)
-    )
-
-
-@functools.lru_cache(maxsize=4)
-def _log_factorial(n: int) -> Callable[[np.ndarray], np.ndarray]:
-    """``x -> log(x!)`` for integers ``0 <= x <= n``: a table lookup when ``n`` is small."""
-    if n > _TABLE_MAX:
-        return lambda x: gammaln(np.asarray(x, dtype=np.float64) + 1.0)
-    table = gammaln(np.arange(n + 1, dtype=np.float64) + 1.0)
-    return lambda x: table[x]
-
 
 def pair_pvalues(co: Cooccurrence, *, n_threads: int | None = None) -> np.ndarray:
     """``[n_pairs]`` p-value of each stored pair (see :func:`hypergeom_upper_tail`)."""
     n = co.n_rows
     return _per_pair(co, lambda a, n_i, n_j: hypergeom_upper_tail(a, n_i, n_j, n).p, n_threads)
-
-
-def benjamini_hochberg(p: np.ndarray, n_tests: int | None = None) -> np.ndarray:
-    """Benjamini-Hochberg (1995) adjusted p-values (q-values) of ``p`` among ``n_tests``.
-
-    With the ``m = n_tests`` p-values sorted, ``q_(r) = min_{r' >= r} p_(r') m / r'``
-    (capped at 1); rejecting ``q <= alpha`` controls the false discovery rate at
-    ``alpha`` for independent or positively dependent tests. Tests not in ``p`` are
-    taken to have ``p = 1``: they only enlarge ``m``.
-    """
-    p = np.asarray(p, dtype=np.float64)
-    m = p.size if n_tests is None else int(n_tests)
-    if m < p.size:
-        raise ValueError(f"`n_tests`={m} is less than the {p.size} p-values given.")
-    if p.size and not (p.min() >= 0 and p.max() <= 1):  # also catches NaN
-        raise ValueError("p-values must lie in [0, 1] (got values outside, or NaN).")
-    order = np.argsort(p, kind="stable")
-    scaled = p[order] * (m / np.arange(1, p.size + 1))
-    q = np.empty_like(p)
-    q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
-    return q
 
 
 # ---------------------------------------------------------------- graph
@@ -659,7 +483,7 @@ def build_graph(
     def candidates(bounds: tuple[int, int]) -> tuple[np.ndarray, ...]:
         _, row, col, a = _chunk(co, *bounds)
         n_i, n_j = n_fire[row], n_fire[col]
-        s = np.flatnonzero(_log_pmf(a, n_i, n_j, n) <= np.log(cut))  # cut > 0: there are pairs
+        s = np.flatnonzero(log_pmf(a, n_i, n_j, n) <= np.log(cut))  # cut > 0: there are pairs
         p = hypergeom_upper_tail(a[s], n_i[s], n_j[s], n).p
         s, p = s[p <= cut], p[p <= cut]
         return row[s], col[s], a[s], p

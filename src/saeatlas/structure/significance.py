@@ -32,8 +32,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import norm
 
-from .cooccurrence import benjamini_hochberg
 from .finders import module_modularity
+from .hypergeom import benjamini_hochberg
 
 #: Floor on a null's spread, so that a null with no variation cannot give infinite z.
 MIN_STD = 1e-6
