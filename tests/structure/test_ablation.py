@@ -229,3 +229,57 @@ def test_input_dependence_sees_which_task_inputs_move_a_unit():
     assert live[:64].sum() > 40
     # deeper units read both groups, so they depend on both tasks' inputs
     assert np.all(dep[64:][live[64:]] > 0)
+
+
+def test_ablation_cuts_texts_to_the_capture_max_length(tmp_path, minilm):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.structure.ablation import ablate_atlas
+
+    model, tokenizer = minilm
+    texts = ["a long sentence " * 20, "another fairly long text " * 15, "short"]
+    store = capture_activations(
+        model,
+        texts,
+        ["encoder.layer.0"],
+        tmp_path / "store",
+        CaptureConfig(max_length=8),
+        tokenizer=tokenizer,
+        progress=False,
+    )
+    assert store.manifest.provenance["max_length"] == 8
+    lengths = []
+
+    def loss(output, batch):
+        lengths.append(output.last_hidden_state.shape[1])
+        return output.last_hidden_state.pow(2).mean(dim=(1, 2))
+
+    def ablate(max_length):
+        lengths.clear()
+        ablate_modules(
+            model,
+            texts,
+            store.layers,
+            np.zeros(store.n_units, dtype=np.int64),
+            unit_mean=store.mean,
+            loss_fn=loss,
+            n_random=0,
+            tokenizer=tokenizer,
+            max_length=max_length,
+        )
+        return max(lengths)
+
+    assert ablate(8) == 8
+    assert ablate(None) > 8  # without it the texts run to their full length
+    # ablate_atlas takes the store's own max_length by default
+    atlas = SimpleNamespace(
+        summary={"layers": ["encoder.layer.0"]},
+        units=pd.DataFrame({"module": np.zeros(store.n_units, dtype=np.int64)}),
+        modules=pd.DataFrame({"module": [0]}),
+    )
+    lengths.clear()
+    ablate_atlas(atlas, model, texts, store, loss_fn=loss, n_random=2, tokenizer=tokenizer)
+    assert max(lengths) == 8 and atlas.summary["ablation"]

@@ -256,6 +256,7 @@ def capture_activations(
         "inputs": type(inputs).__name__,
         "saeatlas_version": __version__,
         "torch_version": torch.__version__,
+        **({"max_length": config.max_length} if config.max_length is not None else {}),
         **(provenance or {}),
     }
     writer = StoreWriter(

@@ -133,6 +133,7 @@ def ablate_modules(
     batch_size: int = 256,
     random_state: int = 0,
     tokenizer: Any = None,
+    max_length: int | None = None,
     n_modules: int | None = None,
     loss_names: Sequence[str] | None = None,
     progress: bool = False,
@@ -159,7 +160,9 @@ def ablate_modules(
         raise ConfigError("Mean ablation needs `unit_mean` (the units' means over the store).")
     values = np.zeros(n_units) if mode == "zero" else np.asarray(unit_mean, dtype=np.float64)
     batches = list(
-        iter_input_batches(inputs, batch_size=batch_size, labels=labels, tokenizer=tokenizer)
+        iter_input_batches(
+            inputs, batch_size=batch_size, labels=labels, tokenizer=tokenizer, max_length=max_length
+        )
     )
     y = (
         np.concatenate([b.labels for b in batches])
@@ -274,6 +277,7 @@ def ablate_atlas(
     batch_size: int = 256,
     random_state: int = 0,
     tokenizer: Any = None,
+    max_length: int | None = None,
     progress: bool = False,
 ) -> AblationResult:
     """Run :func:`ablate_modules` on an Atlas's modules and write the results into it.
@@ -283,9 +287,13 @@ def ablate_atlas(
     ``n_random`` random unit sets with the module's units per layer) and
     ``ablation_random_mean`` to ``atlas.modules``; the module x label table
     ``atlas.ablation`` (``module``, ``label``, ``effect``, ``random_effect``,
-    ``specialisation``); and ``summary["ablation"]``.
+    ``specialisation``); and ``summary["ablation"]``. Texts are cut to
+    ``max_length`` tokens, by default the store's own (its capture's), so the
+    model sees the tokens the atlas was made from.
     """
     layers, cols = atlas_layers(atlas, store)
+    if max_length is None and store.manifest is not None:
+        max_length = store.manifest.provenance.get("max_length")
     res = ablate_modules(
         model,
         inputs,
@@ -299,6 +307,7 @@ def ablate_atlas(
         batch_size=batch_size,
         random_state=random_state,
         tokenizer=tokenizer,
+        max_length=max_length,
         progress=progress,
     )
     n = len(atlas.modules)
