@@ -1,8 +1,9 @@
-"""Training of the small demo networks: seeded Adam on 4/5 of the rows, the rest held out."""
+"""Training of the small demo networks: seeded Adam on 4/5 of the rows, the rest held out,
+and iterative magnitude pruning."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -39,3 +40,38 @@ def fit_small(
             opt.step()
     model.eval()
     return test
+
+
+def prune_and_retrain(
+    layers: Sequence[nn.Linear], keep: float, rounds: int, retrain: Callable[[], object]
+) -> None:
+    """Iterative magnitude pruning (Han et al. 2015; Frankle & Carbin 2019), in place.
+
+    Each of ``rounds`` rounds zeroes the smallest surviving weights of every layer
+    so that ``keep ** (r / rounds)`` of them remain after round ``r``, then calls
+    ``retrain()`` with the pruned weights held at zero (their gradients are
+    masked; ``fit_small`` starts a fresh Adam, whose steps are then exactly zero
+    there). After the last round a fraction ``keep`` of each layer's weights is left.
+    """
+    if not 0 < keep <= 1:
+        raise ValueError(f"`keep` must be in (0, 1], got {keep}.")
+    masks = [torch.ones_like(f.weight, dtype=torch.bool) for f in layers]
+    for r in range(1, rounds + 1):
+        fraction = keep ** (r / rounds)
+        with torch.no_grad():
+            for i, f in enumerate(layers):
+                size = f.weight.abs().masked_fill(~masks[i], -1.0).flatten()
+                n_keep = max(1, int(round(fraction * size.numel())))
+                kept = torch.zeros_like(size, dtype=torch.bool)
+                kept[size.topk(n_keep).indices] = True
+                masks[i] = kept.view_as(f.weight) & masks[i]
+                f.weight.mul_(masks[i])
+        hooks = [f.weight.register_hook(lambda g, m=m: g * m) for f, m in zip(layers, masks)]
+        try:
+            retrain()
+        finally:
+            for h in hooks:
+                h.remove()
+        with torch.no_grad():
+            for f, m in zip(layers, masks):
+                f.weight.mul_(m)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .digits import digits_data
-from .fit import fit_small
+from .fit import fit_small, prune_and_retrain
 
 #: The hidden layers to record.
 MULTITASK_LAYERS = ("act1", "act2", "act3")
@@ -120,10 +120,23 @@ class TrainedMultiTask:
     """Held-out accuracy per task."""
 
 
-def train_multitask(seed: int = 0, epochs: int = 40, l1: float = 0.0) -> TrainedMultiTask:
-    """Train :class:`MultiTaskMLP` with Adam on 4/5 of the rows, both losses at every step;
-    ``l1`` weighs a penalty on the absolute weights of every layer (it prunes the
-    connections a unit does not need, which lets units read one task's inputs)."""
+def train_multitask(
+    seed: int = 0,
+    epochs: int = 40,
+    l1: float = 0.0,
+    prune: float | None = None,
+    prune_rounds: int = 3,
+    finetune_epochs: int = 20,
+) -> TrainedMultiTask:
+    """Train :class:`MultiTaskMLP` with Adam on 4/5 of the rows, both losses at every step.
+
+    ``l1`` weighs a penalty on the absolute weights of every layer. ``prune``
+    keeps that fraction of every layer's weights by iterative magnitude pruning
+    with ``finetune_epochs`` of retraining per round (:func:`.fit.prune_and_retrain`):
+    with few connections left, a unit can afford to read one task's inputs only,
+    so the shared layers split into units moved by one task (measured with
+    :func:`input_dependence`) without any architectural separation.
+    """
     x, y = multitask_data(seed)
     torch.manual_seed(seed)
     model = MultiTaskMLP()
@@ -136,6 +149,15 @@ def train_multitask(seed: int = 0, epochs: int = 40, l1: float = 0.0) -> Trained
         return loss
 
     test = fit_small(model, x, y, loss_fn, seed=seed, epochs=epochs)
+    if prune is not None:
+        layers = (model.fc1, model.fc2, model.fc3, model.head)
+        # the same seed keeps the same held-out rows out of the retraining
+        prune_and_retrain(
+            layers,
+            prune,
+            prune_rounds,
+            lambda: fit_small(model, x, y, loss_fn, seed=seed, epochs=finetune_epochs),
+        )
     with torch.no_grad():
         out = model(torch.from_numpy(x[test]))
     a = N_CLASSES[0]
