@@ -19,6 +19,8 @@ def test_every_stage_runs_and_the_layout_is_complete(quick_demo):
     assert result.stages == seen
     ran = {s.name for s in seen if s.status == "ran"}
     assert {"capture", "sweep", "train", "analyze", "ablation"} <= ran
+    # a fresh run says each stage ran because its output was missing
+    assert all("missing" in s.reason for s in seen if s.status == "ran"), seen
     p = result.paths
     store = ActivationStore.open(p.store)
     assert [l.name for l in store.layers] == list(DIGITS_LAYERS) and store.n_rows == 1797

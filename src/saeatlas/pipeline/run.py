@@ -254,7 +254,9 @@ def _run(
                 known = "" if record is not None else " (no record of its settings; kept as is)"
                 outcome = StageOutcome(name, SKIPPED, f"{where} is complete{known}")
             else:
-                if upstream is not None:
+                if record is None and not _complete(name, paths, config):
+                    why = f"{where} is missing or incomplete"
+                elif upstream is not None:
                     why = f"the {upstream} stage ran again"
                 elif record is not None and not same:
                     why = "its settings changed"
