@@ -11,12 +11,12 @@ from saeatlas.store import ActivationStore
 from saeatlas.structure import AtlasConfig, PlantedConfig, make_planted, map_structure, save_planted
 from saeatlas.structure.codes import encode_store, strong_firing
 from saeatlas.structure.cooccurrence import window_ids
+from saeatlas.structure.matching import match_features
 from saeatlas.structure.stability import (
     best_match_jaccard,
     bootstrap_rows,
     consensus_partition,
     feature_stability,
-    match_features,
     module_stability,
     modules_on_rows,
     partition_ari,
