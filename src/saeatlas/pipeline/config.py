@@ -235,7 +235,7 @@ class RunConfig:
                 f"{prefix}missing {', '.join(f'`{k}`' for k in missing)}; a run config needs "
                 "`model`, `inputs` and `layers` (see examples/digits.yaml)."
             )
-        known = [f.name for f in fields(_TopLevel)] + list(SECTIONS)
+        known = [f.name for f in fields(cls)]
         for key in data:
             if key not in known:
                 close = difflib.get_close_matches(str(key), known, n=1)
@@ -249,8 +249,9 @@ class RunConfig:
             name: config_from_mapping(sec_cls, data.get(name), name, source=source)
             for name, sec_cls in SECTIONS.items()
         }
-        plain = config_from_mapping(_TopLevel, top, "", source=source)
-        values = {f.name: getattr(plain, f.name) for f in fields(_TopLevel)}
+        # the top-level fields, checked by the same reader with default sections
+        plain = config_from_mapping(cls, top, "", source=source, skip=tuple(SECTIONS))
+        values = {f.name: getattr(plain, f.name) for f in fields(cls) if f.name not in SECTIONS}
         if base_dir is not None:
             base = Path(base_dir)
             for name in ("model", "inputs", "labels"):
@@ -282,20 +283,6 @@ class RunConfig:
     def dumps(self) -> str:
         """The config as YAML."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-@dataclass(frozen=True)
-class _TopLevel:
-    """The top-level fields of :class:`RunConfig` (validated before the sections)."""
-
-    model: str
-    inputs: str
-    layers: tuple[str, ...]
-    labels: str | None = None
-    model_args: dict[str, Any] = field(default_factory=dict)
-    inputs_args: dict[str, Any] = field(default_factory=dict)
-    out: str | None = None
-    threads: int | None = None
 
 
 def resolve_spec(spec: str, base: Path) -> str:

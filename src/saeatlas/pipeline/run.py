@@ -250,11 +250,13 @@ def _run(
             same = record is not None and record.get("fingerprint") == prints[name]
             finished = record is None or (same and record.get("complete", False))
             where = getattr(paths, _OUTPUT[name])
-            if upstream is None and _complete(name, paths, config) and finished:
+            # looked up once, and only where the outcome or its reason depends on it
+            complete = (upstream is None or record is None) and _complete(name, paths, config)
+            if upstream is None and complete and finished:
                 known = "" if record is not None else " (no record of its settings; kept as is)"
                 outcome = StageOutcome(name, SKIPPED, f"{where} is complete{known}")
             else:
-                if record is None and not _complete(name, paths, config):
+                if record is None and not complete:
                     why = f"{where} is missing or incomplete"
                 elif upstream is not None:
                     why = f"the {upstream} stage ran again"

@@ -19,6 +19,8 @@ partition) and ``graph_``. Modules are numbered by size, largest first.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
@@ -163,6 +165,7 @@ class _ModuleFinder(BaseEstimator):
         return module_modularity(self.graph_, self.labels_)
 
 
+@functools.lru_cache(maxsize=1)
 def _bounded_leiden():
     """scikit-network's Leiden with a refinement step that always terminates.
 
