@@ -133,6 +133,31 @@ def test_info_on_npy_and_missing_store(tmp_path, inputs):
     assert result.exit_code == 1 and "No activation store" in result.output
 
 
+def test_error_messages_keep_their_brackets(tmp_path):
+    # rich would read "[rows, units]" as markup and print "must be ."
+    np.save(tmp_path / "x.npy", np.zeros((4, 2, 3), np.float32))
+    result = runner.invoke(app, ["info", str(tmp_path / "x.npy")])
+    assert result.exit_code == 1 and "must be [rows, units]" in result.output, result.output
+
+
+def test_config_files_are_validated_like_run_configs(tmp_path, inputs):
+    def train(text):
+        (tmp_path / "c.yaml").write_text(text)
+        args = ["train", "--acts", str(inputs), "--out", str(tmp_path / "sae")]
+        return runner.invoke(app, [*args, "--config", str(tmp_path / "c.yaml"), "-q"])
+
+    result = train("k: four\n")  # was a TypeError traceback
+    assert result.exit_code == 1 and "`k` must be an integer, got 'four'" in result.output
+    result = train("d_sea: 8\n")
+    assert result.exit_code == 1 and "Did you mean `d_sae`?" in result.output
+    result = train("layers: x\n")  # was split into the layer names 'x'... letter by letter
+    assert result.exit_code == 1 and "`layers` must be a list of text" in result.output
+    # a `saeatlas run` config gives its `train` section
+    result = train("model: m:f\ntrain: {k: 2, d_sae: 8, batch_size: 8, tokens: 80}\n")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "sae" / "cfg.json").read_text())["k"] == 2
+
+
 def test_text_inputs_need_a_tokenizer(tmp_path, spec):
     texts = tmp_path / "t.txt"
     texts.write_text("one\ntwo\n")
@@ -302,3 +327,11 @@ def test_evaluate_with_model_reports_loss_recovered(tmp_path, digits_store):
     assert result.exit_code == 0, result.output
     line = next(l for l in result.output.splitlines() if "fraction_recovered" in l)
     assert float(line.split()[-2]) > 0.5
+
+
+def test_analyze_with_a_model_needs_labels_before_it_starts(tmp_path, spec, inputs):
+    # checked up front, not after the whole analysis has run
+    args = ["analyze", "--sae", str(tmp_path / "sae"), "--acts", str(inputs)]
+    args += ["--out", str(tmp_path / "atlas"), "--model", spec, "--inputs", str(inputs)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "--model needs --labels FILE" in result.output, result.output

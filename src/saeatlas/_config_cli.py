@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import difflib
 import inspect
-import json
 import re
 import types
 import typing
@@ -96,13 +95,19 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
     return data
 
 
-def build_config(cls: type, config_file: Path | None, flags: dict[str, Any]) -> Any:
-    """Defaults ← file ← given flags, validated by the dataclass itself."""
+def build_config(
+    cls: type, config_file: Path | None, flags: dict[str, Any], section: str = ""
+) -> Any:
+    """Defaults ← file ← given flags, read as :func:`config_from_mapping` reads a run
+    config's sections (so a file's errors name the field, the value and the fix).
+
+    A ``saeatlas run`` config as the file gives its ``section`` (``train``, ``analyze``).
+    """
     data = load_config_file(config_file)
+    if section and isinstance(data.get(section), dict):
+        data = dict(data[section])
     data.update({k: v for k, v in flags.items() if v is not None})
-    if hasattr(cls, "from_json"):
-        return cls.from_json(json.loads(json.dumps(data)))
-    return cls(**data)
+    return config_from_mapping(cls, data, source=str(config_file) if config_file else "")
 
 
 # -- configs read from mappings (YAML sections of `saeatlas run`) ----------------------------

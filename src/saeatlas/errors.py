@@ -42,3 +42,7 @@ class ModelSpecError(AtlasError, ValueError):
 
 class InputsError(AtlasError, ValueError):
     """Inputs cannot be read or turned into batches."""
+
+
+class ModelError(AtlasError, RuntimeError):
+    """The model's forward pass failed on the inputs it was given."""

@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -5,7 +7,7 @@ import torch
 from torch import nn
 
 from saeatlas.capture import CaptureConfig, capture, capture_activations
-from saeatlas.errors import ConfigError, NonFiniteError, ShapeError, StoreError
+from saeatlas.errors import ConfigError, ModelError, NonFiniteError, ShapeError, StoreError
 
 QUIET = {"progress": False}
 
@@ -101,11 +103,41 @@ def test_layers_with_different_row_counts_are_an_error(tmp_path, cnn):
 
 def test_hooks_removed_and_mode_restored_when_forward_fails(tmp_path, mlp):
     mlp.train()
-    with pytest.raises(RuntimeError):
+    # one line naming the batch and the model's own error (a RuntimeError too)
+    with pytest.raises(ModelError, match=r"input batch 0 \(samples 0-3\): RuntimeError: mat1"):
         capture_activations(
             mlp, torch.randn(4, 5), ["act1"], tmp_path / "s", **QUIET
         )  # wrong width
     assert no_hooks_left(mlp) and mlp.training
+
+
+def test_outputs_that_are_not_batch_first_are_an_error(tmp_path):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = nn.GRU(3, 4, num_layers=2, batch_first=True)
+
+        def forward(self, x):
+            return self.gru(x)[0]
+
+    x = torch.randn(6, 5, 3)
+    store = capture_activations(Net(), x, ["gru"], tmp_path / "a", **QUIET)
+    assert store.n_rows == 30  # the outputs [batch, seq, d]: a row per token
+    # the final state [layers, batch, d] would have been 2 "samples" of 6 tokens
+    with pytest.raises(ShapeError, match=r"'gru' gives shape \[2, 6, 4\].*batch has 6 samples"):
+        capture_activations(
+            Net(), x, ["gru"], tmp_path / "b", CaptureConfig(output_index=1), **QUIET
+        )
+
+
+def test_inputs_are_given_in_the_models_dtype(tmp_path, mlp):
+    x = np.random.default_rng(0).normal(size=(10, 8))  # NumPy's float64
+    double = copy.deepcopy(mlp).double()
+    store = capture_activations(double, x, ["fc1"], tmp_path / "d", **QUIET)
+    with torch.no_grad():  # exact: the float64 inputs were not rounded to float32 on the way
+        assert torch.equal(store.read().double(), double.fc1(torch.from_numpy(x)).float().double())
+    store = capture_activations(mlp, x.astype(np.float16), ["fc1"], tmp_path / "h", **QUIET)
+    assert store.n_rows == 10
 
 
 def test_early_stop_skips_later_modules(tmp_path, mlp, mlp_inputs):
@@ -279,3 +311,36 @@ def test_later_inplace_ops_do_not_change_recorded_rows(tmp_path):
     expected = net[0](x).detach()
     assert (expected < 0).any()  # ReLU(inplace=True) would have zeroed these
     torch.testing.assert_close(store.read(), expected)
+
+
+def test_texts_with_a_tokenizer_that_has_no_pad_token(tmp_path):
+    # GPT-2's and Llama's tokenizers have no pad token; padding rows are dropped anyway
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    texts = ["a b c d", "b", "c a"]
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({"a": 0, "b": 1, "c": 2, "d": 3}, "d"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="d")
+    assert tokenizer.pad_token is None
+
+    class Embed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(4, 3)
+
+        def forward(self, input_ids, attention_mask):
+            return self.emb(input_ids)
+
+    net = Embed()
+    store = capture_activations(
+        net,
+        texts,
+        ["emb"],
+        tmp_path / "s",
+        CaptureConfig(batch_size=3),
+        tokenizer=tokenizer,
+        **QUIET,
+    )
+    rows = store.rows().to_pydict()
+    assert rows["token"] == ["a", "b", "c", "d", "b", "c", "a"] and store.n_rows == 7
+    torch.testing.assert_close(store.read(), net.emb.weight[[0, 1, 2, 3, 1, 2, 0]].detach())

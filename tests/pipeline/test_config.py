@@ -57,6 +57,7 @@ def error(data) -> str:
         ({**BASE, "layers": "act1"}, ["`layers`", "a list of text", "'act1'"]),
         ({**BASE, "train": [1, 2]}, ["`train`", "mapping"]),
         ({"inputs": "x.npy"}, ["missing", "`model`", "`layers`"]),
+        ({"model": "m:f", "inputs": "x", "layer": ["a"]}, ["`layer`", "Did you mean `layers`"]),
         (
             {**BASE, "train": {"architecture": "relu"}},
             ["`sweep.over`", "'k'", "`train.architecture`", "'relu'", "'l1_coefficient'"],

@@ -100,8 +100,9 @@ def test_corrupted_shard_is_detected(tmp_path, rows_array):
     data[-5] ^= 0xFF
     shard.write_bytes(bytes(data))
     store = ActivationStore.open(tmp_path / "s")
-    with pytest.raises(ChecksumError, match="shard-00002.safetensors.*corrupt"):
+    with pytest.raises(ChecksumError, match="shard-00002.safetensors.*corrupt") as e:
         list(store.iter_batches(16))
+    assert "--no-verify" not in str(e.value)  # no command has that flag
     # the damage is visible when verification is turned off
     unverified = ActivationStore.open(tmp_path / "s", verify=False).read().numpy()
     assert (unverified != rows_array).sum() == 1

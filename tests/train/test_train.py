@@ -229,3 +229,19 @@ def test_topk_encoder_starts_at_the_least_squares_scale(digits_store, architectu
     assert best < sample_error(0.9) and best < sample_error(1.1)
     # and not the unit-norm columns of the decoder's transpose it started from
     assert not torch.allclose(sae.W_enc.norm(dim=0), torch.ones(96), atol=1e-3)
+
+
+def test_a_tiny_store_trains_with_the_default_batch_and_budget(tmp_path):
+    # 50 rows: the default batch (4096) would not fit, and the old 2M-row budget
+    # in batches of 12 was 166k steps (minutes); now a quarter of the rows, 500 steps
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32))
+    result = train_sae(tmp_path / "x.npy", TrainConfig(d_sae=16, k=2), progress=False)
+    assert result.summary["n_steps"] == 500 and result.summary["tokens"] == 500 * 12
+
+
+def test_k_larger_than_d_sae_is_an_error(digits_store):
+    with pytest.raises(ConfigError, match=r"`k` \(64\) cannot exceed `d_sae` \(32\).*--d-sae"):
+        TrainConfig(k=64, d_sae=32)
+    with pytest.raises(ConfigError, match=r"`k` \(2000\) cannot exceed `d_sae` \(1152"):
+        train_sae(digits_store, TrainConfig(k=2000, batch_size=256), progress=False)
+    TrainConfig(architecture="relu", k=64, d_sae=32)  # k is unused outside the TopK family

@@ -20,12 +20,20 @@ import torch
 
 from .. import __version__
 from .._progress import progress_bar
-from ..errors import ConfigError, NonFiniteError, ShapeError
+from ..errors import AtlasError, ConfigError, ModelError, NonFiniteError, ShapeError
 from ..store import ActivationStore, LayerSpec, StoreWriter
 from ..store.shards import STORE_DTYPES
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch, iter_input_batches
-from .rows import SPATIAL_MODES, LayerRows, check_row_agreement, select_tensor, to_rows
+from .models import input_dtype
+from .rows import (
+    SPATIAL_MODES,
+    LayerRows,
+    check_batch_dim,
+    check_row_agreement,
+    select_tensor,
+    to_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,30 +172,39 @@ def capture(
         recorder.detach()
 
 
-def _move(x: Any, device: str | None, dtype: torch.dtype | None) -> Any:
+def model_error(e: Exception, where: str) -> ModelError:
+    """The one-line error for a forward pass that failed inside the model."""
+    return ModelError(
+        f"The model's forward pass failed on {where}: {type(e).__name__}: "
+        f"{str(e).strip().rstrip('.')}. Check that the "
+        "inputs fit the model (shape, dtype, token ids; --max-length for texts longer than it "
+        "takes; a smaller --batch-size when out of memory); `saeatlas --debug ...` shows the "
+        "traceback."
+    )
+
+
+def _move(x: Any, device: str | None) -> Any:
     if isinstance(x, torch.Tensor):
-        if dtype is not None and x.is_floating_point():
-            x = x.to(dtype)
         return x.to(device) if device is not None else x
     if isinstance(x, dict):
-        return {k: _move(v, device, dtype) for k, v in x.items()}
+        return {k: _move(v, device) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return type(x)(_move(v, device, dtype) for v in x)
+        return type(x)(_move(v, device) for v in x)
     return x
 
 
 def _forward(
-    model: torch.nn.Module,
-    batch: InputBatch,
-    recorder: _Recorder,
-    device: str | None,
-    dtype: torch.dtype | None,
+    model: torch.nn.Module, batch: InputBatch, recorder: _Recorder, device: str | None, where: str
 ) -> None:
     recorder.values.clear()
     try:
-        model(*_move(batch.args, device, dtype), **_move(batch.kwargs, device, dtype))
+        model(*_move(batch.args, device), **_move(batch.kwargs, device))
     except _StopForward:
         pass
+    except AtlasError:  # raised by a hook: already says what is wrong
+        raise
+    except Exception as e:
+        raise model_error(e, where) from e
     missing = [hp.name for hp in recorder.hookpoints if hp.name not in recorder.values]
     if missing:
         raise ShapeError(
@@ -290,6 +307,7 @@ def capture_activations(
                 tokenizer=tokenizer,
                 labels=labels,
                 max_length=config.max_length,
+                float_dtype=input_dtype(model),
             )
             for b, batch in enumerate(batches):
                 if b < point.batches_done:
@@ -303,7 +321,10 @@ def capture_activations(
                         "inputs and `batch_size`, or start again with --overwrite."
                     )
                 current["mask"] = batch.mask
-                _forward(model, batch, recorder, config.device, dtype)
+                last = sample_base + batch.n_samples - 1
+                where = f"input batch {b} (samples {sample_base}-{last})"
+                _forward(model, batch, recorder, config.device, where)
+                check_batch_dim(recorder.shapes, batch.n_samples)
                 # columns follow the resolved (natural) order, not execution order
                 rows = {hp.name: recorder.values[hp.name] for hp in hps}
                 recorder.values.clear()

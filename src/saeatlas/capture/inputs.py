@@ -52,11 +52,15 @@ def _n_samples(x: Any) -> int:
     raise InputsError(f"Cannot tell the batch size of a {type(x).__name__} batch.")
 
 
-def _as_tensor(x: Any) -> Any:
+def _as_tensor(x: Any, float_dtype: torch.dtype | None = None) -> Any:
+    """Arrays become tensors; floating ones become ``float_dtype`` when given (the
+    model's), else float64 arrays become float32 (NumPy's default is not torch's)."""
     if isinstance(x, np.ndarray):
-        if x.dtype == np.float64:
-            x = x.astype(np.float32)
-        return torch.from_numpy(np.ascontiguousarray(x))
+        if float_dtype is None and x.dtype == np.float64:
+            float_dtype = torch.float32
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if float_dtype is not None and isinstance(x, torch.Tensor) and x.is_floating_point():
+        return x.to(float_dtype)
     return x
 
 
@@ -76,6 +80,7 @@ def iter_input_batches(
     tokenizer: Any = None,
     labels: Sequence[Any] | np.ndarray | None = None,
     max_length: int | None = None,
+    float_dtype: torch.dtype | None = None,
 ) -> Iterator[InputBatch]:
     """Batches from any supported kind of input.
 
@@ -87,6 +92,8 @@ def iter_input_batches(
         tokenizer: a Hugging Face tokenizer, for texts.
         labels: one label per sample, aligned with ``inputs``.
         max_length: truncate texts to this many tokens.
+        float_dtype: the dtype floating-point inputs are given in (the model's); by
+            default float64 arrays become float32 and other inputs keep their dtype.
     """
     if batch_size <= 0:
         raise InputsError(f"`batch_size` must be positive, got {batch_size}.")
@@ -96,7 +103,7 @@ def iter_input_batches(
             "(the CLI does this for --inputs)."
         )
     if isinstance(inputs, (torch.Tensor, np.ndarray)):
-        yield from _array_batches(inputs, batch_size, labels)
+        yield from _array_batches(inputs, batch_size, labels, float_dtype)
     elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
         if tokenizer is None:
             raise InputsError(
@@ -105,7 +112,7 @@ def iter_input_batches(
             )
         yield from _text_batches(list(inputs), tokenizer, batch_size, labels, max_length)
     elif isinstance(inputs, Iterable):
-        yield from _iterable_batches(inputs, labels)
+        yield from _iterable_batches(inputs, labels, float_dtype)
     else:
         raise InputsError(
             f"Unsupported inputs of type {type(inputs).__name__}; pass a tensor/array, a list "
@@ -113,13 +120,15 @@ def iter_input_batches(
         )
 
 
-def _array_batches(x: Any, batch_size: int, labels: Any) -> Iterator[InputBatch]:
+def _array_batches(
+    x: Any, batch_size: int, labels: Any, float_dtype: torch.dtype | None
+) -> Iterator[InputBatch]:
     n = _n_samples(x)
     if labels is not None and len(labels) != n:
         raise InputsError(f"{len(labels)} labels for {n} input samples; give one label per sample.")
     lab = None if labels is None else np.asarray(labels)
     for s in range(0, n, batch_size):
-        chunk = _as_tensor(x[s : s + batch_size])
+        chunk = _as_tensor(x[s : s + batch_size], float_dtype)
         yield InputBatch(
             (chunk,),
             {},
@@ -136,24 +145,44 @@ def _text_batches(
     lab = None if labels is None else np.asarray(labels)
     for s in range(0, len(texts), batch_size):
         chunk = texts[s : s + batch_size]
-        enc = tokenizer(
-            chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        )
-        kwargs = dict(enc)
-        ids = kwargs["input_ids"]
-        tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in ids]
+        kwargs, mask = _pad(tokenizer, tokenizer(chunk, truncation=True, max_length=max_length))
+        tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in kwargs["input_ids"]]
         yield InputBatch(
             (),
             kwargs,
             len(chunk),
-            mask=kwargs.get("attention_mask"),
+            mask=mask,
             labels=None if lab is None else lab[s : s + batch_size],
             texts=chunk,
             tokens=tokens,
         )
 
 
-def _iterable_batches(batches: Iterable[Any], labels: Any) -> Iterator[InputBatch]:
+def _pad(tokenizer: Any, enc: Mapping[str, list[list[int]]]) -> tuple[dict[str, Any], torch.Tensor]:
+    """Tokenised texts padded into tensors, and the ``[batch, seq]`` mask of real tokens.
+
+    Padding is done here rather than by the tokenizer, because many causal-LM
+    tokenizers (GPT-2's, Llama's) have no pad token: any id will do, since the
+    attention mask hides padding from the model and its rows are dropped.
+    """
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    width = max(lengths)
+    pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+    fill = {"input_ids": pad_id, "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0)}
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+
+    def pad(row: list[int], value: int) -> list[int]:
+        gap = [value] * (width - len(row))
+        return gap + list(row) if left else list(row) + gap
+
+    kwargs = {k: torch.tensor([pad(r, fill.get(k, 0)) for r in rows]) for k, rows in enc.items()}
+    mask = torch.tensor([pad([1] * n, 0) for n in lengths])
+    return kwargs, kwargs.get("attention_mask", mask)
+
+
+def _iterable_batches(
+    batches: Iterable[Any], labels: Any, float_dtype: torch.dtype | None
+) -> Iterator[InputBatch]:
     if labels is not None:
         raise InputsError(
             "`labels` applies to array or text inputs; with an iterable of batches, yield "
@@ -161,18 +190,18 @@ def _iterable_batches(batches: Iterable[Any], labels: Any) -> Iterator[InputBatc
         )
     for item in batches:
         if isinstance(item, Mapping):
-            kwargs = {k: _as_tensor(v) for k, v in item.items()}
+            kwargs = {k: _as_tensor(v, float_dtype) for k, v in item.items()}
             n = _n_samples(kwargs)
             y = kwargs.get("labels", kwargs.get("label"))
             yield InputBatch(
                 (), kwargs, n, mask=kwargs.get("attention_mask"), labels=_labels_of(y, n)
             )
         elif isinstance(item, (list, tuple)) and len(item) == 2:
-            x, y = _as_tensor(item[0]), item[1]
+            x, y = _as_tensor(item[0], float_dtype), item[1]
             n = _n_samples(x)
             yield InputBatch((x,), {}, n, labels=_labels_of(y, n))
         elif isinstance(item, (torch.Tensor, np.ndarray)):
-            x = _as_tensor(item)
+            x = _as_tensor(item, float_dtype)
             yield InputBatch((x,), {}, _n_samples(x))
         else:
             raise InputsError(

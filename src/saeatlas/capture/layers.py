@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from ..errors import AtlasError
+from .capture import model_error
 from .hookpoints import named_modules
 from .rows import select_tensor
 
@@ -49,6 +51,10 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
                     model(**example)
                 else:
                     model(example)
+        except AtlasError:
+            raise
+        except Exception as e:
+            raise model_error(e, "the example input") from e
         finally:
             model.train(was_training)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,15 @@ def _load_hf_dir(path: Path) -> LoadedModel:
     return LoadedModel(model, tokenizer, str(path))
 
 
+def input_dtype(model: torch.nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating-point parameter (or buffer), which its
+    floating-point inputs are given in; ``None`` for a model without any."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
 def example_inputs(model: torch.nn.Module, tokenizer: Any = None) -> Any:
     """A small input for a dry forward pass: a sentence for text models, else random
     rows sized by the first ``Linear`` layer."""
@@ -135,7 +145,7 @@ def example_inputs(model: torch.nn.Module, tokenizer: Any = None) -> Any:
         return tokenizer(["The quick brown fox jumps over the lazy dog."], return_tensors="pt")
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
-            return torch.randn(2, m.in_features)
+            return torch.randn(2, m.in_features, dtype=input_dtype(model))
         if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding)):
             break
     raise ModelSpecError(

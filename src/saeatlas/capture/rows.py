@@ -119,15 +119,35 @@ def _copy(x: torch.Tensor) -> torch.Tensor:
     return x.detach().clone(memory_format=torch.contiguous_format)
 
 
+def check_batch_dim(shapes: dict[str, tuple[int, ...]], n_samples: int) -> None:
+    """Every recorded tensor must be batch-first, or its rows would be given to the
+    wrong samples (an RNN's final state ``[layers, batch, d]`` would become
+    ``layers`` samples of ``batch`` tokens)."""
+    for name, shape in shapes.items():
+        if not shape or shape[0] != n_samples:
+            raise ShapeError(
+                f"Layer '{name}' gives shape {list(shape)}, but the batch has {n_samples} "
+                "samples; saeatlas records batch-first tensors ([batch, d], [batch, seq, d] or "
+                "[batch, C, H, W]). Choose a layer or `output_index` (--output-index) whose "
+                "first dimension is the batch (nn.LSTM/GRU's outputs with batch_first=True, "
+                "not their final states)."
+            )
+
+
 def check_row_agreement(rows: dict[str, LayerRows]) -> None:
     """All layers of one batch must give the same rows, or the rows cannot be concatenated."""
     counts = {name: (r.x.shape[0], r.layout) for name, r in rows.items()}
     if len({c for c, _ in counts.values()}) > 1:
         detail = "; ".join(f"'{n}': {c} rows ({lay})" for n, (c, lay) in counts.items())
+        pool = (
+            ", or pool conv maps with `spatial='mean'` (--spatial mean) so every layer gives "
+            "one row per sample"
+            if any(lay == "position" for _, lay in counts.values())
+            else ""
+        )
         raise ShapeError(
             f"Layers give different numbers of rows per batch and cannot share one row per sample: "
-            f"{detail}. Capture them into separate stores, or pool conv maps with "
-            "`spatial='mean'` (--spatial mean) so every layer gives one row per sample."
+            f"{detail}. Capture them into separate stores{pool}."
         )
     first = next(iter(rows.values()))
     for name, r in rows.items():

@@ -14,6 +14,7 @@ from typing import Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from .. import __version__
@@ -53,8 +54,12 @@ class _Group(TyperGroup):
         except AtlasError as e:
             if (ctx.obj or {}).get("debug"):
                 raise
+            # the message is plain text: its [batch, d] shapes are not markup
             err_console.print(
-                f"[bold red]Error:[/] {e}", markup=True, highlight=False, soft_wrap=True
+                f"[bold red]Error:[/] {escape(str(e))}",
+                markup=True,
+                highlight=False,
+                soft_wrap=True,
             )
             raise typer.Exit(1) from None
 

@@ -57,7 +57,7 @@ def _analyze_cmd(
     from .._config_cli import build_config
     from ..structure import AtlasConfig, map_structure
 
-    cfg = build_config(AtlasConfig, config, settings)
+    cfg = build_config(AtlasConfig, config, settings, "analyze")
     if (out / "atlas.json").exists() and not overwrite:
         raise ConfigError(
             f"'{out}' already holds an atlas. Choose another --out, or pass --overwrite."
@@ -66,6 +66,11 @@ def _analyze_cmd(
         raise ConfigError("--inputs and --labels are for the ablation; give --model too.")
     if model is not None and inputs is None:
         raise ConfigError("--model needs --inputs: the inputs to run the ablated model on.")
+    if model is not None and labels is None:  # checked before the analysis, not after it
+        raise ConfigError(
+            "--model needs --labels FILE: the ablation's loss is the model's cross-entropy "
+            "against one label per input."
+        )
     if seeds > 1 and len(seed_sae) < seeds - 1:
         from ..structure.seeds import train_seed_saes
 

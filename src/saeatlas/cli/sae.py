@@ -27,7 +27,7 @@ def _train_cmd(
     from .._config_cli import build_config
     from ..train import TrainConfig, train_sae
 
-    cfg = build_config(TrainConfig, config, settings)
+    cfg = build_config(TrainConfig, config, settings, "train")
     result = train_sae(acts, cfg, out, overwrite=overwrite, resume=resume, progress=not quiet)
     final = result.summary["final"]
     console.print(
@@ -154,7 +154,7 @@ def _sweep_cmd(
     from ..sweep import sweep
     from ..train import TrainConfig
 
-    base = build_config(TrainConfig, config, settings)
+    base = build_config(TrainConfig, config, settings, "train")
     result = sweep(
         acts,
         base,

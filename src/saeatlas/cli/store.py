@@ -26,13 +26,19 @@ def layers_cmd(
 ) -> None:
     """List a model's hook points with their output shapes (one dry forward pass)."""
     from ..capture import example_inputs, iter_input_batches, list_layers, load_inputs, load_model
+    from ..capture.models import input_dtype
 
     loaded = load_model(model)
     if inputs is None:
         example = example_inputs(loaded.model, loaded.tokenizer)
     else:
         batch = next(
-            iter_input_batches(load_inputs(inputs), batch_size=2, tokenizer=loaded.tokenizer)
+            iter_input_batches(
+                load_inputs(inputs),
+                batch_size=2,
+                tokenizer=loaded.tokenizer,
+                float_dtype=input_dtype(loaded.model),
+            )
         )
         example = batch.kwargs if batch.kwargs else batch.args[0]
     table = Table("hook point", "type", "output shape")

@@ -112,8 +112,8 @@ def read_shard(
         if actual != expected_sha256:
             raise ChecksumError(
                 f"Shard '{path.name}' in '{path.parent}' is corrupt: its sha256 is {actual[:16]}…, "
-                f"the manifest says {expected_sha256[:16]}…. Recapture the store, or open it with "
-                "`verify=False` (`--no-verify`) to read it anyway."
+                f"the manifest says {expected_sha256[:16]}…. Recapture the store (or restore the "
+                "file); from Python, `ActivationStore.open(path, verify=False)` reads it anyway."
             )
     return _parse(buf, path)
 

@@ -44,9 +44,10 @@ class TrainConfig:
     layer so each layer's mean squared norm equals its width) or none."""
     tokens: int | None = None
     """Training budget in rows; several passes when the store is smaller
-    (default: the larger of 2M rows and 50 passes)."""
-    batch_size: int = 4096
-    """Rows per optimiser step."""
+    (default: 50 passes, and at least 2M rows or 500 steps, whichever is fewer)."""
+    batch_size: int | None = None
+    """Rows per optimiser step (default: 4096, or a quarter of the rows to train on
+    when the store is smaller than 16384 rows)."""
     heldout_rows: int = 0
     """Rows at the end of the store never trained on (for held-out evaluation)."""
     optimizer: str = "signum"
@@ -109,7 +110,7 @@ class TrainConfig:
         choice("b_dec_init", B_DEC_INITS)
         choice("select_dtype", SELECT_DTYPES)
         choice("optimizer", OPTIMIZERS)
-        for name in ("k", "batch_size", "expansion_factor", "dead_window", "log_every"):
+        for name in ("k", "expansion_factor", "dead_window", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")
         if self.heldout_rows < 0:
@@ -118,12 +119,18 @@ class TrainConfig:
             raise ConfigError(f"`lr_warmup_steps` must be >= 0, got {self.lr_warmup_steps}.")
         if self.checkpoint_every < 0:
             raise ConfigError(f"`checkpoint_every` must be >= 0, got {self.checkpoint_every}.")
-        for name in ("d_sae", "tokens", "auxk_k", "lr"):
+        for name in ("d_sae", "tokens", "batch_size", "auxk_k", "lr"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"`{name}` must be positive, got {value}.")
         if not 0 <= self.lr_decay_start <= 1:
             raise ConfigError(f"`lr_decay_start` must be in [0, 1], got {self.lr_decay_start}.")
+        if self.d_sae is not None and self.architecture in ("topk", "batchtopk"):
+            if self.k > self.d_sae:
+                raise ConfigError(
+                    f"`k` ({self.k}) cannot exceed `d_sae` ({self.d_sae}): a TopK SAE keeps k of "
+                    "its d_sae latents per row. Lower `k` (--k) or raise `d_sae` (--d-sae)."
+                )
         if isinstance(self.layers, str):
             raise ConfigError("`layers` must be a list of layer names, not one string.")
 

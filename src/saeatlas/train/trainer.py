@@ -41,8 +41,11 @@ log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"
 #: Rows sampled for the geometric-median initialisation of ``b_dec``.
 N_INIT_ROWS = 16384
-#: Default budget: at least this many rows, and at least this many passes.
-MIN_DEFAULT_TOKENS, MIN_DEFAULT_PASSES = 2_000_000, 50
+#: Default budget: at least this many passes, and at least this many rows or steps
+#: (whichever is fewer: small batches of a small store need not see 2M rows).
+MIN_DEFAULT_PASSES, MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS = 50, 2_000_000, 500
+#: Default batch size; a smaller store gets a quarter of its rows per batch.
+DEFAULT_BATCH_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -86,24 +89,37 @@ class _Run:
     def __init__(self, store: ActivationStore, cfg: TrainConfig) -> None:
         self.store, self.cfg = store, cfg
         self.world = join(cfg.device)
-        if self.world.size > 1:
-            if cfg.batch_size % self.world.size:
-                raise ConfigError(
-                    f"`batch_size` {cfg.batch_size} must divide evenly over {self.world.size} ranks."
-                )
         columns, self.layers = _select_layers(store, cfg.layers)
         self.names = [l.name for l in self.layers]
         d_in = self.layers[-1].stop
         self.train_rows = store.n_rows - cfg.heldout_rows
-        if self.train_rows < cfg.batch_size:
+        world = self.world.size
+        self.batch_size = cfg.batch_size or min(
+            DEFAULT_BATCH_SIZE, max(world, self.train_rows // 4 // world * world)
+        )
+        if self.batch_size % world:
+            raise ConfigError(
+                f"`batch_size` {self.batch_size} must divide evenly over {world} ranks."
+            )
+        if self.train_rows < self.batch_size:
             raise ConfigError(
                 f"The store has {self.train_rows} rows to train on, fewer than `batch_size` "
-                f"{cfg.batch_size}. Use --batch-size {max(1, self.train_rows // 4)}, hold out "
+                f"{self.batch_size}. Use --batch-size {max(1, self.train_rows // 4)}, hold out "
                 "fewer rows, or capture more."
             )
         self.d_sae = cfg.d_sae or cfg.expansion_factor * d_in
-        tokens = cfg.tokens or max(MIN_DEFAULT_TOKENS, MIN_DEFAULT_PASSES * self.train_rows)
-        self.n_steps = max(1, tokens // cfg.batch_size)
+        self.topk_family = cfg.architecture in ("topk", "batchtopk")
+        if self.topk_family and cfg.k > self.d_sae:
+            raise ConfigError(
+                f"`k` ({cfg.k}) cannot exceed `d_sae` ({self.d_sae} = `expansion_factor` "
+                f"{cfg.expansion_factor} x {d_in} units): a TopK SAE keeps k of its d_sae latents "
+                "per row. Lower `k` (--k) or raise `d_sae` (--d-sae)."
+            )
+        tokens = cfg.tokens or max(
+            MIN_DEFAULT_PASSES * self.train_rows,
+            min(MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS * self.batch_size),
+        )
+        self.n_steps = max(1, tokens // self.batch_size)
         base_lr = 5e-3 if cfg.optimizer == "signum" else 2e-4
         self.lr = cfg.lr or base_lr / math.sqrt(self.d_sae / 2**14)
         self.sparsity_warmup = (
@@ -114,12 +130,12 @@ class _Run:
         self.lr_warmup = (
             cfg.lr_warmup_steps if cfg.lr_warmup_steps is not None else min(100, self.n_steps // 20)
         )
-        self.batches_per_epoch = self.train_rows // cfg.batch_size
+        self.batches_per_epoch = self.train_rows // self.batch_size
         sae_cfg = SAEConfig(
             architecture=cfg.architecture,
             d_in=d_in,
             d_sae=self.d_sae,
-            k=min(cfg.k, self.d_sae),
+            k=min(cfg.k, self.d_sae),  # k is unused outside the TopK family
             l1_coefficient=cfg.l1_coefficient,
             l0_coefficient=cfg.l0_coefficient,
             jumprelu_bandwidth=cfg.jumprelu_bandwidth,
@@ -135,7 +151,6 @@ class _Run:
         self.sae.to(self.device).train()
         mean, scale = input_normalizer(store, columns, self.layers, cfg.normalize)
         self.mean, self.scale = mean.to(self.device), scale.to(self.device)
-        self.topk_family = cfg.architecture in ("topk", "batchtopk")
         self.select_dtype = _select_dtype(cfg.select_dtype, self.device)
         self._init_from_sample()
         self.model = torch.compile(self.sae) if cfg.compile else self.sae
@@ -203,7 +218,7 @@ class _Run:
         epoch, start = divmod(self.step, self.batches_per_epoch)
         while True:
             yield from self.store.iter_batches(
-                self.cfg.batch_size,
+                self.batch_size,
                 seed=self.cfg.seed,
                 epoch=epoch,
                 layers=self.names,
