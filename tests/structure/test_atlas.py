@@ -122,6 +122,17 @@ def test_no_structure_gives_no_significant_modules_in_19_of_20_seeds(tmp_path_fa
     assert clean >= 19
 
 
+@pytest.mark.slow
+def test_superposition_without_modules_gives_no_significant_modules(tmp_path_factory):
+    # Independent features in strong superposition: SAE latents that share features
+    # they did not learn co-fire; the seed-sourced dictionary null carries that.
+    for seed in range(3):
+        _, store, sae = planted_sae(tmp_path_factory, "null_superposition", seed)
+        atlas = map_structure(sae, store, AtlasConfig(n_null=5, null_rows=ROWS, seed=seed))
+        assert atlas.summary["dictionary_null_source"].startswith("trained in memory")
+        assert atlas.n_significant_modules == 0, seed
+
+
 def test_with_strong_superposition_the_atlas_beats_leiden_on_unit_correlations(tmp_path_factory):
     data, store, sae = planted_sae(tmp_path_factory, "superposition", 0)
     atlas = map_structure(sae, store, AtlasConfig(nulls=()))

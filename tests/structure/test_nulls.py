@@ -1,5 +1,7 @@
 """Null models keep the marginals and break the structure; significance maths."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -7,8 +9,17 @@ import torch
 from scipy.stats import false_discovery_control
 
 from saeatlas.sae import SAEConfig, SparseAutoencoder
+from saeatlas.store import ActivationStore
+from saeatlas.structure import (
+    AtlasConfig,
+    PlantedConfig,
+    make_planted,
+    map_structure,
+    save_planted,
+)
 from saeatlas.structure.nulls import dictionary_null_codes, permute_codes, rewire
 from saeatlas.structure.significance import NullTest, bh_adjust, module_weight, verdict
+from saeatlas.train import TrainConfig, train_sae
 
 
 def cofiring_codes(n=4000, seed=0):
@@ -76,9 +87,47 @@ def test_dictionary_null_keeps_encoder_artefacts_that_permutation_removes():
     assert phi(real[:, 0], real[:, 1]) > 0.95
     perm = permute_codes(codes, np.random.default_rng(1)).toarray() > 0
     assert abs(phi(perm[:, 0], perm[:, 1])) < 0.1
-    null = dictionary_null_codes(sae, codes, np.full(d_in, 0.01, np.float32), rng).toarray() > 0
+    noise = np.full(d_in, 0.01, np.float32)
+    null = dictionary_null_codes(sae, sae, codes, noise, rng).toarray() > 0
     assert phi(null[:, 0], null[:, 1]) > 0.9  # the artefact survives in this null
     assert abs(phi(null[:, 2], null[:, 3])) < 0.1  # and true features stay independent
+
+
+def _tied_relu_sae(W: torch.Tensor) -> SparseAutoencoder:
+    sae = SparseAutoencoder(SAEConfig(architecture="relu", d_in=W.shape[1], d_sae=W.shape[0]))
+    with torch.no_grad():
+        sae.W_dec.copy_(W)
+        sae.W_enc.copy_(W.t())
+        sae.b_enc.fill_(-0.1)
+        sae.b_dec.zero_()
+    return sae
+
+
+def test_a_seed_sourced_dictionary_null_carries_the_mixing_of_an_unlearnt_feature():
+    # The data has an independent feature u = (e2 + e3) / sqrt(2) that the analysed SAE
+    # did not learn: it reads e2 and e3, so both latents fire whenever u does. Another
+    # SAE (another seed) learnt u itself. Sourced from its own dictionary the null
+    # misses that co-firing; sourced from the other SAE's it keeps it.
+    d_in = 6
+    eye = torch.eye(d_in)
+    u = (eye[2] + eye[3]) / 2**0.5
+    sae = _tied_relu_sae(eye[:5].clone())  # latents e0 .. e4
+    other = _tied_relu_sae(torch.stack([eye[0], eye[1], u, eye[4]]))
+    rng = np.random.default_rng(0)
+    true = (rng.random((4000, 4)) < 0.2) * rng.uniform(0.5, 2, (4000, 4))
+    x = torch.tensor(true @ other.W_dec.detach().numpy(), dtype=torch.float32)
+    with torch.no_grad():
+        codes = sp.csr_matrix(sae.encode(x).acts.numpy())
+        other_codes = sp.csr_matrix(other.encode(x).acts.numpy())
+    real = codes.toarray() > 0
+    assert phi(real[:, 2], real[:, 3]) > 0.9
+    noise = np.full(d_in, 0.01, np.float32)
+    self_null = dictionary_null_codes(sae, sae, codes, noise, rng).toarray() > 0
+    assert abs(phi(self_null[:, 2], self_null[:, 3])) < 0.1
+    seed_null = dictionary_null_codes(sae, other, other_codes, noise, rng).toarray() > 0
+    assert seed_null.shape == real.shape
+    assert phi(seed_null[:, 2], seed_null[:, 3]) > 0.9
+    assert abs(phi(seed_null[:, 0], seed_null[:, 1])) < 0.1
 
 
 def test_bh_adjust_matches_scipy():
@@ -139,3 +188,27 @@ def test_null_z_scores_are_near_zero_when_the_data_are_null():
         zs.append(t.z)
     zs = np.array(zs)
     assert np.abs(zs).mean() < 2.0 and (np.abs(zs) < 4).all(), zs
+
+
+def test_the_dictionary_null_trains_its_seed_source_once_beside_the_sae(tmp_path):
+    data = make_planted(PlantedConfig.preset("easy", seed=0, n_rows=3000))
+    store = ActivationStore.open(save_planted(data, tmp_path / "acts"))
+    train = TrainConfig(d_sae=64, k=8, tokens=30_000, batch_size=500, seed=3)
+    train_sae(store, train, tmp_path / "sae", progress=False)
+    cfg = AtlasConfig(nulls=("dictionary",), n_null=2, null_rows=3000, n_examples=0)
+    atlas = map_structure(tmp_path / "sae", store, cfg)
+    seed_dir = tmp_path / "sae-seed1"
+    assert atlas.summary["dictionary_null_source"] == str(seed_dir)
+    assert SparseAutoencoder.load(seed_dir).cfg.metadata["train_config"]["seed"] == 4
+    weights = seed_dir / "sae_weights.safetensors"
+    made = weights.stat().st_mtime_ns
+    map_structure(tmp_path / "sae", store, cfg)
+    assert weights.stat().st_mtime_ns == made  # reused, not trained again
+    own = map_structure(tmp_path / "sae", store, replace(cfg, null_dictionary="self"))
+    assert own.summary["dictionary_null_source"] == "self"
+    # an SAE that does not record how it was trained falls back to its own dictionary
+    bare = SparseAutoencoder.load(tmp_path / "sae")
+    bare.cfg.metadata.clear()
+    fallback = map_structure(bare, store, cfg)
+    assert fallback.summary["dictionary_null_source"].startswith("self (")
+    assert "no training settings" in fallback.summary["dictionary_null_source"]

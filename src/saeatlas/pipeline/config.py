@@ -188,6 +188,14 @@ class RunConfig:
     report: ReportSection = field(default_factory=ReportSection)
     """The HTML report."""
 
+    @property
+    def n_trained_seeds(self) -> int:
+        """Seed SAEs the train stage makes: the stability ones, and at least one when
+        the dictionary null takes its source dictionary from another seed."""
+        a = self.analyze
+        null = a.null_dictionary == "seed" and "dictionary" in a.nulls and a.n_null > 0
+        return max(self.stability.n_seed_saes, int(null))
+
     def __post_init__(self) -> None:
         for name in ("model", "inputs"):
             if not getattr(self, name):
@@ -229,12 +237,7 @@ class RunConfig:
                 f"{prefix}a run config must be a mapping with `model`, `inputs`, `layers` and "
                 f"sections, got {type(data).__name__}."
             )
-        missing = [k for k in ("model", "inputs", "layers") if data.get(k) in (None, "", [])]
-        if missing:
-            raise ConfigError(
-                f"{prefix}missing {', '.join(f'`{k}`' for k in missing)}; a run config needs "
-                "`model`, `inputs` and `layers` (see examples/digits.yaml)."
-            )
+        # unknown keys first: `layer:` is a typo of `layers`, not a missing `layers`
         known = [f.name for f in fields(cls)]
         for key in data:
             if key not in known:
@@ -243,6 +246,12 @@ class RunConfig:
                 raise ConfigError(
                     f"{prefix}unknown key `{key}`.{hint} Known top-level keys: {known}."
                 )
+        missing = [k for k in ("model", "inputs", "layers") if data.get(k) in (None, "", [])]
+        if missing:
+            raise ConfigError(
+                f"{prefix}missing {', '.join(f'`{k}`' for k in missing)}; a run config needs "
+                "`model`, `inputs` and `layers` (see examples/digits.yaml)."
+            )
         top = {k: v for k, v in data.items() if k not in SECTIONS}
         # top-level fields: validated like a section, sections filled in below
         sections = {

@@ -149,7 +149,7 @@ def _complete(name: str, paths: RunPaths, cfg: RunConfig) -> bool:
     if name == "sweep":
         return sweep_complete(paths.sweep)
     if name == "train":
-        n = cfg.stability.n_seed_saes
+        n = cfg.n_trained_seeds
         return sae_complete(paths.sae) and all(
             sae_complete(paths.seed_sae(i)) for i in range(1, n + 1)
         )

@@ -149,7 +149,7 @@ def _member_cfg(member: Path) -> dict[str, Any] | None:
 def run_train(ctx: StageContext) -> str:
     cfg, paths = ctx.config, ctx.paths
     final = final_train_config(cfg, paths)
-    seeds = [replace(final, seed=final.seed + i) for i in range(1, cfg.stability.n_seed_saes + 1)]
+    seeds = [replace(final, seed=final.seed + i) for i in range(1, cfg.n_trained_seeds + 1)]
     seed_dirs = [paths.seed_sae(i) for i in range(1, len(seeds) + 1)]
     todo: list[tuple[TrainConfig, Path]] = []
     note = ""
@@ -189,7 +189,12 @@ def run_analyze(ctx: StageContext) -> str:
     clear_atlas(paths.atlas)
     seed_saes = [paths.seed_sae(i) for i in range(1, cfg.stability.n_seed_saes + 1)]
     atlas = map_structure(
-        paths.sae, ctx.store(), cfg.analyze, seed_saes=seed_saes, progress=ctx.progress
+        paths.sae,
+        ctx.store(),
+        cfg.analyze,
+        seed_saes=seed_saes,
+        null_source=paths.seed_sae(1) if cfg.n_trained_seeds else None,
+        progress=ctx.progress,
     )
     atlas.summary["model"] = cfg.model
     if cfg.sweep.enabled:

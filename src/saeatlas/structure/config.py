@@ -11,6 +11,7 @@ AFFINITIES = ("phi", "npmi", "jaccard")
 MAP_METHODS = ("pca", "umap")
 METHODS = ("leiden", "spectral")
 NULLS = ("permutation", "rewiring", "dictionary")
+NULL_DICTIONARIES = ("seed", "self")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class AtlasConfig:
     unit's attributed energy over its share of all energy) when that is at least this."""
     nulls: tuple[str, ...] = NULLS
     """Null models for significance: permutation, rewiring, dictionary."""
+    null_dictionary: str = "seed"
+    """Whose dictionary the dictionary null synthesises rows from: seed (an SAE trained
+    like this one with the next seed: the first --seed-sae, else `<sae>-seed1`, trained
+    when missing) or self (the SAE's own; no training, but a weaker null)."""
     n_null: int = 10
     """Draws per null model."""
     null_rows: int = 50_000
@@ -87,6 +92,7 @@ class AtlasConfig:
         choice("affinity", AFFINITIES)
         choice("method", METHODS)
         choice("map_method", MAP_METHODS)
+        choice("null_dictionary", NULL_DICTIONARIES)
         if isinstance(self.nulls, str):
             raise ConfigError("`nulls` must be a list of names, not one string.")
         for n in self.nulls:

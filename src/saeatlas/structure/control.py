@@ -159,7 +159,10 @@ def control_atlas(
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     scale = _unit_std(sae, store) if scale_units else None
     control = random_sae(sae, unit_scale=scale, random_state=random_state)
-    atlas = map_structure(control, store, config, progress=progress)
+    # the random dictionary's null is sourced from itself: no seed SAE to train like it
+    atlas = map_structure(
+        control, store, replace(config, null_dictionary="self"), progress=progress
+    )
     out: dict[str, Any] = {"kind": "random_directions", "scaled_units": scale_units}
     out.update(_figures(atlas))
     if real is not None:

@@ -34,12 +34,12 @@ from .config import AtlasConfig
 from .cooccurrence import build_graph, count_cooccurrence
 from .describe import describe_modules
 from .finders import FINDERS, LeidenModules, core_members, modularity, module_modularity
-from .nulls import dictionary_null_codes, permute_codes, rewire
+from .nulls import DictionarySource, dictionary_null_codes, dictionary_source, permute_codes, rewire
 from .significance import NullTest, null_test, verdict
 from .units import (
     attribution,
+    excluded_features,
     global_mode,
-    global_mode_features,
     project_modules,
     unit_correlation,
     unit_correlation_graph,
@@ -66,12 +66,16 @@ def map_structure(
     config: AtlasConfig = AtlasConfig(),
     *,
     seed_saes: Sequence[SparseAutoencoder | str | Path] = (),
+    null_source: SparseAutoencoder | str | Path | None = None,
     progress: bool = False,
 ) -> Atlas:
     """Find the modules of units behind ``sae``'s features on ``store``, with significance.
 
     ``seed_saes``: SAEs trained the same way with other seeds; with them (or with
     ``config.n_bootstrap``) every module gets a stability figure.
+    ``null_source``: the SAE the dictionary null synthesises rows from when
+    ``config.null_dictionary`` is ``"seed"`` (default: the first of ``seed_saes``,
+    else one trained like ``sae`` with the next seed, see :mod:`.nulls`).
     """
     cfg = config
     sae_path = None if isinstance(sae, SparseAutoencoder) else str(sae)
@@ -86,17 +90,15 @@ def map_structure(
         progress=progress,
     )
     fires = strong_firing(codes.matrix, cfg.min_activation)
-    dense = np.bincount(fires.indices, minlength=fires.shape[1]) > cfg.max_density * max(
-        fires.shape[0], 1
-    )
     corr = (
         unit_correlation(codes.unit_gram, codes.unit_mean, codes.unit_std, codes.n_rows)
         if codes.unit_gram is not None
         else None
     )
     mode = global_mode(corr) if corr is not None else None
-    W_dec = sae.W_dec.detach().double().cpu().numpy()
-    global_feats = global_mode_features(W_dec, codes.unit_std, mode, cfg.global_mode_cosine)
+    dense, global_feats = excluded_features(
+        sae, fires, codes.unit_std, mode, cfg.max_density, cfg.global_mode_cosine
+    )
     excluded = dense | global_feats
     fires = drop_columns(fires, excluded)
     graph, finder, feature_module = feature_communities(fires, codes.samples, cfg)
@@ -104,7 +106,24 @@ def map_structure(
     attr = attribution(sae, codes)
     units = project_modules(attr, feature_module, n_modules, cfg.min_enrichment)
     cross = _cross_check(codes, corr, units.module, cfg)
-    tests = _significance(sae, codes, fires, excluded, feature_module, finder, cfg, progress)
+    source = None
+    if "dictionary" in cfg.nulls and cfg.n_null:
+        if null_source is None and seed_saes:
+            null_source = seed_saes[0]
+        source = dictionary_source(
+            sae,
+            sae_path,
+            store,
+            null_source,
+            codes,
+            excluded,
+            mode,
+            cfg,
+            progress,
+        )
+    tests = _significance(
+        sae, codes, fires, excluded, feature_module, finder, cfg, source, progress
+    )
     partition_ok, module_ok, module_p = verdict(tests, cfg.alpha)
     if not tests:
         module_p = np.full(n_modules, np.nan)
@@ -177,6 +196,7 @@ def map_structure(
         "p": worst.p if worst else None,
         "strictest_null": worst.name if worst else None,
         "nulls": [t.as_dict() for t in tests],
+        "dictionary_null_source": source.name if source else None,
         "method": cfg.method,
         "resolution": getattr(finder, "resolution_", None),
         "graph": {
@@ -319,6 +339,7 @@ def _significance(
     labels: np.ndarray,
     finder,
     cfg: AtlasConfig,
+    source: DictionarySource | None,
     progress: bool = False,
 ) -> list[NullTest]:
     if not cfg.nulls or cfg.n_null == 0:
@@ -326,21 +347,19 @@ def _significance(
     rows = _subsample(codes.n_rows, cfg.null_rows)
     sub, samples = fires[rows], codes.samples[rows]
     real = _graph(sub, samples, cfg).adjacency
-    raw = codes.matrix[rows]
 
     def fit(g: sp.spmatrix) -> tuple[float, np.ndarray]:
         f = clone(finder).fit(g)
         return float(f.modularity_), f.labels_
 
-    residual_std = np.sqrt(codes.residual_sq / max(codes.n_rows, 1)).astype(np.float32)
-
     def dictionary_graph(rng: np.random.Generator) -> sp.spmatrix:
         synthetic = dictionary_null_codes(
             sae,
-            raw,
-            residual_std,
+            source.sae,
+            source.codes[rows],
+            source.residual_std,
             rng,
-            together=excluded,
+            together=source.together,
             batch_size=cfg.batch_size,
             device=cfg.device,
         )

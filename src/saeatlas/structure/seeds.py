@@ -4,7 +4,8 @@
 are trained with the analysed SAE's own training settings (recorded in its
 ``cfg.json`` by :func:`saeatlas.train.train_sae`), the seed shifted by 1, 2,
 ..., into sibling directories ``<sae>-seed<s>``; a complete one already there
-is reused, so a second ``analyze`` does not retrain.
+is reused, so a second ``analyze`` does not retrain. The dictionary null takes
+its source dictionary from the first of them (:func:`null_source_sae`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ from ..sae import SparseAutoencoder
 from ..sae.io import CFG, WEIGHTS
 from ..store import ActivationStore
 from ..train.checkpoint import CHECKPOINT
+
+
+def _train_settings(sae: SparseAutoencoder):
+    from ..train import TrainConfig
+
+    settings = (sae.cfg.metadata or {}).get("train_config")
+    return TrainConfig.from_json(settings) if settings else None
 
 
 def seed_sae_dir(sae_dir: str | Path, shift: int) -> Path:
@@ -38,7 +46,7 @@ def train_seed_saes(
     The SAEs in ``given`` count first; the rest are reused from ``<sae>-seed<s>``
     when complete, or trained there.
     """
-    from ..train import TrainConfig, train_sae
+    from ..train import train_sae
 
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be at least 1 (the SAE itself), got {n_seeds}.")
@@ -47,14 +55,13 @@ def train_seed_saes(
     if missing <= 0:
         return out
     sae = SparseAutoencoder.load(sae_dir)
-    settings = (sae.cfg.metadata or {}).get("train_config")
-    if not settings:
+    base = _train_settings(sae)
+    if base is None:
         raise ConfigError(
             f"'{sae_dir}' does not record how it was trained (not trained by saeatlas?), so "
             "--seeds cannot train more like it. Train them yourself and pass them with "
             "--seed-sae DIR ..."
         )
-    base = TrainConfig.from_json(settings)
     shift = 0
     while missing:
         shift += 1
@@ -70,3 +77,33 @@ def train_seed_saes(
         out.append(target)
         missing -= 1
     return out
+
+
+def null_source_sae(
+    sae: SparseAutoencoder,
+    sae_dir: str | Path | None,
+    store: ActivationStore,
+    *,
+    progress: bool = False,
+) -> tuple[SparseAutoencoder | None, str]:
+    """An SAE trained like ``sae`` with the next seed, the dictionary null's source:
+    ``(sae, where it is)``, or ``(None, why not)`` when ``sae`` records no training
+    settings.
+
+    With ``sae_dir`` it is ``<sae>-seed1`` (reused, or trained there as ``--seeds 2``
+    would); without one, or when that directory cannot be written, it is trained in
+    memory.
+    """
+    from ..train import train_sae
+
+    base = _train_settings(sae)
+    if base is None:
+        return None, "the SAE records no training settings"
+    if sae_dir is not None:
+        try:
+            path = train_seed_saes(sae_dir, store, 2, progress=progress)[0]
+            return SparseAutoencoder.load(path), str(path)
+        except OSError:
+            pass
+    trained = train_sae(store, replace(base, seed=base.seed + 1), progress=progress).sae
+    return trained, f"trained in memory with seed {base.seed + 1}"

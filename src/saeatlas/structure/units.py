@@ -158,3 +158,20 @@ def global_mode_features(
     W = sae_W_dec / np.where(unit_std > 0, unit_std, 1.0)[None, :]
     W = W / np.linalg.norm(W, axis=1, keepdims=True).clip(1e-12)
     return np.abs(W @ mode) >= min_cosine
+
+
+def excluded_features(
+    sae: SparseAutoencoder,
+    fires: sp.csr_matrix,
+    unit_std: np.ndarray,
+    mode: np.ndarray | None,
+    max_density: float,
+    cosine: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(dense, global_mode)`` flags ``[d_sae]`` of the features kept out of modules:
+    firing (``fires``, strong firings) on more than ``max_density`` of the rows, or
+    writing along the units' global ``mode`` (:func:`global_mode_features`)."""
+    n_rows = max(fires.shape[0], 1)
+    dense = np.bincount(fires.indices, minlength=fires.shape[1]) > max_density * n_rows
+    W_dec = sae.W_dec.detach().double().cpu().numpy()
+    return dense, global_mode_features(W_dec, unit_std, mode, cosine)
