@@ -75,6 +75,24 @@ def minilm():
     return model.eval(), tokenizer
 
 
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    """A randomly initialised two-block GPT-2 with its LM head (vocabulary 64, built
+    offline: nothing is downloaded)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        vocab_size=64,
+        n_positions=16,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` run only where CUDA is available."""
     if torch.cuda.is_available():

@@ -1,7 +1,9 @@
+import pytest
 import torch
 
 from saeatlas.capture import CaptureConfig, capture_activations
 from saeatlas.evaluate import loss_recovered
+from saeatlas.losses import per_sample_next_token
 from saeatlas.sae import SAEConfig, SparseAutoencoder
 from saeatlas.store import LayerSpec
 
@@ -51,3 +53,17 @@ def test_token_and_conv_layouts_are_put_back_in_place(tmp_path, minilm, cnn):
     sae = exact_sae(store.layers)
     res = loss_recovered(sae, cnn, x, lambda out, b: out.pow(2).mean(), batch_size=3)
     assert abs(res.loss_sae - res.loss_clean) < 1e-6
+
+
+def test_next_token_loss_recovered_on_a_causal_lm(tmp_path, tiny_gpt2):
+    model = tiny_gpt2
+    ids = torch.randint(0, 64, (10, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        hf_loss = float(model(ids, labels=ids).loss)
+    layer = "transformer.h.1.mlp.act"
+    store = capture_activations(model, ids.numpy(), [layer], tmp_path / "s", progress=False)
+    sae = exact_sae(store.layers)
+    res = loss_recovered(sae, model, ids.numpy(), per_sample_next_token, batch_size=4)
+    assert res.loss_clean == pytest.approx(hf_loss, rel=1e-5)  # equal lengths: token mean
+    assert res.fraction_recovered == pytest.approx(1.0, abs=1e-4)
+    assert abs(res.loss_zero - res.loss_clean) > 1e-3

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -85,3 +86,40 @@ def test_analyze_names_missing_ablation_inputs(digits_run):
     no_model = CliRunner().invoke(app, base + out + ["--labels", str(root / "y.npy")])
     assert no_model.exit_code != 0 and "--model" in no_model.output
     assert not (root / "never").exists()
+
+
+def test_analyze_ablates_a_causal_lm_with_the_next_token_loss(tmp_path, tiny_gpt2):
+    # The tiny GPT-2 saved with safetensors, a factory file, integer token ids as inputs:
+    # no labels, the loss is the model's own next-token cross-entropy.
+    state = {k: v for k, v in tiny_gpt2.state_dict().items() if k != "lm_head.weight"}  # tied
+    save_file(state, tmp_path / "w.st")
+    (tmp_path / "lm.py").write_text(
+        "import transformers\n"
+        "from safetensors.torch import load_file\n\n"
+        "def load():\n"
+        "    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64,\n"
+        "                                  n_positions=16, bos_token_id=0, eos_token_id=0)\n"
+        "    model = transformers.GPT2LMHeadModel(cfg)\n"
+        f"    model.load_state_dict(load_file({str(tmp_path / 'w.st')!r}), strict=False)\n"
+        "    return model.eval()\n"
+    )
+    ids = np.random.default_rng(0).integers(0, 64, (40, 12))
+    np.save(tmp_path / "ids.npy", ids)
+    layers = ["transformer.h.0.mlp.act", "transformer.h.1.mlp.act"]
+    store = capture_activations(tiny_gpt2, ids, layers, tmp_path / "store", progress=False)
+    cfg = TrainConfig(d_sae=64, k=8, tokens=20_000, batch_size=120, seed=0)
+    train_sae(store, cfg, tmp_path / "sae", progress=False)
+    base = ["analyze", "--sae", str(tmp_path / "sae"), "--acts", str(tmp_path / "store")]
+    model = ["--model", f"{tmp_path / 'lm.py'}:load", "--inputs", str(tmp_path / "ids.npy")]
+    needs = CliRunner().invoke(app, base + ["--out", str(tmp_path / "a0")] + model)
+    assert needs.exit_code != 0 and "--loss next-token" in needs.output
+    args = base + ["--out", str(tmp_path / "atlas")] + model
+    args += ["--loss", "next-token", "--ablation-draws", "3", "--n-null", "2", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    atlas = Atlas.load(tmp_path / "atlas")
+    clean = atlas.summary["ablation"]["clean_loss"]
+    with torch.no_grad():
+        ids_t = torch.as_tensor(ids)
+        assert clean == pytest.approx(float(tiny_gpt2(ids_t, labels=ids_t).loss), rel=1e-4)
+    assert atlas.summary["ablation"]["classes"] == []

@@ -47,6 +47,12 @@ def _analyze_cmd(
     ablation_mode: str = typer.Option(
         "mean", "--ablation-mode", help="Set ablated units to their 'mean' or to 'zero'."
     ),
+    loss: str = typer.Option(
+        "cross-entropy",
+        "--loss",
+        help="The ablation's loss: 'cross-entropy' (a classifier, with --labels) or "
+        "'next-token' (a causal language model).",
+    ),
     ablation_draws: int = typer.Option(
         100, "--ablation-draws", help="Random unit sets per module for the ablation p-value."
     ),
@@ -66,11 +72,15 @@ def _analyze_cmd(
         raise ConfigError("--inputs and --labels are for the ablation; give --model too.")
     if model is not None and inputs is None:
         raise ConfigError("--model needs --inputs: the inputs to run the ablated model on.")
-    if model is not None and labels is None:  # checked before the analysis, not after it
-        raise ConfigError(
-            "--model needs --labels FILE: the ablation's loss is the model's cross-entropy "
-            "against one label per input."
-        )
+    if model is not None:  # checked before the analysis, not after it
+        from ..losses import loss_function, needs_labels
+
+        loss_fn = loss_function(loss)
+        if labels is None and needs_labels(loss):
+            raise ConfigError(
+                "--model needs --labels FILE: the ablation's loss is the model's cross-entropy "
+                "against one label per input (or --loss next-token for a causal language model)."
+            )
     if seeds > 1 and len(seed_sae) < seeds - 1:
         from ..structure.seeds import train_seed_saes
 
@@ -89,6 +99,7 @@ def _analyze_cmd(
             ActivationStore.open(acts),
             labels=load_labels(labels) if labels else None,
             mode=ablation_mode,
+            loss_fn=loss_fn,
             n_random=ablation_draws,
             tokenizer=loaded.tokenizer,
             random_state=cfg.seed,

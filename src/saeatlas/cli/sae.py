@@ -49,11 +49,18 @@ def evaluate_cmd(
     model: str | None = typer.Option(
         None,
         "--model",
-        help="Model SPEC: with --inputs and --labels, also the downstream loss recovered.",
+        help="Model SPEC: with --inputs (and --labels for a classifier), also the downstream "
+        "loss recovered.",
     ),
     inputs: Path | None = typer.Option(None, "--inputs", help="Inputs for the downstream loss."),
     labels: Path | None = typer.Option(
         None, "--labels", help="Labels for the cross-entropy loss of a classifier."
+    ),
+    loss: str = typer.Option(
+        "cross-entropy",
+        "--loss",
+        help="The model's loss: 'cross-entropy' (a classifier, with --labels) or "
+        "'next-token' (a causal language model).",
     ),
 ) -> None:
     """Reconstruction and sparsity metrics of an SAE on a store's rows; with --model,
@@ -62,10 +69,15 @@ def evaluate_cmd(
     from ..sae import SparseAutoencoder
     from ..store import ActivationStore
 
+    if model is not None:
+        from ..losses import loss_function
+
+        loss_fn = loss_function(loss)  # a bad --loss fails before the evaluation
     loaded_sae = SparseAutoencoder.load(sae)
+    store = ActivationStore.open(acts)
     result = evaluate_sae(
         loaded_sae,
-        ActivationStore.open(acts),
+        store,
         start=start,
         stop=stop,
         batch_size=batch_size,
@@ -85,7 +97,9 @@ def evaluate_cmd(
             loaded_sae,
             loaded.model,
             load_inputs(inputs),
+            loss_fn,
             tokenizer=loaded.tokenizer,
+            max_length=store.manifest.provenance.get("max_length") if store.manifest else None,
             labels=load_labels(labels) if labels else None,
             device=device if device != "cpu" else None,
         )

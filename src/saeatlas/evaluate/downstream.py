@@ -11,19 +11,18 @@ every layer's reconstruction at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..capture.hookpoints import resolve_hookpoints
-from ..capture.inputs import InputBatch, iter_input_batches
+from ..capture.inputs import iter_input_batches
+from ..capture.models import input_dtype
 from ..capture.rows import from_rows, replace_tensor, select_tensor, to_rows
 from ..errors import ConfigError
+from ..losses import PerSampleLoss, per_sample_cross_entropy
 from ..sae import SparseAutoencoder
-
-LossFn = Callable[[Any, InputBatch], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -35,24 +34,16 @@ class DownstreamResult:
     n_samples: int
 
 
-def cross_entropy_loss(output: Any, batch: InputBatch) -> torch.Tensor:
-    """Mean cross-entropy of a classifier's logits against the batch's labels."""
-    if batch.labels is None:
-        raise ConfigError("The cross-entropy loss needs labels: pass `labels=` (--labels FILE).")
-    logits = select_tensor(output, "model output")
-    target = torch.as_tensor(batch.labels, device=logits.device).long()
-    return torch.nn.functional.cross_entropy(logits.float(), target)
-
-
 @torch.no_grad()
 def loss_recovered(
     sae: SparseAutoencoder,
     model: torch.nn.Module,
     inputs: Any,
-    loss_fn: LossFn = cross_entropy_loss,
+    loss_fn: PerSampleLoss = per_sample_cross_entropy,
     *,
     labels: Any = None,
     tokenizer: Any = None,
+    max_length: int | None = None,
     batch_size: int = 64,
     spatial: str = "positions",
     output_index: int | str | None = None,
@@ -61,7 +52,10 @@ def loss_recovered(
     """Fraction of the model's loss that the SAE's reconstruction recovers.
 
     The SAE's ``cfg.layers`` name the hook points it was trained on; the other
-    arguments describe the inputs as for capture.
+    arguments describe the inputs as for capture (texts cut to ``max_length``
+    tokens: give the capture's, so the model sees what the SAE was trained on). ``loss_fn`` gives per-sample
+    losses (:mod:`saeatlas.losses`: a classifier's cross-entropy against ``labels``,
+    or a causal LM's next-token loss), averaged over samples.
     """
     names = [l.name for l in sae.cfg.layers]
     if not names:
@@ -97,7 +91,12 @@ def loss_recovered(
             model.to(device)
             sae.to(device)
         for batch in iter_input_batches(
-            inputs, batch_size=batch_size, tokenizer=tokenizer, labels=labels
+            inputs,
+            batch_size=batch_size,
+            tokenizer=tokenizer,
+            labels=labels,
+            max_length=max_length,
+            float_dtype=input_dtype(model),
         ):
             args = tuple(a.to(device) if device and torch.is_tensor(a) else a for a in batch.args)
             kwargs = {
@@ -105,14 +104,14 @@ def loss_recovered(
                 for k, v in batch.kwargs.items()
             }
             mode.update(kind="record", rows={}, mask=batch.mask)
-            totals["clean"] += float(loss_fn(model(*args, **kwargs), batch)) * batch.n_samples
+            totals["clean"] += _total(loss_fn(model(*args, **kwargs), batch), batch.n_samples)
             x = torch.cat([mode["rows"][name] for name in names], dim=1)
             x_hat = sae(x.to(sae.W_enc)).x_hat
             parts = torch.split(x_hat, [l.n_units for l in sae.cfg.layers], dim=1)
             mode.update(kind="replace", replace=dict(zip(names, parts)))
-            totals["sae"] += float(loss_fn(model(*args, **kwargs), batch)) * batch.n_samples
+            totals["sae"] += _total(loss_fn(model(*args, **kwargs), batch), batch.n_samples)
             mode.update(replace=dict.fromkeys(names))
-            totals["zero"] += float(loss_fn(model(*args, **kwargs), batch)) * batch.n_samples
+            totals["zero"] += _total(loss_fn(model(*args, **kwargs), batch), batch.n_samples)
             n += batch.n_samples
     finally:
         for h in handles:
@@ -122,3 +121,8 @@ def loss_recovered(
     gap = zero - clean
     fraction = (zero - with_sae) / gap if abs(gap) > 1e-12 else float("nan")
     return DownstreamResult(clean, with_sae, zero, fraction, n)
+
+
+def _total(loss: torch.Tensor, n_samples: int) -> float:
+    """The batch's summed loss from per-sample losses (or from their mean)."""
+    return float(loss.sum()) if loss.dim() else float(loss) * n_samples

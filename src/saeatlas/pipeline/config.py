@@ -24,6 +24,7 @@ import yaml
 from .._config_cli import config_from_mapping, load_config_file
 from ..capture import CaptureConfig
 from ..errors import ConfigError
+from ..losses import LOSSES
 from ..structure import AtlasConfig
 from ..structure.ablation import MODES as ABLATION_MODES
 from ..sweep.sweep import SWEEPABLE
@@ -102,8 +103,10 @@ class AblationSection:
     """The causal check: ablate every module's units in the model, against random unit sets."""
 
     enabled: bool = False
-    """Ablate the modules (needs one label per sample: the loss is a classifier's
-    per-sample cross-entropy)."""
+    """Ablate the modules (with the cross-entropy loss this needs one label per sample)."""
+    loss: str = "cross-entropy"
+    """The model's per-sample loss: cross-entropy (a classifier's logits against the
+    labels) or next-token (a causal language model's logits against its next tokens)."""
     mode: str = "mean"
     """What ablated units are set to: mean (their mean over the store) or zero."""
     n_random: int = 100
@@ -118,6 +121,8 @@ class AblationSection:
             raise ConfigError(
                 f"Unknown `mode` {self.mode!r}; expected one of: {list(ABLATION_MODES)}."
             )
+        if self.loss not in LOSSES:
+            raise ConfigError(f"Unknown `loss` {self.loss!r}; expected one of: {list(LOSSES)}.")
         if self.n_random < 2:
             raise ConfigError(f"`n_random` must be at least 2, got {self.n_random}.")
         if self.batch_size < 1:

@@ -18,6 +18,7 @@ import torch
 from .._progress import progress_bar
 from ..capture import capture_activations
 from ..errors import ConfigError
+from ..losses import loss_function, needs_labels
 from ..store import ActivationStore
 from ..structure import Atlas, map_structure
 from ..structure.ablation import ablate_atlas
@@ -207,11 +208,11 @@ def run_analyze(ctx: StageContext) -> str:
 def run_ablation(ctx: StageContext) -> str:
     a = ctx.config.ablation
     src = ctx.source()
-    if src.labels is None:
+    if src.labels is None and needs_labels(a.loss):
         raise ConfigError(
-            "`ablation.enabled` needs one label per sample (the loss is a classifier's "
-            "per-sample cross-entropy): give `labels`, or an `inputs` function that returns "
-            "(inputs, labels); or set `ablation.enabled: false`."
+            "`ablation.enabled` with `ablation.loss: cross-entropy` needs one label per sample: "
+            "give `labels`, or an `inputs` function that returns (inputs, labels); for a causal "
+            "language model set `ablation.loss: next-token`; or set `ablation.enabled: false`."
         )
     atlas = Atlas.load(ctx.paths.atlas)
     # capture may have moved the model to `capture.device` / `capture.dtype`
@@ -223,6 +224,7 @@ def run_ablation(ctx: StageContext) -> str:
         ctx.store(),
         labels=src.labels,
         mode=a.mode,
+        loss_fn=loss_function(a.loss),
         n_random=a.n_random,
         batch_size=a.batch_size,
         random_state=a.seed,

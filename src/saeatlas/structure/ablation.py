@@ -15,7 +15,7 @@ Csordás et al. 2021, "Are neural nets modular?").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,22 +25,14 @@ import torch
 
 from .._progress import progress_bar
 from ..capture.hookpoints import resolve_hookpoints
-from ..capture.inputs import InputBatch, iter_input_batches
+from ..capture.inputs import iter_input_batches
+from ..capture.models import input_dtype
 from ..capture.rows import replace_tensor, select_tensor
 from ..errors import ConfigError, ShapeError
+from ..losses import PerSampleLoss, per_sample_cross_entropy
 from ..store import ActivationStore, LayerSpec
 
-PerSampleLoss = Callable[[Any, InputBatch], torch.Tensor]
 MODES = ("mean", "zero")
-
-
-def per_sample_cross_entropy(output: Any, batch: InputBatch) -> torch.Tensor:
-    """``[batch]`` cross-entropy of a classifier's logits against the batch's labels."""
-    if batch.labels is None:
-        raise ConfigError("Ablation with the cross-entropy loss needs labels (--labels FILE).")
-    logits = select_tensor(output, "model output").float()
-    target = torch.as_tensor(batch.labels, device=logits.device).long()
-    return torch.nn.functional.cross_entropy(logits, target, reduction="none")
 
 
 @dataclass(frozen=True)
@@ -161,7 +153,12 @@ def ablate_modules(
     values = np.zeros(n_units) if mode == "zero" else np.asarray(unit_mean, dtype=np.float64)
     batches = list(
         iter_input_batches(
-            inputs, batch_size=batch_size, labels=labels, tokenizer=tokenizer, max_length=max_length
+            inputs,
+            batch_size=batch_size,
+            labels=labels,
+            tokenizer=tokenizer,
+            max_length=max_length,
+            float_dtype=input_dtype(model),
         )
     )
     y = (

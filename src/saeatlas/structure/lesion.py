@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..losses import PerSampleLoss, per_sample_cross_entropy
 from ..store import LayerSpec
-from .ablation import PerSampleLoss, ablate_modules, per_sample_cross_entropy
+from .ablation import ablate_modules
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,104 @@
+"""Per-sample losses of a model's output on one batch, for ablation and loss recovered.
+
+- ``cross-entropy``: a classifier's logits ``[batch, classes]`` against the
+  batch's labels (one label per sample).
+- ``next-token``: a causal language model's logits ``[batch, seq, vocab]``
+  against its input ids shifted by one: each sample's mean cross-entropy over
+  the tokens it predicts, padding masked (the language-modelling loss that
+  SAELens and Gao et al. 2024 splice reconstructions into).
+
+A loss function takes ``(model output, InputBatch)`` and returns ``[batch]``
+losses (or ``[batch, terms]`` for a model with several tasks; see
+:func:`saeatlas.structure.ablation.ablate_modules`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .capture.inputs import InputBatch
+from .capture.rows import select_tensor
+from .errors import ConfigError, ShapeError
+
+PerSampleLoss = Callable[[Any, InputBatch], torch.Tensor]
+
+
+def per_sample_cross_entropy(output: Any, batch: InputBatch) -> torch.Tensor:
+    """``[batch]`` cross-entropy of a classifier's logits against the batch's labels."""
+    if batch.labels is None:
+        raise ConfigError(
+            "The cross-entropy loss needs one label per input (--labels FILE); for a causal "
+            "language model use the next-token loss (--loss next-token)."
+        )
+    logits = select_tensor(output, "model output").float()
+    if logits.ndim != 2:
+        raise ShapeError(
+            f"The cross-entropy loss needs logits [batch, classes]; the model gives shape "
+            f"{list(logits.shape)}. For a language model's [batch, seq, vocab] logits use "
+            "--loss next-token."
+        )
+    target = torch.as_tensor(batch.labels, device=logits.device).long()
+    return torch.nn.functional.cross_entropy(logits, target, reduction="none")
+
+
+def _input_ids(batch: InputBatch) -> torch.Tensor:
+    ids = batch.kwargs.get("input_ids")
+    if ids is None:
+        ids = next(
+            (a for a in batch.args if torch.is_tensor(a) and not a.is_floating_point()), None
+        )
+    if ids is None:
+        raise ConfigError(
+            "The next-token loss needs token ids: texts with the model's tokenizer, "
+            "`input_ids` in dict batches, or an integer array of ids as the inputs."
+        )
+    return ids
+
+
+def per_sample_next_token(output: Any, batch: InputBatch) -> torch.Tensor:
+    """``[batch]`` mean next-token cross-entropy of a causal LM over each sample's tokens."""
+    logits = select_tensor(output, "model output")
+    ids = _input_ids(batch).to(logits.device)
+    if logits.ndim != 3 or logits.shape[:2] != ids.shape:
+        raise ShapeError(
+            f"The next-token loss needs logits [batch, seq, vocab] for token ids "
+            f"{list(ids.shape)}; the model gives shape {list(logits.shape)}. Load the model "
+            "with its language-modelling head (e.g. AutoModelForCausalLM)."
+        )
+    real = (
+        torch.ones_like(ids, dtype=torch.bool)
+        if batch.mask is None
+        else batch.mask.to(logits.device).bool()
+    )
+    pairs = real[:, 1:] & real[:, :-1]  # token t predicts token t + 1, both real
+    n = pairs.sum(dim=1)
+    if bool((n == 0).any()):
+        raise ConfigError(
+            f"{int((n == 0).sum())} input(s) of this batch have fewer than 2 tokens, so "
+            "nothing to predict; drop them or use longer texts."
+        )
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none"
+    ).view(ids.shape[0], -1)
+    return (ce * pairs).sum(dim=1) / n
+
+
+LOSSES: dict[str, PerSampleLoss] = {
+    "cross-entropy": per_sample_cross_entropy,
+    "next-token": per_sample_next_token,
+}
+
+
+def loss_function(name: str) -> PerSampleLoss:
+    """The per-sample loss called ``name`` (see :data:`LOSSES`)."""
+    if name not in LOSSES:
+        raise ConfigError(f"Unknown loss {name!r}; expected one of: {list(LOSSES)}.")
+    return LOSSES[name]
+
+
+def needs_labels(name: str) -> bool:
+    """Whether the loss called ``name`` compares the output with per-sample labels."""
+    return loss_function(name) is per_sample_cross_entropy
