@@ -76,8 +76,9 @@ Run it from the repository root::
 
 On 2 CPU cores the first CPU run spends ~2.5 min capturing, and each repeat
 ~2 min training (SAELens is the slowest); the first run with a peer missing its
-venv spends a few minutes installing it. On a GPU machine the peer venvs need
-``torch==2.13.0`` as a CUDA build (and the peers' wheels) installable there.
+venv spends a few minutes installing it. On a GPU machine that cannot install
+them, ``--peer-python`` runs the peers with an interpreter that already has
+them (``bench/gpu.sh`` prepares this for the project's device machine).
 
 It prints a table and writes the figures to ``bench/out/train.json``; each
 library's weights, result and log are in ``bench/out/train-runs/<library>/``.
@@ -1182,6 +1183,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train every library this many times, alternating; the best tokens/s counts",
     )
     p.add_argument("--recapture", action="store_true", help="rebuild the cached activations")
+    p.add_argument(
+        "--peer-python",
+        default=None,
+        metavar="PATH",
+        help="run the peers with this interpreter instead of their own venvs (a machine that "
+        "cannot install them, e.g. the GPU machine with the peers' wheels on PYTHONPATH; "
+        "bench/gpu.sh)",
+    )
     args = p.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(LIBRARIES))
@@ -1242,7 +1251,9 @@ def main(argv: list[str] | None = None) -> int:
     pythons = {"saeatlas": Path(sys.executable)}
     problems: list[str] = []
     for lib in args.only:
-        if lib in PEERS:
+        if lib in PEERS and args.peer_python:
+            pythons[lib] = Path(args.peer_python)
+        elif lib in PEERS:
             try:
                 pythons[lib] = ensure_peer_venv(lib)
             except subprocess.CalledProcessError as e:

@@ -10,8 +10,10 @@ from saeatlas.sae.kernels import select_topk, sparse_decode, topk_encode
 
 @pytest.mark.parametrize("sparse_kernels", [True, False], ids=["sparse-kernels", "gathers"])
 def test_sparse_topk_encode_decode_match_dense_reference(sparse_kernels, monkeypatch):
-    # Both implementations of the active-entry products (CPU sparse kernels, GPU gathers).
-    monkeypatch.setattr(kernels, "sparse_kernels", lambda device: sparse_kernels)
+    # Both implementations of the active-entry products (CPU sparse kernels, GPU gathers),
+    # chosen by the override the benchmarks use.
+    monkeypatch.setenv("SAEATLAS_SPARSE_KERNELS", "1" if sparse_kernels else "0")
+    assert kernels.sparse_kernels(torch.device("cpu")) is sparse_kernels
     g = torch.Generator().manual_seed(0)
     B, d, n, k = 1100, 7, 40, 5  # more rows than one backward chunk
     x = torch.randn(B, d, generator=g, dtype=torch.float64)

@@ -28,6 +28,7 @@ Both are checked against the dense reference in ``tests/sae/test_kernels.py``.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -51,7 +52,11 @@ def fast_bf16(device: torch.device) -> bool:
 
 def sparse_kernels(device: torch.device) -> bool:
     """Whether the active-entry products use torch's sparse kernels (CPUs) rather
-    than chunked gathers (GPUs, where the gathers are the faster of the two)."""
+    than chunked gathers (GPUs). The environment variable ``SAEATLAS_SPARSE_KERNELS``
+    (``1`` or ``0``) overrides the choice, to compare the two on one device."""
+    forced = os.environ.get("SAEATLAS_SPARSE_KERNELS")
+    if forced in ("0", "1"):
+        return forced == "1"
     return device.type == "cpu"
 
 
