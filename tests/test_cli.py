@@ -140,6 +140,35 @@ def test_error_messages_keep_their_brackets(tmp_path):
     assert result.exit_code == 1 and "must be [rows, units]" in result.output, result.output
 
 
+def test_info_shows_layers_json_shapes(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((4, 6), np.float32))
+    (tmp_path / "x.layers.json").write_text(
+        json.dumps([{"name": "a", "start": 0, "stop": 2}, {"name": "b", "start": 2, "stop": 6}])
+    )
+    result = runner.invoke(app, ["info", str(tmp_path / "x.npy")])
+    assert result.exit_code == 0, result.output
+    assert "[None, 2]" in result.output and "[None, 4]" in result.output, result.output
+
+
+def test_paths_and_layer_names_keep_their_brackets(tmp_path):
+    # rich would read "[mlp]" or "[run]" as markup and drop it
+    run = tmp_path / "[run]"
+    run.mkdir()
+    np.save(run / "x.npy", np.ones((4, 6), np.float32))
+    (run / "layers.json").write_text(
+        json.dumps(
+            [{"name": "h[attn]", "start": 0, "stop": 2}, {"name": "h[mlp]", "start": 2, "stop": 6}]
+        )
+    )
+    result = runner.invoke(app, ["info", str(run / "x.npy")])
+    assert result.exit_code == 0, result.output
+    assert "[run]" in result.output and "h[mlp]" in result.output, result.output
+    (run / "run.yaml").write_text("model: m:f\ninputs: x.npy\nlayers: ['h[mlp]']\n")
+    result = runner.invoke(app, ["run", str(run / "run.yaml"), "--check"])
+    assert result.exit_code == 0, result.output
+    assert "- h[mlp]" in result.output and "[run]/run.yaml: valid" in result.output, result.output
+
+
 def test_config_files_are_validated_like_run_configs(tmp_path, inputs):
     def train(text):
         (tmp_path / "c.yaml").write_text(text)

@@ -111,6 +111,17 @@ def test_hooks_removed_and_mode_restored_when_forward_fails(tmp_path, mlp):
     assert no_hooks_left(mlp) and mlp.training
 
 
+def test_failed_capture_removes_only_the_empty_directories_it_made(tmp_path, mlp):
+    wrong_width = torch.randn(4, 5)
+    with pytest.raises(ModelError):
+        capture_activations(mlp, wrong_width, ["act1"], tmp_path / "new" / "s", **QUIET)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "there").mkdir()
+    with pytest.raises(ModelError):
+        capture_activations(mlp, wrong_width, ["act1"], tmp_path / "there", **QUIET)
+    assert (tmp_path / "there").is_dir()
+
+
 def test_outputs_that_are_not_batch_first_are_an_error(tmp_path):
     class Net(nn.Module):
         def __init__(self):
@@ -344,3 +355,21 @@ def test_texts_with_a_tokenizer_that_has_no_pad_token(tmp_path):
     rows = store.rows().to_pydict()
     assert rows["token"] == ["a", "b", "c", "d", "b", "c", "a"] and store.n_rows == 7
     torch.testing.assert_close(store.read(), net.emb.weight[[0, 1, 2, 3, 1, 2, 0]].detach())
+
+
+def test_texts_are_cut_to_the_models_positions_when_the_tokenizer_sets_no_limit(
+    tmp_path, tiny_gpt2, caplog
+):
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({"a": 1, "b": 2, "u": 3}, "u"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="u")
+    assert tokenizer.model_max_length > 100_000  # no limit of its own
+    texts = ["a b " * 10, "b a"]  # 20 tokens: more than the model's 16 positions
+    with caplog.at_level("INFO", logger="saeatlas.capture.capture"):
+        store = capture_activations(
+            tiny_gpt2, texts, ["transformer.h.0"], tmp_path / "s", tokenizer=tokenizer, **QUIET
+        )
+    assert store.n_rows == 16 + 2 and store.manifest.provenance["max_length"] == 16
+    assert "Texts are cut to 16 tokens, the model's" in caplog.text

@@ -49,6 +49,18 @@ def test_unknown_name_lists_closest():
         resolve_hookpoints(m, [])
 
 
+def test_no_close_match_lists_the_models_first_names():
+    m = Stack(3)  # 10 modules: layers, layers.0, layers.0.0, layers.0.1, layers.1, ...
+    with pytest.raises(
+        HookpointError,
+        match=r"'block\*'\. Its modules are 'layers', 'layers\.0', .*'layers\.2\.1'\. List the "
+        r"names with `saeatlas layers MODEL`",
+    ):
+        resolve_hookpoints(m, ["block*"])
+    with pytest.raises(HookpointError, match=r"'layers\.2\.1' and 27 more\."):
+        resolve_hookpoints(Stack(12), ["block*"])
+
+
 def test_natural_key():
     assert sorted(["b.10", "b.2", "a.1"], key=natural_key) == ["a.1", "b.2", "b.10"]
 

@@ -141,6 +141,12 @@ def test_missing_or_incomplete_store_messages(tmp_path):
         ActivationStore.open(tmp_path / "empty")
 
 
+def test_directory_holding_one_npy_names_it(tmp_path, rows_array):
+    np.save(tmp_path / "activations.npy", rows_array)
+    with pytest.raises(StoreError, match=r"no manifest\.json.*pass '.*activations\.npy' itself"):
+        ActivationStore.open(tmp_path)
+
+
 def test_labels_column(tmp_path, rows_array):
     labels = np.arange(203) % 7
     store = write_store(tmp_path / "s", rows_array, labels=labels)
@@ -171,10 +177,40 @@ def test_npy_with_layers_json(tmp_path, rows_array):
         ActivationStore.open(tmp_path / "acts.npy")
 
 
+def test_layers_json_without_shapes_gives_each_layer_its_width(tmp_path, rows_array):
+    np.save(tmp_path / "acts.npy", rows_array)
+    (tmp_path / "acts.layers.json").write_text(
+        json.dumps(
+            [
+                {"name": "a", "start": 0, "stop": 4},
+                {"name": "b", "start": 4, "stop": 10, "shape": [None, 2, 3]},
+            ]
+        )
+    )
+    store = ActivationStore.open(tmp_path / "acts.npy")
+    assert [layer.shape for layer in store.layers] == [(None, 4), (None, 2, 3)]
+
+
+def test_layers_json_that_is_not_a_list_shows_the_format(tmp_path, rows_array):
+    np.save(tmp_path / "acts.npy", rows_array)
+    (tmp_path / "layers.json").write_text(json.dumps({"a": [0, 4], "b": [4, 10]}))
+    with pytest.raises(
+        StoreError,
+        match=r'must be a JSON list of \{"name", "start", "stop"\} objects, for example \[\{"name"',
+    ):
+        ActivationStore.open(tmp_path / "acts.npy")
+
+
 def test_bad_npy_inputs(tmp_path):
     np.save(tmp_path / "cube.npy", np.zeros((2, 3, 4), np.float32))
     with pytest.raises(StoreError, match=r"\(2, 3, 4\).*\[rows, units\]"):
         ActivationStore.open(tmp_path / "cube.npy")
+    np.save(tmp_path / "ints.npy", np.ones((4, 3), np.int64))
+    with pytest.raises(
+        StoreError,
+        match=r"int64.*floats.*np\.save\('.*ints\.npy', np\.load\(.*\)\.astype\(np\.float32\)\)",
+    ):
+        ActivationStore.open(tmp_path / "ints.npy")
     x = np.ones((10, 3), np.float32)
     x[7, 2] = np.nan
     np.save(tmp_path / "nan.npy", x)

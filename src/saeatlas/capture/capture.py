@@ -38,6 +38,8 @@ from .rows import (
 log = logging.getLogger(__name__)
 
 NONFINITE_MODES = ("error", "skip")
+#: A tokenizer ``model_max_length`` above this sets no limit (transformers' is int(1e30)).
+TOKENIZER_NO_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ class CaptureConfig:
     on_nonfinite: str = "error"
     """NaN/Inf in a row: ``error`` (stop and say where) or ``skip`` (drop the row, count it)."""
     max_length: int | None = None
-    """Truncate texts to this many tokens."""
+    """Truncate texts to this many tokens; by default the tokenizer's limit, or the model's
+    positions (its config's) when the tokenizer sets none."""
     early_stop: bool = True
     """Stop each forward pass once every recorded module has run."""
 
@@ -264,6 +267,7 @@ def capture_activations(
         The finished store, opened.
     """
     hps = resolve_hookpoints(model, hookpoints)
+    max_length = _max_length(model, inputs, tokenizer, config.max_length)
     dtype = STORE_DTYPES[config.dtype] if config.dtype else None
     if config.device is not None or dtype is not None:
         model.to(device=config.device, dtype=dtype)
@@ -273,7 +277,7 @@ def capture_activations(
         "inputs": type(inputs).__name__,
         "saeatlas_version": __version__,
         "torch_version": torch.__version__,
-        **({"max_length": config.max_length} if config.max_length is not None else {}),
+        **({"max_length": max_length} if max_length is not None else {}),
         **(provenance or {}),
     }
     writer = StoreWriter(
@@ -306,7 +310,7 @@ def capture_activations(
                 batch_size=config.batch_size,
                 tokenizer=tokenizer,
                 labels=labels,
-                max_length=config.max_length,
+                max_length=max_length,
                 float_dtype=input_dtype(model),
             )
             for b, batch in enumerate(batches):
@@ -360,6 +364,31 @@ def capture_activations(
         recorder.detach()
         model.train(was_training)
     return ActivationStore.open(out)
+
+
+def _max_length(
+    model: torch.nn.Module, inputs: Any, tokenizer: Any, max_length: int | None
+) -> int | None:
+    """Tokens per text: ``max_length`` when given; else, when the tokenizer sets no
+    real limit of its own, the positions the model's config says it has."""
+    texts = isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)
+    if max_length is not None or tokenizer is None or not texts:
+        return max_length
+    own = getattr(tokenizer, "model_max_length", None)
+    if own is not None and own <= TOKENIZER_NO_LIMIT:
+        return None  # the tokenizer cuts texts to its own limit
+    cfg = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        limit = getattr(cfg, key, None)
+        if isinstance(limit, int) and limit > 0:
+            log.info(
+                "Texts are cut to %d tokens, the model's `%s` (its tokenizer sets no limit); "
+                "--max-length (`max_length`) sets another.",
+                limit,
+                key,
+            )
+            return limit
+    return None
 
 
 def _count_samples(inputs: Any) -> int | None:

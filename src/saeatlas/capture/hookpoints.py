@@ -80,7 +80,8 @@ def resolve_hookpoints(
     """Resolve layer patterns to hook points, naturally sorted, without duplicates.
 
     Raises:
-        HookpointError: a pattern matches nothing; the message lists the closest names.
+        HookpointError: a pattern matches nothing; the message lists the closest names
+            (or, when none is close, the model's first ten).
     """
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -107,7 +108,13 @@ def _no_match_message(raw: str, pattern: str, names: list[str], model: torch.nn.
     if not close:  # fall back to names that share the pattern's first component
         head = re.split(r"[.*?\[]", probe)[0]
         close = [n for n in names if head and n.startswith(head)][:5]
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    if close:
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?"
+    elif names:  # nothing alike: show what the model has
+        more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+        hint = f" Its modules are {', '.join(repr(n) for n in names[:10])}{more}."
+    else:
+        hint = " It has no submodules."
     return (
         f"No module of {type(model).__name__} matches layer pattern {raw!r}.{hint} "
         "List the names with `saeatlas layers MODEL` (or `model.named_modules()`); globs use "

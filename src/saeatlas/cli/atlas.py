@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
@@ -107,7 +108,7 @@ def _analyze_cmd(
         )
     atlas.save(out, overwrite=overwrite)
     print_atlas(atlas)
-    console.print(f"Written to {out}.", soft_wrap=True)
+    console.print(f"Written to {escape(str(out))}.", soft_wrap=True)
 
 
 def print_atlas(atlas: Any) -> None:
@@ -118,7 +119,7 @@ def print_atlas(atlas: Any) -> None:
         "module": lambda r: str(r.module),
         "units": lambda r: str(r.n_units),
         "features": lambda r: str(r.n_features),
-        "layers": lambda r: ", ".join(r.layers),
+        "layers": lambda r: escape(", ".join(r.layers)),
         "z": lambda r: f"{r.z:.1f}",
         "p": lambda r: f"{r.p:.2g}",
         "significant": lambda r: "yes" if r.significant else "no",
@@ -126,7 +127,7 @@ def print_atlas(atlas: Any) -> None:
     if "stability" in m:
         cols["stability"] = lambda r: f"{r.stability:.2f}"
     if "preferred_label" in m:
-        cols["label"] = lambda r: f"{r.preferred_label} ({r.selectivity:.2f})"
+        cols["label"] = lambda r: f"{escape(str(r.preferred_label))} ({r.selectivity:.2f})"
     if "ablation_effect" in m:
         cols["ablation Δloss"] = lambda r: f"{r.ablation_effect:+.3f}"
         cols["ablation p"] = lambda r: f"{r.ablation_p:.2g}"
@@ -142,7 +143,7 @@ def print_atlas(atlas: Any) -> None:
             f"{s['null_mean']:.3f} ± {s['null_std']:.3f}, z {s['z']:.1f}, p {s['p']:.2g}.",
             soft_wrap=True,
         )
-    console.print(s["message"], soft_wrap=True)
+    console.print(escape(s["message"]), soft_wrap=True)
     ctl = s.get("control")
     if ctl:
         console.print(
@@ -216,7 +217,7 @@ def report_cmd(
     from ..report import write_report
 
     result = write_report(atlas_dir, out, sweep_dir=sweep, max_map_points=max_map_points)
-    console.print(str(result.path), soft_wrap=True, highlight=False)
+    console.print(escape(str(result.path)), soft_wrap=True, highlight=False)
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -232,7 +233,7 @@ def print_modules(atlas: Any) -> None:
     layers = list(atlas.summary.get("layers", []))
     table = Table(
         title=f"{atlas.summary['n_modules']} modules",
-        caption=f"units per layer: {' / '.join(layers)}. Modules are "
+        caption=f"units per layer: {escape(' / '.join(layers))}. Modules are "
         f"{atlas.summary['module_kind']}.",
     )
     columns = atlas.modules.columns
@@ -261,7 +262,7 @@ def print_modules(atlas: Any) -> None:
         if has["ablation"]:
             cells += [_fmt(r.ablation_effect, ".3f"), _fmt(r.ablation_p, ".2g")]
         if has["label"]:
-            label = "-" if r.preferred_label is None else str(r.preferred_label)
+            label = "-" if r.preferred_label is None else escape(str(r.preferred_label))
             if r.preferred_label is not None and r.selectivity == r.selectivity:
                 label += f" ({r.selectivity:.2f})"
             cells.append(label)
@@ -269,7 +270,7 @@ def print_modules(atlas: Any) -> None:
     # rich never prints wider than its console (80 columns when not a terminal)
     wide = console if console.width >= 120 else Console(width=120, highlight=False)
     wide.print(table)
-    console.print(atlas.summary["message"], soft_wrap=True)
+    console.print(escape(atlas.summary["message"]), soft_wrap=True)
 
 
 def _register() -> None:

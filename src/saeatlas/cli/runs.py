@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from ..errors import ConfigError
 from .app import app, console
@@ -18,7 +19,7 @@ def _print_stage(outcome: Any) -> None:
     took = f" in {outcome.seconds:.1f} s" if outcome.status == "ran" else ""
     console.print(
         f"[bold]{outcome.name}[/] {mark.get(outcome.status, outcome.status)}{took}: "
-        f"{outcome.reason}",
+        f"{escape(outcome.reason)}",
         soft_wrap=True,
         highlight=False,
     )
@@ -32,9 +33,11 @@ def _print_run(result: Any) -> None:
     if result.skipped:
         console.print(f"Skipped (already complete): {', '.join(result.skipped)}.", soft_wrap=True)
     if result.report is not None:
-        console.print(f"Report: {result.report}", soft_wrap=True, highlight=False)
+        console.print(f"Report: {escape(str(result.report))}", soft_wrap=True, highlight=False)
     else:
-        console.print(f"Atlas: {result.paths.atlas} (no report written).", soft_wrap=True)
+        console.print(
+            f"Atlas: {escape(str(result.paths.atlas))} (no report written).", soft_wrap=True
+        )
 
 
 @app.command("run")
@@ -54,8 +57,8 @@ def run_cmd(
 
     cfg = load_run_config(config)
     if check:
-        console.print(cfg.dumps(), highlight=False, soft_wrap=True)
-        console.print(f"{config}: valid.", highlight=False)
+        console.print(escape(cfg.dumps()), highlight=False, soft_wrap=True)
+        console.print(f"{escape(str(config))}: valid.", highlight=False, soft_wrap=True)
         return
     if out is None and cfg.out is None:
         out = Path(f"{config.stem}-run")

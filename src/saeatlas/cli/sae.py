@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
@@ -33,7 +34,7 @@ def _train_cmd(
     console.print(
         f"Trained a {cfg.architecture} SAE ({result.sae.cfg.d_in} -> {result.sae.cfg.d_sae}) on "
         f"{result.summary['tokens']:,} rows: FVU {final['fvu']:.4f}, L0 {final['l0']:.1f}, "
-        f"dead {final['dead_fraction']:.1%}. Saved to {result.path}.",
+        f"dead {final['dead_fraction']:.1%}. Saved to {escape(str(result.path))}.",
         soft_wrap=True,
     )
 
@@ -127,7 +128,8 @@ def import_saelens_cmd(
     sae = load_saelens(src)
     sae.save(out)
     console.print(
-        f"Imported a {sae.cfg.architecture} SAE ({sae.cfg.d_in} -> {sae.cfg.d_sae}) to {out}."
+        f"Imported a {sae.cfg.architecture} SAE ({sae.cfg.d_in} -> {sae.cfg.d_sae}) to "
+        f"{escape(str(out))}."
     )
 
 
@@ -141,7 +143,7 @@ def export_saelens_cmd(
     from ..sae.saelens import export_saelens
 
     export_saelens(SparseAutoencoder.load(sae), out)
-    console.print(f"Exported {sae} to {out} in SAELens's format.")
+    console.print(f"Exported {escape(str(sae))} to {escape(str(out))} in SAELens's format.")
 
 
 def _sweep_cmd(
@@ -191,7 +193,10 @@ def _sweep_cmd(
             "recommended" if i == result.recommended else "",
         )
     console.print(table)
-    console.print(f"Rule: {result.rule}. Written to {out}/sweep.json.", soft_wrap=True)
+    console.print(
+        f"Rule: {escape(result.rule)}. Written to {escape(str(out / 'sweep.json'))}.",
+        soft_wrap=True,
+    )
 
 
 def _register() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .app import _output_index, app, console
@@ -43,7 +44,9 @@ def layers_cmd(
         example = batch.kwargs if batch.kwargs else batch.args[0]
     table = Table("hook point", "type", "output shape")
     for info in list_layers(loaded.model, example):
-        table.add_row(info.name, info.type, "-" if info.shape is None else str(list(info.shape)))
+        table.add_row(
+            escape(info.name), info.type, "-" if info.shape is None else str(list(info.shape))
+        )
     console.print(table)
 
 
@@ -92,7 +95,10 @@ def capture_cmd(
         "error", "--on-nonfinite", help="NaN/Inf rows: 'error' or 'skip' (drop and count them)."
     ),
     max_length: int | None = typer.Option(
-        None, "--max-length", help="Truncate texts to this many tokens."
+        None,
+        "--max-length",
+        help="Truncate texts to this many tokens (default: the tokenizer's limit, else the "
+        "model's positions).",
     ),
     early_stop: bool = typer.Option(
         True,
@@ -158,7 +164,7 @@ def info_cmd(
 def print_summary(store: Any) -> None:
     """Print a store's summary: rows, units, layers and their column ranges."""
     s = store.summary()
-    console.print(f"[bold]{s.path}[/] ({s.kind})", soft_wrap=True)
+    console.print(f"[bold]{escape(s.path)}[/] ({s.kind})", soft_wrap=True)
     console.print(
         f"{s.n_rows:,} rows x {s.n_units:,} units, {s.dtype}, {s.n_shards} shard(s), "
         f"{s.n_bytes / 2**20:.1f} MiB",
@@ -171,7 +177,7 @@ def print_summary(store: Any) -> None:
         mean = store.mean[layer.start : layer.stop]
         std = store.std[layer.start : layer.stop]
         table.add_row(
-            layer.name,
+            escape(layer.name),
             f"{layer.start}:{layer.stop}",
             str(layer.n_units),
             layer.layout,

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,13 @@ class ActivationStore:
                     f"'{path}' holds an interrupted capture (no manifest.json yet). Finish it with "
                     "`saeatlas capture ... --resume`."
                 )
-            raise StoreError(f"'{path}' has no manifest.json; it is not a saeatlas store.")
+            arrays = sorted(path.glob("*.npy"))
+            hint = (
+                f" To read the array it holds, pass '{arrays[0]}' itself."
+                if len(arrays) == 1
+                else ""
+            )
+            raise StoreError(f"'{path}' has no manifest.json; it is not a saeatlas store.{hint}")
         manifest = Manifest.read(path / MANIFEST)
         if manifest.dtype not in STORE_DTYPES:
             raise StoreError(f"'{path}' has unknown dtype {manifest.dtype!r} in its manifest.")
@@ -206,7 +212,10 @@ class ActivationStore:
         dtype = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}.get(array.dtype)
         if dtype is None:
             if array.dtype.kind != "f":
-                raise StoreError(f"'{path}' has dtype {array.dtype}; activations must be floats.")
+                raise StoreError(
+                    f"'{path}' has dtype {array.dtype}; activations must be floats. Convert it: "
+                    f"`np.save('{path}', np.load('{path}').astype(np.float32))`."
+                )
             dtype = "float32"  # float64 is read as float32
         layers = _npy_layers(path, array.shape[1])
         return cls(path, _ArraySource(array), layers, dtype, None)
@@ -512,15 +521,23 @@ def _sequential(
 def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
     for candidate in (path.with_name(path.stem + ".layers.json"), path.with_name("layers.json")):
         if candidate.exists():
+            expected = (
+                f'\'{candidate}\' must be a JSON list of {{"name", "start", "stop"}} objects, '
+                'for example [{"name": "layer1", "start": 0, "stop": 64}, ...]'
+            )
             try:
                 entries = json.loads(candidate.read_text())
-                layers = tuple(LayerSpec.from_json(e) for e in entries)
-            except (json.JSONDecodeError, TypeError) as e:
-                raise StoreError(
-                    f'\'{candidate}\' must be a JSON list of {{"name", "start", "stop"}}: {e}.'
-                ) from e
+            except json.JSONDecodeError as e:
+                raise StoreError(f"{expected} ({e}).") from e
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                raise StoreError(f"{expected}; it holds {json.dumps(entries)[:60]}.")
+            layers = tuple(LayerSpec.from_json(e) for e in entries)
             validate_layers(layers, n_units)
-            return layers
+            # a layer without a `shape` is taken to output [batch, its columns]
+            return tuple(
+                layer if layer.shape else replace(layer, shape=(None, layer.n_units))
+                for layer in layers
+            )
     return (LayerSpec(path.stem, 0, n_units, (None, n_units)),)
 
 

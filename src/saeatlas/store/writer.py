@@ -137,6 +137,7 @@ class StoreWriter:
         self._meta_columns: list[str] | None = None
         self.resume_point = ResumePoint(0, 0, 0)
         self._closed = False
+        self._created: list[Path] = []  # directories made for this store, deepest first
         self._prepare_directory(resume=resume, overwrite=overwrite)
 
     # -- directory state -------------------------------------------------------------------
@@ -168,6 +169,7 @@ class StoreWriter:
             )
         else:
             self._clear()  # stray files of a capture that died before its first commit
+        self._created = [d for d in (p, *p.parents) if not d.exists()]
         p.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
@@ -359,7 +361,10 @@ class StoreWriter:
             self._pending.pop(0).result()
 
     def abort(self) -> None:
-        """After a failure: let queued commits finish so that the capture can resume."""
+        """After a failure: let queued commits finish so that the capture can resume.
+
+        Directories this writer created are removed again while they are empty.
+        """
         for f in self._pending:
             try:
                 f.result()
@@ -367,6 +372,11 @@ class StoreWriter:
                 log.warning("A shard commit failed after an earlier error.", exc_info=True)
         self._pending.clear()
         self._shutdown()
+        for d in self._created:
+            try:
+                d.rmdir()  # only ever removes an empty directory
+            except OSError:
+                break
 
     def _shutdown(self) -> None:
         if self._executor is not None:
