@@ -106,6 +106,14 @@ def test_attribution_and_projection_by_hand():
     # a unit mostly written by features in no module is not enriched in any module
     weak = project_modules(np.array([[0.1, 1.0], [0.9, 0.0]]), np.array([0, -1]), 1)
     assert weak.module.tolist() == [-1, 0]
+    # A big module (features 0, 1: 28 of the 31 units of energy) writes 8 of unit 0's 10,
+    # a small one (feature 2: 3 of 31) the other 2. Both are over-represented there, the
+    # small one far more (0.2 / (3/31) = 2.1 against 0.8 / (28/31) = 0.89), but the unit
+    # belongs to the one that writes most of it.
+    big = np.array([[8.0, 10.0, 0.0], [0.0, 10.0, 0.0], [2.0, 0.0, 1.0]])
+    sized = project_modules(big, np.array([0, 0, 1]), 2, min_enrichment=0.85)
+    assert sized.module.tolist() == [0, 0, 1]
+    assert not sized.shared[0]  # the small module writes a quarter of what the big one does
 
 
 def test_cleaned_unit_graph_finds_blocks_a_global_mode_hides():

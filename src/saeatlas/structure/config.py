@@ -45,8 +45,9 @@ class AtlasConfig:
     """A feature stays in its community when it has edges to at least this fraction
     of the community's other features (its core); others get no module."""
     min_enrichment: float = 1.5
-    """A unit joins the module it is most enriched in (the module's share of the
-    unit's attributed energy over its share of all energy) when that is at least this."""
+    """A module is over-represented in a unit when its share of the unit's attributed
+    energy over its share of all energy is at least this; the unit joins the
+    over-represented module that writes most of its energy."""
     nulls: tuple[str, ...] = NULLS
     """Null models for significance: permutation, rewiring, dictionary."""
     null_dictionary: str = "seed"
