@@ -33,3 +33,16 @@ def test_metrics_against_direct_computation(tmp_path):
     assert part.n_rows == 100
     counts, edges = res.density_histogram(bins=5)
     assert counts.sum() == (density > 0).sum() and len(edges) == 6
+
+
+def test_bad_rows_or_a_store_of_another_width_are_clear_errors(tmp_path):
+    # A row range past the end raised a bare ValueError (a traceback from the CLI); an
+    # SAE without a layer map on a wider store failed inside the encoder.
+    from saeatlas.errors import ConfigError, ShapeError
+
+    np.save(tmp_path / "x.npy", np.zeros((50, 6), np.float32))
+    store = ActivationStore.open(tmp_path / "x.npy")
+    with pytest.raises(ConfigError, match="--start"):
+        evaluate_sae(SparseAutoencoder(SAEConfig("topk", d_in=6, d_sae=12, k=2)), store, start=50)
+    with pytest.raises(ShapeError, match="reads 5 units"):
+        evaluate_sae(SparseAutoencoder(SAEConfig("topk", d_in=5, d_sae=12, k=2)), store)

@@ -255,3 +255,32 @@ def test_an_atlas_without_modules_still_reports(atlas_copy):
     assert msg in html and "The atlas found no modules" in html
     assert "nothing to ablate" in html
     assert page_data(html)["plots"]["feature-map-plot"]["modules"] == [-1, None]
+
+
+def test_modularity_shown_beside_the_null_is_the_one_tested(capsys):
+    # The nulls test the finder's partition before its communities are cut to their
+    # cores; the cores' lower modularity beside the null's mean read as a failed test
+    # with a positive z (0.469 "against" 0.568, z 7.2).
+    from types import SimpleNamespace
+
+    from saeatlas.cli.atlas import print_atlas
+    from saeatlas.report.summary import modularity_text
+
+    null = {"null": "dictionary", "modularity": 0.666, "null_mean": 0.568, "null_std": 0.014}
+    s = {
+        **{k: null[k] for k in ("null_mean", "null_std")},
+        "modularity": 0.469,
+        "z": 7.2,
+        "p": 4e-13,
+        "strictest_null": "dictionary",
+        "nulls": [{**null, "z": 7.2, "p": 4e-13}],
+        "n_modules": 0,
+        "module_kind": "co-activation",
+        "message": "",
+    }
+    assert modularity_text(s).startswith("0.666 (communities cut to their cores: 0.469)")
+    # an SAE that records no training settings: the weaker, self-sourced null says so
+    s["dictionary_null_source"] = "self (the SAE records no training settings)"
+    assert "weaker null" in modularity_text(s) and "--seed-sae" in modularity_text(s)
+    print_atlas(SimpleNamespace(summary=s, modules=pd.DataFrame()))
+    assert "Modularity 0.666 (cores 0.469); strictest null" in capsys.readouterr().out

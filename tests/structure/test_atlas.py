@@ -106,6 +106,9 @@ def test_atlas_directory_round_trip_and_refusals(easy, tmp_path):
     (out / "units.parquet").write_bytes(b"garbage")
     with pytest.raises(AtlasFileError, match="unreadable"):
         Atlas.load(out)
+    (out / "units.parquet").unlink()
+    with pytest.raises(AtlasFileError, match="missing units.parquet"):
+        Atlas.load(out)
     with pytest.raises(AtlasFileError, match="analyze"):
         Atlas.load(tmp_path / "nothing")
 
@@ -148,6 +151,19 @@ def test_spectral_finder_and_window_counting_run_through(easy):
     assert adjusted_rand_score(data.unit_module, atlas.units.module) > 0.5
     assert atlas.n_significant_modules == 0  # no nulls, no claims
     assert "No significant" in atlas.summary["message"]
+
+
+def test_an_sae_whose_features_never_co_fire_says_why_there_are_no_modules(tmp_path):
+    # k = 1: one feature per row, so nothing co-fires; "the partition does not beat the
+    # null models" blamed the data for what the SAE cannot show.
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+
+    x = np.random.default_rng(0).normal(size=(600, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=8, d_sae=16, k=1))
+    atlas = map_structure(sae, tmp_path / "x.npy", AtlasConfig(nulls=(), n_examples=0))
+    assert atlas.summary["graph"]["n_edges"] == 0 and atlas.n_modules == 0
+    assert "no edges" in atlas.summary["message"] and "mean L0 1.0" in atlas.summary["message"]
 
 
 @pytest.mark.parametrize(

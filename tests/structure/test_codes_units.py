@@ -70,10 +70,26 @@ def test_max_rows_takes_whole_batches_spread_over_the_store(tmp_path):
     assert set(np.diff(codes.rows[:100])) == {1}
 
 
+@pytest.mark.parametrize("max_rows", [50, 250, 950])
+def test_max_rows_that_is_not_a_whole_number_of_batches_is_exact(tmp_path, max_rows):
+    # 50 rows used to encode a whole batch of 100, 250 two batches; 1000 rows in
+    # batches of 100 and 75 (a short last batch) must still give 950.
+    x = np.random.default_rng(0).normal(size=(1000, 6))
+    store = npy_store(tmp_path, x, [("a", 0, 6)])
+    sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=6, d_sae=8, k=2))
+    for batch_size in (100, 75):
+        codes = encode_store(sae, store, batch_size=batch_size, max_rows=max_rows)
+        assert codes.n_rows == len(codes.rows) == len(set(codes.rows)) == max_rows
+
+
 def test_sae_that_does_not_fit_the_store_is_a_clear_error(tmp_path):
     store = npy_store(tmp_path, np.zeros((10, 6)), [("a", 0, 6)])
     sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=5, d_sae=8, k=2))
     with pytest.raises(ShapeError, match="reads 5 units"):
+        encode_store(sae, store)
+    named = (LayerSpec("b", 0, 6, (6,), "sample"),)
+    sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=6, d_sae=8, k=2, layers=named))
+    with pytest.raises(ShapeError, match=r"reads layers \['b'\].*another store"):
         encode_store(sae, store)
 
 

@@ -53,3 +53,15 @@ def test_sweep_writes_frontier_and_recommendation(tmp_path, digits_store):
         sweep(digits_store, base, "k", [2, 8], tmp_path / "sw", progress=False)
     with pytest.raises(ConfigError, match="Cannot sweep over 'lr'"):
         sweep(digits_store, base, "lr", [1, 2], tmp_path / "x", progress=False)
+
+
+def test_a_recommendation_worse_than_the_mean_on_held_out_rows_warns(tmp_path, caplog):
+    # 60 rows, 6 held out: the SAEs learn the training rows and reconstruct the held-out
+    # ones worse than their mean; the knee was recommended without a word.
+    x = np.random.default_rng(0).standard_t(2, size=(60, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    base = TrainConfig(d_sae=64, batch_size=54, tokens=54 * 40, seed=0)
+    with caplog.at_level("WARNING", logger="saeatlas.sweep.sweep"):
+        result = sweep(tmp_path / "x.npy", base, "k", [2, 4], tmp_path / "sw", seeds=1)
+    assert result.points[result.recommended].fvu >= 1
+    assert "worse than their mean" in caplog.text

@@ -138,8 +138,11 @@ def print_atlas(atlas: Any) -> None:
         table.add_row(*(fmt(row) for fmt in cols.values()))
     console.print(table)
     if s.get("z") is not None:
+        from ..structure.significance import tested_modularity
+
         console.print(
-            f"Modularity {s['modularity']:.3f}; strictest null ({s['strictest_null']}) "
+            f"Modularity {tested_modularity(s):.3f} (cores {s['modularity']:.3f}); strictest "
+            f"null ({s['strictest_null']}) "
             f"{s['null_mean']:.3f} ± {s['null_std']:.3f}, z {s['z']:.1f}, p {s['p']:.2g}.",
             soft_wrap=True,
         )

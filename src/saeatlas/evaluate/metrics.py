@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..sae import SparseAutoencoder
+from ..sae.model import sae_layers
 from ..store import ActivationStore
 
 #: A latent firing on more than this fraction of rows counts as dense.
@@ -73,8 +75,13 @@ def evaluate_sae(
     The SAE must read the store's columns: its ``cfg.layers`` name the store
     layers it was trained on.
     """
-    layers = [l.name for l in sae.cfg.layers] or None
+    layers = [l.name for l in sae_layers(sae, store)]
     stop = store.n_rows if stop is None else min(stop, store.n_rows)
+    if not 0 <= start < stop:
+        raise ConfigError(
+            f"No rows in {start}:{stop} to evaluate on: the store has {store.n_rows} rows; "
+            "give --start (`start`) below --stop (`stop`) and below the number of rows."
+        )
     sae = sae.to(device).eval()
     d_sae = sae.cfg.d_sae
     fired = torch.zeros(d_sae, dtype=torch.float64, device=device)
@@ -91,8 +98,6 @@ def evaluate_sae(
         fired += on.sum(dim=0).double()
         active += float(on.sum())
         n += x.shape[0]
-    if n == 0:
-        raise ValueError(f"No rows in {start}:{stop} to evaluate on.")
     total = sum_x2 - float((sum_x * sum_x).sum()) / n  # sum ||x - mean||^2
     fvu_value = sq_err / max(total, 1e-30)
     density = (fired / n).cpu().numpy()

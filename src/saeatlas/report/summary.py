@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..structure.significance import tested_modularity
 from .data import ReportData
 from .text import fmt, fmt_p, fmt_z
 
@@ -110,10 +111,26 @@ def modularity_text(s: dict[str, Any]) -> str:
         f"{n['null']} z {fmt_z(n['z'])} p {fmt_p(n['p'])}" for n in s.get("nulls", [])
     )
     return (
-        f"{fmt(s['modularity'], '.3f')} against {fmt(s['null_mean'], '.3f')} ± "
+        f"{fmt(tested_modularity(s), '.3f')} (communities cut to their cores: "
+        f"{fmt(s['modularity'], '.3f')}) against {fmt(s['null_mean'], '.3f')} ± "
         f"{fmt(s['null_std'], '.3f')} under the strictest null ({s.get('strictest_null')}): "
-        f"z {fmt_z(s['z'])}, p {fmt_p(s['p'])}. All nulls: {nulls}."
+        f"z {fmt_z(s['z'])}, p {fmt_p(s['p'])}. All nulls: {nulls}.{dictionary_text(s)}"
     )
+
+
+def dictionary_text(s: dict[str, Any]) -> str:
+    """Whose dictionary the dictionary null synthesised its rows from."""
+    source = s.get("dictionary_null_source")
+    if not source:
+        return ""
+    if str(source).startswith("self"):
+        why = str(source)[len("self") :].strip(" ()") or "--null-dictionary self"
+        return (
+            f" The dictionary null used the SAE's own dictionary ({why}): a weaker null "
+            "that misses the co-firing of features the SAE did not learn; rerun analyze with "
+            "--seed-sae DIR (an SAE trained the same way with another seed)."
+        )
+    return f" The dictionary null's rows come from the dictionary of {source}."
 
 
 def stability_text(data: ReportData) -> str:

@@ -24,6 +24,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..errors import ShapeError
+from ..store import ActivationStore, LayerSpec
 from .activations import batch_topk, jumprelu, topk
 from .config import SAEConfig
 
@@ -177,3 +179,31 @@ class SparseAutoencoder(nn.Module):
             out.b_enc.copy_(self.b_enc - (mean / scale) @ self.W_enc)
         out.train(self.training)
         return out
+
+
+def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpec, ...]:
+    """The store layers an SAE reads, checked against the store's widths."""
+    names = [l.name for l in (sae.cfg.layers or ())]
+    if not names:
+        if sae.cfg.d_in != store.n_units:
+            raise ShapeError(
+                f"The SAE reads {sae.cfg.d_in} units but names no layers, and the store "
+                f"has {store.n_units}. Train the SAE on this store, or give the store "
+                "only the layer it was trained on."
+            )
+        return tuple(store.layers)
+    known = [l.name for l in store.layers]
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ShapeError(
+            f"The SAE reads layers {names}, but the store '{store.path}' has no {missing} "
+            f"(it has {known}). Was the SAE trained on another store?"
+        )
+    layers = [store.layer(name) for name in names]
+    width = sum(l.n_units for l in layers)
+    if width != sae.cfg.d_in:
+        raise ShapeError(
+            f"The SAE reads {sae.cfg.d_in} units, but its layers {names} have {width} "
+            "units in this store. Was the SAE trained on another store?"
+        )
+    return tuple(layers)

@@ -105,6 +105,12 @@ class Atlas:
                 f"'{path}' is not a complete atlas (no {ATLAS_JSON}); run `saeatlas analyze` "
                 "to make one."
             )
+        missing = [f"{name}.parquet" for name in TABLES if not (path / f"{name}.parquet").exists()]
+        if missing:
+            raise AtlasFileError(
+                f"The atlas at '{path}' is missing {', '.join(missing)}; rerun `saeatlas "
+                "analyze` with --overwrite to write it again."
+            )
         try:
             summary = json.loads(meta.read_text())
             tables = {name: pq.read_table(path / f"{name}.parquet").to_pandas() for name in TABLES}

@@ -21,9 +21,9 @@ import scipy.sparse as sp
 import torch
 
 from .._progress import progress_bar
-from ..errors import ShapeError
 from ..sae import SparseAutoencoder
 from ..sae.kernels import fast_bf16
+from ..sae.model import sae_layers
 from ..store import ActivationStore, LayerSpec
 
 
@@ -84,29 +84,6 @@ class Codes:
         return np.clip(corr, -1.0, 1.0)
 
 
-def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpec, ...]:
-    """The store layers an SAE reads, checked against the store's widths."""
-    names = [l.name for l in (sae.cfg.layers or ())]
-    if not names:
-        if sae.cfg.d_in != store.n_units:
-            raise ShapeError(
-                f"The SAE reads {sae.cfg.d_in} units but names no layers, and the store "
-                f"has {store.n_units}. Train the SAE on this store, or give the store "
-                "only the layer it was trained on."
-            )
-        return tuple(store.layers)
-    layers = []
-    for name in names:
-        layers.append(store.layer(name))  # names the missing layer and the known ones
-    width = sum(l.n_units for l in layers)
-    if width != sae.cfg.d_in:
-        raise ShapeError(
-            f"The SAE reads {sae.cfg.d_in} units, but its layers {names} have {width} "
-            "units in this store. Was the SAE trained on another store?"
-        )
-    return tuple(layers)
-
-
 @torch.no_grad()
 def encode_sparse(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Nonzero codes of a batch ``x [B, d_in]`` → ``(rows, cols, values)`` as two tensors:
@@ -142,16 +119,23 @@ def encode_store(
     progress: bool = False,
 ) -> Codes:
     """Encode ``store`` (at most ``max_rows`` rows, taken as evenly spaced runs of
-    whole batches so that consecutive tokens stay together) into :class:`Codes`."""
+    whole batches so that consecutive tokens stay together, the last run cut to
+    make ``max_rows``) into :class:`Codes`."""
     layers = sae_layers(sae, store)
     names = [l.name for l in layers]
     sae = sae.to(device).eval()
     n_total = store.n_rows
     n_batches = -(-n_total // batch_size)
     if max_rows is not None and max_rows < n_total:
-        keep = np.unique(np.linspace(0, n_batches - 1, max(1, max_rows // batch_size)).round())
-        keep = set(keep.astype(int).tolist())
+        # full batches only (the store's last one may be short), as many as make max_rows
+        n_full = n_total // batch_size
+        n_keep = -(-max_rows // batch_size)
+        if n_keep <= n_full:
+            keep = set(np.linspace(0, n_full - 1, n_keep).round().astype(int).tolist())
+        else:
+            keep = set(range(n_batches))
     else:
+        max_rows = None
         keep = set(range(n_batches))
     sample_col = store.rows(["sample"]).column("sample").to_numpy()
     d_sae, d_in = sae.cfg.d_sae, sae.cfg.d_in
@@ -167,9 +151,11 @@ def encode_store(
     batches = store.iter_batches(batch_size, shuffle=False, layers=names, drop_last=False)
     with progress_bar("encode", len(keep), progress) as bar:
         for b, x in enumerate(batches):
-            if b not in keep:
+            if b not in keep or (max_rows is not None and n_done >= max_rows):
                 continue
             start = b * batch_size
+            if max_rows is not None:
+                x = x[: max_rows - n_done]
             x = x.to(device, torch.float32)
             idx, vals = encode_sparse(sae, x)
             idx, vals = idx.cpu().numpy(), vals.cpu().numpy()

@@ -182,11 +182,7 @@ def map_structure(
         "n_modules": int(n_modules),
         "n_significant_modules": n_sig,
         "significant": bool(partition_ok),
-        "message": (
-            f"{n_sig} of {n_modules} modules are significant against every null model."
-            if partition_ok and n_sig
-            else "No significant modular structure: the partition does not beat the null models."
-        ),
+        "message": _message(n_sig, n_modules, partition_ok, graph.n_edges, codes),
         "module_kind": MODULE_KIND,
         "modularity": float(modularity(graph.adjacency, feature_module)),
         "modularity_before_core": float(finder.modularity_),
@@ -247,6 +243,21 @@ def map_structure(
             sae, store, replace(cfg, control=False, n_bootstrap=0, n_examples=0), real=atlas
         )
     return atlas
+
+
+def _message(n_sig: int, n_modules: int, partition_ok: bool, n_edges: int, codes: Codes) -> str:
+    """The atlas's verdict in one sentence."""
+    if partition_ok and n_sig:
+        return f"{n_sig} of {n_modules} modules are significant against every null model."
+    if n_edges == 0:
+        l0 = codes.matrix.nnz / max(codes.n_rows, 1)
+        return (
+            f"No modules can be found: no two features fire together more often than chance "
+            f"on these {codes.n_rows:,} rows (mean L0 {l0:.1f}), so the co-occurrence graph "
+            "has no edges. Use an SAE with more active latents per row (a larger k), more "
+            "rows, or count co-firing over consecutive tokens with --window N."
+        )
+    return "No significant modular structure: the partition does not beat the null models."
 
 
 def _add_geometry(atlas: Atlas, sae: SparseAutoencoder, cfg: AtlasConfig) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -167,3 +168,10 @@ def module_cohesion(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
     w = module_weight(adjacency, labels)
     size = np.bincount(labels[labels >= 0], minlength=w.size)
     return w / np.maximum(size, 1)
+
+
+def tested_modularity(s: dict[str, Any]) -> float | None:
+    """The modularity the null models were compared with: the finder's best partition
+    before its communities are cut to their cores (``summary["modularity"]`` is after)."""
+    tested = {n["null"]: n.get("modularity") for n in s.get("nulls", [])}
+    return tested.get(s.get("strictest_null"), s.get("modularity"))

@@ -127,6 +127,16 @@ def sweep(
             points[best].stability,
             UNSTABLE,
         )
+    if points[best].fvu >= 1:
+        log.warning(
+            "The recommended %s=%s reconstructs the %d held-out rows worse than their mean "
+            "(held-out FVU %.2f >= 1): the SAEs overfit too few rows, so the knee means "
+            "little. Capture more rows, or train smaller SAEs (--d-sae) or for fewer --tokens.",
+            over,
+            points[best].value,
+            heldout,
+            points[best].fvu,
+        )
     atomic_write_json(out / SWEEP_JSON, result.to_json())
     (out / "pareto.json").write_text(
         json.dumps({"l0": l0.tolist(), "fvu": fvu.tolist(), "front": sorted(front), "knee": best})
