@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from sklearn.metrics import adjusted_rand_score
 
@@ -14,6 +15,10 @@ from saeatlas.structure.codes import encode_store
 from saeatlas.structure.finders import LeidenModules
 from saeatlas.structure.units import (
     attribution,
+    excluded_features,
+    global_mode,
+    global_mode_features,
+    mode_correlation,
     project_modules,
     unit_correlation,
     unit_correlation_graph,
@@ -144,3 +149,40 @@ def test_cleaned_unit_graph_finds_blocks_a_global_mode_hides():
     clean = LeidenModules(random_state=0).fit(unit_correlation_graph(corr, n)).labels_
     assert adjusted_rand_score(truth, clean) == pytest.approx(1.0)
     assert adjusted_rand_score(truth, raw) < adjusted_rand_score(truth, clean)
+
+
+def test_a_feature_that_follows_the_global_mode_is_excluded_though_it_writes_few_units(tmp_path):
+    # Rows: a strong global mode g * v over 40 units, plus noise. Latent 0 reads the mode
+    # (fires when g > 0) but writes only 4 units (decoder cosine with the mode ~0.3);
+    # latent 1 reads the noise of units 38, 39 (their mode parts cancel) and writes 39.
+    rng = np.random.default_rng(0)
+    n, d = 4000, 40
+    v = rng.uniform(0.5, 1.5, d)
+    g = rng.standard_normal(n)
+    x = (g[:, None] * v[None, :] + 0.3 * rng.standard_normal((n, d))).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    store = ActivationStore.open(tmp_path / "x.npy")
+    sae = SparseAutoencoder(SAEConfig("relu", d_in=d, d_sae=2))
+    with torch.no_grad():
+        sae.W_enc.zero_()
+        sae.W_enc[:, 0] = torch.tensor(v / np.linalg.norm(v), dtype=torch.float32)
+        sae.W_enc[38, 1] = float(1 / v[38])
+        sae.W_enc[39, 1] = float(-1 / v[39])
+        sae.W_dec.zero_()
+        sae.W_dec[0, :4] = 1.0
+        sae.W_dec[1, 39] = 1.0
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    codes = encode_store(sae, store)
+    corr = unit_correlation(codes.unit_gram, codes.unit_mean, codes.unit_std, codes.n_rows)
+    mode = global_mode(corr)
+    mode_var = float(mode @ corr @ mode)
+    acts = sae.encode(torch.from_numpy(x)).acts.detach().numpy()
+    score = ((x - x.mean(0)) / x.std(0)) @ mode
+    want = [np.corrcoef(acts[:, j], score)[0, 1] for j in range(2)]
+    np.testing.assert_allclose(mode_correlation(codes, mode, mode_var), want, atol=1e-6)
+    W = sae.W_dec.detach().double().numpy()
+    assert not global_mode_features(W, codes.unit_std, mode, 0.5).any()  # decoder test misses it
+    fires = sp.csr_matrix(acts > 0)
+    dense, along = excluded_features(sae, codes, fires, mode, mode_var, 0.99, 0.5)
+    assert along.tolist() == [True, False] and not dense.any()

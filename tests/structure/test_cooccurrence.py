@@ -319,6 +319,23 @@ def test_planted_groups_give_edges_within_groups():
     assert within.mean() >= 0.9
 
 
+def test_a_null_graph_can_be_made_as_dense_as_the_real_one():
+    # Independent firing gives (almost) no significant pair; with n_edges the graph keeps
+    # that many of the most significant positive pairs instead, for density-matched nulls.
+    co = count_cooccurrence(independent_codes(np.random.default_rng(3)))
+    assert build_graph(co, alpha=0.05).n_edges <= 1
+    g = build_graph(co, alpha=0.05, n_edges=40)
+    assert g.n_edges == 40 and (g.weight > 0).all() and (g.count >= 5).all()
+    pr = co.pairs()
+    p, w = pair_pvalues(co), affinity(co, "phi")
+    usable = (w > 0) & (pr.count >= 5)
+    assert np.sort(g.p).tolist() == pytest.approx(np.sort(p[usable])[:40].tolist())
+    # asking for more edges than there are usable pairs gives all of them
+    every = build_graph(co, alpha=0.05, n_edges=10**6)
+    assert every.n_edges == int(usable.sum())
+    assert build_graph(co, n_edges=0).n_edges == 0
+
+
 def test_graph_fields_are_consistent():
     codes, _ = planted_codes(np.random.default_rng(9), n_rows=1500)
     co = count_cooccurrence(codes)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from scipy.stats import false_discovery_control
+from scipy.stats import false_discovery_control, norm
+from scipy.stats import t as student_t
 
 from saeatlas.sae import SAEConfig, SparseAutoencoder
 from saeatlas.store import ActivationStore
@@ -140,7 +141,15 @@ def test_null_test_z_and_verdict():
     null = np.array([0.10, 0.12, 0.11, 0.09, 0.13])
     t = NullTest("x", 0.30, null, np.array([0.2, 0.005]), np.array([0.01, 0.02, 0.01, 0.0, 0.01]))
     assert t.z == pytest.approx((0.30 - null.mean()) / null.std(ddof=1))
-    assert t.p < 1e-6 and t.p_empirical == pytest.approx(1 / 6)
+    assert t.p_empirical == pytest.approx(1 / 6)
+    # the real figure as one more draw: Student's t with n - 1 = 4 degrees of freedom
+    assert t.p == pytest.approx(student_t.sf(t.z / np.sqrt(1 + 1 / 5), 4))
+    assert 1e-5 < t.p < 1e-3 and t.p > norm.sf(t.z)  # more cautious than the normal tail
+    # with 5 draws a z of 3 is not the 0.001 the normal tail claims
+    b = np.sqrt(2 - 1.2**2)
+    three = NullTest("z3", 3.0, np.array([-1.2, -b, 0.0, b, 1.2]), np.zeros(0), null)
+    assert three.z == pytest.approx(3.0) and norm.sf(3.0) < 0.002
+    assert 0.02 < three.p < 0.03
     weak = NullTest(
         "y", 0.115, null, np.array([0.2, 0.005]), np.array([0.01, 0.02, 0.01, 0.0, 0.01])
     )

@@ -26,8 +26,9 @@ class AtlasConfig:
     rather than a module; Sun et al. 2025) and stay out of the modules."""
     global_mode_cosine: float = 0.5
     """Features whose decoder direction has at least this |cosine| with the units'
-    global mode (a top correlation eigenvector shared by all units) encode that mode
-    and stay out of the modules (1 turns this off)."""
+    global mode (a top correlation eigenvector shared by all units), or whose
+    activation has at least this |correlation| with the mode's score, encode that
+    mode and stay out of the modules (1 turns this off)."""
     affinity: str = "phi"
     """Co-occurrence affinity between features: phi, npmi or jaccard."""
     window: int = 0

@@ -449,6 +449,7 @@ def build_graph(
     kind: str = "phi",
     alpha: float = 0.05,
     min_count: int = 5,
+    n_edges: int | None = None,
     n_threads: int | None = None,
 ) -> FeatureGraph:
     """Keep the pairs that co-fire significantly more than chance; weight them by affinity.
@@ -469,7 +470,16 @@ def build_graph(
     while streaming over the pairs, and their q-values are exact. A pair whose first
     term ``P(X = a) <= p`` already exceeds ``cut`` is dropped before its tail is summed.
 
+    With ``n_edges``, the graph instead keeps the ``n_edges`` pairs with the smallest
+    p-values among those with positive affinity and at least ``min_count`` joint
+    firings, significant or not (all of them when there are fewer): a null graph
+    with as many edges as the real one. Modularity depends on a graph's density (a
+    sparse random graph splits into tight, highly modular pieces; Guimera et al.
+    2004), so real and null graphs are compared at one density.
+
     Args:
+        n_edges: keep this many of the most significant pairs instead of those
+            with ``q <= alpha``.
         n_threads: chunks of pairs scored at once (default: the CPUs this process may use).
     """
     fn = _affinity_fn(kind)
@@ -477,27 +487,44 @@ def build_graph(
         raise ValueError(f"`alpha` must lie in (0, 1], got {alpha}.")
     if min_count < 1 or int(min_count) != min_count:
         raise ValueError(f"`min_count` must be a positive integer, got {min_count!r}.")
+    if n_edges is not None and n_edges < 0:
+        raise ValueError(f"`n_edges` must be >= 0, got {n_edges}.")
     m, n_fire, n = co.n_tests, co.n_fire, co.n_rows
     cut = alpha * co.n_pairs / m if m else -1.0
 
-    def candidates(bounds: tuple[int, int]) -> tuple[np.ndarray, ...]:
-        _, row, col, a = _chunk(co, *bounds)
-        n_i, n_j = n_fire[row], n_fire[col]
-        s = np.flatnonzero(log_pmf(a, n_i, n_j, n) <= np.log(cut))  # cut > 0: there are pairs
-        p = hypergeom_upper_tail(a[s], n_i[s], n_j[s], n).p
-        s, p = s[p <= cut], p[p <= cut]
-        return row[s], col[s], a[s], p
+    def scored(cut: float) -> tuple[np.ndarray, ...]:
+        """Pairs with p <= cut: (row, col, count, p)."""
 
-    with ThreadPoolExecutor(max_workers=_n_threads(n_threads)) as pool:
-        kept = list(pool.map(candidates, _chunk_rows(co.counts.indptr)))
-    row, col, a, p = (
-        np.concatenate([k[f] for k in kept]) if kept else np.zeros(0, dtype)
-        for f, dtype in enumerate((np.int32, np.int32, co.counts.dtype, np.float64))
-    )
-    del kept
+        def candidates(bounds: tuple[int, int]) -> tuple[np.ndarray, ...]:
+            _, row, col, a = _chunk(co, *bounds)
+            n_i, n_j = n_fire[row], n_fire[col]
+            s = np.flatnonzero(log_pmf(a, n_i, n_j, n) <= np.log(cut))  # cut > 0: pairs exist
+            p = hypergeom_upper_tail(a[s], n_i[s], n_j[s], n).p
+            s, p = s[p <= cut], p[p <= cut]
+            return row[s], col[s], a[s], p
+
+        with ThreadPoolExecutor(max_workers=_n_threads(n_threads)) as pool:
+            kept = list(pool.map(candidates, _chunk_rows(co.counts.indptr)))
+        return tuple(
+            np.concatenate([k[f] for k in kept]) if kept else np.zeros(0, dtype)
+            for f, dtype in enumerate((np.int32, np.int32, co.counts.dtype, np.float64))
+        )
+
+    row, col, a, p = scored(cut)
     q = benjamini_hochberg(p, n_tests=m)
     w = fn(a, n_fire[row], n_fire[col], n)
-    s = (q <= alpha) & (w > 0) & (a >= min_count)
+    if n_edges is None:
+        s = (q <= alpha) & (w > 0) & (a >= min_count)
+    else:
+        usable = (w > 0) & (a >= min_count)
+        while usable.sum() < n_edges and 0 < cut < 1:  # widen the p cut until enough pairs
+            cut = min(1.0, cut * 100)
+            row, col, a, p = scored(cut)
+            q = benjamini_hochberg(p, n_tests=m)
+            w = fn(a, n_fire[row], n_fire[col], n)
+            usable = (w > 0) & (a >= min_count)
+        order = np.lexsort((-w, p))  # smallest p first, larger affinity first on ties
+        s = order[usable[order]][:n_edges]
     row, col, a, p, q, w = row[s], col[s], a[s], p[s], q[s], w[s]
     d = co.d_sae
     upper = sp.coo_array((w, (row, col)), shape=(d, d))

@@ -96,8 +96,9 @@ def map_structure(
         else None
     )
     mode = global_mode(corr) if corr is not None else None
+    mode_var = float(mode @ corr @ mode) if mode is not None else 0.0
     dense, global_feats = excluded_features(
-        sae, fires, codes.unit_std, mode, cfg.max_density, cfg.global_mode_cosine
+        sae, codes, fires, mode, mode_var, cfg.max_density, cfg.global_mode_cosine
     )
     excluded = dense | global_feats
     fires = drop_columns(fires, excluded)
@@ -118,6 +119,7 @@ def map_structure(
             codes,
             excluded,
             mode,
+            mode_var,
             cfg,
             progress,
         )
@@ -312,9 +314,13 @@ def drop_columns(matrix: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:
     return out
 
 
-def _graph(matrix: sp.csr_matrix, samples: np.ndarray, cfg: AtlasConfig):
+def _graph(
+    matrix: sp.csr_matrix, samples: np.ndarray, cfg: AtlasConfig, n_edges: int | None = None
+):
+    """The co-occurrence graph of firings ``matrix``: its significant pairs, or its
+    ``n_edges`` most significant ones (a null graph as dense as the real one)."""
     co = count_cooccurrence(matrix, window=cfg.window, samples=samples if cfg.window else None)
-    return build_graph(co, kind=cfg.affinity, alpha=cfg.edge_alpha)
+    return build_graph(co, kind=cfg.affinity, alpha=cfg.edge_alpha, n_edges=n_edges)
 
 
 def feature_communities(fires: sp.csr_matrix, samples: np.ndarray, cfg: AtlasConfig):
@@ -358,6 +364,7 @@ def _significance(
     rows = _subsample(codes.n_rows, cfg.null_rows)
     sub, samples = fires[rows], codes.samples[rows]
     real = _graph(sub, samples, cfg).adjacency
+    n_edges = real.nnz // 2  # null graphs are built as dense as the real one
 
     def fit(g: sp.spmatrix) -> tuple[float, np.ndarray]:
         f = clone(finder).fit(g)
@@ -375,10 +382,10 @@ def _significance(
             device=cfg.device,
         )
         fires = drop_columns(strong_firing(synthetic, cfg.min_activation), excluded)
-        return _graph(fires, samples, cfg).adjacency
+        return _graph(fires, samples, cfg, n_edges).adjacency
 
     makers = {
-        "permutation": lambda rng: _graph(permute_codes(sub, rng), samples, cfg).adjacency,
+        "permutation": lambda rng: _graph(permute_codes(sub, rng), samples, cfg, n_edges).adjacency,
         "rewiring": lambda rng: rewire(real, rng),
         "dictionary": dictionary_graph,
     }

@@ -148,6 +148,7 @@ def dictionary_source(
     codes: Codes,
     excluded: np.ndarray,
     mode: np.ndarray | None,
+    mode_var: float,
     cfg: AtlasConfig,
     progress: bool,
 ) -> DictionarySource:
@@ -192,7 +193,7 @@ def dictionary_source(
     )
     fires = strong_firing(other_codes.matrix, cfg.min_activation)
     dense, global_feats = excluded_features(
-        other, fires, codes.unit_std, mode, cfg.max_density, cfg.global_mode_cosine
+        other, other_codes, fires, mode, mode_var, cfg.max_density, cfg.global_mode_cosine
     )
     residual = np.sqrt(other_codes.residual_sq / max(other_codes.n_rows, 1))
     return DictionarySource(

@@ -165,18 +165,39 @@ def global_mode_features(
     return np.abs(W @ mode) >= min_cosine
 
 
+def mode_correlation(codes: Codes, mode: np.ndarray, mode_var: float) -> np.ndarray:
+    """``[d_sae]`` correlation of each feature's activation with the global mode's score
+    ``s = sum_u mode_u (x_u - mean_u) / std_u`` (``mode_var`` its variance, the mode's
+    eigenvalue), from the codes' cross moments."""
+    n = max(codes.n_rows, 1)
+    std = np.where(codes.unit_std > 0, codes.unit_std, 1.0)
+    cov = (codes.cross - np.outer(codes.act_sum, codes.unit_mean)) @ (mode / std) / n
+    var = codes.act_sq_sum / n - (codes.act_sum / n) ** 2
+    return cov / np.sqrt(np.maximum(var, 1e-300) * max(mode_var, 1e-300))
+
+
 def excluded_features(
     sae: SparseAutoencoder,
+    codes: Codes,
     fires: sp.csr_matrix,
-    unit_std: np.ndarray,
     mode: np.ndarray | None,
+    mode_var: float,
     max_density: float,
     cosine: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(dense, global_mode)`` flags ``[d_sae]`` of the features kept out of modules:
     firing (``fires``, strong firings) on more than ``max_density`` of the rows, or
-    writing along the units' global ``mode`` (:func:`global_mode_features`)."""
+    carrying the units' global ``mode``: a decoder direction along it
+    (:func:`global_mode_features`) or an activation that follows its score
+    (:func:`mode_correlation`), either at least ``cosine`` in absolute value. The
+    second catches a mode split over several latents, each writing part of it
+    (on planted data with a strong mode: latents at decoder cosine 0.35-0.45 with
+    the mode but activation correlation 0.6-0.7, which co-fire as a false module;
+    module features stay under 0.15)."""
     n_rows = max(fires.shape[0], 1)
     dense = np.bincount(fires.indices, minlength=fires.shape[1]) > max_density * n_rows
     W_dec = sae.W_dec.detach().double().cpu().numpy()
-    return dense, global_mode_features(W_dec, unit_std, mode, cosine)
+    along = global_mode_features(W_dec, codes.unit_std, mode, cosine)
+    if mode is not None:
+        along |= np.abs(mode_correlation(codes, mode, mode_var)) >= cosine
+    return dense, along
