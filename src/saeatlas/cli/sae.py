@@ -100,7 +100,7 @@ def evaluate_cmd(
             load_inputs(inputs),
             loss_fn,
             tokenizer=loaded.tokenizer,
-            max_length=store.manifest.provenance.get("max_length") if store.manifest else None,
+            max_length=store.max_length,
             labels=load_labels(labels) if labels else None,
             device=device if device != "cpu" else None,
         )

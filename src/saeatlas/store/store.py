@@ -235,6 +235,12 @@ class ActivationStore:
         return len(self._source)
 
     @property
+    def max_length(self) -> int | None:
+        """Tokens per text the capture cut texts to (its provenance), or None: the
+        ablation and the loss recovered cut texts the same way."""
+        return self.manifest.provenance.get("max_length") if self.manifest else None
+
+    @property
     def mean(self) -> np.ndarray:
         """Per-unit mean (float64); streamed once for ``.npy`` stores."""
         return self._stats()[0]

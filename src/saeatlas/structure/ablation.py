@@ -289,8 +289,8 @@ def ablate_atlas(
     model sees the tokens the atlas was made from.
     """
     layers, cols = atlas_layers(atlas, store)
-    if max_length is None and store.manifest is not None:
-        max_length = store.manifest.provenance.get("max_length")
+    if max_length is None:
+        max_length = store.max_length
     res = ablate_modules(
         model,
         inputs,

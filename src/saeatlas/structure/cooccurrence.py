@@ -511,18 +511,18 @@ def build_graph(
         )
 
     row, col, a, p = scored(cut)
+    while n_edges is not None and 0 < cut < 1:  # widen the p cut until enough usable pairs
+        usable = (fn(a, n_fire[row], n_fire[col], n) > 0) & (a >= min_count)
+        if usable.sum() >= n_edges:
+            break
+        cut = min(1.0, cut * 100)
+        row, col, a, p = scored(cut)
     q = benjamini_hochberg(p, n_tests=m)
     w = fn(a, n_fire[row], n_fire[col], n)
+    usable = (w > 0) & (a >= min_count)
     if n_edges is None:
-        s = (q <= alpha) & (w > 0) & (a >= min_count)
+        s = usable & (q <= alpha)
     else:
-        usable = (w > 0) & (a >= min_count)
-        while usable.sum() < n_edges and 0 < cut < 1:  # widen the p cut until enough pairs
-            cut = min(1.0, cut * 100)
-            row, col, a, p = scored(cut)
-            q = benjamini_hochberg(p, n_tests=m)
-            w = fn(a, n_fire[row], n_fire[col], n)
-            usable = (w > 0) & (a >= min_count)
         order = np.lexsort((-w, p))  # smallest p first, larger affinity first on ties
         s = order[usable[order]][:n_edges]
     row, col, a, p, q, w = row[s], col[s], a[s], p[s], q[s], w[s]

@@ -33,9 +33,10 @@ from .codes import Codes, encode_store, strong_firing
 from .config import AtlasConfig
 from .cooccurrence import build_graph, count_cooccurrence
 from .describe import describe_modules
-from .finders import FINDERS, LeidenModules, core_members, modularity, module_modularity
+from .finders import FINDERS, LeidenModules, core_members, modularity
 from .nulls import DictionarySource, dictionary_null_codes, dictionary_source, permute_codes, rewire
 from .significance import NullTest, null_test, verdict
+from .tables import features_table, modules_table
 from .units import (
     attribution,
     excluded_features,
@@ -144,7 +145,7 @@ def map_structure(
             "cross_check_module": cross["labels"],
         }
     )
-    features_df = _features_table(sae, codes, attr, feature_module, unit_layer, cfg)
+    features_df = features_table(sae, codes, attr, feature_module, unit_layer, cfg)
     described = describe_modules(
         sae,
         store,
@@ -165,7 +166,7 @@ def map_structure(
         "firing_density",
         np.bincount(fires.indices, minlength=fires.shape[1]) / max(fires.shape[0], 1),
     )
-    modules_df = _modules_table(
+    modules_df = modules_table(
         n_modules,
         units,
         feature_module,
@@ -424,91 +425,3 @@ def _cross_check(
         "ari": float(adjusted_rand_score(unit_module, labels)),
         "ami": float(adjusted_mutual_info_score(unit_module, labels)),
     }
-
-
-def _features_table(
-    sae: SparseAutoencoder,
-    codes: Codes,
-    attr: np.ndarray,
-    feature_module: np.ndarray,
-    unit_layer: np.ndarray,
-    cfg: AtlasConfig,
-) -> pd.DataFrame:
-    n_fire = codes.n_fire
-    W = sae.W_dec.detach().double().cpu().numpy()
-    std = np.where(codes.unit_std > 0, codes.unit_std, 1.0)
-    Wstd = W / std[None, :]
-    k = min(cfg.top_units, W.shape[1])
-    top = np.argsort(-np.abs(Wstd), axis=1)[:, :k]
-    # Read weights: encoder columns; times std_u they weigh standardised units.
-    R = sae.W_enc.detach().double().cpu().numpy().T
-    top_read = np.argsort(-np.abs(R * std[None, :]), axis=1)[:, :k]
-    energy = Wstd**2
-    n_layers = int(unit_layer.max()) + 1 if unit_layer.size else 0
-    per_layer = np.stack([energy[:, unit_layer == i].sum(1) for i in range(n_layers)], axis=1)
-    per_layer = per_layer / np.where(
-        per_layer.sum(1, keepdims=True) > 0, per_layer.sum(1, keepdims=True), 1
-    )
-    corr = np.abs(codes.unit_correlation()).max(axis=1) if codes.n_rows else np.zeros(len(W))
-    return pd.DataFrame(
-        {
-            "feature": np.arange(W.shape[0]),
-            "module": feature_module.astype(np.int64),
-            "density": n_fire / max(codes.n_rows, 1),
-            "mean_activation": codes.act_sum / np.maximum(n_fire, 1),
-            "max_unit_corr": corr,
-            "top_units": list(top.astype(np.int64)),
-            "top_unit_weights": list(np.take_along_axis(W, top, axis=1)),
-            "top_read_units": list(top_read.astype(np.int64)),
-            "top_read_weights": list(np.take_along_axis(R, top_read, axis=1)),
-            "layer_mass": list(per_layer),
-            "attribution": attr.sum(axis=1),
-        }
-    )
-
-
-def _modules_table(
-    n_modules: int,
-    units,
-    feature_module: np.ndarray,
-    unit_layer: np.ndarray,
-    layer_names: list[str],
-    adjacency: sp.spmatrix,
-    tests: list[NullTest],
-    module_ok: np.ndarray,
-    module_p: np.ndarray,
-) -> pd.DataFrame:
-    q = module_modularity(adjacency, feature_module) if n_modules else np.zeros(0)
-    rows = []
-    zs = {t.name: t.module_z() for t in tests}
-    ps = {t.name: t.module_p() for t in tests}
-    for m in range(n_modules):
-        members = units.module == m
-        spans = sorted(set(unit_layer[members].tolist()))
-        row = {
-            "module": m,
-            "n_units": int(members.sum()),
-            "n_features": int((feature_module == m).sum()),
-            "n_shared_units": int((members & units.shared).sum()),
-            "layers": [layer_names[i] for i in spans],
-            "modularity": float(q[m]),
-            "z": float(min(z[m] for z in zs.values())) if zs else float("nan"),
-            "p": float(module_p[m]) if len(module_p) > m else float("nan"),
-            "significant": bool(module_ok[m]) if len(module_ok) > m else False,
-        }
-        for name in zs:
-            row[f"z_{name}"] = float(zs[name][m])
-            row[f"p_{name}"] = float(ps[name][m])
-        rows.append(row)
-    columns = [
-        "module",
-        "n_units",
-        "n_features",
-        "n_shared_units",
-        "layers",
-        "modularity",
-        "z",
-        "p",
-        "significant",
-    ]
-    return pd.DataFrame(rows, columns=columns if not rows else None)

@@ -1,0 +1,106 @@
+"""The Atlas's feature and module tables, as :func:`.mapping.map_structure` first builds
+them (described, stability and ablation columns are added later by their steps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..sae import SparseAutoencoder
+from .codes import Codes
+from .config import AtlasConfig
+from .finders import module_modularity
+from .significance import NullTest
+
+
+def features_table(
+    sae: SparseAutoencoder,
+    codes: Codes,
+    attr: np.ndarray,
+    feature_module: np.ndarray,
+    unit_layer: np.ndarray,
+    cfg: AtlasConfig,
+) -> pd.DataFrame:
+    """``features.parquet``'s core columns: density, activation, the units each feature
+    writes (decoder) and reads (encoder) most, its energy per layer and attribution."""
+    n_fire = codes.n_fire
+    W = sae.W_dec.detach().double().cpu().numpy()
+    std = np.where(codes.unit_std > 0, codes.unit_std, 1.0)
+    Wstd = W / std[None, :]
+    k = min(cfg.top_units, W.shape[1])
+    top = np.argsort(-np.abs(Wstd), axis=1)[:, :k]
+    # Read weights: encoder columns; times std_u they weigh standardised units.
+    R = sae.W_enc.detach().double().cpu().numpy().T
+    top_read = np.argsort(-np.abs(R * std[None, :]), axis=1)[:, :k]
+    energy = Wstd**2
+    n_layers = int(unit_layer.max()) + 1 if unit_layer.size else 0
+    per_layer = np.stack([energy[:, unit_layer == i].sum(1) for i in range(n_layers)], axis=1)
+    per_layer = per_layer / np.where(
+        per_layer.sum(1, keepdims=True) > 0, per_layer.sum(1, keepdims=True), 1
+    )
+    corr = np.abs(codes.unit_correlation()).max(axis=1) if codes.n_rows else np.zeros(len(W))
+    return pd.DataFrame(
+        {
+            "feature": np.arange(W.shape[0]),
+            "module": feature_module.astype(np.int64),
+            "density": n_fire / max(codes.n_rows, 1),
+            "mean_activation": codes.act_sum / np.maximum(n_fire, 1),
+            "max_unit_corr": corr,
+            "top_units": list(top.astype(np.int64)),
+            "top_unit_weights": list(np.take_along_axis(W, top, axis=1)),
+            "top_read_units": list(top_read.astype(np.int64)),
+            "top_read_weights": list(np.take_along_axis(R, top_read, axis=1)),
+            "layer_mass": list(per_layer),
+            "attribution": attr.sum(axis=1),
+        }
+    )
+
+
+def modules_table(
+    n_modules: int,
+    units,
+    feature_module: np.ndarray,
+    unit_layer: np.ndarray,
+    layer_names: list[str],
+    adjacency: sp.spmatrix,
+    tests: list[NullTest],
+    module_ok: np.ndarray,
+    module_p: np.ndarray,
+) -> pd.DataFrame:
+    """``modules.parquet``'s core columns: sizes, layers spanned, modularity term and
+    the significance figures per null."""
+    q = module_modularity(adjacency, feature_module) if n_modules else np.zeros(0)
+    rows = []
+    zs = {t.name: t.module_z() for t in tests}
+    ps = {t.name: t.module_p() for t in tests}
+    for m in range(n_modules):
+        members = units.module == m
+        spans = sorted(set(unit_layer[members].tolist()))
+        row = {
+            "module": m,
+            "n_units": int(members.sum()),
+            "n_features": int((feature_module == m).sum()),
+            "n_shared_units": int((members & units.shared).sum()),
+            "layers": [layer_names[i] for i in spans],
+            "modularity": float(q[m]),
+            "z": float(min(z[m] for z in zs.values())) if zs else float("nan"),
+            "p": float(module_p[m]) if len(module_p) > m else float("nan"),
+            "significant": bool(module_ok[m]) if len(module_ok) > m else False,
+        }
+        for name in zs:
+            row[f"z_{name}"] = float(zs[name][m])
+            row[f"p_{name}"] = float(ps[name][m])
+        rows.append(row)
+    columns = [
+        "module",
+        "n_units",
+        "n_features",
+        "n_shared_units",
+        "layers",
+        "modularity",
+        "z",
+        "p",
+        "significant",
+    ]
+    return pd.DataFrame(rows, columns=columns if not rows else None)
