@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU := torch==2.13.0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test setup chromium lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,17 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/saeatlas demo --out demo-out
 
-test: setup
+# The report's browser test drives Debian's chromium; install it when missing (as
+# root with apt-get; elsewhere the test is skipped and says why).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	echo "chromium is not installed: the report's browser test will be skipped"
+
+test: setup chromium
 	$(PY) -m pytest -q
 
 lint: setup

@@ -1,7 +1,7 @@
 """Benchmark: time and peak memory of ``saeatlas analyze`` at growing sizes.
 
 For each (d_sae, rows) the script writes planted activations (384 units over
-three layers, 8 modules of features in superposition; ``saeatlas.structure.planted``)
+three layers, 8 modules of features in superposition; ``saeatlas.structure.synthetic.planted``)
 and a TopK SAE (k 32) whose decoder holds the planted feature directions
 followed by random unit directions (so that the codes have real co-firing
 structure at L0 about 32 without training a 65k-latent SAE on two cores), then

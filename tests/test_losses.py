@@ -8,7 +8,7 @@ from saeatlas.capture import capture_activations
 from saeatlas.capture.inputs import InputBatch
 from saeatlas.errors import ConfigError, ShapeError
 from saeatlas.losses import loss_function, needs_labels, per_sample_next_token
-from saeatlas.structure.ablation import ablate_modules
+from saeatlas.structure.causal.ablation import ablate_modules
 
 VOCAB = 64  # the tiny_gpt2 fixture's
 

@@ -59,7 +59,9 @@ def config_parameters(cls: type) -> list[inspect.Parameter]:
     for f in fields(cls):
         base, seq = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{docs.get(f.name, '')} [config: {f.name}; default: {f.default!r}]"
+        allowed = getattr(cls, "CHOICES", {}).get(f.name)
+        one_of = f" One of: {', '.join(allowed)}." if allowed else ""
+        help_text = f"{docs.get(f.name, '')}{one_of} [config: {f.name}; default: {f.default!r}]"
         if base is bool:
             option = typer.Option(
                 None, f"{flag}/--no-{flag[2:]}", help=help_text, show_default=False

@@ -9,7 +9,7 @@
 
 A loss function takes ``(model output, InputBatch)`` and returns ``[batch]``
 losses (or ``[batch, terms]`` for a model with several tasks; see
-:func:`saeatlas.structure.ablation.ablate_modules`).
+:func:`saeatlas.structure.causal.ablation.ablate_modules`).
 """
 
 from __future__ import annotations

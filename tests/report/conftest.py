@@ -48,9 +48,8 @@ def full_atlas(tmp_path_factory) -> BuiltAtlas:
 def _build(tmp_path_factory) -> BuiltAtlas:
     from saeatlas.capture import CaptureConfig, capture_activations
     from saeatlas.demo.digits import digits_data, train_digits
-    from saeatlas.structure import AtlasConfig, map_structure
-    from saeatlas.structure.ablation import ablate_atlas
-    from saeatlas.structure.control import control_atlas
+    from saeatlas.structure import AtlasConfig, analyze
+    from saeatlas.structure.causal.ablation import ablate_atlas
     from saeatlas.sweep import sweep
     from saeatlas.train import TrainConfig
 
@@ -69,12 +68,11 @@ def _build(tmp_path_factory) -> BuiltAtlas:
     )
     base = TrainConfig(d_sae=D_SAE, k=8, batch_size=256, tokens=TOKENS, seed=0)
     result = sweep(store, base, "k", [4, 8, 16], root / "sweep", seeds=2, progress=False)
-    cfg = AtlasConfig(n_null=3, null_rows=2000, n_bootstrap=2)
+    cfg = AtlasConfig(n_null=3, null_rows=2000, n_bootstrap=2, control=True)
     sae_path = result.points[result.recommended].path
-    atlas = map_structure(sae_path, store, cfg)
+    atlas = analyze(sae_path, store, cfg)
     assert atlas.n_modules >= 2, "the report tests need an atlas with modules"
     ablate_atlas(atlas, model, x, store, labels=y, n_random=N_RANDOM)
-    atlas.summary["control"] = control_atlas(sae_path, store, cfg, real=atlas)
     atlas.save(root / "atlas")
     return BuiltAtlas(root, root / "atlas", root / "sweep", atlas.n_modules, D_SAE)
 

@@ -1,16 +1,14 @@
 """The report in a real browser: Debian's chromium, driven headless by Playwright.
 
 Playwright's own browser download is not used (it needs the network): the
-system chromium is passed as ``executable_path``. When chromium is missing the
-session installs it with apt-get; the test is skipped, saying why, only when
-that fails or Playwright is not installed.
+system chromium is passed as ``executable_path``. ``make test`` installs
+chromium with apt-get when it is missing (a test installs nothing); the test is
+skipped, saying why, when chromium or Playwright is not there.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 
 import pytest
 
@@ -51,31 +49,14 @@ def _find_chromium() -> str | None:
     return None
 
 
-def _apt_get(*args: str) -> None:
-    subprocess.run(
-        ["apt-get", *args],
-        check=True,
-        capture_output=True,
-        timeout=900,
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-    )
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
     path = _find_chromium()
-    if path is None and shutil.which("apt-get") and os.geteuid() == 0:
-        try:
-            try:
-                _apt_get("install", "-y", "chromium")
-            except subprocess.CalledProcessError:  # stale package lists
-                _apt_get("update")
-                _apt_get("install", "-y", "chromium")
-        except (subprocess.SubprocessError, OSError) as e:
-            pytest.skip(f"chromium is missing and `apt-get install -y chromium` failed: {e}")
-        path = _find_chromium()
     if path is None:
-        pytest.skip("chromium is missing; install it with `apt-get install -y chromium` (as root).")
+        pytest.skip(
+            "chromium is missing: `make test` installs it, or `apt-get install -y chromium` "
+            "(as root)."
+        )
     return path
 
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from saeatlas.errors import AtlasError, ConfigError
 from saeatlas.store import LayerSpec
-from saeatlas.structure.ablation import ablate_modules
+from saeatlas.structure.causal.ablation import ablate_modules
 
 
 class TwoPathways(nn.Module):
@@ -100,7 +100,7 @@ def _atlas_of(unit_module, layer="act"):
 def test_ablate_atlas_writes_effects_the_label_table_and_a_summary(task, tmp_path):
     from saeatlas.capture import CaptureConfig, capture_activations
     from saeatlas.structure import Atlas
-    from saeatlas.structure.ablation import ablate_atlas
+    from saeatlas.structure.causal.ablation import ablate_atlas
 
     model, x, y, _ = task
     store = capture_activations(
@@ -125,7 +125,7 @@ def test_ablate_atlas_writes_effects_the_label_table_and_a_summary(task, tmp_pat
 
 def test_ablate_atlas_names_a_store_without_the_atlas_layers(task, tmp_path):
     from saeatlas.capture import CaptureConfig, capture_activations
-    from saeatlas.structure.ablation import ablate_atlas
+    from saeatlas.structure.causal.ablation import ablate_atlas
 
     model, x, y, _ = task
     store = capture_activations(
@@ -138,7 +138,7 @@ def test_ablate_atlas_names_a_store_without_the_atlas_layers(task, tmp_path):
 
 
 def test_single_unit_lesions_label_each_unit_by_the_class_it_serves(task):
-    from saeatlas.structure.lesion import unit_lesions
+    from saeatlas.structure.causal.lesion import unit_lesions
 
     model, x, y, layers = task
     res = unit_lesions(model, x, layers, labels=y, mode="zero")
@@ -151,7 +151,7 @@ def test_single_unit_lesions_label_each_unit_by_the_class_it_serves(task):
 def test_a_loss_with_one_column_per_task_splits_effects_by_task(task):
     """A two-term loss (one per output) is split by term, not by label; the module
     that feeds output 0 hurts only term 0."""
-    from saeatlas.structure.lesion import unit_lesions
+    from saeatlas.structure.causal.lesion import unit_lesions
 
     model, x, y, layers = task
 
@@ -191,7 +191,7 @@ def test_the_two_task_network_learns_both_tasks_and_lesions_split_its_units():
         per_task_loss,
         train_multitask,
     )
-    from saeatlas.structure.lesion import unit_lesions
+    from saeatlas.structure.causal.lesion import unit_lesions
 
     trained = train_multitask(seed=0)
     assert trained.accuracy["digits"] > 0.85 and trained.accuracy["xor"] > 0.7
@@ -237,7 +237,7 @@ def test_ablation_cuts_texts_to_the_capture_max_length(tmp_path, minilm):
     import pandas as pd
 
     from saeatlas.capture import CaptureConfig, capture_activations
-    from saeatlas.structure.ablation import ablate_atlas
+    from saeatlas.structure.causal.ablation import ablate_atlas
 
     model, tokenizer = minilm
     texts = ["a long sentence " * 20, "another fairly long text " * 15, "short"]

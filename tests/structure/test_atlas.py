@@ -16,11 +16,12 @@ from saeatlas.structure import (
     AtlasConfig,
     AtlasFileError,
     PlantedConfig,
+    analyze,
     make_planted,
     map_structure,
     save_planted,
 )
-from saeatlas.structure.validate import _baseline
+from saeatlas.structure.synthetic.validate import _baseline
 from saeatlas.train import TrainConfig, train_sae
 
 ROWS = 8000
@@ -36,7 +37,7 @@ def planted_sae(tmp_path_factory, preset, seed, d_sae=256):
 @pytest.fixture(scope="module")
 def easy(tmp_path_factory):
     data, store, sae = planted_sae(tmp_path_factory, "easy", 0)
-    atlas = map_structure(sae, store, AtlasConfig(n_null=5, null_rows=ROWS))
+    atlas = analyze(sae, store, AtlasConfig(n_null=5, null_rows=ROWS))
     return data, store, sae, atlas
 
 
@@ -223,7 +224,7 @@ def test_analyze_and_validate_from_the_command_line(easy, tmp_path):
 
 def test_stability_geometry_and_map_columns_join_the_atlas(easy, tmp_path):
     data, store, sae, _ = easy
-    atlas = map_structure(sae, store, AtlasConfig(nulls=(), n_bootstrap=2))
+    atlas = analyze(sae, store, AtlasConfig(nulls=(), n_bootstrap=2))
     m, f = atlas.modules, atlas.features
     assert ((m.stability >= 0.75) & (m.stability_verdict == "stable")).sum() >= data.n_modules - 1
     assert np.isfinite(f.x).all() and np.isfinite(f.y).all()

@@ -11,9 +11,9 @@ from sklearn.metrics import adjusted_rand_score
 from saeatlas.errors import ShapeError
 from saeatlas.sae import SAEConfig, SparseAutoencoder
 from saeatlas.store import ActivationStore, LayerSpec
-from saeatlas.structure.codes import encode_store
-from saeatlas.structure.finders import LeidenModules
-from saeatlas.structure.units import (
+from saeatlas.structure.graph.codes import encode_store
+from saeatlas.structure.graph.finders import LeidenModules
+from saeatlas.structure.graph.units import (
     attribution,
     excluded_features,
     global_mode,

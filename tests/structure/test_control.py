@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from saeatlas.sae import SAEConfig, SparseAutoencoder
@@ -11,11 +10,11 @@ from saeatlas.structure import (
     Atlas,
     AtlasConfig,
     PlantedConfig,
+    analyze,
     make_planted,
-    map_structure,
     save_planted,
 )
-from saeatlas.structure.control import random_sae, shuffle_codes
+from saeatlas.structure.inference.control import random_sae
 from saeatlas.train import TrainConfig, train_sae
 
 
@@ -86,34 +85,13 @@ def test_random_sae_keeps_thresholds_and_round_trips(tmp_path):
     assert torch.all((acts > 0).sum(1) <= 8)
 
 
-def test_random_sae_names_the_code_level_control():
-    with pytest.raises(ValueError, match="shuffle_codes"):
-        random_sae(trained_like(), kind="shuffled_codes")
-    with pytest.raises(ValueError, match="expected one of"):
-        random_sae(trained_like(), kind="gaussian")
-
-
-def test_shuffle_codes_keeps_each_feature_and_breaks_cofiring():
-    rng = np.random.default_rng(0)
-    on = rng.random(3000) < 0.2
-    dense = np.stack([on * rng.uniform(1, 2, 3000), on * rng.uniform(1, 2, 3000)], 1)
-    for codes in (dense, sp.csr_matrix(dense)):
-        out = shuffle_codes(codes, np.random.default_rng(1))
-        assert type(out) is type(codes) or (sp.issparse(out) and sp.issparse(codes))
-        out = out.toarray() if sp.issparse(out) else out
-        for j in range(2):
-            assert np.array_equal(np.sort(out[:, j]), np.sort(dense[:, j]))
-        assert np.corrcoef(dense[:, 0] > 0, dense[:, 1] > 0)[0, 1] == pytest.approx(1.0)
-        assert abs(np.corrcoef(out[:, 0] > 0, out[:, 1] > 0)[0, 1]) < 0.1
-
-
 @pytest.fixture(scope="module")
 def easy_control(tmp_path_factory):
     data = make_planted(PlantedConfig.preset("easy", seed=0, n_rows=6000))
     store = ActivationStore.open(save_planted(data, tmp_path_factory.mktemp("easy") / "acts"))
     cfg = TrainConfig(d_sae=256, k=16, batch_size=512, tokens=150_000, seed=0)
     sae = train_sae(store, cfg, progress=False).sae
-    real = map_structure(sae, store, AtlasConfig(n_null=3, null_rows=6000, control=True))
+    real = analyze(sae, store, AtlasConfig(n_null=3, null_rows=6000, control=True))
     return real, real.summary["control"]
 
 

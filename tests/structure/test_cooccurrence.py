@@ -3,18 +3,18 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import false_discovery_control, hypergeom
 
-from saeatlas.structure.cooccurrence import (
+from saeatlas.structure.graph.cooccurrence import count_cooccurrence, window_ids
+from saeatlas.structure.graph.edges import (
     AFFINITIES,
     affinity,
     build_graph,
-    count_cooccurrence,
+    densest_graph,
     jaccard,
     npmi,
     pair_pvalues,
     phi,
-    window_ids,
 )
-from saeatlas.structure.hypergeom import (
+from saeatlas.structure.graph.hypergeom import (
     TAIL_SCIPY,
     TAIL_SUM,
     benjamini_hochberg,
@@ -324,16 +324,16 @@ def test_a_null_graph_can_be_made_as_dense_as_the_real_one():
     # that many of the most significant positive pairs instead, for density-matched nulls.
     co = count_cooccurrence(independent_codes(np.random.default_rng(3)))
     assert build_graph(co, alpha=0.05).n_edges <= 1
-    g = build_graph(co, alpha=0.05, n_edges=40)
+    g = densest_graph(co, 40, alpha=0.05)
     assert g.n_edges == 40 and (g.weight > 0).all() and (g.count >= 5).all()
     pr = co.pairs()
     p, w = pair_pvalues(co), affinity(co, "phi")
     usable = (w > 0) & (pr.count >= 5)
     assert np.sort(g.p).tolist() == pytest.approx(np.sort(p[usable])[:40].tolist())
     # asking for more edges than there are usable pairs gives all of them
-    every = build_graph(co, alpha=0.05, n_edges=10**6)
+    every = densest_graph(co, 10**6, alpha=0.05)
     assert every.n_edges == int(usable.sum())
-    assert build_graph(co, n_edges=0).n_edges == 0
+    assert densest_graph(co, 0).n_edges == 0
 
 
 def test_graph_fields_are_consistent():

@@ -7,13 +7,15 @@ import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import adjusted_rand_score
 
-from saeatlas.structure.finders import (
+from saeatlas.structure.graph.finders import (
     FINDERS,
+    SKNETWORK_RANGE,
     LeidenModules,
     SpectralModules,
     modularity,
     module_modularity,
     relabel,
+    sknetwork_version,
 )
 
 
@@ -109,7 +111,7 @@ def test_leiden_does_not_depend_on_what_ran_before_in_the_process():
 
 
 def test_leiden_refinement_stays_inside_each_community_and_improves_modularity():
-    from saeatlas.structure.finders import _bounded_leiden
+    from saeatlas.structure.graph.finders import _bounded_leiden
 
     graph = _noisy_blocks(n=300, k=6, seed=2)
     leiden = _bounded_leiden()(resolution=1.0)
@@ -126,3 +128,22 @@ def test_leiden_refinement_stays_inside_each_community_and_improves_modularity()
         assert np.unique(coarse[refined == cluster]).size == 1
     assert np.unique(refined).size < n  # nodes were merged
     assert modularity(graph, refined) > modularity(graph, np.arange(n))
+
+
+def test_the_installed_scikit_network_is_one_whose_leiden_internals_we_override():
+    # _bounded_leiden replaces Leiden._optimize_refine and calls Leiden._optimize, both
+    # private: another release may change them silently, so it must fail here first.
+    import inspect
+
+    from sknetwork.clustering import Leiden
+
+    lo, hi = SKNETWORK_RANGE
+    assert lo <= sknetwork_version()[:2] < hi, (
+        f"scikit-network {sknetwork_version()} is outside {lo}-{hi}: check finders._bounded_leiden"
+    )
+    assert list(inspect.signature(Leiden._optimize).parameters) == [
+        "self", "labels", "adjacency", "out_weights", "in_weights"
+    ]
+    assert list(inspect.signature(Leiden._optimize_refine).parameters) == [
+        "self", "labels", "labels_refined", "adjacency", "out_weights", "in_weights"
+    ]

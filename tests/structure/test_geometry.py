@@ -12,12 +12,12 @@ from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
 from saeatlas.sae import SAEConfig, SparseAutoencoder
 from saeatlas.structure import Atlas
-from saeatlas.structure.geometry import (
+from saeatlas.structure.describe.feature_map import feature_map
+from saeatlas.structure.describe.geometry import (
     _Ami,
     atlas_geometry,
     density_bins,
     direction_clusters,
-    feature_map,
     geometry_function_agreement,
 )
 
@@ -179,7 +179,7 @@ def test_pca_map_equals_sklearn_pca_of_unit_rows():
 def test_map_falls_back_to_pca_without_umap(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` now fails
     W, _ = planted_directions(n_clusters=3, per=10)
-    with caplog.at_level(logging.WARNING, logger="saeatlas.structure.geometry"):
+    with caplog.at_level(logging.WARNING, logger="saeatlas.structure.describe.geometry"):
         coords = feature_map(W, method="umap")
     assert "falls back to PCA" in caplog.text
     np.testing.assert_allclose(coords, feature_map(W, method="pca"))

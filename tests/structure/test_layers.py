@@ -7,15 +7,15 @@ import torch
 
 from saeatlas.sae import SAEConfig, SparseAutoencoder
 from saeatlas.store import LayerSpec
-from saeatlas.structure.codes import Codes
-from saeatlas.structure.layers import (
+from saeatlas.structure.describe.layers import (
     FLOW_COLUMNS,
     layer_module_links,
     module_flows,
     module_layer_mass,
     module_layer_profile,
 )
-from saeatlas.structure.planted import PlantedConfig, make_planted, module_spans
+from saeatlas.structure.graph.codes import Codes
+from saeatlas.structure.synthetic.planted import PlantedConfig, make_planted, module_spans
 
 
 def layer_specs(sizes) -> tuple[LayerSpec, ...]:

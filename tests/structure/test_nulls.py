@@ -18,8 +18,8 @@ from saeatlas.structure import (
     map_structure,
     save_planted,
 )
-from saeatlas.structure.nulls import dictionary_null_codes, permute_codes, rewire
-from saeatlas.structure.significance import NullTest, bh_adjust, module_weight, verdict
+from saeatlas.structure.inference.nulls import dictionary_null_codes, permute_codes, rewire
+from saeatlas.structure.inference.significance import NullTest, bh_adjust, module_weight, verdict
 from saeatlas.train import TrainConfig, train_sae
 
 
@@ -169,9 +169,10 @@ def test_module_weight_sums_each_modules_internal_edges():
 
 def test_null_z_scores_are_near_zero_when_the_data_are_null():
     """Codes that are themselves a draw of the permutation null score z ~ N(0, 1)."""
-    from saeatlas.structure.cooccurrence import build_graph, count_cooccurrence
-    from saeatlas.structure.finders import LeidenModules
-    from saeatlas.structure.significance import null_test
+    from saeatlas.structure.graph.cooccurrence import count_cooccurrence
+    from saeatlas.structure.graph.edges import build_graph
+    from saeatlas.structure.graph.finders import LeidenModules
+    from saeatlas.structure.inference.significance import null_test
 
     def graph(m):
         return build_graph(count_cooccurrence(m), alpha=0.3, min_count=1).adjacency

@@ -5,7 +5,7 @@ import pytest
 
 from saeatlas.errors import ConfigError, StoreError
 from saeatlas.store import ActivationStore
-from saeatlas.structure.planted import (
+from saeatlas.structure.synthetic.planted import (
     PRESETS,
     PlantedConfig,
     make_planted,

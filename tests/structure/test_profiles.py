@@ -7,15 +7,15 @@ import pytest
 import scipy.sparse as sp
 
 from saeatlas.store import LayerSpec
-from saeatlas.structure import profiles
-from saeatlas.structure.codes import Codes
-from saeatlas.structure.profiles import (
+from saeatlas.structure.describe import profiles
+from saeatlas.structure.describe.profiles import (
     row_column,
     selectivity,
     selectivity_index,
     token_contexts,
     top_examples,
 )
+from saeatlas.structure.graph.codes import Codes
 
 
 def make_codes(matrix, rows=None) -> Codes:

@@ -8,20 +8,27 @@ import pytest
 
 from saeatlas.errors import ConfigError, ShapeError
 from saeatlas.store import ActivationStore
-from saeatlas.structure import AtlasConfig, PlantedConfig, make_planted, map_structure, save_planted
-from saeatlas.structure.codes import encode_store, strong_firing
-from saeatlas.structure.cooccurrence import window_ids
-from saeatlas.structure.matching import match_features
-from saeatlas.structure.stability import (
+from saeatlas.structure import (
+    AtlasConfig,
+    PlantedConfig,
+    analyze,
+    make_planted,
+    map_structure,
+    save_planted,
+)
+from saeatlas.structure.graph.codes import encode_store, strong_firing
+from saeatlas.structure.graph.communities import find_modules
+from saeatlas.structure.graph.cooccurrence import window_ids
+from saeatlas.structure.graph.firing import Firing
+from saeatlas.structure.inference.matching import match_features
+from saeatlas.structure.inference.partitions import (
     best_match_jaccard,
-    bootstrap_rows,
     consensus_partition,
     feature_stability,
-    module_stability,
-    modules_on_rows,
     partition_ari,
     stability_verdict,
 )
+from saeatlas.structure.inference.stability import bootstrap_rows, module_stability
 from saeatlas.train import TrainConfig, train_sae
 
 # ---------------------------------------------------------------- dictionaries
@@ -224,9 +231,10 @@ def test_bootstrap_pipeline_on_all_rows_reproduces_the_atlas(easy):
     fires = fires.tocsr()
     fires.eliminate_zeros()
     rows = np.arange(codes.n_rows)
-    f, u = modules_on_rows(saes[0], codes, fires, rows, codes.samples, cfg)
-    np.testing.assert_array_equal(f, atlas.features.module.to_numpy())
-    np.testing.assert_array_equal(u, atlas.units.module.to_numpy())
+    firing = Firing(saes[0], codes, fires, out, np.zeros_like(out))
+    found = find_modules(firing, cfg, rows, codes.samples)
+    np.testing.assert_array_equal(found.feature_module, atlas.features.module.to_numpy())
+    np.testing.assert_array_equal(found.units.module, atlas.units.module.to_numpy())
 
 
 def test_planted_modules_are_stable_across_bootstraps_and_seeds(easy):
@@ -277,7 +285,7 @@ def test_no_structure_twin_has_no_stable_modules(tmp_path_factory, easy):
 def test_null_and_stability_steps_show_their_own_progress(easy, capsys):
     _, store, saes, _, _, _ = easy
     cfg = AtlasConfig(nulls=("permutation",), n_null=2, n_bootstrap=1)
-    map_structure(saes[0], store, cfg, seed_saes=[saes[1]], progress=True)
+    analyze(saes[0], store, cfg, seed_saes=[saes[1]], progress=True)
     out = capsys.readouterr().out
     assert "null models" in out and "2/2" in out
     assert "stability (resamples, seeds)" in out

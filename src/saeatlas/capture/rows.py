@@ -1,4 +1,4 @@
-"""Turn one layer's output into rows (DESIGN.md, "Units and layers").
+"""Turn one layer's output into rows.
 
 - ``[batch, d]``: one row per sample (layout ``sample``).
 - ``[batch, seq, d]``: one row per token; an attention mask drops padding (``token``).

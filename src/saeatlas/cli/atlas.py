@@ -62,7 +62,7 @@ def _analyze_cmd(
 ) -> None:
     """Find modules of units and the feature communities behind them, with significance."""
     from .._config_cli import build_config
-    from ..structure import AtlasConfig, map_structure
+    from ..structure import AtlasConfig, analyze
 
     cfg = build_config(AtlasConfig, config, settings, "analyze")
     if (out / "atlas.json").exists() and not overwrite:
@@ -83,14 +83,14 @@ def _analyze_cmd(
                 "against one label per input (or --loss next-token for a causal language model)."
             )
     if seeds > 1 and len(seed_sae) < seeds - 1:
-        from ..structure.seeds import train_seed_saes
+        from ..structure.inference.seeds import train_seed_saes
 
         seed_sae = train_seed_saes(sae, acts, seeds, given=seed_sae, progress=not quiet)
-    atlas = map_structure(sae, acts, cfg, seed_saes=seed_sae, progress=not quiet)
+    atlas = analyze(sae, acts, cfg, seed_saes=seed_sae, progress=not quiet)
     if model is not None:
         from ..capture import load_inputs, load_labels, load_model
         from ..store import ActivationStore
-        from ..structure.ablation import ablate_atlas
+        from ..structure.causal.ablation import ablate_atlas
 
         loaded = load_model(model)
         ablate_atlas(
@@ -138,7 +138,7 @@ def print_atlas(atlas: Any) -> None:
         table.add_row(*(fmt(row) for fmt in cols.values()))
     console.print(table)
     if s.get("z") is not None:
-        from ..structure.significance import tested_modularity
+        from ..structure.inference.significance import tested_modularity
 
         console.print(
             f"Modularity {tested_modularity(s):.3f} (cores {s['modularity']:.3f}); strictest "
@@ -169,8 +169,8 @@ def validate_cmd(
     d_sae: int = typer.Option(512, "--d-sae", help="Latents of the SAE trained per case."),
 ) -> None:
     """Run the atlas and its baselines on activations with planted modules; print the scores."""
-    from ..structure.planted import PRESETS
-    from ..structure.validate import ValidationSettings, validate
+    from ..structure.synthetic.planted import PRESETS
+    from ..structure.synthetic.validate import ValidationSettings, validate
 
     unknown = [c for c in cases if c not in PRESETS]
     if unknown:

@@ -6,7 +6,7 @@ layers, trains a joint TopK SAE, maps the atlas, and measures three things
 per unit and module:
 
 - the unit's lesion label: the task its single-unit mean ablation hurts most
-  (:func:`saeatlas.structure.lesion.unit_lesions`);
+  (:func:`saeatlas.structure.causal.lesion.unit_lesions`);
 - the unit's activity label: the task whose inputs move it (>= 90% of the
   change when one task's inputs are swapped between rows,
   :func:`~saeatlas.demo.multitask.input_dependence`), -1 when mixed;
@@ -31,8 +31,8 @@ from sklearn.metrics import adjusted_rand_score, homogeneity_score
 
 from ..capture import CaptureConfig, capture_activations
 from ..structure import AtlasConfig, map_structure
-from ..structure.ablation import ablate_modules, atlas_layers
-from ..structure.lesion import unit_lesions
+from ..structure.causal.ablation import ablate_modules, atlas_layers
+from ..structure.causal.lesion import unit_lesions
 from ..train import TrainConfig, train_sae
 from .multitask import (
     MULTITASK_LAYERS,

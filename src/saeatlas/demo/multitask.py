@@ -10,7 +10,7 @@ architectural separation; two heads read the last hidden layer:
 The input is ``[pixels, z]`` for a digit image paired with an independent
 draw of ``z``. The loss is the sum of the two heads' cross-entropies. Whether
 hidden units split by task is up to training; single-unit lesions
-(:func:`saeatlas.structure.lesion.unit_lesions`) say which task each unit
+(:func:`saeatlas.structure.causal.lesion.unit_lesions`) say which task each unit
 serves. This is the setting of lesion studies of modularity in networks
 without built-in modules (e.g. Csordás et al. 2021, "Are neural nets
 modular?").

@@ -26,7 +26,7 @@ from ..capture import CaptureConfig
 from ..errors import ConfigError
 from ..losses import LOSSES
 from ..structure import AtlasConfig
-from ..structure.ablation import MODES as ABLATION_MODES
+from ..structure.causal.ablation import MODES as ABLATION_MODES
 from ..sweep.sweep import SWEEPABLE
 from ..train import TrainConfig
 

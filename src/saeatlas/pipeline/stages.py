@@ -20,8 +20,8 @@ from ..capture import capture_activations
 from ..errors import ConfigError
 from ..losses import loss_function, needs_labels
 from ..store import ActivationStore
-from ..structure import Atlas, map_structure
-from ..structure.ablation import ablate_atlas
+from ..structure import Atlas, analyze
+from ..structure.causal.ablation import ablate_atlas
 from ..sweep import sweep
 from ..sweep.sweep import SWEEP_JSON
 from ..train import TrainConfig, train_family, train_sae
@@ -189,7 +189,7 @@ def run_analyze(ctx: StageContext) -> str:
     cfg, paths = ctx.config, ctx.paths
     clear_atlas(paths.atlas)
     seed_saes = [paths.seed_sae(i) for i in range(1, cfg.stability.n_seed_saes + 1)]
-    atlas = map_structure(
+    atlas = analyze(
         paths.sae,
         ctx.store(),
         cfg.analyze,

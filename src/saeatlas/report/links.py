@@ -5,7 +5,7 @@ what it does store, in this order, and says which on the page:
 
 1. ``flows.parquet`` (multi-layer atlases): ``coactivation`` is the Pearson
    correlation across rows between module A's activity in layer ``l`` and
-   module B's in layer ``l + 1`` (see :func:`saeatlas.structure.layers.module_flows`).
+   module B's in layer ``l + 1`` (see :func:`saeatlas.structure.describe.layers.module_flows`).
    A link between two different modules is the mean of that correlation over
    every layer pair and both directions; it can be negative (modules that
    take turns). ``weight_flow`` is averaged the same way and shown beside it.

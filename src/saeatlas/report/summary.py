@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..structure.significance import tested_modularity
+from ..structure.inference.significance import tested_modularity
 from .data import ReportData
 from .text import fmt, fmt_p, fmt_z
 

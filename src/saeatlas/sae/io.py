@@ -1,4 +1,4 @@
-"""Saving and loading SAE directories (DESIGN.md, "File formats"; names follow SAELens).
+"""Saving and loading SAE directories (README, "Sparse autoencoders"; names follow SAELens).
 
 SAE_DIR/cfg.json                  architecture, sizes, layer map, training summary
 SAE_DIR/sae_weights.safetensors   W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in], b_dec,

@@ -20,8 +20,8 @@ The products at the active entries are two sparse kernels: a sampled
 dense-dense product (:func:`sampled_product`, torch's CSR ``sampled_addmm``)
 for values and value gradients, and a sparse-transposed times dense product
 (:func:`scatter_product`) for weight gradients. On CPUs these are torch's
-sparse kernels, about 20x and 3x faster than gathering ``[rows, k, d_in]``
-blocks; on GPUs the chunked gathers are kept.
+sparse kernels, much faster there than gathering ``[rows, k, d_in]`` blocks
+(``bench/train.py`` measures it); on GPUs the chunked gathers are kept.
 
 Both are checked against the dense reference in ``tests/sae/test_kernels.py``.
 """

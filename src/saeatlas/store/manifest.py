@@ -1,4 +1,4 @@
-"""``manifest.json``: the description of an activation store (DESIGN.md, "File formats").
+"""``manifest.json``: the description of an activation store (README, "The activation store").
 
 The manifest is written last; a directory without one is an incomplete store.
 """

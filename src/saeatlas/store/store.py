@@ -135,7 +135,7 @@ class ActivationStore:
     """Rows of unit activations, read in shuffled batches with bounded memory.
 
     Open with :meth:`open`. Columns are the units of the layers in
-    :attr:`layers`, concatenated in order (DESIGN.md, "Units and layers").
+    :attr:`layers`, concatenated in order.
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """Writing an activation store: shards, row metadata, running statistics, resume.
 
-Layout while a capture runs (DESIGN.md, "File formats")::
+Layout while a capture runs (README, "The activation store")::
 
     STORE/shard-00000.safetensors ...   complete shards, each written atomically
     STORE/.parts/rows-00000.parquet ... the row metadata of each shard

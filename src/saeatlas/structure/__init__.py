@@ -1,14 +1,17 @@
 """The atlas: modules of units, the SAE feature communities behind them, and their significance."""
 
+from .analyze import analyze
 from .atlas import Atlas, AtlasFileError
-from .codes import Codes, encode_store
 from .config import AtlasConfig
-from .cooccurrence import Cooccurrence, build_graph, count_cooccurrence
-from .finders import LeidenModules, SpectralModules, modularity
+from .graph.codes import Codes, encode_store
+from .graph.cooccurrence import Cooccurrence, count_cooccurrence
+from .graph.edges import build_graph, densest_graph
+from .graph.finders import LeidenModules, SpectralModules, modularity
 from .mapping import map_structure
-from .planted import PlantedConfig, PlantedData, make_planted, save_planted
+from .synthetic.planted import PlantedConfig, PlantedData, make_planted, save_planted
 
 __all__ = [
+    "analyze",
     "Atlas",
     "AtlasConfig",
     "AtlasFileError",
@@ -20,6 +23,7 @@ __all__ = [
     "SpectralModules",
     "build_graph",
     "count_cooccurrence",
+    "densest_graph",
     "encode_store",
     "make_planted",
     "map_structure",

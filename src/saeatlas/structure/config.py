@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import ConfigError
+from .describe.feature_map import MAP_METHODS
+from .graph.edges import AFFINITIES
+from .graph.finders import FINDERS
+from .inference.nulls import NULL_DICTIONARIES, NULL_MODELS
 
-AFFINITIES = ("phi", "npmi", "jaccard")
-MAP_METHODS = ("pca", "umap")
-METHODS = ("leiden", "spectral")
-NULLS = ("permutation", "rewiring", "dictionary")
-NULL_DICTIONARIES = ("seed", "self")
+# The allowed values of the settings that name a method come from each method's registry.
+METHODS = tuple(FINDERS)
+NULLS = tuple(NULL_MODELS)
 
 
 @dataclass(frozen=True)
 class AtlasConfig:
     """Settings of ``map_structure`` / ``saeatlas analyze``."""
+
+    #: The allowed values of each setting that names methods, from their registries
+    #: (``--help`` lists them).
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "affinity": tuple(AFFINITIES),
+        "method": METHODS,
+        "map_method": tuple(MAP_METHODS),
+        "null_dictionary": NULL_DICTIONARIES,
+        "nulls": NULLS,
+    }
 
     min_activation: float = 0.1
     """A feature counts as firing on a row when its activation is at least this
@@ -30,14 +42,14 @@ class AtlasConfig:
     activation has at least this |correlation| with the mode's score, encode that
     mode and stay out of the modules (1 turns this off)."""
     affinity: str = "phi"
-    """Co-occurrence affinity between features: phi, npmi or jaccard."""
+    """Co-occurrence affinity between features."""
     window: int = 0
     """Count co-occurrence per row (0) or per window of this many consecutive rows
     of one sample (tokens of one text)."""
     edge_alpha: float = 0.05
     """False-discovery rate of the co-occurrence edges (Benjamini-Hochberg)."""
     method: str = "leiden"
-    """Community finder: leiden (modularity, over `resolutions`) or spectral (eigengap)."""
+    """Community finder: leiden (modularity, over `resolutions`), spectral (eigengap)."""
     resolutions: tuple[float, ...] = (0.5, 1.0, 2.0)
     """Leiden resolutions tried; the partition with the highest modularity is kept."""
     min_module_features: int = 3
@@ -50,7 +62,7 @@ class AtlasConfig:
     energy over its share of all energy is at least this; the unit joins the
     over-represented module that writes most of its energy."""
     nulls: tuple[str, ...] = NULLS
-    """Null models for significance: permutation, rewiring, dictionary."""
+    """Null models for significance (any of them, run in this order)."""
     null_dictionary: str = "seed"
     """Whose dictionary the dictionary null synthesises rows from: seed (an SAE trained
     like this one with the next seed: the first --seed-sae, else `<sae>-seed1`, trained
@@ -67,7 +79,7 @@ class AtlasConfig:
     n_examples: int = 10
     """Top-activating rows kept per feature and per module (0: none)."""
     map_method: str = "pca"
-    """2-D map of the features: pca, or umap (needs the `umap` extra; falls back to pca)."""
+    """2-D map of the features (umap needs the `umap` extra; falls back to pca)."""
     n_bootstrap: int = 0
     """Bootstrap resamples of the rows for module stability (0: none; 3 is a good start)."""
     control: bool = False
@@ -91,10 +103,8 @@ class AtlasConfig:
                     f"Unknown `{name}` {getattr(self, name)!r}; expected one of: {list(allowed)}."
                 )
 
-        choice("affinity", AFFINITIES)
-        choice("method", METHODS)
-        choice("map_method", MAP_METHODS)
-        choice("null_dictionary", NULL_DICTIONARIES)
+        for name in ("affinity", "method", "map_method", "null_dictionary"):
+            choice(name, self.CHOICES[name])
         if isinstance(self.nulls, str):
             raise ConfigError("`nulls` must be a list of names, not one string.")
         for n in self.nulls:

@@ -15,7 +15,7 @@ def input_normalizer(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean, scale)`` ``[d_in]`` so that the SAE sees ``(x - mean) / scale``.
 
-    - ``unit``: each unit standardised (DESIGN.md, "Known traps": units of very
+    - ``unit``: each unit standardised (units of very
       different scale otherwise dominate the reconstruction loss).
     - ``layer``: centred, one scale per layer so that each layer's mean squared
       norm equals its width (the fixed-norm normalisation of Gao et al. 2024,

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .. import __version__
+from .._linalg import row_norms
 from .._progress import progress_bar
 from ..errors import ConfigError
 from ..sae import SAEConfig, SparseAutoencoder
@@ -70,10 +71,6 @@ def _select_layers(
         rebased.append(LayerSpec(l.name, start, start + l.n_units, l.shape, l.layout))
         start += l.n_units
     return columns, tuple(rebased)
-
-
-def _unit_rows(w: torch.Tensor) -> None:
-    w /= w.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def _select_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -363,7 +360,7 @@ class _Run:
         with torch.no_grad():
             if self.topk_family:
                 if isinstance(self.opt, ScheduleFreeSignSGD):
-                    self.opt.apply_(sae.W_dec, _unit_rows)
+                    self.opt.apply_(sae.W_dec, lambda w: w.div_(row_norms(w)))
                 else:
                     sae.set_decoder_norm_to_unit_norm()
             rows = x.shape[0] * self.world.size

@@ -32,19 +32,27 @@ Benjamini-Hochberg-adjusted p-values are below ``alpha`` under every null.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.stats import t as student_t
+from sklearn.base import clone
 
-from .finders import module_modularity
-from .hypergeom import benjamini_hochberg
+from ..._progress import progress_bar
+from ..constants import BLOCK_ROWS, MIN_STD
+from ..graph.communities import Modules, cooccurrence_graph
+from ..graph.finders import module_modularity
+from ..graph.hypergeom import benjamini_hochberg
+from .nulls import NULL_MODELS, NullInputs, dictionary_source
 
-#: Floor on a null's spread, so that a null with no variation cannot give infinite z.
-MIN_STD = 1e-6
+if TYPE_CHECKING:
+    from ..inputs import AtlasInputs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -183,3 +191,65 @@ def tested_modularity(s: dict[str, Any]) -> float | None:
     before its communities are cut to their cores (``summary["modularity"]`` is after)."""
     tested = {n["null"]: n.get("modularity") for n in s.get("nulls", [])}
     return tested.get(s.get("strictest_null"), s.get("modularity"))
+
+
+def significance_tests(inp: AtlasInputs, found: Modules) -> tuple[list[NullTest], str | None]:
+    """Test the atlas's partition ``found`` against every null model of ``inp.cfg.nulls``
+    (:data:`.nulls.NULL_MODELS`), ``n_null`` draws each, on ``null_rows`` rows.
+
+    Returns the tests (none when nulls are off) and the dictionary null's source, named.
+    """
+    cfg = inp.cfg
+    if not cfg.nulls or cfg.n_null == 0:
+        return [], None
+    models = [NULL_MODELS[name] for name in cfg.nulls]
+    source = dictionary_source(inp) if any(m.needs_source for m in models) else None
+    codes = inp.main.codes
+    rows = subsample_rows(codes.n_rows, cfg.null_rows)
+    fires, samples = inp.main.fires[rows], codes.samples[rows]
+    real = cooccurrence_graph(fires, samples, cfg).adjacency
+    null_inputs = NullInputs(
+        fires=fires,
+        samples=samples,
+        rows=rows,
+        real=real,
+        n_edges=real.nnz // 2,  # null graphs are built as dense as the real one
+        sae=inp.sae,
+        excluded=inp.main.excluded,
+        cfg=cfg,
+        source=source,
+    )
+
+    def fit(g: sp.spmatrix) -> tuple[float, np.ndarray]:
+        f = clone(found.finder).fit(g)
+        return float(f.modularity_), f.labels_
+
+    tests = []
+    with progress_bar("null models", len(cfg.nulls) * cfg.n_null, inp.progress) as bar:
+        for k, (name, model) in enumerate(zip(cfg.nulls, models)):
+            seeds = np.random.SeedSequence([cfg.seed, k]).spawn(cfg.n_null)
+            tests.append(
+                null_test(
+                    name,
+                    real,
+                    found.feature_module,
+                    fit,
+                    lambda i, model=model, seeds=seeds: model.draw(
+                        null_inputs, np.random.default_rng(seeds[i])
+                    ),
+                    cfg.n_null,
+                    on_draw=bar.advance,
+                )
+            )
+            log.info("null %s: z %.2f p %.3g", name, tests[-1].z, tests[-1].p)
+    return tests, source.name if source else None
+
+
+def subsample_rows(n_rows: int, n_keep: int) -> np.ndarray:
+    """Evenly spaced contiguous blocks of rows, ``n_keep`` rows in all (sorted)."""
+    if n_keep >= n_rows:
+        return np.arange(n_rows)
+    n_blocks = max(1, n_keep // BLOCK_ROWS)
+    starts = np.linspace(0, n_rows - BLOCK_ROWS, n_blocks).round().astype(int)
+    rows = np.unique((starts[:, None] + np.arange(BLOCK_ROWS)[None, :]).ravel())
+    return rows[rows < n_rows][:n_keep]

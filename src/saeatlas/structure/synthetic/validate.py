@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
-from ..store import ActivationStore
-from ..train import TrainConfig, train_sae
-from .config import AtlasConfig
-from .finders import LeidenModules
-from .mapping import map_structure
+from ...store import ActivationStore
+from ...train import TrainConfig, train_sae
+from ..config import AtlasConfig
+from ..graph.finders import LeidenModules
+from ..graph.units import unit_correlation_graph
+from ..mapping import map_structure
 from .planted import PlantedConfig, make_planted, save_planted
-from .units import unit_correlation_graph
 
 CASES = ("easy", "superposition", "null", "null_superposition")
 

@@ -20,11 +20,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._progress import progress_bar
-from ..sae import SparseAutoencoder
-from ..sae.kernels import fast_bf16
-from ..sae.model import sae_layers
-from ..store import ActivationStore, LayerSpec
+from ..._progress import progress_bar
+from ...sae import SparseAutoencoder
+from ...sae.kernels import fast_bf16
+from ...sae.model import sae_layers
+from ...store import ActivationStore, LayerSpec
 
 
 @dataclass(frozen=True)

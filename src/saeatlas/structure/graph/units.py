@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..sae import SparseAutoencoder
+from ...sae import SparseAutoencoder
 from .codes import Codes
 from .finders import onehot
 

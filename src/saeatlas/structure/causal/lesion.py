@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from ..losses import PerSampleLoss, per_sample_cross_entropy
-from ..store import LayerSpec
+from ...errors import ConfigError
+from ...losses import PerSampleLoss, per_sample_cross_entropy
+from ...store import LayerSpec
 from .ablation import ablate_modules
 
 

@@ -20,6 +20,7 @@ partition) and ``graph_``. Modules are numbered by size, largest first.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,7 +30,10 @@ from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted
 
-from ..errors import ShapeError
+from ...errors import ShapeError
+
+if TYPE_CHECKING:
+    from ..config import AtlasConfig
 
 
 def modularity(adjacency: sp.spmatrix, labels: np.ndarray) -> float:
@@ -157,12 +161,31 @@ class _ModuleFinder(BaseEstimator):
         """Labels of a checked symmetric graph (-1: no module), before ``relabel``."""
         raise TypeError(f"{type(self).__name__} must define _partition.")
 
+    @classmethod
+    def from_config(cls, cfg: AtlasConfig) -> _ModuleFinder:
+        """The finder with the settings of an :class:`AtlasConfig`, unfitted."""
+        raise TypeError(f"{cls.__name__} must define from_config.")
+
     def fit_predict(self, X, y=None) -> np.ndarray:
         return self.fit(X).labels_
 
     def module_modularity(self) -> np.ndarray:
         check_is_fitted(self, "labels_")
         return module_modularity(self.graph_, self.labels_)
+
+
+#: The scikit-network releases whose private Leiden methods (``_optimize``,
+#: ``_optimize_refine``) :func:`_bounded_leiden` overrides; pyproject.toml pins the
+#: same range, and a test fails on any other release.
+SKNETWORK_RANGE = ((0, 33), (0, 34))
+
+
+def sknetwork_version() -> tuple[int, ...]:
+    """The installed scikit-network release as numbers (its distribution metadata:
+    ``sknetwork.__version__`` is not updated in patch releases)."""
+    from importlib.metadata import version
+
+    return tuple(int(p) for p in version("scikit-network").split(".")[:3] if p.isdigit())
 
 
 @functools.lru_cache(maxsize=1)
@@ -184,6 +207,15 @@ def _bounded_leiden():
     graph's modularity gains.
     """
     from sknetwork.clustering import Leiden
+
+    lo, hi = SKNETWORK_RANGE
+    if not lo <= sknetwork_version()[:2] < hi:
+        found = ".".join(map(str, sknetwork_version()))
+        raise ImportError(
+            f"saeatlas's Leiden step overrides private methods of scikit-network "
+            f"{lo[0]}.{lo[1]}.x and was not checked against scikit-network {found}; install "
+            f"'scikit-network>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}'."
+        )
 
     class _BoundedLeiden(Leiden):
         def _optimize_refine(self, labels, labels_refined, adjacency, out_weights, in_weights):
@@ -220,6 +252,11 @@ class LeidenModules(_ModuleFinder):
         self.resolutions = resolutions
         self.min_size = min_size
         self.random_state = random_state
+
+    @classmethod
+    def from_config(cls, cfg: AtlasConfig) -> LeidenModules:
+        """The finder ``cfg`` names (``method: leiden``), unfitted."""
+        return cls(cfg.resolutions, cfg.min_module_features, cfg.seed)
 
     def _partition(self, A: sp.csr_matrix) -> np.ndarray:
         Leiden = _bounded_leiden()
@@ -260,6 +297,11 @@ class SpectralModules(_ModuleFinder):
         self.min_size = min_size
         self.random_state = random_state
 
+    @classmethod
+    def from_config(cls, cfg: AtlasConfig) -> SpectralModules:
+        """The finder ``cfg`` names (``method: spectral``), unfitted."""
+        return cls(min_size=cfg.min_module_features, random_state=cfg.seed)
+
     def _partition(self, A: sp.csr_matrix) -> np.ndarray:
         labels = np.full(A.shape[0], -1)
         deg = np.asarray(A.sum(axis=1)).ravel()
@@ -288,4 +330,11 @@ class SpectralModules(_ModuleFinder):
         return labels
 
 
-FINDERS = {"leiden": LeidenModules, "spectral": SpectralModules}
+#: The module finders by the name `AtlasConfig.method` takes. A new finder is a
+#: subclass of ``_ModuleFinder`` with ``from_config``, added here.
+FINDERS: dict[str, type[_ModuleFinder]] = {"leiden": LeidenModules, "spectral": SpectralModules}
+
+
+def make_finder(cfg: AtlasConfig) -> _ModuleFinder:
+    """The finder ``cfg.method`` names, unfitted."""
+    return FINDERS[cfg.method].from_config(cfg)

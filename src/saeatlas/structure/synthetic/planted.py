@@ -71,8 +71,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ConfigError, StoreError
-from ..store.atomic import atomic_write, atomic_write_json
+from ...errors import ConfigError, StoreError
+from ...store.atomic import atomic_write, atomic_write_json
 
 MAGNITUDES = ("exponential", "folded_normal")
 

@@ -15,41 +15,36 @@ alone. Here:
   2010) between direction clusters and co-occurrence modules, against two
   nulls: module labels permuted across features, and permuted only within bins
   of firing density (the frequency-stratified null).
-- :func:`feature_map`: 2-D coordinates of every feature for the report's map
-  (UMAP, McInnes et al. 2018, on cosine distance when ``umap-learn`` is
-  installed; PCA otherwise).
-- :func:`atlas_geometry`: the three together on an SAE and its :class:`.Atlas`.
+- :func:`atlas_geometry`: the two together on an SAE and its :class:`.Atlas`.
+
+The 2-D map of the features is in :mod:`.feature_map`.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.stats import norm
-from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_mutual_info_score
 
-from ..sae import SparseAutoencoder
-from .atlas import Atlas
-from .finders import relabel
+from ..._linalg import unit_rows
+from ...sae import SparseAutoencoder
+from ..atlas import Atlas
+from ..constants import MIN_STD
+from ..graph.finders import relabel
 
 try:  # the expected MI only depends on the marginals, which permutations keep
     from sklearn.metrics.cluster._expected_mutual_info_fast import expected_mutual_information
 except ImportError:  # private in sklearn; fall back to one full AMI per permutation
     expected_mutual_information = None
 
-log = logging.getLogger(__name__)
-
-MAP_METHODS = ("umap", "pca")
-#: Floor on a null's spread, so that a null with no variation cannot give infinite z.
-MIN_STD = 1e-6
 
 
-def _rows(W) -> np.ndarray:
+
+def decoder_rows(W) -> np.ndarray:
     """``[d_sae, d_in]`` float64 array from a tensor or array."""
     if hasattr(W, "detach"):
         W = W.detach().cpu().double().numpy()
@@ -57,12 +52,6 @@ def _rows(W) -> np.ndarray:
     if W.ndim != 2:
         raise ValueError(f"`W_dec` must be a [d_sae, d_in] matrix, got shape {W.shape}.")
     return W
-
-
-def _unit_rows(W: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit norm; zero rows stay zero."""
-    n = np.linalg.norm(W, axis=1, keepdims=True)
-    return W / np.where(n > 0, n, 1.0)
 
 
 # -- direction clusters ------------------------------------------------------------------------
@@ -96,10 +85,9 @@ def direction_clusters(
         ``[d_sae]`` cluster labels, numbered by size (largest first), -1 for
         excluded features.
 
-    Cost: ``n_init * iterations`` products ``[n, d_in] @ [d_in, n_clusters]``;
-    4-10 s on two cores at ``d_sae`` 16k, ``d_in`` 768 and 50 clusters.
+    Cost: ``n_init * iterations`` products ``[n, d_in] @ [d_in, n_clusters]``.
     """
-    W = _rows(W_dec)
+    W = decoder_rows(W_dec)
     d_sae = W.shape[0]
     if n_clusters is None:
         if module_labels is None:
@@ -121,7 +109,7 @@ def direction_clusters(
             "`mask`); lower `n_clusters`."
         )
     # float32: the products dominate the cost, and cosines need no more precision
-    X = _unit_rows(W[idx]).astype(np.float32)
+    X = unit_rows(W[idx]).astype(np.float32)
     rng = np.random.default_rng(random_state)
     best, best_score = None, -np.inf
     for _ in range(max(1, n_init)):
@@ -155,7 +143,7 @@ def _spherical_kmeans(
         if empty.size:  # reseed with the points worst served by their centroid
             worst = np.argsort(sim[np.arange(n), labels])[: empty.size]
             C[empty] = X[worst]
-        C = _unit_rows(C)
+        C = unit_rows(C)
     return labels, score
 
 
@@ -379,80 +367,6 @@ class _Ami:
         num = mi - self.emi
         num = min(num, -eps) if num < 0 else max(num, eps)
         return float(num / den)
-
-
-# -- the map -----------------------------------------------------------------------------------
-
-
-def feature_map(
-    W_dec,
-    *,
-    method: str = "umap",
-    random_state: int | None = 0,
-    max_points: int | None = None,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-) -> np.ndarray:
-    """2-D coordinates ``[d_sae, 2]`` of every feature's decoder direction.
-
-    - ``umap``: UMAP (McInnes et al. 2018) with the cosine metric, from the
-      optional ``umap-learn`` (``pip install 'saeatlas[umap]'``); without it, PCA
-      with a logged warning.
-    - ``pca``: the top two principal components of the unit-normalised rows
-      (scikit-learn's ``PCA``, seeded with ``random_state``).
-
-    Args:
-        W_dec: decoder ``[d_sae, d_in]``.
-        method: ``umap`` or ``pca``.
-        random_state: seed (UMAP then runs single-threaded, so it is reproducible).
-        max_points: fit on this many random features and place the rest with the
-            fitted map's ``transform`` (UMAP at large ``d_sae``); default: all.
-        n_neighbors, min_dist: UMAP's settings.
-    """
-    if method not in MAP_METHODS:
-        raise ValueError(f"Unknown `method` {method!r}; expected one of: {list(MAP_METHODS)}.")
-    if max_points is not None and max_points < 2:
-        raise ValueError(f"`max_points` must be at least 2 (or None), got {max_points}.")
-    X = _unit_rows(_rows(W_dec))
-    n = X.shape[0]
-    fit_idx = np.arange(n)
-    if max_points is not None and max_points < n:
-        fit_idx = np.sort(np.random.default_rng(random_state).choice(n, max_points, replace=False))
-    if method == "umap":
-        try:
-            import umap
-        except ImportError:
-            log.warning(
-                "umap-learn is not installed; the feature map falls back to PCA. "
-                "Install it with `pip install 'saeatlas[umap]'`."
-            )
-            method = "pca"
-    if method == "umap" and fit_idx.size > 3:  # UMAP needs a few neighbours; PCA below
-        reducer = umap.UMAP(
-            n_components=2,
-            n_neighbors=min(n_neighbors, fit_idx.size - 1),
-            min_dist=min_dist,
-            metric="cosine",
-            random_state=random_state,
-            n_jobs=1,
-        )
-        return _fit_transform(reducer, X, fit_idx)
-    n_comp = min(2, n, X.shape[1])
-    if n_comp < 1 or fit_idx.size < 2:
-        return np.zeros((n, 2))
-    coords = _fit_transform(PCA(n_components=n_comp, random_state=random_state), X, fit_idx)
-    return np.pad(coords, ((0, 0), (0, 2 - n_comp)))
-
-
-def _fit_transform(reducer, X: np.ndarray, fit_idx: np.ndarray) -> np.ndarray:
-    """Fit on ``X[fit_idx]``; place the other rows with ``transform``."""
-    out = np.zeros((X.shape[0], 2))
-    if fit_idx.size == X.shape[0]:
-        return np.asarray(reducer.fit_transform(X), dtype=np.float64)
-    out[fit_idx] = reducer.fit_transform(X[fit_idx])
-    rest = np.setdiff1d(np.arange(X.shape[0]), fit_idx)
-    out[rest] = reducer.transform(X[rest])
-    return out
 
 
 # -- on an atlas -------------------------------------------------------------------------------

@@ -9,39 +9,34 @@ the difference.
 
 - :func:`random_sae`: the SAE's architecture, shapes, biases and norms with
   random directions.
-- :func:`shuffle_codes`: the code-level control, each feature's activations
-  moved to random rows (what the atlas's ``permutation`` null does).
-- :func:`control_atlas`: ``map_structure`` with the random SAE, summarised
-  beside the real atlas.
+- :func:`control_atlas`: the core atlas (:func:`..mapping.core_atlas`) of the
+  random SAE on the same rows, summarised beside the real atlas. (The
+  code-level control, each feature's activations moved to random rows, is the
+  atlas's ``permutation`` null.)
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
-from ..sae import SparseAutoencoder
-from ..store import ActivationStore
-from .atlas import Atlas
-from .codes import sae_layers
-from .config import AtlasConfig
-from .mapping import map_structure
-from .nulls import permute_codes
-
-KINDS = ("random_directions",)
+from ..._linalg import unit_rows
+from ...sae import SparseAutoencoder
+from ...sae.model import sae_layers
+from ...store import ActivationStore
+from ..atlas import Atlas
+from ..inputs import AtlasInputs, prepare
+from ..mapping import core_atlas
 
 
 @torch.no_grad()
 def random_sae(
     sae: SparseAutoencoder,
     *,
-    kind: str = "random_directions",
     unit_scale: np.ndarray | None = None,
     random_state: int | None = 0,
 ) -> SparseAutoencoder:
@@ -63,17 +58,7 @@ def random_sae(
     thresholds (JumpReLU, BatchTopK) are kept. TopK SAEs keep their sparsity
     exactly (k latents per row); for ReLU, JumpReLU and BatchTopK the random
     code's sparsity differs from the trained one's.
-
-    ``kind`` names the control; the code-level control (``shuffled_codes``) is
-    no SAE and lives in :func:`shuffle_codes`.
     """
-    if kind == "shuffled_codes":
-        raise ValueError(
-            "A shuffled-codes control is not an SAE: use `shuffle_codes(codes.matrix, rng)` "
-            "(it is the atlas's `permutation` null). `kind` here must be 'random_directions'."
-        )
-    if kind not in KINDS:
-        raise ValueError(f"Unknown `kind` {kind!r}; expected one of: {list(KINDS)}.")
     d_sae, d_in = sae.cfg.d_sae, sae.cfg.d_in
     s = np.ones(d_in) if unit_scale is None else np.asarray(unit_scale, dtype=np.float64)
     if s.shape != (d_in,) or not np.all(np.isfinite(s)) or np.any(s <= 0):
@@ -84,11 +69,11 @@ def random_sae(
     gen = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
     g = torch.randn(d_sae, d_in, generator=gen, dtype=torch.float64)
     s = torch.from_numpy(s)
-    dec = _unit_rows(g * s) * sae.W_dec.detach().double().cpu().norm(dim=1, keepdim=True)
-    enc = _unit_rows(g / s) * sae.W_enc.detach().double().cpu().norm(dim=0)[:, None]
+    dec = unit_rows(g * s) * sae.W_dec.detach().double().cpu().norm(dim=1, keepdim=True)
+    enc = unit_rows(g / s) * sae.W_enc.detach().double().cpu().norm(dim=0)[:, None]
     meta = {
         "control": {
-            "kind": kind,
+            "kind": "random_directions",
             "random_state": random_state,
             "scaled_units": unit_scale is not None,
         }
@@ -101,37 +86,20 @@ def random_sae(
     return out.to(sae.W_dec.device).eval()
 
 
-def _unit_rows(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-300)
-
-
-def shuffle_codes(matrix: sp.spmatrix | np.ndarray, rng: np.random.Generator):
-    """Codes ``[n_rows, d_sae]`` with each feature's activations permuted across rows,
-    independently per feature: every feature keeps its density and its values, and
-    loses its co-firing. Sparse in, CSR out (:func:`.nulls.permute_codes`); dense
-    in, dense out."""
-    if sp.issparse(matrix):
-        return permute_codes(sp.csr_matrix(matrix), rng)
-    x = np.asarray(matrix)
-    if x.ndim != 2:
-        raise ValueError(f"Codes must be [n_rows, d_sae], got shape {x.shape}.")
-    return rng.permuted(x, axis=0)
-
-
 def control_atlas(
-    sae: SparseAutoencoder | str | Path,
-    store: ActivationStore | str | Path,
-    config: AtlasConfig = AtlasConfig(),
+    inp: AtlasInputs,
     *,
     real: Atlas | None = None,
     scale_units: bool = True,
     random_state: int | None = 0,
-    progress: bool = False,
 ) -> dict[str, Any]:
-    """Run the atlas with :func:`random_sae` in place of ``sae``; a compact summary.
+    """The core atlas of :func:`random_sae` in place of ``inp.sae``; a compact summary.
 
     Args:
-        sae, store, config: as for :func:`.map_structure`.
+        inp: the real atlas's prepared inputs (:func:`..inputs.prepare`); the control
+            is encoded on the same rows and judged against the same units' mode,
+            with the same settings except that its dictionary null is sourced from
+            itself (no seed SAE is trained like a random dictionary).
         real: the real atlas; when given, its figures and the agreement of its unit
             modules with the control's (ARI, AMI over all units, -1 counted as a
             group) are added.
@@ -147,22 +115,22 @@ def control_atlas(
         modules), and with ``real``: ``real`` (the same figures) and ``unit_ari``,
         ``unit_ami``.
 
-    On the ``easy`` planted case (6,000 rows, 256 latents, k 16) the random
-    dictionary's features still form significant co-firing communities (2-5
-    across seeds, against the trained SAE's 4): random projections of rows in
-    which groups of units switch on together co-fire too. What the trained SAE
-    adds shows in the modularity (about 0.37 against 0.73) and in the units:
-    the control's unit modules agree with neither the real ones nor the planted
-    ones (ARI about 0, against 0.9).
+    A random dictionary still reflects the data: random projections of rows in
+    which groups of units switch on together co-fire too, so the control can show
+    significant co-firing communities; what the trained SAE adds shows in the
+    modularity and in the units.
     """
-    sae = sae if isinstance(sae, SparseAutoencoder) else SparseAutoencoder.load(sae)
-    store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
+    sae, store = inp.sae, inp.store
     scale = _unit_std(sae, store) if scale_units else None
     control = random_sae(sae, unit_scale=scale, random_state=random_state)
-    # the random dictionary's null is sourced from itself: no seed SAE to train like it
-    atlas = map_structure(
-        control, store, replace(config, null_dictionary="self"), progress=progress
+    ctl_inp = prepare(
+        control,
+        store,
+        replace(inp.cfg, null_dictionary="self"),
+        mode=inp.mode,
+        progress=inp.progress,
     )
+    atlas = core_atlas(ctl_inp)
     out: dict[str, Any] = {"kind": "random_directions", "scaled_units": scale_units}
     out.update(_figures(atlas))
     if real is not None:

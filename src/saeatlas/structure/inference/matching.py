@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..errors import ShapeError
+from ..._linalg import unit_rows
+from ...errors import ShapeError
 
 #: Largest ``d_sae_a * d_sae_b`` matched exactly: 8192^2 cosines are 256 MiB in float32,
 #: and ``linear_sum_assignment`` works on a float64 copy (512 MiB).
@@ -67,7 +68,7 @@ def match_features(
         W_a: ``[d_sae_a, d_in]`` decoder rows of SAE A (array or tensor).
         W_b: ``[d_sae_b, d_in]`` decoder rows of SAE B.
     """
-    A, B = _unit_rows(W_a, "W_a"), _unit_rows(W_b, "W_b")
+    A, B = _directions(W_a, "W_a"), _directions(W_b, "W_b")
     if A.shape[1] != B.shape[1]:
         raise ShapeError(
             f"The decoders read different widths: W_a {A.shape}, W_b {B.shape}; "
@@ -92,12 +93,12 @@ def match_features(
     return FeatureMatch(pairs=pairs, cosine=cosine, method=method)
 
 
-def _unit_rows(W, name: str) -> np.ndarray:
+def _directions(W, name: str) -> np.ndarray:
+    """``W`` ``[d_sae, d_in]`` as float32 unit rows."""
     W = W.detach().cpu().numpy() if hasattr(W, "detach") else np.asarray(W)
     if W.ndim != 2:
         raise ShapeError(f"`{name}` must be 2-D [d_sae, d_in], got shape {W.shape}.")
-    W = W.astype(np.float32)
-    return W / np.linalg.norm(W, axis=1, keepdims=True).clip(1e-12)
+    return unit_rows(W.astype(np.float32))
 
 
 def _greedy_round(A: np.ndarray, B: np.ndarray, block: int, n_candidates: int) -> np.ndarray:

@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._progress import progress_bar
-from ..capture.hookpoints import resolve_hookpoints
-from ..capture.inputs import iter_input_batches
-from ..capture.models import input_dtype
-from ..capture.rows import replace_tensor, select_tensor
-from ..errors import ConfigError, ShapeError
-from ..losses import PerSampleLoss, per_sample_cross_entropy
-from ..store import ActivationStore, LayerSpec
+from ..._progress import progress_bar
+from ...capture.hookpoints import resolve_hookpoints
+from ...capture.inputs import iter_input_batches
+from ...capture.models import input_dtype
+from ...capture.rows import replace_tensor, select_tensor
+from ...errors import ConfigError, ShapeError
+from ...losses import PerSampleLoss, per_sample_cross_entropy
+from ...store import ActivationStore, LayerSpec
 
 MODES = ("mean", "zero")
 

@@ -19,28 +19,31 @@
   cut of the same data, which the analysed SAE splits and mixes as it does the
   true features. With the analysed SAE as its own source the null is weaker:
   an SAE recognises its own decoder directions cleanly, so the co-firing of
-  latents that share an unlearnt feature is missing from the null (measured
-  on planted data with independent features in superposition: false modules
-  at z 4-5 against the rewiring null and 10-20 against the self-sourced null
-  fall to within the null's spread with a seed-sourced one).
+  latents that share an unlearnt feature is missing from the null (the README
+  gives the measured figures on planted data with independent features in
+  superposition).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..errors import ConfigError
-from ..sae import SparseAutoencoder
-from ..store import ActivationStore
-from .codes import Codes, encode_sparse, encode_store, strong_firing
-from .config import AtlasConfig
-from .units import excluded_features
+from ...errors import ConfigError
+from ...sae import SparseAutoencoder
+from ..graph.codes import encode_sparse, strong_firing
+from ..graph.communities import cooccurrence_graph
+from ..graph.firing import drop_columns
+
+if TYPE_CHECKING:
+    from ..config import AtlasConfig
+    from ..inputs import AtlasInputs
 
 log = logging.getLogger(__name__)
 
@@ -140,31 +143,24 @@ class DictionarySource:
     name: str
 
 
-def dictionary_source(
-    sae: SparseAutoencoder,
-    sae_path: str | None,
-    store: ActivationStore,
-    given: SparseAutoencoder | str | Path | None,
-    codes: Codes,
-    excluded: np.ndarray,
-    mode: np.ndarray | None,
-    mode_var: float,
-    cfg: AtlasConfig,
-    progress: bool,
-) -> DictionarySource:
-    """The dictionary null's source: an SAE trained like ``sae`` with another seed
-    (``cfg.null_dictionary == "seed"``: ``given``, else trained), or ``sae`` itself
-    (``"self"``, or when no seed SAE can be had)."""
+def dictionary_source(inp: AtlasInputs) -> DictionarySource:
+    """The dictionary null's source: an SAE trained like the analysed one with another
+    seed (``null_dictionary == "seed"``: ``inp.null_source``, else the first seed SAE,
+    else one trained), or the analysed SAE itself (``"self"``, or when no seed SAE
+    can be had)."""
+    cfg, sae = inp.cfg, inp.sae
     other, name = None, "self"
+    given = inp.null_source
+    if given is None and inp.seed_saes:
+        given = inp.seed_saes[0]
     if cfg.null_dictionary == "seed":
         if given is not None:
-            mine = isinstance(given, SparseAutoencoder)
-            other = given if mine else SparseAutoencoder.load(given)
-            name = "the given seed SAE" if mine else str(given)
+            name = "the given seed SAE" if isinstance(given, SparseAutoencoder) else str(given)
+            other = given
         else:
             from .seeds import null_source_sae
 
-            other, why = null_source_sae(sae, sae_path, store, progress=progress)
+            other, why = null_source_sae(sae, inp.sae_path, inp.store, progress=inp.progress)
             if other is None:
                 log.warning(
                     "The dictionary null uses the SAE's own dictionary (%s), a weaker null "
@@ -175,27 +171,81 @@ def dictionary_source(
                 name = f"self ({why})"
             else:
                 name = why
-    if other is None:
-        residual = np.sqrt(codes.residual_sq / max(codes.n_rows, 1))
-        return DictionarySource(sae, codes.matrix, residual.astype(np.float32), excluded, name)
-    if other.cfg.d_in != sae.cfg.d_in:
+    f = inp.main if other is None else inp.firing_of(other)
+    if f.sae.cfg.d_in != sae.cfg.d_in:
         raise ConfigError(
-            f"The seed SAE {name} reads {other.cfg.d_in} units, the SAE {sae.cfg.d_in}; "
+            f"The seed SAE {name} reads {f.sae.cfg.d_in} units, the SAE {sae.cfg.d_in}; "
             "seed SAEs must be trained on the same layers of the same store."
         )
-    other_codes = encode_store(
-        other,
-        store,
-        max_rows=cfg.max_rows,
-        batch_size=cfg.batch_size,
-        device=cfg.device,
-        unit_gram=False,
+    residual = np.sqrt(f.codes.residual_sq / max(f.codes.n_rows, 1))
+    return DictionarySource(f.sae, f.codes.matrix, residual.astype(np.float32), f.excluded, name)
+
+
+# ---------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class NullInputs:
+    """What a null model draws from: the real firings on the compared rows and
+    their graph."""
+
+    fires: sp.csr_matrix
+    """``[n_rows, d_sae]`` the analysed SAE's strong firings on the compared rows."""
+    samples: np.ndarray
+    """``[n_rows]`` their samples (for co-occurrence in windows)."""
+    rows: np.ndarray
+    """``[n_rows]`` the compared rows, as rows of the atlas's codes."""
+    real: sp.csr_matrix
+    """The real co-occurrence graph of ``fires``."""
+    n_edges: int
+    """Edges of the real graph: null graphs are built as dense."""
+    sae: SparseAutoencoder
+    excluded: np.ndarray
+    """``[d_sae]`` features kept out of modules."""
+    cfg: AtlasConfig
+    source: DictionarySource | None
+    """The dictionary null's source, for nulls that need one."""
+
+
+@dataclass(frozen=True)
+class NullModel:
+    """A null model: ``draw(inputs, rng)`` gives one null graph ``[d_sae, d_sae]``."""
+
+    draw: Callable[[NullInputs, np.random.Generator], sp.spmatrix]
+    needs_source: bool = False
+    """Whether it synthesises rows from a :class:`DictionarySource`."""
+
+
+def _permutation_graph(n: NullInputs, rng: np.random.Generator) -> sp.spmatrix:
+    return cooccurrence_graph(permute_codes(n.fires, rng), n.samples, n.cfg, n.n_edges).adjacency
+
+
+def _rewiring_graph(n: NullInputs, rng: np.random.Generator) -> sp.spmatrix:
+    return rewire(n.real, rng)
+
+
+def _dictionary_graph(n: NullInputs, rng: np.random.Generator) -> sp.spmatrix:
+    src = n.source
+    synthetic = dictionary_null_codes(
+        n.sae,
+        src.sae,
+        src.codes[n.rows],
+        src.residual_std,
+        rng,
+        together=src.together,
+        batch_size=n.cfg.batch_size,
+        device=n.cfg.device,
     )
-    fires = strong_firing(other_codes.matrix, cfg.min_activation)
-    dense, global_feats = excluded_features(
-        other, other_codes, fires, mode, mode_var, cfg.max_density, cfg.global_mode_cosine
-    )
-    residual = np.sqrt(other_codes.residual_sq / max(other_codes.n_rows, 1))
-    return DictionarySource(
-        other, other_codes.matrix, residual.astype(np.float32), dense | global_feats, name
-    )
+    fires = drop_columns(strong_firing(synthetic, n.cfg.min_activation), n.excluded)
+    return cooccurrence_graph(fires, n.samples, n.cfg, n.n_edges).adjacency
+
+
+#: The null models by the name `AtlasConfig.nulls` takes, in the order they run
+#: (each draws from its own seed stream, numbered by its place in `nulls`).
+NULL_MODELS: dict[str, NullModel] = {
+    "permutation": NullModel(_permutation_graph),
+    "rewiring": NullModel(_rewiring_graph),
+    "dictionary": NullModel(_dictionary_graph, needs_source=True),
+}
+#: Whose dictionary the dictionary null synthesises rows from (`AtlasConfig.null_dictionary`).
+NULL_DICTIONARIES = ("seed", "self")

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..sae import SparseAutoencoder
-from ..store import ActivationStore
-from .codes import Codes
+from ...sae import SparseAutoencoder
+from ...store import ActivationStore
+from ..graph.codes import Codes
 from .layers import layer_module_links, module_flows, module_layer_mass, module_layer_profile
 from .profiles import row_column, selectivity, top_examples
 

@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import ShapeError
-from ..sae import SparseAutoencoder
-from ..store import LayerSpec
-from .codes import Codes
-from .finders import check_feature_module, onehot
+from ...errors import ShapeError
+from ...sae import SparseAutoencoder
+from ...store import LayerSpec
+from ..graph.codes import Codes
+from ..graph.finders import check_feature_module, onehot
 
 #: Entries per block of the feature-by-feature decoder-encoder product (bounds its memory).
 _BLOCK_ENTRIES = 1 << 22

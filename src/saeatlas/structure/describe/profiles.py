@@ -22,9 +22,9 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
-from ..errors import ShapeError
-from .codes import Codes
-from .finders import check_feature_module, onehot
+from ...errors import ShapeError
+from ..graph.codes import Codes
+from ..graph.finders import check_feature_module, onehot
 
 #: Metadata columns that are never copied into the top-example table (they are its keys).
 _KEY_COLUMNS = ("row",)

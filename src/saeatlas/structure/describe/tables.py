@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..sae import SparseAutoencoder
-from .codes import Codes
-from .config import AtlasConfig
-from .finders import module_modularity
-from .significance import NullTest
+from ...sae import SparseAutoencoder
+from ..config import AtlasConfig
+from ..graph.codes import Codes
+from ..graph.finders import module_modularity
+from ..inference.significance import NullTest
 
 
 def features_table(

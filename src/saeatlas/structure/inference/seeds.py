@@ -13,15 +13,15 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..sae import SparseAutoencoder
-from ..sae.io import CFG, WEIGHTS
-from ..store import ActivationStore
-from ..train.checkpoint import CHECKPOINT
+from ...errors import ConfigError
+from ...sae import SparseAutoencoder
+from ...sae.io import CFG, WEIGHTS
+from ...store import ActivationStore
+from ...train.checkpoint import CHECKPOINT
 
 
 def _train_settings(sae: SparseAutoencoder):
-    from ..train import TrainConfig
+    from ...train import TrainConfig
 
     settings = (sae.cfg.metadata or {}).get("train_config")
     return TrainConfig.from_json(settings) if settings else None
@@ -46,7 +46,7 @@ def train_seed_saes(
     The SAEs in ``given`` count first; the rest are reused from ``<sae>-seed<s>``
     when complete, or trained there.
     """
-    from ..train import train_sae
+    from ...train import train_sae
 
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be at least 1 (the SAE itself), got {n_seeds}.")
@@ -94,7 +94,7 @@ def null_source_sae(
     would); without one, or when that directory cannot be written, it is trained in
     memory.
     """
-    from ..train import train_sae
+    from ...train import train_sae
 
     base = _train_settings(sae)
     if base is None:

@@ -1,0 +1,123 @@
+"""``analyze(sae, store, AtlasConfig()) -> Atlas``: the whole analysis, in one place.
+
+The core atlas (:func:`.mapping.core_atlas`: codes, graph, communities, modules
+of units, significance), then each step in :data:`STEPS`, in order. A step takes
+the atlas and the prepared inputs (encoded once, shared) and adds columns and
+summary entries to the atlas; no step calls the analysis again. ``saeatlas
+analyze`` and the ``analyze`` stage of ``saeatlas run`` both come through here;
+the causal check (:func:`.causal.ablation.ablate_atlas`) needs the model and is
+applied to the finished atlas by them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..store import ActivationStore
+from .atlas import Atlas
+from .config import AtlasConfig
+from .describe.feature_map import feature_map
+from .describe.geometry import atlas_geometry
+from .describe.modules import describe_modules
+from .inference.control import control_atlas
+from .inference.stability import stability_of
+from .inputs import AtlasInputs, SAELike, prepare
+from .mapping import core_atlas
+
+
+def add_description(atlas: Atlas, inp: AtlasInputs) -> None:
+    """Layer spans and profiles, flows, top examples and label selectivity."""
+    cfg, codes = inp.cfg, inp.main.codes
+    unit_layer = np.concatenate([np.full(l.n_units, i) for i, l in enumerate(codes.layers)])
+    described = describe_modules(
+        inp.sae,
+        inp.store,
+        codes,
+        atlas.features["module"].to_numpy(),
+        atlas.units["module"].to_numpy(),
+        unit_layer,
+        label_column=cfg.label_column,
+        n_examples=cfg.n_examples,
+        seed=cfg.seed,
+    )
+    for name, values in described.feature_columns.items():
+        atlas.features[name] = values
+    for name, values in described.module_columns.items():
+        atlas.modules[name] = values
+    atlas.summary.update(described.summary)
+    atlas.examples, atlas.flows = described.examples, described.flows
+
+
+def add_geometry(atlas: Atlas, inp: AtlasInputs) -> None:
+    """Map coordinates of every feature and the geometry-function agreement."""
+    cfg = inp.cfg
+    xy = feature_map(inp.sae.W_dec.detach(), method=cfg.map_method, random_state=cfg.seed)
+    atlas.features["x"], atlas.features["y"] = xy[:, 0], xy[:, 1]
+    if atlas.n_modules >= 2:
+        labels, agreement = atlas_geometry(inp.sae, atlas, random_state=cfg.seed)
+        atlas.features["direction_cluster"] = labels
+        atlas.summary["geometry"] = agreement.as_dict()
+    atlas.summary["map_method"] = cfg.map_method
+
+
+def add_stability(atlas: Atlas, inp: AtlasInputs) -> None:
+    """Bootstrap and seed stability per module and feature (:mod:`.inference.stability`)."""
+    if not (inp.cfg.n_bootstrap or inp.seed_saes):
+        return
+    res = stability_of(atlas, inp)
+    # the worse of the bootstrap (feature-level) and seed (unit-level) best-match Jaccard
+    atlas.modules["stability"] = np.fmin(res.module_jaccard, res.module_unit_jaccard)
+    atlas.modules["stability_verdict"] = list(res.module_stability)
+    atlas.features["stability"] = res.feature_stability
+    atlas.summary["stability"] = res.summary()
+
+
+def add_control(atlas: Atlas, inp: AtlasInputs) -> None:
+    """The random-SAE control's figures beside the atlas's (:mod:`.inference.control`)."""
+    if inp.cfg.control:
+        atlas.summary["control"] = control_atlas(inp, real=atlas)
+
+
+#: The steps after the core atlas, in the order they run.
+STEPS: tuple[Callable[[Atlas, AtlasInputs], None], ...] = (
+    add_description,
+    add_geometry,
+    add_stability,
+    add_control,
+)
+
+
+def analyze(
+    sae: SAELike,
+    store: ActivationStore | str | Path,
+    config: AtlasConfig = AtlasConfig(),
+    *,
+    seed_saes: Sequence[SAELike] = (),
+    null_source: SAELike | None = None,
+    progress: bool = False,
+) -> Atlas:
+    """The atlas of ``sae`` on ``store`` with every step ``config`` asks for.
+
+    Args:
+        sae: the SAE (a directory, saeatlas or SAELens, or a loaded one).
+        store: the activation store (a directory or ``.npy``) it was trained on.
+        config: the atlas's settings.
+        seed_saes: SAEs trained the same way with other seeds: module stability
+            across seeds (with ``config.n_bootstrap``: across row resamples too).
+        null_source: the SAE the dictionary null synthesises rows from (default:
+            the first of ``seed_saes``, else one trained like ``sae`` with the next
+            seed; see :mod:`.inference.nulls`).
+        progress: show progress bars.
+    """
+    inp = prepare(
+        sae, store, config, seed_saes=seed_saes, null_source=null_source, progress=progress
+    )
+    atlas = core_atlas(inp)
+    for step in STEPS:
+        step(atlas, inp)
+    return atlas
+
+

@@ -1,0 +1,1 @@
+"""Causal checks: ablating modules in the model, and lesions of single units."""

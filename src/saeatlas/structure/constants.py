@@ -1,0 +1,17 @@
+"""Numbers the atlas's steps share, each said once."""
+
+#: Rows per contiguous block when rows are subsampled or bootstrapped, so that the
+#: tokens of one window stay together (the moving-block bootstrap of Kuensch 1989).
+BLOCK_ROWS = 256
+
+#: Floor of a standard deviation in a z-score, so a null with no spread gives a
+#: finite (large) z rather than a division by zero.
+MIN_STD = 1e-6
+
+#: Hennig 2007, Section 4: clusters are "valid, stable" from a mean best-match
+#: Jaccard of 0.75 and "dissolved" at or below 0.5.
+STABLE_JACCARD = 0.75
+DISSOLVED_JACCARD = 0.5
+
+#: What a module of the atlas is, in words (written into every atlas).
+MODULE_KIND = "co-activation: units driven by features that fire together (not a causal claim)"

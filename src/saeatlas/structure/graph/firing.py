@@ -1,0 +1,83 @@
+"""What the co-occurrence graph counts: an SAE's strong firings on the atlas's rows,
+with the features that are no module's (dense, or carrying the units' global mode)
+set aside.
+
+The units' correlation and global mode (:func:`units_mode`) come from the rows
+alone, so every SAE analysed on the same rows (the analysed one, its seed twins,
+the random-SAE control) is judged against the same mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+from ...sae import SparseAutoencoder
+from .codes import Codes, strong_firing
+from .units import excluded_features, global_mode, unit_correlation
+
+if TYPE_CHECKING:
+    from ..config import AtlasConfig
+
+
+@dataclass(frozen=True)
+class UnitsMode:
+    """The units' correlation on the atlas's rows and their global mode, if any."""
+
+    corr: np.ndarray | None
+    """``[n_units, n_units]`` correlation, or None when the codes carry no unit gram."""
+    mode: np.ndarray | None
+    """``[n_units]`` the global mode (:func:`.units.global_mode`), or None."""
+    var: float
+    """The mode's variance (its eigenvalue); 0 without a mode."""
+
+
+def units_mode(codes: Codes) -> UnitsMode:
+    """The units' correlation and global mode from ``codes``' unit moments."""
+    if codes.unit_gram is None:
+        return UnitsMode(None, None, 0.0)
+    corr = unit_correlation(codes.unit_gram, codes.unit_mean, codes.unit_std, codes.n_rows)
+    mode = global_mode(corr)
+    return UnitsMode(corr, mode, float(mode @ corr @ mode) if mode is not None else 0.0)
+
+
+@dataclass(frozen=True)
+class Firing:
+    """An SAE's codes on the atlas's rows and the firings its graph counts."""
+
+    sae: SparseAutoencoder
+    codes: Codes
+    fires: sp.csr_matrix
+    """``[n_rows, d_sae]`` strong firings (:func:`.codes.strong_firing`) with the
+    excluded features' columns emptied."""
+    dense: np.ndarray
+    """``[d_sae]`` bool: firing on more than ``max_density`` of the rows."""
+    global_feats: np.ndarray
+    """``[d_sae]`` bool: carrying the units' global mode."""
+
+    @property
+    def excluded(self) -> np.ndarray:
+        """``[d_sae]`` bool: the features kept out of modules."""
+        return self.dense | self.global_feats
+
+
+def firing(sae: SparseAutoencoder, codes: Codes, mode: UnitsMode, cfg: AtlasConfig) -> Firing:
+    """The strong firings of ``sae``'s ``codes``, dense and global-mode features set aside."""
+    fires = strong_firing(codes.matrix, cfg.min_activation)
+    dense, global_feats = excluded_features(
+        sae, codes, fires, mode.mode, mode.var, cfg.max_density, cfg.global_mode_cosine
+    )
+    return Firing(sae, codes, drop_columns(fires, dense | global_feats), dense, global_feats)
+
+
+def drop_columns(matrix: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:
+    """``matrix`` with the entries of the flagged columns removed."""
+    if not drop.any():
+        return matrix
+    keep = ~drop[matrix.indices]
+    out = sp.csr_matrix((matrix.data * keep, matrix.indices, matrix.indptr), shape=matrix.shape)
+    out.eliminate_zeros()
+    return out

@@ -1,0 +1,2 @@
+"""How sure the atlas is: null models, the significance test, stability across
+row resamples and SAE seeds (with dictionary matching), and the random-SAE control."""

@@ -1,0 +1,103 @@
+"""``AtlasInputs``: what every step of the analysis reads, encoded once.
+
+The analysed SAE's codes on the atlas's rows, the units' global mode, and the
+codes of any other SAE a step needs on the same rows (a seed twin for the
+dictionary null and for seed stability), each encoded once and shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..sae import SparseAutoencoder
+from ..store import ActivationStore
+from .config import AtlasConfig
+from .graph.codes import encode_store
+from .graph.firing import Firing, UnitsMode, firing, units_mode
+
+SAELike = SparseAutoencoder | str | Path
+
+
+@dataclass
+class AtlasInputs:
+    """The SAE, the store, the settings, and the SAE's firings on the atlas's rows."""
+
+    sae: SparseAutoencoder
+    sae_path: str | None
+    """Where ``sae`` was loaded from (None for an SAE given as an object)."""
+    store: ActivationStore
+    cfg: AtlasConfig
+    mode: UnitsMode
+    """The units' correlation and global mode on the atlas's rows."""
+    main: Firing
+    """``sae``'s codes and firings."""
+    seed_saes: tuple[SAELike, ...] = ()
+    """SAEs trained like ``sae`` with other seeds (seed stability; the first is the
+    dictionary null's default source)."""
+    null_source: SAELike | None = None
+    """The dictionary null's source SAE, when given."""
+    progress: bool = False
+    _firings: dict = field(default_factory=dict, repr=False)
+
+    def firing_of(self, other: SAELike) -> Firing:
+        """``other``'s codes and firings on the atlas's rows, judged against the same
+        global mode; encoded once per SAE (by path, or by object)."""
+        key = str(Path(other).resolve()) if isinstance(other, str | Path) else id(other)
+        if other is self.sae:
+            return self.main
+        if key not in self._firings:
+            sae = other if isinstance(other, SparseAutoencoder) else SparseAutoencoder.load(other)
+            codes = encode_store(
+                sae,
+                self.store,
+                max_rows=self.cfg.max_rows,
+                batch_size=self.cfg.batch_size,
+                device=self.cfg.device,
+                unit_gram=False,
+            )
+            self._firings[key] = firing(sae, codes, self.mode, self.cfg)
+        return self._firings[key]
+
+
+def prepare(
+    sae: SAELike,
+    store: ActivationStore | str | Path,
+    config: AtlasConfig = AtlasConfig(),
+    *,
+    seed_saes: Sequence[SAELike] = (),
+    null_source: SAELike | None = None,
+    mode: UnitsMode | None = None,
+    progress: bool = False,
+) -> AtlasInputs:
+    """Load ``sae`` and ``store`` and encode the store once.
+
+    ``mode``: the units' mode when already known for these rows (the random-SAE
+    control reuses the real atlas's); else it is computed from the rows.
+    """
+    sae_path = None if isinstance(sae, SparseAutoencoder) else str(sae)
+    sae = sae if isinstance(sae, SparseAutoencoder) else SparseAutoencoder.load(sae)
+    store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
+    cfg = config
+    codes = encode_store(
+        sae,
+        store,
+        max_rows=cfg.max_rows,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        unit_gram=mode is None,
+        progress=progress,
+    )
+    mode = units_mode(codes) if mode is None else mode
+    return AtlasInputs(
+        sae=sae,
+        sae_path=sae_path,
+        store=store,
+        cfg=cfg,
+        mode=mode,
+        main=firing(sae, codes, mode, cfg),
+        seed_saes=tuple(seed_saes),
+        null_source=null_source,
+        progress=progress,
+    )
