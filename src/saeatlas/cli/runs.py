@@ -77,7 +77,12 @@ def demo_cmd(
     out: Path | None = typer.Option(
         None, "--out", help="Directory for the demo's run (default: demo-out, or demo-out-minilm)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed for training and sampling."),
+    seed: int = typer.Option(
+        0,
+        "--seed",
+        help="Seed of the analysis: SAE training, bootstraps, null and ablation draws. The "
+        "network stays the same one, so two seeds are two analyses of one network.",
+    ),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (the tests' size)."),
     n_texts: int = typer.Option(
         200, "--n-texts", help="minilm: docstring paragraphs in the corpus."

@@ -40,6 +40,10 @@ DIGITS_LAYERS = ("act1", "act2", "act3")
 DEMO_D_SAE = 1024
 DEMO_TOKENS = 100_000
 DEMO_K_VALUES = (8, 16, 32, 64)
+#: The digits network's own seed. The demo's --seed varies the analysis (SAE training,
+#: bootstraps, null and ablation draws), never the network: two demo runs with other
+#: seeds are two analyses of one network, so their atlases can be compared.
+DEMO_NETWORK_SEED = 0
 
 
 class DigitsMLP(nn.Module):
@@ -142,7 +146,7 @@ def digits_config(*, seed: int = 0, quick: bool = False) -> RunConfig:
     )
     return RunConfig(
         model="saeatlas.demo.digits:digits_model",
-        model_args={"seed": seed, "epochs": 20 if quick else 60},
+        model_args={"seed": DEMO_NETWORK_SEED, "epochs": 20 if quick else 60},
         inputs="saeatlas.demo.digits:digits_data",
         layers=DIGITS_LAYERS,
         # batches of 256 x 144 units: one thread is as fast as two, and not slowed
