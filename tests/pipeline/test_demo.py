@@ -36,7 +36,11 @@ def test_the_sweep_chooses_the_final_sae_sparsity(quick_demo):
     result, _ = quick_demo
     sweep = json.loads((result.paths.sweep / "sweep.json").read_text())
     chosen = sweep["points"][sweep["recommended"]]["value"]
-    assert result.chosen == chosen and chosen in digits_config(quick=True).sweep.values
+    values = [p["value"] for p in sweep["points"]]
+    # the given values, then any the sweep added past an end while the knee lay there
+    assert values == [*digits_config(quick=True).sweep.values, *sweep["extended"]]
+    assert result.chosen == chosen and chosen in values
+    assert sweep["knee_inside"] or sweep["note"]
     cfg = json.loads((result.paths.sae / "cfg.json").read_text())
     assert cfg["k"] == int(chosen)
     assert [l["name"] for l in cfg["layers"]] == list(DIGITS_LAYERS)  # one joint SAE

@@ -172,6 +172,20 @@ def test_text_from_data_is_escaped(atlas_copy):
     assert page_data(html)["featureDetail"]  # the JSON block still parses
 
 
+def test_a_sweep_whose_knee_lies_at_an_end_says_so(full_atlas, tmp_path):
+    import json
+    import shutil
+
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(full_atlas.sweep_dir, sweep_dir)
+    raw = json.loads((sweep_dir / "sweep.json").read_text())
+    raw.update(knee_inside=False, extended=[32.0], note="The knee lies at the high end of it.")
+    (sweep_dir / "sweep.json").write_text(json.dumps(raw))
+    html = write_report(full_atlas.atlas_dir, tmp_path / "r.html", sweep_dir=sweep_dir)
+    text = html.path.read_text()
+    assert "the sweep added 32" in text and "The knee lies at the high end of it." in text
+
+
 def test_bad_inputs_raise_clear_errors(atlas_copy, tmp_path):
     with pytest.raises(AtlasFileError, match="not a directory.*saeatlas analyze"):
         write_report(tmp_path / "nothing")

@@ -34,6 +34,12 @@ def _analyze_cmd(
         help="SAEs for seed stability, counting --sae: the --seed-sae ones first, the rest "
         "trained like --sae into <sae>-seed1, -seed2, ... (reused when there).",
     ),
+    sweep: Path | None = typer.Option(
+        None,
+        "--sweep",
+        help="The sparsity sweep the SAE was chosen from (`saeatlas sweep --out`): how the "
+        "modules change across its members (unit-module ARI between neighbouring values).",
+    ),
     model: str | None = typer.Option(
         None,
         "--model",
@@ -86,7 +92,12 @@ def _analyze_cmd(
         from ..structure.inference.seeds import train_seed_saes
 
         seed_sae = train_seed_saes(sae, acts, seeds, given=seed_sae, progress=not quiet)
-    atlas = analyze(sae, acts, cfg, seed_saes=seed_sae, progress=not quiet)
+    members = None
+    if sweep is not None:
+        from ..sweep.sweep import sweep_members
+
+        members = sweep_members(sweep)
+    atlas = analyze(sae, acts, cfg, seed_saes=seed_sae, sweep=members, progress=not quiet)
     if model is not None:
         from ..capture import load_inputs, load_labels, load_model
         from ..store import ActivationStore

@@ -159,6 +159,12 @@ def _sweep_cmd(
     heldout_fraction: float = typer.Option(
         0.1, "--heldout-fraction", help="Last rows held out for evaluation."
     ),
+    extend: int = typer.Option(
+        3,
+        "--extend",
+        help="Times the range may be extended past an end (half the smallest, twice the "
+        "largest value) while the knee lies at that end; 0: never.",
+    ),
     config: Path | None = typer.Option(
         None, "--config", help="YAML/JSON file of training settings; flags given here override it."
     ),
@@ -179,6 +185,7 @@ def _sweep_cmd(
         out,
         seeds=seeds,
         heldout_fraction=heldout_fraction,
+        extend=extend,
         progress=not quiet,
     )
     table = Table(over, "FVU (held out)", "L0", "dead", "stability", "frontier", "")
@@ -193,6 +200,11 @@ def _sweep_cmd(
             "recommended" if i == result.recommended else "",
         )
     console.print(table)
+    if result.extended:
+        added = ", ".join(f"{v:g}" for v in result.extended)
+        console.print(f"The knee lay at an end of the range: added {over} = {added}.")
+    if result.note:
+        console.print(escape(result.note), soft_wrap=True)
     console.print(
         f"Rule: {escape(result.rule)}. Written to {escape(str(out / 'sweep.json'))}.",
         soft_wrap=True,

@@ -154,7 +154,10 @@ def digits_config(*, seed: int = 0, quick: bool = False) -> RunConfig:
         threads=1,
         capture=CaptureConfig(batch_size=256),
         sweep=SweepSection(
-            over="k", values=(8, 16) if quick else DEMO_K_VALUES, seeds=1 if quick else 2
+            over="k",
+            values=(8, 16) if quick else DEMO_K_VALUES,
+            seeds=1 if quick else 2,
+            extend=1 if quick else 3,
         ),
         train=train,
         stability=StabilitySection(n_seed_saes=0 if quick else 1),

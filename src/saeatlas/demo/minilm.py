@@ -173,7 +173,9 @@ def minilm_config(
         layers=MINILM_LAYERS,
         threads=1 if quick else None,  # a tiny run: one thread, robust to busy cores
         capture=CaptureConfig(batch_size=32, max_length=max_length),
-        sweep=SweepSection(over="k", values=(16, 32), seeds=1, retrain=False),
+        sweep=SweepSection(
+            over="k", values=(16, 32), seeds=1, extend=1 if quick else 3, retrain=False
+        ),
         train=TrainConfig(
             d_sae=512 if quick else 1024,
             batch_size=64 if quick else 512,

@@ -56,6 +56,9 @@ class SweepSection:
     """1, or 2 to report each member's decoder stability across two seeds."""
     heldout_fraction: float = 0.1
     """Last rows of the store held out to evaluate the members (never trained on)."""
+    extend: int = 3
+    """Times the sweep may extend its range past an end (half the smallest, twice the
+    largest value) while the knee lies at that end (0: never)."""
     retrain: bool = True
     """Train the final SAE again on every row with the recommended value (true), or use
     the recommended member, trained on all but the held-out rows, as it is (false). A
@@ -78,6 +81,8 @@ class SweepSection:
             raise ConfigError(f"`values` has repeated values: {_show(self.values)}.")
         if self.seeds not in (1, 2):
             raise ConfigError(f"`seeds` must be 1 or 2, got {self.seeds}.")
+        if not 0 <= self.extend <= 8:
+            raise ConfigError(f"`extend` must be in [0, 8], got {self.extend}.")
         if not 0 < self.heldout_fraction < 0.5:
             raise ConfigError(
                 f"`heldout_fraction` must be in (0, 0.5), got {self.heldout_fraction}."

@@ -23,7 +23,7 @@ from ..store import ActivationStore
 from ..structure import Atlas, analyze
 from ..structure.causal.ablation import ablate_atlas
 from ..sweep import sweep
-from ..sweep.sweep import SWEEP_JSON
+from ..sweep.sweep import SWEEP_JSON, sweep_members
 from ..train import TrainConfig, train_family, train_sae
 from ..train.checkpoint import CHECKPOINT
 from .config import RunConfig
@@ -105,9 +105,13 @@ def run_sweep(ctx: StageContext) -> str:
         ctx.paths.sweep,
         seeds=s.seeds,
         heldout_fraction=s.heldout_fraction,
+        extend=s.extend,
         progress=ctx.progress,
     )
-    return f"recommended {s.over} = {res.points[res.recommended].value:g}"
+    said = f"recommended {s.over} = {res.points[res.recommended].value:g}"
+    if res.extended:
+        said += f" (range extended by {', '.join(f'{v:g}' for v in res.extended)})"
+    return said if res.knee_inside else f"{said}; {res.note}"
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,7 @@ def run_analyze(ctx: StageContext) -> str:
         cfg.analyze,
         seed_saes=seed_saes,
         null_source=paths.seed_sae(1) if cfg.n_trained_seeds else None,
+        sweep=sweep_members(paths.sweep) if cfg.sweep.enabled else None,
         progress=ctx.progress,
     )
     atlas.summary["model"] = cfg.model

@@ -50,6 +50,13 @@ class SweepInfo:
     atlas_point: int | None
     """Index into ``points`` of the atlas's SAE (matched by path), None when it is not a member."""
     unstable_below: float = UNSTABLE
+    knee_inside: bool = True
+    """Whether the recommendation lies inside the swept range (a sweep from before this
+    was recorded counts as inside)."""
+    extended: tuple[float, ...] = ()
+    """Values the sweep added past an end of its range."""
+    note: str | None = None
+    """Why the recommendation is still at an end of the range."""
 
     @property
     def chosen(self) -> SweepPoint:
@@ -270,6 +277,9 @@ def _read_sweep(path: Path, sae_path: str | None, *, strict: bool) -> SweepInfo 
             points=points,
             recommended=int(raw["recommended"]),
             atlas_point=_member(points, sae_path, path),
+            knee_inside=bool(raw.get("knee_inside", True)),
+            extended=tuple(float(v) for v in raw.get("extended", ())),
+            note=raw.get("note"),
         )
         if not 0 <= info.recommended < len(points):
             raise ValueError(f"recommended index {info.recommended} outside the points")

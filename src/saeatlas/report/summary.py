@@ -70,7 +70,7 @@ def sae_text(s: dict[str, Any]) -> str:
 def sparsity_text(data: ReportData) -> str:
     sw = data.sweep
     if sw is None:
-        return data.sweep_note
+        return f"{data.sweep_note} {sweep_modules_text(data.summary)}".strip()
     c = sw.chosen
     text = (
         f"{sw.over} = {c.value:g} is the sweep's recommendation among "
@@ -82,6 +82,11 @@ def sparsity_text(data: ReportData) -> str:
         if c.stability < sw.unstable_below:
             text += f" (below {sw.unstable_below:g}: the dictionary differs between seeds)"
     text += ". "
+    if sw.extended:
+        added = ", ".join(f"{v:g}" for v in sw.extended)
+        text += f"The knee lay at an end of the given values, so the sweep added {added}. "
+    if not sw.knee_inside:
+        text += f"{sw.note} " if sw.note else "The recommendation is at an end of the range. "
     if sw.atlas_point is None:
         text += "The atlas's SAE is not a member of this sweep."
     elif sw.atlas_point == sw.recommended:
@@ -91,7 +96,23 @@ def sparsity_text(data: ReportData) -> str:
         text += (
             f"The atlas uses another member ({sw.over} = {other.value:g}), not the recommended one."
         )
-    return text
+    return f"{text} {sweep_modules_text(data.summary)}".strip()
+
+
+def sweep_modules_text(summary: dict) -> str:
+    """How the modules change across the sweep's members, from ``atlas.json``."""
+    sm = summary.get("sweep_modules")
+    if not sm or len(sm.get("values", ())) < 2:
+        return ""
+    v, over = sm["values"], sm["over"]
+    pairs = ", ".join(
+        f"{a:g} to {b:g}: {fmt(r, '.2f')}" for a, b, r in zip(v, v[1:], sm["neighbour_ari"])
+    )
+    own = ", ".join(f"{a:g}: {fmt(r, '.2f')}" for a, r in zip(v, sm["atlas_ari"]))
+    return (
+        f"Modules across the sweep (unit-module ARI between neighbouring {over}; 1 is the same "
+        f"map): {pairs}. Each member against this atlas: {own}."
+    )
 
 
 def modules_text(data: ReportData) -> str:

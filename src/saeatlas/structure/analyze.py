@@ -23,6 +23,7 @@ from .describe.feature_map import feature_map
 from .describe.geometry import atlas_geometry
 from .describe.modules import describe_modules
 from .inference.control import control_atlas
+from .inference.sparsity import sparsity_dependence
 from .inference.stability import stability_of
 from .inputs import AtlasInputs, SAELike, prepare
 from .mapping import core_atlas
@@ -75,6 +76,12 @@ def add_stability(atlas: Atlas, inp: AtlasInputs) -> None:
     atlas.summary["stability"] = res.summary()
 
 
+def add_sparsity_dependence(atlas: Atlas, inp: AtlasInputs) -> None:
+    """How the modules change across the sparsity sweep's members (:mod:`.inference.sparsity`)."""
+    if inp.sweep:
+        atlas.summary["sweep_modules"] = sparsity_dependence(atlas, inp, inp.sweep[1], inp.sweep[0])
+
+
 def add_control(atlas: Atlas, inp: AtlasInputs) -> None:
     """The random-SAE control's figures beside the atlas's (:mod:`.inference.control`)."""
     if inp.cfg.control:
@@ -86,6 +93,7 @@ STEPS: tuple[Callable[[Atlas, AtlasInputs], None], ...] = (
     add_description,
     add_geometry,
     add_stability,
+    add_sparsity_dependence,
     add_control,
 )
 
@@ -97,6 +105,7 @@ def analyze(
     *,
     seed_saes: Sequence[SAELike] = (),
     null_source: SAELike | None = None,
+    sweep: tuple[str, Sequence[tuple[float, SAELike]]] | None = None,
     progress: bool = False,
 ) -> Atlas:
     """The atlas of ``sae`` on ``store`` with every step ``config`` asks for.
@@ -110,10 +119,18 @@ def analyze(
         null_source: the SAE the dictionary null synthesises rows from (default:
             the first of ``seed_saes``, else one trained like ``sae`` with the next
             seed; see :mod:`.inference.nulls`).
+        sweep: ``(setting, [(value, SAE), ...])``, the members of the sparsity sweep
+            ``sae`` was chosen from: how the modules change across them.
         progress: show progress bars.
     """
     inp = prepare(
-        sae, store, config, seed_saes=seed_saes, null_source=null_source, progress=progress
+        sae,
+        store,
+        config,
+        seed_saes=seed_saes,
+        null_source=null_source,
+        sweep=sweep,
+        progress=progress,
     )
     atlas = core_atlas(inp)
     for step in STEPS:

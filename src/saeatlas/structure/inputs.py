@@ -38,6 +38,9 @@ class AtlasInputs:
     dictionary null's default source)."""
     null_source: SAELike | None = None
     """The dictionary null's source SAE, when given."""
+    sweep: tuple[str, tuple[tuple[float, SAELike], ...]] | None = None
+    """``(setting, ((value, SAE), ...))``: a sparsity sweep's members, whose modules the
+    atlas compares (:mod:`.inference.sparsity`)."""
     progress: bool = False
     _firings: dict = field(default_factory=dict, repr=False)
 
@@ -68,6 +71,7 @@ def prepare(
     *,
     seed_saes: Sequence[SAELike] = (),
     null_source: SAELike | None = None,
+    sweep: tuple[str, Sequence[tuple[float, SAELike]]] | None = None,
     mode: UnitsMode | None = None,
     progress: bool = False,
 ) -> AtlasInputs:
@@ -99,5 +103,6 @@ def prepare(
         main=firing(sae, codes, mode, cfg),
         seed_saes=tuple(seed_saes),
         null_source=null_source,
+        sweep=(sweep[0], tuple(sweep[1])) if sweep else None,
         progress=progress,
     )

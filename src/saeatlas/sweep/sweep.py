@@ -4,6 +4,12 @@ rows, and recommend one by a stated rule.
 Rule: take the knee of the held-out L0–FVU frontier (Kneedle on log L0);
 report each member's decoder stability across two seeds (mean max cosine)
 beside it, and warn when the recommended one is unstable.
+
+A knee at either end of the swept range is no knee: the frontier may go on
+bending beyond it. The sweep then extends its range past that end (halving the
+smallest or doubling the largest value) and trains the new member, up to
+``extend`` times, until the knee lies inside; when it cannot (``k`` at 1 or at
+``d_sae``, or the extensions are used up) the result says so.
 """
 
 from __future__ import annotations
@@ -53,9 +59,18 @@ class SweepResult:
     """Index into ``points``."""
     rule: str
     heldout_rows: int
+    knee_inside: bool = True
+    """Whether the recommended value lies inside the swept range (not at either end)."""
+    extended: tuple[float, ...] = ()
+    """Values added beyond the given range because the knee lay at an end of it."""
+    note: str | None = None
+    """Why the knee still lies at an end of the range, when it does."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "knee_inside": self.knee_inside,
+            "extended": list(self.extended),
+            "note": self.note,
             "over": self.over,
             "rule": self.rule,
             "heldout_rows": self.heldout_rows,
@@ -73,12 +88,14 @@ def sweep(
     *,
     seeds: int = 2,
     heldout_fraction: float = 0.1,
+    extend: int = 3,
     progress: bool = True,
 ) -> SweepResult:
     """Train ``base`` with each of ``values`` for the setting ``over`` (and a second
     seed of each when ``seeds`` is 2), from shared batches; evaluate on the last
     ``heldout_fraction`` of rows, never trained on; write ``out/sweep.json`` and
-    one SAE directory per member; recommend the knee of the frontier."""
+    one SAE directory per member; recommend the knee of the frontier, extending
+    the range past an end up to ``extend`` times while the knee lies at that end."""
     if over not in SWEEPABLE:
         raise ConfigError(f"Cannot sweep over {over!r}; expected one of: {list(SWEEPABLE)}.")
     if len(values) < 2:
@@ -91,34 +108,38 @@ def sweep(
     out = Path(out)
     if (out / SWEEP_JSON).exists():
         raise ConfigError(f"'{out}' already holds a sweep; choose another --out.")
+    if extend < 0:
+        raise ConfigError(f"`extend` must be >= 0, got {extend}.")
     heldout = max(1, int(store.n_rows * heldout_fraction))
-    cast = int if over == "k" else float
-    configs, outs = [], []
-    for v in values:
-        for s in range(seeds):
-            configs.append(
-                replace(base, **{over: cast(v)}, seed=base.seed + s, heldout_rows=heldout)
-            )
-            outs.append(out / f"{over}-{v}" / f"seed-{base.seed + s}")
-    results = train_family(store, configs, outs, progress=progress)
     start = store.n_rows - heldout
-    points_raw = []
-    for i, v in enumerate(values):
-        first = results[i * seeds]
-        ev = evaluate_sae(first.sae, store, start=start)
-        stab = (
-            mean_max_cosine(first.sae.W_dec, results[i * seeds + 1].sae.W_dec)
-            if seeds == 2
-            else None
-        )
-        points_raw.append((float(v), str(outs[i * seeds]), ev.fvu, ev.l0, ev.dead_fraction, stab))
-    l0 = np.array([p[3] for p in points_raw])
-    fvu = np.array([p[2] for p in points_raw])
+    points_raw: list[tuple] = []
+    todo, extended, note = list(values), [], None
+    for round_ in range(extend + 1):
+        points_raw += _train_members(store, base, over, todo, out, seeds, heldout, start, progress)
+        l0 = np.array([p[3] for p in points_raw])
+        fvu = np.array([p[2] for p in points_raw])
+        best = knee(l0, fvu)
+        taken = [p[0] for p in points_raw]
+        edge = _edge(taken, points_raw[best][0])
+        if edge is None:
+            break
+        nxt, why = _beyond(over, taken, edge, points_raw[0][6])
+        if nxt is None or round_ == extend:
+            why = why or f"the sweep was extended {extend} times (`extend`)"
+            note = (
+                f"The knee lies at the {edge} end of the swept {over} values and the range "
+                f"was not extended further: {why}. The recommended {over} is the end of the "
+                "range, not a knee; sweep further to see where the frontier bends."
+            )
+            log.warning(note)
+            break
+        log.info("The knee lies at the %s end of the range: adding %s = %s.", edge, over, nxt)
+        todo = [type(values[0])(nxt)]
+        extended.append(float(nxt))
     front = set(pareto_front(l0, fvu).tolist())
-    best = knee(l0, fvu)
-    points = [SweepPoint(*p, on_front=i in front) for i, p in enumerate(points_raw)]
+    points = [SweepPoint(*p[:6], on_front=i in front) for i, p in enumerate(points_raw)]
     rule = "knee of the held-out L0-FVU frontier (Kneedle on log L0; Satopaa et al. 2011)"
-    result = SweepResult(over, points, best, rule, heldout)
+    result = SweepResult(over, points, best, rule, heldout, note is None, tuple(extended), note)
     if points[best].stability is not None and points[best].stability < UNSTABLE:
         log.warning(
             "The recommended %s=%s has decoder stability %.2f across seeds (< %.1f).",
@@ -143,3 +164,78 @@ def sweep(
         + "\n"
     )
     return result
+
+
+def _train_members(store, base, over, values, out, seeds, heldout, start, progress) -> list[tuple]:
+    """Train and evaluate one member per value (and its second seed): a tuple each of
+    ``(value, path, fvu, l0, dead fraction, stability, d_sae)``."""
+    cast = int if over == "k" else float
+    configs, outs = [], []
+    for v in values:
+        for s in range(seeds):
+            configs.append(
+                replace(base, **{over: cast(v)}, seed=base.seed + s, heldout_rows=heldout)
+            )
+            outs.append(Path(out) / f"{over}-{v}" / f"seed-{base.seed + s}")
+    results = train_family(store, configs, outs, progress=progress)
+    points = []
+    for i, v in enumerate(values):
+        first = results[i * seeds]
+        ev = evaluate_sae(first.sae, store, start=start)
+        stab = (
+            mean_max_cosine(first.sae.W_dec, results[i * seeds + 1].sae.W_dec)
+            if seeds == 2
+            else None
+        )
+        points.append(
+            (
+                float(v),
+                str(outs[i * seeds]),
+                ev.fvu,
+                ev.l0,
+                ev.dead_fraction,
+                stab,
+                first.sae.cfg.d_sae,
+            )
+        )
+    return points
+
+
+def _edge(values: list[float], chosen: float) -> str | None:
+    """'low' or 'high' when ``chosen`` is the smallest or largest of ``values``."""
+    if chosen == min(values):
+        return "low"
+    if chosen == max(values):
+        return "high"
+    return None
+
+
+def _beyond(over: str, values: list[float], edge: str, d_sae: int) -> tuple[float | None, str]:
+    """The next value past the ``edge`` end of ``values`` (half the smallest, twice the
+    largest), or ``(None, why not)``."""
+    end = min(values) if edge == "low" else max(values)
+    nxt = end / 2 if edge == "low" else end * 2
+    if over == "k":
+        nxt = float(int(nxt)) if edge == "low" else float(min(int(nxt), d_sae))
+        if nxt < 1 or nxt == end:
+            bound = "1" if edge == "low" else f"`d_sae` ({d_sae})"
+            return None, f"k is already at {bound}"
+    return nxt, ""
+
+
+def sweep_members(sweep_dir: str | Path) -> tuple[str, list[tuple[float, Path]]]:
+    """``(setting, [(value, SAE directory), ...])`` of the sweep in ``sweep_dir``: one
+    member per value (its first seed)."""
+    path = Path(sweep_dir)
+    try:
+        raw = json.loads((path / SWEEP_JSON).read_text())
+        members = [(float(p["value"]), Path(p["path"])) for p in raw["points"]]
+        over = str(raw["over"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"'{path}' holds no readable {SWEEP_JSON} ({e}); give the directory that "
+            "`saeatlas sweep --out` wrote."
+        ) from e
+    # members are saved under the sweep directory as <over>-<value>/seed-<s>
+    members = [(v, p if p.exists() else path / p.parent.name / p.name) for v, p in members]
+    return over, members
