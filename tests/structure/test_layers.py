@@ -15,7 +15,8 @@ from saeatlas.structure.describe.layers import (
     module_layer_profile,
 )
 from saeatlas.structure.graph.codes import Codes
-from saeatlas.structure.synthetic.planted import PlantedConfig, make_planted, module_spans
+from saeatlas.structure.synthetic.config import PlantedConfig, module_spans
+from saeatlas.structure.synthetic.planted import make_planted
 
 
 def layer_specs(sizes) -> tuple[LayerSpec, ...]:

@@ -5,14 +5,8 @@ import pytest
 
 from saeatlas.errors import ConfigError, StoreError
 from saeatlas.store import ActivationStore
-from saeatlas.structure.synthetic.planted import (
-    PRESETS,
-    PlantedConfig,
-    make_planted,
-    module_spans,
-    read_planted_truth,
-    save_planted,
-)
+from saeatlas.structure.synthetic.config import PRESETS, PlantedConfig, module_spans
+from saeatlas.structure.synthetic.planted import make_planted, read_planted_truth, save_planted
 
 N = 20000  # rows: sampling error of a phi coefficient is about 1/sqrt(N) = 0.007
 

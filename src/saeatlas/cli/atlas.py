@@ -180,7 +180,7 @@ def validate_cmd(
     d_sae: int = typer.Option(512, "--d-sae", help="Latents of the SAE trained per case."),
 ) -> None:
     """Run the atlas and its baselines on activations with planted modules; print the scores."""
-    from ..structure.synthetic.planted import PRESETS
+    from ..structure.synthetic.config import PRESETS
     from ..structure.synthetic.validate import ValidationSettings, validate
 
     unknown = [c for c in cases if c not in PRESETS]

@@ -8,7 +8,8 @@ from .graph.cooccurrence import Cooccurrence, count_cooccurrence
 from .graph.edges import build_graph, densest_graph
 from .graph.finders import LeidenModules, SpectralModules, modularity
 from .mapping import map_structure
-from .synthetic.planted import PlantedConfig, PlantedData, make_planted, save_planted
+from .synthetic.config import PlantedConfig
+from .synthetic.planted import PlantedData, make_planted, save_planted
 
 __all__ = [
     "analyze",

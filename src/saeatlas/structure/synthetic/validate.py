@@ -28,7 +28,8 @@ from ..config import AtlasConfig
 from ..graph.finders import LeidenModules
 from ..graph.units import unit_correlation_graph
 from ..mapping import map_structure
-from .planted import PlantedConfig, make_planted, save_planted
+from .config import PlantedConfig
+from .planted import make_planted, save_planted
 
 CASES = ("easy", "superposition", "null", "null_superposition")
 
