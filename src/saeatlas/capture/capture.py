@@ -25,6 +25,7 @@ from ..store import ActivationStore, LayerSpec, StoreWriter
 from ..store.shards import STORE_DTYPES
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch, iter_input_batches
+from .layouts import LayoutTracer, choose_layout, module_layout, parse_layout
 from .models import input_dtype
 from .rows import (
     SPATIAL_MODES,
@@ -67,6 +68,10 @@ class CaptureConfig:
     positions (its config's) when the tokenizer sets none."""
     early_stop: bool = True
     """Stop each forward pass once every recorded module has run."""
+    layout: str | None = None
+    """What the axes of 4-D outputs are when neither their module nor their hook name
+    says: ``image`` [batch, C, H, W], ``heads`` [batch, pos, head, d_head] or ``pattern``
+    [batch, head, q_pos, k_pos]; ``LAYER=LAYOUT`` (comma-separated) for some layers."""
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
@@ -88,6 +93,7 @@ class CaptureConfig:
             raise ConfigError(f"`shard_rows` must be positive, got {self.shard_rows}.")
         if self.max_length is not None and self.max_length <= 0:
             raise ConfigError(f"`max_length` must be positive, got {self.max_length}.")
+        parse_layout(self.layout)
 
 
 class _StopForward(BaseException):
@@ -109,6 +115,7 @@ class _Recorder:
         self.convert = convert
         self.output_index = output_index
         self.stop_when_done = stop_when_done
+        self.converts = {hp.name: hp.convert for hp in self.hookpoints if hp.convert is not None}
         self.values: dict[str, Any] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.handles: list[Any] = []
@@ -133,6 +140,9 @@ class _Recorder:
                 "call per module. Choose a module that runs once (or its parent)."
             )
         t = select_tensor(value, name, self.output_index)
+        convert = self.converts.get(name)
+        if convert is not None:  # TransformerLens hooks that reshape (hook_z: heads)
+            t = convert(t)
         self.shapes[name] = tuple(t.shape)
         self.values[name] = self.convert(name, t)
         if self.stop_when_done and len(self.values) == len(self.hookpoints):
@@ -292,15 +302,22 @@ def capture_activations(
     # Rows are made inside the hook: a copy taken there cannot be changed by the
     # model's later in-place ops (ReLU(inplace=True) after a hooked layer).
     current: dict[str, Any] = {"mask": None}
-    recorder = _Recorder(
-        hps,
-        lambda name, t: to_rows(t, name, mask=current["mask"], spatial=config.spatial),
-        config.output_index,
-        stop_when_done=config.early_stop,
-    )
+    layouts = {hp.name: choose_layout(hp.name, _known_layout(hp), config.layout) for hp in hps}
+    default_layout, _ = parse_layout(config.layout)
+    tracer = LayoutTracer(model)
+
+    def rows_of(name: str, t: torch.Tensor) -> LayerRows:
+        if layouts[name] is None and t.ndim == 4:  # fixed once, on the first batch
+            layouts[name] = tracer.lookup(t) or default_layout
+        return to_rows(
+            t, name, mask=current["mask"], spatial=config.spatial, layout=layouts[name]
+        )
+
+    recorder = _Recorder(hps, rows_of, config.output_index, stop_when_done=config.early_stop)
     total = _count_samples(inputs)
     was_training = model.training
     model.eval()
+    tracer.attach()  # before the recorder: a module's hooks run in the order they were added
     recorder.attach()
     try:
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
@@ -328,6 +345,7 @@ def capture_activations(
                 last = sample_base + batch.n_samples - 1
                 where = f"input batch {b} (samples {sample_base}-{last})"
                 _forward(model, batch, recorder, config.device, where)
+                tracer.detach()
                 check_batch_dim(recorder.shapes, batch.n_samples)
                 # columns follow the resolved (natural) order, not execution order
                 rows = {hp.name: recorder.values[hp.name] for hp in hps}
@@ -361,9 +379,17 @@ def capture_activations(
         writer.abort()
         raise
     finally:
+        tracer.detach()
         recorder.detach()
         model.train(was_training)
     return ActivationStore.open(out)
+
+
+def _known_layout(hp: Hookpoint) -> str | None:
+    """The layout a hook point's TransformerLens hook or module type implies."""
+    if hp.layout is not None:
+        return hp.layout
+    return None if hp.record_input else module_layout(hp.module)
 
 
 def _max_length(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,13 @@ class Hookpoint:
     """The module's path, with ``:input`` when the input is recorded."""
     module: torch.nn.Module
     record_input: bool = False
+    layout: str | None = None
+    """The 4-D layout its hook name implies (TransformerLens ``hook_z``: ``heads``)."""
+    convert: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """What the hook's own library applies to the tensor before users see it
+    (TransformerLens bridge: ``[batch, pos, d_model]`` -> ``[batch, pos, head, d_head]``)."""
+    revert: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """The inverse of ``convert``, for putting a tensor back into the model."""
 
     @property
     def module_name(self) -> str:

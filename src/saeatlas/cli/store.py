@@ -76,6 +76,13 @@ def capture_cmd(
     ),
     batch_size: int = typer.Option(32, "--batch-size", help="Samples per forward pass."),
     spatial: str = typer.Option("positions", "--spatial", help="Conv maps: 'positions' or 'mean'."),
+    layout: str | None = typer.Option(
+        None,
+        "--layout",
+        help="Axes of 4-D outputs whose module or hook name does not say: 'image' [batch, C, H, "
+        "W], 'heads' [batch, pos, head, d_head] or 'pattern' [batch, head, q_pos, k_pos]; "
+        "LAYER=LAYOUT (comma-separated) for some layers.",
+    ),
     output_index: str | None = typer.Option(
         None,
         "--output-index",
@@ -117,6 +124,7 @@ def capture_cmd(
     config = CaptureConfig(
         batch_size=batch_size,
         spatial=spatial,
+        layout=layout,
         output_index=_output_index(output_index),
         device=device,
         dtype=dtype,

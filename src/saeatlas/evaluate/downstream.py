@@ -18,6 +18,7 @@ import torch
 
 from ..capture.hookpoints import resolve_hookpoints
 from ..capture.inputs import iter_input_batches
+from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.models import input_dtype
 from ..capture.rows import from_rows, replace_tensor, select_tensor, to_rows
 from ..errors import ConfigError
@@ -71,14 +72,20 @@ def loss_recovered(
 
     def hook_for(name: str):
         def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
-            t = select_tensor(output, name, output_index)
+            hp = hps[name]
+            raw = select_tensor(output, name, output_index)
+            t = hp.convert(raw) if hp.convert is not None else raw  # TransformerLens's view
             if mode["kind"] == "record":
-                mode["rows"][name] = to_rows(t, name, mask=mode["mask"], spatial=spatial).x
+                layout = SOURCE_LAYOUT.get(layouts[name])
+                rows = to_rows(t, name, mask=mode["mask"], spatial=spatial, layout=layout)
+                mode["rows"][name] = rows.x
                 return None
             new = mode["replace"][name]
             if new is None:
-                return replace_tensor(output, torch.zeros_like(t), output_index)
+                return replace_tensor(output, torch.zeros_like(raw), output_index)
             rebuilt = from_rows(t, new, name, layouts[name], mode["mask"])
+            if hp.revert is not None:
+                rebuilt = hp.revert(rebuilt)
             return replace_tensor(output, rebuilt, output_index)
 
         return hook
