@@ -35,6 +35,8 @@ from .rows import (
     select_tensor,
     to_rows,
 )
+from .transformer_lens import TransformerLensTexts, is_transformer_lens
+from .transformer_lens import provenance as tl_provenance
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +279,11 @@ def capture_activations(
         The finished store, opened.
     """
     hps = resolve_hookpoints(model, hookpoints)
+    tl_facts: dict[str, Any] = {}
+    if is_transformer_lens(model):
+        tl_facts = tl_provenance(model)
+        if _is_texts(inputs):
+            tokenizer = TransformerLensTexts(model)
     max_length = _max_length(model, inputs, tokenizer, config.max_length)
     dtype = STORE_DTYPES[config.dtype] if config.dtype else None
     if config.device is not None or dtype is not None:
@@ -288,6 +295,7 @@ def capture_activations(
         "saeatlas_version": __version__,
         "torch_version": torch.__version__,
         **({"max_length": max_length} if max_length is not None else {}),
+        **tl_facts,
         **(provenance or {}),
     }
     writer = StoreWriter(
@@ -397,9 +405,10 @@ def _max_length(
 ) -> int | None:
     """Tokens per text: ``max_length`` when given; else, when the tokenizer sets no
     real limit of its own, the positions the model's config says it has."""
-    texts = isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)
-    if max_length is not None or tokenizer is None or not texts:
+    if max_length is not None or tokenizer is None or not _is_texts(inputs):
         return max_length
+    if isinstance(tokenizer, TransformerLensTexts):
+        return getattr(model.cfg, "n_ctx", None)  # what to_tokens cuts texts to
     own = getattr(tokenizer, "model_max_length", None)
     if own is not None and own <= TOKENIZER_NO_LIMIT:
         return None  # the tokenizer cuts texts to its own limit
@@ -415,6 +424,10 @@ def _max_length(
             )
             return limit
     return None
+
+
+def _is_texts(inputs: Any) -> bool:
+    return bool(isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str))
 
 
 def _count_samples(inputs: Any) -> int | None:

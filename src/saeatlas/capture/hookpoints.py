@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import HookpointError
+from .layouts import hook_name_layout
+from .transformer_lens import hook_conversion, hook_modules, is_hook_point
 
 INPUT_SUFFIX = ":input"
 REGEX_PREFIX = "re:"
@@ -56,8 +58,10 @@ def natural_key(name: str) -> list[object]:
 
 
 def named_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """All hookable modules by name, the root excluded, Keras layers included."""
-    found = {name: m for name, m in model.named_modules() if name}
+    """All hookable modules by name, the root excluded, Keras layers included; for a
+    TransformerLens model its hook names (aliases included) come first."""
+    found = hook_modules(model)
+    found |= {name: m for name, m in model.named_modules() if name and name not in found}
     seen = {id(m) for m in found.values()}
     flatten = getattr(model, "_flatten_layers", None)  # Keras 3 models
     if callable(flatten):
@@ -98,6 +102,7 @@ def resolve_hookpoints(
     modules = named_modules(model)
     names = list(modules)
     chosen: dict[str, Hookpoint] = {}
+    owners: set[tuple[int, bool]] = set()  # one hook point per module (aliases name one hook)
     for raw in patterns:
         record_input = raw.endswith(INPUT_SUFFIX)
         pattern = raw.removesuffix(INPUT_SUFFIX)
@@ -105,9 +110,22 @@ def resolve_hookpoints(
         if not hits:
             raise HookpointError(_no_match_message(raw, pattern, names, model))
         for n in hits:
+            owner = (id(modules[n]), record_input)
+            if owner in owners:
+                continue
+            owners.add(owner)
             key = n + INPUT_SUFFIX if record_input else n
-            chosen[key] = Hookpoint(key, modules[n], record_input)
+            chosen[key] = _hookpoint(key, modules[n], record_input)
     return [chosen[k] for k in sorted(chosen, key=natural_key)]
+
+
+def _hookpoint(name: str, module: torch.nn.Module, record_input: bool) -> Hookpoint:
+    """A hook point; a TransformerLens hook also gets its layout and reshaping."""
+    if not is_hook_point(module):
+        return Hookpoint(name, module, record_input)
+    convert, revert, splits_heads = hook_conversion(module)
+    layout = hook_name_layout(name) or ("heads" if splits_heads else None)
+    return Hookpoint(name, module, record_input, layout, convert, revert)
 
 
 def _no_match_message(raw: str, pattern: str, names: list[str], model: torch.nn.Module) -> str:

@@ -89,7 +89,9 @@ def iter_input_batches(
             ``tokenizer``), or an iterable of batches: tensors, ``(x, y)`` pairs
             (``y`` becomes the label), or dicts of keyword arguments (Hugging Face).
         batch_size: samples per batch when ``inputs`` is an array or texts.
-        tokenizer: a Hugging Face tokenizer, for texts.
+        tokenizer: a Hugging Face tokenizer, for texts, or an object whose
+            ``encode_texts(texts, max_length)`` gives ``(kwargs, mask, tokens)``
+            (:class:`~saeatlas.capture.transformer_lens.TransformerLensTexts`).
         labels: one label per sample, aligned with ``inputs``.
         max_length: truncate texts to this many tokens.
         float_dtype: the dtype floating-point inputs are given in (the model's); by
@@ -145,8 +147,12 @@ def _text_batches(
     lab = None if labels is None else np.asarray(labels)
     for s in range(0, len(texts), batch_size):
         chunk = texts[s : s + batch_size]
-        kwargs, mask = _pad(tokenizer, tokenizer(chunk, truncation=True, max_length=max_length))
-        tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in kwargs["input_ids"]]
+        if callable(getattr(tokenizer, "encode_texts", None)):  # a model's own text path
+            kwargs, mask, tokens = tokenizer.encode_texts(chunk, max_length)
+        else:
+            enc = tokenizer(chunk, truncation=True, max_length=max_length)
+            kwargs, mask = _pad(tokenizer, enc)
+            tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in kwargs["input_ids"]]
         yield InputBatch(
             (),
             kwargs,

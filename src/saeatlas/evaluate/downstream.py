@@ -21,6 +21,7 @@ from ..capture.inputs import iter_input_batches
 from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.models import input_dtype
 from ..capture.rows import from_rows, replace_tensor, select_tensor, to_rows
+from ..capture.transformer_lens import TransformerLensTexts, is_transformer_lens
 from ..errors import ConfigError
 from ..losses import PerSampleLoss, per_sample_cross_entropy
 from ..sae import SparseAutoencoder
@@ -65,6 +66,9 @@ def loss_recovered(
     if any(hp.record_input for hp in hps.values()):
         raise ConfigError("Splicing into a module's :input is not supported; use its output.")
     layouts = {l.name: l.layout for l in sae.cfg.layers}
+    texts = isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)
+    if texts and is_transformer_lens(model):
+        tokenizer = TransformerLensTexts(model)  # texts as the model's run_with_cache takes them
     sae = sae.eval()
     was_training = model.training
     model.eval()
