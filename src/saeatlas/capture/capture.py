@@ -27,6 +27,7 @@ from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch, iter_input_batches
 from .layouts import LayoutTracer, choose_layout, module_layout, parse_layout
 from .models import input_dtype
+from .nnsight import unwrap_model
 from .rows import (
     SPATIAL_MODES,
     LayerRows,
@@ -263,7 +264,8 @@ def capture_activations(
     """Run ``model`` over ``inputs`` and store the chosen layers' activations at ``out``.
 
     Args:
-        model: any ``torch.nn.Module`` (plain, Hugging Face, Keras 3 on torch).
+        model: any ``torch.nn.Module`` (plain, Hugging Face, Keras 3 on torch,
+            TransformerLens), or an nnsight ``NNsight``/``LanguageModel`` wrapper.
         inputs: tensor/array, list of texts (with ``tokenizer``) or iterable of batches.
         hookpoints: layer names, globs or ``re:`` regexes, optionally with ``:input``.
         out: the store directory to write.
@@ -279,6 +281,8 @@ def capture_activations(
         The finished store, opened.
     """
     hps = resolve_hookpoints(model, hookpoints)
+    model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
+    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
     tl_facts: dict[str, Any] = {}
     if is_transformer_lens(model):
         tl_facts = tl_provenance(model)

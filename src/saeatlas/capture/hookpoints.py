@@ -20,11 +20,13 @@ import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..errors import HookpointError
 from .layouts import hook_name_layout
+from .nnsight import is_nnsight, module_path, unwrap_model
 from .transformer_lens import hook_conversion, hook_modules, is_hook_point
 
 INPUT_SUFFIX = ":input"
@@ -87,9 +89,12 @@ def _match(pattern: str, names: list[str]) -> list[str]:
 
 
 def resolve_hookpoints(
-    model: torch.nn.Module, patterns: list[str] | tuple[str, ...] | str
+    model: torch.nn.Module | Any, patterns: list[str] | tuple[str, ...] | str
 ) -> list[Hookpoint]:
     """Resolve layer patterns to hook points, naturally sorted, without duplicates.
+
+    ``model`` may be an nnsight wrapper: its paths (``model.h.0``) name the wrapped
+    module's ``h.0``.
 
     Raises:
         HookpointError: a pattern matches nothing; the message lists the closest names
@@ -99,6 +104,8 @@ def resolve_hookpoints(
         patterns = [patterns]
     if not patterns:
         raise HookpointError("No layers given. Name at least one (see `saeatlas layers MODEL`).")
+    wrapped = is_nnsight(model)
+    model, _ = unwrap_model(model)
     modules = named_modules(model)
     names = list(modules)
     chosen: dict[str, Hookpoint] = {}
@@ -107,6 +114,8 @@ def resolve_hookpoints(
         record_input = raw.endswith(INPUT_SUFFIX)
         pattern = raw.removesuffix(INPUT_SUFFIX)
         hits = _match(pattern, names)
+        if not hits and wrapped:  # nnsight's paths start with 'model.'
+            hits = _match(module_path(pattern), names)
         if not hits:
             raise HookpointError(_no_match_message(raw, pattern, names, model))
         for n in hits:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelSpecError
+from .nnsight import unwrap_model
 
 
 @dataclass
@@ -31,7 +32,7 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
 
     - ``package.module:factory`` or ``path/to/file.py:factory``: the factory is
       called (with ``kwargs``, none by default) and returns a ``torch.nn.Module``
-      (or a ``(model, tokenizer)`` pair).
+      (or a ``(model, tokenizer)`` pair, or an nnsight wrapper: its module and tokenizer).
     - a directory with ``config.json`` and ``*.safetensors`` weights: loaded with
       Hugging Face ``transformers`` offline, with its tokenizer when present.
     """
@@ -53,6 +54,8 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
     tokenizer = None
     if isinstance(made, tuple) and len(made) == 2:
         made, tokenizer = made
+    made, own_tokenizer = unwrap_model(made)  # an nnsight wrapper: its module
+    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
     if not isinstance(made, torch.nn.Module):
         raise ModelSpecError(
             f"'{spec}' gave a {type(made).__name__}; the factory must return a torch.nn.Module "

@@ -20,6 +20,7 @@ from ..capture.hookpoints import resolve_hookpoints
 from ..capture.inputs import iter_input_batches
 from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.models import input_dtype
+from ..capture.nnsight import unwrap_model
 from ..capture.rows import from_rows, replace_tensor, select_tensor, to_rows
 from ..capture.transformer_lens import TransformerLensTexts, is_transformer_lens
 from ..errors import ConfigError
@@ -63,6 +64,8 @@ def loss_recovered(
     if not names:
         raise ConfigError("The SAE has no layer map; it must have been trained on a store.")
     hps = {hp.name: hp for hp in resolve_hookpoints(model, names)}
+    model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
+    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
     if any(hp.record_input for hp in hps.values()):
         raise ConfigError("Splicing into a module's :input is not supported; use its output.")
     layouts = {l.name: l.layout for l in sae.cfg.layers}
