@@ -57,6 +57,12 @@ def evaluate_cmd(
     labels: Path | None = typer.Option(
         None, "--labels", help="Labels for the cross-entropy loss of a classifier."
     ),
+    model_class: str = typer.Option(
+        "auto",
+        "--model-class",
+        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head) or "
+        "'auto' (from its config's architectures). Layer names follow the class.",
+    ),
     loss: str = typer.Option(
         "cross-entropy",
         "--loss",
@@ -93,7 +99,7 @@ def evaluate_cmd(
 
         if inputs is None:
             raise ConfigError("--model needs --inputs (and --labels for a classifier's loss).")
-        loaded = load_model(model)
+        loaded = load_model(model, model_class=model_class)
         down = loss_recovered(
             loaded_sae,
             loaded.model,
