@@ -86,3 +86,49 @@ def test_a_factory_may_return_an_nnsight_wrapper(tmp_path):
     )
     loaded = load_model(f"{tmp_path / 'wrapped.py'}:build")
     assert isinstance(loaded.model, torch.nn.Sequential)
+
+
+WRAPPED_FILE = '''
+import nnsight
+import torch
+
+
+def build():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(5, 12), torch.nn.ReLU(), torch.nn.Linear(12, 8), torch.nn.ReLU(),
+        torch.nn.Linear(8, 2),
+    )
+    return nnsight.NNsight(net)
+'''
+
+
+def test_pipeline_on_a_factory_that_returns_an_nnsight_wrapper(tmp_path):
+    """capture -> train -> analyze (with ablation) -> report, the model given as NNsight."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from saeatlas.cli import app
+    from saeatlas.structure import Atlas
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.normal(size=(300, 5)).astype(np.float32))
+    np.save(tmp_path / "y.npy", rng.integers(0, 2, 300))
+    (tmp_path / "wrapped.py").write_text(WRAPPED_FILE)
+    config = {
+        "model": "wrapped.py:build",
+        "inputs": "x.npy",
+        "labels": "y.npy",
+        "layers": ["1", "3"],  # the wrapped module's paths (nnsight's are model.1, model.3)
+        "out": "run",
+        "sweep": {"enabled": False},
+        "train": {"d_sae": 32, "k": 4, "batch_size": 64, "tokens": 2000},
+        "analyze": {"n_null": 2, "n_examples": 2},
+        "ablation": {"enabled": True, "n_random": 4},
+        "report": {"enabled": True},
+    }
+    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "conf.yaml"), "-q"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    assert "ablation" in Atlas.load(run / "atlas").summary and list(run.rglob("report.html"))

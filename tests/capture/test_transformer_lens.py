@@ -203,3 +203,11 @@ def test_pipeline_by_hook_name_on_a_bridge(tmp_path):
     from saeatlas.structure import Atlas
 
     assert "ablation" in Atlas.load(run / "atlas").summary
+
+
+def test_layers_lists_hook_names_with_the_shapes_run_with_cache_shows(native):
+    from saeatlas.capture import list_layers
+
+    infos = {i.name: i.shape for i in list_layers(native, torch.randint(0, 50, (2, 5)))}
+    assert infos["blocks.0.attn.hook_z"] == (2, 5, 4, 4)
+    assert infos["blocks.0.hook_resid_post"] == (2, 5, 16)
