@@ -124,3 +124,21 @@ def test_joint_sae_that_mixes_layers_is_refused_with_the_reason(tmp_path):
     _, topk = _store_and_sae(tmp_path / "t", "topk", True)
     with pytest.raises(SAEFileError, match="joint topk SAE .* picks its active latents"):
         export_saelens(topk, tmp_path / "lens2", store=store)
+
+
+def test_a_per_head_hook_z_sae_exports_with_saelens_hook_z_reshaping(tmp_path):
+    import json
+
+    from saeatlas.store import LayerSpec
+
+    z = LayerSpec("blocks.0.attn.hook_z", 0, 8, (None, 5, 2, 4), "head")
+    sae = SparseAutoencoder(
+        SAEConfig("topk", d_in=8, d_sae=16, k=2, layers=(z,)), torch.Generator().manual_seed(0)
+    )
+    export_saelens(sae, tmp_path / "z")
+    cfg = json.loads((tmp_path / "z" / "cfg.json").read_text())
+    assert cfg["reshape_activations"] == "hook_z"
+    assert cfg["metadata"]["hook_name"] == "blocks.0.attn.hook_z"
+    back = load_saelens(tmp_path / "z")  # reads it back: the rows are already flat
+    x = torch.randn(6, 8)
+    torch.testing.assert_close(back(x).x_hat, sae.eval()(x).x_hat)

@@ -72,7 +72,8 @@ def load_saelens(path: str | Path) -> SparseAutoencoder:
         )
     for key, allowed in (
         ("normalize_activations", _INERT_NORMALIZATIONS),
-        ("reshape_activations", ("none", None)),
+        # hook_z flattens [..., head, d_head] head-major, as saeatlas's per-head rows are
+        ("reshape_activations", ("none", None, "hook_z")),
     ):
         if cfg.get(key) not in allowed:
             raise SAEFileError(
@@ -227,6 +228,15 @@ def split_by_layer(sae: SparseAutoencoder) -> list[SparseAutoencoder]:
     return parts
 
 
+def _reshape(c: SAEConfig) -> str:
+    """SAELens's ``reshape_activations``: ``hook_z`` for an SAE of one TransformerLens
+    ``hook_z`` recorded per head (SAELens then flattens [..., head, d_head] itself)."""
+    if len(c.layers) == 1 and c.layers[0].layout == "head":
+        if c.layers[0].name.removesuffix(":input").endswith("hook_z"):
+            return "hook_z"
+    return "none"
+
+
 def _write_saelens(sae: SparseAutoencoder, path: Path, metadata: dict[str, Any]) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     c = sae.cfg
@@ -248,7 +258,7 @@ def _write_saelens(sae: SparseAutoencoder, path: Path, metadata: dict[str, Any])
         "device": "cpu",
         "apply_b_dec_to_input": c.subtracts_b_dec,
         "normalize_activations": "none",
-        "reshape_activations": "none",
+        "reshape_activations": _reshape(c),
         "metadata": {
             **metadata,
             "exported_by": f"saeatlas {__version__}",
