@@ -211,3 +211,35 @@ def test_layers_lists_hook_names_with_the_shapes_run_with_cache_shows(native):
     infos = {i.name: i.shape for i in list_layers(native, torch.randint(0, 50, (2, 5)))}
     assert infos["blocks.0.attn.hook_z"] == (2, 5, 4, 4)
     assert infos["blocks.0.hook_resid_post"] == (2, 5, 16)
+
+
+def test_ablation_on_a_bridge_edits_the_hook_it_names(native):
+    """Zero-ablating the units of head 1 at hook_z equals zeroing head 1 with
+    TransformerLens's own hook (structure/ablation.py edits the hook's raw tensor,
+    whose flat [batch, pos, head * d_head] order is the store's)."""
+    import numpy as np
+
+    from saeatlas.capture.inputs import iter_input_batches
+    from saeatlas.store import LayerSpec
+    from saeatlas.structure.ablation import ablate_modules
+
+    ids = torch.randint(0, 50, (6, 8), generator=torch.Generator().manual_seed(2))
+    layers = [LayerSpec("blocks.0.attn.hook_z", 0, 16, (None, 8, 4, 4), "head")]
+    unit_module = np.full(16, -1)
+    unit_module[4:8] = 0  # head 1
+    res = ablate_modules(
+        native, ids, layers, unit_module, mode="zero", loss_fn=per_sample_next_token,
+        n_random=1,
+    )
+
+    def drop_head_1(z, hook):
+        z = z.clone()
+        z[:, :, 1] = 0
+        return z
+
+    (batch,) = iter_input_batches(ids, batch_size=6)
+    with torch.no_grad():
+        logits = native.run_with_hooks(ids, fwd_hooks=[("blocks.0.attn.hook_z", drop_head_1)])
+    ablated = float(per_sample_next_token(logits, batch).mean())
+    assert res.clean_loss + res.effect[0] == pytest.approx(ablated, abs=1e-5)
+    assert abs(res.effect[0]) > 1e-4
