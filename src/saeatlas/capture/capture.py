@@ -329,7 +329,8 @@ def capture_activations(
     total = _count_samples(inputs)
     was_training = model.training
     model.eval()
-    tracer.attach()  # before the recorder: a module's hooks run in the order they were added
+    if any(layout is None for layout in layouts.values()):  # a 4-D output may need tracing
+        tracer.attach()  # before the recorder: a module's hooks run in the order they were added
     recorder.attach()
     try:
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
