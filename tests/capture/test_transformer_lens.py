@@ -203,6 +203,13 @@ def test_pipeline_by_hook_name_on_a_bridge(tmp_path):
     from saeatlas.structure import Atlas
 
     assert "ablation" in Atlas.load(run / "atlas").summary
+    from saeatlas.report.data import load_report_data
+
+    names = load_report_data(run / "atlas").unit_names  # units of hook_z named head.dim
+    assert names[:5] == [f"blocks.0.attn.hook_z:0.{d}" for d in range(4)] + [
+        "blocks.0.attn.hook_z:1.0"
+    ]
+    assert names[16] == "blocks.1.hook_resid_post:0"
 
 
 def test_layers_lists_hook_names_with_the_shapes_run_with_cache_shows(native):

@@ -165,14 +165,19 @@ def undetermined_message(name: str, shape: tuple[int, ...]) -> str:
 SOURCE_LAYOUT = {"position": "image", "pooled": "image", "head": "heads", "pattern": "pattern"}
 
 
-def unit_names(shape: tuple[int | None, ...], layout: str, n_units: int) -> list[str]:
-    """A name per unit of a layer: ``head.dim`` for per-head outputs, ``head.key`` for
-    attention patterns, else the unit's index (``shape`` as in the manifest)."""
+def unit_label(shape: tuple[Any, ...], layout: str, index: int) -> str:
+    """A unit's name inside its layer: ``head.dim`` for per-head outputs, ``head.key``
+    for attention patterns, else its index (``shape`` as in the manifest)."""
     if layout in ("head", "pattern") and len(shape) == 4:
         inner = shape[3]
-        if isinstance(inner, int) and inner > 0 and n_units % inner == 0:
-            return [f"{u // inner}.{u % inner}" for u in range(n_units)]
-    return [str(u) for u in range(n_units)]
+        if isinstance(inner, int) and inner > 0:
+            return f"{index // inner}.{index % inner}"
+    return str(index)
+
+
+def unit_names(shape: tuple[Any, ...], layout: str, n_units: int) -> list[str]:
+    """:func:`unit_label` of every unit of a layer."""
+    return [unit_label(shape, layout, u) for u in range(n_units)]
 
 
 class LayoutTracer:
