@@ -16,7 +16,9 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_CPU)
-	$(PY) -m pip install -q -e ".[dev,minilm,keras]"
+	@# the extras (tl, nnsight) accept the torch installed; never let them pull another
+	@$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-constraint.txt
+	$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[dev,minilm,keras,tl,nnsight]"
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

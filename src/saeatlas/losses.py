@@ -46,6 +46,8 @@ def per_sample_cross_entropy(output: Any, batch: InputBatch) -> torch.Tensor:
 
 def _input_ids(batch: InputBatch) -> torch.Tensor:
     ids = batch.kwargs.get("input_ids")
+    if ids is None and torch.is_tensor(batch.kwargs.get("input")):  # TransformerLens's name
+        ids = batch.kwargs["input"]
     if ids is None:
         ids = next(
             (a for a in batch.args if torch.is_tensor(a) and not a.is_floating_point()), None

@@ -128,10 +128,11 @@ def test_report_works_in_chromium(browser, full_atlas, tmp_path):
     assert "Unit act2:3" in page.inner_text("#details-body")
     data = page.evaluate("JSON.parse(document.getElementById('report-data').textContent)")
     fid = data["features"]["id"][data["features"]["module"].index(2)]
+    page.mouse.move(0, 0)  # off every plot: a hover under a scrolled page must not win
     page.fill("#search-input", str(fid))
     page.press("#search-input", "Enter")
     assert f"Feature {fid}" in page.inner_text("#details-body")
-    assert page.evaluate("document.body.dataset.highlight") == "2"
+    page.wait_for_function("document.body.dataset.highlight === '2'", timeout=5000)
     marker = page.evaluate(
         "(() => { const d = document.getElementById('feature-map-plot').data;"
         " return d[d.length - 1].x.length; })()"

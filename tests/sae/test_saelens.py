@@ -57,3 +57,88 @@ def test_row_dependent_normalisation_is_refused(tmp_path):
     (tmp_path / "t" / "cfg.json").write_text(cfg)
     with pytest.raises(SAEFileError, match="layer_norm.*cannot be folded"):
         SparseAutoencoder.load(tmp_path / "t")
+
+
+def _store_and_sae(tmp_path, arch, block_diagonal):
+    """A store of two layers ('a': 3 units, 'b': 2) captured by the CLI-like provenance,
+    and a joint SAE over it whose latents stay in one layer when ``block_diagonal``."""
+    from saeatlas.capture import capture_activations
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    store = capture_activations(
+        net,
+        torch.randn(20, 4),
+        ["0", "1"],
+        tmp_path / "store",
+        progress=False,
+        provenance={"model": "mypkg.nets:build", "inputs": "data/x.npy", "max_length": 16},
+    )
+    layers = store.layers
+    sae = SparseAutoencoder(
+        SAEConfig(arch, d_in=5, d_sae=6, k=2, layers=layers), torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_(std=0.1)
+        if block_diagonal:  # latents 0-3 on layer '0', 4-5 on layer '1'
+            sae.W_enc[3:, :4] = 0
+            sae.W_enc[:3, 4:] = 0
+            sae.W_dec[:4, 3:] = 0
+            sae.W_dec[4:, :3] = 0
+    return store, sae.eval()
+
+
+def test_export_writes_metadata_from_the_store_provenance(tmp_path):
+    import json
+
+    store, joint = _store_and_sae(tmp_path, "relu", True)
+    single = SparseAutoencoder(
+        SAEConfig("topk", d_in=3, d_sae=4, k=2, layers=store.layers[:1]),
+        torch.Generator().manual_seed(1),
+    )
+    export_saelens(single, tmp_path / "one", store=store.path)
+    meta = json.loads((tmp_path / "one" / "cfg.json").read_text())["metadata"]
+    assert meta["hook_name"] == "0" and meta["model_name"] == "mypkg.nets:build"
+    assert meta["context_size"] == 16 and meta["dataset_path"] == "data/x.npy"
+    assert "prepend_bos" not in meta  # not known, so not guessed
+
+
+@pytest.mark.parametrize("arch", ["relu", "jumprelu"])
+def test_joint_sae_exports_one_exact_saelens_sae_per_layer(tmp_path, arch):
+    store, joint = _store_and_sae(tmp_path, arch, True)
+    written = export_saelens(joint, tmp_path / "lens", store=store)
+    assert sorted(written) == ["0", "1"]
+    x = store.read()
+    with torch.no_grad():
+        acts, x_hat = joint.encode(x).acts, joint(x).x_hat
+        for name, latents, cols in (("0", slice(0, 4), slice(0, 3)), ("1", slice(4, 6), slice(3, 5))):
+            part = load_saelens(written[name])
+            torch.testing.assert_close(part.encode(x[:, cols]).acts, acts[:, latents])
+            torch.testing.assert_close(part(x[:, cols]).x_hat, x_hat[:, cols])
+
+
+def test_joint_sae_that_mixes_layers_is_refused_with_the_reason(tmp_path):
+    store, mixed = _store_and_sae(tmp_path, "relu", False)
+    with pytest.raises(SAEFileError, match="Latent 0 .* several layers \\('0', '1'\\)"):
+        export_saelens(mixed, tmp_path / "lens", store=store)
+    _, topk = _store_and_sae(tmp_path / "t", "topk", True)
+    with pytest.raises(SAEFileError, match="joint topk SAE .* picks its active latents"):
+        export_saelens(topk, tmp_path / "lens2", store=store)
+
+
+def test_a_per_head_hook_z_sae_exports_with_saelens_hook_z_reshaping(tmp_path):
+    import json
+
+    from saeatlas.store import LayerSpec
+
+    z = LayerSpec("blocks.0.attn.hook_z", 0, 8, (None, 5, 2, 4), "head")
+    sae = SparseAutoencoder(
+        SAEConfig("topk", d_in=8, d_sae=16, k=2, layers=(z,)), torch.Generator().manual_seed(0)
+    )
+    export_saelens(sae, tmp_path / "z")
+    cfg = json.loads((tmp_path / "z" / "cfg.json").read_text())
+    assert cfg["reshape_activations"] == "hook_z"
+    assert cfg["metadata"]["hook_name"] == "blocks.0.attn.hook_z"
+    back = load_saelens(tmp_path / "z")  # reads it back: the rows are already flat
+    x = torch.randn(6, 8)
+    torch.testing.assert_close(back(x).x_hat, sae.eval()(x).x_hat)

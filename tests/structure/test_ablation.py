@@ -283,3 +283,35 @@ def test_ablation_cuts_texts_to_the_capture_max_length(tmp_path, minilm):
     lengths.clear()
     ablate_atlas(atlas, model, texts, store, loss_fn=loss, n_random=2, tokenizer=tokenizer)
     assert max(lengths) == 8 and atlas.summary["ablation"]
+
+
+def test_units_are_set_where_each_layout_put_them():
+    import torch
+
+    from saeatlas.structure.causal.ablation import set_units
+
+    rng = torch.Generator().manual_seed(0)
+    idx, value = torch.tensor([7, 13]), torch.tensor([100.0, -100.0])
+    # per-head [batch, pos, head, d_head]: unit = head * d_head + dim
+    t = torch.randn(2, 3, 4, 5, generator=rng)
+    ref = t.clone()
+    set_units(t, "head", idx, value)
+    ref[:, :, 1, 2], ref[:, :, 2, 3] = 100.0, -100.0
+    assert torch.equal(t, ref)
+    # attention pattern [batch, head, q, k]: unit = head * k + key, for every query
+    t = torch.randn(2, 4, 3, 5, generator=rng)
+    ref = t.clone()
+    set_units(t, "pattern", idx, value)
+    ref[:, 1, :, 2], ref[:, 2, :, 3] = 100.0, -100.0
+    assert torch.equal(t, ref)
+    # conv maps: channels at every position; tokens: the last dimension
+    t = torch.randn(2, 16, 3, 3, generator=rng)
+    ref = t.clone()
+    set_units(t, "position", idx, value)
+    ref[:, 7], ref[:, 13] = 100.0, -100.0
+    assert torch.equal(t, ref)
+    t = torch.randn(2, 3, 16, generator=rng)
+    ref = t.clone()
+    set_units(t, "token", idx, value)
+    ref[..., 7], ref[..., 13] = 100.0, -100.0
+    assert torch.equal(t, ref)

@@ -25,7 +25,9 @@ from ..store import ActivationStore, LayerSpec, StoreWriter
 from ..store.shards import STORE_DTYPES
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch, iter_input_batches
+from .layouts import LayoutTracer, choose_layout, module_layout, parse_layout
 from .models import input_dtype
+from .nnsight import unwrap_model
 from .rows import (
     SPATIAL_MODES,
     LayerRows,
@@ -34,6 +36,8 @@ from .rows import (
     select_tensor,
     to_rows,
 )
+from .transformer_lens import TransformerLensTexts, is_transformer_lens
+from .transformer_lens import provenance as tl_provenance
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,10 @@ class CaptureConfig:
     positions (its config's) when the tokenizer sets none."""
     early_stop: bool = True
     """Stop each forward pass once every recorded module has run."""
+    layout: str | None = None
+    """What the axes of 4-D outputs are when neither their module nor their hook name
+    says: ``image`` [batch, C, H, W], ``heads`` [batch, pos, head, d_head] or ``pattern``
+    [batch, head, q_pos, k_pos]; ``LAYER=LAYOUT`` (comma-separated) for some layers."""
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
@@ -88,6 +96,7 @@ class CaptureConfig:
             raise ConfigError(f"`shard_rows` must be positive, got {self.shard_rows}.")
         if self.max_length is not None and self.max_length <= 0:
             raise ConfigError(f"`max_length` must be positive, got {self.max_length}.")
+        parse_layout(self.layout)
 
 
 class _StopForward(BaseException):
@@ -109,6 +118,7 @@ class _Recorder:
         self.convert = convert
         self.output_index = output_index
         self.stop_when_done = stop_when_done
+        self.converts = {hp.name: hp.convert for hp in self.hookpoints if hp.convert is not None}
         self.values: dict[str, Any] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.handles: list[Any] = []
@@ -133,6 +143,9 @@ class _Recorder:
                 "call per module. Choose a module that runs once (or its parent)."
             )
         t = select_tensor(value, name, self.output_index)
+        convert = self.converts.get(name)
+        if convert is not None:  # TransformerLens hooks that reshape (hook_z: heads)
+            t = convert(t)
         self.shapes[name] = tuple(t.shape)
         self.values[name] = self.convert(name, t)
         if self.stop_when_done and len(self.values) == len(self.hookpoints):
@@ -251,7 +264,8 @@ def capture_activations(
     """Run ``model`` over ``inputs`` and store the chosen layers' activations at ``out``.
 
     Args:
-        model: any ``torch.nn.Module`` (plain, Hugging Face, Keras 3 on torch).
+        model: any ``torch.nn.Module`` (plain, Hugging Face, Keras 3 on torch,
+            TransformerLens), or an nnsight ``NNsight``/``LanguageModel`` wrapper.
         inputs: tensor/array, list of texts (with ``tokenizer``) or iterable of batches.
         hookpoints: layer names, globs or ``re:`` regexes, optionally with ``:input``.
         out: the store directory to write.
@@ -267,6 +281,13 @@ def capture_activations(
         The finished store, opened.
     """
     hps = resolve_hookpoints(model, hookpoints)
+    model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
+    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
+    tl_facts: dict[str, Any] = {}
+    if is_transformer_lens(model):
+        tl_facts = tl_provenance(model)
+        if _is_texts(inputs):
+            tokenizer = TransformerLensTexts(model)
     max_length = _max_length(model, inputs, tokenizer, config.max_length)
     dtype = STORE_DTYPES[config.dtype] if config.dtype else None
     if config.device is not None or dtype is not None:
@@ -278,6 +299,7 @@ def capture_activations(
         "saeatlas_version": __version__,
         "torch_version": torch.__version__,
         **({"max_length": max_length} if max_length is not None else {}),
+        **tl_facts,
         **(provenance or {}),
     }
     writer = StoreWriter(
@@ -292,15 +314,23 @@ def capture_activations(
     # Rows are made inside the hook: a copy taken there cannot be changed by the
     # model's later in-place ops (ReLU(inplace=True) after a hooked layer).
     current: dict[str, Any] = {"mask": None}
-    recorder = _Recorder(
-        hps,
-        lambda name, t: to_rows(t, name, mask=current["mask"], spatial=config.spatial),
-        config.output_index,
-        stop_when_done=config.early_stop,
-    )
+    layouts = {hp.name: choose_layout(hp.name, _known_layout(hp), config.layout) for hp in hps}
+    default_layout, _ = parse_layout(config.layout)
+    tracer = LayoutTracer(model)
+
+    def rows_of(name: str, t: torch.Tensor) -> LayerRows:
+        if layouts[name] is None and t.ndim == 4:  # fixed once, on the first batch
+            layouts[name] = tracer.lookup(t) or default_layout
+        return to_rows(
+            t, name, mask=current["mask"], spatial=config.spatial, layout=layouts[name]
+        )
+
+    recorder = _Recorder(hps, rows_of, config.output_index, stop_when_done=config.early_stop)
     total = _count_samples(inputs)
     was_training = model.training
     model.eval()
+    if any(layout is None for layout in layouts.values()):  # a 4-D output may need tracing
+        tracer.attach()  # before the recorder: a module's hooks run in the order they were added
     recorder.attach()
     try:
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
@@ -328,6 +358,7 @@ def capture_activations(
                 last = sample_base + batch.n_samples - 1
                 where = f"input batch {b} (samples {sample_base}-{last})"
                 _forward(model, batch, recorder, config.device, where)
+                tracer.detach()
                 check_batch_dim(recorder.shapes, batch.n_samples)
                 # columns follow the resolved (natural) order, not execution order
                 rows = {hp.name: recorder.values[hp.name] for hp in hps}
@@ -361,9 +392,17 @@ def capture_activations(
         writer.abort()
         raise
     finally:
+        tracer.detach()
         recorder.detach()
         model.train(was_training)
     return ActivationStore.open(out)
+
+
+def _known_layout(hp: Hookpoint) -> str | None:
+    """The layout a hook point's TransformerLens hook or module type implies."""
+    if hp.layout is not None:
+        return hp.layout
+    return None if hp.record_input else module_layout(hp.module)
 
 
 def _max_length(
@@ -371,9 +410,10 @@ def _max_length(
 ) -> int | None:
     """Tokens per text: ``max_length`` when given; else, when the tokenizer sets no
     real limit of its own, the positions the model's config says it has."""
-    texts = isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)
-    if max_length is not None or tokenizer is None or not texts:
+    if max_length is not None or tokenizer is None or not _is_texts(inputs):
         return max_length
+    if isinstance(tokenizer, TransformerLensTexts):
+        return getattr(model.cfg, "n_ctx", None)  # what to_tokens cuts texts to
     own = getattr(tokenizer, "model_max_length", None)
     if own is not None and own <= TOKENIZER_NO_LIMIT:
         return None  # the tokenizer cuts texts to its own limit
@@ -389,6 +429,10 @@ def _max_length(
             )
             return limit
     return None
+
+
+def _is_texts(inputs: Any) -> bool:
+    return bool(isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str))
 
 
 def _count_samples(inputs: Any) -> int | None:

@@ -18,11 +18,16 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..errors import HookpointError
+from .layouts import hook_name_layout
+from .nnsight import is_nnsight, module_path, unwrap_model
+from .transformer_lens import hook_conversion, hook_modules, is_hook_point
 
 INPUT_SUFFIX = ":input"
 REGEX_PREFIX = "re:"
@@ -36,6 +41,13 @@ class Hookpoint:
     """The module's path, with ``:input`` when the input is recorded."""
     module: torch.nn.Module
     record_input: bool = False
+    layout: str | None = None
+    """The 4-D layout its hook name implies (TransformerLens ``hook_z``: ``heads``)."""
+    convert: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """What the hook's own library applies to the tensor before users see it
+    (TransformerLens bridge: ``[batch, pos, d_model]`` -> ``[batch, pos, head, d_head]``)."""
+    revert: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """The inverse of ``convert``, for putting a tensor back into the model."""
 
     @property
     def module_name(self) -> str:
@@ -48,8 +60,10 @@ def natural_key(name: str) -> list[object]:
 
 
 def named_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """All hookable modules by name, the root excluded, Keras layers included."""
-    found = {name: m for name, m in model.named_modules() if name}
+    """All hookable modules by name, the root excluded, Keras layers included; for a
+    TransformerLens model its hook names (aliases included) come first."""
+    found = hook_modules(model)
+    found |= {name: m for name, m in model.named_modules() if name and name not in found}
     seen = {id(m) for m in found.values()}
     flatten = getattr(model, "_flatten_layers", None)  # Keras 3 models
     if callable(flatten):
@@ -75,9 +89,12 @@ def _match(pattern: str, names: list[str]) -> list[str]:
 
 
 def resolve_hookpoints(
-    model: torch.nn.Module, patterns: list[str] | tuple[str, ...] | str
+    model: torch.nn.Module | Any, patterns: list[str] | tuple[str, ...] | str
 ) -> list[Hookpoint]:
     """Resolve layer patterns to hook points, naturally sorted, without duplicates.
+
+    ``model`` may be an nnsight wrapper: its paths (``model.h.0``) name the wrapped
+    module's ``h.0``.
 
     Raises:
         HookpointError: a pattern matches nothing; the message lists the closest names
@@ -87,19 +104,37 @@ def resolve_hookpoints(
         patterns = [patterns]
     if not patterns:
         raise HookpointError("No layers given. Name at least one (see `saeatlas layers MODEL`).")
+    wrapped = is_nnsight(model)
+    model, _ = unwrap_model(model)
     modules = named_modules(model)
     names = list(modules)
     chosen: dict[str, Hookpoint] = {}
+    owners: set[tuple[int, bool]] = set()  # one hook point per module (aliases name one hook)
     for raw in patterns:
         record_input = raw.endswith(INPUT_SUFFIX)
         pattern = raw.removesuffix(INPUT_SUFFIX)
         hits = _match(pattern, names)
+        if not hits and wrapped:  # nnsight's paths start with 'model.'
+            hits = _match(module_path(pattern), names)
         if not hits:
             raise HookpointError(_no_match_message(raw, pattern, names, model))
         for n in hits:
+            owner = (id(modules[n]), record_input)
+            if owner in owners:
+                continue
+            owners.add(owner)
             key = n + INPUT_SUFFIX if record_input else n
-            chosen[key] = Hookpoint(key, modules[n], record_input)
+            chosen[key] = _hookpoint(key, modules[n], record_input)
     return [chosen[k] for k in sorted(chosen, key=natural_key)]
+
+
+def _hookpoint(name: str, module: torch.nn.Module, record_input: bool) -> Hookpoint:
+    """A hook point; a TransformerLens hook also gets its layout and reshaping."""
+    if not is_hook_point(module):
+        return Hookpoint(name, module, record_input)
+    convert, revert, splits_heads = hook_conversion(module)
+    layout = hook_name_layout(name) or ("heads" if splits_heads else None)
+    return Hookpoint(name, module, record_input, layout, convert, revert)
 
 
 def _no_match_message(raw: str, pattern: str, names: list[str], model: torch.nn.Module) -> str:

@@ -89,7 +89,9 @@ def iter_input_batches(
             ``tokenizer``), or an iterable of batches: tensors, ``(x, y)`` pairs
             (``y`` becomes the label), or dicts of keyword arguments (Hugging Face).
         batch_size: samples per batch when ``inputs`` is an array or texts.
-        tokenizer: a Hugging Face tokenizer, for texts.
+        tokenizer: a Hugging Face tokenizer, for texts, or an object whose
+            ``encode_texts(texts, max_length)`` gives ``(kwargs, mask, tokens)``
+            (:class:`~saeatlas.capture.transformer_lens.TransformerLensTexts`).
         labels: one label per sample, aligned with ``inputs``.
         max_length: truncate texts to this many tokens.
         float_dtype: the dtype floating-point inputs are given in (the model's); by
@@ -145,8 +147,12 @@ def _text_batches(
     lab = None if labels is None else np.asarray(labels)
     for s in range(0, len(texts), batch_size):
         chunk = texts[s : s + batch_size]
-        kwargs, mask = _pad(tokenizer, tokenizer(chunk, truncation=True, max_length=max_length))
-        tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in kwargs["input_ids"]]
+        if callable(getattr(tokenizer, "encode_texts", None)):  # a model's own text path
+            kwargs, mask, tokens = tokenizer.encode_texts(chunk, max_length)
+        else:
+            enc = tokenizer(chunk, truncation=True, max_length=max_length)
+            kwargs, mask = _pad(tokenizer, enc)
+            tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in kwargs["input_ids"]]
         yield InputBatch(
             (),
             kwargs,
@@ -164,16 +170,18 @@ def _pad(tokenizer: Any, enc: Mapping[str, list[list[int]]]) -> tuple[dict[str, 
     Padding is done here rather than by the tokenizer, because many causal-LM
     tokenizers (GPT-2's, Llama's) have no pad token: any id will do, since the
     attention mask hides padding from the model and its rows are dropped.
+    Padding goes on the right whatever the tokenizer's ``padding_side``: left
+    padding (set for generation, as nnsight's ``LanguageModel`` does) moves every
+    token of a shorter text to later positions in models that do not derive
+    position ids from the mask (GPT-2), so its rows would differ from the text's own.
     """
     lengths = [len(ids) for ids in enc["input_ids"]]
     width = max(lengths)
     pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
     fill = {"input_ids": pad_id, "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0)}
-    left = getattr(tokenizer, "padding_side", "right") == "left"
 
     def pad(row: list[int], value: int) -> list[int]:
-        gap = [value] * (width - len(row))
-        return gap + list(row) if left else list(row) + gap
+        return list(row) + [value] * (width - len(row))
 
     kwargs = {k: torch.tensor([pad(r, fill.get(k, 0)) for r in rows]) for k, rows in enc.items()}
     mask = torch.tensor([pad([1] * n, 0) for n in lengths])

@@ -11,7 +11,9 @@ import torch
 from ..errors import AtlasError
 from .capture import model_error
 from .hookpoints import named_modules
+from .nnsight import unwrap_model
 from .rows import select_tensor
+from .transformer_lens import hook_conversion
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,9 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
     """Run one forward pass on ``example`` and report every module's output shape.
 
     ``example`` is a tensor (positional input) or a mapping of keyword inputs.
+    ``model`` may be an nnsight wrapper (its module is run).
     """
+    model, _ = unwrap_model(model)
     modules = named_modules(model)
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
@@ -34,9 +38,11 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
     def make(name: str):
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
             try:
-                shapes.setdefault(name, tuple(select_tensor(output, name).shape))
+                t = select_tensor(output, name)
             except ValueError:
-                pass
+                return
+            convert, _, _ = hook_conversion(module)  # TransformerLens: the shape users see
+            shapes.setdefault(name, tuple((convert(t) if convert is not None else t).shape))
 
         return hook
 

@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import inspect
 import itertools
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelSpecError
+from .nnsight import unwrap_model
 
 
 @dataclass
@@ -26,15 +28,36 @@ class LoadedModel:
     spec: str = ""
 
 
-def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
+#: ``--model-class`` values and the ``transformers`` auto class each loads.
+MODEL_CLASSES = {
+    "causal-lm": "AutoModelForCausalLM",
+    "masked-lm": "AutoModelForMaskedLM",
+    "base": "AutoModel",
+}
+
+
+def load_model(
+    spec: str, kwargs: dict[str, Any] | None = None, *, model_class: str = "auto"
+) -> LoadedModel:
     """Resolve a model SPEC.
 
     - ``package.module:factory`` or ``path/to/file.py:factory``: the factory is
       called (with ``kwargs``, none by default) and returns a ``torch.nn.Module``
-      (or a ``(model, tokenizer)`` pair).
+      (or a ``(model, tokenizer)`` pair, or an nnsight wrapper: its module and tokenizer).
     - a directory with ``config.json`` and ``*.safetensors`` weights: loaded with
-      Hugging Face ``transformers`` offline, with its tokenizer when present.
+      Hugging Face ``transformers`` offline, with its tokenizer when present, as
+      ``model_class``: ``causal-lm`` (with its LM head, for ``--loss next-token``),
+      ``masked-lm``, ``base`` (``AutoModel``, no head) or ``auto`` (what the
+      config's ``architectures`` name: ``*ForCausalLM``/``*LMHeadModel`` ->
+      causal-lm, ``*ForMaskedLM`` -> masked-lm, else base). Layer names follow the
+      class: GPT-2's blocks are ``h.0`` in the base model, ``transformer.h.0`` with
+      its head.
     """
+    if model_class != "auto" and model_class not in MODEL_CLASSES:
+        raise ModelSpecError(
+            f"Unknown --model-class {model_class!r}; expected one of: "
+            f"{['auto', *MODEL_CLASSES]}."
+        )
     path = Path(spec)
     if path.is_dir():
         if kwargs:
@@ -42,7 +65,12 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
                 f"Keyword arguments {sorted(kwargs)} apply to a factory, not to the model "
                 f"directory '{path}'."
             )
-        return _load_hf_dir(path)
+        return _load_hf_dir(path, model_class)
+    if model_class != "auto":
+        raise ModelSpecError(
+            f"--model-class {model_class!r} applies to a Hugging Face model directory, not to "
+            f"the factory {spec!r}; the factory chooses its own class."
+        )
     if ":" not in spec:
         raise ModelSpecError(
             f"Model spec {spec!r} is neither a directory nor 'package.module:factory'. Give a "
@@ -53,6 +81,8 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
     tokenizer = None
     if isinstance(made, tuple) and len(made) == 2:
         made, tokenizer = made
+    made, own_tokenizer = unwrap_model(made)  # an nnsight wrapper: its module
+    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
     if not isinstance(made, torch.nn.Module):
         raise ModelSpecError(
             f"'{spec}' gave a {type(made).__name__}; the factory must return a torch.nn.Module "
@@ -105,7 +135,19 @@ def _import(target: str, spec: str) -> Any:
         raise ModelSpecError(f"Cannot import {target!r} from model spec {spec!r}: {e}.") from e
 
 
-def _load_hf_dir(path: Path) -> LoadedModel:
+def hf_model_class(config: dict[str, Any], model_class: str = "auto") -> str:
+    """The ``MODEL_CLASSES`` key to load a directory with, from its ``config.json``."""
+    if model_class != "auto":
+        return model_class
+    for arch in config.get("architectures") or ():
+        if arch.endswith(("ForCausalLM", "LMHeadModel")):
+            return "causal-lm"
+        if arch.endswith("ForMaskedLM"):
+            return "masked-lm"
+    return "base"
+
+
+def _load_hf_dir(path: Path, model_class: str = "auto") -> LoadedModel:
     if not (path / "config.json").exists():
         raise ModelSpecError(
             f"'{path}' has no config.json; it is not a Hugging Face model directory."
@@ -117,15 +159,27 @@ def _load_hf_dir(path: Path) -> LoadedModel:
             "safe_serialization=True)."
         )
     try:
-        from transformers import AutoModel, AutoTokenizer
+        import transformers
     except ImportError as e:
         raise ModelSpecError(
             "Loading a Hugging Face directory needs `transformers`: pip install 'saeatlas[hf]'."
         ) from e
-    model = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ModelSpecError(f"'{path / 'config.json'}' is not valid JSON: {e}.") from e
+    kind = hf_model_class(config, model_class)
+    auto = getattr(transformers, MODEL_CLASSES[kind])
+    try:
+        model = auto.from_pretrained(path, local_files_only=True, use_safetensors=True)
+    except ValueError as e:  # transformers: this config has no such head
+        raise ModelSpecError(
+            f"'{path}' cannot be loaded as --model-class {kind}: {str(e).strip()} Choose "
+            f"another --model-class ({', '.join(MODEL_CLASSES)})."
+        ) from e
     tokenizer = None
     if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     return LoadedModel(model, tokenizer, str(path))
 
 

@@ -2,8 +2,12 @@
 
 - ``[batch, d]``: one row per sample (layout ``sample``).
 - ``[batch, seq, d]``: one row per token; an attention mask drops padding (``token``).
-- ``[batch, C, H, W]``: one row per spatial position with C units (``position``),
-  or the spatial mean, one row per sample (``pooled``).
+- 4-D tensors, by their layout (:mod:`.layouts`; never guessed from the rank):
+  ``image`` ``[batch, C, H, W]`` gives one row per spatial position with C units
+  (``position``), or the spatial mean, one row per sample (``pooled``);
+  ``heads`` ``[batch, pos, head, d_head]`` gives one row per token with
+  head x d_head units, head-major (``head``); ``pattern`` ``[batch, head, q_pos,
+  k_pos]`` gives one row per query token with head x k_pos units (``pattern``).
 
 Tuple, list, dict and dataclass outputs (Hugging Face ``ModelOutput``) give
 their first tensor, or the one at ``output_index``.
@@ -17,6 +21,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..errors import ShapeError
+from .layouts import LAYOUTS, undetermined_message
 
 SPATIAL_MODES = ("positions", "mean")
 
@@ -31,7 +36,7 @@ class LayerRows(NamedTuple):
     position: torch.Tensor
     """``[rows]`` token index or flattened spatial position (0 for per-sample rows)."""
     layout: str
-    """``sample``, ``token``, ``position`` or ``pooled``."""
+    """``sample``, ``token``, ``position``, ``pooled``, ``head`` or ``pattern``."""
 
 
 def select_tensor(output: Any, name: str, output_index: int | str | None = None) -> torch.Tensor:
@@ -67,8 +72,12 @@ def to_rows(
     *,
     mask: torch.Tensor | None = None,
     spatial: str = "positions",
+    layout: str | None = None,
 ) -> LayerRows:
-    """Rows of one layer's tensor for one batch: a copy on the tensor's device."""
+    """Rows of one layer's tensor for one batch: a copy on the tensor's device.
+
+    ``layout`` (``image``, ``heads``, ``pattern``) says what a 4-D tensor's axes
+    are; a 4-D tensor without one is an error."""
     b = t.shape[0] if t.ndim else 0
     if t.ndim == 1:
         t = t[:, None]
@@ -76,6 +85,11 @@ def to_rows(
         x = t
         sample = torch.arange(b)
         return LayerRows(_copy(x), sample, torch.zeros(b, dtype=torch.long), "sample")
+    if t.ndim == 4 and layout in ("heads", "pattern"):
+        if layout == "pattern":  # [batch, head, q, k] -> [batch, q, head, k]
+            t = t.permute(0, 2, 1, 3)
+        rows = to_rows(t.reshape(*t.shape[:2], -1), name, mask=mask)
+        return rows._replace(layout="head" if layout == "heads" else "pattern")
     if t.ndim == 3:
         s = t.shape[1]
         sample = torch.arange(b).repeat_interleave(s)
@@ -92,6 +106,12 @@ def to_rows(
             return LayerRows(rows, sample[keep], position[keep], "token")
         return LayerRows(_copy(x), sample, position, "token")
     if t.ndim == 4:
+        if layout is None:
+            raise ShapeError(undetermined_message(name, tuple(t.shape)))
+        if layout != "image":
+            raise ShapeError(
+                f"Unknown layout {layout!r} for layer '{name}'; expected one of: {list(LAYOUTS)}."
+            )
         if spatial not in SPATIAL_MODES:
             raise ShapeError(
                 f"Unknown `spatial` {spatial!r}; expected one of: {list(SPATIAL_MODES)}."
@@ -110,7 +130,7 @@ def to_rows(
         return LayerRows(_copy(x), sample, position, "position")
     raise ShapeError(
         f"Layer '{name}' has output shape {tuple(t.shape)}; saeatlas records [batch, d], "
-        "[batch, seq, d] or [batch, C, H, W]. Choose another layer or a module that reshapes it."
+        "[batch, seq, d] or a 4-D tensor of a known layout. Choose another layer or a module that reshapes it."
     )
 
 
@@ -166,13 +186,18 @@ def from_rows(
     rows = rows.to(device=original.device, dtype=original.dtype)
     if layout == "sample":
         return rows.reshape(original.shape)
-    if layout == "token":
-        out = original.detach().clone()
-        flat = out.view(-1, out.shape[-1])
+    if layout in ("token", "head", "pattern"):
+        if layout == "pattern":  # rows are [batch, q] x [head, k]
+            moved = original.permute(0, 2, 1, 3)
+            back = from_rows(moved.reshape(*moved.shape[:2], -1), rows, name, "token", mask)
+            return back.reshape(moved.shape).permute(0, 2, 1, 3).contiguous()
+        flat_original = original.reshape(*original.shape[:2], -1)
         if mask is None:
             return rows.reshape(original.shape)
+        out = flat_original.detach().clone()
+        flat = out.view(-1, out.shape[-1])
         flat[mask.reshape(-1).to(device=out.device, dtype=torch.bool)] = rows
-        return out
+        return out.reshape(original.shape)
     if layout == "position":
         b, c, h, w = original.shape
         return rows.reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()

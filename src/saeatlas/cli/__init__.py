@@ -8,7 +8,8 @@ exit code 1 (in :mod:`.app`); ``--debug`` shows the traceback.
 - :mod:`.store`: ``layers``, ``capture``, ``info``;
 - :mod:`.sae`: ``train``, ``evaluate``, ``import-saelens``, ``export-saelens``, ``sweep``;
 - :mod:`.atlas`: ``analyze``, ``validate``, ``report`` and the atlas tables;
-- :mod:`.runs`: ``run`` and ``demo``.
+- :mod:`.runs`: ``run`` and ``demo``;
+- :mod:`.interop`: ``import-sparsify``, ``export-neuronpedia``.
 """
 
 from importlib import import_module
@@ -16,7 +17,7 @@ from importlib import import_module
 from .app import _expand_multi_value, app, main
 
 # Importing a command module registers its commands; this order is --help's.
-for _name in ("store", "sae", "atlas", "runs"):
+for _name in ("store", "sae", "atlas", "runs", "interop"):
     import_module(f"{__name__}.{_name}")
 
 __all__ = ["_expand_multi_value", "app", "main"]

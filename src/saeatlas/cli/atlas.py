@@ -54,6 +54,12 @@ def _analyze_cmd(
     ablation_mode: str = typer.Option(
         "mean", "--ablation-mode", help="Set ablated units to their 'mean' or to 'zero'."
     ),
+    model_class: str = typer.Option(
+        "auto",
+        "--model-class",
+        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head) or "
+        "'auto' (from its config's architectures). Layer names follow the class.",
+    ),
     loss: str = typer.Option(
         "cross-entropy",
         "--loss",
@@ -103,7 +109,7 @@ def _analyze_cmd(
         from ..store import ActivationStore
         from ..structure.causal.ablation import ablate_atlas
 
-        loaded = load_model(model)
+        loaded = load_model(model, model_class=model_class)
         ablate_atlas(
             atlas,
             loaded.model,

@@ -57,6 +57,12 @@ def evaluate_cmd(
     labels: Path | None = typer.Option(
         None, "--labels", help="Labels for the cross-entropy loss of a classifier."
     ),
+    model_class: str = typer.Option(
+        "auto",
+        "--model-class",
+        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head) or "
+        "'auto' (from its config's architectures). Layer names follow the class.",
+    ),
     loss: str = typer.Option(
         "cross-entropy",
         "--loss",
@@ -93,7 +99,7 @@ def evaluate_cmd(
 
         if inputs is None:
             raise ConfigError("--model needs --inputs (and --labels for a classifier's loss).")
-        loaded = load_model(model)
+        loaded = load_model(model, model_class=model_class)
         down = loss_recovered(
             loaded_sae,
             loaded.model,
@@ -136,14 +142,24 @@ def import_saelens_cmd(
 @app.command("export-saelens")
 def export_saelens_cmd(
     sae: Path = typer.Argument(..., help="A saeatlas SAE directory."),
-    out: Path = typer.Option(..., "--out", help="SAELens SAE directory to write."),
+    out: Path = typer.Option(
+        ..., "--out", help="SAELens SAE directory to write (one subfolder per layer of a joint SAE)."
+    ),
+    acts: Path | None = typer.Option(
+        None,
+        "--acts",
+        help="The store the SAE was trained on, for SAELens's metadata (hook_name, model_name, "
+        "context_size, ...); by default the one recorded in the SAE.",
+    ),
 ) -> None:
-    """Write a saeatlas SAE as a SAELens directory (SAE.load_from_disk reads it)."""
+    """Write a saeatlas SAE as SAELens directories (SAE.load_from_disk reads them)."""
     from ..sae import SparseAutoencoder
     from ..sae.saelens import export_saelens
 
-    export_saelens(SparseAutoencoder.load(sae), out)
-    console.print(f"Exported {escape(str(sae))} to {escape(str(out))} in SAELens's format.")
+    written = export_saelens(SparseAutoencoder.load(sae), out, store=acts)
+    for hook, path in written.items():
+        what = f" (hook '{escape(hook)}')" if hook else ""
+        console.print(f"Exported {escape(str(sae))}{what} to {escape(str(path))} in SAELens's format.")
 
 
 def _sweep_cmd(

@@ -24,12 +24,18 @@ def layers_cmd(
         "--inputs",
         help="Example input file for the dry run (.npy, .safetensors, .txt); guessed when omitted.",
     ),
+    model_class: str = typer.Option(
+        "auto",
+        "--model-class",
+        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head) or "
+        "'auto' (from its config's architectures). Layer names follow the class.",
+    ),
 ) -> None:
     """List a model's hook points with their output shapes (one dry forward pass)."""
     from ..capture import example_inputs, iter_input_batches, list_layers, load_inputs, load_model
     from ..capture.models import input_dtype
 
-    loaded = load_model(model)
+    loaded = load_model(model, model_class=model_class)
     if inputs is None:
         example = example_inputs(loaded.model, loaded.tokenizer)
     else:
@@ -71,11 +77,24 @@ def capture_cmd(
         "(several after one flag); ':input' records a module's input.",
     ),
     out: Path = typer.Option(..., "--out", help="Store directory to write."),
+    model_class: str = typer.Option(
+        "auto",
+        "--model-class",
+        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head) or "
+        "'auto' (from its config's architectures). Layer names follow the class.",
+    ),
     labels: Path | None = typer.Option(
         None, "--labels", help="One label per sample (.npy or text)."
     ),
     batch_size: int = typer.Option(32, "--batch-size", help="Samples per forward pass."),
     spatial: str = typer.Option("positions", "--spatial", help="Conv maps: 'positions' or 'mean'."),
+    layout: str | None = typer.Option(
+        None,
+        "--layout",
+        help="Axes of 4-D outputs whose module or hook name does not say: 'image' [batch, C, H, "
+        "W], 'heads' [batch, pos, head, d_head] or 'pattern' [batch, head, q_pos, k_pos]; "
+        "LAYER=LAYOUT (comma-separated) for some layers.",
+    ),
     output_index: str | None = typer.Option(
         None,
         "--output-index",
@@ -117,6 +136,7 @@ def capture_cmd(
     config = CaptureConfig(
         batch_size=batch_size,
         spatial=spatial,
+        layout=layout,
         output_index=_output_index(output_index),
         device=device,
         dtype=dtype,
@@ -126,7 +146,7 @@ def capture_cmd(
         max_length=max_length,
         early_stop=early_stop,
     )
-    loaded = load_model(model)
+    loaded = load_model(model, model_class=model_class)
     data = load_inputs(inputs)
     store = capture_activations(
         loaded.model,

@@ -18,8 +18,11 @@ import torch
 
 from ..capture.hookpoints import resolve_hookpoints
 from ..capture.inputs import iter_input_batches
+from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.models import input_dtype
+from ..capture.nnsight import unwrap_model
 from ..capture.rows import from_rows, replace_tensor, select_tensor, to_rows
+from ..capture.transformer_lens import TransformerLensTexts, is_transformer_lens
 from ..errors import ConfigError
 from ..losses import PerSampleLoss, per_sample_cross_entropy
 from ..sae import SparseAutoencoder
@@ -61,9 +64,14 @@ def loss_recovered(
     if not names:
         raise ConfigError("The SAE has no layer map; it must have been trained on a store.")
     hps = {hp.name: hp for hp in resolve_hookpoints(model, names)}
+    model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
+    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
     if any(hp.record_input for hp in hps.values()):
         raise ConfigError("Splicing into a module's :input is not supported; use its output.")
     layouts = {l.name: l.layout for l in sae.cfg.layers}
+    texts = isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)
+    if texts and is_transformer_lens(model):
+        tokenizer = TransformerLensTexts(model)  # texts as the model's run_with_cache takes them
     sae = sae.eval()
     was_training = model.training
     model.eval()
@@ -71,14 +79,20 @@ def loss_recovered(
 
     def hook_for(name: str):
         def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
-            t = select_tensor(output, name, output_index)
+            hp = hps[name]
+            raw = select_tensor(output, name, output_index)
+            t = hp.convert(raw) if hp.convert is not None else raw  # TransformerLens's view
             if mode["kind"] == "record":
-                mode["rows"][name] = to_rows(t, name, mask=mode["mask"], spatial=spatial).x
+                layout = SOURCE_LAYOUT.get(layouts[name])
+                rows = to_rows(t, name, mask=mode["mask"], spatial=spatial, layout=layout)
+                mode["rows"][name] = rows.x
                 return None
             new = mode["replace"][name]
             if new is None:
-                return replace_tensor(output, torch.zeros_like(t), output_index)
+                return replace_tensor(output, torch.zeros_like(raw), output_index)
             rebuilt = from_rows(t, new, name, layouts[name], mode["mask"])
+            if hp.revert is not None:
+                rebuilt = hp.revert(rebuilt)
             return replace_tensor(output, rebuilt, output_index)
 
         return hook

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..capture.layouts import unit_label
 from ..errors import ConfigError
 from ..structure.atlas import Atlas, AtlasFileError
 from ..sweep.sweep import SWEEP_JSON, UNSTABLE, SweepPoint
@@ -156,9 +157,27 @@ def load_report_data(
         training_note=training_note,
         model=_model_name(atlas.summary),
         colours=module_colours(len(atlas.modules)),
-        unit_names=[f"{l}:{i}" for l, i in zip(atlas.units["layer"], atlas.units["index"])],
+        unit_names=_unit_names(atlas),
         map_sample=map_sample(atlas.features, max_map_points),
     )
+
+
+def _unit_names(atlas: Atlas) -> list[str]:
+    """``layer:index`` per unit; ``layer:head.dim`` for per-head layers (attention heads),
+    whose layout and shape the atlas's store manifest records."""
+    shapes: dict[str, tuple[tuple[Any, ...], str]] = {}
+    manifest = Path(str(atlas.summary.get("store", ""))) / "manifest.json"
+    if manifest.is_file():
+        try:
+            for layer in json.loads(manifest.read_text()).get("layers", []):
+                shapes[layer["name"]] = (tuple(layer.get("shape", ())), layer.get("layout", ""))
+        except (OSError, ValueError, KeyError, TypeError):
+            shapes = {}  # names by index only; the report does not need the store
+    names = []
+    for layer, index in zip(atlas.units["layer"], atlas.units["index"]):
+        shape, layout = shapes.get(layer, ((), ""))
+        names.append(f"{layer}:{unit_label(shape, layout, int(index))}")
+    return names
 
 
 def _check_columns(atlas: Atlas, path: Path) -> None:

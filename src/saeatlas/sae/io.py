@@ -48,8 +48,25 @@ def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
 
 
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
-    """Read an SAE directory written by :func:`save_sae`, or by SAELens."""
+    """Read an SAE directory written by :func:`save_sae`, by SAELens, or one hookpoint
+    folder of a sparsify checkpoint."""
     path = Path(path)
+    from .sparsify import is_sparsify_dir, load_sparsify, sparsify_hookpoints
+
+    if is_sparsify_dir(path) and not (path / WEIGHTS).is_file():
+        return load_sparsify(path).to(device)
+    if not (path / CFG).is_file() and path.is_dir():
+        try:
+            folders = sparsify_hookpoints(path)
+        except SAEFileError:
+            folders = []
+        if folders:
+            names = ", ".join(f"'{f.name}'" for f in folders[:5])
+            raise SAEFileError(
+                f"'{path}' is a sparsify run with {len(folders)} SAEs ({names}); load one "
+                f"hookpoint folder ('{folders[0]}'), or convert them all with `saeatlas "
+                "import-sparsify`."
+            )
     if not (path / CFG).is_file() or not (path / WEIGHTS).is_file():
         raise SAEFileError(
             f"'{path}' is not an SAE directory: it needs {CFG} and {WEIGHTS}. Train one with "

@@ -18,6 +18,13 @@ names. Read from SAELens's inference classes (``sae_lens/saes/*.py``, version
 
 Input normalisations that depend on each row (``constant_norm_rescale``,
 ``layer_norm``) cannot be folded into weights and are refused.
+
+Export writes SAELens's ``metadata`` (``hook_name``, ``model_name``,
+``context_size``, ``prepend_bos``, ``dataset_path``) from what the store's
+provenance knows, and leaves out what it does not. A joint SAE over several
+layers is one SAELens SAE per layer only when that is exact: every latent reads
+and writes the units of one layer, and latents fire independently of each
+other (``relu``, ``jumprelu``; TopK picks its k latents across all layers).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from .. import __version__
+from ..store import LayerSpec
 from ..store.atomic import atomic_write_bytes
 from .config import SAEConfig
 from .io import CFG, WEIGHTS, SAEFileError
@@ -64,7 +72,8 @@ def load_saelens(path: str | Path) -> SparseAutoencoder:
         )
     for key, allowed in (
         ("normalize_activations", _INERT_NORMALIZATIONS),
-        ("reshape_activations", ("none", None)),
+        # hook_z flattens [..., head, d_head] head-major, as saeatlas's per-head rows are
+        ("reshape_activations", ("none", None, "hook_z")),
     ):
         if cfg.get(key) not in allowed:
             raise SAEFileError(
@@ -97,9 +106,138 @@ def load_saelens(path: str | Path) -> SparseAutoencoder:
     return sae.eval()
 
 
-def export_saelens(sae: SparseAutoencoder, path: str | Path) -> Path:
-    """Write ``sae`` as a SAELens directory (``SAE.load_from_disk`` reads it)."""
+def saelens_metadata(provenance: dict[str, Any], hook_name: str | None) -> dict[str, Any]:
+    """SAELens's ``metadata`` fields that a store's provenance determines."""
+    meta: dict[str, Any] = {}
+    if hook_name is not None:
+        meta["hook_name"] = hook_name.removesuffix(":input")
+    model = provenance.get("model_name", provenance.get("model"))
+    if model is not None:
+        meta["model_name"] = str(model)
+    if provenance.get("max_length") is not None:
+        meta["context_size"] = int(provenance["max_length"])
+    if provenance.get("prepend_bos") is not None:
+        meta["prepend_bos"] = bool(provenance["prepend_bos"])
+    inputs = provenance.get("inputs")
+    if isinstance(inputs, str) and ("/" in inputs or Path(inputs).suffix):  # a file, not a type
+        meta["dataset_path"] = inputs
+    return meta
+
+
+def _provenance(sae: SparseAutoencoder, store: Any) -> dict[str, Any]:
+    """The provenance of ``store`` (a store or its path), else of the store the SAE was
+    trained on when it is still there, else nothing."""
+    from ..store import ActivationStore
+
+    if store is None:
+        recorded = sae.cfg.metadata.get("store")
+        if recorded is None or not (Path(recorded) / "manifest.json").is_file():
+            return {}
+        store = recorded
+    if not isinstance(store, ActivationStore):
+        store = ActivationStore.open(store, verify=False)
+    return dict(store.manifest.provenance) if store.manifest is not None else {}
+
+
+def export_saelens(
+    sae: SparseAutoencoder, path: str | Path, *, store: Any = None
+) -> dict[str, Path]:
+    """Write ``sae`` as SAELens directories (``SAE.load_from_disk`` reads them).
+
+    An SAE of one layer goes to ``path``; a joint SAE over several layers goes to
+    ``path/<layer>``, one SAELens SAE per layer, when that is exact (see the module
+    docstring), and is otherwise refused with the reason. ``store`` (a store or its
+    path; by default the one the SAE was trained on) gives the ``metadata``.
+
+    Returns ``{hook_name: directory}`` (the key is ``""`` when the SAE has no layer map).
+    """
     path = Path(path)
+    provenance = _provenance(sae, store)
+    layers = sae.cfg.layers
+    if len(layers) <= 1:
+        name = layers[0].name if layers else None
+        _write_saelens(sae, path, saelens_metadata(provenance, name))
+        return {name or "": path}
+    parts = split_by_layer(sae)
+    return {
+        layer.name: _write_saelens(
+            part, path / layer.name, saelens_metadata(provenance, layer.name)
+        )
+        for layer, part in zip(layers, parts)
+    }
+
+
+def split_by_layer(sae: SparseAutoencoder) -> list[SparseAutoencoder]:
+    """One SAE per layer of a joint SAE, each exactly equal to the joint SAE on its
+    layer's units; raises :class:`SAEFileError` saying why when no such split exists."""
+    c = sae.cfg
+    if c.architecture not in ("relu", "jumprelu"):
+        raise SAEFileError(
+            f"A joint {c.architecture} SAE over {len(c.layers)} layers cannot be split into "
+            "exact per-layer SAEs: it picks its active latents across all layers at once, so "
+            "a layer's latents depend on the other layers' units. Train one SAE per layer "
+            "(`layers` with one layer each) to export for SAELens."
+        )
+    # With every latent inside one layer, the other layers' units and b_dec never reach
+    # it, so the layer's slice of W_enc, b_enc, W_dec and b_dec gives the same latents.
+    w_enc, w_dec = sae.W_enc.detach(), sae.W_dec.detach()
+    owner = []
+    for i in range(c.d_sae):
+        touched = [
+            j
+            for j, l in enumerate(c.layers)
+            if bool(w_enc[l.start : l.stop, i].any()) or bool(w_dec[i, l.start : l.stop].any())
+        ]
+        if len(touched) > 1:
+            names = ", ".join(f"'{c.layers[j].name}'" for j in touched)
+            raise SAEFileError(
+                f"Latent {i} of the joint SAE reads or writes units of several layers ({names}), "
+                "so no per-layer SAELens SAE equals it. Only joint SAEs whose every latent "
+                "stays within one layer can be exported per layer; export the joint SAE with "
+                "saeatlas, or train one SAE per layer."
+            )
+        owner.append(touched[0] if touched else -1)
+    owner_t = torch.tensor(owner)
+    parts = []
+    for j, l in enumerate(c.layers):
+        mine = torch.nonzero(owner_t == j).flatten()
+        if mine.numel() == 0:
+            raise SAEFileError(
+                f"No latent of the joint SAE belongs to layer '{l.name}'; a SAELens SAE needs "
+                "at least one latent."
+            )
+        cfg = SAEConfig(
+            architecture=c.architecture,
+            d_in=l.n_units,
+            d_sae=int(mine.numel()),
+            k=min(c.k, int(mine.numel())),
+            apply_b_dec_to_input=c.apply_b_dec_to_input,
+            layers=(LayerSpec(l.name, 0, l.n_units, l.shape, l.layout),),
+            dtype=c.dtype,
+            metadata={**c.metadata, "joint_sae_latents": mine.tolist()},
+        )
+        part = SparseAutoencoder(cfg)
+        with torch.no_grad():
+            part.W_enc.copy_(sae.W_enc[l.start : l.stop][:, mine])
+            part.b_enc.copy_(sae.b_enc[mine])
+            part.W_dec.copy_(sae.W_dec[mine][:, l.start : l.stop])
+            part.b_dec.copy_(sae.b_dec[l.start : l.stop])
+            if c.architecture == "jumprelu":
+                part.log_threshold.copy_(sae.log_threshold[mine])
+        parts.append(part.eval())
+    return parts
+
+
+def _reshape(c: SAEConfig) -> str:
+    """SAELens's ``reshape_activations``: ``hook_z`` for an SAE of one TransformerLens
+    ``hook_z`` recorded per head (SAELens then flattens [..., head, d_head] itself)."""
+    if len(c.layers) == 1 and c.layers[0].layout == "head":
+        if c.layers[0].name.removesuffix(":input").endswith("hook_z"):
+            return "hook_z"
+    return "none"
+
+
+def _write_saelens(sae: SparseAutoencoder, path: Path, metadata: dict[str, Any]) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     c = sae.cfg
     tensors = {
@@ -120,8 +258,9 @@ def export_saelens(sae: SparseAutoencoder, path: str | Path) -> Path:
         "device": "cpu",
         "apply_b_dec_to_input": c.subtracts_b_dec,
         "normalize_activations": "none",
-        "reshape_activations": "none",
+        "reshape_activations": _reshape(c),
         "metadata": {
+            **metadata,
             "exported_by": f"saeatlas {__version__}",
             "saeatlas_architecture": c.architecture,
         },

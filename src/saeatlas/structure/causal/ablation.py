@@ -24,10 +24,12 @@ import pandas as pd
 import torch
 
 from ..._progress import progress_bar
-from ...capture.hookpoints import resolve_hookpoints
+from ...capture.hookpoints import Hookpoint, resolve_hookpoints
 from ...capture.inputs import iter_input_batches
 from ...capture.models import input_dtype
+from ...capture.nnsight import unwrap_model
 from ...capture.rows import replace_tensor, select_tensor
+from ...capture.transformer_lens import TransformerLensTexts, is_transformer_lens
 from ...errors import ConfigError, ShapeError
 from ...losses import PerSampleLoss, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
@@ -67,7 +69,7 @@ class AblationResult:
 class _Ablator:
     """Forward hooks that overwrite chosen units of chosen layers."""
 
-    def __init__(self, model: torch.nn.Module, layers: Sequence[LayerSpec], values: np.ndarray):
+    def __init__(self, model: Any, layers: Sequence[LayerSpec], values: np.ndarray):
         hps = {hp.name: hp for hp in resolve_hookpoints(model, [l.name for l in layers])}
         if any(hp.record_input for hp in hps.values()):
             raise ConfigError("Ablating a module's :input is not supported; use its output.")
@@ -75,22 +77,22 @@ class _Ablator:
         self.values = values
         self.active: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.handles = [
-            hps[l.name].module.register_forward_hook(self._hook(l)) for l in self.layers
+            hps[l.name].module.register_forward_hook(self._hook(l, hps[l.name]))
+            for l in self.layers
         ]
 
-    def _hook(self, layer: LayerSpec):
+    def _hook(self, layer: LayerSpec, hp: Hookpoint):
         def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
             chosen = self.active.get(layer.name)
             if chosen is None:
                 return None
             idx, value = chosen
-            t = select_tensor(output, layer.name).clone()
+            raw = select_tensor(output, layer.name)
+            # the tensor as it was recorded (TransformerLens: its hook's own view)
+            t = (hp.convert(raw) if hp.convert is not None else raw).clone()
             idx, value = idx.to(t.device), value.to(t)
-            if layer.layout in ("position", "pooled"):  # [batch, C, H, W]: units are channels
-                t[:, idx] = value.view(1, -1, *([1] * (t.dim() - 2)))
-            else:  # [batch, d] or [batch, seq, d]
-                t[..., idx] = value
-            return replace_tensor(output, t)
+            set_units(t, layer.layout, idx, value)
+            return replace_tensor(output, hp.revert(t) if hp.revert is not None else t)
 
         return hook
 
@@ -108,6 +110,28 @@ class _Ablator:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+def set_units(t: torch.Tensor, layout: str | None, idx: torch.Tensor, value: torch.Tensor) -> None:
+    """Set units ``idx`` of a layer's output ``t`` to ``value``, in place, where the
+    layer's ``layout`` (:mod:`saeatlas.capture.layouts`) put its units in the rows.
+
+    - ``position``/``pooled`` ``[batch, C, H, W]``: units are channels, set at every position;
+    - ``head`` ``[batch, pos, head, d_head]``: units are ``head * d_head + dim``;
+    - ``pattern`` ``[batch, head, q, k]``: units are ``head * k + key``, for every query;
+    - otherwise ``[batch, d]`` or ``[batch, seq, d]``: units are the last dimension.
+    """
+    if layout in ("position", "pooled"):
+        t[:, idx] = value.view(1, -1, *([1] * (t.dim() - 2)))
+    elif layout == "head":
+        t.view(*t.shape[:-2], -1)[..., idx] = value
+    elif layout == "pattern":
+        moved = t.permute(0, 2, 1, 3)  # [batch, q, head, k], a view of t
+        b, q, h, k = moved.shape
+        heads, keys = idx // k, idx % k
+        moved[:, :, heads, keys] = value
+    else:
+        t[..., idx] = value
 
 
 @torch.no_grad()
@@ -151,6 +175,12 @@ def ablate_modules(
     if mode == "mean" and unit_mean is None:
         raise ConfigError("Mean ablation needs `unit_mean` (the units' means over the store).")
     values = np.zeros(n_units) if mode == "zero" else np.asarray(unit_mean, dtype=np.float64)
+    given = model  # hook names are the model's (or its nnsight wrapper's)
+    model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
+    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
+    texts = isinstance(inputs, (list, tuple)) and len(inputs) and isinstance(inputs[0], str)
+    if texts and is_transformer_lens(model):
+        tokenizer = TransformerLensTexts(model)  # texts as the model's run_with_cache takes them
     batches = list(
         iter_input_batches(
             inputs,
@@ -168,7 +198,7 @@ def ablate_modules(
     )
     was_training = model.training
     model.eval()
-    ablator = _Ablator(model, layers, values)
+    ablator = _Ablator(given, layers, values)
 
     def losses(units: np.ndarray | None) -> np.ndarray:
         ablator.set(units if units is not None else np.zeros(0, dtype=np.int64))
