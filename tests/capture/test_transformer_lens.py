@@ -225,10 +225,10 @@ def test_ablation_on_a_bridge_edits_the_hook_it_names(native):
     TransformerLens's own hook (structure/ablation.py edits the hook's raw tensor,
     whose flat [batch, pos, head * d_head] order is the store's)."""
     import numpy as np
-    from saeatlas.structure.causal.ablation import ablate_modules
 
     from saeatlas.capture.inputs import iter_input_batches
     from saeatlas.store import LayerSpec
+    from saeatlas.structure.causal.ablation import ablate_modules
 
     ids = torch.randint(0, 50, (6, 8), generator=torch.Generator().manual_seed(2))
     layers = [LayerSpec("blocks.0.attn.hook_z", 0, 16, (None, 8, 4, 4), "head")]
