@@ -218,23 +218,6 @@ def test_bad_npy_inputs(tmp_path):
         _ = ActivationStore.open(tmp_path / "nan.npy").mean
 
 
-def test_background_commits_equal_inline_commits(tmp_path, rows_array):
-    stores = []
-    for background in (True, False):
-        w = StoreWriter(tmp_path / str(background), shard_rows=30, background=background)
-        w.start(LAYERS)
-        for s in range(0, 203, 9):
-            chunk = rows_array[s : s + 9]
-            meta = {"sample": np.arange(s, s + len(chunk))}
-            w.add(torch.from_numpy(chunk), meta, n_samples=len(chunk))
-        w.close()
-        stores.append(ActivationStore.open(tmp_path / str(background)))
-    bg, inline = stores
-    assert [s.sha256 for s in bg.manifest.shards] == [s.sha256 for s in inline.manifest.shards]
-    assert bg.rows().equals(inline.rows())
-    np.testing.assert_array_equal(bg.std, inline.std)
-
-
 def test_each_shard_is_hashed_once_per_open(tmp_path, rows_array, monkeypatch):
     import saeatlas.store.store as store_module
 

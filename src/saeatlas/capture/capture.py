@@ -25,6 +25,7 @@ from ..store import ActivationStore, LayerSpec, StoreWriter
 from ..store.shards import STORE_DTYPES
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch, iter_input_batches
+from .job import capture_job
 from .models import input_dtype
 from .rows import (
     SPATIAL_MODES,
@@ -268,6 +269,7 @@ def capture_activations(
     """
     hps = resolve_hookpoints(model, hookpoints)
     max_length = _max_length(model, inputs, tokenizer, config.max_length)
+    job = capture_job(model, inputs, [hp.name for hp in hps], config, labels)
     dtype = STORE_DTYPES[config.dtype] if config.dtype else None
     if config.device is not None or dtype is not None:
         model.to(device=config.device, dtype=dtype)
@@ -287,6 +289,7 @@ def capture_activations(
         resume=resume,
         overwrite=overwrite,
         provenance=prov,
+        job=job,
     )
     point = writer.resume_point
     # Rows are made inside the hook: a copy taken there cannot be changed by the

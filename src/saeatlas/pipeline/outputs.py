@@ -2,8 +2,8 @@
 
 Each check follows how the stage itself writes its files:
 
-- store: ``manifest.json`` is written last and ``progress.json`` (an interrupted
-  capture) is removed then (:mod:`saeatlas.store.writer`).
+- store: the directory is renamed into place when complete, ``manifest.json``
+  in it (:mod:`saeatlas.store.writer`).
 - sweep: ``sweep.json`` is written after every member is trained and evaluated.
 - SAE: ``cfg.json`` and the weights, then ``metrics.jsonl``, and the training
   checkpoint is removed (:func:`saeatlas.train.train_sae`).
@@ -22,7 +22,6 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..sae.io import CFG, WEIGHTS
 from ..store.manifest import MANIFEST
-from ..store.writer import PROGRESS
 from ..structure.atlas import ATLAS_JSON, OPTIONAL_TABLES, TABLES
 from ..sweep.sweep import SWEEP_JSON, SWEEPABLE
 from ..train.checkpoint import CHECKPOINT
@@ -74,7 +73,7 @@ class RunPaths:
 
 
 def store_complete(path: Path) -> bool:
-    return (path / MANIFEST).is_file() and not (path / PROGRESS).exists()
+    return (path / MANIFEST).is_file()
 
 
 def sweep_complete(path: Path) -> bool:

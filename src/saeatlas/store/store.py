@@ -25,6 +25,7 @@ from ..errors import ConfigError, NonFiniteError, StoreError
 from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, ShardInfo, validate_layers
 from .shards import STORE_DTYPES, read_shard
 from .stats import RunningMoments
+from .atomic import partial_dir
 from .writer import PROGRESS
 
 #: Rows per virtual shard when reading a ``.npy`` file.
@@ -169,6 +170,11 @@ class ActivationStore:
         if path.suffix == ".npy" and path.is_file():
             return cls._open_npy(path)
         if not path.exists():
+            if (partial_dir(path) / PROGRESS).exists():
+                raise StoreError(
+                    f"'{path}' is an interrupted capture (not complete yet). Finish it with "
+                    "`saeatlas capture ... --resume`."
+                )
             raise StoreError(
                 f"No activation store at '{path}'. Capture one with `saeatlas capture`."
             )
@@ -177,10 +183,10 @@ class ActivationStore:
                 f"'{path}' is neither a store directory nor a .npy file of shape [rows, units]."
             )
         if not (path / MANIFEST).exists():
-            if (path / PROGRESS).exists():
+            if (partial_dir(path) / PROGRESS).exists() or any(path.glob("progress*")):
                 raise StoreError(
-                    f"'{path}' holds an interrupted capture (no manifest.json yet). Finish it with "
-                    "`saeatlas capture ... --resume`."
+                    f"'{path}' is an interrupted capture (no manifest.json yet). Finish it with "
+                    "`saeatlas capture ... --resume`, or capture again with --overwrite."
                 )
             arrays = sorted(path.glob("*.npy"))
             hint = (
