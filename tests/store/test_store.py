@@ -67,12 +67,11 @@ def test_shuffled_epoch_visits_every_row_once(tmp_path, rows_array):
     assert len(set(first.tolist())) > 1
 
 
-@pytest.mark.parametrize("prefetch", [True, False])
-def test_batch_sizes_and_drop_last(tmp_path, rows_array, prefetch):
+def test_batch_sizes_and_drop_last(tmp_path, rows_array):
     store = write_store(tmp_path / "s", rows_array)
-    sizes = [len(b) for b in store.iter_batches(16, prefetch=prefetch)]
+    sizes = [len(b) for b in store.iter_batches(16)]
     assert sum(sizes) == 203 and all(s == 16 for s in sizes[:-1])
-    sizes = [len(b) for b in store.iter_batches(16, drop_last=True, prefetch=prefetch)]
+    sizes = [len(b) for b in store.iter_batches(16, drop_last=True)]
     assert sizes == [16] * (203 // 16)
 
 
