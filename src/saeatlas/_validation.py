@@ -5,7 +5,8 @@ refused where it enters, whichever way it came (flag, YAML, JSON, Python):
 
 - :func:`check_types`: every field holds a value of its annotated type (``k: "eight"``
   and ``lr: .nan`` are refused here: every float must be finite);
-- :func:`choice`, :func:`at_least`, :func:`in_range`: allowed values and ranges;
+- :func:`choice`, :func:`in_range`, :func:`positive`, :func:`non_negative`: allowed
+  values and ranges;
 - :func:`known_keys`: no unknown keys in a dict read from a file;
 - :func:`check_device`: a device name torch knows and this machine has.
 """
@@ -33,19 +34,41 @@ def choice(name: str, value: Any, allowed: Iterable[Any], *, flag: str | None = 
         raise ConfigError(f"Unknown {_where(name, flag)} {value!r}; expected one of: {allowed}.")
 
 
-def at_least(name: str, value: Any, low: float, *, strict: bool = False) -> None:
-    """``value`` (skipped when None) must be >= ``low`` (> with ``strict``)."""
+def in_range(
+    name: str,
+    value: Any,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> None:
+    """``value`` (skipped when None) must lie between ``low`` and ``high`` (each end
+    included unless ``open_low`` / ``open_high``)."""
     if value is None:
         return
-    if value < low or (strict and value == low):
-        rel = "positive" if strict and low == 0 else f"{'>' if strict else '>='} {low}"
-        raise ConfigError(f"`{name}` must be {rel}, got {value}.")
+    ok = (value > low if open_low else value >= low) and (
+        value < high if open_high else value <= high
+    )
+    if ok:
+        return
+    if high == math.inf:
+        rule = "positive" if (low == 0 and open_low) else f"{'>' if open_low else '>='} {low:g}"
+    else:
+        rule = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    raise ConfigError(f"`{name}` must be {rule}, got {value}.")
 
 
-def in_range(name: str, value: Any, low: float, high: float) -> None:
-    """``value`` (skipped when None) must be in ``[low, high]``."""
-    if value is not None and not low <= value <= high:
-        raise ConfigError(f"`{name}` must be in [{low}, {high}], got {value}.")
+def positive(obj: Any, *names: str) -> None:
+    """Each named field of ``obj`` (skipped when None) must be > 0."""
+    for name in names:
+        in_range(name, getattr(obj, name), 0, open_low=True)
+
+
+def non_negative(obj: Any, *names: str) -> None:
+    """Each named field of ``obj`` (skipped when None) must be >= 0."""
+    for name in names:
+        in_range(name, getattr(obj, name), 0)
 
 
 def known_keys(what: str, d: Any, known: Iterable[str]) -> None:

@@ -54,14 +54,29 @@ class _Group(TyperGroup):
         except AtlasError as e:
             if (ctx.obj or {}).get("debug"):
                 raise
-            # the message is plain text: its [batch, d] shapes are not markup
-            err_console.print(
-                f"[bold red]Error:[/] {escape(str(e))}",
-                markup=True,
-                highlight=False,
-                soft_wrap=True,
+            _fail(str(e))
+        except click.UsageError as e:  # a bad flag value: one line, like every other error
+            where = f"saeatlas {e.ctx.info_name} --help" if e.ctx is not None else "saeatlas --help"
+            _fail(f"{e.format_message()} See `{where}`.")
+        except OSError as e:
+            # The disk, not the input: say which path and why, in one line.
+            if (ctx.obj or {}).get("debug"):
+                raise
+            path = f" '{e.filename}'" if e.filename else ""
+            _fail(
+                f"Cannot write or read{path}: {e.strerror or e}. Check free space and "
+                "permissions, or choose another path; nothing partial was kept."
             )
-            raise typer.Exit(1) from None
+
+
+def _fail(message: str) -> None:
+    """Print ``message`` as one line on stderr and exit with code 1."""
+    # the message is plain text: its [batch, d] shapes are not markup
+    line = " ".join(message.split())
+    err_console.print(
+        f"[bold red]Error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(1) from None
 
 
 app = typer.Typer(

@@ -20,7 +20,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,22 @@ def swap_in(new: str | os.PathLike, path: str | os.PathLike) -> Path:
     _fsync_dir(path.parent)
     _remove(old)
     return path
+
+
+@contextmanager
+def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold the lock of the directory ``path`` and yield an empty partial directory to
+    fill; when the block ends without an error, the partial directory replaces
+    ``path`` (:func:`swap_in`), else it is removed and ``path`` is left as it was.
+    The caller decides beforehand whether ``path`` may be replaced."""
+    from .lock import output_lock
+
+    path = Path(path)
+    with output_lock(path):
+        new = fresh_partial(path)
+        try:
+            yield new
+        except BaseException:
+            _remove(new)
+            raise
+        swap_in(new, path)

@@ -25,6 +25,10 @@ class LockError(AtlasError):
     """Another process is writing the same output."""
 
 
+class OutputError(AtlasError):
+    """An output cannot be written there (not a directory, no permission)."""
+
+
 _held: dict[Path, list[int]] = {}  # resolved output path -> [fd, depth]
 _guard = threading.Lock()
 
@@ -39,14 +43,39 @@ def _key(path: Path) -> Path:
     return path.parent.resolve() / path.name
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise :class:`OutputError` unless the output directory ``path`` can be written:
+    it is a directory or does not exist yet, and its nearest existing folder is a
+    writable directory."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"'{path}' exists and is not a directory; choose another output.")
+    if path.exists() and not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"Cannot write to '{path}': permission denied. Choose another output.")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(
+            f"Cannot create '{path}': '{parent}' is a file, not a directory. Choose another output."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"Cannot create '{path}': '{parent}' is not writable (permission denied). Choose "
+            "another output."
+        )
+
+
 def acquire(path: str | os.PathLike) -> None:
-    """Take the lock of the output ``path`` or raise :class:`LockError` at once."""
+    """Take the lock of the output ``path`` or raise :class:`LockError` at once.
+    Checks first that ``path`` can be written (:func:`check_writable`)."""
     path = Path(path)
     key = _key(path)
     with _guard:
         if key in _held:
             _held[key][1] += 1
             return
+        check_writable(path)
         file = lock_path(path)
         while True:
             fd = _open_and_lock(file, path)

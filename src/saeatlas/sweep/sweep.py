@@ -19,7 +19,9 @@ import numpy as np
 from ..errors import ConfigError
 from ..evaluate import evaluate_sae
 from ..store import ActivationStore
-from ..store.atomic import atomic_write_json
+from ..evaluate.metrics import MIN_HELDOUT_ROWS
+from ..store.atomic import atomic_write_json, recover_dir, replacing_dir
+from ..store.lock import output_lock
 from ..train import TrainConfig, train_family
 from .pareto import knee, pareto_front
 from .stability import mean_max_cosine
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SWEEPABLE = ("k", "l1_coefficient", "l0_coefficient")
 SWEEP_JSON = "sweep.json"
+PARETO_JSON = "pareto.json"
 #: Below this decoder stability a recommendation comes with a warning.
 UNSTABLE = 0.7
 
@@ -73,12 +76,15 @@ def sweep(
     *,
     seeds: int = 2,
     heldout_fraction: float = 0.1,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> SweepResult:
     """Train ``base`` with each of ``values`` for the setting ``over`` (and a second
     seed of each when ``seeds`` is 2), from shared batches; evaluate on the last
     ``heldout_fraction`` of rows, never trained on; write ``out/sweep.json`` and
-    one SAE directory per member; recommend the knee of the frontier."""
+    one SAE directory per member; recommend the knee of the frontier. ``out`` is
+    written beside its place and renamed into it when complete (an existing sweep
+    stays until then, and is replaced only with ``overwrite``)."""
     if over not in SWEEPABLE:
         raise ConfigError(f"Cannot sweep over {over!r}; expected one of: {list(SWEEPABLE)}.")
     if len(values) < 2:
@@ -87,10 +93,59 @@ def sweep(
         raise ConfigError(f"`seeds` must be 1 or 2, got {seeds}.")
     if not 0 < heldout_fraction < 0.5:
         raise ConfigError(f"`heldout_fraction` must be in (0, 0.5), got {heldout_fraction}.")
-    store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     out = Path(out)
-    if (out / SWEEP_JSON).exists():
-        raise ConfigError(f"'{out}' already holds a sweep; choose another --out.")
+    with output_lock(out):
+        recover_dir(out)
+        check_sweep_out(out, overwrite)
+        store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
+        if store.n_rows * heldout_fraction < MIN_HELDOUT_ROWS:
+            raise ConfigError(
+                f"`heldout_fraction` {heldout_fraction} of {store.n_rows} rows holds out fewer "
+                f"than {MIN_HELDOUT_ROWS} rows, too few to measure the FVU. Capture more rows or "
+                "raise --heldout-fraction."
+            )
+        with replacing_dir(out) as new:
+            return _sweep(store, base, over, values, out, new, seeds, heldout_fraction, progress)
+
+
+def check_sweep_out(out: Path, overwrite: bool) -> None:
+    """Refuse to replace a sweep without ``overwrite``, or a directory holding anything
+    a sweep does not write."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"'{out}' exists and is not a directory; choose another --out.")
+    if not out.is_dir():
+        return
+    foreign = [
+        p.name
+        for p in out.iterdir()
+        if p.name not in (SWEEP_JSON, PARETO_JSON)
+        and not (p.is_dir() and any(p.name.startswith(f"{o}-") for o in SWEEPABLE))
+        and not p.name.startswith(".tmp-")
+    ]
+    if foreign:
+        raise ConfigError(
+            f"'{out}' holds files a sweep does not write ({sorted(foreign)[:5]}); move them "
+            "away or choose another --out."
+        )
+    if (out / SWEEP_JSON).exists() and not overwrite:
+        raise ConfigError(
+            f"'{out}' already holds a sweep; choose another --out, or pass --overwrite "
+            "(`overwrite=True`) to replace it."
+        )
+
+
+def _sweep(
+    store: ActivationStore,
+    base: TrainConfig,
+    over: str,
+    values: list[float],
+    out: Path,
+    new: Path,
+    seeds: int,
+    heldout_fraction: float,
+    progress: bool,
+) -> SweepResult:
+    """The sweep, written into ``new``; the paths it records are those under ``out``."""
     heldout = max(1, int(store.n_rows * heldout_fraction))
     cast = int if over == "k" else float
     configs, outs = [], []
@@ -99,8 +154,9 @@ def sweep(
             configs.append(
                 replace(base, **{over: cast(v)}, seed=base.seed + s, heldout_rows=heldout)
             )
-            outs.append(out / f"{over}-{v}" / f"seed-{base.seed + s}")
-    results = train_family(store, configs, outs, progress=progress)
+            outs.append(Path(f"{over}-{v}") / f"seed-{base.seed + s}")
+    results = train_family(store, configs, [new / o for o in outs], progress=progress)
+    outs = [out / o for o in outs]
     start = store.n_rows - heldout
     points_raw = []
     for i, v in enumerate(values):
@@ -137,8 +193,8 @@ def sweep(
             heldout,
             points[best].fvu,
         )
-    atomic_write_json(out / SWEEP_JSON, result.to_json())
-    (out / "pareto.json").write_text(
+    atomic_write_json(new / SWEEP_JSON, result.to_json())
+    (new / PARETO_JSON).write_text(
         json.dumps({"l0": l0.tolist(), "fvu": fvu.tolist(), "front": sorted(front), "knee": best})
         + "\n"
     )
