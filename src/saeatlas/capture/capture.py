@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from .._validation import check_device, check_types
 from .._progress import progress_bar
 from ..errors import AtlasError, ConfigError, ModelError, NonFiniteError, ShapeError
 from ..store import ActivationStore, LayerSpec, StoreWriter
@@ -70,6 +71,7 @@ class CaptureConfig:
     """Stop each forward pass once every recorded module has run."""
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.batch_size <= 0:
             raise ConfigError(f"`batch_size` must be positive, got {self.batch_size}.")
         if self.spatial not in SPATIAL_MODES:
@@ -89,6 +91,7 @@ class CaptureConfig:
             raise ConfigError(f"`shard_rows` must be positive, got {self.shard_rows}.")
         if self.max_length is not None and self.max_length <= 0:
             raise ConfigError(f"`max_length` must be positive, got {self.max_length}.")
+        check_device("device", self.device, flag="--device")
 
 
 class _StopForward(BaseException):

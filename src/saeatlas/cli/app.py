@@ -113,6 +113,17 @@ def _output_index(value: str | None) -> int | str | None:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
+def nonfinite_option() -> Any:
+    """``--on-nonfinite``: the one rule for NaN/Inf in activations, on every command that
+    reads them (see :meth:`saeatlas.store.ActivationStore.open`)."""
+    return typer.Option(
+        "error",
+        "--on-nonfinite",
+        help="NaN/Inf in the activations: 'error' (stop, naming the row and column) or 'skip' "
+        "(leave those rows out and count them).",
+    )
+
+
 def with_config_flags(func: Any, config_cls: type) -> Any:
     """Give ``func`` one keyword option per field of ``config_cls`` (for typer)."""
     import inspect

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
-from .app import app, console, with_config_flags
+from .app import app, console, nonfinite_option, with_config_flags
 
 
 def _analyze_cmd(
@@ -57,18 +57,66 @@ def _analyze_cmd(
     ablation_draws: int = typer.Option(
         100, "--ablation-draws", help="Random unit sets per module for the ablation p-value."
     ),
+    on_nonfinite: str = nonfinite_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     **settings: Any,
 ) -> None:
     """Find modules of units and the feature communities behind them, with significance."""
     from .._config_cli import build_config
-    from ..structure import AtlasConfig, map_structure
+    from ..store.lock import output_lock
+
+    from ..structure import AtlasConfig
 
     cfg = build_config(AtlasConfig, config, settings, "analyze")
+    # --out is locked from before the analysis until the atlas is saved.
+    with output_lock(out):
+        _analyze(
+            sae=sae,
+            acts=acts,
+            out=out,
+            cfg=cfg,
+            overwrite=overwrite,
+            seed_sae=seed_sae,
+            seeds=seeds,
+            model=model,
+            inputs=inputs,
+            labels=labels,
+            ablation_mode=ablation_mode,
+            loss=loss,
+            ablation_draws=ablation_draws,
+            on_nonfinite=on_nonfinite,
+            quiet=quiet,
+        )
+
+
+def _analyze(
+    *,
+    sae: Path,
+    acts: Path,
+    out: Path,
+    cfg: Any,
+    overwrite: bool,
+    seed_sae: list[Path],
+    seeds: int,
+    model: str | None,
+    inputs: Path | None,
+    labels: Path | None,
+    ablation_mode: str,
+    loss: str,
+    ablation_draws: int,
+    on_nonfinite: str,
+    quiet: bool,
+) -> None:
+    from ..store import ActivationStore
+    from ..structure import map_structure
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"'{out}' is a file; give a directory for the atlas (--out).")
     if (out / "atlas.json").exists() and not overwrite:
         raise ConfigError(
             f"'{out}' already holds an atlas. Choose another --out, or pass --overwrite."
         )
+    store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
     if (inputs is not None or labels is not None) and model is None:
         raise ConfigError("--inputs and --labels are for the ablation; give --model too.")
     if model is not None and inputs is None:
@@ -85,11 +133,10 @@ def _analyze_cmd(
     if seeds > 1 and len(seed_sae) < seeds - 1:
         from ..structure.seeds import train_seed_saes
 
-        seed_sae = train_seed_saes(sae, acts, seeds, given=seed_sae, progress=not quiet)
-    atlas = map_structure(sae, acts, cfg, seed_saes=seed_sae, progress=not quiet)
+        seed_sae = train_seed_saes(sae, store, seeds, given=seed_sae, progress=not quiet)
+    atlas = map_structure(sae, store, cfg, seed_saes=seed_sae, progress=not quiet)
     if model is not None:
         from ..capture import load_inputs, load_labels, load_model
-        from ..store import ActivationStore
         from ..structure.ablation import ablate_atlas
 
         loaded = load_model(model)
@@ -97,7 +144,7 @@ def _analyze_cmd(
             atlas,
             loaded.model,
             load_inputs(inputs),
-            ActivationStore.open(acts),
+            store,
             labels=load_labels(labels) if labels else None,
             mode=ablation_mode,
             loss_fn=loss_fn,
