@@ -160,6 +160,7 @@ class StoreWriter:
         self._meta_columns: list[str] | None = None
         self.resume_point = ResumePoint(0, 0, 0)
         self._closed = False
+        self._broken = False  # a commit failed: later ones must not commit past it
         self._created: list[Path] = []  # directories made for this store, deepest first
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"'{self.path}' exists and is not a directory; choose another --out.")
@@ -433,6 +434,22 @@ class StoreWriter:
         self._stats_thread.shutdown()
 
     def _commit(
+        self,
+        i: int,
+        x: torch.Tensor,
+        meta: dict[str, np.ndarray],
+        point: ResumePoint,
+        n_skipped: int,
+    ) -> None:
+        if self._broken:  # committing shard i+1 after a failed shard i would lose shard i
+            return
+        try:
+            self._commit_shard(i, x, meta, point, n_skipped)
+        except BaseException:
+            self._broken = True
+            raise
+
+    def _commit_shard(
         self,
         i: int,
         x: torch.Tensor,
