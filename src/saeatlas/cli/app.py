@@ -20,6 +20,13 @@ from typer.core import TyperGroup
 from .. import __version__
 from ..errors import AtlasError
 
+try:  # typer >= 0.25 parses flags with its own copy of click
+    from typer._click.exceptions import UsageError as _TyperUsageError
+
+    USAGE_ERRORS: tuple[type[Exception], ...] = (click.UsageError, _TyperUsageError)
+except ImportError:
+    USAGE_ERRORS = (click.UsageError,)
+
 #: Options that take several values after one flag (``--layers a b c``).
 MULTI_VALUE_OPTIONS = ("--layers", "--values", "--resolutions", "--nulls", "--cases", "--seed-sae")
 
@@ -55,9 +62,10 @@ class _Group(TyperGroup):
             if (ctx.obj or {}).get("debug"):
                 raise
             _fail(str(e))
-        except click.UsageError as e:  # a bad flag value: one line, like every other error
-            where = f"saeatlas {e.ctx.info_name} --help" if e.ctx is not None else "saeatlas --help"
-            _fail(f"{e.format_message()} See `{where}`.")
+        except USAGE_ERRORS as e:  # a bad flag value: one line, like every other error
+            sub = getattr(getattr(e, "ctx", None), "info_name", None)
+            where = f"saeatlas {sub} --help" if sub and sub != ctx.info_name else "saeatlas --help"
+            _fail(f"{e.format_message().rstrip('.')}. See `{where}`.")
         except OSError as e:
             # The disk, not the input: say which path and why, in one line.
             if (ctx.obj or {}).get("debug"):

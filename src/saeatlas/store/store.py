@@ -675,6 +675,6 @@ def _check_finite(x: torch.Tensor, path: Path, first_row: int, fix: str) -> None
         rows, cols = torch.nonzero(bad, as_tuple=True)
         value = float(x[rows[0], cols[0]])
         raise NonFiniteError(
-            f"'{path}' has {int(bad.sum())} NaN/Inf values in these rows, the first ({value}) at "
-            f"row {first_row + int(rows[0])}, column {int(cols[0])}. {fix}"
+            f"'{path}' has NaN/Inf values, the first ({value}) at row {first_row + int(rows[0])}, "
+            f"column {int(cols[0])}. {fix}"
         )
