@@ -8,6 +8,7 @@ run in-process, and the checks every bad input must pass (issue 15):
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import textwrap
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ MODEL_FILE = textwrap.dedent(
         return nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 8), nn.ReLU())
     """
 )
+
+
+#: The layers of the protected store (the model's ``1`` and ``3``), for .npy copies.
+LAYERS = [{"name": "1", "start": 0, "stop": 10}, {"name": "3", "start": 10, "stop": 18}]
 
 
 def cli(*args: object) -> object:
@@ -109,6 +114,7 @@ def outputs(tmp_path_factory) -> Outputs:
     assert r.exit_code == 0, r.output
     store = ActivationStore.open(root / "store")
     np.save(root / "acts.npy", store.read().numpy())
+    (root / "acts.layers.json").write_text(json.dumps(LAYERS))
     r = cli(
         "train", "--acts", root / "store", "--out", root / "sae", "--d-sae", "24", "--k", "4",
         "--tokens", "2048", "--batch-size", "64", "-q",
@@ -150,6 +156,21 @@ def small_store(path: Path, rows: int = 90, shard_rows: int = 32, seed: int = 0)
 def make_store():
     """:func:`small_store`, for tests (test modules here do not import each other)."""
     return small_store
+
+
+@pytest.fixture
+def save_acts(tmp_path):
+    """Save an array as ``tmp_path/acts.npy``, with the store's layer map when it has 18
+    columns (so the protected SAE reads it)."""
+
+    def save(x: np.ndarray) -> Path:
+        p = tmp_path / "acts.npy"
+        np.save(p, x)
+        if x.ndim == 2 and x.shape[1] == 18:
+            (tmp_path / "acts.layers.json").write_text(json.dumps(LAYERS))
+        return p
+
+    return save
 
 
 @pytest.fixture
