@@ -58,16 +58,21 @@ def assert_one_line_error(result: object, *needles: str) -> str:
     return lines[0]
 
 
-def snapshot(root: Path) -> dict[str, tuple[str, int]]:
-    """Every file and folder under ``root`` (and ``root``'s siblings' names): relative
-    path -> (sha256 of the bytes, or 'dir'; mode)."""
-    out: dict[str, tuple[str, int]] = {}
+def snapshot(root: Path, *, fast: bool = False) -> dict[str, tuple]:
+    """Every file and folder under ``root``: relative path -> (sha256 of the bytes, or
+    'dir'; mode), or with ``fast`` (size, mtime, inode, mode), which any write or
+    rename changes too."""
+    out: dict[str, tuple] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             p = Path(dirpath) / name
             rel = str(p.relative_to(root))
-            digest = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            out[rel] = (digest, p.stat().st_mode)
+            st = p.stat()
+            if fast:
+                out[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
+            else:
+                digest = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+                out[rel] = (digest, st.st_mode)
     return out
 
 
@@ -166,8 +171,11 @@ def save_acts(tmp_path):
     def save(x: np.ndarray) -> Path:
         p = tmp_path / "acts.npy"
         np.save(p, x)
+        layers = tmp_path / "acts.layers.json"
         if x.ndim == 2 and x.shape[1] == 18:
-            (tmp_path / "acts.layers.json").write_text(json.dumps(LAYERS))
+            layers.write_text(json.dumps(LAYERS))
+        else:
+            layers.unlink(missing_ok=True)
         return p
 
     return save
@@ -177,3 +185,22 @@ def save_acts(tmp_path):
 def run_cli():
     """:func:`cli` and :func:`assert_one_line_error`."""
     return cli, assert_one_line_error
+
+
+@pytest.fixture
+def unchanged(outputs):
+    """``unchanged(before)``: assert the outputs' folder still matches ``before``, a
+    ``snapshot`` taken by ``unchanged.take()`` (for hypothesis, whose examples share
+    one fixture)."""
+
+    class Check:
+        @staticmethod
+        def take() -> dict[str, tuple]:
+            return snapshot(outputs.root, fast=True)
+
+        def __call__(self, before: dict[str, tuple]) -> None:
+            after = snapshot(outputs.root, fast=True)
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+            assert not changed, f"bad input changed existing outputs: {changed[:10]}"
+
+    return Check()

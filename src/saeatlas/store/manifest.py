@@ -32,6 +32,28 @@ MANIFEST_KEYS = (
 )
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_MISSING = object()
+
+
+def _typed(d: Any, key: str, kind: type, default: Any = _MISSING) -> Any:
+    """``d[key]``, which must be a ``kind`` (an int is not a bool, and no text is
+    read as a number): a manifest is written by saeatlas, so any other type is damage."""
+    if not isinstance(d, dict):
+        raise TypeError(f"expected an object, got {type(d).__name__}")
+    if key not in d:
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+    v = d[key]
+    if kind is int and not _is_int(v) or kind is not int and not isinstance(v, kind):
+        raise TypeError(f"`{key}` must be {kind.__name__}, got {v!r}")
+    return v
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     """Where one layer's units sit in a store's rows."""
@@ -59,15 +81,22 @@ class LayerSpec:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> LayerSpec:
         try:
+            shape = d.get("shape", ())
+            if not isinstance(shape, (list, tuple)) or not all(
+                s is None or _is_int(s) for s in shape
+            ):
+                raise TypeError("`shape` must be a list of integers (or null)")
             return cls(
-                name=str(d["name"]),
-                start=int(d["start"]),
-                stop=int(d["stop"]),
-                shape=tuple(d.get("shape", ())),
-                layout=str(d.get("layout", "sample")),
+                name=_typed(d, "name", str),
+                start=_typed(d, "start", int),
+                stop=_typed(d, "stop", int),
+                shape=tuple(shape),
+                layout=_typed(d, "layout", str, "sample"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise StoreError(f"Bad layer entry {d!r}: needs `name`, `start`, `stop`.") from e
+            raise StoreError(
+                f"Bad layer entry {d!r}: needs `name` (text), `start` and `stop` (integers) ({e})."
+            ) from e
 
 
 @dataclass(frozen=True)
@@ -112,25 +141,30 @@ class Manifest:
             raise StoreError(f"'{where}' is not a valid saeatlas manifest: not a JSON object.")
         try:
             known_keys("manifest keys", d, MANIFEST_KEYS)
-            version = int(d["format_version"])
+            version = _typed(d, "format_version", int)
             if version > FORMAT_VERSION:
                 raise StoreError(
                     f"'{where}' has format_version {version}; this saeatlas reads up to "
                     f"{FORMAT_VERSION}. Upgrade saeatlas."
                 )
+            for key in ("layers", "shards", "mean", "std"):
+                _typed(d, key, list)
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in d["mean"] + d["std"]):
+                raise TypeError("`mean` and `std` must be lists of numbers")
             return cls(
                 format_version=version,
-                n_rows=int(d["n_rows"]),
-                n_units=int(d["n_units"]),
-                dtype=str(d["dtype"]),
+                n_rows=_typed(d, "n_rows", int),
+                n_units=_typed(d, "n_units", int),
+                dtype=_typed(d, "dtype", str),
                 layers=tuple(LayerSpec.from_json(x) for x in d["layers"]),
                 shards=tuple(
-                    ShardInfo(str(s["file"]), int(s["rows"]), str(s["sha256"])) for s in d["shards"]
+                    ShardInfo(_typed(s, "file", str), _typed(s, "rows", int), _typed(s, "sha256", str))
+                    for s in d["shards"]
                 ),
                 mean=np.asarray(d["mean"], dtype=np.float64),
                 std=np.asarray(d["std"], dtype=np.float64),
-                n_nonfinite_rows_skipped=int(d.get("n_nonfinite_rows_skipped", 0)),
-                provenance=dict(d.get("provenance", {})),
+                n_nonfinite_rows_skipped=_typed(d, "n_nonfinite_rows_skipped", int, 0),
+                provenance=_typed(d, "provenance", dict, {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             if isinstance(e, StoreError):
