@@ -45,9 +45,14 @@ def cli(*args: object) -> object:
     return runner.invoke(app, [str(a) for a in args])
 
 
+#: Bad inputs checked in this session (the README's counts come from this line).
+COUNTS = {"bad inputs": 0, "one-line errors": 0}
+
+
 def assert_one_line_error(result: object, *needles: str) -> str:
     """Exit code 1, exactly one non-empty output line starting with ``Error:``, no
     traceback, and each of ``needles`` in it. Returns the line."""
+    COUNTS["bad inputs"] += 1
     out = result.output
     lines = [line for line in out.splitlines() if line.strip()]
     assert result.exit_code == 1, f"exit {result.exit_code}: {out!r} {result.exception!r}"
@@ -55,7 +60,17 @@ def assert_one_line_error(result: object, *needles: str) -> str:
     assert len(lines) == 1 and lines[0].startswith("Error: "), out
     for n in needles:
         assert n in lines[0], (n, lines[0])
+    COUNTS["one-line errors"] += 1
     return lines[0]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if COUNTS["bad inputs"]:
+        terminalreporter.write_line(
+            "reliability: "
+            + ", ".join(f"{k} {v}" for k, v in COUNTS.items())
+            + " (each with exit code 1 and no traceback)"
+        )
 
 
 def snapshot(root: Path, *, fast: bool = False) -> dict[str, tuple]:
