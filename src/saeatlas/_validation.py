@@ -161,6 +161,4 @@ def check_device(name: str, value: Any, *, flag: str | None = None) -> None:
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise ConfigError(f"{_where(name, flag)} is {value!r} but MPS is not available here.")
     elif dev.type != "cpu":
-        raise ConfigError(
-            f"{_where(name, flag)} {value!r} is not supported; use 'cpu' or 'cuda'."
-        )
+        raise ConfigError(f"{_where(name, flag)} {value!r} is not supported; use 'cpu' or 'cuda'.")

@@ -109,7 +109,9 @@ def _tiny_atlas(path: Path) -> None:
     from saeatlas.structure.atlas import Atlas
 
     Atlas(
-        units=pd.DataFrame({"unit": [0, 1], "layer": ["a", "a"], "index": [0, 1], "module": [-1, -1]}),
+        units=pd.DataFrame(
+            {"unit": [0, 1], "layer": ["a", "a"], "index": [0, 1], "module": [-1, -1]}
+        ),
         features=pd.DataFrame({"feature": [0], "module": [-1], "density": [0.1]}),
         modules=pd.DataFrame({"module": pd.Series([], dtype=int)}),
         summary={"n_modules": 0, "message": "none"},
@@ -128,24 +130,53 @@ def outputs(tmp_path_factory) -> Outputs:
     x = np.random.default_rng(0).normal(size=(300, 6)).astype(np.float32)
     np.save(root / "inputs.npy", x)
     r = cli(
-        "capture", "--model", model, "--inputs", root / "inputs.npy", "--layers", "1", "3",
-        "--out", root / "store", "--shard-rows", "128", "-q",
+        "capture",
+        "--model",
+        model,
+        "--inputs",
+        root / "inputs.npy",
+        "--layers",
+        "1",
+        "3",
+        "--out",
+        root / "store",
+        "--shard-rows",
+        "128",
+        "-q",
     )
     assert r.exit_code == 0, r.output
     store = ActivationStore.open(root / "store")
     np.save(root / "acts.npy", store.read().numpy())
     (root / "acts.layers.json").write_text(json.dumps(LAYERS))
     r = cli(
-        "train", "--acts", root / "store", "--out", root / "sae", "--d-sae", "24", "--k", "4",
-        "--tokens", "2048", "--batch-size", "64", "-q",
+        "train",
+        "--acts",
+        root / "store",
+        "--out",
+        root / "sae",
+        "--d-sae",
+        "24",
+        "--k",
+        "4",
+        "--tokens",
+        "2048",
+        "--batch-size",
+        "64",
+        "-q",
     )
     assert r.exit_code == 0, r.output
     _tiny_atlas(root / "atlas")
     (root / "sweep").mkdir()
     (root / "sweep" / "sweep.json").write_text('{"points": []}\n')
     return Outputs(
-        root, model, root / "inputs.npy", root / "store", root / "acts.npy", root / "sae",
-        root / "atlas", root / "sweep",
+        root,
+        model,
+        root / "inputs.npy",
+        root / "store",
+        root / "acts.npy",
+        root / "sae",
+        root / "atlas",
+        root / "sweep",
     )
 
 
@@ -167,7 +198,12 @@ def small_store(path: Path, rows: int = 90, shard_rows: int = 32, seed: int = 0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
     x = torch.randn(rows, 4, generator=torch.Generator().manual_seed(seed))
     capture_activations(
-        model, x, ["0", "2"], path, CaptureConfig(batch_size=7, shard_rows=shard_rows), progress=False
+        model,
+        x,
+        ["0", "2"],
+        path,
+        CaptureConfig(batch_size=7, shard_rows=shard_rows),
+        progress=False,
     )
     return path
 

@@ -16,7 +16,9 @@ from safetensors.torch import load_file, save_file
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("command", ["info", "train", "evaluate", "analyze", "sweep"])
-def test_nonfinite_activations_are_refused_by_every_stage(save_acts, guarded, run_cli, bad, command):
+def test_nonfinite_activations_are_refused_by_every_stage(
+    save_acts, guarded, run_cli, bad, command
+):
     cli, one_line = run_cli
     o = guarded
     x = np.load(o.npy)
@@ -110,9 +112,15 @@ MANIFEST_LIES = {
     "mean truncated": (lambda m: m.update(mean=m["mean"][:-1]), "`mean` must hold 18"),
     "std negative": (lambda m: m["std"].__setitem__(0, -1.0), "`std` must hold"),
     "moved layer boundary": (_moved_boundary, "layer map is corrupt"),
-    "gap between layers": (lambda m: m["layers"][1].update(start=m["layers"][1]["start"] + 1), "tile"),
+    "gap between layers": (
+        lambda m: m["layers"][1].update(start=m["layers"][1]["start"] + 1),
+        "tile",
+    ),
     "shard rows": (lambda m: m["shards"][0].update(rows=m["shards"][0]["rows"] - 1), "add up"),
-    "shard outside": (lambda m: m["shards"][0].update(file="../x.safetensors"), "outside the store"),
+    "shard outside": (
+        lambda m: m["shards"][0].update(file="../x.safetensors"),
+        "outside the store",
+    ),
     "unknown key": (lambda m: m.update(colour="red"), "Unknown manifest keys"),
     "missing key": (lambda m: m.pop("layers"), "not a valid saeatlas manifest"),
     "wrong type": (lambda m: m.update(n_rows="many"), "not a valid saeatlas manifest"),
@@ -201,7 +209,10 @@ SAE_DAMAGE = {
         lambda s: _edit_weights(s, lambda w: w.update(b_enc=w["b_enc"][:-1].clone())),
         "`b_enc`",
     ),
-    "weights missing": (lambda s: (s / "sae_weights.safetensors").unlink(), "is not an SAE directory"),
+    "weights missing": (
+        lambda s: (s / "sae_weights.safetensors").unlink(),
+        "is not an SAE directory",
+    ),
     "weights garbage": (
         lambda s: (s / "sae_weights.safetensors").write_bytes(b"garbage"),
         "unreadable",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -34,7 +33,10 @@ from saeatlas.errors import TrainingDiverged
 )
 def test_bad_training_flags(guarded, run_cli, flag, value, needle):
     cli, one_line = run_cli
-    one_line(cli("train", "--acts", guarded.store, "--out", guarded.sae, "--overwrite", flag, value), needle)
+    one_line(
+        cli("train", "--acts", guarded.store, "--out", guarded.sae, "--overwrite", flag, value),
+        needle,
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -45,8 +47,20 @@ def test_cuda_without_cuda(guarded, run_cli, command):
     args = {
         "train": ["train", "--acts", o.store, "--out", o.sae, "--overwrite", "--device", "cuda"],
         "evaluate": ["evaluate", "--sae", o.sae, "--acts", o.store, "--device", "cuda"],
-        "capture": ["capture", "--model", o.model, "--inputs", o.inputs, "--layers", "1",
-                    "--out", o.store, "--overwrite", "--device", "cuda:0"],
+        "capture": [
+            "capture",
+            "--model",
+            o.model,
+            "--inputs",
+            o.inputs,
+            "--layers",
+            "1",
+            "--out",
+            o.store,
+            "--overwrite",
+            "--device",
+            "cuda:0",
+        ],
     }[command]
     one_line(cli(*args), "no CUDA device")
 
@@ -85,19 +99,37 @@ def test_outputs_that_cannot_be_written_fail_before_the_work(tmp_path, guarded, 
         "not a directory",
     )
     one_line(
-        cli("capture", "--model", guarded.model, "--inputs", guarded.inputs, "--layers", "1",
-            "--out", afile / "s"),
+        cli(
+            "capture",
+            "--model",
+            guarded.model,
+            "--inputs",
+            guarded.inputs,
+            "--layers",
+            "1",
+            "--out",
+            afile / "s",
+        ),
         "is a file",
     )
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
     one_line(cli("train", "--acts", guarded.store, "--out", mine, "--overwrite"), "not an SAE's")
-    one_line(cli("sweep", "--acts", guarded.store, "--out", mine, "--overwrite", "--values", "2", "4"), "does not write")
+    one_line(
+        cli("sweep", "--acts", guarded.store, "--out", mine, "--overwrite", "--values", "2", "4"),
+        "does not write",
+    )
     assert (mine / "notes.txt").read_text() == "keep"
     one_line(cli("train", "--acts", guarded.store, "--out", guarded.sae), "already holds an SAE")
-    one_line(cli("analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", guarded.atlas), "already holds an atlas")
-    one_line(cli("sweep", "--acts", guarded.store, "--out", guarded.sweep, "--values", "2", "4"), "already holds a sweep")
+    one_line(
+        cli("analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", guarded.atlas),
+        "already holds an atlas",
+    )
+    one_line(
+        cli("sweep", "--acts", guarded.store, "--out", guarded.sweep, "--values", "2", "4"),
+        "already holds a sweep",
+    )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
@@ -112,7 +144,9 @@ def test_unwritable_outputs_fail_before_the_work(tmp_path, guarded, run_cli):
         ro.chmod(0o755)
 
 
-def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_old_sae(guarded, run_cli, monkeypatch):
+def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_old_sae(
+    guarded, run_cli, monkeypatch
+):
     import errno
 
     import saeatlas.sae.io as io
@@ -127,14 +161,32 @@ def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_old_sae(guarded, 
 
     monkeypatch.setattr(io, "atomic_write_bytes", full)
     line = one_line(
-        cli("train", "--acts", guarded.store, "--out", guarded.sae, "--overwrite", "--d-sae", "24",
-            "--k", "4", "--tokens", "512", "--batch-size", "64", "-q"),
-        "No space left on device", "sae_weights.safetensors",
+        cli(
+            "train",
+            "--acts",
+            guarded.store,
+            "--out",
+            guarded.sae,
+            "--overwrite",
+            "--d-sae",
+            "24",
+            "--k",
+            "4",
+            "--tokens",
+            "512",
+            "--batch-size",
+            "64",
+            "-q",
+        ),
+        "No space left on device",
+        "sae_weights.safetensors",
     )
     assert ".partial" in line  # it names the file it was writing; the SAE itself is untouched
 
 
-def test_training_that_diverges_stops_and_keeps_the_last_good_checkpoint(tmp_path, outputs, monkeypatch):
+def test_training_that_diverges_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path, outputs, monkeypatch
+):
     from saeatlas.train import TrainConfig, train_sae, trainer
     from saeatlas.train.checkpoint import CHECKPOINT
 
@@ -163,9 +215,26 @@ def test_training_that_diverges_stops_and_keeps_the_last_good_checkpoint(tmp_pat
 def test_a_huge_learning_rate_never_saves_nan_weights(tmp_path, guarded, run_cli):
     cli, one_line = run_cli
     one_line(
-        cli("train", "--acts", guarded.store, "--out", tmp_path / "sae", "--lr", "1e30",
-            "--d-sae", "24", "--k", "4", "--tokens", "1024", "--batch-size", "64",
-            "--optimizer", "adam", "-q"),
+        cli(
+            "train",
+            "--acts",
+            guarded.store,
+            "--out",
+            tmp_path / "sae",
+            "--lr",
+            "1e30",
+            "--d-sae",
+            "24",
+            "--k",
+            "4",
+            "--tokens",
+            "1024",
+            "--batch-size",
+            "64",
+            "--optimizer",
+            "adam",
+            "-q",
+        ),
         "Training diverged",
     )
     assert not (tmp_path / "sae" / "cfg.json").exists()
@@ -211,7 +280,9 @@ def test_run_check_finds_unknown_layers_with_a_dry_run(tmp_path, outputs, run_cl
     one_line(cli("run", p, "--check"), "'mlp'")
     p.write_text(p.read_text().replace('["1", "mlp"]', '["1", "3"]'))
     r = cli("run", p, "--check")
-    assert r.exit_code == 0 and "valid (dry run: layers ['1', '3'] give 18 units" in r.output, r.output
+    assert r.exit_code == 0 and "valid (dry run: layers ['1', '3'] give 18 units" in r.output, (
+        r.output
+    )
 
 
 # -- capture --resume of another job -------------------------------------------------------------
@@ -221,7 +292,6 @@ def test_run_check_finds_unknown_layers_with_a_dry_run(tmp_path, outputs, run_cl
 def interrupted(tmp_path, outputs, monkeypatch):
     """An interrupted capture of the outputs' model and inputs at tmp_path/store."""
     import saeatlas.store.writer as writer_module
-
     from saeatlas.capture import CaptureConfig, capture_activations, load_inputs, load_model
 
     real = writer_module.write_shard
@@ -246,8 +316,19 @@ def interrupted(tmp_path, outputs, monkeypatch):
 
 def _capture(outputs, store, inputs=None, model=None, layers=("1", "3")):
     return [
-        "capture", "--model", model or outputs.model, "--inputs", inputs or outputs.inputs,
-        "--layers", *layers, "--out", store, "--shard-rows", "64", "--resume", "-q",
+        "capture",
+        "--model",
+        model or outputs.model,
+        "--inputs",
+        inputs or outputs.inputs,
+        "--layers",
+        *layers,
+        "--out",
+        store,
+        "--shard-rows",
+        "64",
+        "--resume",
+        "-q",
     ]
 
 
@@ -265,7 +346,10 @@ def test_resume_refuses_another_job(tmp_path, outputs, interrupted, run_cli):
     (tmp_path / "model2.py").write_text(
         (outputs.root / "model.py").read_text().replace("manual_seed(0)", "manual_seed(1)")
     )
-    one_line(cli(*_capture(outputs, interrupted, model=f"{tmp_path / 'model2.py'}:build")), "model differ")
+    one_line(
+        cli(*_capture(outputs, interrupted, model=f"{tmp_path / 'model2.py'}:build")),
+        "model differ",
+    )
     one_line(cli(*_capture(outputs, interrupted, layers=("1",))), "layers differ")
     assert {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()} == before
     r = cli(*_capture(outputs, interrupted))
@@ -284,8 +368,20 @@ def test_a_second_writer_fails_at_once_naming_the_first(tmp_path, outputs):
     out = tmp_path / "sae"
     with output_lock(out):
         r = subprocess.run(
-            [sys.executable, "-m", "saeatlas", "train", "--acts", str(outputs.store), "--out", str(out)],
-            capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            [
+                sys.executable,
+                "-m",
+                "saeatlas",
+                "train",
+                "--acts",
+                str(outputs.store),
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
     assert r.returncode == 1, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
@@ -297,8 +393,22 @@ def test_files_get_the_umask_mode_and_no_temporary_files_stay(tmp_path, outputs,
     cli, _ = run_cli
     old = os.umask(0o027)
     try:
-        r = cli("train", "--acts", outputs.store, "--out", tmp_path / "sae", "--d-sae", "24",
-                "--k", "4", "--tokens", "512", "--batch-size", "64", "-q")
+        r = cli(
+            "train",
+            "--acts",
+            outputs.store,
+            "--out",
+            tmp_path / "sae",
+            "--d-sae",
+            "24",
+            "--k",
+            "4",
+            "--tokens",
+            "512",
+            "--batch-size",
+            "64",
+            "-q",
+        )
     finally:
         os.umask(old)
     assert r.exit_code == 0, r.output

@@ -91,7 +91,15 @@ def test_a_failed_sweep_keeps_the_old_sweep(tmp_path, outputs):
     shutil.copytree(outputs.sweep, tmp_path / "sweep")
     before = (tmp_path / "sweep" / "sweep.json").read_text()
     with pytest.raises(Exception, match="cannot exceed"):
-        sweep(outputs.store, TrainConfig(d_sae=24, tokens=256, batch_size=64), "k", [4, 40],
-              tmp_path / "sweep", seeds=1, overwrite=True, progress=False)
+        sweep(
+            outputs.store,
+            TrainConfig(d_sae=24, tokens=256, batch_size=64),
+            "k",
+            [4, 40],
+            tmp_path / "sweep",
+            seeds=1,
+            overwrite=True,
+            progress=False,
+        )
     assert (tmp_path / "sweep" / "sweep.json").read_text() == before
     assert sorted(os.listdir(tmp_path)) == ["sweep"]

@@ -10,7 +10,6 @@ import math
 import shutil
 
 import numpy as np
-import pytest
 import torch
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
@@ -22,6 +21,7 @@ from saeatlas.train.config import TrainConfig
 #: Examples per fuzz test; their sum is the number of bad inputs tried here.
 N_CASES = {"flags": 200, "yaml": 200, "arrays": 200, "manifests": 200, "sae_files": 200}
 
+
 def fuzz(name: str) -> settings:
     """Settings of one fuzz test: ``N_CASES[name]`` examples, the same on every run."""
     return settings(
@@ -32,10 +32,26 @@ def fuzz(name: str) -> settings:
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
 
+
 # -- settings -------------------------------------------------------------------------------------
 
-POSITIVE_INT = ("k", "expansion_factor", "dead_window", "log_every", "d_sae", "tokens", "batch_size", "auxk_k")
-NON_NEGATIVE_INT = ("heldout_rows", "lr_warmup_steps", "checkpoint_every", "sparsity_warmup_steps", "seed")
+POSITIVE_INT = (
+    "k",
+    "expansion_factor",
+    "dead_window",
+    "log_every",
+    "d_sae",
+    "tokens",
+    "batch_size",
+    "auxk_k",
+)
+NON_NEGATIVE_INT = (
+    "heldout_rows",
+    "lr_warmup_steps",
+    "checkpoint_every",
+    "sparsity_warmup_steps",
+    "seed",
+)
 POSITIVE_FLOAT = ("lr", "jumprelu_bandwidth", "jumprelu_init_threshold")
 NON_NEGATIVE_FLOAT = ("grad_clip", "auxk_coefficient", "l1_coefficient", "l0_coefficient")
 CHOICES = {
@@ -63,10 +79,18 @@ def _not_a_number(t: str) -> bool:
 @st.composite
 def bad_setting(draw):
     """(field, value) that TrainConfig must refuse."""
-    kind = draw(st.sampled_from(["pos_int", "nonneg_int", "pos_float", "nonneg_float", "unit", "choice", "device"]))
+    kind = draw(
+        st.sampled_from(
+            ["pos_int", "nonneg_int", "pos_float", "nonneg_float", "unit", "choice", "device"]
+        )
+    )
     if kind == "pos_int":
         field = draw(st.sampled_from(POSITIVE_INT))
-        value = draw(st.one_of(st.integers(max_value=0), junk.filter(_not_a_number), non_finite, st.just(2.5)))
+        value = draw(
+            st.one_of(
+                st.integers(max_value=0), junk.filter(_not_a_number), non_finite, st.just(2.5)
+            )
+        )
     elif kind == "nonneg_int":
         field = draw(st.sampled_from(NON_NEGATIVE_INT))
         value = draw(st.one_of(st.integers(max_value=-1), junk.filter(_not_a_number), non_finite))
@@ -103,7 +127,18 @@ def test_fuzzed_training_flags(outputs, run_cli, unchanged, case):
     field, value = case
     before = unchanged.take()
     flag = "--" + field.replace("_", "-")
-    one_line(cli("train", "--acts", outputs.store, "--out", outputs.sae, "--overwrite", flag, _flag_text(value)))
+    one_line(
+        cli(
+            "train",
+            "--acts",
+            outputs.store,
+            "--out",
+            outputs.sae,
+            "--overwrite",
+            flag,
+            _flag_text(value),
+        )
+    )
     unchanged(before)
 
 
@@ -132,7 +167,9 @@ def test_fuzzed_config_files(outputs, run_cli, unchanged, tmp_path, text):
     cfg = tmp_path / "c.yaml"
     cfg.write_bytes(text.encode("utf-8", errors="replace"))
     before = unchanged.take()
-    one_line(cli("train", "--acts", outputs.store, "--out", outputs.sae, "--overwrite", "--config", cfg))
+    one_line(
+        cli("train", "--acts", outputs.store, "--out", outputs.sae, "--overwrite", "--config", cfg)
+    )
     unchanged(before)
 
 
@@ -152,7 +189,11 @@ def bad_array(draw):
     rows, cols = draw(st.integers(1, 30)), draw(st.integers(1, 20))
     dtype = draw(st.sampled_from([np.float32, np.float64, np.float16]))
     x = np.random.default_rng(draw(st.integers(0, 2**16))).normal(size=(rows, cols)).astype(dtype)
-    cells = draw(st.lists(st.tuples(st.integers(0, rows - 1), st.integers(0, cols - 1)), min_size=1, max_size=4))
+    cells = draw(
+        st.lists(
+            st.tuples(st.integers(0, rows - 1), st.integers(0, cols - 1)), min_size=1, max_size=4
+        )
+    )
     for r, c in cells:
         x[r, c] = draw(non_finite)
     r0, c0 = min(cells)
@@ -183,8 +224,12 @@ def test_fuzzed_activation_arrays(outputs, run_cli, unchanged, save_acts, case, 
 
 def _json_junk():
     return st.one_of(
-        st.none(), st.booleans(), st.text(max_size=6), st.floats(allow_nan=False, allow_infinity=False),
-        st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+        st.none(),
+        st.booleans(),
+        st.text(max_size=6),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.lists(st.integers(), max_size=3),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
     )
 
 
@@ -192,15 +237,39 @@ def _json_junk():
 def manifest_damage(draw):
     """A function that damages a manifest dict (or the store's files) so that
     ``info --verify`` must fail."""
-    kind = draw(st.sampled_from([
-        "retype", "drop", "shift_count", "shift_layer", "stats", "dtype", "shard_file", "sha", "mean_off",
-    ]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "retype",
+                "drop",
+                "shift_count",
+                "shift_layer",
+                "stats",
+                "dtype",
+                "shard_file",
+                "sha",
+                "mean_off",
+            ]
+        )
+    )
     if kind == "retype":
-        key = draw(st.sampled_from(["n_rows", "n_units", "dtype", "layers", "shards", "mean", "std", "format_version"]))
+        key = draw(
+            st.sampled_from(
+                ["n_rows", "n_units", "dtype", "layers", "shards", "mean", "std", "format_version"]
+            )
+        )
         value = draw(_json_junk())
-        return lambda m, s: m.__setitem__(key, value) if not (type(value) is type(m[key]) and value == m[key]) else m.__setitem__(key, None)
+        return lambda m, s: (
+            m.__setitem__(key, value)
+            if not (type(value) is type(m[key]) and value == m[key])
+            else m.__setitem__(key, None)
+        )
     if kind == "drop":
-        key = draw(st.sampled_from(["n_rows", "n_units", "dtype", "layers", "shards", "mean", "std", "format_version"]))
+        key = draw(
+            st.sampled_from(
+                ["n_rows", "n_units", "dtype", "layers", "shards", "mean", "std", "format_version"]
+            )
+        )
         return lambda m, s: m.pop(key)
     if kind == "shift_count":
         key = draw(st.sampled_from(["n_rows", "n_units"]))
@@ -211,7 +280,10 @@ def manifest_damage(draw):
         delta = draw(st.integers(-20, 20).filter(lambda d: d != 0))
         return lambda m, s: m["layers"][i].__setitem__(end, m["layers"][i][end] + delta)
     if kind == "stats":
-        key, how = draw(st.sampled_from(["mean", "std"])), draw(st.sampled_from(["cut", "nan", "inf", "neg"]))
+        key, how = (
+            draw(st.sampled_from(["mean", "std"])),
+            draw(st.sampled_from(["cut", "nan", "inf", "neg"])),
+        )
         j = draw(st.integers(0, 17))
 
         def damage(m, s):
@@ -222,9 +294,14 @@ def manifest_damage(draw):
                 if key == "mean" and how == "neg":
                     value = m[key][j] - 1.0  # a wrong mean: --verify finds it
                 m[key][j] = value
+
         return damage
     if kind == "dtype":
-        value = draw(st.one_of(st.sampled_from(["float16", "bfloat16", "float64", "int8"]), st.text(max_size=8)))
+        value = draw(
+            st.one_of(
+                st.sampled_from(["float16", "bfloat16", "float64", "int8"]), st.text(max_size=8)
+            )
+        )
         assume(value != "float32")
         return lambda m, s: m.__setitem__("dtype", value)
     if kind == "shard_file":
@@ -241,6 +318,7 @@ def manifest_damage(draw):
                 f.write_bytes(f.read_bytes()[: draw_cut % max(1, f.stat().st_size)])
             else:
                 m["shards"][i]["rows"] += 1
+
         draw_cut = draw(st.integers(0, 10_000))
         return damage
     if kind == "sha":
@@ -271,16 +349,24 @@ def test_fuzzed_manifests(outputs, run_cli, tmp_path, damage):
 @st.composite
 def sae_damage(draw):
     """A function that damages a copy of the protected SAE so that evaluate must fail."""
-    kind = draw(st.sampled_from(["drop", "retype", "size", "arch", "k", "coef", "layers", "weights"]))
+    kind = draw(
+        st.sampled_from(["drop", "retype", "size", "arch", "k", "coef", "layers", "weights"])
+    )
     if kind == "drop":
         key = draw(st.sampled_from(["architecture", "d_in", "d_sae"]))
         return lambda c, w: c.pop(key)
     if kind == "retype":
-        key = draw(st.sampled_from(["d_in", "d_sae", "k", "architecture", "layers", "dtype", "apply_b_dec_to_input"]))
+        key = draw(
+            st.sampled_from(
+                ["d_in", "d_sae", "k", "architecture", "layers", "dtype", "apply_b_dec_to_input"]
+            )
+        )
         value = draw(_json_junk())
         assume(not (key == "apply_b_dec_to_input" and (value is None or isinstance(value, bool))))
         assume(not (key == "layers" and value == []))
-        return lambda c, w: c.__setitem__(key, value) if c.get(key) != value else c.__setitem__(key, {"x": 1})
+        return lambda c, w: (
+            c.__setitem__(key, value) if c.get(key) != value else c.__setitem__(key, {"x": 1})
+        )
     if kind == "size":
         key = draw(st.sampled_from(["d_in", "d_sae"]))
         delta = draw(st.integers(-30, 30).filter(lambda d: d != 0))
@@ -312,6 +398,7 @@ def sae_damage(draw):
             w[name] = t[:-1].clone()
         else:
             w.pop(name)
+
     return damage
 
 

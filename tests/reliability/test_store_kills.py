@@ -35,9 +35,18 @@ class Killed(BaseException):
 #: The writer's writes, in the order one shard's commit and the close make them.
 WRITES = ("write_shard", "atomic_write", "atomic_write_bytes", "atomic_write_json", "swap_in")
 #: Calls of each in a capture of 90 rows in shards of 32: 3 shards (+ rows.parquet).
-CALLS = {"write_shard": 3, "atomic_write": 4, "atomic_write_bytes": 3, "atomic_write_json": 1, "swap_in": 1}
+CALLS = {
+    "write_shard": 3,
+    "atomic_write": 4,
+    "atomic_write_bytes": 3,
+    "atomic_write_json": 1,
+    "swap_in": 1,
+}
 KILL_POINTS = [
-    (name, n, when) for name in WRITES for n in range(1, CALLS[name] + 1) for when in ("before", "after")
+    (name, n, when)
+    for name in WRITES
+    for n in range(1, CALLS[name] + 1)
+    for when in ("before", "after")
 ]
 
 
@@ -82,8 +91,13 @@ def test_a_kill_at_any_commit_point_loses_and_doubles_nothing(
         model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
         x = torch.randn(90, 4, generator=torch.Generator().manual_seed(0))
         capture_activations(
-            model, x, ["0", "2"], store, CaptureConfig(batch_size=7, shard_rows=32),
-            resume=True, progress=False,
+            model,
+            x,
+            ["0", "2"],
+            store,
+            CaptureConfig(batch_size=7, shard_rows=32),
+            resume=True,
+            progress=False,
         )
     assert_same_store(store, reference)
 
@@ -150,10 +164,15 @@ def test_kill_9_of_a_capture_then_resume_equals_an_uninterrupted_capture(tmp_pat
     script.write_text(SLOW_MODEL)
     mod = _load(script)
     cfg = CaptureConfig(batch_size=5, shard_rows=40)
-    full = capture_activations(mod.Slow(), mod.inputs(), ["fc", "act"], tmp_path / "full", cfg, progress=False)
+    full = capture_activations(
+        mod.Slow(), mod.inputs(), ["fc", "act"], tmp_path / "full", cfg, progress=False
+    )
     store = tmp_path / "store"
     progress = partial_dir(store) / "progress.safetensors"
-    proc = subprocess.Popen([sys.executable, str(script), str(store)], env={**os.environ, "SAEATLAS_TEST_SLOW": "1", "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(store)],
+        env={**os.environ, "SAEATLAS_TEST_SLOW": "1", "OMP_NUM_THREADS": "1"},
+    )
     try:
         seen, last = 0, None
         deadline = time.monotonic() + 60

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._validation import check_device, check_types
 from .._progress import progress_bar
+from .._validation import check_device, check_types
 from ..errors import AtlasError, ConfigError, ModelError, NonFiniteError, ShapeError
 from ..store import ActivationStore, LayerSpec, StoreWriter
 from ..store.shards import STORE_DTYPES

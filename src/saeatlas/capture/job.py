@@ -44,12 +44,15 @@ def inputs_fingerprint(inputs: Any) -> str:
     iterables: their type and length where known (the resume then checks where each
     batch starts)."""
     if isinstance(inputs, torch.Tensor):
-        return f"tensor{tuple(inputs.shape)}:{inputs.dtype}:" + hashlib.sha256(
-            _tensor_bytes(inputs)
-        ).hexdigest()[:16]
+        return (
+            f"tensor{tuple(inputs.shape)}:{inputs.dtype}:"
+            + hashlib.sha256(_tensor_bytes(inputs)).hexdigest()[:16]
+        )
     if isinstance(inputs, np.ndarray):
         data = np.ascontiguousarray(inputs)
-        digest = hashlib.sha256(data.tobytes() if data.dtype != object else repr(data.tolist()).encode())
+        digest = hashlib.sha256(
+            data.tobytes() if data.dtype != object else repr(data.tolist()).encode()
+        )
         return f"array{data.shape}:{data.dtype}:{digest.hexdigest()[:16]}"
     if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
         h = hashlib.sha256()

@@ -64,7 +64,6 @@ def _analyze_cmd(
     """Find modules of units and the feature communities behind them, with significance."""
     from .._config_cli import build_config
     from ..store.lock import output_lock
-
     from ..structure import AtlasConfig
 
     cfg = build_config(AtlasConfig, config, settings, "analyze")

@@ -64,7 +64,9 @@ def run_cmd(
 
         dry = check_run(cfg)
         console.print(escape(cfg.dumps()), highlight=False, soft_wrap=True)
-        console.print(f"{escape(str(config))}: valid ({escape(dry)}).", highlight=False, soft_wrap=True)
+        console.print(
+            f"{escape(str(config))}: valid ({escape(dry)}).", highlight=False, soft_wrap=True
+        )
         return
     if out is None and cfg.out is None:
         out = Path(f"{config.stem}-run")

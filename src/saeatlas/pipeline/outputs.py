@@ -19,8 +19,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..store.atomic import replacing_dir
 from ..sae.io import CFG, WEIGHTS
+from ..store.atomic import replacing_dir
 from ..store.manifest import MANIFEST
 from ..structure.atlas import ATLAS_JSON, TABLES
 from ..sweep.sweep import SWEEP_JSON

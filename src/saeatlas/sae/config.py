@@ -7,8 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .._validation import check_types, choice, non_negative, positive
-from ..errors import ConfigError
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..store import LayerSpec
 from ..store.manifest import validate_layers
 

@@ -85,7 +85,9 @@ def check_sae_out(path: Path, *, overwrite: bool, resume: bool) -> None:
     if not path.is_dir():
         return
     ours = {CFG, WEIGHTS, *SAE_EXTRAS}
-    foreign = sorted(p.name for p in path.iterdir() if p.name not in ours and not p.name.startswith(".tmp-"))
+    foreign = sorted(
+        p.name for p in path.iterdir() if p.name not in ours and not p.name.startswith(".tmp-")
+    )
     if foreign:
         raise ConfigError(
             f"'{path}' holds files that are not an SAE's ({foreign[:3]}); choose an empty or "

@@ -149,7 +149,10 @@ class Manifest:
                 )
             for key in ("layers", "shards", "mean", "std"):
                 _typed(d, key, list)
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in d["mean"] + d["std"]):
+            if not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool)
+                for v in d["mean"] + d["std"]
+            ):
                 raise TypeError("`mean` and `std` must be lists of numbers")
             return cls(
                 format_version=version,
@@ -158,7 +161,9 @@ class Manifest:
                 dtype=_typed(d, "dtype", str),
                 layers=tuple(LayerSpec.from_json(x) for x in d["layers"]),
                 shards=tuple(
-                    ShardInfo(_typed(s, "file", str), _typed(s, "rows", int), _typed(s, "sha256", str))
+                    ShardInfo(
+                        _typed(s, "file", str), _typed(s, "rows", int), _typed(s, "sha256", str)
+                    )
                     for s in d["shards"]
                 ),
                 mean=np.asarray(d["mean"], dtype=np.float64),

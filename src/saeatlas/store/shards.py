@@ -132,7 +132,9 @@ def read_header(path: Path) -> tuple[torch.dtype, list[int]]:
             head = f.read(8)
             n_header = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
             if not 0 < n_header <= 100_000_000:
-                raise StoreError(f"Shard '{path}' is not a valid saeatlas shard: bad header length.")
+                raise StoreError(
+                    f"Shard '{path}' is not a valid saeatlas shard: bad header length."
+                )
             buf = np.frombuffer(head + f.read(n_header), dtype=np.uint8)
     except FileNotFoundError:
         raise StoreError(

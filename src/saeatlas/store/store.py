@@ -24,10 +24,18 @@ import torch
 
 from .._validation import choice
 from ..errors import ConfigError, NonFiniteError, StoreError
-from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, ShardInfo, check_manifest, validate_layers
+from .atomic import partial_dir
+from .manifest import (
+    MANIFEST,
+    ROWS,
+    LayerSpec,
+    Manifest,
+    ShardInfo,
+    check_manifest,
+    validate_layers,
+)
 from .shards import STORE_DTYPES, read_shard
 from .stats import RunningMoments
-from .atomic import partial_dir
 from .writer import PROGRESS
 
 log = logging.getLogger(__name__)
@@ -345,7 +353,10 @@ class ActivationStore:
         m = RunningMoments(self.n_units)
         for i in range(len(source)):
             m.update(source.load(i))  # shard by shard, as the writer merged them
-        for name, got, want in (("mean", m.mean, self.manifest.mean), ("std", m.std, self.manifest.std)):
+        for name, got, want in (
+            ("mean", m.mean, self.manifest.mean),
+            ("std", m.std, self.manifest.std),
+        ):
             off = np.abs(got - want) > 1e-6 * (np.abs(want) + np.abs(got)) + 1e-12
             if off.any():
                 unit = int(np.argmax(off))
@@ -563,7 +574,9 @@ class _ReadPlan:
             finally:
                 pending.cancel()
 
-    def in_order(self, order: list[int], part: tuple[int, int]) -> Iterator[tuple[torch.Tensor, int]]:
+    def in_order(
+        self, order: list[int], part: tuple[int, int]
+    ) -> Iterator[tuple[torch.Tensor, int]]:
         rank, world = part
         carry = torch.empty(0, self.width, dtype=self.store_dtype)
         n_served = 0
@@ -582,9 +595,12 @@ class _ReadPlan:
         carry_rows = max(source.rows(i) for i in order)  # one shard's worth mixes shards
         # Shuffled batches are gathered copies, so shard and carry buffers can be
         # reused (alternating), which skips the page faults of fresh memory.
-        carry_bufs = [torch.empty(carry_rows + bs, self.width, dtype=self.store_dtype) for _ in range(2)]
+        carry_bufs = [
+            torch.empty(carry_rows + bs, self.width, dtype=self.store_dtype) for _ in range(2)
+        ]
         batch_bufs = [
-            torch.empty(bs, self.width, dtype=self.store_dtype) for _ in range(2 if reuse_memory else 0)
+            torch.empty(bs, self.width, dtype=self.store_dtype)
+            for _ in range(2 if reuse_memory else 0)
         ]
         carry = torch.empty(0, self.width, dtype=self.store_dtype)
         n_served = 0

@@ -241,7 +241,9 @@ class StoreWriter:
                 f"Cannot resume the capture of '{self.path}': its progress file "
                 f"'{self.work / PROGRESS}' is unreadable ({e!r}). Start again with --overwrite."
             ) from e
-        changed = sorted(k for k in set(saved_job) | set(self.job) if saved_job.get(k) != self.job.get(k))
+        changed = sorted(
+            k for k in set(saved_job) | set(self.job) if saved_job.get(k) != self.job.get(k)
+        )
         if changed:
             raise ConfigError(
                 f"--resume continues the same capture, but this run's {', '.join(changed)} "

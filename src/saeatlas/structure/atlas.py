@@ -108,8 +108,12 @@ class Atlas:
                     if name in OPTIONAL_TABLES and frame.empty:
                         continue
                     table = pa.Table.from_pandas(frame, preserve_index=False)
-                    atomic_write(new / f"{name}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
-                atomic_write_json(new / ATLAS_JSON, {"format_version": FORMAT_VERSION, **self.summary})
+                    atomic_write(
+                        new / f"{name}.parquet", lambda tmp, t=table: pq.write_table(t, tmp)
+                    )
+                atomic_write_json(
+                    new / ATLAS_JSON, {"format_version": FORMAT_VERSION, **self.summary}
+                )
         return path
 
     @classmethod

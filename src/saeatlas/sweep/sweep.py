@@ -18,8 +18,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..evaluate import evaluate_sae
-from ..store import ActivationStore
 from ..evaluate.metrics import MIN_HELDOUT_ROWS
+from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..train import TrainConfig, train_family

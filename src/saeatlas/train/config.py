@@ -6,7 +6,15 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from .._validation import check_device, check_types, choice, in_range, known_keys, non_negative, positive
+from .._validation import (
+    check_device,
+    check_types,
+    choice,
+    in_range,
+    known_keys,
+    non_negative,
+    positive,
+)
 from ..errors import ConfigError
 from ..sae.config import ARCHITECTURES
 

@@ -25,8 +25,8 @@ from .. import __version__
 from .._progress import progress_bar
 from ..errors import ConfigError, TrainingDiverged
 from ..sae import SAEConfig, SparseAutoencoder
-from ..sae.io import check_sae_out, save_sae
 from ..sae.activations import step as heaviside
+from ..sae.io import check_sae_out, save_sae
 from ..sae.kernels import fast_bf16, select_topk, sparse_decode, topk_encode
 from ..store import ActivationStore, LayerSpec
 from ..store.lock import output_lock
