@@ -195,3 +195,30 @@ def test_kill_9_of_a_capture_then_resume_equals_an_uninterrupted_capture(tmp_pat
     )
     assert resumed.n_rows == full.n_rows == 400
     assert_same_store(store, tmp_path / "full")
+
+
+def test_a_killed_overwrite_keeps_the_old_store_and_resumes(tmp_path, monkeypatch, make_store):
+    store = make_store(tmp_path / "store", rows=60)
+    make_store(tmp_path / "ref", rows=90)
+    real = writer_module.write_shard
+    calls = {"n": 0}
+
+    def dying(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Killed
+        return real(*args)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+    x = torch.randn(90, 4, generator=torch.Generator().manual_seed(0))
+    cfg = CaptureConfig(batch_size=7, shard_rows=32)
+    monkeypatch.setattr(writer_module, "write_shard", dying)
+    with pytest.raises(Killed):
+        capture_activations(model, x, ["0", "2"], store, cfg, overwrite=True, progress=False)
+    monkeypatch.setattr(writer_module, "write_shard", real)
+    assert ActivationStore.open(store).n_rows == 60  # the old store, whole
+    with pytest.raises(Exception, match="or --resume, to continue the interrupted one"):
+        capture_activations(model, x, ["0", "2"], store, cfg, progress=False)
+    capture_activations(model, x, ["0", "2"], store, cfg, resume=True, progress=False)
+    assert_same_store(store, tmp_path / "ref")

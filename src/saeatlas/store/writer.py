@@ -185,10 +185,16 @@ class StoreWriter:
                     f"'{p}' is not a saeatlas store: it holds other files ({foreign[:3]}); "
                     "choose an empty or new --out."
                 )
+        has_progress = (self.work / PROGRESS).is_file()
+        if has_progress and resume:
+            # also an interrupted --overwrite: the old store stays until this one is done
+            self._load_progress()
+            return
         if (p / MANIFEST).exists() and not overwrite:
+            pending = " (or --resume, to continue the interrupted one)" if has_progress else ""
             raise StoreError(
                 f"'{p}' already holds a complete store. Choose another --out, or pass --overwrite "
-                "(`overwrite=True`) to replace it."
+                f"(`overwrite=True`) to replace it{pending}."
             )
         legacy = p.is_dir() and not (p / MANIFEST).exists() and any(p.iterdir())
         if legacy and not (resume or overwrite):
@@ -198,10 +204,6 @@ class StoreWriter:
             )
         if legacy:
             log.warning("'%s' is an incomplete store of an older saeatlas; capturing it again.", p)
-        has_progress = (self.work / PROGRESS).is_file()
-        if has_progress and resume:
-            self._load_progress()
-            return
         if has_progress and not overwrite:
             raise StoreError(
                 f"'{p}' has an interrupted capture. Pass --resume (`resume=True`) to continue it, "
