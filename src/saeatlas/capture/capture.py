@@ -20,10 +20,11 @@ import torch
 
 from .. import __version__
 from .._progress import progress_bar
-from .._validation import check_device, check_types
+from .._validation import check_device, check_types, choice, positive
 from ..errors import AtlasError, ConfigError, ModelError, NonFiniteError, ShapeError
 from ..store import ActivationStore, LayerSpec, StoreWriter
 from ..store.shards import STORE_DTYPES
+from ..store.store import NONFINITE_MODES
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch, iter_input_batches
 from .job import capture_job
@@ -39,7 +40,6 @@ from .rows import (
 
 log = logging.getLogger(__name__)
 
-NONFINITE_MODES = ("error", "skip")
 #: A tokenizer ``model_max_length`` above this sets no limit (transformers' is int(1e30)).
 TOKENIZER_NO_LIMIT = 100_000
 
@@ -72,25 +72,12 @@ class CaptureConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
-        if self.batch_size <= 0:
-            raise ConfigError(f"`batch_size` must be positive, got {self.batch_size}.")
-        if self.spatial not in SPATIAL_MODES:
-            raise ConfigError(
-                f"Unknown `spatial` {self.spatial!r}; expected one of: {list(SPATIAL_MODES)}."
-            )
-        if self.on_nonfinite not in NONFINITE_MODES:
-            raise ConfigError(
-                f"Unknown `on_nonfinite` {self.on_nonfinite!r}; expected one of: {list(NONFINITE_MODES)}."
-            )
-        for name in ("store_dtype",) + (("dtype",) if self.dtype is not None else ()):
-            if getattr(self, name) not in STORE_DTYPES:
-                raise ConfigError(
-                    f"Unknown `{name}` {getattr(self, name)!r}; expected one of: {list(STORE_DTYPES)}."
-                )
-        if self.shard_rows is not None and self.shard_rows <= 0:
-            raise ConfigError(f"`shard_rows` must be positive, got {self.shard_rows}.")
-        if self.max_length is not None and self.max_length <= 0:
-            raise ConfigError(f"`max_length` must be positive, got {self.max_length}.")
+        positive(self, "batch_size", "shard_rows", "max_length")
+        choice("spatial", self.spatial, SPATIAL_MODES)
+        choice("on_nonfinite", self.on_nonfinite, NONFINITE_MODES)
+        choice("store_dtype", self.store_dtype, STORE_DTYPES)
+        if self.dtype is not None:
+            choice("dtype", self.dtype, STORE_DTYPES)
         check_device("device", self.device, flag="--device")
 
 
