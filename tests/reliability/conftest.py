@@ -255,3 +255,9 @@ def unchanged(outputs):
             assert not changed, f"bad input changed existing outputs: {changed[:10]}"
 
     return Check()
+
+
+@pytest.fixture(scope="session")
+def reference_store(tmp_path_factory) -> Path:
+    """:func:`small_store` captured once without interruption: what every resume must equal."""
+    return small_store(tmp_path_factory.mktemp("reference") / "store")

@@ -417,3 +417,29 @@ def test_files_get_the_umask_mode_and_no_temporary_files_stay(tmp_path, outputs,
     for p in (tmp_path / "sae").iterdir():
         assert p.stat().st_mode & 0o777 == 0o640, (p.name, oct(p.stat().st_mode))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sae"]  # no partial, old or lock left
+
+
+@pytest.mark.parametrize(
+    "values,needle",
+    [
+        (["2", "nan"], "finite positive"),
+        (["2", "inf"], "finite positive"),
+        (["2.5", "4"], "whole numbers"),
+        (["0", "4"], "finite positive"),
+    ],
+)
+def test_bad_sweep_values(guarded, run_cli, values, needle):
+    cli, one_line = run_cli
+    one_line(
+        cli(
+            "sweep",
+            "--acts",
+            guarded.store,
+            "--out",
+            guarded.sweep,
+            "--overwrite",
+            "--values",
+            *values,
+        ),
+        needle,
+    )

@@ -1,7 +1,8 @@
-"""Property-based fuzzing of bad input (hypothesis): settings as flags and as YAML,
+"""Property-based fuzzing of bad input (hypothesis): settings as flags (train, sweep)
+and as YAML, sweep values,
 activation arrays, manifests and SAE files. Every generated case is invalid by
 construction; each must end with exit code 1, one ``Error:`` line, no traceback,
-and no file of an existing output changed. 1,000 cases in all (``N_CASES``)."""
+and no file of an existing output changed. 1,050 cases in all (``N_CASES``)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ from safetensors.torch import load_file, save_file
 from saeatlas.train.config import TrainConfig
 
 #: Examples per fuzz test; their sum is the number of bad inputs tried here.
-N_CASES = {"flags": 200, "yaml": 200, "arrays": 200, "manifests": 200, "sae_files": 200}
+N_CASES = {
+    "flags": 200,
+    "sweep_values": 50,
+    "yaml": 200,
+    "arrays": 200,
+    "manifests": 200,
+    "sae_files": 200,
+}
 
 
 def fuzz(name: str) -> settings:
@@ -120,25 +128,35 @@ def _flag_text(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+bad_sweep_values = st.lists(
+    st.one_of(st.floats(max_value=0), non_finite, st.floats(0.01, 0.99)), min_size=1, max_size=3
+).map(lambda bad: ["4", *[repr(v) for v in bad]])
+
+
 @fuzz("flags")
-@given(case=bad_setting())
-def test_fuzzed_training_flags(outputs, run_cli, unchanged, case):
+@given(case=bad_setting(), command=st.sampled_from(["train", "sweep"]))
+def test_fuzzed_training_flags(outputs, run_cli, unchanged, case, command):
     cli, one_line = run_cli
     field, value = case
     before = unchanged.take()
-    flag = "--" + field.replace("_", "-")
-    one_line(
-        cli(
-            "train",
-            "--acts",
-            outputs.store,
-            "--out",
-            outputs.sae,
-            "--overwrite",
-            flag,
-            _flag_text(value),
-        )
-    )
+    flag = ["--" + field.replace("_", "-"), _flag_text(value)]
+    o = outputs
+    if command == "train":
+        args = ["train", "--acts", o.store, "--out", o.sae, "--overwrite", *flag]
+    else:
+        args = ["sweep", "--acts", o.store, "--out", o.sweep, "--overwrite", "--values", "2", "4"]
+        args += flag
+    one_line(cli(*args))
+    unchanged(before)
+
+
+@fuzz("sweep_values")
+@given(values=bad_sweep_values)
+def test_fuzzed_sweep_values(outputs, run_cli, unchanged, values):
+    cli, one_line = run_cli
+    before = unchanged.take()
+    o = outputs
+    one_line(cli("sweep", "--acts", o.store, "--out", o.sweep, "--overwrite", "--values", *values))
     unchanged(before)
 
 

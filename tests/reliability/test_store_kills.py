@@ -61,8 +61,8 @@ def assert_same_store(a: Path, b: Path) -> None:
 
 
 @pytest.fixture
-def reference(tmp_path, make_store):
-    return make_store(tmp_path / "ref")
+def reference(reference_store):
+    return reference_store
 
 
 @pytest.mark.parametrize("name,n,when", KILL_POINTS)

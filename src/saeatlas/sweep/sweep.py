@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,11 @@ def sweep(
         raise ConfigError(f"Cannot sweep over {over!r}; expected one of: {list(SWEEPABLE)}.")
     if len(values) < 2:
         raise ConfigError("A sweep needs at least two --values.")
+    bad = [v for v in values if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)]
+    if bad:
+        raise ConfigError(f"--values must be finite positive numbers, got {bad}.")
+    if over == "k" and any(float(v) != int(v) for v in values):
+        raise ConfigError(f"--values of k must be whole numbers, got {list(values)}.")
     if seeds not in (1, 2):
         raise ConfigError(f"`seeds` must be 1 or 2, got {seeds}.")
     if not 0 < heldout_fraction < 0.5:
