@@ -294,8 +294,8 @@ def capture_activations(
     total = _count_samples(inputs)
     was_training = model.training
     model.eval()
-    recorder.attach()
     try:
+        recorder.attach()
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
             sample_base, started = 0, False
             batches = iter_input_batches(
