@@ -14,11 +14,14 @@ refused where it enters, whichever way it came (flag, YAML, JSON, Python):
 from __future__ import annotations
 
 import math
+import numbers
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
+
+import numpy as np
 
 from .errors import ConfigError
 
@@ -92,10 +95,11 @@ def _matches(value: Any, hint: Any) -> bool:
         return value is None
     if hint is bool:
         return isinstance(value, bool)
+    # numpy's scalars count (a Python caller may pass np.int64(8)), bools do not
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     if hint is str:
         return isinstance(value, str)
     if origin is tuple:
@@ -119,7 +123,8 @@ def _type_name(hint: Any) -> str:
 
 def check_types(obj: Any) -> None:
     """Every field of the dataclass ``obj`` holds a value of its annotated type, and
-    every float (anywhere in it) is finite."""
+    every float (anywhere in it) is finite. NumPy scalars become Python numbers (so
+    the config writes to JSON)."""
     hints = typing.get_type_hints(type(obj))
     for f in fields(obj):
         value = getattr(obj, f.name)
@@ -128,8 +133,15 @@ def check_types(obj: Any) -> None:
             raise ConfigError(
                 f"`{f.name}` must be {_type_name(hint)}, got {value!r} ({type(value).__name__})."
             )
+        if isinstance(value, np.generic):
+            value = value.item()
+            object.__setattr__(obj, f.name, value)
         for v in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(v, float) and not math.isfinite(v):
+            if (
+                isinstance(v, float)
+                and not math.isfinite(v)
+                or (isinstance(v, np.floating) and not np.isfinite(v))
+            ):
                 raise ConfigError(f"`{f.name}` must be a finite number, got {v}.")
 
 
