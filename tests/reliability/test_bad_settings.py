@@ -443,3 +443,34 @@ def test_bad_sweep_values(guarded, run_cli, values, needle):
         ),
         needle,
     )
+
+
+def test_resume_of_an_iterable_checks_its_first_batch(tmp_path):
+    """A DataLoader's content is not known up front: the first batch's hash is."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU())
+    x = torch.randn(60, 4, generator=torch.Generator().manual_seed(0))
+
+    class Batches:
+        def __init__(self, data, die_at=None):
+            self.data, self.die_at = data, die_at
+
+        def __iter__(self):
+            for i in range(0, len(self.data), 10):
+                if i // 10 == self.die_at:
+                    raise KeyboardInterrupt
+                yield self.data[i : i + 10]
+
+    cfg = CaptureConfig(shard_rows=15)
+    with pytest.raises(KeyboardInterrupt):
+        capture_activations(model, Batches(x, die_at=4), ["1"], tmp_path / "s", cfg, progress=False)
+    with pytest.raises(Exception, match="its first batch is another"):
+        capture_activations(
+            model, Batches(x + 1), ["1"], tmp_path / "s", cfg, resume=True, progress=False
+        )
+    store = capture_activations(
+        model, Batches(x), ["1"], tmp_path / "s", cfg, resume=True, progress=False
+    )
+    assert store.n_rows == 60

@@ -27,7 +27,7 @@ from ..store.shards import STORE_DTYPES
 from ..store.store import NONFINITE_MODES
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch, iter_input_batches
-from .job import capture_job
+from .job import batch_fingerprint, capture_job
 from .models import input_dtype
 from .rows import (
     SPATIAL_MODES,
@@ -307,6 +307,8 @@ def capture_activations(
                 float_dtype=input_dtype(model),
             )
             for b, batch in enumerate(batches):
+                if b == 0:
+                    _check_first_batch(writer, batch, out)
                 if b < point.batches_done:
                     sample_base += batch.n_samples
                     bar.advance(batch.n_samples)
@@ -357,6 +359,20 @@ def capture_activations(
         recorder.detach()
         model.train(was_training)
     return ActivationStore.open(out)
+
+
+def _check_first_batch(writer: StoreWriter, batch: InputBatch, out: str | Path) -> None:
+    """Record the first batch's fingerprint with the job; on resume it must match (for
+    an iterable of batches, the inputs' fingerprint alone cannot tell two apart)."""
+    fp = batch_fingerprint(batch.args, batch.kwargs)
+    saved = writer.saved_job.get("first_batch")
+    if saved is not None and saved != fp:
+        raise ConfigError(
+            f"--resume continues the same capture, but this run's inputs differ from those of "
+            f"the interrupted capture of '{out}' (its first batch is another). Resume with the "
+            "same inputs, or start again with --overwrite."
+        )
+    writer.job["first_batch"] = fp
 
 
 def _max_length(

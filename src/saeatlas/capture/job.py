@@ -87,3 +87,35 @@ def capture_job(
         "layers": list(layers),
         "settings": settings,
     }
+
+
+def batch_fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """sha256 of one input batch's tensors (positional and keyword): how a resume of
+    an iterable of batches, whose whole content is not known up front, checks that
+    its first batch is the interrupted capture's."""
+    h = hashlib.sha256()
+
+    def add(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            h.update(f"{tuple(x.shape)}{x.dtype}".encode())
+            h.update(_tensor_bytes(x))
+        elif isinstance(x, np.ndarray):
+            h.update(f"{x.shape}{x.dtype}".encode())
+            h.update(
+                np.ascontiguousarray(x).tobytes()
+                if x.dtype != object
+                else repr(x.tolist()).encode()
+            )
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(str(k).encode())
+                add(x[k])
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                add(v)
+        else:
+            h.update(repr(x).encode())
+
+    add(args)
+    add(kwargs)
+    return h.hexdigest()[:16]

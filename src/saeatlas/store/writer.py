@@ -64,6 +64,8 @@ PROGRESS = "progress.safetensors"
 #: Progress files of saeatlas before 0.1.1, which wrote the store in place.
 LEGACY_PROGRESS = ("progress.json", "progress-stats.safetensors")
 PARTS = ".parts"
+#: Job keys known only once the capture runs; the resume checks them then.
+LATE_JOB_KEYS = ("first_batch",)
 DEFAULT_SHARD_BYTES = 64 << 20
 #: Shards that may wait for the background thread before ``add`` blocks.
 MAX_PENDING = 2
@@ -140,6 +142,8 @@ class StoreWriter:
         self.dtype = dtype
         self.provenance = dict(provenance or {})
         self.job = json.loads(json.dumps(job or {}))  # as it will read back
+        self.saved_job: dict[str, Any] = {}
+        """The job the interrupted capture recorded (on resume)."""
         self._shard_rows_arg = shard_rows
         self.shard_rows: int | None = None
         self.layers: tuple[LayerSpec, ...] | None = None
@@ -243,8 +247,13 @@ class StoreWriter:
                 f"Cannot resume the capture of '{self.path}': its progress file "
                 f"'{self.work / PROGRESS}' is unreadable ({e!r}). Start again with --overwrite."
             ) from e
+        # Keys the caller adds after the start (the first batch's fingerprint) are
+        # compared by the caller, through saved_job.
+        self.saved_job = dict(saved_job)
         changed = sorted(
-            k for k in set(saved_job) | set(self.job) if saved_job.get(k) != self.job.get(k)
+            k
+            for k in set(saved_job) | set(self.job)
+            if k not in LATE_JOB_KEYS and saved_job.get(k) != self.job.get(k)
         )
         if changed:
             raise ConfigError(
