@@ -582,6 +582,13 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
     }
     folded = run.sae.folded(run.mean, run.scale).to("cpu").eval()
     folded.cfg = replace(folded.cfg, metadata=summary)
+    broken = [n for n, p in folded.named_parameters() if not bool(torch.isfinite(p).all())]
+    if broken:  # the averaged weights, or the normalisation folded into them
+        raise TrainingDiverged(
+            f"The trained SAE's {broken} have NaN/Inf values after averaging and folding in "
+            "the input normalisation; nothing was saved. Lower the learning rate (--lr) or "
+            "check the activations (a unit with no variance?)."
+        )
     if out is None or not run.world.is_main:
         return TrainResult(folded, run.metrics, summary, None)
     metrics = "".join(json.dumps(m) + "\n" for m in run.metrics).encode()
