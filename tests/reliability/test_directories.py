@@ -103,3 +103,14 @@ def test_a_failed_sweep_keeps_the_old_sweep(tmp_path, outputs):
         )
     assert (tmp_path / "sweep" / "sweep.json").read_text() == before
     assert sorted(os.listdir(tmp_path)) == ["sweep"]
+
+
+def test_saving_an_sae_never_replaces_a_folder_of_other_files(tmp_path, outputs):
+    from saeatlas.sae import SparseAutoencoder
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(Exception, match="not an SAE's"):
+        SparseAutoencoder.load(outputs.sae).save(mine)
+    assert (mine / "notes.txt").read_text() == "keep"

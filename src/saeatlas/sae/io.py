@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save
 
 from ..errors import AtlasError, ConfigError
 from ..store.atomic import atomic_write_bytes, replacing_dir
+from ..store.lock import output_lock
 from .config import SAEConfig
 from .model import SparseAutoencoder
 
@@ -45,13 +46,15 @@ def save_sae(
             (a run's ``tensorboard`` folder).
     """
     path = Path(path)
-    with replacing_dir(path) as new:
-        _write_sae(sae, new)
-        for name, data in (files or {}).items():
-            atomic_write_bytes(new / name, data)
-        for name in keep:
-            if (path / name).exists():
-                os.replace(path / name, new / name)
+    with output_lock(path):
+        check_sae_out(path, overwrite=True, resume=False)  # never replaces others' files
+        with replacing_dir(path) as new:
+            _write_sae(sae, new)
+            for name, data in (files or {}).items():
+                atomic_write_bytes(new / name, data)
+            for name in keep:
+                if (path / name).exists():
+                    os.replace(path / name, new / name)
     return path
 
 
