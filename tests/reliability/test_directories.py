@@ -114,3 +114,14 @@ def test_saving_an_sae_never_replaces_a_folder_of_other_files(tmp_path, outputs)
     with pytest.raises(Exception, match="not an SAE's"):
         SparseAutoencoder.load(outputs.sae).save(mine)
     assert (mine / "notes.txt").read_text() == "keep"
+
+
+def test_run_finishes_a_swap_killed_between_its_renames(tmp_path, make_store):
+    """`saeatlas run` sees the store complete, not missing, after such a kill."""
+    from saeatlas.pipeline.outputs import store_complete
+
+    store = make_store(tmp_path / "store")
+    os.replace(store, partial_dir(store))  # the complete new store, not yet renamed in
+    (tmp_path / ".store.old").mkdir()  # the old one, renamed aside
+    assert store_complete(store)
+    assert sorted(os.listdir(tmp_path)) == ["store"]

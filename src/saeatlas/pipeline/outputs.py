@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..sae.io import CFG, WEIGHTS
-from ..store.atomic import replacing_dir
+from ..store.atomic import recover_dir, replacing_dir
+from ..store.lock import output_lock
 from ..store.manifest import MANIFEST
 from ..structure.atlas import ATLAS_JSON, TABLES
 from ..sweep.sweep import SWEEP_JSON
@@ -72,11 +73,20 @@ class RunPaths:
         return self.out / RUN_JSON
 
 
+def _recovered(path: Path) -> Path:
+    """``path`` after finishing a directory swap a kill interrupted (the one instant an
+    output is absent, :func:`~saeatlas.store.atomic.recover_dir`)."""
+    with output_lock(path):
+        recover_dir(path)
+    return path
+
+
 def store_complete(path: Path) -> bool:
-    return (path / MANIFEST).is_file()
+    return (_recovered(path) / MANIFEST).is_file()
 
 
 def sweep_complete(path: Path) -> bool:
+    _recovered(path)
     try:
         json.loads((path / SWEEP_JSON).read_text())
     except (OSError, ValueError):
@@ -85,6 +95,7 @@ def sweep_complete(path: Path) -> bool:
 
 
 def sae_complete(path: Path) -> bool:
+    _recovered(path)
     return (
         all((path / f).is_file() for f in (CFG, WEIGHTS, METRICS))
         and not (path / CHECKPOINT).exists()
@@ -93,6 +104,7 @@ def sae_complete(path: Path) -> bool:
 
 def atlas_summary(path: Path) -> dict | None:
     """``atlas.json`` of a complete atlas, or None."""
+    _recovered(path)
     try:
         summary = json.loads((path / ATLAS_JSON).read_text())
     except (OSError, ValueError):
