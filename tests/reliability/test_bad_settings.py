@@ -474,3 +474,25 @@ def test_resume_of_an_iterable_checks_its_first_batch(tmp_path):
         model, Batches(x), ["1"], tmp_path / "s", cfg, resume=True, progress=False
     )
     assert store.n_rows == 60
+
+
+def test_an_sae_too_large_for_the_machine_is_refused_before_allocating(guarded, run_cli):
+    cli, one_line = run_cli
+    args = ["train", "--acts", guarded.store, "--out", guarded.sae, "--overwrite", "--k", "4"]
+    one_line(cli(*args, "--d-sae", str(10**11)), "needs about", "GiB")
+
+
+def test_running_out_of_memory_is_one_line(guarded, run_cli, monkeypatch):
+    import saeatlas.train.trainer as trainer
+
+    cli, one_line = run_cli
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 7200000000000 bytes."
+        )
+
+    monkeypatch.setattr(trainer, "SparseAutoencoder", no_memory)
+    args = ["train", "--acts", guarded.store, "--out", guarded.sae, "--overwrite"]
+    one_line(cli(*args), "Out of memory", "--batch-size")

@@ -66,6 +66,19 @@ class _Group(TyperGroup):
             sub = getattr(getattr(e, "ctx", None), "info_name", None)
             where = f"saeatlas {sub} --help" if sub and sub != ctx.info_name else "saeatlas --help"
             _fail(f"{e.format_message().rstrip('.')}. See `{where}`.")
+        except (MemoryError, RuntimeError) as e:
+            # torch's allocators raise RuntimeError (or its OutOfMemoryError subclass)
+            text = str(e)
+            oom = isinstance(e, MemoryError) or any(
+                m in text for m in ("out of memory", "can't allocate memory", "Cannot allocate")
+            )
+            if not oom or (ctx.obj or {}).get("debug"):
+                raise
+            why = text.split("\n")[0][:160]
+            _fail(
+                f"Out of memory ({why}). Lower the sizes that grow with the data (--batch-size, "
+                "--d-sae) or use a machine with more memory."
+            )
         except OSError as e:
             # The disk, not the input: say which path and why, in one line.
             if (ctx.obj or {}).get("debug"):

@@ -94,6 +94,29 @@ def _select_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
+def _memory_bytes(device: str) -> int | None:
+    """Memory of ``device``: the GPU's total, or the machine's physical memory."""
+    try:
+        if device.startswith("cuda"):
+            return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
+
+
+def _check_fits(d_in: int, d_sae: int, batch_size: int, device: str) -> None:
+    """Refuse, before allocating, an SAE that cannot fit: its two weight matrices with
+    their gradients and two optimiser states (4 copies), and a batch's latents."""
+    need = 4 * (4 * 2 * d_in * d_sae) + 4 * 3 * batch_size * d_sae
+    have = _memory_bytes(device)
+    if have is not None and need > have:
+        raise ConfigError(
+            f"An SAE of {d_sae:,} latents on {d_in:,} units with batches of {batch_size:,} rows "
+            f"needs about {need / 2**30:,.1f} GiB; {device} has {have / 2**30:,.1f} GiB. Lower "
+            "`d_sae` (--d-sae, or --expansion-factor) or `batch_size` (--batch-size)."
+        )
+
+
 class _Run:
     """One training run: its model, optimiser and counters, stepped one batch at a time."""
 
@@ -132,6 +155,7 @@ class _Run:
                 f"{cfg.expansion_factor} x {d_in} units): a TopK SAE keeps k of its d_sae latents "
                 "per row. Lower `k` (--k) or raise `d_sae` (--d-sae)."
             )
+        _check_fits(d_in, self.d_sae, self.batch_size, cfg.device)
         tokens = cfg.tokens or max(
             MIN_DEFAULT_PASSES * self.train_rows,
             min(MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS * self.batch_size),
