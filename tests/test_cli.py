@@ -163,10 +163,16 @@ def test_paths_and_layer_names_keep_their_brackets(tmp_path):
     result = runner.invoke(app, ["info", str(run / "x.npy")])
     assert result.exit_code == 0, result.output
     assert "[run]" in result.output and "h[mlp]" in result.output, result.output
-    (run / "run.yaml").write_text("model: m:f\ninputs: x.npy\nlayers: ['h[mlp]']\n")
+    (run / "m.py").write_text(
+        "import torch\ndef f():\n    return torch.nn.Sequential(torch.nn.Linear(6, 3))\n"
+    )
+    (run / "run.yaml").write_text("model: m.py:f\ninputs: x.npy\nlayers: ['h[mlp]']\n")
+    # --check's dry run finds that no module matches, and says so with the brackets
     result = runner.invoke(app, ["run", str(run / "run.yaml"), "--check"])
-    assert result.exit_code == 0, result.output
-    assert "- h[mlp]" in result.output and "[run]/run.yaml: valid" in result.output, result.output
+    assert result.exit_code == 1, result.output
+    assert "'h[mlp]'" in result.output and len(result.output.strip().splitlines()) == 1, (
+        result.output
+    )
 
 
 def test_config_files_are_validated_like_run_configs(tmp_path, inputs):

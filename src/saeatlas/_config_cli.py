@@ -87,7 +87,12 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"Config file '{path}' is not valid YAML: {e}") from e
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        why = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"Config file '{path}' is not valid YAML{at}: {why}.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"Config file '{path}' cannot be read ({e}).") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

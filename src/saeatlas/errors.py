@@ -46,3 +46,7 @@ class InputsError(AtlasError, ValueError):
 
 class ModelError(AtlasError, RuntimeError):
     """The model's forward pass failed on the inputs it was given."""
+
+
+class TrainingDiverged(AtlasError, RuntimeError):
+    """The loss or the weights became NaN/Inf during training."""

@@ -219,7 +219,8 @@ def test_interrupted_capture_resumes_to_the_same_store(tmp_path, mlp):
         capture_activations(
             mlp, FailingAfter(x, 10, 6), ["act1", "act2"], tmp_path / "part", cfg, **QUIET
         )
-    assert (tmp_path / "part" / "progress.json").exists()
+    assert (tmp_path / ".part.partial" / "progress.safetensors").exists()
+    assert not (tmp_path / "part").exists()
     with pytest.raises(StoreError, match="interrupted capture.*--resume"):
         capture_activations(
             mlp, FailingAfter(x, 10, 99), ["act1", "act2"], tmp_path / "part", cfg, **QUIET
@@ -246,7 +247,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, mlp):
             CaptureConfig(shard_rows=15),
             **QUIET,
         )
-    with pytest.raises(StoreError, match="recorded layers"):
+    with pytest.raises(ConfigError, match="layers differ from those of the interrupted capture"):
         capture_activations(
             mlp,
             FailingAfter(x, 10, 99),
@@ -256,7 +257,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, mlp):
             resume=True,
             **QUIET,
         )
-    with pytest.raises(ConfigError, match="rows per shard"):
+    with pytest.raises(ConfigError, match="settings differ .*shard_rows': 15"):
         capture_activations(
             mlp,
             FailingAfter(x, 10, 99),

@@ -67,12 +67,11 @@ def test_shuffled_epoch_visits_every_row_once(tmp_path, rows_array):
     assert len(set(first.tolist())) > 1
 
 
-@pytest.mark.parametrize("prefetch", [True, False])
-def test_batch_sizes_and_drop_last(tmp_path, rows_array, prefetch):
+def test_batch_sizes_and_drop_last(tmp_path, rows_array):
     store = write_store(tmp_path / "s", rows_array)
-    sizes = [len(b) for b in store.iter_batches(16, prefetch=prefetch)]
+    sizes = [len(b) for b in store.iter_batches(16)]
     assert sum(sizes) == 203 and all(s == 16 for s in sizes[:-1])
-    sizes = [len(b) for b in store.iter_batches(16, drop_last=True, prefetch=prefetch)]
+    sizes = [len(b) for b in store.iter_batches(16, drop_last=True)]
     assert sizes == [16] * (203 // 16)
 
 
@@ -216,23 +215,6 @@ def test_bad_npy_inputs(tmp_path):
     np.save(tmp_path / "nan.npy", x)
     with pytest.raises(NonFiniteError, match="row 7, column 2"):
         _ = ActivationStore.open(tmp_path / "nan.npy").mean
-
-
-def test_background_commits_equal_inline_commits(tmp_path, rows_array):
-    stores = []
-    for background in (True, False):
-        w = StoreWriter(tmp_path / str(background), shard_rows=30, background=background)
-        w.start(LAYERS)
-        for s in range(0, 203, 9):
-            chunk = rows_array[s : s + 9]
-            meta = {"sample": np.arange(s, s + len(chunk))}
-            w.add(torch.from_numpy(chunk), meta, n_samples=len(chunk))
-        w.close()
-        stores.append(ActivationStore.open(tmp_path / str(background)))
-    bg, inline = stores
-    assert [s.sha256 for s in bg.manifest.shards] == [s.sha256 for s in inline.manifest.shards]
-    assert bg.rows().equals(inline.rows())
-    np.testing.assert_array_equal(bg.std, inline.std)
 
 
 def test_each_shard_is_hashed_once_per_open(tmp_path, rows_array, monkeypatch):

@@ -20,11 +20,14 @@ import torch
 
 from .. import __version__
 from .._progress import progress_bar
+from .._validation import check_device, check_types, choice, positive
 from ..errors import AtlasError, ConfigError, ModelError, NonFiniteError, ShapeError
 from ..store import ActivationStore, LayerSpec, StoreWriter
 from ..store.shards import STORE_DTYPES
+from ..store.store import NONFINITE_MODES
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch, iter_input_batches
+from .job import batch_fingerprint, capture_job
 from .layouts import LayoutTracer, choose_layout, module_layout, parse_layout
 from .models import input_dtype
 from .nnsight import unwrap_model
@@ -41,7 +44,6 @@ from .transformer_lens import provenance as tl_provenance
 
 log = logging.getLogger(__name__)
 
-NONFINITE_MODES = ("error", "skip")
 #: A tokenizer ``model_max_length`` above this sets no limit (transformers' is int(1e30)).
 TOKENIZER_NO_LIMIT = 100_000
 
@@ -77,25 +79,14 @@ class CaptureConfig:
     [batch, head, q_pos, k_pos]; ``LAYER=LAYOUT`` (comma-separated) for some layers."""
 
     def __post_init__(self) -> None:
-        if self.batch_size <= 0:
-            raise ConfigError(f"`batch_size` must be positive, got {self.batch_size}.")
-        if self.spatial not in SPATIAL_MODES:
-            raise ConfigError(
-                f"Unknown `spatial` {self.spatial!r}; expected one of: {list(SPATIAL_MODES)}."
-            )
-        if self.on_nonfinite not in NONFINITE_MODES:
-            raise ConfigError(
-                f"Unknown `on_nonfinite` {self.on_nonfinite!r}; expected one of: {list(NONFINITE_MODES)}."
-            )
-        for name in ("store_dtype",) + (("dtype",) if self.dtype is not None else ()):
-            if getattr(self, name) not in STORE_DTYPES:
-                raise ConfigError(
-                    f"Unknown `{name}` {getattr(self, name)!r}; expected one of: {list(STORE_DTYPES)}."
-                )
-        if self.shard_rows is not None and self.shard_rows <= 0:
-            raise ConfigError(f"`shard_rows` must be positive, got {self.shard_rows}.")
-        if self.max_length is not None and self.max_length <= 0:
-            raise ConfigError(f"`max_length` must be positive, got {self.max_length}.")
+        check_types(self)
+        positive(self, "batch_size", "shard_rows", "max_length")
+        choice("spatial", self.spatial, SPATIAL_MODES)
+        choice("on_nonfinite", self.on_nonfinite, NONFINITE_MODES)
+        choice("store_dtype", self.store_dtype, STORE_DTYPES)
+        if self.dtype is not None:
+            choice("dtype", self.dtype, STORE_DTYPES)
+        check_device("device", self.device, flag="--device")
         parse_layout(self.layout)
 
 
@@ -289,6 +280,7 @@ def capture_activations(
         if _is_texts(inputs):
             tokenizer = TransformerLensTexts(model)
     max_length = _max_length(model, inputs, tokenizer, config.max_length)
+    job = capture_job(model, inputs, [hp.name for hp in hps], config, labels)
     dtype = STORE_DTYPES[config.dtype] if config.dtype else None
     if config.device is not None or dtype is not None:
         model.to(device=config.device, dtype=dtype)
@@ -309,6 +301,7 @@ def capture_activations(
         resume=resume,
         overwrite=overwrite,
         provenance=prov,
+        job=job,
     )
     point = writer.resume_point
     # Rows are made inside the hook: a copy taken there cannot be changed by the
@@ -329,10 +322,10 @@ def capture_activations(
     total = _count_samples(inputs)
     was_training = model.training
     model.eval()
-    if any(layout is None for layout in layouts.values()):  # a 4-D output may need tracing
-        tracer.attach()  # before the recorder: a module's hooks run in the order they were added
-    recorder.attach()
     try:
+        if any(layout is None for layout in layouts.values()):  # a 4-D output may need tracing
+            tracer.attach()  # before the recorder: a module's hooks run in the order they were added
+        recorder.attach()
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
             sample_base, started = 0, False
             batches = iter_input_batches(
@@ -344,6 +337,8 @@ def capture_activations(
                 float_dtype=input_dtype(model),
             )
             for b, batch in enumerate(batches):
+                if b == 0:
+                    _check_first_batch(writer, batch, out)
                 if b < point.batches_done:
                     sample_base += batch.n_samples
                     bar.advance(batch.n_samples)
@@ -403,6 +398,20 @@ def _known_layout(hp: Hookpoint) -> str | None:
     if hp.layout is not None:
         return hp.layout
     return None if hp.record_input else module_layout(hp.module)
+
+
+def _check_first_batch(writer: StoreWriter, batch: InputBatch, out: str | Path) -> None:
+    """Record the first batch's fingerprint with the job; on resume it must match (for
+    an iterable of batches, the inputs' fingerprint alone cannot tell two apart)."""
+    fp = batch_fingerprint(batch.args, batch.kwargs)
+    saved = writer.saved_job.get("first_batch")
+    if saved is not None and saved != fp:
+        raise ConfigError(
+            f"--resume continues the same capture, but this run's inputs differ from those of "
+            f"the interrupted capture of '{out}' (its first batch is another). Resume with the "
+            "same inputs, or start again with --overwrite."
+        )
+    writer.job["first_batch"] = fp
 
 
 def _max_length(

@@ -20,6 +20,13 @@ from typer.core import TyperGroup
 from .. import __version__
 from ..errors import AtlasError
 
+try:  # typer >= 0.25 parses flags with its own copy of click
+    from typer._click.exceptions import UsageError as _TyperUsageError
+
+    USAGE_ERRORS: tuple[type[Exception], ...] = (click.UsageError, _TyperUsageError)
+except ImportError:
+    USAGE_ERRORS = (click.UsageError,)
+
 #: Options that take several values after one flag (``--layers a b c``).
 MULTI_VALUE_OPTIONS = ("--layers", "--values", "--resolutions", "--nulls", "--cases", "--seed-sae")
 
@@ -54,14 +61,43 @@ class _Group(TyperGroup):
         except AtlasError as e:
             if (ctx.obj or {}).get("debug"):
                 raise
-            # the message is plain text: its [batch, d] shapes are not markup
-            err_console.print(
-                f"[bold red]Error:[/] {escape(str(e))}",
-                markup=True,
-                highlight=False,
-                soft_wrap=True,
+            _fail(str(e))
+        except USAGE_ERRORS as e:  # a bad flag value: one line, like every other error
+            sub = getattr(getattr(e, "ctx", None), "info_name", None)
+            where = f"saeatlas {sub} --help" if sub and sub != ctx.info_name else "saeatlas --help"
+            _fail(f"{e.format_message().rstrip('.')}. See `{where}`.")
+        except (MemoryError, RuntimeError) as e:
+            # torch's allocators raise RuntimeError (or its OutOfMemoryError subclass)
+            text = str(e)
+            oom = isinstance(e, MemoryError) or any(
+                m in text for m in ("out of memory", "can't allocate memory", "Cannot allocate")
             )
-            raise typer.Exit(1) from None
+            if not oom or (ctx.obj or {}).get("debug"):
+                raise
+            why = text.split("\n")[0][:160]
+            _fail(
+                f"Out of memory ({why}). Lower the sizes that grow with the data (--batch-size, "
+                "--d-sae) or use a machine with more memory."
+            )
+        except OSError as e:
+            # The disk, not the input: say which path and why, in one line.
+            if (ctx.obj or {}).get("debug"):
+                raise
+            path = f" '{e.filename}'" if e.filename else ""
+            _fail(
+                f"Cannot write or read{path}: {e.strerror or e}. Check free space and "
+                "permissions, or choose another path; nothing partial was kept."
+            )
+
+
+def _fail(message: str) -> None:
+    """Print ``message`` as one line on stderr and exit with code 1."""
+    # the message is plain text: its [batch, d] shapes are not markup
+    line = " ".join(message.split())
+    err_console.print(
+        f"[bold red]Error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(1) from None
 
 
 app = typer.Typer(
@@ -96,6 +132,17 @@ def _output_index(value: str | None) -> int | str | None:
     if value is None:
         return None
     return int(value) if value.lstrip("-").isdigit() else value
+
+
+def nonfinite_option() -> Any:
+    """``--on-nonfinite``: the one rule for NaN/Inf in activations, on every command that
+    reads them (see :meth:`saeatlas.store.ActivationStore.open`)."""
+    return typer.Option(
+        "error",
+        "--on-nonfinite",
+        help="NaN/Inf in the activations: 'error' (stop, naming the row and column) or 'skip' "
+        "(leave those rows out and count them).",
+    )
 
 
 def with_config_flags(func: Any, config_cls: type) -> Any:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
-from .app import app, console, with_config_flags
+from .app import app, console, nonfinite_option, with_config_flags
 
 
 def _analyze_cmd(
@@ -69,18 +69,74 @@ def _analyze_cmd(
     ablation_draws: int = typer.Option(
         100, "--ablation-draws", help="Random unit sets per module for the ablation p-value."
     ),
+    on_nonfinite: str = nonfinite_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     **settings: Any,
 ) -> None:
     """Find modules of units and the feature communities behind them, with significance."""
     from .._config_cli import build_config
-    from ..structure import AtlasConfig, analyze
+    from ..store.lock import output_lock
+    from ..structure import AtlasConfig
 
     cfg = build_config(AtlasConfig, config, settings, "analyze")
+    # --out is locked from before the analysis until the atlas is saved.
+    with output_lock(out):
+        _analyze(
+            sae=sae,
+            acts=acts,
+            out=out,
+            cfg=cfg,
+            overwrite=overwrite,
+            seed_sae=seed_sae,
+            seeds=seeds,
+            sweep=sweep,
+            model=model,
+            model_class=model_class,
+            inputs=inputs,
+            labels=labels,
+            ablation_mode=ablation_mode,
+            loss=loss,
+            ablation_draws=ablation_draws,
+            on_nonfinite=on_nonfinite,
+            quiet=quiet,
+        )
+
+
+def _analyze(
+    *,
+    sae: Path,
+    acts: Path,
+    out: Path,
+    cfg: Any,
+    overwrite: bool,
+    seed_sae: list[Path],
+    seeds: int,
+    sweep: Path | None,
+    model: str | None,
+    model_class: str,
+    inputs: Path | None,
+    labels: Path | None,
+    ablation_mode: str,
+    loss: str,
+    ablation_draws: int,
+    on_nonfinite: str,
+    quiet: bool,
+) -> None:
+    from ..store import ActivationStore
+    from ..structure import analyze
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"'{out}' is a file; give a directory for the atlas (--out).")
     if (out / "atlas.json").exists() and not overwrite:
         raise ConfigError(
             f"'{out}' already holds an atlas. Choose another --out, or pass --overwrite."
         )
+    store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
+    members = None
+    if sweep is not None:  # read before the work, like every other input
+        from ..sweep.sweep import sweep_members
+
+        members = sweep_members(sweep)
     if (inputs is not None or labels is not None) and model is None:
         raise ConfigError("--inputs and --labels are for the ablation; give --model too.")
     if model is not None and inputs is None:
@@ -97,16 +153,10 @@ def _analyze_cmd(
     if seeds > 1 and len(seed_sae) < seeds - 1:
         from ..structure.inference.seeds import train_seed_saes
 
-        seed_sae = train_seed_saes(sae, acts, seeds, given=seed_sae, progress=not quiet)
-    members = None
-    if sweep is not None:
-        from ..sweep.sweep import sweep_members
-
-        members = sweep_members(sweep)
-    atlas = analyze(sae, acts, cfg, seed_saes=seed_sae, sweep=members, progress=not quiet)
+        seed_sae = train_seed_saes(sae, store, seeds, given=seed_sae, progress=not quiet)
+    atlas = analyze(sae, store, cfg, seed_saes=seed_sae, sweep=members, progress=not quiet)
     if model is not None:
         from ..capture import load_inputs, load_labels, load_model
-        from ..store import ActivationStore
         from ..structure.causal.ablation import ablate_atlas
 
         loaded = load_model(model, model_class=model_class)
@@ -114,7 +164,7 @@ def _analyze_cmd(
             atlas,
             loaded.model,
             load_inputs(inputs),
-            ActivationStore.open(acts),
+            store,
             labels=load_labels(labels) if labels else None,
             mode=ablation_mode,
             loss_fn=loss_fn,

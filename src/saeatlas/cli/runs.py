@@ -47,7 +47,10 @@ def run_cmd(
         None, "--out", help="Run directory (default: the config's `out`, else ./CONFIG-NAME-run)."
     ),
     check: bool = typer.Option(
-        False, "--check", help="Only read and validate the config, then print it."
+        False,
+        "--check",
+        help="Only validate: read the config, then dry-run the model on the first input batch "
+        "(layer names, widths, sparsity values) and print it.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -57,8 +60,13 @@ def run_cmd(
 
     cfg = load_run_config(config)
     if check:
+        from ..pipeline.check import check_run
+
+        dry = check_run(cfg)
         console.print(escape(cfg.dumps()), highlight=False, soft_wrap=True)
-        console.print(f"{escape(str(config))}: valid.", highlight=False, soft_wrap=True)
+        console.print(
+            f"{escape(str(config))}: valid ({escape(dry)}).", highlight=False, soft_wrap=True
+        )
         return
     if out is None and cfg.out is None:
         out = Path(f"{config.stem}-run")

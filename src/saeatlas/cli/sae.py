@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
-from .app import app, console, with_config_flags
+from .app import app, console, nonfinite_option, with_config_flags
 
 
 def _train_cmd(
@@ -21,15 +21,18 @@ def _train_cmd(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an SAE at --out."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
+    on_nonfinite: str = nonfinite_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     **settings: Any,
 ) -> None:
     """Train a sparse autoencoder on an activation store."""
     from .._config_cli import build_config
+    from ..store import ActivationStore
     from ..train import TrainConfig, train_sae
 
     cfg = build_config(TrainConfig, config, settings, "train")
-    result = train_sae(acts, cfg, out, overwrite=overwrite, resume=resume, progress=not quiet)
+    store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
+    result = train_sae(store, cfg, out, overwrite=overwrite, resume=resume, progress=not quiet)
     final = result.summary["final"]
     console.print(
         f"Trained a {cfg.architecture} SAE ({result.sae.cfg.d_in} -> {result.sae.cfg.d_sae}) on "
@@ -69,6 +72,7 @@ def evaluate_cmd(
         help="The model's loss: 'cross-entropy' (a classifier, with --labels) or "
         "'next-token' (a causal language model).",
     ),
+    on_nonfinite: str = nonfinite_option(),
 ) -> None:
     """Reconstruction and sparsity metrics of an SAE on a store's rows; with --model,
     the fraction of the model's loss its reconstruction recovers."""
@@ -80,8 +84,11 @@ def evaluate_cmd(
         from ..losses import loss_function
 
         loss_fn = loss_function(loss)  # a bad --loss fails before the evaluation
+    from .._validation import check_device
+
+    check_device("device", device, flag="--device")
     loaded_sae = SparseAutoencoder.load(sae)
-    store = ActivationStore.open(acts)
+    store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
     result = evaluate_sae(
         loaded_sae,
         store,
@@ -184,17 +191,20 @@ def _sweep_cmd(
     config: Path | None = typer.Option(
         None, "--config", help="YAML/JSON file of training settings; flags given here override it."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a sweep at --out."),
+    on_nonfinite: str = nonfinite_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     **settings: Any,
 ) -> None:
     """Train a family of SAEs over a sparsity setting and recommend one (Pareto knee)."""
     from .._config_cli import build_config
+    from ..store import ActivationStore
     from ..sweep import sweep
     from ..train import TrainConfig
 
     base = build_config(TrainConfig, config, settings, "train")
     result = sweep(
-        acts,
+        ActivationStore.open(acts, on_nonfinite=on_nonfinite),
         base,
         over,
         values,
@@ -202,6 +212,7 @@ def _sweep_cmd(
         seeds=seeds,
         heldout_fraction=heldout_fraction,
         extend=extend,
+        overwrite=overwrite,
         progress=not quiet,
     )
     table = Table(over, "FVU (held out)", "L0", "dead", "stability", "frontier", "")

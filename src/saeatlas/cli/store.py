@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .app import _output_index, app, console
+from .app import _output_index, app, console, nonfinite_option
 
 
 @app.command("layers")
@@ -167,18 +167,25 @@ def capture_cmd(
 @app.command("info")
 def info_cmd(
     store: Path = typer.Argument(..., help="Store directory or .npy file."),
-    verify: bool = typer.Option(False, "--verify", help="Read every shard and check its sha256."),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Read every shard: check its sha256 and for NaN/Inf, and recompute the per-unit "
+        "mean and std.",
+    ),
+    on_nonfinite: str = nonfinite_option(),
 ) -> None:
     """Summarise an activation store (its manifest)."""
     from ..store import ActivationStore
 
-    s = ActivationStore.open(store, verify=verify)
+    s = ActivationStore.open(store, verify=verify, on_nonfinite=on_nonfinite)
     if verify:
-        for _ in s.iter_batches(1 << 16, shuffle=False, dtype=None):
-            pass
+        s.verify()
     print_summary(s)
     if verify:
-        console.print(f"All {s.n_shards} shards match their sha256.")
+        console.print(
+            f"All {s.n_shards} shards match their sha256 and the manifest's per-unit mean and std."
+        )
 
 
 def print_summary(store: Any) -> None:

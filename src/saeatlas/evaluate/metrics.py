@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from .._validation import check_device, in_range
+from ..errors import ConfigError, NonFiniteError
 from ..sae import SparseAutoencoder
 from ..sae.model import sae_layers
 from ..store import ActivationStore
 
 #: A latent firing on more than this fraction of rows counts as dense.
 DENSE_FRACTION = 0.1
+#: Fewest rows an FVU is measured on (held out by a sweep, or given to evaluate).
+MIN_HELDOUT_ROWS = 4
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,13 @@ def evaluate_sae(
             f"No rows in {start}:{stop} to evaluate on: the store has {store.n_rows} rows; "
             "give --start (`start`) below --stop (`stop`) and below the number of rows."
         )
+    if stop - start < MIN_HELDOUT_ROWS:
+        raise ConfigError(
+            f"Rows {start}:{stop} are {stop - start}, fewer than the {MIN_HELDOUT_ROWS} needed "
+            "to measure the FVU (it divides by their variance). Evaluate on more rows."
+        )
+    in_range("batch_size", batch_size, 0, open_low=True)
+    check_device("device", str(device), flag="--device")
     sae = sae.to(device).eval()
     d_sae = sae.cfg.d_sae
     fired = torch.zeros(d_sae, dtype=torch.float64, device=device)
@@ -99,7 +110,17 @@ def evaluate_sae(
         active += float(on.sum())
         n += x.shape[0]
     total = sum_x2 - float((sum_x * sum_x).sum()) / n  # sum ||x - mean||^2
-    fvu_value = sq_err / max(total, 1e-30)
+    if not total > 1e-12 * max(sum_x2, 1e-30):
+        raise ConfigError(
+            f"Rows {start}:{stop} do not vary (every row is the same), so the FVU is "
+            "undefined. Evaluate on other rows."
+        )
+    if not math.isfinite(sq_err):
+        raise NonFiniteError(
+            "The SAE's reconstruction of these rows has NaN/Inf values: its weights are broken "
+            "or the activations are far outside what it was trained on. Retrain it."
+        )
+    fvu_value = sq_err / total
     density = (fired / n).cpu().numpy()
     return EvalResult(
         n_rows=n,

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from .._config_cli import config_from_mapping, load_config_file
+from .._validation import check_types
 from ..capture import CaptureConfig
 from ..errors import ConfigError
 from ..losses import LOSSES
@@ -65,6 +66,7 @@ class SweepSection:
     member trained with exactly the final settings is reused either way."""
 
     def __post_init__(self) -> None:
+        check_types(self)
         # one spelling of each value (8 and 8.0 alike), for equality and fingerprints
         object.__setattr__(self, "values", tuple(float(v) for v in self.values))
         if self.over not in SWEEPABLE:
@@ -99,6 +101,7 @@ class StabilitySection:
     them (bootstrap resamples of rows are `analyze.n_bootstrap`)."""
 
     def __post_init__(self) -> None:
+        check_types(self)
         if not 0 <= self.n_seed_saes <= 8:
             raise ConfigError(f"`n_seed_saes` must be in [0, 8], got {self.n_seed_saes}.")
 
@@ -122,6 +125,7 @@ class AblationSection:
     """Seed of the random unit sets."""
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.mode not in ABLATION_MODES:
             raise ConfigError(
                 f"Unknown `mode` {self.mode!r}; expected one of: {list(ABLATION_MODES)}."
@@ -144,6 +148,7 @@ class ReportSection:
     """At most this many features on the feature map (module members first)."""
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.max_map_points < 1:
             raise ConfigError(f"`max_map_points` must be positive, got {self.max_map_points}.")
 
@@ -207,6 +212,7 @@ class RunConfig:
         return max(self.stability.n_seed_saes, int(null))
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name in ("model", "inputs"):
             if not getattr(self, name):
                 raise ConfigError(f"`{name}` is empty; see docs/pipeline.md for what it takes.")
@@ -219,6 +225,20 @@ class RunConfig:
         for name, cls in SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"`{name}` must be a {cls.__name__}.")
+        if self.sweep.enabled and self.train.checkpoint_every:
+            raise ConfigError(
+                "`train.checkpoint_every` does not apply with a sweep: the sweep trains its "
+                "members together, without checkpoints. Set `train.checkpoint_every: 0` or "
+                "`sweep.enabled: false`."
+            )
+        d_sae = self.train.d_sae
+        if self.sweep.enabled and self.sweep.over == "k" and d_sae is not None:
+            over = [v for v in self.sweep.values if v > d_sae]
+            if over:
+                raise ConfigError(
+                    f"`sweep.values` {_show(tuple(over))} exceed `train.d_sae` {d_sae}: a TopK "
+                    "SAE keeps k of its d_sae latents. Lower them or raise `train.d_sae`."
+                )
         if self.sweep.enabled:
             allowed = SWEEP_ARCHITECTURES[self.sweep.over]
             if self.train.architecture not in allowed:

@@ -2,8 +2,8 @@
 
 Each check follows how the stage itself writes its files:
 
-- store: ``manifest.json`` is written last and ``progress.json`` (an interrupted
-  capture) is removed then (:mod:`saeatlas.store.writer`).
+- store: the directory is renamed into place when complete, ``manifest.json``
+  in it (:mod:`saeatlas.store.writer`).
 - sweep: ``sweep.json`` is written after every member is trained and evaluated.
 - SAE: ``cfg.json`` and the weights, then ``metrics.jsonl``, and the training
   checkpoint is removed (:func:`saeatlas.train.train_sae`).
@@ -19,12 +19,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
 from ..sae.io import CFG, WEIGHTS
+from ..store.atomic import recover_dir, replacing_dir
+from ..store.lock import output_lock
 from ..store.manifest import MANIFEST
-from ..store.writer import PROGRESS
-from ..structure.atlas import ATLAS_JSON, OPTIONAL_TABLES, TABLES
-from ..sweep.sweep import SWEEP_JSON, SWEEPABLE
+from ..structure.atlas import ATLAS_JSON, TABLES
+from ..sweep.sweep import SWEEP_JSON
 from ..train.checkpoint import CHECKPOINT
 from ..train.trainer import METRICS
 
@@ -73,11 +73,20 @@ class RunPaths:
         return self.out / RUN_JSON
 
 
+def _recovered(path: Path) -> Path:
+    """``path`` after finishing a directory swap a kill interrupted (the one instant an
+    output is absent, :func:`~saeatlas.store.atomic.recover_dir`)."""
+    with output_lock(path):
+        recover_dir(path)
+    return path
+
+
 def store_complete(path: Path) -> bool:
-    return (path / MANIFEST).is_file() and not (path / PROGRESS).exists()
+    return (_recovered(path) / MANIFEST).is_file()
 
 
 def sweep_complete(path: Path) -> bool:
+    _recovered(path)
     try:
         json.loads((path / SWEEP_JSON).read_text())
     except (OSError, ValueError):
@@ -86,6 +95,7 @@ def sweep_complete(path: Path) -> bool:
 
 
 def sae_complete(path: Path) -> bool:
+    _recovered(path)
     return (
         all((path / f).is_file() for f in (CFG, WEIGHTS, METRICS))
         and not (path / CHECKPOINT).exists()
@@ -94,6 +104,7 @@ def sae_complete(path: Path) -> bool:
 
 def atlas_summary(path: Path) -> dict | None:
     """``atlas.json`` of a complete atlas, or None."""
+    _recovered(path)
     try:
         summary = json.loads((path / ATLAS_JSON).read_text())
     except (OSError, ValueError):
@@ -108,50 +119,9 @@ def report_complete(atlas_dir: Path) -> bool:
     return html.is_file() and meta.is_file() and html.stat().st_mtime >= meta.stat().st_mtime
 
 
-def clear_sae(path: Path) -> None:
-    """Make an SAE directory incomplete before it is trained again (``cfg.json`` first)."""
-    for name in (CFG, METRICS, WEIGHTS):
-        (path / name).unlink(missing_ok=True)
-
-
-def clear_atlas(path: Path) -> None:
-    """Remove an atlas and its report from ``path`` (``atlas.json`` first), leaving
-    files that are not the atlas's."""
-    if not path.is_dir():
-        return
-    (path / ATLAS_JSON).unlink(missing_ok=True)
-    for name in TABLES + OPTIONAL_TABLES:
-        (path / f"{name}.parquet").unlink(missing_ok=True)
-    (path / REPORT_HTML).unlink(missing_ok=True)
-    if (path / FIGURES).is_dir():
-        shutil.rmtree(path / FIGURES)
-
-
-def clear_sweep(path: Path) -> None:
-    """Remove a sweep directory before the sweep runs again; refuse when it holds
-    anything a sweep does not write."""
-    if not path.exists():
-        return
-    ours = {SWEEP_JSON, "pareto.json"}
-    foreign = [
-        p.name
-        for p in path.iterdir()
-        if p.name not in ours
-        and not (p.is_dir() and any(p.name.startswith(f"{o}-") for o in SWEEPABLE))
-        and not p.name.startswith(".tmp-")
-    ]
-    if foreign:
-        raise ConfigError(
-            f"'{path}' holds files a sweep does not write ({sorted(foreign)[:5]}); move them "
-            "away or choose another --out."
-        )
-    shutil.rmtree(path)
-
-
 def copy_sae(src: Path, dst: Path) -> None:
-    """Copy an SAE directory's files (``cfg.json`` last, so a partial copy is incomplete)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    clear_sae(dst)
-    for name in (WEIGHTS, METRICS, CFG):
-        if (src / name).exists():
-            shutil.copy2(src / name, dst / name)
+    """Copy an SAE directory's files; ``dst`` is replaced in one step."""
+    with replacing_dir(dst) as new:
+        for name in (WEIGHTS, METRICS, CFG):
+            if (src / name).exists():
+                shutil.copy2(src / name, new / name)

@@ -23,6 +23,7 @@ import torch
 
 from ..errors import ConfigError
 from ..store.atomic import atomic_write_bytes, atomic_write_json
+from ..store.lock import output_lock
 from ..structure import Atlas
 from .config import RunConfig
 from .outputs import (
@@ -221,7 +222,9 @@ def run_pipeline(
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        return _run(config, RunPaths(Path(out)), progress, on_stage)
+        # One run per directory at a time; each stage also locks its own output.
+        with output_lock(Path(out)):
+            return _run(config, RunPaths(Path(out)), progress, on_stage)
     finally:
         torch.set_num_threads(threads)
 

@@ -27,14 +27,7 @@ from ..sweep.sweep import SWEEP_JSON, sweep_members
 from ..train import TrainConfig, train_family, train_sae
 from ..train.checkpoint import CHECKPOINT
 from .config import RunConfig
-from .outputs import (
-    RunPaths,
-    clear_atlas,
-    clear_sae,
-    clear_sweep,
-    copy_sae,
-    sweep_complete,
-)
+from .outputs import RunPaths, copy_sae, sweep_complete
 from .source import Source, load_source
 
 log = logging.getLogger(__name__)
@@ -96,7 +89,7 @@ def run_capture(ctx: StageContext) -> str:
 
 def run_sweep(ctx: StageContext) -> str:
     s = ctx.config.sweep
-    clear_sweep(ctx.paths.sweep)
+    # The old sweep stays until the new one is complete (sweep writes beside it).
     res = sweep(
         ctx.store(),
         ctx.config.train,
@@ -106,6 +99,7 @@ def run_sweep(ctx: StageContext) -> str:
         seeds=s.seeds,
         heldout_fraction=s.heldout_fraction,
         extend=s.extend,
+        overwrite=True,
         progress=ctx.progress,
     )
     said = f"recommended {s.over} = {res.points[res.recommended].value:g}"
@@ -175,12 +169,8 @@ def run_train(ctx: StageContext) -> str:
     if final.checkpoint_every or len(todo) == 1:
         for c, out in todo:
             resume = ctx.resume and (out / CHECKPOINT).exists()
-            if not resume:
-                clear_sae(out)
             train_sae(store, c, out, overwrite=not resume, resume=resume, progress=ctx.progress)
     else:
-        for _, out in todo:
-            clear_sae(out)
         train_family(store, [c for c, _ in todo], [o for _, o in todo], progress=ctx.progress)
     trained = f"trained {len(todo)} SAE(s)"
     return f"{note}; {trained}" if note else trained
@@ -191,7 +181,6 @@ def run_train(ctx: StageContext) -> str:
 
 def run_analyze(ctx: StageContext) -> str:
     cfg, paths = ctx.config, ctx.paths
-    clear_atlas(paths.atlas)
     seed_saes = [paths.seed_sae(i) for i in range(1, cfg.stability.n_seed_saes + 1)]
     atlas = analyze(
         paths.sae,

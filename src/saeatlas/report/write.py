@@ -10,7 +10,8 @@ import numpy as np
 
 from .._progress import progress_bar
 from ..errors import ConfigError
-from ..store.atomic import atomic_write_bytes
+from ..store.atomic import atomic_write_bytes, replacing_dir
+from ..store.lock import output_lock
 from . import effects, figures, maps, plots
 from .cards import module_cards
 from .data import ReportData, load_report_data
@@ -66,7 +67,8 @@ def write_report(
     out = atlas_dir / REPORT_HTML if out is None else Path(out)
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out '{out}' is a directory; give the HTML file to write.")
-    with progress_bar("Writing the report", 4, progress) as bar:
+    # The report goes into the atlas directory: hold its lock, as every writer does.
+    with output_lock(atlas_dir), progress_bar("Writing the report", 4, progress) as bar:
         data = load_report_data(atlas_dir, sweep_dir=sweep_dir, max_map_points=max_map_points)
         bar.advance()
         links = module_links(data.atlas)
@@ -75,7 +77,11 @@ def write_report(
         module_examples = examples_by_item(data.atlas.examples, "module", CARD_EXAMPLES)
         figs = _interactive(data, links, pos, feature_examples)
         bar.advance()
-        pngs = _static(data, links, pos, atlas_dir / FIGURES_DIR)
+        # Figures are drawn into a partial folder renamed into place, so the folder is
+        # always one report's complete set.
+        with replacing_dir(atlas_dir / FIGURES_DIR) as folder:
+            drawn = _static(data, links, pos, folder)
+        pngs = [atlas_dir / FIGURES_DIR / p.name for p in drawn]
         bar.advance()
         page = render_page(
             data,

@@ -6,10 +6,14 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..errors import ConfigError
+from .._validation import check_types, choice, non_negative, positive
+from ..errors import ConfigError, StoreError
 from ..store import LayerSpec
+from ..store.manifest import validate_layers
 
 ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
+#: Keys every saeatlas ``cfg.json`` has; without them it is another tool's file.
+REQUIRED_KEYS = ("architecture", "d_in", "d_sae")
 
 
 @dataclass(frozen=True)
@@ -43,26 +47,13 @@ class SAEConfig:
     """Free-form facts saved with the SAE (training summary, store, normalisation)."""
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ConfigError(
-                f"Unknown `architecture` {self.architecture!r}; expected one of: {list(ARCHITECTURES)}."
-            )
-        for name in ("d_in", "d_sae", "k"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        check_types(self)
+        choice("architecture", self.architecture, ARCHITECTURES)
+        positive(self, "d_in", "d_sae", "k", "jumprelu_bandwidth", "jumprelu_init_threshold")
         if self.architecture in ("topk", "batchtopk") and self.k > self.d_sae:
             raise ConfigError(f"`k` ({self.k}) cannot exceed `d_sae` ({self.d_sae}).")
-        for name in ("l1_coefficient", "l0_coefficient"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
-        if self.jumprelu_bandwidth <= 0 or self.jumprelu_init_threshold <= 0:
-            raise ConfigError(
-                "`jumprelu_bandwidth` and `jumprelu_init_threshold` must be positive."
-            )
-        if self.dtype not in ("float32", "float16", "bfloat16"):
-            raise ConfigError(
-                f"Unknown `dtype` {self.dtype!r}; expected float32, float16 or bfloat16."
-            )
+        non_negative(self, "l1_coefficient", "l0_coefficient")
+        choice("dtype", self.dtype, ("float32", "float16", "bfloat16"))
         if self.apply_b_dec_to_input is None:  # the family's own convention
             object.__setattr__(
                 self, "apply_b_dec_to_input", self.architecture in ("topk", "batchtopk")
@@ -71,6 +62,10 @@ class SAEConfig:
             raise ConfigError(
                 f"The layer map covers {self.layers[-1].stop} columns but `d_in` is {self.d_in}."
             )
+        try:
+            validate_layers(self.layers, self.d_in)
+        except StoreError as e:
+            raise ConfigError(f"Bad `layers` map: {e}") from None
 
     @property
     def subtracts_b_dec(self) -> bool:
@@ -84,6 +79,15 @@ class SAEConfig:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SAEConfig:
+        """Read ``cfg.json``: it must name ``architecture``, ``d_in`` and ``d_sae``;
+        keys other tools add (SAELens's ``normalize_activations``...) are ignored."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"cfg.json must hold a JSON object, not {type(d).__name__}.")
+        missing = [k for k in REQUIRED_KEYS if k not in d]
+        if missing:
+            raise ConfigError(f"cfg.json lacks the required keys {missing}.")
+        if not isinstance(d.get("layers", []), list):
+            raise ConfigError("`layers` in cfg.json must be a list of layer entries.")
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
         kwargs["layers"] = tuple(LayerSpec.from_json(x) for x in d.get("layers", ()))

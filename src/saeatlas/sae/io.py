@@ -8,13 +8,15 @@ SAE_DIR/sae_weights.safetensors   W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save
 
-from ..errors import AtlasError
-from ..store.atomic import atomic_write_bytes
+from ..errors import AtlasError, ConfigError
+from ..store.atomic import atomic_write_bytes, replacing_dir
+from ..store.lock import output_lock
 from .config import SAEConfig
 from .model import SparseAutoencoder
 
@@ -26,10 +28,37 @@ class SAEFileError(AtlasError):
     """An SAE directory is missing, incomplete or inconsistent."""
 
 
-def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
-    """Write ``sae`` to the directory ``path`` (weights first, ``cfg.json`` last)."""
+def save_sae(
+    sae: SparseAutoencoder,
+    path: str | Path,
+    *,
+    files: dict[str, bytes] | None = None,
+    keep: tuple[str, ...] = (),
+) -> Path:
+    """Write ``sae`` to the directory ``path``, replacing what is there in one step.
+
+    The directory is filled beside ``path`` and renamed into place
+    (:func:`~saeatlas.store.atomic.replacing_dir`), holding ``path``'s lock.
+
+    Args:
+        files: more files to write into the directory (name -> bytes).
+        keep: entries of the directory now at ``path`` to move into the new one
+            (a run's ``tensorboard`` folder).
+    """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    with output_lock(path):
+        check_sae_out(path, overwrite=True, resume=False)  # never replaces others' files
+        with replacing_dir(path) as new:
+            _write_sae(sae, new)
+            for name, data in (files or {}).items():
+                atomic_write_bytes(new / name, data)
+            for name in keep:
+                if (path / name).exists():
+                    os.replace(path / name, new / name)
+    return path
+
+
+def _write_sae(sae: SparseAutoencoder, path: Path) -> None:
     tensors = {
         "W_enc": sae.W_enc.detach(),
         "b_enc": sae.b_enc.detach(),
@@ -44,7 +73,39 @@ def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
     tensors = {k: v.to("cpu").contiguous() for k, v in tensors.items()}
     atomic_write_bytes(path / WEIGHTS, save(tensors, metadata={"format": "pt"}))
     atomic_write_bytes(path / CFG, sae.cfg.dumps().encode())
-    return path
+
+
+#: What an SAE directory may hold besides ``cfg.json`` and the weights.
+SAE_EXTRAS = ("metrics.jsonl", "checkpoint.pt", "tensorboard")
+
+
+def check_sae_out(path: Path, *, overwrite: bool, resume: bool) -> None:
+    """Refuse to write an SAE to ``path`` when that would lose something: a complete
+    SAE (without ``overwrite``), an interrupted run (without ``resume`` or
+    ``overwrite``), or files that are not an SAE's."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"'{path}' exists and is not a directory; choose another --out.")
+    if not path.is_dir():
+        return
+    ours = {CFG, WEIGHTS, *SAE_EXTRAS}
+    foreign = sorted(
+        p.name for p in path.iterdir() if p.name not in ours and not p.name.startswith(".tmp-")
+    )
+    if foreign:
+        raise ConfigError(
+            f"'{path}' holds files that are not an SAE's ({foreign[:3]}); choose an empty or "
+            "new --out."
+        )
+    if (path / CFG).exists() and not overwrite:
+        raise ConfigError(
+            f"'{path}' already holds an SAE. Choose another --out, or pass --overwrite "
+            "(`overwrite=True`) to replace it."
+        )
+    if (path / "checkpoint.pt").exists() and not (resume or overwrite):
+        raise ConfigError(
+            f"'{path}' holds an interrupted training run. Pass --resume to continue it, or "
+            "--overwrite to start again."
+        )
 
 
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
@@ -74,16 +135,25 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
         )
     try:
         raw = json.loads((path / CFG).read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SAEFileError(f"'{path / CFG}' is not valid JSON: {e}.") from e
+    except OSError as e:
+        raise SAEFileError(f"'{path / CFG}' cannot be read ({e.strerror}).") from None
+    if not isinstance(raw, dict):
+        raise SAEFileError(f"'{path / CFG}' must hold a JSON object, not {type(raw).__name__}.")
+    missing = [k for k in ("d_in", "d_sae") if k not in raw]
+    if missing:  # SAELens's cfg.json has them too
+        raise SAEFileError(
+            f"'{path / CFG}' lacks the required keys {missing}; it is not an SAE config."
+        )
     from .saelens import is_saelens_cfg, load_saelens
 
     if is_saelens_cfg(raw):
         return load_saelens(path).to(device)
     try:
         cfg = SAEConfig.from_json(raw)
-    except (TypeError, KeyError) as e:
-        raise SAEFileError(f"'{path / CFG}' is unreadable: {e}.") from e
+    except (TypeError, KeyError, ValueError, AtlasError) as e:
+        raise SAEFileError(f"'{path / CFG}' is not a valid SAE config: {e}") from None
     try:
         tensors = load_file(str(path / WEIGHTS))
     except Exception as e:  # safetensors raises its own error types
@@ -94,13 +164,26 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
         "W_dec": (cfg.d_sae, cfg.d_in),
         "b_dec": (cfg.d_in,),
     }
+    if cfg.architecture in ("jumprelu", "batchtopk"):
+        expected["threshold"] = (cfg.d_sae,)
     for name, shape in expected.items():
         if name not in tensors or tuple(tensors[name].shape) != shape:
             got = tuple(tensors[name].shape) if name in tensors else "missing"
             raise SAEFileError(f"'{path / WEIGHTS}': `{name}` is {got}, cfg.json implies {shape}.")
+        t = tensors[name]
+        if not t.is_floating_point():
+            raise SAEFileError(
+                f"'{path / WEIGHTS}': `{name}` has dtype {str(t.dtype).replace('torch.', '')}; "
+                "SAE weights must be floats."
+            )
+        if not bool(torch.isfinite(t).all()):
+            raise SAEFileError(
+                f"'{path / WEIGHTS}': `{name}` has {int((~torch.isfinite(t)).sum())} NaN/Inf "
+                "values; the SAE is broken. Train it again."
+            )
     sae = SparseAutoencoder(cfg)
     with torch.no_grad():
-        for name in expected:
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
             getattr(sae, name).copy_(tensors[name])
         if cfg.architecture in ("jumprelu", "batchtopk"):
             if "threshold" not in tensors:

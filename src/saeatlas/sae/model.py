@@ -200,6 +200,13 @@ def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpe
             f"(it has {known}). Was the SAE trained on another store?"
         )
     layers = [store.layer(name) for name in names]
+    for mine, theirs in zip(sae.cfg.layers, layers):
+        if mine.n_units != theirs.n_units:
+            raise ShapeError(
+                f"The SAE's layer '{mine.name}' has {mine.n_units} units, the store "
+                f"'{store.path}' has {theirs.n_units} under that name. Was the SAE trained on "
+                "another store?"
+            )
     width = sum(l.n_units for l in layers)
     if width != sae.cfg.d_in:
         raise ShapeError(

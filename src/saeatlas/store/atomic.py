@@ -1,17 +1,53 @@
-"""Atomic file writes: write a temporary file beside the target, fsync, rename.
+"""Atomic writes of files and of whole directories.
 
-A reader either sees the old file or the complete new one, never a torn write;
-a crash leaves at most a stray ``.tmp-*`` file, which later writes ignore.
+Files: write a temporary file beside the target, fsync, rename. A reader sees
+the old file or the complete new one, never a torn write; the new file gets the
+mode a plain ``open(path, "w")`` would give it (``0666`` less the umask), not
+``mkstemp``'s ``0600``.
+
+Directories: a writer fills ``.NAME.partial`` beside ``NAME`` and
+:func:`swap_in` renames it into place: the old directory is first renamed to
+``.NAME.old`` and removed only after the new one is in place. A kill at any
+point leaves ``NAME`` complete (old or new) or, in the one instant between the
+two renames, absent with both siblings present; :func:`recover_dir` (called
+under the output's lock before anything is written) finishes or undoes that
+swap, so ``NAME`` is always the complete old or the complete new directory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+#: Prefix of temporary files; a crash leaves at most one, which later writes ignore.
+TMP_PREFIX = ".tmp-"
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it, which races with other threads that
+    # create files; Linux shows it in /proc without changing it.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _read_umask()
+
+
+def _umask() -> int:
+    return _read_umask() if os.path.exists("/proc/self/status") else _UMASK_AT_IMPORT
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -31,11 +67,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     """Call ``write(tmp_path)`` and move the finished file to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}-", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -54,3 +91,88 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
     atomic_write_bytes(path, text.encode())
+
+
+# -- directories -----------------------------------------------------------------------------
+
+
+def partial_dir(path: str | os.PathLike) -> Path:
+    """Where the next version of the directory ``path`` is written before :func:`swap_in`."""
+    path = Path(path)
+    return path.parent / f".{path.name}.partial"
+
+
+def _old_dir(path: Path) -> Path:
+    return path.parent / f".{path.name}.old"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def recover_dir(path: str | os.PathLike) -> None:
+    """Finish or undo a :func:`swap_in` that a kill interrupted. Call it holding the
+    lock of ``path`` (:func:`saeatlas.store.lock.output_lock`)."""
+    path = Path(path)
+    old, new = _old_dir(path), partial_dir(path)
+    if not old.exists():
+        return
+    if not path.exists():
+        # Killed between the two renames: the partial directory is complete.
+        os.replace(new if new.is_dir() else old, path)
+        _fsync_dir(path.parent)
+    _remove(old) if old.exists() else None
+
+
+def fresh_partial(path: str | os.PathLike) -> Path:
+    """An empty ``.NAME.partial`` directory for a new version of ``path`` (a stale one,
+    left by a killed writer, is removed). Call it holding the lock of ``path``."""
+    path = Path(path)
+    recover_dir(path)
+    new = partial_dir(path)
+    _remove(new)
+    new.mkdir(parents=True)
+    return new
+
+
+def swap_in(new: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Put the complete directory ``new`` at ``path``, replacing what is there.
+
+    The old ``path`` (a directory or a file) is renamed aside first and removed only
+    once ``new`` is in place. Returns ``path``.
+    """
+    new, path = Path(new), Path(path)
+    old = _old_dir(path)
+    _remove(old)
+    for d in (new, *new.iterdir()):
+        if d.is_file():
+            continue
+        _fsync_dir(d)
+    if path.exists() or path.is_symlink():
+        os.replace(path, old)
+    os.replace(new, path)
+    _fsync_dir(path.parent)
+    _remove(old)
+    return path
+
+
+@contextmanager
+def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold the lock of the directory ``path`` and yield an empty partial directory to
+    fill; when the block ends without an error, the partial directory replaces
+    ``path`` (:func:`swap_in`), else it is removed and ``path`` is left as it was.
+    The caller decides beforehand whether ``path`` may be replaced."""
+    from .lock import output_lock
+
+    path = Path(path)
+    with output_lock(path):
+        new = fresh_partial(path)
+        try:
+            yield new
+        except BaseException:
+            _remove(new)
+            raise
+        swap_in(new, path)

@@ -12,11 +12,46 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError
+from .._validation import known_keys
+from ..errors import ConfigError, StoreError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ROWS = "rows.parquet"
+MANIFEST_KEYS = (
+    "format_version",
+    "n_rows",
+    "n_units",
+    "dtype",
+    "layers",
+    "shards",
+    "n_nonfinite_rows_skipped",
+    "provenance",
+    "mean",
+    "std",
+)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_MISSING = object()
+
+
+def _typed(d: Any, key: str, kind: type, default: Any = _MISSING) -> Any:
+    """``d[key]``, which must be a ``kind`` (an int is not a bool, and no text is
+    read as a number): a manifest is written by saeatlas, so any other type is damage."""
+    if not isinstance(d, dict):
+        raise TypeError(f"expected an object, got {type(d).__name__}")
+    if key not in d:
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+    v = d[key]
+    if kind is int and not _is_int(v) or kind is not int and not isinstance(v, kind):
+        raise TypeError(f"`{key}` must be {kind.__name__}, got {v!r}")
+    return v
 
 
 @dataclass(frozen=True)
@@ -46,15 +81,22 @@ class LayerSpec:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> LayerSpec:
         try:
+            shape = d.get("shape", ())
+            if not isinstance(shape, (list, tuple)) or not all(
+                s is None or _is_int(s) for s in shape
+            ):
+                raise TypeError("`shape` must be a list of integers (or null)")
             return cls(
-                name=str(d["name"]),
-                start=int(d["start"]),
-                stop=int(d["stop"]),
-                shape=tuple(d.get("shape", ())),
-                layout=str(d.get("layout", "sample")),
+                name=_typed(d, "name", str),
+                start=_typed(d, "start", int),
+                stop=_typed(d, "stop", int),
+                shape=tuple(shape),
+                layout=_typed(d, "layout", str, "sample"),
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise StoreError(f"Bad layer entry {d!r}: needs `name`, `start`, `stop`.") from e
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise StoreError(
+                f"Bad layer entry {d!r}: needs `name` (text), `start` and `stop` (integers) ({e})."
+            ) from e
 
 
 @dataclass(frozen=True)
@@ -95,38 +137,54 @@ class Manifest:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], where: str = "manifest.json") -> Manifest:
+        if not isinstance(d, dict):
+            raise StoreError(f"'{where}' is not a valid saeatlas manifest: not a JSON object.")
         try:
-            version = int(d["format_version"])
+            known_keys("manifest keys", d, MANIFEST_KEYS)
+            version = _typed(d, "format_version", int)
             if version > FORMAT_VERSION:
                 raise StoreError(
                     f"'{where}' has format_version {version}; this saeatlas reads up to "
                     f"{FORMAT_VERSION}. Upgrade saeatlas."
                 )
+            for key in ("layers", "shards", "mean", "std"):
+                _typed(d, key, list)
+            if not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool)
+                for v in d["mean"] + d["std"]
+            ):
+                raise TypeError("`mean` and `std` must be lists of numbers")
             return cls(
                 format_version=version,
-                n_rows=int(d["n_rows"]),
-                n_units=int(d["n_units"]),
-                dtype=str(d["dtype"]),
+                n_rows=_typed(d, "n_rows", int),
+                n_units=_typed(d, "n_units", int),
+                dtype=_typed(d, "dtype", str),
                 layers=tuple(LayerSpec.from_json(x) for x in d["layers"]),
                 shards=tuple(
-                    ShardInfo(str(s["file"]), int(s["rows"]), str(s["sha256"])) for s in d["shards"]
+                    ShardInfo(
+                        _typed(s, "file", str), _typed(s, "rows", int), _typed(s, "sha256", str)
+                    )
+                    for s in d["shards"]
                 ),
                 mean=np.asarray(d["mean"], dtype=np.float64),
                 std=np.asarray(d["std"], dtype=np.float64),
-                n_nonfinite_rows_skipped=int(d.get("n_nonfinite_rows_skipped", 0)),
-                provenance=dict(d.get("provenance", {})),
+                n_nonfinite_rows_skipped=_typed(d, "n_nonfinite_rows_skipped", int, 0),
+                provenance=_typed(d, "provenance", dict, {}),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             if isinstance(e, StoreError):
                 raise
-            raise StoreError(f"'{where}' is not a valid saeatlas manifest: {e!r}.") from e
+            why = str(e) if isinstance(e, ConfigError) else repr(e)
+            raise StoreError(f"'{where}' is not a valid saeatlas manifest: {why}") from e
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
         try:
             d = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise StoreError(f"'{path}' is not valid JSON ({e}); the store is corrupt.") from e
+        except OSError as e:
+            raise StoreError(f"'{path}' cannot be read ({e.strerror}).") from None
         return cls.from_json(d, where=str(path))
 
 
@@ -142,3 +200,56 @@ def validate_layers(layers: list[LayerSpec] | tuple[LayerSpec, ...], n_units: in
         pos = layer.stop
     if layers and pos != n_units:
         raise StoreError(f"Layers cover {pos} columns but the activations have {n_units}.")
+
+
+def _layer_width_fits(layer: LayerSpec) -> bool:
+    """A layer's column count agrees with its recorded output shape: all of a
+    sample's values (``sample``), or one channel axis (tokens, positions, pooled)."""
+    dims = [d for d in layer.shape[1:]]
+    if not dims or any(not isinstance(d, int) or d <= 0 for d in dims):
+        return True  # no shape recorded (a .npy's layers.json may leave it out)
+    if layer.layout == "sample":
+        return int(np.prod(dims)) == layer.n_units
+    return layer.n_units in (dims[0], dims[-1])
+
+
+def check_manifest(root: Path, m: Manifest) -> None:
+    """A manifest must agree with itself and with its shards' headers: dtype, rows and
+    units of every shard, layers that tile the columns and fit their recorded
+    shapes, one mean and one std per unit. Reads only the shards' headers."""
+    from .shards import STORE_DTYPES, read_header
+
+    where = f"'{root / MANIFEST}'"
+    if m.dtype not in STORE_DTYPES:
+        raise StoreError(
+            f"{where} has unknown dtype {m.dtype!r}; expected one of {list(STORE_DTYPES)}."
+        )
+    if m.n_rows <= 0 or m.n_units <= 0 or not m.shards:
+        raise StoreError(f"{where} describes an empty store ({m.n_rows} rows); recapture it.")
+    if sum(s.rows for s in m.shards) != m.n_rows:
+        raise StoreError(f"{where} is inconsistent: its shards' rows do not add up to `n_rows`.")
+    validate_layers(m.layers, m.n_units)
+    for layer in m.layers:
+        if not _layer_width_fits(layer):
+            raise StoreError(
+                f"{where}: layer '{layer.name}' has columns {layer.start}:{layer.stop} "
+                f"({layer.n_units} units) but its recorded shape {list(layer.shape)} does not "
+                "have that many; the layer map is corrupt. Recapture the store."
+            )
+    for name in ("mean", "std"):
+        v = getattr(m, name)
+        if v.shape != (m.n_units,) or not np.isfinite(v).all() or (name == "std" and (v < 0).any()):
+            raise StoreError(
+                f"{where}: `{name}` must hold {m.n_units} finite values (one per unit), it has "
+                f"{v.size}{'' if np.isfinite(v).all() else ' with NaN/Inf'}. Recapture the store."
+            )
+    expected = STORE_DTYPES[m.dtype]
+    for s in m.shards:
+        if Path(s.file).name != s.file or not s.file.endswith(".safetensors"):
+            raise StoreError(f"{where} lists a shard file {s.file!r} outside the store.")
+        dtype, shape = read_header(root / s.file)
+        if dtype != expected or shape != [s.rows, m.n_units]:
+            raise StoreError(
+                f"Shard '{s.file}' holds {str(dtype).replace('torch.', '')} {shape}, but {where} "
+                f"says {m.dtype} [{s.rows}, {m.n_units}]; the store is corrupt. Recapture it."
+            )

@@ -105,6 +105,8 @@ def read_shard(
             f"Shard '{path.name}' is missing from '{path.parent}'. The store is incomplete; "
             "recapture it (or restore the file)."
         ) from e
+    except OSError as e:
+        raise StoreError(f"Shard '{path}' cannot be read ({e.strerror}).") from None
     if n_read != size:
         raise StoreError(f"Shard '{path}' was truncated while reading ({n_read} of {size} bytes).")
     if expected_sha256 is not None:
@@ -118,7 +120,33 @@ def read_shard(
     return _parse(buf, path)
 
 
-def _parse(buf: np.ndarray, path: Path) -> torch.Tensor:
+def read_header(path: Path) -> tuple[torch.dtype, list[int]]:
+    """The dtype and shape of the shard at ``path``, from its header alone.
+
+    Raises:
+        StoreError: the file is missing or its header is not a saeatlas shard's.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n_header = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if not 0 < n_header <= 100_000_000:
+                raise StoreError(
+                    f"Shard '{path}' is not a valid saeatlas shard: bad header length."
+                )
+            buf = np.frombuffer(head + f.read(n_header), dtype=np.uint8)
+    except FileNotFoundError:
+        raise StoreError(
+            f"Shard '{path.name}' is missing from '{path.parent}'. The store is incomplete; "
+            "recapture it (or restore the file)."
+        ) from None
+    except OSError as e:
+        raise StoreError(f"Shard '{path}' cannot be read ({e.strerror}).") from None
+    return _parse_header(buf, path)[:2]
+
+
+def _parse_header(buf: np.ndarray, path: Path) -> tuple[torch.dtype, list[int], int, int, int]:
     def bad(why: str) -> StoreError:
         return StoreError(f"Shard '{path}' is not a valid saeatlas shard: {why}.")
 
@@ -133,10 +161,18 @@ def _parse(buf: np.ndarray, path: Path) -> torch.Tensor:
         dtype = _DTYPES[info["dtype"]]
         shape = [int(s) for s in info["shape"]]
         begin, end = (int(o) for o in info["data_offsets"])
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise bad(f"unreadable header ({e!r})") from e
-    if len(shape) != 2:
+    if len(shape) != 2 or min(shape) < 0:
         raise bad(f"tensor has shape {shape}, expected [rows, units]")
+    return dtype, shape, n_header, begin, end
+
+
+def _parse(buf: np.ndarray, path: Path) -> torch.Tensor:
+    def bad(why: str) -> StoreError:
+        return StoreError(f"Shard '{path}' is not a valid saeatlas shard: {why}.")
+
+    dtype, shape, n_header, begin, end = _parse_header(buf, path)
     itemsize = torch.empty((), dtype=dtype).element_size()
     count = shape[0] * shape[1]
     offset = 8 + n_header + begin

@@ -9,6 +9,7 @@ opened read-only. Both read through the same shuffled, bounded-memory batches.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,23 +22,41 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from .._validation import choice
 from ..errors import ConfigError, NonFiniteError, StoreError
-from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, ShardInfo, validate_layers
+from .atomic import partial_dir
+from .manifest import (
+    MANIFEST,
+    ROWS,
+    LayerSpec,
+    Manifest,
+    ShardInfo,
+    check_manifest,
+    validate_layers,
+)
 from .shards import STORE_DTYPES, read_shard
 from .stats import RunningMoments
 from .writer import PROGRESS
+
+log = logging.getLogger(__name__)
+
+#: What to do with NaN/Inf in activations, everywhere they are read: capture, and
+#: every stage that opens a ``.npy`` array.
+NONFINITE_MODES = ("error", "skip")
 
 #: Rows per virtual shard when reading a ``.npy`` file.
 NPY_CHUNK_BYTES = 64 << 20
 
 
 class _ShardSource:
-    """The shards of a store directory, each checked against its sha256 the first
-    time it is read through this source (later epochs skip the hash)."""
+    """The shards of a store directory, each checked against its sha256 and for
+    NaN/Inf the first time it is read through this source (later epochs skip both)."""
 
     def __init__(self, root: Path, shards: Sequence[ShardInfo], verify: bool) -> None:
         self.root, self.shards, self.verify = root, list(shards), verify
         self.verified: set[int] = set()
+        self.checked: set[int] = set()
+        self.starts = np.cumsum([0] + [s.rows for s in self.shards])
 
     def __len__(self) -> int:
         return len(self.shards)
@@ -59,6 +78,10 @@ class _ShardSource:
                 f"Shard '{info.file}' has {x.shape[0]} rows, the manifest says {info.rows}; "
                 "the store is corrupt. Recapture it."
             )
+        if i not in self.checked:
+            # capture keeps NaN/Inf out of shards, so any here is damage
+            _check_finite(x, self.root, int(self.starts[i]), fix="Recapture the store.")
+            self.checked.add(i)
         return x
 
 
@@ -76,6 +99,8 @@ class _ArraySource:
         # float64 arrays are read as float32, like every other store
         self.dtype = np.dtype(np.float32) if array.dtype == np.float64 else array.dtype
         self.chunk = max(1, NPY_CHUNK_BYTES // max(1, array.shape[1] * self.dtype.itemsize))
+        self.keep: np.ndarray | None = None
+        """Rows served when some are skipped for NaN/Inf (``on_nonfinite='skip'``)."""
         self.direct = (
             isinstance(array, np.memmap)
             and array.dtype == self.dtype
@@ -83,11 +108,20 @@ class _ArraySource:
             and array.filename is not None
         )
 
+    @property
+    def n_rows(self) -> int:
+        return int(self.array.shape[0] if self.keep is None else len(self.keep))
+
+    def skip(self, bad_rows: np.ndarray) -> None:
+        """Serve every row but ``bad_rows`` from now on."""
+        self.keep = np.setdiff1d(np.arange(self.array.shape[0]), bad_rows)
+        self.direct = False
+
     def __len__(self) -> int:
-        return max(1, math.ceil(self.array.shape[0] / self.chunk))
+        return max(1, math.ceil(self.n_rows / self.chunk))
 
     def rows(self, i: int) -> int:
-        return min(self.chunk, self.array.shape[0] - i * self.chunk)
+        return min(self.chunk, self.n_rows - i * self.chunk)
 
     def nbytes(self, i: int) -> int:
         return self.rows(i) * self.array.shape[1] * self.dtype.itemsize
@@ -109,7 +143,10 @@ class _ArraySource:
                     "the file is truncated or was rewritten while open. Save the array again."
                 )
             return torch.from_numpy(block.view(self.dtype).reshape(shape))
-        view = self.array[i * self.chunk : i * self.chunk + shape[0]]
+        if self.keep is None:
+            view = self.array[i * self.chunk : i * self.chunk + shape[0]]
+        else:
+            view = self.array[self.keep[i * self.chunk : i * self.chunk + shape[0]]]
         out = block.view(self.dtype).reshape(shape)
         np.copyto(out, view, casting="same_kind")
         return torch.from_numpy(out)
@@ -154,21 +191,36 @@ class ActivationStore:
         self._moments: tuple[np.ndarray, np.ndarray] | None = (
             (manifest.mean, manifest.std) if manifest is not None else None
         )
+        self.n_skipped_rows = 0
+        """Rows of a ``.npy`` array left out for NaN/Inf (``on_nonfinite='skip'``)."""
 
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, *, verify: bool = True) -> ActivationStore:
+    def open(
+        cls, path: str | Path, *, verify: bool = True, on_nonfinite: str = "error"
+    ) -> ActivationStore:
         """Open a store directory or a ``.npy`` file.
 
         Args:
             path: a store directory, or a ``.npy`` array ``[rows, units]``.
             verify: check each shard's sha256 when it is read.
+            on_nonfinite: NaN/Inf in a ``.npy`` array: ``error`` (say the first row
+                and column) or ``skip`` (serve the other rows; ``rows()``'s
+                ``sample`` keeps each row's index in the file). The array is read
+                once here to find them. A store directory has none (capture keeps
+                them out); any found when a shard is read is an error.
         """
+        choice("on_nonfinite", on_nonfinite, NONFINITE_MODES, flag="--on-nonfinite")
         path = Path(path)
         if path.suffix == ".npy" and path.is_file():
-            return cls._open_npy(path)
+            return cls._open_npy(path, on_nonfinite)
         if not path.exists():
+            if (partial_dir(path) / PROGRESS).exists():
+                raise StoreError(
+                    f"'{path}' is an interrupted capture (not complete yet). Finish it with "
+                    "`saeatlas capture ... --resume`."
+                )
             raise StoreError(
                 f"No activation store at '{path}'. Capture one with `saeatlas capture`."
             )
@@ -177,10 +229,10 @@ class ActivationStore:
                 f"'{path}' is neither a store directory nor a .npy file of shape [rows, units]."
             )
         if not (path / MANIFEST).exists():
-            if (path / PROGRESS).exists():
+            if (partial_dir(path) / PROGRESS).exists() or any(path.glob("progress*")):
                 raise StoreError(
-                    f"'{path}' holds an interrupted capture (no manifest.json yet). Finish it with "
-                    "`saeatlas capture ... --resume`."
+                    f"'{path}' is an interrupted capture (no manifest.json yet). Finish it with "
+                    "`saeatlas capture ... --resume`, or capture again with --overwrite."
                 )
             arrays = sorted(path.glob("*.npy"))
             hint = (
@@ -190,19 +242,15 @@ class ActivationStore:
             )
             raise StoreError(f"'{path}' has no manifest.json; it is not a saeatlas store.{hint}")
         manifest = Manifest.read(path / MANIFEST)
-        if manifest.dtype not in STORE_DTYPES:
-            raise StoreError(f"'{path}' has unknown dtype {manifest.dtype!r} in its manifest.")
-        if sum(s.rows for s in manifest.shards) != manifest.n_rows:
-            raise StoreError(f"'{path}/manifest.json' is inconsistent: shard rows do not add up.")
-        validate_layers(manifest.layers, manifest.n_units)
+        check_manifest(path, manifest)
         source = _ShardSource(path, manifest.shards, verify)
         return cls(path, source, manifest.layers, manifest.dtype, manifest)
 
     @classmethod
-    def _open_npy(cls, path: Path) -> ActivationStore:
+    def _open_npy(cls, path: Path, on_nonfinite: str) -> ActivationStore:
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as e:
+        except (ValueError, OSError, EOFError) as e:
             raise StoreError(f"'{path}' is not a readable .npy array ({e}).") from e
         if array.ndim != 2:
             raise StoreError(
@@ -217,14 +265,52 @@ class ActivationStore:
                     f"`np.save('{path}', np.load('{path}').astype(np.float32))`."
                 )
             dtype = "float32"  # float64 is read as float32
+        if array.shape[0] == 0 or array.shape[1] == 0:
+            raise StoreError(
+                f"'{path}' has shape {array.shape}: no activations. An array needs at least one "
+                "row and one unit."
+            )
         layers = _npy_layers(path, array.shape[1])
-        return cls(path, _ArraySource(array), layers, dtype, None)
+        store = cls(path, _ArraySource(array), layers, dtype, None)
+        store._scan(on_nonfinite)
+        return store
+
+    def _scan(self, on_nonfinite: str) -> None:
+        """Read a ``.npy`` array once: find NaN/Inf and take the per-unit moments."""
+        source = self._source
+        bad: list[np.ndarray] = []
+        m = RunningMoments(self.n_units)
+        start = 0
+        for i in range(len(source)):
+            x = source.load(i)
+            finite = torch.isfinite(x).all(dim=1)
+            if not bool(finite.all()):
+                if on_nonfinite == "error":
+                    _check_finite(
+                        x,
+                        self.path,
+                        start,
+                        fix="Clean the array, or pass --on-nonfinite skip "
+                        "(`on_nonfinite='skip'`) to leave those rows out.",
+                    )
+                bad.append(start + torch.nonzero(~finite).flatten().numpy())
+                x = x[finite]
+            m.update(x)
+            start += source.rows(i)
+        if bad:
+            rows = np.concatenate(bad)
+            if len(rows) == source.array.shape[0]:
+                raise NonFiniteError(f"Every row of '{self.path}' has NaN/Inf; nothing is left.")
+            source.skip(rows)
+            self.n_skipped_rows = len(rows)
+            log.warning("Skipped %d rows of '%s' with NaN/Inf.", len(rows), self.path)
+        self._moments = (m.mean, m.std)
 
     # -- facts -----------------------------------------------------------------------------
 
     @property
     def n_rows(self) -> int:
-        return self.manifest.n_rows if self.manifest else int(self._source.array.shape[0])
+        return self.manifest.n_rows if self.manifest else self._source.n_rows
 
     @property
     def n_units(self) -> int:
@@ -251,16 +337,34 @@ class ActivationStore:
         return self._stats()[1]
 
     def _stats(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._moments is None:
-            m = RunningMoments(self.n_units)
-            start = 0
-            for i in range(self.n_shards):
-                x = self._source.load(i)
-                _check_finite(x, self.path, start)
-                m.update(x)
-                start += x.shape[0]
-            self._moments = (m.mean, m.std)
+        assert self._moments is not None  # from the manifest, or from _scan at open
         return self._moments
+
+    def verify(self) -> None:
+        """Read every shard, check its sha256 and for NaN/Inf, recompute the per-unit
+        mean and standard deviation and compare them with the manifest's.
+
+        Raises:
+            StoreError: a shard is missing or corrupt, or the statistics disagree.
+        """
+        if self.manifest is None:
+            return  # a .npy array was read in full at open
+        source = _ShardSource(self.path, self.manifest.shards, verify=True)
+        m = RunningMoments(self.n_units)
+        for i in range(len(source)):
+            m.update(source.load(i))  # shard by shard, as the writer merged them
+        for name, got, want in (
+            ("mean", m.mean, self.manifest.mean),
+            ("std", m.std, self.manifest.std),
+        ):
+            off = np.abs(got - want) > 1e-6 * (np.abs(want) + np.abs(got)) + 1e-12
+            if off.any():
+                unit = int(np.argmax(off))
+                raise StoreError(
+                    f"'{self.path}/manifest.json' has the wrong per-unit {name} for {int(off.sum())} "
+                    f"units (unit {unit}: {want[unit]!r}, the shards give {got[unit]!r}). "
+                    "Recapture the store."
+                )
 
     def layer(self, name: str) -> LayerSpec:
         """The layer called ``name``."""
@@ -308,7 +412,7 @@ class ActivationStore:
             self.n_shards,
             self.path.stat().st_size,
             self.layers,
-            0,
+            self.n_skipped_rows,
             {},
         )
 
@@ -318,8 +422,10 @@ class ActivationStore:
         """Per-row metadata (``row``, ``sample``, ``position``, labels...) as a pyarrow Table."""
         if self.manifest is None:
             n = self.n_rows
+            keep = self._source.keep
+            sample = np.arange(n) if keep is None else keep.astype(np.int64)
             return pa.table(
-                {"row": np.arange(n), "sample": np.arange(n), "position": np.zeros(n, np.int64)}
+                {"row": np.arange(n), "sample": sample, "position": np.zeros(n, np.int64)}
             )
         try:
             return pq.read_table(self.path / ROWS, columns=list(columns) if columns else None)
@@ -362,10 +468,8 @@ class ActivationStore:
         seed: int = 0,
         epoch: int = 0,
         layers: Sequence[str] | None = None,
-        buffer_rows: int | None = None,
         drop_last: bool = False,
         dtype: torch.dtype | None = torch.float32,
-        prefetch: bool = True,
         reuse_memory: bool = False,
         start_batch: int = 0,
         stop_row: int | None = None,
@@ -375,18 +479,17 @@ class ActivationStore:
 
         With ``shuffle``, shards are visited in a seeded random order and each
         batch is a uniform random draw from a pool of the current shard plus up
-        to ``buffer_rows`` rows left over from earlier shards (by default one
-        shard's worth), so rows of different shards mix. The order of rows inside
-        a batch carries no meaning. Memory: the pool, the next shard (read and
-        checked by a background thread while batches are served) and the batch.
+        to one shard's worth of rows left over from earlier shards, so rows of
+        different shards mix. The order of rows inside a batch carries no
+        meaning. Without it, rows come in storage order. Memory: the pool, the
+        next shard (read and checked by a background thread while batches are
+        served) and the batch.
 
         Args:
             batch_size: rows per batch; the last batch may be smaller unless ``drop_last``.
             shuffle: random order (seeded by ``seed`` and ``epoch``) or storage order.
             layers: names of the layers whose columns to return; all by default.
-            buffer_rows: rows carried between shards for mixing.
             dtype: dtype of the batches (``None`` keeps the stored dtype).
-            prefetch: read the next shard in a background thread.
             reuse_memory: shuffled batches are written into two alternating
                 buffers, so a batch is overwritten two batches later. Several
                 times faster (fresh memory costs a page fault per 4 KiB); for
@@ -401,91 +504,125 @@ class ActivationStore:
         """
         if batch_size <= 0:
             raise ConfigError(f"`batch_size` must be positive, got {batch_size}.")
-        cols = self.columns(layers)
-        starts = np.cumsum([0] + [self._source.rows(i) for i in range(self.n_shards)])
-        stop_row = self.n_rows if stop_row is None else min(stop_row, self.n_rows)
-        if stop_row <= 0:
-            raise ConfigError(f"`stop_row` must be positive, got {stop_row}.")
-        eligible = [i for i in range(self.n_shards) if starts[i] < stop_row]
-        n = len(eligible)
-        if shuffle:
-            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-            order = [eligible[j] for j in torch.randperm(n, generator=g).tolist()]
-        else:
-            g, order = None, eligible
-        if buffer_rows is None:
-            buffer_rows = max(self._source.rows(i) for i in range(n))
-        width, store_dtype = self._width(cols), STORE_DTYPES[self.dtype]
-        # Shuffled batches are gathered copies, so shard and carry buffers can be
-        # reused (alternating), which skips the page faults of fresh memory.
-        n_bufs = (2 if prefetch else 1) if shuffle else 0
-        shard_bytes = max(self._source.nbytes(i) for i in range(n))
-        shard_bufs = [np.empty(shard_bytes, np.uint8) for _ in range(n_bufs)]
-        carry_bufs = [
-            torch.empty(buffer_rows + batch_size, width, dtype=store_dtype)
-            for _ in range(2 if shuffle else 0)
-        ]
-        batch_bufs = [
-            torch.empty(batch_size, width, dtype=store_dtype)
-            for _ in range(2 if shuffle and reuse_memory else 0)
-        ]
-        n_served = 0
-
         rank, world = part
         if not 0 <= rank < world:
             raise ConfigError(f"Bad `part` {part}: expected (rank, world) with 0 <= rank < world.")
-
-        def emit(b: torch.Tensor, full: int) -> torch.Tensor | None:
+        stop_row = self.n_rows if stop_row is None else min(stop_row, self.n_rows)
+        if stop_row <= 0:
+            raise ConfigError(
+                f"No rows to read: `stop_row` is {stop_row} (the store has {self.n_rows} rows)."
+            )
+        starts = np.cumsum([0] + [self._source.rows(i) for i in range(self.n_shards)])
+        eligible = [i for i in range(self.n_shards) if starts[i] < stop_row]
+        read = _ReadPlan(self, self.columns(layers), starts, stop_row, batch_size, start_batch)
+        if shuffle:
+            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+            order = [eligible[j] for j in torch.randperm(len(eligible), generator=g).tolist()]
+            batches = read.shuffled(order, g, part, reuse_memory)
+        else:
+            batches = read.in_order(eligible, part)
+        for b, full in batches:
             if drop_last and full < batch_size:
-                return None
-            if world > 1 and b.shape[0] == full:  # not yet split (storage-order batches)
-                b = b.tensor_split(world)[rank]
-            return b.to(dtype) if dtype is not None else b
+                continue
+            yield b.to(dtype) if dtype is not None else b
+
+
+@dataclass
+class _ReadPlan:
+    """What :meth:`ActivationStore.iter_batches` reads: the two readers (storage order
+    and shuffled) share the columns, the held-out cut and the prefetching shard loader.
+    Each yields ``(batch, full_size)``: ``full_size`` is the batch's size before a
+    rank took its share (for ``drop_last``)."""
+
+    store: ActivationStore
+    cols: slice | torch.Tensor
+    starts: np.ndarray
+    stop_row: int
+    batch_size: int
+    start_batch: int
+
+    @property
+    def width(self) -> int:
+        return self.store._width(self.cols)
+
+    @property
+    def store_dtype(self) -> torch.dtype:
+        return STORE_DTYPES[self.store.dtype]
+
+    def shards(self, order: list[int], n_buffers: int) -> Iterator[torch.Tensor]:
+        """The shards ``order`` (cut at ``stop_row``, columns chosen), each read by a
+        background thread while the one before is served. With ``n_buffers``, shards
+        are read into that many reused buffers (the caller copies out of them)."""
+        source = self.store._source
+        size = max(source.nbytes(i) for i in order)
+        buffers = [np.empty(size, np.uint8) for _ in range(n_buffers)]
+        everything = isinstance(self.cols, slice) and self.cols == slice(0, self.store.n_units)
 
         def load(k: int) -> torch.Tensor:
-            x = self._source.load(order[k], shard_bufs[k % n_bufs] if n_bufs else None)
-            x = x[: stop_row - int(starts[order[k]])]
-            return x if isinstance(cols, slice) and cols == slice(0, self.n_units) else x[:, cols]
+            x = source.load(order[k], buffers[k % n_buffers] if buffers else None)
+            x = x[: self.stop_row - int(self.starts[order[k]])]
+            return x if everything else x[:, self.cols]
 
-        pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
-        try:
-            pending = pool.submit(load, 0) if pool else None
-            carry = torch.empty(0, width, dtype=store_dtype)
-            for k in range(n):
-                x = pending.result() if pool else load(k)
-                if pool and k + 1 < n:
-                    pending = pool.submit(load, k + 1)
-                last = k + 1 == n
-                if not shuffle:
-                    batches, carry = _sequential(carry, x, batch_size, last)
-                    for b in batches:
-                        n_served += 1
-                        if n_served > start_batch and (out := emit(b, b.shape[0])) is not None:
-                            yield out
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(load, 0)
+            try:
+                for k in range(len(order)):
+                    x = pending.result()
+                    if k + 1 < len(order):
+                        pending = pool.submit(load, k + 1)
+                    yield x
+            finally:
+                pending.cancel()
+
+    def in_order(
+        self, order: list[int], part: tuple[int, int]
+    ) -> Iterator[tuple[torch.Tensor, int]]:
+        rank, world = part
+        carry = torch.empty(0, self.width, dtype=self.store_dtype)
+        n_served = 0
+        for k, x in enumerate(self.shards(order, 0)):
+            batches, carry = _sequential(carry, x, self.batch_size, k + 1 == len(order))
+            for b in batches:
+                n_served += 1
+                if n_served > self.start_batch:
+                    yield (b.tensor_split(world)[rank] if world > 1 else b), b.shape[0]
+
+    def shuffled(
+        self, order: list[int], g: torch.Generator, part: tuple[int, int], reuse_memory: bool
+    ) -> Iterator[tuple[torch.Tensor, int]]:
+        rank, world = part
+        source, bs = self.store._source, self.batch_size
+        carry_rows = max(source.rows(i) for i in order)  # one shard's worth mixes shards
+        # Shuffled batches are gathered copies, so shard and carry buffers can be
+        # reused (alternating), which skips the page faults of fresh memory.
+        carry_bufs = [
+            torch.empty(carry_rows + bs, self.width, dtype=self.store_dtype) for _ in range(2)
+        ]
+        batch_bufs = [
+            torch.empty(bs, self.width, dtype=self.store_dtype)
+            for _ in range(2 if reuse_memory else 0)
+        ]
+        carry = torch.empty(0, self.width, dtype=self.store_dtype)
+        n_served = 0
+        for k, x in enumerate(self.shards(order, 2)):
+            # Cut a random permutation of the pool (carry + shard) into batches;
+            # what is not served (at most one shard's worth) is carried on.
+            n_pool = carry.shape[0] + x.shape[0]
+            perm = torch.randperm(n_pool, generator=g)
+            last = k + 1 == len(order)
+            n_serve = n_pool if last else max(0, n_pool - carry_rows) // bs * bs
+            for s in range(0, n_serve, bs):
+                n_served += 1
+                if n_served <= self.start_batch:
                     continue
-                # Cut a random permutation of the pool (carry + shard) into batches;
-                # what is not served (at most buffer_rows rows) is carried on.
-                n_pool = carry.shape[0] + x.shape[0]
-                perm = torch.randperm(n_pool, generator=g)
-                n_serve = (
-                    n_pool if last else max(0, n_pool - buffer_rows) // batch_size * batch_size
-                )
-                for s in range(0, n_serve, batch_size):
-                    n_served += 1
-                    if n_served <= start_batch:
-                        continue
-                    idx = perm[s : s + batch_size]
-                    full = len(idx)
-                    if world > 1:
-                        idx = idx.tensor_split(world)[rank]
-                    buf = batch_bufs[n_served % 2][: len(idx)] if batch_bufs else None
-                    if (out := emit(_gather2(carry, x, idx, buf), full)) is not None:
-                        yield out
-                rest = perm[n_serve:]
-                carry = _gather2(carry, x, rest, carry_bufs[k % 2][: len(rest)])
-        finally:
-            if pool:
-                pool.shutdown(wait=True, cancel_futures=True)
+                idx = perm[s : s + bs]
+                full = len(idx)
+                if world > 1:
+                    idx = idx.tensor_split(world)[rank]
+                buf = batch_bufs[n_served % 2][: len(idx)] if batch_bufs else None
+                yield _gather2(carry, x, idx, buf), full
+            rest = perm[n_serve:]
+            carry = _gather2(carry, x, rest, carry_bufs[k % 2][: len(rest)])
 
 
 def _gather2(
@@ -547,11 +684,13 @@ def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
     return (LayerSpec(path.stem, 0, n_units, (None, n_units)),)
 
 
-def _check_finite(x: torch.Tensor, path: Path, first_row: int) -> None:
+def _check_finite(x: torch.Tensor, path: Path, first_row: int, fix: str) -> None:
+    """Raise :class:`NonFiniteError` naming the first NaN/Inf of ``x`` (rows from ``first_row``)."""
     bad = ~torch.isfinite(x)
     if bad.any():
         rows, cols = torch.nonzero(bad, as_tuple=True)
+        value = float(x[rows[0], cols[0]])
         raise NonFiniteError(
-            f"'{path}' has {int(bad.sum())} NaN/Inf values, the first at row "
-            f"{first_row + int(rows[0])}, column {int(cols[0])}. Clean the array before using it."
+            f"'{path}' has NaN/Inf values, the first ({value}) at row {first_row + int(rows[0])}, "
+            f"column {int(cols[0])}. {fix}"
         )

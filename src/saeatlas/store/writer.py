@@ -1,19 +1,30 @@
 """Writing an activation store: shards, row metadata, running statistics, resume.
 
-Layout while a capture runs (README, "The activation store")::
+A capture writes into ``.STORE.partial`` beside the store (:mod:`.atomic`) and
+renames it to ``STORE`` when it is complete, so ``STORE`` is always a complete
+store, the old one or the new one (README, "The activation store"). Layout of the
+partial directory::
 
-    STORE/shard-00000.safetensors ...   complete shards, each written atomically
-    STORE/.parts/rows-00000.parquet ... the row metadata of each shard
-    STORE/progress.json                 the commit point: shards, stats, where to resume
-    STORE/progress-stats.safetensors    running moments of the committed shards
+    shard-00000.safetensors ...   complete shards, each written atomically
+    .parts/rows-00000.parquet ... the row metadata of each shard
+    progress.safetensors          THE commit point: running moments of the committed
+                                  shards, and (in its header) the shard list, where
+                                  to resume and the job it belongs to
 
-Shards are committed by one background thread (at most two waiting), so the
-forward passes that produce the next rows go on while a shard is hashed and
-written. ``close`` waits for them, joins the parts into ``rows.parquet``,
-writes ``manifest.json`` last and removes the progress files. A directory with ``progress.json`` and no
-manifest is an interrupted capture that ``resume=True`` continues: the caller
-skips :attr:`StoreWriter.resume_point` batches and the first rows of the next
-one, and the store ends bit-for-bit as an uninterrupted run would leave it.
+A shard is committed by one atomic rename of ``progress.safetensors``, written
+after the shard and its rows: a kill before it leaves files that the resume
+deletes, a kill after it leaves the shard committed with its statistics, so
+nothing is lost or counted twice. Shards are committed by one background thread
+(at most two waiting), so the forward passes that produce the next rows go on
+while a shard is hashed and written. ``close`` waits for them, joins the parts
+into ``rows.parquet``, writes ``manifest.json`` and swaps the directory into
+place. ``resume=True`` continues an interrupted capture: the caller skips
+:attr:`StoreWriter.resume_point` batches and the first rows of the next one,
+and the store ends bit-for-bit as an uninterrupted run would leave it. The
+``job`` (model, inputs, layers and settings fingerprints) must be the one the
+interrupted capture recorded. The writer holds the store's lock
+(:mod:`.lock`) from construction to :meth:`StoreWriter.close` or
+:meth:`StoreWriter.abort`.
 """
 
 from __future__ import annotations
@@ -30,20 +41,32 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from safetensors.numpy import load_file as _load_np
+from safetensors import safe_open
 from safetensors.numpy import save as _save_np
 
 from ..errors import ConfigError, StoreError
-from .atomic import atomic_write, atomic_write_bytes, atomic_write_json
+from .atomic import (
+    TMP_PREFIX,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    partial_dir,
+    recover_dir,
+    swap_in,
+)
+from .lock import acquire, release
 from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, ShardInfo, validate_layers
 from .shards import STORE_DTYPES, write_shard
 from .stats import RunningMoments
 
 log = logging.getLogger(__name__)
 
-PROGRESS = "progress.json"
-PROGRESS_STATS = "progress-stats.safetensors"
+PROGRESS = "progress.safetensors"
+#: Progress files of saeatlas before 0.1.1, which wrote the store in place.
+LEGACY_PROGRESS = ("progress.json", "progress-stats.safetensors")
 PARTS = ".parts"
+#: Job keys known only once the capture runs; the resume checks them then.
+LATE_JOB_KEYS = ("first_batch",)
 DEFAULT_SHARD_BYTES = 64 << 20
 #: Shards that may wait for the background thread before ``add`` blocks.
 MAX_PENDING = 2
@@ -87,10 +110,11 @@ class StoreWriter:
         path: the store directory.
         dtype: ``float32``, ``float16`` or ``bfloat16``.
         shard_rows: rows per shard; by default about 64 MiB per shard.
-        resume: continue an interrupted capture found at ``path``.
-        overwrite: replace a store (complete or not) found at ``path``.
+        resume: continue an interrupted capture of ``path``.
+        overwrite: replace a store found at ``path`` (it stays until the new one is complete).
         provenance: free-form facts recorded in the manifest (model, inputs, version).
-        background: commit shards in a background thread.
+        job: what makes two captures the same job (model, inputs, layers and settings
+            fingerprints); a resume must give the same.
     """
 
     def __init__(
@@ -102,7 +126,7 @@ class StoreWriter:
         resume: bool = False,
         overwrite: bool = False,
         provenance: dict[str, Any] | None = None,
-        background: bool = True,
+        job: dict[str, Any] | None = None,
     ) -> None:
         if dtype not in STORE_DTYPES:
             raise ConfigError(
@@ -115,8 +139,12 @@ class StoreWriter:
                 "Pass either `resume` (--resume) or `overwrite` (--overwrite), not both."
             )
         self.path = Path(path)
+        self.work = partial_dir(self.path)
         self.dtype = dtype
         self.provenance = dict(provenance or {})
+        self.job = json.loads(json.dumps(job or {}))  # as it will read back
+        self.saved_job: dict[str, Any] = {}
+        """The job the interrupted capture recorded (on resume)."""
         self._shard_rows_arg = shard_rows
         self.shard_rows: int | None = None
         self.layers: tuple[LayerSpec, ...] | None = None
@@ -125,7 +153,7 @@ class StoreWriter:
         self._rows_flushed = 0  # rows handed to the commit thread (main thread's count)
         self._n_flushed = 0
         self._pending: list[Future[None]] = []
-        self._executor = ThreadPoolExecutor(max_workers=1) if background else None
+        self._executor = ThreadPoolExecutor(max_workers=1)
         self._stats_thread = ThreadPoolExecutor(max_workers=1)
         self._buffer: list[_Piece] = []
         self._buffered_rows = 0
@@ -137,76 +165,104 @@ class StoreWriter:
         self._meta_columns: list[str] | None = None
         self.resume_point = ResumePoint(0, 0, 0)
         self._closed = False
+        self._broken = False  # a commit failed: later ones must not commit past it
         self._created: list[Path] = []  # directories made for this store, deepest first
-        self._prepare_directory(resume=resume, overwrite=overwrite)
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"'{self.path}' exists and is not a directory; choose another --out.")
+        self._created = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
+        acquire(self.path)  # released by close() or abort()
+        try:
+            self._prepare_directory(resume=resume, overwrite=overwrite)
+        except BaseException:
+            self._shutdown()
+            release(self.path)
+            raise
 
     # -- directory state -------------------------------------------------------------------
 
     def _prepare_directory(self, *, resume: bool, overwrite: bool) -> None:
         p = self.path
-        if p.exists() and not p.is_dir():
-            raise StoreError(f"'{p}' exists and is not a directory; choose another --out.")
-        has_manifest = (p / MANIFEST).exists()
-        has_progress = (p / PROGRESS).exists()
-        if overwrite:
-            self._clear()
-        elif has_manifest:
-            raise StoreError(
-                f"'{p}' already holds a complete store. Choose another --out, or pass --overwrite "
-                "(`overwrite=True`) to replace it."
-            )
-        elif has_progress and resume:
+        recover_dir(p)
+        if p.is_dir():
+            foreign = sorted(x.name for x in p.iterdir() if not self._is_ours(x))
+            if foreign:
+                raise StoreError(
+                    f"'{p}' is not a saeatlas store: it holds other files ({foreign[:3]}); "
+                    "choose an empty or new --out."
+                )
+        has_progress = (self.work / PROGRESS).is_file()
+        if has_progress and resume:
+            # also an interrupted --overwrite: the old store stays until this one is done
             self._load_progress()
             return
-        elif has_progress:
+        if (p / MANIFEST).exists() and not overwrite:
+            pending = " (or --resume, to continue the interrupted one)" if has_progress else ""
             raise StoreError(
-                f"'{p}' holds an interrupted capture. Pass --resume (`resume=True`) to continue it, "
+                f"'{p}' already holds a complete store. Choose another --out, or pass --overwrite "
+                f"(`overwrite=True`) to replace it{pending}."
+            )
+        legacy = p.is_dir() and not (p / MANIFEST).exists() and any(p.iterdir())
+        if legacy and not (resume or overwrite):
+            raise StoreError(
+                f"'{p}' holds an incomplete store written by an older saeatlas, which cannot be "
+                "resumed safely. Pass --overwrite (`overwrite=True`) to capture it again."
+            )
+        if legacy:
+            log.warning("'%s' is an incomplete store of an older saeatlas; capturing it again.", p)
+        if has_progress and not overwrite:
+            raise StoreError(
+                f"'{p}' has an interrupted capture. Pass --resume (`resume=True`) to continue it, "
                 "or --overwrite (`overwrite=True`) to start again."
             )
-        elif p.exists() and any(x for x in p.iterdir() if not self._is_ours(x)):
-            raise StoreError(
-                f"'{p}' is not empty and is not a saeatlas store; choose an empty or new --out."
-            )
-        else:
-            self._clear()  # stray files of a capture that died before its first commit
-        self._created = [d for d in (p, *p.parents) if not d.exists()]
-        p.mkdir(parents=True, exist_ok=True)
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        self.work.mkdir(parents=True)
 
     @staticmethod
     def _is_ours(x: Path) -> bool:
         n = x.name
         return (
-            n in (MANIFEST, ROWS, PROGRESS, PROGRESS_STATS, PARTS)
+            n in (MANIFEST, ROWS, PROGRESS, PARTS, *LEGACY_PROGRESS)
             or (n.startswith("shard-") and n.endswith(".safetensors"))
-            or n.startswith(".tmp-")
+            or n.startswith(TMP_PREFIX)
         )
-
-    def _clear(self) -> None:
-        if not self.path.exists():
-            return
-        for x in self.path.iterdir():
-            if self._is_ours(x):
-                shutil.rmtree(x) if x.is_dir() else x.unlink()
 
     def _load_progress(self) -> None:
         try:
-            prog = json.loads((self.path / PROGRESS).read_text())
-            state = _load_np(str(self.path / PROGRESS_STATS))
+            with safe_open(str(self.work / PROGRESS), framework="numpy") as f:
+                prog = json.loads(f.metadata()["progress"])
+                state = {k: f.get_tensor(k) for k in ("count", "mean", "m2")}
             self.layers = tuple(LayerSpec.from_json(x) for x in prog["layers"])
             self.n_units = int(prog["n_units"])
             self.shard_rows = int(prog["shard_rows"])
             saved_dtype = prog["dtype"]
+            saved_job = prog["job"]
             self._shards = [ShardInfo(**s) for s in prog["shards"]]
             self._rows_flushed = sum(s.rows for s in self._shards)
             self._n_flushed = len(self._shards)
             self._skipped_committed = int(prog["n_nonfinite_rows_skipped"])
             self._meta_columns = list(prog["meta_columns"])
             self.resume_point = ResumePoint(**prog["resume_point"])
-        except (OSError, KeyError, TypeError, ValueError) as e:
+        except Exception as e:  # safetensors raises its own error types for bad files
             raise StoreError(
-                f"Cannot resume the capture in '{self.path}': its progress files are unreadable "
-                f"({e!r}). Start again with --overwrite."
+                f"Cannot resume the capture of '{self.path}': its progress file "
+                f"'{self.work / PROGRESS}' is unreadable ({e!r}). Start again with --overwrite."
             ) from e
+        # Keys the caller adds after the start (the first batch's fingerprint) are
+        # compared by the caller, through saved_job.
+        self.saved_job = dict(saved_job)
+        changed = sorted(
+            k
+            for k in set(saved_job) | set(self.job)
+            if k not in LATE_JOB_KEYS and saved_job.get(k) != self.job.get(k)
+        )
+        if changed:
+            raise ConfigError(
+                f"--resume continues the same capture, but this run's {', '.join(changed)} "
+                f"differ from those of the interrupted capture of '{self.path}' "
+                f"(was {', '.join(f'{k}={saved_job.get(k)!r}' for k in changed)}). Resume with the "
+                "same model, inputs, --layers and settings, or start again with --overwrite."
+            )
         if saved_dtype != self.dtype:
             raise ConfigError(
                 f"The interrupted capture in '{self.path}' uses dtype {saved_dtype!r}, this run "
@@ -221,8 +277,13 @@ class StoreWriter:
         self._batch = self.resume_point.batches_done
         self._sample = self.resume_point.next_sample
         listed = {s.file for s in self._shards}
-        for x in self.path.glob("shard-*.safetensors"):
+        parts = {_part_name(i) for i in range(len(self._shards))}
+        # Files written after the last commit belong to no committed shard.
+        for x in self.work.glob("shard-*.safetensors"):
             if x.name not in listed:
+                x.unlink()
+        for x in (self.work / PARTS).glob("*.parquet"):
+            if x.name not in parts:
                 x.unlink()
         log.info(
             "Resuming '%s' after %d shards (%d rows).",
@@ -342,9 +403,6 @@ class StoreWriter:
         self._rows_flushed += n
         self._n_flushed += 1
         args = (i, x, meta, point, self._skipped_committed)
-        if self._executor is None:
-            self._commit(*args)
-            return
         self._reap(block=len(self._pending) >= MAX_PENDING)
         self._pending.append(self._executor.submit(self._commit, *args))
 
@@ -361,17 +419,24 @@ class StoreWriter:
             self._pending.pop(0).result()
 
     def abort(self) -> None:
-        """After a failure: let queued commits finish so that the capture can resume.
+        """After a failure: let queued commits finish so that the capture can resume,
+        and give back the store's lock.
 
-        Directories this writer created are removed again while they are empty.
+        A partial directory with no committed shard is removed, and so are the
+        directories this writer created while they are empty.
         """
-        for f in self._pending:
-            try:
-                f.result()
-            except Exception:  # the caller is already handling the first error
-                log.warning("A shard commit failed after an earlier error.", exc_info=True)
-        self._pending.clear()
-        self._shutdown()
+        try:
+            for f in self._pending:
+                try:
+                    f.result()
+                except Exception:  # the caller is already handling the first error
+                    log.warning("A shard commit failed after an earlier error.", exc_info=True)
+            self._pending.clear()
+            self._shutdown()
+            if self.work.is_dir() and not (self.work / PROGRESS).exists():
+                shutil.rmtree(self.work, ignore_errors=True)
+        finally:
+            release(self.path)
         for d in self._created:
             try:
                 d.rmdir()  # only ever removes an empty directory
@@ -379,8 +444,7 @@ class StoreWriter:
                 break
 
     def _shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown()
+        self._executor.shutdown()
         self._stats_thread.shutdown()
 
     def _commit(
@@ -391,31 +455,53 @@ class StoreWriter:
         point: ResumePoint,
         n_skipped: int,
     ) -> None:
+        if self._broken:  # committing shard i+1 after a failed shard i would lose shard i
+            return
+        try:
+            self._commit_shard(i, x, meta, point, n_skipped)
+        except BaseException:
+            self._broken = True
+            raise
+
+    def _commit_shard(
+        self,
+        i: int,
+        x: torch.Tensor,
+        meta: dict[str, np.ndarray],
+        point: ResumePoint,
+        n_skipped: int,
+    ) -> None:
         # The moments are merged while the shard is written (both release the GIL);
         # still one shard at a time and in order, so the float sums are reproducible.
-        stats = self._stats_thread.submit(self._moments.update, x)
-        sha = write_shard(self.path / shard_name(i), x)
-        table = pa.table({c: meta[c] for c in ["row", *self._meta_columns]})
-        atomic_write(self.path / PARTS / _part_name(i), lambda tmp: pq.write_table(table, tmp))
-        stats.result()
+        # They are merged into a copy: until the progress file is renamed into place
+        # the committed moments must stay those of the committed shards.
+        moments = RunningMoments.from_state(self._moments.state())
+        stats = self._stats_thread.submit(moments.update, x)
+        try:
+            sha = write_shard(self.work / shard_name(i), x)
+            table = pa.table({c: meta[c] for c in ["row", *self._meta_columns]})
+            atomic_write(self.work / PARTS / _part_name(i), lambda tmp: pq.write_table(table, tmp))
+        finally:
+            stats.result()
+        shards = [*self._shards, ShardInfo(shard_name(i), int(x.shape[0]), sha)]
+        progress = {
+            "dtype": self.dtype,
+            "shard_rows": self.shard_rows,
+            "n_units": self.n_units,
+            "layers": [l.to_json() for l in self.layers],
+            "shards": [asdict(s) for s in shards],
+            "n_nonfinite_rows_skipped": n_skipped,
+            "meta_columns": self._meta_columns,
+            "resume_point": asdict(point),
+            "job": self.job,
+        }
+        tensors = {k: np.ascontiguousarray(v) for k, v in moments.state().items()}
+        # The commit point: one rename makes the shard, its statistics and the resume
+        # point current together.
         atomic_write_bytes(
-            self.path / PROGRESS_STATS,
-            _save_np({k: np.ascontiguousarray(v) for k, v in self._moments.state().items()}),
+            self.work / PROGRESS, _save_np(tensors, metadata={"progress": json.dumps(progress)})
         )
-        self._shards.append(ShardInfo(shard_name(i), int(x.shape[0]), sha))
-        atomic_write_json(
-            self.path / PROGRESS,
-            {
-                "dtype": self.dtype,
-                "shard_rows": self.shard_rows,
-                "n_units": self.n_units,
-                "layers": [l.to_json() for l in self.layers],
-                "shards": [asdict(s) for s in self._shards],
-                "n_nonfinite_rows_skipped": n_skipped,
-                "meta_columns": self._meta_columns,
-                "resume_point": asdict(point),
-            },
-        )
+        self._shards, self._moments = shards, moments
 
     def close(self) -> Manifest:
         """Write the last shard, ``rows.parquet`` and ``manifest.json``; return the manifest."""
@@ -433,7 +519,7 @@ class StoreWriter:
             raise StoreError(
                 "The capture produced no rows (every row was padding or was skipped for NaN/Inf)."
             )
-        atomic_write(self.path / ROWS, self._join_parts)
+        atomic_write(self.work / ROWS, self._join_parts)
         manifest = Manifest(
             n_rows=n_rows,
             n_units=self.n_units,
@@ -445,15 +531,16 @@ class StoreWriter:
             n_nonfinite_rows_skipped=self._skipped_committed,
             provenance=self.provenance,
         )
-        atomic_write_json(self.path / MANIFEST, manifest.to_json())
-        (self.path / PROGRESS).unlink(missing_ok=True)
-        (self.path / PROGRESS_STATS).unlink(missing_ok=True)
-        shutil.rmtree(self.path / PARTS, ignore_errors=True)
+        atomic_write_json(self.work / MANIFEST, manifest.to_json())
+        (self.work / PROGRESS).unlink()
+        shutil.rmtree(self.work / PARTS, ignore_errors=True)
+        swap_in(self.work, self.path)
         self._closed = True
+        release(self.path)
         return manifest
 
     def _join_parts(self, tmp: Path) -> None:
-        parts = [self.path / PARTS / _part_name(i) for i in range(len(self._shards))]
+        parts = [self.work / PARTS / _part_name(i) for i in range(len(self._shards))]
         schema = pq.read_schema(parts[0])
         with pq.ParquetWriter(tmp, schema) as out:
             for part in parts:

@@ -3,8 +3,8 @@
 An Atlas directory holds ``atlas.json`` (summary, significance, parameters,
 versions), ``units.parquet``, ``features.parquet`` and ``modules.parquet``; the
 column names are fixed (other tools read them) and documented in the README.
-Every file is written atomically, ``atlas.json`` last, so a directory with an
-``atlas.json`` is complete.
+The directory is written beside its place and renamed into it, so it is
+always complete.
 """
 
 from __future__ import annotations
@@ -19,13 +19,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import AtlasError, ConfigError
-from ..store.atomic import atomic_write, atomic_write_json
+from ..store.atomic import TMP_PREFIX, atomic_write, atomic_write_json, recover_dir, replacing_dir
+from ..store.lock import output_lock
 
 ATLAS_JSON = "atlas.json"
 TABLES = ("units", "features", "modules")
 #: Written when not empty.
 OPTIONAL_TABLES = ("examples", "flows", "ablation")
 FORMAT_VERSION = 1
+#: What else an atlas directory holds: the report written from it.
+REPORT_FILES = ("report.html", "figures")
+
+
+def _written_by_atlas(path: Path) -> bool:
+    """Whether every entry of ``path`` is one an atlas (or its report) writes: the
+    mark of a directory an older saeatlas left half-written in place."""
+    ours = {f"{t}.parquet" for t in TABLES + OPTIONAL_TABLES} | {ATLAS_JSON, *REPORT_FILES}
+    return all(p.name in ours or p.name.startswith(TMP_PREFIX) for p in path.iterdir())
 
 
 class AtlasFileError(AtlasError):
@@ -68,31 +78,42 @@ class Atlas:
         return int(self.summary.get("n_significant_modules", 0))
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the Atlas directory (refuses to replace one unless ``overwrite``)."""
+        """Write the Atlas directory (refuses to replace one unless ``overwrite``).
+
+        The directory is filled beside ``path`` and renamed into place holding
+        ``path``'s lock (:func:`~saeatlas.store.atomic.replacing_dir`), so ``path`` is
+        always the complete old atlas or the complete new one. A directory that an
+        older saeatlas left half-written (only atlas files, no ``atlas.json``) is
+        replaced.
+        """
         path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise ConfigError(f"'{path}' is a file; give a directory for the atlas.")
-        if path.is_dir() and any(path.iterdir()):
-            ours = (path / ATLAS_JSON).exists()
-            if not ours:
-                raise ConfigError(
-                    f"'{path}' is a non-empty directory that is not an atlas; choose another --out."
+        with output_lock(path):
+            recover_dir(path)
+            if path.exists() and not path.is_dir():
+                raise ConfigError(f"'{path}' is a file; give a directory for the atlas.")
+            if path.is_dir() and any(path.iterdir()):
+                if not (path / ATLAS_JSON).exists() and not _written_by_atlas(path):
+                    raise ConfigError(
+                        f"'{path}' is a non-empty directory that is not an atlas; choose another "
+                        "--out."
+                    )
+                if (path / ATLAS_JSON).exists() and not overwrite:
+                    raise ConfigError(
+                        f"'{path}' already holds an atlas. Choose another --out, or pass "
+                        "--overwrite (`overwrite=True`) to replace it."
+                    )
+            with replacing_dir(path) as new:
+                for name in TABLES + OPTIONAL_TABLES:
+                    frame = getattr(self, name)
+                    if name in OPTIONAL_TABLES and frame.empty:
+                        continue
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    atomic_write(
+                        new / f"{name}.parquet", lambda tmp, t=table: pq.write_table(t, tmp)
+                    )
+                atomic_write_json(
+                    new / ATLAS_JSON, {"format_version": FORMAT_VERSION, **self.summary}
                 )
-            if not overwrite:
-                raise ConfigError(
-                    f"'{path}' already holds an atlas. Choose another --out, or pass "
-                    "--overwrite (`overwrite=True`) to replace it."
-                )
-            (path / ATLAS_JSON).unlink()  # the directory is incomplete until rewritten
-        path.mkdir(parents=True, exist_ok=True)
-        for name in TABLES + OPTIONAL_TABLES:
-            frame = getattr(self, name)
-            if name in OPTIONAL_TABLES and frame.empty:
-                (path / f"{name}.parquet").unlink(missing_ok=True)
-                continue
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            atomic_write(path / f"{name}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
-        atomic_write_json(path / ATLAS_JSON, {"format_version": FORMAT_VERSION, **self.summary})
         return path
 
     @classmethod

@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
+from .._validation import (
+    check_device,
+    check_types,
+    choice,
+    in_range,
+    known_keys,
+    non_negative,
+    positive,
+)
 from ..errors import ConfigError
 from .describe.feature_map import MAP_METHODS
 from .graph.edges import AFFINITIES
@@ -97,14 +106,9 @@ class AtlasConfig:
     """Seed of the finders and the null models."""
 
     def __post_init__(self) -> None:
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"Unknown `{name}` {getattr(self, name)!r}; expected one of: {list(allowed)}."
-                )
-
+        check_types(self)
         for name in ("affinity", "method", "map_method", "null_dictionary"):
-            choice(name, self.CHOICES[name])
+            choice(name, getattr(self, name), self.CHOICES[name])
         if isinstance(self.nulls, str):
             raise ConfigError("`nulls` must be a list of names, not one string.")
         for n in self.nulls:
@@ -113,37 +117,19 @@ class AtlasConfig:
                     f"Unknown null {n!r} in `nulls`; expected some of: {list(NULLS)}."
                 )
         for name in ("edge_alpha", "alpha"):
-            if not 0 < getattr(self, name) < 1:
-                raise ConfigError(f"`{name}` must be in (0, 1), got {getattr(self, name)}.")
-        if not 0 <= self.min_activation < 1:
-            raise ConfigError(f"`min_activation` must be in [0, 1), got {self.min_activation}.")
-        if not 0 < self.max_density <= 1:
-            raise ConfigError(f"`max_density` must be in (0, 1], got {self.max_density}.")
-        if not 0 < self.global_mode_cosine <= 1:
-            raise ConfigError(
-                f"`global_mode_cosine` must be in (0, 1], got {self.global_mode_cosine}."
-            )
-        if not 0 <= self.min_link_fraction <= 1:
-            raise ConfigError(
-                f"`min_link_fraction` must be in [0, 1], got {self.min_link_fraction}."
-            )
-        if self.min_enrichment < 1:
-            raise ConfigError(f"`min_enrichment` must be >= 1, got {self.min_enrichment}.")
-        if self.n_bootstrap < 0:
-            raise ConfigError(f"`n_bootstrap` must be >= 0, got {self.n_bootstrap}.")
-        if self.n_examples < 0:
-            raise ConfigError(f"`n_examples` must be >= 0, got {self.n_examples}.")
-        for name in ("min_module_features", "batch_size", "top_units", "null_rows"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")
-        if self.window < 0:
-            raise ConfigError(f"`window` must be >= 0, got {self.window}.")
+            in_range(name, getattr(self, name), 0, 1, open_low=True, open_high=True)
+        in_range("min_activation", self.min_activation, 0, 1, open_high=True)
+        in_range("max_density", self.max_density, 0, 1, open_low=True)
+        in_range("global_mode_cosine", self.global_mode_cosine, 0, 1, open_low=True)
+        in_range("min_link_fraction", self.min_link_fraction, 0, 1)
+        in_range("min_enrichment", self.min_enrichment, 1)
+        non_negative(self, "n_bootstrap", "n_examples", "window", "seed")
+        positive(self, "min_module_features", "batch_size", "top_units", "null_rows", "max_rows")
         if self.n_null < 0 or (self.nulls and self.n_null == 1):
             raise ConfigError(f"`n_null` must be 0 or at least 2, got {self.n_null}.")
-        if self.max_rows is not None and self.max_rows < 1:
-            raise ConfigError(f"`max_rows` must be positive, got {self.max_rows}.")
         if not self.resolutions or any(r <= 0 for r in self.resolutions):
             raise ConfigError(f"`resolutions` must be positive numbers, got {self.resolutions}.")
+        check_device("device", self.device, flag="--device")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -153,10 +139,7 @@ class AtlasConfig:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> AtlasConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"Unknown atlas settings {unknown}; known: {sorted(known)}.")
+        known_keys("atlas settings", d, [f.name for f in fields(cls)])
         d = dict(d)
         for key in ("resolutions", "nulls"):
             if key in d and not isinstance(d[key], str):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..evaluate import evaluate_sae
+from ..evaluate.metrics import MIN_HELDOUT_ROWS
 from ..store import ActivationStore
-from ..store.atomic import atomic_write_json
+from ..store.atomic import atomic_write_json, recover_dir, replacing_dir
+from ..store.lock import output_lock
 from ..train import TrainConfig, train_family
 from .pareto import knee, pareto_front
 from .stability import mean_max_cosine
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 SWEEPABLE = ("k", "l1_coefficient", "l0_coefficient")
 SWEEP_JSON = "sweep.json"
+PARETO_JSON = "pareto.json"
 #: Below this decoder stability a recommendation comes with a warning.
 UNSTABLE = 0.7
 
@@ -89,33 +93,94 @@ def sweep(
     seeds: int = 2,
     heldout_fraction: float = 0.1,
     extend: int = 3,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> SweepResult:
     """Train ``base`` with each of ``values`` for the setting ``over`` (and a second
     seed of each when ``seeds`` is 2), from shared batches; evaluate on the last
     ``heldout_fraction`` of rows, never trained on; write ``out/sweep.json`` and
     one SAE directory per member; recommend the knee of the frontier, extending
-    the range past an end up to ``extend`` times while the knee lies at that end."""
+    the range past an end up to ``extend`` times while the knee lies at that end. ``out`` is
+    written beside its place and renamed into it when complete (an existing sweep
+    stays until then, and is replaced only with ``overwrite``)."""
     if over not in SWEEPABLE:
         raise ConfigError(f"Cannot sweep over {over!r}; expected one of: {list(SWEEPABLE)}.")
     if len(values) < 2:
         raise ConfigError("A sweep needs at least two --values.")
+    bad = [v for v in values if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)]
+    if bad:
+        raise ConfigError(f"--values must be finite positive numbers, got {bad}.")
+    if over == "k" and any(float(v) != int(v) for v in values):
+        raise ConfigError(f"--values of k must be whole numbers, got {list(values)}.")
     if seeds not in (1, 2):
         raise ConfigError(f"`seeds` must be 1 or 2, got {seeds}.")
     if not 0 < heldout_fraction < 0.5:
         raise ConfigError(f"`heldout_fraction` must be in (0, 0.5), got {heldout_fraction}.")
-    store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
-    out = Path(out)
-    if (out / SWEEP_JSON).exists():
-        raise ConfigError(f"'{out}' already holds a sweep; choose another --out.")
     if extend < 0:
         raise ConfigError(f"`extend` must be >= 0, got {extend}.")
+    out = Path(out)
+    with output_lock(out):
+        recover_dir(out)
+        check_sweep_out(out, overwrite)
+        store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
+        if store.n_rows * heldout_fraction < MIN_HELDOUT_ROWS:
+            raise ConfigError(
+                f"`heldout_fraction` {heldout_fraction} of {store.n_rows} rows holds out fewer "
+                f"than {MIN_HELDOUT_ROWS} rows, too few to measure the FVU. Capture more rows or "
+                "raise --heldout-fraction."
+            )
+        with replacing_dir(out) as new:
+            return _sweep(
+                store, base, over, values, out, new, seeds, heldout_fraction, extend, progress
+            )
+
+
+def check_sweep_out(out: Path, overwrite: bool) -> None:
+    """Refuse to replace a sweep without ``overwrite``, or a directory holding anything
+    a sweep does not write."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"'{out}' exists and is not a directory; choose another --out.")
+    if not out.is_dir():
+        return
+    foreign = [
+        p.name
+        for p in out.iterdir()
+        if p.name not in (SWEEP_JSON, PARETO_JSON)
+        and not (p.is_dir() and any(p.name.startswith(f"{o}-") for o in SWEEPABLE))
+        and not p.name.startswith(".tmp-")
+    ]
+    if foreign:
+        raise ConfigError(
+            f"'{out}' holds files a sweep does not write ({sorted(foreign)[:5]}); move them "
+            "away or choose another --out."
+        )
+    if (out / SWEEP_JSON).exists() and not overwrite:
+        raise ConfigError(
+            f"'{out}' already holds a sweep; choose another --out, or pass --overwrite "
+            "(`overwrite=True`) to replace it."
+        )
+
+
+def _sweep(
+    store: ActivationStore,
+    base: TrainConfig,
+    over: str,
+    values: list[float],
+    out: Path,
+    new: Path,
+    seeds: int,
+    heldout_fraction: float,
+    extend: int,
+    progress: bool,
+) -> SweepResult:
+    """The sweep, written into ``new``; the paths it records are those under ``out``."""
     heldout = max(1, int(store.n_rows * heldout_fraction))
     start = store.n_rows - heldout
+    members = _Members(store, base, over, out, new, seeds, heldout, start, progress)
     points_raw: list[tuple] = []
     todo, extended, note = list(values), [], None
     for round_ in range(extend + 1):
-        points_raw += _train_members(store, base, over, todo, out, seeds, heldout, start, progress)
+        points_raw += members.train(todo)
         l0 = np.array([p[3] for p in points_raw])
         fvu = np.array([p[2] for p in points_raw])
         best = knee(l0, fvu)
@@ -158,47 +223,51 @@ def sweep(
             heldout,
             points[best].fvu,
         )
-    atomic_write_json(out / SWEEP_JSON, result.to_json())
-    (out / "pareto.json").write_text(
+    atomic_write_json(new / SWEEP_JSON, result.to_json())
+    (new / PARETO_JSON).write_text(
         json.dumps({"l0": l0.tolist(), "fvu": fvu.tolist(), "front": sorted(front), "knee": best})
         + "\n"
     )
     return result
 
 
-def _train_members(store, base, over, values, out, seeds, heldout, start, progress) -> list[tuple]:
-    """Train and evaluate one member per value (and its second seed): a tuple each of
-    ``(value, path, fvu, l0, dead fraction, stability, d_sae)``."""
-    cast = int if over == "k" else float
-    configs, outs = [], []
-    for v in values:
-        for s in range(seeds):
-            configs.append(
-                replace(base, **{over: cast(v)}, seed=base.seed + s, heldout_rows=heldout)
-            )
-            outs.append(Path(out) / f"{over}-{v}" / f"seed-{base.seed + s}")
-    results = train_family(store, configs, outs, progress=progress)
-    points = []
-    for i, v in enumerate(values):
-        first = results[i * seeds]
-        ev = evaluate_sae(first.sae, store, start=start)
-        stab = (
-            mean_max_cosine(first.sae.W_dec, results[i * seeds + 1].sae.W_dec)
-            if seeds == 2
-            else None
+class _Members:
+    """Trains and evaluates sweep members, into ``new`` (paths recorded under ``out``)."""
+
+    def __init__(self, store, base, over, out, new, seeds, heldout, start, progress) -> None:
+        self.store, self.base, self.over = store, base, over
+        self.out, self.new, self.seeds = out, new, seeds
+        self.heldout, self.start, self.progress = heldout, start, progress
+
+    def train(self, values: list[float]) -> list[tuple]:
+        """One member per value (and its second seed): a tuple each of ``(value, path,
+        fvu, l0, dead fraction, stability, d_sae)``."""
+        over, base, seeds = self.over, self.base, self.seeds
+        cast = int if over == "k" else float
+        configs, outs = [], []
+        for v in values:
+            for s in range(seeds):
+                configs.append(
+                    replace(base, **{over: cast(v)}, seed=base.seed + s, heldout_rows=self.heldout)
+                )
+                outs.append(Path(f"{over}-{v}") / f"seed-{base.seed + s}")
+        results = train_family(
+            self.store, configs, [self.new / o for o in outs], progress=self.progress
         )
-        points.append(
-            (
-                float(v),
-                str(outs[i * seeds]),
-                ev.fvu,
-                ev.l0,
-                ev.dead_fraction,
-                stab,
-                first.sae.cfg.d_sae,
+        points = []
+        for i, v in enumerate(values):
+            first = results[i * seeds]
+            ev = evaluate_sae(first.sae, self.store, start=self.start)
+            stab = (
+                mean_max_cosine(first.sae.W_dec, results[i * seeds + 1].sae.W_dec)
+                if seeds == 2
+                else None
             )
-        )
-    return points
+            path = str(self.out / outs[i * seeds])
+            points.append(
+                (float(v), path, ev.fvu, ev.l0, ev.dead_fraction, stab, first.sae.cfg.d_sae)
+            )
+        return points
 
 
 def _edge(values: list[float], chosen: float) -> str | None:

@@ -6,6 +6,15 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .._validation import (
+    check_device,
+    check_types,
+    choice,
+    in_range,
+    known_keys,
+    non_negative,
+    positive,
+)
 from ..errors import ConfigError
 from ..sae.config import ARCHITECTURES
 
@@ -97,34 +106,21 @@ class TrainConfig:
     """Steps between checkpoints (0: none); a checkpointed run continues with --resume."""
 
     def __post_init__(self) -> None:
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"Unknown `{name}` {getattr(self, name)!r}; expected one of: {list(allowed)}."
-                )
-
-        choice("architecture", ARCHITECTURES)
-        choice("normalize", NORMALIZATIONS)
-        choice("lr_decay", DECAYS)
-        choice("autocast", AUTOCASTS)
-        choice("b_dec_init", B_DEC_INITS)
-        choice("select_dtype", SELECT_DTYPES)
-        choice("optimizer", OPTIMIZERS)
-        for name in ("k", "expansion_factor", "dead_window", "log_every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")
-        if self.heldout_rows < 0:
-            raise ConfigError(f"`heldout_rows` must be >= 0, got {self.heldout_rows}.")
-        if self.lr_warmup_steps is not None and self.lr_warmup_steps < 0:
-            raise ConfigError(f"`lr_warmup_steps` must be >= 0, got {self.lr_warmup_steps}.")
-        if self.checkpoint_every < 0:
-            raise ConfigError(f"`checkpoint_every` must be >= 0, got {self.checkpoint_every}.")
-        for name in ("d_sae", "tokens", "batch_size", "auxk_k", "lr"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"`{name}` must be positive, got {value}.")
-        if not 0 <= self.lr_decay_start <= 1:
-            raise ConfigError(f"`lr_decay_start` must be in [0, 1], got {self.lr_decay_start}.")
+        check_types(self)
+        choice("architecture", self.architecture, ARCHITECTURES)
+        choice("normalize", self.normalize, NORMALIZATIONS)
+        choice("lr_decay", self.lr_decay, DECAYS)
+        choice("autocast", self.autocast, AUTOCASTS)
+        choice("b_dec_init", self.b_dec_init, B_DEC_INITS)
+        choice("select_dtype", self.select_dtype, SELECT_DTYPES)
+        choice("optimizer", self.optimizer, OPTIMIZERS)
+        positive(self, "k", "expansion_factor", "dead_window", "log_every")
+        positive(self, "d_sae", "tokens", "batch_size", "auxk_k", "lr")
+        positive(self, "jumprelu_bandwidth", "jumprelu_init_threshold")
+        non_negative(self, "heldout_rows", "lr_warmup_steps", "checkpoint_every")
+        non_negative(self, "sparsity_warmup_steps", "seed", "grad_clip", "auxk_coefficient")
+        non_negative(self, "l1_coefficient", "l0_coefficient")
+        in_range("lr_decay_start", self.lr_decay_start, 0, 1)
         if self.d_sae is not None and self.architecture in ("topk", "batchtopk"):
             if self.k > self.d_sae:
                 raise ConfigError(
@@ -133,6 +129,7 @@ class TrainConfig:
                 )
         if isinstance(self.layers, str):
             raise ConfigError("`layers` must be a list of layer names, not one string.")
+        check_device("device", self.device, flag="--device")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -141,10 +138,7 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"Unknown training settings {unknown}; known: {sorted(known)}.")
+        known_keys("training settings", d, [f.name for f in fields(cls)])
         d = dict(d)
         if "layers" in d:
             d["layers"] = tuple(d["layers"])

@@ -38,6 +38,13 @@ def join(device: str) -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` world, or a process on its own: the one that writes."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def all_sum(t: torch.Tensor, world: World) -> torch.Tensor:
     """Sum of ``t`` over ranks (``t`` itself in a world of one)."""
     if world.size > 1:

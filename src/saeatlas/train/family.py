@@ -13,7 +13,9 @@ from pathlib import Path
 
 from .._progress import progress_bar
 from ..errors import ConfigError
+from ..sae.io import check_sae_out
 from ..store import ActivationStore
+from ..store.lock import output_lock
 from .config import TrainConfig
 from .trainer import TrainResult, _finish, _Run
 
@@ -49,6 +51,18 @@ def train_family(
         )
     if outs is not None and len(outs) != len(configs):
         raise ConfigError(f"{len(outs)} output directories for {len(configs)} configs.")
+    with output_lock(*(outs or ())):
+        for out in outs or ():
+            check_sae_out(Path(out), overwrite=True, resume=False)
+        return _train_family(store, configs, outs, progress)
+
+
+def _train_family(
+    store: ActivationStore | str | Path,
+    configs: list[TrainConfig],
+    outs: list[str | Path] | None,
+    progress: bool,
+) -> list[TrainResult]:
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     runs = [_Run(store, c) for c in configs]
     n_steps = {r.n_steps for r in runs}

@@ -24,14 +24,23 @@ import torch
 from .. import __version__
 from .._linalg import row_norms
 from .._progress import progress_bar
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from ..sae import SAEConfig, SparseAutoencoder
 from ..sae.activations import step as heaviside
+from ..sae.io import check_sae_out, save_sae
 from ..sae.kernels import fast_bf16, select_topk, sparse_decode, topk_encode
 from ..store import ActivationStore, LayerSpec
+from ..store.lock import output_lock
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .distributed import all_min, all_sum, average_gradients, global_topk_threshold, join
+from .distributed import (
+    all_min,
+    all_sum,
+    average_gradients,
+    global_topk_threshold,
+    is_main_process,
+    join,
+)
 from .init import geometric_median, input_normalizer
 from .losses import auxk_loss, fvu, l0, l1_penalty, mse
 from .optim import ScheduleFreeSignSGD
@@ -47,6 +56,8 @@ N_INIT_ROWS = 16384
 MIN_DEFAULT_PASSES, MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS = 50, 2_000_000, 500
 #: Default batch size; a smaller store gets a quarter of its rows per batch.
 DEFAULT_BATCH_SIZE = 4096
+#: Fewer rows than this cannot train an SAE worth evaluating (FVU of 0 or inf).
+MIN_TRAIN_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,29 @@ def _select_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
+def _memory_bytes(device: str) -> int | None:
+    """Memory of ``device``: the GPU's total, or the machine's physical memory."""
+    try:
+        if device.startswith("cuda"):
+            return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
+
+
+def _check_fits(d_in: int, d_sae: int, batch_size: int, device: str) -> None:
+    """Refuse, before allocating, an SAE that cannot fit: its two weight matrices with
+    their gradients and two optimiser states (4 copies), and a batch's latents."""
+    need = 4 * (4 * 2 * d_in * d_sae) + 4 * 3 * batch_size * d_sae
+    have = _memory_bytes(device)
+    if have is not None and need > have:
+        raise ConfigError(
+            f"An SAE of {d_sae:,} latents on {d_in:,} units with batches of {batch_size:,} rows "
+            f"needs about {need / 2**30:,.1f} GiB; {device} has {have / 2**30:,.1f} GiB. Lower "
+            "`d_sae` (--d-sae, or --expansion-factor) or `batch_size` (--batch-size)."
+        )
+
+
 class _Run:
     """One training run: its model, optimiser and counters, stepped one batch at a time."""
 
@@ -90,6 +124,12 @@ class _Run:
         self.names = [l.name for l in self.layers]
         d_in = self.layers[-1].stop
         self.train_rows = store.n_rows - cfg.heldout_rows
+        if self.train_rows < MIN_TRAIN_ROWS:
+            raise ConfigError(
+                f"'{store.path}' has {store.n_rows} rows, {cfg.heldout_rows} held out: "
+                f"{self.train_rows} to train on, fewer than the minimum {MIN_TRAIN_ROWS}. Capture "
+                "more rows (or hold out fewer with `heldout_rows`)."
+            )
         world = self.world.size
         self.batch_size = cfg.batch_size or min(
             DEFAULT_BATCH_SIZE, max(world, self.train_rows // 4 // world * world)
@@ -112,6 +152,7 @@ class _Run:
                 f"{cfg.expansion_factor} x {d_in} units): a TopK SAE keeps k of its d_sae latents "
                 "per row. Lower `k` (--k) or raise `d_sae` (--d-sae)."
             )
+        _check_fits(d_in, self.d_sae, self.batch_size, cfg.device)
         tokens = cfg.tokens or max(
             MIN_DEFAULT_PASSES * self.train_rows,
             min(MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS * self.batch_size),
@@ -452,16 +493,20 @@ def train_sae(
     if out is None and (resume or cfg.checkpoint_every):
         raise ConfigError("Checkpoints and --resume need an --out directory.")
     out = Path(out) if out is not None else None
-    if out is not None and (out / "cfg.json").exists() and not overwrite:
-        raise ConfigError(
-            f"'{out}' already holds an SAE. Choose another --out, or pass --overwrite "
-            "(`overwrite=True`) to replace it."
-        )
-    if out is not None and (out / CHECKPOINT).exists() and not (resume or overwrite):
-        raise ConfigError(
-            f"'{out}' holds an interrupted training run. Pass --resume to continue it, or "
-            "--overwrite to start again."
-        )
+    main = is_main_process()  # only rank 0 writes: only it locks and checks the output
+    with output_lock(out if main else None):
+        if out is not None and main:
+            check_sae_out(out, overwrite=overwrite, resume=resume)
+        return _train(store, cfg, out, resume, progress)
+
+
+def _train(
+    store: ActivationStore | str | Path,
+    cfg: TrainConfig,
+    out: Path | None,
+    resume: bool,
+    progress: bool,
+) -> TrainResult:
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     run = _Run(store, cfg)
     board = _tensorboard(out, cfg) if run.world.is_main else None
@@ -475,6 +520,7 @@ def train_sae(
         while run.step < run.n_steps:
             step_out = run.train_step(next(batches))
             if (run.step - 1) % cfg.log_every == 0 or run.step == run.n_steps:
+                check_finite_training(run, step_out, out)
                 speed = (run.rows_done - done_before) / max(time.perf_counter() - t0, 1e-9)
                 rec = run.record(step_out, speed)
                 if board is not None:
@@ -492,6 +538,7 @@ def train_sae(
                 and run.step % cfg.checkpoint_every == 0
                 and run.step < run.n_steps
             ):
+                check_finite_training(run, step_out, out)  # never replace a good checkpoint
                 save_checkpoint(out, run.state_dict())
             bar.advance(1)
     if board is not None:
@@ -514,7 +561,32 @@ def _tensorboard(out: Path | None, cfg: TrainConfig) -> Any:
     return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
+def check_finite_training(run: _Run, step_out: dict[str, torch.Tensor], out: Path | None) -> None:
+    """Stop with :class:`TrainingDiverged` when the loss or a weight is NaN/Inf; the
+    last checkpoint (written only while everything was finite) stays."""
+    bad = None
+    if "loss" in step_out and not bool(torch.isfinite(step_out["loss"]).all()):
+        bad = f"the loss is {float(step_out['loss'])}"
+    else:
+        for name, p in run.sae.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                bad = f"`{name}` has NaN/Inf values"
+                break
+    if bad is None:
+        return
+    kept = (
+        f" The last good checkpoint stays in '{out / CHECKPOINT}' (--resume continues from it)."
+        if out is not None and (out / CHECKPOINT).exists()
+        else ""
+    )
+    raise TrainingDiverged(
+        f"Training diverged at step {run.step} of {run.n_steps}: {bad}; nothing was saved."
+        f"{kept} Lower the learning rate (--lr, now {run.lr:g}) or check the activations."
+    )
+
+
 def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
+    check_finite_training(run, {}, out)
     run.sae.eval()
     if isinstance(run.opt, ScheduleFreeSignSGD):
         run.opt.eval()  # the averaged weights are the result
@@ -531,9 +603,16 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
     }
     folded = run.sae.folded(run.mean, run.scale).to("cpu").eval()
     folded.cfg = replace(folded.cfg, metadata=summary)
+    broken = [n for n, p in folded.named_parameters() if not bool(torch.isfinite(p).all())]
+    if broken:  # the averaged weights, or the normalisation folded into them
+        raise TrainingDiverged(
+            f"The trained SAE's {broken} have NaN/Inf values after averaging and folding in "
+            "the input normalisation; nothing was saved. Lower the learning rate (--lr) or "
+            "check the activations (a unit with no variance?)."
+        )
     if out is None or not run.world.is_main:
         return TrainResult(folded, run.metrics, summary, None)
-    folded.save(out)
-    (out / METRICS).write_text("".join(json.dumps(m) + "\n" for m in run.metrics))
-    (out / CHECKPOINT).unlink(missing_ok=True)
+    metrics = "".join(json.dumps(m) + "\n" for m in run.metrics).encode()
+    # The new directory replaces the one holding the checkpoints in one rename.
+    save_sae(folded, out, files={METRICS: metrics}, keep=("tensorboard",))
     return TrainResult(folded, run.metrics, summary, out)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._validation import check_types, choice, in_range, known_keys, non_negative
 from ...errors import ConfigError
 
 MAGNITUDES = ("exponential", "folded_normal")
@@ -104,40 +105,22 @@ class PlantedConfig:
                 f"`layer_sizes` must be a non-empty list of positive integers, "
                 f"got {self.layer_sizes!r}."
             )
+        check_types(self)
         for name in ("n_rows", "n_modules", "features_per_module"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
-        if self.n_background_features < 0:
-            raise ConfigError(
-                f"`n_background_features` must be >= 0, got {self.n_background_features}."
-            )
+            in_range(name, getattr(self, name), 1)
+        non_negative(self, "n_background_features")
         n_layers = len(self.layer_sizes)
-        if self.module_layers is not None and not 1 <= self.module_layers <= n_layers:
-            raise ConfigError(
-                f"`module_layers` must be between 1 and the {n_layers} layers (or None), "
-                f"got {self.module_layers}."
-            )
+        if self.module_layers is not None:
+            in_range("module_layers", self.module_layers, 1, n_layers)
         for name in ("free_unit_fraction", "leakage"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
-        if not 0 < self.support_fraction <= 1:
-            raise ConfigError(f"`support_fraction` must be in (0, 1], got {self.support_fraction}.")
+            in_range(name, getattr(self, name), 0, 1, open_high=True)
+        in_range("support_fraction", self.support_fraction, 0, 1, open_low=True)
         for name in ("module_rate", "p_in", "p_out"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"`{name}` must be in [0, 1], got {getattr(self, name)}.")
-        for name in (
-            "dense_strength",
-            "noise",
-            "offset",
-            "unit_scale_spread",
-            "layer_scale_spread",
-        ):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
-        if self.magnitude not in MAGNITUDES:
-            raise ConfigError(
-                f"Unknown `magnitude` {self.magnitude!r}; expected one of: {list(MAGNITUDES)}."
-            )
+            in_range(name, getattr(self, name), 0, 1)
+        non_negative(
+            self, "dense_strength", "noise", "offset", "unit_scale_spread", "layer_scale_spread"
+        )
+        choice("magnitude", self.magnitude, MAGNITUDES)
         spans = module_spans(self)
         for layer, size in enumerate(self.layer_sizes):
             n_here = sum(layer in span for span in spans)
@@ -181,10 +164,7 @@ class PlantedConfig:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PlantedConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"Unknown planted settings {unknown}; known: {sorted(known)}.")
+        known_keys("planted settings", d, [f.name for f in fields(cls)])
         return cls(**d)
 
 

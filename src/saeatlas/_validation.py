@@ -1,0 +1,176 @@
+"""Checks shared by every config: one rule for each kind of setting, one message style.
+
+Configs call these from ``__post_init__`` (and ``from_json``), so a bad value is
+refused where it enters, whichever way it came (flag, YAML, JSON, Python):
+
+- :func:`check_types`: every field holds a value of its annotated type (``k: "eight"``
+  and ``lr: .nan`` are refused here: every float must be finite);
+- :func:`choice`, :func:`in_range`, :func:`positive`, :func:`non_negative`: allowed
+  values and ranges;
+- :func:`known_keys`: no unknown keys in a dict read from a file;
+- :func:`check_device`: a device name torch knows and this machine has.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+def _where(name: str, flag: str | None) -> str:
+    return f"`{name}`" + (f" ({flag})" if flag else "")
+
+
+def choice(name: str, value: Any, allowed: Iterable[Any], *, flag: str | None = None) -> None:
+    """``value`` must be one of ``allowed``."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(f"Unknown {_where(name, flag)} {value!r}; expected one of: {allowed}.")
+
+
+def in_range(
+    name: str,
+    value: Any,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> None:
+    """``value`` (skipped when None) must lie between ``low`` and ``high`` (each end
+    included unless ``open_low`` / ``open_high``)."""
+    if value is None:
+        return
+    ok = (value > low if open_low else value >= low) and (
+        value < high if open_high else value <= high
+    )
+    if ok:
+        return
+    if high == math.inf:
+        rule = "positive" if (low == 0 and open_low) else f"{'>' if open_low else '>='} {low:g}"
+    else:
+        rule = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    raise ConfigError(f"`{name}` must be {rule}, got {value}.")
+
+
+def positive(obj: Any, *names: str) -> None:
+    """Each named field of ``obj`` (skipped when None) must be > 0."""
+    for name in names:
+        in_range(name, getattr(obj, name), 0, open_low=True)
+
+
+def non_negative(obj: Any, *names: str) -> None:
+    """Each named field of ``obj`` (skipped when None) must be >= 0."""
+    for name in names:
+        in_range(name, getattr(obj, name), 0)
+
+
+def known_keys(what: str, d: Any, known: Iterable[str]) -> None:
+    """``d`` must be a mapping whose keys are all in ``known``."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{what} must be a mapping of settings, got {type(d).__name__}.")
+    known = sorted(known)
+    unknown = sorted(str(k) for k in d if k not in known)
+    if unknown:
+        raise ConfigError(f"Unknown {what} {unknown}; known: {known}.")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the annotated type ``hint`` (the types configs use)."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    # numpy's scalars count (a Python caller may pass np.int64(8)), bools do not
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args))
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True  # a type these checks do not know: its own validation decides
+
+
+def _type_name(hint: Any) -> str:
+    name = str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    return name.replace("NoneType", "None")
+
+
+def check_types(obj: Any) -> None:
+    """Every field of the dataclass ``obj`` holds a value of its annotated type, and
+    every float (anywhere in it) is finite. NumPy scalars become Python numbers (so
+    the config writes to JSON)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        hint = hints.get(f.name, Any)
+        if not _matches(value, hint):
+            raise ConfigError(
+                f"`{f.name}` must be {_type_name(hint)}, got {value!r} ({type(value).__name__})."
+            )
+        if isinstance(value, np.generic):
+            value = value.item()
+            object.__setattr__(obj, f.name, value)
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if (
+                isinstance(v, float)
+                and not math.isfinite(v)
+                or (isinstance(v, np.floating) and not np.isfinite(v))
+            ):
+                raise ConfigError(f"`{f.name}` must be a finite number, got {v}.")
+
+
+def check_device(name: str, value: Any, *, flag: str | None = None) -> None:
+    """``value`` (skipped when None) names a device torch knows and this machine has."""
+    if value is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(
+            f"Unknown {_where(name, flag)} {value!r}; expected a torch device such as 'cpu', "
+            "'cuda' or 'cuda:1'."
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"{_where(name, flag)} is {value!r} but this machine has no CUDA device (or "
+                "torch was built without CUDA); use 'cpu'."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{_where(name, flag)} is {value!r} but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)."
+            )
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"{_where(name, flag)} is {value!r} but MPS is not available here.")
+    elif dev.type != "cpu":
+        raise ConfigError(f"{_where(name, flag)} {value!r} is not supported; use 'cpu' or 'cuda'.")

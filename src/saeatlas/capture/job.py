@@ -1,0 +1,121 @@
+"""What makes two captures the same job, so that ``--resume`` refuses to mix two.
+
+A resumed capture must run the same model on the same inputs, recording the same
+layers with the same settings; otherwise its shards would mix two jobs under one
+manifest. :func:`capture_job` reduces each of these to a short fingerprint that
+the store writer records with every commit and compares on resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Values hashed from each end of every parameter: enough to tell two checkpoints
+#: apart without reading a large model in full.
+EDGE_VALUES = 4096
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().to("cpu").contiguous().view(-1)
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)
+    return t.numpy().tobytes()
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer's name, shape, dtype and edge values."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        flat = t.detach().reshape(-1)
+        h.update(_tensor_bytes(flat[:EDGE_VALUES]))
+        h.update(_tensor_bytes(flat[-EDGE_VALUES:]))
+    return h.hexdigest()[:16]
+
+
+def inputs_fingerprint(inputs: Any) -> str:
+    """Arrays: shape, dtype and sha256 of every value; texts: count and sha256; other
+    iterables: their type and length where known (the resume then checks where each
+    batch starts)."""
+    if isinstance(inputs, torch.Tensor):
+        return (
+            f"tensor{tuple(inputs.shape)}:{inputs.dtype}:"
+            + hashlib.sha256(_tensor_bytes(inputs)).hexdigest()[:16]
+        )
+    if isinstance(inputs, np.ndarray):
+        data = np.ascontiguousarray(inputs)
+        digest = hashlib.sha256(
+            data.tobytes() if data.dtype != object else repr(data.tolist()).encode()
+        )
+        return f"array{data.shape}:{data.dtype}:{digest.hexdigest()[:16]}"
+    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
+        h = hashlib.sha256()
+        for t in inputs:
+            h.update(t.encode())
+            h.update(b"\0")
+        return f"{len(inputs)} texts:{h.hexdigest()[:16]}"
+    n = None
+    for obj in (inputs, getattr(inputs, "dataset", None)):
+        try:
+            n = len(obj) if obj is not None else n
+        except TypeError:
+            pass
+    return f"{type(inputs).__name__}" + (f"[{n}]" if n is not None else "")
+
+
+def capture_job(
+    model: torch.nn.Module,
+    inputs: Any,
+    layers: Sequence[str],
+    config: Any,
+    labels: Any = None,
+) -> dict[str, Any]:
+    """The fingerprints a resumed capture must match: ``model``, ``inputs``, ``labels``,
+    ``layers`` (resolved names) and ``settings`` (the capture config, less ``device``
+    and ``early_stop``, which do not change what is stored)."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("device", "early_stop")}
+    return {
+        "model": model_fingerprint(model),
+        "inputs": inputs_fingerprint(inputs),
+        "labels": None if labels is None else inputs_fingerprint(np.asarray(labels)),
+        "layers": list(layers),
+        "settings": settings,
+    }
+
+
+def batch_fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """sha256 of one input batch's tensors (positional and keyword): how a resume of
+    an iterable of batches, whose whole content is not known up front, checks that
+    its first batch is the interrupted capture's."""
+    h = hashlib.sha256()
+
+    def add(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            h.update(f"{tuple(x.shape)}{x.dtype}".encode())
+            h.update(_tensor_bytes(x))
+        elif isinstance(x, np.ndarray):
+            h.update(f"{x.shape}{x.dtype}".encode())
+            h.update(
+                np.ascontiguousarray(x).tobytes()
+                if x.dtype != object
+                else repr(x.tolist()).encode()
+            )
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(str(k).encode())
+                add(x[k])
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                add(v)
+        else:
+            h.update(repr(x).encode())
+
+    add(args)
+    add(kwargs)
+    return h.hexdigest()[:16]

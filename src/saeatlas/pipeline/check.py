@@ -1,0 +1,79 @@
+"""``saeatlas run --check``: everything a run would refuse later, found before it starts.
+
+The config's own validation catches bad values; what depends on the model and the
+inputs is found by a dry run: the model and inputs are loaded, the first batch
+is captured into a temporary store, and the layers, widths and sparsity values
+the later stages will use are checked against it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..capture import capture_activations
+from ..errors import ConfigError
+from ..losses import needs_labels
+from .config import RunConfig
+from .source import load_source
+
+
+def _first_batch(inputs: object, n: int) -> object:
+    if isinstance(inputs, (torch.Tensor, np.ndarray, list, tuple)):
+        return inputs[:n]
+    return list(itertools.islice(iter(inputs), 1))  # an iterable of batches
+
+
+def check_run(cfg: RunConfig) -> str:
+    """Dry-run ``cfg`` on its first input batch; raise :class:`ConfigError` (or the
+    capture's own error) for what would fail later. Returns a one-line summary."""
+    src = load_source(cfg)
+    first = _first_batch(src.inputs, cfg.capture.batch_size)
+    labels = None if src.labels is None else src.labels[: cfg.capture.batch_size]
+    if cfg.ablation.enabled and src.labels is None and needs_labels(cfg.ablation.loss):
+        raise ConfigError(
+            "`ablation.enabled` with `ablation.loss: cross-entropy` needs one label per sample: "
+            "give `labels`, set `ablation.loss: next-token` for a causal language model, or set "
+            "`ablation.enabled: false`."
+        )
+    with tempfile.TemporaryDirectory(prefix="saeatlas-check-") as tmp:
+        store = capture_activations(
+            src.model,
+            first,
+            list(cfg.layers),
+            Path(tmp) / "store",
+            replace(cfg.capture, shard_rows=None),
+            tokenizer=src.tokenizer,
+            labels=labels,
+            progress=False,
+        )
+        layers = store.layers
+    known = [l.name for l in layers]
+    chosen = list(cfg.train.layers) or known
+    missing = [n for n in chosen if n not in known]
+    if missing:
+        raise ConfigError(
+            f"`train.layers` names {missing}, which the capture does not record; it records "
+            f"{known}."
+        )
+    d_in = sum(l.n_units for l in layers if l.name in chosen)
+    t = cfg.train
+    d_sae = t.d_sae or t.expansion_factor * d_in
+    topk = t.architecture in ("topk", "batchtopk")
+    ks = [t.k] if topk and not (cfg.sweep.enabled and cfg.sweep.over == "k") else []
+    if cfg.sweep.enabled and cfg.sweep.over == "k":
+        ks = list(cfg.sweep.values)
+    over = [k for k in ks if k > d_sae]
+    if over:
+        what = "`sweep.values`" if cfg.sweep.enabled and cfg.sweep.over == "k" else "`train.k`"
+        raise ConfigError(
+            f"{what} {[int(k) for k in over]} exceed the SAE's {d_sae} latents (`train.d_sae`, "
+            f"or `train.expansion_factor` {t.expansion_factor} x {d_in} units): a TopK SAE keeps "
+            "k of its latents. Lower them, or raise `train.d_sae`."
+        )
+    return f"dry run: layers {known} give {d_in} units; the SAE has {d_sae} latents"

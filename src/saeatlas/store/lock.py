@@ -1,0 +1,149 @@
+"""One writer per output directory: an exclusive ``fcntl.flock`` held for the whole run.
+
+The lock file is ``.NAME.lock`` beside the output ``NAME`` (not inside it: the
+directory itself is swapped in and out, :mod:`.atomic`). It holds the pid of the
+process that has the lock, so a second writer fails at once with one line that
+names it. The kernel drops the lock when its holder exits, even after ``kill -9``,
+so a lock is never stale; the file is removed when the lock is let go. Locks are re-entrant within one process: a function
+that writes ``OUT`` may be called by another that already holds ``OUT``'s lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import AtlasError
+
+
+class LockError(AtlasError):
+    """Another process is writing the same output."""
+
+
+class OutputError(AtlasError):
+    """An output cannot be written there (not a directory, no permission)."""
+
+
+_held: dict[Path, list[int]] = {}  # resolved output path -> [fd, depth]
+_guard = threading.Lock()
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file of the output ``path``."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+def _key(path: Path) -> Path:
+    return path.parent.resolve() / path.name
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise :class:`OutputError` unless the output directory ``path`` can be written:
+    it is a directory or does not exist yet, and its nearest existing folder is a
+    writable directory."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"'{path}' exists and is not a directory; choose another output.")
+    if path.exists() and not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"Cannot write to '{path}': permission denied. Choose another output.")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(
+            f"Cannot create '{path}': '{parent}' is a file, not a directory. Choose another output."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"Cannot create '{path}': '{parent}' is not writable (permission denied). Choose "
+            "another output."
+        )
+
+
+def acquire(path: str | os.PathLike) -> None:
+    """Take the lock of the output ``path`` or raise :class:`LockError` at once.
+    Checks first that ``path`` can be written (:func:`check_writable`)."""
+    path = Path(path)
+    key = _key(path)
+    with _guard:
+        if key in _held:
+            _held[key][1] += 1
+            return
+        check_writable(path)
+        file = lock_path(path)
+        while True:
+            fd = _open_and_lock(file, path)
+            # The holder removes the file when it lets go; a lock taken on a file that
+            # was removed meanwhile guards nothing, so try again on the new one.
+            try:
+                same = os.stat(file).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held[key] = [fd, 1]
+
+
+def _open_and_lock(file: Path, path: Path) -> int:
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise LockError(
+            f"Cannot create the lock file '{file}' for '{path}' ({e.strerror}); "
+            "check that the folder exists and is writable."
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        try:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        finally:
+            os.close(fd)
+        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise LockError(f"Cannot lock '{file}' ({e.strerror}).") from None
+        who = f"process {other}" if other.isdigit() else "another process"
+        raise LockError(
+            f"'{path}' is being written by {who} (lock '{file}'); wait for it to finish, "
+            "or choose another output."
+        ) from None
+    return fd
+
+
+def release(path: str | os.PathLike) -> None:
+    """Give back one level of the lock taken by :func:`acquire`."""
+    key = _key(Path(path))
+    with _guard:
+        entry = _held.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _held[key]
+            lock_path(key).unlink(missing_ok=True)  # while still locked: see acquire
+            fcntl.flock(entry[0], fcntl.LOCK_UN)
+            os.close(entry[0])
+
+
+@contextmanager
+def output_lock(*paths: str | os.PathLike | None) -> Iterator[None]:
+    """Hold the locks of every output in ``paths`` (``None`` entries are skipped)."""
+    taken: list[Path] = []
+    try:
+        for p in paths:
+            if p is not None:
+                acquire(p)
+                taken.append(Path(p))
+        yield
+    finally:
+        for p in reversed(taken):
+            release(p)

@@ -1,0 +1,263 @@
+"""Shared parts of the reliability suite: small complete outputs to protect, the CLI
+run in-process, and the checks every bad input must pass (issue 15):
+
+- exit code 1, one line on stderr that starts with ``Error:``, no traceback;
+- no file of an existing output changed (bytes and modes), and no stray files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from saeatlas.cli import app
+
+runner = CliRunner()
+
+MODEL_FILE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 8), nn.ReLU())
+    """
+)
+
+
+#: The layers of the protected store (the model's ``1`` and ``3``), for .npy copies.
+LAYERS = [{"name": "1", "start": 0, "stop": 10}, {"name": "3", "start": 10, "stop": 18}]
+
+
+def cli(*args: object) -> object:
+    """Run ``saeatlas ARGS`` in-process; the result has ``exit_code`` and ``output``."""
+    return runner.invoke(app, [str(a) for a in args])
+
+
+#: Bad inputs checked in this session (the README's counts come from this line).
+COUNTS = {"bad inputs": 0, "one-line errors": 0}
+
+
+def assert_one_line_error(result: object, *needles: str) -> str:
+    """Exit code 1, exactly one non-empty output line starting with ``Error:``, no
+    traceback, and each of ``needles`` in it. Returns the line."""
+    COUNTS["bad inputs"] += 1
+    out = result.output
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert result.exit_code == 1, f"exit {result.exit_code}: {out!r} {result.exception!r}"
+    assert "Traceback" not in out, out
+    assert len(lines) == 1 and lines[0].startswith("Error: "), out
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    COUNTS["one-line errors"] += 1
+    return lines[0]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if COUNTS["bad inputs"]:
+        terminalreporter.write_line(
+            "reliability: "
+            + ", ".join(f"{k} {v}" for k, v in COUNTS.items())
+            + " (each with exit code 1 and no traceback)"
+        )
+
+
+def snapshot(root: Path, *, fast: bool = False) -> dict[str, tuple]:
+    """Every file and folder under ``root``: relative path -> (sha256 of the bytes, or
+    'dir'; mode), or with ``fast`` (size, mtime, inode, mode), which any write or
+    rename changes too."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            st = p.stat()
+            if fast:
+                out[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
+            else:
+                digest = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+                out[rel] = (digest, st.st_mode)
+    return out
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Complete outputs of every kind, made once, that bad inputs must not touch."""
+
+    root: Path
+    model: str
+    inputs: Path
+    store: Path
+    npy: Path
+    sae: Path
+    atlas: Path
+    sweep: Path
+
+
+def _tiny_atlas(path: Path) -> None:
+    from saeatlas.structure.atlas import Atlas
+
+    Atlas(
+        units=pd.DataFrame(
+            {"unit": [0, 1], "layer": ["a", "a"], "index": [0, 1], "module": [-1, -1]}
+        ),
+        features=pd.DataFrame({"feature": [0], "module": [-1], "density": [0.1]}),
+        modules=pd.DataFrame({"module": pd.Series([], dtype=int)}),
+        summary={"n_modules": 0, "message": "none"},
+    ).save(path)
+
+
+@pytest.fixture(scope="session")
+def outputs(tmp_path_factory) -> Outputs:
+    """A store (captured by the CLI), the same rows as a .npy, an SAE trained on them, a
+    small atlas and a sweep directory, under one folder."""
+    from saeatlas.store import ActivationStore
+
+    root = tmp_path_factory.mktemp("outputs")
+    (root / "model.py").write_text(MODEL_FILE)
+    model = f"{root / 'model.py'}:build"
+    x = np.random.default_rng(0).normal(size=(300, 6)).astype(np.float32)
+    np.save(root / "inputs.npy", x)
+    r = cli(
+        "capture",
+        "--model",
+        model,
+        "--inputs",
+        root / "inputs.npy",
+        "--layers",
+        "1",
+        "3",
+        "--out",
+        root / "store",
+        "--shard-rows",
+        "128",
+        "-q",
+    )
+    assert r.exit_code == 0, r.output
+    store = ActivationStore.open(root / "store")
+    np.save(root / "acts.npy", store.read().numpy())
+    (root / "acts.layers.json").write_text(json.dumps(LAYERS))
+    r = cli(
+        "train",
+        "--acts",
+        root / "store",
+        "--out",
+        root / "sae",
+        "--d-sae",
+        "24",
+        "--k",
+        "4",
+        "--tokens",
+        "2048",
+        "--batch-size",
+        "64",
+        "-q",
+    )
+    assert r.exit_code == 0, r.output
+    _tiny_atlas(root / "atlas")
+    (root / "sweep").mkdir()
+    (root / "sweep" / "sweep.json").write_text('{"points": []}\n')
+    return Outputs(
+        root,
+        model,
+        root / "inputs.npy",
+        root / "store",
+        root / "acts.npy",
+        root / "sae",
+        root / "atlas",
+        root / "sweep",
+    )
+
+
+@pytest.fixture
+def guarded(outputs):
+    """Fails the test if anything under the outputs' folder changed."""
+    before = snapshot(outputs.root)
+    yield outputs
+    after = snapshot(outputs.root)
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"bad input changed existing outputs: {changed[:10]}"
+
+
+def small_store(path: Path, rows: int = 90, shard_rows: int = 32, seed: int = 0) -> Path:
+    """A store of ``rows`` x 10 captured through the writer, in shards of ``shard_rows``."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+    x = torch.randn(rows, 4, generator=torch.Generator().manual_seed(seed))
+    capture_activations(
+        model,
+        x,
+        ["0", "2"],
+        path,
+        CaptureConfig(batch_size=7, shard_rows=shard_rows),
+        progress=False,
+    )
+    return path
+
+
+@pytest.fixture
+def make_store():
+    """:func:`small_store`, for tests (test modules here do not import each other)."""
+    return small_store
+
+
+@pytest.fixture
+def save_acts(tmp_path):
+    """Save an array as ``tmp_path/acts.npy``, with the store's layer map when it has 18
+    columns (so the protected SAE reads it)."""
+
+    def save(x: np.ndarray) -> Path:
+        p = tmp_path / "acts.npy"
+        np.save(p, x)
+        layers = tmp_path / "acts.layers.json"
+        if x.ndim == 2 and x.shape[1] == 18:
+            layers.write_text(json.dumps(LAYERS))
+        else:
+            layers.unlink(missing_ok=True)
+        return p
+
+    return save
+
+
+@pytest.fixture
+def run_cli():
+    """:func:`cli` and :func:`assert_one_line_error`."""
+    return cli, assert_one_line_error
+
+
+@pytest.fixture
+def unchanged(outputs):
+    """``unchanged(before)``: assert the outputs' folder still matches ``before``, a
+    ``snapshot`` taken by ``unchanged.take()`` (for hypothesis, whose examples share
+    one fixture)."""
+
+    class Check:
+        @staticmethod
+        def take() -> dict[str, tuple]:
+            return snapshot(outputs.root, fast=True)
+
+        def __call__(self, before: dict[str, tuple]) -> None:
+            after = snapshot(outputs.root, fast=True)
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+            assert not changed, f"bad input changed existing outputs: {changed[:10]}"
+
+    return Check()
+
+
+@pytest.fixture(scope="session")
+def reference_store(tmp_path_factory) -> Path:
+    """:func:`small_store` captured once without interruption: what every resume must equal."""
+    return small_store(tmp_path_factory.mktemp("reference") / "store")

@@ -1,0 +1,238 @@
+"""Every bad input the issue lists, as a user types it: one clear line, exit 1,
+before the work, and nothing of an existing output changed (``guarded``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+# -- activations: NaN/Inf, degenerate arrays ----------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("command", ["info", "train", "evaluate", "analyze", "sweep"])
+def test_nonfinite_activations_are_refused_by_every_stage(
+    save_acts, guarded, run_cli, bad, command
+):
+    cli, one_line = run_cli
+    o = guarded
+    x = np.load(o.npy)
+    x[7, 5] = bad
+    acts = save_acts(x)
+    args = {
+        "info": ["info", acts],
+        "train": ["train", "--acts", acts, "--out", o.sae, "--overwrite"],
+        "evaluate": ["evaluate", "--sae", o.sae, "--acts", acts],
+        "analyze": ["analyze", "--sae", o.sae, "--acts", acts, "--out", o.atlas, "--overwrite"],
+        "sweep": ["sweep", "--acts", acts, "--out", o.sweep, "--overwrite", "--values", "2", "4"],
+    }[command]
+    one_line(cli(*args), "row 7, column 5", "--on-nonfinite skip")
+
+
+def test_skip_leaves_the_bad_rows_out_and_keeps_their_index(save_acts, run_cli):
+    from saeatlas.store import ActivationStore
+
+    cli, _ = run_cli
+    x = np.arange(60, dtype=np.float32).reshape(20, 3)
+    x[[4, 11], 1] = np.nan
+    acts = save_acts(x)
+    store = ActivationStore.open(acts, on_nonfinite="skip")
+    assert store.n_rows == 18 and store.n_skipped_rows == 2
+    kept = np.delete(x, [4, 11], axis=0)
+    np.testing.assert_array_equal(store.read().numpy(), kept)
+    np.testing.assert_allclose(store.mean, kept.mean(axis=0))  # not polluted by the NaN rows
+    assert store.rows().column("sample").to_pylist() == [i for i in range(20) if i not in (4, 11)]
+    r = cli("info", acts, "--on-nonfinite", "skip")
+    assert r.exit_code == 0 and "2 rows with NaN/Inf were skipped" in r.output, r.output
+
+
+@pytest.mark.parametrize(
+    "shape,needle",
+    [((0, 4), "no activations"), ((5, 0), "no activations"), ((2, 3, 4), "[rows, units]")],
+)
+def test_empty_and_misshapen_arrays(tmp_path, save_acts, guarded, run_cli, shape, needle):
+    cli, one_line = run_cli
+    acts = save_acts(np.zeros(shape, np.float32))
+    one_line(cli("analyze", "--sae", guarded.sae, "--acts", acts, "--out", tmp_path / "a"), needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acts.npy"]  # no atlas, no lock left
+    one_line(cli("train", "--acts", acts, "--out", guarded.sae, "--overwrite"), needle)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 15])
+def test_too_few_rows_to_train(save_acts, guarded, run_cli, rows):
+    cli, one_line = run_cli
+    acts = save_acts(np.random.default_rng(0).normal(size=(rows, 18)).astype(np.float32))
+    one_line(cli("train", "--acts", acts, "--out", guarded.sae, "--overwrite"), "minimum 16")
+
+
+def test_too_few_or_constant_rows_to_evaluate(save_acts, guarded, run_cli):
+    cli, one_line = run_cli
+    one_line(
+        cli("evaluate", "--sae", guarded.sae, "--acts", guarded.npy, "--start", "299"), "fewer than"
+    )
+    acts = save_acts(np.ones((40, 18), np.float32))
+    one_line(cli("evaluate", "--sae", guarded.sae, "--acts", acts), "do not vary")
+
+
+def test_integer_arrays_are_refused(save_acts, guarded, run_cli):
+    cli, one_line = run_cli
+    acts = save_acts(np.ones((40, 18), np.int32))
+    one_line(cli("info", acts), "activations must be floats")
+
+
+# -- manifests ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store_copy(tmp_path, outputs):
+    dst = tmp_path / "store"
+    shutil.copytree(outputs.store, dst)
+    return dst
+
+
+def _edit_manifest(store, edit):
+    m = json.loads((store / "manifest.json").read_text())
+    edit(m)
+    (store / "manifest.json").write_text(json.dumps(m))
+
+
+def _moved_boundary(m):
+    m["layers"][0]["stop"] -= 2
+    m["layers"][1]["start"] -= 2
+
+
+MANIFEST_LIES = {
+    "dtype": (lambda m: m.update(dtype="float16"), "float32"),
+    "n_rows": (lambda m: m.update(n_rows=m["n_rows"] + 1), "do not add up"),
+    "mean truncated": (lambda m: m.update(mean=m["mean"][:-1]), "`mean` must hold 18"),
+    "std negative": (lambda m: m["std"].__setitem__(0, -1.0), "`std` must hold"),
+    "moved layer boundary": (_moved_boundary, "layer map is corrupt"),
+    "gap between layers": (
+        lambda m: m["layers"][1].update(start=m["layers"][1]["start"] + 1),
+        "tile",
+    ),
+    "shard rows": (lambda m: m["shards"][0].update(rows=m["shards"][0]["rows"] - 1), "add up"),
+    "shard outside": (
+        lambda m: m["shards"][0].update(file="../x.safetensors"),
+        "outside the store",
+    ),
+    "unknown key": (lambda m: m.update(colour="red"), "Unknown manifest keys"),
+    "missing key": (lambda m: m.pop("layers"), "not a valid saeatlas manifest"),
+    "wrong type": (lambda m: m.update(n_rows="many"), "not a valid saeatlas manifest"),
+    "newer format": (lambda m: m.update(format_version=99), "Upgrade saeatlas"),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(MANIFEST_LIES))
+@pytest.mark.parametrize("command", ["info", "train", "analyze"])
+def test_manifests_that_lie_are_refused(tmp_path, store_copy, guarded, run_cli, lie, command):
+    cli, one_line = run_cli
+    edit, needle = MANIFEST_LIES[lie]
+    _edit_manifest(store_copy, edit)
+    args = {
+        "info": ["info", store_copy],
+        "train": ["train", "--acts", store_copy, "--out", guarded.sae, "--overwrite"],
+        "analyze": ["analyze", "--sae", guarded.sae, "--acts", store_copy, "--out", tmp_path / "a"],
+    }[command]
+    one_line(cli(*args), needle)
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_a_missing_shard_is_named(store_copy, guarded, run_cli, verify):
+    cli, one_line = run_cli
+    (store_copy / "shard-00001.safetensors").unlink()
+    one_line(cli("info", store_copy, *(["--verify"] if verify else [])), "shard-00001", "missing")
+
+
+def test_verify_recomputes_the_statistics(store_copy, run_cli):
+    cli, one_line = run_cli
+    assert cli("info", store_copy, "--verify").exit_code == 0
+    _edit_manifest(store_copy, lambda m: m["mean"].__setitem__(3, m["mean"][3] * 1.01 + 1e-3))
+    one_line(cli("info", store_copy, "--verify"), "wrong per-unit mean", "unit 3")
+
+
+def test_a_corrupt_shard_is_found(store_copy, run_cli):
+    cli, one_line = run_cli
+    shard = store_copy / "shard-00000.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-4:] = b"\xff\xff\xff\x7f"  # a NaN in place of the last value
+    shard.write_bytes(bytes(data))
+    one_line(cli("info", store_copy, "--verify"), "sha256")
+
+
+# -- SAE files ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sae_copy(tmp_path, outputs):
+    dst = tmp_path / "sae"
+    shutil.copytree(outputs.sae, dst)
+    return dst
+
+
+def _edit_weights(sae, edit):
+    w = load_file(str(sae / "sae_weights.safetensors"))
+    edit(w)
+    save_file(w, str(sae / "sae_weights.safetensors"))
+
+
+SAE_DAMAGE = {
+    "empty cfg": (lambda s: (s / "cfg.json").write_text("{}"), "required keys"),
+    "cfg not json": (lambda s: (s / "cfg.json").write_text("{d_in: 1"), "not valid JSON"),
+    "cfg a list": (lambda s: (s / "cfg.json").write_text("[1, 2]"), "JSON object"),
+    "k text": (
+        lambda s: (s / "cfg.json").write_text(
+            json.dumps({**json.loads((s / "cfg.json").read_text()), "k": "eight"})
+        ),
+        "`k` must be int",
+    ),
+    "unknown architecture": (
+        lambda s: (s / "cfg.json").write_text(
+            json.dumps({**json.loads((s / "cfg.json").read_text()), "architecture": "gated"})
+        ),
+        "Unknown `architecture`",
+    ),
+    "int32 W_enc": (
+        lambda s: _edit_weights(s, lambda w: w.update(W_enc=w["W_enc"].round().to(torch.int32))),
+        "must be floats",
+    ),
+    "NaN weights": (
+        lambda s: _edit_weights(s, lambda w: w["W_dec"].__setitem__((0, 0), float("nan"))),
+        "NaN/Inf",
+    ),
+    "wrong shape": (
+        lambda s: _edit_weights(s, lambda w: w.update(b_enc=w["b_enc"][:-1].clone())),
+        "`b_enc`",
+    ),
+    "weights missing": (
+        lambda s: (s / "sae_weights.safetensors").unlink(),
+        "is not an SAE directory",
+    ),
+    "weights garbage": (
+        lambda s: (s / "sae_weights.safetensors").write_bytes(b"garbage"),
+        "unreadable",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(SAE_DAMAGE))
+def test_damaged_sae_files_are_refused(sae_copy, guarded, run_cli, damage):
+    cli, one_line = run_cli
+    edit, needle = SAE_DAMAGE[damage]
+    edit(sae_copy)
+    one_line(cli("evaluate", "--sae", sae_copy, "--acts", guarded.store), needle)
+
+
+def test_an_sae_layer_map_is_checked_layer_by_layer(sae_copy, outputs, run_cli):
+    cli, one_line = run_cli
+    store = outputs.store
+    cfg = json.loads((sae_copy / "cfg.json").read_text())
+    a, b = cfg["layers"]
+    a["stop"], b["start"] = a["stop"] - 2, b["start"] - 2  # same total width
+    (sae_copy / "cfg.json").write_text(json.dumps(cfg))
+    one_line(cli("evaluate", "--sae", sae_copy, "--acts", store), "units")

@@ -1,0 +1,498 @@
+"""Bad settings, outputs, devices and resumes: one line, exit 1, before the work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from saeatlas.errors import TrainingDiverged
+
+
+@pytest.mark.parametrize(
+    "flag,value,needle",
+    [
+        ("--lr", "nan", "`lr` must be a finite number"),
+        ("--lr", "inf", "`lr` must be a finite number"),
+        ("--lr", "-1", "`lr` must be positive"),
+        ("--k", "eight", "Invalid value for '--k'"),
+        ("--k", "0", "`k` must be positive"),
+        ("--batch-size", "0", "`batch_size` must be positive"),
+        ("--grad-clip", "-1", "`grad_clip` must be >= 0"),
+        ("--lr-decay-start", "1.5", "`lr_decay_start` must be in [0, 1]"),
+        ("--auxk-coefficient", "nan", "finite"),
+        ("--device", "banana", "Unknown `device` (--device) 'banana'"),
+        ("--architecture", "topK", "Unknown `architecture`"),
+        ("--d-sae", "4", "cannot exceed `d_sae`"),
+    ],
+)
+def test_bad_training_flags(guarded, run_cli, flag, value, needle):
+    cli, one_line = run_cli
+    one_line(
+        cli("train", "--acts", guarded.store, "--out", guarded.sae, "--overwrite", flag, value),
+        needle,
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("command", ["train", "evaluate", "capture"])
+def test_cuda_without_cuda(guarded, run_cli, command):
+    cli, one_line = run_cli
+    o = guarded
+    args = {
+        "train": ["train", "--acts", o.store, "--out", o.sae, "--overwrite", "--device", "cuda"],
+        "evaluate": ["evaluate", "--sae", o.sae, "--acts", o.store, "--device", "cuda"],
+        "capture": [
+            "capture",
+            "--model",
+            o.model,
+            "--inputs",
+            o.inputs,
+            "--layers",
+            "1",
+            "--out",
+            o.store,
+            "--overwrite",
+            "--device",
+            "cuda:0",
+        ],
+    }[command]
+    one_line(cli(*args), "no CUDA device")
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("k: [8\n", "not valid YAML at line"),
+        ("k: 8\n  lr: 2\n", "not valid YAML at line 2"),
+        ("lr: .nan\n", "finite"),
+        ("lr: .inf\n", "finite"),
+        ("colour: red\n", "unknown key `colour`"),
+        ("k: eight\n", "`k` must be an integer"),
+        ("- 1\n- 2\n", "must hold a mapping"),
+        ("\x00\x01", "Config file"),
+    ],
+)
+def test_bad_config_files(tmp_path, guarded, run_cli, text, needle):
+    cli, one_line = run_cli
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    one_line(
+        cli("train", "--acts", guarded.store, "--out", guarded.sae, "--overwrite", "--config", cfg),
+        needle,
+    )
+
+
+def test_outputs_that_cannot_be_written_fail_before_the_work(tmp_path, guarded, run_cli):
+    cli, one_line = run_cli
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    one_line(cli("train", "--acts", guarded.store, "--out", afile), "not a directory")
+    one_line(cli("train", "--acts", guarded.store, "--out", afile / "sae"), "is a file")
+    one_line(
+        cli("analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", afile),
+        "not a directory",
+    )
+    one_line(
+        cli(
+            "capture",
+            "--model",
+            guarded.model,
+            "--inputs",
+            guarded.inputs,
+            "--layers",
+            "1",
+            "--out",
+            afile / "s",
+        ),
+        "is a file",
+    )
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    one_line(cli("train", "--acts", guarded.store, "--out", mine, "--overwrite"), "not an SAE's")
+    one_line(
+        cli("sweep", "--acts", guarded.store, "--out", mine, "--overwrite", "--values", "2", "4"),
+        "does not write",
+    )
+    assert (mine / "notes.txt").read_text() == "keep"
+    one_line(cli("train", "--acts", guarded.store, "--out", guarded.sae), "already holds an SAE")
+    one_line(
+        cli("analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", guarded.atlas),
+        "already holds an atlas",
+    )
+    one_line(
+        cli("sweep", "--acts", guarded.store, "--out", guarded.sweep, "--values", "2", "4"),
+        "already holds a sweep",
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_unwritable_outputs_fail_before_the_work(tmp_path, guarded, run_cli):
+    cli, one_line = run_cli
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        one_line(cli("train", "--acts", guarded.store, "--out", ro / "sae"), "not writable")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_old_sae(
+    guarded, run_cli, monkeypatch
+):
+    import errno
+
+    import saeatlas.sae.io as io
+
+    cli, one_line = run_cli
+    real = io.atomic_write_bytes
+
+    def full(path, data):
+        if str(path).endswith(".safetensors"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(io, "atomic_write_bytes", full)
+    line = one_line(
+        cli(
+            "train",
+            "--acts",
+            guarded.store,
+            "--out",
+            guarded.sae,
+            "--overwrite",
+            "--d-sae",
+            "24",
+            "--k",
+            "4",
+            "--tokens",
+            "512",
+            "--batch-size",
+            "64",
+            "-q",
+        ),
+        "No space left on device",
+        "sae_weights.safetensors",
+    )
+    assert ".partial" in line  # it names the file it was writing; the SAE itself is untouched
+
+
+def test_training_that_diverges_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path, outputs, monkeypatch
+):
+    from saeatlas.train import TrainConfig, train_sae, trainer
+    from saeatlas.train.checkpoint import CHECKPOINT
+
+    real = trainer._Run.train_step
+
+    def poisoned(self, batch):
+        out = real(self, batch)
+        if self.step >= 7:
+            with torch.no_grad():
+                self.sae.W_enc.fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(trainer._Run, "train_step", poisoned)
+    cfg = TrainConfig(d_sae=24, k=4, batch_size=32, tokens=32 * 12, checkpoint_every=3, log_every=1)
+    with pytest.raises(TrainingDiverged, match=r"step 7 of 12.*`W_enc` has NaN.*checkpoint"):
+        train_sae(outputs.store, cfg, tmp_path / "sae", progress=False)
+    state = torch.load(tmp_path / "sae" / CHECKPOINT, weights_only=True)
+    assert state["step"] == 6
+    assert all(torch.isfinite(v).all() for v in state["sae"].values())
+    assert not (tmp_path / "sae" / "cfg.json").exists()
+    monkeypatch.setattr(trainer._Run, "train_step", real)
+    resumed = train_sae(outputs.store, cfg, tmp_path / "sae", resume=True, progress=False)
+    assert torch.isfinite(resumed.sae.W_enc).all()
+
+
+def test_a_huge_learning_rate_never_saves_nan_weights(tmp_path, guarded, run_cli):
+    cli, one_line = run_cli
+    one_line(
+        cli(
+            "train",
+            "--acts",
+            guarded.store,
+            "--out",
+            tmp_path / "sae",
+            "--lr",
+            "1e30",
+            "--d-sae",
+            "24",
+            "--k",
+            "4",
+            "--tokens",
+            "1024",
+            "--batch-size",
+            "64",
+            "--optimizer",
+            "adam",
+            "-q",
+        ),
+        "Training diverged",
+    )
+    assert not (tmp_path / "sae" / "cfg.json").exists()
+
+
+# -- run --check --------------------------------------------------------------------------------
+
+
+def _run_config(tmp_path, outputs, extra):
+    text = textwrap.dedent(
+        f"""
+        model: {outputs.model}
+        inputs: {outputs.inputs}
+        layers: ["1", "3"]
+        """
+    ) + textwrap.dedent(extra)
+    p = tmp_path / "run.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        ("sweep: {values: [4, 400]}\n", "exceed the SAE's 144 latents"),
+        ("sweep: {values: [4, 8]}\ntrain: {d_sae: 6, k: 4}\n", "exceed `train.d_sae` 6"),
+        ("sweep: {enabled: false}\ntrain: {k: 200, expansion_factor: 2}\n", "`train.k` [200]"),
+        ("train: {checkpoint_every: 10}\n", "checkpoint_every"),
+        ("train: {lr: .nan}\n", "finite"),
+        ("train: {layers: ['5']}\n", "`train.layers` names ['5']"),
+        ("sweep: {values: [4, .inf]}\n", "finite"),
+    ],
+)
+def test_run_check_catches_what_would_fail_later(tmp_path, outputs, run_cli, extra, needle):
+    cli, one_line = run_cli
+    one_line(cli("run", _run_config(tmp_path, outputs, extra), "--check"), needle)
+
+
+def test_run_check_finds_unknown_layers_with_a_dry_run(tmp_path, outputs, run_cli):
+    cli, one_line = run_cli
+    p = _run_config(tmp_path, outputs, "")
+    p.write_text(p.read_text().replace('["1", "3"]', '["1", "mlp"]'))
+    one_line(cli("run", p, "--check"), "'mlp'")
+    p.write_text(p.read_text().replace('["1", "mlp"]', '["1", "3"]'))
+    r = cli("run", p, "--check")
+    assert r.exit_code == 0 and "valid (dry run: layers ['1', '3'] give 18 units" in r.output, (
+        r.output
+    )
+
+
+# -- capture --resume of another job -------------------------------------------------------------
+
+
+@pytest.fixture
+def interrupted(tmp_path, outputs, monkeypatch):
+    """An interrupted capture of the outputs' model and inputs at tmp_path/store."""
+    import saeatlas.store.writer as writer_module
+    from saeatlas.capture import CaptureConfig, capture_activations, load_inputs, load_model
+
+    real = writer_module.write_shard
+    n = {"calls": 0}
+
+    def dying(*args):
+        n["calls"] += 1
+        if n["calls"] == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(writer_module, "write_shard", dying)
+    model = load_model(outputs.model).model
+    x = load_inputs(outputs.inputs)  # as the CLI reads them
+    with pytest.raises(KeyboardInterrupt):
+        capture_activations(
+            model, x, ["1", "3"], tmp_path / "store", CaptureConfig(shard_rows=64), progress=False
+        )
+    monkeypatch.setattr(writer_module, "write_shard", real)
+    return tmp_path / "store"
+
+
+def _capture(outputs, store, inputs=None, model=None, layers=("1", "3")):
+    return [
+        "capture",
+        "--model",
+        model or outputs.model,
+        "--inputs",
+        inputs or outputs.inputs,
+        "--layers",
+        *layers,
+        "--out",
+        store,
+        "--shard-rows",
+        "64",
+        "--resume",
+        "-q",
+    ]
+
+
+def test_resume_refuses_another_job(tmp_path, outputs, interrupted, run_cli):
+    cli, one_line = run_cli
+    from saeatlas.store.atomic import partial_dir
+
+    work = partial_dir(interrupted)
+    before = {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()}
+    other = tmp_path / "other.npy"
+    x = np.load(outputs.inputs)
+    x[-1, 0] += 1  # one value differs, at the end
+    np.save(other, x)
+    one_line(cli(*_capture(outputs, interrupted, inputs=other)), "inputs differ")
+    (tmp_path / "model2.py").write_text(
+        (outputs.root / "model.py").read_text().replace("manual_seed(0)", "manual_seed(1)")
+    )
+    one_line(
+        cli(*_capture(outputs, interrupted, model=f"{tmp_path / 'model2.py'}:build")),
+        "model differ",
+    )
+    one_line(cli(*_capture(outputs, interrupted, layers=("1",))), "layers differ")
+    assert {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()} == before
+    r = cli(*_capture(outputs, interrupted))
+    assert r.exit_code == 0, r.output
+    from saeatlas.store import ActivationStore
+
+    assert ActivationStore.open(interrupted).n_rows == 300
+
+
+# -- locking, file modes --------------------------------------------------------------------------
+
+
+def test_a_second_writer_fails_at_once_naming_the_first(tmp_path, outputs):
+    from saeatlas.store.lock import output_lock
+
+    out = tmp_path / "sae"
+    with output_lock(out):
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "saeatlas",
+                "train",
+                "--acts",
+                str(outputs.store),
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    assert r.returncode == 1, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"being written by process {os.getpid()}" in lines[0], r.stderr
+    assert not out.exists() and not (tmp_path / ".sae.lock").exists()
+
+
+def test_files_get_the_umask_mode_and_no_temporary_files_stay(tmp_path, outputs, run_cli):
+    cli, _ = run_cli
+    old = os.umask(0o027)
+    try:
+        r = cli(
+            "train",
+            "--acts",
+            outputs.store,
+            "--out",
+            tmp_path / "sae",
+            "--d-sae",
+            "24",
+            "--k",
+            "4",
+            "--tokens",
+            "512",
+            "--batch-size",
+            "64",
+            "-q",
+        )
+    finally:
+        os.umask(old)
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in (tmp_path / "sae").iterdir())
+    assert names == ["cfg.json", "metrics.jsonl", "sae_weights.safetensors"], names
+    for p in (tmp_path / "sae").iterdir():
+        assert p.stat().st_mode & 0o777 == 0o640, (p.name, oct(p.stat().st_mode))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sae"]  # no partial, old or lock left
+
+
+@pytest.mark.parametrize(
+    "values,needle",
+    [
+        (["2", "nan"], "finite positive"),
+        (["2", "inf"], "finite positive"),
+        (["2.5", "4"], "whole numbers"),
+        (["0", "4"], "finite positive"),
+    ],
+)
+def test_bad_sweep_values(guarded, run_cli, values, needle):
+    cli, one_line = run_cli
+    one_line(
+        cli(
+            "sweep",
+            "--acts",
+            guarded.store,
+            "--out",
+            guarded.sweep,
+            "--overwrite",
+            "--values",
+            *values,
+        ),
+        needle,
+    )
+
+
+def test_resume_of_an_iterable_checks_its_first_batch(tmp_path):
+    """A DataLoader's content is not known up front: the first batch's hash is."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU())
+    x = torch.randn(60, 4, generator=torch.Generator().manual_seed(0))
+
+    class Batches:
+        def __init__(self, data, die_at=None):
+            self.data, self.die_at = data, die_at
+
+        def __iter__(self):
+            for i in range(0, len(self.data), 10):
+                if i // 10 == self.die_at:
+                    raise KeyboardInterrupt
+                yield self.data[i : i + 10]
+
+    cfg = CaptureConfig(shard_rows=15)
+    with pytest.raises(KeyboardInterrupt):
+        capture_activations(model, Batches(x, die_at=4), ["1"], tmp_path / "s", cfg, progress=False)
+    with pytest.raises(Exception, match="its first batch is another"):
+        capture_activations(
+            model, Batches(x + 1), ["1"], tmp_path / "s", cfg, resume=True, progress=False
+        )
+    store = capture_activations(
+        model, Batches(x), ["1"], tmp_path / "s", cfg, resume=True, progress=False
+    )
+    assert store.n_rows == 60
+
+
+def test_an_sae_too_large_for_the_machine_is_refused_before_allocating(guarded, run_cli):
+    cli, one_line = run_cli
+    args = ["train", "--acts", guarded.store, "--out", guarded.sae, "--overwrite", "--k", "4"]
+    one_line(cli(*args, "--d-sae", str(10**11)), "needs about", "GiB")
+
+
+def test_running_out_of_memory_is_one_line(guarded, run_cli, monkeypatch):
+    import saeatlas.train.trainer as trainer
+
+    cli, one_line = run_cli
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 7200000000000 bytes."
+        )
+
+    monkeypatch.setattr(trainer, "SparseAutoencoder", no_memory)
+    args = ["train", "--acts", guarded.store, "--out", guarded.sae, "--overwrite"]
+    one_line(cli(*args), "Out of memory", "--batch-size")

@@ -1,0 +1,127 @@
+"""Output directories are always the complete old one or the complete new one."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+from saeatlas.store.atomic import partial_dir, replacing_dir
+from saeatlas.structure.atlas import Atlas
+
+
+def _atlas(n: int) -> Atlas:
+    return Atlas(
+        units=pd.DataFrame({"unit": range(n), "module": [-1] * n}),
+        features=pd.DataFrame({"feature": [0], "module": [-1]}),
+        modules=pd.DataFrame({"module": pd.Series([], dtype=int)}),
+        summary={"n_modules": 0, "marker": n},
+    )
+
+
+def test_a_failed_overwrite_leaves_the_old_atlas_whole(tmp_path, monkeypatch):
+    import saeatlas.structure.atlas as atlas_module
+
+    _atlas(3).save(tmp_path / "atlas")
+    (tmp_path / "atlas" / "report.html").write_text("old report")
+    real = atlas_module.atomic_write_json
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # while the new atlas.json is written
+
+    monkeypatch.setattr(atlas_module, "atomic_write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _atlas(5).save(tmp_path / "atlas", overwrite=True)
+    monkeypatch.setattr(atlas_module, "atomic_write_json", real)
+    old = Atlas.load(tmp_path / "atlas")
+    assert old.summary["marker"] == 3 and (tmp_path / "atlas" / "report.html").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas"]
+    _atlas(5).save(tmp_path / "atlas", overwrite=True)
+    new = Atlas.load(tmp_path / "atlas")
+    assert new.summary["marker"] == 5 and len(new.units) == 5
+    assert not (tmp_path / "atlas" / "report.html").exists()  # the old atlas's report went with it
+
+
+def test_a_half_written_atlas_of_an_older_version_is_replaced(tmp_path):
+    half = tmp_path / "atlas"
+    half.mkdir()
+    _atlas(2).units.to_parquet(half / "units.parquet")  # killed before atlas.json
+    (half / ".tmp-features.parquet-x1").write_bytes(b"")
+    _atlas(4).save(half)
+    assert Atlas.load(half).summary["marker"] == 4
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    with pytest.raises(Exception, match="not an atlas"):
+        _atlas(4).save(other)
+    assert (other / "notes.txt").read_text() == "keep"
+
+
+def test_a_stale_partial_directory_of_a_killed_writer_is_cleared(tmp_path):
+    stale = partial_dir(tmp_path / "out")
+    stale.mkdir()
+    (stale / "junk").write_text("half")
+    with replacing_dir(tmp_path / "out") as new:
+        assert list(new.iterdir()) == []
+        (new / "done").write_text("yes")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (tmp_path / "out" / "done").read_text() == "yes"
+
+
+def test_the_old_directory_stays_until_the_new_one_is_complete(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "v").write_text("1")
+    with pytest.raises(RuntimeError):
+        with replacing_dir(out) as new:
+            (new / "v").write_text("2")
+            assert (out / "v").read_text() == "1"
+            raise RuntimeError("the writer fails")
+    assert (out / "v").read_text() == "1"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_a_failed_sweep_keeps_the_old_sweep(tmp_path, outputs):
+    import shutil
+
+    from saeatlas.sweep import sweep
+    from saeatlas.train import TrainConfig
+
+    shutil.copytree(outputs.sweep, tmp_path / "sweep")
+    before = (tmp_path / "sweep" / "sweep.json").read_text()
+    with pytest.raises(Exception, match="cannot exceed"):
+        sweep(
+            outputs.store,
+            TrainConfig(d_sae=24, tokens=256, batch_size=64),
+            "k",
+            [4, 40],
+            tmp_path / "sweep",
+            seeds=1,
+            overwrite=True,
+            progress=False,
+        )
+    assert (tmp_path / "sweep" / "sweep.json").read_text() == before
+    assert sorted(os.listdir(tmp_path)) == ["sweep"]
+
+
+def test_saving_an_sae_never_replaces_a_folder_of_other_files(tmp_path, outputs):
+    from saeatlas.sae import SparseAutoencoder
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(Exception, match="not an SAE's"):
+        SparseAutoencoder.load(outputs.sae).save(mine)
+    assert (mine / "notes.txt").read_text() == "keep"
+
+
+def test_run_finishes_a_swap_killed_between_its_renames(tmp_path, make_store):
+    """`saeatlas run` sees the store complete, not missing, after such a kill."""
+    from saeatlas.pipeline.outputs import store_complete
+
+    store = make_store(tmp_path / "store")
+    os.replace(store, partial_dir(store))  # the complete new store, not yet renamed in
+    (tmp_path / ".store.old").mkdir()  # the old one, renamed aside
+    assert store_complete(store)
+    assert sorted(os.listdir(tmp_path)) == ["store"]

@@ -1,0 +1,224 @@
+"""A capture killed at any commit point resumes to the store an uninterrupted run
+writes: the same shards (sha256), rows and per-unit statistics, bit for bit.
+
+Kills are simulated by raising before or after each write the store writer makes
+(shard, row part, progress file, rows.parquet, manifest, the directory swap), and
+done for real with ``kill -9`` of a subprocess at two points.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import saeatlas.store.writer as writer_module
+from saeatlas.capture import CaptureConfig, capture_activations
+from saeatlas.store import ActivationStore
+from saeatlas.store.atomic import partial_dir
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs (BaseException, like KeyboardInterrupt)."""
+
+
+#: The writer's writes, in the order one shard's commit and the close make them.
+WRITES = ("write_shard", "atomic_write", "atomic_write_bytes", "atomic_write_json", "swap_in")
+#: Calls of each in a capture of 90 rows in shards of 32: 3 shards (+ rows.parquet).
+CALLS = {
+    "write_shard": 3,
+    "atomic_write": 4,
+    "atomic_write_bytes": 3,
+    "atomic_write_json": 1,
+    "swap_in": 1,
+}
+KILL_POINTS = [
+    (name, n, when)
+    for name in WRITES
+    for n in range(1, CALLS[name] + 1)
+    for when in ("before", "after")
+]
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    sa, sb = ActivationStore.open(a), ActivationStore.open(b)
+    assert [s.sha256 for s in sa.manifest.shards] == [s.sha256 for s in sb.manifest.shards]
+    assert pq.read_table(a / "rows.parquet").equals(pq.read_table(b / "rows.parquet"))
+    np.testing.assert_array_equal(sa.mean, sb.mean)  # exactly: nothing counted twice
+    np.testing.assert_array_equal(sa.std, sb.std)
+    sa.verify()
+    assert not partial_dir(a).exists()
+
+
+@pytest.fixture
+def reference(reference_store):
+    return reference_store
+
+
+@pytest.mark.parametrize("name,n,when", KILL_POINTS)
+def test_a_kill_at_any_commit_point_loses_and_doubles_nothing(
+    tmp_path, monkeypatch, reference, make_store, name, n, when
+):
+    real = getattr(writer_module, name)
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n and when == "before":
+            raise Killed(f"{name} #{n}")
+        out = real(*args, **kwargs)
+        if calls["n"] == n:
+            raise Killed(f"after {name} #{n}")
+        return out
+
+    monkeypatch.setattr(writer_module, name, dying)
+    with pytest.raises(Killed):
+        make_store(tmp_path / "store")
+    monkeypatch.setattr(writer_module, name, real)
+    store = tmp_path / "store"
+    if not (store / "manifest.json").exists():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+        x = torch.randn(90, 4, generator=torch.Generator().manual_seed(0))
+        capture_activations(
+            model,
+            x,
+            ["0", "2"],
+            store,
+            CaptureConfig(batch_size=7, shard_rows=32),
+            resume=True,
+            progress=False,
+        )
+    assert_same_store(store, reference)
+
+
+def test_a_kill_between_the_two_renames_of_a_swap_is_finished_on_next_use(tmp_path, make_store):
+    """The one instant a directory is absent: old renamed aside, new not yet in place."""
+    from saeatlas.store.atomic import recover_dir
+
+    store = tmp_path / "store"
+    make_store(store)
+    new = partial_dir(store)
+    make_store(tmp_path / "other", rows=60)
+    os.replace(tmp_path / "other", new)  # a complete new version, waiting
+    os.replace(store, tmp_path / ".store.old")  # the swap's first rename, then the kill
+    assert not store.exists()
+    recover_dir(store)
+    assert ActivationStore.open(store).n_rows == 60
+    assert not (tmp_path / ".store.old").exists() and not new.exists()
+
+
+SLOW_MODEL = textwrap.dedent(
+    """
+    import os
+    import time
+    import torch
+    from torch import nn
+
+    class Slow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc, self.act = nn.Linear(4, 6), nn.ReLU()
+
+        def forward(self, x):
+            if os.environ.get("SAEATLAS_TEST_SLOW"):  # only in the process to be killed
+                time.sleep(0.02)
+            return self.act(self.fc(x))
+
+    def inputs():
+        return torch.randn(400, 4, generator=torch.Generator().manual_seed(5))
+
+    if __name__ == "__main__":
+        import sys
+        from saeatlas.capture import CaptureConfig, capture_activations
+
+        capture_activations(
+            Slow(), inputs(), ["fc", "act"], sys.argv[1],
+            CaptureConfig(batch_size=5, shard_rows=40), progress=False,
+        )
+    """
+)
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location("slow_model", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("commits", [1, 5])
+def test_kill_9_of_a_capture_then_resume_equals_an_uninterrupted_capture(tmp_path, commits):
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_MODEL)
+    mod = _load(script)
+    cfg = CaptureConfig(batch_size=5, shard_rows=40)
+    full = capture_activations(
+        mod.Slow(), mod.inputs(), ["fc", "act"], tmp_path / "full", cfg, progress=False
+    )
+    store = tmp_path / "store"
+    progress = partial_dir(store) / "progress.safetensors"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(store)],
+        env={**os.environ, "SAEATLAS_TEST_SLOW": "1", "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        seen, last = 0, None
+        deadline = time.monotonic() + 60
+        while seen < commits and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                stamp = progress.stat().st_mtime_ns, progress.stat().st_ino
+            except FileNotFoundError:
+                stamp = None
+            if stamp is not None and stamp != last:
+                seen, last = seen + 1, stamp
+            time.sleep(0.005)
+        assert proc.poll() is None, "the capture finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not store.exists() and progress.exists()
+    resumed = capture_activations(
+        mod.Slow(), mod.inputs(), ["fc", "act"], store, cfg, resume=True, progress=False
+    )
+    assert resumed.n_rows == full.n_rows == 400
+    assert_same_store(store, tmp_path / "full")
+
+
+def test_a_killed_overwrite_keeps_the_old_store_and_resumes(tmp_path, monkeypatch, make_store):
+    store = make_store(tmp_path / "store", rows=60)
+    make_store(tmp_path / "ref", rows=90)
+    real = writer_module.write_shard
+    calls = {"n": 0}
+
+    def dying(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Killed
+        return real(*args)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+    x = torch.randn(90, 4, generator=torch.Generator().manual_seed(0))
+    cfg = CaptureConfig(batch_size=7, shard_rows=32)
+    monkeypatch.setattr(writer_module, "write_shard", dying)
+    with pytest.raises(Killed):
+        capture_activations(model, x, ["0", "2"], store, cfg, overwrite=True, progress=False)
+    monkeypatch.setattr(writer_module, "write_shard", real)
+    assert ActivationStore.open(store).n_rows == 60  # the old store, whole
+    with pytest.raises(Exception, match="or --resume, to continue the interrupted one"):
+        capture_activations(model, x, ["0", "2"], store, cfg, progress=False)
+    capture_activations(model, x, ["0", "2"], store, cfg, resume=True, progress=False)
+    assert_same_store(store, tmp_path / "ref")
