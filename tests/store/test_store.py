@@ -312,3 +312,16 @@ def test_npy_truncated_after_opening_is_named(tmp_path, rows_array):
         f.truncate(path.stat().st_size - 100)
     with pytest.raises(StoreError, match="ended early"):
         store.read()
+
+
+def test_layer_widths_are_checked_against_their_shapes_for_every_layout():
+    from saeatlas.store.manifest import _layer_width_fits
+
+    def fits(shape, layout, n_units):
+        return _layer_width_fits(LayerSpec("l", 0, n_units, shape, layout))
+
+    assert fits((None, 5, 2, 4), "head", 8) and not fits((None, 5, 2, 4), "head", 4)
+    assert fits((None, 2, 6, 6), "pattern", 12) and not fits((None, 2, 6, 6), "pattern", 6)
+    assert fits((None, 3, 4, 4), "position", 3) and not fits((None, 3, 4, 4), "position", 5)
+    assert fits((None, 7, 16), "token", 16) and fits((None, 2, 3), "sample", 6)
+    assert not fits((None, 2, 3), "sample", 5)
