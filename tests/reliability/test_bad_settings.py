@@ -118,7 +118,7 @@ def test_outputs_that_cannot_be_written_fail_before_the_work(tmp_path, guarded, 
     one_line(cli("train", "--acts", guarded.store, "--out", mine, "--overwrite"), "not an SAE's")
     one_line(
         cli("sweep", "--acts", guarded.store, "--out", mine, "--overwrite", "--values", "2", "4"),
-        "does not write",
+        "not a sweep's",
     )
     assert (mine / "notes.txt").read_text() == "keep"
     one_line(cli("train", "--acts", guarded.store, "--out", guarded.sae), "already holds an SAE")

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from ..errors import AtlasError, ConfigError
-from ..store.atomic import atomic_write_bytes, replacing_dir
+from ..store.atomic import atomic_write_bytes, check_output_dir, replacing_dir
 from ..store.lock import output_lock
 from .config import SAEConfig
 from .model import SparseAutoencoder
@@ -83,24 +83,8 @@ def check_sae_out(path: Path, *, overwrite: bool, resume: bool) -> None:
     """Refuse to write an SAE to ``path`` when that would lose something: a complete
     SAE (without ``overwrite``), an interrupted run (without ``resume`` or
     ``overwrite``), or files that are not an SAE's."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"'{path}' exists and is not a directory; choose another --out.")
-    if not path.is_dir():
-        return
     ours = {CFG, WEIGHTS, *SAE_EXTRAS}
-    foreign = sorted(
-        p.name for p in path.iterdir() if p.name not in ours and not p.name.startswith(".tmp-")
-    )
-    if foreign:
-        raise ConfigError(
-            f"'{path}' holds files that are not an SAE's ({foreign[:3]}); choose an empty or "
-            "new --out."
-        )
-    if (path / CFG).exists() and not overwrite:
-        raise ConfigError(
-            f"'{path}' already holds an SAE. Choose another --out, or pass --overwrite "
-            "(`overwrite=True`) to replace it."
-        )
+    check_output_dir(path, "an SAE", "an SAE's", CFG, lambda p: p.name in ours, overwrite)
     if (path / "checkpoint.pt").exists() and not (resume or overwrite):
         raise ConfigError(
             f"'{path}' holds an interrupted training run. Pass --resume to continue it, or "

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+
 #: Prefix of temporary files; a crash leaves at most one, which later writes ignore.
 TMP_PREFIX = ".tmp-"
 
@@ -94,6 +96,32 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 # -- directories -----------------------------------------------------------------------------
+
+
+def check_output_dir(
+    path: Path, what: str, whose: str, marker: str, is_ours: Callable[[Path], bool], overwrite: bool
+) -> None:
+    """Refuse to write ``what`` (``"an SAE"``) into ``path`` where that would lose
+    something: ``path`` is a file, holds entries ``is_ours`` rejects (temporary files
+    aside; named as not ``whose``, ``"an SAE's"``), or already holds a complete one
+    (its ``marker`` file) and ``overwrite`` is false."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"'{path}' exists and is not a directory; choose another --out.")
+    if not path.is_dir():
+        return
+    foreign = sorted(
+        p.name for p in path.iterdir() if not is_ours(p) and not p.name.startswith(TMP_PREFIX)
+    )
+    if foreign:
+        raise ConfigError(
+            f"'{path}' holds files that are not {whose} ({foreign[:5]}); move them away or "
+            "choose another --out."
+        )
+    if (path / marker).exists() and not overwrite:
+        raise ConfigError(
+            f"'{path}' already holds {what}. Choose another --out, or pass --overwrite "
+            "(`overwrite=True`) to replace it."
+        )
 
 
 def partial_dir(path: str | os.PathLike) -> Path:

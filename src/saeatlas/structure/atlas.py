@@ -18,8 +18,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import AtlasError, ConfigError
-from ..store.atomic import TMP_PREFIX, atomic_write, atomic_write_json, recover_dir, replacing_dir
+from ..errors import AtlasError
+from ..store.atomic import (
+    atomic_write,
+    atomic_write_json,
+    check_output_dir,
+    recover_dir,
+    replacing_dir,
+)
 from ..store.lock import output_lock
 
 ATLAS_JSON = "atlas.json"
@@ -31,11 +37,12 @@ FORMAT_VERSION = 1
 REPORT_FILES = ("report.html", "figures")
 
 
-def _written_by_atlas(path: Path) -> bool:
-    """Whether every entry of ``path`` is one an atlas (or its report) writes: the
-    mark of a directory an older saeatlas left half-written in place."""
-    ours = {f"{t}.parquet" for t in TABLES + OPTIONAL_TABLES} | {ATLAS_JSON, *REPORT_FILES}
-    return all(p.name in ours or p.name.startswith(TMP_PREFIX) for p in path.iterdir())
+def _atlas_file(p: Path) -> bool:
+    """Whether ``p`` is an entry an atlas (or its report) writes."""
+    return p.name in {f"{t}.parquet" for t in TABLES + OPTIONAL_TABLES} | {
+        ATLAS_JSON,
+        *REPORT_FILES,
+    }
 
 
 class AtlasFileError(AtlasError):
@@ -89,19 +96,8 @@ class Atlas:
         path = Path(path)
         with output_lock(path):
             recover_dir(path)
-            if path.exists() and not path.is_dir():
-                raise ConfigError(f"'{path}' is a file; give a directory for the atlas.")
-            if path.is_dir() and any(path.iterdir()):
-                if not (path / ATLAS_JSON).exists() and not _written_by_atlas(path):
-                    raise ConfigError(
-                        f"'{path}' is a non-empty directory that is not an atlas; choose another "
-                        "--out."
-                    )
-                if (path / ATLAS_JSON).exists() and not overwrite:
-                    raise ConfigError(
-                        f"'{path}' already holds an atlas. Choose another --out, or pass "
-                        "--overwrite (`overwrite=True`) to replace it."
-                    )
+            # a directory an older saeatlas left half-written holds only atlas files
+            check_output_dir(path, "an atlas", "an atlas's", ATLAS_JSON, _atlas_file, overwrite)
             with replacing_dir(path) as new:
                 for name in TABLES + OPTIONAL_TABLES:
                     frame = getattr(self, name)

@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..evaluate import evaluate_sae
 from ..evaluate.metrics import MIN_HELDOUT_ROWS
 from ..store import ActivationStore
-from ..store.atomic import atomic_write_json, recover_dir, replacing_dir
+from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..train import TrainConfig, train_family
 from .pareto import knee, pareto_front
@@ -138,27 +138,11 @@ def sweep(
 def check_sweep_out(out: Path, overwrite: bool) -> None:
     """Refuse to replace a sweep without ``overwrite``, or a directory holding anything
     a sweep does not write."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"'{out}' exists and is not a directory; choose another --out.")
-    if not out.is_dir():
-        return
-    foreign = [
-        p.name
-        for p in out.iterdir()
-        if p.name not in (SWEEP_JSON, PARETO_JSON)
-        and not (p.is_dir() and any(p.name.startswith(f"{o}-") for o in SWEEPABLE))
-        and not p.name.startswith(".tmp-")
-    ]
-    if foreign:
-        raise ConfigError(
-            f"'{out}' holds files a sweep does not write ({sorted(foreign)[:5]}); move them "
-            "away or choose another --out."
-        )
-    if (out / SWEEP_JSON).exists() and not overwrite:
-        raise ConfigError(
-            f"'{out}' already holds a sweep; choose another --out, or pass --overwrite "
-            "(`overwrite=True`) to replace it."
-        )
+    def ours(p: Path) -> bool:
+        member = p.is_dir() and any(p.name.startswith(f"{o}-") for o in SWEEPABLE)
+        return member or p.name in (SWEEP_JSON, PARETO_JSON)
+
+    check_output_dir(out, "a sweep", "a sweep's", SWEEP_JSON, ours, overwrite)
 
 
 def _sweep(
