@@ -142,3 +142,21 @@ def test_a_per_head_hook_z_sae_exports_with_saelens_hook_z_reshaping(tmp_path):
     back = load_saelens(tmp_path / "z")  # reads it back: the rows are already flat
     x = torch.randn(6, 8)
     torch.testing.assert_close(back(x).x_hat, sae.eval()(x).x_hat)
+
+
+def test_an_export_replaces_an_earlier_one_whole_and_never_foreign_files(tmp_path):
+    from saeatlas.errors import ConfigError
+
+    sae = SparseAutoencoder(SAEConfig("relu", d_in=8, d_sae=16), torch.Generator().manual_seed(0))
+    out = tmp_path / "lens"
+    export_saelens(sae, out)
+    (out / "sae_weights.safetensors").write_bytes(b"stale")  # an earlier export's file
+    export_saelens(sae, out)  # replaced whole: nothing of the old one survives
+    load_saelens(out)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".partial", ".old"))]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(ConfigError, match="not a SAELens export's"):
+        export_saelens(sae, mine)
+    assert (mine / "notes.txt").read_text() == "keep" and len(list(mine.iterdir())) == 1

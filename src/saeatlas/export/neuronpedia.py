@@ -38,7 +38,7 @@ from .. import __version__
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..store import ActivationStore
-from ..store.atomic import atomic_write_json
+from ..store.atomic import atomic_write_json, check_output_dir, replacing_dir
 from ..structure import Atlas
 from .neuronpedia_schema import BATCH_SCHEMA
 
@@ -47,6 +47,7 @@ __all__ = ["BATCH_SCHEMA", "NeuronpediaConfig", "export_neuronpedia", "read_batc
 SETTINGS = "run_settings.json"
 SKIPPED = "skipped_indexes.json"
 OUT_OF_RANGE = "<|outofrange|>"
+
 
 @dataclass(frozen=True)
 class NeuronpediaConfig:
@@ -68,8 +69,14 @@ class NeuronpediaConfig:
     """Rows encoded at a time."""
 
     def __post_init__(self) -> None:
-        for name in ("features_per_batch", "n_examples", "context", "n_bins", "n_correlated",
-                     "batch_size"):
+        for name in (
+            "features_per_batch",
+            "n_examples",
+            "context",
+            "n_bins",
+            "n_correlated",
+            "batch_size",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")
 
@@ -171,7 +178,9 @@ def export_neuronpedia(
         if stats.fired[f] == 0:
             skipped.append(f)
             continue
-        same = torch.nonzero(module == module[f]).flatten() if module[f] >= 0 else torch.arange(d_sae)
+        same = (
+            torch.nonzero(module == module[f]).flatten() if module[f] >= 0 else torch.arange(d_sae)
+        )
         same = same[same != f]
         order = same[corr[f, same].argsort(descending=True)][: config.n_correlated]
         dec = w_dec[f]
@@ -200,7 +209,24 @@ def export_neuronpedia(
         features.append(feature)
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(
+        out,
+        "a Neuronpedia export",
+        "a Neuronpedia export's",
+        SETTINGS,
+        lambda p: p.name in (SETTINGS, SKIPPED) or p.name.startswith("batch-"),
+        True,  # an earlier export is replaced whole, never a directory holding anything else
+    )
+    with replacing_dir(out) as new:
+        return _write_batches(
+            features, new, out, provenance, layers, config, skipped, atlas_dir, d_sae, store
+        )
+
+
+def _write_batches(
+    features, new, out, provenance, layers, config, skipped, atlas_dir, d_sae, store
+):
+    """The batch files, skipped indexes and run settings, into ``new`` (named under ``out``)."""
     model_id = str(provenance.get("model_name", provenance.get("model", "model")))
     layer = _layer_number(layers[0] if layers else "")
     written = []
@@ -212,17 +238,27 @@ def export_neuronpedia(
             "sae_set": config.sae_set,
             "features": features[s : s + step],
         }
-        atomic_write_json(out / f"batch-{i}.json", batch)
+        atomic_write_json(new / f"batch-{i}.json", batch)
         written.append(out / f"batch-{i}.json")
     atomic_write_json(
-        out / SKIPPED,
-        {"model_id": model_id, "layer": str(layer), "sae_set": config.sae_set,
-         "skipped_indexes": skipped},
+        new / SKIPPED,
+        {
+            "model_id": model_id,
+            "layer": str(layer),
+            "sae_set": config.sae_set,
+            "skipped_indexes": skipped,
+        },
     )
     atomic_write_json(
-        out / SETTINGS,
-        {**asdict(config), "atlas": str(atlas_dir), "sae_d_sae": d_sae, "store": str(store.path),
-         "layers": layers or [l.name for l in store.layers], "exported_by": f"saeatlas {__version__}"},
+        new / SETTINGS,
+        {
+            **asdict(config),
+            "atlas": str(atlas_dir),
+            "sae_d_sae": d_sae,
+            "store": str(store.path),
+            "layers": layers or [l.name for l in store.layers],
+            "exported_by": f"saeatlas {__version__}",
+        },
     )
     return written
 
@@ -263,7 +299,11 @@ def _feature_modules(atlas: Atlas, d_sae: int) -> torch.Tensor:
 
 
 def _histograms(
-    sae: SparseAutoencoder, store: ActivationStore, layers: Any, max_: torch.Tensor, config: NeuronpediaConfig
+    sae: SparseAutoencoder,
+    store: ActivationStore,
+    layers: Any,
+    max_: torch.Tensor,
+    config: NeuronpediaConfig,
 ) -> dict[str, torch.Tensor]:
     """Pass two: per feature, counts of its non-zero activations in ``n_bins`` equal bins
     over ``(0, max]``, and the bins' centres."""
@@ -292,7 +332,9 @@ class _Contexts:
         elif "label" in meta:
             self.labels = np.array([f"label {v}" for v in meta["label"]])
         else:
-            self.labels = np.array([f"sample {s} pos {p}" for s, p in zip(self.sample, self.position)])
+            self.labels = np.array(
+                [f"sample {s} pos {p}" for s, p in zip(self.sample, self.position)]
+            )
         self.cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def _window(self, row: int) -> tuple[int, int]:
@@ -335,8 +377,12 @@ class _Logits:
     def feature(self, f: int) -> dict[str, Any]:
         if self.effects is None:
             return {
-                "neg_str": [], "neg_values": [], "pos_str": [], "pos_values": [],
-                "logits_hist_data_bar_heights": [], "logits_hist_data_bar_values": [],
+                "neg_str": [],
+                "neg_values": [],
+                "pos_str": [],
+                "pos_values": [],
+                "logits_hist_data_bar_heights": [],
+                "logits_hist_data_bar_values": [],
             }
         e = self.effects[f]
         n = min(10, e.shape[0])
@@ -352,13 +398,18 @@ class _Logits:
         }
 
 
-def _logit_effects(sae: SparseAutoencoder, model: Any, tokenizer: Any, config: NeuronpediaConfig) -> _Logits:
+def _logit_effects(
+    sae: SparseAutoencoder, model: Any, tokenizer: Any, config: NeuronpediaConfig
+) -> _Logits:
     if model is None:
         return _Logits(None, [], config)
     w_u = None
     if isinstance(getattr(model, "W_U", None), torch.Tensor):  # TransformerLens: [d_model, vocab]
         w_u = model.W_U
-    elif callable(getattr(model, "get_output_embeddings", None)) and model.get_output_embeddings() is not None:
+    elif (
+        callable(getattr(model, "get_output_embeddings", None))
+        and model.get_output_embeddings() is not None
+    ):
         w_u = model.get_output_embeddings().weight.T  # Hugging Face: [vocab, d_model]
     if w_u is None:
         raise ConfigError(

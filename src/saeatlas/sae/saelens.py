@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save
 
 from .. import __version__
 from ..store import LayerSpec
-from ..store.atomic import atomic_write_bytes
+from ..store.atomic import atomic_write_bytes, check_output_dir, replacing_dir
 from .config import SAEConfig
 from .io import CFG, WEIGHTS, SAEFileError
 from .model import SparseAutoencoder
@@ -154,17 +154,21 @@ def export_saelens(
     path = Path(path)
     provenance = _provenance(sae, store)
     layers = sae.cfg.layers
-    if len(layers) <= 1:
-        name = layers[0].name if layers else None
-        _write_saelens(sae, path, saelens_metadata(provenance, name))
-        return {name or "": path}
-    parts = split_by_layer(sae)
-    return {
-        layer.name: _write_saelens(
-            part, path / layer.name, saelens_metadata(provenance, layer.name)
-        )
-        for layer, part in zip(layers, parts)
-    }
+    parts = split_by_layer(sae) if len(layers) > 1 else None  # refused before any write
+    ours = {CFG, WEIGHTS, *(l.name for l in layers)}
+    # the export replaces an earlier one whole (written beside it, renamed in), never a
+    # directory holding anything else
+    check_output_dir(
+        path, "a SAELens export", "a SAELens export's", CFG, lambda p: p.name in ours, True
+    )
+    with replacing_dir(path) as new:
+        if parts is None:
+            name = layers[0].name if layers else None
+            _write_saelens(sae, new, saelens_metadata(provenance, name))
+            return {name or "": path}
+        for layer, part in zip(layers, parts):
+            _write_saelens(part, new / layer.name, saelens_metadata(provenance, layer.name))
+    return {layer.name: path / layer.name for layer in layers}
 
 
 def split_by_layer(sae: SparseAutoencoder) -> list[SparseAutoencoder]:
