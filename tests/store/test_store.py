@@ -312,3 +312,22 @@ def test_npy_truncated_after_opening_is_named(tmp_path, rows_array):
         f.truncate(path.stat().st_size - 100)
     with pytest.raises(StoreError, match="ended early"):
         store.read()
+
+
+def test_head_and_pattern_layers_fit_their_shapes(tmp_path):
+    # head: [batch, pos, head=2, d_head=4] -> 8 units; pattern: [batch, head=2, q=5, k=3] -> 6
+    layers = [
+        LayerSpec("z", 0, 8, (None, 5, 2, 4), "head"),
+        LayerSpec("p", 8, 14, (None, 2, 5, 3), "pattern"),
+    ]
+    w = StoreWriter(tmp_path / "s", shard_rows=16)
+    w.start(layers)
+    x = torch.randn(20, 14)
+    w.add(x, {"sample": np.arange(20) // 5, "position": np.arange(20) % 5}, n_samples=4)
+    w.close()
+    assert [l.layout for l in ActivationStore.open(tmp_path / "s").layers] == ["head", "pattern"]
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    manifest["layers"][0]["shape"] = [None, 5, 3, 4]  # 12 values per token, not 8
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="layer 'z' .* the layer map is corrupt"):
+        ActivationStore.open(tmp_path / "s")

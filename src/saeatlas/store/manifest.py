@@ -204,12 +204,18 @@ def validate_layers(layers: list[LayerSpec] | tuple[LayerSpec, ...], n_units: in
 
 def _layer_width_fits(layer: LayerSpec) -> bool:
     """A layer's column count agrees with its recorded output shape: all of a
-    sample's values (``sample``), or one channel axis (tokens, positions, pooled)."""
+    sample's values (``sample``), heads x d_head (``head``: [batch, pos, head, d_head]),
+    heads x keys (``pattern``: [batch, head, q_pos, k_pos]), or one channel axis
+    (tokens, positions, pooled)."""
     dims = [d for d in layer.shape[1:]]
     if not dims or any(not isinstance(d, int) or d <= 0 for d in dims):
         return True  # no shape recorded (a .npy's layers.json may leave it out)
     if layer.layout == "sample":
         return int(np.prod(dims)) == layer.n_units
+    if layer.layout == "head" and len(dims) == 3:
+        return dims[1] * dims[2] == layer.n_units
+    if layer.layout == "pattern" and len(dims) == 3:
+        return dims[0] * dims[2] == layer.n_units
     return layer.n_units in (dims[0], dims[-1])
 
 
