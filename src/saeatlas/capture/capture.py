@@ -327,6 +327,7 @@ def capture_activations(
             world=world.size,
         ),
     )
+    coord.watch(writer.work)
     point = writer.resume_point
     # Rows are made inside the hook: a copy taken there cannot be changed by the
     # model's later in-place ops (ReLU(inplace=True) after a hooked layer).
@@ -368,6 +369,7 @@ def capture_activations(
                 if g < lo:  # another rank's: count its samples
                     sample_base += batch.n_samples
                     continue
+                coord.poll()
                 if g == lo:
                     share_base = sample_base
                 b = g - lo  # this rank's (and the writer's) count of batches
@@ -379,8 +381,7 @@ def capture_activations(
                     raise ConfigError(
                         f"The inputs differ from the interrupted capture in '{out}' (batch {g} starts "
                         f"at sample {sample_base}, expected {share_base + point.next_sample}). Resume "
-                        "with the same "
-                        "inputs and `batch_size`, or start again with --overwrite."
+                        "with the same inputs and `batch_size`, or start again with --overwrite."
                     )
                 current["mask"] = batch.mask
                 last = sample_base + batch.n_samples - 1
@@ -423,6 +424,7 @@ def capture_activations(
         if not coord.distributed:
             writer.abort()
             raise
+        coord.report_failure(e)
         writer.stop()
         coord.check(e, on_failure=writer.abort)  # raises e, once every rank knows
         raise
@@ -447,9 +449,10 @@ def _open_writer(coord: Coordinator, make: Callable[[], StoreWriter]) -> StoreWr
     if coord.world.is_main:
         try:
             writer = make()
+            coord.clear_failures(writer.work)  # those of an earlier run that failed
         except Exception as e:
             error = e
-    coord.check(error)
+    coord.check(error, on_failure=writer.abort if writer is not None else None)
     if not coord.world.is_main:
         try:
             writer = make()

@@ -16,14 +16,19 @@ NCCL runs coordinate on the CPU too):
 
 Every meeting is an ``all_gather`` of each rank's status, so a rank that fails
 makes every rank stop with one error naming it, and a rank that dies or hangs
-makes the others stop once the group's timeout runs out, never a hang.
+makes the others stop once the group's timeout runs out, never a hang. So that
+the others need not finish their shares first, a rank that fails also leaves
+``failed-rNNN.txt`` (its message) in the partial directory, which every rank
+looks for about once a second (:meth:`Coordinator.poll`).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -31,6 +36,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import AtlasError, ConfigError
+from ..store.atomic import atomic_write_bytes
 from ..train.distributed import World, join
 
 T = TypeVar("T")
@@ -43,8 +49,54 @@ class DistributedError(AtlasError, RuntimeError):
 class Coordinator:
     """The meetings of the ranks of one capture (a world of one never waits)."""
 
+    #: Seconds between two looks for another rank's failure marker.
+    poll_s = 1.0
+
     def __init__(self, world: World, group: Any = None, timeout_s: float = 0.0) -> None:
         self.world, self.group, self.timeout_s = world, group, timeout_s
+        self.work: Path | None = None
+        self._next_poll = 0.0
+
+    def watch(self, work: Path) -> None:
+        """Look for other ranks' failure markers in the partial directory ``work``."""
+        if self.distributed:
+            self.work = work
+
+    @staticmethod
+    def clear_failures(work: Path) -> None:
+        """Rank 0, before the others start: remove the markers a failed run left."""
+        for f in work.glob("failed-r*.txt"):
+            f.unlink(missing_ok=True)
+
+    def report_failure(self, error: BaseException) -> None:
+        """Leave this rank's failure marker, so that the others stop at their next poll."""
+        if self.work is None or isinstance(error, DistributedError):
+            return
+        try:
+            marker = self.work / f"failed-r{self.world.rank:03d}.txt"
+            atomic_write_bytes(marker, _describe(error).encode())
+        except OSError:  # the meeting at the end still tells them
+            pass
+
+    def poll(self) -> None:
+        """Raise :class:`DistributedError` if another rank has failed (at most one look
+        per :attr:`poll_s`)."""
+        if self.work is None or time.monotonic() < self._next_poll:
+            return
+        self._next_poll = time.monotonic() + self.poll_s
+        for f in sorted(self.work.glob("failed-r*.txt")):
+            rank = f.name[len("failed-r") : -len(".txt")]
+            try:
+                message = f.read_text()
+            except OSError:
+                message = "(its message could not be read)"
+            raise DistributedError(self._stopped(int(rank), message))
+
+    def _stopped(self, rank: int, message: str) -> str:
+        return (
+            f"Rank {rank} of {self.world.size} failed, so rank {self.world.rank} stopped too: "
+            f"{message}"
+        )
 
     @property
     def distributed(self) -> bool:
@@ -84,24 +136,25 @@ class Coordinator:
         and raise this rank's own ``error``, or a :class:`DistributedError` naming the
         first rank that failed and its message."""
         try:
+            secondary = isinstance(error, DistributedError)
             statuses = self.exchange(
-                ("ok", value) if error is None else ("error", _describe(error))
+                ("ok", value) if error is None else ("error", _describe(error), secondary)
             )
         except DistributedError:
             if on_failure is not None:
                 on_failure()
             raise
-        failed = [(r, s[1]) for r, s in enumerate(statuses) if s[0] == "error"]
+        # A rank that only stopped because another failed (secondary) is not the cause.
+        failed = sorted(
+            ((s[2], r, s[1]) for r, s in enumerate(statuses) if s[0] == "error"),
+        )
         if failed:
             if on_failure is not None:
                 on_failure()
             if error is not None:
                 raise error
-            rank, message = failed[0]
-            raise DistributedError(
-                f"Rank {rank} of {self.world.size} failed, so rank {self.world.rank} stopped "
-                f"too: {message}"
-            )
+            secondary, rank, message = failed[0]
+            raise DistributedError(message if secondary else self._stopped(rank, message))
         return [s[1] for s in statuses]
 
     def agree(self, job: dict[str, Any]) -> None:
