@@ -5,6 +5,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -92,11 +94,15 @@ def _worker(rank, world, port, out, fail, resume, init, seed, slow):
         json.dump(result, f)
 
 
-def _run_ranks(out, fail=None, resume=False, init=False, seed=None, slow=None):
-    """Run 2 ranks to their end (no rank is ever terminated here); each rank's result."""
+def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def _run_ranks(out, fail=None, resume=False, init=False, seed=None, slow=None):
+    """Run 2 ranks to their end (no rank is ever terminated here); each rank's result."""
+    port = _free_port()
     ctx = mp.get_context("spawn")
     procs = [
         ctx.Process(target=_worker, args=(r, 2, port, str(out), fail, resume, init, seed, slow))
@@ -188,3 +194,22 @@ def test_ranks_given_different_models_refuse_to_start(tmp_path):
         assert r["error"] == "ConfigError" and "different model" in r["message"], r
     assert results[0]["message"] == results[1]["message"]
     assert not (tmp_path / "two").exists() and not partial_dir(tmp_path / "two").exists()
+
+
+def test_torchrun_cli_writes_the_store_one_process_writes(tmp_path, single):
+    x, labels = _inputs()
+    np.save(tmp_path / "x.npy", x.numpy())
+    np.save(tmp_path / "labels.npy", labels)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # PYTHONPATH passes through
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_port", str(_free_port()),
+        "-m", "saeatlas", "capture", "--model", f"{__file__}:MLP",
+        "--inputs", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "labels.npy"),
+        "--layers", *LAYERS, "--out", str(tmp_path / "two"), "--batch-size", str(BATCH),
+        "--shard-rows", "40", "--timeout", "20", "--quiet",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=WAIT_S)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("300 rows x 28 units") == 1, result.stdout  # rank 0 prints
+    _assert_same_store(ActivationStore.open(tmp_path / "two"), single)
