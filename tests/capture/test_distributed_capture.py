@@ -18,9 +18,11 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from saeatlas.capture import CaptureConfig, capture_activations
+from saeatlas.capture.distributed import count_batches, rank_device, share
 from saeatlas.errors import ConfigError
 from saeatlas.store import ActivationStore
 from saeatlas.store.atomic import partial_dir
+from saeatlas.train.distributed import World
 
 N_SAMPLES, BATCH = 300, 16  # 19 batches: rank 0 takes 10, rank 1 takes 9
 LAYERS = ["act1", "fc2"]
@@ -200,10 +202,10 @@ def test_torchrun_cli_writes_the_store_one_process_writes(tmp_path, single):
     x, labels = _inputs()
     np.save(tmp_path / "x.npy", x.numpy())
     np.save(tmp_path / "labels.npy", labels)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # PYTHONPATH passes through
+    # PYTHONPATH passes through; --standalone lets torchrun pick a free port itself
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_port", str(_free_port()),
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "saeatlas", "capture", "--model", f"{__file__}:MLP",
         "--inputs", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "labels.npy"),
         "--layers", *LAYERS, "--out", str(tmp_path / "two"), "--batch-size", str(BATCH),
@@ -213,3 +215,25 @@ def test_torchrun_cli_writes_the_store_one_process_writes(tmp_path, single):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("300 rows x 28 units") == 1, result.stdout  # rank 0 prints
     _assert_same_store(ActivationStore.open(tmp_path / "two"), single)
+
+
+def test_shares_are_contiguous_blocks_in_rank_order():
+    for n_batches, size in [(19, 2), (3, 4), (10, 3), (0, 2)]:
+        shares = [share(n_batches, World(r, size)) for r in range(size)]
+        assert shares[0][0] == 0 and shares[-1][1] == n_batches
+        assert all(a[1] == b[0] for a, b in zip(shares, shares[1:]))
+        assert max(hi - lo for lo, hi in shares) - min(hi - lo for lo, hi in shares) <= 1
+    assert count_batches(np.zeros((33, 2)), 16) == 3
+    assert count_batches(["a"] * 32, 16) == 2
+    with pytest.raises(ConfigError, match="no length"):
+        count_batches(iter([torch.zeros(2, 8)]), 16)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 1, reason="checks a machine with too few GPUs")
+def test_cuda_means_each_ranks_own_gpu_which_must_exist(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert (
+        rank_device("cpu", World(1, 2)) == "cpu" and rank_device("cuda:0", World(1, 2)) == "cuda:0"
+    )
+    with pytest.raises(ConfigError, match="--nproc_per_node"):
+        rank_device("cuda", World(1, 2))

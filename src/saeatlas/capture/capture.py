@@ -281,6 +281,41 @@ def capture_activations(
     the one a single process writes (:mod:`saeatlas.capture.distributed`).
     """
     coord = capture_world(config.device, config.timeout_s)
+    try:
+        return _capture(
+            coord,
+            model,
+            inputs,
+            hookpoints,
+            out,
+            config,
+            tokenizer=tokenizer,
+            labels=labels,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            provenance=provenance,
+        )
+    finally:
+        coord.close()
+
+
+def _capture(
+    coord: Coordinator,
+    model: torch.nn.Module,
+    inputs: Any,
+    hookpoints: Sequence[str] | str,
+    out: str | Path,
+    config: CaptureConfig,
+    *,
+    tokenizer: Any,
+    labels: Sequence[Any] | np.ndarray | None,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    provenance: dict[str, Any] | None,
+) -> ActivationStore:
+    """:func:`capture_activations` among the ranks of ``coord``."""
     world = coord.world
     device = rank_device(config.device, world)
     progress = progress and world.is_main

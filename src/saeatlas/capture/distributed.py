@@ -52,10 +52,24 @@ class Coordinator:
     #: Seconds between two looks for another rank's failure marker.
     poll_s = 1.0
 
-    def __init__(self, world: World, group: Any = None, timeout_s: float = 0.0) -> None:
+    def __init__(
+        self, world: World, group: Any = None, timeout_s: float = 0.0, owns_default: bool = False
+    ) -> None:
         self.world, self.group, self.timeout_s = world, group, timeout_s
+        self.owns_default = owns_default
         self.work: Path | None = None
         self._next_poll = 0.0
+
+    def close(self) -> None:
+        """Destroy this capture's group, and the default group if it was joined here
+        (a process group left to the interpreter's exit can abort it)."""
+        if not self.distributed:
+            return
+        if self.group is not None:
+            dist.destroy_process_group(self.group)
+            self.group = None
+        if self.owns_default and dist.is_initialized():
+            dist.destroy_process_group()
 
     def watch(self, work: Path) -> None:
         """Look for other ranks' failure markers in the partial directory ``work``."""
@@ -185,17 +199,25 @@ def _describe(e: BaseException) -> str:
 def capture_world(device: str | None, timeout_s: float) -> Coordinator:
     """The ranks of this capture: the initialised process group, or the one
     ``torchrun`` describes in the environment (joined here), or a world of one."""
+    joined_here = not (dist.is_available() and dist.is_initialized())
     world = join(device or "cpu")
     if world.size == 1:
         return Coordinator(world)
     group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
-    return Coordinator(world, group, timeout_s)
+    return Coordinator(world, group, timeout_s, owns_default=joined_here)
 
 
 def rank_device(device: str | None, world: World) -> str | None:
     """``cuda`` under ``torchrun`` means this rank's own GPU (``LOCAL_RANK``)."""
     if device == "cuda" and world.size > 1:
-        local = int(os.environ.get("LOCAL_RANK", world.rank % max(torch.cuda.device_count(), 1)))
+        n_gpus = torch.cuda.device_count()
+        local = int(os.environ.get("LOCAL_RANK", world.rank % max(n_gpus, 1)))
+        if local >= n_gpus:
+            raise ConfigError(
+                f"Rank {world.rank} (local rank {local}) would run on cuda:{local}, but this "
+                f"machine has {n_gpus} GPU(s). Start at most {n_gpus} processes per machine "
+                "(torchrun --nproc_per_node), or name one device for all (--device cuda:0)."
+            )
         return f"cuda:{local}"
     return device
 
