@@ -314,14 +314,20 @@ def test_npy_truncated_after_opening_is_named(tmp_path, rows_array):
         store.read()
 
 
-def test_layer_widths_are_checked_against_their_shapes_for_every_layout():
-    from saeatlas.store.manifest import _layer_width_fits
-
-    def fits(shape, layout, n_units):
-        return _layer_width_fits(LayerSpec("l", 0, n_units, shape, layout))
-
-    assert fits((None, 5, 2, 4), "head", 8) and not fits((None, 5, 2, 4), "head", 4)
-    assert fits((None, 2, 6, 6), "pattern", 12) and not fits((None, 2, 6, 6), "pattern", 6)
-    assert fits((None, 3, 4, 4), "position", 3) and not fits((None, 3, 4, 4), "position", 5)
-    assert fits((None, 7, 16), "token", 16) and fits((None, 2, 3), "sample", 6)
-    assert not fits((None, 2, 3), "sample", 5)
+def test_head_and_pattern_layers_fit_their_shapes(tmp_path):
+    # head: [batch, pos, head=2, d_head=4] -> 8 units; pattern: [batch, head=2, q=5, k=3] -> 6
+    layers = [
+        LayerSpec("z", 0, 8, (None, 5, 2, 4), "head"),
+        LayerSpec("p", 8, 14, (None, 2, 5, 3), "pattern"),
+    ]
+    w = StoreWriter(tmp_path / "s", shard_rows=16)
+    w.start(layers)
+    x = torch.randn(20, 14)
+    w.add(x, {"sample": np.arange(20) // 5, "position": np.arange(20) % 5}, n_samples=4)
+    w.close()
+    assert [l.layout for l in ActivationStore.open(tmp_path / "s").layers] == ["head", "pattern"]
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    manifest["layers"][0]["shape"] = [None, 5, 3, 4]  # 12 values per token, not 8
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="layer 'z' .* the layer map is corrupt"):
+        ActivationStore.open(tmp_path / "s")

@@ -25,6 +25,7 @@ from ..errors import AtlasError, ConfigError, ModelError, NonFiniteError, ShapeE
 from ..store import ActivationStore, LayerSpec, StoreWriter
 from ..store.shards import STORE_DTYPES
 from ..store.store import NONFINITE_MODES
+from .distributed import Coordinator, capture_world, count_batches, rank_device, share
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch, iter_input_batches
 from .job import batch_fingerprint, capture_job
@@ -77,10 +78,13 @@ class CaptureConfig:
     """What the axes of 4-D outputs are when neither their module nor their hook name
     says: ``image`` [batch, C, H, W], ``heads`` [batch, pos, head, d_head] or ``pattern``
     [batch, head, q_pos, k_pos]; ``LAYER=LAYOUT`` (comma-separated) for some layers."""
+    timeout_s: float = 1800.0
+    """Under torchrun: seconds a rank waits for the others where they meet (opening the
+    store, the end of each rank's share) before it stops with an error."""
 
     def __post_init__(self) -> None:
         check_types(self)
-        positive(self, "batch_size", "shard_rows", "max_length")
+        positive(self, "batch_size", "shard_rows", "max_length", "timeout_s")
         choice("spatial", self.spatial, SPATIAL_MODES)
         choice("on_nonfinite", self.on_nonfinite, NONFINITE_MODES)
         choice("store_dtype", self.store_dtype, STORE_DTYPES)
@@ -270,7 +274,51 @@ def capture_activations(
 
     Returns:
         The finished store, opened.
+
+    Under ``torchrun`` (or any initialised process group) every rank calls this with
+    the same arguments: each runs the model on its own contiguous share of the input
+    batches and writes its own shards, and rank 0 merges them into one store equal to
+    the one a single process writes (:mod:`saeatlas.capture.distributed`).
     """
+    coord = capture_world(config.device, config.timeout_s)
+    try:
+        return _capture(
+            coord,
+            model,
+            inputs,
+            hookpoints,
+            out,
+            config,
+            tokenizer=tokenizer,
+            labels=labels,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            provenance=provenance,
+        )
+    finally:
+        coord.close()
+
+
+def _capture(
+    coord: Coordinator,
+    model: torch.nn.Module,
+    inputs: Any,
+    hookpoints: Sequence[str] | str,
+    out: str | Path,
+    config: CaptureConfig,
+    *,
+    tokenizer: Any,
+    labels: Sequence[Any] | np.ndarray | None,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    provenance: dict[str, Any] | None,
+) -> ActivationStore:
+    """:func:`capture_activations` among the ranks of ``coord``."""
+    world = coord.world
+    device = rank_device(config.device, world)
+    progress = progress and world.is_main
     hps = resolve_hookpoints(model, hookpoints)
     model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
     tokenizer = tokenizer if tokenizer is not None else own_tokenizer
@@ -282,8 +330,8 @@ def capture_activations(
     max_length = _max_length(model, inputs, tokenizer, config.max_length)
     job = capture_job(model, inputs, [hp.name for hp in hps], config, labels)
     dtype = STORE_DTYPES[config.dtype] if config.dtype else None
-    if config.device is not None or dtype is not None:
-        model.to(device=config.device, dtype=dtype)
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
     prov = {
         "model": type(model).__name__,
         "hookpoints": list(hookpoints) if not isinstance(hookpoints, str) else [hookpoints],
@@ -294,15 +342,27 @@ def capture_activations(
         **tl_facts,
         **(provenance or {}),
     }
-    writer = StoreWriter(
-        out,
-        dtype=config.store_dtype,
-        shard_rows=config.shard_rows,
-        resume=resume,
-        overwrite=overwrite,
-        provenance=prov,
-        job=job,
+    if coord.distributed:
+        coord.agree(job)
+        lo, hi = share(count_batches(inputs, config.batch_size), world)
+        prov["world_size"] = world.size
+    else:
+        lo, hi = 0, None
+    writer = _open_writer(
+        coord,
+        lambda: StoreWriter(
+            out,
+            dtype=config.store_dtype,
+            shard_rows=config.shard_rows,
+            resume=resume,
+            overwrite=overwrite,
+            provenance=prov,
+            job=job,
+            rank=world.rank,
+            world=world.size,
+        ),
     )
+    coord.watch(writer.work)
     point = writer.resume_point
     # Rows are made inside the hook: a copy taken there cannot be changed by the
     # model's later in-place ops (ReLU(inplace=True) after a hooked layer).
@@ -319,7 +379,7 @@ def capture_activations(
         )
 
     recorder = _Recorder(hps, rows_of, config.output_index, stop_when_done=config.early_stop)
-    total = _count_samples(inputs)
+    total = _count_samples(inputs) if not coord.distributed else None
     was_training = model.training
     model.eval()
     try:
@@ -327,7 +387,7 @@ def capture_activations(
             tracer.attach()  # before the recorder: a module's hooks run in the order they were added
         recorder.attach()
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
-            sample_base, started = 0, False
+            sample_base, share_base, started = 0, 0, False
             batches = iter_input_batches(
                 inputs,
                 batch_size=config.batch_size,
@@ -336,23 +396,32 @@ def capture_activations(
                 max_length=max_length,
                 float_dtype=input_dtype(model),
             )
-            for b, batch in enumerate(batches):
-                if b == 0:
+            for g, batch in enumerate(batches):
+                if g == 0:
                     _check_first_batch(writer, batch, out)
+                if hi is not None and g >= hi:
+                    break
+                if g < lo:  # another rank's: count its samples
+                    sample_base += batch.n_samples
+                    continue
+                coord.poll()
+                if g == lo:
+                    share_base = sample_base
+                b = g - lo  # this rank's (and the writer's) count of batches
                 if b < point.batches_done:
                     sample_base += batch.n_samples
                     bar.advance(batch.n_samples)
                     continue
-                if b == point.batches_done and sample_base != point.next_sample:
+                if b == point.batches_done and sample_base - share_base != point.next_sample:
                     raise ConfigError(
-                        f"The inputs differ from the interrupted capture in '{out}' (batch {b} starts "
-                        f"at sample {sample_base}, expected {point.next_sample}). Resume with the same "
-                        "inputs and `batch_size`, or start again with --overwrite."
+                        f"The inputs differ from the interrupted capture in '{out}' (batch {g} starts "
+                        f"at sample {sample_base}, expected {share_base + point.next_sample}). Resume "
+                        "with the same inputs and `batch_size`, or start again with --overwrite."
                     )
                 current["mask"] = batch.mask
                 last = sample_base + batch.n_samples - 1
-                where = f"input batch {b} (samples {sample_base}-{last})"
-                _forward(model, batch, recorder, config.device, where)
+                where = f"input batch {g} (samples {sample_base}-{last})"
+                _forward(model, batch, recorder, device, where)
                 tracer.detach()
                 check_batch_dim(recorder.shapes, batch.n_samples)
                 # columns follow the resolved (natural) order, not execution order
@@ -371,7 +440,7 @@ def capture_activations(
                 )
                 meta = _row_meta(batch, rows[hps[0].name], sample_base)
                 x, meta, n_skipped = _handle_nonfinite(
-                    x, meta, specs, config.on_nonfinite, b, writer.n_rows_added
+                    x, meta, specs, config.on_nonfinite, g, writer.n_rows_added
                 )
                 writer.add(
                     x,
@@ -382,7 +451,18 @@ def capture_activations(
                 )
                 sample_base += batch.n_samples
                 bar.advance(batch.n_samples, info=f"{writer.n_rows_added:,} rows")
-        writer.close()
+        if not coord.distributed:
+            writer.close()
+        else:
+            part = writer.finish()
+    except Exception as e:
+        if not coord.distributed:
+            writer.abort()
+            raise
+        coord.report_failure(e)
+        writer.stop()
+        coord.check(e, on_failure=writer.abort)  # raises e, once every rank knows
+        raise
     except BaseException:
         writer.abort()
         raise
@@ -390,7 +470,45 @@ def capture_activations(
         tracer.detach()
         recorder.detach()
         model.train(was_training)
+    if coord.distributed:
+        _complete(coord, writer, part)
     return ActivationStore.open(out)
+
+
+def _open_writer(coord: Coordinator, make: Callable[[], StoreWriter]) -> StoreWriter:
+    """Rank 0 opens the store (lock, directory, resume checks) before the others
+    open their parts of it; a rank that fails stops them all."""
+    if not coord.distributed:
+        return make()
+    writer, error = None, None
+    if coord.world.is_main:
+        try:
+            writer = make()
+            coord.clear_failures(writer.work)  # those of an earlier run that failed
+        except Exception as e:
+            error = e
+    coord.check(error, on_failure=writer.abort if writer is not None else None)
+    if not coord.world.is_main:
+        try:
+            writer = make()
+        except Exception as e:
+            error = e
+    coord.check(error, on_failure=writer.abort if writer is not None else None)
+    assert writer is not None
+    return writer
+
+
+def _complete(coord: Coordinator, writer: StoreWriter, part: Any) -> None:
+    """Every rank's part to rank 0, which merges them into the store."""
+    parts = coord.gather(part, None, on_failure=writer.abort)
+    error = None
+    if coord.world.is_main:
+        try:
+            writer.complete(parts)
+        except Exception as e:
+            writer.abort()
+            error = e
+    coord.check(error)
 
 
 def _known_layout(hp: Hookpoint) -> str | None:

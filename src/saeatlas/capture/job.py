@@ -77,9 +77,11 @@ def capture_job(
     labels: Any = None,
 ) -> dict[str, Any]:
     """The fingerprints a resumed capture must match: ``model``, ``inputs``, ``labels``,
-    ``layers`` (resolved names) and ``settings`` (the capture config, less ``device``
-    and ``early_stop``, which do not change what is stored)."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("device", "early_stop")}
+    ``layers`` (resolved names) and ``settings`` (the capture config, less ``device``,
+    ``early_stop`` and ``timeout_s``, which do not change what is stored)."""
+    settings = {
+        k: v for k, v in asdict(config).items() if k not in ("device", "early_stop", "timeout_s")
+    }
     return {
         "model": model_fingerprint(model),
         "inputs": inputs_fingerprint(inputs),

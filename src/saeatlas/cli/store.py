@@ -128,10 +128,19 @@ def capture_cmd(
         False, "--resume", help="Continue an interrupted capture at --out."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the store at --out."),
+    timeout: float = typer.Option(
+        1800.0,
+        "--timeout",
+        help="Under torchrun: seconds a rank waits for the others before it stops with an error.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Record the activations of the chosen layers into an activation store."""
+    """Record the activations of the chosen layers into an activation store.
+
+    Under `torchrun --nproc_per_node N -m saeatlas capture ...` each rank captures its
+    share of the inputs into the same --out (a shared directory across machines)."""
     from ..capture import CaptureConfig, capture_activations, load_inputs, load_labels, load_model
+    from ..train.distributed import is_main_process
 
     config = CaptureConfig(
         batch_size=batch_size,
@@ -145,6 +154,7 @@ def capture_cmd(
         on_nonfinite=on_nonfinite,
         max_length=max_length,
         early_stop=early_stop,
+        timeout_s=timeout,
     )
     loaded = load_model(model, model_class=model_class)
     data = load_inputs(inputs)
@@ -161,7 +171,8 @@ def capture_cmd(
         progress=not quiet,
         provenance={"model": model, "inputs": str(inputs)},
     )
-    print_summary(store)
+    if is_main_process():
+        print_summary(store)
 
 
 @app.command("info")

@@ -36,7 +36,7 @@ from .manifest import (
 )
 from .shards import STORE_DTYPES, read_shard
 from .stats import RunningMoments
-from .writer import PROGRESS
+from .writer import progress_files
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class ActivationStore:
         if path.suffix == ".npy" and path.is_file():
             return cls._open_npy(path, on_nonfinite)
         if not path.exists():
-            if (partial_dir(path) / PROGRESS).exists():
+            if progress_files(partial_dir(path)):
                 raise StoreError(
                     f"'{path}' is an interrupted capture (not complete yet). Finish it with "
                     "`saeatlas capture ... --resume`."
@@ -229,7 +229,7 @@ class ActivationStore:
                 f"'{path}' is neither a store directory nor a .npy file of shape [rows, units]."
             )
         if not (path / MANIFEST).exists():
-            if (partial_dir(path) / PROGRESS).exists() or any(path.glob("progress*")):
+            if progress_files(partial_dir(path)) or any(path.glob("progress*")):
                 raise StoreError(
                     f"'{path}' is an interrupted capture (no manifest.json yet). Finish it with "
                     "`saeatlas capture ... --resume`, or capture again with --overwrite."

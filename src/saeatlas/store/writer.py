@@ -25,6 +25,16 @@ and the store ends bit-for-bit as an uninterrupted run would leave it. The
 interrupted capture recorded. The writer holds the store's lock
 (:mod:`.lock`) from construction to :meth:`StoreWriter.close` or
 :meth:`StoreWriter.abort`.
+
+Several processes (``rank`` of ``world``, under ``torchrun``) write one store
+together into the same partial directory, each to files of its own:
+``shard-r001-00000.safetensors``, ``.parts/rows-r001-00000.parquet`` and
+``progress-r001-of-002.safetensors``, so no two ranks ever write one file. Rank
+0 alone holds the lock, prepares the directory (before the others open it) and,
+once every rank has called :meth:`StoreWriter.finish`, merges their parts with
+:meth:`StoreWriter.complete`: shards listed rank by rank, moments merged with
+Chan et al.'s update, rows joined and renumbered in rank order. Each rank resumes
+from its own progress file.
 """
 
 from __future__ import annotations
@@ -95,12 +105,40 @@ class _Piece:
     n_samples: int
 
 
-def shard_name(i: int) -> str:
-    return f"shard-{i:05d}.safetensors"
+def _rank_tag(rank: int, world: int) -> str:
+    return "" if world == 1 else f"r{rank:03d}-"
 
 
-def _part_name(i: int) -> str:
-    return f"rows-{i:05d}.parquet"
+def shard_name(i: int, rank: int = 0, world: int = 1) -> str:
+    return f"shard-{_rank_tag(rank, world)}{i:05d}.safetensors"
+
+
+def _part_name(i: int, rank: int = 0, world: int = 1) -> str:
+    return f"rows-{_rank_tag(rank, world)}{i:05d}.parquet"
+
+
+def progress_name(rank: int = 0, world: int = 1) -> str:
+    """The progress file of ``rank`` in a capture by ``world`` processes."""
+    return PROGRESS if world == 1 else f"progress-r{rank:03d}-of-{world:03d}.safetensors"
+
+
+def progress_files(work: Path) -> list[Path]:
+    """Every progress file in the partial directory ``work``, of any number of ranks."""
+    return sorted(work.glob("progress*.safetensors")) if work.is_dir() else []
+
+
+@dataclass(frozen=True)
+class RankPart:
+    """What one rank wrote, for rank 0 to merge (:meth:`StoreWriter.complete`)."""
+
+    rank: int
+    shards: tuple[ShardInfo, ...]
+    moments: dict[str, np.ndarray]
+    """:meth:`RunningMoments.state` of the rank's rows."""
+    n_skipped: int
+    layers: tuple[LayerSpec, ...] | None
+    """None when the rank had no input batches."""
+    meta_columns: tuple[str, ...] | None
 
 
 class StoreWriter:
@@ -115,6 +153,8 @@ class StoreWriter:
         provenance: free-form facts recorded in the manifest (model, inputs, version).
         job: what makes two captures the same job (model, inputs, layers and settings
             fingerprints); a resume must give the same.
+        rank, world: this process's rank and the number of processes writing the
+            store together (module docstring); rank 0 must be constructed first.
     """
 
     def __init__(
@@ -127,7 +167,11 @@ class StoreWriter:
         overwrite: bool = False,
         provenance: dict[str, Any] | None = None,
         job: dict[str, Any] | None = None,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"`rank` must be in [0, {world}), got {rank}.")
         if dtype not in STORE_DTYPES:
             raise ConfigError(
                 f"Unknown store `dtype` {dtype!r}; expected one of: {list(STORE_DTYPES)}."
@@ -140,6 +184,8 @@ class StoreWriter:
             )
         self.path = Path(path)
         self.work = partial_dir(self.path)
+        self.rank, self.world = rank, world
+        self.progress = self.work / progress_name(rank, world)
         self.dtype = dtype
         self.provenance = dict(provenance or {})
         self.job = json.loads(json.dumps(job or {}))  # as it will read back
@@ -169,6 +215,13 @@ class StoreWriter:
         self._created: list[Path] = []  # directories made for this store, deepest first
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"'{self.path}' exists and is not a directory; choose another --out.")
+        if rank > 0:  # rank 0 holds the lock and has prepared the directory
+            try:
+                self._join_directory(resume=resume)
+            except BaseException:
+                self._shutdown()
+                raise
+            return
         self._created = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
         acquire(self.path)  # released by close() or abort()
         try:
@@ -190,10 +243,20 @@ class StoreWriter:
                     f"'{p}' is not a saeatlas store: it holds other files ({foreign[:3]}); "
                     "choose an empty or new --out."
                 )
-        has_progress = (self.work / PROGRESS).is_file()
+        found = progress_files(self.work)
+        mine = {progress_name(r, self.world) for r in range(self.world)}
+        has_progress = bool(found)
         if has_progress and resume:
+            others = [f.name for f in found if f.name not in mine]
+            if others:
+                raise ConfigError(
+                    f"The interrupted capture of '{p}' ran in another number of processes than "
+                    f"this one ({self.world}; it left {others[:2]}). Resume it with as many "
+                    "processes as it had (torchrun --nproc_per_node), or start again with "
+                    "--overwrite."
+                )
             # also an interrupted --overwrite: the old store stays until this one is done
-            self._load_progress()
+            self._resume_own()
             return
         if (p / MANIFEST).exists() and not overwrite:
             pending = " (or --resume, to continue the interrupted one)" if has_progress else ""
@@ -218,18 +281,48 @@ class StoreWriter:
             shutil.rmtree(self.work)
         self.work.mkdir(parents=True)
 
+    def _join_directory(self, *, resume: bool) -> None:
+        """A rank above 0: work in the partial directory rank 0 prepared."""
+        if not self.work.is_dir():
+            raise StoreError(
+                f"Rank {self.rank} finds no partial directory '{self.work}', which rank 0 made: "
+                "every rank must see the same --out (on several machines, a shared filesystem)."
+            )
+        if resume:
+            self._resume_own()
+
+    def _resume_own(self) -> None:
+        """On resume: load this rank's progress, or drop its uncommitted files."""
+        if self.progress.is_file():
+            self._load_progress()
+        else:
+            self._drop_uncommitted()
+
+    def _drop_uncommitted(self) -> None:
+        """Remove this rank's files written after its last commit."""
+        listed = {s.file for s in self._shards}
+        parts = {_part_name(i, self.rank, self.world) for i in range(len(self._shards))}
+        own = f"{_rank_tag(self.rank, self.world)}*"
+        for x in self.work.glob(f"shard-{own}.safetensors"):
+            if x.name not in listed:
+                x.unlink()
+        for x in (self.work / PARTS).glob(f"rows-{own}.parquet"):
+            if x.name not in parts:
+                x.unlink()
+
     @staticmethod
     def _is_ours(x: Path) -> bool:
         n = x.name
         return (
             n in (MANIFEST, ROWS, PROGRESS, PARTS, *LEGACY_PROGRESS)
+            or (n.startswith("progress-r") and n.endswith(".safetensors"))
             or (n.startswith("shard-") and n.endswith(".safetensors"))
             or n.startswith(TMP_PREFIX)
         )
 
     def _load_progress(self) -> None:
         try:
-            with safe_open(str(self.work / PROGRESS), framework="numpy") as f:
+            with safe_open(str(self.progress), framework="numpy") as f:
                 prog = json.loads(f.metadata()["progress"])
                 state = {k: f.get_tensor(k) for k in ("count", "mean", "m2")}
             self.layers = tuple(LayerSpec.from_json(x) for x in prog["layers"])
@@ -246,7 +339,7 @@ class StoreWriter:
         except Exception as e:  # safetensors raises its own error types for bad files
             raise StoreError(
                 f"Cannot resume the capture of '{self.path}': its progress file "
-                f"'{self.work / PROGRESS}' is unreadable ({e!r}). Start again with --overwrite."
+                f"'{self.progress}' is unreadable ({e!r}). Start again with --overwrite."
             ) from e
         # Keys the caller adds after the start (the first batch's fingerprint) are
         # compared by the caller, through saved_job.
@@ -276,15 +369,8 @@ class StoreWriter:
         self._moments = RunningMoments.from_state(state)
         self._batch = self.resume_point.batches_done
         self._sample = self.resume_point.next_sample
-        listed = {s.file for s in self._shards}
-        parts = {_part_name(i) for i in range(len(self._shards))}
         # Files written after the last commit belong to no committed shard.
-        for x in self.work.glob("shard-*.safetensors"):
-            if x.name not in listed:
-                x.unlink()
-        for x in (self.work / PARTS).glob("*.parquet"):
-            if x.name not in parts:
-                x.unlink()
+        self._drop_uncommitted()
         log.info(
             "Resuming '%s' after %d shards (%d rows).",
             self.path,
@@ -418,22 +504,29 @@ class StoreWriter:
         while self._pending:
             self._pending.pop(0).result()
 
-    def abort(self) -> None:
-        """After a failure: let queued commits finish so that the capture can resume,
-        and give back the store's lock.
+    def stop(self) -> None:
+        """After a failure: let queued commits finish, so that the capture can resume."""
+        for f in self._pending:
+            try:
+                f.result()
+            except Exception:  # the caller is already handling the first error
+                log.warning("A shard commit failed after an earlier error.", exc_info=True)
+        self._pending.clear()
+        self._shutdown()
 
-        A partial directory with no committed shard is removed, and so are the
-        directories this writer created while they are empty.
+    def abort(self) -> None:
+        """After a failure: :meth:`stop`, and on rank 0 give back the store's lock.
+
+        A partial directory with no committed shard (of any rank) is removed, and so
+        are the directories this writer created while they are empty. With several
+        ranks, rank 0 calls this only once every rank has stopped.
         """
+        if self.rank > 0:
+            self.stop()
+            return
         try:
-            for f in self._pending:
-                try:
-                    f.result()
-                except Exception:  # the caller is already handling the first error
-                    log.warning("A shard commit failed after an earlier error.", exc_info=True)
-            self._pending.clear()
-            self._shutdown()
-            if self.work.is_dir() and not (self.work / PROGRESS).exists():
+            self.stop()
+            if self.work.is_dir() and not progress_files(self.work):
                 shutil.rmtree(self.work, ignore_errors=True)
         finally:
             release(self.path)
@@ -478,12 +571,14 @@ class StoreWriter:
         moments = RunningMoments.from_state(self._moments.state())
         stats = self._stats_thread.submit(moments.update, x)
         try:
-            sha = write_shard(self.work / shard_name(i), x)
+            name = shard_name(i, self.rank, self.world)
+            sha = write_shard(self.work / name, x)
             table = pa.table({c: meta[c] for c in ["row", *self._meta_columns]})
-            atomic_write(self.work / PARTS / _part_name(i), lambda tmp: pq.write_table(table, tmp))
+            part = self.work / PARTS / _part_name(i, self.rank, self.world)
+            atomic_write(part, lambda tmp: pq.write_table(table, tmp))
         finally:
             stats.result()
-        shards = [*self._shards, ShardInfo(shard_name(i), int(x.shape[0]), sha)]
+        shards = [*self._shards, ShardInfo(name, int(x.shape[0]), sha)]
         progress = {
             "dtype": self.dtype,
             "shard_rows": self.shard_rows,
@@ -499,52 +594,105 @@ class StoreWriter:
         # The commit point: one rename makes the shard, its statistics and the resume
         # point current together.
         atomic_write_bytes(
-            self.work / PROGRESS, _save_np(tensors, metadata={"progress": json.dumps(progress)})
+            self.progress, _save_np(tensors, metadata={"progress": json.dumps(progress)})
         )
         self._shards, self._moments = shards, moments
 
     def close(self) -> Manifest:
-        """Write the last shard, ``rows.parquet`` and ``manifest.json``; return the manifest."""
+        """Write the last shard, ``rows.parquet`` and ``manifest.json``; return the manifest.
+
+        With several ranks, call :meth:`finish` on every rank and :meth:`complete` on
+        rank 0 instead."""
+        if self.world > 1:
+            raise RuntimeError("With several ranks, use finish() and complete().")
+        return self.complete([self.finish()])
+
+    def finish(self) -> RankPart:
+        """Commit this rank's last shard and say what it wrote."""
         if self._closed:
             raise RuntimeError("StoreWriter is already closed.")
-        if self.layers is None:
-            raise StoreError("No batches were captured: the inputs were empty.")
         if self._buffered_rows:
             self._flush(self._buffered_rows)
         self.drain()
         self._shutdown()
         self._skipped_committed += sum(self._skipped_by_batch.values())
-        n_rows = sum(s.rows for s in self._shards)
+        self._skipped_by_batch.clear()
+        return RankPart(
+            rank=self.rank,
+            shards=tuple(self._shards),
+            moments=(self._moments or RunningMoments(self.n_units)).state(),
+            n_skipped=self._skipped_committed,
+            layers=self.layers,
+            meta_columns=None if self._meta_columns is None else tuple(self._meta_columns),
+        )
+
+    def complete(self, parts: list[RankPart]) -> Manifest:
+        """Rank 0: merge every rank's part (in rank order) into ``rows.parquet`` and
+        ``manifest.json``, swap the store into place and give back the lock."""
+        if self.rank != 0:
+            raise RuntimeError("Only rank 0 completes the store.")
+        parts = sorted(parts, key=lambda p: p.rank)
+        started = [p for p in parts if p.layers is not None]
+        if not started:
+            raise StoreError("No batches were captured: the inputs were empty.")
+        layers, columns = started[0].layers, started[0].meta_columns
+        for p in started[1:]:
+            if p.layers != layers or p.meta_columns != columns:
+                raise StoreError(
+                    f"Rank {p.rank} recorded other layers or row columns than rank "
+                    f"{started[0].rank} ({p.meta_columns} vs {columns}); every rank must run "
+                    "the same model with the same settings."
+                )
+        # Chan et al.'s pairwise update (stats.py), rank by rank.
+        moments = RunningMoments(layers[-1].stop)
+        for p in started:
+            moments.merge(int(p.moments["count"][0]), p.moments["mean"], p.moments["m2"])
+        if len(started) == 1:  # one part: its moments exactly as they were merged
+            moments = RunningMoments.from_state(started[0].moments)
+        shards = tuple(s for p in parts for s in p.shards)
+        n_rows = sum(s.rows for s in shards)
         if n_rows == 0:
             raise StoreError(
                 "The capture produced no rows (every row was padding or was skipped for NaN/Inf)."
             )
-        atomic_write(self.work / ROWS, self._join_parts)
+        atomic_write(self.work / ROWS, lambda tmp: self._join_parts(tmp, parts))
         manifest = Manifest(
             n_rows=n_rows,
-            n_units=self.n_units,
+            n_units=layers[-1].stop,
             dtype=self.dtype,
-            layers=self.layers,
-            shards=tuple(self._shards),
-            mean=self._moments.mean,
-            std=self._moments.std,
-            n_nonfinite_rows_skipped=self._skipped_committed,
+            layers=layers,
+            shards=shards,
+            mean=moments.mean,
+            std=moments.std,
+            n_nonfinite_rows_skipped=sum(p.n_skipped for p in parts),
             provenance=self.provenance,
         )
         atomic_write_json(self.work / MANIFEST, manifest.to_json())
-        (self.work / PROGRESS).unlink()
+        for f in progress_files(self.work):
+            f.unlink()
         shutil.rmtree(self.work / PARTS, ignore_errors=True)
         swap_in(self.work, self.path)
         self._closed = True
         release(self.path)
         return manifest
 
-    def _join_parts(self, tmp: Path) -> None:
-        parts = [self.work / PARTS / _part_name(i) for i in range(len(self._shards))]
-        schema = pq.read_schema(parts[0])
+    def _join_parts(self, tmp: Path, parts: list[RankPart]) -> None:
+        """Each rank's row parts in order; a rank's ``row`` numbers start after the
+        rows of the ranks before it."""
+        files, offset = [], 0
+        for p in parts:
+            for i in range(len(p.shards)):
+                files.append((self.work / PARTS / _part_name(i, p.rank, self.world), offset))
+            offset += sum(s.rows for s in p.shards)
+        schema = pq.read_schema(files[0][0])
         with pq.ParquetWriter(tmp, schema) as out:
-            for part in parts:
-                out.write_table(pq.read_table(part).cast(schema))
+            for file, offset in files:
+                table = pq.read_table(file).cast(schema)
+                if offset:
+                    row = table.schema.get_field_index("row")
+                    shifted = pa.array(table["row"].to_numpy() + offset, type=pa.int64())
+                    table = table.set_column(row, "row", shifted)
+                out.write_table(table)
 
 
 def _take(piece: _Piece, n: int) -> tuple[_Piece, _Piece]:

@@ -1,0 +1,239 @@
+"""Capture in two CPU processes (gloo) writes the store one process writes; a rank
+killed mid-way resumes to it; a rank that fails stops both with one clear error."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from saeatlas.capture import CaptureConfig, capture_activations
+from saeatlas.capture.distributed import count_batches, rank_device, share
+from saeatlas.errors import ConfigError
+from saeatlas.store import ActivationStore
+from saeatlas.store.atomic import partial_dir
+from saeatlas.train.distributed import World
+
+N_SAMPLES, BATCH = 300, 16  # 19 batches: rank 0 takes 10, rank 1 takes 9
+LAYERS = ["act1", "fc2"]
+CONFIG = dict(batch_size=BATCH, shard_rows=40, timeout_s=20.0)  # shards cut through batches
+WAIT_S = 60  # a worker still running after this is a hang
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.act1, self.fc2 = nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 12)
+
+    def forward(self, x):
+        return self.fc2(self.act1(self.fc1(x)))
+
+
+def _inputs():
+    x = torch.randn(N_SAMPLES, 8, generator=torch.Generator().manual_seed(1))
+    return x, np.arange(N_SAMPLES) % 7
+
+
+def _capture(out, model=None, **kw):
+    x, labels = _inputs()
+    return capture_activations(
+        model or MLP(), x, LAYERS, out, CaptureConfig(**CONFIG), labels=labels, progress=False, **kw
+    )
+
+
+def _worker(rank, world, port, out, fail, resume, init, seed, slow):
+    """One rank; ``fail`` = (rank, forward call, "raise" or "kill") makes it fail there;
+    ``slow`` = (rank, seconds) makes that rank's forward passes take that long.
+    With ``init`` the group is initialised here, else capture joins the one the
+    environment describes (as under torchrun)."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    torch.set_num_threads(1)
+    if init:
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    model, calls = MLP(), []
+    if seed is not None and rank == 1:  # another model on rank 1
+        torch.manual_seed(seed)
+        model = MLP.__new__(MLP)
+        nn.Module.__init__(model)
+        model.fc1, model.act1, model.fc2 = nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 12)
+
+    def hook(module, args, output):
+        calls.append(1)
+        if slow and slow[0] == rank:
+            time.sleep(slow[1])
+        if fail and fail[0] == rank and len(calls) == fail[1]:
+            if fail[2] == "kill":  # once a shard is committed: the resume must skip it
+                progress = partial_dir(out) / f"progress-r{rank:03d}-of-{world:03d}.safetensors"
+                deadline = time.monotonic() + WAIT_S / 2
+                while not progress.exists() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise ValueError("planted failure")
+
+    model.fc1.register_forward_hook(hook)
+    try:
+        _capture(out, model, resume=resume)
+        result = {"forwards": len(calls)}
+    except Exception as e:
+        result = {"error": type(e).__name__, "message": str(e), "forwards": len(calls)}
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    with open(f"{out}.r{rank}.json", "w") as f:
+        json.dump(result, f)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_ranks(out, fail=None, resume=False, init=False, seed=None, slow=None):
+    """Run 2 ranks to their end (no rank is ever terminated here); each rank's result."""
+    port = _free_port()
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker, args=(r, 2, port, str(out), fail, resume, init, seed, slow))
+        for r in range(2)
+    ]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + WAIT_S
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    hung = [r for r, p in enumerate(procs) if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert not hung, f"ranks {hung} still running after {WAIT_S} s"
+    results = []
+    for r in range(2):
+        path = f"{out}.r{r}.json"
+        results.append(json.load(open(path)) if os.path.exists(path) else {"killed": True})
+        if os.path.exists(path):
+            os.remove(path)
+    return results
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    torch.set_num_threads(1)
+    return _capture(tmp_path_factory.mktemp("one") / "store")
+
+
+def _assert_same_store(two: ActivationStore, one: ActivationStore) -> None:
+    assert two.n_rows == one.n_rows == N_SAMPLES
+    assert [(l.name, l.start, l.stop) for l in two.layers] == [
+        (l.name, l.start, l.stop) for l in one.layers
+    ]
+    assert np.abs(two.read().numpy() - one.read().numpy()).max() == 0.0
+    r2, r1 = pq.read_table(two.path / "rows.parquet"), pq.read_table(one.path / "rows.parquet")
+    assert r2.equals(r1), (r2.slice(0, 5).to_pydict(), r1.slice(0, 5).to_pydict())
+    assert r2["sample"].to_pylist() == list(range(N_SAMPLES))
+    m2, m1 = two.manifest, one.manifest
+    np.testing.assert_allclose(m2.mean, m1.mean, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(m2.std, m1.std, rtol=0, atol=1e-6)
+    two.verify()  # checksums, and the moments recomputed from the shards
+
+
+def test_two_ranks_write_the_store_one_process_writes(tmp_path, single):
+    results = _run_ranks(tmp_path / "two", init=True)  # under an initialised group
+    assert results == [{"forwards": 10}, {"forwards": 9}]
+    two = ActivationStore.open(tmp_path / "two")
+    _assert_same_store(two, single)
+    files = sorted(s.file for s in two.manifest.shards)
+    assert files[0] == "shard-r000-00000.safetensors" and files[-1].startswith("shard-r001-")
+    assert two.manifest.provenance["world_size"] == 2
+    assert not partial_dir(tmp_path / "two").exists()
+
+
+def test_rank_killed_mid_way_resumes_to_the_same_store(tmp_path, single):
+    out = tmp_path / "two"
+    first = _run_ranks(out, fail=(1, 7, "kill"))
+    assert first[1] == {"killed": True}
+    assert first[0]["error"] == "DistributedError" and "lost contact" in first[0]["message"]
+    work = partial_dir(out)
+    assert (work / "progress-r001-of-002.safetensors").is_file()  # rank 1 committed shards
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="another number of processes"):
+        _capture(out, resume=True)  # one process cannot resume two ranks' capture
+
+    again = _run_ranks(out, resume=True)
+    assert again[0] == {"forwards": 0}  # rank 0 had committed all of its share
+    assert 0 < again[1]["forwards"] < 9  # rank 1 picks up after its last commit
+    _assert_same_store(ActivationStore.open(out), single)
+
+
+def test_a_rank_that_fails_stops_both_with_one_clear_error(tmp_path):
+    # Rank 0 would take 10 x 0.5 s for its share: it stops at its next look instead.
+    results = _run_ranks(tmp_path / "two", fail=(1, 2, "raise"), slow=(0, 0.5))
+    assert results[1]["error"] == "ModelError"
+    assert "planted failure" in results[1]["message"]
+    assert results[0]["error"] == "DistributedError"
+    assert results[0]["message"].startswith("Rank 1 of 2 failed, so rank 0 stopped too: ")
+    assert "planted failure" in results[0]["message"]
+    assert results[0]["forwards"] < 8
+    assert not (tmp_path / "two").exists()
+
+
+def test_ranks_given_different_models_refuse_to_start(tmp_path):
+    results = _run_ranks(tmp_path / "two", seed=5)
+    for r in results:
+        assert r["error"] == "ConfigError" and "different model" in r["message"], r
+    assert results[0]["message"] == results[1]["message"]
+    assert not (tmp_path / "two").exists() and not partial_dir(tmp_path / "two").exists()
+
+
+def test_torchrun_cli_writes_the_store_one_process_writes(tmp_path, single):
+    x, labels = _inputs()
+    np.save(tmp_path / "x.npy", x.numpy())
+    np.save(tmp_path / "labels.npy", labels)
+    # PYTHONPATH passes through; --standalone lets torchrun pick a free port itself
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "saeatlas", "capture", "--model", f"{__file__}:MLP",
+        "--inputs", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "labels.npy"),
+        "--layers", *LAYERS, "--out", str(tmp_path / "two"), "--batch-size", str(BATCH),
+        "--shard-rows", "40", "--timeout", "20", "--quiet",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=WAIT_S)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("300 rows x 28 units") == 1, result.stdout  # rank 0 prints
+    _assert_same_store(ActivationStore.open(tmp_path / "two"), single)
+
+
+def test_shares_are_contiguous_blocks_in_rank_order():
+    for n_batches, size in [(19, 2), (3, 4), (10, 3), (0, 2)]:
+        shares = [share(n_batches, World(r, size)) for r in range(size)]
+        assert shares[0][0] == 0 and shares[-1][1] == n_batches
+        assert all(a[1] == b[0] for a, b in zip(shares, shares[1:]))
+        assert max(hi - lo for lo, hi in shares) - min(hi - lo for lo, hi in shares) <= 1
+    assert count_batches(np.zeros((33, 2)), 16) == 3
+    assert count_batches(["a"] * 32, 16) == 2
+    with pytest.raises(ConfigError, match="no length"):
+        count_batches(iter([torch.zeros(2, 8)]), 16)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 1, reason="checks a machine with too few GPUs")
+def test_cuda_means_each_ranks_own_gpu_which_must_exist(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert (
+        rank_device("cpu", World(1, 2)) == "cpu" and rank_device("cuda:0", World(1, 2)) == "cuda:0"
+    )
+    with pytest.raises(ConfigError, match="--nproc_per_node"):
+        rank_device("cuda", World(1, 2))
