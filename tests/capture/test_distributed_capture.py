@@ -17,12 +17,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from saeatlas._world import World
 from saeatlas.capture import CaptureConfig, capture_activations
 from saeatlas.capture.distributed import count_batches, rank_device, share
 from saeatlas.errors import ConfigError
 from saeatlas.store import ActivationStore
 from saeatlas.store.atomic import partial_dir
-from saeatlas.train.distributed import World
 
 N_SAMPLES, BATCH = 300, 16  # 19 batches: rank 0 takes 10, rank 1 takes 9
 LAYERS = ["act1", "fc2"]

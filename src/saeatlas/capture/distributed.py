@@ -35,9 +35,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .._world import World, join
 from ..errors import AtlasError, ConfigError
 from ..store.atomic import atomic_write_bytes
-from ..train.distributed import World, join
 
 T = TypeVar("T")
 

@@ -139,8 +139,8 @@ def capture_cmd(
 
     Under `torchrun --nproc_per_node N -m saeatlas capture ...` each rank captures its
     share of the inputs into the same --out (a shared directory across machines)."""
+    from .._world import is_main_process
     from ..capture import CaptureConfig, capture_activations, load_inputs, load_labels, load_model
-    from ..train.distributed import is_main_process
 
     config = CaptureConfig(
         batch_size=batch_size,

@@ -24,6 +24,7 @@ import torch
 from .. import __version__
 from .._linalg import row_norms
 from .._progress import progress_bar
+from .._world import is_main_process, join
 from ..errors import ConfigError, TrainingDiverged
 from ..sae import SAEConfig, SparseAutoencoder
 from ..sae.activations import step as heaviside
@@ -33,14 +34,7 @@ from ..store import ActivationStore, LayerSpec
 from ..store.lock import output_lock
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .distributed import (
-    all_min,
-    all_sum,
-    average_gradients,
-    global_topk_threshold,
-    is_main_process,
-    join,
-)
+from .distributed import all_min, all_sum, average_gradients, global_topk_threshold
 from .init import geometric_median, input_normalizer
 from .losses import auxk_loss, fvu, l0, l1_penalty, mse
 from .optim import ScheduleFreeSignSGD
