@@ -218,7 +218,7 @@ def test_bad_npy_inputs(tmp_path):
 
 
 def test_each_shard_is_hashed_once_per_open(tmp_path, rows_array, monkeypatch):
-    import saeatlas.store.store as store_module
+    import saeatlas.store.sources as store_module
 
     write_store(tmp_path / "s", rows_array)
     store = ActivationStore.open(tmp_path / "s")
@@ -293,7 +293,7 @@ def test_stop_row_holds_out_the_last_rows(tmp_path, rows_array):
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_npy_chunks_read_the_same_rows_in_either_layout(tmp_path, rows_array, order, monkeypatch):
     # Several chunks: C-ordered files are read with file reads, Fortran ones via the map.
-    import saeatlas.store.store as store_module
+    import saeatlas.store.sources as store_module
 
     monkeypatch.setattr(store_module, "NPY_CHUNK_BYTES", rows_array.shape[1] * 4 * 50)
     np.save(tmp_path / "acts.npy", np.asarray(rows_array, order=order))

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,11 +28,11 @@ from .manifest import (
     ROWS,
     LayerSpec,
     Manifest,
-    ShardInfo,
     check_manifest,
     validate_layers,
 )
-from .shards import STORE_DTYPES, read_shard
+from .readers import ReadPlan
+from .sources import ArraySource, ShardSource, check_finite
 from .stats import RunningMoments
 from .writer import progress_files
 
@@ -43,113 +41,6 @@ log = logging.getLogger(__name__)
 #: What to do with NaN/Inf in activations, everywhere they are read: capture, and
 #: every stage that opens a ``.npy`` array.
 NONFINITE_MODES = ("error", "skip")
-
-#: Rows per virtual shard when reading a ``.npy`` file.
-NPY_CHUNK_BYTES = 64 << 20
-
-
-class _ShardSource:
-    """The shards of a store directory, each checked against its sha256 and for
-    NaN/Inf the first time it is read through this source (later epochs skip both)."""
-
-    def __init__(self, root: Path, shards: Sequence[ShardInfo], verify: bool) -> None:
-        self.root, self.shards, self.verify = root, list(shards), verify
-        self.verified: set[int] = set()
-        self.checked: set[int] = set()
-        self.starts = np.cumsum([0] + [s.rows for s in self.shards])
-
-    def __len__(self) -> int:
-        return len(self.shards)
-
-    def rows(self, i: int) -> int:
-        return self.shards[i].rows
-
-    def nbytes(self, i: int) -> int:
-        return (self.root / self.shards[i].file).stat().st_size
-
-    def load(self, i: int, buffer: np.ndarray | None = None) -> torch.Tensor:
-        info = self.shards[i]
-        check = self.verify and i not in self.verified
-        x = read_shard(self.root / info.file, info.sha256 if check else None, buffer)
-        if check:
-            self.verified.add(i)
-        if x.shape[0] != info.rows:
-            raise StoreError(
-                f"Shard '{info.file}' has {x.shape[0]} rows, the manifest says {info.rows}; "
-                "the store is corrupt. Recapture it."
-            )
-        if i not in self.checked:
-            # capture keeps NaN/Inf out of shards, so any here is damage
-            _check_finite(x, self.root, int(self.starts[i]), fix="Recapture the store.")
-            self.checked.add(i)
-        return x
-
-
-class _ArraySource:
-    """A ``.npy`` file, read in chunks of about 64 MiB.
-
-    A C-ordered file of the served dtype is read with plain file reads into the
-    caller's buffer: a memory-mapped read would leave every page it touched
-    mapped into the process (in its resident memory) until the map is dropped.
-    Other layouts (Fortran order, float64 served as float32) go through the map.
-    """
-
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
-        # float64 arrays are read as float32, like every other store
-        self.dtype = np.dtype(np.float32) if array.dtype == np.float64 else array.dtype
-        self.chunk = max(1, NPY_CHUNK_BYTES // max(1, array.shape[1] * self.dtype.itemsize))
-        self.keep: np.ndarray | None = None
-        """Rows served when some are skipped for NaN/Inf (``on_nonfinite='skip'``)."""
-        self.direct = (
-            isinstance(array, np.memmap)
-            and array.dtype == self.dtype
-            and array.flags.c_contiguous
-            and array.filename is not None
-        )
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.array.shape[0] if self.keep is None else len(self.keep))
-
-    def skip(self, bad_rows: np.ndarray) -> None:
-        """Serve every row but ``bad_rows`` from now on."""
-        self.keep = np.setdiff1d(np.arange(self.array.shape[0]), bad_rows)
-        self.direct = False
-
-    def __len__(self) -> int:
-        return max(1, math.ceil(self.n_rows / self.chunk))
-
-    def rows(self, i: int) -> int:
-        return min(self.chunk, self.n_rows - i * self.chunk)
-
-    def nbytes(self, i: int) -> int:
-        return self.rows(i) * self.array.shape[1] * self.dtype.itemsize
-
-    def load(self, i: int, buffer: np.ndarray | None = None) -> torch.Tensor:
-        shape = (self.rows(i), self.array.shape[1])
-        nbytes = self.nbytes(i)
-        if buffer is None or buffer.size < nbytes:
-            buffer = np.empty(nbytes, np.uint8)
-        block = buffer[:nbytes]
-        if self.direct:
-            start = self.array.offset + i * self.chunk * shape[1] * self.dtype.itemsize
-            with open(self.array.filename, "rb", buffering=0) as f:
-                f.seek(start)
-                got = f.readinto(memoryview(block))
-            if got != nbytes:
-                raise StoreError(
-                    f"'{self.array.filename}' ended early ({got} of {nbytes} bytes of chunk {i}); "
-                    "the file is truncated or was rewritten while open. Save the array again."
-                )
-            return torch.from_numpy(block.view(self.dtype).reshape(shape))
-        if self.keep is None:
-            view = self.array[i * self.chunk : i * self.chunk + shape[0]]
-        else:
-            view = self.array[self.keep[i * self.chunk : i * self.chunk + shape[0]]]
-        out = block.view(self.dtype).reshape(shape)
-        np.copyto(out, view, casting="same_kind")
-        return torch.from_numpy(out)
 
 
 @dataclass(frozen=True)
@@ -178,7 +69,7 @@ class ActivationStore:
     def __init__(
         self,
         path: Path,
-        source: _ShardSource | _ArraySource,
+        source: ShardSource | ArraySource,
         layers: tuple[LayerSpec, ...],
         dtype: str,
         manifest: Manifest | None,
@@ -243,7 +134,7 @@ class ActivationStore:
             raise StoreError(f"'{path}' has no manifest.json; it is not a saeatlas store.{hint}")
         manifest = Manifest.read(path / MANIFEST)
         check_manifest(path, manifest)
-        source = _ShardSource(path, manifest.shards, verify)
+        source = ShardSource(path, manifest.shards, verify)
         return cls(path, source, manifest.layers, manifest.dtype, manifest)
 
     @classmethod
@@ -271,7 +162,7 @@ class ActivationStore:
                 "row and one unit."
             )
         layers = _npy_layers(path, array.shape[1])
-        store = cls(path, _ArraySource(array), layers, dtype, None)
+        store = cls(path, ArraySource(array), layers, dtype, None)
         store._scan(on_nonfinite)
         return store
 
@@ -286,7 +177,7 @@ class ActivationStore:
             finite = torch.isfinite(x).all(dim=1)
             if not bool(finite.all()):
                 if on_nonfinite == "error":
-                    _check_finite(
+                    check_finite(
                         x,
                         self.path,
                         start,
@@ -349,7 +240,7 @@ class ActivationStore:
         """
         if self.manifest is None:
             return  # a .npy array was read in full at open
-        source = _ShardSource(self.path, self.manifest.shards, verify=True)
+        source = ShardSource(self.path, self.manifest.shards, verify=True)
         m = RunningMoments(self.n_units)
         for i in range(len(source)):
             m.update(source.load(i))  # shard by shard, as the writer merged them
@@ -514,7 +405,7 @@ class ActivationStore:
             )
         starts = np.cumsum([0] + [self._source.rows(i) for i in range(self.n_shards)])
         eligible = [i for i in range(self.n_shards) if starts[i] < stop_row]
-        read = _ReadPlan(self, self.columns(layers), starts, stop_row, batch_size, start_batch)
+        read = ReadPlan(self, self.columns(layers), starts, stop_row, batch_size, start_batch)
         if shuffle:
             g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
             order = [eligible[j] for j in torch.randperm(len(eligible), generator=g).tolist()]
@@ -525,140 +416,6 @@ class ActivationStore:
             if drop_last and full < batch_size:
                 continue
             yield b.to(dtype) if dtype is not None else b
-
-
-@dataclass
-class _ReadPlan:
-    """What :meth:`ActivationStore.iter_batches` reads: the two readers (storage order
-    and shuffled) share the columns, the held-out cut and the prefetching shard loader.
-    Each yields ``(batch, full_size)``: ``full_size`` is the batch's size before a
-    rank took its share (for ``drop_last``)."""
-
-    store: ActivationStore
-    cols: slice | torch.Tensor
-    starts: np.ndarray
-    stop_row: int
-    batch_size: int
-    start_batch: int
-
-    @property
-    def width(self) -> int:
-        return self.store._width(self.cols)
-
-    @property
-    def store_dtype(self) -> torch.dtype:
-        return STORE_DTYPES[self.store.dtype]
-
-    def shards(self, order: list[int], n_buffers: int) -> Iterator[torch.Tensor]:
-        """The shards ``order`` (cut at ``stop_row``, columns chosen), each read by a
-        background thread while the one before is served. With ``n_buffers``, shards
-        are read into that many reused buffers (the caller copies out of them)."""
-        source = self.store._source
-        size = max(source.nbytes(i) for i in order)
-        buffers = [np.empty(size, np.uint8) for _ in range(n_buffers)]
-        everything = isinstance(self.cols, slice) and self.cols == slice(0, self.store.n_units)
-
-        def load(k: int) -> torch.Tensor:
-            x = source.load(order[k], buffers[k % n_buffers] if buffers else None)
-            x = x[: self.stop_row - int(self.starts[order[k]])]
-            return x if everything else x[:, self.cols]
-
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(load, 0)
-            try:
-                for k in range(len(order)):
-                    x = pending.result()
-                    if k + 1 < len(order):
-                        pending = pool.submit(load, k + 1)
-                    yield x
-            finally:
-                pending.cancel()
-
-    def in_order(
-        self, order: list[int], part: tuple[int, int]
-    ) -> Iterator[tuple[torch.Tensor, int]]:
-        rank, world = part
-        carry = torch.empty(0, self.width, dtype=self.store_dtype)
-        n_served = 0
-        for k, x in enumerate(self.shards(order, 0)):
-            batches, carry = _sequential(carry, x, self.batch_size, k + 1 == len(order))
-            for b in batches:
-                n_served += 1
-                if n_served > self.start_batch:
-                    yield (b.tensor_split(world)[rank] if world > 1 else b), b.shape[0]
-
-    def shuffled(
-        self, order: list[int], g: torch.Generator, part: tuple[int, int], reuse_memory: bool
-    ) -> Iterator[tuple[torch.Tensor, int]]:
-        rank, world = part
-        source, bs = self.store._source, self.batch_size
-        carry_rows = max(source.rows(i) for i in order)  # one shard's worth mixes shards
-        # Shuffled batches are gathered copies, so shard and carry buffers can be
-        # reused (alternating), which skips the page faults of fresh memory.
-        carry_bufs = [
-            torch.empty(carry_rows + bs, self.width, dtype=self.store_dtype) for _ in range(2)
-        ]
-        batch_bufs = [
-            torch.empty(bs, self.width, dtype=self.store_dtype)
-            for _ in range(2 if reuse_memory else 0)
-        ]
-        carry = torch.empty(0, self.width, dtype=self.store_dtype)
-        n_served = 0
-        for k, x in enumerate(self.shards(order, 2)):
-            # Cut a random permutation of the pool (carry + shard) into batches;
-            # what is not served (at most one shard's worth) is carried on.
-            n_pool = carry.shape[0] + x.shape[0]
-            perm = torch.randperm(n_pool, generator=g)
-            last = k + 1 == len(order)
-            n_serve = n_pool if last else max(0, n_pool - carry_rows) // bs * bs
-            for s in range(0, n_serve, bs):
-                n_served += 1
-                if n_served <= self.start_batch:
-                    continue
-                idx = perm[s : s + bs]
-                full = len(idx)
-                if world > 1:
-                    idx = idx.tensor_split(world)[rank]
-                buf = batch_bufs[n_served % 2][: len(idx)] if batch_bufs else None
-                yield _gather2(carry, x, idx, buf), full
-            rest = perm[n_serve:]
-            carry = _gather2(carry, x, rest, carry_bufs[k % 2][: len(rest)])
-
-
-def _gather2(
-    a: torch.Tensor, b: torch.Tensor, idx: torch.Tensor, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Rows ``idx`` of the virtual concatenation ``[a; b]`` (rows of ``a`` first),
-    gathered without concatenating ``a`` and ``b``."""
-    in_a = idx < a.shape[0]
-    ia, ib = idx[in_a], idx[~in_a] - a.shape[0]
-    if out is None:
-        out = torch.empty(len(idx), b.shape[1], dtype=b.dtype)
-    if len(ia):
-        torch.index_select(a, 0, ia, out=out[: len(ia)])
-    if len(ib):
-        torch.index_select(b, 0, ib, out=out[len(ia) :])
-    return out
-
-
-def _sequential(
-    carry: torch.Tensor, x: torch.Tensor, batch_size: int, last: bool
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    out, start = [], 0
-    if carry.shape[0]:
-        start = min(batch_size - carry.shape[0], x.shape[0])
-        carry = torch.cat([carry, x[:start]])
-        if carry.shape[0] < batch_size and not last:
-            return [], carry
-        out.append(carry)
-    stop = start + (x.shape[0] - start) // batch_size * batch_size
-    out.extend(x[s : s + batch_size] for s in range(start, stop, batch_size))
-    rest = x[stop:]
-    if last:
-        if rest.shape[0]:
-            out.append(rest)
-        rest = rest[:0]
-    return out, rest.clone() if rest.shape[0] else rest
 
 
 def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
@@ -682,15 +439,3 @@ def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
                 for layer in layers
             )
     return (LayerSpec(path.stem, 0, n_units, (None, n_units)),)
-
-
-def _check_finite(x: torch.Tensor, path: Path, first_row: int, fix: str) -> None:
-    """Raise :class:`NonFiniteError` naming the first NaN/Inf of ``x`` (rows from ``first_row``)."""
-    bad = ~torch.isfinite(x)
-    if bad.any():
-        rows, cols = torch.nonzero(bad, as_tuple=True)
-        value = float(x[rows[0], cols[0]])
-        raise NonFiniteError(
-            f"'{path}' has NaN/Inf values, the first ({value}) at row {first_row + int(rows[0])}, "
-            f"column {int(cols[0])}. {fix}"
-        )
