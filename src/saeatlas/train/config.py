@@ -16,7 +16,7 @@ from .._validation import (
     positive,
 )
 from ..errors import ConfigError
-from ..sae.config import ARCHITECTURES
+from ..sae.architectures import ARCHITECTURES, get_architecture
 
 NORMALIZATIONS = ("unit", "layer", "none")
 DECAYS = ("linear", "cosine", "none")
@@ -121,7 +121,7 @@ class TrainConfig:
         non_negative(self, "sparsity_warmup_steps", "seed", "grad_clip", "auxk_coefficient")
         non_negative(self, "l1_coefficient", "l0_coefficient")
         in_range("lr_decay_start", self.lr_decay_start, 0, 1)
-        if self.d_sae is not None and self.architecture in ("topk", "batchtopk"):
+        if self.d_sae is not None and get_architecture(self.architecture).topk_family:
             if self.k > self.d_sae:
                 raise ConfigError(
                     f"`k` ({self.k}) cannot exceed `d_sae` ({self.d_sae}): a TopK SAE keeps k of "
