@@ -37,6 +37,8 @@ class Architecture:
     """The default of `apply_b_dec_to_input`."""
     decoder_init_scale: ClassVar[float] = 1.0
     """Norm of each decoder row at initialisation."""
+    sparsity_setting: ClassVar[str] = "k"
+    """The config field that sets its sparsity (what a sparsity sweep varies)."""
     latent_state: ClassVar[tuple[str, ...]] = ()
     """Extra parameters or buffers indexed by latent (``[d_sae]``), which a
     per-layer split of a joint SAE slices with the latents."""
@@ -71,6 +73,7 @@ class ReLU(Architecture):
     """ReLU with an L1 penalty weighted by decoder norms (Anthropic 2023, April 2024 update)."""
 
     name = "relu"
+    sparsity_setting = "l1_coefficient"
     decoder_init_scale = 0.1  # April 2024 update: small decoder norms at init
     saelens_name = "standard"
 
@@ -131,6 +134,7 @@ class JumpReLU(Architecture):
     ``log_threshold`` (Rajamanoharan et al. 2024)."""
 
     name = "jumprelu"
+    sparsity_setting = "l0_coefficient"
     latent_state = ("log_threshold",)
     file_weights = ("threshold",)
     saelens_name = "jumprelu"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from .._validation import (
     check_device,
@@ -30,8 +30,11 @@ B_DEC_INITS = ("geometric_median", "mean", "zeros")
 class TrainConfig:
     """Training settings; the SAE's own shape comes from here and the store."""
 
+    #: The allowed values of settings that name a registered kind (``--help`` lists them).
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"architecture": ARCHITECTURES}
+
     architecture: str = "topk"
-    """SAE family: relu, topk, batchtopk or jumprelu."""
+    """SAE family."""
     d_sae: int | None = None
     """Number of latents (default: `expansion_factor` x the input width)."""
     expansion_factor: int = 8
@@ -107,7 +110,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
-        choice("architecture", self.architecture, ARCHITECTURES)
+        choice("architecture", self.architecture, self.CHOICES["architecture"])
         choice("normalize", self.normalize, NORMALIZATIONS)
         choice("lr_decay", self.lr_decay, DECAYS)
         choice("autocast", self.autocast, AUTOCASTS)
