@@ -5,7 +5,7 @@
     x_hat = f @ W_dec + b_dec                                           # [batch, d_in]
 
 with ``W_enc`` [d_in, d_sae] and ``W_dec`` [d_sae, d_in] as in SAELens. The
-sparsifier is ReLU (Anthropic 2023/2024), TopK (Gao et al. 2024), BatchTopK
+sparsifier is the architecture's (:mod:`saeatlas.sae.architectures`): ReLU (Anthropic 2023/2024), TopK (Gao et al. 2024), BatchTopK
 (Bussmann et al. 2024; a global ``threshold`` replaces the batch top-k at
 inference) or JumpReLU (Rajamanoharan et al. 2024; per-latent ``threshold``).
 
