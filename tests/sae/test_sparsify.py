@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from saeatlas.cli import app
 from saeatlas.sae import SparseAutoencoder
-from saeatlas.sae.io import SAEFileError
+from saeatlas.sae.files import SAEFileError
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "sparsify"
 RUN = FIXTURE / "run"

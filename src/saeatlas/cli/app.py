@@ -145,6 +145,17 @@ def nonfinite_option() -> Any:
     )
 
 
+def model_class_option() -> Any:
+    """``--model-class``: which Hugging Face class a model directory loads as, on every
+    command that loads a model (see :func:`saeatlas.capture.load_model`)."""
+    return typer.Option(
+        "auto",
+        "--model-class",
+        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head) or "
+        "'auto' (from its config's architectures). Layer names follow the class.",
+    )
+
+
 def with_config_flags(func: Any, config_cls: type) -> Any:
     """Give ``func`` one keyword option per field of ``config_cls`` (for typer)."""
     import inspect

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
-from .app import app, console, nonfinite_option, with_config_flags
+from .app import app, console, model_class_option, nonfinite_option, with_config_flags
 
 
 def _analyze_cmd(
@@ -54,12 +54,7 @@ def _analyze_cmd(
     ablation_mode: str = typer.Option(
         "mean", "--ablation-mode", help="Set ablated units to their 'mean' or to 'zero'."
     ),
-    model_class: str = typer.Option(
-        "auto",
-        "--model-class",
-        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head) or "
-        "'auto' (from its config's architectures). Layer names follow the class.",
-    ),
+    model_class: str = model_class_option(),
     loss: str = typer.Option(
         "cross-entropy",
         "--loss",

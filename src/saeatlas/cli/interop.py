@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from .app import app, console
+from .app import app, console, model_class_option
 
 
 @app.command("import-sparsify")
@@ -46,9 +46,7 @@ def export_neuronpedia_cmd(
         help="Model SPEC with an unembedding, for each feature's top logits (an SAE of one "
         "residual-stream layer).",
     ),
-    model_class: str = typer.Option(
-        "auto", "--model-class", help="For a Hugging Face directory --model: as for capture."
-    ),
+    model_class: str = model_class_option(),
     sae_set: str = typer.Option("saeatlas", "--sae-set", help="Neuronpedia's name for the SAE set."),
     n_examples: int = typer.Option(20, "--n-examples", help="Top activations per feature."),
     features_per_batch: int = typer.Option(

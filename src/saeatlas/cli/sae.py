@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
-from .app import app, console, nonfinite_option, with_config_flags
+from .app import app, console, model_class_option, nonfinite_option, with_config_flags
 
 
 def _train_cmd(
@@ -60,12 +60,7 @@ def evaluate_cmd(
     labels: Path | None = typer.Option(
         None, "--labels", help="Labels for the cross-entropy loss of a classifier."
     ),
-    model_class: str = typer.Option(
-        "auto",
-        "--model-class",
-        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head) or "
-        "'auto' (from its config's architectures). Layer names follow the class.",
-    ),
+    model_class: str = model_class_option(),
     loss: str = typer.Option(
         "cross-entropy",
         "--loss",

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .app import _output_index, app, console, nonfinite_option
+from .app import _output_index, app, console, model_class_option, nonfinite_option
 
 
 @app.command("layers")
@@ -24,12 +24,7 @@ def layers_cmd(
         "--inputs",
         help="Example input file for the dry run (.npy, .safetensors, .txt); guessed when omitted.",
     ),
-    model_class: str = typer.Option(
-        "auto",
-        "--model-class",
-        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head) or "
-        "'auto' (from its config's architectures). Layer names follow the class.",
-    ),
+    model_class: str = model_class_option(),
 ) -> None:
     """List a model's hook points with their output shapes (one dry forward pass)."""
     from ..capture import example_inputs, iter_input_batches, list_layers, load_inputs, load_model
@@ -77,12 +72,7 @@ def capture_cmd(
         "(several after one flag); ':input' records a module's input.",
     ),
     out: Path = typer.Option(..., "--out", help="Store directory to write."),
-    model_class: str = typer.Option(
-        "auto",
-        "--model-class",
-        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head) or "
-        "'auto' (from its config's architectures). Layer names follow the class.",
-    ),
+    model_class: str = model_class_option(),
     labels: Path | None = typer.Option(
         None, "--labels", help="One label per sample (.npy or text)."
     ),

@@ -19,6 +19,7 @@ import torch
 from ..capture import capture_activations
 from ..errors import ConfigError
 from ..losses import needs_labels
+from ..sae.architectures import get_architecture
 from .config import RunConfig
 from .source import load_source
 
@@ -64,7 +65,7 @@ def check_run(cfg: RunConfig) -> str:
     d_in = sum(l.n_units for l in layers if l.name in chosen)
     t = cfg.train
     d_sae = t.d_sae or t.expansion_factor * d_in
-    topk = t.architecture in ("topk", "batchtopk")
+    topk = get_architecture(t.architecture).topk_family
     ks = [t.k] if topk and not (cfg.sweep.enabled and cfg.sweep.over == "k") else []
     if cfg.sweep.enabled and cfg.sweep.over == "k":
         ks = list(cfg.sweep.values)

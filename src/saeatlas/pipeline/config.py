@@ -26,6 +26,7 @@ from .._validation import check_types
 from ..capture import CaptureConfig
 from ..errors import ConfigError
 from ..losses import LOSSES
+from ..sae.architectures import REGISTRY as ARCHITECTURE_REGISTRY
 from ..structure import AtlasConfig
 from ..structure.causal.ablation import MODES as ABLATION_MODES
 from ..sweep.sweep import SWEEPABLE
@@ -33,9 +34,8 @@ from ..train import TrainConfig
 
 #: Which architectures each swept setting acts on.
 SWEEP_ARCHITECTURES = {
-    "k": ("topk", "batchtopk"),
-    "l1_coefficient": ("relu",),
-    "l0_coefficient": ("jumprelu",),
+    over: tuple(a.name for a in ARCHITECTURE_REGISTRY.values() if a.sparsity_setting == over)
+    for over in SWEEPABLE
 }
 
 

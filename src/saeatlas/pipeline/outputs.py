@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..sae.io import CFG, WEIGHTS
+from ..sae.files import CFG, WEIGHTS
 from ..store.atomic import recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..store.manifest import MANIFEST

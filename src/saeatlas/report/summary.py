@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..sae.architectures import REGISTRY as ARCHITECTURE_REGISTRY
 from ..structure.inference.significance import tested_modularity
 from .data import ReportData
 from .text import fmt, fmt_p, fmt_z
@@ -59,7 +60,8 @@ def sae_text(s: dict[str, Any]) -> str:
         parts.append(f"d_in {sae['d_in']}")
     if sae.get("d_sae") is not None:
         parts.append(f"d_sae {sae['d_sae']:,}")
-    if sae.get("k") is not None and str(sae.get("architecture")) in ("topk", "batchtopk"):
+    arch = ARCHITECTURE_REGISTRY.get(str(sae.get("architecture")))
+    if sae.get("k") is not None and arch is not None and arch.topk_family:
         parts.append(f"k {sae['k']}")
     if s.get("mean_l0") is not None:
         parts.append(f"mean L0 on the analysed rows {fmt(s['mean_l0'], '.1f')}")

@@ -1,7 +1,7 @@
 """Sparse autoencoders: ReLU, TopK, BatchTopK and JumpReLU, per layer or joint."""
 
 from .config import ARCHITECTURES, SAEConfig
-from .io import SAEFileError
+from .files import SAEFileError
 from .model import ForwardOutput, LatentOutput, SparseAutoencoder
 
 __all__ = [

@@ -10,8 +10,8 @@ from .._validation import check_types, choice, non_negative, positive
 from ..errors import ConfigError, StoreError
 from ..store import LayerSpec
 from ..store.manifest import validate_layers
+from .architectures import ARCHITECTURES, get_architecture
 
-ARCHITECTURES = ("relu", "topk", "batchtopk", "jumprelu")
 #: Keys every saeatlas ``cfg.json`` has; without them it is another tool's file.
 REQUIRED_KEYS = ("architecture", "d_in", "d_sae")
 
@@ -50,14 +50,13 @@ class SAEConfig:
         check_types(self)
         choice("architecture", self.architecture, ARCHITECTURES)
         positive(self, "d_in", "d_sae", "k", "jumprelu_bandwidth", "jumprelu_init_threshold")
-        if self.architecture in ("topk", "batchtopk") and self.k > self.d_sae:
+        if get_architecture(self.architecture).topk_family and self.k > self.d_sae:
             raise ConfigError(f"`k` ({self.k}) cannot exceed `d_sae` ({self.d_sae}).")
         non_negative(self, "l1_coefficient", "l0_coefficient")
         choice("dtype", self.dtype, ("float32", "float16", "bfloat16"))
         if self.apply_b_dec_to_input is None:  # the family's own convention
-            object.__setattr__(
-                self, "apply_b_dec_to_input", self.architecture in ("topk", "batchtopk")
-            )
+            default = get_architecture(self.architecture).subtracts_b_dec
+            object.__setattr__(self, "apply_b_dec_to_input", default)
         if self.layers and self.layers[-1].stop != self.d_in:
             raise ConfigError(
                 f"The layer map covers {self.layers[-1].stop} columns but `d_in` is {self.d_in}."

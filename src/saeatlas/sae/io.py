@@ -1,8 +1,12 @@
-"""Saving and loading SAE directories (README, "Sparse autoencoders"; names follow SAELens).
+"""Reading and writing SAE directories (README, "Sparse autoencoders"; names follow SAELens).
 
 SAE_DIR/cfg.json                  architecture, sizes, layer map, training summary
 SAE_DIR/sae_weights.safetensors   W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in], b_dec,
                                   threshold [d_sae] (JumpReLU, BatchTopK)
+
+Functions here move ``(SAEConfig, weights)`` pairs, never the module:
+:class:`~saeatlas.sae.model.SparseAutoencoder` builds itself from them in
+``load`` and gives them in ``save``.
 """
 
 from __future__ import annotations
@@ -17,30 +21,44 @@ from safetensors.torch import load_file, save
 from ..errors import AtlasError, ConfigError
 from ..store.atomic import atomic_write_bytes, check_output_dir, replacing_dir
 from ..store.lock import output_lock
+from .architectures import get_architecture
 from .config import SAEConfig
-from .model import SparseAutoencoder
+from .files import CFG, SAE_EXTRAS, WEIGHTS, SAEFileError
+from .formats import (
+    Weights,
+    is_saelens_cfg,
+    is_sparsify_dir,
+    read_saelens,
+    read_sparsify,
+    sparsify_hookpoints,
+)
 
-CFG = "cfg.json"
-WEIGHTS = "sae_weights.safetensors"
+__all__ = [
+    "CFG",
+    "SAE_EXTRAS",
+    "WEIGHTS",
+    "SAEFileError",
+    "check_sae_out",
+    "read_sae",
+    "write_sae",
+]
 
 
-class SAEFileError(AtlasError):
-    """An SAE directory is missing, incomplete or inconsistent."""
-
-
-def save_sae(
-    sae: SparseAutoencoder,
+def write_sae(
+    cfg: SAEConfig,
+    weights: Weights,
     path: str | Path,
     *,
     files: dict[str, bytes] | None = None,
     keep: tuple[str, ...] = (),
 ) -> Path:
-    """Write ``sae`` to the directory ``path``, replacing what is there in one step.
+    """Write an SAE to the directory ``path``, replacing what is there in one step.
 
     The directory is filled beside ``path`` and renamed into place
     (:func:`~saeatlas.store.atomic.replacing_dir`), holding ``path``'s lock.
 
     Args:
+        weights: the tensors of ``sae_weights.safetensors``.
         files: more files to write into the directory (name -> bytes).
         keep: entries of the directory now at ``path`` to move into the new one
             (a run's ``tensorboard`` folder).
@@ -49,7 +67,7 @@ def save_sae(
     with output_lock(path):
         check_sae_out(path, overwrite=True, resume=False)  # never replaces others' files
         with replacing_dir(path) as new:
-            _write_sae(sae, new)
+            _write_files(cfg, weights, new)
             for name, data in (files or {}).items():
                 atomic_write_bytes(new / name, data)
             for name in keep:
@@ -58,25 +76,10 @@ def save_sae(
     return path
 
 
-def _write_sae(sae: SparseAutoencoder, path: Path) -> None:
-    tensors = {
-        "W_enc": sae.W_enc.detach(),
-        "b_enc": sae.b_enc.detach(),
-        "W_dec": sae.W_dec.detach(),
-        "b_dec": sae.b_dec.detach(),
-    }
-    arch = sae.cfg.architecture
-    if arch == "jumprelu":
-        tensors["threshold"] = sae.jump_threshold.detach()
-    elif arch == "batchtopk":
-        tensors["threshold"] = sae.threshold.detach().expand(sae.cfg.d_sae)
-    tensors = {k: v.to("cpu").contiguous() for k, v in tensors.items()}
+def _write_files(cfg: SAEConfig, weights: Weights, path: Path) -> None:
+    tensors = {k: v.to("cpu").contiguous() for k, v in weights.items()}
     atomic_write_bytes(path / WEIGHTS, save(tensors, metadata={"format": "pt"}))
-    atomic_write_bytes(path / CFG, sae.cfg.dumps().encode())
-
-
-#: What an SAE directory may hold besides ``cfg.json`` and the weights.
-SAE_EXTRAS = ("metrics.jsonl", "checkpoint.pt", "tensorboard")
+    atomic_write_bytes(path / CFG, cfg.dumps().encode())
 
 
 def check_sae_out(path: Path, *, overwrite: bool, resume: bool) -> None:
@@ -92,14 +95,12 @@ def check_sae_out(path: Path, *, overwrite: bool, resume: bool) -> None:
         )
 
 
-def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
-    """Read an SAE directory written by :func:`save_sae`, by SAELens, or one hookpoint
-    folder of a sparsify checkpoint."""
+def read_sae(path: str | Path) -> tuple[SAEConfig, Weights]:
+    """Read an SAE directory written by saeatlas, by SAELens, or one hookpoint folder
+    of a sparsify checkpoint, as its config and weights (checked against each other)."""
     path = Path(path)
-    from .sparsify import is_sparsify_dir, load_sparsify, sparsify_hookpoints
-
     if is_sparsify_dir(path) and not (path / WEIGHTS).is_file():
-        return load_sparsify(path).to(device)
+        return read_sparsify(path)
     if not (path / CFG).is_file() and path.is_dir():
         try:
             folders = sparsify_hookpoints(path)
@@ -130,10 +131,8 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
         raise SAEFileError(
             f"'{path / CFG}' lacks the required keys {missing}; it is not an SAE config."
         )
-    from .saelens import is_saelens_cfg, load_saelens
-
     if is_saelens_cfg(raw):
-        return load_saelens(path).to(device)
+        return read_saelens(path)
     try:
         cfg = SAEConfig.from_json(raw)
     except (TypeError, KeyError, ValueError, AtlasError) as e:
@@ -148,8 +147,8 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
         "W_dec": (cfg.d_sae, cfg.d_in),
         "b_dec": (cfg.d_in,),
     }
-    if cfg.architecture in ("jumprelu", "batchtopk"):
-        expected["threshold"] = (cfg.d_sae,)
+    for name in get_architecture(cfg.architecture).file_weights:
+        expected[name] = (cfg.d_sae,)
     for name, shape in expected.items():
         if name not in tensors or tuple(tensors[name].shape) != shape:
             got = tuple(tensors[name].shape) if name in tensors else "missing"
@@ -165,17 +164,4 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
                 f"'{path / WEIGHTS}': `{name}` has {int((~torch.isfinite(t)).sum())} NaN/Inf "
                 "values; the SAE is broken. Train it again."
             )
-    sae = SparseAutoencoder(cfg)
-    with torch.no_grad():
-        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-            getattr(sae, name).copy_(tensors[name])
-        if cfg.architecture in ("jumprelu", "batchtopk"):
-            if "threshold" not in tensors:
-                raise SAEFileError(
-                    f"'{path / WEIGHTS}' has no `threshold` for a {cfg.architecture} SAE."
-                )
-            if cfg.architecture == "jumprelu":
-                sae.log_threshold.copy_(tensors["threshold"].clamp_min(1e-30).log())
-            else:
-                sae.threshold.copy_(tensors["threshold"].max())
-    return sae.to(device).eval()
+    return cfg, {name: tensors[name] for name in expected}

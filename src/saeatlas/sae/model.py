@@ -5,7 +5,7 @@
     x_hat = f @ W_dec + b_dec                                           # [batch, d_in]
 
 with ``W_enc`` [d_in, d_sae] and ``W_dec`` [d_sae, d_in] as in SAELens. The
-sparsifier is ReLU (Anthropic 2023/2024), TopK (Gao et al. 2024), BatchTopK
+sparsifier is the architecture's (:mod:`saeatlas.sae.architectures`): ReLU (Anthropic 2023/2024), TopK (Gao et al. 2024), BatchTopK
 (Bussmann et al. 2024; a global ``threshold`` replaces the batch top-k at
 inference) or JumpReLU (Rajamanoharan et al. 2024; per-latent ``threshold``).
 
@@ -17,7 +17,6 @@ layers (``cfg.layers``); its decoder rows split by layer, and
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,8 +25,9 @@ from torch import nn
 
 from ..errors import ShapeError
 from ..store import ActivationStore, LayerSpec
-from .activations import batch_topk, jumprelu, topk
+from .architectures import get_architecture
 from .config import SAEConfig
+from .io import read_sae, write_sae
 
 
 class LatentOutput(NamedTuple):
@@ -58,29 +58,20 @@ class SparseAutoencoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         dtype = getattr(torch, cfg.dtype)
+        self.arch = get_architecture(cfg.architecture)
         # Decoder rows: random unit directions; encoder: the decoder's transpose
         # (Gao et al. 2024, sec. 2.2 / Conerly et al. 2024).
         w_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=generator)
         w_dec /= w_dec.norm(dim=1, keepdim=True)
-        if cfg.architecture == "relu":
-            w_dec *= 0.1  # April 2024 update: small decoder norms at init
+        if self.arch.decoder_init_scale != 1.0:
+            w_dec *= self.arch.decoder_init_scale
         self.W_dec = nn.Parameter(w_dec.to(dtype))
         self.W_enc = nn.Parameter(w_dec.t().clone().to(dtype))
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
-        if cfg.architecture == "jumprelu":
-            init = math.log(cfg.jumprelu_init_threshold)
-            self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), init, dtype=dtype))
-        elif cfg.architecture == "batchtopk":
-            # Estimated during training; 0 until then (nothing is cut at inference).
-            self.register_buffer("threshold", torch.zeros((), dtype=dtype))
+        self.arch.add_state(self, dtype)  # thresholds, after the four (parameter order)
 
     # -- the maths ---------------------------------------------------------------------------
-
-    @property
-    def jump_threshold(self) -> torch.Tensor:
-        """Per-latent JumpReLU threshold ``[d_sae]``."""
-        return self.log_threshold.exp()
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """x ``[batch, d_in]`` → ``[batch, d_sae]``."""
@@ -91,18 +82,7 @@ class SparseAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor) -> LatentOutput:
         """x ``[batch, d_in]`` → sparse activations and pre-activations ``[batch, d_sae]``."""
         pre = self.pre_activations(x)
-        arch = self.cfg.architecture
-        if arch == "relu":
-            acts = pre.relu()
-        elif arch == "topk":
-            acts = topk(pre, self.cfg.k)
-        elif arch == "batchtopk":
-            if self.training:
-                acts = batch_topk(pre, self.cfg.k)
-            else:
-                acts = pre * (pre > self.threshold).to(pre.dtype) * (pre > 0).to(pre.dtype)
-        else:
-            acts = jumprelu(pre, self.jump_threshold, self.cfg.jumprelu_bandwidth)
+        acts = self.arch.activate(self, pre)
         return LatentOutput(acts, pre)
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
@@ -145,18 +125,45 @@ class SparseAutoencoder(nn.Module):
 
     # -- files -------------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``cfg.json`` and ``sae_weights.safetensors`` to the directory ``path``."""
-        from .io import save_sae
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The tensors of ``sae_weights.safetensors`` (detached): ``W_enc``, ``b_enc``,
+        ``W_dec``, ``b_dec`` and the architecture's own (``threshold``)."""
+        tensors = {
+            "W_enc": self.W_enc.detach(),
+            "b_enc": self.b_enc.detach(),
+            "W_dec": self.W_dec.detach(),
+            "b_dec": self.b_dec.detach(),
+        }
+        return tensors | self.arch.save_weights(self)
 
-        return save_sae(self, path)
+    @classmethod
+    @torch.no_grad()
+    def from_weights(cls, cfg: SAEConfig, weights: dict[str, torch.Tensor]) -> SparseAutoencoder:
+        """The SAE of config ``cfg`` holding ``weights`` (as :meth:`weights` gives them),
+        in eval mode."""
+        sae = cls(cfg)
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(sae, name).copy_(weights[name])
+        sae.arch.load_weights(sae, weights)
+        return sae.eval()
+
+    def save(
+        self,
+        path: str | Path,
+        *,
+        files: dict[str, bytes] | None = None,
+        keep: tuple[str, ...] = (),
+    ) -> Path:
+        """Write ``cfg.json`` and ``sae_weights.safetensors`` to the directory ``path``,
+        replacing it in one step (see :func:`~saeatlas.sae.io.write_sae` for ``files``
+        and ``keep``)."""
+        return write_sae(self.cfg, self.weights(), path, files=files, keep=keep)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
-        """Read an SAE directory (as written by :meth:`save`), in eval mode."""
-        from .io import load_sae
-
-        return load_sae(path, device)
+        """Read an SAE directory (as written by :meth:`save`, or by SAELens, or one
+        hookpoint folder of a sparsify checkpoint), in eval mode."""
+        return cls.from_weights(*read_sae(path)).to(device)
 
     # -- normalisation -----------------------------------------------------------------------
 

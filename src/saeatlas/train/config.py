@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from .._validation import (
     check_device,
@@ -16,7 +16,7 @@ from .._validation import (
     positive,
 )
 from ..errors import ConfigError
-from ..sae.config import ARCHITECTURES
+from ..sae.architectures import ARCHITECTURES, get_architecture
 
 NORMALIZATIONS = ("unit", "layer", "none")
 DECAYS = ("linear", "cosine", "none")
@@ -30,8 +30,11 @@ B_DEC_INITS = ("geometric_median", "mean", "zeros")
 class TrainConfig:
     """Training settings; the SAE's own shape comes from here and the store."""
 
+    #: The allowed values of settings that name a registered kind (``--help`` lists them).
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"architecture": ARCHITECTURES}
+
     architecture: str = "topk"
-    """SAE family: relu, topk, batchtopk or jumprelu."""
+    """SAE family."""
     d_sae: int | None = None
     """Number of latents (default: `expansion_factor` x the input width)."""
     expansion_factor: int = 8
@@ -107,7 +110,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
-        choice("architecture", self.architecture, ARCHITECTURES)
+        choice("architecture", self.architecture, self.CHOICES["architecture"])
         choice("normalize", self.normalize, NORMALIZATIONS)
         choice("lr_decay", self.lr_decay, DECAYS)
         choice("autocast", self.autocast, AUTOCASTS)
@@ -121,7 +124,7 @@ class TrainConfig:
         non_negative(self, "sparsity_warmup_steps", "seed", "grad_clip", "auxk_coefficient")
         non_negative(self, "l1_coefficient", "l0_coefficient")
         in_range("lr_decay_start", self.lr_decay_start, 0, 1)
-        if self.d_sae is not None and self.architecture in ("topk", "batchtopk"):
+        if self.d_sae is not None and get_architecture(self.architecture).topk_family:
             if self.k > self.d_sae:
                 raise ConfigError(
                     f"`k` ({self.k}) cannot exceed `d_sae` ({self.d_sae}): a TopK SAE keeps k of "

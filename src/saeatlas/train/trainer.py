@@ -22,21 +22,21 @@ from typing import Any
 import torch
 
 from .. import __version__
-from .._linalg import row_norms
 from .._progress import progress_bar
 from .._world import is_main_process, join
 from ..errors import ConfigError, TrainingDiverged
 from ..sae import SAEConfig, SparseAutoencoder
-from ..sae.activations import step as heaviside
-from ..sae.io import check_sae_out, save_sae
-from ..sae.kernels import fast_bf16, select_topk, sparse_decode, topk_encode
+from ..sae.architectures import get_architecture
+from ..sae.io import check_sae_out
+from ..sae.kernels import fast_bf16
 from ..store import ActivationStore, LayerSpec
 from ..store.lock import output_lock
+from .architectures import TRAINING, aux_reconstruction
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .distributed import all_min, all_sum, average_gradients, global_topk_threshold
+from .distributed import all_sum, average_gradients
 from .init import geometric_median, input_normalizer
-from .losses import auxk_loss, fvu, l0, l1_penalty, mse
+from .losses import fvu, l0, mse
 from .optim import ScheduleFreeSignSGD
 from .schedules import lr_factor, sparsity_factor
 
@@ -139,8 +139,8 @@ class _Run:
                 "fewer rows, or capture more."
             )
         self.d_sae = cfg.d_sae or cfg.expansion_factor * d_in
-        self.topk_family = cfg.architecture in ("topk", "batchtopk")
-        if self.topk_family and cfg.k > self.d_sae:
+        self.rule = TRAINING[cfg.architecture]
+        if get_architecture(cfg.architecture).topk_family and cfg.k > self.d_sae:
             raise ConfigError(
                 f"`k` ({cfg.k}) cannot exceed `d_sae` ({self.d_sae} = `expansion_factor` "
                 f"{cfg.expansion_factor} x {d_in} units): a TopK SAE keeps k of its d_sae latents "
@@ -207,8 +207,8 @@ class _Run:
 
     @torch.no_grad()
     def _init_from_sample(self) -> None:
-        """``b_dec`` from a sample of rows; for the TopK family, also the encoder's scale."""
-        if self.cfg.b_dec_init == "zeros" and not self.topk_family:
+        """``b_dec`` from a sample of rows, then the architecture's own initialisation."""
+        if self.cfg.b_dec_init == "zeros" and not self.rule.uses_sample:
             return
         rows = min(self.train_rows, N_INIT_ROWS)
         sample = (
@@ -221,29 +221,7 @@ class _Run:
                 else sample.mean(0)
             )
             self.sae.b_dec.copy_(init)
-        if self.topk_family:
-            self._init_encoder_scale(sample)
-
-    @torch.no_grad()
-    def _init_encoder_scale(self, sample: torch.Tensor) -> None:
-        """Scale ``W_enc`` so that the first reconstructions have the least squared error.
-
-        With ``b_enc = 0`` a TopK encoder's choice of latents does not depend on
-        its scale, only the latent values do; the scale that best fits the sample,
-        ``<x - b_dec, D a> / ||D a||^2``, is a closed form. Starting there (rather
-        than at unit-norm encoder columns, whose values overshoot by a factor that
-        grows with the input width) spares sign descent, whose steps have a fixed
-        size, the first part of the run.
-        """
-        sae = self.sae
-        sample = sample[:2048]  # enough for one scalar; keeps the dense codes small
-        centred = sample - sae.b_dec
-        acts = sae.encode(sample).acts.float()
-        x_hat = acts @ sae.W_dec.float()
-        power = float((x_hat * x_hat).sum())
-        scale = float((centred * x_hat).sum()) / power if power > 0 else 0.0
-        if math.isfinite(scale) and scale > 0:
-            sae.W_enc.mul_(scale)
+        self.rule.init_from_sample(self, sample)
 
     def batches(self) -> Iterator[torch.Tensor]:
         """Batches from the current data position on, epoch after epoch."""
@@ -263,56 +241,14 @@ class _Run:
             epoch, start = epoch + 1, 0
 
     def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Reconstruction of a normalised batch. TopK goes through the sparse kernels
-        (equal to the dense path, tested); the others through the module."""
-        sae = self.sae
-        if self.cfg.architecture == "batchtopk" and self.world.size > 1:
-            # The k x batch largest over the global batch (all ranks), as one process would.
-            pre = sae.pre_activations(x)
-            n_keep = sae.cfg.k * x.shape[0] * self.world.size
-            with torch.no_grad():
-                cut = global_topk_threshold(pre.detach().relu(), n_keep, self.world)
-            acts = pre * ((pre >= cut) & (pre > 0)).to(pre.dtype)
-            return {"x_hat": sae.decode(acts).float(), "acts": acts, "pre": pre}
-        if self.cfg.architecture != "topk":
-            x_hat, acts, pre = self.model(x)
-            return {"x_hat": x_hat.float(), "acts": acts, "pre": pre}
-        shift = sae.b_dec if sae.cfg.subtracts_b_dec else torch.zeros_like(sae.b_dec.detach())
-        with torch.no_grad():
-            xs = x - shift
-            d = self.select_dtype
-            pre = torch.addmm(sae.b_enc.to(d), xs.to(d), sae.W_enc.to(d))
-            values, idx = select_topk(pre, sae.cfg.k, xs, sae.W_enc, sae.b_enc)
-        vals = topk_encode(x, sae.W_enc, sae.b_enc, shift, values, idx)
-        x_hat = sparse_decode(vals, idx, sae.W_dec) + sae.b_dec
-        return {
-            "x_hat": x_hat.float(),
-            "vals": vals,
-            "idx": idx,
-            "pre": pre,
-            "xs": xs,
-            "shift": shift,
-        }
+        """Reconstruction of a normalised batch, as the architecture computes it."""
+        return self.rule.forward(self, x)
 
     def _aux_reconstruction(
         self, x: torch.Tensor, f: dict[str, torch.Tensor], dead: torch.Tensor
     ) -> torch.Tensor:
-        """The ``k_aux`` largest dead-latent pre-activations, decoded (AuxK, Gao et al. 2024)."""
-        sae = self.sae
-        k = min(self.k_aux, int(dead.sum()))
-        if "idx" in f:
-            # Select among the dead latents' columns only (usually a small share).
-            columns = dead.nonzero().squeeze(1)
-            pre_dead = f["pre"].index_select(1, columns)
-            W_dead, b_dead = sae.W_enc.detach()[:, columns], sae.b_enc.detach()[columns]
-            values, j = select_topk(pre_dead, k, f["xs"], W_dead, b_dead)
-            idx = columns[j]
-            vals = topk_encode(x, sae.W_enc, sae.b_enc, f["shift"], values, idx)
-            return sparse_decode(vals, idx, sae.W_dec).float()
-        masked = f["pre"].masked_fill(~dead, float("-inf"))
-        values, idx = masked.topk(k, dim=-1, sorted=False)
-        acts = torch.zeros_like(masked).scatter_(-1, idx, values.relu())
-        return (acts @ sae.W_dec).float()
+        """AuxK's reconstruction from the ``dead`` latents (TopK family)."""
+        return aux_reconstruction(self, x, f, dead)
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of one normalised batch, and the tensors that metrics need."""
@@ -322,25 +258,7 @@ class _Run:
         recon = mse(x, x_hat)
         dead = self.rows_since_fired >= cfg.dead_window
         warm = sparsity_factor(self.step, self.sparsity_warmup)
-        if self.topk_family:
-            if self.world.size == 1:
-                loss = fvu(x, x_hat)
-            else:  # this rank's share of the whole batch's FVU, scaled for gradient averaging
-                loss = fvu(x, x_hat, self._batch_total(x)) * self.world.size
-            if cfg.auxk_coefficient and bool(dead.any()):
-                residual = (x - x_hat).detach()
-                norm = None
-                if self.world.size > 1:
-                    local = residual.double().pow(2).sum()
-                    norm = (all_sum(local, self.world) / (x.shape[0] * self.world.size)).float()
-                aux = auxk_loss(residual, self._aux_reconstruction(x, f, dead), norm)
-                loss = loss + cfg.auxk_coefficient * aux
-        elif cfg.architecture == "relu":
-            penalty = l1_penalty(f["acts"].float(), sae.W_dec, self.layers)
-            loss = recon + cfg.l1_coefficient * warm * penalty
-        else:
-            fired = heaviside(f["pre"].float(), sae.jump_threshold, cfg.jumprelu_bandwidth)
-            loss = recon + cfg.l0_coefficient * warm * fired.sum(dim=-1).mean()
+        loss = self.rule.loss(self, x, f, recon, dead, warm)
         with torch.no_grad():
             if "idx" in f:
                 on = f["vals"] > 0
@@ -357,22 +275,8 @@ class _Run:
                 "fired": fired_latents,
                 "l0": n_active,
             }
-            if cfg.architecture == "batchtopk":
-                positive = f["acts"][f["acts"] > 0]
-                stats["min_positive"] = (
-                    positive.min().float()
-                    if positive.numel()
-                    else torch.tensor(float("inf"), device=x.device)
-                )
+            self.rule.add_stats(self, x, f, stats)
         return loss, stats
-
-    def _batch_total(self, x: torch.Tensor) -> torch.Tensor:
-        """``sum ||x - mean||^2`` over the whole batch (all ranks' shares)."""
-        xd = x.detach().double()
-        s1 = all_sum(xd.sum(dim=0), self.world)
-        s2 = all_sum(xd.pow(2).sum(), self.world)
-        n = x.shape[0] * self.world.size
-        return (s2 - s1.pow(2).sum() / n).float()
 
     def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, sae = self.cfg, self.sae
@@ -384,8 +288,7 @@ class _Run:
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         average_gradients(list(sae.parameters()), self.world)
-        if self.topk_family:
-            sae.remove_parallel_decoder_grad()
+        self.rule.on_gradients(self)
         self.scaler.unscale_(self.opt)
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
@@ -393,22 +296,11 @@ class _Run:
         self.scaler.update()
         self.sched.step()
         with torch.no_grad():
-            if self.topk_family:
-                if isinstance(self.opt, ScheduleFreeSignSGD):
-                    self.opt.apply_(sae.W_dec, lambda w: w.div_(row_norms(w)))
-                else:
-                    sae.set_decoder_norm_to_unit_norm()
             rows = x.shape[0] * self.world.size
             fired = all_sum(out["fired"].int(), self.world) > 0
             self.rows_since_fired += rows
             self.rows_since_fired[fired] = 0
-            if cfg.architecture == "batchtopk":
-                low = all_min(out["min_positive"], self.world).to(sae.threshold.dtype)
-                if torch.isfinite(low):
-                    # Running estimate of the batch-wide cut (Bussmann et al. 2024).
-                    sae.threshold.copy_(
-                        low if self.step == 0 else 0.99 * sae.threshold + 0.01 * low
-                    )
+            self.rule.after_step(self, out)
         self.step += 1
         self.rows_done += rows
         return {"x": x, "loss": loss.detach(), **out}
@@ -608,5 +500,5 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
         return TrainResult(folded, run.metrics, summary, None)
     metrics = "".join(json.dumps(m) + "\n" for m in run.metrics).encode()
     # The new directory replaces the one holding the checkpoints in one rename.
-    save_sae(folded, out, files={METRICS: metrics}, keep=("tensorboard",))
+    folded.save(out, files={METRICS: metrics}, keep=("tensorboard",))
     return TrainResult(folded, run.metrics, summary, out)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from ...sae import SparseAutoencoder
-from ...sae.io import CFG, WEIGHTS
+from ...sae.files import CFG, WEIGHTS
 from ...store import ActivationStore
 from ...train.checkpoint import CHECKPOINT
 
