@@ -54,7 +54,7 @@ class Architecture:
 
     def activate(self, sae: nn.Module, pre: torch.Tensor) -> torch.Tensor:
         """pre ``[batch, d_sae]`` → sparse activations ``[batch, d_sae]``."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define activate (every architecture does).")
 
     def save_weights(self, sae: nn.Module) -> dict[str, torch.Tensor]:
         """The detached tensors named in :attr:`file_weights`."""

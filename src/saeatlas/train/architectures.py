@@ -55,7 +55,7 @@ class TrainingRule:
     ) -> torch.Tensor:
         """The loss to minimise, given the forward pass ``f``, its squared error
         ``recon``, the ``dead`` latents ``[d_sae]`` and the sparsity warmup factor."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define loss (every training rule does).")
 
     def add_stats(self, run: _Run, x: torch.Tensor, f: Tensors, stats: Tensors) -> None:
         """Add what :meth:`after_step` needs to the step's ``stats`` (no grad)."""
