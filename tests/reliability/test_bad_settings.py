@@ -291,10 +291,10 @@ def test_run_check_finds_unknown_layers_with_a_dry_run(tmp_path, outputs, run_cl
 @pytest.fixture
 def interrupted(tmp_path, outputs, monkeypatch):
     """An interrupted capture of the outputs' model and inputs at tmp_path/store."""
-    import saeatlas.store.writer as writer_module
+    import saeatlas.store.commit as commit_module
     from saeatlas.capture import CaptureConfig, capture_activations, load_inputs, load_model
 
-    real = writer_module.write_shard
+    real = commit_module.write_shard
     n = {"calls": 0}
 
     def dying(*args):
@@ -303,14 +303,14 @@ def interrupted(tmp_path, outputs, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(writer_module, "write_shard", dying)
+    monkeypatch.setattr(commit_module, "write_shard", dying)
     model = load_model(outputs.model).model
     x = load_inputs(outputs.inputs)  # as the CLI reads them
     with pytest.raises(KeyboardInterrupt):
         capture_activations(
             model, x, ["1", "3"], tmp_path / "store", CaptureConfig(shard_rows=64), progress=False
         )
-    monkeypatch.setattr(writer_module, "write_shard", real)
+    monkeypatch.setattr(commit_module, "write_shard", real)
     return tmp_path / "store"
 
 

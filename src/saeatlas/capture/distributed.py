@@ -10,7 +10,7 @@ NCCL runs coordinate on the CPU too):
 1. rank 0 opens the store (lock, directory, resume checks); every rank learns
    whether it succeeded;
 2. the other ranks open their parts of it (their own progress, on resume);
-3. after its share each rank reports its part (:class:`~saeatlas.store.writer.RankPart`),
+3. after its share each rank reports its part (:class:`~saeatlas.store.merge.RankPart`),
    or the error that stopped it;
 4. rank 0 merges the parts into one manifest and reports whether it succeeded.
 
