@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 #: Shards that may wait for the background thread before :meth:`Committer.submit` blocks.
 MAX_PENDING = 2
 
+#: A shard's row metadata: column name -> ``[rows]`` values.
+Columns = dict[str, np.ndarray]
+#: ``progress(shards=..., moments=...)``: the progress file once a shard is committed.
+MakeProgress = Callable[..., Progress]
+
 
 class Committer:
     """The commit thread of one rank writing into the partial directory ``work``.
@@ -51,13 +56,7 @@ class Committer:
         self._stats_thread = ThreadPoolExecutor(max_workers=1)
         self._broken = False  # a commit failed: later ones must not commit past it
 
-    def submit(
-        self,
-        i: int,
-        x: torch.Tensor,
-        meta: dict[str, np.ndarray],
-        progress: Callable[..., Progress],
-    ) -> None:
+    def submit(self, i: int, x: torch.Tensor, meta: Columns, progress: MakeProgress) -> None:
         """Queue shard ``i``: rows ``x`` ``[rows, n_units]``, their metadata columns
         ``meta`` (``row`` first, then ``progress``'s ``meta_columns``), and
         ``progress(shards=..., moments=...)``, the progress file once it is committed.
@@ -91,13 +90,7 @@ class Committer:
         self._executor.shutdown()
         self._stats_thread.shutdown()
 
-    def _commit(
-        self,
-        i: int,
-        x: torch.Tensor,
-        meta: dict[str, np.ndarray],
-        progress: Callable[..., Progress],
-    ) -> None:
+    def _commit(self, i: int, x: torch.Tensor, meta: Columns, progress: MakeProgress) -> None:
         """On the commit thread: write shard ``i`` and its rows, then the commit point."""
         if self._broken:  # committing shard i+1 after a failed shard i would lose shard i
             return
