@@ -26,13 +26,15 @@ def _analyze_cmd(
         [],
         "--seed-sae",
         help="SAE directories trained the same way with other seeds (several after one flag): "
-        "module stability across seeds.",
+        "members of the atlas's ensemble.",
     ),
     seeds: int = typer.Option(
-        1,
+        3,
         "--seeds",
-        help="SAEs for seed stability, counting --sae: the --seed-sae ones first, the rest "
-        "trained like --sae into <sae>-seed1, -seed2, ... (reused when there).",
+        help="SAEs in the atlas's ensemble, counting --sae: the --seed-sae ones first, the "
+        "rest trained like --sae into <sae>-seed1, -seed2, ... (reused when there, as "
+        "`saeatlas train --seeds N` writes them). Modules count only when they reproduce "
+        "across the ensemble.",
     ),
     sweep: Path | None = typer.Option(
         None,
@@ -186,8 +188,12 @@ def print_atlas(atlas: Any) -> None:
         "p": lambda r: f"{r.p:.2g}",
         "significant": lambda r: "yes" if r.significant else "no",
     }
-    if "stability" in m:
-        cols["stability"] = lambda r: f"{r.stability:.2f}"
+    if "reproducibility" in m:
+        cols["reproducible"] = lambda r: f"{r.reproducibility:.2f}"
+    if "control_jaccard" in m:
+        cols["in control"] = lambda r: _fmt(r.control_jaccard, ".2f")
+    if "correlation_jaccard" in m:
+        cols["in correlations"] = lambda r: _fmt(r.correlation_jaccard, ".2f")
     if "preferred_label" in m:
         cols["label"] = lambda r: f"{escape(str(r.preferred_label))} ({r.selectivity:.2f})"
     if "ablation_effect" in m:
@@ -200,11 +206,9 @@ def print_atlas(atlas: Any) -> None:
         table.add_row(*(fmt(row) for fmt in cols.values()))
     console.print(table)
     if s.get("z") is not None:
-        from ..structure.inference.significance import tested_modularity
-
         console.print(
-            f"Modularity {tested_modularity(s):.3f} (cores {s['modularity']:.3f}); strictest "
-            f"null ({s['strictest_null']}) "
+            f"Partition ({'SAE co-firing' if s.get('modules_from') == 'sae' else 'unit correlations'}"
+            f"): modularity {s['modularity']:.3f}; strictest null ({s['strictest_null']}) "
             f"{s['null_mean']:.3f} ± {s['null_std']:.3f}, z {s['z']:.1f}, p {s['p']:.2g}.",
             soft_wrap=True,
         )
@@ -212,9 +216,9 @@ def print_atlas(atlas: Any) -> None:
     ctl = s.get("control")
     if ctl:
         console.print(
-            f"Random-SAE control: modularity {ctl['modularity']:.3f} (real "
-            f"{s['modularity']:.3f}), {ctl['n_significant_modules']} significant modules, "
-            f"unit modules' ARI with the real ones {ctl.get('unit_ari', float('nan')):.2f}.",
+            f"Random-SAE control: {ctl['n_significant_modules']} reproducible significant "
+            f"modules of its own; unit modules' ARI with the real ones "
+            f"{ctl.get('unit_ari', float('nan')):.2f}.",
             soft_wrap=True,
         )
 
@@ -303,12 +307,12 @@ def print_modules(atlas: Any) -> None:
     )
     columns = atlas.modules.columns
     has = {
-        "stability": "stability" in columns,
+        "stability": "reproducibility" in columns,
         "ablation": "ablation_effect" in columns,
         "label": "preferred_label" in columns,
     }
     heads = ["module", "units", "features", "z", "p", "sig."]
-    heads += ["stability"] * has["stability"]
+    heads += ["reproducible"] * has["stability"]
     heads += ["ablation Δloss", "ablation p"] if has["ablation"] else []
     heads += ["label (selectivity)"] * has["label"]
     for col in heads:

@@ -193,9 +193,12 @@ def tested_modularity(s: dict[str, Any]) -> float | None:
     return tested.get(s.get("strictest_null"), s.get("modularity"))
 
 
-def significance_tests(inp: AtlasInputs, found: Modules) -> tuple[list[NullTest], str | None]:
+def significance_tests(
+    inp: AtlasInputs, found: Modules, labels: np.ndarray | None = None
+) -> tuple[list[NullTest], str | None]:
     """Test the atlas's partition ``found`` against every null model of ``inp.cfg.nulls``
     (:data:`.nulls.NULL_MODELS`), ``n_null`` draws each, on ``null_rows`` rows.
+    ``labels``: the feature modules whose cohesion is tested (default: ``found``'s).
 
     Returns the tests (none when nulls are off) and the dictionary null's source, named.
     """
@@ -232,7 +235,7 @@ def significance_tests(inp: AtlasInputs, found: Modules) -> tuple[list[NullTest]
                 null_test(
                     name,
                     real,
-                    found.feature_module,
+                    found.feature_module if labels is None else labels,
                     fit,
                     lambda i, model=model, seeds=seeds: model.draw(
                         null_inputs, np.random.default_rng(seeds[i])
