@@ -370,3 +370,39 @@ def test_analyze_with_a_model_needs_labels_before_it_starts(tmp_path, spec, inpu
     args += ["--out", str(tmp_path / "atlas"), "--model", spec, "--inputs", str(inputs)]
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and "--model needs --labels FILE" in result.output, result.output
+
+
+def test_train_seeds_writes_the_ensemble_that_analyze_reuses(tmp_path, digits_store, monkeypatch):
+    out = tmp_path / "sae"
+    args = ["train", "--acts", str(digits_store.path), "--out", str(out), "--seed", "4"]
+    args += ["--d-sae", "64", "--k", "4", "--batch-size", "256", "--tokens", "5000", "-q"]
+    zero = runner.invoke(app, [*args, "--seeds", "0"])
+    assert zero.exit_code == 1 and "--seeds (`n_seeds`) must be at least 1" in zero.output
+    assert not out.exists()
+    result = runner.invoke(app, [*args, "--seeds", "3"])
+    assert result.exit_code == 0, result.output
+    dirs = [out, tmp_path / "sae-seed1", tmp_path / "sae-seed2"]
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 3, result.output
+    for seed, (line, d) in enumerate(zip(lines, dirs), start=4):
+        assert f"with seed {seed} on" in line and f"Saved to {d}." in line, result.output
+        assert "FVU" in line and "L0" in line, result.output
+        saved = json.loads((d / "cfg.json").read_text())["metadata"]["train_config"]
+        assert saved["seed"] == seed and saved["k"] == 4
+    stamps = [(d / "sae_weights.safetensors").stat().st_mtime_ns for d in dirs]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("analyze trained an SAE that `train --seeds 3` had trained")
+
+    import saeatlas.train as train
+
+    for name in ("train_sae", "train_family", "train_ensemble"):
+        monkeypatch.setattr(train, name, no_training)
+    atlas = tmp_path / "atlas"
+    analyze = ["analyze", "--sae", str(out), "--acts", str(digits_store.path), "--out", str(atlas)]
+    result = runner.invoke(app, [*analyze, "--seeds", "3", "--n-null", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    assert [(d / "sae_weights.safetensors").stat().st_mtime_ns for d in dirs] == stamps
+    summary = json.loads((atlas / "atlas.json").read_text())
+    assert summary["stability"]["n_seeds"] == 2, summary["stability"]
+    assert summary["dictionary_null_source"] == str(dirs[1])  # an ensemble member too

@@ -412,11 +412,14 @@ def test_files_get_the_umask_mode_and_no_temporary_files_stay(tmp_path, outputs,
     finally:
         os.umask(old)
     assert r.exit_code == 0, r.output
-    names = sorted(p.name for p in (tmp_path / "sae").iterdir())
-    assert names == ["cfg.json", "metrics.jsonl", "sae_weights.safetensors"], names
-    for p in (tmp_path / "sae").iterdir():
-        assert p.stat().st_mode & 0o777 == 0o640, (p.name, oct(p.stat().st_mode))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sae"]  # no partial, old or lock left
+    members = ["sae", "sae-seed1", "sae-seed2"]  # `train --seeds 3`, the default
+    for member in members:
+        names = sorted(p.name for p in (tmp_path / member).iterdir())
+        assert names == ["cfg.json", "metrics.jsonl", "sae_weights.safetensors"], names
+        for p in (tmp_path / member).iterdir():
+            assert p.stat().st_mode & 0o777 == 0o640, (p.name, oct(p.stat().st_mode))
+    # no partial, old or lock left
+    assert sorted(p.name for p in tmp_path.iterdir()) == members
 
 
 @pytest.mark.parametrize(

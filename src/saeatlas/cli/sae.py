@@ -16,30 +16,51 @@ from .app import app, console, model_class_option, nonfinite_option, with_config
 def _train_cmd(
     acts: Path = typer.Option(..., "--acts", help="Activation store directory or .npy file."),
     out: Path = typer.Option(..., "--out", help="SAE directory to write."),
+    seeds: int = typer.Option(
+        3,
+        "--seeds",
+        help="SAEs to train, one per seed: --seed S into --out, S+1, S+2, ... into "
+        "OUT-seed1, OUT-seed2, ... (what `saeatlas analyze --seeds` reuses); 1: only --out.",
+    ),
     config: Path | None = typer.Option(
         None, "--config", help="YAML/JSON file of training settings; flags given here override it."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an SAE at --out."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace SAEs already there."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue each SAE from its checkpoint, keep complete ones, train the rest.",
+    ),
     on_nonfinite: str = nonfinite_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     **settings: Any,
 ) -> None:
-    """Train a sparse autoencoder on an activation store."""
+    """Train a sparse autoencoder on an activation store (by default three, one per seed,
+    from the same batches)."""
     from .._config_cli import build_config
     from ..store import ActivationStore
-    from ..train import TrainConfig, train_sae
+    from ..train import TrainConfig, train_ensemble
 
     cfg = build_config(TrainConfig, config, settings, "train")
     store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
-    result = train_sae(store, cfg, out, overwrite=overwrite, resume=resume, progress=not quiet)
-    final = result.summary["final"]
-    console.print(
-        f"Trained a {cfg.architecture} SAE ({result.sae.cfg.d_in} -> {result.sae.cfg.d_sae}) on "
-        f"{result.summary['tokens']:,} rows: FVU {final['fvu']:.4f}, L0 {final['l0']:.1f}, "
-        f"dead {final['dead_fraction']:.1%}. Saved to {escape(str(result.path))}.",
-        soft_wrap=True,
+    ensemble = train_ensemble(
+        store, cfg, out, seeds, overwrite=overwrite, resume=resume, progress=not quiet
     )
+    for result, trained in zip(ensemble.results, ensemble.trained):
+        final, sae_cfg = result.summary["final"], result.sae.cfg
+        seed = f" with seed {result.summary['train_config']['seed']}" if seeds > 1 else ""
+        what = (
+            f"Trained a {sae_cfg.architecture} SAE ({sae_cfg.d_in} -> {sae_cfg.d_sae}){seed} on "
+            f"{result.summary['tokens']:,} rows"
+            if trained
+            else f"Kept the complete {sae_cfg.architecture} SAE{seed}"
+        )
+        console.print(
+            f"{what}: FVU {final['fvu']:.4f}, L0 {final['l0']:.1f}, "
+            f"dead {final['dead_fraction']:.1%}. "
+            f"{'Saved to' if trained else 'In'} {escape(str(result.path))}.",
+            soft_wrap=True,
+        )
 
 
 @app.command("evaluate")

@@ -4,8 +4,9 @@
 are trained with the analysed SAE's own training settings (recorded in its
 ``cfg.json`` by :func:`saeatlas.train.train_sae`), the seed shifted by 1, 2,
 ..., into sibling directories ``<sae>-seed<s>``; a complete one already there
-is reused, so a second ``analyze`` does not retrain. The dictionary null takes
-its source dictionary from the first of them (:func:`null_source_sae`).
+is reused, so a second ``analyze`` does not retrain (``saeatlas train --seeds N``,
+:func:`saeatlas.train.train_ensemble`, trains them there up front). The dictionary
+null takes its source dictionary from the first of them (:func:`null_source_sae`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ...sae import SparseAutoencoder
 from ...sae.files import CFG, WEIGHTS
 from ...store import ActivationStore
 from ...train.checkpoint import CHECKPOINT
+from ...train.ensemble import seed_sae_dir
 
 
 def _train_settings(sae: SparseAutoencoder):
@@ -25,12 +27,6 @@ def _train_settings(sae: SparseAutoencoder):
 
     settings = (sae.cfg.metadata or {}).get("train_config")
     return TrainConfig.from_json(settings) if settings else None
-
-
-def seed_sae_dir(sae_dir: str | Path, shift: int) -> Path:
-    """Where the SAE trained with seed ``seed + shift`` lives: ``<sae>-seed<shift>``."""
-    sae_dir = Path(sae_dir)
-    return sae_dir.with_name(f"{sae_dir.name}-seed{shift}")
 
 
 def train_seed_saes(

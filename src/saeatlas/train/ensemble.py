@@ -1,0 +1,171 @@
+"""``train_ensemble``: one SAE per seed, in the layout ``saeatlas analyze --seeds`` reuses.
+
+The analysis measures how its modules survive other SAE seeds. ``saeatlas train
+--seeds N`` trains those SAEs up front: the SAE in ``out`` with the configured
+seed ``s``, and ``N - 1`` more with seeds ``s + 1``, ... in the sibling
+directories ``<out>-seed1``, ``<out>-seed2``, ... (:func:`seed_sae_dir`), where
+``analyze --seeds N`` finds them complete and trains nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch.distributed as dist
+
+from .._world import is_main_process
+from ..errors import ConfigError
+from ..sae import SparseAutoencoder
+from ..sae.files import CFG, WEIGHTS
+from ..sae.io import check_sae_out
+from ..store import ActivationStore
+from ..store.lock import output_lock
+from .checkpoint import CHECKPOINT
+from .config import TrainConfig
+from .family import train_family
+from .trainer import METRICS, TrainResult, train_sae
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    results: tuple[TrainResult, ...]
+    """One per seed, in seed order: ``out`` (seed s), ``<out>-seed1`` (s + 1), ..."""
+    trained: tuple[bool, ...]
+    """Per member: trained by this call, or ``False`` for a complete member that
+    ``resume=True`` kept."""
+
+
+def seed_sae_dir(sae_dir: str | Path, shift: int) -> Path:
+    """Where the SAE trained like ``sae_dir`` with seed ``seed + shift`` lives:
+    the sibling ``<sae>-seed<shift>``."""
+    sae_dir = Path(sae_dir)
+    if sae_dir.name in ("", ".."):  # '.' or '..' has no name to extend
+        sae_dir = sae_dir.resolve()
+    return sae_dir.with_name(f"{sae_dir.name}-seed{shift}")
+
+
+def train_ensemble(
+    store: ActivationStore | str | Path,
+    cfg: TrainConfig,
+    out: str | Path,
+    n_seeds: int = 3,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> EnsembleResult:
+    """Train ``n_seeds`` SAEs that differ only in ``cfg.seed``: seed ``s`` into ``out``,
+    seeds ``s + 1``, ..., ``s + n_seeds - 1`` into ``<out>-seed1``, ... .
+
+    Without checkpoints they are trained from the same batches in one pass
+    (:func:`~saeatlas.train.train_family`): the first seed sets the data order of
+    every member, each member's seed its initialisation. With ``checkpoint_every``,
+    ``resume``, or under ``torchrun``, they are trained one after the other with
+    :func:`~saeatlas.train.train_sae`, each with its own seed for both.
+    ``n_seeds=1`` is ``train_sae(store, cfg, out)``.
+
+    Args:
+        store: the activations.
+        cfg: training settings of the first member.
+        out: the first member's SAE directory; the others are its siblings.
+        n_seeds: how many SAEs, at least 1.
+        overwrite: replace SAEs already in any of the directories.
+        resume: continue each member whose directory holds a checkpoint, keep each
+            that is complete (it must record ``cfg`` with its seed), train the rest.
+        progress: show a progress bar.
+
+    Every directory is checked (and locked) before anything is trained, so a bad one
+    stops the call before it costs a training run.
+    """
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int):
+        raise TypeError(f"`n_seeds` must be an integer, got {n_seeds!r}.")
+    if n_seeds < 1:
+        raise ConfigError(
+            f"--seeds (`n_seeds`) must be at least 1, got {n_seeds}: --seeds 1 trains the SAE "
+            "in --out alone, --seeds N adds N - 1 more with the next seeds beside it."
+        )
+    out = Path(out)
+    outs = [out] + [seed_sae_dir(out, i) for i in range(1, n_seeds)]
+    cfgs = [replace(cfg, seed=cfg.seed + i) for i in range(n_seeds)]
+    main = is_main_process()  # only rank 0 writes: only it locks and checks the outputs
+    with output_lock(*(outs if main else ())):
+        kept = [resume and _keep(c, o, overwrite) for c, o in zip(cfgs, outs)]
+        if main:
+            for i, (o, keep) in enumerate(zip(outs, kept)):
+                if not keep:
+                    _check_out(o, i, n_seeds, cfgs[i].seed, overwrite, resume)
+        todo = [i for i in range(n_seeds) if not kept[i]]
+        if len(todo) > 1 and not (resume or cfg.checkpoint_every) and _one_process():
+            trained = train_family(
+                store, [cfgs[i] for i in todo], [outs[i] for i in todo], progress=progress
+            )
+        else:
+            trained = [
+                train_sae(
+                    store,
+                    cfgs[i],
+                    outs[i],
+                    overwrite=overwrite,
+                    resume=resume and (outs[i] / CHECKPOINT).is_file(),
+                    progress=progress,
+                )
+                for i in todo
+            ]
+    by_member = dict(zip(todo, trained))
+    results = tuple(by_member[i] if i in by_member else _load(outs[i]) for i in range(n_seeds))
+    return EnsembleResult(results, tuple(not k for k in kept))
+
+
+def _one_process() -> bool:
+    """No ``torchrun`` world: ``train_family`` runs in one process only."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size() == 1
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1
+
+
+def _complete(path: Path) -> bool:
+    """A finished SAE: its files, and no checkpoint of a run still going on in it."""
+    return (
+        (path / CFG).is_file() and (path / WEIGHTS).is_file() and not (path / CHECKPOINT).exists()
+    )
+
+
+def _keep(cfg: TrainConfig, out: Path, overwrite: bool) -> bool:
+    """Whether ``resume`` keeps the SAE in ``out``: complete and trained with ``cfg``.
+    A complete SAE trained otherwise is an error unless ``overwrite`` replaces it."""
+    if not _complete(out):
+        return False
+    try:
+        recorded = json.loads((out / CFG).read_text())["metadata"]["train_config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    if recorded == cfg.to_json():
+        return True
+    if overwrite:
+        return False
+    raise ConfigError(
+        f"--resume: '{out}' holds a complete SAE that was not trained with these settings "
+        f"and seed {cfg.seed}. Pass --overwrite to train it again, or choose another --out."
+    )
+
+
+def _check_out(out: Path, i: int, n: int, seed: int, overwrite: bool, resume: bool) -> None:
+    try:
+        check_sae_out(out, overwrite=overwrite, resume=resume)
+    except ConfigError as e:
+        if i == 0:
+            raise
+        raise ConfigError(
+            f"--seeds {n} also writes the SAE with seed {seed} to '{out}': {e}"
+        ) from e
+
+
+def _load(path: Path) -> TrainResult:
+    """A member kept from an earlier run, as :func:`train_sae` returned it."""
+    sae = SparseAutoencoder.load(path)
+    lines = (path / METRICS).read_text().splitlines() if (path / METRICS).is_file() else []
+    metrics = [json.loads(line) for line in lines if line.strip()]
+    return TrainResult(sae, metrics, dict(sae.cfg.metadata or {}), path)
