@@ -1,9 +1,10 @@
 """Issue 5's causal check: on a network trained on two independent tasks at once, the
-atlas's modules agree with single-unit lesions (measured over seeds 0-4 in bench/lesion.py)."""
+atlas's modules agree with single-unit lesions (measured over seeds 0-4 in bench/lesion.py);
+and the parts of issue 14's bench: the three-task network and the plain-correlation baseline."""
 
 import numpy as np
 
-from saeatlas.demo.lesion_check import lesion_check
+from saeatlas.demo.lesion_check import ari_against_tasks, correlation_modules, lesion_check
 from saeatlas.demo.multitask import input_dependence, multitask_data, train_multitask
 
 
@@ -67,3 +68,34 @@ def test_prune_and_retrain_keeps_the_fraction_and_holds_pruned_weights_at_zero()
     assert [int((f.weight != 0).sum()) for f in layers] == [30, 5]
     with pytest.raises(ValueError, match="keep"):
         prune_and_retrain(layers, keep=0.0, rounds=1, retrain=retrain)
+
+
+def test_the_three_task_network_learns_every_task():
+    trained = train_multitask(0, n_tasks=3)
+    acc = trained.accuracy
+    # chance: 0.1 (digits), 0.25 (xor, largest); no linear function solves xor or largest
+    assert list(acc) == ["digits", "xor", "largest"]
+    assert acc["digits"] > 0.85 and acc["xor"] > 0.6 and acc["largest"] > 0.6, acc
+    x, y = multitask_data(0, n_tasks=3)
+    assert x.shape == (3594, 80) and y.shape == (3594, 3)
+    # the third task's inputs come after the first two tasks', which stay as they were
+    assert np.array_equal(x[:, :72], multitask_data(0)[0])
+    assert input_dependence(trained.model, x).shape == (64 + 48 + 32, 3)
+
+
+def test_the_correlation_baseline_recovers_planted_correlation_blocks():
+    rng = np.random.default_rng(0)
+    n_rows, block = 2000, 8
+    latent = rng.standard_normal((n_rows, 3))
+    # three blocks of units driven by one latent each, then two silent units
+    x = np.repeat(latent, block, axis=1) + 0.7 * rng.standard_normal((n_rows, 3 * block))
+    x = np.concatenate([x, np.zeros((n_rows, 2))], axis=1)
+    tasks = np.r_[np.repeat([0, 1, 2], block), -1, -1]
+    modules = correlation_modules(x, seed=0)
+    assert np.all(modules[-2:] == -1)  # silent units join no module
+    assert ari_against_tasks(modules, tasks) == 1.0
+    # a unit left out of every module is a singleton: it costs, it is not skipped
+    left_out = modules.copy()
+    left_out[0] = -1
+    assert ari_against_tasks(left_out, tasks) < 1.0
+    assert ari_against_tasks(np.full(tasks.shape, -1), tasks) == 0.0
