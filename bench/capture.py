@@ -58,7 +58,7 @@ from typing import Any
 
 import torch
 
-from saeatlas.capture.capture import CaptureConfig, capture_activations
+from saeatlas.capture import CaptureConfig, capture_activations
 from saeatlas.capture.hookpoints import resolve_hookpoints
 from saeatlas.store import ActivationStore
 

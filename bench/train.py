@@ -847,7 +847,7 @@ def capture_minilm(n_rows: int, device: str, store_dir: Path) -> tuple[Any, dict
     import transformers
     from transformers import AutoModel, AutoTokenizer
 
-    from saeatlas.capture.capture import CaptureConfig, capture_activations
+    from saeatlas.capture import CaptureConfig, capture_activations
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -187,10 +187,11 @@ def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_old_sae(
 def test_training_that_diverges_stops_and_keeps_the_last_good_checkpoint(
     tmp_path, outputs, monkeypatch
 ):
-    from saeatlas.train import TrainConfig, train_sae, trainer
+    from saeatlas.train import TrainConfig, train_sae
     from saeatlas.train.checkpoint import CHECKPOINT
+    from saeatlas.train.run import _Run
 
-    real = trainer._Run.train_step
+    real = _Run.train_step
 
     def poisoned(self, batch):
         out = real(self, batch)
@@ -199,7 +200,7 @@ def test_training_that_diverges_stops_and_keeps_the_last_good_checkpoint(
                 self.sae.W_enc.fill_(float("nan"))
         return out
 
-    monkeypatch.setattr(trainer._Run, "train_step", poisoned)
+    monkeypatch.setattr(_Run, "train_step", poisoned)
     cfg = TrainConfig(d_sae=24, k=4, batch_size=32, tokens=32 * 12, checkpoint_every=3, log_every=1)
     with pytest.raises(TrainingDiverged, match=r"step 7 of 12.*`W_enc` has NaN.*checkpoint"):
         train_sae(outputs.store, cfg, tmp_path / "sae", progress=False)
@@ -207,7 +208,7 @@ def test_training_that_diverges_stops_and_keeps_the_last_good_checkpoint(
     assert state["step"] == 6
     assert all(torch.isfinite(v).all() for v in state["sae"].values())
     assert not (tmp_path / "sae" / "cfg.json").exists()
-    monkeypatch.setattr(trainer._Run, "train_step", real)
+    monkeypatch.setattr(_Run, "train_step", real)
     resumed = train_sae(outputs.store, cfg, tmp_path / "sae", resume=True, progress=False)
     assert torch.isfinite(resumed.sae.W_enc).all()
 
@@ -291,10 +292,10 @@ def test_run_check_finds_unknown_layers_with_a_dry_run(tmp_path, outputs, run_cl
 @pytest.fixture
 def interrupted(tmp_path, outputs, monkeypatch):
     """An interrupted capture of the outputs' model and inputs at tmp_path/store."""
-    import saeatlas.store.writer as writer_module
+    import saeatlas.store.commit as commit_module
     from saeatlas.capture import CaptureConfig, capture_activations, load_inputs, load_model
 
-    real = writer_module.write_shard
+    real = commit_module.write_shard
     n = {"calls": 0}
 
     def dying(*args):
@@ -303,14 +304,14 @@ def interrupted(tmp_path, outputs, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(writer_module, "write_shard", dying)
+    monkeypatch.setattr(commit_module, "write_shard", dying)
     model = load_model(outputs.model).model
     x = load_inputs(outputs.inputs)  # as the CLI reads them
     with pytest.raises(KeyboardInterrupt):
         capture_activations(
             model, x, ["1", "3"], tmp_path / "store", CaptureConfig(shard_rows=64), progress=False
         )
-    monkeypatch.setattr(writer_module, "write_shard", real)
+    monkeypatch.setattr(commit_module, "write_shard", real)
     return tmp_path / "store"
 
 
@@ -486,7 +487,7 @@ def test_an_sae_too_large_for_the_machine_is_refused_before_allocating(guarded, 
 
 
 def test_running_out_of_memory_is_one_line(guarded, run_cli, monkeypatch):
-    import saeatlas.train.trainer as trainer
+    import saeatlas.train.run as run_module
 
     cli, one_line = run_cli
 
@@ -496,6 +497,6 @@ def test_running_out_of_memory_is_one_line(guarded, run_cli, monkeypatch):
             "memory: you tried to allocate 7200000000000 bytes."
         )
 
-    monkeypatch.setattr(trainer, "SparseAutoencoder", no_memory)
+    monkeypatch.setattr(run_module, "SparseAutoencoder", no_memory)
     args = ["train", "--acts", guarded.store, "--out", guarded.sae, "--overwrite"]
     one_line(cli(*args), "Out of memory", "--batch-size")

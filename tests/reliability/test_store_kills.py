@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import saeatlas.store.writer as writer_module
+import saeatlas.store.commit as commit_module
+import saeatlas.store.merge as merge_module
 from saeatlas.capture import CaptureConfig, capture_activations
 from saeatlas.store import ActivationStore
 from saeatlas.store.atomic import partial_dir
@@ -32,20 +33,21 @@ class Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs (BaseException, like KeyboardInterrupt)."""
 
 
-#: The writer's writes, in the order one shard's commit and the close make them.
-WRITES = ("write_shard", "atomic_write", "atomic_write_bytes", "atomic_write_json", "swap_in")
-#: Calls of each in a capture of 90 rows in shards of 32: 3 shards (+ rows.parquet).
-CALLS = {
-    "write_shard": 3,
-    "atomic_write": 4,
-    "atomic_write_bytes": 3,
-    "atomic_write_json": 1,
-    "swap_in": 1,
-}
+#: The writer's writes, in the order one shard's commit and the close make them, with
+#: the module that makes each and its calls in a capture of 90 rows in shards of 32.
+WRITES = (
+    ("commit", "write_shard", 3),  # the shards
+    ("commit", "atomic_write", 3),  # their row parts
+    ("commit", "atomic_write_bytes", 3),  # the progress file: the commit point
+    ("merge", "atomic_write", 1),  # rows.parquet
+    ("merge", "atomic_write_json", 1),  # manifest.json
+    ("merge", "swap_in", 1),
+)
+MODULES = {"commit": commit_module, "merge": merge_module}
 KILL_POINTS = [
-    (name, n, when)
-    for name in WRITES
-    for n in range(1, CALLS[name] + 1)
+    (module, name, n, when)
+    for module, name, calls in WRITES
+    for n in range(1, calls + 1)
     for when in ("before", "after")
 ]
 
@@ -65,11 +67,12 @@ def reference(reference_store):
     return reference_store
 
 
-@pytest.mark.parametrize("name,n,when", KILL_POINTS)
+@pytest.mark.parametrize("module,name,n,when", KILL_POINTS)
 def test_a_kill_at_any_commit_point_loses_and_doubles_nothing(
-    tmp_path, monkeypatch, reference, make_store, name, n, when
+    tmp_path, monkeypatch, reference, make_store, module, name, n, when
 ):
-    real = getattr(writer_module, name)
+    module = MODULES[module]
+    real = getattr(module, name)
     calls = {"n": 0}
 
     def dying(*args, **kwargs):
@@ -81,10 +84,10 @@ def test_a_kill_at_any_commit_point_loses_and_doubles_nothing(
             raise Killed(f"after {name} #{n}")
         return out
 
-    monkeypatch.setattr(writer_module, name, dying)
+    monkeypatch.setattr(module, name, dying)
     with pytest.raises(Killed):
         make_store(tmp_path / "store")
-    monkeypatch.setattr(writer_module, name, real)
+    monkeypatch.setattr(module, name, real)
     store = tmp_path / "store"
     if not (store / "manifest.json").exists():
         torch.manual_seed(0)
@@ -200,7 +203,7 @@ def test_kill_9_of_a_capture_then_resume_equals_an_uninterrupted_capture(tmp_pat
 def test_a_killed_overwrite_keeps_the_old_store_and_resumes(tmp_path, monkeypatch, make_store):
     store = make_store(tmp_path / "store", rows=60)
     make_store(tmp_path / "ref", rows=90)
-    real = writer_module.write_shard
+    real = commit_module.write_shard
     calls = {"n": 0}
 
     def dying(*args):
@@ -213,10 +216,10 @@ def test_a_killed_overwrite_keeps_the_old_store_and_resumes(tmp_path, monkeypatc
     model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
     x = torch.randn(90, 4, generator=torch.Generator().manual_seed(0))
     cfg = CaptureConfig(batch_size=7, shard_rows=32)
-    monkeypatch.setattr(writer_module, "write_shard", dying)
+    monkeypatch.setattr(commit_module, "write_shard", dying)
     with pytest.raises(Killed):
         capture_activations(model, x, ["0", "2"], store, cfg, overwrite=True, progress=False)
-    monkeypatch.setattr(writer_module, "write_shard", real)
+    monkeypatch.setattr(commit_module, "write_shard", real)
     assert ActivationStore.open(store).n_rows == 60  # the old store, whole
     with pytest.raises(Exception, match="or --resume, to continue the interrupted one"):
         capture_activations(model, x, ["0", "2"], store, cfg, progress=False)

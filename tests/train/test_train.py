@@ -110,7 +110,7 @@ def test_auxk_loss_is_normalised_residual_error():
 
 
 def test_auxk_trains_only_dead_latents(digits_store):
-    from saeatlas.train.trainer import _Run
+    from saeatlas.train.run import _Run
 
     run = _Run(
         digits_store,
@@ -145,7 +145,7 @@ def test_lr_schedule():
 
 
 def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, digits_store, monkeypatch):
-    from saeatlas.train import trainer
+    from saeatlas.train.run import _Run
 
     cfg = TrainConfig(
         architecture="topk",
@@ -161,17 +161,17 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, digits_
     )
     full = train_sae(digits_store, cfg, tmp_path / "full", progress=False)
 
-    real_step = trainer._Run.train_step
+    real_step = _Run.train_step
 
     def dying_step(self, batch):
         if self.step == 12:  # dies after the checkpoint at step 10
             raise KeyboardInterrupt("simulated interruption")
         return real_step(self, batch)
 
-    monkeypatch.setattr(trainer._Run, "train_step", dying_step)
+    monkeypatch.setattr(_Run, "train_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
         train_sae(digits_store, cfg, tmp_path / "part", progress=False)
-    monkeypatch.setattr(trainer._Run, "train_step", real_step)
+    monkeypatch.setattr(_Run, "train_step", real_step)
     assert (tmp_path / "part" / "checkpoint.pt").exists()
     with pytest.raises(ConfigError, match="interrupted training run.*--resume"):
         train_sae(digits_store, cfg, tmp_path / "part", progress=False)
@@ -213,7 +213,7 @@ def test_signum_default_and_adam_both_train(digits_store):
 
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk"])
 def test_topk_encoder_starts_at_the_least_squares_scale(digits_store, architecture):
-    from saeatlas.train.trainer import _Run
+    from saeatlas.train.run import _Run
 
     cfg = TrainConfig(architecture=architecture, d_sae=96, k=8, batch_size=256)
     run = _Run(digits_store, cfg)

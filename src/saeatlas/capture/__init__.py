@@ -1,10 +1,12 @@
 """Capture: record the activations of many layers of any torch model into a store."""
 
-from .capture import CaptureConfig, capture, capture_activations
+from .capture import capture_activations
+from .config import CaptureConfig
 from .hookpoints import Hookpoint, named_modules, resolve_hookpoints
 from .inputs import InputBatch, iter_input_batches, load_inputs, load_labels
 from .layers import LayerInfo, list_layers
 from .models import LoadedModel, example_inputs, load_model
+from .recorder import capture
 
 __all__ = [
     "CaptureConfig",

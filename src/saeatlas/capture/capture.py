@@ -1,17 +1,16 @@
-"""Recording activations: the ``capture`` context manager and ``capture_activations``.
+"""Recording activations into a store: ``capture_activations``.
 
-Forward hooks (or pre-hooks for ``:input``) record the chosen modules; the
-forward pass runs in eval mode without gradients and stops as soon as every
-chosen module has run (``early_stop``). Hooks are removed in ``finally``, even
-when the forward pass fails.
+The chosen modules are recorded by hooks (:mod:`.recorder`), each batch's
+outputs become rows (:mod:`.rows`, :mod:`.batch_rows`), and a
+:class:`~saeatlas.store.StoreWriter` writes them; under ``torchrun`` each rank
+captures its share of the batches (:mod:`.distributed`). The forward pass runs in
+eval mode without gradients.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +19,28 @@ import torch
 
 from .. import __version__
 from .._progress import progress_bar
-from .._validation import check_device, check_types, choice, positive
-from ..errors import AtlasError, ConfigError, ModelError, NonFiniteError, ShapeError
-from ..store import ActivationStore, LayerSpec, StoreWriter
+from ..errors import ConfigError
+from ..store import ActivationStore, StoreWriter
 from ..store.shards import STORE_DTYPES
-from ..store.store import NONFINITE_MODES
-from .distributed import Coordinator, capture_world, count_batches, rank_device, share
+from .batch_rows import handle_nonfinite, layer_specs, row_meta
+from .config import CaptureConfig
+from .distributed import (
+    Coordinator,
+    capture_world,
+    complete_capture,
+    count_batches,
+    open_writer,
+    rank_device,
+    share,
+)
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch, iter_input_batches
 from .job import batch_fingerprint, capture_job
 from .layouts import LayoutTracer, choose_layout, module_layout, parse_layout
 from .models import input_dtype
 from .nnsight import unwrap_model
-from .rows import (
-    SPATIAL_MODES,
-    LayerRows,
-    check_batch_dim,
-    check_row_agreement,
-    select_tensor,
-    to_rows,
-)
+from .recorder import Recorder, run_forward
+from .rows import LayerRows, check_batch_dim, check_row_agreement, to_rows
 from .transformer_lens import TransformerLensTexts, is_transformer_lens
 from .transformer_lens import provenance as tl_provenance
 
@@ -47,199 +48,6 @@ log = logging.getLogger(__name__)
 
 #: A tokenizer ``model_max_length`` above this sets no limit (transformers' is int(1e30)).
 TOKENIZER_NO_LIMIT = 100_000
-
-
-@dataclass(frozen=True)
-class CaptureConfig:
-    """How activations are recorded and stored."""
-
-    batch_size: int = 32
-    """Samples per forward pass (for array and text inputs)."""
-    spatial: str = "positions"
-    """Conv maps ``[batch, C, H, W]``: ``positions`` (a row per position) or ``mean`` (pooled)."""
-    output_index: int | str | None = None
-    """Which element of a tuple/dict output to record; the first tensor by default."""
-    device: str | None = None
-    """Device to run the model on (``cpu``, ``cuda``...); the model's own by default."""
-    dtype: str | None = None
-    """Dtype to run the model in (``float32``, ``float16``, ``bfloat16``); unchanged by default."""
-    store_dtype: str = "float32"
-    """Dtype of the stored activations."""
-    shard_rows: int | None = None
-    """Rows per shard; about 64 MiB per shard by default."""
-    on_nonfinite: str = "error"
-    """NaN/Inf in a row: ``error`` (stop and say where) or ``skip`` (drop the row, count it)."""
-    max_length: int | None = None
-    """Truncate texts to this many tokens; by default the tokenizer's limit, or the model's
-    positions (its config's) when the tokenizer sets none."""
-    early_stop: bool = True
-    """Stop each forward pass once every recorded module has run."""
-    layout: str | None = None
-    """What the axes of 4-D outputs are when neither their module nor their hook name
-    says: ``image`` [batch, C, H, W], ``heads`` [batch, pos, head, d_head] or ``pattern``
-    [batch, head, q_pos, k_pos]; ``LAYER=LAYOUT`` (comma-separated) for some layers."""
-    timeout_s: float = 1800.0
-    """Under torchrun: seconds a rank waits for the others where they meet (opening the
-    store, the end of each rank's share) before it stops with an error."""
-
-    def __post_init__(self) -> None:
-        check_types(self)
-        positive(self, "batch_size", "shard_rows", "max_length", "timeout_s")
-        choice("spatial", self.spatial, SPATIAL_MODES)
-        choice("on_nonfinite", self.on_nonfinite, NONFINITE_MODES)
-        choice("store_dtype", self.store_dtype, STORE_DTYPES)
-        if self.dtype is not None:
-            choice("dtype", self.dtype, STORE_DTYPES)
-        check_device("device", self.device, flag="--device")
-        parse_layout(self.layout)
-
-
-class _StopForward(BaseException):
-    """Raised by the last hook to end a forward pass early (BaseException, so that
-    libraries' ``except Exception`` wrappers let it through)."""
-
-
-class _Recorder:
-    """Hooks that record one value per hook point and forward call."""
-
-    def __init__(
-        self,
-        hookpoints: Sequence[Hookpoint],
-        convert: Callable[[str, torch.Tensor], Any],
-        output_index: int | str | None = None,
-        stop_when_done: bool = False,
-    ) -> None:
-        self.hookpoints = list(hookpoints)
-        self.convert = convert
-        self.output_index = output_index
-        self.stop_when_done = stop_when_done
-        self.converts = {hp.name: hp.convert for hp in self.hookpoints if hp.convert is not None}
-        self.values: dict[str, Any] = {}
-        self.shapes: dict[str, tuple[int, ...]] = {}
-        self.handles: list[Any] = []
-
-    def attach(self) -> None:
-        for hp in self.hookpoints:
-            if hp.record_input:
-                fn = self._pre_hook(hp.name)
-                self.handles.append(hp.module.register_forward_pre_hook(fn, with_kwargs=True))
-            else:
-                self.handles.append(hp.module.register_forward_hook(self._hook(hp.name)))
-
-    def detach(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
-
-    def _record(self, name: str, value: Any) -> None:
-        if name in self.values and self.stop_when_done:
-            raise ShapeError(
-                f"Module '{name}' ran more than once in one forward pass; saeatlas records one "
-                "call per module. Choose a module that runs once (or its parent)."
-            )
-        t = select_tensor(value, name, self.output_index)
-        convert = self.converts.get(name)
-        if convert is not None:  # TransformerLens hooks that reshape (hook_z: heads)
-            t = convert(t)
-        self.shapes[name] = tuple(t.shape)
-        self.values[name] = self.convert(name, t)
-        if self.stop_when_done and len(self.values) == len(self.hookpoints):
-            raise _StopForward
-
-    def _hook(self, name: str) -> Callable[..., None]:
-        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            self._record(name, output)
-
-        return hook
-
-    def _pre_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            self._record(name, args if args else kwargs)
-
-        return hook
-
-
-@contextmanager
-def capture(
-    model: torch.nn.Module,
-    hookpoints: Sequence[str] | str,
-    *,
-    output_index: int | str | None = None,
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the chosen modules' outputs during forward passes run inside the block.
-
-    ``with capture(model, ["layers.*.mlp"]) as acts: model(x)`` leaves in
-    ``acts`` a detached copy of each module's output from the last call.
-    """
-    recorder = _Recorder(
-        resolve_hookpoints(model, hookpoints),
-        lambda name, t: t.detach().clone(),
-        output_index=output_index,
-    )
-    recorder.attach()
-    try:
-        yield recorder.values
-    finally:
-        recorder.detach()
-
-
-def model_error(e: Exception, where: str) -> ModelError:
-    """The one-line error for a forward pass that failed inside the model."""
-    return ModelError(
-        f"The model's forward pass failed on {where}: {type(e).__name__}: "
-        f"{str(e).strip().rstrip('.')}. Check that the "
-        "inputs fit the model (shape, dtype, token ids; --max-length for texts longer than it "
-        "takes; a smaller --batch-size when out of memory); `saeatlas --debug ...` shows the "
-        "traceback."
-    )
-
-
-def _move(x: Any, device: str | None) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(device) if device is not None else x
-    if isinstance(x, dict):
-        return {k: _move(v, device) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_move(v, device) for v in x)
-    return x
-
-
-def _forward(
-    model: torch.nn.Module, batch: InputBatch, recorder: _Recorder, device: str | None, where: str
-) -> None:
-    recorder.values.clear()
-    try:
-        model(*_move(batch.args, device), **_move(batch.kwargs, device))
-    except _StopForward:
-        pass
-    except AtlasError:  # raised by a hook: already says what is wrong
-        raise
-    except Exception as e:
-        raise model_error(e, where) from e
-    missing = [hp.name for hp in recorder.hookpoints if hp.name not in recorder.values]
-    if missing:
-        raise ShapeError(
-            f"Modules {missing} did not run during the forward pass, so nothing was recorded for "
-            "them. Choose modules that the model's forward uses."
-        )
-
-
-def _row_meta(batch: InputBatch, rows: LayerRows, sample_base: int) -> dict[str, np.ndarray]:
-    local = rows.sample.numpy()
-    position = rows.position.numpy()
-    meta: dict[str, np.ndarray] = {
-        "sample": (local + sample_base).astype(np.int64),
-        "position": position.astype(np.int64),
-    }
-    if batch.labels is not None:
-        meta["label"] = np.asarray(batch.labels)[local]
-    if batch.texts is not None:
-        meta["text"] = np.array([batch.texts[i] for i in local], dtype=object)
-    if batch.tokens is not None:
-        meta["token"] = np.array(
-            [batch.tokens[i][p] for i, p in zip(local, position)], dtype=object
-        )
-    return meta
 
 
 def capture_activations(
@@ -348,7 +156,7 @@ def _capture(
         prov["world_size"] = world.size
     else:
         lo, hi = 0, None
-    writer = _open_writer(
+    writer = open_writer(
         coord,
         lambda: StoreWriter(
             out,
@@ -374,11 +182,9 @@ def _capture(
     def rows_of(name: str, t: torch.Tensor) -> LayerRows:
         if layouts[name] is None and t.ndim == 4:  # fixed once, on the first batch
             layouts[name] = tracer.lookup(t) or default_layout
-        return to_rows(
-            t, name, mask=current["mask"], spatial=config.spatial, layout=layouts[name]
-        )
+        return to_rows(t, name, mask=current["mask"], spatial=config.spatial, layout=layouts[name])
 
-    recorder = _Recorder(hps, rows_of, config.output_index, stop_when_done=config.early_stop)
+    recorder = Recorder(hps, rows_of, config.output_index, stop_when_done=config.early_stop)
     total = _count_samples(inputs) if not coord.distributed else None
     was_training = model.training
     model.eval()
@@ -421,7 +227,7 @@ def _capture(
                 current["mask"] = batch.mask
                 last = sample_base + batch.n_samples - 1
                 where = f"input batch {g} (samples {sample_base}-{last})"
-                _forward(model, batch, recorder, device, where)
+                run_forward(model, batch, recorder, device, where)
                 tracer.detach()
                 check_batch_dim(recorder.shapes, batch.n_samples)
                 # columns follow the resolved (natural) order, not execution order
@@ -429,7 +235,7 @@ def _capture(
                 recorder.values.clear()
                 check_row_agreement(rows)
                 if not started:
-                    specs = _layer_specs(rows, recorder.shapes)
+                    specs = layer_specs(rows, recorder.shapes)
                     writer.start(specs)
                     started = True
                 # Concatenate and check on the model's device; one transfer to the CPU.
@@ -438,8 +244,8 @@ def _capture(
                     if len(rows) > 1
                     else rows[hps[0].name].x
                 )
-                meta = _row_meta(batch, rows[hps[0].name], sample_base)
-                x, meta, n_skipped = _handle_nonfinite(
+                meta = row_meta(batch, rows[hps[0].name], sample_base)
+                x, meta, n_skipped = handle_nonfinite(
                     x, meta, specs, config.on_nonfinite, g, writer.n_rows_added
                 )
                 writer.add(
@@ -451,14 +257,8 @@ def _capture(
                 )
                 sample_base += batch.n_samples
                 bar.advance(batch.n_samples, info=f"{writer.n_rows_added:,} rows")
-        if not coord.distributed:
-            writer.close()
-        else:
-            part = writer.finish()
+        part = writer.finish()
     except Exception as e:
-        if not coord.distributed:
-            writer.abort()
-            raise
         coord.report_failure(e)
         writer.stop()
         coord.check(e, on_failure=writer.abort)  # raises e, once every rank knows
@@ -470,45 +270,8 @@ def _capture(
         tracer.detach()
         recorder.detach()
         model.train(was_training)
-    if coord.distributed:
-        _complete(coord, writer, part)
+    complete_capture(coord, writer, part)
     return ActivationStore.open(out)
-
-
-def _open_writer(coord: Coordinator, make: Callable[[], StoreWriter]) -> StoreWriter:
-    """Rank 0 opens the store (lock, directory, resume checks) before the others
-    open their parts of it; a rank that fails stops them all."""
-    if not coord.distributed:
-        return make()
-    writer, error = None, None
-    if coord.world.is_main:
-        try:
-            writer = make()
-            coord.clear_failures(writer.work)  # those of an earlier run that failed
-        except Exception as e:
-            error = e
-    coord.check(error, on_failure=writer.abort if writer is not None else None)
-    if not coord.world.is_main:
-        try:
-            writer = make()
-        except Exception as e:
-            error = e
-    coord.check(error, on_failure=writer.abort if writer is not None else None)
-    assert writer is not None
-    return writer
-
-
-def _complete(coord: Coordinator, writer: StoreWriter, part: Any) -> None:
-    """Every rank's part to rank 0, which merges them into the store."""
-    parts = coord.gather(part, None, on_failure=writer.abort)
-    error = None
-    if coord.world.is_main:
-        try:
-            writer.complete(parts)
-        except Exception as e:
-            writer.abort()
-            error = e
-    coord.check(error)
 
 
 def _known_layout(hp: Hookpoint) -> str | None:
@@ -572,42 +335,3 @@ def _count_samples(inputs: Any) -> int | None:
         return len(dataset) if dataset is not None else None
     except TypeError:
         return None
-
-
-def _layer_specs(rows: dict[str, LayerRows], shapes: dict[str, tuple[int, ...]]) -> list[LayerSpec]:
-    specs, start = [], 0
-    for name, r in rows.items():
-        n = r.x.shape[1]
-        specs.append(LayerSpec(name, start, start + n, (None, *shapes[name][1:]), r.layout))
-        start += n
-    return specs
-
-
-def _handle_nonfinite(
-    x: torch.Tensor,
-    meta: dict[str, np.ndarray],
-    layers: list[LayerSpec],
-    mode: str,
-    batch: int,
-    first_row: int,
-) -> tuple[torch.Tensor, dict[str, np.ndarray], int]:
-    """Check rows ``x`` (on the model's device) for NaN/Inf; return them on the CPU."""
-    finite_rows = torch.isfinite(x).all(dim=1)
-    if bool(finite_rows.all()):
-        return x.to("cpu"), meta, 0
-    x, finite_rows = x.to("cpu"), finite_rows.to("cpu")
-    if mode == "error":
-        for layer in layers:
-            name = layer.name
-            bad = ~torch.isfinite(x[:, layer.start : layer.stop])
-            if bad.any():
-                first = int(torch.nonzero(bad.any(dim=1))[0])
-                raise NonFiniteError(
-                    f"Layer '{name}' has {int(bad.sum())} NaN/Inf values in "
-                    f"{int(bad.any(dim=1).sum())} rows of input batch {batch}; the first is at "
-                    f"row {first_row + first} (sample {int(meta['sample'][first])}, position {int(meta['position'][first])}). "
-                    "Fix the model or inputs, or pass --on-nonfinite skip (`on_nonfinite='skip'`) "
-                    "to drop such rows and count them."
-                )
-    keep = finite_rows.numpy()
-    return x[finite_rows], {k: v[keep] for k, v in meta.items()}, int((~keep).sum())

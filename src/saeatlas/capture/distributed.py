@@ -10,7 +10,7 @@ NCCL runs coordinate on the CPU too):
 1. rank 0 opens the store (lock, directory, resume checks); every rank learns
    whether it succeeded;
 2. the other ranks open their parts of it (their own progress, on resume);
-3. after its share each rank reports its part (:class:`~saeatlas.store.writer.RankPart`),
+3. after its share each rank reports its part (:class:`~saeatlas.store.merge.RankPart`),
    or the error that stopped it;
 4. rank 0 merges the parts into one manifest and reports whether it succeeded.
 
@@ -20,6 +20,9 @@ makes the others stop once the group's timeout runs out, never a hang. So that
 the others need not finish their shares first, a rank that fails also leaves
 ``failed-rNNN.txt`` (its message) in the partial directory, which every rank
 looks for about once a second (:meth:`Coordinator.poll`).
+
+A capture by one process goes through the same steps (:func:`open_writer`,
+:func:`complete_capture`) in a world of one, which never waits.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ import torch.distributed as dist
 
 from .._world import World, join
 from ..errors import AtlasError, ConfigError
+from ..store import StoreWriter
 from ..store.atomic import atomic_write_bytes
+from ..store.merge import RankPart
 
 T = TypeVar("T")
 
@@ -190,6 +195,43 @@ class Coordinator:
                 "load them, or seed their initialisation) on the same inputs in the same order, "
                 "with the same layers and settings."
             )
+
+
+def open_writer(coord: Coordinator, make: Callable[[], StoreWriter]) -> StoreWriter:
+    """Meetings 1 and 2: rank 0 opens the store (lock, directory, resume checks) with
+    ``make`` before the others open their parts of it; a rank that fails stops them all."""
+    writer, error = None, None
+    if coord.world.is_main:
+        try:
+            writer = make()
+            coord.clear_failures(writer.work)  # those of an earlier run that failed
+        except Exception as e:
+            error = e
+    coord.check(error, on_failure=writer.abort if writer is not None else None)
+    if not coord.world.is_main:
+        try:
+            writer = make()
+        except Exception as e:
+            error = e
+    coord.check(error, on_failure=writer.abort if writer is not None else None)
+    assert writer is not None
+    return writer
+
+
+def complete_capture(coord: Coordinator, writer: StoreWriter, part: RankPart) -> None:
+    """Meetings 3 and 4: every rank's part to rank 0, which merges them into the store
+    (in a world of one, its own part: the same path as under torchrun)."""
+    parts = coord.gather(part, None, on_failure=writer.abort)
+    error = None
+    if coord.world.is_main:
+        try:
+            writer.complete(parts)
+        except BaseException as e:
+            writer.abort()
+            if not isinstance(e, Exception):  # a kill or Ctrl-C: no meeting, stop now
+                raise
+            error = e
+    coord.check(error)
 
 
 def _describe(e: BaseException) -> str:

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from ..errors import AtlasError
-from .capture import model_error
 from .hookpoints import named_modules
 from .nnsight import unwrap_model
+from .recorder import model_error
 from .rows import select_tensor
 from .transformer_lens import hook_conversion
 

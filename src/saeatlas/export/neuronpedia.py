@@ -20,7 +20,9 @@ negative tokens and their histogram (as SAEDashboard does, without the final
 layer norm); otherwise those fields are empty lists.
 
 Two passes over the store encode every row; the co-firing statistics hold a
-``[d_sae, d_sae]`` float32 matrix (1 GiB for 16,384 latents).
+``[d_sae, d_sae]`` float32 matrix (1 GiB for 16,384 latents). The passes and the
+contexts are in :mod:`.neuronpedia_activations`, the logits in
+:mod:`.neuronpedia_logits`, the files' schema in :mod:`.neuronpedia_schema`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .. import __version__
@@ -40,13 +41,14 @@ from ..sae import SparseAutoencoder
 from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, replacing_dir
 from ..structure import Atlas
-from .neuronpedia_schema import BATCH_SCHEMA
+from .neuronpedia_activations import Contexts, FeatureStats, encode, histograms
+from .neuronpedia_logits import logit_effects
+from .neuronpedia_schema import BATCH_SCHEMA, rounded
 
 __all__ = ["BATCH_SCHEMA", "NeuronpediaConfig", "export_neuronpedia", "read_batches"]
 
 SETTINGS = "run_settings.json"
 SKIPPED = "skipped_indexes.json"
-OUT_OF_RANGE = "<|outofrange|>"
 
 
 @dataclass(frozen=True)
@@ -81,51 +83,6 @@ class NeuronpediaConfig:
                 raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")
 
 
-def _r(x: Any) -> list[float]:
-    """Rounded like SAEDashboard's output (3 decimals), as plain floats."""
-    return [round(float(v), 3) for v in np.asarray(x, dtype=np.float64).ravel()]
-
-
-class _Stats:
-    """Pass-one statistics of every feature: firings, maxima, top rows, co-firing."""
-
-    def __init__(self, d_sae: int, n_top: int) -> None:
-        self.n_rows = 0
-        self.fired = torch.zeros(d_sae, dtype=torch.float64)
-        self.max = torch.zeros(d_sae)
-        self.top_values = torch.full((n_top, d_sae), -1.0)
-        self.top_rows = torch.full((n_top, d_sae), -1, dtype=torch.long)
-        self.sum = torch.zeros(d_sae, dtype=torch.float64)
-        self.gram = torch.zeros(d_sae, d_sae)
-
-    def add(self, acts: torch.Tensor, first_row: int) -> None:
-        n = acts.shape[0]
-        rows = torch.arange(first_row, first_row + n).unsqueeze(1).expand(n, acts.shape[1])
-        values = torch.cat([self.top_values, acts])
-        keep = values.topk(self.top_values.shape[0], dim=0)
-        self.top_values = keep.values
-        self.top_rows = torch.cat([self.top_rows, rows]).gather(0, keep.indices)
-        self.fired += (acts > 0).sum(0)
-        self.max = torch.maximum(self.max, acts.max(0).values)
-        self.sum += acts.sum(0, dtype=torch.float64)
-        self.gram += acts.T @ acts
-        self.n_rows += n
-
-    def pearson(self) -> torch.Tensor:
-        """``[d_sae, d_sae]`` correlation of the features' activations (0 for dead ones)."""
-        n = max(self.n_rows, 1)
-        mean = (self.sum / n).float()
-        cov = self.gram / n - mean[:, None] * mean[None, :]
-        std = cov.diagonal().clamp_min(0).sqrt()
-        denom = std[:, None] * std[None, :]
-        return torch.where(denom > 0, cov / denom.clamp_min(1e-30), torch.zeros_like(cov))
-
-
-def _encode(sae: SparseAutoencoder, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return sae.encode(x.to(sae.W_enc)).acts.float().cpu()
-
-
 def export_neuronpedia(
     atlas_dir: str | Path,
     out: str | Path,
@@ -153,20 +110,20 @@ def export_neuronpedia(
             "was trained on with --acts."
         )
     d_sae = sae.cfg.d_sae
-    stats = _Stats(d_sae, config.n_examples)
+    stats = FeatureStats(d_sae, config.n_examples)
     row = 0
     for x in store.iter_batches(config.batch_size, shuffle=False, layers=layers):
-        stats.add(_encode(sae, x), row)
+        stats.add(encode(sae, x), row)
         row += x.shape[0]
-    hist = _histograms(sae, store, layers, stats.max, config)
+    hist = histograms(sae, store, layers, stats.max, config.n_bins, config.batch_size)
     corr = stats.pearson()
     w_dec = sae.W_dec.detach().float().cpu()
     unit_dirs = w_dec / w_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
     cos = unit_dirs @ unit_dirs.T
     module = _feature_modules(atlas, d_sae)
-    logits = _logit_effects(sae, model, tokenizer, config)
+    logits = logit_effects(sae, model, tokenizer, config.n_bins)
     meta = store.rows().to_pandas()
-    contexts = _Contexts(sae, store, layers, meta, config.context)
+    contexts = Contexts(sae, store, layers, meta, config.context)
     provenance = dict(store.manifest.provenance) if store.manifest is not None else {}
     n_samples = int(meta["sample"].max()) + 1 if len(meta) else 0
     n_tokens = int(meta["position"].max()) + 1 if len(meta) else 0
@@ -188,17 +145,17 @@ def export_neuronpedia(
         feature = {
             "feature_index": f,
             "neuron_alignment_indices": top_units.tolist(),
-            "neuron_alignment_values": _r(dec[top_units]),
-            "neuron_alignment_l1": _r(dec[top_units] / dec.abs().sum().clamp_min(1e-12)),
+            "neuron_alignment_values": rounded(dec[top_units]),
+            "neuron_alignment_l1": rounded(dec[top_units] / dec.abs().sum().clamp_min(1e-12)),
             "correlated_neurons_indices": [],
             "correlated_neurons_l1": [],
             "correlated_neurons_pearson": [],
             "correlated_features_indices": order.tolist(),
-            "correlated_features_l1": _r(cos[f, order]),
-            "correlated_features_pearson": _r(corr[f, order]),
+            "correlated_features_l1": rounded(cos[f, order]),
+            "correlated_features_pearson": rounded(corr[f, order]),
             "frac_nonzero": round(float(frac[f]), 6),
-            "freq_hist_data_bar_values": _r(hist["centres"][f]),
-            "freq_hist_data_bar_heights": _r(hist["counts"][f]),
+            "freq_hist_data_bar_values": rounded(hist["centres"][f]),
+            "freq_hist_data_bar_heights": rounded(hist["counts"][f]),
             "n_prompts_total": n_samples,
             "n_tokens_in_prompt": n_tokens,
             "dataset": str(dataset),
@@ -296,143 +253,6 @@ def _feature_modules(atlas: Atlas, d_sae: int) -> torch.Tensor:
         idx = torch.tensor(atlas.features["feature"].to_numpy(), dtype=torch.long)
         module[idx] = torch.tensor(atlas.features["module"].to_numpy(), dtype=torch.long)
     return module
-
-
-def _histograms(
-    sae: SparseAutoencoder,
-    store: ActivationStore,
-    layers: Any,
-    max_: torch.Tensor,
-    config: NeuronpediaConfig,
-) -> dict[str, torch.Tensor]:
-    """Pass two: per feature, counts of its non-zero activations in ``n_bins`` equal bins
-    over ``(0, max]``, and the bins' centres."""
-    d_sae, bins = max_.shape[0], config.n_bins
-    counts = torch.zeros(d_sae * bins, dtype=torch.float64)
-    width = (max_ / bins).clamp_min(1e-12)
-    for x in store.iter_batches(config.batch_size, shuffle=False, layers=layers):
-        acts = _encode(sae, x)
-        rows, feats = torch.nonzero(acts > 0, as_tuple=True)
-        b = (acts[rows, feats] / width[feats]).long().clamp(0, bins - 1)
-        counts.index_add_(0, feats * bins + b, torch.ones(len(b), dtype=torch.float64))
-    centres = (torch.arange(bins) + 0.5)[None, :] * width[:, None]
-    return {"counts": counts.view(d_sae, bins), "centres": centres}
-
-
-class _Contexts:
-    """The token contexts of top activations: the rows of the same sample around a row,
-    with the feature's activation on each (encoded once per sample window)."""
-
-    def __init__(self, sae, store, layers, meta, context: int) -> None:
-        self.sae, self.store, self.layers, self.context = sae, store, layers, context
-        self.sample = meta["sample"].to_numpy()
-        self.position = meta["position"].to_numpy()
-        if "token" in meta:
-            self.labels = meta["token"].astype(str).to_numpy()
-        elif "label" in meta:
-            self.labels = np.array([f"label {v}" for v in meta["label"]])
-        else:
-            self.labels = np.array(
-                [f"sample {s} pos {p}" for s, p in zip(self.sample, self.position)]
-            )
-        self.cache: dict[tuple[int, int], torch.Tensor] = {}
-
-    def _window(self, row: int) -> tuple[int, int]:
-        s = self.sample[row]
-        lo, hi = row, row + 1
-        while lo > 0 and row - lo < self.context and self.sample[lo - 1] == s:
-            lo -= 1
-        while hi < len(self.sample) and hi - row <= self.context and self.sample[hi] == s:
-            hi += 1
-        return lo, hi
-
-    def examples(self, f: int, rows: torch.Tensor, values: torch.Tensor) -> list[dict[str, Any]]:
-        out = []
-        for row, value in zip(rows.tolist(), values.tolist()):
-            if row < 0 or value <= 0:
-                continue
-            lo, hi = self._window(row)
-            if (lo, hi) not in self.cache:
-                x = self.store.read(lo, hi, layers=self.layers)
-                self.cache[(lo, hi)] = _encode(self.sae, x)
-            acts = self.cache[(lo, hi)][:, f]
-            out.append(
-                {
-                    "bin_min": -1,
-                    "bin_max": round(float(value), 3),
-                    "bin_contains": -1,
-                    "tokens": [str(t) for t in self.labels[lo:hi]],
-                    "values": _r(acts),
-                }
-            )
-        return out
-
-
-class _Logits:
-    """Each feature's direct logit effect, when there is an unembedding to read."""
-
-    def __init__(self, effects: torch.Tensor | None, vocab: list[str], config: NeuronpediaConfig):
-        self.effects, self.vocab, self.config = effects, vocab, config
-
-    def feature(self, f: int) -> dict[str, Any]:
-        if self.effects is None:
-            return {
-                "neg_str": [],
-                "neg_values": [],
-                "pos_str": [],
-                "pos_values": [],
-                "logits_hist_data_bar_heights": [],
-                "logits_hist_data_bar_values": [],
-            }
-        e = self.effects[f]
-        n = min(10, e.shape[0])
-        pos, neg = e.topk(n), (-e).topk(n)
-        heights, edges = np.histogram(e.numpy(), bins=self.config.n_bins)
-        return {
-            "pos_str": [self.vocab[i] for i in pos.indices.tolist()],
-            "pos_values": _r(pos.values),
-            "neg_str": [self.vocab[i] for i in neg.indices.tolist()],
-            "neg_values": _r(-neg.values),
-            "logits_hist_data_bar_heights": _r(heights),
-            "logits_hist_data_bar_values": _r((edges[:-1] + edges[1:]) / 2),
-        }
-
-
-def _logit_effects(
-    sae: SparseAutoencoder, model: Any, tokenizer: Any, config: NeuronpediaConfig
-) -> _Logits:
-    if model is None:
-        return _Logits(None, [], config)
-    w_u = None
-    if isinstance(getattr(model, "W_U", None), torch.Tensor):  # TransformerLens: [d_model, vocab]
-        w_u = model.W_U
-    elif (
-        callable(getattr(model, "get_output_embeddings", None))
-        and model.get_output_embeddings() is not None
-    ):
-        w_u = model.get_output_embeddings().weight.T  # Hugging Face: [vocab, d_model]
-    if w_u is None:
-        raise ConfigError(
-            f"The {type(model).__name__} has no unembedding (TransformerLens W_U or a Hugging "
-            "Face output embedding), so features have no logits; leave out --model, or load "
-            "the model with its head (--model-class causal-lm)."
-        )
-    w_u = w_u.detach().float().cpu()
-    if len(sae.cfg.layers) > 1 or sae.cfg.d_in != w_u.shape[0]:
-        raise ConfigError(
-            f"Logits need an SAE of one layer as wide as the model's residual stream "
-            f"({w_u.shape[0]}); this SAE reads {sae.cfg.d_in} units of "
-            f"{len(sae.cfg.layers) or 1} layer(s). Leave out --model."
-        )
-    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    n_vocab = w_u.shape[1]
-    if tokenizer is not None:  # ids past the tokenizer's vocabulary: SAEDashboard's marker
-        names = tokenizer.convert_ids_to_tokens(list(range(n_vocab)))
-        vocab = [OUT_OF_RANGE if t is None else str(t) for t in names]
-    else:
-        vocab = [f"<{i}>" for i in range(n_vocab)]
-    effects = sae.W_dec.detach().float().cpu() @ w_u
-    return _Logits(effects, vocab, config)
 
 
 def read_batches(out: str | Path) -> list[dict[str, Any]]:

@@ -1,11 +1,20 @@
-"""JSON schema of a Neuronpedia ``batch-<i>.json``, derived from SAEDashboard's
-``NeuronpediaDashboardBatch``, ``NeuronpediaDashboardFeature`` and
+"""The format of a Neuronpedia ``batch-<i>.json``: its JSON schema, derived from
+SAEDashboard's ``NeuronpediaDashboardBatch``, ``NeuronpediaDashboardFeature`` and
 ``NeuronpediaDashboardActivation.to_dict`` (``sae_dashboard/neuronpedia/neuronpedia_dashboard.py``):
-the keys each writes and their types."""
+the keys each writes and their types; and its numbers, rounded as SAEDashboard
+rounds them."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
+
+
+def rounded(x: Any) -> list[float]:
+    """Rounded like SAEDashboard's output (3 decimals), as plain floats."""
+    return [round(float(v), 3) for v in np.asarray(x, dtype=np.float64).ravel()]
+
 
 _NUMBERS = {"type": "array", "items": {"type": "number"}}
 _INTS = {"type": "array", "items": {"type": "integer"}}

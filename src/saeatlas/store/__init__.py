@@ -1,9 +1,10 @@
 """Activation stores: safetensors shards + ``manifest.json`` + ``rows.parquet``."""
 
 from .manifest import LayerSpec, Manifest, ShardInfo
+from .progress import ResumePoint
 from .stats import RunningMoments
 from .store import ActivationStore, StoreSummary
-from .writer import ResumePoint, StoreWriter
+from .writer import StoreWriter
 
 __all__ = [
     "ActivationStore",

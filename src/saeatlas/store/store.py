@@ -3,15 +3,14 @@
 A store is either a directory written by :class:`~saeatlas.store.writer.StoreWriter`
 (safetensors shards + ``manifest.json`` + ``rows.parquet``) or a plain ``.npy``
 file of shape ``[rows, units]`` with an optional ``layers.json`` beside it,
-opened read-only. Both read through the same shuffled, bounded-memory batches.
+opened read-only (:mod:`.npy`). Both read through the same shuffled,
+bounded-memory batches.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +20,14 @@ import pyarrow.parquet as pq
 import torch
 
 from .._validation import choice
-from ..errors import ConfigError, NonFiniteError, StoreError
+from ..errors import ConfigError, StoreError
 from .atomic import partial_dir
-from .manifest import (
-    MANIFEST,
-    ROWS,
-    LayerSpec,
-    Manifest,
-    check_manifest,
-    validate_layers,
-)
+from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest
+from .npy import open_npy
+from .partial import progress_files
 from .readers import ReadPlan
-from .sources import ArraySource, ShardSource, check_finite
+from .sources import ArraySource, ShardSource
 from .stats import RunningMoments
-from .writer import progress_files
-
-log = logging.getLogger(__name__)
 
 #: What to do with NaN/Inf in activations, everywhere they are read: capture, and
 #: every stage that opens a ``.npy`` array.
@@ -139,63 +130,11 @@ class ActivationStore:
 
     @classmethod
     def _open_npy(cls, path: Path, on_nonfinite: str) -> ActivationStore:
-        try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise StoreError(f"'{path}' is not a readable .npy array ({e}).") from e
-        if array.ndim != 2:
-            raise StoreError(
-                f"'{path}' has shape {array.shape}; an activation array must be [rows, units]. "
-                "Reshape it to 2-D first."
-            )
-        dtype = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}.get(array.dtype)
-        if dtype is None:
-            if array.dtype.kind != "f":
-                raise StoreError(
-                    f"'{path}' has dtype {array.dtype}; activations must be floats. Convert it: "
-                    f"`np.save('{path}', np.load('{path}').astype(np.float32))`."
-                )
-            dtype = "float32"  # float64 is read as float32
-        if array.shape[0] == 0 or array.shape[1] == 0:
-            raise StoreError(
-                f"'{path}' has shape {array.shape}: no activations. An array needs at least one "
-                "row and one unit."
-            )
-        layers = _npy_layers(path, array.shape[1])
-        store = cls(path, ArraySource(array), layers, dtype, None)
-        store._scan(on_nonfinite)
+        npy = open_npy(path, on_nonfinite)
+        store = cls(path, npy.source, npy.layers, npy.dtype, None)
+        store._moments = (npy.mean, npy.std)
+        store.n_skipped_rows = npy.n_skipped_rows
         return store
-
-    def _scan(self, on_nonfinite: str) -> None:
-        """Read a ``.npy`` array once: find NaN/Inf and take the per-unit moments."""
-        source = self._source
-        bad: list[np.ndarray] = []
-        m = RunningMoments(self.n_units)
-        start = 0
-        for i in range(len(source)):
-            x = source.load(i)
-            finite = torch.isfinite(x).all(dim=1)
-            if not bool(finite.all()):
-                if on_nonfinite == "error":
-                    check_finite(
-                        x,
-                        self.path,
-                        start,
-                        fix="Clean the array, or pass --on-nonfinite skip "
-                        "(`on_nonfinite='skip'`) to leave those rows out.",
-                    )
-                bad.append(start + torch.nonzero(~finite).flatten().numpy())
-                x = x[finite]
-            m.update(x)
-            start += source.rows(i)
-        if bad:
-            rows = np.concatenate(bad)
-            if len(rows) == source.array.shape[0]:
-                raise NonFiniteError(f"Every row of '{self.path}' has NaN/Inf; nothing is left.")
-            source.skip(rows)
-            self.n_skipped_rows = len(rows)
-            log.warning("Skipped %d rows of '%s' with NaN/Inf.", len(rows), self.path)
-        self._moments = (m.mean, m.std)
 
     # -- facts -----------------------------------------------------------------------------
 
@@ -416,26 +355,3 @@ class ActivationStore:
             if drop_last and full < batch_size:
                 continue
             yield b.to(dtype) if dtype is not None else b
-
-
-def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
-    for candidate in (path.with_name(path.stem + ".layers.json"), path.with_name("layers.json")):
-        if candidate.exists():
-            expected = (
-                f'\'{candidate}\' must be a JSON list of {{"name", "start", "stop"}} objects, '
-                'for example [{"name": "layer1", "start": 0, "stop": 64}, ...]'
-            )
-            try:
-                entries = json.loads(candidate.read_text())
-            except json.JSONDecodeError as e:
-                raise StoreError(f"{expected} ({e}).") from e
-            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-                raise StoreError(f"{expected}; it holds {json.dumps(entries)[:60]}.")
-            layers = tuple(LayerSpec.from_json(e) for e in entries)
-            validate_layers(layers, n_units)
-            # a layer without a `shape` is taken to output [batch, its columns]
-            return tuple(
-                layer if layer.shape else replace(layer, shape=(None, layer.n_units))
-                for layer in layers
-            )
-    return (LayerSpec(path.stem, 0, n_units, (None, n_units)),)

@@ -2,9 +2,9 @@
 around each optimiser step. The SAE side (sparsifier, state, files) is in
 :mod:`saeatlas.sae.architectures`; an architecture added there gets its rule here.
 
-The trainer (``_Run``) calls, for every batch ``x`` (normalised, ``[batch, d_in]``):
-``forward`` → ``loss`` (+ ``add_stats``) → backward → ``on_gradients`` →
-optimiser step → ``after_step``.
+The training run (``_Run``, :mod:`.run`) calls, for every batch ``x``
+(normalised, ``[batch, d_in]``): ``forward`` → ``loss`` (+ ``add_stats``) →
+backward → ``on_gradients`` → optimiser step → ``after_step``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .losses import auxk_loss, fvu, l1_penalty
 from .optim import ScheduleFreeSignSGD
 
 if TYPE_CHECKING:
-    from .trainer import _Run
+    from .run import _Run
 
 Tensors = dict[str, torch.Tensor]
 

@@ -1,5 +1,7 @@
 """Geometry against function: do features that fire together also point together?
 
+Kept whole (about 400 lines): clusters, AMI and its nulls are one comparison, read in order.
+
 Li et al. 2024 ("The Geometry of Concepts: Sparse Autoencoder Feature
 Structure") cluster SAE decoder directions and compare the clusters with
 co-occurrence communities. Their comparison has no null that controls for
@@ -40,8 +42,6 @@ try:  # the expected MI only depends on the marginals, which permutations keep
     from sklearn.metrics.cluster._expected_mutual_info_fast import expected_mutual_information
 except ImportError:  # private in sklearn; fall back to one full AMI per permutation
     expected_mutual_information = None
-
-
 
 
 def decoder_rows(W) -> np.ndarray:

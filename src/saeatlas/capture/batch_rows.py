@@ -1,0 +1,72 @@
+"""One input batch's rows as the store takes them: their metadata columns, the
+layers' column ranges, and rows with NaN/Inf stopped at or left out."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import NonFiniteError
+from ..store import LayerSpec
+from .inputs import InputBatch
+from .rows import LayerRows
+
+
+def row_meta(batch: InputBatch, rows: LayerRows, sample_base: int) -> dict[str, np.ndarray]:
+    """The metadata columns of ``rows`` (``sample``, ``position``, and the ``label``,
+    ``text`` and ``token`` the batch knows); its samples are numbered from ``sample_base``."""
+    local = rows.sample.numpy()
+    position = rows.position.numpy()
+    meta: dict[str, np.ndarray] = {
+        "sample": (local + sample_base).astype(np.int64),
+        "position": position.astype(np.int64),
+    }
+    if batch.labels is not None:
+        meta["label"] = np.asarray(batch.labels)[local]
+    if batch.texts is not None:
+        meta["text"] = np.array([batch.texts[i] for i in local], dtype=object)
+    if batch.tokens is not None:
+        meta["token"] = np.array(
+            [batch.tokens[i][p] for i, p in zip(local, position)], dtype=object
+        )
+    return meta
+
+
+def layer_specs(rows: dict[str, LayerRows], shapes: dict[str, tuple[int, ...]]) -> list[LayerSpec]:
+    """The layers' column ranges in the store, in the order of ``rows``."""
+    specs, start = [], 0
+    for name, r in rows.items():
+        n = r.x.shape[1]
+        specs.append(LayerSpec(name, start, start + n, (None, *shapes[name][1:]), r.layout))
+        start += n
+    return specs
+
+
+def handle_nonfinite(
+    x: torch.Tensor,
+    meta: dict[str, np.ndarray],
+    layers: list[LayerSpec],
+    mode: str,
+    batch: int,
+    first_row: int,
+) -> tuple[torch.Tensor, dict[str, np.ndarray], int]:
+    """Check rows ``x`` (on the model's device) for NaN/Inf; return them on the CPU."""
+    finite_rows = torch.isfinite(x).all(dim=1)
+    if bool(finite_rows.all()):
+        return x.to("cpu"), meta, 0
+    x, finite_rows = x.to("cpu"), finite_rows.to("cpu")
+    if mode == "error":
+        for layer in layers:
+            name = layer.name
+            bad = ~torch.isfinite(x[:, layer.start : layer.stop])
+            if bad.any():
+                first = int(torch.nonzero(bad.any(dim=1))[0])
+                raise NonFiniteError(
+                    f"Layer '{name}' has {int(bad.sum())} NaN/Inf values in "
+                    f"{int(bad.any(dim=1).sum())} rows of input batch {batch}; the first is at "
+                    f"row {first_row + first} (sample {int(meta['sample'][first])}, position {int(meta['position'][first])}). "
+                    "Fix the model or inputs, or pass --on-nonfinite skip (`on_nonfinite='skip'`) "
+                    "to drop such rows and count them."
+                )
+    keep = finite_rows.numpy()
+    return x[finite_rows], {k: v[keep] for k, v in meta.items()}, int((~keep).sum())

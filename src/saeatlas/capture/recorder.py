@@ -1,0 +1,153 @@
+"""Hooks that record modules' outputs: the ``Recorder``, one forward pass run with
+it, and the ``capture`` context manager.
+
+Forward hooks (or pre-hooks for ``:input``) record the chosen modules; with
+``stop_when_done`` the forward pass stops as soon as every chosen module has run
+(``early_stop``). Hooks are removed in ``finally``, even when the forward pass
+fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from ..errors import AtlasError, ModelError, ShapeError
+from .hookpoints import Hookpoint, resolve_hookpoints
+from .inputs import InputBatch
+from .rows import select_tensor
+
+
+class StopForward(BaseException):
+    """Raised by the last hook to end a forward pass early (BaseException, so that
+    libraries' ``except Exception`` wrappers let it through)."""
+
+
+class Recorder:
+    """Hooks that record one value per hook point and forward call."""
+
+    def __init__(
+        self,
+        hookpoints: Sequence[Hookpoint],
+        convert: Callable[[str, torch.Tensor], Any],
+        output_index: int | str | None = None,
+        stop_when_done: bool = False,
+    ) -> None:
+        self.hookpoints = list(hookpoints)
+        self.convert = convert
+        self.output_index = output_index
+        self.stop_when_done = stop_when_done
+        self.converts = {hp.name: hp.convert for hp in self.hookpoints if hp.convert is not None}
+        self.values: dict[str, Any] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.handles: list[Any] = []
+
+    def attach(self) -> None:
+        for hp in self.hookpoints:
+            if hp.record_input:
+                fn = self._pre_hook(hp.name)
+                self.handles.append(hp.module.register_forward_pre_hook(fn, with_kwargs=True))
+            else:
+                self.handles.append(hp.module.register_forward_hook(self._hook(hp.name)))
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def _record(self, name: str, value: Any) -> None:
+        if name in self.values and self.stop_when_done:
+            raise ShapeError(
+                f"Module '{name}' ran more than once in one forward pass; saeatlas records one "
+                "call per module. Choose a module that runs once (or its parent)."
+            )
+        t = select_tensor(value, name, self.output_index)
+        convert = self.converts.get(name)
+        if convert is not None:  # TransformerLens hooks that reshape (hook_z: heads)
+            t = convert(t)
+        self.shapes[name] = tuple(t.shape)
+        self.values[name] = self.convert(name, t)
+        if self.stop_when_done and len(self.values) == len(self.hookpoints):
+            raise StopForward
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            self._record(name, output)
+
+        return hook
+
+    def _pre_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            self._record(name, args if args else kwargs)
+
+        return hook
+
+
+@contextmanager
+def capture(
+    model: torch.nn.Module,
+    hookpoints: Sequence[str] | str,
+    *,
+    output_index: int | str | None = None,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the chosen modules' outputs during forward passes run inside the block.
+
+    ``with capture(model, ["layers.*.mlp"]) as acts: model(x)`` leaves in
+    ``acts`` a detached copy of each module's output from the last call.
+    """
+    recorder = Recorder(
+        resolve_hookpoints(model, hookpoints),
+        lambda name, t: t.detach().clone(),
+        output_index=output_index,
+    )
+    recorder.attach()
+    try:
+        yield recorder.values
+    finally:
+        recorder.detach()
+
+
+def model_error(e: Exception, where: str) -> ModelError:
+    """The one-line error for a forward pass that failed inside the model."""
+    return ModelError(
+        f"The model's forward pass failed on {where}: {type(e).__name__}: "
+        f"{str(e).strip().rstrip('.')}. Check that the "
+        "inputs fit the model (shape, dtype, token ids; --max-length for texts longer than it "
+        "takes; a smaller --batch-size when out of memory); `saeatlas --debug ...` shows the "
+        "traceback."
+    )
+
+
+def _move(x: Any, device: str | None) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device) if device is not None else x
+    if isinstance(x, dict):
+        return {k: _move(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_move(v, device) for v in x)
+    return x
+
+
+def run_forward(
+    model: torch.nn.Module, batch: InputBatch, recorder: Recorder, device: str | None, where: str
+) -> None:
+    """One forward pass of ``batch`` on ``device``, recorded by the attached ``recorder``;
+    ``where`` names the batch in errors."""
+    recorder.values.clear()
+    try:
+        model(*_move(batch.args, device), **_move(batch.kwargs, device))
+    except StopForward:
+        pass
+    except AtlasError:  # raised by a hook: already says what is wrong
+        raise
+    except Exception as e:
+        raise model_error(e, where) from e
+    missing = [hp.name for hp in recorder.hookpoints if hp.name not in recorder.values]
+    if missing:
+        raise ShapeError(
+            f"Modules {missing} did not run during the forward pass, so nothing was recorded for "
+            "them. Choose modules that the model's forward uses."
+        )

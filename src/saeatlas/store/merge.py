@@ -1,0 +1,113 @@
+"""Completing a store: the parts every rank committed, merged into one.
+
+Rank 0 (the only rank of a capture by one process) takes each rank's
+:class:`RankPart`, in rank order: shards listed rank by rank, moments merged with
+Chan et al.'s update (:mod:`.stats`), row parts joined into ``rows.parquet`` and
+renumbered in rank order. It then writes ``manifest.json``, removes the progress
+files and swaps the partial directory into place (:func:`complete_store`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import StoreError
+from .atomic import atomic_write, atomic_write_json, swap_in
+from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, ShardInfo
+from .partial import PARTS, part_name, progress_files
+from .stats import RunningMoments
+
+
+@dataclass(frozen=True)
+class RankPart:
+    """What one rank wrote, for rank 0 to merge (:func:`complete_store`)."""
+
+    rank: int
+    shards: tuple[ShardInfo, ...]
+    moments: dict[str, np.ndarray]
+    """:meth:`RunningMoments.state` of the rank's rows."""
+    n_skipped: int
+    layers: tuple[LayerSpec, ...] | None
+    """None when the rank had no input batches."""
+    meta_columns: tuple[str, ...] | None
+
+
+def complete_store(
+    work: Path,
+    path: Path,
+    parts: list[RankPart],
+    *,
+    world: int,
+    dtype: str,
+    provenance: dict[str, Any],
+) -> Manifest:
+    """Merge ``parts`` (of ``world`` ranks) in the partial directory ``work`` into
+    ``rows.parquet`` and ``manifest.json``, and swap ``work`` into place at ``path``."""
+    parts = sorted(parts, key=lambda p: p.rank)
+    started = [p for p in parts if p.layers is not None]
+    if not started:
+        raise StoreError("No batches were captured: the inputs were empty.")
+    layers, columns = started[0].layers, started[0].meta_columns
+    for p in started[1:]:
+        if p.layers != layers or p.meta_columns != columns:
+            raise StoreError(
+                f"Rank {p.rank} recorded other layers or row columns than rank "
+                f"{started[0].rank} ({p.meta_columns} vs {columns}); every rank must run "
+                "the same model with the same settings."
+            )
+    # Chan et al.'s pairwise update (stats.py), rank by rank.
+    moments = RunningMoments(layers[-1].stop)
+    for p in started:
+        moments.merge(int(p.moments["count"][0]), p.moments["mean"], p.moments["m2"])
+    if len(started) == 1:  # one part: its moments exactly as they were merged
+        moments = RunningMoments.from_state(started[0].moments)
+    shards = tuple(s for p in parts for s in p.shards)
+    n_rows = sum(s.rows for s in shards)
+    if n_rows == 0:
+        raise StoreError(
+            "The capture produced no rows (every row was padding or was skipped for NaN/Inf)."
+        )
+    atomic_write(work / ROWS, lambda tmp: _join_rows(tmp, work, parts, world))
+    manifest = Manifest(
+        n_rows=n_rows,
+        n_units=layers[-1].stop,
+        dtype=dtype,
+        layers=layers,
+        shards=shards,
+        mean=moments.mean,
+        std=moments.std,
+        n_nonfinite_rows_skipped=sum(p.n_skipped for p in parts),
+        provenance=provenance,
+    )
+    atomic_write_json(work / MANIFEST, manifest.to_json())
+    for f in progress_files(work):
+        f.unlink()
+    shutil.rmtree(work / PARTS, ignore_errors=True)
+    swap_in(work, path)
+    return manifest
+
+
+def _join_rows(tmp: Path, work: Path, parts: list[RankPart], world: int) -> None:
+    """Each rank's row parts in order; a rank's ``row`` numbers start after the
+    rows of the ranks before it."""
+    files, offset = [], 0
+    for p in parts:
+        for i in range(len(p.shards)):
+            files.append((work / PARTS / part_name(i, p.rank, world), offset))
+        offset += sum(s.rows for s in p.shards)
+    schema = pq.read_schema(files[0][0])
+    with pq.ParquetWriter(tmp, schema) as out:
+        for file, offset in files:
+            table = pq.read_table(file).cast(schema)
+            if offset:
+                row = table.schema.get_field_index("row")
+                shifted = pa.array(table["row"].to_numpy() + offset, type=pa.int64())
+                table = table.set_column(row, "row", shifted)
+            out.write_table(table)

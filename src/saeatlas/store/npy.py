@@ -1,0 +1,121 @@
+"""A plain ``.npy`` array opened as a store, read-only: its checks, the
+``layers.json`` beside it, and one pass that finds NaN/Inf rows and takes the
+per-unit moments (a store directory has them in its manifest)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import NonFiniteError, StoreError
+from .manifest import LayerSpec, validate_layers
+from .sources import ArraySource, check_finite
+from .stats import RunningMoments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NpyArray:
+    """What :func:`open_npy` found in a ``.npy`` file."""
+
+    source: ArraySource
+    layers: tuple[LayerSpec, ...]
+    dtype: str
+    """The dtype rows are served in (``float64`` is read as ``float32``)."""
+    mean: np.ndarray
+    std: np.ndarray
+    n_skipped_rows: int
+    """Rows left out for NaN/Inf (``on_nonfinite='skip'``)."""
+
+
+def open_npy(path: Path, on_nonfinite: str) -> NpyArray:
+    """Open the ``[rows, units]`` array at ``path`` and read it once (see :func:`_scan`)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise StoreError(f"'{path}' is not a readable .npy array ({e}).") from e
+    if array.ndim != 2:
+        raise StoreError(
+            f"'{path}' has shape {array.shape}; an activation array must be [rows, units]. "
+            "Reshape it to 2-D first."
+        )
+    dtype = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}.get(array.dtype)
+    if dtype is None:
+        if array.dtype.kind != "f":
+            raise StoreError(
+                f"'{path}' has dtype {array.dtype}; activations must be floats. Convert it: "
+                f"`np.save('{path}', np.load('{path}').astype(np.float32))`."
+            )
+        dtype = "float32"  # float64 is read as float32
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise StoreError(
+            f"'{path}' has shape {array.shape}: no activations. An array needs at least one "
+            "row and one unit."
+        )
+    layers = _npy_layers(path, array.shape[1])
+    source = ArraySource(array)
+    moments, n_skipped = _scan(source, path, layers[-1].stop, on_nonfinite)
+    return NpyArray(source, layers, dtype, moments.mean, moments.std, n_skipped)
+
+
+def _scan(
+    source: ArraySource, path: Path, n_units: int, on_nonfinite: str
+) -> tuple[RunningMoments, int]:
+    """Read a ``.npy`` array once: find NaN/Inf (an error, or rows the source then
+    skips) and take the per-unit moments of the other rows."""
+    bad: list[np.ndarray] = []
+    m = RunningMoments(n_units)
+    start = 0
+    for i in range(len(source)):
+        x = source.load(i)
+        finite = torch.isfinite(x).all(dim=1)
+        if not bool(finite.all()):
+            if on_nonfinite == "error":
+                check_finite(
+                    x,
+                    path,
+                    start,
+                    fix="Clean the array, or pass --on-nonfinite skip "
+                    "(`on_nonfinite='skip'`) to leave those rows out.",
+                )
+            bad.append(start + torch.nonzero(~finite).flatten().numpy())
+            x = x[finite]
+        m.update(x)
+        start += source.rows(i)
+    if not bad:
+        return m, 0
+    rows = np.concatenate(bad)
+    if len(rows) == source.array.shape[0]:
+        raise NonFiniteError(f"Every row of '{path}' has NaN/Inf; nothing is left.")
+    source.skip(rows)
+    log.warning("Skipped %d rows of '%s' with NaN/Inf.", len(rows), path)
+    return m, len(rows)
+
+
+def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
+    for candidate in (path.with_name(path.stem + ".layers.json"), path.with_name("layers.json")):
+        if candidate.exists():
+            expected = (
+                f'\'{candidate}\' must be a JSON list of {{"name", "start", "stop"}} objects, '
+                'for example [{"name": "layer1", "start": 0, "stop": 64}, ...]'
+            )
+            try:
+                entries = json.loads(candidate.read_text())
+            except json.JSONDecodeError as e:
+                raise StoreError(f"{expected} ({e}).") from e
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                raise StoreError(f"{expected}; it holds {json.dumps(entries)[:60]}.")
+            layers = tuple(LayerSpec.from_json(e) for e in entries)
+            validate_layers(layers, n_units)
+            # a layer without a `shape` is taken to output [batch, its columns]
+            return tuple(
+                layer if layer.shape else replace(layer, shape=(None, layer.n_units))
+                for layer in layers
+            )
+    return (LayerSpec(path.stem, 0, n_units, (None, n_units)),)

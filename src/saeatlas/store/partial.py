@@ -1,0 +1,126 @@
+"""The partial directory a capture writes into (``.STORE.partial``): its file names,
+and how a capture opens it (new, resumed or replacing a store).
+
+Each of ``world`` ranks writes files of its own, so no two ranks ever write one
+file: ``shard-r001-00000.safetensors``, ``.parts/rows-r001-00000.parquet`` and
+``progress-r001-of-002.safetensors``; a capture by one process leaves the rank out
+(``shard-00000.safetensors``, ``progress.safetensors``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import ConfigError, StoreError
+from .atomic import TMP_PREFIX, recover_dir
+from .manifest import MANIFEST, ROWS
+
+log = logging.getLogger(__name__)
+
+PROGRESS = "progress.safetensors"
+#: Progress files of saeatlas before 0.1.1, which wrote the store in place.
+LEGACY_PROGRESS = ("progress.json", "progress-stats.safetensors")
+PARTS = ".parts"
+
+
+def _rank_tag(rank: int, world: int) -> str:
+    return "" if world == 1 else f"r{rank:03d}-"
+
+
+def shard_name(i: int, rank: int = 0, world: int = 1) -> str:
+    return f"shard-{_rank_tag(rank, world)}{i:05d}.safetensors"
+
+
+def part_name(i: int, rank: int = 0, world: int = 1) -> str:
+    """The row metadata of shard ``i`` of ``rank``, under :data:`PARTS`."""
+    return f"rows-{_rank_tag(rank, world)}{i:05d}.parquet"
+
+
+def progress_name(rank: int = 0, world: int = 1) -> str:
+    """The progress file of ``rank`` in a capture by ``world`` processes."""
+    return PROGRESS if world == 1 else f"progress-r{rank:03d}-of-{world:03d}.safetensors"
+
+
+def progress_files(work: Path) -> list[Path]:
+    """Every progress file in the partial directory ``work``, of any number of ranks."""
+    return sorted(work.glob("progress*.safetensors")) if work.is_dir() else []
+
+
+def is_store_file(x: Path) -> bool:
+    """Whether ``x`` is a file a store directory (or an older saeatlas's one) may hold."""
+    n = x.name
+    return (
+        n in (MANIFEST, ROWS, PROGRESS, PARTS, *LEGACY_PROGRESS)
+        or (n.startswith("progress-r") and n.endswith(".safetensors"))
+        or (n.startswith("shard-") and n.endswith(".safetensors"))
+        or n.startswith(TMP_PREFIX)
+    )
+
+
+def prepare_partial(path: Path, work: Path, world: int, *, resume: bool, overwrite: bool) -> bool:
+    """Rank 0, holding the lock of the store ``path``: make the partial directory
+    ``work`` ready for a capture by ``world`` processes. Returns True when the capture
+    resumes the interrupted one found there (each rank then loads its own progress),
+    False when ``work`` was made empty for a new one."""
+    recover_dir(path)
+    if path.is_dir():
+        foreign = sorted(x.name for x in path.iterdir() if not is_store_file(x))
+        if foreign:
+            raise StoreError(
+                f"'{path}' is not a saeatlas store: it holds other files ({foreign[:3]}); "
+                "choose an empty or new --out."
+            )
+    found = progress_files(work)
+    mine = {progress_name(r, world) for r in range(world)}
+    has_progress = bool(found)
+    if has_progress and resume:
+        others = [f.name for f in found if f.name not in mine]
+        if others:
+            raise ConfigError(
+                f"The interrupted capture of '{path}' ran in another number of processes than "
+                f"this one ({world}; it left {others[:2]}). Resume it with as many "
+                "processes as it had (torchrun --nproc_per_node), or start again with "
+                "--overwrite."
+            )
+        # also an interrupted --overwrite: the old store stays until this one is done
+        return True
+    if (path / MANIFEST).exists() and not overwrite:
+        pending = " (or --resume, to continue the interrupted one)" if has_progress else ""
+        raise StoreError(
+            f"'{path}' already holds a complete store. Choose another --out, or pass --overwrite "
+            f"(`overwrite=True`) to replace it{pending}."
+        )
+    legacy = path.is_dir() and not (path / MANIFEST).exists() and any(path.iterdir())
+    if legacy and not (resume or overwrite):
+        raise StoreError(
+            f"'{path}' holds an incomplete store written by an older saeatlas, which cannot be "
+            "resumed safely. Pass --overwrite (`overwrite=True`) to capture it again."
+        )
+    if legacy:
+        log.warning("'%s' is an incomplete store of an older saeatlas; capturing it again.", path)
+    if has_progress and not overwrite:
+        raise StoreError(
+            f"'{path}' has an interrupted capture. Pass --resume (`resume=True`) to continue it, "
+            "or --overwrite (`overwrite=True`) to start again."
+        )
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    return False
+
+
+def drop_uncommitted(work: Path, rank: int, world: int, committed: Iterable[str]) -> None:
+    """Remove the files of ``rank`` in ``work`` written after its last commit: shards
+    not named in ``committed`` and the row parts of shards past them."""
+    listed = set(committed)
+    parts = {part_name(i, rank, world) for i in range(len(listed))}
+    own = f"{_rank_tag(rank, world)}*"
+    for x in work.glob(f"shard-{own}.safetensors"):
+        if x.name not in listed:
+            x.unlink()
+    for x in (work / PARTS).glob(f"rows-{own}.parquet"):
+        if x.name not in parts:
+            x.unlink()

@@ -1,0 +1,126 @@
+"""The progress file of a capture (``progress.safetensors``): its commit point.
+
+One file holds the running moments of the committed shards (as tensors) and, in
+its header, the shard list, where to resume and the job the capture belongs to.
+The writer replaces it by one atomic rename after each shard
+(:mod:`.writer`); a resume reads it back here and checks that it continues
+the same job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save as _save_np
+
+from ..errors import ConfigError, StoreError
+from .manifest import LayerSpec, ShardInfo
+from .stats import RunningMoments
+
+#: Job keys known only once the capture runs; the resume checks them then.
+LATE_JOB_KEYS = ("first_batch",)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed capture picks up."""
+
+    batches_done: int
+    """Input batches whose rows are all in committed shards: skip them."""
+    rows_into_batch: int
+    """Rows of the next batch already committed: drop them after its forward pass."""
+    next_sample: int
+    """Index of the first sample of the next batch."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What one rank has committed, as its progress file records it."""
+
+    dtype: str
+    shard_rows: int
+    n_units: int
+    layers: tuple[LayerSpec, ...]
+    shards: tuple[ShardInfo, ...]
+    n_skipped: int
+    """Rows dropped for NaN/Inf in the batches the committed shards complete."""
+    meta_columns: tuple[str, ...]
+    resume_point: ResumePoint
+    job: dict[str, Any]
+    moments: RunningMoments
+    """Running moments of the committed shards' rows."""
+
+    def to_bytes(self) -> bytes:
+        header = {
+            "dtype": self.dtype,
+            "shard_rows": self.shard_rows,
+            "n_units": self.n_units,
+            "layers": [l.to_json() for l in self.layers],
+            "shards": [asdict(s) for s in self.shards],
+            "n_nonfinite_rows_skipped": self.n_skipped,
+            "meta_columns": list(self.meta_columns),
+            "resume_point": asdict(self.resume_point),
+            "job": self.job,
+        }
+        tensors = {k: np.ascontiguousarray(v) for k, v in self.moments.state().items()}
+        return _save_np(tensors, metadata={"progress": json.dumps(header)})
+
+
+def read_progress(file: Path, store: Path) -> Progress:
+    """The progress file ``file`` of the interrupted capture of ``store``."""
+    try:
+        with safe_open(str(file), framework="numpy") as f:
+            prog = json.loads(f.metadata()["progress"])
+            state = {k: f.get_tensor(k) for k in ("count", "mean", "m2")}
+        return Progress(
+            dtype=prog["dtype"],
+            shard_rows=int(prog["shard_rows"]),
+            n_units=int(prog["n_units"]),
+            layers=tuple(LayerSpec.from_json(x) for x in prog["layers"]),
+            shards=tuple(ShardInfo(**s) for s in prog["shards"]),
+            n_skipped=int(prog["n_nonfinite_rows_skipped"]),
+            meta_columns=tuple(prog["meta_columns"]),
+            resume_point=ResumePoint(**prog["resume_point"]),
+            job=dict(prog["job"]),
+            moments=RunningMoments.from_state(state),
+        )
+    except Exception as e:  # safetensors raises its own error types for bad files
+        raise StoreError(
+            f"Cannot resume the capture of '{store}': its progress file "
+            f"'{file}' is unreadable ({e!r}). Start again with --overwrite."
+        ) from e
+
+
+def check_same_job(
+    saved: Progress, store: Path, job: dict[str, Any], dtype: str, shard_rows: int | None
+) -> None:
+    """A resume continues the capture ``saved`` records: the same job (but for the
+    :data:`LATE_JOB_KEYS`, which the caller compares later), dtype and, when given,
+    rows per shard."""
+    changed = sorted(
+        k
+        for k in set(saved.job) | set(job)
+        if k not in LATE_JOB_KEYS and saved.job.get(k) != job.get(k)
+    )
+    if changed:
+        raise ConfigError(
+            f"--resume continues the same capture, but this run's {', '.join(changed)} "
+            f"differ from those of the interrupted capture of '{store}' "
+            f"(was {', '.join(f'{k}={saved.job.get(k)!r}' for k in changed)}). Resume with the "
+            "same model, inputs, --layers and settings, or start again with --overwrite."
+        )
+    if saved.dtype != dtype:
+        raise ConfigError(
+            f"The interrupted capture in '{store}' uses dtype {saved.dtype!r}, this run "
+            f"asks for {dtype!r}. Resume with the same `dtype` (--dtype)."
+        )
+    if shard_rows is not None and shard_rows != saved.shard_rows:
+        raise ConfigError(
+            f"The interrupted capture in '{store}' uses {saved.shard_rows} rows per shard, "
+            f"this run asks for {shard_rows}. Resume with the same `shard_rows`."
+        )

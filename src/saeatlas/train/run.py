@@ -1,0 +1,330 @@
+"""One training run (``_Run``): its SAE, optimiser, schedule and counters, stepped
+one batch at a time.
+
+The run sizes itself from the store and the config (rows held out, batch size,
+steps, learning rate, warmups), refuses an SAE that cannot fit in memory, and
+initialises the SAE from a sample of rows. :func:`~saeatlas.train.train_sae` and
+:func:`~saeatlas.train.train_family` drive runs; the checkpoint is the run's
+``state_dict``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from .._world import join
+from ..errors import ConfigError
+from ..sae import SAEConfig, SparseAutoencoder
+from ..sae.architectures import get_architecture
+from ..sae.kernels import fast_bf16
+from ..store import ActivationStore, LayerSpec
+from .architectures import TRAINING, aux_reconstruction
+from .config import TrainConfig
+from .distributed import all_sum, average_gradients
+from .init import geometric_median, input_normalizer
+from .losses import fvu, l0, mse
+from .optim import ScheduleFreeSignSGD
+from .schedules import lr_factor, sparsity_factor
+
+#: Rows sampled for the geometric-median initialisation of ``b_dec``.
+N_INIT_ROWS = 16384
+#: Default budget: at least this many passes, and at least this many rows or steps
+#: (whichever is fewer: small batches of a small store need not see 2M rows).
+MIN_DEFAULT_PASSES, MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS = 50, 2_000_000, 500
+#: Default batch size; a smaller store gets a quarter of its rows per batch.
+DEFAULT_BATCH_SIZE = 4096
+#: Fewer rows than this cannot train an SAE worth evaluating (FVU of 0 or inf).
+MIN_TRAIN_ROWS = 16
+
+
+def _select_layers(
+    store: ActivationStore, names: tuple[str, ...]
+) -> tuple[Any, tuple[LayerSpec, ...]]:
+    chosen = [store.layer(n) for n in names] if names else list(store.layers)
+    columns = store.columns([l.name for l in chosen])
+    rebased, start = [], 0
+    for l in chosen:
+        rebased.append(LayerSpec(l.name, start, start + l.n_units, l.shape, l.layout))
+        start += l.n_units
+    return columns, tuple(rebased)
+
+
+def _select_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The dtype of the dense product that chooses TopK latents (see ``select_topk``)."""
+    if name == "auto":
+        return torch.bfloat16 if fast_bf16(device) else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+def _memory_bytes(device: str) -> int | None:
+    """Memory of ``device``: the GPU's total, or the machine's physical memory."""
+    try:
+        if device.startswith("cuda"):
+            return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
+
+
+def _check_fits(d_in: int, d_sae: int, batch_size: int, device: str) -> None:
+    """Refuse, before allocating, an SAE that cannot fit: its two weight matrices with
+    their gradients and two optimiser states (4 copies), and a batch's latents."""
+    need = 4 * (4 * 2 * d_in * d_sae) + 4 * 3 * batch_size * d_sae
+    have = _memory_bytes(device)
+    if have is not None and need > have:
+        raise ConfigError(
+            f"An SAE of {d_sae:,} latents on {d_in:,} units with batches of {batch_size:,} rows "
+            f"needs about {need / 2**30:,.1f} GiB; {device} has {have / 2**30:,.1f} GiB. Lower "
+            "`d_sae` (--d-sae, or --expansion-factor) or `batch_size` (--batch-size)."
+        )
+
+
+class _Run:
+    """One training run: its model, optimiser and counters, stepped one batch at a time."""
+
+    def __init__(self, store: ActivationStore, cfg: TrainConfig) -> None:
+        self.store, self.cfg = store, cfg
+        self.world = join(cfg.device)
+        columns, self.layers = _select_layers(store, cfg.layers)
+        self.names = [l.name for l in self.layers]
+        d_in = self.layers[-1].stop
+        self.train_rows = store.n_rows - cfg.heldout_rows
+        if self.train_rows < MIN_TRAIN_ROWS:
+            raise ConfigError(
+                f"'{store.path}' has {store.n_rows} rows, {cfg.heldout_rows} held out: "
+                f"{self.train_rows} to train on, fewer than the minimum {MIN_TRAIN_ROWS}. Capture "
+                "more rows (or hold out fewer with `heldout_rows`)."
+            )
+        world = self.world.size
+        self.batch_size = cfg.batch_size or min(
+            DEFAULT_BATCH_SIZE, max(world, self.train_rows // 4 // world * world)
+        )
+        if self.batch_size % world:
+            raise ConfigError(
+                f"`batch_size` {self.batch_size} must divide evenly over {world} ranks."
+            )
+        if self.train_rows < self.batch_size:
+            raise ConfigError(
+                f"The store has {self.train_rows} rows to train on, fewer than `batch_size` "
+                f"{self.batch_size}. Use --batch-size {max(1, self.train_rows // 4)}, hold out "
+                "fewer rows, or capture more."
+            )
+        self.d_sae = cfg.d_sae or cfg.expansion_factor * d_in
+        self.rule = TRAINING[cfg.architecture]
+        if get_architecture(cfg.architecture).topk_family and cfg.k > self.d_sae:
+            raise ConfigError(
+                f"`k` ({cfg.k}) cannot exceed `d_sae` ({self.d_sae} = `expansion_factor` "
+                f"{cfg.expansion_factor} x {d_in} units): a TopK SAE keeps k of its d_sae latents "
+                "per row. Lower `k` (--k) or raise `d_sae` (--d-sae)."
+            )
+        _check_fits(d_in, self.d_sae, self.batch_size, cfg.device)
+        tokens = cfg.tokens or max(
+            MIN_DEFAULT_PASSES * self.train_rows,
+            min(MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS * self.batch_size),
+        )
+        self.n_steps = max(1, tokens // self.batch_size)
+        base_lr = 5e-3 if cfg.optimizer == "signum" else 2e-4
+        self.lr = cfg.lr or base_lr / math.sqrt(self.d_sae / 2**14)
+        self.sparsity_warmup = (
+            cfg.sparsity_warmup_steps
+            if cfg.sparsity_warmup_steps is not None
+            else self.n_steps // 20
+        )
+        self.lr_warmup = (
+            cfg.lr_warmup_steps if cfg.lr_warmup_steps is not None else min(100, self.n_steps // 20)
+        )
+        self.batches_per_epoch = self.train_rows // self.batch_size
+        sae_cfg = SAEConfig(
+            architecture=cfg.architecture,
+            d_in=d_in,
+            d_sae=self.d_sae,
+            k=min(cfg.k, self.d_sae),  # k is unused outside the TopK family
+            l1_coefficient=cfg.l1_coefficient,
+            l0_coefficient=cfg.l0_coefficient,
+            jumprelu_bandwidth=cfg.jumprelu_bandwidth,
+            jumprelu_init_threshold=cfg.jumprelu_init_threshold,
+            layers=self.layers,
+        )
+        device = cfg.device
+        if device == "cuda" and self.world.size > 1:
+            device = f"cuda:{os.environ.get('LOCAL_RANK', self.world.rank)}"
+        self.device = torch.device(device)
+        torch.manual_seed(cfg.seed)
+        self.sae = SparseAutoencoder(sae_cfg, torch.Generator().manual_seed(cfg.seed))
+        self.sae.to(self.device).train()
+        mean, scale = input_normalizer(store, columns, self.layers, cfg.normalize)
+        self.mean, self.scale = mean.to(self.device), scale.to(self.device)
+        self.select_dtype = _select_dtype(cfg.select_dtype, self.device)
+        self._init_from_sample()
+        self.model = torch.compile(self.sae) if cfg.compile else self.sae
+        if cfg.optimizer == "signum":
+            self.opt: torch.optim.Optimizer = ScheduleFreeSignSGD(self.sae.parameters(), self.lr)
+            decay = "none"  # the schedule-free average takes the place of decay
+        else:
+            self.opt = torch.optim.Adam(
+                self.sae.parameters(), lr=self.lr, betas=(0.9, 0.999), eps=6.25e-10
+            )
+            decay = cfg.lr_decay
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt,
+            lambda s: lr_factor(s, self.n_steps, self.lr_warmup, decay, cfg.lr_decay_start),
+        )
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.autocast)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.autocast == "fp16")
+        self.k_aux = cfg.auxk_k or max(1, d_in // 2)
+        self.rows_since_fired = torch.zeros(self.d_sae, dtype=torch.long, device=self.device)
+        self.step, self.rows_done = 0, 0
+        self.metrics: list[dict[str, float]] = []
+
+    @torch.no_grad()
+    def _init_from_sample(self) -> None:
+        """``b_dec`` from a sample of rows, then the architecture's own initialisation."""
+        if self.cfg.b_dec_init == "zeros" and not self.rule.uses_sample:
+            return
+        rows = min(self.train_rows, N_INIT_ROWS)
+        sample = (
+            self.store.read(0, rows, layers=self.names).to(self.device) - self.mean
+        ) / self.scale
+        if self.cfg.b_dec_init != "zeros":
+            init = (
+                geometric_median(sample)
+                if self.cfg.b_dec_init == "geometric_median"
+                else sample.mean(0)
+            )
+            self.sae.b_dec.copy_(init)
+        self.rule.init_from_sample(self, sample)
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        """Batches from the current data position on, epoch after epoch."""
+        epoch, start = divmod(self.step, self.batches_per_epoch)
+        while True:
+            yield from self.store.iter_batches(
+                self.batch_size,
+                seed=self.cfg.seed,
+                epoch=epoch,
+                layers=self.names,
+                drop_last=True,
+                reuse_memory=True,
+                start_batch=start,
+                stop_row=self.train_rows,
+                part=(self.world.rank, self.world.size),
+            )
+            epoch, start = epoch + 1, 0
+
+    def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Reconstruction of a normalised batch, as the architecture computes it."""
+        return self.rule.forward(self, x)
+
+    def _aux_reconstruction(
+        self, x: torch.Tensor, f: dict[str, torch.Tensor], dead: torch.Tensor
+    ) -> torch.Tensor:
+        """AuxK's reconstruction from the ``dead`` latents (TopK family)."""
+        return aux_reconstruction(self, x, f, dead)
+
+    def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of one normalised batch, and the tensors that metrics need."""
+        cfg, sae = self.cfg, self.sae
+        f = self._forward(x)
+        x_hat = f["x_hat"]
+        recon = mse(x, x_hat)
+        dead = self.rows_since_fired >= cfg.dead_window
+        warm = sparsity_factor(self.step, self.sparsity_warmup)
+        loss = self.rule.loss(self, x, f, recon, dead, warm)
+        with torch.no_grad():
+            if "idx" in f:
+                on = f["vals"] > 0
+                fired_latents = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=x.device)
+                fired_latents[f["idx"][on]] = True
+                n_active = on.sum(dim=-1).float().mean()
+            else:
+                fired_latents = (f["acts"] != 0).any(dim=0)
+                n_active = l0(f["acts"])
+            stats = {
+                "x_hat": x_hat.detach(),
+                "mse": recon.detach(),
+                "dead": dead,
+                "fired": fired_latents,
+                "l0": n_active,
+            }
+            self.rule.add_stats(self, x, f, stats)
+        return loss, stats
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg, sae = self.cfg, self.sae
+        x = (batch.to(self.device, non_blocking=True) - self.mean) / self.scale
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+        ):
+            loss, out = self.loss(x)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        average_gradients(list(sae.parameters()), self.world)
+        self.rule.on_gradients(self)
+        self.scaler.unscale_(self.opt)
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        with torch.no_grad():
+            rows = x.shape[0] * self.world.size
+            fired = all_sum(out["fired"].int(), self.world) > 0
+            self.rows_since_fired += rows
+            self.rows_since_fired[fired] = 0
+            self.rule.after_step(self, out)
+        self.step += 1
+        self.rows_done += rows
+        return {"x": x, "loss": loss.detach(), **out}
+
+    def record(self, out: dict[str, torch.Tensor], tokens_per_s: float) -> dict[str, float]:
+        rec = {
+            "step": self.step - 1,
+            "tokens": self.rows_done,
+            "loss": float(out["loss"]),
+            "mse": float(out["mse"]),
+            "fvu": float(fvu(out["x"], out["x_hat"])),
+            "l0": float(out["l0"]),
+            "dead_fraction": float(out["dead"].float().mean()),
+            "lr": self.sched.get_last_lr()[0],
+            "tokens_per_s": tokens_per_s,
+        }
+        self.metrics.append(rec)
+        return rec
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "train_config": self.cfg.to_json(),
+            "store": str(self.store.path),
+            "n_rows": self.store.n_rows,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings(),
+            "sae": self.sae.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rows_since_fired": self.rows_since_fired.cpu(),
+            "step": self.step,
+            "rows_done": self.rows_done,
+            "metrics": self.metrics,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sae.load_state_dict(state["sae"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.rows_since_fired.copy_(state["rows_since_fired"])
+        self.step, self.rows_done = int(state["step"]), int(state["rows_done"])
+        self.metrics = list(state["metrics"])
+        torch.set_rng_state(state["torch_rng"])
