@@ -4,7 +4,7 @@
    of the features that can be in a module (:mod:`.inputs`, :mod:`.graph.firing`).
 2. Count feature co-occurrence, keep the significant positive affinities, find
    feature communities and project them onto units (:mod:`.graph.communities`),
-   and cross-check against the units' own cleaned correlation graph.
+   and the same over the units' own correlations (:mod:`.inference.correlation`).
 3. Test the partition and every module against null models
    (:mod:`.inference.nulls`, :mod:`.inference.significance`).
 
@@ -66,7 +66,9 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     cfg, f = inp.cfg, inp.main
     ens = build_ensemble(inp)
     main = ens.main_modules
-    corr = correlation_view(inp)
+    views = [v for v in (correlation_view(inp), correlation_view(inp, clean=True)) if v]
+    # the view reported when the SAE's modules do not hold up: most units in counted modules
+    corr = max(views, key=lambda v: int((v.counted >= 0).sum()), default=None)
     unit_module = ens.level.reproducible_labels()
     feature_module = feature_modules(main, unit_module)
     tests, source_name = significance_tests(inp, main, feature_module)
@@ -74,6 +76,11 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     n_modules = int(unit_module.max(initial=-1)) + 1
     if not tests:
         module_ok, module_p = np.zeros(n_modules, bool), np.full(n_modules, np.nan)
+    # modules past the last one with features have no test: not significant
+    module_ok = np.pad(module_ok[:n_modules], (0, max(n_modules - module_ok.size, 0)))
+    module_p = np.pad(
+        module_p[:n_modules], (0, max(n_modules - module_p.size, 0)), constant_values=np.nan
+    )
     modules_from, membership = "sae", ens.level.membership
     if not module_ok.any() and corr is not None and corr.module_ok.any():
         # the SAE's modules do not hold up, the units' plain correlations' do: report
@@ -128,16 +135,25 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
         reproducibility = lv.reproducibility[lv.reproducible_modules()]
     modules_df["reproducibility"] = reproducibility
     modules_df["stability"] = reproducibility
-    modules_df["correlation_jaccard"] = match_jaccard(
-        unit_module, corr.labels if corr is not None and modules_from == "sae" else None
+    # can plain correlation find the module at all? the best match over both views and
+    # all their scales (each view's reported scale is chosen for its own partition)
+    modules_df["correlation_jaccard"] = (
+        np.max(
+            [
+                match_jaccard(unit_module, lv.reproducible_labels())
+                for v in views
+                for lv in v.levels
+            ],
+            axis=0,
+        )
+        if views and modules_from == "sae"
+        else match_jaccard(unit_module, None)
     )
     summary = _summary(inp, main, tests, partition_ok, corr, source_name, features_df)
     summary["modules_from"] = modules_from
     summary["ensemble"] = ens.summary()
-    summary["cross_check"] = corr.summary() if corr is not None else None
-    summary["partition_significant"] = bool(
-        partition_ok or (corr is not None and corr.partition_ok)
-    )
+    summary["cross_check"] = {("clean" if v.clean else "raw"): v.summary() for v in views}
+    summary["partition_significant"] = bool(partition_ok or any(v.partition_ok for v in views))
     atlas = Atlas(units=units_df, features=features_df, modules=modules_df, summary=summary)
     decide(atlas)
     return atlas

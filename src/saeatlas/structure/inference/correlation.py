@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from sklearn.base import clone
 
 from ..graph.finders import make_levels
+from ..graph.units import unit_correlation_graph
 from .consensus import LevelConsensus, choose_level, level_consensus
 from .significance import NullTest, null_test, verdict
 
@@ -45,6 +46,8 @@ class CorrelationView:
     module_ok: np.ndarray
     """``[n_modules]`` each reproducible module significant."""
     module_p: np.ndarray
+    clean: bool = False
+    """Partitioned without the global mode and noise bulk (else the raw correlations)."""
 
     @property
     def labels(self) -> np.ndarray:
@@ -63,9 +66,13 @@ class CorrelationView:
     def summary(self) -> dict[str, Any]:
         lv = self.levels[self.chosen]
         return {
-            "method": "the finder on the positive part of the units' raw correlations, on all "
-            "rows and Poisson-bootstrap resamples; consensus and reproducibility as the SAE "
-            "ensemble; tested against independent units (correlations ~ N(0, 1/n_samples))",
+            "method": "the finder on the positive part of the units' "
+            + ("correlations without the global mode and noise bulk" if self.clean else
+               "raw correlations")
+            + ", on all rows and Poisson-bootstrap resamples; consensus and reproducibility "
+            "as the SAE ensemble; tested against independent units (correlations ~ N(0, "
+            "1/n_samples))",
+            "clean": self.clean,
             "scale": lv.scale,
             "agreement": None if not np.isfinite(lv.agreement) else lv.agreement,
             "n_members": int(lv.members.shape[0]),
@@ -79,29 +86,28 @@ class CorrelationView:
         }
 
 
-def correlation_graph(corr: np.ndarray) -> sp.csr_matrix:
-    """The positive part of a correlation matrix, diagonal removed."""
-    g = np.where(corr > 0, corr, 0.0)
-    np.fill_diagonal(g, 0.0)
-    return sp.csr_matrix(g)
-
-
-def correlation_view(inp: AtlasInputs) -> CorrelationView | None:
+def correlation_view(inp: AtlasInputs, clean: bool = False) -> CorrelationView | None:
     """The correlation view of ``inp``'s rows (None when the units' correlation was not
-    computed); computed once per rows and settings (the random-SAE control shares it)."""
+    computed); computed once per rows and settings (the random-SAE control shares it).
+
+    ``clean``: partition the correlations without their global mode and noise bulk
+    (:func:`..graph.units.unit_correlation_graph`, after MacMahon & Garlaschelli 2015)
+    instead of the raw ones: a strong global mode hides modules from the raw graph,
+    and the raw graph shows groups that share the mode's loadings."""
     cfg, mode = inp.cfg, inp.mode
     if mode.corr is None:
         return None
-    key = ("correlation", cfg.method, cfg.resolutions, cfg.min_module_features, cfg.seed,
-           cfg.nulls, cfg.n_null, cfg.alpha)
+    key = ("correlation", clean, cfg.method, cfg.resolutions, cfg.min_module_features,
+           cfg.seed, cfg.nulls, cfg.n_null, cfg.alpha)
     if key not in mode.views:
-        mode.views[key] = _correlation_view(inp)
+        mode.views[key] = _correlation_view(inp, clean)
     return mode.views[key]
 
 
-def _correlation_view(inp: AtlasInputs) -> CorrelationView:
+def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
     cfg, mode = inp.cfg, inp.mode
-    graphs = [correlation_graph(c) for c in (mode.corr, *mode.resampled)]
+    n_obs = max(mode.n_samples, 2)
+    graphs = [unit_correlation_graph(c, n_obs, clean) for c in (mode.corr, *mode.resampled)]
     finders = make_levels(cfg)
     per_member = []
     fitted = []
@@ -123,7 +129,6 @@ def _correlation_view(inp: AtlasInputs) -> CorrelationView:
     n_mod = int(labels.max(initial=-1)) + 1
     test = None
     if cfg.nulls and cfg.n_null >= 2:
-        n_obs = max(mode.n_samples, 2)
         seeds = np.random.SeedSequence([cfg.seed, 11]).spawn(cfg.n_null)
         finder = fitted[chosen]
 
@@ -134,10 +139,10 @@ def _correlation_view(inp: AtlasInputs) -> CorrelationView:
         def null_graph(i: int) -> sp.csr_matrix:
             rng = np.random.default_rng(seeds[i])
             z = np.triu(rng.standard_normal(mode.corr.shape) / np.sqrt(n_obs), 1)
-            return correlation_graph(z + z.T)
+            return unit_correlation_graph(z + z.T + np.eye(len(z)), n_obs, clean)
 
         test = null_test("independent units", graphs[0], labels, fit, null_graph, cfg.n_null)
     partition_ok, module_ok, module_p = verdict([test] if test else [], cfg.alpha)
     if test is None:
         module_ok, module_p = np.zeros(n_mod, bool), np.full(n_mod, np.nan)
-    return CorrelationView(levels, chosen, test, partition_ok, module_ok, module_p)
+    return CorrelationView(levels, chosen, test, partition_ok, module_ok, module_p, clean)
