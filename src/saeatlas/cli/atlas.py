@@ -206,9 +206,12 @@ def print_atlas(atlas: Any) -> None:
         table.add_row(*(fmt(row) for fmt in cols.values()))
     console.print(table)
     if s.get("z") is not None:
+        from ..structure.inference.significance import tested_modularity
+
+        view = "unit correlations" if s.get("modules_from") == "unit_correlations" else "SAE"
         console.print(
-            f"Partition ({'SAE co-firing' if s.get('modules_from') == 'sae' else 'unit correlations'}"
-            f"): modularity {s['modularity']:.3f}; strictest null ({s['strictest_null']}) "
+            f"Partition ({view}): modularity {tested_modularity(s):.3f}; strictest null "
+            f"({s['strictest_null']}) "
             f"{s['null_mean']:.3f} ± {s['null_std']:.3f}, z {s['z']:.1f}, p {s['p']:.2g}.",
             soft_wrap=True,
         )

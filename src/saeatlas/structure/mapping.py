@@ -67,8 +67,10 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     ens = build_ensemble(inp)
     main = ens.main_modules
     views = [v for v in (correlation_view(inp), correlation_view(inp, clean=True)) if v]
-    # the view reported when the SAE's modules do not hold up: most units in counted modules
-    corr = max(views, key=lambda v: int((v.counted >= 0).sum()), default=None)
+    # the view reported when the SAE's modules do not hold up: the raw correlations (the
+    # cleaned ones only say whether a module is visible without the SAE: on data without
+    # modules, units that share features still form reproducible cleaned clusters)
+    corr = views[0] if views else None
     unit_module = ens.level.reproducible_labels()
     feature_module = feature_modules(main, unit_module)
     tests, source_name = significance_tests(inp, main, feature_module)

@@ -48,7 +48,8 @@ def describe_modules(
     seed: int,
 ) -> Description:
     """Layer profiles, layer x module mass, flows, top examples and label selectivity."""
-    n_modules = int(feature_module.max()) + 1 if feature_module.size else 0
+    # a module of units may have no features of its own
+    n_modules = int(max(feature_module.max(initial=-1), unit_module.max(initial=-1))) + 1
     names = [l.name for l in codes.layers]
     profile = module_layer_profile(unit_module, unit_layer, len(names), n_modules=n_modules)
     weight = codes.act_sq_sum / max(codes.n_rows, 1)

@@ -56,7 +56,9 @@ def decide(atlas: Atlas) -> None:
     modules' ``counted`` and ``visible_without_sae`` columns, from what it holds."""
     m, s = atlas.modules, atlas.summary
     n_modules = len(m)
-    significant = m["significant"].to_numpy(bool) if n_modules else np.zeros(0, bool)
+    significant = (
+        m["significant"].to_numpy(bool) if "significant" in m.columns else np.zeros(n_modules, bool)
+    )
     from_sae = s.get("modules_from", "sae") == "sae"
     visible = np.zeros(n_modules, bool)
     for col in ("control_jaccard", "correlation_jaccard"):

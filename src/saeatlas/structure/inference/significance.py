@@ -188,7 +188,8 @@ def module_cohesion(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
 
 def tested_modularity(s: dict[str, Any]) -> float | None:
     """The modularity the null models were compared with: the finder's best partition
-    before its communities are cut to their cores (``summary["modularity"]`` is after)."""
+    before its communities are cut to their cores (``summary["modularity"]`` in atlases
+    made since the ensemble; older atlases held the cores' there)."""
     tested = {n["null"]: n.get("modularity") for n in s.get("nulls", [])}
     return tested.get(s.get("strictest_null"), s.get("modularity"))
 
