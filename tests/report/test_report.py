@@ -141,8 +141,9 @@ def test_missing_parts_say_so(bare_atlas):
     assert "No training curves: atlas.json records no SAE directory" in html
     assert "No model given: no causal check." in html
     assert "No random-SAE control in this atlas" in html
-    # every atlas is an ensemble now (here one SAE on all rows and a resample)
-    assert "Ensemble of 1 SAEs x 2 row samples" in html
+    assert "Not measured: rerun `saeatlas analyze` with `--seeds 3`" in html.replace(
+        "&#96;", "`"
+    )
     for absent in ('id="pareto-plot"', 'id="training-plot"', 'id="ablation-plot"'):
         assert absent not in html
     # the label selectivity still shows, marked as not causal

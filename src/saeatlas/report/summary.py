@@ -185,8 +185,8 @@ def stability_text(data: ReportData) -> str:
         if np.isfinite(v).any():
             return f"Mean module stability {fmt(np.nanmean(v), '.2f')} (best-match Jaccard)."
         return (
-            "Not measured: rerun `saeatlas analyze` with `--n-bootstrap 3` (row bootstraps) "
-            "or `--seed-sae DIR` (SAEs trained with other seeds)."
+            "Not measured: rerun `saeatlas analyze` with `--seeds 3` (an ensemble of SAEs "
+            "trained with other seeds) and `--n-bootstrap 1` (row resamples of each)."
         )
     th = st.get("thresholds", {})
     runs = []

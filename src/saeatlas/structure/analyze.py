@@ -57,7 +57,8 @@ def add_geometry(atlas: Atlas, inp: AtlasInputs) -> None:
     cfg = inp.cfg
     xy = feature_map(inp.sae.W_dec.detach(), method=cfg.map_method, random_state=cfg.seed)
     atlas.features["x"], atlas.features["y"] = xy[:, 0], xy[:, 1]
-    if atlas.n_modules >= 2:
+    feature_module = atlas.features["module"].to_numpy()
+    if np.unique(feature_module[feature_module >= 0]).size >= 2:
         labels, agreement = atlas_geometry(inp.sae, atlas, random_state=cfg.seed)
         atlas.features["direction_cluster"] = labels
         atlas.summary["geometry"] = agreement.as_dict()
