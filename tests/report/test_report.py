@@ -141,9 +141,7 @@ def test_missing_parts_say_so(bare_atlas):
     assert "No training curves: atlas.json records no SAE directory" in html
     assert "No model given: no causal check." in html
     assert "No random-SAE control in this atlas" in html
-    assert "Not measured: rerun `saeatlas analyze` with `--seeds 3`" in html.replace(
-        "&#96;", "`"
-    )
+    assert "Not measured: rerun `saeatlas analyze` with `--seeds 3`" in html.replace("&#96;", "`")
     for absent in ('id="pareto-plot"', 'id="training-plot"', 'id="ablation-plot"'):
         assert absent not in html
     # the label selectivity still shows, marked as not causal

@@ -191,7 +191,9 @@ def test_analyze_and_validate_from_the_command_line(easy, tmp_path):
     assert "modules" in result.output and (tmp_path / "atlas" / "atlas.json").exists()
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--overwrite" in again.output
-    seeded = runner.invoke(app, args + ["--overwrite", "--seed-sae", str(sae_dir)])
+    seeded = runner.invoke(
+        app, args + ["--overwrite", "--seed-sae", str(sae_dir), "--seeds", "2"]
+    )
     assert seeded.exit_code == 0, seeded.output
     ensemble = json.loads((tmp_path / "atlas" / "atlas.json").read_text())["ensemble"]
     assert ensemble["n_saes"] == 2

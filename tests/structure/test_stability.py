@@ -4,8 +4,8 @@ import json
 from dataclasses import replace
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from saeatlas.errors import ConfigError, ShapeError
 from saeatlas.store import ActivationStore

@@ -7,8 +7,14 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from saeatlas.store import ActivationStore
-from saeatlas.structure import Atlas, AtlasConfig, PlantedConfig, make_planted, map_structure
-from saeatlas.structure import save_planted
+from saeatlas.structure import (
+    Atlas,
+    AtlasConfig,
+    PlantedConfig,
+    make_planted,
+    map_structure,
+    save_planted,
+)
 from saeatlas.structure.inference.consensus import choose_level, level_consensus, nest
 from saeatlas.structure.inference.outcome import VERDICTS, decide
 from saeatlas.train import TrainConfig
@@ -57,8 +63,7 @@ def test_scale_with_the_most_units_in_reproducible_modules_wins_ties_go_coarse()
 def _atlas(significant, reproducible=1.0, **cols):
     n = len(significant)
     modules = pd.DataFrame(
-        {"module": np.arange(n), "significant": significant, "reproducibility": reproducible}
-        | cols
+        {"module": np.arange(n), "significant": significant, "reproducibility": reproducible} | cols
     )
     summary = {"modules_from": "sae", "partition_significant": True, "graph": {"n_edges": 5}}
     return Atlas(

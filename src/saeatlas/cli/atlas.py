@@ -229,11 +229,16 @@ def print_atlas(atlas: Any) -> None:
 @app.command("validate")
 def validate_cmd(
     cases: list[str] = typer.Option(
-        ["easy", "superposition", "null", "null_superposition"],
+        ["easy", "superposition", "layered", "null", "null_superposition"],
         "--cases",
         help="Planted cases to run (several after one flag).",
     ),
-    seeds: int = typer.Option(1, "--seeds", help="Seeds per case (0, 1, ...)."),
+    seeds: int = typer.Option(
+        1,
+        "--seeds",
+        help="Analysis seeds per case (0, 1, ...): SAE training, resamples and nulls vary, "
+        "the planted data stay the same.",
+    ),
     rows: int = typer.Option(20_000, "--rows", help="Rows of planted activations per case."),
     d_sae: int = typer.Option(512, "--d-sae", help="Latents of the SAE trained per case."),
 ) -> None:
@@ -250,21 +255,38 @@ def validate_cmd(
         tuple(cases), tuple(range(seeds)), ValidationSettings(n_rows=rows, d_sae=d_sae)
     )
     out = Table(title="Planted-structure validation (ARI against the planted unit modules)")
-    for col in ("case", "seed", "method", "ARI", "modules", "significant", "s"):
+    heads = (
+        "case",
+        "seed",
+        "method",
+        "ARI",
+        "modules",
+        "significant",
+        "planted found",
+        "min reprod.",
+        "ARI vs seed 0",
+        "verdict",
+        "s",
+    )
+    for col in heads:
         out.add_column(col, no_wrap=True)
     for r in table.itertuples():
+        atlas_row = r.method == "atlas"
         out.add_row(
             r.case,
             str(r.seed),
             r.method,
             f"{r.ari:.3f}",
             str(r.n_modules),
-            ""
-            if r.n_significant is None or r.n_significant != r.n_significant
-            else str(int(r.n_significant)),
+            str(int(r.n_significant)) if atlas_row else "",
+            str(r.planted_found) if atlas_row else "",
+            _fmt(r.min_reproducibility, ".2f") if atlas_row else "",
+            _fmt(r.ari_first_seed, ".3f") if atlas_row else "",
+            str(r.verdict) if atlas_row else "",
             f"{r.seconds:.1f}",
         )
-    console.print(out, width=max(console.width, 110))
+    # rich never prints wider than its console (80 columns when not a terminal)
+    (console if console.width >= 160 else Console(width=160, highlight=False)).print(out)
 
 
 @app.command("report")

@@ -31,8 +31,8 @@ from ..pipeline import (
     AblationSection,
     RunConfig,
     RunResult,
-    StageOutcome,
     StabilitySection,
+    StageOutcome,
     SweepSection,
     run_pipeline,
 )

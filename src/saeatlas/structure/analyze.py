@@ -23,8 +23,8 @@ from .describe.feature_map import feature_map
 from .describe.geometry import atlas_geometry
 from .describe.modules import describe_modules
 from .inference.control import control_atlas
-from .inference.sparsity import sparsity_dependence
 from .inference.outcome import decide, match_jaccard
+from .inference.sparsity import sparsity_dependence
 from .inputs import AtlasInputs, SAELike, prepare
 from .mapping import core_atlas
 
@@ -132,5 +132,3 @@ def analyze(
     for step in STEPS:
         step(atlas, inp)
     return atlas
-
-

@@ -84,9 +84,15 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
         module_p[:n_modules], (0, max(n_modules - module_p.size, 0)), constant_values=np.nan
     )
     modules_from, membership = "sae", ens.level.membership
-    if not module_ok.any() and corr is not None and corr.module_ok.any():
-        # the SAE's modules do not hold up, the units' plain correlations' do: report
-        # those (the verdict says the SAE adds nothing to them)
+    sae_module = unit_module
+    sae_counted = (
+        int(((unit_module >= 0) & module_ok[unit_module.clip(0)]).sum()) if n_modules else 0
+    )
+    sae_summary = {"n_significant_modules": int(module_ok.sum()), "n_units": sae_counted}
+    if corr is not None and int((corr.counted >= 0).sum()) > sae_counted:
+        # the units' plain correlations divide more of the units into modules that hold
+        # up than the SAE's do: the coarser, wider map comes first, and the verdict says
+        # the SAE adds nothing to it (the SAE's own modules stay in `sae_module`)
         modules_from, membership = "unit_correlations", corr.levels[corr.chosen].membership
         unit_module, module_ok, module_p = corr.labels, corr.module_ok, corr.module_p
         tests = [corr.test]
@@ -104,6 +110,7 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
             "membership": np.where(unit_module >= 0, membership, 0.0).astype(np.float64),
             "shared": units.shared & (unit_module >= 0),
             "submodule": ens.submodules().astype(np.int64),
+            "sae_module": sae_module.astype(np.int64),
             "consensus_module": ens.level.labels.astype(np.int64),
             "cross_check_module": corr.labels if corr is not None else -1,
         }
@@ -153,6 +160,7 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     )
     summary = _summary(inp, main, tests, partition_ok, corr, source_name, features_df)
     summary["modules_from"] = modules_from
+    summary["sae_modules"] = sae_summary
     summary["ensemble"] = ens.summary()
     summary["cross_check"] = {("clean" if v.clean else "raw"): v.summary() for v in views}
     summary["partition_significant"] = bool(partition_ok or any(v.partition_ok for v in views))
@@ -231,5 +239,3 @@ def _summary(
         "config": cfg.to_json(),
         "versions": {"saeatlas": __version__, "python": platform.python_version()},
     }
-
-

@@ -67,8 +67,11 @@ class CorrelationView:
         lv = self.levels[self.chosen]
         return {
             "method": "the finder on the positive part of the units' "
-            + ("correlations without the global mode and noise bulk" if self.clean else
-               "raw correlations")
+            + (
+                "correlations without the global mode and noise bulk"
+                if self.clean
+                else "raw correlations"
+            )
             + ", on all rows and Poisson-bootstrap resamples; consensus and reproducibility "
             "as the SAE ensemble; tested against independent units (correlations ~ N(0, "
             "1/n_samples))",
@@ -81,8 +84,9 @@ class CorrelationView:
             "partition_significant": bool(self.partition_ok),
             "test": self.test.as_dict() if self.test is not None else None,
             "module_p": [float(p) for p in self.module_p],
-            "levels": [lv.as_dict() | {"chosen": i == self.chosen}
-                       for i, lv in enumerate(self.levels)],
+            "levels": [
+                lv.as_dict() | {"chosen": i == self.chosen} for i, lv in enumerate(self.levels)
+            ],
         }
 
 
@@ -97,8 +101,17 @@ def correlation_view(inp: AtlasInputs, clean: bool = False) -> CorrelationView |
     cfg, mode = inp.cfg, inp.mode
     if mode.corr is None:
         return None
-    key = ("correlation", clean, cfg.method, cfg.resolutions, cfg.min_module_features,
-           cfg.seed, cfg.nulls, cfg.n_null, cfg.alpha)
+    key = (
+        "correlation",
+        clean,
+        cfg.method,
+        cfg.resolutions,
+        cfg.min_module_features,
+        cfg.seed,
+        cfg.nulls,
+        cfg.n_null,
+        cfg.alpha,
+    )
     if key not in mode.views:
         mode.views[key] = _correlation_view(inp, clean)
     return mode.views[key]

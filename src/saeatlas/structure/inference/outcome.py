@@ -104,11 +104,20 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
                     f"({n - beyond} also visible without the SAE)"
                 )
         elif s.get("modules_from") == "unit_correlations":
-            text = (
-                f"{n} reproducible {noun} of correlated units, visible without the SAE: the "
-                "SAE's own modules do not reproduce across its ensemble, so it adds nothing "
-                "to plain correlation here"
-            )
+            own = (s.get("sae_modules") or {}).get("n_significant_modules", 0)
+            if own:
+                text = (
+                    f"{n} reproducible {noun} of correlated units, visible without the SAE; "
+                    f"the SAE's own {own} significant reproducible module"
+                    f"{'' if own == 1 else 's'} cover fewer units (units' `sae_module`), so "
+                    "at this scale it adds nothing to plain correlation"
+                )
+            else:
+                text = (
+                    f"{n} reproducible {noun} of correlated units, visible without the SAE: "
+                    "the SAE's own modules do not reproduce across its ensemble, so it adds "
+                    "nothing to plain correlation here"
+                )
         else:
             text = (
                 f"{n} reproducible {noun}, also visible without the SAE (the random-dictionary "
