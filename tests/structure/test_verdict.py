@@ -31,17 +31,27 @@ def _noisy(truth, rng, flip=0.1):
 def test_consensus_of_noisy_members_recovers_modules_and_counts_who_recovers_them():
     rng = np.random.default_rng(0)
     truth = np.repeat(np.arange(4), 10)
-    members = np.stack([_noisy(truth, rng) for _ in range(6)])
+    members = np.stack([_noisy(truth, rng, flip=0.05) for _ in range(6)])
     lv = level_consensus(members, 1.0)
     assert adjusted_rand_score(truth, lv.labels) == 1.0
     assert (lv.reproducibility == 1.0).all() and lv.reproducible.all()
-    assert 0.7 < lv.membership.mean() <= 1.0 and lv.coverage == 40
+    assert 0.8 < lv.membership.mean() <= 1.0 and lv.coverage == 40
     # a module only half the members have joins the consensus but is not reproducible,
     # and its units drop out of the reported modules
     members[:3, truth == 3] = -1
     lv = level_consensus(members, 1.0)
-    assert lv.n_modules == 4 and lv.reproducible.sum() == 3
-    assert (lv.reproducible_labels()[truth == 3] == -1).all()
+    assert lv.n_modules == 4 and lv.agreement >= 0.5
+    assert sorted(lv.reproducibility.tolist()) == [0.5, 1.0, 1.0, 1.0]
+    assert lv.reproducible.sum() == 3 and (lv.reproducible_labels()[truth == 3] == -1).all()
+
+
+def test_a_module_every_member_has_does_not_count_where_the_members_disagree():
+    rng = np.random.default_rng(2)
+    members = rng.integers(1, 5, (6, 40))
+    members[:, :10] = 0  # every member has module 0; the rest is divided at random
+    lv = level_consensus(members, 1.0)
+    assert lv.agreement < 0.5
+    assert lv.reproducibility.max() == 1.0 and not lv.reproducible.any()
 
 
 def test_scale_with_the_most_units_in_reproducible_modules_wins_ties_go_coarse():

@@ -89,10 +89,10 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
         int(((unit_module >= 0) & module_ok[unit_module.clip(0)]).sum()) if n_modules else 0
     )
     sae_summary = {"n_significant_modules": int(module_ok.sum()), "n_units": sae_counted}
-    if corr is not None and int((corr.counted >= 0).sum()) > sae_counted:
-        # the units' plain correlations divide more of the units into modules that hold
-        # up than the SAE's do: the coarser, wider map comes first, and the verdict says
-        # the SAE adds nothing to it (the SAE's own modules stay in `sae_module`)
+    if corr is not None and _correlations_first(corr.counted, unit_module, module_ok):
+        # the units' plain correlations divide the units into modules that hold up, and
+        # the SAE's counted modules (if any) lie inside them: the coarser map comes first,
+        # and the verdict says the SAE adds nothing to it (its modules: `sae_module`)
         modules_from, membership = "unit_correlations", corr.levels[corr.chosen].membership
         unit_module, module_ok, module_p = corr.labels, corr.module_ok, corr.module_p
         tests = [corr.test]
@@ -167,6 +167,27 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     atlas = Atlas(units=units_df, features=features_df, modules=modules_df, summary=summary)
     decide(atlas)
     return atlas
+
+
+def _correlations_first(corr: np.ndarray, sae: np.ndarray, sae_ok: np.ndarray) -> bool:
+    """Whether the correlation view's counted modules ``corr`` (unit labels) are the top
+    level: they exist and either the SAE has no counted module, or they hold more units
+    and every counted SAE module lies (75% of its units) inside one of them."""
+    if not (corr >= 0).any():
+        return False
+    counted = np.flatnonzero(sae_ok)
+    if counted.size == 0:
+        return True
+    if (corr >= 0).sum() <= np.isin(sae, counted).sum():
+        return False
+    for m in counted:
+        inside = corr[sae == m]
+        inside = inside[inside >= 0]
+        if inside.size < 0.75 * (sae == m).sum() or (
+            np.bincount(inside).max() < 0.75 * (sae == m).sum()
+        ):
+            return False
+    return True
 
 
 def _features_of(attr: np.ndarray, unit_module: np.ndarray, n_modules: int) -> np.ndarray:

@@ -14,7 +14,13 @@ resolution of the community finder, coarsest first). At every scale:
   module matching it at Jaccard >= 0.5 (Hennig 2007, "Cluster-wise assessment of
   cluster stability": 0.5 is where a cluster counts as recovered). A module is
   reproducible when at least 0.75 of the members recover it.
-- **agreement**: the mean adjusted Rand index over pairs of members.
+- **agreement**: the mean adjusted Rand index over pairs of members. At a scale
+  where it is below :data:`MIN_AGREEMENT` no module counts as reproducible: the
+  members divide the units in unrelated ways, and the consensus of such
+  partitions is itself a draw (two analyses of one network, with other seeds,
+  gave different consensus modules there, each "recovered" by most members
+  because a large member module overlaps any large consensus module at
+  Jaccard 0.5).
 
 The scale is chosen for reproducibility, not for the modularity of one run
 (stability-based model selection, Lange et al. 2004, "Stability-based
@@ -47,6 +53,8 @@ COVERAGE_TIE = 0.05
 RECOVERED_JACCARD = DISSOLVED_JACCARD
 #: A module is reproducible when at least this fraction of members recover it.
 REPRODUCIBLE = STABLE_JACCARD
+#: Members' mean pairwise ARI below which no module of a scale is reproducible.
+MIN_AGREEMENT = 0.5
 
 
 @dataclass(frozen=True)
@@ -77,8 +85,10 @@ class LevelConsensus:
 
     @property
     def reproducible(self) -> np.ndarray:
-        """``[n_modules]`` bool: recovered by at least :data:`REPRODUCIBLE` of members."""
-        return self.reproducibility >= REPRODUCIBLE - 1e-12
+        """``[n_modules]`` bool: recovered by at least :data:`REPRODUCIBLE` of members, at
+        a scale whose members agree (:data:`MIN_AGREEMENT`; one member always does)."""
+        agree = not self.agreement < MIN_AGREEMENT  # NaN (one member) passes
+        return (self.reproducibility >= REPRODUCIBLE - 1e-12) & agree
 
     def reproducible_labels(self) -> np.ndarray:
         """``labels`` with the modules that are not reproducible set to -1, renumbered
