@@ -404,5 +404,5 @@ def test_train_seeds_writes_the_ensemble_that_analyze_reuses(tmp_path, digits_st
     assert result.exit_code == 0, result.output
     assert [(d / "sae_weights.safetensors").stat().st_mtime_ns for d in dirs] == stamps
     summary = json.loads((atlas / "atlas.json").read_text())
-    assert summary["stability"]["n_seeds"] == 2, summary["stability"]
+    assert summary["ensemble"]["n_saes"] == 3, summary["ensemble"]
     assert summary["dictionary_null_source"] == str(dirs[1])  # an ensemble member too

@@ -93,7 +93,7 @@ def test_cli_check_and_bad_config(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["run", str(EXAMPLES / "digits.yaml"), "--check"])
     assert result.exit_code == 0, result.output
-    assert "valid" in result.output and "n_seed_saes: 1" in result.output
+    assert "valid" in result.output and "n_seed_saes: 2" in result.output
     bad = tmp_path / "bad.yaml"
     bad.write_text((EXAMPLES / "digits.yaml").read_text().replace("n_random: 100", "n_randon: 100"))
     result = runner.invoke(app, ["run", str(bad)])

@@ -83,10 +83,14 @@ def bare_atlas(full_atlas, tmp_path_factory) -> Path:
     from saeatlas.structure import Atlas
 
     atlas = Atlas.load(full_atlas.atlas_dir)
-    drop = [c for c in atlas.modules.columns if c.startswith("ablation_") or c.startswith("stab")]
+    drop = [
+        c
+        for c in atlas.modules.columns
+        if c.startswith(("ablation_", "stab", "reproducibility", "control_"))
+    ]
     atlas.modules = atlas.modules.drop(columns=drop)
     atlas.features = atlas.features.drop(columns=["stability"], errors="ignore")
-    for key in ("ablation", "stability", "control"):
+    for key in ("ablation", "stability", "control", "ensemble"):
         atlas.summary.pop(key, None)
     atlas.summary["sae"] = {**atlas.summary["sae"], "path": None}
     if hasattr(atlas, "ablation"):

@@ -67,9 +67,10 @@ def test_summary_reports_the_sweep_significance_stability_control_and_ablation(
     assert "DigitsMLP (report tests)" in html
     assert "the sweep&#39;s recommendation" in html and "Kneedle" in html
     assert "The atlas uses this SAE." in html
-    assert f"{s['n_significant_modules']} of {atlas.n_modules} modules significant" in html
+    assert f"{s['n_significant_modules']} of them significant" in html
+    assert s["message"].replace("'", "&#39;") in html
     assert f"under the strictest null ({s['strictest_null']})" in html
-    assert "row bootstraps" in html and f"{s['stability']['n_stable_modules']} of" in html
+    assert "row samples" in html and f"({s['ensemble']['n_members']} members)" in html
     assert 'id="control"' in html and "random SAE" in html
     assert f"against {s['ablation']['n_random']} random unit sets" in html
     assert "No model given" not in html
@@ -140,9 +141,7 @@ def test_missing_parts_say_so(bare_atlas):
     assert "No training curves: atlas.json records no SAE directory" in html
     assert "No model given: no causal check." in html
     assert "No random-SAE control in this atlas" in html
-    assert "Not measured: rerun `saeatlas analyze` with `--n-bootstrap 3`" in html.replace(
-        "&#96;", "`"
-    )
+    assert "Not measured: rerun `saeatlas analyze` with `--seeds 3`" in html.replace("&#96;", "`")
     for absent in ('id="pareto-plot"', 'id="training-plot"', 'id="ablation-plot"'):
         assert absent not in html
     # the label selectivity still shows, marked as not causal
@@ -292,9 +291,9 @@ def test_modularity_shown_beside_the_null_is_the_one_tested(capsys):
         "module_kind": "co-activation",
         "message": "",
     }
-    assert modularity_text(s).startswith("0.666 (communities cut to their cores: 0.469)")
+    assert modularity_text(s).startswith("0.666 (the tested partition")
     # an SAE that records no training settings: the weaker, self-sourced null says so
     s["dictionary_null_source"] = "self (the SAE records no training settings)"
     assert "weaker null" in modularity_text(s) and "--seed-sae" in modularity_text(s)
     print_atlas(SimpleNamespace(summary=s, modules=pd.DataFrame()))
-    assert "Modularity 0.666 (cores 0.469); strictest null" in capsys.readouterr().out
+    assert "modularity 0.666; strictest null" in capsys.readouterr().out

@@ -66,7 +66,7 @@ def test_analyze_with_a_model_ablates_modules_and_trains_seed_saes(digits_run):
     assert (m["ablation_effect"] > 0).any()
     assert set(atlas.ablation["label"]) == {str(c) for c in range(10)}
     assert atlas.summary["ablation"]["n_random"] == 20
-    assert atlas.summary["stability"]["n_seeds"] == 1
+    assert atlas.summary["ensemble"]["n_saes"] == 2
     # the seed SAE was trained beside --sae with the next seed, and is reused next time
     seed_dir = root / "sae-seed1"
     weights = seed_dir / "sae_weights.safetensors"

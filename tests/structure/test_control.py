@@ -109,7 +109,8 @@ def test_control_atlas_shows_what_the_trained_sae_adds(easy_control):
     assert ctl["kind"] == "random_directions" and ctl["scaled_units"]
     assert ctl["modularity"] < ctl["real"]["modularity"] - 0.2
     assert abs(ctl["unit_ari"]) < 0.1 and abs(ctl["unit_ami"]) < 0.1
-    assert ctl["cross_check_ari"] < 0.1 < ctl["real"]["cross_check_ari"]
+    # the control is a test: no real module is one the random dictionaries find
+    assert (real.modules.control_jaccard < 0.5).all()
     assert set(ctl["z"]) == set(ctl["p"]) == {"permutation", "rewiring", "dictionary"}
     assert isinstance(ctl["n_significant_modules"], int) and ctl["n_modules"] >= 0
 

@@ -16,15 +16,14 @@ def test_pruned_multitask_modules_agree_with_single_unit_lesions(tmp_path):
     # units are moved by one task's inputs: what co-activation can see
     assert (check.activity_labels >= 0).sum() >= 0.6 * check.live.sum()
     assert check.n_modules >= 2 and (check.lesion_labels == 1).any()
-    # ablating a module hurts most the task its units serve (by their lesions) ...
-    assert check.own_task_modules >= 0.6 * check.n_modules
-    # ... and unit by unit the module's task is the unit's lesion task
-    assert fig["units_module_task_is_lesion_task"] >= 0.75
-    assert fig["ari_module_task_vs_lesions"] >= 0.3
-    # bench/lesion.py, seeds 0-4: 0.88-1.0 of the units and ARI 0.53-1.0 (the modules'
-    # own ARI against the two task labels is 0.08-0.20: the atlas splits the digit
-    # task into several modules). With the same retraining and no pruning, units read
-    # both tasks' inputs: 0.48-0.64 and ARI -0.11-0.05.
+    # the atlas's top-level modules are the tasks: they agree with the units' lesion
+    # labels and with their task labels, at least as well as Leiden on the raw unit
+    # correlations (the plain-correlation baseline) does
+    assert fig["ari_modules_vs_lesions"] >= 0.5
+    assert fig["ari_atlas_vs_tasks"] >= max(fig["ari_corr_vs_tasks"], 0.4)
+    # (bench/lesion.py, seed 0: ARI 0.70 against the lesions, 0.59 against the tasks,
+    # raw-correlation Leiden 0.24; with the same retraining and no pruning, units read
+    # both tasks' inputs and no method finds the tasks)
 
 
 def test_pruning_is_what_makes_units_task_pure_in_activity():

@@ -232,7 +232,7 @@ def test_bad_config_raises_config_error_naming_the_field(field, value):
 
 
 def test_presets_and_json_round_trip():
-    assert set(PRESETS) == {"easy", "superposition", "null", "null_superposition"}
+    assert set(PRESETS) == {"easy", "superposition", "layered", "null", "null_superposition"}
     assert PlantedConfig.preset("null").structured is False
     assert PlantedConfig.preset("null_superposition").features_per_module == 64
     cfg = PlantedConfig.preset("superposition", n_rows=100, seed=3)

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from saeatlas.store import ActivationStore
@@ -30,7 +29,8 @@ def test_planted_modules_hold_across_sparsities_and_the_atlas_says_so(planted_sw
     atlas = analyze(chosen, store, AtlasConfig(nulls=()), sweep=(over, members))
     sm = json.loads(json.dumps(atlas.summary["sweep_modules"]))  # JSON-ready
     assert sm["values"] == [8.0, 16.0, 32.0] and len(sm["neighbour_ari"]) == 2
-    assert sm["atlas_ari"][1] == pytest.approx(1.0)  # the atlas's own SAE: the same modules
+    # the atlas's own SAE, one run against the ensemble's consensus: nearly the same modules
+    assert sm["atlas_ari"][1] >= 0.9
     # four planted modules, found at every sparsity: the map does not hinge on k here
     assert min(sm["neighbour_ari"]) >= 0.7
     assert all(n >= data.n_modules for n in sm["n_modules"])
@@ -43,6 +43,6 @@ def test_members_in_any_order_and_a_missing_sweep(planted_sweep, tmp_path):
     over, members = sweep_members(root / "sweep")
     atlas = analyze(members[0][1], store, AtlasConfig(nulls=()), sweep=(over, members[::-1]))
     assert atlas.summary["sweep_modules"]["values"] == [8.0, 16.0, 32.0]
-    assert np.isclose(atlas.summary["sweep_modules"]["atlas_ari"][0], 1.0)
+    assert atlas.summary["sweep_modules"]["atlas_ari"][0] >= 0.9
     with pytest.raises(ConfigError, match="no readable sweep.json"):
         sweep_members(tmp_path)

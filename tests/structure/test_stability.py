@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from saeatlas.errors import ConfigError, ShapeError
 from saeatlas.store import ActivationStore
@@ -233,8 +234,8 @@ def test_bootstrap_pipeline_on_all_rows_reproduces_the_atlas(easy):
     rows = np.arange(codes.n_rows)
     firing = Firing(saes[0], codes, fires, out, np.zeros_like(out))
     found = find_modules(firing, cfg, rows, codes.samples)
-    np.testing.assert_array_equal(found.feature_module, atlas.features.module.to_numpy())
-    np.testing.assert_array_equal(found.units.module, atlas.units.module.to_numpy())
+    # one run's communities, projected, give the atlas's (consensus) unit modules
+    assert adjusted_rand_score(found.units.module, atlas.units.module) > 0.9
 
 
 def test_planted_modules_are_stable_across_bootstraps_and_seeds(easy):
@@ -288,4 +289,4 @@ def test_null_and_stability_steps_show_their_own_progress(easy, capsys):
     analyze(saes[0], store, cfg, seed_saes=[saes[1]], progress=True)
     out = capsys.readouterr().out
     assert "null models" in out and "2/2" in out
-    assert "stability (resamples, seeds)" in out
+    assert "ensemble (SAEs x resamples)" in out and "4/4" in out

@@ -26,13 +26,15 @@ def _analyze_cmd(
         [],
         "--seed-sae",
         help="SAE directories trained the same way with other seeds (several after one flag): "
-        "module stability across seeds.",
+        "members of the atlas's ensemble.",
     ),
     seeds: int = typer.Option(
-        1,
+        3,
         "--seeds",
-        help="SAEs for seed stability, counting --sae: the --seed-sae ones first, the rest "
-        "trained like --sae into <sae>-seed1, -seed2, ... (reused when there).",
+        help="SAEs in the atlas's ensemble, counting --sae: the --seed-sae ones first, the "
+        "rest trained like --sae into <sae>-seed1, -seed2, ... (reused when there, as "
+        "`saeatlas train --seeds N` writes them). Modules count only when they reproduce "
+        "across the ensemble.",
     ),
     sweep: Path | None = typer.Option(
         None,
@@ -186,8 +188,12 @@ def print_atlas(atlas: Any) -> None:
         "p": lambda r: f"{r.p:.2g}",
         "significant": lambda r: "yes" if r.significant else "no",
     }
-    if "stability" in m:
-        cols["stability"] = lambda r: f"{r.stability:.2f}"
+    if "reproducibility" in m:
+        cols["reproducible"] = lambda r: f"{r.reproducibility:.2f}"
+    if "control_jaccard" in m:
+        cols["in control"] = lambda r: _fmt(r.control_jaccard, ".2f")
+    if "correlation_jaccard" in m:
+        cols["in correlations"] = lambda r: _fmt(r.correlation_jaccard, ".2f")
     if "preferred_label" in m:
         cols["label"] = lambda r: f"{escape(str(r.preferred_label))} ({r.selectivity:.2f})"
     if "ablation_effect" in m:
@@ -202,9 +208,10 @@ def print_atlas(atlas: Any) -> None:
     if s.get("z") is not None:
         from ..structure.inference.significance import tested_modularity
 
+        view = "unit correlations" if s.get("modules_from") == "unit_correlations" else "SAE"
         console.print(
-            f"Modularity {tested_modularity(s):.3f} (cores {s['modularity']:.3f}); strictest "
-            f"null ({s['strictest_null']}) "
+            f"Partition ({view}): modularity {tested_modularity(s):.3f}; strictest null "
+            f"({s['strictest_null']}) "
             f"{s['null_mean']:.3f} ± {s['null_std']:.3f}, z {s['z']:.1f}, p {s['p']:.2g}.",
             soft_wrap=True,
         )
@@ -212,9 +219,9 @@ def print_atlas(atlas: Any) -> None:
     ctl = s.get("control")
     if ctl:
         console.print(
-            f"Random-SAE control: modularity {ctl['modularity']:.3f} (real "
-            f"{s['modularity']:.3f}), {ctl['n_significant_modules']} significant modules, "
-            f"unit modules' ARI with the real ones {ctl.get('unit_ari', float('nan')):.2f}.",
+            f"Random-SAE control: {ctl['n_significant_modules']} reproducible significant "
+            f"modules of its own; unit modules' ARI with the real ones "
+            f"{ctl.get('unit_ari', float('nan')):.2f}.",
             soft_wrap=True,
         )
 
@@ -222,11 +229,16 @@ def print_atlas(atlas: Any) -> None:
 @app.command("validate")
 def validate_cmd(
     cases: list[str] = typer.Option(
-        ["easy", "superposition", "null", "null_superposition"],
+        ["easy", "superposition", "layered", "null", "null_superposition"],
         "--cases",
         help="Planted cases to run (several after one flag).",
     ),
-    seeds: int = typer.Option(1, "--seeds", help="Seeds per case (0, 1, ...)."),
+    seeds: int = typer.Option(
+        1,
+        "--seeds",
+        help="Analysis seeds per case (0, 1, ...): SAE training, resamples and nulls vary, "
+        "the planted data stay the same.",
+    ),
     rows: int = typer.Option(20_000, "--rows", help="Rows of planted activations per case."),
     d_sae: int = typer.Option(512, "--d-sae", help="Latents of the SAE trained per case."),
 ) -> None:
@@ -243,21 +255,38 @@ def validate_cmd(
         tuple(cases), tuple(range(seeds)), ValidationSettings(n_rows=rows, d_sae=d_sae)
     )
     out = Table(title="Planted-structure validation (ARI against the planted unit modules)")
-    for col in ("case", "seed", "method", "ARI", "modules", "significant", "s"):
+    heads = (
+        "case",
+        "seed",
+        "method",
+        "ARI",
+        "modules",
+        "significant",
+        "planted found",
+        "min reprod.",
+        "ARI vs seed 0",
+        "verdict",
+        "s",
+    )
+    for col in heads:
         out.add_column(col, no_wrap=True)
     for r in table.itertuples():
+        atlas_row = r.method == "atlas"
         out.add_row(
             r.case,
             str(r.seed),
             r.method,
             f"{r.ari:.3f}",
             str(r.n_modules),
-            ""
-            if r.n_significant is None or r.n_significant != r.n_significant
-            else str(int(r.n_significant)),
+            str(int(r.n_significant)) if atlas_row else "",
+            str(r.planted_found) if atlas_row else "",
+            _fmt(r.min_reproducibility, ".2f") if atlas_row else "",
+            _fmt(r.ari_first_seed, ".3f") if atlas_row else "",
+            str(r.verdict) if atlas_row else "",
             f"{r.seconds:.1f}",
         )
-    console.print(out, width=max(console.width, 110))
+    # rich never prints wider than its console (80 columns when not a terminal)
+    (console if console.width >= 160 else Console(width=160, highlight=False)).print(out)
 
 
 @app.command("report")
@@ -303,12 +332,12 @@ def print_modules(atlas: Any) -> None:
     )
     columns = atlas.modules.columns
     has = {
-        "stability": "stability" in columns,
+        "stability": "reproducibility" in columns,
         "ablation": "ablation_effect" in columns,
         "label": "preferred_label" in columns,
     }
     heads = ["module", "units", "features", "z", "p", "sig."]
-    heads += ["stability"] * has["stability"]
+    heads += ["reproducible"] * has["stability"]
     heads += ["ablation Δloss", "ablation p"] if has["ablation"] else []
     heads += ["label (selectivity)"] * has["label"]
     for col in heads:

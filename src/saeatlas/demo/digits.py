@@ -160,10 +160,10 @@ def digits_config(*, seed: int = 0, quick: bool = False) -> RunConfig:
             extend=1 if quick else 3,
         ),
         train=train,
-        stability=StabilitySection(n_seed_saes=0 if quick else 1),
+        stability=StabilitySection(n_seed_saes=1 if quick else 2),
         analyze=AtlasConfig(
             n_null=3 if quick else 10,
-            n_bootstrap=0 if quick else 2,
+            n_bootstrap=1,
             control=not quick,
             seed=seed,
         ),

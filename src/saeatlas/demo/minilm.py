@@ -31,6 +31,7 @@ from ..pipeline import (
     AblationSection,
     RunConfig,
     RunResult,
+    StabilitySection,
     StageOutcome,
     SweepSection,
     run_pipeline,
@@ -182,7 +183,10 @@ def minilm_config(
             tokens=3_000 if quick else 60_000,
             seed=seed,
         ),
-        analyze=AtlasConfig(n_null=2 if quick else 5, null_rows=20_000, seed=seed),
+        stability=StabilitySection(n_seed_saes=1 if quick else 2),
+        analyze=AtlasConfig(
+            n_null=2 if quick else 5, null_rows=20_000, control=not quick, seed=seed
+        ),
         ablation=AblationSection(enabled=False),
     )
 

@@ -93,12 +93,12 @@ class SweepSection:
 
 @dataclass(frozen=True)
 class StabilitySection:
-    """Extra SAEs for the atlas's stability across seeds."""
+    """Extra SAEs for the atlas's ensemble (modules count only when they reproduce across it)."""
 
-    n_seed_saes: int = 0
+    n_seed_saes: int = 2
     """SAEs trained like the final one with the next seeds (`train.seed` + 1, ...), in
-    the same pass over the data; the atlas reports each module's stability across
-    them (bootstrap resamples of rows are `analyze.n_bootstrap`)."""
+    the same pass over the data; with it they form the atlas's ensemble (each also on
+    `analyze.n_bootstrap` resamples of the rows)."""
 
     def __post_init__(self) -> None:
         check_types(self)

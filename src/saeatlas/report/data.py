@@ -119,7 +119,11 @@ class ReportData:
 
     @property
     def has_stability(self) -> bool:
-        return "stability" in self.atlas.modules.columns or bool(self.summary.get("stability"))
+        return (
+            "stability" in self.atlas.modules.columns
+            or bool(self.summary.get("stability"))
+            or bool(self.summary.get("ensemble"))
+        )
 
     def colour(self, module: int) -> str:
         return self.colours[module] if 0 <= module < len(self.colours) else NO_MODULE_COLOUR

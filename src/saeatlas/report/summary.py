@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..sae.architectures import REGISTRY as ARCHITECTURE_REGISTRY
+from ..structure.inference.outcome import VERDICTS
 from ..structure.inference.significance import tested_modularity
 from .data import ReportData
 from .text import fmt, fmt_p, fmt_z
@@ -121,7 +122,16 @@ def modules_text(data: ReportData) -> str:
     s = data.summary
     n, n_sig = data.n_modules, int(s.get("n_significant_modules", 0))
     kind = s.get("module_kind", "")
-    return f"{n_sig} of {n} modules significant against every null model. Kind: {kind}."
+    source = (
+        "the units' plain correlations (the SAE's own modules do not reproduce)"
+        if s.get("modules_from") == "unit_correlations"
+        else "the SAE ensemble's consensus"
+    )
+    verdict = VERDICTS.get(s.get("verdict", ""), "not decided (an atlas from an older saeatlas)")
+    return (
+        f"{n} reproducible modules from {source}; {n_sig} of them significant against every "
+        f"null model, which is what counts. Verdict: {verdict}. Kind: {kind}."
+    )
 
 
 def modularity_text(s: dict[str, Any]) -> str:
@@ -134,8 +144,8 @@ def modularity_text(s: dict[str, Any]) -> str:
         f"{n['null']} z {fmt_z(n['z'])} p {fmt_p(n['p'])}" for n in s.get("nulls", [])
     )
     return (
-        f"{fmt(tested_modularity(s), '.3f')} (communities cut to their cores: "
-        f"{fmt(s['modularity'], '.3f')}) against {fmt(s['null_mean'], '.3f')} ± "
+        f"{fmt(tested_modularity(s), '.3f')} (the tested partition: {s.get('statistic', '')}) "
+        f"against {fmt(s['null_mean'], '.3f')} ± "
         f"{fmt(s['null_std'], '.3f')} under the strictest null ({s.get('strictest_null')}): "
         f"z {fmt_z(s['z'])}, p {fmt_p(s['p'])}. All nulls: {nulls}.{dictionary_text(s)}"
     )
@@ -157,14 +167,26 @@ def dictionary_text(s: dict[str, Any]) -> str:
 
 
 def stability_text(data: ReportData) -> str:
+    ens = data.summary.get("ensemble")
+    if ens:
+        chosen = next((lv for lv in ens.get("levels", []) if lv.get("chosen")), {})
+        scales = ", ".join(f"{lv['scale']:g}" for lv in ens.get("levels", []) if lv.get("scale"))
+        return (
+            f"Ensemble of {ens.get('n_saes')} SAEs x {1 + ens.get('n_bootstrap', 0)} row samples "
+            f"({ens.get('n_members')} members) at resolutions {scales or 'one scale'}; reported "
+            f"resolution {fmt(ens.get('scale'), 'g')}: {chosen.get('n_reproducible_modules', 0)} "
+            f"of {chosen.get('n_consensus_modules', 0)} consensus modules recovered by at least "
+            f"75% of the members (Jaccard ≥ 0.5); members' mean pairwise ARI "
+            f"{fmt(ens.get('agreement'), '.2f')}."
+        )
     st = data.summary.get("stability")
     if not st:
         v = data.atlas.modules.get("stability", pd.Series(dtype=float)).to_numpy(float)
         if np.isfinite(v).any():
             return f"Mean module stability {fmt(np.nanmean(v), '.2f')} (best-match Jaccard)."
         return (
-            "Not measured: rerun `saeatlas analyze` with `--n-bootstrap 3` (row bootstraps) "
-            "or `--seed-sae DIR` (SAEs trained with other seeds)."
+            "Not measured: rerun `saeatlas analyze` with `--seeds 3` (an ensemble of SAEs "
+            "trained with other seeds) and `--n-bootstrap 1` (row resamples of each)."
         )
     th = st.get("thresholds", {})
     runs = []
@@ -220,7 +242,7 @@ def control_rows(data: ReportData) -> list[ControlRow] | None:
         "n_significant_modules": s.get("n_significant_modules"),
         "modularity": s.get("modularity"),
         "z": {n["null"]: n["z"] for n in s.get("nulls", [])},
-        "cross_check_ari": (s.get("cross_check") or {}).get("ari"),
+        "verdict": s.get("verdict"),
     }
 
     def strictest(z: dict | None) -> str:
@@ -238,11 +260,7 @@ def control_rows(data: ReportData) -> list[ControlRow] | None:
             "modularity", fmt(real.get("modularity"), ".3f"), fmt(c.get("modularity"), ".3f")
         ),
         ControlRow("strictest null z", strictest(real.get("z")), strictest(c.get("z"))),
-        ControlRow(
-            "agreement with unit correlations (ARI)",
-            fmt(real.get("cross_check_ari"), ".2f"),
-            fmt(c.get("cross_check_ari"), ".2f"),
-        ),
+        ControlRow("verdict", str(real.get("verdict") or "–"), str(c.get("verdict") or "–")),
     ]
     if c.get("unit_ari") is not None:
         rows.append(

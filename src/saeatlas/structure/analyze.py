@@ -23,8 +23,8 @@ from .describe.feature_map import feature_map
 from .describe.geometry import atlas_geometry
 from .describe.modules import describe_modules
 from .inference.control import control_atlas
+from .inference.outcome import decide, match_jaccard
 from .inference.sparsity import sparsity_dependence
-from .inference.stability import stability_of
 from .inputs import AtlasInputs, SAELike, prepare
 from .mapping import core_atlas
 
@@ -57,23 +57,12 @@ def add_geometry(atlas: Atlas, inp: AtlasInputs) -> None:
     cfg = inp.cfg
     xy = feature_map(inp.sae.W_dec.detach(), method=cfg.map_method, random_state=cfg.seed)
     atlas.features["x"], atlas.features["y"] = xy[:, 0], xy[:, 1]
-    if atlas.n_modules >= 2:
+    feature_module = atlas.features["module"].to_numpy()
+    if np.unique(feature_module[feature_module >= 0]).size >= 2:
         labels, agreement = atlas_geometry(inp.sae, atlas, random_state=cfg.seed)
         atlas.features["direction_cluster"] = labels
         atlas.summary["geometry"] = agreement.as_dict()
     atlas.summary["map_method"] = cfg.map_method
-
-
-def add_stability(atlas: Atlas, inp: AtlasInputs) -> None:
-    """Bootstrap and seed stability per module and feature (:mod:`.inference.stability`)."""
-    if not (inp.cfg.n_bootstrap or inp.seed_saes):
-        return
-    res = stability_of(atlas, inp)
-    # the worse of the bootstrap (feature-level) and seed (unit-level) best-match Jaccard
-    atlas.modules["stability"] = np.fmin(res.module_jaccard, res.module_unit_jaccard)
-    atlas.modules["stability_verdict"] = list(res.module_stability)
-    atlas.features["stability"] = res.feature_stability
-    atlas.summary["stability"] = res.summary()
 
 
 def add_sparsity_dependence(atlas: Atlas, inp: AtlasInputs) -> None:
@@ -83,16 +72,23 @@ def add_sparsity_dependence(atlas: Atlas, inp: AtlasInputs) -> None:
 
 
 def add_control(atlas: Atlas, inp: AtlasInputs) -> None:
-    """The random-SAE control's figures beside the atlas's (:mod:`.inference.control`)."""
-    if inp.cfg.control:
-        atlas.summary["control"] = control_atlas(inp, real=atlas)
+    """The random-SAE control as a test: does a random dictionary find the atlas's
+    modules too? (:mod:`.inference.control`; the verdict is decided again.)"""
+    if not inp.cfg.control:
+        return
+    summary, control_units = control_atlas(inp, real=atlas)
+    atlas.summary["control"] = summary
+    if atlas.summary.get("modules_from") == "sae":
+        atlas.modules["control_jaccard"] = match_jaccard(
+            atlas.units["module"].to_numpy(), control_units
+        )
+    decide(atlas)
 
 
 #: The steps after the core atlas, in the order they run.
 STEPS: tuple[Callable[[Atlas, AtlasInputs], None], ...] = (
     add_description,
     add_geometry,
-    add_stability,
     add_sparsity_dependence,
     add_control,
 )
@@ -136,5 +132,3 @@ def analyze(
     for step in STEPS:
         step(atlas, inp)
     return atlas
-
-

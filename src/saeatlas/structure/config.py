@@ -59,8 +59,10 @@ class AtlasConfig:
     """False-discovery rate of the co-occurrence edges (Benjamini-Hochberg)."""
     method: str = "leiden"
     """Community finder: leiden (modularity, over `resolutions`), spectral (eigengap)."""
-    resolutions: tuple[float, ...] = (0.5, 1.0, 2.0)
-    """Leiden resolutions tried; the partition with the highest modularity is kept."""
+    resolutions: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    """Leiden resolutions: the scales at which the ensemble's modules are compared; the
+    one whose reproducible modules hold the most units is reported (ties: the coarsest),
+    the next finer one as sub-modules."""
     min_module_features: int = 3
     """Smallest feature community reported as a module."""
     min_link_fraction: float = 0.2
@@ -89,11 +91,13 @@ class AtlasConfig:
     """Top-activating rows kept per feature and per module (0: none)."""
     map_method: str = "pca"
     """2-D map of the features (umap needs the `umap` extra; falls back to pca)."""
-    n_bootstrap: int = 0
-    """Bootstrap resamples of the rows for module stability (0: none; 3 is a good start)."""
-    control: bool = False
-    """Also run the atlas with a random-direction SAE of the same shape (the random-SAE
-    control) and report its figures beside the real ones (doubles the time)."""
+    n_bootstrap: int = 1
+    """Bootstrap resamples of the rows per SAE in the ensemble (each SAE also counts once
+    on all rows): modules count only when they reproduce across SAEs and resamples."""
+    control: bool = True
+    """Also run the atlas with random-direction SAEs of the same shape (the random-SAE
+    control, as many as the ensemble has SAEs): a module a random dictionary finds too
+    is visible without the SAE, and the verdict says so."""
     max_rows: int | None = None
     """Rows of the store to encode (default: all)."""
     batch_size: int = 4096

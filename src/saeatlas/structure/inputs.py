@@ -84,6 +84,8 @@ def prepare(
     sae = sae if isinstance(sae, SparseAutoencoder) else SparseAutoencoder.load(sae)
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     cfg = config
+    # the correlation view gets as many members as the SAE ensemble (at least three)
+    n_members = (1 + len(seed_saes)) * (1 + cfg.n_bootstrap)
     codes = encode_store(
         sae,
         store,
@@ -91,6 +93,8 @@ def prepare(
         batch_size=cfg.batch_size,
         device=cfg.device,
         unit_gram=mode is None,
+        resamples=max(n_members, 3) - 1 if mode is None else 0,
+        resample_seed=cfg.seed,
         progress=progress,
     )
     mode = units_mode(codes) if mode is None else mode

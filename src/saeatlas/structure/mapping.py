@@ -4,7 +4,7 @@
    of the features that can be in a module (:mod:`.inputs`, :mod:`.graph.firing`).
 2. Count feature co-occurrence, keep the significant positive affinities, find
    feature communities and project them onto units (:mod:`.graph.communities`),
-   and cross-check against the units' own cleaned correlation graph.
+   and the same over the units' own correlations (:mod:`.inference.correlation`).
 3. Test the partition and every module against null models
    (:mod:`.inference.nulls`, :mod:`.inference.significance`).
 
@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
 from .. import __version__
 from ..store import ActivationStore
@@ -29,9 +28,12 @@ from .atlas import Atlas
 from .config import AtlasConfig
 from .constants import MODULE_KIND
 from .describe.tables import features_table, modules_table
-from .graph.communities import Modules, find_modules
-from .graph.finders import LeidenModules, modularity
-from .graph.units import unit_correlation_graph
+from .graph.communities import Modules
+from .graph.finders import modularity, onehot
+from .graph.units import UnitModules, project_modules
+from .inference.correlation import correlation_view
+from .inference.ensemble import build_ensemble, feature_modules
+from .inference.outcome import decide, match_jaccard
 from .inference.significance import significance_tests, verdict
 from .inputs import AtlasInputs, SAELike, prepare
 
@@ -62,27 +64,59 @@ def map_structure(
 def core_atlas(inp: AtlasInputs) -> Atlas:
     """The core atlas (see :func:`map_structure`) of prepared inputs."""
     cfg, f = inp.cfg, inp.main
-    found = find_modules(f, cfg)
-    cross = _cross_check(inp, found.units.module, cfg)
-    tests, source_name = significance_tests(inp, found)
+    ens = build_ensemble(inp)
+    main = ens.main_modules
+    views = [v for v in (correlation_view(inp), correlation_view(inp, clean=True)) if v]
+    # the view reported when the SAE's modules do not hold up: the raw correlations (the
+    # cleaned ones only say whether a module is visible without the SAE: on data without
+    # modules, units that share features still form reproducible cleaned clusters)
+    corr = views[0] if views else None
+    unit_module = ens.level.reproducible_labels()
+    feature_module = feature_modules(main, unit_module)
+    tests, source_name = significance_tests(inp, main, feature_module)
     partition_ok, module_ok, module_p = verdict(tests, cfg.alpha)
+    n_modules = int(unit_module.max(initial=-1)) + 1
     if not tests:
-        module_p = np.full(found.n_modules, np.nan)
+        module_ok, module_p = np.zeros(n_modules, bool), np.full(n_modules, np.nan)
+    # modules past the last one with features have no test: not significant
+    module_ok = np.pad(module_ok[:n_modules], (0, max(n_modules - module_ok.size, 0)))
+    module_p = np.pad(
+        module_p[:n_modules], (0, max(n_modules - module_p.size, 0)), constant_values=np.nan
+    )
+    modules_from, membership = "sae", ens.level.membership
+    sae_module = unit_module
+    sae_counted = (
+        int(((unit_module >= 0) & module_ok[unit_module.clip(0)]).sum()) if n_modules else 0
+    )
+    sae_summary = {"n_significant_modules": int(module_ok.sum()), "n_units": sae_counted}
+    if corr is not None and _correlations_first(corr.counted, unit_module, module_ok):
+        # the units' plain correlations divide the units into modules that hold up, and
+        # the SAE's counted modules (if any) lie inside them: the coarser map comes first,
+        # and the verdict says the SAE adds nothing to it (its modules: `sae_module`)
+        modules_from, membership = "unit_correlations", corr.levels[corr.chosen].membership
+        unit_module, module_ok, module_p = corr.labels, corr.module_ok, corr.module_p
+        tests = [corr.test]
+        n_modules = int(unit_module.max(initial=-1)) + 1
+        feature_module = _features_of(main.attribution, unit_module, n_modules)
+    units = project_modules(main.attribution, feature_module, n_modules, cfg.min_enrichment)
     layers = f.codes.layers
     unit_layer = np.concatenate([np.full(l.n_units, i) for i, l in enumerate(layers)])
     units_df = pd.DataFrame(
         {
-            "unit": np.arange(found.attribution.shape[1]),
+            "unit": np.arange(main.attribution.shape[1]),
             "layer": [layers[i].name for i in unit_layer],
             "index": np.concatenate([np.arange(l.n_units) for l in layers]),
-            "module": found.units.module.astype(np.int64),
-            "membership": found.units.membership.astype(np.float64),
-            "shared": found.units.shared,
-            "cross_check_module": cross["labels"],
+            "module": unit_module.astype(np.int64),
+            "membership": np.where(unit_module >= 0, membership, 0.0).astype(np.float64),
+            "shared": units.shared & (unit_module >= 0),
+            "submodule": ens.submodules().astype(np.int64),
+            "sae_module": sae_module.astype(np.int64),
+            "consensus_module": ens.level.labels.astype(np.int64),
+            "cross_check_module": corr.labels if corr is not None else -1,
         }
     )
     features_df = features_table(
-        inp.sae, f.codes, found.attribution, found.feature_module, unit_layer, cfg
+        inp.sae, f.codes, main.attribution, feature_module, unit_layer, cfg
     )
     features_df.insert(3, "dense", f.dense)
     features_df.insert(4, "global_mode", f.global_feats)
@@ -91,44 +125,104 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
         "firing_density",
         np.bincount(f.fires.indices, minlength=f.fires.shape[1]) / max(f.fires.shape[0], 1),
     )
+    features_df["community"] = main.feature_module
+    unit_modules = UnitModules(unit_module, units.membership, units.shared, units.mass)
     modules_df = modules_table(
-        found.n_modules,
-        found.units,
-        found.feature_module,
+        n_modules,
+        unit_modules,
+        feature_module,
         unit_layer,
         [l.name for l in layers],
-        found.graph.adjacency,
+        main.graph.adjacency,
         tests,
         module_ok,
         module_p,
     )
-    n_sig = int(module_ok.sum()) if tests else 0
-    summary = _summary(inp, found, tests, partition_ok, n_sig, cross, source_name, features_df)
-    return Atlas(units=units_df, features=features_df, modules=modules_df, summary=summary)
+    reproducibility = ens.level.reproducibility[ens.level.reproducible_modules()]
+    if modules_from == "unit_correlations":
+        lv = corr.levels[corr.chosen]
+        reproducibility = lv.reproducibility[lv.reproducible_modules()]
+    modules_df["reproducibility"] = reproducibility
+    modules_df["stability"] = reproducibility
+    # can plain correlation find the module at all? the best match over both views and
+    # all their scales (each view's reported scale is chosen for its own partition)
+    modules_df["correlation_jaccard"] = (
+        np.max(
+            [
+                match_jaccard(unit_module, lv.reproducible_labels())
+                for v in views
+                for lv in v.levels
+            ],
+            axis=0,
+        )
+        if views and modules_from == "sae"
+        else match_jaccard(unit_module, None)
+    )
+    summary = _summary(inp, main, tests, partition_ok, corr, source_name, features_df)
+    summary["modules_from"] = modules_from
+    summary["sae_modules"] = sae_summary
+    summary["ensemble"] = ens.summary()
+    summary["cross_check"] = {("clean" if v.clean else "raw"): v.summary() for v in views}
+    summary["partition_significant"] = bool(partition_ok or any(v.partition_ok for v in views))
+    atlas = Atlas(units=units_df, features=features_df, modules=modules_df, summary=summary)
+    decide(atlas)
+    return atlas
+
+
+def _correlations_first(corr: np.ndarray, sae: np.ndarray, sae_ok: np.ndarray) -> bool:
+    """Whether the correlation view's counted modules ``corr`` (unit labels) are the top
+    level: they exist and either the SAE has no counted module, or they hold more units
+    and every counted SAE module lies (75% of its units) inside one of them."""
+    if not (corr >= 0).any():
+        return False
+    counted = np.flatnonzero(sae_ok)
+    if counted.size == 0:
+        return True
+    if (corr >= 0).sum() <= np.isin(sae, counted).sum():
+        return False
+    for m in counted:
+        inside = corr[sae == m]
+        inside = inside[inside >= 0]
+        if inside.size < 0.75 * (sae == m).sum() or (
+            np.bincount(inside).max() < 0.75 * (sae == m).sum()
+        ):
+            return False
+    return True
+
+
+def _features_of(attr: np.ndarray, unit_module: np.ndarray, n_modules: int) -> np.ndarray:
+    """``[d_sae]`` the unit module receiving at least half of each feature's attributed
+    energy (-1: none does)."""
+    if n_modules == 0:
+        return np.full(attr.shape[0], -1)
+    per = np.asarray(onehot(unit_module, n_modules).T @ attr.T).T  # [d_sae, n_modules]
+    total = attr.sum(axis=1)
+    best = per.argmax(axis=1)
+    share = per[np.arange(len(best)), best] / np.where(total > 0, total, 1.0)
+    return np.where(share >= 0.5, best, -1)
 
 
 def _summary(
     inp: AtlasInputs,
-    found: Modules,
+    main: Modules,
     tests: list,
     partition_ok: bool,
-    n_sig: int,
-    cross: dict,
+    corr,
     source_name: str | None,
     features_df: pd.DataFrame,
 ) -> dict:
-    """``atlas.json``'s summary of the core atlas."""
+    """``atlas.json``'s summary of the core atlas (the verdict and counts are
+    :func:`.inference.outcome.decide`'s)."""
     cfg, f, sae = inp.cfg, inp.main, inp.sae
-    codes, graph = f.codes, found.graph
+    codes, graph = f.codes, main.graph
     worst = max(tests, key=lambda t: (np.nan_to_num(t.p, nan=1.0), -t.z)) if tests else None
     return {
-        "n_modules": found.n_modules,
-        "n_significant_modules": n_sig,
-        "significant": bool(partition_ok),
-        "message": _message(n_sig, found.n_modules, partition_ok, graph.n_edges, codes),
         "module_kind": MODULE_KIND,
-        "modularity": float(modularity(graph.adjacency, found.feature_module)),
-        "modularity_before_core": float(found.finder.modularity_),
+        "statistic": "modularity (resolution 1) of the best partition the finder reaches at "
+        "the reported scale, against the best it reaches on each null's graphs; `z`, `p` and "
+        "`modularity` are the strictest null's",
+        "modularity": worst.q if worst else None,
+        "modularity_of_modules": float(modularity(graph.adjacency, main.feature_module)),
         "null_mean": worst.null_mean if worst else None,
         "null_std": worst.null_std if worst else None,
         "z": worst.z if worst else None,
@@ -137,7 +231,7 @@ def _summary(
         "nulls": [t.as_dict() for t in tests],
         "dictionary_null_source": source_name,
         "method": cfg.method,
-        "resolution": getattr(found.finder, "resolution_", None),
+        "resolution": getattr(main.finder, "resolution_", None),
         "graph": {
             "affinity": cfg.affinity,
             "window": cfg.window,
@@ -146,7 +240,6 @@ def _summary(
             "n_tests": int(graph.n_tests),
             "edge_alpha": cfg.edge_alpha,
         },
-        "cross_check": {k: v for k, v in cross.items() if k != "labels"},
         "features_max_unit_corr_le_0_3": float(
             (features_df["max_unit_corr"] <= 0.3).mean() if len(features_df) else float("nan")
         ),
@@ -166,35 +259,4 @@ def _summary(
         "store": str(inp.store.path),
         "config": cfg.to_json(),
         "versions": {"saeatlas": __version__, "python": platform.python_version()},
-    }
-
-
-def _message(n_sig: int, n_modules: int, partition_ok: bool, n_edges: int, codes) -> str:
-    """The atlas's verdict in one sentence."""
-    if partition_ok and n_sig:
-        return f"{n_sig} of {n_modules} modules are significant against every null model."
-    if n_edges == 0:
-        l0 = codes.matrix.nnz / max(codes.n_rows, 1)
-        return (
-            f"No modules can be found: no two features fire together more often than chance "
-            f"on these {codes.n_rows:,} rows (mean L0 {l0:.1f}), so the co-occurrence graph "
-            "has no edges. Use an SAE with more active latents per row (a larger k), more "
-            "rows, or count co-firing over consecutive tokens with --window N."
-        )
-    return "No significant modular structure: the partition does not beat the null models."
-
-
-def _cross_check(inp: AtlasInputs, unit_module: np.ndarray, cfg: AtlasConfig) -> dict:
-    """The units' own cleaned correlation graph, partitioned by Leiden."""
-    corr = inp.mode.corr
-    if corr is None:
-        return {"labels": np.full(unit_module.shape, -1), "ari": None, "ami": None}
-    g = unit_correlation_graph(corr, inp.main.codes.n_rows, clean=True)
-    labels = LeidenModules(cfg.resolutions, 2, cfg.seed).fit(g).labels_
-    return {
-        "labels": labels,
-        "method": "leiden on unit correlations without the global mode and noise bulk",
-        "n_modules": int(labels.max() + 1) if labels.size else 0,
-        "ari": float(adjusted_rand_score(unit_module, labels)),
-        "ami": float(adjusted_mutual_info_score(unit_module, labels)),
     }

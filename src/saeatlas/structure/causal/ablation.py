@@ -33,6 +33,7 @@ from ...capture.transformer_lens import TransformerLensTexts, is_transformer_len
 from ...errors import ConfigError, ShapeError
 from ...losses import PerSampleLoss, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
+from ..inference.outcome import decide
 
 MODES = ("mean", "zero")
 
@@ -361,4 +362,5 @@ def ablate_atlas(
         "classes": [str(c) for c in res.classes],
         "n_modules_above_random": int((res.p <= 0.05).sum()),
     }
+    decide(atlas)  # the counts name the modules whose ablation does not beat random sets
     return res

@@ -48,7 +48,8 @@ def describe_modules(
     seed: int,
 ) -> Description:
     """Layer profiles, layer x module mass, flows, top examples and label selectivity."""
-    n_modules = int(feature_module.max()) + 1 if feature_module.size else 0
+    # a module of units may have no features of its own
+    n_modules = int(max(feature_module.max(initial=-1), unit_module.max(initial=-1))) + 1
     names = [l.name for l in codes.layers]
     profile = module_layer_profile(unit_module, unit_layer, len(names), n_modules=n_modules)
     weight = codes.act_sq_sum / max(codes.n_rows, 1)
@@ -73,10 +74,15 @@ def describe_modules(
         labels = row_column(codes, meta, label_column)
         sel = selectivity(codes, feature_module, labels, random_state=seed)
         pref = [str(sel.classes[i]) if i >= 0 else None for i in np.asarray(sel.module_preferred)]
-        columns["selectivity"] = [float(v) for v in sel.module_index]
-        columns["preferred_label"] = pref
-        columns["selectivity_p"] = [float(v) for v in sel.module_p]
-        columns["label_means"] = [list(map(float, r)) for r in sel.module_means]
+        # selectivity is measured on a module's features; a module without features of
+        # its own (its units from the units' correlations) has none
+        missing = n_modules - len(pref)
+        columns["selectivity"] = [float(v) for v in sel.module_index] + [np.nan] * missing
+        columns["preferred_label"] = pref + [None] * missing
+        columns["selectivity_p"] = [float(v) for v in sel.module_p] + [np.nan] * missing
+        columns["label_means"] = [list(map(float, r)) for r in sel.module_means] + [
+            [np.nan] * len(sel.classes)
+        ] * missing
         features["selectivity"] = np.asarray(sel.feature_index, dtype=float)
         features["preferred_label"] = np.array(
             [str(sel.classes[i]) if i >= 0 else None for i in sel.feature_preferred], dtype=object

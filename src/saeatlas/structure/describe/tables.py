@@ -57,6 +57,12 @@ def features_table(
     )
 
 
+def _padded(x: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(n, np.nan)
+    out[: min(n, x.size)] = x[:n]
+    return out
+
+
 def modules_table(
     n_modules: int,
     units,
@@ -70,10 +76,14 @@ def modules_table(
 ) -> pd.DataFrame:
     """``modules.parquet``'s core columns: sizes, layers spanned, modularity term and
     the significance figures per null."""
-    q = module_modularity(adjacency, feature_module) if n_modules else np.zeros(0)
+    q = np.zeros(n_modules)  # a module of units may have no features of its own
+    if n_modules:
+        terms = module_modularity(adjacency, feature_module)[:n_modules]
+        q[: terms.size] = terms
     rows = []
-    zs = {t.name: t.module_z() for t in tests}
-    ps = {t.name: t.module_p() for t in tests}
+    # a module without features of its own has no cohesion to test (NaN)
+    zs = {t.name: _padded(t.module_z(), n_modules) for t in tests}
+    ps = {t.name: _padded(t.module_p(), n_modules) for t in tests}
     for m in range(n_modules):
         members = units.module == m
         spans = sorted(set(unit_layer[members].tolist()))

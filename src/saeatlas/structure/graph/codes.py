@@ -53,6 +53,9 @@ class Codes:
     """``[n_units, n_units]`` ``sum_rows x x^T`` (float64), when asked for."""
     residual_sq: np.ndarray | None = None
     """``[n_units]`` sum over rows of the squared reconstruction error per unit."""
+    resampled_grams: tuple[tuple[float, np.ndarray, np.ndarray], ...] = ()
+    """Poisson-bootstrap resamples of the unit moments, when asked for: per resample
+    ``(sum w, sum w x [n_units], sum w x x^T [n_units, n_units])``."""
 
     @property
     def n_rows(self) -> int:
@@ -116,11 +119,18 @@ def encode_store(
     batch_size: int = 4096,
     device: str = "cpu",
     unit_gram: bool = True,
+    resamples: int = 0,
+    resample_seed: int = 0,
     progress: bool = False,
 ) -> Codes:
     """Encode ``store`` (at most ``max_rows`` rows, taken as evenly spaced runs of
     whole batches so that consecutive tokens stay together, the last run cut to
-    make ``max_rows``) into :class:`Codes`."""
+    make ``max_rows``) into :class:`Codes`.
+
+    ``resamples``: also accumulate that many bootstrap resamples of the unit moments
+    in the same pass (the Poisson bootstrap, Hanley & MacGibbon 2006: every sample
+    gets a Poisson(1) weight, shared by all its rows so that the rows of one text
+    stay together; seeded by ``resample_seed``)."""
     layers = sae_layers(sae, store)
     names = [l.name for l in layers]
     sae = sae.to(device).eval()
@@ -144,6 +154,11 @@ def encode_store(
     act_sum, act_sq = np.zeros(d_sae), np.zeros(d_sae)
     gram = np.zeros((d_in, d_in)) if unit_gram else None
     residual = np.zeros(d_in)
+    sample_idx = np.unique(np.asarray(sample_col), return_inverse=True)[1].reshape(-1)
+    n_samples = int(sample_idx.max(initial=-1)) + 1
+    weights = np.random.default_rng(resample_seed).poisson(1.0, (resamples, n_samples))
+    r_w, r_sum = np.zeros(resamples), np.zeros((resamples, d_in))
+    r_gram = np.zeros((resamples, d_in, d_in))
     W_dec = sae.W_dec.detach().double().cpu().numpy()
     b_dec = sae.b_dec.detach().double().cpu().numpy()
     indptr, indices, data, rows = [np.zeros(1, np.int64)], [], [], []
@@ -167,6 +182,12 @@ def encode_store(
             unit_sq += (xc * xc).sum(0)
             if gram is not None:
                 gram += xc.T @ xc
+            if resamples:
+                w = weights[:, sample_idx[start : start + x.shape[0]]].astype(np.float64)
+                r_w += w.sum(1)
+                r_sum += w @ xc
+                for i in range(resamples):
+                    r_gram[i] += (xc * w[i][:, None]).T @ xc
             residual += ((xc - (f @ W_dec) - b_dec) ** 2).sum(0)
             act_sum += np.bincount(f.indices, weights=f.data, minlength=d_sae)
             act_sq += np.bincount(
@@ -207,6 +228,7 @@ def encode_store(
         cross=cross,
         unit_gram=gram,
         residual_sq=residual,
+        resampled_grams=tuple((float(r_w[i]), r_sum[i], r_gram[i]) for i in range(resamples)),
     )
 
 

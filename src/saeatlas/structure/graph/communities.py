@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from .codes import Codes
 from .cooccurrence import count_cooccurrence
 from .edges import FeatureGraph, build_graph, densest_graph
-from .finders import core_members, make_finder
+from .finders import core_members, make_finder, make_levels
 from .firing import Firing
 from .units import UnitModules, attribution, project_modules
 
@@ -33,20 +33,6 @@ def cooccurrence_graph(
     if n_edges is None:
         return build_graph(co, kind=cfg.affinity, alpha=cfg.edge_alpha)
     return densest_graph(co, n_edges, kind=cfg.affinity, alpha=cfg.edge_alpha)
-
-
-def feature_communities(fires: sp.csr_matrix, samples: np.ndarray, cfg: AtlasConfig):
-    """The co-occurrence graph of ``fires``, the configured finder on it, and each
-    community's core (``-1`` outside every core).
-
-    Returns ``(graph, fitted finder, feature labels [d_sae])``.
-    """
-    graph = cooccurrence_graph(fires, samples, cfg)
-    finder = make_finder(cfg).fit(graph.adjacency)
-    labels = core_members(
-        graph.adjacency, finder.labels_, cfg.min_link_fraction, cfg.min_module_features
-    )
-    return graph, finder, labels
 
 
 @dataclass(frozen=True)
@@ -68,24 +54,48 @@ class Modules:
 
 
 def find_modules(
-    f: Firing, cfg: AtlasConfig, rows: np.ndarray | None = None, samples: np.ndarray | None = None
+    f: Firing,
+    cfg: AtlasConfig,
+    rows: np.ndarray | None = None,
+    samples: np.ndarray | None = None,
 ) -> Modules:
-    """Feature communities of ``f``'s firings and their modules of units.
+    """Feature communities of ``f``'s firings (the finder ``cfg`` names) and their
+    modules of units.
 
     ``rows`` (with their ``samples``): compute them on these rows of the codes only,
     with repeats (a bootstrap resample); the feature moments behind the unit
     projection are then those of the resampled rows.
     """
+    return find_levels(f, cfg, rows, samples, finders=[make_finder(cfg)])[0]
+
+
+def find_levels(
+    f: Firing,
+    cfg: AtlasConfig,
+    rows: np.ndarray | None = None,
+    samples: np.ndarray | None = None,
+    *,
+    finders: list | None = None,
+) -> list[Modules]:
+    """:func:`find_modules` at every scale of the finder (``make_levels(cfg)``, coarsest
+    first, or the given unfitted ``finders``), on one co-occurrence graph."""
     codes = f.codes
     if rows is None:
         fires, samples = f.fires, codes.samples
     else:
         fires, codes = f.fires[rows], _resampled(codes, rows, samples)
-    graph, finder, labels = feature_communities(fires, samples, cfg)
-    n_modules = int(labels.max(initial=-1)) + 1
+    graph = cooccurrence_graph(fires, samples, cfg)
     attr = attribution(f.sae, codes)
-    units = project_modules(attr, labels, n_modules, cfg.min_enrichment)
-    return Modules(graph, finder, labels, units, attr)
+    out = []
+    for finder in make_levels(cfg) if finders is None else finders:
+        finder = finder.fit(graph.adjacency)
+        labels = core_members(
+            graph.adjacency, finder.labels_, cfg.min_link_fraction, cfg.min_module_features
+        )
+        n_modules = int(labels.max(initial=-1)) + 1
+        units = project_modules(attr, labels, n_modules, cfg.min_enrichment)
+        out.append(Modules(graph, finder, labels, units, attr))
+    return out
 
 
 def _resampled(codes: Codes, rows: np.ndarray, samples: np.ndarray) -> Codes:

@@ -317,5 +317,3 @@ def _graph(
         p=p,
         q=q,
     )
-
-

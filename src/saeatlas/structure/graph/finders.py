@@ -94,6 +94,8 @@ def core_members(
     B = A.copy()
     B.data[:] = 1.0
     for _ in range(3):  # a removal can weaken others; a few rounds settle it
+        if labels.max(initial=-1) < 0:
+            break
         n_mod = int(labels.max()) + 1
         size = np.bincount(labels[labels >= 0], minlength=n_mod)
         onehot = sp.csr_matrix(
@@ -165,6 +167,12 @@ class _ModuleFinder(BaseEstimator):
     def from_config(cls, cfg: AtlasConfig) -> _ModuleFinder:
         """The finder with the settings of an :class:`AtlasConfig`, unfitted."""
         raise TypeError(f"{cls.__name__} must define from_config.")
+
+    @classmethod
+    def levels(cls, cfg: AtlasConfig) -> list[_ModuleFinder]:
+        """One unfitted finder per scale the atlas compares, coarsest first (one scale
+        unless the finder has a resolution to vary)."""
+        return [cls.from_config(cfg)]
 
     def fit_predict(self, X, y=None) -> np.ndarray:
         return self.fit(X).labels_
@@ -258,6 +266,11 @@ class LeidenModules(_ModuleFinder):
         """The finder ``cfg`` names (``method: leiden``), unfitted."""
         return cls(cfg.resolutions, cfg.min_module_features, cfg.seed)
 
+    @classmethod
+    def levels(cls, cfg: AtlasConfig) -> list[LeidenModules]:
+        """One finder per resolution of ``cfg.resolutions``, lowest (coarsest) first."""
+        return [cls((r,), cfg.min_module_features, cfg.seed) for r in sorted(cfg.resolutions)]
+
     def _partition(self, A: sp.csr_matrix) -> np.ndarray:
         Leiden = _bounded_leiden()
         best, best_q, best_r = np.full(A.shape[0], -1), -np.inf, None
@@ -338,3 +351,8 @@ FINDERS: dict[str, type[_ModuleFinder]] = {"leiden": LeidenModules, "spectral": 
 def make_finder(cfg: AtlasConfig) -> _ModuleFinder:
     """The finder ``cfg.method`` names, unfitted."""
     return FINDERS[cfg.method].from_config(cfg)
+
+
+def make_levels(cfg: AtlasConfig) -> list[_ModuleFinder]:
+    """The finder ``cfg.method`` names at each of its scales, coarsest first, unfitted."""
+    return FINDERS[cfg.method].levels(cfg)

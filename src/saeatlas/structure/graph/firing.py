@@ -9,7 +9,7 @@ the random-SAE control) is judged against the same mode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,6 +33,14 @@ class UnitsMode:
     """``[n_units]`` the global mode (:func:`.units.global_mode`), or None."""
     var: float
     """The mode's variance (its eigenvalue); 0 without a mode."""
+    resampled: tuple[np.ndarray, ...] = ()
+    """The correlation on bootstrap resamples of the rows (``Codes.resampled_grams``)."""
+    n_samples: int = 0
+    """Distinct samples (inputs) among the rows: the rows of one text are not
+    independent, so this bounds the effective number of observations."""
+    views: dict = field(default_factory=dict, compare=False, repr=False)
+    """What is computed from these units' correlations alone, once for every SAE
+    analysed on the same rows (the correlation view)."""
 
 
 def units_mode(codes: Codes) -> UnitsMode:
@@ -41,7 +49,18 @@ def units_mode(codes: Codes) -> UnitsMode:
         return UnitsMode(None, None, 0.0)
     corr = unit_correlation(codes.unit_gram, codes.unit_mean, codes.unit_std, codes.n_rows)
     mode = global_mode(corr)
-    return UnitsMode(corr, mode, float(mode @ corr @ mode) if mode is not None else 0.0)
+    resampled = []
+    for w, s, gram in codes.resampled_grams:
+        mean = s / max(w, 1e-300)
+        std = np.sqrt(np.maximum(np.diag(gram) / max(w, 1e-300) - mean**2, 0.0))
+        resampled.append(unit_correlation(gram, mean, std, w))
+    return UnitsMode(
+        corr,
+        mode,
+        float(mode @ corr @ mode) if mode is not None else 0.0,
+        tuple(resampled),
+        int(np.unique(codes.samples).size),
+    )
 
 
 @dataclass(frozen=True)

@@ -92,14 +92,17 @@ def control_atlas(
     real: Atlas | None = None,
     scale_units: bool = True,
     random_state: int | None = 0,
-) -> dict[str, Any]:
-    """The core atlas of :func:`random_sae` in place of ``inp.sae``; a compact summary.
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The core atlas of :func:`random_sae` in place of ``inp.sae``: a compact summary
+    and its unit modules ``[n_units]``.
 
     Args:
         inp: the real atlas's prepared inputs (:func:`..inputs.prepare`); the control
             is encoded on the same rows and judged against the same units' mode,
             with the same settings except that its dictionary null is sourced from
-            itself (no seed SAE is trained like a random dictionary).
+            itself (no seed SAE is trained like a random dictionary); its ensemble
+            has as many random dictionaries (seeds ``random_state``, +1, ...) as the
+            real one has SAEs.
         real: the real atlas; when given, its figures and the agreement of its unit
             modules with the control's (ARI, AMI over all units, -1 counted as a
             group) are added.
@@ -109,11 +112,10 @@ def control_atlas(
         random_state: seed of the random dictionary.
 
     Returns:
-        ``kind``, ``scaled_units``, ``n_modules``, ``n_significant_modules``,
-        ``significant``, ``modularity``, ``z`` and ``p`` per null,
-        ``cross_check_ari`` (unit modules against the units' own correlation
-        modules), and with ``real``: ``real`` (the same figures) and ``unit_ari``,
-        ``unit_ami``.
+        ``(summary, unit modules)``; the summary holds ``kind``, ``scaled_units``,
+        ``n_modules``, ``n_significant_modules``, ``significant``, ``verdict``,
+        ``modularity``, ``z`` and ``p`` per null, and with ``real``: ``real`` (the
+        same figures) and ``unit_ari``, ``unit_ami``.
 
     A random dictionary still reflects the data: random projections of rows in
     which groups of units switch on together co-fire too, so the control can show
@@ -122,23 +124,31 @@ def control_atlas(
     """
     sae, store = inp.sae, inp.store
     scale = _unit_std(sae, store) if scale_units else None
-    control = random_sae(sae, unit_scale=scale, random_state=random_state)
+    base = 0 if random_state is None else int(random_state)
+    control, *twins = (
+        random_sae(sae, unit_scale=scale, random_state=base + i)
+        for i in range(1 + len(inp.seed_saes))
+    )
+    # an ensemble of random dictionaries as large as the real one, so that the
+    # control's modules meet the same reproducibility test
     ctl_inp = prepare(
         control,
         store,
         replace(inp.cfg, null_dictionary="self"),
+        seed_saes=twins,
         mode=inp.mode,
         progress=inp.progress,
     )
     atlas = core_atlas(ctl_inp)
     out: dict[str, Any] = {"kind": "random_directions", "scaled_units": scale_units}
     out.update(_figures(atlas))
+    control_units = atlas.units["module"].to_numpy()
     if real is not None:
         out["real"] = _figures(real)
-        a, b = real.units["module"].to_numpy(), atlas.units["module"].to_numpy()
-        out["unit_ari"] = float(adjusted_rand_score(a, b))
-        out["unit_ami"] = float(adjusted_mutual_info_score(a, b))
-    return out
+        a = real.units["module"].to_numpy()
+        out["unit_ari"] = float(adjusted_rand_score(a, control_units))
+        out["unit_ami"] = float(adjusted_mutual_info_score(a, control_units))
+    return out, control_units
 
 
 def _unit_std(sae: SparseAutoencoder, store: ActivationStore) -> np.ndarray:
@@ -158,5 +168,5 @@ def _figures(atlas: Atlas) -> dict[str, Any]:
         "modularity": s.get("modularity"),
         "z": {n["null"]: n["z"] for n in s.get("nulls", [])},
         "p": {n["null"]: n["p"] for n in s.get("nulls", [])},
-        "cross_check_ari": (s.get("cross_check") or {}).get("ari"),
+        "verdict": s.get("verdict"),
     }

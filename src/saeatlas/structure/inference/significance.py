@@ -188,14 +188,18 @@ def module_cohesion(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
 
 def tested_modularity(s: dict[str, Any]) -> float | None:
     """The modularity the null models were compared with: the finder's best partition
-    before its communities are cut to their cores (``summary["modularity"]`` is after)."""
+    before its communities are cut to their cores (``summary["modularity"]`` in atlases
+    made since the ensemble; older atlases held the cores' there)."""
     tested = {n["null"]: n.get("modularity") for n in s.get("nulls", [])}
     return tested.get(s.get("strictest_null"), s.get("modularity"))
 
 
-def significance_tests(inp: AtlasInputs, found: Modules) -> tuple[list[NullTest], str | None]:
+def significance_tests(
+    inp: AtlasInputs, found: Modules, labels: np.ndarray | None = None
+) -> tuple[list[NullTest], str | None]:
     """Test the atlas's partition ``found`` against every null model of ``inp.cfg.nulls``
     (:data:`.nulls.NULL_MODELS`), ``n_null`` draws each, on ``null_rows`` rows.
+    ``labels``: the feature modules whose cohesion is tested (default: ``found``'s).
 
     Returns the tests (none when nulls are off) and the dictionary null's source, named.
     """
@@ -232,7 +236,7 @@ def significance_tests(inp: AtlasInputs, found: Modules) -> tuple[list[NullTest]
                 null_test(
                     name,
                     real,
-                    found.feature_module,
+                    found.feature_module if labels is None else labels,
                     fit,
                     lambda i, model=model, seeds=seeds: model.draw(
                         null_inputs, np.random.default_rng(seeds[i])

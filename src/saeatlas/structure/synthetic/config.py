@@ -41,6 +41,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         noise=0.1,
     ),
 }
+# Six modules, each spanning two consecutive layers of three (modules cross layers
+# but not the whole network), with the superposition preset's leakage and noise.
+PRESETS["layered"] = {**PRESETS["superposition"], "n_modules": 6, "module_layers": 2}
 PRESETS["null"] = {**PRESETS["easy"], "structured": False}
 PRESETS["null_superposition"] = {**PRESETS["superposition"], "structured": False}
 

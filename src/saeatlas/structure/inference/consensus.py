@@ -1,0 +1,187 @@
+"""Modules that an ensemble of partitions agrees on, at every scale, and the scale to keep.
+
+An ensemble's members each partition the same units at several scales (a
+resolution of the community finder, coarsest first). At every scale:
+
+- **consensus**: the co-assignment graph of the members (the fraction of members
+  that put two units in one module, kept where at least half do), partitioned by
+  Leiden: the consensus clustering of Lancichinetti & Fortunato 2012
+  ("Consensus clustering in complex networks", Sci. Rep. 2, 336), one round;
+  with a threshold of one half, pairs that most members separate never join.
+- **membership**: a unit's mean co-assignment with the other units of its
+  consensus module (1: every member puts them together).
+- **reproducibility** of a consensus module: the fraction of members that have a
+  module matching it at Jaccard >= 0.5 (Hennig 2007, "Cluster-wise assessment of
+  cluster stability": 0.5 is where a cluster counts as recovered). A module is
+  reproducible when at least 0.75 of the members recover it.
+- **agreement**: the mean adjusted Rand index over pairs of members. At a scale
+  where it is below :data:`MIN_AGREEMENT` no module counts as reproducible: the
+  members divide the units in unrelated ways, and the consensus of such
+  partitions is itself a draw (two analyses of one network, with other seeds,
+  gave different consensus modules there, each "recovered" by most members
+  because a large member module overlaps any large consensus module at
+  Jaccard 0.5).
+
+The scale is chosen for reproducibility, not for the modularity of one run
+(stability-based model selection, Lange et al. 2004, "Stability-based
+validation of clustering solutions"; von Luxburg 2010, "Clustering stability:
+an overview"): among the scales at which the consensus has at least two
+modules, the one whose reproducible modules hold the most units; within
+:data:`COVERAGE_TIE` of the best, the coarsest, so that sub-modules are reported
+under their module and not in its place. (The members' mean pairwise ARI, the
+usual stability score, is reported as ``agreement`` but not used to choose:
+members that split a module differently agree poorly even when their consensus
+recovers every module, as on planted data in superposition.)
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..constants import DISSOLVED_JACCARD, STABLE_JACCARD
+from ..graph.finders import relabel
+from .partitions import best_match_jaccard, consensus_partition, partition_ari
+
+#: Scales whose reproducible modules hold at least this fraction less than the best
+#: scale's count as ties, won by the coarser scale.
+COVERAGE_TIE = 0.05
+#: A member recovers a module when one of its modules matches it at least this well.
+RECOVERED_JACCARD = DISSOLVED_JACCARD
+#: A module is reproducible when at least this fraction of members recover it.
+REPRODUCIBLE = STABLE_JACCARD
+#: Members' mean pairwise ARI below which no module of a scale is reproducible.
+MIN_AGREEMENT = 0.5
+
+
+@dataclass(frozen=True)
+class LevelConsensus:
+    """The ensemble's consensus at one scale."""
+
+    scale: float | None
+    """The finder's resolution at this scale (None for a finder without one)."""
+    members: np.ndarray
+    """``[n_members, n_units]`` each member's unit modules (-1: none)."""
+    labels: np.ndarray
+    """``[n_units]`` consensus modules (-1: in none), numbered by size."""
+    membership: np.ndarray
+    """``[n_units]`` mean co-assignment with the other units of the consensus module."""
+    reproducibility: np.ndarray
+    """``[n_modules]`` fraction of members recovering each consensus module."""
+    agreement: float
+    """Mean pairwise ARI of the members (NaN with fewer than two)."""
+
+    @property
+    def n_modules(self) -> int:
+        return int(self.labels.max(initial=-1)) + 1
+
+    @property
+    def coverage(self) -> int:
+        """Units in reproducible modules."""
+        return int((self.reproducible_labels() >= 0).sum())
+
+    @property
+    def reproducible(self) -> np.ndarray:
+        """``[n_modules]`` bool: recovered by at least :data:`REPRODUCIBLE` of members, at
+        a scale whose members agree (:data:`MIN_AGREEMENT`; one member always does)."""
+        agree = not self.agreement < MIN_AGREEMENT  # NaN (one member) passes
+        return (self.reproducibility >= REPRODUCIBLE - 1e-12) & agree
+
+    def reproducible_labels(self) -> np.ndarray:
+        """``labels`` with the modules that are not reproducible set to -1, renumbered
+        by size; the order of :meth:`reproducible_modules`."""
+        keep = self.reproducible_modules()
+        new = np.full(self.n_modules + 1, -1)
+        new[keep] = np.arange(keep.size)
+        return new[self.labels]  # label -1 indexes the trailing -1
+
+    def reproducible_modules(self) -> np.ndarray:
+        """Indices of the reproducible consensus modules, largest first."""
+        sizes = np.bincount(self.labels[self.labels >= 0], minlength=self.n_modules)
+        keep = np.flatnonzero(self.reproducible)
+        return keep[np.argsort(-sizes[keep], kind="stable")]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scale": self.scale,
+            "n_members": int(self.members.shape[0]),
+            "member_n_modules": [int(m.max(initial=-1)) + 1 for m in self.members],
+            "n_consensus_modules": self.n_modules,
+            "n_reproducible_modules": int(self.reproducible.sum()),
+            "units_in_reproducible_modules": self.coverage,
+            "reproducibility": [round(float(r), 4) for r in self.reproducibility],
+            "agreement": None if not np.isfinite(self.agreement) else float(self.agreement),
+        }
+
+
+def level_consensus(
+    members: np.ndarray, scale: float | None = None, *, random_state: int | None = 0
+) -> LevelConsensus:
+    """The consensus of ``members`` ``[n_members, n_units]`` (unit modules, -1 none)."""
+    members = np.asarray(members, dtype=np.int64)
+    n_members = members.shape[0]
+    labels = consensus_partition(
+        members, 0.5, min_size=2, method="leiden", random_state=random_state
+    )
+    labels = relabel(labels, 2)
+    n_modules = int(labels.max(initial=-1)) + 1
+    recovered = np.zeros(n_modules)
+    for m in members:
+        recovered += best_match_jaccard(labels, m, n_modules=n_modules) >= RECOVERED_JACCARD
+    pairs = [partition_ari(a, b) for a, b in itertools.combinations(members, 2)]
+    pairs = [p for p in pairs if np.isfinite(p)]
+    return LevelConsensus(
+        scale=scale,
+        members=members,
+        labels=labels,
+        membership=_membership(labels, members),
+        reproducibility=recovered / max(n_members, 1),
+        agreement=float(np.mean(pairs)) if pairs else float("nan"),
+    )
+
+
+def _membership(labels: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """``[n_units]`` each unit's mean co-assignment with the rest of its consensus module."""
+    out = np.zeros(labels.size)
+    on = labels >= 0
+    if not on.any():
+        return out
+    n_modules = int(labels.max()) + 1
+    size = np.bincount(labels[on], minlength=n_modules)
+    together = np.zeros(labels.size)
+    for run in members:
+        # pairs (u, v), v in u's consensus module, that this member puts in one module:
+        # count, per (consensus module, member module), the units in both
+        both = on & (run >= 0)
+        key = labels[both] * (int(run.max(initial=-1)) + 1) + run[both]
+        uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+        together[np.flatnonzero(both)] += counts[inv] - 1
+    partners = np.maximum(size[labels.clip(0)] - 1, 1)
+    out[on] = together[on] / (len(members) * partners[on])
+    return out
+
+
+def choose_level(levels: list[LevelConsensus]) -> int:
+    """Index of the scale to report (see the module docstring); ``levels`` coarsest first."""
+    scores = np.array([lv.coverage if lv.n_modules >= 2 else -1 for lv in levels])
+    if scores.max(initial=-1) <= 0:
+        # no scale has reproducible modules: the one whose members agree best
+        agree = [lv.agreement if np.isfinite(lv.agreement) else -np.inf for lv in levels]
+        return int(np.argmax(agree))
+    return int(np.flatnonzero(scores >= (1 - COVERAGE_TIE) * scores.max())[0])
+
+
+def nest(parent: np.ndarray, child: np.ndarray) -> np.ndarray:
+    """``[n_child_modules]`` the parent module holding most of each child module's
+    units (-1: none), so that a finer scale's modules list under a coarser one's."""
+    n_child = int(child.max(initial=-1)) + 1
+    out = np.full(n_child, -1)
+    for c in range(n_child):
+        p = parent[child == c]
+        p = p[p >= 0]
+        if p.size:
+            out[c] = int(np.bincount(p).argmax())
+    return out

@@ -1,0 +1,148 @@
+"""The atlas's one verdict, from everything measured about its modules.
+
+A module counts only when it survives every control: significant against every
+null model *and* reproducible (recovered by at least 0.75 of the ensemble's
+members). The atlas then states exactly one of four outcomes (:data:`VERDICTS`);
+``atlas.json``'s ``verdict`` is its key, ``message`` the sentence with the
+counts, and ``significant`` is true exactly when modules are named.
+
+Whether the SAE adds anything is a test too: a counted module is *visible
+without the SAE* when the random-dictionary control (:mod:`.control`) or the
+units' plain correlations (:mod:`.correlation`) have a module matching it at
+Jaccard >= 0.5. Modules whose ablation does not beat random unit sets are
+named in the counts. :func:`decide` reads only the atlas's tables and summary,
+so every step that adds a control (the random SAE, the ablation) calls it again
+and the verdict always agrees with the page below it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .partitions import best_match_jaccard
+
+if TYPE_CHECKING:
+    from ..atlas import Atlas
+
+#: The four outcomes: ``atlas.json``'s ``verdict`` -> what it means.
+VERDICTS: dict[str, str] = {
+    "modules": "reproducible modules that the trained SAE reveals beyond the "
+    "random-dictionary control and the units' plain correlations",
+    "modules_visible_without_sae": "reproducible modules that are also visible without "
+    "the SAE (the random-dictionary control or the units' plain correlations find them): "
+    "the SAE adds nothing to plain correlation",
+    "structure_without_reproducible_modules": "co-firing structure that does not divide "
+    "reproducibly into modules",
+    "no_significant_structure": "no significant structure",
+}
+#: A counted module is visible without the SAE when a control has a module matching
+#: it at least this well (the Jaccard at which a module counts as recovered).
+VISIBLE_JACCARD = 0.5
+
+
+def match_jaccard(modules: np.ndarray, other: np.ndarray | None) -> np.ndarray:
+    """``[n_modules]`` best-match Jaccard of each unit module with ``other``'s modules
+    (NaN when ``other`` is None)."""
+    n = int(modules.max(initial=-1)) + 1
+    if other is None:
+        return np.full(n, np.nan)
+    return np.nan_to_num(best_match_jaccard(modules, other, n_modules=n), nan=0.0)
+
+
+def decide(atlas: Atlas) -> None:
+    """Set the atlas's ``verdict``, ``message``, ``significant`` and counts, and the
+    modules' ``counted`` and ``visible_without_sae`` columns, from what it holds."""
+    m, s = atlas.modules, atlas.summary
+    n_modules = len(m)
+    significant = (
+        m["significant"].to_numpy(bool) if "significant" in m.columns else np.zeros(n_modules, bool)
+    )
+    from_sae = s.get("modules_from", "sae") == "sae"
+    visible = np.zeros(n_modules, bool)
+    for col in ("control_jaccard", "correlation_jaccard"):
+        if col in m.columns:
+            visible |= np.nan_to_num(m[col].to_numpy(float), nan=0.0) >= VISIBLE_JACCARD
+    if not from_sae:
+        visible[:] = True
+    m["visible_without_sae"] = visible
+    m["counted"] = significant
+    n = int(significant.sum())
+    beyond = int((significant & ~visible).sum())
+    if n and beyond:
+        key = "modules"
+    elif n:
+        key = "modules_visible_without_sae"
+    elif s.get("partition_significant"):
+        key = "structure_without_reproducible_modules"
+    else:
+        key = "no_significant_structure"
+    s["verdict"] = key
+    s["significant"] = bool(n)
+    s["n_modules"] = n_modules
+    s["n_significant_modules"] = n
+    s["n_sae_only_modules"] = beyond
+    s["message"] = _sentence(key, atlas, n, beyond)
+
+
+def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
+    m, s = atlas.modules, atlas.summary
+    ens = s.get("ensemble") or {}
+    members = f"{ens.get('n_members', 1)} ensemble members"
+    if key in ("modules", "modules_visible_without_sae"):
+        noun = "module" if n == 1 else "modules"
+        if key == "modules":
+            text = (
+                f"{n} reproducible {noun} that the trained SAE reveals beyond the "
+                "random-dictionary control and the units' plain correlations"
+            )
+            if beyond < n:
+                text = (
+                    f"{n} reproducible {noun}, {beyond} of them revealed by the trained SAE "
+                    "beyond the random-dictionary control and the units' plain correlations "
+                    f"({n - beyond} also visible without the SAE)"
+                )
+        elif s.get("modules_from") == "unit_correlations":
+            own = (s.get("sae_modules") or {}).get("n_significant_modules", 0)
+            if own:
+                text = (
+                    f"{n} reproducible {noun} of correlated units, visible without the SAE; "
+                    f"the SAE's own {own} significant reproducible module"
+                    f"{'' if own == 1 else 's'} cover fewer units (units' `sae_module`), so "
+                    "at this scale it adds nothing to plain correlation"
+                )
+            else:
+                text = (
+                    f"{n} reproducible {noun} of correlated units, visible without the SAE: "
+                    "the SAE's own modules do not reproduce across its ensemble, so it adds "
+                    "nothing to plain correlation here"
+                )
+        else:
+            text = (
+                f"{n} reproducible {noun}, also visible without the SAE (the random-dictionary "
+                "control or the units' plain correlations find them): the SAE adds nothing "
+                "to plain correlation here"
+            )
+        if "control_jaccard" not in m.columns and s.get("modules_from") == "sae":
+            text += " (the random-dictionary control was not run)"
+        if "ablation_p" in m.columns:
+            causal = int((m["counted"] & (m["ablation_p"].fillna(1.0) <= 0.05)).sum())
+            text += f"; {causal} of {n} hurt the loss more than random unit sets"
+        return text[0].upper() + text[1:] + "."
+    if key == "structure_without_reproducible_modules":
+        return (
+            "Co-firing structure that does not divide reproducibly into modules: the "
+            "partition beats the null models, but no module is both significant and "
+            f"recovered by at least 75% of the {members}."
+        )
+    graph = s.get("graph") or {}
+    if graph.get("n_edges") == 0:
+        l0 = s.get("mean_l0") or 0.0
+        return (
+            "No significant structure: no two features fire together more often than chance "
+            f"on these {s.get('n_rows_encoded', 0):,} rows (mean L0 {l0:.1f}), so the "
+            "co-occurrence graph has no edges. Use an SAE with more active latents per row (a "
+            "larger k), more rows, or count co-firing over consecutive tokens with --window N."
+        )
+    return "No significant structure: the partition does not beat the null models."

@@ -1,0 +1,159 @@
+"""Findings that hold up: consensus modules of an ensemble, the scale chosen for
+reproducibility, and one verdict that agrees with every field below it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from saeatlas.store import ActivationStore
+from saeatlas.structure import (
+    Atlas,
+    AtlasConfig,
+    PlantedConfig,
+    make_planted,
+    map_structure,
+    save_planted,
+)
+from saeatlas.structure.inference.consensus import choose_level, level_consensus, nest
+from saeatlas.structure.inference.outcome import VERDICTS, decide
+from saeatlas.train import TrainConfig
+from saeatlas.train.family import train_family
+
+
+def _noisy(truth, rng, flip=0.1):
+    out = truth.copy()
+    move = rng.random(truth.size) < flip
+    out[move] = rng.integers(-1, truth.max() + 1, int(move.sum()))
+    return out
+
+
+def test_consensus_of_noisy_members_recovers_modules_and_counts_who_recovers_them():
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(4), 10)
+    members = np.stack([_noisy(truth, rng, flip=0.05) for _ in range(6)])
+    lv = level_consensus(members, 1.0)
+    assert adjusted_rand_score(truth, lv.labels) == 1.0
+    assert (lv.reproducibility == 1.0).all() and lv.reproducible.all()
+    assert 0.8 < lv.membership.mean() <= 1.0 and lv.coverage == 40
+    # a module only half the members have joins the consensus but is not reproducible,
+    # and its units drop out of the reported modules
+    members[:3, truth == 3] = -1
+    lv = level_consensus(members, 1.0)
+    assert lv.n_modules == 4 and lv.agreement >= 0.5
+    assert sorted(lv.reproducibility.tolist()) == [0.5, 1.0, 1.0, 1.0]
+    assert lv.reproducible.sum() == 3 and (lv.reproducible_labels()[truth == 3] == -1).all()
+
+
+def test_a_module_every_member_has_does_not_count_where_the_members_disagree():
+    rng = np.random.default_rng(2)
+    members = rng.integers(1, 5, (6, 40))
+    members[:, :10] = 0  # every member has module 0; the rest is divided at random
+    lv = level_consensus(members, 1.0)
+    assert lv.agreement < 0.5
+    assert lv.reproducibility.max() == 1.0 and not lv.reproducible.any()
+
+
+def test_scale_with_the_most_units_in_reproducible_modules_wins_ties_go_coarse():
+    rng = np.random.default_rng(1)
+    coarse = np.repeat(np.arange(2), 20)
+    fine = np.repeat(np.arange(4), 10)
+    random = [rng.integers(0, 8, 40) for _ in range(6)]  # members that never agree
+    levels = [
+        level_consensus(np.stack([np.zeros(40, int)] * 6), 0.25),  # one module: ineligible
+        level_consensus(np.stack([coarse] * 6), 0.5),
+        level_consensus(np.stack([fine] * 6), 1.0),
+        level_consensus(np.stack(random), 2.0),
+    ]
+    assert choose_level(levels) == 1  # coarse and fine cover all 40 units: the coarser
+    assert nest(coarse, fine).tolist() == [0, 0, 1, 1]
+    assert choose_level([levels[0], levels[3]]) in (0, 1)  # nothing reproducible: no crash
+
+
+def _atlas(significant, reproducible=1.0, **cols):
+    n = len(significant)
+    modules = pd.DataFrame(
+        {"module": np.arange(n), "significant": significant, "reproducibility": reproducible} | cols
+    )
+    summary = {"modules_from": "sae", "partition_significant": True, "graph": {"n_edges": 5}}
+    return Atlas(
+        units=pd.DataFrame({"module": np.arange(n)}),
+        features=pd.DataFrame(),
+        modules=modules,
+        summary=summary,
+    )
+
+
+@pytest.mark.parametrize(
+    ("significant", "cols", "partition", "verdict"),
+    [
+        ([True, True], {"control_jaccard": [0.1, 0.9]}, True, "modules"),
+        ([True, False], {"control_jaccard": [0.8, 0.1]}, True, "modules_visible_without_sae"),
+        ([True], {"correlation_jaccard": [0.6]}, True, "modules_visible_without_sae"),
+        ([False, False], {}, True, "structure_without_reproducible_modules"),
+        ([], {}, False, "no_significant_structure"),
+    ],
+)
+def test_one_verdict_and_every_machine_field_agree(significant, cols, partition, verdict):
+    atlas = _atlas(significant, **cols)
+    atlas.summary["partition_significant"] = partition
+    decide(atlas)
+    s = atlas.summary
+    assert s["verdict"] == verdict and verdict in VERDICTS
+    n = sum(significant)
+    assert s["significant"] == (n > 0) and s["n_significant_modules"] == n
+    assert atlas.modules["counted"].sum() == n
+    if n:
+        assert s["message"].startswith(f"{n} reproducible module")
+    if verdict == "modules_visible_without_sae":
+        assert "visible without the SAE" in s["message"]
+
+
+def test_ablation_that_does_not_beat_random_sets_is_named_in_the_counts():
+    atlas = _atlas([True, True, False], control_jaccard=[0.0, 0.0, 0.0])
+    atlas.modules["ablation_p"] = [0.01, 0.4, 0.01]
+    decide(atlas)
+    assert atlas.summary["verdict"] == "modules"
+    assert "1 of 2 hurt the loss more than random unit sets" in atlas.summary["message"]
+
+
+# ------------------------------------------------- no-structure twins, counted over seeds
+
+ROWS = 2000
+
+
+def _ensemble_atlas(tmp_path, preset, seed):
+    data = make_planted(PlantedConfig.preset(preset, seed=seed, n_rows=ROWS))
+    store = ActivationStore.open(save_planted(data, tmp_path / f"{preset}-{seed}"))
+    cfgs = [
+        TrainConfig(d_sae=96, k=16, batch_size=512, tokens=40_000, seed=3 * seed + i)
+        for i in range(2)
+    ]
+    saes = [r.sae for r in train_family(store, cfgs, progress=False)]
+    cfg = AtlasConfig(n_null=3, null_rows=ROWS, n_bootstrap=1, seed=seed)
+    return data, map_structure(saes[0], store, cfg, seed_saes=saes[1:])
+
+
+@pytest.mark.parametrize("preset", ["null", "null_superposition"])
+def test_no_structure_twins_name_modules_in_at_most_1_of_20_seeds(tmp_path, preset):
+    named = []
+    for seed in range(20):
+        _, atlas = _ensemble_atlas(tmp_path, preset, seed)
+        s = atlas.summary
+        assert s["verdict"] in VERDICTS
+        assert s["significant"] == (s["n_significant_modules"] > 0)
+        if s["significant"]:
+            named.append(seed)
+    assert len(named) <= 1, named
+
+
+def test_planted_modules_that_are_plain_correlation_blocks_are_called_visible_without_sae(
+    tmp_path,
+):
+    # the easy preset: every module is a block of units that switch on together, so the
+    # units' own correlations show it and the SAE adds nothing to them
+    data, atlas = _ensemble_atlas(tmp_path, "easy", 0)
+    s = atlas.summary
+    assert s["verdict"] == "modules_visible_without_sae", s["message"]
+    assert adjusted_rand_score(data.unit_module, atlas.units.module) > 0.8
+    assert (atlas.modules.correlation_jaccard[atlas.modules.counted] >= 0.5).all()
