@@ -105,7 +105,7 @@ class AtlasConfig:
     top_units: int = 5
     """Top units listed per feature."""
     device: str = "cpu"
-    """Device for encoding (cpu, cuda)."""
+    """Device for encoding and for counting co-occurrence (cpu, cuda)."""
     seed: int = 0
     """Seed of the finders and the null models."""
 

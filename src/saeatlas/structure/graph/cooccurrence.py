@@ -13,6 +13,19 @@ has a 2x2 contingency table::
 once, and ``n_i`` for every latent; memory grows with the number of such pairs,
 never with ``d_sae**2``. What the counts become (affinities, pair tests, the
 feature graph) is in :mod:`.edges`.
+
+Two engines compute the same counts, exactly (integer arithmetic in both):
+
+- ``scipy`` (here): sparse products ``F[:, I]^T F`` over blocks of latents, in a
+  thread pool. It is the engine on the CPU: on 2 cores it counted 50k rows x 4096
+  latents at L0 32 (and x 16,384) about 3x faster than the torch engine.
+- ``torch`` (:mod:`.torch_counting`): a scatter-add of each row's firing pairs
+  into tiles of the counts, on any torch device, in row blocks. It is the engine
+  on every other device (``cuda``).
+
+``count_cooccurrence(..., device=...)`` picks the engine from the device
+(``engine="auto"``); ``engine`` forces one (the tests compare the two on the CPU).
+The atlas passes ``AtlasConfig.device`` (``--device``).
 """
 
 from __future__ import annotations
@@ -24,6 +37,10 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
+import torch
+
+from ..._validation import check_device
+from .torch_counting import torch_upper_blocks
 
 # ---------------------------------------------------------------- counting
 
@@ -80,23 +97,38 @@ class Cooccurrence:
         return PairCounts(row, c.indices.astype(np.int32, copy=False), c.data)
 
 
+#: Engines of :func:`count_cooccurrence`; ``auto`` picks scipy on the CPU, torch elsewhere.
+ENGINES = ("auto", "scipy", "torch")
+
+
 def count_cooccurrence(
     codes: sp.sparray | sp.spmatrix | np.ndarray,
     *,
     window: int = 0,
     samples: np.ndarray | None = None,
     block_features: int | None = None,
+    block_rows: int | None = None,
     n_threads: int | None = None,
+    device: str | torch.device | None = None,
+    engine: str = "auto",
 ) -> Cooccurrence:
     """Count how often each latent fires, and each pair fires together.
 
     With ``F`` the binary ``[N, d_sae]`` firing matrix (``codes > 0``), ``n_fire =
-    1^T F`` and ``C = F^T F`` restricted to its strict upper triangle.
+    1^T F`` and ``C = F^T F`` restricted to its strict upper triangle. Both engines
+    give identical results, exact for any ``N`` (int32 counts while ``N < 2**31``,
+    int64 beyond).
 
-    ``C`` is computed by blocks of ``block_features`` latents ``I = [i0, i1)``:
-    ``C[I, i0:] = F[:, I]^T F[:, i0:]`` is exact for those rows, so no partial sums
-    are added across blocks. Peak memory is the result plus one block of at most
-    ``block_features * d_sae`` entries per thread (about 4M by default).
+    The scipy engine computes ``C`` by blocks of ``block_features`` latents ``I =
+    [i0, i1)``: ``C[I, i0:] = F[:, I]^T F[:, i0:]`` is exact for those rows, so no
+    partial sums are added across blocks. Peak memory is the result plus one block of
+    at most ``block_features * d_sae`` entries per thread (about 4M by default).
+
+    The torch engine (:mod:`.torch_counting`) scatter-adds each row's firing pairs
+    into tiles ``[block_features, d_sae - i0]`` of integer counts on ``device``,
+    reading the rows in blocks of ``block_rows``; device memory is one tile (at most
+    ``2**26`` counts by default) and one row block with a few int64 temporaries per
+    firing, never ``n_rows x d_sae`` nor ``d_sae**2``.
 
     Args:
         codes: ``[n_rows, d_sae]`` SAE activations (scipy sparse, or dense for small data).
@@ -105,22 +137,59 @@ def count_cooccurrence(
             fires in a window if it fires on any of its rows.
         samples: ``[n_rows]`` sample id of each row, needed when ``window > 0`` (ignored
             otherwise); the rows of a sample must be contiguous and in order.
-        block_features: latents per block of the product (default ``2**22 // d_sae``).
-        n_threads: blocks computed at once (default: the CPUs this process may use).
+        block_features: latents per block of the product (default: scipy ``2**22 //
+            d_sae``; torch as many as fit a tile of ``2**26`` counts).
+        block_rows: rows (or windows) per block moved to the device (torch engine only;
+            default: as many as hold about ``2**24`` firings).
+        n_threads: blocks computed at once (scipy engine only; default: the CPUs this
+            process may use). The torch engine uses torch's own threads.
+        device: where the torch engine counts (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a
+            ``torch.device``); None is the CPU.
+        engine: ``"auto"`` (scipy on the CPU, torch on any other device), ``"scipy"``
+            (CPU only) or ``"torch"``.
     """
     if window < 0 or int(window) != window:
         raise ValueError(f"`window` must be a non-negative integer, got {window!r}.")
-    if block_features is not None and (block_features < 1 or int(block_features) != block_features):
-        raise ValueError(f"`block_features` must be a positive integer, got {block_features!r}.")
+    block_features, block_rows = (
+        _positive_or_none(name, value)
+        for name, value in (("block_features", block_features), ("block_rows", block_rows))
+    )
+    n_threads = _n_threads(n_threads)
+    use_torch, dev = _engine(engine, device)
     fires = _binarise(codes)
     if window > 0:
         fires = _pool_windows(fires, samples, int(window))
     n_units, d = fires.shape
-    if block_features is None:
-        block_features = max(64, (1 << 22) // max(d, 1))
     n_fire = np.bincount(fires.indices, minlength=d).astype(np.int64)
-    counts = _upper_pair_counts(fires, int(block_features), _n_threads(n_threads))
+    dtype = np.int32 if n_units < np.iinfo(np.int32).max else np.int64
+    if use_torch:
+        parts = torch_upper_blocks(fires, dev, block_features, block_rows, dtype)
+    else:
+        if block_features is None:
+            block_features = max(64, (1 << 22) // max(d, 1))
+        parts = _upper_blocks(fires, block_features, n_threads, dtype)
+    counts = _upper_pair_counts(d, dtype, *parts)
     return Cooccurrence(n_rows=int(n_units), n_fire=n_fire, counts=counts, window=int(window))
+
+
+def _positive_or_none(name: str, value: int | None) -> int | None:
+    if value is not None and (value < 1 or int(value) != value):
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return None if value is None else int(value)
+
+
+def _engine(engine: str, device: str | torch.device | None) -> tuple[bool, torch.device]:
+    """Whether to count in torch, and on which device."""
+    if engine not in ENGINES:
+        raise ValueError(f"Unknown `engine` {engine!r}; expected one of: {list(ENGINES)}.")
+    check_device("device", device)
+    dev = torch.device("cpu" if device is None else device)
+    if engine == "scipy" and dev.type != "cpu":
+        raise ValueError(
+            f"`engine`='scipy' counts on the CPU, but `device` is {str(dev)!r}; "
+            "use `engine`='torch' (or 'auto') to count on it."
+        )
+    return engine == "torch" or (engine == "auto" and dev.type != "cpu"), dev
 
 
 def _binarise(codes: sp.sparray | sp.spmatrix | np.ndarray) -> sp.csr_array:
@@ -196,11 +265,15 @@ def _pool_windows(fires: sp.csr_array, samples: np.ndarray | None, window: int) 
     return pooled
 
 
-def _upper_pair_counts(fires: sp.csr_array, block: int, n_threads: int) -> sp.csr_array:
-    """Strict upper triangle of ``F^T F`` as a CSR with sorted indices, block by block."""
-    n, d = fires.shape
-    dtype = np.int32 if n < np.iinfo(np.int32).max else np.int64
-    row_counts, col_parts, count_parts = _upper_blocks(fires, block, n_threads, dtype)
+def _upper_pair_counts(
+    d: int,
+    dtype: type,
+    row_counts: np.ndarray,
+    col_parts: list[np.ndarray],
+    count_parts: list[np.ndarray],
+) -> sp.csr_array:
+    """The strict upper triangle of ``F^T F`` as a CSR with sorted indices, from the
+    per-latent pair counts and the column and count arrays of each block, in row order."""
     nnz = int(row_counts.sum())
     index = np.int32 if max(nnz, d) < np.iinfo(np.int32).max else np.int64
     indptr = np.zeros(d + 1, dtype=index)
@@ -214,7 +287,8 @@ def _upper_pair_counts(fires: sp.csr_array, block: int, n_threads: int) -> sp.cs
 
 
 def _upper_blocks(fires: sp.csr_array, block: int, n_threads: int, dtype: type):
-    """Per-row pair counts, and the column and count arrays of each block, in row order."""
+    """Per-row pair counts, and the column and count arrays of each block, in row order
+    (the scipy engine)."""
     n, d = fires.shape
     ones = np.ones(fires.nnz, dtype=dtype)
     F = sp.csr_array((ones, fires.indices, fires.indptr), shape=(n, d))
