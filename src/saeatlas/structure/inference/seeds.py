@@ -58,20 +58,24 @@ def train_seed_saes(
             "--seeds cannot train more like it. Train them yourself and pass them with "
             "--seed-sae DIR ..."
         )
-    shift = 0
+    shift, todo = 0, []
     while missing:
         shift += 1
         target = seed_sae_dir(sae_dir, shift)
         if not ((target / CFG).is_file() and (target / WEIGHTS).is_file()):
-            train_sae(
-                store,
-                replace(base, seed=base.seed + shift),
-                target,
-                resume=(target / CHECKPOINT).is_file(),  # an interrupted run goes on
-                progress=progress,
-            )
+            todo.append((replace(base, seed=base.seed + shift), target))
         out.append(target)
         missing -= 1
+    resuming = any((t / CHECKPOINT).is_file() for _, t in todo)
+    if len(todo) > 1 and not resuming and not base.checkpoint_every:
+        from ...train.family import train_family
+
+        # one pass over shared batches, as `saeatlas train --seeds N` trains them
+        train_family(store, [c for c, _ in todo], [t for _, t in todo], progress=progress)
+    else:
+        for cfg, target in todo:
+            resume = (target / CHECKPOINT).is_file()  # an interrupted run goes on
+            train_sae(store, cfg, target, resume=resume, progress=progress)
     return out
 
 
