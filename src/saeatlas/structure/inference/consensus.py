@@ -164,11 +164,18 @@ def _membership(labels: np.ndarray, members: np.ndarray) -> np.ndarray:
     return out
 
 
-def choose_level(levels: list[LevelConsensus]) -> int:
-    """Index of the scale to report (see the module docstring); ``levels`` coarsest first."""
+def choose_level(levels: list[LevelConsensus], modularity: list[float] | None = None) -> int:
+    """Index of the scale to report (see the module docstring); ``levels`` coarsest first.
+
+    When no scale has reproducible modules, the scale at which the analysed run's
+    partition has the highest ``modularity`` (one per level; default: the members'
+    best agreement): the partition then tested against the null models is the
+    finder's best chance of showing structure, not a near-trivial coarse one.
+    """
     scores = np.array([lv.coverage if lv.n_modules >= 2 else -1 for lv in levels])
     if scores.max(initial=-1) <= 0:
-        # no scale has reproducible modules: the one whose members agree best
+        if modularity is not None:
+            return int(np.argmax(modularity))
         agree = [lv.agreement if np.isfinite(lv.agreement) else -np.inf for lv in levels]
         return int(np.argmax(agree))
     return int(np.flatnonzero(scores >= (1 - COVERAGE_TIE) * scores.max())[0])

@@ -137,7 +137,7 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
         )
         for i in range(len(finders))
     ]
-    chosen = choose_level(levels)
+    chosen = choose_level(levels, [float(f.modularity_) for f in fitted])
     labels = levels[chosen].reproducible_labels()
     n_mod = int(labels.max(initial=-1)) + 1
     test = None

@@ -110,7 +110,8 @@ def build_ensemble(inp: AtlasInputs) -> Ensemble:
         )
         for i in range(len(main))
     ]
-    return Ensemble(levels, choose_level(levels), main, 1 + len(inp.seed_saes), cfg.n_bootstrap)
+    chosen = choose_level(levels, [float(m.finder.modularity_) for m in main])
+    return Ensemble(levels, chosen, main, 1 + len(inp.seed_saes), cfg.n_bootstrap)
 
 
 def feature_modules(main: Modules, unit_modules: np.ndarray) -> np.ndarray:
