@@ -110,8 +110,9 @@ def analyze(
         sae: the SAE (a directory, saeatlas or SAELens, or a loaded one).
         store: the activation store (a directory or ``.npy``) it was trained on.
         config: the atlas's settings.
-        seed_saes: SAEs trained the same way with other seeds: module stability
-            across seeds (with ``config.n_bootstrap``: across row resamples too).
+        seed_saes: SAEs trained the same way with other seeds: with ``sae`` the
+            atlas's ensemble (each also on ``config.n_bootstrap`` row resamples);
+            modules count only when they reproduce across it.
         null_source: the SAE the dictionary null synthesises rows from (default:
             the first of ``seed_saes``, else one trained like ``sae`` with the next
             seed; see :mod:`.inference.nulls`).

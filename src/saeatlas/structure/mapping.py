@@ -2,15 +2,20 @@
 
 1. Encode the store with the SAE into sparse codes and keep the strong firings
    of the features that can be in a module (:mod:`.inputs`, :mod:`.graph.firing`).
-2. Count feature co-occurrence, keep the significant positive affinities, find
-   feature communities and project them onto units (:mod:`.graph.communities`),
-   and the same over the units' own correlations (:mod:`.inference.correlation`).
-3. Test the partition and every module against null models
-   (:mod:`.inference.nulls`, :mod:`.inference.significance`).
+2. For every member of the ensemble (the SAE and its seed SAEs, on all rows and
+   on bootstrap resamples; :mod:`.inference.ensemble`), count feature
+   co-occurrence, keep the significant positive affinities, find feature
+   communities at every resolution and project them onto units
+   (:mod:`.graph.communities`); the consensus of the members' unit modules,
+   their reproducibility and the resolution to report (:mod:`.inference.consensus`);
+   the same over the units' own correlations (:mod:`.inference.correlation`).
+3. Test the analysed SAE's partition and every reproducible module against null
+   models (:mod:`.inference.nulls`, :mod:`.inference.significance`), and state the
+   one verdict (:mod:`.inference.outcome`).
 
-That is all it does. The atlas's other steps (profiles, geometry, stability, the
-random-SAE control) take this atlas and add to it; :func:`.analyze.analyze`
-runs them in order.
+That is all it does. The atlas's other steps (profiles, geometry, the random-SAE
+control) take this atlas and add to it; :func:`.analyze.analyze` runs them in
+order.
 """
 
 from __future__ import annotations
@@ -47,13 +52,14 @@ def map_structure(
     null_source: SAELike | None = None,
     progress: bool = False,
 ) -> Atlas:
-    """The core atlas of ``sae`` on ``store``: modules of units, the feature
-    communities behind them, and their significance against the null models.
+    """The core atlas of ``sae`` on ``store``: modules of units that the ensemble of
+    ``sae`` and ``seed_saes`` (SAEs trained like it with other seeds) reproduces, the
+    feature communities behind them, their significance and the verdict.
 
     ``null_source``: the SAE the dictionary null synthesises rows from when
     ``config.null_dictionary`` is ``"seed"`` (default: the first of ``seed_saes``,
     else one trained like ``sae`` with the next seed, see :mod:`.inference.nulls`).
-    For profiles, geometry, stability and the control, use :func:`.analyze.analyze`.
+    For profiles, geometry and the control, use :func:`.analyze.analyze`.
     """
     inp = prepare(
         sae, store, config, seed_saes=seed_saes, null_source=null_source, progress=progress
