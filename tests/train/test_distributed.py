@@ -40,6 +40,11 @@ def _worker(rank: int, world: int, port: int, store: str, out: str, cfg: dict) -
     torch.set_num_threads(1)
     try:
         train_sae(store, TrainConfig(**cfg), out, progress=False)
+        # rank 0 writes the SAE after the last step while the other ranks are done:
+        # leave together, so that no rank tears down gloo while a peer still uses it
+        # (a rank that left early aborted once in a clean-clone run with "terminate
+        # called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
