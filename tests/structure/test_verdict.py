@@ -4,6 +4,7 @@ reproducibility, and one verdict that agrees with every field below it."""
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
 from saeatlas.store import ActivationStore
@@ -16,6 +17,7 @@ from saeatlas.structure import (
     save_planted,
 )
 from saeatlas.structure.inference.consensus import choose_level, level_consensus, nest
+from saeatlas.structure.inference.correlation import partition_modularity
 from saeatlas.structure.inference.outcome import VERDICTS, decide
 from saeatlas.train import TrainConfig
 from saeatlas.train.family import train_family
@@ -68,6 +70,24 @@ def test_scale_with_the_most_units_in_reproducible_modules_wins_ties_go_coarse()
     assert choose_level(levels) == 1  # coarse and fine cover all 40 units: the coarser
     assert nest(coarse, fine).tolist() == [0, 0, 1, 1]
     assert choose_level([levels[0], levels[3]]) in (0, 1)  # nothing reproducible: no crash
+
+
+def test_correlation_view_breaks_coverage_ties_by_modularity_on_its_graph():
+    # four blocks of correlated units; a coarse level that merges them in pairs covers
+    # as many units as the four blocks, but has the lower modularity on the graph
+    blocks = np.repeat(np.arange(4), 10)
+    graph = sp.csr_matrix((blocks[:, None] == blocks[None, :]).astype(float) - np.eye(40))
+    coarse, fine = blocks // 2, blocks
+    levels = [level_consensus(np.stack([p] * 6), r) for p, r in ((coarse, 0.5), (fine, 1.0))]
+    quality = [partition_modularity(graph, lv.reproducible_labels()) for lv in levels]
+    assert quality[1] > quality[0]
+    assert choose_level(levels) == 0  # the SAE ensemble's rule: the coarser tie
+    assert choose_level(levels, tie_quality=quality) == 1
+    assert choose_level(levels, tie_quality=[0.329, 0.330]) == 0  # as good: the coarser
+    # a unit in no module counts as a module of its own, not as free modularity
+    alone = fine.copy()
+    alone[:10] = -1
+    assert partition_modularity(graph, alone) < quality[1]
 
 
 def _atlas(significant, reproducible=1.0, **cols):

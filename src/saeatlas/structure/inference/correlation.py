@@ -6,7 +6,9 @@ configured finder on the positive part of the units' raw Pearson correlations
 analyses of neurons), at every scale, on all rows and on Poisson-bootstrap
 resamples of them (:attr:`..graph.firing.UnitsMode.resampled`). Consensus,
 reproducibility and the reported scale follow the SAE ensemble
-(:mod:`.consensus`).
+(:mod:`.consensus`), except that scales whose reproducible modules hold as many
+units stay tied only when their partitions' modularity on the all-rows graph
+is as high (:func:`.consensus.choose_level`).
 
 Significance is judged against independent units: the sample correlations of
 ``n`` independent units are approximately independent ``N(0, 1/n)``, with ``n``
@@ -25,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import clone
 
-from ..graph.finders import make_levels
+from ..graph.finders import make_levels, modularity
 from ..graph.units import unit_correlation_graph
 from .consensus import LevelConsensus, choose_level, level_consensus
 from .significance import NullTest, null_test, verdict
@@ -117,6 +119,15 @@ def correlation_view(inp: AtlasInputs, clean: bool = False) -> CorrelationView |
     return mode.views[key]
 
 
+def partition_modularity(graph: sp.spmatrix, labels: np.ndarray) -> float:
+    """Modularity of ``labels`` on ``graph``, units in no module each a module of their
+    own (so leaving units out neither raises nor lowers it by itself)."""
+    alone = labels < 0
+    full = labels.copy()
+    full[alone] = int(labels.max(initial=-1)) + 1 + np.arange(int(alone.sum()))
+    return modularity(graph, full)
+
+
 def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
     cfg, mode = inp.cfg, inp.mode
     n_obs = max(mode.n_samples, 2)
@@ -137,7 +148,8 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
         )
         for i in range(len(finders))
     ]
-    chosen = choose_level(levels, [float(f.modularity_) for f in fitted])
+    quality = [partition_modularity(graphs[0], lv.reproducible_labels()) for lv in levels]
+    chosen = choose_level(levels, [float(f.modularity_) for f in fitted], quality)
     labels = levels[chosen].reproducible_labels()
     n_mod = int(labels.max(initial=-1)) + 1
     test = None

@@ -76,8 +76,8 @@ class Ensemble:
             "method": "unit modules of every member (SAE seeds x row bootstraps) at every "
             "resolution; consensus of the co-assignment (Lancichinetti & Fortunato 2012); "
             "reproducibility = fraction of members recovering a module at Jaccard >= 0.5 "
-            "(Hennig 2007); resolution with the best member agreement, ties to the coarser "
-            "(Lange et al. 2004)",
+            "(Hennig 2007); resolution whose reproducible modules hold the most units, ties "
+            "to the coarser (stability-based selection, Lange et al. 2004)",
         }
 
 
