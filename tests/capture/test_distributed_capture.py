@@ -17,9 +17,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from saeatlas._world import World
+from saeatlas._world import World, rank_device, share
 from saeatlas.capture import CaptureConfig, capture_activations
-from saeatlas.capture.distributed import count_batches, rank_device, share
+from saeatlas.capture.distributed import count_batches
 from saeatlas.errors import ConfigError
 from saeatlas.store import ActivationStore
 from saeatlas.store.atomic import partial_dir
