@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from .._coordinator import Coordinator
 from ..store import ActivationStore
 from .atlas import Atlas
 from .config import AtlasConfig
@@ -40,7 +41,7 @@ from .inference.correlation import correlation_view
 from .inference.ensemble import build_ensemble, feature_modules
 from .inference.outcome import decide, match_jaccard
 from .inference.significance import significance_tests, verdict
-from .inputs import AtlasInputs, SAELike, prepare
+from .inputs import DEFAULT_TIMEOUT_S, AtlasInputs, SAELike, analysis_ranks, prepare
 
 
 def map_structure(
@@ -51,6 +52,7 @@ def map_structure(
     seed_saes: Sequence[SAELike] = (),
     null_source: SAELike | None = None,
     progress: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Atlas:
     """The core atlas of ``sae`` on ``store``: modules of units that the ensemble of
     ``sae`` and ``seed_saes`` (SAEs trained like it with other seeds) reproduces, the
@@ -59,12 +61,24 @@ def map_structure(
     ``null_source``: the SAE the dictionary null synthesises rows from when
     ``config.null_dictionary`` is ``"seed"`` (default: the first of ``seed_saes``,
     else one trained like ``sae`` with the next seed, see :mod:`.inference.nulls`).
-    For profiles, geometry and the control, use :func:`.analyze.analyze`.
+    For profiles, geometry and the control, use :func:`.analyze.analyze`. Under
+    ``torchrun`` every rank calls it alike and gets the atlas one process computes
+    (``timeout_s``: see :func:`.inputs.analysis_ranks`).
     """
-    inp = prepare(
-        sae, store, config, seed_saes=seed_saes, null_source=null_source, progress=progress
-    )
-    return core_atlas(inp)
+
+    def run(coord: Coordinator) -> Atlas:
+        inp = prepare(
+            sae,
+            store,
+            config,
+            seed_saes=seed_saes,
+            null_source=null_source,
+            progress=progress,
+            coord=coord,
+        )
+        return core_atlas(inp)
+
+    return analysis_ranks(config.device, timeout_s, run)
 
 
 def core_atlas(inp: AtlasInputs) -> Atlas:
