@@ -151,3 +151,19 @@ def test_a_rank_that_fails_stops_both_with_one_clear_error(single, digits_store,
     assert results[1] == {"error": "ValueError", "message": "planted failure"}
     assert results[0]["error"] == "DistributedError"
     assert results[0]["message"] == "Rank 1 of 2 failed, so rank 0 stopped too: planted failure"
+
+
+def test_torchrun_cli_writes_the_atlas_one_process_makes(single, digits_store):
+    root, one = single
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # PYTHONPATH passes through
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "saeatlas", "analyze", "--sae", str(root / "sae0"), "--acts", str(digits_store.path),
+        "--out", str(root / "cli"), "--seed-sae", str(root / "sae1"), "--seeds", "2",
+        "--n-null", "3", "--batch-size", "256", "--max-rows", "1500", "--n-examples", "3",
+        "--timeout", "60", "--quiet",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=WAIT_S)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("Written to") == 1, result.stdout  # rank 0 writes and prints
+    _assert_same_atlas(Atlas.load(root / "cli"), one)
