@@ -85,24 +85,28 @@ def build_ensemble(inp: AtlasInputs) -> Ensemble:
     """The ensemble of ``inp``: its SAE and seed SAEs, on all rows and bootstraps.
 
     Member ``m`` is SAE ``m // (1 + n_bootstrap)`` on resample ``m % (1 + n_bootstrap)``
-    (0: all rows), drawn from a seed derived from ``m`` alone, so that the members
-    can be shared among the ranks of a ``torchrun`` analysis (``inp.coord``) and
-    give the ensemble one process gives. Every rank computes member 0 itself (the
-    analysed SAE on all rows: its graph, finders and attribution, which every later
-    step reads, are larger than what it takes to compute them)."""
+    (0: all rows). The members are shared among the ranks of a ``torchrun`` analysis
+    (``inp.coord``) and give the ensemble one process gives: every rank draws every
+    resample's rows from the one seeded stream, in member order, as one process
+    does (row indices: cheap), and computes its own members' communities (the
+    expensive part) from them. Every rank computes member 0 itself (the analysed
+    SAE on all rows: its graph, finders and attribution, which every later step
+    reads, are larger than what it takes to compute them)."""
     cfg = inp.cfg
     n_boot = 1 + cfg.n_bootstrap
     # every SAE's codes first: encoding is shared by the ranks, so it cannot be an item
     firings = [inp.main, *(inp.firing_of(s) for s in inp.seed_saes)]
     runs = n_boot * len(firings)
-    seeds = np.random.SeedSequence([cfg.seed, 7]).spawn(runs)
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 7]))
+    resamples = {
+        m: bootstrap_rows(firings[m // n_boot].codes.samples, cfg.window, rng)
+        for m in range(runs)
+        if m % n_boot
+    }
 
     def member(m: int) -> list[Modules]:
-        f, b = firings[m // n_boot], m % n_boot
-        if b == 0:
-            return find_levels(f, cfg)
-        rows, samples = bootstrap_rows(f.codes.samples, cfg.window, np.random.default_rng(seeds[m]))
-        return find_levels(f, cfg, rows, samples)
+        f = firings[m // n_boot]
+        return find_levels(f, cfg, *resamples[m]) if m in resamples else find_levels(f, cfg)
 
     def unit_modules(m: int) -> list[np.ndarray]:  # [level] unit modules
         return [x.units.module.astype(np.int64) for x in member(m)]
