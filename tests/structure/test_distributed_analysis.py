@@ -3,17 +3,14 @@ that fails stops both with one clear error, never a hang."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from saeatlas.structure import Atlas, AtlasConfig, analyze
 from saeatlas.train import TrainConfig, train_sae
@@ -91,35 +88,20 @@ def _plant_failure(where):
         analyze_mod.feature_map = fail
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def run_ranks(spawn_ranks, single, digits_store):
+    def run(fail=None):
+        """Run 2 ranks to their end; each rank's result."""
+        root = single[0]
+        spawn_ranks(_worker, (str(root), str(digits_store.path), fail), WAIT_S)
+        results = []
+        for r in range(2):
+            path = root / f"r{r}.json"
+            results.append(json.loads(path.read_text()) if path.exists() else {"died": True})
+            path.unlink(missing_ok=True)
+        return results
 
-
-def _run_ranks(root, store, fail=None):
-    ctx = mp.get_context("spawn")
-    port = _free_port()
-    procs = [
-        ctx.Process(target=_worker, args=(r, 2, port, str(root), str(store), fail))
-        for r in range(2)
-    ]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + WAIT_S
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    assert not hung, f"ranks {hung} still running after {WAIT_S} s"
-    results = []
-    for r in range(2):
-        path = root / f"r{r}.json"
-        results.append(json.loads(path.read_text()) if path.exists() else {"died": True})
-        path.unlink(missing_ok=True)
-    return results
+    return run
 
 
 def _assert_same_atlas(two: Atlas, one: Atlas) -> None:
@@ -136,18 +118,17 @@ def _assert_same_atlas(two: Atlas, one: Atlas) -> None:
     assert s2["control"]["n_modules"] == s1["control"]["n_modules"]
 
 
-def test_two_ranks_give_the_atlas_one_process_gives(single, digits_store):
+def test_two_ranks_give_the_atlas_one_process_gives(single, run_ranks):
     root, one = single
-    results = _run_ranks(root, digits_store.path)
+    results = run_ranks()
     assert results == [{"ok": True}, {"ok": True}], results
     for r in range(2):
         _assert_same_atlas(Atlas.load(root / f"two-r{r}"), one)
 
 
 @pytest.mark.parametrize("where", ["item", "step"])
-def test_a_rank_that_fails_stops_both_with_one_clear_error(single, digits_store, where):
-    root, _ = single
-    results = _run_ranks(root, digits_store.path, fail=(1, where))
+def test_a_rank_that_fails_stops_both_with_one_clear_error(run_ranks, where):
+    results = run_ranks(fail=(1, where))
     assert results[1] == {"error": "ValueError", "message": "planted failure"}
     assert results[0]["error"] == "DistributedError"
     assert results[0]["message"] == "Rank 1 of 2 failed, so rank 0 stopped too: planted failure"

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .._coordinator import Coordinator
 from ..store import ActivationStore
 from .atlas import Atlas
 from .config import AtlasConfig
@@ -33,7 +32,7 @@ from .describe.modules import describe_modules
 from .inference.control import control_atlas
 from .inference.outcome import decide, match_jaccard
 from .inference.sparsity import sparsity_dependence
-from .inputs import DEFAULT_TIMEOUT_S, AtlasInputs, SAELike, analysis_ranks, prepare
+from .inputs import DEFAULT_TIMEOUT_S, AtlasInputs, SAELike, prepared_on_ranks
 from .mapping import core_atlas
 
 
@@ -132,20 +131,11 @@ def analyze(
             meet before it stops with an error.
     """
 
-    def run(coord: Coordinator) -> Atlas:
-        inp = prepare(
-            sae,
-            store,
-            config,
-            seed_saes=seed_saes,
-            null_source=null_source,
-            sweep=sweep,
-            progress=progress,
-            coord=coord,
-        )
+    def run(inp: AtlasInputs) -> Atlas:
         atlas = core_atlas(inp)
         for step in STEPS:
             step(atlas, inp)
         return atlas
 
-    return analysis_ranks(config.device, timeout_s, run)
+    kw = dict(seed_saes=seed_saes, null_source=null_source, sweep=sweep, progress=progress)
+    return prepared_on_ranks(run, sae, store, config, timeout_s, **kw)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -47,6 +47,22 @@ def analysis_ranks(device: str, timeout_s: float, fn: Callable[[Coordinator], T]
         return fn(coord)
 
     return run_ranks("analysis", device, timeout_s, on_device)
+
+
+def prepared_on_ranks(
+    then: Callable[[AtlasInputs], T],
+    sae: SAELike,
+    store: ActivationStore | str | Path,
+    config: AtlasConfig,
+    timeout_s: float,
+    **kw: Any,
+) -> T:
+    """``then(prepare(sae, store, config, **kw))`` on every rank of the analysis
+    (:func:`analysis_ranks`; ``timeout_s``: seconds a rank waits for the others where
+    they meet before it stops with an error)."""
+    return analysis_ranks(
+        config.device, timeout_s, lambda coord: then(prepare(sae, store, config, coord=coord, **kw))
+    )
 
 
 @dataclass

@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from .._coordinator import Coordinator
 from ..store import ActivationStore
 from .atlas import Atlas
 from .config import AtlasConfig
@@ -41,7 +40,7 @@ from .inference.correlation import correlation_view
 from .inference.ensemble import build_ensemble, feature_modules
 from .inference.outcome import decide, match_jaccard
 from .inference.significance import significance_tests, verdict
-from .inputs import DEFAULT_TIMEOUT_S, AtlasInputs, SAELike, analysis_ranks, prepare
+from .inputs import DEFAULT_TIMEOUT_S, AtlasInputs, SAELike, prepared_on_ranks
 
 
 def map_structure(
@@ -63,22 +62,11 @@ def map_structure(
     else one trained like ``sae`` with the next seed, see :mod:`.inference.nulls`).
     For profiles, geometry and the control, use :func:`.analyze.analyze`. Under
     ``torchrun`` every rank calls it alike and gets the atlas one process computes
-    (``timeout_s``: see :func:`.inputs.analysis_ranks`).
+    (``timeout_s``: see :func:`.inputs.prepared_on_ranks`).
     """
 
-    def run(coord: Coordinator) -> Atlas:
-        inp = prepare(
-            sae,
-            store,
-            config,
-            seed_saes=seed_saes,
-            null_source=null_source,
-            progress=progress,
-            coord=coord,
-        )
-        return core_atlas(inp)
-
-    return analysis_ranks(config.device, timeout_s, run)
+    kw = dict(seed_saes=seed_saes, null_source=null_source, progress=progress)
+    return prepared_on_ranks(core_atlas, sae, store, config, timeout_s, **kw)
 
 
 def core_atlas(inp: AtlasInputs) -> Atlas:
