@@ -153,7 +153,7 @@ def encode_store(
     n_samples = int(sample_idx.max(initial=-1)) + 1
     weights = np.random.default_rng(resample_seed).poisson(1.0, (resamples, n_samples))
     sums = _Sums(sae, unit_gram, resamples)
-    indptr, indices, data, rows = [np.zeros(0, np.int64)], [], [], []
+    per_row, indices, data, rows = [], [], [], []  # this rank's codes, batch by batch
     with progress_bar("encode", hi - lo, progress) as bar:
         for (b, n), x in zip(plan[lo:hi], _read(store, names, batch_size, plan[lo:hi])):
             start = b * batch_size
@@ -164,14 +164,14 @@ def encode_store(
             f.sum_duplicates()
             w = weights[:, sample_idx[start : start + x.shape[0]]] if resamples else None
             sums.add(x.cpu().numpy().astype(np.float64), f, w)
-            indptr.append(np.diff(f.indptr).astype(np.int64))  # entries per row
+            per_row.append(np.diff(f.indptr).astype(np.int64))  # entries in each row
             indices.append(f.indices.astype(np.int32))
             data.append(f.data.astype(np.float32))
             rows.append(np.arange(start, start + x.shape[0]))
             bar.advance(1)
     counts, cols, values, row_ids = coord.concat(
         [
-            np.concatenate(indptr),
+            _cat(per_row, np.int64),
             _cat(indices, np.int32),
             _cat(data, np.float32),
             _cat(rows, np.int64),
