@@ -263,17 +263,6 @@ class Coordinator:
                 out.append(np.concatenate([p[:k].numpy() for p, k in zip(parts, n)]))
         return out
 
-    def meet_after(self, fn: Callable[[], T]) -> T:
-        """``fn()`` on every rank, then a meeting (say, after rank 0 wrote a file the
-        others read next); a rank whose ``fn`` raised stops them all there."""
-        value, error = None, None
-        try:
-            value = fn()
-        except Exception as e:
-            error = e
-        self.check(error)
-        return value  # type: ignore[return-value]
-
 
 def _describe(e: BaseException) -> str:
     return str(e).strip() or type(e).__name__

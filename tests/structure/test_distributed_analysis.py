@@ -12,7 +12,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from saeatlas._coordinator import solo
 from saeatlas.structure import Atlas, AtlasConfig, analyze
+from saeatlas.structure.graph.codes import _batches_to_encode
 from saeatlas.train import TrainConfig, train_sae
 
 # 1500 of the digits' 1797 rows: six evenly spaced batches of 256, the last one cut,
@@ -148,3 +150,22 @@ def test_torchrun_cli_writes_the_atlas_one_process_makes(single, digits_store):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("Written to") == 1, result.stdout  # rank 0 writes and prints
     _assert_same_atlas(Atlas.load(root / "cli"), one)
+
+
+def test_a_world_of_one_runs_the_same_steps_and_never_waits():
+    coord = solo()
+    assert coord.spread(5, lambda i: i * i) == [0, 1, 4, 9, 16]
+    with pytest.raises(ZeroDivisionError):  # an item's own error, as raised
+        coord.spread(3, lambda i: 1 / (i - 2))
+    (total,) = coord.sum_arrays([np.ones(3, np.float32)])
+    assert total.dtype == np.float64 and total.tolist() == [1.0, 1.0, 1.0]
+    assert coord.concat([np.arange(3)])[0].tolist() == [0, 1, 2]
+    assert coord.run(lambda: 7) == 7 and coord.share(4) == (0, 4)
+
+
+def test_the_encoded_batches_are_evenly_spaced_runs_cut_to_max_rows():
+    plan = _batches_to_encode(1797, 256, 1500)  # the tests' digits store
+    assert [b for b, _ in plan] == [0, 1, 2, 4, 5, 6] and sum(n for _, n in plan) == 1500
+    assert plan[-1] == (6, 1500 - 5 * 256)
+    assert _batches_to_encode(1797, 256, None)[-1] == (7, 1797 - 7 * 256)
+    assert sum(n for _, n in _batches_to_encode(1797, 256, 1700)) == 1700
