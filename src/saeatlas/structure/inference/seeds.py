@@ -102,8 +102,8 @@ def null_source_sae(
 
     With ``sae_dir`` it is ``<sae>-seed1`` (reused, or trained there as ``--seeds 2``
     would); without one, or when that directory cannot be written, it is trained in
-    memory (in one process only: under ``torchrun``, ``coord``, the error stops the
-    ranks).
+    memory. Under ``torchrun`` (``coord``: the ranks, which meet before reading it) a
+    directory that cannot be written is an error: only rank 0 would know.
     """
     from ...train import train_sae
 
