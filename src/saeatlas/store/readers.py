@@ -16,6 +16,7 @@ from .shards import STORE_DTYPES
 if TYPE_CHECKING:
     from .store import ActivationStore
 
+
 @dataclass
 class ReadPlan:
     """What :meth:`ActivationStore.iter_batches` reads: the two readers (storage order
