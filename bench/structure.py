@@ -11,8 +11,12 @@ records wall time and that process's peak RSS.
 Targets (2 CPU cores): 16384 x 1M within 5 minutes and under 4 GiB;
 65536 x 1M under 8 GiB.
 
+With ``--nproc N`` the analysis runs under ``torchrun --nproc_per_node N`` (gloo):
+the time is the slowest rank's, the peak RSS the largest rank's (per rank).
+
     .venv/bin/python bench/structure.py                      # all three sizes
     .venv/bin/python bench/structure.py --sizes 4096x100000  # one size
+    .venv/bin/python bench/structure.py --sizes 4096x100000 --nproc 2
 """
 
 from __future__ import annotations
@@ -81,9 +85,10 @@ def worker(spec: dict) -> None:
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB on Linux
     s = atlas.summary
-    print(
+    print(  # one line per rank under torchrun
         json.dumps(
             {
+                "rank": int(os.environ.get("RANK", "0")),
                 "seconds": seconds,
                 "peak_rss_mib": peak,
                 "n_rows": s["n_rows_encoded"],
@@ -101,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", nargs="+", default=list(SIZES), help="D_SAExROWS ...")
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--data", type=Path, default=OUT / "structure-data")
+    p.add_argument("--nproc", type=int, default=1, help="ranks (torchrun, gloo)")
     p.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -115,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{size}: inputs ready in {time.perf_counter() - t0:.0f} s", flush=True)
         spec = root / f"spec-{d_sae}.json"
         spec.write_text(json.dumps({"sae": str(sae_dir), "acts": str(npy)}))
+        launch = [sys.executable]
+        if args.nproc > 1:
+            launch += ["-m", "torch.distributed.run", "--standalone"]
+            launch += ["--nproc_per_node", str(args.nproc)]
         run = subprocess.run(
-            [sys.executable, __file__, "--worker", str(spec)],
+            [*launch, __file__, "--worker", str(spec)],
             capture_output=True,
             text=True,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
@@ -125,15 +135,21 @@ def main(argv: list[str] | None = None) -> int:
             print(run.stderr[-3000:])
             results.append({"d_sae": d_sae, "rows": rows, "error": run.stderr[-500:]})
             continue
+        ranks = [json.loads(l) for l in run.stdout.splitlines() if l.startswith('{"rank"')]
         rec = {
             "d_sae": d_sae,
             "rows": rows,
+            "nproc": args.nproc,
             "command": " ".join(sys.argv),
-            **json.loads(run.stdout.strip().splitlines()[-1]),
+            **ranks[0],
+            "seconds": max(r["seconds"] for r in ranks),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in ranks),
         }
+        del rec["rank"]
         results.append(rec)
         print(
-            f"  d_sae {d_sae:>6,} rows {rows:>9,}: {rec['seconds']:7.1f} s, peak RSS "
+            f"  d_sae {d_sae:>6,} rows {rows:>9,} ranks {args.nproc}: {rec['seconds']:7.1f} s, "
+            f"peak RSS "
             f"{rec['peak_rss_mib'] / 1024:5.2f} GiB, L0 {rec['mean_l0']:.1f}, edges "
             f"{rec['n_edges']:,}, modules {rec['n_modules']} ({rec['n_significant_modules']} "
             "significant)",
@@ -142,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(exist_ok=True)
     path = OUT / "structure.json"
     earlier = json.loads(path.read_text()).get("results", []) if path.exists() else []
-    ran = {(r["d_sae"], r["rows"]) for r in results}
-    merged = [r for r in earlier if (r["d_sae"], r["rows"]) not in ran] + results
+    ran = {(r["d_sae"], r["rows"], r.get("nproc", 1)) for r in results}
+    merged = [r for r in earlier if (r["d_sae"], r["rows"], r.get("nproc", 1)) not in ran]
+    merged += results
     path.write_text(json.dumps({"cpus": os.cpu_count(), "results": merged}, indent=2))
     return 0
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 from torch import nn
 
 
@@ -109,3 +114,29 @@ def digits_store(tmp_path_factory):
     from saeatlas.demo import capture_digits
 
     return capture_digits(tmp_path_factory.mktemp("digits") / "store", progress=False)
+
+
+@pytest.fixture(scope="session")
+def spawn_ranks() -> Callable[..., None]:
+    """``spawn_ranks(target, args, wait_s)``: run ``target(rank, world, port, *args)``
+    in two spawned processes to their end (none is ever terminated while it runs);
+    fail if any is still running after ``wait_s`` seconds (a hang)."""
+
+    def run(target: Callable[..., None], args: tuple, wait_s: float) -> None:
+        with socket.socket() as s:  # a free port for the group's rendezvous
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=target, args=(r, 2, port, *args)) for r in range(2)]
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + wait_s
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        hung = [r for r, p in enumerate(procs) if p.is_alive()]
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        assert not hung, f"ranks {hung} still running after {wait_s} s"
+
+    return run

@@ -1,8 +1,10 @@
 """The process group ``torchrun`` describes, shared by every stage that runs on
-several processes (capture, training): which rank this is, how many there are.
+several processes (capture, training, analysis): which rank this is, how many
+there are, which device and which share of the work is its own.
 
-The stages' own collective steps live with them (``capture/distributed.py``,
-``train/distributed.py``).
+The meetings of capture and analysis are :mod:`saeatlas._coordinator`'s; the
+stages' own collective steps live with them (``capture/distributed.py``,
+``train/distributed.py``, ``structure/graph/codes.py``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import torch
 import torch.distributed as dist
+
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -39,3 +44,33 @@ def is_main_process() -> bool:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def in_one_process() -> bool:
+    """No ``torchrun`` world (or a world of one)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size() == 1
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1
+
+
+def share(n: int, world: World) -> tuple[int, int]:
+    """The items ``[lo, hi)`` of ``n`` that are rank ``world.rank``'s: contiguous
+    blocks in rank order, the first ``n % size`` ranks one more."""
+    per, extra = divmod(n, world.size)
+    lo = world.rank * per + min(world.rank, extra)
+    return lo, lo + per + (1 if world.rank < extra else 0)
+
+
+def rank_device(device: str | None, world: World) -> str | None:
+    """``cuda`` under ``torchrun`` means this rank's own GPU (``LOCAL_RANK``)."""
+    if device == "cuda" and world.size > 1:
+        n_gpus = torch.cuda.device_count()
+        local = int(os.environ.get("LOCAL_RANK", world.rank % max(n_gpus, 1)))
+        if local >= n_gpus:
+            raise ConfigError(
+                f"Rank {world.rank} (local rank {local}) would run on cuda:{local}, but this "
+                f"machine has {n_gpus} GPU(s). Start at most {n_gpus} processes per machine "
+                "(torchrun --nproc_per_node), or name one device for all (--device cuda:0)."
+            )
+        return f"cuda:{local}"
+    return device

@@ -50,3 +50,7 @@ class ModelError(AtlasError, RuntimeError):
 
 class TrainingDiverged(AtlasError, RuntimeError):
     """The loss or the weights became NaN/Inf during training."""
+
+
+class DistributedError(AtlasError, RuntimeError):
+    """Another rank of a ``torchrun`` job failed, died or took too long."""

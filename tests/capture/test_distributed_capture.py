@@ -4,7 +4,6 @@ killed mid-way resumes to it; a rank that fails stops both with one clear error.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,12 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
-from saeatlas._world import World
+from saeatlas._world import World, rank_device, share
 from saeatlas.capture import CaptureConfig, capture_activations
-from saeatlas.capture.distributed import count_batches, rank_device, share
+from saeatlas.capture.distributed import count_batches
 from saeatlas.errors import ConfigError
 from saeatlas.store import ActivationStore
 from saeatlas.store.atomic import partial_dir
@@ -96,37 +94,20 @@ def _worker(rank, world, port, out, fail, resume, init, seed, slow):
         json.dump(result, f)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def run_ranks(spawn_ranks):
+    def run(out, fail=None, resume=False, init=False, seed=None, slow=None):
+        """Run 2 ranks to their end; each rank's result."""
+        spawn_ranks(_worker, (str(out), fail, resume, init, seed, slow), WAIT_S)
+        results = []
+        for r in range(2):
+            path = f"{out}.r{r}.json"
+            results.append(json.load(open(path)) if os.path.exists(path) else {"killed": True})
+            if os.path.exists(path):
+                os.remove(path)
+        return results
 
-
-def _run_ranks(out, fail=None, resume=False, init=False, seed=None, slow=None):
-    """Run 2 ranks to their end (no rank is ever terminated here); each rank's result."""
-    port = _free_port()
-    ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(target=_worker, args=(r, 2, port, str(out), fail, resume, init, seed, slow))
-        for r in range(2)
-    ]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + WAIT_S
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    assert not hung, f"ranks {hung} still running after {WAIT_S} s"
-    results = []
-    for r in range(2):
-        path = f"{out}.r{r}.json"
-        results.append(json.load(open(path)) if os.path.exists(path) else {"killed": True})
-        if os.path.exists(path):
-            os.remove(path)
-    return results
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +131,8 @@ def _assert_same_store(two: ActivationStore, one: ActivationStore) -> None:
     two.verify()  # checksums, and the moments recomputed from the shards
 
 
-def test_two_ranks_write_the_store_one_process_writes(tmp_path, single):
-    results = _run_ranks(tmp_path / "two", init=True)  # under an initialised group
+def test_two_ranks_write_the_store_one_process_writes(tmp_path, single, run_ranks):
+    results = run_ranks(tmp_path / "two", init=True)  # under an initialised group
     assert results == [{"forwards": 10}, {"forwards": 9}]
     two = ActivationStore.open(tmp_path / "two")
     _assert_same_store(two, single)
@@ -161,9 +142,9 @@ def test_two_ranks_write_the_store_one_process_writes(tmp_path, single):
     assert not partial_dir(tmp_path / "two").exists()
 
 
-def test_rank_killed_mid_way_resumes_to_the_same_store(tmp_path, single):
+def test_rank_killed_mid_way_resumes_to_the_same_store(tmp_path, single, run_ranks):
     out = tmp_path / "two"
-    first = _run_ranks(out, fail=(1, 7, "kill"))
+    first = run_ranks(out, fail=(1, 7, "kill"))
     assert first[1] == {"killed": True}
     assert first[0]["error"] == "DistributedError" and "lost contact" in first[0]["message"]
     work = partial_dir(out)
@@ -172,15 +153,15 @@ def test_rank_killed_mid_way_resumes_to_the_same_store(tmp_path, single):
     with pytest.raises(ConfigError, match="another number of processes"):
         _capture(out, resume=True)  # one process cannot resume two ranks' capture
 
-    again = _run_ranks(out, resume=True)
+    again = run_ranks(out, resume=True)
     assert again[0] == {"forwards": 0}  # rank 0 had committed all of its share
     assert 0 < again[1]["forwards"] < 9  # rank 1 picks up after its last commit
     _assert_same_store(ActivationStore.open(out), single)
 
 
-def test_a_rank_that_fails_stops_both_with_one_clear_error(tmp_path):
+def test_a_rank_that_fails_stops_both_with_one_clear_error(tmp_path, run_ranks):
     # Rank 0 would take 10 x 0.5 s for its share: it stops at its next look instead.
-    results = _run_ranks(tmp_path / "two", fail=(1, 2, "raise"), slow=(0, 0.5))
+    results = run_ranks(tmp_path / "two", fail=(1, 2, "raise"), slow=(0, 0.5))
     assert results[1]["error"] == "ModelError"
     assert "planted failure" in results[1]["message"]
     assert results[0]["error"] == "DistributedError"
@@ -190,8 +171,8 @@ def test_a_rank_that_fails_stops_both_with_one_clear_error(tmp_path):
     assert not (tmp_path / "two").exists()
 
 
-def test_ranks_given_different_models_refuse_to_start(tmp_path):
-    results = _run_ranks(tmp_path / "two", seed=5)
+def test_ranks_given_different_models_refuse_to_start(tmp_path, run_ranks):
+    results = run_ranks(tmp_path / "two", seed=5)
     for r in results:
         assert r["error"] == "ConfigError" and "different model" in r["message"], r
     assert results[0]["message"] == results[1]["message"]

@@ -18,21 +18,15 @@ import numpy as np
 import torch
 
 from .. import __version__
+from .._coordinator import Coordinator, coordinate
 from .._progress import progress_bar
+from .._world import rank_device, share
 from ..errors import ConfigError
 from ..store import ActivationStore, StoreWriter
 from ..store.shards import STORE_DTYPES
 from .batch_rows import handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
-from .distributed import (
-    Coordinator,
-    capture_world,
-    complete_capture,
-    count_batches,
-    open_writer,
-    rank_device,
-    share,
-)
+from .distributed import agree, complete_capture, count_batches, open_writer
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch, iter_input_batches
 from .job import batch_fingerprint, capture_job
@@ -88,7 +82,7 @@ def capture_activations(
     batches and writes its own shards, and rank 0 merges them into one store equal to
     the one a single process writes (:mod:`saeatlas.capture.distributed`).
     """
-    coord = capture_world(config.device, config.timeout_s)
+    coord = coordinate(config.device, config.timeout_s, "capture", hint="resume with --resume")
     try:
         return _capture(
             coord,
@@ -151,7 +145,7 @@ def _capture(
         **(provenance or {}),
     }
     if coord.distributed:
-        coord.agree(job)
+        agree(coord, job)
         lo, hi = share(count_batches(inputs, config.batch_size), world)
         prov["world_size"] = world.size
     else:

@@ -67,18 +67,29 @@ def _analyze_cmd(
         100, "--ablation-draws", help="Random unit sets per module for the ablation p-value."
     ),
     on_nonfinite: str = nonfinite_option(),
+    timeout: float = typer.Option(
+        1800.0,
+        "--timeout",
+        help="Under torchrun: seconds a rank waits for the others before it stops with an "
+        "error (the other ranks wait for rank 0's ablation and writing too).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     **settings: Any,
 ) -> None:
-    """Find modules of units and the feature communities behind them, with significance."""
+    """Find modules of units and the feature communities behind them, with significance.
+
+    Under `torchrun --nproc_per_node N -m saeatlas analyze ...` the ranks share the
+    encoding and the draws and make the atlas one process makes; rank 0 writes it."""
     from .._config_cli import build_config
-    from ..store.lock import output_lock
     from ..structure import AtlasConfig
+    from ..structure.inputs import analysis_ranks
 
     cfg = build_config(AtlasConfig, config, settings, "analyze")
-    # --out is locked from before the analysis until the atlas is saved.
-    with output_lock(out):
-        _analyze(
+    analysis_ranks(
+        cfg.device,
+        timeout,
+        lambda coord: _analyze(
+            coord,
             sae=sae,
             acts=acts,
             out=out,
@@ -96,10 +107,12 @@ def _analyze_cmd(
             ablation_draws=ablation_draws,
             on_nonfinite=on_nonfinite,
             quiet=quiet,
-        )
+        ),
+    )
 
 
 def _analyze(
+    coord: Any,
     *,
     sae: Path,
     acts: Path,
@@ -119,60 +132,78 @@ def _analyze(
     on_nonfinite: str,
     quiet: bool,
 ) -> None:
+    """The analysis on every rank of ``coord``; rank 0 alone locks --out (from before
+    the analysis until the atlas is saved), ablates, writes and prints."""
     from ..store import ActivationStore
+    from ..store.lock import output_lock
     from ..structure import analyze
 
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"'{out}' is a file; give a directory for the atlas (--out).")
-    if (out / "atlas.json").exists() and not overwrite:
-        raise ConfigError(
-            f"'{out}' already holds an atlas. Choose another --out, or pass --overwrite."
-        )
-    store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
-    members = None
-    if sweep is not None:  # read before the work, like every other input
-        from ..sweep.sweep import sweep_members
+    _check_ablation_flags(model, inputs, labels, loss)
+    main = coord.world.is_main
+    with output_lock(out if main else None):
+        coord.check(None)  # rank 0 holds the lock (or every rank stops)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"'{out}' is a file; give a directory for the atlas (--out).")
+        if (out / "atlas.json").exists() and not overwrite:
+            raise ConfigError(
+                f"'{out}' already holds an atlas. Choose another --out, or pass --overwrite."
+            )
+        store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
+        members = None
+        if sweep is not None:  # read before the work, like every other input
+            from ..sweep.sweep import sweep_members
 
-        members = sweep_members(sweep)
+            members = sweep_members(sweep)
+        if seeds > 1 and len(seed_sae) < seeds - 1:
+            from ..structure.inference.seeds import train_seed_saes
+
+            seed_sae = train_seed_saes(
+                sae, store, seeds, given=seed_sae, progress=not quiet, coord=coord
+            )
+        atlas = analyze(sae, store, cfg, seed_saes=seed_sae, sweep=members, progress=not quiet)
+        if not main:  # the atlas is rank 0's to write
+            return
+        if model is not None:
+            from ..capture import load_inputs, load_labels, load_model
+            from ..losses import loss_function
+            from ..structure.causal.ablation import ablate_atlas
+
+            loaded = load_model(model, model_class=model_class)
+            ablate_atlas(
+                atlas,
+                loaded.model,
+                load_inputs(inputs),
+                store,
+                labels=load_labels(labels) if labels else None,
+                mode=ablation_mode,
+                loss_fn=loss_function(loss),
+                n_random=ablation_draws,
+                tokenizer=loaded.tokenizer,
+                random_state=cfg.seed,
+                progress=not quiet,
+            )
+        atlas.save(out, overwrite=overwrite)
+    print_atlas(atlas)
+    console.print(f"Written to {escape(str(out))}.", soft_wrap=True)
+
+
+def _check_ablation_flags(
+    model: str | None, inputs: Path | None, labels: Path | None, loss: str
+) -> None:
+    """The ablation's options, checked before the analysis, not after it."""
     if (inputs is not None or labels is not None) and model is None:
         raise ConfigError("--inputs and --labels are for the ablation; give --model too.")
     if model is not None and inputs is None:
         raise ConfigError("--model needs --inputs: the inputs to run the ablated model on.")
-    if model is not None:  # checked before the analysis, not after it
+    if model is not None:
         from ..losses import loss_function, needs_labels
 
-        loss_fn = loss_function(loss)
+        loss_function(loss)
         if labels is None and needs_labels(loss):
             raise ConfigError(
                 "--model needs --labels FILE: the ablation's loss is the model's cross-entropy "
                 "against one label per input (or --loss next-token for a causal language model)."
             )
-    if seeds > 1 and len(seed_sae) < seeds - 1:
-        from ..structure.inference.seeds import train_seed_saes
-
-        seed_sae = train_seed_saes(sae, store, seeds, given=seed_sae, progress=not quiet)
-    atlas = analyze(sae, store, cfg, seed_saes=seed_sae, sweep=members, progress=not quiet)
-    if model is not None:
-        from ..capture import load_inputs, load_labels, load_model
-        from ..structure.causal.ablation import ablate_atlas
-
-        loaded = load_model(model, model_class=model_class)
-        ablate_atlas(
-            atlas,
-            loaded.model,
-            load_inputs(inputs),
-            store,
-            labels=load_labels(labels) if labels else None,
-            mode=ablation_mode,
-            loss_fn=loss_fn,
-            n_random=ablation_draws,
-            tokenizer=loaded.tokenizer,
-            random_state=cfg.seed,
-            progress=not quiet,
-        )
-    atlas.save(out, overwrite=overwrite)
-    print_atlas(atlas)
-    console.print(f"Written to {escape(str(out))}.", soft_wrap=True)
 
 
 def print_atlas(atlas: Any) -> None:

@@ -16,6 +16,7 @@ from .shards import STORE_DTYPES
 if TYPE_CHECKING:
     from .store import ActivationStore
 
+
 @dataclass
 class ReadPlan:
     """What :meth:`ActivationStore.iter_batches` reads: the two readers (storage order
@@ -67,14 +68,20 @@ class ReadPlan:
         self, order: list[int], part: tuple[int, int]
     ) -> Iterator[tuple[torch.Tensor, int]]:
         rank, world = part
+        # In storage order batch b holds rows [b * batch_size, (b + 1) * batch_size):
+        # the shards before start_batch's first row are not read at all (a rank
+        # encoding its share of a store reads only its own shards).
+        skip = self.start_batch * self.batch_size
+        order = [i for i in order if self.starts[i + 1] > skip]
+        if not order:
+            return
         carry = torch.empty(0, self.width, dtype=self.store_dtype)
-        n_served = 0
         for k, x in enumerate(self.shards(order, 0)):
+            if k == 0:
+                x = x[skip - int(self.starts[order[0]]) :]
             batches, carry = _sequential(carry, x, self.batch_size, k + 1 == len(order))
             for b in batches:
-                n_served += 1
-                if n_served > self.start_batch:
-                    yield (b.tensor_split(world)[rank] if world > 1 else b), b.shape[0]
+                yield (b.tensor_split(world)[rank] if world > 1 else b), b.shape[0]
 
     def shuffled(
         self, order: list[int], g: torch.Generator, part: tuple[int, int], reuse_memory: bool

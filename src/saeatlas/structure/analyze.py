@@ -7,6 +7,13 @@ summary entries to the atlas; no step calls the analysis again. ``saeatlas
 analyze`` and the ``analyze`` stage of ``saeatlas run`` both come through here;
 the causal check (:func:`.causal.ablation.ablate_atlas`) needs the model and is
 applied to the finished atlas by them.
+
+Under ``torchrun`` (or any initialised process group) every rank calls
+:func:`analyze` with the same arguments and gets the same atlas, the one a single
+process computes (:func:`.inputs.analysis_ranks`): the ranks share the encoding
+(:func:`.graph.codes.encode_store`) and every set of independent draws (the
+ensemble's members, the null draws, the control's), each drawn from a seed
+derived from its index, never from the rank.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from .describe.modules import describe_modules
 from .inference.control import control_atlas
 from .inference.outcome import decide, match_jaccard
 from .inference.sparsity import sparsity_dependence
-from .inputs import AtlasInputs, SAELike, prepare
+from .inputs import DEFAULT_TIMEOUT_S, AtlasInputs, SAELike, prepared_on_ranks
 from .mapping import core_atlas
 
 
@@ -103,6 +110,7 @@ def analyze(
     null_source: SAELike | None = None,
     sweep: tuple[str, Sequence[tuple[float, SAELike]]] | None = None,
     progress: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Atlas:
     """The atlas of ``sae`` on ``store`` with every step ``config`` asks for.
 
@@ -119,17 +127,15 @@ def analyze(
         sweep: ``(setting, [(value, SAE), ...])``, the members of the sparsity sweep
             ``sae`` was chosen from: how the modules change across them.
         progress: show progress bars.
+        timeout_s: under ``torchrun``, seconds a rank waits for the others where they
+            meet before it stops with an error.
     """
-    inp = prepare(
-        sae,
-        store,
-        config,
-        seed_saes=seed_saes,
-        null_source=null_source,
-        sweep=sweep,
-        progress=progress,
-    )
-    atlas = core_atlas(inp)
-    for step in STEPS:
-        step(atlas, inp)
-    return atlas
+
+    def run(inp: AtlasInputs) -> Atlas:
+        atlas = core_atlas(inp)
+        for step in STEPS:
+            step(atlas, inp)
+        return atlas
+
+    kw = dict(seed_saes=seed_saes, null_source=null_source, sweep=sweep, progress=progress)
+    return prepared_on_ranks(run, sae, store, config, timeout_s, **kw)

@@ -40,7 +40,7 @@ from .inference.correlation import correlation_view
 from .inference.ensemble import build_ensemble, feature_modules
 from .inference.outcome import decide, match_jaccard
 from .inference.significance import significance_tests, verdict
-from .inputs import AtlasInputs, SAELike, prepare
+from .inputs import DEFAULT_TIMEOUT_S, AtlasInputs, SAELike, prepared_on_ranks
 
 
 def map_structure(
@@ -51,6 +51,7 @@ def map_structure(
     seed_saes: Sequence[SAELike] = (),
     null_source: SAELike | None = None,
     progress: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Atlas:
     """The core atlas of ``sae`` on ``store``: modules of units that the ensemble of
     ``sae`` and ``seed_saes`` (SAEs trained like it with other seeds) reproduces, the
@@ -59,12 +60,13 @@ def map_structure(
     ``null_source``: the SAE the dictionary null synthesises rows from when
     ``config.null_dictionary`` is ``"seed"`` (default: the first of ``seed_saes``,
     else one trained like ``sae`` with the next seed, see :mod:`.inference.nulls`).
-    For profiles, geometry and the control, use :func:`.analyze.analyze`.
+    For profiles, geometry and the control, use :func:`.analyze.analyze`. Under
+    ``torchrun`` every rank calls it alike and gets the atlas one process computes
+    (``timeout_s``: see :func:`.inputs.prepared_on_ranks`).
     """
-    inp = prepare(
-        sae, store, config, seed_saes=seed_saes, null_source=null_source, progress=progress
-    )
-    return core_atlas(inp)
+
+    kw = dict(seed_saes=seed_saes, null_source=null_source, progress=progress)
+    return prepared_on_ranks(core_atlas, sae, store, config, timeout_s, **kw)
 
 
 def core_atlas(inp: AtlasInputs) -> Atlas:

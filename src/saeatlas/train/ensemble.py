@@ -10,13 +10,10 @@ directories ``<out>-seed1``, ``<out>-seed2``, ... (:func:`seed_sae_dir`), where
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch.distributed as dist
-
-from .._world import is_main_process
+from .._world import in_one_process, is_main_process
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.files import CFG, WEIGHTS
@@ -98,7 +95,7 @@ def train_ensemble(
                 if not keep:
                     _check_out(o, i, n_seeds, cfgs[i].seed, overwrite, resume)
         todo = [i for i in range(n_seeds) if not kept[i]]
-        if len(todo) > 1 and not (resume or cfg.checkpoint_every) and _one_process():
+        if len(todo) > 1 and not (resume or cfg.checkpoint_every) and in_one_process():
             trained = train_family(
                 store, [cfgs[i] for i in todo], [outs[i] for i in todo], progress=progress
             )
@@ -117,13 +114,6 @@ def train_ensemble(
     by_member = dict(zip(todo, trained))
     results = tuple(by_member[i] if i in by_member else _load(outs[i]) for i in range(n_seeds))
     return EnsembleResult(results, tuple(not k for k in kept))
-
-
-def _one_process() -> bool:
-    """No ``torchrun`` world: ``train_family`` runs in one process only."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size() == 1
-    return int(os.environ.get("WORLD_SIZE", "1")) <= 1
 
 
 def _complete(path: Path) -> bool:

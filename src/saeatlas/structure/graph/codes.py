@@ -14,12 +14,14 @@ matrix:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..._coordinator import Coordinator, solo
 from ..._progress import progress_bar
 from ...sae import SparseAutoencoder
 from ...sae.kernels import fast_bf16
@@ -122,6 +124,7 @@ def encode_store(
     resamples: int = 0,
     resample_seed: int = 0,
     progress: bool = False,
+    coord: Coordinator | None = None,
 ) -> Codes:
     """Encode ``store`` (at most ``max_rows`` rows, taken as evenly spaced runs of
     whole batches so that consecutive tokens stay together, the last run cut to
@@ -130,106 +133,180 @@ def encode_store(
     ``resamples``: also accumulate that many bootstrap resamples of the unit moments
     in the same pass (the Poisson bootstrap, Hanley & MacGibbon 2006: every sample
     gets a Poisson(1) weight, shared by all its rows so that the rows of one text
-    stay together; seeded by ``resample_seed``)."""
+    stay together; seeded by ``resample_seed``).
+
+    Under ``torchrun`` (``coord`` of several ranks) each rank encodes a contiguous
+    share of the batches (the expensive ``x @ W_enc`` and top-k, reading only its
+    own shards); the moments are sums, reduced over the ranks, and the sparse codes
+    (about L0 entries a row) are gathered in rank order, so every rank holds the
+    codes one process holds, row for row and bit for bit. Only the moments' last
+    bits can differ from one process's (floating-point sums taken in another order).
+    """
+    coord = coord if coord is not None else solo()
     layers = sae_layers(sae, store)
     names = [l.name for l in layers]
     sae = sae.to(device).eval()
-    n_total = store.n_rows
-    n_batches = -(-n_total // batch_size)
-    if max_rows is not None and max_rows < n_total:
-        # full batches only (the store's last one may be short), as many as make max_rows
-        n_full = n_total // batch_size
-        n_keep = -(-max_rows // batch_size)
-        if n_keep <= n_full:
-            keep = set(np.linspace(0, n_full - 1, n_keep).round().astype(int).tolist())
-        else:
-            keep = set(range(n_batches))
-    else:
-        max_rows = None
-        keep = set(range(n_batches))
-    sample_col = store.rows(["sample"]).column("sample").to_numpy()
-    d_sae, d_in = sae.cfg.d_sae, sae.cfg.d_in
-    cross = np.zeros((d_sae, d_in))
-    unit_sum, unit_sq = np.zeros(d_in), np.zeros(d_in)
-    act_sum, act_sq = np.zeros(d_sae), np.zeros(d_sae)
-    gram = np.zeros((d_in, d_in)) if unit_gram else None
-    residual = np.zeros(d_in)
-    sample_idx = np.unique(np.asarray(sample_col), return_inverse=True)[1].reshape(-1)
+    plan = _batches_to_encode(store.n_rows, batch_size, max_rows)
+    lo, hi = coord.share(len(plan))
+    sample_col = np.asarray(store.rows(["sample"]).column("sample").to_numpy())
+    sample_idx = np.unique(sample_col, return_inverse=True)[1].reshape(-1)
     n_samples = int(sample_idx.max(initial=-1)) + 1
     weights = np.random.default_rng(resample_seed).poisson(1.0, (resamples, n_samples))
-    r_w, r_sum = np.zeros(resamples), np.zeros((resamples, d_in))
-    r_gram = np.zeros((resamples, d_in, d_in))
-    W_dec = sae.W_dec.detach().double().cpu().numpy()
-    b_dec = sae.b_dec.detach().double().cpu().numpy()
-    indptr, indices, data, rows = [np.zeros(1, np.int64)], [], [], []
-    n_done, nnz = 0, 0
-    batches = store.iter_batches(batch_size, shuffle=False, layers=names, drop_last=False)
-    with progress_bar("encode", len(keep), progress) as bar:
-        for b, x in enumerate(batches):
-            if b not in keep or (max_rows is not None and n_done >= max_rows):
-                continue
+    sums = _Sums(sae, unit_gram, resamples)
+    per_row, indices, data, rows = [], [], [], []  # this rank's codes, batch by batch
+    with progress_bar("encode", hi - lo, progress) as bar:
+        for (b, n), x in zip(plan[lo:hi], _read(store, names, batch_size, plan[lo:hi])):
             start = b * batch_size
-            if max_rows is not None:
-                x = x[: max_rows - n_done]
-            x = x.to(device, torch.float32)
+            x = x[:n].to(device, torch.float32)
             idx, vals = encode_sparse(sae, x)
             idx, vals = idx.cpu().numpy(), vals.cpu().numpy()
-            f = sp.csr_matrix((vals, (idx[:, 0], idx[:, 1])), shape=(x.shape[0], d_sae))
+            f = sp.csr_matrix((vals, (idx[:, 0], idx[:, 1])), shape=(x.shape[0], sae.cfg.d_sae))
             f.sum_duplicates()
-            xc = x.cpu().numpy().astype(np.float64)
-            cross += f.T @ xc
-            unit_sum += xc.sum(0)
-            unit_sq += (xc * xc).sum(0)
-            if gram is not None:
-                gram += xc.T @ xc
-            if resamples:
-                w = weights[:, sample_idx[start : start + x.shape[0]]].astype(np.float64)
-                r_w += w.sum(1)
-                r_sum += w @ xc
-                for i in range(resamples):
-                    r_gram[i] += (xc * w[i][:, None]).T @ xc
-            residual += ((xc - (f @ W_dec) - b_dec) ** 2).sum(0)
-            act_sum += np.bincount(f.indices, weights=f.data, minlength=d_sae)
-            act_sq += np.bincount(
-                f.indices, weights=f.data.astype(np.float64) ** 2, minlength=d_sae
-            )
-            indptr.append(f.indptr[1:].astype(np.int64) + nnz)
+            w = weights[:, sample_idx[start : start + x.shape[0]]] if resamples else None
+            sums.add(x.cpu().numpy().astype(np.float64), f, w)
+            per_row.append(np.diff(f.indptr).astype(np.int64))  # entries in each row
             indices.append(f.indices.astype(np.int32))
             data.append(f.data.astype(np.float32))
             rows.append(np.arange(start, start + x.shape[0]))
-            nnz += f.nnz
-            n_done += x.shape[0]
             bar.advance(1)
-    row_ids = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    counts, cols, values, row_ids = coord.concat(
+        [
+            _cat(per_row, np.int64),
+            _cat(indices, np.int32),
+            _cat(data, np.float32),
+            _cat(rows, np.int64),
+        ]
+    )
     matrix = sp.csr_matrix(
-        (
-            np.concatenate(data) if data else np.zeros(0, np.float32),
-            np.concatenate(indices) if indices else np.zeros(0, np.int32),
-            np.concatenate(indptr),
-        ),
-        shape=(n_done, d_sae),
+        (values, cols, np.concatenate([[0], np.cumsum(counts)])),
+        shape=(len(row_ids), sae.cfg.d_sae),
     )
-    n = max(n_done, 1)
-    mean = unit_sum / n
-    std = np.sqrt(np.maximum(unit_sq / n - mean**2, 0.0))
-    rebased, start = [], 0
-    for l in layers:
-        rebased.append(LayerSpec(l.name, start, start + l.n_units, l.shape, l.layout))
-        start += l.n_units
-    return Codes(
-        matrix=matrix,
-        rows=row_ids,
-        samples=np.asarray(sample_col)[row_ids] if len(row_ids) else row_ids,
-        layers=tuple(rebased),
-        unit_mean=mean,
-        unit_std=std,
-        act_sum=act_sum,
-        act_sq_sum=act_sq,
-        cross=cross,
-        unit_gram=gram,
-        residual_sq=residual,
-        resampled_grams=tuple((float(r_w[i]), r_sum[i], r_gram[i]) for i in range(resamples)),
+    return sums.codes(coord, matrix, row_ids, sample_col, layers)
+
+
+def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+def _batches_to_encode(
+    n_total: int, batch_size: int, max_rows: int | None
+) -> list[tuple[int, int]]:
+    """``[(batch, rows taken from it)]`` in storage order: every batch, or with
+    ``max_rows`` evenly spaced full batches, the last one cut to make ``max_rows``."""
+    n_batches = -(-n_total // batch_size)
+    sizes = [min(batch_size, n_total - b * batch_size) for b in range(n_batches)]
+    if max_rows is None or max_rows >= n_total:
+        return list(zip(range(n_batches), sizes))
+    # full batches only (the store's last one may be short), as many as make max_rows
+    n_full = n_total // batch_size
+    n_keep = -(-max_rows // batch_size)
+    if n_keep <= n_full:
+        keep = sorted(set(np.linspace(0, n_full - 1, n_keep).round().astype(int).tolist()))
+    else:
+        keep = list(range(n_batches))
+    plan, left = [], max_rows
+    for b in keep:
+        if left <= 0:
+            break
+        plan.append((b, min(sizes[b], left)))
+        left -= plan[-1][1]
+    return plan
+
+
+def _read(
+    store: ActivationStore, names: list[str], batch_size: int, plan: list[tuple[int, int]]
+) -> Iterator[torch.Tensor]:
+    """The batches of ``plan`` (in storage order), reading from the first one's shard on."""
+    if not plan:
+        return
+    wanted = {b for b, _ in plan}
+    batches = store.iter_batches(
+        batch_size,
+        shuffle=False,
+        layers=names,
+        start_batch=plan[0][0],
+        stop_row=(plan[-1][0] + 1) * batch_size,
     )
+    for b, x in enumerate(batches, start=plan[0][0]):
+        if b in wanted:
+            yield x
+
+
+class _Sums:
+    """The moments :class:`Codes` carries, summed over the rows one rank encodes."""
+
+    def __init__(self, sae: SparseAutoencoder, unit_gram: bool, resamples: int) -> None:
+        d_sae, d_in = sae.cfg.d_sae, sae.cfg.d_in
+        self.d_sae = d_sae
+        self.W_dec = sae.W_dec.detach().double().cpu().numpy()
+        self.b_dec = sae.b_dec.detach().double().cpu().numpy()
+        self.cross = np.zeros((d_sae, d_in))
+        self.unit_sum, self.unit_sq = np.zeros(d_in), np.zeros(d_in)
+        self.act_sum, self.act_sq = np.zeros(d_sae), np.zeros(d_sae)
+        self.gram = np.zeros((d_in, d_in)) if unit_gram else None
+        self.residual = np.zeros(d_in)
+        self.r_w, self.r_sum = np.zeros(resamples), np.zeros((resamples, d_in))
+        self.r_gram = np.zeros((resamples, d_in, d_in))
+
+    def add(self, xc: np.ndarray, f: sp.csr_matrix, w: np.ndarray | None) -> None:
+        """One batch: rows ``xc [B, d_in]`` (float64), codes ``f [B, d_sae]`` and the
+        resamples' weights ``w [resamples, B]``."""
+        self.cross += f.T @ xc
+        self.unit_sum += xc.sum(0)
+        self.unit_sq += (xc * xc).sum(0)
+        if self.gram is not None:
+            self.gram += xc.T @ xc
+        if w is not None:
+            w = w.astype(np.float64)
+            self.r_w += w.sum(1)
+            self.r_sum += w @ xc
+            for i in range(w.shape[0]):
+                self.r_gram[i] += (xc * w[i][:, None]).T @ xc
+        self.residual += ((xc - (f @ self.W_dec) - self.b_dec) ** 2).sum(0)
+        self.act_sum += np.bincount(f.indices, weights=f.data, minlength=self.d_sae)
+        self.act_sq += np.bincount(
+            f.indices, weights=f.data.astype(np.float64) ** 2, minlength=self.d_sae
+        )
+
+    def codes(
+        self,
+        coord: Coordinator,
+        matrix: sp.csr_matrix,
+        row_ids: np.ndarray,
+        sample_col: np.ndarray,
+        layers: Sequence[LayerSpec],
+    ) -> Codes:
+        """The :class:`Codes` of all ranks' rows: the sums reduced over the ranks."""
+        names = ["cross", "unit_sum", "unit_sq", "act_sum", "act_sq", "residual", "r_w", "r_sum"]
+        if self.r_w.size:
+            names.append("r_gram")
+        if self.gram is not None:
+            names.append("gram")
+        total = dict(zip(names, coord.sum_arrays([getattr(self, k) for k in names])))
+        n = max(matrix.shape[0], 1)
+        mean = total["unit_sum"] / n
+        std = np.sqrt(np.maximum(total["unit_sq"] / n - mean**2, 0.0))
+        rebased, start = [], 0
+        for l in layers:
+            rebased.append(LayerSpec(l.name, start, start + l.n_units, l.shape, l.layout))
+            start += l.n_units
+        r_gram = total.get("r_gram", self.r_gram)
+        return Codes(
+            matrix=matrix,
+            rows=row_ids,
+            samples=sample_col[row_ids] if len(row_ids) else row_ids,
+            layers=tuple(rebased),
+            unit_mean=mean,
+            unit_std=std,
+            act_sum=total["act_sum"],
+            act_sq_sum=total["act_sq"],
+            cross=total["cross"],
+            unit_gram=total.get("gram"),
+            residual_sq=total["residual"],
+            resampled_grams=tuple(
+                (float(total["r_w"][i]), total["r_sum"][i], r_gram[i]) for i in range(self.r_w.size)
+            ),
+        )
 
 
 def strong_firing(matrix: sp.csr_matrix, min_activation: float) -> sp.csr_matrix:

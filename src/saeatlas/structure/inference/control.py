@@ -138,6 +138,7 @@ def control_atlas(
         seed_saes=twins,
         mode=inp.mode,
         progress=inp.progress,
+        coord=inp.coord,
     )
     atlas = core_atlas(ctl_inp)
     out: dict[str, Any] = {"kind": "random_directions", "scaled_units": scale_units}

@@ -131,31 +131,32 @@ def partition_modularity(graph: sp.spmatrix, labels: np.ndarray) -> float:
 def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
     cfg, mode = inp.cfg, inp.mode
     n_obs = max(mode.n_samples, 2)
-    graphs = [unit_correlation_graph(c, n_obs, clean) for c in (mode.corr, *mode.resampled)]
+    correlations = (mode.corr, *mode.resampled)
+    real = unit_correlation_graph(mode.corr, n_obs, clean)
     finders = make_levels(cfg)
-    per_member = []
-    fitted = []
-    for g in graphs:
-        runs = [clone(f).fit(g) for f in finders]
-        per_member.append([r.labels_ for r in runs])
-        if not fitted:
-            fitted = runs
+
+    def member(i: int) -> list[tuple[np.ndarray, float]]:  # [level] (labels, modularity)
+        g = real if i == 0 else unit_correlation_graph(correlations[i], n_obs, clean)
+        return [(r.labels_, float(r.modularity_)) for r in (clone(f).fit(g) for f in finders)]
+
+    # the members (all rows, resamples) are shared among the ranks of a torchrun analysis
+    per_member = inp.coord.spread(len(correlations), member)
     levels = [
         level_consensus(
-            np.stack([m[i] for m in per_member]),
+            np.stack([m[i][0] for m in per_member]),
             getattr(finders[i], "resolutions", (None,))[0],
             random_state=cfg.seed,
         )
         for i in range(len(finders))
     ]
-    quality = [partition_modularity(graphs[0], lv.reproducible_labels()) for lv in levels]
-    chosen = choose_level(levels, [float(f.modularity_) for f in fitted], quality)
+    quality = [partition_modularity(real, lv.reproducible_labels()) for lv in levels]
+    chosen = choose_level(levels, [q for _, q in per_member[0]], quality)
     labels = levels[chosen].reproducible_labels()
     n_mod = int(labels.max(initial=-1)) + 1
     test = None
     if cfg.nulls and cfg.n_null >= 2:
         seeds = np.random.SeedSequence([cfg.seed, 11]).spawn(cfg.n_null)
-        finder = fitted[chosen]
+        finder = finders[chosen]  # its settings: every fit starts from a clone
 
         def fit(g: sp.spmatrix) -> tuple[float, np.ndarray]:
             f = clone(finder).fit(g)
@@ -166,7 +167,9 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
             z = np.triu(rng.standard_normal(mode.corr.shape) / np.sqrt(n_obs), 1)
             return unit_correlation_graph(z + z.T + np.eye(len(z)), n_obs, clean)
 
-        test = null_test("independent units", graphs[0], labels, fit, null_graph, cfg.n_null)
+        test = null_test(
+            "independent units", real, labels, fit, null_graph, cfg.n_null, coord=inp.coord
+        )
     partition_ok, module_ok, module_p = verdict([test] if test else [], cfg.alpha)
     if test is None:
         module_ok, module_p = np.zeros(n_mod, bool), np.full(n_mod, np.nan)

@@ -82,26 +82,40 @@ class Ensemble:
 
 
 def build_ensemble(inp: AtlasInputs) -> Ensemble:
-    """The ensemble of ``inp``: its SAE and seed SAEs, on all rows and bootstraps."""
+    """The ensemble of ``inp``: its SAE and seed SAEs, on all rows and bootstraps.
+
+    Member ``m`` is SAE ``m // (1 + n_bootstrap)`` on resample ``m % (1 + n_bootstrap)``
+    (0: all rows). The members are shared among the ranks of a ``torchrun`` analysis
+    (``inp.coord``) and give the ensemble one process gives: every rank draws every
+    resample's rows from the one seeded stream, in member order, as one process
+    does (row indices: cheap), and computes its own members' communities (the
+    expensive part) from them. Every rank computes member 0 itself (the analysed
+    SAE on all rows: its graph, finders and attribution, which every later step
+    reads, are larger than what it takes to compute them)."""
     cfg = inp.cfg
-    firings = [inp.main]
-    runs = (1 + cfg.n_bootstrap) * (1 + len(inp.seed_saes))
+    n_boot = 1 + cfg.n_bootstrap
+    # every SAE's codes first: encoding is shared by the ranks, so it cannot be an item
+    firings = [inp.main, *(inp.firing_of(s) for s in inp.seed_saes)]
+    runs = n_boot * len(firings)
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 7]))
-    per_member: list[list[np.ndarray]] = []  # [member][level] unit modules
-    main: list[Modules] = []
+    resamples = {
+        m: bootstrap_rows(firings[m // n_boot].codes.samples, cfg.window, rng)
+        for m in range(runs)
+        if m % n_boot
+    }
+
+    def member(m: int) -> list[Modules]:
+        f = firings[m // n_boot]
+        return find_levels(f, cfg, *resamples[m]) if m in resamples else find_levels(f, cfg)
+
+    def unit_modules(m: int) -> list[np.ndarray]:  # [level] unit modules
+        return [x.units.module.astype(np.int64) for x in member(m)]
+
+    main = member(0)
     with progress_bar("ensemble (SAEs x resamples)", runs, inp.progress) as bar:
-        for j in range(1 + len(inp.seed_saes)):
-            f = firings[0] if j == 0 else inp.firing_of(inp.seed_saes[j - 1])
-            for b in range(1 + cfg.n_bootstrap):
-                if b == 0:
-                    found = find_levels(f, cfg)
-                else:
-                    rows, samples = bootstrap_rows(f.codes.samples, cfg.window, rng)
-                    found = find_levels(f, cfg, rows, samples)
-                if j == 0 and b == 0:
-                    main = found
-                per_member.append([m.units.module.astype(np.int64) for m in found])
-                bar.advance()
+        bar.advance()
+        rest = inp.coord.spread(runs - 1, lambda i: unit_modules(i + 1), on_item=bar.advance)
+    per_member = [[x.units.module.astype(np.int64) for x in main], *rest]
     levels = [
         level_consensus(
             np.stack([m[i] for m in per_member]),

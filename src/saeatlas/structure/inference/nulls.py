@@ -160,7 +160,9 @@ def dictionary_source(inp: AtlasInputs) -> DictionarySource:
         else:
             from .seeds import null_source_sae
 
-            other, why = null_source_sae(sae, inp.sae_path, inp.store, progress=inp.progress)
+            other, why = null_source_sae(
+                sae, inp.sae_path, inp.store, progress=inp.progress, coord=inp.coord
+            )
             if other is None:
                 log.warning(
                     "The dictionary null uses the SAE's own dictionary (%s), a weaker null "

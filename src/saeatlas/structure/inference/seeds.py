@@ -7,6 +7,9 @@ are trained with the analysed SAE's own training settings (recorded in its
 is reused, so a second ``analyze`` does not retrain (``saeatlas train --seeds N``,
 :func:`saeatlas.train.train_ensemble`, trains them there up front). The dictionary
 null takes its source dictionary from the first of them (:func:`null_source_sae`).
+
+Under ``torchrun`` every rank trains them together (data-parallel, one by one) and
+rank 0 writes them; the ranks meet before any of them reads what was written.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from ..._coordinator import Coordinator
+from ..._world import in_one_process
 from ...errors import ConfigError
 from ...sae import SparseAutoencoder
 from ...sae.files import CFG, WEIGHTS
@@ -36,11 +41,13 @@ def train_seed_saes(
     *,
     given: list[Path] | tuple[Path, ...] = (),
     progress: bool = False,
+    coord: Coordinator | None = None,
 ) -> list[Path]:
     """Directories of ``n_seeds - 1`` SAEs trained like ``sae_dir`` with other seeds.
 
     The SAEs in ``given`` count first; the rest are reused from ``<sae>-seed<s>``
-    when complete, or trained there.
+    when complete, or trained there. ``coord``: the ranks of a ``torchrun`` job, which
+    meet once the SAEs are written.
     """
     from ...train import train_sae
 
@@ -67,7 +74,7 @@ def train_seed_saes(
         out.append(target)
         missing -= 1
     resuming = any((t / CHECKPOINT).is_file() for _, t in todo)
-    if len(todo) > 1 and not resuming and not base.checkpoint_every:
+    if len(todo) > 1 and not resuming and not base.checkpoint_every and in_one_process():
         from ...train.family import train_family
 
         # one pass over shared batches, as `saeatlas train --seeds N` trains them
@@ -76,6 +83,8 @@ def train_seed_saes(
         for cfg, target in todo:
             resume = (target / CHECKPOINT).is_file()  # an interrupted run goes on
             train_sae(store, cfg, target, resume=resume, progress=progress)
+    if coord is not None:
+        coord.check(None)  # rank 0 has written them: now every rank may read them
     return out
 
 
@@ -85,6 +94,7 @@ def null_source_sae(
     store: ActivationStore,
     *,
     progress: bool = False,
+    coord: Coordinator | None = None,
 ) -> tuple[SparseAutoencoder | None, str]:
     """An SAE trained like ``sae`` with the next seed, the dictionary null's source:
     ``(sae, where it is)``, or ``(None, why not)`` when ``sae`` records no training
@@ -92,7 +102,8 @@ def null_source_sae(
 
     With ``sae_dir`` it is ``<sae>-seed1`` (reused, or trained there as ``--seeds 2``
     would); without one, or when that directory cannot be written, it is trained in
-    memory.
+    memory. Under ``torchrun`` (``coord``: the ranks, which meet before reading it) a
+    directory that cannot be written is an error: only rank 0 would know.
     """
     from ...train import train_sae
 
@@ -101,9 +112,10 @@ def null_source_sae(
         return None, "the SAE records no training settings"
     if sae_dir is not None:
         try:
-            path = train_seed_saes(sae_dir, store, 2, progress=progress)[0]
+            path = train_seed_saes(sae_dir, store, 2, progress=progress, coord=coord)[0]
             return SparseAutoencoder.load(path), str(path)
         except OSError:
-            pass
+            if not in_one_process():
+                raise
     trained = train_sae(store, replace(base, seed=base.seed + 1), progress=progress).sae
     return trained, f"trained in memory with seed {base.seed + 1}"

@@ -42,6 +42,7 @@ import scipy.sparse as sp
 from scipy.stats import t as student_t
 from sklearn.base import clone
 
+from ..._coordinator import Coordinator, solo
 from ..._progress import progress_bar
 from ..constants import BLOCK_ROWS, MIN_STD
 from ..graph.communities import Modules, cooccurrence_graph
@@ -131,25 +132,28 @@ def null_test(
     null_graphs: Callable[[int], sp.spmatrix],
     n_draws: int,
     on_draw: Callable[[], None] | None = None,
+    coord: Coordinator | None = None,
 ) -> NullTest:
     """Compare ``labels`` on ``real_graph`` with ``n_draws`` graphs from ``null_graphs(i)``.
 
     ``fit(graph)`` returns the modularity the finder reaches on a graph and its
     labels; the real figure is the larger of that and the modularity of
     ``labels`` themselves. ``on_draw()`` is called after each null draw (progress).
+    ``coord``: the ranks of a ``torchrun`` analysis share the draws (draw ``i`` must
+    depend on ``i`` alone: its seed is derived from it).
     """
     q = max(fit(real_graph)[0], float(module_modularity(real_graph, labels).sum()))
     mw = module_cohesion(real_graph, labels)
-    null_q = np.zeros(n_draws)
-    null_mw = np.zeros(n_draws)
-    for i in range(n_draws):
+
+    def draw(i: int) -> tuple[float, float]:
         g = null_graphs(i)
-        null_q[i], null_labels = fit(g)
+        null_q, null_labels = fit(g)
         w = module_cohesion(g, null_labels)
-        null_mw[i] = w.max() if w.size else 0.0
-        if on_draw is not None:
-            on_draw()
-    return NullTest(name, q, null_q, mw, null_mw)
+        return float(null_q), float(w.max()) if w.size else 0.0
+
+    draws = (coord if coord is not None else solo()).spread(n_draws, draw, on_item=on_draw)
+    null = np.array(draws, dtype=np.float64).reshape(n_draws, 2)
+    return NullTest(name, q, null[:, 0], mw, null[:, 1])
 
 
 def module_weight(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
@@ -243,6 +247,7 @@ def significance_tests(
                     ),
                     cfg.n_null,
                     on_draw=bar.advance,
+                    coord=inp.coord,
                 )
             )
             log.info("null %s: z %.2f p %.3g", name, tests[-1].z, tests[-1].p)

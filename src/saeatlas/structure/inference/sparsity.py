@@ -37,11 +37,15 @@ def sparsity_dependence(
     """
     ordered = sorted(members, key=lambda m: float(m[0]))
     ref = atlas.units["module"].to_numpy().astype(np.int64)
-    labels, n_modules = [], []
-    for _, sae in ordered:
-        found = find_modules(inp.firing_of(sae), inp.cfg)
-        labels.append(found.units.module.astype(np.int64))
-        n_modules.append(found.n_modules)
+    firings = [inp.firing_of(sae) for _, sae in ordered]  # encoded by all ranks together
+
+    def modules(i: int) -> tuple[np.ndarray, int]:
+        found = find_modules(firings[i], inp.cfg)
+        return found.units.module.astype(np.int64), found.n_modules
+
+    # the members' communities are shared among the ranks of a torchrun analysis
+    found = inp.coord.spread(len(firings), modules)
+    labels, n_modules = [f[0] for f in found], [f[1] for f in found]
     neighbour = [partition_ari(a, b) for a, b in zip(labels, labels[1:])]
     return {
         "over": over,

@@ -1,0 +1,171 @@
+"""Analysis in two CPU processes (gloo) gives the atlas one process gives; a rank
+that fails stops both with one clear error, never a hang."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.distributed as dist
+
+from saeatlas._coordinator import solo
+from saeatlas.structure import Atlas, AtlasConfig, analyze
+from saeatlas.structure.graph.codes import _batches_to_encode
+from saeatlas.train import TrainConfig, train_sae
+
+# 1500 of the digits' 1797 rows: six evenly spaced batches of 256, the last one cut,
+# three for each rank
+CONFIG = dict(n_null=3, batch_size=256, max_rows=1500, n_examples=3)
+WAIT_S = 90  # a worker still running after this is a hang
+
+
+@pytest.fixture(scope="module")
+def single(digits_store, tmp_path_factory):
+    """Two SAEs trained on the digits store (the analysed one and a seed twin) and
+    the atlas one process makes of them."""
+    root = tmp_path_factory.mktemp("analysis")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for seed in (0, 1):
+            cfg = TrainConfig(d_sae=64, k=6, tokens=20_000, batch_size=256, seed=seed)
+            train_sae(digits_store, cfg, root / f"sae{seed}", progress=False)
+        atlas = analyze(
+            root / "sae0", digits_store, AtlasConfig(**CONFIG), seed_saes=[root / "sae1"]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return root, atlas
+
+
+def _worker(rank, world, port, root, store, fail):
+    """One rank of ``analyze`` under an initialised group; ``fail`` = (rank, where)
+    plants a failure there: "item" (a shared ensemble member) or "step" (a step that
+    every rank runs on its own, between two meetings)."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    if fail and fail[0] == rank:
+        _plant_failure(fail[1])
+    try:
+        atlas = analyze(
+            f"{root}/sae0",
+            store,
+            AtlasConfig(**CONFIG),
+            seed_saes=[f"{root}/sae1"],
+            timeout_s=30,
+        )
+        atlas.save(f"{root}/two-r{rank}", overwrite=True)
+        result = {"ok": True}
+    except Exception as e:
+        result = {"error": type(e).__name__, "message": str(e)}
+    finally:
+        dist.destroy_process_group()
+    with open(f"{root}/r{rank}.json", "w") as f:
+        json.dump(result, f)
+
+
+def _plant_failure(where):
+    analyze_mod = sys.modules["saeatlas.structure.analyze"]  # (the package exports a function
+    ensemble_mod = sys.modules["saeatlas.structure.inference.ensemble"]  # of the same name)
+
+    def fail(*args, **kwargs):
+        raise ValueError("planted failure")
+
+    if where == "item":  # the first member this rank computes after member 0
+        real, calls = ensemble_mod.find_levels, []
+
+        def find_levels(*args, **kwargs):
+            calls.append(1)
+            return real(*args, **kwargs) if len(calls) == 1 else fail()
+
+        ensemble_mod.find_levels = find_levels
+    else:
+        analyze_mod.feature_map = fail
+
+
+@pytest.fixture
+def run_ranks(spawn_ranks, single, digits_store):
+    def run(fail=None):
+        """Run 2 ranks to their end; each rank's result."""
+        root = single[0]
+        spawn_ranks(_worker, (str(root), str(digits_store.path), fail), WAIT_S)
+        results = []
+        for r in range(2):
+            path = root / f"r{r}.json"
+            results.append(json.loads(path.read_text()) if path.exists() else {"died": True})
+            path.unlink(missing_ok=True)
+        return results
+
+    return run
+
+
+def _assert_same_atlas(two: Atlas, one: Atlas) -> None:
+    for table in ("units", "modules"):
+        a, b = getattr(two, table), getattr(one, table)
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=1e-12, obj=table)
+    assert two.n_modules == one.n_modules
+    s2, s1 = two.summary, one.summary
+    for n2, n1 in zip(s2["nulls"], s1["nulls"]):
+        assert n2["null"] == n1["null"]
+        np.testing.assert_allclose(n2["p"], n1["p"], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(n2["z"], n1["z"], rtol=1e-9)
+    assert s2["ensemble"]["levels"] == s1["ensemble"]["levels"]
+    assert s2["control"]["n_modules"] == s1["control"]["n_modules"]
+
+
+def test_two_ranks_give_the_atlas_one_process_gives(single, run_ranks):
+    root, one = single
+    results = run_ranks()
+    assert results == [{"ok": True}, {"ok": True}], results
+    for r in range(2):
+        _assert_same_atlas(Atlas.load(root / f"two-r{r}"), one)
+
+
+@pytest.mark.parametrize("where", ["item", "step"])
+def test_a_rank_that_fails_stops_both_with_one_clear_error(run_ranks, where):
+    results = run_ranks(fail=(1, where))
+    assert results[1] == {"error": "ValueError", "message": "planted failure"}
+    assert results[0]["error"] == "DistributedError"
+    assert results[0]["message"] == "Rank 1 of 2 failed, so rank 0 stopped too: planted failure"
+
+
+def test_torchrun_cli_writes_the_atlas_one_process_makes(single, digits_store):
+    root, one = single
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # PYTHONPATH passes through
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "saeatlas", "analyze", "--sae", str(root / "sae0"), "--acts", str(digits_store.path),
+        "--out", str(root / "cli"), "--seed-sae", str(root / "sae1"), "--seeds", "2",
+        "--n-null", "3", "--batch-size", "256", "--max-rows", "1500", "--n-examples", "3",
+        "--timeout", "60", "--quiet",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=WAIT_S)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("Written to") == 1, result.stdout  # rank 0 writes and prints
+    _assert_same_atlas(Atlas.load(root / "cli"), one)
+
+
+def test_a_world_of_one_runs_the_same_steps_and_never_waits():
+    coord = solo()
+    assert coord.spread(5, lambda i: i * i) == [0, 1, 4, 9, 16]
+    with pytest.raises(ZeroDivisionError):  # an item's own error, as raised
+        coord.spread(3, lambda i: 1 / (i - 2))
+    (total,) = coord.sum_arrays([np.ones(3, np.float32)])
+    assert total.dtype == np.float64 and total.tolist() == [1.0, 1.0, 1.0]
+    assert coord.concat([np.arange(3)])[0].tolist() == [0, 1, 2]
+    assert coord.run(lambda: 7) == 7 and coord.share(4) == (0, 4)
+
+
+def test_the_encoded_batches_are_evenly_spaced_runs_cut_to_max_rows():
+    plan = _batches_to_encode(1797, 256, 1500)  # the tests' digits store
+    assert [b for b, _ in plan] == [0, 1, 2, 4, 5, 6] and sum(n for _, n in plan) == 1500
+    assert plan[-1] == (6, 1500 - 5 * 256)
+    assert _batches_to_encode(1797, 256, None)[-1] == (7, 1797 - 7 * 256)
+    assert sum(n for _, n in _batches_to_encode(1797, 256, 1700)) == 1700
