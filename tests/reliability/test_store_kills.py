@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -74,13 +75,16 @@ def test_a_kill_at_any_commit_point_loses_and_doubles_nothing(
     module = MODULES[module]
     real = getattr(module, name)
     calls = {"n": 0}
+    lock = threading.Lock()
 
     def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == n and when == "before":
+        with lock:  # several threads write shards at once: each call gets its own number
+            calls["n"] += 1
+            call = calls["n"]
+        if call == n and when == "before":
             raise Killed(f"{name} #{n}")
         out = real(*args, **kwargs)
-        if calls["n"] == n:
+        if call == n:
             raise Killed(f"after {name} #{n}")
         return out
 

@@ -43,18 +43,25 @@ def layer_specs(rows: dict[str, LayerRows], shapes: dict[str, tuple[int, ...]]) 
 
 
 def handle_nonfinite(
-    x: torch.Tensor,
+    parts: list[torch.Tensor],
     meta: dict[str, np.ndarray],
     layers: list[LayerSpec],
     mode: str,
     batch: int,
     first_row: int,
-) -> tuple[torch.Tensor, dict[str, np.ndarray], int]:
-    """Check rows ``x`` (on the model's device) for NaN/Inf; return them on the CPU."""
+) -> tuple[list[torch.Tensor], dict[str, np.ndarray], int]:
+    """Check rows (the layers' column blocks ``parts``, ``[rows, units]`` each, on the
+    model's device) for NaN/Inf; return their finite rows (``parts`` as they are when
+    every value is finite), the metadata of those rows and the number left out."""
+    # A sum is finite only if every term is: one pass and no mask. Finite values whose
+    # sum overflows only send the check the exact way below.
+    sums = torch.stack([p.sum(dtype=torch.float32) for p in parts])
+    if bool(torch.isfinite(sums).all()):
+        return parts, meta, 0
+    x = torch.cat(parts, dim=1).to("cpu") if len(parts) > 1 else parts[0].to("cpu")
     finite_rows = torch.isfinite(x).all(dim=1)
     if bool(finite_rows.all()):
-        return x.to("cpu"), meta, 0
-    x, finite_rows = x.to("cpu"), finite_rows.to("cpu")
+        return [x], meta, 0
     if mode == "error":
         for layer in layers:
             name = layer.name
@@ -69,4 +76,4 @@ def handle_nonfinite(
                     "to drop such rows and count them."
                 )
     keep = finite_rows.numpy()
-    return x[finite_rows], {k: v[keep] for k, v in meta.items()}, int((~keep).sum())
+    return [x[finite_rows]], {k: v[keep] for k, v in meta.items()}, int((~keep).sum())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -188,6 +188,17 @@ def _capture(
         recorder.attach()
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
             sample_base, share_base, started = 0, 0, False
+            waiting: _Waiting | None = None
+
+            def store(w: _Waiting) -> None:
+                parts, meta, n_skipped = handle_nonfinite(
+                    w.parts, w.meta, specs, config.on_nonfinite, w.batch, writer.n_rows_added
+                )
+                writer.add(
+                    parts, meta, n_samples=w.n_samples, n_skipped=n_skipped, skip_rows=w.skip_rows
+                )
+                bar.advance(w.n_samples, info=f"{writer.n_rows_added:,} rows")
+
             batches = iter_input_batches(
                 inputs,
                 batch_size=config.batch_size,
@@ -232,25 +243,21 @@ def _capture(
                     specs = layer_specs(rows, recorder.shapes)
                     writer.start(specs)
                     started = True
-                # Concatenate and check on the model's device; one transfer to the CPU.
-                x = (
-                    torch.cat([r.x for r in rows.values()], dim=1)
-                    if len(rows) > 1
-                    else rows[hps[0].name].x
-                )
                 meta = row_meta(batch, rows[hps[0].name], sample_base)
-                x, meta, n_skipped = handle_nonfinite(
-                    x, meta, specs, config.on_nonfinite, g, writer.n_rows_added
-                )
-                writer.add(
-                    x,
+                # Stored one batch late: by then a GPU has run this batch (the next one
+                # is queued behind it), so checking it for NaN/Inf does not leave it idle.
+                if waiting is not None:
+                    store(waiting)
+                waiting = _Waiting(
+                    [r.x for r in rows.values()],
                     meta,
-                    n_samples=batch.n_samples,
-                    n_skipped=n_skipped,
-                    skip_rows=point.rows_into_batch if b == point.batches_done else 0,
+                    g,
+                    batch.n_samples,
+                    point.rows_into_batch if b == point.batches_done else 0,
                 )
                 sample_base += batch.n_samples
-                bar.advance(batch.n_samples, info=f"{writer.n_rows_added:,} rows")
+            if waiting is not None:
+                store(waiting)
         part = writer.finish()
     except Exception as e:
         coord.report_failure(e)
@@ -266,6 +273,18 @@ def _capture(
         model.train(was_training)
     complete_capture(coord, writer, part)
     return ActivationStore.open(out)
+
+
+class _Waiting(NamedTuple):
+    """One batch's rows, recorded and waiting to be checked and stored."""
+
+    parts: list[torch.Tensor]
+    """The layers' ``[rows, units]`` blocks, in the store's column order."""
+    meta: dict[str, np.ndarray]
+    batch: int
+    n_samples: int
+    skip_rows: int
+    """Leading rows an interrupted capture already committed."""
 
 
 def _known_layout(hp: Hookpoint) -> str | None:

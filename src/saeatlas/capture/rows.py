@@ -102,8 +102,11 @@ def to_rows(
                     f"{tuple(mask.shape)}; expected [batch, seq] = [{b}, {s}]."
                 )
             keep = mask.reshape(-1).to(device="cpu", dtype=torch.bool)
-            rows = x.detach()[keep.to(x.device)]  # boolean indexing copies
-            return LayerRows(rows, sample[keep], position[keep], "token")
+            index = keep.nonzero().squeeze(1)
+            # Selecting by index copies, as boolean indexing does, without stopping a
+            # GPU to learn how many rows there are.
+            rows = x.detach().index_select(0, index.to(x.device, non_blocking=True))
+            return LayerRows(rows, sample[index], position[index], "token")
         return LayerRows(_copy(x), sample, position, "token")
     if t.ndim == 4:
         if layout is None:

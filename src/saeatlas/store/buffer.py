@@ -1,8 +1,17 @@
 """Rows waiting to become a shard: the pieces of input batches the writer holds,
-cut at shard boundaries, each cut with the point a resumed capture picks up from."""
+cut at shard boundaries, each cut with the point a resumed capture picks up from.
+
+Rows are copied once, as they arrive, into a shard-sized block of host memory
+(:class:`BlockPool`), which becomes the shard as it is: no concatenation of the
+batches at the cut, and no fresh memory per shard. Blocks are reused once their
+shard is committed; they are pinned when rows come from a GPU, so that the copy
+into them runs without stopping the device.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +60,44 @@ class Piece:
             self.n_samples,
         )
         return head, tail
+
+
+class BlockPool:
+    """Shard-sized ``[rows, n_units]`` blocks of host memory, handed back by the
+    commit thread once their shard is written (:meth:`put`) and handed out again.
+
+    Fresh memory costs a page fault per 4 KiB and pinned memory is slow to allocate,
+    so both are reused. At most the shards waiting for the commit thread, the one it
+    writes and the one being filled are out at a time."""
+
+    def __init__(self, rows: int, n_units: int, dtype: torch.dtype) -> None:
+        self.shape, self.dtype = (rows, n_units), dtype
+        self._free: dict[bool, list[torch.Tensor]] = {False: [], True: []}
+        self._lock = threading.Lock()
+
+    def get(self, pin: bool) -> torch.Tensor:
+        """A block, pinned (page-locked, for copies from a GPU) when ``pin``."""
+        with self._lock:
+            if self._free[pin]:
+                return self._free[pin].pop()
+        return torch.empty(self.shape, dtype=self.dtype, pin_memory=pin)
+
+    def put(self, block: torch.Tensor) -> None:
+        """Give back a block that nothing reads any more."""
+        with self._lock:
+            self._free[block.is_pinned()].append(block)
+
+
+def copy_rows(dest: torch.Tensor, parts: Sequence[torch.Tensor], start: int) -> None:
+    """Copy rows ``start:start + len(dest)`` of ``parts`` (column blocks side by side,
+    ``[rows, units_i]``, of any float dtype) into ``dest`` ``[n, n_units]``, converted
+    to its dtype. Rows on a GPU come as one part and are copied without waiting for
+    the device (``dest`` is pinned); the caller synchronises before reading them."""
+    n = dest.shape[0]
+    col = 0
+    for p in parts:
+        dest[:, col : col + p.shape[1]].copy_(p[start : start + n], non_blocking=p.is_cuda)
+        col += p.shape[1]
 
 
 class RowBuffer:

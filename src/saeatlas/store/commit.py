@@ -1,20 +1,28 @@
-"""Committing shards: one background thread, one shard at a time, in order.
+"""Committing shards: written in parallel, committed by one thread, in order.
 
 A shard is committed by writing it, then its row metadata (``.parts/``), then
 replacing the rank's progress file (:mod:`.progress`) by one atomic rename: the
 commit point. A kill before the rename leaves files that a resume deletes, a kill
 after it leaves the shard committed with its statistics, so nothing is lost or
-counted twice. At most :data:`MAX_PENDING` shards wait for the thread, so the
-forward passes that produce the next rows go on while a shard is hashed and
-written.
+counted twice.
+
+The heavy work of a shard (writing and hashing the file, the float64 moments of
+its blocks of rows) runs on a pool of worker threads, several shards at a time
+where there are cores for it (hashlib, file writes and torch release the GIL).
+The commit thread then takes the shards in order, merges their block moments into
+the running moments (always in the same order, so the float sums are
+reproducible) and renames the progress file. At most :attr:`Committer.max_pending`
+shards wait, so the forward passes that produce the next rows go on meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,12 +34,19 @@ from .manifest import ShardInfo
 from .partial import PARTS, part_name, progress_name, shard_name
 from .progress import Progress
 from .shards import write_shard
-from .stats import RunningMoments
+from .stats import RunningMoments, block_moments
 
 log = logging.getLogger(__name__)
 
-#: Shards that may wait for the background thread before :meth:`Committer.submit` blocks.
+#: Shards that may wait for the workers before :meth:`Committer.submit` blocks, at least.
 MAX_PENDING = 2
+
+
+def default_workers() -> int:
+    """Worker threads for the shards: two (one shard's file and moments side by side)
+    on a small machine, up to eight (four shards at a time) where there are cores."""
+    return max(2, min(8, (os.cpu_count() or 2) // 2))
+
 
 #: A shard's row metadata: column name -> ``[rows]`` values.
 Columns = dict[str, np.ndarray]
@@ -40,29 +55,57 @@ MakeProgress = Callable[..., Progress]
 
 
 class Committer:
-    """The commit thread of one rank writing into the partial directory ``work``.
+    """The commit thread, and the workers, of one rank writing into the partial
+    directory ``work``.
 
     :attr:`shards` and :attr:`moments` are what is committed; only the commit thread
     changes them once shards are submitted.
     """
 
-    def __init__(self, work: Path, rank: int, world: int) -> None:
+    def __init__(self, work: Path, rank: int, world: int, workers: int | None = None) -> None:
         self.work, self.rank, self.world = work, rank, world
         self.progress_file = work / progress_name(rank, world)
         self.shards: list[ShardInfo] = []
         self.moments: RunningMoments | None = None
+        n_workers = workers or default_workers()
+        self.max_pending = max(MAX_PENDING, n_workers // 2)
         self._pending: list[Future[None]] = []
         self._executor = ThreadPoolExecutor(max_workers=1)
-        self._stats_thread = ThreadPoolExecutor(max_workers=1)
+        self._workers = ThreadPoolExecutor(max_workers=n_workers)
         self._broken = False  # a commit failed: later ones must not commit past it
 
-    def submit(self, i: int, x: torch.Tensor, meta: Columns, progress: MakeProgress) -> None:
+    def submit(
+        self,
+        i: int,
+        x: torch.Tensor,
+        meta: Columns,
+        progress: MakeProgress,
+        *,
+        ready: Any = None,
+        release: Callable[[], None] | None = None,
+    ) -> None:
         """Queue shard ``i``: rows ``x`` ``[rows, n_units]``, their metadata columns
         ``meta`` (``row`` first, then ``progress``'s ``meta_columns``), and
         ``progress(shards=..., moments=...)``, the progress file once it is committed.
-        Blocks while :data:`MAX_PENDING` shards wait; re-raises a failed commit's error."""
-        self._reap(block=len(self._pending) >= MAX_PENDING)
-        self._pending.append(self._executor.submit(self._commit, i, x, meta, progress))
+        ``ready`` (a CUDA event) is waited for before ``x`` is read (its rows are still
+        being copied from the device); ``release()`` is called once nothing reads ``x``
+        any more. Blocks while :attr:`max_pending` shards wait; re-raises a failed
+        commit's error."""
+        self._reap(block=len(self._pending) >= self.max_pending)
+
+        def when_ready(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+            def run() -> Any:
+                if self._broken:  # nothing after a failed shard is committed
+                    return None
+                if ready is not None:
+                    ready.synchronize()
+                return fn(*args)
+
+            return run
+
+        write = self._workers.submit(when_ready(self._write, i, x, meta))
+        stats = self._workers.submit(when_ready(block_moments, x))
+        self._pending.append(self._executor.submit(self._commit, write, stats, progress, release))
 
     def _reap(self, block: bool) -> None:
         """Drop finished commits, re-raising their errors; with ``block``, wait for the oldest."""
@@ -77,44 +120,64 @@ class Committer:
             self._pending.pop(0).result()
 
     def stop(self) -> None:
-        """After a failure: let queued commits finish, so that the capture can resume."""
-        for f in self._pending:
-            try:
-                f.result()
-            except Exception:  # the caller is already handling the first error
-                log.warning("A shard commit failed after an earlier error.", exc_info=True)
-        self._pending.clear()
-        self.shutdown()
+        """After a failure: let queued commits finish, so that the capture can resume.
+        Once this returns no thread writes into the directory any more."""
+        try:
+            for f in self._pending:
+                try:
+                    f.result()
+                except Exception:  # the caller is already handling the first error
+                    log.warning("A shard commit failed after an earlier error.", exc_info=True)
+        finally:
+            self._pending.clear()
+            self.shutdown()
 
     def shutdown(self) -> None:
         self._executor.shutdown()
-        self._stats_thread.shutdown()
+        self._workers.shutdown()
 
-    def _commit(self, i: int, x: torch.Tensor, meta: Columns, progress: MakeProgress) -> None:
-        """On the commit thread: write shard ``i`` and its rows, then the commit point."""
-        if self._broken:  # committing shard i+1 after a failed shard i would lose shard i
-            return
+    def _write(self, i: int, x: torch.Tensor, meta: Columns) -> ShardInfo:
+        """On a worker: write shard ``i`` and its rows' metadata (not yet committed)."""
+        name = shard_name(i, self.rank, self.world)
+        sha = write_shard(self.work / name, x)
+        table = pa.table(meta)
+        part = self.work / PARTS / part_name(i, self.rank, self.world)
+        atomic_write(part, lambda tmp: pq.write_table(table, tmp))
+        return ShardInfo(name, int(x.shape[0]), sha)
+
+    def _commit(
+        self,
+        write: Future[ShardInfo | None],
+        stats: Future[list[tuple[int, np.ndarray, np.ndarray]] | None],
+        progress: MakeProgress,
+        release: Callable[[], None] | None,
+    ) -> None:
+        """On the commit thread, in shard order: once the workers have written the shard
+        and its block moments, make it committed."""
         try:
-            # The moments are merged while the shard is written (both release the GIL);
-            # still one shard at a time and in order, so the float sums are reproducible.
-            # They are merged into a copy: until the progress file is renamed into place
-            # the committed moments must stay those of the committed shards.
-            moments = RunningMoments.from_state(self.moments.state())
-            stats = self._stats_thread.submit(moments.update, x)
+            # committing shard i+1 after a failed shard i would lose shard i
+            if self._broken:
+                return
             try:
-                name = shard_name(i, self.rank, self.world)
-                sha = write_shard(self.work / name, x)
-                table = pa.table(meta)
-                part = self.work / PARTS / part_name(i, self.rank, self.world)
-                atomic_write(part, lambda tmp: pq.write_table(table, tmp))
-            finally:
-                stats.result()
-            shards = [*self.shards, ShardInfo(name, int(x.shape[0]), sha)]
-            # The commit point: one rename makes the shard, its statistics and the resume
-            # point current together.
-            data = progress(shards=tuple(shards), moments=moments).to_bytes()
-            atomic_write_bytes(self.progress_file, data)
-            self.shards, self.moments = shards, moments
-        except BaseException:
-            self._broken = True
-            raise
+                shard, blocks = write.result(), stats.result()
+                if shard is None or blocks is None:  # skipped: an earlier shard failed
+                    self._broken = True
+                    return
+                # Merged into a copy: until the progress file is renamed into place the
+                # committed moments must stay those of the committed shards.
+                moments = RunningMoments.from_state(self.moments.state())
+                for block in blocks:
+                    moments.merge(*block)
+                shards = [*self.shards, shard]
+                # The commit point: one rename makes the shard, its statistics and the
+                # resume point current together.
+                data = progress(shards=tuple(shards), moments=moments).to_bytes()
+                atomic_write_bytes(self.progress_file, data)
+                self.shards, self.moments = shards, moments
+            except BaseException:
+                self._broken = True
+                raise
+        finally:
+            wait((write, stats))  # neither reads the rows any more
+            if release is not None:
+                release()

@@ -11,9 +11,11 @@ partial directory (:mod:`.partial`)::
                                   of the committed shards, and (in its header) the
                                   shard list, where to resume and the job it belongs to
 
-Rows wait in a buffer (:mod:`.buffer`) until they fill a shard; a background
-thread commits the shards in order, each by one atomic rename of the progress
-file (:mod:`.commit`), so a kill loses nothing and counts nothing twice. ``close``
+Rows are copied as they come into a shard-sized block (:mod:`.buffer`); a full
+block is handed, as it is, to worker threads that write and hash it and take its
+moments, and a background thread commits the shards in order, each by one atomic
+rename of the progress file (:mod:`.commit`), so a kill loses nothing and counts
+nothing twice. ``close``
 waits for them, joins the row parts into ``rows.parquet``, writes
 ``manifest.json`` and swaps the directory into place (:mod:`.merge`).
 ``resume=True`` continues an interrupted capture: the caller skips
@@ -37,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,7 +49,7 @@ import torch
 
 from ..errors import ConfigError, StoreError
 from .atomic import partial_dir
-from .buffer import Piece, RowBuffer
+from .buffer import BlockPool, Piece, RowBuffer, copy_rows
 from .commit import Committer
 from .lock import acquire, release
 from .manifest import LayerSpec, Manifest, validate_layers
@@ -118,6 +121,9 @@ class StoreWriter:
         self._rows_flushed = 0  # rows handed to the commit thread (main thread's count)
         self._n_flushed = 0
         self._buffer = RowBuffer()
+        self._pool: BlockPool | None = None
+        self._block: torch.Tensor | None = None  # the block the buffered rows are in
+        self._copy_device: torch.device | None = None  # a GPU the block's rows come from
         self._batch = 0
         self._sample = 0
         self._skipped_by_batch: dict[int, int] = {}
@@ -218,7 +224,7 @@ class StoreWriter:
 
     def add(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | Sequence[torch.Tensor],
         meta: dict[str, np.ndarray],
         *,
         n_samples: int,
@@ -228,17 +234,30 @@ class StoreWriter:
         """Add the rows of one input batch.
 
         Args:
-            x: ``[rows, n_units]`` activations of the batch, all of them (finite).
+            x: ``[rows, n_units]`` activations of the batch, all of them (finite), on
+                any device; or their column blocks side by side (``[rows, units]`` each,
+                the layers in order), which are then not joined before they are stored.
             meta: per-row metadata columns, each of length ``rows`` (``sample``,
                 ``position``, labels...). The ``row`` column is added here.
             n_samples: number of input samples in the batch.
             n_skipped: rows of this batch dropped for NaN/Inf.
             skip_rows: leading rows already committed by an interrupted run.
+
+        Rows on a GPU are copied to the host without waiting for the device; the
+        commit thread waits for the copy. The caller must not change them in place
+        afterwards.
         """
         if self.layers is None:
             raise RuntimeError("StoreWriter.start(layers) must be called before add().")
-        if x.ndim != 2 or x.shape[1] != self.n_units:
-            raise StoreError(f"Rows have shape {tuple(x.shape)}, expected [rows, {self.n_units}].")
+        parts = [x] if isinstance(x, torch.Tensor) else list(x)
+        n_rows = parts[0].shape[0] if parts else 0
+        if (
+            not parts
+            or any(p.ndim != 2 or p.shape[0] != n_rows for p in parts)
+            or sum(p.shape[1] for p in parts) != self.n_units
+        ):
+            shapes = [tuple(p.shape) for p in parts]
+            raise StoreError(f"Rows have shapes {shapes}, expected [rows, {self.n_units}] in all.")
         columns = sorted(meta)
         if self._meta_columns is None:
             self._meta_columns = columns
@@ -246,22 +265,44 @@ class StoreWriter:
             raise StoreError(
                 f"Row metadata columns changed from {self._meta_columns} to {columns} between batches."
             )
-        x = x.detach().to("cpu", STORE_DTYPES[self.dtype])
+        parts = [p.detach() for p in parts]
+        if parts[0].is_cuda:
+            # one transfer per batch into pinned memory (strided ones would stop the device)
+            parts = [torch.cat(parts, dim=1)] if len(parts) > 1 else parts
+            self._copy_device = parts[0].device
         if n_skipped:
             self._skipped_by_batch[self._batch] = n_skipped
-        piece = Piece(x, meta, self._batch, 0, x.shape[0], self._sample, n_samples)
-        if skip_rows:
-            piece = piece.split(skip_rows)[1]
+        start = min(skip_rows, n_rows)
+        while True:  # once for a batch without rows: its piece moves the resume point
+            if self._block is None:
+                self._block = self._blocks().get(pin=parts[0].is_cuda)
+            filled = self._buffer.n_rows
+            n = min(n_rows - start, self.shard_rows - filled)
+            rows = self._block[filled : filled + n]
+            copy_rows(rows, parts, start)
+            piece_meta = {k: v[start : start + n] for k, v in meta.items()}
+            self._buffer.append(
+                Piece(rows, piece_meta, self._batch, start, n_rows, self._sample, n_samples)
+            )
+            start += n
+            if self._buffer.n_rows == self.shard_rows:
+                self._flush(self.shard_rows)
+            if start >= n_rows:
+                break
         self._batch += 1
         self._sample += n_samples
-        self._buffer.append(piece)
-        while self._buffer.n_rows >= self.shard_rows:
-            self._flush(self.shard_rows)
+
+    def _blocks(self) -> BlockPool:
+        if self._pool is None:
+            self._pool = BlockPool(self.shard_rows, self.n_units, STORE_DTYPES[self.dtype])
+        return self._pool
 
     def _flush(self, n: int) -> None:
-        """Hand the first ``n`` buffered rows to the commit thread as the next shard."""
+        """Hand the first ``n`` buffered rows, the start of the current block, to the
+        commit thread as the next shard."""
         taken, point = self._buffer.take(n)
-        x = torch.cat([p.x for p in taken]) if len(taken) > 1 else taken[0].x
+        block, self._block = self._block, None
+        x = block[:n]
         first_row = self._rows_flushed
         meta = {"row": np.arange(first_row, first_row + n, dtype=np.int64)}
         for c in self._meta_columns:
@@ -279,10 +320,14 @@ class StoreWriter:
             resume_point=point,
             job=self.job,  # read when committed: the caller adds `first_batch` after start
         )
+        ready = None
+        if block.is_pinned() and self._copy_device is not None:
+            ready = torch.cuda.current_stream(self._copy_device).record_event()
         i = self._n_flushed
         self._rows_flushed += n
         self._n_flushed += 1
-        self._commits.submit(i, x, meta, progress)
+        pool = self._blocks()
+        self._commits.submit(i, x, meta, progress, ready=ready, release=partial(pool.put, block))
 
     def drain(self) -> None:
         """Wait for every queued shard to be committed (errors are re-raised)."""
