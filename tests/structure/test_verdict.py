@@ -72,18 +72,23 @@ def test_scale_with_the_most_units_in_reproducible_modules_wins_ties_go_coarse()
     assert choose_level([levels[0], levels[3]]) in (0, 1)  # nothing reproducible: no crash
 
 
-def test_correlation_view_breaks_coverage_ties_by_modularity_on_its_graph():
-    # four blocks of correlated units; a coarse level that merges them in pairs covers
-    # as many units as the four blocks, but has the lower modularity on the graph
+def test_correlation_view_keeps_a_coarse_tie_only_if_it_holds_the_graphs_structure():
+    # four blocks of correlated units; a coarse level that cuts across them covers as
+    # many units as the four blocks, but holds none of the graph's community structure
     blocks = np.repeat(np.arange(4), 10)
     graph = sp.csr_matrix((blocks[:, None] == blocks[None, :]).astype(float) - np.eye(40))
-    coarse, fine = blocks // 2, blocks
-    levels = [level_consensus(np.stack([p] * 6), r) for p, r in ((coarse, 0.5), (fine, 1.0))]
+    across, pairs, fine = np.arange(40) % 2, blocks // 2, blocks
+    levels = [level_consensus(np.stack([p] * 6), r) for p, r in ((across, 0.5), (fine, 1.0))]
     quality = [partition_modularity(graph, lv.reproducible_labels()) for lv in levels]
-    assert quality[1] > quality[0]
+    assert quality[0] < 0.5 * quality[1]
     assert choose_level(levels) == 0  # the SAE ensemble's rule: the coarser tie
     assert choose_level(levels, tie_quality=quality) == 1
-    assert choose_level(levels, tie_quality=[0.329, 0.330]) == 0  # as good: the coarser
+    # blocks merged in pairs are the coarse level of the same structure: kept
+    levels[0] = level_consensus(np.stack([pairs] * 6), 0.5)
+    quality[0] = partition_modularity(graph, levels[0].reproducible_labels())
+    assert choose_level(levels, tie_quality=quality) == 0
+    assert choose_level(levels, tie_quality=[0.25, 0.38]) == 0  # half as good: the coarser
+    assert choose_level(levels, tie_quality=[0.0, 0.0]) == 0  # no structure: coverage alone
     # a unit in no module counts as a module of its own, not as free modularity
     alone = fine.copy()
     alone[:10] = -1

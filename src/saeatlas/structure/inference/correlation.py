@@ -6,9 +6,9 @@ configured finder on the positive part of the units' raw Pearson correlations
 analyses of neurons), at every scale, on all rows and on Poisson-bootstrap
 resamples of them (:attr:`..graph.firing.UnitsMode.resampled`). Consensus,
 reproducibility and the reported scale follow the SAE ensemble
-(:mod:`.consensus`), except that scales whose reproducible modules hold as many
-units stay tied only when their partitions' modularity on the all-rows graph
-is as high (:func:`.consensus.choose_level`).
+(:mod:`.consensus`), except that a scale tied in units covered with a finer one
+is kept only when its partition has at least half the finer one's modularity
+on the all-rows graph (:func:`.consensus.choose_level`).
 
 Significance is judged against independent units: the sample correlations of
 ``n`` independent units are approximately independent ``N(0, 1/n)``, with ``n``
