@@ -165,11 +165,18 @@ def log_pmf(k, n_i, n_j, n: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
+def log_factorial_table(n: int) -> np.ndarray | None:
+    """``[n + 1]`` float64 ``log(x!)`` for ``x = 0..n``, or None past ``2**23`` units."""
+    if n > _TABLE_MAX:
+        return None
+    return gammaln(np.arange(n + 1, dtype=np.float64) + 1.0)
+
+
 def _log_factorial(n: int) -> Callable[[np.ndarray], np.ndarray]:
     """``x -> log(x!)`` for integers ``0 <= x <= n``: a table lookup when ``n`` is small."""
-    if n > _TABLE_MAX:
+    table = log_factorial_table(n)
+    if table is None:
         return lambda x: gammaln(np.asarray(x, dtype=np.float64) + 1.0)
-    table = gammaln(np.arange(n + 1, dtype=np.float64) + 1.0)
     return lambda x: table[x]
 
 
