@@ -288,12 +288,27 @@ def strong_firing(matrix: sp.csr_matrix, min_activation: float) -> sp.csr_matrix
     if min_activation <= 0:
         return matrix
     csc = sp.csc_matrix(matrix)
-    cut = np.zeros(csc.shape[1], dtype=np.float32)
-    for j in range(csc.shape[1]):
-        v = csc.data[csc.indptr[j] : csc.indptr[j + 1]]
-        if v.size:
-            cut[j] = min_activation * np.percentile(v, 99)
+    cut = min_activation * column_percentile(csc, 99)
     keep = csc.data >= np.repeat(cut, np.diff(csc.indptr))
     out = sp.csc_matrix((csc.data * keep, csc.indices, csc.indptr), shape=csc.shape).tocsr()
     out.eliminate_zeros()
+    return out
+
+
+def column_percentile(csc: sp.csc_matrix, q: float) -> np.ndarray:
+    """``[n_cols]`` ``np.percentile`` of each column's stored values (0 for a column
+    with none), in the stored dtype. Columns with the same number of values go to
+    numpy together as the rows of one 2-D array (the same computation, value for
+    value, as one call per column, without a Python step per column: a 262k-latent
+    SAE has as many)."""
+    counts = np.diff(csc.indptr)
+    out = np.zeros(csc.shape[1], dtype=csc.data.dtype)
+    by_count = np.argsort(counts, kind="stable")
+    bounds = np.flatnonzero(np.diff(counts[by_count], prepend=-1, append=-1))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        cols = by_count[lo:hi]
+        m = int(counts[cols[0]])
+        if m:
+            values = csc.data[csc.indptr[cols][:, None] + np.arange(m)]
+            out[cols] = np.percentile(values, q, axis=1)
     return out
