@@ -24,12 +24,14 @@ import numpy as np
 import torch
 
 from .hypergeom import (
-    TAIL_MAX_TERMS,
     TAIL_RTOL,
     TAIL_SCIPY,
     TAIL_SUM,
+    ArrayOps,
     UpperTail,
     log_factorial_table,
+    log_pmf_from,
+    sum_away,
 )
 
 #: Ratios held at once while summing a block of terms (``[values, width]`` float64).
@@ -75,69 +77,27 @@ def torch_upper_tail_tensors(
 
 
 def _sum_away(k0, n_i, n_j, n: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(sum, rest)``: :func:`.hypergeom._sum_away` in torch."""
-    out_total = torch.empty(k0.shape, dtype=torch.float64, device=k0.device)
-    out_rest = torch.empty_like(out_total)
-    idx = torch.arange(k0.numel(), device=k0.device)
-    k = k0.to(torch.float64)
-    ni, nj = n_i.to(torch.float64), n_j.to(torch.float64)
-    base = n - ni - nj
-    t = torch.exp(log_pmf(k0, n_i, n_j, n))  # the last term added
-    total = t.clone()
-    width, n_terms = 16, 1
-    while idx.numel():
-        block, t = _block_sum(t, k, ni, nj, base, step, width)
-        total += block
-        k += step * width
-        n_terms += width
-        # r < 1 here (log-concavity); the floor only guards rounding and t = 0 past the edge.
-        rest = t * _ratio(k, ni, nj, base, step)
-        rest /= torch.clamp(1.0 - _ratio(k + step, ni, nj, base, step), min=1e-300)
-        done = rest <= TAIL_RTOL * total
-        if n_terms + 2 * width > TAIL_MAX_TERMS:
-            done[:] = True
-        out_total[idx[done]], out_rest[idx[done]] = total[done], rest[done]
-        left = torch.nonzero(~done).squeeze(1)
-        idx, k, ni, nj, base, t, total = (x[left] for x in (idx, k, ni, nj, base, t, total))
-        width *= 2
-    return out_total, out_rest
-
-
-def _block_sum(t, k, ni, nj, base, step: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of the ``width`` terms after the term ``t`` at ``k``, and the last of them."""
-    total, last = torch.empty_like(t), torch.empty_like(t)
-    offsets = step * torch.arange(width, dtype=torch.float64, device=t.device)
-    rows = max(1, BLOCK_VALUES // width)  # bounds the [rows, width] temporaries
-    for s in range(0, t.numel(), rows):
-        sl = slice(s, s + rows)
-        ks = k[sl, None] + offsets
-        ratios = _ratio(ks, ni[sl, None], nj[sl, None], base[sl, None], step)
-        terms = t[sl, None] * torch.cumprod(ratios, dim=1)
-        total[sl], last[sl] = terms.sum(dim=1), terms[:, -1]
-    return total, last
-
-
-def _ratio(k, ni, nj, base, step: int) -> torch.Tensor:
-    """``P(k + step) / P(k)``; ``base = n - n_i - n_j``. 0 at the edge of the support."""
-    if step > 0:
-        return (ni - k) * (nj - k) / ((k + 1) * (base + k + 1))
-    return k * (base + k) / ((ni - k + 1) * (nj - k + 1))
+    """``(sum, rest)``: :func:`.hypergeom._sum_away` on ``k0``'s device."""
+    dev = k0.device
+    ops = ArrayOps(
+        empty=lambda m: torch.empty(m, dtype=torch.float64, device=dev),
+        arange=lambda m: torch.arange(m, device=dev),
+        f64=lambda x: x.to(torch.float64),
+        exp=torch.exp,
+        log_pmf=log_pmf,
+        at_least=lambda x, v: torch.clamp(x, min=v),
+        nonzero=lambda m: torch.nonzero(m).squeeze(1),
+        size=lambda x: x.numel(),
+        cumprod=lambda x: torch.cumprod(x, dim=1),
+        row_sum=lambda x: x.sum(dim=1),
+        block_values=BLOCK_VALUES,
+    )
+    return sum_away(k0, n_i, n_j, n, step, ops)
 
 
 def log_pmf(k, n_i, n_j, n: int) -> torch.Tensor:
     """``log P(X = k)`` (:func:`.hypergeom.log_pmf`, the same terms in the same order)."""
-    lf = _log_factorial(n, k.device)
-    return (
-        lf(n_i)
-        - lf(k)
-        - lf(n_i - k)
-        + lf(n - n_i)
-        - lf(n_j - k)
-        - lf(n - n_i - n_j + k)
-        - lf(n)
-        + lf(n_j)
-        + lf(n - n_j)
-    )
+    return log_pmf_from(_log_factorial(n, k.device), k, n_i, n_j, n)
 
 
 @functools.lru_cache(maxsize=4)
