@@ -136,3 +136,21 @@ def test_graphs_on_cuda_equal_cpu():
     np.testing.assert_allclose(
         pair_pvalues(co, device="cuda"), pair_pvalues(co), rtol=1e-12, atol=0
     )
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_densest_graph_keeps_the_most_significant_pairs(engine):
+    """Widening the p cut (every pair scored once, then filtered) keeps the n_edges
+    usable pairs of smallest p, as ranking every pair's p-value does."""
+    co = counted(3)
+    kw = {"engine": "torch"} if engine == "torch" else {}
+    p = pair_pvalues(co, **kw)
+    row, col, a = co.pairs()
+    w = edges.phi(a, co.n_fire[row], co.n_fire[col], co.n_rows)
+    usable = np.flatnonzero((w > 0) & (a >= 5))
+    n_edges = 3 * build_graph(co).n_edges
+    best = usable[np.lexsort((-w[usable], p[usable]))][:n_edges]
+    got = densest_graph(co, n_edges, **kw)
+    assert got.n_edges == n_edges
+    expected = sorted(zip(row[best].tolist(), col[best].tolist()))
+    assert sorted(zip(got.row.tolist(), got.col.tolist())) == expected

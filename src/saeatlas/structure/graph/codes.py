@@ -78,12 +78,13 @@ class Codes:
         """``[d_sae]`` fraction of rows on which each feature is active."""
         return self.n_fire / max(self.n_rows, 1)
 
-    def unit_correlation(self) -> np.ndarray:
-        """``[d_sae, n_units]`` Pearson correlation of each feature with each unit."""
+    def unit_correlation(self, features: slice = slice(None)) -> np.ndarray:
+        """``[d_sae, n_units]`` Pearson correlation of each feature (of ``features``)
+        with each unit."""
         n = max(self.n_rows, 1)
-        f_mean = self.act_sum / n
-        f_std = np.sqrt(np.maximum(self.act_sq_sum / n - f_mean**2, 0.0))
-        cov = self.cross / n - f_mean[:, None] * self.unit_mean[None, :]
+        f_mean = self.act_sum[features] / n
+        f_std = np.sqrt(np.maximum(self.act_sq_sum[features] / n - f_mean**2, 0.0))
+        cov = self.cross[features] / n - f_mean[:, None] * self.unit_mean[None, :]
         denom = f_std[:, None] * self.unit_std[None, :]
         with np.errstate(invalid="ignore", divide="ignore"):
             corr = np.where(denom > 0, cov / denom, 0.0)
