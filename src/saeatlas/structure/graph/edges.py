@@ -266,7 +266,6 @@ def densest_graph(
     scorer = _Scorer(co, kind, n_threads, device, engine)
     cut = _bh_cut(co, alpha)
     pairs = scorer.scored(cut)
-    every = None  # every pair scored (p <= 1), once the first cut is not enough
     while 0 < cut < 1:  # widen the p cut until enough usable pairs
         row, col, a, _ = pairs
         n_fire, n = co.n_fire, co.n_rows
@@ -274,17 +273,15 @@ def densest_graph(
         if usable.sum() >= n_edges:
             break
         cut = min(1.0, cut * 100)
-        # the pairs with p <= cut, in pair order as scored(cut) gives them: scoring
-        # every pair once costs less than scoring again at each wider cut
-        every = scorer.scored(1.0) if every is None else every
-        row, col, a, p = every
-        # the same two tests scored(cut) makes: first term, then tail
-        first = log_pmf(a, n_fire[row], n_fire[col], n) <= np.log(cut)
-        pairs = tuple(x[first & (p <= cut)] for x in every)
+        pairs = scorer.scored(cut)
 
     def keep(usable, w, p, q):
-        order = np.lexsort((-w, p))  # smallest p first, larger affinity first on ties
-        return order[usable[order]][:n_edges]
+        # the first n_edges usable pairs by smallest p, then larger affinity, then pair
+        # order (a stable sort): only pairs with p up to the n_edges-th smallest need it
+        ok = np.flatnonzero(usable)
+        if 0 < n_edges < ok.size:
+            ok = ok[p[ok] <= np.partition(p[ok], n_edges - 1)[n_edges - 1]]
+        return ok[np.lexsort((-w[ok], p[ok]))][:n_edges]
 
     return _graph(co, pairs, kind, alpha, min_count, keep)
 
