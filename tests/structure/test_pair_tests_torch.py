@@ -154,3 +154,18 @@ def test_densest_graph_keeps_the_most_significant_pairs(engine):
     assert got.n_edges == n_edges
     expected = sorted(zip(row[best].tolist(), col[best].tolist()))
     assert sorted(zip(got.row.tolist(), got.col.tolist())) == expected
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_densest_graph_of_usable_pairs_only(engine):
+    """Testing only the pairs that can be edges gives the same edges, weights and
+    p-values (the null graphs' case); only the q-values are ranked among fewer."""
+    co = counted(4)
+    kw = {"engine": "torch"} if engine == "torch" else {}
+    for n_edges in (10, 3 * build_graph(co).n_edges):
+        ref, got = densest_graph(co, n_edges), densest_graph(co, n_edges, usable_only=True, **kw)
+        for name in ("row", "col", "count"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
+        np.testing.assert_allclose(got.p, ref.p, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(got.weight, ref.weight, rtol=1e-12, atol=0)
+        assert (got.adjacency != ref.adjacency).nnz == 0

@@ -28,7 +28,8 @@ def cooccurrence_graph(
 ) -> FeatureGraph:
     """The co-occurrence graph of the firings ``fires`` ``[n_rows, d_sae]``: its
     significant pairs, or with ``n_edges`` its ``n_edges`` most significant ones (a
-    null graph as dense as the real one). The pairs are counted and tested on
+    null graph as dense as the real one; its q-values are ranked among the pairs that
+    can be edges only: :func:`.edges.densest_graph`). The pairs are counted and tested on
     ``cfg.device`` (scipy and numpy on the CPU, torch on a GPU:
     :func:`.cooccurrence.count_cooccurrence`, :mod:`.edges`)."""
     co = count_cooccurrence(
@@ -37,7 +38,7 @@ def cooccurrence_graph(
     kw = dict(kind=cfg.affinity, alpha=cfg.edge_alpha, device=cfg.device)
     if n_edges is None:
         return build_graph(co, **kw)
-    return densest_graph(co, n_edges, **kw)
+    return densest_graph(co, n_edges, usable_only=True, **kw)
 
 
 @dataclass(frozen=True)
