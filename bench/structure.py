@@ -1,4 +1,4 @@
-"""Benchmark: time and peak memory of ``saeatlas analyze`` at growing sizes.
+"""Benchmark: time and peak memory of the core atlas (``map_structure``) at growing sizes.
 
 For each (d_sae, rows) the script writes planted activations (384 units over
 three layers, 8 modules of features in superposition; ``saeatlas.structure.synthetic.planted``)
@@ -19,7 +19,8 @@ peak RSS <= 4 GiB at 65,536 x 1M and <= 16 GiB at 262,144 x 1M; time linear in
 rows (250k, 500k, 1M).
 
 With ``--nproc N`` the analysis runs under ``torchrun --nproc_per_node N`` (gloo):
-the time is the slowest rank's, the peak RSS the largest rank's (per rank).
+the time is the slowest rank's, the peak RSS the largest rank's (per rank); the
+bare pass is then not timed (the ranks would wait for it).
 
     .venv/bin/python bench/structure.py                      # 3 sizes x 3 row counts
     .venv/bin/python bench/structure.py --sizes 4096x100000  # one size
