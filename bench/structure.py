@@ -1,20 +1,28 @@
-"""Benchmark: time and peak memory of ``saeatlas analyze`` at growing sizes.
+"""Benchmark: time and peak memory of the core atlas (``map_structure``) at growing sizes.
 
 For each (d_sae, rows) the script writes planted activations (384 units over
 three layers, 8 modules of features in superposition; ``saeatlas.structure.synthetic.planted``)
 and a TopK SAE (k 32) whose decoder holds the planted feature directions
 followed by random unit directions (so that the codes have real co-firing
-structure at L0 about 32 without training a 65k-latent SAE on two cores), then
-runs ``map_structure`` with the default ``AtlasConfig`` in a fresh process and
-records wall time and that process's peak RSS.
+structure at L0 about 32 without training a 65k-latent SAE on two cores). Then,
+in a fresh process, it times one bare encoder pass over the same rows (``x @
+W_enc + b_enc`` and the top-k, in the analysis's dtype and row blocks of 4096:
+the floor any analysis of these codes pays) and then ``map_structure`` with the
+default ``AtlasConfig`` (the core atlas: encoding, the ensemble of the SAE on
+all rows and one bootstrap resample, the correlation view, and three null
+models of 10 draws on 50k rows each, the dictionary null encoding its synthetic
+rows), and records both times (wall and process CPU), their ratio and the
+process's peak RSS.
 
-Targets (2 CPU cores): 16384 x 1M within 5 minutes and under 4 GiB;
-65536 x 1M under 8 GiB.
+Targets (issue 17, 2 CPU cores): the analysis within 1.5x the bare encode pass;
+peak RSS <= 4 GiB at 65,536 x 1M and <= 16 GiB at 262,144 x 1M; time linear in
+rows (250k, 500k, 1M).
 
 With ``--nproc N`` the analysis runs under ``torchrun --nproc_per_node N`` (gloo):
-the time is the slowest rank's, the peak RSS the largest rank's (per rank).
+the time is the slowest rank's, the peak RSS the largest rank's (per rank); the
+bare pass is then not timed (the ranks would wait for it).
 
-    .venv/bin/python bench/structure.py                      # all three sizes
+    .venv/bin/python bench/structure.py                      # 3 sizes x 3 row counts
     .venv/bin/python bench/structure.py --sizes 4096x100000  # one size
     .venv/bin/python bench/structure.py --sizes 4096x100000 --nproc 2
 """
@@ -31,7 +39,7 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).parent / "out"
-SIZES = ("4096x100000", "16384x1000000", "65536x1000000")
+SIZES = tuple(f"{d}x{n}" for d in (16384, 65536, 262144) for n in (250_000, 500_000, 1_000_000))
 
 
 def make_inputs(d_sae: int, rows: int, k: int, root: Path) -> tuple[Path, Path]:
@@ -77,12 +85,37 @@ def make_inputs(d_sae: int, rows: int, k: int, root: Path) -> tuple[Path, Path]:
     return npy, sae_dir
 
 
+def bare_encode(sae_dir: str, acts: str, batch_size: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``x @ W_enc + b_enc`` and top-k over every row of ``acts``
+    in blocks of ``batch_size``, in the dtype the analysis encodes in."""
+    import numpy as np
+    import torch
+
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.sae.kernels import fast_bf16
+
+    sae = SparseAutoencoder.load(sae_dir)
+    x_all = np.load(acts, mmap_mode="r")
+    dtype = torch.bfloat16 if fast_bf16(torch.device("cpu")) else torch.float32
+    W, b = sae.W_enc.detach().to(dtype), sae.b_enc.detach().to(dtype)
+    t0, c0 = time.perf_counter(), time.process_time()
+    with torch.no_grad():
+        for s in range(0, x_all.shape[0], batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(x_all[s : s + batch_size]))
+            (x.to(dtype) @ W + b).topk(sae.cfg.k, dim=-1, sorted=False)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def worker(spec: dict) -> None:
     from saeatlas.structure import AtlasConfig, map_structure
 
-    t0 = time.perf_counter()
-    atlas = map_structure(spec["sae"], spec["acts"], AtlasConfig(), progress=False)
-    seconds = time.perf_counter() - t0
+    cfg = AtlasConfig()
+    bare, bare_cpu = (0.0, 0.0)
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # ranks would wait for it: one process
+        bare, bare_cpu = bare_encode(spec["sae"], spec["acts"], cfg.batch_size)
+    t0, c0 = time.perf_counter(), time.process_time()
+    atlas = map_structure(spec["sae"], spec["acts"], cfg, progress=False)
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB on Linux
     s = atlas.summary
     print(  # one line per rank under torchrun
@@ -90,6 +123,9 @@ def worker(spec: dict) -> None:
             {
                 "rank": int(os.environ.get("RANK", "0")),
                 "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "bare_encode_seconds": bare,
+                "bare_encode_cpu_seconds": bare_cpu,
                 "peak_rss_mib": peak,
                 "n_rows": s["n_rows_encoded"],
                 "mean_l0": s["mean_l0"],
@@ -146,10 +182,19 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_mib": max(r["peak_rss_mib"] for r in ranks),
         }
         del rec["rank"]
+        bare, bare_cpu = rec["bare_encode_seconds"], rec["bare_encode_cpu_seconds"]
+        rec["ratio"] = rec["seconds"] / bare if bare else None
+        rec["cpu_ratio"] = rec["cpu_seconds"] / bare_cpu if bare_cpu else None
         results.append(rec)
         print(
-            f"  d_sae {d_sae:>6,} rows {rows:>9,} ranks {args.nproc}: {rec['seconds']:7.1f} s, "
-            f"peak RSS "
+            f"  d_sae {d_sae:>6,} rows {rows:>9,} ranks {args.nproc}: {rec['seconds']:7.1f} s "
+            + (
+                f"(bare encode {bare:.1f} s, ratio {rec['ratio']:.2f}; CPU ratio "
+                f"{rec['cpu_ratio']:.2f}), "
+                if bare
+                else ""
+            )
+            + "peak RSS "
             f"{rec['peak_rss_mib'] / 1024:5.2f} GiB, L0 {rec['mean_l0']:.1f}, edges "
             f"{rec['n_edges']:,}, modules {rec['n_modules']} ({rec['n_significant_modules']} "
             "significant)",

@@ -13,6 +13,10 @@ from ..graph.codes import Codes
 from ..graph.finders import module_modularity
 from ..inference.significance import NullTest
 
+#: Features whose table columns are computed at once (bounds the ``[features, d_in]``
+#: float64 temporaries: at 262,144 latents the whole decoder is 0.8 GB in float64).
+TABLE_FEATURES = 1 << 14
+
 
 def features_table(
     sae: SparseAutoencoder,
@@ -23,15 +27,46 @@ def features_table(
     cfg: AtlasConfig,
 ) -> pd.DataFrame:
     """``features.parquet``'s core columns: density, activation, the units each feature
-    writes (decoder) and reads (encoder) most, its energy per layer and attribution."""
+    writes (decoder) and reads (encoder) most, its energy per layer and attribution.
+    Every column is a function of its feature's own row, computed in blocks of
+    :data:`TABLE_FEATURES` features."""
     n_fire = codes.n_fire
-    W = sae.W_dec.detach().double().cpu().numpy()
+    d_sae = sae.cfg.d_sae
+    parts = [
+        _feature_columns(sae, codes, unit_layer, cfg, slice(s, s + TABLE_FEATURES))
+        for s in range(0, d_sae, TABLE_FEATURES)
+    ]
+    cols = {k: [x for p in parts for x in p[k]] for k in parts[0]} if parts else {}
+    return pd.DataFrame(
+        {
+            "feature": np.arange(d_sae),
+            "module": feature_module.astype(np.int64),
+            "density": n_fire / max(codes.n_rows, 1),
+            "mean_activation": codes.act_sum / np.maximum(n_fire, 1),
+            "max_unit_corr": np.concatenate([p["max_unit_corr"] for p in parts])
+            if parts
+            else np.zeros(0),
+            **{k: v for k, v in cols.items() if k != "max_unit_corr"},
+            "attribution": attr.sum(axis=1),
+        }
+    )
+
+
+def _feature_columns(
+    sae: SparseAutoencoder,
+    codes: Codes,
+    unit_layer: np.ndarray,
+    cfg: AtlasConfig,
+    block: slice,
+) -> dict[str, list | np.ndarray]:
+    """:func:`features_table`'s per-feature columns for the features of ``block``."""
+    W = sae.W_dec.detach()[block].double().cpu().numpy()
     std = np.where(codes.unit_std > 0, codes.unit_std, 1.0)
     Wstd = W / std[None, :]
     k = min(cfg.top_units, W.shape[1])
     top = np.argsort(-np.abs(Wstd), axis=1)[:, :k]
     # Read weights: encoder columns; times std_u they weigh standardised units.
-    R = sae.W_enc.detach().double().cpu().numpy().T
+    R = sae.W_enc.detach()[:, block].double().cpu().numpy().T
     top_read = np.argsort(-np.abs(R * std[None, :]), axis=1)[:, :k]
     energy = Wstd**2
     n_layers = int(unit_layer.max()) + 1 if unit_layer.size else 0
@@ -39,22 +74,15 @@ def features_table(
     per_layer = per_layer / np.where(
         per_layer.sum(1, keepdims=True) > 0, per_layer.sum(1, keepdims=True), 1
     )
-    corr = np.abs(codes.unit_correlation()).max(axis=1) if codes.n_rows else np.zeros(len(W))
-    return pd.DataFrame(
-        {
-            "feature": np.arange(W.shape[0]),
-            "module": feature_module.astype(np.int64),
-            "density": n_fire / max(codes.n_rows, 1),
-            "mean_activation": codes.act_sum / np.maximum(n_fire, 1),
-            "max_unit_corr": corr,
-            "top_units": list(top.astype(np.int64)),
-            "top_unit_weights": list(np.take_along_axis(W, top, axis=1)),
-            "top_read_units": list(top_read.astype(np.int64)),
-            "top_read_weights": list(np.take_along_axis(R, top_read, axis=1)),
-            "layer_mass": list(per_layer),
-            "attribution": attr.sum(axis=1),
-        }
-    )
+    corr = np.abs(codes.unit_correlation(block)).max(axis=1) if codes.n_rows else np.zeros(len(W))
+    return {
+        "max_unit_corr": corr,
+        "top_units": list(top.astype(np.int64)),
+        "top_unit_weights": list(np.take_along_axis(W, top, axis=1)),
+        "top_read_units": list(top_read.astype(np.int64)),
+        "top_read_weights": list(np.take_along_axis(R, top_read, axis=1)),
+        "layer_mass": list(per_layer),
+    }
 
 
 def _padded(x: np.ndarray, n: int) -> np.ndarray:

@@ -28,14 +28,17 @@ def cooccurrence_graph(
 ) -> FeatureGraph:
     """The co-occurrence graph of the firings ``fires`` ``[n_rows, d_sae]``: its
     significant pairs, or with ``n_edges`` its ``n_edges`` most significant ones (a
-    null graph as dense as the real one). The pairs are counted on ``cfg.device``
-    (scipy on the CPU, torch on a GPU: :func:`.cooccurrence.count_cooccurrence`)."""
+    null graph as dense as the real one; its q-values are ranked among the pairs that
+    can be edges only: :func:`.edges.densest_graph`). The pairs are counted and tested on
+    ``cfg.device`` (scipy and numpy on the CPU, torch on a GPU:
+    :func:`.cooccurrence.count_cooccurrence`, :mod:`.edges`)."""
     co = count_cooccurrence(
         fires, window=cfg.window, samples=samples if cfg.window else None, device=cfg.device
     )
+    kw = dict(kind=cfg.affinity, alpha=cfg.edge_alpha, device=cfg.device)
     if n_edges is None:
-        return build_graph(co, kind=cfg.affinity, alpha=cfg.edge_alpha)
-    return densest_graph(co, n_edges, kind=cfg.affinity, alpha=cfg.edge_alpha)
+        return build_graph(co, **kw)
+    return densest_graph(co, n_edges, usable_only=True, **kw)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,12 @@ same margins (:mod:`.hypergeom`), and ``build_graph`` keeps the pairs that pass
 Benjamini-Hochberg over all ``d (d - 1) / 2`` pairs of latents that fire as a
 weighted, symmetric adjacency matrix; ``densest_graph`` keeps a given number of
 the most significant pairs instead (density-matched null graphs).
+
+The pair tests run on numpy in a thread pool on the CPU, or as torch code on any
+device (:mod:`.torch_hypergeom`, the same p-values to about 1e-15): ``device`` and
+``engine`` choose as in :func:`.cooccurrence.count_cooccurrence` (``"auto"``: numpy
+on the CPU, where it tested 200k pairs 1.5-2x faster than torch on one core; torch
+on any other device).
 """
 
 from __future__ import annotations
@@ -16,12 +22,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
-from .cooccurrence import Cooccurrence, _n_threads
+from . import torch_hypergeom as th
+from .cooccurrence import Cooccurrence, _engine, _n_threads
 from .hypergeom import benjamini_hochberg, hypergeom_upper_tail, log_pmf
 
 #: Pairs scored per step when streaming over stored pairs (bounds temporary memory).
 PAIR_CHUNK = 1 << 16
+#: Pairs scored per step by the torch engine (a few float64 tensors of this length).
+TORCH_PAIR_CHUNK = 1 << 21
 
 # ---------------------------------------------------------------- affinities
 # Each takes the joint count ``a``, the margins ``n_i``, ``n_j`` and the number of
@@ -119,10 +129,33 @@ def _chunk(co: Cooccurrence, r0: int, r1: int) -> tuple[slice, np.ndarray, np.nd
 # ---------------------------------------------------------------- significance
 
 
-def pair_pvalues(co: Cooccurrence, *, n_threads: int | None = None) -> np.ndarray:
-    """``[n_pairs]`` p-value of each stored pair (see :func:`hypergeom_upper_tail`)."""
+def pair_pvalues(
+    co: Cooccurrence,
+    *,
+    n_threads: int | None = None,
+    device: str | torch.device | None = None,
+    engine: str = "auto",
+) -> np.ndarray:
+    """``[n_pairs]`` p-value of each stored pair (see :func:`hypergeom_upper_tail`), on
+    ``device`` (``engine``: see :mod:`.edges`)."""
     n = co.n_rows
-    return _per_pair(co, lambda a, n_i, n_j: hypergeom_upper_tail(a, n_i, n_j, n).p, n_threads)
+    use_torch, dev = _engine(engine, device)
+    if not use_torch:
+        return _per_pair(co, lambda a, n_i, n_j: hypergeom_upper_tail(a, n_i, n_j, n).p, n_threads)
+    out = np.empty(co.n_pairs, dtype=np.float64)
+    for sl, _, _, a, n_i, n_j in _torch_chunks(co, dev):
+        out[sl] = th.torch_upper_tail_tensors(a, n_i, n_j, n)[0].cpu().numpy()
+    return out
+
+
+def _torch_chunks(co: Cooccurrence, dev: torch.device):
+    """The stored pairs in chunks of whole rows of ``co.counts`` on ``dev``: ``(slice
+    into the pair arrays, row, col, a, n_i, n_j)``, the last five int64 tensors."""
+    n_fire = th.as_tensor(co.n_fire, dev)
+    for r0, r1 in _chunk_rows(co.counts.indptr, TORCH_PAIR_CHUNK):
+        sl, row, col, a = _chunk(co, r0, r1)
+        row, col, a = (th.as_tensor(x, dev) for x in (row, col, a))
+        yield sl, row, col, a, n_fire[row], n_fire[col]
 
 
 # ---------------------------------------------------------------- graph
@@ -175,6 +208,8 @@ def build_graph(
     alpha: float = 0.05,
     min_count: int = 5,
     n_threads: int | None = None,
+    device: str | torch.device | None = None,
+    engine: str = "auto",
 ) -> FeatureGraph:
     """Keep the pairs that co-fire significantly more than chance; weight them by affinity.
 
@@ -195,10 +230,12 @@ def build_graph(
     term ``P(X = a) <= p`` already exceeds ``cut`` is dropped before its tail is summed.
 
     Args:
-        n_threads: chunks of pairs scored at once (default: the CPUs this process may use).
+        n_threads: chunks of pairs scored at once (numpy engine; default: the CPUs this
+            process may use).
+        device, engine: where the pairs are tested (see :mod:`.edges`).
     """
     _check_graph_options(kind, alpha, min_count)
-    pairs = _Scorer(co, kind, n_threads).scored(_bh_cut(co, alpha))
+    pairs = _Scorer(co, kind, n_threads, device, engine).scored(_bh_cut(co, alpha))
     return _graph(co, pairs, kind, alpha, min_count, lambda usable, w, p, q: usable & (q <= alpha))
 
 
@@ -210,6 +247,9 @@ def densest_graph(
     alpha: float = 0.05,
     min_count: int = 5,
     n_threads: int | None = None,
+    device: str | torch.device | None = None,
+    engine: str = "auto",
+    usable_only: bool = False,
 ) -> FeatureGraph:
     """The ``n_edges`` pairs with the smallest p-values among those with positive
     affinity and at least ``min_count`` joint firings, significant or not (all of
@@ -220,11 +260,17 @@ def densest_graph(
     are compared at one density. The pairs are scored as in :func:`build_graph`,
     from its p cut, which is widened a hundredfold at a time until enough usable
     pairs pass it; ``alpha`` sets the first cut and the q-values reported.
+
+    ``usable_only``: test only the pairs that can be edges (positive affinity, at
+    least ``min_count`` joint firings). The edges, their weights and p-values are the
+    same; the q-values are then ranked among those pairs only. The null graphs need
+    no q-values, and on data without structure most pairs fire together a few times
+    only: at 65k latents on 50k rows this skips nearly all tails.
     """
     _check_graph_options(kind, alpha, min_count)
     if n_edges < 0:
         raise ValueError(f"`n_edges` must be >= 0, got {n_edges}.")
-    scorer = _Scorer(co, kind, n_threads)
+    scorer = _Scorer(co, kind, n_threads, device, engine, min_count if usable_only else 0)
     cut = _bh_cut(co, alpha)
     pairs = scorer.scored(cut)
     while 0 < cut < 1:  # widen the p cut until enough usable pairs
@@ -237,8 +283,12 @@ def densest_graph(
         pairs = scorer.scored(cut)
 
     def keep(usable, w, p, q):
-        order = np.lexsort((-w, p))  # smallest p first, larger affinity first on ties
-        return order[usable[order]][:n_edges]
+        # the first n_edges usable pairs by smallest p, then larger affinity, then pair
+        # order (a stable sort): only pairs with p up to the n_edges-th smallest need it
+        ok = np.flatnonzero(usable)
+        if 0 < n_edges < ok.size:
+            ok = ok[p[ok] <= np.partition(p[ok], n_edges - 1)[n_edges - 1]]
+        return ok[np.lexsort((-w[ok], p[ok]))][:n_edges]
 
     return _graph(co, pairs, kind, alpha, min_count, keep)
 
@@ -259,16 +309,34 @@ def _bh_cut(co: Cooccurrence, alpha: float) -> float:
 class _Scorer:
     """Streams over the counted pairs and keeps those with ``p <= cut``."""
 
-    def __init__(self, co: Cooccurrence, kind: str, n_threads: int | None) -> None:
+    def __init__(
+        self,
+        co: Cooccurrence,
+        kind: str,
+        n_threads: int | None,
+        device: str | torch.device | None = None,
+        engine: str = "auto",
+        min_count: int = 0,
+    ) -> None:
         self.co, self.fn, self.n_threads = co, _affinity_fn(kind), _n_threads(n_threads)
+        self.use_torch, self.device = _engine(engine, device)
+        # > 0: only usable pairs (positive affinity, at least min_count joint firings)
+        self.min_count = min_count
 
     def scored(self, cut: float) -> tuple[np.ndarray, ...]:
         """Pairs with p <= cut: (row, col, count, p)."""
         co = self.co
         n_fire, n = co.n_fire, co.n_rows
+        if self.use_torch:
+            kept = list(self._torch_scored(cut))
+            return self._joined(kept)
 
         def candidates(bounds: tuple[int, int]) -> tuple[np.ndarray, ...]:
             _, row, col, a = _chunk(co, *bounds)
+            if self.min_count:
+                u = np.flatnonzero(a >= self.min_count)
+                u = u[self.fn(a[u], n_fire[row[u]], n_fire[col[u]], n) > 0]
+                row, col, a = row[u], col[u], a[u]
             n_i, n_j = n_fire[row], n_fire[col]
             s = np.flatnonzero(log_pmf(a, n_i, n_j, n) <= np.log(cut))  # cut > 0: pairs exist
             p = hypergeom_upper_tail(a[s], n_i[s], n_j[s], n).p
@@ -277,9 +345,32 @@ class _Scorer:
 
         with ThreadPoolExecutor(max_workers=self.n_threads) as pool:
             kept = list(pool.map(candidates, _chunk_rows(co.counts.indptr)))
+        return self._joined(kept)
+
+    def _torch_scored(self, cut: float):
+        """:meth:`scored`'s candidates, chunk by chunk, tested on the device."""
+        co = self.co
+        log_cut = float(np.log(cut)) if cut > 0 else -np.inf
+        for _, row, col, a, n_i, n_j in _torch_chunks(co, self.device):
+            if self.min_count:
+                u = torch.nonzero(a >= self.min_count).squeeze(1)
+                w = self.fn(*(x[u].cpu().numpy() for x in (a, n_i, n_j)), co.n_rows)
+                u = u[torch.from_numpy(w > 0).to(u.device)]
+                row, col, a, n_i, n_j = (x[u] for x in (row, col, a, n_i, n_j))
+            s = torch.nonzero(th.log_pmf(a, n_i, n_j, co.n_rows) <= log_cut).squeeze(1)
+            p = th.torch_upper_tail_tensors(a[s], n_i[s], n_j[s], co.n_rows)[0]
+            s, p = s[p <= cut], p[p <= cut]
+            yield (
+                row[s].to(torch.int32).cpu().numpy(),
+                col[s].to(torch.int32).cpu().numpy(),
+                a[s].cpu().numpy().astype(co.counts.dtype),
+                p.cpu().numpy(),
+            )
+
+    def _joined(self, kept: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
         return tuple(
             np.concatenate([k[f] for k in kept]) if kept else np.zeros(0, dtype)
-            for f, dtype in enumerate((np.int32, np.int32, co.counts.dtype, np.float64))
+            for f, dtype in enumerate((np.int32, np.int32, self.co.counts.dtype, np.float64))
         )
 
 

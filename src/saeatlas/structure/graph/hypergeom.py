@@ -83,7 +83,7 @@ def hypergeom_upper_tail(a: np.ndarray, n_i: np.ndarray, n_j: np.ndarray, n: int
         if sel.size == 0:
             continue
         k0 = a[sel] if upper else a[sel] - 1
-        total, rest = _sum_away(k0, n_i[sel], n_j[sel], n, 1 if upper else -1)
+        total, rest = sum_away(k0, n_i[sel], n_j[sel], n, 1 if upper else -1)
         p[sel] = total + rest if upper else 1.0 - total
         sel = sel[rest > TAIL_RTOL * total]
         if sel.size:
@@ -92,57 +92,76 @@ def hypergeom_upper_tail(a: np.ndarray, n_i: np.ndarray, n_j: np.ndarray, n: int
     return UpperTail(np.clip(p, 0.0, 1.0).reshape(shape), method.reshape(shape))
 
 
-def _sum_away(k0, n_i, n_j, n: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+class ArrayOps(NamedTuple):
+    """What :func:`sum_away` needs of an array library (numpy, or torch on a device)."""
+
+    empty: Callable  # n -> float64 [n]
+    arange: Callable  # n -> int [n]
+    f64: Callable  # x -> x as float64
+    exp: Callable
+    log_pmf: Callable  # (k, n_i, n_j, n) -> log P(X = k)
+    cumprod: Callable  # [rows, width] -> cumulative products along the rows
+    row_sum: Callable  # [rows, width] -> [rows]
+    block_values: int  # ratios held at once while summing a block
+    at_least: Callable  # (x, floor) -> elementwise max
+    nonzero: Callable  # mask -> indices
+    size: Callable  # x -> number of values
+
+
+def sum_away(k0, n_i, n_j, n: int, step: int, ops: ArrayOps | None = None):
     """Sum of ``P(k)`` for ``k = k0, k0 + step, ...`` and a bound on the terms not summed.
 
     ``k0`` must be on the far side of the mode from the direction ``step``, so the
     ratios of consecutive terms are below 1 and keep falling. Terms are added in blocks
     of 16, 32, 64, ... (a cumulative product of ratios per block) until the bound on the
     rest is below ``TAIL_RTOL`` of the sum, or ``TAIL_MAX_TERMS`` were added. Returns
-    ``(sum, rest)``.
+    ``(sum, rest)``. ``ops``: the array library (default numpy; :mod:`.torch_hypergeom`
+    passes torch's, so both run these same steps).
     """
-    out_total, out_rest = np.empty(k0.size), np.empty(k0.size)
-    idx = np.arange(k0.size)
-    k = k0.astype(np.float64)
-    ni, nj = n_i.astype(np.float64), n_j.astype(np.float64)
+    ops = ops or NUMPY_OPS
+    out_total, out_rest = ops.empty(ops.size(k0)), ops.empty(ops.size(k0))
+    idx = ops.arange(ops.size(k0))
+    k = ops.f64(k0)
+    ni, nj = ops.f64(n_i), ops.f64(n_j)
     base = n - ni - nj
-    t = np.exp(log_pmf(k0, n_i, n_j, n))  # the last term added
-    total = t.copy()
+    t = ops.exp(ops.log_pmf(k0, n_i, n_j, n))  # the last term added
+    total = t + 0.0
     width, n_terms = 16, 1
-    while idx.size:
-        block, t = _block_sum(t, k, ni, nj, base, step, width)
+    while ops.size(idx):
+        block, t = _block_sum(t, k, ni, nj, base, step, width, ops)
         total += block
         k += step * width
         n_terms += width
         # r < 1 here (log-concavity); the floor only guards rounding and t = 0 past the edge.
         rest = t * _ratio(k, ni, nj, base, step)
-        rest /= np.maximum(1.0 - _ratio(k + step, ni, nj, base, step), 1e-300)
+        rest /= ops.at_least(1.0 - _ratio(k + step, ni, nj, base, step), 1e-300)
         done = rest <= TAIL_RTOL * total
         if n_terms + 2 * width > TAIL_MAX_TERMS:
             done[:] = True
         out_total[idx[done]], out_rest[idx[done]] = total[done], rest[done]
-        left = np.flatnonzero(~done)
+        left = ops.nonzero(~done)
         idx, k, ni, nj, base, t, total = (x[left] for x in (idx, k, ni, nj, base, t, total))
         width *= 2
     return out_total, out_rest
 
 
-def _block_sum(t, k, ni, nj, base, step: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _block_sum(t, k, ni, nj, base, step: int, width: int, ops: ArrayOps):
     """Sum of the ``width`` terms after the term ``t`` at ``k``, and the last of them."""
-    total, last = np.empty_like(t), np.empty_like(t)
-    offsets = step * np.arange(width, dtype=np.float64)
-    rows = max(1, (1 << 20) // width)  # bounds the [rows, width] temporaries (8 MiB)
-    for s in range(0, t.size, rows):
+    total, last = t + 0.0, t + 0.0
+    offsets = step * ops.f64(ops.arange(width))
+    rows = max(1, ops.block_values // width)  # bounds the [rows, width] temporaries
+    for s in range(0, ops.size(t), rows):
         sl = slice(s, s + rows)
         ks = k[sl, None] + offsets
         ratios = _ratio(ks, ni[sl, None], nj[sl, None], base[sl, None], step)
-        terms = t[sl, None] * np.cumprod(ratios, axis=1)
-        total[sl], last[sl] = terms.sum(axis=1), terms[:, -1]
+        terms = t[sl, None] * ops.cumprod(ratios)
+        total[sl], last[sl] = ops.row_sum(terms), terms[:, -1]
     return total, last
 
 
 def _ratio(k, ni, nj, base, step: int) -> np.ndarray:
-    """``P(k + step) / P(k)``; ``base = n - n_i - n_j``. 0 at the edge of the support."""
+    """``P(k + step) / P(k)``; ``base = n - n_i - n_j``. 0 at the edge of the support.
+    Plain arithmetic: numpy arrays or torch tensors."""
     if step > 0:
         return (ni - k) * (nj - k) / ((k + 1) * (base + k + 1))
     return k * (base + k) / ((ni - k + 1) * (nj - k + 1))
@@ -150,7 +169,12 @@ def _ratio(k, ni, nj, base, step: int) -> np.ndarray:
 
 def log_pmf(k, n_i, n_j, n: int) -> np.ndarray:
     """``log P(X = k)``: ``log C(n_i, k) + log C(n - n_i, n_j - k) - log C(n, n_j)``."""
-    lf = _log_factorial(n)
+    return log_pmf_from(_log_factorial(n), k, n_i, n_j, n)
+
+
+def log_pmf_from(lf: Callable, k, n_i, n_j, n: int):
+    """:func:`log_pmf` from ``lf: x -> log(x!)``, for numpy arrays or torch tensors
+    (the same terms in the same order, so the same values from the same table)."""
     return (
         lf(n_i)
         - lf(k)
@@ -165,11 +189,18 @@ def log_pmf(k, n_i, n_j, n: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
+def log_factorial_table(n: int) -> np.ndarray | None:
+    """``[n + 1]`` float64 ``log(x!)`` for ``x = 0..n``, or None past ``2**23`` units."""
+    if n > _TABLE_MAX:
+        return None
+    return gammaln(np.arange(n + 1, dtype=np.float64) + 1.0)
+
+
 def _log_factorial(n: int) -> Callable[[np.ndarray], np.ndarray]:
     """``x -> log(x!)`` for integers ``0 <= x <= n``: a table lookup when ``n`` is small."""
-    if n > _TABLE_MAX:
+    table = log_factorial_table(n)
+    if table is None:
         return lambda x: gammaln(np.asarray(x, dtype=np.float64) + 1.0)
-    table = gammaln(np.arange(n + 1, dtype=np.float64) + 1.0)
     return lambda x: table[x]
 
 
@@ -192,3 +223,18 @@ def benjamini_hochberg(p: np.ndarray, n_tests: int | None = None) -> np.ndarray:
     q = np.empty_like(p)
     q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
     return q
+
+
+NUMPY_OPS = ArrayOps(
+    empty=np.empty,
+    arange=np.arange,
+    f64=lambda x: x.astype(np.float64),
+    exp=np.exp,
+    log_pmf=log_pmf,
+    at_least=np.maximum,
+    nonzero=np.flatnonzero,
+    size=np.size,
+    cumprod=lambda x: np.cumprod(x, axis=1),
+    row_sum=lambda x: x.sum(axis=1),
+    block_values=1 << 20,  # 8 MiB
+)

@@ -27,19 +27,34 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from ...sae import SparseAutoencoder
 from .codes import Codes
 from .finders import onehot
 
+#: Features whose attribution is computed at once (bounds the float64 temporaries).
+ATTRIBUTION_FEATURES = 1 << 14
 
+
+@torch.no_grad()
 def attribution(sae: SparseAutoencoder, codes: Codes) -> np.ndarray:
     """``[d_sae, n_units]`` energy each feature writes into each unit, per row on average,
-    with units standardised."""
-    W = sae.W_dec.detach().double().cpu().numpy()
+    with units standardised: ``E[f_i^2] (W_dec[i, u] / std_u)^2``.
+
+    Computed in torch where the decoder is (the analysis's device), in blocks of
+    :data:`ATTRIBUTION_FEATURES` features written into the host result, so memory is
+    the result and one block (a 262k-latent float64 decoder and its temporaries would
+    be 0.8 GB each)."""
+    W = sae.W_dec.detach()
     std = np.where(codes.unit_std > 0, codes.unit_std, 1.0)
-    e2 = codes.act_sq_sum / max(codes.n_rows, 1)
-    return e2[:, None] * (W / std[None, :]) ** 2
+    std = torch.from_numpy(std).to(W.device)
+    e2 = torch.from_numpy(codes.act_sq_sum / max(codes.n_rows, 1)).to(W.device)
+    out = np.empty(tuple(W.shape), dtype=np.float64)
+    for s in range(0, W.shape[0], ATTRIBUTION_FEATURES):
+        sl = slice(s, s + ATTRIBUTION_FEATURES)
+        out[sl] = (e2[sl, None] * (W[sl].double() / std[None, :]) ** 2).cpu().numpy()
+    return out
 
 
 @dataclass(frozen=True)
