@@ -4,21 +4,20 @@ import scipy.sparse as sp
 from scipy.stats import false_discovery_control, hypergeom
 
 from saeatlas.structure.graph.cooccurrence import count_cooccurrence, window_ids
-from saeatlas.structure.graph.edges import (
-    AFFINITIES,
-    affinity,
-    build_graph,
-    densest_graph,
-    jaccard,
-    npmi,
-    pair_pvalues,
-    phi,
-)
+from saeatlas.structure.graph.edges import build_graph, densest_graph
 from saeatlas.structure.graph.hypergeom import (
     TAIL_SCIPY,
     TAIL_SUM,
     benjamini_hochberg,
     hypergeom_upper_tail,
+)
+from saeatlas.structure.graph.pairs import (
+    AFFINITIES,
+    affinity,
+    jaccard,
+    npmi,
+    pair_pvalues,
+    phi,
 )
 
 

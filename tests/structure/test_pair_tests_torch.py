@@ -6,10 +6,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from saeatlas.structure.graph import edges, torch_hypergeom
+from saeatlas.structure.graph import pairs, torch_hypergeom
 from saeatlas.structure.graph.cooccurrence import count_cooccurrence
-from saeatlas.structure.graph.edges import build_graph, densest_graph, pair_pvalues
+from saeatlas.structure.graph.edges import build_graph, densest_graph
 from saeatlas.structure.graph.hypergeom import TAIL_SCIPY, hypergeom_upper_tail
+from saeatlas.structure.graph.pairs import pair_pvalues
 from saeatlas.structure.graph.torch_hypergeom import as_tensor, torch_upper_tail
 
 
@@ -86,7 +87,7 @@ def assert_graphs_equal(a, b):
 @pytest.mark.parametrize("chunk", [None, 7])
 def test_graphs_and_pvalues_equal_numpy(monkeypatch, chunk):
     if chunk:  # many chunks of whole rows of the counts
-        monkeypatch.setattr(edges, "TORCH_PAIR_CHUNK", chunk)
+        monkeypatch.setattr(pairs, "TORCH_PAIR_CHUNK", chunk)
     co = counted()
     np.testing.assert_allclose(
         pair_pvalues(co, engine="torch"), pair_pvalues(co), rtol=1e-12, atol=0
@@ -146,7 +147,7 @@ def test_densest_graph_keeps_the_most_significant_pairs(engine):
     kw = {"engine": "torch"} if engine == "torch" else {}
     p = pair_pvalues(co, **kw)
     row, col, a = co.pairs()
-    w = edges.phi(a, co.n_fire[row], co.n_fire[col], co.n_rows)
+    w = pairs.phi(a, co.n_fire[row], co.n_fire[col], co.n_rows)
     usable = np.flatnonzero((w > 0) & (a >= 5))
     n_edges = 3 * build_graph(co).n_edges
     best = usable[np.lexsort((-w[usable], p[usable]))][:n_edges]

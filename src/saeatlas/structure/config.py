@@ -16,8 +16,8 @@ from .._validation import (
 )
 from ..errors import ConfigError
 from .describe.feature_map import MAP_METHODS
-from .graph.edges import AFFINITIES
 from .graph.finders import FINDERS
+from .graph.pairs import AFFINITIES
 from .inference.nulls import NULL_DICTIONARIES, NULL_MODELS
 
 # The allowed values of the settings that name a method come from each method's registry.

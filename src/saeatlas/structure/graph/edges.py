@@ -1,17 +1,11 @@
-"""From pair counts to a feature graph: affinities, pair tests and edges.
+"""From pair counts to a feature graph: the pairs kept as edges.
 
-``affinity`` scores the stored pairs of a :class:`.cooccurrence.Cooccurrence`
-(phi, NPMI, Jaccard), ``pair_pvalues`` tests each against independence with the
-same margins (:mod:`.hypergeom`), and ``build_graph`` keeps the pairs that pass
-Benjamini-Hochberg over all ``d (d - 1) / 2`` pairs of latents that fire as a
-weighted, symmetric adjacency matrix; ``densest_graph`` keeps a given number of
-the most significant pairs instead (density-matched null graphs).
-
-The pair tests run on numpy in a thread pool on the CPU, or as torch code on any
-device (:mod:`.torch_hypergeom`, the same p-values to about 1e-15): ``device`` and
-``engine`` choose as in :func:`.cooccurrence.count_cooccurrence` (``"auto"``: numpy
-on the CPU, where it tested 200k pairs 1.5-2x faster than torch on one core; torch
-on any other device).
+``build_graph`` keeps the pairs of a :class:`.cooccurrence.Cooccurrence` that
+pass Benjamini-Hochberg over all ``d (d - 1) / 2`` pairs of latents that fire as
+a weighted, symmetric adjacency matrix; ``densest_graph`` keeps a given number of
+the most significant pairs instead (density-matched null graphs). The pairs'
+affinities and p-values come from :mod:`.pairs` (numpy on the CPU, torch on any
+other device, as ``device`` and ``engine`` choose).
 """
 
 from __future__ import annotations
@@ -27,136 +21,7 @@ import torch
 from . import torch_hypergeom as th
 from .cooccurrence import Cooccurrence, _engine, _n_threads
 from .hypergeom import benjamini_hochberg, hypergeom_upper_tail, log_pmf
-
-#: Pairs scored per step when streaming over stored pairs (bounds temporary memory).
-PAIR_CHUNK = 1 << 16
-#: Pairs scored per step by the torch engine (a few float64 tensors of this length).
-TORCH_PAIR_CHUNK = 1 << 21
-
-# ---------------------------------------------------------------- affinities
-# Each takes the joint count ``a``, the margins ``n_i``, ``n_j`` and the number of
-# units ``n`` (arrays that broadcast) and returns float64.
-
-
-def phi(a: np.ndarray, n_i: np.ndarray, n_j: np.ndarray, n: int) -> np.ndarray:
-    """Phi coefficient (Pearson correlation of the two binary indicators).
-
-    ``(a d - b c) / sqrt((a + b)(c + d)(a + c)(b + d)) = (a n - n_i n_j) /
-    sqrt(n_i (n - n_i) n_j (n - n_j))``; 0 when a margin is 0 (a latent that fires
-    on no unit or on every unit). Lies in [-1, 1].
-    """
-    a, n_i, n_j = (np.asarray(x, dtype=np.float64) for x in (a, n_i, n_j))
-    den = np.sqrt(n_i * (n - n_i) * n_j * (n - n_j))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = (a * n - n_i * n_j) / den
-    return np.where(den > 0, out, 0.0)
-
-
-def npmi(a: np.ndarray, n_i: np.ndarray, n_j: np.ndarray, n: int) -> np.ndarray:
-    """Normalised pointwise mutual information (Bouma 2009).
-
-    ``log(p_ij / (p_i p_j)) / -log(p_ij)`` with ``p_ij = a / n``, ``p_i = n_i / n``:
-    -1 for pairs that never co-fire, 0 under independence, 1 when the two always
-    fire together. 0 when ``p_ij = 1`` (both fire on every unit).
-    """
-    a, n_i, n_j = (np.asarray(x, dtype=np.float64) for x in (a, n_i, n_j))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pmi = np.log(a * n) - np.log(n_i) - np.log(n_j)
-        out = pmi / -np.log(a / n)
-    return np.where(a <= 0, -1.0, np.where(a >= n, 0.0, out))
-
-
-def jaccard(a: np.ndarray, n_i: np.ndarray, n_j: np.ndarray, n: int) -> np.ndarray:
-    """Jaccard index of the units each fires on: ``a / (a + b + c) = a / (n_i + n_j - a)``.
-
-    0 when neither fires (``n`` is unused; it keeps the signature of the others).
-    """
-    a, n_i, n_j = (np.asarray(x, dtype=np.float64) for x in (a, n_i, n_j))
-    union = n_i + n_j - a
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, a / union, 0.0)
-
-
-AFFINITIES: dict[str, Callable[..., np.ndarray]] = {"phi": phi, "npmi": npmi, "jaccard": jaccard}
-
-
-def _affinity_fn(kind: str) -> Callable[..., np.ndarray]:
-    if kind not in AFFINITIES:
-        allowed = ", ".join(repr(k) for k in AFFINITIES)
-        raise ValueError(f"Unknown affinity {kind!r}; expected one of: {allowed}.")
-    return AFFINITIES[kind]
-
-
-def affinity(co: Cooccurrence, kind: str = "phi", *, n_threads: int | None = None) -> np.ndarray:
-    """``[n_pairs]`` float64 affinity of each stored pair, aligned with ``co.pairs()``."""
-    fn = _affinity_fn(kind)
-    return _per_pair(co, lambda a, n_i, n_j: fn(a, n_i, n_j, co.n_rows), n_threads)
-
-
-def _per_pair(co: Cooccurrence, fn: Callable, n_threads: int | None) -> np.ndarray:
-    """``[n_pairs]`` float64 ``fn(a, n_i, n_j)`` over the stored pairs, chunk by chunk."""
-    out = np.empty(co.n_pairs, dtype=np.float64)
-
-    def fill(bounds: tuple[int, int]) -> None:
-        sl, row, col, a = _chunk(co, *bounds)
-        out[sl] = fn(a, co.n_fire[row], co.n_fire[col])
-
-    with ThreadPoolExecutor(max_workers=_n_threads(n_threads)) as pool:
-        list(pool.map(fill, _chunk_rows(co.counts.indptr)))
-    return out
-
-
-def _chunk_rows(indptr: np.ndarray, size: int = PAIR_CHUNK) -> list[tuple[int, int]]:
-    """Ranges of whole rows ``[r0, r1)`` of a CSR holding about ``size`` entries each."""
-    n_rows, bounds, r0 = indptr.size - 1, [], 0
-    while r0 < n_rows:
-        r1 = int(np.searchsorted(indptr, indptr[r0] + size, side="right")) - 1
-        r1 = min(max(r1, r0 + 1), n_rows)
-        if indptr[r1] > indptr[r0]:
-            bounds.append((r0, r1))
-        r0 = r1
-    return bounds
-
-
-def _chunk(co: Cooccurrence, r0: int, r1: int) -> tuple[slice, np.ndarray, np.ndarray, np.ndarray]:
-    """Stored pairs of rows ``[r0, r1)``: ``(slice into the pair arrays, row, col, count)``."""
-    indptr = co.counts.indptr
-    s0, s1 = int(indptr[r0]), int(indptr[r1])
-    row = np.repeat(np.arange(r0, r1, dtype=np.int32), np.diff(indptr[r0 : r1 + 1]))
-    return slice(s0, s1), row, co.counts.indices[s0:s1], co.counts.data[s0:s1]
-
-
-# ---------------------------------------------------------------- significance
-
-
-def pair_pvalues(
-    co: Cooccurrence,
-    *,
-    n_threads: int | None = None,
-    device: str | torch.device | None = None,
-    engine: str = "auto",
-) -> np.ndarray:
-    """``[n_pairs]`` p-value of each stored pair (see :func:`hypergeom_upper_tail`), on
-    ``device`` (``engine``: see :mod:`.edges`)."""
-    n = co.n_rows
-    use_torch, dev = _engine(engine, device)
-    if not use_torch:
-        return _per_pair(co, lambda a, n_i, n_j: hypergeom_upper_tail(a, n_i, n_j, n).p, n_threads)
-    out = np.empty(co.n_pairs, dtype=np.float64)
-    for sl, _, _, a, n_i, n_j in _torch_chunks(co, dev):
-        out[sl] = th.torch_upper_tail_tensors(a, n_i, n_j, n)[0].cpu().numpy()
-    return out
-
-
-def _torch_chunks(co: Cooccurrence, dev: torch.device):
-    """The stored pairs in chunks of whole rows of ``co.counts`` on ``dev``: ``(slice
-    into the pair arrays, row, col, a, n_i, n_j)``, the last five int64 tensors."""
-    n_fire = th.as_tensor(co.n_fire, dev)
-    for r0, r1 in _chunk_rows(co.counts.indptr, TORCH_PAIR_CHUNK):
-        sl, row, col, a = _chunk(co, r0, r1)
-        row, col, a = (th.as_tensor(x, dev) for x in (row, col, a))
-        yield sl, row, col, a, n_fire[row], n_fire[col]
-
+from .pairs import affinity_fn, chunk, chunk_rows, torch_chunks
 
 # ---------------------------------------------------------------- graph
 
@@ -294,7 +159,7 @@ def densest_graph(
 
 
 def _check_graph_options(kind: str, alpha: float, min_count: int) -> None:
-    _affinity_fn(kind)
+    affinity_fn(kind)
     if not 0 < alpha <= 1:
         raise ValueError(f"`alpha` must lie in (0, 1], got {alpha}.")
     if min_count < 1 or int(min_count) != min_count:
@@ -318,7 +183,7 @@ class _Scorer:
         engine: str = "auto",
         min_count: int = 0,
     ) -> None:
-        self.co, self.fn, self.n_threads = co, _affinity_fn(kind), _n_threads(n_threads)
+        self.co, self.fn, self.n_threads = co, affinity_fn(kind), _n_threads(n_threads)
         self.use_torch, self.device = _engine(engine, device)
         # > 0: only usable pairs (positive affinity, at least min_count joint firings)
         self.min_count = min_count
@@ -332,7 +197,7 @@ class _Scorer:
             return self._joined(kept)
 
         def candidates(bounds: tuple[int, int]) -> tuple[np.ndarray, ...]:
-            _, row, col, a = _chunk(co, *bounds)
+            _, row, col, a = chunk(co, *bounds)
             if self.min_count:
                 u = np.flatnonzero(a >= self.min_count)
                 u = u[self.fn(a[u], n_fire[row[u]], n_fire[col[u]], n) > 0]
@@ -344,14 +209,14 @@ class _Scorer:
             return row[s], col[s], a[s], p
 
         with ThreadPoolExecutor(max_workers=self.n_threads) as pool:
-            kept = list(pool.map(candidates, _chunk_rows(co.counts.indptr)))
+            kept = list(pool.map(candidates, chunk_rows(co.counts.indptr)))
         return self._joined(kept)
 
     def _torch_scored(self, cut: float):
         """:meth:`scored`'s candidates, chunk by chunk, tested on the device."""
         co = self.co
         log_cut = float(np.log(cut)) if cut > 0 else -np.inf
-        for _, row, col, a, n_i, n_j in _torch_chunks(co, self.device):
+        for _, row, col, a, n_i, n_j in torch_chunks(co, self.device):
             if self.min_count:
                 u = torch.nonzero(a >= self.min_count).squeeze(1)
                 w = self.fn(*(x[u].cpu().numpy() for x in (a, n_i, n_j)), co.n_rows)
@@ -386,7 +251,7 @@ def _graph(
     row, col, a, p = pairs
     n_fire, n = co.n_fire, co.n_rows
     q = benjamini_hochberg(p, n_tests=co.n_tests)
-    w = _affinity_fn(kind)(a, n_fire[row], n_fire[col], n)
+    w = affinity_fn(kind)(a, n_fire[row], n_fire[col], n)
     s = select((w > 0) & (a >= min_count), w, p, q)
     row, col, a, p, q, w = row[s], col[s], a[s], p[s], q[s], w[s]
     d = co.d_sae
