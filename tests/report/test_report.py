@@ -276,7 +276,7 @@ def test_modularity_shown_beside_the_null_is_the_one_tested(capsys):
     # with a positive z (0.469 "against" 0.568, z 7.2).
     from types import SimpleNamespace
 
-    from saeatlas.cli.atlas import print_atlas
+    from saeatlas.cli.tables import print_atlas
     from saeatlas.report.summary import modularity_text
 
     null = {"null": "dictionary", "modularity": 0.666, "null_mean": 0.568, "null_std": 0.014}

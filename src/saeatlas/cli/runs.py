@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from ..errors import ConfigError
 from .app import app, console
-from .atlas import print_modules
+from .tables import print_modules
 
 
 def _print_stage(outcome: Any) -> None:

@@ -1,0 +1,115 @@
+"""The tables an atlas prints: its modules with their checks, and its verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .app import console
+
+
+def print_atlas(atlas: Any) -> None:
+    """The atlas's modules as a table (with stability, preferred label and ablation
+    when the atlas has them), its verdict, and the random-SAE control."""
+    s, m = atlas.summary, atlas.modules
+    cols = {
+        "module": lambda r: str(r.module),
+        "units": lambda r: str(r.n_units),
+        "features": lambda r: str(r.n_features),
+        "layers": lambda r: escape(", ".join(r.layers)),
+        "z": lambda r: f"{r.z:.1f}",
+        "p": lambda r: f"{r.p:.2g}",
+        "significant": lambda r: "yes" if r.significant else "no",
+    }
+    if "reproducibility" in m:
+        cols["reproducible"] = lambda r: f"{r.reproducibility:.2f}"
+    if "control_jaccard" in m:
+        cols["in control"] = lambda r: fmt(r.control_jaccard, ".2f")
+    if "correlation_jaccard" in m:
+        cols["in correlations"] = lambda r: fmt(r.correlation_jaccard, ".2f")
+    if "preferred_label" in m:
+        cols["label"] = lambda r: f"{escape(str(r.preferred_label))} ({r.selectivity:.2f})"
+    if "ablation_effect" in m:
+        cols["ablation Δloss"] = lambda r: f"{r.ablation_effect:+.3f}"
+        cols["ablation p"] = lambda r: f"{r.ablation_p:.2g}"
+    table = Table(title=f"{s['n_modules']} modules ({s['module_kind']})")
+    for name in cols:
+        table.add_column(name)
+    for row in m.itertuples():
+        table.add_row(*(fmt(row) for fmt in cols.values()))
+    console.print(table)
+    if s.get("z") is not None:
+        from ..structure.inference.significance import tested_modularity
+
+        view = "unit correlations" if s.get("modules_from") == "unit_correlations" else "SAE"
+        console.print(
+            f"Partition ({view}): modularity {tested_modularity(s):.3f}; strictest null "
+            f"({s['strictest_null']}) "
+            f"{s['null_mean']:.3f} ± {s['null_std']:.3f}, z {s['z']:.1f}, p {s['p']:.2g}.",
+            soft_wrap=True,
+        )
+    console.print(escape(s["message"]), soft_wrap=True)
+    ctl = s.get("control")
+    if ctl:
+        console.print(
+            f"Random-SAE control: {ctl['n_significant_modules']} reproducible significant "
+            f"modules of its own; unit modules' ARI with the real ones "
+            f"{ctl.get('unit_ari', float('nan')):.2f}.",
+            soft_wrap=True,
+        )
+
+
+def fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return format(value, spec)
+
+
+def print_modules(atlas: Any) -> None:
+    """The modules of an atlas as one table: where they live, how sure we are, what they do."""
+    from ..pipeline import module_summary
+
+    layers = list(atlas.summary.get("layers", []))
+    table = Table(
+        title=f"{atlas.summary['n_modules']} modules",
+        caption=f"units per layer: {escape(' / '.join(layers))}. Modules are "
+        f"{atlas.summary['module_kind']}.",
+    )
+    columns = atlas.modules.columns
+    has = {
+        "stability": "reproducibility" in columns,
+        "ablation": "ablation_effect" in columns,
+        "label": "preferred_label" in columns,
+    }
+    heads = ["module", "units", "features", "z", "p", "sig."]
+    heads += ["reproducible"] * has["stability"]
+    heads += ["ablation Δloss", "ablation p"] if has["ablation"] else []
+    heads += ["label (selectivity)"] * has["label"]
+    for col in heads:
+        table.add_column(col, justify="left" if col == "sig." else "right", no_wrap=True)
+    for r in module_summary(atlas).itertuples():
+        cells = [
+            str(r.module),
+            "/".join(str(r.units_per_layer.get(l, 0)) for l in layers),
+            str(r.n_features),
+            fmt(r.z, ".1f"),
+            fmt(r.p, ".2g"),
+            "yes" if r.significant else "no",
+        ]
+        if has["stability"]:
+            cells.append(fmt(r.stability, ".2f"))
+        if has["ablation"]:
+            cells += [fmt(r.ablation_effect, ".3f"), fmt(r.ablation_p, ".2g")]
+        if has["label"]:
+            label = "-" if r.preferred_label is None else escape(str(r.preferred_label))
+            if r.preferred_label is not None and r.selectivity == r.selectivity:
+                label += f" ({r.selectivity:.2f})"
+            cells.append(label)
+        table.add_row(*cells)
+    # rich never prints wider than its console (80 columns when not a terminal)
+    wide = console if console.width >= 120 else Console(width=120, highlight=False)
+    wide.print(table)
+    console.print(escape(atlas.summary["message"]), soft_wrap=True)
