@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import false_discovery_control, hypergeom
 
-from saeatlas.structure.graph.cooccurrence import count_cooccurrence, window_ids
+from saeatlas.structure.graph.cooccurrence import count_cooccurrence, latent_blocks, window_ids
 from saeatlas.structure.graph.edges import build_graph, densest_graph
 from saeatlas.structure.graph.hypergeom import (
     TAIL_SCIPY,
@@ -398,3 +398,31 @@ def test_moderate_size_runs():
     assert co.n_pairs <= d * (d - 1) // 2
     g = build_graph(co)
     assert g.n_edges <= 0.001 * g.n_tests  # latents drawn independently
+
+
+# ---------------------------------------------------------------- counting in parts
+
+
+def test_parts_hold_disjoint_blocks_of_about_equal_work_that_add_up_to_the_whole():
+    codes = random_codes(np.random.default_rng(11), n_rows=800, d=120)
+    whole = count_cooccurrence(codes)
+    bounds = latent_blocks(sp.csr_array(codes > 0), 3)
+    # later latents have fewer partners above them, so equal work is not equal size
+    assert bounds[0] == 0 and bounds[-1] == 120 and np.all(np.diff(bounds) > 0)
+    assert bounds[1] < 120 - bounds[2]
+    parts = [count_cooccurrence(codes, part=(k, 3), block_features=7) for k in range(3)]
+    for k, co in enumerate(parts):
+        rows = np.flatnonzero(np.diff(co.counts.indptr))
+        assert rows.min() >= bounds[k] and rows.max() < bounds[k + 1] and co.part == (k, 3)
+        np.testing.assert_array_equal(co.n_fire, whole.n_fire)
+        assert co.n_tests == whole.n_tests
+    assert (sum(co.counts for co in parts) != whole.counts).nnz == 0
+    assert max(co.n_pairs for co in parts) < 0.45 * whole.n_pairs
+
+
+def test_a_part_is_tested_only_as_its_rank():
+    codes = random_codes(np.random.default_rng(12))
+    with pytest.raises(ValueError, match=r"`part` must be \(k, n_parts\)"):
+        count_cooccurrence(codes, part=(2, 2))
+    with pytest.raises(ValueError, match=r"part 1 of 2 .* rank 0 of 1; count them with `part`"):
+        build_graph(count_cooccurrence(codes, part=(1, 2)))

@@ -26,6 +26,15 @@ Two engines compute the same counts, exactly (integer arithmetic in both):
 ``count_cooccurrence(..., device=...)`` picks the engine from the device
 (``engine="auto"``); ``engine`` forces one (the tests compare the two on the CPU).
 The atlas passes ``AtlasConfig.device`` (``--device``).
+
+Counting in parts: ``count_cooccurrence(..., part=(k, n_parts))`` counts only the
+pairs ``(i, j)``, ``i < j``, whose latent ``i`` lies in the ``k``-th of
+``n_parts`` contiguous blocks of latents (:func:`latent_blocks`), balanced by the
+pair work of each latent (for every firing of ``i``, the later firings of its
+row), so each part holds about ``1 / n_parts`` of the stored pairs. The ranks of
+a ``torchrun`` analysis count one part each: the parts in block order are the
+rows of the whole upper triangle, in order (:mod:`.edges` builds one graph from
+them).
 """
 
 from __future__ import annotations
@@ -69,6 +78,9 @@ class Cooccurrence:
     both fire; only pairs that fire together at least once are stored."""
     window: int = 0
     """Rows per window (0: every row is a unit)."""
+    part: tuple[int, int] = (0, 1)
+    """``(k, n_parts)``: `counts` holds the pairs of the ``k``-th of ``n_parts`` blocks
+    of latents only (:func:`latent_blocks`; its other rows are empty); ``(0, 1)``: all."""
 
     @property
     def d_sae(self) -> int:
@@ -76,7 +88,8 @@ class Cooccurrence:
 
     @property
     def n_pairs(self) -> int:
-        """Stored pairs: distinct pairs that fire together at least once."""
+        """Stored pairs: distinct pairs that fire together at least once (of this
+        `part` only)."""
         return int(self.counts.nnz)
 
     @property
@@ -111,6 +124,7 @@ def count_cooccurrence(
     n_threads: int | None = None,
     device: str | torch.device | None = None,
     engine: str = "auto",
+    part: tuple[int, int] = (0, 1),
 ) -> Cooccurrence:
     """Count how often each latent fires, and each pair fires together.
 
@@ -147,6 +161,9 @@ def count_cooccurrence(
             ``torch.device``); None is the CPU.
         engine: ``"auto"`` (scipy on the CPU, torch on any other device), ``"scipy"``
             (CPU only) or ``"torch"``.
+        part: ``(k, n_parts)``: count only the pairs ``(i, j)`` with ``i`` in the ``k``-th
+            of the ``n_parts`` blocks of latents of :func:`latent_blocks` (``n_fire`` and
+            ``n_rows`` are still those of all latents). ``(0, 1)``: every pair.
     """
     if window < 0 or int(window) != window:
         raise ValueError(f"`window` must be a non-negative integer, got {window!r}.")
@@ -156,20 +173,51 @@ def count_cooccurrence(
     )
     n_threads = _n_threads(n_threads)
     use_torch, dev = _engine(engine, device)
+    k, n_parts = _check_part(part)
     fires = _binarise(codes)
     if window > 0:
         fires = _pool_windows(fires, samples, int(window))
     n_units, d = fires.shape
     n_fire = np.bincount(fires.indices, minlength=d).astype(np.int64)
     dtype = np.int32 if n_units < np.iinfo(np.int32).max else np.int64
+    latents = (0, d) if n_parts == 1 else tuple(latent_blocks(fires, n_parts)[k : k + 2])
     if use_torch:
-        parts = torch_upper_blocks(fires, dev, block_features, block_rows, dtype)
+        parts = torch_upper_blocks(fires, dev, block_features, block_rows, dtype, latents)
     else:
         if block_features is None:
             block_features = max(64, (1 << 22) // max(d, 1))
-        parts = _upper_blocks(fires, block_features, n_threads, dtype)
+        parts = _upper_blocks(fires, block_features, n_threads, dtype, latents)
     counts = _upper_pair_counts(d, dtype, *parts)
-    return Cooccurrence(n_rows=int(n_units), n_fire=n_fire, counts=counts, window=int(window))
+    return Cooccurrence(
+        n_rows=int(n_units), n_fire=n_fire, counts=counts, window=int(window), part=(k, n_parts)
+    )
+
+
+def latent_blocks(fires: sp.csr_array, n_parts: int) -> np.ndarray:
+    """``[n_parts + 1]`` bounds of ``n_parts`` contiguous blocks of latents of about equal
+    pair work: block ``k`` is the latents ``[bounds[k], bounds[k + 1])``.
+
+    ``fires``: ``[N, d]`` canonical CSR of firings. A latent's pair work is, summed over
+    its firings, the later firings of the same row: the pairs ``(i, j > i)`` both engines
+    visit for row ``i`` of the upper triangle, and a bound on its stored pairs. Latents
+    near the end of the triangle have few partners, so blocks of equal work are not
+    blocks of equal size. Every rank computes the same bounds from the same firings.
+    """
+    d = fires.shape[1]
+    # for each firing, the firings after it in its row (indices sorted within a row)
+    n_after = np.repeat(fires.indptr[1:], np.diff(fires.indptr)) - np.arange(fires.nnz) - 1
+    # float64 sums of integers: exact below 2**53 pair visits
+    work = np.cumsum(np.bincount(fires.indices, weights=n_after, minlength=d))
+    total = work[-1] if d else 0.0
+    inner = np.searchsorted(work, total * np.arange(1, n_parts) / n_parts, side="right")
+    return np.concatenate(([0], inner, [d])).astype(np.int64)
+
+
+def _check_part(part: tuple[int, int]) -> tuple[int, int]:
+    k, n_parts = part
+    if not (n_parts >= 1 and 0 <= k < n_parts and int(k) == k and int(n_parts) == n_parts):
+        raise ValueError(f"`part` must be (k, n_parts) with 0 <= k < n_parts, got {tuple(part)!r}.")
+    return int(k), int(n_parts)
 
 
 def _positive_or_none(name: str, value: int | None) -> int | None:
@@ -286,9 +334,11 @@ def _upper_pair_counts(
     return out
 
 
-def _upper_blocks(fires: sp.csr_array, block: int, n_threads: int, dtype: type):
-    """Per-row pair counts, and the column and count arrays of each block, in row order
-    (the scipy engine)."""
+def _upper_blocks(
+    fires: sp.csr_array, block: int, n_threads: int, dtype: type, latents: tuple[int, int]
+):
+    """Per-row pair counts, and the column and count arrays of each block of the rows
+    ``latents = [lo, hi)`` of the upper triangle, in row order (the scipy engine)."""
     n, d = fires.shape
     ones = np.ones(fires.nnz, dtype=dtype)
     F = sp.csr_array((ones, fires.indices, fires.indptr), shape=(n, d))
@@ -299,7 +349,7 @@ def _upper_blocks(fires: sp.csr_array, block: int, n_threads: int, dtype: type):
     count_parts: list[np.ndarray] = []
     # scipy's sparse kernels release the GIL, so blocks run in parallel threads.
     with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        for start, blocks in _suffix_groups(d, block):
+        for start, blocks in _suffix_groups(*latents, d, block):
             suffix = F if start == 0 else _column_suffix(F, start, ones)
             done = pool.map(lambda b, s=suffix, c=start: _upper_block(FT, s, c, *b), blocks)
             for (i0, i1), part in zip(blocks, done):
@@ -310,17 +360,18 @@ def _upper_blocks(fires: sp.csr_array, block: int, n_threads: int, dtype: type):
     return row_counts, col_parts, count_parts
 
 
-def _suffix_groups(d: int, block: int) -> list[tuple[int, list[tuple[int, int]]]]:
-    """Blocks ``[i0, i1)`` of latents, grouped by the first column ``start`` their product reads.
+def _suffix_groups(lo: int, hi: int, d: int, block: int) -> list[tuple[int, list[tuple[int, int]]]]:
+    """Blocks ``[i0, i1)`` of the latents ``[lo, hi)`` of ``d``, grouped by the first
+    column ``start`` their product reads.
 
     Columns before ``i0`` only give lower-triangle products; dropping them costs a pass
     over ``F``, so a new group starts only once they are 1/8 of the columns read.
     """
     groups: list[tuple[int, list[tuple[int, int]]]] = []
-    for i0 in range(0, d, block):
+    for i0 in range(lo, hi, block):
         if not groups or 8 * (i0 - groups[-1][0]) > d - groups[-1][0]:
             groups.append((i0, []))
-        groups[-1][1].append((i0, min(d, i0 + block)))
+        groups[-1][1].append((i0, min(hi, i0 + block)))
     return groups
 
 

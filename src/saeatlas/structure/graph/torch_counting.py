@@ -23,7 +23,8 @@ Memory on the device is bounded by a tile, a row block and its firings, never by
   about :data:`BLOCK_FIRINGS` firings, with a few int64 temporaries per firing
   (the pairs are scattered one offset at a time, never all expanded at once).
 
-Tiles run one after another; each reads every row block (moved to the device
+Tiles run one after another (only those of the rows ``latents`` when one part
+of the triangle is counted); each reads every row block (moved to the device
 once when all of them hold at most :data:`RESIDENT_FIRINGS` firings, else again
 for every tile) and hands its non-zero counts back to the host as CSR parts.
 """
@@ -49,13 +50,15 @@ def torch_upper_blocks(
     block_features: int | None,
     block_rows: int | None,
     dtype: type,
+    latents: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """Per-row pair counts, and the column and count arrays of each tile, in row order.
 
     ``fires``: ``[N, d]`` canonical CSR. Returns what ``_upper_pair_counts`` assembles
     into the upper-triangle CSR: ``row_counts`` ``[d]`` int64 (stored pairs of each
     latent), and per tile its columns (int32, sorted within each row) and counts
-    (``dtype``: int32 or int64).
+    (``dtype``: int32 or int64). ``latents = (lo, hi)``: only the rows ``[lo, hi)`` of
+    the triangle (the others count no pairs); None: all of them.
     """
     n, d = fires.shape
     if block_rows is None:
@@ -65,7 +68,7 @@ def torch_upper_blocks(
     row_counts = np.zeros(d, dtype=np.int64)
     col_parts: list[np.ndarray] = []
     count_parts: list[np.ndarray] = []
-    for i0, i1 in _tiles(d, block_features):
+    for i0, i1 in _tiles(d, block_features, *(latents or (0, d))):
         rows, cols, counts = _tile_counts(blocks, i0, i1, d, count_dtype)
         row_counts[i0:i1] = torch.bincount(rows, minlength=i1 - i0).cpu().numpy()
         col_parts.append(cols.to(torch.int32).cpu().numpy())
@@ -73,13 +76,17 @@ def torch_upper_blocks(
     return row_counts, col_parts, count_parts
 
 
-def _tiles(d: int, block_features: int | None) -> list[tuple[int, int]]:
-    """Latent ranges ``[i0, i1)`` whose tile ``[i1 - i0, d - i0]`` holds at most
-    :data:`TILE_COUNTS` counts (or ``block_features`` latents each)."""
-    tiles, i0 = [], 0
-    while i0 < d:
+def _tiles(
+    d: int, block_features: int | None, lo: int = 0, hi: int | None = None
+) -> list[tuple[int, int]]:
+    """Latent ranges ``[i0, i1)`` covering ``[lo, hi)`` (default: all ``d``) whose tile
+    ``[i1 - i0, d - i0]`` holds at most :data:`TILE_COUNTS` counts (or ``block_features``
+    latents each)."""
+    hi = d if hi is None else hi
+    tiles, i0 = [], lo
+    while i0 < hi:
         b = block_features or max(1, TILE_COUNTS // (d - i0))
-        tiles.append((i0, min(d, i0 + b)))
+        tiles.append((i0, min(hi, i0 + b)))
         i0 += b
     return tiles
 
