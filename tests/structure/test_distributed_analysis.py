@@ -1,5 +1,6 @@
 """Analysis in two CPU processes (gloo) gives the atlas one process gives; a rank
-that fails stops both with one clear error, never a hang."""
+that fails stops both with one clear error, never a hang. The ranks count a graph's
+pairs in blocks, and build the graph one process builds."""
 
 import json
 import os
@@ -9,12 +10,17 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
+from saeatlas import _coordinator
 from saeatlas._coordinator import solo
 from saeatlas.structure import Atlas, AtlasConfig, analyze
 from saeatlas.structure.graph.codes import _batches_to_encode
+from saeatlas.structure.graph.communities import cooccurrence_graph
+from saeatlas.structure.graph.cooccurrence import _binarise, count_cooccurrence, latent_blocks
+from saeatlas.structure.graph.edges import build_graph, densest_graph
 from saeatlas.train import TrainConfig, train_sae
 
 # 1500 of the digits' 1797 rows: six evenly spaced batches of 256, the last one cut,
@@ -169,3 +175,75 @@ def test_the_encoded_batches_are_evenly_spaced_runs_cut_to_max_rows():
     assert plan[-1] == (6, 1500 - 5 * 256)
     assert _batches_to_encode(1797, 256, None)[-1] == (7, 1797 - 7 * 256)
     assert sum(n for _, n in _batches_to_encode(1797, 256, 1700)) == 1700
+
+
+# ---------------------------------------------------------------- pair counts in blocks
+
+
+def _planted_fires():
+    """[3000, 200] firings: 4 groups of 6 latents scattered over the dictionary (so
+    they straddle the ranks' blocks) switch on together in 8% of the rows; every
+    latent also fires on its own. 30 samples of 100 rows (for windows)."""
+    rng = np.random.default_rng(5)
+    n_rows, d = 3000, 200
+    fires = rng.random((n_rows, d)) < rng.uniform(0.005, 0.05, d)
+    for group in rng.permutation(d)[:24].reshape(4, 6):
+        on = rng.random(n_rows) < 0.08
+        fires[:, group] |= on[:, None] & (rng.random((n_rows, 6)) < 0.6)
+    return sp.csr_matrix(fires.astype(np.float32)), np.repeat(np.arange(30), 100)
+
+
+def _graphs(coord):
+    """The graphs compared: ``{case: FeatureGraph}`` (``coord``: the ranks, or None),
+    and the stored pairs of this process's part of the counts."""
+    fires, samples = _planted_fires()
+    part = (0, 1) if coord is None else (coord.world.rank, coord.world.size)
+    co = count_cooccurrence(fires, part=part)
+    co_torch = count_cooccurrence(fires, part=part, engine="torch")
+    none = count_cooccurrence(np.eye(40, 8), part=part)  # no pair ever fires together
+    graphs = {
+        "build": build_graph(co, coord=coord),
+        # more edges than are significant: the p cut is widened (a meeting each round)
+        "densest": densest_graph(co, 400, coord=coord),
+        "windows": cooccurrence_graph(fires, samples, AtlasConfig(window=4), 150, coord),
+        "torch": build_graph(co_torch, engine="torch", coord=coord),
+        "no pairs": build_graph(none, coord=coord),
+    }
+    return graphs, co
+
+
+GRAPH_FIELDS = ("row", "col", "count", "p", "q", "weight")
+
+
+def _graph_worker(rank, world, port, root):
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        graphs, co = _coordinator.run_ranks("analysis", "cpu", 30, _graphs)
+        arrays = {f"{c}.{f}": getattr(g, f) for c, g in graphs.items() for f in GRAPH_FIELDS}
+        arrays["stored_rows"] = np.flatnonzero(np.diff(co.counts.indptr))
+        np.savez(f"{root}/graph-r{rank}.npz", n_pairs=co.n_pairs, **arrays)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_count_their_blocks_and_build_the_graph_one_process_builds(spawn_ranks, tmp_path):
+    spawn_ranks(_graph_worker, (str(tmp_path),), WAIT_S)
+    one, whole = _graphs(None)
+    assert one["build"].n_edges > 50 and one["no pairs"].n_edges == 0
+    assert one["densest"].n_edges == 400 > one["build"].n_edges
+    bounds = latent_blocks(_binarise(_planted_fires()[0]), 2)
+    stored = []
+    for r in range(2):
+        two = np.load(tmp_path / f"graph-r{r}.npz")
+        for case, g in one.items():
+            for f in GRAPH_FIELDS:  # exactly: the same pairs, tested alike
+                np.testing.assert_array_equal(two[f"{case}.{f}"], getattr(g, f), f"{case}.{f}")
+        # each rank held the pairs of its own block of latents only
+        rows = two["stored_rows"]
+        assert rows.min() >= bounds[r] and rows.max() < bounds[r + 1]
+        stored.append(int(two["n_pairs"]))
+    assert sum(stored) == whole.n_pairs and max(stored) < 0.6 * whole.n_pairs

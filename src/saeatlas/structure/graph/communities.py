@@ -2,6 +2,13 @@
 
 The one place that turns an SAE's firings into feature modules and modules of
 units; the atlas, the bootstrap resamples and the seed reruns all call it.
+
+Under ``torchrun``, a graph that every rank computes together (``coord``: the
+analysed SAE's own graph, the real graph of the null tests) is counted in parts:
+each rank counts and tests the pairs of its block of latents only, and every
+rank gets the whole graph (:mod:`.edges`). A graph computed inside one of
+``coord.spread``'s items (an ensemble member, a null draw) is counted whole by
+the rank that computes the item, since an item never meets the other ranks.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from ..._coordinator import Coordinator, solo
 from .codes import Codes
 from .cooccurrence import count_cooccurrence
 from .edges import FeatureGraph, build_graph, densest_graph
@@ -24,18 +32,31 @@ if TYPE_CHECKING:
 
 
 def cooccurrence_graph(
-    fires: sp.csr_matrix, samples: np.ndarray, cfg: AtlasConfig, n_edges: int | None = None
+    fires: sp.csr_matrix,
+    samples: np.ndarray,
+    cfg: AtlasConfig,
+    n_edges: int | None = None,
+    coord: Coordinator | None = None,
 ) -> FeatureGraph:
     """The co-occurrence graph of the firings ``fires`` ``[n_rows, d_sae]``: its
     significant pairs, or with ``n_edges`` its ``n_edges`` most significant ones (a
     null graph as dense as the real one; its q-values are ranked among the pairs that
     can be edges only: :func:`.edges.densest_graph`). The pairs are counted and tested on
     ``cfg.device`` (scipy and numpy on the CPU, torch on a GPU:
-    :func:`.cooccurrence.count_cooccurrence`, :mod:`.edges`)."""
+    :func:`.cooccurrence.count_cooccurrence`, :mod:`.edges`).
+
+    ``coord``: the ranks of a ``torchrun`` job, all calling this together with the same
+    firings: each counts and tests its part of the pairs (a block of latents), and each
+    gets the graph one process builds. Never inside one of ``coord.spread``'s items."""
+    coord = coord if coord is not None else solo()
     co = count_cooccurrence(
-        fires, window=cfg.window, samples=samples if cfg.window else None, device=cfg.device
+        fires,
+        window=cfg.window,
+        samples=samples if cfg.window else None,
+        device=cfg.device,
+        part=(coord.world.rank, coord.world.size),
     )
-    kw = dict(kind=cfg.affinity, alpha=cfg.edge_alpha, device=cfg.device)
+    kw = dict(kind=cfg.affinity, alpha=cfg.edge_alpha, device=cfg.device, coord=coord)
     if n_edges is None:
         return build_graph(co, **kw)
     return densest_graph(co, n_edges, usable_only=True, **kw)
@@ -82,15 +103,17 @@ def find_levels(
     samples: np.ndarray | None = None,
     *,
     finders: list | None = None,
+    coord: Coordinator | None = None,
 ) -> list[Modules]:
     """:func:`find_modules` at every scale of the finder (``make_levels(cfg)``, coarsest
-    first, or the given unfitted ``finders``), on one co-occurrence graph."""
+    first, or the given unfitted ``finders``), on one co-occurrence graph (counted in
+    parts by the ranks of ``coord``, all calling this together: :func:`cooccurrence_graph`)."""
     codes = f.codes
     if rows is None:
         fires, samples = f.fires, codes.samples
     else:
         fires, codes = f.fires[rows], _resampled(codes, rows, samples)
-    graph = cooccurrence_graph(fires, samples, cfg)
+    graph = cooccurrence_graph(fires, samples, cfg, coord=coord)
     attr = attribution(f.sae, codes)
     out = []
     for finder in make_levels(cfg) if finders is None else finders:

@@ -6,6 +6,15 @@ a weighted, symmetric adjacency matrix; ``densest_graph`` keeps a given number o
 the most significant pairs instead (density-matched null graphs). The pairs'
 affinities and p-values come from :mod:`.pairs` (numpy on the CPU, torch on any
 other device, as ``device`` and ``engine`` choose).
+
+Under ``torchrun`` each rank holds one part of the pair counts, a block of rows
+of the upper triangle (``count_cooccurrence(..., part=(rank, W))``), and passes
+the ranks' ``coord``. The ranks add up their stored pairs for the p cut (one
+meeting), each tests its own block, and the pairs under the cut are gathered in
+rank order, which is the row-major order of all the pairs: every rank builds
+the graph one process builds from all of them, and none holds more than its
+block of the counts. ``densest_graph`` adds up the usable pairs each time it
+widens its cut (one meeting a round, the same rounds on every rank).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..._coordinator import Coordinator, solo
 from . import torch_hypergeom as th
 from .cooccurrence import Cooccurrence, _engine, _n_threads
 from .hypergeom import benjamini_hochberg, hypergeom_upper_tail, log_pmf
@@ -75,6 +85,7 @@ def build_graph(
     n_threads: int | None = None,
     device: str | torch.device | None = None,
     engine: str = "auto",
+    coord: Coordinator | None = None,
 ) -> FeatureGraph:
     """Keep the pairs that co-fire significantly more than chance; weight them by affinity.
 
@@ -98,9 +109,14 @@ def build_graph(
         n_threads: chunks of pairs scored at once (numpy engine; default: the CPUs this
             process may use).
         device, engine: where the pairs are tested (see :mod:`.edges`).
+        coord: the ranks of a ``torchrun`` job, each holding its part of the counts
+            (``co.part == (rank, W)``); every rank returns the whole graph. None: a
+            process on its own, with all the counts.
     """
     _check_graph_options(kind, alpha, min_count)
-    pairs = _Scorer(co, kind, n_threads, device, engine).scored(_bh_cut(co, alpha))
+    coord = _check_coord(co, coord)
+    cut = _bh_cut(_total(coord, co.n_pairs), co.n_tests, alpha)
+    pairs = coord.concat(_Scorer(co, kind, n_threads, device, engine).scored(cut))
     return _graph(co, pairs, kind, alpha, min_count, lambda usable, w, p, q: usable & (q <= alpha))
 
 
@@ -115,6 +131,7 @@ def densest_graph(
     device: str | torch.device | None = None,
     engine: str = "auto",
     usable_only: bool = False,
+    coord: Coordinator | None = None,
 ) -> FeatureGraph:
     """The ``n_edges`` pairs with the smallest p-values among those with positive
     affinity and at least ``min_count`` joint firings, significant or not (all of
@@ -131,18 +148,21 @@ def densest_graph(
     same; the q-values are then ranked among those pairs only. The null graphs need
     no q-values, and on data without structure most pairs fire together a few times
     only: at 65k latents on 50k rows this skips nearly all tails.
+
+    ``coord``: the ranks, each holding its part of the counts (as in :func:`build_graph`).
     """
     _check_graph_options(kind, alpha, min_count)
     if n_edges < 0:
         raise ValueError(f"`n_edges` must be >= 0, got {n_edges}.")
+    coord = _check_coord(co, coord)
     scorer = _Scorer(co, kind, n_threads, device, engine, min_count if usable_only else 0)
-    cut = _bh_cut(co, alpha)
+    cut = _bh_cut(_total(coord, co.n_pairs), co.n_tests, alpha)
     pairs = scorer.scored(cut)
     while 0 < cut < 1:  # widen the p cut until enough usable pairs
         row, col, a, _ = pairs
         n_fire, n = co.n_fire, co.n_rows
         usable = (scorer.fn(a, n_fire[row], n_fire[col], n) > 0) & (a >= min_count)
-        if usable.sum() >= n_edges:
+        if _total(coord, usable.sum()) >= n_edges:
             break
         cut = min(1.0, cut * 100)
         pairs = scorer.scored(cut)
@@ -155,7 +175,7 @@ def densest_graph(
             ok = ok[p[ok] <= np.partition(p[ok], n_edges - 1)[n_edges - 1]]
         return ok[np.lexsort((-w[ok], p[ok]))][:n_edges]
 
-    return _graph(co, pairs, kind, alpha, min_count, keep)
+    return _graph(co, coord.concat(pairs), kind, alpha, min_count, keep)
 
 
 def _check_graph_options(kind: str, alpha: float, min_count: int) -> None:
@@ -166,9 +186,29 @@ def _check_graph_options(kind: str, alpha: float, min_count: int) -> None:
         raise ValueError(f"`min_count` must be a positive integer, got {min_count!r}.")
 
 
-def _bh_cut(co: Cooccurrence, alpha: float) -> float:
-    """The largest p-value a pair can have and still reach ``q <= alpha``."""
-    return alpha * co.n_pairs / co.n_tests if co.n_tests else -1.0
+def _bh_cut(n_pairs: int, n_tests: int, alpha: float) -> float:
+    """The largest p-value one of ``n_pairs`` stored pairs (among ``n_tests``) can have
+    and still reach ``q <= alpha``."""
+    return alpha * n_pairs / n_tests if n_tests else -1.0
+
+
+def _check_coord(co: Cooccurrence, coord: Coordinator | None) -> Coordinator:
+    """``coord`` (a world of one by default), once it is known to hold one part of the
+    counts per rank."""
+    coord = coord if coord is not None else solo()
+    rank, size = coord.world.rank, coord.world.size
+    if tuple(co.part) != (rank, size):
+        raise ValueError(
+            f"The counts are part {co.part[0]} of {co.part[1]} of the pairs, but they are "
+            f"tested as rank {rank} of {size}; count them with `part`=({rank}, {size}) "
+            "(count_cooccurrence), or test counts of all pairs without `coord`."
+        )
+    return coord
+
+
+def _total(coord: Coordinator, n: int) -> int:
+    """``n`` added up over the ranks (a meeting)."""
+    return sum(coord.gather(int(n), None))
 
 
 class _Scorer:
@@ -233,8 +273,11 @@ class _Scorer:
             )
 
     def _joined(self, kept: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+        # one dtype per field whatever the part's index width, so the ranks' parts join
         return tuple(
-            np.concatenate([k[f] for k in kept]) if kept else np.zeros(0, dtype)
+            np.concatenate([k[f] for k in kept]).astype(dtype, copy=False)
+            if kept
+            else np.zeros(0, dtype)
             for f, dtype in enumerate((np.int32, np.int32, self.co.counts.dtype, np.float64))
         )
 
