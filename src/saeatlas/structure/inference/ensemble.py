@@ -111,7 +111,7 @@ def build_ensemble(inp: AtlasInputs) -> Ensemble:
     def unit_modules(m: int) -> list[np.ndarray]:  # [level] unit modules
         return [x.units.module.astype(np.int64) for x in member(m)]
 
-    main = member(0)
+    main = find_levels(inp.main, cfg, coord=inp.coord)  # member 0, its pairs counted in parts
     with progress_bar("ensemble (SAEs x resamples)", runs, inp.progress) as bar:
         bar.advance()
         rest = inp.coord.spread(runs - 1, lambda i: unit_modules(i + 1), on_item=bar.advance)

@@ -215,7 +215,7 @@ def significance_tests(
     codes = inp.main.codes
     rows = subsample_rows(codes.n_rows, cfg.null_rows)
     fires, samples = inp.main.fires[rows], codes.samples[rows]
-    real = cooccurrence_graph(fires, samples, cfg).adjacency
+    real = cooccurrence_graph(fires, samples, cfg, coord=inp.coord).adjacency  # counted in parts
     null_inputs = NullInputs(
         fires=fires,
         samples=samples,
