@@ -108,6 +108,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def npy_store() -> Callable[..., object]:
+    """``npy_store(folder, x, [(name, start, stop), ...])``: ``x`` saved as a ``.npy``
+    store in ``folder`` with those layers, opened."""
+    import json
+
+    from saeatlas.store import ActivationStore
+
+    def make(folder, x: np.ndarray, layers: list[tuple[str, int, int]]):
+        path = folder / "acts.npy"
+        np.save(path, np.asarray(x, dtype=np.float32))
+        (folder / "layers.json").write_text(
+            json.dumps([{"name": n, "start": a, "stop": b} for n, a, b in layers])
+        )
+        return ActivationStore.open(path)
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def digits_store(tmp_path_factory):
     """The demo's store: the digits MLP's three hidden layers, 1797 rows x 144 units."""

@@ -1,7 +1,5 @@
 """Sparse codes of a store and the projection of feature communities onto units."""
 
-import json
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -25,17 +23,8 @@ from saeatlas.structure.graph.units import (
 )
 
 
-def npy_store(tmp_path, x, layers):
-    path = tmp_path / "acts.npy"
-    np.save(path, x.astype(np.float32))
-    (tmp_path / "layers.json").write_text(
-        json.dumps([{"name": n, "start": a, "stop": b} for n, a, b in layers])
-    )
-    return ActivationStore.open(path)
-
-
 @pytest.mark.parametrize("arch", ["topk", "relu"])
-def test_encode_store_equals_dense_encoding_and_moments(tmp_path, arch):
+def test_encode_store_equals_dense_encoding_and_moments(tmp_path, arch, npy_store):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(700, 12, generator=g) * torch.linspace(0.5, 3, 12) + 1.0
     store = npy_store(tmp_path, x.numpy(), [("a", 0, 5), ("b", 5, 12)])
@@ -65,7 +54,7 @@ def test_encode_store_equals_dense_encoding_and_moments(tmp_path, arch):
     np.testing.assert_allclose(codes.unit_gram, x.numpy().T.astype(float) @ x.numpy(), rtol=1e-4)
 
 
-def test_max_rows_takes_whole_batches_spread_over_the_store(tmp_path):
+def test_max_rows_takes_whole_batches_spread_over_the_store(tmp_path, npy_store):
     x = np.random.default_rng(0).normal(size=(1000, 6))
     store = npy_store(tmp_path, x, [("a", 0, 6)])
     sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=6, d_sae=8, k=2))
@@ -76,7 +65,7 @@ def test_max_rows_takes_whole_batches_spread_over_the_store(tmp_path):
 
 
 @pytest.mark.parametrize("max_rows", [50, 250, 950])
-def test_max_rows_that_is_not_a_whole_number_of_batches_is_exact(tmp_path, max_rows):
+def test_max_rows_that_is_not_a_whole_number_of_batches_is_exact(tmp_path, max_rows, npy_store):
     # 50 rows used to encode a whole batch of 100, 250 two batches; 1000 rows in
     # batches of 100 and 75 (a short last batch) must still give 950.
     x = np.random.default_rng(0).normal(size=(1000, 6))
@@ -87,7 +76,7 @@ def test_max_rows_that_is_not_a_whole_number_of_batches_is_exact(tmp_path, max_r
         assert codes.n_rows == len(codes.rows) == len(set(codes.rows)) == max_rows
 
 
-def test_sae_that_does_not_fit_the_store_is_a_clear_error(tmp_path):
+def test_sae_that_does_not_fit_the_store_is_a_clear_error(tmp_path, npy_store):
     store = npy_store(tmp_path, np.zeros((10, 6)), [("a", 0, 6)])
     sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=5, d_sae=8, k=2))
     with pytest.raises(ShapeError, match="reads 5 units"):

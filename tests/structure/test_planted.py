@@ -232,8 +232,20 @@ def test_bad_config_raises_config_error_naming_the_field(field, value):
 
 
 def test_presets_and_json_round_trip():
-    assert set(PRESETS) == {"easy", "superposition", "layered", "null", "null_superposition"}
+    assert set(PRESETS) == {
+        "easy",
+        "blocks",
+        "superposition",
+        "layered",
+        "null",
+        "null_superposition",
+    }
     assert PlantedConfig.preset("null").structured is False
+    # blocks: the easy case with every direction's entries made positive, nothing else
+    easy = make_planted(PlantedConfig.preset("easy", n_rows=50))
+    blocks = make_planted(PlantedConfig.preset("blocks", n_rows=50))
+    np.testing.assert_array_equal(blocks.directions, np.abs(easy.directions))
+    assert (easy.directions < 0).any()
     assert PlantedConfig.preset("null_superposition").features_per_module == 64
     cfg = PlantedConfig.preset("superposition", n_rows=100, seed=3)
     assert (

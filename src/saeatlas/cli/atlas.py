@@ -210,9 +210,9 @@ def _check_ablation_flags(
 @app.command("validate")
 def validate_cmd(
     cases: list[str] = typer.Option(
-        ["easy", "superposition", "layered", "null", "null_superposition"],
+        None,
         "--cases",
-        help="Planted cases to run (several after one flag).",
+        help="Planted cases to run (several after one flag; default: every preset).",
     ),
     seeds: int = typer.Option(
         1,
@@ -224,9 +224,10 @@ def validate_cmd(
     d_sae: int = typer.Option(512, "--d-sae", help="Latents of the SAE trained per case."),
 ) -> None:
     """Run the atlas and its baselines on activations with planted modules; print the scores."""
-    from ..structure.synthetic.config import PRESETS
+    from ..structure.synthetic.config import CASES, PRESETS
     from ..structure.synthetic.validate import ValidationSettings, validate
 
+    cases = list(cases or CASES)
     unknown = [c for c in cases if c not in PRESETS]
     if unknown:
         raise ConfigError(

@@ -135,9 +135,10 @@ def export_neuronpedia(
         if stats.fired[f] == 0:
             skipped.append(f)
             continue
-        same = (
-            torch.nonzero(module == module[f]).flatten() if module[f] >= 0 else torch.arange(d_sae)
-        )
+        # the other features of its module, or every feature when it has none
+        same = torch.nonzero(module == module[f]).flatten() if module[f] >= 0 else None
+        if same is None or same.numel() < 2:
+            same = torch.arange(d_sae)
         same = same[same != f]
         order = same[corr[f, same].argsort(descending=True)][: config.n_correlated]
         dec = w_dec[f]

@@ -8,6 +8,7 @@
    communities at every resolution and project them onto units
    (:mod:`.graph.communities`); the consensus of the members' unit modules,
    their reproducibility and the resolution to report (:mod:`.inference.consensus`);
+   each unit in the module whose energy its energy follows (:mod:`.inference.coupling`);
    the same over the units' own correlations (:mod:`.inference.correlation`).
 3. Test the analysed SAE's partition and every reproducible module against null
    models (:mod:`.inference.nulls`, :mod:`.inference.significance`), and state the
@@ -37,7 +38,8 @@ from .graph.communities import Modules
 from .graph.finders import modularity, onehot
 from .graph.units import UnitModules, project_modules
 from .inference.correlation import correlation_view
-from .inference.ensemble import build_ensemble, feature_modules
+from .inference.coupling import feature_modules
+from .inference.ensemble import build_ensemble
 from .inference.outcome import decide, match_jaccard
 from .inference.significance import significance_tests, verdict
 from .inputs import DEFAULT_TIMEOUT_S, AtlasInputs, SAELike, prepared_on_ranks
@@ -79,8 +81,8 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     # cleaned ones only say whether a module is visible without the SAE: on data without
     # modules, units that share features still form reproducible cleaned clusters)
     corr = views[0] if views else None
-    unit_module = ens.level.reproducible_labels()
-    feature_module = feature_modules(main, unit_module)
+    unit_module = ens.unit_module
+    feature_module = feature_modules(main.units.module, main.feature_module, unit_module)
     tests, source_name = significance_tests(inp, main, feature_module)
     partition_ok, module_ok, module_p = verdict(tests, cfg.alpha)
     n_modules = int(unit_module.max(initial=-1)) + 1
@@ -91,17 +93,23 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     module_p = np.pad(
         module_p[:n_modules], (0, max(n_modules - module_p.size, 0)), constant_values=np.nan
     )
-    modules_from, membership = "sae", ens.level.membership
+    modules_from, membership, coupling = "sae", ens.membership, ens.coupling
     sae_module = unit_module
     sae_counted = (
         int(((unit_module >= 0) & module_ok[unit_module.clip(0)]).sum()) if n_modules else 0
     )
-    sae_summary = {"n_significant_modules": int(module_ok.sum()), "n_units": sae_counted}
+    sae_summary = {
+        "n_modules": n_modules,
+        "n_significant_modules": int(module_ok.sum()),
+        "n_units": sae_counted,
+        "nulls": [t.as_dict() for t in tests],
+    }
     if corr is not None and _correlations_first(corr.counted, unit_module, module_ok):
         # the units' plain correlations divide the units into modules that hold up, and
         # the SAE's counted modules (if any) lie inside them: the coarser map comes first,
         # and the verdict says the SAE adds nothing to it (its modules: `sae_module`)
         modules_from, membership = "unit_correlations", corr.levels[corr.chosen].membership
+        coupling = np.zeros(unit_module.size)
         unit_module, module_ok, module_p = corr.labels, corr.module_ok, corr.module_p
         tests = [corr.test]
         n_modules = int(unit_module.max(initial=-1)) + 1
@@ -116,6 +124,7 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
             "index": np.concatenate([np.arange(l.n_units) for l in layers]),
             "module": unit_module.astype(np.int64),
             "membership": np.where(unit_module >= 0, membership, 0.0).astype(np.float64),
+            "coupling": np.where(unit_module >= 0, coupling, 0.0).astype(np.float64),
             "shared": units.shared & (unit_module >= 0),
             "submodule": ens.submodules().astype(np.int64),
             "sae_module": sae_module.astype(np.int64),
@@ -146,7 +155,7 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
         module_ok,
         module_p,
     )
-    reproducibility = ens.level.reproducibility[ens.level.reproducible_modules()]
+    reproducibility = ens.reproducibility
     if modules_from == "unit_correlations":
         lv = corr.levels[corr.chosen]
         reproducibility = lv.reproducibility[lv.reproducible_modules()]

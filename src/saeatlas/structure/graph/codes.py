@@ -152,8 +152,7 @@ def encode_store(
     layers = sae_layers(sae, store)
     names = [l.name for l in layers]
     sae = sae.to(device).eval()
-    plan = _batches_to_encode(store.n_rows, batch_size, max_rows)
-    lo, hi = coord.share(len(plan))
+    lo, hi = coord.share(len(_batches_to_encode(store.n_rows, batch_size, max_rows)))
     sample_col = np.asarray(store.rows(["sample"]).column("sample").to_numpy())
     sample_idx = np.unique(sample_col, return_inverse=True)[1].reshape(-1)
     n_samples = int(sample_idx.max(initial=-1)) + 1
@@ -161,9 +160,8 @@ def encode_store(
     sums = make_sums(sae, unit_gram, resamples, torch.device(device), engine)
     per_row, indices, data, rows = [], [], [], []  # this rank's codes, batch by batch
     with progress_bar("encode", hi - lo, progress) as bar:
-        for (b, n), x in zip(plan[lo:hi], _read(store, names, batch_size, plan[lo:hi])):
-            start = b * batch_size
-            x = x[:n].to(device, torch.float32)
+        for start, _, x in atlas_batches(store, names, batch_size, max_rows, coord):
+            x = x.to(device, torch.float32)
             idx_d, vals_d = encode_sparse(sae, x)
             idx, vals = idx_d.cpu().numpy(), vals_d.cpu().numpy()
             f = sp.csr_matrix((vals, (idx[:, 0], idx[:, 1])), shape=(x.shape[0], sae.cfg.d_sae))
@@ -192,6 +190,27 @@ def encode_store(
 
 def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+def atlas_batches(
+    store: ActivationStore,
+    names: Sequence[str],
+    batch_size: int,
+    max_rows: int | None,
+    coord: Coordinator | None = None,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """This rank's share of the rows :func:`encode_store` encodes (all of them in a world
+    of one), batch by batch: ``(store row, code row, x)`` with the store row and the
+    position among the codes' rows of the batch's first row, and ``x``
+    ``[rows, n_units]`` the units ``names`` of its rows. Rank ``r`` reads the ``r``-th
+    contiguous share of the batches (:meth:`Coordinator.share`)."""
+    coord = coord if coord is not None else solo()
+    plan = _batches_to_encode(store.n_rows, batch_size, max_rows)
+    lo, hi = coord.share(len(plan))
+    position = sum(n for _, n in plan[:lo])
+    for (b, n), x in zip(plan[lo:hi], _read(store, list(names), batch_size, plan[lo:hi])):
+        yield b * batch_size, position, x[:n]
+        position += n
 
 
 def _batches_to_encode(

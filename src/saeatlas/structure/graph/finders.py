@@ -353,6 +353,23 @@ def make_finder(cfg: AtlasConfig) -> _ModuleFinder:
     return FINDERS[cfg.method].from_config(cfg)
 
 
-def make_levels(cfg: AtlasConfig) -> list[_ModuleFinder]:
-    """The finder ``cfg.method`` names at each of its scales, coarsest first, unfitted."""
-    return FINDERS[cfg.method].levels(cfg)
+def make_levels(cfg: AtlasConfig, member: int = 0) -> list[_ModuleFinder]:
+    """The finder ``cfg.method`` names at each of its scales, coarsest first, unfitted,
+    seeded for ensemble member ``member`` (:func:`member_seed`)."""
+    finders = FINDERS[cfg.method].levels(cfg)
+    for f in finders:
+        f.set_params(random_state=member_seed(cfg.seed, member))
+    return finders
+
+
+def member_seed(seed: int, member: int) -> int:
+    """The finder's seed for ensemble member ``member``: ``seed`` for member 0, one drawn
+    from ``(seed, member)`` for the others. Each member fits with its own node order,
+    so that the consensus averages over the finder's own randomness as well as over
+    dictionaries and rows (what consensus clustering was made for, Lancichinetti &
+    Fortunato 2012): with one seed for all, a partition that depends on the node order
+    (two of four equal blocks merged at a coarse resolution, which two a draw) was
+    "reproduced" by every member, and another analysis seed drew another one."""
+    if member == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, member]).generate_state(1)[0])

@@ -142,13 +142,13 @@ def level_consensus(
         scale=scale,
         members=members,
         labels=labels,
-        membership=_membership(labels, members),
+        membership=membership(labels, members),
         reproducibility=recovered / max(n_members, 1),
         agreement=float(np.mean(pairs)) if pairs else float("nan"),
     )
 
 
-def _membership(labels: np.ndarray, members: np.ndarray) -> np.ndarray:
+def membership(labels: np.ndarray, members: np.ndarray) -> np.ndarray:
     """``[n_units]`` each unit's mean co-assignment with the rest of its consensus module."""
     out = np.zeros(labels.size)
     on = labels >= 0

@@ -142,8 +142,8 @@ def control_atlas(
     )
     atlas = core_atlas(ctl_inp)
     out: dict[str, Any] = {"kind": "random_directions", "scaled_units": scale_units}
-    out.update(_figures(atlas))
-    control_units = atlas.units["module"].to_numpy()
+    out.update(_figures(atlas, own=True))
+    control_units = atlas.units["sae_module"].to_numpy()
     if real is not None:
         out["real"] = _figures(real)
         a = real.units["module"].to_numpy()
@@ -160,9 +160,13 @@ def _unit_std(sae: SparseAutoencoder, store: ActivationStore) -> np.ndarray:
     return np.where(std > 1e-8 * max(1.0, float(std.max(initial=0.0))), std, 1.0)
 
 
-def _figures(atlas: Atlas) -> dict[str, Any]:
+def _figures(atlas: Atlas, own: bool = False) -> dict[str, Any]:
+    """The atlas's counts and tests; ``own``: those of its dictionaries' own modules
+    (``summary["sae_modules"]``), which differ from the reported ones where the atlas
+    reports the units' plain correlations first: the control is about the random
+    dictionaries, not about the correlations."""
     s = atlas.summary
-    return {
+    out = {
         "n_modules": atlas.n_modules,
         "n_significant_modules": atlas.n_significant_modules,
         "significant": bool(s.get("significant", False)),
@@ -171,3 +175,16 @@ def _figures(atlas: Atlas) -> dict[str, Any]:
         "p": {n["null"]: n["p"] for n in s.get("nulls", [])},
         "verdict": s.get("verdict"),
     }
+    sae = s.get("sae_modules") or {}
+    if own and s.get("modules_from") == "unit_correlations" and "nulls" in sae:
+        nulls = sae["nulls"]
+        worst = max(nulls, key=lambda n: (np.nan_to_num(n["p"], nan=1.0), -n["z"]), default=None)
+        out.update(
+            n_modules=sae["n_modules"],
+            n_significant_modules=sae["n_significant_modules"],
+            significant=sae["n_significant_modules"] > 0,
+            modularity=worst["modularity"] if worst else None,
+            z={n["null"]: n["z"] for n in nulls},
+            p={n["null"]: n["p"] for n in nulls},
+        )
+    return out

@@ -137,7 +137,7 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
 
     def member(i: int) -> list[tuple[np.ndarray, float]]:  # [level] (labels, modularity)
         g = real if i == 0 else unit_correlation_graph(correlations[i], n_obs, clean)
-        return [(r.labels_, float(r.modularity_)) for r in (clone(f).fit(g) for f in finders)]
+        return [(r.labels_, float(r.modularity_)) for r in (f.fit(g) for f in make_levels(cfg, i))]
 
     # the members (all rows, resamples) are shared among the ranks of a torchrun analysis
     per_member = inp.coord.spread(len(correlations), member)

@@ -10,7 +10,10 @@ member gives its unit modules at every scale of the finder
 (:func:`..graph.communities.find_levels`, one co-occurrence graph per member);
 :mod:`.consensus` turns them into consensus modules, their reproducibility, and
 the scale to report. Units are the same in every member, features are not
-(Paulo & Belrose 2025), so members are compared as modules of units.
+(Paulo & Belrose 2025), so members are compared as modules of units. At the
+reported scale each unit then joins the reproducible module whose energy its own
+energy follows, pooled over the ensemble's SAEs (:mod:`.coupling`): the members
+agree on a module's core and disagree on its edge.
 """
 
 from __future__ import annotations
@@ -22,7 +25,18 @@ import numpy as np
 
 from ..._progress import progress_bar
 from ..graph.communities import Modules, find_levels
-from .consensus import LevelConsensus, choose_level, level_consensus, nest
+from ..graph.finders import make_levels, relabel
+from .consensus import (
+    RECOVERED_JACCARD,
+    REPRODUCIBLE,
+    LevelConsensus,
+    choose_level,
+    level_consensus,
+    membership,
+    nest,
+)
+from .coupling import assign_units, energy_coupling, feature_modules, module_energy
+from .partitions import best_match_jaccard
 from .stability import bootstrap_rows
 
 if TYPE_CHECKING:
@@ -41,6 +55,16 @@ class Ensemble:
     """The analysed SAE on all rows, at every scale (its feature communities)."""
     n_saes: int
     n_bootstrap: int
+    unit_module: np.ndarray
+    """``[n_units]`` each unit's module at the reported scale (-1 none): the reproducible
+    consensus modules, their units assigned by energy coupling (:mod:`.coupling`)."""
+    membership: np.ndarray
+    """``[n_units]`` a unit's mean co-assignment, over the members, with the other units
+    of its module (0 in none)."""
+    coupling: np.ndarray
+    """``[n_units]`` the correlation of a unit's energy with its module's (0 in none)."""
+    reproducibility: np.ndarray
+    """``[n_modules]`` fraction of members recovering each module (Jaccard >= 0.5)."""
 
     @property
     def level(self) -> LevelConsensus:
@@ -59,7 +83,7 @@ class Ensemble:
 
     def summary(self) -> dict[str, Any]:
         levels = []
-        parent = self.level.reproducible_labels()
+        parent = self.unit_module
         for i, lv in enumerate(self.levels):
             d = lv.as_dict()
             d["chosen"] = i == self.chosen
@@ -73,11 +97,14 @@ class Ensemble:
             "scale": self.level.scale,
             "agreement": None if not np.isfinite(self.level.agreement) else self.level.agreement,
             "levels": levels,
+            "units_in_modules": int((self.unit_module >= 0).sum()),
             "method": "unit modules of every member (SAE seeds x row bootstraps) at every "
             "resolution; consensus of the co-assignment (Lancichinetti & Fortunato 2012); "
             "reproducibility = fraction of members recovering a module at Jaccard >= 0.5 "
             "(Hennig 2007); resolution whose reproducible modules hold the most units, ties "
-            "to the coarser (stability-based selection, Lange et al. 2004)",
+            "to the coarser (stability-based selection, Lange et al. 2004); each unit in "
+            "the reproducible module whose energy, pooled over the SAEs, its energy follows "
+            "(nearest-mean boundary between the module's consensus units and the rest)",
         }
 
 
@@ -105,44 +132,75 @@ def build_ensemble(inp: AtlasInputs) -> Ensemble:
     }
 
     def member(m: int) -> list[Modules]:
-        f = firings[m // n_boot]
-        return find_levels(f, cfg, *resamples[m]) if m in resamples else find_levels(f, cfg)
+        f, finders = firings[m // n_boot], make_levels(cfg, m)
+        rows = resamples.get(m, (None, None))
+        return find_levels(f, cfg, *rows, finders=finders)
 
-    def unit_modules(m: int) -> list[np.ndarray]:  # [level] unit modules
-        return [x.units.module.astype(np.int64) for x in member(m)]
+    def communities(ms: list[Modules]) -> list[tuple[np.ndarray, np.ndarray]]:
+        # [level] (unit modules, feature communities)
+        return [(x.units.module.astype(np.int64), x.feature_module.astype(np.int64)) for x in ms]
 
     main = find_levels(inp.main, cfg, coord=inp.coord)  # member 0, its pairs counted in parts
     with progress_bar("ensemble (SAEs x resamples)", runs, inp.progress) as bar:
         bar.advance()
-        rest = inp.coord.spread(runs - 1, lambda i: unit_modules(i + 1), on_item=bar.advance)
-    per_member = [[x.units.module.astype(np.int64) for x in main], *rest]
+        rest = inp.coord.spread(runs - 1, lambda i: communities(member(i + 1)), on_item=bar.advance)
+    per_member = [communities(main), *rest]
     levels = [
         level_consensus(
-            np.stack([m[i] for m in per_member]),
+            np.stack([m[i][0] for m in per_member]),
             getattr(main[i].finder, "resolutions", (None,))[0],
             random_state=cfg.seed,
         )
         for i in range(len(main))
     ]
     chosen = choose_level(levels, [float(m.finder.modularity_) for m in main])
-    return Ensemble(levels, chosen, main, 1 + len(inp.seed_saes), cfg.n_bootstrap)
+    # each SAE's communities on all rows (member j * n_boot) at the reported scale
+    dictionaries = [per_member[m][chosen] for m in range(0, runs, n_boot)]
+    units = _assign(inp, levels[chosen], [f.codes.matrix for f in firings], dictionaries)
+    return Ensemble(levels, chosen, main, len(firings), cfg.n_bootstrap, *units)
 
 
-def feature_modules(main: Modules, unit_modules: np.ndarray) -> np.ndarray:
-    """``[d_sae]`` the analysed SAE's feature communities relabelled to the unit modules
-    they project onto: a community joins the module its units match at Jaccard >= 0.5
-    (the best match); communities matching none stay out (-1)."""
-    comm_units = main.units.module
-    out = np.full(main.feature_module.shape, -1)
-    n_mod = int(unit_modules.max(initial=-1)) + 1
-    for c in range(main.n_modules):
-        mine = comm_units == c
-        if not mine.any() or n_mod == 0:
-            continue
-        inter = np.bincount(unit_modules[mine & (unit_modules >= 0)], minlength=n_mod)
-        size = np.bincount(unit_modules[unit_modules >= 0], minlength=n_mod)
-        j = inter / (mine.sum() + size - inter)
-        best = int(np.argmax(j))
-        if j[best] >= 0.5:
-            out[main.feature_module == c] = best
-    return out
+def _assign(
+    inp: AtlasInputs,
+    level: LevelConsensus,
+    codes: list,
+    dictionaries: list[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, ...]:
+    """``(unit_module, membership, coupling, reproducibility)`` at the reported scale: the
+    reproducible consensus modules with every unit assigned by energy coupling
+    (:mod:`.coupling`); a module that then holds fewer than two units, or that fewer
+    than :data:`.consensus.REPRODUCIBLE` of the members recover, is dropped."""
+    consensus = level.reproducible_labels()
+    n_units = consensus.size
+    n_modules = int(consensus.max(initial=-1)) + 1
+    if n_modules == 0:
+        zeros = np.zeros(n_units)
+        return np.full(n_units, -1), zeros, zeros, np.zeros(0)
+    cfg = inp.cfg
+    energy = module_energy(
+        codes, [feature_modules(u, f, consensus) for u, f in dictionaries], n_modules
+    )
+    coupling = energy_coupling(
+        inp.store,
+        inp.main.codes,
+        energy,
+        batch_size=cfg.batch_size,
+        max_rows=cfg.max_rows,
+        device=cfg.device,
+        coord=inp.coord,
+    )
+    raw = assign_units(coupling, consensus)
+    own = np.where(raw >= 0, coupling[np.arange(n_units), raw.clip(0)], 0.0)
+    labels = relabel(raw, 2)
+    n_final = int(labels.max(initial=-1)) + 1
+    recovered = np.zeros(n_final)
+    for m in level.members:
+        recovered += best_match_jaccard(labels, m, n_modules=n_final) >= RECOVERED_JACCARD
+    reproducibility = recovered / max(len(level.members), 1)
+    if (reproducibility < REPRODUCIBLE - 1e-12).any():
+        keep = np.flatnonzero(reproducibility >= REPRODUCIBLE - 1e-12)
+        new = np.full(n_final + 1, -1)
+        new[keep] = np.arange(keep.size)
+        labels, reproducibility = new[labels], reproducibility[keep]
+    own = np.where(labels >= 0, own, 0.0)
+    return labels, membership(labels, level.members), own, reproducibility

@@ -44,8 +44,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Six modules, each spanning two consecutive layers of three (modules cross layers
 # but not the whole network), with the superposition preset's leakage and noise.
 PRESETS["layered"] = {**PRESETS["superposition"], "n_modules": 6, "module_layers": 2}
+# The easy preset with every feature writing its units with one sign: a module's units
+# rise together, so the modules are blocks of the units' plain correlations (with
+# Gaussian signs, as in the other presets, units of one module correlate with either sign
+# and plain correlation splits a module by sign).
+PRESETS["blocks"] = {**PRESETS["easy"], "positive_directions": True}
 PRESETS["null"] = {**PRESETS["easy"], "structured": False}
 PRESETS["null_superposition"] = {**PRESETS["superposition"], "structured": False}
+#: The cases ``saeatlas validate`` runs by default: every preset.
+CASES = tuple(PRESETS)
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,9 @@ class PlantedConfig:
     """Std of the log of the per-layer scale factors."""
     nonnegative: bool = False
     """Apply a ReLU to every layer's output."""
+    positive_directions: bool = False
+    """Give every feature direction positive entries (``|N(0, 1)|`` before normalising):
+    a module's units then rise together when it fires."""
     structured: bool = True
     """Plant modules; false gives the no-structure counterpart with the same marginals."""
     seed: int = 0
@@ -151,7 +161,8 @@ class PlantedConfig:
     def preset(cls, name: str, **overrides: Any) -> PlantedConfig:
         """A named setting (see ``PRESETS``), with some fields overridden.
 
-        ``easy``: clear modules, little leakage and noise. ``superposition``: 64
+        ``easy``: clear modules, little leakage and noise. ``blocks``: ``easy`` with
+        positive directions (modules are blocks of plain correlation). ``superposition``: 64
         features per module over ~16 units with 40% leakage, so that unit
         correlations are weak but feature co-occurrence is modular. ``null`` and
         ``null_superposition``: their no-structure counterparts.

@@ -20,7 +20,8 @@ span the layer, at random positions (leftovers from the division are free too).
 - ``features_per_module`` per module. The main part, a fraction ``1 - leakage`` of
   the squared norm, sits on ``s_k = max(1, round(support_fraction * n_units_k))``
   random units of module ``k``; the leaked part (``leakage``) sits on ``s_k``
-  random units outside the module. Entries are Gaussian, then normalised. With
+  random units outside the module. Entries are Gaussian (their absolute values
+  with ``positive_directions``), then normalised. With
   more features than units (32 features over ~30 units by default) the
   dictionary is in superposition.
 - ``n_background_features`` owned by no module (module -1), supported on
@@ -235,26 +236,33 @@ def _directions(
     D = np.zeros((cfg.n_features, n_units), dtype=np.float64)
     for f, k in enumerate(feature_module):
         if k < 0:  # background: one unit-norm part anywhere
-            _place(D[f], rng, all_units, bg_support, 1.0)
+            _place(D[f], rng, all_units, bg_support, 1.0, cfg.positive_directions)
             continue
         s = max(1, round(cfg.support_fraction * sizes[k]))
         home = module_units[k] if cfg.structured else all_units
         # Leak outside the module (structured) or outside the main part (no structure).
         n_outside = n_units - (len(home) if cfg.structured else s)
         leak = cfg.leakage if n_outside > 0 else 0.0
-        main = _place(D[f], rng, home, s, 1.0 - leak)
+        main = _place(D[f], rng, home, s, 1.0 - leak, cfg.positive_directions)
         if leak > 0:
             outside = np.setdiff1d(all_units, home if cfg.structured else main)
-            _place(D[f], rng, outside, s, leak)
+            _place(D[f], rng, outside, s, leak, cfg.positive_directions)
     return D.astype(np.float32), feature_module
 
 
 def _place(
-    row: np.ndarray, rng: np.random.Generator, pool: np.ndarray, size: int, weight: float
+    row: np.ndarray,
+    rng: np.random.Generator,
+    pool: np.ndarray,
+    size: int,
+    weight: float,
+    positive: bool = False,
 ) -> np.ndarray:
-    """Put Gaussian entries of squared norm ``weight`` on ``size`` random units of ``pool``."""
+    """Put Gaussian entries (``positive``: their absolute values) of squared norm ``weight``
+    on ``size`` random units of ``pool``."""
     units = rng.choice(pool, size=min(size, len(pool)), replace=False)
     w = rng.standard_normal(len(units))
+    w = np.abs(w) if positive else w
     row[units] = w * np.sqrt(weight) / np.linalg.norm(w)
     return units
 

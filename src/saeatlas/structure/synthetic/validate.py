@@ -32,10 +32,8 @@ from ..graph.finders import LeidenModules
 from ..graph.units import unit_correlation_graph
 from ..inference.partitions import best_match_jaccard, partition_ari
 from ..mapping import map_structure
-from .config import PlantedConfig
+from .config import CASES, PlantedConfig
 from .planted import make_planted, save_planted
-
-CASES = ("easy", "superposition", "layered", "null", "null_superposition")
 
 
 @dataclass(frozen=True)
