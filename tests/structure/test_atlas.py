@@ -160,6 +160,7 @@ def test_an_sae_whose_features_never_co_fire_says_why_there_are_no_modules(tmp_p
         ({"alpha": 2.0}, "alpha"),
         ({"min_enrichment": 0.5}, "min_enrichment"),
         ({"resolutions": ()}, "resolutions"),
+        ({"count_in_parts_from": 0}, "count_in_parts_from"),
     ],
 )
 def test_bad_atlas_settings_name_the_field(bad, match):

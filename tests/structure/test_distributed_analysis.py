@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ import torch.distributed as dist
 from saeatlas import _coordinator
 from saeatlas._coordinator import solo
 from saeatlas.structure import Atlas, AtlasConfig, analyze
+from saeatlas.structure.graph import communities
 from saeatlas.structure.graph.codes import _batches_to_encode
 from saeatlas.structure.graph.communities import cooccurrence_graph
 from saeatlas.structure.graph.cooccurrence import _binarise, count_cooccurrence, latent_blocks
@@ -31,8 +33,8 @@ WAIT_S = 90  # a worker still running after this is a hang
 
 @pytest.fixture(scope="module")
 def single(digits_store, tmp_path_factory):
-    """Two SAEs trained on the digits store (the analysed one and a seed twin) and
-    the atlas one process makes of them."""
+    """Two SAEs trained on the digits store (the analysed one and a seed twin), the
+    atlas one process makes of them, and the parts in which it counted its graphs."""
     root = tmp_path_factory.mktemp("analysis")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -40,18 +42,37 @@ def single(digits_store, tmp_path_factory):
         for seed in (0, 1):
             cfg = TrainConfig(d_sae=64, k=6, tokens=20_000, batch_size=256, seed=seed)
             train_sae(digits_store, cfg, root / f"sae{seed}", progress=False)
-        atlas = analyze(
-            root / "sae0", digits_store, AtlasConfig(**CONFIG), seed_saes=[root / "sae1"]
-        )
+        with _recorded_parts() as parts:
+            atlas = analyze(
+                root / "sae0", digits_store, AtlasConfig(**CONFIG), seed_saes=[root / "sae1"]
+            )
     finally:
         torch.set_num_threads(threads)
-    return root, atlas
+    return root, atlas, parts
 
 
-def _worker(rank, world, port, root, store, fail):
-    """One rank of ``analyze`` under an initialised group; ``fail`` = (rank, where)
-    plants a failure there: "item" (a shared ensemble member) or "step" (a step that
-    every rank runs on its own, between two meetings)."""
+@contextmanager
+def _recorded_parts():
+    """The ``part`` of every co-occurrence count of the analysis's graphs (all go
+    through ``cooccurrence_graph``), in order."""
+    real, parts = communities.count_cooccurrence, []
+
+    def count(*args, part=(0, 1), **kwargs):
+        parts.append(list(part))
+        return real(*args, part=part, **kwargs)
+
+    communities.count_cooccurrence = count
+    try:
+        yield parts
+    finally:
+        communities.count_cooccurrence = real
+
+
+def _worker(rank, world, port, root, store, fail, settings, name):
+    """One rank of ``analyze`` under an initialised group, with ``settings`` over
+    :data:`CONFIG`, writing the atlas to ``root/name-r{rank}``; ``fail`` = (rank, where)
+    plants a failure there: "item" (an ensemble member after member 0) or "step" (a
+    step that every rank runs on its own, between two meetings)."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
     )
@@ -60,15 +81,16 @@ def _worker(rank, world, port, root, store, fail):
     if fail and fail[0] == rank:
         _plant_failure(fail[1])
     try:
-        atlas = analyze(
-            f"{root}/sae0",
-            store,
-            AtlasConfig(**CONFIG),
-            seed_saes=[f"{root}/sae1"],
-            timeout_s=30,
-        )
-        atlas.save(f"{root}/two-r{rank}", overwrite=True)
-        result = {"ok": True}
+        with _recorded_parts() as parts:
+            atlas = analyze(
+                f"{root}/sae0",
+                store,
+                AtlasConfig(**CONFIG, **settings),
+                seed_saes=[f"{root}/sae1"],
+                timeout_s=30,
+            )
+        atlas.save(f"{root}/{name}-r{rank}", overwrite=True)
+        result = {"ok": True, "parts": parts}
     except Exception as e:
         result = {"error": type(e).__name__, "message": str(e)}
     finally:
@@ -98,10 +120,11 @@ def _plant_failure(where):
 
 @pytest.fixture
 def run_ranks(spawn_ranks, single, digits_store):
-    def run(fail=None):
+    def run(fail=None, settings=None, name="two"):
         """Run 2 ranks to their end; each rank's result."""
         root = single[0]
-        spawn_ranks(_worker, (str(root), str(digits_store.path), fail), WAIT_S)
+        args = (str(root), str(digits_store.path), fail, settings or {}, name)
+        spawn_ranks(_worker, args, WAIT_S)
         results = []
         for r in range(2):
             path = root / f"r{r}.json"
@@ -127,23 +150,46 @@ def _assert_same_atlas(two: Atlas, one: Atlas) -> None:
 
 
 def test_two_ranks_give_the_atlas_one_process_gives(single, run_ranks):
-    root, one = single
+    root, one, _ = single
     results = run_ranks()
-    assert results == [{"ok": True}, {"ok": True}], results
+    assert [r.get("ok") for r in results] == [True, True], results
     for r in range(2):
         _assert_same_atlas(Atlas.load(root / f"two-r{r}"), one)
+    # small dictionaries: the members and null draws are shared out, each graph
+    # counted whole by its rank
+    assert all([0, 1] in results[r]["parts"] for r in range(2))
 
 
-@pytest.mark.parametrize("where", ["item", "step"])
-def test_a_rank_that_fails_stops_both_with_one_clear_error(run_ranks, where):
-    results = run_ranks(fail=(1, where))
+def test_large_dictionaries_count_every_graph_in_parts_and_give_the_same_atlas(
+    single, run_ranks
+):
+    """``count_in_parts_from`` at most d_sae: every graph of the analysis (members,
+    null draws, the control's) is counted in parts by both ranks together."""
+    root, one, one_parts = single
+    results = run_ranks(settings={"count_in_parts_from": 1}, name="parts")
+    assert [r.get("ok") for r in results] == [True, True], results
+    for r in range(2):
+        _assert_same_atlas(Atlas.load(root / f"parts-r{r}"), one)
+        # no rank counted a whole graph: each counted its block of every graph one
+        # process counts
+        assert results[r]["parts"] == [[r, 2]] * len(one_parts)
+    assert one_parts == [[0, 1]] * len(one_parts) and len(one_parts) > 10
+
+
+@pytest.mark.parametrize(
+    "where, settings",
+    [("item", {}), ("step", {}), ("item", {"count_in_parts_from": 1})],
+    ids=["item", "step", "item in parts"],
+)
+def test_a_rank_that_fails_stops_both_with_one_clear_error(run_ranks, where, settings):
+    results = run_ranks(fail=(1, where), settings=settings)
     assert results[1] == {"error": "ValueError", "message": "planted failure"}
     assert results[0]["error"] == "DistributedError"
     assert results[0]["message"] == "Rank 1 of 2 failed, so rank 0 stopped too: planted failure"
 
 
 def test_torchrun_cli_writes_the_atlas_one_process_makes(single, digits_store):
-    root, one = single
+    root, one, _ = single
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # PYTHONPATH passes through
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

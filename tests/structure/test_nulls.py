@@ -192,7 +192,7 @@ def test_null_z_scores_are_near_zero_when_the_data_are_null():
             graph(codes),
             labels,
             fit,
-            lambda i, s=seed, c=codes: graph(permute_codes(c, np.random.default_rng([s, i]))),
+            lambda i, _, s=seed, c=codes: graph(permute_codes(c, np.random.default_rng([s, i]))),
             12,
         )
         zs.append(t.z)

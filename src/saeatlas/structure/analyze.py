@@ -13,7 +13,10 @@ Under ``torchrun`` (or any initialised process group) every rank calls
 process computes (:func:`.inputs.analysis_ranks`): the ranks share the encoding
 (:func:`.graph.codes.encode_store`) and every set of independent draws (the
 ensemble's members, the null draws, the control's), each drawn from a seed
-derived from its index, never from the rank.
+derived from its index, never from the rank; for dictionaries of at least
+``config.count_in_parts_from`` latents the draws that build co-occurrence graphs
+are computed by all ranks together instead, each graph's pairs counted in parts
+(:func:`.graph.communities.graph_items`).
 """
 
 from __future__ import annotations

@@ -106,6 +106,12 @@ class AtlasConfig:
     """Top units listed per feature."""
     device: str = "cpu"
     """Device for encoding and for counting co-occurrence (cpu, cuda)."""
+    count_in_parts_from: int = 65536
+    """Under torchrun: dictionaries with at least this many latents (d_sae) have every
+    co-occurrence graph of the analysis (ensemble members, null draws) counted in parts
+    by all ranks together, one graph at a time, so that no rank holds more than its
+    block of any graph's pair counts; smaller ones have whole graphs spread over the
+    ranks, which is faster. No effect in one process."""
     seed: int = 0
     """Seed of the finders and the null models."""
 
@@ -128,7 +134,15 @@ class AtlasConfig:
         in_range("min_link_fraction", self.min_link_fraction, 0, 1)
         in_range("min_enrichment", self.min_enrichment, 1)
         non_negative(self, "n_bootstrap", "n_examples", "window", "seed")
-        positive(self, "min_module_features", "batch_size", "top_units", "null_rows", "max_rows")
+        positive(
+            self,
+            "min_module_features",
+            "batch_size",
+            "top_units",
+            "null_rows",
+            "max_rows",
+            "count_in_parts_from",
+        )
         if self.n_null < 0 or (self.nulls and self.n_null == 1):
             raise ConfigError(f"`n_null` must be 0 or at least 2, got {self.n_null}.")
         if not self.resolutions or any(r <= 0 for r in self.resolutions):

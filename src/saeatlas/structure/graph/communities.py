@@ -6,15 +6,19 @@ units; the atlas, the bootstrap resamples and the seed reruns all call it.
 Under ``torchrun``, a graph that every rank computes together (``coord``: the
 analysed SAE's own graph, the real graph of the null tests) is counted in parts:
 each rank counts and tests the pairs of its block of latents only, and every
-rank gets the whole graph (:mod:`.edges`). A graph computed inside one of
-``coord.spread``'s items (an ensemble member, a null draw) is counted whole by
-the rank that computes the item, since an item never meets the other ranks.
+rank gets the whole graph (:mod:`.edges`). The other graphs (ensemble members,
+null draws) are items of :func:`graph_items`: for a dictionary of at least
+``cfg.count_in_parts_from`` latents every rank computes every item, one after
+another, each graph counted in parts; for a smaller one the items are spread over
+the ranks (``coord.spread``) and each graph is counted whole by the rank that
+computes its item, since an item never meets the other ranks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,6 +33,8 @@ from .units import UnitModules, attribution, project_modules
 
 if TYPE_CHECKING:
     from ..config import AtlasConfig
+
+T = TypeVar("T")
 
 
 def cooccurrence_graph(
@@ -62,6 +68,45 @@ def cooccurrence_graph(
     return densest_graph(co, n_edges, usable_only=True, **kw)
 
 
+def counts_in_parts(cfg: AtlasConfig, d_sae: int, coord: Coordinator) -> bool:
+    """Whether every co-occurrence graph of a dictionary of ``d_sae`` latents is counted
+    in parts by all ranks of ``coord`` together (``d_sae >= cfg.count_in_parts_from``
+    under ``torchrun``), rather than whole by the rank that computes its item. It
+    depends on ``d_sae``, ``cfg`` and the number of ranks only, so every rank decides
+    alike."""
+    return coord.distributed and d_sae >= cfg.count_in_parts_from
+
+
+def graph_items(
+    n: int,
+    item: Callable[[int, Coordinator | None], T],
+    coord: Coordinator,
+    in_parts: bool,
+    on_item: Callable[[], None] | None = None,
+) -> list[T]:
+    """``[item(0, c), ..., item(n - 1, c)]`` on every rank of ``coord``, for items that
+    build co-occurrence graphs and pass ``c`` to :func:`cooccurrence_graph` (or
+    :func:`find_levels`) as its ``coord``; ``in_parts``: :func:`counts_in_parts`.
+
+    In parts, every rank computes every item, in index order, with ``c = coord``: each
+    graph is counted in parts by all ranks together, one graph at a time, so no rank
+    holds more than its block of any graph's pair counts (the rest of an item, such
+    as fitting the finders on the gathered graph, every rank does alike). Otherwise
+    ``coord.spread`` shares the items out with ``c = None``: each graph is counted
+    whole by the rank that computes its item (faster while whole graphs are small).
+    An item must depend on its index alone (:meth:`.Coordinator.spread`), so both
+    give the list one process gives. ``on_item()`` is called after each item this
+    rank computes (progress)."""
+    if not in_parts:
+        return coord.spread(n, lambda i: item(i, None), on_item)
+    out = []
+    for i in range(n):  # every rank, in the same order: the same meetings
+        out.append(item(i, coord))
+        if on_item is not None:
+            on_item()
+    return out
+
+
 @dataclass(frozen=True)
 class Modules:
     """Feature communities and the modules of units they project onto."""
@@ -85,15 +130,16 @@ def find_modules(
     cfg: AtlasConfig,
     rows: np.ndarray | None = None,
     samples: np.ndarray | None = None,
+    coord: Coordinator | None = None,
 ) -> Modules:
     """Feature communities of ``f``'s firings (the finder ``cfg`` names) and their
     modules of units.
 
     ``rows`` (with their ``samples``): compute them on these rows of the codes only,
     with repeats (a bootstrap resample); the feature moments behind the unit
-    projection are then those of the resampled rows.
+    projection are then those of the resampled rows. ``coord``: as in :func:`find_levels`.
     """
-    return find_levels(f, cfg, rows, samples, finders=[make_finder(cfg)])[0]
+    return find_levels(f, cfg, rows, samples, finders=[make_finder(cfg)], coord=coord)[0]
 
 
 def find_levels(

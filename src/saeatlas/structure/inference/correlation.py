@@ -33,6 +33,7 @@ from .consensus import LevelConsensus, choose_level, level_consensus
 from .significance import NullTest, null_test, verdict
 
 if TYPE_CHECKING:
+    from ..._coordinator import Coordinator
     from ..inputs import AtlasInputs
 
 
@@ -162,7 +163,7 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
             f = clone(finder).fit(g)
             return float(f.modularity_), f.labels_
 
-        def null_graph(i: int) -> sp.csr_matrix:
+        def null_graph(i: int, _: Coordinator | None) -> sp.csr_matrix:  # counts no pairs
             rng = np.random.default_rng(seeds[i])
             z = np.triu(rng.standard_normal(mode.corr.shape) / np.sqrt(n_obs), 1)
             return unit_correlation_graph(z + z.T + np.eye(len(z)), n_obs, clean)

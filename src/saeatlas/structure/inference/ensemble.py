@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..._progress import progress_bar
-from ..graph.communities import Modules, find_levels
+from ..graph.communities import Modules, counts_in_parts, find_levels, graph_items
 from ..graph.finders import make_levels, relabel
 from .consensus import (
     RECOVERED_JACCARD,
@@ -40,6 +40,7 @@ from .partitions import best_match_jaccard
 from .stability import bootstrap_rows
 
 if TYPE_CHECKING:
+    from ..._coordinator import Coordinator
     from ..inputs import AtlasInputs
 
 
@@ -112,13 +113,16 @@ def build_ensemble(inp: AtlasInputs) -> Ensemble:
     """The ensemble of ``inp``: its SAE and seed SAEs, on all rows and bootstraps.
 
     Member ``m`` is SAE ``m // (1 + n_bootstrap)`` on resample ``m % (1 + n_bootstrap)``
-    (0: all rows). The members are shared among the ranks of a ``torchrun`` analysis
-    (``inp.coord``) and give the ensemble one process gives: every rank draws every
-    resample's rows from the one seeded stream, in member order, as one process
-    does (row indices: cheap), and computes its own members' communities (the
-    expensive part) from them. Every rank computes member 0 itself (the analysed
-    SAE on all rows: its graph, finders and attribution, which every later step
-    reads, are larger than what it takes to compute them)."""
+    (0: all rows). Under ``torchrun`` (``inp.coord``) the ranks give the ensemble one
+    process gives: every rank draws every resample's rows from the one seeded stream,
+    in member order, as one process does (row indices: cheap). Every rank computes
+    member 0 (the analysed SAE on all rows: its graph, finders and attribution, which
+    every later step reads, are larger than what it takes to compute them), its pairs
+    counted in parts by all ranks together. The other members go through
+    :func:`..graph.communities.graph_items`: with at least ``cfg.count_in_parts_from``
+    latents every rank computes every member, each member's pairs counted in parts
+    by all ranks together; with fewer the members are shared out, each rank counting
+    its own members' graphs whole."""
     cfg = inp.cfg
     n_boot = 1 + cfg.n_bootstrap
     # every SAE's codes first: encoding is shared by the ranks, so it cannot be an item
@@ -131,10 +135,10 @@ def build_ensemble(inp: AtlasInputs) -> Ensemble:
         if m % n_boot
     }
 
-    def member(m: int) -> list[Modules]:
+    def member(m: int, coord: Coordinator | None) -> list[Modules]:
         f, finders = firings[m // n_boot], make_levels(cfg, m)
         rows = resamples.get(m, (None, None))
-        return find_levels(f, cfg, *rows, finders=finders)
+        return find_levels(f, cfg, *rows, finders=finders, coord=coord)
 
     def communities(ms: list[Modules]) -> list[tuple[np.ndarray, np.ndarray]]:
         # [level] (unit modules, feature communities)
@@ -143,7 +147,13 @@ def build_ensemble(inp: AtlasInputs) -> Ensemble:
     main = find_levels(inp.main, cfg, coord=inp.coord)  # member 0, its pairs counted in parts
     with progress_bar("ensemble (SAEs x resamples)", runs, inp.progress) as bar:
         bar.advance()
-        rest = inp.coord.spread(runs - 1, lambda i: communities(member(i + 1)), on_item=bar.advance)
+        rest = graph_items(
+            runs - 1,
+            lambda i, coord: communities(member(i + 1, coord)),
+            inp.coord,
+            counts_in_parts(cfg, max(f.codes.d_sae for f in firings), inp.coord),
+            on_item=bar.advance,
+        )
     per_member = [communities(main), *rest]
     levels = [
         level_consensus(

@@ -42,6 +42,7 @@ from ..graph.communities import cooccurrence_graph
 from ..graph.firing import drop_columns
 
 if TYPE_CHECKING:
+    from ..._coordinator import Coordinator
     from ..config import AtlasConfig
     from ..inputs import AtlasInputs
 
@@ -211,22 +212,38 @@ class NullInputs:
 
 @dataclass(frozen=True)
 class NullModel:
-    """A null model: ``draw(inputs, rng)`` gives one null graph ``[d_sae, d_sae]``."""
+    """A null model: ``draw(inputs, rng, coord)`` gives one null graph ``[d_sae, d_sae]``.
 
-    draw: Callable[[NullInputs, np.random.Generator], sp.spmatrix]
+    ``coord``: the ranks that count the draw's co-occurrence pairs in parts, all
+    drawing it together with the same ``rng`` (None: it counts them whole), as
+    :func:`..graph.communities.graph_items` decides."""
+
+    draw: Callable[[NullInputs, np.random.Generator, Coordinator | None], sp.spmatrix]
     needs_source: bool = False
     """Whether it synthesises rows from a :class:`DictionarySource`."""
+    counts_pairs: bool = True
+    """Whether a draw counts co-occurrence pairs (rewiring reuses the real graph's edges:
+    its draws are always shared out among the ranks)."""
 
 
-def _permutation_graph(n: NullInputs, rng: np.random.Generator) -> sp.spmatrix:
-    return cooccurrence_graph(permute_codes(n.fires, rng), n.samples, n.cfg, n.n_edges).adjacency
+def _permutation_graph(
+    n: NullInputs, rng: np.random.Generator, coord: Coordinator | None
+) -> sp.spmatrix:
+    fires = permute_codes(n.fires, rng)
+    return cooccurrence_graph(fires, n.samples, n.cfg, n.n_edges, coord).adjacency
 
 
-def _rewiring_graph(n: NullInputs, rng: np.random.Generator) -> sp.spmatrix:
+def _rewiring_graph(
+    n: NullInputs, rng: np.random.Generator, coord: Coordinator | None
+) -> sp.spmatrix:
     return rewire(n.real, rng)
 
 
-def _dictionary_graph(n: NullInputs, rng: np.random.Generator) -> sp.spmatrix:
+def _dictionary_graph(
+    n: NullInputs, rng: np.random.Generator, coord: Coordinator | None
+) -> sp.spmatrix:
+    # Drawn in parts, every rank synthesises and encodes the same rows (from the same
+    # rng) and counts its block of their pairs: only the counting is split.
     src = n.source
     synthetic = dictionary_null_codes(
         n.sae,
@@ -239,14 +256,14 @@ def _dictionary_graph(n: NullInputs, rng: np.random.Generator) -> sp.spmatrix:
         device=n.cfg.device,
     )
     fires = drop_columns(strong_firing(synthetic, n.cfg.min_activation), n.excluded)
-    return cooccurrence_graph(fires, n.samples, n.cfg, n.n_edges).adjacency
+    return cooccurrence_graph(fires, n.samples, n.cfg, n.n_edges, coord).adjacency
 
 
 #: The null models by the name `AtlasConfig.nulls` takes, in the order they run
 #: (each draws from its own seed stream, numbered by its place in `nulls`).
 NULL_MODELS: dict[str, NullModel] = {
     "permutation": NullModel(_permutation_graph),
-    "rewiring": NullModel(_rewiring_graph),
+    "rewiring": NullModel(_rewiring_graph, counts_pairs=False),
     "dictionary": NullModel(_dictionary_graph, needs_source=True),
 }
 #: Whose dictionary the dictionary null synthesises rows from (`AtlasConfig.null_dictionary`).

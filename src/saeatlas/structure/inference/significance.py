@@ -45,7 +45,7 @@ from sklearn.base import clone
 from ..._coordinator import Coordinator, solo
 from ..._progress import progress_bar
 from ..constants import BLOCK_ROWS, MIN_STD
-from ..graph.communities import Modules, cooccurrence_graph
+from ..graph.communities import Modules, cooccurrence_graph, counts_in_parts, graph_items
 from ..graph.finders import module_modularity
 from ..graph.hypergeom import benjamini_hochberg
 from .nulls import NULL_MODELS, NullInputs, dictionary_source
@@ -129,29 +129,35 @@ def null_test(
     real_graph: sp.spmatrix,
     labels: np.ndarray,
     fit: Callable[[sp.spmatrix], tuple[float, np.ndarray]],
-    null_graphs: Callable[[int], sp.spmatrix],
+    null_graphs: Callable[[int, Coordinator | None], sp.spmatrix],
     n_draws: int,
     on_draw: Callable[[], None] | None = None,
     coord: Coordinator | None = None,
+    in_parts: bool = False,
 ) -> NullTest:
-    """Compare ``labels`` on ``real_graph`` with ``n_draws`` graphs from ``null_graphs(i)``.
+    """Compare ``labels`` on ``real_graph`` with ``n_draws`` graphs from
+    ``null_graphs(i, c)``.
 
     ``fit(graph)`` returns the modularity the finder reaches on a graph and its
     labels; the real figure is the larger of that and the modularity of
     ``labels`` themselves. ``on_draw()`` is called after each null draw (progress).
-    ``coord``: the ranks of a ``torchrun`` analysis share the draws (draw ``i`` must
-    depend on ``i`` alone: its seed is derived from it).
+    ``coord``: the ranks of a ``torchrun`` analysis, among which the draws are shared
+    out (``c`` None: a draw's graph is counted whole by its rank), or with
+    ``in_parts`` drawn one after another by all of them, each graph's pairs counted in
+    parts (``c = coord``; :func:`..graph.communities.graph_items`). Draw ``i`` must
+    depend on ``i`` alone (its seed is derived from it).
     """
     q = max(fit(real_graph)[0], float(module_modularity(real_graph, labels).sum()))
     mw = module_cohesion(real_graph, labels)
 
-    def draw(i: int) -> tuple[float, float]:
-        g = null_graphs(i)
+    def draw(i: int, c: Coordinator | None) -> tuple[float, float]:
+        g = null_graphs(i, c)
         null_q, null_labels = fit(g)
         w = module_cohesion(g, null_labels)
         return float(null_q), float(w.max()) if w.size else 0.0
 
-    draws = (coord if coord is not None else solo()).spread(n_draws, draw, on_item=on_draw)
+    coord = coord if coord is not None else solo()
+    draws = graph_items(n_draws, draw, coord, in_parts, on_item=on_draw)
     null = np.array(draws, dtype=np.float64).reshape(n_draws, 2)
     return NullTest(name, q, null[:, 0], mw, null[:, 1])
 
@@ -205,6 +211,13 @@ def significance_tests(
     (:data:`.nulls.NULL_MODELS`), ``n_null`` draws each, on ``null_rows`` rows.
     ``labels``: the feature modules whose cohesion is tested (default: ``found``'s).
 
+    Under ``torchrun`` the real graph is counted in parts by all ranks together. The
+    draws of the nulls that count pairs (permutation, dictionary) are shared out among
+    the ranks, each graph counted whole by its rank, or for a dictionary of at least
+    ``cfg.count_in_parts_from`` latents drawn by all ranks together, one after another,
+    each graph counted in parts (every rank then synthesises a dictionary draw's rows
+    and fits the finder itself); rewiring draws are always shared out.
+
     Returns the tests (none when nulls are off) and the dictionary null's source, named.
     """
     cfg = inp.cfg
@@ -232,6 +245,7 @@ def significance_tests(
         f = clone(found.finder).fit(g)
         return float(f.modularity_), f.labels_
 
+    in_parts = counts_in_parts(cfg, fires.shape[1], inp.coord)
     tests = []
     with progress_bar("null models", len(cfg.nulls) * cfg.n_null, inp.progress) as bar:
         for k, (name, model) in enumerate(zip(cfg.nulls, models)):
@@ -242,12 +256,13 @@ def significance_tests(
                     real,
                     found.feature_module if labels is None else labels,
                     fit,
-                    lambda i, model=model, seeds=seeds: model.draw(
-                        null_inputs, np.random.default_rng(seeds[i])
+                    lambda i, c, model=model, seeds=seeds: model.draw(
+                        null_inputs, np.random.default_rng(seeds[i]), c
                     ),
                     cfg.n_null,
                     on_draw=bar.advance,
                     coord=inp.coord,
+                    in_parts=in_parts and model.counts_pairs,
                 )
             )
             log.info("null %s: z %.2f p %.3g", name, tests[-1].z, tests[-1].p)

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..atlas import Atlas
-from ..graph.communities import find_modules
+from ..graph.communities import counts_in_parts, find_modules, graph_items
 from .partitions import partition_ari
 
 if TYPE_CHECKING:
+    from ..._coordinator import Coordinator
     from ..inputs import AtlasInputs, SAELike
 
 
@@ -39,12 +40,15 @@ def sparsity_dependence(
     ref = atlas.units["module"].to_numpy().astype(np.int64)
     firings = [inp.firing_of(sae) for _, sae in ordered]  # encoded by all ranks together
 
-    def modules(i: int) -> tuple[np.ndarray, int]:
-        found = find_modules(firings[i], inp.cfg)
+    def modules(i: int, coord: Coordinator | None) -> tuple[np.ndarray, int]:
+        found = find_modules(firings[i], inp.cfg, coord=coord)
         return found.units.module.astype(np.int64), found.n_modules
 
-    # the members' communities are shared among the ranks of a torchrun analysis
-    found = inp.coord.spread(len(firings), modules)
+    # the members' communities: shared among the ranks of a torchrun analysis, or
+    # for large dictionaries computed by all of them, each graph counted in parts
+    d_sae = max((f.codes.d_sae for f in firings), default=0)
+    in_parts = counts_in_parts(inp.cfg, d_sae, inp.coord)
+    found = graph_items(len(firings), modules, inp.coord, in_parts)
     labels, n_modules = [f[0] for f in found], [f[1] for f in found]
     neighbour = [partition_ari(a, b) for a, b in zip(labels, labels[1:])]
     return {
