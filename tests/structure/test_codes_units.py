@@ -175,3 +175,20 @@ def test_a_feature_that_follows_the_global_mode_is_excluded_though_it_writes_few
     fires = sp.csr_matrix(acts > 0)
     dense, along = excluded_features(sae, codes, fires, mode, mode_var, 0.99, 0.5)
     assert along.tolist() == [True, False] and not dense.any()
+
+
+@pytest.mark.parametrize("arch", ["topk", "relu"])
+def test_encode_sparse_in_row_blocks_equals_one_block(monkeypatch, arch):
+    from saeatlas.structure.graph import codes as codes_mod
+
+    g = torch.Generator().manual_seed(3)
+    sae = SparseAutoencoder(SAEConfig(architecture=arch, d_in=10, d_sae=64, k=5), g)
+    x = torch.randn(300, 10, generator=g)
+    whole_idx, whole_vals = codes_mod.encode_sparse(sae, x)
+    monkeypatch.setattr(codes_mod, "ENCODE_BLOCK_BYTES", 4 * 64 * 7)  # 7 rows a block
+    idx, vals = codes_mod.encode_sparse(sae, x)
+    assert idx[:, 0].diff().min() >= 0 and int(idx[:, 0].max()) == int(whole_idx[:, 0].max())
+    a = sp.csr_matrix((whole_vals.numpy(), whole_idx.numpy().T), shape=(300, 64)).toarray()
+    b = sp.csr_matrix((vals.numpy(), idx.numpy().T), shape=(300, 64)).toarray()
+    np.testing.assert_allclose(b, a, rtol=1e-2, atol=1e-2)
+    assert ((a > 0) == (b > 0)).mean() > 0.995

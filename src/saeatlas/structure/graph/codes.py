@@ -91,15 +91,36 @@ class Codes:
         return np.clip(corr, -1.0, 1.0)
 
 
+#: Bytes of the dense ``[rows, d_sae]`` pre-activations :func:`encode_sparse` holds at
+#: once: a batch of 4096 rows at 262,144 latents would be 4 GiB in float32.
+ENCODE_BLOCK_BYTES = 256 << 20
+
+
 @torch.no_grad()
 def encode_sparse(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Nonzero codes of a batch ``x [B, d_in]`` → ``(rows, cols, values)`` as two tensors:
-    ``idx [nnz, 2]`` (row, latent) and ``values [nnz]``.
+    ``idx [nnz, 2]`` (row, latent) and ``values [nnz]``, row by row in order.
 
     TopK SAEs take the top k of a bf16 product where bf16 matmul is fast (its
     values carry 3 significant digits, ample for firing statistics; training
-    recomputes them exactly); the others encode densely in full precision.
+    recomputes them exactly); the others encode densely in full precision. The
+    rows go through in blocks whose dense pre-activations stay within
+    :data:`ENCODE_BLOCK_BYTES` (1,024 rows at 65,536 latents in float32), so memory
+    does not grow with the batch times the dictionary.
     """
+    step = max(1, ENCODE_BLOCK_BYTES // (4 * sae.cfg.d_sae))
+    if x.shape[0] <= step:
+        return _encode_block(sae, x)
+    idx, vals = [], []
+    for start in range(0, x.shape[0], step):
+        i, v = _encode_block(sae, x[start : start + step])
+        i[:, 0] += start
+        idx.append(i)
+        vals.append(v)
+    return torch.cat(idx), torch.cat(vals)
+
+
+def _encode_block(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     cfg = sae.cfg
     if cfg.architecture == "topk":
         xs = x - sae.b_dec if cfg.subtracts_b_dec else x

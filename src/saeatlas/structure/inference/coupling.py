@@ -94,8 +94,10 @@ def module_energy(
     SAEs."""
     total = np.zeros((codes[0].shape[0], n_modules))
     for matrix, fm in zip(codes, feature_module, strict=True):
-        m = sp.csr_matrix(matrix, dtype=np.float64)
-        energy = (m.multiply(m) @ onehot(fm, n_modules)).toarray()
+        m = sp.csr_matrix(matrix)
+        # squared activations beside the codes' own index arrays (no copy of them)
+        sq = sp.csr_matrix((np.square(m.data, dtype=np.float32), m.indices, m.indptr), m.shape)
+        energy = (sq @ onehot(fm, n_modules, dtype=np.float32)).toarray().astype(np.float64)
         sd = energy.std(axis=0)
         total += np.where(sd > 0, (energy - energy.mean(axis=0)) / np.where(sd > 0, sd, 1.0), 0.0)
     return total / max(len(codes), 1)
