@@ -11,8 +11,9 @@ the floor any analysis of these codes pays) and then ``map_structure`` with the
 default ``AtlasConfig`` (the core atlas: encoding, the ensemble of the SAE on
 all rows and one bootstrap resample, the correlation view, and three null
 models of 10 draws on 50k rows each, the dictionary null encoding its synthetic
-rows), and records both times (wall and process CPU), their ratio and the
-process's peak RSS.
+rows), and records both times (wall and process CPU), their ratio, the
+process's peak RSS and its peak anonymous memory (sampled ``RssAnon``: the peak
+RSS also counts the pages of the memory-mapped store, which the kernel may drop).
 
 Targets (issue 17, 2 CPU cores): the analysis within 1.5x the bare encode pass;
 peak RSS <= 4 GiB at 65,536 x 1M and <= 16 GiB at 262,144 x 1M; time linear in
@@ -106,9 +107,43 @@ def bare_encode(sae_dir: str, acts: str, batch_size: int) -> tuple[float, float]
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+class AnonPeak:
+    """The process's peak anonymous resident memory (``RssAnon`` of ``/proc/self/status``,
+    sampled every 0.2 s in a thread): the peak RSS also counts the memory-mapped
+    store's file pages, which the kernel may drop at any time."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_kib, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak_kib = max(self.peak_kib, _rss_anon_kib())
+
+    def stop(self) -> float:
+        """Stop sampling; the peak in MiB."""
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak_kib, _rss_anon_kib()) / 1024
+
+
+def _rss_anon_kib() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def worker(spec: dict) -> None:
     from saeatlas.structure import AtlasConfig, map_structure
 
+    anon = AnonPeak()
     cfg = AtlasConfig()
     bare, bare_cpu = (0.0, 0.0)
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # ranks would wait for it: one process
@@ -117,6 +152,7 @@ def worker(spec: dict) -> None:
     atlas = map_structure(spec["sae"], spec["acts"], cfg, progress=False)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB on Linux
+    peak_anon = anon.stop()
     s = atlas.summary
     print(  # one line per rank under torchrun
         json.dumps(
@@ -127,6 +163,7 @@ def worker(spec: dict) -> None:
                 "bare_encode_seconds": bare,
                 "bare_encode_cpu_seconds": bare_cpu,
                 "peak_rss_mib": peak,
+                "peak_anon_mib": peak_anon,
                 "n_rows": s["n_rows_encoded"],
                 "mean_l0": s["mean_l0"],
                 "n_edges": s["graph"]["n_edges"],
@@ -180,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             **ranks[0],
             "seconds": max(r["seconds"] for r in ranks),
             "peak_rss_mib": max(r["peak_rss_mib"] for r in ranks),
+            "peak_anon_mib": max(r["peak_anon_mib"] for r in ranks),
         }
         del rec["rank"]
         bare, bare_cpu = rec["bare_encode_seconds"], rec["bare_encode_cpu_seconds"]
@@ -195,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                 else ""
             )
             + "peak RSS "
-            f"{rec['peak_rss_mib'] / 1024:5.2f} GiB, L0 {rec['mean_l0']:.1f}, edges "
+            f"{rec['peak_rss_mib'] / 1024:5.2f} GiB (anonymous {rec['peak_anon_mib'] / 1024:.2f} "
+            f"GiB), L0 {rec['mean_l0']:.1f}, edges "
             f"{rec['n_edges']:,}, modules {rec['n_modules']} ({rec['n_significant_modules']} "
             "significant)",
             flush=True,
