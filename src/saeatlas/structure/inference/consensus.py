@@ -127,15 +127,10 @@ def level_consensus(
 ) -> LevelConsensus:
     """The consensus of ``members`` ``[n_members, n_units]`` (unit modules, -1 none)."""
     members = np.asarray(members, dtype=np.int64)
-    n_members = members.shape[0]
     labels = consensus_partition(
         members, 0.5, min_size=2, method="leiden", random_state=random_state
     )
     labels = relabel(labels, 2)
-    n_modules = int(labels.max(initial=-1)) + 1
-    recovered = np.zeros(n_modules)
-    for m in members:
-        recovered += best_match_jaccard(labels, m, n_modules=n_modules) >= RECOVERED_JACCARD
     pairs = [partition_ari(a, b) for a, b in itertools.combinations(members, 2)]
     pairs = [p for p in pairs if np.isfinite(p)]
     return LevelConsensus(
@@ -143,9 +138,19 @@ def level_consensus(
         members=members,
         labels=labels,
         membership=membership(labels, members),
-        reproducibility=recovered / max(n_members, 1),
+        reproducibility=recovered_fraction(labels, members),
         agreement=float(np.mean(pairs)) if pairs else float("nan"),
     )
+
+
+def recovered_fraction(labels: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """``[n_modules]`` the fraction of ``members`` that recover each module of ``labels``:
+    have a module matching it at Jaccard >= :data:`RECOVERED_JACCARD`."""
+    n_modules = int(labels.max(initial=-1)) + 1
+    recovered = np.zeros(n_modules)
+    for m in members:
+        recovered += best_match_jaccard(labels, m, n_modules=n_modules) >= RECOVERED_JACCARD
+    return recovered / max(len(members), 1)
 
 
 def membership(labels: np.ndarray, members: np.ndarray) -> np.ndarray:

@@ -27,16 +27,15 @@ from ..._progress import progress_bar
 from ..graph.communities import Modules, counts_in_parts, find_levels, graph_items
 from ..graph.finders import make_levels, relabel
 from .consensus import (
-    RECOVERED_JACCARD,
     REPRODUCIBLE,
     LevelConsensus,
     choose_level,
     level_consensus,
     membership,
     nest,
+    recovered_fraction,
 )
 from .coupling import assign_units, energy_coupling, feature_modules, module_energy
-from .partitions import best_match_jaccard
 from .stability import bootstrap_rows
 
 if TYPE_CHECKING:
@@ -144,7 +143,7 @@ def build_ensemble(inp: AtlasInputs) -> Ensemble:
         # [level] (unit modules, feature communities)
         return [(x.units.module.astype(np.int64), x.feature_module.astype(np.int64)) for x in ms]
 
-    main = find_levels(inp.main, cfg, coord=inp.coord)  # member 0, its pairs counted in parts
+    main = member(0, inp.coord)  # every rank, its pairs counted in parts
     with progress_bar("ensemble (SAEs x resamples)", runs, inp.progress) as bar:
         bar.advance()
         rest = graph_items(
@@ -203,10 +202,7 @@ def _assign(
     own = np.where(raw >= 0, coupling[np.arange(n_units), raw.clip(0)], 0.0)
     labels = relabel(raw, 2)
     n_final = int(labels.max(initial=-1)) + 1
-    recovered = np.zeros(n_final)
-    for m in level.members:
-        recovered += best_match_jaccard(labels, m, n_modules=n_final) >= RECOVERED_JACCARD
-    reproducibility = recovered / max(len(level.members), 1)
+    reproducibility = recovered_fraction(labels, level.members)
     if (reproducibility < REPRODUCIBLE - 1e-12).any():
         keep = np.flatnonzero(reproducibility >= REPRODUCIBLE - 1e-12)
         new = np.full(n_final + 1, -1)
