@@ -21,7 +21,11 @@ rows (250k, 500k, 1M).
 
 With ``--nproc N`` the analysis runs under ``torchrun --nproc_per_node N`` (gloo):
 the time is the slowest rank's, the peak RSS the largest rank's (per rank); the
-bare pass is then not timed (the ranks would wait for it).
+bare pass is then not timed (the ranks would wait for it); ``--count-in-parts-from
+N`` sets ``AtlasConfig.count_in_parts_from``, so that graphs of N latents or more are
+counted in parts by all ranks. ``--device cuda`` runs the bare pass and the
+analysis on the GPU (``bench/gpu.sh structure``: 65,536 x 1M on one H200, target
+1.5x the bare pass).
 
     .venv/bin/python bench/structure.py                      # 3 sizes x 3 row counts
     .venv/bin/python bench/structure.py --sizes 4096x100000  # one size
@@ -86,24 +90,28 @@ def make_inputs(d_sae: int, rows: int, k: int, root: Path) -> tuple[Path, Path]:
     return npy, sae_dir
 
 
-def bare_encode(sae_dir: str, acts: str, batch_size: int) -> tuple[float, float]:
+def bare_encode(sae_dir: str, acts: str, batch_size: int, device: str) -> tuple[float, float]:
     """(wall, CPU) seconds of ``x @ W_enc + b_enc`` and top-k over every row of ``acts``
-    in blocks of ``batch_size``, in the dtype the analysis encodes in."""
+    in blocks of ``batch_size`` on ``device``, in the dtype the analysis encodes in (on
+    CUDA, the rows copied to the device and the top-k indices and values back, as the
+    analysis does)."""
     import numpy as np
     import torch
 
     from saeatlas.sae import SparseAutoencoder
     from saeatlas.sae.kernels import fast_bf16
 
+    dev = torch.device(device)
     sae = SparseAutoencoder.load(sae_dir)
     x_all = np.load(acts, mmap_mode="r")
-    dtype = torch.bfloat16 if fast_bf16(torch.device("cpu")) else torch.float32
-    W, b = sae.W_enc.detach().to(dtype), sae.b_enc.detach().to(dtype)
+    dtype = torch.bfloat16 if fast_bf16(dev) else torch.float32
+    W, b = sae.W_enc.detach().to(dev, dtype), sae.b_enc.detach().to(dev, dtype)
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
         for s in range(0, x_all.shape[0], batch_size):
             x = torch.from_numpy(np.ascontiguousarray(x_all[s : s + batch_size]))
-            (x.to(dtype) @ W + b).topk(sae.cfg.k, dim=-1, sorted=False)
+            top = (x.to(dev, dtype) @ W + b).topk(sae.cfg.k, dim=-1, sorted=False)
+            top.indices.cpu(), top.values.cpu()
     return time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -144,10 +152,10 @@ def worker(spec: dict) -> None:
     from saeatlas.structure import AtlasConfig, map_structure
 
     anon = AnonPeak()
-    cfg = AtlasConfig()
+    cfg = AtlasConfig(**spec["config"])
     bare, bare_cpu = (0.0, 0.0)
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # ranks would wait for it: one process
-        bare, bare_cpu = bare_encode(spec["sae"], spec["acts"], cfg.batch_size)
+        bare, bare_cpu = bare_encode(spec["sae"], spec["acts"], cfg.batch_size, cfg.device)
     t0, c0 = time.perf_counter(), time.process_time()
     atlas = map_structure(spec["sae"], spec["acts"], cfg, progress=False)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
@@ -180,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--data", type=Path, default=OUT / "structure-data")
     p.add_argument("--nproc", type=int, default=1, help="ranks (torchrun, gloo)")
+    p.add_argument("--device", default="cpu", help="where the analysis and the bare pass run")
+    p.add_argument(
+        "--count-in-parts-from",
+        type=int,
+        help="AtlasConfig.count_in_parts_from (default: the library's); under --nproc, "
+        "graphs of at least this many latents are counted in parts by all ranks",
+    )
     p.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -193,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         npy, sae_dir = make_inputs(d_sae, rows, args.k, root)
         print(f"{size}: inputs ready in {time.perf_counter() - t0:.0f} s", flush=True)
         spec = root / f"spec-{d_sae}.json"
-        spec.write_text(json.dumps({"sae": str(sae_dir), "acts": str(npy)}))
+        config = {"device": args.device}
+        if args.count_in_parts_from is not None:
+            config["count_in_parts_from"] = args.count_in_parts_from
+        spec.write_text(json.dumps({"sae": str(sae_dir), "acts": str(npy), "config": config}))
         launch = [sys.executable]
         if args.nproc > 1:
             launch += ["-m", "torch.distributed.run", "--standalone"]
@@ -213,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             "d_sae": d_sae,
             "rows": rows,
             "nproc": args.nproc,
+            "device": args.device,
             "command": " ".join(sys.argv),
             **ranks[0],
             "seconds": max(r["seconds"] for r in ranks),
@@ -242,8 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(exist_ok=True)
     path = OUT / "structure.json"
     earlier = json.loads(path.read_text()).get("results", []) if path.exists() else []
-    ran = {(r["d_sae"], r["rows"], r.get("nproc", 1)) for r in results}
-    merged = [r for r in earlier if (r["d_sae"], r["rows"], r.get("nproc", 1)) not in ran]
+    def key(r: dict) -> tuple:
+        return r["d_sae"], r["rows"], r.get("nproc", 1), r.get("device", "cpu")
+
+    ran = {key(r) for r in results}
+    merged = [r for r in earlier if key(r) not in ran]
     merged += results
     path.write_text(json.dumps({"cpus": os.cpu_count(), "results": merged}, indent=2))
     return 0
