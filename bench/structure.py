@@ -261,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(exist_ok=True)
     path = OUT / "structure.json"
     earlier = json.loads(path.read_text()).get("results", []) if path.exists() else []
+
     def key(r: dict) -> tuple:
         return r["d_sae"], r["rows"], r.get("nproc", 1), r.get("device", "cpu")
 
