@@ -7,8 +7,11 @@ and a corpus built offline from the docstrings of Python's standard library:
    (hook points ``embeddings`` and ``encoder.layer.0`` ... ``encoder.layer.5``)
    against a bare ``model(**batch)`` under ``torch.no_grad()``, both over the
    same pre-tokenized batches (natural order, padded per batch, max_length 128),
-   run bare, capture, bare, capture; the medians are compared.
-   ``overhead = capture_time / bare_time - 1``. Target: <= 0.05 on the CPU, <= 0.25
+   run bare, capture, bare, capture (``--repeats`` pairs, default 2); the medians
+   are compared: ``overhead = capture_time / bare_time - 1``. Beside it, the
+   median over pairs of each capture against the bare run just before it
+   (``paired_overhead``): on shared cores whose load drifts, a pair sees the
+   same load, the medians of the two columns may not. Target: <= 0.05 on the CPU, <= 0.25
    on a GPU.
 2. **Store read throughput.** On the store just written, GB/s of
    ``store.iter_batches(4096, shuffle=True, seed=0)`` (with ``verify=True`` and
@@ -438,7 +441,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="capture once (untimed) for the read measurement; no bare runs",
     )
     p.add_argument("--skip-read", action="store_true", help="skip the store read measurement")
+    p.add_argument("--repeats", type=int, default=REPEATS, help="bare/capture pairs, alternating")
     args = p.parse_args(argv)
+    if args.repeats <= 0:
+        p.error(f"--repeats must be positive, got {args.repeats}.")
     if args.tokens <= 0:
         p.error(f"--tokens must be positive, got {args.tokens}.")
     if args.batch_size <= 0:
@@ -544,19 +550,20 @@ def main(argv: list[str] | None = None) -> int:
         store = None
         if not args.skip_capture_overhead:
             bare_s, capture_s = [], []
-            for r in range(REPEATS):
+            for r in range(args.repeats):
                 dt, _ = _timed(lambda: bare_pass(model, batches, args.device), args.device)
                 bare_s.append(dt)
-                print(f"  bare    {r + 1}/{REPEATS}: {dt:8.2f} s", flush=True)
+                print(f"  bare    {r + 1}/{args.repeats}: {dt:8.2f} s", flush=True)
                 shutil.rmtree(store_dir, ignore_errors=True)  # not timed: no old store to replace
                 dt, store = _timed(
                     lambda: capture_pass(model, batches, hookpoints, store_dir, config),
                     args.device,
                 )
                 capture_s.append(dt)
-                print(f"  capture {r + 1}/{REPEATS}: {dt:8.2f} s", flush=True)
+                print(f"  capture {r + 1}/{args.repeats}: {dt:8.2f} s", flush=True)
             bare_med, capture_med = statistics.median(bare_s), statistics.median(capture_s)
             overhead = capture_med / bare_med - 1
+            paired = statistics.median(c / b - 1 for b, c in zip(bare_s, capture_s, strict=True))
             # How far apart two identical bare runs are: an overhead smaller than this is noise.
             bare_spread = max(bare_s) / min(bare_s) - 1
         else:
@@ -583,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
                 "bare_median_s": bare_med,
                 "capture_median_s": capture_med,
                 "overhead": overhead,
+                "paired_overhead": paired,
                 "bare_spread": bare_spread,
                 "target_max": target,
                 "pass": overhead <= target,
@@ -662,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if "capture_overhead" in result:
         c = result["capture_overhead"]
-        tries = "".join(f"  try {i + 1:<5}" for i in range(REPEATS))
+        tries = "".join(f"  try {i + 1:<5}" for i in range(len(c["bare_s"])))
         print(
             f"Capture overhead: {len(EXPECTED_HOOKPOINTS)} hook points, {len(batches)} batches of "
             f"{args.batch_size}, device {args.device}"
@@ -677,6 +685,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  overhead {c['overhead']:+.1%}  (target <= {c['target_max']:.0%})  "
             f"{_verdict(c['pass'])}"
+        )
+        print(
+            f"  paired: median of each capture against the bare run before it "
+            f"{c['paired_overhead']:+.1%}"
         )
         print(f"  noise: the bare runs differ by {c['bare_spread']:.1%}")
         print(
