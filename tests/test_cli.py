@@ -406,3 +406,22 @@ def test_train_seeds_writes_the_ensemble_that_analyze_reuses(tmp_path, digits_st
     summary = json.loads((atlas / "atlas.json").read_text())
     assert summary["ensemble"]["n_saes"] == 3, summary["ensemble"]
     assert summary["dictionary_null_source"] == str(dirs[1])  # an ensemble member too
+
+
+@pytest.mark.parametrize("rank, says", [("0", True), ("1", False)])
+def test_commands_that_share_no_work_run_on_rank_zero_alone(
+    tmp_path, inputs, monkeypatch, rank, says
+):
+    # what torchrun sets for each of two processes: rank 1 returns at once, writing nothing
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for args in (
+        ["info", str(inputs)],
+        ["export-saelens", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
+    ):
+        result = runner.invoke(app, args)
+        if says:
+            assert result.output.strip(), args
+        else:
+            assert result.exit_code == 0 and not result.output.strip(), (args, result.output)
+    assert not (tmp_path / "o").exists()

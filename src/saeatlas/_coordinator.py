@@ -184,6 +184,17 @@ class Coordinator:
             raise DistributedError(message if secondary else self._stopped(rank, message))
         return [s[1] for s in statuses]
 
+    def from_main(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on rank 0, its value on every rank (a meeting; its failure stops
+        every rank, as at :meth:`gather`)."""
+        value, error = None, None
+        if self.world.is_main:
+            try:
+                value = fn()
+            except Exception as e:
+                error = e
+        return self.gather(value, error)[0]
+
     def run(self, fn: Callable[[], T]) -> T:
         """``fn()`` on every rank, then a last meeting, so that no rank leaves while
         another still needs it. A rank whose ``fn`` raises without having told the

@@ -10,12 +10,16 @@ stages' own collective steps live with them (``capture/distributed.py``,
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+from .errors import ConfigError, DistributedError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,36 @@ def in_one_process() -> bool:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size() == 1
     return int(os.environ.get("WORLD_SIZE", "1")) <= 1
+
+
+def from_main(fn: Callable[[], T], world: World) -> T:
+    """``fn()`` on rank 0, its value sent to every rank (one broadcast on the default
+    group; ``fn()`` itself in a world of one).
+
+    What only rank 0 decides (whether an output may be written, what a sweep
+    measured) reaches every rank, and so does its failure: the other ranks raise a
+    :class:`DistributedError` naming it instead of going on to a collective that
+    rank 0 never reaches."""
+    if world.size == 1:
+        return fn()
+    sent: list[Any] = [None]
+    error = None
+    if world.is_main:
+        try:
+            sent[0] = ("ok", fn())
+        except Exception as e:
+            error, sent[0] = e, ("error", str(e).strip() or type(e).__name__)
+    # NCCL moves the pickled object through this rank's own GPU
+    device = rank_device("cuda", world) if dist.get_backend() == "nccl" else None
+    dist.broadcast_object_list(sent, src=0, device=device)
+    if error is not None:
+        raise error
+    status, value = sent[0]
+    if status == "error":
+        raise DistributedError(
+            f"Rank 0 of {world.size} failed, so rank {world.rank} stopped too: {value}"
+        )
+    return value
 
 
 def share(n: int, world: World) -> tuple[int, int]:

@@ -168,6 +168,23 @@ def with_config_flags(func: Any, config_cls: type) -> Any:
     return func
 
 
+def on_rank_zero(func: Any) -> Any:
+    """A command whose work is not shared among ranks: under ``torchrun`` rank 0 runs it
+    as one process would, and the other ranks return at once (capture, train, sweep,
+    analyze, run and demo share theirs)."""
+    import functools
+
+    from .._world import is_main_process
+
+    @functools.wraps(func)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        if not is_main_process():
+            return None
+        return func(*args, **kwargs)
+
+    return command
+
+
 def main() -> None:
     """Entry point of the ``saeatlas`` script."""
     app()

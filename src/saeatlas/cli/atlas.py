@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
-from .app import app, console, model_class_option, nonfinite_option, with_config_flags
+from .app import app, console, model_class_option, nonfinite_option, on_rank_zero, with_config_flags
 from .tables import fmt, print_atlas
 
 
@@ -208,6 +208,7 @@ def _check_ablation_flags(
 
 
 @app.command("validate")
+@on_rank_zero
 def validate_cmd(
     cases: list[str] = typer.Option(
         None,
@@ -272,6 +273,7 @@ def validate_cmd(
 
 
 @app.command("report")
+@on_rank_zero
 def report_cmd(
     atlas_dir: Path = typer.Argument(..., help="Atlas directory (what `saeatlas analyze` wrote)."),
     out: Path | None = typer.Option(

@@ -8,10 +8,11 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from .app import app, console, model_class_option
+from .app import app, console, model_class_option, on_rank_zero
 
 
 @app.command("import-sparsify")
+@on_rank_zero
 def import_sparsify_cmd(
     src: Path = typer.Argument(
         ...,
@@ -19,7 +20,9 @@ def import_sparsify_cmd(
         "run folder holding such folders.",
     ),
     out: Path = typer.Option(
-        ..., "--out", help="saeatlas SAE directory to write (one subfolder per hookpoint for a run)."
+        ...,
+        "--out",
+        help="saeatlas SAE directory to write (one subfolder per hookpoint for a run).",
     ),
 ) -> None:
     """Convert EleutherAI sparsify SAEs into saeatlas SAE directories."""
@@ -31,6 +34,7 @@ def import_sparsify_cmd(
 
 
 @app.command("export-neuronpedia")
+@on_rank_zero
 def export_neuronpedia_cmd(
     atlas: Path = typer.Argument(..., help="An atlas directory (from `saeatlas analyze`)."),
     out: Path = typer.Option(..., "--out", help="Directory for the batch-<i>.json files."),
@@ -47,7 +51,9 @@ def export_neuronpedia_cmd(
         "residual-stream layer).",
     ),
     model_class: str = model_class_option(),
-    sae_set: str = typer.Option("saeatlas", "--sae-set", help="Neuronpedia's name for the SAE set."),
+    sae_set: str = typer.Option(
+        "saeatlas", "--sae-set", help="Neuronpedia's name for the SAE set."
+    ),
     n_examples: int = typer.Option(20, "--n-examples", help="Top activations per feature."),
     features_per_batch: int = typer.Option(
         128, "--features-per-batch", help="Features per batch-<i>.json file."

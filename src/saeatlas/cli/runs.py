@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from .._world import is_main_process
 from ..errors import ConfigError
 from .app import app, console
 from .tables import print_modules
@@ -52,10 +53,20 @@ def run_cmd(
         help="Only validate: read the config, then dry-run the model on the first input batch "
         "(layer names, widths, sparsity values) and print it.",
     ),
+    timeout: float = typer.Option(
+        1800.0,
+        "--timeout",
+        help="Under torchrun: seconds a rank waits for the others before it stops with an "
+        "error (the other ranks wait for rank 0's ablation and report too).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the whole pipeline from one config: capture, sweep, train, analyze, ablation,
-    report. Stages whose output is already complete are skipped."""
+    report. Stages whose output is already complete are skipped.
+
+    Under `torchrun --nproc_per_node N -m saeatlas run ...` capture, sweep, train and
+    analyze run on every rank (as each does on its own); rank 0 writes, ablates and
+    reports."""
     from ..pipeline import load_run_config, run_pipeline
 
     cfg = load_run_config(config)
@@ -70,8 +81,9 @@ def run_cmd(
         return
     if out is None and cfg.out is None:
         out = Path(f"{config.stem}-run")
-    result = run_pipeline(cfg, out, progress=not quiet, on_stage=_print_stage)
-    _print_run(result)
+    result = run_pipeline(cfg, out, progress=not quiet, on_stage=_print_stage, timeout_s=timeout)
+    if is_main_process():  # under torchrun rank 0 says what the run did
+        _print_run(result)
 
 
 DEMO_MODELS = ("digits", "minilm")
@@ -96,6 +108,11 @@ def demo_cmd(
         200, "--n-texts", help="minilm: docstring paragraphs in the corpus."
     ),
     max_length: int = typer.Option(64, "--max-length", help="minilm: tokens per text at most."),
+    timeout: float = typer.Option(
+        1800.0,
+        "--timeout",
+        help="Under torchrun: seconds a rank waits for the others before it stops with an error.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the whole pipeline on an embedded default: a network trained on scikit-learn's
@@ -111,6 +128,7 @@ def demo_cmd(
             quick=quick,
             progress=not quiet,
             on_stage=_print_stage,
+            timeout_s=timeout,
         )
     else:
         result = run_minilm_demo(
@@ -121,7 +139,11 @@ def demo_cmd(
             quick=quick,
             progress=not quiet,
             on_stage=_print_stage,
+            timeout_s=timeout,
         )
+    if not is_main_process():  # under torchrun rank 0 says what the run did
+        return
+    if model == "minilm":
         console.print(
             "No ablation: this MiniLM checkpoint is a sentence encoder without its "
             "language-model head, so there is no per-token loss to raise.",

@@ -9,8 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from .._world import is_main_process
 from ..errors import ConfigError
-from .app import app, console, model_class_option, nonfinite_option, with_config_flags
+from .app import app, console, model_class_option, nonfinite_option, on_rank_zero, with_config_flags
 
 
 def _train_cmd(
@@ -46,6 +47,8 @@ def _train_cmd(
     ensemble = train_ensemble(
         store, cfg, out, seeds, overwrite=overwrite, resume=resume, progress=not quiet
     )
+    if not is_main_process():  # under torchrun rank 0 writes and says so
+        return
     for result, trained in zip(ensemble.results, ensemble.trained):
         final, sae_cfg = result.summary["final"], result.sae.cfg
         seed = f" with seed {result.summary['train_config']['seed']}" if seeds > 1 else ""
@@ -64,6 +67,7 @@ def _train_cmd(
 
 
 @app.command("evaluate")
+@on_rank_zero
 def evaluate_cmd(
     sae: Path = typer.Option(..., "--sae", help="SAE directory."),
     acts: Path = typer.Option(..., "--acts", help="Activation store directory or .npy file."),
@@ -145,6 +149,7 @@ def evaluate_cmd(
 
 
 @app.command("import-saelens")
+@on_rank_zero
 def import_saelens_cmd(
     src: Path = typer.Argument(
         ..., help="A SAELens SAE directory (cfg.json + sae_weights.safetensors)."
@@ -163,10 +168,13 @@ def import_saelens_cmd(
 
 
 @app.command("export-saelens")
+@on_rank_zero
 def export_saelens_cmd(
     sae: Path = typer.Argument(..., help="A saeatlas SAE directory."),
     out: Path = typer.Option(
-        ..., "--out", help="SAELens SAE directory to write (one subfolder per layer of a joint SAE)."
+        ...,
+        "--out",
+        help="SAELens SAE directory to write (one subfolder per layer of a joint SAE).",
     ),
     acts: Path | None = typer.Option(
         None,
@@ -182,7 +190,9 @@ def export_saelens_cmd(
     written = export_saelens(SparseAutoencoder.load(sae), out, store=acts)
     for hook, path in written.items():
         what = f" (hook '{escape(hook)}')" if hook else ""
-        console.print(f"Exported {escape(str(sae))}{what} to {escape(str(path))} in SAELens's format.")
+        console.print(
+            f"Exported {escape(str(sae))}{what} to {escape(str(path))} in SAELens's format."
+        )
 
 
 def _sweep_cmd(
@@ -212,7 +222,10 @@ def _sweep_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     **settings: Any,
 ) -> None:
-    """Train a family of SAEs over a sparsity setting and recommend one (Pareto knee)."""
+    """Train a family of SAEs over a sparsity setting and recommend one (Pareto knee).
+
+    Under `torchrun --nproc_per_node N -m saeatlas sweep ...` every member trains
+    data-parallel, as `train` does; rank 0 evaluates and writes the sweep."""
     from .._config_cli import build_config
     from ..store import ActivationStore
     from ..sweep import sweep
@@ -231,6 +244,8 @@ def _sweep_cmd(
         overwrite=overwrite,
         progress=not quiet,
     )
+    if not is_main_process():  # under torchrun rank 0 writes and says so
+        return
     table = Table(over, "FVU (held out)", "L0", "dead", "stability", "frontier", "")
     for i, p in enumerate(result.points):
         table.add_row(

@@ -9,10 +9,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .app import _output_index, app, console, model_class_option, nonfinite_option
+from .app import _output_index, app, console, model_class_option, nonfinite_option, on_rank_zero
 
 
 @app.command("layers")
+@on_rank_zero
 def layers_cmd(
     model: str = typer.Argument(
         ...,
@@ -166,6 +167,7 @@ def capture_cmd(
 
 
 @app.command("info")
+@on_rank_zero
 def info_cmd(
     store: Path = typer.Argument(..., help="Store directory or .npy file."),
     verify: bool = typer.Option(

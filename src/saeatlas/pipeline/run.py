@@ -16,11 +16,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._coordinator import Coordinator, run_ranks
 from ..errors import ConfigError
 from ..store.atomic import atomic_write_bytes, atomic_write_json
 from ..store.lock import output_lock
@@ -194,12 +196,17 @@ _OUTPUT = {
 }
 
 
+#: Stages that every rank of a ``torchrun`` run takes part in; rank 0 alone runs the others.
+ON_EVERY_RANK = ("capture", "sweep", "train", "analyze")
+
+
 def run_pipeline(
     config: RunConfig,
     out: str | Path | None = None,
     *,
     progress: bool = True,
     on_stage: Callable[[StageOutcome], None] | None = None,
+    timeout_s: float = 1800.0,
 ) -> RunResult:
     """Run every stage of ``config`` into ``out`` (default: ``config.out``).
 
@@ -211,6 +218,13 @@ def run_pipeline(
     settings (or there is no record of it), and no earlier stage ran in this
     call; an interrupted capture or checkpointed training run with the same
     settings is continued. ``on_stage`` is told each stage's outcome as it happens.
+
+    Under ``torchrun`` (or an initialised process group) every rank calls this alike:
+    capture, sweep, training and analysis run on every rank as they do on their own
+    (:data:`ON_EVERY_RANK`), and rank 0 alone locks ``out``, decides which stages
+    run, writes the run's records, ablates and writes the report; the ranks meet
+    after every stage. ``timeout_s``: seconds a rank waits for the others where they
+    meet (rank 0's ablation and report included) before it stops with an error.
     """
     if out is None:
         if config.out is None:
@@ -222,64 +236,98 @@ def run_pipeline(
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        # One run per directory at a time; each stage also locks its own output.
-        with output_lock(Path(out)):
-            return _run(config, RunPaths(Path(out)), progress, on_stage)
+        return run_ranks(
+            "run",
+            _group_device(config),
+            timeout_s,
+            lambda coord: _run(coord, config, RunPaths(Path(out)), progress, on_stage),
+        )
     finally:
         torch.set_num_threads(threads)
 
 
+def _group_device(config: RunConfig) -> str:
+    """``cuda`` when a stage runs there (the ranks' group is then NCCL's), else ``cpu``."""
+    devices = (config.capture.device, config.train.device, config.analyze.device)
+    return "cuda" if any(str(d or "").startswith("cuda") for d in devices) else "cpu"
+
+
 def _run(
+    coord: Coordinator,
     config: RunConfig,
     paths: RunPaths,
     progress: bool,
     on_stage: Callable[[StageOutcome], None] | None,
 ) -> RunResult:
-    paths.out.mkdir(parents=True, exist_ok=True)
-    record = replace(config, out=".").dumps().encode()
-    if not paths.config.is_file() or paths.config.read_bytes() != record:
-        atomic_write_bytes(paths.config, record)
-    state = RunState(paths.state)
-    prints = fingerprints(config)
-    ctx = StageContext(config, paths, progress)
-    outcomes: list[StageOutcome] = []
-    upstream: str | None = None  # the first stage that ran in this call
-    for name in STAGES:
-        off = _enabled(name, config)
-        if off is not None:
-            outcome = StageOutcome(name, OFF, off)
-        else:
-            record = state.stages.get(name)
-            same = record is not None and record.get("fingerprint") == prints[name]
-            finished = record is None or (same and record.get("complete", False))
-            where = getattr(paths, _OUTPUT[name])
-            # looked up once, and only where the outcome or its reason depends on it
-            complete = (upstream is None or record is None) and _complete(name, paths, config)
-            if upstream is None and complete and finished:
-                known = "" if record is not None else " (no record of its settings; kept as is)"
-                outcome = StageOutcome(name, SKIPPED, f"{where} is complete{known}")
-            else:
-                if record is None and not complete:
-                    why = f"{where} is missing or incomplete"
-                elif upstream is not None:
-                    why = f"the {upstream} stage ran again"
-                elif record is not None and not same:
-                    why = "its settings changed"
-                elif record is not None and not record.get("complete", False):
-                    why = "it was interrupted"
-                else:
-                    why = f"{where} is missing or incomplete"
-                ctx.resume = same and upstream is None
-                state.start(name, prints[name])
+    main = coord.world.is_main
+    # One run per directory at a time (rank 0 holds the lock); each stage also locks
+    # its own output.
+    with output_lock(paths.out if main else None):
+        coord.check(None)
+        state = RunState(paths.state) if main else None
+        if main:
+            paths.out.mkdir(parents=True, exist_ok=True)
+            record = replace(config, out=".").dumps().encode()
+            if not paths.config.is_file() or paths.config.read_bytes() != record:
+                atomic_write_bytes(paths.config, record)
+        prints = fingerprints(config)
+        ctx = StageContext(config, paths, progress and main)
+        outcomes: list[StageOutcome] = []
+        upstream: str | None = None  # the first stage that ran in this call
+        for name in STAGES:
+            # rank 0 decides (its records), and starts the stage's record when it runs
+            decide = partial(_decide, name, config, paths, state, prints, upstream)
+            outcome, ctx.resume, why = coord.from_main(decide)
+            if outcome is None:
                 t0 = time.perf_counter()
-                note = _RUNNERS[name](ctx)
+                note = _RUNNERS[name](ctx) if main or name in ON_EVERY_RANK else None
+                note = coord.gather(note, None)[0]  # rank 0's, once every rank has finished
                 seconds = time.perf_counter() - t0
-                state.finish(name, seconds, note)
+                if state is not None:
+                    state.finish(name, seconds, note)
                 upstream = upstream or name
                 outcome = StageOutcome(name, RAN, f"{why}; {note}" if note else why, seconds)
-        log.info("%s: %s (%s)", outcome.name, outcome.status, outcome.reason)
-        outcomes.append(outcome)
-        if on_stage is not None:
-            on_stage(outcome)
-    value = chosen(paths).value if config.sweep.enabled else None
-    return RunResult(paths.out, config, outcomes, Atlas.load(paths.atlas), value)
+            outcomes.append(outcome)
+            if main:
+                log.info("%s: %s (%s)", outcome.name, outcome.status, outcome.reason)
+                if on_stage is not None:
+                    on_stage(outcome)
+        value = chosen(paths).value if config.sweep.enabled else None
+        return RunResult(paths.out, config, outcomes, Atlas.load(paths.atlas), value)
+
+
+def _decide(
+    name: str,
+    config: RunConfig,
+    paths: RunPaths,
+    state: RunState,
+    prints: dict[str, str],
+    upstream: str | None,
+) -> tuple[StageOutcome | None, bool, str]:
+    """``(outcome, resume, why)`` of stage ``name``: an outcome when it is off or
+    skipped, else None, whether it continues an interrupted run, and why it runs
+    (whose record is then started)."""
+    off = _enabled(name, config)
+    if off is not None:
+        return StageOutcome(name, OFF, off), False, ""
+    record = state.stages.get(name)
+    same = record is not None and record.get("fingerprint") == prints[name]
+    finished = record is None or (same and record.get("complete", False))
+    where = getattr(paths, _OUTPUT[name])
+    # looked up once, and only where the outcome or its reason depends on it
+    complete = (upstream is None or record is None) and _complete(name, paths, config)
+    if upstream is None and complete and finished:
+        known = "" if record is not None else " (no record of its settings; kept as is)"
+        return StageOutcome(name, SKIPPED, f"{where} is complete{known}"), False, ""
+    if record is None and not complete:
+        why = f"{where} is missing or incomplete"
+    elif upstream is not None:
+        why = f"the {upstream} stage ran again"
+    elif record is not None and not same:
+        why = "its settings changed"
+    elif record is not None and not record.get("complete", False):
+        why = "it was interrupted"
+    else:
+        why = f"{where} is missing or incomplete"
+    state.start(name, prints[name])
+    return None, same and upstream is None, why

@@ -2,7 +2,9 @@
 the run directory (:class:`~.outputs.RunPaths`).
 
 Every stage function takes a :class:`StageContext` and returns a short note of
-what it did; :mod:`.run` decides which stages run.
+what it did; :mod:`.run` decides which stages run. Under ``torchrun`` capture,
+sweep, train and analyze run on every rank (rank 0 writes what they share), and
+ablation and report on rank 0 alone.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 
 from .._progress import progress_bar
+from .._world import is_main_process
 from ..capture import capture_activations
 from ..errors import ConfigError
 from ..losses import loss_function, needs_labels
@@ -156,7 +159,8 @@ def run_train(ctx: StageContext) -> str:
         member = chosen(paths).member
         same = _member_cfg(member) == final.to_json()
         if same or not cfg.sweep.retrain:
-            copy_sae(member, paths.sae)
+            if is_main_process():  # under torchrun rank 0 writes
+                copy_sae(member, paths.sae)
             note = f"reused the sweep member {member}" + (
                 "" if same else " (`sweep.retrain: false`)"
             )
@@ -195,7 +199,8 @@ def run_analyze(ctx: StageContext) -> str:
     if cfg.sweep.enabled:
         atlas.summary["sweep"] = str(paths.sweep)
     atlas.summary["run"] = {"out": str(paths.out), "config": str(paths.config)}
-    atlas.save(paths.atlas, overwrite=True)
+    if is_main_process():  # under torchrun every rank has the atlas; rank 0 writes it
+        atlas.save(paths.atlas, overwrite=True)
     return atlas.summary["message"]
 
 

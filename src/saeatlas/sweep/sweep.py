@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._world import World, from_main, join
 from ..errors import ConfigError
 from ..evaluate import evaluate_sae
 from ..evaluate.metrics import MIN_HELDOUT_ROWS
@@ -119,9 +121,14 @@ def sweep(
     if extend < 0:
         raise ConfigError(f"`extend` must be >= 0, got {extend}.")
     out = Path(out)
-    with output_lock(out):
+    world = join(base.device)  # under torchrun rank 0 alone locks, checks and writes
+
+    def check() -> None:
         recover_dir(out)
         check_sweep_out(out, overwrite)
+
+    with output_lock(out if world.is_main else None):
+        from_main(check, world)
         store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
         if store.n_rows * heldout_fraction < MIN_HELDOUT_ROWS:
             raise ConfigError(
@@ -129,15 +136,17 @@ def sweep(
                 f"than {MIN_HELDOUT_ROWS} rows, too few to measure the FVU. Capture more rows or "
                 "raise --heldout-fraction."
             )
-        with replacing_dir(out) as new:
-            return _sweep(
-                store, base, over, values, out, new, seeds, heldout_fraction, extend, progress
+        with replacing_dir(out) if world.is_main else nullcontext(None) as new:
+            members = _Members(
+                store, base, over, out, new, seeds, heldout_fraction, world, progress
             )
+            return _sweep(members, values, extend)
 
 
 def check_sweep_out(out: Path, overwrite: bool) -> None:
     """Refuse to replace a sweep without ``overwrite``, or a directory holding anything
     a sweep does not write."""
+
     def ours(p: Path) -> bool:
         member = p.is_dir() and any(p.name.startswith(f"{o}-") for o in SWEEPABLE)
         return member or p.name in (SWEEP_JSON, PARETO_JSON)
@@ -145,22 +154,10 @@ def check_sweep_out(out: Path, overwrite: bool) -> None:
     check_output_dir(out, "a sweep", "a sweep's", SWEEP_JSON, ours, overwrite)
 
 
-def _sweep(
-    store: ActivationStore,
-    base: TrainConfig,
-    over: str,
-    values: list[float],
-    out: Path,
-    new: Path,
-    seeds: int,
-    heldout_fraction: float,
-    extend: int,
-    progress: bool,
-) -> SweepResult:
-    """The sweep, written into ``new``; the paths it records are those under ``out``."""
-    heldout = max(1, int(store.n_rows * heldout_fraction))
-    start = store.n_rows - heldout
-    members = _Members(store, base, over, out, new, seeds, heldout, start, progress)
+def _sweep(members: _Members, values: list[float], extend: int) -> SweepResult:
+    """The sweep, written into ``members.new`` (on rank 0; the paths it records are
+    those under ``members.out``)."""
+    over, heldout, new = members.over, members.heldout, members.new
     points_raw: list[tuple] = []
     todo, extended, note = list(values), [], None
     for round_ in range(extend + 1):
@@ -207,21 +204,42 @@ def _sweep(
             heldout,
             points[best].fvu,
         )
-    atomic_write_json(new / SWEEP_JSON, result.to_json())
-    (new / PARETO_JSON).write_text(
-        json.dumps({"l0": l0.tolist(), "fvu": fvu.tolist(), "front": sorted(front), "knee": best})
-        + "\n"
-    )
+    if new is not None:
+        atomic_write_json(new / SWEEP_JSON, result.to_json())
+        (new / PARETO_JSON).write_text(
+            json.dumps(
+                {"l0": l0.tolist(), "fvu": fvu.tolist(), "front": sorted(front), "knee": best}
+            )
+            + "\n"
+        )
     return result
 
 
 class _Members:
-    """Trains and evaluates sweep members, into ``new`` (paths recorded under ``out``)."""
+    """Trains and evaluates sweep members, into ``new`` (paths recorded under ``out``).
 
-    def __init__(self, store, base, over, out, new, seeds, heldout, start, progress) -> None:
+    Under ``torchrun`` every rank trains each member data-parallel
+    (:func:`~saeatlas.train.train_family`); rank 0 alone writes them (``new`` is None
+    on the others) and evaluates them, and every rank gets its figures, so that the
+    ranks take the same decisions (extend the range or not)."""
+
+    def __init__(
+        self,
+        store: ActivationStore,
+        base: TrainConfig,
+        over: str,
+        out: Path,
+        new: Path | None,
+        seeds: int,
+        heldout_fraction: float,
+        world: World,
+        progress: bool,
+    ) -> None:
         self.store, self.base, self.over = store, base, over
-        self.out, self.new, self.seeds = out, new, seeds
-        self.heldout, self.start, self.progress = heldout, start, progress
+        self.out, self.new, self.seeds, self.world = out, new, seeds, world
+        self.heldout = max(1, int(store.n_rows * heldout_fraction))
+        self.start = store.n_rows - self.heldout
+        self.progress = progress and world.is_main
 
     def train(self, values: list[float]) -> list[tuple]:
         """One member per value (and its second seed): a tuple each of ``(value, path,
@@ -235,23 +253,31 @@ class _Members:
                     replace(base, **{over: cast(v)}, seed=base.seed + s, heldout_rows=self.heldout)
                 )
                 outs.append(Path(f"{over}-{v}") / f"seed-{base.seed + s}")
+        new = self.new
         results = train_family(
-            self.store, configs, [self.new / o for o in outs], progress=self.progress
+            self.store,
+            configs,
+            [new / o for o in outs] if new is not None else None,
+            progress=self.progress,
         )
-        points = []
-        for i, v in enumerate(values):
-            first = results[i * seeds]
-            ev = evaluate_sae(first.sae, self.store, start=self.start)
-            stab = (
-                mean_max_cosine(first.sae.W_dec, results[i * seeds + 1].sae.W_dec)
-                if seeds == 2
-                else None
-            )
-            path = str(self.out / outs[i * seeds])
-            points.append(
-                (float(v), path, ev.fvu, ev.l0, ev.dead_fraction, stab, first.sae.cfg.d_sae)
-            )
-        return points
+
+        def evaluate() -> list[tuple]:
+            points = []
+            for i, v in enumerate(values):
+                first = results[i * seeds]
+                ev = evaluate_sae(first.sae, self.store, start=self.start)
+                stab = (
+                    mean_max_cosine(first.sae.W_dec, results[i * seeds + 1].sae.W_dec)
+                    if seeds == 2
+                    else None
+                )
+                path = str(self.out / outs[i * seeds])
+                points.append(
+                    (float(v), path, ev.fvu, ev.l0, ev.dead_fraction, stab, first.sae.cfg.d_sae)
+                )
+            return points
+
+        return from_main(evaluate, self.world)
 
 
 def _edge(values: list[float], chosen: float) -> str | None:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .._world import in_one_process, is_main_process
+from .._world import from_main, join
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.files import CFG, WEIGHTS
@@ -58,10 +58,11 @@ def train_ensemble(
     seeds ``s + 1``, ..., ``s + n_seeds - 1`` into ``<out>-seed1``, ... .
 
     Without checkpoints they are trained from the same batches in one pass
-    (:func:`~saeatlas.train.train_family`): the first seed sets the data order of
-    every member, each member's seed its initialisation. With ``checkpoint_every``,
-    ``resume``, or under ``torchrun``, they are trained one after the other with
-    :func:`~saeatlas.train.train_sae`, each with its own seed for both.
+    (:func:`~saeatlas.train.train_family`, data-parallel under ``torchrun``): the
+    first seed sets the data order of every member, each member's seed its
+    initialisation. With ``checkpoint_every`` or ``resume`` they are trained one
+    after the other with :func:`~saeatlas.train.train_sae`, each with its own seed
+    for both.
     ``n_seeds=1`` is ``train_sae(store, cfg, out)``.
 
     Args:
@@ -87,15 +88,19 @@ def train_ensemble(
     out = Path(out)
     outs = [out] + [seed_sae_dir(out, i) for i in range(1, n_seeds)]
     cfgs = [replace(cfg, seed=cfg.seed + i) for i in range(n_seeds)]
-    main = is_main_process()  # only rank 0 writes: only it locks and checks the outputs
-    with output_lock(*(outs if main else ())):
+    world = join(cfg.device)  # only rank 0 writes: only it locks and checks the outputs
+
+    def check() -> list[bool]:
         kept = [resume and _keep(c, o, overwrite) for c, o in zip(cfgs, outs)]
-        if main:
-            for i, (o, keep) in enumerate(zip(outs, kept)):
-                if not keep:
-                    _check_out(o, i, n_seeds, cfgs[i].seed, overwrite, resume)
+        for i, (o, keep) in enumerate(zip(outs, kept)):
+            if not keep:
+                _check_out(o, i, n_seeds, cfgs[i].seed, overwrite, resume)
+        return kept
+
+    with output_lock(*(outs if world.is_main else ())):
+        kept = from_main(check, world)
         todo = [i for i in range(n_seeds) if not kept[i]]
-        if len(todo) > 1 and not (resume or cfg.checkpoint_every) and in_one_process():
+        if len(todo) > 1 and not (resume or cfg.checkpoint_every):
             trained = train_family(
                 store, [cfgs[i] for i in todo], [outs[i] for i in todo], progress=progress
             )

@@ -3,7 +3,9 @@
 A sparsity sweep trains SAEs that differ only in their sparsity (k, or the
 L1/L0 coefficient) or in their initialisation seed. Reading, shuffling and
 moving each batch once for all of them saves the data pipeline's cost for
-every member after the first.
+every member after the first. Under ``torchrun`` the members train data-parallel
+as :func:`~saeatlas.train.train_sae` does: each rank gathers its own share of every
+batch, and each member's gradients are averaged over the ranks.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from pathlib import Path
 
 from .._progress import progress_bar
+from .._world import from_main, join
 from ..errors import ConfigError
 from ..sae.io import check_sae_out
 from ..store import ActivationStore
@@ -51,10 +54,16 @@ def train_family(
         )
     if outs is not None and len(outs) != len(configs):
         raise ConfigError(f"{len(outs)} output directories for {len(configs)} configs.")
-    with output_lock(*(outs or ())):
+    world = join(configs[0].device)
+
+    def check() -> None:
         for out in outs or ():
             check_sae_out(Path(out), overwrite=True, resume=False)
-        return _train_family(store, configs, outs, progress)
+
+    # only rank 0 writes (:func:`.trainer._finish`): only it locks and checks the outputs
+    with output_lock(*(outs if outs is not None and world.is_main else ())):
+        from_main(check, world)
+        return _train_family(store, configs, outs, progress and world.is_main)
 
 
 def _train_family(

@@ -22,7 +22,7 @@ import torch
 
 from .. import __version__
 from .._progress import progress_bar
-from .._world import is_main_process
+from .._world import from_main, join
 from ..errors import ConfigError, TrainingDiverged
 from ..sae import SparseAutoencoder
 from ..sae.io import check_sae_out
@@ -75,10 +75,10 @@ def train_sae(
     if out is None and (resume or cfg.checkpoint_every):
         raise ConfigError("Checkpoints and --resume need an --out directory.")
     out = Path(out) if out is not None else None
-    main = is_main_process()  # only rank 0 writes: only it locks and checks the output
-    with output_lock(out if main else None):
-        if out is not None and main:
-            check_sae_out(out, overwrite=overwrite, resume=resume)
+    world = join(cfg.device)  # only rank 0 writes: only it locks and checks the output
+    with output_lock(out if world.is_main else None):
+        if out is not None:
+            from_main(lambda: check_sae_out(out, overwrite=overwrite, resume=resume), world)
         return _train(store, cfg, out, resume, progress)
 
 

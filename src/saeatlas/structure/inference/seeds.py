@@ -74,7 +74,7 @@ def train_seed_saes(
         out.append(target)
         missing -= 1
     resuming = any((t / CHECKPOINT).is_file() for _, t in todo)
-    if len(todo) > 1 and not resuming and not base.checkpoint_every and in_one_process():
+    if len(todo) > 1 and not resuming and not base.checkpoint_every:
         from ...train.family import train_family
 
         # one pass over shared batches, as `saeatlas train --seeds N` trains them
