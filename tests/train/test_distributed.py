@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from saeatlas.sae import SparseAutoencoder
-from saeatlas.train import TrainConfig, train_sae
+from saeatlas.train import TrainConfig, train_family, train_sae
 
 CFG = dict(
     architecture="topk",
@@ -39,7 +39,15 @@ def _worker(rank: int, world: int, port: int, store: str, out: str, cfg: dict) -
     )
     torch.set_num_threads(1)
     try:
-        train_sae(store, TrainConfig(**cfg), out, progress=False)
+        if isinstance(cfg, list):  # a family: one output per member
+            train_family(
+                store,
+                [TrainConfig(**c) for c in cfg],
+                [f"{out}-{i}" for i in range(len(cfg))],
+                progress=False,
+            )
+        else:
+            train_sae(store, TrainConfig(**cfg), out, progress=False)
         # rank 0 writes the SAE after the last step while the other ranks are done:
         # leave together, so that no rank tears down gloo while a peer still uses it
         # (a rank that left early aborted once in a clean-clone run with "terminate
@@ -67,3 +75,27 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, digits_store, arch):
     ddp = SparseAutoencoder.load(tmp_path / "ddp")
     for name, value in single.state_dict().items():
         torch.testing.assert_close(ddp.state_dict()[name], value, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_a_family_on_two_gloo_ranks_equals_the_family_in_one_process(tmp_path, digits_store):
+    # what `sweep` and `train --seeds` train: members that share every batch
+    family = [{**CFG, "k": 4}, {**CFG, "k": 8, "seed": 5}]
+    out = tmp_path / "ddp"
+    mp.spawn(
+        _worker,
+        args=(2, _free_port(), str(digits_store.path), str(out), family),
+        nprocs=2,
+        join=True,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train_family(digits_store, [TrainConfig(**c) for c in family], progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    for i, one in enumerate(single):
+        ddp = SparseAutoencoder.load(f"{out}-{i}")
+        for name, value in one.sae.state_dict().items():
+            torch.testing.assert_close(
+                ddp.state_dict()[name], value, atol=1e-5, rtol=1e-5, msg=name
+            )
