@@ -1,5 +1,6 @@
 """Two CPU processes (gloo) train the same SAE as one process with the same global batch."""
 
+import json
 import os
 import socket
 
@@ -69,12 +70,20 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, digits_store, arch):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = train_sae(digits_store, TrainConfig(**cfg), progress=False).sae
+        result = train_sae(digits_store, TrainConfig(**cfg), progress=False)
     finally:
         torch.set_num_threads(threads)
     ddp = SparseAutoencoder.load(tmp_path / "ddp")
-    for name, value in single.state_dict().items():
+    for name, value in result.sae.state_dict().items():
         torch.testing.assert_close(ddp.state_dict()[name], value, atol=1e-5, rtol=1e-5, msg=name)
+    # the logged figures are the whole batch's, not rank 0's share
+    logged = [
+        json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert len(logged) == len(result.metrics)
+    for mine, one in zip(logged, result.metrics):
+        for key in ("loss", "mse", "fvu", "l0", "dead_fraction"):
+            assert mine[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), (key, mine, one)
 
 
 def test_a_family_on_two_gloo_ranks_equals_the_family_in_one_process(tmp_path, digits_store):

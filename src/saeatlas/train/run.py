@@ -23,7 +23,7 @@ from ..sae import SAEConfig, SparseAutoencoder
 from ..sae.architectures import get_architecture
 from ..sae.kernels import fast_bf16
 from ..store import ActivationStore, LayerSpec
-from .architectures import TRAINING, aux_reconstruction
+from .architectures import TRAINING, aux_reconstruction, batch_total
 from .config import TrainConfig
 from .distributed import all_sum, average_gradients
 from .init import geometric_median, input_normalizer
@@ -282,13 +282,25 @@ class _Run:
         return {"x": x, "loss": loss.detach(), **out}
 
     def record(self, out: dict[str, torch.Tensor], tokens_per_s: float) -> dict[str, float]:
+        """The logged figures of the step ``out`` came from, over the whole batch: under
+        ``torchrun`` every rank calls this at the same steps, and the ranks' shares are
+        reduced (each rank's loss, MSE and L0 are means over equal shares)."""
+        x, x_hat, w = out["x"], out["x_hat"], self.world
+        means = torch.stack([out[key].detach().double() for key in ("loss", "mse", "l0")])
+        if w.size > 1:
+            means = all_sum(means, w) / w.size
+            residual = all_sum((x - x_hat).detach().double().pow(2).sum(), w)
+            batch_fvu = residual / batch_total(x, w)
+        else:
+            batch_fvu = fvu(x, x_hat)
+        loss, mse_, l0_ = means.tolist()
         rec = {
             "step": self.step - 1,
             "tokens": self.rows_done,
-            "loss": float(out["loss"]),
-            "mse": float(out["mse"]),
-            "fvu": float(fvu(out["x"], out["x_hat"])),
-            "l0": float(out["l0"]),
+            "loss": loss,
+            "mse": mse_,
+            "fvu": float(batch_fvu),
+            "l0": l0_,
             "dead_fraction": float(out["dead"].float().mean()),
             "lr": self.sched.get_last_lr()[0],
             "tokens_per_s": tokens_per_s,
