@@ -19,13 +19,16 @@ def import_sparsify_cmd(
         "run folder holding such folders.",
     ),
     out: Path = typer.Option(
-        ..., "--out", help="saeatlas SAE directory to write (one subfolder per hookpoint for a run)."
+        ...,
+        "--out",
+        help="saeatlas SAE directory to write (one subfolder per hookpoint for a run).",
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace SAEs already there."),
 ) -> None:
     """Convert EleutherAI sparsify SAEs into saeatlas SAE directories."""
     from ..sae.sparsify import import_sparsify
 
-    written = import_sparsify(src, out)
+    written = import_sparsify(src, out, overwrite=overwrite)
     for hookpoint, path in written.items():
         console.print(f"Imported sparsify SAE '{escape(hookpoint)}' to {escape(str(path))}.")
 
@@ -47,7 +50,9 @@ def export_neuronpedia_cmd(
         "residual-stream layer).",
     ),
     model_class: str = model_class_option(),
-    sae_set: str = typer.Option("saeatlas", "--sae-set", help="Neuronpedia's name for the SAE set."),
+    sae_set: str = typer.Option(
+        "saeatlas", "--sae-set", help="Neuronpedia's name for the SAE set."
+    ),
     n_examples: int = typer.Option(20, "--n-examples", help="Top activations per feature."),
     features_per_batch: int = typer.Option(
         128, "--features-per-batch", help="Features per batch-<i>.json file."

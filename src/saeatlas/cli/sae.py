@@ -150,12 +150,13 @@ def import_saelens_cmd(
         ..., help="A SAELens SAE directory (cfg.json + sae_weights.safetensors)."
     ),
     out: Path = typer.Option(..., "--out", help="saeatlas SAE directory to write."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an SAE already there."),
 ) -> None:
     """Convert a SAELens SAE directory into a saeatlas one."""
     from ..sae.saelens import load_saelens
 
     sae = load_saelens(src)
-    sae.save(out)
+    sae.save(out, overwrite=overwrite)
     console.print(
         f"Imported a {sae.cfg.architecture} SAE ({sae.cfg.d_in} -> {sae.cfg.d_sae}) to "
         f"{escape(str(out))}."
@@ -166,7 +167,9 @@ def import_saelens_cmd(
 def export_saelens_cmd(
     sae: Path = typer.Argument(..., help="A saeatlas SAE directory."),
     out: Path = typer.Option(
-        ..., "--out", help="SAELens SAE directory to write (one subfolder per layer of a joint SAE)."
+        ...,
+        "--out",
+        help="SAELens SAE directory to write (one subfolder per layer of a joint SAE).",
     ),
     acts: Path | None = typer.Option(
         None,
@@ -182,7 +185,9 @@ def export_saelens_cmd(
     written = export_saelens(SparseAutoencoder.load(sae), out, store=acts)
     for hook, path in written.items():
         what = f" (hook '{escape(hook)}')" if hook else ""
-        console.print(f"Exported {escape(str(sae))}{what} to {escape(str(path))} in SAELens's format.")
+        console.print(
+            f"Exported {escape(str(sae))}{what} to {escape(str(path))} in SAELens's format."
+        )
 
 
 def _sweep_cmd(

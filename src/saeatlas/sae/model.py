@@ -153,11 +153,14 @@ class SparseAutoencoder(nn.Module):
         *,
         files: dict[str, bytes] | None = None,
         keep: tuple[str, ...] = (),
+        overwrite: bool = True,
     ) -> Path:
         """Write ``cfg.json`` and ``sae_weights.safetensors`` to the directory ``path``,
-        replacing it in one step (see :func:`~saeatlas.sae.io.write_sae` for ``files``
-        and ``keep``)."""
-        return write_sae(self.cfg, self.weights(), path, files=files, keep=keep)
+        replacing it in one step (see :func:`~saeatlas.sae.io.write_sae` for ``files``,
+        ``keep`` and ``overwrite``)."""
+        return write_sae(
+            self.cfg, self.weights(), path, files=files, keep=keep, overwrite=overwrite
+        )
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
