@@ -29,6 +29,10 @@ from saeatlas.errors import TrainingDiverged
         ("--device", "banana", "Unknown `device` (--device) 'banana'"),
         ("--architecture", "topK", "Unknown `architecture`"),
         ("--d-sae", "4", "cannot exceed `d_sae`"),
+        # a float32 overflow in the optimiser, a torch seed overflow, an infinite FVU
+        ("--lr", "1e300", "`lr` must be in (0, 3.4e+38]"),
+        ("--seed", str(2**64), "`seed` must be in [0,"),
+        ("--batch-size", "1", "at least 2"),
     ],
 )
 def test_bad_training_flags(guarded, run_cli, flag, value, needle):
