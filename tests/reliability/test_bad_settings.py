@@ -504,3 +504,72 @@ def test_running_out_of_memory_is_one_line(guarded, run_cli, monkeypatch):
     monkeypatch.setattr(run_module, "SparseAutoencoder", no_memory)
     args = ["train", "--acts", guarded.store, "--out", guarded.sae, "--overwrite"]
     one_line(cli(*args), "Out of memory", "--batch-size")
+
+
+# -- damaged training checkpoints -----------------------------------------------------------------
+
+TRAIN_FLAGS = ["--seeds", "1", "--d-sae", "8", "--k", "2", "--batch-size", "32", "-q"]
+TRAIN_FLAGS += ["--tokens", "640", "--checkpoint-every", "5"]
+
+
+@pytest.fixture
+def checkpointed(tmp_path, outputs, run_cli, monkeypatch):
+    """An SAE directory holding the checkpoint of a run interrupted at step 7, and the
+    checkpoint's state."""
+    from saeatlas.train.run import _Run
+
+    cli, _ = run_cli
+    real = _Run.train_step
+
+    def dying(self, batch):
+        if self.step == 7:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(_Run, "train_step", dying)
+    r = cli("train", "--acts", outputs.store, "--out", tmp_path / "sae", *TRAIN_FLAGS)
+    monkeypatch.setattr(_Run, "train_step", real)
+    file = tmp_path / "sae" / "checkpoint.pt"
+    assert r.exit_code != 0 and file.is_file(), r.output
+    return file, torch.load(file, weights_only=True)
+
+
+CHECKPOINT_DAMAGE = {
+    "not a dict": (lambda s: [1, 2], "holds a list"),
+    "no sae state": (lambda s: {k: v for k, v in s.items() if k != "sae"}, "KeyError: 'sae'"),
+    "W_enc of another shape": (
+        lambda s: {**s, "sae": {**s["sae"], "W_enc": torch.zeros(3, 3)}},
+        "size mismatch for W_enc",
+    ),
+    "step past the end": (lambda s: {**s, "step": 10**9}, "`step` is 1000000000"),
+    "negative step": (lambda s: {**s, "step": -5}, "`step` is -5"),
+    "rng state of another size": (
+        lambda s: {**s, "torch_rng": torch.zeros(3, dtype=torch.uint8)},
+        "RNG state",
+    ),
+    "optimiser without groups": (
+        lambda s: {**s, "opt": {"state": {}, "param_groups": []}},
+        "parameter groups",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CHECKPOINT_DAMAGE))
+def test_a_damaged_checkpoint_is_one_line_and_stays(checkpointed, outputs, run_cli, damage):
+    cli, one_line = run_cli
+    file, state = checkpointed
+    edit, needle = CHECKPOINT_DAMAGE[damage]
+    torch.save(edit(state), file)
+    before = file.read_bytes()
+    r = cli("train", "--acts", outputs.store, "--out", file.parent, *TRAIN_FLAGS, "--resume")
+    one_line(r, "checkpoint", needle)
+    assert file.read_bytes() == before
+
+
+def test_a_checkpoint_that_is_a_folder_is_named_when_resuming(checkpointed, outputs, run_cli):
+    cli, one_line = run_cli
+    file, _ = checkpointed
+    file.unlink()
+    file.mkdir()
+    r = cli("train", "--acts", outputs.store, "--out", file.parent, *TRAIN_FLAGS, "--resume")
+    one_line(r, "is not a readable checkpoint")

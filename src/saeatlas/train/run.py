@@ -320,11 +320,14 @@ class _Run:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < self.n_steps:
+            raise ValueError(f"`step` is {step!r}, not one of 0..{self.n_steps - 1}")
         self.sae.load_state_dict(state["sae"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.scaler.load_state_dict(state["scaler"])
         self.rows_since_fired.copy_(state["rows_since_fired"])
-        self.step, self.rows_done = int(state["step"]), int(state["rows_done"])
+        self.step, self.rows_done = step, int(state["rows_done"])
         self.metrics = list(state["metrics"])
         torch.set_rng_state(state["torch_rng"])
