@@ -434,6 +434,7 @@ def test_files_get_the_umask_mode_and_no_temporary_files_stay(tmp_path, outputs,
         (["2", "inf"], "finite positive"),
         (["2.5", "4"], "whole numbers"),
         (["0", "4"], "finite positive"),
+        (["2", "4", "2.0"], "repeats [2.0]"),  # two members in one directory
     ],
 )
 def test_bad_sweep_values(guarded, run_cli, values, needle):
@@ -451,6 +452,24 @@ def test_bad_sweep_values(guarded, run_cli, values, needle):
         ),
         needle,
     )
+
+
+@pytest.mark.parametrize("arch,over", [("topk", "l1_coefficient"), ("relu", "k")])
+def test_a_sweep_over_a_setting_the_architecture_ignores_is_refused(guarded, run_cli, arch, over):
+    cli, one_line = run_cli
+    args = ["--acts", guarded.store, "--out", guarded.sweep, "--overwrite", "--values", "1", "2"]
+    one_line(cli("sweep", *args, "--over", over, "--architecture", arch), "every member")
+
+
+def test_a_sweep_of_k_runs_with_a_d_sae_below_the_default_k(tmp_path, outputs, run_cli):
+    """The base config once kept k's default (32) and refused --d-sae 8 before sweeping."""
+    cli, _ = run_cli
+    r = cli(
+        *("sweep", "--acts", outputs.store, "--out", tmp_path / "sw", "--values", "2", "4"),
+        *("--d-sae", "8", "--seeds", "1", "--extend", "0", "--tokens", "256", "-q"),
+    )
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "sw").iterdir() if p.is_dir()) == ["k-2.0", "k-4.0"]
 
 
 def test_resume_of_an_iterable_checks_its_first_batch(tmp_path):

@@ -221,9 +221,13 @@ def _sweep_cmd(
     from .._config_cli import build_config
     from ..store import ActivationStore
     from ..sweep import sweep
+    from ..sweep.sweep import check_sweep_values
     from ..train import TrainConfig
 
-    base = build_config(TrainConfig, config, settings, "train")
+    # Every member sets --over itself; the base takes the first value, so that the
+    # default of the swept setting (k 32) is not checked against a smaller --d-sae.
+    check_sweep_values(over, values)
+    base = build_config(TrainConfig, config, {**settings, over: values[0]}, "train")
     result = sweep(
         ActivationStore.open(acts, on_nonfinite=on_nonfinite),
         base,
