@@ -191,6 +191,14 @@ SAE_DAMAGE = {
         ),
         "`k` must be int",
     ),
+    "row-dependent normalisation": (
+        lambda s: (s / "cfg.json").write_text(
+            json.dumps(
+                {**json.loads((s / "cfg.json").read_text()), "normalize_activations": "layer_norm"}
+            )
+        ),
+        "'layer_norm'",
+    ),
     "unknown architecture": (
         lambda s: (s / "cfg.json").write_text(
             json.dumps({**json.loads((s / "cfg.json").read_text()), "architecture": "gated"})

@@ -108,3 +108,15 @@ def test_parallel_gradient_removal_keeps_rows_on_the_sphere():
     sae.remove_parallel_decoder_grad()
     dots = (sae.W_dec.grad * sae.W_dec).sum(1)
     assert torch.allclose(dots, torch.zeros_like(dots), atol=1e-5)
+
+
+def test_a_bfloat16_sae_reads_float32_rows_after_a_save_and_load(tmp_path):
+    """A store's float32 rows met bfloat16 weights in a matmul that refused them."""
+    sae = make("topk", dtype="bfloat16").eval()
+    sae.save(tmp_path / "sae")
+    back = SparseAutoencoder.load(tmp_path / "sae")
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        out = back(x)
+        assert out.x_hat.dtype == torch.bfloat16
+        assert torch.equal(out.acts, sae(x.bfloat16()).acts)

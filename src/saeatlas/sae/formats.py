@@ -132,6 +132,24 @@ _FROM_SAELENS = {a.saelens_name: a.name for a in REGISTRY.values() if a.saelens_
 _INERT_NORMALIZATIONS = ("none", "expected_average_only_in", "covariance_whitening", None)
 
 
+def check_row_transforms(path: Path, cfg: dict[str, Any]) -> None:
+    """Refuse a ``cfg.json`` whose input normalisation or reshaping changes what the
+    weights see (saeatlas folds its own normalisation into the weights, and writes
+    `normalize_activations` "none")."""
+    for key, allowed in (
+        ("normalize_activations", (*_INERT_NORMALIZATIONS, False, True)),
+        # hook_z flattens [..., head, d_head] head-major, as saeatlas's per-head rows are
+        ("reshape_activations", ("none", None, "hook_z")),
+    ):
+        if isinstance(cfg.get(key), (dict, list)) or cfg.get(key) not in allowed:
+            raise SAEFileError(
+                f"'{path}' uses `{key}` {cfg.get(key)!r}; saeatlas reads only "
+                f"{[a for a in allowed if isinstance(a, str)]}: other settings transform each "
+                "input row and cannot be folded into the weights. Apply it to the activations "
+                "before the store, and export the SAE with `none`."
+            )
+
+
 def is_saelens_cfg(cfg: dict[str, Any]) -> bool:
     """True for a ``cfg.json`` written by SAELens rather than by saeatlas."""
     return "l0_coefficient" not in cfg and "jumprelu_bandwidth" not in cfg
@@ -162,18 +180,7 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
             "(a config older than SAELens 6, which versions read differently). Set "
             "`architecture` to 'topk' and `k` for a TopK SAE, or drop the activation key."
         )
-    for key, allowed in (
-        ("normalize_activations", (*_INERT_NORMALIZATIONS, False, True)),
-        # hook_z flattens [..., head, d_head] head-major, as saeatlas's per-head rows are
-        ("reshape_activations", ("none", None, "hook_z")),
-    ):
-        if isinstance(cfg.get(key), (dict, list)) or cfg.get(key) not in allowed:
-            raise SAEFileError(
-                f"'{path}' uses `{key}` {cfg.get(key)!r}; saeatlas reads only "
-                f"{[a for a in allowed if isinstance(a, str)]}: other settings transform each "
-                "input row and cannot be folded into the weights. Apply it to the activations "
-                "before the store, and export the SAE with `none`."
-            )
+    check_row_transforms(path, cfg)
     for key, default in (("apply_b_dec_to_input", True), ("rescale_acts_by_decoder_norm", False)):
         if not isinstance(cfg.get(key, default), bool):
             raise SAEFileError(f"'{path / CFG}': `{key}` must be true or false, got {cfg[key]!r}.")

@@ -23,6 +23,7 @@ from .config import SAEConfig
 from .files import CFG, SAE_EXTRAS, WEIGHTS, SAEFileError
 from .formats import (
     Weights,
+    check_row_transforms,
     checked_weights,
     is_saelens_cfg,
     is_sparsify_dir,
@@ -129,6 +130,7 @@ def read_sae(path: str | Path) -> tuple[SAEConfig, Weights]:
         )
     if is_saelens_cfg(raw):
         return read_saelens(path)
+    check_row_transforms(path, raw)
     try:
         cfg = SAEConfig.from_json(raw)
     except (TypeError, KeyError, ValueError, AtlasError) as e:

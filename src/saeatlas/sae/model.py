@@ -74,7 +74,9 @@ class SparseAutoencoder(nn.Module):
     # -- the maths ---------------------------------------------------------------------------
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """x ``[batch, d_in]`` → ``[batch, d_sae]``."""
+        """x ``[batch, d_in]`` → ``[batch, d_sae]``, in the SAE's dtype (as SAELens casts its
+        input: a float32 store's rows meet bfloat16 weights)."""
+        x = x.to(self.W_enc.dtype)
         if self.cfg.subtracts_b_dec:
             x = x - self.b_dec
         return x @ self.W_enc + self.b_enc
