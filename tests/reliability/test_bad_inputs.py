@@ -244,3 +244,41 @@ def test_an_sae_layer_map_is_checked_layer_by_layer(sae_copy, outputs, run_cli):
     a["stop"], b["start"] = a["stop"] - 2, b["start"] - 2  # same total width
     (sae_copy / "cfg.json").write_text(json.dumps(cfg))
     one_line(cli("evaluate", "--sae", sae_copy, "--acts", store), "units")
+
+
+# -- export-neuronpedia ---------------------------------------------------------------------------
+
+
+def _atlas_of(tmp_path, outputs, **sae):
+    """A copy of the protected atlas whose atlas.json names the SAE it was made from."""
+    atlas = tmp_path / "atlas"
+    shutil.copytree(outputs.atlas, atlas)
+    summary = json.loads((atlas / "atlas.json").read_text())
+    (atlas / "atlas.json").write_text(json.dumps({**summary, "sae": sae}))
+    return atlas
+
+
+@pytest.mark.parametrize("d_sae", [8, 48])
+def test_export_neuronpedia_refuses_an_sae_the_atlas_was_not_made_from(
+    tmp_path, guarded, run_cli, d_sae
+):
+    """A smaller SAE crashed on the atlas's feature indices; a larger one was exported
+    with the atlas's modules silently attached to other features."""
+    cli, one_line = run_cli
+    atlas = _atlas_of(tmp_path, guarded, path=str(guarded.sae), d_in=18, d_sae=d_sae)
+    args = ["--out", tmp_path / "np", "--acts", guarded.store]
+    one_line(cli("export-neuronpedia", atlas, *args), f"d_sae {d_sae}")
+    assert not (tmp_path / "np").exists()
+
+
+def test_export_neuronpedia_to_a_file_fails_before_encoding(
+    tmp_path, guarded, run_cli, monkeypatch
+):
+    import saeatlas.export.neuronpedia as neuronpedia
+
+    cli, one_line = run_cli
+    monkeypatch.setattr(neuronpedia, "FeatureStats", None)  # the work would fail on it
+    (tmp_path / "file").write_text("mine")
+    atlas = _atlas_of(tmp_path, guarded, path=str(guarded.sae), d_in=18, d_sae=24)
+    one_line(cli("export-neuronpedia", atlas, "--out", tmp_path / "file"), "not a directory")
+    assert (tmp_path / "file").read_text() == "mine"
