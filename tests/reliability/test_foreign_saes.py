@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -149,3 +150,23 @@ def test_an_import_never_replaces_an_sae_without_overwrite(tmp_path, outputs, ru
     result = cli(command, src, "--out", tmp_path / "sae", "--overwrite")
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "sae" / "metrics.jsonl").exists()
+
+
+def test_export_saelens_never_replaces_a_saeatlas_sae(tmp_path, run_cli):
+    """An SAE directory of cfg.json and weights alone (what import-saelens writes) was
+    replaced by the export, losing the saeatlas SAE."""
+    cli, one_line = run_cli
+    sae = tmp_path / "sae"
+    r = cli("import-saelens", FIXTURES / "saelens" / "topk", "--out", sae)
+    assert r.exit_code == 0, r.output
+    before = {p.name: p.read_bytes() for p in sae.iterdir()}
+    one_line(cli("export-saelens", sae, "--out", sae), "holds a saeatlas SAE")
+    assert {p.name: p.read_bytes() for p in sae.iterdir()} == before
+
+
+def test_export_saelens_refuses_metadata_from_another_store(tmp_path, outputs, run_cli):
+    cli, one_line = run_cli
+    other = tmp_path / "other.npy"
+    np.save(other, np.ones((20, 18), dtype=np.float32))  # the same width, other layer names
+    one_line(cli("export-saelens", outputs.sae, "--out", tmp_path / "x", "--acts", other), "store")
+    assert not (tmp_path / "x").exists()
