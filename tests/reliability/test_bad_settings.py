@@ -136,6 +136,16 @@ def test_outputs_that_cannot_be_written_fail_before_the_work(tmp_path, guarded, 
     )
 
 
+@pytest.mark.parametrize("out", [".", "", "..", "sub/.."])
+def test_the_current_folder_is_no_output(tmp_path, outputs, run_cli, monkeypatch, out):
+    """`--out .` was refused for holding its own lock file '..lock', which stayed."""
+    cli, one_line = run_cli
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    one_line(cli("train", "--acts", outputs.store, "--out", out), "current folder")
+    assert [p.name for p in tmp_path.iterdir()] == ["sub"]
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_unwritable_outputs_fail_before_the_work(tmp_path, guarded, run_cli):
     cli, one_line = run_cli
