@@ -541,13 +541,11 @@ TRAIN_FLAGS = ["--seeds", "1", "--d-sae", "8", "--k", "2", "--batch-size", "32",
 TRAIN_FLAGS += ["--tokens", "640", "--checkpoint-every", "5"]
 
 
-@pytest.fixture
-def checkpointed(tmp_path, outputs, run_cli, monkeypatch):
-    """An SAE directory holding the checkpoint of a run interrupted at step 7, and the
-    checkpoint's state."""
+def _interrupt(cli, acts, out, monkeypatch):
+    """Train on ``acts`` into ``out`` with TRAIN_FLAGS, interrupted at step 7 (after the
+    checkpoint at step 5); returns the checkpoint file."""
     from saeatlas.train.run import _Run
 
-    cli, _ = run_cli
     real = _Run.train_step
 
     def dying(self, batch):
@@ -556,11 +554,29 @@ def checkpointed(tmp_path, outputs, run_cli, monkeypatch):
         return real(self, batch)
 
     monkeypatch.setattr(_Run, "train_step", dying)
-    r = cli("train", "--acts", outputs.store, "--out", tmp_path / "sae", *TRAIN_FLAGS)
+    r = cli("train", "--acts", acts, "--out", out, *TRAIN_FLAGS)
     monkeypatch.setattr(_Run, "train_step", real)
-    file = tmp_path / "sae" / "checkpoint.pt"
+    file = out / "checkpoint.pt"
     assert r.exit_code != 0 and file.is_file(), r.output
+    return file
+
+
+@pytest.fixture
+def checkpointed(tmp_path, outputs, run_cli, monkeypatch):
+    """The checkpoint of a run interrupted at step 7, and its state."""
+    file = _interrupt(run_cli[0], outputs.store, tmp_path / "sae", monkeypatch)
     return file, torch.load(file, weights_only=True)
+
+
+def test_resume_refuses_a_store_whose_rows_changed(tmp_path, outputs, run_cli, monkeypatch):
+    """The same path and number of rows, other values: the resume once went on with them."""
+    cli, one_line = run_cli
+    acts = tmp_path / "acts.npy"
+    np.save(acts, np.load(outputs.npy))
+    file = _interrupt(cli, acts, tmp_path / "sae", monkeypatch)
+    np.save(acts, np.load(outputs.npy) * 1.5)
+    r = cli("train", "--acts", acts, "--out", file.parent, *TRAIN_FLAGS, "--resume")
+    one_line(r, "the store's rows differ")
 
 
 CHECKPOINT_DAMAGE = {

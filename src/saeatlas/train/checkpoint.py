@@ -44,8 +44,9 @@ def load_checkpoint(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
         changed = sorted(
             k for k in set(saved or {}) | set(settings) if (saved or {}).get(k) != settings.get(k)
         )
+        rows = " (`rows_digest`: the store's rows differ)" if "rows_digest" in changed else ""
         raise ConfigError(
-            f"The checkpoint in '{path}' was made with other settings ({changed}); resume with "
-            "the same settings, or start again with --overwrite."
+            f"The checkpoint in '{path}' was made with other settings ({changed}){rows}; resume "
+            "with the same settings, or start again with --overwrite."
         )
     return state
