@@ -185,6 +185,14 @@ SAE_DAMAGE = {
     "empty cfg": (lambda s: (s / "cfg.json").write_text("{}"), "required keys"),
     "cfg not json": (lambda s: (s / "cfg.json").write_text("{d_in: 1"), "not valid JSON"),
     "cfg a list": (lambda s: (s / "cfg.json").write_text("[1, 2]"), "JSON object"),
+    "cfg nested past the recursion limit": (
+        lambda s: (s / "cfg.json").write_text("[" * 100_000 + "]" * 100_000),
+        "not valid JSON",
+    ),
+    "cfg with a 5000-digit number": (
+        lambda s: (s / "cfg.json").write_text('{"d_in": ' + "9" * 5000 + "}"),
+        "not valid JSON",
+    ),
     "k text": (
         lambda s: (s / "cfg.json").write_text(
             json.dumps({**json.loads((s / "cfg.json").read_text()), "k": "eight"})
@@ -269,6 +277,17 @@ def test_export_neuronpedia_refuses_an_sae_the_atlas_was_not_made_from(
     args = ["--out", tmp_path / "np", "--acts", guarded.store]
     one_line(cli("export-neuronpedia", atlas, *args), f"d_sae {d_sae}")
     assert not (tmp_path / "np").exists()
+
+
+@pytest.mark.parametrize("text", ["[1]", "[" * 100_000 + "]" * 100_000])
+def test_export_neuronpedia_refuses_an_atlas_json_that_is_no_object(
+    tmp_path, guarded, run_cli, text
+):
+    cli, one_line = run_cli
+    atlas = tmp_path / "atlas"
+    shutil.copytree(guarded.atlas, atlas)
+    (atlas / "atlas.json").write_text(text)
+    one_line(cli("export-neuronpedia", atlas, "--out", tmp_path / "np"), "unreadable")
 
 
 def test_export_neuronpedia_to_a_file_fails_before_encoding(

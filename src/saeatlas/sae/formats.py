@@ -63,8 +63,8 @@ def read_cfg(file: Path) -> dict[str, Any]:
     """A ``cfg.json`` as a dict, or :class:`SAEFileError` saying why it is not one."""
     try:
         raw = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SAEFileError(f"'{file}' is not valid JSON: {e}.") from e
+    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, a 5000-digit number, [[[[...
+        raise SAEFileError(f"'{file}' is not valid JSON: {e}.") from None
     except OSError as e:
         raise SAEFileError(f"'{file}' cannot be read ({e.strerror or e}).") from None
     if not isinstance(raw, dict):
