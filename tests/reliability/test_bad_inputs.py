@@ -70,6 +70,13 @@ def test_too_few_rows_to_train(save_acts, guarded, run_cli, rows):
     one_line(cli("train", "--acts", acts, "--out", guarded.sae, "--overwrite"), "minimum 16")
 
 
+def test_constant_rows_are_not_trained_on(save_acts, guarded, run_cli):
+    """An SAE was trained and saved with FVU 0 (of undefined variance) on them."""
+    cli, one_line = run_cli
+    acts = save_acts(np.full((40, 18), 3.0, np.float32))
+    one_line(cli("train", "--acts", acts, "--out", guarded.sae, "--overwrite"), "is constant")
+
+
 def test_too_few_or_constant_rows_to_evaluate(save_acts, guarded, run_cli):
     cli, one_line = run_cli
     one_line(
