@@ -75,6 +75,11 @@ SAELENS_DAMAGE = {
         "norm 0",
     ),
     "cfg a list": ("standard", "[1, 2]", "JSON object"),
+    "finetuning scaling factor": (
+        "standard",
+        lambda c, w: w.__setitem__("scaling_factor", torch.full((32,), 2.0)),
+        "`scaling_factor`",
+    ),
 }
 
 

@@ -202,7 +202,16 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
         apply_b_dec_to_input=cfg.get("apply_b_dec_to_input", True),
         metadata={"imported_from": "saelens", "saelens_cfg": cfg},
     )
-    weights = checked_weights(path / WEIGHTS, read_tensors(path / WEIGHTS), weight_shapes(ours))
+    tensors = read_tensors(path / WEIGHTS)
+    # SAELens before 6.0 could scale the latents before decoding; all ones is a no-op
+    scaling = tensors.get("scaling_factor")
+    if scaling is not None and not bool((scaling == 1).all()):
+        raise SAEFileError(
+            f"'{path / WEIGHTS}' has a `scaling_factor` other than 1 (SAELens's "
+            "`finetuning_scaling_factor`, before 6.0), which saeatlas does not apply. Fold it "
+            "into W_dec's rows (W_dec * scaling_factor[:, None]) and drop it."
+        )
+    weights = checked_weights(path / WEIGHTS, tensors, weight_shapes(ours))
     if cfg.get("rescale_acts_by_decoder_norm"):
         norms = weights["W_dec"].norm(dim=1)
         if not bool((norms > 0).all()):
