@@ -43,6 +43,13 @@ def test_bad_training_flags(guarded, run_cli, flag, value, needle):
     )
 
 
+def test_a_layer_named_twice_is_refused(guarded, run_cli):
+    """It trained a joint SAE that read the layer's units twice."""
+    cli, one_line = run_cli
+    args = ["--acts", guarded.store, "--out", guarded.sae, "--overwrite", "--layers", "1", "1"]
+    one_line(cli("train", *args), "more than once")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 @pytest.mark.parametrize("command", ["train", "evaluate", "capture"])
 def test_cuda_without_cuda(guarded, run_cli, command):

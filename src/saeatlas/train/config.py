@@ -141,6 +141,11 @@ class TrainConfig:
                 )
         if isinstance(self.layers, str):
             raise ConfigError("`layers` must be a list of layer names, not one string.")
+        repeated = sorted({name for name in self.layers if self.layers.count(name) > 1})
+        if repeated:  # the SAE would read the same units twice
+            raise ConfigError(
+                f"`layers` (--layers) names {repeated} more than once; name each once."
+            )
         check_device("device", self.device, flag="--device")
 
     def to_json(self) -> dict[str, Any]:
