@@ -70,6 +70,13 @@ def test_too_few_rows_to_train(save_acts, guarded, run_cli, rows):
     one_line(cli("train", "--acts", acts, "--out", guarded.sae, "--overwrite"), "minimum 16")
 
 
+def test_constant_rows_are_not_trained_on(save_acts, guarded, run_cli):
+    """An SAE was trained and saved with FVU 0 (of undefined variance) on them."""
+    cli, one_line = run_cli
+    acts = save_acts(np.full((40, 18), 3.0, np.float32))
+    one_line(cli("train", "--acts", acts, "--out", guarded.sae, "--overwrite"), "is constant")
+
+
 def test_too_few_or_constant_rows_to_evaluate(save_acts, guarded, run_cli):
     cli, one_line = run_cli
     one_line(
@@ -185,11 +192,27 @@ SAE_DAMAGE = {
     "empty cfg": (lambda s: (s / "cfg.json").write_text("{}"), "required keys"),
     "cfg not json": (lambda s: (s / "cfg.json").write_text("{d_in: 1"), "not valid JSON"),
     "cfg a list": (lambda s: (s / "cfg.json").write_text("[1, 2]"), "JSON object"),
+    "cfg nested past the recursion limit": (
+        lambda s: (s / "cfg.json").write_text("[" * 100_000 + "]" * 100_000),
+        "not valid JSON",
+    ),
+    "cfg with a 5000-digit number": (
+        lambda s: (s / "cfg.json").write_text('{"d_in": ' + "9" * 5000 + "}"),
+        "not valid JSON",
+    ),
     "k text": (
         lambda s: (s / "cfg.json").write_text(
             json.dumps({**json.loads((s / "cfg.json").read_text()), "k": "eight"})
         ),
         "`k` must be int",
+    ),
+    "row-dependent normalisation": (
+        lambda s: (s / "cfg.json").write_text(
+            json.dumps(
+                {**json.loads((s / "cfg.json").read_text()), "normalize_activations": "layer_norm"}
+            )
+        ),
+        "'layer_norm'",
     ),
     "unknown architecture": (
         lambda s: (s / "cfg.json").write_text(
@@ -236,3 +259,52 @@ def test_an_sae_layer_map_is_checked_layer_by_layer(sae_copy, outputs, run_cli):
     a["stop"], b["start"] = a["stop"] - 2, b["start"] - 2  # same total width
     (sae_copy / "cfg.json").write_text(json.dumps(cfg))
     one_line(cli("evaluate", "--sae", sae_copy, "--acts", store), "units")
+
+
+# -- export-neuronpedia ---------------------------------------------------------------------------
+
+
+def _atlas_of(tmp_path, outputs, **sae):
+    """A copy of the protected atlas whose atlas.json names the SAE it was made from."""
+    atlas = tmp_path / "atlas"
+    shutil.copytree(outputs.atlas, atlas)
+    summary = json.loads((atlas / "atlas.json").read_text())
+    (atlas / "atlas.json").write_text(json.dumps({**summary, "sae": sae}))
+    return atlas
+
+
+@pytest.mark.parametrize("d_sae", [8, 48])
+def test_export_neuronpedia_refuses_an_sae_the_atlas_was_not_made_from(
+    tmp_path, guarded, run_cli, d_sae
+):
+    """A smaller SAE crashed on the atlas's feature indices; a larger one was exported
+    with the atlas's modules silently attached to other features."""
+    cli, one_line = run_cli
+    atlas = _atlas_of(tmp_path, guarded, path=str(guarded.sae), d_in=18, d_sae=d_sae)
+    args = ["--out", tmp_path / "np", "--acts", guarded.store]
+    one_line(cli("export-neuronpedia", atlas, *args), f"d_sae {d_sae}")
+    assert not (tmp_path / "np").exists()
+
+
+@pytest.mark.parametrize("text", ["[1]", "[" * 100_000 + "]" * 100_000])
+def test_export_neuronpedia_refuses_an_atlas_json_that_is_no_object(
+    tmp_path, guarded, run_cli, text
+):
+    cli, one_line = run_cli
+    atlas = tmp_path / "atlas"
+    shutil.copytree(guarded.atlas, atlas)
+    (atlas / "atlas.json").write_text(text)
+    one_line(cli("export-neuronpedia", atlas, "--out", tmp_path / "np"), "unreadable")
+
+
+def test_export_neuronpedia_to_a_file_fails_before_encoding(
+    tmp_path, guarded, run_cli, monkeypatch
+):
+    import saeatlas.export.neuronpedia as neuronpedia
+
+    cli, one_line = run_cli
+    monkeypatch.setattr(neuronpedia, "FeatureStats", None)  # the work would fail on it
+    (tmp_path / "file").write_text("mine")
+    atlas = _atlas_of(tmp_path, guarded, path=str(guarded.sae), d_in=18, d_sae=24)
+    one_line(cli("export-neuronpedia", atlas, "--out", tmp_path / "file"), "not a directory")
+    assert (tmp_path / "file").read_text() == "mine"

@@ -29,6 +29,10 @@ from saeatlas.errors import TrainingDiverged
         ("--device", "banana", "Unknown `device` (--device) 'banana'"),
         ("--architecture", "topK", "Unknown `architecture`"),
         ("--d-sae", "4", "cannot exceed `d_sae`"),
+        # a float32 overflow in the optimiser, a torch seed overflow, an infinite FVU
+        ("--lr", "1e300", "`lr` must be in (0, 3.4e+38]"),
+        ("--seed", str(2**64), "`seed` must be in [0,"),
+        ("--batch-size", "1", "at least 2"),
     ],
 )
 def test_bad_training_flags(guarded, run_cli, flag, value, needle):
@@ -37,6 +41,13 @@ def test_bad_training_flags(guarded, run_cli, flag, value, needle):
         cli("train", "--acts", guarded.store, "--out", guarded.sae, "--overwrite", flag, value),
         needle,
     )
+
+
+def test_a_layer_named_twice_is_refused(guarded, run_cli):
+    """It trained a joint SAE that read the layer's units twice."""
+    cli, one_line = run_cli
+    args = ["--acts", guarded.store, "--out", guarded.sae, "--overwrite", "--layers", "1", "1"]
+    one_line(cli("train", *args), "more than once")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -130,6 +141,16 @@ def test_outputs_that_cannot_be_written_fail_before_the_work(tmp_path, guarded, 
         cli("sweep", "--acts", guarded.store, "--out", guarded.sweep, "--values", "2", "4"),
         "already holds a sweep",
     )
+
+
+@pytest.mark.parametrize("out", [".", "", "..", "sub/.."])
+def test_the_current_folder_is_no_output(tmp_path, outputs, run_cli, monkeypatch, out):
+    """`--out .` was refused for holding its own lock file '..lock', which stayed."""
+    cli, one_line = run_cli
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    one_line(cli("train", "--acts", outputs.store, "--out", out), "current folder")
+    assert [p.name for p in tmp_path.iterdir()] == ["sub"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
@@ -430,6 +451,7 @@ def test_files_get_the_umask_mode_and_no_temporary_files_stay(tmp_path, outputs,
         (["2", "inf"], "finite positive"),
         (["2.5", "4"], "whole numbers"),
         (["0", "4"], "finite positive"),
+        (["2", "4", "2.0"], "repeats [2.0]"),  # two members in one directory
     ],
 )
 def test_bad_sweep_values(guarded, run_cli, values, needle):
@@ -447,6 +469,24 @@ def test_bad_sweep_values(guarded, run_cli, values, needle):
         ),
         needle,
     )
+
+
+@pytest.mark.parametrize("arch,over", [("topk", "l1_coefficient"), ("relu", "k")])
+def test_a_sweep_over_a_setting_the_architecture_ignores_is_refused(guarded, run_cli, arch, over):
+    cli, one_line = run_cli
+    args = ["--acts", guarded.store, "--out", guarded.sweep, "--overwrite", "--values", "1", "2"]
+    one_line(cli("sweep", *args, "--over", over, "--architecture", arch), "every member")
+
+
+def test_a_sweep_of_k_runs_with_a_d_sae_below_the_default_k(tmp_path, outputs, run_cli):
+    """The base config once kept k's default (32) and refused --d-sae 8 before sweeping."""
+    cli, _ = run_cli
+    r = cli(
+        *("sweep", "--acts", outputs.store, "--out", tmp_path / "sw", "--values", "2", "4"),
+        *("--d-sae", "8", "--seeds", "1", "--extend", "0", "--tokens", "256", "-q"),
+    )
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "sw").iterdir() if p.is_dir()) == ["k-2.0", "k-4.0"]
 
 
 def test_resume_of_an_iterable_checks_its_first_batch(tmp_path):
@@ -500,3 +540,88 @@ def test_running_out_of_memory_is_one_line(guarded, run_cli, monkeypatch):
     monkeypatch.setattr(run_module, "SparseAutoencoder", no_memory)
     args = ["train", "--acts", guarded.store, "--out", guarded.sae, "--overwrite"]
     one_line(cli(*args), "Out of memory", "--batch-size")
+
+
+# -- damaged training checkpoints -----------------------------------------------------------------
+
+TRAIN_FLAGS = ["--seeds", "1", "--d-sae", "8", "--k", "2", "--batch-size", "32", "-q"]
+TRAIN_FLAGS += ["--tokens", "640", "--checkpoint-every", "5"]
+
+
+def _interrupt(cli, acts, out, monkeypatch):
+    """Train on ``acts`` into ``out`` with TRAIN_FLAGS, interrupted at step 7 (after the
+    checkpoint at step 5); returns the checkpoint file."""
+    from saeatlas.train.run import _Run
+
+    real = _Run.train_step
+
+    def dying(self, batch):
+        if self.step == 7:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(_Run, "train_step", dying)
+    r = cli("train", "--acts", acts, "--out", out, *TRAIN_FLAGS)
+    monkeypatch.setattr(_Run, "train_step", real)
+    file = out / "checkpoint.pt"
+    assert r.exit_code != 0 and file.is_file(), r.output
+    return file
+
+
+@pytest.fixture
+def checkpointed(tmp_path, outputs, run_cli, monkeypatch):
+    """The checkpoint of a run interrupted at step 7, and its state."""
+    file = _interrupt(run_cli[0], outputs.store, tmp_path / "sae", monkeypatch)
+    return file, torch.load(file, weights_only=True)
+
+
+def test_resume_refuses_a_store_whose_rows_changed(tmp_path, outputs, run_cli, monkeypatch):
+    """The same path and number of rows, other values: the resume once went on with them."""
+    cli, one_line = run_cli
+    acts = tmp_path / "acts.npy"
+    np.save(acts, np.load(outputs.npy))
+    file = _interrupt(cli, acts, tmp_path / "sae", monkeypatch)
+    np.save(acts, np.load(outputs.npy) * 1.5)
+    r = cli("train", "--acts", acts, "--out", file.parent, *TRAIN_FLAGS, "--resume")
+    one_line(r, "the store's rows differ")
+
+
+CHECKPOINT_DAMAGE = {
+    "not a dict": (lambda s: [1, 2], "holds a list"),
+    "no sae state": (lambda s: {k: v for k, v in s.items() if k != "sae"}, "KeyError: 'sae'"),
+    "W_enc of another shape": (
+        lambda s: {**s, "sae": {**s["sae"], "W_enc": torch.zeros(3, 3)}},
+        "size mismatch for W_enc",
+    ),
+    "step past the end": (lambda s: {**s, "step": 10**9}, "`step` is 1000000000"),
+    "negative step": (lambda s: {**s, "step": -5}, "`step` is -5"),
+    "rng state of another size": (
+        lambda s: {**s, "torch_rng": torch.zeros(3, dtype=torch.uint8)},
+        "RNG state",
+    ),
+    "optimiser without groups": (
+        lambda s: {**s, "opt": {"state": {}, "param_groups": []}},
+        "parameter groups",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CHECKPOINT_DAMAGE))
+def test_a_damaged_checkpoint_is_one_line_and_stays(checkpointed, outputs, run_cli, damage):
+    cli, one_line = run_cli
+    file, state = checkpointed
+    edit, needle = CHECKPOINT_DAMAGE[damage]
+    torch.save(edit(state), file)
+    before = file.read_bytes()
+    r = cli("train", "--acts", outputs.store, "--out", file.parent, *TRAIN_FLAGS, "--resume")
+    one_line(r, "checkpoint", needle)
+    assert file.read_bytes() == before
+
+
+def test_a_checkpoint_that_is_a_folder_is_named_when_resuming(checkpointed, outputs, run_cli):
+    cli, one_line = run_cli
+    file, _ = checkpointed
+    file.unlink()
+    file.mkdir()
+    r = cli("train", "--acts", outputs.store, "--out", file.parent, *TRAIN_FLAGS, "--resume")
+    one_line(r, "is not a readable checkpoint")

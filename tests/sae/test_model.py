@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from saeatlas.errors import ConfigError
+from saeatlas.errors import ConfigError, ShapeError
 from saeatlas.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder
 from saeatlas.sae.activations import batch_topk, jumprelu, step, topk
 from saeatlas.store import LayerSpec
@@ -108,3 +108,26 @@ def test_parallel_gradient_removal_keeps_rows_on_the_sphere():
     sae.remove_parallel_decoder_grad()
     dots = (sae.W_dec.grad * sae.W_dec).sum(1)
     assert torch.allclose(dots, torch.zeros_like(dots), atol=1e-5)
+
+
+def test_a_bfloat16_sae_reads_float32_rows_after_a_save_and_load(tmp_path):
+    """A store's float32 rows met bfloat16 weights in a matmul that refused them."""
+    sae = make("topk", dtype="bfloat16").eval()
+    sae.save(tmp_path / "sae")
+    back = SparseAutoencoder.load(tmp_path / "sae")
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        out = back(x)
+        assert out.x_hat.dtype == torch.bfloat16
+        assert torch.equal(out.acts, sae(x.bfloat16()).acts)
+
+
+def test_rows_of_another_width_and_an_absent_device_are_named():
+    with pytest.raises(ShapeError, match=r"reads rows of 6 units, not a tensor of shape \(3, 5\)"):
+        make("topk")(torch.zeros(3, 5))
+
+
+def test_loading_onto_a_device_this_machine_lacks_is_one_config_error(tmp_path):
+    make("relu").save(tmp_path / "sae")
+    with pytest.raises(ConfigError, match="`device`"):
+        SparseAutoencoder.load(tmp_path / "sae", device="nodevice")

@@ -245,3 +245,16 @@ def test_k_larger_than_d_sae_is_an_error(digits_store):
     with pytest.raises(ConfigError, match=r"`k` \(2000\) cannot exceed `d_sae` \(1152"):
         train_sae(digits_store, TrainConfig(k=2000, batch_size=256), progress=False)
     TrainConfig(architecture="relu", k=64, d_sae=32)  # k is unused outside the TopK family
+
+
+@pytest.mark.parametrize("scale", [1e-10, 1e-15])
+def test_unit_normalisation_does_not_depend_on_the_scale_of_the_activations(tmp_path, scale):
+    """Units below an absolute 1e-8 spread read as constant: left unscaled, the SAE was
+    saved with an FVU of 1e17 where the same rows at scale 1 give 0.7."""
+    x = np.random.default_rng(0).normal(size=(400, 6)).astype(np.float32)
+    cfg = TrainConfig(d_sae=12, k=2, tokens=1600, batch_size=100)
+    fvus = []
+    for s in (1.0, scale):
+        np.save(tmp_path / "x.npy", x * np.float32(s))
+        fvus.append(train_sae(tmp_path / "x.npy", cfg, progress=False).metrics[-1]["fvu"])
+    assert fvus[1] == pytest.approx(fvus[0], rel=1e-3)

@@ -24,11 +24,12 @@ def import_sparsify_cmd(
         "--out",
         help="saeatlas SAE directory to write (one subfolder per hookpoint for a run).",
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace SAEs already there."),
 ) -> None:
     """Convert EleutherAI sparsify SAEs into saeatlas SAE directories."""
     from ..sae.sparsify import import_sparsify
 
-    written = import_sparsify(src, out)
+    written = import_sparsify(src, out, overwrite=overwrite)
     for hookpoint, path in written.items():
         console.print(f"Imported sparsify SAE '{escape(hookpoint)}' to {escape(str(path))}.")
 

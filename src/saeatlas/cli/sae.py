@@ -155,12 +155,13 @@ def import_saelens_cmd(
         ..., help="A SAELens SAE directory (cfg.json + sae_weights.safetensors)."
     ),
     out: Path = typer.Option(..., "--out", help="saeatlas SAE directory to write."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an SAE already there."),
 ) -> None:
     """Convert a SAELens SAE directory into a saeatlas one."""
     from ..sae.saelens import load_saelens
 
     sae = load_saelens(src)
-    sae.save(out)
+    sae.save(out, overwrite=overwrite)
     console.print(
         f"Imported a {sae.cfg.architecture} SAE ({sae.cfg.d_in} -> {sae.cfg.d_sae}) to "
         f"{escape(str(out))}."
@@ -229,9 +230,13 @@ def _sweep_cmd(
     from .._config_cli import build_config
     from ..store import ActivationStore
     from ..sweep import sweep
+    from ..sweep.sweep import check_sweep_values
     from ..train import TrainConfig
 
-    base = build_config(TrainConfig, config, settings, "train")
+    # Every member sets --over itself; the base takes the first value, so that the
+    # default of the swept setting (k 32) is not checked against a smaller --d-sae.
+    check_sweep_values(over, values)
+    base = build_config(TrainConfig, config, {**settings, over: values[0]}, "train")
     result = sweep(
         ActivationStore.open(acts, on_nonfinite=on_nonfinite),
         base,

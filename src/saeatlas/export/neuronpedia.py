@@ -99,6 +99,15 @@ def export_neuronpedia(
     ``atlas.json``). ``model`` (with an unembedding) adds each feature's top logits.
     Returns the ``batch-<i>.json`` paths.
     """
+    out = Path(out)
+    check_output_dir(  # before the work: an output that cannot be written fails at once
+        out,
+        "a Neuronpedia export",
+        "a Neuronpedia export's",
+        SETTINGS,
+        lambda p: p.name in (SETTINGS, SKIPPED) or p.name.startswith("batch-"),
+        True,  # an earlier export is replaced whole, never a directory holding anything else
+    )
     atlas = Atlas.load(atlas_dir)
     sae = _open_sae(sae, atlas)
     store = _open_store(store, atlas)
@@ -166,15 +175,6 @@ def export_neuronpedia(
         }
         features.append(feature)
 
-    out = Path(out)
-    check_output_dir(
-        out,
-        "a Neuronpedia export",
-        "a Neuronpedia export's",
-        SETTINGS,
-        lambda p: p.name in (SETTINGS, SKIPPED) or p.name.startswith("batch-"),
-        True,  # an earlier export is replaced whole, never a directory holding anything else
-    )
     with replacing_dir(out) as new:
         return _write_batches(
             features, new, out, provenance, layers, config, skipped, atlas_dir, d_sae, store
@@ -222,12 +222,27 @@ def _write_batches(
 
 
 def _open_sae(sae: Any, atlas: Atlas) -> SparseAutoencoder:
+    """``sae``, or the SAE the atlas names; either must have the sizes the atlas records
+    (its features are that SAE's latents)."""
+    made = atlas.summary.get("sae")
+    made = made if isinstance(made, dict) else {}
     if isinstance(sae, SparseAutoencoder):
-        return sae.eval()
-    path = sae if sae is not None else (atlas.summary.get("sae") or {}).get("path")
-    if path is None:
-        raise ConfigError("The atlas does not say which SAE it was made from; give it with --sae.")
-    return SparseAutoencoder.load(path)
+        sae, path = sae.eval(), "the given SAE"
+    else:
+        path = sae if sae is not None else made.get("path")
+        if path is None:
+            raise ConfigError(
+                "The atlas does not say which SAE it was made from; give it with --sae."
+            )
+        sae = SparseAutoencoder.load(path)
+    have = {"d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae}
+    if any(made.get(key, value) != value for key, value in have.items()):
+        raise ConfigError(
+            f"The atlas was made from an SAE of d_in {made.get('d_in')} and d_sae "
+            f"{made.get('d_sae')}, but {path} has {have['d_in']} and {have['d_sae']}. Give the "
+            "SAE the atlas was made from with --sae."
+        )
+    return sae
 
 
 def _open_store(store: Any, atlas: Atlas) -> ActivationStore:
@@ -252,6 +267,11 @@ def _feature_modules(atlas: Atlas, d_sae: int) -> torch.Tensor:
     module = torch.full((d_sae,), -1, dtype=torch.long)
     if len(atlas.features) and "module" in atlas.features:
         idx = torch.tensor(atlas.features["feature"].to_numpy(), dtype=torch.long)
+        if not bool(((idx >= 0) & (idx < d_sae)).all()):
+            raise ConfigError(
+                f"The atlas lists features up to {int(idx.max())}, but the SAE has {d_sae}; "
+                "give the SAE the atlas was made from with --sae."
+            )
         module[idx] = torch.tensor(atlas.features["module"].to_numpy(), dtype=torch.long)
     return module
 

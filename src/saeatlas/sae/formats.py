@@ -56,11 +56,98 @@ from .files import CFG, WEIGHTS, SAEFileError
 
 Weights = dict[str, torch.Tensor]
 
+# -- files shared by every format -------------------------------------------------------------
+
+
+def read_cfg(file: Path) -> dict[str, Any]:
+    """A ``cfg.json`` as a dict, or :class:`SAEFileError` saying why it is not one."""
+    try:
+        raw = json.loads(file.read_text())
+    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, a 5000-digit number, [[[[...
+        raise SAEFileError(f"'{file}' is not valid JSON: {e}.") from None
+    except OSError as e:
+        raise SAEFileError(f"'{file}' cannot be read ({e.strerror or e}).") from None
+    if not isinstance(raw, dict):
+        raise SAEFileError(f"'{file}' must hold a JSON object, not {type(raw).__name__}.")
+    return raw
+
+
+def read_tensors(file: Path) -> Weights:
+    """Every tensor of a safetensors file (which never unpickles anything)."""
+    try:
+        return load_file(str(file))
+    except Exception as e:  # safetensors raises its own error types
+        raise SAEFileError(f"'{file}' is unreadable: {e}.") from None
+
+
+def weight_shapes(c: SAEConfig) -> dict[str, tuple[int, ...]]:
+    """The tensors of ``sae_weights.safetensors`` that an SAE of config ``c`` needs,
+    with their shapes."""
+    shapes = {
+        "W_enc": (c.d_in, c.d_sae),
+        "b_enc": (c.d_sae,),
+        "W_dec": (c.d_sae, c.d_in),
+        "b_dec": (c.d_in,),
+    }
+    return shapes | {name: (c.d_sae,) for name in get_architecture(c.architecture).file_weights}
+
+
+def checked_weights(file: Path, tensors: Weights, shapes: dict[str, tuple[int, ...]]) -> Weights:
+    """The tensors named in ``shapes`` as float32, after checking that each is there,
+    of that shape, of a float dtype and finite (``copy_`` would broadcast a wrong
+    shape silently, and cast integers)."""
+    out = {}
+    for name, shape in shapes.items():
+        t = tensors.get(name)
+        got = "missing" if t is None else tuple(t.shape)
+        if got != shape:
+            raise SAEFileError(f"'{file}': `{name}` is {got}, expected {shape}.")
+        if not t.is_floating_point():
+            raise SAEFileError(
+                f"'{file}': `{name}` has dtype {str(t.dtype).replace('torch.', '')}; "
+                "SAE weights must be floats."
+            )
+        if not bool(torch.isfinite(t).all()):
+            raise SAEFileError(
+                f"'{file}': `{name}` has {int((~torch.isfinite(t)).sum())} NaN/Inf values; the "
+                "SAE is broken. Train it again."
+            )
+        out[name] = t.float()
+    return out
+
+
+def _config(file: Path, **fields: Any) -> SAEConfig:
+    """``SAEConfig(**fields)``, its errors naming ``file``."""
+    try:
+        return SAEConfig(**fields)
+    except (TypeError, ValueError) as e:
+        raise SAEFileError(f"'{file}' is not a valid SAE config: {e}") from None
+
+
 # -- SAELens ---------------------------------------------------------------------------------
 
 _FROM_SAELENS = {a.saelens_name: a.name for a in REGISTRY.values() if a.saelens_exact}
-#: SAELens normalisations that leave inference unchanged.
+#: SAELens normalisations that leave inference unchanged (SAELens reads the booleans of
+#: configs older than 6.0 as "none" and "expected_average_only_in").
 _INERT_NORMALIZATIONS = ("none", "expected_average_only_in", "covariance_whitening", None)
+
+
+def check_row_transforms(path: Path, cfg: dict[str, Any]) -> None:
+    """Refuse a ``cfg.json`` whose input normalisation or reshaping changes what the
+    weights see (saeatlas folds its own normalisation into the weights, and writes
+    `normalize_activations` "none")."""
+    for key, allowed in (
+        ("normalize_activations", (*_INERT_NORMALIZATIONS, False, True)),
+        # hook_z flattens [..., head, d_head] head-major, as saeatlas's per-head rows are
+        ("reshape_activations", ("none", None, "hook_z")),
+    ):
+        if isinstance(cfg.get(key), (dict, list)) or cfg.get(key) not in allowed:
+            raise SAEFileError(
+                f"'{path}' uses `{key}` {cfg.get(key)!r}; saeatlas reads only "
+                f"{[a for a in allowed if isinstance(a, str)]}: other settings transform each "
+                "input row and cannot be folded into the weights. Apply it to the activations "
+                "before the store, and export the SAE with `none`."
+            )
 
 
 def is_saelens_cfg(cfg: dict[str, Any]) -> bool:
@@ -69,49 +156,72 @@ def is_saelens_cfg(cfg: dict[str, Any]) -> bool:
 
 
 def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
-    """A SAELens SAE directory as a config and float32 weights."""
+    """A SAELens SAE directory as a config and float32 weights, checked against its
+    ``cfg.json`` (``d_in``, ``d_sae``, ``k``) as SAELens's own loader would."""
     path = Path(path)
-    try:
-        cfg = json.loads((path / CFG).read_text())
-        tensors = load_file(str(path / WEIGHTS))
-    except (OSError, json.JSONDecodeError) as e:
-        raise SAEFileError(f"'{path}' is not a readable SAELens SAE directory: {e}.") from e
+    for name in (CFG, WEIGHTS):
+        if not (path / name).is_file():
+            raise SAEFileError(
+                f"'{path}' is not a readable SAELens SAE directory: it has no {name}."
+            )
+    cfg = read_cfg(path / CFG)
     arch = cfg.get("architecture", "standard")
-    if arch not in _FROM_SAELENS:
+    if not isinstance(arch, str) or arch not in _FROM_SAELENS:
         raise SAEFileError(
             f"SAELens architecture {arch!r} in '{path}' is not supported; saeatlas reads "
             f"{sorted(_FROM_SAELENS)}."
         )
-    for key, allowed in (
-        ("normalize_activations", _INERT_NORMALIZATIONS),
-        # hook_z flattens [..., head, d_head] head-major, as saeatlas's per-head rows are
-        ("reshape_activations", ("none", None, "hook_z")),
-    ):
-        if cfg.get(key) not in allowed:
+    # Configs older than SAELens 6 name the activation apart from the architecture;
+    # SAELens 6 reads 'standard' + 'topk' as a ReLU SAE, older versions as a TopK one.
+    activation = cfg.get("activation_fn", cfg.get("activation_fn_str", "relu"))
+    if arch != "topk" and activation != "relu":
+        raise SAEFileError(
+            f"'{path / CFG}' has `architecture` {arch!r} with the activation {activation!r} "
+            "(a config older than SAELens 6, which versions read differently). Set "
+            "`architecture` to 'topk' and `k` for a TopK SAE, or drop the activation key."
+        )
+    check_row_transforms(path, cfg)
+    for key, default in (("apply_b_dec_to_input", True), ("rescale_acts_by_decoder_norm", False)):
+        if not isinstance(cfg.get(key, default), bool):
+            raise SAEFileError(f"'{path / CFG}': `{key}` must be true or false, got {cfg[key]!r}.")
+    k = 1  # unused outside TopK
+    if arch == "topk":
+        kwargs = cfg.get("activation_fn_kwargs")  # where configs older than 6.0 keep it
+        k = cfg.get("k", kwargs.get("k") if isinstance(kwargs, dict) else None)
+        if k is None:
             raise SAEFileError(
-                f"'{path}' uses `{key}` {cfg.get(key)!r}, which depends on each input row and "
-                "cannot be folded into the weights. Apply it to the activations before the "
-                "store, and export the SAE with `none`."
+                f"'{path / CFG}' is a SAELens topk SAE without `k`; add the `k` it was "
+                "trained with."
             )
-    w_enc, b_enc = tensors["W_enc"].float(), tensors["b_enc"].float()
-    w_dec, b_dec = tensors["W_dec"].float(), tensors["b_dec"].float()
-    if cfg.get("rescale_acts_by_decoder_norm"):
-        norms = w_dec.norm(dim=1)
-        w_enc, b_enc, w_dec = w_enc * norms, b_enc * norms, w_dec / norms[:, None]
-    d_in, d_sae = w_enc.shape
-    ours = SAEConfig(
+    ours = _config(
+        path / CFG,
         architecture=_FROM_SAELENS[arch],
-        d_in=d_in,
-        d_sae=d_sae,
-        k=int(cfg.get("k", 1)),
-        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+        d_in=cfg.get("d_in"),
+        d_sae=cfg.get("d_sae"),
+        k=k,
+        apply_b_dec_to_input=cfg.get("apply_b_dec_to_input", True),
         metadata={"imported_from": "saelens", "saelens_cfg": cfg},
     )
-    weights = {"W_enc": w_enc, "b_enc": b_enc, "W_dec": w_dec, "b_dec": b_dec}
-    for name in get_architecture(ours.architecture).file_weights:
-        if name not in tensors:
-            raise SAEFileError(f"'{path / WEIGHTS}' has no `{name}` for a SAELens {arch} SAE.")
-        weights[name] = tensors[name].float()
+    tensors = read_tensors(path / WEIGHTS)
+    # SAELens before 6.0 could scale the latents before decoding; all ones is a no-op
+    scaling = tensors.get("scaling_factor")
+    if scaling is not None and not bool((scaling == 1).all()):
+        raise SAEFileError(
+            f"'{path / WEIGHTS}' has a `scaling_factor` other than 1 (SAELens's "
+            "`finetuning_scaling_factor`, before 6.0), which saeatlas does not apply. Fold it "
+            "into W_dec's rows (W_dec * scaling_factor[:, None]) and drop it."
+        )
+    weights = checked_weights(path / WEIGHTS, tensors, weight_shapes(ours))
+    if cfg.get("rescale_acts_by_decoder_norm"):
+        norms = weights["W_dec"].norm(dim=1)
+        if not bool((norms > 0).all()):
+            raise SAEFileError(
+                f"'{path / WEIGHTS}' has {int((norms == 0).sum())} decoder rows of norm 0, which "
+                "`rescale_acts_by_decoder_norm` divides by; the SAE is broken."
+            )
+        weights["W_enc"] = weights["W_enc"] * norms
+        weights["b_enc"] = weights["b_enc"] * norms
+        weights["W_dec"] = weights["W_dec"] / norms[:, None]
     return ours, weights
 
 
@@ -179,13 +289,7 @@ def read_sparsify(path: str | Path) -> tuple[SAEConfig, Weights]:
     the hookpoint: a ``named_modules()`` path of the model it was trained on).
     """
     path = Path(path)
-    try:
-        cfg: dict[str, Any] = json.loads((path / CFG).read_text())
-        tensors = load_file(str(path / SPARSIFY_WEIGHTS))
-    except (OSError, json.JSONDecodeError) as e:
-        raise SAEFileError(f"'{path}' is not a readable sparsify SAE folder: {e}.") from e
-    except Exception as e:  # safetensors raises its own error types
-        raise SAEFileError(f"'{path / SPARSIFY_WEIGHTS}' is unreadable: {e}.") from e
+    cfg = read_cfg(path / CFG)
     if cfg.get("transcode"):
         raise SAEFileError(
             f"'{path}' is a sparsify transcoder (it decodes into another layer than it reads); "
@@ -196,47 +300,53 @@ def read_sparsify(path: str | Path) -> tuple[SAEConfig, Weights]:
             f"'{path}' uses sparsify's `activation` {cfg['activation']!r}; saeatlas reads "
             "'topk' sparse coders only."
         )
+    tensors = read_tensors(path / SPARSIFY_WEIGHTS)
     if "W_skip" in tensors or cfg.get("skip_connection"):
         raise SAEFileError(
             f"'{path}' has a skip connection (`W_skip`), which adds a dense term to every "
             "reconstruction; saeatlas reads sparsify SAEs without `skip_connection`."
         )
-    missing = [n for n in ("encoder.weight", "encoder.bias", "W_dec", "b_dec") if n not in tensors]
-    if missing:
+    w_enc = tensors.get("encoder.weight")  # [d_sae, d_in]
+    if w_enc is None or w_enc.ndim != 2:
+        got = "missing" if w_enc is None else tuple(w_enc.shape)
         raise SAEFileError(
-            f"'{path / SPARSIFY_WEIGHTS}' lacks {missing}; is it a sparsify checkpoint?"
+            f"'{path / SPARSIFY_WEIGHTS}': `encoder.weight` is {got}, not a [d_sae, d_in] "
+            "matrix; is it a sparsify checkpoint?"
         )
-    w_enc = tensors["encoder.weight"].float()  # [d_sae, d_in]
     d_sae, d_in = w_enc.shape
-    shapes = {
-        "encoder.bias": (d_sae,),
-        "W_dec": (d_sae, d_in),
-        "b_dec": (d_in,),
-    }
-    for name, shape in shapes.items():
-        if tuple(tensors[name].shape) != shape:
+    # sparsify sizes its coder from cfg.json: num_latents, or expansion_factor x d_in
+    for key, value in (("d_in", d_in), ("num_latents", d_sae)):
+        if cfg.get(key) not in (None, 0, value) or isinstance(cfg.get(key), bool):
             raise SAEFileError(
-                f"'{path / SPARSIFY_WEIGHTS}': `{name}` is {tuple(tensors[name].shape)}, but "
-                f"`encoder.weight` [{d_sae}, {d_in}] implies {shape}."
+                f"'{path / CFG}' says `{key}` {cfg[key]!r}, but `encoder.weight` "
+                f"[{d_sae}, {d_in}] has {value}."
             )
-    if cfg.get("d_in") not in (None, d_in):
-        raise SAEFileError(f"'{path / CFG}' says `d_in` {cfg['d_in']}, the weights {d_in}.")
-    k = int(cfg.get("k", 0))
-    if not 0 < k <= d_sae:
-        raise SAEFileError(f"'{path / CFG}' has `k` {cfg.get('k')!r}; expected 1..{d_sae}.")
-    ours = SAEConfig(
+    tensors = checked_weights(
+        path / SPARSIFY_WEIGHTS,
+        tensors,
+        {
+            "encoder.weight": (d_sae, d_in),
+            "encoder.bias": (d_sae,),
+            "W_dec": (d_sae, d_in),
+            "b_dec": (d_in,),
+        },
+    )
+    if "k" not in cfg:
+        raise SAEFileError(f"'{path / CFG}' has no `k`; add the `k` the SAE was trained with.")
+    ours = _config(
+        path / CFG,
         architecture="topk",
         d_in=d_in,
         d_sae=d_sae,
-        k=k,
+        k=cfg["k"],
         apply_b_dec_to_input=True,
         layers=(LayerSpec(path.name, 0, d_in, (None, None, d_in), "token"),),
         metadata={"imported_from": "sparsify", "sparsify_cfg": cfg, "hookpoint": path.name},
     )
     weights = {
-        "W_enc": w_enc.T,
-        "b_enc": tensors["encoder.bias"].float(),
-        "W_dec": tensors["W_dec"].float(),
-        "b_dec": tensors["b_dec"].float(),
+        "W_enc": tensors["encoder.weight"].T,
+        "b_enc": tensors["encoder.bias"],
+        "W_dec": tensors["W_dec"],
+        "b_dec": tensors["b_dec"],
     }
     return ours, weights

@@ -11,26 +11,28 @@ Functions here move ``(SAEConfig, weights)`` pairs, never the module:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from ..errors import AtlasError, ConfigError
 from ..store.atomic import atomic_write_bytes, check_output_dir, replacing_dir
 from ..store.lock import output_lock
-from .architectures import get_architecture
 from .config import SAEConfig
 from .files import CFG, SAE_EXTRAS, WEIGHTS, SAEFileError
 from .formats import (
     Weights,
+    check_row_transforms,
+    checked_weights,
     is_saelens_cfg,
     is_sparsify_dir,
+    read_cfg,
     read_saelens,
     read_sparsify,
+    read_tensors,
     sparsify_hookpoints,
+    weight_shapes,
 )
 
 __all__ = [
@@ -51,6 +53,7 @@ def write_sae(
     *,
     files: dict[str, bytes] | None = None,
     keep: tuple[str, ...] = (),
+    overwrite: bool = True,
 ) -> Path:
     """Write an SAE to the directory ``path``, replacing what is there in one step.
 
@@ -62,10 +65,11 @@ def write_sae(
         files: more files to write into the directory (name -> bytes).
         keep: entries of the directory now at ``path`` to move into the new one
             (a run's ``tensorboard`` folder).
+        overwrite: replace a complete SAE at ``path``; when false, refuse to.
     """
     path = Path(path)
     with output_lock(path):
-        check_sae_out(path, overwrite=True, resume=False)  # never replaces others' files
+        check_sae_out(path, overwrite=overwrite, resume=False)  # never replaces others' files
         with replacing_dir(path) as new:
             _write_files(cfg, weights, new)
             for name, data in (files or {}).items():
@@ -118,14 +122,7 @@ def read_sae(path: str | Path) -> tuple[SAEConfig, Weights]:
             f"'{path}' is not an SAE directory: it needs {CFG} and {WEIGHTS}. Train one with "
             "`saeatlas train`, or import a SAELens directory with `saeatlas import-saelens`."
         )
-    try:
-        raw = json.loads((path / CFG).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SAEFileError(f"'{path / CFG}' is not valid JSON: {e}.") from e
-    except OSError as e:
-        raise SAEFileError(f"'{path / CFG}' cannot be read ({e.strerror}).") from None
-    if not isinstance(raw, dict):
-        raise SAEFileError(f"'{path / CFG}' must hold a JSON object, not {type(raw).__name__}.")
+    raw = read_cfg(path / CFG)
     missing = [k for k in ("d_in", "d_sae") if k not in raw]
     if missing:  # SAELens's cfg.json has them too
         raise SAEFileError(
@@ -133,35 +130,9 @@ def read_sae(path: str | Path) -> tuple[SAEConfig, Weights]:
         )
     if is_saelens_cfg(raw):
         return read_saelens(path)
+    check_row_transforms(path, raw)
     try:
         cfg = SAEConfig.from_json(raw)
     except (TypeError, KeyError, ValueError, AtlasError) as e:
         raise SAEFileError(f"'{path / CFG}' is not a valid SAE config: {e}") from None
-    try:
-        tensors = load_file(str(path / WEIGHTS))
-    except Exception as e:  # safetensors raises its own error types
-        raise SAEFileError(f"'{path / WEIGHTS}' is unreadable: {e}.") from e
-    expected = {
-        "W_enc": (cfg.d_in, cfg.d_sae),
-        "b_enc": (cfg.d_sae,),
-        "W_dec": (cfg.d_sae, cfg.d_in),
-        "b_dec": (cfg.d_in,),
-    }
-    for name in get_architecture(cfg.architecture).file_weights:
-        expected[name] = (cfg.d_sae,)
-    for name, shape in expected.items():
-        if name not in tensors or tuple(tensors[name].shape) != shape:
-            got = tuple(tensors[name].shape) if name in tensors else "missing"
-            raise SAEFileError(f"'{path / WEIGHTS}': `{name}` is {got}, cfg.json implies {shape}.")
-        t = tensors[name]
-        if not t.is_floating_point():
-            raise SAEFileError(
-                f"'{path / WEIGHTS}': `{name}` has dtype {str(t.dtype).replace('torch.', '')}; "
-                "SAE weights must be floats."
-            )
-        if not bool(torch.isfinite(t).all()):
-            raise SAEFileError(
-                f"'{path / WEIGHTS}': `{name}` has {int((~torch.isfinite(t)).sum())} NaN/Inf "
-                "values; the SAE is broken. Train it again."
-            )
-    return cfg, {name: tensors[name] for name in expected}
+    return cfg, checked_weights(path / WEIGHTS, read_tensors(path / WEIGHTS), weight_shapes(cfg))

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .._validation import check_device
 from ..errors import ShapeError
 from ..store import ActivationStore, LayerSpec
 from .architectures import get_architecture
@@ -74,7 +75,14 @@ class SparseAutoencoder(nn.Module):
     # -- the maths ---------------------------------------------------------------------------
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """x ``[batch, d_in]`` → ``[batch, d_sae]``."""
+        """x ``[batch, d_in]`` → ``[batch, d_sae]``, in the SAE's dtype (as SAELens casts its
+        input: a float32 store's rows meet bfloat16 weights)."""
+        if x.shape[-1] != self.cfg.d_in:
+            raise ShapeError(
+                f"The SAE reads rows of {self.cfg.d_in} units, not a tensor of shape "
+                f"{tuple(x.shape)}. Give it the layers it was trained on."
+            )
+        x = x.to(self.W_enc.dtype)
         if self.cfg.subtracts_b_dec:
             x = x - self.b_dec
         return x @ self.W_enc + self.b_enc
@@ -153,16 +161,20 @@ class SparseAutoencoder(nn.Module):
         *,
         files: dict[str, bytes] | None = None,
         keep: tuple[str, ...] = (),
+        overwrite: bool = True,
     ) -> Path:
         """Write ``cfg.json`` and ``sae_weights.safetensors`` to the directory ``path``,
-        replacing it in one step (see :func:`~saeatlas.sae.io.write_sae` for ``files``
-        and ``keep``)."""
-        return write_sae(self.cfg, self.weights(), path, files=files, keep=keep)
+        replacing it in one step (see :func:`~saeatlas.sae.io.write_sae` for ``files``,
+        ``keep`` and ``overwrite``)."""
+        return write_sae(
+            self.cfg, self.weights(), path, files=files, keep=keep, overwrite=overwrite
+        )
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
         """Read an SAE directory (as written by :meth:`save`, or by SAELens, or one
         hookpoint folder of a sparsify checkpoint), in eval mode."""
+        check_device("device", str(device))
         return cls.from_weights(*read_sae(path)).to(device)
 
     # -- normalisation -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from ..store import LayerSpec
 from ..store.atomic import atomic_write_bytes, check_output_dir, replacing_dir
 from .config import SAEConfig
 from .files import CFG, WEIGHTS, SAEFileError
-from .formats import is_saelens_cfg, read_saelens, saelens_cfg
+from .formats import is_saelens_cfg, read_cfg, read_saelens, saelens_cfg
 from .model import SparseAutoencoder
 
 __all__ = [
@@ -61,17 +61,27 @@ def saelens_metadata(provenance: dict[str, Any], hook_name: str | None) -> dict[
 
 
 def _provenance(sae: SparseAutoencoder, store: Any) -> dict[str, Any]:
-    """The provenance of ``store`` (a store or its path), else of the store the SAE was
-    trained on when it is still there, else nothing."""
+    """The provenance of ``store`` (a store or its path; it must hold the SAE's layers),
+    else of the store the SAE was trained on when it is still there and still holds
+    them, else nothing."""
+    from ..errors import ShapeError
     from ..store import ActivationStore
+    from .model import sae_layers
 
-    if store is None:
+    given = store is not None
+    if not given:
         recorded = sae.cfg.metadata.get("store")
         if recorded is None or not (Path(recorded) / "manifest.json").is_file():
             return {}
         store = recorded
     if not isinstance(store, ActivationStore):
         store = ActivationStore.open(store, verify=False)
+    try:
+        sae_layers(sae, store)  # another store's model and context would be wrong metadata
+    except ShapeError:
+        if given:
+            raise
+        return {}
     return dict(store.manifest.provenance) if store.manifest is not None else {}
 
 
@@ -92,6 +102,10 @@ def export_saelens(
     layers = sae.cfg.layers
     parts = split_by_layer(sae) if len(layers) > 1 else None  # refused before any write
     ours = {CFG, WEIGHTS, *(l.name for l in layers)}
+    if (path / CFG).is_file() and not is_saelens_cfg(read_cfg(path / CFG)):
+        raise SAEFileError(
+            f"'{path}' holds a saeatlas SAE, which the export would replace; choose another --out."
+        )
     # the export replaces an earlier one whole (written beside it, renamed in), never a
     # directory holding anything else
     check_output_dir(

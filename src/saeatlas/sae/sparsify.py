@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .formats import is_sparsify_dir, read_sparsify, sparsify_hookpoints
+from .io import check_sae_out
 from .model import SparseAutoencoder
 
 __all__ = ["import_sparsify", "is_sparsify_dir", "load_sparsify", "sparsify_hookpoints"]
@@ -20,17 +21,25 @@ def load_sparsify(path: str | Path) -> SparseAutoencoder:
     return SparseAutoencoder.from_weights(*read_sparsify(path))
 
 
-def import_sparsify(src: str | Path, out: str | Path) -> dict[str, Path]:
+def import_sparsify(
+    src: str | Path, out: str | Path, *, overwrite: bool = False
+) -> dict[str, Path]:
     """Write every SAE of a sparsify checkpoint (a hookpoint folder or a run folder) as a
     saeatlas SAE directory ``out/<hookpoint>`` (``out`` itself for one hookpoint folder).
+
+    Every folder is read and every output checked before anything is written, so a
+    broken hookpoint leaves no partial import; ``overwrite`` replaces SAEs already there.
 
     Returns ``{hookpoint: directory}``.
     """
     folders = sparsify_hookpoints(src)
     out = Path(out)
     single = len(folders) == 1 and is_sparsify_dir(src)
-    written: dict[str, Path] = {}
-    for folder in folders:
-        sae = load_sparsify(folder)
-        written[folder.name] = sae.save(out if single else out / folder.name)
-    return written
+    targets = {folder: out if single else out / folder.name for folder in folders}
+    for folder, target in targets.items():  # one SAE in memory at a time: read twice
+        read_sparsify(folder)
+        check_sae_out(target, overwrite=overwrite, resume=False)
+    return {
+        folder.name: load_sparsify(folder).save(target, overwrite=overwrite)
+        for folder, target in targets.items()
+    }

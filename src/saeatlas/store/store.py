@@ -346,7 +346,8 @@ class ActivationStore:
         eligible = [i for i in range(self.n_shards) if starts[i] < stop_row]
         read = ReadPlan(self, self.columns(layers), starts, stop_row, batch_size, start_batch)
         if shuffle:
-            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+            # torch takes seeds below 2**64; the modulo keeps every smaller one as it was
+            g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch)) % 2**64)
             order = [eligible[j] for j in torch.randperm(len(eligible), generator=g).tolist()]
             batches = read.shuffled(order, g, part, reuse_memory)
         else:

@@ -134,9 +134,14 @@ class Atlas:
             for name in OPTIONAL_TABLES:
                 if (path / f"{name}.parquet").exists():
                     tables[name] = pq.read_table(path / f"{name}.parquet").to_pandas()
-        except (OSError, ValueError, pa.ArrowInvalid) as e:
+        except (OSError, ValueError, RecursionError, pa.ArrowInvalid) as e:
             raise AtlasFileError(
                 f"The atlas at '{path}' is unreadable ({e}); rerun analyze."
             ) from e
+        if not isinstance(summary, dict):
+            raise AtlasFileError(
+                f"The atlas at '{path}' is unreadable ({ATLAS_JSON} holds a "
+                f"{type(summary).__name__}, not an object); rerun analyze."
+            )
         summary.pop("format_version", None)
         return cls(summary=summary, **tables)

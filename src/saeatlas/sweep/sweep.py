@@ -28,6 +28,7 @@ from .._world import World, from_main, join
 from ..errors import ConfigError
 from ..evaluate import evaluate_sae
 from ..evaluate.metrics import MIN_HELDOUT_ROWS
+from ..sae.architectures import get_architecture
 from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
@@ -105,15 +106,14 @@ def sweep(
     the range past an end up to ``extend`` times while the knee lies at that end. ``out`` is
     written beside its place and renamed into it when complete (an existing sweep
     stays until then, and is replaced only with ``overwrite``)."""
-    if over not in SWEEPABLE:
-        raise ConfigError(f"Cannot sweep over {over!r}; expected one of: {list(SWEEPABLE)}.")
-    if len(values) < 2:
-        raise ConfigError("A sweep needs at least two --values.")
-    bad = [v for v in values if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)]
-    if bad:
-        raise ConfigError(f"--values must be finite positive numbers, got {bad}.")
-    if over == "k" and any(float(v) != int(v) for v in values):
-        raise ConfigError(f"--values of k must be whole numbers, got {list(values)}.")
+    check_sweep_values(over, values)
+    setting = get_architecture(base.architecture).sparsity_setting
+    if over != setting:
+        raise ConfigError(
+            f"A {base.architecture} SAE's sparsity is set by `{setting}`, not `{over}`: every "
+            f"member would be the same SAE. Sweep --over {setting}, or choose the architecture "
+            f"that `{over}` belongs to (--architecture)."
+        )
     if seeds not in (1, 2):
         raise ConfigError(f"`seeds` must be 1 or 2, got {seeds}.")
     if not 0 < heldout_fraction < 0.5:
@@ -141,6 +141,22 @@ def sweep(
                 store, base, over, out, new, seeds, heldout_fraction, world, progress
             )
             return _sweep(members, values, extend)
+
+
+def check_sweep_values(over: str, values: list[float]) -> None:
+    """Refuse a setting that cannot be swept, or values it cannot take."""
+    if over not in SWEEPABLE:
+        raise ConfigError(f"Cannot sweep over {over!r}; expected one of: {list(SWEEPABLE)}.")
+    if len(values) < 2:
+        raise ConfigError("A sweep needs at least two --values.")
+    bad = [v for v in values if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)]
+    if bad:
+        raise ConfigError(f"--values must be finite positive numbers, got {bad}.")
+    if over == "k" and any(float(v) != int(v) for v in values):
+        raise ConfigError(f"--values of k must be whole numbers, got {list(values)}.")
+    repeated = sorted({float(v) for v in values if [float(u) for u in values].count(float(v)) > 1})
+    if repeated:  # two members would be trained into one directory
+        raise ConfigError(f"--values repeats {repeated}; give each value once.")
 
 
 def check_sweep_out(out: Path, overwrite: bool) -> None:

@@ -28,19 +28,25 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint in ``path``; its settings must equal ``settings``."""
     file = Path(path) / CHECKPOINT
-    if not file.is_file():
+    if not file.exists():
         raise ConfigError(f"Nothing to resume: '{file}' does not exist. Start without --resume.")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several error types for bad files
         raise ConfigError(f"'{file}' is not a readable checkpoint ({e}). Start again.") from e
+    if not isinstance(state, dict):
+        raise ConfigError(
+            f"'{file}' holds a {type(state).__name__}, not a training checkpoint. Start again "
+            "with --overwrite."
+        )
     saved = state.get("settings")
     if saved != settings:
         changed = sorted(
             k for k in set(saved or {}) | set(settings) if (saved or {}).get(k) != settings.get(k)
         )
+        rows = " (`rows_digest`: the store's rows differ)" if "rows_digest" in changed else ""
         raise ConfigError(
-            f"The checkpoint in '{path}' was made with other settings ({changed}); resume with "
-            "the same settings, or start again with --overwrite."
+            f"The checkpoint in '{path}' was made with other settings ({changed}){rows}; resume "
+            "with the same settings, or start again with --overwrite."
         )
     return state

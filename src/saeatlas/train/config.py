@@ -24,6 +24,7 @@ AUTOCASTS = ("none", "bf16", "fp16")
 SELECT_DTYPES = ("auto", "float32", "bfloat16")
 OPTIMIZERS = ("signum", "adam")
 B_DEC_INITS = ("geometric_median", "mean", "zeros")
+FLOAT32_MAX = 3.4e38
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,14 @@ class TrainConfig:
         choice("optimizer", self.optimizer, OPTIMIZERS)
         positive(self, "k", "expansion_factor", "dead_window", "log_every")
         positive(self, "d_sae", "tokens", "batch_size", "auxk_k", "lr")
+        if self.batch_size == 1:
+            raise ConfigError(
+                "`batch_size` (--batch-size) must be at least 2, got 1: the loss divides by the "
+                "batch's variance, which one row does not have."
+            )
+        # The weights are float32, and torch's random generators take 64-bit seeds.
+        in_range("lr", self.lr, 0, FLOAT32_MAX, open_low=True)
+        in_range("seed", self.seed, 0, 2**63 - 1)
         positive(self, "jumprelu_bandwidth", "jumprelu_init_threshold")
         non_negative(self, "heldout_rows", "lr_warmup_steps", "checkpoint_every")
         non_negative(self, "sparsity_warmup_steps", "seed", "grad_clip", "auxk_coefficient")
@@ -132,6 +141,11 @@ class TrainConfig:
                 )
         if isinstance(self.layers, str):
             raise ConfigError("`layers` must be a list of layer names, not one string.")
+        repeated = sorted({name for name in self.layers if self.layers.count(name) > 1})
+        if repeated:  # the SAE would read the same units twice
+            raise ConfigError(
+                f"`layers` (--layers) names {repeated} more than once; name each once."
+            )
         check_device("device", self.device, flag="--device")
 
     def to_json(self) -> dict[str, Any]:

@@ -111,7 +111,7 @@ def train_ensemble(
                     cfgs[i],
                     outs[i],
                     overwrite=overwrite,
-                    resume=resume and (outs[i] / CHECKPOINT).is_file(),
+                    resume=resume and (outs[i] / CHECKPOINT).exists(),
                     progress=progress,
                 )
                 for i in todo

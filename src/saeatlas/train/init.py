@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..store import ActivationStore, LayerSpec
 
 
@@ -24,11 +25,21 @@ def input_normalizer(
     """
     mean = np.asarray(store.mean, dtype=np.float64)[columns]
     std = np.asarray(store.std, dtype=np.float64)[columns]
+    # A unit is constant when its spread is below what float32 values near its mean can
+    # show (and float64 moments can cancel to), judged per unit so that no scale of the
+    # activations, however small, reads as constant.
+    varies = std > 1e-7 * np.abs(mean)
+    if not varies.any():
+        raise ConfigError(
+            f"Every unit of '{store.path}' (layers {[l.name for l in layers]}) is constant: "
+            "no row differs from another, so an SAE has nothing to learn. Capture activations "
+            "of varied inputs."
+        )
     if mode == "none":
         return torch.zeros(len(mean)), torch.ones(len(mean))
     if mode == "unit":
         # Constant units get scale 1: they carry nothing and must not blow up.
-        scale = np.where(std > 1e-8 * max(1.0, float(np.abs(mean).max())), std, 1.0)
+        scale = np.where(varies, std, 1.0)
         return torch.from_numpy(mean).float(), torch.from_numpy(scale).float()
     scale = np.ones_like(mean)
     for layer in layers:

@@ -10,11 +10,13 @@ initialises the SAE from a sample of rows. :func:`~saeatlas.train.train_sae` and
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._world import join
@@ -82,6 +84,20 @@ def _check_fits(d_in: int, d_sae: int, batch_size: int, device: str) -> None:
             f"needs about {need / 2**30:,.1f} GiB; {device} has {have / 2**30:,.1f} GiB. Lower "
             "`d_sae` (--d-sae, or --expansion-factor) or `batch_size` (--batch-size)."
         )
+
+
+def _rows_digest(store: ActivationStore) -> str:
+    """A digest of the store's rows: its shards' sha256, or for a ``.npy`` (which has
+    none) its per-unit mean and standard deviation, computed when it was opened (the
+    same rows in another order may pass unnoticed there)."""
+    h = hashlib.sha256()
+    if store.manifest is not None:
+        for shard in store.manifest.shards:
+            h.update(shard.sha256.encode())
+    else:
+        h.update(np.ascontiguousarray(store.mean).tobytes())
+        h.update(np.ascontiguousarray(store.std).tobytes())
+    return h.hexdigest()[:16]
 
 
 class _Run:
@@ -315,6 +331,8 @@ class _Run:
             "train_config": self.cfg.to_json(),
             "store": str(self.store.path),
             "n_rows": self.store.n_rows,
+            # a store captured again at the same path, with as many rows, differs here
+            "rows_digest": _rows_digest(self.store),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -332,11 +350,14 @@ class _Run:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < self.n_steps:
+            raise ValueError(f"`step` is {step!r}, not one of 0..{self.n_steps - 1}")
         self.sae.load_state_dict(state["sae"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.scaler.load_state_dict(state["scaler"])
         self.rows_since_fired.copy_(state["rows_since_fired"])
-        self.step, self.rows_done = int(state["step"]), int(state["rows_done"])
+        self.step, self.rows_done = step, int(state["rows_done"])
         self.metrics = list(state["metrics"])
         torch.set_rng_state(state["torch_rng"])

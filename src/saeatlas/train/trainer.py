@@ -93,7 +93,15 @@ def _train(
     run = _Run(store, cfg)
     board = _tensorboard(out, cfg) if run.world.is_main else None
     if resume:
-        run.load_state_dict(load_checkpoint(out, run.settings()))
+        state = load_checkpoint(out, run.settings())
+        try:
+            run.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a damaged checkpoint
+            raise ConfigError(
+                f"'{out / CHECKPOINT}' has this run's settings but not a state it can continue "
+                f"from ({type(e).__name__}: {' '.join(str(e).split())}). Start again with "
+                "--overwrite."
+            ) from None
         log.info("Resuming at step %d of %d.", run.step, run.n_steps)
     t0, done_before = time.perf_counter(), run.rows_done
     batches = run.batches()
