@@ -236,3 +236,56 @@ def test_an_sae_layer_map_is_checked_layer_by_layer(sae_copy, outputs, run_cli):
     a["stop"], b["start"] = a["stop"] - 2, b["start"] - 2  # same total width
     (sae_copy / "cfg.json").write_text(json.dumps(cfg))
     one_line(cli("evaluate", "--sae", sae_copy, "--acts", store), "units")
+
+
+# -- capture input and label files --------------------------------------------------------------
+
+
+def _npy(array: np.ndarray, **kw):
+    return lambda p: np.save(p, array, **kw)
+
+
+INPUT_FILES = {
+    "empty.npy": (lambda p: p.write_bytes(b""), "No data left"),
+    "objects.npy": (_npy(np.array([{"a": 1}, 2], dtype=object), allow_pickle=True), "pickled"),
+    "scalar.npy": (_npy(np.array(3.0)), "batch dimension"),
+    "words.npy": (_npy(np.array(["a", "b"])), "dtype <U1"),
+    "latin1.txt": (lambda p: p.write_bytes(b"caf\xe9\n"), "not UTF-8"),
+    "wrong-key.jsonl": (lambda p: p.write_text('{"txt": "a"}\n'), 'string "text"'),
+    "number.jsonl": (lambda p: p.write_text('{"text": 5}\n'), "line 1"),
+    "blank.jsonl": (lambda p: p.write_text("\n\n"), "no texts"),
+    "folder.npy": (lambda p: p.mkdir(), "is a directory"),
+}
+
+
+#: Labels may be text lines, strings or any 1-d array: only these files are bad labels.
+BAD_LABEL_FILES = ("empty.npy", "folder.npy", "latin1.txt", "objects.npy")
+
+
+@pytest.mark.parametrize(
+    "flag,name",
+    [("--inputs", n) for n in sorted(INPUT_FILES)] + [("--labels", n) for n in BAD_LABEL_FILES],
+)
+def test_bad_input_and_label_files(tmp_path, guarded, run_cli, flag, name):
+    cli, one_line = run_cli
+    make, needle = INPUT_FILES[name]
+    make(tmp_path / name)
+    files = {"--inputs": guarded.inputs, "--labels": None, flag: tmp_path / name}
+    args = ["--labels", files["--labels"]] if files["--labels"] else []
+    r = cli(
+        "capture", "--model", guarded.model, "--inputs", files["--inputs"], *args,
+        "--layers", "1", "--out", tmp_path / "store", "-q",
+    )  # fmt: skip
+    one_line(r, needle)
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("inputs", [torch.tensor(1.0), np.array(["a", "b"])])
+def test_capture_from_python_refuses_scalar_and_string_arrays(tmp_path, inputs):
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import InputsError
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(InputsError, match="batch dimension|dtype <U1"):
+        capture_activations(model, inputs, ["0"], tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()

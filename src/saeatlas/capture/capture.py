@@ -28,7 +28,7 @@ from .batch_rows import handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
 from .distributed import agree, complete_capture, count_batches, open_writer
 from .hookpoints import Hookpoint, resolve_hookpoints
-from .inputs import InputBatch, iter_input_batches
+from .inputs import InputBatch, _n_samples, iter_input_batches
 from .job import batch_fingerprint, capture_job
 from .layouts import LayoutTracer, choose_layout, module_layout, parse_layout
 from .models import input_dtype
@@ -340,7 +340,7 @@ def _is_texts(inputs: Any) -> bool:
 
 def _count_samples(inputs: Any) -> int | None:
     if isinstance(inputs, (torch.Tensor, np.ndarray)):
-        return int(inputs.shape[0])
+        return _n_samples(inputs)  # refuses a 0-d array
     if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
         return len(inputs)
     dataset = getattr(inputs, "dataset", None)  # a DataLoader
