@@ -289,3 +289,29 @@ def test_capture_from_python_refuses_scalar_and_string_arrays(tmp_path, inputs):
     with pytest.raises(InputsError, match="batch dimension|dtype <U1"):
         capture_activations(model, inputs, ["0"], tmp_path / "s", progress=False)
     assert not (tmp_path / "s").exists()
+
+
+# -- model specs whose code fails ---------------------------------------------------------------
+
+BAD_MODEL_FILES = {
+    "syntax": ("def build(:\n", "SyntaxError"),
+    "import": ("import saeatlas_no_such_module\n", "ModuleNotFoundError"),
+    "top level": ("raise RuntimeError('at import')\n", "at import"),
+    "factory": ("def build():\n    raise KeyError('in factory')\n", "KeyError: 'in factory'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MODEL_FILES))
+def test_model_code_that_fails_is_one_line_naming_the_spec(tmp_path, run_cli, case):
+    cli, one_line = run_cli
+    code, needle = BAD_MODEL_FILES[case]
+    (tmp_path / "m.py").write_text(code)
+    one_line(cli("layers", f"{tmp_path / 'm.py'}:build"), needle, "m.py", "--debug")
+    (tmp_path / "d.py").mkdir()
+    one_line(cli("layers", f"{tmp_path / 'd.py'}:build"), "is a directory")
+
+
+def test_layers_with_an_inputs_file_of_no_samples(tmp_path, outputs, run_cli):
+    cli, one_line = run_cli
+    np.save(tmp_path / "none.npy", np.zeros((0, 6), np.float32))
+    one_line(cli("layers", outputs.model, "--inputs", tmp_path / "none.npy"), "no samples")
