@@ -24,7 +24,7 @@ from .._world import rank_device, share
 from ..errors import ConfigError
 from ..store import ActivationStore, StoreWriter
 from ..store.shards import STORE_DTYPES
-from .batch_rows import handle_nonfinite, layer_specs, row_meta
+from .batch_rows import check_widths, handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
 from .distributed import agree, complete_capture, count_batches, open_writer
 from .hookpoints import Hookpoint, resolve_hookpoints
@@ -243,6 +243,7 @@ def _capture(
                     specs = layer_specs(rows, recorder.shapes)
                     writer.start(specs)
                     started = True
+                check_widths(rows, specs, where)
                 meta = row_meta(batch, rows[hps[0].name], sample_base)
                 # Stored one batch late: by then a GPU has run this batch (the next one
                 # is queued behind it), so checking it for NaN/Inf does not leave it idle.
