@@ -132,6 +132,31 @@ def test_outputs_that_cannot_be_written_fail_before_the_work(tmp_path, guarded, 
     )
 
 
+def test_outputs_inside_a_store_are_refused(guarded, run_cli):
+    cli, one_line = run_cli
+    inner = guarded.store / "inner"
+    one_line(
+        cli("capture", "--model", guarded.model, "--inputs", guarded.inputs, "--layers", "1",
+            "--out", inner / "s"),
+        "inside the activation store",
+    )  # fmt: skip
+    one_line(cli("train", "--acts", guarded.store, "--out", inner), "inside the activation store")
+
+
+def test_an_output_without_a_name_is_locked_under_its_real_name(tmp_path, monkeypatch):
+    from saeatlas.store.atomic import partial_dir
+    from saeatlas.store.lock import acquire, lock_path, release
+
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path / "out")
+    assert lock_path(".") == lock_path("../out") == tmp_path / ".out.lock"
+    assert partial_dir(".") == tmp_path / ".out.partial"
+    acquire(".")
+    assert (tmp_path / ".out.lock").is_file()
+    release(".")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # removed, nothing else
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_unwritable_outputs_fail_before_the_work(tmp_path, guarded, run_cli):
     cli, one_line = run_cli
