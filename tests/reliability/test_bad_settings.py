@@ -340,6 +340,37 @@ def interrupted(tmp_path, outputs, monkeypatch):
     return tmp_path / "store"
 
 
+def _flip_last_byte(f):
+    f.write_bytes(f.read_bytes()[:-1] + bytes([f.read_bytes()[-1] ^ 0x40]))
+
+
+COMMITTED_DAMAGE = {
+    "shard bit flip": ("shard-00000.safetensors", _flip_last_byte, "sha256 differs"),
+    "shard truncated": (
+        "shard-00000.safetensors",
+        lambda f: f.write_bytes(f.read_bytes()[:-40]),
+        "sha256",
+    ),
+    "shard missing": ("shard-00000.safetensors", lambda f: f.unlink(), "missing"),
+    "rows missing": (".parts/rows-00000.parquet", lambda f: f.unlink(), "row metadata"),
+    "rows garbage": (".parts/rows-00000.parquet", lambda f: f.write_text("x"), "row metadata"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(COMMITTED_DAMAGE))
+def test_resume_refuses_a_damaged_committed_shard(outputs, interrupted, run_cli, damage):
+    """The resume would otherwise swap in a store declared complete around the bad file."""
+    from saeatlas.store.atomic import partial_dir
+
+    cli, one_line = run_cli
+    name, damage_file, needle = COMMITTED_DAMAGE[damage]
+    damage_file(partial_dir(interrupted) / name)
+    one_line(
+        cli(*_capture(outputs, interrupted)), "Cannot resume", "shard-00000", needle, "--overwrite"
+    )
+    assert not interrupted.exists() and partial_dir(interrupted).is_dir()  # kept as it was
+
+
 def _capture(outputs, store, inputs=None, model=None, layers=("1", "3")):
     return [
         "capture",
