@@ -101,6 +101,32 @@ def test_layers_with_different_row_counts_are_an_error(tmp_path, cnn):
         capture_activations(cnn, x, ["act", "head"], tmp_path / "s", **QUIET)
 
 
+def test_a_layer_that_changes_width_between_batches_is_an_error(tmp_path):
+    class Trade(nn.Module):
+        """Two layers that trade two units after the first batch: the total stays 10."""
+
+        def __init__(self):
+            super().__init__()
+            self.lin, self.a, self.b = nn.Linear(3, 10), nn.Identity(), nn.Identity()
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            h, k = self.lin(x), 4 if self.calls == 1 else 6
+            return self.a(h[:, :k]), self.b(h[:, k:])
+
+    with pytest.raises(ShapeError, match=r"'a' gives 6 units per row in input batch 1.*gave 4"):
+        capture_activations(
+            Trade(),
+            torch.randn(8, 3),
+            ["a", "b"],
+            tmp_path / "s",
+            CaptureConfig(batch_size=4),
+            **QUIET,
+        )
+    assert not (tmp_path / "s").exists()
+
+
 def test_hooks_removed_and_mode_restored_when_forward_fails(tmp_path, mlp):
     mlp.train()
     # one line naming the batch and the model's own error (a RuntimeError too)
@@ -257,7 +283,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, mlp):
             resume=True,
             **QUIET,
         )
-    with pytest.raises(ConfigError, match="settings differ .*shard_rows': 15"):
+    with pytest.raises(ConfigError, match="settings differ .*`shard_rows` was 15, now 16"):
         capture_activations(
             mlp,
             FailingAfter(x, 10, 99),

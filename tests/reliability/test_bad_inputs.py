@@ -308,3 +308,82 @@ def test_export_neuronpedia_to_a_file_fails_before_encoding(
     atlas = _atlas_of(tmp_path, guarded, path=str(guarded.sae), d_in=18, d_sae=24)
     one_line(cli("export-neuronpedia", atlas, "--out", tmp_path / "file"), "not a directory")
     assert (tmp_path / "file").read_text() == "mine"
+
+
+# -- capture input and label files --------------------------------------------------------------
+
+
+def _npy(array: np.ndarray, **kw):
+    return lambda p: np.save(p, array, **kw)
+
+
+INPUT_FILES = {
+    "empty.npy": (lambda p: p.write_bytes(b""), "No data left"),
+    "objects.npy": (_npy(np.array([{"a": 1}, 2], dtype=object), allow_pickle=True), "pickled"),
+    "scalar.npy": (_npy(np.array(3.0)), "batch dimension"),
+    "words.npy": (_npy(np.array(["a", "b"])), "dtype <U1"),
+    "latin1.txt": (lambda p: p.write_bytes(b"caf\xe9\n"), "not UTF-8"),
+    "wrong-key.jsonl": (lambda p: p.write_text('{"txt": "a"}\n'), 'string "text"'),
+    "number.jsonl": (lambda p: p.write_text('{"text": 5}\n'), "line 1"),
+    "blank.jsonl": (lambda p: p.write_text("\n\n"), "no texts"),
+    "folder.npy": (lambda p: p.mkdir(), "is a directory"),
+}
+
+
+#: Labels may be text lines, strings or any 1-d array: only these files are bad labels.
+BAD_LABEL_FILES = ("empty.npy", "folder.npy", "latin1.txt", "objects.npy")
+
+
+@pytest.mark.parametrize(
+    "flag,name",
+    [("--inputs", n) for n in sorted(INPUT_FILES)] + [("--labels", n) for n in BAD_LABEL_FILES],
+)
+def test_bad_input_and_label_files(tmp_path, guarded, run_cli, flag, name):
+    cli, one_line = run_cli
+    make, needle = INPUT_FILES[name]
+    make(tmp_path / name)
+    files = {"--inputs": guarded.inputs, "--labels": None, flag: tmp_path / name}
+    args = ["--labels", files["--labels"]] if files["--labels"] else []
+    r = cli(
+        "capture", "--model", guarded.model, "--inputs", files["--inputs"], *args,
+        "--layers", "1", "--out", tmp_path / "store", "-q",
+    )  # fmt: skip
+    one_line(r, needle)
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("inputs", [torch.tensor(1.0), np.array(["a", "b"])])
+def test_capture_from_python_refuses_scalar_and_string_arrays(tmp_path, inputs):
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import InputsError
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(InputsError, match="batch dimension|dtype <U1"):
+        capture_activations(model, inputs, ["0"], tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+# -- model specs whose code fails ---------------------------------------------------------------
+
+BAD_MODEL_FILES = {
+    "syntax": ("def build(:\n", "SyntaxError"),
+    "import": ("import saeatlas_no_such_module\n", "ModuleNotFoundError"),
+    "top level": ("raise RuntimeError('at import')\n", "at import"),
+    "factory": ("def build():\n    raise KeyError('in factory')\n", "KeyError: 'in factory'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MODEL_FILES))
+def test_model_code_that_fails_is_one_line_naming_the_spec(tmp_path, run_cli, case):
+    cli, one_line = run_cli
+    code, needle = BAD_MODEL_FILES[case]
+    (tmp_path / "m.py").write_text(code)
+    one_line(cli("layers", f"{tmp_path / 'm.py'}:build"), needle, "m.py", "--debug")
+    (tmp_path / "d.py").mkdir()
+    one_line(cli("layers", f"{tmp_path / 'd.py'}:build"), "is a directory")
+
+
+def test_layers_with_an_inputs_file_of_no_samples(tmp_path, outputs, run_cli):
+    cli, one_line = run_cli
+    np.save(tmp_path / "none.npy", np.zeros((0, 6), np.float32))
+    one_line(cli("layers", outputs.model, "--inputs", tmp_path / "none.npy"), "no samples")

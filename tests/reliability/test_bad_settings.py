@@ -153,6 +153,31 @@ def test_the_current_folder_is_no_output(tmp_path, outputs, run_cli, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["sub"]
 
 
+def test_outputs_inside_a_store_are_refused(guarded, run_cli):
+    cli, one_line = run_cli
+    inner = guarded.store / "inner"
+    one_line(
+        cli("capture", "--model", guarded.model, "--inputs", guarded.inputs, "--layers", "1",
+            "--out", inner / "s"),
+        "inside the activation store",
+    )  # fmt: skip
+    one_line(cli("train", "--acts", guarded.store, "--out", inner), "inside the activation store")
+
+
+def test_an_output_without_a_name_is_locked_under_its_real_name(tmp_path, monkeypatch):
+    from saeatlas.store.atomic import partial_dir
+    from saeatlas.store.lock import acquire, lock_path, release
+
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path / "out")
+    assert lock_path(".") == lock_path("../out") == tmp_path / ".out.lock"
+    assert partial_dir(".") == tmp_path / ".out.partial"
+    acquire(".")
+    assert (tmp_path / ".out.lock").is_file()
+    release(".")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # removed, nothing else
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_unwritable_outputs_fail_before_the_work(tmp_path, guarded, run_cli):
     cli, one_line = run_cli
@@ -334,6 +359,37 @@ def interrupted(tmp_path, outputs, monkeypatch):
         )
     monkeypatch.setattr(commit_module, "write_shard", real)
     return tmp_path / "store"
+
+
+def _flip_last_byte(f):
+    f.write_bytes(f.read_bytes()[:-1] + bytes([f.read_bytes()[-1] ^ 0x40]))
+
+
+COMMITTED_DAMAGE = {
+    "shard bit flip": ("shard-00000.safetensors", _flip_last_byte, "sha256 differs"),
+    "shard truncated": (
+        "shard-00000.safetensors",
+        lambda f: f.write_bytes(f.read_bytes()[:-40]),
+        "sha256",
+    ),
+    "shard missing": ("shard-00000.safetensors", lambda f: f.unlink(), "missing"),
+    "rows missing": (".parts/rows-00000.parquet", lambda f: f.unlink(), "row metadata"),
+    "rows garbage": (".parts/rows-00000.parquet", lambda f: f.write_text("x"), "row metadata"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(COMMITTED_DAMAGE))
+def test_resume_refuses_a_damaged_committed_shard(outputs, interrupted, run_cli, damage):
+    """The resume would otherwise swap in a store declared complete around the bad file."""
+    from saeatlas.store.atomic import partial_dir
+
+    cli, one_line = run_cli
+    name, damage_file, needle = COMMITTED_DAMAGE[damage]
+    damage_file(partial_dir(interrupted) / name)
+    one_line(
+        cli(*_capture(outputs, interrupted)), "Cannot resume", "shard-00000", needle, "--overwrite"
+    )
+    assert not interrupted.exists() and partial_dir(interrupted).is_dir()  # kept as it was
 
 
 def _capture(outputs, store, inputs=None, model=None, layers=("1", "3")):

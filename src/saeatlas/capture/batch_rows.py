@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import NonFiniteError
+from ..errors import NonFiniteError, ShapeError
 from ..store import LayerSpec
 from .inputs import InputBatch
 from .rows import LayerRows
@@ -40,6 +40,19 @@ def layer_specs(rows: dict[str, LayerRows], shapes: dict[str, tuple[int, ...]]) 
         specs.append(LayerSpec(name, start, start + n, (None, *shapes[name][1:]), r.layout))
         start += n
     return specs
+
+
+def check_widths(rows: dict[str, LayerRows], specs: list[LayerSpec], where: str) -> None:
+    """Each layer gives as many units per row as in the first batch: the store's columns
+    are fixed (two layers changing width in opposite ways would keep the total)."""
+    for spec, (name, r) in zip(specs, rows.items()):
+        if r.x.shape[1] != spec.n_units:
+            raise ShapeError(
+                f"Layer '{name}' gives {r.x.shape[1]} units per row in {where}, but gave "
+                f"{spec.n_units} in the first batch; a store's columns are fixed. Give inputs "
+                "on which the model's layers keep their width, or capture such batches into "
+                "separate stores."
+            )
 
 
 def handle_nonfinite(

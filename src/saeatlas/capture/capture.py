@@ -24,11 +24,11 @@ from .._world import rank_device, share
 from ..errors import ConfigError
 from ..store import ActivationStore, StoreWriter
 from ..store.shards import STORE_DTYPES
-from .batch_rows import handle_nonfinite, layer_specs, row_meta
+from .batch_rows import check_widths, handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
 from .distributed import agree, complete_capture, count_batches, open_writer
 from .hookpoints import Hookpoint, resolve_hookpoints
-from .inputs import InputBatch, iter_input_batches
+from .inputs import InputBatch, _n_samples, iter_input_batches
 from .job import batch_fingerprint, capture_job
 from .layouts import LayoutTracer, choose_layout, module_layout, parse_layout
 from .models import input_dtype
@@ -243,6 +243,7 @@ def _capture(
                     specs = layer_specs(rows, recorder.shapes)
                     writer.start(specs)
                     started = True
+                check_widths(rows, specs, where)
                 meta = row_meta(batch, rows[hps[0].name], sample_base)
                 # Stored one batch late: by then a GPU has run this batch (the next one
                 # is queued behind it), so checking it for NaN/Inf does not leave it idle.
@@ -340,7 +341,7 @@ def _is_texts(inputs: Any) -> bool:
 
 def _count_samples(inputs: Any) -> int | None:
     if isinstance(inputs, (torch.Tensor, np.ndarray)):
-        return int(inputs.shape[0])
+        return _n_samples(inputs)  # refuses a 0-d array
     if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
         return len(inputs)
     dataset = getattr(inputs, "dataset", None)  # a DataLoader

@@ -56,6 +56,13 @@ def _as_tensor(x: Any, float_dtype: torch.dtype | None = None) -> Any:
     """Arrays become tensors; floating ones become ``float_dtype`` when given (the
     model's), else float64 arrays become float32 (NumPy's default is not torch's)."""
     if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biufc":
+            texts = x.dtype.kind in "SU"
+            hint = " For texts, pass a list of str (a .txt file on the CLI)." if texts else ""
+            raise InputsError(
+                f"Inputs of dtype {x.dtype} cannot go to a model; give numbers (float, integer "
+                f"token ids or bool).{hint}"
+            )
         if float_dtype is None and x.dtype == np.float64:
             float_dtype = torch.float32
         x = torch.from_numpy(np.ascontiguousarray(x))
@@ -224,17 +231,10 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
     A ``.safetensors`` file holds one tensor, or one named ``inputs``. A
     ``.jsonl`` file holds one JSON string (or ``{"text": ...}``) per line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputsError(f"Inputs file '{path}' does not exist.")
+    path = _existing_file(path, "Inputs")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise InputsError(
-                f"Cannot read '{path}' as a .npy array (pickled arrays are refused): {e}"
-            ) from e
+        return _load_npy(path)
     if suffix == ".safetensors":
         from safetensors.numpy import load_file
 
@@ -250,21 +250,28 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
             f"'{path}' holds tensors {sorted(tensors)}; name the input tensor 'inputs'."
         )
     if suffix in (".txt", ".text", ""):
-        texts = [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
-        texts = [t for t in texts if t.strip()]
+        texts = [t for t in _read_lines(path) if t.strip()]
         if not texts:
             raise InputsError(f"'{path}' holds no non-empty lines of text.")
         return texts
     if suffix == ".jsonl":
         texts = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for i, line in enumerate(_read_lines(path), 1):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputsError(f"'{path}' line {i} is not JSON: {e}.") from e
-            texts.append(obj["text"] if isinstance(obj, dict) else str(obj))
+            text = obj.get("text") if isinstance(obj, dict) else obj
+            if not isinstance(text, str):
+                raise InputsError(
+                    f"'{path}' line {i} holds {line.strip()[:60]!r}; each line must be a JSON "
+                    'string or an object with a string "text", e.g. {"text": "Hello"}.'
+                )
+            texts.append(text)
+        if not texts:
+            raise InputsError(f"'{path}' holds no texts.")
         return texts
     raise InputsError(
         f"Unsupported inputs file '{path}'; use .npy, .safetensors, .txt (one text per line) "
@@ -274,17 +281,42 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
 
 def load_labels(path: str | Path) -> np.ndarray:
     """One label per sample, from a ``.npy`` array or a text file (one label per line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputsError(f"Labels file '{path}' does not exist.")
+    path = _existing_file(path, "Labels")
     if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        arr = _load_npy(path)
     else:
-        arr = np.array(
-            [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        )
+        arr = np.array([ln.strip() for ln in _read_lines(path) if ln.strip()])
     if arr.ndim != 1:
         raise InputsError(
             f"Labels in '{path}' have shape {arr.shape}; expected one label per sample."
         )
     return arr
+
+
+def _existing_file(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise InputsError(f"{what} file '{path}' is a directory; give a file.")
+    if not path.is_file():
+        raise InputsError(f"{what} file '{path}' does not exist.")
+    return path
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as e:  # numpy: EOFError for an empty file
+        raise InputsError(
+            f"Cannot read '{path}' as a .npy array (pickled arrays are refused): "
+            f"{e}. Save a numeric array with `np.save`."
+        ) from e
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputsError(
+            f"'{path}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8, or "
+            "give arrays as .npy or .safetensors."
+        ) from e

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelSpecError
+from ..errors import AtlasError, ModelSpecError
 from .nnsight import unwrap_model
 
 
@@ -55,8 +55,7 @@ def load_model(
     """
     if model_class != "auto" and model_class not in MODEL_CLASSES:
         raise ModelSpecError(
-            f"Unknown --model-class {model_class!r}; expected one of: "
-            f"{['auto', *MODEL_CLASSES]}."
+            f"Unknown --model-class {model_class!r}; expected one of: {['auto', *MODEL_CLASSES]}."
         )
     path = Path(spec)
     if path.is_dir():
@@ -115,24 +114,44 @@ def call_factory(factory: Any, spec: str, kwargs: dict[str, Any] | None = None) 
         raise ModelSpecError(f"'{spec}' cannot be called with {kwargs}: {e}.") from None
     except ValueError:  # no signature (a builtin): let the call decide
         pass
-    return factory(**kwargs)
+    try:
+        return factory(**kwargs)
+    except AtlasError:
+        raise
+    except Exception as e:  # the user's code: name the spec, keep the traceback for --debug
+        raise _code_error(e, f"Calling {spec!r}") from e
+
+
+def _code_error(e: BaseException, what: str) -> ModelSpecError:
+    return ModelSpecError(
+        f"{what} failed: {type(e).__name__}: {str(e).strip().rstrip('.')}. Fix that code; "
+        "`saeatlas --debug ...` shows the traceback."
+    )
 
 
 def _import(target: str, spec: str) -> Any:
     if target.endswith(".py"):
         file = Path(target)
+        if file.is_dir():
+            raise ModelSpecError(f"Model file '{file}' is a directory (from spec {spec!r}).")
         if not file.is_file():
             raise ModelSpecError(f"Model file '{file}' does not exist (from spec {spec!r}).")
         name = f"_saeatlas_model_{abs(hash(file.resolve()))}"
         mod_spec = importlib.util.spec_from_file_location(name, file)
         module = importlib.util.module_from_spec(mod_spec)
         sys.modules[name] = module
-        mod_spec.loader.exec_module(module)
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as e:  # a SyntaxError, or whatever its top level raises
+            del sys.modules[name]
+            raise _code_error(e, f"Running '{file}' (from spec {spec!r})") from e
         return module
     try:
         return importlib.import_module(target)
     except ImportError as e:
         raise ModelSpecError(f"Cannot import {target!r} from model spec {spec!r}: {e}.") from e
+    except Exception as e:
+        raise _code_error(e, f"Importing {target!r} (from spec {spec!r})") from e
 
 
 def hf_model_class(config: dict[str, Any], model_class: str = "auto") -> str:

@@ -46,14 +46,20 @@ def is_hook_point(module: torch.nn.Module) -> bool:
 
 def hook_conversion(
     module: torch.nn.Module,
-) -> tuple[Callable[[torch.Tensor], torch.Tensor] | None, Callable[[torch.Tensor], torch.Tensor] | None, bool]:
+) -> tuple[
+    Callable[[torch.Tensor], torch.Tensor] | None,
+    Callable[[torch.Tensor], torch.Tensor] | None,
+    bool,
+]:
     """``(convert, revert, splits_heads)`` of a bridge hook that reshapes its tensor."""
     conv = getattr(module, "hook_conversion", None) if is_hook_point(module) else None
     if conv is None or not callable(getattr(conv, "convert", None)):
         return None, None, False
     revert = getattr(conv, "revert", None)
-    return conv.convert, revert if callable(revert) else None, bool(
-        getattr(conv, "splits_attention_heads", False)
+    return (
+        conv.convert,
+        revert if callable(revert) else None,
+        bool(getattr(conv, "splits_attention_heads", False)),
     )
 
 
@@ -98,7 +104,11 @@ class TransformerLensTexts:
             rows = [r[:max_length] for r in rows]
         width = max(len(r) for r in rows)
         pad_id = next(
-            (i for i in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if i is not None),
+            (
+                i
+                for i in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+                if i is not None
+            ),
             0,
         )
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

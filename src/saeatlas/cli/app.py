@@ -77,7 +77,7 @@ class _Group(TyperGroup):
             why = text.split("\n")[0][:160]
             _fail(
                 f"Out of memory ({why}). Lower the sizes that grow with the data (--batch-size, "
-                "--d-sae) or use a machine with more memory."
+                "--shard-rows, --d-sae) or use a machine with more memory."
             )
         except OSError as e:
             # The disk, not the input: say which path and why, in one line.

@@ -30,6 +30,7 @@ def layers_cmd(
     """List a model's hook points with their output shapes (one dry forward pass)."""
     from ..capture import example_inputs, iter_input_batches, list_layers, load_inputs, load_model
     from ..capture.models import input_dtype
+    from ..errors import InputsError
 
     loaded = load_model(model, model_class=model_class)
     if inputs is None:
@@ -41,8 +42,11 @@ def layers_cmd(
                 batch_size=2,
                 tokenizer=loaded.tokenizer,
                 float_dtype=input_dtype(loaded.model),
-            )
+            ),
+            None,
         )
+        if batch is None:
+            raise InputsError(f"'{inputs}' holds no samples; give at least one for the dry run.")
         example = batch.kwargs if batch.kwargs else batch.args[0]
     table = Table("hook point", "type", "output shape")
     for info in list_layers(loaded.model, example):

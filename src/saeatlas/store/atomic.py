@@ -124,14 +124,20 @@ def check_output_dir(
         )
 
 
+def beside(path: str | os.PathLike, suffix: str) -> Path:
+    """``.NAME{suffix}`` beside the output ``NAME``; a path without a name of its own
+    (``.``, ``out/..``) is made absolute first, so that it has one."""
+    path = Path(os.path.abspath(path))
+    return path.parent / f".{path.name}{suffix}"
+
+
 def partial_dir(path: str | os.PathLike) -> Path:
     """Where the next version of the directory ``path`` is written before :func:`swap_in`."""
-    path = Path(path)
-    return path.parent / f".{path.name}.partial"
+    return beside(path, ".partial")
 
 
 def _old_dir(path: Path) -> Path:
-    return path.parent / f".{path.name}.old"
+    return beside(path, ".old")
 
 
 def _remove(path: Path) -> None:

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import AtlasError
+from .atomic import beside
+from .manifest import MANIFEST, ROWS
 
 
 class LockError(AtlasError):
@@ -35,8 +37,7 @@ _guard = threading.Lock()
 
 def lock_path(path: str | os.PathLike) -> Path:
     """The lock file of the output ``path``."""
-    path = Path(path)
-    return path.parent / f".{path.name}.lock"
+    return beside(path, ".lock")
 
 
 def _key(path: Path) -> Path:
@@ -56,6 +57,12 @@ def check_writable(path: str | os.PathLike) -> None:
         )
     if path.exists() and not path.is_dir():
         raise OutputError(f"'{path}' exists and is not a directory; choose another output.")
+    store = next((p for p in Path(os.path.abspath(path)).parents if _is_store(p)), None)
+    if store is not None:
+        raise OutputError(
+            f"'{path}' is inside the activation store '{store}', which must hold only its own "
+            "files; choose an output outside it."
+        )
     if path.exists() and not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"Cannot write to '{path}': permission denied. Choose another output.")
     parent = path.parent
@@ -70,6 +77,10 @@ def check_writable(path: str | os.PathLike) -> None:
             f"Cannot create '{path}': '{parent}' is not writable (permission denied). Choose "
             "another output."
         )
+
+
+def _is_store(directory: Path) -> bool:
+    return (directory / MANIFEST).is_file() and (directory / ROWS).is_file()
 
 
 def acquire(path: str | os.PathLike) -> None:

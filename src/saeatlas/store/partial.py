@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..errors import ConfigError, StoreError
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ChecksumError, ConfigError, StoreError
 from .atomic import TMP_PREFIX, recover_dir
-from .manifest import MANIFEST, ROWS
+from .manifest import MANIFEST, ROWS, ShardInfo
+from .shards import read_shard
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +128,32 @@ def drop_uncommitted(work: Path, rank: int, world: int, committed: Iterable[str]
     for x in (work / PARTS).glob(f"rows-{own}.parquet"):
         if x.name not in parts:
             x.unlink()
+
+
+def check_committed(
+    work: Path, shards: Sequence[ShardInfo], n_units: int, rank: int, world: int, store: Path
+) -> None:
+    """Before a resume builds on them: each committed shard of ``rank`` in ``work`` has
+    the sha256 and shape its commit recorded, and its row part holds its rows. A shard
+    damaged or swapped since would otherwise end up in a store declared complete."""
+    for i, info in enumerate(shards):
+        shard, part = work / info.file, work / PARTS / part_name(i, rank, world)
+        try:
+            shape = tuple(read_shard(shard, info.sha256).shape)
+            problem = None if shape == (info.rows, n_units) else f"has shape {list(shape)}"
+        except ChecksumError:
+            problem = "changed since it was written (its sha256 differs)"
+        except StoreError:
+            problem = "is missing or unreadable"
+        if problem is None:
+            try:
+                n = pq.read_metadata(part).num_rows
+            except (OSError, pa.ArrowException):
+                n = None
+            if n != info.rows:
+                problem = f"has its row metadata '{PARTS}/{part.name}' missing or damaged"
+        if problem is not None:
+            raise StoreError(
+                f"Cannot resume the capture of '{store}': its committed shard '{info.file}' "
+                f"{problem}. Start again with --overwrite."
+            )

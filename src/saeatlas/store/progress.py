@@ -108,11 +108,12 @@ def check_same_job(
         if k not in LATE_JOB_KEYS and saved.job.get(k) != job.get(k)
     )
     if changed:
+        details = [d for k in changed for d in _changes(k, saved.job.get(k), job.get(k))]
         raise ConfigError(
             f"--resume continues the same capture, but this run's {', '.join(changed)} "
-            f"differ from those of the interrupted capture of '{store}' "
-            f"(was {', '.join(f'{k}={saved.job.get(k)!r}' for k in changed)}). Resume with the "
-            "same model, inputs, --layers and settings, or start again with --overwrite."
+            f"differ from those of the interrupted capture of '{store}' ({'; '.join(details)}). "
+            "Resume with the same model, inputs, --layers and settings, or start again with "
+            "--overwrite."
         )
     if saved.dtype != dtype:
         raise ConfigError(
@@ -124,3 +125,16 @@ def check_same_job(
             f"The interrupted capture in '{store}' uses {saved.shard_rows} rows per shard, "
             f"this run asks for {shard_rows}. Resume with the same `shard_rows`."
         )
+
+
+def _changes(name: str, old: Any, new: Any) -> list[str]:
+    """What differs between two values of job key ``name``: the fields of a dict (the
+    settings) one by one, so that the message names the setting that changed."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [
+            f"`{k}` was {old.get(k)!r}, now {new.get(k)!r}"
+            for k in keys
+            if old.get(k) != new.get(k)
+        ]
+    return [f"{name} was {old!r}, now {new!r}"]

@@ -17,6 +17,7 @@ from .shards import read_shard
 #: Rows per virtual shard when reading a ``.npy`` file.
 NPY_CHUNK_BYTES = 64 << 20
 
+
 class ShardSource:
     """The shards of a store directory, each checked against its sha256 and for
     NaN/Inf the first time it is read through this source (later epochs skip both)."""

@@ -54,7 +54,7 @@ from .commit import Committer
 from .lock import acquire, release
 from .manifest import LayerSpec, Manifest, validate_layers
 from .merge import RankPart, complete_store
-from .partial import drop_uncommitted, prepare_partial, progress_files
+from .partial import check_committed, drop_uncommitted, prepare_partial, progress_files
 from .progress import Progress, ResumePoint, check_same_job, read_progress
 from .shards import STORE_DTYPES
 from .stats import RunningMoments
@@ -172,6 +172,7 @@ class StoreWriter:
         # compared by the caller, through saved_job.
         self.saved_job = dict(saved.job)
         check_same_job(saved, self.path, self.job, self.dtype, self._shard_rows_arg)
+        check_committed(self.work, saved.shards, saved.n_units, self.rank, self.world, self.path)
         self.layers, self.n_units, self.shard_rows = saved.layers, saved.n_units, saved.shard_rows
         self._commits.shards, self._commits.moments = list(saved.shards), saved.moments
         self._rows_flushed = sum(s.rows for s in saved.shards)
