@@ -53,3 +53,21 @@ def test_a_stale_seed_directory_is_not_reused_as_the_null_source(tmp_path, guard
     _seed_like(guarded, tmp_path / "sae-seed1")
     args = ["analyze", "--sae", sae, "--acts", guarded.store, "--out", tmp_path / "a"]
     one_line(cli(*args, "--seeds", "1", "--n-null", "2", "-q"), "'", "sae-seed1' has d_sae 24")
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        # once allocated 19 GiB for the draws' seeds before any work
+        ("n_null: 100000000000\n", "`n_null` must be in [0, 10000]"),
+        ("n_bootstrap: 100000\n", "`n_bootstrap` must be in [0, 100]"),
+        ("resolutions: [1.0, 1]\n", "`resolutions` has repeated values: [1.0, 1.0]"),
+        ("nulls: [dictionary, dictionary]\n", "`nulls` has repeated values"),
+    ],
+)
+def test_bad_analysis_settings(tmp_path, guarded, run_cli, text, needle):
+    cli, one_line = run_cli
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    one_line(cli(*args, "--config", cfg), needle)
