@@ -23,6 +23,9 @@ from .inference.nulls import NULL_DICTIONARIES, NULL_MODELS
 # The allowed values of the settings that name a method come from each method's registry.
 METHODS = tuple(FINDERS)
 NULLS = tuple(NULL_MODELS)
+#: Upper bounds of `n_null` and `n_bootstrap`.
+MAX_NULL_DRAWS = 10_000
+MAX_BOOTSTRAP = 100
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class AtlasConfig:
     like this one with the next seed: the first --seed-sae, else `<sae>-seed1`, trained
     when missing) or self (the SAE's own; no training, but a weaker null)."""
     n_null: int = 10
-    """Draws per null model."""
+    """Draws per null model (at most 10,000)."""
     null_rows: int = 50_000
     """Rows used to compare real and null modularity (the same number for both)."""
     alpha: float = 0.05
@@ -93,7 +96,8 @@ class AtlasConfig:
     """2-D map of the features (umap needs the `umap` extra; falls back to pca)."""
     n_bootstrap: int = 1
     """Bootstrap resamples of the rows per SAE in the ensemble (each SAE also counts once
-    on all rows): modules count only when they reproduce across SAEs and resamples."""
+    on all rows): modules count only when they reproduce across SAEs and resamples (at
+    most 100)."""
     control: bool = True
     """Also run the atlas with random-direction SAEs of the same shape (the random-SAE
     control, as many as the ensemble has SAEs): a module a random dictionary finds too
@@ -145,8 +149,18 @@ class AtlasConfig:
         )
         if self.n_null < 0 or (self.nulls and self.n_null == 1):
             raise ConfigError(f"`n_null` must be 0 or at least 2, got {self.n_null}.")
+        # each draw or resample is a graph and a community search of its own (and their
+        # seeds and rows are drawn up front): far more is a typo, not a wish
+        in_range("n_null", self.n_null, 0, MAX_NULL_DRAWS)
+        in_range("n_bootstrap", self.n_bootstrap, 0, MAX_BOOTSTRAP)
         if not self.resolutions or any(r <= 0 for r in self.resolutions):
             raise ConfigError(f"`resolutions` must be positive numbers, got {self.resolutions}.")
+        for name in ("resolutions", "nulls"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ConfigError(
+                    f"`{name}` has repeated values: {list(values)}; give each one once."
+                )
         check_device("device", self.device, flag="--device")
 
     def to_json(self) -> dict[str, Any]:

@@ -20,7 +20,9 @@ import torch
 
 from .._coordinator import Coordinator, run_ranks, solo
 from .._world import rank_device
+from ..errors import ConfigError
 from ..sae import SparseAutoencoder
+from ..sae.model import sae_layers
 from ..store import ActivationStore
 from .config import AtlasConfig
 from .graph.codes import encode_store
@@ -90,15 +92,17 @@ class AtlasInputs:
     coord: Coordinator = field(default_factory=solo, repr=False)
     """The ranks of a ``torchrun`` analysis (a world of one otherwise)."""
     _firings: dict = field(default_factory=dict, repr=False)
+    _loaded: dict = field(default_factory=dict, repr=False)
+    """The seed SAEs and the null source, loaded (and checked) by :func:`prepare`."""
 
     def firing_of(self, other: SAELike) -> Firing:
         """``other``'s codes and firings on the atlas's rows, judged against the same
         global mode; encoded once per SAE (by path, or by object)."""
-        key = str(Path(other).resolve()) if isinstance(other, str | Path) else id(other)
+        key = _key(other)
         if other is self.sae:
             return self.main
         if key not in self._firings:
-            sae = other if isinstance(other, SparseAutoencoder) else SparseAutoencoder.load(other)
+            sae = self._loaded.get(key) or _load(other)
             codes = encode_store(
                 sae,
                 self.store,
@@ -133,9 +137,10 @@ def prepare(
     coord = coord if coord is not None else solo()
     progress = progress and coord.world.is_main
     sae_path = None if isinstance(sae, SparseAutoencoder) else str(sae)
-    sae = sae if isinstance(sae, SparseAutoencoder) else SparseAutoencoder.load(sae)
+    sae = _load(sae)
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     cfg = config
+    loaded = _loaded_twins(sae, sae_path, store, seed_saes, null_source)
     # the correlation view gets as many members as the SAE ensemble (at least three)
     n_members = (1 + len(seed_saes)) * (1 + cfg.n_bootstrap)
     codes = encode_store(
@@ -163,4 +168,66 @@ def prepare(
         sweep=(sweep[0], tuple(sweep[1])) if sweep else None,
         progress=progress,
         coord=coord,
+        _loaded=loaded,
     )
+
+
+def _key(sae: SAELike) -> Any:
+    return str(Path(sae).resolve()) if isinstance(sae, str | Path) else id(sae)
+
+
+def _load(sae: SAELike) -> SparseAutoencoder:
+    return sae if isinstance(sae, SparseAutoencoder) else SparseAutoencoder.load(sae)
+
+
+def _loaded_twins(
+    sae: SparseAutoencoder,
+    sae_path: str | None,
+    store: ActivationStore,
+    seed_saes: Sequence[SAELike],
+    null_source: SAELike | None,
+) -> dict[Any, SparseAutoencoder]:
+    """The seed SAEs and the null source, loaded and checked before the work (by
+    :func:`check_twin`); no seed SAE may be ``sae`` itself or come twice, since a
+    member counted twice makes every module look reproducible."""
+    seen = {_key(sae_path) if sae_path is not None else id(sae)}
+    loaded: dict[Any, SparseAutoencoder] = {}
+    for other in seed_saes:
+        key = _key(other)
+        if key in seen:
+            raise ConfigError(
+                f"The seed SAE '{other}' is the analysed SAE or another seed SAE again; give "
+                "each --seed-sae once, each an SAE trained with another seed."
+            )
+        seen.add(key)
+        loaded[key] = check_twin(sae, _load(other), store, str(other))
+    if null_source is not None and _key(null_source) not in loaded:
+        loaded[_key(null_source)] = check_twin(sae, _load(null_source), store, str(null_source))
+    return loaded
+
+
+def check_twin(
+    sae: SparseAutoencoder, other: SparseAutoencoder, store: ActivationStore, name: str
+) -> SparseAutoencoder:
+    """``other``, when it reads the same layers of ``store`` as ``sae`` and has its
+    architecture, d_sae and k (an SAE trained like ``sae`` with another seed); units and
+    features of the two are compared one to one, so anything else would give a wrong
+    atlas, not an error."""
+    mine = [(l.name, l.n_units) for l in sae_layers(sae, store)]
+    theirs = [(l.name, l.n_units) for l in sae_layers(other, store)]
+    if theirs != mine:
+        raise ConfigError(
+            f"The seed SAE '{name}' reads the layers {theirs} (name, units), the analysed "
+            f"SAE {mine}; a seed SAE must be trained on the same layers of the same store."
+        )
+    shape = ("architecture", "d_sae", "k")
+    differ = [f for f in shape if getattr(other.cfg, f) != getattr(sae.cfg, f)]
+    if differ:
+        got = ", ".join(f"{f} {getattr(other.cfg, f)!r}" for f in differ)
+        want = ", ".join(f"{getattr(sae.cfg, f)!r}" for f in differ)
+        raise ConfigError(
+            f"The seed SAE '{name}' has {got}, the analysed SAE {want}; a seed SAE must be "
+            "trained the same way with another seed (delete a stale <sae>-seedN directory "
+            "so that analyze trains it again)."
+        )
+    return other

@@ -35,7 +35,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ...errors import ConfigError
 from ...sae import SparseAutoencoder
 from ..graph.codes import encode_sparse, strong_firing
 from ..graph.communities import cooccurrence_graph
@@ -175,11 +174,10 @@ def dictionary_source(inp: AtlasInputs) -> DictionarySource:
             else:
                 name = why
     f = inp.main if other is None else inp.firing_of(other)
-    if f.sae.cfg.d_in != sae.cfg.d_in:
-        raise ConfigError(
-            f"The seed SAE {name} reads {f.sae.cfg.d_in} units, the SAE {sae.cfg.d_in}; "
-            "seed SAEs must be trained on the same layers of the same store."
-        )
+    if other is not None:
+        from ..inputs import check_twin
+
+        check_twin(sae, f.sae, inp.store, name)  # a reused <sae>-seed1 may be stale
     residual = np.sqrt(f.codes.residual_sq / max(f.codes.n_rows, 1))
     return DictionarySource(f.sae, f.codes.matrix, residual.astype(np.float32), f.excluded, name)
 
