@@ -166,16 +166,15 @@ def test_outputs_inside_a_store_are_refused(guarded, run_cli):
 
 def test_an_output_without_a_name_is_locked_under_its_real_name(tmp_path, monkeypatch):
     from saeatlas.store.atomic import partial_dir
-    from saeatlas.store.lock import acquire, lock_path, release
+    from saeatlas.store.lock import OutputError, acquire, lock_path
 
     (tmp_path / "out").mkdir()
     monkeypatch.chdir(tmp_path / "out")
     assert lock_path(".") == lock_path("../out") == tmp_path / ".out.lock"
     assert partial_dir(".") == tmp_path / ".out.partial"
-    acquire(".")
-    assert (tmp_path / ".out.lock").is_file()
-    release(".")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # removed, nothing else
+    with pytest.raises(OutputError, match="current folder"):  # it would be swapped out whole
+        acquire(".")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no lock file left
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
