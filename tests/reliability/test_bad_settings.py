@@ -153,6 +153,18 @@ def test_the_current_folder_is_no_output(tmp_path, outputs, run_cli, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["sub"]
 
 
+def test_the_lock_of_the_current_folder_lies_beside_it_and_goes(tmp_path, monkeypatch):
+    """What `saeatlas report .` and `run --out .` lock: once './..lock', left behind
+    (release looked for another name) and then refused as a foreign file."""
+    from saeatlas.store.lock import output_lock
+
+    (tmp_path / "atlas").mkdir()
+    monkeypatch.chdir(tmp_path / "atlas")
+    with output_lock("."):
+        assert (tmp_path / ".atlas.lock").is_file()
+    assert list(tmp_path.rglob("*lock*")) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_unwritable_outputs_fail_before_the_work(tmp_path, guarded, run_cli):
     cli, one_line = run_cli
