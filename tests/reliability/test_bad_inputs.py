@@ -308,3 +308,13 @@ def test_export_neuronpedia_to_a_file_fails_before_encoding(
     atlas = _atlas_of(tmp_path, guarded, path=str(guarded.sae), d_in=18, d_sae=24)
     one_line(cli("export-neuronpedia", atlas, "--out", tmp_path / "file"), "not a directory")
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_evaluate_with_inputs_the_model_cannot_take_is_one_line(tmp_path, guarded, run_cli):
+    """The downstream loss's forward pass crashed with the model's RuntimeError."""
+    cli, one_line = run_cli
+    np.save(tmp_path / "x.npy", np.zeros((20, 5), np.float32))  # the model takes 6 features
+    np.save(tmp_path / "y.npy", np.zeros(20, np.int64))
+    args = ["--sae", guarded.sae, "--acts", guarded.store, "--model", guarded.model]
+    args += ["--inputs", tmp_path / "x.npy", "--labels", tmp_path / "y.npy"]
+    one_line(cli("evaluate", *args), "forward pass failed on inputs 0..19")
