@@ -131,3 +131,10 @@ def test_loading_onto_a_device_this_machine_lacks_is_one_config_error(tmp_path):
     make("relu").save(tmp_path / "sae")
     with pytest.raises(ConfigError, match="`device`"):
         SparseAutoencoder.load(tmp_path / "sae", device="nodevice")
+
+
+def test_from_weights_refuses_a_weight_that_would_broadcast():
+    sae = make("relu")
+    weights = {**sae.weights(), "b_enc": torch.zeros(1)}
+    with pytest.raises(ShapeError, match=r"`b_enc` is \(1,\), but the config implies \(10,\)"):
+        SparseAutoencoder.from_weights(sae.cfg, weights)
