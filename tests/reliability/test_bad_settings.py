@@ -637,3 +637,15 @@ def test_a_checkpoint_that_is_a_folder_is_named_when_resuming(checkpointed, outp
     file.mkdir()
     r = cli("train", "--acts", outputs.store, "--out", file.parent, *TRAIN_FLAGS, "--resume")
     one_line(r, "is not a readable checkpoint")
+
+
+def test_a_sibling_checkpoint_of_other_settings_stops_before_any_training(
+    tmp_path, outputs, run_cli, monkeypatch
+):
+    """--seeds 2 --resume trained the first SAE, then refused the second's checkpoint."""
+    cli, one_line = run_cli
+    _interrupt(cli, outputs.store, tmp_path / "sae-seed1", monkeypatch)  # seed 0, not 1
+    flags = [*TRAIN_FLAGS[2:], "--seeds", "2", "--resume"]  # TRAIN_FLAGS start with --seeds 1
+    r = cli("train", "--acts", outputs.store, "--out", tmp_path / "sae", *flags)
+    one_line(r, "--seeds 2 also writes", "other settings")
+    assert not (tmp_path / "sae").exists()
