@@ -387,3 +387,13 @@ def test_layers_with_an_inputs_file_of_no_samples(tmp_path, outputs, run_cli):
     cli, one_line = run_cli
     np.save(tmp_path / "none.npy", np.zeros((0, 6), np.float32))
     one_line(cli("layers", outputs.model, "--inputs", tmp_path / "none.npy"), "no samples")
+
+
+def test_evaluate_with_inputs_the_model_cannot_take_is_one_line(tmp_path, guarded, run_cli):
+    """The downstream loss's forward pass crashed with the model's RuntimeError."""
+    cli, one_line = run_cli
+    np.save(tmp_path / "x.npy", np.zeros((20, 5), np.float32))  # the model takes 6 features
+    np.save(tmp_path / "y.npy", np.zeros(20, np.int64))
+    args = ["--sae", guarded.sae, "--acts", guarded.store, "--model", guarded.model]
+    args += ["--inputs", tmp_path / "x.npy", "--labels", tmp_path / "y.npy"]
+    one_line(cli("evaluate", *args), "forward pass failed on inputs 0..19")

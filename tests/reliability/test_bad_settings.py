@@ -166,15 +166,24 @@ def test_outputs_inside_a_store_are_refused(guarded, run_cli):
 
 def test_an_output_without_a_name_is_locked_under_its_real_name(tmp_path, monkeypatch):
     from saeatlas.store.atomic import partial_dir
-    from saeatlas.store.lock import OutputError, acquire, lock_path
+    from saeatlas.store.lock import lock_path
 
     (tmp_path / "out").mkdir()
     monkeypatch.chdir(tmp_path / "out")
     assert lock_path(".") == lock_path("../out") == tmp_path / ".out.lock"
     assert partial_dir(".") == tmp_path / ".out.partial"
-    with pytest.raises(OutputError, match="current folder"):  # it would be swapped out whole
-        acquire(".")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no lock file left
+
+
+def test_the_lock_of_the_current_folder_lies_beside_it_and_goes(tmp_path, monkeypatch):
+    """What `saeatlas report .` and `run --out .` lock: once './..lock', left behind
+    (release looked for another name) and then refused as a foreign file."""
+    from saeatlas.store.lock import output_lock
+
+    (tmp_path / "atlas").mkdir()
+    monkeypatch.chdir(tmp_path / "atlas")
+    with output_lock("."):
+        assert (tmp_path / ".atlas.lock").is_file()
+    assert list(tmp_path.rglob("*lock*")) == []
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
@@ -680,3 +689,15 @@ def test_a_checkpoint_that_is_a_folder_is_named_when_resuming(checkpointed, outp
     file.mkdir()
     r = cli("train", "--acts", outputs.store, "--out", file.parent, *TRAIN_FLAGS, "--resume")
     one_line(r, "is not a readable checkpoint")
+
+
+def test_a_sibling_checkpoint_of_other_settings_stops_before_any_training(
+    tmp_path, outputs, run_cli, monkeypatch
+):
+    """--seeds 2 --resume trained the first SAE, then refused the second's checkpoint."""
+    cli, one_line = run_cli
+    _interrupt(cli, outputs.store, tmp_path / "sae-seed1", monkeypatch)  # seed 0, not 1
+    flags = [*TRAIN_FLAGS[2:], "--seeds", "2", "--resume"]  # TRAIN_FLAGS start with --seeds 1
+    r = cli("train", "--acts", outputs.store, "--out", tmp_path / "sae", *flags)
+    one_line(r, "--seeds 2 also writes", "other settings")
+    assert not (tmp_path / "sae").exists()

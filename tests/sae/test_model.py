@@ -131,3 +131,27 @@ def test_loading_onto_a_device_this_machine_lacks_is_one_config_error(tmp_path):
     make("relu").save(tmp_path / "sae")
     with pytest.raises(ConfigError, match="`device`"):
         SparseAutoencoder.load(tmp_path / "sae", device="nodevice")
+
+
+def test_from_weights_refuses_a_weight_that_would_broadcast():
+    sae = make("relu")
+    weights = {**sae.weights(), "b_enc": torch.zeros(1)}
+    with pytest.raises(ShapeError, match=r"`b_enc` is \(1,\), but the config implies \(10,\)"):
+        SparseAutoencoder.from_weights(sae.cfg, weights)
+
+
+def test_a_batchtopk_file_with_thresholds_per_latent_is_refused(tmp_path):
+    """Its load kept the largest threshold for every latent, encoding differently."""
+    from safetensors.torch import load_file, save_file
+
+    from saeatlas.sae import SAEFileError
+
+    sae = make("batchtopk")
+    sae.threshold.fill_(0.3)
+    sae.save(tmp_path / "sae")
+    assert float(SparseAutoencoder.load(tmp_path / "sae").threshold) == pytest.approx(0.3)
+    w = load_file(str(tmp_path / "sae" / "sae_weights.safetensors"))
+    w["threshold"] = torch.linspace(0, 1, 10)
+    save_file(w, str(tmp_path / "sae" / "sae_weights.safetensors"))
+    with pytest.raises(SAEFileError, match="one threshold"):
+        SparseAutoencoder.load(tmp_path / "sae")

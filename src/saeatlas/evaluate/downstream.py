@@ -21,9 +21,10 @@ from ..capture.inputs import iter_input_batches
 from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.models import input_dtype
 from ..capture.nnsight import unwrap_model
+from ..capture.recorder import model_error
 from ..capture.rows import from_rows, replace_tensor, select_tensor, to_rows
 from ..capture.transformer_lens import TransformerLensTexts, is_transformer_lens
-from ..errors import ConfigError
+from ..errors import AtlasError, ConfigError
 from ..losses import PerSampleLoss, per_sample_cross_entropy
 from ..sae import SparseAutoencoder
 
@@ -118,7 +119,13 @@ def loss_recovered(
                 for k, v in batch.kwargs.items()
             }
             mode.update(kind="record", rows={}, mask=batch.mask)
-            totals["clean"] += _total(loss_fn(model(*args, **kwargs), batch), batch.n_samples)
+            try:  # the first pass meets the inputs: a misfit is the user's, in one line
+                clean = model(*args, **kwargs)
+            except AtlasError:  # raised by a hook: already says what is wrong
+                raise
+            except Exception as e:
+                raise model_error(e, f"inputs {n}..{n + batch.n_samples - 1}") from e
+            totals["clean"] += _total(loss_fn(clean, batch), batch.n_samples)
             x = torch.cat([mode["rows"][name] for name in names], dim=1)
             x_hat = sae(x.to(sae.W_enc)).x_hat
             parts = torch.split(x_hat, [l.n_units for l in sae.cfg.layers], dim=1)

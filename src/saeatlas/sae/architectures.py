@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .activations import batch_topk, jumprelu, topk
+from .files import SAEFileError
 
 
 class Architecture:
@@ -122,7 +123,14 @@ class BatchTopK(Architecture):
 
     @torch.no_grad()
     def load_weights(self, sae: nn.Module, weights: dict[str, torch.Tensor]) -> None:
-        sae.threshold.copy_(weights["threshold"].max())
+        t = weights["threshold"]
+        if t.numel() and not bool((t == t.flatten()[0]).all()):  # max() would change the SAE
+            raise SAEFileError(
+                f"A batchtopk SAE has one threshold, but `threshold` ranges over "
+                f"[{float(t.min()):g}, {float(t.max()):g}] across latents: it is a JumpReLU SAE. "
+                "Set `architecture` to 'jumprelu' in its cfg.json."
+            )
+        sae.threshold.copy_(t.max())
 
 
 #: Smallest JumpReLU threshold saeatlas stores (its thresholds live in log space).

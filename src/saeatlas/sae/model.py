@@ -151,7 +151,13 @@ class SparseAutoencoder(nn.Module):
         in eval mode."""
         sae = cls(cfg)
         for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-            getattr(sae, name).copy_(weights[name])
+            param, given = getattr(sae, name), weights[name]
+            if given.shape != param.shape:  # copy_ would broadcast a [1] or a [] silently
+                raise ShapeError(
+                    f"`{name}` is {tuple(given.shape)}, but the config implies "
+                    f"{tuple(param.shape)}."
+                )
+            param.copy_(given)
         sae.arch.load_weights(sae, weights)
         return sae.eval()
 

@@ -107,6 +107,12 @@ def check_output_dir(
     (its ``marker`` file) and ``overwrite`` is false."""
     if path.exists() and not path.is_dir():
         raise ConfigError(f"'{path}' exists and is not a directory; choose another --out.")
+    here = Path.cwd()
+    if path.resolve() in (here, *here.parents):  # '.', '..', ''
+        raise ConfigError(
+            f"'{path}' is the current folder or holds it, and {what} replaces its folder whole "
+            f"(renamed into place); give a new folder inside it, such as '{path / 'out'}'."
+        )
     if not path.is_dir():
         return
     foreign = sorted(

@@ -41,6 +41,7 @@ def lock_path(path: str | os.PathLike) -> Path:
 
 
 def _key(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
     return path.parent.resolve() / path.name
 
 
@@ -49,12 +50,6 @@ def check_writable(path: str | os.PathLike) -> None:
     it is a directory or does not exist yet, and its nearest existing folder is a
     writable directory."""
     path = Path(path)
-    here = Path.cwd()
-    if path.resolve() in (here, *here.parents):  # '.', '..', '': swapped in whole, see atomic
-        raise OutputError(
-            f"'{path}' is the current folder or holds it, and an output replaces its folder "
-            f"whole; give a new folder inside it, such as '{path / 'out'}'."
-        )
     if path.exists() and not path.is_dir():
         raise OutputError(f"'{path}' exists and is not a directory; choose another output.")
     store = next((p for p in Path(os.path.abspath(path)).parents if _is_store(p)), None)

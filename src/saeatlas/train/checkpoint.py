@@ -25,13 +25,17 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint in ``path``; its settings must equal ``settings``."""
+def load_checkpoint(
+    path: Path, settings: dict[str, Any], *, partial: bool = False
+) -> dict[str, Any]:
+    """The checkpoint in ``path``; its settings must equal ``settings`` (with ``partial``,
+    only the keys ``settings`` has: a check before the run starts, which maps the file
+    rather than reading its tensors)."""
     file = Path(path) / CHECKPOINT
     if not file.exists():
         raise ConfigError(f"Nothing to resume: '{file}' does not exist. Start without --resume.")
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=partial)
     except Exception as e:  # torch raises several error types for bad files
         raise ConfigError(f"'{file}' is not a readable checkpoint ({e}). Start again.") from e
     if not isinstance(state, dict):
@@ -40,6 +44,8 @@ def load_checkpoint(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
             "with --overwrite."
         )
     saved = state.get("settings")
+    if partial and isinstance(saved, dict):
+        saved = {k: saved.get(k) for k in settings}
     if saved != settings:
         changed = sorted(
             k for k in set(saved or {}) | set(settings) if (saved or {}).get(k) != settings.get(k)

@@ -20,7 +20,7 @@ from ..sae.files import CFG, WEIGHTS
 from ..sae.io import check_sae_out
 from ..store import ActivationStore
 from ..store.lock import output_lock
-from .checkpoint import CHECKPOINT
+from .checkpoint import CHECKPOINT, load_checkpoint
 from .config import TrainConfig
 from .family import train_family
 from .trainer import METRICS, TrainResult, train_sae
@@ -94,7 +94,7 @@ def train_ensemble(
         kept = [resume and _keep(c, o, overwrite) for c, o in zip(cfgs, outs)]
         for i, (o, keep) in enumerate(zip(outs, kept)):
             if not keep:
-                _check_out(o, i, n_seeds, cfgs[i].seed, overwrite, resume)
+                _check_out(o, i, n_seeds, cfgs[i], overwrite, resume)
         return kept
 
     with output_lock(*(outs if world.is_main else ())):
@@ -147,14 +147,18 @@ def _keep(cfg: TrainConfig, out: Path, overwrite: bool) -> bool:
     )
 
 
-def _check_out(out: Path, i: int, n: int, seed: int, overwrite: bool, resume: bool) -> None:
+def _check_out(out: Path, i: int, n: int, cfg: TrainConfig, overwrite: bool, resume: bool) -> None:
+    """``out`` can take member ``i``; with ``resume``, its checkpoint (if any) was made
+    with ``cfg``, so that no member is trained before a later one is refused."""
     try:
         check_sae_out(out, overwrite=overwrite, resume=resume)
+        if resume and (out / CHECKPOINT).exists():
+            load_checkpoint(out, {"train_config": cfg.to_json()}, partial=True)
     except ConfigError as e:
         if i == 0:
             raise
         raise ConfigError(
-            f"--seeds {n} also writes the SAE with seed {seed} to '{out}': {e}"
+            f"--seeds {n} also writes the SAE with seed {cfg.seed} to '{out}': {e}"
         ) from e
 
 
