@@ -125,6 +125,17 @@ MANIFEST_LIES = {
     "missing key": (lambda m: m.pop("layers"), "not a valid saeatlas manifest"),
     "wrong type": (lambda m: m.update(n_rows="many"), "not a valid saeatlas manifest"),
     "newer format": (lambda m: m.update(format_version=99), "Upgrade saeatlas"),
+    "format 0": (lambda m: m.update(format_version=0), "`format_version` must be 1 or more"),
+    "no layers": (lambda m: m.update(layers=[]), "lists no layers"),
+    "layer twice": (lambda m: m["layers"][1].update(name="1"), "listed more than once"),
+    "shard twice": (
+        lambda m: m["shards"].__setitem__(1, m["shards"][0]),  # the same rows read twice
+        "lists shard 'shard-00000.safetensors' twice",
+    ),
+    "negative skipped": (
+        lambda m: m.update(n_nonfinite_rows_skipped=-1),
+        "negative `n_nonfinite_rows_skipped`",
+    ),
 }
 
 
@@ -147,6 +158,18 @@ def test_a_missing_shard_is_named(store_copy, guarded, run_cli, verify):
     cli, one_line = run_cli
     (store_copy / "shard-00001.safetensors").unlink()
     one_line(cli("info", store_copy, *(["--verify"] if verify else [])), "shard-00001", "missing")
+
+
+def test_row_metadata_of_another_length_is_refused(store_copy):
+    import pyarrow.parquet as pq
+
+    from saeatlas.errors import StoreError
+    from saeatlas.store import ActivationStore
+
+    rows = store_copy / "rows.parquet"
+    pq.write_table(pq.read_table(rows).slice(0, 10), rows)
+    with pytest.raises(StoreError, match="holds 10 rows, but the store has 300"):
+        ActivationStore.open(store_copy).rows()
 
 
 def test_verify_recomputes_the_statistics(store_copy, run_cli):

@@ -258,11 +258,17 @@ class ActivationStore:
                 {"row": np.arange(n), "sample": sample, "position": np.zeros(n, np.int64)}
             )
         try:
-            return pq.read_table(self.path / ROWS, columns=list(columns) if columns else None)
+            table = pq.read_table(self.path / ROWS, columns=list(columns) if columns else None)
         except (OSError, pa.ArrowInvalid) as e:
             raise StoreError(
                 f"'{self.path / ROWS}' is unreadable ({e}); recapture the store."
             ) from e
+        if table.num_rows != self.n_rows:
+            raise StoreError(
+                f"'{self.path / ROWS}' holds {table.num_rows} rows, but the store has "
+                f"{self.n_rows}; recapture the store."
+            )
+        return table
 
     def read(
         self,
