@@ -172,6 +172,14 @@ def test_row_metadata_of_another_length_is_refused(store_copy):
         ActivationStore.open(store_copy).rows()
 
 
+@pytest.mark.parametrize("damage", ["missing", "garbage"])
+def test_verify_checks_the_row_metadata(store_copy, run_cli, damage):
+    cli, one_line = run_cli
+    rows = store_copy / "rows.parquet"
+    rows.unlink() if damage == "missing" else rows.write_text("garbage")
+    one_line(cli("info", store_copy, "--verify"), "rows.parquet", "unreadable")
+
+
 def test_verify_recomputes_the_statistics(store_copy, run_cli):
     cli, one_line = run_cli
     assert cli("info", store_copy, "--verify").exit_code == 0
