@@ -104,6 +104,12 @@ def resolve_hookpoints(
         patterns = [patterns]
     if not patterns:
         raise HookpointError("No layers given. Name at least one (see `saeatlas layers MODEL`).")
+    for p in patterns:
+        if not isinstance(p, str):
+            raise HookpointError(
+                f"Layer names must be strings, not {type(p).__name__}. Give a module's name in "
+                "`model.named_modules()` (of an nnsight Envoy, its `.path`), a glob or a regex."
+            )
     wrapped = is_nnsight(model)
     model, _ = unwrap_model(model)
     modules = named_modules(model)
