@@ -222,6 +222,39 @@ def test_nonfinite_error_names_layer_row_and_count(tmp_path, mlp):
     assert torch.isfinite(store.read()).all()
 
 
+def test_values_the_store_dtype_cannot_hold_are_nonfinite(tmp_path):
+    """float16 ends at 65504 (float32 at 3.4e38, for a float64 model): larger values
+    would be stored as Inf, and the store's statistics would be Inf."""
+    x = torch.ones(6, 3)
+    x[4, 1] = 1e5
+    with pytest.raises(NonFiniteError, match=r"1 values that float16 cannot hold.*row 4"):
+        capture_activations(
+            nn.Sequential(nn.Identity()), x, ["0"], tmp_path / "a",
+            CaptureConfig(store_dtype="float16"), **QUIET,
+        )  # fmt: skip
+    assert not (tmp_path / "a").exists()
+    store = capture_activations(
+        nn.Sequential(nn.Identity()), x, ["0"], tmp_path / "b",
+        CaptureConfig(store_dtype="float16", on_nonfinite="skip"), **QUIET,
+    )  # fmt: skip
+    assert store.n_rows == 5 and np.isfinite(store.mean).all()
+    with pytest.raises(NonFiniteError, match="float32 cannot hold"):
+        capture_activations(
+            nn.Sequential(nn.Identity()), x.double() * 1e300, ["0"], tmp_path / "c", **QUIET
+        )
+
+
+def test_complex_outputs_are_an_error(tmp_path):
+    class Complex(nn.Module):
+        def forward(self, x):
+            return torch.complex(x, x)
+
+    with pytest.raises(ShapeError, match="complex values"):
+        capture_activations(
+            nn.Sequential(Complex()), torch.randn(4, 3), ["0"], tmp_path / "s", **QUIET
+        )
+
+
 class FailingAfter:
     """An iterable of batches that raises after ``n`` batches, like a killed process."""
 

@@ -192,7 +192,13 @@ def _capture(
 
             def store(w: _Waiting) -> None:
                 parts, meta, n_skipped = handle_nonfinite(
-                    w.parts, w.meta, specs, config.on_nonfinite, w.batch, writer.n_rows_added
+                    w.parts,
+                    w.meta,
+                    specs,
+                    config.on_nonfinite,
+                    w.batch,
+                    writer.n_rows_added,
+                    STORE_DTYPES[config.store_dtype],
                 )
                 writer.add(
                     parts, meta, n_samples=w.n_samples, n_skipped=n_skipped, skip_rows=w.skip_rows
