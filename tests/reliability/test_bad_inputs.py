@@ -346,3 +346,32 @@ def test_layers_with_an_inputs_file_of_no_samples(tmp_path, outputs, run_cli):
     cli, one_line = run_cli
     np.save(tmp_path / "none.npy", np.zeros((0, 6), np.float32))
     one_line(cli("layers", outputs.model, "--inputs", tmp_path / "none.npy"), "no samples")
+
+
+@pytest.mark.parametrize(
+    "labels,needle",
+    [
+        (np.zeros((6, 2)), r"shape \[6, 2\] for 6"),
+        ([1, "a", 2.0, None, 1, 1], "all numbers or all strings"),
+        ([[1, 2], [3]] * 3, "not one per sample"),
+    ],
+)
+def test_labels_that_cannot_be_stored_are_refused_before_the_work(tmp_path, labels, needle):
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import InputsError
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(InputsError, match=needle):
+        capture_activations(
+            model, torch.randn(6, 2), ["0"], tmp_path / "s", labels=labels, progress=False
+        )
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_config_of_another_type_is_refused(tmp_path):
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import ConfigError
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(ConfigError, match=r"CaptureConfig\(\*\*d\)"):
+        capture_activations(model, torch.randn(6, 2), ["0"], tmp_path / "s", {"batch_size": 2})

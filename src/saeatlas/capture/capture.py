@@ -82,6 +82,11 @@ def capture_activations(
     batches and writes its own shards, and rank 0 merges them into one store equal to
     the one a single process writes (:mod:`saeatlas.capture.distributed`).
     """
+    if not isinstance(config, CaptureConfig):
+        raise ConfigError(
+            f"`config` must be a CaptureConfig, not {type(config).__name__}; for a dict `d`, "
+            "pass CaptureConfig(**d)."
+        )
     coord = coordinate(config.device, config.timeout_s, "capture", hint="resume with --resume")
     try:
         return _capture(
