@@ -200,6 +200,15 @@ def test_layers_json_that_is_not_a_list_shows_the_format(tmp_path, rows_array):
         ActivationStore.open(tmp_path / "acts.npy")
 
 
+@pytest.mark.parametrize("content", [b"[]", b"\xe9\xe9", None])
+def test_layers_json_empty_not_utf8_or_a_folder_shows_the_format(tmp_path, rows_array, content):
+    np.save(tmp_path / "acts.npy", rows_array)
+    layers = tmp_path / "layers.json"
+    layers.mkdir() if content is None else layers.write_bytes(content)
+    with pytest.raises(StoreError, match="must be a JSON list"):
+        ActivationStore.open(tmp_path / "acts.npy")
+
+
 def test_bad_npy_inputs(tmp_path):
     np.save(tmp_path / "cube.npy", np.zeros((2, 3, 4), np.float32))
     with pytest.raises(StoreError, match=r"\(2, 3, 4\).*\[rows, units\]"):
