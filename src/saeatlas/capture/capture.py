@@ -30,7 +30,13 @@ from .distributed import agree, complete_capture, count_batches, open_writer
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch, _n_samples, iter_input_batches
 from .job import batch_fingerprint, capture_job
-from .layouts import LayoutTracer, choose_layout, module_layout, parse_layout
+from .layouts import (
+    LayoutTracer,
+    check_layout_layers,
+    choose_layout,
+    module_layout,
+    parse_layout,
+)
 from .models import input_dtype
 from .nnsight import unwrap_model
 from .recorder import Recorder, run_forward
@@ -127,6 +133,7 @@ def _capture(
     device = rank_device(config.device, world)
     progress = progress and world.is_main
     hps = resolve_hookpoints(model, hookpoints)
+    check_layout_layers([hp.name for hp in hps], config.layout)
     model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
     tokenizer = tokenizer if tokenizer is not None else own_tokenizer
     tl_facts: dict[str, Any] = {}
