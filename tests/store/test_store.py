@@ -73,6 +73,9 @@ def test_batch_sizes_and_drop_last(tmp_path, rows_array):
     assert sum(sizes) == 203 and all(s == 16 for s in sizes[:-1])
     sizes = [len(b) for b in store.iter_batches(16, drop_last=True)]
     assert sizes == [16] * (203 // 16)
+    # a batch size beyond the rows is one batch of them all, without buffers of that size
+    for reuse in (False, True):
+        assert [len(b) for b in store.iter_batches(10**12, reuse_memory=reuse)] == [203]
 
 
 def test_sequential_reading_keeps_storage_order(tmp_path, rows_array):
