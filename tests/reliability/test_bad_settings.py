@@ -209,6 +209,35 @@ def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_old_sae(
     assert ".partial" in line  # it names the file it was writing; the SAE itself is untouched
 
 
+def test_a_full_disk_during_capture_keeps_the_shards_for_resume(
+    tmp_path, outputs, run_cli, monkeypatch
+):
+    import errno
+
+    import saeatlas.store.commit as commit_module
+
+    cli, one_line = run_cli
+    real, n = commit_module.write_shard, {"calls": 0}
+
+    def full(path, x):
+        n["calls"] += 1
+        if n["calls"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, x)
+
+    monkeypatch.setattr(commit_module, "write_shard", full)
+    args = ["capture", "--model", outputs.model, "--inputs", outputs.inputs, "--layers", "1",
+            "--out", tmp_path / "s", "--shard-rows", "128", "-q"]  # fmt: skip
+    one_line(cli(*args), "No space left on device", "shard-00001", "--resume")
+    monkeypatch.setattr(commit_module, "write_shard", real)
+    assert cli(*args, "--resume").exit_code == 0
+    from saeatlas.store import ActivationStore
+
+    full_store = ActivationStore.open(outputs.store)
+    resumed = ActivationStore.open(tmp_path / "s")
+    assert torch.equal(resumed.read(), full_store.read(layers=["1"]))
+
+
 def test_training_that_diverges_stops_and_keeps_the_last_good_checkpoint(
     tmp_path, outputs, monkeypatch
 ):

@@ -331,7 +331,7 @@ def _load_npy(path: Path) -> np.ndarray:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no text
     except UnicodeDecodeError as e:
         raise InputsError(
             f"'{path}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8, or "
