@@ -375,3 +375,12 @@ def test_a_config_of_another_type_is_refused(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(2, 2))
     with pytest.raises(ConfigError, match=r"CaptureConfig\(\*\*d\)"):
         capture_activations(model, torch.randn(6, 2), ["0"], tmp_path / "s", {"batch_size": 2})
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_text(tmp_path):
+    from saeatlas.capture import load_inputs
+
+    (tmp_path / "t.txt").write_bytes(b"\xef\xbb\xbfhello\nworld\n")
+    (tmp_path / "t.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "hello"}\n')
+    assert load_inputs(tmp_path / "t.txt") == ["hello", "world"]
+    assert load_inputs(tmp_path / "t.jsonl") == ["hello"]
