@@ -328,6 +328,29 @@ def test_resume_with_other_settings_is_refused(tmp_path, mlp):
         )
 
 
+def test_resume_with_inputs_that_end_sooner_is_refused(tmp_path, mlp):
+    """An iterable of batches is known only as it runs: one that ends before the rows
+    already stored would leave a store of the old rows, declared complete."""
+    x = torch.randn(60, 8)
+    config = CaptureConfig(shard_rows=15)
+    with pytest.raises(KeyboardInterrupt):
+        capture_activations(mlp, FailingAfter(x, 10, 4), ["act1"], tmp_path / "s", config, **QUIET)
+    with pytest.raises(ConfigError, match="they end after 2 batches, but it had already stored"):
+        capture_activations(
+            mlp,
+            FailingAfter(x[:20], 10, 99),
+            ["act1"],
+            tmp_path / "s",
+            config,
+            resume=True,
+            **QUIET,
+        )
+    store = capture_activations(
+        mlp, FailingAfter(x, 10, 99), ["act1"], tmp_path / "s", config, resume=True, **QUIET
+    )
+    assert store.n_rows == 60
+
+
 def test_dataloader_pairs_give_labels(tmp_path, mlp, mlp_inputs):
     ds = torch.utils.data.TensorDataset(mlp_inputs, torch.arange(50) % 4)
     loader = torch.utils.data.DataLoader(ds, batch_size=16)

@@ -23,6 +23,7 @@ from .._progress import progress_bar
 from .._world import rank_device, share
 from ..errors import ConfigError
 from ..store import ActivationStore, StoreWriter
+from ..store.progress import ResumePoint
 from ..store.shards import STORE_DTYPES
 from .batch_rows import check_widths, handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
@@ -199,7 +200,7 @@ def _capture(
             tracer.attach()  # before the recorder: a module's hooks run in the order they were added
         recorder.attach()
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
-            sample_base, share_base, started = 0, 0, False
+            sample_base, share_base, started, n_mine = 0, 0, False, 0
             waiting: _Waiting | None = None
 
             def store(w: _Waiting) -> None:
@@ -237,6 +238,7 @@ def _capture(
                 if g == lo:
                     share_base = sample_base
                 b = g - lo  # this rank's (and the writer's) count of batches
+                n_mine = b + 1
                 if b < point.batches_done:
                     sample_base += batch.n_samples
                     bar.advance(batch.n_samples)
@@ -277,6 +279,7 @@ def _capture(
                 sample_base += batch.n_samples
             if waiting is not None:
                 store(waiting)
+            _check_inputs_reach(point, n_mine, out)
         part = writer.finish()
     except Exception as e:
         coord.report_failure(e)
@@ -311,6 +314,18 @@ def _known_layout(hp: Hookpoint) -> str | None:
     if hp.layout is not None:
         return hp.layout
     return None if hp.record_input else module_layout(hp.module)
+
+
+def _check_inputs_reach(point: ResumePoint, n_batches: int, out: str | Path) -> None:
+    """A resumed capture's inputs reach past what the interrupted one stored: inputs
+    that end sooner are other inputs, and the store would end at the old rows."""
+    stored = point.batches_done + (point.rows_into_batch > 0)
+    if n_batches < stored:
+        raise ConfigError(
+            f"The inputs differ from the interrupted capture in '{out}': they end after "
+            f"{n_batches} batches, but it had already stored rows of {stored}. Resume with the "
+            "same inputs and `batch_size`, or start again with --overwrite."
+        )
 
 
 def _check_first_batch(writer: StoreWriter, batch: InputBatch, out: str | Path) -> None:
