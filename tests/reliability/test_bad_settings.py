@@ -475,6 +475,30 @@ def test_a_second_writer_fails_at_once_naming_the_first(tmp_path, outputs):
     assert not out.exists() and not (tmp_path / ".sae.lock").exists()
 
 
+def test_a_second_writer_in_another_thread_is_refused(tmp_path, make_store):
+    """Re-entrant within one thread (nested writers), refused across threads: a second
+    capture with --overwrite would otherwise clear the first one's partial directory."""
+    import threading
+
+    from saeatlas.store.lock import LockError, output_lock
+
+    out, errors = tmp_path / "store", []
+
+    def second():
+        try:
+            make_store(out)
+        except LockError as e:
+            errors.append(str(e))
+
+    with output_lock(out), output_lock(out):  # the same thread: re-entrant
+        t = threading.Thread(target=second)
+        t.start()
+        t.join()
+    assert len(errors) == 1 and "another thread of this process" in errors[0], errors
+    assert not out.exists() and not (tmp_path / ".store.lock").exists()
+    make_store(out)  # free again
+
+
 def test_files_get_the_umask_mode_and_no_temporary_files_stay(tmp_path, outputs, run_cli):
     cli, _ = run_cli
     old = os.umask(0o027)
