@@ -93,9 +93,10 @@ def prepare_partial(path: Path, work: Path, world: int, *, resume: bool, overwri
         return True
     if (path / MANIFEST).exists() and not overwrite:
         pending = " (or --resume, to continue the interrupted one)" if has_progress else ""
+        done = ": its capture is finished, there is nothing to resume" if resume else ""
         raise StoreError(
-            f"'{path}' already holds a complete store. Choose another --out, or pass --overwrite "
-            f"(`overwrite=True`) to replace it{pending}."
+            f"'{path}' already holds a complete store{done}. Choose another --out, or pass "
+            f"--overwrite (`overwrite=True`) to replace it{pending}."
         )
     legacy = path.is_dir() and not (path / MANIFEST).exists() and any(path.iterdir())
     if legacy and not (resume or overwrite):
