@@ -100,8 +100,7 @@ def resolve_hookpoints(
         HookpointError: a pattern matches nothing; the message lists the closest names
             (or, when none is close, the model's first ten).
     """
-    if isinstance(patterns, str):
-        patterns = [patterns]
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns or ())
     if not patterns:
         raise HookpointError("No layers given. Name at least one (see `saeatlas layers MODEL`).")
     for p in patterns:
