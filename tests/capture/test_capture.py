@@ -195,6 +195,27 @@ def test_early_stop_skips_later_modules(tmp_path, mlp, mlp_inputs):
     assert len(calls) == 2
 
 
+def test_a_module_that_runs_twice_in_one_pass_is_an_error(tmp_path):
+    """Without early stop its last call was kept, with it its first: two stores from
+    one command line. It is an error whenever the second call is seen."""
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.out(self.lin(self.lin(x)))
+
+    x = torch.randn(5, 4)
+    for layers, config in (
+        (["lin"], CaptureConfig(early_stop=False)),
+        (["lin", "out"], CaptureConfig()),  # the second call comes before 'out' ends the pass
+    ):
+        with pytest.raises(ShapeError, match="'lin' ran more than once in one forward pass"):
+            capture_activations(Twice(), x, layers, tmp_path / "s", config, **QUIET)
+
+
 def test_eval_mode_and_no_grad(tmp_path):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 64), nn.Dropout(0.5))

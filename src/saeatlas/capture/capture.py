@@ -191,7 +191,9 @@ def _capture(
             layouts[name] = tracer.lookup(t) or default_layout
         return to_rows(t, name, mask=current["mask"], spatial=config.spatial, layout=layouts[name])
 
-    recorder = Recorder(hps, rows_of, config.output_index, stop_when_done=config.early_stop)
+    recorder = Recorder(
+        hps, rows_of, config.output_index, stop_when_done=config.early_stop, once=True
+    )
     total = _count_samples(inputs) if not coord.distributed else None
     was_training = model.training
     model.eval()
