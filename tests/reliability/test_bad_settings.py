@@ -400,6 +400,18 @@ def test_resume_refuses_a_damaged_committed_shard(outputs, interrupted, run_cli,
     assert not interrupted.exists() and partial_dir(interrupted).is_dir()  # kept as it was
 
 
+def test_resume_drops_temporary_files_a_kill_left(outputs, interrupted, run_cli):
+    """A kill inside an atomic write leaves its temporary file; the store must not keep it."""
+    from saeatlas.store.atomic import partial_dir
+
+    cli, _ = run_cli
+    work = partial_dir(interrupted)
+    (work / ".tmp-shard-00001.safetensors-k1ll").write_bytes(b"x" * 1000)
+    (work / ".tmp-progress.safetensors-k1ll").write_bytes(b"x")
+    assert cli(*_capture(outputs, interrupted)).exit_code == 0
+    assert not [p.name for p in interrupted.iterdir() if p.name.startswith(".tmp-")]
+
+
 def _capture(outputs, store, inputs=None, model=None, layers=("1", "3")):
     return [
         "capture",

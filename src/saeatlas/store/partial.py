@@ -119,7 +119,7 @@ def prepare_partial(path: Path, work: Path, world: int, *, resume: bool, overwri
 
 def drop_uncommitted(work: Path, rank: int, world: int, committed: Iterable[str]) -> None:
     """Remove the files of ``rank`` in ``work`` written after its last commit: shards
-    not named in ``committed`` and the row parts of shards past them."""
+    not named in ``committed``, the row parts of shards past them, and temporary files."""
     listed = set(committed)
     parts = {part_name(i, rank, world) for i in range(len(listed))}
     own = f"{_rank_tag(rank, world)}*"
@@ -129,6 +129,14 @@ def drop_uncommitted(work: Path, rank: int, world: int, committed: Iterable[str]
     for x in (work / PARTS).glob(f"rows-{own}.parquet"):
         if x.name not in parts:
             x.unlink()
+    # temporary files of writes a kill cut short (only this rank's: others may be writing)
+    stale = [
+        *work.glob(f"{TMP_PREFIX}shard-{own}"),
+        *work.glob(f"{TMP_PREFIX}{progress_name(rank, world)}-*"),
+        *(work / PARTS).glob(f"{TMP_PREFIX}rows-{own}"),
+    ]
+    for x in stale:
+        x.unlink()
 
 
 def check_committed(
