@@ -195,6 +195,27 @@ def test_early_stop_skips_later_modules(tmp_path, mlp, mlp_inputs):
     assert len(calls) == 2
 
 
+def test_a_module_that_runs_twice_in_one_pass_is_an_error(tmp_path):
+    """Without early stop its last call was kept, with it its first: two stores from
+    one command line. It is an error whenever the second call is seen."""
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.out(self.lin(self.lin(x)))
+
+    x = torch.randn(5, 4)
+    for layers, config in (
+        (["lin"], CaptureConfig(early_stop=False)),
+        (["lin", "out"], CaptureConfig()),  # the second call comes before 'out' ends the pass
+    ):
+        with pytest.raises(ShapeError, match="'lin' ran more than once in one forward pass"):
+            capture_activations(Twice(), x, layers, tmp_path / "s", config, **QUIET)
+
+
 def test_eval_mode_and_no_grad(tmp_path):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 64), nn.Dropout(0.5))
@@ -220,6 +241,39 @@ def test_nonfinite_error_names_layer_row_and_count(tmp_path, mlp):
     assert store.n_rows == 19 and store.manifest.n_nonfinite_rows_skipped == 1
     assert 13 not in store.rows().column("sample").to_pylist()
     assert torch.isfinite(store.read()).all()
+
+
+def test_values_the_store_dtype_cannot_hold_are_nonfinite(tmp_path):
+    """float16 ends at 65504 (float32 at 3.4e38, for a float64 model): larger values
+    would be stored as Inf, and the store's statistics would be Inf."""
+    x = torch.ones(6, 3)
+    x[4, 1] = 1e5
+    with pytest.raises(NonFiniteError, match=r"1 values that float16 cannot hold.*row 4"):
+        capture_activations(
+            nn.Sequential(nn.Identity()), x, ["0"], tmp_path / "a",
+            CaptureConfig(store_dtype="float16"), **QUIET,
+        )  # fmt: skip
+    assert not (tmp_path / "a").exists()
+    store = capture_activations(
+        nn.Sequential(nn.Identity()), x, ["0"], tmp_path / "b",
+        CaptureConfig(store_dtype="float16", on_nonfinite="skip"), **QUIET,
+    )  # fmt: skip
+    assert store.n_rows == 5 and np.isfinite(store.mean).all()
+    with pytest.raises(NonFiniteError, match="float32 cannot hold"):
+        capture_activations(
+            nn.Sequential(nn.Identity()), x.double() * 1e300, ["0"], tmp_path / "c", **QUIET
+        )
+
+
+def test_complex_outputs_are_an_error(tmp_path):
+    class Complex(nn.Module):
+        def forward(self, x):
+            return torch.complex(x, x)
+
+    with pytest.raises(ShapeError, match="complex values"):
+        capture_activations(
+            nn.Sequential(Complex()), torch.randn(4, 3), ["0"], tmp_path / "s", **QUIET
+        )
 
 
 class FailingAfter:
@@ -293,6 +347,29 @@ def test_resume_with_other_settings_is_refused(tmp_path, mlp):
             resume=True,
             **QUIET,
         )
+
+
+def test_resume_with_inputs_that_end_sooner_is_refused(tmp_path, mlp):
+    """An iterable of batches is known only as it runs: one that ends before the rows
+    already stored would leave a store of the old rows, declared complete."""
+    x = torch.randn(60, 8)
+    config = CaptureConfig(shard_rows=15)
+    with pytest.raises(KeyboardInterrupt):
+        capture_activations(mlp, FailingAfter(x, 10, 4), ["act1"], tmp_path / "s", config, **QUIET)
+    with pytest.raises(ConfigError, match="they end after 2 batches, but it had already stored"):
+        capture_activations(
+            mlp,
+            FailingAfter(x[:20], 10, 99),
+            ["act1"],
+            tmp_path / "s",
+            config,
+            resume=True,
+            **QUIET,
+        )
+    store = capture_activations(
+        mlp, FailingAfter(x, 10, 99), ["act1"], tmp_path / "s", config, resume=True, **QUIET
+    )
+    assert store.n_rows == 60
 
 
 def test_dataloader_pairs_give_labels(tmp_path, mlp, mlp_inputs):

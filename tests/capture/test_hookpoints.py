@@ -71,3 +71,14 @@ def test_hookpoint_resolution_does_not_touch_model():
     resolve_hookpoints(m, "layers.*")
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert all(not mod._forward_hooks for mod in m.modules())
+
+
+@pytest.mark.parametrize("bad", [3, nn.ReLU(), None])
+def test_layer_names_that_are_not_strings_are_an_error(bad):
+    m = Stack(2)
+    with pytest.raises(HookpointError, match=f"must be strings, not {type(bad).__name__}"):
+        resolve_hookpoints(m, ["layers.0", bad])
+
+
+def test_layer_names_may_come_from_a_generator():
+    assert names(Stack(2), (f"layers.{i}" for i in range(2))) == ["layers.0", "layers.1"]

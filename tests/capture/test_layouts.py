@@ -56,6 +56,18 @@ def test_per_head_output_becomes_token_rows_of_head_by_dim_units(tmp_path, per_h
     assert rows["sample"][:6] == [0] * 5 + [1] and rows["position"][:6] == [0, 1, 2, 3, 4, 0]
 
 
+def test_a_layout_for_a_layer_not_recorded_is_an_error(tmp_path, per_head):
+    """A misspelt LAYER=LAYOUT would leave that layer to the default layout."""
+    config = CaptureConfig(layout="image,splt=heads")
+    with pytest.raises(
+        ConfigError, match=r"'splt', which names none of the recorded layers \['split'\]"
+    ):
+        capture_activations(
+            per_head, torch.randn(3, 5, 8), ["split"], tmp_path / "s", config, **QUIET
+        )
+    assert not (tmp_path / "s").exists()
+
+
 def test_pattern_rows_are_query_tokens_with_head_by_key_units(tmp_path, per_head):
     x = torch.randn(2, 4, 8)
     config = CaptureConfig(layout="pattern")

@@ -26,7 +26,9 @@ def test_auto_follows_the_architectures_and_layer_names_follow_the_class(gpt2_di
     assert type(auto.model).__name__ == "GPT2LMHeadModel"
     assert "transformer.h.0.mlp" in dict(auto.model.named_modules())
     base = load_model(str(gpt2_dir), model_class="base")
-    assert type(base.model).__name__ == "GPT2Model" and "h.0.mlp" in dict(base.model.named_modules())
+    assert type(base.model).__name__ == "GPT2Model" and "h.0.mlp" in dict(
+        base.model.named_modules()
+    )
     assert hf_model_class({"architectures": ["BertForMaskedLM"]}) == "masked-lm"
     assert hf_model_class({"architectures": ["BertModel"]}) == "base"
     assert hf_model_class({}) == "base"
@@ -39,6 +41,20 @@ def test_bad_model_class_is_a_clear_error(gpt2_dir):
         load_model(str(gpt2_dir), model_class="masked-lm")
     with pytest.raises(ModelSpecError, match="applies to a Hugging Face model directory"):
         load_model("saeatlas.demo.digits:digits_model", model_class="base")
+
+
+@pytest.mark.parametrize(
+    "file,content,needle",
+    [
+        ("config.json", b'{"a": "\xe9"}', "not valid JSON.*utf-8"),
+        ("config.json", b"[1]", "not a JSON object"),
+        ("model.safetensors", b"garbage", "cannot be loaded: SafetensorError"),
+    ],
+)
+def test_damaged_model_directories_are_one_error(gpt2_dir, file, content, needle):
+    (gpt2_dir / file).write_bytes(content)
+    with pytest.raises(ModelSpecError, match=needle):
+        load_model(str(gpt2_dir))
 
 
 def test_next_token_loss_from_a_directory_without_a_factory(tmp_path, gpt2_dir):

@@ -132,6 +132,17 @@ MANIFEST_LIES = {
     "missing key": (lambda m: m.pop("layers"), "not a valid saeatlas manifest"),
     "wrong type": (lambda m: m.update(n_rows="many"), "not a valid saeatlas manifest"),
     "newer format": (lambda m: m.update(format_version=99), "Upgrade saeatlas"),
+    "format 0": (lambda m: m.update(format_version=0), "`format_version` must be 1 or more"),
+    "no layers": (lambda m: m.update(layers=[]), "lists no layers"),
+    "layer twice": (lambda m: m["layers"][1].update(name="1"), "listed more than once"),
+    "shard twice": (
+        lambda m: m["shards"].__setitem__(1, m["shards"][0]),  # the same rows read twice
+        "lists shard 'shard-00000.safetensors' twice",
+    ),
+    "negative skipped": (
+        lambda m: m.update(n_nonfinite_rows_skipped=-1),
+        "negative `n_nonfinite_rows_skipped`",
+    ),
 }
 
 
@@ -154,6 +165,26 @@ def test_a_missing_shard_is_named(store_copy, guarded, run_cli, verify):
     cli, one_line = run_cli
     (store_copy / "shard-00001.safetensors").unlink()
     one_line(cli("info", store_copy, *(["--verify"] if verify else [])), "shard-00001", "missing")
+
+
+def test_row_metadata_of_another_length_is_refused(store_copy):
+    import pyarrow.parquet as pq
+
+    from saeatlas.errors import StoreError
+    from saeatlas.store import ActivationStore
+
+    rows = store_copy / "rows.parquet"
+    pq.write_table(pq.read_table(rows).slice(0, 10), rows)
+    with pytest.raises(StoreError, match="holds 10 rows, but the store has 300"):
+        ActivationStore.open(store_copy).rows()
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage"])
+def test_verify_checks_the_row_metadata(store_copy, run_cli, damage):
+    cli, one_line = run_cli
+    rows = store_copy / "rows.parquet"
+    rows.unlink() if damage == "missing" else rows.write_text("garbage")
+    one_line(cli("info", store_copy, "--verify"), "rows.parquet", "unreadable")
 
 
 def test_verify_recomputes_the_statistics(store_copy, run_cli):
@@ -397,3 +428,41 @@ def test_evaluate_with_inputs_the_model_cannot_take_is_one_line(tmp_path, guarde
     args = ["--sae", guarded.sae, "--acts", guarded.store, "--model", guarded.model]
     args += ["--inputs", tmp_path / "x.npy", "--labels", tmp_path / "y.npy"]
     one_line(cli("evaluate", *args), "forward pass failed on inputs 0..19")
+
+
+@pytest.mark.parametrize(
+    "labels,needle",
+    [
+        (np.zeros((6, 2)), r"shape \[6, 2\] for 6"),
+        ([1, "a", 2.0, None, 1, 1], "all numbers or all strings"),
+        ([[1, 2], [3]] * 3, "not one per sample"),
+    ],
+)
+def test_labels_that_cannot_be_stored_are_refused_before_the_work(tmp_path, labels, needle):
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import InputsError
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(InputsError, match=needle):
+        capture_activations(
+            model, torch.randn(6, 2), ["0"], tmp_path / "s", labels=labels, progress=False
+        )
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_config_of_another_type_is_refused(tmp_path):
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import ConfigError
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(ConfigError, match=r"CaptureConfig\(\*\*d\)"):
+        capture_activations(model, torch.randn(6, 2), ["0"], tmp_path / "s", {"batch_size": 2})
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_text(tmp_path):
+    from saeatlas.capture import load_inputs
+
+    (tmp_path / "t.txt").write_bytes(b"\xef\xbb\xbfhello\nworld\n")
+    (tmp_path / "t.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "hello"}\n')
+    assert load_inputs(tmp_path / "t.txt") == ["hello", "world"]
+    assert load_inputs(tmp_path / "t.jsonl") == ["hello"]

@@ -238,6 +238,35 @@ def test_a_full_disk_is_one_line_naming_the_path_and_keeps_the_old_sae(
     assert ".partial" in line  # it names the file it was writing; the SAE itself is untouched
 
 
+def test_a_full_disk_during_capture_keeps_the_shards_for_resume(
+    tmp_path, outputs, run_cli, monkeypatch
+):
+    import errno
+
+    import saeatlas.store.commit as commit_module
+
+    cli, one_line = run_cli
+    real, n = commit_module.write_shard, {"calls": 0}
+
+    def full(path, x):
+        n["calls"] += 1
+        if n["calls"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, x)
+
+    monkeypatch.setattr(commit_module, "write_shard", full)
+    args = ["capture", "--model", outputs.model, "--inputs", outputs.inputs, "--layers", "1",
+            "--out", tmp_path / "s", "--shard-rows", "128", "-q"]  # fmt: skip
+    one_line(cli(*args), "No space left on device", "shard-00001", "--resume")
+    monkeypatch.setattr(commit_module, "write_shard", real)
+    assert cli(*args, "--resume").exit_code == 0
+    from saeatlas.store import ActivationStore
+
+    full_store = ActivationStore.open(outputs.store)
+    resumed = ActivationStore.open(tmp_path / "s")
+    assert torch.equal(resumed.read(), full_store.read(layers=["1"]))
+
+
 def test_training_that_diverges_stops_and_keeps_the_last_good_checkpoint(
     tmp_path, outputs, monkeypatch
 ):
@@ -400,6 +429,18 @@ def test_resume_refuses_a_damaged_committed_shard(outputs, interrupted, run_cli,
     assert not interrupted.exists() and partial_dir(interrupted).is_dir()  # kept as it was
 
 
+def test_resume_drops_temporary_files_a_kill_left(outputs, interrupted, run_cli):
+    """A kill inside an atomic write leaves its temporary file; the store must not keep it."""
+    from saeatlas.store.atomic import partial_dir
+
+    cli, _ = run_cli
+    work = partial_dir(interrupted)
+    (work / ".tmp-shard-00001.safetensors-k1ll").write_bytes(b"x" * 1000)
+    (work / ".tmp-progress.safetensors-k1ll").write_bytes(b"x")
+    assert cli(*_capture(outputs, interrupted)).exit_code == 0
+    assert not [p.name for p in interrupted.iterdir() if p.name.startswith(".tmp-")]
+
+
 def _capture(outputs, store, inputs=None, model=None, layers=("1", "3")):
     return [
         "capture",
@@ -473,6 +514,30 @@ def test_a_second_writer_fails_at_once_naming_the_first(tmp_path, outputs):
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"being written by process {os.getpid()}" in lines[0], r.stderr
     assert not out.exists() and not (tmp_path / ".sae.lock").exists()
+
+
+def test_a_second_writer_in_another_thread_is_refused(tmp_path, make_store):
+    """Re-entrant within one thread (nested writers), refused across threads: a second
+    capture with --overwrite would otherwise clear the first one's partial directory."""
+    import threading
+
+    from saeatlas.store.lock import LockError, output_lock
+
+    out, errors = tmp_path / "store", []
+
+    def second():
+        try:
+            make_store(out)
+        except LockError as e:
+            errors.append(str(e))
+
+    with output_lock(out), output_lock(out):  # the same thread: re-entrant
+        t = threading.Thread(target=second)
+        t.start()
+        t.join()
+    assert len(errors) == 1 and "another thread of this process" in errors[0], errors
+    assert not out.exists() and not (tmp_path / ".store.lock").exists()
+    make_store(out)  # free again
 
 
 def test_files_get_the_umask_mode_and_no_temporary_files_stay(tmp_path, outputs, run_cli):

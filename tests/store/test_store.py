@@ -73,6 +73,9 @@ def test_batch_sizes_and_drop_last(tmp_path, rows_array):
     assert sum(sizes) == 203 and all(s == 16 for s in sizes[:-1])
     sizes = [len(b) for b in store.iter_batches(16, drop_last=True)]
     assert sizes == [16] * (203 // 16)
+    # a batch size beyond the rows is one batch of them all, without buffers of that size
+    for reuse in (False, True):
+        assert [len(b) for b in store.iter_batches(10**12, reuse_memory=reuse)] == [203]
 
 
 def test_sequential_reading_keeps_storage_order(tmp_path, rows_array):
@@ -123,6 +126,8 @@ def test_existing_stores_are_never_clobbered(tmp_path, rows_array):
     before = (tmp_path / "s" / "manifest.json").read_bytes()
     with pytest.raises(StoreError, match="already holds a complete store.*--overwrite"):
         StoreWriter(tmp_path / "s")
+    with pytest.raises(StoreError, match="its capture is finished, there is nothing to resume"):
+        StoreWriter(tmp_path / "s", resume=True)
     assert (tmp_path / "s" / "manifest.json").read_bytes() == before
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -197,6 +202,15 @@ def test_layers_json_that_is_not_a_list_shows_the_format(tmp_path, rows_array):
         StoreError,
         match=r'must be a JSON list of \{"name", "start", "stop"\} objects, for example \[\{"name"',
     ):
+        ActivationStore.open(tmp_path / "acts.npy")
+
+
+@pytest.mark.parametrize("content", [b"[]", b"\xe9\xe9", None])
+def test_layers_json_empty_not_utf8_or_a_folder_shows_the_format(tmp_path, rows_array, content):
+    np.save(tmp_path / "acts.npy", rows_array)
+    layers = tmp_path / "layers.json"
+    layers.mkdir() if content is None else layers.write_bytes(content)
+    with pytest.raises(StoreError, match="must be a JSON list"):
         ActivationStore.open(tmp_path / "acts.npy")
 
 

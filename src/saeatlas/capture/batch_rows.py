@@ -62,31 +62,42 @@ def handle_nonfinite(
     mode: str,
     batch: int,
     first_row: int,
+    store_dtype: torch.dtype = torch.float32,
 ) -> tuple[list[torch.Tensor], dict[str, np.ndarray], int]:
     """Check rows (the layers' column blocks ``parts``, ``[rows, units]`` each, on the
-    model's device) for NaN/Inf; return their finite rows (``parts`` as they are when
-    every value is finite), the metadata of those rows and the number left out."""
-    # A sum is finite only if every term is: one pass and no mask. Finite values whose
-    # sum overflows only send the check the exact way below.
-    sums = torch.stack([p.sum(dtype=torch.float32) for p in parts])
-    if bool(torch.isfinite(sums).all()):
+    model's device) for NaN/Inf, and for finite values beyond the range of
+    ``store_dtype``, which would be stored as Inf (float16 ends at 65504); return
+    their good rows (``parts`` as they are when every value is good), the metadata
+    of those rows and the number left out."""
+    limit = torch.finfo(store_dtype).max
+    # One reduction per block and no mask: the extremes are within the range only if
+    # every value is, and NaN propagates to them.
+    ends = [torch.stack(torch.aminmax(p)).float() for p in parts if p.numel()]
+    if not ends or bool((torch.stack(ends).abs() <= limit).all()):
         return parts, meta, 0
     x = torch.cat(parts, dim=1).to("cpu") if len(parts) > 1 else parts[0].to("cpu")
-    finite_rows = torch.isfinite(x).all(dim=1)
-    if bool(finite_rows.all()):
-        return [x], meta, 0
+    good = x.abs() <= limit  # False for NaN, Inf and values that overflow
+    good_rows = good.all(dim=1)
     if mode == "error":
         for layer in layers:
             name = layer.name
-            bad = ~torch.isfinite(x[:, layer.start : layer.stop])
+            bad = ~good[:, layer.start : layer.stop]
             if bad.any():
                 first = int(torch.nonzero(bad.any(dim=1))[0])
+                n_big = int((bad & torch.isfinite(x[:, layer.start : layer.stop])).sum())
+                what = (
+                    f"values that {str(store_dtype).removeprefix('torch.')} cannot hold ({n_big} "
+                    f"finite but beyond +-{limit:.6g}, the others NaN/Inf; store a wider "
+                    "--store-dtype (`store_dtype`) or scale them down)"
+                    if n_big
+                    else "NaN/Inf values"
+                )
                 raise NonFiniteError(
-                    f"Layer '{name}' has {int(bad.sum())} NaN/Inf values in "
+                    f"Layer '{name}' has {int(bad.sum())} {what} in "
                     f"{int(bad.any(dim=1).sum())} rows of input batch {batch}; the first is at "
                     f"row {first_row + first} (sample {int(meta['sample'][first])}, position {int(meta['position'][first])}). "
                     "Fix the model or inputs, or pass --on-nonfinite skip (`on_nonfinite='skip'`) "
                     "to drop such rows and count them."
                 )
-    keep = finite_rows.numpy()
-    return [x[finite_rows]], {k: v[keep] for k, v in meta.items()}, int((~keep).sum())
+    keep = good_rows.numpy()
+    return [x[good_rows]], {k: v[keep] for k, v in meta.items()}, int((~keep).sum())

@@ -23,6 +23,7 @@ from .._progress import progress_bar
 from .._world import rank_device, share
 from ..errors import ConfigError
 from ..store import ActivationStore, StoreWriter
+from ..store.progress import ResumePoint
 from ..store.shards import STORE_DTYPES
 from .batch_rows import check_widths, handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
@@ -30,7 +31,13 @@ from .distributed import agree, complete_capture, count_batches, open_writer
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch, _n_samples, iter_input_batches
 from .job import batch_fingerprint, capture_job
-from .layouts import LayoutTracer, choose_layout, module_layout, parse_layout
+from .layouts import (
+    LayoutTracer,
+    check_layout_layers,
+    choose_layout,
+    module_layout,
+    parse_layout,
+)
 from .models import input_dtype
 from .nnsight import unwrap_model
 from .recorder import Recorder, run_forward
@@ -82,6 +89,11 @@ def capture_activations(
     batches and writes its own shards, and rank 0 merges them into one store equal to
     the one a single process writes (:mod:`saeatlas.capture.distributed`).
     """
+    if not isinstance(config, CaptureConfig):
+        raise ConfigError(
+            f"`config` must be a CaptureConfig, not {type(config).__name__}; for a dict `d`, "
+            "pass CaptureConfig(**d)."
+        )
     coord = coordinate(config.device, config.timeout_s, "capture", hint="resume with --resume")
     try:
         return _capture(
@@ -122,6 +134,7 @@ def _capture(
     device = rank_device(config.device, world)
     progress = progress and world.is_main
     hps = resolve_hookpoints(model, hookpoints)
+    check_layout_layers([hp.name for hp in hps], config.layout)
     model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
     tokenizer = tokenizer if tokenizer is not None else own_tokenizer
     tl_facts: dict[str, Any] = {}
@@ -178,7 +191,9 @@ def _capture(
             layouts[name] = tracer.lookup(t) or default_layout
         return to_rows(t, name, mask=current["mask"], spatial=config.spatial, layout=layouts[name])
 
-    recorder = Recorder(hps, rows_of, config.output_index, stop_when_done=config.early_stop)
+    recorder = Recorder(
+        hps, rows_of, config.output_index, stop_when_done=config.early_stop, once=True
+    )
     total = _count_samples(inputs) if not coord.distributed else None
     was_training = model.training
     model.eval()
@@ -187,12 +202,18 @@ def _capture(
             tracer.attach()  # before the recorder: a module's hooks run in the order they were added
         recorder.attach()
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
-            sample_base, share_base, started = 0, 0, False
+            sample_base, share_base, started, n_mine = 0, 0, False, 0
             waiting: _Waiting | None = None
 
             def store(w: _Waiting) -> None:
                 parts, meta, n_skipped = handle_nonfinite(
-                    w.parts, w.meta, specs, config.on_nonfinite, w.batch, writer.n_rows_added
+                    w.parts,
+                    w.meta,
+                    specs,
+                    config.on_nonfinite,
+                    w.batch,
+                    writer.n_rows_added,
+                    STORE_DTYPES[config.store_dtype],
                 )
                 writer.add(
                     parts, meta, n_samples=w.n_samples, n_skipped=n_skipped, skip_rows=w.skip_rows
@@ -219,6 +240,7 @@ def _capture(
                 if g == lo:
                     share_base = sample_base
                 b = g - lo  # this rank's (and the writer's) count of batches
+                n_mine = b + 1
                 if b < point.batches_done:
                     sample_base += batch.n_samples
                     bar.advance(batch.n_samples)
@@ -259,6 +281,7 @@ def _capture(
                 sample_base += batch.n_samples
             if waiting is not None:
                 store(waiting)
+            _check_inputs_reach(point, n_mine, out)
         part = writer.finish()
     except Exception as e:
         coord.report_failure(e)
@@ -293,6 +316,18 @@ def _known_layout(hp: Hookpoint) -> str | None:
     if hp.layout is not None:
         return hp.layout
     return None if hp.record_input else module_layout(hp.module)
+
+
+def _check_inputs_reach(point: ResumePoint, n_batches: int, out: str | Path) -> None:
+    """A resumed capture's inputs reach past what the interrupted one stored: inputs
+    that end sooner are other inputs, and the store would end at the old rows."""
+    stored = point.batches_done + (point.rows_into_batch > 0)
+    if n_batches < stored:
+        raise ConfigError(
+            f"The inputs differ from the interrupted capture in '{out}': they end after "
+            f"{n_batches} batches, but it had already stored rows of {stored}. Resume with the "
+            "same inputs and `batch_size`, or start again with --overwrite."
+        )
 
 
 def _check_first_batch(writer: StoreWriter, batch: InputBatch, out: str | Path) -> None:

@@ -100,10 +100,15 @@ def resolve_hookpoints(
         HookpointError: a pattern matches nothing; the message lists the closest names
             (or, when none is close, the model's first ten).
     """
-    if isinstance(patterns, str):
-        patterns = [patterns]
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns or ())
     if not patterns:
         raise HookpointError("No layers given. Name at least one (see `saeatlas layers MODEL`).")
+    for p in patterns:
+        if not isinstance(p, str):
+            raise HookpointError(
+                f"Layer names must be strings, not {type(p).__name__}. Give a module's name in "
+                "`model.named_modules()` (of an nnsight Envoy, its `.path`), a glob or a regex."
+            )
     wrapped = is_nnsight(model)
     model, _ = unwrap_model(model)
     modules = named_modules(model)

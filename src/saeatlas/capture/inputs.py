@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from ..errors import InputsError
@@ -133,9 +134,7 @@ def _array_batches(
     x: Any, batch_size: int, labels: Any, float_dtype: torch.dtype | None
 ) -> Iterator[InputBatch]:
     n = _n_samples(x)
-    if labels is not None and len(labels) != n:
-        raise InputsError(f"{len(labels)} labels for {n} input samples; give one label per sample.")
-    lab = None if labels is None else np.asarray(labels)
+    lab = None if labels is None else _label_array(labels, n, "input samples")
     for s in range(0, n, batch_size):
         chunk = _as_tensor(x[s : s + batch_size], float_dtype)
         yield InputBatch(
@@ -146,12 +145,30 @@ def _array_batches(
         )
 
 
+def _label_array(labels: Any, n: int, what: str) -> np.ndarray:
+    """``labels`` as an array of one label per sample, of a type ``rows.parquet`` stores."""
+    try:
+        lab = np.asarray(labels)
+    except ValueError as e:  # ragged
+        raise InputsError(f"Labels are not one per sample ({e}).") from e
+    if lab.shape != (n,):
+        raise InputsError(
+            f"Labels have shape {list(lab.shape)} for {n} {what}; give one label per sample."
+        )
+    try:
+        pa.array(lab)
+    except (TypeError, ValueError, pa.ArrowException) as e:  # of mixed types
+        raise InputsError(
+            f"Labels cannot be stored in rows.parquet ({str(e).strip()}); give labels that are "
+            "all numbers or all strings."
+        ) from e
+    return lab
+
+
 def _text_batches(
     texts: list[str], tokenizer: Any, batch_size: int, labels: Any, max_length: int | None
 ) -> Iterator[InputBatch]:
-    if labels is not None and len(labels) != len(texts):
-        raise InputsError(f"{len(labels)} labels for {len(texts)} texts; give one per text.")
-    lab = None if labels is None else np.asarray(labels)
+    lab = None if labels is None else _label_array(labels, len(texts), "texts")
     for s in range(0, len(texts), batch_size):
         chunk = texts[s : s + batch_size]
         if callable(getattr(tokenizer, "encode_texts", None)):  # a model's own text path
@@ -314,7 +331,7 @@ def _load_npy(path: Path) -> np.ndarray:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no text
     except UnicodeDecodeError as e:
         raise InputsError(
             f"'{path}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8, or "

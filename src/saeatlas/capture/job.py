@@ -85,10 +85,17 @@ def capture_job(
     return {
         "model": model_fingerprint(model),
         "inputs": inputs_fingerprint(inputs),
-        "labels": None if labels is None else inputs_fingerprint(np.asarray(labels)),
+        "labels": None if labels is None else inputs_fingerprint(_as_array(labels)),
         "layers": list(layers),
         "settings": settings,
     }
+
+
+def _as_array(labels: Any) -> np.ndarray:
+    try:
+        return np.asarray(labels)
+    except ValueError:  # ragged: refused when the batches are made, with a clear message
+        return np.asarray(labels, dtype=object)
 
 
 def batch_fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

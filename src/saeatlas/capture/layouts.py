@@ -134,13 +134,28 @@ def module_layout(module: nn.Module) -> str | None:
     return "image" if isinstance(module, _IMAGE_TYPES) else None
 
 
+def _names(name: str, pattern: str) -> bool:
+    return _matches(name, pattern) or _matches(name.removesuffix(":input"), pattern)
+
+
+def check_layout_layers(names: list[str], spec: str | None) -> None:
+    """Each LAYER of a ``LAYER=LAYOUT`` in ``spec`` names one of the recorded layers
+    ``names``: a misspelt one would leave its layer to the default layout."""
+    for pattern, _ in parse_layout(spec)[1]:
+        if not any(_names(n, pattern) for n in names):
+            raise ConfigError(
+                f"--layout (`layout`) sets a layout for {pattern!r}, which names none of the "
+                f"recorded layers {names[:5]}{' ...' if len(names) > 5 else ''}; fix the name."
+            )
+
+
 def choose_layout(name: str, known: str | None, spec: str | None) -> str | None:
     """The layout of layer ``name`` before any forward pass: the user's for this layer,
     else ``known`` (from its hook name or module type). ``None`` leaves it to the
     tracer, then to the user's default. ``pattern`` needs the user's consent."""
     default, pairs = parse_layout(spec)
     for pattern, layout in pairs:
-        if _matches(name, pattern) or _matches(name.removesuffix(":input"), pattern):
+        if _names(name, pattern):
             return layout
     if known == "pattern" and default != "pattern":
         raise ShapeError(

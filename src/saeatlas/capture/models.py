@@ -184,9 +184,11 @@ def _load_hf_dir(path: Path, model_class: str = "auto") -> LoadedModel:
             "Loading a Hugging Face directory needs `transformers`: pip install 'saeatlas[hf]'."
         ) from e
     try:
-        config = json.loads((path / "config.json").read_text())
-    except json.JSONDecodeError as e:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:  # not JSON, not UTF-8, a directory
         raise ModelSpecError(f"'{path / 'config.json'}' is not valid JSON: {e}.") from e
+    if not isinstance(config, dict):
+        raise ModelSpecError(f"'{path / 'config.json'}' is not a JSON object.")
     kind = hf_model_class(config, model_class)
     auto = getattr(transformers, MODEL_CLASSES[kind])
     try:
@@ -195,6 +197,11 @@ def _load_hf_dir(path: Path, model_class: str = "auto") -> LoadedModel:
         raise ModelSpecError(
             f"'{path}' cannot be loaded as --model-class {kind}: {str(e).strip()} Choose "
             f"another --model-class ({', '.join(MODEL_CLASSES)})."
+        ) from e
+    except Exception as e:  # damaged weights: safetensors' and torch's own errors
+        raise ModelSpecError(
+            f"'{path}' cannot be loaded: {type(e).__name__}: {str(e).strip().rstrip('.')}. "
+            "Check its config.json and *.safetensors files."
         ) from e
     tokenizer = None
     if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):

@@ -35,11 +35,15 @@ class Recorder:
         convert: Callable[[str, torch.Tensor], Any],
         output_index: int | str | None = None,
         stop_when_done: bool = False,
+        once: bool = False,
     ) -> None:
         self.hookpoints = list(hookpoints)
         self.convert = convert
         self.output_index = output_index
         self.stop_when_done = stop_when_done
+        self.once = (
+            once  # a module that runs twice in one pass is an error, else the last call wins
+        )
         self.converts = {hp.name: hp.convert for hp in self.hookpoints if hp.convert is not None}
         self.values: dict[str, Any] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -59,7 +63,7 @@ class Recorder:
         self.handles.clear()
 
     def _record(self, name: str, value: Any) -> None:
-        if name in self.values and self.stop_when_done:
+        if name in self.values and self.once:
             raise ShapeError(
                 f"Module '{name}' ran more than once in one forward pass; saeatlas records one "
                 "call per module. Choose a module that runs once (or its parent)."

@@ -78,6 +78,11 @@ def to_rows(
 
     ``layout`` (``image``, ``heads``, ``pattern``) says what a 4-D tensor's axes
     are; a 4-D tensor without one is an error."""
+    if t.is_complex():
+        raise ShapeError(
+            f"Layer '{name}' gives complex values; saeatlas records real activations. Record a "
+            "module that gives their real part or magnitude."
+        )
     b = t.shape[0] if t.ndim else 0
     if t.ndim == 1:
         t = t[:, None]

@@ -86,7 +86,8 @@ class _Group(TyperGroup):
             path = f" '{e.filename}'" if e.filename else ""
             _fail(
                 f"Cannot write or read{path}: {e.strerror or e}. Check free space and "
-                "permissions, or choose another path; nothing partial was kept."
+                "permissions, or choose another path; what was complete is kept (capture and "
+                "train continue with --resume)."
             )
 
 

@@ -178,7 +178,7 @@ def info_cmd(
         False,
         "--verify",
         help="Read every shard: check its sha256 and for NaN/Inf, and recompute the per-unit "
-        "mean and std.",
+        "mean and std; check that rows.parquet has every row.",
     ),
     on_nonfinite: str = nonfinite_option(),
 ) -> None:
@@ -191,7 +191,8 @@ def info_cmd(
     print_summary(s)
     if verify:
         console.print(
-            f"All {s.n_shards} shards match their sha256 and the manifest's per-unit mean and std."
+            f"All {s.n_shards} shards match their sha256 and the manifest's per-unit mean and std; "
+            "rows.parquet has every row."
         )
 
 

@@ -4,8 +4,9 @@ The lock file is ``.NAME.lock`` beside the output ``NAME`` (not inside it: the
 directory itself is swapped in and out, :mod:`.atomic`). It holds the pid of the
 process that has the lock, so a second writer fails at once with one line that
 names it. The kernel drops the lock when its holder exits, even after ``kill -9``,
-so a lock is never stale; the file is removed when the lock is let go. Locks are re-entrant within one process: a function
-that writes ``OUT`` may be called by another that already holds ``OUT``'s lock.
+so a lock is never stale; the file is removed when the lock is let go. Locks are re-entrant within one thread: a function
+that writes ``OUT`` may be called by another that already holds ``OUT``'s lock; another
+thread of the same process is refused like another process.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class OutputError(AtlasError):
     """An output cannot be written there (not a directory, no permission)."""
 
 
-_held: dict[Path, list[int]] = {}  # resolved output path -> [fd, depth]
+_held: dict[Path, list[int]] = {}  # resolved output path -> [fd, depth, owning thread]
 _guard = threading.Lock()
 
 
@@ -85,6 +86,11 @@ def acquire(path: str | os.PathLike) -> None:
     key = _key(path)
     with _guard:
         if key in _held:
+            if _held[key][2] != threading.get_ident():
+                raise LockError(
+                    f"'{path}' is being written by another thread of this process "
+                    f"({os.getpid()}); wait for it to finish, or choose another output."
+                )
             _held[key][1] += 1
             return
         check_writable(path)
@@ -102,7 +108,7 @@ def acquire(path: str | os.PathLike) -> None:
             os.close(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _held[key] = [fd, 1]
+        _held[key] = [fd, 1, threading.get_ident()]
 
 
 def _open_and_lock(file: Path, path: Path) -> int:
@@ -136,7 +142,7 @@ def release(path: str | os.PathLike) -> None:
     key = _key(Path(path))
     with _guard:
         entry = _held.get(key)
-        if entry is None:
+        if entry is None or entry[2] != threading.get_ident():
             return
         entry[1] -= 1
         if entry[1] == 0:

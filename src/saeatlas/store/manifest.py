@@ -6,6 +6,7 @@ The manifest is written last; a directory without one is an incomplete store.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,8 @@ class Manifest:
         try:
             known_keys("manifest keys", d, MANIFEST_KEYS)
             version = _typed(d, "format_version", int)
+            if version < 1:
+                raise TypeError(f"`format_version` must be 1 or more, got {version}")
             if version > FORMAT_VERSION:
                 raise StoreError(
                     f"'{where}' has format_version {version}; this saeatlas reads up to "
@@ -191,6 +194,9 @@ class Manifest:
 def validate_layers(layers: list[LayerSpec] | tuple[LayerSpec, ...], n_units: int) -> None:
     """Layers must tile columns ``0..n_units`` in order without gaps or overlaps."""
     pos = 0
+    twice = sorted(name for name, n in Counter(layer.name for layer in layers).items() if n > 1)
+    if twice:
+        raise StoreError(f"Layers {twice} are listed more than once; each layer has one range.")
     for layer in layers:
         if layer.start != pos or layer.stop <= layer.start:
             raise StoreError(
@@ -234,6 +240,13 @@ def check_manifest(root: Path, m: Manifest) -> None:
         raise StoreError(f"{where} describes an empty store ({m.n_rows} rows); recapture it.")
     if sum(s.rows for s in m.shards) != m.n_rows:
         raise StoreError(f"{where} is inconsistent: its shards' rows do not add up to `n_rows`.")
+    twice = sorted(f for f, n in Counter(s.file for s in m.shards).items() if n > 1)
+    if twice:
+        raise StoreError(f"{where} lists shard {twice[0]!r} twice; the store is corrupt.")
+    if m.n_nonfinite_rows_skipped < 0:
+        raise StoreError(f"{where} has a negative `n_nonfinite_rows_skipped`; it is corrupt.")
+    if not m.layers:
+        raise StoreError(f"{where} lists no layers; its layer map is corrupt. Recapture the store.")
     validate_layers(m.layers, m.n_units)
     for layer in m.layers:
         if not _layer_width_fits(layer):

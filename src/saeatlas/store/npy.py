@@ -106,10 +106,14 @@ def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
                 'for example [{"name": "layer1", "start": 0, "stop": 64}, ...]'
             )
             try:
-                entries = json.loads(candidate.read_text())
-            except json.JSONDecodeError as e:
+                entries = json.loads(candidate.read_text(encoding="utf-8"))
+            except (ValueError, OSError) as e:  # not JSON, not UTF-8, a directory
                 raise StoreError(f"{expected} ({e}).") from e
-            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            if (
+                not isinstance(entries, list)
+                or not entries
+                or not all(isinstance(e, dict) for e in entries)
+            ):
                 raise StoreError(f"{expected}; it holds {json.dumps(entries)[:60]}.")
             layers = tuple(LayerSpec.from_json(e) for e in entries)
             validate_layers(layers, n_units)

@@ -93,9 +93,10 @@ def prepare_partial(path: Path, work: Path, world: int, *, resume: bool, overwri
         return True
     if (path / MANIFEST).exists() and not overwrite:
         pending = " (or --resume, to continue the interrupted one)" if has_progress else ""
+        done = ": its capture is finished, there is nothing to resume" if resume else ""
         raise StoreError(
-            f"'{path}' already holds a complete store. Choose another --out, or pass --overwrite "
-            f"(`overwrite=True`) to replace it{pending}."
+            f"'{path}' already holds a complete store{done}. Choose another --out, or pass "
+            f"--overwrite (`overwrite=True`) to replace it{pending}."
         )
     legacy = path.is_dir() and not (path / MANIFEST).exists() and any(path.iterdir())
     if legacy and not (resume or overwrite):
@@ -118,7 +119,7 @@ def prepare_partial(path: Path, work: Path, world: int, *, resume: bool, overwri
 
 def drop_uncommitted(work: Path, rank: int, world: int, committed: Iterable[str]) -> None:
     """Remove the files of ``rank`` in ``work`` written after its last commit: shards
-    not named in ``committed`` and the row parts of shards past them."""
+    not named in ``committed``, the row parts of shards past them, and temporary files."""
     listed = set(committed)
     parts = {part_name(i, rank, world) for i in range(len(listed))}
     own = f"{_rank_tag(rank, world)}*"
@@ -128,6 +129,14 @@ def drop_uncommitted(work: Path, rank: int, world: int, committed: Iterable[str]
     for x in (work / PARTS).glob(f"rows-{own}.parquet"):
         if x.name not in parts:
             x.unlink()
+    # temporary files of writes a kill cut short (only this rank's: others may be writing)
+    stale = [
+        *work.glob(f"{TMP_PREFIX}shard-{own}"),
+        *work.glob(f"{TMP_PREFIX}{progress_name(rank, world)}-*"),
+        *(work / PARTS).glob(f"{TMP_PREFIX}rows-{own}"),
+    ]
+    for x in stale:
+        x.unlink()
 
 
 def check_committed(

@@ -118,7 +118,7 @@ def check_same_job(
     if saved.dtype != dtype:
         raise ConfigError(
             f"The interrupted capture in '{store}' uses dtype {saved.dtype!r}, this run "
-            f"asks for {dtype!r}. Resume with the same `dtype` (--dtype)."
+            f"asks for {dtype!r}. Resume with the same `dtype` (--store-dtype)."
         )
     if shard_rows is not None and shard_rows != saved.shard_rows:
         raise ConfigError(

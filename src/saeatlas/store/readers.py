@@ -90,12 +90,14 @@ class ReadPlan:
         source, bs = self.store._source, self.batch_size
         carry_rows = max(source.rows(i) for i in order)  # one shard's worth mixes shards
         # Shuffled batches are gathered copies, so shard and carry buffers can be
-        # reused (alternating), which skips the page faults of fresh memory.
+        # reused (alternating), which skips the page faults of fresh memory. No batch
+        # holds more rows than there are (a batch size beyond them is one batch).
+        cap = min(bs, self.stop_row)
         carry_bufs = [
-            torch.empty(carry_rows + bs, self.width, dtype=self.store_dtype) for _ in range(2)
+            torch.empty(carry_rows + cap, self.width, dtype=self.store_dtype) for _ in range(2)
         ]
         batch_bufs = [
-            torch.empty(bs, self.width, dtype=self.store_dtype)
+            torch.empty(cap, self.width, dtype=self.store_dtype)
             for _ in range(2 if reuse_memory else 0)
         ]
         carry = torch.empty(0, self.width, dtype=self.store_dtype)

@@ -172,13 +172,16 @@ class ActivationStore:
 
     def verify(self) -> None:
         """Read every shard, check its sha256 and for NaN/Inf, recompute the per-unit
-        mean and standard deviation and compare them with the manifest's.
+        mean and standard deviation and compare them with the manifest's, and check that
+        ``rows.parquet`` holds one row per activation row.
 
         Raises:
-            StoreError: a shard is missing or corrupt, or the statistics disagree.
+            StoreError: a shard or ``rows.parquet`` is missing or corrupt, or the
+                statistics disagree.
         """
         if self.manifest is None:
             return  # a .npy array was read in full at open
+        self.rows(["row"])
         source = ShardSource(self.path, self.manifest.shards, verify=True)
         m = RunningMoments(self.n_units)
         for i in range(len(source)):
@@ -258,11 +261,17 @@ class ActivationStore:
                 {"row": np.arange(n), "sample": sample, "position": np.zeros(n, np.int64)}
             )
         try:
-            return pq.read_table(self.path / ROWS, columns=list(columns) if columns else None)
+            table = pq.read_table(self.path / ROWS, columns=list(columns) if columns else None)
         except (OSError, pa.ArrowInvalid) as e:
             raise StoreError(
                 f"'{self.path / ROWS}' is unreadable ({e}); recapture the store."
             ) from e
+        if table.num_rows != self.n_rows:
+            raise StoreError(
+                f"'{self.path / ROWS}' holds {table.num_rows} rows, but the store has "
+                f"{self.n_rows}; recapture the store."
+            )
+        return table
 
     def read(
         self,
