@@ -3,8 +3,11 @@ nothing written, and never a silently wrong atlas."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from saeatlas.sae import SparseAutoencoder
@@ -45,6 +48,8 @@ def test_the_analysed_sae_or_a_repeated_one_is_no_seed_sae(tmp_path, guarded, ru
     one_line(cli(*args, "--seeds", "2", "--seed-sae", guarded.sae), "is the analysed SAE")
     seed = guarded.root / "sae-seed1"
     one_line(cli(*args, "--seeds", "3", "--seed-sae", seed, seed), "another seed SAE again")
+    copy = shutil.copytree(guarded.sae, tmp_path / "copy")
+    one_line(cli(*args, "--seeds", "2", "--seed-sae", copy), "the analysed SAE's own weights")
 
 
 def test_a_stale_seed_directory_is_not_reused_as_the_null_source(tmp_path, guarded, run_cli):
@@ -71,3 +76,56 @@ def test_bad_analysis_settings(tmp_path, guarded, run_cli, text, needle):
     cfg.write_text(text)
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
     one_line(cli(*args, "--config", cfg), needle)
+
+
+def test_too_few_rows_to_analyze(tmp_path, save_acts, guarded, run_cli):
+    """One row once ended in numpy's 'Eigenvalues did not converge'."""
+    cli, one_line = run_cli
+    args = ["analyze", "--sae", guarded.sae, "--out", tmp_path / "a"]
+    one_line(cli(*args, "--acts", save_acts(np.load(guarded.npy)[:1])), "1 rows", "Capture more")
+    one_line(cli(*args, "--acts", guarded.store, "--max-rows", "3"), "(`max_rows` 3)", "minimum 16")
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    "edit,needle",
+    [
+        ([1, 2], "must hold a JSON object, not list"),  # was a TypeError traceback
+        ({"nulls": "x"}, "`nulls` in"),  # was a TypeError traceback
+        ({"nulls": [1]}, "`nulls` in"),
+        ({"ensemble": 5}, "`ensemble` in"),  # was an AttributeError traceback
+        ({"n_modules": "three"}, "must be an integer, got 'three'"),
+        ({"significant": "yes"}, "must be true or false, got 'yes'"),
+        ({"modularity": "high"}, "must be an integer or a number or null"),
+        ({"verdict": "lots"}, "`verdict` in"),
+    ],
+)
+def test_an_edited_atlas_json_is_refused_by_report(tmp_path, outputs, run_cli, edit, needle):
+    cli, one_line = run_cli
+    atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
+    summary = json.loads((atlas / "atlas.json").read_text())
+    (atlas / "atlas.json").write_text(
+        json.dumps(edit if isinstance(edit, list) else {**summary, **edit})
+    )
+    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze` with --overwrite")
+    assert not (atlas / "report.html").exists()
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, outputs, run_cli):
+    """PyYAML keeps the last of two keys silently: a second `analyze:` section dropped
+    the first, and the run went on with settings nobody wrote."""
+    cli, one_line = run_cli
+    p = tmp_path / "run.yaml"
+    p.write_text(
+        f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1', '3']\n"
+        "analyze: {n_null: 2}\nsweep: {enabled: false}\nanalyze: {seed: 1}\n"
+    )
+    one_line(cli("run", p, "--check"), "at line 6, column 1: the key 'analyze' is given twice")
+    p.write_text("n_null: 2\nalpha: 0.01\nn_null: 3\n")
+    args = ["analyze", "--sae", outputs.sae, "--acts", outputs.store, "--out", tmp_path / "a"]
+    one_line(cli(*args, "--config", p), "the key 'n_null' is given twice")
+    # YAML merge keys still work: the keys written override the merged ones
+    p.write_text("base: &b {n_null: 2, seed: 1}\nanalyze:\n  <<: *b\n  n_null: 3\n")
+    from saeatlas._config_cli import load_config_file
+
+    assert load_config_file(p)["analyze"] == {"n_null": 3, "seed": 1}

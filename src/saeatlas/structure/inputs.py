@@ -11,11 +11,14 @@ every rank ends with the same inputs a single process prepares.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from .._coordinator import Coordinator, run_ranks, solo
@@ -25,6 +28,7 @@ from ..sae import SparseAutoencoder
 from ..sae.model import sae_layers
 from ..store import ActivationStore
 from .config import AtlasConfig
+from .constants import MIN_ROWS
 from .graph.codes import encode_store
 from .graph.firing import Firing, UnitsMode, firing, units_mode
 
@@ -140,7 +144,22 @@ def prepare(
     sae = _load(sae)
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     cfg = config
+    n_rows = min(store.n_rows, cfg.max_rows or store.n_rows)
+    if n_rows < MIN_ROWS:
+        cut = n_rows < store.n_rows
+        raise ConfigError(
+            f"The atlas would read {n_rows} rows of '{store.path}'"
+            f"{f' (`max_rows` {cfg.max_rows})' if cut else ''}, fewer than the minimum "
+            f"{MIN_ROWS}. {'Raise `max_rows` (--max-rows)' if cut else 'Capture more rows'}."
+        )
     loaded = _loaded_twins(sae, sae_path, store, seed_saes, null_source)
+    if coord.distributed:  # a rank given other files would mix two analyses into one atlas
+        coord.agree(
+            _facts(sae, store, cfg, loaded.values()),
+            "this analysis",
+            "Every rank must analyse the same SAE (and seed SAEs) on the same store with "
+            "the same settings: give every rank the same files and flags.",
+        )
     # the correlation view gets as many members as the SAE ensemble (at least three)
     n_members = (1 + len(seed_saes)) * (1 + cfg.n_bootstrap)
     codes = encode_store(
@@ -230,4 +249,36 @@ def check_twin(
             "trained the same way with another seed (delete a stale <sae>-seedN directory "
             "so that analyze trains it again)."
         )
+    if torch.equal(other.W_dec, sae.W_dec):
+        raise ConfigError(
+            f"The seed SAE '{name}' has the analysed SAE's own weights (a copy of it); give "
+            "an SAE trained the same way with another seed."
+        )
     return other
+
+
+def _facts(
+    sae: SparseAutoencoder, store: ActivationStore, cfg: AtlasConfig, others: Iterable
+) -> dict[str, Any]:
+    """What the ranks of one analysis must share: the settings, the SAEs' weights and
+    the store (its layers, rows and unit statistics)."""
+    stats = np.concatenate([store.mean, store.std]).tobytes()
+    return {
+        "settings": cfg.to_json(),
+        "SAE": _fingerprint(sae),
+        "seed SAEs": [_fingerprint(o) for o in others],
+        "store": (
+            store.n_rows,
+            [(l.name, l.start, l.stop) for l in store.layers],
+            hashlib.sha256(stats).hexdigest(),
+        ),
+    }
+
+
+def _fingerprint(sae: SparseAutoencoder) -> str:
+    """A hash of ``sae``'s config and of its decoder, strided down to at most about
+    65,536 values (enough to tell two trainings apart, cheap for any size)."""
+    w = sae.W_dec.detach().reshape(-1)
+    sample = w[:: max(1, w.numel() // 65536)].cpu().numpy().tobytes()
+    head = json.dumps(sae.cfg.to_json(), sort_keys=True, default=str).encode()
+    return hashlib.sha256(head + sample).hexdigest()
