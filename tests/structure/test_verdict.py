@@ -143,6 +143,18 @@ def test_ablation_that_does_not_beat_random_sets_is_named_in_the_counts():
     assert "1 of 2 hurt the loss more than random unit sets" in atlas.summary["message"]
 
 
+@pytest.mark.parametrize("nulls", [[], [{"null": "permutation"}]])
+def test_no_null_model_run_is_not_called_beaten(nulls):
+    """With `n_null` 0 the message once said the partition "does not beat the null
+    models" while the report said it was not tested."""
+    atlas = _atlas([])
+    atlas.summary.update(partition_significant=False, nulls=nulls)
+    decide(atlas)
+    untested = "no null model was run" in atlas.summary["message"]
+    assert untested == (not nulls), atlas.summary["message"]
+    assert atlas.summary["verdict"] == "no_significant_structure"
+
+
 # ------------------------------------------------- no-structure twins, counted over seeds
 
 ROWS = 2000

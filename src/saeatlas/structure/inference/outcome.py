@@ -145,4 +145,9 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
             "co-occurrence graph has no edges. Use an SAE with more active latents per row (a "
             "larger k), more rows, or count co-firing over consecutive tokens with --window N."
         )
+    if not s.get("nulls"):
+        return (
+            "No significant structure: no null model was run (`n_null` 0 or `nulls` empty), "
+            "so nothing was tested and no module counts. Rerun analyze with --n-null 10."
+        )
     return "No significant structure: the partition does not beat the null models."
