@@ -131,10 +131,20 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
             text += f"; {causal} of {n} hurt the loss more than random unit sets"
         return text[0].upper() + text[1:] + "."
     if key == "structure_without_reproducible_modules":
+        # say whose partition beat its nulls: the SAE's, or only the units' correlations'
+        views = [
+            k for k, v in (s.get("cross_check") or {}).items() if v.get("partition_significant")
+        ]
+        beat = ["the SAE's partition beats the null models"]
+        if views:
+            beat = beat if s.get("sae_partition_significant") else []
+            beat.append(
+                f"the units' {' and '.join(views)} correlations beat the independent-units null"
+            )
         return (
-            "Co-firing structure that does not divide reproducibly into modules: the "
-            "partition beats the null models, but no module is both significant and "
-            f"recovered by at least 75% of the {members}."
+            f"Co-firing structure that does not divide reproducibly into modules: "
+            f"{' and '.join(beat)}, but no module is both significant and recovered by at "
+            f"least 75% of the {members}."
         )
     graph = s.get("graph") or {}
     if graph.get("n_edges") == 0:
