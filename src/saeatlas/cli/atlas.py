@@ -227,6 +227,8 @@ def validate_cmd(
     from ..structure.synthetic.config import CASES, PRESETS
     from ..structure.synthetic.validate import ValidationSettings, validate
 
+    if seeds < 1:  # no seed is an empty table, not a validation
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}.")
     cases = list(cases or CASES)
     unknown = [c for c in cases if c not in PRESETS]
     if unknown:
