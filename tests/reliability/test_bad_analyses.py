@@ -135,3 +135,22 @@ def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, outputs, run_cl
 def test_validate_with_no_seed_is_an_error_not_an_empty_table(run_cli, seeds):
     cli, one_line = run_cli
     one_line(cli("validate", "--cases", "easy", "--seeds", seeds), "--seeds must be at least 1")
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--seeds", "0"], "--seeds must be in [1, 100]"),  # was taken as 1
+        (["--seeds", "1000000000"], "--seeds must be in [1, 100]"),  # listed 1e9 directories
+        (["--timeout", "0"], "--timeout must be a positive number"),
+        (["--timeout", "nan"], "--timeout must be a positive number"),
+        (["--ablation-draws", "-1"], "--ablation-draws must be in [2, 10000]"),  # a traceback
+        (["--ablation-draws", "100000000000"], "--ablation-draws must be in [2, 10000]"),
+    ],
+)
+def test_bad_analyze_flags_fail_before_the_work(tmp_path, guarded, run_cli, flags, needle):
+    """--ablation-draws -1 once failed with a numpy traceback after the whole analysis."""
+    cli, one_line = run_cli
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    one_line(cli(*args, *flags), needle)
+    assert not (tmp_path / "a").exists()
