@@ -154,3 +154,43 @@ def test_bad_analyze_flags_fail_before_the_work(tmp_path, guarded, run_cli, flag
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
     one_line(cli(*args, *flags), needle)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("target", ["atlas.json", "units.parquet", "../notes.txt"])
+def test_report_never_writes_over_a_file_that_is_not_a_report(tmp_path, outputs, run_cli, target):
+    """`report ATLAS --out ATLAS/atlas.json` once replaced the atlas's summary with HTML."""
+    from conftest import snapshot
+
+    cli, one_line = run_cli
+    atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
+    (tmp_path / "notes.txt").write_text("keep")
+    before = snapshot(tmp_path)
+    one_line(
+        cli("report", atlas, "--out", atlas / target), "is a file that is not a saeatlas report"
+    )
+    assert snapshot(tmp_path) == before
+    from saeatlas.report.write import _is_report
+
+    page = tmp_path / "old.html"
+    page.write_text('<!DOCTYPE html>\n<meta name="generator" content="saeatlas 0.1.0">\n')
+    assert _is_report(page) and not _is_report(atlas / "atlas.json")
+
+
+def test_one_lock_per_output_however_it_is_spelled(tmp_path, monkeypatch):
+    """`--out .` once locked './..lock' and, on release, removed '../.NAME.lock' (another
+    writer's), so a writer of '.' and one of its full path did not exclude each other."""
+    import subprocess
+    import sys
+
+    from saeatlas.store.lock import lock_path, output_lock
+
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    monkeypatch.chdir(out)
+    assert lock_path(".") == lock_path(out) == lock_path("sub/..") == tmp_path / ".out.lock"
+    other = f"from saeatlas.store.lock import acquire; acquire({str(out)!r})"
+    with output_lock("."):
+        r = subprocess.run([sys.executable, "-c", other], capture_output=True, text=True)
+        assert r.returncode == 1 and "is being written by process" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["sub"]

@@ -35,11 +35,14 @@ _guard = threading.Lock()
 
 def lock_path(path: str | os.PathLike) -> Path:
     """The lock file of the output ``path``."""
-    path = Path(path)
+    path = _key(path)
     return path.parent / f".{path.name}.lock"
 
 
-def _key(path: Path) -> Path:
+def _key(path: str | os.PathLike) -> Path:
+    """``path`` absolute, its folder resolved: one name per output, so that ``.``,
+    ``out/..`` and the full path share one lock (``'.'`` has no name of its own)."""
+    path = Path(os.path.abspath(path))
     return path.parent.resolve() / path.name
 
 
