@@ -194,3 +194,19 @@ def test_one_lock_per_output_however_it_is_spelled(tmp_path, monkeypatch):
         assert r.returncode == 1 and "is being written by process" in r.stderr, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert sorted(p.name for p in out.iterdir()) == ["sub"]
+
+
+def test_an_out_of_other_files_is_refused_before_the_analysis(
+    tmp_path, guarded, run_cli, monkeypatch
+):
+    """`analyze --out SAE_DIR --overwrite` once ran the whole analysis before saving
+    refused the folder."""
+    import saeatlas.structure
+
+    def never(*args, **kwargs):
+        raise AssertionError("the analysis ran")
+
+    monkeypatch.setattr(saeatlas.structure, "analyze", never)
+    cli, one_line = run_cli
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--seeds", "1"]
+    one_line(cli(*args, "--out", guarded.sae, "--overwrite"), "not an atlas's", "cfg.json")

@@ -141,6 +141,7 @@ def _analyze(
     from ..store import ActivationStore
     from ..store.lock import output_lock
     from ..structure import analyze
+    from ..structure.atlas import check_atlas_out
     from ..structure.inference.seeds import MAX_SEEDS
 
     _check_ablation_flags(model, inputs, labels, loss, ablation_draws)
@@ -152,12 +153,7 @@ def _analyze(
     main = coord.world.is_main
     with output_lock(out if main else None):
         coord.check(None)  # rank 0 holds the lock (or every rank stops)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"'{out}' is a file; give a directory for the atlas (--out).")
-        if (out / "atlas.json").exists() and not overwrite:
-            raise ConfigError(
-                f"'{out}' already holds an atlas. Choose another --out, or pass --overwrite."
-            )
+        check_atlas_out(out, overwrite)
         store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
         members = None
         if sweep is not None:  # read before the work, like every other input

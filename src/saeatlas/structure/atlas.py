@@ -106,6 +106,15 @@ def _check_summary(summary: Any, meta: Path) -> dict[str, Any]:
     return summary
 
 
+def check_atlas_out(path: Path, overwrite: bool) -> None:
+    """Refuse to write an atlas at ``path`` where that would lose something (a file, a
+    folder of other files, an atlas without ``overwrite``); :meth:`Atlas.save` checks
+    this, and ``analyze`` before its work. A directory an older saeatlas left
+    half-written (only atlas files) is not refused."""
+    recover_dir(path)
+    check_output_dir(path, "an atlas", "an atlas's", ATLAS_JSON, _atlas_file, overwrite)
+
+
 @dataclass
 class Atlas:
     """Modules of units, the feature communities behind them, and how sure we are."""
@@ -152,9 +161,7 @@ class Atlas:
         """
         path = Path(path)
         with output_lock(path):
-            recover_dir(path)
-            # a directory an older saeatlas left half-written holds only atlas files
-            check_output_dir(path, "an atlas", "an atlas's", ATLAS_JSON, _atlas_file, overwrite)
+            check_atlas_out(path, overwrite)
             with replacing_dir(path) as new:
                 for name in TABLES + OPTIONAL_TABLES:
                     frame = getattr(self, name)
