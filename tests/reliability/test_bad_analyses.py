@@ -210,3 +210,13 @@ def test_an_out_of_other_files_is_refused_before_the_analysis(
     cli, one_line = run_cli
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--seeds", "1"]
     one_line(cli(*args, "--out", guarded.sae, "--overwrite"), "not an atlas's", "cfg.json")
+
+
+def test_a_sweep_member_of_other_layers_is_refused(tmp_path, outputs):
+    """It once failed after the analysis with sklearn's 'The labelings differ in length'."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure import AtlasConfig, analyze
+
+    member = _seed_like(outputs, tmp_path / "k-2", d_in=8, layers=(LayerSpec("3", 0, 8),))
+    with pytest.raises(ConfigError, match=r"The sweep's member 2 \('.*k-2'\) reads the layers"):
+        analyze(outputs.sae, outputs.store, AtlasConfig(), sweep=("k", [(2.0, member)]))

@@ -153,6 +153,9 @@ def prepare(
             f"{MIN_ROWS}. {'Raise `max_rows` (--max-rows)' if cut else 'Capture more rows'}."
         )
     loaded = _loaded_twins(sae, sae_path, store, seed_saes, null_source)
+    for value, member in sweep[1] if sweep else ():
+        loaded[_key(member)] = _load(member)
+        check_layers(sae, loaded[_key(member)], store, f"sweep's member {value:g} ('{member}')")
     if coord.distributed:  # a rank given other files would mix two analyses into one atlas
         coord.agree(
             _facts(sae, store, cfg, loaded.values()),
@@ -225,6 +228,20 @@ def _loaded_twins(
     return loaded
 
 
+def check_layers(
+    sae: SparseAutoencoder, other: SparseAutoencoder, store: ActivationStore, what: str
+) -> None:
+    """``other`` (``what``, as "seed SAE 'DIR'") must read the layers of ``store`` that
+    ``sae`` reads: the atlas compares their units one to one."""
+    mine = [(l.name, l.n_units) for l in sae_layers(sae, store)]
+    theirs = [(l.name, l.n_units) for l in sae_layers(other, store)]
+    if theirs != mine:
+        raise ConfigError(
+            f"The {what} reads the layers {theirs} (name, units), the analysed SAE {mine}; "
+            "it must be trained on the same layers of the same store."
+        )
+
+
 def check_twin(
     sae: SparseAutoencoder, other: SparseAutoencoder, store: ActivationStore, name: str
 ) -> SparseAutoencoder:
@@ -232,13 +249,7 @@ def check_twin(
     architecture, d_sae and k (an SAE trained like ``sae`` with another seed); units and
     features of the two are compared one to one, so anything else would give a wrong
     atlas, not an error."""
-    mine = [(l.name, l.n_units) for l in sae_layers(sae, store)]
-    theirs = [(l.name, l.n_units) for l in sae_layers(other, store)]
-    if theirs != mine:
-        raise ConfigError(
-            f"The seed SAE '{name}' reads the layers {theirs} (name, units), the analysed "
-            f"SAE {mine}; a seed SAE must be trained on the same layers of the same store."
-        )
+    check_layers(sae, other, store, f"seed SAE '{name}'")
     shape = ("architecture", "d_sae", "k")
     differ = [f for f in shape if getattr(other.cfg, f) != getattr(sae.cfg, f)]
     if differ:
