@@ -144,13 +144,10 @@ def prepare(
     sae = _load(sae)
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     cfg = config
-    n_rows = min(store.n_rows, cfg.max_rows or store.n_rows)
-    if n_rows < MIN_ROWS:
-        cut = n_rows < store.n_rows
+    if store.n_rows < MIN_ROWS:  # (`max_rows` is at least as many: AtlasConfig)
         raise ConfigError(
-            f"The atlas would read {n_rows} rows of '{store.path}'"
-            f"{f' (`max_rows` {cfg.max_rows})' if cut else ''}, fewer than the minimum "
-            f"{MIN_ROWS}. {'Raise `max_rows` (--max-rows)' if cut else 'Capture more rows'}."
+            f"The store '{store.path}' has {store.n_rows} rows, fewer than the {MIN_ROWS} "
+            "an atlas needs. Capture more rows."
         )
     loaded = _loaded_twins(sae, sae_path, store, seed_saes, null_source)
     for value, member in sweep[1] if sweep else ():
