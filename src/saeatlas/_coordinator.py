@@ -151,6 +151,27 @@ class Coordinator:
         """Meet the other ranks; if any failed, run ``on_failure`` and raise (:meth:`gather`)."""
         self.gather(None, error, on_failure)
 
+    def agree(self, job: dict[str, Any], what: str, fix: str) -> None:
+        """Every rank must run the same ``job`` (a mapping of facts that can be
+        compared): where one differs from rank 0's, every rank stops with one error
+        naming the facts and the ranks (``what``: the job, as in "this capture";
+        ``fix``: what to do)."""
+        jobs = self.gather(job, None)
+        differ = sorted(
+            {
+                k
+                for other in jobs[1:]
+                for k in set(jobs[0]) | set(other)
+                if other.get(k) != jobs[0].get(k)
+            }
+        )
+        if differ:
+            ranks = [r for r, other in enumerate(jobs) if other != jobs[0]]
+            raise ConfigError(
+                f"The ranks of {what} were given different {', '.join(differ)} (ranks "
+                f"{ranks} differ from rank 0). {fix}"
+            )
+
     def gather(
         self,
         value: Any,

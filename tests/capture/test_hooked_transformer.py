@@ -34,8 +34,15 @@ def hooked(tmp_path_factory):
     fast.save_pretrained(folder)
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     cfg = tl.HookedTransformerConfig(
-        n_layers=2, d_model=16, d_head=4, n_heads=4, d_mlp=32, n_ctx=40, d_vocab=40,
-        act_fn="gelu", seed=0,
+        n_layers=2,
+        d_model=16,
+        d_head=4,
+        n_heads=4,
+        d_mlp=32,
+        n_ctx=40,
+        d_vocab=40,
+        act_fn="gelu",
+        seed=0,
     )
     return tl.HookedTransformer(cfg, tokenizer=tokenizer).eval()
 

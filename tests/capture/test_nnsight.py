@@ -37,7 +37,12 @@ def language_model(tmp_path_factory):
     )
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(
-        n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=40, bos_token_id=0,
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        vocab_size=64,
+        n_positions=40,
+        bos_token_id=0,
         eos_token_id=0,
     )
     return nnsight.LanguageModel(transformers.GPT2LMHeadModel(cfg).eval(), tokenizer=tokenizer)
@@ -88,7 +93,7 @@ def test_a_factory_may_return_an_nnsight_wrapper(tmp_path):
     assert isinstance(loaded.model, torch.nn.Sequential)
 
 
-WRAPPED_FILE = '''
+WRAPPED_FILE = """
 import nnsight
 import torch
 
@@ -100,7 +105,7 @@ def build():
         torch.nn.Linear(8, 2),
     )
     return nnsight.NNsight(net)
-'''
+"""
 
 
 def test_pipeline_on_a_factory_that_returns_an_nnsight_wrapper(tmp_path):

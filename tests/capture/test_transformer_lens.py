@@ -27,8 +27,16 @@ TEXTS = ["the cat sat on the mat", "a dog", "it was the best of times, it was"]
 @pytest.fixture(scope="module")
 def native():
     cfg = TransformerBridgeConfig(
-        d_model=16, d_head=4, n_heads=4, n_layers=2, n_ctx=12, d_vocab=50, d_mlp=32,
-        act_fn="gelu", normalization_type="LN", seed=0,
+        d_model=16,
+        d_head=4,
+        n_heads=4,
+        n_layers=2,
+        n_ctx=12,
+        d_vocab=50,
+        d_mlp=32,
+        act_fn="gelu",
+        normalization_type="LN",
+        seed=0,
     )
     return TransformerBridge.boot_native(cfg).eval()
 
@@ -50,7 +58,12 @@ def gpt2_bridge(tmp_path_factory):
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(
-        n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=40, bos_token_id=0,
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        vocab_size=64,
+        n_positions=40,
+        bos_token_id=0,
         eos_token_id=0,
     )
     hf = transformers.GPT2LMHeadModel(cfg).eval()
@@ -90,8 +103,12 @@ def test_attention_patterns_need_consent(tmp_path, native):
     with pytest.raises(ShapeError, match="attention patterns.*--layout pattern"):
         capture_activations(native, ids, ["blocks.1.attn.hook_pattern"], tmp_path / "p", **QUIET)
     store = capture_activations(
-        native, ids, ["blocks.1.attn.hook_pattern"], tmp_path / "q",
-        CaptureConfig(layout="pattern"), **QUIET,
+        native,
+        ids,
+        ["blocks.1.attn.hook_pattern"],
+        tmp_path / "q",
+        CaptureConfig(layout="pattern"),
+        **QUIET,
     )
     _, cache = native.run_with_cache(ids)
     pattern = cache["blocks.1.attn.hook_pattern"]  # [3, 4 heads, 6, 6]
@@ -144,17 +161,13 @@ def test_loss_recovered_splices_at_the_hook(tmp_path, gpt2_bridge):
     losses = []
     for text in TEXTS:
         ids = gpt2_bridge.to_tokens(text)
-        logits = gpt2_bridge.run_with_hooks(
-            ids, fwd_hooks=[("blocks.0.attn.hook_z", drop_head_1)]
-        )
-        losses.append(
-            torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:]).item()
-        )
+        logits = gpt2_bridge.run_with_hooks(ids, fwd_hooks=[("blocks.0.attn.hook_z", drop_head_1)])
+        losses.append(torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:]).item())
     assert res.loss_sae == pytest.approx(sum(losses) / len(losses), abs=1e-4)
     assert res.loss_sae != pytest.approx(res.loss_clean, abs=1e-4)
 
 
-BRIDGE_FILE = '''
+BRIDGE_FILE = """
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -165,7 +178,7 @@ def build():
         act_fn="gelu", normalization_type="LN", seed=0,
     )
     return TransformerBridge.boot_native(cfg)
-'''
+"""
 
 
 def test_pipeline_by_hook_name_on_a_bridge(tmp_path):
@@ -235,7 +248,12 @@ def test_ablation_on_a_bridge_edits_the_hook_it_names(native):
     unit_module = np.full(16, -1)
     unit_module[4:8] = 0  # head 1
     res = ablate_modules(
-        native, ids, layers, unit_module, mode="zero", loss_fn=per_sample_next_token,
+        native,
+        ids,
+        layers,
+        unit_module,
+        mode="zero",
+        loss_fn=per_sample_next_token,
         n_random=1,
     )
 

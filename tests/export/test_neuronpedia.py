@@ -38,11 +38,20 @@ def atlas_run(tmp_path_factory, tiny_gpt2):
         for _ in range(60)
     ]
     store = capture_activations(
-        tiny_gpt2, texts, ["transformer.h.1"], root / "store", tokenizer=tokenizer,
-        progress=False, provenance={"model": "tiny-gpt2", "inputs": "texts.txt"},
+        tiny_gpt2,
+        texts,
+        ["transformer.h.1"],
+        root / "store",
+        tokenizer=tokenizer,
+        progress=False,
+        provenance={"model": "tiny-gpt2", "inputs": "texts.txt"},
     )
-    train_sae(store, TrainConfig(d_sae=48, k=4, tokens=8000, batch_size=128, seed=0),
-              root / "sae", progress=False)
+    train_sae(
+        store,
+        TrainConfig(d_sae=48, k=4, tokens=8000, batch_size=128, seed=0),
+        root / "sae",
+        progress=False,
+    )
     atlas = map_structure(root / "sae", store, AtlasConfig(n_null=2))
     atlas.save(root / "atlas")
     return root, store, tokenizer
@@ -105,7 +114,13 @@ def test_cli_writes_the_batches_and_refuses_a_model_without_logits(atlas_run, tm
     )
     bad = CliRunner().invoke(
         app,
-        ["export-neuronpedia", str(root / "atlas"), "--out", str(tmp_path / "b"),
-         "--model", f"{tmp_path / 'm.py'}:build"],
+        [
+            "export-neuronpedia",
+            str(root / "atlas"),
+            "--out",
+            str(tmp_path / "b"),
+            "--model",
+            f"{tmp_path / 'm.py'}:build",
+        ],
     )
     assert bad.exit_code == 1 and "no unembedding" in bad.output

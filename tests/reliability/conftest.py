@@ -73,7 +73,7 @@ def pytest_terminal_summary(terminalreporter):
         )
 
 
-def snapshot(root: Path, *, fast: bool = False) -> dict[str, tuple]:
+def take_snapshot(root: Path, *, fast: bool = False) -> dict[str, tuple]:
     """Every file and folder under ``root``: relative path -> (sha256 of the bytes, or
     'dir'; mode), or with ``fast`` (size, mtime, inode, mode), which any write or
     rename changes too."""
@@ -183,9 +183,9 @@ def outputs(tmp_path_factory) -> Outputs:
 @pytest.fixture
 def guarded(outputs):
     """Fails the test if anything under the outputs' folder changed."""
-    before = snapshot(outputs.root)
+    before = take_snapshot(outputs.root)
     yield outputs
-    after = snapshot(outputs.root)
+    after = take_snapshot(outputs.root)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     assert not changed, f"bad input changed existing outputs: {changed[:10]}"
 
@@ -247,10 +247,10 @@ def unchanged(outputs):
     class Check:
         @staticmethod
         def take() -> dict[str, tuple]:
-            return snapshot(outputs.root, fast=True)
+            return take_snapshot(outputs.root, fast=True)
 
         def __call__(self, before: dict[str, tuple]) -> None:
-            after = snapshot(outputs.root, fast=True)
+            after = take_snapshot(outputs.root, fast=True)
             changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
             assert not changed, f"bad input changed existing outputs: {changed[:10]}"
 
@@ -261,3 +261,10 @@ def unchanged(outputs):
 def reference_store(tmp_path_factory) -> Path:
     """:func:`small_store` captured once without interruption: what every resume must equal."""
     return small_store(tmp_path_factory.mktemp("reference") / "store")
+
+
+@pytest.fixture
+def snapshot():
+    """:func:`take_snapshot`, for tests (a test module cannot import this conftest by
+    name: other folders' conftests are called ``conftest`` too)."""
+    return take_snapshot

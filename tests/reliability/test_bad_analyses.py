@@ -3,8 +3,11 @@ nothing written, and never a silently wrong atlas."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from saeatlas.sae import SparseAutoencoder
@@ -45,6 +48,8 @@ def test_the_analysed_sae_or_a_repeated_one_is_no_seed_sae(tmp_path, guarded, ru
     one_line(cli(*args, "--seeds", "2", "--seed-sae", guarded.sae), "is the analysed SAE")
     seed = guarded.root / "sae-seed1"
     one_line(cli(*args, "--seeds", "3", "--seed-sae", seed, seed), "another seed SAE again")
+    copy = shutil.copytree(guarded.sae, tmp_path / "copy")
+    one_line(cli(*args, "--seeds", "2", "--seed-sae", copy), "the analysed SAE's own weights")
 
 
 def test_a_stale_seed_directory_is_not_reused_as_the_null_source(tmp_path, guarded, run_cli):
@@ -71,3 +76,147 @@ def test_bad_analysis_settings(tmp_path, guarded, run_cli, text, needle):
     cfg.write_text(text)
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
     one_line(cli(*args, "--config", cfg), needle)
+
+
+def test_too_few_rows_to_analyze(tmp_path, save_acts, guarded, run_cli):
+    """One row once ended in numpy's 'Eigenvalues did not converge'."""
+    cli, one_line = run_cli
+    args = ["analyze", "--sae", guarded.sae, "--out", tmp_path / "a"]
+    one_line(cli(*args, "--acts", save_acts(np.load(guarded.npy)[:1])), "1 rows", "Capture more")
+    one_line(cli(*args, "--acts", guarded.store, "--max-rows", "3"), "`max_rows` must be >= 16")
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    "edit,needle",
+    [
+        ([1, 2], "must hold a JSON object, not list"),  # was a TypeError traceback
+        ({"nulls": "x"}, "`nulls` in"),  # was a TypeError traceback
+        ({"nulls": [1]}, "`nulls` in"),
+        ({"ensemble": 5}, "`ensemble` in"),  # was an AttributeError traceback
+        ({"n_modules": "three"}, "must be an integer, got 'three'"),
+        ({"significant": "yes"}, "must be true or false, got 'yes'"),
+        ({"modularity": "high"}, "must be an integer or a number or null"),
+        ({"verdict": "lots"}, "`verdict` in"),
+    ],
+)
+def test_an_edited_atlas_json_is_refused_by_report(tmp_path, outputs, run_cli, edit, needle):
+    cli, one_line = run_cli
+    atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
+    summary = json.loads((atlas / "atlas.json").read_text())
+    (atlas / "atlas.json").write_text(
+        json.dumps(edit if isinstance(edit, list) else {**summary, **edit})
+    )
+    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze` with --overwrite")
+    assert not (atlas / "report.html").exists()
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, outputs, run_cli):
+    """PyYAML keeps the last of two keys silently: a second `analyze:` section dropped
+    the first, and the run went on with settings nobody wrote."""
+    cli, one_line = run_cli
+    p = tmp_path / "run.yaml"
+    p.write_text(
+        f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1', '3']\n"
+        "analyze: {n_null: 2}\nsweep: {enabled: false}\nanalyze: {seed: 1}\n"
+    )
+    one_line(cli("run", p, "--check"), "at line 6, column 1: the key 'analyze' is given twice")
+    p.write_text("n_null: 2\nalpha: 0.01\nn_null: 3\n")
+    args = ["analyze", "--sae", outputs.sae, "--acts", outputs.store, "--out", tmp_path / "a"]
+    one_line(cli(*args, "--config", p), "the key 'n_null' is given twice")
+    # YAML merge keys still work: the keys written override the merged ones
+    p.write_text("base: &b {n_null: 2, seed: 1}\nanalyze:\n  <<: *b\n  n_null: 3\n")
+    from saeatlas._config_cli import load_config_file
+
+    assert load_config_file(p)["analyze"] == {"n_null": 3, "seed": 1}
+
+
+@pytest.mark.parametrize("seeds", ["0", "-2"])
+def test_validate_with_no_seed_is_an_error_not_an_empty_table(run_cli, seeds):
+    cli, one_line = run_cli
+    one_line(cli("validate", "--cases", "easy", "--seeds", seeds), "--seeds must be at least 1")
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--seeds", "0"], "--seeds must be in [1, 100]"),  # was taken as 1
+        (["--seeds", "1000000000"], "--seeds must be in [1, 100]"),  # listed 1e9 directories
+        (["--timeout", "0"], "--timeout must be a positive number"),
+        (["--timeout", "nan"], "--timeout must be a positive number"),
+        (["--ablation-draws", "-1"], "--ablation-draws must be in [2, 10000]"),  # a traceback
+        (["--ablation-draws", "100000000000"], "--ablation-draws must be in [2, 10000]"),
+    ],
+)
+def test_bad_analyze_flags_fail_before_the_work(tmp_path, guarded, run_cli, flags, needle):
+    """--ablation-draws -1 once failed with a numpy traceback after the whole analysis."""
+    cli, one_line = run_cli
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    one_line(cli(*args, *flags), needle)
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("target", ["atlas.json", "units.parquet", "../notes.txt"])
+def test_report_never_writes_over_a_file_that_is_not_a_report(
+    tmp_path, outputs, run_cli, snapshot, target
+):
+    """`report ATLAS --out ATLAS/atlas.json` once replaced the atlas's summary with HTML."""
+    cli, one_line = run_cli
+    atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
+    (tmp_path / "notes.txt").write_text("keep")
+    before = snapshot(tmp_path)
+    one_line(
+        cli("report", atlas, "--out", atlas / target), "is a file that is not a saeatlas report"
+    )
+    assert snapshot(tmp_path) == before
+    from saeatlas.report.write import _is_report
+
+    page = tmp_path / "old.html"
+    page.write_text('<!DOCTYPE html>\n<meta name="generator" content="saeatlas 0.1.0">\n')
+    assert _is_report(page) and not _is_report(atlas / "atlas.json")
+
+
+def test_one_lock_per_output_however_it_is_spelled(tmp_path, monkeypatch):
+    """`--out .` once locked './..lock' and, on release, removed '../.NAME.lock' (another
+    writer's), so a writer of '.' and one of its full path did not exclude each other."""
+    import subprocess
+    import sys
+
+    from saeatlas.store.lock import lock_path, output_lock
+
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    monkeypatch.chdir(out)
+    assert lock_path(".") == lock_path(out) == lock_path("sub/..") == tmp_path / ".out.lock"
+    other = f"from saeatlas.store.lock import acquire; acquire({str(out)!r})"
+    with output_lock("."):
+        r = subprocess.run([sys.executable, "-c", other], capture_output=True, text=True)
+        assert r.returncode == 1 and "is being written by process" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["sub"]
+
+
+def test_an_out_of_other_files_is_refused_before_the_analysis(
+    tmp_path, guarded, run_cli, monkeypatch
+):
+    """`analyze --out SAE_DIR --overwrite` once ran the whole analysis before saving
+    refused the folder."""
+    import saeatlas.structure
+
+    def never(*args, **kwargs):
+        raise AssertionError("the analysis ran")
+
+    monkeypatch.setattr(saeatlas.structure, "analyze", never)
+    cli, one_line = run_cli
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--seeds", "1"]
+    one_line(cli(*args, "--out", guarded.sae, "--overwrite"), "not an atlas's", "cfg.json")
+
+
+def test_a_sweep_member_of_other_layers_is_refused(tmp_path, outputs):
+    """It once failed after the analysis with sklearn's 'The labelings differ in length'."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure import AtlasConfig, analyze
+
+    member = _seed_like(outputs, tmp_path / "k-2", d_in=8, layers=(LayerSpec("3", 0, 8),))
+    with pytest.raises(ConfigError, match=r"The sweep's member 2 \('.*k-2'\) reads the layers"):
+        analyze(outputs.sae, outputs.store, AtlasConfig(), sweep=("k", [(2.0, member)]))

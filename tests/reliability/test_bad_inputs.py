@@ -317,15 +317,18 @@ def test_export_neuronpedia_refuses_an_sae_the_atlas_was_not_made_from(
     assert not (tmp_path / "np").exists()
 
 
-@pytest.mark.parametrize("text", ["[1]", "[" * 100_000 + "]" * 100_000])
+@pytest.mark.parametrize(
+    "text, needle",
+    [("[1]", "must hold a JSON object"), ("[" * 100_000 + "]" * 100_000, "unreadable")],
+)
 def test_export_neuronpedia_refuses_an_atlas_json_that_is_no_object(
-    tmp_path, guarded, run_cli, text
+    tmp_path, guarded, run_cli, text, needle
 ):
     cli, one_line = run_cli
     atlas = tmp_path / "atlas"
     shutil.copytree(guarded.atlas, atlas)
     (atlas / "atlas.json").write_text(text)
-    one_line(cli("export-neuronpedia", atlas, "--out", tmp_path / "np"), "unreadable")
+    one_line(cli("export-neuronpedia", atlas, "--out", tmp_path / "np"), needle)
 
 
 def test_export_neuronpedia_to_a_file_fails_before_encoding(

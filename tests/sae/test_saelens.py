@@ -111,7 +111,10 @@ def test_joint_sae_exports_one_exact_saelens_sae_per_layer(tmp_path, arch):
     x = store.read()
     with torch.no_grad():
         acts, x_hat = joint.encode(x).acts, joint(x).x_hat
-        for name, latents, cols in (("0", slice(0, 4), slice(0, 3)), ("1", slice(4, 6), slice(3, 5))):
+        for name, latents, cols in (
+            ("0", slice(0, 4), slice(0, 3)),
+            ("1", slice(4, 6), slice(3, 5)),
+        ):
             part = load_saelens(written[name])
             torch.testing.assert_close(part.encode(x[:, cols]).acts, acts[:, latents])
             torch.testing.assert_close(part(x[:, cols]).x_hat, x_hat[:, cols])

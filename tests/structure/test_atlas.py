@@ -5,11 +5,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
 from saeatlas.cli import app
 from saeatlas.errors import ConfigError
+from saeatlas.sae import SparseAutoencoder
 from saeatlas.store import ActivationStore
 from saeatlas.structure import (
     Atlas,
@@ -192,8 +194,14 @@ def test_analyze_and_validate_from_the_command_line(easy, tmp_path):
     assert "modules" in result.output and (tmp_path / "atlas" / "atlas.json").exists()
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--overwrite" in again.output
+    # a seed SAE: the same dictionary, its latents in another order
+    order = torch.randperm(sae.cfg.d_sae, generator=torch.Generator().manual_seed(0))
+    w = sae.weights()
+    w.update(W_enc=w["W_enc"][:, order], b_enc=w["b_enc"][order], W_dec=w["W_dec"][order])
+    twin = SparseAutoencoder.from_weights(sae.cfg, w)
     seeded = runner.invoke(
-        app, args + ["--overwrite", "--seed-sae", str(sae_dir), "--seeds", "2"]
+        app,
+        args + ["--overwrite", "--seed-sae", str(twin.save(tmp_path / "twin")), "--seeds", "2"],
     )
     assert seeded.exit_code == 0, seeded.output
     ensemble = json.loads((tmp_path / "atlas" / "atlas.json").read_text())["ensemble"]

@@ -70,7 +70,7 @@ def _recorded_parts():
 
 def _worker(rank, world, port, root, store, fail, settings, name):
     """One rank of ``analyze`` under an initialised group, with ``settings`` over
-    :data:`CONFIG`, writing the atlas to ``root/name-r{rank}``; ``fail`` = (rank, where)
+    :data:`CONFIG` (or ``settings[rank]``, given a list), writing the atlas to ``root/name-r{rank}``; ``fail`` = (rank, where)
     plants a failure there: "item" (an ensemble member after member 0) or "step" (a
     step that every rank runs on its own, between two meetings)."""
     os.environ.update(
@@ -85,7 +85,9 @@ def _worker(rank, world, port, root, store, fail, settings, name):
             atlas = analyze(
                 f"{root}/sae0",
                 store,
-                AtlasConfig(**CONFIG, **settings),
+                AtlasConfig(
+                    **CONFIG, **(settings[rank] if isinstance(settings, list) else settings)
+                ),
                 seed_saes=[f"{root}/sae1"],
                 timeout_s=30,
             )
@@ -160,9 +162,7 @@ def test_two_ranks_give_the_atlas_one_process_gives(single, run_ranks):
     assert all([0, 1] in results[r]["parts"] for r in range(2))
 
 
-def test_large_dictionaries_count_every_graph_in_parts_and_give_the_same_atlas(
-    single, run_ranks
-):
+def test_large_dictionaries_count_every_graph_in_parts_and_give_the_same_atlas(single, run_ranks):
     """``count_in_parts_from`` at most d_sae: every graph of the analysis (members,
     null draws, the control's) is counted in parts by both ranks together."""
     root, one, one_parts = single
@@ -186,6 +186,16 @@ def test_a_rank_that_fails_stops_both_with_one_clear_error(run_ranks, where, set
     assert results[1] == {"error": "ValueError", "message": "planted failure"}
     assert results[0]["error"] == "DistributedError"
     assert results[0]["message"] == "Rank 1 of 2 failed, so rank 0 stopped too: planted failure"
+
+
+def test_ranks_given_different_settings_stop_with_one_error_naming_them(run_ranks):
+    """They once made one atlas of two analyses, each rank its share of each."""
+    results = run_ranks(settings=[{}, {"seed": 1}], name="differ")
+    for r in results:
+        assert r["error"] == "ConfigError", results
+        assert r["message"].startswith(
+            "The ranks of this analysis were given different settings (ranks [1] differ"
+        ), r
 
 
 def test_torchrun_cli_writes_the_atlas_one_process_makes(single, digits_store):

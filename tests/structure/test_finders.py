@@ -142,8 +142,17 @@ def test_the_installed_scikit_network_is_one_whose_leiden_internals_we_override(
         f"scikit-network {sknetwork_version()} is outside {lo}-{hi}: check finders._bounded_leiden"
     )
     assert list(inspect.signature(Leiden._optimize).parameters) == [
-        "self", "labels", "adjacency", "out_weights", "in_weights"
+        "self",
+        "labels",
+        "adjacency",
+        "out_weights",
+        "in_weights",
     ]
     assert list(inspect.signature(Leiden._optimize_refine).parameters) == [
-        "self", "labels", "labels_refined", "adjacency", "out_weights", "in_weights"
+        "self",
+        "labels",
+        "labels_refined",
+        "adjacency",
+        "out_weights",
+        "in_weights",
     ]

@@ -143,6 +143,33 @@ def test_ablation_that_does_not_beat_random_sets_is_named_in_the_counts():
     assert "1 of 2 hurt the loss more than random unit sets" in atlas.summary["message"]
 
 
+@pytest.mark.parametrize("nulls", [[], [{"null": "permutation"}]])
+def test_no_null_model_run_is_not_called_beaten(nulls):
+    """With `n_null` 0 the message once said the partition "does not beat the null
+    models" while the report said it was not tested."""
+    atlas = _atlas([])
+    atlas.summary.update(partition_significant=False, nulls=nulls)
+    decide(atlas)
+    untested = "no null model was run" in atlas.summary["message"]
+    assert untested == (not nulls), atlas.summary["message"]
+    assert atlas.summary["verdict"] == "no_significant_structure"
+
+
+@pytest.mark.parametrize("sae_ok", [False, True])
+def test_the_message_names_whose_partition_beat_its_nulls(sae_ok):
+    """On independent heavy-tailed units the SAE's partition lost to its nulls (p 0.42,
+    printed above the message) while the message said "the partition beats the null
+    models": only the raw correlations' had."""
+    atlas = _atlas([False])
+    atlas.summary.update(
+        sae_partition_significant=sae_ok, cross_check={"raw": {"partition_significant": True}}
+    )
+    decide(atlas)
+    message = atlas.summary["message"]
+    assert "the units' raw correlations beat the independent-units null" in message
+    assert ("the SAE's partition beats the null models" in message) == sae_ok, message
+
+
 # ------------------------------------------------- no-structure twins, counted over seeds
 
 ROWS = 2000

@@ -43,23 +43,13 @@ from ..store.merge import RankPart
 
 def agree(coord: Coordinator, job: dict[str, Any]) -> None:
     """Every rank must capture the same job (model, inputs, layers, settings)."""
-    jobs = coord.gather(job, None)
-    differ = sorted(
-        {
-            k
-            for other in jobs[1:]
-            for k in set(jobs[0]) | set(other)
-            if other.get(k) != jobs[0].get(k)
-        }
+    coord.agree(
+        job,
+        "this capture",
+        "Every rank must run the same model (same weights: load them, or seed their "
+        "initialisation) on the same inputs in the same order, with the same layers and "
+        "settings.",
     )
-    if differ:
-        ranks = [r for r, other in enumerate(jobs) if other != jobs[0]]
-        raise ConfigError(
-            f"The ranks of this capture were given different {', '.join(differ)} (ranks "
-            f"{ranks} differ from rank 0). Every rank must run the same model (same weights: "
-            "load them, or seed their initialisation) on the same inputs in the same order, "
-            "with the same layers and settings."
-        )
 
 
 def open_writer(coord: Coordinator, make: Callable[[], StoreWriter]) -> StoreWriter:

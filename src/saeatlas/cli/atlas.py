@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,8 @@ def _analyze_cmd(
     from ..structure.inputs import analysis_ranks
 
     cfg = build_config(AtlasConfig, config, settings, "analyze")
+    if not 0 < timeout < math.inf:
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}.")
     analysis_ranks(
         cfg.device,
         timeout,
@@ -138,17 +141,19 @@ def _analyze(
     from ..store import ActivationStore
     from ..store.lock import output_lock
     from ..structure import analyze
+    from ..structure.atlas import check_atlas_out
+    from ..structure.inference.seeds import MAX_SEEDS
 
-    _check_ablation_flags(model, inputs, labels, loss)
+    _check_ablation_flags(model, inputs, labels, loss, ablation_draws)
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(
+            f"--seeds must be in [1, {MAX_SEEDS}] (SAEs in the ensemble, counting --sae), "
+            f"got {seeds}."
+        )
     main = coord.world.is_main
     with output_lock(out if main else None):
         coord.check(None)  # rank 0 holds the lock (or every rank stops)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"'{out}' is a file; give a directory for the atlas (--out).")
-        if (out / "atlas.json").exists() and not overwrite:
-            raise ConfigError(
-                f"'{out}' already holds an atlas. Choose another --out, or pass --overwrite."
-            )
+        check_atlas_out(out, overwrite)
         store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
         members = None
         if sweep is not None:  # read before the work, like every other input
@@ -189,9 +194,13 @@ def _analyze(
 
 
 def _check_ablation_flags(
-    model: str | None, inputs: Path | None, labels: Path | None, loss: str
+    model: str | None, inputs: Path | None, labels: Path | None, loss: str, draws: int
 ) -> None:
     """The ablation's options, checked before the analysis, not after it."""
+    from ..structure.causal.ablation import MAX_RANDOM
+
+    if not 2 <= draws <= MAX_RANDOM:
+        raise ConfigError(f"--ablation-draws must be in [2, {MAX_RANDOM}], got {draws}.")
     if (inputs is not None or labels is not None) and model is None:
         raise ConfigError("--inputs and --labels are for the ablation; give --model too.")
     if model is not None and inputs is None:
@@ -228,6 +237,8 @@ def validate_cmd(
     from ..structure.synthetic.config import CASES, PRESETS
     from ..structure.synthetic.validate import ValidationSettings, validate
 
+    if seeds < 1:  # no seed is an empty table, not a validation
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}.")
     cases = list(cases or CASES)
     unknown = [c for c in cases if c not in PRESETS]
     if unknown:

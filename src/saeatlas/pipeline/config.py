@@ -28,6 +28,7 @@ from ..errors import ConfigError
 from ..losses import LOSSES
 from ..sae.architectures import REGISTRY as ARCHITECTURE_REGISTRY
 from ..structure import AtlasConfig
+from ..structure.causal.ablation import MAX_RANDOM
 from ..structure.causal.ablation import MODES as ABLATION_MODES
 from ..sweep.sweep import SWEEPABLE
 from ..train import TrainConfig
@@ -118,7 +119,8 @@ class AblationSection:
     mode: str = "mean"
     """What ablated units are set to: mean (their mean over the store) or zero."""
     n_random: int = 100
-    """Random unit sets per module, matched by layer (at least 100 for p down to 0.01)."""
+    """Random unit sets per module, matched by layer (at least 100 for p down to 0.01; at
+    most 10,000)."""
     batch_size: int = 256
     """Samples per forward pass."""
     seed: int = 0
@@ -132,8 +134,8 @@ class AblationSection:
             )
         if self.loss not in LOSSES:
             raise ConfigError(f"Unknown `loss` {self.loss!r}; expected one of: {list(LOSSES)}.")
-        if self.n_random < 2:
-            raise ConfigError(f"`n_random` must be at least 2, got {self.n_random}.")
+        if not 2 <= self.n_random <= MAX_RANDOM:
+            raise ConfigError(f"`n_random` must be in [2, {MAX_RANDOM}], got {self.n_random}.")
         if self.batch_size < 1:
             raise ConfigError(f"`batch_size` must be positive, got {self.batch_size}.")
 

@@ -67,6 +67,17 @@ def write_report(
     out = atlas_dir / REPORT_HTML if out is None else Path(out)
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out '{out}' is a directory; give the HTML file to write.")
+    if (
+        out != atlas_dir / REPORT_HTML
+        and out.is_file()
+        and out.stat().st_size
+        and not _is_report(out)
+    ):
+        # `--out ATLAS/atlas.json` once replaced the atlas's summary with the page
+        raise ConfigError(
+            f"--out '{out}' is a file that is not a saeatlas report; choose a new file (or "
+            "an old report) to write the report to."
+        )
     # The report goes into the atlas directory: hold its lock, as every writer does.
     with output_lock(atlas_dir), progress_bar("Writing the report", 4, progress) as bar:
         data = load_report_data(atlas_dir, sweep_dir=sweep_dir, max_map_points=max_map_points)
@@ -132,6 +143,12 @@ def _static(data: ReportData, links: ModuleLinks, pos: np.ndarray, folder: Path)
     if data.has_ablation and not data.ablation.empty:
         todo.append(("specialisation.png", lambda: figures.specialisation_png(data)))
     return [figures.save_png(make(), folder / name) for name, make in todo]
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` is a page this module wrote (its head names saeatlas as generator)."""
+    with open(path, "rb") as f:
+        return b'<meta name="generator" content="saeatlas' in f.read(1024)
 
 
 def _relative(path: Path, base: Path) -> str:

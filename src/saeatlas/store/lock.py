@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import AtlasError
-from .atomic import beside
 from .manifest import MANIFEST, ROWS
 
 
@@ -38,10 +37,13 @@ _guard = threading.Lock()
 
 def lock_path(path: str | os.PathLike) -> Path:
     """The lock file of the output ``path``."""
-    return beside(path, ".lock")
+    path = _key(path)
+    return path.parent / f".{path.name}.lock"
 
 
-def _key(path: Path) -> Path:
+def _key(path: str | os.PathLike) -> Path:
+    """``path`` absolute, its folder resolved: one name per output, so that ``.``,
+    ``out/..`` and the full path share one lock (``'.'`` has no name of its own)."""
     path = Path(os.path.abspath(path))
     return path.parent.resolve() / path.name
 

@@ -49,6 +49,72 @@ class AtlasFileError(AtlasError):
     """An Atlas directory is missing, incomplete or unreadable."""
 
 
+_NONE = type(None)
+_TYPE_NAMES = {
+    int: "an integer",
+    float: "a number",
+    _NONE: "null",
+    bool: "true or false",
+    str: "text",
+    list: "a list",
+    dict: "an object",
+}
+#: Types of the ``atlas.json`` entries the report and other tools read: a file edited
+#: by hand or damaged is refused by name, not rendered wrong or half-way. The verdict
+#: and its counts are always there; the others are null when their step did not run.
+SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("n_modules", "n_significant_modules", "n_sae_only_modules"), (int,)),
+    "significant": (bool,),
+    **dict.fromkeys(("verdict", "message"), (str,)),
+    **dict.fromkeys(
+        ("modularity", "z", "p", "null_mean", "null_std", "mean_l0"), (int, float, _NONE)
+    ),
+    "n_rows_encoded": (int, _NONE),
+    "partition_significant": (bool, _NONE),
+    **dict.fromkeys(("module_kind", "modules_from", "strictest_null", "method"), (str, _NONE)),
+    "nulls": (list,),
+    "layers": (list, _NONE),
+    **dict.fromkeys(
+        ("ensemble", "control", "sae", "graph", "config", "sae_modules"), (dict, _NONE)
+    ),
+}
+
+
+def _check_summary(summary: Any, meta: Path) -> dict[str, Any]:
+    """``summary`` (``meta``'s content) when it is an object whose entries have the
+    types of :data:`SUMMARY_TYPES` and a known ``verdict``."""
+    from .inference.outcome import VERDICTS
+
+    fix = "rerun `saeatlas analyze` with --overwrite to write it again"
+    if not isinstance(summary, dict):
+        raise AtlasFileError(
+            f"'{meta}' must hold a JSON object, not {type(summary).__name__}; {fix}."
+        )
+    for key, types in SUMMARY_TYPES.items():
+        value = summary.get(key)
+        if key in summary and (
+            not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        ):
+            want = " or ".join(_TYPE_NAMES[t] for t in types)
+            raise AtlasFileError(f"`{key}` in '{meta}' must be {want}, got {value!r}; {fix}.")
+    if not all(isinstance(n, dict) for n in summary.get("nulls", [])):
+        raise AtlasFileError(f"`nulls` in '{meta}' must be a list of objects; {fix}.")
+    if "verdict" in summary and summary["verdict"] not in VERDICTS:
+        raise AtlasFileError(
+            f"`verdict` in '{meta}' is {summary['verdict']!r}, not one of {list(VERDICTS)}; {fix}."
+        )
+    return summary
+
+
+def check_atlas_out(path: Path, overwrite: bool) -> None:
+    """Refuse to write an atlas at ``path`` where that would lose something (a file, a
+    folder of other files, an atlas without ``overwrite``); :meth:`Atlas.save` checks
+    this, and ``analyze`` before its work. A directory an older saeatlas left
+    half-written (only atlas files) is not refused."""
+    recover_dir(path)
+    check_output_dir(path, "an atlas", "an atlas's", ATLAS_JSON, _atlas_file, overwrite)
+
+
 @dataclass
 class Atlas:
     """Modules of units, the feature communities behind them, and how sure we are."""
@@ -95,9 +161,7 @@ class Atlas:
         """
         path = Path(path)
         with output_lock(path):
-            recover_dir(path)
-            # a directory an older saeatlas left half-written holds only atlas files
-            check_output_dir(path, "an atlas", "an atlas's", ATLAS_JSON, _atlas_file, overwrite)
+            check_atlas_out(path, overwrite)
             with replacing_dir(path) as new:
                 for name in TABLES + OPTIONAL_TABLES:
                     frame = getattr(self, name)
@@ -138,10 +202,6 @@ class Atlas:
             raise AtlasFileError(
                 f"The atlas at '{path}' is unreadable ({e}); rerun analyze."
             ) from e
-        if not isinstance(summary, dict):
-            raise AtlasFileError(
-                f"The atlas at '{path}' is unreadable ({ATLAS_JSON} holds a "
-                f"{type(summary).__name__}, not an object); rerun analyze."
-            )
+        summary = _check_summary(summary, meta)
         summary.pop("format_version", None)
         return cls(summary=summary, **tables)

@@ -15,6 +15,7 @@ from .._validation import (
     positive,
 )
 from ..errors import ConfigError
+from .constants import MIN_ROWS
 from .describe.feature_map import MAP_METHODS
 from .graph.finders import FINDERS
 from .graph.pairs import AFFINITIES
@@ -103,7 +104,7 @@ class AtlasConfig:
     control, as many as the ensemble has SAEs): a module a random dictionary finds too
     is visible without the SAE, and the verdict says so."""
     max_rows: int | None = None
-    """Rows of the store to encode (default: all)."""
+    """Rows of the store to encode (default: all; at least 16)."""
     batch_size: int = 4096
     """Rows encoded at once."""
     top_units: int = 5
@@ -144,9 +145,9 @@ class AtlasConfig:
             "batch_size",
             "top_units",
             "null_rows",
-            "max_rows",
             "count_in_parts_from",
         )
+        in_range("max_rows", self.max_rows, MIN_ROWS)  # fewer are refused by analyze anyway
         if self.n_null < 0 or (self.nulls and self.n_null == 1):
             raise ConfigError(f"`n_null` must be 0 or at least 2, got {self.n_null}.")
         # each draw or resample is a graph and a community search of its own (and their

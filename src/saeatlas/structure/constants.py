@@ -4,6 +4,10 @@
 #: tokens of one window stay together (the moving-block bootstrap of Kuensch 1989).
 BLOCK_ROWS = 256
 
+#: Fewest rows an atlas is computed from (as few as training takes): one row has no
+#: correlations, and a handful gives neither co-firing tests nor resamples.
+MIN_ROWS = 16
+
 #: Floor of a standard deviation in a z-score, so a null with no spread gives a
 #: finite (large) z rather than a division by zero.
 MIN_STD = 1e-6

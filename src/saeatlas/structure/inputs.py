@@ -11,11 +11,14 @@ every rank ends with the same inputs a single process prepares.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from .._coordinator import Coordinator, run_ranks, solo
@@ -25,6 +28,7 @@ from ..sae import SparseAutoencoder
 from ..sae.model import sae_layers
 from ..store import ActivationStore
 from .config import AtlasConfig
+from .constants import MIN_ROWS
 from .graph.codes import encode_store
 from .graph.firing import Firing, UnitsMode, firing, units_mode
 
@@ -140,7 +144,22 @@ def prepare(
     sae = _load(sae)
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     cfg = config
+    if store.n_rows < MIN_ROWS:  # (`max_rows` is at least as many: AtlasConfig)
+        raise ConfigError(
+            f"The store '{store.path}' has {store.n_rows} rows, fewer than the {MIN_ROWS} "
+            "an atlas needs. Capture more rows."
+        )
     loaded = _loaded_twins(sae, sae_path, store, seed_saes, null_source)
+    for value, member in sweep[1] if sweep else ():
+        loaded[_key(member)] = _load(member)
+        check_layers(sae, loaded[_key(member)], store, f"sweep's member {value:g} ('{member}')")
+    if coord.distributed:  # a rank given other files would mix two analyses into one atlas
+        coord.agree(
+            _facts(sae, store, cfg, loaded.values()),
+            "this analysis",
+            "Every rank must analyse the same SAE (and seed SAEs) on the same store with "
+            "the same settings: give every rank the same files and flags.",
+        )
     # the correlation view gets as many members as the SAE ensemble (at least three)
     n_members = (1 + len(seed_saes)) * (1 + cfg.n_bootstrap)
     codes = encode_store(
@@ -206,6 +225,20 @@ def _loaded_twins(
     return loaded
 
 
+def check_layers(
+    sae: SparseAutoencoder, other: SparseAutoencoder, store: ActivationStore, what: str
+) -> None:
+    """``other`` (``what``, as "seed SAE 'DIR'") must read the layers of ``store`` that
+    ``sae`` reads: the atlas compares their units one to one."""
+    mine = [(l.name, l.n_units) for l in sae_layers(sae, store)]
+    theirs = [(l.name, l.n_units) for l in sae_layers(other, store)]
+    if theirs != mine:
+        raise ConfigError(
+            f"The {what} reads the layers {theirs} (name, units), the analysed SAE {mine}; "
+            "it must be trained on the same layers of the same store."
+        )
+
+
 def check_twin(
     sae: SparseAutoencoder, other: SparseAutoencoder, store: ActivationStore, name: str
 ) -> SparseAutoencoder:
@@ -213,13 +246,7 @@ def check_twin(
     architecture, d_sae and k (an SAE trained like ``sae`` with another seed); units and
     features of the two are compared one to one, so anything else would give a wrong
     atlas, not an error."""
-    mine = [(l.name, l.n_units) for l in sae_layers(sae, store)]
-    theirs = [(l.name, l.n_units) for l in sae_layers(other, store)]
-    if theirs != mine:
-        raise ConfigError(
-            f"The seed SAE '{name}' reads the layers {theirs} (name, units), the analysed "
-            f"SAE {mine}; a seed SAE must be trained on the same layers of the same store."
-        )
+    check_layers(sae, other, store, f"seed SAE '{name}'")
     shape = ("architecture", "d_sae", "k")
     differ = [f for f in shape if getattr(other.cfg, f) != getattr(sae.cfg, f)]
     if differ:
@@ -230,4 +257,36 @@ def check_twin(
             "trained the same way with another seed (delete a stale <sae>-seedN directory "
             "so that analyze trains it again)."
         )
+    if torch.equal(other.W_dec, sae.W_dec):
+        raise ConfigError(
+            f"The seed SAE '{name}' has the analysed SAE's own weights (a copy of it); give "
+            "an SAE trained the same way with another seed."
+        )
     return other
+
+
+def _facts(
+    sae: SparseAutoencoder, store: ActivationStore, cfg: AtlasConfig, others: Iterable
+) -> dict[str, Any]:
+    """What the ranks of one analysis must share: the settings, the SAEs' weights and
+    the store (its layers, rows and unit statistics)."""
+    stats = np.concatenate([store.mean, store.std]).tobytes()
+    return {
+        "settings": cfg.to_json(),
+        "SAE": _fingerprint(sae),
+        "seed SAEs": [_fingerprint(o) for o in others],
+        "store": (
+            store.n_rows,
+            [(l.name, l.start, l.stop) for l in store.layers],
+            hashlib.sha256(stats).hexdigest(),
+        ),
+    }
+
+
+def _fingerprint(sae: SparseAutoencoder) -> str:
+    """A hash of ``sae``'s config and of its decoder, strided down to at most about
+    65,536 values (enough to tell two trainings apart, cheap for any size)."""
+    w = sae.W_dec.detach().reshape(-1)
+    sample = w[:: max(1, w.numel() // 65536)].cpu().numpy().tobytes()
+    head = json.dumps(sae.cfg.to_json(), sort_keys=True, default=str).encode()
+    return hashlib.sha256(head + sample).hexdigest()

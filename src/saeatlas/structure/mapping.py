@@ -180,6 +180,7 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     summary["sae_modules"] = sae_summary
     summary["ensemble"] = ens.summary()
     summary["cross_check"] = {("clean" if v.clean else "raw"): v.summary() for v in views}
+    summary["sae_partition_significant"] = bool(partition_ok)
     summary["partition_significant"] = bool(partition_ok or any(v.partition_ok for v in views))
     atlas = Atlas(units=units_df, features=features_df, modules=modules_df, summary=summary)
     decide(atlas)

@@ -36,6 +36,9 @@ from ...store import ActivationStore, LayerSpec
 from ..inference.outcome import decide
 
 MODES = ("mean", "zero")
+#: Random unit sets per module: at least 2 for a spread, at most this many (each is a
+#: forward pass over the inputs; 10,000 reach p = 1e-4).
+MAX_RANDOM = 10_000
 
 
 @dataclass(frozen=True)

@@ -131,10 +131,20 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
             text += f"; {causal} of {n} hurt the loss more than random unit sets"
         return text[0].upper() + text[1:] + "."
     if key == "structure_without_reproducible_modules":
+        # say whose partition beat its nulls: the SAE's, or only the units' correlations'
+        views = [
+            k for k, v in (s.get("cross_check") or {}).items() if v.get("partition_significant")
+        ]
+        beat = ["the SAE's partition beats the null models"]
+        if views:
+            beat = beat if s.get("sae_partition_significant") else []
+            beat.append(
+                f"the units' {' and '.join(views)} correlations beat the independent-units null"
+            )
         return (
-            "Co-firing structure that does not divide reproducibly into modules: the "
-            "partition beats the null models, but no module is both significant and "
-            f"recovered by at least 75% of the {members}."
+            f"Co-firing structure that does not divide reproducibly into modules: "
+            f"{' and '.join(beat)}, but no module is both significant and recovered by at "
+            f"least 75% of the {members}."
         )
     graph = s.get("graph") or {}
     if graph.get("n_edges") == 0:
@@ -144,5 +154,10 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
             f"on these {s.get('n_rows_encoded', 0):,} rows (mean L0 {l0:.1f}), so the "
             "co-occurrence graph has no edges. Use an SAE with more active latents per row (a "
             "larger k), more rows, or count co-firing over consecutive tokens with --window N."
+        )
+    if not s.get("nulls"):
+        return (
+            "No significant structure: no null model was run (`n_null` 0 or `nulls` empty), "
+            "so nothing was tested and no module counts. Rerun analyze with --n-null 10."
         )
     return "No significant structure: the partition does not beat the null models."

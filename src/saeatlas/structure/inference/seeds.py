@@ -26,6 +26,9 @@ from ...store import ActivationStore
 from ...train.checkpoint import CHECKPOINT
 from ...train.ensemble import seed_sae_dir
 
+#: SAEs in an atlas's ensemble at most (`saeatlas analyze --seeds`).
+MAX_SEEDS = 100
+
 
 def _train_settings(sae: SparseAutoencoder):
     from ...train import TrainConfig
