@@ -151,6 +151,10 @@ def test_the_current_folder_is_no_output(tmp_path, outputs, run_cli, monkeypatch
     (tmp_path / "sub").mkdir()
     one_line(cli("train", "--acts", outputs.store, "--out", out), "current folder")
     assert [p.name for p in tmp_path.iterdir()] == ["sub"]
+    # a capture once ran the model over every input, then failed to rename the folder
+    capture = ["capture", "--model", outputs.model, "--inputs", outputs.inputs, "--layers", "1"]
+    one_line(cli(*capture, "--out", out), "current folder")
+    assert [p.name for p in tmp_path.iterdir()] == ["sub"]
 
 
 def test_outputs_inside_a_store_are_refused(guarded, run_cli):

@@ -98,6 +98,20 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 # -- directories -----------------------------------------------------------------------------
 
 
+def refuse_current_folder(
+    path: str | os.PathLike, what: str, error: type[Exception] = ConfigError
+) -> None:
+    """Raise ``error`` when ``path`` is the current folder or holds it ('.', '..', ''):
+    ``what`` (``"a store"``) replaces its folder whole (:func:`swap_in`), and the
+    folder a process runs in cannot be renamed aside."""
+    here = Path.cwd()
+    if Path(path).resolve() in (here, *here.parents):
+        raise error(
+            f"'{path}' is the current folder or holds it, and {what} replaces its folder whole "
+            f"(renamed into place); give a new folder inside it, such as '{Path(path) / 'out'}'."
+        )
+
+
 def check_output_dir(
     path: Path, what: str, whose: str, marker: str, is_ours: Callable[[Path], bool], overwrite: bool
 ) -> None:
@@ -107,12 +121,7 @@ def check_output_dir(
     (its ``marker`` file) and ``overwrite`` is false."""
     if path.exists() and not path.is_dir():
         raise ConfigError(f"'{path}' exists and is not a directory; choose another --out.")
-    here = Path.cwd()
-    if path.resolve() in (here, *here.parents):  # '.', '..', ''
-        raise ConfigError(
-            f"'{path}' is the current folder or holds it, and {what} replaces its folder whole "
-            f"(renamed into place); give a new folder inside it, such as '{path / 'out'}'."
-        )
+    refuse_current_folder(path, what)
     if not path.is_dir():
         return
     foreign = sorted(

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, StoreError
-from .atomic import partial_dir
+from .atomic import partial_dir, refuse_current_folder
 from .buffer import BlockPool, Piece, RowBuffer, copy_rows
 from .commit import Committer
 from .lock import acquire, release
@@ -134,6 +134,7 @@ class StoreWriter:
         self._created: list[Path] = []  # directories made for this store, deepest first
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"'{self.path}' exists and is not a directory; choose another --out.")
+        refuse_current_folder(self.path, "a store", StoreError)
         locks = rank == 0  # rank 0 holds the lock and prepares the directory for all
         if locks:
             self._created = [
