@@ -64,6 +64,8 @@ def _as_tensor(x: Any, float_dtype: torch.dtype | None = None) -> Any:
                 f"Inputs of dtype {x.dtype} cannot go to a model; give numbers (float, integer "
                 f"token ids or bool).{hint}"
             )
+        if not x.dtype.isnative:  # a big-endian file: torch takes the machine's order only
+            x = x.astype(x.dtype.newbyteorder("="))
         if float_dtype is None and x.dtype == np.float64:
             float_dtype = torch.float32
         x = torch.from_numpy(np.ascontiguousarray(x))
