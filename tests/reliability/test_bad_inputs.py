@@ -286,6 +286,10 @@ INPUT_FILES = {
     "number.jsonl": (lambda p: p.write_text('{"text": 5}\n'), "line 1"),
     "blank.jsonl": (lambda p: p.write_text("\n\n"), "no texts"),
     "folder.npy": (lambda p: p.mkdir(), "is a directory"),
+    "bf16.safetensors": (
+        lambda p: save_file({"inputs": torch.ones(4, 6, dtype=torch.bfloat16)}, str(p)),
+        "has no bfloat16",
+    ),
 }
 
 

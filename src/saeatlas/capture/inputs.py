@@ -260,7 +260,10 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
         try:
             tensors = load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
-            raise InputsError(f"Cannot read '{path}' as safetensors: {e}") from e
+            raise InputsError(
+                f"Cannot read '{path}' as safetensors: {e}. Save them as float32, float16 or "
+                "integer token ids (NumPy, which reads them, has no bfloat16)."
+            ) from e
         if "inputs" in tensors:
             return tensors["inputs"]
         if len(tensors) == 1:
