@@ -286,10 +286,6 @@ INPUT_FILES = {
     "number.jsonl": (lambda p: p.write_text('{"text": 5}\n'), "line 1"),
     "blank.jsonl": (lambda p: p.write_text("\n\n"), "no texts"),
     "folder.npy": (lambda p: p.mkdir(), "is a directory"),
-    "bf16.safetensors": (
-        lambda p: save_file({"inputs": torch.ones(4, 6, dtype=torch.bfloat16)}, str(p)),
-        "has no bfloat16",
-    ),
 }
 
 
@@ -404,3 +400,11 @@ def test_big_endian_arrays_read_as_their_values(tmp_path, dtype):
     a = capture_activations(model, x.astype(dtype), ["0"], tmp_path / "a", progress=False)
     b = capture_activations(model, x.astype(dtype[1:]), ["0"], tmp_path / "b", progress=False)
     assert torch.equal(a.read(), b.read())
+
+
+def test_bfloat16_safetensors_inputs_are_read(tmp_path):
+    from saeatlas.capture import load_inputs
+
+    x = torch.randn(4, 6).bfloat16()
+    save_file({"inputs": x}, str(tmp_path / "x.safetensors"))
+    np.testing.assert_array_equal(load_inputs(tmp_path / "x.safetensors"), x.float().numpy())

@@ -255,22 +255,19 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
     if suffix == ".npy":
         return _load_npy(path)
     if suffix == ".safetensors":
-        from safetensors.numpy import load_file
+        from safetensors.torch import load_file
 
         try:
             tensors = load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
+            raise InputsError(f"Cannot read '{path}' as safetensors: {e}") from e
+        if "inputs" not in tensors and len(tensors) != 1:
             raise InputsError(
-                f"Cannot read '{path}' as safetensors: {e}. Save them as float32, float16 or "
-                "integer token ids (NumPy, which reads them, has no bfloat16)."
-            ) from e
-        if "inputs" in tensors:
-            return tensors["inputs"]
-        if len(tensors) == 1:
-            return next(iter(tensors.values()))
-        raise InputsError(
-            f"'{path}' holds tensors {sorted(tensors)}; name the input tensor 'inputs'."
-        )
+                f"'{path}' holds tensors {sorted(tensors)}; name the input tensor 'inputs'."
+            )
+        t = tensors.get("inputs", next(iter(tensors.values())))
+        # NumPy has no bfloat16; float32 holds its values exactly
+        return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
     if suffix in (".txt", ".text", ""):
         texts = [t for t in _read_lines(path) if t.strip()]
         if not texts:
