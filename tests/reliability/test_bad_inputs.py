@@ -469,3 +469,27 @@ def test_a_byte_order_mark_is_not_part_of_the_first_text(tmp_path):
     (tmp_path / "t.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "hello"}\n')
     assert load_inputs(tmp_path / "t.txt") == ["hello", "world"]
     assert load_inputs(tmp_path / "t.jsonl") == ["hello"]
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">f2"])
+def test_big_endian_arrays_read_as_their_values(tmp_path, dtype):
+    """torch takes only the machine's byte order: such files raised numpy's ValueError."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.store import ActivationStore
+
+    x = np.random.default_rng(0).normal(size=(12, 3))
+    np.save(tmp_path / "acts.npy", x.astype(dtype))
+    got = ActivationStore.open(tmp_path / "acts.npy").read().numpy()
+    np.testing.assert_array_equal(got, x.astype(dtype).astype(np.float32))
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    a = capture_activations(model, x.astype(dtype), ["0"], tmp_path / "a", progress=False)
+    b = capture_activations(model, x.astype(dtype[1:]), ["0"], tmp_path / "b", progress=False)
+    assert torch.equal(a.read(), b.read())
+
+
+def test_bfloat16_safetensors_inputs_are_read(tmp_path):
+    from saeatlas.capture import load_inputs
+
+    x = torch.randn(4, 6).bfloat16()
+    save_file({"inputs": x}, str(tmp_path / "x.safetensors"))
+    np.testing.assert_array_equal(load_inputs(tmp_path / "x.safetensors"), x.float().numpy())

@@ -121,6 +121,20 @@ def test_truncated_shard_and_bad_manifest(tmp_path, rows_array):
         ActivationStore.open(tmp_path / "s")
 
 
+def test_a_link_to_a_store_writes_the_store_it_names(tmp_path, rows_array):
+    """Not a directory in place of the link, with a lock of its own beside it."""
+    write_store(tmp_path / "s", rows_array)
+    (tmp_path / "link").symlink_to("s")
+    w = StoreWriter(tmp_path / "link", overwrite=True)
+    assert w.work == tmp_path / ".s.partial" and (tmp_path / ".s.lock").exists()
+    w.abort()
+    w = StoreWriter(tmp_path / "link", overwrite=True, shard_rows=50)
+    w.start(LAYERS)
+    w.add(torch.from_numpy(rows_array[:10]), {"sample": np.arange(10)}, n_samples=10)
+    w.close()
+    assert (tmp_path / "link").is_symlink() and ActivationStore.open(tmp_path / "s").n_rows == 10
+
+
 def test_existing_stores_are_never_clobbered(tmp_path, rows_array):
     write_store(tmp_path / "s", rows_array)
     before = (tmp_path / "s" / "manifest.json").read_bytes()

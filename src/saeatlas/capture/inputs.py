@@ -64,6 +64,8 @@ def _as_tensor(x: Any, float_dtype: torch.dtype | None = None) -> Any:
                 f"Inputs of dtype {x.dtype} cannot go to a model; give numbers (float, integer "
                 f"token ids or bool).{hint}"
             )
+        if not x.dtype.isnative:  # a big-endian file: torch takes the machine's order only
+            x = x.astype(x.dtype.newbyteorder("="))
         if float_dtype is None and x.dtype == np.float64:
             float_dtype = torch.float32
         x = torch.from_numpy(np.ascontiguousarray(x))
@@ -253,19 +255,19 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
     if suffix == ".npy":
         return _load_npy(path)
     if suffix == ".safetensors":
-        from safetensors.numpy import load_file
+        from safetensors.torch import load_file
 
         try:
             tensors = load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
             raise InputsError(f"Cannot read '{path}' as safetensors: {e}") from e
-        if "inputs" in tensors:
-            return tensors["inputs"]
-        if len(tensors) == 1:
-            return next(iter(tensors.values()))
-        raise InputsError(
-            f"'{path}' holds tensors {sorted(tensors)}; name the input tensor 'inputs'."
-        )
+        if "inputs" not in tensors and len(tensors) != 1:
+            raise InputsError(
+                f"'{path}' holds tensors {sorted(tensors)}; name the input tensor 'inputs'."
+            )
+        t = tensors.get("inputs", next(iter(tensors.values())))
+        # NumPy has no bfloat16; float32 holds its values exactly
+        return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
     if suffix in (".txt", ".text", ""):
         texts = [t for t in _read_lines(path) if t.strip()]
         if not texts:

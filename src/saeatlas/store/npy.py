@@ -45,7 +45,8 @@ def open_npy(path: Path, on_nonfinite: str) -> NpyArray:
             f"'{path}' has shape {array.shape}; an activation array must be [rows, units]. "
             "Reshape it to 2-D first."
         )
-    dtype = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}.get(array.dtype)
+    native = array.dtype.newbyteorder("=")  # a big-endian file reads the same
+    dtype = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}.get(native)
     if dtype is None:
         if array.dtype.kind != "f":
             raise StoreError(

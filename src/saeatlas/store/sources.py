@@ -66,8 +66,10 @@ class ArraySource:
 
     def __init__(self, array: np.ndarray) -> None:
         self.array = array
-        # float64 arrays are read as float32, like every other store
-        self.dtype = np.dtype(np.float32) if array.dtype == np.float64 else array.dtype
+        # float64 arrays are read as float32, like every other store; big-endian
+        # files are served in the machine's byte order
+        native = array.dtype.newbyteorder("=")
+        self.dtype = np.dtype(np.float32) if native == np.float64 else native
         self.chunk = max(1, NPY_CHUNK_BYTES // max(1, array.shape[1] * self.dtype.itemsize))
         self.keep: np.ndarray | None = None
         """Rows served when some are skipped for NaN/Inf (``on_nonfinite='skip'``)."""

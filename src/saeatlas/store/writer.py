@@ -105,7 +105,9 @@ class StoreWriter:
             raise ConfigError(
                 "Pass either `resume` (--resume) or `overwrite` (--overwrite), not both."
             )
-        self.path = Path(path)
+        # A link to a store: write (and lock) the store it names, not a directory in
+        # place of the link.
+        self.path = Path(path).resolve() if Path(path).is_symlink() else Path(path)
         self.work = partial_dir(self.path)
         self.rank, self.world = rank, world
         self.dtype = dtype
