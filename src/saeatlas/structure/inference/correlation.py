@@ -10,12 +10,22 @@ reproducibility and the reported scale follow the SAE ensemble
 is kept only when its partition has at least half the finer one's modularity
 on the all-rows graph (:func:`.consensus.choose_level`).
 
-Significance is judged against independent units: the sample correlations of
-``n`` independent units are approximately independent ``N(0, 1/n)``, with ``n``
-the number of distinct samples (the rows of one text are not independent). As
-in :mod:`.significance`, the best modularity the finder reaches and the
-cohesion of each module are compared with the best the finder reaches on null
-graphs (the positive part of such noise matrices), ``n_null`` draws.
+Significance is judged against independent units, on a block of the store's
+first rows (up to ``null_rows``, and :data:`NULL_BLOCK_BYTES`): each null draw
+shifts every unit's column of the block circularly by its own random offset
+(the circular-shift surrogate of spike-train analysis), which keeps each unit's
+values, their heavy tails and their runs along the rows (the rows of one text
+are not independent), and breaks only the alignment between units. As in
+:mod:`.significance`, the best modularity the finder reaches over all its
+scales and the cohesion of each module on the block's graph are compared with
+the best the finder reaches on the shifted blocks' graphs, ``n_null`` draws.
+(The finder at the reported scale alone would not do: at a coarse scale it
+leaves a noise graph whole, modularity 0 in every draw, and any real
+modularity then beat a null of spread 0.) (Drawing the null
+correlations as Gaussian noise ``N(0, 1/n)`` instead called independent
+heavy-tailed units structured: |t3| x Bernoulli(0.2) units, 5,000 rows, beat
+that null at z 2.4 to 77,000 in 2 of 4 seeds, through a few pairs whose
+correlation one row of two extreme values makes.)
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import clone
 
-from ..graph.finders import make_levels, modularity
+from ..graph.finders import make_finder, make_levels, modularity
 from ..graph.units import unit_correlation_graph
 from .consensus import LevelConsensus, choose_level, level_consensus
 from .significance import NullTest, null_test, verdict
@@ -76,8 +86,8 @@ class CorrelationView:
                 else "raw correlations"
             )
             + ", on all rows and Poisson-bootstrap resamples; consensus and reproducibility "
-            "as the SAE ensemble; tested against independent units (correlations ~ N(0, "
-            "1/n_samples))",
+            "as the SAE ensemble; tested on the store's first rows against the same rows "
+            "with each unit circularly shifted by its own random offset (independent units)",
             "clean": self.clean,
             "scale": lv.scale,
             "agreement": None if not np.isfinite(lv.agreement) else lv.agreement,
@@ -157,21 +167,69 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
     test = None
     if cfg.nulls and cfg.n_null >= 2:
         seeds = np.random.SeedSequence([cfg.seed, 11]).spawn(cfg.n_null)
-        finder = finders[chosen]  # its settings: every fit starts from a clone
+        # the finder over every scale, its best partition by modularity: the null's best
+        # chance (at one coarse scale a noise graph is one module, Q 0 in every draw, so
+        # any real Q beat it with a spread of 0)
+        finder = make_finder(cfg)
+        block = _null_block(inp)
+        # the block holds its share of the samples (for the noise edge of `clean`)
+        n_block = max(2, round(n_obs * len(block) / max(inp.main.codes.n_rows, 1)))
 
         def fit(g: sp.spmatrix) -> tuple[float, np.ndarray]:
             f = clone(finder).fit(g)
             return float(f.modularity_), f.labels_
 
         def null_graph(i: int, _: Coordinator | None) -> sp.csr_matrix:  # counts no pairs
-            rng = np.random.default_rng(seeds[i])
-            z = np.triu(rng.standard_normal(mode.corr.shape) / np.sqrt(n_obs), 1)
-            return unit_correlation_graph(z + z.T + np.eye(len(z)), n_obs, clean)
+            shifted = circular_shift(block, np.random.default_rng(seeds[i]))
+            return unit_correlation_graph(block_correlation(shifted), n_block, clean)
 
+        block_graph = unit_correlation_graph(block_correlation(block), n_block, clean)
         test = null_test(
-            "independent units", real, labels, fit, null_graph, cfg.n_null, coord=inp.coord
+            "independent units (circular shifts)",
+            block_graph,
+            labels,
+            fit,
+            null_graph,
+            cfg.n_null,
+            coord=inp.coord,
         )
     partition_ok, module_ok, module_p = verdict([test] if test else [], cfg.alpha)
     if test is None:
         module_ok, module_p = np.zeros(n_mod, bool), np.full(n_mod, np.nan)
     return CorrelationView(levels, chosen, test, partition_ok, module_ok, module_p, clean)
+
+
+#: Bytes of the block of unit rows (float32) the correlation view's null shifts.
+NULL_BLOCK_BYTES = 256 << 20
+
+
+def _null_block(inp: AtlasInputs) -> np.ndarray:
+    """``[m, n_units]`` the analysed units on the store's first ``m`` rows, standardised
+    per unit (a unit that never varies: zeros), float32: ``m`` at most ``null_rows``
+    and :data:`NULL_BLOCK_BYTES`; rows with a NaN/Inf left out."""
+    names = [l.name for l in inp.main.codes.layers]
+    n_units = sum(l.n_units for l in inp.main.codes.layers)
+    m = min(inp.cfg.null_rows, inp.store.n_rows, max(16, NULL_BLOCK_BYTES // (4 * n_units)))
+    x = inp.store.read(0, m, layers=names).numpy().astype(np.float32, copy=False)
+    x = x[np.isfinite(x).all(axis=1)]
+    x = x - x.mean(axis=0)
+    std = x.std(axis=0)
+    return np.asfortranarray(x / np.where(std > 0, std, np.inf))
+
+
+def block_correlation(z: np.ndarray) -> np.ndarray:
+    """``[n_units, n_units]`` Pearson correlation of the standardised block ``z``
+    (diagonal 1, a unit that never varies uncorrelated)."""
+    corr = (z.T @ z).astype(np.float64) / max(len(z), 1)
+    np.fill_diagonal(corr, 1.0)
+    return np.clip(corr, -1.0, 1.0)
+
+
+def circular_shift(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``z`` with every column rolled along the rows by its own offset, drawn uniformly."""
+    m = len(z)
+    out = np.empty_like(z, order="F")
+    for j, k in enumerate(rng.integers(0, max(m, 1), z.shape[1])):
+        out[:k, j] = z[m - k :, j]
+        out[k:, j] = z[: m - k, j]
+    return out
