@@ -29,7 +29,7 @@ from .batch_rows import check_widths, handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
 from .distributed import agree, complete_capture, count_batches, open_writer
 from .hookpoints import Hookpoint, resolve_hookpoints
-from .inputs import InputBatch, _n_samples, iter_input_batches
+from .inputs import InputBatch, _n_samples, check_stored_labels, iter_input_batches
 from .job import batch_fingerprint, capture_job
 from .layouts import (
     LayoutTracer,
@@ -135,6 +135,7 @@ def _capture(
     progress = progress and world.is_main
     hps = resolve_hookpoints(model, hookpoints)
     check_layout_layers([hp.name for hp in hps], config.layout)
+    check_stored_labels(labels, _known_length(inputs))
     model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
     tokenizer = tokenizer if tokenizer is not None else own_tokenizer
     tl_facts: dict[str, Any] = {}
@@ -384,3 +385,10 @@ def _count_samples(inputs: Any) -> int | None:
         return len(dataset) if dataset is not None else None
     except TypeError:
         return None
+
+
+def _known_length(inputs: Any) -> int | None:
+    """Samples in an array or a list of texts (None for an iterable of batches)."""
+    if isinstance(inputs, (torch.Tensor, np.ndarray)) and inputs.ndim:
+        return int(inputs.shape[0])
+    return len(inputs) if _is_texts(inputs) else None

@@ -148,14 +148,36 @@ def _array_batches(
 
 
 def _label_array(labels: Any, n: int, what: str) -> np.ndarray:
-    """``labels`` as an array of one label per sample, of a type ``rows.parquet`` stores."""
+    """``labels`` as an array whose first axis holds one entry per sample (a loss's
+    targets may have more axes: per-task labels, say; :func:`check_stored_labels` says
+    what a capture can store)."""
     try:
         lab = np.asarray(labels)
     except ValueError as e:  # ragged
         raise InputsError(f"Labels are not one per sample ({e}).") from e
-    if lab.shape != (n,):
+    if lab.ndim == 0 or lab.shape[0] != n:
         raise InputsError(
             f"Labels have shape {list(lab.shape)} for {n} {what}; give one label per sample."
+        )
+    return lab
+
+
+def check_stored_labels(labels: Any, n: int | None) -> None:
+    """Refuse labels that ``rows.parquet`` cannot store: one number or string per
+    sample (``n`` samples, when known), all of one type."""
+    if labels is None:
+        return
+    lab = _label_array(labels, n, "input samples") if n is not None else None
+    if lab is None:
+        try:
+            lab = np.asarray(labels)
+        except ValueError as e:  # ragged
+            raise InputsError(f"Labels are not one per sample ({e}).") from e
+    if lab.ndim != 1:
+        raise InputsError(
+            f"Labels have shape {list(lab.shape)} for {n if n is not None else 'the'} input "
+            "samples; a capture stores one label per sample (a number or a string) in "
+            "rows.parquet: give a 1-D array."
         )
     try:
         pa.array(lab)
@@ -164,7 +186,6 @@ def _label_array(labels: Any, n: int, what: str) -> np.ndarray:
             f"Labels cannot be stored in rows.parquet ({str(e).strip()}); give labels that are "
             "all numbers or all strings."
         ) from e
-    return lab
 
 
 def _text_batches(
