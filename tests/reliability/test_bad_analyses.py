@@ -159,7 +159,9 @@ def test_bad_analyze_flags_fail_before_the_work(tmp_path, guarded, run_cli, flag
 @pytest.mark.parametrize("target", ["atlas.json", "units.parquet", "../notes.txt"])
 def test_report_never_writes_over_a_file_that_is_not_a_report(tmp_path, outputs, run_cli, target):
     """`report ATLAS --out ATLAS/atlas.json` once replaced the atlas's summary with HTML."""
-    from conftest import snapshot
+
+    def snapshot(root):
+        return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
     cli, one_line = run_cli
     atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
