@@ -220,3 +220,28 @@ def test_a_sweep_member_of_other_layers_is_refused(tmp_path, outputs):
     member = _seed_like(outputs, tmp_path / "k-2", d_in=8, layers=(LayerSpec("3", 0, 8),))
     with pytest.raises(ConfigError, match=r"The sweep's member 2 \('.*k-2'\) reads the layers"):
         analyze(outputs.sae, outputs.store, AtlasConfig(), sweep=("k", [(2.0, member)]))
+
+
+def test_report_refuses_a_sweep_of_other_layers(tmp_path):
+    """The page said "k = 4 is the sweep's recommendation" for a sweep trained on another
+    layer than the atlas's SAE."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.report.data import _find_sweep
+
+    sweep = tmp_path / "sweep"
+    (sweep / "k-4").mkdir(parents=True)
+    (sweep / "k-4" / "cfg.json").write_text(json.dumps({"layers": [{"name": "3"}]}))
+    point = {"value": 4, "path": "sweep/k-4", "fvu": 0.2, "l0": 4, "dead_fraction": 0.0}
+    point.update(stability=None, on_front=True)
+    (sweep / "sweep.json").write_text(
+        json.dumps(
+            {"over": "k", "rule": "knee", "heldout_rows": 10, "recommended": 0, "points": [point]}
+        )
+    )
+    summary = {"layers": ["1", "3"]}
+    with pytest.raises(ConfigError, match=r"trained on the layers \['3'\], the atlas's SAE on"):
+        _find_sweep(tmp_path / "atlas", summary, sweep)
+    found, note = _find_sweep(tmp_path / "atlas", summary, None)  # sweep/ beside the atlas
+    assert found is None and note.startswith("No sparsity sweep shown: the one found beside")
+    summary["layers"] = ["3"]
+    assert _find_sweep(tmp_path / "atlas", summary, sweep)[0] is not None

@@ -261,7 +261,13 @@ def _find_sweep(
                 f"--sweep '{path}' holds no {SWEEP_JSON}; give the directory that "
                 "`saeatlas sweep --out` wrote, or leave --sweep out."
             )
-        return _read_sweep(path, sae_path, strict=True), f"Sweep from '{path}'."
+        sweep = _read_sweep(path, sae_path, strict=True)
+        other = _other_layers(sweep, summary)
+        if other:
+            raise ConfigError(
+                f"--sweep {other}; give the sweep the SAE came from, or leave --sweep out."
+            )
+        return sweep, f"Sweep from '{path}'."
     named = summary.get("sweep")
     candidates = []
     if named:
@@ -275,6 +281,9 @@ def _find_sweep(
                     f"The sweep at '{path}' ({how}) is unreadable; rerun `saeatlas sweep` "
                     "or pass another --sweep."
                 )
+            other = _other_layers(sweep, summary)
+            if other:
+                return None, f"No sparsity sweep shown: the one {how} {other}."
             return sweep, f"Sweep from '{path}' ({how})."
     if named:
         return None, (
@@ -314,6 +323,22 @@ def _read_sweep(path: Path, sae_path: str | None, *, strict: bool) -> SweepInfo 
         log.warning("Ignoring the unreadable sweep at '%s': %s", path, e)
         return None
     return info
+
+
+def _other_layers(sweep: SweepInfo, summary: dict[str, Any]) -> str | None:
+    """Why ``sweep`` is not the atlas's (its SAEs read other layers), or None. A sweep of
+    another store cannot say why the atlas's sparsity was chosen."""
+    if not sweep.points:
+        return None
+    cfg = _resolve(sweep.points[0].path, sweep.path.parent) / "cfg.json"
+    try:
+        theirs = [l["name"] for l in json.loads(cfg.read_text()).get("layers") or []]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # a member's config is not needed to show the sweep
+    mine = summary.get("layers") or []
+    if not theirs or not mine or theirs == mine:
+        return None
+    return f"'{sweep.path}' was trained on the layers {theirs}, the atlas's SAE on {mine}"
 
 
 def _member(points: list[SweepPoint], sae_path: str | None, sweep_path: Path) -> int | None:
