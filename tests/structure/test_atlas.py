@@ -130,10 +130,13 @@ def test_with_strong_superposition_the_atlas_beats_leiden_on_unit_correlations(t
     assert ours > naive + 0.2
 
 
-def test_spectral_finder_and_window_counting_run_through(easy):
+def test_spectral_finder_and_window_counting_run_through(easy, caplog):
     data, store, sae, _ = easy
     atlas = map_structure(sae, store, AtlasConfig(method="spectral", window=2, nulls=()))
     assert atlas.summary["method"] == "spectral" and atlas.summary["graph"]["window"] == 2
+    # one row per sample: a window is one row, and the atlas says so instead of ignoring it
+    assert atlas.summary["graph"]["window_applied"] is False
+    assert "`window` 2 has no effect" in caplog.text
     assert adjusted_rand_score(data.unit_module, atlas.units.module) > 0.5
     assert atlas.n_significant_modules == 0  # no nulls, no claims
     assert "No significant" in atlas.summary["message"]

@@ -21,6 +21,7 @@ order.
 
 from __future__ import annotations
 
+import logging
 import platform
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,8 @@ from .inference.ensemble import build_ensemble
 from .inference.outcome import decide, match_jaccard
 from .inference.significance import significance_tests, verdict
 from .inputs import DEFAULT_TIMEOUT_S, AtlasInputs, SAELike, prepared_on_ranks
+
+log = logging.getLogger(__name__)
 
 
 def map_structure(
@@ -233,6 +236,14 @@ def _summary(
     :func:`.inference.outcome.decide`'s)."""
     cfg, f, sae = inp.cfg, inp.main, inp.sae
     codes, graph = f.codes, main.graph
+    # windows never cross samples: with one row per sample (a .npy store) a window is a row
+    windowed = cfg.window > 0 and np.unique(codes.samples).size < codes.samples.size
+    if cfg.window > 0 and not windowed:
+        log.warning(
+            "`window` %d has no effect: every sample is one row and windows do not cross "
+            "samples, so co-occurrence is counted per row (graph.window_applied: false).",
+            cfg.window,
+        )
     worst = max(tests, key=lambda t: (np.nan_to_num(t.p, nan=1.0), -t.z)) if tests else None
     return {
         "module_kind": MODULE_KIND,
@@ -253,6 +264,7 @@ def _summary(
         "graph": {
             "affinity": cfg.affinity,
             "window": cfg.window,
+            "window_applied": bool(windowed),
             "n_rows": int(graph.n_rows),
             "n_edges": int(graph.n_edges),
             "n_tests": int(graph.n_tests),
