@@ -225,7 +225,12 @@ class Coordinator:
             value = fn()
         except Exception as e:
             if not self._told and not isinstance(e, DistributedError):
-                self.check(e)  # raises e, once the others know
+                try:
+                    self.check(e)  # raises e, once the others know
+                except DistributedError:
+                    # the others could not be told (they wait elsewhere, or are gone):
+                    # this rank's own cause is the error to show, not the lost contact
+                    raise e from None
             raise
         self.check(None)
         return value
