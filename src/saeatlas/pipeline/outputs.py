@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._world import is_main_process
 from ..sae.files import CFG, WEIGHTS
 from ..store.atomic import recover_dir, replacing_dir
 from ..store.lock import output_lock
@@ -75,9 +76,13 @@ class RunPaths:
 
 def _recovered(path: Path) -> Path:
     """``path`` after finishing a directory swap a kill interrupted (the one instant an
-    output is absent, :func:`~saeatlas.store.atomic.recover_dir`)."""
-    with output_lock(path):
-        recover_dir(path)
+    output is absent, :func:`~saeatlas.store.atomic.recover_dir`). Under ``torchrun``
+    rank 0 alone recovers (it holds the outputs' locks; it has recovered before the
+    other ranks look, at its decisions): two ranks taking one lock at once made one of
+    them fail with "is being written by process" (the other rank)."""
+    if is_main_process():
+        with output_lock(path):
+            recover_dir(path)
     return path
 
 
