@@ -153,7 +153,8 @@ def _analyze(
     main = coord.world.is_main
     with output_lock(out if main else None):
         coord.check(None)  # rank 0 holds the lock (or every rank stops)
-        check_atlas_out(out, overwrite)
+        # rank 0 finishes an interrupted swap and checks; its verdict reaches every rank
+        coord.from_main(lambda: check_atlas_out(out, overwrite))
         store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
         members = None
         if sweep is not None:  # read before the work, like every other input
