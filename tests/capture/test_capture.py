@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 from saeatlas.capture import CaptureConfig, capture, capture_activations
-from saeatlas.errors import ConfigError, ModelError, NonFiniteError, ShapeError, StoreError
+from saeatlas.errors import (
+    ConfigError,
+    InputsError,
+    ModelError,
+    NonFiniteError,
+    ShapeError,
+    StoreError,
+)
 
 QUIET = {"progress": False}
 
@@ -349,6 +356,22 @@ def test_resume_with_other_settings_is_refused(tmp_path, mlp):
         )
 
 
+def test_resume_with_a_model_changed_only_in_its_middle_is_refused(tmp_path):
+    # A checkpoint fine-tuned away from the ends of its parameters (here one value of
+    # a 20,000-value weight) is another model: a resume must not mix the two.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 2500), nn.ReLU())
+    x, cfg = torch.randn(40, 8), CaptureConfig(shard_rows=10)
+    with pytest.raises(KeyboardInterrupt):
+        capture_activations(net, FailingAfter(x, 10, 2), ["1"], tmp_path / "s", cfg, **QUIET)
+    with torch.no_grad():
+        net[0].weight.view(-1)[10_001] += 0.5
+    with pytest.raises(ConfigError, match="this run's model differ"):
+        capture_activations(
+            net, FailingAfter(x, 10, 99), ["1"], tmp_path / "s", cfg, resume=True, **QUIET
+        )
+
+
 def test_resume_with_inputs_that_end_sooner_is_refused(tmp_path, mlp):
     """An iterable of batches is known only as it runs: one that ends before the rows
     already stored would leave a store of the old rows, declared complete."""
@@ -477,3 +500,46 @@ def test_texts_are_cut_to_the_models_positions_when_the_tokenizer_sets_no_limit(
         )
     assert store.n_rows == 16 + 2 and store.manifest.provenance["max_length"] == 16
     assert "Texts are cut to 16 tokens, the model's" in caplog.text
+
+
+class _Embed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(5, 3)
+
+    def forward(self, ids):
+        return self.emb(ids)
+
+
+def test_max_length_cuts_token_ids(tmp_path):
+    torch.manual_seed(0)
+    net, ids = _Embed(), torch.randint(0, 5, (6, 10))
+    store = capture_activations(
+        net, ids, ["emb"], tmp_path / "s", CaptureConfig(batch_size=4, max_length=4), **QUIET
+    )
+    assert store.n_rows == 6 * 4 and store.manifest.provenance["max_length"] == 4
+    torch.testing.assert_close(store.read(), net.emb.weight[ids[:, :4].reshape(-1)].detach())
+
+
+def test_max_length_on_inputs_it_cannot_cut_is_refused_before_anything_is_written(
+    tmp_path, mlp, mlp_inputs
+):
+    out = tmp_path / "s"
+    kept = capture_activations(mlp, mlp_inputs, ["act1"], out, **QUIET).read()
+    with pytest.raises(InputsError, match="--max-length .* cuts texts and arrays of integer"):
+        capture_activations(
+            mlp, mlp_inputs, ["act1"], out, CaptureConfig(max_length=4), overwrite=True, **QUIET
+        )
+    with pytest.raises(InputsError, match="an iterable of batches"):
+        capture_activations(
+            mlp,
+            [mlp_inputs[:8]],
+            ["act1"],
+            out,
+            CaptureConfig(max_length=4),
+            overwrite=True,
+            **QUIET,
+        )
+    from saeatlas.store import ActivationStore
+
+    torch.testing.assert_close(ActivationStore.open(out).read(), kept)

@@ -140,6 +140,20 @@ def test_validate_with_no_seed_is_an_error_not_an_empty_table(run_cli, seeds):
 @pytest.mark.parametrize(
     "flags,needle",
     [
+        # named a temporary file and told the user to capture more rows
+        (["--rows", "5"], "--rows (5) must be at least 1024"),
+        (["--rows", "1000"], "--rows (1000) must be at least 1024"),  # named --batch-size
+        (["--d-sae", "8"], "--d-sae (8) must be at least 16"),
+    ],
+)
+def test_validate_sizes_too_small_name_the_flag(run_cli, flags, needle):
+    cli, one_line = run_cli
+    one_line(cli("validate", "--cases", "easy", *flags), needle)
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
         (["--seeds", "0"], "--seeds must be in [1, 100]"),  # was taken as 1
         (["--seeds", "1000000000"], "--seeds must be in [1, 100]"),  # listed 1e9 directories
         (["--timeout", "0"], "--timeout must be a positive number"),

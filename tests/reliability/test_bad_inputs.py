@@ -135,6 +135,7 @@ MANIFEST_LIES = {
     "format 0": (lambda m: m.update(format_version=0), "`format_version` must be 1 or more"),
     "no layers": (lambda m: m.update(layers=[]), "lists no layers"),
     "layer twice": (lambda m: m["layers"][1].update(name="1"), "listed more than once"),
+    "unknown layout": (lambda m: m["layers"][0].update(layout="tokens"), "`layout` 'tokens'"),
     "shard twice": (
         lambda m: m["shards"].__setitem__(1, m["shards"][0]),  # the same rows read twice
         "lists shard 'shard-00000.safetensors' twice",

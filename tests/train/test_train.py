@@ -258,3 +258,17 @@ def test_unit_normalisation_does_not_depend_on_the_scale_of_the_activations(tmp_
         np.save(tmp_path / "x.npy", x * np.float32(s))
         fvus.append(train_sae(tmp_path / "x.npy", cfg, progress=False).metrics[-1]["fvu"])
     assert fvus[1] == pytest.approx(fvus[0], rel=1e-3)
+
+
+def test_raw_activations_far_from_order_one_warn_before_and_after_training(tmp_path, caplog):
+    """``normalize="none"`` on rows scaled by 1e-4: training cannot learn them (FVU far
+    above 1) and said nothing; it now warns up front and when the FVU ends above 1."""
+    x = np.random.default_rng(0).normal(size=(400, 6)).astype(np.float32)
+    cfg = TrainConfig(d_sae=12, k=2, tokens=1600, batch_size=100, normalize="none")
+    for scale, warned in ((1.0, False), (1e-4, True)):
+        np.save(tmp_path / "x.npy", x * np.float32(scale))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="saeatlas.train"):
+            fvu = train_sae(tmp_path / "x.npy", cfg, progress=False).metrics[-1]["fvu"]
+        assert ("far from the order-1 values" in caplog.text) is warned
+        assert (fvu > 1) is warned and ("worse than their mean" in caplog.text) is warned

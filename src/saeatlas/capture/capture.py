@@ -29,7 +29,13 @@ from .batch_rows import check_widths, handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
 from .distributed import agree, complete_capture, count_batches, open_writer
 from .hookpoints import Hookpoint, resolve_hookpoints
-from .inputs import InputBatch, _n_samples, check_stored_labels, iter_input_batches
+from .inputs import (
+    InputBatch,
+    _n_samples,
+    check_max_length,
+    check_stored_labels,
+    iter_input_batches,
+)
 from .job import batch_fingerprint, capture_job
 from .layouts import (
     LayoutTracer,
@@ -144,6 +150,7 @@ def _capture(
         if _is_texts(inputs):
             tokenizer = TransformerLensTexts(model)
     max_length = _max_length(model, inputs, tokenizer, config.max_length)
+    check_max_length(inputs, max_length)  # before the writer: nothing written is touched
     job = capture_job(model, inputs, [hp.name for hp in hps], config, labels)
     dtype = STORE_DTYPES[config.dtype] if config.dtype else None
     if device is not None or dtype is not None:

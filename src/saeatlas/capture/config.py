@@ -32,8 +32,9 @@ class CaptureConfig:
     on_nonfinite: str = "error"
     """NaN/Inf in a row: ``error`` (stop and say where) or ``skip`` (drop the row, count it)."""
     max_length: int | None = None
-    """Truncate texts to this many tokens; by default the tokenizer's limit, or the model's
-    positions (its config's) when the tokenizer sets none."""
+    """Truncate texts, and arrays of integer token ids ``[n, seq]``, to this many tokens;
+    for texts by default the tokenizer's limit, or the model's positions (its config's)
+    when the tokenizer sets none. Other inputs refuse it."""
     early_stop: bool = True
     """Stop each forward pass once every recorded module has run."""
     layout: str | None = None

@@ -103,7 +103,8 @@ def iter_input_batches(
             ``encode_texts(texts, max_length)`` gives ``(kwargs, mask, tokens)``
             (:class:`~saeatlas.capture.transformer_lens.TransformerLensTexts`).
         labels: one label per sample, aligned with ``inputs``.
-        max_length: truncate texts to this many tokens.
+        max_length: truncate texts, and arrays of integer token ids ``[n, seq]``, to
+            this many tokens (other inputs refuse it: :func:`check_max_length`).
         float_dtype: the dtype floating-point inputs are given in (the model's); by
             default float64 arrays become float32 and other inputs keep their dtype.
     """
@@ -115,7 +116,9 @@ def iter_input_batches(
             "(the CLI does this for --inputs)."
         )
     if isinstance(inputs, (torch.Tensor, np.ndarray)):
-        yield from _array_batches(inputs, batch_size, labels, float_dtype)
+        check_max_length(inputs, max_length)
+        cut = max_length if max_length is not None and _is_token_ids(inputs) else None
+        yield from _array_batches(inputs, batch_size, labels, float_dtype, cut)
     elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
         if tokenizer is None:
             raise InputsError(
@@ -124,6 +127,7 @@ def iter_input_batches(
             )
         yield from _text_batches(list(inputs), tokenizer, batch_size, labels, max_length)
     elif isinstance(inputs, Iterable):
+        check_max_length(inputs, max_length)
         yield from _iterable_batches(inputs, labels, float_dtype)
     else:
         raise InputsError(
@@ -132,13 +136,48 @@ def iter_input_batches(
         )
 
 
+def check_max_length(inputs: Any, max_length: int | None) -> None:
+    """Refuse ``max_length`` for inputs it cannot cut: it applies to texts and to arrays
+    of integer token ids ``[n, seq]`` (their positions past it are dropped); arrays of
+    other numbers and iterables of batches are given to the model as they are."""
+    if max_length is None or _is_token_ids(inputs):
+        return
+    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
+        return
+    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+        what = f"an array of {inputs.dtype} with shape {list(inputs.shape)}"
+    else:
+        what = f"an iterable of batches ({type(inputs).__name__})"
+    raise InputsError(
+        f"--max-length (`max_length`) cuts texts and arrays of integer token ids [n, seq], "
+        f"but the inputs are {what}; drop --max-length, or cut the inputs yourself."
+    )
+
+
+def _is_token_ids(x: Any) -> bool:
+    """Whether ``x`` is an array of integer token ids with a sequence axis."""
+    if isinstance(x, torch.Tensor):
+        return x.ndim >= 2 and not (
+            x.is_floating_point() or x.is_complex() or x.dtype == torch.bool
+        )
+    return isinstance(x, np.ndarray) and x.ndim >= 2 and x.dtype.kind in "iu"
+
+
 def _array_batches(
-    x: Any, batch_size: int, labels: Any, float_dtype: torch.dtype | None
+    x: Any,
+    batch_size: int,
+    labels: Any,
+    float_dtype: torch.dtype | None,
+    max_length: int | None = None,
 ) -> Iterator[InputBatch]:
+    """``x`` in batches of ``batch_size`` samples; with ``max_length``, each sample's
+    first ``max_length`` positions (axis 1: token ids)."""
     n = _n_samples(x)
     lab = None if labels is None else _label_array(labels, n, "input samples")
     for s in range(0, n, batch_size):
         chunk = _as_tensor(x[s : s + batch_size], float_dtype)
+        if max_length is not None:
+            chunk = chunk[:, :max_length]
         yield InputBatch(
             (chunk,),
             {},

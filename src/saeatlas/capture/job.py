@@ -16,9 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-#: Values hashed from each end of every parameter: enough to tell two checkpoints
-#: apart without reading a large model in full.
+#: Values hashed from each end of every parameter, and about as many evenly spaced
+#: through it: enough to tell two checkpoints apart without hashing a large model's
+#: bytes in full (a sum over every value covers the rest).
 EDGE_VALUES = 4096
+
+#: Values summed at once by :func:`_total`, so that no parameter is copied whole.
+SUM_CHUNK = 1 << 22
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -28,14 +32,27 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return t.numpy().tobytes()
 
 
+def _total(flat: torch.Tensor) -> float:
+    """Sum of every value of ``flat`` in float64, taken in chunks (0 for non-numbers)."""
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    if flat.is_complex():
+        flat = torch.view_as_real(flat).reshape(-1)
+    return float(sum(c.sum(dtype=torch.float64).item() for c in flat.split(SUM_CHUNK)))
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over every parameter and buffer's name, shape, dtype and edge values."""
+    """sha256 over every parameter and buffer's name, shape, dtype, edge values, about
+    :data:`EDGE_VALUES` evenly spaced values and the float64 sum of all its values (a
+    checkpoint fine-tuned in its middle, or one value changed, changes the sum)."""
     h = hashlib.sha256(type(model).__name__.encode())
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
         flat = t.detach().reshape(-1)
         h.update(_tensor_bytes(flat[:EDGE_VALUES]))
         h.update(_tensor_bytes(flat[-EDGE_VALUES:]))
+        h.update(_tensor_bytes(flat[:: max(1, flat.numel() // EDGE_VALUES)]))
+        h.update(repr(_total(flat)).encode())
     return h.hexdigest()[:16]
 
 

@@ -111,8 +111,8 @@ def capture_cmd(
     max_length: int | None = typer.Option(
         None,
         "--max-length",
-        help="Truncate texts to this many tokens (default: the tokenizer's limit, else the "
-        "model's positions).",
+        help="Truncate texts, and arrays of integer token ids [n, seq], to this many tokens "
+        "(default for texts: the tokenizer's limit, else the model's positions).",
     ),
     early_stop: bool = typer.Option(
         True,

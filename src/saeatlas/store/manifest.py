@@ -55,6 +55,13 @@ def _typed(d: Any, key: str, kind: type, default: Any = _MISSING) -> Any:
     return v
 
 
+#: How a layer's outputs became rows: one row per sample (``sample``), per token
+#: (``token``), per token with the heads side by side (``head``), per query position
+#: of an attention pattern (``pattern``), per spatial position (``position``), or
+#: one per sample pooled over positions (``pooled``).
+ROW_LAYOUTS = ("sample", "token", "head", "pattern", "position", "pooled")
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     """Where one layer's units sit in a store's rows."""
@@ -68,7 +75,7 @@ class LayerSpec:
     shape: tuple[int | None, ...] = ()
     """Shape of the layer's output as first seen, batch dimension as ``None``."""
     layout: str = "sample"
-    """How outputs became rows: ``sample``, ``token``, ``position`` or ``pooled``."""
+    """How outputs became rows: one of :data:`ROW_LAYOUTS`."""
 
     @property
     def n_units(self) -> int:
@@ -87,16 +94,20 @@ class LayerSpec:
                 s is None or _is_int(s) for s in shape
             ):
                 raise TypeError("`shape` must be a list of integers (or null)")
+            layout = _typed(d, "layout", str, "sample")
+            if layout not in ROW_LAYOUTS:
+                raise ValueError(f"`layout` {layout!r} is none of {list(ROW_LAYOUTS)}")
             return cls(
                 name=_typed(d, "name", str),
                 start=_typed(d, "start", int),
                 stop=_typed(d, "stop", int),
                 shape=tuple(shape),
-                layout=_typed(d, "layout", str, "sample"),
+                layout=layout,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise StoreError(
-                f"Bad layer entry {d!r}: needs `name` (text), `start` and `stop` (integers) ({e})."
+                f"Bad layer entry {d!r}: needs `name` (text), `start` and `stop` (integers) "
+                f"and, when given, a known `layout` ({e})."
             ) from e
 
 

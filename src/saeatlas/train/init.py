@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,6 +10,12 @@ import torch
 
 from ..errors import ConfigError
 from ..store import ActivationStore, LayerSpec
+
+log = logging.getLogger(__name__)
+
+#: The RMS per unit within which raw activations (``normalize="none"``) train as
+#: well as standardised ones do: outside it the warning of :func:`input_normalizer`.
+RAW_SCALE = (0.1, 100.0)
 
 
 def input_normalizer(
@@ -36,6 +43,16 @@ def input_normalizer(
             "of varied inputs."
         )
     if mode == "none":
+        rms = float(np.sqrt(np.mean(std[varies] ** 2 + mean[varies] ** 2)))
+        if not RAW_SCALE[0] <= rms <= RAW_SCALE[1]:
+            log.warning(
+                "With --normalize none the SAE sees '%s' at its own scale, RMS %.3g per unit, "
+                "far from the order-1 values its initialisation and learning rate are made "
+                "for: training may not learn it. Use --normalize layer (one scale per layer, "
+                "the units' relative sizes kept) or unit.",
+                store.path,
+                rms,
+            )
         return torch.zeros(len(mean)), torch.ones(len(mean))
     if mode == "unit":
         # Constant units get scale 1: they carry nothing and must not blow up.

@@ -191,6 +191,17 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
         "final": run.metrics[-1] if run.metrics else {},
         "seconds": seconds,
     }
+    fvu = summary["final"].get("fvu")
+    if run.world.is_main and fvu is not None and fvu > 1:
+        log.warning(
+            "The SAE trained in '%s' reconstructs its inputs worse than their mean does (FVU "
+            "%.4g > 1): it has not learnt them. Check the activations' scale (--normalize "
+            "%s; 'unit' or 'layer' standardise them) and the learning rate (--lr %g).",
+            out if out is not None else "memory",
+            fvu,
+            run.cfg.normalize,
+            run.lr,
+        )
     folded = run.sae.folded(run.mean, run.scale).to("cpu").eval()
     folded.cfg = replace(folded.cfg, metadata=summary)
     broken = [n for n, p in folded.named_parameters() if not bool(torch.isfinite(p).all())]

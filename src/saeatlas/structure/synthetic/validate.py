@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
+from ...errors import ConfigError
 from ...store import ActivationStore
 from ...train import TrainConfig
 from ...train.family import train_family
@@ -51,6 +52,17 @@ class ValidationSettings:
     data_seed: int = 0
     """Seed of the planted data; the validation's seeds vary the analysis (SAE training,
     resamples, nulls) on the same data, so two seeds are two analyses of one dataset."""
+
+    def __post_init__(self) -> None:
+        if self.n_rows < self.batch_size:  # the SAEs train on whole batches of rows
+            raise ConfigError(
+                f"--rows ({self.n_rows}) must be at least {self.batch_size}, one training "
+                f"batch of the validation's SAEs."
+            )
+        if self.d_sae < self.k:
+            raise ConfigError(
+                f"--d-sae ({self.d_sae}) must be at least {self.k}, the validation SAEs' L0."
+            )
 
 
 def _baseline(x: np.ndarray, clean: bool) -> np.ndarray:
