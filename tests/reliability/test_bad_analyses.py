@@ -144,6 +144,7 @@ def test_validate_with_no_seed_is_an_error_not_an_empty_table(run_cli, seeds):
         (["--rows", "5"], "--rows (5) must be at least 1024"),
         (["--rows", "1000"], "--rows (1000) must be at least 1024"),  # named --batch-size
         (["--d-sae", "8"], "--d-sae (8) must be at least 16"),
+        (["--tokens", "10"], "--tokens (10) must be at least 1024"),
     ],
 )
 def test_validate_sizes_too_small_name_the_flag(run_cli, flags, needle):

@@ -211,7 +211,10 @@ def test_analyze_and_validate_from_the_command_line(easy, tmp_path):
     assert ensemble["n_saes"] == 2
     bad = runner.invoke(app, args[:-6] + ["--affinity", "cosine", "--overwrite"])
     assert bad.exit_code == 1 and "affinity" in bad.output
-    result = runner.invoke(app, ["validate", "--cases", "easy", "--rows", "4000", "--d-sae", "192"])
+    result = runner.invoke(
+        app,
+        ["validate", "--cases", "easy", "--rows", "4000", "--d-sae", "192", "--tokens", "100000"],
+    )
     assert result.exit_code == 0, result.output
     assert "leiden-raw-corr" in result.output and "atlas" in result.output
     assert runner.invoke(app, ["validate", "--cases", "hard"]).exit_code == 1

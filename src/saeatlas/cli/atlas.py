@@ -233,6 +233,9 @@ def validate_cmd(
     ),
     rows: int = typer.Option(20_000, "--rows", help="Rows of planted activations per case."),
     d_sae: int = typer.Option(512, "--d-sae", help="Latents of the SAE trained per case."),
+    tokens: int = typer.Option(
+        400_000, "--tokens", help="Rows each SAE trains on (fewer: a quicker, rougher check)."
+    ),
 ) -> None:
     """Run the atlas and its baselines on activations with planted modules; print the scores."""
     from ..structure.synthetic.config import CASES, PRESETS
@@ -247,7 +250,9 @@ def validate_cmd(
             f"Unknown case(s) {unknown} for --cases; expected some of: {sorted(PRESETS)}."
         )
     table = validate(
-        tuple(cases), tuple(range(seeds)), ValidationSettings(n_rows=rows, d_sae=d_sae)
+        tuple(cases),
+        tuple(range(seeds)),
+        ValidationSettings(n_rows=rows, d_sae=d_sae, tokens=tokens),
     )
     out = Table(title="Planted-structure validation (ARI against the planted unit modules)")
     heads = (

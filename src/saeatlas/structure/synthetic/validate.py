@@ -59,6 +59,11 @@ class ValidationSettings:
                 f"--rows ({self.n_rows}) must be at least {self.batch_size}, one training "
                 f"batch of the validation's SAEs."
             )
+        if self.tokens < self.batch_size:
+            raise ConfigError(
+                f"--tokens ({self.tokens}) must be at least {self.batch_size}, one training "
+                f"batch of the validation's SAEs."
+            )
         if self.d_sae < self.k:
             raise ConfigError(
                 f"--d-sae ({self.d_sae}) must be at least {self.k}, the validation SAEs' L0."
