@@ -185,21 +185,45 @@ def test_inputs_are_given_in_the_models_dtype(tmp_path, mlp):
 
 
 def test_early_stop_skips_later_modules(tmp_path, mlp, mlp_inputs):
+    # the first batch runs whole (a recorded module that runs again later in the pass
+    # is found there); every later batch stops at the last recorded module
     calls = []
     mlp.head.register_forward_hook(lambda *a: calls.append(1))
     capture_activations(
-        mlp, mlp_inputs, ["act1"], tmp_path / "a", CaptureConfig(batch_size=25), **QUIET
+        mlp, mlp_inputs, ["act1"], tmp_path / "a", CaptureConfig(batch_size=10), **QUIET
     )
-    assert calls == []
+    assert len(calls) == 1
     capture_activations(
         mlp,
         mlp_inputs,
         ["act1"],
         tmp_path / "b",
-        CaptureConfig(batch_size=25, early_stop=False),
+        CaptureConfig(batch_size=10, early_stop=False),
         **QUIET,
     )
-    assert len(calls) == 2
+    assert len(calls) == 1 + 5
+
+
+def test_a_model_that_fails_after_the_recorded_modules_still_captures_with_early_stop(
+    tmp_path,
+):
+    class FailsLate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, x):
+            self.lin(x)
+            raise RuntimeError("no head here")
+
+    x = torch.randn(6, 4)
+    model = FailsLate()
+    store = capture_activations(model, x, ["lin"], tmp_path / "s", **QUIET)
+    torch.testing.assert_close(store.read(), model.lin(x).detach())
+    with pytest.raises(ModelError, match="no head here"):
+        capture_activations(
+            model, x, ["lin"], tmp_path / "t", CaptureConfig(early_stop=False), **QUIET
+        )
 
 
 def test_a_module_that_runs_twice_in_one_pass_is_an_error(tmp_path):
@@ -218,6 +242,7 @@ def test_a_module_that_runs_twice_in_one_pass_is_an_error(tmp_path):
     for layers, config in (
         (["lin"], CaptureConfig(early_stop=False)),
         (["lin", "out"], CaptureConfig()),  # the second call comes before 'out' ends the pass
+        (["lin"], CaptureConfig()),  # early stop would end the pass before the second call
     ):
         with pytest.raises(ShapeError, match="'lin' ran more than once in one forward pass"):
             capture_activations(Twice(), x, layers, tmp_path / "s", config, **QUIET)

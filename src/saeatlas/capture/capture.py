@@ -262,7 +262,11 @@ def _capture(
                 current["mask"] = batch.mask
                 last = sample_base + batch.n_samples - 1
                 where = f"input batch {g} (samples {sample_base}-{last})"
-                run_forward(model, batch, recorder, device, where)
+                # The first batch runs whole, early stop or not: a recorded module that
+                # runs again later in the pass is an error either way.
+                recorder.stop_when_done = config.early_stop and started
+                probe = config.early_stop and not started
+                run_forward(model, batch, recorder, device, where, probe=probe)
                 tracer.detach()
                 check_batch_dim(recorder.shapes, batch.n_samples)
                 # columns follow the resolved (natural) order, not execution order

@@ -36,7 +36,8 @@ class CaptureConfig:
     for texts by default the tokenizer's limit, or the model's positions (its config's)
     when the tokenizer sets none. Other inputs refuse it."""
     early_stop: bool = True
-    """Stop each forward pass once every recorded module has run."""
+    """Stop each forward pass once every recorded module has run (but the first batch's,
+    which runs whole: a recorded module that runs again later is an error either way)."""
     layout: str | None = None
     """What the axes of 4-D outputs are when neither their module nor their hook name
     says: ``image`` [batch, C, H, W], ``heads`` [batch, pos, head, d_head] or ``pattern``

@@ -136,10 +136,21 @@ def _move(x: Any, device: str | None) -> Any:
 
 
 def run_forward(
-    model: torch.nn.Module, batch: InputBatch, recorder: Recorder, device: str | None, where: str
+    model: torch.nn.Module,
+    batch: InputBatch,
+    recorder: Recorder,
+    device: str | None,
+    where: str,
+    probe: bool = False,
 ) -> None:
     """One forward pass of ``batch`` on ``device``, recorded by the attached ``recorder``;
-    ``where`` names the batch in errors."""
+    ``where`` names the batch in errors.
+
+    ``probe``: the pass runs whole although the capture stops early (the recorder's
+    ``stop_when_done`` is off for it), so that a recorded module that runs again after
+    the last recorded one (a layer shared across depths, as in ALBERT) is found on the
+    first batch; a failure of the model after every recorded module ran is then not
+    an error, since stopping early never reaches it."""
     recorder.values.clear()
     try:
         model(*_move(batch.args, device), **_move(batch.kwargs, device))
@@ -148,7 +159,8 @@ def run_forward(
     except AtlasError:  # raised by a hook: already says what is wrong
         raise
     except Exception as e:
-        raise model_error(e, where) from e
+        if not (probe and len(recorder.values) == len(recorder.hookpoints)):
+            raise model_error(e, where) from e
     missing = [hp.name for hp in recorder.hookpoints if hp.name not in recorder.values]
     if missing:
         raise ShapeError(
