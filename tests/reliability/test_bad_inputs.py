@@ -472,6 +472,21 @@ def test_a_byte_order_mark_is_not_part_of_the_first_text(tmp_path):
     assert load_inputs(tmp_path / "t.jsonl") == ["hello"]
 
 
+def test_texts_are_split_at_line_ends_only(tmp_path):
+    """str.splitlines also splits at U+2028, U+0085 and form feeds: one text became
+    two samples, and a JSON line holding U+2028 unescaped was refused as not JSON."""
+    from saeatlas.capture import load_inputs, load_labels
+
+    texts = ["one\u2028text", "a\x0cpage", "next\x85line"]
+    (tmp_path / "t.txt").write_text("\n".join(texts) + "\r\n", encoding="utf-8")
+    (tmp_path / "t.jsonl").write_text(
+        "\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts), encoding="utf-8"
+    )
+    assert load_inputs(tmp_path / "t.txt") == texts
+    assert load_inputs(tmp_path / "t.jsonl") == texts
+    assert load_labels(tmp_path / "t.txt").tolist() == texts
+
+
 @pytest.mark.parametrize("dtype", [">f4", ">f8", ">f2"])
 def test_big_endian_arrays_read_as_their_values(tmp_path, dtype):
     """torch takes only the machine's byte order: such files raised numpy's ValueError."""

@@ -392,8 +392,11 @@ def _load_npy(path: Path) -> np.ndarray:
 
 
 def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file, split at line ends only (``\\n``, ``\\r\\n``,
+    ``\\r``): ``str.splitlines`` also splits at form feeds, U+0085 and U+2028, which
+    may sit inside one text (and inside a JSON string)."""
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no text
+        return path.read_text(encoding="utf-8-sig").split("\n")  # a BOM is no text
     except UnicodeDecodeError as e:
         raise InputsError(
             f"'{path}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8, or "
