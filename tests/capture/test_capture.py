@@ -372,6 +372,22 @@ def test_resume_with_a_model_changed_only_in_its_middle_is_refused(tmp_path):
         )
 
 
+@pytest.mark.parametrize("other", [nn.Tanh(), nn.LeakyReLU(0.2)])
+def test_resume_with_a_model_of_other_modules_but_the_same_weights_is_refused(tmp_path, other):
+    """A ReLU swapped for a Tanh (an edited model file) changes no weight: the resumed
+    store held ReLU rows then Tanh rows, declared complete."""
+    x, cfg = torch.randn(40, 8), CaptureConfig(shard_rows=10)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 6), nn.LeakyReLU(0.01))
+    with pytest.raises(KeyboardInterrupt):
+        capture_activations(net, FailingAfter(x, 10, 2), ["1"], tmp_path / "s", cfg, **QUIET)
+    net[1] = other
+    with pytest.raises(ConfigError, match="this run's model differ"):
+        capture_activations(
+            net, FailingAfter(x, 10, 99), ["1"], tmp_path / "s", cfg, resume=True, **QUIET
+        )
+
+
 def test_resume_with_inputs_that_end_sooner_is_refused(tmp_path, mlp):
     """An iterable of batches is known only as it runs: one that ends before the rows
     already stored would leave a store of the old rows, declared complete."""
