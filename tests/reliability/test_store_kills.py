@@ -125,6 +125,17 @@ def test_a_kill_between_the_two_renames_of_a_swap_is_finished_on_next_use(tmp_pa
     assert not (tmp_path / ".store.old").exists() and not new.exists()
 
 
+def test_a_reader_finishes_a_swap_a_kill_interrupted(tmp_path, make_store):
+    """After a kill between the two renames of an --overwrite, every stage that read the
+    store said 'No activation store at ...': the complete new one waited beside it."""
+    store = make_store(tmp_path / "store")
+    make_store(tmp_path / "other", rows=60)
+    os.replace(tmp_path / "other", partial_dir(store))
+    os.replace(store, tmp_path / ".store.old")
+    assert ActivationStore.open(store).n_rows == 60
+    assert not (tmp_path / ".store.old").exists() and not partial_dir(store).exists()
+
+
 SLOW_MODEL = textwrap.dedent(
     """
     import os

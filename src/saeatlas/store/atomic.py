@@ -176,6 +176,25 @@ def recover_dir(path: str | os.PathLike) -> None:
     _remove(old) if old.exists() else None
 
 
+def finish_swap_for_reader(path: str | os.PathLike) -> None:
+    """For a reader of the directory ``path``: when a kill left it absent between the
+    two renames of a :func:`swap_in`, finish the swap under its lock, so that the
+    complete directory is read (not reported missing). A writer holding the lock at
+    that instant is named (:class:`~saeatlas.store.lock.LockError`) unless it put the
+    directory in place meanwhile."""
+    from .lock import LockError, output_lock
+
+    path = Path(path)
+    if path.exists() or not _old_dir(path).exists():
+        return
+    try:
+        with output_lock(path):
+            recover_dir(path)
+    except LockError:
+        if not path.exists():
+            raise
+
+
 def fresh_partial(path: str | os.PathLike) -> Path:
     """An empty ``.NAME.partial`` directory for a new version of ``path`` (a stale one,
     left by a killed writer, is removed). Call it holding the lock of ``path``."""
