@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import saeatlas.store.commit as commit_module
 import saeatlas.store.merge as merge_module
 from saeatlas.capture import CaptureConfig, capture_activations
 from saeatlas.store import ActivationStore
-from saeatlas.store.atomic import partial_dir
+from saeatlas.store.atomic import partial_dir, swap_in
 
 
 class Killed(BaseException):
@@ -134,6 +135,24 @@ def test_a_reader_finishes_a_swap_a_kill_interrupted(tmp_path, make_store):
     os.replace(store, tmp_path / ".store.old")
     assert ActivationStore.open(store).n_rows == 60
     assert not (tmp_path / ".store.old").exists() and not partial_dir(store).exists()
+
+
+def test_a_store_replaced_while_it_is_read_is_not_mixed_in(tmp_path, make_store):
+    """Shards are hashed on their first read only: an --overwrite between two epochs
+    served the new store's rows under the old manifest, without a word."""
+    from saeatlas.errors import StoreError
+
+    store = ActivationStore.open(make_store(tmp_path / "store", rows=64))
+    first = store.read()
+    assert len(store.rows()) == 64
+    make_store(tmp_path / "other", rows=64, seed=1)  # the same shape, other rows
+    shutil.rmtree(partial_dir(tmp_path / "store"), ignore_errors=True)
+    os.replace(tmp_path / "other", partial_dir(tmp_path / "store"))
+    swap_in(partial_dir(tmp_path / "store"), tmp_path / "store")
+    for read in (store.read, store.rows, lambda: list(store.iter_batches(16))):
+        with pytest.raises(StoreError, match="was replaced while this run read it"):
+            read()
+    assert not torch.equal(ActivationStore.open(tmp_path / "store").read(), first)  # other rows
 
 
 SLOW_MODEL = textwrap.dedent(

@@ -26,7 +26,7 @@ from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest
 from .npy import open_npy
 from .partial import progress_files
 from .readers import ReadPlan
-from .sources import ArraySource, ShardSource
+from .sources import ArraySource, ShardSource, check_not_replaced, dir_identity
 from .stats import RunningMoments
 
 #: What to do with NaN/Inf in activations, everywhere they are read: capture, and
@@ -124,9 +124,10 @@ class ActivationStore:
                 else ""
             )
             raise StoreError(f"'{path}' has no manifest.json; it is not a saeatlas store.{hint}")
+        identity = dir_identity(path)  # before the manifest: a store replaced after it is refused
         manifest = Manifest.read(path / MANIFEST)
         check_manifest(path, manifest)
-        source = ShardSource(path, manifest.shards, verify)
+        source = ShardSource(path, manifest.shards, verify, identity)
         return cls(path, source, manifest.layers, manifest.dtype, manifest)
 
     @classmethod
@@ -183,7 +184,7 @@ class ActivationStore:
         if self.manifest is None:
             return  # a .npy array was read in full at open
         self.rows(["row"])
-        source = ShardSource(self.path, self.manifest.shards, verify=True)
+        source = ShardSource(self.path, self.manifest.shards, True, self._source.identity)
         m = RunningMoments(self.n_units)
         for i in range(len(source)):
             m.update(source.load(i))  # shard by shard, as the writer merged them
@@ -267,6 +268,7 @@ class ActivationStore:
             raise StoreError(
                 f"'{self.path / ROWS}' is unreadable ({e}); recapture the store."
             ) from e
+        check_not_replaced(self.path, self._source.identity)
         if table.num_rows != self.n_rows:
             raise StoreError(
                 f"'{self.path / ROWS}' holds {table.num_rows} rows, but the store has "
