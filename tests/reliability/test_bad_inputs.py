@@ -188,6 +188,18 @@ def test_verify_checks_the_row_metadata(store_copy, run_cli, damage):
     one_line(cli("info", store_copy, "--verify"), "rows.parquet", "unreadable")
 
 
+def test_verify_checks_the_rows_are_in_order(store_copy, run_cli):
+    """rows.parquet re-saved in another order (sorted by hand) passed --verify, and
+    readers that take its columns in storage order paired rows with others' samples."""
+    import pyarrow.parquet as pq
+
+    cli, one_line = run_cli
+    rows = store_copy / "rows.parquet"
+    table = pq.read_table(rows)
+    pq.write_table(table.take(np.arange(table.num_rows)[::-1].copy()), rows)
+    one_line(cli("info", store_copy, "--verify"), "lists row 299 at position 0", "Sort it by `row`")
+
+
 def test_verify_recomputes_the_statistics(store_copy, run_cli):
     cli, one_line = run_cli
     assert cli("info", store_copy, "--verify").exit_code == 0

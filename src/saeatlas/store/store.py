@@ -274,6 +274,15 @@ class ActivationStore:
                 f"'{self.path / ROWS}' holds {table.num_rows} rows, but the store has "
                 f"{self.n_rows}; recapture the store."
             )
+        if "row" in table.column_names:  # other readers take the rows in storage order
+            row = table.column("row").to_numpy(zero_copy_only=False)
+            off = row != np.arange(self.n_rows)
+            if off.any():
+                at = int(np.argmax(off))
+                raise StoreError(
+                    f"'{self.path / ROWS}' lists row {row[at]} at position {at}: its rows are "
+                    "out of order or not this store's. Sort it by `row`, or recapture the store."
+                )
         return table
 
     def read(
