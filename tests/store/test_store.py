@@ -195,6 +195,23 @@ def test_npy_with_layers_json(tmp_path, rows_array):
         ActivationStore.open(tmp_path / "acts.npy")
 
 
+@pytest.mark.parametrize(
+    "entry", [{"shape": [None, 2, 2]}, {"layout": "head", "shape": [None, 5, 2, 7]}]
+)
+def test_layers_json_whose_shape_does_not_fit_is_named(tmp_path, rows_array, entry):
+    """A manifest's layer shapes are checked against their widths; a layers.json's were
+    not, and its errors did not say which file to fix."""
+    np.save(tmp_path / "acts.npy", rows_array)
+    layers = tmp_path / "acts.layers.json"
+    layers.write_text(
+        json.dumps(
+            [{"name": "a", "start": 0, "stop": 4}, {"name": "b", "start": 4, "stop": 10, **entry}]
+        )
+    )
+    with pytest.raises(StoreError, match=f"'{layers}' does not describe the 10 columns.*'b'"):
+        ActivationStore.open(tmp_path / "acts.npy")
+
+
 def test_layers_json_without_shapes_gives_each_layer_its_width(tmp_path, rows_array):
     np.save(tmp_path / "acts.npy", rows_array)
     (tmp_path / "acts.layers.json").write_text(
