@@ -140,7 +140,7 @@ def test_existing_stores_are_never_clobbered(tmp_path, rows_array):
     before = (tmp_path / "s" / "manifest.json").read_bytes()
     with pytest.raises(StoreError, match="already holds a complete store.*--overwrite"):
         StoreWriter(tmp_path / "s")
-    with pytest.raises(StoreError, match="its capture is finished, there is nothing to resume"):
+    with pytest.raises(StoreError, match="no interrupted capture of it is left to resume"):
         StoreWriter(tmp_path / "s", resume=True)
     assert (tmp_path / "s" / "manifest.json").read_bytes() == before
     foreign = tmp_path / "mine"

@@ -93,7 +93,14 @@ def prepare_partial(path: Path, work: Path, world: int, *, resume: bool, overwri
         return True
     if (path / MANIFEST).exists() and not overwrite:
         pending = " (or --resume, to continue the interrupted one)" if has_progress else ""
-        done = ": its capture is finished, there is nothing to resume" if resume else ""
+        # not "its capture is finished": an --overwrite killed before its first shard
+        # leaves the old store and nothing to resume, and this store is the old one
+        done = (
+            " and no interrupted capture of it is left to resume (one killed before it "
+            "stored a shard leaves none)"
+            if resume
+            else ""
+        )
         raise StoreError(
             f"'{path}' already holds a complete store{done}. Choose another --out, or pass "
             f"--overwrite (`overwrite=True`) to replace it{pending}."
