@@ -94,7 +94,8 @@ def test_a_kill_at_any_commit_point_loses_and_doubles_nothing(
         make_store(tmp_path / "store")
     monkeypatch.setattr(module, name, real)
     store = tmp_path / "store"
-    if not (store / "manifest.json").exists():
+    # once its manifest is written, a store is complete: the reader puts it in place
+    if not any((d / "manifest.json").exists() for d in (store, partial_dir(store))):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
         x = torch.randn(90, 4, generator=torch.Generator().manual_seed(0))
@@ -124,6 +125,33 @@ def test_a_kill_between_the_two_renames_of_a_swap_is_finished_on_next_use(tmp_pa
     recover_dir(store)
     assert ActivationStore.open(store).n_rows == 60
     assert not (tmp_path / ".store.old").exists() and not new.exists()
+
+
+def test_a_store_killed_before_its_swap_is_put_in_place_not_captured_again(
+    tmp_path, monkeypatch, reference, make_store
+):
+    """Once its progress files were removed (the manifest written), a kill before the
+    swap left a complete store in the partial directory: --resume deleted it and
+    captured every row again, and readers said there was no store."""
+    from saeatlas.errors import StoreError
+
+    def killed(*args):
+        raise Killed
+
+    monkeypatch.setattr(merge_module, "swap_in", killed)
+    with pytest.raises(Killed):
+        make_store(tmp_path / "store")
+    monkeypatch.undo()
+    work = partial_dir(tmp_path / "store")
+    assert (work / "manifest.json").exists() and not list(work.glob("progress*"))
+    monkeypatch.setattr(commit_module, "write_shard", killed)  # no shard is written again
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+    x = torch.randn(90, 4, generator=torch.Generator().manual_seed(0))
+    cfg = CaptureConfig(batch_size=7, shard_rows=32)
+    with pytest.raises(StoreError, match="had stored every row and is now in place"):
+        capture_activations(model, x, ["0", "2"], tmp_path / "store", cfg, resume=True)
+    assert_same_store(tmp_path / "store", reference)
 
 
 def test_a_reader_finishes_a_swap_a_kill_interrupted(tmp_path, make_store):

@@ -23,6 +23,7 @@ from .._validation import choice
 from ..errors import ConfigError, StoreError
 from .atomic import finish_swap_for_reader, partial_dir
 from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest
+from .merge import recover_store
 from .npy import open_npy
 from .partial import progress_files
 from .readers import ReadPlan
@@ -97,7 +98,7 @@ class ActivationStore:
         path = Path(path)
         if path.suffix == ".npy" and path.is_file():
             return cls._open_npy(path, on_nonfinite)
-        finish_swap_for_reader(path)
+        finish_swap_for_reader(path, recover_store)
         if not path.exists():
             if progress_files(partial_dir(path)):
                 raise StoreError(
