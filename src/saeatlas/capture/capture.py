@@ -197,6 +197,8 @@ def _capture(
     def rows_of(name: str, t: torch.Tensor) -> LayerRows:
         if layouts[name] is None and t.ndim == 4:  # fixed once, on the first batch
             layouts[name] = tracer.lookup(t) or default_layout
+        elif layouts[name] is None and t.ndim == 3:  # [batch, C, L] after a Conv1d, say
+            layouts[name] = tracer.lookup(t)
         return to_rows(t, name, mask=current["mask"], spatial=config.spatial, layout=layouts[name])
 
     recorder = Recorder(
