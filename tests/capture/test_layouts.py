@@ -113,6 +113,9 @@ def test_conv1d_maps_give_a_row_per_position_with_channel_units(tmp_path):
     assert [l.layout for l in store.layers] == ["position", "position"]
     assert (store.n_rows, store.n_units) == (10, 8)
     torch.testing.assert_close(store.read()[:, :4], h.permute(0, 2, 1).reshape(-1, 4))
+    inputs = capture_activations(net, x, ["0:input"], tmp_path / "i", **QUIET)
+    assert inputs.layers[0].layout == "position" and inputs.n_units == 3  # channels in
+    torch.testing.assert_close(inputs.read(), x.permute(0, 2, 1).reshape(-1, 3))
     rows = to_rows(h, "0", layout="image")
     torch.testing.assert_close(from_rows(h, rows.x * 2, "0", rows.layout, None), 2 * h)
     with pytest.raises(ShapeError, match=r"channel-first maps \[2, 4, 5\].*attention mask"):

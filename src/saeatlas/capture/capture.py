@@ -322,10 +322,11 @@ class _Waiting(NamedTuple):
 
 
 def _known_layout(hp: Hookpoint) -> str | None:
-    """The layout a hook point's TransformerLens hook or module type implies."""
+    """The layout a hook point's TransformerLens hook or module type implies (conv,
+    pooling and padding modules take channel-first maps too: their ``:input``)."""
     if hp.layout is not None:
         return hp.layout
-    return None if hp.record_input else module_layout(hp.module)
+    return module_layout(hp.module)
 
 
 def _check_inputs_reach(point: ResumePoint, n_batches: int, out: str | Path) -> None:
