@@ -81,6 +81,9 @@ def test_input_suffix_and_tuple_outputs(tmp_path):
         capture_activations(
             net, x, ["pair"], tmp_path / "c", CaptureConfig(output_index=5), **QUIET
         )
+    # on layers that all give a plain tensor it picks nothing: said, not silently ignored
+    with pytest.warns(UserWarning, match=r"`output_index`\) 1 has no effect.*\['out'\]"):
+        capture_activations(net, x, ["out"], tmp_path / "d", CaptureConfig(output_index=1), **QUIET)
 
 
 def test_cnn_positions_and_mean(tmp_path, cnn):
