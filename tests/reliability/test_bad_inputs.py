@@ -198,6 +198,11 @@ def test_verify_checks_the_rows_are_in_order(store_copy, run_cli):
     table = pq.read_table(rows)
     pq.write_table(table.take(np.arange(table.num_rows)[::-1].copy()), rows)
     one_line(cli("info", store_copy, "--verify"), "lists row 299 at position 0", "Sort it by `row`")
+    from saeatlas.errors import StoreError
+    from saeatlas.store import ActivationStore
+
+    with pytest.raises(StoreError, match="out of order"):  # the bootstrap reads `sample` alone
+        ActivationStore.open(store_copy).rows(["sample"])
 
 
 def test_verify_recomputes_the_statistics(store_copy, run_cli):

@@ -263,8 +263,10 @@ class ActivationStore:
             return pa.table(
                 {"row": np.arange(n), "sample": sample, "position": np.zeros(n, np.int64)}
             )
+        # `row` is read too, to check the order others take the columns in
+        wanted = list(dict.fromkeys([*columns, "row"])) if columns else None
         try:
-            table = pq.read_table(self.path / ROWS, columns=list(columns) if columns else None)
+            table = pq.read_table(self.path / ROWS, columns=wanted)
         except (OSError, pa.ArrowInvalid) as e:
             raise StoreError(
                 f"'{self.path / ROWS}' is unreadable ({e}); recapture the store."
@@ -275,16 +277,15 @@ class ActivationStore:
                 f"'{self.path / ROWS}' holds {table.num_rows} rows, but the store has "
                 f"{self.n_rows}; recapture the store."
             )
-        if "row" in table.column_names:  # other readers take the rows in storage order
-            row = table.column("row").to_numpy(zero_copy_only=False)
-            off = row != np.arange(self.n_rows)
-            if off.any():
-                at = int(np.argmax(off))
-                raise StoreError(
-                    f"'{self.path / ROWS}' lists row {row[at]} at position {at}: its rows are "
-                    "out of order or not this store's. Sort it by `row`, or recapture the store."
-                )
-        return table
+        row = table.column("row").to_numpy(zero_copy_only=False)
+        off = row != np.arange(self.n_rows)  # readers take the columns in storage order
+        if off.any():
+            at = int(np.argmax(off))
+            raise StoreError(
+                f"'{self.path / ROWS}' lists row {row[at]} at position {at}: its rows are "
+                "out of order or not this store's. Sort it by `row`, or recapture the store."
+            )
+        return table.select(list(columns)) if columns else table
 
     def read(
         self,
