@@ -504,6 +504,21 @@ def test_texts_are_split_at_line_ends_only(tmp_path):
     assert load_labels(tmp_path / "t.txt").tolist() == texts
 
 
+def test_jsonl_labels_are_read_as_json(tmp_path):
+    """A .jsonl labels file was read as text lines: '"cat"' kept its quotes and
+    '{"label": 3}' became a label, silently."""
+    from saeatlas.capture import load_labels
+    from saeatlas.errors import InputsError
+
+    (tmp_path / "l.jsonl").write_text('"cat"\n{"label": "dog"}\n\n"cat"\n')
+    (tmp_path / "n.jsonl").write_text('1\n{"label": 2}\n')
+    (tmp_path / "bad.jsonl").write_text('{"lab": 1}\n')
+    assert load_labels(tmp_path / "l.jsonl").tolist() == ["cat", "dog", "cat"]
+    assert load_labels(tmp_path / "n.jsonl").tolist() == [1, 2]
+    with pytest.raises(InputsError, match='line 1 .* a number or string "label"'):
+        load_labels(tmp_path / "bad.jsonl")
+
+
 @pytest.mark.parametrize("dtype", [">f4", ">f8", ">f2"])
 def test_big_endian_arrays_read_as_their_values(tmp_path, dtype):
     """torch takes only the machine's byte order: such files raised numpy's ValueError."""
