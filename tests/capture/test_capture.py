@@ -81,6 +81,9 @@ def test_input_suffix_and_tuple_outputs(tmp_path):
         capture_activations(
             net, x, ["pair"], tmp_path / "c", CaptureConfig(output_index=5), **QUIET
         )
+    # on layers that all give a plain tensor it picks nothing: said, not silently ignored
+    with pytest.warns(UserWarning, match=r"`output_index`\) 1 has no effect.*\['out'\]"):
+        capture_activations(net, x, ["out"], tmp_path / "d", CaptureConfig(output_index=1), **QUIET)
 
 
 def test_cnn_positions_and_mean(tmp_path, cnn):
@@ -391,6 +394,22 @@ def test_resume_with_a_model_changed_only_in_its_middle_is_refused(tmp_path):
         capture_activations(net, FailingAfter(x, 10, 2), ["1"], tmp_path / "s", cfg, **QUIET)
     with torch.no_grad():
         net[0].weight.view(-1)[10_001] += 0.5
+    with pytest.raises(ConfigError, match="this run's model differ"):
+        capture_activations(
+            net, FailingAfter(x, 10, 99), ["1"], tmp_path / "s", cfg, resume=True, **QUIET
+        )
+
+
+@pytest.mark.parametrize("other", [nn.Tanh(), nn.LeakyReLU(0.2)])
+def test_resume_with_a_model_of_other_modules_but_the_same_weights_is_refused(tmp_path, other):
+    """A ReLU swapped for a Tanh (an edited model file) changes no weight: the resumed
+    store held ReLU rows then Tanh rows, declared complete."""
+    x, cfg = torch.randn(40, 8), CaptureConfig(shard_rows=10)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 6), nn.LeakyReLU(0.01))
+    with pytest.raises(KeyboardInterrupt):
+        capture_activations(net, FailingAfter(x, 10, 2), ["1"], tmp_path / "s", cfg, **QUIET)
+    net[1] = other
     with pytest.raises(ConfigError, match="this run's model differ"):
         capture_activations(
             net, FailingAfter(x, 10, 99), ["1"], tmp_path / "s", cfg, resume=True, **QUIET

@@ -102,6 +102,26 @@ def test_conv_layouts_come_from_the_module_and_flow_through_activations(tmp_path
     assert store.layers[0].layout == "position" and store.n_units == 3
 
 
+def test_conv1d_maps_give_a_row_per_position_with_channel_units(tmp_path):
+    """[batch, C, L] was read as [batch, seq, d]: rows per channel, positions as units."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(20, 2))
+    x = torch.randn(2, 3, 5)
+    store = capture_activations(net, x, ["0", "1"], tmp_path / "s", **QUIET)
+    with torch.no_grad():
+        h = net[0](x)
+    assert [l.layout for l in store.layers] == ["position", "position"]
+    assert (store.n_rows, store.n_units) == (10, 8)
+    torch.testing.assert_close(store.read()[:, :4], h.permute(0, 2, 1).reshape(-1, 4))
+    inputs = capture_activations(net, x, ["0:input"], tmp_path / "i", **QUIET)
+    assert inputs.layers[0].layout == "position" and inputs.n_units == 3  # channels in
+    torch.testing.assert_close(inputs.read(), x.permute(0, 2, 1).reshape(-1, 3))
+    rows = to_rows(h, "0", layout="image")
+    torch.testing.assert_close(from_rows(h, rows.x * 2, "0", rows.layout, None), 2 * h)
+    with pytest.raises(ShapeError, match=r"channel-first maps \[2, 4, 5\].*attention mask"):
+        to_rows(h, "0", mask=torch.ones(2, 5), layout="image")
+
+
 @pytest.mark.parametrize("layout", ["heads", "pattern"])
 def test_from_rows_inverts_to_rows_with_padding(layout):
     t = torch.randn(2, 3, 3, 4) if layout == "heads" else torch.randn(2, 2, 3, 3)

@@ -41,6 +41,19 @@ def test_second_run_skips_every_complete_stage(quick_demo, tmp_path):
     assert _mtimes(out) == before  # nothing retrained or rewritten
 
 
+def test_a_capture_killed_before_its_first_shard_is_captured_again(quick_demo, tmp_path):
+    """It left the older store in place and nothing to resume: the resumed stage stopped
+    at 'already holds a complete store', run after run."""
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.stages import StageContext, run_capture
+
+    out = _copy(quick_demo, tmp_path)
+    (out / ".store.partial").mkdir()  # what a kill before the first shard leaves
+    ctx = StageContext(load_run_config(out / "config.yaml"), RunPaths(out), False, resume=True)
+    assert "rows x" in run_capture(ctx)
+    assert not (out / ".store.partial").exists()
+
+
 def test_incomplete_stage_runs_again_with_the_stages_after_it(quick_demo, tmp_path):
     out = _copy(quick_demo, tmp_path)
     keep = {**_mtimes(out / "store"), **_mtimes(out / "sweep")}

@@ -188,6 +188,23 @@ def test_verify_checks_the_row_metadata(store_copy, run_cli, damage):
     one_line(cli("info", store_copy, "--verify"), "rows.parquet", "unreadable")
 
 
+def test_verify_checks_the_rows_are_in_order(store_copy, run_cli):
+    """rows.parquet re-saved in another order (sorted by hand) passed --verify, and
+    readers that take its columns in storage order paired rows with others' samples."""
+    import pyarrow.parquet as pq
+
+    cli, one_line = run_cli
+    rows = store_copy / "rows.parquet"
+    table = pq.read_table(rows)
+    pq.write_table(table.take(np.arange(table.num_rows)[::-1].copy()), rows)
+    one_line(cli("info", store_copy, "--verify"), "lists row 299 at position 0", "Sort it by `row`")
+    from saeatlas.errors import StoreError
+    from saeatlas.store import ActivationStore
+
+    with pytest.raises(StoreError, match="out of order"):  # the bootstrap reads `sample` alone
+        ActivationStore.open(store_copy).rows(["sample"])
+
+
 def test_verify_recomputes_the_statistics(store_copy, run_cli):
     cli, one_line = run_cli
     assert cli("info", store_copy, "--verify").exit_code == 0
@@ -470,6 +487,36 @@ def test_a_byte_order_mark_is_not_part_of_the_first_text(tmp_path):
     (tmp_path / "t.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "hello"}\n')
     assert load_inputs(tmp_path / "t.txt") == ["hello", "world"]
     assert load_inputs(tmp_path / "t.jsonl") == ["hello"]
+
+
+def test_texts_are_split_at_line_ends_only(tmp_path):
+    """str.splitlines also splits at U+2028, U+0085 and form feeds: one text became
+    two samples, and a JSON line holding U+2028 unescaped was refused as not JSON."""
+    from saeatlas.capture import load_inputs, load_labels
+
+    texts = ["one\u2028text", "a\x0cpage", "next\x85line"]
+    (tmp_path / "t.txt").write_text("\n".join(texts) + "\r\n", encoding="utf-8")
+    (tmp_path / "t.jsonl").write_text(
+        "\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts), encoding="utf-8"
+    )
+    assert load_inputs(tmp_path / "t.txt") == texts
+    assert load_inputs(tmp_path / "t.jsonl") == texts
+    assert load_labels(tmp_path / "t.txt").tolist() == texts
+
+
+def test_jsonl_labels_are_read_as_json(tmp_path):
+    """A .jsonl labels file was read as text lines: '"cat"' kept its quotes and
+    '{"label": 3}' became a label, silently."""
+    from saeatlas.capture import load_labels
+    from saeatlas.errors import InputsError
+
+    (tmp_path / "l.jsonl").write_text('"cat"\n{"label": "dog"}\n\n"cat"\n')
+    (tmp_path / "n.jsonl").write_text('1\n{"label": 2}\n')
+    (tmp_path / "bad.jsonl").write_text('{"lab": 1}\n')
+    assert load_labels(tmp_path / "l.jsonl").tolist() == ["cat", "dog", "cat"]
+    assert load_labels(tmp_path / "n.jsonl").tolist() == [1, 2]
+    with pytest.raises(InputsError, match='line 1 .* a number or string "label"'):
+        load_labels(tmp_path / "bad.jsonl")
 
 
 @pytest.mark.parametrize("dtype", [">f4", ">f8", ">f2"])

@@ -125,3 +125,16 @@ def test_run_finishes_a_swap_killed_between_its_renames(tmp_path, make_store):
     (tmp_path / ".store.old").mkdir()  # the old one, renamed aside
     assert store_complete(store)
     assert sorted(os.listdir(tmp_path)) == ["store"]
+
+
+def test_a_lock_file_that_is_a_link_is_not_written_through(tmp_path):
+    """The lock's pid was written through a link named like the lock file: a file of
+    the user's, where the link pointed, lost its bytes."""
+    from saeatlas.store.lock import LockError, output_lock
+
+    (tmp_path / "mine.txt").write_text("keep me")
+    (tmp_path / ".out.lock").symlink_to(tmp_path / "mine.txt")
+    with pytest.raises(LockError, match="is a symbolic link.*remove the link"):
+        with output_lock(tmp_path / "out"):
+            pass
+    assert (tmp_path / "mine.txt").read_text() == "keep me"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import saeatlas.store.commit as commit_module
 import saeatlas.store.merge as merge_module
 from saeatlas.capture import CaptureConfig, capture_activations
 from saeatlas.store import ActivationStore
-from saeatlas.store.atomic import partial_dir
+from saeatlas.store.atomic import partial_dir, swap_in
 
 
 class Killed(BaseException):
@@ -93,7 +94,8 @@ def test_a_kill_at_any_commit_point_loses_and_doubles_nothing(
         make_store(tmp_path / "store")
     monkeypatch.setattr(module, name, real)
     store = tmp_path / "store"
-    if not (store / "manifest.json").exists():
+    # once its manifest is written, a store is complete: the reader puts it in place
+    if not any((d / "manifest.json").exists() for d in (store, partial_dir(store))):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
         x = torch.randn(90, 4, generator=torch.Generator().manual_seed(0))
@@ -123,6 +125,62 @@ def test_a_kill_between_the_two_renames_of_a_swap_is_finished_on_next_use(tmp_pa
     recover_dir(store)
     assert ActivationStore.open(store).n_rows == 60
     assert not (tmp_path / ".store.old").exists() and not new.exists()
+
+
+def test_a_store_killed_before_its_swap_is_put_in_place_not_captured_again(
+    tmp_path, monkeypatch, reference, make_store
+):
+    """Once its progress files were removed (the manifest written), a kill before the
+    swap left a complete store in the partial directory: --resume deleted it and
+    captured every row again, and readers said there was no store."""
+    from saeatlas.errors import StoreError
+
+    def killed(*args):
+        raise Killed
+
+    monkeypatch.setattr(merge_module, "swap_in", killed)
+    with pytest.raises(Killed):
+        make_store(tmp_path / "store")
+    monkeypatch.undo()
+    work = partial_dir(tmp_path / "store")
+    assert (work / "manifest.json").exists() and not list(work.glob("progress*"))
+    monkeypatch.setattr(commit_module, "write_shard", killed)  # no shard is written again
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+    x = torch.randn(90, 4, generator=torch.Generator().manual_seed(0))
+    cfg = CaptureConfig(batch_size=7, shard_rows=32)
+    with pytest.raises(StoreError, match="had stored every row and is now in place"):
+        capture_activations(model, x, ["0", "2"], tmp_path / "store", cfg, resume=True)
+    assert_same_store(tmp_path / "store", reference)
+
+
+def test_a_reader_finishes_a_swap_a_kill_interrupted(tmp_path, make_store):
+    """After a kill between the two renames of an --overwrite, every stage that read the
+    store said 'No activation store at ...': the complete new one waited beside it."""
+    store = make_store(tmp_path / "store")
+    make_store(tmp_path / "other", rows=60)
+    os.replace(tmp_path / "other", partial_dir(store))
+    os.replace(store, tmp_path / ".store.old")
+    assert ActivationStore.open(store).n_rows == 60
+    assert not (tmp_path / ".store.old").exists() and not partial_dir(store).exists()
+
+
+def test_a_store_replaced_while_it_is_read_is_not_mixed_in(tmp_path, make_store):
+    """Shards are hashed on their first read only: an --overwrite between two epochs
+    served the new store's rows under the old manifest, without a word."""
+    from saeatlas.errors import StoreError
+
+    store = ActivationStore.open(make_store(tmp_path / "store", rows=64))
+    first = store.read()
+    assert len(store.rows()) == 64
+    make_store(tmp_path / "other", rows=64, seed=1)  # the same shape, other rows
+    shutil.rmtree(partial_dir(tmp_path / "store"), ignore_errors=True)
+    os.replace(tmp_path / "other", partial_dir(tmp_path / "store"))
+    swap_in(partial_dir(tmp_path / "store"), tmp_path / "store")
+    for read in (store.read, store.rows, lambda: list(store.iter_batches(16))):
+        with pytest.raises(StoreError, match="was replaced while this run read it"):
+            read()
+    assert not torch.equal(ActivationStore.open(tmp_path / "store").read(), first)  # other rows
 
 
 SLOW_MODEL = textwrap.dedent(

@@ -140,7 +140,7 @@ def test_existing_stores_are_never_clobbered(tmp_path, rows_array):
     before = (tmp_path / "s" / "manifest.json").read_bytes()
     with pytest.raises(StoreError, match="already holds a complete store.*--overwrite"):
         StoreWriter(tmp_path / "s")
-    with pytest.raises(StoreError, match="its capture is finished, there is nothing to resume"):
+    with pytest.raises(StoreError, match="no interrupted capture of it is left to resume"):
         StoreWriter(tmp_path / "s", resume=True)
     assert (tmp_path / "s" / "manifest.json").read_bytes() == before
     foreign = tmp_path / "mine"
@@ -192,6 +192,23 @@ def test_npy_with_layers_json(tmp_path, rows_array):
     np.testing.assert_array_equal(store.read(layers=["b"]).numpy(), rows_array[:, 4:])
     (tmp_path / "layers.json").write_text(json.dumps([{"name": "a", "start": 0, "stop": 4}]))
     with pytest.raises(StoreError, match="cover 4 columns but the activations have 10"):
+        ActivationStore.open(tmp_path / "acts.npy")
+
+
+@pytest.mark.parametrize(
+    "entry", [{"shape": [None, 2, 2]}, {"layout": "head", "shape": [None, 5, 2, 7]}]
+)
+def test_layers_json_whose_shape_does_not_fit_is_named(tmp_path, rows_array, entry):
+    """A manifest's layer shapes are checked against their widths; a layers.json's were
+    not, and its errors did not say which file to fix."""
+    np.save(tmp_path / "acts.npy", rows_array)
+    layers = tmp_path / "acts.layers.json"
+    layers.write_text(
+        json.dumps(
+            [{"name": "a", "start": 0, "stop": 4}, {"name": "b", "start": 4, "stop": 10, **entry}]
+        )
+    )
+    with pytest.raises(StoreError, match=f"'{layers}' does not describe the 10 columns.*'b'"):
         ActivationStore.open(tmp_path / "acts.npy")
 
 

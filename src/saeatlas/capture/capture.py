@@ -10,6 +10,7 @@ eval mode without gradients.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -197,6 +198,8 @@ def _capture(
     def rows_of(name: str, t: torch.Tensor) -> LayerRows:
         if layouts[name] is None and t.ndim == 4:  # fixed once, on the first batch
             layouts[name] = tracer.lookup(t) or default_layout
+        elif layouts[name] is None and t.ndim == 3:  # [batch, C, L] after a Conv1d, say
+            layouts[name] = tracer.lookup(t)
         return to_rows(t, name, mask=current["mask"], spatial=config.spatial, layout=layouts[name])
 
     recorder = Recorder(
@@ -274,6 +277,7 @@ def _capture(
                 recorder.values.clear()
                 check_row_agreement(rows)
                 if not started:
+                    _check_output_index(config.output_index, recorder.plain, hps)
                     specs = layer_specs(rows, recorder.shapes)
                     writer.start(specs)
                     started = True
@@ -324,10 +328,23 @@ class _Waiting(NamedTuple):
 
 
 def _known_layout(hp: Hookpoint) -> str | None:
-    """The layout a hook point's TransformerLens hook or module type implies."""
+    """The layout a hook point's TransformerLens hook or module type implies (conv,
+    pooling and padding modules take channel-first maps too: their ``:input``)."""
     if hp.layout is not None:
         return hp.layout
-    return None if hp.record_input else module_layout(hp.module)
+    return module_layout(hp.module)
+
+
+def _check_output_index(index: int | str | None, plain: set[str], hps: list[Hookpoint]) -> None:
+    """Warn when ``output_index`` picks nothing: every recorded layer gave a plain
+    tensor, which is recorded as it is (an option silently without effect)."""
+    if index is not None and plain >= {hp.name for hp in hps}:
+        warnings.warn(
+            f"--output-index (`output_index`) {index!r} has no effect: every recorded layer "
+            f"({sorted(plain)[:5]}) gives a plain tensor, not a tuple or dict, and is recorded "
+            "as it is. Drop it, or record a module whose output is a tuple.",
+            stacklevel=3,
+        )
 
 
 def _check_inputs_reach(point: ResumePoint, n_batches: int, out: str | Path) -> None:

@@ -334,35 +334,47 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
             raise InputsError(f"'{path}' holds no non-empty lines of text.")
         return texts
     if suffix == ".jsonl":
-        texts = []
-        for i, line in enumerate(_read_lines(path), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputsError(f"'{path}' line {i} is not JSON: {e}.") from e
-            text = obj.get("text") if isinstance(obj, dict) else obj
-            if not isinstance(text, str):
-                raise InputsError(
-                    f"'{path}' line {i} holds {line.strip()[:60]!r}; each line must be a JSON "
-                    'string or an object with a string "text", e.g. {"text": "Hello"}.'
-                )
-            texts.append(text)
-        if not texts:
-            raise InputsError(f"'{path}' holds no texts.")
-        return texts
+        return _jsonl_values(path, "text", (str,), "string", '{"text": "Hello"}')
     raise InputsError(
         f"Unsupported inputs file '{path}'; use .npy, .safetensors, .txt (one text per line) "
         "or .jsonl."
     )
 
 
+def _jsonl_values(
+    path: Path, key: str, kinds: tuple[type, ...], what: str, example: str
+) -> list[Any]:
+    """One value per non-empty line of the ``.jsonl`` file ``path``: the line's JSON
+    value, or its object's ``key``, which must be one of ``kinds`` (named ``what``)."""
+    values = []
+    for i, line in enumerate(_read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputsError(f"'{path}' line {i} is not JSON: {e}.") from e
+        value = obj.get(key) if isinstance(obj, dict) else obj
+        if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+            raise InputsError(
+                f"'{path}' line {i} holds {line.strip()[:60]!r}; each line must be a JSON "
+                f'{what} or an object with a {what} "{key}", e.g. {example}.'
+            )
+        values.append(value)
+    if not values:
+        raise InputsError(f"'{path}' holds no {key}s.")
+    return values
+
+
 def load_labels(path: str | Path) -> np.ndarray:
-    """One label per sample, from a ``.npy`` array or a text file (one label per line)."""
+    """One label per sample, from a ``.npy`` array, a ``.jsonl`` file (one JSON number
+    or string, or ``{"label": ...}``, per line) or a text file (one label per line)."""
     path = _existing_file(path, "Labels")
     if path.suffix == ".npy":
         arr = _load_npy(path)
+    elif path.suffix.lower() == ".jsonl":  # read as text, '"cat"' kept its quotes
+        labels = _jsonl_values(path, "label", (int, float, str), "number or string", "3")
+        arr = np.array(labels)
     else:
         arr = np.array([ln.strip() for ln in _read_lines(path) if ln.strip()])
     if arr.ndim != 1:
@@ -392,8 +404,11 @@ def _load_npy(path: Path) -> np.ndarray:
 
 
 def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file, split at line ends only (``\\n``, ``\\r\\n``,
+    ``\\r``): ``str.splitlines`` also splits at form feeds, U+0085 and U+2028, which
+    may sit inside one text (and inside a JSON string)."""
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no text
+        return path.read_text(encoding="utf-8-sig").split("\n")  # a BOM is no text
     except UnicodeDecodeError as e:
         raise InputsError(
             f"'{path}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8, or "

@@ -42,10 +42,17 @@ def _total(flat: torch.Tensor) -> float:
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over every parameter and buffer's name, shape, dtype, edge values, about
-    :data:`EDGE_VALUES` evenly spaced values and the float64 sum of all its values (a
-    checkpoint fine-tuned in its middle, or one value changed, changes the sum)."""
+    """sha256 over the module tree (each module's path and class, and the settings
+    PyTorch's own modules show, such as ``LeakyReLU``'s slope: a ReLU swapped for a
+    Tanh changes no weight) and every parameter and buffer's name, shape, dtype, edge
+    values, about :data:`EDGE_VALUES` evenly spaced values and the float64 sum of all
+    its values (a checkpoint fine-tuned in its middle, or one value changed, changes
+    the sum)."""
     h = hashlib.sha256(type(model).__name__.encode())
+    for name, m in model.named_modules():
+        # torch's own extra_repr only: another library's may show object addresses
+        own = type(m).__module__.startswith("torch.nn.")
+        h.update(f"{name}:{type(m).__qualname__}({m.extra_repr() if own else ''})".encode())
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
         flat = t.detach().reshape(-1)

@@ -11,7 +11,8 @@ all 4-D, so a layout is never read from the rank. It is known, in this order:
    bridge's hooks that split heads) are ``heads``; ``hook_pattern`` and
    ``hook_attn_scores`` are ``pattern``;
 3. from the module that made the tensor: ``nn.Conv2d``, ``nn.BatchNorm2d``,
-   2-D pooling and padding make ``image`` tensors; activations, dropout,
+   2-D pooling and padding make ``image`` tensors (their 1-D kinds make
+   ``[batch, C, L]`` ones, which are not ``[batch, seq, d]``); activations, dropout,
    identity and normalisations pass their input's layout on (traced during
    the first batch, so ``features.1`` = the ReLU after a conv is an image, and
    so is a container whose output is such a tensor).
@@ -43,7 +44,23 @@ LAYOUTS = {
 _HEAD_HOOKS = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_result", "hook_rot_q", "hook_rot_k")
 _PATTERN_HOOKS = ("hook_pattern", "hook_attn_scores")
 
+#: Modules that make channel-first maps: ``[batch, C, H, W]``, or ``[batch, C, L]`` for
+#: the 1-D ones (a ``[batch, C, L]`` is not ``[batch, seq, d]``: its units are channels).
 _IMAGE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.ConvTranspose1d,
+    nn.BatchNorm1d,
+    nn.InstanceNorm1d,
+    nn.MaxPool1d,
+    nn.AvgPool1d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveMaxPool1d,
+    nn.LPPool1d,
+    nn.Dropout1d,
+    nn.ZeroPad1d,
+    nn.ConstantPad1d,
+    nn.ReflectionPad1d,
+    nn.ReplicationPad1d,
     nn.Conv2d,
     nn.ConvTranspose2d,
     nn.BatchNorm2d,

@@ -47,6 +47,8 @@ class Recorder:
         self.converts = {hp.name: hp.convert for hp in self.hookpoints if hp.convert is not None}
         self.values: dict[str, Any] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
+        self.plain: set[str] = set()
+        """Hook points whose output was a plain tensor (``output_index`` has no effect)."""
         self.handles: list[Any] = []
 
     def attach(self) -> None:
@@ -68,6 +70,8 @@ class Recorder:
                 f"Module '{name}' ran more than once in one forward pass; saeatlas records one "
                 "call per module. Choose a module that runs once (or its parent)."
             )
+        if isinstance(value, torch.Tensor):
+            self.plain.add(name)
         t = select_tensor(value, name, self.output_index)
         convert = self.converts.get(name)
         if convert is not None:  # TransformerLens hooks that reshape (hook_z: heads)

@@ -2,6 +2,9 @@
 
 - ``[batch, d]``: one row per sample (layout ``sample``).
 - ``[batch, seq, d]``: one row per token; an attention mask drops padding (``token``).
+- ``[batch, C, L]`` channel-first maps (``image`` layout: ``nn.Conv1d``, 1-D
+  pooling and the activations after them): one row per position with C units
+  (``position``), or the mean over L (``pooled``), as 2-D conv maps.
 - 4-D tensors, by their layout (:mod:`.layouts`; never guessed from the rank):
   ``image`` ``[batch, C, H, W]`` gives one row per spatial position with C units
   (``position``), or the spatial mean, one row per sample (``pooled``);
@@ -90,6 +93,14 @@ def to_rows(
         x = t
         sample = torch.arange(b)
         return LayerRows(_copy(x), sample, torch.zeros(b, dtype=torch.long), "sample")
+    if t.ndim == 3 and layout == "image":  # [batch, C, L]: channels are the units
+        if mask is not None:
+            raise ShapeError(
+                f"Layer '{name}' gives channel-first maps {list(t.shape)} [batch, C, L] (a "
+                "Conv1d's), but the inputs have an attention mask over tokens, which saeatlas "
+                "cannot match to its positions. Record a module that gives [batch, seq, d]."
+            )
+        t = t.unsqueeze(2)  # [batch, C, 1, L]: the positions of a conv map
     if t.ndim == 4 and layout in ("heads", "pattern"):
         if layout == "pattern":  # [batch, head, q, k] -> [batch, q, head, k]
             t = t.permute(0, 2, 1, 3)
@@ -207,6 +218,8 @@ def from_rows(
         flat[mask.reshape(-1).to(device=out.device, dtype=torch.bool)] = rows
         return out.reshape(original.shape)
     if layout == "position":
+        if original.ndim == 3:  # [batch, C, L]
+            return from_rows(original.unsqueeze(2), rows, name, layout, mask).squeeze(2)
         b, c, h, w = original.shape
         return rows.reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
     raise ShapeError(

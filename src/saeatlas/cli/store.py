@@ -79,7 +79,7 @@ def capture_cmd(
     out: Path = typer.Option(..., "--out", help="Store directory to write."),
     model_class: str = model_class_option(),
     labels: Path | None = typer.Option(
-        None, "--labels", help="One label per sample (.npy or text)."
+        None, "--labels", help="One label per sample (.npy, .jsonl or text)."
     ),
     batch_size: int = typer.Option(32, "--batch-size", help="Samples per forward pass."),
     spatial: str = typer.Option("positions", "--spatial", help="Conv maps: 'positions' or 'mean'."),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..sae.files import CFG, WEIGHTS
 from ..store.atomic import recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..store.manifest import MANIFEST
+from ..store.merge import recover_store
 from ..structure.atlas import ATLAS_JSON, TABLES
 from ..sweep.sweep import SWEEP_JSON
 from ..train.checkpoint import CHECKPOINT
@@ -74,20 +76,22 @@ class RunPaths:
         return self.out / RUN_JSON
 
 
-def _recovered(path: Path) -> Path:
+def _recovered(path: Path, recover: Callable[[Path], None] = recover_dir) -> Path:
     """``path`` after finishing a directory swap a kill interrupted (the one instant an
-    output is absent, :func:`~saeatlas.store.atomic.recover_dir`). Under ``torchrun``
+    output is absent, :func:`~saeatlas.store.atomic.recover_dir`; a store's
+    :func:`~saeatlas.store.merge.recover_store` also puts in place one that a kill
+    stopped before its swap). Under ``torchrun``
     rank 0 alone recovers (it holds the outputs' locks; it has recovered before the
     other ranks look, at its decisions): two ranks taking one lock at once made one of
     them fail with "is being written by process" (the other rank)."""
     if is_main_process():
         with output_lock(path):
-            recover_dir(path)
+            recover(path)
     return path
 
 
 def store_complete(path: Path) -> bool:
-    return (_recovered(path) / MANIFEST).is_file()
+    return (_recovered(path, recover_store) / MANIFEST).is_file()
 
 
 def sweep_complete(path: Path) -> bool:

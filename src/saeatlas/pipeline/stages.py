@@ -23,6 +23,8 @@ from ..capture import capture_activations
 from ..errors import ConfigError
 from ..losses import loss_function, needs_labels
 from ..store import ActivationStore
+from ..store.atomic import partial_dir
+from ..store.partial import progress_files
 from ..structure import Atlas, analyze
 from ..structure.causal.ablation import ablate_atlas
 from ..sweep import sweep
@@ -65,6 +67,9 @@ class StageContext:
 
 def run_capture(ctx: StageContext) -> str:
     cfg, src = ctx.config, ctx.source()
+    # Resume only a capture that left progress: one killed before its first shard left
+    # none, and the store in place is then an older one, which a resume refused to touch.
+    resume = ctx.resume and bool(progress_files(partial_dir(ctx.paths.store)))
     store = capture_activations(
         src.model,
         src.inputs,
@@ -73,8 +78,8 @@ def run_capture(ctx: StageContext) -> str:
         cfg.capture,
         tokenizer=src.tokenizer,
         labels=src.labels,
-        resume=ctx.resume,
-        overwrite=not ctx.resume,
+        resume=resume,
+        overwrite=not resume,
         progress=ctx.progress,
         provenance={
             "model": cfg.model,

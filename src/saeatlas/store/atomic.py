@@ -176,6 +176,30 @@ def recover_dir(path: str | os.PathLike) -> None:
     _remove(old) if old.exists() else None
 
 
+def finish_swap_for_reader(
+    path: str | os.PathLike, recover: Callable[[Path], None] = recover_dir
+) -> None:
+    """For a reader of the directory ``path``, absent while a sibling of a swap is
+    there: take its lock and ``recover`` it (:func:`recover_dir`, or a stage's own that
+    also finishes its last step), so that a complete directory a kill left beside
+    ``path`` is read, not reported missing. A writer holding the lock is named
+    (:class:`~saeatlas.store.lock.LockError`) unless it put ``path`` in place meanwhile;
+    a folder this process cannot write is left as it is."""
+    from .lock import LockError, OutputError, output_lock
+
+    path = Path(path)
+    if path.exists() or not (_old_dir(path).exists() or partial_dir(path).exists()):
+        return
+    try:
+        with output_lock(path):
+            recover(path)
+    except LockError:
+        if not path.exists():
+            raise
+    except OutputError:
+        pass
+
+
 def fresh_partial(path: str | os.PathLike) -> Path:
     """An empty ``.NAME.partial`` directory for a new version of ``path`` (a stale one,
     left by a killed writer, is removed). Call it holding the lock of ``path``."""

@@ -116,8 +116,14 @@ def acquire(path: str | os.PathLike) -> None:
 def _open_and_lock(file: Path, path: Path) -> int:
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o666)
+        # not through a link: the pid written into the file would replace its target's bytes
+        fd = os.open(file, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
     except OSError as e:
+        if file.is_symlink():
+            raise LockError(
+                f"The lock file '{file}' for '{path}' is a symbolic link, which saeatlas does "
+                "not write through; remove the link."
+            ) from None
         raise LockError(
             f"Cannot create the lock file '{file}' for '{path}' ({e.strerror}); "
             "check that the folder exists and is writable."

@@ -219,7 +219,7 @@ def validate_layers(layers: list[LayerSpec] | tuple[LayerSpec, ...], n_units: in
         raise StoreError(f"Layers cover {pos} columns but the activations have {n_units}.")
 
 
-def _layer_width_fits(layer: LayerSpec) -> bool:
+def layer_width_fits(layer: LayerSpec) -> bool:
     """A layer's column count agrees with its recorded output shape: all of a
     sample's values (``sample``), heads x head width (``head``, ``[batch, pos, head,
     d_head]``), heads x keys (``pattern``, ``[batch, head, q, k]``), or one channel
@@ -260,7 +260,7 @@ def check_manifest(root: Path, m: Manifest) -> None:
         raise StoreError(f"{where} lists no layers; its layer map is corrupt. Recapture the store.")
     validate_layers(m.layers, m.n_units)
     for layer in m.layers:
-        if not _layer_width_fits(layer):
+        if not layer_width_fits(layer):
             raise StoreError(
                 f"{where}: layer '{layer.name}' has columns {layer.start}:{layer.stop} "
                 f"({layer.n_units} units) but its recorded shape {list(layer.shape)} does not "

@@ -9,6 +9,7 @@ files and swaps the partial directory into place (:func:`complete_store`).
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import StoreError
-from .atomic import atomic_write, atomic_write_json, swap_in
+from .atomic import atomic_write, atomic_write_json, partial_dir, recover_dir, swap_in
 from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, ShardInfo
 from .partial import PARTS, part_name, progress_files
 from .stats import RunningMoments
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,33 @@ def complete_store(
         provenance=provenance,
     )
     atomic_write_json(work / MANIFEST, manifest.to_json())
+    _put_in_place(work, path)
+    return manifest
+
+
+def _put_in_place(work: Path, path: Path) -> None:
+    """The last step of a capture: the partial directory ``work``, complete (its
+    ``manifest.json`` written), cleared of the files of the work and swapped in at ``path``."""
     for f in progress_files(work):
         f.unlink()
     shutil.rmtree(work / PARTS, ignore_errors=True)
     swap_in(work, path)
-    return manifest
+
+
+def recover_store(path: Path) -> bool:
+    """Holding the lock of the store ``path``: finish what a kill left of a capture's
+    last step: the directory swap (:func:`recover_dir`), or one not begun yet, of a
+    partial directory that holds ``manifest.json``: a complete store (the manifest is
+    written last, once every shard is committed and ``rows.parquet`` written). Once its
+    progress files were removed, a capture started afresh deleted it, and a reader
+    said there was no store. Returns whether it put such a store in place."""
+    recover_dir(path)
+    work = partial_dir(path)
+    if not (work / MANIFEST).is_file():
+        return False
+    _put_in_place(work, path)
+    log.info("Put the complete store '%s' in place (a kill had stopped its capture).", path)
+    return True
 
 
 def _join_rows(tmp: Path, work: Path, parts: list[RankPart], world: int) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import NonFiniteError, StoreError
-from .manifest import LayerSpec, validate_layers
+from .manifest import LayerSpec, layer_width_fits, validate_layers
 from .sources import ArraySource, check_finite
 from .stats import RunningMoments
 
@@ -116,8 +116,21 @@ def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
                 or not all(isinstance(e, dict) for e in entries)
             ):
                 raise StoreError(f"{expected}; it holds {json.dumps(entries)[:60]}.")
-            layers = tuple(LayerSpec.from_json(e) for e in entries)
-            validate_layers(layers, n_units)
+            try:
+                layers = tuple(LayerSpec.from_json(e) for e in entries)
+                validate_layers(layers, n_units)
+                for layer in layers:
+                    if not layer_width_fits(layer):
+                        raise StoreError(
+                            f"Layer '{layer.name}' has columns {layer.start}:{layer.stop} "
+                            f"({layer.n_units} units) but its `shape` {list(layer.shape)} "
+                            "does not have that many."
+                        )
+            except StoreError as e:
+                raise StoreError(
+                    f"'{candidate}' does not describe the {n_units} columns of '{path}': {e} "
+                    "Fix it, or remove it to read the array as one layer."
+                ) from e
             # a layer without a `shape` is taken to output [batch, its columns]
             return tuple(
                 layer if layer.shape else replace(layer, shape=(None, layer.n_units))

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ChecksumError, ConfigError, StoreError
-from .atomic import TMP_PREFIX, recover_dir
+from .atomic import TMP_PREFIX
 from .manifest import MANIFEST, ROWS, ShardInfo
 from .shards import read_shard
 
@@ -64,12 +64,15 @@ def is_store_file(x: Path) -> bool:
     )
 
 
-def prepare_partial(path: Path, work: Path, world: int, *, resume: bool, overwrite: bool) -> bool:
+def prepare_partial(
+    path: Path, work: Path, world: int, *, resume: bool, overwrite: bool, finished: bool = False
+) -> bool:
     """Rank 0, holding the lock of the store ``path``: make the partial directory
     ``work`` ready for a capture by ``world`` processes. Returns True when the capture
     resumes the interrupted one found there (each rank then loads its own progress),
-    False when ``work`` was made empty for a new one."""
-    recover_dir(path)
+    False when ``work`` was made empty for a new one. Call
+    :func:`~saeatlas.store.merge.recover_store` first; ``finished``: it put in place
+    the store of a capture a kill stopped before its swap."""
     if path.is_dir():
         foreign = sorted(x.name for x in path.iterdir() if not is_store_file(x))
         if foreign:
@@ -93,7 +96,17 @@ def prepare_partial(path: Path, work: Path, world: int, *, resume: bool, overwri
         return True
     if (path / MANIFEST).exists() and not overwrite:
         pending = " (or --resume, to continue the interrupted one)" if has_progress else ""
-        done = ": its capture is finished, there is nothing to resume" if resume else ""
+        # not "its capture is finished": an --overwrite killed before its first shard
+        # leaves the old store and nothing to resume, and this store is the old one
+        done = (
+            ""
+            if not resume
+            else ": the interrupted capture had stored every row and is now in place, so "
+            "nothing is left to resume; read it as it is"
+            if finished
+            else " and no interrupted capture of it is left to resume (one killed before it "
+            "stored a shard leaves none)"
+        )
         raise StoreError(
             f"'{path}' already holds a complete store{done}. Choose another --out, or pass "
             f"--overwrite (`overwrite=True`) to replace it{pending}."

@@ -4,6 +4,7 @@ plain ``.npy`` array read in virtual shards; each loads one shard at a time."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,12 +19,43 @@ from .shards import read_shard
 NPY_CHUNK_BYTES = 64 << 20
 
 
+def dir_identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the directory ``path`` (None when absent): a store
+    replaced by another capture (:func:`~saeatlas.store.atomic.swap_in`) has others."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_not_replaced(root: Path, identity: tuple[int, int] | None) -> None:
+    """Raise when the store directory ``root`` is no longer the one opened (``identity``):
+    what is read from it now would come from another store, whose shards are not
+    hashed again in later epochs and whose rows may have the same count."""
+    if dir_identity(root) != identity:
+        raise StoreError(
+            f"The store '{root}' was replaced while this run read it (another capture "
+            "wrote it, with --overwrite), so its rows would mix two stores. Run this again "
+            "once that capture is done, or read a copy of the store."
+        )
+
+
 class ShardSource:
     """The shards of a store directory, each checked against its sha256 and for
-    NaN/Inf the first time it is read through this source (later epochs skip both)."""
+    NaN/Inf the first time it is read through this source (later epochs skip both),
+    and the directory checked to be the one opened (``identity``,
+    :func:`dir_identity`) after every read."""
 
-    def __init__(self, root: Path, shards: Sequence[ShardInfo], verify: bool) -> None:
+    def __init__(
+        self,
+        root: Path,
+        shards: Sequence[ShardInfo],
+        verify: bool,
+        identity: tuple[int, int] | None = None,
+    ) -> None:
         self.root, self.shards, self.verify = root, list(shards), verify
+        self.identity = identity if identity is not None else dir_identity(root)
         self.verified: set[int] = set()
         self.checked: set[int] = set()
         self.starts = np.cumsum([0] + [s.rows for s in self.shards])
@@ -41,6 +73,8 @@ class ShardSource:
         info = self.shards[i]
         check = self.verify and i not in self.verified
         x = read_shard(self.root / info.file, info.sha256 if check else None, buffer)
+        # a swap renames the whole directory: the same one after the read, the same file
+        check_not_replaced(self.root, self.identity)
         if check:
             self.verified.add(i)
         if x.shape[0] != info.rows:

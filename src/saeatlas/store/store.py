@@ -21,12 +21,13 @@ import torch
 
 from .._validation import choice
 from ..errors import ConfigError, StoreError
-from .atomic import partial_dir
+from .atomic import finish_swap_for_reader, partial_dir
 from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest
+from .merge import recover_store
 from .npy import open_npy
 from .partial import progress_files
 from .readers import ReadPlan
-from .sources import ArraySource, ShardSource
+from .sources import ArraySource, ShardSource, check_not_replaced, dir_identity
 from .stats import RunningMoments
 
 #: What to do with NaN/Inf in activations, everywhere they are read: capture, and
@@ -97,6 +98,7 @@ class ActivationStore:
         path = Path(path)
         if path.suffix == ".npy" and path.is_file():
             return cls._open_npy(path, on_nonfinite)
+        finish_swap_for_reader(path, recover_store)
         if not path.exists():
             if progress_files(partial_dir(path)):
                 raise StoreError(
@@ -123,9 +125,10 @@ class ActivationStore:
                 else ""
             )
             raise StoreError(f"'{path}' has no manifest.json; it is not a saeatlas store.{hint}")
+        identity = dir_identity(path)  # before the manifest: a store replaced after it is refused
         manifest = Manifest.read(path / MANIFEST)
         check_manifest(path, manifest)
-        source = ShardSource(path, manifest.shards, verify)
+        source = ShardSource(path, manifest.shards, verify, identity)
         return cls(path, source, manifest.layers, manifest.dtype, manifest)
 
     @classmethod
@@ -182,7 +185,7 @@ class ActivationStore:
         if self.manifest is None:
             return  # a .npy array was read in full at open
         self.rows(["row"])
-        source = ShardSource(self.path, self.manifest.shards, verify=True)
+        source = ShardSource(self.path, self.manifest.shards, True, self._source.identity)
         m = RunningMoments(self.n_units)
         for i in range(len(source)):
             m.update(source.load(i))  # shard by shard, as the writer merged them
@@ -260,18 +263,29 @@ class ActivationStore:
             return pa.table(
                 {"row": np.arange(n), "sample": sample, "position": np.zeros(n, np.int64)}
             )
+        # `row` is read too, to check the order others take the columns in
+        wanted = list(dict.fromkeys([*columns, "row"])) if columns else None
         try:
-            table = pq.read_table(self.path / ROWS, columns=list(columns) if columns else None)
+            table = pq.read_table(self.path / ROWS, columns=wanted)
         except (OSError, pa.ArrowInvalid) as e:
             raise StoreError(
                 f"'{self.path / ROWS}' is unreadable ({e}); recapture the store."
             ) from e
+        check_not_replaced(self.path, self._source.identity)
         if table.num_rows != self.n_rows:
             raise StoreError(
                 f"'{self.path / ROWS}' holds {table.num_rows} rows, but the store has "
                 f"{self.n_rows}; recapture the store."
             )
-        return table
+        row = table.column("row").to_numpy(zero_copy_only=False)
+        off = row != np.arange(self.n_rows)  # readers take the columns in storage order
+        if off.any():
+            at = int(np.argmax(off))
+            raise StoreError(
+                f"'{self.path / ROWS}' lists row {row[at]} at position {at}: its rows are "
+                "out of order or not this store's. Sort it by `row`, or recapture the store."
+            )
+        return table.select(list(columns)) if columns else table
 
     def read(
         self,

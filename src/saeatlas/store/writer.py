@@ -52,8 +52,8 @@ from .atomic import partial_dir, refuse_current_folder
 from .buffer import BlockPool, Piece, RowBuffer, copy_rows
 from .commit import Committer
 from .lock import acquire, release
-from .manifest import LayerSpec, Manifest, validate_layers
-from .merge import RankPart, complete_store
+from .manifest import MANIFEST, LayerSpec, Manifest, validate_layers
+from .merge import RankPart, complete_store, recover_store
 from .partial import check_committed, drop_uncommitted, prepare_partial, progress_files
 from .progress import Progress, ResumePoint, check_same_job, read_progress
 from .shards import STORE_DTYPES
@@ -145,8 +145,14 @@ class StoreWriter:
             acquire(self.path)  # released by close() or abort()
         try:
             if locks:
+                finished = recover_store(self.path)
                 resume = prepare_partial(
-                    self.path, self.work, world, resume=resume, overwrite=overwrite
+                    self.path,
+                    self.work,
+                    world,
+                    resume=resume,
+                    overwrite=overwrite,
+                    finished=finished,
                 )
             elif not self.work.is_dir():
                 raise StoreError(
@@ -353,7 +359,9 @@ class StoreWriter:
             return
         try:
             self.stop()
-            if self.work.is_dir() and not progress_files(self.work):
+            # a partial directory with its manifest is a complete store (recover_store)
+            done = (self.work / MANIFEST).is_file()
+            if self.work.is_dir() and not progress_files(self.work) and not done:
                 shutil.rmtree(self.work, ignore_errors=True)
         finally:
             release(self.path)
