@@ -120,6 +120,7 @@ SPARSIFY_DAMAGE = {
     "k as text": (_cfg("k", "3"), "`k` must be int"),
     "k a float": (_cfg("k", 3.7), "`k` must be int"),
     "k true": (_cfg("k", True), "`k` must be int"),
+    "signed coder (no ReLU, top k by absolute value)": (_cfg("signed", True), "`signed` true"),
     "num_latents not the weights'": (_cfg("num_latents", 31), "`num_latents` 31"),
     "d_in as text": (_cfg("d_in", "10"), "`d_in` '10'"),
     "cfg a list": ("[]", "JSON object"),

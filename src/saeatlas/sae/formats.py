@@ -36,7 +36,8 @@ keeps each row's ``k`` largest, and decodes ``acts @ W_dec + b_dec``: saeatlas's
 ``topk`` architecture with ``W_enc = encoder.weight.T`` and ``b_dec`` subtracted
 from the input. Transcoders (which decode into another layer and do not subtract
 ``b_dec``) and skip connections (``W_skip``) are not sparse autoencoders of one
-layer and are refused.
+layer and are refused, as are the signed coders of sparsify's predecessor (EleutherAI's
+``sae``, 2024: ``signed`` true drops the ReLU and keeps the k largest ``|pre|``).
 """
 
 from __future__ import annotations
@@ -299,6 +300,12 @@ def read_sparsify(path: str | Path) -> tuple[SAEConfig, Weights]:
         raise SAEFileError(
             f"'{path}' uses sparsify's `activation` {cfg['activation']!r}; saeatlas reads "
             "'topk' sparse coders only."
+        )
+    if cfg.get("signed"):  # EleutherAI's `sae` library, mid-2024 (sparsify's predecessor)
+        raise SAEFileError(
+            f"'{path}' is a signed sparse coder (`signed` true: no ReLU, and each row keeps the "
+            "k latents of largest absolute value); saeatlas reads unsigned TopK coders only. "
+            "Train it with `signed` false."
         )
     tensors = read_tensors(path / SPARSIFY_WEIGHTS)
     if "W_skip" in tensors or cfg.get("skip_connection"):
