@@ -20,7 +20,7 @@ from ..sae.io import check_sae_out
 from ..store import ActivationStore
 from ..store.lock import output_lock
 from .config import TrainConfig
-from .trainer import TrainResult, _finish, _Run
+from .trainer import TrainResult, _finish, _Run, _tensorboard, add_scalars
 
 #: Settings that must agree for the family to share batches.
 SHARED = ("layers", "batch_size", "tokens", "heldout_rows", "device")
@@ -78,17 +78,20 @@ def _train_family(
     assert len(n_steps) == 1, "shared tokens and batch size give equal step counts"
     total = runs[0].n_steps
     batches = runs[0].batches()
+    dirs = [Path(o) for o in outs] if outs is not None else [None] * len(runs)
+    boards = [_tensorboard(d, r.cfg) if r.world.is_main else None for d, r in zip(dirs, runs)]
     t0 = time.perf_counter()
     with progress_bar(f"train x{len(runs)}", total, progress) as bar:
         while runs[0].step < total:
             batch = next(batches)
-            for run in runs:
+            for run, board in zip(runs, boards):
                 out = run.train_step(batch)
                 if (run.step - 1) % run.cfg.log_every == 0 or run.step == total:
-                    run.record(out, run.rows_done / max(time.perf_counter() - t0, 1e-9))
+                    speed = run.rows_done / max(time.perf_counter() - t0, 1e-9)
+                    add_scalars(board, run.record(out, speed))
             bar.advance(1)
+    for board in boards:
+        if board is not None:
+            board.close()
     seconds = time.perf_counter() - t0
-    return [
-        _finish(run, Path(outs[i]) if outs is not None else None, seconds)
-        for i, run in enumerate(runs)
-    ]
+    return [_finish(run, d, seconds) for run, d in zip(runs, dirs)]

@@ -113,10 +113,7 @@ def _train(
                 check_finite_training(run, step_out, out)
                 speed = (run.rows_done - done_before) / max(time.perf_counter() - t0, 1e-9)
                 rec = run.record(step_out, speed)
-                if board is not None:
-                    for key, value in rec.items():
-                        if key not in ("step", "tokens"):
-                            board.add_scalar(f"train/{key}", value, rec["tokens"])
+                add_scalars(board, rec)
                 bar.advance(
                     0,
                     info=f"fvu {rec['fvu']:.3f} L0 {rec['l0']:.1f} "
@@ -149,6 +146,16 @@ def _tensorboard(out: Path | None, cfg: TrainConfig) -> Any:
             "`tensorboard` needs the tensorboard package: pip install 'saeatlas[tensorboard]'."
         ) from e
     return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def add_scalars(board: Any, rec: dict[str, float]) -> None:
+    """One metrics record as TensorBoard scalars against the rows seen (``board``: a
+    ``SummaryWriter`` from :func:`_tensorboard`, or ``None``)."""
+    if board is None:
+        return
+    for key, value in rec.items():
+        if key not in ("step", "tokens"):
+            board.add_scalar(f"train/{key}", value, rec["tokens"])
 
 
 def check_finite_training(run: _Run, step_out: dict[str, torch.Tensor], out: Path | None) -> None:
