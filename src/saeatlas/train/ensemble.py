@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .._world import from_main, join
-from ..errors import ConfigError
+from ..errors import AtlasError, ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.files import CFG, WEIGHTS
 from ..sae.io import check_sae_out
@@ -57,12 +57,11 @@ def train_ensemble(
     """Train ``n_seeds`` SAEs that differ only in ``cfg.seed``: seed ``s`` into ``out``,
     seeds ``s + 1``, ..., ``s + n_seeds - 1`` into ``<out>-seed1``, ... .
 
-    Without checkpoints they are trained from the same batches in one pass
-    (:func:`~saeatlas.train.train_family`, data-parallel under ``torchrun``): the
-    first seed sets the data order of every member, each member's seed its
-    initialisation. With ``checkpoint_every`` or ``resume`` they are trained one
-    after the other with :func:`~saeatlas.train.train_sae`, each with its own seed
-    for both.
+    Every member keeps ``cfg``'s data order (its ``data_seed``); each member's seed
+    sets its initialisation. Without checkpoints they are trained from the same
+    batches in one pass (:func:`~saeatlas.train.train_family`, data-parallel under
+    ``torchrun``); with ``checkpoint_every`` or ``resume`` one after the other with
+    :func:`~saeatlas.train.train_sae`, which gives the same SAEs.
     ``n_seeds=1`` is ``train_sae(store, cfg, out)``.
 
     Args:
@@ -133,11 +132,13 @@ def _keep(cfg: TrainConfig, out: Path, overwrite: bool) -> bool:
     A complete SAE trained otherwise is an error unless ``overwrite`` replaces it."""
     if not _complete(out):
         return False
-    try:
-        recorded = json.loads((out / CFG).read_text())["metadata"]["train_config"]
-    except (OSError, ValueError, KeyError, TypeError):
+    try:  # as a config: one recorded before `data_seed` existed has it default to its seed
+        recorded = TrainConfig.from_json(
+            json.loads((out / CFG).read_text())["metadata"]["train_config"]
+        )
+    except (OSError, ValueError, KeyError, TypeError, AtlasError):
         recorded = None
-    if recorded == cfg.to_json():
+    if recorded == cfg:
         return True
     if overwrite:
         return False

@@ -11,6 +11,7 @@ batch, and each member's gradients are averaged over the ranks.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .._progress import progress_bar
@@ -34,7 +35,8 @@ def train_family(
     progress: bool = True,
 ) -> list[TrainResult]:
     """Train one SAE per config on the same stream of batches (the first config's
-    seed sets the data order; each config's seed sets its initialisation).
+    `data_seed` sets the data order, and every member records it; each config's seed
+    sets its initialisation).
 
     Args:
         store: the activations.
@@ -44,6 +46,8 @@ def train_family(
     """
     if not configs:
         raise ConfigError("`configs` is empty: give at least one TrainConfig.")
+    # what each member's cfg.json records must be how it was trained
+    configs = [replace(c, data_seed=configs[0].data_seed) for c in configs]
     for name in SHARED:
         values = {repr(getattr(c, name)) for c in configs}
         if len(values) > 1:
