@@ -27,6 +27,25 @@ def test_saelens_directories_match_saelens_outputs(kind):
         torch.testing.assert_close(sae(ref["x"]).x_hat, ref["reconstruction"], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["standard", "jumprelu"])
+def test_a_rescale_flag_outside_topk_is_ignored_as_saelens_does(tmp_path, kind):
+    """`rescale_acts_by_decoder_norm` is a field of SAELens's TopK config alone; its loader
+    drops it from other configs. Folded in, it scaled the standard SAE's latents and
+    changed which JumpReLU latents pass their thresholds."""
+    import json
+    import shutil
+
+    shutil.copytree(FIXTURES / kind, tmp_path / kind)
+    cfg_file = tmp_path / kind / "cfg.json"
+    cfg_file.write_text(
+        json.dumps({**json.loads(cfg_file.read_text()), "rescale_acts_by_decoder_norm": True})
+    )
+    ref = load_file(str(FIXTURES / kind / "reference.safetensors"))
+    with torch.no_grad():
+        acts = SparseAutoencoder.load(tmp_path / kind).encode(ref["x"]).acts
+    torch.testing.assert_close(acts, ref["feature_acts"], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu"])
 def test_export_then_import_is_identity(tmp_path, arch):
     sae = SparseAutoencoder(

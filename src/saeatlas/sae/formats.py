@@ -14,9 +14,10 @@ see ``tests/fixtures/saelens/README.md``) uses ``cfg.json`` +
   pre-activations and ReLUs them, as here; ``jumprelu`` computes
   ``relu(h) * (h > threshold)``, equal to saeatlas's for thresholds > 0 and to
   a ReLU for thresholds <= 0, which saeatlas stores as a tiny positive one;
-- ``rescale_acts_by_decoder_norm`` multiplies pre-activations by each decoder
-  row's norm and divides before decoding: folded exactly into ``W_enc``,
-  ``b_enc`` and ``W_dec`` on import;
+- ``rescale_acts_by_decoder_norm`` (``topk`` only; SAELens drops the key from
+  other configs) multiplies pre-activations by each decoder row's norm and
+  divides before decoding: folded exactly into ``W_enc``, ``b_enc`` and ``W_dec``
+  on import;
 - a BatchTopK SAE is saved by SAELens as a ``jumprelu`` one with one global
   threshold; saeatlas exports its BatchTopK SAEs the same way.
 
@@ -213,7 +214,8 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
             "into W_dec's rows (W_dec * scaling_factor[:, None]) and drop it."
         )
     weights = checked_weights(path / WEIGHTS, tensors, weight_shapes(ours))
-    if cfg.get("rescale_acts_by_decoder_norm"):
+    # a field of SAELens's TopK config alone: its loader drops the key from the others
+    if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
         norms = weights["W_dec"].norm(dim=1)
         if not bool((norms > 0).all()):
             raise SAEFileError(
