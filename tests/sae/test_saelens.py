@@ -139,6 +139,23 @@ def test_joint_sae_exports_one_exact_saelens_sae_per_layer(tmp_path, arch):
             torch.testing.assert_close(part(x[:, cols]).x_hat, x_hat[:, cols])
 
 
+@pytest.mark.parametrize("name", ["..", "ABSOLUTE", "a/b"])
+def test_a_layer_name_that_is_no_folder_name_is_refused_before_writing(tmp_path, name):
+    """A layers.json may name a layer anything: '..' wrote a layer's SAELens SAE over
+    the folder holding --out (the SAE's own files when --out lies inside it), an
+    absolute name wrote it there."""
+    from dataclasses import replace
+
+    name = str(tmp_path / "elsewhere") if name == "ABSOLUTE" else name
+    _, joint = _store_and_sae(tmp_path, "relu", True)
+    renamed = replace(joint.cfg.layers[0], name=name)
+    joint.cfg = replace(joint.cfg, layers=(renamed, *joint.cfg.layers[1:]))
+    (tmp_path / "work").mkdir()
+    with pytest.raises(SAEFileError, match="cannot name a folder"):
+        export_saelens(joint, tmp_path / "work" / "lens")
+    assert list((tmp_path / "work").iterdir()) == [] and not (tmp_path / "elsewhere").exists()
+
+
 def test_joint_sae_that_mixes_layers_is_refused_with_the_reason(tmp_path):
     store, mixed = _store_and_sae(tmp_path, "relu", False)
     with pytest.raises(SAEFileError, match="Latent 0 .* several layers \\('0', '1'\\)"):

@@ -101,6 +101,13 @@ def export_saelens(
     provenance = _provenance(sae, store)
     layers = sae.cfg.layers
     parts = split_by_layer(sae) if len(layers) > 1 else None  # refused before any write
+    for layer in layers if parts is not None else ():
+        if layer.name in ("", ".", "..") or Path(layer.name).name != layer.name:
+            raise SAEFileError(  # `out / '..'` or `out / '/abs'` would write outside --out
+                f"The joint SAE's layer {layer.name!r} cannot name a folder of the export (each "
+                f"layer's SAELens SAE goes to '{path}/<layer>'). Rename it in the `layers` of "
+                "the SAE's cfg.json (a plain name: no '/', not '.' or '..')."
+            )
     ours = {CFG, WEIGHTS, *(l.name for l in layers)}
     if (path / CFG).is_file() and not is_saelens_cfg(read_cfg(path / CFG)):
         raise SAEFileError(
