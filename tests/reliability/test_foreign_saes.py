@@ -158,6 +158,33 @@ def test_an_import_never_replaces_an_sae_without_overwrite(tmp_path, outputs, ru
     assert not (tmp_path / "sae" / "metrics.jsonl").exists()
 
 
+def test_an_import_of_a_sparsify_run_is_one_writer(tmp_path, run_cli):
+    """Each hookpoint was locked alone: two imports into one --out (with --overwrite)
+    could leave one's first hookpoint beside the other's second, both reporting success."""
+    import threading
+
+    from saeatlas.store.lock import output_lock
+
+    cli, one_line = run_cli
+    held, done = threading.Event(), threading.Event()
+
+    def other_import():
+        with output_lock(tmp_path / "out"):
+            held.set()
+            done.wait(10)
+
+    other = threading.Thread(target=other_import)
+    other.start()
+    held.wait(10)
+    try:
+        run = FIXTURES / "sparsify" / "run"
+        one_line(cli("import-sparsify", run, "--out", tmp_path / "out"), "being written by")
+    finally:
+        done.set()
+        other.join()
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_saelens_never_replaces_a_saeatlas_sae(tmp_path, run_cli):
     """An SAE directory of cfg.json and weights alone (what import-saelens writes) was
     replaced by the export, losing the saeatlas SAE."""
