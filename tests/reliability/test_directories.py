@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import pandas as pd
 import pytest
@@ -128,31 +127,18 @@ def test_run_finishes_a_swap_killed_between_its_renames(tmp_path, make_store):
     assert sorted(os.listdir(tmp_path)) == ["store"]
 
 
-def test_a_link_to_an_sae_directory_is_written_through_and_kept(tmp_path, outputs, run_cli):
+def test_a_link_to_an_sae_directory_is_written_through_and_kept(
+    tmp_path, outputs, run_cli, another_writer
+):
     """The SAE was swapped in at the link's place: the link was gone, and the checkpoint
     written through it stayed in the folder it named, as an interrupted run."""
-    from saeatlas.store.lock import output_lock
-
     cli, one_line = run_cli
     (tmp_path / "big-disk").mkdir()
     (tmp_path / "sae").symlink_to(tmp_path / "big-disk")
     args = ["train", "--acts", outputs.store, "--out", tmp_path / "sae", "--seeds", "1"]
     args += ["--d-sae", "8", "--k", "2", "--tokens", "256", "--batch-size", "32", "-q"]
-    held, done = threading.Event(), threading.Event()
-
-    def writer():  # another writer of the folder the link names
-        with output_lock(tmp_path / "big-disk"):
-            held.set()
-            done.wait(10)
-
-    other = threading.Thread(target=writer)
-    other.start()
-    held.wait(10)
-    try:
+    with another_writer(tmp_path / "big-disk"):  # a writer of the folder the link names
         one_line(cli(*args, "--checkpoint-every", "2"), "being written by")
-    finally:
-        done.set()
-        other.join()
     result = cli(*args, "--checkpoint-every", "2")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "sae").is_symlink()

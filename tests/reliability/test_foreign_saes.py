@@ -158,30 +158,13 @@ def test_an_import_never_replaces_an_sae_without_overwrite(tmp_path, outputs, ru
     assert not (tmp_path / "sae" / "metrics.jsonl").exists()
 
 
-def test_an_import_of_a_sparsify_run_is_one_writer(tmp_path, run_cli):
+def test_an_import_of_a_sparsify_run_is_one_writer(tmp_path, run_cli, another_writer):
     """Each hookpoint was locked alone: two imports into one --out (with --overwrite)
     could leave one's first hookpoint beside the other's second, both reporting success."""
-    import threading
-
-    from saeatlas.store.lock import output_lock
-
     cli, one_line = run_cli
-    held, done = threading.Event(), threading.Event()
-
-    def other_import():
-        with output_lock(tmp_path / "out"):
-            held.set()
-            done.wait(10)
-
-    other = threading.Thread(target=other_import)
-    other.start()
-    held.wait(10)
-    try:
+    with another_writer(tmp_path / "out"):
         run = FIXTURES / "sparsify" / "run"
         one_line(cli("import-sparsify", run, "--out", tmp_path / "out"), "being written by")
-    finally:
-        done.set()
-        other.join()
     assert not (tmp_path / "out").exists()
 
 
