@@ -264,6 +264,10 @@ SAE_DAMAGE = {
         lambda s: _edit_weights(s, lambda w: w.update(b_enc=w["b_enc"][:-1].clone())),
         "`b_enc`",
     ),
+    "a threshold beside a topk config (a batchtopk SAE relabelled)": (
+        lambda s: _edit_weights(s, lambda w: w.update(threshold=torch.full((24,), 0.5))),
+        "['threshold'] that its config does not use",
+    ),
     "weights missing": (
         lambda s: (s / "sae_weights.safetensors").unlink(),
         "is not an SAE directory",

@@ -75,6 +75,11 @@ SAELENS_DAMAGE = {
         "norm 0",
     ),
     "cfg a list": ("standard", "[1, 2]", "JSON object"),
+    "a log_threshold beside the threshold (SAELens loads strictly)": (
+        "jumprelu",
+        lambda c, w: w.__setitem__("log_threshold", w["threshold"].log()),
+        "['log_threshold']",
+    ),
     "finetuning scaling factor": (
         "standard",
         lambda c, w: w.__setitem__("scaling_factor", torch.full((32,), 2.0)),

@@ -94,10 +94,21 @@ def weight_shapes(c: SAEConfig) -> dict[str, tuple[int, ...]]:
     return shapes | {name: (c.d_sae,) for name in get_architecture(c.architecture).file_weights}
 
 
-def checked_weights(file: Path, tensors: Weights, shapes: dict[str, tuple[int, ...]]) -> Weights:
+def checked_weights(
+    file: Path, tensors: Weights, shapes: dict[str, tuple[int, ...]], ignored: tuple[str, ...] = ()
+) -> Weights:
     """The tensors named in ``shapes`` as float32, after checking that each is there,
     of that shape, of a float dtype and finite (``copy_`` would broadcast a wrong
-    shape silently, and cast integers)."""
+    shape silently, and cast integers), and that the file holds no others but
+    ``ignored`` (SAELens and sparsify load strictly too: a ``threshold`` beside a
+    ``topk`` config says the config does not describe the weights)."""
+    extra = sorted(set(tensors) - set(shapes) - set(ignored))
+    if extra:
+        raise SAEFileError(
+            f"'{file}' holds tensors {extra[:5]} that its config does not use (it needs "
+            f"{sorted(shapes)}): the config does not describe these weights. Check its "
+            "`architecture`, or drop those tensors."
+        )
     out = {}
     for name, shape in shapes.items():
         t = tensors.get(name)
@@ -213,7 +224,7 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
             "`finetuning_scaling_factor`, before 6.0), which saeatlas does not apply. Fold it "
             "into W_dec's rows (W_dec * scaling_factor[:, None]) and drop it."
         )
-    weights = checked_weights(path / WEIGHTS, tensors, weight_shapes(ours))
+    weights = checked_weights(path / WEIGHTS, tensors, weight_shapes(ours), ("scaling_factor",))
     # a field of SAELens's TopK config alone: its loader drops the key from the others
     if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
         norms = weights["W_dec"].norm(dim=1)
