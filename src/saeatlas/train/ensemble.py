@@ -153,7 +153,7 @@ def _check_out(out: Path, i: int, n: int, cfg: TrainConfig, overwrite: bool, res
     with ``cfg``, so that no member is trained before a later one is refused."""
     try:
         check_sae_out(out, overwrite=overwrite, resume=resume)
-        if resume and (out / CHECKPOINT).exists():
+        if resume and not overwrite and (out / CHECKPOINT).exists():  # else it starts again
             load_checkpoint(out, {"train_config": cfg.to_json()}, partial=True)
     except ConfigError as e:
         if i == 0:

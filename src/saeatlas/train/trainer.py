@@ -79,7 +79,21 @@ def train_sae(
     with output_lock(out if world.is_main else None):
         if out is not None:
             from_main(lambda: check_sae_out(out, overwrite=overwrite, resume=resume), world)
-        return _train(store, cfg, out, resume, progress)
+        return _train(store, cfg, out, resume, overwrite, progress)
+
+
+def _continue(run: _Run, out: Path) -> None:
+    """Load the checkpoint in ``out`` into ``run``, or raise :class:`ConfigError`."""
+    state = load_checkpoint(out, run.settings())
+    try:
+        run.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a damaged checkpoint
+        raise ConfigError(
+            f"'{out / CHECKPOINT}' has this run's settings but not a state it can continue "
+            f"from ({type(e).__name__}: {' '.join(str(e).split())}). Start again with "
+            "--overwrite (without --resume)."
+        ) from None
+    log.info("Resuming at step %d of %d.", run.step, run.n_steps)
 
 
 def _train(
@@ -87,22 +101,21 @@ def _train(
     cfg: TrainConfig,
     out: Path | None,
     resume: bool,
+    overwrite: bool,
     progress: bool,
 ) -> TrainResult:
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     run = _Run(store, cfg)
     board = _tensorboard(out, cfg) if run.world.is_main else None
     if resume:
-        state = load_checkpoint(out, run.settings())
         try:
-            run.load_state_dict(state)
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a damaged checkpoint
-            raise ConfigError(
-                f"'{out / CHECKPOINT}' has this run's settings but not a state it can continue "
-                f"from ({type(e).__name__}: {' '.join(str(e).split())}). Start again with "
-                "--overwrite."
-            ) from None
-        log.info("Resuming at step %d of %d.", run.step, run.n_steps)
+            _continue(run, out)
+        except ConfigError as e:
+            if not overwrite:
+                raise
+            # --resume --overwrite: continue what can be continued, replace the rest
+            log.info("Starting '%s' again (--overwrite): %s", out, e)
+            run = _Run(store, cfg)
     t0, done_before = time.perf_counter(), run.rows_done
     batches = run.batches()
     with progress_bar("train", run.n_steps, progress and run.world.is_main) as bar:
