@@ -19,6 +19,7 @@ from ..sae import SparseAutoencoder
 from ..sae.files import CFG, WEIGHTS
 from ..sae.io import check_sae_out
 from ..store import ActivationStore
+from ..store.atomic import recover_dir
 from ..store.lock import output_lock
 from .checkpoint import CHECKPOINT, load_checkpoint
 from .config import TrainConfig
@@ -90,6 +91,8 @@ def train_ensemble(
     world = join(cfg.device)  # only rank 0 writes: only it locks and checks the outputs
 
     def check() -> list[bool]:
+        for o in outs:  # a member whose final swap a kill interrupted is complete
+            recover_dir(o)
         kept = [resume and _keep(c, o, overwrite) for c, o in zip(cfgs, outs)]
         for i, (o, keep) in enumerate(zip(outs, kept)):
             if not keep:
