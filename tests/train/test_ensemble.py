@@ -140,6 +140,19 @@ def test_a_family_killed_between_members_resumes_to_the_same_saes(tmp_path, acts
         assert_same_weights(a.sae, SparseAutoencoder.load(d), exact=True)
 
 
+def test_analyze_never_reuses_a_seed_sae_trained_otherwise(tmp_path, acts):
+    """`analyze --seeds` reused any complete <sae>-seedN: after the SAE alone was trained
+    again with other settings, its stale sibling was compared as if trained like it."""
+    from saeatlas.structure.inference.seeds import train_seed_saes
+
+    train_ensemble(acts, FULL_BATCH, tmp_path / "sae", 2, progress=False)
+    assert train_seed_saes(tmp_path / "sae", acts, 2) == [tmp_path / "sae-seed1"]  # reused
+    longer = replace(FULL_BATCH, tokens=FULL_BATCH.tokens * 2)
+    train_ensemble(acts, longer, tmp_path / "sae", 1, overwrite=True, progress=False)
+    with pytest.raises(ConfigError, match="sae-seed1' holds an SAE that was not trained like"):
+        train_seed_saes(tmp_path / "sae", acts, 2)
+
+
 def test_every_directory_is_checked_before_anything_is_trained(tmp_path, acts):
     with pytest.raises(ConfigError, match=r"--seeds \(`n_seeds`\) must be at least 1, got 0"):
         train_ensemble(acts, FULL_BATCH, tmp_path / "sae", 0, progress=False)

@@ -130,21 +130,29 @@ def _complete(path: Path) -> bool:
     )
 
 
+def trained_like(out: Path, cfg: TrainConfig) -> bool | None:
+    """``None`` when ``out`` holds no complete SAE, else whether the training settings it
+    records are ``cfg`` (a record older than `data_seed` matches any data order)."""
+    if not _complete(out):
+        return None
+    try:
+        raw = json.loads((out / CFG).read_text())["metadata"]["train_config"]
+        recorded = TrainConfig.from_json(raw)
+    except (OSError, ValueError, KeyError, TypeError, AtlasError):
+        return False
+    if "data_seed" not in raw:
+        cfg = replace(cfg, data_seed=recorded.data_seed)
+    return recorded == cfg
+
+
 def _keep(cfg: TrainConfig, out: Path, overwrite: bool) -> bool:
     """Whether ``resume`` keeps the SAE in ``out``: complete and trained with ``cfg``.
     A complete SAE trained otherwise is an error unless ``overwrite`` replaces it."""
-    if not _complete(out):
+    same = trained_like(out, cfg)
+    if same is None or (not same and overwrite):
         return False
-    try:  # as a config: one recorded before `data_seed` existed has it default to its seed
-        recorded = TrainConfig.from_json(
-            json.loads((out / CFG).read_text())["metadata"]["train_config"]
-        )
-    except (OSError, ValueError, KeyError, TypeError, AtlasError):
-        recorded = None
-    if recorded == cfg:
+    if same:
         return True
-    if overwrite:
-        return False
     raise ConfigError(
         f"--resume: '{out}' holds a complete SAE that was not trained with these settings "
         f"and seed {cfg.seed}. Pass --overwrite to train it again, or choose another --out."
