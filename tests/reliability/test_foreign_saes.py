@@ -185,6 +185,19 @@ def test_export_saelens_never_replaces_a_saeatlas_sae(tmp_path, run_cli):
     assert {p.name: p.read_bytes() for p in sae.iterdir()} == before
 
 
+def test_export_saelens_never_replaces_an_sae_whose_swap_a_kill_interrupted(tmp_path, run_cli):
+    """A saeatlas SAE killed between the two renames of its save is whole only beside
+    --out: the check saw no SAE there, and the export's own swap finished and replaced it."""
+    cli, one_line = run_cli
+    r = cli("import-saelens", FIXTURES / "saelens" / "topk", "--out", tmp_path / "src")
+    assert r.exit_code == 0, r.output
+    shutil.copytree(tmp_path / "src", tmp_path / ".sae.partial")
+    (tmp_path / ".sae.old").mkdir()
+    before = {p.name: p.read_bytes() for p in (tmp_path / ".sae.partial").iterdir()}
+    one_line(cli("export-saelens", tmp_path / "src", "--out", tmp_path / "sae"), "saeatlas SAE")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "sae").iterdir()} == before
+
+
 def test_export_saelens_refuses_metadata_from_another_store(tmp_path, outputs, run_cli):
     cli, one_line = run_cli
     other = tmp_path / "other.npy"
