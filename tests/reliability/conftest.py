@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import textwrap
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,3 +270,31 @@ def snapshot():
     """:func:`take_snapshot`, for tests (a test module cannot import this conftest by
     name: other folders' conftests are called ``conftest`` too)."""
     return take_snapshot
+
+
+@pytest.fixture
+def another_writer():
+    """``with another_writer(path):`` another thread holds the lock of the output
+    ``path`` for the block (a second writer in this process is refused like one in
+    another process)."""
+    from saeatlas.store.lock import output_lock
+
+    @contextmanager
+    def hold(path: Path):
+        held, done = threading.Event(), threading.Event()
+
+        def writer() -> None:
+            with output_lock(path):
+                held.set()
+                done.wait(10)
+
+        other = threading.Thread(target=writer)
+        other.start()
+        held.wait(10)
+        try:
+            yield
+        finally:
+            done.set()
+            other.join()
+
+    return hold

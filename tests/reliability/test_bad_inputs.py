@@ -281,6 +281,10 @@ SAE_DAMAGE = {
         lambda s: _edit_weights(s, lambda w: w.update(b_enc=w["b_enc"][:-1].clone())),
         "`b_enc`",
     ),
+    "a threshold beside a topk config (a batchtopk SAE relabelled)": (
+        lambda s: _edit_weights(s, lambda w: w.update(threshold=torch.full((24,), 0.5))),
+        "['threshold'] that its config does not use",
+    ),
     "weights missing": (
         lambda s: (s / "sae_weights.safetensors").unlink(),
         "is not an SAE directory",
@@ -360,6 +364,20 @@ def test_export_neuronpedia_to_a_file_fails_before_encoding(
     atlas = _atlas_of(tmp_path, guarded, path=str(guarded.sae), d_in=18, d_sae=24)
     one_line(cli("export-neuronpedia", atlas, "--out", tmp_path / "file"), "not a directory")
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_export_neuronpedia_never_replaces_an_sae_whose_swap_a_kill_interrupted(
+    tmp_path, guarded, run_cli
+):
+    """An SAE killed between the two renames of its save is whole only beside --out: the
+    check saw nothing there, and the export's own swap finished and replaced it."""
+    cli, one_line = run_cli
+    shutil.copytree(guarded.sae, tmp_path / ".np.partial")
+    (tmp_path / ".np.old").mkdir()
+    atlas = _atlas_of(tmp_path, guarded, path=str(guarded.sae), d_in=18, d_sae=24)
+    args = ["--out", tmp_path / "np", "--acts", guarded.store]
+    one_line(cli("export-neuronpedia", atlas, *args), "not a Neuronpedia export's")
+    assert (tmp_path / "np" / "sae_weights.safetensors").is_file()
 
 
 # -- capture input and label files --------------------------------------------------------------

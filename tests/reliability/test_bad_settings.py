@@ -770,3 +770,28 @@ def test_a_sibling_checkpoint_of_other_settings_stops_before_any_training(
     r = cli("train", "--acts", outputs.store, "--out", tmp_path / "sae", *flags)
     one_line(r, "--seeds 2 also writes", "other settings")
     assert not (tmp_path / "sae").exists()
+
+
+@pytest.mark.parametrize("what", ["other settings", "a damaged state"])
+def test_resume_with_overwrite_starts_again_what_cannot_be_continued(
+    tmp_path, checkpointed, outputs, run_cli, what
+):
+    """--resume --overwrite was refused and told to pass --overwrite; it now continues
+    what can be continued and trains the rest from the start, like a fresh run."""
+    cli, _ = run_cli
+    file, state = checkpointed
+    flags = [*TRAIN_FLAGS]
+    if what == "other settings":
+        flags[flags.index("--k") + 1] = "3"
+    else:
+        torch.save({**state, "step": -1}, file)
+    r = cli(
+        "train", "--acts", outputs.store, "--out", file.parent, *flags, "--resume", "--overwrite"
+    )
+    assert r.exit_code == 0, r.output
+    fresh = cli("train", "--acts", outputs.store, "--out", tmp_path / "fresh", *flags)
+    assert fresh.exit_code == 0, fresh.output
+    assert (tmp_path / "fresh" / "sae_weights.safetensors").read_bytes() == (
+        file.parent / "sae_weights.safetensors"
+    ).read_bytes()
+    assert not file.exists()

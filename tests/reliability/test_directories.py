@@ -138,3 +138,49 @@ def test_a_lock_file_that_is_a_link_is_not_written_through(tmp_path):
         with output_lock(tmp_path / "out"):
             pass
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_a_link_to_an_sae_directory_is_written_through_and_kept(
+    tmp_path, outputs, run_cli, another_writer
+):
+    """The SAE was swapped in at the link's place: the link was gone, and the checkpoint
+    written through it stayed in the folder it named, as an interrupted run."""
+    cli, one_line = run_cli
+    (tmp_path / "big-disk").mkdir()
+    (tmp_path / "sae").symlink_to(tmp_path / "big-disk")
+    args = ["train", "--acts", outputs.store, "--out", tmp_path / "sae", "--seeds", "1"]
+    args += ["--d-sae", "8", "--k", "2", "--tokens", "256", "--batch-size", "32", "-q"]
+    with another_writer(tmp_path / "big-disk"):  # a writer of the folder the link names
+        one_line(cli(*args, "--checkpoint-every", "2"), "being written by")
+    result = cli(*args, "--checkpoint-every", "2")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sae").is_symlink()
+    assert sorted(os.listdir(tmp_path / "big-disk")) == [
+        "cfg.json",
+        "metrics.jsonl",
+        "sae_weights.safetensors",
+    ]
+
+
+def test_an_sae_swap_killed_between_its_renames_is_finished_before_the_checks(
+    tmp_path, outputs, run_cli
+):
+    """The final save of a run killed between its two renames left no SAE at --out: a
+    plain rerun trained another and replaced the finished one without --overwrite, and
+    --resume trained it again from the start instead of keeping it."""
+    import shutil
+
+    cli, one_line = run_cli
+    flags = ["--acts", outputs.store, "--d-sae", "24", "--k", "4", "--tokens", "2048"]
+    flags += ["--batch-size", "64", "-q", "--seeds", "1"]  # how outputs.sae was trained
+    for name in ("plain", "resumed"):
+        shutil.copytree(outputs.sae, tmp_path / f".{name}.partial")  # the new SAE, complete
+        (tmp_path / f".{name}.old").mkdir()  # the run's folder, renamed aside
+        (tmp_path / f".{name}.old" / "checkpoint.pt").write_bytes(b"the last checkpoint")
+    one_line(cli("train", *flags, "--out", tmp_path / "plain"), "already holds an SAE")
+    r = cli("train", *flags, "--out", tmp_path / "resumed", "--resume")
+    assert r.exit_code == 0 and "Kept the complete" in r.output, r.output
+    assert sorted(os.listdir(tmp_path)) == ["plain", "resumed"]
+    for name in ("plain", "resumed"):
+        for file in ("cfg.json", "sae_weights.safetensors"):
+            assert (tmp_path / name / file).read_bytes() == (outputs.sae / file).read_bytes()

@@ -75,6 +75,11 @@ SAELENS_DAMAGE = {
         "norm 0",
     ),
     "cfg a list": ("standard", "[1, 2]", "JSON object"),
+    "a log_threshold beside the threshold (SAELens loads strictly)": (
+        "jumprelu",
+        lambda c, w: w.__setitem__("log_threshold", w["threshold"].log()),
+        "['log_threshold']",
+    ),
     "finetuning scaling factor": (
         "standard",
         lambda c, w: w.__setitem__("scaling_factor", torch.full((32,), 2.0)),
@@ -120,6 +125,7 @@ SPARSIFY_DAMAGE = {
     "k as text": (_cfg("k", "3"), "`k` must be int"),
     "k a float": (_cfg("k", 3.7), "`k` must be int"),
     "k true": (_cfg("k", True), "`k` must be int"),
+    "signed coder (no ReLU, top k by absolute value)": (_cfg("signed", True), "`signed` true"),
     "num_latents not the weights'": (_cfg("num_latents", 31), "`num_latents` 31"),
     "d_in as text": (_cfg("d_in", "10"), "`d_in` '10'"),
     "cfg a list": ("[]", "JSON object"),
@@ -157,6 +163,16 @@ def test_an_import_never_replaces_an_sae_without_overwrite(tmp_path, outputs, ru
     assert not (tmp_path / "sae" / "metrics.jsonl").exists()
 
 
+def test_an_import_of_a_sparsify_run_is_one_writer(tmp_path, run_cli, another_writer):
+    """Each hookpoint was locked alone: two imports into one --out (with --overwrite)
+    could leave one's first hookpoint beside the other's second, both reporting success."""
+    cli, one_line = run_cli
+    with another_writer(tmp_path / "out"):
+        run = FIXTURES / "sparsify" / "run"
+        one_line(cli("import-sparsify", run, "--out", tmp_path / "out"), "being written by")
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_saelens_never_replaces_a_saeatlas_sae(tmp_path, run_cli):
     """An SAE directory of cfg.json and weights alone (what import-saelens writes) was
     replaced by the export, losing the saeatlas SAE."""
@@ -167,6 +183,19 @@ def test_export_saelens_never_replaces_a_saeatlas_sae(tmp_path, run_cli):
     before = {p.name: p.read_bytes() for p in sae.iterdir()}
     one_line(cli("export-saelens", sae, "--out", sae), "holds a saeatlas SAE")
     assert {p.name: p.read_bytes() for p in sae.iterdir()} == before
+
+
+def test_export_saelens_never_replaces_an_sae_whose_swap_a_kill_interrupted(tmp_path, run_cli):
+    """A saeatlas SAE killed between the two renames of its save is whole only beside
+    --out: the check saw no SAE there, and the export's own swap finished and replaced it."""
+    cli, one_line = run_cli
+    r = cli("import-saelens", FIXTURES / "saelens" / "topk", "--out", tmp_path / "src")
+    assert r.exit_code == 0, r.output
+    shutil.copytree(tmp_path / "src", tmp_path / ".sae.partial")
+    (tmp_path / ".sae.old").mkdir()
+    before = {p.name: p.read_bytes() for p in (tmp_path / ".sae.partial").iterdir()}
+    one_line(cli("export-saelens", tmp_path / "src", "--out", tmp_path / "sae"), "saeatlas SAE")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "sae").iterdir()} == before
 
 
 def test_export_saelens_refuses_metadata_from_another_store(tmp_path, outputs, run_cli):

@@ -27,6 +27,25 @@ def test_saelens_directories_match_saelens_outputs(kind):
         torch.testing.assert_close(sae(ref["x"]).x_hat, ref["reconstruction"], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["standard", "jumprelu"])
+def test_a_rescale_flag_outside_topk_is_ignored_as_saelens_does(tmp_path, kind):
+    """`rescale_acts_by_decoder_norm` is a field of SAELens's TopK config alone; its loader
+    drops it from other configs. Folded in, it scaled the standard SAE's latents and
+    changed which JumpReLU latents pass their thresholds."""
+    import json
+    import shutil
+
+    shutil.copytree(FIXTURES / kind, tmp_path / kind)
+    cfg_file = tmp_path / kind / "cfg.json"
+    cfg_file.write_text(
+        json.dumps({**json.loads(cfg_file.read_text()), "rescale_acts_by_decoder_norm": True})
+    )
+    ref = load_file(str(FIXTURES / kind / "reference.safetensors"))
+    with torch.no_grad():
+        acts = SparseAutoencoder.load(tmp_path / kind).encode(ref["x"]).acts
+    torch.testing.assert_close(acts, ref["feature_acts"], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu"])
 def test_export_then_import_is_identity(tmp_path, arch):
     sae = SparseAutoencoder(
@@ -118,6 +137,23 @@ def test_joint_sae_exports_one_exact_saelens_sae_per_layer(tmp_path, arch):
             part = load_saelens(written[name])
             torch.testing.assert_close(part.encode(x[:, cols]).acts, acts[:, latents])
             torch.testing.assert_close(part(x[:, cols]).x_hat, x_hat[:, cols])
+
+
+@pytest.mark.parametrize("name", ["..", "ABSOLUTE", "a/b"])
+def test_a_layer_name_that_is_no_folder_name_is_refused_before_writing(tmp_path, name):
+    """A layers.json may name a layer anything: '..' wrote a layer's SAELens SAE over
+    the folder holding --out (the SAE's own files when --out lies inside it), an
+    absolute name wrote it there."""
+    from dataclasses import replace
+
+    name = str(tmp_path / "elsewhere") if name == "ABSOLUTE" else name
+    _, joint = _store_and_sae(tmp_path, "relu", True)
+    renamed = replace(joint.cfg.layers[0], name=name)
+    joint.cfg = replace(joint.cfg, layers=(renamed, *joint.cfg.layers[1:]))
+    (tmp_path / "work").mkdir()
+    with pytest.raises(SAEFileError, match="cannot name a folder"):
+        export_saelens(joint, tmp_path / "work" / "lens")
+    assert list((tmp_path / "work").iterdir()) == [] and not (tmp_path / "elsewhere").exists()
 
 
 def test_joint_sae_that_mixes_layers_is_refused_with_the_reason(tmp_path):

@@ -59,3 +59,10 @@ def test_a_run_folder_and_unsupported_checkpoints_are_clear_errors(tmp_path):
     (bad / "cfg.json").write_text(json.dumps({**cfg, "activation": "groupmax"}))
     with pytest.raises(SAEFileError, match="'groupmax'"):
         SparseAutoencoder.load(bad)
+    # EleutherAI's `sae` library (mid-2024) wrote `signed`: false is a plain TopK coder,
+    # true keeps no ReLU and the k latents of largest |pre-activation|
+    (bad / "cfg.json").write_text(json.dumps({**cfg, "signed": False}))
+    assert SparseAutoencoder.load(bad).cfg.k == cfg["k"]
+    (bad / "cfg.json").write_text(json.dumps({**cfg, "signed": True}))
+    with pytest.raises(SAEFileError, match="signed sparse coder"):
+        SparseAutoencoder.load(bad)

@@ -109,6 +109,50 @@ def test_checkpointed_members_are_trained_one_by_one_and_resumed(tmp_path, acts,
         train_ensemble(acts, replace(cfg, k=2), out, 3, resume=True, progress=False)
 
 
+def test_a_family_killed_between_members_resumes_to_the_same_saes(tmp_path, acts, monkeypatch):
+    """Without checkpoints the members train as one family and are saved one by one; a
+    kill after the first was saved left the rest to --resume, which trained them with
+    their own seeds' data order: other SAEs than the uninterrupted run's, recording the
+    same settings. `analyze --seeds` trained missing ones with yet another order."""
+    import saeatlas.train.family as family
+    from saeatlas.structure.inference.seeds import train_seed_saes
+
+    cfg = TrainConfig(architecture="topk", d_sae=32, k=4, batch_size=32, tokens=32 * 20, seed=3)
+    whole = train_ensemble(acts, cfg, tmp_path / "whole", 3, progress=False).results
+    finish = family._finish
+
+    def killed_after_the_first(run, out, seconds):
+        result = finish(run, out, seconds)
+        if out == tmp_path / "sae":
+            raise Interrupted
+        return result
+
+    monkeypatch.setattr(family, "_finish", killed_after_the_first)
+    with pytest.raises(Interrupted):
+        train_ensemble(acts, cfg, tmp_path / "sae", 3, progress=False)
+    monkeypatch.undo()
+    resumed = train_ensemble(acts, cfg, tmp_path / "sae", 3, resume=True, progress=False)
+    assert resumed.trained == (False, True, True)
+    for a, b in zip(whole, resumed.results):
+        assert_same_weights(a.sae, b.sae, exact=True)
+    train_ensemble(acts, cfg, tmp_path / "one", 1, progress=False)
+    for a, d in zip(whole[1:], train_seed_saes(tmp_path / "one", acts, 3)):
+        assert_same_weights(a.sae, SparseAutoencoder.load(d), exact=True)
+
+
+def test_analyze_never_reuses_a_seed_sae_trained_otherwise(tmp_path, acts):
+    """`analyze --seeds` reused any complete <sae>-seedN: after the SAE alone was trained
+    again with other settings, its stale sibling was compared as if trained like it."""
+    from saeatlas.structure.inference.seeds import train_seed_saes
+
+    train_ensemble(acts, FULL_BATCH, tmp_path / "sae", 2, progress=False)
+    assert train_seed_saes(tmp_path / "sae", acts, 2) == [tmp_path / "sae-seed1"]  # reused
+    longer = replace(FULL_BATCH, tokens=FULL_BATCH.tokens * 2)
+    train_ensemble(acts, longer, tmp_path / "sae", 1, overwrite=True, progress=False)
+    with pytest.raises(ConfigError, match="sae-seed1' holds an SAE that was not trained like"):
+        train_seed_saes(tmp_path / "sae", acts, 2)
+
+
 def test_every_directory_is_checked_before_anything_is_trained(tmp_path, acts):
     with pytest.raises(ConfigError, match=r"--seeds \(`n_seeds`\) must be at least 1, got 0"):
         train_ensemble(acts, FULL_BATCH, tmp_path / "sae", 0, progress=False)

@@ -7,7 +7,7 @@ import torch
 from saeatlas.errors import ConfigError
 from saeatlas.sae import SparseAutoencoder
 from saeatlas.store import LayerSpec
-from saeatlas.train import TrainConfig, train_sae
+from saeatlas.train import TrainConfig, train_ensemble, train_sae
 from saeatlas.train.init import geometric_median
 from saeatlas.train.losses import auxk_loss, fvu, l1_penalty
 from saeatlas.train.schedules import lr_factor
@@ -202,6 +202,13 @@ def test_tensorboard_events_hold_the_logged_metrics(tmp_path, digits_store):
     assert fvus == pytest.approx([m["fvu"] for m in result.metrics], rel=1e-6)
     with pytest.raises(ConfigError, match="--out"):
         train_sae(digits_store, cfg, None, progress=False)
+    # `saeatlas train` (three seeds by default) trains them as one family: each writes its own
+    ensemble = train_ensemble(digits_store, cfg, tmp_path / "ens", 2, progress=False)
+    for result in ensemble.results:
+        events = EventAccumulator(str(result.path / "tensorboard"))
+        events.Reload()
+        fvus = [e.value for e in events.Scalars("train/fvu")]
+        assert fvus == pytest.approx([m["fvu"] for m in result.metrics], rel=1e-6)
 
 
 def test_signum_default_and_adam_both_train(digits_store):

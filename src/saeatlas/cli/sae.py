@@ -30,7 +30,8 @@ def _train_cmd(
     resume: bool = typer.Option(
         False,
         "--resume",
-        help="Continue each SAE from its checkpoint, keep complete ones, train the rest.",
+        help="Continue each SAE from its checkpoint, keep complete ones, train the rest "
+        "(with --overwrite, also those whose checkpoint or SAE has other settings).",
     ),
     on_nonfinite: str = nonfinite_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),

@@ -39,7 +39,8 @@ from .. import __version__
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..store import ActivationStore
-from ..store.atomic import atomic_write_json, check_output_dir, replacing_dir
+from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
+from ..store.lock import output_lock
 from ..structure import Atlas
 from .neuronpedia_activations import Contexts, FeatureStats, encode, histograms
 from .neuronpedia_logits import logit_effects
@@ -100,14 +101,29 @@ def export_neuronpedia(
     Returns the ``batch-<i>.json`` paths.
     """
     out = Path(out)
-    check_output_dir(  # before the work: an output that cannot be written fails at once
-        out,
-        "a Neuronpedia export",
-        "a Neuronpedia export's",
-        SETTINGS,
-        lambda p: p.name in (SETTINGS, SKIPPED) or p.name.startswith("batch-"),
-        True,  # an earlier export is replaced whole, never a directory holding anything else
-    )
+    with output_lock(out):  # one writer, for the whole export
+        recover_dir(out)  # what a killed swap left is checked like what is there
+        check_output_dir(  # before the work: an output that cannot be written fails at once
+            out,
+            "a Neuronpedia export",
+            "a Neuronpedia export's",
+            SETTINGS,
+            lambda p: p.name in (SETTINGS, SKIPPED) or p.name.startswith("batch-"),
+            True,  # an earlier export is replaced whole, never a directory holding anything else
+        )
+        return _export(atlas_dir, out, sae, store, model, tokenizer, config)
+
+
+def _export(
+    atlas_dir: str | Path,
+    out: Path,
+    sae: str | Path | SparseAutoencoder | None,
+    store: str | Path | ActivationStore | None,
+    model: Any,
+    tokenizer: Any,
+    config: NeuronpediaConfig,
+) -> list[Path]:
+    """:func:`export_neuronpedia` once ``out`` is locked and checked."""
     atlas = Atlas.load(atlas_dir)
     sae = _open_sae(sae, atlas)
     store = _open_store(store, atlas)

@@ -14,9 +14,10 @@ see ``tests/fixtures/saelens/README.md``) uses ``cfg.json`` +
   pre-activations and ReLUs them, as here; ``jumprelu`` computes
   ``relu(h) * (h > threshold)``, equal to saeatlas's for thresholds > 0 and to
   a ReLU for thresholds <= 0, which saeatlas stores as a tiny positive one;
-- ``rescale_acts_by_decoder_norm`` multiplies pre-activations by each decoder
-  row's norm and divides before decoding: folded exactly into ``W_enc``,
-  ``b_enc`` and ``W_dec`` on import;
+- ``rescale_acts_by_decoder_norm`` (``topk`` only; SAELens drops the key from
+  other configs) multiplies pre-activations by each decoder row's norm and
+  divides before decoding: folded exactly into ``W_enc``, ``b_enc`` and ``W_dec``
+  on import;
 - a BatchTopK SAE is saved by SAELens as a ``jumprelu`` one with one global
   threshold; saeatlas exports its BatchTopK SAEs the same way.
 
@@ -36,7 +37,8 @@ keeps each row's ``k`` largest, and decodes ``acts @ W_dec + b_dec``: saeatlas's
 ``topk`` architecture with ``W_enc = encoder.weight.T`` and ``b_dec`` subtracted
 from the input. Transcoders (which decode into another layer and do not subtract
 ``b_dec``) and skip connections (``W_skip``) are not sparse autoencoders of one
-layer and are refused.
+layer and are refused, as are the signed coders of sparsify's predecessor (EleutherAI's
+``sae``, 2024: ``signed`` true drops the ReLU and keeps the k largest ``|pre|``).
 """
 
 from __future__ import annotations
@@ -92,10 +94,21 @@ def weight_shapes(c: SAEConfig) -> dict[str, tuple[int, ...]]:
     return shapes | {name: (c.d_sae,) for name in get_architecture(c.architecture).file_weights}
 
 
-def checked_weights(file: Path, tensors: Weights, shapes: dict[str, tuple[int, ...]]) -> Weights:
+def checked_weights(
+    file: Path, tensors: Weights, shapes: dict[str, tuple[int, ...]], ignored: tuple[str, ...] = ()
+) -> Weights:
     """The tensors named in ``shapes`` as float32, after checking that each is there,
     of that shape, of a float dtype and finite (``copy_`` would broadcast a wrong
-    shape silently, and cast integers)."""
+    shape silently, and cast integers), and that the file holds no others but
+    ``ignored`` (SAELens and sparsify load strictly too: a ``threshold`` beside a
+    ``topk`` config says the config does not describe the weights)."""
+    extra = sorted(set(tensors) - set(shapes) - set(ignored))
+    if extra:
+        raise SAEFileError(
+            f"'{file}' holds tensors {extra[:5]} that its config does not use (it needs "
+            f"{sorted(shapes)}): the config does not describe these weights. Check its "
+            "`architecture`, or drop those tensors."
+        )
     out = {}
     for name, shape in shapes.items():
         t = tensors.get(name)
@@ -211,8 +224,9 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
             "`finetuning_scaling_factor`, before 6.0), which saeatlas does not apply. Fold it "
             "into W_dec's rows (W_dec * scaling_factor[:, None]) and drop it."
         )
-    weights = checked_weights(path / WEIGHTS, tensors, weight_shapes(ours))
-    if cfg.get("rescale_acts_by_decoder_norm"):
+    weights = checked_weights(path / WEIGHTS, tensors, weight_shapes(ours), ("scaling_factor",))
+    # a field of SAELens's TopK config alone: its loader drops the key from the others
+    if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
         norms = weights["W_dec"].norm(dim=1)
         if not bool((norms > 0).all()):
             raise SAEFileError(
@@ -299,6 +313,12 @@ def read_sparsify(path: str | Path) -> tuple[SAEConfig, Weights]:
         raise SAEFileError(
             f"'{path}' uses sparsify's `activation` {cfg['activation']!r}; saeatlas reads "
             "'topk' sparse coders only."
+        )
+    if cfg.get("signed"):  # EleutherAI's `sae` library, mid-2024 (sparsify's predecessor)
+        raise SAEFileError(
+            f"'{path}' is a signed sparse coder (`signed` true: no ReLU, and each row keeps the "
+            "k latents of largest absolute value); saeatlas reads unsigned TopK coders only. "
+            "Train it with `signed` false."
         )
     tensors = read_tensors(path / SPARSIFY_WEIGHTS)
     if "W_skip" in tensors or cfg.get("skip_connection"):

@@ -17,7 +17,7 @@ from pathlib import Path
 from safetensors.torch import save
 
 from ..errors import AtlasError, ConfigError
-from ..store.atomic import atomic_write_bytes, check_output_dir, replacing_dir
+from ..store.atomic import atomic_write_bytes, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
 from .config import SAEConfig
 from .files import CFG, SAE_EXTRAS, WEIGHTS, SAEFileError
@@ -89,7 +89,9 @@ def _write_files(cfg: SAEConfig, weights: Weights, path: Path) -> None:
 def check_sae_out(path: Path, *, overwrite: bool, resume: bool) -> None:
     """Refuse to write an SAE to ``path`` when that would lose something: a complete
     SAE (without ``overwrite``), an interrupted run (without ``resume`` or
-    ``overwrite``), or files that are not an SAE's."""
+    ``overwrite``), or files that are not an SAE's. Call it holding ``path``'s lock: it
+    first finishes a swap of ``path`` that a kill interrupted (:func:`recover_dir`)."""
+    recover_dir(path)
     ours = {CFG, WEIGHTS, *SAE_EXTRAS}
     check_output_dir(path, "an SAE", "an SAE's", CFG, lambda p: p.name in ours, overwrite)
     if (path / "checkpoint.pt").exists() and not (resume or overwrite):

@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import save
 
 from ..store import LayerSpec
-from ..store.atomic import atomic_write_bytes, check_output_dir, replacing_dir
+from ..store.atomic import atomic_write_bytes, check_output_dir, recover_dir, replacing_dir
+from ..store.lock import output_lock
 from .config import SAEConfig
 from .files import CFG, WEIGHTS, SAEFileError
 from .formats import is_saelens_cfg, read_cfg, read_saelens, saelens_cfg
@@ -101,23 +102,33 @@ def export_saelens(
     provenance = _provenance(sae, store)
     layers = sae.cfg.layers
     parts = split_by_layer(sae) if len(layers) > 1 else None  # refused before any write
+    for layer in layers if parts is not None else ():
+        if layer.name in ("", ".", "..") or Path(layer.name).name != layer.name:
+            raise SAEFileError(  # `out / '..'` or `out / '/abs'` would write outside --out
+                f"The joint SAE's layer {layer.name!r} cannot name a folder of the export (each "
+                f"layer's SAELens SAE goes to '{path}/<layer>'). Rename it in the `layers` of "
+                "the SAE's cfg.json (a plain name: no '/', not '.' or '..')."
+            )
     ours = {CFG, WEIGHTS, *(l.name for l in layers)}
-    if (path / CFG).is_file() and not is_saelens_cfg(read_cfg(path / CFG)):
-        raise SAEFileError(
-            f"'{path}' holds a saeatlas SAE, which the export would replace; choose another --out."
+    with output_lock(path):
+        recover_dir(path)  # what a killed swap left is checked like what is there
+        if (path / CFG).is_file() and not is_saelens_cfg(read_cfg(path / CFG)):
+            raise SAEFileError(
+                f"'{path}' holds a saeatlas SAE, which the export would replace; choose "
+                "another --out."
+            )
+        # the export replaces an earlier one whole (written beside it, renamed in), never a
+        # directory holding anything else
+        check_output_dir(
+            path, "a SAELens export", "a SAELens export's", CFG, lambda p: p.name in ours, True
         )
-    # the export replaces an earlier one whole (written beside it, renamed in), never a
-    # directory holding anything else
-    check_output_dir(
-        path, "a SAELens export", "a SAELens export's", CFG, lambda p: p.name in ours, True
-    )
-    with replacing_dir(path) as new:
-        if parts is None:
-            name = layers[0].name if layers else None
-            _write_saelens(sae, new, saelens_metadata(provenance, name))
-            return {name or "": path}
-        for layer, part in zip(layers, parts):
-            _write_saelens(part, new / layer.name, saelens_metadata(provenance, layer.name))
+        with replacing_dir(path) as new:
+            if parts is None:
+                name = layers[0].name if layers else None
+                _write_saelens(sae, new, saelens_metadata(provenance, name))
+                return {name or "": path}
+            for layer, part in zip(layers, parts):
+                _write_saelens(part, new / layer.name, saelens_metadata(provenance, layer.name))
     return {layer.name: path / layer.name for layer in layers}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..store.lock import output_lock
 from .formats import is_sparsify_dir, read_sparsify, sparsify_hookpoints
 from .io import check_sae_out
 from .model import SparseAutoencoder
@@ -36,10 +37,11 @@ def import_sparsify(
     out = Path(out)
     single = len(folders) == 1 and is_sparsify_dir(src)
     targets = {folder: out if single else out / folder.name for folder in folders}
-    for folder, target in targets.items():  # one SAE in memory at a time: read twice
-        read_sparsify(folder)
-        check_sae_out(target, overwrite=overwrite, resume=False)
-    return {
-        folder.name: load_sparsify(folder).save(target, overwrite=overwrite)
-        for folder, target in targets.items()
-    }
+    with output_lock(out):  # one import at a time: two could mix their hookpoints
+        for folder, target in targets.items():  # one SAE in memory at a time: read twice
+            read_sparsify(folder)
+            check_sae_out(target, overwrite=overwrite, resume=False)
+        return {
+            folder.name: load_sparsify(folder).save(target, overwrite=overwrite)
+            for folder, target in targets.items()
+        }

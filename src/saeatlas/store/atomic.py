@@ -139,6 +139,14 @@ def check_output_dir(
         )
 
 
+def through_link(path: str | os.PathLike) -> Path:
+    """``path``, or the path a symbolic link there names: a link to an output is written
+    through, the directory it names replaced and the link kept (a directory swapped in
+    at the link's place would drop it, and leave files written through it behind)."""
+    path = Path(path)
+    return path.resolve() if path.is_symlink() else path
+
+
 def beside(path: str | os.PathLike, suffix: str) -> Path:
     """``.NAME{suffix}`` beside the output ``NAME``; a path without a name of its own
     (``.``, ``out/..``) is made absolute first, so that it has one."""
@@ -165,7 +173,7 @@ def _remove(path: Path) -> None:
 def recover_dir(path: str | os.PathLike) -> None:
     """Finish or undo a :func:`swap_in` that a kill interrupted. Call it holding the
     lock of ``path`` (:func:`saeatlas.store.lock.output_lock`)."""
-    path = Path(path)
+    path = through_link(path)
     old, new = _old_dir(path), partial_dir(path)
     if not old.exists():
         return
@@ -240,7 +248,7 @@ def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
     The caller decides beforehand whether ``path`` may be replaced."""
     from .lock import output_lock
 
-    path = Path(path)
+    path = through_link(path)
     with output_lock(path):
         new = fresh_partial(path)
         try:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import AtlasError
+from .atomic import through_link
 from .manifest import MANIFEST, ROWS
 
 
@@ -43,8 +44,9 @@ def lock_path(path: str | os.PathLike) -> Path:
 
 def _key(path: str | os.PathLike) -> Path:
     """``path`` absolute, its folder resolved: one name per output, so that ``.``,
-    ``out/..`` and the full path share one lock (``'.'`` has no name of its own)."""
-    path = Path(os.path.abspath(path))
+    ``out/..`` and the full path share one lock (``'.'`` has no name of its own), and
+    so does a link to the output (written through, :func:`.atomic.through_link`)."""
+    path = Path(os.path.abspath(through_link(path)))
     return path.parent.resolve() / path.name
 
 

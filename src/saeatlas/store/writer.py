@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, StoreError
-from .atomic import partial_dir, refuse_current_folder
+from .atomic import partial_dir, refuse_current_folder, through_link
 from .buffer import BlockPool, Piece, RowBuffer, copy_rows
 from .commit import Committer
 from .lock import acquire, release
@@ -105,9 +105,7 @@ class StoreWriter:
             raise ConfigError(
                 "Pass either `resume` (--resume) or `overwrite` (--overwrite), not both."
             )
-        # A link to a store: write (and lock) the store it names, not a directory in
-        # place of the link.
-        self.path = Path(path).resolve() if Path(path).is_symlink() else Path(path)
+        self.path = through_link(path)  # a link to a store: write (and lock) the store
         self.work = partial_dir(self.path)
         self.rank, self.world = rank, world
         self.dtype = dtype

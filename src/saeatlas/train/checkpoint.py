@@ -53,6 +53,6 @@ def load_checkpoint(
         rows = " (`rows_digest`: the store's rows differ)" if "rows_digest" in changed else ""
         raise ConfigError(
             f"The checkpoint in '{path}' was made with other settings ({changed}){rows}; resume "
-            "with the same settings, or start again with --overwrite."
+            "with the same settings, or pass --overwrite to start again."
         )
     return state

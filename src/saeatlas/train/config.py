@@ -89,7 +89,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Gradient-norm clipping (0 turns it off)."""
     seed: int = 0
-    """Seed for initialisation and data order."""
+    """Seed for initialisation (and data order, unless `data_seed` is given)."""
+    data_seed: int | None = None
+    """Seed of the data order (default: `seed`). SAEs trained like one another with
+    other seeds (`saeatlas train --seeds N`) keep its data order, so that each is the same
+    SAE whether trained together, one by one or resumed."""
     device: str = "cpu"
     """Device to train on (cpu, cuda, cuda:1...)."""
     autocast: str = "none"
@@ -128,6 +132,7 @@ class TrainConfig:
         # The weights are float32, and torch's random generators take 64-bit seeds.
         in_range("lr", self.lr, 0, FLOAT32_MAX, open_low=True)
         in_range("seed", self.seed, 0, 2**63 - 1)
+        in_range("data_seed", self.data_seed, 0, 2**63 - 1)
         positive(self, "jumprelu_bandwidth", "jumprelu_init_threshold")
         non_negative(self, "heldout_rows", "lr_warmup_steps", "checkpoint_every")
         non_negative(self, "sparsity_warmup_steps", "seed", "grad_clip", "auxk_coefficient")
@@ -147,6 +152,8 @@ class TrainConfig:
                 f"`layers` (--layers) names {repeated} more than once; name each once."
             )
         check_device("device", self.device, flag="--device")
+        if self.data_seed is None:  # replace(cfg, seed=...) keeps the data order
+            object.__setattr__(self, "data_seed", self.seed)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

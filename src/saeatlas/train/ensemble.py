@@ -14,11 +14,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .._world import from_main, join
-from ..errors import ConfigError
+from ..errors import AtlasError, ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.files import CFG, WEIGHTS
 from ..sae.io import check_sae_out
 from ..store import ActivationStore
+from ..store.atomic import recover_dir
 from ..store.lock import output_lock
 from .checkpoint import CHECKPOINT, load_checkpoint
 from .config import TrainConfig
@@ -57,12 +58,11 @@ def train_ensemble(
     """Train ``n_seeds`` SAEs that differ only in ``cfg.seed``: seed ``s`` into ``out``,
     seeds ``s + 1``, ..., ``s + n_seeds - 1`` into ``<out>-seed1``, ... .
 
-    Without checkpoints they are trained from the same batches in one pass
-    (:func:`~saeatlas.train.train_family`, data-parallel under ``torchrun``): the
-    first seed sets the data order of every member, each member's seed its
-    initialisation. With ``checkpoint_every`` or ``resume`` they are trained one
-    after the other with :func:`~saeatlas.train.train_sae`, each with its own seed
-    for both.
+    Every member keeps ``cfg``'s data order (its ``data_seed``); each member's seed
+    sets its initialisation. Without checkpoints they are trained from the same
+    batches in one pass (:func:`~saeatlas.train.train_family`, data-parallel under
+    ``torchrun``); with ``checkpoint_every`` or ``resume`` one after the other with
+    :func:`~saeatlas.train.train_sae`, which gives the same SAEs.
     ``n_seeds=1`` is ``train_sae(store, cfg, out)``.
 
     Args:
@@ -91,6 +91,8 @@ def train_ensemble(
     world = join(cfg.device)  # only rank 0 writes: only it locks and checks the outputs
 
     def check() -> list[bool]:
+        for o in outs:  # a member whose final swap a kill interrupted is complete
+            recover_dir(o)
         kept = [resume and _keep(c, o, overwrite) for c, o in zip(cfgs, outs)]
         for i, (o, keep) in enumerate(zip(outs, kept)):
             if not keep:
@@ -128,19 +130,29 @@ def _complete(path: Path) -> bool:
     )
 
 
+def trained_like(out: Path, cfg: TrainConfig) -> bool | None:
+    """``None`` when ``out`` holds no complete SAE, else whether the training settings it
+    records are ``cfg`` (a record older than `data_seed` matches any data order)."""
+    if not _complete(out):
+        return None
+    try:
+        raw = json.loads((out / CFG).read_text())["metadata"]["train_config"]
+        recorded = TrainConfig.from_json(raw)
+    except (OSError, ValueError, KeyError, TypeError, AtlasError):
+        return False
+    if "data_seed" not in raw:
+        cfg = replace(cfg, data_seed=recorded.data_seed)
+    return recorded == cfg
+
+
 def _keep(cfg: TrainConfig, out: Path, overwrite: bool) -> bool:
     """Whether ``resume`` keeps the SAE in ``out``: complete and trained with ``cfg``.
     A complete SAE trained otherwise is an error unless ``overwrite`` replaces it."""
-    if not _complete(out):
+    same = trained_like(out, cfg)
+    if same is None or (not same and overwrite):
         return False
-    try:
-        recorded = json.loads((out / CFG).read_text())["metadata"]["train_config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        recorded = None
-    if recorded == cfg.to_json():
+    if same:
         return True
-    if overwrite:
-        return False
     raise ConfigError(
         f"--resume: '{out}' holds a complete SAE that was not trained with these settings "
         f"and seed {cfg.seed}. Pass --overwrite to train it again, or choose another --out."
@@ -152,7 +164,7 @@ def _check_out(out: Path, i: int, n: int, cfg: TrainConfig, overwrite: bool, res
     with ``cfg``, so that no member is trained before a later one is refused."""
     try:
         check_sae_out(out, overwrite=overwrite, resume=resume)
-        if resume and (out / CHECKPOINT).exists():
+        if resume and not overwrite and (out / CHECKPOINT).exists():  # else it starts again
             load_checkpoint(out, {"train_config": cfg.to_json()}, partial=True)
     except ConfigError as e:
         if i == 0:

@@ -11,6 +11,7 @@ batch, and each member's gradients are averaged over the ranks.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .._progress import progress_bar
@@ -20,7 +21,7 @@ from ..sae.io import check_sae_out
 from ..store import ActivationStore
 from ..store.lock import output_lock
 from .config import TrainConfig
-from .trainer import TrainResult, _finish, _Run
+from .trainer import TrainResult, _finish, _Run, _tensorboard, add_scalars
 
 #: Settings that must agree for the family to share batches.
 SHARED = ("layers", "batch_size", "tokens", "heldout_rows", "device")
@@ -34,7 +35,8 @@ def train_family(
     progress: bool = True,
 ) -> list[TrainResult]:
     """Train one SAE per config on the same stream of batches (the first config's
-    seed sets the data order; each config's seed sets its initialisation).
+    `data_seed` sets the data order, and every member records it; each config's seed
+    sets its initialisation).
 
     Args:
         store: the activations.
@@ -44,6 +46,8 @@ def train_family(
     """
     if not configs:
         raise ConfigError("`configs` is empty: give at least one TrainConfig.")
+    # what each member's cfg.json records must be how it was trained
+    configs = [replace(c, data_seed=configs[0].data_seed) for c in configs]
     for name in SHARED:
         values = {repr(getattr(c, name)) for c in configs}
         if len(values) > 1:
@@ -78,17 +82,20 @@ def _train_family(
     assert len(n_steps) == 1, "shared tokens and batch size give equal step counts"
     total = runs[0].n_steps
     batches = runs[0].batches()
+    dirs = [Path(o) for o in outs] if outs is not None else [None] * len(runs)
+    boards = [_tensorboard(d, r.cfg) if r.world.is_main else None for d, r in zip(dirs, runs)]
     t0 = time.perf_counter()
     with progress_bar(f"train x{len(runs)}", total, progress) as bar:
         while runs[0].step < total:
             batch = next(batches)
-            for run in runs:
+            for run, board in zip(runs, boards):
                 out = run.train_step(batch)
                 if (run.step - 1) % run.cfg.log_every == 0 or run.step == total:
-                    run.record(out, run.rows_done / max(time.perf_counter() - t0, 1e-9))
+                    speed = run.rows_done / max(time.perf_counter() - t0, 1e-9)
+                    add_scalars(board, run.record(out, speed))
             bar.advance(1)
+    for board in boards:
+        if board is not None:
+            board.close()
     seconds = time.perf_counter() - t0
-    return [
-        _finish(run, Path(outs[i]) if outs is not None else None, seconds)
-        for i, run in enumerate(runs)
-    ]
+    return [_finish(run, d, seconds) for run, d in zip(runs, dirs)]

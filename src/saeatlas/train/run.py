@@ -221,7 +221,7 @@ class _Run:
         while True:
             yield from self.store.iter_batches(
                 self.batch_size,
-                seed=self.cfg.seed,
+                seed=self.cfg.data_seed,
                 epoch=epoch,
                 layers=self.names,
                 drop_last=True,

@@ -79,7 +79,21 @@ def train_sae(
     with output_lock(out if world.is_main else None):
         if out is not None:
             from_main(lambda: check_sae_out(out, overwrite=overwrite, resume=resume), world)
-        return _train(store, cfg, out, resume, progress)
+        return _train(store, cfg, out, resume, overwrite, progress)
+
+
+def _continue(run: _Run, out: Path) -> None:
+    """Load the checkpoint in ``out`` into ``run``, or raise :class:`ConfigError`."""
+    state = load_checkpoint(out, run.settings())
+    try:
+        run.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a damaged checkpoint
+        raise ConfigError(
+            f"'{out / CHECKPOINT}' has this run's settings but not a state it can continue "
+            f"from ({type(e).__name__}: {' '.join(str(e).split())}). Start again with "
+            "--overwrite (without --resume)."
+        ) from None
+    log.info("Resuming at step %d of %d.", run.step, run.n_steps)
 
 
 def _train(
@@ -87,22 +101,21 @@ def _train(
     cfg: TrainConfig,
     out: Path | None,
     resume: bool,
+    overwrite: bool,
     progress: bool,
 ) -> TrainResult:
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     run = _Run(store, cfg)
     board = _tensorboard(out, cfg) if run.world.is_main else None
     if resume:
-        state = load_checkpoint(out, run.settings())
         try:
-            run.load_state_dict(state)
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a damaged checkpoint
-            raise ConfigError(
-                f"'{out / CHECKPOINT}' has this run's settings but not a state it can continue "
-                f"from ({type(e).__name__}: {' '.join(str(e).split())}). Start again with "
-                "--overwrite."
-            ) from None
-        log.info("Resuming at step %d of %d.", run.step, run.n_steps)
+            _continue(run, out)
+        except ConfigError as e:
+            if not overwrite:
+                raise
+            # --resume --overwrite: continue what can be continued, replace the rest
+            log.info("Starting '%s' again (--overwrite): %s", out, e)
+            run = _Run(store, cfg)
     t0, done_before = time.perf_counter(), run.rows_done
     batches = run.batches()
     with progress_bar("train", run.n_steps, progress and run.world.is_main) as bar:
@@ -113,10 +126,7 @@ def _train(
                 check_finite_training(run, step_out, out)
                 speed = (run.rows_done - done_before) / max(time.perf_counter() - t0, 1e-9)
                 rec = run.record(step_out, speed)
-                if board is not None:
-                    for key, value in rec.items():
-                        if key not in ("step", "tokens"):
-                            board.add_scalar(f"train/{key}", value, rec["tokens"])
+                add_scalars(board, rec)
                 bar.advance(
                     0,
                     info=f"fvu {rec['fvu']:.3f} L0 {rec['l0']:.1f} "
@@ -149,6 +159,16 @@ def _tensorboard(out: Path | None, cfg: TrainConfig) -> Any:
             "`tensorboard` needs the tensorboard package: pip install 'saeatlas[tensorboard]'."
         ) from e
     return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def add_scalars(board: Any, rec: dict[str, float]) -> None:
+    """One metrics record as TensorBoard scalars against the rows seen (``board``: a
+    ``SummaryWriter`` from :func:`_tensorboard`, or ``None``)."""
+    if board is None:
+        return
+    for key, value in rec.items():
+        if key not in ("step", "tokens"):
+            board.add_scalar(f"train/{key}", value, rec["tokens"])
 
 
 def check_finite_training(run: _Run, step_out: dict[str, torch.Tensor], out: Path | None) -> None:

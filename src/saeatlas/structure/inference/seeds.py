@@ -21,10 +21,9 @@ from ..._coordinator import Coordinator
 from ..._world import in_one_process
 from ...errors import ConfigError
 from ...sae import SparseAutoencoder
-from ...sae.files import CFG, WEIGHTS
 from ...store import ActivationStore
 from ...train.checkpoint import CHECKPOINT
-from ...train.ensemble import seed_sae_dir
+from ...train.ensemble import seed_sae_dir, trained_like
 
 #: SAEs in an atlas's ensemble at most (`saeatlas analyze --seeds`).
 MAX_SEEDS = 100
@@ -71,9 +70,16 @@ def train_seed_saes(
     shift, todo = 0, []
     while missing:
         shift += 1
-        target = seed_sae_dir(sae_dir, shift)
-        if not ((target / CFG).is_file() and (target / WEIGHTS).is_file()):
-            todo.append((replace(base, seed=base.seed + shift), target))
+        target, cfg = seed_sae_dir(sae_dir, shift), replace(base, seed=base.seed + shift)
+        same = trained_like(target, cfg)
+        if same is False:  # a stale one would be compared as if trained like sae_dir
+            raise ConfigError(
+                f"'{target}' holds an SAE that was not trained like '{sae_dir}' with seed "
+                f"{cfg.seed} (its cfg.json records other settings, or none). Delete it so that "
+                "--seeds trains it again, or give the seed SAEs with --seed-sae DIR ..."
+            )
+        if same is None:
+            todo.append((cfg, target))
         out.append(target)
         missing -= 1
     resuming = any((t / CHECKPOINT).is_file() for _, t in todo)
