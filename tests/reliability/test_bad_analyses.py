@@ -259,3 +259,63 @@ def test_report_refuses_a_sweep_of_other_layers(tmp_path):
     assert found is None and note.startswith("No sparsity sweep shown: the one found beside")
     summary["layers"] = ["3"]
     assert _find_sweep(tmp_path / "atlas", summary, sweep)[0] is not None
+
+
+def _atlas_of_one_module(path):
+    """A small atlas whose files agree: one module of unit 0 and feature 0."""
+    import pandas as pd
+
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.inference.outcome import decide
+
+    atlas = Atlas(
+        units=pd.DataFrame(dict(unit=[0, 1], layer=["a", "a"], index=[0, 1], module=[0, -1])),
+        features=pd.DataFrame(dict(feature=[0], module=[0], top_units=[[0, 1]])),
+        modules=pd.DataFrame(dict(module=[0], n_units=[1], n_features=[1], significant=[True])),
+        summary={},
+    )
+    decide(atlas)
+    atlas.save(path)
+    Atlas.load(path)  # as written, it agrees with itself
+    return path
+
+
+@pytest.mark.parametrize(
+    "name,change,needle",
+    [
+        # a module dropped by hand: the units still named it, and the page drew it grey
+        ("modules", lambda m: m.iloc[:0], "names the module 0, not one of the 0 modules"),
+        ("modules", lambda m: m.assign(module=m.module + 10), "numbers its 1 modules [10]"),
+        ("units", lambda u: u.assign(module=[0, 7]), "names the module 7"),
+        ("units", lambda u: u.assign(module=[0.0, 0.0]), "names the module 0.0"),
+        ("units", lambda u: u.iloc[[0, 0, 1]], "must list each unit once"),
+        ("units", lambda u: u.iloc[:0], "`top_units` of features.parquet"),  # an IndexError
+        ("features", lambda f: f.assign(module=3), "names the module 3"),
+    ],
+)
+def test_report_refuses_atlas_tables_that_disagree(tmp_path, run_cli, name, change, needle):
+    import pandas as pd
+
+    cli, one_line = run_cli
+    atlas = _atlas_of_one_module(tmp_path / "atlas")
+    table = atlas / f"{name}.parquet"
+    change(pd.read_parquet(table)).to_parquet(table, index=False)
+    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze`")
+    assert not (atlas / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    "edit,needle",
+    [
+        ({"n_modules": 5}, "says n_modules 5, but modules.parquet has 1"),
+        ({"n_significant_modules": 0}, "says n_significant_modules 0, but its tables give 1"),
+        ({"verdict": "no_significant_structure", "significant": False}, "but its tables give"),
+    ],
+)
+def test_report_refuses_a_verdict_its_tables_contradict(tmp_path, run_cli, edit, needle):
+    """An atlas.json edited to claim no modules headlined a page that showed one."""
+    cli, one_line = run_cli
+    atlas = _atlas_of_one_module(tmp_path / "atlas")
+    summary = json.loads((atlas / "atlas.json").read_text())
+    (atlas / "atlas.json").write_text(json.dumps({**summary, **edit}))
+    one_line(cli("report", atlas), needle)
