@@ -76,6 +76,36 @@ def test_changed_settings_rerun_that_stage_only(quick_demo, tmp_path):
     assert _mtimes(out / "sae") == sae
 
 
+def test_an_output_replaced_since_the_run_wrote_it_is_made_again(quick_demo, tmp_path):
+    """`saeatlas analyze --overwrite` (or `capture --overwrite`) into a run's directory
+    once left `saeatlas run` skipping the stage, its record being complete: the run
+    ended on an atlas of other settings, or on an SAE and atlas of the old store."""
+    import json
+
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.run import RunState, _decide, fingerprints
+
+    out = _copy(quick_demo, tmp_path)
+    paths, cfg = RunPaths(out), load_run_config(out / "config.yaml")
+    state = RunState(paths.state)
+
+    def decide(name):
+        return _decide(name, cfg, paths, state, fingerprints(cfg), None)
+
+    assert decide("analyze")[0].status == "skipped"
+    atlas = Atlas.load(paths.atlas)
+    atlas.summary["config"]["n_null"] = 0  # as an analysis by hand with --n-null 0
+    atlas.save(paths.atlas, overwrite=True)
+    outcome, resume, why = decide("analyze")
+    assert outcome is None and not resume and why.endswith("was replaced since this run wrote it")
+    assert decide("capture")[0].status == "skipped"
+    manifest = json.loads((paths.store / "manifest.json").read_text())
+    manifest["provenance"]["inputs"] = "other.npy"  # a store captured again
+    (paths.store / "manifest.json").write_text(json.dumps(manifest))
+    outcome, resume, why = decide("capture")
+    assert outcome is None and not resume and "replaced" in why  # captured anew, not resumed
+
+
 MODEL_FILE = textwrap.dedent(
     """
     import torch

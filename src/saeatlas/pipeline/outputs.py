@@ -14,6 +14,7 @@ Each check follows how the stage itself writes its files:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -122,6 +123,18 @@ def atlas_summary(path: Path) -> dict | None:
 def report_complete(atlas_dir: Path) -> bool:
     html, meta = atlas_dir / REPORT_HTML, atlas_dir / ATLAS_JSON
     return html.is_file() and meta.is_file() and html.stat().st_mtime >= meta.stat().st_mtime
+
+
+def output_stamp(files: list[Path]) -> str | None:
+    """A hash of ``files``' bytes (None when one is missing): whether an output is still
+    the one the run wrote, or was replaced since (by hand, or by another command)."""
+    digest = hashlib.sha256()
+    for f in files:
+        try:
+            digest.update(f.read_bytes())
+        except OSError:
+            return None
+    return digest.hexdigest()[:16]
 
 
 def copy_sae(src: Path, dst: Path) -> None:

@@ -3,8 +3,8 @@ report from one :class:`~.config.RunConfig`, into one run directory.
 
 Stages whose output is already complete (see :mod:`.outputs`) are skipped, and
 said so, unless their settings changed since they ran or an earlier stage ran
-again. ``OUT/run.json`` records each stage's settings (a fingerprint) and
-whether it finished; ``OUT/config.yaml`` is the config the run used, with
+again. ``OUT/run.json`` records each stage's settings (a fingerprint),
+whether it finished and a hash of its output (an output replaced since is made again); ``OUT/config.yaml`` is the config the run used, with
 absolute paths, so ``saeatlas run OUT/config.yaml`` repeats it in place.
 """
 
@@ -24,13 +24,18 @@ import torch
 
 from .._coordinator import Coordinator, run_ranks
 from ..errors import ConfigError
+from ..sae.files import CFG
 from ..store.atomic import atomic_write_bytes, atomic_write_json
 from ..store.lock import output_lock
+from ..store.manifest import MANIFEST
 from ..structure import Atlas
+from ..structure.atlas import ATLAS_JSON
+from ..sweep.sweep import SWEEP_JSON
 from .config import RunConfig
 from .outputs import (
     RunPaths,
     atlas_summary,
+    output_stamp,
     report_complete,
     sae_complete,
     store_complete,
@@ -138,8 +143,14 @@ class RunState:
         self.stages[name] = {"fingerprint": fingerprint, "complete": False}
         self._write()
 
-    def finish(self, name: str, seconds: float, note: str) -> None:
+    def finish(self, name: str, seconds: float, note: str, stamp: str | None) -> None:
+        """Mark ``name`` finished, its output's :func:`~.outputs.output_stamp` ``stamp``
+        recorded for it and for the earlier stages that share its output (the ablation
+        rewrites the analysis's atlas)."""
         self.stages[name].update(complete=True, seconds=round(seconds, 2), note=note)
+        for other in STAGES[: STAGES.index(name) + 1]:
+            if _OUTPUT[other] == _OUTPUT[name] and other in self.stages:
+                self.stages[other]["stamp"] = stamp
         self._write()
 
     def _write(self) -> None:
@@ -162,6 +173,22 @@ def _complete(name: str, paths: RunPaths, cfg: RunConfig) -> bool:
     if name == "ablation":
         return summary is not None and "ablation" in summary
     return summary is not None and report_complete(paths.atlas)
+
+
+def _stamp(name: str, paths: RunPaths, cfg: RunConfig) -> str | None:
+    """The stamp of stage ``name``'s output: the file it writes last (every SAE's)."""
+    if name == "capture":
+        files = [paths.store / MANIFEST]
+    elif name == "sweep":
+        files = [paths.sweep / SWEEP_JSON]
+    elif name == "train":
+        saes = [paths.sae, *(paths.seed_sae(i) for i in range(1, cfg.n_trained_seeds + 1))]
+        files = [p / CFG for p in saes]
+    elif name == "report":
+        files = [paths.report]
+    else:
+        files = [paths.atlas / ATLAS_JSON]
+    return output_stamp(files)
 
 
 def _enabled(name: str, cfg: RunConfig) -> str | None:
@@ -284,7 +311,7 @@ def _run(
                 note = coord.gather(note, None)[0]  # rank 0's, once every rank has finished
                 seconds = time.perf_counter() - t0
                 if state is not None:
-                    state.finish(name, seconds, note)
+                    state.finish(name, seconds, note, _stamp(name, paths, config))
                 upstream = upstream or name
                 outcome = StageOutcome(name, RAN, f"{why}; {note}" if note else why, seconds)
             outcomes.append(outcome)
@@ -316,7 +343,14 @@ def _decide(
     where = getattr(paths, _OUTPUT[name])
     # looked up once, and only where the outcome or its reason depends on it
     complete = (upstream is None or record is None) and _complete(name, paths, config)
-    if upstream is None and complete and finished:
+    # an output replaced since this run wrote it (`saeatlas capture --overwrite` into the
+    # run's store) is not this run's: what was made from the old one must be made again
+    replaced = (
+        complete
+        and record is not None
+        and record.get("stamp", None) not in (None, _stamp(name, paths, config))
+    )
+    if upstream is None and complete and finished and not replaced:
         known = "" if record is not None else " (no record of its settings; kept as is)"
         return StageOutcome(name, SKIPPED, f"{where} is complete{known}"), False, ""
     if record is None and not complete:
@@ -325,9 +359,11 @@ def _decide(
         why = f"the {upstream} stage ran again"
     elif record is not None and not same:
         why = "its settings changed"
+    elif replaced:
+        why = f"{where} was replaced since this run wrote it"
     elif record is not None and not record.get("complete", False):
         why = "it was interrupted"
     else:
         why = f"{where} is missing or incomplete"
     state.start(name, prints[name])
-    return None, same and upstream is None, why
+    return None, same and upstream is None and not replaced, why
