@@ -319,3 +319,35 @@ def test_report_refuses_a_verdict_its_tables_contradict(tmp_path, run_cli, edit,
     summary = json.loads((atlas / "atlas.json").read_text())
     (atlas / "atlas.json").write_text(json.dumps({**summary, **edit}))
     one_line(cli("report", atlas), needle)
+
+
+def test_an_sae_that_never_fires_on_the_store_is_refused(tmp_path, guarded, run_cli):
+    """Its atlas once headlined the units' plain correlations ("the SAE's own modules do
+    not reproduce across its ensemble") for an SAE with every latent dead."""
+    import torch
+
+    cli, one_line = run_cli
+    sae = SparseAutoencoder.load(guarded.sae)
+    with torch.no_grad():
+        sae.b_enc.fill_(-1e4)
+    sae.save(tmp_path / "dead")
+    args = ["analyze", "--sae", tmp_path / "dead", "--acts", guarded.store, "--seeds", "1", "-q"]
+    one_line(cli(*args, "--out", tmp_path / "a"), "None of the SAE's 24 latents fires on any")
+    assert not (tmp_path / "a").exists()
+
+
+def test_labels_of_one_class_leave_the_modules_unprofiled(tmp_path, outputs, run_cli, caplog):
+    """A store whose labels name one class once failed after the whole analysis with
+    ValueError 'Selectivity needs at least 2 classes' (a traceback)."""
+    cli, _ = run_cli
+    np.save(tmp_path / "y.npy", np.zeros(300, int))
+    store = tmp_path / "store"
+    r = cli(*["capture", "--model", outputs.model, "--inputs", outputs.inputs], "-q",
+            *["--labels", tmp_path / "y.npy", "--layers", "1", "3", "--out", store])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    args = ["analyze", "--sae", outputs.sae, "--acts", store, "--out", tmp_path / "a", "-q"]
+    r = cli(*args, "--seeds", "1", "--n-null", "2", "--no-control")
+    assert r.exit_code == 0, r.output
+    assert "has 1 class(es) on the analysed rows" in caplog.text
+    atlas = json.loads((tmp_path / "a" / "atlas.json").read_text())
+    assert "label_classes" not in atlas
