@@ -41,6 +41,15 @@ def test_second_run_skips_every_complete_stage(quick_demo, tmp_path):
     assert _mtimes(out) == before  # nothing retrained or rewritten
 
 
+def test_a_rerun_removes_the_records_a_killed_run_left_half_written(quick_demo, tmp_path):
+    out = _copy(quick_demo, tmp_path)
+    for name in (".tmp-run.json-x1", ".tmp-config.yaml-x2"):  # a kill -9 in their writes
+        (out / name).write_text("{")
+    result = runner.invoke(app, ["run", str(out / "config.yaml"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert not list(out.glob(".tmp-*"))
+
+
 def test_incomplete_stage_runs_again_with_the_stages_after_it(quick_demo, tmp_path):
     out = _copy(quick_demo, tmp_path)
     keep = {**_mtimes(out / "store"), **_mtimes(out / "sweep")}

@@ -25,7 +25,7 @@ import torch
 from .._coordinator import Coordinator, run_ranks
 from ..errors import ConfigError
 from ..sae.files import CFG
-from ..store.atomic import atomic_write_bytes, atomic_write_json
+from ..store.atomic import TMP_PREFIX, atomic_write_bytes, atomic_write_json
 from ..store.lock import output_lock
 from ..store.manifest import MANIFEST
 from ..structure import Atlas
@@ -294,6 +294,9 @@ def _run(
         state = RunState(paths.state) if main else None
         if main:
             paths.out.mkdir(parents=True, exist_ok=True)
+            for name in (paths.state.name, paths.config.name):  # a killed run's, half-written
+                for tmp in paths.out.glob(f"{TMP_PREFIX}{name}-*"):
+                    tmp.unlink(missing_ok=True)
             record = replace(config, out=".").dumps().encode()
             if not paths.config.is_file() or paths.config.read_bytes() != record:
                 atomic_write_bytes(paths.config, record)
