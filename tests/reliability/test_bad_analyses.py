@@ -351,3 +351,15 @@ def test_labels_of_one_class_leave_the_modules_unprofiled(tmp_path, outputs, run
     assert "has 1 class(es) on the analysed rows" in caplog.text
     atlas = json.loads((tmp_path / "a" / "atlas.json").read_text())
     assert "label_classes" not in atlas
+
+
+@pytest.mark.parametrize("kind,marker", [("store", "manifest.json"), ("sae", "cfg.json"),
+                                         ("atlas", "atlas.json"), ("sweep", "sweep.json")])  # fmt: skip
+def test_a_run_into_another_stages_output_is_refused(tmp_path, guarded, run_cli, kind, marker):
+    """`run --out STORE` once wrote its config.yaml into the store before capture refused
+    the folder; `run --out ATLAS` filled the atlas with the run's store, SAE and sweep."""
+    cli, one_line = run_cli
+    p = tmp_path / "run.yaml"
+    p.write_text(f"model: {guarded.model}\ninputs: {guarded.inputs}\nlayers: ['1', '3']\n")
+    out = getattr(guarded, kind)
+    one_line(cli("run", p, "--out", out, "-q"), f"({marker}), not a run directory")

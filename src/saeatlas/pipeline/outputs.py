@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._world import is_main_process
+from ..errors import ConfigError
 from ..sae.files import CFG, WEIGHTS
 from ..store.atomic import recover_dir, replacing_dir
 from ..store.lock import output_lock
@@ -85,6 +86,26 @@ def _recovered(path: Path) -> Path:
         with output_lock(path):
             recover_dir(path)
     return path
+
+
+#: The file that marks a directory as one stage's own output, never a run directory.
+STAGE_OUTPUTS = {
+    MANIFEST: "an activation store",
+    SWEEP_JSON: "a sweep",
+    CFG: "an SAE",
+    ATLAS_JSON: "an atlas",
+}
+
+
+def check_run_out(out: Path) -> None:
+    """Refuse a run directory that is a store, sweep, SAE or atlas: the run would write
+    its ``config.yaml`` and its stages' folders among that output's files."""
+    for marker, what in STAGE_OUTPUTS.items():
+        if (out / marker).is_file():
+            raise ConfigError(
+                f"'{out}' is {what} ({marker}), not a run directory; give --out a new folder "
+                "(the run writes its store, SAE and atlas inside it)."
+            )
 
 
 def store_complete(path: Path) -> bool:

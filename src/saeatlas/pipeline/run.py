@@ -35,6 +35,7 @@ from .config import RunConfig
 from .outputs import (
     RunPaths,
     atlas_summary,
+    check_run_out,
     output_stamp,
     report_complete,
     sae_complete,
@@ -291,6 +292,7 @@ def _run(
     # its own output.
     with output_lock(paths.out if main else None):
         coord.check(None)
+        coord.from_main(lambda: check_run_out(paths.out))
         state = RunState(paths.state) if main else None
         if main:
             paths.out.mkdir(parents=True, exist_ok=True)
