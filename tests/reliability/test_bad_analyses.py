@@ -4,6 +4,7 @@ nothing written, and never a silently wrong atlas."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -363,3 +364,60 @@ def test_a_run_into_another_stages_output_is_refused(tmp_path, guarded, run_cli,
     p.write_text(f"model: {guarded.model}\ninputs: {guarded.inputs}\nlayers: ['1', '3']\n")
     out = getattr(guarded, kind)
     one_line(cli("run", p, "--out", out, "-q"), f"({marker}), not a run directory")
+
+
+@pytest.mark.parametrize(
+    "width,labels,needle",
+    [
+        # the hooks set units 0..9 of 12 and the ablation "succeeded"
+        (12, np.zeros(30, int), "Layer '1' of the model has 12 units, but the atlas's store"),
+        (10, np.array(["a", "b", "c"] * 10), "a label is 'a'. Give class indices"),  # TypeError
+        (10, np.full(30, 8), "0 to 7 (the model gives 8 logits); a label is 8."),  # IndexError
+        (10, np.full(30, 1.5), "a label is 1.5"),  # was taken as class 1
+    ],
+)
+def test_ablation_refuses_a_model_or_labels_that_do_not_fit(width, labels, needle):
+    import torch
+
+    from saeatlas.errors import AtlasError
+    from saeatlas.store.manifest import LayerSpec
+    from saeatlas.structure.causal.ablation import ablate_modules
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, width), torch.nn.ReLU(), torch.nn.Linear(width, 8), torch.nn.ReLU()
+    )
+    layers = [LayerSpec("1", 0, 10), LayerSpec("3", 10, 18)]
+    x = np.random.default_rng(0).normal(size=(30, 6)).astype(np.float32)
+    units = np.array([0] * 4 + [-1] * 14)
+    with pytest.raises(AtlasError, match=re.escape(needle)):
+        ablate_modules(model, x, layers, units, labels=labels, mode="zero", n_random=2)
+
+
+def test_ablation_of_inputs_the_model_cannot_take_is_one_line(tmp_path, outputs):
+    from saeatlas.capture import load_model
+    from saeatlas.errors import ModelError
+    from saeatlas.store.manifest import LayerSpec
+    from saeatlas.structure.causal.ablation import ablate_modules
+
+    model = load_model(outputs.model).model
+    x = np.zeros((20, 7), np.float32)  # the model takes 6 features
+    layers = [LayerSpec("1", 0, 10), LayerSpec("3", 10, 18)]
+    with pytest.raises(ModelError, match=r"forward pass failed on inputs 0\.\.19: RuntimeError"):
+        ablate_modules(model, x, layers, np.zeros(18, int), labels=np.zeros(20, int), mode="zero")
+
+
+def test_labels_that_are_no_class_indices_are_refused_before_the_analysis(
+    tmp_path, guarded, run_cli, monkeypatch
+):
+    import saeatlas.structure
+
+    def never(*args, **kwargs):
+        raise AssertionError("the analysis ran")
+
+    monkeypatch.setattr(saeatlas.structure, "analyze", never)
+    cli, one_line = run_cli
+    np.save(tmp_path / "y.npy", np.array(["cat", "dog"] * 150))
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    args += ["--model", guarded.model, "--inputs", guarded.inputs, "--labels", tmp_path / "y.npy"]
+    one_line(cli(*args), "needs one class index per input; a label is 'cat'")
