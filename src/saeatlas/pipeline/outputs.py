@@ -158,6 +158,28 @@ def output_stamp(files: list[Path]) -> str | None:
     return digest.hexdigest()[:16]
 
 
+#: What the ablation writes into ``atlas.json`` (its results, and the verdict again).
+ABLATION_KEYS = (
+    "ablation",
+    "verdict",
+    "message",
+    "significant",
+    "n_modules",
+    "n_significant_modules",
+    "n_sae_only_modules",
+)
+
+
+def analysis_stamp(atlas: Path) -> str | None:
+    """:func:`output_stamp` of the analysis in the atlas ``atlas``: its ``atlas.json``
+    less what the ablation changes there, so that the ablation's rewrite keeps it."""
+    summary = atlas_summary(atlas)
+    if not isinstance(summary, dict):
+        return None
+    own = {k: v for k, v in summary.items() if k not in ABLATION_KEYS}
+    return hashlib.sha256(json.dumps(own, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def copy_sae(src: Path, dst: Path) -> None:
     """Copy an SAE directory's files; ``dst`` is replaced in one step."""
     with replacing_dir(dst) as new:

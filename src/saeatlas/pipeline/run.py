@@ -34,6 +34,7 @@ from ..sweep.sweep import SWEEP_JSON
 from .config import RunConfig
 from .outputs import (
     RunPaths,
+    analysis_stamp,
     atlas_summary,
     check_run_out,
     output_stamp,
@@ -145,13 +146,8 @@ class RunState:
         self._write()
 
     def finish(self, name: str, seconds: float, note: str, stamp: str | None) -> None:
-        """Mark ``name`` finished, its output's :func:`~.outputs.output_stamp` ``stamp``
-        recorded for it and for the earlier stages that share its output (the ablation
-        rewrites the analysis's atlas)."""
-        self.stages[name].update(complete=True, seconds=round(seconds, 2), note=note)
-        for other in STAGES[: STAGES.index(name) + 1]:
-            if _OUTPUT[other] == _OUTPUT[name] and other in self.stages:
-                self.stages[other]["stamp"] = stamp
+        """Mark ``name`` finished, with the stamp of its output (:func:`_stamp`)."""
+        self.stages[name].update(complete=True, seconds=round(seconds, 2), note=note, stamp=stamp)
         self._write()
 
     def _write(self) -> None:
@@ -177,7 +173,8 @@ def _complete(name: str, paths: RunPaths, cfg: RunConfig) -> bool:
 
 
 def _stamp(name: str, paths: RunPaths, cfg: RunConfig) -> str | None:
-    """The stamp of stage ``name``'s output: the file it writes last (every SAE's)."""
+    """The stamp of stage ``name``'s output: the file it writes last (every SAE's); the
+    analysis's is its ``atlas.json`` less the ablation's entries."""
     if name == "capture":
         files = [paths.store / MANIFEST]
     elif name == "sweep":
@@ -185,10 +182,12 @@ def _stamp(name: str, paths: RunPaths, cfg: RunConfig) -> str | None:
     elif name == "train":
         saes = [paths.sae, *(paths.seed_sae(i) for i in range(1, cfg.n_trained_seeds + 1))]
         files = [p / CFG for p in saes]
-    elif name == "report":
-        files = [paths.report]
-    else:
+    elif name == "analyze":
+        return analysis_stamp(paths.atlas)
+    elif name == "ablation":
         files = [paths.atlas / ATLAS_JSON]
+    else:
+        files = [paths.report]
     return output_stamp(files)
 
 
