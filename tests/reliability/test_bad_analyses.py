@@ -421,3 +421,24 @@ def test_labels_that_are_no_class_indices_are_refused_before_the_analysis(
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
     args += ["--model", guarded.model, "--inputs", guarded.inputs, "--labels", tmp_path / "y.npy"]
     one_line(cli(*args), "needs one class index per input; a label is 'cat'")
+
+
+def test_an_sae_of_other_activations_is_named_by_its_fvu(tmp_path, outputs, save_acts, caplog):
+    """A store whose units come in another order (or from another model) was mapped
+    through the SAE without a word: its codes describe nothing in these rows."""
+    import pandas as pd
+
+    from saeatlas.structure import AtlasConfig
+    from saeatlas.structure.analyze import add_fit
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.inputs import prepare
+
+    x = np.load(outputs.npy)
+    order = np.concatenate([np.roll(np.arange(10), 1), 10 + np.roll(np.arange(8), 1)])
+    fvu = {}
+    for name, acts in (("own", outputs.store), ("reordered", save_acts(x[:, order]))):
+        atlas = Atlas(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), summary={})
+        add_fit(atlas, prepare(outputs.sae, acts, AtlasConfig()))
+        fvu[name] = atlas.summary["fvu"]
+    assert fvu["own"] < 0.5 < 1 <= fvu["reordered"], fvu
+    assert caplog.text.count("no better than each unit's mean") == 1

@@ -68,7 +68,8 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "significant": (bool,),
     **dict.fromkeys(("verdict", "message"), (str,)),
     **dict.fromkeys(
-        ("modularity", "z", "p", "null_mean", "null_std", "mean_l0"), (int, float, _NONE)
+        ("modularity", "z", "p", "null_mean", "null_std", "mean_l0", "fvu"),
+        (int, float, _NONE),
     ),
     "n_rows_encoded": (int, _NONE),
     "partition_significant": (bool, _NONE),
