@@ -442,3 +442,21 @@ def test_an_sae_of_other_activations_is_named_by_its_fvu(tmp_path, outputs, save
         fvu[name] = atlas.summary["fvu"]
     assert fvu["own"] < 0.5 < 1 <= fvu["reordered"], fvu
     assert caplog.text.count("no better than each unit's mean") == 1
+
+
+def test_a_seed_sae_trained_otherwise_is_not_reused(tmp_path, guarded, run_cli):
+    """`train --seeds 1 --overwrite` with other settings left the old <sae>-seed1 beside
+    it, and analyze took it into the ensemble (and as the null's source) as a seed."""
+    cli, one_line = run_cli
+    sae = SparseAutoencoder.load(guarded.sae)
+    meta = dict(sae.cfg.metadata)
+    sae.save(tmp_path / "sae")
+    meta["train_config"] = {**meta["train_config"], "tokens": 999, "seed": 1}
+    _seed_like(guarded, tmp_path / "sae-seed1", metadata=meta)
+    args = ["analyze", "--sae", tmp_path / "sae", "--acts", guarded.store, "-q"]
+    one_line(cli(*args, "--out", tmp_path / "a", "--seeds", "2"), "in more than its seed: `tokens`")
+    meta["train_config"]["tokens"] = sae.cfg.metadata["train_config"]["tokens"]
+    _seed_like(guarded, tmp_path / "sae-seed1", metadata=meta)  # only the seed differs
+    from saeatlas.structure.inference.seeds import train_seed_saes
+
+    assert train_seed_saes(tmp_path / "sae", guarded.store, 2) == [tmp_path / "sae-seed1"]
