@@ -292,6 +292,9 @@ def _atlas_of_one_module(path):
         ("units", lambda u: u.iloc[[0, 0, 1]], "must list each unit once"),
         ("units", lambda u: u.iloc[:0], "`top_units` of features.parquet"),  # an IndexError
         ("features", lambda f: f.assign(module=3), "names the module 3"),
+        ("features", lambda f: f.assign(top_units=[None]), "must list units of units.parquet"),
+        # a plotly traceback
+        ("modules", lambda m: m.assign(n_units=-3), "is [-3], but units.parquet puts [1]"),
     ],
 )
 def test_report_refuses_atlas_tables_that_disagree(tmp_path, run_cli, name, change, needle):

@@ -126,6 +126,12 @@ def _check_tables(atlas: Atlas, path: Path) -> None:
                 f"modules.parquet in '{path}' numbers its {n} modules {ids.tolist()[:10]}, "
                 f"not 0 to {n - 1} in order; {fix}."
             )
+    units = atlas.units.get("unit")
+    if units is not None and units.tolist() != list(range(len(units))):
+        raise AtlasFileError(
+            f"units.parquet in '{path}' must list each unit once, numbered 0, 1, 2, ... in "
+            f"order; {fix}."
+        )
     for name in ("units", "features", "ablation"):
         frame = getattr(atlas, name)
         if "module" not in frame.columns or frame.empty:
@@ -137,20 +143,27 @@ def _check_tables(atlas: Atlas, path: Path) -> None:
                 f"{name}.parquet in '{path}' names the module {col[bad].tolist()[0]!r}, not "
                 f"one of the {n} modules of modules.parquet (or -1, none); {fix}."
             )
-    units = atlas.units.get("unit")
-    if units is not None and units.tolist() != list(range(len(units))):
-        raise AtlasFileError(
-            f"units.parquet in '{path}' must list each unit once, numbered 0, 1, 2, ... in "
-            f"order; {fix}."
-        )
+        size = f"n_{name}"  # a module's size is the count of its members
+        if name != "ablation" and size in modules.columns and n:
+            counts = np.bincount(col[col >= 0].to_numpy(np.int64), minlength=n)
+            if modules[size].tolist() != counts.tolist():
+                raise AtlasFileError(
+                    f"`{size}` of modules.parquet in '{path}' is {modules[size].tolist()[:10]}, "
+                    f"but {name}.parquet puts {counts.tolist()[:10]} in the modules; {fix}."
+                )
     for col in ("top_units", "top_read_units"):
         if units is not None and col in atlas.features.columns:
-            tops = atlas.features[col].to_numpy()
-            named = np.concatenate(tops) if len(tops) else np.zeros(0, int)
+            try:
+                named = np.concatenate(
+                    [np.zeros(0, np.int64)]
+                    + [np.asarray(top, np.int64).ravel() for top in atlas.features[col]]
+                )
+            except (TypeError, ValueError):
+                named = np.full(1, -1)  # not lists of unit numbers
             if named.size and not 0 <= named.min() <= named.max() < len(units):
                 raise AtlasFileError(
-                    f"`{col}` of features.parquet in '{path}' names units that units.parquet "
-                    f"({len(units)} units) does not have; {fix}."
+                    f"`{col}` of features.parquet in '{path}' must list units of units.parquet "
+                    f"(0 to {len(units) - 1}); {fix}."
                 )
     if s.get("n_modules", n) != n:
         raise AtlasFileError(
