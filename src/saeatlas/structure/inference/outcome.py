@@ -105,7 +105,15 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
                 )
         elif s.get("modules_from") == "unit_correlations":
             own = (s.get("sae_modules") or {}).get("n_significant_modules", 0)
-            if own:
+            # the SAE's reproducible modules (none, or none significant: say which)
+            tried = (s.get("sae_modules") or {}).get("n_modules", 0)
+            if not own and tried:
+                text = (
+                    f"{n} reproducible {noun} of correlated units, visible without the SAE: "
+                    f"the SAE's own {tried} reproducible module{'' if tried == 1 else 's'} "
+                    "do not beat its null models, so it adds nothing to plain correlation here"
+                )
+            elif own:
                 text = (
                     f"{n} reproducible {noun} of correlated units, visible without the SAE; "
                     f"the SAE's own {own} significant reproducible module"
