@@ -255,3 +255,17 @@ def test_the_message_says_why_the_saes_own_modules_did_not_count(reproducible, r
     message = atlas.summary["message"]
     assert reason in message, message
     assert (f"own {reproducible} reproducible modules" in message) == bool(reproducible)
+
+
+def test_an_ensemble_of_one_member_counts_no_module():
+    """`--seeds 1 --n-bootstrap 0`: every module of the one member recovers itself, and
+    its significant modules were called reproducible with nothing tested."""
+    atlas = _atlas([True, True], control_jaccard=[0.0, 0.0])
+    atlas.summary["ensemble"] = {"n_members": 1}
+    decide(atlas)
+    s = atlas.summary
+    assert s["verdict"] == "structure_without_reproducible_modules" and not s["significant"]
+    assert s["n_significant_modules"] == 0 and "one member cannot test that" in s["message"]
+    atlas.summary["ensemble"] = {"n_members": 2}
+    decide(atlas)
+    assert atlas.summary["verdict"] == "modules"

@@ -60,6 +60,8 @@ def decide(atlas: Atlas) -> None:
         m["significant"].to_numpy(bool) if "significant" in m.columns else np.zeros(n_modules, bool)
     )
     from_sae = s.get("modules_from", "sae") == "sae"
+    if from_sae and _alone(s):  # every module of one member "reproduces": nothing tested
+        significant = np.zeros(n_modules, bool)
     visible = np.zeros(n_modules, bool)
     for col in ("control_jaccard", "correlation_jaccard"):
         if col in m.columns:
@@ -84,6 +86,11 @@ def decide(atlas: Atlas) -> None:
     s["n_significant_modules"] = n
     s["n_sae_only_modules"] = beyond
     s["message"] = _sentence(key, atlas, n, beyond)
+
+
+def _alone(s: dict) -> bool:
+    """Whether the SAE ensemble has one member (``--seeds 1`` with ``n_bootstrap`` 0)."""
+    return (s.get("ensemble") or {}).get("n_members") == 1
 
 
 def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
@@ -149,10 +156,15 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
             beat.append(
                 f"the units' {' and '.join(views)} correlations beat the independent-units null"
             )
+        untested = (
+            " (one member cannot test that: analyze with --seeds 3, or `n_bootstrap` 1 or more)"
+            if s.get("modules_from", "sae") == "sae" and _alone(s)
+            else ""
+        )
         return (
             f"Co-firing structure that does not divide reproducibly into modules: "
             f"{' and '.join(beat)}, but no module is both significant and recovered by at "
-            f"least 75% of the {members}."
+            f"least 75% of the {members}{untested}."
         )
     graph = s.get("graph") or {}
     if graph.get("n_edges") == 0:
