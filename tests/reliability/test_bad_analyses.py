@@ -463,3 +463,16 @@ def test_a_seed_sae_trained_otherwise_is_not_reused(tmp_path, guarded, run_cli):
     from saeatlas.structure.inference.seeds import train_seed_saes
 
     assert train_seed_saes(tmp_path / "sae", guarded.store, 2) == [tmp_path / "sae-seed1"]
+
+
+@pytest.mark.parametrize("text", ["garbage", '{"stages": []}', '{"stages": {"capture": 5}}'])
+def test_a_damaged_run_record_is_refused(tmp_path, outputs, run_cli, text):
+    """A list of stages was an AttributeError traceback; an unreadable run.json was taken
+    as no record, and every complete output was kept whatever its settings."""
+    cli, one_line = run_cli
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(text)
+    p = tmp_path / "run.yaml"
+    p.write_text(f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1', '3']\n")
+    one_line(cli("run", p, "--out", tmp_path / "run", "-q"), "is not a run record", "delete it")
+    assert sorted(x.name for x in (tmp_path / "run").iterdir()) == ["run.json"]

@@ -136,10 +136,21 @@ class RunState:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.stages: dict[str, dict[str, Any]] = {}
+        if not path.exists():
+            return
         try:
-            self.stages: dict[str, dict[str, Any]] = json.loads(path.read_text())["stages"]
-        except (OSError, ValueError, KeyError, TypeError):
-            self.stages = {}
+            stages = json.loads(path.read_text())["stages"]
+            if not all(isinstance(r, dict) for r in stages.values()):
+                raise TypeError("a stage's record is not an object")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            # no record would keep every complete output "as it is", whatever its settings
+            raise ConfigError(
+                f"'{path}' is not a run record saeatlas can read ({type(e).__name__}: {e}); "
+                "delete it to keep the run's complete outputs as they are (each stage says "
+                "so), or choose a new --out."
+            ) from e
+        self.stages = stages
 
     def start(self, name: str, fingerprint: str) -> None:
         self.stages[name] = {"fingerprint": fingerprint, "complete": False}
@@ -292,7 +303,8 @@ def _run(
     with output_lock(paths.out if main else None):
         coord.check(None)
         coord.from_main(lambda: check_run_out(paths.out))
-        state = RunState(paths.state) if main else None
+        state = coord.from_main(lambda: RunState(paths.state))  # rank 0's alone is used
+        state = state if main else None
         if main:
             paths.out.mkdir(parents=True, exist_ok=True)
             for name in (paths.state.name, paths.config.name):  # a killed run's, half-written
