@@ -476,3 +476,29 @@ def test_a_damaged_run_record_is_refused(tmp_path, outputs, run_cli, text):
     p.write_text(f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1', '3']\n")
     one_line(cli("run", p, "--out", tmp_path / "run", "-q"), "is not a run record", "delete it")
     assert sorted(x.name for x in (tmp_path / "run").iterdir()) == ["run.json"]
+
+
+def test_an_inputs_file_edited_in_place_is_captured_again(tmp_path, outputs):
+    """The run's capture was skipped after labels.npy (or inputs.npy) was rewritten at the
+    same path: the atlas kept the old labels, the ablation read the new ones."""
+    import os
+
+    from saeatlas.pipeline import load_run_config
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.run import RunState, _decide, fingerprints, source_files
+
+    shutil.copy(outputs.inputs, tmp_path / "x.npy")
+    p = tmp_path / "run.yaml"
+    p.write_text(f"model: {outputs.model}\ninputs: x.npy\nlayers: ['1', '3']\n")
+    cfg, paths = load_run_config(p), RunPaths(tmp_path / "run")
+    shutil.copytree(outputs.store, paths.store)
+    paths.out.mkdir(exist_ok=True)
+    state, prints = RunState(paths.state), fingerprints(cfg)
+    assert set(source_files(cfg)) == {"model", "inputs"}
+    state.start("capture", prints["capture"], source_files(cfg))
+    state.finish("capture", 0.0, "", None)
+    assert _decide("capture", cfg, paths, state, prints, None)[0].status == "skipped"
+    np.save(tmp_path / "x.npy", np.load(tmp_path / "x.npy")[::-1])  # same path, new rows
+    os.utime(tmp_path / "x.npy", ns=(1, 1))
+    outcome, resume, why = _decide("capture", cfg, paths, state, prints, None)
+    assert outcome is None and not resume and "inputs or labels file changed" in why

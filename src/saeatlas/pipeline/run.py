@@ -131,6 +131,21 @@ def fingerprints(cfg: RunConfig) -> dict[str, str]:
     }
 
 
+def source_files(cfg: RunConfig) -> dict[str, list[int]]:
+    """Size and modification time of each file the capture reads (the model's code, the
+    inputs, the labels; specs of installed packages aside): an edit in place changes
+    them, not the config."""
+    out = {}
+    for name, spec in (("model", cfg.model), ("inputs", cfg.inputs), ("labels", cfg.labels)):
+        if not spec:
+            continue
+        path = Path(spec) if Path(spec).exists() else Path(spec.rpartition(":")[0])
+        if path.is_file():
+            st = path.stat()
+            out[name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
 class RunState:
     """``OUT/run.json``: per stage, the fingerprint it ran with and whether it finished."""
 
@@ -152,8 +167,10 @@ class RunState:
             ) from e
         self.stages = stages
 
-    def start(self, name: str, fingerprint: str) -> None:
+    def start(self, name: str, fingerprint: str, files: dict | None = None) -> None:
         self.stages[name] = {"fingerprint": fingerprint, "complete": False}
+        if files is not None:
+            self.stages[name]["files"] = files
         self._write()
 
     def finish(self, name: str, seconds: float, note: str, stamp: str | None) -> None:
@@ -354,7 +371,10 @@ def _decide(
     if off is not None:
         return StageOutcome(name, OFF, off), False, ""
     record = state.stages.get(name)
-    same = record is not None and record.get("fingerprint") == prints[name]
+    files = source_files(config) if name == "capture" else None
+    # a model, inputs or labels file edited in place: the config reads the same
+    edited = record is not None and record.get("files", files) != files
+    same = record is not None and record.get("fingerprint") == prints[name] and not edited
     finished = record is None or (same and record.get("complete", False))
     where = getattr(paths, _OUTPUT[name])
     # looked up once, and only where the outcome or its reason depends on it
@@ -373,6 +393,8 @@ def _decide(
         why = f"{where} is missing or incomplete"
     elif upstream is not None:
         why = f"the {upstream} stage ran again"
+    elif edited:
+        why = "its model, inputs or labels file changed since it ran"
     elif record is not None and not same:
         why = "its settings changed"
     elif replaced:
@@ -381,5 +403,5 @@ def _decide(
         why = "it was interrupted"
     else:
         why = f"{where} is missing or incomplete"
-    state.start(name, prints[name])
+    state.start(name, prints[name], files)
     return None, same and upstream is None and not replaced, why
