@@ -502,3 +502,13 @@ def test_an_inputs_file_edited_in_place_is_captured_again(tmp_path, outputs):
     os.utime(tmp_path / "x.npy", ns=(1, 1))
     outcome, resume, why = _decide("capture", cfg, paths, state, prints, None)
     assert outcome is None and not resume and "inputs or labels file changed" in why
+
+
+def test_a_store_of_identical_rows_is_refused(tmp_path, save_acts, guarded, run_cli):
+    """It once ended in 'no two features fire together more often than chance ... use an
+    SAE with a larger k' for rows that do not vary at all."""
+    cli, one_line = run_cli
+    acts = save_acts(np.repeat(np.load(guarded.npy)[:1], 100, axis=0))
+    args = ["analyze", "--sae", guarded.sae, "--acts", acts, "--out", tmp_path / "a", "-q"]
+    one_line(cli(*args, "--seeds", "1"), "Every unit the SAE reads is constant over the 100")
+    assert not (tmp_path / "a").exists()
