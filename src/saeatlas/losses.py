@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from .capture.inputs import InputBatch
@@ -40,8 +41,29 @@ def per_sample_cross_entropy(output: Any, batch: InputBatch) -> torch.Tensor:
             f"{list(logits.shape)}. For a language model's [batch, seq, vocab] logits use "
             "--loss next-token."
         )
-    target = torch.as_tensor(batch.labels, device=logits.device).long()
+    target = torch.as_tensor(class_indices(batch.labels, logits.shape[1]), device=logits.device)
     return torch.nn.functional.cross_entropy(logits, target, reduction="none")
+
+
+def class_indices(labels: Any, n_classes: int | None = None) -> np.ndarray:
+    """``labels`` ``[n]`` as the cross-entropy's class indices (int64), each in
+    ``[0, n_classes)`` when that is known; else a ConfigError naming a label that is none."""
+    labels = np.asarray(labels)
+    top = np.inf if n_classes is None else n_classes
+    if labels.dtype.kind in "iubf":
+        wrong = ~np.isfinite(labels) | (labels % 1 != 0) | (labels < 0) | (labels >= top)
+    else:  # strings, objects
+        wrong = np.ones(labels.shape, bool)
+    if labels.ndim != 1 or wrong.any():
+        bad = labels[wrong][0].item() if wrong.any() else f"of shape {list(labels.shape)}"
+        which = (
+            "" if n_classes is None else f", 0 to {n_classes - 1} (the model gives {top} logits)"
+        )
+        raise ConfigError(
+            f"The cross-entropy loss needs one class index per input{which}; a label is "
+            f"{bad!r}. Give class indices in --labels."
+        )
+    return labels.astype(np.int64)
 
 
 def _input_ids(batch: InputBatch) -> torch.Tensor:

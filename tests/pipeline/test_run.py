@@ -54,6 +54,15 @@ def test_a_capture_killed_before_its_first_shard_is_captured_again(quick_demo, t
     assert not (out / ".store.partial").exists()
 
 
+def test_a_rerun_removes_the_records_a_killed_run_left_half_written(quick_demo, tmp_path):
+    out = _copy(quick_demo, tmp_path)
+    for name in (".tmp-run.json-x1", ".tmp-config.yaml-x2"):  # a kill -9 in their writes
+        (out / name).write_text("{")
+    result = runner.invoke(app, ["run", str(out / "config.yaml"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert not list(out.glob(".tmp-*"))
+
+
 def test_incomplete_stage_runs_again_with_the_stages_after_it(quick_demo, tmp_path):
     out = _copy(quick_demo, tmp_path)
     keep = {**_mtimes(out / "store"), **_mtimes(out / "sweep")}
@@ -87,6 +96,39 @@ def test_changed_settings_rerun_that_stage_only(quick_demo, tmp_path):
     assert status["ablation"] == "ran" and "settings changed" in result.stages[4].reason
     assert result.atlas.summary["ablation"]["n_random"] == 5
     assert _mtimes(out / "sae") == sae
+
+
+def test_an_output_replaced_since_the_run_wrote_it_is_made_again(quick_demo, tmp_path):
+    """`saeatlas analyze --overwrite` (or `capture --overwrite`) into a run's directory
+    once left `saeatlas run` skipping the stage, its record being complete: the run
+    ended on an atlas of other settings, or on an SAE and atlas of the old store."""
+    import json
+
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.run import RunState, _decide, fingerprints
+
+    out = _copy(quick_demo, tmp_path)
+    paths, cfg = RunPaths(out), load_run_config(out / "config.yaml")
+    state = RunState(paths.state)
+
+    def decide(name):
+        return _decide(name, cfg, paths, state, fingerprints(cfg), None)
+
+    # a kill after the ablation's rewrite of the atlas, before its record: the analysis
+    # is still this run's
+    state.stages["ablation"]["complete"] = False
+    assert decide("analyze")[0].status == "skipped"
+    atlas = Atlas.load(paths.atlas)
+    atlas.summary["config"]["n_null"] = 0  # as an analysis by hand with --n-null 0
+    atlas.save(paths.atlas, overwrite=True)
+    outcome, resume, why = decide("analyze")
+    assert outcome is None and not resume and why.endswith("was replaced since this run wrote it")
+    assert decide("capture")[0].status == "skipped"
+    manifest = json.loads((paths.store / "manifest.json").read_text())
+    manifest["provenance"]["inputs"] = "other.npy"  # a store captured again
+    (paths.store / "manifest.json").write_text(json.dumps(manifest))
+    outcome, resume, why = decide("capture")
+    assert outcome is None and not resume and "replaced" in why  # captured anew, not resumed
 
 
 MODEL_FILE = textwrap.dedent(

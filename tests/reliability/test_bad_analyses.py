@@ -4,6 +4,7 @@ nothing written, and never a silently wrong atlas."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -261,3 +262,255 @@ def test_report_refuses_a_sweep_of_other_layers(tmp_path):
     assert found is None and note.startswith("No sparsity sweep shown: the one found beside")
     summary["layers"] = ["3"]
     assert _find_sweep(tmp_path / "atlas", summary, sweep)[0] is not None
+
+
+def _atlas_of_one_module(path):
+    """A small atlas whose files agree: one module of unit 0 and feature 0."""
+    import pandas as pd
+
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.inference.outcome import decide
+
+    atlas = Atlas(
+        units=pd.DataFrame(dict(unit=[0, 1], layer=["a", "a"], index=[0, 1], module=[0, -1])),
+        features=pd.DataFrame(dict(feature=[0], module=[0], top_units=[[0, 1]])),
+        modules=pd.DataFrame(dict(module=[0], n_units=[1], n_features=[1], significant=[True])),
+        summary={},
+    )
+    decide(atlas)
+    atlas.save(path)
+    Atlas.load(path)  # as written, it agrees with itself
+    return path
+
+
+@pytest.mark.parametrize(
+    "name,change,needle",
+    [
+        # a module dropped by hand: the units still named it, and the page drew it grey
+        ("modules", lambda m: m.iloc[:0], "names the module 0, not one of the 0 modules"),
+        ("modules", lambda m: m.assign(module=m.module + 10), "numbers its 1 modules [10]"),
+        ("units", lambda u: u.assign(module=[0, 7]), "names the module 7"),
+        ("units", lambda u: u.assign(module=[0.0, 0.0]), "names the module 0.0"),
+        ("units", lambda u: u.iloc[[0, 0, 1]], "must list each unit once"),
+        ("units", lambda u: u.iloc[:0], "`top_units` of features.parquet"),  # an IndexError
+        ("features", lambda f: f.assign(module=3), "names the module 3"),
+        ("features", lambda f: f.assign(top_units=[None]), "must list units of units.parquet"),
+        # a plotly traceback
+        ("modules", lambda m: m.assign(n_units=-3), "is [-3], but units.parquet puts [1]"),
+    ],
+)
+def test_report_refuses_atlas_tables_that_disagree(tmp_path, run_cli, name, change, needle):
+    import pandas as pd
+
+    cli, one_line = run_cli
+    atlas = _atlas_of_one_module(tmp_path / "atlas")
+    table = atlas / f"{name}.parquet"
+    change(pd.read_parquet(table)).to_parquet(table, index=False)
+    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze`")
+    assert not (atlas / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    "edit,needle",
+    [
+        ({"n_modules": 5}, "says n_modules 5, but modules.parquet has 1"),
+        ({"n_significant_modules": 0}, "says n_significant_modules 0, but its tables give 1"),
+        ({"verdict": "no_significant_structure", "significant": False}, "but its tables give"),
+    ],
+)
+def test_report_refuses_a_verdict_its_tables_contradict(tmp_path, run_cli, edit, needle):
+    """An atlas.json edited to claim no modules headlined a page that showed one."""
+    cli, one_line = run_cli
+    atlas = _atlas_of_one_module(tmp_path / "atlas")
+    summary = json.loads((atlas / "atlas.json").read_text())
+    (atlas / "atlas.json").write_text(json.dumps({**summary, **edit}))
+    one_line(cli("report", atlas), needle)
+
+
+def test_an_sae_that_never_fires_on_the_store_is_refused(tmp_path, guarded, run_cli):
+    """Its atlas once headlined the units' plain correlations ("the SAE's own modules do
+    not reproduce across its ensemble") for an SAE with every latent dead."""
+    import torch
+
+    cli, one_line = run_cli
+    sae = SparseAutoencoder.load(guarded.sae)
+    with torch.no_grad():
+        sae.b_enc.fill_(-1e4)
+    sae.save(tmp_path / "dead")
+    args = ["analyze", "--sae", tmp_path / "dead", "--acts", guarded.store, "--seeds", "1", "-q"]
+    one_line(cli(*args, "--out", tmp_path / "a"), "None of the SAE's 24 latents fires on any")
+    assert not (tmp_path / "a").exists()
+
+
+def test_labels_of_one_class_leave_the_modules_unprofiled(tmp_path, outputs, run_cli, caplog):
+    """A store whose labels name one class once failed after the whole analysis with
+    ValueError 'Selectivity needs at least 2 classes' (a traceback)."""
+    cli, _ = run_cli
+    np.save(tmp_path / "y.npy", np.zeros(300, int))
+    store = tmp_path / "store"
+    r = cli(*["capture", "--model", outputs.model, "--inputs", outputs.inputs], "-q",
+            *["--labels", tmp_path / "y.npy", "--layers", "1", "3", "--out", store])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    args = ["analyze", "--sae", outputs.sae, "--acts", store, "--out", tmp_path / "a", "-q"]
+    r = cli(*args, "--seeds", "1", "--n-null", "2", "--no-control")
+    assert r.exit_code == 0, r.output
+    assert "has 1 class(es) on the analysed rows" in caplog.text
+    atlas = json.loads((tmp_path / "a" / "atlas.json").read_text())
+    assert "label_classes" not in atlas
+
+
+@pytest.mark.parametrize("kind,marker", [("store", "manifest.json"), ("sae", "cfg.json"),
+                                         ("atlas", "atlas.json"), ("sweep", "sweep.json")])  # fmt: skip
+def test_a_run_into_another_stages_output_is_refused(tmp_path, guarded, run_cli, kind, marker):
+    """`run --out STORE` once wrote its config.yaml into the store before capture refused
+    the folder; `run --out ATLAS` filled the atlas with the run's store, SAE and sweep."""
+    cli, one_line = run_cli
+    p = tmp_path / "run.yaml"
+    p.write_text(f"model: {guarded.model}\ninputs: {guarded.inputs}\nlayers: ['1', '3']\n")
+    out = getattr(guarded, kind)
+    one_line(cli("run", p, "--out", out, "-q"), f"({marker}), not a run directory")
+
+
+@pytest.mark.parametrize(
+    "width,labels,needle",
+    [
+        # the hooks set units 0..9 of 12 and the ablation "succeeded"
+        (12, np.zeros(30, int), "Layer '1' of the model has 12 units, but the atlas's store"),
+        (10, np.array(["a", "b", "c"] * 10), "a label is 'a'. Give class indices"),  # TypeError
+        (10, np.full(30, 8), "0 to 7 (the model gives 8 logits); a label is 8."),  # IndexError
+        (10, np.full(30, 1.5), "a label is 1.5"),  # was taken as class 1
+    ],
+)
+def test_ablation_refuses_a_model_or_labels_that_do_not_fit(width, labels, needle):
+    import torch
+
+    from saeatlas.errors import AtlasError
+    from saeatlas.store.manifest import LayerSpec
+    from saeatlas.structure.causal.ablation import ablate_modules
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, width), torch.nn.ReLU(), torch.nn.Linear(width, 8), torch.nn.ReLU()
+    )
+    layers = [LayerSpec("1", 0, 10), LayerSpec("3", 10, 18)]
+    x = np.random.default_rng(0).normal(size=(30, 6)).astype(np.float32)
+    units = np.array([0] * 4 + [-1] * 14)
+    with pytest.raises(AtlasError, match=re.escape(needle)):
+        ablate_modules(model, x, layers, units, labels=labels, mode="zero", n_random=2)
+
+
+def test_ablation_of_inputs_the_model_cannot_take_is_one_line(tmp_path, outputs):
+    from saeatlas.capture import load_model
+    from saeatlas.errors import ModelError
+    from saeatlas.store.manifest import LayerSpec
+    from saeatlas.structure.causal.ablation import ablate_modules
+
+    model = load_model(outputs.model).model
+    x = np.zeros((20, 7), np.float32)  # the model takes 6 features
+    layers = [LayerSpec("1", 0, 10), LayerSpec("3", 10, 18)]
+    with pytest.raises(ModelError, match=r"forward pass failed on inputs 0\.\.19: RuntimeError"):
+        ablate_modules(model, x, layers, np.zeros(18, int), labels=np.zeros(20, int), mode="zero")
+
+
+def test_labels_that_are_no_class_indices_are_refused_before_the_analysis(
+    tmp_path, guarded, run_cli, monkeypatch
+):
+    import saeatlas.structure
+
+    def never(*args, **kwargs):
+        raise AssertionError("the analysis ran")
+
+    monkeypatch.setattr(saeatlas.structure, "analyze", never)
+    cli, one_line = run_cli
+    np.save(tmp_path / "y.npy", np.array(["cat", "dog"] * 150))
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    args += ["--model", guarded.model, "--inputs", guarded.inputs, "--labels", tmp_path / "y.npy"]
+    one_line(cli(*args), "needs one class index per input; a label is 'cat'")
+
+
+def test_an_sae_of_other_activations_is_named_by_its_fvu(tmp_path, outputs, save_acts, caplog):
+    """A store whose units come in another order (or from another model) was mapped
+    through the SAE without a word: its codes describe nothing in these rows."""
+    import pandas as pd
+
+    from saeatlas.structure import AtlasConfig
+    from saeatlas.structure.analyze import add_fit
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.inputs import prepare
+
+    x = np.load(outputs.npy)
+    order = np.concatenate([np.roll(np.arange(10), 1), 10 + np.roll(np.arange(8), 1)])
+    fvu = {}
+    for name, acts in (("own", outputs.store), ("reordered", save_acts(x[:, order]))):
+        atlas = Atlas(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), summary={})
+        add_fit(atlas, prepare(outputs.sae, acts, AtlasConfig()))
+        fvu[name] = atlas.summary["fvu"]
+    assert fvu["own"] < 0.5 < 1 <= fvu["reordered"], fvu
+    assert caplog.text.count("no better than each unit's mean") == 1
+
+
+def test_a_seed_sae_trained_otherwise_is_not_reused(tmp_path, guarded, run_cli):
+    """`train --seeds 1 --overwrite` with other settings left the old <sae>-seed1 beside
+    it, and analyze took it into the ensemble (and as the null's source) as a seed."""
+    cli, one_line = run_cli
+    sae = SparseAutoencoder.load(guarded.sae)
+    meta = dict(sae.cfg.metadata)
+    sae.save(tmp_path / "sae")
+    meta["train_config"] = {**meta["train_config"], "tokens": 999, "seed": 1}
+    _seed_like(guarded, tmp_path / "sae-seed1", metadata=meta)
+    args = ["analyze", "--sae", tmp_path / "sae", "--acts", guarded.store, "-q"]
+    one_line(cli(*args, "--out", tmp_path / "a", "--seeds", "2"), "in more than its seed: `tokens`")
+    meta["train_config"]["tokens"] = sae.cfg.metadata["train_config"]["tokens"]
+    _seed_like(guarded, tmp_path / "sae-seed1", metadata=meta)  # only the seed differs
+    from saeatlas.structure.inference.seeds import train_seed_saes
+
+    assert train_seed_saes(tmp_path / "sae", guarded.store, 2) == [tmp_path / "sae-seed1"]
+
+
+@pytest.mark.parametrize("text", ["garbage", '{"stages": []}', '{"stages": {"capture": 5}}'])
+def test_a_damaged_run_record_is_refused(tmp_path, outputs, run_cli, text):
+    """A list of stages was an AttributeError traceback; an unreadable run.json was taken
+    as no record, and every complete output was kept whatever its settings."""
+    cli, one_line = run_cli
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(text)
+    p = tmp_path / "run.yaml"
+    p.write_text(f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1', '3']\n")
+    one_line(cli("run", p, "--out", tmp_path / "run", "-q"), "is not a run record", "delete it")
+    assert sorted(x.name for x in (tmp_path / "run").iterdir()) == ["run.json"]
+
+
+def test_an_inputs_file_edited_in_place_is_captured_again(tmp_path, outputs):
+    """The run's capture was skipped after labels.npy (or inputs.npy) was rewritten at the
+    same path: the atlas kept the old labels, the ablation read the new ones."""
+    import os
+
+    from saeatlas.pipeline import load_run_config
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.run import RunState, _decide, fingerprints, source_files
+
+    shutil.copy(outputs.inputs, tmp_path / "x.npy")
+    p = tmp_path / "run.yaml"
+    p.write_text(f"model: {outputs.model}\ninputs: x.npy\nlayers: ['1', '3']\n")
+    cfg, paths = load_run_config(p), RunPaths(tmp_path / "run")
+    shutil.copytree(outputs.store, paths.store)
+    paths.out.mkdir(exist_ok=True)
+    state, prints = RunState(paths.state), fingerprints(cfg)
+    assert set(source_files(cfg)) == {"model", "inputs"}
+    state.start("capture", prints["capture"], source_files(cfg))
+    state.finish("capture", 0.0, "", None)
+    assert _decide("capture", cfg, paths, state, prints, None)[0].status == "skipped"
+    np.save(tmp_path / "x.npy", np.load(tmp_path / "x.npy")[::-1])  # same path, new rows
+    os.utime(tmp_path / "x.npy", ns=(1, 1))
+    outcome, resume, why = _decide("capture", cfg, paths, state, prints, None)
+    assert outcome is None and not resume and "inputs or labels file changed" in why
+
+
+def test_a_store_of_identical_rows_is_refused(tmp_path, save_acts, guarded, run_cli):
+    """It once ended in 'no two features fire together more often than chance ... use an
+    SAE with a larger k' for rows that do not vary at all."""
+    cli, one_line = run_cli
+    acts = save_acts(np.repeat(np.load(guarded.npy)[:1], 100, axis=0))
+    args = ["analyze", "--sae", guarded.sae, "--acts", acts, "--out", tmp_path / "a", "-q"]
+    one_line(cli(*args, "--seeds", "1"), "Every unit the SAE reads is constant over the 100")
+    assert not (tmp_path / "a").exists()

@@ -261,6 +261,8 @@ def test_an_atlas_without_modules_still_reports(atlas_copy):
     atlas.examples = atlas.examples[atlas.examples.kind == "feature"]
     msg = "No significant modular structure: the partition does not beat the null models."
     atlas.summary.update(n_modules=0, n_significant_modules=0, significant=False, message=msg)
+    atlas.summary.update(verdict="no_significant_structure", partition_significant=False)
+    atlas.summary.update(n_sae_only_modules=0)
     for key in ("stability", "control", "ablation"):
         atlas.summary.pop(key, None)
     atlas.save(atlas_copy, overwrite=True)

@@ -121,3 +121,16 @@ def test_the_control_is_saved_with_the_atlas(easy_control, tmp_path):
     back = Atlas.load(real.save(tmp_path / "atlas"))
     assert back.summary["control"]["modularity"] == pytest.approx(ctl["modularity"])
     assert back.summary["control"]["unit_ari"] == pytest.approx(ctl["unit_ari"])
+
+
+def test_two_atlases_without_modules_have_no_unit_ari(tmp_path):
+    """Units in no module of either atlas once agreed trivially: the control of an atlas
+    without modules printed "unit modules' ARI with the real ones 1.00"."""
+    import math
+
+    x = np.maximum(np.random.default_rng(0).normal(size=(400, 16)), 0).astype(np.float32)
+    np.save(tmp_path / "acts.npy", x)
+    atlas = analyze(trained_like(d_in=16, d_sae=32), tmp_path / "acts.npy", AtlasConfig(n_null=2))
+    ctl = atlas.summary["control"]
+    assert (atlas.units.module < 0).all() and ctl["n_modules"] == 0
+    assert math.isnan(ctl["unit_ari"]) and math.isnan(ctl["unit_ami"])

@@ -242,3 +242,30 @@ def test_independent_heavy_tailed_units_show_no_structure_in_at_most_1_of_12_see
 def _npy(path, x):
     np.save(path, x)
     return path
+
+
+@pytest.mark.parametrize(("reproducible", "reason"), [(0, "do not reproduce"), (2, "do not beat")])
+def test_the_message_says_why_the_saes_own_modules_did_not_count(reproducible, reason):
+    """With one ensemble member the SAE's modules reproduced trivially and lost to the
+    nulls, yet the message said they "do not reproduce across its ensemble"."""
+    atlas = _atlas([True], correlation_jaccard=[1.0])
+    sae = {"n_modules": reproducible, "n_significant_modules": 0}
+    atlas.summary.update(modules_from="unit_correlations", sae_modules=sae)
+    decide(atlas)
+    message = atlas.summary["message"]
+    assert reason in message, message
+    assert (f"own {reproducible} reproducible modules" in message) == bool(reproducible)
+
+
+def test_an_ensemble_of_one_member_counts_no_module():
+    """`--seeds 1 --n-bootstrap 0`: every module of the one member recovers itself, and
+    its significant modules were called reproducible with nothing tested."""
+    atlas = _atlas([True, True], control_jaccard=[0.0, 0.0])
+    atlas.summary["ensemble"] = {"n_members": 1}
+    decide(atlas)
+    s = atlas.summary
+    assert s["verdict"] == "structure_without_reproducible_modules" and not s["significant"]
+    assert s["n_significant_modules"] == 0 and "one member cannot test that" in s["message"]
+    atlas.summary["ensemble"] = {"n_members": 2}
+    decide(atlas)
+    assert atlas.summary["verdict"] == "modules"

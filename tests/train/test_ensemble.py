@@ -149,7 +149,9 @@ def test_analyze_never_reuses_a_seed_sae_trained_otherwise(tmp_path, acts):
     assert train_seed_saes(tmp_path / "sae", acts, 2) == [tmp_path / "sae-seed1"]  # reused
     longer = replace(FULL_BATCH, tokens=FULL_BATCH.tokens * 2)
     train_ensemble(acts, longer, tmp_path / "sae", 1, overwrite=True, progress=False)
-    with pytest.raises(ConfigError, match="sae-seed1' holds an SAE that was not trained like"):
+    with pytest.raises(
+        ConfigError, match="sae-seed1. differs from .* in more than its seed: .tokens."
+    ):
         train_seed_saes(tmp_path / "sae", acts, 2)
 
 

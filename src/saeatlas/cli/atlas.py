@@ -207,7 +207,7 @@ def _check_ablation_flags(
     if model is not None and inputs is None:
         raise ConfigError("--model needs --inputs: the inputs to run the ablated model on.")
     if model is not None:
-        from ..losses import loss_function, needs_labels
+        from ..losses import class_indices, loss_function, needs_labels
 
         loss_function(loss)
         if labels is None and needs_labels(loss):
@@ -215,6 +215,10 @@ def _check_ablation_flags(
                 "--model needs --labels FILE: the ablation's loss is the model's cross-entropy "
                 "against one label per input (or --loss next-token for a causal language model)."
             )
+        if labels is not None and needs_labels(loss):
+            from ..capture import load_labels
+
+            class_indices(load_labels(labels))  # before the analysis, not after it
 
 
 @app.command("validate")

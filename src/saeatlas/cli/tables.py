@@ -54,10 +54,15 @@ def print_atlas(atlas: Any) -> None:
     console.print(escape(s["message"]), soft_wrap=True)
     ctl = s.get("control")
     if ctl:
+        ari = fmt(ctl.get("unit_ari"), ".2f")
         console.print(
             f"Random-SAE control: {ctl['n_significant_modules']} reproducible significant "
-            f"modules of its own; unit modules' ARI with the real ones "
-            f"{ctl.get('unit_ari', float('nan')):.2f}.",
+            "modules of its own; "
+            + (
+                f"unit modules' ARI with the real ones {ari}."
+                if ari != "-"
+                else "no unit is in a module of it or of the real atlas, so none to compare."
+            ),
             soft_wrap=True,
         )
 

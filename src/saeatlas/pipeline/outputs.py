@@ -14,6 +14,7 @@ Each check follows how the stage itself writes its files:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._world import is_main_process
+from ..errors import ConfigError
 from ..sae.files import CFG, WEIGHTS
 from ..store.atomic import recover_dir, replacing_dir
 from ..store.lock import output_lock
@@ -90,6 +92,26 @@ def _recovered(path: Path, recover: Callable[[Path], None] = recover_dir) -> Pat
     return path
 
 
+#: The file that marks a directory as one stage's own output, never a run directory.
+STAGE_OUTPUTS = {
+    MANIFEST: "an activation store",
+    SWEEP_JSON: "a sweep",
+    CFG: "an SAE",
+    ATLAS_JSON: "an atlas",
+}
+
+
+def check_run_out(out: Path) -> None:
+    """Refuse a run directory that is a store, sweep, SAE or atlas: the run would write
+    its ``config.yaml`` and its stages' folders among that output's files."""
+    for marker, what in STAGE_OUTPUTS.items():
+        if (out / marker).is_file():
+            raise ConfigError(
+                f"'{out}' is {what} ({marker}), not a run directory; give --out a new folder "
+                "(the run writes its store, SAE and atlas inside it)."
+            )
+
+
 def store_complete(path: Path) -> bool:
     return (_recovered(path, recover_store) / MANIFEST).is_file()
 
@@ -126,6 +148,40 @@ def atlas_summary(path: Path) -> dict | None:
 def report_complete(atlas_dir: Path) -> bool:
     html, meta = atlas_dir / REPORT_HTML, atlas_dir / ATLAS_JSON
     return html.is_file() and meta.is_file() and html.stat().st_mtime >= meta.stat().st_mtime
+
+
+def output_stamp(files: list[Path]) -> str | None:
+    """A hash of ``files``' bytes (None when one is missing): whether an output is still
+    the one the run wrote, or was replaced since (by hand, or by another command)."""
+    digest = hashlib.sha256()
+    for f in files:
+        try:
+            digest.update(f.read_bytes())
+        except OSError:
+            return None
+    return digest.hexdigest()[:16]
+
+
+#: What the ablation writes into ``atlas.json`` (its results, and the verdict again).
+ABLATION_KEYS = (
+    "ablation",
+    "verdict",
+    "message",
+    "significant",
+    "n_modules",
+    "n_significant_modules",
+    "n_sae_only_modules",
+)
+
+
+def analysis_stamp(atlas: Path) -> str | None:
+    """:func:`output_stamp` of the analysis in the atlas ``atlas``: its ``atlas.json``
+    less what the ablation changes there, so that the ablation's rewrite keeps it."""
+    summary = atlas_summary(atlas)
+    if not isinstance(summary, dict):
+        return None
+    own = {k: v for k, v in summary.items() if k not in ABLATION_KEYS}
+    return hashlib.sha256(json.dumps(own, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def copy_sae(src: Path, dst: Path) -> None:

@@ -3,8 +3,8 @@ report from one :class:`~.config.RunConfig`, into one run directory.
 
 Stages whose output is already complete (see :mod:`.outputs`) are skipped, and
 said so, unless their settings changed since they ran or an earlier stage ran
-again. ``OUT/run.json`` records each stage's settings (a fingerprint) and
-whether it finished; ``OUT/config.yaml`` is the config the run used, with
+again. ``OUT/run.json`` records each stage's settings (a fingerprint),
+whether it finished and a hash of its output (an output replaced since is made again); ``OUT/config.yaml`` is the config the run used, with
 absolute paths, so ``saeatlas run OUT/config.yaml`` repeats it in place.
 """
 
@@ -24,13 +24,20 @@ import torch
 
 from .._coordinator import Coordinator, run_ranks
 from ..errors import ConfigError
-from ..store.atomic import atomic_write_bytes, atomic_write_json
+from ..sae.files import CFG
+from ..store.atomic import TMP_PREFIX, atomic_write_bytes, atomic_write_json
 from ..store.lock import output_lock
+from ..store.manifest import MANIFEST
 from ..structure import Atlas
+from ..structure.atlas import ATLAS_JSON
+from ..sweep.sweep import SWEEP_JSON
 from .config import RunConfig
 from .outputs import (
     RunPaths,
+    analysis_stamp,
     atlas_summary,
+    check_run_out,
+    output_stamp,
     report_complete,
     sae_complete,
     store_complete,
@@ -124,22 +131,51 @@ def fingerprints(cfg: RunConfig) -> dict[str, str]:
     }
 
 
+def source_files(cfg: RunConfig) -> dict[str, list[int]]:
+    """Size and modification time of each file the capture reads (the model's code, the
+    inputs, the labels; specs of installed packages aside): an edit in place changes
+    them, not the config."""
+    out = {}
+    for name, spec in (("model", cfg.model), ("inputs", cfg.inputs), ("labels", cfg.labels)):
+        if not spec:
+            continue
+        path = Path(spec) if Path(spec).exists() else Path(spec.rpartition(":")[0])
+        if path.is_file():
+            st = path.stat()
+            out[name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
 class RunState:
     """``OUT/run.json``: per stage, the fingerprint it ran with and whether it finished."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.stages: dict[str, dict[str, Any]] = {}
+        if not path.exists():
+            return
         try:
-            self.stages: dict[str, dict[str, Any]] = json.loads(path.read_text())["stages"]
-        except (OSError, ValueError, KeyError, TypeError):
-            self.stages = {}
+            stages = json.loads(path.read_text())["stages"]
+            if not all(isinstance(r, dict) for r in stages.values()):
+                raise TypeError("a stage's record is not an object")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            # no record would keep every complete output "as it is", whatever its settings
+            raise ConfigError(
+                f"'{path}' is not a run record saeatlas can read ({type(e).__name__}: {e}); "
+                "delete it to keep the run's complete outputs as they are (each stage says "
+                "so), or choose a new --out."
+            ) from e
+        self.stages = stages
 
-    def start(self, name: str, fingerprint: str) -> None:
+    def start(self, name: str, fingerprint: str, files: dict | None = None) -> None:
         self.stages[name] = {"fingerprint": fingerprint, "complete": False}
+        if files is not None:
+            self.stages[name]["files"] = files
         self._write()
 
-    def finish(self, name: str, seconds: float, note: str) -> None:
-        self.stages[name].update(complete=True, seconds=round(seconds, 2), note=note)
+    def finish(self, name: str, seconds: float, note: str, stamp: str | None) -> None:
+        """Mark ``name`` finished, with the stamp of its output (:func:`_stamp`)."""
+        self.stages[name].update(complete=True, seconds=round(seconds, 2), note=note, stamp=stamp)
         self._write()
 
     def _write(self) -> None:
@@ -162,6 +198,25 @@ def _complete(name: str, paths: RunPaths, cfg: RunConfig) -> bool:
     if name == "ablation":
         return summary is not None and "ablation" in summary
     return summary is not None and report_complete(paths.atlas)
+
+
+def _stamp(name: str, paths: RunPaths, cfg: RunConfig) -> str | None:
+    """The stamp of stage ``name``'s output: the file it writes last (every SAE's); the
+    analysis's is its ``atlas.json`` less the ablation's entries."""
+    if name == "capture":
+        files = [paths.store / MANIFEST]
+    elif name == "sweep":
+        files = [paths.sweep / SWEEP_JSON]
+    elif name == "train":
+        saes = [paths.sae, *(paths.seed_sae(i) for i in range(1, cfg.n_trained_seeds + 1))]
+        files = [p / CFG for p in saes]
+    elif name == "analyze":
+        return analysis_stamp(paths.atlas)
+    elif name == "ablation":
+        files = [paths.atlas / ATLAS_JSON]
+    else:
+        files = [paths.report]
+    return output_stamp(files)
 
 
 def _enabled(name: str, cfg: RunConfig) -> str | None:
@@ -264,9 +319,14 @@ def _run(
     # its own output.
     with output_lock(paths.out if main else None):
         coord.check(None)
-        state = RunState(paths.state) if main else None
+        coord.from_main(lambda: check_run_out(paths.out))
+        state = coord.from_main(lambda: RunState(paths.state))  # rank 0's alone is used
+        state = state if main else None
         if main:
             paths.out.mkdir(parents=True, exist_ok=True)
+            for name in (paths.state.name, paths.config.name):  # a killed run's, half-written
+                for tmp in paths.out.glob(f"{TMP_PREFIX}{name}-*"):
+                    tmp.unlink(missing_ok=True)
             record = replace(config, out=".").dumps().encode()
             if not paths.config.is_file() or paths.config.read_bytes() != record:
                 atomic_write_bytes(paths.config, record)
@@ -284,7 +344,7 @@ def _run(
                 note = coord.gather(note, None)[0]  # rank 0's, once every rank has finished
                 seconds = time.perf_counter() - t0
                 if state is not None:
-                    state.finish(name, seconds, note)
+                    state.finish(name, seconds, note, _stamp(name, paths, config))
                 upstream = upstream or name
                 outcome = StageOutcome(name, RAN, f"{why}; {note}" if note else why, seconds)
             outcomes.append(outcome)
@@ -311,23 +371,37 @@ def _decide(
     if off is not None:
         return StageOutcome(name, OFF, off), False, ""
     record = state.stages.get(name)
-    same = record is not None and record.get("fingerprint") == prints[name]
+    files = source_files(config) if name == "capture" else None
+    # a model, inputs or labels file edited in place: the config reads the same
+    edited = record is not None and record.get("files", files) != files
+    same = record is not None and record.get("fingerprint") == prints[name] and not edited
     finished = record is None or (same and record.get("complete", False))
     where = getattr(paths, _OUTPUT[name])
     # looked up once, and only where the outcome or its reason depends on it
     complete = (upstream is None or record is None) and _complete(name, paths, config)
-    if upstream is None and complete and finished:
+    # an output replaced since this run wrote it (`saeatlas capture --overwrite` into the
+    # run's store) is not this run's: what was made from the old one must be made again
+    replaced = (
+        complete
+        and record is not None
+        and record.get("stamp", None) not in (None, _stamp(name, paths, config))
+    )
+    if upstream is None and complete and finished and not replaced:
         known = "" if record is not None else " (no record of its settings; kept as is)"
         return StageOutcome(name, SKIPPED, f"{where} is complete{known}"), False, ""
     if record is None and not complete:
         why = f"{where} is missing or incomplete"
     elif upstream is not None:
         why = f"the {upstream} stage ran again"
+    elif edited:
+        why = "its model, inputs or labels file changed since it ran"
     elif record is not None and not same:
         why = "its settings changed"
+    elif replaced:
+        why = f"{where} was replaced since this run wrote it"
     elif record is not None and not record.get("complete", False):
         why = "it was interrupted"
     else:
         why = f"{where} is missing or incomplete"
-    state.start(name, prints[name])
-    return None, same and upstream is None, why
+    state.start(name, prints[name], files)
+    return None, same and upstream is None and not replaced, why

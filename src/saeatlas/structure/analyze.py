@@ -21,6 +21,7 @@ are computed by all ranks together instead, each graph's pairs counted in parts
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -37,6 +38,29 @@ from .inference.outcome import decide, match_jaccard
 from .inference.sparsity import sparsity_dependence
 from .inputs import DEFAULT_TIMEOUT_S, AtlasInputs, SAELike, prepared_on_ranks
 from .mapping import core_atlas
+
+log = logging.getLogger(__name__)
+
+
+def add_fit(atlas: Atlas, inp: AtlasInputs) -> None:
+    """``summary["fvu"]``: the fraction of the analysed rows' variance the SAE leaves
+    unexplained. An SAE and a store that do not belong together (another model, a store
+    captured again from other weights, units in another order) show at 1 or above, a
+    reconstruction no better than each unit's mean; the analysis warns then."""
+    codes = inp.main.codes
+    variance = float((codes.unit_std.astype(np.float64) ** 2).sum() * codes.n_rows)
+    residual = codes.residual_sq
+    fvu = float(residual.sum() / variance) if residual is not None and variance > 0 else np.nan
+    atlas.summary["fvu"] = fvu
+    if fvu >= 1:
+        log.warning(
+            "The SAE reconstructs the analysed rows of '%s' with FVU %.2f, no better than "
+            "each unit's mean: it was trained on other activations (another model or store, "
+            "or units in another order), and its features do not describe these rows. Give "
+            "the store the SAE was trained on (atlas.json: fvu).",
+            inp.store.path,
+            fvu,
+        )
 
 
 def add_description(atlas: Atlas, inp: AtlasInputs) -> None:
@@ -97,6 +121,7 @@ def add_control(atlas: Atlas, inp: AtlasInputs) -> None:
 
 #: The steps after the core atlas, in the order they run.
 STEPS: tuple[Callable[[Atlas, AtlasInputs], None], ...] = (
+    add_fit,
     add_description,
     add_geometry,
     add_sparsity_dependence,

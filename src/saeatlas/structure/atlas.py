@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,7 +68,8 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "significant": (bool,),
     **dict.fromkeys(("verdict", "message"), (str,)),
     **dict.fromkeys(
-        ("modularity", "z", "p", "null_mean", "null_std", "mean_l0"), (int, float, _NONE)
+        ("modularity", "z", "p", "null_mean", "null_std", "mean_l0", "fvu"),
+        (int, float, _NONE),
     ),
     "n_rows_encoded": (int, _NONE),
     "partition_significant": (bool, _NONE),
@@ -104,6 +106,91 @@ def _check_summary(summary: Any, meta: Path) -> dict[str, Any]:
             f"`verdict` in '{meta}' is {summary['verdict']!r}, not one of {list(VERDICTS)}; {fix}."
         )
     return summary
+
+
+def _check_tables(atlas: Atlas, path: Path) -> None:
+    """Refuse an atlas whose files disagree (one edited by hand, or put together from two
+    analyses): modules numbered ``0..n-1`` once each, units and features naming only
+    those (or -1), each unit once, and ``atlas.json``'s verdict and counts the ones its
+    tables give (:func:`.inference.outcome.decide`), so that no page or tool shows a
+    headline that the tables below it contradict."""
+    from .inference.outcome import decide
+
+    fix = "rerun `saeatlas analyze` with --overwrite to write it again"
+    modules, s = atlas.modules, atlas.summary
+    n = len(modules)
+    if "module" in modules.columns and n:
+        ids = modules["module"]
+        if not pd.api.types.is_integer_dtype(ids) or ids.tolist() != list(range(n)):
+            raise AtlasFileError(
+                f"modules.parquet in '{path}' numbers its {n} modules {ids.tolist()[:10]}, "
+                f"not 0 to {n - 1} in order; {fix}."
+            )
+    units = atlas.units.get("unit")
+    if units is not None and units.tolist() != list(range(len(units))):
+        raise AtlasFileError(
+            f"units.parquet in '{path}' must list each unit once, numbered 0, 1, 2, ... in "
+            f"order; {fix}."
+        )
+    for name in ("units", "features", "ablation"):
+        frame = getattr(atlas, name)
+        if "module" not in frame.columns or frame.empty:
+            continue
+        col = frame["module"]
+        bad = ~col.isin(range(-1, n)) if pd.api.types.is_integer_dtype(col) else col.notna()
+        if bad.any():
+            raise AtlasFileError(
+                f"{name}.parquet in '{path}' names the module {col[bad].tolist()[0]!r}, not "
+                f"one of the {n} modules of modules.parquet (or -1, none); {fix}."
+            )
+        size = f"n_{name}"  # a module's size is the count of its members
+        if name != "ablation" and size in modules.columns and n:
+            counts = np.bincount(col[col >= 0].to_numpy(np.int64), minlength=n)
+            if modules[size].tolist() != counts.tolist():
+                raise AtlasFileError(
+                    f"`{size}` of modules.parquet in '{path}' is {modules[size].tolist()[:10]}, "
+                    f"but {name}.parquet puts {counts.tolist()[:10]} in the modules; {fix}."
+                )
+    for col in ("top_units", "top_read_units"):
+        if units is not None and col in atlas.features.columns:
+            try:
+                named = np.concatenate(
+                    [np.zeros(0, np.int64)]
+                    + [np.asarray(top, np.int64).ravel() for top in atlas.features[col]]
+                )
+            except (TypeError, ValueError):
+                named = np.full(1, -1)  # not lists of unit numbers
+            if named.size and not 0 <= named.min() <= named.max() < len(units):
+                raise AtlasFileError(
+                    f"`{col}` of features.parquet in '{path}' must list units of units.parquet "
+                    f"(0 to {len(units) - 1}); {fix}."
+                )
+    if s.get("n_modules", n) != n:
+        raise AtlasFileError(
+            f"'{path / ATLAS_JSON}' says n_modules {s['n_modules']!r}, but modules.parquet "
+            f"has {n}; {fix}."
+        )
+    if "verdict" not in s or "significant" not in modules.columns:
+        return
+    again = Atlas(atlas.units, atlas.features, modules.copy(), dict(s))
+    decide(again)
+    differ = [k for k in _VERDICT_KEYS if k in s and s[k] != again.summary[k]]
+    if differ:
+        wrong = ", ".join(f"{k} {s[k]!r}" for k in differ)
+        right = ", ".join(repr(again.summary[k]) for k in differ)
+        raise AtlasFileError(
+            f"'{path / ATLAS_JSON}' says {wrong}, but its tables give {right}; {fix}."
+        )
+
+
+#: ``atlas.json``'s verdict and the counts it rests on (set by ``decide``).
+_VERDICT_KEYS = (
+    "verdict",
+    "significant",
+    "n_modules",
+    "n_significant_modules",
+    "n_sae_only_modules",
+)
 
 
 def check_atlas_out(path: Path, overwrite: bool) -> None:
@@ -204,4 +291,6 @@ class Atlas:
             ) from e
         summary = _check_summary(summary, meta)
         summary.pop("format_version", None)
-        return cls(summary=summary, **tables)
+        atlas = cls(summary=summary, **tables)
+        _check_tables(atlas, path)
+        return atlas

@@ -174,6 +174,19 @@ def prepare(
         progress=progress,
         coord=coord,
     )
+    if not (codes.unit_std > 0).any():  # was "no two features fire together more often than
+        # chance ... use a larger k": identical rows have nothing to co-vary
+        raise ConfigError(
+            f"Every unit the SAE reads is constant over the {codes.n_rows:,} rows of "
+            f"'{store.path}': nothing varies, so nothing fires together. Capture activations "
+            "of varied inputs."
+        )
+    if codes.matrix.nnz == 0:  # its atlas would be the units' correlations under its name
+        raise ConfigError(
+            f"None of the SAE's {sae.cfg.d_sae:,} latents fires on any of the "
+            f"{codes.n_rows:,} rows of '{store.path}': the SAE does not read this store. "
+            "Check that it was trained on these activations (--acts), or train it again."
+        )
     mode = units_mode(codes) if mode is None else mode
     return AtlasInputs(
         sae=sae,

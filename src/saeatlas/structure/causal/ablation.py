@@ -25,12 +25,13 @@ import torch
 
 from ..._progress import progress_bar
 from ...capture.hookpoints import Hookpoint, resolve_hookpoints
-from ...capture.inputs import iter_input_batches
+from ...capture.inputs import InputBatch, iter_input_batches
 from ...capture.models import input_dtype
 from ...capture.nnsight import unwrap_model
+from ...capture.recorder import model_error
 from ...capture.rows import replace_tensor, select_tensor
 from ...capture.transformer_lens import TransformerLensTexts, is_transformer_lens
-from ...errors import ConfigError, ShapeError
+from ...errors import AtlasError, ConfigError, ShapeError
 from ...losses import PerSampleLoss, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
 from ..inference.outcome import decide
@@ -87,13 +88,21 @@ class _Ablator:
 
     def _hook(self, layer: LayerSpec, hp: Hookpoint):
         def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+            raw = select_tensor(output, layer.name)
+            # the tensor as it was recorded (TransformerLens: its hook's own view)
+            t = hp.convert(raw) if hp.convert is not None else raw
+            n = layer_units(t, layer.layout)
+            if n != layer.n_units:  # another model: its units are not the atlas's
+                raise ShapeError(
+                    f"Layer '{layer.name}' of the model has {n} units, but the atlas's store "
+                    f"recorded {layer.n_units} there: the model is not the one the store was "
+                    "captured from. Give that model to ablate the atlas's modules."
+                )
             chosen = self.active.get(layer.name)
             if chosen is None:
                 return None
             idx, value = chosen
-            raw = select_tensor(output, layer.name)
-            # the tensor as it was recorded (TransformerLens: its hook's own view)
-            t = (hp.convert(raw) if hp.convert is not None else raw).clone()
+            t = t.clone()
             idx, value = idx.to(t.device), value.to(t)
             set_units(t, layer.layout, idx, value)
             return replace_tensor(output, hp.revert(t) if hp.revert is not None else t)
@@ -114,6 +123,17 @@ class _Ablator:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+def layer_units(t: torch.Tensor, layout: str | None) -> int:
+    """How many units a layer's output ``t`` holds in the ``layout`` :func:`set_units` reads."""
+    if layout in ("position", "pooled"):
+        return int(t.shape[1])
+    if layout == "head":
+        return int(t.shape[-2] * t.shape[-1])
+    if layout == "pattern":
+        return int(t.shape[1] * t.shape[3])
+    return int(t.shape[-1])
 
 
 def set_units(t: torch.Tensor, layout: str | None, idx: torch.Tensor, value: torch.Tensor) -> None:
@@ -204,11 +224,20 @@ def ablate_modules(
     model.eval()
     ablator = _Ablator(given, layers, values)
 
+    def loss(b: InputBatch, start: int) -> np.ndarray:
+        try:
+            output = model(*b.args, **b.kwargs)
+        except AtlasError:  # raised by a hook: already says what is wrong
+            raise
+        except Exception as e:
+            raise model_error(e, f"inputs {start}..{start + b.n_samples - 1}") from e
+        return loss_fn(output, b).double().cpu().numpy()
+
+    starts = np.cumsum([0] + [b.n_samples for b in batches])
+
     def losses(units: np.ndarray | None) -> np.ndarray:
         ablator.set(units if units is not None else np.zeros(0, dtype=np.int64))
-        return np.concatenate(
-            [loss_fn(model(*b.args, **b.kwargs), b).double().cpu().numpy() for b in batches]
-        )
+        return np.concatenate([loss(b, s) for b, s in zip(batches, starts)])
 
     def summarise(per_sample: np.ndarray) -> tuple[float, np.ndarray]:
         if per_sample.ndim == 2:  # one column per loss term (task): the terms are the groups

@@ -7,6 +7,7 @@ definition lives.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,8 @@ from ...store import ActivationStore
 from ..graph.codes import Codes
 from .layers import layer_module_links, module_flows, module_layer_mass, module_layer_profile
 from .profiles import row_column, selectivity, top_examples
+
+log = logging.getLogger(__name__)
 
 #: A layer belongs to a module's span when it holds at least this share of the module's units.
 SPAN_SHARE = 0.1
@@ -70,8 +73,17 @@ def describe_modules(
     features: dict[str, np.ndarray] = {}
     meta = store.rows()
     summary: dict = {"layer_span_share": SPAN_SHARE}
-    if label_column in meta.column_names and n_modules:
-        labels = row_column(codes, meta, label_column)
+    labels = row_column(codes, meta, label_column) if label_column in meta.column_names else None
+    n_classes = 0 if labels is None else pd.unique(labels[~pd.isna(labels)]).size
+    if labels is not None and n_classes < 2:
+        # the store's labels name one class (or none) on these rows: nothing to select
+        log.warning(
+            "The label column %r has %d class(es) on the analysed rows; modules are not "
+            "profiled against it (selectivity needs at least 2).",
+            label_column,
+            n_classes,
+        )
+    elif labels is not None and n_modules:
         sel = selectivity(codes, feature_module, labels, random_state=seed)
         pref = [str(sel.classes[i]) if i >= 0 else None for i in np.asarray(sel.module_preferred)]
         # selectivity is measured on a module's features; a module without features of

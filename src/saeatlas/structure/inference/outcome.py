@@ -60,6 +60,8 @@ def decide(atlas: Atlas) -> None:
         m["significant"].to_numpy(bool) if "significant" in m.columns else np.zeros(n_modules, bool)
     )
     from_sae = s.get("modules_from", "sae") == "sae"
+    if from_sae and _alone(s):  # every module of one member "reproduces": nothing tested
+        significant = np.zeros(n_modules, bool)
     visible = np.zeros(n_modules, bool)
     for col in ("control_jaccard", "correlation_jaccard"):
         if col in m.columns:
@@ -86,6 +88,11 @@ def decide(atlas: Atlas) -> None:
     s["message"] = _sentence(key, atlas, n, beyond)
 
 
+def _alone(s: dict) -> bool:
+    """Whether the SAE ensemble has one member (``--seeds 1`` with ``n_bootstrap`` 0)."""
+    return (s.get("ensemble") or {}).get("n_members") == 1
+
+
 def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
     m, s = atlas.modules, atlas.summary
     ens = s.get("ensemble") or {}
@@ -105,7 +112,15 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
                 )
         elif s.get("modules_from") == "unit_correlations":
             own = (s.get("sae_modules") or {}).get("n_significant_modules", 0)
-            if own:
+            # the SAE's reproducible modules (none, or none significant: say which)
+            tried = (s.get("sae_modules") or {}).get("n_modules", 0)
+            if not own and tried:
+                text = (
+                    f"{n} reproducible {noun} of correlated units, visible without the SAE: "
+                    f"the SAE's own {tried} reproducible module{'' if tried == 1 else 's'} "
+                    "do not beat its null models, so it adds nothing to plain correlation here"
+                )
+            elif own:
                 text = (
                     f"{n} reproducible {noun} of correlated units, visible without the SAE; "
                     f"the SAE's own {own} significant reproducible module"
@@ -141,10 +156,15 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
             beat.append(
                 f"the units' {' and '.join(views)} correlations beat the independent-units null"
             )
+        untested = (
+            " (one member cannot test that: analyze with --seeds 3, or `n_bootstrap` 1 or more)"
+            if s.get("modules_from", "sae") == "sae" and _alone(s)
+            else ""
+        )
         return (
             f"Co-firing structure that does not divide reproducibly into modules: "
             f"{' and '.join(beat)}, but no module is both significant and recovered by at "
-            f"least 75% of the {members}."
+            f"least 75% of the {members}{untested}."
         )
     graph = s.get("graph") or {}
     if graph.get("n_edges") == 0:

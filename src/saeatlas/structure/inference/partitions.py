@@ -18,8 +18,9 @@ from ..graph.finders import LeidenModules, relabel
 # ---------------------------------------------------------------- partitions
 
 
-def partition_ari(labels_a, labels_b) -> float:
-    """Adjusted Rand index of two labelings of the same items (-1: in no module).
+def partition_ari(labels_a, labels_b, score=adjusted_rand_score) -> float:
+    """Adjusted Rand index (or another ``score`` of two labelings, such as
+    ``adjusted_mutual_info_score``) of two labelings of the same items (-1: in no module).
 
     Only items in a module in at least one run are compared: the many items no
     run assigns would otherwise agree trivially and inflate the index. An item
@@ -32,7 +33,7 @@ def partition_ari(labels_a, labels_b) -> float:
     on = (a >= 0) | (b >= 0)
     if on.sum() < 2:
         return float("nan")
-    return float(adjusted_rand_score(_singletons(a[on]), _singletons(b[on])))
+    return float(score(_singletons(a[on]), _singletons(b[on])))
 
 
 def _labels(labels, name: str) -> np.ndarray:

@@ -36,6 +36,38 @@ def _train_settings(sae: SparseAutoencoder):
     return TrainConfig.from_json(settings) if settings else None
 
 
+#: Training settings that do not change what an SAE learns (where and how it is logged).
+_NOT_LEARNED = ("seed", "device", "log_every", "tensorboard", "checkpoint_every", "compile")
+
+
+def _learned(sae: SparseAutoencoder) -> tuple[dict, str | None]:
+    """What made ``sae`` what it is, as its ``cfg.json`` records: its training settings
+    but the seed (and the others of :data:`_NOT_LEARNED`), and its store."""
+    meta = sae.cfg.metadata or {}
+    settings = {k: v for k, v in (meta.get("train_config") or {}).items() if k not in _NOT_LEARNED}
+    return settings, meta.get("store")
+
+
+def _check_sibling(sae: SparseAutoencoder, target: Path, sae_dir: str | Path) -> None:
+    """Refuse to reuse ``<sae>-seed<s>`` when it was trained otherwise than ``sae`` (a
+    stale one, left from before ``sae`` was trained again): it would join the ensemble
+    and be the dictionary null's source as if it were ``sae`` with another seed."""
+    (mine, my_store), (its, its_store) = _learned(sae), _learned(SparseAutoencoder.load(target))
+    if "data_seed" not in mine or "data_seed" not in its:  # recorded before it existed
+        mine.pop("data_seed", None), its.pop("data_seed", None)
+    differ = [f"`{k}`" for k in sorted(set(mine) | set(its)) if mine.get(k) != its.get(k)]
+    # a relative store path says nothing without the folder it was given in
+    if all(isinstance(s, str) and Path(s).is_absolute() for s in (my_store, its_store)):
+        if Path(my_store).resolve() != Path(its_store).resolve():
+            differ.append(f"the store ('{its_store}', the SAE's '{my_store}')")
+    if differ:
+        raise ConfigError(
+            f"'{target}' differs from '{sae_dir}' in more than its seed: {', '.join(differ)}; "
+            "a seed SAE left from before the SAE was trained again. Delete it so that "
+            "analyze trains it again."
+        )
+
+
 def train_seed_saes(
     sae_dir: str | Path,
     store: ActivationStore | str | Path,
@@ -71,15 +103,10 @@ def train_seed_saes(
     while missing:
         shift += 1
         target, cfg = seed_sae_dir(sae_dir, shift), replace(base, seed=base.seed + shift)
-        same = trained_like(target, cfg)
-        if same is False:  # a stale one would be compared as if trained like sae_dir
-            raise ConfigError(
-                f"'{target}' holds an SAE that was not trained like '{sae_dir}' with seed "
-                f"{cfg.seed} (its cfg.json records other settings, or none). Delete it so that "
-                "--seeds trains it again, or give the seed SAEs with --seed-sae DIR ..."
-            )
-        if same is None:
+        if trained_like(target, cfg) is None:  # no complete SAE there (or a checkpoint)
             todo.append((cfg, target))
+        else:
+            _check_sibling(sae, target, sae_dir)
         out.append(target)
         missing -= 1
     resuming = any((t / CHECKPOINT).is_file() for _, t in todo)
