@@ -425,3 +425,24 @@ def test_commands_that_share_no_work_run_on_rank_zero_alone(
         else:
             assert result.exit_code == 0 and not result.output.strip(), (args, result.output)
     assert not (tmp_path / "o").exists()
+
+
+def test_train_warns_of_settings_its_architecture_or_optimiser_does_not_read(
+    tmp_path, digits_store, caplog
+):
+    """`--k` with relu, `--l1-coefficient` with topk or `--lr-decay` with signum were
+    dropped without a word (a sweep over them is refused)."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("l1_coefficient: 2.0\n")  # from the file too
+    args = ["train", "--acts", str(digits_store.path), "--out", str(tmp_path / "sae")]
+    args += ["--config", str(cfg), "--d-sae", "32", "--k", "4", "--tokens", "512"]
+    args += ["--batch-size", "256", "--seeds", "1", "--lr-decay", "cosine", "-q"]
+    with caplog.at_level("WARNING", logger="saeatlas.cli.sae"):
+        result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    warned = [r.getMessage() for r in caplog.records]
+    assert any(
+        "`l1_coefficient` is read only with architecture relu, not topk" in w for w in warned
+    )
+    assert any("`lr_decay` is read only with optimizer adam, not signum" in w for w in warned)
+    assert not any("`k`" in w for w in warned), warned  # topk reads k

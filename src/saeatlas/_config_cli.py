@@ -135,11 +135,20 @@ def build_config(
 
     A ``saeatlas run`` config as the file gives its ``section`` (``train``, ``analyze``).
     """
+    data = given_settings(config_file, flags, section)
+    return config_from_mapping(cls, data, source=str(config_file) if config_file else "")
+
+
+def given_settings(
+    config_file: Path | None, flags: dict[str, Any], section: str = ""
+) -> dict[str, Any]:
+    """The settings a user gave (the file's, or its ``section``, then the flags given),
+    before the defaults fill in the rest: what :func:`build_config` builds from."""
     data = load_config_file(config_file)
     if section and isinstance(data.get(section), dict):
         data = dict(data[section])
     data.update({k: v for k, v in flags.items() if v is not None})
-    return config_from_mapping(cls, data, source=str(config_file) if config_file else "")
+    return data
 
 
 # -- configs read from mappings (YAML sections of `saeatlas run`) ----------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from rich.table import Table
 from .._world import is_main_process
 from ..errors import ConfigError
 from .app import app, console, model_class_option, nonfinite_option, on_rank_zero, with_config_flags
+
+log = logging.getLogger(__name__)
 
 
 def _train_cmd(
@@ -39,11 +42,14 @@ def _train_cmd(
 ) -> None:
     """Train a sparse autoencoder on an activation store (by default three, one per seed,
     from the same batches)."""
-    from .._config_cli import build_config
+    from .._config_cli import build_config, given_settings
     from ..store import ActivationStore
     from ..train import TrainConfig, train_ensemble
+    from ..train.config import unread_settings
 
     cfg = build_config(TrainConfig, config, settings, "train")
+    for unread in unread_settings(cfg, given_settings(config, settings, "train")):
+        log.warning("%s (--architecture, --optimizer).", unread)
     store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
     ensemble = train_ensemble(
         store, cfg, out, seeds, overwrite=overwrite, resume=resume, progress=not quiet

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -25,6 +26,37 @@ SELECT_DTYPES = ("auto", "float32", "bfloat16")
 OPTIMIZERS = ("signum", "adam")
 B_DEC_INITS = ("geometric_median", "mean", "zeros")
 FLOAT32_MAX = 3.4e38
+
+
+#: Settings that only some architectures or optimisers read: ``field -> (which of the
+#: two, the values that read it)``. Given for another, they change nothing.
+READ_BY: dict[str, tuple[str, tuple[str, ...]]] = {
+    "k": ("architecture", ("topk", "batchtopk")),
+    "auxk_coefficient": ("architecture", ("topk", "batchtopk")),
+    "auxk_k": ("architecture", ("topk", "batchtopk")),
+    "select_dtype": ("architecture", ("topk",)),
+    "l1_coefficient": ("architecture", ("relu",)),
+    "l0_coefficient": ("architecture", ("jumprelu",)),
+    "jumprelu_bandwidth": ("architecture", ("jumprelu",)),
+    "jumprelu_init_threshold": ("architecture", ("jumprelu",)),
+    "sparsity_warmup_steps": ("architecture", ("relu", "jumprelu")),
+    "lr_decay": ("optimizer", ("adam",)),
+    "lr_decay_start": ("optimizer", ("adam",)),
+}
+
+
+def unread_settings(cfg: TrainConfig, given: Iterable[str]) -> list[str]:
+    """Of the settings ``given`` (by the user), those ``cfg``'s architecture or
+    optimiser does not read, each as a sentence naming who reads it."""
+    out = []
+    for name in sorted(set(given) & set(READ_BY)):
+        which, readers = READ_BY[name]
+        if getattr(cfg, which) not in readers:
+            out.append(
+                f"`{name}` is read only with {which} {' or '.join(readers)}, not "
+                f"{getattr(cfg, which)}: it changes nothing here"
+            )
+    return out
 
 
 @dataclass(frozen=True)

@@ -215,12 +215,14 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
     if run.world.is_main and fvu is not None and fvu > 1:
         log.warning(
             "The SAE trained in '%s' reconstructs its inputs worse than their mean does (FVU "
-            "%.4g > 1): it has not learnt them. Check the activations' scale (--normalize "
-            "%s; 'unit' or 'layer' standardise them) and the learning rate (--lr %g).",
+            "%.4g > 1 after %d steps): it has not learnt them. Train longer (--tokens), or "
+            "check the learning rate (--lr %g) and the activations' scale (--normalize %s; "
+            "'unit' and 'layer' standardise them).",
             out if out is not None else "memory",
             fvu,
-            run.cfg.normalize,
+            run.n_steps,
             run.lr,
+            run.cfg.normalize,
         )
     folded = run.sae.folded(run.mean, run.scale).to("cpu").eval()
     folded.cfg = replace(folded.cfg, metadata=summary)
