@@ -193,7 +193,9 @@ def test_bad_inputs_raise_clear_errors(atlas_copy, tmp_path):
         write_report(tmp_path / "empty")
     with pytest.raises(ConfigError, match="--sweep .* holds no sweep.json"):
         write_report(atlas_copy, sweep_dir=tmp_path)
-    with pytest.raises(ConfigError, match="max_map_points"):
+    with pytest.raises(
+        ConfigError, match=r"--max-map-points \(`max_map_points`\) must be at least 1, got 0"
+    ):
         write_report(atlas_copy, max_map_points=0)
     (atlas_copy / "features.parquet").write_bytes(b"not parquet")
     with pytest.raises(AtlasFileError, match="unreadable"):

@@ -137,7 +137,9 @@ def load_report_data(
 ) -> ReportData:
     """Read the Atlas directory and, when found, its sweep and training curves."""
     if max_map_points < 1:
-        raise ConfigError(f"`max_map_points` must be at least 1, got {max_map_points}.")
+        raise ConfigError(
+            f"--max-map-points (`max_map_points`) must be at least 1, got {max_map_points}."
+        )
     atlas_dir = Path(atlas_dir)
     if not atlas_dir.is_dir():
         raise AtlasFileError(
