@@ -3,7 +3,8 @@
 from .capture import capture_activations
 from .config import CaptureConfig
 from .hookpoints import Hookpoint, named_modules, resolve_hookpoints
-from .inputs import InputBatch, iter_input_batches, load_inputs, load_labels
+from .input_files import load_inputs, load_labels
+from .inputs import InputBatch, iter_input_batches
 from .layers import LayerInfo, list_layers
 from .models import LoadedModel, example_inputs, load_model
 from .recorder import capture

@@ -1,0 +1,125 @@
+"""Inputs and labels read from files: ``.npy``, ``.safetensors``, ``.txt`` and ``.jsonl``
+(what ``--inputs`` and ``--labels`` take); :mod:`.inputs` makes batches of them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputsError
+
+
+def load_inputs(path: str | Path) -> np.ndarray | list[str]:
+    """Read inputs from a file: ``.npy`` or ``.safetensors`` arrays, or text (one per line).
+
+    A ``.safetensors`` file holds one tensor, or one named ``inputs``. A
+    ``.jsonl`` file holds one JSON string (or ``{"text": ...}``) per line.
+    """
+    path = _existing_file(path, "Inputs")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return _load_npy(path)
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(path))
+        except Exception as e:  # safetensors raises its own error types
+            raise InputsError(f"Cannot read '{path}' as safetensors: {e}") from e
+        if "inputs" not in tensors and len(tensors) != 1:
+            raise InputsError(
+                f"'{path}' holds tensors {sorted(tensors)}; name the input tensor 'inputs'."
+            )
+        t = tensors.get("inputs", next(iter(tensors.values())))
+        # NumPy has no bfloat16; float32 holds its values exactly
+        return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+    if suffix in (".txt", ".text", ""):
+        texts = [t for t in _read_lines(path) if t.strip()]
+        if not texts:
+            raise InputsError(f"'{path}' holds no non-empty lines of text.")
+        return texts
+    if suffix == ".jsonl":
+        return _jsonl_values(path, "text", (str,), "string", '{"text": "Hello"}')
+    raise InputsError(
+        f"Unsupported inputs file '{path}'; use .npy, .safetensors, .txt (one text per line) "
+        "or .jsonl."
+    )
+
+
+def _jsonl_values(
+    path: Path, key: str, kinds: tuple[type, ...], what: str, example: str
+) -> list[Any]:
+    """One value per non-empty line of the ``.jsonl`` file ``path``: the line's JSON
+    value, or its object's ``key``, which must be one of ``kinds`` (named ``what``)."""
+    values = []
+    for i, line in enumerate(_read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputsError(f"'{path}' line {i} is not JSON: {e}.") from e
+        value = obj.get(key) if isinstance(obj, dict) else obj
+        if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+            raise InputsError(
+                f"'{path}' line {i} holds {line.strip()[:60]!r}; each line must be a JSON "
+                f'{what} or an object with a {what} "{key}", e.g. {example}.'
+            )
+        values.append(value)
+    if not values:
+        raise InputsError(f"'{path}' holds no {key}s.")
+    return values
+
+
+def load_labels(path: str | Path) -> np.ndarray:
+    """One label per sample, from a ``.npy`` array, a ``.jsonl`` file (one JSON number
+    or string, or ``{"label": ...}``, per line) or a text file (one label per line)."""
+    path = _existing_file(path, "Labels")
+    if path.suffix == ".npy":
+        arr = _load_npy(path)
+    elif path.suffix.lower() == ".jsonl":  # read as text, '"cat"' kept its quotes
+        labels = _jsonl_values(path, "label", (int, float, str), "number or string", "3")
+        arr = np.array(labels)
+    else:
+        arr = np.array([ln.strip() for ln in _read_lines(path) if ln.strip()])
+    if arr.ndim != 1:
+        raise InputsError(
+            f"Labels in '{path}' have shape {arr.shape}; expected one label per sample."
+        )
+    return arr
+
+
+def _existing_file(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise InputsError(f"{what} file '{path}' is a directory; give a file.")
+    if not path.is_file():
+        raise InputsError(f"{what} file '{path}' does not exist.")
+    return path
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as e:  # numpy: EOFError for an empty file
+        raise InputsError(
+            f"Cannot read '{path}' as a .npy array (pickled arrays are refused): "
+            f"{e}. Save a numeric array with `np.save`."
+        ) from e
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file, split at line ends only (``\\n``, ``\\r\\n``,
+    ``\\r``): ``str.splitlines`` also splits at form feeds, U+0085 and U+2028, which
+    may sit inside one text (and inside a JSON string)."""
+    try:
+        return path.read_text(encoding="utf-8-sig").split("\n")  # a BOM is no text
+    except UnicodeDecodeError as e:
+        raise InputsError(
+            f"'{path}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8, or "
+            "give arrays as .npy or .safetensors."
+        ) from e
