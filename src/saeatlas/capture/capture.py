@@ -9,7 +9,6 @@ eval mode without gradients.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,10 +31,13 @@ from .distributed import agree, complete_capture, count_batches, open_writer
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import (
     InputBatch,
-    _n_samples,
     check_max_length,
     check_stored_labels,
+    count_samples,
+    is_texts,
     iter_input_batches,
+    known_length,
+    text_max_length,
 )
 from .job import batch_fingerprint, capture_job
 from .layouts import (
@@ -51,11 +53,6 @@ from .recorder import Recorder, run_forward
 from .rows import LayerRows, check_batch_dim, check_row_agreement, to_rows
 from .transformer_lens import TransformerLensTexts, is_transformer_lens
 from .transformer_lens import provenance as tl_provenance
-
-log = logging.getLogger(__name__)
-
-#: A tokenizer ``model_max_length`` above this sets no limit (transformers' is int(1e30)).
-TOKENIZER_NO_LIMIT = 100_000
 
 
 def capture_activations(
@@ -142,15 +139,15 @@ def _capture(
     progress = progress and world.is_main
     hps = resolve_hookpoints(model, hookpoints)
     check_layout_layers([hp.name for hp in hps], config.layout)
-    check_stored_labels(labels, _known_length(inputs))
+    check_stored_labels(labels, known_length(inputs))
     model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
     tokenizer = tokenizer if tokenizer is not None else own_tokenizer
     tl_facts: dict[str, Any] = {}
     if is_transformer_lens(model):
         tl_facts = tl_provenance(model)
-        if _is_texts(inputs):
+        if is_texts(inputs):
             tokenizer = TransformerLensTexts(model)
-    max_length = _max_length(model, inputs, tokenizer, config.max_length)
+    max_length = text_max_length(model, inputs, tokenizer, config.max_length)
     check_max_length(inputs, max_length)  # before the writer: nothing written is touched
     job = capture_job(model, inputs, [hp.name for hp in hps], config, labels)
     dtype = STORE_DTYPES[config.dtype] if config.dtype else None
@@ -205,7 +202,7 @@ def _capture(
     recorder = Recorder(
         hps, rows_of, config.output_index, stop_when_done=config.early_stop, once=True
     )
-    total = _count_samples(inputs) if not coord.distributed else None
+    total = count_samples(inputs) if not coord.distributed else None
     was_training = model.training
     model.eval()
     try:
@@ -371,52 +368,3 @@ def _check_first_batch(writer: StoreWriter, batch: InputBatch, out: str | Path) 
             "same inputs, or start again with --overwrite."
         )
     writer.job["first_batch"] = fp
-
-
-def _max_length(
-    model: torch.nn.Module, inputs: Any, tokenizer: Any, max_length: int | None
-) -> int | None:
-    """Tokens per text: ``max_length`` when given; else, when the tokenizer sets no
-    real limit of its own, the positions the model's config says it has."""
-    if max_length is not None or tokenizer is None or not _is_texts(inputs):
-        return max_length
-    if isinstance(tokenizer, TransformerLensTexts):
-        return getattr(model.cfg, "n_ctx", None)  # what to_tokens cuts texts to
-    own = getattr(tokenizer, "model_max_length", None)
-    if own is not None and own <= TOKENIZER_NO_LIMIT:
-        return None  # the tokenizer cuts texts to its own limit
-    cfg = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions"):
-        limit = getattr(cfg, key, None)
-        if isinstance(limit, int) and limit > 0:
-            log.info(
-                "Texts are cut to %d tokens, the model's `%s` (its tokenizer sets no limit); "
-                "--max-length (`max_length`) sets another.",
-                limit,
-                key,
-            )
-            return limit
-    return None
-
-
-def _is_texts(inputs: Any) -> bool:
-    return bool(isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str))
-
-
-def _count_samples(inputs: Any) -> int | None:
-    if isinstance(inputs, (torch.Tensor, np.ndarray)):
-        return _n_samples(inputs)  # refuses a 0-d array
-    if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
-        return len(inputs)
-    dataset = getattr(inputs, "dataset", None)  # a DataLoader
-    try:
-        return len(dataset) if dataset is not None else None
-    except TypeError:
-        return None
-
-
-def _known_length(inputs: Any) -> int | None:
-    """Samples in an array or a list of texts (None for an iterable of batches)."""
-    if isinstance(inputs, (torch.Tensor, np.ndarray)) and inputs.ndim:
-        return int(inputs.shape[0])
-    return len(inputs) if _is_texts(inputs) else None

@@ -8,6 +8,7 @@ how many samples the batch holds, its attention mask, and per-sample metadata
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,9 @@ import pyarrow as pa
 import torch
 
 from ..errors import InputsError
+from .transformer_lens import TransformerLensTexts
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -302,3 +306,58 @@ def _iterable_batches(
                 f"A batch of type {type(item).__name__} is not supported; yield tensors, "
                 "(x, y) pairs or dicts of keyword arguments."
             )
+
+
+#: A tokenizer ``model_max_length`` above this sets no limit (transformers' is int(1e30)).
+TOKENIZER_NO_LIMIT = 100_000
+
+
+def text_max_length(
+    model: torch.nn.Module, inputs: Any, tokenizer: Any, max_length: int | None
+) -> int | None:
+    """Tokens per text: ``max_length`` when given; else, when the tokenizer sets no
+    real limit of its own, the positions the model's config says it has."""
+    if max_length is not None or tokenizer is None or not is_texts(inputs):
+        return max_length
+    if isinstance(tokenizer, TransformerLensTexts):
+        return getattr(model.cfg, "n_ctx", None)  # what to_tokens cuts texts to
+    own = getattr(tokenizer, "model_max_length", None)
+    if own is not None and own <= TOKENIZER_NO_LIMIT:
+        return None  # the tokenizer cuts texts to its own limit
+    cfg = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        limit = getattr(cfg, key, None)
+        if isinstance(limit, int) and limit > 0:
+            log.info(
+                "Texts are cut to %d tokens, the model's `%s` (its tokenizer sets no limit); "
+                "--max-length (`max_length`) sets another.",
+                limit,
+                key,
+            )
+            return limit
+    return None
+
+
+def is_texts(inputs: Any) -> bool:
+    """Whether ``inputs`` is a list of texts."""
+    return bool(isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str))
+
+
+def count_samples(inputs: Any) -> int | None:
+    """Samples in ``inputs`` where known up front (a DataLoader's dataset too)."""
+    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+        return _n_samples(inputs)  # refuses a 0-d array
+    if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
+        return len(inputs)
+    dataset = getattr(inputs, "dataset", None)  # a DataLoader
+    try:
+        return len(dataset) if dataset is not None else None
+    except TypeError:
+        return None
+
+
+def known_length(inputs: Any) -> int | None:
+    """Samples in an array or a list of texts (None for an iterable of batches)."""
+    if isinstance(inputs, (torch.Tensor, np.ndarray)) and inputs.ndim:
+        return int(inputs.shape[0])
+    return len(inputs) if is_texts(inputs) else None
