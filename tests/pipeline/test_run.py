@@ -105,7 +105,8 @@ def test_an_output_replaced_since_the_run_wrote_it_is_made_again(quick_demo, tmp
     import json
 
     from saeatlas.pipeline.outputs import RunPaths
-    from saeatlas.pipeline.run import RunState, _decide, fingerprints
+    from saeatlas.pipeline.record import RunState, fingerprints
+    from saeatlas.pipeline.run import _decide
 
     out = _copy(quick_demo, tmp_path)
     paths, cfg = RunPaths(out), load_run_config(out / "config.yaml")

@@ -487,7 +487,8 @@ def test_an_inputs_file_edited_in_place_is_captured_again(tmp_path, outputs):
 
     from saeatlas.pipeline import load_run_config
     from saeatlas.pipeline.outputs import RunPaths
-    from saeatlas.pipeline.run import RunState, _decide, fingerprints, source_files
+    from saeatlas.pipeline.record import RunState, fingerprints, source_files
+    from saeatlas.pipeline.run import _decide
 
     shutil.copy(outputs.inputs, tmp_path / "x.npy")
     p = tmp_path / "run.yaml"

@@ -10,39 +10,26 @@ absolute paths, so ``saeatlas run OUT/config.yaml`` repeats it in place.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from .._coordinator import Coordinator, run_ranks
 from ..errors import ConfigError
-from ..sae.files import CFG
-from ..store.atomic import TMP_PREFIX, atomic_write_bytes, atomic_write_json
+from ..store.atomic import TMP_PREFIX, atomic_write_bytes
 from ..store.lock import output_lock
-from ..store.manifest import MANIFEST
 from ..structure import Atlas
-from ..structure.atlas import ATLAS_JSON
-from ..sweep.sweep import SWEEP_JSON
 from .config import RunConfig
 from .outputs import (
     RunPaths,
-    analysis_stamp,
-    atlas_summary,
     check_run_out,
-    output_stamp,
-    report_complete,
-    sae_complete,
-    store_complete,
-    sweep_complete,
 )
+from .record import RunState, fingerprints, source_files, stage_complete, stage_stamp
 from .stages import (
     StageContext,
     chosen,
@@ -97,126 +84,6 @@ class RunResult:
     @property
     def skipped(self) -> list[str]:
         return [s.name for s in self.stages if s.status == SKIPPED]
-
-
-def _section(x: Any) -> Any:
-    return x.to_json() if hasattr(x, "to_json") else asdict(x)
-
-
-def fingerprints(cfg: RunConfig) -> dict[str, str]:
-    """Per stage, a hash of the settings its output depends on (earlier stages aside)."""
-    parts = {
-        "capture": {
-            "model": cfg.model,
-            "model_args": cfg.model_args,
-            "inputs": cfg.inputs,
-            "inputs_args": cfg.inputs_args,
-            "labels": cfg.labels,
-            "layers": list(cfg.layers),
-            "capture": _section(cfg.capture),
-        },
-        "sweep": {"sweep": _section(cfg.sweep), "train": _section(cfg.train)},
-        "train": {
-            "sweep": _section(cfg.sweep),
-            "train": _section(cfg.train),
-            "stability": _section(cfg.stability),
-        },
-        "analyze": {"analyze": _section(cfg.analyze), "stability": _section(cfg.stability)},
-        "ablation": {"ablation": _section(cfg.ablation)},
-        "report": {"report": _section(cfg.report)},
-    }
-    return {
-        name: hashlib.sha256(json.dumps(p, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        for name, p in parts.items()
-    }
-
-
-def source_files(cfg: RunConfig) -> dict[str, list[int]]:
-    """Size and modification time of each file the capture reads (the model's code, the
-    inputs, the labels; specs of installed packages aside): an edit in place changes
-    them, not the config."""
-    out = {}
-    for name, spec in (("model", cfg.model), ("inputs", cfg.inputs), ("labels", cfg.labels)):
-        if not spec:
-            continue
-        path = Path(spec) if Path(spec).exists() else Path(spec.rpartition(":")[0])
-        if path.is_file():
-            st = path.stat()
-            out[name] = [st.st_size, st.st_mtime_ns]
-    return out
-
-
-class RunState:
-    """``OUT/run.json``: per stage, the fingerprint it ran with and whether it finished."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.stages: dict[str, dict[str, Any]] = {}
-        if not path.exists():
-            return
-        try:
-            stages = json.loads(path.read_text())["stages"]
-            if not all(isinstance(r, dict) for r in stages.values()):
-                raise TypeError("a stage's record is not an object")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            # no record would keep every complete output "as it is", whatever its settings
-            raise ConfigError(
-                f"'{path}' is not a run record saeatlas can read ({type(e).__name__}: {e}); "
-                "delete it to keep the run's complete outputs as they are (each stage says "
-                "so), or choose a new --out."
-            ) from e
-        self.stages = stages
-
-    def start(self, name: str, fingerprint: str, files: dict | None = None) -> None:
-        self.stages[name] = {"fingerprint": fingerprint, "complete": False}
-        if files is not None:
-            self.stages[name]["files"] = files
-        self._write()
-
-    def finish(self, name: str, seconds: float, note: str, stamp: str | None) -> None:
-        """Mark ``name`` finished, with the stamp of its output (:func:`_stamp`)."""
-        self.stages[name].update(complete=True, seconds=round(seconds, 2), note=note, stamp=stamp)
-        self._write()
-
-    def _write(self) -> None:
-        atomic_write_json(self.path, {"format_version": 1, "stages": self.stages})
-
-
-def _complete(name: str, paths: RunPaths, cfg: RunConfig) -> bool:
-    if name == "capture":
-        return store_complete(paths.store)
-    if name == "sweep":
-        return sweep_complete(paths.sweep)
-    if name == "train":
-        n = cfg.n_trained_seeds
-        return sae_complete(paths.sae) and all(
-            sae_complete(paths.seed_sae(i)) for i in range(1, n + 1)
-        )
-    summary = atlas_summary(paths.atlas)
-    if name == "analyze":
-        return summary is not None
-    if name == "ablation":
-        return summary is not None and "ablation" in summary
-    return summary is not None and report_complete(paths.atlas)
-
-
-def _stamp(name: str, paths: RunPaths, cfg: RunConfig) -> str | None:
-    """The stamp of stage ``name``'s output: the file it writes last (every SAE's); the
-    analysis's is its ``atlas.json`` less the ablation's entries."""
-    if name == "capture":
-        files = [paths.store / MANIFEST]
-    elif name == "sweep":
-        files = [paths.sweep / SWEEP_JSON]
-    elif name == "train":
-        saes = [paths.sae, *(paths.seed_sae(i) for i in range(1, cfg.n_trained_seeds + 1))]
-        files = [p / CFG for p in saes]
-    elif name == "analyze":
-        return analysis_stamp(paths.atlas)
-    elif name == "ablation":
-        files = [paths.atlas / ATLAS_JSON]
-    else:
-        files = [paths.report]
-    return output_stamp(files)
 
 
 def _enabled(name: str, cfg: RunConfig) -> str | None:
@@ -344,7 +211,7 @@ def _run(
                 note = coord.gather(note, None)[0]  # rank 0's, once every rank has finished
                 seconds = time.perf_counter() - t0
                 if state is not None:
-                    state.finish(name, seconds, note, _stamp(name, paths, config))
+                    state.finish(name, seconds, note, stage_stamp(name, paths, config))
                 upstream = upstream or name
                 outcome = StageOutcome(name, RAN, f"{why}; {note}" if note else why, seconds)
             outcomes.append(outcome)
@@ -378,13 +245,13 @@ def _decide(
     finished = record is None or (same and record.get("complete", False))
     where = getattr(paths, _OUTPUT[name])
     # looked up once, and only where the outcome or its reason depends on it
-    complete = (upstream is None or record is None) and _complete(name, paths, config)
+    complete = (upstream is None or record is None) and stage_complete(name, paths, config)
     # an output replaced since this run wrote it (`saeatlas capture --overwrite` into the
     # run's store) is not this run's: what was made from the old one must be made again
     replaced = (
         complete
         and record is not None
-        and record.get("stamp", None) not in (None, _stamp(name, paths, config))
+        and record.get("stamp", None) not in (None, stage_stamp(name, paths, config))
     )
     if upstream is None and complete and finished and not replaced:
         known = "" if record is not None else " (no record of its settings; kept as is)"
