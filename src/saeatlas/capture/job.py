@@ -33,7 +33,8 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 
 def _total(flat: torch.Tensor) -> float:
-    """Sum of every value of ``flat`` in float64, taken in chunks (0 for non-numbers)."""
+    """Sum of every value of ``flat`` in float64, taken in chunks (booleans as 0/1,
+    complex values as their real and imaginary parts)."""
     if flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
     if flat.is_complex():
