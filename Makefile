@@ -37,8 +37,11 @@ chromium:
 	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
 	echo "chromium is not installed: the report's browser test will be skipped"
 
+# Tests run in as many processes as there are cores (at most 4), one thread each: the
+# suite is mostly single-threaded, and one thread per test keeps results the same on
+# every machine.
 test: setup chromium
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --maxprocesses 4 --dist worksteal
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

@@ -159,3 +159,25 @@ def spawn_ranks() -> Callable[..., None]:
         assert not hung, f"ranks {hung} still running after {wait_s} s"
 
     return run
+
+
+# ------------------------------------------- the reliability suite's count of bad inputs
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """Under pytest-xdist: add a worker's counts (see tests/reliability/conftest.py)."""
+    tally = node.config.__dict__.setdefault("reliability_counts", {})
+    for k, v in getattr(node, "workeroutput", {}).get("reliability_counts", {}).items():
+        tally[k] = tally.get(k, 0) + v
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    tally = config.__dict__.get("reliability_counts", {})
+    if tally.get("bad inputs"):
+        terminalreporter.write_line(
+            "reliability: "
+            + ", ".join(f"{k} {v}" for k, v in tally.items())
+            + " (each with exit code 1 and no traceback)"
+        )
+

@@ -66,13 +66,14 @@ def assert_one_line_error(result: object, *needles: str) -> str:
     return lines[0]
 
 
-def pytest_terminal_summary(terminalreporter):
-    if COUNTS["bad inputs"]:
-        terminalreporter.write_line(
-            "reliability: "
-            + ", ".join(f"{k} {v}" for k, v in COUNTS.items())
-            + " (each with exit code 1 and no traceback)"
-        )
+def pytest_sessionfinish(session):
+    # The summary line is written by tests/conftest.py, which the main process loads
+    # (under pytest-xdist the tests, and these counts, live in the workers).
+    tally = session.config.__dict__.setdefault("reliability_counts", {})
+    for k, v in COUNTS.items():
+        tally[k] = tally.get(k, 0) + v
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["reliability_counts"] = dict(COUNTS)
 
 
 def take_snapshot(root: Path, *, fast: bool = False) -> dict[str, tuple]:
