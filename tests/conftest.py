@@ -180,4 +180,3 @@ def pytest_terminal_summary(terminalreporter, config):
             + ", ".join(f"{k} {v}" for k, v in tally.items())
             + " (each with exit code 1 and no traceback)"
         )
-
