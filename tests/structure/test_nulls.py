@@ -50,6 +50,47 @@ def test_permuted_codes_keep_each_feature_and_lose_cofiring():
     assert abs(phi(nd[:, 0], nd[:, 1])) < 0.08
 
 
+def test_permuted_codes_place_each_column_on_uniform_distinct_rows():
+    """Over many draws each column's values land on distinct rows, the first value on
+    every row and the first two on every ordered pair of rows equally often: for sparse
+    columns (drawn together, collisions redrawn), columns at and above the dense cut
+    (drawn one by one), and columns moved together keep their shared rows."""
+    from scipy.stats import chisquare
+
+    n_rows = 16
+    counts = [1, 2, 3, 4, 5, 12, 16, 0]  # the dense cut is at a quarter of the rows
+    dense = np.zeros((n_rows, len(counts)), dtype=np.float32)
+    for j, c in enumerate(counts):  # column j fires on its first c rows, values 1, 2, ...
+        dense[:c, j] = np.arange(1, c + 1)
+    codes = sp.csr_matrix(dense)
+    rng = np.random.default_rng(0)
+    first = np.zeros((len(counts), n_rows))
+    pairs = np.zeros((len(counts), n_rows, n_rows))
+    for _ in range(1500):
+        out = permute_codes(codes, rng).toarray()
+        for j, c in enumerate(counts):
+            col = out[:, j]
+            assert np.array_equal(np.sort(col[col > 0]), dense[:c, j])  # distinct rows
+            if c:
+                r1 = np.flatnonzero(col == 1)[0]
+                first[j, r1] += 1
+            if c >= 2:
+                pairs[j, r1, np.flatnonzero(col == 2)[0]] += 1
+    off = ~np.eye(n_rows, dtype=bool)
+    for j, c in enumerate(counts):
+        if c:
+            assert chisquare(first[j]).pvalue > 1e-4, (c, first[j])
+        if c >= 2:
+            assert pairs[j][~off].sum() == 0
+            assert chisquare(pairs[j][off]).pvalue > 1e-4, c
+
+    together = np.zeros(len(counts), dtype=bool)
+    together[[1, 2]] = True
+    for _ in range(50):
+        out = permute_codes(codes, rng, together).toarray()
+        assert np.array_equal(out[:, 1] > 0, (out[:, 2] > 0) & (out[:, 2] < 3))
+
+
 def test_rewiring_keeps_edge_ends_and_weights():
     rng = np.random.default_rng(0)
     upper = sp.random(60, 60, density=0.1, random_state=1, format="csr")

@@ -57,18 +57,54 @@ def permute_codes(
     permutation, so whatever they share (a global mode) stays shared.
     """
     csc = sp.csc_matrix(matrix)
-    n_rows = csc.shape[0]
+    n_rows, d_sae = csc.shape
+    counts = np.diff(csc.indptr)
+    column = np.repeat(np.arange(d_sae), counts)
     rows = np.empty_like(csc.indices)
     shared = rng.permutation(n_rows)
-    for j in range(csc.shape[1]):
-        a, b = csc.indptr[j], csc.indptr[j + 1]
-        if b > a:
-            if together is not None and together[j]:
-                rows[a:b] = shared[csc.indices[a:b]]
-            else:
-                rows[a:b] = rng.choice(n_rows, b - a, replace=False)
+    moved = np.zeros(csc.nnz, dtype=bool) if together is None else together[column]
+    rows[moved] = shared[csc.indices[moved]]
+    alone = ~moved
+    rows[alone] = distinct_rows(column[alone], counts, n_rows, rng)
     out = sp.csc_matrix((csc.data.copy(), rows, csc.indptr.copy()), shape=csc.shape)
     return out.tocsr()
+
+
+#: Columns firing on more than this fraction of the rows draw their rows one column
+#: at a time; sparser ones draw all together and redraw collisions.
+_DENSE_FRACTION = 0.25
+
+
+def distinct_rows(
+    column: np.ndarray, counts: np.ndarray, n_rows: int, rng: np.random.Generator
+) -> np.ndarray:
+    """For entries ``column`` (sorted; ``counts[j]`` of them in column ``j``, or none
+    when the column is left out), rows drawn uniformly without replacement within each
+    column: every column's entries land on distinct random rows.
+
+    Sparse columns draw every row at once and redraw the entries that collide with an
+    earlier one in their column until none do: the result is invariant under any
+    relabelling of the rows, so each column's rows are a uniform random injection, as
+    ``rng.choice(n_rows, c, replace=False)`` gives, without a Python loop over columns.
+    """
+    out = np.empty(column.size, dtype=np.int64)
+    if column.size == 0:
+        return out
+    dense = counts[column] > _DENSE_FRACTION * n_rows
+    for j in np.unique(column[dense]):
+        at = np.flatnonzero(column == j)
+        out[at] = rng.choice(n_rows, at.size, replace=False)
+    active = np.flatnonzero(~dense)  # entries of the columns that may still collide
+    out[active] = rng.integers(0, n_rows, active.size)
+    while active.size:
+        key = column[active].astype(np.int64) * n_rows + out[active]
+        order = np.argsort(key, kind="stable")
+        clash = order[np.flatnonzero(key[order][1:] == key[order][:-1]) + 1]
+        if clash.size == 0:
+            break
+        out[active[clash]] = rng.integers(0, n_rows, clash.size)
+        active = active[np.isin(column[active], column[active[clash]])]
+    return out
 
 
 def rewire(adjacency: sp.spmatrix, rng: np.random.Generator) -> sp.csr_matrix:
