@@ -80,10 +80,8 @@ def minilm():
     return model.eval(), tokenizer
 
 
-@pytest.fixture(scope="session")
-def tiny_gpt2():
-    """A randomly initialised two-block GPT-2 with its LM head (vocabulary 64, built
-    offline: nothing is downloaded)."""
+def _gpt2(n_positions: int):
+    """A randomly initialised two-block GPT-2 with its LM head (vocabulary 64)."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(
@@ -91,11 +89,51 @@ def tiny_gpt2():
         n_embd=32,
         n_head=2,
         vocab_size=64,
-        n_positions=16,
+        n_positions=n_positions,
         bos_token_id=0,
         eos_token_id=0,
     )
     return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    """A randomly initialised two-block GPT-2 with its LM head (vocabulary 64, 16
+    positions, built offline: nothing is downloaded)."""
+    return _gpt2(16)
+
+
+@pytest.fixture(scope="session")
+def make_gpt2():
+    """``make_gpt2(n_positions)``: a new :func:`tiny_gpt2` (the same weights for the same
+    ``n_positions``), for wrappers that may change the model they wrap."""
+    return _gpt2
+
+
+def _char_tokenizer(folder=None):
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    chars = "abcdefghijklmnopqrstuvwxyz .,"
+    vocab = {"<bos>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate(chars)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<bos>", unk_token="<unk>"
+    )
+    if folder is None:
+        return fast
+    fast.save_pretrained(folder)
+    return transformers.AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def make_char_tokenizer():
+    """``make_char_tokenizer(folder=None)``: a new character tokenizer (lower-case
+    letters, space, '.', ','; ``<bos>`` 0, ``<unk>`` 1) built offline as a Hugging Face
+    fast tokenizer; given ``folder``, saved there and loaded back with
+    ``AutoTokenizer`` (TransformerLens re-reads a tokenizer from its folder to add BOS)."""
+    return _char_tokenizer
 
 
 def pytest_collection_modifyitems(config, items):

@@ -20,19 +20,8 @@ TEXTS = ["the cat sat on the mat", "a dog", "it was the best of times"]
 
 
 @pytest.fixture(scope="module")
-def hooked(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    chars = "abcdefghijklmnopqrstuvwxyz .,"
-    vocab = {"<bos>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate(chars)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<bos>", unk_token="<unk>"
-    )
-    folder = tmp_path_factory.mktemp("tok")
-    fast.save_pretrained(folder)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+def hooked(make_char_tokenizer, tmp_path_factory):
+    tokenizer = make_char_tokenizer(tmp_path_factory.mktemp("tok"))
     cfg = tl.HookedTransformerConfig(
         n_layers=2,
         d_model=16,

@@ -25,27 +25,8 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def language_model(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    chars = "abcdefghijklmnopqrstuvwxyz .,"
-    vocab = {"<bos>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate(chars)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<bos>", unk_token="<unk>"
-    )
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(
-        n_layer=2,
-        n_embd=32,
-        n_head=2,
-        vocab_size=64,
-        n_positions=40,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    return nnsight.LanguageModel(transformers.GPT2LMHeadModel(cfg).eval(), tokenizer=tokenizer)
+def language_model(make_gpt2, make_char_tokenizer):
+    return nnsight.LanguageModel(make_gpt2(40), tokenizer=make_char_tokenizer())
 
 
 def test_nnsight_wrapper_around_the_digits_mlp(tmp_path, digits):

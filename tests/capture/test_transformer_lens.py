@@ -42,32 +42,11 @@ def native():
 
 
 @pytest.fixture(scope="module")
-def gpt2_bridge(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    chars = "abcdefghijklmnopqrstuvwxyz .,"
-    vocab = {"<bos>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate(chars)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<bos>", unk_token="<unk>"
-    )
-    # TransformerLens re-reads the tokenizer from its folder to add BOS: save it first
-    folder = tmp_path_factory.mktemp("tok")
-    fast.save_pretrained(folder)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(
-        n_layer=2,
-        n_embd=32,
-        n_head=2,
-        vocab_size=64,
-        n_positions=40,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    hf = transformers.GPT2LMHeadModel(cfg).eval()
-    return TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=tokenizer).eval()
+def gpt2_bridge(make_gpt2, make_char_tokenizer, tmp_path_factory):
+    tokenizer = make_char_tokenizer(tmp_path_factory.mktemp("tok"))
+    return TransformerBridge.boot_transformers(
+        "gpt2", hf_model=make_gpt2(40), tokenizer=tokenizer
+    ).eval()
 
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.0.attn.hook_z", "blocks.1.mlp.hook_post"]

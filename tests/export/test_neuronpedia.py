@@ -21,17 +21,9 @@ WORDS = "the cat sat on a mat and dog ran to big red box in sun".split()
 
 
 @pytest.fixture(scope="module")
-def atlas_run(tmp_path_factory, tiny_gpt2):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
+def atlas_run(tmp_path_factory, tiny_gpt2, make_char_tokenizer):
     root = tmp_path_factory.mktemp("np")
-    chars = "abcdefghijklmnopqrstuvwxyz .,"
-    vocab = {"<bos>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate(chars)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<bos>", unk_token="<unk>"
-    )
+    tokenizer = make_char_tokenizer()
     g = torch.Generator().manual_seed(0)
     texts = [
         " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (3,), generator=g).tolist())
