@@ -177,6 +177,30 @@ def test_outputs_that_are_not_batch_first_are_an_error(tmp_path):
         )
 
 
+def test_seq_first_outputs_as_long_as_the_batch_are_an_error(tmp_path):
+    """[seq, batch, d] with seq == batch has the shape of [batch, seq, d]: found by
+    running the first batch again without its last sample."""
+
+    class Net(nn.Module):
+        def __init__(self, batch_first):
+            super().__init__()
+            self.batch_first = batch_first
+            self.lstm = nn.LSTM(3, 4, batch_first=batch_first)
+
+        def forward(self, x):
+            return self.lstm(x if self.batch_first else x.transpose(0, 1))[0]
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 6, 3)  # 6 samples of 6 tokens, one batch
+    with pytest.raises(ShapeError, match=r"'lstm' gives shape \[6, 6, 4\].*\[6, 5, 4\] for 5"):
+        capture_activations(Net(False), x, ["lstm"], tmp_path / "a", **QUIET)
+    assert not (tmp_path / "a" / "manifest.json").exists()
+    net = Net(True)
+    store = capture_activations(net, x, ["lstm"], tmp_path / "b", **QUIET)
+    with torch.no_grad():
+        torch.testing.assert_close(store.read(), net(x).reshape(36, 4))
+
+
 def test_inputs_are_given_in_the_models_dtype(tmp_path, mlp):
     x = np.random.default_rng(0).normal(size=(10, 8))  # NumPy's float64
     double = copy.deepcopy(mlp).double()

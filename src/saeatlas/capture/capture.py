@@ -49,7 +49,7 @@ from .layouts import (
 )
 from .models import input_dtype
 from .nnsight import unwrap_model
-from .recorder import Recorder, run_forward
+from .recorder import Recorder, check_batch_follows, run_forward
 from .rows import LayerRows, check_batch_dim, check_row_agreement, to_rows
 from .transformer_lens import TransformerLensTexts, is_transformer_lens
 from .transformer_lens import provenance as tl_provenance
@@ -274,6 +274,7 @@ def _capture(
                 recorder.values.clear()
                 check_row_agreement(rows)
                 if not started:
+                    check_batch_follows(model, batch, recorder, device, where)
                     _check_output_index(config.output_index, recorder.plain, hps)
                     specs = layer_specs(rows, recorder.shapes)
                     writer.start(specs)

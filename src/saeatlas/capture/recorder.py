@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import AtlasError, ModelError, ShapeError
@@ -116,6 +117,61 @@ def capture(
         yield recorder.values
     finally:
         recorder.detach()
+
+
+def check_batch_follows(
+    model: torch.nn.Module,
+    batch: InputBatch,
+    recorder: Recorder,
+    device: str | None,
+    where: str,
+) -> None:
+    """Layers whose ``[a, b, d]`` output has ``a == b ==`` the batch size (``[seq, batch,
+    d]`` with ``seq == batch``, as ``nn.LSTM`` without ``batch_first`` gives) cannot be
+    told from ``[batch, seq, d]`` by their shape: the batch runs again without its last
+    sample, and the first dimension must shrink with it, else the layer is an error (its
+    rows would be given to the wrong samples). Call with ``recorder.shapes`` from
+    ``batch``'s own pass; the recorder is detached while this pass runs."""
+    n = batch.n_samples
+    unclear = [k for k, s in recorder.shapes.items() if len(s) == 3 and s[0] == s[1] == n >= 2]
+    if not unclear:
+        return
+    args, kwargs = _drop_last(batch.args, n), _drop_last(batch.kwargs, n)
+    shorter = InputBatch(args, kwargs, n - 1)
+    probe = Recorder(
+        [hp for hp in recorder.hookpoints if hp.name in unclear],
+        lambda name, t: None,
+        recorder.output_index,
+        stop_when_done=True,
+    )
+    recorder.detach()
+    probe.attach()
+    try:
+        run_forward(model, shorter, probe, device, f"{where}, run again without its last sample")
+    finally:
+        probe.detach()
+        recorder.attach()
+    for name in unclear:
+        if probe.shapes[name][0] != n - 1:
+            raise ShapeError(
+                f"Layer '{name}' gives shape {list(recorder.shapes[name])} for a batch of {n} "
+                f"samples and {list(probe.shapes[name])} for {n - 1}: its first dimension is "
+                "not the batch ([seq, batch, d], as nn.LSTM/GRU/Transformer modules give "
+                "without batch_first=True). saeatlas records batch-first tensors; choose a "
+                "layer whose first dimension is the batch, or build the module with "
+                "batch_first=True."
+            )
+
+
+def _drop_last(x: Any, n: int) -> Any:
+    """``x`` with every tensor or array whose first dimension is ``n`` cut to ``n - 1``."""
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        return x[: n - 1] if x.ndim and x.shape[0] == n else x
+    if isinstance(x, dict):
+        return {k: _drop_last(v, n) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_drop_last(v, n) for v in x)
+    return x
 
 
 def model_error(e: Exception, where: str) -> ModelError:
