@@ -8,6 +8,7 @@ import textwrap
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -85,12 +86,28 @@ def test_incomplete_stage_runs_again_with_the_stages_after_it(quick_demo, tmp_pa
     assert "ablation_p" in Atlas.load(out / "atlas").modules.columns
 
 
+def test_changed_settings_are_refused_without_overwrite(quick_demo, tmp_path):
+    """A config with other settings, given a run directory, replaced its outputs (the
+    atlas, or a store captured for hours) without a word."""
+    from saeatlas.errors import ConfigError
+
+    out = _copy(quick_demo, tmp_path)
+    before = _mtimes(out)
+    cfg = load_run_config(out / "config.yaml")
+    changed = replace(cfg, analyze=replace(cfg.analyze, n_null=cfg.analyze.n_null + 1))
+    with pytest.raises(ConfigError, match=r"`analyze\.n_null` was \d+, now \d+.*--overwrite"):
+        run_pipeline(changed, out, progress=False)
+    assert _mtimes(out) == before  # config.yaml and run.json too
+    result = runner.invoke(app, ["run", str(out / "config.yaml"), "-q"])  # the same: skips
+    assert result.exit_code == 0 and "analyze skipped" in result.output, result.output
+
+
 def test_changed_settings_rerun_that_stage_only(quick_demo, tmp_path):
     out = _copy(quick_demo, tmp_path)
     cfg = load_run_config(out / "config.yaml")
     cfg = replace(cfg, ablation=replace(cfg.ablation, n_random=5))
     sae = _mtimes(out / "sae")
-    result = run_pipeline(cfg, out, progress=False)
+    result = run_pipeline(cfg, out, progress=False, overwrite=True)
     status = {s.name: s.status for s in result.stages}
     assert [status[s] for s in ("capture", "sweep", "train", "analyze")] == ["skipped"] * 4
     assert status["ablation"] == "ran" and "settings changed" in result.stages[4].reason
@@ -105,7 +122,7 @@ def test_an_output_replaced_since_the_run_wrote_it_is_made_again(quick_demo, tmp
     import json
 
     from saeatlas.pipeline.outputs import RunPaths
-    from saeatlas.pipeline.record import RunState, fingerprints
+    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
     from saeatlas.pipeline.run import _decide
 
     out = _copy(quick_demo, tmp_path)
@@ -113,7 +130,7 @@ def test_an_output_replaced_since_the_run_wrote_it_is_made_again(quick_demo, tmp
     state = RunState(paths.state)
 
     def decide(name):
-        return _decide(name, cfg, paths, state, fingerprints(cfg), None)
+        return _decide(name, cfg, paths, state, fingerprints(cfg), stage_settings(cfg), None)
 
     # a kill after the ablation's rewrite of the atlas, before its record: the analysis
     # is still this run's
