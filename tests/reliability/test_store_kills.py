@@ -196,6 +196,35 @@ def test_a_reader_finishes_a_swap_a_kill_interrupted(tmp_path, make_store):
     assert not (tmp_path / ".store.old").exists() and not partial_dir(store).exists()
 
 
+@pytest.mark.parametrize("killed", ["between the renames", "before the swap"])
+def test_readers_wait_for_another_rank_finishing_a_swap(tmp_path, make_store, killed):
+    """The ranks of `torchrun ... train --acts STORE` open the store at once after a
+    kill in its capture's last step: the first takes the lock to put the store in place
+    and the other stopped with 'is being written by process N', its sibling."""
+    from saeatlas.store.lock import output_lock
+    from saeatlas.store.merge import recover_store
+
+    store = make_store(tmp_path / "store", rows=60)
+    os.replace(store, partial_dir(store))  # a complete store, waiting beside its place
+    if killed == "between the renames":
+        make_store(tmp_path / ".store.old", rows=30)
+    held = threading.Event()
+
+    def sibling() -> None:
+        with output_lock(store):
+            held.set()
+            time.sleep(0.3)
+            recover_store(store)
+
+    thread = threading.Thread(target=sibling)
+    thread.start()
+    held.wait()
+    try:
+        assert ActivationStore.open(store).n_rows == 60
+    finally:
+        thread.join()
+
+
 def test_a_store_replaced_while_it_is_read_is_not_mixed_in(tmp_path, make_store):
     """Shards are hashed on their first read only: an --overwrite between two epochs
     served the new store's rows under the old manifest, without a word."""
