@@ -806,3 +806,13 @@ def test_a_bad_run_timeout_is_refused_before_the_run(tmp_path, outputs, run_cli,
     p = _run_config(tmp_path, outputs, "")
     one_line(cli("run", p, "--out", out, "--timeout", value, "-q"), "--timeout")
     assert not out.exists()
+
+
+def test_a_config_that_is_a_directory_is_named_as_one(tmp_path, outputs, run_cli):
+    """It was reported as a file that 'does not exist'."""
+    cli, one_line = run_cli
+    one_line(cli("run", tmp_path, "--out", tmp_path / "out", "-q"), "is a directory")
+    one_line(
+        cli("train", "--acts", outputs.store, "--out", tmp_path / "o", "--config", tmp_path),
+        "is a directory",
+    )
