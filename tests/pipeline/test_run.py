@@ -55,6 +55,33 @@ def test_a_capture_killed_before_its_first_shard_is_captured_again(quick_demo, t
     assert not (out / ".store.partial").exists()
 
 
+def test_a_capture_killed_after_its_manifest_is_kept_not_captured_again(quick_demo, tmp_path):
+    """A kill between the capture's manifest and its swap (or the run's record of it):
+    the rerun put the complete store in place, then captured every row again."""
+    import json
+
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
+    from saeatlas.pipeline.run import _decide
+    from saeatlas.pipeline.stages import StageContext, run_capture
+
+    out = _copy(quick_demo, tmp_path)
+    paths, cfg = RunPaths(out), load_run_config(out / "config.yaml")
+    (out / "store").rename(out / ".store.partial")  # the manifest written, not swapped in
+    state = RunState(paths.state)
+    state.stages["capture"]["complete"] = False
+    before = _mtimes(out / ".store.partial")
+    outcome, resume, why = _decide(
+        "capture", cfg, paths, state, fingerprints(cfg), stage_settings(cfg), None
+    )
+    assert outcome is None and resume and why == "it was interrupted"
+    assert "rows x" in run_capture(StageContext(cfg, paths, False, resume=True))
+    after = _mtimes(out / "store")
+    assert {p.name: t for p, t in after.items()} == {p.name: t for p, t in before.items()}
+    manifest = json.loads((out / "store" / "manifest.json").read_text())
+    assert manifest["provenance"]["run_fingerprint"] == fingerprints(cfg)["capture"]
+
+
 def test_a_rerun_removes_the_records_a_killed_run_left_half_written(quick_demo, tmp_path):
     out = _copy(quick_demo, tmp_path)
     for name in (".tmp-run.json-x1", ".tmp-config.yaml-x2"):  # a kill -9 in their writes

@@ -154,6 +154,8 @@ class StoreWriter:
                 self._commits.shutdown()
                 self._closed = True
                 if locks:
+                    # what a capture killed before its first commit left (no progress)
+                    shutil.rmtree(self.work, ignore_errors=True)
                     release(self.path)
                 return
             if locks:
