@@ -56,6 +56,8 @@ def error(data) -> str:
         ({**BASE, "report": {"enabled": "yes please"}}, ["`report.enabled`", "true or false"]),
         ({**BASE, "layers": "act1"}, ["`layers`", "a list of text", "'act1'"]),
         ({**BASE, "train": [1, 2]}, ["`train`", "mapping"]),
+        # a number as a keyword (YAML `{1: 2, a: 3}`) crashed the run's fingerprints
+        ({**BASE, "model_args": {1: 2, "a": 3}}, ["`model_args`", "[1]", "names"]),
         ({"inputs": "x.npy"}, ["missing", "`model`", "`layers`"]),
         ({"model": "m:f", "inputs": "x", "layer": ["a"]}, ["`layer`", "Did you mean `layers`"]),
         (

@@ -222,6 +222,13 @@ class RunConfig:
             raise ConfigError(
                 f"`layers` must be a non-empty list of layer patterns, got {self.layers!r}."
             )
+        for name in ("model_args", "inputs_args"):
+            bad = [k for k in getattr(self, name) if not isinstance(k, str)]
+            if bad:
+                raise ConfigError(
+                    f"`{name}` keys are the keyword arguments of a function, so names, got "
+                    f"{bad!r}; write them as names (`{name}: {{n_samples: 100}}`)."
+                )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"`threads` must be positive, got {self.threads}.")
         for name, cls in SECTIONS.items():
