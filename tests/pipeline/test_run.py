@@ -82,6 +82,28 @@ def test_a_capture_killed_after_its_manifest_is_kept_not_captured_again(quick_de
     assert manifest["provenance"]["run_fingerprint"] == fingerprints(cfg)["capture"]
 
 
+def test_saes_a_killed_run_finished_are_kept_not_trained_again(quick_demo, tmp_path):
+    """A kill after the SAEs were saved, before the run recorded the train stage: the
+    rerun trained every SAE again."""
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
+    from saeatlas.pipeline.run import _decide
+    from saeatlas.pipeline.stages import StageContext, run_train
+
+    out = _copy(quick_demo, tmp_path)
+    paths, cfg = RunPaths(out), load_run_config(out / "config.yaml")
+    state = RunState(paths.state)
+    state.stages["train"]["complete"] = False
+    before = {**_mtimes(out / "sae"), **_mtimes(out / "sae-seeds")}
+    outcome, resume, _ = _decide(
+        "train", cfg, paths, state, fingerprints(cfg), stage_settings(cfg), None
+    )
+    assert outcome is None and resume
+    note = run_train(StageContext(cfg, paths, False, resume=True))
+    assert f"kept {1 + cfg.n_trained_seeds} complete SAE(s)" in note and "trained" not in note
+    assert {**_mtimes(out / "sae"), **_mtimes(out / "sae-seeds")} == before
+
+
 def test_a_rerun_removes_the_records_a_killed_run_left_half_written(quick_demo, tmp_path):
     out = _copy(quick_demo, tmp_path)
     for name in (".tmp-run.json-x1", ".tmp-config.yaml-x2"):  # a kill -9 in their writes

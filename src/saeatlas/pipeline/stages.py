@@ -32,8 +32,9 @@ from ..sweep import sweep
 from ..sweep.sweep import SWEEP_JSON, sweep_members
 from ..train import TrainConfig, train_family, train_sae
 from ..train.checkpoint import CHECKPOINT
+from ..train.ensemble import trained_like
 from .config import RunConfig
-from .outputs import RunPaths, copy_sae, sweep_complete
+from .outputs import RunPaths, copy_sae, sae_complete, sweep_complete
 from .record import fingerprints
 from .source import Source, load_source
 
@@ -194,6 +195,11 @@ def run_train(ctx: StageContext) -> str:
     if not note:
         todo.append((final, paths.sae))
     todo += list(zip(seeds, seed_dirs))
+    if ctx.resume:  # SAEs that a killed run finished before it recorded the stage
+        kept = [out for c, out in todo if sae_complete(out) and trained_like(out, c)]
+        todo = [(c, out) for c, out in todo if out not in kept]
+        if kept:
+            note = "; ".join(filter(None, [note, f"kept {len(kept)} complete SAE(s)"]))
     if not todo:
         return note
     store = ctx.store()
