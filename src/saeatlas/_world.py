@@ -40,9 +40,9 @@ def join(device: str) -> World:
     use: NCCL on CUDA, gloo on the CPU), or a world of one."""
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size())
+    stop_with_launcher()  # torchrun --nproc_per_node 1 too
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return World()
-    stop_with_launcher()
     dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return World(dist.get_rank(), dist.get_world_size())
 
