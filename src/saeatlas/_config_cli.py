@@ -107,8 +107,13 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
     """Settings from a YAML or JSON file (a mapping of field names to values)."""
     if path is None:
         return {}
+    if path.is_dir():
+        raise ConfigError(
+            f"Config file '{path}' is a directory; give a YAML or JSON file (--config, or the "
+            "config of `saeatlas run`)."
+        )
     if not path.is_file():
-        raise ConfigError(f"Config file '{path}' does not exist.")
+        raise ConfigError(f"Config file '{path}' does not exist; give a YAML or JSON file.")
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:

@@ -315,17 +315,25 @@ def solo() -> Coordinator:
     return Coordinator(World())
 
 
+#: The longest --timeout: a week (a gloo group's timeout must fit its clock's range).
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+
+
 def coordinate(
     device: str | None, timeout_s: float, job: str = "capture", hint: str = ""
 ) -> Coordinator:
     """The ranks of this job: the initialised process group, or the one ``torchrun``
     describes in the environment (joined here), or a world of one."""
+    # in one process too: a bad --timeout is said where it is given, not on the cluster
+    if not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise ConfigError(
+            f"`timeout_s` (--timeout) must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], "
+            f"got {timeout_s}."
+        )
     joined_here = not (dist.is_available() and dist.is_initialized())
     world = join(device or "cpu")
     if world.size == 1:
         return Coordinator(world, job=job, hint=hint)
-    if timeout_s <= 0:
-        raise ConfigError(f"`timeout_s` (--timeout) must be positive, got {timeout_s}.")
     group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
     return Coordinator(world, group, timeout_s, owns_default=joined_here, job=job, hint=hint)
 

@@ -218,3 +218,50 @@ def test_cuda_means_each_ranks_own_gpu_which_must_exist(monkeypatch):
     )
     with pytest.raises(ConfigError, match="--nproc_per_node"):
         rank_device("cuda", World(1, 2))
+
+
+RANK = """
+import sys, time
+from saeatlas import _world
+from saeatlas.store.lock import acquire
+_world.LAUNCHER_POLL_S = 0.05
+acquire(sys.argv[1])
+_world.stop_with_launcher()
+print("ready", flush=True)
+time.sleep(WAIT)
+"""
+LAUNCHER = """
+import os, subprocess, sys, time
+rank = subprocess.Popen(  # as torchrun starts its ranks: in a session of their own
+    [sys.executable, "-c", sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE, text=True,
+    env={**os.environ, "TORCHELASTIC_RUN_ID": "test"}, start_new_session=True,
+)
+print(rank.pid, rank.stdout.readline().strip(), flush=True)
+time.sleep(WAIT)
+"""
+
+
+def test_a_rank_whose_launcher_was_killed_stops_and_frees_its_lock(tmp_path):
+    """kill -9 of torchrun left its ranks running, orphaned, holding their outputs'
+    locks: the rerun was refused ('being written by process N') by the killed job."""
+    from saeatlas.store.lock import output_lock
+
+    out = tmp_path / "store"
+    code = [c.replace("WAIT", str(WAIT_S)) for c in (RANK, LAUNCHER)]
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", code[1], code[0], str(out)], stdout=subprocess.PIPE, text=True
+    )
+    pid, ready = launcher.stdout.readline().split()
+    assert ready == "ready"
+    launcher.kill()
+    launcher.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with output_lock(out):
+                break
+        except Exception:
+            time.sleep(0.05)
+    else:
+        os.kill(int(pid), signal.SIGKILL)
+        pytest.fail("the orphaned rank still holds the lock")

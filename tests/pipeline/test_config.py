@@ -1,5 +1,6 @@
 """Run configs: the examples parse and match the demos; bad configs say what, where and how."""
 
+import datetime
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,13 @@ def error(data) -> str:
         ({**BASE, "report": {"enabled": "yes please"}}, ["`report.enabled`", "true or false"]),
         ({**BASE, "layers": "act1"}, ["`layers`", "a list of text", "'act1'"]),
         ({**BASE, "train": [1, 2]}, ["`train`", "mapping"]),
+        # a number as a keyword (YAML `{1: 2, a: 3}`) crashed the run's fingerprints
+        ({**BASE, "model_args": {1: 2, "a": 3}}, ["`model_args`", "[1]", "names"]),
+        # and a date (YAML `2024-01-01`) when it recorded the config
+        (
+            {**BASE, "inputs_args": {"d": [datetime.date(2024, 1, 1)]}},
+            ["`inputs_args.d`", "date", "quote"],
+        ),
         ({"inputs": "x.npy"}, ["missing", "`model`", "`layers`"]),
         ({"model": "m:f", "inputs": "x", "layer": ["a"]}, ["`layer`", "Did you mean `layers`"]),
         (

@@ -8,6 +8,7 @@ import textwrap
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -54,6 +55,55 @@ def test_a_capture_killed_before_its_first_shard_is_captured_again(quick_demo, t
     assert not (out / ".store.partial").exists()
 
 
+def test_a_capture_killed_after_its_manifest_is_kept_not_captured_again(quick_demo, tmp_path):
+    """A kill between the capture's manifest and its swap (or the run's record of it):
+    the rerun put the complete store in place, then captured every row again."""
+    import json
+
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
+    from saeatlas.pipeline.run import _decide
+    from saeatlas.pipeline.stages import StageContext, run_capture
+
+    out = _copy(quick_demo, tmp_path)
+    paths, cfg = RunPaths(out), load_run_config(out / "config.yaml")
+    (out / "store").rename(out / ".store.partial")  # the manifest written, not swapped in
+    state = RunState(paths.state)
+    state.stages["capture"]["complete"] = False
+    before = _mtimes(out / ".store.partial")
+    outcome, resume, why = _decide(
+        "capture", cfg, paths, state, fingerprints(cfg), stage_settings(cfg), None
+    )
+    assert outcome is None and resume and why == "it was interrupted"
+    assert "rows x" in run_capture(StageContext(cfg, paths, False, resume=True))
+    after = _mtimes(out / "store")
+    assert {p.name: t for p, t in after.items()} == {p.name: t for p, t in before.items()}
+    manifest = json.loads((out / "store" / "manifest.json").read_text())
+    assert manifest["provenance"]["run_fingerprint"] == fingerprints(cfg)["capture"]
+
+
+def test_saes_a_killed_run_finished_are_kept_not_trained_again(quick_demo, tmp_path):
+    """A kill after the SAEs were saved, before the run recorded the train stage: the
+    rerun trained every SAE again."""
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
+    from saeatlas.pipeline.run import _decide
+    from saeatlas.pipeline.stages import StageContext, run_train
+
+    out = _copy(quick_demo, tmp_path)
+    paths, cfg = RunPaths(out), load_run_config(out / "config.yaml")
+    state = RunState(paths.state)
+    state.stages["train"]["complete"] = False
+    before = {**_mtimes(out / "sae"), **_mtimes(out / "sae-seeds")}
+    outcome, resume, _ = _decide(
+        "train", cfg, paths, state, fingerprints(cfg), stage_settings(cfg), None
+    )
+    assert outcome is None and resume
+    note = run_train(StageContext(cfg, paths, False, resume=True))
+    assert f"kept {1 + cfg.n_trained_seeds} complete SAE(s)" in note and "trained" not in note
+    assert {**_mtimes(out / "sae"), **_mtimes(out / "sae-seeds")} == before
+
+
 def test_a_rerun_removes_the_records_a_killed_run_left_half_written(quick_demo, tmp_path):
     out = _copy(quick_demo, tmp_path)
     for name in (".tmp-run.json-x1", ".tmp-config.yaml-x2"):  # a kill -9 in their writes
@@ -85,12 +135,28 @@ def test_incomplete_stage_runs_again_with_the_stages_after_it(quick_demo, tmp_pa
     assert "ablation_p" in Atlas.load(out / "atlas").modules.columns
 
 
+def test_changed_settings_are_refused_without_overwrite(quick_demo, tmp_path):
+    """A config with other settings, given a run directory, replaced its outputs (the
+    atlas, or a store captured for hours) without a word."""
+    from saeatlas.errors import ConfigError
+
+    out = _copy(quick_demo, tmp_path)
+    before = _mtimes(out)
+    cfg = load_run_config(out / "config.yaml")
+    changed = replace(cfg, analyze=replace(cfg.analyze, n_null=cfg.analyze.n_null + 1))
+    with pytest.raises(ConfigError, match=r"`analyze\.n_null` was \d+, now \d+.*--overwrite"):
+        run_pipeline(changed, out, progress=False)
+    assert _mtimes(out) == before  # config.yaml and run.json too
+    result = runner.invoke(app, ["run", str(out / "config.yaml"), "-q"])  # the same: skips
+    assert result.exit_code == 0 and "analyze skipped" in result.output, result.output
+
+
 def test_changed_settings_rerun_that_stage_only(quick_demo, tmp_path):
     out = _copy(quick_demo, tmp_path)
     cfg = load_run_config(out / "config.yaml")
     cfg = replace(cfg, ablation=replace(cfg.ablation, n_random=5))
     sae = _mtimes(out / "sae")
-    result = run_pipeline(cfg, out, progress=False)
+    result = run_pipeline(cfg, out, progress=False, overwrite=True)
     status = {s.name: s.status for s in result.stages}
     assert [status[s] for s in ("capture", "sweep", "train", "analyze")] == ["skipped"] * 4
     assert status["ablation"] == "ran" and "settings changed" in result.stages[4].reason
@@ -105,7 +171,7 @@ def test_an_output_replaced_since_the_run_wrote_it_is_made_again(quick_demo, tmp
     import json
 
     from saeatlas.pipeline.outputs import RunPaths
-    from saeatlas.pipeline.record import RunState, fingerprints
+    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
     from saeatlas.pipeline.run import _decide
 
     out = _copy(quick_demo, tmp_path)
@@ -113,7 +179,7 @@ def test_an_output_replaced_since_the_run_wrote_it_is_made_again(quick_demo, tmp
     state = RunState(paths.state)
 
     def decide(name):
-        return _decide(name, cfg, paths, state, fingerprints(cfg), None)
+        return _decide(name, cfg, paths, state, fingerprints(cfg), stage_settings(cfg), None)
 
     # a kill after the ablation's rewrite of the atlas, before its record: the analysis
     # is still this run's

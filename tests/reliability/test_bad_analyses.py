@@ -487,7 +487,7 @@ def test_an_inputs_file_edited_in_place_is_captured_again(tmp_path, outputs):
 
     from saeatlas.pipeline import load_run_config
     from saeatlas.pipeline.outputs import RunPaths
-    from saeatlas.pipeline.record import RunState, fingerprints, source_files
+    from saeatlas.pipeline.record import RunState, fingerprints, source_files, stage_settings
     from saeatlas.pipeline.run import _decide
 
     shutil.copy(outputs.inputs, tmp_path / "x.npy")
@@ -496,14 +496,14 @@ def test_an_inputs_file_edited_in_place_is_captured_again(tmp_path, outputs):
     cfg, paths = load_run_config(p), RunPaths(tmp_path / "run")
     shutil.copytree(outputs.store, paths.store)
     paths.out.mkdir(exist_ok=True)
-    state, prints = RunState(paths.state), fingerprints(cfg)
+    state, prints, settings = RunState(paths.state), fingerprints(cfg), stage_settings(cfg)
     assert set(source_files(cfg)) == {"model", "inputs"}
-    state.start("capture", prints["capture"], source_files(cfg))
+    state.start("capture", prints["capture"], settings["capture"], source_files(cfg))
     state.finish("capture", 0.0, "", None)
-    assert _decide("capture", cfg, paths, state, prints, None)[0].status == "skipped"
+    assert _decide("capture", cfg, paths, state, prints, settings, None)[0].status == "skipped"
     np.save(tmp_path / "x.npy", np.load(tmp_path / "x.npy")[::-1])  # same path, new rows
     os.utime(tmp_path / "x.npy", ns=(1, 1))
-    outcome, resume, why = _decide("capture", cfg, paths, state, prints, None)
+    outcome, resume, why = _decide("capture", cfg, paths, state, prints, settings, None)
     assert outcome is None and not resume and "inputs or labels file changed" in why
 
 

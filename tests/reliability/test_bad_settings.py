@@ -795,3 +795,24 @@ def test_resume_with_overwrite_starts_again_what_cannot_be_continued(
         file.parent / "sae_weights.safetensors"
     ).read_bytes()
     assert not file.exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "inf"])
+def test_a_bad_run_timeout_is_refused_before_the_run(tmp_path, outputs, run_cli, value):
+    """`run --timeout nan` (or -5) was taken in one process and ignored, then failed
+    with a traceback under torchrun; inf passed every check and overflowed there."""
+    cli, one_line = run_cli
+    out = tmp_path / "out"
+    p = _run_config(tmp_path, outputs, "")
+    one_line(cli("run", p, "--out", out, "--timeout", value, "-q"), "--timeout")
+    assert not out.exists()
+
+
+def test_a_config_that_is_a_directory_is_named_as_one(tmp_path, outputs, run_cli):
+    """It was reported as a file that 'does not exist'."""
+    cli, one_line = run_cli
+    one_line(cli("run", tmp_path, "--out", tmp_path / "out", "-q"), "is a directory")
+    one_line(
+        cli("train", "--acts", outputs.store, "--out", tmp_path / "o", "--config", tmp_path),
+        "is a directory",
+    )

@@ -184,3 +184,19 @@ def test_an_sae_swap_killed_between_its_renames_is_finished_before_the_checks(
     for name in ("plain", "resumed"):
         for file in ("cfg.json", "sae_weights.safetensors"):
             assert (tmp_path / name / file).read_bytes() == (outputs.sae / file).read_bytes()
+
+
+def test_a_reader_finishes_an_sae_swap_a_kill_interrupted(tmp_path, outputs):
+    """After a kill between the two renames of `train --overwrite`, `evaluate` and
+    `analyze` said 'is not an SAE directory': the complete new SAE waited beside it."""
+    import shutil
+
+    from saeatlas.sae import SparseAutoencoder
+
+    shutil.copytree(outputs.sae, tmp_path / ".sae.partial")  # the new SAE, complete
+    shutil.copytree(outputs.sae, tmp_path / ".sae.old")  # the old one, renamed aside
+    (tmp_path / ".sae.old" / "cfg.json").write_text("{}")
+    sae = SparseAutoencoder.load(tmp_path / "sae")
+    assert sae.cfg.d_sae == SparseAutoencoder.load(outputs.sae).cfg.d_sae
+    assert sorted(os.listdir(tmp_path)) == ["sae"]
+    assert (tmp_path / "sae" / "cfg.json").read_bytes() == (outputs.sae / "cfg.json").read_bytes()

@@ -132,8 +132,8 @@ def test_a_store_killed_before_its_swap_is_put_in_place_not_captured_again(
 ):
     """Once its progress files were removed (the manifest written), a kill before the
     swap left a complete store in the partial directory: --resume deleted it and
-    captured every row again, and readers said there was no store."""
-    from saeatlas.errors import StoreError
+    captured every row again, and readers said there was no store. Then --resume put
+    it in place but exited 1 ('nothing is left to resume'): it now ends with the store."""
 
     def killed(*args):
         raise Killed
@@ -149,9 +149,40 @@ def test_a_store_killed_before_its_swap_is_put_in_place_not_captured_again(
     model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
     x = torch.randn(90, 4, generator=torch.Generator().manual_seed(0))
     cfg = CaptureConfig(batch_size=7, shard_rows=32)
-    with pytest.raises(StoreError, match="had stored every row and is now in place"):
-        capture_activations(model, x, ["0", "2"], tmp_path / "store", cfg, resume=True)
+    resumed = capture_activations(model, x, ["0", "2"], tmp_path / "store", cfg, resume=True)
+    assert resumed.n_rows == 90
     assert_same_store(tmp_path / "store", reference)
+
+
+def test_resume_after_a_swap_a_reader_finished_ends_with_the_store(
+    tmp_path, monkeypatch, make_store
+):
+    """A kill between the two renames of an --overwrite, the swap finished by a reader
+    (`info`): --resume then exited 1 ('no interrupted capture of it is left to
+    resume'). It now ends with the complete store when it is this job's, and refuses,
+    naming the difference, when it is another's."""
+    from saeatlas.errors import ConfigError
+
+    store = make_store(tmp_path / "store", rows=60)
+    make_store(tmp_path / "new", rows=90)
+    os.replace(tmp_path / "new", partial_dir(store))  # the --overwrite's complete store
+    os.replace(store, tmp_path / ".store.old")  # the swap's first rename, then the kill
+    assert ActivationStore.open(store).n_rows == 90  # a reader finishes the swap
+    monkeypatch.setattr(commit_module, "write_shard", None)  # no shard is written again
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+    x = torch.randn(90, 4, generator=torch.Generator().manual_seed(0))
+    cfg = CaptureConfig(batch_size=7, shard_rows=32)
+    before = (store / "manifest.json").read_bytes()
+    assert capture_activations(model, x, ["0", "2"], store, cfg, resume=True).n_rows == 90
+    with pytest.raises(ConfigError, match=r"inputs differ from those of the capture that wrote"):
+        capture_activations(model, x[:89], ["0", "2"], store, cfg, resume=True)
+    with pytest.raises(ConfigError, match=r"`batch_size` was 7, now 8"):
+        capture_activations(
+            model, x, ["0", "2"], store, CaptureConfig(batch_size=8, shard_rows=32), resume=True
+        )
+    assert (store / "manifest.json").read_bytes() == before
+    assert not partial_dir(store).exists() and not (tmp_path / ".store.lock").exists()
 
 
 def test_a_reader_finishes_a_swap_a_kill_interrupted(tmp_path, make_store):
@@ -163,6 +194,35 @@ def test_a_reader_finishes_a_swap_a_kill_interrupted(tmp_path, make_store):
     os.replace(store, tmp_path / ".store.old")
     assert ActivationStore.open(store).n_rows == 60
     assert not (tmp_path / ".store.old").exists() and not partial_dir(store).exists()
+
+
+@pytest.mark.parametrize("killed", ["between the renames", "before the swap"])
+def test_readers_wait_for_another_rank_finishing_a_swap(tmp_path, make_store, killed):
+    """The ranks of `torchrun ... train --acts STORE` open the store at once after a
+    kill in its capture's last step: the first takes the lock to put the store in place
+    and the other stopped with 'is being written by process N', its sibling."""
+    from saeatlas.store.lock import output_lock
+    from saeatlas.store.merge import recover_store
+
+    store = make_store(tmp_path / "store", rows=60)
+    os.replace(store, partial_dir(store))  # a complete store, waiting beside its place
+    if killed == "between the renames":
+        make_store(tmp_path / ".store.old", rows=30)
+    held = threading.Event()
+
+    def sibling() -> None:
+        with output_lock(store):
+            held.set()
+            time.sleep(0.3)
+            recover_store(store)
+
+    thread = threading.Thread(target=sibling)
+    thread.start()
+    held.wait()
+    try:
+        assert ActivationStore.open(store).n_rows == 60
+    finally:
+        thread.join()
 
 
 def test_a_store_replaced_while_it_is_read_is_not_mixed_in(tmp_path, make_store):

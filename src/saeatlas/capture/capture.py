@@ -9,6 +9,7 @@ eval mode without gradients.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +54,8 @@ from .recorder import Recorder, check_batch_follows, run_forward
 from .rows import LayerRows, check_batch_dim, check_row_agreement, to_rows
 from .transformer_lens import TransformerLensTexts, is_transformer_lens
 from .transformer_lens import provenance as tl_provenance
+
+log = logging.getLogger(__name__)
 
 
 def capture_activations(
@@ -183,6 +186,28 @@ def _capture(
             world=world.size,
         ),
     )
+
+    def input_batches() -> Any:
+        return iter_input_batches(
+            inputs,
+            batch_size=config.batch_size,
+            tokenizer=tokenizer,
+            labels=labels,
+            max_length=max_length,
+            float_dtype=input_dtype(model),
+        )
+
+    if writer.already_complete:  # a resume of a capture that had stored every row
+        error = None
+        try:
+            first = next(iter(input_batches()), None)
+            if first is not None:
+                _check_first_batch(writer, first, out)
+        except Exception as e:
+            error = e
+        coord.check(error)
+        log.info("'%s' is complete: its capture had stored every row; nothing to resume.", out)
+        return ActivationStore.open(out)
     coord.watch(writer.work)
     point = writer.resume_point
     # Rows are made inside the hook: a copy taken there cannot be changed by the
@@ -228,15 +253,7 @@ def _capture(
                 )
                 bar.advance(w.n_samples, info=f"{writer.n_rows_added:,} rows")
 
-            batches = iter_input_batches(
-                inputs,
-                batch_size=config.batch_size,
-                tokenizer=tokenizer,
-                labels=labels,
-                max_length=max_length,
-                float_dtype=input_dtype(model),
-            )
-            for g, batch in enumerate(batches):
+            for g, batch in enumerate(input_batches()):
                 if g == 0:
                     _check_first_batch(writer, batch, out)
                 if hi is not None and g >= hi:

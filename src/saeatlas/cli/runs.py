@@ -59,6 +59,12 @@ def run_cmd(
         help="Under torchrun: seconds a rank waits for the others before it stops with an "
         "error (the other ranks wait for rank 0's ablation and report too).",
     ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace outputs in --out that an earlier run made with other settings "
+        "(without it the run stops and names the settings that differ).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the whole pipeline from one config: capture, sweep, train, analyze, ablation,
@@ -81,7 +87,14 @@ def run_cmd(
         return
     if out is None and cfg.out is None:
         out = Path(f"{config.stem}-run")
-    result = run_pipeline(cfg, out, progress=not quiet, on_stage=_print_stage, timeout_s=timeout)
+    result = run_pipeline(
+        cfg,
+        out,
+        progress=not quiet,
+        on_stage=_print_stage,
+        timeout_s=timeout,
+        overwrite=overwrite,
+    )
     if is_main_process():  # under torchrun rank 0 says what the run did
         _print_run(result)
 
@@ -113,6 +126,12 @@ def demo_cmd(
         "--timeout",
         help="Under torchrun: seconds a rank waits for the others before it stops with an error.",
     ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace outputs in --out that an earlier demo made with other settings (another "
+        "--seed, --quick, ...).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the whole pipeline on an embedded default: a network trained on scikit-learn's
@@ -129,6 +148,7 @@ def demo_cmd(
             progress=not quiet,
             on_stage=_print_stage,
             timeout_s=timeout,
+            overwrite=overwrite,
         )
     else:
         result = run_minilm_demo(
@@ -140,6 +160,7 @@ def demo_cmd(
             progress=not quiet,
             on_stage=_print_stage,
             timeout_s=timeout,
+            overwrite=overwrite,
         )
     if not is_main_process():  # under torchrun rank 0 says what the run did
         return

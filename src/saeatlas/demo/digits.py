@@ -179,6 +179,7 @@ def run_demo(
     progress: bool = True,
     on_stage: Callable[[StageOutcome], None] | None = None,
     timeout_s: float = 1800.0,
+    overwrite: bool = False,
 ) -> RunResult:
     """The demo: :func:`run_pipeline` on the digits network (:func:`digits_config`).
 
@@ -186,8 +187,10 @@ def run_demo(
     sweeps k, trains the joint SAE over all layers, maps its modules (with null
     models, stability and the random-SAE control), ablates each module per
     digit class against random unit sets, and writes the report. Stages already
-    complete in ``out`` with the same settings are skipped. Under ``torchrun`` the
-    ranks share it as :func:`run_pipeline` says (``timeout_s``: its meetings).
+    complete in ``out`` with the same settings are skipped; those of other settings
+    (another ``seed`` or ``quick``) are replaced only with ``overwrite``. Under
+    ``torchrun`` the ranks share it as :func:`run_pipeline` says (``timeout_s``: its
+    meetings).
     """
     return run_pipeline(
         digits_config(seed=seed, quick=quick),
@@ -195,4 +198,5 @@ def run_demo(
         progress=progress,
         on_stage=on_stage,
         timeout_s=timeout_s,
+        overwrite=overwrite,
     )

@@ -201,10 +201,13 @@ def run_minilm_demo(
     progress: bool = True,
     on_stage: Callable[[StageOutcome], None] | None = None,
     timeout_s: float = 1800.0,
+    overwrite: bool = False,
 ) -> RunResult:
     """:func:`run_pipeline` on all-MiniLM-L6-v2 and the docstring corpus
     (:func:`minilm_config`): token rows of the six blocks, a k sweep, the joint SAE,
     the atlas with token-level top examples, and the report. No ablation (see the
-    module docstring)."""
+    module docstring). ``overwrite``: replace outputs of other settings in ``out``."""
     cfg = minilm_config(n_texts=n_texts, max_length=max_length, seed=seed, quick=quick)
-    return run_pipeline(cfg, out, progress=progress, on_stage=on_stage, timeout_s=timeout_s)
+    return run_pipeline(
+        cfg, out, progress=progress, on_stage=on_stage, timeout_s=timeout_s, overwrite=overwrite
+    )

@@ -222,6 +222,21 @@ class RunConfig:
             raise ConfigError(
                 f"`layers` must be a non-empty list of layer patterns, got {self.layers!r}."
             )
+        for name in ("model_args", "inputs_args"):
+            bad = [k for k in getattr(self, name) if not isinstance(k, str)]
+            if bad:
+                raise ConfigError(
+                    f"`{name}` keys are the keyword arguments of a function, so names, got "
+                    f"{bad!r}; write them as names (`{name}: {{n_samples: 100}}`)."
+                )
+            for key, value in getattr(self, name).items():
+                odd = _not_json(value)
+                if odd is not None:  # the run records its config as YAML and JSON
+                    raise ConfigError(
+                        f"`{name}.{key}` holds {odd!r} ({type(odd).__name__}); give text, "
+                        "numbers, true/false, lists or mappings (quote a date to pass it as "
+                        "text)."
+                    )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"`threads` must be positive, got {self.threads}.")
         for name, cls in SECTIONS.items():
@@ -324,6 +339,19 @@ class RunConfig:
     def dumps(self) -> str:
         """The config as YAML."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _not_json(value: Any) -> Any:
+    """The first part of ``value`` that JSON cannot hold (YAML reads dates, for one), or
+    None."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return None
+    if isinstance(value, (list, tuple)):
+        return next((o for o in map(_not_json, value) if o is not None), None)
+    if isinstance(value, dict):
+        odd = next((k for k in value if not isinstance(k, str)), None)
+        return odd if odd is not None else _not_json(list(value.values()))
+    return value
 
 
 def resolve_spec(spec: str, base: Path) -> str:

@@ -13,10 +13,12 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..sae.files import CFG
-from ..store.atomic import atomic_write_json
+from ..store.atomic import atomic_write_json, partial_dir
 from ..store.manifest import MANIFEST
+from ..store.partial import progress_files
 from ..structure.atlas import ATLAS_JSON
 from ..sweep.sweep import SWEEP_JSON
+from ..train.checkpoint import CHECKPOINT
 from .config import RunConfig
 from .outputs import (
     RunPaths,
@@ -34,8 +36,9 @@ def _section(x: Any) -> Any:
     return x.to_json() if hasattr(x, "to_json") else asdict(x)
 
 
-def fingerprints(cfg: RunConfig) -> dict[str, str]:
-    """Per stage, a hash of the settings its output depends on (earlier stages aside)."""
+def stage_settings(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """Per stage, the settings its output depends on (earlier stages aside), as JSON
+    reads them back."""
     parts = {
         "capture": {
             "model": cfg.model,
@@ -56,10 +59,27 @@ def fingerprints(cfg: RunConfig) -> dict[str, str]:
         "ablation": {"ablation": _section(cfg.ablation)},
         "report": {"report": _section(cfg.report)},
     }
+    return json.loads(json.dumps(parts, sort_keys=True, default=str))
+
+
+def fingerprints(cfg: RunConfig) -> dict[str, str]:
+    """Per stage, a hash of its :func:`stage_settings`."""
     return {
-        name: hashlib.sha256(json.dumps(p, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        for name, p in parts.items()
+        name: hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:16]
+        for name, p in stage_settings(cfg).items()
     }
+
+
+def changed_settings(old: Any, new: Any, name: str = "") -> list[str]:
+    """The settings that differ between two of :func:`stage_settings`'s values, as
+    ``section.field`` with both values (one entry per field, nested ones flattened)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            d
+            for k in sorted(set(old) | set(new))
+            for d in changed_settings(old.get(k), new.get(k), f"{name}.{k}" if name else k)
+        ]
+    return [] if old == new else [f"`{name}` was {old!r}, now {new!r}"]
 
 
 def source_files(cfg: RunConfig) -> dict[str, list[int]]:
@@ -98,8 +118,8 @@ class RunState:
             ) from e
         self.stages = stages
 
-    def start(self, name: str, fingerprint: str, files: dict | None = None) -> None:
-        self.stages[name] = {"fingerprint": fingerprint, "complete": False}
+    def start(self, name: str, fingerprint: str, settings: dict, files: dict | None = None) -> None:
+        self.stages[name] = {"fingerprint": fingerprint, "settings": settings, "complete": False}
         if files is not None:
             self.stages[name]["files"] = files
         self._write()
@@ -129,6 +149,19 @@ def stage_complete(name: str, paths: RunPaths, cfg: RunConfig) -> bool:
     if name == "ablation":
         return summary is not None and "ablation" in summary
     return summary is not None and report_complete(paths.atlas)
+
+
+def stage_has_output(name: str, paths: RunPaths, cfg: RunConfig) -> bool:
+    """Whether stage ``name`` has something in the run directory that running it would
+    replace: its complete output, an interrupted capture's committed shards or a
+    training checkpoint."""
+    if name == "capture" and progress_files(partial_dir(paths.store)):
+        return True
+    if name == "train":
+        saes = [paths.sae, *paths.out.glob("sae-seeds/seed-*")]
+        if any((p / CHECKPOINT).is_file() for p in saes):
+            return True
+    return stage_complete(name, paths, cfg)
 
 
 def stage_stamp(name: str, paths: RunPaths, cfg: RunConfig) -> str | None:

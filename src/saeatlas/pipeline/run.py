@@ -29,7 +29,16 @@ from .outputs import (
     RunPaths,
     check_run_out,
 )
-from .record import RunState, fingerprints, source_files, stage_complete, stage_stamp
+from .record import (
+    RunState,
+    changed_settings,
+    fingerprints,
+    source_files,
+    stage_complete,
+    stage_has_output,
+    stage_settings,
+    stage_stamp,
+)
 from .stages import (
     StageContext,
     chosen,
@@ -129,6 +138,7 @@ def run_pipeline(
     progress: bool = True,
     on_stage: Callable[[StageOutcome], None] | None = None,
     timeout_s: float = 1800.0,
+    overwrite: bool = False,
 ) -> RunResult:
     """Run every stage of ``config`` into ``out`` (default: ``config.out``).
 
@@ -140,6 +150,9 @@ def run_pipeline(
     settings (or there is no record of it), and no earlier stage ran in this
     call; an interrupted capture or checkpointed training run with the same
     settings is continued. ``on_stage`` is told each stage's outcome as it happens.
+    Outputs in ``out`` that a stage made with other settings (complete, or an
+    interrupted capture or training run) are replaced only with ``overwrite``; else
+    the run stops before it changes anything, naming the settings that differ.
 
     Under ``torchrun`` (or an initialised process group) every rank calls this alike:
     capture, sweep, training and analysis run on every rank as they do on their own
@@ -162,7 +175,7 @@ def run_pipeline(
             "run",
             _group_device(config),
             timeout_s,
-            lambda coord: _run(coord, config, RunPaths(Path(out)), progress, on_stage),
+            lambda coord: _run(coord, config, RunPaths(Path(out)), progress, on_stage, overwrite),
         )
     finally:
         torch.set_num_threads(threads)
@@ -180,6 +193,7 @@ def _run(
     paths: RunPaths,
     progress: bool,
     on_stage: Callable[[StageOutcome], None] | None,
+    overwrite: bool,
 ) -> RunResult:
     main = coord.world.is_main
     # One run per directory at a time (rank 0 holds the lock); each stage also locks
@@ -189,6 +203,9 @@ def _run(
         coord.from_main(lambda: check_run_out(paths.out))
         state = coord.from_main(lambda: RunState(paths.state))  # rank 0's alone is used
         state = state if main else None
+        prints, settings = fingerprints(config), stage_settings(config)
+        if not overwrite:  # before anything is written, config.yaml included
+            coord.from_main(lambda: _refuse_changed(config, paths, state, prints, settings))
         if main:
             paths.out.mkdir(parents=True, exist_ok=True)
             for name in (paths.state.name, paths.config.name):  # a killed run's, half-written
@@ -197,13 +214,12 @@ def _run(
             record = replace(config, out=".").dumps().encode()
             if not paths.config.is_file() or paths.config.read_bytes() != record:
                 atomic_write_bytes(paths.config, record)
-        prints = fingerprints(config)
         ctx = StageContext(config, paths, progress and main)
         outcomes: list[StageOutcome] = []
         upstream: str | None = None  # the first stage that ran in this call
         for name in STAGES:
             # rank 0 decides (its records), and starts the stage's record when it runs
-            decide = partial(_decide, name, config, paths, state, prints, upstream)
+            decide = partial(_decide, name, config, paths, state, prints, settings, upstream)
             outcome, ctx.resume, why = coord.from_main(decide)
             if outcome is None:
                 t0 = time.perf_counter()
@@ -223,12 +239,48 @@ def _run(
         return RunResult(paths.out, config, outcomes, Atlas.load(paths.atlas), value)
 
 
+def _refuse_changed(
+    config: RunConfig,
+    paths: RunPaths,
+    state: RunState,
+    prints: dict[str, str],
+    settings: dict[str, dict],
+) -> None:
+    """Raise :class:`ConfigError` when a stage that is on ran with other settings and
+    its output (or an interrupted run of it) is in the run directory: running it would
+    replace what is there, which ``overwrite`` alone allows."""
+    changed = []
+    for name in STAGES:
+        record = state.stages.get(name)
+        if _enabled(name, config) is not None or record is None:
+            continue
+        if record.get("fingerprint") == prints[name]:
+            continue
+        if not stage_has_output(name, paths, config):
+            continue
+        old = record.get("settings")
+        what = (
+            "; ".join(changed_settings(old, settings[name]))
+            if isinstance(old, dict)
+            else "its settings changed"
+        )
+        changed.append(f"{getattr(paths, _OUTPUT[name])} ({name}: {what})")
+    if changed:
+        raise ConfigError(
+            f"'{paths.out}' holds outputs of a run with other settings, which this run would "
+            f"replace (with the outputs made from them): {'; '.join(changed)}. Pass "
+            "--overwrite (`overwrite=True`) to replace them, or choose another --out to keep "
+            "both."
+        )
+
+
 def _decide(
     name: str,
     config: RunConfig,
     paths: RunPaths,
     state: RunState,
     prints: dict[str, str],
+    settings: dict[str, dict],
     upstream: str | None,
 ) -> tuple[StageOutcome | None, bool, str]:
     """``(outcome, resume, why)`` of stage ``name``: an outcome when it is off or
@@ -270,5 +322,5 @@ def _decide(
         why = "it was interrupted"
     else:
         why = f"{where} is missing or incomplete"
-    state.start(name, prints[name], files)
+    state.start(name, prints[name], settings[name], files)
     return None, same and upstream is None and not replaced, why

@@ -20,10 +20,11 @@ import torch
 from .._progress import progress_bar
 from .._world import is_main_process
 from ..capture import capture_activations
-from ..errors import ConfigError
+from ..errors import AtlasError, ConfigError
 from ..losses import loss_function, needs_labels
 from ..store import ActivationStore
 from ..store.atomic import partial_dir
+from ..store.manifest import MANIFEST, Manifest
 from ..store.partial import progress_files
 from ..structure import Atlas, analyze
 from ..structure.causal.ablation import ablate_atlas
@@ -31,11 +32,17 @@ from ..sweep import sweep
 from ..sweep.sweep import SWEEP_JSON, sweep_members
 from ..train import TrainConfig, train_family, train_sae
 from ..train.checkpoint import CHECKPOINT
+from ..train.ensemble import trained_like
 from .config import RunConfig
-from .outputs import RunPaths, copy_sae, sweep_complete
+from .outputs import RunPaths, copy_sae, sae_complete, sweep_complete
+from .record import fingerprints
 from .source import Source, load_source
 
 log = logging.getLogger(__name__)
+
+#: The key of a run's store's manifest provenance that holds its capture's settings
+#: fingerprint (:func:`.record.fingerprints`).
+RUN_FINGERPRINT = "run_fingerprint"
 
 
 @dataclass
@@ -65,11 +72,26 @@ class StageContext:
 # -- capture -----------------------------------------------------------------------------------
 
 
+def _captured_with(store: Path, fingerprint: str) -> bool:
+    """Whether ``store`` is complete and a run's capture with settings ``fingerprint``
+    wrote it (its manifest's provenance says so)."""
+    try:
+        provenance = Manifest.read(store / MANIFEST).provenance
+    except (OSError, AtlasError):
+        return False
+    return provenance.get(RUN_FINGERPRINT) == fingerprint
+
+
 def run_capture(ctx: StageContext) -> str:
     cfg, src = ctx.config, ctx.source()
-    # Resume only a capture that left progress: one killed before its first shard left
-    # none, and the store in place is then an older one, which a resume refused to touch.
-    resume = ctx.resume and bool(progress_files(partial_dir(ctx.paths.store)))
+    fingerprint = fingerprints(cfg)["capture"]
+    # Resume a capture that left progress, or that wrote its store but was killed before
+    # the run recorded it (the store is then put in place, not captured again). One
+    # killed before its first shard left neither: the store in place is an older one.
+    resume = ctx.resume and (
+        bool(progress_files(partial_dir(ctx.paths.store)))
+        or _captured_with(ctx.paths.store, fingerprint)
+    )
     store = capture_activations(
         src.model,
         src.inputs,
@@ -87,6 +109,7 @@ def run_capture(ctx: StageContext) -> str:
             "inputs": cfg.inputs,
             "inputs_args": cfg.inputs_args,
             "run": str(ctx.paths.out),
+            RUN_FINGERPRINT: fingerprint,
         },
     )
     return f"{store.n_rows:,} rows x {store.n_units:,} units"
@@ -172,6 +195,11 @@ def run_train(ctx: StageContext) -> str:
     if not note:
         todo.append((final, paths.sae))
     todo += list(zip(seeds, seed_dirs))
+    if ctx.resume:  # SAEs that a killed run finished before it recorded the stage
+        kept = [out for c, out in todo if sae_complete(out) and trained_like(out, c)]
+        todo = [(c, out) for c, out in todo if out not in kept]
+        if kept:
+            note = "; ".join(filter(None, [note, f"kept {len(kept)} complete SAE(s)"]))
     if not todo:
         return note
     store = ctx.store()

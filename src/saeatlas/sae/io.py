@@ -17,7 +17,13 @@ from pathlib import Path
 from safetensors.torch import save
 
 from ..errors import AtlasError, ConfigError
-from ..store.atomic import atomic_write_bytes, check_output_dir, recover_dir, replacing_dir
+from ..store.atomic import (
+    atomic_write_bytes,
+    check_output_dir,
+    finish_swap_for_reader,
+    recover_dir,
+    replacing_dir,
+)
 from ..store.lock import output_lock
 from .config import SAEConfig
 from .files import CFG, SAE_EXTRAS, WEIGHTS, SAEFileError
@@ -103,8 +109,10 @@ def check_sae_out(path: Path, *, overwrite: bool, resume: bool) -> None:
 
 def read_sae(path: str | Path) -> tuple[SAEConfig, Weights]:
     """Read an SAE directory written by saeatlas, by SAELens, or one hookpoint folder
-    of a sparsify checkpoint, as its config and weights (checked against each other)."""
+    of a sparsify checkpoint, as its config and weights (checked against each other).
+    A saeatlas SAE that a kill left beside ``path`` in its swap is put in place first."""
     path = Path(path)
+    finish_swap_for_reader(path)
     if is_sparsify_dir(path) and not (path / WEIGHTS).is_file():
         return read_sparsify(path)
     if not (path / CFG).is_file() and path.is_dir():

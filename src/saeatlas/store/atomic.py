@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -184,24 +185,42 @@ def recover_dir(path: str | os.PathLike) -> None:
     _remove(old) if old.exists() else None
 
 
+#: Seconds a reader waits for another process that holds the lock while a complete
+#: directory waits beside ``path`` to put it in place (it takes a few renames).
+READER_WAIT_S = 10.0
+
+
 def finish_swap_for_reader(
-    path: str | os.PathLike, recover: Callable[[Path], None] = recover_dir
+    path: str | os.PathLike,
+    recover: Callable[[Path], None] = recover_dir,
+    complete: str | None = None,
 ) -> None:
     """For a reader of the directory ``path``, absent while a sibling of a swap is
     there: take its lock and ``recover`` it (:func:`recover_dir`, or a stage's own that
     also finishes its last step), so that a complete directory a kill left beside
-    ``path`` is read, not reported missing. A writer holding the lock is named
-    (:class:`~saeatlas.store.lock.LockError`) unless it put ``path`` in place meanwhile;
-    a folder this process cannot write is left as it is."""
+    ``path`` is read, not reported missing. ``complete``: the file that marks the
+    partial directory complete (``recover`` then puts it in place too).
+
+    Another process that holds the lock while there is such a directory to put in
+    place is finishing the same swap (a writer does that first, and so does every
+    reader: the other ranks of a ``torchrun`` job open their inputs at once): the
+    reader waits for ``path`` up to :data:`READER_WAIT_S`. A writer that holds the
+    lock otherwise is named (:class:`~saeatlas.store.lock.LockError`); a folder this
+    process cannot write is left as it is."""
     from .lock import LockError, OutputError, output_lock
 
     path = Path(path)
-    if path.exists() or not (_old_dir(path).exists() or partial_dir(path).exists()):
+    new = partial_dir(path)
+    if path.exists() or not (_old_dir(path).exists() or new.exists()):
         return
     try:
         with output_lock(path):
             recover(path)
     except LockError:
+        waits = _old_dir(path).exists() or (complete is not None and (new / complete).is_file())
+        deadline = time.monotonic() + (READER_WAIT_S if waits else 0.0)
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         if not path.exists():
             raise
     except OutputError:

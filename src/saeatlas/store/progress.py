@@ -102,19 +102,7 @@ def check_same_job(
     """A resume continues the capture ``saved`` records: the same job (but for the
     :data:`LATE_JOB_KEYS`, which the caller compares later), dtype and, when given,
     rows per shard."""
-    changed = sorted(
-        k
-        for k in set(saved.job) | set(job)
-        if k not in LATE_JOB_KEYS and saved.job.get(k) != job.get(k)
-    )
-    if changed:
-        details = [d for k in changed for d in _changes(k, saved.job.get(k), job.get(k))]
-        raise ConfigError(
-            f"--resume continues the same capture, but this run's {', '.join(changed)} "
-            f"differ from those of the interrupted capture of '{store}' ({'; '.join(details)}). "
-            "Resume with the same model, inputs, --layers and settings, or start again with "
-            "--overwrite."
-        )
+    check_job(saved.job, job, f"the interrupted capture of '{store}'")
     if saved.dtype != dtype:
         raise ConfigError(
             f"The interrupted capture in '{store}' uses dtype {saved.dtype!r}, this run "
@@ -124,6 +112,21 @@ def check_same_job(
         raise ConfigError(
             f"The interrupted capture in '{store}' uses {saved.shard_rows} rows per shard, "
             f"this run asks for {shard_rows}. Resume with the same `shard_rows`."
+        )
+
+
+def check_job(saved: dict[str, Any], job: dict[str, Any], whose: str) -> None:
+    """Raise :class:`ConfigError` naming what differs between the ``job`` of a resume
+    and the one ``whose`` capture recorded (but for the :data:`LATE_JOB_KEYS`)."""
+    changed = sorted(
+        k for k in set(saved) | set(job) if k not in LATE_JOB_KEYS and saved.get(k) != job.get(k)
+    )
+    if changed:
+        details = [d for k in changed for d in _changes(k, saved.get(k), job.get(k))]
+        raise ConfigError(
+            f"--resume continues the same capture, but this run's {', '.join(changed)} "
+            f"differ from those of {whose} ({'; '.join(details)}). Resume with the same "
+            "model, inputs, --layers and settings, or start again with --overwrite."
         )
 
 

@@ -98,7 +98,7 @@ class ActivationStore:
         path = Path(path)
         if path.suffix == ".npy" and path.is_file():
             return cls._open_npy(path, on_nonfinite)
-        finish_swap_for_reader(path, recover_store)
+        finish_swap_for_reader(path, recover_store, MANIFEST)
         if not path.exists():
             if progress_files(partial_dir(path)):
                 raise StoreError(

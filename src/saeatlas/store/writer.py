@@ -55,13 +55,15 @@ from .lock import acquire, release
 from .manifest import MANIFEST, LayerSpec, Manifest, validate_layers
 from .merge import RankPart, complete_store, recover_store
 from .partial import check_committed, drop_uncommitted, prepare_partial, progress_files
-from .progress import Progress, ResumePoint, check_same_job, read_progress
+from .progress import Progress, ResumePoint, check_job, check_same_job, read_progress
 from .shards import STORE_DTYPES
 from .stats import RunningMoments
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_BYTES = 64 << 20
+#: The key of the manifest's ``provenance`` that records the capture's job.
+JOB = "job"
 
 
 class StoreWriter:
@@ -141,9 +143,22 @@ class StoreWriter:
                 d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()
             ]
             acquire(self.path)  # released by close() or abort()
+        self.already_complete = False
+        """On resume: ``path`` already holds this job's complete store (its capture had
+        stored every row, a kill or an interrupted swap aside): nothing is left to
+        write, and the writer is closed at once."""
         try:
+            finished = recover_store(self.path) if locks else False
+            self.already_complete = resume and self._finished_job()
+            if self.already_complete:
+                self._commits.shutdown()
+                self._closed = True
+                if locks:
+                    # what a capture killed before its first commit left (no progress)
+                    shutil.rmtree(self.work, ignore_errors=True)
+                    release(self.path)
+                return
             if locks:
-                finished = recover_store(self.path)
                 resume = prepare_partial(
                     self.path,
                     self.work,
@@ -167,6 +182,20 @@ class StoreWriter:
             raise
 
     # -- resume ----------------------------------------------------------------------------
+
+    def _finished_job(self) -> bool:
+        """Whether ``path`` is the complete store of this very job, with no interrupted
+        capture beside it: a resume then has nothing to do. A complete store of another
+        job is refused, naming what differs; one whose manifest records no job (an older
+        saeatlas's, or a writer given none) is left to :func:`.partial.prepare_partial`."""
+        if progress_files(self.work) or not (self.path / MANIFEST).is_file():
+            return False
+        saved = Manifest.read(self.path / MANIFEST).provenance.get(JOB)
+        if not isinstance(saved, dict) or not saved or not self.job:
+            return False  # no job to compare (`job` not given): as sure as nothing
+        check_job(saved, self.job, f"the capture that wrote the complete store '{self.path}'")
+        self.saved_job = dict(saved)
+        return True
 
     def _resume(self) -> None:
         """Load this rank's progress, or (with none) drop its uncommitted files."""
@@ -410,7 +439,8 @@ class StoreWriter:
             parts,
             world=self.world,
             dtype=self.dtype,
-            provenance=self.provenance,
+            # the job too: a resume that finds the store complete checks it is this job's
+            provenance={**self.provenance, JOB: self.job},
         )
         self._closed = True
         release(self.path)
