@@ -167,7 +167,9 @@ def test_changed_settings_rerun_that_stage_only(quick_demo, tmp_path):
 def test_an_output_replaced_since_the_run_wrote_it_is_made_again(quick_demo, tmp_path):
     """`saeatlas analyze --overwrite` (or `capture --overwrite`) into a run's directory
     once left `saeatlas run` skipping the stage, its record being complete: the run
-    ended on an atlas of other settings, or on an SAE and atlas of the old store."""
+    ended on an atlas of other settings, or on an SAE and atlas of the old store. With
+    --overwrite the stage is made again; without it the run stops (a store captured by
+    hand would be lost)."""
     import json
 
     from saeatlas.pipeline.outputs import RunPaths
@@ -196,6 +198,16 @@ def test_an_output_replaced_since_the_run_wrote_it_is_made_again(quick_demo, tmp
     (paths.store / "manifest.json").write_text(json.dumps(manifest))
     outcome, resume, why = decide("capture")
     assert outcome is None and not resume and "replaced" in why  # captured anew, not resumed
+    # without --overwrite `saeatlas run` stops before capturing over a store captured
+    # by hand (the user's, not the run's)
+    out = _copy(quick_demo, tmp_path / "b")
+    (out / "store" / "manifest.json").write_text(json.dumps(manifest))
+    before = _mtimes(out)
+    result = runner.invoke(app, ["run", str(out / "config.yaml"), "-q"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "store (capture: replaced since this run wrote it)" in result.output
+    assert "--overwrite" in result.output
+    assert _mtimes(out) == before
 
 
 MODEL_FILE = textwrap.dedent(

@@ -503,6 +503,15 @@ def test_an_inputs_file_edited_in_place_is_captured_again(tmp_path, outputs):
     assert _decide("capture", cfg, paths, state, prints, settings, None)[0].status == "skipped"
     np.save(tmp_path / "x.npy", np.load(tmp_path / "x.npy")[::-1])  # same path, new rows
     os.utime(tmp_path / "x.npy", ns=(1, 1))
+    # the run stops before capturing over the store made from the old file
+    from saeatlas.errors import ConfigError
+    from saeatlas.pipeline.run import _refuse_changed
+
+    with pytest.raises(
+        ConfigError, match=r"store \(capture: its model, inputs or labels.*--overwrite"
+    ):
+        _refuse_changed(cfg, paths, state, prints, settings)
+    # with --overwrite it is captured again
     outcome, resume, why = _decide("capture", cfg, paths, state, prints, settings, None)
     assert outcome is None and not resume and "inputs or labels file changed" in why
 

@@ -246,31 +246,42 @@ def _refuse_changed(
     prints: dict[str, str],
     settings: dict[str, dict],
 ) -> None:
-    """Raise :class:`ConfigError` when a stage that is on ran with other settings and
-    its output (or an interrupted run of it) is in the run directory: running it would
-    replace what is there, which ``overwrite`` alone allows."""
+    """Raise :class:`ConfigError` when a stage that is on would replace what is in the
+    run directory, which ``overwrite`` alone allows: its output (or an interrupted run
+    of it) made with other settings or, for the capture, from a model, inputs or labels
+    file edited since; or its output replaced since this run wrote it (``saeatlas
+    capture --overwrite`` into the run's store: the user's, not the run's)."""
     changed = []
     for name in STAGES:
         record = state.stages.get(name)
         if _enabled(name, config) is not None or record is None:
             continue
-        if record.get("fingerprint") == prints[name]:
+        where = getattr(paths, _OUTPUT[name])
+        if record.get("fingerprint") != prints[name]:
+            if not stage_has_output(name, paths, config):
+                continue
+            old = record.get("settings")
+            what = (
+                "; ".join(changed_settings(old, settings[name]))
+                if isinstance(old, dict)
+                else "its settings changed"
+            )
+        elif name == "capture" and record.get("files", files := source_files(config)) != files:
+            if not stage_has_output(name, paths, config):
+                continue
+            what = "its model, inputs or labels file changed since it ran"
+        elif record.get("stamp") is not None and stage_complete(name, paths, config):
+            if record["stamp"] == stage_stamp(name, paths, config):
+                continue
+            what = "replaced since this run wrote it"
+        else:
             continue
-        if not stage_has_output(name, paths, config):
-            continue
-        old = record.get("settings")
-        what = (
-            "; ".join(changed_settings(old, settings[name]))
-            if isinstance(old, dict)
-            else "its settings changed"
-        )
-        changed.append(f"{getattr(paths, _OUTPUT[name])} ({name}: {what})")
+        changed.append(f"{where} ({name}: {what})")
     if changed:
         raise ConfigError(
-            f"'{paths.out}' holds outputs of a run with other settings, which this run would "
-            f"replace (with the outputs made from them): {'; '.join(changed)}. Pass "
-            "--overwrite (`overwrite=True`) to replace them, or choose another --out to keep "
-            "both."
+            f"'{paths.out}' holds outputs that this run would replace (with the outputs made "
+            f"from them): {'; '.join(changed)}. Pass --overwrite (`overwrite=True`) to "
+            "replace them, or choose another --out to keep both."
         )
 
 
