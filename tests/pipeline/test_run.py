@@ -135,6 +135,17 @@ def test_incomplete_stage_runs_again_with_the_stages_after_it(quick_demo, tmp_pa
     assert "ablation_p" in Atlas.load(out / "atlas").modules.columns
 
 
+def test_a_config_written_by_hand_in_the_run_directory_is_kept(quick_demo, tmp_path):
+    """`saeatlas run DIR/config.yaml --out DIR` rewrote the user's file in normal form,
+    losing its comments, although it said what the run would write."""
+    out = _copy(quick_demo, tmp_path)
+    text = "# my run, by hand\n" + (out / "config.yaml").read_text() + "# the end\n"
+    (out / "config.yaml").write_text(text)
+    result = runner.invoke(app, ["run", str(out / "config.yaml"), "--out", str(out), "-q"])
+    assert result.exit_code == 0 and "analyze skipped" in result.output, result.output
+    assert (out / "config.yaml").read_text() == text
+
+
 def test_changed_settings_are_refused_without_overwrite(quick_demo, tmp_path):
     """A config with other settings, given a run directory, replaced its outputs (the
     atlas, or a store captured for hours) without a word."""

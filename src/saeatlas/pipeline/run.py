@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from .._coordinator import Coordinator, run_ranks
-from ..errors import ConfigError
+from ..errors import AtlasError, ConfigError
 from ..store.atomic import TMP_PREFIX, atomic_write_bytes
 from ..store.lock import output_lock
 from ..structure import Atlas
-from .config import RunConfig
+from .config import RunConfig, load_run_config
 from .outputs import (
     RunPaths,
     check_run_out,
@@ -211,9 +211,9 @@ def _run(
             for name in (paths.state.name, paths.config.name):  # a killed run's, half-written
                 for tmp in paths.out.glob(f"{TMP_PREFIX}{name}-*"):
                     tmp.unlink(missing_ok=True)
-            record = replace(config, out=".").dumps().encode()
-            if not paths.config.is_file() or paths.config.read_bytes() != record:
-                atomic_write_bytes(paths.config, record)
+            record = replace(config, out=".").dumps()
+            if not _holds(paths.config, record):
+                atomic_write_bytes(paths.config, record.encode())
         ctx = StageContext(config, paths, progress and main)
         outcomes: list[StageOutcome] = []
         upstream: str | None = None  # the first stage that ran in this call
@@ -237,6 +237,18 @@ def _run(
                     on_stage(outcome)
         value = chosen(paths).value if config.sweep.enabled else None
         return RunResult(paths.out, config, outcomes, Atlas.load(paths.atlas), value)
+
+
+def _holds(path: Path, record: str) -> bool:
+    """Whether the config file ``path`` reads as the config ``record`` (YAML): a config
+    written by hand at ``OUT/config.yaml``, comments and relative paths and all, is kept
+    when it says what the run would write there."""
+    if not path.is_file():
+        return False
+    try:
+        return replace(load_run_config(path), out=".").dumps() == record
+    except (AtlasError, OSError):  # unreadable or invalid: the run's own record replaces it
+        return False
 
 
 def _refuse_changed(
