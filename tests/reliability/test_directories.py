@@ -200,3 +200,19 @@ def test_a_reader_finishes_an_sae_swap_a_kill_interrupted(tmp_path, outputs):
     assert sae.cfg.d_sae == SparseAutoencoder.load(outputs.sae).cfg.d_sae
     assert sorted(os.listdir(tmp_path)) == ["sae"]
     assert (tmp_path / "sae" / "cfg.json").read_bytes() == (outputs.sae / "cfg.json").read_bytes()
+
+
+def test_another_saeatlas_output_given_as_a_store_is_named(tmp_path, outputs, run_cli):
+    """`saeatlas info RUN_DIR` (or an atlas or SAE directory as --acts) said only 'not a
+    saeatlas store'; it names what the directory is and where its store is."""
+    import shutil
+
+    cli, one_line = run_cli
+    run = tmp_path / "run"
+    shutil.copytree(outputs.store, run / "store")
+    (run / "run.json").write_text("{}")
+    one_line(cli("info", run), "is a run directory", f"'{run / 'store'}'")
+    one_line(cli("info", outputs.atlas), "is an atlas", "saeatlas report")
+    one_line(cli("info", outputs.sae), "is an SAE directory", "--sae")
+    out = cli("info", outputs.npy, "--verify").output
+    assert "match their sha256" in out and "rows.parquet" not in out  # a .npy has none

@@ -190,9 +190,10 @@ def info_cmd(
         s.verify()
     print_summary(s)
     if verify:
+        rows = "; rows.parquet has every row" if s.summary().kind != "npy" else ""
         console.print(
-            f"All {s.n_shards} shards match their sha256 and the manifest's per-unit mean and std; "
-            "rows.parquet has every row."
+            f"All {s.n_shards} shards match their sha256 and the manifest's per-unit mean and "
+            f"std{rows}."
         )
 
 

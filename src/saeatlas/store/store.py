@@ -51,6 +51,22 @@ class StoreSummary:
     provenance: dict[str, Any]
 
 
+def _what_it_is(path: Path) -> str:
+    """A hint for a directory that is not a store: another saeatlas output (by the file
+    each writes: names kept here, the store does not import the stages), or one array."""
+    if (path / "run.json").is_file() and (path / "store" / MANIFEST).is_file():
+        return f" It is a run directory (saeatlas run); its store is '{path / 'store'}'."
+    if (path / "atlas.json").is_file():
+        return (
+            " It is an atlas (saeatlas analyze): `saeatlas report` shows it; the store is "
+            "the one its analysis read (--acts)."
+        )
+    if (path / "cfg.json").is_file():
+        return " It is an SAE directory (saeatlas train): pass it as --sae, its store as --acts."
+    arrays = sorted(path.glob("*.npy"))
+    return f" To read the array it holds, pass '{arrays[0]}' itself." if len(arrays) == 1 else ""
+
+
 class ActivationStore:
     """Rows of unit activations, read in shuffled batches with bounded memory.
 
@@ -118,13 +134,9 @@ class ActivationStore:
                     f"'{path}' is an interrupted capture (no manifest.json yet). Finish it with "
                     "`saeatlas capture ... --resume`, or capture again with --overwrite."
                 )
-            arrays = sorted(path.glob("*.npy"))
-            hint = (
-                f" To read the array it holds, pass '{arrays[0]}' itself."
-                if len(arrays) == 1
-                else ""
+            raise StoreError(
+                f"'{path}' has no manifest.json; it is not a saeatlas store.{_what_it_is(path)}"
             )
-            raise StoreError(f"'{path}' has no manifest.json; it is not a saeatlas store.{hint}")
         identity = dir_identity(path)  # before the manifest: a store replaced after it is refused
         manifest = Manifest.read(path / MANIFEST)
         check_manifest(path, manifest)
