@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import StoreError
 from .progress import ResumePoint
 
 
@@ -86,6 +87,21 @@ class BlockPool:
         """Give back a block that nothing reads any more."""
         with self._lock:
             self._free[block.is_pinned()].append(block)
+
+
+def row_parts(x: torch.Tensor | Sequence[torch.Tensor], n_units: int) -> list[torch.Tensor]:
+    """One batch's rows as a list of ``[rows, units]`` column blocks (``x`` itself, or
+    its blocks side by side) with ``n_units`` columns in all."""
+    parts = [x] if isinstance(x, torch.Tensor) else list(x)
+    n_rows = parts[0].shape[0] if parts else 0
+    if (
+        not parts
+        or any(p.ndim != 2 or p.shape[0] != n_rows for p in parts)
+        or sum(p.shape[1] for p in parts) != n_units
+    ):
+        shapes = [tuple(p.shape) for p in parts]
+        raise StoreError(f"Rows have shapes {shapes}, expected [rows, {n_units}] in all.")
+    return parts
 
 
 def copy_rows(dest: torch.Tensor, parts: Sequence[torch.Tensor], start: int) -> None:

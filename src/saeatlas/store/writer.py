@@ -49,21 +49,20 @@ import torch
 
 from ..errors import ConfigError, StoreError
 from .atomic import partial_dir, refuse_current_folder, through_link
-from .buffer import BlockPool, Piece, RowBuffer, copy_rows
+from .buffer import BlockPool, Piece, RowBuffer, copy_rows, row_parts
 from .commit import Committer
 from .lock import acquire, release
 from .manifest import MANIFEST, LayerSpec, Manifest, validate_layers
 from .merge import RankPart, complete_store, recover_store
-from .partial import check_committed, drop_uncommitted, prepare_partial, progress_files
-from .progress import Progress, ResumePoint, check_job, check_same_job, read_progress
+from .partial import prepare_partial, progress_files
+from .progress import Progress, ResumePoint
+from .resume import JOB, finished_job, read_resume
 from .shards import STORE_DTYPES
 from .stats import RunningMoments
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_BYTES = 64 << 20
-#: The key of the manifest's ``provenance`` that records the capture's job.
-JOB = "job"
 
 
 class StoreWriter:
@@ -149,8 +148,10 @@ class StoreWriter:
         write, and the writer is closed at once."""
         try:
             finished = recover_store(self.path) if locks else False
-            self.already_complete = resume and self._finished_job()
+            saved = finished_job(self.path, self.work, self.job) if resume else None
+            self.already_complete = saved is not None
             if self.already_complete:
+                self.saved_job = saved
                 self._commits.shutdown()
                 self._closed = True
                 if locks:
@@ -183,32 +184,14 @@ class StoreWriter:
 
     # -- resume ----------------------------------------------------------------------------
 
-    def _finished_job(self) -> bool:
-        """Whether ``path`` is the complete store of this very job, with no interrupted
-        capture beside it: a resume then has nothing to do. A complete store of another
-        job is refused, naming what differs; one whose manifest records no job (an older
-        saeatlas's, or a writer given none) is left to :func:`.partial.prepare_partial`."""
-        if progress_files(self.work) or not (self.path / MANIFEST).is_file():
-            return False
-        saved = Manifest.read(self.path / MANIFEST).provenance.get(JOB)
-        if not isinstance(saved, dict) or not saved or not self.job:
-            return False  # no job to compare (`job` not given): as sure as nothing
-        check_job(saved, self.job, f"the capture that wrote the complete store '{self.path}'")
-        self.saved_job = dict(saved)
-        return True
-
     def _resume(self) -> None:
-        """Load this rank's progress, or (with none) drop its uncommitted files."""
-        file = self._commits.progress_file
-        if not file.is_file():
-            drop_uncommitted(self.work, self.rank, self.world, ())
+        """Continue from this rank's progress (:func:`.resume.read_resume`)."""
+        saved = read_resume(
+            self.work, self.path, self.rank, self.world, self.job, self.dtype, self._shard_rows_arg
+        )
+        if saved is None:
             return
-        saved = read_progress(file, self.path)
-        # Keys the caller adds after the start (the first batch's fingerprint) are
-        # compared by the caller, through saved_job.
         self.saved_job = dict(saved.job)
-        check_same_job(saved, self.path, self.job, self.dtype, self._shard_rows_arg)
-        check_committed(self.work, saved.shards, saved.n_units, self.rank, self.world, self.path)
         self.layers, self.n_units, self.shard_rows = saved.layers, saved.n_units, saved.shard_rows
         self._commits.shards, self._commits.moments = list(saved.shards), saved.moments
         self._rows_flushed = sum(s.rows for s in saved.shards)
@@ -218,14 +201,6 @@ class StoreWriter:
         self.resume_point = saved.resume_point
         self._batch = self.resume_point.batches_done
         self._sample = self.resume_point.next_sample
-        # Files written after the last commit belong to no committed shard.
-        drop_uncommitted(self.work, self.rank, self.world, (s.file for s in saved.shards))
-        log.info(
-            "Resuming '%s' after %d shards (%d rows).",
-            self.path,
-            len(saved.shards),
-            self._rows_flushed,
-        )
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -286,15 +261,8 @@ class StoreWriter:
         """
         if self.layers is None:
             raise RuntimeError("StoreWriter.start(layers) must be called before add().")
-        parts = [x] if isinstance(x, torch.Tensor) else list(x)
-        n_rows = parts[0].shape[0] if parts else 0
-        if (
-            not parts
-            or any(p.ndim != 2 or p.shape[0] != n_rows for p in parts)
-            or sum(p.shape[1] for p in parts) != self.n_units
-        ):
-            shapes = [tuple(p.shape) for p in parts]
-            raise StoreError(f"Rows have shapes {shapes}, expected [rows, {self.n_units}] in all.")
+        parts = row_parts(x, self.n_units)
+        n_rows = parts[0].shape[0]
         columns = sorted(meta)
         if self._meta_columns is None:
             self._meta_columns = columns
