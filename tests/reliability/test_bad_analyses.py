@@ -515,3 +515,22 @@ def test_a_store_of_identical_rows_is_refused(tmp_path, save_acts, guarded, run_
     args = ["analyze", "--sae", guarded.sae, "--acts", acts, "--out", tmp_path / "a", "-q"]
     one_line(cli(*args, "--seeds", "1"), "Every unit the SAE reads is constant over the 100")
     assert not (tmp_path / "a").exists()
+
+
+def test_the_cleaned_correlations_null_of_no_spread_is_judged_by_rank(outputs):
+    # was z 449,293 and p 1e-17 here (z 167,179 in the minilm demo's atlas.json)
+    """On the cleaned correlations of independent units no edge survives: every draw of
+    the circular-shift null has modularity 0."""
+    from saeatlas.structure import AtlasConfig
+    from saeatlas.structure.inference.correlation import correlation_view
+    from saeatlas.structure.inputs import prepare
+
+    views = {}
+    for n in (4, 20):
+        inp = prepare(outputs.sae, outputs.store, AtlasConfig(n_null=n))
+        views[n] = correlation_view(inp, clean=True)
+        t = views[n].test
+        assert t.q > 0.1 and (t.null_q == t.null_q[0]).all() and np.isnan(t.z)
+        assert views[n].summary()["test"]["z"] is None
+    assert views[4].test.p == pytest.approx(1 / 5) and not views[4].partition_ok
+    assert views[20].test.p == pytest.approx(1 / 21) and views[20].partition_ok

@@ -7,8 +7,8 @@ pass, and the per-sample loss is compared with the clean run, overall and per
 class. The control is the same ablation of random unit sets with as many
 units in each layer as the module has (``n_random`` draws, at least 100 for a
 p-value that can reach 0.01): effect size ``z = (effect - mean_random) /
-std_random`` and the empirical p-value ``(1 + #{random >= effect}) / (1 +
-n_random)``. The module x class matrix of loss increases shows which module
+std_random`` (NaN where the random draws are all equal) and the empirical p-value
+``(1 + #{random >= effect}) / (1 + n_random)``. The module x class matrix of loss increases shows which module
 serves which class (in the spirit of lesion studies of modular networks, e.g.
 Csordás et al. 2021, "Are neural nets modular?").
 """
@@ -34,6 +34,7 @@ from ...capture.transformer_lens import TransformerLensTexts, is_transformer_len
 from ...errors import AtlasError, ConfigError, ShapeError
 from ...losses import PerSampleLoss, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
+from ..inference.draws import draws_z
 from ..inference.outcome import decide
 
 MODES = ("mean", "zero")
@@ -301,7 +302,7 @@ def ablate_modules(
         return AblationResult(classes, clean, effect, effect_cls, nan, nan, nan, nan, rand_cls)
     mean = rand.mean(axis=1)
     std = rand.std(axis=1, ddof=1) if n_random > 1 else np.zeros(n_modules)
-    z = (effect - mean) / np.maximum(std, 1e-12)
+    z = np.array([draws_z(e, r) for e, r in zip(effect, rand)])  # NaN: draws all equal
     p = (1 + (rand >= effect[:, None]).sum(axis=1)) / (1 + n_random)
     p[np.isnan(effect)] = np.nan
     return AblationResult(classes, clean, effect, effect_cls, mean, std, z, p, rand_cls)

@@ -25,9 +25,10 @@ parametric one). The parametric p-value treats the real figure as one more draw
 against a normal null whose mean and spread are estimated from the ``n`` draws:
 ``P(T >= z / sqrt(1 + 1/n))`` for Student's ``T`` with ``n - 1`` degrees of
 freedom (a prediction interval; with 5 draws z = 3 gives p = 0.02, where the
-normal tail would claim 0.001). A partition is significant when every
-null rejects it at ``alpha``; a module when its partition is and its
-Benjamini-Hochberg-adjusted p-values are below ``alpha`` under every null.
+normal tail would claim 0.001). A null whose draws have no spread has no z and
+no normal fit: its p-value is the empirical one (:mod:`.draws`). A partition is
+significant when every null rejects it at ``alpha``; a module when its partition
+is and its Benjamini-Hochberg-adjusted p-values are below ``alpha`` under every null.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ from sklearn.base import clone
 
 from ..._coordinator import Coordinator, solo
 from ..._progress import progress_bar
-from ..constants import BLOCK_ROWS, MIN_STD
+from ..constants import BLOCK_ROWS
 from ..graph.communities import Modules, cooccurrence_graph, counts_in_parts, graph_items
 from ..graph.finders import module_modularity
 from ..graph.hypergeom import benjamini_hochberg
+from .draws import draws_p, draws_z, rank_p
 from .nulls import NULL_MODELS, NullInputs, dictionary_source
 
 if TYPE_CHECKING:
@@ -80,23 +82,25 @@ class NullTest:
 
     @property
     def z(self) -> float:
-        return _z(self.q, self.null_q)
+        """NaN where the draws have no spread (:func:`.draws.draws_z`)."""
+        return draws_z(self.q, self.null_q)
 
     @property
     def p(self) -> float:
-        """Parametric one-sided p-value from the null's mean and spread."""
-        return _p(self.q, self.null_q)
+        """Parametric one-sided p-value from the null's mean and spread (the empirical
+        one where the draws have no spread)."""
+        return draws_p(self.q, self.null_q, _t_tail)
 
     @property
     def p_empirical(self) -> float:
         """``(1 + #{null >= real}) / (1 + n_draws)``."""
-        return (1 + int((self.null_q >= self.q).sum())) / (1 + self.null_q.size)
+        return rank_p(self.q, self.null_q)
 
     def module_z(self) -> np.ndarray:
-        return np.array([_z(w, self.null_module_w) for w in self.module_w])
+        return np.array([draws_z(w, self.null_module_w) for w in self.module_w])
 
     def module_p(self) -> np.ndarray:
-        return np.array([_p(w, self.null_module_w) for w in self.module_w])
+        return np.array([draws_p(w, self.null_module_w, _t_tail) for w in self.module_w])
 
     def as_dict(self) -> dict[str, float | str]:
         return {
@@ -104,24 +108,16 @@ class NullTest:
             "modularity": self.q,
             "null_mean": self.null_mean,
             "null_std": self.null_std,
-            "z": self.z,
+            "z": self.z if np.isfinite(self.z) else None,  # None: the draws have no spread
             "p": self.p,
             "p_empirical": self.p_empirical,
             "n_draws": int(self.null_q.size),
         }
 
 
-def _z(q: float, null: np.ndarray) -> float:
-    if null.size < 2:
-        return float("nan")
-    return float((q - null.mean()) / max(null.std(ddof=1), MIN_STD))
-
-
-def _p(q: float, null: np.ndarray) -> float:
-    if null.size < 2:
-        return float("nan")
-    n = null.size
-    return float(student_t.sf(_z(q, null) / np.sqrt(1 + 1 / n), n - 1))
+def _t_tail(z: float, n: int) -> float:
+    """``P(T >= z / sqrt(1 + 1/n))``, ``T`` Student's with ``n - 1`` degrees of freedom."""
+    return float(student_t.sf(z / np.sqrt(1 + 1 / n), n - 1))
 
 
 def null_test(
@@ -169,6 +165,13 @@ def module_weight(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
     coo = sp.coo_matrix(adjacency)
     same = (labels[coo.row] == labels[coo.col]) & (labels[coo.row] >= 0)
     return np.bincount(labels[coo.row][same], weights=coo.data[same], minlength=n_mod) / 2
+
+
+def strictness(p: float | None, z: float | None) -> tuple[float, float]:
+    """Sort key of one null's test (the strictest is the largest): its p-value (None or
+    NaN: 1), then the smaller z (None or NaN, the draws had no spread: last)."""
+    p = 1.0 if p is None or np.isnan(p) else float(p)
+    return p, -(float(z) if z is not None and np.isfinite(z) else np.inf)
 
 
 def bh_adjust(p: np.ndarray) -> np.ndarray:
