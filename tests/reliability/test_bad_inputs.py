@@ -86,6 +86,22 @@ def test_too_few_or_constant_rows_to_evaluate(save_acts, guarded, run_cli):
     one_line(cli("evaluate", "--sae", guarded.sae, "--acts", acts), "do not vary")
 
 
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        # measured rows 0:300 and said nothing
+        (["--stop", "1000"], "--stop (`stop`) 1000 is outside the store's 300 rows"),
+        (["--start", "-5"], "--start (`start`) -5 is outside the store's 300 rows"),
+        (["--start", "400"], "--start (`start`) 400 is outside"),
+        (["--stop", "-1"], "--stop (`stop`) -1 is outside"),
+        (["--start", "200", "--stop", "100"], "No rows in 200:100"),
+    ],
+)
+def test_an_evaluate_range_outside_the_store_is_refused(guarded, run_cli, flags, needle):
+    cli, one_line = run_cli
+    one_line(cli("evaluate", "--sae", guarded.sae, "--acts", guarded.store, *flags), needle)
+
+
 def test_integer_arrays_are_refused(save_acts, guarded, run_cli):
     cli, one_line = run_cli
     acts = save_acts(np.ones((40, 18), np.int32))
