@@ -412,8 +412,18 @@ def test_ablation_of_inputs_the_model_cannot_take_is_one_line(tmp_path, outputs)
         ablate_modules(model, x, layers, np.zeros(18, int), labels=np.zeros(20, int), mode="zero")
 
 
-def test_labels_that_are_no_class_indices_are_refused_before_the_analysis(
-    tmp_path, guarded, run_cli, monkeypatch
+@pytest.mark.parametrize(
+    "labels,needle",
+    [
+        (np.array(["cat", "dog"] * 150), "needs one class index per input; a label is 'cat'"),
+        # these three failed only at the ablation, after the whole analysis
+        (np.arange(300) % 9, "0 to 7 (the model gives 8 logits); a label is 8."),
+        (np.zeros(299, int), "Labels have shape [299] for 300 input samples"),
+        (np.zeros(400, int), "Labels have shape [400] for 300 input samples"),
+    ],
+)
+def test_labels_that_do_not_fit_are_refused_before_the_analysis(
+    tmp_path, guarded, run_cli, monkeypatch, labels, needle
 ):
     import saeatlas.structure
 
@@ -422,10 +432,11 @@ def test_labels_that_are_no_class_indices_are_refused_before_the_analysis(
 
     monkeypatch.setattr(saeatlas.structure, "analyze", never)
     cli, one_line = run_cli
-    np.save(tmp_path / "y.npy", np.array(["cat", "dog"] * 150))
+    np.save(tmp_path / "y.npy", labels)
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
     args += ["--model", guarded.model, "--inputs", guarded.inputs, "--labels", tmp_path / "y.npy"]
-    one_line(cli(*args), "needs one class index per input; a label is 'cat'")
+    one_line(cli(*args), needle)
+    assert not (tmp_path / "a").exists()
 
 
 def test_an_sae_of_other_activations_is_named_by_its_fvu(tmp_path, outputs, save_acts, caplog):
@@ -534,3 +545,20 @@ def test_the_cleaned_correlations_null_of_no_spread_is_judged_by_rank(outputs):
         assert views[n].summary()["test"]["z"] is None
     assert views[4].test.p == pytest.approx(1 / 5) and not views[4].partition_ok
     assert views[20].test.p == pytest.approx(1 / 21) and views[20].partition_ok
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_a_run_refuses_labels_the_model_cannot_take_before_capture(
+    tmp_path, outputs, run_cli, check
+):
+    """Labels past the model's 8 logits failed only at the ablation, the last stage."""
+    cli, one_line = run_cli
+    np.save(tmp_path / "y.npy", np.arange(300) % 10)
+    p = tmp_path / "run.yaml"
+    p.write_text(
+        f"model: {outputs.model}\ninputs: {outputs.inputs}\nlabels: {tmp_path / 'y.npy'}\n"
+        "layers: ['1', '3']\nsweep: {enabled: false}\nablation: {enabled: true}\n"
+    )
+    args = ["run", p, "--out", tmp_path / "run", "-q"] + (["--check"] if check else [])
+    one_line(cli(*args), "0 to 7 (the model gives 8 logits); a label is 8.")
+    assert not (tmp_path / "run" / "store").exists()

@@ -156,6 +156,13 @@ def _analyze(
         # rank 0 finishes an interrupted swap and checks; its verdict reaches every rank
         coord.from_main(lambda: check_atlas_out(out, overwrite))
         store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
+        ablation: dict = {}  # rank 0's model, inputs and labels, checked before the work
+        if model is not None:
+            coord.from_main(
+                lambda: ablation.update(
+                    _ablation_inputs(model, model_class, inputs, labels, loss, store)
+                )
+            )
         members = None
         if sweep is not None:  # read before the work, like every other input
             from ..sweep.sweep import sweep_members
@@ -171,27 +178,42 @@ def _analyze(
         if not main:  # the atlas is rank 0's to write
             return
         if model is not None:
-            from ..capture import load_inputs, load_labels, load_model
-            from ..losses import loss_function
             from ..structure.causal.ablation import ablate_atlas
 
-            loaded = load_model(model, model_class=model_class)
             ablate_atlas(
                 atlas,
-                loaded.model,
-                load_inputs(inputs),
-                store,
-                labels=load_labels(labels) if labels else None,
+                store=store,
                 mode=ablation_mode,
-                loss_fn=loss_function(loss),
                 n_random=ablation_draws,
-                tokenizer=loaded.tokenizer,
                 random_state=cfg.seed,
                 progress=not quiet,
+                **ablation,
             )
         atlas.save(out, overwrite=overwrite)
     print_atlas(atlas)
     console.print(f"Written to {escape(str(out))}.", soft_wrap=True)
+
+
+def _ablation_inputs(
+    model: str, model_class: str, inputs: Path, labels: Path | None, loss: str, store: Any
+) -> dict[str, Any]:
+    """The ablation's model, inputs, labels and loss (:func:`.ablate_atlas`'s arguments),
+    loaded and checked against each other (labels one per input, class indices of the
+    model's logits) before the analysis, not after it."""
+    from ..capture import load_inputs, load_labels, load_model
+    from ..losses import loss_function
+    from ..structure.causal.ablation import check_ablation_inputs
+
+    loaded = load_model(model, model_class=model_class)
+    kw = dict(
+        labels=load_labels(labels) if labels else None,
+        loss_fn=loss_function(loss),
+        tokenizer=loaded.tokenizer,
+        max_length=store.max_length,
+    )
+    x = load_inputs(inputs)
+    check_ablation_inputs(loaded.model, x, **kw)
+    return dict(model=loaded.model, inputs=x, **kw)
 
 
 def _check_ablation_flags(
