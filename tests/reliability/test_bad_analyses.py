@@ -94,22 +94,36 @@ def test_too_few_rows_to_analyze(tmp_path, save_acts, guarded, run_cli):
     [
         ([1, 2], "must hold a JSON object, not list"),  # was a TypeError traceback
         ({"nulls": "x"}, "`nulls` in"),  # was a TypeError traceback
-        ({"nulls": [1]}, "`nulls` in"),
+        ({"nulls": [1]}, "`nulls[0]` in"),
         ({"ensemble": 5}, "`ensemble` in"),  # was an AttributeError traceback
         ({"n_modules": "three"}, "must be an integer, got 'three'"),
         ({"significant": "yes"}, "must be true or false, got 'yes'"),
         ({"modularity": "high"}, "must be an integer or a number or null"),
         ({"verdict": "lots"}, "`verdict` in"),
+        # inside its objects: each was a traceback, half-way through the page
+        ({"nulls": [{"null": "x", "z": "big", "p": 0.1}]}, "`nulls[0].z` in"),
+        ({"nulls": [{"null": "x", "p": 0.1}]}, ("`nulls[0]` in", "has no `z`")),
+        ({"sae": {"d_sae": "24"}}, ("`sae.d_sae` in", "must be an integer or null, got '24'")),
+        ({"ensemble": {"levels": [[1]]}}, ("`ensemble.levels[0]` in", "must be an object")),
+        ({"ensemble": {"n_bootstrap": "2"}}, "`ensemble.n_bootstrap` in"),
+        ({"ensemble": {"levels": [{"scale": "x"}]}}, "`ensemble.levels[0].scale` in"),
+        ({"stability": {"thresholds": {"stable": "x"}}}, "`stability.thresholds.stable` in"),
+        ({"control": {"z": {"permutation": "high"}}}, "`control.z.permutation` in"),
+        ({"control": {"real": []}}, "`control.real` in"),
+        ({"sweep_modules": {"over": "k", "values": [1, 2]}}, "has no `neighbour_ari`"),
+        ({"cross_check": {"raw": {"partition_significant": "no"}}}, "`cross_check.raw.part"),
+        ({"layers": [1, 2]}, ("`layers[0]` in", "must be text, got 1")),
     ],
 )
 def test_an_edited_atlas_json_is_refused_by_report(tmp_path, outputs, run_cli, edit, needle):
     cli, one_line = run_cli
+    needle = needle if isinstance(needle, tuple) else (needle,)
     atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
     summary = json.loads((atlas / "atlas.json").read_text())
     (atlas / "atlas.json").write_text(
         json.dumps(edit if isinstance(edit, list) else {**summary, **edit})
     )
-    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze` with --overwrite")
+    one_line(cli("report", atlas), *needle, "rerun `saeatlas analyze` with --overwrite")
     assert not (atlas / "report.html").exists()
 
 

@@ -77,14 +77,166 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "nulls": (list,),
     "layers": (list, _NONE),
     **dict.fromkeys(
-        ("ensemble", "control", "sae", "graph", "config", "sae_modules"), (dict, _NONE)
+        (
+            "ensemble",
+            "control",
+            "sae",
+            "graph",
+            "config",
+            "sae_modules",
+            "stability",
+            "ablation",
+            "sweep_modules",
+            "cross_check",
+        ),
+        (dict, _NONE),
     ),
+    "label_classes": (list, _NONE),
 }
+
+
+_NUMBER = (int, float, _NONE)
+_NULL_TEST = {
+    "null": (str,),
+    **dict.fromkeys(("modularity", "null_mean", "null_std", "z", "p", "p_empirical"), _NUMBER),
+    "n_draws": (int,),
+}
+_COUNTS = (int, _NONE)
+#: Types inside the objects of ``atlas.json`` that the report and other tools read, by
+#: path: ``a.b`` the object ``b`` in ``a``, ``a[]`` every item of the list ``a``, ``a{}``
+#: every value of the object ``a``; an object's keys, or one type for every item. Keys
+#: that are absent are not checked (older atlases lack some), except :data:`NESTED_KEYS`.
+NESTED_TYPES: dict[str, dict[str, tuple[type, ...]] | tuple[type, ...]] = {
+    "nulls[]": _NULL_TEST,
+    "sae_modules": {
+        **dict.fromkeys(("n_modules", "n_significant_modules", "n_units"), (int,)),
+        "nulls": (list,),
+    },
+    "sae_modules.nulls[]": _NULL_TEST,
+    "sae": {
+        **dict.fromkeys(("path", "architecture"), (str, _NONE)),
+        **dict.fromkeys(("d_in", "d_sae", "k"), _COUNTS),
+    },
+    "graph": {
+        **dict.fromkeys(("n_rows", "n_edges", "n_tests", "window"), (int,)),
+        "edge_alpha": _NUMBER,
+    },
+    "ensemble": {
+        **dict.fromkeys(("n_saes", "n_bootstrap", "n_members"), (int,)),
+        **dict.fromkeys(("scale", "agreement"), _NUMBER),
+        "levels": (list,),
+    },
+    "ensemble.levels[]": {
+        "scale": _NUMBER,
+        "chosen": (bool,),
+        **dict.fromkeys(("n_reproducible_modules", "n_consensus_modules"), (int,)),
+    },
+    "stability": {
+        "thresholds": (dict,),
+        **dict.fromkeys(("bootstrap_ari", "seed_unit_ari"), (list,)),
+        **dict.fromkeys(
+            ("n_bootstrap", "n_seeds", "n_stable_modules", "n_dissolved_modules"), (int,)
+        ),
+    },
+    "stability.thresholds{}": _NUMBER,
+    "stability.bootstrap_ari[]": _NUMBER,
+    "stability.seed_unit_ari[]": _NUMBER,
+    "ablation": {
+        **dict.fromkeys(("mode", "label_column"), (str, _NONE)),
+        "n_random": _COUNTS,
+        "clean_loss": _NUMBER,
+    },
+    **{
+        name: {
+            **dict.fromkeys(("n_modules", "n_significant_modules"), _COUNTS),
+            "significant": (bool,),
+            **dict.fromkeys(("modularity", "unit_ari", "unit_ami"), _NUMBER),
+            **dict.fromkeys(("z", "p"), (dict, _NONE)),
+            "verdict": (str, _NONE),
+            "real": (dict, _NONE),
+        }
+        for name in ("control", "control.real")
+    },
+    **{f"{name}.{zp}{{}}": _NUMBER for name in ("control", "control.real") for zp in "zp"},
+    "sweep_modules": {
+        "over": (str,),
+        **dict.fromkeys(("values", "neighbour_ari", "atlas_ari"), (list,)),
+    },
+    "sweep_modules.values[]": (int, float),
+    "sweep_modules.neighbour_ari[]": _NUMBER,
+    "sweep_modules.atlas_ari[]": _NUMBER,
+    # the views by name (atlases before them held one view's figures here)
+    **{f"cross_check.{view}": {"partition_significant": (bool,)} for view in ("raw", "clean")},
+    "layers[]": (str,),
+}
+#: Keys the objects at these paths must have (read without a default).
+NESTED_KEYS: dict[str, tuple[str, ...]] = {
+    "nulls[]": ("null", "z", "p"),
+    "sae_modules.nulls[]": ("null", "z", "p"),
+    "sweep_modules": ("over", "values", "neighbour_ari", "atlas_ari"),
+}
+
+
+def _wrong_type(value: Any, types: tuple[type, ...]) -> bool:
+    return not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+
+
+def _want(types: tuple[type, ...]) -> str:
+    return " or ".join(_TYPE_NAMES[t] for t in types)
+
+
+def _entries(summary: dict[str, Any], path: str) -> list[tuple[str, Any]]:
+    """``(name, value)`` of every entry of ``summary`` at ``path`` (see
+    :data:`NESTED_TYPES`); none where a step is absent or null."""
+    found = [("", summary)]
+    for step in path.split("."):
+        key, each = step.rstrip("[]{}"), step[len(step.rstrip("[]{}")) :]
+        found = [
+            (f"{name}.{key}" if name else key, obj[key])
+            for name, obj in found
+            if isinstance(obj, dict) and obj.get(key) is not None
+        ]
+        if each == "[]":
+            found = [(f"{n}[{i}]", v) for n, items in found for i, v in enumerate(items)]
+        elif each == "{}":
+            found = [(f"{n}.{k}", v) for n, items in found for k, v in items.items()]
+    return found
+
+
+def _check_nested(summary: dict[str, Any], meta: Path, fix: str) -> None:
+    """Refuse an entry inside an object of ``summary`` whose type is not the one of
+    :data:`NESTED_TYPES`, or a key of :data:`NESTED_KEYS` that is missing (an edited
+    file, whose report would fail half-way with a traceback or show wrong figures).
+    A parent's type is checked before its items are read (the paths are in order)."""
+    for path, spec in NESTED_TYPES.items():
+        for name, value in _entries(summary, path):
+            if isinstance(spec, tuple):
+                if _wrong_type(value, spec):
+                    raise AtlasFileError(
+                        f"`{name}` in '{meta}' must be {_want(spec)}, got {value!r}; {fix}."
+                    )
+                continue
+            if not isinstance(value, dict):
+                raise AtlasFileError(
+                    f"`{name}` in '{meta}' must be an object, got {value!r}; {fix}."
+                )
+            missing = [k for k in NESTED_KEYS.get(path, ()) if k not in value]
+            if missing:
+                raise AtlasFileError(
+                    f"`{name}` in '{meta}' has no {', '.join(f'`{k}`' for k in missing)}; {fix}."
+                )
+            for key, types in spec.items():
+                if key in value and _wrong_type(value[key], types):
+                    raise AtlasFileError(
+                        f"`{name}.{key}` in '{meta}' must be {_want(types)}, got "
+                        f"{value[key]!r}; {fix}."
+                    )
 
 
 def _check_summary(summary: Any, meta: Path) -> dict[str, Any]:
     """``summary`` (``meta``'s content) when it is an object whose entries have the
-    types of :data:`SUMMARY_TYPES` and a known ``verdict``."""
+    types of :data:`SUMMARY_TYPES` (inside its objects, :data:`NESTED_TYPES`) and a
+    known ``verdict``."""
     from .inference.outcome import VERDICTS
 
     fix = "rerun `saeatlas analyze` with --overwrite to write it again"
@@ -94,13 +246,11 @@ def _check_summary(summary: Any, meta: Path) -> dict[str, Any]:
         )
     for key, types in SUMMARY_TYPES.items():
         value = summary.get(key)
-        if key in summary and (
-            not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
-        ):
-            want = " or ".join(_TYPE_NAMES[t] for t in types)
-            raise AtlasFileError(f"`{key}` in '{meta}' must be {want}, got {value!r}; {fix}.")
-    if not all(isinstance(n, dict) for n in summary.get("nulls", [])):
-        raise AtlasFileError(f"`nulls` in '{meta}' must be a list of objects; {fix}.")
+        if key in summary and _wrong_type(value, types):
+            raise AtlasFileError(
+                f"`{key}` in '{meta}' must be {_want(types)}, got {value!r}; {fix}."
+            )
+    _check_nested(summary, meta, fix)
     if "verdict" in summary and summary["verdict"] not in VERDICTS:
         raise AtlasFileError(
             f"`verdict` in '{meta}' is {summary['verdict']!r}, not one of {list(VERDICTS)}; {fix}."
