@@ -174,6 +174,11 @@ def test_a_null_whose_draws_are_all_equal_has_no_z_and_a_rank_p():
     many = NullTest("many", 0.45, np.full(20, 0.1), np.array([0.7, 0.8]), np.full(20, 0.3))
     ok, modules, p = verdict([many], 0.05)  # both modules beat all 20 draws
     assert ok and modules.all() and p.tolist() == pytest.approx([1 / 21] * 2)
+    # the modularity's own sampling error (over the ensemble) is the floor of the spread
+    floored = replace(flat, q_se=0.05)
+    assert floored.z == pytest.approx(0.45 / 0.05) and floored.p < 0.01  # t, 3 dof
+    assert floored.as_dict()["modularity_se"] == 0.05
+    assert replace(many, q_se=0.05).z == pytest.approx((0.45 - 0.1) / 0.05)
     # draws equal up to rounding count as equal; a real spread, however small, does not
     assert np.isnan(replace(flat, null_q=np.array([0.1, 0.1 + 1e-12, 0.1, 0.1])).z)
     assert np.isfinite(replace(flat, null_q=np.array([0.1, 0.1001, 0.1, 0.1])).z)

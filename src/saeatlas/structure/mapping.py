@@ -42,7 +42,7 @@ from .inference.correlation import correlation_view
 from .inference.coupling import feature_modules
 from .inference.ensemble import build_ensemble
 from .inference.outcome import decide, match_jaccard
-from .inference.significance import significance_tests, strictness, verdict
+from .inference.significance import sampling_error, significance_tests, strictness, verdict
 from .inputs import DEFAULT_TIMEOUT_S, AtlasInputs, SAELike, prepared_on_ranks
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     corr = views[0] if views else None
     unit_module = ens.unit_module
     feature_module = feature_modules(main.units.module, main.feature_module, unit_module)
-    tests, source_name = significance_tests(inp, main, feature_module)
+    q_se = sampling_error(ens.member_modularity)
+    tests, source_name = significance_tests(inp, main, feature_module, q_se)
     partition_ok, module_ok, module_p = verdict(tests, cfg.alpha)
     n_modules = int(unit_module.max(initial=-1)) + 1
     if not tests:

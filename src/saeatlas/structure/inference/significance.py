@@ -71,6 +71,9 @@ class NullTest:
     """``[n_modules]`` each module's cohesion on the real graph."""
     null_module_w: np.ndarray
     """``[n_draws]`` the most cohesive module's cohesion on each null graph."""
+    q_se: float = float("nan")
+    """The sampling error of ``q`` (its spread over the ensemble's members; NaN: not
+    known): the floor of the null's spread in ``z`` (:mod:`.draws`)."""
 
     @property
     def null_mean(self) -> float:
@@ -82,14 +85,14 @@ class NullTest:
 
     @property
     def z(self) -> float:
-        """NaN where the draws have no spread (:func:`.draws.draws_z`)."""
-        return draws_z(self.q, self.null_q)
+        """NaN where neither the draws nor ``q`` have a spread (:func:`.draws.draws_z`)."""
+        return draws_z(self.q, self.null_q, self.q_se)
 
     @property
     def p(self) -> float:
         """Parametric one-sided p-value from the null's mean and spread (the empirical
-        one where the draws have no spread)."""
-        return draws_p(self.q, self.null_q, _t_tail)
+        one where there is no spread)."""
+        return draws_p(self.q, self.null_q, _t_tail, self.q_se)
 
     @property
     def p_empirical(self) -> float:
@@ -108,7 +111,8 @@ class NullTest:
             "modularity": self.q,
             "null_mean": self.null_mean,
             "null_std": self.null_std,
-            "z": self.z if np.isfinite(self.z) else None,  # None: the draws have no spread
+            "modularity_se": None if np.isnan(self.q_se) else self.q_se,
+            "z": self.z if np.isfinite(self.z) else None,  # None: no spread
             "p": self.p,
             "p_empirical": self.p_empirical,
             "n_draws": int(self.null_q.size),
@@ -130,6 +134,7 @@ def null_test(
     on_draw: Callable[[], None] | None = None,
     coord: Coordinator | None = None,
     in_parts: bool = False,
+    q_se: float = float("nan"),
 ) -> NullTest:
     """Compare ``labels`` on ``real_graph`` with ``n_draws`` graphs from
     ``null_graphs(i, c)``.
@@ -137,6 +142,7 @@ def null_test(
     ``fit(graph)`` returns the modularity the finder reaches on a graph and its
     labels; the real figure is the larger of that and the modularity of
     ``labels`` themselves. ``on_draw()`` is called after each null draw (progress).
+    ``q_se``: the sampling error of that figure, where known (:attr:`NullTest.q_se`).
     ``coord``: the ranks of a ``torchrun`` analysis, among which the draws are shared
     out (``c`` None: a draw's graph is counted whole by its rank), or with
     ``in_parts`` drawn one after another by all of them, each graph's pairs counted in
@@ -155,7 +161,7 @@ def null_test(
     coord = coord if coord is not None else solo()
     draws = graph_items(n_draws, draw, coord, in_parts, on_item=on_draw)
     null = np.array(draws, dtype=np.float64).reshape(n_draws, 2)
-    return NullTest(name, q, null[:, 0], mw, null[:, 1])
+    return NullTest(name, q, null[:, 0], mw, null[:, 1], q_se)
 
 
 def module_weight(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
@@ -207,12 +213,23 @@ def tested_modularity(s: dict[str, Any]) -> float | None:
     return tested.get(s.get("strictest_null"), s.get("modularity"))
 
 
+def sampling_error(values: np.ndarray) -> float:
+    """The standard deviation of a figure over resamples (NaN with fewer than two)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.std(ddof=1)) if values.size > 1 else float("nan")
+
+
 def significance_tests(
-    inp: AtlasInputs, found: Modules, labels: np.ndarray | None = None
+    inp: AtlasInputs,
+    found: Modules,
+    labels: np.ndarray | None = None,
+    q_se: float = float("nan"),
 ) -> tuple[list[NullTest], str | None]:
     """Test the atlas's partition ``found`` against every null model of ``inp.cfg.nulls``
     (:data:`.nulls.NULL_MODELS`), ``n_null`` draws each, on ``null_rows`` rows.
-    ``labels``: the feature modules whose cohesion is tested (default: ``found``'s).
+    ``labels``: the feature modules whose cohesion is tested (default: ``found``'s);
+    ``q_se``: the sampling error of the partition's modularity (:attr:`NullTest.q_se`).
 
     Under ``torchrun`` the real graph is counted in parts by all ranks together. The
     draws of the nulls that count pairs (permutation, dictionary) are shared out among
@@ -266,6 +283,7 @@ def significance_tests(
                     on_draw=bar.advance,
                     coord=inp.coord,
                     in_parts=in_parts and model.counts_pairs,
+                    q_se=q_se,
                 )
             )
             log.info("null %s: z %.2f p %.3g", name, tests[-1].z, tests[-1].p)
