@@ -153,6 +153,7 @@ def test_validate_with_no_seed_is_an_error_not_an_empty_table(run_cli, seeds):
     one_line(cli("validate", "--cases", "easy", "--seeds", seeds), "--seeds must be at least 1")
 
 
+
 @pytest.mark.parametrize(
     "flags,needle",
     [
@@ -311,6 +312,14 @@ def _atlas_of_one_module(path):
         ("features", lambda f: f.assign(top_units=[None]), "must list units of units.parquet"),
         # a plotly traceback
         ("modules", lambda m: m.assign(n_units=-3), "is [-3], but units.parquet puts [1]"),
+        # columns of another kind, each a traceback half-way through the report
+        ("units", lambda u: u.assign(index=[0.0, None]), "`index` of units.parquet"),
+        ("units", lambda u: u.assign(membership=["1", "0"]), "must hold numbers, not"),
+        ("units", lambda u: u.assign(layer=[1, 2]), "`layer` of units.parquet"),
+        ("features", lambda f: f.assign(top_unit_weights=["0.5"]), "lists of numbers"),
+        ("modules", lambda m: m.assign(z=[3.0]), "`z` and `p` without the other"),
+        ("modules", lambda m: m.assign(significant=["yes"]), "must hold true or false"),
+        ("modules", lambda m: m.assign(layer_mass=["[0.6 0.4]"]), "`layer_mass` of modules"),
     ],
 )
 def test_report_refuses_atlas_tables_that_disagree(tmp_path, run_cli, name, change, needle):

@@ -258,6 +258,67 @@ def _check_summary(summary: Any, meta: Path) -> dict[str, Any]:
     return summary
 
 
+#: Kinds of the table columns the report and other tools read (``module`` columns have
+#: their own check): ``i`` integers, ``f`` numbers, ``b`` true or false, ``s`` text,
+#: ``l`` lists of numbers. Columns that are absent are not checked (older atlases lack
+#: some), but ``z`` and ``p`` come together.
+TABLE_COLUMNS: dict[str, dict[str, str]] = {
+    "units": {"unit": "i", "index": "i", "layer": "s", "membership": "f", "coupling": "f"},
+    "features": {
+        "feature": "i",
+        **dict.fromkeys(("density", "mean_activation", "max_unit_corr"), "f"),
+        **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
+    },
+    "modules": {
+        **dict.fromkeys(("n_units", "n_features"), "i"),
+        **dict.fromkeys(("modularity", "z", "p", "reproducibility", "stability"), "f"),
+        "significant": "b",
+        **dict.fromkeys(("layer_profile", "layer_mass", "label_means"), "l"),
+    },
+}
+_KIND_NAMES = {
+    "i": "integers",
+    "f": "numbers",
+    "b": "true or false",
+    "s": "text",
+    "l": "lists of numbers",
+}
+
+
+def _column_ok(col: pd.Series, kind: str) -> bool:
+    types = pd.api.types
+    if kind == "i":
+        return types.is_integer_dtype(col) and not types.is_bool_dtype(col)
+    if kind == "f":
+        return types.is_numeric_dtype(col) and not types.is_bool_dtype(col)
+    if kind == "b":
+        return types.is_bool_dtype(col)
+    if kind == "s":
+        return all(isinstance(v, str) for v in col)
+    try:  # lists of numbers
+        return all(np.asarray(v, np.float64).ndim == 1 for v in col)
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_columns(atlas: Atlas, path: Path, fix: str) -> None:
+    """Refuse a table column of :data:`TABLE_COLUMNS` of another kind (a table edited by
+    hand: the report failed on it half-way, with a traceback)."""
+    for name, columns in TABLE_COLUMNS.items():
+        frame = getattr(atlas, name)
+        for column, kind in columns.items():
+            if column in frame.columns and len(frame) and not _column_ok(frame[column], kind):
+                raise AtlasFileError(
+                    f"`{column}` of {name}.parquet in '{path}' must hold {_KIND_NAMES[kind]}, "
+                    f"not {frame[column].dtype} such as {frame[column].iloc[0]!r}; {fix}."
+                )
+    if len({"z", "p"} & set(atlas.modules.columns)) == 1:
+        raise AtlasFileError(
+            f"modules.parquet in '{path}' has one of the columns `z` and `p` without the "
+            f"other; {fix}."
+        )
+
+
 def _check_tables(atlas: Atlas, path: Path) -> None:
     """Refuse an atlas whose files disagree (one edited by hand, or put together from two
     analyses): modules numbered ``0..n-1`` once each, units and features naming only
@@ -267,6 +328,7 @@ def _check_tables(atlas: Atlas, path: Path) -> None:
     from .inference.outcome import decide
 
     fix = "rerun `saeatlas analyze` with --overwrite to write it again"
+    _check_columns(atlas, path, fix)
     modules, s = atlas.modules, atlas.summary
     n = len(modules)
     if "module" in modules.columns and n:
