@@ -153,6 +153,11 @@ def test_validate_with_no_seed_is_an_error_not_an_empty_table(run_cli, seeds):
     one_line(cli("validate", "--cases", "easy", "--seeds", seeds), "--seeds must be at least 1")
 
 
+def test_validate_refuses_a_case_given_twice(run_cli):
+    """It was run twice, its rows listed twice in the table."""
+    cli, one_line = run_cli
+    one_line(cli("validate", "--cases", "easy", "null", "easy"), "--cases names ['easy'] more")
+
 
 @pytest.mark.parametrize(
     "flags,needle",

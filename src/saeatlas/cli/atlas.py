@@ -275,6 +275,9 @@ def validate_cmd(
         raise ConfigError(
             f"Unknown case(s) {unknown} for --cases; expected some of: {sorted(PRESETS)}."
         )
+    repeated = sorted({c for c in cases if cases.count(c) > 1})
+    if repeated:  # each would be run again, and its rows listed twice in the table
+        raise ConfigError(f"--cases names {repeated} more than once; give each case once.")
     table = validate(
         tuple(cases),
         tuple(range(seeds)),
