@@ -284,6 +284,25 @@ def test_report_refuses_a_sweep_of_other_layers(tmp_path):
     assert _find_sweep(tmp_path / "atlas", summary, sweep)[0] is not None
 
 
+@pytest.mark.parametrize(
+    "key,value",
+    [("fvu", "x"), ("l0", None), ("value", "4"), ("stability", "high"), ("on_front", 1)],
+)
+def test_report_refuses_an_edited_sweep_point(tmp_path, key, value):
+    """Each was a traceback from the Pareto figure, half-way through the report."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.report.data import _read_sweep
+
+    point = {"value": 4, "path": "sweep/k-4", "fvu": 0.2, "l0": 4, "dead_fraction": 0.0}
+    point.update(stability=None, on_front=True)
+    sweep = {"over": "k", "rule": "knee", "heldout_rows": 10, "recommended": 0}
+    (tmp_path / "sweep.json").write_text(json.dumps({**sweep, "points": [point]}))
+    assert _read_sweep(tmp_path, None, strict=True).points[0].fvu == 0.2
+    (tmp_path / "sweep.json").write_text(json.dumps({**sweep, "points": [{**point, key: value}]}))
+    with pytest.raises(ConfigError, match=rf"is unreadable \(.*`{key}` {re.escape(repr(value))}"):
+        _read_sweep(tmp_path, None, strict=True)
+
+
 def _atlas_of_one_module(path):
     """A small atlas whose files agree: one module of unit 0 and feature 0."""
     import pandas as pd
