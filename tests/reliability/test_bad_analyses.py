@@ -358,6 +358,25 @@ def test_report_refuses_atlas_tables_that_disagree(tmp_path, run_cli, name, chan
 
 
 @pytest.mark.parametrize(
+    "name,table,needle",
+    [
+        ("flows", {"source_module": ["0"], "target_module": [0]}, "`source_module` of flows"),
+        ("flows", {"target_module": [0]}, "flows.parquet in"),  # a KeyError
+        ("examples", {"kind": ["module"], "id": [0], "rank": [0]}, "no column 'row'"),
+        ("examples", dict(kind=["module"], id=[0.5], rank=[0], row=[0], activation=[1.0]), "`id`"),
+    ],
+)
+def test_report_refuses_optional_tables_of_other_columns(tmp_path, run_cli, name, table, needle):
+    """Each was a traceback half-way through the report (pandas, numpy)."""
+    import pandas as pd
+
+    cli, one_line = run_cli
+    atlas = _atlas_of_one_module(tmp_path / "atlas")
+    pd.DataFrame(table).to_parquet(atlas / f"{name}.parquet", index=False)
+    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze`")
+
+
+@pytest.mark.parametrize(
     "edit,needle",
     [
         ({"n_modules": 5}, "says n_modules 5, but modules.parquet has 1"),
