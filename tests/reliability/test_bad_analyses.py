@@ -408,6 +408,24 @@ def test_an_sae_that_never_fires_on_the_store_is_refused(tmp_path, guarded, run_
     assert not (tmp_path / "a").exists()
 
 
+def test_a_label_column_the_store_lacks_is_refused_before_the_analysis(
+    tmp_path, guarded, run_cli, monkeypatch
+):
+    """`label_column: lable` left every module unprofiled without a word."""
+    import saeatlas.structure
+
+    def never(*args, **kwargs):
+        raise AssertionError("the analysis ran")
+
+    monkeypatch.setattr(saeatlas.structure, "analyze", never)
+    cli, one_line = run_cli
+    (tmp_path / "c.yaml").write_text("label_column: lable\n")
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    needle = "`label_column` 'lable' is not a column of the store's rows (['row', 'position'"
+    one_line(cli(*args, "--config", tmp_path / "c.yaml", "--seeds", "3"), needle)
+    assert not (tmp_path / "a").exists()
+
+
 def test_labels_of_one_class_leave_the_modules_unprofiled(tmp_path, outputs, run_cli, caplog):
     """A store whose labels name one class once failed after the whole analysis with
     ValueError 'Selectivity needs at least 2 classes' (a traceback)."""

@@ -143,6 +143,7 @@ def _analyze(
     from ..structure import analyze
     from ..structure.atlas import check_atlas_out
     from ..structure.inference.seeds import MAX_SEEDS
+    from ..structure.inputs import check_label_column
 
     _check_ablation_flags(model, inputs, labels, loss, ablation_draws)
     if not 1 <= seeds <= MAX_SEEDS:
@@ -156,6 +157,7 @@ def _analyze(
         # rank 0 finishes an interrupted swap and checks; its verdict reaches every rank
         coord.from_main(lambda: check_atlas_out(out, overwrite))
         store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
+        check_label_column(cfg, store)  # before seed SAEs are trained
         ablation: dict = {}  # rank 0's model, inputs and labels, checked before the work
         if model is not None:
             coord.from_main(
