@@ -113,6 +113,9 @@ def test_too_few_rows_to_analyze(tmp_path, save_acts, guarded, run_cli):
         ({"sweep_modules": {"over": "k", "values": [1, 2]}}, "has no `neighbour_ari`"),
         ({"cross_check": {"raw": {"partition_significant": "no"}}}, "`cross_check.raw.part"),
         ({"layers": [1, 2]}, ("`layers[0]` in", "must be text, got 1")),
+        # an atlas of a newer format was read as if it were this one's
+        ({"format_version": 2}, ("has format_version 2; this saeatlas reads 1 to 1", "Upgrade")),
+        ({"format_version": "1"}, "`format_version` in"),
     ],
 )
 def test_an_edited_atlas_json_is_refused_by_report(tmp_path, outputs, run_cli, edit, needle):

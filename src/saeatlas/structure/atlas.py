@@ -74,6 +74,7 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "n_rows_encoded": (int, _NONE),
     "partition_significant": (bool, _NONE),
     **dict.fromkeys(("module_kind", "modules_from", "strictest_null", "method"), (str, _NONE)),
+    "format_version": (int,),
     "nulls": (list,),
     "layers": (list, _NONE),
     **dict.fromkeys(
@@ -250,6 +251,12 @@ def _check_summary(summary: Any, meta: Path) -> dict[str, Any]:
             raise AtlasFileError(
                 f"`{key}` in '{meta}' must be {_want(types)}, got {value!r}; {fix}."
             )
+    version = summary.get("format_version", FORMAT_VERSION)
+    if not 1 <= version <= FORMAT_VERSION:
+        raise AtlasFileError(
+            f"'{meta}' has format_version {version}; this saeatlas reads 1 to "
+            f"{FORMAT_VERSION}. Upgrade saeatlas, or {fix}."
+        )
     _check_nested(summary, meta, fix)
     if "verdict" in summary and summary["verdict"] not in VERDICTS:
         raise AtlasFileError(
