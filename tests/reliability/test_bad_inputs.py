@@ -102,6 +102,32 @@ def test_an_evaluate_range_outside_the_store_is_refused(guarded, run_cli, flags,
     one_line(cli("evaluate", "--sae", guarded.sae, "--acts", guarded.store, *flags), needle)
 
 
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        # these two were ignored: the metrics printed without the downstream loss
+        (["--labels", "{labels}"], "--inputs and --labels are for the downstream loss"),
+        (["--loss", "next-token"], "--loss is for the downstream loss; give --model"),
+        # this one failed only after the metrics were computed
+        (["--model", "{model}", "--inputs", "{inputs}"], "--model needs --labels FILE"),
+    ],
+)
+def test_evaluate_refuses_model_flags_it_would_ignore_or_fail_on_late(
+    tmp_path, guarded, run_cli, monkeypatch, flags, needle
+):
+    import saeatlas.evaluate
+
+    def never(*args, **kwargs):
+        raise AssertionError("the evaluation ran")
+
+    monkeypatch.setattr(saeatlas.evaluate, "evaluate_sae", never)
+    cli, one_line = run_cli
+    np.save(tmp_path / "y.npy", np.zeros(300, int))
+    where = dict(labels=tmp_path / "y.npy", model=guarded.model, inputs=guarded.inputs)
+    flags = [f.format(**where) for f in flags]
+    one_line(cli("evaluate", "--sae", guarded.sae, "--acts", guarded.store, *flags), needle)
+
+
 def test_integer_arrays_are_refused(save_acts, guarded, run_cli):
     cli, one_line = run_cli
     acts = save_acts(np.ones((40, 18), np.int32))

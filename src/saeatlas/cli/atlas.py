@@ -12,7 +12,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
-from .app import app, console, model_class_option, nonfinite_option, on_rank_zero, with_config_flags
+from .app import (
+    app,
+    check_model_flags,
+    console,
+    model_class_option,
+    nonfinite_option,
+    on_rank_zero,
+    with_config_flags,
+)
 from .tables import fmt, print_atlas
 
 
@@ -226,23 +234,7 @@ def _check_ablation_flags(
 
     if not 2 <= draws <= MAX_RANDOM:
         raise ConfigError(f"--ablation-draws must be in [2, {MAX_RANDOM}], got {draws}.")
-    if (inputs is not None or labels is not None) and model is None:
-        raise ConfigError("--inputs and --labels are for the ablation; give --model too.")
-    if model is not None and inputs is None:
-        raise ConfigError("--model needs --inputs: the inputs to run the ablated model on.")
-    if model is not None:
-        from ..losses import class_indices, loss_function, needs_labels
-
-        loss_function(loss)
-        if labels is None and needs_labels(loss):
-            raise ConfigError(
-                "--model needs --labels FILE: the ablation's loss is the model's cross-entropy "
-                "against one label per input (or --loss next-token for a causal language model)."
-            )
-        if labels is not None and needs_labels(loss):
-            from ..capture import load_labels
-
-            class_indices(load_labels(labels))  # before the analysis, not after it
+    check_model_flags(model, inputs, labels, loss, "the ablation")
 
 
 @app.command("validate")
