@@ -186,6 +186,8 @@ def test_validate_sizes_too_small_name_the_flag(run_cli, flags, needle):
         (["--timeout", "nan"], "--timeout must be a positive number"),
         (["--ablation-draws", "-1"], "--ablation-draws must be in [2, 10000]"),  # a traceback
         (["--ablation-draws", "100000000000"], "--ablation-draws must be in [2, 10000]"),
+        # refused by the ablation, after the whole analysis
+        (["--ablation-mode", "zeros"], "Unknown --ablation-mode 'zeros'; expected one of"),
     ],
 )
 def test_bad_analyze_flags_fail_before_the_work(tmp_path, guarded, run_cli, flags, needle):

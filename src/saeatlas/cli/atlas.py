@@ -153,7 +153,7 @@ def _analyze(
     from ..structure.inference.seeds import MAX_SEEDS
     from ..structure.inputs import check_label_column
 
-    _check_ablation_flags(model, inputs, labels, loss, ablation_draws)
+    _check_ablation_flags(model, inputs, labels, loss, ablation_draws, ablation_mode)
     if not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError(
             f"--seeds must be in [1, {MAX_SEEDS}] (SAEs in the ensemble, counting --sae), "
@@ -227,13 +227,20 @@ def _ablation_inputs(
 
 
 def _check_ablation_flags(
-    model: str | None, inputs: Path | None, labels: Path | None, loss: str, draws: int
+    model: str | None,
+    inputs: Path | None,
+    labels: Path | None,
+    loss: str,
+    draws: int,
+    mode: str,
 ) -> None:
     """The ablation's options, checked before the analysis, not after it."""
-    from ..structure.causal.ablation import MAX_RANDOM
+    from ..structure.causal.ablation import MAX_RANDOM, MODES
 
     if not 2 <= draws <= MAX_RANDOM:
         raise ConfigError(f"--ablation-draws must be in [2, {MAX_RANDOM}], got {draws}.")
+    if mode not in MODES:  # was refused by the ablation, after the whole analysis
+        raise ConfigError(f"Unknown --ablation-mode {mode!r}; expected one of: {list(MODES)}.")
     check_model_flags(model, inputs, labels, loss, "the ablation")
 
 
