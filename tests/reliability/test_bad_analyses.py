@@ -198,6 +198,12 @@ def test_bad_analyze_flags_fail_before_the_work(tmp_path, guarded, run_cli, flag
     assert not (tmp_path / "a").exists()
 
 
+def test_report_of_a_file_names_it_as_no_atlas(tmp_path, outputs, run_cli):
+    """It was called an output to choose again ('exists and is not a directory')."""
+    cli, one_line = run_cli
+    one_line(cli("report", outputs.inputs), "is not a directory; give the atlas directory")
+
+
 @pytest.mark.parametrize("target", ["atlas.json", "units.parquet", "../notes.txt"])
 def test_report_never_writes_over_a_file_that_is_not_a_report(
     tmp_path, outputs, run_cli, snapshot, target
@@ -366,8 +372,8 @@ def test_report_refuses_atlas_tables_that_disagree(tmp_path, run_cli, name, chan
     "name,table,needle",
     [
         ("flows", {"source_module": ["0"], "target_module": [0]}, "`source_module` of flows"),
-        ("flows", {"target_module": [0]}, "flows.parquet in"),  # a KeyError
-        ("examples", {"kind": ["module"], "id": [0], "rank": [0]}, "no column 'row'"),
+        ("flows", {"target_module": [0]}, "lacks the columns ['source_module']"),  # KeyError
+        ("examples", {"kind": ["module"], "id": [0], "rank": [0]}, "lacks the columns ['row',"),
         ("examples", dict(kind=["module"], id=[0.5], rank=[0], row=[0], activation=[1.0]), "`id`"),
     ],
 )
@@ -378,7 +384,7 @@ def test_report_refuses_optional_tables_of_other_columns(tmp_path, run_cli, name
     cli, one_line = run_cli
     atlas = _atlas_of_one_module(tmp_path / "atlas")
     pd.DataFrame(table).to_parquet(atlas / f"{name}.parquet", index=False)
-    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze`")
+    one_line(cli("report", atlas), needle, "saeatlas analyze`")
 
 
 @pytest.mark.parametrize(

@@ -268,7 +268,8 @@ def _check_summary(summary: Any, meta: Path) -> dict[str, Any]:
 #: Kinds of the table columns the report and other tools read (``module`` columns have
 #: their own check): ``i`` integers, ``f`` numbers, ``b`` true or false, ``s`` text,
 #: ``l`` lists of numbers. Columns that are absent are not checked (older atlases lack
-#: some), but ``z`` and ``p`` come together, and :data:`TABLE_KEYS` are required.
+#: some; the report requires its own, :data:`..report.data.REQUIRED_COLUMNS`), but ``z``
+#: and ``p`` come together.
 TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "units": {"unit": "i", "index": "i", "layer": "s", "membership": "f", "coupling": "f"},
     "features": {
@@ -287,11 +288,6 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         **dict.fromkeys(("source_module", "target_module"), "i"),
         **dict.fromkeys(("coactivation", "weight_flow"), "f"),
     },
-}
-#: Columns an optional table (:data:`OPTIONAL_TABLES`) must have when it has rows.
-TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    "examples": ("kind", "id", "rank", "row", "activation"),
-    "flows": ("source_module", "target_module"),
 }
 _KIND_NAMES = {
     "i": "integers",
@@ -323,11 +319,6 @@ def _check_columns(atlas: Atlas, path: Path, fix: str) -> None:
     hand: the report failed on it half-way, with a traceback)."""
     for name, columns in TABLE_COLUMNS.items():
         frame = getattr(atlas, name)
-        missing = [c for c in TABLE_KEYS.get(name, ()) if len(frame) and c not in frame.columns]
-        if missing:
-            raise AtlasFileError(
-                f"{name}.parquet in '{path}' has no column {', '.join(map(repr, missing))}; {fix}."
-            )
         for column, kind in columns.items():
             if column in frame.columns and len(frame) and not _column_ok(frame[column], kind):
                 raise AtlasFileError(
