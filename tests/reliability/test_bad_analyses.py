@@ -53,6 +53,15 @@ def test_the_analysed_sae_or_a_repeated_one_is_no_seed_sae(tmp_path, guarded, ru
     one_line(cli(*args, "--seeds", "2", "--seed-sae", copy), "the analysed SAE's own weights")
 
 
+def test_more_seed_saes_than_seeds_is_refused(tmp_path, guarded, run_cli):
+    """Every --seed-sae was taken into the ensemble and --seeds passed over without a word."""
+    cli, one_line = run_cli
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    seeds = [guarded.root / "sae-seed1", guarded.root / "sae-seed2"]
+    needle = "--seed-sae gives 2 SAE(s), but --seeds 2 counts 1 besides --sae; give --seeds 3"
+    one_line(cli(*args, "--seeds", "2", "--seed-sae", *seeds), needle)
+
+
 def test_a_stale_seed_directory_is_not_reused_as_the_null_source(tmp_path, guarded, run_cli):
     cli, one_line = run_cli
     sae = _seed_like(guarded, tmp_path / "sae", d_sae=32)  # retrained wider; seed1 is old

@@ -159,6 +159,11 @@ def _analyze(
             f"--seeds must be in [1, {MAX_SEEDS}] (SAEs in the ensemble, counting --sae), "
             f"got {seeds}."
         )
+    if len(seed_sae) > seeds - 1:  # every one was used, and --seeds passed over
+        raise ConfigError(
+            f"--seed-sae gives {len(seed_sae)} SAE(s), but --seeds {seeds} counts "
+            f"{seeds - 1} besides --sae; give --seeds {len(seed_sae) + 1}, or fewer --seed-sae."
+        )
     main = coord.world.is_main
     with output_lock(out if main else None):
         coord.check(None)  # rank 0 holds the lock (or every rank stops)
