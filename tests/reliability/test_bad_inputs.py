@@ -395,6 +395,16 @@ def test_export_neuronpedia_refuses_an_atlas_json_that_is_no_object(
     one_line(cli("export-neuronpedia", atlas, "--out", tmp_path / "np"), needle)
 
 
+@pytest.mark.parametrize("name", ["", "  "])
+def test_export_neuronpedia_refuses_an_empty_sae_set(tmp_path, guarded, run_cli, name):
+    """Every batch named no SAE set, which Neuronpedia's upload refuses."""
+    cli, one_line = run_cli
+    atlas = _atlas_of(tmp_path, guarded, path=str(guarded.sae), d_in=18, d_sae=24)
+    args = ["--out", tmp_path / "np", "--sae-set", name]
+    one_line(cli("export-neuronpedia", atlas, *args), "`sae_set` (--sae-set) must name")
+    assert not (tmp_path / "np").exists()
+
+
 def test_export_neuronpedia_to_a_file_fails_before_encoding(
     tmp_path, guarded, run_cli, monkeypatch
 ):
