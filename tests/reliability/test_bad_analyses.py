@@ -651,6 +651,38 @@ def test_a_cleaned_correlations_null_of_no_spread_gives_an_honest_z(outputs):
     assert v.partition_ok and t.p < 0.01
 
 
+@pytest.mark.parametrize(
+    "width,needle",
+    [
+        (12, "Layer '1' of the model has 12 units, but the atlas's store recorded 10"),
+        (None, "No module of Sequential matches layer pattern '3'"),
+    ],
+)
+def test_a_model_unlike_the_stores_is_refused_before_the_analysis(
+    tmp_path, guarded, run_cli, monkeypatch, width, needle
+):
+    """A model of other widths at the store's layers was refused only by the ablation,
+    after the whole analysis."""
+    import saeatlas.structure
+
+    def never(*args, **kwargs):
+        raise AssertionError("the analysis ran")
+
+    monkeypatch.setattr(saeatlas.structure, "analyze", never)
+    cli, one_line = run_cli
+    layers = f"nn.Linear(6, {width}), nn.ReLU(), nn.Linear({width}, 8), nn.ReLU()"
+    body = layers if width else "nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 8)"
+    (tmp_path / "m.py").write_text(
+        f"import torch\nfrom torch import nn\n\ndef build():\n    torch.manual_seed(0)\n"
+        f"    return nn.Sequential({body})\n"
+    )
+    np.save(tmp_path / "y.npy", np.zeros(300, int))
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    args += ["--model", f"{tmp_path / 'm.py'}:build", "--inputs", guarded.inputs]
+    one_line(cli(*args, "--labels", tmp_path / "y.npy"), needle)
+    assert not (tmp_path / "a").exists()
+
+
 @pytest.mark.parametrize("check", [False, True])
 def test_a_run_refuses_labels_the_model_cannot_take_before_capture(
     tmp_path, outputs, run_cli, check

@@ -175,7 +175,7 @@ def _analyze(
         if model is not None:
             coord.from_main(
                 lambda: ablation.update(
-                    _ablation_inputs(model, model_class, inputs, labels, loss, store)
+                    _ablation_inputs(model, model_class, inputs, labels, loss, store, sae)
                 )
             )
         members = None
@@ -210,13 +210,22 @@ def _analyze(
 
 
 def _ablation_inputs(
-    model: str, model_class: str, inputs: Path, labels: Path | None, loss: str, store: Any
+    model: str,
+    model_class: str,
+    inputs: Path,
+    labels: Path | None,
+    loss: str,
+    store: Any,
+    sae: Path,
 ) -> dict[str, Any]:
     """The ablation's model, inputs, labels and loss (:func:`.ablate_atlas`'s arguments),
-    loaded and checked against each other (labels one per input, class indices of the
-    model's logits) before the analysis, not after it."""
+    loaded and checked against each other and the store (labels one per input, class
+    indices of the model's logits, the SAE's layers in the model with the store's
+    widths) before the analysis, not after it."""
     from ..capture import load_inputs, load_labels, load_model
     from ..losses import loss_function
+    from ..sae import SparseAutoencoder
+    from ..sae.model import sae_layers
     from ..structure.causal.ablation import check_ablation_inputs
 
     loaded = load_model(model, model_class=model_class)
@@ -227,7 +236,8 @@ def _ablation_inputs(
         max_length=store.max_length,
     )
     x = load_inputs(inputs)
-    check_ablation_inputs(loaded.model, x, **kw)
+    layers = sae_layers(SparseAutoencoder.load(sae), store)
+    check_ablation_inputs(loaded.model, x, layers=layers, **kw)
     return dict(model=loaded.model, inputs=x, **kw)
 
 

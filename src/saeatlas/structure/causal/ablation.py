@@ -329,26 +329,34 @@ def check_ablation_inputs(
     loss_fn: PerSampleLoss = per_sample_cross_entropy,
     tokenizer: Any = None,
     max_length: int | None = None,
+    layers: Sequence[LayerSpec] = (),
 ) -> None:
     """Refuse, before an analysis, inputs and labels its ablation would fail on after it:
     labels that are not one per input, a model that fails on the first input or whose
-    loss cannot be taken there, and for the cross-entropy loss a label that is no class
-    index of the model's logits (all labels, against the logits of the first input)."""
+    loss cannot be taken there, for the cross-entropy loss a label that is no class
+    index of the model's logits (all labels, against the logits of the first input), and
+    a model without the store's ``layers`` (the SAE's), or of other widths there."""
+    given = model  # hook names are the model's (or its nnsight wrapper's)
     model, batches = _model_batches(model, inputs, labels, 1, tokenizer, max_length)
     first = next(iter(batches), None)
     if first is None:
         raise ConfigError("The ablation's inputs are empty; give the inputs the store holds.")
     was_training = model.training
     model.eval()
+    ablator = _Ablator(given, layers, np.zeros(0)) if layers else None  # checks, ablates none
     try:
         with torch.no_grad():
             try:
                 output = model(*first.args, **first.kwargs)
+            except AtlasError:  # raised by a hook: already says what is wrong
+                raise
             except Exception as e:
                 raise model_error(e, "input 0") from e
             loss_fn(output, first)
             logits = select_tensor(output, "model output")
     finally:
+        if ablator is not None:
+            ablator.remove()
         model.train(was_training)
     if loss_fn is per_sample_cross_entropy and labels is not None and logits.ndim == 2:
         class_indices(np.asarray(labels), int(logits.shape[1]))
