@@ -253,17 +253,12 @@ def test_one_lock_per_output_however_it_is_spelled(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == ["sub"]
 
 
-def test_an_out_of_other_files_is_refused_before_the_analysis(
-    tmp_path, guarded, run_cli, monkeypatch
-):
+def test_an_out_of_other_files_is_refused_before_the_analysis(tmp_path, guarded, run_cli, forbid):
     """`analyze --out SAE_DIR --overwrite` once ran the whole analysis before saving
     refused the folder."""
     import saeatlas.structure
 
-    def never(*args, **kwargs):
-        raise AssertionError("the analysis ran")
-
-    monkeypatch.setattr(saeatlas.structure, "analyze", never)
+    forbid(saeatlas.structure, "analyze")
     cli, one_line = run_cli
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--seeds", "1"]
     one_line(cli(*args, "--out", guarded.sae, "--overwrite"), "not an atlas's", "cfg.json")
@@ -429,15 +424,12 @@ def test_an_sae_that_never_fires_on_the_store_is_refused(tmp_path, guarded, run_
 
 
 def test_a_label_column_the_store_lacks_is_refused_before_the_analysis(
-    tmp_path, guarded, run_cli, monkeypatch
+    tmp_path, guarded, run_cli, forbid
 ):
     """`label_column: lable` left every module unprofiled without a word."""
     import saeatlas.structure
 
-    def never(*args, **kwargs):
-        raise AssertionError("the analysis ran")
-
-    monkeypatch.setattr(saeatlas.structure, "analyze", never)
+    forbid(saeatlas.structure, "analyze")
     cli, one_line = run_cli
     (tmp_path / "c.yaml").write_text("label_column: lable\n")
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
@@ -527,14 +519,11 @@ def test_ablation_of_inputs_the_model_cannot_take_is_one_line(tmp_path, outputs)
     ],
 )
 def test_labels_that_do_not_fit_are_refused_before_the_analysis(
-    tmp_path, guarded, run_cli, monkeypatch, labels, needle
+    tmp_path, guarded, run_cli, forbid, labels, needle
 ):
     import saeatlas.structure
 
-    def never(*args, **kwargs):
-        raise AssertionError("the analysis ran")
-
-    monkeypatch.setattr(saeatlas.structure, "analyze", never)
+    forbid(saeatlas.structure, "analyze")
     cli, one_line = run_cli
     np.save(tmp_path / "y.npy", labels)
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
@@ -659,16 +648,13 @@ def test_a_cleaned_correlations_null_of_no_spread_gives_an_honest_z(outputs):
     ],
 )
 def test_a_model_unlike_the_stores_is_refused_before_the_analysis(
-    tmp_path, guarded, run_cli, monkeypatch, width, needle
+    tmp_path, guarded, run_cli, forbid, width, needle
 ):
     """A model of other widths at the store's layers was refused only by the ablation,
     after the whole analysis."""
     import saeatlas.structure
 
-    def never(*args, **kwargs):
-        raise AssertionError("the analysis ran")
-
-    monkeypatch.setattr(saeatlas.structure, "analyze", never)
+    forbid(saeatlas.structure, "analyze")
     cli, one_line = run_cli
     layers = f"nn.Linear(6, {width}), nn.ReLU(), nn.Linear({width}, 8), nn.ReLU()"
     body = layers if width else "nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 8)"

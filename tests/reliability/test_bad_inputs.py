@@ -113,14 +113,11 @@ def test_an_evaluate_range_outside_the_store_is_refused(guarded, run_cli, flags,
     ],
 )
 def test_evaluate_refuses_model_flags_it_would_ignore_or_fail_on_late(
-    tmp_path, guarded, run_cli, monkeypatch, flags, needle
+    tmp_path, guarded, run_cli, forbid, flags, needle
 ):
     import saeatlas.evaluate
 
-    def never(*args, **kwargs):
-        raise AssertionError("the evaluation ran")
-
-    monkeypatch.setattr(saeatlas.evaluate, "evaluate_sae", never)
+    forbid(saeatlas.evaluate, "evaluate_sae")
     cli, one_line = run_cli
     np.save(tmp_path / "y.npy", np.zeros(300, int))
     where = dict(labels=tmp_path / "y.npy", model=guarded.model, inputs=guarded.inputs)
