@@ -207,6 +207,20 @@ def test_bad_analyze_flags_fail_before_the_work(tmp_path, guarded, run_cli, flag
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.parametrize("manifest", ["[1]", '{"provenance": "x", "layers": ["1"]}'])
+def test_a_damaged_store_manifest_does_not_stop_the_report(tmp_path, run_cli, manifest):
+    """The report reads the atlas's store only for names: a manifest that is JSON but not
+    a manifest's was an AttributeError traceback."""
+    cli, _ = run_cli
+    atlas = _atlas_of_one_module(tmp_path / "atlas")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "manifest.json").write_text(manifest)
+    summary = json.loads((atlas / "atlas.json").read_text())
+    (atlas / "atlas.json").write_text(json.dumps({**summary, "store": str(tmp_path / "store")}))
+    r = cli("report", atlas)
+    assert r.exit_code == 0 and (atlas / "report.html").is_file(), r.output
+
+
 def test_report_of_a_file_names_it_as_no_atlas(tmp_path, outputs, run_cli):
     """It was called an output to choose again ('exists and is not a directory')."""
     cli, one_line = run_cli

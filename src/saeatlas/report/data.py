@@ -187,7 +187,7 @@ def _unit_names(atlas: Atlas) -> list[str]:
         try:
             for layer in json.loads(manifest.read_text()).get("layers", []):
                 shapes[layer["name"]] = (tuple(layer.get("shape", ())), layer.get("layout", ""))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             shapes = {}  # names by index only; the report does not need the store
     names = []
     for layer, index in zip(atlas.units["layer"], atlas.units["index"]):
@@ -250,7 +250,7 @@ def _model_name(summary: dict[str, Any]) -> str | None:
     manifest = Path(store) / "manifest.json"
     try:
         model = json.loads(manifest.read_text()).get("provenance", {}).get("model")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # the report does not need the store
         return None
     return str(model) if model else None
 
