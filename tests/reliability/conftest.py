@@ -299,3 +299,17 @@ def another_writer():
             other.join()
 
     return hold
+
+
+@pytest.fixture
+def forbid(monkeypatch):
+    """``forbid(module, "name")``: calling ``module.name`` fails the test (the work that an
+    input refused up front must never reach)."""
+
+    def set_never(module: object, name: str) -> None:
+        def never(*args: object, **kwargs: object) -> None:
+            raise AssertionError(f"{name} ran")
+
+        monkeypatch.setattr(module, name, never)
+
+    return set_never

@@ -53,6 +53,15 @@ def test_the_analysed_sae_or_a_repeated_one_is_no_seed_sae(tmp_path, guarded, ru
     one_line(cli(*args, "--seeds", "2", "--seed-sae", copy), "the analysed SAE's own weights")
 
 
+def test_more_seed_saes_than_seeds_is_refused(tmp_path, guarded, run_cli):
+    """Every --seed-sae was taken into the ensemble and --seeds passed over without a word."""
+    cli, one_line = run_cli
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    seeds = [guarded.root / "sae-seed1", guarded.root / "sae-seed2"]
+    needle = "--seed-sae gives 2 SAE(s), but --seeds 2 counts 1 besides --sae; give --seeds 3"
+    one_line(cli(*args, "--seeds", "2", "--seed-sae", *seeds), needle)
+
+
 def test_a_stale_seed_directory_is_not_reused_as_the_null_source(tmp_path, guarded, run_cli):
     cli, one_line = run_cli
     sae = _seed_like(guarded, tmp_path / "sae", d_sae=32)  # retrained wider; seed1 is old
@@ -94,22 +103,39 @@ def test_too_few_rows_to_analyze(tmp_path, save_acts, guarded, run_cli):
     [
         ([1, 2], "must hold a JSON object, not list"),  # was a TypeError traceback
         ({"nulls": "x"}, "`nulls` in"),  # was a TypeError traceback
-        ({"nulls": [1]}, "`nulls` in"),
+        ({"nulls": [1]}, "`nulls[0]` in"),
         ({"ensemble": 5}, "`ensemble` in"),  # was an AttributeError traceback
         ({"n_modules": "three"}, "must be an integer, got 'three'"),
         ({"significant": "yes"}, "must be true or false, got 'yes'"),
         ({"modularity": "high"}, "must be an integer or a number or null"),
         ({"verdict": "lots"}, "`verdict` in"),
+        # inside its objects: each was a traceback, half-way through the page
+        ({"nulls": [{"null": "x", "z": "big", "p": 0.1}]}, "`nulls[0].z` in"),
+        ({"nulls": [{"null": "x", "p": 0.1}]}, ("`nulls[0]` in", "has no `z`")),
+        ({"sae": {"d_sae": "24"}}, ("`sae.d_sae` in", "must be an integer or null, got '24'")),
+        ({"ensemble": {"levels": [[1]]}}, ("`ensemble.levels[0]` in", "must be an object")),
+        ({"ensemble": {"n_bootstrap": "2"}}, "`ensemble.n_bootstrap` in"),
+        ({"ensemble": {"levels": [{"scale": "x"}]}}, "`ensemble.levels[0].scale` in"),
+        ({"stability": {"thresholds": {"stable": "x"}}}, "`stability.thresholds.stable` in"),
+        ({"control": {"z": {"permutation": "high"}}}, "`control.z.permutation` in"),
+        ({"control": {"real": []}}, "`control.real` in"),
+        ({"sweep_modules": {"over": "k", "values": [1, 2]}}, "has no `neighbour_ari`"),
+        ({"cross_check": {"raw": {"partition_significant": "no"}}}, "`cross_check.raw.part"),
+        ({"layers": [1, 2]}, ("`layers[0]` in", "must be text, got 1")),
+        # an atlas of a newer format was read as if it were this one's
+        ({"format_version": 2}, ("has format_version 2; this saeatlas reads 1 to 1", "Upgrade")),
+        ({"format_version": "1"}, "`format_version` in"),
     ],
 )
 def test_an_edited_atlas_json_is_refused_by_report(tmp_path, outputs, run_cli, edit, needle):
     cli, one_line = run_cli
+    needle = needle if isinstance(needle, tuple) else (needle,)
     atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
     summary = json.loads((atlas / "atlas.json").read_text())
     (atlas / "atlas.json").write_text(
         json.dumps(edit if isinstance(edit, list) else {**summary, **edit})
     )
-    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze` with --overwrite")
+    one_line(cli("report", atlas), *needle, "rerun `saeatlas analyze` with --overwrite")
     assert not (atlas / "report.html").exists()
 
 
@@ -139,6 +165,12 @@ def test_validate_with_no_seed_is_an_error_not_an_empty_table(run_cli, seeds):
     one_line(cli("validate", "--cases", "easy", "--seeds", seeds), "--seeds must be at least 1")
 
 
+def test_validate_refuses_a_case_given_twice(run_cli):
+    """It was run twice, its rows listed twice in the table."""
+    cli, one_line = run_cli
+    one_line(cli("validate", "--cases", "easy", "null", "easy"), "--cases names ['easy'] more")
+
+
 @pytest.mark.parametrize(
     "flags,needle",
     [
@@ -163,6 +195,8 @@ def test_validate_sizes_too_small_name_the_flag(run_cli, flags, needle):
         (["--timeout", "nan"], "--timeout must be a positive number"),
         (["--ablation-draws", "-1"], "--ablation-draws must be in [2, 10000]"),  # a traceback
         (["--ablation-draws", "100000000000"], "--ablation-draws must be in [2, 10000]"),
+        # refused by the ablation, after the whole analysis
+        (["--ablation-mode", "zeros"], "Unknown --ablation-mode 'zeros'; expected one of"),
     ],
 )
 def test_bad_analyze_flags_fail_before_the_work(tmp_path, guarded, run_cli, flags, needle):
@@ -171,6 +205,26 @@ def test_bad_analyze_flags_fail_before_the_work(tmp_path, guarded, run_cli, flag
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
     one_line(cli(*args, *flags), needle)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("manifest", ["[1]", '{"provenance": "x", "layers": ["1"]}'])
+def test_a_damaged_store_manifest_does_not_stop_the_report(tmp_path, run_cli, manifest):
+    """The report reads the atlas's store only for names: a manifest that is JSON but not
+    a manifest's was an AttributeError traceback."""
+    cli, _ = run_cli
+    atlas = _atlas_of_one_module(tmp_path / "atlas")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "manifest.json").write_text(manifest)
+    summary = json.loads((atlas / "atlas.json").read_text())
+    (atlas / "atlas.json").write_text(json.dumps({**summary, "store": str(tmp_path / "store")}))
+    r = cli("report", atlas)
+    assert r.exit_code == 0 and (atlas / "report.html").is_file(), r.output
+
+
+def test_report_of_a_file_names_it_as_no_atlas(tmp_path, outputs, run_cli):
+    """It was called an output to choose again ('exists and is not a directory')."""
+    cli, one_line = run_cli
+    one_line(cli("report", outputs.inputs), "is not a directory; give the atlas directory")
 
 
 @pytest.mark.parametrize("target", ["atlas.json", "units.parquet", "../notes.txt"])
@@ -213,17 +267,12 @@ def test_one_lock_per_output_however_it_is_spelled(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == ["sub"]
 
 
-def test_an_out_of_other_files_is_refused_before_the_analysis(
-    tmp_path, guarded, run_cli, monkeypatch
-):
+def test_an_out_of_other_files_is_refused_before_the_analysis(tmp_path, guarded, run_cli, forbid):
     """`analyze --out SAE_DIR --overwrite` once ran the whole analysis before saving
     refused the folder."""
     import saeatlas.structure
 
-    def never(*args, **kwargs):
-        raise AssertionError("the analysis ran")
-
-    monkeypatch.setattr(saeatlas.structure, "analyze", never)
+    forbid(saeatlas.structure, "analyze")
     cli, one_line = run_cli
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--seeds", "1"]
     one_line(cli(*args, "--out", guarded.sae, "--overwrite"), "not an atlas's", "cfg.json")
@@ -264,6 +313,25 @@ def test_report_refuses_a_sweep_of_other_layers(tmp_path):
     assert _find_sweep(tmp_path / "atlas", summary, sweep)[0] is not None
 
 
+@pytest.mark.parametrize(
+    "key,value",
+    [("fvu", "x"), ("l0", None), ("value", "4"), ("stability", "high"), ("on_front", 1)],
+)
+def test_report_refuses_an_edited_sweep_point(tmp_path, key, value):
+    """Each was a traceback from the Pareto figure, half-way through the report."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.report.data import _read_sweep
+
+    point = {"value": 4, "path": "sweep/k-4", "fvu": 0.2, "l0": 4, "dead_fraction": 0.0}
+    point.update(stability=None, on_front=True)
+    sweep = {"over": "k", "rule": "knee", "heldout_rows": 10, "recommended": 0}
+    (tmp_path / "sweep.json").write_text(json.dumps({**sweep, "points": [point]}))
+    assert _read_sweep(tmp_path, None, strict=True).points[0].fvu == 0.2
+    (tmp_path / "sweep.json").write_text(json.dumps({**sweep, "points": [{**point, key: value}]}))
+    with pytest.raises(ConfigError, match=rf"is unreadable \(.*`{key}` {re.escape(repr(value))}"):
+        _read_sweep(tmp_path, None, strict=True)
+
+
 def _atlas_of_one_module(path):
     """A small atlas whose files agree: one module of unit 0 and feature 0."""
     import pandas as pd
@@ -297,6 +365,14 @@ def _atlas_of_one_module(path):
         ("features", lambda f: f.assign(top_units=[None]), "must list units of units.parquet"),
         # a plotly traceback
         ("modules", lambda m: m.assign(n_units=-3), "is [-3], but units.parquet puts [1]"),
+        # columns of another kind, each a traceback half-way through the report
+        ("units", lambda u: u.assign(index=[0.0, None]), "`index` of units.parquet"),
+        ("units", lambda u: u.assign(membership=["1", "0"]), "must hold numbers, not"),
+        ("units", lambda u: u.assign(layer=[1, 2]), "`layer` of units.parquet"),
+        ("features", lambda f: f.assign(top_unit_weights=["0.5"]), "lists of numbers"),
+        ("modules", lambda m: m.assign(z=[3.0]), "`z` and `p` without the other"),
+        ("modules", lambda m: m.assign(significant=["yes"]), "must hold true or false"),
+        ("modules", lambda m: m.assign(layer_mass=["[0.6 0.4]"]), "`layer_mass` of modules"),
     ],
 )
 def test_report_refuses_atlas_tables_that_disagree(tmp_path, run_cli, name, change, needle):
@@ -308,6 +384,25 @@ def test_report_refuses_atlas_tables_that_disagree(tmp_path, run_cli, name, chan
     change(pd.read_parquet(table)).to_parquet(table, index=False)
     one_line(cli("report", atlas), needle, "rerun `saeatlas analyze`")
     assert not (atlas / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    "name,table,needle",
+    [
+        ("flows", {"source_module": ["0"], "target_module": [0]}, "`source_module` of flows"),
+        ("flows", {"target_module": [0]}, "lacks the columns ['source_module']"),  # KeyError
+        ("examples", {"kind": ["module"], "id": [0], "rank": [0]}, "lacks the columns ['row',"),
+        ("examples", dict(kind=["module"], id=[0.5], rank=[0], row=[0], activation=[1.0]), "`id`"),
+    ],
+)
+def test_report_refuses_optional_tables_of_other_columns(tmp_path, run_cli, name, table, needle):
+    """Each was a traceback half-way through the report (pandas, numpy)."""
+    import pandas as pd
+
+    cli, one_line = run_cli
+    atlas = _atlas_of_one_module(tmp_path / "atlas")
+    pd.DataFrame(table).to_parquet(atlas / f"{name}.parquet", index=False)
+    one_line(cli("report", atlas), needle, "saeatlas analyze`")
 
 
 @pytest.mark.parametrize(
@@ -339,6 +434,21 @@ def test_an_sae_that_never_fires_on_the_store_is_refused(tmp_path, guarded, run_
     sae.save(tmp_path / "dead")
     args = ["analyze", "--sae", tmp_path / "dead", "--acts", guarded.store, "--seeds", "1", "-q"]
     one_line(cli(*args, "--out", tmp_path / "a"), "None of the SAE's 24 latents fires on any")
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_label_column_the_store_lacks_is_refused_before_the_analysis(
+    tmp_path, guarded, run_cli, forbid
+):
+    """`label_column: lable` left every module unprofiled without a word."""
+    import saeatlas.structure
+
+    forbid(saeatlas.structure, "analyze")
+    cli, one_line = run_cli
+    (tmp_path / "c.yaml").write_text("label_column: lable\n")
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    needle = "`label_column` 'lable' is not a column of the store's rows (['row', 'position'"
+    one_line(cli(*args, "--config", tmp_path / "c.yaml", "--seeds", "3"), needle)
     assert not (tmp_path / "a").exists()
 
 
@@ -412,20 +522,28 @@ def test_ablation_of_inputs_the_model_cannot_take_is_one_line(tmp_path, outputs)
         ablate_modules(model, x, layers, np.zeros(18, int), labels=np.zeros(20, int), mode="zero")
 
 
-def test_labels_that_are_no_class_indices_are_refused_before_the_analysis(
-    tmp_path, guarded, run_cli, monkeypatch
+@pytest.mark.parametrize(
+    "labels,needle",
+    [
+        (np.array(["cat", "dog"] * 150), "needs one class index per input; a label is 'cat'"),
+        # these three failed only at the ablation, after the whole analysis
+        (np.arange(300) % 9, "0 to 7 (the model gives 8 logits); a label is 8."),
+        (np.zeros(299, int), "Labels have shape [299] for 300 input samples"),
+        (np.zeros(400, int), "Labels have shape [400] for 300 input samples"),
+    ],
+)
+def test_labels_that_do_not_fit_are_refused_before_the_analysis(
+    tmp_path, guarded, run_cli, forbid, labels, needle
 ):
     import saeatlas.structure
 
-    def never(*args, **kwargs):
-        raise AssertionError("the analysis ran")
-
-    monkeypatch.setattr(saeatlas.structure, "analyze", never)
+    forbid(saeatlas.structure, "analyze")
     cli, one_line = run_cli
-    np.save(tmp_path / "y.npy", np.array(["cat", "dog"] * 150))
+    np.save(tmp_path / "y.npy", labels)
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
     args += ["--model", guarded.model, "--inputs", guarded.inputs, "--labels", tmp_path / "y.npy"]
-    one_line(cli(*args), "needs one class index per input; a label is 'cat'")
+    one_line(cli(*args), needle)
+    assert not (tmp_path / "a").exists()
 
 
 def test_an_sae_of_other_activations_is_named_by_its_fvu(tmp_path, outputs, save_acts, caplog):
@@ -524,3 +642,68 @@ def test_a_store_of_identical_rows_is_refused(tmp_path, save_acts, guarded, run_
     args = ["analyze", "--sae", guarded.sae, "--acts", acts, "--out", tmp_path / "a", "-q"]
     one_line(cli(*args, "--seeds", "1"), "Every unit the SAE reads is constant over the 100")
     assert not (tmp_path / "a").exists()
+
+
+def test_a_cleaned_correlations_null_of_no_spread_gives_an_honest_z(outputs):
+    """On the cleaned correlations of independent units no edge survives: every draw of
+    the circular-shift null has modularity 0. A floor of 1e-6 on the spread gave z 449,293
+    and p 1e-17 here (z 167,179 in the minilm demo's atlas.json)."""
+    from saeatlas.structure import AtlasConfig
+    from saeatlas.structure.inference.correlation import correlation_view
+    from saeatlas.structure.inputs import prepare
+
+    def view(**cfg):
+        return correlation_view(prepare(outputs.sae, outputs.store, AtlasConfig(**cfg)), True)
+
+    v = view(n_null=4)  # all rows and resamples: the modularity's own sampling error
+    t = v.test
+    assert t.q > 0.1 and (t.null_q == 0).all() and 0 < t.q_se < t.q
+    assert t.z == pytest.approx(t.q / t.q_se) and t.z < 1000
+    assert v.summary()["test"]["modularity_se"] == t.q_se
+    assert v.partition_ok and t.p < 0.01
+
+
+@pytest.mark.parametrize(
+    "width,needle",
+    [
+        (12, "Layer '1' of the model has 12 units, but the atlas's store recorded 10"),
+        (None, "No module of Sequential matches layer pattern '3'"),
+    ],
+)
+def test_a_model_unlike_the_stores_is_refused_before_the_analysis(
+    tmp_path, guarded, run_cli, forbid, width, needle
+):
+    """A model of other widths at the store's layers was refused only by the ablation,
+    after the whole analysis."""
+    import saeatlas.structure
+
+    forbid(saeatlas.structure, "analyze")
+    cli, one_line = run_cli
+    layers = f"nn.Linear(6, {width}), nn.ReLU(), nn.Linear({width}, 8), nn.ReLU()"
+    body = layers if width else "nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 8)"
+    (tmp_path / "m.py").write_text(
+        f"import torch\nfrom torch import nn\n\ndef build():\n    torch.manual_seed(0)\n"
+        f"    return nn.Sequential({body})\n"
+    )
+    np.save(tmp_path / "y.npy", np.zeros(300, int))
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    args += ["--model", f"{tmp_path / 'm.py'}:build", "--inputs", guarded.inputs]
+    one_line(cli(*args, "--labels", tmp_path / "y.npy"), needle)
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_a_run_refuses_labels_the_model_cannot_take_before_capture(
+    tmp_path, outputs, run_cli, check
+):
+    """Labels past the model's 8 logits failed only at the ablation, the last stage."""
+    cli, one_line = run_cli
+    np.save(tmp_path / "y.npy", np.arange(300) % 10)
+    p = tmp_path / "run.yaml"
+    p.write_text(
+        f"model: {outputs.model}\ninputs: {outputs.inputs}\nlabels: {tmp_path / 'y.npy'}\n"
+        "layers: ['1', '3']\nsweep: {enabled: false}\nablation: {enabled: true}\n"
+    )
+    args = ["run", p, "--out", tmp_path / "run", "-q"] + (["--check"] if check else [])
+    one_line(cli(*args), "0 to 7 (the model gives 8 logits); a label is 8.")
+    assert not (tmp_path / "run" / "store").exists()

@@ -86,6 +86,45 @@ def test_too_few_or_constant_rows_to_evaluate(save_acts, guarded, run_cli):
     one_line(cli("evaluate", "--sae", guarded.sae, "--acts", acts), "do not vary")
 
 
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        # measured rows 0:300 and said nothing
+        (["--stop", "1000"], "--stop (`stop`) 1000 is outside the store's 300 rows"),
+        (["--start", "-5"], "--start (`start`) -5 is outside the store's 300 rows"),
+        (["--start", "400"], "--start (`start`) 400 is outside"),
+        (["--stop", "-1"], "--stop (`stop`) -1 is outside"),
+        (["--start", "200", "--stop", "100"], "No rows in 200:100"),
+    ],
+)
+def test_an_evaluate_range_outside_the_store_is_refused(guarded, run_cli, flags, needle):
+    cli, one_line = run_cli
+    one_line(cli("evaluate", "--sae", guarded.sae, "--acts", guarded.store, *flags), needle)
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        # these two were ignored: the metrics printed without the downstream loss
+        (["--labels", "{labels}"], "--inputs and --labels are for the downstream loss"),
+        (["--loss", "next-token"], "--loss is for the downstream loss; give --model"),
+        # this one failed only after the metrics were computed
+        (["--model", "{model}", "--inputs", "{inputs}"], "--model needs --labels FILE"),
+    ],
+)
+def test_evaluate_refuses_model_flags_it_would_ignore_or_fail_on_late(
+    tmp_path, guarded, run_cli, forbid, flags, needle
+):
+    import saeatlas.evaluate
+
+    forbid(saeatlas.evaluate, "evaluate_sae")
+    cli, one_line = run_cli
+    np.save(tmp_path / "y.npy", np.zeros(300, int))
+    where = dict(labels=tmp_path / "y.npy", model=guarded.model, inputs=guarded.inputs)
+    flags = [f.format(**where) for f in flags]
+    one_line(cli("evaluate", "--sae", guarded.sae, "--acts", guarded.store, *flags), needle)
+
+
 def test_integer_arrays_are_refused(save_acts, guarded, run_cli):
     cli, one_line = run_cli
     acts = save_acts(np.ones((40, 18), np.int32))
@@ -351,6 +390,16 @@ def test_export_neuronpedia_refuses_an_atlas_json_that_is_no_object(
     shutil.copytree(guarded.atlas, atlas)
     (atlas / "atlas.json").write_text(text)
     one_line(cli("export-neuronpedia", atlas, "--out", tmp_path / "np"), needle)
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_export_neuronpedia_refuses_an_empty_sae_set(tmp_path, guarded, run_cli, name):
+    """Every batch named no SAE set, which Neuronpedia's upload refuses."""
+    cli, one_line = run_cli
+    atlas = _atlas_of(tmp_path, guarded, path=str(guarded.sae), d_in=18, d_sae=24)
+    args = ["--out", tmp_path / "np", "--sae-set", name]
+    one_line(cli("export-neuronpedia", atlas, *args), "`sae_set` (--sae-set) must name")
+    assert not (tmp_path / "np").exists()
 
 
 def test_export_neuronpedia_to_a_file_fails_before_encoding(

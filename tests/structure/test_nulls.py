@@ -200,6 +200,36 @@ def test_null_test_z_and_verdict():
     assert not ok and not modules.any()  # one null that is not beaten sinks the partition
 
 
+def test_a_null_whose_draws_are_all_equal_has_no_z_and_a_rank_p():
+    """A floor on the spread turned a modularity of 0.45 against draws all 0 into z 449,293
+    and p 1e-17 (the demo's cleaned correlations: z 167,179)."""
+    from saeatlas.structure.inference.significance import strictness
+
+    flat = NullTest("flat", 0.45, np.zeros(4), np.array([0.7, 0.0]), np.zeros(4))
+    assert np.isnan(flat.z) and flat.p == flat.p_empirical == pytest.approx(1 / 5)
+    assert np.isnan(flat.module_z()).all()
+    assert flat.module_p().tolist() == pytest.approx([1 / 5, 1.0])  # 0.0 ties the draws
+    d = flat.as_dict()
+    assert d["z"] is None and d["p"] == pytest.approx(0.2) and d["null_std"] == 0.0
+    assert not verdict([flat], 0.05)[0]  # 4 draws cannot show p < 0.05
+    many = NullTest("many", 0.45, np.full(20, 0.1), np.array([0.7, 0.8]), np.full(20, 0.3))
+    ok, modules, p = verdict([many], 0.05)  # both modules beat all 20 draws
+    assert ok and modules.all() and p.tolist() == pytest.approx([1 / 21] * 2)
+    # the modularity's own sampling error (over the ensemble) is the floor of the spread
+    floored = replace(flat, q_se=0.05)
+    assert floored.z == pytest.approx(0.45 / 0.05) and floored.p < 0.01  # t, 3 dof
+    assert floored.as_dict()["modularity_se"] == 0.05
+    assert replace(many, q_se=0.05).z == pytest.approx((0.45 - 0.1) / 0.05)
+    # draws equal up to rounding count as equal; a real spread, however small, does not
+    assert np.isnan(replace(flat, null_q=np.array([0.1, 0.1 + 1e-12, 0.1, 0.1])).z)
+    assert np.isfinite(replace(flat, null_q=np.array([0.1, 0.1001, 0.1, 0.1])).z)
+    # the strictest of two nulls is the one with the larger p, its z whatever it is
+    assert (
+        max([flat.as_dict(), {"p": 0.01, "z": 4.0}], key=lambda n: strictness(n["p"], n["z"]))["z"]
+        is None
+    )
+
+
 def test_module_weight_sums_each_modules_internal_edges():
     A = sp.csr_matrix(
         np.array([[0, 2, 1, 0], [2, 0, 0, 0], [1, 0, 0, 3], [0, 0, 3, 0]], dtype=float)
@@ -237,8 +267,11 @@ def test_null_z_scores_are_near_zero_when_the_data_are_null():
             12,
         )
         zs.append(t.z)
+        if np.isnan(t.z):  # every draw the same (seed 5: no edges, modularity 0): no z
+            assert t.p == t.p_empirical == 1.0
     zs = np.array(zs)
-    assert np.abs(zs).mean() < 2.0 and (np.abs(zs) < 4).all(), zs
+    zs = zs[np.isfinite(zs)]
+    assert len(zs) >= 5 and np.abs(zs).mean() < 2.0 and (np.abs(zs) < 4).all(), zs
 
 
 def test_the_dictionary_null_trains_its_seed_source_once_beside_the_sae(tmp_path):

@@ -169,6 +169,34 @@ def with_config_flags(func: Any, config_cls: type) -> Any:
     return func
 
 
+def check_model_flags(model: str | None, inputs: Any, labels: Any, loss: str, what: str) -> None:
+    """A command's --model, --inputs, --labels and --loss, which run the model for
+    ``what`` ("the ablation"), checked before the command's work: none of them ignored,
+    none missing, the labels class indices."""
+    from ..errors import ConfigError
+
+    if (inputs is not None or labels is not None) and model is None:
+        raise ConfigError(f"--inputs and --labels are for {what}; give --model too.")
+    if loss != "cross-entropy" and model is None:  # not the commands' default
+        raise ConfigError(f"--loss is for {what}; give --model and --inputs too.")
+    if model is not None and inputs is None:
+        raise ConfigError(f"--model needs --inputs: the inputs to run the model on for {what}.")
+    if model is None:
+        return
+    from ..losses import class_indices, loss_function, needs_labels
+
+    loss_function(loss)
+    if labels is None and needs_labels(loss):
+        raise ConfigError(
+            f"--model needs --labels FILE: {what} takes the model's cross-entropy against one "
+            "label per input (or --loss next-token for a causal language model)."
+        )
+    if labels is not None and needs_labels(loss):
+        from ..capture import load_labels
+
+        class_indices(load_labels(labels))  # before the work, not after it
+
+
 def on_rank_zero(func: Any) -> Any:
     """A command whose work is not shared among ranks: under ``torchrun`` rank 0 runs it
     as one process would, and the other ranks return at once (capture, train, sweep,

@@ -12,7 +12,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
-from .app import app, console, model_class_option, nonfinite_option, on_rank_zero, with_config_flags
+from .app import (
+    app,
+    check_model_flags,
+    console,
+    model_class_option,
+    nonfinite_option,
+    on_rank_zero,
+    with_config_flags,
+)
 from .tables import fmt, print_atlas
 
 
@@ -143,12 +151,18 @@ def _analyze(
     from ..structure import analyze
     from ..structure.atlas import check_atlas_out
     from ..structure.inference.seeds import MAX_SEEDS
+    from ..structure.inputs import check_label_column
 
-    _check_ablation_flags(model, inputs, labels, loss, ablation_draws)
+    _check_ablation_flags(model, inputs, labels, loss, ablation_draws, ablation_mode)
     if not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError(
             f"--seeds must be in [1, {MAX_SEEDS}] (SAEs in the ensemble, counting --sae), "
             f"got {seeds}."
+        )
+    if len(seed_sae) > seeds - 1:  # every one was used, and --seeds passed over
+        raise ConfigError(
+            f"--seed-sae gives {len(seed_sae)} SAE(s), but --seeds {seeds} counts "
+            f"{seeds - 1} besides --sae; give --seeds {len(seed_sae) + 1}, or fewer --seed-sae."
         )
     main = coord.world.is_main
     with output_lock(out if main else None):
@@ -156,6 +170,14 @@ def _analyze(
         # rank 0 finishes an interrupted swap and checks; its verdict reaches every rank
         coord.from_main(lambda: check_atlas_out(out, overwrite))
         store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
+        check_label_column(cfg, store)  # before seed SAEs are trained
+        ablation: dict = {}  # rank 0's model, inputs and labels, checked before the work
+        if model is not None:
+            coord.from_main(
+                lambda: ablation.update(
+                    _ablation_inputs(model, model_class, inputs, labels, loss, store, sae)
+                )
+            )
         members = None
         if sweep is not None:  # read before the work, like every other input
             from ..sweep.sweep import sweep_members
@@ -171,54 +193,70 @@ def _analyze(
         if not main:  # the atlas is rank 0's to write
             return
         if model is not None:
-            from ..capture import load_inputs, load_labels, load_model
-            from ..losses import loss_function
             from ..structure.causal.ablation import ablate_atlas
 
-            loaded = load_model(model, model_class=model_class)
             ablate_atlas(
                 atlas,
-                loaded.model,
-                load_inputs(inputs),
-                store,
-                labels=load_labels(labels) if labels else None,
+                store=store,
                 mode=ablation_mode,
-                loss_fn=loss_function(loss),
                 n_random=ablation_draws,
-                tokenizer=loaded.tokenizer,
                 random_state=cfg.seed,
                 progress=not quiet,
+                **ablation,
             )
         atlas.save(out, overwrite=overwrite)
     print_atlas(atlas)
     console.print(f"Written to {escape(str(out))}.", soft_wrap=True)
 
 
+def _ablation_inputs(
+    model: str,
+    model_class: str,
+    inputs: Path,
+    labels: Path | None,
+    loss: str,
+    store: Any,
+    sae: Path,
+) -> dict[str, Any]:
+    """The ablation's model, inputs, labels and loss (:func:`.ablate_atlas`'s arguments),
+    loaded and checked against each other and the store (labels one per input, class
+    indices of the model's logits, the SAE's layers in the model with the store's
+    widths) before the analysis, not after it."""
+    from ..capture import load_inputs, load_labels, load_model
+    from ..losses import loss_function
+    from ..sae import SparseAutoencoder
+    from ..sae.model import sae_layers
+    from ..structure.causal.ablation import check_ablation_inputs
+
+    loaded = load_model(model, model_class=model_class)
+    kw = dict(
+        labels=load_labels(labels) if labels else None,
+        loss_fn=loss_function(loss),
+        tokenizer=loaded.tokenizer,
+        max_length=store.max_length,
+    )
+    x = load_inputs(inputs)
+    layers = sae_layers(SparseAutoencoder.load(sae), store)
+    check_ablation_inputs(loaded.model, x, layers=layers, **kw)
+    return dict(model=loaded.model, inputs=x, **kw)
+
+
 def _check_ablation_flags(
-    model: str | None, inputs: Path | None, labels: Path | None, loss: str, draws: int
+    model: str | None,
+    inputs: Path | None,
+    labels: Path | None,
+    loss: str,
+    draws: int,
+    mode: str,
 ) -> None:
     """The ablation's options, checked before the analysis, not after it."""
-    from ..structure.causal.ablation import MAX_RANDOM
+    from ..structure.causal.ablation import MAX_RANDOM, MODES
 
     if not 2 <= draws <= MAX_RANDOM:
         raise ConfigError(f"--ablation-draws must be in [2, {MAX_RANDOM}], got {draws}.")
-    if (inputs is not None or labels is not None) and model is None:
-        raise ConfigError("--inputs and --labels are for the ablation; give --model too.")
-    if model is not None and inputs is None:
-        raise ConfigError("--model needs --inputs: the inputs to run the ablated model on.")
-    if model is not None:
-        from ..losses import class_indices, loss_function, needs_labels
-
-        loss_function(loss)
-        if labels is None and needs_labels(loss):
-            raise ConfigError(
-                "--model needs --labels FILE: the ablation's loss is the model's cross-entropy "
-                "against one label per input (or --loss next-token for a causal language model)."
-            )
-        if labels is not None and needs_labels(loss):
-            from ..capture import load_labels
-
-            class_indices(load_labels(labels))  # before the analysis, not after it
+    if mode not in MODES:  # was refused by the ablation, after the whole analysis
+        raise ConfigError(f"Unknown --ablation-mode {mode!r}; expected one of: {list(MODES)}.")
+    check_model_flags(model, inputs, labels, loss, "the ablation")
 
 
 @app.command("validate")
@@ -253,6 +291,9 @@ def validate_cmd(
         raise ConfigError(
             f"Unknown case(s) {unknown} for --cases; expected some of: {sorted(PRESETS)}."
         )
+    repeated = sorted({c for c in cases if cases.count(c) > 1})
+    if repeated:  # each would be run again, and its rows listed twice in the table
+        raise ConfigError(f"--cases names {repeated} more than once; give each case once.")
     table = validate(
         tuple(cases),
         tuple(range(seeds)),

@@ -11,8 +11,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._world import is_main_process
-from ..errors import ConfigError
-from .app import app, console, model_class_option, nonfinite_option, on_rank_zero, with_config_flags
+from .app import (
+    app,
+    check_model_flags,
+    console,
+    model_class_option,
+    nonfinite_option,
+    on_rank_zero,
+    with_config_flags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +114,7 @@ def evaluate_cmd(
     from ..sae import SparseAutoencoder
     from ..store import ActivationStore
 
-    if model is not None:
-        from ..losses import loss_function
-
-        loss_fn = loss_function(loss)  # a bad --loss fails before the evaluation
+    check_model_flags(model, inputs, labels, loss, "the downstream loss")
     from .._validation import check_device
 
     check_device("device", device, flag="--device")
@@ -130,15 +134,14 @@ def evaluate_cmd(
     if model is not None:
         from ..capture import load_inputs, load_labels, load_model
         from ..evaluate import loss_recovered
+        from ..losses import loss_function
 
-        if inputs is None:
-            raise ConfigError("--model needs --inputs (and --labels for a classifier's loss).")
         loaded = load_model(model, model_class=model_class)
         down = loss_recovered(
             loaded_sae,
             loaded.model,
             load_inputs(inputs),
-            loss_fn,
+            loss_function(loss),
             tokenizer=loaded.tokenizer,
             max_length=store.max_length,
             labels=load_labels(labels) if labels else None,

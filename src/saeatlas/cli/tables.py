@@ -20,7 +20,7 @@ def print_atlas(atlas: Any) -> None:
         "units": lambda r: str(r.n_units),
         "features": lambda r: str(r.n_features),
         "layers": lambda r: escape(", ".join(r.layers)),
-        "z": lambda r: f"{r.z:.1f}",
+        "z": lambda r: fmt(r.z, ".1f"),
         "p": lambda r: f"{r.p:.2g}",
         "significant": lambda r: "yes" if r.significant else "no",
     }
@@ -41,14 +41,16 @@ def print_atlas(atlas: Any) -> None:
     for row in m.itertuples():
         table.add_row(*(fmt(row) for fmt in cols.values()))
     console.print(table)
-    if s.get("z") is not None:
+    if s.get("p") is not None:
         from ..structure.inference.significance import tested_modularity
 
         view = "unit correlations" if s.get("modules_from") == "unit_correlations" else "SAE"
+        z = "not measurable (the draws have no spread; p is their rank)"
+        z = z if s.get("z") is None else f"{s['z']:.1f}"
         console.print(
             f"Partition ({view}): modularity {tested_modularity(s):.3f}; strictest null "
             f"({s['strictest_null']}) "
-            f"{s['null_mean']:.3f} ± {s['null_std']:.3f}, z {s['z']:.1f}, p {s['p']:.2g}.",
+            f"{s['null_mean']:.3f} ± {s['null_std']:.3f}, z {z}, p {s['p']:.2g}.",
             soft_wrap=True,
         )
     console.print(escape(s["message"]), soft_wrap=True)

@@ -80,11 +80,21 @@ def evaluate_sae(
     layers it was trained on.
     """
     layers = [l.name for l in sae_layers(sae, store)]
-    stop = store.n_rows if stop is None else min(stop, store.n_rows)
-    if not 0 <= start < stop:
+    n_rows = store.n_rows
+    # a range past the store is refused, not cut to it: the metrics would be of other
+    # rows than the ones asked for (--stop 1000 of a 300-row store measured rows 0:300)
+    for flag, value in (("start", start), ("stop", stop)):
+        if value is not None and not 0 <= value <= n_rows:
+            raise ConfigError(
+                f"--{flag} (`{flag}`) {value} is outside the store's {n_rows:,} rows; give "
+                f"a row from 0 to {n_rows:,}"
+                + (" (or leave --stop out for all rows)." if flag == "stop" else ".")
+            )
+    stop = n_rows if stop is None else stop
+    if not start < stop:
         raise ConfigError(
-            f"No rows in {start}:{stop} to evaluate on: the store has {store.n_rows} rows; "
-            "give --start (`start`) below --stop (`stop`) and below the number of rows."
+            f"No rows in {start}:{stop} to evaluate on: give --start (`start`) below --stop "
+            f"(`stop`); the store has {n_rows:,} rows."
         )
     if stop - start < MIN_HELDOUT_ROWS:
         raise ConfigError(

@@ -82,6 +82,9 @@ class NeuronpediaConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        if not isinstance(self.sae_set, str) or not self.sae_set.strip():
+            # every batch would name no SAE set, which Neuronpedia's upload refuses
+            raise ConfigError(f"`sae_set` (--sae-set) must name the SAE set, got {self.sae_set!r}.")
 
 
 def export_neuronpedia(

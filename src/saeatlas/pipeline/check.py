@@ -18,10 +18,10 @@ import torch
 
 from ..capture import capture_activations
 from ..errors import ConfigError
-from ..losses import needs_labels
 from ..sae.architectures import get_architecture
 from .config import RunConfig
 from .source import load_source
+from .stages import check_ablation_source
 
 
 def _first_batch(inputs: object, n: int) -> object:
@@ -36,12 +36,8 @@ def check_run(cfg: RunConfig) -> str:
     src = load_source(cfg)
     first = _first_batch(src.inputs, cfg.capture.batch_size)
     labels = None if src.labels is None else src.labels[: cfg.capture.batch_size]
-    if cfg.ablation.enabled and src.labels is None and needs_labels(cfg.ablation.loss):
-        raise ConfigError(
-            "`ablation.enabled` with `ablation.loss: cross-entropy` needs one label per sample: "
-            "give `labels`, set `ablation.loss: next-token` for a causal language model, or set "
-            "`ablation.enabled: false`."
-        )
+    if cfg.ablation.enabled:
+        check_ablation_source(cfg, src)
     with tempfile.TemporaryDirectory(prefix="saeatlas-check-") as tmp:
         store = capture_activations(
             src.model,

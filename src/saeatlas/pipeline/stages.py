@@ -27,7 +27,7 @@ from ..store.atomic import partial_dir
 from ..store.manifest import MANIFEST, Manifest
 from ..store.partial import progress_files
 from ..structure import Atlas, analyze
-from ..structure.causal.ablation import ablate_atlas
+from ..structure.causal.ablation import ablate_atlas, check_ablation_inputs
 from ..sweep import sweep
 from ..sweep.sweep import SWEEP_JSON, sweep_members
 from ..train import TrainConfig, train_family, train_sae
@@ -92,6 +92,9 @@ def run_capture(ctx: StageContext) -> str:
         bool(progress_files(partial_dir(ctx.paths.store)))
         or _captured_with(ctx.paths.store, fingerprint)
     )
+    if cfg.ablation.enabled:
+        # what would fail the ablation, the last stage, is refused before the first
+        check_ablation_source(cfg, src)
     store = capture_activations(
         src.model,
         src.inputs,
@@ -237,18 +240,34 @@ def run_analyze(ctx: StageContext) -> str:
     return atlas.summary["message"]
 
 
-def run_ablation(ctx: StageContext) -> str:
-    a = ctx.config.ablation
-    src = ctx.source()
+def check_ablation_source(cfg: RunConfig, src: Source) -> None:
+    """Refuse a source the ablation would fail on: no labels for the cross-entropy loss,
+    labels not one per input or no class indices of the model's logits, a model that
+    fails on the first input (:func:`.check_ablation_inputs`)."""
+    a = cfg.ablation
     if src.labels is None and needs_labels(a.loss):
         raise ConfigError(
             "`ablation.enabled` with `ablation.loss: cross-entropy` needs one label per sample: "
             "give `labels`, or an `inputs` function that returns (inputs, labels); for a causal "
             "language model set `ablation.loss: next-token`; or set `ablation.enabled: false`."
         )
-    atlas = Atlas.load(ctx.paths.atlas)
+    check_ablation_inputs(
+        src.model,
+        src.inputs,
+        src.labels,
+        loss_fn=loss_function(a.loss),
+        tokenizer=src.tokenizer,
+        max_length=cfg.capture.max_length,
+    )
+
+
+def run_ablation(ctx: StageContext) -> str:
+    a = ctx.config.ablation
+    src = ctx.source()
     # capture may have moved the model to `capture.device` / `capture.dtype`
     src.model.to(device="cpu", dtype=torch.float32)
+    check_ablation_source(ctx.config, src)
+    atlas = Atlas.load(ctx.paths.atlas)
     res = ablate_atlas(
         atlas,
         src.model,

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..capture.layouts import unit_label
 from ..errors import ConfigError
-from ..structure.atlas import Atlas, AtlasFileError
+from ..structure.atlas import OPTIONAL_TABLES, Atlas, AtlasFileError
 from ..sweep.sweep import SWEEP_JSON, UNSTABLE, SweepPoint
 from ..train.trainer import METRICS
 
@@ -30,6 +30,9 @@ REQUIRED_COLUMNS = {
     "units": ("unit", "layer", "index", "module"),
     "features": ("feature", "module"),
     "modules": ("module", "n_units", "n_features"),
+    # optional tables: when they have rows
+    "examples": ("kind", "id", "rank", "row", "activation"),
+    "flows": ("source_module", "target_module"),
 }
 #: Colour of features and units outside every module.
 NO_MODULE_COLOUR = "#c4c4c4"
@@ -129,6 +132,18 @@ class ReportData:
         return self.colours[module] if 0 <= module < len(self.colours) else NO_MODULE_COLOUR
 
 
+def check_atlas_dir(atlas_dir: str | Path) -> Path:
+    """``atlas_dir`` as a path, when it is a directory (a report reads it and writes into
+    it: a file given there was refused as an output to choose again)."""
+    atlas_dir = Path(atlas_dir)
+    if not atlas_dir.is_dir():
+        raise AtlasFileError(
+            f"'{atlas_dir}' is not a directory; give the atlas directory that "
+            "`saeatlas analyze --out` wrote."
+        )
+    return atlas_dir
+
+
 def load_report_data(
     atlas_dir: str | Path,
     *,
@@ -140,12 +155,7 @@ def load_report_data(
         raise ConfigError(
             f"--max-map-points (`max_map_points`) must be at least 1, got {max_map_points}."
         )
-    atlas_dir = Path(atlas_dir)
-    if not atlas_dir.is_dir():
-        raise AtlasFileError(
-            f"'{atlas_dir}' is not a directory; give the atlas directory that "
-            "`saeatlas analyze --out` wrote."
-        )
+    atlas_dir = check_atlas_dir(atlas_dir)
     atlas = Atlas.load(atlas_dir)
     _check_columns(atlas, atlas_dir)
     sweep, sweep_note = _find_sweep(atlas_dir, atlas.summary, sweep_dir)
@@ -177,7 +187,7 @@ def _unit_names(atlas: Atlas) -> list[str]:
         try:
             for layer in json.loads(manifest.read_text()).get("layers", []):
                 shapes[layer["name"]] = (tuple(layer.get("shape", ())), layer.get("layout", ""))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             shapes = {}  # names by index only; the report does not need the store
     names = []
     for layer, index in zip(atlas.units["layer"], atlas.units["index"]):
@@ -189,6 +199,8 @@ def _unit_names(atlas: Atlas) -> list[str]:
 def _check_columns(atlas: Atlas, path: Path) -> None:
     for table, needed in REQUIRED_COLUMNS.items():
         frame = getattr(atlas, table)
+        if table in OPTIONAL_TABLES and frame.empty:
+            continue  # not written
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise AtlasFileError(
@@ -238,7 +250,7 @@ def _model_name(summary: dict[str, Any]) -> str | None:
     manifest = Path(store) / "manifest.json"
     try:
         model = json.loads(manifest.read_text()).get("provenance", {}).get("model")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # the report does not need the store
         return None
     return str(model) if model else None
 

@@ -42,7 +42,7 @@ def header_facts(data: ReportData) -> list[Fact]:
         Fact("SAE", sae_text(s)),
         Fact("Why this sparsity", sparsity_text(data), missing=data.sweep is None),
         Fact("Modules", modules_text(data)),
-        Fact("Modularity", modularity_text(s), missing=s.get("z") is None),
+        Fact("Modularity", modularity_text(s), missing=s.get("p") is None),
         Fact("Stability", stability_text(data), missing=not data.has_stability),
         Fact("Causal check", ablation_text(data), missing=not data.has_ablation),
     ]
@@ -135,7 +135,7 @@ def modules_text(data: ReportData) -> str:
 
 
 def modularity_text(s: dict[str, Any]) -> str:
-    if s.get("z") is None:
+    if s.get("p") is None:
         return (
             f"{fmt(s.get('modularity'))}; not tested against null models (rerun analyze with "
             "`--n-null 10`)."
@@ -147,7 +147,21 @@ def modularity_text(s: dict[str, Any]) -> str:
         f"{fmt(tested_modularity(s), '.3f')} (the tested partition: {s.get('statistic', '')}) "
         f"against {fmt(s['null_mean'], '.3f')} ± "
         f"{fmt(s['null_std'], '.3f')} under the strictest null ({s.get('strictest_null')}): "
-        f"z {fmt_z(s['z'])}, p {fmt_p(s['p'])}. All nulls: {nulls}.{dictionary_text(s)}"
+        f"z {fmt_z(s['z'])}, p {fmt_p(s['p'])}. All nulls: {nulls}.{no_spread_text(s)}"
+        f"{dictionary_text(s)}"
+    )
+
+
+def no_spread_text(s: dict[str, Any]) -> str:
+    """What a z of '–' beside a p-value means (:mod:`..structure.inference.draws`)."""
+    flat = [n for n in s.get("nulls", []) if n.get("z") is None and n.get("p") is not None]
+    if not flat:
+        return ""
+    n = max(int(x.get("n_draws") or 0) for x in flat)
+    return (
+        f" The draws of {', '.join(x['null'] for x in flat)} have no spread, so no z is "
+        f"measured and the p-value is the draws' rank, at least 1/(1 + draws) = "
+        f"{fmt_p(1 / (1 + n))} here (rerun analyze with more --n-null to go lower)."
     )
 
 

@@ -131,7 +131,8 @@ def feature_hover(
 
 def fmt_z(z: Any) -> str:
     """A z-score: one decimal, or 3 significant digits when it is huge (a null with
-    almost no spread, such as the permutation null's modularity, gives z in the 1e5s)."""
+    little spread, such as the permutation null's modularity, gives z in the 1e5s); '–'
+    for none (a null whose draws have no spread has no z)."""
     if is_missing(z):
         return "–"
     return format(float(z), ".1f" if abs(float(z)) < 1000 else ".3g")

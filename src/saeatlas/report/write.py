@@ -14,7 +14,7 @@ from ..store.atomic import atomic_write_bytes, replacing_dir
 from ..store.lock import output_lock
 from . import effects, figures, maps, plots
 from .cards import module_cards
-from .data import ReportData, load_report_data
+from .data import ReportData, check_atlas_dir, load_report_data
 from .graph import module_graph, module_graph_positions
 from .html import PANEL_EXAMPLES, render_page
 from .links import ModuleLinks, module_links
@@ -63,7 +63,7 @@ def write_report(
     ``module_graph.png``, plus ``pareto.png`` with a sweep and ``specialisation.png``
     with an ablation.
     """
-    atlas_dir = Path(atlas_dir)
+    atlas_dir = check_atlas_dir(atlas_dir)  # before its lock: a file is no output to lock
     out = atlas_dir / REPORT_HTML if out is None else Path(out)
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out '{out}' is a directory; give the HTML file to write.")

@@ -266,6 +266,17 @@ class ActivationStore:
 
     # -- reading ---------------------------------------------------------------------------
 
+    def row_columns(self) -> list[str]:
+        """The names of the per-row metadata columns (:meth:`rows`), without reading them."""
+        if self.manifest is None:
+            return ["row", "sample", "position"]
+        try:
+            return list(pq.read_schema(self.path / ROWS).names)
+        except (OSError, pa.ArrowInvalid) as e:
+            raise StoreError(
+                f"'{self.path / ROWS}' is unreadable ({e}); recapture the store."
+            ) from e
+
     def rows(self, columns: Sequence[str] | None = None) -> pa.Table:
         """Per-row metadata (``row``, ``sample``, ``position``, labels...) as a pyarrow Table."""
         if self.manifest is None:

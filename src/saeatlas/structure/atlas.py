@@ -74,17 +74,170 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "n_rows_encoded": (int, _NONE),
     "partition_significant": (bool, _NONE),
     **dict.fromkeys(("module_kind", "modules_from", "strictest_null", "method"), (str, _NONE)),
+    "format_version": (int,),
     "nulls": (list,),
     "layers": (list, _NONE),
     **dict.fromkeys(
-        ("ensemble", "control", "sae", "graph", "config", "sae_modules"), (dict, _NONE)
+        (
+            "ensemble",
+            "control",
+            "sae",
+            "graph",
+            "config",
+            "sae_modules",
+            "stability",
+            "ablation",
+            "sweep_modules",
+            "cross_check",
+        ),
+        (dict, _NONE),
     ),
+    "label_classes": (list, _NONE),
 }
+
+
+_NUMBER = (int, float, _NONE)
+_NULL_TEST = {
+    "null": (str,),
+    **dict.fromkeys(("modularity", "null_mean", "null_std", "z", "p", "p_empirical"), _NUMBER),
+    "n_draws": (int,),
+}
+_COUNTS = (int, _NONE)
+#: Types inside the objects of ``atlas.json`` that the report and other tools read, by
+#: path: ``a.b`` the object ``b`` in ``a``, ``a[]`` every item of the list ``a``, ``a{}``
+#: every value of the object ``a``; an object's keys, or one type for every item. Keys
+#: that are absent are not checked (older atlases lack some), except :data:`NESTED_KEYS`.
+NESTED_TYPES: dict[str, dict[str, tuple[type, ...]] | tuple[type, ...]] = {
+    "nulls[]": _NULL_TEST,
+    "sae_modules": {
+        **dict.fromkeys(("n_modules", "n_significant_modules", "n_units"), (int,)),
+        "nulls": (list,),
+    },
+    "sae_modules.nulls[]": _NULL_TEST,
+    "sae": {
+        **dict.fromkeys(("path", "architecture"), (str, _NONE)),
+        **dict.fromkeys(("d_in", "d_sae", "k"), _COUNTS),
+    },
+    "graph": {
+        **dict.fromkeys(("n_rows", "n_edges", "n_tests", "window"), (int,)),
+        "edge_alpha": _NUMBER,
+    },
+    "ensemble": {
+        **dict.fromkeys(("n_saes", "n_bootstrap", "n_members"), (int,)),
+        **dict.fromkeys(("scale", "agreement"), _NUMBER),
+        "levels": (list,),
+    },
+    "ensemble.levels[]": {
+        "scale": _NUMBER,
+        "chosen": (bool,),
+        **dict.fromkeys(("n_reproducible_modules", "n_consensus_modules"), (int,)),
+    },
+    "stability": {
+        "thresholds": (dict,),
+        **dict.fromkeys(("bootstrap_ari", "seed_unit_ari"), (list,)),
+        **dict.fromkeys(
+            ("n_bootstrap", "n_seeds", "n_stable_modules", "n_dissolved_modules"), (int,)
+        ),
+    },
+    "stability.thresholds{}": _NUMBER,
+    "stability.bootstrap_ari[]": _NUMBER,
+    "stability.seed_unit_ari[]": _NUMBER,
+    "ablation": {
+        **dict.fromkeys(("mode", "label_column"), (str, _NONE)),
+        "n_random": _COUNTS,
+        "clean_loss": _NUMBER,
+    },
+    **{
+        name: {
+            **dict.fromkeys(("n_modules", "n_significant_modules"), _COUNTS),
+            "significant": (bool,),
+            **dict.fromkeys(("modularity", "unit_ari", "unit_ami"), _NUMBER),
+            **dict.fromkeys(("z", "p"), (dict, _NONE)),
+            "verdict": (str, _NONE),
+            "real": (dict, _NONE),
+        }
+        for name in ("control", "control.real")
+    },
+    **{f"{name}.{zp}{{}}": _NUMBER for name in ("control", "control.real") for zp in "zp"},
+    "sweep_modules": {
+        "over": (str,),
+        **dict.fromkeys(("values", "neighbour_ari", "atlas_ari"), (list,)),
+    },
+    "sweep_modules.values[]": (int, float),
+    "sweep_modules.neighbour_ari[]": _NUMBER,
+    "sweep_modules.atlas_ari[]": _NUMBER,
+    # the views by name (atlases before them held one view's figures here)
+    **{f"cross_check.{view}": {"partition_significant": (bool,)} for view in ("raw", "clean")},
+    "layers[]": (str,),
+}
+#: Keys the objects at these paths must have (read without a default).
+NESTED_KEYS: dict[str, tuple[str, ...]] = {
+    "nulls[]": ("null", "z", "p"),
+    "sae_modules.nulls[]": ("null", "z", "p"),
+    "sweep_modules": ("over", "values", "neighbour_ari", "atlas_ari"),
+}
+
+
+def _wrong_type(value: Any, types: tuple[type, ...]) -> bool:
+    return not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+
+
+def _want(types: tuple[type, ...]) -> str:
+    return " or ".join(_TYPE_NAMES[t] for t in types)
+
+
+def _entries(summary: dict[str, Any], path: str) -> list[tuple[str, Any]]:
+    """``(name, value)`` of every entry of ``summary`` at ``path`` (see
+    :data:`NESTED_TYPES`); none where a step is absent or null."""
+    found = [("", summary)]
+    for step in path.split("."):
+        key, each = step.rstrip("[]{}"), step[len(step.rstrip("[]{}")) :]
+        found = [
+            (f"{name}.{key}" if name else key, obj[key])
+            for name, obj in found
+            if isinstance(obj, dict) and obj.get(key) is not None
+        ]
+        if each == "[]":
+            found = [(f"{n}[{i}]", v) for n, items in found for i, v in enumerate(items)]
+        elif each == "{}":
+            found = [(f"{n}.{k}", v) for n, items in found for k, v in items.items()]
+    return found
+
+
+def _check_nested(summary: dict[str, Any], meta: Path, fix: str) -> None:
+    """Refuse an entry inside an object of ``summary`` whose type is not the one of
+    :data:`NESTED_TYPES`, or a key of :data:`NESTED_KEYS` that is missing (an edited
+    file, whose report would fail half-way with a traceback or show wrong figures).
+    A parent's type is checked before its items are read (the paths are in order)."""
+    for path, spec in NESTED_TYPES.items():
+        for name, value in _entries(summary, path):
+            if isinstance(spec, tuple):
+                if _wrong_type(value, spec):
+                    raise AtlasFileError(
+                        f"`{name}` in '{meta}' must be {_want(spec)}, got {value!r}; {fix}."
+                    )
+                continue
+            if not isinstance(value, dict):
+                raise AtlasFileError(
+                    f"`{name}` in '{meta}' must be an object, got {value!r}; {fix}."
+                )
+            missing = [k for k in NESTED_KEYS.get(path, ()) if k not in value]
+            if missing:
+                raise AtlasFileError(
+                    f"`{name}` in '{meta}' has no {', '.join(f'`{k}`' for k in missing)}; {fix}."
+                )
+            for key, types in spec.items():
+                if key in value and _wrong_type(value[key], types):
+                    raise AtlasFileError(
+                        f"`{name}.{key}` in '{meta}' must be {_want(types)}, got "
+                        f"{value[key]!r}; {fix}."
+                    )
 
 
 def _check_summary(summary: Any, meta: Path) -> dict[str, Any]:
     """``summary`` (``meta``'s content) when it is an object whose entries have the
-    types of :data:`SUMMARY_TYPES` and a known ``verdict``."""
+    types of :data:`SUMMARY_TYPES` (inside its objects, :data:`NESTED_TYPES`) and a
+    known ``verdict``."""
     from .inference.outcome import VERDICTS
 
     fix = "rerun `saeatlas analyze` with --overwrite to write it again"
@@ -94,18 +247,89 @@ def _check_summary(summary: Any, meta: Path) -> dict[str, Any]:
         )
     for key, types in SUMMARY_TYPES.items():
         value = summary.get(key)
-        if key in summary and (
-            not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
-        ):
-            want = " or ".join(_TYPE_NAMES[t] for t in types)
-            raise AtlasFileError(f"`{key}` in '{meta}' must be {want}, got {value!r}; {fix}.")
-    if not all(isinstance(n, dict) for n in summary.get("nulls", [])):
-        raise AtlasFileError(f"`nulls` in '{meta}' must be a list of objects; {fix}.")
+        if key in summary and _wrong_type(value, types):
+            raise AtlasFileError(
+                f"`{key}` in '{meta}' must be {_want(types)}, got {value!r}; {fix}."
+            )
+    version = summary.get("format_version", FORMAT_VERSION)
+    if not 1 <= version <= FORMAT_VERSION:
+        raise AtlasFileError(
+            f"'{meta}' has format_version {version}; this saeatlas reads 1 to "
+            f"{FORMAT_VERSION}. Upgrade saeatlas, or {fix}."
+        )
+    _check_nested(summary, meta, fix)
     if "verdict" in summary and summary["verdict"] not in VERDICTS:
         raise AtlasFileError(
             f"`verdict` in '{meta}' is {summary['verdict']!r}, not one of {list(VERDICTS)}; {fix}."
         )
     return summary
+
+
+#: Kinds of the table columns the report and other tools read (``module`` columns have
+#: their own check): ``i`` integers, ``f`` numbers, ``b`` true or false, ``s`` text,
+#: ``l`` lists of numbers. Columns that are absent are not checked (older atlases lack
+#: some; the report requires its own, :data:`..report.data.REQUIRED_COLUMNS`), but ``z``
+#: and ``p`` come together.
+TABLE_COLUMNS: dict[str, dict[str, str]] = {
+    "units": {"unit": "i", "index": "i", "layer": "s", "membership": "f", "coupling": "f"},
+    "features": {
+        "feature": "i",
+        **dict.fromkeys(("density", "mean_activation", "max_unit_corr"), "f"),
+        **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
+    },
+    "modules": {
+        **dict.fromkeys(("n_units", "n_features"), "i"),
+        **dict.fromkeys(("modularity", "z", "p", "reproducibility", "stability"), "f"),
+        "significant": "b",
+        **dict.fromkeys(("layer_profile", "layer_mass", "label_means"), "l"),
+    },
+    "examples": {"kind": "s", **dict.fromkeys(("id", "rank", "row"), "i"), "activation": "f"},
+    "flows": {
+        **dict.fromkeys(("source_module", "target_module"), "i"),
+        **dict.fromkeys(("coactivation", "weight_flow"), "f"),
+    },
+}
+_KIND_NAMES = {
+    "i": "integers",
+    "f": "numbers",
+    "b": "true or false",
+    "s": "text",
+    "l": "lists of numbers",
+}
+
+
+def _column_ok(col: pd.Series, kind: str) -> bool:
+    types = pd.api.types
+    if kind == "i":
+        return types.is_integer_dtype(col) and not types.is_bool_dtype(col)
+    if kind == "f":
+        return types.is_numeric_dtype(col) and not types.is_bool_dtype(col)
+    if kind == "b":
+        return types.is_bool_dtype(col)
+    if kind == "s":
+        return all(isinstance(v, str) for v in col)
+    try:  # lists of numbers
+        return all(np.asarray(v, np.float64).ndim == 1 for v in col)
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_columns(atlas: Atlas, path: Path, fix: str) -> None:
+    """Refuse a table column of :data:`TABLE_COLUMNS` of another kind (a table edited by
+    hand: the report failed on it half-way, with a traceback)."""
+    for name, columns in TABLE_COLUMNS.items():
+        frame = getattr(atlas, name)
+        for column, kind in columns.items():
+            if column in frame.columns and len(frame) and not _column_ok(frame[column], kind):
+                raise AtlasFileError(
+                    f"`{column}` of {name}.parquet in '{path}' must hold {_KIND_NAMES[kind]}, "
+                    f"not {frame[column].dtype} such as {frame[column].iloc[0]!r}; {fix}."
+                )
+    if len({"z", "p"} & set(atlas.modules.columns)) == 1:
+        raise AtlasFileError(
+            f"modules.parquet in '{path}' has one of the columns `z` and `p` without the "
+            f"other; {fix}."
+        )
 
 
 def _check_tables(atlas: Atlas, path: Path) -> None:
@@ -117,6 +341,7 @@ def _check_tables(atlas: Atlas, path: Path) -> None:
     from .inference.outcome import decide
 
     fix = "rerun `saeatlas analyze` with --overwrite to write it again"
+    _check_columns(atlas, path, fix)
     modules, s = atlas.modules, atlas.summary
     n = len(modules)
     if "module" in modules.columns and n:

@@ -8,8 +8,8 @@ BLOCK_ROWS = 256
 #: correlations, and a handful gives neither co-firing tests nor resamples.
 MIN_ROWS = 16
 
-#: Floor of a standard deviation in a z-score, so a null with no spread gives a
-#: finite (large) z rather than a division by zero.
+#: Spread of a null's draws, relative to the figures' size, at or below which the draws
+#: count as all equal (rounding): such a null has no z (:mod:`.inference.draws`).
 MIN_STD = 1e-6
 
 #: Hennig 2007, Section 4: clusters are "valid, stable" from a mean best-match

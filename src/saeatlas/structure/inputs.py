@@ -120,6 +120,19 @@ class AtlasInputs:
         return self._firings[key]
 
 
+def check_label_column(cfg: AtlasConfig, store: ActivationStore) -> None:
+    """Refuse a ``label_column`` other than the default that the store's rows lack: named
+    on purpose, it was passed over without a word (no module profiled against it)."""
+    if cfg.label_column == AtlasConfig.label_column:
+        return  # the default: profiled when the store has labels
+    columns = store.row_columns()
+    if cfg.label_column not in columns:
+        raise ConfigError(
+            f"`label_column` {cfg.label_column!r} is not a column of the store's rows "
+            f"({columns}); name one of them, or capture the labels with --labels."
+        )
+
+
 def prepare(
     sae: SAELike,
     store: ActivationStore | str | Path,
@@ -149,6 +162,7 @@ def prepare(
             f"The store '{store.path}' has {store.n_rows} rows, fewer than the {MIN_ROWS} "
             "an atlas needs. Capture more rows."
         )
+    check_label_column(cfg, store)
     loaded = _loaded_twins(sae, sae_path, store, seed_saes, null_source)
     for value, member in sweep[1] if sweep else ():
         loaded[_key(member)] = _load(member)

@@ -42,7 +42,7 @@ from .inference.correlation import correlation_view
 from .inference.coupling import feature_modules
 from .inference.ensemble import build_ensemble
 from .inference.outcome import decide, match_jaccard
-from .inference.significance import significance_tests, verdict
+from .inference.significance import sampling_error, significance_tests, strictness, verdict
 from .inputs import DEFAULT_TIMEOUT_S, AtlasInputs, SAELike, prepared_on_ranks
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     corr = views[0] if views else None
     unit_module = ens.unit_module
     feature_module = feature_modules(main.units.module, main.feature_module, unit_module)
-    tests, source_name = significance_tests(inp, main, feature_module)
+    q_se = sampling_error(ens.member_modularity)
+    tests, source_name = significance_tests(inp, main, feature_module, q_se)
     partition_ok, module_ok, module_p = verdict(tests, cfg.alpha)
     n_modules = int(unit_module.max(initial=-1)) + 1
     if not tests:
@@ -244,7 +245,7 @@ def _summary(
             "samples, so co-occurrence is counted per row (graph.window_applied: false).",
             cfg.window,
         )
-    worst = max(tests, key=lambda t: (np.nan_to_num(t.p, nan=1.0), -t.z)) if tests else None
+    worst = max(tests, key=lambda t: strictness(t.p, t.z)) if tests else None
     return {
         "module_kind": MODULE_KIND,
         "statistic": "modularity (resolution 1) of the best partition the finder reaches at "
@@ -254,7 +255,7 @@ def _summary(
         "modularity_of_modules": float(modularity(graph.adjacency, main.feature_module)),
         "null_mean": worst.null_mean if worst else None,
         "null_std": worst.null_std if worst else None,
-        "z": worst.z if worst else None,
+        "z": worst.as_dict()["z"] if worst else None,
         "p": worst.p if worst else None,
         "strictest_null": worst.name if worst else None,
         "nulls": [t.as_dict() for t in tests],

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -56,6 +57,20 @@ class SweepPoint:
     stability: float | None
     """Mean max cosine between this SAE's decoder and its second seed's (None with one seed)."""
     on_front: bool
+
+    def __post_init__(self) -> None:
+        # a sweep.json edited by hand is refused where it is read (ValueError: readers
+        # name the file), not drawn half-way into a report
+        numbers_ = ("value", "fvu", "l0", "dead_fraction")
+        for name in numbers_ + (("stability",) if self.stability is not None else ()):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or isinstance(v, (bool, np.bool_)):
+                raise ValueError(f"the point {self.path!r} has `{name}` {v!r}, not a number")
+        if not isinstance(self.path, str) or not isinstance(self.on_front, (bool, np.bool_)):
+            raise ValueError(
+                f"a point has `path` {self.path!r} and `on_front` {self.on_front!r}: text "
+                "and true or false are expected"
+            )
 
 
 @dataclass(frozen=True)

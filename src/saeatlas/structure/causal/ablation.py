@@ -7,15 +7,15 @@ pass, and the per-sample loss is compared with the clean run, overall and per
 class. The control is the same ablation of random unit sets with as many
 units in each layer as the module has (``n_random`` draws, at least 100 for a
 p-value that can reach 0.01): effect size ``z = (effect - mean_random) /
-std_random`` and the empirical p-value ``(1 + #{random >= effect}) / (1 +
-n_random)``. The module x class matrix of loss increases shows which module
+std_random`` (NaN where the random draws are all equal) and the empirical p-value
+``(1 + #{random >= effect}) / (1 + n_random)``. The module x class matrix of loss increases shows which module
 serves which class (in the spirit of lesion studies of modular networks, e.g.
 Csordás et al. 2021, "Are neural nets modular?").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +32,9 @@ from ...capture.recorder import model_error
 from ...capture.rows import replace_tensor, select_tensor
 from ...capture.transformer_lens import TransformerLensTexts, is_transformer_lens
 from ...errors import AtlasError, ConfigError, ShapeError
-from ...losses import PerSampleLoss, per_sample_cross_entropy
+from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
+from ..inference.draws import draws_z
 from ..inference.outcome import decide
 
 MODES = ("mean", "zero")
@@ -200,21 +201,8 @@ def ablate_modules(
         raise ConfigError("Mean ablation needs `unit_mean` (the units' means over the store).")
     values = np.zeros(n_units) if mode == "zero" else np.asarray(unit_mean, dtype=np.float64)
     given = model  # hook names are the model's (or its nnsight wrapper's)
-    model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
-    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
-    texts = isinstance(inputs, (list, tuple)) and len(inputs) and isinstance(inputs[0], str)
-    if texts and is_transformer_lens(model):
-        tokenizer = TransformerLensTexts(model)  # texts as the model's run_with_cache takes them
-    batches = list(
-        iter_input_batches(
-            inputs,
-            batch_size=batch_size,
-            labels=labels,
-            tokenizer=tokenizer,
-            max_length=max_length,
-            float_dtype=input_dtype(model),
-        )
-    )
+    model, batches = _model_batches(model, inputs, labels, batch_size, tokenizer, max_length)
+    batches = list(batches)
     y = (
         np.concatenate([b.labels for b in batches])
         if batches and all(b.labels is not None for b in batches)
@@ -301,10 +289,77 @@ def ablate_modules(
         return AblationResult(classes, clean, effect, effect_cls, nan, nan, nan, nan, rand_cls)
     mean = rand.mean(axis=1)
     std = rand.std(axis=1, ddof=1) if n_random > 1 else np.zeros(n_modules)
-    z = (effect - mean) / np.maximum(std, 1e-12)
+    z = np.array([draws_z(e, r) for e, r in zip(effect, rand)])  # NaN: draws all equal
     p = (1 + (rand >= effect[:, None]).sum(axis=1)) / (1 + n_random)
     p[np.isnan(effect)] = np.nan
     return AblationResult(classes, clean, effect, effect_cls, mean, std, z, p, rand_cls)
+
+
+def _model_batches(
+    model: torch.nn.Module,
+    inputs: Any,
+    labels: Any,
+    batch_size: int,
+    tokenizer: Any,
+    max_length: int | None,
+) -> tuple[torch.nn.Module, Iterator[InputBatch]]:
+    """The module to run (an nnsight model's wrapped one) and the inputs' batches for it
+    (with their labels, checked one per sample)."""
+    model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
+    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
+    texts = isinstance(inputs, (list, tuple)) and len(inputs) and isinstance(inputs[0], str)
+    if texts and is_transformer_lens(model):
+        tokenizer = TransformerLensTexts(model)  # texts as the model's run_with_cache takes them
+    batches = iter_input_batches(
+        inputs,
+        batch_size=batch_size,
+        labels=labels,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        float_dtype=input_dtype(model),
+    )
+    return model, batches
+
+
+def check_ablation_inputs(
+    model: torch.nn.Module,
+    inputs: Any,
+    labels: Any = None,
+    *,
+    loss_fn: PerSampleLoss = per_sample_cross_entropy,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    layers: Sequence[LayerSpec] = (),
+) -> None:
+    """Refuse, before an analysis, inputs and labels its ablation would fail on after it:
+    labels that are not one per input, a model that fails on the first input or whose
+    loss cannot be taken there, for the cross-entropy loss a label that is no class
+    index of the model's logits (all labels, against the logits of the first input), and
+    a model without the store's ``layers`` (the SAE's), or of other widths there."""
+    given = model  # hook names are the model's (or its nnsight wrapper's)
+    model, batches = _model_batches(model, inputs, labels, 1, tokenizer, max_length)
+    first = next(iter(batches), None)
+    if first is None:
+        raise ConfigError("The ablation's inputs are empty; give the inputs the store holds.")
+    was_training = model.training
+    model.eval()
+    ablator = _Ablator(given, layers, np.zeros(0)) if layers else None  # checks, ablates none
+    try:
+        with torch.no_grad():
+            try:
+                output = model(*first.args, **first.kwargs)
+            except AtlasError:  # raised by a hook: already says what is wrong
+                raise
+            except Exception as e:
+                raise model_error(e, "input 0") from e
+            loss_fn(output, first)
+            logits = select_tensor(output, "model output")
+    finally:
+        if ablator is not None:
+            ablator.remove()
+        model.train(was_training)
+    if loss_fn is per_sample_cross_entropy and labels is not None and logits.ndim == 2:
+        class_indices(np.asarray(labels), int(logits.shape[1]))
 
 
 def atlas_layers(atlas: Any, store: ActivationStore) -> tuple[list[LayerSpec], np.ndarray]:

@@ -35,8 +35,8 @@ from sklearn.metrics import adjusted_mutual_info_score
 from ..._linalg import unit_rows
 from ...sae import SparseAutoencoder
 from ..atlas import Atlas
-from ..constants import MIN_STD
 from ..graph.finders import relabel
+from ..inference.draws import draws_p, draws_z, rank_p
 
 try:  # the expected MI only depends on the marginals, which permutations keep
     from sklearn.metrics.cluster._expected_mutual_info_fast import expected_mutual_information
@@ -185,26 +185,26 @@ class AgreementNull:
 
     @property
     def z(self) -> float:
-        if self.null_ami.size < 2:
-            return float("nan")
-        return float((self.ami - self.null_mean) / max(self.null_std, MIN_STD))
+        """NaN where the draws have no spread (:func:`..inference.draws.draws_z`)."""
+        return draws_z(self.ami, self.null_ami)
 
     @property
     def p(self) -> float:
-        """Parametric one-sided p-value ``P(N(0, 1) >= z)``."""
-        return float(norm.sf(self.z)) if self.null_ami.size > 1 else float("nan")
+        """Parametric one-sided p-value ``P(N(0, 1) >= z)`` (the empirical one where the
+        draws have no spread)."""
+        return draws_p(self.ami, self.null_ami, lambda z, n: norm.sf(z))
 
     @property
     def p_empirical(self) -> float:
         """``(1 + #{null >= real}) / (1 + n_perm)``."""
-        return (1 + int((self.null_ami >= self.ami - 1e-12).sum())) / (1 + self.null_ami.size)
+        return rank_p(self.ami, self.null_ami, tol=1e-12)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "null": self.name,
             "null_mean": self.null_mean,
             "null_std": self.null_std,
-            "z": self.z,
+            "z": self.z if np.isfinite(self.z) else None,  # None: the draws have no spread
             "p": self.p,
             "p_empirical": self.p_empirical,
             "n_draws": int(self.null_ami.size),

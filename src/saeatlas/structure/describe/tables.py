@@ -11,7 +11,7 @@ from ...sae import SparseAutoencoder
 from ..config import AtlasConfig
 from ..graph.codes import Codes
 from ..graph.finders import module_modularity
-from ..inference.significance import NullTest
+from ..inference.significance import NullTest, strictness
 
 #: Features whose table columns are computed at once (bounds the ``[features, d_in]``
 #: float64 temporaries: at 262,144 latents the whole decoder is 0.8 GB in float64).
@@ -122,7 +122,10 @@ def modules_table(
             "n_shared_units": int((members & units.shared).sum()),
             "layers": [layer_names[i] for i in spans],
             "modularity": float(q[m]),
-            "z": float(min(z[m] for z in zs.values())) if zs else float("nan"),
+            # the z of the strictest null (a null whose draws have no spread has none)
+            "z": float(zs[max(zs, key=lambda k: strictness(ps[k][m], zs[k][m]))][m])
+            if zs
+            else float("nan"),
             "p": float(module_p[m]) if len(module_p) > m else float("nan"),
             "significant": bool(module_ok[m]) if len(module_ok) > m else False,
         }

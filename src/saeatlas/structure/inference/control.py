@@ -32,6 +32,7 @@ from ..atlas import Atlas
 from ..inputs import AtlasInputs, prepare
 from ..mapping import core_atlas
 from .partitions import partition_ari
+from .significance import strictness
 
 
 @torch.no_grad()
@@ -181,7 +182,7 @@ def _figures(atlas: Atlas, own: bool = False) -> dict[str, Any]:
     sae = s.get("sae_modules") or {}
     if own and s.get("modules_from") == "unit_correlations" and "nulls" in sae:
         nulls = sae["nulls"]
-        worst = max(nulls, key=lambda n: (np.nan_to_num(n["p"], nan=1.0), -n["z"]), default=None)
+        worst = max(nulls, key=lambda n: strictness(n["p"], n["z"]), default=None)
         out.update(
             n_modules=sae["n_modules"],
             n_significant_modules=sae["n_significant_modules"],

@@ -40,7 +40,7 @@ from sklearn.base import clone
 from ..graph.finders import make_finder, make_levels, modularity
 from ..graph.units import unit_correlation_graph
 from .consensus import LevelConsensus, choose_level, level_consensus
-from .significance import NullTest, null_test, verdict
+from .significance import NullTest, null_test, sampling_error, verdict
 
 if TYPE_CHECKING:
     from ..._coordinator import Coordinator
@@ -192,6 +192,8 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
             null_graph,
             cfg.n_null,
             coord=inp.coord,
+            # the statistic's sampling error: its spread over the members (rows resampled)
+            q_se=sampling_error([max(q for _, q in m) for m in per_member]),
         )
     partition_ok, module_ok, module_p = verdict([test] if test else [], cfg.alpha)
     if test is None:

@@ -18,7 +18,7 @@ agree on a module's core and disagree on its edge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,6 +65,9 @@ class Ensemble:
     """``[n_units]`` the correlation of a unit's energy with its module's (0 in none)."""
     reproducibility: np.ndarray
     """``[n_modules]`` fraction of members recovering each module (Jaccard >= 0.5)."""
+    member_modularity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """``[n_members]`` the modularity each member's finder reaches at the reported scale:
+    its spread is the sampling error of the tested modularity (rows and seeds)."""
 
     @property
     def level(self) -> LevelConsensus:
@@ -139,9 +142,16 @@ def build_ensemble(inp: AtlasInputs) -> Ensemble:
         rows = resamples.get(m, (None, None))
         return find_levels(f, cfg, *rows, finders=finders, coord=coord)
 
-    def communities(ms: list[Modules]) -> list[tuple[np.ndarray, np.ndarray]]:
-        # [level] (unit modules, feature communities)
-        return [(x.units.module.astype(np.int64), x.feature_module.astype(np.int64)) for x in ms]
+    def communities(ms: list[Modules]) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        # [level] (unit modules, feature communities, the finder's modularity)
+        return [
+            (
+                x.units.module.astype(np.int64),
+                x.feature_module.astype(np.int64),
+                float(x.finder.modularity_),
+            )
+            for x in ms
+        ]
 
     main = member(0, inp.coord)  # every rank, its pairs counted in parts
     with progress_bar("ensemble (SAEs x resamples)", runs, inp.progress) as bar:
@@ -164,9 +174,10 @@ def build_ensemble(inp: AtlasInputs) -> Ensemble:
     ]
     chosen = choose_level(levels, [float(m.finder.modularity_) for m in main])
     # each SAE's communities on all rows (member j * n_boot) at the reported scale
-    dictionaries = [per_member[m][chosen] for m in range(0, runs, n_boot)]
+    dictionaries = [per_member[m][chosen][:2] for m in range(0, runs, n_boot)]
     units = _assign(inp, levels[chosen], [f.codes.matrix for f in firings], dictionaries)
-    return Ensemble(levels, chosen, main, len(firings), cfg.n_bootstrap, *units)
+    q = np.array([m[chosen][2] for m in per_member])
+    return Ensemble(levels, chosen, main, len(firings), cfg.n_bootstrap, *units, q)
 
 
 def _assign(

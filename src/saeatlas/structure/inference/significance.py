@@ -25,9 +25,10 @@ parametric one). The parametric p-value treats the real figure as one more draw
 against a normal null whose mean and spread are estimated from the ``n`` draws:
 ``P(T >= z / sqrt(1 + 1/n))`` for Student's ``T`` with ``n - 1`` degrees of
 freedom (a prediction interval; with 5 draws z = 3 gives p = 0.02, where the
-normal tail would claim 0.001). A partition is significant when every
-null rejects it at ``alpha``; a module when its partition is and its
-Benjamini-Hochberg-adjusted p-values are below ``alpha`` under every null.
+normal tail would claim 0.001). A null whose draws have no spread has no z and
+no normal fit: its p-value is the empirical one (:mod:`.draws`). A partition is
+significant when every null rejects it at ``alpha``; a module when its partition
+is and its Benjamini-Hochberg-adjusted p-values are below ``alpha`` under every null.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ from sklearn.base import clone
 
 from ..._coordinator import Coordinator, solo
 from ..._progress import progress_bar
-from ..constants import BLOCK_ROWS, MIN_STD
+from ..constants import BLOCK_ROWS
 from ..graph.communities import Modules, cooccurrence_graph, counts_in_parts, graph_items
 from ..graph.finders import module_modularity
 from ..graph.hypergeom import benjamini_hochberg
+from .draws import draws_p, draws_z, rank_p
 from .nulls import NULL_MODELS, NullInputs, dictionary_source
 
 if TYPE_CHECKING:
@@ -69,6 +71,9 @@ class NullTest:
     """``[n_modules]`` each module's cohesion on the real graph."""
     null_module_w: np.ndarray
     """``[n_draws]`` the most cohesive module's cohesion on each null graph."""
+    q_se: float = float("nan")
+    """The sampling error of ``q`` (its spread over the ensemble's members; NaN: not
+    known): the floor of the null's spread in ``z`` (:mod:`.draws`)."""
 
     @property
     def null_mean(self) -> float:
@@ -80,23 +85,25 @@ class NullTest:
 
     @property
     def z(self) -> float:
-        return _z(self.q, self.null_q)
+        """NaN where neither the draws nor ``q`` have a spread (:func:`.draws.draws_z`)."""
+        return draws_z(self.q, self.null_q, self.q_se)
 
     @property
     def p(self) -> float:
-        """Parametric one-sided p-value from the null's mean and spread."""
-        return _p(self.q, self.null_q)
+        """Parametric one-sided p-value from the null's mean and spread (the empirical
+        one where there is no spread)."""
+        return draws_p(self.q, self.null_q, _t_tail, self.q_se)
 
     @property
     def p_empirical(self) -> float:
         """``(1 + #{null >= real}) / (1 + n_draws)``."""
-        return (1 + int((self.null_q >= self.q).sum())) / (1 + self.null_q.size)
+        return rank_p(self.q, self.null_q)
 
     def module_z(self) -> np.ndarray:
-        return np.array([_z(w, self.null_module_w) for w in self.module_w])
+        return np.array([draws_z(w, self.null_module_w) for w in self.module_w])
 
     def module_p(self) -> np.ndarray:
-        return np.array([_p(w, self.null_module_w) for w in self.module_w])
+        return np.array([draws_p(w, self.null_module_w, _t_tail) for w in self.module_w])
 
     def as_dict(self) -> dict[str, float | str]:
         return {
@@ -104,24 +111,17 @@ class NullTest:
             "modularity": self.q,
             "null_mean": self.null_mean,
             "null_std": self.null_std,
-            "z": self.z,
+            "modularity_se": None if np.isnan(self.q_se) else self.q_se,
+            "z": self.z if np.isfinite(self.z) else None,  # None: no spread
             "p": self.p,
             "p_empirical": self.p_empirical,
             "n_draws": int(self.null_q.size),
         }
 
 
-def _z(q: float, null: np.ndarray) -> float:
-    if null.size < 2:
-        return float("nan")
-    return float((q - null.mean()) / max(null.std(ddof=1), MIN_STD))
-
-
-def _p(q: float, null: np.ndarray) -> float:
-    if null.size < 2:
-        return float("nan")
-    n = null.size
-    return float(student_t.sf(_z(q, null) / np.sqrt(1 + 1 / n), n - 1))
+def _t_tail(z: float, n: int) -> float:
+    """``P(T >= z / sqrt(1 + 1/n))``, ``T`` Student's with ``n - 1`` degrees of freedom."""
+    return float(student_t.sf(z / np.sqrt(1 + 1 / n), n - 1))
 
 
 def null_test(
@@ -134,6 +134,7 @@ def null_test(
     on_draw: Callable[[], None] | None = None,
     coord: Coordinator | None = None,
     in_parts: bool = False,
+    q_se: float = float("nan"),
 ) -> NullTest:
     """Compare ``labels`` on ``real_graph`` with ``n_draws`` graphs from
     ``null_graphs(i, c)``.
@@ -141,6 +142,7 @@ def null_test(
     ``fit(graph)`` returns the modularity the finder reaches on a graph and its
     labels; the real figure is the larger of that and the modularity of
     ``labels`` themselves. ``on_draw()`` is called after each null draw (progress).
+    ``q_se``: the sampling error of that figure, where known (:attr:`NullTest.q_se`).
     ``coord``: the ranks of a ``torchrun`` analysis, among which the draws are shared
     out (``c`` None: a draw's graph is counted whole by its rank), or with
     ``in_parts`` drawn one after another by all of them, each graph's pairs counted in
@@ -159,7 +161,7 @@ def null_test(
     coord = coord if coord is not None else solo()
     draws = graph_items(n_draws, draw, coord, in_parts, on_item=on_draw)
     null = np.array(draws, dtype=np.float64).reshape(n_draws, 2)
-    return NullTest(name, q, null[:, 0], mw, null[:, 1])
+    return NullTest(name, q, null[:, 0], mw, null[:, 1], q_se)
 
 
 def module_weight(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
@@ -169,6 +171,13 @@ def module_weight(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
     coo = sp.coo_matrix(adjacency)
     same = (labels[coo.row] == labels[coo.col]) & (labels[coo.row] >= 0)
     return np.bincount(labels[coo.row][same], weights=coo.data[same], minlength=n_mod) / 2
+
+
+def strictness(p: float | None, z: float | None) -> tuple[float, float]:
+    """Sort key of one null's test (the strictest is the largest): its p-value (None or
+    NaN: 1), then the smaller z (None or NaN, the draws had no spread: last)."""
+    p = 1.0 if p is None or np.isnan(p) else float(p)
+    return p, -(float(z) if z is not None and np.isfinite(z) else np.inf)
 
 
 def bh_adjust(p: np.ndarray) -> np.ndarray:
@@ -204,12 +213,23 @@ def tested_modularity(s: dict[str, Any]) -> float | None:
     return tested.get(s.get("strictest_null"), s.get("modularity"))
 
 
+def sampling_error(values: np.ndarray) -> float:
+    """The standard deviation of a figure over resamples (NaN with fewer than two)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.std(ddof=1)) if values.size > 1 else float("nan")
+
+
 def significance_tests(
-    inp: AtlasInputs, found: Modules, labels: np.ndarray | None = None
+    inp: AtlasInputs,
+    found: Modules,
+    labels: np.ndarray | None = None,
+    q_se: float = float("nan"),
 ) -> tuple[list[NullTest], str | None]:
     """Test the atlas's partition ``found`` against every null model of ``inp.cfg.nulls``
     (:data:`.nulls.NULL_MODELS`), ``n_null`` draws each, on ``null_rows`` rows.
-    ``labels``: the feature modules whose cohesion is tested (default: ``found``'s).
+    ``labels``: the feature modules whose cohesion is tested (default: ``found``'s);
+    ``q_se``: the sampling error of the partition's modularity (:attr:`NullTest.q_se`).
 
     Under ``torchrun`` the real graph is counted in parts by all ranks together. The
     draws of the nulls that count pairs (permutation, dictionary) are shared out among
@@ -263,6 +283,7 @@ def significance_tests(
                     on_draw=bar.advance,
                     coord=inp.coord,
                     in_parts=in_parts and model.counts_pairs,
+                    q_se=q_se,
                 )
             )
             log.info("null %s: z %.2f p %.3g", name, tests[-1].z, tests[-1].p)
