@@ -253,7 +253,7 @@ def test_null_z_scores_are_near_zero_when_the_data_are_null():
         return f.modularity_, f.labels_
 
     zs = []
-    for seed in range(6):
+    for seed in range(10):
         rng = np.random.default_rng(seed)
         dens = rng.uniform(0.02, 0.2, 60)
         codes = sp.csr_matrix((rng.random((3000, 60)) < dens).astype(np.float32))
@@ -267,7 +267,7 @@ def test_null_z_scores_are_near_zero_when_the_data_are_null():
             12,
         )
         zs.append(t.z)
-        if np.isnan(t.z):  # every draw the same (seed 5: no edges, modularity 0): no z
+        if np.isnan(t.z):  # every draw the same (no edges, modularity 0): no z
             assert t.p == t.p_empirical == 1.0
     zs = np.array(zs)
     zs = zs[np.isfinite(zs)]
