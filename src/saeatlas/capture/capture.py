@@ -35,9 +35,9 @@ from .inputs import (
     check_max_length,
     check_stored_labels,
     count_samples,
-    is_texts,
     iter_input_batches,
     known_length,
+    model_and_tokenizer,
     text_max_length,
 )
 from .job import batch_fingerprint, capture_job
@@ -49,10 +49,9 @@ from .layouts import (
     parse_layout,
 )
 from .models import input_dtype
-from .nnsight import unwrap_model
 from .recorder import Recorder, check_batch_follows, run_forward
 from .rows import LayerRows, check_batch_dim, check_row_agreement, to_rows
-from .transformer_lens import TransformerLensTexts, is_transformer_lens
+from .transformer_lens import is_transformer_lens
 from .transformer_lens import provenance as tl_provenance
 
 log = logging.getLogger(__name__)
@@ -143,13 +142,8 @@ def _capture(
     hps = resolve_hookpoints(model, hookpoints)
     check_layout_layers([hp.name for hp in hps], config.layout)
     check_stored_labels(labels, known_length(inputs))
-    model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
-    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
-    tl_facts: dict[str, Any] = {}
-    if is_transformer_lens(model):
-        tl_facts = tl_provenance(model)
-        if is_texts(inputs):
-            tokenizer = TransformerLensTexts(model)
+    model, tokenizer = model_and_tokenizer(model, inputs, tokenizer)
+    tl_facts: dict[str, Any] = tl_provenance(model) if is_transformer_lens(model) else {}
     max_length = text_max_length(model, inputs, tokenizer, config.max_length)
     check_max_length(inputs, max_length)  # before the writer: nothing written is touched
     job = capture_job(model, inputs, [hp.name for hp in hps], config, labels)

@@ -19,7 +19,8 @@ import pyarrow as pa
 import torch
 
 from ..errors import InputsError
-from .transformer_lens import TransformerLensTexts
+from .nnsight import unwrap_model
+from .transformer_lens import TransformerLensTexts, is_transformer_lens
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +342,19 @@ def text_max_length(
 def is_texts(inputs: Any) -> bool:
     """Whether ``inputs`` is a list of texts."""
     return bool(isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str))
+
+
+def model_and_tokenizer(model: Any, inputs: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """The module to run (an nnsight model's wrapped one) and the tokenizer for
+    ``inputs``: ``tokenizer``, else the nnsight model's own; texts for a TransformerLens
+    model go through its own tokenizer (:class:`TransformerLensTexts`), as its
+    ``run_with_cache`` takes them. One rule for capture, the downstream loss and the
+    ablation, so that each runs the model on the same tokens."""
+    model, own = unwrap_model(model)
+    tokenizer = tokenizer if tokenizer is not None else own
+    if is_texts(inputs) and is_transformer_lens(model):
+        tokenizer = TransformerLensTexts(model)
+    return model, tokenizer
 
 
 def count_samples(inputs: Any) -> int | None:

@@ -17,13 +17,11 @@ from typing import Any
 import torch
 
 from ..capture.hookpoints import resolve_hookpoints
-from ..capture.inputs import iter_input_batches
+from ..capture.inputs import iter_input_batches, model_and_tokenizer
 from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.models import input_dtype
-from ..capture.nnsight import unwrap_model
 from ..capture.recorder import model_error
 from ..capture.rows import from_rows, replace_tensor, select_tensor, to_rows
-from ..capture.transformer_lens import TransformerLensTexts, is_transformer_lens
 from ..errors import AtlasError, ConfigError
 from ..losses import PerSampleLoss, per_sample_cross_entropy
 from ..sae import SparseAutoencoder
@@ -65,14 +63,10 @@ def loss_recovered(
     if not names:
         raise ConfigError("The SAE has no layer map; it must have been trained on a store.")
     hps = {hp.name: hp for hp in resolve_hookpoints(model, names)}
-    model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
-    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
+    model, tokenizer = model_and_tokenizer(model, inputs, tokenizer)
     if any(hp.record_input for hp in hps.values()):
         raise ConfigError("Splicing into a module's :input is not supported; use its output.")
     layouts = {l.name: l.layout for l in sae.cfg.layers}
-    texts = isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)
-    if texts and is_transformer_lens(model):
-        tokenizer = TransformerLensTexts(model)  # texts as the model's run_with_cache takes them
     sae = sae.eval()
     was_training = model.training
     model.eval()

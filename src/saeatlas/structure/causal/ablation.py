@@ -25,12 +25,10 @@ import torch
 
 from ..._progress import progress_bar
 from ...capture.hookpoints import Hookpoint, resolve_hookpoints
-from ...capture.inputs import InputBatch, iter_input_batches
+from ...capture.inputs import InputBatch, iter_input_batches, model_and_tokenizer
 from ...capture.models import input_dtype
-from ...capture.nnsight import unwrap_model
 from ...capture.recorder import model_error
 from ...capture.rows import replace_tensor, select_tensor
-from ...capture.transformer_lens import TransformerLensTexts, is_transformer_lens
 from ...errors import AtlasError, ConfigError, ShapeError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
@@ -305,11 +303,7 @@ def _model_batches(
 ) -> tuple[torch.nn.Module, Iterator[InputBatch]]:
     """The module to run (an nnsight model's wrapped one) and the inputs' batches for it
     (with their labels, checked one per sample)."""
-    model, own_tokenizer = unwrap_model(model)  # nnsight: run the wrapped module
-    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
-    texts = isinstance(inputs, (list, tuple)) and len(inputs) and isinstance(inputs[0], str)
-    if texts and is_transformer_lens(model):
-        tokenizer = TransformerLensTexts(model)  # texts as the model's run_with_cache takes them
+    model, tokenizer = model_and_tokenizer(model, inputs, tokenizer)
     batches = iter_input_batches(
         inputs,
         batch_size=batch_size,
