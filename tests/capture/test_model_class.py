@@ -72,8 +72,13 @@ def test_next_token_loss_from_a_directory_without_a_factory(tmp_path, gpt2_dir):
     sae.save(tmp_path / "sae")
     args = ["evaluate", "--sae", str(tmp_path / "sae"), "--acts", str(tmp_path / "s")]
     args += ["--model", str(gpt2_dir), "--inputs", str(tmp_path / "ids.npy")]
-    args += ["--loss", "next-token", "--model-class", "causal-lm"]
+    args += ["--loss", "next-token", "--model-class", "causal-lm", "--start", "20"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     # an exact reconstruction recovers the whole loss
     assert re.search(r"fraction_recovered\W+1\.0000", result.output), result.output
+    # which figures come from which data: store rows 20..120, every one of the 12 inputs
+    assert re.search(r"n_rows\W+100\b", result.output) and re.search(
+        r"loss_inputs\W+12\b", result.output
+    )
+    assert "rows 20..120 of the store; the loss on every input" in result.output

@@ -147,9 +147,17 @@ def evaluate_cmd(
             labels=load_labels(labels) if labels else None,
             device=device if device != "cpu" else None,
         )
+        table.add_row("loss_inputs", f"{down.n_samples:,}")
         for key in ("loss_clean", "loss_sae", "loss_zero", "fraction_recovered"):
             table.add_row(key, f"{getattr(down, key):.4f}")
     console.print(table)
+    if model is not None:  # two sets of data: say which figure comes from which
+        stop_at = store.n_rows if stop is None else stop
+        console.print(
+            f"Reconstruction on rows {start:,}..{stop_at:,} of the store; the loss on every "
+            f"input of {escape(str(inputs))} ({down.n_samples:,} samples).",
+            soft_wrap=True,
+        )
     counts, edges = result.density_histogram(bins=8)
     console.print(
         "log10 firing density of live latents: "
