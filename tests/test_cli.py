@@ -446,3 +446,15 @@ def test_train_warns_of_settings_its_architecture_or_optimiser_does_not_read(
     )
     assert any("`lr_decay` is read only with optimizer adam, not signum" in w for w in warned)
     assert not any("`k`" in w for w in warned), warned  # topk reads k
+
+
+def test_the_clis_own_warnings_are_one_line(capsys):
+    """saeatlas's warnings were printed as Python shows them (path, line number,
+    category); the script prints them as one 'Warning:' line, others as before."""
+    import saeatlas.capture.inputs as inputs
+    from saeatlas.cli.app import _show_warning
+
+    _show_warning(UserWarning("3 texts were cut"), UserWarning, inputs.__file__, 10)
+    assert capsys.readouterr().err == "Warning: 3 texts were cut\n"
+    _show_warning(UserWarning("theirs"), UserWarning, "/elsewhere/lib.py", 7)
+    assert capsys.readouterr().err.startswith("/elsewhere/lib.py:7: UserWarning: theirs")

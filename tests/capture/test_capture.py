@@ -1,4 +1,5 @@
 import copy
+import warnings
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -577,6 +578,34 @@ class _Embed(nn.Module):
 
     def forward(self, ids):
         return self.emb(ids)
+
+
+def test_texts_cut_to_the_models_limit_are_counted_in_a_warning(
+    tmp_path, tiny_gpt2, make_char_tokenizer
+):
+    """Texts longer than the model takes were cut without a word: their later tokens
+    had no rows."""
+    texts = ["abcdefghijklmnopqrstuvwxyz", "a dog", "abcdefghijklmnop", "abcdefghijklmnopq"]
+    with pytest.warns(UserWarning, match=r"^2 of 4 texts were longer than 16 tokens"):
+        store = capture_activations(
+            tiny_gpt2,
+            texts,
+            ["transformer.h.0"],
+            tmp_path / "s",
+            tokenizer=make_char_tokenizer(),
+            **QUIET,
+        )
+    assert store.n_rows == 16 + 5 + 16 + 16  # 16 positions: the 16-character text fits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none cut, no warning
+        capture_activations(
+            tiny_gpt2,
+            texts[1:3],
+            ["transformer.h.0"],
+            tmp_path / "t",
+            tokenizer=make_char_tokenizer(),
+            **QUIET,
+        )
 
 
 def test_max_length_cuts_token_ids(tmp_path):

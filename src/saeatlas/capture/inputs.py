@@ -9,6 +9,7 @@ how many samples the batch holds, its attention mask, and per-sample metadata
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +237,7 @@ def _text_batches(
     texts: list[str], tokenizer: Any, batch_size: int, labels: Any, max_length: int | None
 ) -> Iterator[InputBatch]:
     lab = None if labels is None else _label_array(labels, len(texts), "texts")
+    n_cut, limit = 0, _tokens_per_text(tokenizer, max_length)
     for s in range(0, len(texts), batch_size):
         chunk = texts[s : s + batch_size]
         if callable(getattr(tokenizer, "encode_texts", None)):  # a model's own text path
@@ -244,6 +246,7 @@ def _text_batches(
             enc = tokenizer(chunk, truncation=True, max_length=max_length)
             kwargs, mask = _pad(tokenizer, enc)
             tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in kwargs["input_ids"]]
+        n_cut += _count_cut(chunk, mask, tokenizer, limit)
         yield InputBatch(
             (),
             kwargs,
@@ -253,6 +256,36 @@ def _text_batches(
             texts=chunk,
             tokens=tokens,
         )
+    if n_cut:
+        warnings.warn(
+            f"{n_cut:,} of {len(texts):,} texts were longer than {limit:,} tokens and "
+            f"were cut to their first {limit:,} (the model's limit unless --max-length "
+            "set it): their later tokens have no rows. Split long texts to record them whole.",
+            stacklevel=2,
+        )
+
+
+def _count_cut(chunk: list[str], mask: torch.Tensor, tokenizer: Any, max_length: int | None) -> int:
+    """How many of ``chunk``'s texts ``max_length`` cut: those that fill it are
+    tokenised again, whole."""
+    if max_length is None:
+        return 0
+    full = [t for t, n in zip(chunk, mask.sum(1).tolist()) if n >= max_length]
+    if not full:
+        return 0
+    if callable(getattr(tokenizer, "encode_texts", None)):
+        _, whole, _ = tokenizer.encode_texts(full, None)
+    else:  # verbose=False: no warning that the whole text is longer than the model takes
+        whole = _pad(tokenizer, tokenizer(full, verbose=False))[1]
+    return int((whole.sum(1) > max_length).sum())
+
+
+def _tokens_per_text(tokenizer: Any, max_length: int | None) -> int | None:
+    """What texts are cut to: ``max_length``, else the tokenizer's own real limit."""
+    own = getattr(tokenizer, "model_max_length", None)
+    if max_length is None and isinstance(own, int) and own <= TOKENIZER_NO_LIMIT:
+        return own
+    return max_length
 
 
 def _pad(tokenizer: Any, enc: Mapping[str, list[list[int]]]) -> tuple[dict[str, Any], torch.Tensor]:

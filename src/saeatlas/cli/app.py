@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -216,4 +217,19 @@ def on_rank_zero(func: Any) -> Any:
 
 def main() -> None:
     """Entry point of the ``saeatlas`` script."""
+    import warnings
+
+    warnings.showwarning = _show_warning
     app()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """saeatlas's own warnings as one ``Warning: ...`` line on stderr, as its errors are
+    one ``Error: ...`` line (other libraries' warnings as Python shows them)."""
+    import warnings
+
+    package = str(Path(__file__).resolve().parents[1])
+    if issubclass(category, UserWarning) and str(Path(filename).resolve()).startswith(package):
+        (file or sys.stderr).write(f"Warning: {message}\n")
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
