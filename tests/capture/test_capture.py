@@ -563,7 +563,10 @@ def test_texts_are_cut_to_the_models_positions_when_the_tokenizer_sets_no_limit(
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="u")
     assert tokenizer.model_max_length > 100_000  # no limit of its own
     texts = ["a b " * 10, "b a"]  # 20 tokens: more than the model's 16 positions
-    with caplog.at_level("INFO", logger="saeatlas.capture"):
+    with (
+        caplog.at_level("INFO", logger="saeatlas.capture"),
+        pytest.warns(UserWarning, match="1 of 2 texts were longer than 16 tokens"),
+    ):
         store = capture_activations(
             tiny_gpt2, texts, ["transformer.h.0"], tmp_path / "s", tokenizer=tokenizer, **QUIET
         )

@@ -260,7 +260,7 @@ def _text_batches(
         warnings.warn(
             f"{n_cut:,} of {len(texts):,} texts were longer than {limit:,} tokens and "
             f"were cut to their first {limit:,} (the model's limit unless --max-length "
-            "set it): their later tokens have no rows. Split long texts to record them whole.",
+            "set it): their later tokens are not used. Split long texts to use them whole.",
             stacklevel=2,
         )
 
