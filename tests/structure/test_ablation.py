@@ -288,7 +288,7 @@ def test_ablation_cuts_texts_to_the_capture_max_length(tmp_path, minilm):
 def test_units_are_set_where_each_layout_put_them():
     import torch
 
-    from saeatlas.structure.causal.ablation import set_units
+    from saeatlas.structure.causal.units import set_units
 
     rng = torch.Generator().manual_seed(0)
     idx, value = torch.tensor([7, 13]), torch.tensor([100.0, -100.0])

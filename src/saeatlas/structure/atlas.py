@@ -4,7 +4,8 @@ An Atlas directory holds ``atlas.json`` (summary, significance, parameters,
 versions), ``units.parquet``, ``features.parquet`` and ``modules.parquet``; the
 column names are fixed (other tools read them) and documented in the README.
 The directory is written beside its place and renamed into it, so it is
-always complete.
+always complete. Its format, and the checks of an atlas read back, are
+:mod:`.atlas_format`.
 """
 
 from __future__ import annotations

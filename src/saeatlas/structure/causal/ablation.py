@@ -24,16 +24,16 @@ import pandas as pd
 import torch
 
 from ..._progress import progress_bar
-from ...capture.hookpoints import Hookpoint, resolve_hookpoints
 from ...capture.inputs import InputBatch, iter_input_batches, model_and_tokenizer
 from ...capture.models import input_dtype
 from ...capture.recorder import model_error
-from ...capture.rows import replace_tensor, select_tensor
+from ...capture.rows import select_tensor
 from ...errors import AtlasError, ConfigError, ShapeError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
 from ..inference.draws import draws_z
 from ..inference.outcome import decide
+from .units import Ablator
 
 MODES = ("mean", "zero")
 #: Random unit sets per module: at least 2 for a spread, at most this many (each is a
@@ -68,93 +68,6 @@ class AblationResult:
         excess = np.clip(self.effect_by_class - self.random_by_class_mean, 0, None)
         total = excess.sum(axis=1, keepdims=True)
         return np.divide(excess, total, out=np.zeros_like(excess), where=total > 0)
-
-
-class _Ablator:
-    """Forward hooks that overwrite chosen units of chosen layers."""
-
-    def __init__(self, model: Any, layers: Sequence[LayerSpec], values: np.ndarray):
-        hps = {hp.name: hp for hp in resolve_hookpoints(model, [l.name for l in layers])}
-        if any(hp.record_input for hp in hps.values()):
-            raise ConfigError("Ablating a module's :input is not supported; use its output.")
-        self.layers = list(layers)
-        self.values = values
-        self.active: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.handles = [
-            hps[l.name].module.register_forward_hook(self._hook(l, hps[l.name]))
-            for l in self.layers
-        ]
-
-    def _hook(self, layer: LayerSpec, hp: Hookpoint):
-        def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
-            raw = select_tensor(output, layer.name)
-            # the tensor as it was recorded (TransformerLens: its hook's own view)
-            t = hp.convert(raw) if hp.convert is not None else raw
-            n = layer_units(t, layer.layout)
-            if n != layer.n_units:  # another model: its units are not the atlas's
-                raise ShapeError(
-                    f"Layer '{layer.name}' of the model has {n} units, but the atlas's store "
-                    f"recorded {layer.n_units} there: the model is not the one the store was "
-                    "captured from. Give that model to ablate the atlas's modules."
-                )
-            chosen = self.active.get(layer.name)
-            if chosen is None:
-                return None
-            idx, value = chosen
-            t = t.clone()
-            idx, value = idx.to(t.device), value.to(t)
-            set_units(t, layer.layout, idx, value)
-            return replace_tensor(output, hp.revert(t) if hp.revert is not None else t)
-
-        return hook
-
-    def set(self, units: np.ndarray) -> None:
-        """Ablate these global unit indices (columns of the layers' concatenation)."""
-        self.active = {}
-        for l in self.layers:
-            mine = units[(units >= l.start) & (units < l.stop)]
-            if mine.size:
-                self.active[l.name] = (
-                    torch.as_tensor(mine - l.start, dtype=torch.long),
-                    torch.as_tensor(self.values[mine], dtype=torch.float32),
-                )
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def layer_units(t: torch.Tensor, layout: str | None) -> int:
-    """How many units a layer's output ``t`` holds in the ``layout`` :func:`set_units` reads."""
-    if layout in ("position", "pooled"):
-        return int(t.shape[1])
-    if layout == "head":
-        return int(t.shape[-2] * t.shape[-1])
-    if layout == "pattern":
-        return int(t.shape[1] * t.shape[3])
-    return int(t.shape[-1])
-
-
-def set_units(t: torch.Tensor, layout: str | None, idx: torch.Tensor, value: torch.Tensor) -> None:
-    """Set units ``idx`` of a layer's output ``t`` to ``value``, in place, where the
-    layer's ``layout`` (:mod:`saeatlas.capture.layouts`) put its units in the rows.
-
-    - ``position``/``pooled`` ``[batch, C, H, W]``: units are channels, set at every position;
-    - ``head`` ``[batch, pos, head, d_head]``: units are ``head * d_head + dim``;
-    - ``pattern`` ``[batch, head, q, k]``: units are ``head * k + key``, for every query;
-    - otherwise ``[batch, d]`` or ``[batch, seq, d]``: units are the last dimension.
-    """
-    if layout in ("position", "pooled"):
-        t[:, idx] = value.view(1, -1, *([1] * (t.dim() - 2)))
-    elif layout == "head":
-        t.view(*t.shape[:-2], -1)[..., idx] = value
-    elif layout == "pattern":
-        moved = t.permute(0, 2, 1, 3)  # [batch, q, head, k], a view of t
-        b, q, h, k = moved.shape
-        heads, keys = idx // k, idx % k
-        moved[:, :, heads, keys] = value
-    else:
-        t[..., idx] = value
 
 
 @torch.no_grad()
@@ -208,7 +121,7 @@ def ablate_modules(
     )
     was_training = model.training
     model.eval()
-    ablator = _Ablator(given, layers, values)
+    ablator = Ablator(given, layers, values)
 
     def loss(b: InputBatch, start: int) -> np.ndarray:
         try:
@@ -337,7 +250,7 @@ def check_ablation_inputs(
         raise ConfigError("The ablation's inputs are empty; give the inputs the store holds.")
     was_training = model.training
     model.eval()
-    ablator = _Ablator(given, layers, np.zeros(0)) if layers else None  # checks, ablates none
+    ablator = Ablator(given, layers, np.zeros(0)) if layers else None  # checks, ablates none
     try:
         with torch.no_grad():
             try:
