@@ -1,6 +1,7 @@
 """The atlas end to end on planted structure: recovery, significance, files, CLI."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -235,3 +236,39 @@ def test_stability_geometry_and_map_columns_join_the_atlas(easy, tmp_path):
     back = Atlas.load(atlas.save(tmp_path / "a"))
     assert back.modules.reproducibility.tolist() == m.reproducibility.tolist()
     assert len(back.examples) > 0
+
+
+def test_each_modules_z_is_floored_by_its_spread_over_the_ensemble(easy):
+    """The z of a module divides by at least its cohesion's own sampling error, measured
+    on the ensemble's members (row resamples): the null's draws alone said nothing of
+    how sure the real figure is."""
+    from saeatlas.structure.inference.cohesion import relative_spread
+    from saeatlas.structure.inference.coupling import feature_modules
+    from saeatlas.structure.inference.ensemble import build_ensemble
+    from saeatlas.structure.inference.significance import sampling_error, significance_tests
+    from saeatlas.structure.inputs import prepare
+
+    data, store, sae, atlas = easy
+    inp = prepare(sae, store, AtlasConfig(n_null=4, null_rows=ROWS, n_bootstrap=2))
+    ens = build_ensemble(inp)
+    n_modules = int(ens.unit_module.max()) + 1
+    assert ens.member_cohesion.shape == (3, n_modules) and n_modules >= data.n_modules
+    # a reproducible module reappears in at least 0.75 of the members, each time cohesive
+    found = np.isfinite(ens.member_cohesion)
+    assert (found.mean(axis=0) >= 0.75).all() and (ens.member_cohesion[found] > 0).all()
+    spread = relative_spread(ens.member_cohesion)
+    assert np.isfinite(spread).all() and (spread > 0).all() and (spread < 0.5).all()
+    main = ens.main_modules
+    labels = feature_modules(main.units.module, main.feature_module, ens.unit_module)
+    tests, _ = significance_tests(inp, main, labels, sampling_error(ens.member_modularity), spread)
+    for t in tests:
+        # the null counts all rows here, as the first member does: the same figure
+        np.testing.assert_allclose(t.module_w, ens.member_cohesion[0, : t.module_w.size])
+        se = t.module_w * spread[: t.module_w.size]
+        bound = (t.module_w - t.null_module_w.mean()) / se
+        assert (t.module_z() <= bound + 1e-9).all()
+        unfloored = replace(t, module_se=None).module_z()
+        assert (t.module_z() <= unfloored + 1e-9).all()
+    # the permutation null's draws hardly vary: there the floor is what the z divides by
+    perm = next(t for t in tests if t.name == "permutation")
+    assert (perm.module_z() < replace(perm, module_se=None).module_z() / 2).all()

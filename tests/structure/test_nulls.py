@@ -18,8 +18,9 @@ from saeatlas.structure import (
     map_structure,
     save_planted,
 )
+from saeatlas.structure.inference.cohesion import module_weight
 from saeatlas.structure.inference.nulls import dictionary_null_codes, permute_codes, rewire
-from saeatlas.structure.inference.significance import NullTest, bh_adjust, module_weight, verdict
+from saeatlas.structure.inference.significance import NullTest, bh_adjust, verdict
 from saeatlas.train import TrainConfig, train_sae
 
 
@@ -296,3 +297,51 @@ def test_the_dictionary_null_trains_its_seed_source_once_beside_the_sae(tmp_path
     fallback = map_structure(bare, store, cfg)
     assert fallback.summary["dictionary_null_source"].startswith("self (")
     assert "no training settings" in fallback.summary["dictionary_null_source"]
+
+
+def test_a_modules_own_sampling_error_is_the_floor_of_its_spread():
+    """Ten dictionary-null draws all near 0.03 put the digits demo's modules of cohesion
+    0.6 at z 154-180 (p 5e-17); the modules' own spread over the ensemble is larger."""
+    null = np.array([0.030, 0.031, 0.029, 0.030, 0.032, 0.028])
+    t = NullTest("d", 0.4, np.full(6, 0.1), np.array([0.6, 0.05]), null)
+    assert t.module_z()[0] == pytest.approx((0.6 - null.mean()) / null.std(ddof=1))
+    floored = replace(t, module_se=np.array([0.06, np.nan]))  # module 1: not known
+    z = floored.module_z()
+    assert z[0] == pytest.approx((0.6 - null.mean()) / 0.06)
+    assert z[1] == pytest.approx(t.module_z()[1])  # no floor known: the draws' spread
+    assert floored.module_p()[0] > t.module_p()[0]
+    # a floor smaller than the draws' own spread changes nothing
+    assert replace(t, module_se=np.array([1e-4, 1e-4])).module_z() == pytest.approx(t.module_z())
+
+
+def test_cohesion_of_a_module_as_a_member_finds_it():
+    from saeatlas.structure.inference.cohesion import (
+        community_sizes,
+        community_weights,
+        module_cohesion,
+        reappearing_cohesion,
+        relative_spread,
+    )
+
+    rng = np.random.default_rng(0)
+    a = np.triu(rng.uniform(0, 1, (12, 12)) * (rng.uniform(size=(12, 12)) < 0.5), 1)
+    A = sp.csr_matrix(a + a.T)
+    labels = np.array([0, 0, 1, 1, 2, 2, 2, 3, 3, -1, -1, 4])
+    W = community_weights(A, labels)
+    dense = np.zeros((5, 5))
+    for i, j in zip(*np.nonzero(a + a.T)):
+        if labels[i] >= 0 and labels[j] >= 0:
+            dense[labels[i], labels[j]] += (a + a.T)[i, j]
+    np.testing.assert_allclose(W.toarray(), dense)
+    np.testing.assert_allclose(module_weight(A, labels), np.diag(dense) / 2)
+    # the member's communities 0 and 1 together are module 0; 2 is module 1; 3 and 4
+    # match nothing (Jaccard under 0.5 with every module)
+    modules = np.array([0, 0, 0, 0, 1, 1, 1, -1, -1, 2, 2, 2])
+    got = reappearing_cohesion(W, community_sizes(labels), labels, modules)
+    union = np.where(np.isin(labels, [0, 1]), 0, np.where(labels == 2, 1, -1))
+    np.testing.assert_allclose(got[:2], module_cohesion(A, union))
+    assert np.isnan(got[2])  # module 2 (units 9-11) does not reappear: no figure
+    cv = relative_spread(np.array([[1.0, np.nan, 2.0], [1.2, np.nan, np.nan], [0.8, 3.0, 0.0]]))
+    assert cv[0] == pytest.approx(np.std([1.0, 1.2, 0.8], ddof=1) / 1.0)
+    assert np.isnan(cv[1])  # one member measured it
+    assert cv[2] == pytest.approx(np.std([2.0, 0.0], ddof=1) / 1.0)

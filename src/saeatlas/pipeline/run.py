@@ -332,7 +332,7 @@ def _decide(
         known = "" if record is not None else " (no record of its settings; kept as is)"
         return StageOutcome(name, SKIPPED, f"{where} is complete{known}"), False, ""
     if record is None and not complete:
-        why = f"{where} is missing or incomplete"
+        why = f"{where} was missing or incomplete"
     elif upstream is not None:
         why = f"the {upstream} stage ran again"
     elif edited:
@@ -344,6 +344,6 @@ def _decide(
     elif record is not None and not record.get("complete", False):
         why = "it was interrupted"
     else:
-        why = f"{where} is missing or incomplete"
+        why = f"{where} was missing or incomplete"
     state.start(name, prints[name], settings[name], files)
     return None, same and upstream is None and not replaced, why

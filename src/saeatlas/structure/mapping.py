@@ -38,6 +38,7 @@ from .describe.tables import features_table, modules_table
 from .graph.communities import Modules
 from .graph.finders import modularity, onehot
 from .graph.units import UnitModules, project_modules
+from .inference.cohesion import relative_spread
 from .inference.correlation import correlation_view
 from .inference.coupling import feature_modules
 from .inference.ensemble import build_ensemble
@@ -87,7 +88,8 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     unit_module = ens.unit_module
     feature_module = feature_modules(main.units.module, main.feature_module, unit_module)
     q_se = sampling_error(ens.member_modularity)
-    tests, source_name = significance_tests(inp, main, feature_module, q_se)
+    spread = relative_spread(ens.member_cohesion)
+    tests, source_name = significance_tests(inp, main, feature_module, q_se, spread)
     partition_ok, module_ok, module_p = verdict(tests, cfg.alpha)
     n_modules = int(unit_module.max(initial=-1)) + 1
     if not tests:

@@ -39,6 +39,7 @@ from sklearn.base import clone
 
 from ..graph.finders import make_finder, make_levels, modularity
 from ..graph.units import unit_correlation_graph
+from .cohesion import community_sizes, community_weights, reappearing_cohesion, relative_spread
 from .consensus import LevelConsensus, choose_level, level_consensus
 from .significance import NullTest, null_test, sampling_error, verdict
 
@@ -146,9 +147,18 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
     real = unit_correlation_graph(mode.corr, n_obs, clean)
     finders = make_levels(cfg)
 
-    def member(i: int) -> list[tuple[np.ndarray, float]]:  # [level] (labels, modularity)
+    def member(i: int) -> list[tuple]:  # [level] (labels, modularity, :mod:`.cohesion`)
         g = real if i == 0 else unit_correlation_graph(correlations[i], n_obs, clean)
-        return [(r.labels_, float(r.modularity_)) for r in (f.fit(g) for f in make_levels(cfg, i))]
+        fits = [f.fit(g) for f in make_levels(cfg, i)]
+        return [
+            (
+                r.labels_,
+                float(r.modularity_),
+                community_weights(g, r.labels_),
+                community_sizes(r.labels_),
+            )
+            for r in fits
+        ]
 
     # the members (all rows, resamples) are shared among the ranks of a torchrun analysis
     per_member = inp.coord.spread(len(correlations), member)
@@ -161,7 +171,7 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
         for i in range(len(finders))
     ]
     quality = [partition_modularity(real, lv.reproducible_labels()) for lv in levels]
-    chosen = choose_level(levels, [q for _, q in per_member[0]], quality)
+    chosen = choose_level(levels, [m[1] for m in per_member[0]], quality)
     labels = levels[chosen].reproducible_labels()
     n_mod = int(labels.max(initial=-1)) + 1
     test = None
@@ -193,7 +203,13 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
             cfg.n_null,
             coord=inp.coord,
             # the statistic's sampling error: its spread over the members (rows resampled)
-            q_se=sampling_error([max(q for _, q in m) for m in per_member]),
+            q_se=sampling_error([max(lv[1] for lv in m) for m in per_member]),
+            module_spread=relative_spread(
+                [
+                    reappearing_cohesion(w, n, u, labels)
+                    for u, _, w, n in (m[chosen] for m in per_member)
+                ]
+            ),
         )
     partition_ok, module_ok, module_p = verdict([test] if test else [], cfg.alpha)
     if test is None:

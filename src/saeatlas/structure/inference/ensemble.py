@@ -26,6 +26,7 @@ import numpy as np
 from ..._progress import progress_bar
 from ..graph.communities import Modules, counts_in_parts, find_levels, graph_items
 from ..graph.finders import make_levels, relabel
+from .cohesion import community_sizes, community_weights, reappearing_cohesion
 from .consensus import (
     REPRODUCIBLE,
     LevelConsensus,
@@ -68,6 +69,9 @@ class Ensemble:
     member_modularity: np.ndarray = field(default_factory=lambda: np.zeros(0))
     """``[n_members]`` the modularity each member's finder reaches at the reported scale:
     its spread is the sampling error of the tested modularity (rows and seeds)."""
+    member_cohesion: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """``[n_members, n_modules]`` each module's cohesion as each member finds it (NaN:
+    it does not reappear there; :mod:`.cohesion`)."""
 
     @property
     def level(self) -> LevelConsensus:
@@ -142,13 +146,16 @@ def build_ensemble(inp: AtlasInputs) -> Ensemble:
         rows = resamples.get(m, (None, None))
         return find_levels(f, cfg, *rows, finders=finders, coord=coord)
 
-    def communities(ms: list[Modules]) -> list[tuple[np.ndarray, np.ndarray, float]]:
-        # [level] (unit modules, feature communities, the finder's modularity)
+    def communities(ms: list[Modules]) -> list[tuple]:
+        # [level] (unit modules, feature communities, the finder's modularity, the
+        # weights between communities and their sizes: :mod:`.cohesion`)
         return [
             (
                 x.units.module.astype(np.int64),
                 x.feature_module.astype(np.int64),
                 float(x.finder.modularity_),
+                community_weights(x.graph.adjacency, x.feature_module),
+                community_sizes(x.feature_module),
             )
             for x in ms
         ]
@@ -177,7 +184,13 @@ def build_ensemble(inp: AtlasInputs) -> Ensemble:
     dictionaries = [per_member[m][chosen][:2] for m in range(0, runs, n_boot)]
     units = _assign(inp, levels[chosen], [f.codes.matrix for f in firings], dictionaries)
     q = np.array([m[chosen][2] for m in per_member])
-    return Ensemble(levels, chosen, main, len(firings), cfg.n_bootstrap, *units, q)
+    cohesion = np.array(
+        [
+            reappearing_cohesion(m[chosen][3], m[chosen][4], m[chosen][0], units[0])
+            for m in per_member
+        ]
+    ).reshape(len(per_member), -1)
+    return Ensemble(levels, chosen, main, len(firings), cfg.n_bootstrap, *units, q, cohesion)
 
 
 def _assign(

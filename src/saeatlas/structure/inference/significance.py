@@ -49,6 +49,7 @@ from ..constants import BLOCK_ROWS
 from ..graph.communities import Modules, cooccurrence_graph, counts_in_parts, graph_items
 from ..graph.finders import module_modularity
 from ..graph.hypergeom import benjamini_hochberg
+from .cohesion import module_cohesion
 from .draws import draws_p, draws_z, rank_p
 from .nulls import NULL_MODELS, NullInputs, dictionary_source
 
@@ -74,6 +75,9 @@ class NullTest:
     q_se: float = float("nan")
     """The sampling error of ``q`` (its spread over the ensemble's members; NaN: not
     known): the floor of the null's spread in ``z`` (:mod:`.draws`)."""
+    module_se: np.ndarray | None = None
+    """``[n_modules]`` the sampling error of each module's cohesion (NaN or None: not
+    known), the floor of the spread in its ``z`` (:mod:`.cohesion`)."""
 
     @property
     def null_mean(self) -> float:
@@ -99,11 +103,20 @@ class NullTest:
         """``(1 + #{null >= real}) / (1 + n_draws)``."""
         return rank_p(self.q, self.null_q)
 
+    def _module_se(self) -> np.ndarray:
+        if self.module_se is None:
+            return np.full(self.module_w.size, np.nan)
+        return self.module_se
+
     def module_z(self) -> np.ndarray:
-        return np.array([draws_z(w, self.null_module_w) for w in self.module_w])
+        se = self._module_se()
+        return np.array([draws_z(w, self.null_module_w, s) for w, s in zip(self.module_w, se)])
 
     def module_p(self) -> np.ndarray:
-        return np.array([draws_p(w, self.null_module_w, _t_tail) for w in self.module_w])
+        se = self._module_se()
+        return np.array(
+            [draws_p(w, self.null_module_w, _t_tail, s) for w, s in zip(self.module_w, se)]
+        )
 
     def as_dict(self) -> dict[str, float | str]:
         return {
@@ -135,6 +148,7 @@ def null_test(
     coord: Coordinator | None = None,
     in_parts: bool = False,
     q_se: float = float("nan"),
+    module_spread: np.ndarray | None = None,
 ) -> NullTest:
     """Compare ``labels`` on ``real_graph`` with ``n_draws`` graphs from
     ``null_graphs(i, c)``.
@@ -142,7 +156,9 @@ def null_test(
     ``fit(graph)`` returns the modularity the finder reaches on a graph and its
     labels; the real figure is the larger of that and the modularity of
     ``labels`` themselves. ``on_draw()`` is called after each null draw (progress).
-    ``q_se``: the sampling error of that figure, where known (:attr:`NullTest.q_se`).
+    ``q_se``: the sampling error of that figure, where known (:attr:`NullTest.q_se`);
+    ``module_spread``: each module's cohesion's sampling error relative to it
+    (:func:`.cohesion.relative_spread`), where known.
     ``coord``: the ranks of a ``torchrun`` analysis, among which the draws are shared
     out (``c`` None: a draw's graph is counted whole by its rank), or with
     ``in_parts`` drawn one after another by all of them, each graph's pairs counted in
@@ -161,16 +177,13 @@ def null_test(
     coord = coord if coord is not None else solo()
     draws = graph_items(n_draws, draw, coord, in_parts, on_item=on_draw)
     null = np.array(draws, dtype=np.float64).reshape(n_draws, 2)
-    return NullTest(name, q, null[:, 0], mw, null[:, 1], q_se)
-
-
-def module_weight(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
-    """``[n_modules]`` total weight of the edges inside each module (labels 0..n-1)."""
-    labels = np.asarray(labels)
-    n_mod = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
-    coo = sp.coo_matrix(adjacency)
-    same = (labels[coo.row] == labels[coo.col]) & (labels[coo.row] >= 0)
-    return np.bincount(labels[coo.row][same], weights=coo.data[same], minlength=n_mod) / 2
+    se = None
+    if module_spread is not None:
+        spread = np.full(mw.size, np.nan)
+        known = np.asarray(module_spread, dtype=np.float64)[: mw.size]
+        spread[: known.size] = known
+        se = mw * spread
+    return NullTest(name, q, null[:, 0], mw, null[:, 1], q_se, se)
 
 
 def strictness(p: float | None, z: float | None) -> tuple[float, float]:
@@ -197,14 +210,6 @@ def verdict(tests: list[NullTest], alpha: float) -> tuple[bool, np.ndarray, np.n
     return partition, (worst < alpha) & partition, worst
 
 
-def module_cohesion(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
-    """``[n_modules]`` internal edge weight per member of each module."""
-    labels = np.asarray(labels)
-    w = module_weight(adjacency, labels)
-    size = np.bincount(labels[labels >= 0], minlength=w.size)
-    return w / np.maximum(size, 1)
-
-
 def tested_modularity(s: dict[str, Any]) -> float | None:
     """The modularity the null models were compared with: the finder's best partition
     before its communities are cut to their cores (``summary["modularity"]`` in atlases
@@ -225,11 +230,13 @@ def significance_tests(
     found: Modules,
     labels: np.ndarray | None = None,
     q_se: float = float("nan"),
+    module_spread: np.ndarray | None = None,
 ) -> tuple[list[NullTest], str | None]:
     """Test the atlas's partition ``found`` against every null model of ``inp.cfg.nulls``
     (:data:`.nulls.NULL_MODELS`), ``n_null`` draws each, on ``null_rows`` rows.
     ``labels``: the feature modules whose cohesion is tested (default: ``found``'s);
-    ``q_se``: the sampling error of the partition's modularity (:attr:`NullTest.q_se`).
+    ``q_se``: the sampling error of the partition's modularity (:attr:`NullTest.q_se`);
+    ``module_spread``: that of each module's cohesion, relative to it (:func:`null_test`).
 
     Under ``torchrun`` the real graph is counted in parts by all ranks together. The
     draws of the nulls that count pairs (permutation, dictionary) are shared out among
@@ -284,6 +291,7 @@ def significance_tests(
                     coord=inp.coord,
                     in_parts=in_parts and model.counts_pairs,
                     q_se=q_se,
+                    module_spread=module_spread,
                 )
             )
             log.info("null %s: z %.2f p %.3g", name, tests[-1].z, tests[-1].p)

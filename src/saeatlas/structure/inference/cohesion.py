@@ -1,0 +1,95 @@
+"""A module's cohesion, and how sure of it the ensemble is.
+
+A module's cohesion is the edge weight inside it per member (half its members'
+mean weighted degree within it); :mod:`.significance` tests it against the most
+cohesive module each null draw can fake. Its ``z`` divides by the draws' spread,
+and the draws say nothing of the real figure's own sampling error: on the digits
+demo, ten dictionary-null draws that all stayed near 0.03 put modules of cohesion
+0.6 at z 154-180 and p 5e-17, where the same modules, measured again on the
+ensemble's other members (row bootstraps and other SAE seeds), vary by about a
+tenth of their cohesion.
+
+So each module's cohesion is measured in every member of the ensemble too, on the
+module as that member finds it: the member's communities whose units match the
+module at Jaccard >= 0.5 (the match :func:`.coupling.feature_modules` makes; a
+member where the module does not reappear gives no figure). Their relative spread
+(standard deviation over mean, :func:`relative_spread`) times the tested
+cohesion is the floor of the spread in the module's ``z`` (:mod:`.draws`), as the
+partition's modularity has its spread over the members (``modularity_se``). The
+spread is taken relative because the tested graph is counted on the null's
+``null_rows`` rows and a member's on all rows or a resample of them, and more
+rows give a graph more edges.
+
+Each member keeps, per scale, only the edge weight between each pair of its
+communities (:func:`community_weights`, sparse: at most one entry per edge), not
+its graph: the weight inside any union of communities is read from it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .coupling import feature_modules
+
+
+def community_weights(adjacency: sp.spmatrix, labels: np.ndarray) -> sp.csr_array:
+    """``[n, n]`` the summed weight of the edges between each pair of communities
+    (``labels`` 0..n-1, -1 in none) of a symmetric ``adjacency``: every edge is
+    counted once in each direction, so an edge inside community ``a`` adds twice to
+    ``[a, a]`` and an edge between ``a`` and ``b`` once to ``[a, b]`` and to ``[b, a]``."""
+    labels = np.asarray(labels)
+    n = int(labels.max(initial=-1)) + 1
+    coo = sp.coo_matrix(adjacency)
+    a, b = labels[coo.row], labels[coo.col]
+    keep = (a >= 0) & (b >= 0)
+    return sp.csr_array((coo.data[keep], (a[keep], b[keep])), shape=(n, n))
+
+
+def community_sizes(labels: np.ndarray) -> np.ndarray:
+    """``[n]`` the number of items in each community (``labels`` 0..n-1, -1 in none)."""
+    labels = np.asarray(labels)
+    return np.bincount(labels[labels >= 0], minlength=int(labels.max(initial=-1)) + 1)
+
+
+def module_weight(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
+    """``[n_modules]`` total weight of the edges inside each module (labels 0..n-1)."""
+    return community_weights(adjacency, labels).diagonal() / 2
+
+
+def module_cohesion(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
+    """``[n_modules]`` internal edge weight per member of each module."""
+    return module_weight(adjacency, labels) / np.maximum(community_sizes(labels), 1)
+
+
+def reappearing_cohesion(
+    weights: sp.csr_array,
+    sizes: np.ndarray,
+    community_units: np.ndarray,
+    unit_modules: np.ndarray,
+) -> np.ndarray:
+    """``[n_modules]`` the cohesion of each module of units (``unit_modules``, -1 none)
+    as one member finds it: the union of the member's communities that match it
+    (``community_units`` ``[n_units]``: the units each community projects onto;
+    ``weights``, ``sizes``: :func:`community_weights` of the member's graph and the
+    communities' sizes); NaN where none matches."""
+    n_modules = int(unit_modules.max(initial=-1)) + 1
+    out = np.full(n_modules, np.nan)
+    joins = feature_modules(community_units, np.arange(sizes.size), unit_modules)
+    for k in range(n_modules):
+        mine = np.flatnonzero(joins == k)
+        if mine.size and sizes[mine].sum() > 0:
+            out[k] = weights[mine][:, mine].sum() / 2 / sizes[mine].sum()
+    return out
+
+
+def relative_spread(per_member: np.ndarray) -> np.ndarray:
+    """``[n_modules]`` each column's standard deviation over its mean, over the members
+    (rows) that measured it; NaN where fewer than two did or the mean is not positive."""
+    per_member = np.atleast_2d(np.asarray(per_member, dtype=np.float64))
+    out = np.full(per_member.shape[1], np.nan)
+    for k, col in enumerate(per_member.T):
+        col = col[np.isfinite(col)]
+        if col.size > 1 and col.mean() > 0:
+            out[k] = col.std(ddof=1) / col.mean()
+    return out
