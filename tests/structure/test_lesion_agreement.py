@@ -135,3 +135,28 @@ def test_the_correlation_baseline_recovers_planted_correlation_blocks():
     left_out[0] = -1
     assert ari_against_tasks(left_out, tasks) < 1.0
     assert ari_against_tasks(np.full(tasks.shape, -1), tasks) == 0.0
+
+
+def test_figures_of_a_check_whose_atlas_has_no_module():
+    """An atlas with no module (a verdict of no modules) ended the bench's row in an
+    IndexError."""
+    from saeatlas.demo.lesion_check import LesionCheck
+
+    n = 6
+    check = LesionCheck(
+        accuracy={"digits": 0.9, "xor": 0.9},
+        n_modules=0,
+        n_significant=0,
+        unit_module=np.full(n, -1),
+        lesion_labels=np.array([0, 0, 1, 1, -1, 0]),
+        activity_labels=np.array([0, 0, 1, 1, -1, -1]),
+        live=np.ones(n, bool),
+        module_excess=np.zeros((0, 2)),
+        module_p=np.zeros(0),
+        correlation_module=np.array([0, 0, 1, 1, -1, -1]),
+        verdict="no_significant_structure",
+        message="",
+    )
+    fig = check.figures()
+    assert fig["ari_atlas_vs_tasks"] == 0.0 and fig["ari_corr_vs_tasks"] == 1.0
+    assert fig["modules_hurting_own_task_most"] == "0/0"

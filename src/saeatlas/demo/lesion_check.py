@@ -155,7 +155,8 @@ class LesionCheck:
         atlas's verdict, then the lesion figures."""
         lab, mod, corr = self.lesion_labels, self.unit_module, self.correlation_module
         both = (lab >= 0) & (mod >= 0)
-        unit_task = np.where(mod >= 0, self.module_task[mod.clip(0)], -1)
+        task = np.append(self.module_task, -1)  # -1: a unit in no module (or none at all)
+        unit_task = task[np.where(mod >= 0, mod, -1)]
         pure = self.activity_labels >= 0
         return {
             **{f"acc_{k}": round(v, 3) for k, v in self.accuracy.items()},
