@@ -74,3 +74,50 @@ def test_resume_with_a_forward_edited_to_another_function_is_refused(tmp_path):
         expected = _net("relu")(x)
     torch.testing.assert_close(store.read(), expected)
 
+
+class _Then(torch.nn.Module):
+    """A linear layer, then ``fn`` of its output in a module of its own (``then``)."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.lin, self.fn = torch.nn.Linear(4, 6), fn
+        self.then = torch.nn.Identity()
+
+    def forward(self, x):
+        return self.then(self.fn(self.lin(x)))
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [lambda h: h[:, :0], lambda h: h[:, :0, None, None]],
+    ids=["[batch, 0]", "[batch, 0, 1, 1]"],
+)
+def test_a_layer_without_units_is_named(tmp_path, fn):
+    """It ended in 'Layer covers columns 0:0, expected to start at 0', a store error
+    that did not say the layer gives nothing to record."""
+    from saeatlas.errors import ShapeError
+
+    with pytest.raises(ShapeError, match=r"Layer 'then' gives no units \(output shape \[5, 0"):
+        capture_activations(
+            _Then(fn),
+            torch.randn(5, 4),
+            ["lin", "then"],
+            tmp_path / "s",
+            CaptureConfig(layout="image"),
+            **QUIET,
+        )
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.uint16, torch.bool])
+def test_outputs_of_uncommon_dtypes_are_stored_as_float32(tmp_path, dtype):
+    """float8 and uint16 outputs ended in a traceback (torch has no min/max for them,
+    which the NaN/Inf check takes)."""
+    torch.manual_seed(0)
+    net = _Then(lambda h: (h * 4).abs().to(dtype))
+    x = torch.randn(7, 4)
+    store = capture_activations(net, x, ["then"], tmp_path / "s", **QUIET)
+    with torch.no_grad():
+        expected = (net.lin(x) * 4).abs().to(dtype).float()
+    torch.testing.assert_close(store.read(), expected)
+    torch.testing.assert_close(torch.as_tensor(store.mean), expected.double().mean(0))
