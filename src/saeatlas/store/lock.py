@@ -5,7 +5,7 @@ directory itself is swapped in and out, :mod:`.atomic`). It holds the pid of the
 process that has the lock, so a second writer fails at once with one line that
 names it. The kernel drops the lock when its holder exits, even after ``kill -9``,
 so a lock is never stale (the ranks of a ``torchrun`` job whose launcher is killed
-stop too: :func:`saeatlas._world.stop_with_launcher`); the file is removed when the
+stop too: :func:`saeatlas._launcher.stop_with_launcher`); the file is removed when the
 lock is let go. Locks are re-entrant within one thread: a function
 that writes ``OUT`` may be called by another that already holds ``OUT``'s lock; another
 thread of the same process is refused like another process.
