@@ -166,7 +166,19 @@ def release(path: str | os.PathLike) -> None:
 
 @contextmanager
 def output_lock(*paths: str | os.PathLike | None) -> Iterator[None]:
-    """Hold the locks of every output in ``paths`` (``None`` entries are skipped)."""
+    """Hold the locks of every output in ``paths`` (``None`` entries are skipped).
+
+    Two of ``paths`` that are one directory (a link to the other) are an error: a
+    re-entrant lock let ``train --seeds 2`` write both SAEs into it, the second over
+    the first, and report both as saved."""
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        if p is not None and seen.setdefault(_key(p), Path(p)) != Path(p):
+            raise OutputError(
+                f"'{seen[_key(p)]}' and '{p}' are one directory (one is a link to the other), "
+                "but they are two outputs of this command; remove the link, or choose "
+                "another output."
+            )
     taken: list[Path] = []
     try:
         for p in paths:
