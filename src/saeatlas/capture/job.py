@@ -79,7 +79,10 @@ def _forward_code(cls: type) -> bytes:
     for attr in ("forward", "call"):
         fn = inspect.unwrap(getattr(cls, attr, None) or (lambda: None))
         code = getattr(fn, "__code__", None)
-        parts.append(_code_bytes(code) if code is not None else repr(fn).encode())
+        # not a Python function (a builtin, a partial): its kind and name, never its
+        # repr, which may hold an address that differs from process to process
+        what = f"{type(fn).__qualname__}:{getattr(fn, '__qualname__', '')}"
+        parts.append(_code_bytes(code) if code is not None else what.encode())
     return hashlib.sha256(b"\0".join(parts)).digest()
 
 
