@@ -151,9 +151,30 @@ def given_settings(
     before the defaults fill in the rest: what :func:`build_config` builds from."""
     data = load_config_file(config_file)
     if section and isinstance(data.get(section), dict):
+        _check_run_config_keys(data, section, config_file)
         data = dict(data[section])
     data.update({k: v for k, v in flags.items() if v is not None})
     return data
+
+
+def _check_run_config_keys(data: dict[str, Any], section: str, path: Path | None) -> None:
+    """A file read for its ``section`` is a ``saeatlas run`` config: a key at its top
+    level that such a config does not have (``tokens`` beside ``train:``) would be
+    dropped without a word."""
+    from .pipeline.config import RunConfig  # the run's config is built on this module
+
+    known = {f.name for f in fields(RunConfig)}
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        raise ConfigError(
+            f"{path}: {_names(unknown)} at the top level of a `saeatlas run` config (it has a "
+            f"`{section}:` section, which is what this command reads), where the run knows "
+            f"no such key; move it into `{section}:`, or give a file of {section} settings alone."
+        )
+
+
+def _names(keys: list[Any]) -> str:
+    return ", ".join(f"`{k}`" for k in keys) + (" is" if len(keys) == 1 else " are")
 
 
 # -- configs read from mappings (YAML sections of `saeatlas run`) ----------------------------

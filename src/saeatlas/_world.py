@@ -10,9 +10,6 @@ stages' own collective steps live with them (``capture/distributed.py``,
 from __future__ import annotations
 
 import os
-import sys
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,6 +17,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from ._launcher import stop_with_launcher
 from .errors import ConfigError, DistributedError
 
 T = TypeVar("T")
@@ -45,38 +43,6 @@ def join(device: str) -> World:
         return World()
     dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return World(dist.get_rank(), dist.get_world_size())
-
-
-#: Seconds between two looks of a ``torchrun`` rank for its launcher.
-LAUNCHER_POLL_S = 1.0
-_watching: list[int] = []
-
-
-def stop_with_launcher() -> None:
-    """Under ``torchrun``: end this rank soon after its launcher is gone.
-
-    ``torchrun`` starts its ranks in sessions of their own, so a ``kill -9`` of it
-    leaves them running, orphaned: they went on holding their outputs' locks (a rerun
-    was refused, "being written by process N", by a job that had been killed), or
-    hung at their next meeting. A rank now stops as a kill would stop it (what it
-    committed stays, for ``--resume``) once its parent changes."""
-    if "TORCHELASTIC_RUN_ID" not in os.environ or _watching:
-        return
-    parent = os.getppid()
-    _watching.append(parent)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(LAUNCHER_POLL_S)
-        sys.stderr.write(
-            f"saeatlas: the torchrun launcher (process {parent}) is gone; rank "
-            f"{os.environ.get('RANK', '?')} (process {os.getpid()}) stops. Run the command "
-            "again (with --resume where it has one).\n"
-        )
-        sys.stderr.flush()
-        os._exit(1)
-
-    threading.Thread(target=watch, name="saeatlas-launcher", daemon=True).start()
 
 
 def is_main_process() -> bool:

@@ -222,11 +222,11 @@ def test_cuda_means_each_ranks_own_gpu_which_must_exist(monkeypatch):
 
 RANK = """
 import sys, time
-from saeatlas import _world
+from saeatlas import _launcher
 from saeatlas.store.lock import acquire
-_world.LAUNCHER_POLL_S = 0.05
+_launcher.LAUNCHER_POLL_S = 0.05
 acquire(sys.argv[1])
-_world.stop_with_launcher()
+_launcher.stop_with_launcher()
 print("ready", flush=True)
 time.sleep(WAIT)
 """
@@ -265,3 +265,46 @@ def test_a_rank_whose_launcher_was_killed_stops_and_frees_its_lock(tmp_path):
     else:
         os.kill(int(pid), signal.SIGKILL)
         pytest.fail("the orphaned rank still holds the lock")
+
+
+STARTING = """
+import os, socket, subprocess, sys, time
+with socket.socket() as s:  # a port nobody listens on: the launcher's store, gone
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+env = {**os.environ, "TORCHELASTIC_RUN_ID": "test", "WORLD_SIZE": "2", "RANK": "1",
+       "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+rank = subprocess.Popen(sys.argv[1:], env=env, start_new_session=True)
+print(rank.pid, flush=True)
+time.sleep(WAIT)
+"""
+
+
+def test_a_rank_whose_launcher_was_killed_while_it_started_stops(tmp_path):
+    """kill -9 of torchrun in the seconds its ranks spend importing: they started
+    watching their launcher only when they joined the process group, took the orphaned
+    state for the normal one and waited at the group's first meeting for 30 minutes."""
+    np.save(tmp_path / "x.npy", np.zeros((4, 6), np.float32))
+    (tmp_path / "m.py").write_text("import torch\ndef f():\n    return torch.nn.Linear(6, 2)\n")
+    rank = [sys.executable, "-m", "saeatlas", "capture", "--model", f"{tmp_path}/m.py:f"]
+    rank += ["--inputs", str(tmp_path / "x.npy"), "--layers", "", "--out", str(tmp_path / "s")]
+    code = STARTING.replace("WAIT", str(WAIT_S))
+    launcher = subprocess.Popen([sys.executable, "-c", code, *rank], stdout=subprocess.PIPE)
+    pid = int(launcher.stdout.readline())
+    time.sleep(0.5)  # the rank's Python has started; its imports take seconds more
+    launcher.kill()
+    launcher.wait()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the rank went on after its launcher was killed")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -262,3 +262,36 @@ def test_run_from_files_beside_the_config(tmp_path):
     store_cols = yaml.safe_load((run / "config.yaml").read_text())
     assert store_cols["model_args"] == {"width": 9} and store_cols["out"] == "."
     assert "ablation" in Atlas.load(run / "atlas").summary
+
+
+def test_no_other_command_writes_into_the_run_directory_while_the_run_runs(
+    quick_demo, tmp_path
+):
+    """`saeatlas train --out RUN/sae` started while the run's sweep ran wrote its SAE, and
+    the run's train stage then replaced it without --overwrite: the run locked only the
+    run directory, and each stage its output while it wrote it. Now the run holds every
+    output's lock until it ends, so the other writer is refused at once."""
+    import threading
+
+    from saeatlas.store.lock import LockError, acquire, release
+
+    out = _copy(quick_demo, tmp_path)
+    names = ("store", "sweep", "sae", "sae-seeds/seed-1", "atlas")
+    written = []
+
+    def another_writer(outcome):  # another process, as the lock sees it: another thread
+        def write():
+            for name in names:
+                try:
+                    acquire(out / name)
+                except LockError:
+                    continue
+                written.append((outcome.name, name))
+                release(out / name)
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        thread.join()
+
+    run_pipeline(load_run_config(out / "config.yaml"), progress=False, on_stage=another_writer)
+    assert written == []

@@ -248,7 +248,8 @@ def test_verify_recomputes_the_statistics(store_copy, run_cli):
     cli, one_line = run_cli
     assert cli("info", store_copy, "--verify").exit_code == 0
     _edit_manifest(store_copy, lambda m: m["mean"].__setitem__(3, m["mean"][3] * 1.01 + 1e-3))
-    one_line(cli("info", store_copy, "--verify"), "wrong per-unit mean", "unit 3")
+    line = one_line(cli("info", store_copy, "--verify"), "wrong per-unit mean", "unit 3: ")
+    assert "np.float64" not in line  # the numbers as numbers, not numpy's repr
 
 
 def test_a_corrupt_shard_is_found(store_copy, run_cli):

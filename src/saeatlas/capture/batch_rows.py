@@ -37,6 +37,11 @@ def layer_specs(rows: dict[str, LayerRows], shapes: dict[str, tuple[int, ...]]) 
     specs, start = [], 0
     for name, r in rows.items():
         n = r.x.shape[1]
+        if n == 0:
+            raise ShapeError(
+                f"Layer '{name}' gives no units (output shape {list(shapes[name])}), so it has "
+                "nothing to record. Choose a layer whose outputs have units."
+            )
         specs.append(LayerSpec(name, start, start + n, (None, *shapes[name][1:]), r.layout))
         start += n
     return specs

@@ -8,7 +8,10 @@ the store writer records with every commit and compares on resume.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
+import types
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -45,15 +48,18 @@ def _total(flat: torch.Tensor) -> float:
 def model_fingerprint(model: torch.nn.Module) -> str:
     """sha256 over the module tree (each module's path and class, and the settings
     PyTorch's own modules show, such as ``LeakyReLU``'s slope: a ReLU swapped for a
-    Tanh changes no weight) and every parameter and buffer's name, shape, dtype, edge
-    values, about :data:`EDGE_VALUES` evenly spaced values and the float64 sum of all
-    its values (a checkpoint fine-tuned in its middle, or one value changed, changes
+    Tanh changes no weight), the code of each other module's ``forward`` (``torch.relu``
+    edited to ``torch.tanh`` in it changes no module either) and every parameter and
+    buffer's name, shape, dtype, edge values, about :data:`EDGE_VALUES` evenly spaced
+    values and the float64 sum of all its values (a checkpoint fine-tuned in its middle, or one value changed, changes
     the sum)."""
     h = hashlib.sha256(type(model).__name__.encode())
     for name, m in model.named_modules():
         # torch's own extra_repr only: another library's may show object addresses
         own = type(m).__module__.startswith("torch.nn.")
         h.update(f"{name}:{type(m).__qualname__}({m.extra_repr() if own else ''})".encode())
+        if not own:  # `torch.relu` edited to `torch.tanh` in a forward changes no module
+            h.update(_forward_code(type(m)))
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
         flat = t.detach().reshape(-1)
@@ -62,6 +68,37 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         h.update(_tensor_bytes(flat[:: max(1, flat.numel() // EDGE_VALUES)]))
         h.update(repr(_total(flat)).encode())
     return h.hexdigest()[:16]
+
+
+@functools.cache
+def _forward_code(cls: type) -> bytes:
+    """What a module class computes, as far as its code says: the bytecode, names and
+    constants of its ``forward`` (and of Keras's ``call``), nested functions included,
+    without line numbers (a comment added above it changes nothing)."""
+    parts = []
+    for attr in ("forward", "call"):
+        fn = inspect.unwrap(getattr(cls, attr, None) or (lambda: None))
+        code = getattr(fn, "__code__", None)
+        # not a Python function (a builtin, a partial): its kind and name, never its
+        # repr, which may hold an address that differs from process to process
+        what = f"{type(fn).__qualname__}:{getattr(fn, '__qualname__', '')}"
+        parts.append(_code_bytes(code) if code is not None else what.encode())
+    return hashlib.sha256(b"\0".join(parts)).digest()
+
+
+def _code_bytes(code: types.CodeType) -> bytes:
+    return b"\0".join(
+        [code.co_code, repr(code.co_names).encode(), *map(_const_bytes, code.co_consts)]
+    )
+
+
+def _const_bytes(c: Any) -> bytes:
+    if isinstance(c, types.CodeType):  # its repr holds an address and a line number
+        return _code_bytes(c)
+    if isinstance(c, (tuple, frozenset)):  # a frozenset's order varies between processes
+        items = [_const_bytes(v) for v in c]
+        return b"(" + b",".join(sorted(items) if isinstance(c, frozenset) else items) + b")"
+    return repr(c).encode()
 
 
 def inputs_fingerprint(inputs: Any) -> str:

@@ -28,6 +28,9 @@ from .layouts import LAYOUTS, undetermined_message
 
 SPATIAL_MODES = ("positions", "mean")
 
+#: The dtypes a layer's rows keep until they are stored; others become float32.
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
 
 class LayerRows(NamedTuple):
     """The rows one layer gives for one batch."""
@@ -86,6 +89,10 @@ def to_rows(
             f"Layer '{name}' gives complex values; saeatlas records real activations. Record a "
             "module that gives their real part or magnitude."
         )
+    if t.dtype not in _FLOAT_DTYPES:
+        # bool, integers and float8 are stored as float32 anyway; torch has no min/max
+        # (the NaN/Inf check) for uint16-64 and float8
+        t = t.float()
     b = t.shape[0] if t.ndim else 0
     if t.ndim == 1:
         t = t[:, None]

@@ -14,7 +14,13 @@ exit code 1 (in :mod:`.app`); ``--debug`` shows the traceback.
 
 from importlib import import_module
 
-from .app import _expand_multi_value, app, main
+from .._launcher import stop_with_launcher
+
+# Before the imports below, which take seconds: a `kill -9` of torchrun meanwhile
+# must stop this rank too (saeatlas._launcher).
+stop_with_launcher()
+
+from .app import _expand_multi_value, app, main  # noqa: E402
 
 # Importing a command module registers its commands; this order is --help's.
 for _name in ("store", "sae", "atlas", "runs", "interop"):

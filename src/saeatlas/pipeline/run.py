@@ -206,37 +206,62 @@ def _run(
         prints, settings = fingerprints(config), stage_settings(config)
         if not overwrite:  # before anything is written, config.yaml included
             coord.from_main(lambda: _refuse_changed(config, paths, state, prints, settings))
+        # ... and no other command writes into it meanwhile: rank 0 holds the locks of
+        # every output the stages write until the run ends (else `saeatlas train --out
+        # OUT/sae` started while the sweep ran had its SAE replaced by the train stage).
+        outputs = (paths.store, paths.sweep, paths.sae, *_seed_saes(paths, config), paths.atlas)
+        with output_lock(*(outputs if main else ())):
+            return _run_stages(coord, config, paths, state, prints, settings, progress, on_stage)
+
+
+def _seed_saes(paths: RunPaths, config: RunConfig) -> list[Path]:
+    """The seed SAEs the train stage writes (``sae-seeds/seed-N``)."""
+    return [paths.seed_sae(i) for i in range(1, config.n_trained_seeds + 1)]
+
+
+def _run_stages(
+    coord: Coordinator,
+    config: RunConfig,
+    paths: RunPaths,
+    state: RunState | None,
+    prints: dict[str, str],
+    settings: dict[str, dict],
+    progress: bool,
+    on_stage: Callable[[StageOutcome], None] | None,
+) -> RunResult:
+    """The stages of :func:`_run`, with its checks made and its locks held."""
+    main = coord.world.is_main
+    if main:
+        paths.out.mkdir(parents=True, exist_ok=True)
+        for name in (paths.state.name, paths.config.name):  # a killed run's, half-written
+            for tmp in paths.out.glob(f"{TMP_PREFIX}{name}-*"):
+                tmp.unlink(missing_ok=True)
+        record = replace(config, out=".").dumps()
+        if not _holds(paths.config, record):
+            atomic_write_bytes(paths.config, record.encode())
+    ctx = StageContext(config, paths, progress and main)
+    outcomes: list[StageOutcome] = []
+    upstream: str | None = None  # the first stage that ran in this call
+    for name in STAGES:
+        # rank 0 decides (its records), and starts the stage's record when it runs
+        decide = partial(_decide, name, config, paths, state, prints, settings, upstream)
+        outcome, ctx.resume, why = coord.from_main(decide)
+        if outcome is None:
+            t0 = time.perf_counter()
+            note = _RUNNERS[name](ctx) if main or name in ON_EVERY_RANK else None
+            note = coord.gather(note, None)[0]  # rank 0's, once every rank has finished
+            seconds = time.perf_counter() - t0
+            if state is not None:
+                state.finish(name, seconds, note, stage_stamp(name, paths, config))
+            upstream = upstream or name
+            outcome = StageOutcome(name, RAN, f"{why}; {note}" if note else why, seconds)
+        outcomes.append(outcome)
         if main:
-            paths.out.mkdir(parents=True, exist_ok=True)
-            for name in (paths.state.name, paths.config.name):  # a killed run's, half-written
-                for tmp in paths.out.glob(f"{TMP_PREFIX}{name}-*"):
-                    tmp.unlink(missing_ok=True)
-            record = replace(config, out=".").dumps()
-            if not _holds(paths.config, record):
-                atomic_write_bytes(paths.config, record.encode())
-        ctx = StageContext(config, paths, progress and main)
-        outcomes: list[StageOutcome] = []
-        upstream: str | None = None  # the first stage that ran in this call
-        for name in STAGES:
-            # rank 0 decides (its records), and starts the stage's record when it runs
-            decide = partial(_decide, name, config, paths, state, prints, settings, upstream)
-            outcome, ctx.resume, why = coord.from_main(decide)
-            if outcome is None:
-                t0 = time.perf_counter()
-                note = _RUNNERS[name](ctx) if main or name in ON_EVERY_RANK else None
-                note = coord.gather(note, None)[0]  # rank 0's, once every rank has finished
-                seconds = time.perf_counter() - t0
-                if state is not None:
-                    state.finish(name, seconds, note, stage_stamp(name, paths, config))
-                upstream = upstream or name
-                outcome = StageOutcome(name, RAN, f"{why}; {note}" if note else why, seconds)
-            outcomes.append(outcome)
-            if main:
-                log.info("%s: %s (%s)", outcome.name, outcome.status, outcome.reason)
-                if on_stage is not None:
-                    on_stage(outcome)
-        value = chosen(paths).value if config.sweep.enabled else None
-        return RunResult(paths.out, config, outcomes, Atlas.load(paths.atlas), value)
+            log.info("%s: %s (%s)", outcome.name, outcome.status, outcome.reason)
+            if on_stage is not None:
+                on_stage(outcome)
+    value = chosen(paths).value if config.sweep.enabled else None
+    return RunResult(paths.out, config, outcomes, Atlas.load(paths.atlas), value)
 
 
 def _holds(path: Path, record: str) -> bool:

@@ -5,7 +5,7 @@ directory itself is swapped in and out, :mod:`.atomic`). It holds the pid of the
 process that has the lock, so a second writer fails at once with one line that
 names it. The kernel drops the lock when its holder exits, even after ``kill -9``,
 so a lock is never stale (the ranks of a ``torchrun`` job whose launcher is killed
-stop too: :func:`saeatlas._world.stop_with_launcher`); the file is removed when the
+stop too: :func:`saeatlas._launcher.stop_with_launcher`); the file is removed when the
 lock is let go. Locks are re-entrant within one thread: a function
 that writes ``OUT`` may be called by another that already holds ``OUT``'s lock; another
 thread of the same process is refused like another process.
@@ -166,7 +166,19 @@ def release(path: str | os.PathLike) -> None:
 
 @contextmanager
 def output_lock(*paths: str | os.PathLike | None) -> Iterator[None]:
-    """Hold the locks of every output in ``paths`` (``None`` entries are skipped)."""
+    """Hold the locks of every output in ``paths`` (``None`` entries are skipped).
+
+    Two of ``paths`` that are one directory (a link to the other) are an error: a
+    re-entrant lock let ``train --seeds 2`` write both SAEs into it, the second over
+    the first, and report both as saved."""
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        if p is not None and seen.setdefault(_key(p), Path(p)) != Path(p):
+            raise OutputError(
+                f"'{seen[_key(p)]}' and '{p}' are one directory (one is a link to the other), "
+                "but they are two outputs of this command; remove the link, or choose "
+                "another output."
+            )
     taken: list[Path] = []
     try:
         for p in paths:

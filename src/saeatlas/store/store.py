@@ -210,7 +210,7 @@ class ActivationStore:
                 unit = int(np.argmax(off))
                 raise StoreError(
                     f"'{self.path}/manifest.json' has the wrong per-unit {name} for {int(off.sum())} "
-                    f"units (unit {unit}: {want[unit]!r}, the shards give {got[unit]!r}). "
+                    f"units (unit {unit}: {float(want[unit]):.9g}, the shards give {float(got[unit]):.9g}). "
                     "Recapture the store."
                 )
 
