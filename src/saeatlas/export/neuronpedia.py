@@ -42,6 +42,7 @@ from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..structure import Atlas
+from ..structure.inputs import check_made_from
 from .neuronpedia_activations import Contexts, FeatureStats, encode, histograms
 from .neuronpedia_logits import logit_effects
 from .neuronpedia_schema import BATCH_SCHEMA, rounded
@@ -130,6 +131,7 @@ def _export(
     atlas = Atlas.load(atlas_dir)
     sae = _open_sae(sae, atlas)
     store = _open_store(store, atlas)
+    check_made_from(atlas.summary, sae, store)
     layers = [l.name for l in sae.cfg.layers] or None
     width = store.n_units if layers is None else sum(l.n_units for l in sae.cfg.layers)
     if width != sae.cfg.d_in:

@@ -53,6 +53,7 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
         (int, float, _NONE),
     ),
     "n_rows_encoded": (int, _NONE),
+    **dict.fromkeys(("store", "store_fingerprint"), (str, _NONE)),
     "partition_significant": (bool, _NONE),
     **dict.fromkeys(("module_kind", "modules_from", "strictest_null", "method"), (str, _NONE)),
     "format_version": (int,),
@@ -96,7 +97,7 @@ NESTED_TYPES: dict[str, dict[str, tuple[type, ...]] | tuple[type, ...]] = {
     },
     "sae_modules.nulls[]": _NULL_TEST,
     "sae": {
-        **dict.fromkeys(("path", "architecture"), (str, _NONE)),
+        **dict.fromkeys(("path", "architecture", "fingerprint"), (str, _NONE)),
         **dict.fromkeys(("d_in", "d_sae", "k"), _COUNTS),
     },
     "graph": {

@@ -1,0 +1,93 @@
+"""The SAE and the store an atlas was made from: atlas.json names them by absolute path
+and records their fingerprints, so that what reads them later (export-neuronpedia, the
+report) never takes another SAE or store of the same sizes for them without a word."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def made(outputs, tmp_path_factory):
+    """An atlas analysed from the protected outputs' folder with relative paths (as a user
+    runs `saeatlas analyze --sae sae --acts store` there)."""
+    import os
+
+    from saeatlas.structure import AtlasConfig, map_structure
+
+    root = tmp_path_factory.mktemp("made")
+    here = os.getcwd()
+    os.chdir(outputs.root)
+    try:
+        atlas = map_structure("sae", "store", AtlasConfig(n_null=2, nulls=("permutation",)))
+    finally:
+        os.chdir(here)
+    atlas.save(root / "atlas")
+    return root / "atlas"
+
+
+def _other_sae(outputs, path):
+    """The protected SAE with other decoder weights: the sizes of a seed SAE."""
+    from saeatlas.sae import SparseAutoencoder
+
+    sae = SparseAutoencoder.load(outputs.sae)
+    with torch.no_grad():
+        sae.W_dec.mul_(-1)
+    sae.save(path)
+    return path
+
+
+def test_export_from_another_directory_reads_the_atlas_own_sae(
+    tmp_path, outputs, made, run_cli, monkeypatch
+):
+    """atlas.json held the paths as given ('sae', 'store'): an export run from a directory
+    holding another 'sae' of the same sizes exported that SAE's features under the
+    atlas's modules."""
+    from saeatlas.export import read_batches
+    from saeatlas.sae import SparseAutoencoder
+
+    cli, _ = run_cli
+    _other_sae(outputs, tmp_path / "sae")
+    shutil.copytree(outputs.store, tmp_path / "store")
+    monkeypatch.chdir(tmp_path)
+    r = cli("export-neuronpedia", made, "--out", tmp_path / "np", "--n-examples", "2")
+    assert r.exit_code == 0, r.output
+    w_dec = SparseAutoencoder.load(outputs.sae).W_dec.detach()
+    for f in read_batches(tmp_path / "np")[0]["features"]:
+        units = f["neuron_alignment_indices"]
+        want = w_dec[f["feature_index"], units].numpy()
+        np.testing.assert_allclose(f["neuron_alignment_values"], want, atol=1e-3)
+
+
+def test_export_refuses_another_sae_of_the_same_sizes(tmp_path, outputs, made, run_cli):
+    cli, one_line = run_cli
+    other = _other_sae(outputs, tmp_path / "seed1")
+    args = ["--out", tmp_path / "np", "--sae", other]
+    one_line(cli("export-neuronpedia", made, *args), "not the one the atlas was made from")
+    assert not (tmp_path / "np").exists()
+
+
+def test_export_refuses_another_store_of_the_same_shape(tmp_path, outputs, made, run_cli):
+    """Rows of other inputs (or another model) with the atlas's layers and widths."""
+    cli, one_line = run_cli
+    x = np.load(outputs.npy)
+    np.save(tmp_path / "acts.npy", x[::-1].copy())
+    shutil.copy(outputs.root / "acts.layers.json", tmp_path / "acts.layers.json")
+    args = ["--out", tmp_path / "np", "--acts", tmp_path / "acts.npy"]
+    one_line(cli("export-neuronpedia", made, *args), "rows differ", "--acts")
+    assert not (tmp_path / "np").exists()
+    # the same rows as a .npy are the atlas's store
+    np.save(tmp_path / "acts.npy", x)
+    r = cli("export-neuronpedia", made, "--out", tmp_path / "np", "--acts", tmp_path / "acts.npy")
+    assert r.exit_code == 0, r.output
+
+
+def test_atlas_json_names_the_sae_and_store_by_absolute_path(outputs, made):
+    summary = json.loads((made / "atlas.json").read_text())
+    assert summary["sae"]["path"] == str(outputs.sae.resolve())
+    assert summary["store"] == str(outputs.store.resolve())
