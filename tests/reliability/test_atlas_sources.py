@@ -1,6 +1,7 @@
-"""The SAE and the store an atlas was made from: atlas.json names them by absolute path
-and records their fingerprints, so that what reads them later (export-neuronpedia, the
-report) never takes another SAE or store of the same sizes for them without a word."""
+"""The SAE and the store an atlas was made from, and the store an SAE was trained on:
+atlas.json and the SAE's cfg.json name them by absolute path (atlas.json also records
+their fingerprints), so that what reads them later (export-neuronpedia, export-saelens,
+the report) never takes another SAE or store of the same sizes for them without a word."""
 
 from __future__ import annotations
 
@@ -91,3 +92,28 @@ def test_atlas_json_names_the_sae_and_store_by_absolute_path(outputs, made):
     summary = json.loads((made / "atlas.json").read_text())
     assert summary["sae"]["path"] == str(outputs.sae.resolve())
     assert summary["store"] == str(outputs.store.resolve())
+
+
+def test_export_saelens_from_another_directory_reads_the_sae_own_store(
+    tmp_path, outputs, run_cli, monkeypatch
+):
+    """cfg.json named the training store as given ('store'): an export run from a directory
+    holding another 'store' with the same layers wrote that store's model and dataset
+    into the SAELens metadata."""
+    cli, _ = run_cli
+    (tmp_path / "a").mkdir()
+    shutil.copytree(outputs.store, tmp_path / "a" / "store")
+    monkeypatch.chdir(tmp_path / "a")
+    args = ["--layers", "1", "--seeds", "1", "--d-sae", "8", "--k", "2", "--tokens", "256", "-q"]
+    r = cli("train", "--acts", "store", "--out", "sae", *args)
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "b" / "store"
+    shutil.copytree(outputs.store, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["provenance"].update(model="another-model", inputs="other/data.txt")
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.chdir(tmp_path / "b")
+    r = cli("export-saelens", tmp_path / "a" / "sae", "--out", tmp_path / "sl")
+    assert r.exit_code == 0, r.output
+    metadata = json.loads((tmp_path / "sl" / "cfg.json").read_text())["metadata"]
+    assert metadata["model_name"] == outputs.model, metadata
