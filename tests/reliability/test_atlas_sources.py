@@ -117,3 +117,16 @@ def test_export_saelens_from_another_directory_reads_the_sae_own_store(
     assert r.exit_code == 0, r.output
     metadata = json.loads((tmp_path / "sl" / "cfg.json").read_text())["metadata"]
     assert metadata["model_name"] == outputs.model, metadata
+
+
+def test_export_of_a_joint_sae_says_what_its_layer_and_units_are(tmp_path, made):
+    """A batch names one `layer`: for an SAE over two layers it named the first, and the
+    second layer's units (10-17) as that layer's, without a word."""
+    from saeatlas.export import export_neuronpedia, read_batches
+
+    with pytest.warns(UserWarning, match=r"reads 2 layers \(\['1', '3'\]\).*unit numbers"):
+        export_neuronpedia(made, tmp_path / "np")
+    (batch,) = read_batches(tmp_path / "np")
+    assert batch["layer"] == 1
+    named = {i for f in batch["features"] for i in f["neuron_alignment_indices"]}
+    assert max(named) >= 10  # units of layer '3', by the atlas's numbering

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,15 @@ def _export(
         raise ConfigError(
             f"The SAE reads {sae.cfg.d_in} units but the store gives {width}; give the store it "
             "was trained on with --acts."
+        )
+    read = layers or [l.name for l in store.layers]
+    if len(read) > 1:  # Neuronpedia's layout has one layer per SAE
+        warnings.warn(
+            f"The SAE reads {len(read)} layers ({read[:4]}); each batch names the first's "
+            f"number as its `layer` ({_layer_number(read[0])}), and `neuron_alignment_indices` "
+            "are the atlas's unit numbers over all of them (units.parquet), not units of one "
+            "layer. Export an SAE of one layer for Neuronpedia's per-layer pages.",
+            stacklevel=3,
         )
     d_sae = sae.cfg.d_sae
     stats = FeatureStats(d_sae, config.n_examples)
