@@ -130,3 +130,24 @@ def test_export_of_a_joint_sae_says_what_its_layer_and_units_are(tmp_path, made)
     assert batch["layer"] == 1
     named = {i for f in batch["features"] for i in f["neuron_alignment_indices"]}
     assert max(named) >= 10  # units of layer '3', by the atlas's numbering
+
+
+def test_an_atlas_replaced_while_it_is_read_is_refused(tmp_path, made, monkeypatch):
+    """Atlas.load read atlas.json, then the tables one by one: an `analyze --overwrite`
+    swapping in its atlas between them gave one atlas's summary over another's tables."""
+    from saeatlas.structure import atlas as atlas_mod
+    from saeatlas.structure.atlas_format import AtlasFileError
+
+    shutil.copytree(made, tmp_path / "atlas")
+    shutil.copytree(made, tmp_path / "next")
+    read = atlas_mod.pq.read_table
+
+    def swap_then_read(file, *args, **kwargs):
+        if (tmp_path / "next").exists():  # the other analysis's swap, after atlas.json
+            (tmp_path / "atlas").rename(tmp_path / "old")
+            (tmp_path / "next").rename(tmp_path / "atlas")
+        return read(file, *args, **kwargs)
+
+    monkeypatch.setattr(atlas_mod.pq, "read_table", swap_then_read)
+    with pytest.raises(AtlasFileError, match="was replaced .* while it was read"):
+        atlas_mod.Atlas.load(tmp_path / "atlas")
