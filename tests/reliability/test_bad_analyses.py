@@ -79,6 +79,8 @@ def test_a_stale_seed_directory_is_not_reused_as_the_null_source(tmp_path, guard
         ("n_bootstrap: 100000\n", "`n_bootstrap` must be in [0, 100]"),
         ("resolutions: [1.0, 1]\n", "`resolutions` has repeated values: [1.0, 1.0]"),
         ("nulls: [dictionary, dictionary]\n", "`nulls` has repeated values"),
+        # a traceback from the Leiden finder's RandomState, after the whole encoding
+        (f"seed: {2**32}\n", "`seed` must be in [0, 4.29497e+09]"),
     ],
 )
 def test_bad_analysis_settings(tmp_path, guarded, run_cli, text, needle):
@@ -343,7 +345,7 @@ def _atlas_of_one_module(path):
         units=pd.DataFrame(dict(unit=[0, 1], layer=["a", "a"], index=[0, 1], module=[0, -1])),
         features=pd.DataFrame(dict(feature=[0], module=[0], top_units=[[0, 1]])),
         modules=pd.DataFrame(dict(module=[0], n_units=[1], n_features=[1], significant=[True])),
-        summary={},
+        summary={"layers": ["a"]},
     )
     decide(atlas)
     atlas.save(path)
@@ -367,12 +369,24 @@ def _atlas_of_one_module(path):
         ("modules", lambda m: m.assign(n_units=-3), "is [-3], but units.parquet puts [1]"),
         # columns of another kind, each a traceback half-way through the report
         ("units", lambda u: u.assign(index=[0.0, None]), "`index` of units.parquet"),
-        ("units", lambda u: u.assign(membership=["1", "0"]), "must hold numbers, not"),
+        ("units", lambda u: u.assign(membership=["1", "0"]), "must hold numbers from 0 to 1, not"),
         ("units", lambda u: u.assign(layer=[1, 2]), "`layer` of units.parquet"),
         ("features", lambda f: f.assign(top_unit_weights=["0.5"]), "lists of numbers"),
         ("modules", lambda m: m.assign(z=[3.0]), "`z` and `p` without the other"),
         ("modules", lambda m: m.assign(significant=["yes"]), "must hold true or false"),
         ("modules", lambda m: m.assign(layer_mass=["[0.6 0.4]"]), "`layer_mass` of modules"),
+        # each drawn as it was, without a word: a feature twice or past the SAE's latents,
+        # a unit of no layer the atlas read, a probability of 7
+        ("features", lambda f: f.iloc[[0, 0]], "must list each feature once"),
+        ("features", lambda f: f.assign(feature=f.feature + 30), "must list each feature once"),
+        ("units", lambda u: u.assign(layer=["a", "b"]), "names the layer 'b', not one of"),
+        ("units", lambda u: u.assign(index=[0, 5]), "layer 'a' [0, 5]"),
+        (
+            "modules",
+            lambda m: m.assign(z=[2.0], p=[7.0]),
+            "numbers from 0 to 1, not float64 such as 7.0",
+        ),
+        ("units", lambda u: u.assign(membership=[1.0, -0.5]), "such as -0.5"),
     ],
 )
 def test_report_refuses_atlas_tables_that_disagree(tmp_path, run_cli, name, change, needle):

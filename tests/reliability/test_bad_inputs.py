@@ -358,11 +358,17 @@ def test_an_sae_layer_map_is_checked_layer_by_layer(sae_copy, outputs, run_cli):
 
 
 def _atlas_of(tmp_path, outputs, **sae):
-    """A copy of the protected atlas whose atlas.json names the SAE it was made from."""
+    """A copy of the protected atlas whose atlas.json names the SAE it was made from (and
+    whose features are that SAE's ``d_sae`` latents)."""
+    import pandas as pd
+
     atlas = tmp_path / "atlas"
     shutil.copytree(outputs.atlas, atlas)
     summary = json.loads((atlas / "atlas.json").read_text())
     (atlas / "atlas.json").write_text(json.dumps({**summary, "sae": sae}))
+    n = sae["d_sae"]
+    features = dict(feature=range(n), module=[-1] * n, density=[0.1] * n)
+    pd.DataFrame(features).to_parquet(atlas / "features.parquet", index=False)
     return atlas
 
 

@@ -80,6 +80,13 @@ SAELENS_DAMAGE = {
         lambda c, w: w.__setitem__("log_threshold", w["threshold"].log()),
         "['log_threshold']",
     ),
+    "float64 weights beyond float32's range (would load as Inf)": (
+        "standard",
+        lambda c, w: w.update(
+            {k: v.double() * (1e300 if k == "W_enc" else 1) for k, v in w.items()}
+        ),
+        "beyond float32's range",
+    ),
     "finetuning scaling factor": (
         "standard",
         lambda c, w: w.__setitem__("scaling_factor", torch.full((32,), 2.0)),
@@ -147,6 +154,18 @@ def test_a_damaged_hookpoint_stops_the_whole_sparsify_import(tmp_path, run_cli, 
     _damaged(tmp_path, FIXTURES / "sparsify" / "run" / "layers.1", damage, "sae.safetensors")
     (tmp_path / "src").rename(run / "layers.1")
     one_line(cli("import-sparsify", run, "--out", tmp_path / "out"), needle)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("missing", ["sae.safetensors", "cfg.json"])
+def test_a_sparsify_run_with_a_half_copied_hookpoint_is_refused(tmp_path, run_cli, missing):
+    """A hookpoint folder without one of its two files was passed over: the run was
+    imported without that hookpoint, reporting success."""
+    cli, one_line = run_cli
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "sparsify" / "run", run)
+    (run / "layers.1" / missing).unlink()
+    one_line(cli("import-sparsify", run, "--out", tmp_path / "out"), "layers.1'", missing)
     assert not (tmp_path / "out").exists()
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..structure import Atlas
+from ..structure.inputs import check_made_from
 from .neuronpedia_activations import Contexts, FeatureStats, encode, histograms
 from .neuronpedia_logits import logit_effects
 from .neuronpedia_schema import BATCH_SCHEMA, rounded
@@ -130,12 +132,22 @@ def _export(
     atlas = Atlas.load(atlas_dir)
     sae = _open_sae(sae, atlas)
     store = _open_store(store, atlas)
+    check_made_from(atlas.summary, sae, store)
     layers = [l.name for l in sae.cfg.layers] or None
     width = store.n_units if layers is None else sum(l.n_units for l in sae.cfg.layers)
     if width != sae.cfg.d_in:
         raise ConfigError(
             f"The SAE reads {sae.cfg.d_in} units but the store gives {width}; give the store it "
             "was trained on with --acts."
+        )
+    read = layers or [l.name for l in store.layers]
+    if len(read) > 1:  # Neuronpedia's layout has one layer per SAE
+        warnings.warn(
+            f"The SAE reads {len(read)} layers ({read[:4]}); each batch names the first's "
+            f"number as its `layer` ({_layer_number(read[0])}), and `neuron_alignment_indices` "
+            "are the atlas's unit numbers over all of them (units.parquet), not units of one "
+            "layer. Export an SAE of one layer for Neuronpedia's per-layer pages.",
+            stacklevel=3,
         )
     d_sae = sae.cfg.d_sae
     stats = FeatureStats(d_sae, config.n_examples)

@@ -101,7 +101,8 @@ def checked_weights(
     of that shape, of a float dtype and finite (``copy_`` would broadcast a wrong
     shape silently, and cast integers), and that the file holds no others but
     ``ignored`` (SAELens and sparsify load strictly too: a ``threshold`` beside a
-    ``topk`` config says the config does not describe the weights)."""
+    ``topk`` config says the config does not describe the weights). Finite means finite
+    as float32: a float64 value beyond its range would load as Inf."""
     extra = sorted(set(tensors) - set(shapes) - set(ignored))
     if extra:
         raise SAEFileError(
@@ -120,12 +121,16 @@ def checked_weights(
                 f"'{file}': `{name}` has dtype {str(t.dtype).replace('torch.', '')}; "
                 "SAE weights must be floats."
             )
-        if not bool(torch.isfinite(t).all()):
+        t32 = t.float()  # float64 beyond float32's range turns Inf here, so check after
+        if not bool(torch.isfinite(t32).all()):
+            bad = int((~torch.isfinite(t32)).sum())
+            beyond = bool(torch.isfinite(t).all())
             raise SAEFileError(
-                f"'{file}': `{name}` has {int((~torch.isfinite(t)).sum())} NaN/Inf values; the "
-                "SAE is broken. Train it again."
+                f"'{file}': `{name}` has {bad} "
+                + ("values beyond float32's range" if beyond else "NaN/Inf values")
+                + "; the SAE is broken. Train it again."
             )
-        out[name] = t.float()
+        out[name] = t32
     return out
 
 
@@ -272,6 +277,7 @@ def saelens_cfg(c: SAEConfig, metadata: dict[str, Any]) -> dict[str, Any]:
 # -- sparsify --------------------------------------------------------------------------------
 
 SPARSIFY_WEIGHTS = "sae.safetensors"
+_FILES = (CFG, SPARSIFY_WEIGHTS)
 
 
 def is_sparsify_dir(path: str | Path) -> bool:
@@ -288,6 +294,20 @@ def sparsify_hookpoints(run: str | Path) -> list[Path]:
     if not run.is_dir():
         raise SAEFileError(f"'{run}' is not a directory.")
     found = sorted(p for p in run.iterdir() if is_sparsify_dir(p))
+    # a hookpoint folder missing one of its two files (a copy or save that stopped
+    # half-way) was passed over, and the run imported without that hookpoint
+    half = sorted(
+        p
+        for p in run.iterdir()
+        if p.is_dir() and not is_sparsify_dir(p) and any((p / n).exists() for n in _FILES)
+    )
+    if half:
+        lacks = [n for n in _FILES if not (half[0] / n).is_file()]
+        raise SAEFileError(
+            f"'{half[0]}' in the sparsify run '{run}' has no {' or '.join(lacks)}: that "
+            "hookpoint's SAE is incomplete. Copy it again from the checkpoint, or move the "
+            "folder out of the run."
+        )
     if not found:
         raise SAEFileError(
             f"'{run}' holds no sparsify SAE: a hookpoint folder has {CFG} and "

@@ -27,6 +27,7 @@ from ..store.atomic import (
     replacing_dir,
 )
 from ..store.lock import output_lock
+from ..store.sources import dir_identity
 from .atlas_format import (
     ATLAS_JSON,
     FORMAT_VERSION,
@@ -121,6 +122,7 @@ class Atlas:
     def load(cls, path: str | Path) -> Atlas:
         """Read an Atlas directory written by :meth:`save`."""
         path = Path(path)
+        identity = dir_identity(path)  # an analysis's --overwrite swaps in another directory
         meta = path / ATLAS_JSON
         if not meta.exists():
             raise AtlasFileError(
@@ -143,6 +145,11 @@ class Atlas:
             raise AtlasFileError(
                 f"The atlas at '{path}' is unreadable ({e}); rerun analyze."
             ) from e
+        if dir_identity(path) != identity:  # its files would mix two analyses
+            raise AtlasFileError(
+                f"The atlas at '{path}' was replaced (another `saeatlas analyze --overwrite`) "
+                "while it was read; read it again once that analysis is done."
+            )
         summary = check_summary(summary, meta)
         summary.pop("format_version", None)
         atlas = cls(summary=summary, **tables)

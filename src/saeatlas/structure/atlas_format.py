@@ -53,6 +53,7 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
         (int, float, _NONE),
     ),
     "n_rows_encoded": (int, _NONE),
+    **dict.fromkeys(("store", "store_fingerprint"), (str, _NONE)),
     "partition_significant": (bool, _NONE),
     **dict.fromkeys(("module_kind", "modules_from", "strictest_null", "method"), (str, _NONE)),
     "format_version": (int,),
@@ -96,7 +97,7 @@ NESTED_TYPES: dict[str, dict[str, tuple[type, ...]] | tuple[type, ...]] = {
     },
     "sae_modules.nulls[]": _NULL_TEST,
     "sae": {
-        **dict.fromkeys(("path", "architecture"), (str, _NONE)),
+        **dict.fromkeys(("path", "architecture", "fingerprint"), (str, _NONE)),
         **dict.fromkeys(("d_in", "d_sae", "k"), _COUNTS),
     },
     "graph": {
@@ -247,20 +248,22 @@ def check_summary(summary: Any, meta: Path) -> dict[str, Any]:
 
 
 #: Kinds of the table columns the report and other tools read (``module`` columns have
-#: their own check): ``i`` integers, ``f`` numbers, ``b`` true or false, ``s`` text,
-#: ``l`` lists of numbers. Columns that are absent are not checked (older atlases lack
+#: their own check): ``i`` integers, ``f`` numbers, ``u`` numbers from 0 to 1 (or NaN:
+#: not measured), ``b`` true or false, ``s`` text, ``l`` lists of numbers. Columns that are absent are not checked (older atlases lack
 #: some; the report requires its own, :data:`..report.data.REQUIRED_COLUMNS`), but ``z``
 #: and ``p`` come together.
 TABLE_COLUMNS: dict[str, dict[str, str]] = {
-    "units": {"unit": "i", "index": "i", "layer": "s", "membership": "f", "coupling": "f"},
+    "units": {"unit": "i", "index": "i", "layer": "s", "membership": "u", "coupling": "f"},
     "features": {
         "feature": "i",
-        **dict.fromkeys(("density", "mean_activation", "max_unit_corr"), "f"),
+        "density": "u",
+        **dict.fromkeys(("mean_activation", "max_unit_corr"), "f"),
         **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
     },
     "modules": {
         **dict.fromkeys(("n_units", "n_features"), "i"),
-        **dict.fromkeys(("modularity", "z", "p", "reproducibility", "stability"), "f"),
+        **dict.fromkeys(("modularity", "z"), "f"),
+        **dict.fromkeys(("p", "reproducibility", "stability"), "u"),
         "significant": "b",
         **dict.fromkeys(("layer_profile", "layer_mass", "label_means"), "l"),
     },
@@ -273,6 +276,7 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
 _KIND_NAMES = {
     "i": "integers",
     "f": "numbers",
+    "u": "numbers from 0 to 1",
     "b": "true or false",
     "s": "text",
     "l": "lists of numbers",
@@ -283,8 +287,10 @@ def _column_ok(col: pd.Series, kind: str) -> bool:
     types = pd.api.types
     if kind == "i":
         return types.is_integer_dtype(col) and not types.is_bool_dtype(col)
-    if kind == "f":
-        return types.is_numeric_dtype(col) and not types.is_bool_dtype(col)
+    if kind in "fu":
+        if not types.is_numeric_dtype(col) or types.is_bool_dtype(col):
+            return False
+        return kind == "f" or not bool(((col < 0) | (col > 1)).any())
     if kind == "b":
         return types.is_bool_dtype(col)
     if kind == "s":
@@ -302,9 +308,14 @@ def _check_columns(atlas: Atlas, path: Path, fix: str) -> None:
         frame = getattr(atlas, name)
         for column, kind in columns.items():
             if column in frame.columns and len(frame) and not _column_ok(frame[column], kind):
+                col = frame[column]
+                outside = (col < 0) | (col > 1) if col.dtype.kind in "iuf" else col.isna()
+                example = col[outside].iloc[0] if outside.any() else col.iloc[0]
+                if isinstance(example, np.generic):  # its repr is np.float64(...)
+                    example = example.item()
                 raise AtlasFileError(
                     f"`{column}` of {name}.parquet in '{path}' must hold {_KIND_NAMES[kind]}, "
-                    f"not {frame[column].dtype} such as {frame[column].iloc[0]!r}; {fix}."
+                    f"not {col.dtype} such as {example!r}; {fix}."
                 )
     if len({"z", "p"} & set(atlas.modules.columns)) == 1:
         raise AtlasFileError(
@@ -334,11 +345,22 @@ def check_tables(atlas: Atlas, path: Path) -> None:
                 f"not 0 to {n - 1} in order; {fix}."
             )
     units = atlas.units.get("unit")
-    if units is not None and units.tolist() != list(range(len(units))):
-        raise AtlasFileError(
-            f"units.parquet in '{path}' must list each unit once, numbered 0, 1, 2, ... in "
-            f"order; {fix}."
-        )
+    d_sae = s["sae"].get("d_sae") if isinstance(s.get("sae"), dict) else None
+    for name, ids, size in (
+        ("unit", units, None),
+        ("feature", atlas.features.get("feature"), d_sae),
+    ):
+        # a feature listed twice, or past the SAE's latents, was drawn as one of the map's
+        if ids is not None and (
+            ids.tolist() != list(range(len(ids))) or size not in (None, len(ids))
+        ):
+            of = f" (the SAE's {size})" if size is not None else ""
+            raise AtlasFileError(
+                f"{name}s.parquet in '{path}' must list each {name}{of} once, numbered 0, 1, "
+                f"2, ... in order; {fix}."
+            )
+    if {"layer", "index"} <= set(atlas.units.columns):
+        _check_layers(atlas.units, s.get("layers"), path, fix)
     for name in ("units", "features", "ablation"):
         frame = getattr(atlas, name)
         if "module" not in frame.columns or frame.empty:
@@ -388,6 +410,23 @@ def check_tables(atlas: Atlas, path: Path) -> None:
         raise AtlasFileError(
             f"'{path / ATLAS_JSON}' says {wrong}, but its tables give {right}; {fix}."
         )
+
+
+def _check_layers(units: pd.DataFrame, layers: list[str] | None, path: Path, fix: str) -> None:
+    """Each layer's units numbered ``0, 1, ...`` in order within it, and (when
+    ``atlas.json`` lists them) only layers the atlas read: a unit's ``layer`` and
+    ``index`` are what the report and the search name it by (``act2:17``)."""
+    for layer, index in units.groupby("layer", sort=False)["index"]:
+        if layers is not None and layer not in layers:
+            raise AtlasFileError(
+                f"units.parquet in '{path}' names the layer {layer!r}, not one of the atlas's "
+                f"layers {layers}; {fix}."
+            )
+        if index.tolist() != list(range(len(index))):
+            raise AtlasFileError(
+                f"units.parquet in '{path}' numbers the units of layer {layer!r} "
+                f"{index.tolist()[:5]}..., not 0, 1, 2, ... in order; {fix}."
+            )
 
 
 #: ``atlas.json``'s verdict and the counts it rests on (set by ``decide``).

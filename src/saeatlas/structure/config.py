@@ -27,6 +27,8 @@ NULLS = tuple(NULL_MODELS)
 #: Upper bounds of `n_null` and `n_bootstrap`.
 MAX_NULL_DRAWS = 10_000
 MAX_BOOTSTRAP = 100
+#: The largest `seed` (numpy's legacy RandomState, which the Leiden finder takes, stops there).
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ class AtlasConfig:
         in_range("min_link_fraction", self.min_link_fraction, 0, 1)
         in_range("min_enrichment", self.min_enrichment, 1)
         non_negative(self, "n_bootstrap", "n_examples", "window", "seed")
+        in_range("seed", self.seed, 0, MAX_SEED)  # was a traceback from the finder
         positive(
             self,
             "min_module_features",

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
 from .._coordinator import Coordinator, run_ranks, solo
@@ -297,20 +296,44 @@ def _facts(
 ) -> dict[str, Any]:
     """What the ranks of one analysis must share: the settings, the SAEs' weights and
     the store (its layers, rows and unit statistics)."""
-    stats = np.concatenate([store.mean, store.std]).tobytes()
     return {
         "settings": cfg.to_json(),
-        "SAE": _fingerprint(sae),
-        "seed SAEs": [_fingerprint(o) for o in others],
-        "store": (
-            store.n_rows,
-            [(l.name, l.start, l.stop) for l in store.layers],
-            hashlib.sha256(stats).hexdigest(),
-        ),
+        "SAE": sae_fingerprint(sae),
+        "seed SAEs": [sae_fingerprint(o) for o in others],
+        "store": store_fingerprint(store),
     }
 
 
-def _fingerprint(sae: SparseAutoencoder) -> str:
+def store_fingerprint(store: ActivationStore) -> str:
+    """A hash of ``store``'s rows count, layers and first 64 rows as float32 (two
+    captures of other inputs or of another model differ in them; the same rows saved as
+    a ``.npy`` do not, where running moments could differ in their last bits)."""
+    layers = [(l.name, l.start, l.stop) for l in store.layers]
+    head = json.dumps([store.n_rows, layers]).encode()
+    return hashlib.sha256(head + store.read(0, 64).numpy().tobytes()).hexdigest()
+
+
+def check_made_from(
+    summary: dict[str, Any], sae: SparseAutoencoder, store: ActivationStore
+) -> None:
+    """Refuse an SAE or a store other than the ones an atlas (its ``atlas.json``,
+    ``summary``) was made from, where it recorded them: of the same sizes, another SAE's
+    latents (a seed SAE's) or another capture's rows would be read as the atlas's
+    features and rows without a word."""
+    made = summary.get("sae") if isinstance(summary.get("sae"), dict) else {}
+    if made.get("fingerprint") not in (None, sae_fingerprint(sae)):
+        raise ConfigError(
+            f"The SAE given is not the one the atlas was made from ({made.get('path')!r}): "
+            "its weights differ. Give that SAE with --sae."
+        )
+    if summary.get("store_fingerprint") not in (None, store_fingerprint(store)):
+        raise ConfigError(
+            f"The store '{store.path}' is not the one the atlas was made from "
+            f"({summary.get('store')!r}): its rows differ. Give that store with --acts."
+        )
+
+
+def sae_fingerprint(sae: SparseAutoencoder) -> str:
     """A hash of ``sae``'s config and of its decoder, strided down to at most about
     65,536 values (enough to tell two trainings apart, cheap for any size)."""
     w = sae.W_dec.detach().reshape(-1)

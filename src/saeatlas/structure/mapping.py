@@ -44,7 +44,14 @@ from .inference.coupling import feature_modules
 from .inference.ensemble import build_ensemble
 from .inference.outcome import decide, match_jaccard
 from .inference.significance import sampling_error, significance_tests, strictness, verdict
-from .inputs import DEFAULT_TIMEOUT_S, AtlasInputs, SAELike, prepared_on_ranks
+from .inputs import (
+    DEFAULT_TIMEOUT_S,
+    AtlasInputs,
+    SAELike,
+    prepared_on_ranks,
+    sae_fingerprint,
+    store_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -282,14 +289,18 @@ def _summary(
         "n_dense_features": int(f.dense.sum()),
         "n_global_mode_features": int(f.global_feats.sum()),
         "global_mode": inp.mode.mode is not None,
+        # absolute: a path relative to where analyze ran named another SAE (or store) when
+        # the report or an export ran from another directory
         "sae": {
-            "path": inp.sae_path,
+            "path": None if inp.sae_path is None else str(Path(inp.sae_path).resolve()),
+            "fingerprint": sae_fingerprint(sae),
             "architecture": sae.cfg.architecture,
             "d_in": sae.cfg.d_in,
             "d_sae": sae.cfg.d_sae,
             "k": sae.cfg.k,
         },
-        "store": str(inp.store.path),
+        "store": str(Path(inp.store.path).resolve()),
+        "store_fingerprint": store_fingerprint(inp.store),
         "config": cfg.to_json(),
         "versions": {"saeatlas": __version__, "python": platform.python_version()},
     }

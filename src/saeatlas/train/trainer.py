@@ -202,7 +202,9 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
         run.opt.eval()  # the averaged weights are the result
     summary = {
         "saeatlas_version": __version__,
-        "store": str(run.store.path),
+        # absolute: export-saelens read the provenance of whatever 'store' was in the
+        # directory it ran from
+        "store": str(Path(run.store.path).resolve()),
         "train_config": run.cfg.to_json(),
         "n_steps": run.n_steps,
         "tokens": run.rows_done,
