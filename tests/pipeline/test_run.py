@@ -264,9 +264,7 @@ def test_run_from_files_beside_the_config(tmp_path):
     assert "ablation" in Atlas.load(run / "atlas").summary
 
 
-def test_no_other_command_writes_into_the_run_directory_while_the_run_runs(
-    quick_demo, tmp_path
-):
+def test_no_other_command_writes_into_the_run_directory_while_the_run_runs(quick_demo, tmp_path):
     """`saeatlas train --out RUN/sae` started while the run's sweep ran wrote its SAE, and
     the run's train stage then replaced it without --overwrite: the run locked only the
     run directory, and each stage its output while it wrote it. Now the run holds every
