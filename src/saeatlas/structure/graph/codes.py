@@ -24,7 +24,7 @@ import torch
 from ..._coordinator import Coordinator, solo
 from ..._progress import progress_bar
 from ...sae import SparseAutoencoder
-from ...sae.kernels import fast_bf16
+from ...sae.kernels import fast_bf16, select_topk
 from ...sae.model import sae_layers
 from ...store import ActivationStore, LayerSpec
 from .moments import make_sums
@@ -101,9 +101,11 @@ def encode_sparse(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor
     """Nonzero codes of a batch ``x [B, d_in]`` → ``(rows, cols, values)`` as two tensors:
     ``idx [nnz, 2]`` (row, latent) and ``values [nnz]``, row by row in order.
 
-    TopK SAEs take the top k of a bf16 product where bf16 matmul is fast (its
-    values carry 3 significant digits, ample for firing statistics; training
-    recomputes them exactly); the others encode densely in full precision. The
+    TopK SAEs take their candidates from a bf16 product where bf16 matmul is fast and
+    recompute them exactly (:func:`~saeatlas.sae.kernels.select_topk`, as training
+    does): the bf16 top k alone gave a near-tied row another latent than the SAE's own
+    encoding, and values of 3 significant digits, so a feature firing on one row could
+    show density 0. The others encode densely in full precision. The
     rows go through in blocks whose dense pre-activations stay within
     :data:`ENCODE_BLOCK_BYTES` (1,024 rows at 65,536 latents in float32), so memory
     does not grow with the batch times the dictionary.
@@ -126,7 +128,7 @@ def _encode_block(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor
         xs = x - sae.b_dec if cfg.subtracts_b_dec else x
         dtype = torch.bfloat16 if fast_bf16(x.device) else sae.W_enc.dtype
         pre = xs.to(dtype) @ sae.W_enc.to(dtype) + sae.b_enc.to(dtype)
-        values, idx = pre.topk(min(cfg.k, cfg.d_sae), dim=-1, sorted=False)
+        values, idx = select_topk(pre, min(cfg.k, cfg.d_sae), xs, sae.W_enc, sae.b_enc)
         values = values.float().relu()
         keep = values > 0
         rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(idx)[keep]
