@@ -201,7 +201,7 @@ def test_topk_codes_are_the_saes_own_where_bf16_chooses(monkeypatch):
     that fired on one row could show density 0 in features.parquet)."""
     from saeatlas.structure.graph import codes as codes_mod
 
-    monkeypatch.setattr(codes_mod, "fast_bf16", lambda device: True)  # as on AMX or a GPU
+    monkeypatch.setattr(codes_mod, "fast_bf16", lambda device, n=None: True)  # as on a GPU
     g = torch.Generator().manual_seed(0)
     sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=32, d_sae=256, k=8), g)
     x = torch.randn(400, 32, generator=g)

@@ -56,10 +56,11 @@ def _select_layers(
     return columns, tuple(rebased)
 
 
-def _select_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The dtype of the dense product that chooses TopK latents (see ``select_topk``)."""
+def _select_dtype(name: str, device: torch.device, n_weights: int) -> torch.dtype:
+    """The dtype of the dense product that chooses TopK latents (see ``select_topk``)
+    from an encoder of ``n_weights`` weights."""
     if name == "auto":
-        return torch.bfloat16 if fast_bf16(device) else torch.float32
+        return torch.bfloat16 if fast_bf16(device, n_weights) else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
@@ -175,7 +176,7 @@ class _Run:
         self.sae.to(self.device).train()
         mean, scale = input_normalizer(store, columns, self.layers, cfg.normalize)
         self.mean, self.scale = mean.to(self.device), scale.to(self.device)
-        self.select_dtype = _select_dtype(cfg.select_dtype, self.device)
+        self.select_dtype = _select_dtype(cfg.select_dtype, self.device, self.sae.W_enc.numel())
         self._init_from_sample()
         self.model = torch.compile(self.sae) if cfg.compile else self.sae
         if cfg.optimizer == "signum":

@@ -126,7 +126,7 @@ def _encode_block(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor
     cfg = sae.cfg
     if cfg.architecture == "topk":
         xs = x - sae.b_dec if cfg.subtracts_b_dec else x
-        dtype = torch.bfloat16 if fast_bf16(x.device) else sae.W_enc.dtype
+        dtype = torch.bfloat16 if fast_bf16(x.device, sae.W_enc.numel()) else sae.W_enc.dtype
         pre = xs.to(dtype) @ sae.W_enc.to(dtype) + sae.b_enc.to(dtype)
         values, idx = select_topk(pre, min(cfg.k, cfg.d_sae), xs, sae.W_enc, sae.b_enc)
         values = values.float().relu()
