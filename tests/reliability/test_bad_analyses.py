@@ -51,6 +51,9 @@ def test_the_analysed_sae_or_a_repeated_one_is_no_seed_sae(tmp_path, guarded, ru
     one_line(cli(*args, "--seeds", "3", "--seed-sae", seed, seed), "another seed SAE again")
     copy = shutil.copytree(guarded.sae, tmp_path / "copy")
     one_line(cli(*args, "--seeds", "2", "--seed-sae", copy), "the analysed SAE's own weights")
+    # a copy of a seed SAE under another name is that SAE again
+    twin = shutil.copytree(seed, tmp_path / "seed-copy")
+    one_line(cli(*args, "--seeds", "3", "--seed-sae", seed, twin), "have the same weights")
 
 
 def test_more_seed_saes_than_seeds_is_refused(tmp_path, guarded, run_cli):

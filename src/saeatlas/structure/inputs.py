@@ -245,7 +245,14 @@ def _loaded_twins(
                 "each --seed-sae once, each an SAE trained with another seed."
             )
         seen.add(key)
-        loaded[key] = check_twin(sae, _load(other), store, str(other))
+        twin = check_twin(sae, _load(other), store, str(other))
+        for earlier, before in zip(seed_saes, loaded.values()):
+            if torch.equal(twin.W_dec, before.W_dec):  # a copy under another name
+                raise ConfigError(
+                    f"The seed SAEs '{earlier}' and '{other}' have the same weights (one is a "
+                    "copy of the other); give SAEs trained with different seeds."
+                )
+        loaded[key] = twin
     if null_source is not None and _key(null_source) not in loaded:
         loaded[_key(null_source)] = check_twin(sae, _load(null_source), store, str(null_source))
     return loaded
