@@ -17,7 +17,7 @@ from saeatlas.structure import (
     save_planted,
 )
 from saeatlas.structure.inference.consensus import choose_level, level_consensus, nest
-from saeatlas.structure.inference.correlation import partition_modularity
+from saeatlas.structure.inference.correlation import opposition, partition_modularity
 from saeatlas.structure.inference.outcome import VERDICTS, decide
 from saeatlas.structure.inference.partitions import best_match_jaccard
 from saeatlas.train import TrainConfig
@@ -94,6 +94,46 @@ def test_correlation_view_keeps_a_coarse_tie_only_if_it_holds_the_graphs_structu
     alone = fine.copy()
     alone[:10] = -1
     assert partition_modularity(graph, alone) < quality[1]
+
+
+def test_opposition_tells_the_two_sides_of_one_axis_from_independent_modules():
+    rng = np.random.default_rng(0)
+    n = 4000
+    f, g = rng.normal(size=(2, n))
+    sign = np.repeat([1.0, -1.0], 10)
+    # one axis: ten units rise with f, ten fall with it
+    bipolar = np.corrcoef((f[:, None] * sign + 0.8 * rng.normal(size=(n, 20))).T)
+    # two independent modules: ten units follow f, ten follow g
+    both = np.concatenate([np.repeat(f[:, None], 10, 1), np.repeat(g[:, None], 10, 1)], 1)
+    independent = np.corrcoef((both + 0.8 * rng.normal(size=(n, 20))).T)
+    halves = np.repeat([0, 1], 10)
+    assert opposition(bipolar, halves) > 0.9  # as anti-correlated as correlated within
+    assert opposition(independent, halves) < 0.1
+    # the pair that opposes most counts; units in no module and a lone module do not
+    three = np.concatenate([halves, np.full(5, 2)])
+    padded = np.eye(25)
+    padded[:20, :20] = bipolar
+    assert opposition(padded, three) == pytest.approx(opposition(bipolar, halves))
+    assert opposition(bipolar, np.where(halves == 0, 0, -1)) == 0.0
+    assert opposition(bipolar, halves * 2) == pytest.approx(opposition(bipolar, halves))  # gap
+    # the ratio by hand for one pair
+    a, b = halves == 0, halves == 1
+    w = [bipolar[np.ix_(m, m)][~np.eye(10, dtype=bool)].mean() for m in (a, b)]
+    assert opposition(bipolar, halves) == pytest.approx(
+        -bipolar[np.ix_(a, b)].mean() / np.sqrt(w[0] * w[1])
+    )
+
+
+def test_correlation_view_keeps_no_coarse_tie_that_splits_one_axis():
+    coarse, fine = np.repeat(np.arange(2), 20), np.repeat(np.arange(4), 10)
+    levels = [level_consensus(np.stack([p] * 6), r) for p, r in ((coarse, 0.5), (fine, 1.0))]
+    quality = [0.30, 0.40]  # tied in coverage, the coarse one with over half the structure
+    assert choose_level(levels, tie_quality=quality) == 0
+    assert choose_level(levels, tie_quality=quality, opposed=[0.05, 0.6]) == 0
+    # the coarse split opposes its halves: the level of highest quality instead
+    assert choose_level(levels, tie_quality=quality, opposed=[0.6, 0.6]) == 1
+    assert choose_level(levels, tie_quality=[0.40, 0.30], opposed=[0.6, 0.6]) == 0
+    assert choose_level(levels, tie_quality=quality, opposed=[0.6, 0.1]) == 1
 
 
 def _atlas(significant, reproducible=1.0, **cols):

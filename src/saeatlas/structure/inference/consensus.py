@@ -54,6 +54,9 @@ COVERAGE_TIE = 0.05
 #: Scales tied in coverage whose ``tie_quality`` is under this fraction of the best tied
 #: one's are not kept as the coarse level (:func:`choose_level`).
 TIE_QUALITY = 0.5
+#: Tied scales whose most anti-correlated pair of modules opposes each other more than
+#: this (between-module mean correlation over the within-module one) are not kept.
+MAX_OPPOSED = 0.25
 #: A member recovers a module when one of its modules matches it at least this well.
 RECOVERED_JACCARD = DISSOLVED_JACCARD
 #: A module is reproducible when at least this fraction of members recover it.
@@ -178,6 +181,7 @@ def choose_level(
     levels: list[LevelConsensus],
     modularity: list[float] | None = None,
     tie_quality: list[float] | None = None,
+    opposed: list[float] | None = None,
 ) -> int:
     """Index of the scale to report (see the module docstring); ``levels`` coarsest first.
 
@@ -193,14 +197,20 @@ def choose_level(
     there the units are the graph's nodes, and a coarse partition that covers as
     many units but keeps under half the community structure a finer one shows
     (modularity 0.00 against 0.40 on one pruned three-task network of
-    ``bench/lesion.py``) is not the coarse level of that structure. Measured on 32
-    pruned networks of ``bench/lesion.py`` (8 seeds x {2, 3} tasks x {10%, 3%} of
-    the weights kept; the README's "Modules against tasks"): the atlas follows the
-    tasks +0.01, -0.10, +0.35 and +0.03 (mean ARI) against plain correlation
-    clustering with this rule; requiring 0.9 of the modularity instead gives
-    -0.06, -0.02, +0.08 and +0.03 (it loses the coarse task modules of two-task
-    networks), and the tie of highest modularity split the digits demo's two
-    modules in one seed.
+    ``bench/lesion.py``) is not the coarse level of that structure.
+
+    ``opposed`` (one per level, with ``tie_quality``): how strongly the level's most
+    anti-correlated pair of reproducible modules opposes each other
+    (:func:`.correlation.opposition`). A tied scale with a pair opposed more than
+    :data:`MAX_OPPOSED` drops out too: a graph of the positive part of the
+    correlations splits one bipolar axis (units that rise as others fall) into two
+    communities, its two sides, and such a split is not a coarse level of modules.
+    When every tied scale drops out, the scale whose reproducible partition has the
+    highest ``tie_quality`` is reported (the finder's best-modularity scale, among
+    those the ensemble reproduces). Measured on 32 pruned networks of
+    ``bench/lesion.py`` (the README's "Modules against tasks"): the coarse splits
+    that cut across the tasks opposed their halves at 0.25-0.70, those that are the
+    tasks at 0.00-0.14.
     """
     scores = np.array([lv.coverage if lv.n_modules >= 2 else -1 for lv in levels])
     if scores.max(initial=-1) <= 0:
@@ -210,9 +220,13 @@ def choose_level(
         return int(np.argmax(agree))
     tied = np.flatnonzero(scores >= (1 - COVERAGE_TIE) * scores.max())
     if tie_quality is not None:
-        q = np.asarray(tie_quality, dtype=float)[tied]
-        if q.max() > 0:
-            tied = tied[q >= TIE_QUALITY * q.max()]
+        q = np.asarray(tie_quality, dtype=float)
+        if q[tied].max() > 0:
+            tied = tied[q[tied] >= TIE_QUALITY * q[tied].max()]
+        if opposed is not None:
+            tied = tied[np.asarray(opposed, dtype=float)[tied] <= MAX_OPPOSED]
+            if not tied.size:
+                return int(np.argmax(np.where(scores > 0, q, -np.inf)))
     return int(tied[0])
 
 

@@ -8,7 +8,9 @@ resamples of them (:attr:`..graph.firing.UnitsMode.resampled`). Consensus,
 reproducibility and the reported scale follow the SAE ensemble
 (:mod:`.consensus`), except that a scale tied in units covered with a finer one
 is kept only when its partition has at least half the finer one's modularity
-on the all-rows graph (:func:`.consensus.choose_level`).
+on the all-rows graph and no two of its modules are the two sides of one axis
+(anti-correlated, :func:`opposition`; then the scale of highest modularity
+among the reproducible partitions is reported: :func:`.consensus.choose_level`).
 
 Significance is judged against independent units, on a block of the store's
 first rows (up to ``null_rows``, and :data:`NULL_BLOCK_BYTES`): each null draw
@@ -140,6 +142,33 @@ def partition_modularity(graph: sp.spmatrix, labels: np.ndarray) -> float:
     return modularity(graph, full)
 
 
+def opposition(corr: np.ndarray, labels: np.ndarray) -> float:
+    """How strongly the most anti-correlated pair of modules of ``labels`` opposes each
+    other in ``corr [n_units, n_units]``: the largest ``-B_ab / sqrt(W_a W_b)`` over pairs
+    of modules, ``B_ab`` the mean correlation between their units, ``W_a`` the mean
+    correlation within ``a`` (0: no pair anti-correlated; 1: the two sides of one axis,
+    correlated within as strongly as against each other). 0 with fewer than two
+    modules."""
+    on = np.flatnonzero(labels >= 0)
+    _, module = np.unique(labels[on], return_inverse=True)  # modules without units dropped
+    n_mod = int(module.max(initial=-1)) + 1
+    if n_mod < 2:
+        return 0.0
+    member = sp.csr_matrix(
+        (np.ones(on.size), (on, module)), shape=(labels.size, n_mod)
+    )  # [n_units, n_mod] one-hot
+    sums = np.asarray(member.T @ (member.T @ corr).T)  # [n_mod, n_mod] summed correlations
+    size = np.bincount(module, minlength=n_mod).astype(np.float64)
+    diag = np.bincount(module, weights=np.diag(corr)[on], minlength=n_mod)
+    within = (np.diag(sums) - diag) / np.maximum(size * (size - 1), 1)
+    between = sums / np.outer(size, size)
+    within = within.clip(1e-12)  # a module not correlated within: any opposition is large
+    scale = np.sqrt(np.outer(within, within))
+    ratio = -between / scale
+    np.fill_diagonal(ratio, -np.inf)
+    return float(max(ratio.max(), 0.0))
+
+
 def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
     cfg, mode = inp.cfg, inp.mode
     n_obs = max(mode.n_samples, 2)
@@ -171,7 +200,8 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
         for i in range(len(finders))
     ]
     quality = [partition_modularity(real, lv.reproducible_labels()) for lv in levels]
-    chosen = choose_level(levels, [m[1] for m in per_member[0]], quality)
+    opposed = [opposition(mode.corr, lv.reproducible_labels()) for lv in levels]
+    chosen = choose_level(levels, [m[1] for m in per_member[0]], quality, opposed)
     labels = levels[chosen].reproducible_labels()
     n_mod = int(labels.max(initial=-1)) + 1
     test = None
