@@ -31,10 +31,11 @@ each unit's lesion label and the task its module's ablation hurts most.
 
 Dense and pruned networks, two and three tasks (about 30 s per run on 2 CPU
 cores with ``OMP_NUM_THREADS=1``; with torch's default threads on a busy
-machine one run took 8.5 minutes); the README's figures:
+machine one run took 8.5 minutes); the README's figures, one process per
+number of tasks side by side:
 
-    .venv/bin/python bench/lesion.py --seeds 0 1 2 3 --tasks 2 3 --prune 1.0 0.1
-    .venv/bin/python bench/lesion.py --seeds 0 1 2 3 4 5 6 7 --tasks 2 3 --prune 0.1 0.03
+    .venv/bin/python bench/lesion.py --seeds 0 1 2 3 4 5 6 7 --tasks 2 --prune 1.0 0.1 0.03
+    .venv/bin/python bench/lesion.py --seeds 0 1 2 3 4 5 6 7 --tasks 3 --prune 1.0 0.1 0.03
 
 ``--prune 1.0`` is the dense control with the same retraining rounds as
 pruning; without ``--prune`` the network is trained once, with no rounds.

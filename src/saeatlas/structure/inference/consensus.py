@@ -208,9 +208,9 @@ def choose_level(
     When every tied scale drops out, the scale whose reproducible partition has the
     highest ``tie_quality`` is reported (the finder's best-modularity scale, among
     those the ensemble reproduces). Measured on 32 pruned networks of
-    ``bench/lesion.py`` (the README's "Modules against tasks"): the coarse splits
-    that cut across the tasks opposed their halves at 0.25-0.70, those that are the
-    tasks at 0.00-0.14.
+    ``bench/lesion.py`` (the README's "Modules against tasks"): the two-module coarse
+    splits that cut across the tasks opposed their halves at 0.30-0.69, the
+    two-module coarse levels that are the tasks at 0.00-0.11.
     """
     scores = np.array([lv.coverage if lv.n_modules >= 2 else -1 for lv in levels])
     if scores.max(initial=-1) <= 0:
