@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 import torch
 
 from .._validation import choice
-from ..errors import ConfigError, StoreError
+from ..errors import ChecksumError, ConfigError, StoreError
 from .atomic import finish_swap_for_reader, partial_dir
-from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest
+from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest, file_sha256
 from .merge import recover_store
 from .npy import open_npy
 from .partial import progress_files
@@ -188,7 +188,8 @@ class ActivationStore:
     def verify(self) -> None:
         """Read every shard, check its sha256 and for NaN/Inf, recompute the per-unit
         mean and standard deviation and compare them with the manifest's, and check that
-        ``rows.parquet`` holds one row per activation row.
+        ``rows.parquet`` holds one row per activation row, in order, and has the sha256
+        the manifest recorded.
 
         Raises:
             StoreError: a shard or ``rows.parquet`` is missing or corrupt, or the
@@ -197,6 +198,13 @@ class ActivationStore:
         if self.manifest is None:
             return  # a .npy array was read in full at open
         self.rows(["row"])
+        want = self.manifest.rows_sha256
+        if want is not None and (got := file_sha256(self.path / ROWS)) != want:
+            raise ChecksumError(
+                f"'{self.path / ROWS}' is not the one its capture wrote: its sha256 is "
+                f"{got[:16]}…, the manifest says {want[:16]}… (it was edited, or copied from "
+                "another store). Restore it, or recapture the store."
+            )
         source = ShardSource(self.path, self.manifest.shards, True, self._source.identity)
         m = RunningMoments(self.n_units)
         for i in range(len(source)):
