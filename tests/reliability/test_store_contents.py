@@ -1,4 +1,5 @@
-"""``info --verify`` finds every file of a store that is not the one its capture wrote."""
+"""Activations or row metadata that are not those a store (or a ``.npy``) was made with
+are found: by ``info --verify``, and by a training run resumed on them."""
 
 from __future__ import annotations
 
@@ -36,3 +37,31 @@ def test_verify_finds_row_metadata_that_was_changed(store_copy, run_cli, damage)
         table = pa.table({"row": np.arange(n), "sample": np.arange(n), "position": np.zeros(n)})
     pq.write_table(table, rows)
     one_line(cli("info", store_copy, "--verify"), "rows.parquet", "not the one its capture wrote")
+
+
+def test_a_training_resumed_on_an_npy_with_rows_swapped_is_refused(tmp_path, monkeypatch):
+    """A .npy's rows were known by their per-unit mean and std alone: two rows swapped
+    (the array saved again in another order) resumed the checkpoint without a word, so
+    the rest of the epoch visited some rows twice and others never."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.train import TrainConfig, train_sae
+    from saeatlas.train.run import _Run
+
+    x = np.abs(np.random.default_rng(0).normal(size=(200, 12))).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    cfg = TrainConfig(d_sae=16, k=3, batch_size=32, tokens=32 * 10, checkpoint_every=3)
+    real = _Run.train_step
+
+    def dying(self, batch):
+        if self.step == 4:  # after the checkpoint at step 3
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(_Run, "train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(tmp_path / "a.npy", cfg, tmp_path / "sae", progress=False)
+    monkeypatch.setattr(_Run, "train_step", real)
+    x[[0, 1]] = x[[1, 0]]
+    np.save(tmp_path / "a.npy", x)
+    with pytest.raises(ConfigError, match="`rows_digest`: the store's rows differ"):
+        train_sae(tmp_path / "a.npy", cfg, tmp_path / "sae", resume=True, progress=False)

@@ -9,6 +9,7 @@ bounded-memory batches.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,7 @@ class ActivationStore:
         )
         self.n_skipped_rows = 0
         """Rows of a ``.npy`` array left out for NaN/Inf (``on_nonfinite='skip'``)."""
+        self._npy_sha256 = ""  # a .npy's, from open_npy
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -149,6 +151,7 @@ class ActivationStore:
         store = cls(path, npy.source, npy.layers, npy.dtype, None)
         store._moments = (npy.mean, npy.std)
         store.n_skipped_rows = npy.n_skipped_rows
+        store._npy_sha256 = npy.sha256
         return store
 
     # -- facts -----------------------------------------------------------------------------
@@ -170,6 +173,16 @@ class ActivationStore:
         """Tokens per text the capture cut texts to (its provenance), or None: the
         ablation and the loss recovered cut texts the same way."""
         return self.manifest.provenance.get("max_length") if self.manifest else None
+
+    def digest(self) -> str:
+        """sha256 of the activations: of the shards' sha256 (in order) for a store
+        directory, of the values (every row, in order, read at open) for a ``.npy``."""
+        if self.manifest is None:
+            return self._npy_sha256
+        h = hashlib.sha256()
+        for shard in self.manifest.shards:
+            h.update(shard.sha256.encode())
+        return h.hexdigest()
 
     @property
     def mean(self) -> np.ndarray:
