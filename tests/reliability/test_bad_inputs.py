@@ -529,7 +529,8 @@ def test_evaluate_with_inputs_the_model_cannot_take_is_one_line(tmp_path, guarde
     "labels,needle",
     [
         (np.zeros((6, 2)), r"shape \[6, 2\] for 6"),
-        ([1, "a", 2.0, None, 1, 1], "all numbers or all strings"),
+        ([1, "a", 2.0, None, 1, 1], "all numbers"),
+        ([2**70, 1, 2, 3, 4, 5], r"integers of at most 64 bits"),  # was an OverflowError
         ([[1, 2], [3]] * 3, "not one per sample"),
     ],
 )
