@@ -3,6 +3,7 @@ are found: by ``info --verify``, and by a training run resumed on them."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -65,3 +66,24 @@ def test_a_training_resumed_on_an_npy_with_rows_swapped_is_refused(tmp_path, mon
     np.save(tmp_path / "a.npy", x)
     with pytest.raises(ConfigError, match="`rows_digest`: the store's rows differ"):
         train_sae(tmp_path / "a.npy", cfg, tmp_path / "sae", resume=True, progress=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])  # read directly, or through the map
+def test_an_npy_saved_again_while_it_is_read_is_not_mixed_in(tmp_path, dtype):
+    """np.save at the same path rewrites the file in place: a training run reading the
+    .npy served the new array's rows in its later epochs, under the moments, NaN check
+    and digest of the old one; a store directory replaced so was already refused."""
+    from saeatlas.errors import StoreError
+    from saeatlas.store import ActivationStore
+
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype(dtype)
+    np.save(tmp_path / "a.npy", x)
+    os.utime(tmp_path / "a.npy", ns=(1, 1))  # written long before it is written again
+    store = ActivationStore.open(tmp_path / "a.npy")
+    batches = store.iter_batches(16, seed=0)
+    next(batches)
+    np.save(tmp_path / "a.npy", x[::-1].copy())  # the same shape: the reader cannot tell
+    with pytest.raises(StoreError, match="was written again while this run read it"):
+        for _ in range(2):  # another epoch
+            for _ in store.iter_batches(16, seed=1):
+                pass
