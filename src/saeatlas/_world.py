@@ -94,7 +94,8 @@ def from_main(fn: Callable[[], T], world: World) -> T:
             error, sent[0] = e, ("error", str(e).strip() or type(e).__name__)
     # NCCL moves the pickled object through this rank's own GPU
     device = rank_device("cuda", world) if dist.get_backend() == "nccl" else None
-    dist.broadcast_object_list(sent, src=0, device=device)
+    with collective(world, "job", "rank 0 died or was killed; see its output for the cause."):
+        dist.broadcast_object_list(sent, src=0, device=device)
     if error is not None:
         raise error
     status, value = sent[0]

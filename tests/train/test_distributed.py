@@ -135,3 +135,18 @@ def test_a_rank_that_died_is_one_error_not_a_gloo_traceback(monkeypatch, step):
     }
     with pytest.raises(DistributedError, match=r"^Rank 1 of 2 lost contact .* training .*--resume"):
         calls[step]()
+
+
+def test_rank_0_dying_before_its_decision_is_one_error(monkeypatch):
+    """The other ranks wait for what rank 0 decides (may the output be written?); a rank 0
+    killed then left them with gloo's RuntimeError and a traceback."""
+    from saeatlas._world import World, from_main
+    from saeatlas.errors import DistributedError
+
+    def reset(*args, **kwargs):
+        raise RuntimeError("[pair.cc:537] Read error [127.0.0.1]:7075: Connection reset by peer")
+
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "gloo")
+    monkeypatch.setattr(dist, "broadcast_object_list", reset)
+    with pytest.raises(DistributedError, match=r"^Rank 1 of 2 lost contact .* rank 0 died"):
+        from_main(lambda: True, World(1, 2))
