@@ -4,6 +4,7 @@ before the work, and nothing of an existing output changed (``guarded``)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -453,11 +454,12 @@ INPUT_FILES = {
     "number.jsonl": (lambda p: p.write_text('{"text": 5}\n'), "line 1"),
     "blank.jsonl": (lambda p: p.write_text("\n\n"), "no texts"),
     "folder.npy": (lambda p: p.mkdir(), "is a directory"),
+    "pipe.npy": (lambda p: os.mkfifo(p), "is not a regular file"),  # was "does not exist"
 }
 
 
 #: Labels may be text lines, strings or any 1-d array: only these files are bad labels.
-BAD_LABEL_FILES = ("empty.npy", "folder.npy", "latin1.txt", "objects.npy")
+BAD_LABEL_FILES = ("empty.npy", "folder.npy", "latin1.txt", "objects.npy", "pipe.npy")
 
 
 @pytest.mark.parametrize(
