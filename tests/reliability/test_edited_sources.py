@@ -30,6 +30,10 @@ def test_a_hugging_face_directory_saved_again_is_captured_again(tmp_path, output
     state.start("capture", prints["capture"], settings["capture"], source_files(cfg))
     state.finish("capture", 0.0, "", None)
     assert _decide("capture", cfg, paths, state, prints, settings, None)[0].status == "skipped"
+    (model / "run").mkdir()  # a run directory inside the model's, and its lock beside it
+    (model / "run" / "run.json").write_text("{}")
+    (model / ".run.lock").write_text("1234")
+    assert _decide("capture", cfg, paths, state, prints, settings, None)[0].status == "skipped"
     (model / "model.safetensors").write_bytes(b"new weights")  # the same size
     os.utime(model / "model.safetensors", ns=(1, 1))
     outcome, resume, why = _decide("capture", cfg, paths, state, prints, settings, None)

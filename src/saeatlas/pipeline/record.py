@@ -99,17 +99,19 @@ def source_files(cfg: RunConfig) -> dict[str, list[int]]:
 
 def _stamp(path: Path) -> list[int] | None:
     """A file's size and modification time; for a directory (a Hugging Face model's),
-    its number of files, their total size and a hash of every file's name, size and
-    modification time (weights saved again into it change it); None for neither."""
+    the number of its files, their total size and a hash of every file's name, size and
+    modification time (weights saved again into it change it): its own files only, not
+    hidden ones or those in folders below it, where a run directory, or the lock file
+    beside one, may lie. None for neither."""
     if path.is_file():
         st = path.stat()
         return [st.st_size, st.st_mtime_ns]
     if not path.is_dir():
         return None
     h, n, size = hashlib.sha256(), 0, 0
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
         st = f.stat()
-        h.update(f"{f.relative_to(path).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         n, size = n + 1, size + st.st_size
     return [n, size, int(h.hexdigest()[:15], 16)]
 
