@@ -10,7 +10,7 @@ import numpy as np
 
 from .._progress import progress_bar
 from ..errors import ConfigError
-from ..store.atomic import atomic_write_bytes, replacing_dir
+from ..store.atomic import atomic_write_bytes, replacing_dir, resolve
 from ..store.lock import output_lock
 from . import effects, figures, maps, plots
 from .cards import module_cards
@@ -65,6 +65,7 @@ def write_report(
     """
     atlas_dir = check_atlas_dir(atlas_dir)  # before its lock: a file is no output to lock
     out = atlas_dir / REPORT_HTML if out is None else Path(out)
+    resolve(out.parent)  # a loop of symbolic links is named before the work
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out '{out}' is a directory; give the HTML file to write.")
     if (
@@ -153,6 +154,6 @@ def _is_report(path: Path) -> bool:
 
 def _relative(path: Path, base: Path) -> str:
     try:
-        return str(path.resolve().relative_to(base.resolve()))
+        return str(resolve(path).relative_to(resolve(base)))
     except ValueError:
         return str(path)

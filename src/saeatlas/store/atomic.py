@@ -106,7 +106,7 @@ def refuse_current_folder(
     ``what`` (``"a store"``) replaces its folder whole (:func:`swap_in`), and the
     folder a process runs in cannot be renamed aside."""
     here = Path.cwd()
-    if Path(path).resolve() in (here, *here.parents):
+    if resolve(path) in (here, *here.parents):
         raise error(
             f"'{path}' is the current folder or holds it, and {what} replaces its folder whole "
             f"(renamed into place); give a new folder inside it, such as '{Path(path) / 'out'}'."
@@ -145,7 +145,19 @@ def through_link(path: str | os.PathLike) -> Path:
     through, the directory it names replaced and the link kept (a directory swapped in
     at the link's place would drop it, and leave files written through it behind)."""
     path = Path(path)
-    return path.resolve() if path.is_symlink() else path
+    return resolve(path) if path.is_symlink() else path
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """``Path(path).resolve()``; a loop of symbolic links on the way (a link that names
+    itself, or two that name each other) is a :class:`ConfigError` that names it."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as e:  # Python < 3.13: RuntimeError; then OSError
+        raise ConfigError(
+            f"'{path}' leads through a loop of symbolic links ({e}); remove the link or "
+            "choose another path."
+        ) from None
 
 
 def beside(path: str | os.PathLike, suffix: str) -> Path:
