@@ -153,7 +153,7 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     features_df.insert(
         4,
         "firing_density",
-        np.bincount(f.fires.indices, minlength=f.fires.shape[1]) / max(f.fires.shape[0], 1),
+        f.n_strong / max(f.fires.shape[0], 1),
     )
     features_df["community"] = main.feature_module
     unit_modules = UnitModules(unit_module, units.membership, units.shared, units.mass)

@@ -1,0 +1,39 @@
+"""The atlas's numbers against an independent computation from the SAE and the rows:
+figures that are wrong without an error (sixth hostile sweep)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def dense_atlas(outputs):
+    """An atlas of the protected SAE and store with `max_density` low enough that some
+    features are dense (kept out of modules), and the SAE's own codes of the rows."""
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.store import ActivationStore
+    from saeatlas.structure import AtlasConfig, map_structure
+
+    cfg = AtlasConfig(n_null=2, nulls=("permutation",), max_density=0.1)
+    atlas = map_structure(outputs.sae, outputs.store, cfg)
+    sae = SparseAutoencoder.load(outputs.sae)
+    with torch.no_grad():
+        acts = sae.encode(ActivationStore.open(outputs.store).read()).acts.double().numpy()
+    return atlas, acts, cfg
+
+
+def test_firing_density_of_a_dense_feature_is_its_firing_not_zero(dense_atlas):
+    # `firing_density` was read from the graph's firings, whose dense and global-mode
+    # columns are emptied: a feature flagged dense (firing on more than `max_density` of
+    # the rows) showed firing density 0 in features.parquet and the report
+    atlas, acts, cfg = dense_atlas
+    f = atlas.features
+    assert f["dense"].any()
+    p99 = [np.percentile(a[a > 0], 99) if (a > 0).any() else 0.0 for a in acts.T]
+    cut = cfg.min_activation * np.array(p99)
+    strong = ((acts > 0) & (acts >= cut[None, :])).mean(axis=0)
+    np.testing.assert_allclose(f["firing_density"], strong, atol=1e-9)
+    assert (f.loc[f["dense"], "firing_density"] > cfg.max_density).all()
+    np.testing.assert_allclose(f["density"], (acts > 0).mean(axis=0), atol=1e-12)
