@@ -37,3 +37,18 @@ def test_firing_density_of_a_dense_feature_is_its_firing_not_zero(dense_atlas):
     np.testing.assert_allclose(f["firing_density"], strong, atol=1e-9)
     assert (f.loc[f["dense"], "firing_density"] > cfg.max_density).all()
     np.testing.assert_allclose(f["density"], (acts > 0).mean(axis=0), atol=1e-12)
+
+
+def test_a_dense_feature_joins_no_module_of_the_units_correlations():
+    # When the atlas reports the units' correlation modules, features joined the module
+    # receiving half their energy, dense ones too: on the digits demo's network three
+    # features firing on 35% of the rows were module members, shown as a module's top
+    # features and counted in its `n_features`, though dense features are no module's
+    from saeatlas.structure.mapping import _features_of
+
+    attr = np.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 2.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
+    unit_module = np.array([0, 0, 1, 1])
+    excluded = np.array([False, False, True])
+    np.testing.assert_array_equal(_features_of(attr, unit_module, 2, excluded), [0, 1, -1])
+    none = np.zeros(3, bool)
+    np.testing.assert_array_equal(_features_of(attr, unit_module, 2, none), [0, 1, 0])
