@@ -52,3 +52,29 @@ def test_a_dense_feature_joins_no_module_of_the_units_correlations():
     np.testing.assert_array_equal(_features_of(attr, unit_module, 2, excluded), [0, 1, -1])
     none = np.zeros(3, bool)
     np.testing.assert_array_equal(_features_of(attr, unit_module, 2, none), [0, 1, 0])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_half_precision_sae_is_mapped_by_its_own_encoding(tmp_path, outputs, dtype):
+    # A `dtype` bfloat16 cfg.json ended the analysis in a TypeError traceback (numpy has
+    # no bfloat16, for the SAE's fingerprint), and a float16 TopK SAE's codes were taken
+    # from rows cast after b_dec was subtracted in float32, not as the SAE encodes them:
+    # densities and mean activations differed from its own encoding
+    import json
+    import shutil
+
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.store import ActivationStore
+    from saeatlas.structure import AtlasConfig, map_structure
+
+    sae_dir = shutil.copytree(outputs.sae, tmp_path / "sae")
+    cfg = json.loads((sae_dir / "cfg.json").read_text())
+    (sae_dir / "cfg.json").write_text(json.dumps({**cfg, "dtype": dtype}))
+    atlas = map_structure(sae_dir, outputs.store, AtlasConfig(n_null=2, nulls=("permutation",)))
+    sae = SparseAutoencoder.load(sae_dir)
+    with torch.no_grad():
+        acts = sae.encode(ActivationStore.open(outputs.store).read()).acts.float().numpy()
+    n_fire = (acts > 0).sum(axis=0)
+    np.testing.assert_array_equal(atlas.features["density"], n_fire / acts.shape[0])
+    mean = acts.sum(axis=0) / np.maximum(n_fire, 1)
+    np.testing.assert_allclose(atlas.features["mean_activation"], mean, rtol=1e-6)
