@@ -78,3 +78,25 @@ def test_a_half_precision_sae_is_mapped_by_its_own_encoding(tmp_path, outputs, d
     np.testing.assert_array_equal(atlas.features["density"], n_fire / acts.shape[0])
     mean = acts.sum(axis=0) / np.maximum(n_fire, 1)
     np.testing.assert_allclose(atlas.features["mean_activation"], mean, rtol=1e-6)
+
+
+def test_atlas_json_is_json_other_tools_read(tmp_path, outputs):
+    # An analysis whose random-SAE control and real atlas both had no modules wrote
+    # `"unit_ari": NaN` into atlas.json: Python reads it, JavaScript's JSON.parse (and jq's
+    # strict peers) refuse the whole file. Undefined numbers are now null, as elsewhere.
+    import json
+
+    from saeatlas.structure import AtlasConfig, analyze
+    from saeatlas.structure.atlas import Atlas
+
+    atlas = analyze(outputs.sae, outputs.store, AtlasConfig(n_null=2, nulls=("permutation",)))
+    atlas.summary["extra"] = {"z": float("inf"), "ps": [float("nan"), 0.5]}
+    atlas.save(tmp_path / "atlas")
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"atlas.json holds {name}, which is no JSON")
+
+    text = (tmp_path / "atlas" / "atlas.json").read_text()
+    summary = json.loads(text, parse_constant=refuse)
+    assert summary["extra"] == {"z": None, "ps": [None, 0.5]}
+    assert Atlas.load(tmp_path / "atlas").summary["extra"]["ps"] == [None, 0.5]
