@@ -1,0 +1,36 @@
+"""atlas.json files that saeatlas never writes (edited by hand, or written by another
+tool or an older version), read by `report` and `export-neuronpedia` (sixth sweep)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+
+@pytest.mark.parametrize("command", ["report", "export-neuronpedia"])
+def test_a_lone_surrogate_in_atlas_json_is_one_line(tmp_path, outputs, run_cli, command):
+    # "\ud800" is valid JSON text but no Unicode: the report ended in a UnicodeEncodeError
+    # traceback when it wrote the page
+    cli, one_line = run_cli
+    atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
+    summary = json.loads((atlas / "atlas.json").read_text())
+    (atlas / "atlas.json").write_text(json.dumps({**summary, "message": "M\ud800"}))
+    args = ["--out", tmp_path / "np"] if command == "export-neuronpedia" else []
+    one_line(cli(command, atlas, *args), "is unreadable", "surrogates not allowed")
+    assert not (atlas / "report.html").exists() and not (tmp_path / "np").exists()
+
+
+def test_non_finite_numbers_in_atlas_json_read_as_undefined(tmp_path, outputs):
+    # saeatlas writes an undefined number as null; atlases of older versions hold NaN, and
+    # an edited `"p": -Infinity` or `"z": 1e400` was shown on the page as a figure
+    from saeatlas.structure.atlas import Atlas
+
+    atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
+    text = (atlas / "atlas.json").read_text().rstrip().removesuffix("}")
+    extra = '"control": {"significant": false, "unit_ari": NaN}, "p": -Infinity, "z": 1e400}'
+    (atlas / "atlas.json").write_text(f"{text}, {extra}")
+    summary = Atlas.load(atlas).summary
+    assert summary["control"]["unit_ari"] is None
+    assert summary["p"] is None and summary["z"] is None
