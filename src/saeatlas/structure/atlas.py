@@ -33,20 +33,18 @@ from .atlas_format import (
     ATLAS_JSON,
     FORMAT_VERSION,
     OPTIONAL_TABLES,
-    REPORT_FILES,
     TABLES,
     AtlasFileError,
     check_summary,
     check_tables,
+    is_report_entry,
 )
 
 
 def _atlas_file(p: Path) -> bool:
     """Whether ``p`` is an entry an atlas (or its report) writes."""
-    return p.name in {f"{t}.parquet" for t in TABLES + OPTIONAL_TABLES} | {
-        ATLAS_JSON,
-        *REPORT_FILES,
-    }
+    tables = {f"{t}.parquet" for t in TABLES + OPTIONAL_TABLES}
+    return p.name in tables | {ATLAS_JSON} or is_report_entry(p)
 
 
 def check_atlas_out(path: Path, overwrite: bool) -> None:

@@ -23,8 +23,31 @@ TABLES = ("units", "features", "modules")
 #: Written when not empty.
 OPTIONAL_TABLES = ("examples", "flows", "ablation")
 FORMAT_VERSION = 1
-#: What else an atlas directory holds: the report written from it.
-REPORT_FILES = ("report.html", "figures")
+#: The report's figures (``figures/``), which each report replaces whole.
+FIGURE_FILES = (
+    "feature_map.png",
+    "layer_module.png",
+    "module_graph.png",
+    "pareto.png",
+    "specialisation.png",
+)
+
+
+def is_report_entry(p: Path) -> bool:
+    """Whether ``p``, in an atlas directory, is the report or its figures folder holding
+    only figures, also as a killed report left it (``.figures.partial``, ``.figures.old``,
+    its lock ``.figures.lock``): an analysis's ``--overwrite`` and the next report
+    replace these whole, so a folder holding anything else is no report's."""
+    if p.name in ("report.html", ".figures.lock"):
+        return not p.is_dir()
+    if p.name not in ("figures", ".figures.partial", ".figures.old"):
+        return False
+    return p.is_dir() and not p.is_symlink() and all(is_figure(c) for c in p.iterdir())
+
+
+def is_figure(p: Path) -> bool:
+    """Whether ``p`` is a file a report writes into ``figures/`` (or its temporary file)."""
+    return p.name in FIGURE_FILES or p.name.startswith(".tmp-")
 
 
 class AtlasFileError(AtlasError):
