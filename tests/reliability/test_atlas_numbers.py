@@ -100,3 +100,22 @@ def test_atlas_json_is_json_other_tools_read(tmp_path, outputs):
     summary = json.loads(text, parse_constant=refuse)
     assert summary["extra"] == {"z": None, "ps": [None, 0.5]}
     assert Atlas.load(tmp_path / "atlas").summary["extra"]["ps"] == [None, 0.5]
+
+
+def test_an_ablation_of_a_nan_loss_is_refused_not_reported(outputs, dense_atlas):
+    # inputs on which the model gives NaN (one NaN value in one input) made the clean
+    # loss NaN and every module's effect NaN, and the atlas said "0 of N hurt the loss
+    # more than random unit sets"
+    from saeatlas.capture import load_model
+    from saeatlas.errors import NonFiniteError
+    from saeatlas.store import ActivationStore
+    from saeatlas.structure.causal.ablation import ablate_atlas
+
+    atlas = dense_atlas[0]
+    model = load_model(outputs.model).model
+    x = np.load(outputs.inputs)
+    x[7, 2] = np.nan
+    labels = np.arange(len(x)) % 8
+    store = ActivationStore.open(outputs.store)
+    with pytest.raises(NonFiniteError, match="NaN or Inf on 1 of 300 inputs .the first: input 7"):
+        ablate_atlas(atlas, model, x, store, labels=labels, n_random=2)

@@ -28,7 +28,7 @@ from ...capture.inputs import InputBatch, iter_input_batches, model_and_tokenize
 from ...capture.models import input_dtype
 from ...capture.recorder import model_error
 from ...capture.rows import select_tensor
-from ...errors import AtlasError, ConfigError, ShapeError
+from ...errors import AtlasError, ConfigError, NonFiniteError, ShapeError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
 from ..inference.draws import draws_z
@@ -154,6 +154,7 @@ def ablate_modules(
     try:
         with progress_bar("Ablating modules", n_modules * (1 + n_random), progress) as bar:
             clean_losses = losses(None)
+            _check_finite(clean_losses)
             if clean_losses.ndim == 2:
                 names = loss_names or [str(i) for i in range(clean_losses.shape[1])]
                 if len(names) != clean_losses.shape[1]:
@@ -204,6 +205,19 @@ def ablate_modules(
     p = (1 + (rand >= effect[:, None]).sum(axis=1)) / (1 + n_random)
     p[np.isnan(effect)] = np.nan
     return AblationResult(classes, clean, effect, effect_cls, mean, std, z, p, rand_cls)
+
+
+def _check_finite(per_sample: np.ndarray) -> None:
+    """Refuse a clean loss that is NaN or Inf: every ablation's effect is then NaN, and the
+    atlas said that no module hurt the loss more than random unit sets."""
+    bad = ~np.isfinite(per_sample.reshape(len(per_sample), -1)).all(axis=1)
+    if bad.any():
+        raise NonFiniteError(
+            f"The model's loss is NaN or Inf on {int(bad.sum())} of {len(per_sample)} inputs "
+            f"(the first: input {int(np.argmax(bad))}) before any unit is ablated, so no "
+            "ablation can be measured. Give inputs the model maps to finite outputs (no "
+            "NaN/Inf values)."
+        )
 
 
 def _model_batches(
