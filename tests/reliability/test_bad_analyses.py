@@ -368,6 +368,8 @@ def _atlas_of_one_module(path):
         ("units", lambda u: u.iloc[:0], "`top_units` of features.parquet"),  # an IndexError
         ("features", lambda f: f.assign(module=3), "names the module 3"),
         ("features", lambda f: f.assign(top_units=[None]), "must list units of units.parquet"),
+        # floats were cast to unit numbers, then indexed a list in the report: a traceback
+        ("features", lambda f: f.assign(top_units=[[0.0, 1.0]]), "must list units of units"),
         # a plotly traceback
         ("modules", lambda m: m.assign(n_units=-3), "is [-3], but units.parquet puts [1]"),
         # columns of another kind, each a traceback half-way through the report

@@ -347,6 +347,15 @@ def _check_columns(atlas: Atlas, path: Path, fix: str) -> None:
         )
 
 
+def _unit_numbers(top: Any) -> np.ndarray:
+    """One feature's ``top_units`` as integers; ``ValueError`` for anything else (floats
+    were cast, and the report then indexed a list with them: a traceback)."""
+    arr = np.asarray(top)
+    if arr.size and arr.dtype.kind not in "iu":
+        raise ValueError(f"unit numbers of dtype {arr.dtype}")
+    return arr.astype(np.int64).ravel()
+
+
 def check_tables(atlas: Atlas, path: Path) -> None:
     """Refuse an atlas whose files disagree (one edited by hand, or put together from two
     analyses): modules numbered ``0..n-1`` once each, units and features naming only
@@ -407,8 +416,7 @@ def check_tables(atlas: Atlas, path: Path) -> None:
         if units is not None and col in atlas.features.columns:
             try:
                 named = np.concatenate(
-                    [np.zeros(0, np.int64)]
-                    + [np.asarray(top, np.int64).ravel() for top in atlas.features[col]]
+                    [np.zeros(0, np.int64)] + [_unit_numbers(top) for top in atlas.features[col]]
                 )
             except (TypeError, ValueError):
                 named = np.full(1, -1)  # not lists of unit numbers
