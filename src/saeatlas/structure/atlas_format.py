@@ -272,11 +272,17 @@ def check_summary(summary: Any, meta: Path) -> dict[str, Any]:
 
 #: Kinds of the table columns the report and other tools read (``module`` columns have
 #: their own check): ``i`` integers, ``f`` numbers, ``u`` numbers from 0 to 1 (or NaN:
-#: not measured), ``b`` true or false, ``s`` text, ``l`` lists of numbers. Columns that are absent are not checked (older atlases lack
+#: not measured), ``b`` true or false, ``s`` text, ``l`` lists of numbers, ``t`` lists of text. Columns that are absent are not checked (older atlases lack
 #: some; the report requires its own, :data:`..report.data.REQUIRED_COLUMNS`), but ``z``
 #: and ``p`` come together.
 TABLE_COLUMNS: dict[str, dict[str, str]] = {
-    "units": {"unit": "i", "index": "i", "layer": "s", "membership": "u", "coupling": "f"},
+    "units": {
+        **dict.fromkeys(("unit", "index"), "i"),
+        "layer": "s",
+        "membership": "u",
+        "coupling": "f",
+        "shared": "b",
+    },
     "features": {
         "feature": "i",
         "density": "u",
@@ -289,6 +295,7 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         **dict.fromkeys(("p", "reproducibility", "stability"), "u"),
         "significant": "b",
         **dict.fromkeys(("layer_profile", "layer_mass", "label_means"), "l"),
+        "layers": "t",
     },
     "examples": {"kind": "s", **dict.fromkeys(("id", "rank", "row"), "i"), "activation": "f"},
     "flows": {
@@ -303,6 +310,7 @@ _KIND_NAMES = {
     "b": "true or false",
     "s": "text",
     "l": "lists of numbers",
+    "t": "lists of layer names",
 }
 
 
@@ -318,6 +326,13 @@ def _column_ok(col: pd.Series, kind: str) -> bool:
         return types.is_bool_dtype(col)
     if kind == "s":
         return all(isinstance(v, str) for v in col)
+    if kind == "t":  # a text is no list of names: 'act1' was shown as layers a, c, t, 1
+        return all(
+            not isinstance(v, (str, bytes))
+            and np.ndim(v) == 1
+            and all(isinstance(x, str) for x in v)
+            for v in col
+        )
     try:  # lists of numbers
         return all(np.asarray(v, np.float64).ndim == 1 for v in col)
     except (TypeError, ValueError):
