@@ -102,7 +102,8 @@ def test_atlas_json_is_json_other_tools_read(tmp_path, outputs):
     assert Atlas.load(tmp_path / "atlas").summary["extra"]["ps"] == [None, 0.5]
 
 
-def test_an_ablation_of_a_nan_loss_is_refused_not_reported(outputs, dense_atlas):
+@pytest.mark.parametrize("as_path", [False, True])  # a path was an AttributeError
+def test_an_ablation_of_a_nan_loss_is_refused_not_reported(outputs, dense_atlas, as_path):
     # inputs on which the model gives NaN (one NaN value in one input) made the clean
     # loss NaN and every module's effect NaN, and the atlas said "0 of N hurt the loss
     # more than random unit sets"
@@ -116,6 +117,6 @@ def test_an_ablation_of_a_nan_loss_is_refused_not_reported(outputs, dense_atlas)
     x = np.load(outputs.inputs)
     x[7, 2] = np.nan
     labels = np.arange(len(x)) % 8
-    store = ActivationStore.open(outputs.store)
+    store = str(outputs.store) if as_path else ActivationStore.open(outputs.store)
     with pytest.raises(NonFiniteError, match="NaN or Inf on 1 of 300 inputs .the first: input 7"):
         ablate_atlas(atlas, model, x, store, labels=labels, n_random=2)

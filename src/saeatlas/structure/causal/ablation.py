@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -304,7 +305,7 @@ def ablate_atlas(
     atlas: Any,
     model: torch.nn.Module,
     inputs: Any,
-    store: ActivationStore,
+    store: ActivationStore | str | Path,
     *,
     labels: Any = None,
     mode: str = "mean",
@@ -318,7 +319,7 @@ def ablate_atlas(
 ) -> AblationResult:
     """Run :func:`ablate_modules` on an Atlas's modules and write the results into it.
 
-    ``store`` is the store the atlas was made from (layers and unit means).
+    ``store`` is the store the atlas was made from, or its path (layers and unit means).
     Adds ``ablation_effect``, ``ablation_z``, ``ablation_p`` (empirical, against
     ``n_random`` random unit sets with the module's units per layer) and
     ``ablation_random_mean`` to ``atlas.modules``; the module x label table
@@ -327,6 +328,8 @@ def ablate_atlas(
     ``max_length`` tokens, by default the store's own (its capture's), so the
     model sees the tokens the atlas was made from.
     """
+    if not isinstance(store, ActivationStore):  # its path, as every other stage takes
+        store = ActivationStore.open(store)
     layers, cols = atlas_layers(atlas, store)
     if max_length is None:
         max_length = store.max_length
