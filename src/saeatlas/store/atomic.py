@@ -17,6 +17,7 @@ swap, so ``NAME`` is always the complete old or the complete new directory.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -91,9 +92,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    """Write ``obj`` as indented JSON to ``path`` atomically, NaN and Inf as ``null``:
+    Python's ``NaN`` is no JSON, and other tools' parsers (JavaScript's ``JSON.parse``,
+    Rust's serde_json) refused an atlas.json holding one."""
+    text = json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
     atomic_write_bytes(path, text.encode())
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float inside it replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 # -- directories -----------------------------------------------------------------------------
