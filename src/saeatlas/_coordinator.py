@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ._world import World, join, share
+from ._world import World, collective, join, share
 from .errors import ConfigError, DistributedError
 from .store.atomic import atomic_write_bytes
 
@@ -125,16 +125,13 @@ class Coordinator:
     @contextmanager
     def _collective(self) -> Iterator[None]:
         """Turn a collective that fails (a peer gone, the timeout run out) into one error."""
-        try:
+        why = (
+            f"one of them died, or took more than `timeout_s` ({self.timeout_s:g} s, --timeout) "
+            "to reach the same point. See the other ranks' output for the cause"
+            f"{'; ' + self.hint if self.hint else ''}."
+        )
+        with collective(self.world, self.job, why):
             yield
-        except Exception as e:  # gloo: a peer closed its connection, or the timeout ran out
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DistributedError(
-                f"Rank {self.world.rank} of {self.world.size} lost contact with the other ranks "
-                f"of the {self.job} ({first}): one of them died, or took more than `timeout_s` "
-                f"({self.timeout_s:g} s, --timeout) to reach the same point. See the other ranks' "
-                f"output for the cause{'; ' + self.hint if self.hint else ''}."
-            ) from e
 
     def exchange(self, value: Any) -> list[Any]:
         """Every rank's ``value``, in rank order."""

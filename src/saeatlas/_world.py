@@ -10,7 +10,8 @@ stages' own collective steps live with them (``capture/distributed.py``,
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,6 +32,21 @@ class World:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+@contextmanager
+def collective(world: World, job: str, why: str) -> Iterator[None]:
+    """Turn a collective that fails (gloo: a peer closed its connection, or the timeout
+    ran out) into one :class:`DistributedError` that says so, ``why`` (what may have
+    happened and what to do) after it."""
+    try:
+        yield
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DistributedError(
+            f"Rank {world.rank} of {world.size} lost contact with the other ranks of the "
+            f"{job} ({first}): {why}"
+        ) from e
 
 
 def join(device: str) -> World:
@@ -78,7 +94,8 @@ def from_main(fn: Callable[[], T], world: World) -> T:
             error, sent[0] = e, ("error", str(e).strip() or type(e).__name__)
     # NCCL moves the pickled object through this rank's own GPU
     device = rank_device("cuda", world) if dist.get_backend() == "nccl" else None
-    dist.broadcast_object_list(sent, src=0, device=device)
+    with collective(world, "job", "rank 0 died or was killed; see its output for the cause."):
+        dist.broadcast_object_list(sent, src=0, device=device)
     if error is not None:
         raise error
     status, value = sent[0]

@@ -368,6 +368,11 @@ def _atlas_of_one_module(path):
         ("units", lambda u: u.iloc[:0], "`top_units` of features.parquet"),  # an IndexError
         ("features", lambda f: f.assign(module=3), "names the module 3"),
         ("features", lambda f: f.assign(top_units=[None]), "must list units of units.parquet"),
+        # floats were cast to unit numbers, then indexed a list in the report: a traceback
+        ("features", lambda f: f.assign(top_units=[[0.0, 1.0]]), "must list units of units"),
+        # a name for a list of names: the page listed the module's layers as a, c, t, 1
+        ("modules", lambda m: m.assign(layers=["act1"]), "lists of layer names, not"),
+        ("units", lambda u: u.assign(shared=[2, 0]), "`shared` of units.parquet"),
         # a plotly traceback
         ("modules", lambda m: m.assign(n_units=-3), "is [-3], but units.parquet puts [1]"),
         # columns of another kind, each a traceback half-way through the report

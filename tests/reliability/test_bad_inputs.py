@@ -4,6 +4,7 @@ before the work, and nothing of an existing output changed (``guarded``)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -453,11 +454,12 @@ INPUT_FILES = {
     "number.jsonl": (lambda p: p.write_text('{"text": 5}\n'), "line 1"),
     "blank.jsonl": (lambda p: p.write_text("\n\n"), "no texts"),
     "folder.npy": (lambda p: p.mkdir(), "is a directory"),
+    "pipe.npy": (lambda p: os.mkfifo(p), "is not a regular file"),  # was "does not exist"
 }
 
 
 #: Labels may be text lines, strings or any 1-d array: only these files are bad labels.
-BAD_LABEL_FILES = ("empty.npy", "folder.npy", "latin1.txt", "objects.npy")
+BAD_LABEL_FILES = ("empty.npy", "folder.npy", "latin1.txt", "objects.npy", "pipe.npy")
 
 
 @pytest.mark.parametrize(
@@ -529,7 +531,8 @@ def test_evaluate_with_inputs_the_model_cannot_take_is_one_line(tmp_path, guarde
     "labels,needle",
     [
         (np.zeros((6, 2)), r"shape \[6, 2\] for 6"),
-        ([1, "a", 2.0, None, 1, 1], "all numbers or all strings"),
+        ([1, "a", 2.0, None, 1, 1], "all numbers"),
+        ([2**70, 1, 2, 3, 4, 5], r"integers of at most 64 bits"),  # was an OverflowError
         ([[1, 2], [3]] * 3, "not one per sample"),
     ],
 )

@@ -216,3 +216,29 @@ def test_another_saeatlas_output_given_as_a_store_is_named(tmp_path, outputs, ru
     one_line(cli("info", outputs.sae), "is an SAE directory", "--sae")
     out = cli("info", outputs.npy, "--verify").output
     assert "match their sha256" in out and "rows.parquet" not in out  # a .npy has none
+
+
+@pytest.mark.parametrize("command", ["capture", "train", "sweep", "run", "report"])
+@pytest.mark.parametrize("inside", [False, True])
+def test_an_output_through_a_loop_of_links_is_one_line(tmp_path, guarded, run_cli, command, inside):
+    """--out at (or under) two symbolic links that name each other ended in Python's
+    RuntimeError 'Symlink loop from ...' and a traceback."""
+    cli, one_line = run_cli
+    os.symlink(tmp_path / "b", tmp_path / "a")
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    out = tmp_path / "a" / "x" if inside else tmp_path / "a"
+    (tmp_path / "run.yaml").write_text(
+        f"model: {guarded.model}\ninputs: {guarded.inputs}\nlayers: ['1', '3']\n"
+    )
+    args = {
+        "capture": ["capture", "--model", guarded.model, "--inputs", guarded.inputs],
+        "train": ["train", "--acts", guarded.store],
+        "sweep": ["sweep", "--acts", guarded.store, "--over", "k", "--values", "2", "4"],
+        "run": ["run", tmp_path / "run.yaml"],
+        "report": ["report", guarded.atlas],
+    }[command]
+    if command == "capture":
+        args += ["--layers", "1"]
+    quiet = [] if command == "report" else ["-q"]
+    target = out / "r.html" if command == "report" else out
+    one_line(cli(*args, "--out", target, *quiet), "loop of symbolic links")

@@ -64,6 +64,24 @@ def test_export_then_import_is_identity(tmp_path, arch):
         torch.testing.assert_close(back(x).x_hat, sae(x).x_hat, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_half_precision_export_reads_back_in_its_dtype(tmp_path, dtype):
+    """SAELens computes in its cfg.json's `dtype` (it casts the input to it); the import
+    read every SAE as float32, so an exported bfloat16 TopK SAE chose other latents than
+    itself on about 1% of rows."""
+    sae = SparseAutoencoder(
+        SAEConfig("topk", d_in=16, d_sae=64, k=4, dtype=dtype), torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        sae.b_dec.normal_()
+    export_saelens(sae.eval(), tmp_path / "lens")
+    back = load_saelens(tmp_path / "lens")
+    assert back.cfg.dtype == dtype
+    x = torch.randn(2000, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(back.encode(x).acts, sae.encode(x).acts)
+
+
 def test_row_dependent_normalisation_is_refused(tmp_path):
     import shutil
 

@@ -232,7 +232,8 @@ def test_bootstrap_pipeline_on_all_rows_reproduces_the_atlas(easy):
     fires = fires.tocsr()
     fires.eliminate_zeros()
     rows = np.arange(codes.n_rows)
-    firing = Firing(saes[0], codes, fires, out, np.zeros_like(out))
+    n_strong = np.bincount(fires.indices, minlength=fires.shape[1])
+    firing = Firing(saes[0], codes, fires, out, np.zeros_like(out), n_strong)
     found = find_modules(firing, cfg, rows, codes.samples)
     # one run's communities, projected, give the atlas's (consensus) unit modules
     assert adjusted_rand_score(found.units.module, atlas.units.module) > 0.9

@@ -108,3 +108,45 @@ def test_a_family_on_two_gloo_ranks_equals_the_family_in_one_process(tmp_path, d
             torch.testing.assert_close(
                 ddp.state_dict()[name], value, atol=1e-5, rtol=1e-5, msg=name
             )
+
+
+@pytest.mark.parametrize("step", ["average_gradients", "all_sum", "all_min", "topk"])
+def test_a_rank_that_died_is_one_error_not_a_gloo_traceback(monkeypatch, step):
+    """A rank killed while training left the others with gloo's RuntimeError ('Connection
+    reset by peer') and a traceback, where capture and analysis say which rank lost
+    contact and what to do."""
+    from saeatlas._world import World
+    from saeatlas.errors import DistributedError
+    from saeatlas.train import distributed as d
+
+    def reset(*args, **kwargs):
+        raise RuntimeError("[pair.cc:537] Read error [127.0.0.1]:7075: Connection reset by peer")
+
+    monkeypatch.setattr(dist, "all_reduce", reset)
+    monkeypatch.setattr(dist, "all_gather", reset)
+    world = World(1, 2)
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    calls = {
+        "average_gradients": lambda: d.average_gradients([p], world),
+        "all_sum": lambda: d.all_sum(torch.ones(2), world),
+        "all_min": lambda: d.all_min(torch.ones(2), world),
+        "topk": lambda: d.global_topk_threshold(torch.ones(4), 2, world),
+    }
+    with pytest.raises(DistributedError, match=r"^Rank 1 of 2 lost contact .* training .*--resume"):
+        calls[step]()
+
+
+def test_rank_0_dying_before_its_decision_is_one_error(monkeypatch):
+    """The other ranks wait for what rank 0 decides (may the output be written?); a rank 0
+    killed then left them with gloo's RuntimeError and a traceback."""
+    from saeatlas._world import World, from_main
+    from saeatlas.errors import DistributedError
+
+    def reset(*args, **kwargs):
+        raise RuntimeError("[pair.cc:537] Read error [127.0.0.1]:7075: Connection reset by peer")
+
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "gloo")
+    monkeypatch.setattr(dist, "broadcast_object_list", reset)
+    with pytest.raises(DistributedError, match=r"^Rank 1 of 2 lost contact .* rank 0 died"):
+        from_main(lambda: True, World(1, 2))

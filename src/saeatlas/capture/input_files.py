@@ -97,6 +97,8 @@ def _existing_file(path: str | Path, what: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise InputsError(f"{what} file '{path}' is a directory; give a file.")
+    if path.exists() and not path.is_file():  # reading a named pipe would wait for a writer
+        raise InputsError(f"{what} file '{path}' is not a regular file (a pipe or a device).")
     if not path.is_file():
         raise InputsError(f"{what} file '{path}' does not exist.")
     return path

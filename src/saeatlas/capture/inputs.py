@@ -226,10 +226,11 @@ def check_stored_labels(labels: Any, n: int | None) -> None:
         )
     try:
         pa.array(lab)
-    except (TypeError, ValueError, pa.ArrowException) as e:  # of mixed types
+    # of mixed types; OverflowError: an integer past 64 bits (2**70 in a .jsonl)
+    except (TypeError, ValueError, OverflowError, pa.ArrowException) as e:
         raise InputsError(
             f"Labels cannot be stored in rows.parquet ({str(e).strip()}); give labels that are "
-            "all numbers or all strings."
+            "all numbers (integers of at most 64 bits) or all strings."
         ) from e
 
 

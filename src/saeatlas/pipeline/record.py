@@ -83,18 +83,37 @@ def changed_settings(old: Any, new: Any, name: str = "") -> list[str]:
 
 
 def source_files(cfg: RunConfig) -> dict[str, list[int]]:
-    """Size and modification time of each file the capture reads (the model's code, the
-    inputs, the labels; specs of installed packages aside): an edit in place changes
-    them, not the config."""
+    """Stamps of each file the capture reads (the model's code or its Hugging Face
+    directory, the inputs, the labels; specs of installed packages aside): an edit in
+    place changes them, not the config."""
     out = {}
     for name, spec in (("model", cfg.model), ("inputs", cfg.inputs), ("labels", cfg.labels)):
         if not spec:
             continue
         path = Path(spec) if Path(spec).exists() else Path(spec.rpartition(":")[0])
-        if path.is_file():
-            st = path.stat()
-            out[name] = [st.st_size, st.st_mtime_ns]
+        stamp = _stamp(path)
+        if stamp is not None:
+            out[name] = stamp
     return out
+
+
+def _stamp(path: Path) -> list[int] | None:
+    """A file's size and modification time; for a directory (a Hugging Face model's),
+    the number of its files, their total size and a hash of every file's name, size and
+    modification time (weights saved again into it change it): its own files only, not
+    hidden ones or those in folders below it, where a run directory, or the lock file
+    beside one, may lie. None for neither."""
+    if path.is_file():
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+    if not path.is_dir():
+        return None
+    h, n, size = hashlib.sha256(), 0, 0
+    for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+        st = f.stat()
+        h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        n, size = n + 1, size + st.st_size
+    return [n, size, int(h.hexdigest()[:15], 16)]
 
 
 class RunState:

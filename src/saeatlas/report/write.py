@@ -10,8 +10,9 @@ import numpy as np
 
 from .._progress import progress_bar
 from ..errors import ConfigError
-from ..store.atomic import atomic_write_bytes, replacing_dir
+from ..store.atomic import atomic_write_bytes, replacing_dir, resolve
 from ..store.lock import output_lock
+from ..structure.atlas_format import is_figure
 from . import effects, figures, maps, plots
 from .cards import module_cards
 from .data import ReportData, check_atlas_dir, load_report_data
@@ -65,6 +66,7 @@ def write_report(
     """
     atlas_dir = check_atlas_dir(atlas_dir)  # before its lock: a file is no output to lock
     out = atlas_dir / REPORT_HTML if out is None else Path(out)
+    resolve(out.parent)  # a loop of symbolic links is named before the work
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out '{out}' is a directory; give the HTML file to write.")
     if (
@@ -80,6 +82,7 @@ def write_report(
         )
     # The report goes into the atlas directory: hold its lock, as every writer does.
     with output_lock(atlas_dir), progress_bar("Writing the report", 4, progress) as bar:
+        _check_figures_dir(atlas_dir / FIGURES_DIR, out)
         data = load_report_data(atlas_dir, sweep_dir=sweep_dir, max_map_points=max_map_points)
         bar.advance()
         links = module_links(data.atlas)
@@ -145,6 +148,26 @@ def _static(data: ReportData, links: ModuleLinks, pos: np.ndarray, folder: Path)
     return [figures.save_png(make(), folder / name) for name, make in todo]
 
 
+def _check_figures_dir(folder: Path, out: Path) -> None:
+    """Refuse a report that would delete what is not its own: the figures folder is
+    replaced whole, and a file put there (or a page written there with --out, which
+    the next report removed) was lost without a word."""
+    if out.resolve().parent == folder.resolve():
+        raise ConfigError(
+            f"--out '{out}' is in the atlas's figures folder, which each report replaces "
+            "whole; write the report elsewhere."
+        )
+    if not folder.exists():
+        return
+    foreign = [p.name for p in folder.iterdir() if not is_figure(p)] if folder.is_dir() else []
+    if foreign or not folder.is_dir():
+        raise ConfigError(
+            f"'{folder}' holds files that are not a report's figures "
+            f"({foreign[:5] if foreign else 'it is a file'}), and each report replaces the "
+            "folder whole; move them away and run the report again."
+        )
+
+
 def _is_report(path: Path) -> bool:
     """Whether ``path`` is a page this module wrote (its head names saeatlas as generator)."""
     with open(path, "rb") as f:
@@ -153,6 +176,6 @@ def _is_report(path: Path) -> bool:
 
 def _relative(path: Path, base: Path) -> str:
     try:
-        return str(path.resolve().relative_to(base.resolve()))
+        return str(resolve(path).relative_to(resolve(base)))
     except ValueError:
         return str(path)

@@ -10,6 +10,8 @@ see ``tests/fixtures/saelens/README.md``) uses ``cfg.json`` +
 
 - every architecture subtracts ``b_dec`` from the input when
   ``apply_b_dec_to_input`` (SAELens's default) — saeatlas honours the flag;
+- the input is cast to the config's ``dtype`` first, and the maths runs in it:
+  saeatlas keeps ``float16`` and ``bfloat16`` (else ``float32``);
 - ``standard`` is saeatlas's ``relu``; ``topk`` keeps the k largest
   pre-activations and ReLUs them, as here; ``jumprelu`` computes
   ``relu(h) * (h > threshold)``, equal to saeatlas's for thresholds > 0 and to
@@ -218,6 +220,7 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
         d_sae=cfg.get("d_sae"),
         k=k,
         apply_b_dec_to_input=cfg.get("apply_b_dec_to_input", True),
+        dtype=_saelens_dtype(cfg.get("dtype")),
         metadata={"imported_from": "saelens", "saelens_cfg": cfg},
     )
     tensors = read_tensors(path / WEIGHTS)
@@ -242,6 +245,14 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
         weights["b_enc"] = weights["b_enc"] * norms
         weights["W_dec"] = weights["W_dec"] / norms[:, None]
     return ours, weights
+
+
+def _saelens_dtype(dtype: Any) -> str:
+    """The dtype a SAELens SAE computes in (it casts its input to its `dtype`): float16 and
+    bfloat16 kept, so that its latents are SAELens's (and an export reads back as it was
+    written), anything else float32 (float64 too: saeatlas SAEs are at most float32)."""
+    name = dtype.removeprefix("torch.") if isinstance(dtype, str) else None
+    return name if name in ("float16", "bfloat16") else "float32"
 
 
 def _reshape(c: SAEConfig) -> str:

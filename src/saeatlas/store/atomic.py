@@ -17,6 +17,7 @@ swap, so ``NAME`` is always the complete old or the complete new directory.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -91,9 +92,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    """Write ``obj`` as indented JSON to ``path`` atomically, NaN and Inf as ``null``:
+    Python's ``NaN`` is no JSON, and other tools' parsers (JavaScript's ``JSON.parse``,
+    Rust's serde_json) refused an atlas.json holding one."""
+    text = json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
     atomic_write_bytes(path, text.encode())
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float inside it replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 # -- directories -----------------------------------------------------------------------------
@@ -106,7 +120,7 @@ def refuse_current_folder(
     ``what`` (``"a store"``) replaces its folder whole (:func:`swap_in`), and the
     folder a process runs in cannot be renamed aside."""
     here = Path.cwd()
-    if Path(path).resolve() in (here, *here.parents):
+    if resolve(path) in (here, *here.parents):
         raise error(
             f"'{path}' is the current folder or holds it, and {what} replaces its folder whole "
             f"(renamed into place); give a new folder inside it, such as '{Path(path) / 'out'}'."
@@ -145,7 +159,19 @@ def through_link(path: str | os.PathLike) -> Path:
     through, the directory it names replaced and the link kept (a directory swapped in
     at the link's place would drop it, and leave files written through it behind)."""
     path = Path(path)
-    return path.resolve() if path.is_symlink() else path
+    return resolve(path) if path.is_symlink() else path
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """``Path(path).resolve()``; a loop of symbolic links on the way (a link that names
+    itself, or two that name each other) is a :class:`ConfigError` that names it."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as e:  # Python < 3.13: RuntimeError; then OSError
+        raise ConfigError(
+            f"'{path}' leads through a loop of symbolic links ({e}); remove the link or "
+            "choose another path."
+        ) from None
 
 
 def beside(path: str | os.PathLike, suffix: str) -> Path:

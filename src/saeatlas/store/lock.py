@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import AtlasError
-from .atomic import through_link
+from .atomic import resolve, through_link
 from .manifest import MANIFEST, ROWS
 
 
@@ -49,7 +49,7 @@ def _key(path: str | os.PathLike) -> Path:
     ``out/..`` and the full path share one lock (``'.'`` has no name of its own), and
     so does a link to the output (written through, :func:`.atomic.through_link`)."""
     path = Path(os.path.abspath(through_link(path)))
-    return path.parent.resolve() / path.name
+    return resolve(path.parent) / path.name
 
 
 def check_writable(path: str | os.PathLike) -> None:

@@ -5,6 +5,7 @@ The manifest is written last; a directory without one is an incomplete store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,7 @@ MANIFEST_KEYS = (
     "provenance",
     "mean",
     "std",
+    "rows_sha256",
 )
 
 
@@ -132,6 +134,8 @@ class Manifest:
     n_nonfinite_rows_skipped: int = 0
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    rows_sha256: str | None = None
+    """sha256 of ``rows.parquet`` (None in stores written before it was recorded)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -145,6 +149,7 @@ class Manifest:
             "provenance": self.provenance,
             "mean": [float(v) for v in self.mean],
             "std": [float(v) for v in self.std],
+            **({} if self.rows_sha256 is None else {"rows_sha256": self.rows_sha256}),
         }
 
     @classmethod
@@ -184,6 +189,7 @@ class Manifest:
                 std=np.asarray(d["std"], dtype=np.float64),
                 n_nonfinite_rows_skipped=_typed(d, "n_nonfinite_rows_skipped", int, 0),
                 provenance=_typed(d, "provenance", dict, {}),
+                rows_sha256=_typed(d, "rows_sha256", str, None),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             if isinstance(e, StoreError):
@@ -200,6 +206,15 @@ class Manifest:
         except OSError as e:
             raise StoreError(f"'{path}' cannot be read ({e.strerror}).") from None
         return cls.from_json(d, where=str(path))
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file at ``path``, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def validate_layers(layers: list[LayerSpec] | tuple[LayerSpec, ...], n_units: int) -> None:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from ..errors import StoreError
 from .atomic import atomic_write, atomic_write_json, partial_dir, recover_dir, swap_in
-from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, ShardInfo
+from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, ShardInfo, file_sha256
 from .partial import PARTS, part_name, progress_files
 from .stats import RunningMoments
 
@@ -88,6 +88,7 @@ def complete_store(
         std=moments.std,
         n_nonfinite_rows_skipped=sum(p.n_skipped for p in parts),
         provenance=provenance,
+        rows_sha256=file_sha256(work / ROWS),
     )
     atomic_write_json(work / MANIFEST, manifest.to_json())
     _put_in_place(work, path)

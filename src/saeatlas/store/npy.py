@@ -4,6 +4,7 @@ per-unit moments (a store directory has them in its manifest)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -32,6 +33,8 @@ class NpyArray:
     std: np.ndarray
     n_skipped_rows: int
     """Rows left out for NaN/Inf (``on_nonfinite='skip'``)."""
+    sha256: str
+    """sha256 of the array's values as read (every row, in order)."""
 
 
 def open_npy(path: Path, on_nonfinite: str) -> NpyArray:
@@ -61,20 +64,24 @@ def open_npy(path: Path, on_nonfinite: str) -> NpyArray:
         )
     layers = _npy_layers(path, array.shape[1])
     source = ArraySource(array)
-    moments, n_skipped = _scan(source, path, layers[-1].stop, on_nonfinite)
-    return NpyArray(source, layers, dtype, moments.mean, moments.std, n_skipped)
+    moments, n_skipped, sha256 = _scan(source, path, layers[-1].stop, on_nonfinite)
+    return NpyArray(source, layers, dtype, moments.mean, moments.std, n_skipped, sha256)
 
 
 def _scan(
     source: ArraySource, path: Path, n_units: int, on_nonfinite: str
-) -> tuple[RunningMoments, int]:
+) -> tuple[RunningMoments, int, str]:
     """Read a ``.npy`` array once: find NaN/Inf (an error, or rows the source then
-    skips) and take the per-unit moments of the other rows."""
+    skips), take the per-unit moments of the other rows and the sha256 of every value
+    (what tells a training checkpoint that its rows changed: the same rows in
+    another order have the same moments)."""
     bad: list[np.ndarray] = []
     m = RunningMoments(n_units)
+    h = hashlib.sha256()
     start = 0
     for i in range(len(source)):
         x = source.load(i)
+        h.update(np.ascontiguousarray(x.numpy()))
         finite = torch.isfinite(x).all(dim=1)
         if not bool(finite.all()):
             if on_nonfinite == "error":
@@ -90,13 +97,13 @@ def _scan(
         m.update(x)
         start += source.rows(i)
     if not bad:
-        return m, 0
+        return m, 0, h.hexdigest()
     rows = np.concatenate(bad)
     if len(rows) == source.array.shape[0]:
         raise NonFiniteError(f"Every row of '{path}' has NaN/Inf; nothing is left.")
     source.skip(rows)
     log.warning("Skipped %d rows of '%s' with NaN/Inf.", len(rows), path)
-    return m, len(rows)
+    return m, len(rows), h.hexdigest()
 
 
 def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:

@@ -113,6 +113,11 @@ class ArraySource:
             and array.flags.c_contiguous
             and array.filename is not None
         )
+        self.file = getattr(array, "filename", None)
+        self.stamp = _file_stamp(self.file)
+        """The file's identity, size and modification time when it was opened: an
+        array saved again at the same path (``np.save`` rewrites the file in place)
+        has others, and rows read from it now would mix two arrays."""
 
     @property
     def n_rows(self) -> int:
@@ -148,14 +153,31 @@ class ArraySource:
                     f"'{self.array.filename}' ended early ({got} of {nbytes} bytes of chunk {i}); "
                     "the file is truncated or was rewritten while open. Save the array again."
                 )
-            return torch.from_numpy(block.view(self.dtype).reshape(shape))
-        if self.keep is None:
-            view = self.array[i * self.chunk : i * self.chunk + shape[0]]
+            out = block.view(self.dtype).reshape(shape)
         else:
-            view = self.array[self.keep[i * self.chunk : i * self.chunk + shape[0]]]
-        out = block.view(self.dtype).reshape(shape)
-        np.copyto(out, view, casting="same_kind")
+            if self.keep is None:
+                view = self.array[i * self.chunk : i * self.chunk + shape[0]]
+            else:
+                view = self.array[self.keep[i * self.chunk : i * self.chunk + shape[0]]]
+            out = block.view(self.dtype).reshape(shape)
+            np.copyto(out, view, casting="same_kind")
+        if _file_stamp(self.file) != self.stamp:  # after the read: it read the opened file
+            raise StoreError(
+                f"'{self.file}' was written again while this run read it, so its rows would "
+                "mix two arrays. Run this again once it is written, or read a copy of it."
+            )
         return torch.from_numpy(out)
+
+
+def _file_stamp(file: str | None) -> tuple[int, ...] | None:
+    """Device, inode, size and modification time of ``file`` (None without one)."""
+    if file is None:
+        return None
+    try:
+        st = os.stat(file)
+    except FileNotFoundError:
+        return (0,)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def check_finite(x: torch.Tensor, path: Path, first_row: int, fix: str) -> None:

@@ -9,6 +9,7 @@ bounded-memory batches.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,9 @@ import pyarrow.parquet as pq
 import torch
 
 from .._validation import choice
-from ..errors import ConfigError, StoreError
+from ..errors import ChecksumError, ConfigError, StoreError
 from .atomic import finish_swap_for_reader, partial_dir
-from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest
+from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest, file_sha256
 from .merge import recover_store
 from .npy import open_npy
 from .partial import progress_files
@@ -92,6 +93,7 @@ class ActivationStore:
         )
         self.n_skipped_rows = 0
         """Rows of a ``.npy`` array left out for NaN/Inf (``on_nonfinite='skip'``)."""
+        self._npy_sha256 = ""  # a .npy's, from open_npy
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -149,6 +151,7 @@ class ActivationStore:
         store = cls(path, npy.source, npy.layers, npy.dtype, None)
         store._moments = (npy.mean, npy.std)
         store.n_skipped_rows = npy.n_skipped_rows
+        store._npy_sha256 = npy.sha256
         return store
 
     # -- facts -----------------------------------------------------------------------------
@@ -171,6 +174,16 @@ class ActivationStore:
         ablation and the loss recovered cut texts the same way."""
         return self.manifest.provenance.get("max_length") if self.manifest else None
 
+    def digest(self) -> str:
+        """sha256 of the activations: of the shards' sha256 (in order) for a store
+        directory, of the values (every row, in order, read at open) for a ``.npy``."""
+        if self.manifest is None:
+            return self._npy_sha256
+        h = hashlib.sha256()
+        for shard in self.manifest.shards:
+            h.update(shard.sha256.encode())
+        return h.hexdigest()
+
     @property
     def mean(self) -> np.ndarray:
         """Per-unit mean (float64); streamed once for ``.npy`` stores."""
@@ -188,7 +201,8 @@ class ActivationStore:
     def verify(self) -> None:
         """Read every shard, check its sha256 and for NaN/Inf, recompute the per-unit
         mean and standard deviation and compare them with the manifest's, and check that
-        ``rows.parquet`` holds one row per activation row.
+        ``rows.parquet`` holds one row per activation row, in order, and has the sha256
+        the manifest recorded.
 
         Raises:
             StoreError: a shard or ``rows.parquet`` is missing or corrupt, or the
@@ -197,6 +211,13 @@ class ActivationStore:
         if self.manifest is None:
             return  # a .npy array was read in full at open
         self.rows(["row"])
+        want = self.manifest.rows_sha256
+        if want is not None and (got := file_sha256(self.path / ROWS)) != want:
+            raise ChecksumError(
+                f"'{self.path / ROWS}' is not the one its capture wrote: its sha256 is "
+                f"{got[:16]}…, the manifest says {want[:16]}… (it was edited, or copied from "
+                "another store). Restore it, or recapture the store."
+            )
         source = ShardSource(self.path, self.manifest.shards, True, self._source.identity)
         m = RunningMoments(self.n_units)
         for i in range(len(source)):

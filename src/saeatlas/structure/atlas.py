@@ -11,6 +11,7 @@ always complete. Its format, and the checks of an atlas read back, are
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,20 +33,18 @@ from .atlas_format import (
     ATLAS_JSON,
     FORMAT_VERSION,
     OPTIONAL_TABLES,
-    REPORT_FILES,
     TABLES,
     AtlasFileError,
     check_summary,
     check_tables,
+    is_report_entry,
 )
 
 
 def _atlas_file(p: Path) -> bool:
     """Whether ``p`` is an entry an atlas (or its report) writes."""
-    return p.name in {f"{t}.parquet" for t in TABLES + OPTIONAL_TABLES} | {
-        ATLAS_JSON,
-        *REPORT_FILES,
-    }
+    tables = {f"{t}.parquet" for t in TABLES + OPTIONAL_TABLES}
+    return p.name in tables | {ATLAS_JSON} or is_report_entry(p)
 
 
 def check_atlas_out(path: Path, overwrite: bool) -> None:
@@ -55,6 +54,22 @@ def check_atlas_out(path: Path, overwrite: bool) -> None:
     half-written (only atlas files) is not refused."""
     recover_dir(path)
     check_output_dir(path, "an atlas", "an atlas's", ATLAS_JSON, _atlas_file, overwrite)
+
+
+def _parse_summary(text: str) -> Any:
+    """atlas.json's content, read as saeatlas writes it: a number that is undefined
+    (``NaN``, ``Infinity``, or beyond float range, as ``1e400``) is None (older atlases
+    wrote ``NaN``, and an edited ``-Infinity`` p-value was shown as one); text that is no
+    Unicode (a lone surrogate, ``"\\ud800"``, which no page can hold) raises
+    ``UnicodeEncodeError``, a ``ValueError``."""
+    obj = json.loads(text, parse_constant=lambda _: None, parse_float=_finite_float)
+    json.dumps(obj, ensure_ascii=False).encode()
+    return obj
+
+
+def _finite_float(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 @dataclass
@@ -136,7 +151,7 @@ class Atlas:
                 "analyze` with --overwrite to write it again."
             )
         try:
-            summary = json.loads(meta.read_text())
+            summary = _parse_summary(meta.read_text())
             tables = {name: pq.read_table(path / f"{name}.parquet").to_pandas() for name in TABLES}
             for name in OPTIONAL_TABLES:
                 if (path / f"{name}.parquet").exists():

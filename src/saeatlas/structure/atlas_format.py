@@ -23,8 +23,31 @@ TABLES = ("units", "features", "modules")
 #: Written when not empty.
 OPTIONAL_TABLES = ("examples", "flows", "ablation")
 FORMAT_VERSION = 1
-#: What else an atlas directory holds: the report written from it.
-REPORT_FILES = ("report.html", "figures")
+#: The report's figures (``figures/``), which each report replaces whole.
+FIGURE_FILES = (
+    "feature_map.png",
+    "layer_module.png",
+    "module_graph.png",
+    "pareto.png",
+    "specialisation.png",
+)
+
+
+def is_report_entry(p: Path) -> bool:
+    """Whether ``p``, in an atlas directory, is the report or its figures folder holding
+    only figures, also as a killed report left it (``.figures.partial``, ``.figures.old``,
+    its lock ``.figures.lock``): an analysis's ``--overwrite`` and the next report
+    replace these whole, so a folder holding anything else is no report's."""
+    if p.name in ("report.html", ".figures.lock"):
+        return not p.is_dir()
+    if p.name not in ("figures", ".figures.partial", ".figures.old"):
+        return False
+    return p.is_dir() and not p.is_symlink() and all(is_figure(c) for c in p.iterdir())
+
+
+def is_figure(p: Path) -> bool:
+    """Whether ``p`` is a file a report writes into ``figures/`` (or its temporary file)."""
+    return p.name in FIGURE_FILES or p.name.startswith(".tmp-")
 
 
 class AtlasFileError(AtlasError):
@@ -249,11 +272,17 @@ def check_summary(summary: Any, meta: Path) -> dict[str, Any]:
 
 #: Kinds of the table columns the report and other tools read (``module`` columns have
 #: their own check): ``i`` integers, ``f`` numbers, ``u`` numbers from 0 to 1 (or NaN:
-#: not measured), ``b`` true or false, ``s`` text, ``l`` lists of numbers. Columns that are absent are not checked (older atlases lack
+#: not measured), ``b`` true or false, ``s`` text, ``l`` lists of numbers, ``t`` lists of text. Columns that are absent are not checked (older atlases lack
 #: some; the report requires its own, :data:`..report.data.REQUIRED_COLUMNS`), but ``z``
 #: and ``p`` come together.
 TABLE_COLUMNS: dict[str, dict[str, str]] = {
-    "units": {"unit": "i", "index": "i", "layer": "s", "membership": "u", "coupling": "f"},
+    "units": {
+        **dict.fromkeys(("unit", "index"), "i"),
+        "layer": "s",
+        "membership": "u",
+        "coupling": "f",
+        "shared": "b",
+    },
     "features": {
         "feature": "i",
         "density": "u",
@@ -266,6 +295,7 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         **dict.fromkeys(("p", "reproducibility", "stability"), "u"),
         "significant": "b",
         **dict.fromkeys(("layer_profile", "layer_mass", "label_means"), "l"),
+        "layers": "t",
     },
     "examples": {"kind": "s", **dict.fromkeys(("id", "rank", "row"), "i"), "activation": "f"},
     "flows": {
@@ -280,6 +310,7 @@ _KIND_NAMES = {
     "b": "true or false",
     "s": "text",
     "l": "lists of numbers",
+    "t": "lists of layer names",
 }
 
 
@@ -295,6 +326,13 @@ def _column_ok(col: pd.Series, kind: str) -> bool:
         return types.is_bool_dtype(col)
     if kind == "s":
         return all(isinstance(v, str) for v in col)
+    if kind == "t":  # a text is no list of names: 'act1' was shown as layers a, c, t, 1
+        return all(
+            not isinstance(v, (str, bytes))
+            and np.ndim(v) == 1
+            and all(isinstance(x, str) for x in v)
+            for v in col
+        )
     try:  # lists of numbers
         return all(np.asarray(v, np.float64).ndim == 1 for v in col)
     except (TypeError, ValueError):
@@ -322,6 +360,15 @@ def _check_columns(atlas: Atlas, path: Path, fix: str) -> None:
             f"modules.parquet in '{path}' has one of the columns `z` and `p` without the "
             f"other; {fix}."
         )
+
+
+def _unit_numbers(top: Any) -> np.ndarray:
+    """One feature's ``top_units`` as integers; ``ValueError`` for anything else (floats
+    were cast, and the report then indexed a list with them: a traceback)."""
+    arr = np.asarray(top)
+    if arr.size and arr.dtype.kind not in "iu":
+        raise ValueError(f"unit numbers of dtype {arr.dtype}")
+    return arr.astype(np.int64).ravel()
 
 
 def check_tables(atlas: Atlas, path: Path) -> None:
@@ -384,8 +431,7 @@ def check_tables(atlas: Atlas, path: Path) -> None:
         if units is not None and col in atlas.features.columns:
             try:
                 named = np.concatenate(
-                    [np.zeros(0, np.int64)]
-                    + [np.asarray(top, np.int64).ravel() for top in atlas.features[col]]
+                    [np.zeros(0, np.int64)] + [_unit_numbers(top) for top in atlas.features[col]]
                 )
             except (TypeError, ValueError):
                 named = np.full(1, -1)  # not lists of unit numbers

@@ -126,7 +126,7 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
         unit_module, module_ok, module_p = corr.labels, corr.module_ok, corr.module_p
         tests = [corr.test]
         n_modules = int(unit_module.max(initial=-1)) + 1
-        feature_module = _features_of(main.attribution, unit_module, n_modules)
+        feature_module = _features_of(main.attribution, unit_module, n_modules, f.excluded)
     units = project_modules(main.attribution, feature_module, n_modules, cfg.min_enrichment)
     layers = f.codes.layers
     unit_layer = np.concatenate([np.full(l.n_units, i) for i, l in enumerate(layers)])
@@ -153,7 +153,7 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     features_df.insert(
         4,
         "firing_density",
-        np.bincount(f.fires.indices, minlength=f.fires.shape[1]) / max(f.fires.shape[0], 1),
+        f.n_strong / max(f.fires.shape[0], 1),
     )
     features_df["community"] = main.feature_module
     unit_modules = UnitModules(unit_module, units.membership, units.shared, units.mass)
@@ -221,16 +221,19 @@ def _correlations_first(corr: np.ndarray, sae: np.ndarray, sae_ok: np.ndarray) -
     return True
 
 
-def _features_of(attr: np.ndarray, unit_module: np.ndarray, n_modules: int) -> np.ndarray:
+def _features_of(
+    attr: np.ndarray, unit_module: np.ndarray, n_modules: int, excluded: np.ndarray
+) -> np.ndarray:
     """``[d_sae]`` the unit module receiving at least half of each feature's attributed
-    energy (-1: none does)."""
+    energy (-1: none does, or the feature is ``excluded``, dense or carrying the global
+    mode: kept out of modules here as in the SAE's own communities)."""
     if n_modules == 0:
         return np.full(attr.shape[0], -1)
     per = np.asarray(onehot(unit_module, n_modules).T @ attr.T).T  # [d_sae, n_modules]
     total = attr.sum(axis=1)
     best = per.argmax(axis=1)
     share = per[np.arange(len(best)), best] / np.where(total > 0, total, 1.0)
-    return np.where(share >= 0.5, best, -1)
+    return np.where((share >= 0.5) & ~excluded, best, -1)
 
 
 def _summary(

@@ -13,14 +13,22 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .._world import World
+from .._world import World, collective
+
+#: What a rank says when a collective of the training fails.
+_LOST = (
+    "one of them died or was killed. See the other ranks' output for the cause; rerun "
+    "with as many processes, with --resume to continue from the last checkpoint "
+    "(`checkpoint_every`) if the run wrote one."
+)
 
 
 def all_sum(t: torch.Tensor, world: World) -> torch.Tensor:
     """Sum of ``t`` over ranks (``t`` itself in a world of one)."""
     if world.size > 1:
         t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        with collective(world, "training", _LOST):
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
@@ -30,7 +38,8 @@ def average_gradients(params: list[torch.nn.Parameter], world: World) -> None:
         return
     grads = [p.grad for p in params if p.grad is not None]
     flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    with collective(world, "training", _LOST):
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= world.size
     offset = 0
     for g in grads:
@@ -42,7 +51,8 @@ def all_min(t: torch.Tensor, world: World) -> torch.Tensor:
     """Elementwise minimum of ``t`` over ranks."""
     if world.size > 1:
         t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        with collective(world, "training", _LOST):
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return t
 
 
@@ -54,6 +64,7 @@ def global_topk_threshold(values: torch.Tensor, n_keep: int, world: World) -> to
     local = flat.topk(min(n_keep, flat.numel()), sorted=False).values
     if world.size > 1:
         parts = [torch.empty_like(local) for _ in range(world.size)]
-        dist.all_gather(parts, local.contiguous())
+        with collective(world, "training", _LOST):
+            dist.all_gather(parts, local.contiguous())
         local = torch.cat(parts)
     return local.topk(min(n_keep, local.numel()), sorted=False).values.min()

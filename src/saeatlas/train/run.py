@@ -10,13 +10,11 @@ initialises the SAE from a sample of rows. :func:`~saeatlas.train.train_sae` and
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 
 from .._world import join
@@ -88,17 +86,8 @@ def _check_fits(d_in: int, d_sae: int, batch_size: int, device: str) -> None:
 
 
 def _rows_digest(store: ActivationStore) -> str:
-    """A digest of the store's rows: its shards' sha256, or for a ``.npy`` (which has
-    none) its per-unit mean and standard deviation, computed when it was opened (the
-    same rows in another order may pass unnoticed there)."""
-    h = hashlib.sha256()
-    if store.manifest is not None:
-        for shard in store.manifest.shards:
-            h.update(shard.sha256.encode())
-    else:
-        h.update(np.ascontiguousarray(store.mean).tobytes())
-        h.update(np.ascontiguousarray(store.std).tobytes())
-    return h.hexdigest()[:16]
+    """A digest of the store's rows (:meth:`ActivationStore.digest`)."""
+    return store.digest()[:16]
 
 
 class _Run:

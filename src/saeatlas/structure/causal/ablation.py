@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from ...capture.inputs import InputBatch, iter_input_batches, model_and_tokenize
 from ...capture.models import input_dtype
 from ...capture.recorder import model_error
 from ...capture.rows import select_tensor
-from ...errors import AtlasError, ConfigError, ShapeError
+from ...errors import AtlasError, ConfigError, NonFiniteError, ShapeError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
 from ..inference.draws import draws_z
@@ -154,6 +155,7 @@ def ablate_modules(
     try:
         with progress_bar("Ablating modules", n_modules * (1 + n_random), progress) as bar:
             clean_losses = losses(None)
+            _check_finite(clean_losses)
             if clean_losses.ndim == 2:
                 names = loss_names or [str(i) for i in range(clean_losses.shape[1])]
                 if len(names) != clean_losses.shape[1]:
@@ -204,6 +206,19 @@ def ablate_modules(
     p = (1 + (rand >= effect[:, None]).sum(axis=1)) / (1 + n_random)
     p[np.isnan(effect)] = np.nan
     return AblationResult(classes, clean, effect, effect_cls, mean, std, z, p, rand_cls)
+
+
+def _check_finite(per_sample: np.ndarray) -> None:
+    """Refuse a clean loss that is NaN or Inf: every ablation's effect is then NaN, and the
+    atlas said that no module hurt the loss more than random unit sets."""
+    bad = ~np.isfinite(per_sample.reshape(len(per_sample), -1)).all(axis=1)
+    if bad.any():
+        raise NonFiniteError(
+            f"The model's loss is NaN or Inf on {int(bad.sum())} of {len(per_sample)} inputs "
+            f"(the first: input {int(np.argmax(bad))}) before any unit is ablated, so no "
+            "ablation can be measured. Give inputs the model maps to finite outputs (no "
+            "NaN/Inf values)."
+        )
 
 
 def _model_batches(
@@ -290,7 +305,7 @@ def ablate_atlas(
     atlas: Any,
     model: torch.nn.Module,
     inputs: Any,
-    store: ActivationStore,
+    store: ActivationStore | str | Path,
     *,
     labels: Any = None,
     mode: str = "mean",
@@ -304,7 +319,7 @@ def ablate_atlas(
 ) -> AblationResult:
     """Run :func:`ablate_modules` on an Atlas's modules and write the results into it.
 
-    ``store`` is the store the atlas was made from (layers and unit means).
+    ``store`` is the store the atlas was made from, or its path (layers and unit means).
     Adds ``ablation_effect``, ``ablation_z``, ``ablation_p`` (empirical, against
     ``n_random`` random unit sets with the module's units per layer) and
     ``ablation_random_mean`` to ``atlas.modules``; the module x label table
@@ -313,6 +328,8 @@ def ablate_atlas(
     ``max_length`` tokens, by default the store's own (its capture's), so the
     model sees the tokens the atlas was made from.
     """
+    if not isinstance(store, ActivationStore):  # its path, as every other stage takes
+        store = ActivationStore.open(store)
     layers, cols = atlas_layers(atlas, store)
     if max_length is None:
         max_length = store.max_length

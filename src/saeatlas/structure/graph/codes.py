@@ -125,6 +125,9 @@ def encode_sparse(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor
 def _encode_block(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     cfg = sae.cfg
     if cfg.architecture == "topk":
+        # in the SAE's dtype before b_dec, as its own encoding (`pre_activations`) casts:
+        # a float16 SAE's codes differed from its own on rows near a tie
+        x = x.to(sae.W_enc.dtype)
         xs = x - sae.b_dec if cfg.subtracts_b_dec else x
         dtype = torch.bfloat16 if fast_bf16(x.device, sae.W_enc.numel()) else sae.W_enc.dtype
         pre = xs.to(dtype) @ sae.W_enc.to(dtype) + sae.b_enc.to(dtype)

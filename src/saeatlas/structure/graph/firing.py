@@ -76,6 +76,10 @@ class Firing:
     """``[d_sae]`` bool: firing on more than ``max_density`` of the rows."""
     global_feats: np.ndarray
     """``[d_sae]`` bool: carrying the units' global mode."""
+    n_strong: np.ndarray
+    """``[d_sae]`` rows on which each feature fires strongly, the excluded features
+    too (``fires`` has their columns emptied: a dense feature's firing density read
+    from it was 0)."""
 
     @property
     def excluded(self) -> np.ndarray:
@@ -89,7 +93,9 @@ def firing(sae: SparseAutoencoder, codes: Codes, mode: UnitsMode, cfg: AtlasConf
     dense, global_feats = excluded_features(
         sae, codes, fires, mode.mode, mode.var, cfg.max_density, cfg.global_mode_cosine
     )
-    return Firing(sae, codes, drop_columns(fires, dense | global_feats), dense, global_feats)
+    n_strong = np.bincount(fires.indices, minlength=fires.shape[1])
+    kept = drop_columns(fires, dense | global_feats)
+    return Firing(sae, codes, kept, dense, global_feats, n_strong)
 
 
 def drop_columns(matrix: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:

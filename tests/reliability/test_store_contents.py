@@ -1,0 +1,89 @@
+"""Activations or row metadata that are not those a store (or a ``.npy``) was made with
+are found: by ``info --verify``, and by a training run resumed on them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+
+@pytest.fixture
+def store_copy(tmp_path, outputs):
+    dst = tmp_path / "store"
+    shutil.copytree(outputs.store, dst)
+    return dst
+
+
+@pytest.mark.parametrize("damage", ["labels", "samples", "another store's"])
+def test_verify_finds_row_metadata_that_was_changed(store_copy, run_cli, damage):
+    """rows.parquet with the same rows in order but other labels or samples (or one of
+    the same length copied from another store) passed --verify, and the atlas profiled
+    its modules against labels the rows never had."""
+    cli, one_line = run_cli
+    assert cli("info", store_copy, "--verify").exit_code == 0
+    rows = store_copy / "rows.parquet"
+    table = pq.read_table(rows)
+    n = table.num_rows
+    if damage == "labels":  # a label column added by hand
+        table = table.append_column("label", pa.array(np.zeros(n, np.int64)))
+    elif damage == "samples":
+        i = table.schema.get_field_index("sample")
+        table = table.set_column(i, "sample", pa.array(np.roll(np.arange(n), 1)))
+    else:
+        table = pa.table({"row": np.arange(n), "sample": np.arange(n), "position": np.zeros(n)})
+    pq.write_table(table, rows)
+    one_line(cli("info", store_copy, "--verify"), "rows.parquet", "not the one its capture wrote")
+
+
+def test_a_training_resumed_on_an_npy_with_rows_swapped_is_refused(tmp_path, monkeypatch):
+    """A .npy's rows were known by their per-unit mean and std alone: two rows swapped
+    (the array saved again in another order) resumed the checkpoint without a word, so
+    the rest of the epoch visited some rows twice and others never."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.train import TrainConfig, train_sae
+    from saeatlas.train.run import _Run
+
+    x = np.abs(np.random.default_rng(0).normal(size=(200, 12))).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    cfg = TrainConfig(d_sae=16, k=3, batch_size=32, tokens=32 * 10, checkpoint_every=3)
+    real = _Run.train_step
+
+    def dying(self, batch):
+        if self.step == 4:  # after the checkpoint at step 3
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(_Run, "train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(tmp_path / "a.npy", cfg, tmp_path / "sae", progress=False)
+    monkeypatch.setattr(_Run, "train_step", real)
+    x[[0, 1]] = x[[1, 0]]
+    np.save(tmp_path / "a.npy", x)
+    with pytest.raises(ConfigError, match="`rows_digest`: the store's rows differ"):
+        train_sae(tmp_path / "a.npy", cfg, tmp_path / "sae", resume=True, progress=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])  # read directly, or through the map
+def test_an_npy_saved_again_while_it_is_read_is_not_mixed_in(tmp_path, dtype):
+    """np.save at the same path rewrites the file in place: a training run reading the
+    .npy served the new array's rows in its later epochs, under the moments, NaN check
+    and digest of the old one; a store directory replaced so was already refused."""
+    from saeatlas.errors import StoreError
+    from saeatlas.store import ActivationStore
+
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype(dtype)
+    np.save(tmp_path / "a.npy", x)
+    os.utime(tmp_path / "a.npy", ns=(1, 1))  # written long before it is written again
+    store = ActivationStore.open(tmp_path / "a.npy")
+    batches = store.iter_batches(16, seed=0)
+    next(batches)
+    np.save(tmp_path / "a.npy", x[::-1].copy())  # the same shape: the reader cannot tell
+    with pytest.raises(StoreError, match="was written again while this run read it"):
+        for _ in range(2):  # another epoch
+            for _ in store.iter_batches(16, seed=1):
+                pass
