@@ -284,7 +284,10 @@ def _npy(path, x):
     return path
 
 
-@pytest.mark.parametrize(("reproducible", "reason"), [(0, "do not reproduce"), (2, "do not beat")])
+@pytest.mark.parametrize(
+    ("reproducible", "reason"),
+    [(0, "do not reproduce"), (1, "own 1 reproducible module does not beat"), (2, "do not beat")],
+)
 def test_the_message_says_why_the_saes_own_modules_did_not_count(reproducible, reason):
     """With one ensemble member the SAE's modules reproduced trivially and lost to the
     nulls, yet the message said they "do not reproduce across its ensemble"."""
@@ -294,7 +297,7 @@ def test_the_message_says_why_the_saes_own_modules_did_not_count(reproducible, r
     decide(atlas)
     message = atlas.summary["message"]
     assert reason in message, message
-    assert (f"own {reproducible} reproducible modules" in message) == bool(reproducible)
+    assert (f"own {reproducible} reproducible module" in message) == bool(reproducible)
 
 
 def test_an_ensemble_of_one_member_counts_no_module():
@@ -309,3 +312,14 @@ def test_an_ensemble_of_one_member_counts_no_module():
     atlas.summary["ensemble"] = {"n_members": 2}
     decide(atlas)
     assert atlas.summary["verdict"] == "modules"
+
+
+@pytest.mark.parametrize(
+    ("own", "words"), [(1, "own 1 significant reproducible module covers"), (2, "modules cover")]
+)
+def test_the_message_counts_the_saes_own_significant_modules_in_words_that_agree(own, words):
+    atlas = _atlas([True], correlation_jaccard=[1.0])
+    sae = {"n_modules": own, "n_significant_modules": own}
+    atlas.summary.update(modules_from="unit_correlations", sae_modules=sae)
+    decide(atlas)
+    assert words in atlas.summary["message"], atlas.summary["message"]

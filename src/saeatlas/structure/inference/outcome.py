@@ -118,13 +118,14 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
                 text = (
                     f"{n} reproducible {noun} of correlated units, visible without the SAE: "
                     f"the SAE's own {tried} reproducible module{'' if tried == 1 else 's'} "
-                    "do not beat its null models, so it adds nothing to plain correlation here"
+                    f"{'does' if tried == 1 else 'do'} not beat its null models, so it adds "
+                    "nothing to plain correlation here"
                 )
             elif own:
                 text = (
                     f"{n} reproducible {noun} of correlated units, visible without the SAE; "
                     f"the SAE's own {own} significant reproducible module"
-                    f"{'' if own == 1 else 's'} cover fewer units (units' `sae_module`), so "
+                    f"{' covers' if own == 1 else 's cover'} fewer units (units' `sae_module`), so "
                     "at this scale it adds nothing to plain correlation"
                 )
             else:
