@@ -16,7 +16,12 @@ from saeatlas.structure import (
     map_structure,
     save_planted,
 )
-from saeatlas.structure.inference.consensus import choose_level, level_consensus, nest
+from saeatlas.structure.inference.consensus import (
+    MAX_OPPOSED,
+    choose_level,
+    level_consensus,
+    nest,
+)
 from saeatlas.structure.inference.correlation import opposition, partition_modularity
 from saeatlas.structure.inference.outcome import VERDICTS, decide
 from saeatlas.structure.inference.partitions import best_match_jaccard
@@ -249,6 +254,11 @@ def test_planted_modules_that_are_plain_correlation_blocks_are_called_visible_wi
     data, atlas = _ensemble_atlas(tmp_path, "blocks", 0)
     s = atlas.summary
     assert s["verdict"] == "modules_visible_without_sae", s["message"]
+    # every scale of the correlation view says how its modules oppose each other; blocks
+    # of units that rise together are not the sides of one axis
+    levels = s["cross_check"]["raw"]["levels"]
+    assert all(0 <= lv["opposition"] for lv in levels)
+    assert next(lv for lv in levels if lv["chosen"])["opposition"] <= MAX_OPPOSED
     assert adjusted_rand_score(data.unit_module, atlas.units.module) > 0.8
     counted = atlas.modules.counted.to_numpy(bool)
     if s["modules_from"] == "sae":  # else the modules are the correlations' own

@@ -64,6 +64,9 @@ class CorrelationView:
     module_p: np.ndarray
     clean: bool = False
     """Partitioned without the global mode and noise bulk (else the raw correlations)."""
+    opposed: tuple[float, ...] = ()
+    """Per scale, how strongly its most anti-correlated pair of modules opposes each other
+    (:func:`opposition`)."""
 
     @property
     def labels(self) -> np.ndarray:
@@ -101,7 +104,10 @@ class CorrelationView:
             "test": self.test.as_dict() if self.test is not None else None,
             "module_p": [float(p) for p in self.module_p],
             "levels": [
-                lv.as_dict() | {"chosen": i == self.chosen} for i, lv in enumerate(self.levels)
+                lv.as_dict()
+                | {"chosen": i == self.chosen}
+                | ({"opposition": float(self.opposed[i])} if self.opposed else {})
+                for i, lv in enumerate(self.levels)
             ],
         }
 
@@ -244,7 +250,9 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
     partition_ok, module_ok, module_p = verdict([test] if test else [], cfg.alpha)
     if test is None:
         module_ok, module_p = np.zeros(n_mod, bool), np.full(n_mod, np.nan)
-    return CorrelationView(levels, chosen, test, partition_ok, module_ok, module_p, clean)
+    return CorrelationView(
+        levels, chosen, test, partition_ok, module_ok, module_p, clean, tuple(opposed)
+    )
 
 
 #: Bytes of the block of unit rows (float32) the correlation view's null shifts.
