@@ -36,9 +36,9 @@ from .atlas_format import (
     TABLES,
     AtlasFileError,
     check_summary,
-    check_tables,
     is_report_entry,
 )
+from .atlas_tables import check_tables
 
 
 def _atlas_file(p: Path) -> bool:

@@ -1,0 +1,233 @@
+"""The checks of an Atlas directory's tables (:mod:`.atlas`): the kinds of their
+columns, modules numbered ``0..n-1`` and named by units and features, each unit
+once, layers in order, and ``atlas.json``'s verdict and counts the ones the tables
+give. The files and ``atlas.json``'s own entries are :mod:`.atlas_format`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .atlas_format import ATLAS_JSON, AtlasFileError
+
+if TYPE_CHECKING:
+    from .atlas import Atlas
+
+
+#: Kinds of the table columns the report and other tools read (``module`` columns have
+#: their own check): ``i`` integers, ``f`` numbers, ``u`` numbers from 0 to 1 (or NaN:
+#: not measured), ``b`` true or false, ``s`` text, ``l`` lists of numbers, ``t`` lists of text. Columns that are absent are not checked (older atlases lack
+#: some; the report requires its own, :data:`..report.data.REQUIRED_COLUMNS`), but ``z``
+#: and ``p`` come together.
+TABLE_COLUMNS: dict[str, dict[str, str]] = {
+    "units": {
+        **dict.fromkeys(("unit", "index"), "i"),
+        "layer": "s",
+        "membership": "u",
+        "coupling": "f",
+        "shared": "b",
+    },
+    "features": {
+        "feature": "i",
+        "density": "u",
+        **dict.fromkeys(("mean_activation", "max_unit_corr"), "f"),
+        **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
+    },
+    "modules": {
+        **dict.fromkeys(("n_units", "n_features"), "i"),
+        **dict.fromkeys(("modularity", "z"), "f"),
+        **dict.fromkeys(("p", "reproducibility", "stability"), "u"),
+        "significant": "b",
+        **dict.fromkeys(("layer_profile", "layer_mass", "label_means"), "l"),
+        "layers": "t",
+    },
+    "examples": {"kind": "s", **dict.fromkeys(("id", "rank", "row"), "i"), "activation": "f"},
+    "flows": {
+        **dict.fromkeys(("source_module", "target_module"), "i"),
+        **dict.fromkeys(("coactivation", "weight_flow"), "f"),
+    },
+}
+_KIND_NAMES = {
+    "i": "integers",
+    "f": "numbers",
+    "u": "numbers from 0 to 1",
+    "b": "true or false",
+    "s": "text",
+    "l": "lists of numbers",
+    "t": "lists of layer names",
+}
+
+
+def _column_ok(col: pd.Series, kind: str) -> bool:
+    types = pd.api.types
+    if kind == "i":
+        return types.is_integer_dtype(col) and not types.is_bool_dtype(col)
+    if kind in "fu":
+        if not types.is_numeric_dtype(col) or types.is_bool_dtype(col):
+            return False
+        return kind == "f" or not bool(((col < 0) | (col > 1)).any())
+    if kind == "b":
+        return types.is_bool_dtype(col)
+    if kind == "s":
+        return all(isinstance(v, str) for v in col)
+    if kind == "t":  # a text is no list of names: 'act1' was shown as layers a, c, t, 1
+        return all(
+            not isinstance(v, (str, bytes))
+            and np.ndim(v) == 1
+            and all(isinstance(x, str) for x in v)
+            for v in col
+        )
+    try:  # lists of numbers
+        return all(np.asarray(v, np.float64).ndim == 1 for v in col)
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_columns(atlas: Atlas, path: Path, fix: str) -> None:
+    """Refuse a table column of :data:`TABLE_COLUMNS` of another kind (a table edited by
+    hand: the report failed on it half-way, with a traceback)."""
+    for name, columns in TABLE_COLUMNS.items():
+        frame = getattr(atlas, name)
+        for column, kind in columns.items():
+            if column in frame.columns and len(frame) and not _column_ok(frame[column], kind):
+                col = frame[column]
+                outside = (col < 0) | (col > 1) if col.dtype.kind in "iuf" else col.isna()
+                example = col[outside].iloc[0] if outside.any() else col.iloc[0]
+                if isinstance(example, np.generic):  # its repr is np.float64(...)
+                    example = example.item()
+                raise AtlasFileError(
+                    f"`{column}` of {name}.parquet in '{path}' must hold {_KIND_NAMES[kind]}, "
+                    f"not {col.dtype} such as {example!r}; {fix}."
+                )
+    if len({"z", "p"} & set(atlas.modules.columns)) == 1:
+        raise AtlasFileError(
+            f"modules.parquet in '{path}' has one of the columns `z` and `p` without the "
+            f"other; {fix}."
+        )
+
+
+def _unit_numbers(top: Any) -> np.ndarray:
+    """One feature's ``top_units`` as integers; ``ValueError`` for anything else (floats
+    were cast, and the report then indexed a list with them: a traceback)."""
+    arr = np.asarray(top)
+    if arr.size and arr.dtype.kind not in "iu":
+        raise ValueError(f"unit numbers of dtype {arr.dtype}")
+    return arr.astype(np.int64).ravel()
+
+
+def check_tables(atlas: Atlas, path: Path) -> None:
+    """Refuse an atlas whose files disagree (one edited by hand, or put together from two
+    analyses): modules numbered ``0..n-1`` once each, units and features naming only
+    those (or -1), each unit once, and ``atlas.json``'s verdict and counts the ones its
+    tables give (:func:`.inference.outcome.decide`), so that no page or tool shows a
+    headline that the tables below it contradict."""
+    from .atlas import Atlas
+    from .inference.outcome import decide
+
+    fix = "rerun `saeatlas analyze` with --overwrite to write it again"
+    _check_columns(atlas, path, fix)
+    modules, s = atlas.modules, atlas.summary
+    n = len(modules)
+    if "module" in modules.columns and n:
+        ids = modules["module"]
+        if not pd.api.types.is_integer_dtype(ids) or ids.tolist() != list(range(n)):
+            raise AtlasFileError(
+                f"modules.parquet in '{path}' numbers its {n} modules {ids.tolist()[:10]}, "
+                f"not 0 to {n - 1} in order; {fix}."
+            )
+    units = atlas.units.get("unit")
+    d_sae = s["sae"].get("d_sae") if isinstance(s.get("sae"), dict) else None
+    for name, ids, size in (
+        ("unit", units, None),
+        ("feature", atlas.features.get("feature"), d_sae),
+    ):
+        # a feature listed twice, or past the SAE's latents, was drawn as one of the map's
+        if ids is not None and (
+            ids.tolist() != list(range(len(ids))) or size not in (None, len(ids))
+        ):
+            of = f" (the SAE's {size})" if size is not None else ""
+            raise AtlasFileError(
+                f"{name}s.parquet in '{path}' must list each {name}{of} once, numbered 0, 1, "
+                f"2, ... in order; {fix}."
+            )
+    if {"layer", "index"} <= set(atlas.units.columns):
+        _check_layers(atlas.units, s.get("layers"), path, fix)
+    for name in ("units", "features", "ablation"):
+        frame = getattr(atlas, name)
+        if "module" not in frame.columns or frame.empty:
+            continue
+        col = frame["module"]
+        bad = ~col.isin(range(-1, n)) if pd.api.types.is_integer_dtype(col) else col.notna()
+        if bad.any():
+            raise AtlasFileError(
+                f"{name}.parquet in '{path}' names the module {col[bad].tolist()[0]!r}, not "
+                f"one of the {n} modules of modules.parquet (or -1, none); {fix}."
+            )
+        size = f"n_{name}"  # a module's size is the count of its members
+        if name != "ablation" and size in modules.columns and n:
+            counts = np.bincount(col[col >= 0].to_numpy(np.int64), minlength=n)
+            if modules[size].tolist() != counts.tolist():
+                raise AtlasFileError(
+                    f"`{size}` of modules.parquet in '{path}' is {modules[size].tolist()[:10]}, "
+                    f"but {name}.parquet puts {counts.tolist()[:10]} in the modules; {fix}."
+                )
+    for col in ("top_units", "top_read_units"):
+        if units is not None and col in atlas.features.columns:
+            try:
+                named = np.concatenate(
+                    [np.zeros(0, np.int64)] + [_unit_numbers(top) for top in atlas.features[col]]
+                )
+            except (TypeError, ValueError):
+                named = np.full(1, -1)  # not lists of unit numbers
+            if named.size and not 0 <= named.min() <= named.max() < len(units):
+                raise AtlasFileError(
+                    f"`{col}` of features.parquet in '{path}' must list units of units.parquet "
+                    f"(0 to {len(units) - 1}); {fix}."
+                )
+    if s.get("n_modules", n) != n:
+        raise AtlasFileError(
+            f"'{path / ATLAS_JSON}' says n_modules {s['n_modules']!r}, but modules.parquet "
+            f"has {n}; {fix}."
+        )
+    if "verdict" not in s or "significant" not in modules.columns:
+        return
+    again = Atlas(atlas.units, atlas.features, modules.copy(), dict(s))
+    decide(again)
+    differ = [k for k in _VERDICT_KEYS if k in s and s[k] != again.summary[k]]
+    if differ:
+        wrong = ", ".join(f"{k} {s[k]!r}" for k in differ)
+        right = ", ".join(repr(again.summary[k]) for k in differ)
+        raise AtlasFileError(
+            f"'{path / ATLAS_JSON}' says {wrong}, but its tables give {right}; {fix}."
+        )
+
+
+def _check_layers(units: pd.DataFrame, layers: list[str] | None, path: Path, fix: str) -> None:
+    """Each layer's units numbered ``0, 1, ...`` in order within it, and (when
+    ``atlas.json`` lists them) only layers the atlas read: a unit's ``layer`` and
+    ``index`` are what the report and the search name it by (``act2:17``)."""
+    for layer, index in units.groupby("layer", sort=False)["index"]:
+        if layers is not None and layer not in layers:
+            raise AtlasFileError(
+                f"units.parquet in '{path}' names the layer {layer!r}, not one of the atlas's "
+                f"layers {layers}; {fix}."
+            )
+        if index.tolist() != list(range(len(index))):
+            raise AtlasFileError(
+                f"units.parquet in '{path}' numbers the units of layer {layer!r} "
+                f"{index.tolist()[:5]}..., not 0, 1, 2, ... in order; {fix}."
+            )
+
+
+#: ``atlas.json``'s verdict and the counts it rests on (set by ``decide``).
+_VERDICT_KEYS = (
+    "verdict",
+    "significant",
+    "n_modules",
+    "n_significant_modules",
+    "n_sae_only_modules",
+)
