@@ -1,7 +1,8 @@
 """Other tools' SAE directories as ``(SAEConfig, weights)``: the checks every format
 shares, and SAELens (EleutherAI sparsify is read in :mod:`saeatlas.sae.sparsify_format`).
 ``weights`` are the tensors of ``sae_weights.safetensors`` (``W_enc`` [d_in, d_sae],
-``b_enc``, ``W_dec`` [d_sae, d_in], ``b_dec``, and an architecture's own, such as ``threshold``), which
+``b_enc``, ``W_dec`` [d_sae, d_in], ``b_dec``, and an architecture's own, such as
+``threshold``), which
 :meth:`~saeatlas.sae.model.SparseAutoencoder.from_weights` turns into an SAE.
 
 SAELens (read from its inference classes, ``sae_lens/saes/*.py``, version 6.54;
