@@ -73,6 +73,10 @@ def _row(column, i, value):
         ("features", _row("layer_mass", 1, [1.0]), "`layer_mass` of features.parquet"),
         ("examples", lambda e: e.assign(id=[0, 4]), "names the module 4"),
         ("examples", lambda e: e.assign(id=[7, 0]), "names the feature 7"),
+        # shares and probabilities beyond 1, shown on the page as they were
+        ("features", lambda f: f.assign(firing_density=[0.2, 2.0]), "`firing_density`"),
+        ("modules", lambda m: m.assign(correlation_jaccard=[1.5]), "`correlation_jaccard`"),
+        ("modules", lambda m: m.assign(selectivity_p=[-0.1]), "`selectivity_p`"),
     ],
 )
 def test_report_refuses_lists_and_references_that_disagree(tmp_path, run_cli, name, change, needle):

@@ -33,14 +33,15 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     },
     "features": {
         "feature": "i",
-        "density": "u",
+        **dict.fromkeys(("density", "firing_density"), "u"),
         **dict.fromkeys(("mean_activation", "max_unit_corr"), "f"),
         **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
     },
     "modules": {
         **dict.fromkeys(("n_units", "n_features"), "i"),
         **dict.fromkeys(("modularity", "z"), "f"),
-        **dict.fromkeys(("p", "reproducibility", "stability"), "u"),
+        **dict.fromkeys(("p", "reproducibility", "stability", "selectivity_p"), "u"),
+        **dict.fromkeys(("correlation_jaccard", "control_jaccard"), "u"),
         "significant": "b",
         **dict.fromkeys(("layer_profile", "layer_mass", "label_means"), "l"),
         "layers": "t",
