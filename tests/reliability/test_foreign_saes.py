@@ -134,6 +134,11 @@ SPARSIFY_DAMAGE = {
     "k true": (_cfg("k", True), "`k` must be int"),
     "signed coder (no ReLU, top k by absolute value)": (_cfg("signed", True), "`signed` true"),
     "num_latents not the weights'": (_cfg("num_latents", 31), "`num_latents` 31"),
+    # num_latents 0 is expansion_factor x d_in: 320 latents, the weights' 30 passed
+    "num_latents 0 and expansion_factor not the weights'": (
+        _cfg("num_latents", 0),
+        "`expansion_factor` 32 (320 latents",
+    ),
     "d_in as text": (_cfg("d_in", "10"), "`d_in` '10'"),
     "cfg a list": ("[]", "JSON object"),
     "encoder.weight flat": (_weight("encoder.weight", lambda t: t.flatten().clone()), "(300,)"),

@@ -112,6 +112,16 @@ def read_sparsify(path: str | Path) -> tuple[SAEConfig, Weights]:
                 f"'{path / CFG}' says `{key}` {cfg[key]!r}, but `encoder.weight` "
                 f"[{d_sae}, {d_in}] has {value}."
             )
+    factor = cfg.get("expansion_factor")
+    if not cfg.get("num_latents") and type(factor) is int and factor * d_in != d_sae:
+        # sparsify builds num_latents 0 as expansion_factor x d_in latents, and would not
+        # load these weights
+        raise SAEFileError(
+            f"'{path / CFG}' says `num_latents` {cfg.get('num_latents', 0)!r} and "
+            f"`expansion_factor` {factor} ({factor * d_in} latents of {d_in} inputs), but "
+            f"`encoder.weight` [{d_sae}, {d_in}] has {d_sae}: the config does not describe "
+            f"these weights. Set `num_latents` to {d_sae}."
+        )
     tensors = checked_weights(
         path / SPARSIFY_WEIGHTS,
         tensors,
