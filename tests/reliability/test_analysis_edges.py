@@ -1,7 +1,11 @@
-"""Analyses whose settings leave their tests nothing to compare (seventh sweep): each
-stops with one line naming the setting, instead of a verdict that no test supports."""
+"""Analyses at the edges of their settings and inputs (seventh sweep): settings that
+leave the tests nothing to compare, an SAE of another store, a store read without its
+NaN rows. Each stops with one line naming the problem before anything is written, or
+gives an atlas every later step reads."""
 
 from __future__ import annotations
+
+import pytest
 
 
 def test_null_rows_too_few_for_any_edge_is_refused_not_a_verdict(tmp_path, guarded, run_cli):
@@ -30,3 +34,28 @@ def test_an_sae_of_another_store_trains_no_seed_saes_on_this_one(tmp_path, outpu
     args = ["analyze", "--sae", sae, "--acts", tmp_path / "other.npy", "--out", tmp_path / "a"]
     one_line(cli(*args, "--seeds", "3", "-q"), "trained on another store")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.npy", "sae"]
+
+
+def test_an_atlas_of_a_store_read_without_its_nan_rows_exports(tmp_path, outputs, run_cli):
+    # analyze --on-nonfinite skip left the NaN rows out; export-neuronpedia opened the
+    # store without skipping and stopped with "pass --on-nonfinite skip", a flag it has not
+    import json
+    import shutil
+
+    import numpy as np
+
+    cli, _ = run_cli
+    x = np.load(outputs.npy)
+    x[[3, 40]] = np.nan
+    np.save(tmp_path / "acts.npy", x)
+    shutil.copy(outputs.root / "acts.layers.json", tmp_path / "acts.layers.json")
+    args = ["analyze", "--sae", outputs.sae, "--acts", tmp_path / "acts.npy"]
+    args += ["--out", tmp_path / "a", "--on-nonfinite", "skip", "--seeds", "1", "-q"]
+    args += ["--n-bootstrap", "0", "--no-control", "--nulls", "permutation", "--n-null", "2"]
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "a" / "atlas.json").read_text())["store_skipped_rows"] == 2
+    with pytest.warns(UserWarning, match="reads 2 layers"):  # a joint SAE's batches
+        result = cli("export-neuronpedia", tmp_path / "a", "--out", tmp_path / "np")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "np" / "batch-0.json").is_file()
