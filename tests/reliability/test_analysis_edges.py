@@ -59,3 +59,20 @@ def test_an_atlas_of_a_store_read_without_its_nan_rows_exports(tmp_path, outputs
         result = cli("export-neuronpedia", tmp_path / "a", "--out", tmp_path / "np")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "np" / "batch-0.json").is_file()
+
+
+def test_a_label_column_of_one_class_per_row_leaves_the_modules_unprofiled(
+    tmp_path, outputs, run_cli, caplog
+):
+    # `--label-column sample` profiled the modules against 300 classes of one row each
+    # (on a store of a million rows, or a `token` column, a dense [d_sae, classes] array
+    # that does not fit in memory); the atlas listed every sample as a label class
+    import json
+
+    cli, _ = run_cli
+    args = ["analyze", "--sae", outputs.sae, "--acts", outputs.npy, "--out", tmp_path / "a"]
+    args += ["--seeds", "1", "--n-bootstrap", "0", "--no-control", "--nulls", "permutation"]
+    result = cli(*args, "--n-null", "2", "--label-column", "sample", "--max-density", "0.5")
+    assert result.exit_code == 0, result.output
+    assert "'sample' has 300 class(es) on the analysed rows" in caplog.text
+    assert "label_classes" not in json.loads((tmp_path / "a" / "atlas.json").read_text())
