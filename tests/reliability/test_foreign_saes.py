@@ -134,6 +134,11 @@ SPARSIFY_DAMAGE = {
     "k true": (_cfg("k", True), "`k` must be int"),
     "signed coder (no ReLU, top k by absolute value)": (_cfg("signed", True), "`signed` true"),
     "num_latents not the weights'": (_cfg("num_latents", 31), "`num_latents` 31"),
+    # num_latents 0 is expansion_factor x d_in: 320 latents, the weights' 30 passed
+    "num_latents 0 and expansion_factor not the weights'": (
+        _cfg("num_latents", 0),
+        "`expansion_factor` 32 (320 latents",
+    ),
     "d_in as text": (_cfg("d_in", "10"), "`d_in` '10'"),
     "cfg a list": ("[]", "JSON object"),
     "encoder.weight flat": (_weight("encoder.weight", lambda t: t.flatten().clone()), "(300,)"),
@@ -223,3 +228,19 @@ def test_export_saelens_refuses_metadata_from_another_store(tmp_path, outputs, r
     np.save(other, np.ones((20, 18), dtype=np.float32))  # the same width, other layer names
     one_line(cli("export-saelens", outputs.sae, "--out", tmp_path / "x", "--acts", other), "store")
     assert not (tmp_path / "x").exists()
+
+
+def test_export_saelens_reads_a_npy_store_with_nan_rows(tmp_path, run_cli):
+    # `--acts` of the .npy the SAE was trained on with --on-nonfinite skip: the export
+    # stopped with "pass --on-nonfinite skip", a flag export-saelens does not have
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+
+    cli, _ = run_cli
+    x = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    x[3] = np.nan
+    np.save(tmp_path / "acts.npy", x)
+    SparseAutoencoder(SAEConfig(architecture="relu", d_in=6, d_sae=8)).save(tmp_path / "sae")
+    result = cli("export-saelens", tmp_path / "sae", "--out", tmp_path / "sl", "--acts",
+                 tmp_path / "acts.npy")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sl" / "cfg.json").is_file()

@@ -12,12 +12,12 @@ from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
 from saeatlas.sae import SAEConfig, SparseAutoencoder
 from saeatlas.structure import Atlas
+from saeatlas.structure.describe.directions import direction_clusters
 from saeatlas.structure.describe.feature_map import feature_map
 from saeatlas.structure.describe.geometry import (
     _Ami,
     atlas_geometry,
     density_bins,
-    direction_clusters,
     geometry_function_agreement,
 )
 

@@ -284,7 +284,9 @@ def _open_store(store: Any, atlas: Atlas) -> ActivationStore:
         raise ConfigError(
             f"The atlas's store {path!r} is not there; give the store the SAE read with --acts."
         )
-    return ActivationStore.open(path)
+    # an atlas of a .npy whose NaN/Inf rows analyze left out reads the rows it was made of
+    skipped = atlas.summary.get("store_skipped_rows")
+    return ActivationStore.open(path, on_nonfinite="skip" if skipped else "error")
 
 
 def _layer_number(name: str) -> int:

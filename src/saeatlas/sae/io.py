@@ -32,14 +32,12 @@ from .formats import (
     check_row_transforms,
     checked_weights,
     is_saelens_cfg,
-    is_sparsify_dir,
     read_cfg,
     read_saelens,
-    read_sparsify,
     read_tensors,
-    sparsify_hookpoints,
     weight_shapes,
 )
+from .sparsify_format import is_sparsify_dir, read_sparsify, sparsify_hookpoints
 
 __all__ = [
     "CFG",

@@ -76,7 +76,9 @@ def _provenance(sae: SparseAutoencoder, store: Any) -> dict[str, Any]:
             return {}
         store = recorded
     if not isinstance(store, ActivationStore):
-        store = ActivationStore.open(store, verify=False)
+        # only its layers and provenance are read: a .npy with NaN rows (which the SAE was
+        # trained without, --on-nonfinite skip) stopped with a flag this command has not
+        store = ActivationStore.open(store, verify=False, on_nonfinite="skip")
     try:
         sae_layers(sae, store)  # another store's model and context would be wrong metadata
     except ShapeError:

@@ -1,14 +1,14 @@
 """Reading EleutherAI sparsify checkpoints as saeatlas SAEs (the format is described
-in :mod:`saeatlas.sae.formats`)."""
+in :mod:`saeatlas.sae.sparsify_format`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..store.lock import output_lock
-from .formats import is_sparsify_dir, read_sparsify, sparsify_hookpoints
 from .io import check_sae_out
 from .model import SparseAutoencoder
+from .sparsify_format import is_sparsify_dir, read_sparsify, sparsify_hookpoints
 
 __all__ = ["import_sparsify", "is_sparsify_dir", "load_sparsify", "sparsify_hookpoints"]
 

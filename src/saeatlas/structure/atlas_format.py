@@ -70,7 +70,7 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
         ("modularity", "z", "p", "null_mean", "null_std", "mean_l0", "fvu"),
         (int, float, _NONE),
     ),
-    "n_rows_encoded": (int, _NONE),
+    **dict.fromkeys(("n_rows_encoded", "store_skipped_rows"), (int, _NONE)),
     **dict.fromkeys(("store", "store_fingerprint"), (str, _NONE)),
     "partition_significant": (bool, _NONE),
     **dict.fromkeys(("module_kind", "modules_from", "strictest_null", "method"), (str, _NONE)),

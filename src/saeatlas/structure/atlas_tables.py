@@ -33,14 +33,15 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     },
     "features": {
         "feature": "i",
-        "density": "u",
+        **dict.fromkeys(("density", "firing_density"), "u"),
         **dict.fromkeys(("mean_activation", "max_unit_corr"), "f"),
         **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
     },
     "modules": {
         **dict.fromkeys(("n_units", "n_features"), "i"),
         **dict.fromkeys(("modularity", "z"), "f"),
-        **dict.fromkeys(("p", "reproducibility", "stability"), "u"),
+        **dict.fromkeys(("p", "reproducibility", "stability", "selectivity_p"), "u"),
+        **dict.fromkeys(("correlation_jaccard", "control_jaccard"), "u"),
         "significant": "b",
         **dict.fromkeys(("layer_profile", "layer_mass", "label_means"), "l"),
         "layers": "t",
@@ -175,6 +176,8 @@ def check_tables(atlas: Atlas, path: Path) -> None:
                     f"`{size}` of modules.parquet in '{path}' is {modules[size].tolist()[:10]}, "
                     f"but {name}.parquet puts {counts.tolist()[:10]} in the modules; {fix}."
                 )
+    _check_references(atlas, path, fix)
+    _check_list_lengths(atlas, path, fix)
     for col in ("top_units", "top_read_units"):
         if units is not None and col in atlas.features.columns:
             try:
@@ -204,6 +207,67 @@ def check_tables(atlas: Atlas, path: Path) -> None:
         raise AtlasFileError(
             f"'{path / ATLAS_JSON}' says {wrong}, but its tables give {right}; {fix}."
         )
+
+
+def _check_references(atlas: Atlas, path: Path, fix: str) -> None:
+    """``flows.parquet`` and ``examples.parquet`` name only modules of modules.parquet and
+    features of features.parquet: a flow from a module that is not there ended the
+    report in a traceback, and examples of one were listed under no module."""
+    n = len(atlas.modules)
+    refs = [("flows", col, None, n) for col in ("source_module", "target_module")]
+    refs += [("examples", "id", "module", n), ("examples", "id", "feature", len(atlas.features))]
+    for name, col, kind, size in refs:
+        frame = getattr(atlas, name)
+        if col not in frame.columns or frame.empty:
+            continue
+        ids = frame[col] if kind is None else frame.loc[frame["kind"] == kind, col]
+        bad = ~ids.isin(range(size))
+        if bad.any():
+            what = kind or "module"
+            raise AtlasFileError(
+                f"`{col}` of {name}.parquet in '{path}' names the {what} "
+                f"{ids[bad].tolist()[0]!r}, not one of the {size} {what}s of {what}s.parquet; "
+                f"{fix}."
+            )
+
+
+def _check_list_lengths(atlas: Atlas, path: Path, fix: str) -> None:
+    """Lists of one number per layer, per label class or per listed unit have that many
+    (a module's `layer_profile` of another length ended the report in a traceback, and a
+    feature's weights were shown against other units)."""
+    layers = atlas.summary.get("layers")
+    if not isinstance(layers, list) and "layer" in atlas.units.columns:
+        layers = list(dict.fromkeys(atlas.units["layer"]))
+    classes = atlas.summary.get("label_classes")
+    per = {
+        "layer": len(layers) if isinstance(layers, list) else None,
+        "label class": len(classes) if isinstance(classes, list) else None,
+    }
+    for name, col, of in (
+        ("modules", "layer_profile", "layer"),
+        ("modules", "layer_mass", "layer"),
+        ("features", "layer_mass", "layer"),
+        ("modules", "label_means", "label class"),
+        ("features", "top_unit_weights", "top_units"),
+        ("features", "top_read_weights", "top_read_units"),
+    ):
+        frame = getattr(atlas, name)
+        if col not in frame.columns or frame.empty or (of in per and per[of] is None):
+            continue
+        if of in per:
+            want = pd.Series(per[of], index=frame.index)
+        elif of in frame.columns:
+            want = frame[of].map(np.size)
+        else:
+            continue
+        got = frame[col].map(np.size)
+        if (got != want).any():
+            i = (got != want).idxmax()
+            raise AtlasFileError(
+                f"`{col}` of {name}.parquet in '{path}' has {got[i]} numbers in row {i}, but "
+                + (f"the atlas has {want[i]} {of}s" if of in per else f"`{of}` lists {want[i]}")
+                + f"; {fix}."
+            )
 
 
 def _check_layers(units: pd.DataFrame, layers: list[str] | None, path: Path, fix: str) -> None:

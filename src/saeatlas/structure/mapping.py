@@ -304,6 +304,9 @@ def _summary(
         },
         "store": str(Path(inp.store.path).resolve()),
         "store_fingerprint": store_fingerprint(inp.store),
+        # rows of a .npy left out for NaN/Inf (--on-nonfinite skip): a reader of the store
+        # opens it the same way, or its rows are not the atlas's
+        "store_skipped_rows": int(inp.store.n_skipped_rows),
         "config": cfg.to_json(),
         "versions": {"saeatlas": __version__, "python": platform.python_version()},
     }

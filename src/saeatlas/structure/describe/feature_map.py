@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from ..._linalg import unit_rows
-from .geometry import decoder_rows
+from .directions import decoder_rows
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 #: A layer belongs to a module's span when it holds at least this share of the module's units.
 SPAN_SHARE = 0.1
+#: Most label classes modules are profiled against: the class means are a dense
+#: [d_sae, classes] array (a `token` column of 50k tokens and 32k latents: 13 GB).
+MAX_LABEL_CLASSES = 1000
 
 
 @dataclass(frozen=True)
@@ -75,13 +78,18 @@ def describe_modules(
     summary: dict = {"layer_span_share": SPAN_SHARE}
     labels = row_column(codes, meta, label_column) if label_column in meta.column_names else None
     n_classes = 0 if labels is None else pd.unique(labels[~pd.isna(labels)]).size
-    if labels is not None and n_classes < 2:
-        # the store's labels name one class (or none) on these rows: nothing to select
+    # one class (or none) leaves nothing to select; a class per row or two (`sample`, a
+    # text's tokens) is no label, and its class means would not fit in memory
+    most = min(MAX_LABEL_CLASSES, codes.n_rows // 2)
+    if labels is not None and not 2 <= n_classes <= most:
         log.warning(
             "The label column %r has %d class(es) on the analysed rows; modules are not "
-            "profiled against it (selectivity needs at least 2).",
+            "profiled against it (selectivity needs 2 to %d: at most %d, and on average two "
+            "rows per class).",
             label_column,
             n_classes,
+            max(most, 2),
+            MAX_LABEL_CLASSES,
         )
     elif labels is not None and n_modules:
         sel = selectivity(codes, feature_module, labels, random_state=seed)

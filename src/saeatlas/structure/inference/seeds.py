@@ -21,6 +21,7 @@ from ..._coordinator import Coordinator
 from ..._world import in_one_process
 from ...errors import ConfigError
 from ...sae import SparseAutoencoder
+from ...sae.model import sae_layers
 from ...store import ActivationStore
 from ...train.checkpoint import CHECKPOINT
 from ...train.ensemble import seed_sae_dir, trained_like
@@ -92,6 +93,10 @@ def train_seed_saes(
     if missing <= 0:
         return out
     sae = SparseAutoencoder.load(sae_dir)
+    # an SAE of another store trained its seed SAEs on this one before the analysis
+    # refused the pair, and those then blocked the right store's run as stale
+    store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
+    sae_layers(sae, store)
     base = _train_settings(sae)
     if base is None:
         raise ConfigError(

@@ -45,6 +45,7 @@ from sklearn.base import clone
 
 from ..._coordinator import Coordinator, solo
 from ..._progress import progress_bar
+from ...errors import ConfigError
 from ..constants import BLOCK_ROWS
 from ..graph.communities import Modules, cooccurrence_graph, counts_in_parts, graph_items
 from ..graph.finders import module_modularity
@@ -256,6 +257,15 @@ def significance_tests(
     rows = subsample_rows(codes.n_rows, cfg.null_rows)
     fires, samples = inp.main.fires[rows], codes.samples[rows]
     real = cooccurrence_graph(fires, samples, cfg, coord=inp.coord).adjacency  # counted in parts
+    if real.nnz == 0 and found.graph.adjacency.nnz:
+        # every null graph is built as dense as this one: each draw and the real partition
+        # would score 0, and the verdict said "does not beat the null models"
+        raise ConfigError(
+            f"The co-occurrence graph of the {rows.size:,} rows the null models compare "
+            f"(`null_rows`, --null-rows {cfg.null_rows:,}) has no edges, though the graph "
+            f"of all {codes.n_rows:,} rows has {found.graph.adjacency.nnz // 2:,}: the nulls "
+            "would test nothing. Raise --null-rows (default 50,000)."
+        )
     null_inputs = NullInputs(
         fires=fires,
         samples=samples,

@@ -1,0 +1,88 @@
+"""Atlas tables edited by hand that agree on their ids but not on their lists and
+references (seventh sweep): each is refused by `report` in one line naming the file and
+the column, before anything is written."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+
+def _atlas_of_two_layers(path):
+    """A small atlas whose files agree: two layers of two units, one module of units 0
+    and 2 and feature 0, with the lists, flows and examples analyze writes."""
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.inference.outcome import decide
+
+    atlas = Atlas(
+        units=pd.DataFrame(
+            dict(unit=[0, 1, 2, 3], layer=["a", "a", "b", "b"], index=[0, 1, 0, 1])
+        ).assign(module=[0, -1, 0, -1]),
+        features=pd.DataFrame(
+            dict(
+                feature=[0, 1],
+                module=[0, -1],
+                top_units=[[0, 2], [1, 3]],
+                top_unit_weights=[[0.5, -0.2], [0.3, 0.1]],
+                layer_mass=[[0.6, 0.4], [0.5, 0.5]],
+            )
+        ),
+        modules=pd.DataFrame(
+            dict(
+                module=[0],
+                n_units=[2],
+                n_features=[1],
+                significant=[True],
+                layer_profile=[[0.5, 0.5]],
+                layer_mass=[[0.6, 0.4]],
+            )
+        ),
+        summary={"layers": ["a", "b"]},
+        examples=pd.DataFrame(
+            dict(kind=["feature", "module"], id=[0, 0], rank=[1, 1], row=[3, 3])
+        ).assign(activation=[2.0, 2.0]),
+        flows=pd.DataFrame(
+            dict(source_module=[0], source_layer=["a"], target_module=[0], target_layer=["b"])
+        ).assign(coactivation=[0.9], weight_flow=[1.0]),
+    )
+    decide(atlas)
+    atlas.save(path)
+    Atlas.load(path)  # as written, it agrees with itself
+    return path
+
+
+def _row(column, i, value):
+    def change(frame):
+        values = list(frame[column])
+        values[i] = value
+        return frame.assign(**{column: values})
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "name,change,needle",
+    [
+        # each was a traceback half-way through the report (numpy stacks the lists)
+        ("modules", _row("layer_profile", 0, [1.0]), "`layer_profile` of modules.parquet"),
+        ("modules", _row("layer_mass", 0, [0.2, 0.3, 0.5]), "the atlas has 2 layers"),
+        ("flows", lambda f: f.assign(source_module=[9]), "names the module 9"),
+        # each drawn without a word: a feature's weights against other units, and
+        # examples of a module that is not there
+        ("features", _row("top_unit_weights", 1, [0.3]), "`top_units` lists 2"),
+        ("features", _row("layer_mass", 1, [1.0]), "`layer_mass` of features.parquet"),
+        ("examples", lambda e: e.assign(id=[0, 4]), "names the module 4"),
+        ("examples", lambda e: e.assign(id=[7, 0]), "names the feature 7"),
+        # shares and probabilities beyond 1, shown on the page as they were
+        ("features", lambda f: f.assign(firing_density=[0.2, 2.0]), "`firing_density`"),
+        ("modules", lambda m: m.assign(correlation_jaccard=[1.5]), "`correlation_jaccard`"),
+        ("modules", lambda m: m.assign(selectivity_p=[-0.1]), "`selectivity_p`"),
+    ],
+)
+def test_report_refuses_lists_and_references_that_disagree(tmp_path, run_cli, name, change, needle):
+    cli, one_line = run_cli
+    atlas = _atlas_of_two_layers(tmp_path / "atlas")
+    table = atlas / f"{name}.parquet"
+    change(pd.read_parquet(table)).to_parquet(table, index=False)
+    one_line(cli("report", atlas), needle, f"{name}.parquet", "rerun `saeatlas analyze`")
+    assert not (atlas / "report.html").exists()
