@@ -38,7 +38,6 @@ from .inputs import (
     iter_input_batches,
     known_length,
     model_and_tokenizer,
-    text_max_length,
 )
 from .job import batch_fingerprint, capture_job
 from .layouts import (
@@ -51,6 +50,7 @@ from .layouts import (
 from .models import input_dtype
 from .recorder import Recorder, check_batch_follows, run_forward
 from .rows import LayerRows, check_batch_dim, check_row_agreement, to_rows
+from .texts import text_max_length
 from .transformer_lens import is_transformer_lens
 from .transformer_lens import provenance as tl_provenance
 
