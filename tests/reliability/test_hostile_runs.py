@@ -3,7 +3,15 @@ failed (a wrong result or a traceback) before its fix."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import resource
+import signal
+from contextlib import contextmanager
+
+import numpy as np
+import torch
 
 from saeatlas.sweep.sweep import sweep_members
 
@@ -23,3 +31,60 @@ def test_a_sweep_read_from_another_directory_gives_its_own_members(tmp_path, mon
     assert [p.resolve() for _, p in members] == [
         (tmp_path / "a" / "sw" / f"k-{v}" / "seed-0").resolve() for v in (2, 4)
     ]
+
+
+@contextmanager
+def _file_size_limit(n_bytes: int):
+    """Writes past ``n_bytes`` fail in this process (EFBIG, as a full disk fails them):
+    at the C level too, where torch's checkpoint writer works."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel ends the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+
+
+def test_a_full_disk_while_a_checkpoint_is_written_is_one_line_naming_it(
+    tmp_path, outputs, run_cli
+):
+    """torch's writer turns a failed write into RuntimeError('unexpected pos ...'): a
+    traceback; and a failed write names no file, so the line did not say which."""
+    cli, one_line = run_cli
+    out = tmp_path / "sae"
+    args = ["train", "--acts", outputs.store, "--out", out, "--seeds", "1", "--d-sae", "24",
+            "--k", "4", "--tokens", "1024", "--batch-size", "64", "--checkpoint-every", "2",
+            "-q"]  # fmt: skip
+    with _file_size_limit(4096):  # the checkpoint is larger; the lock file is not
+        result = cli(*args)
+    one_line(result, "checkpoint.pt", "File too large", "--resume")
+    assert not [p for p in out.iterdir() if p.name != "checkpoint.pt"]  # no temporary file
+    assert cli(*args).exit_code == 0
+
+
+def test_a_full_disk_while_the_manifest_is_written_names_it_and_resumes(
+    tmp_path, outputs, run_cli, monkeypatch
+):
+    """fsync() reports a full disk (as on NFS) while manifest.json is written: the line
+    named no file; the shards stay, and --resume completes the store."""
+    cli, one_line = run_cli
+    real = os.fsync
+
+    def full(fd):
+        if "manifest.json" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    args = ["capture", "--model", outputs.model, "--inputs", outputs.inputs, "--layers", "1",
+            "3", "--out", tmp_path / "s", "--shard-rows", "128", "-q"]  # fmt: skip
+    monkeypatch.setattr(os, "fsync", full)
+    one_line(cli(*args), "No space left on device", "manifest.json")
+    monkeypatch.setattr(os, "fsync", real)
+    assert cli(*args, "--resume").exit_code == 0
+    from saeatlas.store import ActivationStore
+
+    resumed, whole = ActivationStore.open(tmp_path / "s"), ActivationStore.open(outputs.store)
+    assert torch.equal(resumed.read(), whole.read())
+    np.testing.assert_array_equal(resumed.mean, whole.mean)
