@@ -11,7 +11,9 @@ import signal
 from contextlib import contextmanager
 
 import numpy as np
+import pytest
 import torch
+from safetensors.torch import save_file
 
 from saeatlas.sweep.sweep import sweep_members
 
@@ -88,3 +90,25 @@ def test_a_full_disk_while_the_manifest_is_written_names_it_and_resumes(
     resumed, whole = ActivationStore.open(tmp_path / "s"), ActivationStore.open(outputs.store)
     assert torch.equal(resumed.read(), whole.read())
     np.testing.assert_array_equal(resumed.mean, whole.mean)
+
+
+@pytest.mark.parametrize("dtype", ["float8_e4m3fn", "float8_e5m2"])
+def test_float8_safetensors_inputs_are_read_as_their_values(tmp_path, dtype):
+    """NumPy has no float8: the tensor's .numpy() ended in a TypeError traceback."""
+    from saeatlas.capture import load_inputs
+
+    x = torch.randn(4, 6).to(getattr(torch, dtype))
+    save_file({"inputs": x}, str(tmp_path / "x.safetensors"))
+    np.testing.assert_array_equal(load_inputs(tmp_path / "x.safetensors"), x.float().numpy())
+
+
+def test_safetensors_inputs_of_a_packed_dtype_are_one_line(tmp_path, outputs, run_cli):
+    cli, one_line = run_cli
+    if not hasattr(torch, "float4_e2m1fn_x2"):
+        pytest.skip("this torch has no float4")
+    x = torch.zeros(8, 3, dtype=torch.uint8).view(torch.float4_e2m1fn_x2)
+    save_file({"inputs": x}, str(tmp_path / "x.safetensors"))
+    args = ["capture", "--model", outputs.model, "--inputs", tmp_path / "x.safetensors",
+            "--layers", "1", "--out", tmp_path / "s", "-q"]  # fmt: skip
+    one_line(cli(*args), "float4_e2m1fn_x2", "save it as float32")
+    assert not (tmp_path / "s").exists()

@@ -35,8 +35,16 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
                 f"'{path}' holds tensors {sorted(tensors)}; name the input tensor 'inputs'."
             )
         t = tensors.get("inputs", next(iter(tensors.values())))
-        # NumPy has no bfloat16; float32 holds its values exactly
-        return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+        try:
+            # NumPy has no bfloat16 or float8; float32 holds their values exactly
+            if t.is_floating_point() and t.dtype not in (torch.float16, torch.float64):
+                t = t.float()
+            return t.numpy()
+        except (TypeError, NotImplementedError) as e:  # packed float4: no conversion
+            raise InputsError(
+                f"'{path}' holds a tensor of dtype {t.dtype}, which cannot be read as an "
+                "array; save it as float32, integer token ids or bool."
+            ) from e
     if suffix in (".txt", ".text", ""):
         texts = [t for t in _read_lines(path) if t.strip()]
         if not texts:
