@@ -112,3 +112,12 @@ def test_safetensors_inputs_of_a_packed_dtype_are_one_line(tmp_path, outputs, ru
             "--layers", "1", "--out", tmp_path / "s", "-q"]  # fmt: skip
     one_line(cli(*args), "float4_e2m1fn_x2", "save it as float32")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_labels_npy_named_in_capitals_is_read_as_an_array(tmp_path):
+    """--inputs X.NPY was read as an array, --labels L.NPY as text: 'not UTF-8 text'."""
+    from saeatlas.capture import load_labels
+
+    np.save(tmp_path / "labels.npy", np.arange(5) % 2)
+    (tmp_path / "labels.npy").rename(tmp_path / "LABELS.NPY")
+    np.testing.assert_array_equal(load_labels(tmp_path / "LABELS.NPY"), np.arange(5) % 2)

@@ -87,7 +87,7 @@ def load_labels(path: str | Path) -> np.ndarray:
     """One label per sample, from a ``.npy`` array, a ``.jsonl`` file (one JSON number
     or string, or ``{"label": ...}``, per line) or a text file (one label per line)."""
     path = _existing_file(path, "Labels")
-    if path.suffix == ".npy":
+    if path.suffix.lower() == ".npy":  # as for --inputs: 'LABELS.NPY' is no text file
         arr = _load_npy(path)
     elif path.suffix.lower() == ".jsonl":  # read as text, '"cat"' kept its quotes
         labels = _jsonl_values(path, "label", (int, float, str), "number or string", "3")
