@@ -121,3 +121,15 @@ def test_a_labels_npy_named_in_capitals_is_read_as_an_array(tmp_path):
     np.save(tmp_path / "labels.npy", np.arange(5) % 2)
     (tmp_path / "labels.npy").rename(tmp_path / "LABELS.NPY")
     np.testing.assert_array_equal(load_labels(tmp_path / "LABELS.NPY"), np.arange(5) % 2)
+
+
+def test_inputs_refused_once_the_model_is_loaded_leave_no_files(tmp_path, outputs, run_cli):
+    """A 0-d array was refused after the writer had taken the lock and made its partial
+    directory: '.s.lock' and '.s.partial' stayed beside --out (and, from Python, the
+    lock stayed held by the process)."""
+    cli, one_line = run_cli
+    np.save(tmp_path / "x.npy", np.float32(3))
+    args = ["capture", "--model", outputs.model, "--inputs", tmp_path / "x.npy",
+            "--layers", "1", "--out", tmp_path / "s", "-q"]  # fmt: skip
+    one_line(cli(*args), "batch dimension")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
