@@ -133,3 +133,13 @@ def test_inputs_refused_once_the_model_is_loaded_leave_no_files(tmp_path, output
             "--layers", "1", "--out", tmp_path / "s", "-q"]  # fmt: skip
     one_line(cli(*args), "batch dimension")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+def test_an_output_refused_before_its_work_leaves_no_empty_folder(tmp_path, run_cli):
+    """The lock file's folder was made for an output whose work was then refused (too
+    few rows to train): 'new/' stayed, empty. A capture removed its own; now every
+    output's lock removes the folders it made, while they are empty."""
+    cli, one_line = run_cli
+    np.save(tmp_path / "few.npy", np.random.default_rng(0).normal(size=(10, 4)).astype("f4"))
+    one_line(cli("train", "--acts", tmp_path / "few.npy", "--out", tmp_path / "new" / "sae"), "16")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["few.npy"]

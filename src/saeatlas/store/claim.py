@@ -7,7 +7,7 @@ replacing: :func:`.partial.prepare_partial`); and giving it back after a failure
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,6 @@ class Claim:
     finished_job: dict[str, Any] | None = None
     """On resume: the job of the complete store already there (this job's): nothing is
     left to write, and the lock is given back already."""
-    created: list[Path] = field(default_factory=list)
-    """Directories made for this store, deepest first (rank 0)."""
 
 
 def claim_output(
@@ -50,10 +48,8 @@ def claim_output(
         raise StoreError(f"'{path}' exists and is not a directory; choose another --out.")
     refuse_current_folder(path, "a store", StoreError)
     locks = rank == 0  # rank 0 holds the lock and prepares the directory for all
-    created: list[Path] = []
     if locks:
-        created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
-        acquire(path)
+        acquire(path)  # which removes the folders it made for the store when let go
     try:
         finished = recover_store(path) if locks else False
         saved = finished_job(path, work, job) if resume else None
@@ -62,7 +58,7 @@ def claim_output(
                 # what a capture killed before its first commit left (no progress)
                 shutil.rmtree(work, ignore_errors=True)
                 release(path)
-            return Claim(False, saved, created)
+            return Claim(False, saved)
         if locks:
             resume = prepare_partial(
                 path, work, world, resume=resume, overwrite=overwrite, finished=finished
@@ -73,17 +69,17 @@ def claim_output(
                 "every rank must see the same --out (on several machines, a shared "
                 "filesystem)."
             )
-        return Claim(resume, None, created)
+        return Claim(resume, None)
     except BaseException:
         if locks:
             release(path)
         raise
 
 
-def give_back(path: Path, work: Path, created: list[Path]) -> None:
+def give_back(path: Path, work: Path) -> None:
     """Rank 0, once every rank has stopped after a failure: remove a partial directory
-    ``work`` with no committed shard (of any rank), give back the lock of ``path``, and
-    remove the directories ``created`` for it while they are empty."""
+    ``work`` with no committed shard (of any rank) and give back the lock of ``path``
+    (:func:`.lock.release` removes the folders made for it while they are empty)."""
     try:
         # a partial directory with its manifest is a complete store (recover_store)
         done = (work / MANIFEST).is_file()
@@ -91,8 +87,3 @@ def give_back(path: Path, work: Path, created: list[Path]) -> None:
             shutil.rmtree(work, ignore_errors=True)
     finally:
         release(path)
-    for d in created:
-        try:
-            d.rmdir()  # only ever removes an empty directory
-        except OSError:
-            break

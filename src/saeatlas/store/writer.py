@@ -133,7 +133,6 @@ class StoreWriter:
         claim = claim_output(
             self.path, self.work, rank, world, self.job, resume=resume, overwrite=overwrite
         )
-        self._created = claim.created  # directories made for this store, deepest first
         self._commits = Committer(self.work, rank, world)
         self.already_complete = claim.finished_job is not None
         """On resume: ``path`` already holds this job's complete store (its capture had
@@ -317,7 +316,7 @@ class StoreWriter:
         """After a failure: :meth:`stop`, and on rank 0 give back the store's lock.
 
         A partial directory with no committed shard (of any rank) is removed, and so
-        are the directories this writer created while they are empty. With several
+        are the folders made for the store while empty (:func:`.lock.release`). With several
         ranks, rank 0 calls this only once every rank has stopped.
         """
         if self.rank > 0:
@@ -328,7 +327,7 @@ class StoreWriter:
         except BaseException:
             release(self.path)
             raise
-        give_back(self.path, self.work, self._created)
+        give_back(self.path, self.work)
 
     # -- completing ------------------------------------------------------------------------
 
