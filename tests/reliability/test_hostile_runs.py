@@ -143,3 +143,29 @@ def test_an_output_refused_before_its_work_leaves_no_empty_folder(tmp_path, run_
     np.save(tmp_path / "few.npy", np.random.default_rng(0).normal(size=(10, 4)).astype("f4"))
     one_line(cli("train", "--acts", tmp_path / "few.npy", "--out", tmp_path / "new" / "sae"), "16")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["few.npy"]
+
+
+def test_a_training_resumes_with_its_store_named_from_another_folder(
+    tmp_path, outputs, run_cli, monkeypatch
+):
+    """The checkpoint recorded --acts as typed ('store'): the same store given as an
+    absolute path, or from another folder, was refused as 'other settings (['store'])'."""
+    from saeatlas.train.run import _Run
+
+    cli, _ = run_cli
+    flags = ["--out", tmp_path / "sae", "--seeds", "1", "--d-sae", "24", "--k", "4",
+             "--tokens", "1024", "--batch-size", "64", "--checkpoint-every", "5", "-q"]  # fmt: skip
+    real = _Run.train_step
+
+    def dying(self, batch):
+        if self.step == 7:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.chdir(outputs.root)
+    monkeypatch.setattr(_Run, "train_step", dying)
+    assert cli("train", "--acts", "store", *flags).exit_code != 0
+    monkeypatch.setattr(_Run, "train_step", real)
+    monkeypatch.chdir(tmp_path)
+    r = cli("train", "--acts", outputs.store, *flags, "--resume")
+    assert r.exit_code == 0, r.output
