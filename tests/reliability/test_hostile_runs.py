@@ -169,3 +169,21 @@ def test_a_training_resumes_with_its_store_named_from_another_folder(
     monkeypatch.chdir(tmp_path)
     r = cli("train", "--acts", outputs.store, *flags, "--resume")
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("command", ["capture", "train"])
+def test_an_output_whose_path_is_not_utf8_is_refused_before_the_work(
+    tmp_path, outputs, run_cli, command
+):
+    """A Latin-1 byte in --out: capture ended in pyarrow's UnicodeEncodeError traceback
+    at its first rows.parquet part; train saved an SAE that safetensors then refused to
+    read ('Path ... is not valid UTF-8')."""
+    cli, one_line = run_cli
+    out = tmp_path / os.fsdecode(b"out\xff")
+    if command == "capture":
+        args = ["capture", "--model", outputs.model, "--inputs", outputs.inputs,
+                "--layers", "1", "--out", out, "-q"]  # fmt: skip
+    else:
+        args = ["train", "--acts", outputs.store, "--out", out, "--seeds", "1", "-q"]
+    one_line(cli(*args), "is not UTF-8", "Choose an output")
+    assert list(tmp_path.iterdir()) == []

@@ -58,6 +58,13 @@ def check_writable(path: str | os.PathLike) -> None:
     it is a directory or does not exist yet, and its nearest existing folder is a
     writable directory."""
     path = Path(path)
+    try:
+        os.path.abspath(path).encode("utf-8")
+    except UnicodeEncodeError:  # a byte that is no UTF-8 (a Latin-1 name), kept by Python
+        raise OutputError(
+            f"{os.path.abspath(path)!r} is not UTF-8 text: the Parquet and JSON files of an "
+            "output cannot name it. Choose an output whose path is UTF-8."
+        ) from None
     if path.exists() and not path.is_dir():
         raise OutputError(f"'{path}' exists and is not a directory; choose another output.")
     store = next((p for p in Path(os.path.abspath(path)).parents if _is_store(p)), None)
