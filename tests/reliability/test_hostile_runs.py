@@ -187,3 +187,17 @@ def test_an_output_whose_path_is_not_utf8_is_refused_before_the_work(
         args = ["train", "--acts", outputs.store, "--out", out, "--seeds", "1", "-q"]
     one_line(cli(*args), "is not UTF-8", "Choose an output")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lone_surrogate_in_a_jsonl_file_is_named_by_its_line(tmp_path):
+    """JSON lets "\\ud800" stand alone: the text reached the tokenizer and the rows'
+    Parquet writer and ended in a UnicodeEncodeError traceback."""
+    from saeatlas.capture import load_inputs, load_labels
+    from saeatlas.errors import InputsError
+
+    (tmp_path / "t.jsonl").write_text('{"text": "ok"}\n{"text": "\\ud800abc"}\n')
+    with pytest.raises(InputsError, match="line 2 holds '.ud800', half of a surrogate pair"):
+        load_inputs(tmp_path / "t.jsonl")
+    (tmp_path / "l.jsonl").write_text('"a"\n"\\udfff"\n')
+    with pytest.raises(InputsError, match="line 2"):
+        load_labels(tmp_path / "l.jsonl")

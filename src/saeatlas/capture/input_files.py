@@ -77,6 +77,15 @@ def _jsonl_values(
                 f"'{path}' line {i} holds {line.strip()[:60]!r}; each line must be a JSON "
                 f'{what} or an object with a {what} "{key}", e.g. {example}.'
             )
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:  # JSON lets "\ud800" stand alone; Unicode does not
+                raise InputsError(
+                    f"'{path}' line {i} holds {value[e.start]!r}, half of a surrogate pair, "
+                    "which is no character (no tokenizer or Parquet file takes it); fix or "
+                    "drop that escape."
+                ) from None
         values.append(value)
     if not values:
         raise InputsError(f"'{path}' holds no {key}s.")
