@@ -201,3 +201,17 @@ def test_a_lone_surrogate_in_a_jsonl_file_is_named_by_its_line(tmp_path):
     (tmp_path / "l.jsonl").write_text('"a"\n"\\udfff"\n')
     with pytest.raises(InputsError, match="line 2"):
         load_labels(tmp_path / "l.jsonl")
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_short_line(tmp_path, run_cli):
+    """Aliases nest 9**6 numbers in a few lines: the error quoted the whole value, a
+    line of megabytes (minutes for 9**8)."""
+    cli, one_line = run_cli
+    nest = ["&a [1,1,1,1,1,1,1,1,1]"] + [
+        f"&{b} [{','.join(['*' + a] * 9)}]" for a, b in zip("abcde", "bcdef")
+    ]
+    (tmp_path / "run.yaml").write_text(
+        f"model: m.py:f\ninputs: x.npy\nlayers: [a]\nsweep: {{values: [{', '.join(nest)}]}}\n"
+    )
+    line = one_line(cli("run", tmp_path / "run.yaml", "--check"), "`sweep.values` must be")
+    assert len(line) < 1000, len(line)
