@@ -21,6 +21,7 @@ from typing import Any
 import typer
 import yaml
 
+from ._validation import shown
 from .errors import ConfigError
 
 
@@ -279,7 +280,7 @@ def config_from_mapping(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{prefix}{label} must be a mapping of settings, got {type(data).__name__} {data!r}."
+            f"{prefix}{label} must be a mapping of settings, got {type(data).__name__} {shown(data)}."
         )
     hints = typing.get_type_hints(cls)
     known = [f.name for f in fields(cls) if f.name not in skip]
@@ -298,7 +299,7 @@ def config_from_mapping(
         except TypeError:
             name = f"{where}.{key}" if where else key
             raise ConfigError(
-                f"{prefix}`{name}` must be {_describe(hints[key])}, got {value!r}."
+                f"{prefix}`{name}` must be {_describe(hints[key])}, got {shown(value)}."
             ) from None
     try:
         return cls(**values)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,15 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring = 2, 8, 8, 80
+
+
+def shown(value: Any) -> str:
+    """``value``'s repr, cut short for a message: a YAML alias can nest millions of
+    items in a few lines, whose full repr took minutes and filled the terminal."""
+    return _SHOWN.repr(value)
 
 
 def _where(name: str, flag: str | None) -> str:
@@ -131,7 +141,7 @@ def check_types(obj: Any) -> None:
         hint = hints.get(f.name, Any)
         if not _matches(value, hint):
             raise ConfigError(
-                f"`{f.name}` must be {_type_name(hint)}, got {value!r} ({type(value).__name__})."
+                f"`{f.name}` must be {_type_name(hint)}, got {shown(value)} ({type(value).__name__})."
             )
         if isinstance(value, np.generic):
             value = value.item()

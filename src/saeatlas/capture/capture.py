@@ -38,7 +38,6 @@ from .inputs import (
     iter_input_batches,
     known_length,
     model_and_tokenizer,
-    text_max_length,
 )
 from .job import batch_fingerprint, capture_job
 from .layouts import (
@@ -51,6 +50,7 @@ from .layouts import (
 from .models import input_dtype
 from .recorder import Recorder, check_batch_follows, run_forward
 from .rows import LayerRows, check_batch_dim, check_row_agreement, to_rows
+from .texts import text_max_length
 from .transformer_lens import is_transformer_lens
 from .transformer_lens import provenance as tl_provenance
 
@@ -166,6 +166,24 @@ def _capture(
         prov["world_size"] = world.size
     else:
         lo, hi = 0, None
+    # What can refuse the inputs or settings runs before the writer makes its files. Rows
+    # are made in the hook: the model's later in-place ops (ReLU(inplace=True)) miss them.
+    current: dict[str, Any] = {"mask": None}
+    layouts = {hp.name: choose_layout(hp.name, _known_layout(hp), config.layout) for hp in hps}
+    default_layout, _ = parse_layout(config.layout)
+    tracer = LayoutTracer(model)
+
+    def rows_of(name: str, t: torch.Tensor) -> LayerRows:
+        if layouts[name] is None and t.ndim == 4:  # fixed once, on the first batch
+            layouts[name] = tracer.lookup(t) or default_layout
+        elif layouts[name] is None and t.ndim == 3:  # [batch, C, L] after a Conv1d, say
+            layouts[name] = tracer.lookup(t)
+        return to_rows(t, name, mask=current["mask"], spatial=config.spatial, layout=layouts[name])
+
+    recorder = Recorder(
+        hps, rows_of, config.output_index, stop_when_done=config.early_stop, once=True
+    )
+    total = count_samples(inputs) if not coord.distributed else None
     writer = open_writer(
         coord,
         lambda: StoreWriter(
@@ -204,24 +222,6 @@ def _capture(
         return ActivationStore.open(out)
     coord.watch(writer.work)
     point = writer.resume_point
-    # Rows are made inside the hook: a copy taken there cannot be changed by the
-    # model's later in-place ops (ReLU(inplace=True) after a hooked layer).
-    current: dict[str, Any] = {"mask": None}
-    layouts = {hp.name: choose_layout(hp.name, _known_layout(hp), config.layout) for hp in hps}
-    default_layout, _ = parse_layout(config.layout)
-    tracer = LayoutTracer(model)
-
-    def rows_of(name: str, t: torch.Tensor) -> LayerRows:
-        if layouts[name] is None and t.ndim == 4:  # fixed once, on the first batch
-            layouts[name] = tracer.lookup(t) or default_layout
-        elif layouts[name] is None and t.ndim == 3:  # [batch, C, L] after a Conv1d, say
-            layouts[name] = tracer.lookup(t)
-        return to_rows(t, name, mask=current["mask"], spatial=config.spatial, layout=layouts[name])
-
-    recorder = Recorder(
-        hps, rows_of, config.output_index, stop_when_done=config.early_stop, once=True
-    )
-    total = count_samples(inputs) if not coord.distributed else None
     was_training = model.training
     model.eval()
     try:

@@ -35,8 +35,16 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
                 f"'{path}' holds tensors {sorted(tensors)}; name the input tensor 'inputs'."
             )
         t = tensors.get("inputs", next(iter(tensors.values())))
-        # NumPy has no bfloat16; float32 holds its values exactly
-        return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+        try:
+            # NumPy has no bfloat16 or float8; float32 holds their values exactly
+            if t.is_floating_point() and t.dtype not in (torch.float16, torch.float64):
+                t = t.float()
+            return t.numpy()
+        except (TypeError, NotImplementedError) as e:  # packed float4: no conversion
+            raise InputsError(
+                f"'{path}' holds a tensor of dtype {t.dtype}, which cannot be read as an "
+                "array; save it as float32, integer token ids or bool."
+            ) from e
     if suffix in (".txt", ".text", ""):
         texts = [t for t in _read_lines(path) if t.strip()]
         if not texts:
@@ -69,6 +77,15 @@ def _jsonl_values(
                 f"'{path}' line {i} holds {line.strip()[:60]!r}; each line must be a JSON "
                 f'{what} or an object with a {what} "{key}", e.g. {example}.'
             )
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:  # JSON lets "\ud800" stand alone; Unicode does not
+                raise InputsError(
+                    f"'{path}' line {i} holds {value[e.start]!r}, half of a surrogate pair, "
+                    "which is no character (no tokenizer or Parquet file takes it); fix or "
+                    "drop that escape."
+                ) from None
         values.append(value)
     if not values:
         raise InputsError(f"'{path}' holds no {key}s.")
@@ -79,7 +96,7 @@ def load_labels(path: str | Path) -> np.ndarray:
     """One label per sample, from a ``.npy`` array, a ``.jsonl`` file (one JSON number
     or string, or ``{"label": ...}``, per line) or a text file (one label per line)."""
     path = _existing_file(path, "Labels")
-    if path.suffix == ".npy":
+    if path.suffix.lower() == ".npy":  # as for --inputs: 'LABELS.NPY' is no text file
         arr = _load_npy(path)
     elif path.suffix.lower() == ".jsonl":  # read as text, '"cat"' kept its quotes
         labels = _jsonl_values(path, "label", (int, float, str), "number or string", "3")

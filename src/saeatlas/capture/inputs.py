@@ -1,5 +1,5 @@
 """Inputs for capture: arrays, iterables of batches, texts with a tokenizer (files are
-read by :mod:`.input_files`).
+read by :mod:`.input_files`, texts tokenised by :mod:`.texts`).
 
 Everything becomes a stream of :class:`InputBatch`: what to pass to the model,
 how many samples the batch holds, its attention mask, and per-sample metadata
@@ -21,6 +21,7 @@ import torch
 
 from ..errors import InputsError
 from .nnsight import unwrap_model
+from .texts import count_cut, encode_texts, is_texts, tokens_per_text
 from .transformer_lens import TransformerLensTexts, is_transformer_lens
 
 log = logging.getLogger(__name__)
@@ -238,16 +239,11 @@ def _text_batches(
     texts: list[str], tokenizer: Any, batch_size: int, labels: Any, max_length: int | None
 ) -> Iterator[InputBatch]:
     lab = None if labels is None else _label_array(labels, len(texts), "texts")
-    n_cut, limit = 0, _tokens_per_text(tokenizer, max_length)
+    n_cut, limit = 0, tokens_per_text(tokenizer, max_length)
     for s in range(0, len(texts), batch_size):
         chunk = texts[s : s + batch_size]
-        if callable(getattr(tokenizer, "encode_texts", None)):  # a model's own text path
-            kwargs, mask, tokens = tokenizer.encode_texts(chunk, max_length)
-        else:
-            enc = tokenizer(chunk, truncation=True, max_length=max_length)
-            kwargs, mask = _pad(tokenizer, enc)
-            tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in kwargs["input_ids"]]
-        n_cut += _count_cut(chunk, mask, tokenizer, limit)
+        kwargs, mask, tokens = encode_texts(tokenizer, chunk, max_length)
+        n_cut += count_cut(chunk, mask, tokenizer, limit)
         yield InputBatch(
             (),
             kwargs,
@@ -264,53 +260,6 @@ def _text_batches(
             "set it): their later tokens are not used. Split long texts to use them whole.",
             stacklevel=2,
         )
-
-
-def _count_cut(chunk: list[str], mask: torch.Tensor, tokenizer: Any, max_length: int | None) -> int:
-    """How many of ``chunk``'s texts ``max_length`` cut: those that fill it are
-    tokenised again, whole."""
-    if max_length is None:
-        return 0
-    full = [t for t, n in zip(chunk, mask.sum(1).tolist()) if n >= max_length]
-    if not full:
-        return 0
-    if callable(getattr(tokenizer, "encode_texts", None)):
-        _, whole, _ = tokenizer.encode_texts(full, None)
-    else:  # verbose=False: no warning that the whole text is longer than the model takes
-        whole = _pad(tokenizer, tokenizer(full, verbose=False))[1]
-    return int((whole.sum(1) > max_length).sum())
-
-
-def _tokens_per_text(tokenizer: Any, max_length: int | None) -> int | None:
-    """What texts are cut to: ``max_length``, else the tokenizer's own real limit."""
-    own = getattr(tokenizer, "model_max_length", None)
-    if max_length is None and isinstance(own, int) and own <= TOKENIZER_NO_LIMIT:
-        return own
-    return max_length
-
-
-def _pad(tokenizer: Any, enc: Mapping[str, list[list[int]]]) -> tuple[dict[str, Any], torch.Tensor]:
-    """Tokenised texts padded into tensors, and the ``[batch, seq]`` mask of real tokens.
-
-    Padding is done here rather than by the tokenizer, because many causal-LM
-    tokenizers (GPT-2's, Llama's) have no pad token: any id will do, since the
-    attention mask hides padding from the model and its rows are dropped.
-    Padding goes on the right whatever the tokenizer's ``padding_side``: left
-    padding (set for generation, as nnsight's ``LanguageModel`` does) moves every
-    token of a shorter text to later positions in models that do not derive
-    position ids from the mask (GPT-2), so its rows would differ from the text's own.
-    """
-    lengths = [len(ids) for ids in enc["input_ids"]]
-    width = max(lengths)
-    pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
-    fill = {"input_ids": pad_id, "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0)}
-
-    def pad(row: list[int], value: int) -> list[int]:
-        return list(row) + [value] * (width - len(row))
-
-    kwargs = {k: torch.tensor([pad(r, fill.get(k, 0)) for r in rows]) for k, rows in enc.items()}
-    mask = torch.tensor([pad([1] * n, 0) for n in lengths])
-    return kwargs, kwargs.get("attention_mask", mask)
 
 
 def _iterable_batches(
@@ -341,41 +290,6 @@ def _iterable_batches(
                 f"A batch of type {type(item).__name__} is not supported; yield tensors, "
                 "(x, y) pairs or dicts of keyword arguments."
             )
-
-
-#: A tokenizer ``model_max_length`` above this sets no limit (transformers' is int(1e30)).
-TOKENIZER_NO_LIMIT = 100_000
-
-
-def text_max_length(
-    model: torch.nn.Module, inputs: Any, tokenizer: Any, max_length: int | None
-) -> int | None:
-    """Tokens per text: ``max_length`` when given; else, when the tokenizer sets no
-    real limit of its own, the positions the model's config says it has."""
-    if max_length is not None or tokenizer is None or not is_texts(inputs):
-        return max_length
-    if isinstance(tokenizer, TransformerLensTexts):
-        return getattr(model.cfg, "n_ctx", None)  # what to_tokens cuts texts to
-    own = getattr(tokenizer, "model_max_length", None)
-    if own is not None and own <= TOKENIZER_NO_LIMIT:
-        return None  # the tokenizer cuts texts to its own limit
-    cfg = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions"):
-        limit = getattr(cfg, key, None)
-        if isinstance(limit, int) and limit > 0:
-            log.info(
-                "Texts are cut to %d tokens, the model's `%s` (its tokenizer sets no limit); "
-                "--max-length (`max_length`) sets another.",
-                limit,
-                key,
-            )
-            return limit
-    return None
-
-
-def is_texts(inputs: Any) -> bool:
-    """Whether ``inputs`` is a list of texts."""
-    return bool(isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str))
 
 
 def model_and_tokenizer(model: Any, inputs: Any, tokenizer: Any) -> tuple[Any, Any]:

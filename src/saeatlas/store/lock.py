@@ -34,7 +34,8 @@ class OutputError(AtlasError):
     """An output cannot be written there (not a directory, no permission)."""
 
 
-_held: dict[Path, list[int]] = {}  # resolved output path -> [fd, depth, owning thread]
+#: resolved output path -> [fd, depth, owning thread, folders made for the lock file]
+_held: dict[Path, list] = {}
 _guard = threading.Lock()
 
 
@@ -57,6 +58,13 @@ def check_writable(path: str | os.PathLike) -> None:
     it is a directory or does not exist yet, and its nearest existing folder is a
     writable directory."""
     path = Path(path)
+    try:
+        os.path.abspath(path).encode("utf-8")
+    except UnicodeEncodeError:  # a byte that is no UTF-8 (a Latin-1 name), kept by Python
+        raise OutputError(
+            f"{os.path.abspath(path)!r} is not UTF-8 text: the Parquet and JSON files of an "
+            "output cannot name it. Choose an output whose path is UTF-8."
+        ) from None
     if path.exists() and not path.is_dir():
         raise OutputError(f"'{path}' exists and is not a directory; choose another output.")
     store = next((p for p in Path(os.path.abspath(path)).parents if _is_store(p)), None)
@@ -101,6 +109,9 @@ def acquire(path: str | os.PathLike) -> None:
             return
         check_writable(path)
         file = lock_path(path)
+        # folders made for the lock file, deepest first: removed with it while empty, so
+        # that an output refused before its work leaves no empty folder behind
+        made = [d for d in (file.parent, *file.parent.parents) if not d.exists()]
         while True:
             fd = _open_and_lock(file, path)
             # The holder removes the file when it lets go; a lock taken on a file that
@@ -114,14 +125,21 @@ def acquire(path: str | os.PathLike) -> None:
             os.close(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _held[key] = [fd, 1, threading.get_ident()]
+        _held[key] = [fd, 1, threading.get_ident(), made]
 
 
 def _open_and_lock(file: Path, path: Path) -> int:
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        # not through a link: the pid written into the file would replace its target's bytes
-        fd = os.open(file, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        for attempt in range(3):  # another writer may remove the folder it made (release)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # not through a link: the pid written into the file would replace its
+                # target's bytes
+                fd = os.open(file, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
     except OSError as e:
         if file.is_symlink():
             raise LockError(
@@ -162,6 +180,11 @@ def release(path: str | os.PathLike) -> None:
             lock_path(key).unlink(missing_ok=True)  # while still locked: see acquire
             fcntl.flock(entry[0], fcntl.LOCK_UN)
             os.close(entry[0])
+            for d in entry[3]:
+                try:
+                    d.rmdir()  # only ever removes an empty folder
+                except OSError:
+                    break
 
 
 @contextmanager

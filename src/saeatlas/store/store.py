@@ -21,15 +21,15 @@ import pyarrow.parquet as pq
 import torch
 
 from .._validation import choice
-from ..errors import ChecksumError, ConfigError, StoreError
+from ..errors import ConfigError, StoreError
 from .atomic import finish_swap_for_reader, partial_dir
-from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest, file_sha256
+from .integrity import read_rows_table, verify_store
+from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest
 from .merge import recover_store
 from .npy import open_npy
 from .partial import progress_files
 from .readers import ReadPlan
-from .sources import ArraySource, ShardSource, check_not_replaced, dir_identity
-from .stats import RunningMoments
+from .sources import ArraySource, ShardSource, dir_identity
 
 #: What to do with NaN/Inf in activations, everywhere they are read: capture, and
 #: every stage that opens a ``.npy`` array.
@@ -208,32 +208,8 @@ class ActivationStore:
             StoreError: a shard or ``rows.parquet`` is missing or corrupt, or the
                 statistics disagree.
         """
-        if self.manifest is None:
-            return  # a .npy array was read in full at open
-        self.rows(["row"])
-        want = self.manifest.rows_sha256
-        if want is not None and (got := file_sha256(self.path / ROWS)) != want:
-            raise ChecksumError(
-                f"'{self.path / ROWS}' is not the one its capture wrote: its sha256 is "
-                f"{got[:16]}…, the manifest says {want[:16]}… (it was edited, or copied from "
-                "another store). Restore it, or recapture the store."
-            )
-        source = ShardSource(self.path, self.manifest.shards, True, self._source.identity)
-        m = RunningMoments(self.n_units)
-        for i in range(len(source)):
-            m.update(source.load(i))  # shard by shard, as the writer merged them
-        for name, got, want in (
-            ("mean", m.mean, self.manifest.mean),
-            ("std", m.std, self.manifest.std),
-        ):
-            off = np.abs(got - want) > 1e-6 * (np.abs(want) + np.abs(got)) + 1e-12
-            if off.any():
-                unit = int(np.argmax(off))
-                raise StoreError(
-                    f"'{self.path}/manifest.json' has the wrong per-unit {name} for {int(off.sum())} "
-                    f"units (unit {unit}: {float(want[unit]):.9g}, the shards give {float(got[unit]):.9g}). "
-                    "Recapture the store."
-                )
+        if self.manifest is not None:  # a .npy array was read in full at open
+            verify_store(self.path, self.manifest, self.n_units, self._source.identity)
 
     def layer(self, name: str) -> LayerSpec:
         """The layer called ``name``."""
@@ -307,29 +283,7 @@ class ActivationStore:
             return pa.table(
                 {"row": np.arange(n), "sample": sample, "position": np.zeros(n, np.int64)}
             )
-        # `row` is read too, to check the order others take the columns in
-        wanted = list(dict.fromkeys([*columns, "row"])) if columns else None
-        try:
-            table = pq.read_table(self.path / ROWS, columns=wanted)
-        except (OSError, pa.ArrowInvalid) as e:
-            raise StoreError(
-                f"'{self.path / ROWS}' is unreadable ({e}); recapture the store."
-            ) from e
-        check_not_replaced(self.path, self._source.identity)
-        if table.num_rows != self.n_rows:
-            raise StoreError(
-                f"'{self.path / ROWS}' holds {table.num_rows} rows, but the store has "
-                f"{self.n_rows}; recapture the store."
-            )
-        row = table.column("row").to_numpy(zero_copy_only=False)
-        off = row != np.arange(self.n_rows)  # readers take the columns in storage order
-        if off.any():
-            at = int(np.argmax(off))
-            raise StoreError(
-                f"'{self.path / ROWS}' lists row {row[at]} at position {at}: its rows are "
-                "out of order or not this store's. Sort it by `row`, or recapture the store."
-            )
-        return table.select(list(columns)) if columns else table
+        return read_rows_table(self.path, self.n_rows, self._source.identity, columns)
 
     def read(
         self,

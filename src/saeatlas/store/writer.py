@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -48,15 +47,15 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, StoreError
-from .atomic import partial_dir, refuse_current_folder, through_link
+from .atomic import partial_dir, through_link
 from .buffer import BlockPool, Piece, RowBuffer, copy_rows, row_parts
+from .claim import claim_output, give_back
 from .commit import Committer
-from .lock import acquire, release
-from .manifest import MANIFEST, LayerSpec, Manifest, validate_layers
-from .merge import RankPart, complete_store, recover_store
-from .partial import prepare_partial, progress_files
+from .lock import release
+from .manifest import LayerSpec, Manifest, validate_layers
+from .merge import RankPart, complete_store
 from .progress import Progress, ResumePoint
-from .resume import JOB, finished_job, read_resume
+from .resume import JOB, read_resume
 from .shards import STORE_DTYPES
 from .stats import RunningMoments
 
@@ -118,7 +117,6 @@ class StoreWriter:
         self.shard_rows: int | None = None
         self.layers: tuple[LayerSpec, ...] | None = None
         self.n_units = 0
-        self._commits = Committer(self.work, rank, world)
         self._rows_flushed = 0  # rows handed to the commit thread (main thread's count)
         self._n_flushed = 0
         self._buffer = RowBuffer()
@@ -132,53 +130,25 @@ class StoreWriter:
         self._meta_columns: list[str] | None = None
         self.resume_point = ResumePoint(0, 0, 0)
         self._closed = False
-        self._created: list[Path] = []  # directories made for this store, deepest first
-        if self.path.exists() and not self.path.is_dir():
-            raise StoreError(f"'{self.path}' exists and is not a directory; choose another --out.")
-        refuse_current_folder(self.path, "a store", StoreError)
-        locks = rank == 0  # rank 0 holds the lock and prepares the directory for all
-        if locks:
-            self._created = [
-                d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()
-            ]
-            acquire(self.path)  # released by close() or abort()
-        self.already_complete = False
+        claim = claim_output(
+            self.path, self.work, rank, world, self.job, resume=resume, overwrite=overwrite
+        )
+        self._commits = Committer(self.work, rank, world)
+        self.already_complete = claim.finished_job is not None
         """On resume: ``path`` already holds this job's complete store (its capture had
         stored every row, a kill or an interrupted swap aside): nothing is left to
         write, and the writer is closed at once."""
+        if self.already_complete:
+            self.saved_job = claim.finished_job
+            self._commits.shutdown()
+            self._closed = True
+            return
         try:
-            finished = recover_store(self.path) if locks else False
-            saved = finished_job(self.path, self.work, self.job) if resume else None
-            self.already_complete = saved is not None
-            if self.already_complete:
-                self.saved_job = saved
-                self._commits.shutdown()
-                self._closed = True
-                if locks:
-                    # what a capture killed before its first commit left (no progress)
-                    shutil.rmtree(self.work, ignore_errors=True)
-                    release(self.path)
-                return
-            if locks:
-                resume = prepare_partial(
-                    self.path,
-                    self.work,
-                    world,
-                    resume=resume,
-                    overwrite=overwrite,
-                    finished=finished,
-                )
-            elif not self.work.is_dir():
-                raise StoreError(
-                    f"Rank {rank} finds no partial directory '{self.work}', which rank 0 made: "
-                    "every rank must see the same --out (on several machines, a shared "
-                    "filesystem)."
-                )
-            if resume:
+            if claim.resume:
                 self._resume()
         except BaseException:
             self._commits.shutdown()
-            if locks:
+            if rank == 0:
                 release(self.path)
             raise
 
@@ -346,7 +316,7 @@ class StoreWriter:
         """After a failure: :meth:`stop`, and on rank 0 give back the store's lock.
 
         A partial directory with no committed shard (of any rank) is removed, and so
-        are the directories this writer created while they are empty. With several
+        are the folders made for the store while empty (:func:`.lock.release`). With several
         ranks, rank 0 calls this only once every rank has stopped.
         """
         if self.rank > 0:
@@ -354,17 +324,10 @@ class StoreWriter:
             return
         try:
             self.stop()
-            # a partial directory with its manifest is a complete store (recover_store)
-            done = (self.work / MANIFEST).is_file()
-            if self.work.is_dir() and not progress_files(self.work) and not done:
-                shutil.rmtree(self.work, ignore_errors=True)
-        finally:
+        except BaseException:
             release(self.path)
-        for d in self._created:
-            try:
-                d.rmdir()  # only ever removes an empty directory
-            except OSError:
-                break
+            raise
+        give_back(self.path, self.work)
 
     # -- completing ------------------------------------------------------------------------
 

@@ -346,6 +346,8 @@ def sweep_members(sweep_dir: str | Path) -> tuple[str, list[tuple[float, Path]]]
             f"'{path}' holds no readable {SWEEP_JSON} ({e}); give the directory that "
             "`saeatlas sweep --out` wrote."
         ) from e
-    # members are saved under the sweep directory as <over>-<value>/seed-<s>
-    members = [(v, p if p.exists() else path / p.parent.name / p.name) for v, p in members]
-    return over, members
+    # members are saved under the sweep directory as <over>-<value>/seed-<s>; the path
+    # recorded is as the sweep saw its --out (relative to where it ran), so the sweep's
+    # own member comes first: another directory's SWEEP/k-8/seed-0 is another sweep's
+    own = [path / p.parent.name / p.name for _, p in members]
+    return over, [(v, o if o.exists() else p) for (v, p), o in zip(members, own)]

@@ -22,7 +22,35 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            sink = _Sink(f)
+            try:
+                torch.save(state, sink)
+            except RuntimeError:
+                if sink.error is not None:  # torch's writer says only "unexpected pos"
+                    raise sink.error from None
+                raise
+
+    atomic_write(path / CHECKPOINT, write)
+
+
+class _Sink:
+    """The file ``torch.save`` writes to, keeping the OSError of a failed write (a
+    full disk), which torch's zip writer turns into a RuntimeError that does not say."""
+
+    def __init__(self, f: Any) -> None:
+        self._f, self.error = f, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
 
 
 def load_checkpoint(

@@ -319,7 +319,8 @@ class _Run:
     def settings(self) -> dict[str, Any]:
         return {
             "train_config": self.cfg.to_json(),
-            "store": str(self.store.path),
+            # one name however it is given (relative to another folder, absolute)
+            "store": os.path.realpath(self.store.path),
             "n_rows": self.store.n_rows,
             # a store captured again at the same path, with as many rows, differs here
             "rows_digest": _rows_digest(self.store),

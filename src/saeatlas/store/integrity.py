@@ -1,0 +1,77 @@
+"""Checking a store directory's files against its manifest: ``rows.parquet`` as it is
+read (:func:`read_rows_table`), and every shard, its statistics and ``rows.parquet``'s
+sha256 at once (:func:`verify_store`, ``saeatlas info --verify``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ChecksumError, StoreError
+from .manifest import ROWS, Manifest, file_sha256
+from .sources import ShardSource, check_not_replaced
+from .stats import RunningMoments
+
+
+def read_rows_table(
+    path: Path,
+    n_rows: int,
+    identity: tuple[int, int] | None,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """The store ``path``'s ``rows.parquet`` (``columns`` of it, or all), checked to hold
+    one row per activation row (``n_rows``), in order, of the store opened (``identity``)."""
+    # `row` is read too, to check the order others take the columns in
+    wanted = list(dict.fromkeys([*columns, "row"])) if columns else None
+    try:
+        table = pq.read_table(path / ROWS, columns=wanted)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise StoreError(f"'{path / ROWS}' is unreadable ({e}); recapture the store.") from e
+    check_not_replaced(path, identity)
+    if table.num_rows != n_rows:
+        raise StoreError(
+            f"'{path / ROWS}' holds {table.num_rows} rows, but the store has "
+            f"{n_rows}; recapture the store."
+        )
+    row = table.column("row").to_numpy(zero_copy_only=False)
+    off = row != np.arange(n_rows)  # readers take the columns in storage order
+    if off.any():
+        at = int(np.argmax(off))
+        raise StoreError(
+            f"'{path / ROWS}' lists row {row[at]} at position {at}: its rows are "
+            "out of order or not this store's. Sort it by `row`, or recapture the store."
+        )
+    return table.select(list(columns)) if columns else table
+
+
+def verify_store(
+    path: Path, manifest: Manifest, n_units: int, identity: tuple[int, int] | None
+) -> None:
+    """Read every shard of the store ``path`` (checking its sha256 and for NaN/Inf),
+    recompute the per-unit mean and standard deviation and compare them with the
+    manifest's, and check ``rows.parquet`` (:func:`read_rows_table`, and its sha256)."""
+    read_rows_table(path, manifest.n_rows, identity, ["row"])
+    want = manifest.rows_sha256
+    if want is not None and (got := file_sha256(path / ROWS)) != want:
+        raise ChecksumError(
+            f"'{path / ROWS}' is not the one its capture wrote: its sha256 is "
+            f"{got[:16]}…, the manifest says {want[:16]}… (it was edited, or copied from "
+            "another store). Restore it, or recapture the store."
+        )
+    source = ShardSource(path, manifest.shards, True, identity)
+    m = RunningMoments(n_units)
+    for i in range(len(source)):
+        m.update(source.load(i))  # shard by shard, as the writer merged them
+    for name, got, want in (("mean", m.mean, manifest.mean), ("std", m.std, manifest.std)):
+        off = np.abs(got - want) > 1e-6 * (np.abs(want) + np.abs(got)) + 1e-12
+        if off.any():
+            unit = int(np.argmax(off))
+            raise StoreError(
+                f"'{path}/manifest.json' has the wrong per-unit {name} for {int(off.sum())} "
+                f"units (unit {unit}: {float(want[unit]):.9g}, the shards give "
+                f"{float(got[unit]):.9g}). Recapture the store."
+            )
