@@ -3,8 +3,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import false_discovery_control, hypergeom
 
-from saeatlas.structure.graph.cooccurrence import count_cooccurrence, latent_blocks, window_ids
-from saeatlas.structure.graph.edges import build_graph, densest_graph
+from saeatlas.structure.graph.cooccurrence import count_cooccurrence, count_in_parts, latent_blocks
+from saeatlas.structure.graph.edges import build_graph, build_graph_in_parts, densest_graph
 from saeatlas.structure.graph.hypergeom import (
     TAIL_SCIPY,
     TAIL_SUM,
@@ -19,6 +19,7 @@ from saeatlas.structure.graph.pairs import (
     pair_pvalues,
     phi,
 )
+from saeatlas.structure.graph.windows import window_ids
 
 
 def random_codes(rng, n_rows=500, d=40, max_density=0.3):
@@ -426,3 +427,31 @@ def test_a_part_is_tested_only_as_its_rank():
         count_cooccurrence(codes, part=(2, 2))
     with pytest.raises(ValueError, match=r"part 1 of 2 .* rank 0 of 1; count them with `part`"):
         build_graph(count_cooccurrence(codes, part=(1, 2)))
+
+
+@pytest.mark.parametrize("window", [0, 3])
+def test_a_graph_built_one_part_at_a_time_equals_the_graph_of_all_counts(window):
+    codes, _ = planted_codes(np.random.default_rng(13))
+    samples = np.repeat(np.arange(codes.shape[0] // 6), 6)
+    kw = dict(window=window, samples=samples)
+    whole_counts = count_cooccurrence(codes, **kw)
+    whole = build_graph(whole_counts)
+    bound, _ = count_in_parts(codes, **kw)
+    assert bound >= whole_counts.n_pairs  # the pair work bounds the pairs stored
+    bound, parts = count_in_parts(codes, **kw, max_bytes=8 * bound // 5)
+    parts = list(parts)
+    assert len(parts) >= 5 and [co.part for co in parts] == [
+        (k, len(parts)) for k in range(len(parts))
+    ]
+    assert sum(co.n_pairs for co in parts) == whole_counts.n_pairs
+    assert max(co.n_pairs for co in parts) < 0.4 * whole_counts.n_pairs
+    g = build_graph_in_parts((bound, iter(parts)))
+    assert g.n_edges > 20
+    for field in ("row", "col", "weight", "count", "p", "q", "n_fire"):
+        np.testing.assert_array_equal(getattr(g, field), getattr(whole, field))
+    assert (g.adjacency != whole.adjacency).nnz == 0 and g.n_tests == whole.n_tests
+    # counted whole (the default budget), the parts are one
+    bound, parts = count_in_parts(codes, **kw)
+    assert [co.part for co in parts] == [(0, 1)]
+    with pytest.raises(ValueError, match=r"parts \[1\] of 2 of the pairs, not rank 0's 2 parts"):
+        build_graph_in_parts((bound, iter([count_cooccurrence(codes, part=(1, 2))])))

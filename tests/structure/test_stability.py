@@ -19,8 +19,8 @@ from saeatlas.structure import (
 )
 from saeatlas.structure.graph.codes import encode_store, strong_firing
 from saeatlas.structure.graph.communities import find_modules
-from saeatlas.structure.graph.cooccurrence import window_ids
 from saeatlas.structure.graph.firing import Firing
+from saeatlas.structure.graph.windows import window_ids
 from saeatlas.structure.inference.matching import match_features
 from saeatlas.structure.inference.partitions import (
     best_match_jaccard,

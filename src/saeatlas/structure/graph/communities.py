@@ -25,8 +25,8 @@ import scipy.sparse as sp
 
 from ..._coordinator import Coordinator, solo
 from .codes import Codes
-from .cooccurrence import count_cooccurrence
-from .edges import FeatureGraph, build_graph, densest_graph
+from .cooccurrence import count_cooccurrence, count_in_parts
+from .edges import FeatureGraph, build_graph_in_parts, densest_graph
 from .finders import core_members, make_finder, make_levels
 from .firing import Firing
 from .units import UnitModules, attribution, project_modules
@@ -55,17 +55,17 @@ def cooccurrence_graph(
     firings: each counts and tests its part of the pairs (a block of latents), and each
     gets the graph one process builds. Never inside one of ``coord.spread``'s items."""
     coord = coord if coord is not None else solo()
-    co = count_cooccurrence(
-        fires,
+    count = dict(
         window=cfg.window,
         samples=samples if cfg.window else None,
         device=cfg.device,
         part=(coord.world.rank, coord.world.size),
     )
     kw = dict(kind=cfg.affinity, alpha=cfg.edge_alpha, device=cfg.device, coord=coord)
-    if n_edges is None:
-        return build_graph(co, **kw)
-    return densest_graph(co, n_edges, usable_only=True, **kw)
+    if n_edges is None:  # the counts of many rows: one part of them at a time
+        return build_graph_in_parts(count_in_parts(fires, **count), **kw)
+    # density-matched null graphs are counted on the null rows only (`null_rows`)
+    return densest_graph(count_cooccurrence(fires, **count), n_edges, usable_only=True, **kw)
 
 
 def counts_in_parts(cfg: AtlasConfig, d_sae: int, coord: Coordinator) -> bool:

@@ -39,7 +39,9 @@ them).
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -50,6 +52,7 @@ import torch
 from ..._validation import check_device
 from .scipy_counting import scipy_upper_blocks
 from .torch_counting import torch_upper_blocks
+from .windows import pool_windows
 
 # ---------------------------------------------------------------- counting
 
@@ -165,49 +168,121 @@ def count_cooccurrence(
             of the ``n_parts`` blocks of latents of :func:`latent_blocks` (``n_fire`` and
             ``n_rows`` are still those of all latents). ``(0, 1)``: every pair.
     """
-    if window < 0 or int(window) != window:
-        raise ValueError(f"`window` must be a non-negative integer, got {window!r}.")
-    block_features, block_rows = (
-        _positive_or_none(name, value)
-        for name, value in (("block_features", block_features), ("block_rows", block_rows))
-    )
-    n_threads = _n_threads(n_threads)
-    use_torch, dev = _engine(engine, device)
     k, n_parts = _check_part(part)
-    fires = _binarise(codes)
-    if window > 0:
-        fires = _pool_windows(fires, samples, int(window))
-    n_units, d = fires.shape
-    n_fire = np.bincount(fires.indices, minlength=d).astype(np.int64)
-    dtype = np.int32 if n_units < np.iinfo(np.int32).max else np.int64
-    latents = (0, d) if n_parts == 1 else tuple(latent_blocks(fires, n_parts)[k : k + 2])
-    if use_torch:
-        parts = torch_upper_blocks(fires, dev, block_features, block_rows, dtype, latents)
-    else:
-        if block_features is None:
-            block_features = max(64, (1 << 22) // max(d, 1))
-        parts = scipy_upper_blocks(fires, block_features, n_threads, dtype, latents)
-    counts = _upper_pair_counts(d, dtype, *parts)
-    return Cooccurrence(
-        n_rows=int(n_units), n_fire=n_fire, counts=counts, window=int(window), part=(k, n_parts)
+    counter = _Counter(
+        codes, window, samples, block_features, block_rows, n_threads, device, engine
     )
+    latents = (
+        (0, counter.d) if n_parts == 1 else tuple(latent_blocks(counter.fires, n_parts)[k : k + 2])
+    )
+    return counter.count(latents, (k, n_parts))
+
+
+#: Bytes of pair counts :func:`count_in_parts` holds at once (an int32 column and an
+#: int32 count per stored pair): 32M pairs.
+PAIR_COUNT_BYTES = 256 << 20
+
+
+def count_in_parts(
+    codes: sp.sparray | sp.spmatrix | np.ndarray,
+    *,
+    window: int = 0,
+    samples: np.ndarray | None = None,
+    n_threads: int | None = None,
+    device: str | torch.device | None = None,
+    engine: str = "auto",
+    part: tuple[int, int] = (0, 1),
+    max_bytes: int = PAIR_COUNT_BYTES,
+) -> tuple[int, Iterator[Cooccurrence]]:
+    """The counts of :func:`count_cooccurrence` with ``part``, one sub-part at a time, so
+    that no more than about ``max_bytes`` of pair counts are held at once.
+
+    Returns ``(bound, parts)``: ``bound`` is the pair work of all latents (every rank
+    computes the same one), an upper bound on the stored pairs of all parts, which
+    :func:`.edges.build_graph_in_parts` needs for its p cut before it has seen them;
+    ``parts`` yields the counts of ``part``'s latents in ``n_sub`` consecutive blocks,
+    ``n_sub`` the one every rank computes from the pair work (1 while the counts fit),
+    each a :class:`Cooccurrence` of part ``(k * n_sub + s, n_parts * n_sub)``. The
+    firings are binarised (and pooled into windows) once for all of them. At 65,536
+    latents x 1M rows at L0 32 the pairs counted whole held about 1 GB."""
+    k, n_parts = _check_part(part)
+    counter = _Counter(codes, window, samples, None, None, n_threads, device, engine)
+    work = pair_work(counter.fires)
+    total = float(work.sum())
+    n_sub = max(1, math.ceil(total / n_parts * 8 / max(int(max_bytes), 1)))
+    bounds = _balanced(np.cumsum(work), n_parts * n_sub)
+
+    def parts() -> Iterator[Cooccurrence]:
+        for j in range(k * n_sub, (k + 1) * n_sub):
+            yield counter.count((int(bounds[j]), int(bounds[j + 1])), (j, n_parts * n_sub))
+
+    return int(total), parts()
+
+
+class _Counter:
+    """Firings made ready once (binarised, pooled into windows), counted by latent ranges."""
+
+    def __init__(
+        self, codes, window, samples, block_features, block_rows, n_threads, device, engine
+    ):
+        if window < 0 or int(window) != window:
+            raise ValueError(f"`window` must be a non-negative integer, got {window!r}.")
+        self.block_features, self.block_rows = (
+            _positive_or_none(name, value)
+            for name, value in (("block_features", block_features), ("block_rows", block_rows))
+        )
+        self.n_threads = _n_threads(n_threads)
+        self.use_torch, self.dev = _engine(engine, device)
+        fires = _binarise(codes)
+        if window > 0:
+            fires = pool_windows(fires, samples, int(window))
+        self.fires, self.window = fires, int(window)
+        self.n_units, self.d = fires.shape
+        self.n_fire = np.bincount(fires.indices, minlength=self.d).astype(np.int64)
+        self.dtype = np.int32 if self.n_units < np.iinfo(np.int32).max else np.int64
+
+    def count(self, latents: tuple[int, int], part: tuple[int, int]) -> Cooccurrence:
+        fires, d, dtype = self.fires, self.d, self.dtype
+        if self.use_torch:
+            blocks = torch_upper_blocks(
+                fires, self.dev, self.block_features, self.block_rows, dtype, latents
+            )
+        else:
+            block = self.block_features or max(64, (1 << 22) // max(d, 1))
+            blocks = scipy_upper_blocks(fires, block, self.n_threads, dtype, latents)
+        return Cooccurrence(
+            n_rows=int(self.n_units),
+            n_fire=self.n_fire,
+            counts=_upper_pair_counts(d, dtype, *blocks),
+            window=self.window,
+            part=part,
+        )
+
+
+def pair_work(fires: sp.csr_array) -> np.ndarray:
+    """``[d]`` float64 each latent's pair work: summed over its firings, the later firings
+    of the same row (``fires``: ``[N, d]`` canonical CSR). The pairs ``(i, j > i)`` both
+    engines visit for row ``i`` of the upper triangle, and a bound on its stored pairs."""
+    # for each firing, the firings after it in its row (indices sorted within a row)
+    n_after = np.repeat(fires.indptr[1:], np.diff(fires.indptr)) - np.arange(fires.nnz) - 1
+    # float64 sums of integers: exact below 2**53 pair visits
+    return np.bincount(fires.indices, weights=n_after, minlength=fires.shape[1])
 
 
 def latent_blocks(fires: sp.csr_array, n_parts: int) -> np.ndarray:
     """``[n_parts + 1]`` bounds of ``n_parts`` contiguous blocks of latents of about equal
-    pair work: block ``k`` is the latents ``[bounds[k], bounds[k + 1])``.
+    pair work (:func:`pair_work`): block ``k`` is the latents ``[bounds[k], bounds[k + 1])``.
 
-    ``fires``: ``[N, d]`` canonical CSR of firings. A latent's pair work is, summed over
-    its firings, the later firings of the same row: the pairs ``(i, j > i)`` both engines
-    visit for row ``i`` of the upper triangle, and a bound on its stored pairs. Latents
-    near the end of the triangle have few partners, so blocks of equal work are not
-    blocks of equal size. Every rank computes the same bounds from the same firings.
+    Latents near the end of the triangle have few partners, so blocks of equal work
+    are not blocks of equal size. Every rank computes the same bounds from the same
+    firings.
     """
-    d = fires.shape[1]
-    # for each firing, the firings after it in its row (indices sorted within a row)
-    n_after = np.repeat(fires.indptr[1:], np.diff(fires.indptr)) - np.arange(fires.nnz) - 1
-    # float64 sums of integers: exact below 2**53 pair visits
-    work = np.cumsum(np.bincount(fires.indices, weights=n_after, minlength=d))
+    return _balanced(np.cumsum(pair_work(fires)), n_parts)
+
+
+def _balanced(work: np.ndarray, n_parts: int) -> np.ndarray:
+    """Bounds of ``n_parts`` blocks of about equal work, from the cumulative ``work``."""
+    d = work.size
     total = work[-1] if d else 0.0
     inner = np.searchsorted(work, total * np.arange(1, n_parts) / n_parts, side="right")
     return np.concatenate(([0], inner, [d])).astype(np.int64)
@@ -258,59 +333,6 @@ def _binarise(codes: sp.sparray | sp.spmatrix | np.ndarray) -> sp.csr_array:
         return sp.csr_array((on, c.indices, c.indptr), shape=c.shape)
     kept = np.concatenate(([0], np.cumsum(on, dtype=c.indptr.dtype)))[c.indptr]
     return sp.csr_array((on[on], c.indices[on], kept), shape=c.shape)
-
-
-def window_ids(samples: np.ndarray, window: int) -> np.ndarray:
-    """``[n_rows]`` window index of each row: ``window`` consecutive rows of one sample.
-
-    Windows restart at each sample; ids are consecutive from 0 in row order. The rows
-    of a sample must be contiguous.
-    """
-    samples = np.asarray(samples)
-    if samples.ndim != 1:
-        raise ValueError(f"`samples` must be 1-D (one id per row), got shape {samples.shape}.")
-    if window < 1:
-        raise ValueError(f"`window` must be positive, got {window}.")
-    if samples.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    new_run = np.empty(samples.size, dtype=bool)
-    new_run[0] = True
-    np.not_equal(samples[1:], samples[:-1], out=new_run[1:])
-    starts = np.flatnonzero(new_run)
-    if np.unique(samples[starts]).size != starts.size:
-        ids, n_runs = np.unique(samples[starts], return_counts=True)
-        bad = ids[n_runs > 1][:5].tolist()
-        raise ValueError(
-            f"Rows of a sample must be contiguous, but samples {bad} appear in several runs; "
-            "sort the rows by sample (keeping token order) first."
-        )
-    pos = np.arange(samples.size) - starts[np.cumsum(new_run) - 1]
-    return np.cumsum(pos % window == 0) - 1
-
-
-def _pool_windows(fires: sp.csr_array, samples: np.ndarray | None, window: int) -> sp.csr_array:
-    """``[n_rows, d]`` firing -> ``[n_windows, d]``: a latent fires in a window if on any row."""
-    n = fires.shape[0]
-    if samples is None:
-        raise ValueError(
-            f"`window`={window} counts windows within samples, so `samples` ([n_rows] sample "
-            "id per row) is required; pass it, or use `window`=0 to count rows."
-        )
-    samples = np.asarray(samples)
-    if samples.shape != (n,):
-        raise ValueError(f"`samples` must have shape ({n},) (one id per row), got {samples.shape}.")
-    ids = window_ids(samples, window)
-    n_windows = int(ids[-1]) + 1 if n else 0
-    # Windows are runs of consecutive rows, so each is a contiguous slice of the CSR arrays.
-    first_row = np.flatnonzero(np.diff(ids, prepend=-1))
-    indptr = np.append(fires.indptr[first_row], fires.indptr[-1])
-    pooled = sp.csr_array(
-        # bool data: duplicates merge by OR, so none can sum to an (erased) zero.
-        (np.ones(fires.nnz, dtype=bool), fires.indices.copy(), indptr),
-        shape=(n_windows, fires.shape[1]),
-    )
-    pooled.sum_duplicates()
-    return pooled
 
 
 def _upper_pair_counts(

@@ -19,7 +19,7 @@ widens its cut (one meeting a round, the same rounds on every rank).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -113,10 +113,61 @@ def build_graph(
             (``co.part == (rank, W)``); every rank returns the whole graph. None: a
             process on its own, with all the counts.
     """
-    _check_graph_options(kind, alpha, min_count)
     coord = _check_coord(co, coord)
-    cut = _bh_cut(_total(coord, co.n_pairs), co.n_tests, alpha)
-    pairs = coord.concat(_Scorer(co, kind, n_threads, device, engine).scored(cut))
+    return _significant(
+        [co], _total(coord, co.n_pairs), kind, alpha, min_count, n_threads, device, engine, coord
+    )
+
+
+def build_graph_in_parts(
+    counted: tuple[int, Iterable[Cooccurrence]],
+    *,
+    kind: str = "phi",
+    alpha: float = 0.05,
+    min_count: int = 5,
+    n_threads: int | None = None,
+    device: str | torch.device | None = None,
+    engine: str = "auto",
+    coord: Coordinator | None = None,
+) -> FeatureGraph:
+    """:func:`build_graph` of counts that come one part at a time
+    (:func:`.cooccurrence.count_in_parts`: ``(bound, parts)``), each part dropped once
+    its pairs are tested: the same graph, holding one part of the counts at a time.
+
+    The p cut needs the number of stored pairs before the parts are counted, so the
+    parts are tested at the cut of ``bound`` (at least the pairs stored), which keeps
+    every pair the exact cut keeps and a few more; once all are counted, the pairs
+    above the exact cut are dropped, so the edges, p- and q-values are those of
+    :func:`build_graph` on all the counts. Under ``torchrun`` each rank passes the parts of its
+    block of latents (``part=(rank, W)``)."""
+    coord = coord if coord is not None else solo()
+    bound, parts = counted
+    return _significant(parts, bound, kind, alpha, min_count, n_threads, device, engine, coord)
+
+
+def _significant(parts, bound, kind, alpha, min_count, n_threads, device, engine, coord):
+    """The graph of the pairs of ``parts`` with q <= alpha: each part tested at the p cut
+    of ``bound`` stored pairs, then the pairs kept cut at that of the pairs stored."""
+    _check_graph_options(kind, alpha, min_count)
+    kept, n_pairs, co, scorer, seen = [], 0, None, None, []
+    for co in parts:
+        seen.append(tuple(co.part))
+        scorer = _Scorer(co, kind, n_threads, device, engine)
+        kept.append(scorer.scored(_bh_cut(min(bound, co.n_tests), co.n_tests, alpha)))
+        n_pairs += co.n_pairs
+    if co is None:
+        raise ValueError("No counts to build a graph from: `parts` is empty.")
+    rank, size, n = coord.world.rank, coord.world.size, co.part[1]
+    mine = [(k, n) for k in range(rank * (n // size), (rank + 1) * (n // size))]
+    if n % size or seen != mine:
+        raise ValueError(
+            f"The counts are parts {[k for k, _ in seen]} of {n} of the pairs, not rank "
+            f"{rank}'s {n // size} parts of {n} in order; count them with "
+            f"`part`=({rank}, {size}) (count_in_parts)."
+        )
+    row, col, a, p = scorer._joined(kept)
+    s = p <= _bh_cut(_total(coord, n_pairs), co.n_tests, alpha)
+    pairs = coord.concat((row[s], col[s], a[s], p[s]))
     return _graph(co, pairs, kind, alpha, min_count, lambda usable, w, p, q: usable & (q <= alpha))
 
 
