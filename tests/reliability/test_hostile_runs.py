@@ -33,6 +33,15 @@ def test_a_sweep_read_from_another_directory_gives_its_own_members(tmp_path, mon
     assert [p.resolve() for _, p in members] == [
         (tmp_path / "a" / "sw" / f"k-{v}" / "seed-0").resolve() for v in (2, 4)
     ]
+    # the report finds the atlas's SAE among the same sweep's members, not the other's
+    from saeatlas.report.data import _member
+    from saeatlas.sweep.sweep import SweepPoint
+
+    pts = [SweepPoint(v, f"sw/k-{v}/seed-0", 0.1, float(v), 0.0, None, True) for v in (2, 4)]
+    assert _member(pts, str(tmp_path / "a" / "sw" / "k-4" / "seed-0"), tmp_path / "a" / "sw") == 1
+    assert (
+        _member(pts, str(tmp_path / "b" / "sw" / "k-4" / "seed-0"), tmp_path / "a" / "sw") is None
+    )
 
 
 @contextmanager

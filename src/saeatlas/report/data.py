@@ -20,7 +20,7 @@ import pandas as pd
 from ..capture.layouts import unit_label
 from ..errors import ConfigError
 from ..structure.atlas import OPTIONAL_TABLES, Atlas, AtlasFileError
-from ..sweep.sweep import SWEEP_JSON, UNSTABLE, SweepPoint
+from ..sweep.sweep import SWEEP_JSON, UNSTABLE, SweepPoint, member_dir
 from ..train.trainer import METRICS
 
 log = logging.getLogger(__name__)
@@ -344,7 +344,7 @@ def _other_layers(sweep: SweepInfo, summary: dict[str, Any]) -> str | None:
     another store cannot say why the atlas's sparsity was chosen."""
     if not sweep.points:
         return None
-    cfg = _resolve(sweep.points[0].path, sweep.path.parent) / "cfg.json"
+    cfg = member_dir(sweep.path, sweep.points[0].path) / "cfg.json"
     try:
         theirs = [l["name"] for l in json.loads(cfg.read_text()).get("layers") or []]
     except (OSError, ValueError, TypeError, KeyError):
@@ -361,7 +361,7 @@ def _member(points: list[SweepPoint], sae_path: str | None, sweep_path: Path) ->
         return None
     target = Path(sae_path).resolve()
     for i, p in enumerate(points):
-        if _resolve(p.path, sweep_path.parent).resolve() == target:
+        if member_dir(sweep_path, p.path).resolve() == target:
             return i
     return None
 

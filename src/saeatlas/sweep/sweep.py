@@ -346,8 +346,22 @@ def sweep_members(sweep_dir: str | Path) -> tuple[str, list[tuple[float, Path]]]
             f"'{path}' holds no readable {SWEEP_JSON} ({e}); give the directory that "
             "`saeatlas sweep --out` wrote."
         ) from e
-    # members are saved under the sweep directory as <over>-<value>/seed-<s>; the path
-    # recorded is as the sweep saw its --out (relative to where it ran), so the sweep's
-    # own member comes first: another directory's SWEEP/k-8/seed-0 is another sweep's
-    own = [path / p.parent.name / p.name for _, p in members]
-    return over, [(v, o if o.exists() else p) for (v, p), o in zip(members, own)]
+    return over, [(v, member_dir(path, p)) for v, p in members]
+
+
+def member_dir(sweep_dir: str | Path, recorded: str | Path) -> Path:
+    """The directory of the sweep member recorded in ``sweep_dir``'s sweep.json as
+    ``recorded``. Members are saved under the sweep directory as
+    ``<over>-<value>/seed-<s>``; the path recorded is as the sweep saw its --out
+    (relative to where it ran), so the sweep's own member comes first: another
+    directory's ``SWEEP/k-8/seed-0`` is another sweep's. Then the path as written,
+    then relative to the sweep directory's parent (a sweep moved with its
+    directory)."""
+    sweep_dir, recorded = Path(sweep_dir), Path(recorded)
+    own = sweep_dir / recorded.parent.name / recorded.name
+    if own.exists():
+        return own
+    if recorded.is_absolute() or recorded.exists():
+        return recorded
+    beside = sweep_dir.parent / recorded
+    return beside if beside.exists() else recorded
