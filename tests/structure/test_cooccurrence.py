@@ -4,7 +4,7 @@ import scipy.sparse as sp
 from scipy.stats import false_discovery_control, hypergeom
 
 from saeatlas.structure.graph.cooccurrence import count_cooccurrence, count_in_parts, latent_blocks
-from saeatlas.structure.graph.edges import build_graph, build_graph_in_parts, densest_graph
+from saeatlas.structure.graph.edges import build_graph, densest_graph
 from saeatlas.structure.graph.hypergeom import (
     TAIL_SCIPY,
     TAIL_SUM,
@@ -445,7 +445,7 @@ def test_a_graph_built_one_part_at_a_time_equals_the_graph_of_all_counts(window)
     ]
     assert sum(co.n_pairs for co in parts) == whole_counts.n_pairs
     assert max(co.n_pairs for co in parts) < 0.4 * whole_counts.n_pairs
-    g = build_graph_in_parts((bound, iter(parts)))
+    g = build_graph((bound, iter(parts)))
     assert g.n_edges > 20
     for field in ("row", "col", "weight", "count", "p", "q", "n_fire"):
         np.testing.assert_array_equal(getattr(g, field), getattr(whole, field))
@@ -454,4 +454,4 @@ def test_a_graph_built_one_part_at_a_time_equals_the_graph_of_all_counts(window)
     bound, parts = count_in_parts(codes, **kw)
     assert [co.part for co in parts] == [(0, 1)]
     with pytest.raises(ValueError, match=r"parts \[1\] of 2 of the pairs, not rank 0's 2 parts"):
-        build_graph_in_parts((bound, iter([count_cooccurrence(codes, part=(1, 2))])))
+        build_graph((bound, iter([count_cooccurrence(codes, part=(1, 2))])))

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from ..._coordinator import Coordinator, solo
 from .codes import Codes
 from .cooccurrence import count_cooccurrence, count_in_parts
-from .edges import FeatureGraph, build_graph_in_parts, densest_graph
+from .edges import FeatureGraph, build_graph, densest_graph
 from .finders import core_members, make_finder, make_levels
 from .firing import Firing
 from .units import UnitModules, attribution, project_modules
@@ -63,7 +63,7 @@ def cooccurrence_graph(
     )
     kw = dict(kind=cfg.affinity, alpha=cfg.edge_alpha, device=cfg.device, coord=coord)
     if n_edges is None:  # the counts of many rows: one part of them at a time
-        return build_graph_in_parts(count_in_parts(fires, **count), **kw)
+        return build_graph(count_in_parts(fires, **count), **kw)
     # density-matched null graphs are counted on the null rows only (`null_rows`)
     return densest_graph(count_cooccurrence(fires, **count), n_edges, usable_only=True, **kw)
 

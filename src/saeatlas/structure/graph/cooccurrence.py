@@ -199,12 +199,13 @@ def count_in_parts(
 
     Returns ``(bound, parts)``: ``bound`` is the pair work of all latents (every rank
     computes the same one), an upper bound on the stored pairs of all parts, which
-    :func:`.edges.build_graph_in_parts` needs for its p cut before it has seen them;
+    :func:`.edges.build_graph` needs for its p cut before it has seen them;
     ``parts`` yields the counts of ``part``'s latents in ``n_sub`` consecutive blocks,
     ``n_sub`` the one every rank computes from the pair work (1 while the counts fit),
     each a :class:`Cooccurrence` of part ``(k * n_sub + s, n_parts * n_sub)``. The
-    firings are binarised (and pooled into windows) once for all of them. At 65,536
-    latents x 1M rows at L0 32 the pairs counted whole held about 1 GB."""
+    firings are binarised (and pooled into windows) once for all of them. Held
+    whole, the counts grow with the rows: one entry for every pair that fires together
+    once."""
     k, n_parts = _check_part(part)
     counter = _Counter(codes, window, samples, None, None, n_threads, device, engine)
     work = pair_work(counter.fires)

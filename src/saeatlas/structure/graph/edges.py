@@ -77,7 +77,7 @@ class FeatureGraph:
 
 
 def build_graph(
-    co: Cooccurrence,
+    co: Cooccurrence | tuple[int, Iterable[Cooccurrence]],
     *,
     kind: str = "phi",
     alpha: float = 0.05,
@@ -112,36 +112,23 @@ def build_graph(
         coord: the ranks of a ``torchrun`` job, each holding its part of the counts
             (``co.part == (rank, W)``); every rank returns the whole graph. None: a
             process on its own, with all the counts.
-    """
-    coord = _check_coord(co, coord)
-    return _significant(
-        [co], _total(coord, co.n_pairs), kind, alpha, min_count, n_threads, device, engine, coord
-    )
 
-
-def build_graph_in_parts(
-    counted: tuple[int, Iterable[Cooccurrence]],
-    *,
-    kind: str = "phi",
-    alpha: float = 0.05,
-    min_count: int = 5,
-    n_threads: int | None = None,
-    device: str | torch.device | None = None,
-    engine: str = "auto",
-    coord: Coordinator | None = None,
-) -> FeatureGraph:
-    """:func:`build_graph` of counts that come one part at a time
+    ``co`` may also be counts that come one part at a time
     (:func:`.cooccurrence.count_in_parts`: ``(bound, parts)``), each part dropped once
     its pairs are tested: the same graph, holding one part of the counts at a time.
-
     The p cut needs the number of stored pairs before the parts are counted, so the
     parts are tested at the cut of ``bound`` (at least the pairs stored), which keeps
     every pair the exact cut keeps and a few more; once all are counted, the pairs
-    above the exact cut are dropped, so the edges, p- and q-values are those of
-    :func:`build_graph` on all the counts. Under ``torchrun`` each rank passes the parts of its
-    block of latents (``part=(rank, W)``)."""
-    coord = coord if coord is not None else solo()
-    bound, parts = counted
+    above the exact cut are dropped, so the edges, p- and q-values are those of all
+    the counts at once. Under ``torchrun`` each rank passes the parts of its block of
+    latents (``part=(rank, W)``).
+    """
+    if isinstance(co, Cooccurrence):
+        coord = _check_coord(co, coord)
+        bound, parts = _total(coord, co.n_pairs), [co]
+    else:
+        coord = coord if coord is not None else solo()
+        bound, parts = co
     return _significant(parts, bound, kind, alpha, min_count, n_threads, device, engine, coord)
 
 
