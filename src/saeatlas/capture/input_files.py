@@ -40,7 +40,7 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
             if t.is_floating_point() and t.dtype not in (torch.float16, torch.float64):
                 t = t.float()
             return t.numpy()
-        except (TypeError, NotImplementedError) as e:  # packed float4: no conversion
+        except (TypeError, RuntimeError) as e:  # packed float4: torch has no conversion
             raise InputsError(
                 f"'{path}' holds a tensor of dtype {t.dtype}, which cannot be read as an "
                 "array; save it as float32, integer token ids or bool."
