@@ -9,6 +9,7 @@ from sklearn.metrics import adjusted_rand_score
 from saeatlas.errors import ShapeError
 from saeatlas.sae import SAEConfig, SparseAutoencoder
 from saeatlas.store import ActivationStore, LayerSpec
+from saeatlas.structure.graph import codes as codes_module
 from saeatlas.structure.graph.codes import encode_store
 from saeatlas.structure.graph.finders import LeidenModules
 from saeatlas.structure.graph.units import (
@@ -125,6 +126,27 @@ def test_attribution_and_projection_by_hand():
     sized = project_modules(big, np.array([0, 0, 1]), 2, min_enrichment=0.85)
     assert sized.module.tolist() == [0, 0, 1]
     assert not sized.shared[0]  # the small module writes a quarter of what the big one does
+
+
+def test_attribution_of_a_resample_equals_that_of_the_drawn_rows_copied(monkeypatch):
+    # the bootstrap members' attribution weighs each row by how often it was drawn
+    # (codes.weighted_sq_sum) instead of copying the drawn rows: the same moments
+    rng = np.random.default_rng(0)
+    dense = rng.random((300, 40)) * (rng.random((300, 40)) < 0.1)
+    matrix = sp.csr_matrix(dense.astype(np.float32))
+    sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=5, d_sae=40, k=3))
+    rows = rng.integers(0, 300, size=280)  # repeats, and some rows never drawn
+
+    class Fake:
+        pass
+
+    codes, drawn = Fake(), Fake()
+    codes.matrix, codes.unit_std, codes.n_rows = matrix, rng.random(5) + 0.5, 300
+    drawn.unit_std, drawn.n_rows = codes.unit_std, rows.size
+    drawn.act_sq_sum = (dense[rows].astype(np.float32).astype(np.float64) ** 2).sum(0)
+    monkeypatch.setattr(codes_module, "WEIGHTED_ROWS", 32)  # several blocks of rows
+    got = attribution(sae, codes, rows)
+    np.testing.assert_allclose(got, attribution(sae, drawn), rtol=1e-12, atol=0)
 
 
 def test_cleaned_unit_graph_finds_blocks_a_global_mode_hides():

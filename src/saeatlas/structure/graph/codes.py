@@ -322,6 +322,26 @@ def _codes(
     )
 
 
+def weighted_sq_sum(matrix: sp.csr_matrix, weights: np.ndarray) -> np.ndarray:
+    """``[d_sae]`` float64 ``sum_r weights[r] * matrix[r, i] ** 2``: the feature moment of
+    a resample of the rows (``weights``: how often each row was drawn) without copying
+    the drawn rows; one block of rows' float64 squares at a time."""
+    n, d = matrix.shape
+    out = np.zeros(d, dtype=np.float64)
+    for s in range(0, n, WEIGHTED_ROWS):
+        lo, hi = matrix.indptr[s], matrix.indptr[min(n, s + WEIGHTED_ROWS)]
+        w = np.repeat(
+            weights[s : s + WEIGHTED_ROWS], np.diff(matrix.indptr[s : s + WEIGHTED_ROWS + 1])
+        )
+        sq = matrix.data[lo:hi].astype(np.float64) ** 2
+        out += np.bincount(matrix.indices[lo:hi], weights=sq * w, minlength=d)
+    return out
+
+
+#: Rows per block of :func:`weighted_sq_sum`.
+WEIGHTED_ROWS = 1 << 16
+
+
 def strong_firing(matrix: sp.csr_matrix, min_activation: float) -> sp.csr_matrix:
     """Codes with each feature's weak activations dropped: an entry stays when it is at
     least ``min_activation`` times the feature's 99th-percentile activation.

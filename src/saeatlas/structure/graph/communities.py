@@ -17,14 +17,13 @@ computes its item, since an item never meets the other ranks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..._coordinator import Coordinator, solo
-from .codes import Codes
 from .cooccurrence import count_cooccurrence, count_in_parts
 from .edges import FeatureGraph, build_graph, densest_graph
 from .finders import core_members, make_finder, make_levels
@@ -157,10 +156,12 @@ def find_levels(
     codes = f.codes
     if rows is None:
         fires, samples = f.fires, codes.samples
-    else:
-        fires, codes = f.fires[rows], _resampled(codes, rows, samples)
+    else:  # the pattern only, which is all the counting reads: no copy of the values
+        pattern = (np.ones(f.fires.nnz, bool), f.fires.indices, f.fires.indptr)
+        fires = sp.csr_array(pattern, shape=f.fires.shape)[rows]
     graph = cooccurrence_graph(fires, samples, cfg, coord=coord)
-    attr = attribution(f.sae, codes)
+    del fires
+    attr = attribution(f.sae, codes, rows)
     out = []
     for finder in make_levels(cfg) if finders is None else finders:
         finder = finder.fit(graph.adjacency)
@@ -171,18 +172,3 @@ def find_levels(
         units = project_modules(attr, labels, n_modules, cfg.min_enrichment)
         out.append(Modules(graph, finder, labels, units, attr))
     return out
-
-
-def _resampled(codes: Codes, rows: np.ndarray, samples: np.ndarray) -> Codes:
-    """``codes`` on ``rows`` (with repeats), feature moments recomputed; unit moments
-    are those of all rows."""
-    raw = codes.matrix[rows]
-    d = codes.d_sae
-    return replace(
-        codes,
-        matrix=raw,
-        rows=codes.rows[rows],
-        samples=samples,
-        act_sum=np.bincount(raw.indices, weights=raw.data, minlength=d),
-        act_sq_sum=np.bincount(raw.indices, weights=raw.data.astype(np.float64) ** 2, minlength=d),
-    )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -152,10 +152,17 @@ def _significant(parts, bound, kind, alpha, min_count, n_threads, device, engine
             f"{rank}'s {n // size} parts of {n} in order; count them with "
             f"`part`=({rank}, {size}) (count_in_parts)."
         )
-    row, col, a, p = scorer._joined(kept)
-    s = p <= _bh_cut(_total(coord, n_pairs), co.n_tests, alpha)
-    pairs = coord.concat((row[s], col[s], a[s], p[s]))
-    return _graph(co, pairs, kind, alpha, min_count, lambda usable, w, p, q: usable & (q <= alpha))
+    head = replace(co, counts=sp.csr_array(co.counts.shape, dtype=co.counts.dtype))
+    row, col, a, p = _joined(kept, head.counts.dtype)  # empties `kept`
+    del co, scorer  # the last part's counts
+    s = np.flatnonzero(p <= _bh_cut(_total(coord, n_pairs), head.n_tests, alpha))
+    row, col, a, p = coord.concat((row[s], col[s], a[s], p[s]))
+    # q-values rank every pair under the exact cut; only those with q <= alpha and
+    # enough joint firings can be edges, so affinities are computed for those alone
+    q = benjamini_hochberg(p, n_tests=head.n_tests)
+    s = np.flatnonzero((q <= alpha) & (a >= min_count))
+    pairs = row[s], col[s], a[s], p[s]
+    return _graph(head, pairs, kind, alpha, min_count, lambda usable, w, p, q: usable, q[s])
 
 
 def densest_graph(
@@ -311,13 +318,25 @@ class _Scorer:
             )
 
     def _joined(self, kept: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-        # one dtype per field whatever the part's index width, so the ranks' parts join
-        return tuple(
-            np.concatenate([k[f] for k in kept]).astype(dtype, copy=False)
-            if kept
+        return _joined(kept, self.co.counts.dtype)
+
+
+def _joined(kept: list[tuple[np.ndarray, ...]], count_dtype) -> tuple[np.ndarray, ...]:
+    """The chunks' (row, col, count, p) joined, field by field, each field's chunks dropped
+    once joined (``kept`` is emptied): one dtype per field whatever the part's index
+    width, so the ranks' parts join."""
+    chunks = [list(k) for k in kept]
+    kept.clear()
+    out = []
+    for f, dtype in enumerate((np.int32, np.int32, count_dtype, np.float64)):
+        out.append(
+            np.concatenate([k[f] for k in chunks]).astype(dtype, copy=False)
+            if chunks
             else np.zeros(0, dtype)
-            for f, dtype in enumerate((np.int32, np.int32, self.co.counts.dtype, np.float64))
         )
+        for k in chunks:
+            k[f] = None
+    return tuple(out)
 
 
 def _graph(
@@ -327,11 +346,14 @@ def _graph(
     alpha: float,
     min_count: int,
     select: Callable[..., np.ndarray],
+    q: np.ndarray | None = None,
 ) -> FeatureGraph:
-    """The graph of the scored ``pairs`` that ``select(usable, w, p, q)`` keeps."""
+    """The graph of the scored ``pairs`` that ``select(usable, w, p, q)`` keeps (``q``: their
+    q-values, when they were ranked among more pairs than these)."""
     row, col, a, p = pairs
     n_fire, n = co.n_fire, co.n_rows
-    q = benjamini_hochberg(p, n_tests=co.n_tests)
+    if q is None:
+        q = benjamini_hochberg(p, n_tests=co.n_tests)
     w = affinity_fn(kind)(a, n_fire[row], n_fire[col], n)
     s = select((w > 0) & (a >= min_count), w, p, q)
     row, col, a, p, q, w = row[s], col[s], a[s], p[s], q[s], w[s]

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 import torch
 
 from ...sae import SparseAutoencoder
-from .codes import Codes
+from .codes import Codes, weighted_sq_sum
 from .finders import onehot
 
 #: Features whose attribution is computed at once (bounds the float64 temporaries).
@@ -38,9 +38,13 @@ ATTRIBUTION_FEATURES = 1 << 14
 
 
 @torch.no_grad()
-def attribution(sae: SparseAutoencoder, codes: Codes) -> np.ndarray:
+def attribution(sae: SparseAutoencoder, codes: Codes, rows: np.ndarray | None = None) -> np.ndarray:
     """``[d_sae, n_units]`` energy each feature writes into each unit, per row on average,
     with units standardised: ``E[f_i^2] (W_dec[i, u] / std_u)^2``.
+
+    ``rows``: ``E[f_i^2]`` over these rows of the codes, with repeats (a bootstrap
+    resample; :func:`.codes.weighted_sq_sum`, no copy of the codes); the units' std is
+    that of all rows.
 
     Computed in torch where the decoder is (the analysis's device), in blocks of
     :data:`ATTRIBUTION_FEATURES` features written into the host result, so memory is
@@ -49,7 +53,11 @@ def attribution(sae: SparseAutoencoder, codes: Codes) -> np.ndarray:
     W = sae.W_dec.detach()
     std = np.where(codes.unit_std > 0, codes.unit_std, 1.0)
     std = torch.from_numpy(std).to(W.device)
-    e2 = torch.from_numpy(codes.act_sq_sum / max(codes.n_rows, 1)).to(W.device)
+    if rows is None:
+        sq, n = codes.act_sq_sum, codes.n_rows
+    else:
+        sq, n = weighted_sq_sum(codes.matrix, np.bincount(rows, minlength=codes.n_rows)), rows.size
+    e2 = torch.from_numpy(sq / max(n, 1)).to(W.device)
     out = np.empty(tuple(W.shape), dtype=np.float64)
     for s in range(0, W.shape[0], ATTRIBUTION_FEATURES):
         sl = slice(s, s + ATTRIBUTION_FEATURES)
