@@ -1,0 +1,89 @@
+"""SAEs of other tools against the store's layers, and back out (eighth sweep): a
+SAELens SAE names its hook point in `metadata.hook_name`, which was ignored, so an SAE
+of one layer was analysed on another layer of the same width without a word, and a
+store holding its layer beside others was refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+HOOK = "blocks.1.hook_resid_post"
+
+
+def _saelens_sae(tmp_path, hook=HOOK, old=False):
+    """The SAELens topk fixture (d_in 16) trained on ``hook`` (the top-level key of
+    configs older than SAELens 6 with ``old``)."""
+    sae = shutil.copytree(FIXTURES / "saelens" / "topk", tmp_path / "sae")
+    cfg = json.loads((sae / "cfg.json").read_text())
+    if old:
+        cfg["hook_name"] = hook
+    else:
+        cfg["metadata"]["hook_name"] = hook
+    (sae / "cfg.json").write_text(json.dumps(cfg))
+    return sae
+
+
+def _store(tmp_path, names):
+    x = np.random.default_rng(0).normal(size=(40, 16 * len(names))).astype(np.float32)
+    np.save(tmp_path / "acts.npy", x)
+    layers = [{"name": n, "start": 16 * i, "stop": 16 * (i + 1)} for i, n in enumerate(names)]
+    (tmp_path / "acts.layers.json").write_text(json.dumps(layers))
+    return tmp_path / "acts.npy"
+
+
+@pytest.mark.parametrize("old", [False, True])
+def test_a_saelens_sae_reads_the_store_layer_its_hook_names(tmp_path, old):
+    # the store holds the hook's layer beside another: refused as "16 units ... the
+    # store has 32", though the layer the SAE was trained on is there by name
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.sae.model import sae_layers
+    from saeatlas.store import ActivationStore
+
+    sae = SparseAutoencoder.load(_saelens_sae(tmp_path, old=old))
+    store = ActivationStore.open(_store(tmp_path, ["blocks.0.hook_resid_post", HOOK]))
+    assert [(l.name, l.start, l.stop) for l in sae_layers(sae, store)] == [(HOOK, 16, 32)]
+
+
+def test_a_saelens_sae_of_another_hook_is_named_when_analysed(tmp_path):
+    # a store of one other layer of the same width was read as the SAE's input without
+    # a word (an SAE of block 1 mapped on block 0's units)
+    from saeatlas.errors import ShapeError
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.sae.model import sae_layers
+    from saeatlas.store import ActivationStore
+
+    sae = SparseAutoencoder.load(_saelens_sae(tmp_path))
+    store = ActivationStore.open(_store(tmp_path, ["blocks.0.hook_resid_post"]))
+    with pytest.warns(UserWarning, match=f"trained on the hook '{HOOK}'.*no layer of that name"):
+        sae_layers(sae, store)
+    wide = ActivationStore.open(_store(tmp_path, ["a", "b"]))
+    with pytest.raises(ShapeError, match=f"SAELens's `hook_name` '{HOOK}'"):
+        sae_layers(sae, wide)
+
+
+def test_a_saelens_sae_exported_again_keeps_its_hook_and_weights(tmp_path):
+    # the export of an imported SAELens SAE wrote no hook_name (and none of its metadata)
+    from safetensors.torch import load_file
+
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.sae.saelens import export_saelens
+
+    src = _saelens_sae(tmp_path)
+    assert export_saelens(SparseAutoencoder.load(src), tmp_path / "out") == {HOOK: tmp_path / "out"}
+    before, after = (json.loads((d / "cfg.json").read_text()) for d in (src, tmp_path / "out"))
+    assert {k: v for k, v in after["metadata"].items() if k in before["metadata"]} == before[
+        "metadata"
+    ]
+    assert {k: after.get(k) for k in before if k != "metadata"} == {
+        k: v for k, v in before.items() if k != "metadata"
+    }
+    w0, w1 = (load_file(d / "sae_weights.safetensors") for d in (src, tmp_path / "out"))
+    assert w0.keys() == w1.keys()
+    for k in w0:  # bit for bit
+        assert w0[k].dtype == w1[k].dtype and w0[k].numpy().tobytes() == w1[k].numpy().tobytes()
