@@ -87,6 +87,13 @@ class NeuronpediaConfig:
         if not isinstance(self.sae_set, str) or not self.sae_set.strip():
             # every batch would name no SAE set, which Neuronpedia's upload refuses
             raise ConfigError(f"`sae_set` (--sae-set) must name the SAE set, got {self.sae_set!r}.")
+        try:  # bytes that are not UTF-8 on the command line arrive as lone surrogates
+            self.sae_set.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ConfigError(
+                f"`sae_set` (--sae-set) {self.sae_set!r} is not Unicode text ({e.reason}), "
+                "which every batch file names; give a name in UTF-8."
+            ) from e
 
 
 def export_neuronpedia(
