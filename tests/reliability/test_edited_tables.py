@@ -120,3 +120,18 @@ def test_a_key_given_twice_in_atlas_json_is_refused(tmp_path, run_cli):
     (atlas / "atlas.json").write_text(edited)
     one_line(cli("report", atlas), "the key 'verdict' is given twice", "atlas.json")
     assert not (atlas / "report.html").exists()
+
+
+@pytest.mark.parametrize("name", ["flows.parquet", "atlas.json", "units.parquet"])
+def test_a_folder_in_place_of_an_atlas_file_is_refused(tmp_path, run_cli, name):
+    # pyarrow reads a folder as an empty dataset: a report dropped the flows without a
+    # word, and named units.parquet as lacking its columns
+    import shutil
+
+    cli, one_line = run_cli
+    atlas = _atlas_of_two_layers(tmp_path / "atlas")
+    (atlas / name).unlink()
+    (atlas / name).mkdir()
+    shutil.copy(atlas / "modules.parquet", atlas / name / "part-0.parquet")
+    one_line(cli("report", atlas), "has folders where its files go", name)
+    assert not (atlas / "report.html").exists()

@@ -161,6 +161,18 @@ class Atlas:
                 f"'{path}' is not a complete atlas (no {ATLAS_JSON}); run `saeatlas analyze` "
                 "to make one."
             )
+        # a folder is read by pyarrow as an empty dataset: an optional table was dropped
+        # without a word, a required one named as lacking its columns
+        folders = [
+            p.name
+            for p in [meta] + [path / f"{n}.parquet" for n in TABLES + OPTIONAL_TABLES]
+            if p.is_dir()
+        ]
+        if folders:
+            raise AtlasFileError(
+                f"The atlas at '{path}' has folders where its files go ({', '.join(folders)}); "
+                "move them away and rerun `saeatlas analyze` with --overwrite."
+            )
         missing = [f"{name}.parquet" for name in TABLES if not (path / f"{name}.parquet").exists()]
         if missing:
             raise AtlasFileError(
