@@ -303,11 +303,18 @@ def _facts(
 ) -> dict[str, Any]:
     """What the ranks of one analysis must share: the settings, the SAEs' weights and
     the store (its layers, rows and unit statistics)."""
+    manifest = store.manifest
     return {
         "settings": cfg.to_json(),
         "SAE": sae_fingerprint(sae),
         "seed SAEs": [sae_fingerprint(o) for o in others],
         "store": store_fingerprint(store),
+        # the fingerprint reads the first 64 rows only, and each rank reads its own share
+        # of the rows: a store whose later shards differ (another copy under that path on
+        # another node) is known by its shards' sha256, which its manifest holds
+        "store's shards": None
+        if manifest is None
+        else [[s.sha256 for s in manifest.shards], manifest.rows_sha256],
     }
 
 
