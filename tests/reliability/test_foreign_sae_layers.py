@@ -113,3 +113,23 @@ def test_a_bfloat16_jumprelu_sae_keeps_its_thresholds(tmp_path):
     export_saelens(sae, tmp_path / "out")
     back = load_file(tmp_path / "out" / "sae_weights.safetensors")
     assert all(back[k].dtype == torch.bfloat16 and torch.equal(back[k], w[k]) for k in w)
+
+
+def test_an_atlas_of_a_saelens_sae_exports_the_layer_its_hook_names(tmp_path):
+    # export-neuronpedia checked the SAE's width against the whole store on its own
+    # ("reads 16 units but the store gives 32"), not the layer the atlas was made from
+    from saeatlas.export import export_neuronpedia, read_batches
+    from saeatlas.structure import AtlasConfig, map_structure
+
+    sae = _saelens_sae(tmp_path)
+    x = np.abs(np.random.default_rng(0).normal(size=(300, 32))).astype(np.float32)
+    np.save(tmp_path / "acts.npy", x)
+    layers = [{"name": "blocks.0.hook_resid_post", "start": 0, "stop": 16}]
+    layers.append({"name": HOOK, "start": 16, "stop": 32})
+    (tmp_path / "acts.layers.json").write_text(json.dumps(layers))
+    cfg = AtlasConfig(n_null=2, nulls=("permutation",), n_examples=2, control=False)
+    atlas = map_structure(sae, tmp_path / "acts.npy", cfg).save(tmp_path / "atlas")
+    assert json.loads((atlas / "atlas.json").read_text())["layers"] == [HOOK]
+    export_neuronpedia(atlas, tmp_path / "np")
+    (batch,) = read_batches(tmp_path / "np")
+    assert batch["layer"] == 1 and len(batch["features"]) > 0
