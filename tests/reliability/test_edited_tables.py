@@ -39,6 +39,7 @@ def _atlas_of_two_layers(path):
                 n_units=[2],
                 n_features=[1],
                 n_shared_units=[1],
+                preferred_label=["x"],
                 significant=[True],
                 layer_profile=[[0.5, 0.5]],
                 layer_mass=[[0.6, 0.4]],
@@ -46,6 +47,7 @@ def _atlas_of_two_layers(path):
         ),
         summary={
             "layers": ["a", "b"],
+            "label_classes": ["x", "y"],
             # the next finer scale's reproducible modules are the units' submodules
             "ensemble": {"levels": [{"chosen": True}, {"n_reproducible_modules": 2}]},
         },
@@ -95,6 +97,7 @@ def _row(column, i, value):
         ("units", _row("coupling", 1, -1.2), "`coupling` of units.parquet"),
         ("units", _row("submodule", 1, 2), "`submodule` of units.parquet"),
         ("units", _row("submodule", 1, -2), "names -2"),
+        ("modules", lambda m: m.assign(preferred_label=["z"]), "`preferred_label`"),
     ],
 )
 def test_report_refuses_lists_and_references_that_disagree(tmp_path, run_cli, name, change, needle):

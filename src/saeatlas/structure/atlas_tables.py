@@ -260,6 +260,19 @@ def _check_references(atlas: Atlas, path: Path, fix: str) -> None:
     n = len(atlas.modules)
     refs = [("flows", col, None, n) for col in ("source_module", "target_module")]
     refs += [("examples", "id", "module", n), ("examples", "id", "feature", len(atlas.features))]
+    classes = atlas.summary.get("label_classes")
+    for name in ("modules", "features") if isinstance(classes, list) else ():
+        # a label the atlas was not profiled against was shown as the one preferred
+        frame = getattr(atlas, name)
+        if "preferred_label" not in frame.columns:
+            continue
+        labels = frame["preferred_label"].dropna()
+        bad = labels[~labels.astype(str).isin([str(c) for c in classes])]
+        if len(bad):
+            raise AtlasFileError(
+                f"`preferred_label` of {name}.parquet in '{path}' names {bad.iloc[0]!r}, not "
+                f"one of atlas.json's `label_classes` {classes[:10]}; {fix}."
+            )
     for name, col, kind, size in refs:
         frame = getattr(atlas, name)
         if col not in frame.columns or frame.empty:
