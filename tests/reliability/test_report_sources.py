@@ -22,3 +22,14 @@ def test_a_report_of_an_atlas_whose_store_moved_says_so(tmp_path, outputs):
     shutil.move(store, tmp_path / "moved")
     fact = next(f for f in header_facts(load_report_data(atlas)) if f.label == "Model")
     assert fact.missing and f"store '{store}', whose manifest names it, is not there" in fact.value
+
+
+def test_a_module_preferring_the_empty_label_says_so():
+    # a label column whose classes include "" (an empty string is a class of its own):
+    # a module preferring it was shown as preferring "–", as a module with no preference
+    from saeatlas.report.cards import _stats, _table_cells
+
+    row = {"selectivity": 0.4, "preferred_label": "", "selectivity_p": 0.01}
+    assert dict(_stats(row, []))["label selectivity"].startswith('0.40, prefers ""')
+    assert _table_cells(row)["label"] == '""'
+    assert _table_cells({**row, "preferred_label": None})["label"] == "–"
