@@ -34,6 +34,7 @@ from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
 from ..inference.draws import draws_z
 from ..inference.outcome import decide
+from ..inputs import check_made_from
 from .units import Ablator
 
 MODES = ("mean", "zero")
@@ -367,6 +368,8 @@ def ablate_atlas(
     """
     if not isinstance(store, ActivationStore):  # its path, as every other stage takes
         store = ActivationStore.open(store)
+    # another capture's means, with the same layers, were set as the ablated units' values
+    check_made_from(atlas.summary, None, store)
     layers, cols = atlas_layers(atlas, store)
     if max_length is None:
         max_length = store.max_length
