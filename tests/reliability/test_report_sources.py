@@ -33,3 +33,15 @@ def test_a_module_preferring_the_empty_label_says_so():
     assert dict(_stats(row, []))["label selectivity"].startswith('0.40, prefers ""')
     assert _table_cells(row)["label"] == '""'
     assert _table_cells({**row, "preferred_label": None})["label"] == "–"
+
+
+def test_a_report_page_under_a_file_is_refused_before_the_work(tmp_path, run_cli, outputs):
+    # `report --out FILE/page.html` drew every figure, then stopped with "Cannot write or
+    # read 'FILE': File exists. Check free space and permissions ... capture and train
+    # continue with --resume"
+    cli, one_line = run_cli
+    (tmp_path / "notes.txt").write_text("mine")
+    one_line(cli("report", outputs.atlas, "--out", tmp_path / "notes.txt" / "r.html"),
+             "notes.txt' exists and is not a directory")  # fmt: skip
+    assert not (outputs.atlas / "figures").exists()
+    assert (tmp_path / "notes.txt").read_text() == "mine"
