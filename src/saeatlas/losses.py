@@ -55,7 +55,8 @@ def class_indices(labels: Any, n_classes: int | None = None) -> np.ndarray:
     else:  # strings, objects
         wrong = np.ones(labels.shape, bool)
     if labels.ndim != 1 or wrong.any():
-        bad = labels[wrong][0].item() if wrong.any() else f"of shape {list(labels.shape)}"
+        bad = labels[wrong][0] if wrong.any() else f"of shape {list(labels.shape)}"
+        bad = bad.item() if isinstance(bad, np.generic) else bad  # None stays None
         which = (
             "" if n_classes is None else f", 0 to {n_classes - 1} (the model gives {top} logits)"
         )

@@ -116,3 +116,12 @@ def test_cli_writes_the_batches_and_refuses_a_model_without_logits(atlas_run, tm
         ],
     )
     assert bad.exit_code == 1 and "no unembedding" in bad.output
+
+
+def test_an_sae_set_that_is_not_unicode_is_refused():
+    # `--sae-set $'\xff'` arrives as a lone surrogate: every batch file named the set
+    # "\udcff", which is valid JSON text but no Unicode (Atlas.load refuses the same)
+    from saeatlas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is not Unicode text"):
+        NeuronpediaConfig(sae_set="set\udcff")

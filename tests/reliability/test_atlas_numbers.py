@@ -120,3 +120,24 @@ def test_an_ablation_of_a_nan_loss_is_refused_not_reported(outputs, dense_atlas,
     store = str(outputs.store) if as_path else ActivationStore.open(outputs.store)
     with pytest.raises(NonFiniteError, match="NaN or Inf on 1 of 300 inputs .the first: input 7"):
         ablate_atlas(atlas, model, x, store, labels=labels, n_random=2)
+
+
+def test_max_unit_corr_is_undefined_for_a_feature_that_never_fires(dense_atlas, outputs):
+    # a dead feature's best unit correlation was 0, and atlas.json's
+    # `features_max_unit_corr_le_0_3` counted it among the features no unit explains
+    # (on a planted store: 0.32 of the features, 0.19 of those that fire)
+    from saeatlas.store import ActivationStore
+
+    atlas, acts, _ = dense_atlas
+    x = ActivationStore.open(outputs.store).read().double().numpy()
+    live = acts.std(axis=0) > 0
+    assert (~live).any() and live.any()
+    x = x[:, x.std(axis=0) > 0]  # a constant unit correlates with nothing
+    xs = (x - x.mean(0)) / x.std(0)
+    a = (acts[:, live] - acts[:, live].mean(0)) / acts[:, live].std(0)
+    best = np.abs(a.T @ xs / len(x)).max(axis=1)
+    f = atlas.features["max_unit_corr"].to_numpy()
+    assert np.isnan(f[~live]).all()
+    np.testing.assert_allclose(f[live], best, atol=1e-9)
+    share = atlas.summary["features_max_unit_corr_le_0_3"]
+    assert share == pytest.approx((best <= 0.3).mean())

@@ -151,3 +151,21 @@ def test_an_atlas_replaced_while_it_is_read_is_refused(tmp_path, made, monkeypat
     monkeypatch.setattr(atlas_mod.pq, "read_table", swap_then_read)
     with pytest.raises(AtlasFileError, match="was replaced .* while it was read"):
         atlas_mod.Atlas.load(tmp_path / "atlas")
+
+
+def test_an_ablation_refuses_the_means_of_another_store(tmp_path, outputs):
+    # `ablate_atlas(atlas, model, inputs, store)` with a capture of other inputs through
+    # the same layers: the ablated units were set to that capture's means without a word
+    from saeatlas.capture import load_model
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure import AtlasConfig, map_structure
+    from saeatlas.structure.causal.ablation import ablate_atlas
+
+    atlas = map_structure(outputs.sae, outputs.store, AtlasConfig(n_null=2, nulls=("permutation",)))
+    other = np.load(outputs.npy)[::-1].copy()  # the same rows in another order
+    np.save(tmp_path / "other.npy", other)
+    shutil.copy(outputs.root / "acts.layers.json", tmp_path / "other.layers.json")
+    model = load_model(outputs.model).model
+    x = np.load(outputs.inputs)[:8]
+    with pytest.raises(ConfigError, match="is not the one the atlas was made from"):
+        ablate_atlas(atlas, model, x, tmp_path / "other.npy", loss_fn=lambda o, b: o.sum(1))

@@ -17,7 +17,13 @@ def _atlas_of_two_layers(path):
     atlas = Atlas(
         units=pd.DataFrame(
             dict(unit=[0, 1, 2, 3], layer=["a", "a", "b", "b"], index=[0, 1, 0, 1])
-        ).assign(module=[0, -1, 0, -1]),
+        ).assign(
+            module=[0, -1, 0, -1],
+            membership=[0.9, 0.0, 0.8, 0.0],
+            coupling=[0.5, 0.0, 0.4, 0.0],
+            shared=[True, False, False, False],
+            submodule=[0, -1, 1, -1],
+        ),
         features=pd.DataFrame(
             dict(
                 feature=[0, 1],
@@ -32,12 +38,19 @@ def _atlas_of_two_layers(path):
                 module=[0],
                 n_units=[2],
                 n_features=[1],
+                n_shared_units=[1],
+                preferred_label=["x"],
                 significant=[True],
                 layer_profile=[[0.5, 0.5]],
                 layer_mass=[[0.6, 0.4]],
             )
         ),
-        summary={"layers": ["a", "b"]},
+        summary={
+            "layers": ["a", "b"],
+            "label_classes": ["x", "y"],
+            # the next finer scale's reproducible modules are the units' submodules
+            "ensemble": {"levels": [{"chosen": True}, {"n_reproducible_modules": 2}]},
+        },
         examples=pd.DataFrame(
             dict(kind=["feature", "module"], id=[0, 0], rank=[1, 1], row=[3, 3])
         ).assign(activation=[2.0, 2.0]),
@@ -77,6 +90,14 @@ def _row(column, i, value):
         ("features", lambda f: f.assign(firing_density=[0.2, 2.0]), "`firing_density`"),
         ("modules", lambda m: m.assign(correlation_jaccard=[1.5]), "`correlation_jaccard`"),
         ("modules", lambda m: m.assign(selectivity_p=[-0.1]), "`selectivity_p`"),
+        # eighth sweep: each was read as it was, against the rest of the atlas
+        ("modules", lambda m: m.assign(n_shared_units=[2]), "`n_shared_units`"),
+        ("units", _row("shared", 2, True), "`n_shared_units`"),
+        ("units", _row("coupling", 0, 1.5), "`coupling`"),
+        ("units", _row("coupling", 1, -1.2), "`coupling` of units.parquet"),
+        ("units", _row("submodule", 1, 2), "`submodule` of units.parquet"),
+        ("units", _row("submodule", 1, -2), "names -2"),
+        ("modules", lambda m: m.assign(preferred_label=["z"]), "`preferred_label`"),
     ],
 )
 def test_report_refuses_lists_and_references_that_disagree(tmp_path, run_cli, name, change, needle):
@@ -85,4 +106,35 @@ def test_report_refuses_lists_and_references_that_disagree(tmp_path, run_cli, na
     table = atlas / f"{name}.parquet"
     change(pd.read_parquet(table)).to_parquet(table, index=False)
     one_line(cli("report", atlas), needle, f"{name}.parquet", "rerun `saeatlas analyze`")
+    assert not (atlas / "report.html").exists()
+
+
+def test_a_key_given_twice_in_atlas_json_is_refused(tmp_path, run_cli):
+    # JSON parsers disagree on a key given twice (Python keeps the last): the report
+    # showed the second `verdict` while another tool read the first
+    import json
+
+    cli, one_line = run_cli
+    atlas = _atlas_of_two_layers(tmp_path / "atlas")
+    text = (atlas / "atlas.json").read_text()
+    verdict = json.loads(text)["verdict"]
+    edited = text.replace('"verdict":', '"verdict": "modules", "verdict":', 1)
+    assert edited != text and json.loads(edited)["verdict"] == verdict
+    (atlas / "atlas.json").write_text(edited)
+    one_line(cli("report", atlas), "the key 'verdict' is given twice", "atlas.json")
+    assert not (atlas / "report.html").exists()
+
+
+@pytest.mark.parametrize("name", ["flows.parquet", "atlas.json", "units.parquet"])
+def test_a_folder_in_place_of_an_atlas_file_is_refused(tmp_path, run_cli, name):
+    # pyarrow reads a folder as an empty dataset: a report dropped the flows without a
+    # word, and named units.parquet as lacking its columns
+    import shutil
+
+    cli, one_line = run_cli
+    atlas = _atlas_of_two_layers(tmp_path / "atlas")
+    (atlas / name).unlink()
+    (atlas / name).mkdir()
+    shutil.copy(atlas / "modules.parquet", atlas / name / "part-0.parquet")
+    one_line(cli("report", atlas), "has folders where its files go", name)
     assert not (atlas / "report.html").exists()

@@ -39,6 +39,7 @@ import torch
 from .. import __version__
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
+from ..sae.model import sae_layers
 from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
@@ -87,6 +88,13 @@ class NeuronpediaConfig:
         if not isinstance(self.sae_set, str) or not self.sae_set.strip():
             # every batch would name no SAE set, which Neuronpedia's upload refuses
             raise ConfigError(f"`sae_set` (--sae-set) must name the SAE set, got {self.sae_set!r}.")
+        try:  # bytes that are not UTF-8 on the command line arrive as lone surrogates
+            self.sae_set.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ConfigError(
+                f"`sae_set` (--sae-set) {self.sae_set!r} is not Unicode text ({e.reason}), "
+                "which every batch file names; give a name in UTF-8."
+            ) from e
 
 
 def export_neuronpedia(
@@ -133,14 +141,10 @@ def _export(
     sae = _open_sae(sae, atlas)
     store = _open_store(store, atlas)
     check_made_from(atlas.summary, sae, store)
-    layers = [l.name for l in sae.cfg.layers] or None
-    width = store.n_units if layers is None else sum(l.n_units for l in sae.cfg.layers)
-    if width != sae.cfg.d_in:
-        raise ConfigError(
-            f"The SAE reads {sae.cfg.d_in} units but the store gives {width}; give the store it "
-            "was trained on with --acts."
-        )
-    read = layers or [l.name for l in store.layers]
+    # the store layers the SAE reads (by its layer map, or a SAELens SAE's hook name),
+    # their widths checked: as the analysis read them
+    read = [l.name for l in sae_layers(sae, store)]
+    layers = read
     if len(read) > 1:  # Neuronpedia's layout has one layer per SAE
         warnings.warn(
             f"The SAE reads {len(read)} layers ({read[:4]}); each batch names the first's "

@@ -144,7 +144,7 @@ def _stats(r: dict[str, Any], nulls: list[str]) -> list[tuple[str, str]]:
         rows.append(
             (
                 "label selectivity",
-                f"{fmt(r['selectivity'], '.2f')}, prefers {r.get('preferred_label') or '–'} "
+                f"{fmt(r['selectivity'], '.2f')}, prefers {label_text(r.get('preferred_label'))} "
                 f"(p {fmt_p(r.get('selectivity_p'))})",
             )
         )
@@ -159,6 +159,14 @@ def _stats(r: dict[str, Any], nulls: list[str]) -> list[tuple[str, str]]:
     return rows
 
 
+def label_text(label: Any) -> str:
+    """A label class as the page shows it: '–' for none (None, NaN), and the empty
+    string, a class of its own, as "" (it read as no preferred label)."""
+    if label is None or (isinstance(label, float) and label != label):
+        return "–"
+    return '""' if label == "" else str(label)
+
+
 def _table_cells(r: dict[str, Any]) -> dict[str, str]:
     cells = {
         "z": fmt(r.get("z"), ".1f"),
@@ -170,7 +178,7 @@ def _table_cells(r: dict[str, Any]) -> dict[str, str]:
             f"{fmt(r['stability'], '.2f')} {r.get('stability_verdict') or ''}".strip()
         )
     if "preferred_label" in r:
-        cells["label"] = str(r.get("preferred_label") or "–")
+        cells["label"] = label_text(r.get("preferred_label"))
     if "ablation_effect" in r:
         cells["ablation"] = f"{fmt(r['ablation_effect'])} (p {fmt_p(r.get('ablation_p'))})"
     return cells

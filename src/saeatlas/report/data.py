@@ -102,6 +102,9 @@ class ReportData:
     training_note: str
     model: str | None
     """The model's name from the store's provenance, when known."""
+    missing_store: str | None
+    """The store atlas.json names when it is not there (moved or deleted): the model's
+    name and the per-head unit names, which its manifest holds, are then unknown."""
     colours: list[str]
     """One colour per module (index = module id)."""
     unit_names: list[str]
@@ -172,6 +175,7 @@ def load_report_data(
         training=training,
         training_note=training_note,
         model=_model_name(atlas.summary),
+        missing_store=_missing_store(atlas.summary),
         colours=module_colours(len(atlas.modules)),
         unit_names=_unit_names(atlas),
         map_sample=map_sample(atlas.features, max_map_points),
@@ -253,6 +257,11 @@ def _model_name(summary: dict[str, Any]) -> str | None:
     except (OSError, ValueError, AttributeError):  # the report does not need the store
         return None
     return str(model) if model else None
+
+
+def _missing_store(summary: dict[str, Any]) -> str | None:
+    store = summary.get("store")
+    return str(store) if store and not Path(str(store)).exists() else None
 
 
 def _resolve(path: str | Path, base: Path) -> Path:

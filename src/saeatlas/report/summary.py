@@ -32,11 +32,7 @@ def header_facts(data: ReportData) -> list[Fact]:
     """The summary's rows, in reading order."""
     s = data.summary
     return [
-        Fact(
-            "Model",
-            data.model or "not recorded (no `model` in atlas.json or the store's manifest)",
-            missing=not data.model,
-        ),
+        Fact("Model", data.model or _no_model(data), missing=not data.model),
         Fact("Layers", layers_text(data)),
         Fact("Rows analysed", fmt(s.get("n_rows_encoded"), ",.0f")),
         Fact("SAE", sae_text(s)),
@@ -46,6 +42,15 @@ def header_facts(data: ReportData) -> list[Fact]:
         Fact("Stability", stability_text(data), missing=not data.has_stability),
         Fact("Causal check", ablation_text(data), missing=not data.has_ablation),
     ]
+
+
+def _no_model(data: ReportData) -> str:
+    if data.missing_store is not None:
+        return (
+            f"not known: the atlas's store '{data.missing_store}', whose manifest names it, "
+            "is not there (moved or deleted), nor are the heads of per-head units' names"
+        )
+    return "not recorded (no `model` in atlas.json or the store's manifest)"
 
 
 def layers_text(data: ReportData) -> str:

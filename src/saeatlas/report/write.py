@@ -11,7 +11,7 @@ import numpy as np
 from .._progress import progress_bar
 from ..errors import ConfigError
 from ..store.atomic import atomic_write_bytes, replacing_dir, resolve
-from ..store.lock import output_lock
+from ..store.lock import check_writable, output_lock
 from ..structure.atlas_format import is_figure
 from . import effects, figures, maps, plots
 from .cards import module_cards
@@ -67,6 +67,9 @@ def write_report(
     atlas_dir = check_atlas_dir(atlas_dir)  # before its lock: a file is no output to lock
     out = atlas_dir / REPORT_HTML if out is None else Path(out)
     resolve(out.parent)  # a loop of symbolic links is named before the work
+    # the page's folder as every output's (a file there, a folder not writable) before the
+    # work: the figures were drawn, then the page failed with an OS error's words
+    check_writable(out.parent)
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out '{out}' is a directory; give the HTML file to write.")
     if (

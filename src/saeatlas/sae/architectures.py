@@ -149,17 +149,26 @@ class JumpReLU(Architecture):
 
     def add_state(self, sae: nn.Module, dtype: torch.dtype) -> None:
         init = math.log(sae.cfg.jumprelu_init_threshold)
-        sae.log_threshold = nn.Parameter(torch.full((sae.cfg.d_sae,), init, dtype=dtype))
+        # at least float32: a bfloat16 log moved a bfloat16 threshold by up to 0.7% (the
+        # log's own rounding), so an SAE loaded from SAELens fired off its thresholds; in
+        # float32 the threshold comes back exact once rounded to the SAE's dtype
+        log_dtype = torch.promote_types(dtype, torch.float32)
+        sae.log_threshold = nn.Parameter(torch.full((sae.cfg.d_sae,), init, dtype=log_dtype))
+
+    def threshold(self, sae: nn.Module) -> torch.Tensor:
+        """``[d_sae]`` the thresholds in the SAE's dtype (that of its other weights)."""
+        return sae.log_threshold.exp().to(sae.W_enc.dtype)
 
     def activate(self, sae: nn.Module, pre: torch.Tensor) -> torch.Tensor:
-        return jumprelu(pre, sae.log_threshold.exp(), sae.cfg.jumprelu_bandwidth)
+        return jumprelu(pre, self.threshold(sae), sae.cfg.jumprelu_bandwidth)
 
     def save_weights(self, sae: nn.Module) -> dict[str, torch.Tensor]:
-        return {"threshold": sae.log_threshold.exp().detach()}
+        return {"threshold": self.threshold(sae).detach()}
 
     @torch.no_grad()
     def load_weights(self, sae: nn.Module, weights: dict[str, torch.Tensor]) -> None:
-        sae.log_threshold.copy_(weights["threshold"].clamp_min(MIN_THRESHOLD).log())
+        t = weights["threshold"].to(sae.log_threshold.dtype)
+        sae.log_threshold.copy_(t.clamp_min(MIN_THRESHOLD).log())
 
 
 #: Every architecture by name; configs accept exactly these.

@@ -231,6 +231,19 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
     return ours, weights
 
 
+def saelens_hook_name(c: SAEConfig) -> str | None:
+    """The hook point an SAE imported from SAELens was trained on: its ``cfg.json``'s
+    ``metadata.hook_name`` (the top-level ``hook_name`` before SAELens 6), when it names
+    one."""
+    cfg = c.metadata.get("saelens_cfg") if isinstance(c.metadata, dict) else None
+    if not isinstance(cfg, dict):
+        return None
+    meta = cfg.get("metadata")
+    hook = meta.get("hook_name") if isinstance(meta, dict) else None
+    hook = cfg.get("hook_name") if hook is None else hook
+    return hook if isinstance(hook, str) and hook else None
+
+
 def _saelens_dtype(dtype: Any) -> str:
     """The dtype a SAELens SAE computes in (it casts its input to its `dtype`): float16 and
     bfloat16 kept, so that its latents are SAELens's (and an export reads back as it was

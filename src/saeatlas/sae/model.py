@@ -17,6 +17,7 @@ layers (``cfg.layers``); its decoder rows split by layer, and
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,6 +29,7 @@ from ..errors import ShapeError
 from ..store import ActivationStore, LayerSpec
 from .architectures import get_architecture
 from .config import SAEConfig
+from .formats import saelens_hook_name
 from .io import read_sae, write_sae
 
 
@@ -209,15 +211,29 @@ class SparseAutoencoder(nn.Module):
 def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpec, ...]:
     """The store layers an SAE reads, checked against the store's widths."""
     names = [l.name for l in (sae.cfg.layers or ())]
+    known = [l.name for l in store.layers]
     if not names:
+        # an SAE from SAELens names its hook point in its metadata, not in a layer map:
+        # the store's layer of that name (and width) is the one it reads
+        hook = saelens_hook_name(sae.cfg)
+        if hook in known and store.layer(hook).n_units == sae.cfg.d_in:
+            return (store.layer(hook),)
+        trained = f" (SAELens's `hook_name` {hook!r})" if hook is not None else ""
         if sae.cfg.d_in != store.n_units:
             raise ShapeError(
-                f"The SAE reads {sae.cfg.d_in} units but names no layers, and the store "
-                f"has {store.n_units}. Train the SAE on this store, or give the store "
+                f"The SAE reads {sae.cfg.d_in} units{trained} but names no layers, and the "
+                f"store has {store.n_units}. Train the SAE on this store, or give the store "
                 "only the layer it was trained on."
             )
+        if hook is not None:
+            warnings.warn(
+                f"The SAE was trained on the hook {hook!r} (SAELens's `hook_name`), but the "
+                f"store '{store.path}' has no layer of that name: its layers {known} are read "
+                "as that hook's units. Make sure they are the same activations (or name the "
+                "store's layer as the hook).",
+                stacklevel=2,
+            )
         return tuple(store.layers)
-    known = [l.name for l in store.layers]
     missing = [n for n in names if n not in known]
     if missing:
         raise ShapeError(

@@ -26,7 +26,7 @@ from ..store.atomic import atomic_write_bytes, check_output_dir, recover_dir, re
 from ..store.lock import output_lock
 from .config import SAEConfig
 from .files import CFG, WEIGHTS, SAEFileError
-from .formats import is_saelens_cfg, read_cfg, read_saelens, saelens_cfg
+from .formats import is_saelens_cfg, read_cfg, read_saelens, saelens_cfg, saelens_hook_name
 from .model import SparseAutoencoder
 
 __all__ = [
@@ -126,12 +126,20 @@ def export_saelens(
         )
         with replacing_dir(path) as new:
             if parts is None:
-                name = layers[0].name if layers else None
-                _write_saelens(sae, new, saelens_metadata(provenance, name))
+                # an SAE imported from SAELens keeps its hook and its metadata (model,
+                # context, versions) where the store's provenance does not say
+                name = layers[0].name if layers else saelens_hook_name(sae.cfg)
+                imported = _dict(sae.cfg.metadata.get("saelens_cfg")).get("metadata")
+                meta = saelens_metadata(provenance, name)
+                _write_saelens(sae, new, {**_dict(imported), **meta})
                 return {name or "": path}
             for layer, part in zip(layers, parts):
                 _write_saelens(part, new / layer.name, saelens_metadata(provenance, layer.name))
     return {layer.name: path / layer.name for layer in layers}
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def split_by_layer(sae: SparseAutoencoder) -> list[SparseAutoencoder]:

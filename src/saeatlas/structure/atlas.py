@@ -61,9 +61,26 @@ def _parse_summary(text: str) -> Any:
     (``NaN``, ``Infinity``, or beyond float range, as ``1e400``) is None (older atlases
     wrote ``NaN``, and an edited ``-Infinity`` p-value was shown as one); text that is no
     Unicode (a lone surrogate, ``"\\ud800"``, which no page can hold) raises
-    ``UnicodeEncodeError``, a ``ValueError``."""
-    obj = json.loads(text, parse_constant=lambda _: None, parse_float=_finite_float)
+    ``UnicodeEncodeError``, a ``ValueError``, and so does a key given twice in one object
+    (JSON parsers keep the last or the first, so two tools would read two atlases)."""
+    obj = json.loads(
+        text,
+        parse_constant=lambda _: None,
+        parse_float=_finite_float,
+        object_pairs_hook=_unique_keys,
+    )
     json.dumps(obj, ensure_ascii=False).encode()
+    return obj
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(
+                f"the key {key!r} is given twice in one object of {ATLAS_JSON}; keep one"
+            )
+        obj[key] = value
     return obj
 
 
@@ -143,6 +160,18 @@ class Atlas:
             raise AtlasFileError(
                 f"'{path}' is not a complete atlas (no {ATLAS_JSON}); run `saeatlas analyze` "
                 "to make one."
+            )
+        # a folder is read by pyarrow as an empty dataset: an optional table was dropped
+        # without a word, a required one named as lacking its columns
+        folders = [
+            p.name
+            for p in [meta] + [path / f"{n}.parquet" for n in TABLES + OPTIONAL_TABLES]
+            if p.is_dir()
+        ]
+        if folders:
+            raise AtlasFileError(
+                f"The atlas at '{path}' has folders where its files go ({', '.join(folders)}); "
+                "move them away and rerun `saeatlas analyze` with --overwrite."
             )
         missing = [f"{name}.parquet" for name in TABLES if not (path / f"{name}.parquet").exists()]
         if missing:

@@ -28,7 +28,7 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         **dict.fromkeys(("unit", "index"), "i"),
         "layer": "s",
         "membership": "u",
-        "coupling": "f",
+        "coupling": "c",
         "shared": "b",
     },
     "features": {
@@ -56,6 +56,7 @@ _KIND_NAMES = {
     "i": "integers",
     "f": "numbers",
     "u": "numbers from 0 to 1",
+    "c": "numbers from -1 to 1",
     "b": "true or false",
     "s": "text",
     "l": "lists of numbers",
@@ -67,10 +68,10 @@ def _column_ok(col: pd.Series, kind: str) -> bool:
     types = pd.api.types
     if kind == "i":
         return types.is_integer_dtype(col) and not types.is_bool_dtype(col)
-    if kind in "fu":
+    if kind in "fuc":
         if not types.is_numeric_dtype(col) or types.is_bool_dtype(col):
             return False
-        return kind == "f" or not bool(((col < 0) | (col > 1)).any())
+        return kind == "f" or not bool(((col < (-1 if kind == "c" else 0)) | (col > 1)).any())
     if kind == "b":
         return types.is_bool_dtype(col)
     if kind == "s":
@@ -96,7 +97,8 @@ def _check_columns(atlas: Atlas, path: Path, fix: str) -> None:
         for column, kind in columns.items():
             if column in frame.columns and len(frame) and not _column_ok(frame[column], kind):
                 col = frame[column]
-                outside = (col < 0) | (col > 1) if col.dtype.kind in "iuf" else col.isna()
+                low = -1 if kind == "c" else 0
+                outside = (col < low) | (col > 1) if col.dtype.kind in "iuf" else col.isna()
                 example = col[outside].iloc[0] if outside.any() else col.iloc[0]
                 if isinstance(example, np.generic):  # its repr is np.float64(...)
                     example = example.item()
@@ -168,14 +170,21 @@ def check_tables(atlas: Atlas, path: Path) -> None:
                 f"{name}.parquet in '{path}' names the module {col[bad].tolist()[0]!r}, not "
                 f"one of the {n} modules of modules.parquet (or -1, none); {fix}."
             )
-        size = f"n_{name}"  # a module's size is the count of its members
-        if name != "ablation" and size in modules.columns and n:
-            counts = np.bincount(col[col >= 0].to_numpy(np.int64), minlength=n)
+        # a module's size is the count of its members (and of its members shared
+        # with another module)
+        sizes = [(f"n_{name}", col >= 0, "in the modules")]
+        if name == "units" and "shared" in frame.columns:
+            sizes.append(("n_shared_units", (col >= 0) & frame["shared"], "shared in them"))
+        for size, counted, where in sizes if name != "ablation" else ():
+            if size not in modules.columns or not n:
+                continue
+            counts = np.bincount(col[counted].to_numpy(np.int64), minlength=n)
             if modules[size].tolist() != counts.tolist():
                 raise AtlasFileError(
                     f"`{size}` of modules.parquet in '{path}' is {modules[size].tolist()[:10]}, "
-                    f"but {name}.parquet puts {counts.tolist()[:10]} in the modules; {fix}."
+                    f"but {name}.parquet puts {counts.tolist()[:10]} {where}; {fix}."
                 )
+    _check_submodules(atlas, path, fix)
     _check_references(atlas, path, fix)
     _check_list_lengths(atlas, path, fix)
     for col in ("top_units", "top_read_units"):
@@ -209,6 +218,41 @@ def check_tables(atlas: Atlas, path: Path) -> None:
         )
 
 
+def _check_submodules(atlas: Atlas, path: Path, fix: str) -> None:
+    """A unit's ``submodule`` is one of the next finer scale's reproducible modules that
+    ``atlas.json``'s ``ensemble.levels`` counts (-1: none)."""
+    units = atlas.units
+    if "submodule" not in units.columns or units.empty:
+        return
+    sub = units["submodule"]
+    n_sub = _n_submodules(atlas.summary.get("ensemble"))
+    top = n_sub if n_sub is not None else int(sub.max()) + 1
+    if not pd.api.types.is_integer_dtype(sub) or not sub.isin(range(-1, max(top, 0))).all():
+        bad = sub[~sub.isin(range(-1, max(top, 0)))]
+        value = bad.iloc[0] if len(bad) else sub.iloc[0]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise AtlasFileError(
+            f"`submodule` of units.parquet in '{path}' names {value!r}, not one of the "
+            f"{top} reproducible modules of the next finer scale that atlas.json's "
+            f"`ensemble.levels` counts (or -1, none); {fix}."
+        )
+
+
+def _n_submodules(ensemble: Any) -> int | None:
+    """The number of reproducible modules at the scale after the chosen one (0 when the
+    chosen scale is the finest), or None when ``ensemble.levels`` does not say."""
+    levels = ensemble.get("levels") if isinstance(ensemble, dict) else None
+    if not isinstance(levels, list) or not all(isinstance(lv, dict) for lv in levels):
+        return None
+    chosen = [i for i, lv in enumerate(levels) if lv.get("chosen") is True]
+    if len(chosen) != 1:
+        return None
+    if chosen[0] + 1 == len(levels):
+        return 0
+    n = levels[chosen[0] + 1].get("n_reproducible_modules")
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
 def _check_references(atlas: Atlas, path: Path, fix: str) -> None:
     """``flows.parquet`` and ``examples.parquet`` name only modules of modules.parquet and
     features of features.parquet: a flow from a module that is not there ended the
@@ -216,6 +260,19 @@ def _check_references(atlas: Atlas, path: Path, fix: str) -> None:
     n = len(atlas.modules)
     refs = [("flows", col, None, n) for col in ("source_module", "target_module")]
     refs += [("examples", "id", "module", n), ("examples", "id", "feature", len(atlas.features))]
+    classes = atlas.summary.get("label_classes")
+    for name in ("modules", "features") if isinstance(classes, list) else ():
+        # a label the atlas was not profiled against was shown as the one preferred
+        frame = getattr(atlas, name)
+        if "preferred_label" not in frame.columns:
+            continue
+        labels = frame["preferred_label"].dropna()
+        bad = labels[~labels.astype(str).isin([str(c) for c in classes])]
+        if len(bad):
+            raise AtlasFileError(
+                f"`preferred_label` of {name}.parquet in '{path}' names {bad.iloc[0]!r}, not "
+                f"one of atlas.json's `label_classes` {classes[:10]}; {fix}."
+            )
     for name, col, kind, size in refs:
         frame = getattr(atlas, name)
         if col not in frame.columns or frame.empty:

@@ -303,11 +303,18 @@ def _facts(
 ) -> dict[str, Any]:
     """What the ranks of one analysis must share: the settings, the SAEs' weights and
     the store (its layers, rows and unit statistics)."""
+    manifest = store.manifest
     return {
         "settings": cfg.to_json(),
         "SAE": sae_fingerprint(sae),
         "seed SAEs": [sae_fingerprint(o) for o in others],
         "store": store_fingerprint(store),
+        # the fingerprint reads the first 64 rows only, and each rank reads its own share
+        # of the rows: a store whose later shards differ (another copy under that path on
+        # another node) is known by its shards' sha256, which its manifest holds
+        "store's shards": None
+        if manifest is None
+        else [[s.sha256 for s in manifest.shards], manifest.rows_sha256],
     }
 
 
@@ -321,14 +328,15 @@ def store_fingerprint(store: ActivationStore) -> str:
 
 
 def check_made_from(
-    summary: dict[str, Any], sae: SparseAutoencoder, store: ActivationStore
+    summary: dict[str, Any], sae: SparseAutoencoder | None, store: ActivationStore
 ) -> None:
     """Refuse an SAE or a store other than the ones an atlas (its ``atlas.json``,
     ``summary``) was made from, where it recorded them: of the same sizes, another SAE's
     latents (a seed SAE's) or another capture's rows would be read as the atlas's
-    features and rows without a word."""
+    features and rows without a word (``sae`` None: the store alone, as the ablation
+    reads the units' means from it)."""
     made = summary.get("sae") if isinstance(summary.get("sae"), dict) else {}
-    if made.get("fingerprint") not in (None, sae_fingerprint(sae)):
+    if sae is not None and made.get("fingerprint") not in (None, sae_fingerprint(sae)):
         raise ConfigError(
             f"The SAE given is not the one the atlas was made from ({made.get('path')!r}): "
             "its weights differ. Give that SAE with --sae."

@@ -283,8 +283,11 @@ def _summary(
             "n_tests": int(graph.n_tests),
             "edge_alpha": cfg.edge_alpha,
         },
+        # over the features with a correlation (dead features have none)
         "features_max_unit_corr_le_0_3": float(
-            (features_df["max_unit_corr"] <= 0.3).mean() if len(features_df) else float("nan")
+            (features_df["max_unit_corr"].dropna() <= 0.3).mean()
+            if features_df["max_unit_corr"].notna().any()
+            else float("nan")
         ),
         "n_rows_encoded": int(codes.n_rows),
         "mean_l0": float(codes.matrix.nnz / max(codes.n_rows, 1)),

@@ -142,7 +142,7 @@
       if (det.ma !== undefined) t.appendChild(row("mean activation", num(det.ma)));
       if (det.mc !== undefined) t.appendChild(row("max unit correlation", num(det.mc, 2)));
       if (det.st !== undefined) t.appendChild(row("stability", num(det.st, 2)));
-      if (det.sel !== undefined) t.appendChild(row("selectivity", num(det.sel, 2) + (det.pl !== null && det.pl !== undefined ? " (prefers " + det.pl + ")" : "")));
+      if (det.sel !== undefined) t.appendChild(row("selectivity", num(det.sel, 2) + (det.pl !== null && det.pl !== undefined ? " (prefers " + (det.pl === "" ? '""' : det.pl) + ")" : "")));
     }
     box.appendChild(t);
     if (det && det.u) {

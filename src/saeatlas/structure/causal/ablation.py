@@ -34,6 +34,7 @@ from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
 from ..inference.draws import draws_z
 from ..inference.outcome import decide
+from ..inputs import check_made_from
 from .units import Ablator
 
 MODES = ("mean", "zero")
@@ -165,7 +166,7 @@ def ablate_modules(
                     )
                 classes = np.asarray(names)
             else:
-                classes = np.unique(y) if y is not None else np.zeros(0)
+                classes = label_classes(y) if y is not None else np.zeros(0)
             clean, clean_by_class = summarise(clean_losses)
             effect = np.zeros(n_modules)
             effect_cls = np.zeros((n_modules, classes.size))
@@ -219,6 +220,41 @@ def _check_finite(per_sample: np.ndarray) -> None:
             "ablation can be measured. Give inputs the model maps to finite outputs (no "
             "NaN/Inf values)."
         )
+
+
+def label_classes(labels: Any) -> np.ndarray:
+    """``[n_classes]`` the classes a loss is split by: the distinct labels, which must be
+    finite numbers or strings, all of one kind (a None or NaN label is a class of no
+    input: its effects were NaN, or the sort of the labels failed in a traceback)."""
+    lab = np.asarray(labels)
+    if lab.dtype.kind == "O":
+        kinds = np.array(
+            [
+                "str" if isinstance(v, str) else "number" if _is_number(v) else ""
+                for v in lab.ravel()
+            ]
+        )
+        bad = (kinds == "") | (kinds != kinds[0])
+        if not bad.any():
+            lab = lab.astype(str if kinds[0] == "str" else np.float64)
+    else:
+        bad = np.zeros(lab.shape, bool) if lab.dtype.kind in "iubUSf" else np.ones(lab.shape, bool)
+    if lab.dtype.kind == "f":
+        bad = ~np.isfinite(lab)
+    if bad.any():
+        first = int(np.flatnonzero(bad.ravel())[0])
+        value = lab.ravel()[first]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise ConfigError(
+            f"Label {first} is {value!r}; the ablation splits its effect by label, so "
+            "every label must be a finite number or a string, all of one kind. Drop that "
+            "input or give it a label (--labels)."
+        )
+    return np.unique(lab)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 def _model_batches(
@@ -280,6 +316,8 @@ def check_ablation_inputs(
         if ablator is not None:
             ablator.remove()
         model.train(was_training)
+    if labels is not None and np.ndim(labels) == 1:
+        label_classes(labels)
     if loss_fn is per_sample_cross_entropy and labels is not None and logits.ndim == 2:
         class_indices(np.asarray(labels), int(logits.shape[1]))
 
@@ -330,6 +368,8 @@ def ablate_atlas(
     """
     if not isinstance(store, ActivationStore):  # its path, as every other stage takes
         store = ActivationStore.open(store)
+    # another capture's means, with the same layers, were set as the ablated units' values
+    check_made_from(atlas.summary, None, store)
     layers, cols = atlas_layers(atlas, store)
     if max_length is None:
         max_length = store.max_length

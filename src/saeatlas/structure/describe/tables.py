@@ -75,6 +75,11 @@ def _feature_columns(
         per_layer.sum(1, keepdims=True) > 0, per_layer.sum(1, keepdims=True), 1
     )
     corr = np.abs(codes.unit_correlation(block)).max(axis=1) if codes.n_rows else np.zeros(len(W))
+    # a feature that never fires (or fires with one value) has no correlation: it was 0,
+    # and atlas.json's share of features at most 0.3 counted the dead ones as uncorrelated
+    n = max(codes.n_rows, 1)
+    var = codes.act_sq_sum[block] / n - (codes.act_sum[block] / n) ** 2
+    corr = np.where(var > 0, corr, np.nan)
     return {
         "max_unit_corr": corr,
         "top_units": list(top.astype(np.int64)),
