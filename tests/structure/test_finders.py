@@ -156,3 +156,24 @@ def test_the_installed_scikit_network_is_one_whose_leiden_internals_we_override(
         "out_weights",
         "in_weights",
     ]
+
+
+def test_finders_fitted_on_a_symmetric_graph_share_it_and_never_edit_their_input():
+    # the finders of every scale hold the graph they were fitted on (graph_); a graph
+    # that is already symmetric with no self-loops is shared, not copied once per scale
+    A, truth = planted_graph()
+    A = sp.csr_array(A, dtype=np.float64)
+    A.sort_indices()
+    fitted = [LeidenModules((r,), random_state=0).fit(A) for r in (0.5, 1.0)]
+    for f in fitted:
+        assert np.shares_memory(f.graph_.data, A.data)
+        assert adjusted_rand_score(truth, f.labels_) > 0.9
+    # one that is not (one-sided edges, a self-loop, a stored zero) is made so on a copy
+    M = sp.csr_matrix(np.triu(A.toarray()) + np.eye(A.shape[0]))
+    M.data[0] = 0.0
+    before = (M.data.copy(), M.indices.copy(), M.indptr.copy())
+    f = LeidenModules((1.0,), random_state=0).fit(M)
+    assert all(np.array_equal(a, b) for a, b in zip(before, (M.data, M.indices, M.indptr)))
+    G = f.graph_.toarray()
+    assert np.array_equal(G, G.T) and not G.diagonal().any() and f.graph_.data.all()
+    assert adjusted_rand_score(truth, f.labels_) > 0.9
