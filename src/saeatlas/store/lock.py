@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,12 +68,7 @@ def check_writable(path: str | os.PathLike) -> None:
         ) from None
     if path.exists() and not path.is_dir():
         raise OutputError(f"'{path}' exists and is not a directory; choose another output.")
-    store = next((p for p in Path(os.path.abspath(path)).parents if _is_store(p)), None)
-    if store is not None:
-        raise OutputError(
-            f"'{path}' is inside the activation store '{store}', which must hold only its own "
-            "files; choose an output outside it."
-        )
+    _check_nesting(path)
     if path.exists() and not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"Cannot write to '{path}': permission denied. Choose another output.")
     parent = path.parent
@@ -89,8 +85,63 @@ def check_writable(path: str | os.PathLike) -> None:
         )
 
 
-def _is_store(directory: Path) -> bool:
-    return (directory / MANIFEST).is_file() and (directory / ROWS).is_file()
+#: The files that mark a directory as a saeatlas output, and what that output is. (The
+#: SAE's are :mod:`saeatlas.sae.files`' names, not imported: ``store`` is upstream of it.)
+OUTPUT_MARKERS: tuple[tuple[tuple[str, ...], str], ...] = (
+    ((MANIFEST, ROWS), "the activation store"),
+    (("cfg.json", "sae_weights.safetensors"), "the SAE"),
+    (("atlas.json",), "the atlas"),
+    (("sweep.json",), "the sweep"),
+)
+
+
+def output_kind(directory: Path) -> str | None:
+    """What saeatlas output ``directory`` is (``"the SAE"``), or None."""
+    for files, what in OUTPUT_MARKERS:
+        if all((directory / f).is_file() for f in files):
+            return what
+    return None
+
+
+def _check_nesting(path: Path) -> None:
+    """Refuse an output inside another saeatlas output, or a plain folder that holds one:
+    each output holds only its own files, so the other's next ``--overwrite`` would refuse
+    or delete the one nested in it. An output that the command writing the outer one
+    nests in it (a report's figures in its atlas) is that command's own; a run directory
+    is a folder of outputs, not one."""
+    real = resolve(os.path.abspath(path))
+    # an SAE's seed SAEs lie beside it, in a sweep too (`SWEEP/k-8/seed-0-seed1`)
+    seed = re.fullmatch(r"(.+)-seed\d+", real.name)
+    seed_of_sae = seed is not None and output_kind(real.parent / seed[1]) == "the SAE"
+    for outer in () if seed_of_sae else real.parents:
+        what = output_kind(outer)
+        if what is not None and _written_here(outer) is None:
+            raise OutputError(
+                f"'{path}' is inside {what} '{outer}', which must hold only its own files; "
+                "choose an output outside it."
+            )
+    if not real.is_dir() or output_kind(real) is not None or (real / "run.json").is_file():
+        return
+    try:
+        entries = sorted(real.iterdir())
+    except OSError:  # not readable: refused as not writable below, or by its writer
+        return
+    for inner in entries:
+        if inner.is_dir() and not inner.name.startswith(".") and output_kind(inner):
+            raise OutputError(
+                f"'{path}' holds {output_kind(inner)} '{inner}', which writing '{path}' "
+                "would replace or be refused by; move it away or choose another output."
+            )
+
+
+def _written_here(directory: Path) -> Path | None:
+    """The output this thread holds the lock of that ``directory`` is, or is being
+    written as (its ``.NAME.partial``), or None."""
+    name = directory.name
+    if name.startswith(".") and name.endswith(".partial"):
+        directory = directory.parent / name[1 : -len(".partial")]
+    entry = _held.get(_key(directory))
+    return directory if entry is not None and entry[2] == threading.get_ident() else None
 
 
 def acquire(path: str | os.PathLike) -> None:

@@ -1,0 +1,59 @@
+"""An output inside another saeatlas output, or a plain folder that holds one, is refused
+where outputs are claimed (:func:`saeatlas.store.lock.check_writable`)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from saeatlas.store.lock import OUTPUT_MARKERS
+
+
+@pytest.mark.parametrize("outer", ["sae", "atlas", "sweep", "store"])
+@pytest.mark.parametrize("command", ["capture", "train", "analyze"])
+def test_an_output_inside_another_output_is_refused(guarded, run_cli, outer, command):
+    """`analyze --out SAE_DIR/atlas` was written, and the SAE's next `train --overwrite`
+    then refused (or a sweep's `--overwrite` deleted it)."""
+    cli, one_line = run_cli
+    parent = getattr(guarded, outer)
+    args = {
+        "capture": [
+            "capture",
+            "--model",
+            guarded.model,
+            "--inputs",
+            guarded.inputs,
+            "--layers",
+            "1",
+        ],
+        "train": ["train", "--acts", guarded.store, "--d-sae", "8", "--k", "2", "--tokens", "64"],
+        "analyze": ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--seeds", "1"],
+    }[command]
+    what = {"sae": "the SAE", "store": "the activation store"}.get(outer, f"the {outer}")
+    one_line(cli(*args, "--out", parent / "inner", "-q"), f"inside {what} '{parent}'")
+
+
+def test_a_sweep_into_a_folder_holding_an_sae_keeps_that_sae(tmp_path, guarded, run_cli):
+    """`sweep --out DIR` where DIR/k-8 held an SAE took it for one of its members and
+    deleted it when the sweep was swapped in."""
+    cli, one_line = run_cli
+    shutil.copytree(guarded.sae, tmp_path / "dir" / "k-8")
+    before = sorted(p.name for p in (tmp_path / "dir" / "k-8").iterdir())
+    args = ["sweep", "--acts", guarded.store, "--over", "k", "--values", "2", "4", "-q"]
+    one_line(cli(*args, "--out", tmp_path / "dir"), "holds the SAE", "k-8")
+    assert sorted(p.name for p in (tmp_path / "dir" / "k-8").iterdir()) == before
+
+
+def test_the_output_markers_are_the_writers_file_names():
+    from saeatlas.sae.files import CFG, WEIGHTS
+    from saeatlas.store.manifest import MANIFEST, ROWS
+    from saeatlas.structure.atlas import ATLAS_JSON
+    from saeatlas.sweep.sweep import SWEEP_JSON
+
+    assert [m for m, _ in OUTPUT_MARKERS] == [
+        (MANIFEST, ROWS),
+        (CFG, WEIGHTS),
+        (ATLAS_JSON,),
+        (SWEEP_JSON,),
+    ]
