@@ -10,7 +10,6 @@ eval mode without gradients.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -345,14 +344,14 @@ def _known_layout(hp: Hookpoint) -> str | None:
 
 
 def _check_output_index(index: int | str | None, plain: set[str], hps: list[Hookpoint]) -> None:
-    """Warn when ``output_index`` picks nothing: every recorded layer gave a plain
-    tensor, which is recorded as it is (an option silently without effect)."""
+    """Refuse an ``output_index`` that picks nothing: every recorded layer gave a plain
+    tensor, which is recorded as it is (a warning was easy to miss, and the store then
+    held another tensor than the one asked for)."""
     if index is not None and plain >= {hp.name for hp in hps}:
-        warnings.warn(
-            f"--output-index (`output_index`) {index!r} has no effect: every recorded layer "
-            f"({sorted(plain)[:5]}) gives a plain tensor, not a tuple or dict, and is recorded "
-            "as it is. Drop it, or record a module whose output is a tuple.",
-            stacklevel=3,
+        raise ConfigError(
+            f"--output-index (`output_index`) {index!r} picks nothing: every recorded layer "
+            f"({sorted(plain)[:5]}) gives a plain tensor, not a tuple or dict. Drop "
+            "--output-index, or record a module whose output is a tuple."
         )
 
 
