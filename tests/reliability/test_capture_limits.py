@@ -4,6 +4,9 @@ before anything is stored, or stored as it is."""
 from __future__ import annotations
 
 import os
+import textwrap
+
+import pytest
 
 
 def test_shard_rows_too_large_for_memory_is_one_line(tmp_path, outputs, run_cli):
@@ -14,3 +17,61 @@ def test_shard_rows_too_large_for_memory_is_one_line(tmp_path, outputs, run_cli)
             "3", "--out", tmp_path / "s", "--shard-rows", str(10**12), "-q"]  # fmt: skip
     one_line(cli(*args), "`shard_rows` (--shard-rows) 1,000,000,000,000", "Give at most")
     assert os.listdir(tmp_path) == []
+
+
+ODD_MODELS = textwrap.dedent(
+    """
+    import sys
+    import torch
+    from torch import nn
+
+    class Exits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 4)
+
+        def forward(self, x):
+            self.lin(x)
+            sys.exit(0)
+
+    def exits():
+        sys.exit(0)
+
+    def exits_in_forward():
+        return Exits()
+
+    def on_meta():
+        return nn.Sequential(nn.Linear(6, 4).to("meta"), nn.ReLU())
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "factory,layer,needle",
+    [
+        ("exits", "0", "called sys.exit(0)"),
+        ("exits_in_forward", "lin", "called sys.exit(0)"),
+        ("on_meta", "0", "on the meta device"),
+    ],
+)
+def test_a_model_that_exits_or_has_no_values_is_one_line(
+    tmp_path, outputs, run_cli, factory, layer, needle
+):
+    """sys.exit(0) in a model's factory or forward (argparse's --help in a training
+    script used as the model file) ended the capture with exit code 0 and no store; a
+    model on the meta device ended in torch's NotImplementedError traceback."""
+    cli, one_line = run_cli
+    (tmp_path / "odd.py").write_text(ODD_MODELS)
+    args = ["capture", "--model", f"{tmp_path / 'odd.py'}:{factory}", "--inputs",
+            outputs.inputs, "--layers", layer, "--out", tmp_path / "s", "--no-early-stop",
+            "-q"]  # fmt: skip
+    one_line(cli(*args), needle)
+    assert sorted(os.listdir(tmp_path)) == ["odd.py"]
+
+
+def test_a_model_file_that_exits_when_imported_is_one_line(tmp_path, outputs, run_cli):
+    cli, one_line = run_cli
+    (tmp_path / "script.py").write_text("import sys\nsys.exit(0)\n")
+    args = ["capture", "--model", f"{tmp_path / 'script.py'}:build", "--inputs", outputs.inputs,
+            "--layers", "0", "--out", tmp_path / "s", "-q"]  # fmt: skip
+    one_line(cli(*args), "Running", "called sys.exit(0)")

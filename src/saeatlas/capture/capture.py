@@ -46,7 +46,7 @@ from .layouts import (
     module_layout,
     parse_layout,
 )
-from .models import input_dtype
+from .models import check_has_values, input_dtype
 from .recorder import Recorder, check_batch_follows, run_forward
 from .rows import LayerRows, check_batch_dim, check_row_agreement, to_rows
 from .texts import text_max_length
@@ -145,6 +145,7 @@ def _capture(
     tl_facts: dict[str, Any] = tl_provenance(model) if is_transformer_lens(model) else {}
     max_length = text_max_length(model, inputs, tokenizer, config.max_length)
     check_max_length(inputs, max_length)  # before the writer: nothing written is touched
+    check_has_values(model)
     job = capture_job(model, inputs, [hp.name for hp in hps], config, labels)
     dtype = STORE_DTYPES[config.dtype] if config.dtype else None
     if device is not None or dtype is not None:

@@ -19,6 +19,7 @@ import torch
 from ..errors import AtlasError, ModelError, ShapeError
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch
+from .models import code_failure
 from .rows import select_tensor
 
 
@@ -174,11 +175,10 @@ def _drop_last(x: Any, n: int) -> Any:
     return x
 
 
-def model_error(e: Exception, where: str) -> ModelError:
+def model_error(e: BaseException, where: str) -> ModelError:
     """The one-line error for a forward pass that failed inside the model."""
     return ModelError(
-        f"The model's forward pass failed on {where}: {type(e).__name__}: "
-        f"{str(e).strip().rstrip('.')}. Check that the "
+        f"The model's forward pass failed on {where}: {code_failure(e)}. Check that the "
         "inputs fit the model (shape, dtype, token ids; --max-length for texts longer than it "
         "takes; a smaller --batch-size when out of memory); `saeatlas --debug ...` shows the "
         "traceback."
@@ -218,7 +218,7 @@ def run_forward(
         pass
     except AtlasError:  # raised by a hook: already says what is wrong
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # sys.exit(0) ended the run with exit code 0
         if not (probe and len(recorder.values) == len(recorder.hookpoints)):
             raise model_error(e, where) from e
     missing = [hp.name for hp in recorder.hookpoints if hp.name not in recorder.values]
