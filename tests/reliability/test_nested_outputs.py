@@ -1,8 +1,10 @@
-"""An output inside another saeatlas output, or a plain folder that holds one, is refused
-where outputs are claimed (:func:`saeatlas.store.lock.check_writable`)."""
+"""Outputs refused where they are claimed (:func:`saeatlas.store.lock.check_writable`),
+before any work: one inside another saeatlas output, a plain folder that holds one, a
+name too long for the folder it is written into first."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -57,3 +59,20 @@ def test_the_output_markers_are_the_writers_file_names():
         (ATLAS_JSON,),
         (SWEEP_JSON,),
     ]
+
+
+@pytest.mark.parametrize("command", ["capture", "train"])
+def test_a_name_too_long_for_its_partial_folder_is_refused_first(
+    tmp_path, guarded, run_cli, command
+):
+    """A 247-byte --out fits the filesystem's 255 but its '.NAME.partial' does not: the
+    capture or training ran to its end and then failed, losing the work."""
+    cli, one_line = run_cli
+    args = {
+        "capture": ["capture", "--model", guarded.model, "--inputs", guarded.inputs,
+                    "--layers", "1"],
+        "train": ["train", "--acts", guarded.store, "--d-sae", "8", "--k", "2", "--tokens",
+                  "64", "--seeds", "1"],
+    }[command]  # fmt: skip
+    one_line(cli(*args, "--out", tmp_path / ("n" * 247), "-q"), "at most 246 bytes")
+    assert os.listdir(tmp_path) == []

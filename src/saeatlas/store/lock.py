@@ -68,6 +68,7 @@ def check_writable(path: str | os.PathLike) -> None:
         ) from None
     if path.exists() and not path.is_dir():
         raise OutputError(f"'{path}' exists and is not a directory; choose another output.")
+    _check_name_length(path)
     _check_nesting(path)
     if path.exists() and not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"Cannot write to '{path}': permission denied. Choose another output.")
@@ -82,6 +83,27 @@ def check_writable(path: str | os.PathLike) -> None:
         raise OutputError(
             f"Cannot create '{path}': '{parent}' is not writable (permission denied). Choose "
             "another output."
+        )
+
+
+def _check_name_length(path: Path) -> None:
+    """Refuse a name too long for the ``.NAME.partial`` an output is written into (the
+    longest name saeatlas gives it): a capture or training ran to its end and then
+    failed with 'File name too long', losing the work."""
+    name = Path(os.path.abspath(path)).name
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    extra = len(".") + len(".partial")
+    if len(name.encode()) + extra > limit:
+        raise OutputError(
+            f"The name of the output '{path}' is {len(name.encode())} bytes long; saeatlas "
+            f"writes it as '.NAME.partial' first, which this filesystem allows up to {limit} "
+            f"bytes. Choose a name of at most {limit - extra} bytes."
         )
 
 
