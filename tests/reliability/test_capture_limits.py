@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import textwrap
 
+import numpy as np
 import pytest
 
 
@@ -75,3 +76,21 @@ def test_a_model_file_that_exits_when_imported_is_one_line(tmp_path, outputs, ru
     args = ["capture", "--model", f"{tmp_path / 'script.py'}:build", "--inputs", outputs.inputs,
             "--layers", "0", "--out", tmp_path / "s", "-q"]  # fmt: skip
     one_line(cli(*args), "Running", "called sys.exit(0)")
+
+
+@pytest.mark.parametrize("rank,layout", [(2, "image"), (3, "heads"), (3, "pattern")])
+def test_a_layout_named_for_a_layer_that_cannot_have_it_is_one_line(
+    tmp_path, run_cli, rank, layout
+):
+    """--layout 1=image on a [batch, d] output was dropped without a word, and 1=heads on
+    a 3-D one stored it as [batch, seq, d]: not the layout the user declared."""
+    cli, one_line = run_cli
+    (tmp_path / "m.py").write_text(
+        "import torch\n\ndef build():\n    return torch.nn.Sequential(torch.nn.Linear(3, 4))\n"
+    )
+    shape = (20, 3) if rank == 2 else (20, 5, 3)
+    np.save(tmp_path / "x.npy", np.ones(shape, dtype=np.float32))
+    args = ["capture", "--model", f"{tmp_path / 'm.py'}:build", "--inputs", tmp_path / "x.npy",
+            "--layers", "0", "--layout", f"0={layout}", "--out", tmp_path / "s", "-q"]  # fmt: skip
+    one_line(cli(*args), f"names '{layout}'", f"its output is {rank}-D")
+    assert not (tmp_path / "s").exists()

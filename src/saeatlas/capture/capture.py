@@ -42,6 +42,7 @@ from .job import batch_fingerprint, capture_job
 from .layouts import (
     LayoutTracer,
     check_layout_layers,
+    check_named_layout,
     choose_layout,
     module_layout,
     parse_layout,
@@ -174,6 +175,7 @@ def _capture(
     tracer = LayoutTracer(model)
 
     def rows_of(name: str, t: torch.Tensor) -> LayerRows:
+        check_named_layout(name, tuple(t.shape), config.layout)
         if layouts[name] is None and t.ndim == 4:  # fixed once, on the first batch
             layouts[name] = tracer.lookup(t) or default_layout
         elif layouts[name] is None and t.ndim == 3:  # [batch, C, L] after a Conv1d, say
