@@ -76,3 +76,14 @@ def test_a_name_too_long_for_its_partial_folder_is_refused_first(
     }[command]  # fmt: skip
     one_line(cli(*args, "--out", tmp_path / ("n" * 247), "-q"), "at most 246 bytes")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_run_directory_may_hold_other_outputs(tmp_path, outputs):
+    """A run directory is a folder of outputs: one that holds a store or an atlas of the
+    user's is claimed for a run, but not as a store, SAE, atlas or sweep."""
+    from saeatlas.store.lock import OutputError, check_writable
+
+    shutil.copytree(outputs.atlas, tmp_path / "run" / "my-atlas")
+    check_writable(tmp_path / "run", holds_outputs=True)
+    with pytest.raises(OutputError, match="holds the atlas"):
+        check_writable(tmp_path / "run")

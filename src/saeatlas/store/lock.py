@@ -54,10 +54,11 @@ def _key(path: str | os.PathLike) -> Path:
     return resolve(path.parent) / path.name
 
 
-def check_writable(path: str | os.PathLike) -> None:
+def check_writable(path: str | os.PathLike, *, holds_outputs: bool = False) -> None:
     """Raise :class:`OutputError` unless the output directory ``path`` can be written:
     it is a directory or does not exist yet, and its nearest existing folder is a
-    writable directory."""
+    writable directory. ``holds_outputs``: ``path`` is a folder of outputs (a run
+    directory), which may hold others."""
     path = Path(path)
     try:
         os.path.abspath(path).encode("utf-8")
@@ -69,7 +70,7 @@ def check_writable(path: str | os.PathLike) -> None:
     if path.exists() and not path.is_dir():
         raise OutputError(f"'{path}' exists and is not a directory; choose another output.")
     _check_name_length(path)
-    _check_nesting(path)
+    _check_nesting(path, holds_outputs)
     if path.exists() and not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"Cannot write to '{path}': permission denied. Choose another output.")
     parent = path.parent
@@ -125,12 +126,12 @@ def output_kind(directory: Path) -> str | None:
     return None
 
 
-def _check_nesting(path: Path) -> None:
+def _check_nesting(path: Path, holds_outputs: bool) -> None:
     """Refuse an output inside another saeatlas output, or a plain folder that holds one:
     each output holds only its own files, so the other's next ``--overwrite`` would refuse
     or delete the one nested in it. An output that the command writing the outer one
     nests in it (a report's figures in its atlas) is that command's own; a run directory
-    is a folder of outputs, not one."""
+    is a folder of outputs (``holds_outputs``), not one."""
     real = resolve(os.path.abspath(path))
     # an SAE's seed SAEs lie beside it, in a sweep too (`SWEEP/k-8/seed-0-seed1`)
     seed = re.fullmatch(r"(.+)-seed\d+", real.name)
@@ -142,7 +143,7 @@ def _check_nesting(path: Path) -> None:
                 f"'{path}' is inside {what} '{outer}', which must hold only its own files; "
                 "choose an output outside it."
             )
-    if not real.is_dir() or output_kind(real) is not None or (real / "run.json").is_file():
+    if holds_outputs or not real.is_dir() or output_kind(real) is not None:
         return
     try:
         entries = sorted(real.iterdir())
@@ -166,7 +167,7 @@ def _written_here(directory: Path) -> Path | None:
     return directory if entry is not None and entry[2] == threading.get_ident() else None
 
 
-def acquire(path: str | os.PathLike) -> None:
+def acquire(path: str | os.PathLike, *, holds_outputs: bool = False) -> None:
     """Take the lock of the output ``path`` or raise :class:`LockError` at once.
     Checks first that ``path`` can be written (:func:`check_writable`)."""
     path = Path(path)
@@ -180,7 +181,7 @@ def acquire(path: str | os.PathLike) -> None:
                 )
             _held[key][1] += 1
             return
-        check_writable(path)
+        check_writable(path, holds_outputs=holds_outputs)
         file = lock_path(path)
         # folders made for the lock file, deepest first: removed with it while empty, so
         # that an output refused before its work leaves no empty folder behind
@@ -261,8 +262,10 @@ def release(path: str | os.PathLike) -> None:
 
 
 @contextmanager
-def output_lock(*paths: str | os.PathLike | None) -> Iterator[None]:
-    """Hold the locks of every output in ``paths`` (``None`` entries are skipped).
+def output_lock(*paths: str | os.PathLike | None, holds_outputs: bool = False) -> Iterator[None]:
+    """Hold the locks of every output in ``paths`` (``None`` entries are skipped);
+    ``holds_outputs``: they are folders of outputs (a run directory), which may hold
+    other outputs (:func:`check_writable`).
 
     Two of ``paths`` that are one directory (a link to the other) are an error: a
     re-entrant lock let ``train --seeds 2`` write both SAEs into it, the second over
@@ -279,7 +282,7 @@ def output_lock(*paths: str | os.PathLike | None) -> Iterator[None]:
     try:
         for p in paths:
             if p is not None:
-                acquire(p)
+                acquire(p, holds_outputs=holds_outputs)
                 taken.append(Path(p))
         yield
     finally:
