@@ -14,3 +14,18 @@ def test_a_garbage_sparse_kernels_variable_is_one_line(tmp_path, outputs, run_cl
             "--d-sae", "24", "--k", "4", "--tokens", "256", "--batch-size", "64", "-q"]  # fmt: skip
     one_line(cli(*args), "SAEATLAS_SPARSE_KERNELS is 'true'", "'1'", "'0'")
     assert os.listdir(tmp_path) == []
+
+
+def test_resume_does_not_keep_a_complete_sae_of_other_rows(tmp_path, outputs, run_cli):
+    """`train --resume` kept a complete SAE trained with the same settings on another
+    store ('Kept the complete topk SAE'), as if it had been trained on these rows."""
+    import shutil
+
+    cli, one_line = run_cli
+    shutil.copytree(outputs.sae, tmp_path / "sae")
+    args = ["train", "--out", tmp_path / "sae", "--d-sae", "24", "--k", "4", "--tokens",
+            "2048", "--batch-size", "64", "--seeds", "1", "--resume", "-q"]  # fmt: skip
+    assert "Kept the complete" in cli(*args, "--acts", outputs.store).output
+    before = (tmp_path / "sae" / "sae_weights.safetensors").read_bytes()
+    one_line(cli(*args, "--acts", outputs.npy), "trained on other rows", "--overwrite")
+    assert (tmp_path / "sae" / "sae_weights.safetensors").read_bytes() == before

@@ -75,7 +75,7 @@ def _check_fits(d_in: int, d_sae: int, batch_size: int, device: str) -> None:
         )
 
 
-def _rows_digest(store: ActivationStore) -> str:
+def rows_digest(store: ActivationStore) -> str:
     """A digest of the store's rows (:meth:`ActivationStore.digest`)."""
     return store.digest()[:16]
 
@@ -313,7 +313,7 @@ class _Run:
             "store": os.path.realpath(self.store.path),
             "n_rows": self.store.n_rows,
             # a store captured again at the same path, with as many rows, differs here
-            "rows_digest": _rows_digest(self.store),
+            "rows_digest": rows_digest(self.store),
         }
 
     def state_dict(self) -> dict[str, Any]:
