@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 
 
 def test_shard_rows_too_large_for_memory_is_one_line(tmp_path, outputs, run_cli):
@@ -94,3 +95,19 @@ def test_a_layout_named_for_a_layer_that_cannot_have_it_is_one_line(
             "--layers", "0", "--layout", f"0={layout}", "--out", tmp_path / "s", "-q"]  # fmt: skip
     one_line(cli(*args), f"names '{layout}'", f"its output is {rank}-D")
     assert not (tmp_path / "s").exists()
+
+
+def test_token_ids_outside_the_vocabulary_are_named_before_the_pass(tmp_path, tiny_gpt2):
+    """Ids past a Hugging Face model's vocabulary ended in 'index out of range in self'
+    (on a GPU: CUDA's 'device-side assert triggered', naming nothing)."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import InputsError
+
+    ids = torch.arange(48).reshape(6, 8) + 20  # up to 67, vocabulary 64
+    with pytest.raises(InputsError, match=r"run from 20 to 67.*64 entries \(ids 0 to 63\)"):
+        capture_activations(tiny_gpt2, ids, ["transformer.h.0"], tmp_path / "s", progress=False)
+    assert os.listdir(tmp_path) == []
+    store = capture_activations(
+        tiny_gpt2, ids - 20, ["transformer.h.0"], tmp_path / "s", progress=False
+    )
+    assert store.n_rows == 48
