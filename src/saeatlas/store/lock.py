@@ -146,6 +146,11 @@ def _check_nesting(path: Path, holds_outputs: bool) -> None:
     if holds_outputs or not real.is_dir() or output_kind(real) is not None:
         return
     try:
+        if Path.cwd().resolve().is_relative_to(real):  # refused as the current folder
+            return
+    except OSError:  # the current folder was removed
+        pass
+    try:
         entries = sorted(real.iterdir())
     except OSError:  # not readable: refused as not writable below, or by its writer
         return
