@@ -14,11 +14,13 @@ from saeatlas.store.lock import OUTPUT_MARKERS
 
 @pytest.mark.parametrize("outer", ["sae", "atlas", "sweep", "store"])
 @pytest.mark.parametrize("command", ["capture", "train", "analyze"])
-def test_an_output_inside_another_output_is_refused(guarded, run_cli, outer, command):
+def test_an_output_inside_another_output_is_refused(tmp_path, guarded, run_cli, outer, command):
     """`analyze --out SAE_DIR/atlas` was written, and the SAE's next `train --overwrite`
     then refused (or a sweep's `--overwrite` deleted it)."""
     cli, one_line = run_cli
-    parent = getattr(guarded, outer)
+    parent = shutil.copytree(getattr(guarded, outer), tmp_path / outer)
+    if outer == "sweep":  # the fixture's holds only sweep.json; a sweep writes both
+        (parent / "pareto.json").write_text("{}")
     args = {
         "capture": [
             "capture",
@@ -51,13 +53,13 @@ def test_the_output_markers_are_the_writers_file_names():
     from saeatlas.sae.files import CFG, WEIGHTS
     from saeatlas.store.manifest import MANIFEST, ROWS
     from saeatlas.structure.atlas import ATLAS_JSON
-    from saeatlas.sweep.sweep import SWEEP_JSON
+    from saeatlas.sweep.sweep import PARETO_JSON, SWEEP_JSON
 
     assert [m for m, _ in OUTPUT_MARKERS] == [
         (MANIFEST, ROWS),
         (CFG, WEIGHTS),
-        (ATLAS_JSON,),
-        (SWEEP_JSON,),
+        (ATLAS_JSON, "units.parquet"),
+        (SWEEP_JSON, PARETO_JSON),
     ]
 
 
@@ -87,3 +89,13 @@ def test_a_run_directory_may_hold_other_outputs(tmp_path, outputs):
     check_writable(tmp_path / "run", holds_outputs=True)
     with pytest.raises(OutputError, match="holds the atlas"):
         check_writable(tmp_path / "run")
+
+
+def test_a_project_folder_with_an_atlas_json_of_its_own_is_no_output(tmp_path, outputs):
+    """One marker file is not an output: a repository whose root holds an `atlas.json`
+    or `sweep.json` of another tool may hold saeatlas outputs."""
+    from saeatlas.store.lock import check_writable
+
+    (tmp_path / "atlas.json").write_text("{}")
+    (tmp_path / "sweep.json").write_text("{}")
+    check_writable(tmp_path / "runs" / "store")

@@ -108,13 +108,14 @@ def _check_name_length(path: Path) -> None:
         )
 
 
-#: The files that mark a directory as a saeatlas output, and what that output is. (The
-#: SAE's are :mod:`saeatlas.sae.files`' names, not imported: ``store`` is upstream of it.)
+#: The files that mark a directory as a saeatlas output, and what that output is: two
+#: each, so that a project folder with an `atlas.json` of its own is not taken for one.
+#: (The SAE's are :mod:`saeatlas.sae.files`' names, not imported: ``store`` is upstream.)
 OUTPUT_MARKERS: tuple[tuple[tuple[str, ...], str], ...] = (
     ((MANIFEST, ROWS), "the activation store"),
     (("cfg.json", "sae_weights.safetensors"), "the SAE"),
-    (("atlas.json",), "the atlas"),
-    (("sweep.json",), "the sweep"),
+    (("atlas.json", "units.parquet"), "the atlas"),
+    (("sweep.json", "pareto.json"), "the sweep"),
 )
 
 
