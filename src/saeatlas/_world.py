@@ -127,3 +127,13 @@ def rank_device(device: str | None, world: World) -> str | None:
             )
         return f"cuda:{local}"
     return device
+
+
+def memory_bytes(device: str) -> int | None:
+    """Memory of ``device``: the GPU's total, or the machine's physical memory."""
+    try:
+        if device.startswith("cuda"):
+            return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None

@@ -1,4 +1,5 @@
 import copy
+import os
 import warnings
 
 import numpy as np
@@ -82,9 +83,11 @@ def test_input_suffix_and_tuple_outputs(tmp_path):
         capture_activations(
             net, x, ["pair"], tmp_path / "c", CaptureConfig(output_index=5), **QUIET
         )
-    # on layers that all give a plain tensor it picks nothing: said, not silently ignored
-    with pytest.warns(UserWarning, match=r"`output_index`\) 1 has no effect.*\['out'\]"):
+    # on layers that all give a plain tensor it picks nothing: refused (a warning was
+    # missed, and the store held the plain tensor), and nothing is left behind
+    with pytest.raises(ConfigError, match=r"`output_index`\) 1 picks nothing.*\['out'\]"):
         capture_activations(net, x, ["out"], tmp_path / "d", CaptureConfig(output_index=1), **QUIET)
+    assert sorted(os.listdir(tmp_path)) == ["a", "b"]
 
 
 def test_cnn_positions_and_mean(tmp_path, cnn):

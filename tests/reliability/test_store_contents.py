@@ -87,3 +87,27 @@ def test_an_npy_saved_again_while_it_is_read_is_not_mixed_in(tmp_path, dtype):
         for _ in range(2):  # another epoch
             for _ in store.iter_batches(16, seed=1):
                 pass
+
+
+def test_info_shows_each_layers_mean_and_std_of_its_values(tmp_path, run_cli):
+    """The table's `std` was the mean of the layer's unit stds: 0.5 for two units
+    around 0 and 10 whose values have a std of 5."""
+    cli, _ = run_cli
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)) * [0.5, 0.5, 1.0, 2.0, 3.0] + [0.0, 10.0, -3.0, 1.0, 4.0]
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    (tmp_path / "x.layers.json").write_text(
+        '[{"name": "a", "start": 0, "stop": 2}, {"name": "b", "start": 2, "stop": 5}]'
+    )
+    result = cli("info", tmp_path / "x.npy")
+    assert result.exit_code == 0, result.output
+    rows = {
+        cells[0]: cells
+        for line in result.output.splitlines()
+        if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 7
+    }
+    values = x.astype(np.float32).astype(np.float64)
+    for name, cols in (("a", slice(0, 2)), ("b", slice(2, 5))):
+        mean, std = float(rows[name][5]), float(rows[name][6])
+        assert mean == pytest.approx(values[:, cols].mean(), rel=1e-3, abs=1e-3)
+        assert std == pytest.approx(values[:, cols].std(), rel=1e-3)

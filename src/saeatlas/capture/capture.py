@@ -10,7 +10,6 @@ eval mode without gradients.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -43,11 +42,12 @@ from .job import batch_fingerprint, capture_job
 from .layouts import (
     LayoutTracer,
     check_layout_layers,
+    check_named_layout,
     choose_layout,
     module_layout,
     parse_layout,
 )
-from .models import input_dtype
+from .models import check_has_values, input_dtype
 from .recorder import Recorder, check_batch_follows, run_forward
 from .rows import LayerRows, check_batch_dim, check_row_agreement, to_rows
 from .texts import text_max_length
@@ -146,6 +146,7 @@ def _capture(
     tl_facts: dict[str, Any] = tl_provenance(model) if is_transformer_lens(model) else {}
     max_length = text_max_length(model, inputs, tokenizer, config.max_length)
     check_max_length(inputs, max_length)  # before the writer: nothing written is touched
+    check_has_values(model)
     job = capture_job(model, inputs, [hp.name for hp in hps], config, labels)
     dtype = STORE_DTYPES[config.dtype] if config.dtype else None
     if device is not None or dtype is not None:
@@ -174,6 +175,7 @@ def _capture(
     tracer = LayoutTracer(model)
 
     def rows_of(name: str, t: torch.Tensor) -> LayerRows:
+        check_named_layout(name, tuple(t.shape), config.layout)
         if layouts[name] is None and t.ndim == 4:  # fixed once, on the first batch
             layouts[name] = tracer.lookup(t) or default_layout
         elif layouts[name] is None and t.ndim == 3:  # [batch, C, L] after a Conv1d, say
@@ -345,14 +347,14 @@ def _known_layout(hp: Hookpoint) -> str | None:
 
 
 def _check_output_index(index: int | str | None, plain: set[str], hps: list[Hookpoint]) -> None:
-    """Warn when ``output_index`` picks nothing: every recorded layer gave a plain
-    tensor, which is recorded as it is (an option silently without effect)."""
+    """Refuse an ``output_index`` that picks nothing: every recorded layer gave a plain
+    tensor, which is recorded as it is (a warning was easy to miss, and the store then
+    held another tensor than the one asked for)."""
     if index is not None and plain >= {hp.name for hp in hps}:
-        warnings.warn(
-            f"--output-index (`output_index`) {index!r} has no effect: every recorded layer "
-            f"({sorted(plain)[:5]}) gives a plain tensor, not a tuple or dict, and is recorded "
-            "as it is. Drop it, or record a module whose output is a tuple.",
-            stacklevel=3,
+        raise ConfigError(
+            f"--output-index (`output_index`) {index!r} picks nothing: every recorded layer "
+            f"({sorted(plain)[:5]}) gives a plain tensor, not a tuple or dict. Drop "
+            "--output-index, or record a module whose output is a tuple."
         )
 
 

@@ -73,6 +73,8 @@ def _as_tensor(x: Any, float_dtype: torch.dtype | None = None) -> Any:
             )
         if not x.dtype.isnative:  # a big-endian file: torch takes the machine's order only
             x = x.astype(x.dtype.newbyteorder("="))
+        if x.dtype.kind == "f" and x.dtype.itemsize > 8:  # longdouble: torch has none
+            x = x.astype(np.float64)
         if float_dtype is None and x.dtype == np.float64:
             float_dtype = torch.float32
         x = torch.from_numpy(np.ascontiguousarray(x))

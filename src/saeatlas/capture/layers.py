@@ -59,7 +59,7 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
                     model(example)
         except AtlasError:
             raise
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # sys.exit in the model: not exit code 0
             raise model_error(e, "the example input") from e
         finally:
             model.train(was_training)

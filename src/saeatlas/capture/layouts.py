@@ -166,14 +166,33 @@ def check_layout_layers(names: list[str], spec: str | None) -> None:
             )
 
 
+def named_layout(name: str, spec: str | None) -> str | None:
+    """The layout ``spec`` gives layer ``name`` by name (``LAYER=LAYOUT``), or None."""
+    return next((lay for pattern, lay in parse_layout(spec)[1] if _names(name, pattern)), None)
+
+
+def check_named_layout(name: str, shape: tuple[int, ...], spec: str | None) -> None:
+    """Refuse a layout named for a layer whose output cannot have it: ``1=image`` for a
+    ``[batch, d]`` output was dropped without a word, and ``1=heads`` for a 3-D one
+    read it as ``[batch, seq, d]``."""
+    layout = named_layout(name, spec)
+    fits = {"image": (3, 4), "heads": (4,), "pattern": (4,)}
+    if layout is not None and len(shape) not in fits[layout]:
+        raise ShapeError(
+            f"--layout (`layout`) names '{layout}' {LAYOUTS[layout]} for layer '{name}', but "
+            f"its output is {len(shape)}-D {list(shape)}. Drop it for this layer, or record "
+            "the module whose output has that layout."
+        )
+
+
 def choose_layout(name: str, known: str | None, spec: str | None) -> str | None:
     """The layout of layer ``name`` before any forward pass: the user's for this layer,
     else ``known`` (from its hook name or module type). ``None`` leaves it to the
     tracer, then to the user's default. ``pattern`` needs the user's consent."""
-    default, pairs = parse_layout(spec)
-    for pattern, layout in pairs:
-        if _names(name, pattern):
-            return layout
+    default = parse_layout(spec)[0]
+    named = named_layout(name, spec)
+    if named is not None:
+        return named
     if known == "pattern" and default != "pattern":
         raise ShapeError(
             f"Layer '{name}' holds attention patterns {LAYOUTS['pattern']}: its units would be "

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import AtlasError, ModelSpecError
+from ..errors import AtlasError, ModelError, ModelSpecError
 from .nnsight import unwrap_model
 
 
@@ -90,6 +90,19 @@ def load_model(
     return LoadedModel(made, tokenizer, spec)
 
 
+def check_has_values(model: torch.nn.Module) -> None:
+    """Refuse a model whose weights are on the meta device (shapes without values, as
+    a Hugging Face model built empty leaves them): the capture ended in torch's
+    NotImplementedError 'Cannot copy out of meta tensor' and a traceback."""
+    meta = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if meta:
+        raise ModelError(
+            f"The model's {meta[:3]}{' and more' if len(meta) > 3 else ''} are on the meta "
+            "device: shapes without values. Load the weights first (`load_state_dict` after "
+            "`to_empty`, or `from_pretrained` without a meta `device_map`)."
+        )
+
+
 def load_factory(spec: str) -> Any:
     """The object a ``package.module:name`` or ``path/to/file.py:name`` SPEC names."""
     target, _, attr = spec.rpartition(":")
@@ -118,15 +131,24 @@ def call_factory(factory: Any, spec: str, kwargs: dict[str, Any] | None = None) 
         return factory(**kwargs)
     except AtlasError:
         raise
-    except Exception as e:  # the user's code: name the spec, keep the traceback for --debug
+    # the user's code: name the spec, keep the traceback for --debug; a sys.exit(0) in
+    # it (argparse's --help) ended the capture with exit code 0 and nothing written
+    except (Exception, SystemExit) as e:
         raise _code_error(e, f"Calling {spec!r}") from e
 
 
 def _code_error(e: BaseException, what: str) -> ModelSpecError:
     return ModelSpecError(
-        f"{what} failed: {type(e).__name__}: {str(e).strip().rstrip('.')}. Fix that code; "
-        "`saeatlas --debug ...` shows the traceback."
+        f"{what} failed: {code_failure(e)}. Fix that code; `saeatlas --debug ...` shows the "
+        "traceback."
     )
+
+
+def code_failure(e: BaseException) -> str:
+    """What the user's code raised, in a few words (``sys.exit`` named as such)."""
+    if isinstance(e, SystemExit):
+        return f"it called sys.exit({e.code!r}) (argparse does on bad or --help arguments)"
+    return f"{type(e).__name__}: {str(e).strip().rstrip('.')}"
 
 
 def _import(target: str, spec: str) -> Any:
@@ -142,7 +164,7 @@ def _import(target: str, spec: str) -> Any:
         sys.modules[name] = module
         try:
             mod_spec.loader.exec_module(module)
-        except Exception as e:  # a SyntaxError, or whatever its top level raises
+        except (Exception, SystemExit) as e:  # a SyntaxError, or what its top level raises
             del sys.modules[name]
             raise _code_error(e, f"Running '{file}' (from spec {spec!r})") from e
         return module
@@ -150,7 +172,7 @@ def _import(target: str, spec: str) -> Any:
         return importlib.import_module(target)
     except ImportError as e:
         raise ModelSpecError(f"Cannot import {target!r} from model spec {spec!r}: {e}.") from e
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise _code_error(e, f"Importing {target!r} (from spec {spec!r})") from e
 
 

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import AtlasError, ModelError, ShapeError
+from ..errors import AtlasError, InputsError, ModelError, ShapeError
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch
+from .models import code_failure
 from .rows import select_tensor
 
 
@@ -174,11 +175,10 @@ def _drop_last(x: Any, n: int) -> Any:
     return x
 
 
-def model_error(e: Exception, where: str) -> ModelError:
+def model_error(e: BaseException, where: str) -> ModelError:
     """The one-line error for a forward pass that failed inside the model."""
     return ModelError(
-        f"The model's forward pass failed on {where}: {type(e).__name__}: "
-        f"{str(e).strip().rstrip('.')}. Check that the "
+        f"The model's forward pass failed on {where}: {code_failure(e)}. Check that the "
         "inputs fit the model (shape, dtype, token ids; --max-length for texts longer than it "
         "takes; a smaller --batch-size when out of memory); `saeatlas --debug ...` shows the "
         "traceback."
@@ -193,6 +193,28 @@ def _move(x: Any, device: str | None) -> Any:
     if isinstance(x, (list, tuple)):
         return type(x)(_move(v, device) for v in x)
     return x
+
+
+def check_token_ids(model: torch.nn.Module, batch: InputBatch, where: str) -> None:
+    """Refuse token ids outside a Hugging Face model's input embedding before the pass
+    (on the host): on a GPU they end in CUDA's 'device-side assert triggered', which
+    names nothing and leaves the device unusable; on a CPU in 'index out of range'."""
+    try:
+        n = model.get_input_embeddings().num_embeddings  # type: ignore[operator, union-attr]
+    except Exception:  # not a Hugging Face model, or one without an embedding table
+        return
+    ids = batch.kwargs.get("input_ids", batch.args[0] if batch.args else None)
+    if not isinstance(n, int) or not isinstance(ids, torch.Tensor) or ids.numel() == 0:
+        return
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        return
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= n:
+        raise InputsError(
+            f"Token ids of {where} run from {lo} to {hi}, but the model's input embedding "
+            f"has {n} entries (ids 0 to {n - 1}). Give ids of this model's vocabulary (its "
+            "own tokenizer, not another model's)."
+        )
 
 
 def run_forward(
@@ -212,13 +234,14 @@ def run_forward(
     first batch; a failure of the model after every recorded module ran is then not
     an error, since stopping early never reaches it."""
     recorder.values.clear()
+    check_token_ids(model, batch, where)
     try:
         model(*_move(batch.args, device), **_move(batch.kwargs, device))
     except StopForward:
         pass
     except AtlasError:  # raised by a hook: already says what is wrong
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # sys.exit(0) ended the run with exit code 0
         if not (probe and len(recorder.values) == len(recorder.hookpoints)):
             raise model_error(e, where) from e
     missing = [hp.name for hp in recorder.hookpoints if hp.name not in recorder.values]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -210,8 +211,11 @@ def print_summary(store: Any) -> None:
         console.print(f"{s.n_nonfinite_rows_skipped:,} rows with NaN/Inf were skipped.")
     table = Table("layer", "columns", "units", "layout", "output shape", "mean", "std")
     for layer in s.layers:
-        mean = store.mean[layer.start : layer.stop]
-        std = store.std[layer.start : layer.stop]
+        mean = np.asarray(store.mean[layer.start : layer.stop], dtype=np.float64)
+        unit_std = np.asarray(store.std[layer.start : layer.stop], dtype=np.float64)
+        # the std of all the layer's values (every unit has every row), not the mean of
+        # its units' stds, which is half of it when the units' means differ
+        std = np.sqrt(max(0.0, float(np.mean(unit_std**2 + mean**2) - mean.mean() ** 2)))
         table.add_row(
             escape(layer.name),
             f"{layer.start}:{layer.stop}",
@@ -219,6 +223,6 @@ def print_summary(store: Any) -> None:
             layer.layout,
             str(list(layer.shape)),
             f"{mean.mean():.4g}",
-            f"{std.mean():.4g}",
+            f"{std:.4g}",
         )
     console.print(table)

@@ -198,7 +198,7 @@ def _run(
     main = coord.world.is_main
     # One run per directory at a time (rank 0 holds the lock); each stage also locks
     # its own output.
-    with output_lock(paths.out if main else None):
+    with output_lock(paths.out if main else None, holds_outputs=True):
         coord.check(None)
         coord.from_main(lambda: check_run_out(paths.out))
         state = coord.from_main(lambda: RunState(paths.state))  # rank 0's alone is used

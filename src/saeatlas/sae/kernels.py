@@ -34,6 +34,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 #: Rows handled at once by the gather-based passes (GPUs): the gathered
 #: [rows, k, d_in] blocks then stay in cache.
 CHUNK_ROWS = 512
@@ -66,9 +68,14 @@ def sparse_kernels(device: torch.device) -> bool:
     """Whether the active-entry products use torch's sparse kernels (CPUs) rather
     than chunked gathers (GPUs). The environment variable ``SAEATLAS_SPARSE_KERNELS``
     (``1`` or ``0``) overrides the choice, to compare the two on one device."""
-    forced = os.environ.get("SAEATLAS_SPARSE_KERNELS")
+    forced = os.environ.get("SAEATLAS_SPARSE_KERNELS", "")
     if forced in ("0", "1"):
         return forced == "1"
+    if forced:  # 'true' or 'yes' was dropped without a word, and the choice left as it was
+        raise ConfigError(
+            f"The environment variable SAEATLAS_SPARSE_KERNELS is {forced[:40]!r}; set it to "
+            "'1' (sparse kernels) or '0' (gathers), or unset it."
+        )
     return device.type == "cpu"
 
 

@@ -68,8 +68,23 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` and move the finished file to ``path`` atomically."""
+    """Call ``write(tmp_path)`` and move the finished file to ``path`` atomically. The
+    folders made for ``path`` go again, while empty, when the write fails: a full disk at
+    an SAE's first ``checkpoint.pt`` left an empty ``--out`` folder behind."""
     path = Path(path)
+    made = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+    try:
+        _write_into(path, write)
+    except BaseException:
+        for d in made:  # deepest first
+            try:
+                d.rmdir()  # only ever removes an empty folder
+            except OSError:
+                break
+        raise
+
+
+def _write_into(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}-", dir=path.parent)
     os.close(fd)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import StoreError
+from .._world import memory_bytes
+from ..errors import ConfigError, StoreError
 from .progress import ResumePoint
 
 
@@ -87,6 +88,26 @@ class BlockPool:
         """Give back a block that nothing reads any more."""
         with self._lock:
             self._free[block.is_pinned()].append(block)
+
+
+#: Blocks out at once (:class:`BlockPool`): one filling, one waiting, one being written.
+BLOCKS_OUT = 3
+
+
+def check_blocks_fit(rows: int, n_units: int, dtype: str, itemsize: int) -> None:
+    """Refuse blocks of ``rows`` (a shard, held whole while it fills) that cannot fit in
+    the machine's memory: `--shard-rows 1000000000` ended in "Out of memory" on a capture
+    of 300 rows."""
+    have = memory_bytes("cpu")
+    if have is None or BLOCKS_OUT * rows * n_units * itemsize <= have:
+        return
+    most = max(1, have // (BLOCKS_OUT * n_units * itemsize))
+    raise ConfigError(
+        f"`shard_rows` (--shard-rows) {rows:,} makes shards of "
+        f"{rows * n_units * itemsize / 2**30:,.1f} GiB ({n_units:,} units of {dtype}), each "
+        f"held in memory while it fills ({BLOCKS_OUT} at once), and this machine has "
+        f"{have / 2**30:,.1f} GiB. Give at most {most:,} rows, or leave --shard-rows out."
+    )
 
 
 def row_parts(x: torch.Tensor | Sequence[torch.Tensor], n_units: int) -> list[torch.Tensor]:

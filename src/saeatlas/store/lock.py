@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,10 +54,11 @@ def _key(path: str | os.PathLike) -> Path:
     return resolve(path.parent) / path.name
 
 
-def check_writable(path: str | os.PathLike) -> None:
+def check_writable(path: str | os.PathLike, *, holds_outputs: bool = False) -> None:
     """Raise :class:`OutputError` unless the output directory ``path`` can be written:
     it is a directory or does not exist yet, and its nearest existing folder is a
-    writable directory."""
+    writable directory. ``holds_outputs``: ``path`` is a folder of outputs (a run
+    directory), which may hold others."""
     path = Path(path)
     try:
         os.path.abspath(path).encode("utf-8")
@@ -67,12 +69,8 @@ def check_writable(path: str | os.PathLike) -> None:
         ) from None
     if path.exists() and not path.is_dir():
         raise OutputError(f"'{path}' exists and is not a directory; choose another output.")
-    store = next((p for p in Path(os.path.abspath(path)).parents if _is_store(p)), None)
-    if store is not None:
-        raise OutputError(
-            f"'{path}' is inside the activation store '{store}', which must hold only its own "
-            "files; choose an output outside it."
-        )
+    _check_name_length(path)
+    _check_nesting(path, holds_outputs)
     if path.exists() and not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"Cannot write to '{path}': permission denied. Choose another output.")
     parent = path.parent
@@ -89,11 +87,93 @@ def check_writable(path: str | os.PathLike) -> None:
         )
 
 
-def _is_store(directory: Path) -> bool:
-    return (directory / MANIFEST).is_file() and (directory / ROWS).is_file()
+def _check_name_length(path: Path) -> None:
+    """Refuse a name too long for the ``.NAME.partial`` an output is written into (the
+    longest name saeatlas gives it): a capture or training ran to its end and then
+    failed with 'File name too long', losing the work."""
+    name = Path(os.path.abspath(path)).name
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    extra = len(".") + len(".partial")
+    if len(name.encode()) + extra > limit:
+        raise OutputError(
+            f"The name of the output '{path}' is {len(name.encode())} bytes long; saeatlas "
+            f"writes it as '.NAME.partial' first, which this filesystem allows up to {limit} "
+            f"bytes. Choose a name of at most {limit - extra} bytes."
+        )
 
 
-def acquire(path: str | os.PathLike) -> None:
+#: The files that mark a directory as a saeatlas output, and what that output is: two
+#: each, so that a project folder with an `atlas.json` of its own is not taken for one.
+#: (The SAE's are :mod:`saeatlas.sae.files`' names, not imported: ``store`` is upstream.)
+OUTPUT_MARKERS: tuple[tuple[tuple[str, ...], str], ...] = (
+    ((MANIFEST, ROWS), "the activation store"),
+    (("cfg.json", "sae_weights.safetensors"), "the SAE"),
+    (("atlas.json", "units.parquet"), "the atlas"),
+    (("sweep.json", "pareto.json"), "the sweep"),
+)
+
+
+def output_kind(directory: Path) -> str | None:
+    """What saeatlas output ``directory`` is (``"the SAE"``), or None."""
+    for files, what in OUTPUT_MARKERS:
+        if all((directory / f).is_file() for f in files):
+            return what
+    return None
+
+
+def _check_nesting(path: Path, holds_outputs: bool) -> None:
+    """Refuse an output inside another saeatlas output, or a plain folder that holds one:
+    each output holds only its own files, so the other's next ``--overwrite`` would refuse
+    or delete the one nested in it. An output that the command writing the outer one
+    nests in it (a report's figures in its atlas) is that command's own; a run directory
+    is a folder of outputs (``holds_outputs``), not one."""
+    real = resolve(os.path.abspath(path))
+    # an SAE's seed SAEs lie beside it, in a sweep too (`SWEEP/k-8/seed-0-seed1`)
+    seed = re.fullmatch(r"(.+)-seed\d+", real.name)
+    seed_of_sae = seed is not None and output_kind(real.parent / seed[1]) == "the SAE"
+    for outer in () if seed_of_sae else real.parents:
+        what = output_kind(outer)
+        if what is not None and _written_here(outer) is None:
+            raise OutputError(
+                f"'{path}' is inside {what} '{outer}', which must hold only its own files; "
+                "choose an output outside it."
+            )
+    if holds_outputs or not real.is_dir() or output_kind(real) is not None:
+        return
+    try:
+        if Path.cwd().resolve().is_relative_to(real):  # refused as the current folder
+            return
+    except OSError:  # the current folder was removed
+        pass
+    try:
+        entries = sorted(real.iterdir())
+    except OSError:  # not readable: refused as not writable below, or by its writer
+        return
+    for inner in entries:
+        if inner.is_dir() and not inner.name.startswith(".") and output_kind(inner):
+            raise OutputError(
+                f"'{path}' holds {output_kind(inner)} '{inner}', which writing '{path}' "
+                "would replace or be refused by; move it away or choose another output."
+            )
+
+
+def _written_here(directory: Path) -> Path | None:
+    """The output this thread holds the lock of that ``directory`` is, or is being
+    written as (its ``.NAME.partial``), or None."""
+    name = directory.name
+    if name.startswith(".") and name.endswith(".partial"):
+        directory = directory.parent / name[1 : -len(".partial")]
+    entry = _held.get(_key(directory))
+    return directory if entry is not None and entry[2] == threading.get_ident() else None
+
+
+def acquire(path: str | os.PathLike, *, holds_outputs: bool = False) -> None:
     """Take the lock of the output ``path`` or raise :class:`LockError` at once.
     Checks first that ``path`` can be written (:func:`check_writable`)."""
     path = Path(path)
@@ -107,7 +187,7 @@ def acquire(path: str | os.PathLike) -> None:
                 )
             _held[key][1] += 1
             return
-        check_writable(path)
+        check_writable(path, holds_outputs=holds_outputs)
         file = lock_path(path)
         # folders made for the lock file, deepest first: removed with it while empty, so
         # that an output refused before its work leaves no empty folder behind
@@ -188,8 +268,10 @@ def release(path: str | os.PathLike) -> None:
 
 
 @contextmanager
-def output_lock(*paths: str | os.PathLike | None) -> Iterator[None]:
-    """Hold the locks of every output in ``paths`` (``None`` entries are skipped).
+def output_lock(*paths: str | os.PathLike | None, holds_outputs: bool = False) -> Iterator[None]:
+    """Hold the locks of every output in ``paths`` (``None`` entries are skipped);
+    ``holds_outputs``: they are folders of outputs (a run directory), which may hold
+    other outputs (:func:`check_writable`).
 
     Two of ``paths`` that are one directory (a link to the other) are an error: a
     re-entrant lock let ``train --seeds 2`` write both SAEs into it, the second over
@@ -206,7 +288,7 @@ def output_lock(*paths: str | os.PathLike | None) -> Iterator[None]:
     try:
         for p in paths:
             if p is not None:
-                acquire(p)
+                acquire(p, holds_outputs=holds_outputs)
                 taken.append(Path(p))
         yield
     finally:

@@ -85,6 +85,7 @@ def _scan(
         finite = torch.isfinite(x).all(dim=1)
         if not bool(finite.all()):
             if on_nonfinite == "error":
+                _check_in_range(source, x, path, start)
                 check_finite(
                     x,
                     path,
@@ -104,6 +105,20 @@ def _scan(
     source.skip(rows)
     log.warning("Skipped %d rows of '%s' with NaN/Inf.", len(rows), path)
     return m, len(rows), h.hexdigest()
+
+
+def _check_in_range(source: ArraySource, x: torch.Tensor, path: Path, first_row: int) -> None:
+    """Name a finite value of a float64 array that float32, which it is read as, cannot
+    hold (it was reported as an Inf the file does not have)."""
+    rows, cols = torch.nonzero(~torch.isfinite(x), as_tuple=True)
+    row, col = first_row + int(rows[0]), int(cols[0])
+    value = source.array[row, col]
+    if source.array.dtype.itemsize > 4 and np.isfinite(value):
+        raise NonFiniteError(
+            f"'{path}' has values beyond float32's range (+-3.4e38), which activations are "
+            f"read as: the first ({float(value):g}) at row {row}, column {col}. Scale the array "
+            "down, or pass --on-nonfinite skip (`on_nonfinite='skip'`) to leave those rows out."
+        )
 
 
 def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:

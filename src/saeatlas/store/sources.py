@@ -103,7 +103,9 @@ class ArraySource:
         # float64 arrays are read as float32, like every other store; big-endian
         # files are served in the machine's byte order
         native = array.dtype.newbyteorder("=")
-        self.dtype = np.dtype(np.float32) if native == np.float64 else native
+        # float16 and float32 are served as they are, wider floats as float32 (a
+        # longdouble array ended in torch's TypeError, which has no such dtype)
+        self.dtype = native if native in (np.float16, np.float32) else np.dtype(np.float32)
         self.chunk = max(1, NPY_CHUNK_BYTES // max(1, array.shape[1] * self.dtype.itemsize))
         self.keep: np.ndarray | None = None
         """Rows served when some are skipped for NaN/Inf (``on_nonfinite='skip'``)."""
@@ -160,7 +162,8 @@ class ArraySource:
             else:
                 view = self.array[self.keep[i * self.chunk : i * self.chunk + shape[0]]]
             out = block.view(self.dtype).reshape(shape)
-            np.copyto(out, view, casting="same_kind")
+            with np.errstate(over="ignore"):  # beyond float32: Inf, reported by the reader
+                np.copyto(out, view, casting="same_kind")
         if _file_stamp(self.file) != self.stamp:  # after the read: it read the opened file
             raise StoreError(
                 f"'{self.file}' was written again while this run read it, so its rows would "

@@ -48,7 +48,7 @@ import torch
 
 from ..errors import ConfigError, StoreError
 from .atomic import partial_dir, through_link
-from .buffer import BlockPool, Piece, RowBuffer, copy_rows, row_parts
+from .buffer import BlockPool, Piece, RowBuffer, check_blocks_fit, copy_rows, row_parts
 from .claim import claim_output, give_back
 from .commit import Committer
 from .lock import release
@@ -202,6 +202,7 @@ class StoreWriter:
         self.shard_rows = self._shard_rows_arg or max(
             1, DEFAULT_SHARD_BYTES // (n_units * itemsize)
         )
+        check_blocks_fit(self.shard_rows, n_units, self.dtype, itemsize)
         self._commits.moments = RunningMoments(n_units)
 
     def add(

@@ -24,6 +24,7 @@ from ..store.lock import output_lock
 from .checkpoint import CHECKPOINT, load_checkpoint
 from .config import TrainConfig
 from .family import train_family
+from .run import rows_digest
 from .trainer import METRICS, TrainResult, train_sae
 
 
@@ -90,10 +91,13 @@ def train_ensemble(
     cfgs = [replace(cfg, seed=cfg.seed + i) for i in range(n_seeds)]
     world = join(cfg.device)  # only rank 0 writes: only it locks and checks the outputs
 
+    if resume and not isinstance(store, ActivationStore):  # its rows decide what is kept
+        store = ActivationStore.open(store)
+
     def check() -> list[bool]:
         for o in outs:  # a member whose final swap a kill interrupted is complete
             recover_dir(o)
-        kept = [resume and _keep(c, o, overwrite) for c, o in zip(cfgs, outs)]
+        kept = [resume and _keep(c, o, overwrite, store) for c, o in zip(cfgs, outs)]
         for i, (o, keep) in enumerate(zip(outs, kept)):
             if not keep:
                 _check_out(o, i, n_seeds, cfgs[i], overwrite, resume)
@@ -145,18 +149,41 @@ def trained_like(out: Path, cfg: TrainConfig) -> bool | None:
     return recorded == cfg
 
 
-def _keep(cfg: TrainConfig, out: Path, overwrite: bool) -> bool:
-    """Whether ``resume`` keeps the SAE in ``out``: complete and trained with ``cfg``.
-    A complete SAE trained otherwise is an error unless ``overwrite`` replaces it."""
+def _keep(cfg: TrainConfig, out: Path, overwrite: bool, store: ActivationStore) -> bool:
+    """Whether ``resume`` keeps the SAE in ``out``: complete and trained with ``cfg`` on
+    ``store``'s rows. A complete SAE trained otherwise is an error unless ``overwrite``
+    replaces it."""
     same = trained_like(out, cfg)
-    if same is None or (not same and overwrite):
+    other_rows = same and _other_rows(out, store)
+    if same is None or ((not same or other_rows) and overwrite):
         return False
+    if other_rows:  # it was kept as if trained on them
+        raise ConfigError(
+            f"--resume: '{out}' holds a complete SAE trained on other rows than those of "
+            f"'{store.path}' ({other_rows}). Pass --overwrite to train it again on them, or "
+            "choose another --out."
+        )
     if same:
         return True
     raise ConfigError(
         f"--resume: '{out}' holds a complete SAE that was not trained with these settings "
         f"and seed {cfg.seed}. Pass --overwrite to train it again, or choose another --out."
     )
+
+
+def _other_rows(out: Path, store: ActivationStore) -> str | None:
+    """How the rows the SAE in ``out`` records differ from ``store``'s, or None: their
+    digest, or (an SAE from before it was recorded) the store's real path."""
+    meta = json.loads((out / CFG).read_text()).get("metadata") or {}
+    if meta.get("rows_digest") is not None:
+        mine = rows_digest(store)
+        return (
+            None
+            if meta["rows_digest"] == mine
+            else f"rows digest {meta['rows_digest']}, now {mine}"
+        )
+    here = str(Path(store.path).resolve())
+    return None if meta.get("store") in (None, here) else f"store '{meta['store']}'"
 
 
 def _check_out(out: Path, i: int, n: int, cfg: TrainConfig, overwrite: bool, resume: bool) -> None:

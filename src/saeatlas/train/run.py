@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .._world import join
+from .._world import join, memory_bytes
 from ..errors import ConfigError
 from ..sae import SAEConfig, SparseAutoencoder
 from ..sae.architectures import get_architecture
@@ -62,21 +62,11 @@ def _select_dtype(name: str, device: torch.device, n_weights: int) -> torch.dtyp
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
-def _memory_bytes(device: str) -> int | None:
-    """Memory of ``device``: the GPU's total, or the machine's physical memory."""
-    try:
-        if device.startswith("cuda"):
-            return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError, RuntimeError):
-        return None
-
-
 def _check_fits(d_in: int, d_sae: int, batch_size: int, device: str) -> None:
     """Refuse, before allocating, an SAE that cannot fit: its two weight matrices with
     their gradients and two optimiser states (4 copies), and a batch's latents."""
     need = 4 * (4 * 2 * d_in * d_sae) + 4 * 3 * batch_size * d_sae
-    have = _memory_bytes(device)
+    have = memory_bytes(device)
     if have is not None and need > have:
         raise ConfigError(
             f"An SAE of {d_sae:,} latents on {d_in:,} units with batches of {batch_size:,} rows "
@@ -85,7 +75,7 @@ def _check_fits(d_in: int, d_sae: int, batch_size: int, device: str) -> None:
         )
 
 
-def _rows_digest(store: ActivationStore) -> str:
+def rows_digest(store: ActivationStore) -> str:
     """A digest of the store's rows (:meth:`ActivationStore.digest`)."""
     return store.digest()[:16]
 
@@ -323,7 +313,7 @@ class _Run:
             "store": os.path.realpath(self.store.path),
             "n_rows": self.store.n_rows,
             # a store captured again at the same path, with as many rows, differs here
-            "rows_digest": _rows_digest(self.store),
+            "rows_digest": rows_digest(self.store),
         }
 
     def state_dict(self) -> dict[str, Any]:

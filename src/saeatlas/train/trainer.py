@@ -31,7 +31,7 @@ from ..store.lock import output_lock
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .optim import ScheduleFreeSignSGD
-from .run import _Run
+from .run import _Run, rows_digest
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,8 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
         # absolute: export-saelens read the provenance of whatever 'store' was in the
         # directory it ran from
         "store": str(Path(run.store.path).resolve()),
+        # the rows it was trained on: `--resume` keeps a complete SAE of these rows only
+        "rows_digest": rows_digest(run.store),
         "train_config": run.cfg.to_json(),
         "n_steps": run.n_steps,
         "tokens": run.rows_done,
