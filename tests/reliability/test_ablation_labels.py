@@ -21,7 +21,8 @@ import torch
 def test_labels_the_ablation_cannot_split_by_are_one_error(labels, loss, needle):
     from saeatlas.errors import ConfigError
     from saeatlas.store import LayerSpec
-    from saeatlas.structure.causal.ablation import ablate_modules, check_ablation_inputs
+    from saeatlas.structure.causal.ablation import ablate_modules
+    from saeatlas.structure.causal.ablation_inputs import check_ablation_inputs
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))

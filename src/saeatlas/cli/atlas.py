@@ -226,7 +226,7 @@ def _ablation_inputs(
     from ..losses import loss_function
     from ..sae import SparseAutoencoder
     from ..sae.model import sae_layers
-    from ..structure.causal.ablation import check_ablation_inputs
+    from ..structure.causal.ablation_inputs import check_ablation_inputs
 
     loaded = load_model(model, model_class=model_class)
     kw = dict(

@@ -27,7 +27,8 @@ from ..store.atomic import partial_dir
 from ..store.manifest import MANIFEST, Manifest
 from ..store.partial import progress_files
 from ..structure import Atlas, analyze
-from ..structure.causal.ablation import ablate_atlas, check_ablation_inputs
+from ..structure.causal.ablation import ablate_atlas
+from ..structure.causal.ablation_inputs import check_ablation_inputs
 from ..sweep import sweep
 from ..sweep.sweep import SWEEP_JSON, sweep_members
 from ..train import TrainConfig, train_family, train_sae

@@ -15,7 +15,7 @@ Csordás et al. 2021, "Are neural nets modular?").
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,16 +25,15 @@ import pandas as pd
 import torch
 
 from ..._progress import progress_bar
-from ...capture.inputs import InputBatch, iter_input_batches, model_and_tokenizer
-from ...capture.models import input_dtype
+from ...capture.inputs import InputBatch
 from ...capture.recorder import model_error
-from ...capture.rows import select_tensor
-from ...errors import AtlasError, ConfigError, NonFiniteError, ShapeError
-from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
+from ...errors import AtlasError, ConfigError, ShapeError
+from ...losses import PerSampleLoss, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
 from ..inference.draws import draws_z
 from ..inference.outcome import decide
 from ..inputs import check_made_from
+from .ablation_inputs import _check_finite, _model_batches, label_classes
 from .units import Ablator
 
 MODES = ("mean", "zero")
@@ -207,119 +206,6 @@ def ablate_modules(
     p = (1 + (rand >= effect[:, None]).sum(axis=1)) / (1 + n_random)
     p[np.isnan(effect)] = np.nan
     return AblationResult(classes, clean, effect, effect_cls, mean, std, z, p, rand_cls)
-
-
-def _check_finite(per_sample: np.ndarray) -> None:
-    """Refuse a clean loss that is NaN or Inf: every ablation's effect is then NaN, and the
-    atlas said that no module hurt the loss more than random unit sets."""
-    bad = ~np.isfinite(per_sample.reshape(len(per_sample), -1)).all(axis=1)
-    if bad.any():
-        raise NonFiniteError(
-            f"The model's loss is NaN or Inf on {int(bad.sum())} of {len(per_sample)} inputs "
-            f"(the first: input {int(np.argmax(bad))}) before any unit is ablated, so no "
-            "ablation can be measured. Give inputs the model maps to finite outputs (no "
-            "NaN/Inf values)."
-        )
-
-
-def label_classes(labels: Any) -> np.ndarray:
-    """``[n_classes]`` the classes a loss is split by: the distinct labels, which must be
-    finite numbers or strings, all of one kind (a None or NaN label is a class of no
-    input: its effects were NaN, or the sort of the labels failed in a traceback)."""
-    lab = np.asarray(labels)
-    if lab.dtype.kind == "O":
-        kinds = np.array(
-            [
-                "str" if isinstance(v, str) else "number" if _is_number(v) else ""
-                for v in lab.ravel()
-            ]
-        )
-        bad = (kinds == "") | (kinds != kinds[0])
-        if not bad.any():
-            lab = lab.astype(str if kinds[0] == "str" else np.float64)
-    else:
-        bad = np.zeros(lab.shape, bool) if lab.dtype.kind in "iubUSf" else np.ones(lab.shape, bool)
-    if lab.dtype.kind == "f":
-        bad = ~np.isfinite(lab)
-    if bad.any():
-        first = int(np.flatnonzero(bad.ravel())[0])
-        value = lab.ravel()[first]
-        value = value.item() if isinstance(value, np.generic) else value
-        raise ConfigError(
-            f"Label {first} is {value!r}; the ablation splits its effect by label, so "
-            "every label must be a finite number or a string, all of one kind. Drop that "
-            "input or give it a label (--labels)."
-        )
-    return np.unique(lab)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def _model_batches(
-    model: torch.nn.Module,
-    inputs: Any,
-    labels: Any,
-    batch_size: int,
-    tokenizer: Any,
-    max_length: int | None,
-) -> tuple[torch.nn.Module, Iterator[InputBatch]]:
-    """The module to run (an nnsight model's wrapped one) and the inputs' batches for it
-    (with their labels, checked one per sample)."""
-    model, tokenizer = model_and_tokenizer(model, inputs, tokenizer)
-    batches = iter_input_batches(
-        inputs,
-        batch_size=batch_size,
-        labels=labels,
-        tokenizer=tokenizer,
-        max_length=max_length,
-        float_dtype=input_dtype(model),
-    )
-    return model, batches
-
-
-def check_ablation_inputs(
-    model: torch.nn.Module,
-    inputs: Any,
-    labels: Any = None,
-    *,
-    loss_fn: PerSampleLoss = per_sample_cross_entropy,
-    tokenizer: Any = None,
-    max_length: int | None = None,
-    layers: Sequence[LayerSpec] = (),
-) -> None:
-    """Refuse, before an analysis, inputs and labels its ablation would fail on after it:
-    labels that are not one per input, a model that fails on the first input or whose
-    loss cannot be taken there, for the cross-entropy loss a label that is no class
-    index of the model's logits (all labels, against the logits of the first input), and
-    a model without the store's ``layers`` (the SAE's), or of other widths there."""
-    given = model  # hook names are the model's (or its nnsight wrapper's)
-    model, batches = _model_batches(model, inputs, labels, 1, tokenizer, max_length)
-    first = next(iter(batches), None)
-    if first is None:
-        raise ConfigError("The ablation's inputs are empty; give the inputs the store holds.")
-    was_training = model.training
-    model.eval()
-    ablator = Ablator(given, layers, np.zeros(0)) if layers else None  # checks, ablates none
-    try:
-        with torch.no_grad():
-            try:
-                output = model(*first.args, **first.kwargs)
-            except AtlasError:  # raised by a hook: already says what is wrong
-                raise
-            except Exception as e:
-                raise model_error(e, "input 0") from e
-            loss_fn(output, first)
-            logits = select_tensor(output, "model output")
-    finally:
-        if ablator is not None:
-            ablator.remove()
-        model.train(was_training)
-    if labels is not None and np.ndim(labels) == 1:
-        label_classes(labels)
-    if loss_fn is per_sample_cross_entropy and labels is not None and logits.ndim == 2:
-        class_indices(np.asarray(labels), int(logits.shape[1]))
 
 
 def atlas_layers(atlas: Any, store: ActivationStore) -> tuple[list[LayerSpec], np.ndarray]:
