@@ -69,7 +69,7 @@ def write_report(
     resolve(out.parent)  # a loop of symbolic links is named before the work
     # the page's folder as every output's (a file there, a folder not writable) before the
     # work: the figures were drawn, then the page failed with an OS error's words
-    check_writable(out.parent)
+    check_writable(out.parent, for_file=True)
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out '{out}' is a directory; give the HTML file to write.")
     if (

@@ -54,11 +54,15 @@ def _key(path: str | os.PathLike) -> Path:
     return resolve(path.parent) / path.name
 
 
-def check_writable(path: str | os.PathLike, *, holds_outputs: bool = False) -> None:
+def check_writable(
+    path: str | os.PathLike, *, holds_outputs: bool = False, for_file: bool = False
+) -> None:
     """Raise :class:`OutputError` unless the output directory ``path`` can be written:
     it is a directory or does not exist yet, and its nearest existing folder is a
     writable directory. ``holds_outputs``: ``path`` is a folder of outputs (a run
-    directory), which may hold others."""
+    directory), which may hold others. ``for_file``: ``path`` is only the folder a file
+    is written into (a report's page, which may lie in its atlas or beside other
+    outputs), not an output: neither its name nor its place is checked."""
     path = Path(path)
     try:
         os.path.abspath(path).encode("utf-8")
@@ -69,8 +73,9 @@ def check_writable(path: str | os.PathLike, *, holds_outputs: bool = False) -> N
         ) from None
     if path.exists() and not path.is_dir():
         raise OutputError(f"'{path}' exists and is not a directory; choose another output.")
-    _check_name_length(path)
-    _check_nesting(path, holds_outputs)
+    if not for_file:
+        _check_name_length(path)
+        _check_nesting(path, holds_outputs)
     if path.exists() and not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"Cannot write to '{path}': permission denied. Choose another output.")
     parent = path.parent
