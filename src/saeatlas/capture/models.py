@@ -93,7 +93,7 @@ def load_model(
 def check_has_values(model: torch.nn.Module) -> None:
     """Refuse a model whose weights are on the meta device (shapes without values, as
     a Hugging Face model built empty leaves them): the capture ended in torch's
-    NotImplementedError 'Cannot copy out of meta tensor' and a traceback."""
+    error 'Cannot copy out of meta tensor' and a traceback."""
     meta = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if meta:
         raise ModelError(

@@ -279,7 +279,7 @@ class _Scorer:
         n_fire, n = co.n_fire, co.n_rows
         if self.use_torch:
             kept = list(self._torch_scored(cut))
-            return self._joined(kept)
+            return _joined(kept, self.co.counts.dtype)
 
         def candidates(bounds: tuple[int, int]) -> tuple[np.ndarray, ...]:
             _, row, col, a = chunk(co, *bounds)
@@ -295,7 +295,7 @@ class _Scorer:
 
         with ThreadPoolExecutor(max_workers=self.n_threads) as pool:
             kept = list(pool.map(candidates, chunk_rows(co.counts.indptr)))
-        return self._joined(kept)
+        return _joined(kept, self.co.counts.dtype)
 
     def _torch_scored(self, cut: float):
         """:meth:`scored`'s candidates, chunk by chunk, tested on the device."""
@@ -316,9 +316,6 @@ class _Scorer:
                 a[s].cpu().numpy().astype(co.counts.dtype),
                 p.cpu().numpy(),
             )
-
-    def _joined(self, kept: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-        return _joined(kept, self.co.counts.dtype)
 
 
 def _joined(kept: list[tuple[np.ndarray, ...]], count_dtype) -> tuple[np.ndarray, ...]:
