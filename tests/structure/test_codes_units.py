@@ -202,14 +202,16 @@ def test_a_feature_that_follows_the_global_mode_is_excluded_though_it_writes_few
 
 @pytest.mark.parametrize("arch", ["topk", "relu"])
 def test_encode_sparse_in_row_blocks_equals_one_block(monkeypatch, arch):
-    from saeatlas.structure.graph import codes as codes_mod
+    from saeatlas.structure.graph import encoder as encoder_module
 
     g = torch.Generator().manual_seed(3)
     sae = SparseAutoencoder(SAEConfig(architecture=arch, d_in=10, d_sae=64, k=5), g)
     x = torch.randn(300, 10, generator=g)
-    whole_idx, whole_vals = codes_mod.encode_sparse(sae, x)
-    monkeypatch.setattr(codes_mod, "ENCODE_BLOCK_BYTES", 4 * 64 * 7)  # 7 rows a block
-    idx, vals = codes_mod.encode_sparse(sae, x)
+    whole_idx, whole_vals = encoder_module.SparseEncoder.of(sae)(x)
+    monkeypatch.setattr(encoder_module, "ENCODE_BLOCK_BYTES", 4 * 64 * 7)  # 7 rows a block
+    encoder = encoder_module.SparseEncoder.of(sae)
+    assert encoder.step == 7
+    idx, vals = encoder(x)
     assert idx[:, 0].diff().min() >= 0 and int(idx[:, 0].max()) == int(whole_idx[:, 0].max())
     a = sp.csr_matrix((whole_vals.numpy(), whole_idx.numpy().T), shape=(300, 64)).toarray()
     b = sp.csr_matrix((vals.numpy(), idx.numpy().T), shape=(300, 64)).toarray()
@@ -221,13 +223,15 @@ def test_topk_codes_are_the_saes_own_where_bf16_chooses(monkeypatch):
     """The atlas took each row's top k of a bf16 product as they came: on near-tied rows
     another latent than the SAE's own encoding, with 3 significant digits (a feature
     that fired on one row could show density 0 in features.parquet)."""
-    from saeatlas.structure.graph import codes as codes_mod
+    from saeatlas.structure.graph import encoder as encoder_module
 
-    monkeypatch.setattr(codes_mod, "fast_bf16", lambda device, n=None: True)  # as on a GPU
+    monkeypatch.setattr(encoder_module, "fast_bf16", lambda device, n=None: True)  # as on a GPU
     g = torch.Generator().manual_seed(0)
     sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=32, d_sae=256, k=8), g)
     x = torch.randn(400, 32, generator=g)
-    idx, vals = codes_mod.encode_sparse(sae, x)
+    encoder = encoder_module.SparseEncoder.of(sae)
+    assert encoder.W.dtype == torch.bfloat16 and encoder.step == (256 << 20) // (2 * 256)
+    idx, vals = encoder(x)
     got = sp.csr_matrix((vals.numpy(), idx.numpy().T), shape=(400, 256)).toarray()
     with torch.no_grad():
         dense = sae.encode(x).acts.numpy()

@@ -24,9 +24,9 @@ import torch
 from ..._coordinator import Coordinator, solo
 from ..._progress import progress_bar
 from ...sae import SparseAutoencoder
-from ...sae.kernels import fast_bf16, select_topk
 from ...sae.model import sae_layers
 from ...store import ActivationStore, LayerSpec
+from .encoder import SparseEncoder
 from .moments import make_sums
 
 
@@ -91,56 +91,6 @@ class Codes:
         return np.clip(corr, -1.0, 1.0)
 
 
-#: Bytes of the dense ``[rows, d_sae]`` pre-activations :func:`encode_sparse` holds at
-#: once: a batch of 4096 rows at 262,144 latents would be 4 GiB in float32.
-ENCODE_BLOCK_BYTES = 256 << 20
-
-
-@torch.no_grad()
-def encode_sparse(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nonzero codes of a batch ``x [B, d_in]`` → ``(rows, cols, values)`` as two tensors:
-    ``idx [nnz, 2]`` (row, latent) and ``values [nnz]``, row by row in order.
-
-    TopK SAEs take their candidates from a bf16 product where bf16 matmul is fast and
-    recompute them exactly (:func:`~saeatlas.sae.kernels.select_topk`, as training
-    does): the bf16 top k alone gave a near-tied row another latent than the SAE's own
-    encoding, and values of 3 significant digits, so a feature firing on one row could
-    show density 0. The others encode densely in full precision. The
-    rows go through in blocks whose dense pre-activations stay within
-    :data:`ENCODE_BLOCK_BYTES` (1,024 rows at 65,536 latents in float32), so memory
-    does not grow with the batch times the dictionary.
-    """
-    step = max(1, ENCODE_BLOCK_BYTES // (4 * sae.cfg.d_sae))
-    if x.shape[0] <= step:
-        return _encode_block(sae, x)
-    idx, vals = [], []
-    for start in range(0, x.shape[0], step):
-        i, v = _encode_block(sae, x[start : start + step])
-        i[:, 0] += start
-        idx.append(i)
-        vals.append(v)
-    return torch.cat(idx), torch.cat(vals)
-
-
-def _encode_block(sae: SparseAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    cfg = sae.cfg
-    if cfg.architecture == "topk":
-        # in the SAE's dtype before b_dec, as its own encoding (`pre_activations`) casts:
-        # a float16 SAE's codes differed from its own on rows near a tie
-        x = x.to(sae.W_enc.dtype)
-        xs = x - sae.b_dec if cfg.subtracts_b_dec else x
-        dtype = torch.bfloat16 if fast_bf16(x.device, sae.W_enc.numel()) else sae.W_enc.dtype
-        pre = xs.to(dtype) @ sae.W_enc.to(dtype) + sae.b_enc.to(dtype)
-        values, idx = select_topk(pre, min(cfg.k, cfg.d_sae), xs, sae.W_enc, sae.b_enc)
-        values = values.float().relu()
-        keep = values > 0
-        rows = torch.arange(x.shape[0], device=x.device)[:, None].expand_as(idx)[keep]
-        return torch.stack([rows, idx[keep]], dim=1), values[keep]
-    acts = sae.encode(x).acts
-    nz = acts.nonzero()
-    return nz, acts[nz[:, 0], nz[:, 1]].float()
-
-
 def encode_store(
     sae: SparseAutoencoder,
     store: ActivationStore,
@@ -184,11 +134,12 @@ def encode_store(
     n_samples = int(sample_idx.max(initial=-1)) + 1
     weights = np.random.default_rng(resample_seed).poisson(1.0, (resamples, n_samples))
     sums = make_sums(sae, unit_gram, resamples, torch.device(device), engine)
+    encoder = SparseEncoder.of(sae)
     per_row, indices, data, rows = [], [], [], []  # this rank's codes, batch by batch
     with progress_bar("encode", hi - lo, progress) as bar:
         for start, _, x in atlas_batches(store, names, batch_size, max_rows, coord):
             x = x.to(device, torch.float32)
-            idx_d, vals_d = encode_sparse(sae, x)
+            idx_d, vals_d = encoder(x)
             idx, vals = idx_d.cpu().numpy(), vals_d.cpu().numpy()
             f = sp.csr_matrix((vals, (idx[:, 0], idx[:, 1])), shape=(x.shape[0], sae.cfg.d_sae))
             f.sum_duplicates()

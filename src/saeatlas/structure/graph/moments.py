@@ -6,7 +6,9 @@ error per unit.
 Two engines sum the same moments, in float64:
 
 - :class:`Sums` (numpy, on the host): the engine on the CPU, where it gives the
-  moments earlier atlases were made from, bit for bit.
+  moments earlier atlases were made from, bit for bit (two of its steps run through
+  torch's CPU kernels on the same memory, which add in the same order: the scatter
+  of the cross sums into the fired rows and the reconstruction's sparse product).
 - :class:`TorchSums` (torch, on the encoding device): the engine on every other
   device (``cuda``), so the rows never leave it; the same sums to about 1e-15
   relative (BLAS and scatter-adds add in another order).
@@ -17,6 +19,8 @@ memory is the sums themselves and one batch.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -50,7 +54,7 @@ class Sums:
     ) -> None:
         d_sae, d_in = sae.cfg.d_sae, sae.cfg.d_in
         self.d_sae, self.d_in = d_sae, d_in
-        self.W_dec = sae.W_dec.detach().double().cpu().numpy()
+        self.W_dec_t = sae.W_dec.detach().double().cpu()
         self.b_dec = sae.b_dec.detach().double().cpu().numpy()
         self.cross = np.zeros((d_sae, d_in))
         self.unit_sum, self.unit_sq = np.zeros(d_in), np.zeros(d_in)
@@ -69,14 +73,18 @@ class Sums:
         w: np.ndarray | None,
     ) -> None:
         """One batch: rows ``x [B, d_in]``, their codes as ``(idx [nnz, 2], vals [nnz])``
-        (:func:`.codes.encode_sparse`, on the device) and as ``f [B, d_sae]`` (the same,
+        (:class:`.encoder.SparseEncoder`, on the device) and as ``f [B, d_sae]`` (the same,
         a host CSR), and the resamples' weights ``w [resamples, B]``."""
         xc = x.cpu().numpy().astype(np.float64)
         fired = np.unique(f.indices)  # the rows of `cross` this batch adds to
         compact = sp.csr_matrix(
             (f.data, np.searchsorted(fired, f.indices), f.indptr), shape=(f.shape[0], fired.size)
         )
-        self.cross[fired] += compact.T @ xc
+        # torch's index_add_ on the same memory: one pass over the fired rows where numpy's
+        # `cross[fired] += ...` gathers and scatters them (a third of the batch's time)
+        torch.from_numpy(self.cross).index_add_(
+            0, torch.from_numpy(fired), torch.from_numpy(compact.T @ xc)
+        )
         self.unit_sum += xc.sum(0)
         self.unit_sq += (xc * xc).sum(0)
         if self.gram is not None:
@@ -87,7 +95,8 @@ class Sums:
             self.r_sum += w @ xc
             for i in range(w.shape[0]):
                 self.r_gram[i] += (xc * w[i][:, None]).T @ xc
-        self.residual += ((xc - (f @ self.W_dec) - self.b_dec) ** 2).sum(0)
+        recon = (_csr_tensor(f) @ self.W_dec_t).numpy()  # MKL's sparse product: 2.4x scipy's
+        self.residual += ((xc - recon - self.b_dec) ** 2).sum(0)
         self.act_sum += np.bincount(f.indices, weights=f.data, minlength=self.d_sae)
         self.act_sq += np.bincount(
             f.indices, weights=f.data.astype(np.float64) ** 2, minlength=self.d_sae
@@ -149,6 +158,18 @@ class TorchSums(Sums):
         self.residual += ((xd - recon - self.b_dec) ** 2).sum(0)
         self.act_sum.index_add_(0, cols, v)
         self.act_sq.index_add_(0, cols, v**2)
+
+
+def _csr_tensor(f: sp.csr_matrix) -> torch.Tensor:
+    """``f`` as a float64 torch CSR tensor (for MKL's sparse x dense product)."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(f.indptr.astype(np.int64)),
+            torch.from_numpy(f.indices.astype(np.int64)),
+            torch.from_numpy(f.data.astype(np.float64)),
+            f.shape,
+        )
 
 
 def _host(a: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -36,8 +36,9 @@ import scipy.sparse as sp
 import torch
 
 from ...sae import SparseAutoencoder
-from ..graph.codes import encode_sparse, strong_firing
+from ..graph.codes import strong_firing
 from ..graph.communities import cooccurrence_graph
+from ..graph.encoder import SparseEncoder
 from ..graph.firing import drop_columns
 
 if TYPE_CHECKING:
@@ -152,14 +153,14 @@ def dictionary_null_codes(
     independent = permute_codes(matrix, rng, together)
     W_dec = source.W_dec.detach().float().cpu().numpy()
     b_dec = source.b_dec.detach().float().cpu().numpy()
-    sae = sae.to(device).eval()
+    encoder = SparseEncoder.of(sae.to(device).eval())
     n, d_sae = independent.shape[0], sae.cfg.d_sae
     parts = []
     for s in range(0, n, batch_size):
         f = independent[s : s + batch_size]
         x = f @ W_dec + b_dec
         x = x + rng.standard_normal(x.shape).astype(np.float32) * residual_std[None, :]
-        idx, vals = encode_sparse(sae, torch.from_numpy(np.ascontiguousarray(x)).to(device))
+        idx, vals = encoder(torch.from_numpy(np.ascontiguousarray(x)).to(device))
         idx, vals = idx.cpu().numpy(), vals.cpu().numpy()
         parts.append(sp.csr_matrix((vals, (idx[:, 0], idx[:, 1])), shape=(x.shape[0], d_sae)))
     return sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, d_sae))
