@@ -406,6 +406,14 @@ def _flip_last_byte(f):
     f.write_bytes(f.read_bytes()[:-1] + bytes([f.read_bytes()[-1] ^ 0x40]))
 
 
+def _other_samples(f):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(f)
+    i = table.column_names.index("sample")
+    pq.write_table(table.set_column(i, "sample", table.column("sample")[::-1]), f)
+
+
 COMMITTED_DAMAGE = {
     "shard bit flip": ("shard-00000.safetensors", _flip_last_byte, "sha256 differs"),
     "shard truncated": (
@@ -416,6 +424,8 @@ COMMITTED_DAMAGE = {
     "shard missing": ("shard-00000.safetensors", lambda f: f.unlink(), "missing"),
     "rows missing": (".parts/rows-00000.parquet", lambda f: f.unlink(), "row metadata"),
     "rows garbage": (".parts/rows-00000.parquet", lambda f: f.write_text("x"), "row metadata"),
+    # as many rows, of other samples: only the count was checked, and the store took them
+    "rows of other samples": (".parts/rows-00000.parquet", _other_samples, "row metadata"),
 }
 
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ChecksumError, ConfigError, StoreError
 from .atomic import TMP_PREFIX
-from .manifest import MANIFEST, ROWS, ShardInfo
+from .manifest import MANIFEST, ROWS, ShardInfo, file_sha256
 from .shards import read_shard
 
 log = logging.getLogger(__name__)
@@ -153,11 +153,21 @@ def drop_uncommitted(work: Path, rank: int, world: int, committed: Iterable[str]
 
 
 def check_committed(
-    work: Path, shards: Sequence[ShardInfo], n_units: int, rank: int, world: int, store: Path
-) -> None:
+    work: Path,
+    shards: Sequence[ShardInfo],
+    parts: Sequence[str] | None,
+    n_units: int,
+    rank: int,
+    world: int,
+    store: Path,
+) -> tuple[str, ...]:
     """Before a resume builds on them: each committed shard of ``rank`` in ``work`` has
-    the sha256 and shape its commit recorded, and its row part holds its rows. A shard
-    damaged or swapped since would otherwise end up in a store declared complete."""
+    the sha256 and shape its commit recorded, and its row part the sha256 in ``parts``
+    (from a progress file of before it was recorded, ``None``: its rows' count). A file
+    damaged or swapped since would otherwise end up in a store declared complete (row
+    metadata of as many rows of other samples, labels or texts). Returns the parts'
+    sha256."""
+    digests = []
     for i, info in enumerate(shards):
         shard, part = work / info.file, work / PARTS / part_name(i, rank, world)
         try:
@@ -169,13 +179,20 @@ def check_committed(
             problem = "is missing or unreadable"
         if problem is None:
             try:
-                n = pq.read_metadata(part).num_rows
+                n, digest = pq.read_metadata(part).num_rows, file_sha256(part)
             except (OSError, pa.ArrowException):
-                n = None
+                n, digest = None, None
             if n != info.rows:
                 problem = f"has its row metadata '{PARTS}/{part.name}' missing or damaged"
+            elif parts is not None and (i >= len(parts) or digest != parts[i]):
+                problem = (
+                    f"has its row metadata '{PARTS}/{part.name}' changed since it was written "
+                    "(its sha256 differs)"
+                )
+            digests.append(digest)
         if problem is not None:
             raise StoreError(
                 f"Cannot resume the capture of '{store}': its committed shard '{info.file}' "
                 f"{problem}. Start again with --overwrite."
             )
+    return tuple(digests)
