@@ -443,6 +443,24 @@ def test_resume_refuses_a_damaged_committed_shard(outputs, interrupted, run_cli,
     assert not interrupted.exists() and partial_dir(interrupted).is_dir()  # kept as it was
 
 
+def test_resume_refuses_running_statistics_that_are_not_its_shards(outputs, interrupted, run_cli):
+    """Only the shards and row parts were checked: a progress file whose moments were
+    another input's (edited, or copied with its shards' list) gave the store their mean
+    and std."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from saeatlas.store.atomic import partial_dir
+
+    cli, one_line = run_cli
+    progress = partial_dir(interrupted) / "progress.safetensors"
+    with safe_open(str(progress), framework="numpy") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    tensors["mean"] = tensors["mean"] + 1.0
+    save_file(tensors, str(progress), metadata=meta)
+    one_line(cli(*_capture(outputs, interrupted)), "Cannot resume", "running statistics", "mean")
+
+
 def test_resume_drops_temporary_files_a_kill_left(outputs, interrupted, run_cli):
     """A kill inside an atomic write leaves its temporary file; the store must not keep it."""
     from saeatlas.store.atomic import partial_dir

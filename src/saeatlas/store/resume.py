@@ -61,7 +61,7 @@ def read_resume(
         return None
     saved = read_progress(file, path)
     check_same_job(saved, path, job, dtype, shard_rows)
-    parts = check_committed(work, saved.shards, saved.parts, saved.n_units, rank, world, path)
+    parts = check_committed(work, saved, rank, world, path)
     drop_uncommitted(work, rank, world, (s.file for s in saved.shards))
     log.info(
         "Resuming '%s' after %d shards (%d rows).",
