@@ -73,3 +73,14 @@ def test_out_dash_is_refused_not_made_a_folder_named_dash(tmp_path, run_cli, fla
     finally:
         os.chdir(cwd)
     assert not (tmp_path / "-").exists() and not (tmp_path / ".-.lock").exists()
+
+
+def test_sweep_refuses_heldout_rows_which_it_does_not_read(tmp_path, run_cli):
+    """Every member holds out --heldout-fraction of the store: --heldout-rows 50 was
+    dropped without a word (the sweep held out 200 of 2,000 rows)."""
+    cli, one_line = run_cli
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).normal(size=(200, 4)).astype("f4"))
+    args = ["sweep", "--acts", tmp_path / "a.npy", "--out", tmp_path / "sw", "--values", "2",
+            "4", "--heldout-rows", "50", "-q"]  # fmt: skip
+    one_line(cli(*args), "--heldout-rows is not read by sweep", "--heldout-fraction")
+    assert sorted(os.listdir(tmp_path)) == ["a.npy"]
