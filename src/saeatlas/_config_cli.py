@@ -115,6 +115,11 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
         )
     if not path.is_file():
         raise ConfigError(f"Config file '{path}' does not exist; give a YAML or JSON file.")
+    if path.suffix.lower() == ".toml":  # read as YAML, it gave 'not a mapping, but str'
+        raise ConfigError(
+            f"Config file '{path}' is TOML, which saeatlas does not read; give the same "
+            "settings as YAML or JSON (see examples/digits.yaml)."
+        )
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ._world import World, collective, join, share
+from ._world import World, collective, differing, join, share
 from .errors import ConfigError, DistributedError
 from .store.atomic import atomic_write_bytes
 
@@ -153,21 +153,7 @@ class Coordinator:
         compared): where one differs from rank 0's, every rank stops with one error
         naming the facts and the ranks (``what``: the job, as in "this capture";
         ``fix``: what to do)."""
-        jobs = self.gather(job, None)
-        differ = sorted(
-            {
-                k
-                for other in jobs[1:]
-                for k in set(jobs[0]) | set(other)
-                if other.get(k) != jobs[0].get(k)
-            }
-        )
-        if differ:
-            ranks = [r for r, other in enumerate(jobs) if other != jobs[0]]
-            raise ConfigError(
-                f"The ranks of {what} were given different {', '.join(differ)} (ranks "
-                f"{ranks} differ from rank 0). {fix}"
-            )
+        differing(self.gather(job, None), what, fix)
 
     def gather(
         self,

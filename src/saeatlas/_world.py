@@ -106,6 +106,42 @@ def from_main(fn: Callable[[], T], world: World) -> T:
     return value
 
 
+def differing(jobs: list[dict[str, Any]], what: str, fix: str) -> None:
+    """Raise :class:`ConfigError` when a rank's ``jobs`` entry (its facts: settings,
+    inputs, outputs) differs from rank 0's, naming the facts and the ranks (``what``: the
+    job, as in "this capture"; ``fix``: what to do). Every rank, given every rank's job,
+    raises the same error."""
+    differ = sorted(
+        {
+            k
+            for other in jobs[1:]
+            for k in set(jobs[0]) | set(other)
+            if other.get(k) != jobs[0].get(k)
+        }
+    )
+    if differ:
+        ranks = [r for r, other in enumerate(jobs) if other != jobs[0]]
+        raise ConfigError(
+            f"The ranks of {what} were given different {', '.join(differ)} (ranks "
+            f"{ranks} differ from rank 0). {fix}"
+        )
+
+
+def agree(world: World, job: dict[str, Any], what: str, fix: str) -> None:
+    """Every rank's ``job`` must be rank 0's (:func:`differing`): one gather on the
+    default group, so that ranks given other settings stop together before working
+    together (rank 0 alone writes, so a rank that trained otherwise would be averaged
+    in without a word). Nothing to do in a world of one."""
+    if world.size == 1:
+        return
+    if dist.get_backend() == "nccl":  # objects move through this rank's own GPU
+        torch.cuda.set_device(rank_device("cuda", world))
+    jobs: list[Any] = [None] * world.size
+    with collective(world, what, "one of them died or was killed; see its output for the cause."):
+        dist.all_gather_object(jobs, job)
+    differing(jobs, what, fix)
+
+
 def share(n: int, world: World) -> tuple[int, int]:
     """The items ``[lo, hi)`` of ``n`` that are rank ``world.rank``'s: contiguous
     blocks in rank order, the first ``n % size`` ranks one more."""

@@ -46,3 +46,27 @@ def test_bad_rows_or_a_store_of_another_width_are_clear_errors(tmp_path):
         evaluate_sae(SparseAutoencoder(SAEConfig("topk", d_in=6, d_sae=12, k=2)), store, start=50)
     with pytest.raises(ShapeError, match="reads 5 units"):
         evaluate_sae(SparseAutoencoder(SAEConfig("topk", d_in=5, d_sae=12, k=2)), store)
+
+
+@pytest.mark.parametrize(
+    "scale,offset",
+    [(1e-30, 0.0), (1e-2, 1e4)],
+    ids=["values near 1e-30", "offset 1e4, spread 1e-2"],
+)
+def test_the_fvu_denominator_holds_for_tiny_values_and_large_offsets(tmp_path, scale, offset):
+    """The variance was sum(x^2) - sum(x)^2 / n with a floor of 1e-30 on sum(x^2):
+    activations near 1e-30 were called rows that 'do not vary', and a large mean with a
+    small spread lost the variance to cancellation (a wrong FVU, or that error)."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(300, 6)) * scale + offset).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    sae = SparseAutoencoder(
+        SAEConfig("topk", d_in=6, d_sae=12, k=2), torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.from_numpy(x[0]))  # a reconstruction near the rows
+        x_hat = sae.eval()(torch.from_numpy(x)).x_hat.double().numpy()
+    xd = x.astype(np.float64)
+    expected = ((xd - x_hat) ** 2).sum() / ((xd - xd.mean(0)) ** 2).sum()
+    res = evaluate_sae(sae, ActivationStore.open(tmp_path / "x.npy"), batch_size=64)
+    assert res.fvu == pytest.approx(expected, rel=1e-6)

@@ -406,6 +406,14 @@ def _flip_last_byte(f):
     f.write_bytes(f.read_bytes()[:-1] + bytes([f.read_bytes()[-1] ^ 0x40]))
 
 
+def _other_samples(f):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(f)
+    i = table.column_names.index("sample")
+    pq.write_table(table.set_column(i, "sample", table.column("sample")[::-1]), f)
+
+
 COMMITTED_DAMAGE = {
     "shard bit flip": ("shard-00000.safetensors", _flip_last_byte, "sha256 differs"),
     "shard truncated": (
@@ -416,6 +424,8 @@ COMMITTED_DAMAGE = {
     "shard missing": ("shard-00000.safetensors", lambda f: f.unlink(), "missing"),
     "rows missing": (".parts/rows-00000.parquet", lambda f: f.unlink(), "row metadata"),
     "rows garbage": (".parts/rows-00000.parquet", lambda f: f.write_text("x"), "row metadata"),
+    # as many rows, of other samples: only the count was checked, and the store took them
+    "rows of other samples": (".parts/rows-00000.parquet", _other_samples, "row metadata"),
 }
 
 
@@ -431,6 +441,24 @@ def test_resume_refuses_a_damaged_committed_shard(outputs, interrupted, run_cli,
         cli(*_capture(outputs, interrupted)), "Cannot resume", "shard-00000", needle, "--overwrite"
     )
     assert not interrupted.exists() and partial_dir(interrupted).is_dir()  # kept as it was
+
+
+def test_resume_refuses_running_statistics_that_are_not_its_shards(outputs, interrupted, run_cli):
+    """Only the shards and row parts were checked: a progress file whose moments were
+    another input's (edited, or copied with its shards' list) gave the store their mean
+    and std."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from saeatlas.store.atomic import partial_dir
+
+    cli, one_line = run_cli
+    progress = partial_dir(interrupted) / "progress.safetensors"
+    with safe_open(str(progress), framework="numpy") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    tensors["mean"] = tensors["mean"] + 1.0
+    save_file(tensors, str(progress), metadata=meta)
+    one_line(cli(*_capture(outputs, interrupted)), "Cannot resume", "running statistics", "mean")
 
 
 def test_resume_drops_temporary_files_a_kill_left(outputs, interrupted, run_cli):

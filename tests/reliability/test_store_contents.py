@@ -111,3 +111,21 @@ def test_info_shows_each_layers_mean_and_std_of_its_values(tmp_path, run_cli):
         mean, std = float(rows[name][5]), float(rows[name][6])
         assert mean == pytest.approx(values[:, cols].mean(), rel=1e-3, abs=1e-3)
         assert std == pytest.approx(values[:, cols].std(), rel=1e-3)
+
+
+@pytest.mark.parametrize("damage", ["samples duplicated", "samples out of order"])
+def test_row_metadata_edited_since_the_capture_is_refused_when_read(store_copy, damage):
+    """Only `info --verify` compared rows.parquet with its sha256: an analysis read the
+    samples (and so the labels) of rows an edit had duplicated or reordered."""
+    from saeatlas.errors import ChecksumError
+    from saeatlas.store import ActivationStore
+
+    rows = store_copy / "rows.parquet"
+    table = pq.read_table(rows)
+    n, i = table.num_rows, table.schema.get_field_index("sample")
+    sample = np.arange(n) // 2 if damage == "samples duplicated" else np.arange(n)[::-1]
+    pq.write_table(table.set_column(i, "sample", pa.array(sample)), rows)
+    with pytest.raises(ChecksumError, match="rows.parquet. is not the one its capture wrote"):
+        ActivationStore.open(store_copy).rows(["sample"])
+    unchecked = ActivationStore.open(store_copy, verify=False).rows(["sample"])
+    assert unchecked.column("sample").to_pylist() == sample.tolist()

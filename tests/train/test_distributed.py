@@ -150,3 +150,42 @@ def test_rank_0_dying_before_its_decision_is_one_error(monkeypatch):
     monkeypatch.setattr(dist, "broadcast_object_list", reset)
     with pytest.raises(DistributedError, match=r"^Rank 1 of 2 lost contact .* rank 0 died"):
         from_main(lambda: True, World(1, 2))
+
+
+@pytest.mark.parametrize(
+    "other,acts,resume,needle",
+    [({"k": 8}, "a", False, "`k`"), ({"seed": 5}, "a", False, "`seed`"),
+     ({}, "b", False, "store rows"), ({}, "a", True, "--resume")],
+    ids=["k", "seed", "store", "resume"],
+)  # fmt: skip
+def test_ranks_given_other_settings_stop_before_training(
+    monkeypatch, tmp_path, other, acts, resume, needle
+):
+    """Training compared nothing across ranks: a rank given another --k (or seed, store,
+    --resume) was averaged into rank 0's SAE without a word (L0 6.0 from k 4 and 8)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from saeatlas._world import World
+    from saeatlas.errors import ConfigError
+    from saeatlas.store import ActivationStore
+    from saeatlas.train import run as run_module
+
+    for name, seed in (("a", 0), ("b", 1)):
+        x = np.random.default_rng(seed).normal(size=(64, 4)).astype(np.float32)
+        np.save(tmp_path / f"{name}.npy", x)
+    cfg = TrainConfig(architecture="topk", d_sae=8, k=4, batch_size=16, tokens=64, seed=4)
+    real_agree, jobs = run_module.agree, []
+    # what rank 1 sends: the job of its own run (a world of one, its facts recorded)
+    monkeypatch.setattr(run_module, "agree", lambda world, job, *a: jobs.append(job))
+    store1 = ActivationStore.open(tmp_path / f"{acts}.npy")
+    run_module._Run(store1, replace(cfg, **other), {"--resume": resume})
+    monkeypatch.setattr(run_module, "agree", real_agree)
+    monkeypatch.setattr(run_module, "join", lambda device: World(0, 2))
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "gloo")
+    monkeypatch.setattr(dist, "all_gather_object", lambda out, job: out.__setitem__(
+        slice(None), [job, jobs[0]]))  # fmt: skip
+    store0 = ActivationStore.open(tmp_path / "a.npy")
+    with pytest.raises(ConfigError, match=rf"ranks of this training were given different {needle}"):
+        run_module._Run(store0, cfg, {"--resume": False})

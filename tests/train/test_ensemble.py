@@ -173,3 +173,17 @@ def test_every_directory_is_checked_before_anything_is_trained(tmp_path, acts):
     assert (tmp_path / "b" / "cfg.json").stat().st_mtime_ns == stamp
     again = train_ensemble(acts, FULL_BATCH, tmp_path / "b", 3, overwrite=True, progress=False)
     assert [recorded_seed(r.path) for r in again.results] == [7, 8, 9]
+
+
+def test_analyze_never_reuses_a_seed_sae_of_a_store_captured_again_at_its_path(tmp_path, acts):
+    """`_check_sibling` compared the stores by path: a store captured again at the same
+    path (other rows) left a stale seed SAE of the old rows taken into the ensemble."""
+    from saeatlas.structure.inference.seeds import train_seed_saes
+
+    store = tmp_path / "acts.npy"
+    np.save(store, np.load(acts))
+    train_ensemble(store, FULL_BATCH, tmp_path / "sae", 2, progress=False)
+    np.save(store, np.load(acts)[::-1].copy() * 2)  # captured again: other rows, same path
+    train_ensemble(store, FULL_BATCH, tmp_path / "sae", 1, overwrite=True, progress=False)
+    with pytest.raises(ConfigError, match=r"sae-seed1. differs .*: the rows it was trained on"):
+        train_seed_saes(tmp_path / "sae", store, 2)

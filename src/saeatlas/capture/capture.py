@@ -49,7 +49,7 @@ from .layouts import (
 )
 from .models import check_has_values, input_dtype
 from .recorder import Recorder, check_batch_follows, run_forward
-from .rows import LayerRows, check_batch_dim, check_row_agreement, to_rows
+from .rows import LayerRows, check_batch_dim, check_row_agreement, check_shape_options, to_rows
 from .texts import text_max_length
 from .transformer_lens import is_transformer_lens
 from .transformer_lens import provenance as tl_provenance
@@ -290,6 +290,7 @@ def _capture(
                     check_batch_follows(model, batch, recorder, device, where)
                     _check_output_index(config.output_index, recorder.plain, hps)
                     specs = layer_specs(rows, recorder.shapes)
+                    check_shape_options(config.layout, config.spatial, recorder.shapes, rows)
                     writer.start(specs)
                     started = True
                 check_widths(rows, specs, where)

@@ -100,6 +100,7 @@ def load_labels(path: str | Path) -> np.ndarray:
         arr = _load_npy(path)
     elif path.suffix.lower() == ".jsonl":  # read as text, '"cat"' kept its quotes
         labels = _jsonl_values(path, "label", (int, float, str), "number or string", "3")
+        _check_one_kind(path, labels)
         arr = np.array(labels)
     else:
         arr = np.array([ln.strip() for ln in _read_lines(path) if ln.strip()])
@@ -108,6 +109,19 @@ def load_labels(path: str | Path) -> np.ndarray:
             f"Labels in '{path}' have shape {arr.shape}; expected one label per sample."
         )
     return arr
+
+
+def _check_one_kind(path: Path, labels: list[Any]) -> None:
+    """Refuse labels that mix numbers and strings: ``np.array`` would make every one a
+    string, so that ``1`` and ``"1"`` became one label."""
+    kinds = [isinstance(v, str) for v in labels]
+    if any(kinds) and not all(kinds):
+        other = kinds.index(not kinds[0]) + 1
+        what = ("a number", "a string") if kinds[0] else ("a string", "a number")
+        raise InputsError(
+            f"'{path}': label {other} is {what[0]} and label 1 {what[1]}; give labels that "
+            'are all numbers or all strings (1 and "1" would become one label).'
+        )
 
 
 def _existing_file(path: str | Path, what: str) -> Path:

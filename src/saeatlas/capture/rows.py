@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ..errors import ShapeError
-from .layouts import LAYOUTS, undetermined_message
+from ..errors import ConfigError, ShapeError
+from .layouts import LAYOUTS, parse_layout, undetermined_message
 
 SPATIAL_MODES = ("positions", "mean")
 
@@ -163,6 +163,29 @@ def to_rows(
 def _copy(x: torch.Tensor) -> torch.Tensor:
     """A copy that later in-place ops of the model cannot change."""
     return x.detach().clone(memory_format=torch.contiguous_format)
+
+
+def check_shape_options(
+    spec: str | None, spatial: str, shapes: dict[str, tuple[int, ...]], rows: dict[str, LayerRows]
+) -> None:
+    """Refuse a default ``layout`` or ``spatial='mean'`` that applies to no recorded layer
+    (the first batch's ``shapes`` and ``rows``): they were accepted and did nothing, so a
+    user believed the maps pooled, or the layout set, as with an ``output_index`` that
+    picks nothing."""
+    default = parse_layout(spec)[0]
+    seen = ", ".join(f"'{n}' {list(s)}" for n, s in list(shapes.items())[:5])
+    if default is not None and not any(len(s) == 4 for s in shapes.values()):
+        raise ConfigError(
+            f"--layout (`layout`) {default!r} picks nothing: it says what the axes of 4-D "
+            f"outputs are, and no recorded layer gives one ({seen}). Drop --layout, or record "
+            "a layer whose output is 4-D."
+        )
+    if spatial == "mean" and not any(r.layout == "pooled" for r in rows.values()):
+        raise ConfigError(
+            f"--spatial (`spatial`) 'mean' picks nothing: it pools conv maps [batch, C, H, W] "
+            f"(or [batch, C, L]), and no recorded layer gives a conv map ({seen}). Drop "
+            "--spatial, or record a convolution's output."
+        )
 
 
 def check_batch_dim(shapes: dict[str, tuple[int, ...]], n_samples: int) -> None:

@@ -246,6 +246,7 @@ def _sweep_cmd(
     Under `torchrun --nproc_per_node N -m saeatlas sweep ...` every member trains
     data-parallel, as `train` does; rank 0 evaluates and writes the sweep."""
     from .._config_cli import build_config
+    from ..errors import ConfigError
     from ..store import ActivationStore
     from ..sweep import sweep
     from ..sweep.sweep import check_sweep_values
@@ -254,6 +255,12 @@ def _sweep_cmd(
     # Every member sets --over itself; the base takes the first value, so that the
     # default of the swept setting (k 32) is not checked against a smaller --d-sae.
     check_sweep_values(over, values)
+    if settings.get("heldout_rows") is not None:  # each member's is the held-out fraction's
+        raise ConfigError(
+            "--heldout-rows is not read by sweep: it holds out the last --heldout-fraction "
+            f"of the store ({heldout_fraction:g}) for every member and evaluates them there. "
+            "Drop --heldout-rows, or set --heldout-fraction."
+        )
     base = build_config(TrainConfig, config, {**settings, over: values[0]}, "train")
     result = sweep(
         ActivationStore.open(acts, on_nonfinite=on_nonfinite),

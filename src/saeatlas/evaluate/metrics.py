@@ -13,6 +13,7 @@ from ..errors import ConfigError, NonFiniteError
 from ..sae import SparseAutoencoder
 from ..sae.model import sae_layers
 from ..store import ActivationStore
+from ..store.stats import RunningMoments
 
 #: A latent firing on more than this fraction of rows counts as dense.
 DENSE_FRACTION = 0.1
@@ -106,21 +107,23 @@ def evaluate_sae(
     sae = sae.to(device).eval()
     d_sae = sae.cfg.d_sae
     fired = torch.zeros(d_sae, dtype=torch.float64, device=device)
-    sq_err = sum_x = sum_x2 = 0.0
-    n, active = 0, 0.0
+    sq_err, n, active = 0.0, 0, 0.0
+    # Chan et al.'s merge, as the store's statistics: sum(x^2) - sum(x)^2 / n cancelled
+    # for a large mean and a small spread, and a floor on it took values near 1e-30
+    # for rows that do not vary
+    moments = RunningMoments(sae.cfg.d_in)
     for s in range(start, stop, batch_size):
         x = store.read(s, min(stop, s + batch_size), layers=layers).to(device)
         out = sae(x)
         sq_err += float((x - out.x_hat).double().pow(2).sum())
-        xd = x.double()
-        sum_x = sum_x + xd.sum(dim=0)
-        sum_x2 += float(xd.pow(2).sum())
+        moments.update(x)
         on = out.acts != 0
         fired += on.sum(dim=0).double()
         active += float(on.sum())
         n += x.shape[0]
-    total = sum_x2 - float((sum_x * sum_x).sum()) / n  # sum ||x - mean||^2
-    if not total > 1e-12 * max(sum_x2, 1e-30):
+    total = float(moments.m2.sum())  # sum ||x - mean||^2
+    # relative to sum ||x||^2, with no floor: rounding alone leaves about 1e-16 of it
+    if not total > 1e-14 * (total + n * float((moments.mean**2).sum())):
         raise ConfigError(
             f"Rows {start}:{stop} do not vary (every row is the same), so the FVU is "
             "undefined. Evaluate on other rows."

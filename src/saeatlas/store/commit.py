@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import torch
 
 from .atomic import atomic_write, atomic_write_bytes
-from .manifest import ShardInfo
+from .manifest import ShardInfo, file_sha256
 from .partial import PARTS, part_name, progress_name, shard_name
 from .progress import Progress
 from .shards import write_shard
@@ -66,6 +66,8 @@ class Committer:
         self.work, self.rank, self.world = work, rank, world
         self.progress_file = work / progress_name(rank, world)
         self.shards: list[ShardInfo] = []
+        self.parts: list[str] = []
+        """The sha256 of each committed shard's row metadata."""
         self.moments: RunningMoments | None = None
         n_workers = workers or default_workers()
         self.max_pending = max(MAX_PENDING, n_workers // 2)
@@ -136,18 +138,19 @@ class Committer:
         self._executor.shutdown()
         self._workers.shutdown()
 
-    def _write(self, i: int, x: torch.Tensor, meta: Columns) -> ShardInfo:
-        """On a worker: write shard ``i`` and its rows' metadata (not yet committed)."""
+    def _write(self, i: int, x: torch.Tensor, meta: Columns) -> tuple[ShardInfo, str]:
+        """On a worker: write shard ``i`` and its rows' metadata (not yet committed);
+        the shard's entry and the metadata file's sha256."""
         name = shard_name(i, self.rank, self.world)
         sha = write_shard(self.work / name, x)
         table = pa.table(meta)
         part = self.work / PARTS / part_name(i, self.rank, self.world)
         atomic_write(part, lambda tmp: pq.write_table(table, tmp))
-        return ShardInfo(name, int(x.shape[0]), sha)
+        return ShardInfo(name, int(x.shape[0]), sha), file_sha256(part)
 
     def _commit(
         self,
-        write: Future[ShardInfo | None],
+        write: Future[tuple[ShardInfo, str] | None],
         stats: Future[list[tuple[int, np.ndarray, np.ndarray]] | None],
         progress: MakeProgress,
         release: Callable[[], None] | None,
@@ -159,21 +162,22 @@ class Committer:
             if self._broken:
                 return
             try:
-                shard, blocks = write.result(), stats.result()
-                if shard is None or blocks is None:  # skipped: an earlier shard failed
+                written, blocks = write.result(), stats.result()
+                if written is None or blocks is None:  # skipped: an earlier shard failed
                     self._broken = True
                     return
+                shard, part = written
                 # Merged into a copy: until the progress file is renamed into place the
                 # committed moments must stay those of the committed shards.
                 moments = RunningMoments.from_state(self.moments.state())
                 for block in blocks:
                     moments.merge(*block)
-                shards = [*self.shards, shard]
+                shards, parts = [*self.shards, shard], [*self.parts, part]
                 # The commit point: one rename makes the shard, its statistics and the
                 # resume point current together.
-                data = progress(shards=tuple(shards), moments=moments).to_bytes()
-                atomic_write_bytes(self.progress_file, data)
-                self.shards, self.moments = shards, moments
+                data = progress(shards=tuple(shards), moments=moments, parts=tuple(parts))
+                atomic_write_bytes(self.progress_file, data.to_bytes())
+                self.shards, self.parts, self.moments = shards, parts, moments
             except BaseException:
                 self._broken = True
                 raise

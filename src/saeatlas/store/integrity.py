@@ -22,9 +22,12 @@ def read_rows_table(
     n_rows: int,
     identity: tuple[int, int] | None,
     columns: Sequence[str] | None = None,
+    sha256: str | None = None,
 ) -> pa.Table:
     """The store ``path``'s ``rows.parquet`` (``columns`` of it, or all), checked to hold
-    one row per activation row (``n_rows``), in order, of the store opened (``identity``)."""
+    one row per activation row (``n_rows``), in order, of the store opened (``identity``),
+    and, given its ``sha256`` (the manifest's), to be the file the capture wrote: samples
+    edited, duplicated or reordered by hand would give rows the labels of others."""
     # `row` is read too, to check the order others take the columns in
     wanted = list(dict.fromkeys([*columns, "row"])) if columns else None
     try:
@@ -45,6 +48,12 @@ def read_rows_table(
             f"'{path / ROWS}' lists row {row[at]} at position {at}: its rows are "
             "out of order or not this store's. Sort it by `row`, or recapture the store."
         )
+    if sha256 is not None and (got := file_sha256(path / ROWS)) != sha256:
+        raise ChecksumError(
+            f"'{path / ROWS}' is not the one its capture wrote: its sha256 is "
+            f"{got[:16]}…, the manifest says {sha256[:16]}… (it was edited, or copied from "
+            "another store). Restore it, or recapture the store."
+        )
     return table.select(list(columns)) if columns else table
 
 
@@ -54,14 +63,7 @@ def verify_store(
     """Read every shard of the store ``path`` (checking its sha256 and for NaN/Inf),
     recompute the per-unit mean and standard deviation and compare them with the
     manifest's, and check ``rows.parquet`` (:func:`read_rows_table`, and its sha256)."""
-    read_rows_table(path, manifest.n_rows, identity, ["row"])
-    want = manifest.rows_sha256
-    if want is not None and (got := file_sha256(path / ROWS)) != want:
-        raise ChecksumError(
-            f"'{path / ROWS}' is not the one its capture wrote: its sha256 is "
-            f"{got[:16]}…, the manifest says {want[:16]}… (it was edited, or copied from "
-            "another store). Restore it, or recapture the store."
-        )
+    read_rows_table(path, manifest.n_rows, identity, ["row"], manifest.rows_sha256)
     source = ShardSource(path, manifest.shards, True, identity)
     m = RunningMoments(n_units)
     for i in range(len(source)):

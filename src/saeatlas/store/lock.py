@@ -63,6 +63,12 @@ def check_writable(
     directory), which may hold others. ``for_file``: ``path`` is only the folder a file
     is written into (a report's page, which may lie in its atlas or beside other
     outputs), not an output: neither its name nor its place is checked."""
+    if not for_file and os.fspath(path) == "-":
+        raise OutputError(
+            "The output '-' is not standard output: saeatlas writes its outputs as "
+            "directories, and '-' would be a folder of that name. Choose a directory (write "
+            "'./-' for a folder named '-')."
+        )
     path = Path(path)
     try:
         os.path.abspath(path).encode("utf-8")

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ChecksumError, ConfigError, StoreError
 from .atomic import TMP_PREFIX
-from .manifest import MANIFEST, ROWS, ShardInfo
+from .manifest import MANIFEST, ROWS, file_sha256
+from .progress import Progress
 from .shards import read_shard
+from .stats import RunningMoments
 
 log = logging.getLogger(__name__)
 
@@ -153,29 +156,65 @@ def drop_uncommitted(work: Path, rank: int, world: int, committed: Iterable[str]
 
 
 def check_committed(
-    work: Path, shards: Sequence[ShardInfo], n_units: int, rank: int, world: int, store: Path
-) -> None:
+    work: Path, saved: Progress, rank: int, world: int, store: Path
+) -> tuple[str, ...]:
     """Before a resume builds on them: each committed shard of ``rank`` in ``work`` has
-    the sha256 and shape its commit recorded, and its row part holds its rows. A shard
-    damaged or swapped since would otherwise end up in a store declared complete."""
-    for i, info in enumerate(shards):
+    the sha256 and shape its commit (``saved``) recorded, its row part the sha256 in
+    ``saved.parts`` (from a progress file of before it was recorded: its rows' count),
+    and the running moments are those of these shards. A file damaged or swapped since
+    would otherwise end up in a store declared complete (row metadata of as many rows
+    of other samples, labels or texts; statistics of other rows). Returns the parts'
+    sha256."""
+    digests, moments, parts = [], RunningMoments(saved.n_units), saved.parts
+    for i, info in enumerate(saved.shards):
         shard, part = work / info.file, work / PARTS / part_name(i, rank, world)
         try:
-            shape = tuple(read_shard(shard, info.sha256).shape)
-            problem = None if shape == (info.rows, n_units) else f"has shape {list(shape)}"
+            x = read_shard(shard, info.sha256)
+            shape = tuple(x.shape)
+            problem = None if shape == (info.rows, saved.n_units) else f"has shape {list(shape)}"
         except ChecksumError:
             problem = "changed since it was written (its sha256 differs)"
         except StoreError:
             problem = "is missing or unreadable"
         if problem is None:
+            moments.update(x)  # block by block, as the commit merged it
             try:
-                n = pq.read_metadata(part).num_rows
+                n, digest = pq.read_metadata(part).num_rows, file_sha256(part)
             except (OSError, pa.ArrowException):
-                n = None
+                n, digest = None, None
             if n != info.rows:
                 problem = f"has its row metadata '{PARTS}/{part.name}' missing or damaged"
+            elif parts is not None and (i >= len(parts) or digest != parts[i]):
+                problem = (
+                    f"has its row metadata '{PARTS}/{part.name}' changed since it was written "
+                    "(its sha256 differs)"
+                )
+            digests.append(digest)
         if problem is not None:
             raise StoreError(
                 f"Cannot resume the capture of '{store}': its committed shard '{info.file}' "
                 f"{problem}. Start again with --overwrite."
             )
+    _check_moments(moments, saved.moments, store)
+    return tuple(digests)
+
+
+def _check_moments(got: RunningMoments, want: RunningMoments, store: Path) -> None:
+    """The running moments a progress file holds are those of its committed shards (the
+    commit merged the same blocks in the same order: equal but for float rounding)."""
+    off = [
+        name
+        for name, a, b in (("mean", got.mean, want.mean), ("sum of squares", got.m2, want.m2))
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-9, atol=0)
+    ]
+    if got.count != want.count or off:
+        what = (
+            f"row count {want.count}, the shards' {got.count}"
+            if got.count != want.count
+            else off[0]
+        )
+        raise StoreError(
+            f"Cannot resume the capture of '{store}': the running statistics in its progress "
+            f"file are not those of its committed shards ({what} differs); the store's mean "
+            "and std would be another input's. Start again with --overwrite."
+        )

@@ -54,6 +54,9 @@ class Progress:
     job: dict[str, Any]
     moments: RunningMoments
     """Running moments of the committed shards' rows."""
+    parts: tuple[str, ...] | None = None
+    """The sha256 of each committed shard's row metadata (``.parts/``); None in progress
+    files of saeatlas before it was recorded, whose parts are known by their row count."""
 
     def to_bytes(self) -> bytes:
         header = {
@@ -66,6 +69,7 @@ class Progress:
             "meta_columns": list(self.meta_columns),
             "resume_point": asdict(self.resume_point),
             "job": self.job,
+            **({} if self.parts is None else {"parts": list(self.parts)}),
         }
         tensors = {k: np.ascontiguousarray(v) for k, v in self.moments.state().items()}
         return _save_np(tensors, metadata={"progress": json.dumps(header)})
@@ -88,6 +92,7 @@ def read_progress(file: Path, store: Path) -> Progress:
             resume_point=ResumePoint(**prog["resume_point"]),
             job=dict(prog["job"]),
             moments=RunningMoments.from_state(state),
+            parts=None if prog.get("parts") is None else tuple(str(x) for x in prog["parts"]),
         )
     except Exception as e:  # safetensors raises its own error types for bad files
         raise StoreError(

@@ -10,6 +10,7 @@ checked to be this job's.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def read_resume(
         return None
     saved = read_progress(file, path)
     check_same_job(saved, path, job, dtype, shard_rows)
-    check_committed(work, saved.shards, saved.n_units, rank, world, path)
+    parts = check_committed(work, saved, rank, world, path)
     drop_uncommitted(work, rank, world, (s.file for s in saved.shards))
     log.info(
         "Resuming '%s' after %d shards (%d rows).",
@@ -68,4 +69,4 @@ def read_resume(
         len(saved.shards),
         sum(s.rows for s in saved.shards),
     )
-    return saved
+    return replace(saved, parts=parts)

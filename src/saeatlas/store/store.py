@@ -283,7 +283,8 @@ class ActivationStore:
             return pa.table(
                 {"row": np.arange(n), "sample": sample, "position": np.zeros(n, np.int64)}
             )
-        return read_rows_table(self.path, self.n_rows, self._source.identity, columns)
+        want = self.manifest.rows_sha256 if self._source.verify else None
+        return read_rows_table(self.path, self.n_rows, self._source.identity, columns, want)
 
     def read(
         self,

@@ -164,6 +164,7 @@ class StoreWriter:
         self.saved_job = dict(saved.job)
         self.layers, self.n_units, self.shard_rows = saved.layers, saved.n_units, saved.shard_rows
         self._commits.shards, self._commits.moments = list(saved.shards), saved.moments
+        self._commits.parts = list(saved.parts or ())
         self._rows_flushed = sum(s.rows for s in saved.shards)
         self._n_flushed = len(saved.shards)
         self._skipped_committed = saved.n_skipped

@@ -74,6 +74,14 @@ def load_checkpoint(
     saved = state.get("settings")
     if partial and isinstance(saved, dict):
         saved = {k: saved.get(k) for k in settings}
+    if isinstance(saved, dict) and None not in (
+        saved.get("rows_digest"),
+        settings.get("rows_digest"),
+    ):
+        # the rows are known by their digest: a store moved, or named through a link, is
+        # the same store (its path tells the rows apart only in older checkpoints)
+        saved = {k: v for k, v in saved.items() if k != "store"}
+        settings = {k: v for k, v in settings.items() if k != "store"}
     if saved != settings:
         changed = sorted(
             k for k in set(saved or {}) | set(settings) if (saved or {}).get(k) != settings.get(k)

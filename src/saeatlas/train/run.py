@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .._world import join, memory_bytes
+from .._world import agree, join, memory_bytes
 from ..errors import ConfigError
 from ..sae import SAEConfig, SparseAutoencoder
 from ..sae.architectures import get_architecture
@@ -83,9 +83,24 @@ def rows_digest(store: ActivationStore) -> str:
 class _Run:
     """One training run: its model, optimiser and counters, stepped one batch at a time."""
 
-    def __init__(self, store: ActivationStore, cfg: TrainConfig) -> None:
+    def __init__(
+        self, store: ActivationStore, cfg: TrainConfig, job: dict[str, Any] | None = None
+    ) -> None:
+        """``job``: what else the ranks of a ``torchrun`` training must agree on besides
+        the settings and the store's rows (``--resume``)."""
         self.store, self.cfg = store, cfg
         self.world = join(cfg.device)
+        agree(
+            self.world,
+            {
+                **{f"`{k}`": v for k, v in cfg.to_json().items()},
+                "store rows": rows_digest(store),
+                **(job or {}),
+            },
+            "this training",
+            "Every rank must train on the same store with the same settings (and --resume); "
+            "give every rank the same command line.",
+        )
         columns, self.layers = _select_layers(store, cfg.layers)
         self.names = [l.name for l in self.layers]
         d_in = self.layers[-1].stop

@@ -105,7 +105,8 @@ def _train(
     progress: bool,
 ) -> TrainResult:
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
-    run = _Run(store, cfg)
+    job = {"--resume": resume}  # a rank that starts again would be averaged with one that goes on
+    run = _Run(store, cfg, job)
     board = _tensorboard(out, cfg) if run.world.is_main else None
     if resume:
         try:
@@ -115,7 +116,7 @@ def _train(
                 raise
             # --resume --overwrite: continue what can be continued, replace the rest
             log.info("Starting '%s' again (--overwrite): %s", out, e)
-            run = _Run(store, cfg)
+            run = _Run(store, cfg, job)
     t0, done_before = time.perf_counter(), run.rows_done
     batches = run.batches()
     with progress_bar("train", run.n_steps, progress and run.world.is_main) as bar:

@@ -41,26 +41,42 @@ def _train_settings(sae: SparseAutoencoder):
 _NOT_LEARNED = ("seed", "device", "log_every", "tensorboard", "checkpoint_every", "compile")
 
 
-def _learned(sae: SparseAutoencoder) -> tuple[dict, str | None]:
+def _learned(sae: SparseAutoencoder) -> tuple[dict, dict]:
     """What made ``sae`` what it is, as its ``cfg.json`` records: its training settings
-    but the seed (and the others of :data:`_NOT_LEARNED`), and its store."""
+    but the seed (and the others of :data:`_NOT_LEARNED`), and its rows (their digest,
+    and the store's path)."""
     meta = sae.cfg.metadata or {}
     settings = {k: v for k, v in (meta.get("train_config") or {}).items() if k not in _NOT_LEARNED}
-    return settings, meta.get("store")
+    return settings, {"digest": meta.get("rows_digest"), "store": meta.get("store")}
+
+
+def _other_rows(mine: dict, its: dict) -> str | None:
+    """How the rows a sibling was trained on differ from the SAE's, or None: by their
+    digest (a store captured again at the same path has other rows), or, for SAEs from
+    before it was recorded, by the store's path."""
+    if mine["digest"] is not None and its["digest"] is not None:
+        if mine["digest"] == its["digest"]:
+            return None
+        return f"the rows it was trained on (digest {its['digest']}, the SAE's {mine['digest']})"
+    my_store, its_store = mine["store"], its["store"]
+    # a relative store path says nothing without the folder it was given in
+    if all(isinstance(s, str) and Path(s).is_absolute() for s in (my_store, its_store)):
+        if Path(my_store).resolve() != Path(its_store).resolve():
+            return f"the store ('{its_store}', the SAE's '{my_store}')"
+    return None
 
 
 def _check_sibling(sae: SparseAutoencoder, target: Path, sae_dir: str | Path) -> None:
     """Refuse to reuse ``<sae>-seed<s>`` when it was trained otherwise than ``sae`` (a
     stale one, left from before ``sae`` was trained again): it would join the ensemble
     and be the dictionary null's source as if it were ``sae`` with another seed."""
-    (mine, my_store), (its, its_store) = _learned(sae), _learned(SparseAutoencoder.load(target))
+    (mine, my_rows), (its, its_rows) = _learned(sae), _learned(SparseAutoencoder.load(target))
     if "data_seed" not in mine or "data_seed" not in its:  # recorded before it existed
         mine.pop("data_seed", None), its.pop("data_seed", None)
     differ = [f"`{k}`" for k in sorted(set(mine) | set(its)) if mine.get(k) != its.get(k)]
-    # a relative store path says nothing without the folder it was given in
-    if all(isinstance(s, str) and Path(s).is_absolute() for s in (my_store, its_store)):
-        if Path(my_store).resolve() != Path(its_store).resolve():
-            differ.append(f"the store ('{its_store}', the SAE's '{my_store}')")
+    rows = _other_rows(my_rows, its_rows)
+    if rows is not None:
+        differ.append(rows)
     if differ:
         raise ConfigError(
             f"'{target}' differs from '{sae_dir}' in more than its seed: {', '.join(differ)}; "
