@@ -10,7 +10,7 @@ import numpy as np
 
 from .._progress import progress_bar
 from ..errors import ConfigError
-from ..store.atomic import atomic_write_bytes, replacing_dir, resolve
+from ..store.atomic import atomic_write_bytes, replacing_dir, resolve, through_link
 from ..store.lock import check_writable, output_lock
 from ..structure.atlas_format import is_figure
 from . import effects, figures, maps, plots
@@ -65,11 +65,9 @@ def write_report(
     with an ablation.
     """
     atlas_dir = check_atlas_dir(atlas_dir)  # before its lock: a file is no output to lock
-    out = atlas_dir / REPORT_HTML if out is None else Path(out)
+    # a link is written through, as an output's is: replaced, it left its target stale
+    out = atlas_dir / REPORT_HTML if out is None else through_link(out)
     resolve(out.parent)  # a loop of symbolic links is named before the work
-    # the page's folder as every output's (a file there, a folder not writable) before the
-    # work: the figures were drawn, then the page failed with an OS error's words
-    check_writable(out.parent, for_file=True)
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out '{out}' is a directory; give the HTML file to write.")
     if (
@@ -85,6 +83,10 @@ def write_report(
         )
     # The report goes into the atlas directory: hold its lock, as every writer does.
     with output_lock(atlas_dir), progress_bar("Writing the report", 4, progress) as bar:
+        # the page's folder before the work (a file there, a folder not writable, another
+        # output): the figures were drawn, then the page failed in an OS error's words;
+        # under the atlas's lock, which lets the page lie in its own atlas
+        check_writable(out.parent, for_file=True)
         _check_figures_dir(atlas_dir / FIGURES_DIR, out)
         data = load_report_data(atlas_dir, sweep_dir=sweep_dir, max_map_points=max_map_points)
         bar.advance()
