@@ -90,3 +90,31 @@ def test_a_link_to_a_page_is_written_through(tmp_path, analysed, run_cli):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "link.html").is_symlink()
     assert b"saeatlas" in (tmp_path / "pages" / "page.html").read_bytes()[:1024]
+
+
+@pytest.mark.parametrize("command", ["report", "export-neuronpedia"])
+def test_a_full_disk_names_the_file_and_advises_no_resume(
+    tmp_path, analysed, run_cli, monkeypatch, command
+):
+    """A full disk while the page or a batch was written ended in the wording of capture
+    and train, 'continue with --resume', a flag neither command has."""
+    import errno
+
+    import saeatlas.export.neuronpedia as neuronpedia
+    import saeatlas.report.write as write
+
+    cli, one_line = run_cli
+    module, name = (
+        (write, "atomic_write_bytes") if command == "report" else (neuronpedia, "atomic_write_json")
+    )
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(module, name, full)
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    out = tmp_path / ("r.html" if command == "report" else "np")
+    extra = ["--n-examples", "2"] if command == "export-neuronpedia" else []
+    line = one_line(cli(command, atlas, "--out", out, *extra), "No space left on device")
+    assert "--resume" not in line and str(tmp_path) in line
+    assert not out.exists()
