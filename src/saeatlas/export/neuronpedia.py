@@ -187,6 +187,7 @@ def _export(
         order = same[corr[f, same].argsort(descending=True)][: config.n_correlated]
         dec = w_dec[f]
         top_units = dec.abs().argsort(descending=True)[: config.n_correlated * 3]
+        top_units = top_units[dec[top_units] != 0]  # a unit it does not write is no alignment
         feature = {
             "feature_index": f,
             "neuron_alignment_indices": top_units.tolist(),
