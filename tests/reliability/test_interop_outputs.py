@@ -38,3 +38,38 @@ def test_a_sparsify_run_is_imported_again_into_its_folder(tmp_path, run_cli):
     again = cli("import-sparsify", run, "--out", tmp_path / "out", "--overwrite")
     assert again.exit_code == 0, again.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["layers.0.mlp", "layers.1"]
+
+
+def _joint_relu_sae(path: Path) -> Path:
+    """A joint ReLU SAE over two layers whose every latent stays in one layer (exported
+    as one SAELens SAE per layer)."""
+    import torch
+
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+    from saeatlas.store import LayerSpec
+
+    layers = (LayerSpec("a", 0, 6, (None, 6)), LayerSpec("b", 6, 10, (None, 4)))
+    sae = SparseAutoencoder(SAEConfig(architecture="relu", d_in=10, d_sae=6, layers=layers))
+    with torch.no_grad():
+        sae.W_enc[6:, :3] = sae.W_enc[:6, 3:] = 0
+        sae.W_dec[:3, 6:] = sae.W_dec[3:, :6] = 0
+    sae.save(path)
+    return path
+
+
+def test_a_joint_sae_is_exported_again_into_its_folder(tmp_path, run_cli):
+    """The second export was refused: its folder 'holds the SAE OUT/a', its own first
+    export's layer."""
+    cli, one_line = run_cli
+    sae = _joint_relu_sae(tmp_path / "sae")
+    out = tmp_path / "out"
+    for _ in range(2):
+        r = cli("export-saelens", sae, "--out", out)
+        assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
+    shutil.rmtree(out / "b")
+    shutil.copytree(sae, out / "b")  # a saeatlas SAE of a layer's name is not the export's
+    one_line(cli("export-saelens", sae, "--out", out), "not a SAELens export's", "['b']")
+    assert (out / "b" / "sae_weights.safetensors").read_bytes() == (
+        sae / "sae_weights.safetensors"
+    ).read_bytes()
