@@ -150,7 +150,8 @@ def _static(data: ReportData, links: ModuleLinks, pos: np.ndarray, folder: Path)
         todo.append(("pareto.png", lambda: figures.pareto_png(data.sweep)))
     if data.has_ablation and not data.ablation.empty:
         todo.append(("specialisation.png", lambda: figures.specialisation_png(data)))
-    return [figures.save_png(make(), folder / name) for name, make in todo]
+    with figures.plain_text():
+        return [figures.save_png(make(), folder / name) for name, make in todo]
 
 
 def _check_figures_dir(folder: Path, out: Path) -> None:
