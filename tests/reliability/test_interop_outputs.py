@@ -1,6 +1,7 @@
-"""Where the imports and exports write (ninth sweep): a sparsify run's SAEs went into a
-store, SAE or atlas given as --out, and the same run could not be imported again into
-its own folder with --overwrite."""
+"""Imports and exports (ninth sweep): a sparsify run's SAEs went into a store, SAE or
+atlas given as --out, the same run (or a joint SAE's SAELens export) could not be written
+again into its own folder, and `export-neuronpedia --n-examples 1000000000` ran out of
+memory on 300 rows."""
 
 from __future__ import annotations
 
@@ -73,3 +74,19 @@ def test_a_joint_sae_is_exported_again_into_its_folder(tmp_path, run_cli):
     assert (out / "b" / "sae_weights.safetensors").read_bytes() == (
         sae / "sae_weights.safetensors"
     ).read_bytes()
+
+
+def test_neuronpedia_examples_beyond_the_rows_are_the_rows(tmp_path, outputs, run_cli):
+    """--n-examples 1000000000 allocated a [n_examples, d_sae] table (96 GB) and ended in
+    'Out of memory', advising --shard-rows and --d-sae, which the command has not."""
+    from saeatlas.structure import AtlasConfig, map_structure
+
+    cli, _ = run_cli
+    cfg = AtlasConfig(n_null=2, nulls=("permutation",), n_examples=2)
+    atlas = map_structure(outputs.sae, outputs.store, cfg).save(tmp_path / "atlas")
+    pages = {}
+    for n in (300, 10**12):
+        r = cli("export-neuronpedia", atlas, "--out", tmp_path / f"np{n}", "--n-examples", n)
+        assert r.exit_code == 0, r.output
+        pages[n] = (tmp_path / f"np{n}" / "batch-0.json").read_text()
+    assert pages[300] == pages[10**12]  # every row a feature fires on, either way

@@ -154,7 +154,9 @@ def _export(
             stacklevel=3,
         )
     d_sae = sae.cfg.d_sae
-    stats = FeatureStats(d_sae, config.n_examples)
+    # no feature has more top rows than the store has rows: --n-examples 1000000000 asked
+    # for 128 GB and ended in "Out of memory" advising flags this command has not
+    stats = FeatureStats(d_sae, max(1, min(config.n_examples, store.n_rows)))
     row = 0
     for x in store.iter_batches(config.batch_size, shuffle=False, layers=layers):
         stats.add(encode(sae, x), row)
