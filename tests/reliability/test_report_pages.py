@@ -118,3 +118,28 @@ def test_a_full_disk_names_the_file_and_advises_no_resume(
     line = one_line(cli(command, atlas, "--out", out, *extra), "No space left on device")
     assert "--resume" not in line and str(tmp_path) in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["report", "train"])
+def test_out_of_memory_advises_only_the_commands_own_flags(
+    tmp_path, outputs, run_cli, monkeypatch, command
+):
+    """The report (and export-neuronpedia) advised lowering --batch-size, --shard-rows
+    and --d-sae, flags they have not."""
+    import saeatlas.report.write as write
+    import saeatlas.train.run as run_module
+
+    cli, one_line = run_cli
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9")
+
+    if command == "report":
+        monkeypatch.setattr(write, "load_report_data", no_memory)
+        args = ["report", shutil.copytree(outputs.atlas, tmp_path / "atlas")]
+    else:
+        monkeypatch.setattr(run_module, "SparseAutoencoder", no_memory)
+        args = ["train", "--acts", outputs.store, "--out", tmp_path / "sae"]
+    line = one_line(cli(*args), "Out of memory", "use a machine with more memory")
+    flags = [f for f in ("--batch-size", "--shard-rows", "--d-sae") if f in line]
+    assert flags == ([] if command == "report" else ["--batch-size", "--d-sae"]), line
