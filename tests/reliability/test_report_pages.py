@@ -143,3 +143,19 @@ def test_out_of_memory_advises_only_the_commands_own_flags(
     line = one_line(cli(*args), "Out of memory", "use a machine with more memory")
     flags = [f for f in ("--batch-size", "--shard-rows", "--d-sae") if f in line]
     assert flags == ([] if command == "report" else ["--batch-size", "--d-sae"]), line
+
+
+@pytest.mark.parametrize("length", [242, 300])
+def test_a_page_name_too_long_for_its_temporary_file_is_refused_first(
+    tmp_path, outputs, run_cli, forbid, length
+):
+    """A 242-byte page name fits the filesystem's 255 but its '.tmp-NAME-XXXXXXXX' does
+    not: every figure was drawn, then the page failed with 'File name too long' naming
+    the temporary file (a 300-byte one failed on os.stat, in the OS error's words)."""
+    import saeatlas.report.write as write
+
+    cli, one_line = run_cli
+    atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
+    forbid(write, "load_report_data")
+    page = tmp_path / ("n" * (length - 5) + ".html")
+    one_line(cli("report", atlas, "--out", page), f"is {length} bytes long", "at most 241")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from .._progress import progress_bar
 from ..errors import ConfigError
-from ..store.atomic import atomic_write_bytes, replacing_dir, resolve, through_link
+from ..store.atomic import TMP_PREFIX, atomic_write_bytes, replacing_dir, resolve, through_link
 from ..store.lock import check_writable, output_lock
 from ..structure.atlas_format import is_figure
 from . import effects, figures, maps, plots
@@ -66,6 +67,8 @@ def write_report(
     """
     atlas_dir = check_atlas_dir(atlas_dir)  # before its lock: a file is no output to lock
     # a link is written through, as an output's is: replaced, it left its target stale
+    if out is not None:
+        _check_page_name(Path(out))  # before any look at it: os.stat fails on such a name
     out = atlas_dir / REPORT_HTML if out is None else through_link(out)
     resolve(out.parent)  # a loop of symbolic links is named before the work
     if out.exists() and out.is_dir():
@@ -152,6 +155,26 @@ def _static(data: ReportData, links: ModuleLinks, pos: np.ndarray, folder: Path)
         todo.append(("specialisation.png", lambda: figures.specialisation_png(data)))
     with figures.plain_text():
         return [figures.save_png(make(), folder / name) for name, make in todo]
+
+
+def _check_page_name(out: Path) -> None:
+    """Refuse a page whose name is too long for the temporary file it is written as first
+    (``.tmp-NAME-XXXXXXXX``, :func:`atomic_write_bytes`): the figures were drawn, then the
+    page failed with 'File name too long' naming that temporary file."""
+    folder = Path(os.path.abspath(out)).parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    extra = len(f"{TMP_PREFIX}-") + 8  # tempfile's random part
+    if len(out.name.encode()) + extra > limit:
+        raise ConfigError(
+            f"--out '{out}': the page's name is {len(out.name.encode())} bytes long; it is "
+            f"written as '{TMP_PREFIX}NAME-XXXXXXXX' first, which this filesystem allows up to "
+            f"{limit} bytes. Choose a name of at most {limit - extra} bytes."
+        )
 
 
 def _check_figures_dir(folder: Path, out: Path) -> None:
