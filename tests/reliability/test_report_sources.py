@@ -45,3 +45,21 @@ def test_a_report_page_under_a_file_is_refused_before_the_work(tmp_path, run_cli
              "notes.txt' exists and is not a directory")  # fmt: skip
     assert not (outputs.atlas / "figures").exists()
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_store_captured_again_since_the_analysis_names_no_model(tmp_path, outputs, make_store):
+    # the store was captured again at its path from another model: the page gave the
+    # atlas that model's name (and its heads' unit names), read from the new manifest
+    from saeatlas.report.data import load_report_data
+    from saeatlas.report.summary import header_facts
+    from saeatlas.structure import AtlasConfig, map_structure
+
+    store = shutil.copytree(outputs.store, tmp_path / "store")
+    cfg = AtlasConfig(n_null=2, nulls=("permutation",), n_examples=2)
+    atlas = map_structure(outputs.sae, store, cfg).save(tmp_path / "atlas")
+    assert load_report_data(atlas).model == outputs.model
+    shutil.rmtree(store)
+    make_store(store, rows=40)  # another model's rows, at the atlas's store's path
+    fact = next(f for f in header_facts(load_report_data(atlas)) if f.label == "Model")
+    assert fact.missing and "is not the one the atlas was made from" in fact.value
+    assert str(store) in fact.value

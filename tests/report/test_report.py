@@ -177,6 +177,43 @@ def test_text_from_data_is_escaped(atlas_copy):
     assert page_data(html)["featureDetail"]  # the JSON block still parses
 
 
+def test_a_layer_name_with_dollars_is_drawn_as_text(atlas_copy, tmp_path, monkeypatch):
+    """A layer named 'a$x^{$' (a module's name may hold any text) ended the report in
+    matplotlib's ParseSyntaxException after the page's figures were drawn; 'cost$1$'
+    was drawn as a formula."""
+    from matplotlib.text import Text
+
+    from saeatlas.report import figures, write
+    from saeatlas.report.data import load_report_data
+    from saeatlas.report.graph import module_graph_positions
+
+    name = "a$x^{$"
+    atlas = Atlas.load(atlas_copy)
+    atlas.units["layer"] = atlas.units["layer"].replace("act1", name)
+    atlas.modules["layers"] = [
+        [name if n == "act1" else n for n in ls] for ls in atlas.modules["layers"]
+    ]
+    for col in ("source_layer", "target_layer"):
+        atlas.flows[col] = atlas.flows[col].replace("act1", name)
+    atlas.summary["layers"] = [name if n == "act1" else n for n in atlas.summary["layers"]]
+    atlas.save(atlas_copy, overwrite=True)
+    seen, draw = [], Text.draw
+
+    def spy(self, renderer):
+        if name in self.get_text():
+            seen.append(self.get_parse_math())
+        return draw(self, renderer)
+
+    monkeypatch.setattr(Text, "draw", spy)
+    data = load_report_data(atlas_copy)
+    links = module_links(data.atlas)
+    pos = module_graph_positions(data.n_modules, links)
+    for other in ("feature_map_png", "module_graph_png", "pareto_png", "specialisation_png"):
+        monkeypatch.setattr(figures, other, lambda *a: figures._figure(1, 1))  # only the layers'
+    write._static(data, links, pos, tmp_path)  # as write_report draws them
+    assert seen and not any(seen)  # drawn, and as plain text
+
+
 def test_a_sweep_whose_knee_lies_at_an_end_says_so(full_atlas, tmp_path):
     import json
     import shutil

@@ -76,19 +76,30 @@ class _Group(TyperGroup):
             if not oom or (ctx.obj or {}).get("debug"):
                 raise
             why = text.split("\n")[0][:160]
+            # the flags of these that the command has: export-neuronpedia advised all three
+            sub = self.get_command(ctx, ctx.invoked_subcommand or "")
+            own = {o for p in getattr(sub, "params", ()) for o in p.opts}
+            flags = [f for f in ("--batch-size", "--shard-rows", "--d-sae") if f in own]
+            which = f" ({', '.join(flags)})" if flags else ""
             _fail(
-                f"Out of memory ({why}). Lower the sizes that grow with the data (--batch-size, "
-                "--shard-rows, --d-sae) or use a machine with more memory."
+                f"Out of memory ({why}). Lower the sizes that grow with the data{which} or "
+                "use a machine with more memory."
             )
         except OSError as e:
             # The disk, not the input: say which path and why, in one line.
             if (ctx.obj or {}).get("debug"):
                 raise
             path = f" '{e.filename}'" if e.filename else ""
+            # only capture and train have --resume: report or export-neuronpedia advised it
+            resumes = ctx.invoked_subcommand in ("capture", "train")
             _fail(
                 f"Cannot write or read{path}: {e.strerror or e}. Check free space and "
-                "permissions, or choose another path; what was complete is kept (capture and "
-                "train continue with --resume)."
+                "permissions, or choose another path; what was complete is kept"
+                + (
+                    f" (continue with `saeatlas {ctx.invoked_subcommand} --resume`)."
+                    if resumes
+                    else "."
+                )
             )
 
 

@@ -154,7 +154,9 @@ def _export(
             stacklevel=3,
         )
     d_sae = sae.cfg.d_sae
-    stats = FeatureStats(d_sae, config.n_examples)
+    # no feature has more top rows than the store has rows: --n-examples 1000000000 asked
+    # for 128 GB and ended in "Out of memory" advising flags this command has not
+    stats = FeatureStats(d_sae, max(1, min(config.n_examples, store.n_rows)))
     row = 0
     for x in store.iter_batches(config.batch_size, shuffle=False, layers=layers):
         stats.add(encode(sae, x), row)
@@ -187,6 +189,7 @@ def _export(
         order = same[corr[f, same].argsort(descending=True)][: config.n_correlated]
         dec = w_dec[f]
         top_units = dec.abs().argsort(descending=True)[: config.n_correlated * 3]
+        top_units = top_units[dec[top_units] != 0]  # a unit it does not write is no alignment
         feature = {
             "feature_index": f,
             "neuron_alignment_indices": top_units.tolist(),

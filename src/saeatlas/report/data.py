@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..capture.layouts import unit_label
 from ..errors import ConfigError
 from ..structure.atlas import OPTIONAL_TABLES, Atlas, AtlasFileError
 from ..sweep.sweep import SWEEP_JSON, UNSTABLE, SweepPoint, member_dir
 from ..train.trainer import METRICS
+from .store_facts import store_facts, unit_names
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,10 @@ class ReportData:
     """The SAE's ``metrics.jsonl`` records, one row per logged step."""
     training_note: str
     model: str | None
-    """The model's name from the store's provenance, when known."""
-    missing_store: str | None
-    """The store atlas.json names when it is not there (moved or deleted): the model's
-    name and the per-head unit names, which its manifest holds, are then unknown."""
+    """The model's name (atlas.json, else the store's provenance), when known."""
+    store_unread: str | None
+    """Why the manifest of the store atlas.json names was not read (not there, or no
+    longer the atlas's store): the model's name and per-head unit names are then unknown."""
     colours: list[str]
     """One colour per module (index = module id)."""
     unit_names: list[str]
@@ -163,6 +163,7 @@ def load_report_data(
     _check_columns(atlas, atlas_dir)
     sweep, sweep_note = _find_sweep(atlas_dir, atlas.summary, sweep_dir)
     training, training_note = _load_training(atlas_dir, atlas.summary)
+    facts = store_facts(atlas.summary)
     ablation = getattr(atlas, "ablation", None)
     if ablation is None:
         ablation = pd.DataFrame()
@@ -174,30 +175,12 @@ def load_report_data(
         sweep_note=sweep_note,
         training=training,
         training_note=training_note,
-        model=_model_name(atlas.summary),
-        missing_store=_missing_store(atlas.summary),
+        model=facts.model,
+        store_unread=facts.unread,
         colours=module_colours(len(atlas.modules)),
-        unit_names=_unit_names(atlas),
+        unit_names=unit_names(atlas, facts.shapes),
         map_sample=map_sample(atlas.features, max_map_points),
     )
-
-
-def _unit_names(atlas: Atlas) -> list[str]:
-    """``layer:index`` per unit; ``layer:head.dim`` for per-head layers (attention heads),
-    whose layout and shape the atlas's store manifest records."""
-    shapes: dict[str, tuple[tuple[Any, ...], str]] = {}
-    manifest = Path(str(atlas.summary.get("store", ""))) / "manifest.json"
-    if manifest.is_file():
-        try:
-            for layer in json.loads(manifest.read_text()).get("layers", []):
-                shapes[layer["name"]] = (tuple(layer.get("shape", ())), layer.get("layout", ""))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            shapes = {}  # names by index only; the report does not need the store
-    names = []
-    for layer, index in zip(atlas.units["layer"], atlas.units["index"]):
-        shape, layout = shapes.get(layer, ((), ""))
-        names.append(f"{layer}:{unit_label(shape, layout, int(index))}")
-    return names
 
 
 def _check_columns(atlas: Atlas, path: Path) -> None:
@@ -242,26 +225,6 @@ def map_sample(features: pd.DataFrame, max_points: int, seed: int = SAMPLE_SEED)
         n_others_drawn=len(drawn),
         max_points=max_points,
     )
-
-
-def _model_name(summary: dict[str, Any]) -> str | None:
-    """``summary["model"]`` when the pipeline recorded it, else the store's provenance."""
-    if summary.get("model"):
-        return str(summary["model"])
-    store = summary.get("store")
-    if not store:
-        return None
-    manifest = Path(store) / "manifest.json"
-    try:
-        model = json.loads(manifest.read_text()).get("provenance", {}).get("model")
-    except (OSError, ValueError, AttributeError):  # the report does not need the store
-        return None
-    return str(model) if model else None
-
-
-def _missing_store(summary: dict[str, Any]) -> str | None:
-    store = summary.get("store")
-    return str(store) if store and not Path(str(store)).exists() else None
 
 
 def _resolve(path: str | Path, base: Path) -> Path:

@@ -7,9 +7,11 @@ writes it atomically.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -20,6 +22,13 @@ from .links import ModuleLinks
 from .plots import layer_module_matrices, layer_names
 
 DPI = 150
+
+
+def plain_text() -> AbstractContextManager:
+    """Draw (create and save) figures in this context: text from the atlas (layer names,
+    labels) is plain text, never matplotlib's mathtext, where a layer named ``a$x^{$``
+    ended the report in a ParseSyntaxException and ``a$b$c`` was drawn as a formula."""
+    return rc_context({"text.parse_math": False})
 
 
 def _figure(width: float, height: float) -> Figure:

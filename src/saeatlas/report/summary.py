@@ -45,11 +45,8 @@ def header_facts(data: ReportData) -> list[Fact]:
 
 
 def _no_model(data: ReportData) -> str:
-    if data.missing_store is not None:
-        return (
-            f"not known: the atlas's store '{data.missing_store}', whose manifest names it, "
-            "is not there (moved or deleted), nor are the heads of per-head units' names"
-        )
+    if data.store_unread is not None:
+        return f"not known: {data.store_unread}, nor are the heads of per-head units' names"
     return "not recorded (no `model` in atlas.json or the store's manifest)"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from .._progress import progress_bar
 from ..errors import ConfigError
-from ..store.atomic import atomic_write_bytes, replacing_dir, resolve
+from ..store.atomic import TMP_PREFIX, atomic_write_bytes, replacing_dir, resolve, through_link
 from ..store.lock import check_writable, output_lock
 from ..structure.atlas_format import is_figure
 from . import effects, figures, maps, plots
@@ -65,11 +66,11 @@ def write_report(
     with an ablation.
     """
     atlas_dir = check_atlas_dir(atlas_dir)  # before its lock: a file is no output to lock
-    out = atlas_dir / REPORT_HTML if out is None else Path(out)
+    # a link is written through, as an output's is: replaced, it left its target stale
+    if out is not None:
+        _check_page_name(Path(out))  # before any look at it: os.stat fails on such a name
+    out = atlas_dir / REPORT_HTML if out is None else through_link(out)
     resolve(out.parent)  # a loop of symbolic links is named before the work
-    # the page's folder as every output's (a file there, a folder not writable) before the
-    # work: the figures were drawn, then the page failed with an OS error's words
-    check_writable(out.parent, for_file=True)
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out '{out}' is a directory; give the HTML file to write.")
     if (
@@ -85,6 +86,10 @@ def write_report(
         )
     # The report goes into the atlas directory: hold its lock, as every writer does.
     with output_lock(atlas_dir), progress_bar("Writing the report", 4, progress) as bar:
+        # the page's folder before the work (a file there, a folder not writable, another
+        # output): the figures were drawn, then the page failed in an OS error's words;
+        # under the atlas's lock, which lets the page lie in its own atlas
+        check_writable(out.parent, for_file=True)
         _check_figures_dir(atlas_dir / FIGURES_DIR, out)
         data = load_report_data(atlas_dir, sweep_dir=sweep_dir, max_map_points=max_map_points)
         bar.advance()
@@ -148,7 +153,28 @@ def _static(data: ReportData, links: ModuleLinks, pos: np.ndarray, folder: Path)
         todo.append(("pareto.png", lambda: figures.pareto_png(data.sweep)))
     if data.has_ablation and not data.ablation.empty:
         todo.append(("specialisation.png", lambda: figures.specialisation_png(data)))
-    return [figures.save_png(make(), folder / name) for name, make in todo]
+    with figures.plain_text():
+        return [figures.save_png(make(), folder / name) for name, make in todo]
+
+
+def _check_page_name(out: Path) -> None:
+    """Refuse a page whose name is too long for the temporary file it is written as first
+    (``.tmp-NAME-XXXXXXXX``, :func:`atomic_write_bytes`): the figures were drawn, then the
+    page failed with 'File name too long' naming that temporary file."""
+    folder = Path(os.path.abspath(out)).parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    extra = len(f"{TMP_PREFIX}-") + 8  # tempfile's random part
+    if len(out.name.encode()) + extra > limit:
+        raise ConfigError(
+            f"--out '{out}': the page's name is {len(out.name.encode())} bytes long; it is "
+            f"written as '{TMP_PREFIX}NAME-XXXXXXXX' first, which this filesystem allows up to "
+            f"{limit} bytes. Choose a name of at most {limit - extra} bytes."
+        )
 
 
 def _check_figures_dir(folder: Path, out: Path) -> None:

@@ -111,8 +111,17 @@ def export_saelens(
                 f"layer's SAELens SAE goes to '{path}/<layer>'). Rename it in the `layers` of "
                 "the SAE's cfg.json (a plain name: no '/', not '.' or '..')."
             )
-    ours = {CFG, WEIGHTS, *(l.name for l in layers)}
-    with output_lock(path):
+    names = {l.name for l in layers} if parts is not None else set()
+
+    def is_ours(p: Path) -> bool:
+        # an earlier export's layer folder (a SAELens SAE), not a saeatlas SAE of that name
+        if p.name in names:
+            return not (p / CFG).is_file() or is_saelens_cfg(read_cfg(p / CFG))
+        return p.name in (CFG, WEIGHTS)
+
+    # a joint SAE's export is a folder of SAELens SAEs: exported again, it was refused as
+    # a folder that holds outputs
+    with output_lock(path, holds_outputs=parts is not None):
         recover_dir(path)  # what a killed swap left is checked like what is there
         if (path / CFG).is_file() and not is_saelens_cfg(read_cfg(path / CFG)):
             raise SAEFileError(
@@ -121,9 +130,7 @@ def export_saelens(
             )
         # the export replaces an earlier one whole (written beside it, renamed in), never a
         # directory holding anything else
-        check_output_dir(
-            path, "a SAELens export", "a SAELens export's", CFG, lambda p: p.name in ours, True
-        )
+        check_output_dir(path, "a SAELens export", "a SAELens export's", CFG, is_ours, True)
         with replacing_dir(path) as new:
             if parts is None:
                 # an SAE imported from SAELens keeps its hook and its metadata (model,

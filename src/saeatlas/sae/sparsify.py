@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..store.lock import output_lock
+from ..store.lock import OutputError, output_kind, output_lock
 from .io import check_sae_out
 from .model import SparseAutoencoder
 from .sparsify_format import is_sparsify_dir, read_sparsify, sparsify_hookpoints
@@ -37,7 +37,20 @@ def import_sparsify(
     out = Path(out)
     single = len(folders) == 1 and is_sparsify_dir(src)
     targets = {folder: out if single else out / folder.name for folder in folders}
-    with output_lock(out):  # one import at a time: two could mix their hookpoints
+    what = None if single or not out.is_dir() else output_kind(out)
+    if what is not None:
+        # its SAEs went into the store, SAE or atlas as folders of their own, and that
+        # output's next --overwrite deleted them (or refused)
+        raise OutputError(
+            f"'{out}' is {what}, which must hold only its own files, but a sparsify run's "
+            f"SAEs are written into --out as '<hookpoint>' folders; choose a folder that is "
+            "not a saeatlas output."
+        )
+    # a run's --out is a folder of SAEs: importing it again was refused as a folder that
+    # holds outputs
+    with output_lock(
+        out, holds_outputs=not single
+    ):  # one import at a time: two could mix their hookpoints
         for folder, target in targets.items():  # one SAE in memory at a time: read twice
             read_sparsify(folder)
             check_sae_out(target, overwrite=overwrite, resume=False)

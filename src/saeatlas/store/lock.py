@@ -17,6 +17,7 @@ import errno
 import fcntl
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,7 +63,9 @@ def check_writable(
     writable directory. ``holds_outputs``: ``path`` is a folder of outputs (a run
     directory), which may hold others. ``for_file``: ``path`` is only the folder a file
     is written into (a report's page, which may lie in its atlas or beside other
-    outputs), not an output: neither its name nor its place is checked."""
+    outputs), not an output: its name is not checked and it may hold outputs, but it
+    may not be (or lie in) an output other than one this thread holds the lock of, and
+    a file is made and removed there first (:func:`_probe_file_folder`)."""
     if not for_file and os.fspath(path) == "-":
         raise OutputError(
             "The output '-' is not standard output: saeatlas writes its outputs as "
@@ -79,7 +82,9 @@ def check_writable(
         ) from None
     if path.exists() and not path.is_dir():
         raise OutputError(f"'{path}' exists and is not a directory; choose another output.")
-    if not for_file:
+    if for_file:
+        _check_file_folder(path)
+    else:
         _check_name_length(path)
         _check_nesting(path, holds_outputs)
     if path.exists() and not os.access(path, os.W_OK | os.X_OK):
@@ -96,6 +101,47 @@ def check_writable(
             f"Cannot create '{path}': '{parent}' is not writable (permission denied). Choose "
             "another output."
         )
+    if for_file:
+        _probe_file_folder(path)
+
+
+def _check_file_folder(path: Path) -> None:
+    """Refuse the folder of a file (a report's page) that is or lies in an output this
+    thread does not hold: a page written in a store or an SAE went with that output's
+    next ``--overwrite``."""
+    real = resolve(os.path.abspath(path))
+    for outer in (real, *real.parents):
+        what = output_kind(outer)
+        if what is not None and _written_here(outer) is None:
+            where = "is" if outer == real else "is inside"
+            raise OutputError(
+                f"'{path}' {where} {what} '{outer}', which must hold only its own files; "
+                "write the file elsewhere."
+            )
+
+
+def _probe_file_folder(path: Path) -> None:
+    """Make a file in ``path`` (and the folders to it) and remove them again: a folder
+    that cannot really hold one (``/proc/x``, a link to one, a read-only mount) passed
+    the checks of :func:`check_writable` and failed only after the work."""
+    real = resolve(os.path.abspath(path))
+    made = [d for d in (real, *real.parents) if not d.exists()]
+    try:
+        real.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=real)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        named = f"'{path}'" if real == Path(os.path.abspath(path)) else f"'{path}' ('{real}')"
+        raise OutputError(
+            f"Cannot write a file into {named}: {e.strerror or e}. Choose another folder."
+        ) from None
+    finally:
+        for d in made:  # deepest first; the writer makes them again
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 def _check_name_length(path: Path) -> None:

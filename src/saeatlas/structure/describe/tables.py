@@ -80,14 +80,27 @@ def _feature_columns(
     n = max(codes.n_rows, 1)
     var = codes.act_sq_sum[block] / n - (codes.act_sum[block] / n) ** 2
     corr = np.where(var > 0, corr, np.nan)
+    units, weights = _nonzero(top, np.take_along_axis(W, top, axis=1))
+    read_units, read_weights = _nonzero(top_read, np.take_along_axis(R, top_read, axis=1))
     return {
         "max_unit_corr": corr,
-        "top_units": list(top.astype(np.int64)),
-        "top_unit_weights": list(np.take_along_axis(W, top, axis=1)),
-        "top_read_units": list(top_read.astype(np.int64)),
-        "top_read_weights": list(np.take_along_axis(R, top_read, axis=1)),
+        "top_units": units,
+        "top_unit_weights": weights,
+        "top_read_units": read_units,
+        "top_read_weights": read_weights,
         "layer_mass": list(per_layer),
     }
+
+
+def _nonzero(top: np.ndarray, weights: np.ndarray) -> tuple[list, list]:
+    """Each feature's listed units and weights without those of weight 0: a feature whose
+    decoder row is 0 (or has fewer nonzeros than ``top_units``) was listed as writing to
+    units 0-4, and the report named it among those units' writers."""
+    keep = weights != 0
+    return (
+        [t[k].astype(np.int64) for t, k in zip(top, keep)],
+        [w[k] for w, k in zip(weights, keep)],
+    )
 
 
 def _padded(x: np.ndarray, n: int) -> np.ndarray:
