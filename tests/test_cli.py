@@ -314,6 +314,9 @@ def test_sweep_command(tmp_path, digits_store):
     )
     assert result.exit_code == 0, result.output
     assert "recommended" in result.output and (tmp_path / "sw" / "sweep.json").exists()
+    # members are named as the Python API names them: k-2, never k-2.0 (the CLI's floats)
+    names = {p.name for p in (tmp_path / "sw").glob("k-*")}
+    assert {"k-2", "k-8"} <= names and all(n[2:].isdigit() for n in names), names
 
 
 def test_evaluate_with_model_reports_loss_recovered(tmp_path, digits_store):

@@ -647,7 +647,7 @@ def test_a_sweep_of_k_runs_with_a_d_sae_below_the_default_k(tmp_path, outputs, r
         *("--d-sae", "8", "--seeds", "1", "--extend", "0", "--tokens", "256", "-q"),
     )
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in (tmp_path / "sw").iterdir() if p.is_dir()) == ["k-2.0", "k-4.0"]
+    assert sorted(p.name for p in (tmp_path / "sw").iterdir() if p.is_dir()) == ["k-2", "k-4"]
 
 
 def test_resume_of_an_iterable_checks_its_first_batch(tmp_path):

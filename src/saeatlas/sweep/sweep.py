@@ -283,7 +283,7 @@ class _Members:
                 configs.append(
                     replace(base, **{over: cast(v)}, seed=base.seed + s, heldout_rows=self.heldout)
                 )
-                outs.append(Path(f"{over}-{v}") / f"seed-{base.seed + s}")
+                outs.append(Path(f"{over}-{cast(v)}") / f"seed-{base.seed + s}")
         new = self.new
         results = train_family(
             self.store,
