@@ -242,6 +242,31 @@ def run_cli():
 
 
 @pytest.fixture
+def interrupt(monkeypatch):
+    """``interrupt(acts, out, *flags)``: ``train --acts acts --out out *flags`` stopped by
+    a KeyboardInterrupt at step 7 (``flags`` checkpoint before it); returns the
+    checkpoint file."""
+    from saeatlas.train.run import _Run
+
+    def run(acts, out, *flags):
+        real = _Run.train_step
+
+        def dying(self, batch):
+            if self.step == 7:
+                raise KeyboardInterrupt
+            return real(self, batch)
+
+        monkeypatch.setattr(_Run, "train_step", dying)
+        r = cli("train", "--acts", acts, "--out", out, *flags)
+        monkeypatch.setattr(_Run, "train_step", real)
+        file = Path(out) / "checkpoint.pt"
+        assert r.exit_code != 0 and file.is_file(), r.output
+        return file
+
+    return run
+
+
+@pytest.fixture
 def unchanged(outputs):
     """``unchanged(before)``: assert the outputs' folder still matches ``before``, a
     ``snapshot`` taken by ``unchanged.take()`` (for hypothesis, whose examples share

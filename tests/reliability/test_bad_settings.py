@@ -709,39 +709,19 @@ TRAIN_FLAGS = ["--seeds", "1", "--d-sae", "8", "--k", "2", "--batch-size", "32",
 TRAIN_FLAGS += ["--tokens", "640", "--checkpoint-every", "5"]
 
 
-def _interrupt(cli, acts, out, monkeypatch):
-    """Train on ``acts`` into ``out`` with TRAIN_FLAGS, interrupted at step 7 (after the
-    checkpoint at step 5); returns the checkpoint file."""
-    from saeatlas.train.run import _Run
-
-    real = _Run.train_step
-
-    def dying(self, batch):
-        if self.step == 7:
-            raise KeyboardInterrupt
-        return real(self, batch)
-
-    monkeypatch.setattr(_Run, "train_step", dying)
-    r = cli("train", "--acts", acts, "--out", out, *TRAIN_FLAGS)
-    monkeypatch.setattr(_Run, "train_step", real)
-    file = out / "checkpoint.pt"
-    assert r.exit_code != 0 and file.is_file(), r.output
-    return file
-
-
 @pytest.fixture
-def checkpointed(tmp_path, outputs, run_cli, monkeypatch):
+def checkpointed(tmp_path, outputs, interrupt):
     """The checkpoint of a run interrupted at step 7, and its state."""
-    file = _interrupt(run_cli[0], outputs.store, tmp_path / "sae", monkeypatch)
+    file = interrupt(outputs.store, tmp_path / "sae", *TRAIN_FLAGS)
     return file, torch.load(file, weights_only=True)
 
 
-def test_resume_refuses_a_store_whose_rows_changed(tmp_path, outputs, run_cli, monkeypatch):
+def test_resume_refuses_a_store_whose_rows_changed(tmp_path, outputs, run_cli, interrupt):
     """The same path and number of rows, other values: the resume once went on with them."""
     cli, one_line = run_cli
     acts = tmp_path / "acts.npy"
     np.save(acts, np.load(outputs.npy))
-    file = _interrupt(cli, acts, tmp_path / "sae", monkeypatch)
+    file = interrupt(acts, tmp_path / "sae", *TRAIN_FLAGS)
     np.save(acts, np.load(outputs.npy) * 1.5)
     r = cli("train", "--acts", acts, "--out", file.parent, *TRAIN_FLAGS, "--resume")
     one_line(r, "the store's rows differ")
@@ -789,11 +769,11 @@ def test_a_checkpoint_that_is_a_folder_is_named_when_resuming(checkpointed, outp
 
 
 def test_a_sibling_checkpoint_of_other_settings_stops_before_any_training(
-    tmp_path, outputs, run_cli, monkeypatch
+    tmp_path, outputs, run_cli, interrupt
 ):
     """--seeds 2 --resume trained the first SAE, then refused the second's checkpoint."""
     cli, one_line = run_cli
-    _interrupt(cli, outputs.store, tmp_path / "sae-seed1", monkeypatch)  # seed 0, not 1
+    interrupt(outputs.store, tmp_path / "sae-seed1", *TRAIN_FLAGS)  # seed 0, not 1
     flags = [*TRAIN_FLAGS[2:], "--seeds", "2", "--resume"]  # TRAIN_FLAGS start with --seeds 1
     r = cli("train", "--acts", outputs.store, "--out", tmp_path / "sae", *flags)
     one_line(r, "--seeds 2 also writes", "other settings")

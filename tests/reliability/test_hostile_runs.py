@@ -183,35 +183,23 @@ def test_a_training_resumes_with_its_store_named_from_another_folder(
 
 @pytest.mark.parametrize("how", ["moved", "linked"])
 def test_a_training_resumes_on_its_store_moved_or_named_through_a_link(
-    tmp_path, outputs, run_cli, monkeypatch, how
+    tmp_path, outputs, run_cli, interrupt, how
 ):
     """The checkpoint knows the store's rows by their digest, but a store moved to
     another folder (or named through a link to it) was refused as 'other settings
     (['store'])', settings the user had not changed."""
     import shutil
 
-    from saeatlas.train.run import _Run
-
     cli, _ = run_cli
-    flags = ["--out", tmp_path / "sae", "--seeds", "1", "--d-sae", "24", "--k", "4",
-             "--tokens", "1024", "--batch-size", "64", "--checkpoint-every", "5", "-q"]  # fmt: skip
+    flags = ["--seeds", "1", "--d-sae", "24", "--k", "4", "--tokens", "1024",
+             "--batch-size", "64", "--checkpoint-every", "5", "-q"]  # fmt: skip
     shutil.copytree(outputs.store, tmp_path / "store")
-    real = _Run.train_step
-
-    def dying(self, batch):
-        if self.step == 7:
-            raise KeyboardInterrupt
-        return real(self, batch)
-
-    monkeypatch.setattr(_Run, "train_step", dying)
-    assert cli("train", "--acts", tmp_path / "store", *flags).exit_code != 0
-    monkeypatch.setattr(_Run, "train_step", real)
+    interrupt(tmp_path / "store", tmp_path / "sae", *flags)
     (tmp_path / "store").rename(tmp_path / "moved")
     if how == "linked":
         (tmp_path / "link").symlink_to(tmp_path / "moved")
-    r = cli(
-        "train", "--acts", tmp_path / ("moved" if how == "moved" else "link"), *flags, "--resume"
-    )
+    acts = tmp_path / ("moved" if how == "moved" else "link")
+    r = cli("train", "--acts", acts, "--out", tmp_path / "sae", *flags, "--resume")
     assert r.exit_code == 0, r.output
 
 

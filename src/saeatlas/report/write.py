@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 from .._progress import progress_bar
 from ..errors import ConfigError
 from ..store.atomic import TMP_PREFIX, atomic_write_bytes, replacing_dir, resolve, through_link
-from ..store.lock import check_writable, output_lock
+from ..store.lock import check_writable, name_limit, output_lock
 from ..structure.atlas_format import is_figure
 from . import effects, figures, maps, plots
 from .cards import module_cards
@@ -161,13 +160,7 @@ def _check_page_name(out: Path) -> None:
     """Refuse a page whose name is too long for the temporary file it is written as first
     (``.tmp-NAME-XXXXXXXX``, :func:`atomic_write_bytes`): the figures were drawn, then the
     page failed with 'File name too long' naming that temporary file."""
-    folder = Path(os.path.abspath(out)).parent
-    while not folder.exists():
-        folder = folder.parent
-    try:
-        limit = os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        limit = 255
+    limit = name_limit(out)
     extra = len(f"{TMP_PREFIX}-") + 8  # tempfile's random part
     if len(out.name.encode()) + extra > limit:
         raise ConfigError(

@@ -144,18 +144,24 @@ def _probe_file_folder(path: Path) -> None:
                 break
 
 
+def name_limit(path: str | os.PathLike) -> int:
+    """The longest file name (bytes) the filesystem of ``path``'s nearest existing folder
+    allows (255 where it does not say)."""
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
 def _check_name_length(path: Path) -> None:
     """Refuse a name too long for the ``.NAME.partial`` an output is written into (the
     longest name saeatlas gives it): a capture or training ran to its end and then
     failed with 'File name too long', losing the work."""
     name = Path(os.path.abspath(path)).name
-    folder = Path(os.path.abspath(path)).parent
-    while not folder.exists():
-        folder = folder.parent
-    try:
-        limit = os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        limit = 255
+    limit = name_limit(path)
     extra = len(".") + len(".partial")
     if len(name.encode()) + extra > limit:
         raise OutputError(
