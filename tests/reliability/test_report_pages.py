@@ -149,9 +149,10 @@ def test_out_of_memory_advises_only_the_commands_own_flags(
 def test_a_page_name_too_long_for_its_temporary_file_is_refused_first(
     tmp_path, outputs, run_cli, forbid, length
 ):
-    """A 242-byte page name fits the filesystem's 255 but its '.tmp-NAME-XXXXXXXX' does
-    not: every figure was drawn, then the page failed with 'File name too long' naming
-    the temporary file (a 300-byte one failed on os.stat, in the OS error's words)."""
+    """A 242-byte page name fits the filesystem's 255 but its temporary file ('.tmp-NAME-'
+    and 8 random characters) does not: every figure was drawn, then the page failed with
+    'File name too long' naming the temporary file (a 300-byte one failed on os.stat, in
+    the OS error's words)."""
     import saeatlas.report.write as write
 
     cli, one_line = run_cli

@@ -158,15 +158,16 @@ def _static(data: ReportData, links: ModuleLinks, pos: np.ndarray, folder: Path)
 
 def _check_page_name(out: Path) -> None:
     """Refuse a page whose name is too long for the temporary file it is written as first
-    (``.tmp-NAME-XXXXXXXX``, :func:`atomic_write_bytes`): the figures were drawn, then the
-    page failed with 'File name too long' naming that temporary file."""
+    (``.tmp-NAME-`` and 8 random characters, :func:`atomic_write_bytes`): the figures
+    were drawn, then the page failed with 'File name too long' naming that file."""
     limit = name_limit(out)
     extra = len(f"{TMP_PREFIX}-") + 8  # tempfile's random part
     if len(out.name.encode()) + extra > limit:
         raise ConfigError(
             f"--out '{out}': the page's name is {len(out.name.encode())} bytes long; it is "
-            f"written as '{TMP_PREFIX}NAME-XXXXXXXX' first, which this filesystem allows up to "
-            f"{limit} bytes. Choose a name of at most {limit - extra} bytes."
+            f"written first as '{TMP_PREFIX}NAME-' and 8 random characters, which this "
+            f"filesystem allows up to {limit} bytes. Choose a name of at most "
+            f"{limit - extra} bytes."
         )
 
 
