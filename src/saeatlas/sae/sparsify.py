@@ -47,10 +47,8 @@ def import_sparsify(
             "not a saeatlas output."
         )
     # a run's --out is a folder of SAEs: importing it again was refused as a folder that
-    # holds outputs
-    with output_lock(
-        out, holds_outputs=not single
-    ):  # one import at a time: two could mix their hookpoints
+    # holds outputs. One import at a time: two could mix their hookpoints.
+    with output_lock(out, holds_outputs=not single):
         for folder, target in targets.items():  # one SAE in memory at a time: read twice
             read_sparsify(folder)
             check_sae_out(target, overwrite=overwrite, resume=False)
