@@ -10,13 +10,14 @@ into tight pieces and scores a high modularity whatever made it.
   graph (re-optimised on every null graph, so the null's own best chance is
   counted, as in Guimerà et al. 2004, "Modularity from fluctuations in random
   graphs");
-- module: each found module's cohesion, the edge weight inside it per member
-  (half its members' mean weighted degree within it), against the most
+- module: each found module's cohesion, the edge weight inside it beyond its
+  members' degrees' expectation, per member (:mod:`.cohesion`), against the most
   cohesive module the finder finds on each null graph (so a real module must
   outweigh the strongest structure the null can fake, artefact groups of split
   latents included; taking the maximum also covers the number of modules
-  tested). Modularity terms would mislead here: on a null graph with almost no
-  edges one stray edge inside a module makes its term large.
+  tested). Modularity terms, fractions of the graph's weight, would mislead
+  here: on a null graph with almost no edges one stray edge inside a module
+  makes its term large; cohesion is an absolute weight.
 
 From ``n`` null draws: the null mean and spread, ``z = (Q - mean) / std``, a
 parametric one-sided p-value and the empirical one ``(1 + #{null >= real}) /
