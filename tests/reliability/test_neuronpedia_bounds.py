@@ -92,3 +92,20 @@ def test_a_layer_without_a_number_needs_layer(unnumbered, run_cli):
     for i, f in features.items():
         want = corr[i, f["correlated_features_indices"]]
         np.testing.assert_allclose(f["correlated_features_pearson"], want, atol=1.5e-3)
+
+
+def test_an_atlas_whose_sae_moved_names_it(unnumbered, tmp_path, run_cli):
+    # "'.../sae' is not an SAE directory: it needs cfg.json ... Train one with `saeatlas
+    # train`", for the SAE atlas.json names, moved since the analysis
+    import shutil
+
+    cli, one_line = run_cli
+    atlas = shutil.copytree(unnumbered / "atlas", tmp_path / "atlas")
+    moved = shutil.move(unnumbered / "sae", tmp_path / "sae")
+    try:
+        one_line(cli("export-neuronpedia", atlas, "--out", tmp_path / "np", "--layer", "0"),
+                 "The atlas's SAE", "is not there", "--sae")  # fmt: skip
+        r = cli("export-neuronpedia", atlas, "--out", tmp_path / "np", "--layer", "0", "--sae", moved)  # fmt: skip
+        assert r.exit_code == 0, r.output
+    finally:
+        shutil.move(moved, unnumbered / "sae")

@@ -273,6 +273,11 @@ def _open_sae(sae: Any, atlas: Atlas) -> SparseAutoencoder:
             raise ConfigError(
                 "The atlas does not say which SAE it was made from; give it with --sae."
             )
+        if sae is None and not Path(path).exists():  # moved or deleted since the analysis
+            raise ConfigError(
+                f"The atlas's SAE '{path}' is not there; give the SAE the atlas was made "
+                "from with --sae."
+            )
         sae = SparseAutoencoder.load(path)
     have = {"d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae}
     if any(made.get(key, value) != value for key, value in have.items()):
