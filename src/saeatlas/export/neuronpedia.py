@@ -308,7 +308,7 @@ def _layer_number(name: str, given: int | None) -> int:
     features under layer 0 of the model."""
     if given is not None:
         return given
-    found = re.search(r"[0-9]+", name)
+    found = re.search(r"\d+", name)
     if found is None or len(found.group()) > 9:
         raise ConfigError(
             f"The layer '{name[:80]}' has no layer number in its name for Neuronpedia's "
