@@ -164,8 +164,9 @@ def test_a_page_name_too_long_for_its_temporary_file_is_refused_first(
 
 def test_a_page_given_as_a_folder_goes_inside_it(tmp_path, analysed, run_cli):
     # `report --out newdir/` wrote the page as a file named 'newdir' (the '/' dropped)
-    cli, _ = run_cli
+    cli, one_line = run_cli
     atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    one_line(cli("report", atlas, "--out", ""), "names no file")  # an unset variable
     r = cli("report", atlas, "--out", f"{tmp_path / 'newdir'}{os.sep}")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "newdir" / "report.html").is_file()

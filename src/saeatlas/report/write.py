@@ -165,6 +165,8 @@ def _page_path(out: str | Path) -> Path:
     path ending in '/', which ``Path`` would drop: `--out newdir/` wrote a file named
     'newdir'), else ``out``."""
     text = os.fspath(out)
+    if not text.strip():  # an unset variable (`--out "$PAGE"`), not the current folder
+        raise ConfigError(f"--out {text!r} names no file; give the HTML file to write.")
     path = Path(text)
     if text.endswith(("/", os.sep)) or path.is_dir():
         return path / REPORT_HTML
