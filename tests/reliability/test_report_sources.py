@@ -111,3 +111,7 @@ def test_a_sweep_trained_on_other_rows_is_not_shown(tmp_path):
         _find_sweep(tmp_path / "atlas", summary, sweep, None)
     summary["sae"]["rows_digest"] = "0123"
     assert _find_sweep(tmp_path / "atlas", summary, None, None)[0] is not None
+    # the SAE at the recorded path, a member, is not the atlas's: no point is marked
+    summary["sae"]["path"] = str(sweep / "k-4")
+    assert _find_sweep(tmp_path / "atlas", summary, None, None)[0].atlas_point == 0
+    assert _find_sweep(tmp_path / "atlas", summary, None, "moved")[0].atlas_point is None

@@ -164,6 +164,8 @@ def load_report_data(
     _check_columns(atlas, atlas_dir)
     sae_gone = sae_unread(atlas.summary)
     sweep, sweep_note = _find_sweep(atlas_dir, atlas.summary, sweep_dir, sae_gone)
+    if sweep is not None and sae_gone:
+        sweep_note += f" The atlas's SAE is not marked in it: {sae_gone}."
     training, training_note = _load_training(atlas_dir, atlas.summary, sae_gone)
     facts = store_facts(atlas.summary)
     ablation = getattr(atlas, "ablation", None)
