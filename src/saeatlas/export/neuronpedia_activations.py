@@ -69,22 +69,37 @@ class FeatureStats:
         sq = np.asarray(codes.multiply(codes).sum(axis=0)).ravel() / rows
         std = np.sqrt(np.clip(sq - mean**2, 0, None))
         module = module.numpy()
-        everyone = np.arange(d)
         out = []
         step = max(1, block // max(d, 1))
         for start in range(0, d, step):
-            gram = (by_feature[:, start : start + step].T @ codes).toarray() / rows
-            for i, f in enumerate(range(start, min(start + step, d))):
-                same = np.flatnonzero(module == module[f]) if module[f] >= 0 else everyone
-                if same.size < 2:
-                    same = everyone
-                same = same[same != f]
-                denom = std[f] * std[same]
-                cov = gram[i, same] - mean[f] * mean[same]
-                corr = np.where(denom > 0, cov / np.maximum(denom, 1e-300), 0.0)
-                order = np.argsort(-corr, kind="stable")[:n]
-                out.append((same[order], corr[order]))
+            stop = min(start + step, d)
+            cov = (by_feature[:, start:stop].T @ codes).toarray() / rows
+            cov -= mean[start:stop, None] * mean[None, :]
+            denom = std[start:stop, None] * std[None, :]
+            corr = np.where(denom > 0, cov / np.maximum(denom, 1e-300), 0.0)
+            for i, f in enumerate(range(start, stop)):
+                same = np.flatnonzero(module == module[f]) if module[f] >= 0 else None
+                if same is None or same.size < 2:  # no company: every other feature
+                    row = corr[i].copy()
+                    row[f] = -np.inf
+                    top = _top(row, n + 1)
+                    top = top[top != f][:n]
+                else:
+                    same = same[same != f]
+                    top = same[_top(corr[i, same], n)]
+                out.append((top, corr[i, top]))
         return out
+
+
+def _top(values: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the ``n`` largest ``values``, largest first, ties by position (as a
+    stable sort of all of them would give), without sorting all of them."""
+    if values.size > n:
+        kth = np.partition(values, values.size - n)[values.size - n]
+        candidates = np.flatnonzero(values >= kth)
+    else:
+        candidates = np.arange(values.size)
+    return candidates[np.argsort(-values[candidates], kind="stable")][:n]
 
 
 def histograms(
