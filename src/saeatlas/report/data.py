@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..structure.atlas import OPTIONAL_TABLES, Atlas, AtlasFileError
 from ..sweep.sweep import SWEEP_JSON, UNSTABLE, SweepPoint, member_dir
 from ..train.trainer import METRICS
-from .sae_facts import sae_recorded, sae_unread
+from .sae_facts import recorded_path, sae_recorded, sae_unread
 from .store_facts import store_facts, unit_names
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def load_report_data(
     atlas_dir = check_atlas_dir(atlas_dir)
     atlas = Atlas.load(atlas_dir)
     _check_columns(atlas, atlas_dir)
-    sae_gone = sae_unread(atlas.summary)
+    sae_gone = sae_unread(atlas.summary, atlas_dir.parent)
     sweep, sweep_note = _find_sweep(atlas_dir, atlas.summary, sweep_dir, sae_gone)
     if sweep is not None and sae_gone:
         sweep_note += f" The atlas's SAE is not marked in it: {sae_gone}."
@@ -231,14 +231,6 @@ def map_sample(features: pd.DataFrame, max_points: int, seed: int = SAMPLE_SEED)
     )
 
 
-def _resolve(path: str | Path, base: Path) -> Path:
-    """``path`` as written, or relative to ``base`` when that is where it exists."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return base / p if (base / p).exists() else p
-
-
 def _find_sweep(
     atlas_dir: Path, summary: dict[str, Any], sweep_dir: str | Path | None, sae_gone: str | None
 ) -> tuple[SweepInfo | None, str]:
@@ -264,7 +256,7 @@ def _find_sweep(
     named = summary.get("sweep")
     candidates = []
     if named:
-        candidates.append((_resolve(named, atlas_dir), "named in atlas.json"))
+        candidates.append((recorded_path(named, atlas_dir), "named in atlas.json"))
     candidates.append((atlas_dir.parent / "sweep", "found beside the atlas"))
     for path, how in candidates:
         if (path / SWEEP_JSON).is_file():
@@ -365,7 +357,7 @@ def _load_training(
         )
     if sae_gone:
         return None, f"No training curves: {sae_gone}."
-    metrics = _resolve(sae_path, atlas_dir.parent) / METRICS
+    metrics = recorded_path(sae_path, atlas_dir.parent) / METRICS
     if not metrics.is_file():
         return None, (
             f"No training curves: '{metrics}' is missing (the SAE was not trained by "

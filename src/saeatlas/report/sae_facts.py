@@ -21,14 +21,25 @@ def sae_recorded(summary: dict[str, Any]) -> dict[str, Any]:
     return made if isinstance(made, dict) else {}
 
 
-def sae_unread(summary: dict[str, Any]) -> str | None:
-    """Why the SAE at the path atlas.json records is not the atlas's (a clause: not
-    there, unreadable, or its weights differ), or None when it is, or when atlas.json
-    records no path or no fingerprint (an atlas from before the fingerprint)."""
+def recorded_path(path: str | Path, base: Path) -> Path:
+    """A path atlas.json records: as written, or relative to ``base`` when that is where
+    it exists (older atlases recorded paths relative to where the analysis ran)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return base / p if (base / p).exists() else p
+
+
+def sae_unread(summary: dict[str, Any], base: Path) -> str | None:
+    """Why the SAE at the path atlas.json records (:func:`recorded_path` from ``base``) is
+    not the atlas's (a clause: not there, unreadable, or its weights differ), or None when
+    it is, or when atlas.json records no path or no fingerprint (an atlas from before the
+    fingerprint)."""
     made = sae_recorded(summary)
     path, fingerprint = made.get("path"), made.get("fingerprint")
     if not path or not fingerprint:
         return None
+    path = recorded_path(path, base)
     if not Path(path).is_dir():
         return f"the atlas's SAE '{path}' is not there (moved or deleted)"
     try:
