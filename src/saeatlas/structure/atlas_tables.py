@@ -227,9 +227,9 @@ def _check_spans(atlas: Atlas, path: Path, fix: str) -> None:
     if "layers" not in modules.columns or not {"layer", "module"} <= set(units.columns):
         return
     order = list(dict.fromkeys(units["layer"]))
+    spans = {m: set(layers) for m, layers in units.groupby("module")["layer"]}
     for m, given in zip(modules["module"], modules["layers"]):
-        spans = set(units.loc[units["module"] == m, "layer"])
-        held = [l for l in order if l in spans]
+        held = [l for l in order if l in spans.get(m, ())]
         listed = None if given is None else [str(l) for l in given]
         if listed is None or listed != [l for l in held if l in listed]:
             raise AtlasFileError(
