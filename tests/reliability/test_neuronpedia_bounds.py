@@ -109,3 +109,12 @@ def test_an_atlas_whose_sae_moved_names_it(unnumbered, tmp_path, run_cli):
         assert r.exit_code == 0, r.output
     finally:
         shutil.move(moved, unnumbered / "sae")
+
+
+@pytest.mark.parametrize("layer", [1.5, True, -1, "3"])
+def test_a_layer_that_is_no_layer_number_is_refused(layer):
+    from saeatlas.errors import ConfigError
+    from saeatlas.export import NeuronpediaConfig
+
+    with pytest.raises(ConfigError, match=r"`layer` \(--layer\) must be a whole number"):
+        NeuronpediaConfig(layer=layer)

@@ -93,8 +93,12 @@ class NeuronpediaConfig:
         if not isinstance(self.sae_set, str) or not self.sae_set.strip():
             # every batch would name no SAE set, which Neuronpedia's upload refuses
             raise ConfigError(f"`sae_set` (--sae-set) must name the SAE set, got {self.sae_set!r}.")
-        if self.layer is not None and (isinstance(self.layer, bool) or self.layer < 0):
-            raise ConfigError(f"`layer` (--layer) must be 0 or more, got {self.layer!r}.")
+        if self.layer is not None and (
+            isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0
+        ):
+            raise ConfigError(
+                f"`layer` (--layer) must be a whole number, 0 or more, got {self.layer!r}."
+            )
         try:  # bytes that are not UTF-8 on the command line arrive as lone surrogates
             self.sae_set.encode("utf-8")
         except UnicodeEncodeError as e:
