@@ -49,6 +49,11 @@ def class_indices(labels: Any, n_classes: int | None = None) -> np.ndarray:
     """``labels`` ``[n]`` as the cross-entropy's class indices (int64), each in
     ``[0, n_classes)`` when that is known; else a ConfigError naming a label that is none."""
     labels = np.asarray(labels)
+    if labels.dtype.kind in "US":  # a text file's lines: '2' (or '2.0') is class 2
+        try:
+            labels = labels.astype(np.float64)
+        except ValueError:
+            pass  # a word: no class index, named below
     top = np.inf if n_classes is None else n_classes
     if labels.dtype.kind in "iubf":
         wrong = ~np.isfinite(labels) | (labels % 1 != 0) | (labels < 0) | (labels >= top)

@@ -311,11 +311,11 @@ def test_report_refuses_a_sweep_of_other_layers(tmp_path):
     )
     summary = {"layers": ["1", "3"]}
     with pytest.raises(ConfigError, match=r"trained on the layers \['3'\], the atlas's SAE on"):
-        _find_sweep(tmp_path / "atlas", summary, sweep)
-    found, note = _find_sweep(tmp_path / "atlas", summary, None)  # sweep/ beside the atlas
+        _find_sweep(tmp_path / "atlas", summary, sweep, None)
+    found, note = _find_sweep(tmp_path / "atlas", summary, None, None)  # sweep/ beside the atlas
     assert found is None and note.startswith("No sparsity sweep shown: the one found beside")
     summary["layers"] = ["3"]
-    assert _find_sweep(tmp_path / "atlas", summary, sweep)[0] is not None
+    assert _find_sweep(tmp_path / "atlas", summary, sweep, None)[0] is not None
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ def _atlas_of_two_layers(path):
                 significant=[True],
                 layer_profile=[[0.5, 0.5]],
                 layer_mass=[[0.6, 0.4]],
+                layers=[["a", "b"]],
             )
         ),
         summary={
@@ -98,6 +99,19 @@ def _row(column, i, value):
         ("units", _row("submodule", 1, 2), "`submodule` of units.parquet"),
         ("units", _row("submodule", 1, -2), "names -2"),
         ("modules", lambda m: m.assign(preferred_label=["z"]), "`preferred_label`"),
+        # tenth sweep: a module drawn and described as spanning layers its units are not in
+        ("modules", lambda m: m.assign(layers=[["b", "a"]]), "`layers` of module 0"),
+        ("modules", lambda m: m.assign(layers=[["a", "c"]]), "`layers` of module 0"),
+        (
+            "units",
+            lambda u: u.assign(
+                module=[0, 0, -1, -1],
+                membership=[0.9, 0.8, 0.0, 0.0],
+                coupling=[0.5, 0.4, 0.0, 0.0],
+                submodule=[0, 1, -1, -1],
+            ),
+            "`layers` of module 0",
+        ),
     ],
 )
 def test_report_refuses_lists_and_references_that_disagree(tmp_path, run_cli, name, change, needle):

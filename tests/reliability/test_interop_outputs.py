@@ -90,3 +90,25 @@ def test_neuronpedia_examples_beyond_the_rows_are_the_rows(tmp_path, outputs, ru
         assert r.exit_code == 0, r.output
         pages[n] = (tmp_path / f"np{n}" / "batch-0.json").read_text()
     assert pages[300] == pages[10**12]  # every row a feature fires on, either way
+
+
+def test_an_export_names_no_model_of_a_store_captured_again_since_training(tmp_path, make_store):
+    # the SAE's recorded store, captured again at its path (another model of the same
+    # layer names and widths), gave the SAELens metadata that capture's model name
+    import json
+
+    from saeatlas.sae.saelens import export_saelens
+    from saeatlas.train import TrainConfig, train_sae
+
+    store = make_store(tmp_path / "store", rows=60)
+    cfg = TrainConfig(d_sae=8, k=2, tokens=240, batch_size=30, layers=("2",))
+    sae = train_sae(store, cfg, tmp_path / "sae", progress=False).sae
+
+    def metadata():
+        export_saelens(sae, tmp_path / "sl")
+        return json.loads((tmp_path / "sl" / "cfg.json").read_text())["metadata"]
+
+    assert "model_name" in metadata()
+    shutil.rmtree(store)
+    make_store(store, rows=60, seed=1)  # other rows at the recorded path
+    assert "model_name" not in metadata() and metadata()["hook_name"]

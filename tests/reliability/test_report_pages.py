@@ -160,3 +160,29 @@ def test_a_page_name_too_long_for_its_temporary_file_is_refused_first(
     forbid(write, "load_report_data")
     page = tmp_path / ("n" * (length - 5) + ".html")
     one_line(cli("report", atlas, "--out", page), f"is {length} bytes long", "at most 241")
+
+
+def test_a_page_given_as_a_folder_goes_inside_it(tmp_path, analysed, run_cli):
+    # `report --out newdir/` wrote the page as a file named 'newdir' (the '/' dropped)
+    cli, one_line = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    one_line(cli("report", atlas, "--out", ""), "names no file")  # an unset variable
+    r = cli("report", atlas, "--out", f"{tmp_path / 'newdir'}{os.sep}")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "newdir" / "report.html").is_file()
+
+
+def test_a_page_through_a_link_to_nothing_yet(tmp_path, analysed, run_cli):
+    # a folder that is a link to a path not made yet: the page failed after every figure
+    # was drawn, in the words "Cannot write or read 'dl': File exists"
+    cli, one_line = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    (tmp_path / "notes.txt").write_text("mine")
+    os.symlink(tmp_path / "notes.txt" / "sub", tmp_path / "under_a_file")
+    one_line(cli("report", atlas, "--out", tmp_path / "under_a_file" / "r.html"),
+             "under_a_file", "Not a directory")  # fmt: skip
+    assert not (atlas / "figures").exists()
+    os.symlink(tmp_path / "missing", tmp_path / "dl")
+    r = cli("report", atlas, "--out", tmp_path / "dl" / "r.html")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "missing" / "r.html").is_file() and (tmp_path / "dl").is_symlink()

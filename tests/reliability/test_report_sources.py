@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 
 def test_a_report_of_an_atlas_whose_store_moved_says_so(tmp_path, outputs):
     # the page said the model was "not recorded (no `model` in atlas.json or the
@@ -63,3 +65,53 @@ def test_a_store_captured_again_since_the_analysis_names_no_model(tmp_path, outp
     fact = next(f for f in header_facts(load_report_data(atlas)) if f.label == "Model")
     assert fact.missing and "is not the one the atlas was made from" in fact.value
     assert str(store) in fact.value
+
+
+def test_training_curves_of_an_sae_trained_again_at_its_path_are_not_shown(tmp_path, outputs):
+    # the page showed the curves of whatever SAE was at the recorded path: one trained
+    # again there since the analysis (another seed) lent the atlas its training curves
+    from saeatlas.report.data import load_report_data
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.structure import AtlasConfig, map_structure
+
+    sae = shutil.copytree(outputs.sae, tmp_path / "sae")
+    cfg = AtlasConfig(n_null=2, nulls=("permutation",), n_examples=2)
+    atlas = map_structure(sae, outputs.store, cfg).save(tmp_path / "atlas")
+    assert load_report_data(atlas).training is not None
+    other = SparseAutoencoder.load(sae)
+    other.W_dec.data.mul_(-1.0)
+    other.save(sae, files={"metrics.jsonl": (sae / "metrics.jsonl").read_bytes()})
+    data = load_report_data(atlas)
+    assert data.training is None
+    assert "is not the one the atlas was made from" in data.training_note
+    shutil.rmtree(sae)
+    assert "is not there (moved or deleted)" in load_report_data(atlas).training_note
+
+
+def test_a_sweep_trained_on_other_rows_is_not_shown(tmp_path):
+    # a sweep beside the atlas of the same layers but another store's rows was shown as
+    # the reason for the atlas's sparsity
+    import json
+
+    from saeatlas.errors import ConfigError
+    from saeatlas.report.data import _find_sweep
+
+    sweep = tmp_path / "sweep"
+    (sweep / "k-4").mkdir(parents=True)
+    member = {"layers": [{"name": "3"}], "metadata": {"rows_digest": "0123"}}
+    (sweep / "k-4" / "cfg.json").write_text(json.dumps(member))
+    point = {"value": 4, "path": "sweep/k-4", "fvu": 0.2, "l0": 4, "dead_fraction": 0.0}
+    point.update(stability=None, on_front=True)
+    raw = {"over": "k", "rule": "knee", "heldout_rows": 10, "recommended": 0, "points": [point]}
+    (sweep / "sweep.json").write_text(json.dumps(raw))
+    summary = {"layers": ["3"], "sae": {"rows_digest": "4567"}}
+    found, note = _find_sweep(tmp_path / "atlas", summary, None, None)
+    assert found is None and "trained on other rows than the atlas's SAE" in note
+    with pytest.raises(ConfigError, match="other rows than the atlas's SAE"):
+        _find_sweep(tmp_path / "atlas", summary, sweep, None)
+    summary["sae"]["rows_digest"] = "0123"
+    assert _find_sweep(tmp_path / "atlas", summary, None, None)[0] is not None
+    # the SAE at the recorded path, a member, is not the atlas's: no point is marked
+    summary["sae"]["path"] = str(sweep / "k-4")
+    assert _find_sweep(tmp_path / "atlas", summary, None, None)[0].atlas_point == 0
+    assert _find_sweep(tmp_path / "atlas", summary, None, "moved")[0].atlas_point is None

@@ -338,8 +338,12 @@ def validate_cmd(
 @on_rank_zero
 def report_cmd(
     atlas_dir: Path = typer.Argument(..., help="Atlas directory (what `saeatlas analyze` wrote)."),
-    out: Path | None = typer.Option(
-        None, "--out", help="HTML file to write [default: ATLAS_DIR/report.html]."
+    # text, not a Path, which would drop the '/' that makes `--out DIR/` a folder
+    out: str | None = typer.Option(
+        None,
+        "--out",
+        help="HTML file to write, or a folder (DIR/) to write report.html into "
+        "[default: ATLAS_DIR/report.html].",
     ),
     sweep: Path | None = typer.Option(
         None,

@@ -59,6 +59,11 @@ def export_neuronpedia_cmd(
     features_per_batch: int = typer.Option(
         128, "--features-per-batch", help="Features per batch-<i>.json file."
     ),
+    layer: int | None = typer.Option(
+        None,
+        "--layer",
+        help="Neuronpedia's layer number (default: the first number in the layer's name).",
+    ),
 ) -> None:
     """Write an atlas's features in Neuronpedia's batch-upload layout (as SAEDashboard does)."""
     from ..export import NeuronpediaConfig, export_neuronpedia
@@ -69,7 +74,7 @@ def export_neuronpedia_cmd(
 
         loaded = load_model(model, model_class=model_class)
     config = NeuronpediaConfig(
-        sae_set=sae_set, n_examples=n_examples, features_per_batch=features_per_batch
+        sae_set=sae_set, n_examples=n_examples, features_per_batch=features_per_batch, layer=layer
     )
     written = export_neuronpedia(
         atlas,

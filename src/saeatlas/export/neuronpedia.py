@@ -19,8 +19,10 @@ feature's direct logit effect ``W_dec[f] @ W_U`` gives the top positive and
 negative tokens and their histogram (as SAEDashboard does, without the final
 layer norm); otherwise those fields are empty lists.
 
-Two passes over the store encode every row; the co-firing statistics hold a
-``[d_sae, d_sae]`` float32 matrix (1 GiB for 16,384 latents). The passes and the
+Two passes over the store encode every row; the co-firing statistics hold the rows'
+codes as a sparse matrix (their non-zero activations) and compute the features'
+correlations a block of at most :data:`.neuronpedia_activations.GRAM_BLOCK` values at a
+time, never the ``[d_sae, d_sae]`` matrix (17 GB in float32 at 65,536 latents). The passes and the
 contexts are in :mod:`.neuronpedia_activations`, the logits in
 :mod:`.neuronpedia_logits`, the files' schema in :mod:`.neuronpedia_schema`.
 """
@@ -73,6 +75,9 @@ class NeuronpediaConfig:
     """Correlated features (and units, and top logits: 10) listed per feature."""
     batch_size: int = 4096
     """Rows encoded at a time."""
+    layer: int | None = None
+    """Neuronpedia's layer number (``layer`` of every batch); None takes the first number
+    in the name of the layer the SAE reads (``blocks.3.hook_resid_post`` -> 3)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -88,6 +93,12 @@ class NeuronpediaConfig:
         if not isinstance(self.sae_set, str) or not self.sae_set.strip():
             # every batch would name no SAE set, which Neuronpedia's upload refuses
             raise ConfigError(f"`sae_set` (--sae-set) must name the SAE set, got {self.sae_set!r}.")
+        if self.layer is not None and (
+            isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0
+        ):
+            raise ConfigError(
+                f"`layer` (--layer) must be a whole number, 0 or more, got {self.layer!r}."
+            )
         try:  # bytes that are not UTF-8 on the command line arrive as lone surrogates
             self.sae_set.encode("utf-8")
         except UnicodeEncodeError as e:
@@ -145,10 +156,11 @@ def _export(
     # their widths checked: as the analysis read them
     read = [l.name for l in sae_layers(sae, store)]
     layers = read
+    layer = _layer_number(read[0], config.layer)
     if len(read) > 1:  # Neuronpedia's layout has one layer per SAE
         warnings.warn(
             f"The SAE reads {len(read)} layers ({read[:4]}); each batch names the first's "
-            f"number as its `layer` ({_layer_number(read[0])}), and `neuron_alignment_indices` "
+            f"number as its `layer` ({layer}), and `neuron_alignment_indices` "
             "are the atlas's unit numbers over all of them (units.parquet), not units of one "
             "layer. Export an SAE of one layer for Neuronpedia's per-layer pages.",
             stacklevel=3,
@@ -162,11 +174,10 @@ def _export(
         stats.add(encode(sae, x), row)
         row += x.shape[0]
     hist = histograms(sae, store, layers, stats.max, config.n_bins, config.batch_size)
-    corr = stats.pearson()
     w_dec = sae.W_dec.detach().float().cpu()
     unit_dirs = w_dec / w_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    cos = unit_dirs @ unit_dirs.T
-    module = _feature_modules(atlas, d_sae)
+    # its co-firing features within its module (every feature when it has no company)
+    correlated = stats.correlated(_feature_modules(atlas, d_sae), config.n_correlated)
     logits = logit_effects(sae, model, tokenizer, config.n_bins)
     meta = store.rows().to_pandas()
     contexts = Contexts(sae, store, layers, meta, config.context)
@@ -181,12 +192,7 @@ def _export(
         if stats.fired[f] == 0:
             skipped.append(f)
             continue
-        # the other features of its module, or every feature when it has none
-        same = torch.nonzero(module == module[f]).flatten() if module[f] >= 0 else None
-        if same is None or same.numel() < 2:
-            same = torch.arange(d_sae)
-        same = same[same != f]
-        order = same[corr[f, same].argsort(descending=True)][: config.n_correlated]
+        order, pearson = correlated[f]
         dec = w_dec[f]
         top_units = dec.abs().argsort(descending=True)[: config.n_correlated * 3]
         top_units = top_units[dec[top_units] != 0]  # a unit it does not write is no alignment
@@ -199,8 +205,8 @@ def _export(
             "correlated_neurons_l1": [],
             "correlated_neurons_pearson": [],
             "correlated_features_indices": order.tolist(),
-            "correlated_features_l1": rounded(cos[f, order]),
-            "correlated_features_pearson": rounded(corr[f, order]),
+            "correlated_features_l1": rounded(unit_dirs[torch.from_numpy(order)] @ unit_dirs[f]),
+            "correlated_features_pearson": rounded(pearson),
             "frac_nonzero": round(float(frac[f]), 6),
             "freq_hist_data_bar_values": rounded(hist["centres"][f]),
             "freq_hist_data_bar_heights": rounded(hist["counts"][f]),
@@ -215,16 +221,15 @@ def _export(
 
     with replacing_dir(out) as new:
         return _write_batches(
-            features, new, out, provenance, layers, config, skipped, atlas_dir, d_sae, store
+            features, new, out, provenance, layer, layers, config, skipped, atlas_dir, d_sae, store
         )
 
 
 def _write_batches(
-    features, new, out, provenance, layers, config, skipped, atlas_dir, d_sae, store
+    features, new, out, provenance, layer, layers, config, skipped, atlas_dir, d_sae, store
 ):
     """The batch files, skipped indexes and run settings, into ``new`` (named under ``out``)."""
     model_id = str(provenance.get("model_name", provenance.get("model", "model")))
-    layer = _layer_number(layers[0] if layers else "")
     written = []
     step = config.features_per_batch
     for i, s in enumerate(range(0, len(features), step)):
@@ -272,6 +277,11 @@ def _open_sae(sae: Any, atlas: Atlas) -> SparseAutoencoder:
             raise ConfigError(
                 "The atlas does not say which SAE it was made from; give it with --sae."
             )
+        if sae is None and not Path(path).exists():  # moved or deleted since the analysis
+            raise ConfigError(
+                f"The atlas's SAE '{path}' is not there; give the SAE the atlas was made "
+                "from with --sae."
+            )
         sae = SparseAutoencoder.load(path)
     have = {"d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae}
     if any(made.get(key, value) != value for key, value in have.items()):
@@ -296,10 +306,19 @@ def _open_store(store: Any, atlas: Atlas) -> ActivationStore:
     return ActivationStore.open(path, on_nonfinite="skip" if skipped else "error")
 
 
-def _layer_number(name: str) -> int:
-    """The first number in a hook name (``blocks.3.hook_resid_post`` -> 3), else 0."""
+def _layer_number(name: str, given: int | None) -> int:
+    """``given``, else the first number in the hook ``name`` (``blocks.3.hook_resid_post``
+    -> 3). A name without one (``relu``) is refused: Neuronpedia would file the
+    features under layer 0 of the model."""
+    if given is not None:
+        return given
     found = re.search(r"\d+", name)
-    return int(found.group()) if found else 0
+    if found is None or len(found.group()) > 9:
+        raise ConfigError(
+            f"The layer '{name[:80]}' has no layer number in its name for Neuronpedia's "
+            "`layer`; give the layer's number in the model with --layer."
+        )
+    return int(found.group())
 
 
 def _feature_modules(atlas: Atlas, d_sae: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from ..sae import SparseAutoencoder
@@ -20,17 +21,23 @@ def encode(sae: SparseAutoencoder, x: torch.Tensor) -> torch.Tensor:
         return sae.encode(x.to(sae.W_enc)).acts.float().cpu()
 
 
+#: Most values of one block of the features' Gram matrix (32 MB in float64): the whole
+#: ``[d_sae, d_sae]`` matrix is 17 GB in float32 at 65,536 latents.
+GRAM_BLOCK = 1 << 22
+
+
 class FeatureStats:
-    """Pass-one statistics of every feature: firings, maxima, top rows, co-firing."""
+    """Pass-one statistics of every feature: firings, maxima, top rows, and the rows'
+    codes (sparse: only the non-zero activations) for its correlated features."""
 
     def __init__(self, d_sae: int, n_top: int) -> None:
-        self.n_rows = 0
+        self.n_rows, self.d_sae = 0, d_sae
         self.fired = torch.zeros(d_sae, dtype=torch.float64)
         self.max = torch.zeros(d_sae)
         self.top_values = torch.full((n_top, d_sae), -1.0)
         self.top_rows = torch.full((n_top, d_sae), -1, dtype=torch.long)
         self.sum = torch.zeros(d_sae, dtype=torch.float64)
-        self.gram = torch.zeros(d_sae, d_sae)
+        self.codes: list[sp.csr_matrix] = []
 
     def add(self, acts: torch.Tensor, first_row: int) -> None:
         n = acts.shape[0]
@@ -42,17 +49,57 @@ class FeatureStats:
         self.fired += (acts > 0).sum(0)
         self.max = torch.maximum(self.max, acts.max(0).values)
         self.sum += acts.sum(0, dtype=torch.float64)
-        self.gram += acts.T @ acts
+        self.codes.append(sp.csr_matrix(acts.numpy()))
         self.n_rows += n
 
-    def pearson(self) -> torch.Tensor:
-        """``[d_sae, d_sae]`` correlation of the features' activations (0 for dead ones)."""
-        n = max(self.n_rows, 1)
-        mean = (self.sum / n).float()
-        cov = self.gram / n - mean[:, None] * mean[None, :]
-        std = cov.diagonal().clamp_min(0).sqrt()
-        denom = std[:, None] * std[None, :]
-        return torch.where(denom > 0, cov / denom.clamp_min(1e-30), torch.zeros_like(cov))
+    def correlated(
+        self, module: torch.Tensor, n: int, block: int = GRAM_BLOCK
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per feature, the ``n`` features most correlated with it (Pearson correlation
+        of activations over the rows; 0 with a feature that never varies) among the
+        other features of its module (``module`` ``[d_sae]``, -1 for none), or among
+        all features when it has no company there; and those correlations. The Gram
+        matrix is computed one block of rows of at most ``block`` values at a time."""
+        d = self.d_sae
+        codes = sp.vstack(self.codes, format="csr") if self.codes else sp.csr_matrix((0, d))
+        codes = codes.astype(np.float64)
+        by_feature = codes.tocsc()
+        rows = max(self.n_rows, 1)
+        mean = self.sum.numpy() / rows
+        sq = np.asarray(codes.multiply(codes).sum(axis=0)).ravel() / rows
+        std = np.sqrt(np.clip(sq - mean**2, 0, None))
+        module = module.numpy()
+        out = []
+        step = max(1, block // max(d, 1))
+        for start in range(0, d, step):
+            stop = min(start + step, d)
+            cov = (by_feature[:, start:stop].T @ codes).toarray() / rows
+            cov -= mean[start:stop, None] * mean[None, :]
+            denom = std[start:stop, None] * std[None, :]
+            corr = np.where(denom > 0, cov / np.maximum(denom, 1e-300), 0.0)
+            for i, f in enumerate(range(start, stop)):
+                same = np.flatnonzero(module == module[f]) if module[f] >= 0 else None
+                if same is None or same.size < 2:  # no company: every other feature
+                    row = corr[i].copy()
+                    row[f] = -np.inf
+                    top = _top(row, n + 1)
+                    top = top[top != f][:n]
+                else:
+                    same = same[same != f]
+                    top = same[_top(corr[i, same], n)]
+                out.append((top, corr[i, top]))
+        return out
+
+
+def _top(values: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the ``n`` largest ``values``, largest first, ties by position (as a
+    stable sort of all of them would give), without sorting all of them."""
+    if values.size > n:
+        kth = np.partition(values, values.size - n)[values.size - n]
+        candidates = np.flatnonzero(values >= kth)
+    else:
+        candidates = np.arange(values.size)
+    return candidates[np.argsort(-values[candidates], kind="stable")][:n]
 
 
 def histograms(

@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..structure.atlas import OPTIONAL_TABLES, Atlas, AtlasFileError
 from ..sweep.sweep import SWEEP_JSON, UNSTABLE, SweepPoint, member_dir
 from ..train.trainer import METRICS
+from .sae_facts import recorded_path, sae_recorded, sae_unread
 from .store_facts import store_facts, unit_names
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,11 @@ def load_report_data(
     atlas_dir = check_atlas_dir(atlas_dir)
     atlas = Atlas.load(atlas_dir)
     _check_columns(atlas, atlas_dir)
-    sweep, sweep_note = _find_sweep(atlas_dir, atlas.summary, sweep_dir)
-    training, training_note = _load_training(atlas_dir, atlas.summary)
+    sae_gone = sae_unread(atlas.summary, atlas_dir.parent)
+    sweep, sweep_note = _find_sweep(atlas_dir, atlas.summary, sweep_dir, sae_gone)
+    if sweep is not None and sae_gone:
+        sweep_note += f" The atlas's SAE is not marked in it: {sae_gone}."
+    training, training_note = _load_training(atlas_dir, atlas.summary, sae_gone)
     facts = store_facts(atlas.summary)
     ablation = getattr(atlas, "ablation", None)
     if ablation is None:
@@ -227,19 +231,14 @@ def map_sample(features: pd.DataFrame, max_points: int, seed: int = SAMPLE_SEED)
     )
 
 
-def _resolve(path: str | Path, base: Path) -> Path:
-    """``path`` as written, or relative to ``base`` when that is where it exists."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return base / p if (base / p).exists() else p
-
-
 def _find_sweep(
-    atlas_dir: Path, summary: dict[str, Any], sweep_dir: str | Path | None
+    atlas_dir: Path, summary: dict[str, Any], sweep_dir: str | Path | None, sae_gone: str | None
 ) -> tuple[SweepInfo | None, str]:
-    """The sweep given, or the one ``atlas.json`` names, or ``sweep/`` beside the atlas."""
-    sae_path = (summary.get("sae") or {}).get("path")
+    """The sweep given, or the one ``atlas.json`` names, or ``sweep/`` beside the atlas
+    (a sweep of other layers or other rows than the atlas's SAE is not shown). The atlas's
+    SAE is marked in it only while the SAE at its path is still the atlas's (``sae_gone``
+    None)."""
+    sae_path = None if sae_gone else sae_recorded(summary).get("path")
     if sweep_dir is not None:
         path = Path(sweep_dir)
         if not (path / SWEEP_JSON).is_file():
@@ -248,7 +247,7 @@ def _find_sweep(
                 "`saeatlas sweep --out` wrote, or leave --sweep out."
             )
         sweep = _read_sweep(path, sae_path, strict=True)
-        other = _other_layers(sweep, summary)
+        other = _not_the_atlas(sweep, summary)
         if other:
             raise ConfigError(
                 f"--sweep {other}; give the sweep the SAE came from, or leave --sweep out."
@@ -257,7 +256,7 @@ def _find_sweep(
     named = summary.get("sweep")
     candidates = []
     if named:
-        candidates.append((_resolve(named, atlas_dir), "named in atlas.json"))
+        candidates.append((recorded_path(named, atlas_dir), "named in atlas.json"))
     candidates.append((atlas_dir.parent / "sweep", "found beside the atlas"))
     for path, how in candidates:
         if (path / SWEEP_JSON).is_file():
@@ -267,7 +266,7 @@ def _find_sweep(
                     f"The sweep at '{path}' ({how}) is unreadable; rerun `saeatlas sweep` "
                     "or pass another --sweep."
                 )
-            other = _other_layers(sweep, summary)
+            other = _not_the_atlas(sweep, summary)
             if other:
                 return None, f"No sparsity sweep shown: the one {how} {other}."
             return sweep, f"Sweep from '{path}' ({how})."
@@ -311,20 +310,29 @@ def _read_sweep(path: Path, sae_path: str | None, *, strict: bool) -> SweepInfo 
     return info
 
 
-def _other_layers(sweep: SweepInfo, summary: dict[str, Any]) -> str | None:
-    """Why ``sweep`` is not the atlas's (its SAEs read other layers), or None. A sweep of
-    another store cannot say why the atlas's sparsity was chosen."""
+def _not_the_atlas(sweep: SweepInfo, summary: dict[str, Any]) -> str | None:
+    """Why ``sweep`` is not the atlas's (its SAEs read other layers, or were trained on
+    other rows than the atlas's SAE: ``rows_digest``), or None. A sweep of another store
+    cannot say why the atlas's sparsity was chosen."""
     if not sweep.points:
         return None
     cfg = member_dir(sweep.path, sweep.points[0].path) / "cfg.json"
     try:
-        theirs = [l["name"] for l in json.loads(cfg.read_text()).get("layers") or []]
-    except (OSError, ValueError, TypeError, KeyError):
+        raw = json.loads(cfg.read_text())
+        theirs = [l["name"] for l in raw.get("layers") or []]
+        rows = (raw.get("metadata") or {}).get("rows_digest")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None  # a member's config is not needed to show the sweep
     mine = summary.get("layers") or []
-    if not theirs or not mine or theirs == mine:
-        return None
-    return f"'{sweep.path}' was trained on the layers {theirs}, the atlas's SAE on {mine}"
+    if theirs and mine and theirs != mine:
+        return f"'{sweep.path}' was trained on the layers {theirs}, the atlas's SAE on {mine}"
+    my_rows = sae_recorded(summary).get("rows_digest")
+    if rows and my_rows and rows != my_rows:
+        return (
+            f"'{sweep.path}' was trained on other rows than the atlas's SAE (rows digest "
+            f"{rows}, the SAE's {my_rows})"
+        )
+    return None
 
 
 def _member(points: list[SweepPoint], sae_path: str | None, sweep_path: Path) -> int | None:
@@ -338,14 +346,18 @@ def _member(points: list[SweepPoint], sae_path: str | None, sweep_path: Path) ->
     return None
 
 
-def _load_training(atlas_dir: Path, summary: dict[str, Any]) -> tuple[pd.DataFrame | None, str]:
-    sae_path = (summary.get("sae") or {}).get("path")
+def _load_training(
+    atlas_dir: Path, summary: dict[str, Any], sae_gone: str | None
+) -> tuple[pd.DataFrame | None, str]:
+    sae_path = sae_recorded(summary).get("path")
     if not sae_path:
         return None, (
             "No training curves: atlas.json records no SAE directory (the SAE was passed "
             "as an object)."
         )
-    metrics = _resolve(sae_path, atlas_dir.parent) / METRICS
+    if sae_gone:
+        return None, f"No training curves: {sae_gone}."
+    metrics = recorded_path(sae_path, atlas_dir.parent) / METRICS
     if not metrics.is_file():
         return None, (
             f"No training curves: '{metrics}' is missing (the SAE was not trained by "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def write_report(
     # a link is written through, as an output's is: replaced, it left its target stale
     if out is not None:
         _check_page_name(Path(out))  # before any look at it: os.stat fails on such a name
+        out = _page_path(out)
     out = atlas_dir / REPORT_HTML if out is None else through_link(out)
     resolve(out.parent)  # a loop of symbolic links is named before the work
     if out.exists() and out.is_dir():
@@ -112,7 +114,9 @@ def write_report(
             feature_examples,
             [_relative(p, out.parent) for p in pngs],
         )
-        atomic_write_bytes(out, page.encode("utf-8"))
+        # in a folder through a link to nothing yet ('dl' -> 'missing'), made where the
+        # link leads, as an output's is: the write failed with 'File exists' on 'dl'
+        atomic_write_bytes(resolve(out.parent) / out.name, page.encode("utf-8"))
         bar.advance()
     log.info("Report written to %s (%.1f MB)", out, out.stat().st_size / 1e6)
     return ReportResult(out, pngs, data.map_sample.sampled)
@@ -154,6 +158,19 @@ def _static(data: ReportData, links: ModuleLinks, pos: np.ndarray, folder: Path)
         todo.append(("specialisation.png", lambda: figures.specialisation_png(data)))
     with figures.plain_text():
         return [figures.save_png(make(), folder / name) for name, make in todo]
+
+
+def _page_path(out: str | Path) -> Path:
+    """The page ``out`` names: ``out/report.html`` for a folder (one that exists, or a
+    path ending in '/', which ``Path`` would drop: `--out newdir/` wrote a file named
+    'newdir'), else ``out``."""
+    text = os.fspath(out)
+    if not text.strip():  # an unset variable (`--out "$PAGE"`), not the current folder
+        raise ConfigError(f"--out {text!r} names no file; give the HTML file to write.")
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        return path / REPORT_HTML
+    return path
 
 
 def _check_page_name(out: Path) -> None:

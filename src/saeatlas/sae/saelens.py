@@ -64,7 +64,7 @@ def saelens_metadata(provenance: dict[str, Any], hook_name: str | None) -> dict[
 def _provenance(sae: SparseAutoencoder, store: Any) -> dict[str, Any]:
     """The provenance of ``store`` (a store or its path; it must hold the SAE's layers),
     else of the store the SAE was trained on when it is still there and still holds
-    them, else nothing."""
+    them and its rows (``rows_digest`` of the SAE's cfg.json), else nothing."""
     from ..errors import ShapeError
     from ..store import ActivationStore
     from .model import sae_layers
@@ -84,6 +84,11 @@ def _provenance(sae: SparseAutoencoder, store: Any) -> dict[str, Any]:
     except ShapeError:
         if given:
             raise
+        return {}
+    trained_on = sae.cfg.metadata.get("rows_digest")  # train.run.rows_digest: 16 hex digits
+    if not given and isinstance(trained_on, str) and store.digest()[:16] != trained_on:
+        # captured again at the recorded path (another model, of the same layer names and
+        # widths): its model's name was written as the SAE's
         return {}
     return dict(store.manifest.provenance) if store.manifest is not None else {}
 

@@ -115,7 +115,7 @@ NESTED_TYPES: dict[str, dict[str, tuple[type, ...]] | tuple[type, ...]] = {
     },
     "sae_modules.nulls[]": _NULL_TEST,
     "sae": {
-        **dict.fromkeys(("path", "architecture", "fingerprint"), (str, _NONE)),
+        **dict.fromkeys(("path", "architecture", "fingerprint", "rows_digest"), (str, _NONE)),
         **dict.fromkeys(("d_in", "d_sae", "k"), _COUNTS),
     },
     "graph": {

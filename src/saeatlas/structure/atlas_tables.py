@@ -184,6 +184,7 @@ def check_tables(atlas: Atlas, path: Path) -> None:
                     f"`{size}` of modules.parquet in '{path}' is {modules[size].tolist()[:10]}, "
                     f"but {name}.parquet puts {counts.tolist()[:10]} {where}; {fix}."
                 )
+    _check_spans(atlas, path, fix)
     _check_submodules(atlas, path, fix)
     _check_references(atlas, path, fix)
     _check_list_lengths(atlas, path, fix)
@@ -216,6 +217,25 @@ def check_tables(atlas: Atlas, path: Path) -> None:
         raise AtlasFileError(
             f"'{path / ATLAS_JSON}' says {wrong}, but its tables give {right}; {fix}."
         )
+
+
+def _check_spans(atlas: Atlas, path: Path, fix: str) -> None:
+    """``layers`` of modules.parquet: layers that hold units of the module, in the atlas's
+    order (all of them, or after the profiles those with at least ``layer_span_share`` of
+    its units): a module edited to span another layer was drawn and described so."""
+    units, modules = atlas.units, atlas.modules
+    if "layers" not in modules.columns or not {"layer", "module"} <= set(units.columns):
+        return
+    order = list(dict.fromkeys(units["layer"]))
+    spans = {m: set(layers) for m, layers in units.groupby("module")["layer"]}
+    for m, given in zip(modules["module"], modules["layers"]):
+        held = [l for l in order if l in spans.get(m, ())]
+        listed = None if given is None else [str(l) for l in given]
+        if listed is None or listed != [l for l in held if l in listed]:
+            raise AtlasFileError(
+                f"`layers` of module {m} in modules.parquet in '{path}' is {listed}, but its "
+                f"units in units.parquet lie in {held}; {fix}."
+            )
 
 
 def _check_submodules(atlas: Atlas, path: Path, fix: str) -> None:

@@ -25,6 +25,7 @@ import logging
 import platform
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -300,6 +301,8 @@ def _summary(
         "sae": {
             "path": None if inp.sae_path is None else str(Path(inp.sae_path).resolve()),
             "fingerprint": sae_fingerprint(sae),
+            # the rows it was trained on: the report shows a sweep trained on the same rows
+            "rows_digest": _text_or_none(sae.cfg.metadata.get("rows_digest")),
             "architecture": sae.cfg.architecture,
             "d_in": sae.cfg.d_in,
             "d_sae": sae.cfg.d_sae,
@@ -313,3 +316,7 @@ def _summary(
         "config": cfg.to_json(),
         "versions": {"saeatlas": __version__, "python": platform.python_version()},
     }
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

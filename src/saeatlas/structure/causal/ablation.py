@@ -28,7 +28,7 @@ from ..._progress import progress_bar
 from ...capture.inputs import InputBatch
 from ...capture.recorder import model_error
 from ...errors import AtlasError, ConfigError, ShapeError
-from ...losses import PerSampleLoss, per_sample_cross_entropy
+from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
 from ..inference.draws import draws_z
 from ..inference.outcome import decide
@@ -120,6 +120,8 @@ def ablate_modules(
         if batches and all(b.labels is not None for b in batches)
         else None
     )
+    if y is not None and loss_fn is per_sample_cross_entropy:
+        y = class_indices(y)  # split by the loss's classes: '1' and '1.0' are one class
     was_training = model.training
     model.eval()
     ablator = Ablator(given, layers, values)
