@@ -3,6 +3,9 @@ sweep killed between its members and continued with --resume."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 TRAIN_FLAGS = ["--seeds", "1", "--d-sae", "8", "--k", "2", "--batch-size", "32", "-q"]
@@ -40,3 +43,71 @@ def test_a_checkpoint_from_before_the_world_size_still_resumes(
     r = cli("train", "--acts", outputs.store, "--out", file.parent, *TRAIN_FLAGS, "--resume")
     assert r.exit_code == 0, r.output
     assert not file.exists() and (file.parent / "cfg.json").is_file()
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no cleanup either."""
+
+
+SWEEP_FLAGS = ["--over", "k", "--values", "2", "4", "8", "--seeds", "2", "--extend", "0"]
+SWEEP_FLAGS += ["--d-sae", "8", "--batch-size", "32", "--tokens", "640", "-q"]
+
+
+def test_a_sweep_killed_in_its_third_member_resumes_without_training_again(
+    tmp_path, outputs, run_cli, monkeypatch
+):
+    """`sweep` had no --resume: a sweep killed in its third member (of six) lost the
+    members it had finished and trained all six again."""
+    import json
+
+    import saeatlas.store.atomic as atomic
+    import importlib
+
+    sweep_module = importlib.import_module("saeatlas.sweep.sweep")
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.store.atomic import partial_dir
+
+    cli, _ = run_cli
+    r = cli("sweep", "--acts", outputs.store, "--out", tmp_path / "full", *SWEEP_FLAGS)
+    assert r.exit_code == 0, r.output
+
+    real_save, saves = SparseAutoencoder.save, []
+
+    def dying(self, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 3:
+            monkeypatch.setattr(atomic, "_remove", lambda p: None)  # a kill cleans nothing
+            raise Killed
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(SparseAutoencoder, "save", dying)
+    out = tmp_path / "sw"
+    with pytest.raises(Killed):
+        cli("sweep", "--acts", outputs.store, "--out", out, *SWEEP_FLAGS)
+    monkeypatch.undo()
+    new = partial_dir(out)
+    assert not out.exists() and (new / "k-2" / "seed-1" / "cfg.json").is_file()
+    # a finished member that is damaged afterwards is trained again, not trusted
+    weights = new / "k-2" / "seed-1" / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+
+    real_family, trained = sweep_module.train_family, []
+
+    def counting(store, configs, outs, **kw):
+        trained.extend(str(Path(o).relative_to(new)) for o in outs)
+        return real_family(store, configs, outs, **kw)
+
+    monkeypatch.setattr(sweep_module, "train_family", counting)
+    r = cli("sweep", "--acts", outputs.store, "--out", out, *SWEEP_FLAGS, "--resume")
+    assert r.exit_code == 0, r.output
+    assert "k-2/seed-0" not in trained and len(trained) == 5, trained
+    assert not new.exists()
+    full, mine = (json.loads((d / "sweep.json").read_text()) for d in (tmp_path / "full", out))
+    for a, b in zip(full["points"], mine["points"]):
+        assert {k: v for k, v in a.items() if k != "path"} == {
+            k: v for k, v in b.items() if k != "path"
+        }
+    for member in ("k-2/seed-0", "k-2/seed-1", "k-8/seed-1"):
+        one = SparseAutoencoder.load(tmp_path / "full" / member).state_dict()
+        for name, value in SparseAutoencoder.load(out / member).state_dict().items():
+            assert torch.equal(one[name], value), (member, name)

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import numbers
+import shutil
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,11 +30,13 @@ from .._world import World, from_main, join
 from ..errors import ConfigError
 from ..evaluate import evaluate_sae
 from ..evaluate.metrics import MIN_HELDOUT_ROWS
+from ..sae import SparseAutoencoder
 from ..sae.architectures import get_architecture
 from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..train import TrainConfig, train_family
+from ..train.ensemble import finished_like
 from .pareto import knee, pareto_front
 from .stability import mean_max_cosine
 
@@ -112,6 +115,7 @@ def sweep(
     heldout_fraction: float = 0.1,
     extend: int = 3,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
 ) -> SweepResult:
     """Train ``base`` with each of ``values`` for the setting ``over`` (and a second
@@ -120,7 +124,10 @@ def sweep(
     one SAE directory per member; recommend the knee of the frontier, extending
     the range past an end up to ``extend`` times while the knee lies at that end. ``out`` is
     written beside its place and renamed into it when complete (an existing sweep
-    stays until then, and is replaced only with ``overwrite``)."""
+    stays until then, and is replaced only with ``overwrite``). ``resume``: continue a
+    sweep that was killed, keeping each member it had finished beside ``out`` when that
+    member records the same settings and rows and its files load (the rest are
+    trained), to the sweep an uninterrupted run writes."""
     check_sweep_values(over, values)
     setting = get_architecture(base.architecture).sparsity_setting
     if over != setting:
@@ -151,9 +158,9 @@ def sweep(
                 f"than {MIN_HELDOUT_ROWS} rows, too few to measure the FVU. Capture more rows or "
                 "raise --heldout-fraction."
             )
-        with replacing_dir(out) if world.is_main else nullcontext(None) as new:
+        with replacing_dir(out, keep=resume) if world.is_main else nullcontext(None) as new:
             members = _Members(
-                store, base, over, out, new, seeds, heldout_fraction, world, progress
+                store, base, over, out, new, seeds, heldout_fraction, world, progress, resume
             )
             return _sweep(members, values, extend)
 
@@ -236,6 +243,7 @@ def _sweep(members: _Members, values: list[float], extend: int) -> SweepResult:
             points[best].fvu,
         )
     if new is not None:
+        _drop_others(new, members.members)
         atomic_write_json(new / SWEEP_JSON, result.to_json())
         (new / PARETO_JSON).write_text(
             json.dumps(
@@ -265,12 +273,15 @@ class _Members:
         heldout_fraction: float,
         world: World,
         progress: bool,
+        resume: bool = False,
     ) -> None:
-        self.store, self.base, self.over = store, base, over
+        self.store, self.base, self.over, self.resume = store, base, over, resume
         self.out, self.new, self.seeds, self.world = out, new, seeds, world
         self.heldout = max(1, int(store.n_rows * heldout_fraction))
         self.start = store.n_rows - self.heldout
         self.progress = progress and world.is_main
+        self.members: list[Path] = []
+        """Every member's directory under ``out``, in the order trained."""
 
     def train(self, values: list[float]) -> list[tuple]:
         """One member per value (and its second seed): a tuple each of ``(value, path,
@@ -285,30 +296,62 @@ class _Members:
                 )
                 outs.append(Path(f"{over}-{cast(v)}") / f"seed-{base.seed + s}")
         new = self.new
-        results = train_family(
-            self.store,
-            configs,
-            [new / o for o in outs] if new is not None else None,
-            progress=self.progress,
+        self.members += outs
+
+        def finished() -> list[bool]:  # rank 0 holds the members a killed sweep left
+            return [
+                self.resume and new is not None and finished_like(new / o, c, self.store)
+                for c, o in zip(configs, outs)
+            ]
+
+        todo = [i for i, done in enumerate(from_main(finished, self.world)) if not done]
+        trained = dict(
+            zip(
+                todo,
+                train_family(
+                    self.store,
+                    [configs[i] for i in todo],
+                    [new / outs[i] for i in todo] if new is not None else None,
+                    progress=self.progress,
+                )
+                if todo
+                else [],
+            )
         )
+
+        def sae(i: int) -> SparseAutoencoder:
+            return trained[i].sae if i in trained else SparseAutoencoder.load(new / outs[i])
 
         def evaluate() -> list[tuple]:
             points = []
             for i, v in enumerate(values):
-                first = results[i * seeds]
-                ev = evaluate_sae(first.sae, self.store, start=self.start)
+                first = sae(i * seeds)
+                ev = evaluate_sae(first, self.store, start=self.start)
                 stab = (
-                    mean_max_cosine(first.sae.W_dec, results[i * seeds + 1].sae.W_dec)
-                    if seeds == 2
-                    else None
+                    mean_max_cosine(first.W_dec, sae(i * seeds + 1).W_dec) if seeds == 2 else None
                 )
                 path = str(self.out / outs[i * seeds])
                 points.append(
-                    (float(v), path, ev.fvu, ev.l0, ev.dead_fraction, stab, first.sae.cfg.d_sae)
+                    (float(v), path, ev.fvu, ev.l0, ev.dead_fraction, stab, first.cfg.d_sae)
                 )
             return points
 
         return from_main(evaluate, self.world)
+
+
+def _drop_others(new: Path, members: list[Path]) -> None:
+    """Remove the members of other values or seeds that a killed sweep left in ``new``
+    (``--resume``), so that the sweep holds its own members only."""
+    for top in new.iterdir():
+        if not (top.is_dir() and any(top.name.startswith(f"{o}-") for o in SWEEPABLE)):
+            continue
+        ours = {m.name for m in members if m.parts[0] == top.name}
+        if not ours:
+            shutil.rmtree(top)
+            continue
+        for d in top.iterdir():
+            if d.is_dir() and d.name.startswith("seed-") and d.name not in ours:
+                shutil.rmtree(d)
 
 
 def _edge(values: list[float], chosen: float) -> str | None:

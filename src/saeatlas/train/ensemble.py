@@ -149,6 +149,19 @@ def trained_like(out: Path, cfg: TrainConfig) -> bool | None:
     return recorded == cfg
 
 
+def finished_like(out: Path, cfg: TrainConfig, store: ActivationStore) -> bool:
+    """Whether ``out`` holds a complete SAE trained with ``cfg`` on ``store``'s rows whose
+    files load (checked, not assumed: what a kill left is trained again)."""
+    recover_dir(out)
+    if not trained_like(out, cfg) or _other_rows(out, store):
+        return False
+    try:
+        SparseAutoencoder.load(out)
+    except Exception:  # noqa: BLE001 - any damage means: train it again
+        return False
+    return True
+
+
 def _keep(cfg: TrainConfig, out: Path, overwrite: bool, store: ActivationStore) -> bool:
     """Whether ``resume`` keeps the SAE in ``out``: complete and trained with ``cfg`` on
     ``store``'s rows. A complete SAE trained otherwise is an error unless ``overwrite``
