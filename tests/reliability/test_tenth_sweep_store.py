@@ -31,3 +31,25 @@ def test_rows_parquet_is_hashed_once_per_opened_store_and_again_when_it_changes(
     pq.write_table(table.set_column(i, "sample", pa.array(np.arange(table.num_rows)[::-1])), rows)
     with pytest.raises(ChecksumError, match="not the one its capture wrote"):
         store.rows(["sample"])
+
+
+def test_ranks_compare_every_value_of_a_npy_store_not_only_its_first_rows(tmp_path):
+    """The ranks of a torchrun analysis compared a .npy store by its size and first 64
+    rows: a copy that differed after them on one node was merged into the atlas."""
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+    from saeatlas.store import ActivationStore
+    from saeatlas.structure import AtlasConfig
+    from saeatlas.structure.inputs import _facts
+
+    x = np.random.default_rng(0).normal(size=(96, 6)).astype(np.float32)
+    for name in "ab":  # one file name: a .npy's layer is named after it
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / "acts.npy", x)
+        x[80:] += 1.0  # rows past the fingerprint's first 64
+    sae = SparseAutoencoder(SAEConfig(architecture="relu", d_in=6, d_sae=8))
+    facts = [
+        _facts(sae, ActivationStore.open(tmp_path / n / "acts.npy"), AtlasConfig(), [])
+        for n in "ab"
+    ]
+    assert facts[0]["store"] == facts[1]["store"]  # the first rows alone agree
+    assert facts[0]["store's shards"] != facts[1]["store's shards"]
