@@ -53,3 +53,25 @@ def test_ranks_compare_every_value_of_a_npy_store_not_only_its_first_rows(tmp_pa
     ]
     assert facts[0]["store"] == facts[1]["store"]  # the first rows alone agree
     assert facts[0]["store's shards"] != facts[1]["store's shards"]
+
+
+@pytest.mark.parametrize("flag", ["--inputs", "--acts", "--labels"])
+def test_a_npz_archive_named_npy_is_one_line_not_a_traceback(tmp_path, outputs, run_cli, flag):
+    """np.load opens a zip archive whatever its name: `train --acts x.npy` of an archive
+    ended in AttributeError ('NpzFile' object has no attribute 'ndim'), and capture said
+    'A batch of type str is not supported'."""
+    cli, one_line = run_cli
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)
+    archive = tmp_path / "x.npy"
+    with open(archive, "wb") as f:
+        np.savez(f, a=x, b=x)
+    if flag == "--acts":
+        args = ["train", "--acts", archive, "--out", tmp_path / "sae", "--seeds", "1"]
+    else:
+        inputs = archive if flag == "--inputs" else outputs.inputs
+        args = ["capture", "--model", outputs.model, "--inputs", inputs, "--layers", "1"]
+        args += ["--out", tmp_path / "s", "-q"] + (
+            ["--labels", archive] if flag == "--labels" else []
+        )
+    one_line(cli(*args), str(archive), ".npz archive of 2 arrays ['a', 'b']")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
