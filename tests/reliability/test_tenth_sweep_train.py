@@ -50,7 +50,7 @@ class Killed(BaseException):
 
 
 SWEEP_FLAGS = ["--over", "k", "--values", "2", "4", "8", "--seeds", "2", "--extend", "0"]
-SWEEP_FLAGS += ["--d-sae", "8", "--batch-size", "32", "--tokens", "640", "-q"]
+SWEEP_FLAGS += ["--d-sae", "8", "--batch-size", "32", "--tokens", "320", "-q"]
 
 
 def test_a_sweep_killed_in_its_third_member_resumes_without_training_again(
@@ -63,7 +63,7 @@ def test_a_sweep_killed_in_its_third_member_resumes_without_training_again(
     import saeatlas.store.atomic as atomic
     import importlib
 
-    sweep_module = importlib.import_module("saeatlas.sweep.sweep")
+    sweep_module = importlib.import_module("saeatlas.sweep.members")
     from saeatlas.sae import SparseAutoencoder
     from saeatlas.store.atomic import partial_dir
 
@@ -111,3 +111,43 @@ def test_a_sweep_killed_in_its_third_member_resumes_without_training_again(
         one = SparseAutoencoder.load(tmp_path / "full" / member).state_dict()
         for name, value in SparseAutoencoder.load(out / member).state_dict().items():
             assert torch.equal(one[name], value), (member, name)
+
+
+def test_a_full_disk_in_a_sweep_keeps_its_finished_members_for_resume(
+    tmp_path, outputs, run_cli, monkeypatch
+):
+    """A sweep that failed (a full disk while its fourth member was saved) removed the
+    three members it had finished: the sweep had to be trained whole again."""
+    import errno
+    import importlib
+
+    import saeatlas.sae.io as io
+    from saeatlas.store.atomic import partial_dir
+
+    sweep_module = importlib.import_module("saeatlas.sweep.members")
+    cli, one_line = run_cli
+    real, writes = io.atomic_write_bytes, []
+
+    def full(path, data):
+        if str(path).endswith(".safetensors"):
+            writes.append(path)
+            if len(writes) == 4:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(io, "atomic_write_bytes", full)
+    out = tmp_path / "sw"
+    args = ["sweep", "--acts", outputs.store, "--out", out, *SWEEP_FLAGS]
+    one_line(cli(*args), "No space left on device", "saeatlas sweep --resume")
+    monkeypatch.undo()
+    assert len(list(partial_dir(out).glob("*/seed-*/cfg.json"))) == 3 and not out.exists()
+    real_family, trained = sweep_module.train_family, []
+
+    def counting(store, configs, outs, **kw):
+        trained.extend(outs)
+        return real_family(store, configs, outs, **kw)
+
+    monkeypatch.setattr(sweep_module, "train_family", counting)
+    assert cli(*args, "--resume").exit_code == 0
+    assert len(trained) == 3 and not partial_dir(out).exists()
+    assert len(list(out.glob("*/seed-*/cfg.json"))) == 6

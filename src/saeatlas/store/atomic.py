@@ -309,12 +309,18 @@ def swap_in(new: str | os.PathLike, path: str | os.PathLike) -> Path:
 
 
 @contextmanager
-def replacing_dir(path: str | os.PathLike, *, keep: bool = False) -> Iterator[Path]:
+def replacing_dir(
+    path: str | os.PathLike,
+    *,
+    keep: bool = False,
+    keep_failed: Callable[[Path], bool] | None = None,
+) -> Iterator[Path]:
     """Hold the lock of the directory ``path`` and yield an empty partial directory to
     fill; when the block ends without an error, the partial directory replaces
     ``path`` (:func:`swap_in`), else it is removed and ``path`` is left as it was.
     The caller decides beforehand whether ``path`` may be replaced. ``keep``: yield the
-    partial directory a killed writer left, as it is (:func:`fresh_partial`)."""
+    partial directory a killed writer left, as it is (:func:`fresh_partial`);
+    ``keep_failed(partial)``: whether to keep it after an error, for ``keep`` to reuse."""
     from .lock import output_lock
 
     path = through_link(path)
@@ -323,6 +329,7 @@ def replacing_dir(path: str | os.PathLike, *, keep: bool = False) -> Iterator[Pa
         try:
             yield new
         except BaseException:
-            _remove(new)
+            if keep_failed is None or not keep_failed(new):
+                _remove(new)
             raise
         swap_in(new, path)

@@ -18,31 +18,26 @@ import json
 import logging
 import math
 import numbers
-import shutil
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._world import World, from_main, join
+from .._world import from_main, join
 from ..errors import ConfigError
-from ..evaluate import evaluate_sae
 from ..evaluate.metrics import MIN_HELDOUT_ROWS
-from ..sae import SparseAutoencoder
 from ..sae.architectures import get_architecture
 from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
-from ..train import TrainConfig, train_family
-from ..train.ensemble import finished_like
+from ..train import TrainConfig
+from .members import SWEEPABLE, Members, drop_others, kept_members
 from .pareto import knee, pareto_front
-from .stability import mean_max_cosine
 
 log = logging.getLogger(__name__)
 
-SWEEPABLE = ("k", "l1_coefficient", "l0_coefficient")
 SWEEP_JSON = "sweep.json"
 PARETO_JSON = "pareto.json"
 #: Below this decoder stability a recommendation comes with a warning.
@@ -158,8 +153,9 @@ def sweep(
                 f"than {MIN_HELDOUT_ROWS} rows, too few to measure the FVU. Capture more rows or "
                 "raise --heldout-fraction."
             )
-        with replacing_dir(out, keep=resume) if world.is_main else nullcontext(None) as new:
-            members = _Members(
+        kept = replacing_dir(out, keep=resume, keep_failed=kept_members)
+        with kept if world.is_main else nullcontext(None) as new:
+            members = Members(
                 store, base, over, out, new, seeds, heldout_fraction, world, progress, resume
             )
             return _sweep(members, values, extend)
@@ -192,7 +188,7 @@ def check_sweep_out(out: Path, overwrite: bool) -> None:
     check_output_dir(out, "a sweep", "a sweep's", SWEEP_JSON, ours, overwrite)
 
 
-def _sweep(members: _Members, values: list[float], extend: int) -> SweepResult:
+def _sweep(members: Members, values: list[float], extend: int) -> SweepResult:
     """The sweep, written into ``members.new`` (on rank 0; the paths it records are
     those under ``members.out``)."""
     over, heldout, new = members.over, members.heldout, members.new
@@ -243,7 +239,7 @@ def _sweep(members: _Members, values: list[float], extend: int) -> SweepResult:
             points[best].fvu,
         )
     if new is not None:
-        _drop_others(new, members.members)
+        drop_others(new, members.members)
         atomic_write_json(new / SWEEP_JSON, result.to_json())
         (new / PARETO_JSON).write_text(
             json.dumps(
@@ -252,106 +248,6 @@ def _sweep(members: _Members, values: list[float], extend: int) -> SweepResult:
             + "\n"
         )
     return result
-
-
-class _Members:
-    """Trains and evaluates sweep members, into ``new`` (paths recorded under ``out``).
-
-    Under ``torchrun`` every rank trains each member data-parallel
-    (:func:`~saeatlas.train.train_family`); rank 0 alone writes them (``new`` is None
-    on the others) and evaluates them, and every rank gets its figures, so that the
-    ranks take the same decisions (extend the range or not)."""
-
-    def __init__(
-        self,
-        store: ActivationStore,
-        base: TrainConfig,
-        over: str,
-        out: Path,
-        new: Path | None,
-        seeds: int,
-        heldout_fraction: float,
-        world: World,
-        progress: bool,
-        resume: bool = False,
-    ) -> None:
-        self.store, self.base, self.over, self.resume = store, base, over, resume
-        self.out, self.new, self.seeds, self.world = out, new, seeds, world
-        self.heldout = max(1, int(store.n_rows * heldout_fraction))
-        self.start = store.n_rows - self.heldout
-        self.progress = progress and world.is_main
-        self.members: list[Path] = []
-        """Every member's directory under ``out``, in the order trained."""
-
-    def train(self, values: list[float]) -> list[tuple]:
-        """One member per value (and its second seed): a tuple each of ``(value, path,
-        fvu, l0, dead fraction, stability, d_sae)``."""
-        over, base, seeds = self.over, self.base, self.seeds
-        cast = int if over == "k" else float
-        configs, outs = [], []
-        for v in values:
-            for s in range(seeds):
-                configs.append(
-                    replace(base, **{over: cast(v)}, seed=base.seed + s, heldout_rows=self.heldout)
-                )
-                outs.append(Path(f"{over}-{cast(v)}") / f"seed-{base.seed + s}")
-        new = self.new
-        self.members += outs
-
-        def finished() -> list[bool]:  # rank 0 holds the members a killed sweep left
-            return [
-                self.resume and new is not None and finished_like(new / o, c, self.store)
-                for c, o in zip(configs, outs)
-            ]
-
-        todo = [i for i, done in enumerate(from_main(finished, self.world)) if not done]
-        trained = dict(
-            zip(
-                todo,
-                train_family(
-                    self.store,
-                    [configs[i] for i in todo],
-                    [new / outs[i] for i in todo] if new is not None else None,
-                    progress=self.progress,
-                )
-                if todo
-                else [],
-            )
-        )
-
-        def sae(i: int) -> SparseAutoencoder:
-            return trained[i].sae if i in trained else SparseAutoencoder.load(new / outs[i])
-
-        def evaluate() -> list[tuple]:
-            points = []
-            for i, v in enumerate(values):
-                first = sae(i * seeds)
-                ev = evaluate_sae(first, self.store, start=self.start)
-                stab = (
-                    mean_max_cosine(first.W_dec, sae(i * seeds + 1).W_dec) if seeds == 2 else None
-                )
-                path = str(self.out / outs[i * seeds])
-                points.append(
-                    (float(v), path, ev.fvu, ev.l0, ev.dead_fraction, stab, first.cfg.d_sae)
-                )
-            return points
-
-        return from_main(evaluate, self.world)
-
-
-def _drop_others(new: Path, members: list[Path]) -> None:
-    """Remove the members of other values or seeds that a killed sweep left in ``new``
-    (``--resume``), so that the sweep holds its own members only."""
-    for top in new.iterdir():
-        if not (top.is_dir() and any(top.name.startswith(f"{o}-") for o in SWEEPABLE)):
-            continue
-        ours = {m.name for m in members if m.parts[0] == top.name}
-        if not ours:
-            shutil.rmtree(top)
-            continue
-        for d in top.iterdir():
-            if d.is_dir() and d.name.startswith("seed-") and d.name not in ours:
-                shutil.rmtree(d)
 
 
 def _edge(values: list[float], chosen: float) -> str | None:
