@@ -58,10 +58,10 @@ def test_a_sweep_killed_in_its_third_member_resumes_without_training_again(
 ):
     """`sweep` had no --resume: a sweep killed in its third member (of six) lost the
     members it had finished and trained all six again."""
+    import importlib
     import json
 
     import saeatlas.store.atomic as atomic
-    import importlib
 
     sweep_module = importlib.import_module("saeatlas.sweep.members")
     from saeatlas.sae import SparseAutoencoder
@@ -151,3 +151,22 @@ def test_a_full_disk_in_a_sweep_keeps_its_finished_members_for_resume(
     assert cli(*args, "--resume").exit_code == 0
     assert len(trained) == 3 and not partial_dir(out).exists()
     assert len(list(out.glob("*/seed-*/cfg.json"))) == 6
+
+
+def test_yaml_words_read_as_booleans_where_text_is_expected_say_to_quote_them(
+    tmp_path, outputs, run_cli
+):
+    """A layer named `no` (or `0`) in a YAML config read as false (or 0): the error said
+    `layers` must be a list of text, got [False, True], and not why."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.pipeline.config import load_run_config
+
+    cli, one_line = run_cli
+    run = tmp_path / "run.yaml"
+    run.write_text(f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: [no, on]\n")
+    with pytest.raises(ConfigError, match=r"got \[False, True\]\. YAML reads unquoted no, yes"):
+        load_run_config(run)
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("train: {normalize: off}\n")
+    args = ["train", "--acts", outputs.store, "--out", tmp_path / "sae", "--config", cfg]
+    one_line(cli(*args), "`normalize` must be text, got False", "quote a name")
