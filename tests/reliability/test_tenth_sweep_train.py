@@ -170,3 +170,26 @@ def test_yaml_words_read_as_booleans_where_text_is_expected_say_to_quote_them(
     cfg.write_text("train: {normalize: off}\n")
     args = ["train", "--acts", outputs.store, "--out", tmp_path / "sae", "--config", cfg]
     one_line(cli(*args), "`normalize` must be text, got False", "quote a name")
+
+
+def test_a_run_interrupted_in_its_sweep_keeps_the_members_it_finished(tmp_path, monkeypatch):
+    """`saeatlas run` again after its sweep stage was stopped trained every member again
+    (the run's sweep passed no --resume)."""
+    from types import SimpleNamespace
+
+    from saeatlas.pipeline import stages
+
+    calls = []
+    monkeypatch.setattr(stages, "sweep", lambda *a, **kw: calls.append(kw) or 1 / 0)
+    section = SimpleNamespace(over="k", values=(2, 4), seeds=1, heldout_fraction=0.1, extend=0)
+    for resume in (True, False):
+        ctx = SimpleNamespace(
+            config=SimpleNamespace(sweep=section, train=None),
+            paths=SimpleNamespace(sweep=tmp_path / "sweep"),
+            store=lambda: None,
+            progress=False,
+            resume=resume,
+        )
+        with pytest.raises(ZeroDivisionError):
+            stages.run_sweep(ctx)
+    assert [c["resume"] for c in calls] == [True, False]
