@@ -193,3 +193,16 @@ def test_a_run_interrupted_in_its_sweep_keeps_the_members_it_finished(tmp_path, 
         with pytest.raises(ZeroDivisionError):
             stages.run_sweep(ctx)
     assert [c["resume"] for c in calls] == [True, False]
+
+
+def test_train_seeds_refuses_a_later_members_checkpoint_of_other_ranks_before_training(
+    tmp_path, outputs, run_cli, interrupt
+):
+    """`train --seeds 2 --resume` checks every member's checkpoint before it trains the
+    first; the number of ranks was not among what it checked."""
+    cli, one_line = run_cli
+    file = interrupt(outputs.store, tmp_path / "sae-seed1", *TRAIN_FLAGS, "--seed", "1")
+    _set_ranks(file, 2)
+    args = ["train", "--acts", outputs.store, "--out", tmp_path / "sae", *TRAIN_FLAGS]
+    one_line(cli(*args, "--seeds", "2", "--resume"), "sae-seed1", "on 2 processes")
+    assert not (tmp_path / "sae").exists()

@@ -86,6 +86,7 @@ def load_checkpoint(
         ranks = saved.get("world_size")
         if ranks is None:  # a checkpoint from before it was recorded: unknown
             settings = {k: v for k, v in settings.items() if k != "world_size"}
+            saved = {k: v for k, v in saved.items() if k != "world_size"}
         elif ranks != settings["world_size"]:
             raise ConfigError(
                 f"The checkpoint in '{path}' was written by a training on {_procs(ranks)}; "

@@ -100,7 +100,7 @@ def train_ensemble(
         kept = [resume and _keep(c, o, overwrite, store) for c, o in zip(cfgs, outs)]
         for i, (o, keep) in enumerate(zip(outs, kept)):
             if not keep:
-                _check_out(o, i, n_seeds, cfgs[i], overwrite, resume)
+                _check_out(o, i, n_seeds, cfgs[i], overwrite, resume, world.size)
         return kept
 
     with output_lock(*(outs if world.is_main else ())):
@@ -199,13 +199,16 @@ def _other_rows(out: Path, store: ActivationStore) -> str | None:
     return None if meta.get("store") in (None, here) else f"store '{meta['store']}'"
 
 
-def _check_out(out: Path, i: int, n: int, cfg: TrainConfig, overwrite: bool, resume: bool) -> None:
+def _check_out(
+    out: Path, i: int, n: int, cfg: TrainConfig, overwrite: bool, resume: bool, ranks: int
+) -> None:
     """``out`` can take member ``i``; with ``resume``, its checkpoint (if any) was made
-    with ``cfg``, so that no member is trained before a later one is refused."""
+    with ``cfg`` on as many ranks, so that no member is trained before a later one is
+    refused."""
     try:
         check_sae_out(out, overwrite=overwrite, resume=resume)
         if resume and not overwrite and (out / CHECKPOINT).exists():  # else it starts again
-            load_checkpoint(out, {"train_config": cfg.to_json()}, partial=True)
+            load_checkpoint(out, {"train_config": cfg.to_json(), "world_size": ranks}, partial=True)
     except ConfigError as e:
         if i == 0:
             raise
