@@ -206,3 +206,14 @@ def test_train_seeds_refuses_a_later_members_checkpoint_of_other_ranks_before_tr
     args = ["train", "--acts", outputs.store, "--out", tmp_path / "sae", *TRAIN_FLAGS]
     one_line(cli(*args, "--seeds", "2", "--resume"), "sae-seed1", "on 2 processes")
     assert not (tmp_path / "sae").exists()
+
+
+def test_sweep_resume_of_a_complete_sweep_says_there_is_nothing_to_continue(
+    tmp_path, outputs, run_cli
+):
+    cli, one_line = run_cli
+    out = tmp_path / "sw"
+    flags = ["--values", "2", "8", "--seeds", "1", "--extend", "0", "--d-sae", "8", "-q"]
+    args = ["sweep", "--acts", outputs.store, "--out", out, *flags, "--tokens", "320"]
+    assert cli(*args).exit_code == 0
+    one_line(cli(*args, "--resume"), "holds a complete sweep", "nothing to continue")

@@ -142,6 +142,11 @@ def sweep(
 
     def check() -> None:
         recover_dir(out)
+        if resume and not overwrite and (out / SWEEP_JSON).is_file():
+            raise ConfigError(
+                f"--resume: '{out}' holds a complete sweep; there is nothing to continue. "
+                "Read it as it is, pass --overwrite to sweep again, or choose another --out."
+            )
         check_sweep_out(out, overwrite)
 
     with output_lock(out if world.is_main else None):
