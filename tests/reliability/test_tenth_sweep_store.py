@@ -75,3 +75,27 @@ def test_a_npz_archive_named_npy_is_one_line_not_a_traceback(tmp_path, outputs, 
         )
     one_line(cli(*args), str(archive), ".npz archive of 2 arrays ['a', 'b']")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+@pytest.mark.parametrize("scale", [10, 10**9])
+def test_integer_outputs_are_stored_only_when_float32_holds_them_exactly(tmp_path, scale):
+    """A layer that gives int64 values beyond 2**24 was stored rounded to float32 without
+    a word (123456789 as 123456792)."""
+    import torch
+
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import ShapeError
+
+    class Ints(torch.nn.Module):
+        def forward(self, x):
+            return (x * scale).round().long() + 3
+
+    model = torch.nn.Sequential(Ints(), torch.nn.Identity())
+    x = torch.randn(20, 4, generator=torch.Generator().manual_seed(0))
+    if scale > 2**24:
+        with pytest.raises(ShapeError, match=r"Layer '0' gives int64 values that float32 cannot"):
+            capture_activations(model, x, ["0"], tmp_path / "s", progress=False)
+        assert not (tmp_path / "s").exists()
+    else:
+        store = capture_activations(model, x, ["0"], tmp_path / "s", progress=False)
+        assert torch.equal(store.read().long(), (x * scale).round().long() + 3)
