@@ -99,3 +99,20 @@ def test_integer_outputs_are_stored_only_when_float32_holds_them_exactly(tmp_pat
     else:
         store = capture_activations(model, x, ["0"], tmp_path / "s", progress=False)
         assert torch.equal(store.read().long(), (x * scale).round().long() + 3)
+
+
+def test_info_gives_a_layers_std_of_values_with_a_large_mean_as_numpy_does(tmp_path, run_cli):
+    """`info` pooled a layer's std as E[x^2] - E[x]^2, which cancels for values near 3e7:
+    2.958 for numpy's 2.936."""
+    from saeatlas.store import ActivationStore
+
+    cli, _ = run_cli
+    rng = np.random.default_rng(0)
+    x = (np.array([3e7, 3e7 + 4]) + rng.normal(0, 2, (300, 2))).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    values = x.astype(np.float64)
+    store = ActivationStore.open(tmp_path / "x.npy")
+    np.testing.assert_allclose(store.std, values.std(0), rtol=1e-9)
+    r = cli("info", tmp_path / "x.npy")
+    assert r.exit_code == 0, r.output
+    assert f"{values.std():.4g}" in r.output, r.output

@@ -214,8 +214,9 @@ def print_summary(store: Any) -> None:
         mean = np.asarray(store.mean[layer.start : layer.stop], dtype=np.float64)
         unit_std = np.asarray(store.std[layer.start : layer.stop], dtype=np.float64)
         # the std of all the layer's values (every unit has every row), not the mean of
-        # its units' stds, which is half of it when the units' means differ
-        std = np.sqrt(max(0.0, float(np.mean(unit_std**2 + mean**2) - mean.mean() ** 2)))
+        # its units' stds, which is half of it when the units' means differ; the units'
+        # variances plus that of their means (E[x^2] - E[x]^2 cancels for a large mean)
+        std = float(np.sqrt(np.mean(unit_std**2) + np.mean((mean - mean.mean()) ** 2)))
         table.add_row(
             escape(layer.name),
             f"{layer.start}:{layer.stop}",
