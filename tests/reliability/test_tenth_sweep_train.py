@@ -217,3 +217,12 @@ def test_sweep_resume_of_a_complete_sweep_says_there_is_nothing_to_continue(
     args = ["sweep", "--acts", outputs.store, "--out", out, *flags, "--tokens", "320"]
     assert cli(*args).exit_code == 0
     one_line(cli(*args, "--resume"), "holds a complete sweep", "nothing to continue")
+
+
+def test_a_resume_with_another_setting_names_that_setting(tmp_path, outputs, run_cli, interrupt):
+    """`train --resume --lr 0.01` said only 'other settings (['train_config'])': not which
+    of its thirty fields."""
+    cli, one_line = run_cli
+    file = interrupt(outputs.store, tmp_path / "sae", *TRAIN_FLAGS)
+    args = ["train", "--acts", outputs.store, "--out", file.parent, *TRAIN_FLAGS]
+    one_line(cli(*args, "--resume", "--lr", "0.01"), "`lr` None in the checkpoint, 0.01 now")

@@ -100,11 +100,26 @@ def load_checkpoint(
         )
         rows = " (`rows_digest`: the store's rows differ)" if "rows_digest" in changed else ""
         raise ConfigError(
-            f"The checkpoint in '{path}' was made with other settings ({changed}){rows}; resume "
-            "with the same settings, or pass --overwrite to start again."
+            f"The checkpoint in '{path}' was made with other settings ({changed}){rows}"
+            f"{_fields(saved, settings)}; resume with the same settings, or pass --overwrite "
+            "to start again."
         )
     return state
 
 
 def _procs(n: object) -> str:
     return "1 process" if n == 1 else f"{n} processes"
+
+
+def _fields(saved: Any, settings: dict[str, Any]) -> str:
+    """Which training settings differ, each with the checkpoint's value and this run's."""
+    old = (saved or {}).get("train_config")
+    new = settings.get("train_config")
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return ""
+    diff = [
+        f"`{k}` {old.get(k)!r} in the checkpoint, {new.get(k)!r} now"
+        for k in sorted(set(old) | set(new), key=str)
+        if old.get(k) != new.get(k)
+    ]
+    return f": {'; '.join(diff[:5])}" if diff else ""
