@@ -116,3 +116,29 @@ def test_info_gives_a_layers_std_of_values_with_a_large_mean_as_numpy_does(tmp_p
     r = cli("info", tmp_path / "x.npy")
     assert r.exit_code == 0, r.output
     assert f"{values.std():.4g}" in r.output, r.output
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_a_store_records_how_many_texts_were_cut_to_the_models_length(
+    tmp_path, tiny_gpt2, make_char_tokenizer, run_cli, batch_size
+):
+    """Texts longer than the model takes were cut with a warning only: the store said
+    `max_length` but not that any text had lost its later tokens."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+
+    cli, _ = run_cli
+    texts = ["abcdefghijklmnopqrstuvwxyz", "a dog", "abcdefghijklmnop", "abcdefghijklmnopq"]
+    with pytest.warns(UserWarning, match="2 of 4 texts"):
+        store = capture_activations(
+            tiny_gpt2,
+            texts,
+            ["transformer.h.0"],
+            tmp_path / "s",
+            CaptureConfig(batch_size=batch_size),
+            tokenizer=make_char_tokenizer(),
+            progress=False,
+        )
+    assert store.manifest.provenance["n_texts_cut"] == 2
+    assert store.manifest.provenance["max_length"] == 16
+    r = cli("info", tmp_path / "s")
+    assert "2 texts were cut to 16 tokens" in r.output, r.output

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -231,7 +232,7 @@ def _capture(
             tracer.attach()  # before the recorder: a module's hooks run in the order they were added
         recorder.attach()
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
-            sample_base, share_base, started, n_mine = 0, 0, False, 0
+            sample_base, share_base, started, n_mine, n_cut = 0, 0, False, 0, 0
             waiting: _Waiting | None = None
 
             def store(w: _Waiting) -> None:
@@ -261,7 +262,7 @@ def _capture(
                 if g == lo:
                     share_base = sample_base
                 b = g - lo  # this rank's (and the writer's) count of batches
-                n_mine = b + 1
+                n_mine, n_cut = b + 1, n_cut + batch.n_cut
                 if b < point.batches_done:
                     sample_base += batch.n_samples
                     bar.advance(batch.n_samples)
@@ -310,7 +311,7 @@ def _capture(
             if waiting is not None:
                 store(waiting)
             _check_inputs_reach(point, n_mine, out)
-        part = writer.finish()
+        part = replace(writer.finish(), n_texts_cut=n_cut)
     except Exception as e:
         coord.report_failure(e)
         writer.stop()

@@ -209,6 +209,12 @@ def print_summary(store: Any) -> None:
     )
     if s.n_nonfinite_rows_skipped:
         console.print(f"{s.n_nonfinite_rows_skipped:,} rows with NaN/Inf were skipped.")
+    cut = s.provenance.get("n_texts_cut")
+    if isinstance(cut, int) and cut:
+        console.print(
+            f"{cut:,} texts were cut to {s.provenance.get('max_length')} tokens: their later "
+            "tokens have no rows."
+        )
     table = Table("layer", "columns", "units", "layout", "output shape", "mean", "std")
     for layer in s.layers:
         mean = np.asarray(store.mean[layer.start : layer.stop], dtype=np.float64)
