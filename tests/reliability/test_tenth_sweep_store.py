@@ -142,3 +142,30 @@ def test_a_store_records_how_many_texts_were_cut_to_the_models_length(
     assert store.manifest.provenance["max_length"] == 16
     r = cli("info", tmp_path / "s")
     assert "2 texts were cut to 16 tokens" in r.output, r.output
+
+
+@pytest.mark.parametrize("store_dtype", ["float16", "float32"])
+def test_units_a_half_precision_store_rounds_to_constants_are_named(tmp_path, store_dtype):
+    """A unit of 1e4 +- 3 captured into a float16 store became 10000 in every row (std
+    0, which training treats as constant) without a word."""
+    import warnings
+
+    import torch
+
+    from saeatlas.capture import CaptureConfig, capture_activations
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 3, generator=g)
+    x[:, 1] += 1e4
+    model = torch.nn.Sequential(torch.nn.Identity())
+    cfg = CaptureConfig(batch_size=16, store_dtype=store_dtype)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        store = capture_activations(model, x, ["0"], tmp_path / "s", cfg, progress=False)
+    said = [str(w.message) for w in seen if "constant in the" in str(w.message)]
+    if store_dtype == "float16":
+        assert store.std[1] == 0 and store.std[0] > 0
+        assert len(said) == 1 and "unit 1 of layer '0'" in said[0], said
+        assert "--store-dtype float32" in said[0]
+    else:
+        assert store.std[1] > 0 and not said

@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..store import ActivationStore, StoreWriter
 from ..store.progress import ResumePoint
 from ..store.shards import STORE_DTYPES
-from .batch_rows import check_widths, handle_nonfinite, layer_specs, row_meta
+from .batch_rows import HalfRounding, check_widths, handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
 from .distributed import agree, complete_capture, count_batches, open_writer
 from .hookpoints import Hookpoint, resolve_hookpoints
@@ -233,6 +233,7 @@ def _capture(
         recorder.attach()
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
             sample_base, share_base, started, n_mine, n_cut = 0, 0, False, 0, 0
+            rounding = HalfRounding(STORE_DTYPES[config.store_dtype])
             waiting: _Waiting | None = None
 
             def store(w: _Waiting) -> None:
@@ -245,6 +246,7 @@ def _capture(
                     writer.n_rows_added,
                     STORE_DTYPES[config.store_dtype],
                 )
+                rounding.update(parts)
                 writer.add(
                     parts, meta, n_samples=w.n_samples, n_skipped=n_skipped, skip_rows=w.skip_rows
                 )
@@ -325,7 +327,9 @@ def _capture(
         recorder.detach()
         model.train(was_training)
     complete_capture(coord, writer, part)
-    return ActivationStore.open(out)
+    opened = ActivationStore.open(out)
+    rounding.warn_constant(opened.layers, opened.std)
+    return opened
 
 
 class _Waiting(NamedTuple):
