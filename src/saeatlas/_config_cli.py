@@ -202,6 +202,20 @@ def _describe(annotation: Any) -> str:
     return _TYPE_NAMES.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
+def _yaml_hint(annotation: Any, value: Any) -> str:
+    """Why text came as true/false or a number: YAML 1.1's unquoted words and digits (a
+    layer named ``no`` or ``0``)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if "text" not in _describe(annotation) or not any(
+        isinstance(v, (bool, int, float)) for v in items
+    ):
+        return ""
+    return (
+        " YAML reads unquoted no, yes, on, off, true and false as true or false, and digits "
+        "as numbers: quote a name that is text ('no', '0')."
+    )
+
+
 def _coerce(annotation: Any, value: Any) -> Any:
     """``value`` as ``annotation`` (lists become tuples), or ``TypeError``."""
     origin = typing.get_origin(annotation)
@@ -305,6 +319,7 @@ def config_from_mapping(
             name = f"{where}.{key}" if where else key
             raise ConfigError(
                 f"{prefix}`{name}` must be {_describe(hints[key])}, got {shown(value)}."
+                + _yaml_hint(hints[key], value)
             ) from None
     try:
         return cls(**values)

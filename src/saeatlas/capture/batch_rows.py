@@ -1,7 +1,10 @@
 """One input batch's rows as the store takes them: their metadata columns, the
-layers' column ranges, and rows with NaN/Inf stopped at or left out."""
+layers' column ranges, rows with NaN/Inf stopped at or left out, and the units a
+half-precision store rounds to constants."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -106,3 +109,44 @@ def handle_nonfinite(
                 )
     keep = good_rows.numpy()
     return [x[good_rows]], {k: v[keep] for k, v in meta.items()}, int((~keep).sum())
+
+
+class HalfRounding:
+    """Per-unit range of the rows before a float16 or bfloat16 store rounds them, to
+    name the units that rounding leaves constant (a unit of 1e4 +- 1 is 10000 in
+    float16): their spread is lost without an error."""
+
+    def __init__(self, store_dtype: torch.dtype) -> None:
+        self.on = store_dtype in (torch.float16, torch.bfloat16)
+        self.dtype = str(store_dtype).removeprefix("torch.")
+        self.lo: torch.Tensor | None = None
+        self.hi: torch.Tensor | None = None
+
+    def update(self, parts: list[torch.Tensor]) -> None:
+        """Take one batch's rows (the layers' blocks ``[rows, units]``, as stored)."""
+        if not self.on or not parts or not parts[0].shape[0]:
+            return
+        x = torch.cat([p.float() for p in parts], dim=1)  # kept on the model's device
+        lo, hi = torch.aminmax(x, dim=0)
+        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
+
+    def warn_constant(self, layers: tuple[LayerSpec, ...], std: np.ndarray) -> None:
+        """Warn about units that varied in the rows taken but whose stored values do not
+        (``std``: the store's per-unit standard deviation)."""
+        if self.lo is None or self.hi is None:
+            return
+        lo, hi = self.lo.cpu().numpy(), self.hi.cpu().numpy()
+        lost = np.flatnonzero((hi > lo) & (std == 0))
+        if not len(lost):
+            return
+        u = int(lost[0])
+        layer = next(l for l in layers if l.start <= u < l.stop)
+        warnings.warn(
+            f"{len(lost)} units vary in the captured activations but are constant in the "
+            f"{self.dtype} store (the first, unit {u - layer.start} of layer '{layer.name}', "
+            f"went from {lo[u]:.7g} to {hi[u]:.7g}, which {self.dtype} rounds to one value): "
+            "training treats them as constant. Capture with --store-dtype float32 "
+            "(`store_dtype`) to keep them.",
+            stacklevel=3,
+        )

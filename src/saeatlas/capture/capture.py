@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,7 +26,7 @@ from ..errors import ConfigError
 from ..store import ActivationStore, StoreWriter
 from ..store.progress import ResumePoint
 from ..store.shards import STORE_DTYPES
-from .batch_rows import check_widths, handle_nonfinite, layer_specs, row_meta
+from .batch_rows import HalfRounding, check_widths, handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
 from .distributed import agree, complete_capture, count_batches, open_writer
 from .hookpoints import Hookpoint, resolve_hookpoints
@@ -231,7 +232,8 @@ def _capture(
             tracer.attach()  # before the recorder: a module's hooks run in the order they were added
         recorder.attach()
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
-            sample_base, share_base, started, n_mine = 0, 0, False, 0
+            sample_base, share_base, started, n_mine, n_cut = 0, 0, False, 0, 0
+            rounding = HalfRounding(STORE_DTYPES[config.store_dtype])
             waiting: _Waiting | None = None
 
             def store(w: _Waiting) -> None:
@@ -244,6 +246,7 @@ def _capture(
                     writer.n_rows_added,
                     STORE_DTYPES[config.store_dtype],
                 )
+                rounding.update(parts)
                 writer.add(
                     parts, meta, n_samples=w.n_samples, n_skipped=n_skipped, skip_rows=w.skip_rows
                 )
@@ -261,7 +264,7 @@ def _capture(
                 if g == lo:
                     share_base = sample_base
                 b = g - lo  # this rank's (and the writer's) count of batches
-                n_mine = b + 1
+                n_mine, n_cut = b + 1, n_cut + batch.n_cut
                 if b < point.batches_done:
                     sample_base += batch.n_samples
                     bar.advance(batch.n_samples)
@@ -310,7 +313,7 @@ def _capture(
             if waiting is not None:
                 store(waiting)
             _check_inputs_reach(point, n_mine, out)
-        part = writer.finish()
+        part = replace(writer.finish(), n_texts_cut=n_cut)
     except Exception as e:
         coord.report_failure(e)
         writer.stop()
@@ -324,7 +327,9 @@ def _capture(
         recorder.detach()
         model.train(was_training)
     complete_capture(coord, writer, part)
-    return ActivationStore.open(out)
+    opened = ActivationStore.open(out)
+    rounding.warn_constant(opened.layers, opened.std)
+    return opened
 
 
 class _Waiting(NamedTuple):

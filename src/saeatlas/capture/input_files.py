@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import InputsError
+from ..store.npy import load_npy
 
 
 def load_inputs(path: str | Path) -> np.ndarray | list[str]:
@@ -137,7 +138,7 @@ def _existing_file(path: str | Path, what: str) -> Path:
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        return load_npy(path)
     except (ValueError, EOFError) as e:  # numpy: EOFError for an empty file
         raise InputsError(
             f"Cannot read '{path}' as a .npy array (pickled arrays are refused): "

@@ -44,6 +44,8 @@ class InputBatch:
     tokens: list[list[str]] | None = None
     """Per sample, the token string at each sequence position."""
     extra: dict[str, Any] = field(default_factory=dict)
+    n_cut: int = 0
+    """Texts of this batch that were longer than the tokens kept, and cut."""
 
 
 def _n_samples(x: Any) -> int:
@@ -245,7 +247,8 @@ def _text_batches(
     for s in range(0, len(texts), batch_size):
         chunk = texts[s : s + batch_size]
         kwargs, mask, tokens = encode_texts(tokenizer, chunk, max_length)
-        n_cut += count_cut(chunk, mask, tokenizer, limit)
+        cut = count_cut(chunk, mask, tokenizer, limit)
+        n_cut += cut
         yield InputBatch(
             (),
             kwargs,
@@ -254,6 +257,7 @@ def _text_batches(
             labels=None if lab is None else lab[s : s + batch_size],
             texts=chunk,
             tokens=tokens,
+            n_cut=cut,
         )
     if n_cut:
         warnings.warn(

@@ -92,7 +92,13 @@ def to_rows(
     if t.dtype not in _FLOAT_DTYPES:
         # bool, integers and float8 are stored as float32 anyway; torch has no min/max
         # (the NaN/Inf check) for uint16-64 and float8
-        t = t.float()
+        given, t = t, t.float()
+        if not given.is_floating_point() and not torch.equal(t.to(given.dtype), given):
+            raise ShapeError(
+                f"Layer '{name}' gives {str(given.dtype).removeprefix('torch.')} values that "
+                "float32 cannot hold exactly (integers beyond 2**24 = 16,777,216): they would "
+                "be stored rounded. Record a module that gives floats, or scale them down."
+            )
     b = t.shape[0] if t.ndim else 0
     if t.ndim == 1:
         t = t[:, None]

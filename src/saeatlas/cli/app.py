@@ -90,8 +90,9 @@ class _Group(TyperGroup):
             if (ctx.obj or {}).get("debug"):
                 raise
             path = f" '{e.filename}'" if e.filename else ""
-            # only capture and train have --resume: report or export-neuronpedia advised it
-            resumes = ctx.invoked_subcommand in ("capture", "train")
+            # only capture, train and sweep have --resume: report or export-neuronpedia
+            # advised it
+            resumes = ctx.invoked_subcommand in ("capture", "train", "sweep")
             _fail(
                 f"Cannot write or read{path}: {e.strerror or e}. Check free space and "
                 "permissions, or choose another path; what was complete is kept"

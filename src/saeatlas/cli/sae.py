@@ -237,6 +237,12 @@ def _sweep_cmd(
         None, "--config", help="YAML/JSON file of training settings; flags given here override it."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a sweep at --out."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue a killed sweep: keep each member it finished (same settings and rows, "
+        "files that load), train the rest.",
+    ),
     on_nonfinite: str = nonfinite_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     **settings: Any,
@@ -272,6 +278,7 @@ def _sweep_cmd(
         heldout_fraction=heldout_fraction,
         extend=extend,
         overwrite=overwrite,
+        resume=resume,
         progress=not quiet,
     )
     if not is_main_process():  # under torchrun rank 0 writes and says so

@@ -209,13 +209,20 @@ def print_summary(store: Any) -> None:
     )
     if s.n_nonfinite_rows_skipped:
         console.print(f"{s.n_nonfinite_rows_skipped:,} rows with NaN/Inf were skipped.")
+    cut = s.provenance.get("n_texts_cut")
+    if isinstance(cut, int) and cut:
+        console.print(
+            f"{cut:,} texts were cut to {s.provenance.get('max_length')} tokens: their later "
+            "tokens have no rows."
+        )
     table = Table("layer", "columns", "units", "layout", "output shape", "mean", "std")
     for layer in s.layers:
         mean = np.asarray(store.mean[layer.start : layer.stop], dtype=np.float64)
         unit_std = np.asarray(store.std[layer.start : layer.stop], dtype=np.float64)
         # the std of all the layer's values (every unit has every row), not the mean of
-        # its units' stds, which is half of it when the units' means differ
-        std = np.sqrt(max(0.0, float(np.mean(unit_std**2 + mean**2) - mean.mean() ** 2)))
+        # its units' stds, which is half of it when the units' means differ; the units'
+        # variances plus that of their means (E[x^2] - E[x]^2 cancels for a large mean)
+        std = float(np.sqrt(np.mean(unit_std**2) + np.mean((mean - mean.mean()) ** 2)))
         table.add_row(
             escape(layer.name),
             f"{layer.start}:{layer.stop}",

@@ -135,6 +135,9 @@ def run_sweep(ctx: StageContext) -> str:
         heldout_fraction=s.heldout_fraction,
         extend=s.extend,
         overwrite=True,
+        # a sweep this run started and was stopped in keeps the members it finished
+        # (each is checked against these settings and rows before it is kept)
+        resume=ctx.resume,
         progress=ctx.progress,
     )
     said = f"recommended {s.over} = {res.points[res.recommended].value:g}"

@@ -273,12 +273,15 @@ def finish_swap_for_reader(
         pass
 
 
-def fresh_partial(path: str | os.PathLike) -> Path:
+def fresh_partial(path: str | os.PathLike, *, keep: bool = False) -> Path:
     """An empty ``.NAME.partial`` directory for a new version of ``path`` (a stale one,
-    left by a killed writer, is removed). Call it holding the lock of ``path``."""
+    left by a killed writer, is removed; with ``keep`` it is returned as it is, for a
+    writer that checks and reuses what it holds). Call it holding the lock of ``path``."""
     path = Path(path)
     recover_dir(path)
     new = partial_dir(path)
+    if keep and new.is_dir() and not new.is_symlink():
+        return new
     _remove(new)
     new.mkdir(parents=True)
     return new
@@ -306,19 +309,27 @@ def swap_in(new: str | os.PathLike, path: str | os.PathLike) -> Path:
 
 
 @contextmanager
-def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
+def replacing_dir(
+    path: str | os.PathLike,
+    *,
+    keep: bool = False,
+    keep_failed: Callable[[Path], bool] | None = None,
+) -> Iterator[Path]:
     """Hold the lock of the directory ``path`` and yield an empty partial directory to
     fill; when the block ends without an error, the partial directory replaces
     ``path`` (:func:`swap_in`), else it is removed and ``path`` is left as it was.
-    The caller decides beforehand whether ``path`` may be replaced."""
+    The caller decides beforehand whether ``path`` may be replaced. ``keep``: yield the
+    partial directory a killed writer left, as it is (:func:`fresh_partial`);
+    ``keep_failed(partial)``: whether to keep it after an error, for ``keep`` to reuse."""
     from .lock import output_lock
 
     path = through_link(path)
     with output_lock(path):
-        new = fresh_partial(path)
+        new = fresh_partial(path, keep=keep)
         try:
             yield new
         except BaseException:
-            _remove(new)
+            if keep_failed is None or not keep_failed(new):
+                _remove(new)
             raise
         swap_in(new, path)

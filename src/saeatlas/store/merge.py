@@ -40,6 +40,14 @@ class RankPart:
     layers: tuple[LayerSpec, ...] | None
     """None when the rank had no input batches."""
     meta_columns: tuple[str, ...] | None
+    n_texts_cut: int = 0
+    """Texts of the rank's share cut to the tokens kept (``max_length``)."""
+
+
+def _with_cut(provenance: dict[str, Any], n_cut: int) -> dict[str, Any]:
+    """``provenance`` with the number of texts cut to ``max_length`` tokens, when some
+    were (their later tokens have no rows)."""
+    return {**provenance, "n_texts_cut": n_cut} if n_cut else provenance
 
 
 def complete_store(
@@ -87,7 +95,7 @@ def complete_store(
         mean=moments.mean,
         std=moments.std,
         n_nonfinite_rows_skipped=sum(p.n_skipped for p in parts),
-        provenance=provenance,
+        provenance=_with_cut(provenance, sum(p.n_texts_cut for p in parts)),
         rows_sha256=file_sha256(work / ROWS),
     )
     atomic_write_json(work / MANIFEST, manifest.to_json())

@@ -37,10 +37,25 @@ class NpyArray:
     """sha256 of the array's values as read (every row, in order)."""
 
 
+def load_npy(path: Path, *, mmap: bool = False) -> np.ndarray:
+    """The array in the ``.npy`` file ``path`` (memory-mapped with ``mmap``), never
+    unpickled. Raises ValueError for a pickle and for a ``.npz`` archive, which
+    ``np.load`` opens whatever the file's name."""
+    loaded = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    if not isinstance(loaded, np.ndarray):
+        names = list(loaded.files)
+        loaded.close()
+        raise ValueError(
+            f"it is a .npz archive of {len(names)} arrays {names[:5]} (`np.savez`), not "
+            "the one array `np.save` writes"
+        )
+    return loaded
+
+
 def open_npy(path: Path, on_nonfinite: str) -> NpyArray:
     """Open the ``[rows, units]`` array at ``path`` and read it once (see :func:`_scan`)."""
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        array = load_npy(path, mmap=True)
     except (ValueError, OSError, EOFError) as e:
         raise StoreError(f"'{path}' is not a readable .npy array ({e}).") from e
     if array.ndim != 2:

@@ -94,6 +94,9 @@ class ActivationStore:
         self.n_skipped_rows = 0
         """Rows of a ``.npy`` array left out for NaN/Inf (``on_nonfinite='skip'``)."""
         self._npy_sha256 = ""  # a .npy's, from open_npy
+        # rows.parquet's (size, mtime, inode) when its sha256 was last found right: a
+        # reader that asks for the rows again (one column at a time) hashes it once
+        self._rows_checked: tuple[int, int, int] | None = None
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -284,7 +287,17 @@ class ActivationStore:
                 {"row": np.arange(n), "sample": sample, "position": np.zeros(n, np.int64)}
             )
         want = self.manifest.rows_sha256 if self._source.verify else None
-        return read_rows_table(self.path, self.n_rows, self._source.identity, columns, want)
+        try:
+            st = (self.path / ROWS).stat()
+            stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        except OSError:
+            stamp = None  # read_rows_table says what is wrong
+        if stamp is not None and stamp == self._rows_checked:
+            want = None  # the file checked before, unchanged since
+        table = read_rows_table(self.path, self.n_rows, self._source.identity, columns, want)
+        if want is not None:
+            self._rows_checked = stamp
+        return table
 
     def read(
         self,

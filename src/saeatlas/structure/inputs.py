@@ -311,8 +311,9 @@ def _facts(
         "store": store_fingerprint(store),
         # the fingerprint reads the first 64 rows only, and each rank reads its own share
         # of the rows: a store whose later shards differ (another copy under that path on
-        # another node) is known by its shards' sha256, which its manifest holds
-        "store's shards": None
+        # another node) is known by its shards' sha256, which its manifest holds, and a
+        # .npy by the sha256 of every value, taken when it was opened
+        "store's shards": [store.digest()]
         if manifest is None
         else [[s.sha256 for s in manifest.shards], manifest.rows_sha256],
     }

@@ -19,27 +19,25 @@ import logging
 import math
 import numbers
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._world import World, from_main, join
+from .._world import from_main, join
 from ..errors import ConfigError
-from ..evaluate import evaluate_sae
 from ..evaluate.metrics import MIN_HELDOUT_ROWS
 from ..sae.architectures import get_architecture
 from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
-from ..train import TrainConfig, train_family
+from ..train import TrainConfig
+from .members import SWEEPABLE, Members, drop_others, kept_members
 from .pareto import knee, pareto_front
-from .stability import mean_max_cosine
 
 log = logging.getLogger(__name__)
 
-SWEEPABLE = ("k", "l1_coefficient", "l0_coefficient")
 SWEEP_JSON = "sweep.json"
 PARETO_JSON = "pareto.json"
 #: Below this decoder stability a recommendation comes with a warning.
@@ -112,6 +110,7 @@ def sweep(
     heldout_fraction: float = 0.1,
     extend: int = 3,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
 ) -> SweepResult:
     """Train ``base`` with each of ``values`` for the setting ``over`` (and a second
@@ -120,7 +119,10 @@ def sweep(
     one SAE directory per member; recommend the knee of the frontier, extending
     the range past an end up to ``extend`` times while the knee lies at that end. ``out`` is
     written beside its place and renamed into it when complete (an existing sweep
-    stays until then, and is replaced only with ``overwrite``)."""
+    stays until then, and is replaced only with ``overwrite``). ``resume``: continue a
+    sweep that was killed, keeping each member it had finished beside ``out`` when that
+    member records the same settings and rows and its files load (the rest are
+    trained), to the sweep an uninterrupted run writes."""
     check_sweep_values(over, values)
     setting = get_architecture(base.architecture).sparsity_setting
     if over != setting:
@@ -140,6 +142,11 @@ def sweep(
 
     def check() -> None:
         recover_dir(out)
+        if resume and not overwrite and (out / SWEEP_JSON).is_file():
+            raise ConfigError(
+                f"--resume: '{out}' holds a complete sweep; there is nothing to continue. "
+                "Read it as it is, pass --overwrite to sweep again, or choose another --out."
+            )
         check_sweep_out(out, overwrite)
 
     with output_lock(out if world.is_main else None):
@@ -151,9 +158,10 @@ def sweep(
                 f"than {MIN_HELDOUT_ROWS} rows, too few to measure the FVU. Capture more rows or "
                 "raise --heldout-fraction."
             )
-        with replacing_dir(out) if world.is_main else nullcontext(None) as new:
-            members = _Members(
-                store, base, over, out, new, seeds, heldout_fraction, world, progress
+        kept = replacing_dir(out, keep=resume, keep_failed=kept_members)
+        with kept if world.is_main else nullcontext(None) as new:
+            members = Members(
+                store, base, over, out, new, seeds, heldout_fraction, world, progress, resume
             )
             return _sweep(members, values, extend)
 
@@ -185,7 +193,7 @@ def check_sweep_out(out: Path, overwrite: bool) -> None:
     check_output_dir(out, "a sweep", "a sweep's", SWEEP_JSON, ours, overwrite)
 
 
-def _sweep(members: _Members, values: list[float], extend: int) -> SweepResult:
+def _sweep(members: Members, values: list[float], extend: int) -> SweepResult:
     """The sweep, written into ``members.new`` (on rank 0; the paths it records are
     those under ``members.out``)."""
     over, heldout, new = members.over, members.heldout, members.new
@@ -236,6 +244,7 @@ def _sweep(members: _Members, values: list[float], extend: int) -> SweepResult:
             points[best].fvu,
         )
     if new is not None:
+        drop_others(new, members.members)
         atomic_write_json(new / SWEEP_JSON, result.to_json())
         (new / PARETO_JSON).write_text(
             json.dumps(
@@ -244,71 +253,6 @@ def _sweep(members: _Members, values: list[float], extend: int) -> SweepResult:
             + "\n"
         )
     return result
-
-
-class _Members:
-    """Trains and evaluates sweep members, into ``new`` (paths recorded under ``out``).
-
-    Under ``torchrun`` every rank trains each member data-parallel
-    (:func:`~saeatlas.train.train_family`); rank 0 alone writes them (``new`` is None
-    on the others) and evaluates them, and every rank gets its figures, so that the
-    ranks take the same decisions (extend the range or not)."""
-
-    def __init__(
-        self,
-        store: ActivationStore,
-        base: TrainConfig,
-        over: str,
-        out: Path,
-        new: Path | None,
-        seeds: int,
-        heldout_fraction: float,
-        world: World,
-        progress: bool,
-    ) -> None:
-        self.store, self.base, self.over = store, base, over
-        self.out, self.new, self.seeds, self.world = out, new, seeds, world
-        self.heldout = max(1, int(store.n_rows * heldout_fraction))
-        self.start = store.n_rows - self.heldout
-        self.progress = progress and world.is_main
-
-    def train(self, values: list[float]) -> list[tuple]:
-        """One member per value (and its second seed): a tuple each of ``(value, path,
-        fvu, l0, dead fraction, stability, d_sae)``."""
-        over, base, seeds = self.over, self.base, self.seeds
-        cast = int if over == "k" else float
-        configs, outs = [], []
-        for v in values:
-            for s in range(seeds):
-                configs.append(
-                    replace(base, **{over: cast(v)}, seed=base.seed + s, heldout_rows=self.heldout)
-                )
-                outs.append(Path(f"{over}-{cast(v)}") / f"seed-{base.seed + s}")
-        new = self.new
-        results = train_family(
-            self.store,
-            configs,
-            [new / o for o in outs] if new is not None else None,
-            progress=self.progress,
-        )
-
-        def evaluate() -> list[tuple]:
-            points = []
-            for i, v in enumerate(values):
-                first = results[i * seeds]
-                ev = evaluate_sae(first.sae, self.store, start=self.start)
-                stab = (
-                    mean_max_cosine(first.sae.W_dec, results[i * seeds + 1].sae.W_dec)
-                    if seeds == 2
-                    else None
-                )
-                path = str(self.out / outs[i * seeds])
-                points.append(
-                    (float(v), path, ev.fvu, ev.l0, ev.dead_fraction, stab, first.sae.cfg.d_sae)
-                )
-            return points
-
-        return from_main(evaluate, self.world)
 
 
 def _edge(values: list[float], chosen: float) -> str | None:

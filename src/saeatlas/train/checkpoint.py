@@ -82,13 +82,44 @@ def load_checkpoint(
         # the same store (its path tells the rows apart only in older checkpoints)
         saved = {k: v for k, v in saved.items() if k != "store"}
         settings = {k: v for k, v in settings.items() if k != "store"}
+    if isinstance(saved, dict) and "world_size" in settings:
+        ranks = saved.get("world_size")
+        if ranks is None:  # a checkpoint from before it was recorded: unknown
+            settings = {k: v for k, v in settings.items() if k != "world_size"}
+            saved = {k: v for k, v in saved.items() if k != "world_size"}
+        elif ranks != settings["world_size"]:
+            raise ConfigError(
+                f"The checkpoint in '{path}' was written by a training on {_procs(ranks)}; "
+                f"this one runs on {_procs(settings['world_size'])}. Resume on as many "
+                f"(torchrun --nproc_per_node {ranks}, or one process without torchrun for 1), "
+                "or pass --overwrite to start again."
+            )
     if saved != settings:
         changed = sorted(
             k for k in set(saved or {}) | set(settings) if (saved or {}).get(k) != settings.get(k)
         )
         rows = " (`rows_digest`: the store's rows differ)" if "rows_digest" in changed else ""
         raise ConfigError(
-            f"The checkpoint in '{path}' was made with other settings ({changed}){rows}; resume "
-            "with the same settings, or pass --overwrite to start again."
+            f"The checkpoint in '{path}' was made with other settings ({changed}){rows}"
+            f"{_fields(saved, settings)}; resume with the same settings, or pass --overwrite "
+            "to start again."
         )
     return state
+
+
+def _procs(n: object) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
+
+
+def _fields(saved: Any, settings: dict[str, Any]) -> str:
+    """Which training settings differ, each with the checkpoint's value and this run's."""
+    old = (saved or {}).get("train_config")
+    new = settings.get("train_config")
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return ""
+    diff = [
+        f"`{k}` {old.get(k)!r} in the checkpoint, {new.get(k)!r} now"
+        for k in sorted(set(old) | set(new), key=str)
+        if old.get(k) != new.get(k)
+    ]
+    return f": {'; '.join(diff[:5])}" if diff else ""

@@ -100,7 +100,7 @@ def train_ensemble(
         kept = [resume and _keep(c, o, overwrite, store) for c, o in zip(cfgs, outs)]
         for i, (o, keep) in enumerate(zip(outs, kept)):
             if not keep:
-                _check_out(o, i, n_seeds, cfgs[i], overwrite, resume)
+                _check_out(o, i, n_seeds, cfgs[i], overwrite, resume, world.size)
         return kept
 
     with output_lock(*(outs if world.is_main else ())):
@@ -149,6 +149,19 @@ def trained_like(out: Path, cfg: TrainConfig) -> bool | None:
     return recorded == cfg
 
 
+def finished_like(out: Path, cfg: TrainConfig, store: ActivationStore) -> bool:
+    """Whether ``out`` holds a complete SAE trained with ``cfg`` on ``store``'s rows whose
+    files load (checked, not assumed: what a kill left is trained again)."""
+    recover_dir(out)
+    if not trained_like(out, cfg) or _other_rows(out, store):
+        return False
+    try:
+        SparseAutoencoder.load(out)
+    except Exception:  # noqa: BLE001 - any damage means: train it again
+        return False
+    return True
+
+
 def _keep(cfg: TrainConfig, out: Path, overwrite: bool, store: ActivationStore) -> bool:
     """Whether ``resume`` keeps the SAE in ``out``: complete and trained with ``cfg`` on
     ``store``'s rows. A complete SAE trained otherwise is an error unless ``overwrite``
@@ -186,13 +199,16 @@ def _other_rows(out: Path, store: ActivationStore) -> str | None:
     return None if meta.get("store") in (None, here) else f"store '{meta['store']}'"
 
 
-def _check_out(out: Path, i: int, n: int, cfg: TrainConfig, overwrite: bool, resume: bool) -> None:
+def _check_out(
+    out: Path, i: int, n: int, cfg: TrainConfig, overwrite: bool, resume: bool, ranks: int
+) -> None:
     """``out`` can take member ``i``; with ``resume``, its checkpoint (if any) was made
-    with ``cfg``, so that no member is trained before a later one is refused."""
+    with ``cfg`` on as many ranks, so that no member is trained before a later one is
+    refused."""
     try:
         check_sae_out(out, overwrite=overwrite, resume=resume)
         if resume and not overwrite and (out / CHECKPOINT).exists():  # else it starts again
-            load_checkpoint(out, {"train_config": cfg.to_json()}, partial=True)
+            load_checkpoint(out, {"train_config": cfg.to_json(), "world_size": ranks}, partial=True)
     except ConfigError as e:
         if i == 0:
             raise

@@ -329,6 +329,9 @@ class _Run:
             "n_rows": self.store.n_rows,
             # a store captured again at the same path, with as many rows, differs here
             "rows_digest": rows_digest(self.store),
+            # each rank's share of a batch, the default batch size and the data position
+            # follow from it: a resume on as many processes continues the same run
+            "world_size": self.world.size,
         }
 
     def state_dict(self) -> dict[str, Any]:
