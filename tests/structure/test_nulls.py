@@ -231,22 +231,26 @@ def test_a_null_whose_draws_are_all_equal_has_no_z_and_a_rank_p():
     )
 
 
-def test_one_community_of_everything_has_no_cohesion():
+def test_a_null_fakes_no_module_larger_than_those_tested():
     """On a rewired null graph the finder returned one community of every feature, whose
-    internal weight per member (half the mean degree) beat every real module of
-    below-average degree: 3-6 of 8 planted, well separated modules were significant."""
+    cohesion (half the mean degree) beat every real module of below-average degree: of
+    eight planted, well separated modules only 3-6 were significant."""
     from saeatlas.structure.inference.cohesion import module_cohesion
+    from saeatlas.structure.inference.significance import strongest_fake
 
     rng = np.random.default_rng(1)
     a = np.triu(rng.uniform(0.5, 1, (30, 30)), 1)
     A = sp.csr_matrix(a + a.T)
-    assert module_cohesion(A, np.zeros(30, int)) == pytest.approx([0.0], abs=1e-12)
-    # two separate cliques: each keeps its weight less a small expected part
-    two = sp.block_diag([A, A]).tocsr()
-    got = module_cohesion(two, np.repeat([0, 1], 30))
-    inside = a.sum()
-    np.testing.assert_allclose(got, (inside - (2 * inside) ** 2 / (4 * 2 * inside)) / 30)
-    assert (got > 0).all()
+    everything = np.zeros(30, int)
+    assert module_cohesion(A, everything)[0] == pytest.approx(a.sum() / 30)
+    assert strongest_fake(A, everything, largest=12) == 0.0
+    assert strongest_fake(A, everything, largest=30) == pytest.approx(a.sum() / 30)
+    # communities of 10, 10 and 10: all within 12, the most cohesive one counts
+    three = np.repeat([0, 1, 2], 10)
+    assert strongest_fake(A, three, largest=12) == pytest.approx(module_cohesion(A, three).max())
+    # 20 and 10: only the 10 is within 12
+    two = np.repeat([0, 1], [20, 10])
+    assert strongest_fake(A, two, largest=12) == pytest.approx(module_cohesion(A, two)[1])
 
 
 def test_module_weight_sums_each_modules_internal_edges():
@@ -346,21 +350,12 @@ def test_cohesion_of_a_module_as_a_member_finds_it():
     A = sp.csr_matrix(a + a.T)
     labels = np.array([0, 0, 1, 1, 2, 2, 2, 3, 3, -1, -1, 4])
     W = community_weights(A, labels)
-    dense = np.zeros((6, 6))  # the items in none (-1) pooled as community 5
-    pooled = np.where(labels >= 0, labels, 5)
+    dense = np.zeros((5, 5))
     for i, j in zip(*np.nonzero(a + a.T)):
-        dense[pooled[i], pooled[j]] += (a + a.T)[i, j]
+        if labels[i] >= 0 and labels[j] >= 0:
+            dense[labels[i], labels[j]] += (a + a.T)[i, j]
     np.testing.assert_allclose(W.toarray(), dense)
-    np.testing.assert_allclose(module_weight(A, labels), np.diag(dense)[:5] / 2)
-    # cohesion: the weight inside beyond the configuration model's expectation, per member
-    full = a + a.T
-    degree, total = full.sum(axis=1), full.sum() / 2
-    for k in range(5):
-        inside = full[np.ix_(labels == k, labels == k)].sum() / 2
-        expected = degree[labels == k].sum() ** 2 / (4 * total)
-        assert module_cohesion(A, labels)[k] == pytest.approx(
-            (inside - expected) / (labels == k).sum()
-        )
+    np.testing.assert_allclose(module_weight(A, labels), np.diag(dense) / 2)
     # the member's communities 0 and 1 together are module 0; 2 is module 1; 3 and 4
     # match nothing (Jaccard under 0.5 with every module)
     modules = np.array([0, 0, 0, 0, 1, 1, 1, -1, -1, 2, 2, 2])

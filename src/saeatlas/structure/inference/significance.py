@@ -10,14 +10,18 @@ into tight pieces and scores a high modularity whatever made it.
   graph (re-optimised on every null graph, so the null's own best chance is
   counted, as in Guimerà et al. 2004, "Modularity from fluctuations in random
   graphs");
-- module: each found module's cohesion, the edge weight inside it beyond its
-  members' degrees' expectation, per member (:mod:`.cohesion`), against the most
-  cohesive module the finder finds on each null graph (so a real module must
-  outweigh the strongest structure the null can fake, artefact groups of split
-  latents included; taking the maximum also covers the number of modules
-  tested). Modularity terms, fractions of the graph's weight, would mislead
-  here: on a null graph with almost no edges one stray edge inside a module
-  makes its term large; cohesion is an absolute weight.
+- module: each found module's cohesion, the edge weight inside it per member
+  (half its members' mean weighted degree within it), against the most
+  cohesive module the finder finds on each null graph among those no larger
+  than the largest module tested (so a real module must outweigh the strongest
+  structure of its size the null can fake, artefact groups of split latents
+  included; taking the maximum also covers the number of modules tested).
+  Modularity terms would mislead here: on a null graph with almost no edges one
+  stray edge inside a module makes its term large. The size bound matters
+  because cohesion grows with a group's size: on rewired null graphs the finder
+  returns one community of every feature, whose cohesion (half the mean
+  degree) beat every real module of below-average degree, so of eight
+  separate planted modules 3-6 were called significant, another set each seed.
 
 From ``n`` null draws: the null mean and spread, ``z = (Q - mean) / std``, a
 parametric one-sided p-value and the empirical one ``(1 + #{null >= real}) /
@@ -51,7 +55,7 @@ from ..constants import BLOCK_ROWS
 from ..graph.communities import Modules, cooccurrence_graph, counts_in_parts, graph_items
 from ..graph.finders import module_modularity
 from ..graph.hypergeom import benjamini_hochberg
-from .cohesion import module_cohesion
+from .cohesion import community_sizes, module_cohesion
 from .draws import draws_p, draws_z, rank_p
 from .nulls import NULL_MODELS, NullInputs, dictionary_source
 
@@ -169,12 +173,12 @@ def null_test(
     """
     q = max(fit(real_graph)[0], float(module_modularity(real_graph, labels).sum()))
     mw = module_cohesion(real_graph, labels)
+    largest = int(community_sizes(labels).max(initial=0))
 
     def draw(i: int, c: Coordinator | None) -> tuple[float, float]:
         g = null_graphs(i, c)
         null_q, null_labels = fit(g)
-        w = module_cohesion(g, null_labels)
-        return float(null_q), float(w.max()) if w.size else 0.0
+        return float(null_q), strongest_fake(g, null_labels, largest)
 
     coord = coord if coord is not None else solo()
     draws = graph_items(n_draws, draw, coord, in_parts, on_item=on_draw)
@@ -186,6 +190,16 @@ def null_test(
         spread[: known.size] = known
         se = mw * spread
     return NullTest(name, q, null[:, 0], mw, null[:, 1], q_se, se)
+
+
+def strongest_fake(graph: sp.spmatrix, labels: np.ndarray, largest: int) -> float:
+    """The cohesion of the most cohesive community in ``labels`` of at most ``largest``
+    members (0 where there is none): what a null graph fakes against modules of up to
+    that size (a group's cohesion grows with its size, and one community of every
+    item is no module)."""
+    w = module_cohesion(graph, labels)
+    small = community_sizes(labels)[: w.size] <= largest
+    return float(w[small].max()) if small.any() else 0.0
 
 
 def strictness(p: float | None, z: float | None) -> tuple[float, float]:

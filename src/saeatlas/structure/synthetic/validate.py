@@ -78,11 +78,15 @@ def _baseline(x: np.ndarray, clean: bool) -> np.ndarray:
 
 
 def validate_case(
-    case: str, seed: int = 0, settings: ValidationSettings = ValidationSettings()
+    case: str,
+    seed: int = 0,
+    settings: ValidationSettings = ValidationSettings(),
+    planted: PlantedConfig | None = None,
 ) -> tuple[list[dict], np.ndarray]:
     """Score the atlas and the baselines on one planted case and analysis seed: the
-    table's rows and the atlas's unit modules."""
-    cfg = PlantedConfig.preset(case, seed=settings.data_seed, n_rows=settings.n_rows)
+    table's rows and the atlas's unit modules. ``planted``: the data's settings (default:
+    the preset ``case`` with the settings' rows and data seed), ``case`` then its name."""
+    cfg = planted or PlantedConfig.preset(case, seed=settings.data_seed, n_rows=settings.n_rows)
     data = make_planted(cfg)
     truth = data.unit_module
     rows = []
@@ -152,14 +156,16 @@ def validate(
     cases: tuple[str, ...] = CASES,
     seeds: tuple[int, ...] = (0,),
     settings: ValidationSettings = ValidationSettings(),
+    planted: dict[str, PlantedConfig] | None = None,
 ) -> pd.DataFrame:
     """The table of cases x methods x seeds with their scores; ``ari_first_seed`` is
-    the atlas's agreement (unit-module ARI) with its run at the first seed."""
+    the atlas's agreement (unit-module ARI) with its run at the first seed.
+    ``planted``: case name -> the data's settings, for cases that are not presets."""
     rows = []
     for case in cases:
         first = None
         for seed in seeds:
-            case_rows, modules = validate_case(case, seed, settings)
+            case_rows, modules = validate_case(case, seed, settings, (planted or {}).get(case))
             first = modules if first is None else first
             case_rows[0]["ari_first_seed"] = partition_ari(first, modules)
             rows.extend(case_rows)
