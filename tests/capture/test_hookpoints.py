@@ -82,3 +82,48 @@ def test_layer_names_that_are_not_strings_are_an_error(bad):
 
 def test_layer_names_may_come_from_a_generator():
     assert names(Stack(2), (f"layers.{i}" for i in range(2))) == ["layers.0", "layers.1"]
+
+
+class Bertish(nn.Module):
+    """A BERT's naming: each layer has an `output` and an `attention.output`."""
+
+    def __init__(self, n: int = 3) -> None:
+        super().__init__()
+
+        def block() -> nn.ModuleDict:
+            return nn.ModuleDict(
+                {"attention": nn.ModuleDict({"output": nn.Linear(4, 4)}), "output": nn.ReLU()}
+            )
+
+        self.encoder = nn.ModuleDict({"layer": nn.ModuleList(block() for _ in range(n))})
+
+
+def test_a_star_stops_at_dots_and_two_stars_cross_them():
+    m = Bertish()
+    # `*` once took each layer's attention.output too, doubling the layers without a word
+    assert names(m, "encoder.layer.*.output") == [f"encoder.layer.{i}.output" for i in range(3)]
+    both = names(m, "encoder.**.output")
+    assert set(both) == {f"encoder.layer.{i}.output" for i in range(3)} | {
+        f"encoder.layer.{i}.attention.output" for i in range(3)
+    }
+    assert names(m, "encoder.layer.[02].output") == [
+        "encoder.layer.0.output",
+        "encoder.layer.2.output",
+    ]
+    assert names(m, "encoder.layer.[!02].output") == ["encoder.layer.1.output"]
+    assert names(m, "encoder.layer.?") == [f"encoder.layer.{i}" for i in range(3)]
+    assert names(m, "encoder.layer.*") == [f"encoder.layer.{i}" for i in range(3)]
+
+
+def test_a_star_that_would_need_to_cross_dots_says_so():
+    m = Bertish()
+    with pytest.raises(HookpointError, match=r"A `\*` stops at dots.*'encoder\.\*\*\.output'"):
+        resolve_hookpoints(m, ["encoder.*.output"])
+
+
+def test_layout_patterns_read_globs_as_layer_patterns_do():
+    from saeatlas.capture.layouts import named_layout
+
+    assert named_layout("blocks.3.hook_z", "blocks.*.hook_z=heads") == "heads"
+    assert named_layout("blocks.3.attn.hook_z", "blocks.*.hook_z=heads") is None
+    assert named_layout("blocks.3.attn.hook_z", "blocks.**.hook_z=heads") == "heads"

@@ -8,7 +8,8 @@ into a module instead of what comes out.
 
 Patterns, tried in this order:
 - an exact name: ``encoder.layer.3``;
-- a glob (``fnmatch``, ``*`` also crosses dots): ``encoder.layer.*.output``;
+- a glob: ``encoder.layer.*.output`` (``*`` within one dotted part, ``**`` across
+  dots; :mod:`.patterns`);
 - a regex, written ``re:PATTERN`` and matched against the whole name:
   ``re:encoder\\.layer\\.[0-2]``.
 """
@@ -16,7 +17,6 @@ Patterns, tried in this order:
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +27,10 @@ import torch
 from ..errors import HookpointError
 from .layouts import hook_name_layout
 from .nnsight import is_nnsight, module_path, unwrap_model
+from .patterns import REGEX_PREFIX, crossing_hint, match_names
 from .transformer_lens import hook_conversion, hook_modules, is_hook_point
 
 INPUT_SUFFIX = ":input"
-REGEX_PREFIX = "re:"
 
 
 @dataclass(frozen=True)
@@ -74,20 +74,6 @@ def named_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return found
 
 
-def _match(pattern: str, names: list[str]) -> list[str]:
-    if pattern.startswith(REGEX_PREFIX):
-        try:
-            rx = re.compile(pattern[len(REGEX_PREFIX) :])
-        except re.error as e:
-            raise HookpointError(f"Bad regex in layer pattern {pattern!r}: {e}.") from e
-        return [n for n in names if rx.fullmatch(n)]
-    if pattern in names:
-        return [pattern]
-    if any(c in pattern for c in "*?["):
-        return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    return []
-
-
 def resolve_hookpoints(
     model: torch.nn.Module | Any, patterns: list[str] | tuple[str, ...] | str
 ) -> list[Hookpoint]:
@@ -118,9 +104,9 @@ def resolve_hookpoints(
     for raw in patterns:
         record_input = raw.endswith(INPUT_SUFFIX)
         pattern = raw.removesuffix(INPUT_SUFFIX)
-        hits = _match(pattern, names)
+        hits = match_names(pattern, names)
         if not hits and wrapped:  # nnsight's paths start with 'model.'
-            hits = _match(module_path(pattern), names)
+            hits = match_names(module_path(pattern), names)
         if not hits:
             raise HookpointError(_no_match_message(raw, pattern, names, model))
         for n in hits:
@@ -155,8 +141,9 @@ def _no_match_message(raw: str, pattern: str, names: list[str], model: torch.nn.
         hint = f" Its modules are {', '.join(repr(n) for n in names[:10])}{more}."
     else:
         hint = " It has no submodules."
+    hint = crossing_hint(pattern, names) or hint
     return (
         f"No module of {type(model).__name__} matches layer pattern {raw!r}.{hint} "
         "List the names with `saeatlas layers MODEL` (or `model.named_modules()`); globs use "
-        "`*`, regexes start with `re:`."
+        "`*` (within one dotted part) and `**` (across dots), regexes start with `re:`."
     )

@@ -24,8 +24,6 @@ positions, whose number changes with the length of the inputs.
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
+from .patterns import matches
 
 #: The 4-D layouts a user can name, with their axes.
 LAYOUTS = {
@@ -130,12 +129,6 @@ def parse_layout(spec: str | None) -> tuple[str | None, tuple[tuple[str, str], .
     return default, tuple(pairs)
 
 
-def _matches(name: str, pattern: str) -> bool:
-    if pattern.startswith("re:"):
-        return re.fullmatch(pattern[3:], name) is not None
-    return name == pattern or fnmatch.fnmatchcase(name, pattern)
-
-
 def hook_name_layout(name: str) -> str | None:
     """The layout a TransformerLens hook name implies (``None`` when it implies none)."""
     last = name.removesuffix(":input").rsplit(".", 1)[-1]
@@ -152,7 +145,7 @@ def module_layout(module: nn.Module) -> str | None:
 
 
 def _names(name: str, pattern: str) -> bool:
-    return _matches(name, pattern) or _matches(name.removesuffix(":input"), pattern)
+    return matches(name, pattern) or matches(name.removesuffix(":input"), pattern)
 
 
 def check_layout_layers(names: list[str], spec: str | None) -> None:

@@ -74,7 +74,7 @@ def capture_cmd(
     layers: list[str] = typer.Option(
         ...,
         "--layers",
-        help="Layer names, globs or re:regexes "
+        help="Layer names, globs (* within a dotted part, ** across dots) or re:regexes "
         "(several after one flag); ':input' records a module's input.",
     ),
     out: Path = typer.Option(..., "--out", help="Store directory to write."),
