@@ -461,3 +461,28 @@ def test_the_clis_own_warnings_are_one_line(capsys):
     assert capsys.readouterr().err == "Warning: 3 texts were cut\n"
     _show_warning(UserWarning("theirs"), UserWarning, "/elsewhere/lib.py", 7)
     assert capsys.readouterr().err.startswith("/elsewhere/lib.py:7: UserWarning: theirs")
+
+
+def test_output_into_a_pipe_whose_reader_left_stops_quietly():
+    """`saeatlas capture --help | head -30` printed "Cannot write or read: Broken pipe
+    ... continue with `saeatlas capture --resume`": a reader that left is no disk error.
+    Like `head`, the test reads 30 lines and closes the pipe while the command still
+    has its last write to make."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    cmd = [sys.executable, "-m", "saeatlas", "capture", "--help"]
+    proc = subprocess.Popen(cmd, stdout=write, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    got = b""
+    while got.count(b"\n") < 30:
+        chunk = os.read(read, 65536)
+        if not chunk:
+            break
+        got += chunk
+    os.close(read)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) in (0, 1)
+    assert "Error" not in err and "Traceback" not in err, err

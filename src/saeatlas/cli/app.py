@@ -8,6 +8,7 @@ Options listed in ``MULTI_VALUE_OPTIONS`` take several values after one flag.
 from __future__ import annotations
 
 import logging
+import select
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ class _Group(TyperGroup):
                 "use a machine with more memory."
             )
         except OSError as e:
+            if isinstance(e, BrokenPipeError) and not e.filename and _reader_left():
+                raise  # click stops quietly, as Unix tools do
             # The disk, not the input: say which path and why, in one line.
             if (ctx.obj or {}).get("debug"):
                 raise
@@ -102,6 +105,18 @@ class _Group(TyperGroup):
                     else "."
                 )
             )
+
+
+def _reader_left() -> bool:
+    """Whether stdout's reader went away (``saeatlas info STORE | head``): no disk
+    error to report, and nothing to resume. A pipe whose reader closed polls as an
+    error on its write end."""
+    try:
+        poll = select.poll()
+        poll.register(sys.__stdout__.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll here, or no stdout
+        return False
 
 
 def _fail(message: str) -> None:
