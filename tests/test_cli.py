@@ -486,3 +486,16 @@ def test_output_into_a_pipe_whose_reader_left_stops_quietly():
     err = proc.stderr.read()
     assert proc.wait(timeout=60) in (0, 1)
     assert "Error" not in err and "Traceback" not in err, err
+
+
+def test_a_value_given_without_its_flag_is_named_with_the_flag_it_needs(tmp_path):
+    """`saeatlas train STORE --out sae` (as sparsify and SAELens take a positional
+    dataset) said only "Missing option '--acts'"."""
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((20, 3), np.float32))
+    result = CliRunner().invoke(app, ["train", str(x), "--out", str(tmp_path / "sae")])
+    assert result.exit_code != 0
+    assert f"has no flag: write `--acts {x}`" in " ".join(result.output.split())
+    assert not (tmp_path / "sae").exists()
+    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "sae")])
+    assert "Missing option '--acts'" in result.output and "has no flag" not in result.output

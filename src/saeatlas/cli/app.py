@@ -55,6 +55,7 @@ def _expand_multi_value(args: list[str]) -> list[str]:
 class _Group(TyperGroup):
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
         args = list(sys.argv[1:] if args is None else args)
+        self._argv = args
         return super().main(_expand_multi_value(args), *rest, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -67,7 +68,7 @@ class _Group(TyperGroup):
         except USAGE_ERRORS as e:  # a bad flag value: one line, like every other error
             sub = getattr(getattr(e, "ctx", None), "info_name", None)
             where = f"saeatlas {sub} --help" if sub and sub != ctx.info_name else "saeatlas --help"
-            _fail(f"{e.format_message().rstrip('.')}. See `{where}`.")
+            _fail(f"{e.format_message().rstrip('.')}.{_stray_value(e, ctx, self)} See `{where}`.")
         except (MemoryError, RuntimeError) as e:
             # torch's allocators raise RuntimeError (or its OutOfMemoryError subclass)
             text = str(e)
@@ -105,6 +106,26 @@ class _Group(TyperGroup):
                     else "."
                 )
             )
+
+
+def _stray_value(e: Exception, ctx: click.Context, group: _Group) -> str:
+    """For a missing option when a value stands without a flag right after the command
+    (`saeatlas train STORE --out sae`, where --acts takes the store), the words that
+    say where it goes."""
+    param, sub = getattr(e, "param", None), getattr(getattr(e, "ctx", None), "command", None)
+    if type(e).__name__ != "MissingParameter" or getattr(param, "param_type_name", "") != "option":
+        return ""
+    if sub is None or any(p.param_type_name == "argument" for p in sub.params):
+        return ""
+    argv = list(getattr(group, "_argv", ()))
+    name = getattr(e.ctx, "info_name", None)
+    if name not in argv or argv.index(name) + 1 >= len(argv):
+        return ""
+    stray = argv[argv.index(name) + 1]
+    if stray.startswith("-"):
+        return ""
+    flag = max(param.opts, key=len)
+    return f" {stray!r} has no flag: write `{flag} {stray}`."
 
 
 def _reader_left() -> bool:
