@@ -1,7 +1,7 @@
 """Layer name patterns, one reading for every option that takes them (``--layers``,
 ``--layout LAYER=LAYOUT``).
 
-- an exact name: ``encoder.layer.3``;
+- an exact name: ``encoder.layer.3`` (tried first: a module may be named ``re:x``);
 - a glob, read part by part of the dotted name as shell globs read paths: ``*`` any
   characters within one part, ``**`` any characters across dots, ``?`` one character
   other than a dot, ``[...]`` one of a set. ``encoder.layer.*.output`` names
@@ -78,7 +78,7 @@ def matches(name: str, pattern: str) -> bool:
 
 def match_names(pattern: str, names: list[str]) -> list[str]:
     """The ``names`` that ``pattern`` names, in their order."""
-    if pattern in names and not pattern.startswith(REGEX_PREFIX):
+    if pattern in names:  # first: a module may be named 're:x' or 'a[0]'
         return [pattern]
     rx = compiled(pattern)
     return [n for n in names if rx.fullmatch(n)]
