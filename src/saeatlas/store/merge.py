@@ -42,6 +42,16 @@ class RankPart:
     meta_columns: tuple[str, ...] | None
     n_texts_cut: int = 0
     """Texts of the rank's share cut to the tokens kept (``max_length``)."""
+    value_range: tuple[np.ndarray, np.ndarray] | None = None
+    """The rank's :attr:`.writer.StoreWriter.value_range` (every row it captured)."""
+
+
+def merged_range(parts: list[RankPart]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-unit ``(min, max)`` over the ranks' value ranges, or None when none has one."""
+    ranges = [p.value_range for p in parts if p.value_range is not None]
+    if not ranges:
+        return None
+    return np.min([r[0] for r in ranges], axis=0), np.max([r[1] for r in ranges], axis=0)
 
 
 def _with_cut(provenance: dict[str, Any], n_cut: int) -> dict[str, Any]:
