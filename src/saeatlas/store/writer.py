@@ -383,7 +383,8 @@ class StoreWriter:
             world=self.world,
             dtype=self.dtype,
             # the job too: a resume that finds the store complete checks it is this job's
-            provenance={**self.provenance, JOB: self.job},
+            # the rows per shard whatever the ranks wrote: the blocks a shuffle draws from
+            provenance={**self.provenance, "shard_rows": self.shard_rows, JOB: self.job},
         )
         self.value_range = merged_range(parts)
         self._closed = True
