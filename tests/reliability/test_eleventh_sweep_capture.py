@@ -48,3 +48,61 @@ def test_a_resumed_half_precision_capture_names_the_units_its_first_run_rounded(
     said = [str(w.message) for w in seen if "constant in the" in str(w.message)]
     assert len(said) == 1 and "unit 1 of layer '0'" in said[0], said
     assert "from 9997 to 10003" in said[0], said
+
+
+@pytest.mark.parametrize("text", ['""', '"  "', '{"text": ""}', '{"text": "\\t"}'])
+def test_an_empty_text_in_a_jsonl_is_refused_naming_its_line(tmp_path, outputs, run_cli, text):
+    """A .txt file's blank lines are skipped, but `{"text": ""}` in a .jsonl was kept: its
+    sample had no tokens, so no rows, without a word."""
+    cli, one_line = run_cli
+    inputs = tmp_path / "t.jsonl"
+    inputs.write_text('{"text": "abc"}\n' + text + '\n"de"\n')
+    r = cli("capture", "--model", outputs.model, "--inputs", inputs, "--layers", "1", "--out",
+            tmp_path / "s", "-q")  # fmt: skip
+    one_line(r, "t.jsonl' line 2 holds an empty text", "drop that line")
+    assert not (tmp_path / "s").exists()
+
+
+def _capture(path, resume=False, store_dtype="float32"):
+    from saeatlas.capture import CaptureConfig, capture_activations
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+    x = torch.randn(90, 4, generator=torch.Generator().manual_seed(0))
+    cfg = CaptureConfig(batch_size=7, shard_rows=32, store_dtype=store_dtype)
+    return capture_activations(model, x, ["0", "2"], path, cfg, resume=resume, progress=False)
+
+
+def _killed_at_shard(path, monkeypatch, n, store_dtype="float32"):
+    """A capture of :func:`_capture` killed when it writes its ``n``-th shard."""
+    import saeatlas.store.commit as commit_module
+
+    real, calls = commit_module.write_shard, []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(commit_module, "write_shard", dying)
+    with pytest.raises(Killed):
+        _capture(path, store_dtype=store_dtype)
+    monkeypatch.undo()
+
+
+def test_temporary_files_of_a_killed_manifest_or_rows_write_do_not_end_in_the_store(
+    tmp_path, monkeypatch
+):
+    """A kill -9 while rank 0 wrote rows.parquet or manifest.json (atomic: a temporary
+    file beside it, then a rename) left `.tmp-rows.parquet-*` or `.tmp-manifest.json-*`
+    in the partial store; `capture --resume` moved them into the finished store."""
+    from saeatlas.store.atomic import partial_dir
+
+    store = tmp_path / "s"
+    _killed_at_shard(store, monkeypatch, 2)
+    work = partial_dir(store)
+    (work / ".tmp-rows.parquet-k1ll").write_bytes(b"x" * 100)
+    (work / ".tmp-manifest.json-k1ll").write_bytes(b"{")
+    assert _capture(store, resume=True).n_rows == 90
+    assert not [p.name for p in store.iterdir() if p.name.startswith(".tmp-")]
