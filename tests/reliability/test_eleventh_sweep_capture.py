@@ -106,3 +106,21 @@ def test_temporary_files_of_a_killed_manifest_or_rows_write_do_not_end_in_the_st
     (work / ".tmp-manifest.json-k1ll").write_bytes(b"{")
     assert _capture(store, resume=True).n_rows == 90
     assert not [p.name for p in store.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("out", ["file", "store"])
+def test_run_check_refuses_the_run_directory_the_run_would_refuse(tmp_path, outputs, run_cli, out):
+    """`saeatlas run --check` said 'valid' for a config whose `out` is a file (or a store
+    directory): the run itself then stopped on it."""
+    cli, one_line = run_cli
+    (tmp_path / "file").write_text("x\n")
+    target = tmp_path / "file" if out == "file" else outputs.store
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1']\nout: {target}\n"
+    )
+    why = "is not a directory" if out == "file" else "not a run directory"
+    one_line(cli("run", config, "--check"), why)
+    one_line(cli("run", config, "--check", "--out", target), why)
+    assert cli("run", config, "--check", "--out", tmp_path / "new").exit_code == 0
+    assert not (tmp_path / "new").exists()
