@@ -301,12 +301,13 @@ class ActivationStore:
 
     def _block_rows(self) -> int:
         """Rows of each block a shuffled read draws from: the rows per shard of the
-        capture (recorded as ``shard_rows``; before it was, and for a ``.npy``, the
-        longest shard), whatever number of processes wrote the shards."""
+        capture, whatever number of processes wrote the shards; 0 (draw from the shards
+        themselves, as before it was recorded) for a store that does not record it, and
+        for a ``.npy``, whose chunks are one process's."""
         recorded = (self.manifest.provenance if self.manifest else {}).get("shard_rows")
         if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0:
             return recorded
-        return max(self._source.rows(i) for i in range(self.n_shards))
+        return 0
 
     def read(
         self,
@@ -389,9 +390,10 @@ class ActivationStore:
         starts = np.cumsum([0] + [self._source.rows(i) for i in range(self.n_shards)])
         eligible = [i for i in range(self.n_shards) if starts[i] < stop_row]
         read = ReadPlan(self, self.columns(layers), starts, stop_row, batch_size, start_batch)
-        if shuffle:
-            read.block_rows = self._block_rows()
+        read.block_rows = self._block_rows() if shuffle else 0
+        if read.block_rows:
             eligible = list(range(-(-stop_row // read.block_rows)))
+        if shuffle:
             # torch takes seeds below 2**64; the modulo keeps every smaller one as it was
             g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch)) % 2**64)
             order = [eligible[j] for j in torch.randperm(len(eligible), generator=g).tolist()]
