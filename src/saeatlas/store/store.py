@@ -305,9 +305,11 @@ class ActivationStore:
         themselves, as before it was recorded) for a store that does not record it, and
         for a ``.npy``, whose chunks are one process's."""
         recorded = (self.manifest.provenance if self.manifest else {}).get("shard_rows")
-        if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0:
-            return recorded
-        return 0
+        if not isinstance(recorded, int) or isinstance(recorded, bool):
+            return 0
+        # no shard is longer than the capture's shard_rows (else it is not that number)
+        longest = max(self._source.rows(i) for i in range(self.n_shards))
+        return recorded if recorded >= longest else 0
 
     def read(
         self,
