@@ -78,3 +78,20 @@ def test_a_sweep_resumed_after_a_kill_holds_no_lock_files_of_the_killed_run(
     r = cli("sweep", "--acts", outputs.store, "--out", out, *flags, "--resume")
     assert r.exit_code == 0, r.output
     assert not [str(p.relative_to(out)) for p in out.rglob("*.lock")]
+
+
+def test_a_resume_on_a_store_captured_again_with_more_rows_names_both_counts(
+    tmp_path, make_store, run_cli, interrupt
+):
+    """`train --resume` after the store was captured again with more rows said only
+    'other settings (['n_rows', 'rows_digest'])', not how many rows were and are."""
+    cli, one_line = run_cli
+    store = make_store(tmp_path / "store", rows=90)
+    flags = ["--seeds", "1", "--d-sae", "8", "--k", "2", "--batch-size", "16", "-q"]
+    flags += ["--tokens", "320", "--checkpoint-every", "5"]
+    file = interrupt(store, tmp_path / "sae", *flags)
+    before = file.read_bytes()
+    make_store(tmp_path / "more", rows=120)
+    r = cli("train", "--acts", tmp_path / "more", "--out", file.parent, *flags, "--resume")
+    one_line(r, "the store had 90 rows when the checkpoint was written, it has 120 now")
+    assert file.read_bytes() == before
