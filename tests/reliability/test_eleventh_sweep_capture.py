@@ -124,3 +124,21 @@ def test_run_check_refuses_the_run_directory_the_run_would_refuse(tmp_path, outp
     one_line(cli("run", config, "--check", "--out", target), why)
     assert cli("run", config, "--check", "--out", tmp_path / "new").exit_code == 0
     assert not (tmp_path / "new").exists()
+
+
+def test_the_range_before_rounding_is_merged_over_the_ranks_of_a_capture(tmp_path):
+    """Under torchrun each rank judged the float16 rounding on its own share of rows:
+    a unit that varied only across the ranks' shares (constant within each) was not
+    named. Rank 0 now judges the range of every rank's rows."""
+    from saeatlas.store import LayerSpec
+    from saeatlas.store.writer import StoreWriter
+
+    writers = [StoreWriter(tmp_path / "s", dtype="float16", rank=r, world=2) for r in range(2)]
+    for r, w in enumerate(writers):
+        w.start([LayerSpec("a", 0, 2, (2,))])
+        x = torch.full((5, 2), 1e4 + 3 * r)  # one value per rank
+        w.value_range = torch.aminmax(x, dim=0)
+        w.add(x, {"sample": torch.arange(5).numpy() + 5 * r}, n_samples=5)
+    writers[0].complete([w.finish() for w in writers])
+    lo, hi = writers[0].value_range
+    assert lo.tolist() == [1e4, 1e4] and hi.tolist() == [10003, 10003]
