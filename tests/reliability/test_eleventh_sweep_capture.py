@@ -142,3 +142,21 @@ def test_the_range_before_rounding_is_merged_over_the_ranks_of_a_capture(tmp_pat
     writers[0].complete([w.finish() for w in writers])
     lo, hi = writers[0].value_range
     assert lo.tolist() == [1e4, 1e4] and hi.tolist() == [10003, 10003]
+
+
+def test_texts_without_tokens_are_named_not_dropped_without_a_word(
+    tmp_path, tiny_gpt2, make_char_tokenizer
+):
+    """`capture_activations(model, ["abc", "", "de"])`: the empty text's sample had no
+    rows in the store, and nothing said so."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        store = capture_activations(
+            tiny_gpt2, ["abc", "", "de"], ["transformer.h.0"], tmp_path / "s",
+            CaptureConfig(batch_size=2), tokenizer=make_char_tokenizer(), progress=False,
+        )  # fmt: skip
+    assert sorted(set(store.rows(["sample"]).column("sample").to_pylist())) == [0, 2]
+    said = [str(w.message) for w in seen if "have no tokens" in str(w.message)]
+    assert len(said) == 1 and "1 of 3 texts" in said[0] and "text 1, is ''" in said[0], said
