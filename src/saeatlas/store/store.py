@@ -357,7 +357,10 @@ class ActivationStore:
         With ``shuffle``, shards are visited in a seeded random order and each
         batch is a uniform random draw from a pool of the current shard plus up
         to one shard's worth of rows left over from earlier shards, so rows of
-        different shards mix. The order of rows inside a batch carries no
+        different shards mix. The "shards" here are blocks of the capture's
+        ``shard_rows`` rows in row order (:meth:`_block_rows`), which are its files
+        when one process wrote them: a ``torchrun`` capture's store is drawn from
+        as one process's is. The order of rows inside a batch carries no
         meaning. Without it, rows come in storage order. Memory: the pool, the
         next shard (read and checked by a background thread while batches are
         served) and the batch.
