@@ -11,6 +11,7 @@ import torch
 
 from ..errors import NonFiniteError, ShapeError
 from ..store import LayerSpec
+from ..store.writer import StoreWriter
 from .inputs import InputBatch
 from .rows import LayerRows
 
@@ -114,13 +115,14 @@ def handle_nonfinite(
 class HalfRounding:
     """Per-unit range of the rows before a float16 or bfloat16 store rounds them, to
     name the units that rounding leaves constant (a unit of 1e4 +- 1 is 10000 in
-    float16): their spread is lost without an error."""
+    float16): their spread is lost without an error. The range is the ``writer``'s
+    (:attr:`~saeatlas.store.writer.StoreWriter.value_range`), committed with its shards,
+    so that it covers the rows of the whole store after a ``--resume`` too."""
 
-    def __init__(self, store_dtype: torch.dtype) -> None:
+    def __init__(self, store_dtype: torch.dtype, writer: StoreWriter) -> None:
         self.on = store_dtype in (torch.float16, torch.bfloat16)
         self.dtype = str(store_dtype).removeprefix("torch.")
-        self.lo: torch.Tensor | None = None
-        self.hi: torch.Tensor | None = None
+        self.writer = writer
 
     def update(self, parts: list[torch.Tensor]) -> None:
         """Take one batch's rows (the layers' blocks ``[rows, units]``, as stored)."""
@@ -128,15 +130,17 @@ class HalfRounding:
             return
         x = torch.cat([p.float() for p in parts], dim=1)  # kept on the model's device
         lo, hi = torch.aminmax(x, dim=0)
-        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
-        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
+        if self.writer.value_range is not None:  # new tensors: the committed ones stay
+            old_lo, old_hi = (torch.as_tensor(v, device=x.device) for v in self.writer.value_range)
+            lo, hi = torch.minimum(old_lo, lo), torch.maximum(old_hi, hi)
+        self.writer.value_range = (lo, hi)
 
     def warn_constant(self, layers: tuple[LayerSpec, ...], std: np.ndarray) -> None:
         """Warn about units that varied in the rows taken but whose stored values do not
         (``std``: the store's per-unit standard deviation)."""
-        if self.lo is None or self.hi is None:
+        if not self.on or self.writer.value_range is None:
             return
-        lo, hi = self.lo.cpu().numpy(), self.hi.cpu().numpy()
+        lo, hi = (np.asarray(torch.as_tensor(v).cpu()) for v in self.writer.value_range)
         lost = np.flatnonzero((hi > lo) & (std == 0))
         if not len(lost):
             return

@@ -233,7 +233,7 @@ def _capture(
         recorder.attach()
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
             sample_base, share_base, started, n_mine, n_cut = 0, 0, False, 0, 0
-            rounding = HalfRounding(STORE_DTYPES[config.store_dtype])
+            rounding = HalfRounding(STORE_DTYPES[config.store_dtype], writer)
             waiting: _Waiting | None = None
 
             def store(w: _Waiting) -> None:
@@ -328,7 +328,8 @@ def _capture(
         model.train(was_training)
     complete_capture(coord, writer, part)
     opened = ActivationStore.open(out)
-    rounding.warn_constant(opened.layers, opened.std)
+    if world.is_main:  # its writer merged every rank's range
+        rounding.warn_constant(opened.layers, opened.std)
     return opened
 
 

@@ -52,7 +52,9 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
             raise InputsError(f"'{path}' holds no non-empty lines of text.")
         return texts
     if suffix == ".jsonl":
-        return _jsonl_values(path, "text", (str,), "string", '{"text": "Hello"}')
+        return _jsonl_values(
+            path, "text", (str,), "string", '{"text": "Hello"}', blank="text", drop=".txt"
+        )
     raise InputsError(
         f"Unsupported inputs file '{path}'; use .npy, .safetensors, .txt (one text per line) "
         "or .jsonl."
@@ -60,10 +62,19 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
 
 
 def _jsonl_values(
-    path: Path, key: str, kinds: tuple[type, ...], what: str, example: str
+    path: Path,
+    key: str,
+    kinds: tuple[type, ...],
+    what: str,
+    example: str,
+    blank: str | None = None,
+    drop: str = "",
 ) -> list[Any]:
     """One value per non-empty line of the ``.jsonl`` file ``path``: the line's JSON
-    value, or its object's ``key``, which must be one of ``kinds`` (named ``what``)."""
+    value, or its object's ``key``, which must be one of ``kinds`` (named ``what``).
+    With ``blank`` (what the values are), an empty or blank string is refused: a text
+    of no tokens gave its sample no rows without a word (``drop``: the file kind whose
+    blank lines are skipped instead)."""
     values = []
     for i, line in enumerate(_read_lines(path), 1):
         if not line.strip():
@@ -77,6 +88,12 @@ def _jsonl_values(
             raise InputsError(
                 f"'{path}' line {i} holds {line.strip()[:60]!r}; each line must be a JSON "
                 f'{what} or an object with a {what} "{key}", e.g. {example}.'
+            )
+        if blank is not None and isinstance(value, str) and not value.strip():
+            raise InputsError(
+                f"'{path}' line {i} holds an empty {blank} ({value!r}), which has no tokens "
+                f"to capture; drop that line (a {drop} file's blank lines are skipped) or "
+                "give it text."
             )
         if isinstance(value, str):
             try:

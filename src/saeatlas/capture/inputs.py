@@ -243,10 +243,11 @@ def _text_batches(
     texts: list[str], tokenizer: Any, batch_size: int, labels: Any, max_length: int | None
 ) -> Iterator[InputBatch]:
     lab = None if labels is None else _label_array(labels, len(texts), "texts")
-    n_cut, limit = 0, tokens_per_text(tokenizer, max_length)
+    n_cut, limit, no_tokens = 0, tokens_per_text(tokenizer, max_length), []
     for s in range(0, len(texts), batch_size):
         chunk = texts[s : s + batch_size]
         kwargs, mask, tokens = encode_texts(tokenizer, chunk, max_length)
+        no_tokens += [s + i for i, n in enumerate(mask.sum(1).tolist()) if n == 0]
         cut = count_cut(chunk, mask, tokenizer, limit)
         n_cut += cut
         yield InputBatch(
@@ -264,6 +265,13 @@ def _text_batches(
             f"{n_cut:,} of {len(texts):,} texts were longer than {limit:,} tokens and "
             f"were cut to their first {limit:,} (the model's limit unless --max-length "
             "set it): their later tokens are not used. Split long texts to use them whole.",
+            stacklevel=2,
+        )
+    if no_tokens:  # their samples keep their numbers but have no rows
+        warnings.warn(
+            f"{len(no_tokens):,} of {len(texts):,} texts have no tokens (the first, text "
+            f"{no_tokens[0]}, is {texts[no_tokens[0]][:40]!r}), so their samples have no rows "
+            "in the store. Drop empty texts, or check the tokenizer.",
             stacklevel=2,
         )
 

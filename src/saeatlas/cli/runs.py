@@ -76,17 +76,17 @@ def run_cmd(
     from ..pipeline import load_run_config, run_pipeline
 
     cfg = load_run_config(config)
+    if out is None and cfg.out is None:
+        out = Path(f"{config.stem}-run")
     if check:
         from ..pipeline.check import check_run
 
-        dry = check_run(cfg)
+        dry = check_run(cfg, out)
         console.print(escape(cfg.dumps()), highlight=False, soft_wrap=True)
         console.print(
             f"{escape(str(config))}: valid ({escape(dry)}).", highlight=False, soft_wrap=True
         )
         return
-    if out is None and cfg.out is None:
-        out = Path(f"{config.stem}-run")
     result = run_pipeline(
         cfg,
         out,

@@ -19,7 +19,9 @@ import torch
 from ..capture import capture_activations
 from ..errors import ConfigError
 from ..sae.architectures import get_architecture
+from ..store.lock import check_writable
 from .config import RunConfig
+from .outputs import check_run_out
 from .source import load_source
 from .stages import check_ablation_source
 
@@ -30,9 +32,14 @@ def _first_batch(inputs: object, n: int) -> object:
     return list(itertools.islice(iter(inputs), 1))  # an iterable of batches
 
 
-def check_run(cfg: RunConfig) -> str:
+def check_run(cfg: RunConfig, out: str | Path | None = None) -> str:
     """Dry-run ``cfg`` on its first input batch; raise :class:`ConfigError` (or the
-    capture's own error) for what would fail later. Returns a one-line summary."""
+    capture's own error) for what would fail later, the run directory ``out`` (default:
+    the config's ``out``) included. Returns a one-line summary."""
+    out = out if out is not None else cfg.out
+    if out is not None:  # a file, an unwritable folder, a store: the run stops there
+        check_writable(out, holds_outputs=True)
+        check_run_out(Path(out))
     src = load_source(cfg)
     first = _first_batch(src.inputs, cfg.capture.batch_size)
     labels = None if src.labels is None else src.labels[: cfg.capture.batch_size]

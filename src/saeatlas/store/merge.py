@@ -20,7 +20,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import StoreError
-from .atomic import atomic_write, atomic_write_json, partial_dir, recover_dir, swap_in
+from .atomic import (
+    TMP_PREFIX,
+    atomic_write,
+    atomic_write_json,
+    partial_dir,
+    recover_dir,
+    swap_in,
+)
 from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, ShardInfo, file_sha256
 from .partial import PARTS, part_name, progress_files
 from .stats import RunningMoments
@@ -42,6 +49,16 @@ class RankPart:
     meta_columns: tuple[str, ...] | None
     n_texts_cut: int = 0
     """Texts of the rank's share cut to the tokens kept (``max_length``)."""
+    value_range: tuple[np.ndarray, np.ndarray] | None = None
+    """The rank's :attr:`.writer.StoreWriter.value_range` (every row it captured)."""
+
+
+def merged_range(parts: list[RankPart]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-unit ``(min, max)`` over the ranks' value ranges, or None when none has one."""
+    ranges = [p.value_range for p in parts if p.value_range is not None]
+    if not ranges:
+        return None
+    return np.min([r[0] for r in ranges], axis=0), np.max([r[1] for r in ranges], axis=0)
 
 
 def _with_cut(provenance: dict[str, Any], n_cut: int) -> dict[str, Any]:
@@ -107,6 +124,10 @@ def _put_in_place(work: Path, path: Path) -> None:
     """The last step of a capture: the partial directory ``work``, complete (its
     ``manifest.json`` written), cleared of the files of the work and swapped in at ``path``."""
     for f in progress_files(work):
+        f.unlink()
+    # what a kill left of an earlier run's rows.parquet or manifest.json (every rank is
+    # done writing by now: its part was gathered)
+    for f in work.glob(f"{TMP_PREFIX}*"):
         f.unlink()
     shutil.rmtree(work / PARTS, ignore_errors=True)
     swap_in(work, path)

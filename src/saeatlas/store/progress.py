@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from safetensors import safe_open
 from safetensors.numpy import save as _save_np
 
@@ -22,6 +23,8 @@ from ..errors import ConfigError, StoreError
 from .manifest import LayerSpec, ShardInfo
 from .stats import RunningMoments
 
+#: The tensors of :attr:`Progress.value_range` in the progress file.
+RANGE_KEYS = ("range_lo", "range_hi")
 #: Job keys known only once the capture runs; the resume checks them then.
 LATE_JOB_KEYS = ("first_batch",)
 
@@ -57,6 +60,9 @@ class Progress:
     parts: tuple[str, ...] | None = None
     """The sha256 of each committed shard's row metadata (``.parts/``); None in progress
     files of saeatlas before it was recorded, whose parts are known by their row count."""
+    value_range: tuple[Any, Any] | None = None
+    """Per-unit minimum and maximum of the rows added before a half-precision store
+    rounded them (:attr:`.writer.StoreWriter.value_range`), or None."""
 
     def to_bytes(self) -> bytes:
         header = {
@@ -72,6 +78,9 @@ class Progress:
             **({} if self.parts is None else {"parts": list(self.parts)}),
         }
         tensors = {k: np.ascontiguousarray(v) for k, v in self.moments.state().items()}
+        if self.value_range is not None:
+            for key, v in zip(RANGE_KEYS, self.value_range):
+                tensors[key] = np.ascontiguousarray(np.asarray(torch.as_tensor(v).cpu()))
         return _save_np(tensors, metadata={"progress": json.dumps(header)})
 
 
@@ -81,6 +90,10 @@ def read_progress(file: Path, store: Path) -> Progress:
         with safe_open(str(file), framework="numpy") as f:
             prog = json.loads(f.metadata()["progress"])
             state = {k: f.get_tensor(k) for k in ("count", "mean", "m2")}
+            kept = set(f.keys())
+            value_range = (
+                tuple(f.get_tensor(k) for k in RANGE_KEYS) if kept >= set(RANGE_KEYS) else None
+            )
         return Progress(
             dtype=prog["dtype"],
             shard_rows=int(prog["shard_rows"]),
@@ -93,6 +106,7 @@ def read_progress(file: Path, store: Path) -> Progress:
             job=dict(prog["job"]),
             moments=RunningMoments.from_state(state),
             parts=None if prog.get("parts") is None else tuple(str(x) for x in prog["parts"]),
+            value_range=value_range,
         )
     except Exception as e:  # safetensors raises its own error types for bad files
         raise StoreError(

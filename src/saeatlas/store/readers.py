@@ -30,6 +30,8 @@ class ReadPlan:
     stop_row: int
     batch_size: int
     start_batch: int
+    block_rows: int = 0
+    """Rows of each block the shuffle draws from (:meth:`blocks`); 0: the shards."""
 
     @property
     def width(self) -> int:
@@ -64,6 +66,33 @@ class ReadPlan:
             finally:
                 pending.cancel()
 
+    def blocks(self, order: list[int], n_buffers: int) -> Iterator[torch.Tensor]:
+        """The blocks ``order`` of ``block_rows`` rows (rows ``[i * block_rows, (i + 1) *
+        block_rows)``, cut at ``stop_row``), read as :meth:`shards` reads shards. A block
+        is its shard when the shards are ``block_rows`` long (one process's capture), and
+        gathered from the shards it spans otherwise (a ``torchrun`` capture, whose ranks
+        each end on a shorter shard): the shuffle then depends on the rows only, not on
+        how many processes captured them."""
+        if self.block_rows <= 0:
+            yield from self.shards(order, n_buffers)
+            return
+        starts, b, n = self.starts, self.block_rows, len(self.starts) - 1
+        aligned = all(starts[i] == i * b for i in range(n)) and all(
+            starts[i + 1] - starts[i] <= b for i in range(n)
+        )
+        if aligned and n == -(-int(starts[-1]) // b):
+            yield from self.shards(order, n_buffers)  # each block is one shard
+            return
+        for i in order:
+            lo, hi = i * b, min((i + 1) * b, self.stop_row)
+            first = int(np.searchsorted(starts, lo, side="right")) - 1
+            last = int(np.searchsorted(starts, hi, side="left"))
+            parts = [
+                x[max(0, lo - int(starts[j])) : hi - int(starts[j])]
+                for j, x in zip(range(first, last), self.shards(list(range(first, last)), 0))
+            ]
+            yield parts[0] if len(parts) == 1 else torch.cat(parts)
+
     def in_order(
         self, order: list[int], part: tuple[int, int]
     ) -> Iterator[tuple[torch.Tensor, int]]:
@@ -88,7 +117,12 @@ class ReadPlan:
     ) -> Iterator[tuple[torch.Tensor, int]]:
         rank, world = part
         source, bs = self.store._source, self.batch_size
-        carry_rows = max(source.rows(i) for i in order)  # one shard's worth mixes shards
+        # one block's worth mixes blocks (its rows before the held-out cut too, as ever)
+        if self.block_rows > 0:
+            n_rows = int(self.starts[-1])
+            carry_rows = max(min(self.block_rows, n_rows - i * self.block_rows) for i in order)
+        else:
+            carry_rows = max(source.rows(i) for i in order)
         # Shuffled batches are gathered copies, so shard and carry buffers can be
         # reused (alternating), which skips the page faults of fresh memory. No batch
         # holds more rows than there are (a batch size beyond them is one batch).
@@ -102,7 +136,7 @@ class ReadPlan:
         ]
         carry = torch.empty(0, self.width, dtype=self.store_dtype)
         n_served = 0
-        for k, x in enumerate(self.shards(order, 2)):
+        for k, x in enumerate(self.blocks(order, 2)):
             # Cut a random permutation of the pool (carry + shard) into batches;
             # what is not served (at most one shard's worth) is carried on.
             n_pool = carry.shape[0] + x.shape[0]

@@ -53,7 +53,7 @@ from .claim import claim_output, give_back
 from .commit import Committer
 from .lock import release
 from .manifest import LayerSpec, Manifest, validate_layers
-from .merge import RankPart, complete_store
+from .merge import RankPart, complete_store, merged_range
 from .progress import Progress, ResumePoint
 from .resume import JOB, read_resume
 from .shards import STORE_DTYPES
@@ -129,6 +129,11 @@ class StoreWriter:
         self._skipped_committed = 0
         self._meta_columns: list[str] | None = None
         self.resume_point = ResumePoint(0, 0, 0)
+        self.value_range: tuple[Any, Any] | None = None
+        """Per-unit ``(min, max)`` of the rows before a half-precision store rounds them,
+        kept by the caller (:class:`~saeatlas.capture.batch_rows.HalfRounding`) and
+        committed with each shard: a resume gets back the range of every row captured,
+        and :meth:`complete` merges the ranks' ranges."""
         self._closed = False
         claim = claim_output(
             self.path, self.work, rank, world, self.job, resume=resume, overwrite=overwrite
@@ -170,6 +175,7 @@ class StoreWriter:
         self._skipped_committed = saved.n_skipped
         self._meta_columns = list(saved.meta_columns)
         self.resume_point = saved.resume_point
+        self.value_range = saved.value_range
         self._batch = self.resume_point.batches_done
         self._sample = self.resume_point.next_sample
 
@@ -295,6 +301,7 @@ class StoreWriter:
             n_skipped=self._skipped_committed,
             meta_columns=tuple(self._meta_columns),
             resume_point=point,
+            value_range=self.value_range,  # never changed in place: this batch's range
             job=self.job,  # read when committed: the caller adds `first_batch` after start
         )
         ready = None
@@ -359,6 +366,9 @@ class StoreWriter:
             n_skipped=self._skipped_committed,
             layers=self.layers,
             meta_columns=None if self._meta_columns is None else tuple(self._meta_columns),
+            value_range=None
+            if self.value_range is None
+            else tuple(np.asarray(torch.as_tensor(v).cpu()) for v in self.value_range),
         )
 
     def complete(self, parts: list[RankPart]) -> Manifest:
@@ -373,8 +383,10 @@ class StoreWriter:
             world=self.world,
             dtype=self.dtype,
             # the job too: a resume that finds the store complete checks it is this job's
-            provenance={**self.provenance, JOB: self.job},
+            # the rows per shard whatever the ranks wrote: the blocks a shuffle draws from
+            provenance={**self.provenance, "shard_rows": self.shard_rows, JOB: self.job},
         )
+        self.value_range = merged_range(parts)
         self._closed = True
         release(self.path)
         return manifest

@@ -126,10 +126,15 @@ def kept_members(new: Path) -> bool:
 
 def drop_others(new: Path, members: list[Path]) -> None:
     """Remove the members of other values or seeds that a killed sweep left in ``new``
-    (``--resume``), so that the sweep holds its own members only."""
+    (``--resume``), so that the sweep holds its own members only, and the lock files of
+    the members a ``kill -9`` stopped while they were written (a lock's file goes when
+    its lock is let go, which a killed process never does; the sweep's own lock keeps
+    any other writer out of ``new``)."""
     for top in new.iterdir():
         if not (top.is_dir() and any(top.name.startswith(f"{o}-") for o in SWEEPABLE)):
             continue
+        for stale in top.glob(".seed-*.lock"):
+            stale.unlink(missing_ok=True)
         ours = {m.name for m in members if m.parts[0] == top.name}
         if not ours:
             shutil.rmtree(top)

@@ -99,6 +99,11 @@ def load_checkpoint(
             k for k in set(saved or {}) | set(settings) if (saved or {}).get(k) != settings.get(k)
         )
         rows = " (`rows_digest`: the store's rows differ)" if "rows_digest" in changed else ""
+        if "n_rows" in changed:  # a store captured again (--overwrite, --resume) since
+            rows = (
+                f" (`n_rows`: the store had {(saved or {}).get('n_rows')} rows when the "
+                f"checkpoint was written, it has {settings.get('n_rows')} now)"
+            )
         raise ConfigError(
             f"The checkpoint in '{path}' was made with other settings ({changed}){rows}"
             f"{_fields(saved, settings)}; resume with the same settings, or pass --overwrite "
