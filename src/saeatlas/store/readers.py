@@ -191,3 +191,16 @@ def _sequential(
             out.append(rest)
         rest = rest[:0]
     return out, rest.clone() if rest.shape[0] else rest
+
+
+def block_rows(store: ActivationStore) -> int:
+    """Rows of each block a shuffled read draws from: the rows per shard of the
+    capture, whatever number of processes wrote the shards; 0 (draw from the shards
+    themselves, as before it was recorded) for a store that does not record it, and
+    for a ``.npy``, whose chunks are one process's."""
+    recorded = (store.manifest.provenance if store.manifest else {}).get("shard_rows")
+    if not isinstance(recorded, int) or isinstance(recorded, bool):
+        return 0
+    # no shard is longer than the capture's shard_rows (else it is not that number)
+    longest = max(store._source.rows(i) for i in range(store.n_shards))
+    return recorded if recorded >= longest else 0

@@ -28,7 +28,7 @@ from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest
 from .merge import recover_store
 from .npy import open_npy
 from .partial import progress_files
-from .readers import ReadPlan
+from .readers import ReadPlan, block_rows
 from .sources import ArraySource, ShardSource, dir_identity
 
 #: What to do with NaN/Inf in activations, everywhere they are read: capture, and
@@ -299,18 +299,6 @@ class ActivationStore:
             self._rows_checked = stamp
         return table
 
-    def _block_rows(self) -> int:
-        """Rows of each block a shuffled read draws from: the rows per shard of the
-        capture, whatever number of processes wrote the shards; 0 (draw from the shards
-        themselves, as before it was recorded) for a store that does not record it, and
-        for a ``.npy``, whose chunks are one process's."""
-        recorded = (self.manifest.provenance if self.manifest else {}).get("shard_rows")
-        if not isinstance(recorded, int) or isinstance(recorded, bool):
-            return 0
-        # no shard is longer than the capture's shard_rows (else it is not that number)
-        longest = max(self._source.rows(i) for i in range(self.n_shards))
-        return recorded if recorded >= longest else 0
-
     def read(
         self,
         start: int = 0,
@@ -358,7 +346,7 @@ class ActivationStore:
         batch is a uniform random draw from a pool of the current shard plus up
         to one shard's worth of rows left over from earlier shards, so rows of
         different shards mix. The "shards" here are blocks of the capture's
-        ``shard_rows`` rows in row order (:meth:`_block_rows`), which are its files
+        ``shard_rows`` rows in row order (:func:`.readers.block_rows`), which are its files
         when one process wrote them: a ``torchrun`` capture's store is drawn from
         as one process's is. The order of rows inside a batch carries no
         meaning. Without it, rows come in storage order. Memory: the pool, the
@@ -395,7 +383,7 @@ class ActivationStore:
         starts = np.cumsum([0] + [self._source.rows(i) for i in range(self.n_shards)])
         eligible = [i for i in range(self.n_shards) if starts[i] < stop_row]
         read = ReadPlan(self, self.columns(layers), starts, stop_row, batch_size, start_batch)
-        read.block_rows = self._block_rows() if shuffle else 0
+        read.block_rows = block_rows(self) if shuffle else 0
         if read.block_rows:
             eligible = list(range(-(-stop_row // read.block_rows)))
         if shuffle:
