@@ -166,6 +166,7 @@ def prepare(
     for value, member in sweep[1] if sweep else ():
         loaded[_key(member)] = _load(member)
         check_layers(sae, loaded[_key(member)], store, f"sweep's member {value:g} ('{member}')")
+        check_rows(sae, loaded[_key(member)], f"sweep's member {value:g} ('{member}')")
     if coord.distributed:  # a rank given other files would mix two analyses into one atlas
         coord.agree(
             _facts(sae, store, cfg, loaded.values()),
@@ -269,6 +270,19 @@ def check_layers(
         raise ConfigError(
             f"The {what} reads the layers {theirs} (name, units), the analysed SAE {mine}; "
             "it must be trained on the same layers of the same store."
+        )
+
+
+def check_rows(sae: SparseAutoencoder, other: SparseAutoencoder, what: str) -> None:
+    """``other`` (``what``) must have been trained on the rows ``sae`` was trained on,
+    where both record them (``rows_digest``): a sweep of another store says nothing
+    about why this SAE's sparsity was chosen, and its modules are another data's."""
+    mine, theirs = (s.cfg.metadata.get("rows_digest") for s in (sae, other))
+    if isinstance(mine, str) and isinstance(theirs, str) and mine != theirs:
+        raise ConfigError(
+            f"The {what} was trained on other rows than the analysed SAE (rows digest "
+            f"{theirs}, the analysed SAE's {mine}); give the sweep the SAE was chosen from "
+            "(--sweep), one trained on the same store."
         )
 
 
