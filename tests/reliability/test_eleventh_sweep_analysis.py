@@ -22,3 +22,39 @@ def test_a_sweep_member_trained_on_other_rows_is_refused(tmp_path, outputs):
     SparseAutoencoder(replace(sae.cfg, metadata=meta)).save(tmp_path / "k-2")
     with pytest.raises(ConfigError, match=rf"member 2 .*rows digest 0123456789abcdef.*{mine}"):
         analyze(outputs.sae, outputs.store, AtlasConfig(), sweep=("k", [(2.0, tmp_path / "k-2")]))
+
+
+def _named_net():
+    import torch
+
+    net = torch.nn.Sequential()
+    for name in ("re:x", "x", "a\ud800b", "y"):
+        net.add_module(name, torch.nn.Linear(4, 4))
+    return net
+
+
+def test_a_module_named_like_a_regex_is_selected_by_its_exact_name():
+    """'re:x' was read as the regex 'x' only: a module of that name could not be picked."""
+    from saeatlas.capture.hookpoints import resolve_hookpoints
+    from saeatlas.capture.layouts import _matches
+
+    net = _named_net()
+    assert [h.name for h in resolve_hookpoints(net, ["re:x"])] == ["re:x"]
+    assert [h.name for h in resolve_hookpoints(net, ["re:[xy]"])] == ["x", "y"]
+    assert _matches("re:x", "re:x") and _matches("x", "re:x")
+
+
+def test_a_module_name_that_is_no_text_is_one_clear_error(tmp_path):
+    """A lone surrogate in a module's name ended the capture in a UnicodeEncodeError
+    traceback, even when that module was not recorded."""
+    import torch
+
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import HookpointError
+
+    net, x = _named_net(), torch.randn(8, 4)
+    store = capture_activations(net, x, ["y"], tmp_path / "ok", progress=False)
+    assert [l.name for l in store.layers] == ["y"]
+    with pytest.raises(HookpointError, match=r"'a\\ud800b'.*half of a surrogate pair.*rename"):
+        capture_activations(net, x, ["a*"], tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()

@@ -7,7 +7,7 @@ added under their Keras layer names. A ``:input`` suffix records what goes
 into a module instead of what comes out.
 
 Patterns, tried in this order:
-- an exact name: ``encoder.layer.3``;
+- an exact name: ``encoder.layer.3`` (also a module named ``re:x``, or ``a[0]``);
 - a glob (``fnmatch``, ``*`` also crosses dots): ``encoder.layer.*.output``;
 - a regex, written ``re:PATTERN`` and matched against the whole name:
   ``re:encoder\\.layer\\.[0-2]``.
@@ -75,14 +75,14 @@ def named_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
 
 
 def _match(pattern: str, names: list[str]) -> list[str]:
+    if pattern in names:  # first: a module may be named 're:x' or 'a[0]'
+        return [pattern]
     if pattern.startswith(REGEX_PREFIX):
         try:
             rx = re.compile(pattern[len(REGEX_PREFIX) :])
         except re.error as e:
             raise HookpointError(f"Bad regex in layer pattern {pattern!r}: {e}.") from e
         return [n for n in names if rx.fullmatch(n)]
-    if pattern in names:
-        return [pattern]
     if any(c in pattern for c in "*?["):
         return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     return []
@@ -128,9 +128,23 @@ def resolve_hookpoints(
             if owner in owners:
                 continue
             owners.add(owner)
+            _check_text(n, raw)
             key = n + INPUT_SUFFIX if record_input else n
             chosen[key] = _hookpoint(key, modules[n], record_input)
     return [chosen[k] for k in sorted(chosen, key=natural_key)]
+
+
+def _check_text(name: str, pattern: str) -> None:
+    """Refuse a module name that is no Unicode text (a lone surrogate, ``"\\ud800"``, which
+    Python allows in a name but no manifest, Parquet table or page can hold)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise HookpointError(
+            f"The module {name!r} (layer pattern {pattern!r}) has {name[e.start]!r} in its "
+            "name, half of a surrogate pair, which is no text a store can hold; rename the "
+            "module (`add_module` with a name of Unicode text) to record it."
+        ) from None
 
 
 def _hookpoint(name: str, module: torch.nn.Module, record_input: bool) -> Hookpoint:

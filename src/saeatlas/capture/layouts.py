@@ -131,6 +131,8 @@ def parse_layout(spec: str | None) -> tuple[str | None, tuple[tuple[str, str], .
 
 
 def _matches(name: str, pattern: str) -> bool:
+    if name == pattern:  # first, as in hookpoints: a module may be named 're:x'
+        return True
     if pattern.startswith("re:"):
         return re.fullmatch(pattern[3:], name) is not None
     return name == pattern or fnmatch.fnmatchcase(name, pattern)
