@@ -58,3 +58,18 @@ def test_a_module_name_that_is_no_text_is_one_clear_error(tmp_path):
     with pytest.raises(HookpointError, match=r"'a\\ud800b'.*half of a surrogate pair.*rename"):
         capture_activations(net, x, ["a*"], tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_seed_sae_trained_on_other_rows_is_refused(tmp_path, guarded, run_cli):
+    """A --seed-sae of another store with the same layers joined the ensemble (and was
+    the dictionary null's source) without a word: only `<sae>-seedN` found by analyze
+    itself was compared by its rows."""
+    cli, one_line = run_cli
+    sae = SparseAutoencoder.load(guarded.sae)
+    meta = {**sae.cfg.metadata, "rows_digest": "fedcba9876543210"}
+    SparseAutoencoder(replace(sae.cfg, metadata=meta)).save(tmp_path / "seed")
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    mine = sae.cfg.metadata["rows_digest"]
+    line = one_line(cli(*args, "--seeds", "2", "--seed-sae", tmp_path / "seed"), "other rows")
+    assert "fedcba9876543210" in line and mine in line
+    assert not (tmp_path / "a").exists()

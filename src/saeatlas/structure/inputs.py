@@ -275,25 +275,28 @@ def check_layers(
 
 def check_rows(sae: SparseAutoencoder, other: SparseAutoencoder, what: str) -> None:
     """``other`` (``what``) must have been trained on the rows ``sae`` was trained on,
-    where both record them (``rows_digest``): a sweep of another store says nothing
-    about why this SAE's sparsity was chosen, and its modules are another data's."""
+    where both record them (``rows_digest``): a seed SAE of other rows is another
+    data's dictionary, not this one's with another seed, and a sweep of another store
+    says nothing about why this SAE's sparsity was chosen."""
     mine, theirs = (s.cfg.metadata.get("rows_digest") for s in (sae, other))
     if isinstance(mine, str) and isinstance(theirs, str) and mine != theirs:
         raise ConfigError(
             f"The {what} was trained on other rows than the analysed SAE (rows digest "
-            f"{theirs}, the analysed SAE's {mine}); give the sweep the SAE was chosen from "
-            "(--sweep), one trained on the same store."
+            f"{theirs}, the analysed SAE's {mine}); give SAEs trained on the store the "
+            "analysed SAE was trained on."
         )
 
 
 def check_twin(
     sae: SparseAutoencoder, other: SparseAutoencoder, store: ActivationStore, name: str
 ) -> SparseAutoencoder:
-    """``other``, when it reads the same layers of ``store`` as ``sae`` and has its
-    architecture, d_sae and k (an SAE trained like ``sae`` with another seed); units and
+    """``other``, when it reads the same layers of ``store`` as ``sae``, was trained on
+    its rows and has its architecture, d_sae and k (an SAE trained like ``sae`` with
+    another seed); units and
     features of the two are compared one to one, so anything else would give a wrong
     atlas, not an error."""
     check_layers(sae, other, store, f"seed SAE '{name}'")
+    check_rows(sae, other, f"seed SAE '{name}'")
     shape = ("architecture", "d_sae", "k")
     differ = [f for f in shape if getattr(other.cfg, f) != getattr(sae.cfg, f)]
     if differ:
