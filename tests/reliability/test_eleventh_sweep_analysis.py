@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from saeatlas.errors import ConfigError
@@ -72,4 +73,26 @@ def test_a_seed_sae_trained_on_other_rows_is_refused(tmp_path, guarded, run_cli)
     mine = sae.cfg.metadata["rows_digest"]
     line = one_line(cli(*args, "--seeds", "2", "--seed-sae", tmp_path / "seed"), "other rows")
     assert "fedcba9876543210" in line and mine in line
+    assert not (tmp_path / "a").exists()
+
+
+def test_an_ablation_of_another_model_than_the_captured_one_is_refused(
+    tmp_path, guarded, run_cli, forbid
+):
+    """A model of the same layers and widths but other weights (the same code trained
+    or seeded otherwise) was ablated with this store's means and its loss reported as
+    the atlas's modules' effect, without a word."""
+    import saeatlas.structure
+
+    forbid(saeatlas.structure, "analyze")
+    cli, one_line = run_cli
+    (tmp_path / "m.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef build():\n    torch.manual_seed(1)\n"
+        "    return nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 8), nn.ReLU())\n"
+    )
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    np.save(tmp_path / "y.npy", np.arange(300) % 8)
+    args += ["--model", f"{tmp_path / 'm.py'}:build", "--inputs", guarded.inputs]
+    args += ["--labels", tmp_path / "y.npy"]
+    one_line(cli(*args), "not the one the store", "was captured from", "--model")
     assert not (tmp_path / "a").exists()
