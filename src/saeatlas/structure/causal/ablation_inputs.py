@@ -142,7 +142,8 @@ def check_captured_model(model: Any, store: ActivationStore) -> None:
     """Refuse a model other than the one ``store`` was captured from, where its manifest
     records that one's fingerprint (``job.model``): the ablation would set another
     network's units to this store's means and measure that network's loss, under the
-    atlas's modules, without a word. Not checked for a ``.npy``, a store from before the
+    atlas's modules, and a Neuronpedia export would give features another network's
+    logits, without a word. Not checked for a ``.npy``, a store from before the
     fingerprint was recorded, or a capture that cast the model to its ``dtype`` after
     taking it."""
     manifest = store.manifest
@@ -153,8 +154,8 @@ def check_captured_model(model: Any, store: ActivationStore) -> None:
     module, _ = unwrap_model(model)  # as the capture took it (an nnsight model's module)
     if model_fingerprint(module) != recorded:
         raise ConfigError(
-            f"The model given for the ablation is not the one the store '{store.path}' was "
+            f"The model given (--model) is not the one the store '{store.path}' was "
             "captured from (its modules, code or weights differ from the capture's "
-            f"fingerprint {recorded}); give that model (--model), as it was when captured, "
+            f"fingerprint {recorded}); give that model, as it was when captured, "
             "on the device it was captured on."
         )
