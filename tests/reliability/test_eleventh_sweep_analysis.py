@@ -96,3 +96,13 @@ def test_an_ablation_of_another_model_than_the_captured_one_is_refused(
     args += ["--labels", tmp_path / "y.npy"]
     one_line(cli(*args), "not the one the store", "was captured from", "--model")
     assert not (tmp_path / "a").exists()
+
+
+def test_a_seed_sae_through_a_loop_of_links_is_one_line(tmp_path, guarded, run_cli):
+    """It ended in a RuntimeError traceback ('Symlink loop from ...')."""
+    cli, one_line = run_cli
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "o"]
+    one_line(cli(*args, "--seeds", "2", "--seed-sae", tmp_path / "a"), "loop of symbolic links")
+    assert not (tmp_path / "o").exists()

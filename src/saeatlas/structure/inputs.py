@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.model import sae_layers
 from ..store import ActivationStore
+from ..store.atomic import resolve
 from .config import AtlasConfig
 from .constants import MIN_ROWS
 from .graph.codes import encode_store
@@ -219,7 +220,8 @@ def prepare(
 
 
 def _key(sae: SAELike) -> Any:
-    return str(Path(sae).resolve()) if isinstance(sae, str | Path) else id(sae)
+    # a loop of symbolic links (a --seed-sae that names itself) is named, not a traceback
+    return str(resolve(sae)) if isinstance(sae, str | Path) else id(sae)
 
 
 def _load(sae: SAELike) -> SparseAutoencoder:
