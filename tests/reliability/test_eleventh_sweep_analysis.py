@@ -3,6 +3,7 @@ export: each failed (a wrong result or a traceback) before its fix."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -106,3 +107,49 @@ def test_a_seed_sae_through_a_loop_of_links_is_one_line(tmp_path, guarded, run_c
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "o"]
     one_line(cli(*args, "--seeds", "2", "--seed-sae", tmp_path / "a"), "loop of symbolic links")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "name,column,value,needle",
+    [
+        # a TypeError from the verdict's count of modules that hurt the loss
+        ("modules", "ablation_p", "x", "`ablation_p` of modules.parquet"),
+        ("modules", "ablation_p", 3.0, "such as 3.0"),
+        # each a traceback half-way through the report (its figures and cards)
+        ("modules", "ablation_effect", None, "`ablation_effect` of modules.parquet"),
+        ("modules", "ablation_z", "x", "`ablation_z` of modules.parquet"),
+        ("modules", "z_permutation", "x", "`z_permutation` of modules.parquet"),
+        ("modules", "p_permutation", 2.0, "`p_permutation` of modules.parquet"),
+        ("ablation", "effect", "x", "`effect` of ablation.parquet"),
+    ],
+)
+def test_hand_edited_ablation_and_null_columns_are_refused(tmp_path, name, column, value, needle):
+    import pandas as pd
+
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.atlas_format import AtlasFileError
+    from saeatlas.structure.inference.outcome import decide
+
+    atlas = Atlas(
+        units=pd.DataFrame(dict(unit=[0, 1], layer=["a", "a"], index=[0, 1], module=[0, -1])),
+        features=pd.DataFrame(dict(feature=[0], module=[0], top_units=[[0, 1]])),
+        modules=pd.DataFrame(
+            dict(module=[0], n_units=[1], n_features=[1], significant=[True], z=[3.0], p=[0.01])
+        ),
+        summary={"layers": ["a"]},
+    )
+    atlas.modules = atlas.modules.assign(
+        ablation_effect=[0.5], ablation_z=[2.0], ablation_p=[0.01], ablation_random_mean=[0.1]
+    )
+    atlas.modules["z_permutation"], atlas.modules["p_permutation"] = [3.0], [0.01]
+    atlas.ablation = pd.DataFrame(
+        dict(module=[0], label=["0"], effect=[0.5], random_effect=[0.1], specialisation=[1.0])
+    )
+    decide(atlas)
+    Atlas.load(atlas.save(tmp_path / "ok"))  # as written, it agrees with itself
+    table = getattr(atlas, name).copy()
+    table[column] = pd.Series([value] * len(table), dtype=object if value is None else None)
+    setattr(atlas, name, table)
+    atlas.save(tmp_path / "bad")
+    with pytest.raises(AtlasFileError, match=re.escape(needle)):
+        Atlas.load(tmp_path / "bad")
