@@ -153,3 +153,15 @@ def test_hand_edited_ablation_and_null_columns_are_refused(tmp_path, name, colum
     atlas.save(tmp_path / "bad")
     with pytest.raises(AtlasFileError, match=re.escape(needle)):
         Atlas.load(tmp_path / "bad")
+
+
+def test_layers_lists_a_module_name_that_is_no_text_escaped(tmp_path, run_cli):
+    """`saeatlas layers` ended in a UnicodeEncodeError traceback writing the table."""
+    cli, _ = run_cli
+    (tmp_path / "m.py").write_text(
+        "import torch\n\ndef build():\n    net = torch.nn.Sequential()\n"
+        "    net.add_module('a\\ud800b', torch.nn.Linear(4, 4))\n    return net\n"
+    )
+    result = cli("layers", f"{tmp_path / 'm.py'}:build")
+    assert result.exit_code == 0, result.output
+    assert "a\\ud800b" in result.output
