@@ -118,6 +118,20 @@ def test_cli_writes_the_batches_and_refuses_a_model_without_logits(atlas_run, tm
     assert bad.exit_code == 1 and "no unembedding" in bad.output
 
 
+def test_logits_of_another_model_than_the_captured_one_are_refused(atlas_run, make_gpt2, tmp_path):
+    """A GPT-2 of the same shape with one weight changed lent every feature its
+    logits, as if it were the model the SAE read, without a word."""
+    from saeatlas.errors import ConfigError
+
+    root, _, tokenizer = atlas_run
+    other = make_gpt2(16)
+    with torch.no_grad():
+        other.transformer.h[0].mlp.c_fc.weight[0, 0] += 1.0
+    with pytest.raises(ConfigError, match="not the one the store .* was captured from"):
+        export_neuronpedia(root / "atlas", tmp_path / "np", model=other, tokenizer=tokenizer)
+    assert not (tmp_path / "np").exists()
+
+
 def test_an_sae_set_that_is_not_unicode_is_refused():
     # `--sae-set $'\xff'` arrives as a lone surrogate: every batch file named the set
     # "\udcff", which is valid JSON text but no Unicode (Atlas.load refuses the same)

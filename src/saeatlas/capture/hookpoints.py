@@ -7,7 +7,7 @@ added under their Keras layer names. A ``:input`` suffix records what goes
 into a module instead of what comes out.
 
 Patterns, tried in this order:
-- an exact name: ``encoder.layer.3``;
+- an exact name: ``encoder.layer.3`` (also a module named ``re:x``, or ``a[0]``);
 - a glob: ``encoder.layer.*.output`` (``*`` within one dotted part, ``**`` across
   dots; :mod:`.patterns`);
 - a regex, written ``re:PATTERN`` and matched against the whole name:
@@ -114,9 +114,23 @@ def resolve_hookpoints(
             if owner in owners:
                 continue
             owners.add(owner)
+            _check_text(n, raw)
             key = n + INPUT_SUFFIX if record_input else n
             chosen[key] = _hookpoint(key, modules[n], record_input)
     return [chosen[k] for k in sorted(chosen, key=natural_key)]
+
+
+def _check_text(name: str, pattern: str) -> None:
+    """Refuse a module name that is no Unicode text (a lone surrogate, ``"\\ud800"``, which
+    Python allows in a name but no manifest, Parquet table or page can hold)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise HookpointError(
+            f"The module {name!r} (layer pattern {pattern!r}) has {name[e.start]!r} in its "
+            "name, half of a surrogate pair, which is no text a store can hold; rename the "
+            "module (`add_module` with a name of Unicode text) to record it."
+        ) from None
 
 
 def _hookpoint(name: str, module: torch.nn.Module, record_input: bool) -> Hookpoint:

@@ -57,11 +57,14 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     for name, m in model.named_modules():
         # torch's own extra_repr only: another library's may show object addresses
         own = type(m).__module__.startswith("torch.nn.")
-        h.update(f"{name}:{type(m).__qualname__}({m.extra_repr() if own else ''})".encode())
+        tree = f"{name}:{type(m).__qualname__}({m.extra_repr() if own else ''})"
+        # a name with a lone surrogate (possible from Python) is hashed, not refused here:
+        # it is refused, named, only when a layer of that name is recorded (hookpoints)
+        h.update(tree.encode("utf-8", "surrogatepass"))
         if not own:  # `torch.relu` edited to `torch.tanh` in a forward changes no module
             h.update(_forward_code(type(m)))
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
-        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode("utf-8", "surrogatepass"))
         flat = t.detach().reshape(-1)
         h.update(_tensor_bytes(flat[:EDGE_VALUES]))
         h.update(_tensor_bytes(flat[-EDGE_VALUES:]))

@@ -226,7 +226,7 @@ def _ablation_inputs(
     from ..losses import loss_function
     from ..sae import SparseAutoencoder
     from ..sae.model import sae_layers
-    from ..structure.causal.ablation_inputs import check_ablation_inputs
+    from ..structure.causal.ablation_inputs import check_ablation_inputs, check_captured_model
 
     loaded = load_model(model, model_class=model_class)
     kw = dict(
@@ -238,6 +238,7 @@ def _ablation_inputs(
     x = load_inputs(inputs)
     layers = sae_layers(SparseAutoencoder.load(sae), store)
     check_ablation_inputs(loaded.model, x, layers=layers, **kw)
+    check_captured_model(loaded.model, store)  # (after the checks that say what differs)
     return dict(model=loaded.model, inputs=x, **kw)
 
 

@@ -51,9 +51,10 @@ def layers_cmd(
         example = batch.kwargs if batch.kwargs else batch.args[0]
     table = Table("hook point", "type", "output shape")
     for info in list_layers(loaded.model, example):
-        table.add_row(
-            escape(info.name), info.type, "-" if info.shape is None else str(list(info.shape))
-        )
+        # a name with a lone surrogate (possible from Python) is shown escaped, "a\ud800b":
+        # printed as it is, it ended the listing in a UnicodeEncodeError traceback
+        name = info.name.encode("utf-8", "backslashreplace").decode("utf-8")
+        table.add_row(escape(name), info.type, "-" if info.shape is None else str(list(info.shape)))
     console.print(table)
 
 

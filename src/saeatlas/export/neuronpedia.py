@@ -46,6 +46,7 @@ from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..structure import Atlas
+from ..structure.causal.ablation_inputs import check_captured_model
 from ..structure.inputs import check_made_from
 from .neuronpedia_activations import Contexts, FeatureStats, encode, histograms
 from .neuronpedia_logits import logit_effects
@@ -152,6 +153,11 @@ def _export(
     sae = _open_sae(sae, atlas)
     store = _open_store(store, atlas)
     check_made_from(atlas.summary, sae, store)
+    # a model without an unembedding, or not the store's (another network's logits),
+    # is refused before the passes over the rows, not after them
+    logits = logit_effects(sae, model, tokenizer, config.n_bins)
+    if model is not None:
+        check_captured_model(model, store)
     # the store layers the SAE reads (by its layer map, or a SAELens SAE's hook name),
     # their widths checked: as the analysis read them
     read = [l.name for l in sae_layers(sae, store)]
@@ -178,7 +184,6 @@ def _export(
     unit_dirs = w_dec / w_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
     # its co-firing features within its module (every feature when it has no company)
     correlated = stats.correlated(_feature_modules(atlas, d_sae), config.n_correlated)
-    logits = logit_effects(sae, model, tokenizer, config.n_bins)
     meta = store.rows().to_pandas()
     contexts = Contexts(sae, store, layers, meta, config.context)
     provenance = dict(store.manifest.provenance) if store.manifest is not None else {}

@@ -41,7 +41,8 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         **dict.fromkeys(("n_units", "n_features"), "i"),
         **dict.fromkeys(("modularity", "z"), "f"),
         **dict.fromkeys(("p", "reproducibility", "stability", "selectivity_p"), "u"),
-        **dict.fromkeys(("correlation_jaccard", "control_jaccard"), "u"),
+        **dict.fromkeys(("correlation_jaccard", "control_jaccard", "ablation_p"), "u"),
+        **dict.fromkeys(("ablation_effect", "ablation_z", "ablation_random_mean"), "f"),
         "significant": "b",
         **dict.fromkeys(("layer_profile", "layer_mass", "label_means"), "l"),
         "layers": "t",
@@ -51,7 +52,10 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         **dict.fromkeys(("source_module", "target_module"), "i"),
         **dict.fromkeys(("coactivation", "weight_flow"), "f"),
     },
+    "ablation": dict.fromkeys(("effect", "random_effect", "specialisation"), "f"),
 }
+#: Column prefixes of modules.parquet's figures per null model (``z_permutation``, ...).
+NULL_COLUMNS = {"z_": "f", "p_": "u"}
 _KIND_NAMES = {
     "i": "integers",
     "f": "numbers",
@@ -94,6 +98,11 @@ def _check_columns(atlas: Atlas, path: Path, fix: str) -> None:
     hand: the report failed on it half-way, with a traceback)."""
     for name, columns in TABLE_COLUMNS.items():
         frame = getattr(atlas, name)
+        if name == "modules":  # one z and p per null model, named after it
+            columns = {
+                **{c: NULL_COLUMNS[c[:2]] for c in frame.columns if str(c)[:2] in NULL_COLUMNS},
+                **columns,
+            }
         for column, kind in columns.items():
             if column in frame.columns and len(frame) and not _column_ok(frame[column], kind):
                 col = frame[column]

@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.model import sae_layers
 from ..store import ActivationStore
+from ..store.atomic import resolve
 from .config import AtlasConfig
 from .constants import MIN_ROWS
 from .graph.codes import encode_store
@@ -166,6 +167,7 @@ def prepare(
     for value, member in sweep[1] if sweep else ():
         loaded[_key(member)] = _load(member)
         check_layers(sae, loaded[_key(member)], store, f"sweep's member {value:g} ('{member}')")
+        check_rows(sae, loaded[_key(member)], f"sweep's member {value:g} ('{member}')")
     if coord.distributed:  # a rank given other files would mix two analyses into one atlas
         coord.agree(
             _facts(sae, store, cfg, loaded.values()),
@@ -218,7 +220,8 @@ def prepare(
 
 
 def _key(sae: SAELike) -> Any:
-    return str(Path(sae).resolve()) if isinstance(sae, str | Path) else id(sae)
+    # a loop of symbolic links (a --seed-sae that names itself) is named, not a traceback
+    return str(resolve(sae)) if isinstance(sae, str | Path) else id(sae)
 
 
 def _load(sae: SAELike) -> SparseAutoencoder:
@@ -272,14 +275,30 @@ def check_layers(
         )
 
 
+def check_rows(sae: SparseAutoencoder, other: SparseAutoencoder, what: str) -> None:
+    """``other`` (``what``) must have been trained on the rows ``sae`` was trained on,
+    where both record them (``rows_digest``): a seed SAE of other rows is another
+    data's dictionary, not this one's with another seed, and a sweep of another store
+    says nothing about why this SAE's sparsity was chosen."""
+    mine, theirs = (s.cfg.metadata.get("rows_digest") for s in (sae, other))
+    if isinstance(mine, str) and isinstance(theirs, str) and mine != theirs:
+        raise ConfigError(
+            f"The {what} was trained on other rows than the analysed SAE (rows digest "
+            f"{theirs}, the analysed SAE's {mine}); give SAEs trained on the store the "
+            "analysed SAE was trained on."
+        )
+
+
 def check_twin(
     sae: SparseAutoencoder, other: SparseAutoencoder, store: ActivationStore, name: str
 ) -> SparseAutoencoder:
-    """``other``, when it reads the same layers of ``store`` as ``sae`` and has its
-    architecture, d_sae and k (an SAE trained like ``sae`` with another seed); units and
+    """``other``, when it reads the same layers of ``store`` as ``sae``, was trained on
+    its rows and has its architecture, d_sae and k (an SAE trained like ``sae`` with
+    another seed); units and
     features of the two are compared one to one, so anything else would give a wrong
     atlas, not an error."""
     check_layers(sae, other, store, f"seed SAE '{name}'")
+    check_rows(sae, other, f"seed SAE '{name}'")
     shape = ("architecture", "d_sae", "k")
     differ = [f for f in shape if getattr(other.cfg, f) != getattr(sae.cfg, f)]
     if differ:

@@ -33,7 +33,7 @@ from ...store import ActivationStore, LayerSpec
 from ..inference.draws import draws_z
 from ..inference.outcome import decide
 from ..inputs import check_made_from
-from .ablation_inputs import _check_finite, _model_batches, label_classes
+from .ablation_inputs import _check_finite, _model_batches, check_captured_model, label_classes
 from .units import Ablator
 
 MODES = ("mean", "zero")
@@ -258,6 +258,7 @@ def ablate_atlas(
         store = ActivationStore.open(store)
     # another capture's means, with the same layers, were set as the ablated units' values
     check_made_from(atlas.summary, None, store)
+    check_captured_model(model, store)
     layers, cols = atlas_layers(atlas, store)
     if max_length is None:
         max_length = store.max_length

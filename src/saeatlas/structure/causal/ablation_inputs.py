@@ -14,12 +14,14 @@ import numpy as np
 import torch
 
 from ...capture.inputs import InputBatch, iter_input_batches, model_and_tokenizer
+from ...capture.job import model_fingerprint
 from ...capture.models import input_dtype
+from ...capture.nnsight import unwrap_model
 from ...capture.recorder import model_error
 from ...capture.rows import select_tensor
 from ...errors import AtlasError, ConfigError, NonFiniteError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
-from ...store import LayerSpec
+from ...store import ActivationStore, LayerSpec
 from .units import Ablator
 
 
@@ -134,3 +136,26 @@ def check_ablation_inputs(
         label_classes(labels)
     if loss_fn is per_sample_cross_entropy and labels is not None and logits.ndim == 2:
         class_indices(np.asarray(labels), int(logits.shape[1]))
+
+
+def check_captured_model(model: Any, store: ActivationStore) -> None:
+    """Refuse a model other than the one ``store`` was captured from, where its manifest
+    records that one's fingerprint (``job.model``): the ablation would set another
+    network's units to this store's means and measure that network's loss, under the
+    atlas's modules, and a Neuronpedia export would give features another network's
+    logits, without a word. Not checked for a ``.npy``, a store from before the
+    fingerprint was recorded, or a capture that cast the model to its ``dtype`` after
+    taking it."""
+    manifest = store.manifest
+    job = manifest.provenance.get("job") if manifest is not None else None
+    recorded = job.get("model") if isinstance(job, dict) else None
+    if not isinstance(recorded, str) or (job.get("settings") or {}).get("dtype"):
+        return
+    module, _ = unwrap_model(model)  # as the capture took it (an nnsight model's module)
+    if model_fingerprint(module) != recorded:
+        raise ConfigError(
+            f"The model given (--model) is not the one the store '{store.path}' was "
+            "captured from (its modules, code or weights differ from the capture's "
+            f"fingerprint {recorded}); give that model, as it was when captured, "
+            "on the device it was captured on."
+        )
