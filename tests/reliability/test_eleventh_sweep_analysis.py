@@ -38,12 +38,12 @@ def _named_net():
 def test_a_module_named_like_a_regex_is_selected_by_its_exact_name():
     """'re:x' was read as the regex 'x' only: a module of that name could not be picked."""
     from saeatlas.capture.hookpoints import resolve_hookpoints
-    from saeatlas.capture.layouts import _matches
+    from saeatlas.capture.patterns import matches
 
     net = _named_net()
     assert [h.name for h in resolve_hookpoints(net, ["re:x"])] == ["re:x"]
     assert [h.name for h in resolve_hookpoints(net, ["re:[xy]"])] == ["x", "y"]
-    assert _matches("re:x", "re:x") and _matches("x", "re:x")
+    assert matches("re:x", "re:x") and matches("x", "re:x")
 
 
 def test_a_module_name_that_is_no_text_is_one_clear_error(tmp_path):
