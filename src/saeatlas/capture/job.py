@@ -36,13 +36,15 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 
 def _total(flat: torch.Tensor) -> float:
-    """Sum of every value of ``flat`` in float64, taken in chunks (booleans as 0/1,
-    complex values as their real and imaginary parts)."""
+    """Sum of every value of ``flat`` in float64, taken in chunks on the CPU whatever
+    the tensor's device (a GPU's reduction order differs in the last bits: a model
+    captured from the CPU and ablated after capture moved it to a GPU would read as
+    another model), booleans as 0/1, complex values as their real and imaginary parts."""
     if flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
     if flat.is_complex():
         flat = torch.view_as_real(flat).reshape(-1)
-    return float(sum(c.sum(dtype=torch.float64).item() for c in flat.split(SUM_CHUNK)))
+    return float(sum(c.cpu().sum(dtype=torch.float64).item() for c in flat.split(SUM_CHUNK)))
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
