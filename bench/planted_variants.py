@@ -4,8 +4,10 @@
 0). A method tuned to those six datasets would be found out on others, so this
 bench varies what the presets hold fixed: the data seed, the number of modules
 (1, 2, 8), a ReLU on every layer, exponential magnitudes, half the units free,
-the default settings, and no-structure twins with a ReLU, a strong dense mode
-or widely spread unit and layer scales. Each variant has its own data seed.
+the default settings, modules in one layer, layers of unequal sizes, six layers,
+strong leakage, rare and weak modules, fewer rows, and no-structure twins with a
+ReLU, a strong dense mode, widely spread unit and layer scales, six layers or
+rare features. Each variant has its own data seed.
 
 Per variant and analysis seed (0, 1): the atlas's ARI against the planted
 modules, the planted modules found (a reported module at Jaccard >= 0.5), the
