@@ -114,6 +114,9 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
             "config of `saeatlas run`)."
         )
     if not path.is_file():
+        from .store.atomic import resolve
+
+        resolve(path)  # a loop of symbolic links is named, not reported missing
         raise ConfigError(f"Config file '{path}' does not exist; give a YAML or JSON file.")
     if path.suffix.lower() == ".toml":  # read as YAML, it gave 'not a mapping, but str'
         raise ConfigError(
@@ -147,7 +150,9 @@ def build_config(
     A ``saeatlas run`` config as the file gives its ``section`` (``train``, ``analyze``).
     """
     data = given_settings(config_file, flags, section)
-    return config_from_mapping(cls, data, source=str(config_file) if config_file else "")
+    given = frozenset(k for k, v in flags.items() if v is not None)
+    source = str(config_file) if config_file else ""
+    return config_from_mapping(cls, data, source=source, flags=given)
 
 
 def given_settings(
@@ -283,7 +288,13 @@ def _qualify(message: str, names: set[str], where: str) -> str:
 
 
 def config_from_mapping(
-    cls: type, data: Any, where: str = "", *, source: str = "", skip: tuple[str, ...] = ()
+    cls: type,
+    data: Any,
+    where: str = "",
+    *,
+    source: str = "",
+    skip: tuple[str, ...] = (),
+    flags: frozenset[str] = frozenset(),
 ) -> Any:
     """A ``cls`` dataclass from a mapping read from YAML/JSON, validated.
 
@@ -291,7 +302,9 @@ def config_from_mapping(
     what is allowed: unknown keys (with the closest known one), values of the wrong
     type, and whatever the dataclass's own ``__post_init__`` rejects. ``source``
     (a file name) prefixes the message; fields in ``skip`` are not accepted from
-    the mapping (they are set by the caller).
+    the mapping (they are set by the caller). Fields in ``flags`` came from the
+    command line: an error about them names the flag (``--k``), and the file only
+    when one of its settings is part of the error.
     """
     prefix = f"{source}: " if source else ""
     label = f"`{where}`" if where else "the config"
@@ -317,6 +330,10 @@ def config_from_mapping(
             values[key] = _coerce(hints[key], value)
         except TypeError:
             name = f"{where}.{key}" if where else key
+            if key in flags:
+                raise ConfigError(
+                    f"{_flag(key)} must be {_describe(hints[key])}, got {shown(value)}."
+                ) from None
             raise ConfigError(
                 f"{prefix}`{name}` must be {_describe(hints[key])}, got {shown(value)}."
                 + _yaml_hint(hints[key], value)
@@ -324,4 +341,23 @@ def config_from_mapping(
     try:
         return cls(**values)
     except ValueError as e:  # ConfigError, or a plain ValueError of a dataclass
-        raise ConfigError(prefix + _qualify(str(e), set(known), where)) from None
+        message = str(e)
+        named = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", message)) & set(known)
+        if named & flags:  # a flag's value is (part of) what is wrong: name the flag
+            message = re.sub(  # `k` (--k) -> --k
+                r"`([A-Za-z_][A-Za-z0-9_]*)`(?: \((--[a-z0-9-]+)\))?",
+                lambda m: (
+                    _flag(m.group(1))
+                    if m.group(1) in flags and m.group(2) in (None, _flag(m.group(1)))
+                    else m.group(0)
+                ),
+                message,
+            )
+            if named <= flags:
+                prefix = ""
+        raise ConfigError(prefix + _qualify(message, set(known), where)) from None
+
+
+def _flag(field: str) -> str:
+    """The command-line flag of a config field (``d_sae`` -> ``--d-sae``)."""
+    return "--" + field.replace("_", "-")

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .._validation import shown
 from ..errors import AtlasError, ModelError, ModelSpecError
 from .nnsight import unwrap_model
 
@@ -71,6 +72,9 @@ def load_model(
             f"the factory {spec!r}; the factory chooses its own class."
         )
     if ":" not in spec:
+        from ..store.atomic import resolve
+
+        resolve(path)  # a loop of symbolic links is named, not "neither a directory nor"
         raise ModelSpecError(
             f"Model spec {spec!r} is neither a directory nor 'package.module:factory'. Give a "
             "local Hugging Face model directory or a factory such as 'mypkg.models:build'."
@@ -157,6 +161,9 @@ def _import(target: str, spec: str) -> Any:
         if file.is_dir():
             raise ModelSpecError(f"Model file '{file}' is a directory (from spec {spec!r}).")
         if not file.is_file():
+            from ..store.atomic import resolve
+
+            resolve(file)  # a loop of symbolic links is named, not reported missing
             raise ModelSpecError(f"Model file '{file}' does not exist (from spec {spec!r}).")
         name = f"_saeatlas_model_{abs(hash(file.resolve()))}"
         mod_spec = importlib.util.spec_from_file_location(name, file)
@@ -211,6 +218,34 @@ def _load_hf_dir(path: Path, model_class: str = "auto") -> LoadedModel:
         raise ModelSpecError(f"'{path / 'config.json'}' is not valid JSON: {e}.") from e
     if not isinstance(config, dict):
         raise ModelSpecError(f"'{path / 'config.json'}' is not a JSON object.")
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING:  # transformers' own error advised another class
+        names = (
+            "has no `model_type`"
+            if model_type is None
+            else (
+                f"names `model_type` {shown(model_type)}, which transformers "
+                f"{transformers.__version__} does not know"
+            )
+        )
+        raise ModelSpecError(
+            f"'{path / 'config.json'}' {names} (no --model-class loads it). Give the model "
+            "type of its architecture ('gpt2', 'bert', ...), or use a transformers that has it."
+        )
+    tokenizer = None
+    files = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+    if any((path / f).exists() for f in files):
+        try:
+            # before the weights: a bad file is named before the work (and their bar)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except Exception as e:  # a damaged tokenizer file: json's, tokenizers' own errors
+            why = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else ""
+            raise ModelSpecError(
+                f"The tokenizer of '{path}' cannot be loaded: {type(e).__name__}: {why}. "
+                f"Check its tokenizer files ({', '.join(f for f in files if (path / f).exists())})."
+            ) from e
     kind = hf_model_class(config, model_class)
     auto = getattr(transformers, MODEL_CLASSES[kind])
     try:
@@ -225,9 +260,6 @@ def _load_hf_dir(path: Path, model_class: str = "auto") -> LoadedModel:
             f"'{path}' cannot be loaded: {type(e).__name__}: {str(e).strip().rstrip('.')}. "
             "Check its config.json and *.safetensors files."
         ) from e
-    tokenizer = None
-    if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     return LoadedModel(model, tokenizer, str(path))
 
 
