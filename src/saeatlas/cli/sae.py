@@ -120,6 +120,13 @@ def evaluate_cmd(
     check_device("device", device, flag="--device")
     loaded_sae = SparseAutoencoder.load(sae)
     store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
+    loaded = None
+    if model is not None:  # before the work: the loss of another network is not the SAE's
+        from ..capture import load_model
+        from ..structure.causal.ablation_inputs import check_captured_model
+
+        loaded = load_model(model, model_class=model_class)
+        check_captured_model(loaded.model, store)
     result = evaluate_sae(
         loaded_sae,
         store,
@@ -131,12 +138,11 @@ def evaluate_cmd(
     table = Table("metric", "value")
     for key, value in result.as_dict().items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
-    if model is not None:
-        from ..capture import load_inputs, load_labels, load_model
+    if loaded is not None:
+        from ..capture import load_inputs, load_labels
         from ..evaluate import loss_recovered
         from ..losses import loss_function
 
-        loaded = load_model(model, model_class=model_class)
         down = loss_recovered(
             loaded_sae,
             loaded.model,
