@@ -100,3 +100,11 @@ def test_a_damaged_tokenizer_file_is_one_line(hf_dir, run_cli):
     args = ["capture", "--model", hf_dir, "--inputs", hf_dir.parent / "t.txt"]
     args += ["--layers", "transformer.h.0", "--out", hf_dir.parent / "o"]
     one_line_error(cli(*args), "tokenizer", "tokenizer_config.json")
+
+
+def test_evaluate_batch_size_zero_names_the_flag(outputs, run_cli):
+    """`evaluate --batch-size 0` said "`batch_size` must be positive", a name the
+    command line does not have."""
+    cli, one_line_error = run_cli
+    args = ["evaluate", "--sae", outputs.sae, "--acts", outputs.store, "--batch-size", "0"]
+    one_line_error(cli(*args), "(--batch-size) must be positive")
