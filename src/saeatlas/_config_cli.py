@@ -8,6 +8,7 @@ actually given on the command line.
 from __future__ import annotations
 
 import ast
+import decimal
 import difflib
 import inspect
 import re
@@ -257,6 +258,13 @@ def _coerce(annotation: Any, value: Any) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
+        if isinstance(value, str):  # YAML 1.1 reads 2e3 (no dot) as text, as it does 1e-3
+            try:
+                exact = decimal.Decimal(value.strip())
+            except decimal.InvalidOperation:
+                raise TypeError from None
+            if exact.is_finite() and exact == exact.to_integral_value():
+                return int(exact)
         raise TypeError
     if annotation is float:
         if isinstance(value, bool):

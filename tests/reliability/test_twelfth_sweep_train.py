@@ -39,3 +39,25 @@ def test_the_loss_recovered_of_another_model_than_the_captured_one_is_refused(
     args = ["evaluate", "--sae", guarded.sae, "--acts", guarded.store]
     args += ["--inputs", tmp_path / "x.npy", "--labels", tmp_path / "y.npy"]
     one_line_error(cli(*args, "--model", f"{other}:build"), "not the one the store", "--model")
+
+
+def test_an_integer_in_yaml_exponent_notation_is_read_as_the_number(tmp_path):
+    """`tokens: 2e3` in a config was refused ("must be an integer, got '2e3'") where
+    `lr: 1e-3` and `tokens: 2.0e+3` were read: YAML 1.1 reads an exponent without a dot
+    as text."""
+    import pytest
+    import yaml
+
+    from saeatlas._config_cli import config_from_mapping
+    from saeatlas.errors import ConfigError
+    from saeatlas.train import TrainConfig
+
+    data = yaml.safe_load("tokens: 2e3\nseed: 12345678901234567891e0\nlr: 1e-3\n")
+    assert isinstance(data["tokens"], str)  # what YAML gives
+    cfg = config_from_mapping(TrainConfig, {**data, "seed": "7e1"})
+    assert (cfg.tokens, cfg.seed, cfg.lr) == (2000, 70, 1e-3)
+    with pytest.raises(ConfigError, match="`seed` must be in"):  # exact, not via a float
+        config_from_mapping(TrainConfig, data)
+    for bad in ("2.5", "nan", "inf", "1e", "two"):
+        with pytest.raises(ConfigError, match="`tokens` must be an integer"):
+            config_from_mapping(TrainConfig, {"tokens": bad})
