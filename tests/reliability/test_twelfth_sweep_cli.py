@@ -108,3 +108,20 @@ def test_evaluate_batch_size_zero_names_the_flag(outputs, run_cli):
     cli, one_line_error = run_cli
     args = ["evaluate", "--sae", outputs.sae, "--acts", outputs.store, "--batch-size", "0"]
     one_line_error(cli(*args), "(--batch-size) must be positive")
+
+
+def test_keras_without_the_torch_backend_says_to_set_it(tmp_path, outputs, run_cli):
+    """A Keras 3 model file run without KERAS_BACKEND=torch failed with "No module named
+    'tensorflow'. Fix that code": the fix is the backend, not the code. (Keras is
+    already imported here, so its import of tensorflow is played by code compiled
+    under Keras's path.)"""
+    cli, one_line_error = run_cli
+    model = tmp_path / "k.py"
+    model.write_text(
+        "def build():\n"
+        "    exec(compile(\"raise ModuleNotFoundError('No module named tensorflow', "
+        "name='tensorflow')\", '/venv/site-packages/keras/src/backend/__init__.py', 'exec'))\n"
+    )
+    args = ["capture", "--model", f"{model}:build", "--inputs", outputs.inputs]
+    one_line_error(cli(*args, "--layers", "x", "--out", tmp_path / "o"), "KERAS_BACKEND=torch")
+    assert not (tmp_path / "o").exists()

@@ -142,9 +142,27 @@ def call_factory(factory: Any, spec: str, kwargs: dict[str, Any] | None = None) 
 
 
 def _code_error(e: BaseException, what: str) -> ModelSpecError:
+    if (
+        isinstance(e, ModuleNotFoundError)
+        and (e.name or "").split(".")[0] in ("tensorflow", "jax")
+        and _raised_in_keras(e)
+    ):  # Keras 3 on its default backend: the fix is not in that code
+        return ModelSpecError(
+            f"{what} failed: {code_failure(e)}, which Keras loads for its default backend. "
+            "saeatlas hooks Keras 3 models on the torch backend: set KERAS_BACKEND=torch "
+            "(`KERAS_BACKEND=torch saeatlas ...`)."
+        )
     return ModelSpecError(
         f"{what} failed: {code_failure(e)}. Fix that code; `saeatlas --debug ...` shows the "
         "traceback."
+    )
+
+
+def _raised_in_keras(e: BaseException) -> bool:
+    import traceback
+
+    return any(
+        "/keras/" in f.filename.replace("\\", "/") for f in traceback.extract_tb(e.__traceback__)
     )
 
 
