@@ -125,3 +125,19 @@ def test_keras_without_the_torch_backend_says_to_set_it(tmp_path, outputs, run_c
     args = ["capture", "--model", f"{model}:build", "--inputs", outputs.inputs]
     one_line_error(cli(*args, "--layers", "x", "--out", tmp_path / "o"), "KERAS_BACKEND=torch")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_hugging_face_directory_missing_a_weight_is_refused_not_filled_at_random(hf_dir, run_cli):
+    """A model.safetensors without one of the model's weights was loaded with that
+    weight drawn at random (transformers only logged a report) and the store captured
+    from that other network."""
+    from safetensors.torch import load_file, save_file
+
+    cli, one_line_error = run_cli
+    weights = load_file(hf_dir / "model.safetensors")
+    weights.pop("transformer.h.0.mlp.c_fc.weight")
+    save_file(weights, hf_dir / "model.safetensors", metadata={"format": "pt"})
+    args = ["capture", "--model", hf_dir, "--inputs", hf_dir.parent / "t.txt"]
+    args += ["--layers", "transformer.h.0", "--out", hf_dir.parent / "o"]
+    one_line_error(cli(*args), "lacks 1 weight", "transformer.h.0.mlp.c_fc.weight")
+    assert not (hf_dir.parent / "o").exists()

@@ -3,6 +3,7 @@ or a local Hugging Face model directory (offline, safetensors only)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -267,7 +268,10 @@ def _load_hf_dir(path: Path, model_class: str = "auto") -> LoadedModel:
     kind = hf_model_class(config, model_class)
     auto = getattr(transformers, MODEL_CLASSES[kind])
     try:
-        model = auto.from_pretrained(path, local_files_only=True, use_safetensors=True)
+        with _transformers_quiet():  # its load report and bar: what matters is raised below
+            model, info = auto.from_pretrained(
+                path, local_files_only=True, use_safetensors=True, output_loading_info=True
+            )
     except ValueError as e:  # transformers: this config has no such head
         raise ModelSpecError(
             f"'{path}' cannot be loaded as --model-class {kind}: {str(e).strip()} Choose "
@@ -278,7 +282,34 @@ def _load_hf_dir(path: Path, model_class: str = "auto") -> LoadedModel:
             f"'{path}' cannot be loaded: {type(e).__name__}: {str(e).strip().rstrip('.')}. "
             "Check its config.json and *.safetensors files."
         ) from e
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:  # transformers fills them with random values and only logs it
+        shown_keys = ", ".join(missing[:3]) + (
+            f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        )
+        raise ModelSpecError(
+            f"'{path}' lacks {len(missing)} weight(s) of its {kind} model ({shown_keys}); "
+            "transformers would fill them with random values, so the activations would be "
+            "another network's. Give the complete *.safetensors weights, or a --model-class "
+            "whose weights it holds (base for a checkpoint without its head)."
+        )
     return LoadedModel(model, tokenizer, str(path))
+
+
+@contextlib.contextmanager
+def _transformers_quiet() -> Any:
+    """transformers' warnings and progress bars off for the block, as they were after."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def input_dtype(model: torch.nn.Module) -> torch.dtype | None:
