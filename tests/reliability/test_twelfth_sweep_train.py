@@ -61,3 +61,18 @@ def test_an_integer_in_yaml_exponent_notation_is_read_as_the_number(tmp_path):
     for bad in ("2.5", "nan", "inf", "1e", "two"):
         with pytest.raises(ConfigError, match="`tokens` must be an integer"):
             config_from_mapping(TrainConfig, {"tokens": bad})
+
+
+def test_a_flag_of_the_swept_setting_is_refused_not_ignored(tmp_path, guarded, run_cli, forbid):
+    """`sweep --over k --values 2 4 --k 3` trained k 2 and 4 and dropped --k 3 without
+    a word."""
+    from saeatlas.sweep import members
+
+    cli, one_line_error = run_cli
+    forbid(members, "train_family")
+    args = ["sweep", "--acts", guarded.store, "--out", tmp_path / "s", "--values", "2", "4"]
+    one_line_error(cli(*args, "--over", "k", "--k", "3"), "--k 3 is not read", "--values")
+    line = one_line_error(
+        cli(*args, "--over", "l1_coefficient", "--l1-coefficient", "0.5"), "--l1-coefficient 0.5"
+    )
+    assert not (tmp_path / "s").exists(), line

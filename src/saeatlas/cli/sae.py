@@ -267,6 +267,12 @@ def _sweep_cmd(
     # Every member sets --over itself; the base takes the first value, so that the
     # default of the swept setting (k 32) is not checked against a smaller --d-sae.
     check_sweep_values(over, values)
+    if settings.get(over) is not None:  # each member's comes from --values
+        flag = "--" + over.replace("_", "-")
+        raise ConfigError(
+            f"{flag} {settings[over]:g} is not read by sweep --over {over}: every member sets "
+            f"`{over}` from --values. Drop {flag}, or give its value in --values."
+        )
     if settings.get("heldout_rows") is not None:  # each member's is the held-out fraction's
         raise ConfigError(
             "--heldout-rows is not read by sweep: it holds out the last --heldout-fraction "
