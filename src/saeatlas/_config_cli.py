@@ -210,7 +210,10 @@ def _describe(annotation: Any) -> str:
 
 def _yaml_hint(annotation: Any, value: Any) -> str:
     """Why text came as true/false or a number: YAML 1.1's unquoted words and digits (a
-    layer named ``no`` or ``0``)."""
+    layer named ``no`` or ``0``), or how to write a list of one (``layers: x``)."""
+    if isinstance(value, str) and _describe(annotation).startswith("a list"):
+        one = "'" + value.replace("'", "''") + "'"  # quoted: YAML reads [0] as a number
+        return f" Write a list of one as [{one}] (or a `- {one}` line under the key)."
     items = value if isinstance(value, (list, tuple)) else [value]
     if "text" not in _describe(annotation) or not any(
         isinstance(v, (bool, int, float)) for v in items

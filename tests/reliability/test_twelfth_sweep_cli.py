@@ -141,3 +141,15 @@ def test_a_hugging_face_directory_missing_a_weight_is_refused_not_filled_at_rand
     args += ["--layers", "transformer.h.0", "--out", hf_dir.parent / "o"]
     one_line_error(cli(*args), "lacks 1 weight", "transformer.h.0.mlp.c_fc.weight")
     assert not (hf_dir.parent / "o").exists()
+
+
+def test_a_config_giving_a_list_as_one_string_says_how_to_write_the_list(
+    tmp_path, outputs, run_cli
+):
+    """`layers: 1` (or `layers: act1`) in a config was refused as "must be a list of
+    text" without saying how to write one, and `[1]` is read by YAML as a number."""
+    cli, one_line_error = run_cli
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("layers: '1'\n")
+    args = ["train", "--acts", outputs.store, "--out", tmp_path / "o", "--config", cfg]
+    one_line_error(cli(*args), "`layers` must be a list of text", "['1']")
