@@ -76,3 +76,15 @@ def test_a_flag_of_the_swept_setting_is_refused_not_ignored(tmp_path, guarded, r
         cli(*args, "--over", "l1_coefficient", "--l1-coefficient", "0.5"), "--l1-coefficient 0.5"
     )
     assert not (tmp_path / "s").exists(), line
+
+
+def test_a_sparsity_coefficient_beyond_float32_is_refused(tmp_path, guarded, run_cli):
+    """`sweep --over l1_coefficient --values 1e40 2e40` trained every member as the same
+    SAE (the penalty is inf in float32) and recommended one, without a word; `lr`
+    had this bound already."""
+    cli, one_line_error = run_cli
+    args = ["sweep", "--acts", guarded.store, "--out", tmp_path / "s", "--architecture", "relu"]
+    one_line_error(cli(*args, "--over", "l1_coefficient", "--values", "1e40", "2e40"), "3.4e+38")
+    args = ["train", "--acts", guarded.store, "--out", tmp_path / "t"]
+    one_line_error(cli(*args, "--l0-coefficient", "1e39"), "--l0-coefficient must be in [0,")
+    assert not (tmp_path / "s").exists() and not (tmp_path / "t").exists()
