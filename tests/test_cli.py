@@ -267,7 +267,7 @@ def test_train_and_evaluate_commands(tmp_path, digits_store):
             "gated",
         ],
     )
-    assert bad.exit_code == 1 and "`architecture`" in bad.output
+    assert bad.exit_code == 1 and "--architecture" in bad.output, bad.output
 
 
 def test_saelens_import_and_export(tmp_path):

@@ -8,6 +8,7 @@ actually given on the command line.
 from __future__ import annotations
 
 import ast
+import decimal
 import difflib
 import inspect
 import re
@@ -114,6 +115,9 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
             "config of `saeatlas run`)."
         )
     if not path.is_file():
+        from .store.atomic import resolve
+
+        resolve(path)  # a loop of symbolic links is named, not reported missing
         raise ConfigError(f"Config file '{path}' does not exist; give a YAML or JSON file.")
     if path.suffix.lower() == ".toml":  # read as YAML, it gave 'not a mapping, but str'
         raise ConfigError(
@@ -147,7 +151,9 @@ def build_config(
     A ``saeatlas run`` config as the file gives its ``section`` (``train``, ``analyze``).
     """
     data = given_settings(config_file, flags, section)
-    return config_from_mapping(cls, data, source=str(config_file) if config_file else "")
+    given = frozenset(k for k, v in flags.items() if v is not None)
+    source = str(config_file) if config_file else ""
+    return config_from_mapping(cls, data, source=source, flags=given)
 
 
 def given_settings(
@@ -204,7 +210,10 @@ def _describe(annotation: Any) -> str:
 
 def _yaml_hint(annotation: Any, value: Any) -> str:
     """Why text came as true/false or a number: YAML 1.1's unquoted words and digits (a
-    layer named ``no`` or ``0``)."""
+    layer named ``no`` or ``0``), or how to write a list of one (``layers: x``)."""
+    if isinstance(value, str) and _describe(annotation).startswith("a list"):
+        one = "'" + value.replace("'", "''") + "'"  # quoted: YAML reads [0] as a number
+        return f" Write a list of one as [{one}] (or a `- {one}` line under the key)."
     items = value if isinstance(value, (list, tuple)) else [value]
     if "text" not in _describe(annotation) or not any(
         isinstance(v, (bool, int, float)) for v in items
@@ -252,6 +261,13 @@ def _coerce(annotation: Any, value: Any) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
+        if isinstance(value, str):  # YAML 1.1 reads 2e3 (no dot) as text, as it does 1e-3
+            try:
+                exact = decimal.Decimal(value.strip())
+            except decimal.InvalidOperation:
+                raise TypeError from None
+            if exact.is_finite() and exact == exact.to_integral_value():
+                return int(exact)
         raise TypeError
     if annotation is float:
         if isinstance(value, bool):
@@ -283,7 +299,13 @@ def _qualify(message: str, names: set[str], where: str) -> str:
 
 
 def config_from_mapping(
-    cls: type, data: Any, where: str = "", *, source: str = "", skip: tuple[str, ...] = ()
+    cls: type,
+    data: Any,
+    where: str = "",
+    *,
+    source: str = "",
+    skip: tuple[str, ...] = (),
+    flags: frozenset[str] = frozenset(),
 ) -> Any:
     """A ``cls`` dataclass from a mapping read from YAML/JSON, validated.
 
@@ -291,7 +313,9 @@ def config_from_mapping(
     what is allowed: unknown keys (with the closest known one), values of the wrong
     type, and whatever the dataclass's own ``__post_init__`` rejects. ``source``
     (a file name) prefixes the message; fields in ``skip`` are not accepted from
-    the mapping (they are set by the caller).
+    the mapping (they are set by the caller). Fields in ``flags`` came from the
+    command line: an error about them names the flag (``--k``), and the file only
+    when one of its settings is part of the error.
     """
     prefix = f"{source}: " if source else ""
     label = f"`{where}`" if where else "the config"
@@ -317,6 +341,10 @@ def config_from_mapping(
             values[key] = _coerce(hints[key], value)
         except TypeError:
             name = f"{where}.{key}" if where else key
+            if key in flags:
+                raise ConfigError(
+                    f"{_flag(key)} must be {_describe(hints[key])}, got {shown(value)}."
+                ) from None
             raise ConfigError(
                 f"{prefix}`{name}` must be {_describe(hints[key])}, got {shown(value)}."
                 + _yaml_hint(hints[key], value)
@@ -324,4 +352,23 @@ def config_from_mapping(
     try:
         return cls(**values)
     except ValueError as e:  # ConfigError, or a plain ValueError of a dataclass
-        raise ConfigError(prefix + _qualify(str(e), set(known), where)) from None
+        message = str(e)
+        named = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", message)) & set(known)
+        if named & flags:  # a flag's value is (part of) what is wrong: name the flag
+            message = re.sub(  # `k` (--k) -> --k
+                r"`([A-Za-z_][A-Za-z0-9_]*)`(?: \((--[a-z0-9-]+)\))?",
+                lambda m: (
+                    _flag(m.group(1))
+                    if m.group(1) in flags and m.group(2) in (None, _flag(m.group(1)))
+                    else m.group(0)
+                ),
+                message,
+            )
+            if named <= flags:
+                prefix = ""
+        raise ConfigError(prefix + _qualify(message, set(known), where)) from None
+
+
+def _flag(field: str) -> str:
+    """The command-line flag of a config field (``d_sae`` -> ``--d-sae``)."""
+    return "--" + field.replace("_", "-")

@@ -55,9 +55,11 @@ def in_range(
     *,
     open_low: bool = False,
     open_high: bool = False,
+    flag: str | None = None,
 ) -> None:
     """``value`` (skipped when None) must lie between ``low`` and ``high`` (each end
-    included unless ``open_low`` / ``open_high``)."""
+    included unless ``open_low`` / ``open_high``); ``flag``: the command-line flag that
+    sets it, named beside ``name``."""
     if value is None:
         return
     ok = (value > low if open_low else value >= low) and (
@@ -69,7 +71,7 @@ def in_range(
         rule = "positive" if (low == 0 and open_low) else f"{'>' if open_low else '>='} {low:g}"
     else:
         rule = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-    raise ConfigError(f"`{name}` must be {rule}, got {value}.")
+    raise ConfigError(f"{_where(name, flag)} must be {rule}, got {value}.")
 
 
 def positive(obj: Any, *names: str) -> None:

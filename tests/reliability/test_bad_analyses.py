@@ -99,7 +99,7 @@ def test_too_few_rows_to_analyze(tmp_path, save_acts, guarded, run_cli):
     cli, one_line = run_cli
     args = ["analyze", "--sae", guarded.sae, "--out", tmp_path / "a"]
     one_line(cli(*args, "--acts", save_acts(np.load(guarded.npy)[:1])), "1 rows", "Capture more")
-    one_line(cli(*args, "--acts", guarded.store, "--max-rows", "3"), "`max_rows` must be >= 16")
+    one_line(cli(*args, "--acts", guarded.store, "--max-rows", "3"), "--max-rows must be >= 16")
     assert not (tmp_path / "a").exists()
 
 

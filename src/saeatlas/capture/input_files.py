@@ -149,6 +149,9 @@ def _existing_file(path: str | Path, what: str) -> Path:
     if path.exists() and not path.is_file():  # reading a named pipe would wait for a writer
         raise InputsError(f"{what} file '{path}' is not a regular file (a pipe or a device).")
     if not path.is_file():
+        from ..store.atomic import resolve
+
+        resolve(path)  # a loop of symbolic links is named, not reported missing
         raise InputsError(f"{what} file '{path}' does not exist.")
     return path
 

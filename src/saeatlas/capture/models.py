@@ -3,6 +3,7 @@ or a local Hugging Face model directory (offline, safetensors only)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .._validation import shown
 from ..errors import AtlasError, ModelError, ModelSpecError
 from .nnsight import unwrap_model
 
@@ -71,6 +73,9 @@ def load_model(
             f"the factory {spec!r}; the factory chooses its own class."
         )
     if ":" not in spec:
+        from ..store.atomic import resolve
+
+        resolve(path)  # a loop of symbolic links is named, not "neither a directory nor"
         raise ModelSpecError(
             f"Model spec {spec!r} is neither a directory nor 'package.module:factory'. Give a "
             "local Hugging Face model directory or a factory such as 'mypkg.models:build'."
@@ -138,9 +143,27 @@ def call_factory(factory: Any, spec: str, kwargs: dict[str, Any] | None = None) 
 
 
 def _code_error(e: BaseException, what: str) -> ModelSpecError:
+    if (
+        isinstance(e, ModuleNotFoundError)
+        and (e.name or "").split(".")[0] in ("tensorflow", "jax")
+        and _raised_in_keras(e)
+    ):  # Keras 3 on its default backend: the fix is not in that code
+        return ModelSpecError(
+            f"{what} failed: {code_failure(e)}, which Keras loads for its default backend. "
+            "saeatlas hooks Keras 3 models on the torch backend: set KERAS_BACKEND=torch "
+            "(`KERAS_BACKEND=torch saeatlas ...`)."
+        )
     return ModelSpecError(
         f"{what} failed: {code_failure(e)}. Fix that code; `saeatlas --debug ...` shows the "
         "traceback."
+    )
+
+
+def _raised_in_keras(e: BaseException) -> bool:
+    import traceback
+
+    return any(
+        "/keras/" in f.filename.replace("\\", "/") for f in traceback.extract_tb(e.__traceback__)
     )
 
 
@@ -157,6 +180,9 @@ def _import(target: str, spec: str) -> Any:
         if file.is_dir():
             raise ModelSpecError(f"Model file '{file}' is a directory (from spec {spec!r}).")
         if not file.is_file():
+            from ..store.atomic import resolve
+
+            resolve(file)  # a loop of symbolic links is named, not reported missing
             raise ModelSpecError(f"Model file '{file}' does not exist (from spec {spec!r}).")
         name = f"_saeatlas_model_{abs(hash(file.resolve()))}"
         mod_spec = importlib.util.spec_from_file_location(name, file)
@@ -211,10 +237,41 @@ def _load_hf_dir(path: Path, model_class: str = "auto") -> LoadedModel:
         raise ModelSpecError(f"'{path / 'config.json'}' is not valid JSON: {e}.") from e
     if not isinstance(config, dict):
         raise ModelSpecError(f"'{path / 'config.json'}' is not a JSON object.")
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING:  # transformers' own error advised another class
+        names = (
+            "has no `model_type`"
+            if model_type is None
+            else (
+                f"names `model_type` {shown(model_type)}, which transformers "
+                f"{transformers.__version__} does not know"
+            )
+        )
+        raise ModelSpecError(
+            f"'{path / 'config.json'}' {names} (no --model-class loads it). Give the model "
+            "type of its architecture ('gpt2', 'bert', ...), or use a transformers that has it."
+        )
+    tokenizer = None
+    files = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+    if any((path / f).exists() for f in files):
+        try:
+            # before the weights: a bad file is named before the work (and their bar)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except Exception as e:  # a damaged tokenizer file: json's, tokenizers' own errors
+            why = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else ""
+            raise ModelSpecError(
+                f"The tokenizer of '{path}' cannot be loaded: {type(e).__name__}: {why}. "
+                f"Check its tokenizer files ({', '.join(f for f in files if (path / f).exists())})."
+            ) from e
     kind = hf_model_class(config, model_class)
     auto = getattr(transformers, MODEL_CLASSES[kind])
     try:
-        model = auto.from_pretrained(path, local_files_only=True, use_safetensors=True)
+        with _transformers_quiet():  # its load report and bar: what matters is raised below
+            model, info = auto.from_pretrained(
+                path, local_files_only=True, use_safetensors=True, output_loading_info=True
+            )
     except ValueError as e:  # transformers: this config has no such head
         raise ModelSpecError(
             f"'{path}' cannot be loaded as --model-class {kind}: {str(e).strip()} Choose "
@@ -225,10 +282,34 @@ def _load_hf_dir(path: Path, model_class: str = "auto") -> LoadedModel:
             f"'{path}' cannot be loaded: {type(e).__name__}: {str(e).strip().rstrip('.')}. "
             "Check its config.json and *.safetensors files."
         ) from e
-    tokenizer = None
-    if any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:  # transformers fills them with random values and only logs it
+        shown_keys = ", ".join(missing[:3]) + (
+            f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        )
+        raise ModelSpecError(
+            f"'{path}' lacks {len(missing)} weight(s) of its {kind} model ({shown_keys}); "
+            "transformers would fill them with random values, so the activations would be "
+            "another network's. Give the complete *.safetensors weights, or a --model-class "
+            "whose weights it holds (base for a checkpoint without its head)."
+        )
     return LoadedModel(model, tokenizer, str(path))
+
+
+@contextlib.contextmanager
+def _transformers_quiet() -> Any:
+    """transformers' warnings and progress bars off for the block, as they were after."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def input_dtype(model: torch.nn.Module) -> torch.dtype | None:

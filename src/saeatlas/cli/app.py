@@ -37,19 +37,29 @@ err_console = Console(stderr=True)
 
 
 def _expand_multi_value(args: list[str]) -> list[str]:
-    """Rewrite ``--layers a b`` as ``--layers a --layers b`` for click."""
+    """Rewrite ``--layers a b`` as ``--layers a --layers b`` for click. A negative
+    number after such a flag is one of its values (``--resolutions -1``), so the
+    option's own check says what is wrong with it, not "No such option: -1"."""
     out: list[str] = []
     current: str | None = None
     for a in args:
         if a in MULTI_VALUE_OPTIONS:
             current = a
             continue
-        if current is not None and not a.startswith("-"):
+        if current is not None and (not a.startswith("-") or _is_number(a)):
             out += [current, a]
             continue
         current = None
         out.append(a)
     return out
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
 
 
 class _Group(TyperGroup):

@@ -120,6 +120,13 @@ def evaluate_cmd(
     check_device("device", device, flag="--device")
     loaded_sae = SparseAutoencoder.load(sae)
     store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
+    loaded = None
+    if model is not None:  # before the work: the loss of another network is not the SAE's
+        from ..capture import load_model
+        from ..structure.causal.ablation_inputs import check_captured_model
+
+        loaded = load_model(model, model_class=model_class)
+        check_captured_model(loaded.model, store)
     result = evaluate_sae(
         loaded_sae,
         store,
@@ -131,12 +138,11 @@ def evaluate_cmd(
     table = Table("metric", "value")
     for key, value in result.as_dict().items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
-    if model is not None:
-        from ..capture import load_inputs, load_labels, load_model
+    if loaded is not None:
+        from ..capture import load_inputs, load_labels
         from ..evaluate import loss_recovered
         from ..losses import loss_function
 
-        loaded = load_model(model, model_class=model_class)
         down = loss_recovered(
             loaded_sae,
             loaded.model,
@@ -261,6 +267,12 @@ def _sweep_cmd(
     # Every member sets --over itself; the base takes the first value, so that the
     # default of the swept setting (k 32) is not checked against a smaller --d-sae.
     check_sweep_values(over, values)
+    if settings.get(over) is not None:  # each member's comes from --values
+        flag = "--" + over.replace("_", "-")
+        raise ConfigError(
+            f"{flag} {settings[over]:g} is not read by sweep --over {over}: every member sets "
+            f"`{over}` from --values. Drop {flag}, or give its value in --values."
+        )
     if settings.get("heldout_rows") is not None:  # each member's is the held-out fraction's
         raise ConfigError(
             "--heldout-rows is not read by sweep: it holds out the last --heldout-fraction "

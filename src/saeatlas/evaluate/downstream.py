@@ -22,7 +22,7 @@ from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.models import input_dtype
 from ..capture.recorder import model_error
 from ..capture.rows import from_rows, replace_tensor, select_tensor, to_rows
-from ..errors import AtlasError, ConfigError
+from ..errors import AtlasError, ConfigError, NonFiniteError
 from ..losses import PerSampleLoss, per_sample_cross_entropy
 from ..sae import SparseAutoencoder
 
@@ -119,14 +119,16 @@ def loss_recovered(
                 raise
             except Exception as e:
                 raise model_error(e, f"inputs {n}..{n + batch.n_samples - 1}") from e
-            totals["clean"] += _total(loss_fn(clean, batch), batch.n_samples)
+            totals["clean"] += _total(loss_fn(clean, batch), batch.n_samples, n, "")
             x = torch.cat([mode["rows"][name] for name in names], dim=1)
             x_hat = sae(x.to(sae.W_enc)).x_hat
             parts = torch.split(x_hat, [l.n_units for l in sae.cfg.layers], dim=1)
             mode.update(kind="replace", replace=dict(zip(names, parts)))
-            totals["sae"] += _total(loss_fn(model(*args, **kwargs), batch), batch.n_samples)
+            sae_loss = loss_fn(model(*args, **kwargs), batch)
+            totals["sae"] += _total(sae_loss, batch.n_samples, n, " with the SAE's reconstruction")
             mode.update(replace=dict.fromkeys(names))
-            totals["zero"] += _total(loss_fn(model(*args, **kwargs), batch), batch.n_samples)
+            zero_loss = loss_fn(model(*args, **kwargs), batch)
+            totals["zero"] += _total(zero_loss, batch.n_samples, n, " with the layers zeroed")
             n += batch.n_samples
     finally:
         for h in handles:
@@ -138,6 +140,23 @@ def loss_recovered(
     return DownstreamResult(clean, with_sae, zero, fraction, n)
 
 
-def _total(loss: torch.Tensor, n_samples: int) -> float:
-    """The batch's summed loss from per-sample losses (or from their mean)."""
+def _total(loss: torch.Tensor, n_samples: int, first: int, spliced: str) -> float:
+    """The batch's summed loss from per-sample losses (or from their mean); a NaN/Inf
+    loss is refused, naming the input (one NaN made every loss and the fraction
+    recovered NaN without a word). ``first``: the batch's first input; ``spliced``:
+    what the pass changed in the model ("" for the clean pass)."""
+    bad = ~torch.isfinite(loss.detach().reshape(n_samples, -1) if loss.dim() else loss)
+    if bad.any():
+        which = (
+            f"input {first + int(bad.reshape(n_samples, -1).any(dim=1).float().argmax())}"
+            if loss.dim()
+            else f"inputs {first}..{first + n_samples - 1}"
+        )
+        why = (
+            "Give inputs the model maps to finite outputs (no NaN/Inf values)."
+            if not spliced
+            else "The SAE's reconstruction drives the model out of range there; check the "
+            "SAE against the model it was trained on (`saeatlas evaluate` without --model)."
+        )
+        raise NonFiniteError(f"The model's loss{spliced} is NaN or Inf on {which}. {why}")
     return float(loss.sum()) if loss.dim() else float(loss) * n_samples

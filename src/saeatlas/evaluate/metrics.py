@@ -102,7 +102,7 @@ def evaluate_sae(
             f"Rows {start}:{stop} are {stop - start}, fewer than the {MIN_HELDOUT_ROWS} needed "
             "to measure the FVU (it divides by their variance). Evaluate on more rows."
         )
-    in_range("batch_size", batch_size, 0, open_low=True)
+    in_range("batch_size", batch_size, 0, open_low=True, flag="--batch-size")
     check_device("device", str(device), flag="--device")
     sae = sae.to(device).eval()
     d_sae = sae.cfg.d_sae

@@ -256,6 +256,8 @@ def finish_swap_for_reader(
     from .lock import LockError, OutputError, output_lock
 
     path = Path(path)
+    if not path.exists():
+        resolve(path)  # a loop of symbolic links is named, not reported missing
     new = partial_dir(path)
     if path.exists() or not (_old_dir(path).exists() or new.exists()):
         return

@@ -169,6 +169,10 @@ class TrainConfig:
         non_negative(self, "heldout_rows", "lr_warmup_steps", "checkpoint_every")
         non_negative(self, "sparsity_warmup_steps", "seed", "grad_clip", "auxk_coefficient")
         non_negative(self, "l1_coefficient", "l0_coefficient")
+        for name in ("l1_coefficient", "l0_coefficient", "auxk_coefficient"):
+            # beyond float32 the penalty is inf: every member of a sweep of 1e40 and 2e40
+            # trained as the same SAE, without a word
+            in_range(name, getattr(self, name), 0, FLOAT32_MAX)
         in_range("lr_decay_start", self.lr_decay_start, 0, 1)
         if self.d_sae is not None and get_architecture(self.architecture).topk_family:
             if self.k > self.d_sae:

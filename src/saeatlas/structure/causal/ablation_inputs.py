@@ -142,8 +142,8 @@ def check_captured_model(model: Any, store: ActivationStore) -> None:
     """Refuse a model other than the one ``store`` was captured from, where its manifest
     records that one's fingerprint (``job.model``): the ablation would set another
     network's units to this store's means and measure that network's loss, under the
-    atlas's modules, and a Neuronpedia export would give features another network's
-    logits, without a word. Not checked for a ``.npy``, a store from before the
+    atlas's modules, a Neuronpedia export would give features another network's
+    logits, and `evaluate --model` another network's loss recovered, without a word. Not checked for a ``.npy``, a store from before the
     fingerprint was recorded, or a capture that cast the model to its ``dtype`` after
     taking it."""
     manifest = store.manifest
