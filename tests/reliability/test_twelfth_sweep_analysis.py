@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import torch
 
 
 def _many_modules(path, n_modules: int, n_units: int, n_layers: int = 4):
@@ -59,3 +60,32 @@ def test_module_cards_of_many_modules_read_each_unit_once(tmp_path):
         ]
         assert shown == want, card.module
     assert took < 1.5, f"{took:.1f} s for the cards of 400 modules (2.7 s when each filtered all)"
+
+
+class _LogOfUnit(torch.nn.Module):
+    """Two logits from four units; the second is log(unit 3), -inf once unit 3 is 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = torch.nn.Identity()
+
+    def forward(self, x):
+        h = self.act(x)
+        return torch.stack([h[:, :3].sum(1), torch.log(h[:, 3])], dim=1)
+
+
+def test_an_ablation_whose_random_sets_make_the_loss_nan_is_undefined_not_significant(caplog):
+    # a random unit set holding unit 3 made the loss NaN: the NaN draws counted as draws the
+    # module beat, and module 0 (units 0 and 1, no NaN of its own) got p 1/(n_random + 1)
+    from saeatlas.store import LayerSpec
+    from saeatlas.structure.causal.ablation import ablate_modules
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 4, generator=g) + 0.5
+    labels = np.arange(64) % 2
+    layers = (LayerSpec("act", 0, 4, (4,), "sample"),)
+    res = ablate_modules(
+        _LogOfUnit(), x, layers, np.array([0, 0, -1, -1]), labels=labels, mode="zero", n_random=8
+    )
+    assert np.isnan([res.effect[0], res.z[0], res.p[0]]).all(), (res.effect, res.p)
+    assert "module(s) [0" in caplog.text
