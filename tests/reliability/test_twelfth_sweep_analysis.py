@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 
@@ -89,3 +90,27 @@ def test_an_ablation_whose_random_sets_make_the_loss_nan_is_undefined_not_signif
     )
     assert np.isnan([res.effect[0], res.z[0], res.p[0]]).all(), (res.effect, res.p)
     assert "module(s) [0" in caplog.text
+
+
+@pytest.mark.parametrize("edit", ["atlas.json's layers reversed", "units interleaved"])
+def test_layers_out_of_the_order_of_the_units_are_refused(tmp_path, edit):
+    # atlas.json's `layers` edited into another order was read: the ablation then mapped
+    # unit numbers to another layer's store columns, and the layer profiles were drawn
+    # under other layers' names
+    import json
+
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.atlas_format import AtlasFileError
+
+    path = _many_modules(tmp_path / "atlas", 3, 40)
+    if edit.startswith("atlas.json"):
+        summary = json.loads((path / "atlas.json").read_text())
+        summary["layers"] = summary["layers"][::-1]
+        (path / "atlas.json").write_text(json.dumps(summary))
+    else:  # each layer's units still numbered 0, 1, ... but blocks.0 and blocks.1 alternate
+        units = pd.read_parquet(path / "units.parquet")
+        units.loc[:19, "layer"] = ["blocks.0.mlp", "blocks.1.mlp"] * 10
+        units.loc[:19, "index"] = np.repeat(np.arange(10), 2)
+        units.to_parquet(path / "units.parquet")
+    with pytest.raises(AtlasFileError, match="not one after another as atlas.json lists them"):
+        Atlas.load(path)
