@@ -83,6 +83,7 @@ SAELENS_DAMAGE = {
         "`metadata.hook_name` must be",
     ),
     "metadata a list": ("standard", _cfg("metadata", ["blocks.0.hook_resid_pre"]), "`metadata`"),
+    "dtype a list": ("standard", _cfg("dtype", ["float16"]), "`dtype` must be"),
     "a log_threshold beside the threshold (SAELens loads strictly)": (
         "jumprelu",
         lambda c, w: w.__setitem__("log_threshold", w["threshold"].log()),
