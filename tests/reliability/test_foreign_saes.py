@@ -75,6 +75,15 @@ SAELENS_DAMAGE = {
         "norm 0",
     ),
     "cfg a list": ("standard", "[1, 2]", "JSON object"),
+    # twelfth sweep: read as no hook at all, the SAE then matched to the store without it
+    "hook_name a number": ("standard", _cfg("hook_name", 3), "`hook_name` must be"),
+    "metadata.hook_name a number": (
+        "standard",
+        lambda c, w: c["metadata"].__setitem__("hook_name", 0),
+        "`metadata.hook_name` must be",
+    ),
+    "metadata a list": ("standard", _cfg("metadata", ["blocks.0.hook_resid_pre"]), "`metadata`"),
+    "dtype a list": ("standard", _cfg("dtype", ["float16"]), "`dtype` must be"),
     "a log_threshold beside the threshold (SAELens loads strictly)": (
         "jumprelu",
         lambda c, w: w.__setitem__("log_threshold", w["threshold"].log()),

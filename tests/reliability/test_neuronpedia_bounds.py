@@ -111,7 +111,7 @@ def test_an_atlas_whose_sae_moved_names_it(unnumbered, tmp_path, run_cli):
         shutil.move(moved, unnumbered / "sae")
 
 
-@pytest.mark.parametrize("layer", [1.5, True, -1, "3"])
+@pytest.mark.parametrize("layer", [1.5, True, -1, "3", 10**9, 10**20])
 def test_a_layer_that_is_no_layer_number_is_refused(layer):
     from saeatlas.errors import ConfigError
     from saeatlas.export import NeuronpediaConfig

@@ -56,6 +56,8 @@ __all__ = ["BATCH_SCHEMA", "NeuronpediaConfig", "export_neuronpedia", "read_batc
 
 SETTINGS = "run_settings.json"
 SKIPPED = "skipped_indexes.json"
+#: The largest ``layer`` written (nine digits): no model is that deep.
+MAX_LAYER = 999_999_999
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,16 @@ class NeuronpediaConfig:
         if not isinstance(self.sae_set, str) or not self.sae_set.strip():
             # every batch would name no SAE set, which Neuronpedia's upload refuses
             raise ConfigError(f"`sae_set` (--sae-set) must name the SAE set, got {self.sae_set!r}.")
+        # a layer of 10 digits or more is no model's (and past 2**63 not an integer Neuronpedia
+        # reads); the number taken from a layer's name is bounded the same way
         if self.layer is not None and (
-            isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0
+            isinstance(self.layer, bool)
+            or not isinstance(self.layer, int)
+            or not 0 <= self.layer <= MAX_LAYER
         ):
             raise ConfigError(
-                f"`layer` (--layer) must be a whole number, 0 or more, got {self.layer!r}."
+                f"`layer` (--layer) must be a whole number from 0 to {MAX_LAYER:,}, got "
+                f"{self.layer!r}."
             )
         try:  # bytes that are not UTF-8 on the command line arrive as lone surrogates
             self.sae_set.encode("utf-8")
@@ -318,7 +325,7 @@ def _layer_number(name: str, given: int | None) -> int:
     if given is not None:
         return given
     found = re.search(r"\d+", name)
-    if found is None or len(found.group()) > 9:
+    if found is None or len(found.group()) > len(str(MAX_LAYER)):
         raise ConfigError(
             f"The layer '{name[:80]}' has no layer number in its name for Neuronpedia's "
             "`layer`; give the layer's number in the model with --layer."

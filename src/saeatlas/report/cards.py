@@ -62,20 +62,27 @@ def module_cards(data: ReportData, module_examples: dict[int, list[list]]) -> li
     order = layer_names(data)
     nulls = [c[2:] for c in m.columns if c.startswith("z_")]
     rank_col = "attribution" if "attribution" in features else "density"
+    # each table split by module once: a filter per module read every unit for each of
+    # them (38 s of a 2,000-module, 50,000-unit report)
+    units = units.assign(layer_name=units["layer"].astype(str))
+    unit_groups = dict(tuple(units.groupby("module", sort=False)))
+    feature_groups = dict(tuple(features.groupby("module", sort=False)))
     cards = []
     for r in m.to_dict("records"):
         mid = int(r["module"])
-        members = units[units["module"] == mid]
+        members = unit_groups.get(mid, units.iloc[:0])
         if "membership" in members:
             members = members.sort_values("membership", ascending=False)
+        ids = members.index.to_numpy()
+        layer_of = members["layer_name"].to_numpy(dtype=object)
         by_layer = []
         for layer in order:
-            sub = members[members["layer"].astype(str) == layer]
-            if sub.empty:
+            sub = ids[layer_of == layer]
+            if not sub.size:
                 continue
-            shown = [(int(u), data.unit_names[int(u)]) for u in sub.index[:UNITS_PER_LAYER]]
-            by_layer.append((layer, shown, max(0, len(sub) - UNITS_PER_LAYER)))
-        feats = features[features["module"] == mid]
+            shown = [(int(u), data.unit_names[int(u)]) for u in sub[:UNITS_PER_LAYER]]
+            by_layer.append((layer, shown, max(0, sub.size - UNITS_PER_LAYER)))
+        feats = feature_groups.get(mid, features.iloc[:0])
         if rank_col in feats:
             feats = feats.sort_values(rank_col, ascending=False)
         top = [

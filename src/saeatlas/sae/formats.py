@@ -185,6 +185,7 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
             "`architecture` to 'topk' and `k` for a TopK SAE, or drop the activation key."
         )
     check_row_transforms(path, cfg)
+    _check_text_fields(path / CFG, cfg)
     for key, default in (("apply_b_dec_to_input", True), ("rescale_acts_by_decoder_norm", False)):
         if not isinstance(cfg.get(key, default), bool):
             raise SAEFileError(f"'{path / CFG}': `{key}` must be true or false, got {cfg[key]!r}.")
@@ -229,6 +230,37 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
         weights["b_enc"] = weights["b_enc"] * norms
         weights["W_dec"] = weights["W_dec"] / norms[:, None]
     return ours, weights
+
+
+def _check_text_fields(file: Path, cfg: dict[str, Any]) -> None:
+    """Refuse a ``metadata`` that is no JSON object, a ``hook_name`` (SAELens 6 keeps it
+    in ``metadata``, older versions at the top) that is no text, and a ``dtype`` that is no
+    text: each would otherwise be read as absent (no hook, float32), and the SAE matched
+    to a store's layers without its hook."""
+    meta = cfg.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise SAEFileError(
+            f"'{file}': `metadata` must be a JSON object, got {type(meta).__name__} "
+            f'{_short(meta)}; write it as {{"hook_name": ...}} or drop it.'
+        )
+    dtype = cfg.get("dtype")
+    if dtype is not None and not isinstance(dtype, str):  # read as float32 without a word
+        raise SAEFileError(
+            f"'{file}': `dtype` must be the dtype's name as text (e.g. \"float32\"), got "
+            f"{_short(dtype)}."
+        )
+    for where, key in ((meta or {}, "metadata.hook_name"), (cfg, "hook_name")):
+        hook = where.get("hook_name")
+        if hook is not None and not isinstance(hook, str):
+            raise SAEFileError(
+                f"'{file}': `{key}` must be the hook point's name as text "
+                f'(e.g. "blocks.0.hook_resid_pre"), got {_short(hook)}.'
+            )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def saelens_hook_name(c: SAEConfig) -> str | None:

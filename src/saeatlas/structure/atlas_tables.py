@@ -359,7 +359,23 @@ def _check_list_lengths(atlas: Atlas, path: Path, fix: str) -> None:
 def _check_layers(units: pd.DataFrame, layers: list[str] | None, path: Path, fix: str) -> None:
     """Each layer's units numbered ``0, 1, ...`` in order within it, and (when
     ``atlas.json`` lists them) only layers the atlas read: a unit's ``layer`` and
-    ``index`` are what the report and the search name it by (``act2:17``)."""
+    ``index`` are what the report and the search name it by (``act2:17``). The units
+    run through the layers one after another in ``atlas.json``'s order: the ablation
+    maps unit numbers to the store's columns by that order, and the layer profiles are
+    drawn by it (with the order edited, both went to other layers without a word)."""
+    column = units["layer"].to_numpy()
+    runs = (
+        [column[0]] + [b for a, b in zip(column[:-1], column[1:]) if a != b] if len(column) else []
+    )
+    order = list(dict.fromkeys(runs))
+    if len(runs) != len(order) or (
+        layers is not None
+        and [l for l in order if l in layers] != [l for l in layers if l in order]
+    ):  # a layer atlas.json lacks is named below
+        raise AtlasFileError(
+            f"units.parquet in '{path}' holds its layers in the order {[str(l) for l in runs][:8]}, "
+            f"not one after another as atlas.json lists them ({layers}); {fix}."
+        )
     for layer, index in units.groupby("layer", sort=False)["index"]:
         if layers is not None and layer not in layers:
             raise AtlasFileError(

@@ -15,6 +15,7 @@ Csordás et al. 2021, "Are neural nets modular?").
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ from ..inference.outcome import decide
 from ..inputs import check_made_from
 from .ablation_inputs import _check_finite, _model_batches, check_captured_model, label_classes
 from .units import Ablator
+
+log = logging.getLogger(__name__)
 
 MODES = ("mean", "zero")
 #: Random unit sets per module: at least 2 for a spread, at most this many (each is a
@@ -173,6 +176,7 @@ def ablate_modules(
             effect_cls = np.zeros((n_modules, classes.size))
             rand = np.zeros((n_modules, n_random))
             rand_cls = np.zeros((n_modules, classes.size))
+            undefined = []  # modules whose ablation or a random set's made the loss NaN/Inf
             for m in range(n_modules):
                 units = np.flatnonzero(unit_module == m)
                 if not units.size:
@@ -195,9 +199,20 @@ def ablate_modules(
                     rand[m, r] = e - clean
                     rand_cls[m] += (ec - clean_by_class) / n_random
                     bar.advance()
+                # a NaN draw counted as one the module beat (its p fell to 1/(n_random+1)),
+                # and an infinite effect beat every draw
+                if not (np.isfinite(effect[m]) and np.isfinite(rand[m]).all()):
+                    undefined.append(m)
+                    effect[m], effect_cls[m], rand[m], rand_cls[m] = np.nan, np.nan, np.nan, np.nan
     finally:
         ablator.remove()
         model.train(was_training)
+    if undefined:
+        log.warning(
+            "Ablating module(s) %s (or random unit sets like them) made the loss NaN or Inf, "
+            "so their ablation effect, z and p are undefined (NaN), not compared.",
+            undefined[:10],
+        )
     if n_random == 0:  # no control: effects only
         nan = np.full(n_modules, np.nan)
         rand_cls[:] = np.nan
