@@ -126,7 +126,7 @@ def evaluate_cmd(
         from ..structure.causal.ablation_inputs import check_captured_model
 
         loaded = load_model(model, model_class=model_class)
-        check_captured_model(loaded.model, store)
+        check_captured_model(loaded.model, store, transfer=True)
     result = evaluate_sae(
         loaded_sae,
         store,

@@ -7,6 +7,7 @@ on are refused before hours of work; :mod:`.ablation` calls the same checks.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -23,6 +24,8 @@ from ...errors import AtlasError, ConfigError, NonFiniteError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
 from .units import Ablator
+
+log = logging.getLogger(__name__)
 
 
 def _check_finite(per_sample: np.ndarray) -> None:
@@ -138,24 +141,37 @@ def check_ablation_inputs(
         class_indices(np.asarray(labels), int(logits.shape[1]))
 
 
-def check_captured_model(model: Any, store: ActivationStore) -> None:
+def check_captured_model(model: Any, store: ActivationStore, *, transfer: bool = False) -> None:
     """Refuse a model other than the one ``store`` was captured from, where its manifest
     records that one's fingerprint (``job.model``): the ablation would set another
     network's units to this store's means and measure that network's loss, under the
-    atlas's modules, a Neuronpedia export would give features another network's
-    logits, and `evaluate --model` another network's loss recovered, without a word. Not checked for a ``.npy``, a store from before the
-    fingerprint was recorded, or a capture that cast the model to its ``dtype`` after
-    taking it."""
+    atlas's modules, and a Neuronpedia export would give features another network's
+    logits, without a word. ``transfer`` (`evaluate --model`): warn instead, since the
+    loss recovered of an SAE spliced into another network of the same layers (a
+    fine-tuned one) is a question of its own, how the SAE transfers (Kissane et al.
+    2024, SAEs trained on a base model read its chat model), but never the SAE's own
+    figure. Not checked for a ``.npy``, a store from before the fingerprint was
+    recorded, or a capture that cast the model to its ``dtype`` after taking it."""
     manifest = store.manifest
     job = manifest.provenance.get("job") if manifest is not None else None
     recorded = job.get("model") if isinstance(job, dict) else None
     if not isinstance(recorded, str) or (job.get("settings") or {}).get("dtype"):
         return
     module, _ = unwrap_model(model)  # as the capture took it (an nnsight model's module)
-    if model_fingerprint(module) != recorded:
-        raise ConfigError(
-            f"The model given (--model) is not the one the store '{store.path}' was "
-            "captured from (its modules, code or weights differ from the capture's "
-            f"fingerprint {recorded}); give that model, as it was when captured, "
-            "on the device it was captured on."
+    if model_fingerprint(module) == recorded:
+        return
+    differs = (
+        f"The model given (--model) is not the one the store '{store.path}' was "
+        "captured from (its modules, code or weights differ from the capture's "
+        f"fingerprint {recorded})"
+    )
+    if transfer:
+        log.warning(
+            "%s: the loss recovered measures how the SAE transfers to this model, not the "
+            "SAE's own figure; give the captured model for that.",
+            differs,
         )
+        return
+    raise ConfigError(
+        f"{differs}; give that model, as it was when captured, on the device it was captured on."
+    )
