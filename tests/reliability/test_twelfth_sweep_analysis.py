@@ -3,8 +3,6 @@ on inputs the earlier sweeps did not try."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -39,17 +37,17 @@ def _many_modules(path, n_modules: int, n_units: int, n_layers: int = 4):
     return Atlas(units=units, features=features, modules=modules, summary=summary).save(path)
 
 
-def test_module_cards_of_many_modules_read_each_unit_once(tmp_path):
+def test_module_cards_of_many_modules_list_each_modules_own_units(tmp_path):
     # each module's card filtered every unit of the atlas: 38 s of the 104 s a report of
-    # 2,000 modules and 50,000 units took; its cards are now 5 s
+    # 2,000 modules and 50,000 units took (the README's figures; its cards now take 5 s).
+    # The cards, now split by module once, must list what filtering each gave.
     from saeatlas.report.cards import UNITS_PER_LAYER, module_cards
     from saeatlas.report.data import load_report_data
 
     data = load_report_data(_many_modules(tmp_path / "atlas", 400, 20_000))
-    start = time.perf_counter()
     cards = module_cards(data, {})
-    took = time.perf_counter() - start
     units = data.atlas.units
+    assert len(cards) == 400
     for card in cards[:: len(cards) // 7]:  # the same members, layer by layer
         mine = units[units["module"] == card.module]
         shown = [
@@ -60,7 +58,6 @@ def test_module_cards_of_many_modules_read_each_unit_once(tmp_path):
             for layer, sub in mine.groupby("layer", sort=False)
         ]
         assert shown == want, card.module
-    assert took < 1.5, f"{took:.1f} s for the cards of 400 modules (2.7 s when each filtered all)"
 
 
 class _LogOfUnit(torch.nn.Module):
