@@ -47,7 +47,7 @@ OUT = Path(__file__).parent / "out"
 SIZES = tuple(f"{d}x{n}" for d in (16384, 65536, 262144) for n in (250_000, 500_000, 1_000_000))
 
 
-def make_inputs(d_sae: int, rows: int, k: int, root: Path) -> tuple[Path, Path]:
+def make_inputs(d_sae: int, rows: int, k: int, root: Path, units: int = 384) -> tuple[Path, Path]:
     import torch
 
     from saeatlas.sae import SAEConfig, SparseAutoencoder
@@ -59,7 +59,7 @@ def make_inputs(d_sae: int, rows: int, k: int, root: Path) -> tuple[Path, Path]:
     sae_dir = root / f"sae-{d_sae}"
     cfg = PlantedConfig(
         n_rows=rows,
-        layer_sizes=(128, 128, 128),
+        layer_sizes=(units // 3,) * 3,
         n_modules=8,
         features_per_module=64,
         n_background_features=128,
@@ -153,8 +153,20 @@ def _rss_anon_kib() -> int:
 
 def worker(spec: dict) -> None:
     from saeatlas.structure import AtlasConfig, map_structure
+    from saeatlas.structure.inference import correlation
 
     anon = AnonPeak()
+    view_seconds = [0.0]  # the correlation view's share (its cost grows with the units)
+    view = correlation._correlation_view
+
+    def timed_view(*a, **kw):
+        t = time.perf_counter()
+        try:
+            return view(*a, **kw)
+        finally:
+            view_seconds[0] += time.perf_counter() - t
+
+    correlation._correlation_view = timed_view
     cfg = AtlasConfig(**spec["config"])
     bare, bare_cpu = (0.0, 0.0)
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # ranks would wait for it: one process
@@ -171,6 +183,7 @@ def worker(spec: dict) -> None:
                 "rank": int(os.environ.get("RANK", "0")),
                 "seconds": seconds,
                 "cpu_seconds": cpu_seconds,
+                "correlation_view_seconds": view_seconds[0],
                 "bare_encode_seconds": bare,
                 "bare_encode_cpu_seconds": bare_cpu,
                 "peak_rss_mib": peak,
@@ -189,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=list(SIZES), help="D_SAExROWS ...")
     p.add_argument("--k", type=int, default=32)
+    p.add_argument(
+        "--units", type=int, default=384, help="units of the planted activations (3 layers)"
+    )
     p.add_argument("--data", type=Path, default=OUT / "structure-data")
     p.add_argument("--nproc", type=int, default=1, help="ranks (torchrun, gloo)")
     p.add_argument("--device", default="cpu", help="where the analysis and the bare pass run")
@@ -206,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for size in args.sizes:
         d_sae, rows = (int(v) for v in size.lower().split("x"))
-        root = args.data / f"rows-{rows}"
+        root = args.data / (f"rows-{rows}" + (f"-units-{args.units}" if args.units != 384 else ""))
         t0 = time.perf_counter()
-        npy, sae_dir = make_inputs(d_sae, rows, args.k, root)
+        npy, sae_dir = make_inputs(d_sae, rows, args.k, root, args.units)
         print(f"{size}: inputs ready in {time.perf_counter() - t0:.0f} s", flush=True)
         spec = root / f"spec-{d_sae}.json"
         config = {"device": args.device}
@@ -233,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         rec = {
             "d_sae": d_sae,
             "rows": rows,
+            "units": args.units,
             "nproc": args.nproc,
             "device": args.device,
             "command": " ".join(sys.argv),
@@ -247,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         rec["cpu_ratio"] = rec["cpu_seconds"] / bare_cpu if bare_cpu else None
         results.append(rec)
         print(
-            f"  d_sae {d_sae:>6,} rows {rows:>9,} ranks {args.nproc}: {rec['seconds']:7.1f} s "
+            f"  d_sae {d_sae:>6,} rows {rows:>9,} units {args.units:,} ranks {args.nproc}: "
+            f"{rec['seconds']:7.1f} s (correlation view {rec['correlation_view_seconds']:.1f} s) "
             + (
                 f"(bare encode {bare:.1f} s, ratio {rec['ratio']:.2f}; CPU ratio "
                 f"{rec['cpu_ratio']:.2f}), "
@@ -266,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     earlier = json.loads(path.read_text()).get("results", []) if path.exists() else []
 
     def key(r: dict) -> tuple:
-        return r["d_sae"], r["rows"], r.get("nproc", 1), r.get("device", "cpu")
+        return r["d_sae"], r["rows"], r.get("units", 384), r.get("nproc", 1), r.get("device", "cpu")
 
     ran = {key(r) for r in results}
     merged = [r for r in earlier if key(r) not in ran]

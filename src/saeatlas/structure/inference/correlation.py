@@ -32,6 +32,7 @@ correlation one row of two extreme values makes.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import clone
 
+from ..._progress import progress_bar
 from ..graph.finders import make_finder, make_levels, modularity
 from ..graph.units import unit_correlation_graph
 from .cohesion import community_sizes, community_weights, reappearing_cohesion, relative_spread
@@ -135,7 +137,11 @@ def correlation_view(inp: AtlasInputs, clean: bool = False) -> CorrelationView |
         cfg.alpha,
     )
     if key not in mode.views:
-        mode.views[key] = _correlation_view(inp, clean)
+        # members and null draws; at thousands of units each takes seconds or more
+        n_items = 1 + len(mode.resampled) + (cfg.n_null if cfg.nulls and cfg.n_null >= 2 else 0)
+        name = "units' cleaned correlations" if clean else "units' correlations"
+        with progress_bar(name, n_items, inp.progress) as bar:
+            mode.views[key] = _correlation_view(inp, clean, bar.advance)
     return mode.views[key]
 
 
@@ -175,7 +181,9 @@ def opposition(corr: np.ndarray, labels: np.ndarray) -> float:
     return float(max(ratio.max(), 0.0))
 
 
-def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
+def _correlation_view(
+    inp: AtlasInputs, clean: bool, on_item: Callable[[], None] | None = None
+) -> CorrelationView:
     cfg, mode = inp.cfg, inp.mode
     n_obs = max(mode.n_samples, 2)
     correlations = (mode.corr, *mode.resampled)
@@ -196,7 +204,7 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
         ]
 
     # the members (all rows, resamples) are shared among the ranks of a torchrun analysis
-    per_member = inp.coord.spread(len(correlations), member)
+    per_member = inp.coord.spread(len(correlations), member, on_item)
     levels = [
         level_consensus(
             np.stack([m[i][0] for m in per_member]),
@@ -237,6 +245,7 @@ def _correlation_view(inp: AtlasInputs, clean: bool) -> CorrelationView:
             fit,
             null_graph,
             cfg.n_null,
+            on_draw=on_item,
             coord=inp.coord,
             # the statistic's sampling error: its spread over the members (rows resampled)
             q_se=sampling_error([max(lv[1] for lv in m) for m in per_member]),
