@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +280,16 @@ def _sweep_cmd(
             f"of the store ({heldout_fraction:g}) for every member and evaluates them there. "
             "Drop --heldout-rows, or set --heldout-fraction."
         )
-    base = build_config(TrainConfig, config, {**settings, over: values[0]}, "train")
+    # Every member's settings are checked here, so that a value out of the setting's
+    # range is named as one of --values (the flag given), not as the swept setting's flag.
+    members = []
+    for value in values:
+        try:
+            members.append(build_config(TrainConfig, config, {**settings, over: value}, "train"))
+        except ConfigError as e:
+            own = "--" + over.replace("_", "-")
+            raise ConfigError(re.sub(rf"{own}(?![a-z-])", "--values", str(e))) from None
+    base = members[0]
     result = sweep(
         ActivationStore.open(acts, on_nonfinite=on_nonfinite),
         base,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from ..structure.causal.ablation import MAX_RANDOM
 from ..structure.causal.ablation import MODES as ABLATION_MODES
 from ..sweep.sweep import SWEEPABLE
 from ..train import TrainConfig
+from ..train.config import unread_settings
 
 #: Which architectures each swept setting acts on.
 SWEEP_ARCHITECTURES = {
@@ -212,6 +214,23 @@ class RunConfig:
         a = self.analyze
         null = a.null_dictionary == "seed" and "dictionary" in a.nulls and a.n_null > 0
         return max(self.stability.n_seed_saes, int(null))
+
+    def unread_train_settings(self, given: Iterable[str]) -> list[str]:
+        """Of the `train` settings ``given`` in the config file, those the run does not
+        read, each as a sentence: the swept one (the sweep's knee sets it) and those
+        `train.architecture` or `train.optimizer` does not read."""
+        given = set(given)
+        out = []
+        over = self.sweep.over
+        if self.sweep.enabled and over in given:  # the knee replaces it in every stage
+            value = getattr(self.train, over)
+            out.append(
+                f"`train.{over}` ({value:g}) is not read: `sweep.over` is {over!r}, so the "
+                f"sweep's knee sets the final SAE's {over} (each member takes its own from "
+                f"`sweep.values`). Set `sweep.enabled: false` to train with {over} {value:g}"
+            )
+        unread = unread_settings(self.train, given - {over} if self.sweep.enabled else given)
+        return out + [f"`train.{u[1:]}" for u in unread]
 
     def __post_init__(self) -> None:
         check_types(self)

@@ -1,0 +1,71 @@
+"""Thirteenth hostile sweep, capture/training/run half: run-config settings the run
+never reads, sweep values out of range named as another flag."""
+
+from __future__ import annotations
+
+import yaml
+
+
+def test_a_run_config_that_sweeps_k_says_its_train_k_is_not_read(
+    tmp_path, guarded, run_cli, caplog
+):
+    """`sweep: {over: k}` beside `train: {k: 6}`: the knee's k replaced 6 in every stage
+    without a word. `run` (and `run --check`) now says so, naming both keys; a run
+    config without `train.k`, or with the sweep off, is not warned about."""
+    cli, _ = run_cli
+    base = {
+        "model": guarded.model,
+        "inputs": str(guarded.inputs),
+        "layers": ["1"],
+        "sweep": {"over": "k", "values": [2, 4]},
+        "train": {"d_sae": 16, "k": 6},
+    }
+    cases = (
+        (base, True),
+        ({**base, "train": {"d_sae": 64}}, False),
+        ({**base, "sweep": {"enabled": False}}, False),
+    )
+    for i, (config, warned) in enumerate(cases):
+        path = tmp_path / f"c{i}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        caplog.clear()
+        r = cli("run", path, "--check", "--out", tmp_path / f"run{i}")
+        assert r.exit_code == 0, r.output
+        log = " ".join(rec.getMessage() for rec in caplog.records)
+        assert ("`train.k` (6) is not read" in log and "`sweep.over` is 'k'" in log) == warned
+
+
+def test_a_run_config_says_which_train_settings_its_architecture_does_not_read(tmp_path):
+    """`train.l1_coefficient` beside a TopK SAE was dropped without a word in a run
+    config, where `saeatlas train --l1-coefficient` warns."""
+    from saeatlas.pipeline.config import RunConfig
+
+    cfg = RunConfig.from_dict(
+        {"model": "m.py:f", "inputs": "x.npy", "layers": ["a"], "sweep": {"enabled": False}}
+    )
+    said = cfg.unread_train_settings({"l1_coefficient", "k", "d_sae"})
+    assert len(said) == 1 and said[0].startswith("`train.l1_coefficient` is read only"), said
+
+
+def test_a_sweep_value_out_of_range_is_named_as_one_of_values(guarded, run_cli):
+    """`sweep --over l1_coefficient --values 1e40 2e40` said `--l1-coefficient must be in
+    [0, 3.4e+38]`, a flag the user never gave; a second value above `--d-sae` said
+    `--k`. The error now names --values."""
+    cli, one_line_error = run_cli
+    args = ["sweep", "--acts", guarded.store, "--out", guarded.root / "new-sweep"]
+    for flags, needles in (
+        (
+            ["--over", "l1_coefficient", "--architecture", "relu", "--values", "1e40", "2e40"],
+            ["--values must be in [0, 3.4e+38], got 1e+40"],
+        ),
+        (
+            ["--over", "l0_coefficient", "--architecture", "jumprelu", "--values", "1", "1e39"],
+            ["--values must be in [0, 3.4e+38], got 1e+39"],
+        ),
+        (
+            ["--over", "k", "--values", "4", "100", "--d-sae", "16"],
+            ["--values (100) cannot exceed --d-sae (16)", "Lower --values"],
+        ),
+    ):
+        line = one_line_error(cli(*args, *flags), *needles)
+        assert "--k" not in line and "coefficient must" not in line, line
