@@ -69,3 +69,34 @@ def test_a_sweep_value_out_of_range_is_named_as_one_of_values(guarded, run_cli):
     ):
         line = one_line_error(cli(*args, *flags), *needles)
         assert "--k" not in line and "coefficient must" not in line, line
+
+
+def test_a_torchrun_environment_set_half_way_by_hand_is_one_line(
+    guarded, run_cli, monkeypatch
+):
+    """`WORLD_SIZE=2` exported by hand without `RANK` or `MASTER_ADDR` ended in torch's
+    ValueError traceback; `RANK=5` of 2 waited for ranks that never come (torch's
+    30-minute rendezvous); `RANK=1` left set without `WORLD_SIZE` trained and saved as
+    one process but printed nothing, taken for a rank other than 0."""
+    cli, one_line_error = run_cli
+    for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    train = ["train", "--acts", guarded.store, "--out", guarded.root / "new-sae", "-q"]
+    cases = (
+        ({"WORLD_SIZE": "2"}, ["WORLD_SIZE=2 but not RANK, MASTER_ADDR, MASTER_PORT"]),
+        ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1"}, ["not MASTER_PORT"]),
+        ({"WORLD_SIZE": "two"}, ["WORLD_SIZE is 'two', not a whole number"]),
+        (
+            {"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"},
+            ["RANK=5 with WORLD_SIZE=2", "ranks are 0 to 1"],
+        ),
+    )
+    for env, needles in cases:
+        with monkeypatch.context() as m:
+            for k, v in env.items():
+                m.setenv(k, v)
+            one_line_error(cli(*train), *needles, "torchrun")
+            one_line_error(cli("info", guarded.store), *needles)
+    monkeypatch.setenv("RANK", "1")  # left from another job: still one process, rank 0
+    r = cli("info", guarded.store)
+    assert r.exit_code == 0 and "rows" in r.output, r.output
