@@ -71,9 +71,7 @@ def test_a_sweep_value_out_of_range_is_named_as_one_of_values(guarded, run_cli):
         assert "--k" not in line and "coefficient must" not in line, line
 
 
-def test_a_torchrun_environment_set_half_way_by_hand_is_one_line(
-    guarded, run_cli, monkeypatch
-):
+def test_a_torchrun_environment_set_half_way_by_hand_is_one_line(guarded, run_cli, monkeypatch):
     """`WORLD_SIZE=2` exported by hand without `RANK` or `MASTER_ADDR` ended in torch's
     ValueError traceback; `RANK=5` of 2 waited for ranks that never come (torch's
     30-minute rendezvous); `RANK=1` left set without `WORLD_SIZE` trained and saved as
