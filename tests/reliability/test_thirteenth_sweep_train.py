@@ -3,6 +3,7 @@ never reads, sweep values out of range named as another flag."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 
@@ -98,3 +99,20 @@ def test_a_torchrun_environment_set_half_way_by_hand_is_one_line(guarded, run_cl
     monkeypatch.setenv("RANK", "1")  # left from another job: still one process, rank 0
     r = cli("info", guarded.store)
     assert r.exit_code == 0 and "rows" in r.output, r.output
+
+
+def test_a_toml_file_named_yaml_is_named_as_toml(tmp_path, guarded, run_cli):
+    """A TOML file named `.yaml` was refused as "must hold a mapping of settings, not
+    str" (`k = 4` is one YAML text) or "not valid YAML ... expected '<document start>'"
+    (`[train]`), neither of which names the cause; a `.toml` name was already refused."""
+    pytest.importorskip("tomllib")
+    cli, one_line_error = run_cli
+    texts = ("k = 4\nd_sae = 16\n", "[train]\nk = 4\n", 'model = "m.py:f"\nlayers = ["a"]\n')
+    for i, text in enumerate(texts):
+        path = tmp_path / f"c{i}.yaml"
+        path.write_text(text)
+        one_line_error(cli("run", path, "--check"), "is TOML (`key = value`)", "YAML")
+        train = ["train", "--acts", guarded.store, "--out", tmp_path / "sae", "--config", path]
+        one_line_error(cli(*train), "is TOML")
+    (tmp_path / "list.yaml").write_text("- k\n- 4\n")  # YAML of another kind: as before
+    one_line_error(cli("run", tmp_path / "list.yaml"), "must hold a mapping", "not list")
