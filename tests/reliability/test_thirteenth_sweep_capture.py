@@ -31,3 +31,28 @@ def test_sequences_longer_than_the_models_positions_are_named_before_the_pass(
         tiny_gpt2, x, ["transformer.h.0"], tmp_path / "s", cut, tokenizer=tok, progress=False
     )
     assert store.n_rows == (48 if inputs == "ids" else 16 + 3)
+
+
+def test_a_hugging_face_weight_of_another_shape_than_its_config_is_named(
+    tmp_path, tiny_gpt2, make_char_tokenizer, run_cli
+):
+    """A model.safetensors whose embedding has another width than config.json says
+    ended in "You set `ignore_mismatched_sizes` to `False` ... look at the above
+    report", a report that is not shown."""
+    from safetensors.torch import load_file, save_file
+
+    cli, one_line_error = run_cli
+    folder = tmp_path / "hf"
+    tiny_gpt2.save_pretrained(folder)
+    make_char_tokenizer(folder)
+    (tmp_path / "t.txt").write_text("abc def\n")
+    weights = load_file(folder / "model.safetensors")
+    weights["transformer.wpe.weight"] = weights["transformer.wpe.weight"][:, :16].contiguous()
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    args = ["capture", "--model", folder, "--inputs", tmp_path / "t.txt"]
+    args += ["--layers", "transformer.h.0", "--out", tmp_path / "o"]
+    line = one_line_error(
+        cli(*args), "transformer.wpe.weight is [16, 16]", "[16, 32] by the config", "config.json"
+    )
+    assert "above report" not in line
+    assert not (tmp_path / "o").exists()
