@@ -56,3 +56,24 @@ def test_a_hugging_face_weight_of_another_shape_than_its_config_is_named(
     )
     assert "above report" not in line
     assert not (tmp_path / "o").exists()
+
+
+def test_token_ids_saved_as_unsigned_integers_are_read_as_token_ids(tmp_path, tiny_gpt2):
+    """Token ids saved as uint16 (nanoGPT's .bin files are) or uint32 ended the capture in
+    torch's `NotImplementedError: "min_all" not implemented for 'UInt16'` traceback."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import InputsError
+
+    ids = np.random.default_rng(0).integers(0, 64, size=(3, 6))
+
+    def capture(x, name):
+        return capture_activations(
+            tiny_gpt2, x, ["transformer.h.0"], tmp_path / name, progress=False
+        ).read()
+
+    expected = capture(ids.astype(np.int64), "int64")
+    for dtype in (np.uint16, np.uint32, np.uint64):
+        got = capture(ids.astype(dtype), np.dtype(dtype).name)
+        assert np.array_equal(got.numpy(), expected.numpy()), dtype
+    with pytest.raises(InputsError, match="beyond int64"):
+        capture(np.full((2, 3), 2**63, dtype=np.uint64), "huge")
