@@ -116,3 +116,23 @@ def test_a_toml_file_named_yaml_is_named_as_toml(tmp_path, guarded, run_cli):
         one_line_error(cli(*train), "is TOML")
     (tmp_path / "list.yaml").write_text("- k\n- 4\n")  # YAML of another kind: as before
     one_line_error(cli("run", tmp_path / "list.yaml"), "must hold a mapping", "not list")
+
+
+def test_sweep_says_which_settings_of_its_config_file_it_does_not_read(
+    tmp_path, guarded, run_cli, caplog
+):
+    """`sweep --over k --config t.yaml` with `k: 3` in the file (a run config's `train`
+    section holds one) swept --values without a word, where `--k 3` is refused; and
+    `--l1-coefficient` beside a TopK sweep was dropped without the warning `train` gives."""
+    cli, _ = run_cli
+    (tmp_path / "t.yaml").write_text("train:\n  k: 3\n  d_sae: 32\n")
+    args = ["sweep", "--acts", guarded.store, "--out", tmp_path / "sw", "--over", "k"]
+    args += ["--values", "2", "4", "--seeds", "3"]  # refused by sweep() after the flags' checks
+    for extra, needle in (
+        (["--config", tmp_path / "t.yaml"], "`k: 3` in "),
+        (["--l1-coefficient", "3"], "`l1_coefficient` is read only with architecture relu"),
+    ):
+        caplog.clear()
+        r = cli(*args, *extra)
+        assert r.exit_code == 1 and "`seeds` must be 1 or 2" in r.output, r.output
+        assert needle in " ".join(rec.getMessage() for rec in caplog.records)

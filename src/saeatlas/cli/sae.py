@@ -290,6 +290,23 @@ def _sweep_cmd(
             own = "--" + over.replace("_", "-")
             raise ConfigError(re.sub(rf"{own}(?![a-z-])", "--values", str(e))) from None
     base = members[0]
+    from .._config_cli import given_settings
+    from ..train.config import unread_settings
+
+    in_file = given_settings(config, {}, "train")
+    if over in in_file:  # as the flag is refused above; a run config's `train` may hold it
+        log.warning(
+            "`%s: %s` in %s is not read by sweep --over %s: every member takes its %s from "
+            "--values.",
+            over,
+            in_file[over],
+            config,
+            over,
+            over,
+        )
+    given = set(given_settings(config, settings, "train")) - {over}
+    for unread in unread_settings(base, given):
+        log.warning("%s (--architecture, --optimizer).", unread)
     result = sweep(
         ActivationStore.open(acts, on_nonfinite=on_nonfinite),
         base,
