@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from saeatlas.errors import ConfigError
+
 
 def test_a_run_config_that_sweeps_k_says_its_train_k_is_not_read(
     tmp_path, guarded, run_cli, caplog
@@ -136,3 +138,19 @@ def test_sweep_says_which_settings_of_its_config_file_it_does_not_read(
         r = cli(*args, *extra)
         assert r.exit_code == 1 and "`seeds` must be 1 or 2" in r.output, r.output
         assert needle in " ".join(rec.getMessage() for rec in caplog.records)
+
+
+def test_a_k_sweep_with_a_small_d_sae_needs_no_train_k():
+    """`sweep: {over: k, values: [2, 4]}` with `train: {d_sae: 16}` was refused, "`train.k`
+    (32) cannot exceed `train.d_sae` (16)", for a k the sweep replaces: the run needed a
+    `train.k` it then did not read."""
+    from saeatlas.pipeline.config import RunConfig
+
+    base = {"model": "m.py:f", "inputs": "x.npy", "layers": ["a"]}
+    cfg = RunConfig.from_dict(
+        {**base, "sweep": {"over": "k", "values": [4, 2]}, "train": {"d_sae": 16}}
+    )
+    assert cfg.train.k == 2 and cfg.train.d_sae == 16
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg  # the run's own record reads back
+    with pytest.raises(ConfigError, match=r"`train.k` \(32\) cannot exceed"):  # no sweep
+        RunConfig.from_dict({**base, "sweep": {"enabled": False}, "train": {"d_sae": 16}})

@@ -320,10 +320,12 @@ class RunConfig:
             )
         top = {k: v for k, v in data.items() if k not in SECTIONS}
         # top-level fields: validated like a section, sections filled in below
-        sections = {
-            name: config_from_mapping(sec_cls, data.get(name), name, source=source)
-            for name, sec_cls in SECTIONS.items()
-        }
+        sections: dict[str, Any] = {}
+        for name, sec_cls in SECTIONS.items():  # `sweep` before `train`, which reads it
+            raw = data.get(name)
+            if name == "train":
+                raw = _swept_k_default(raw, sections["sweep"])
+            sections[name] = config_from_mapping(sec_cls, raw, name, source=source)
         # the top-level fields, checked by the same reader with default sections
         plain = config_from_mapping(cls, top, "", source=source, skip=tuple(SECTIONS))
         values = {f.name: getattr(plain, f.name) for f in fields(cls) if f.name not in SECTIONS}
@@ -358,6 +360,19 @@ class RunConfig:
     def dumps(self) -> str:
         """The config as YAML."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _swept_k_default(train: Any, sweep: SweepSection) -> Any:
+    """The `train` section, given a `k` that `train.d_sae` holds when a sweep of k sets
+    every member's: the default k (32) above a smaller `d_sae` was refused, so such a
+    run needed a `train.k` it never reads (the smallest swept value stands in for it)."""
+    if not (sweep.enabled and sweep.over == "k" and isinstance(train, dict)) or "k" in train:
+        return train
+    d_sae = train.get("d_sae")
+    default = TrainConfig.k
+    if isinstance(d_sae, int) and not isinstance(d_sae, bool) and 0 < d_sae < default:
+        return {**train, "k": int(min(sweep.values))}
+    return train
 
 
 def _not_json(value: Any) -> Any:
