@@ -418,6 +418,8 @@ def test_commands_that_share_no_work_run_on_rank_zero_alone(
     # what torchrun sets for each of two processes: rank 1 returns at once, writing nothing
     monkeypatch.setenv("RANK", rank)
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
     for args in (
         ["info", str(inputs)],
         ["export-saelens", str(tmp_path / "none"), "--out", str(tmp_path / "o")],

@@ -125,8 +125,10 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
             "settings as YAML or JSON (see examples/digits.yaml)."
         )
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        text = path.read_text()
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
+        _refuse_toml(path, text)
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         why = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -136,10 +138,31 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
+        _refuse_toml(path, text)
         raise ConfigError(
             f"Config file '{path}' must hold a mapping of settings, not {type(data).__name__}."
         )
     return data
+
+
+def _refuse_toml(path: Path, text: str) -> None:
+    """A file that is not a YAML mapping but is TOML (`k = 4`, `[train]`), whatever
+    its name, is named as TOML: YAML reads `k = 4` as one text ("not a mapping, but
+    str") and `[train]` as a syntax error, which says nothing of the cause (Python
+    3.11+: the standard library reads TOML from there on)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        return
+    try:
+        as_toml = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError):
+        return
+    if as_toml:
+        raise ConfigError(
+            f"Config file '{path}' is TOML (`key = value`), which saeatlas does not read; "
+            "give the same settings as YAML (`key: value`) or JSON (see examples/digits.yaml)."
+        )
 
 
 def build_config(

@@ -49,13 +49,57 @@ def collective(world: World, job: str, why: str) -> Iterator[None]:
         ) from e
 
 
+def _env_number(name: str) -> int | None:
+    """The whole number in the environment variable ``name`` (None when unset)."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"The environment variable {name} is {raw[:40]!r}, not a whole number. torchrun "
+            f"sets it (`torchrun --nproc_per_node N -m saeatlas ...`); unset {name} to run "
+            "as one process."
+        ) from None
+
+
+def env_world() -> World:
+    """The rank and size the environment gives (``torchrun``'s ``RANK`` and
+    ``WORLD_SIZE``), a world of one without ``WORLD_SIZE`` above 1. An environment set
+    by hand and half-way (``WORLD_SIZE`` without ``RANK`` or ``MASTER_ADDR``, a rank past
+    the world) is one :class:`ConfigError` naming what is missing, not torch's
+    traceback or a wait for ranks that never come."""
+    size = _env_number("WORLD_SIZE")
+    if size is None or size <= 1:
+        return World()
+    missing = [
+        v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v, "").strip()
+    ]
+    if missing:
+        raise ConfigError(
+            f"The environment sets WORLD_SIZE={size} but not {', '.join(missing)}: several "
+            f"processes need every one of them. Launch with `torchrun --nproc_per_node {size} "
+            "-m saeatlas ...`, which sets them all, or unset WORLD_SIZE to run as one process."
+        )
+    rank = _env_number("RANK")
+    assert rank is not None  # checked as missing above
+    if not 0 <= rank < size:
+        raise ConfigError(
+            f"The environment sets RANK={rank} with WORLD_SIZE={size}: ranks are 0 to "
+            f"{size - 1}, so this one would wait for ranks that never come. Launch with "
+            "`torchrun`, which numbers them, or unset WORLD_SIZE to run as one process."
+        )
+    return World(rank, size)
+
+
 def join(device: str) -> World:
     """The process group ``torchrun`` describes in the environment (joined on first
     use: NCCL on CUDA, gloo on the CPU), or a world of one."""
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size())
     stop_with_launcher()  # torchrun --nproc_per_node 1 too
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if env_world().size == 1:
         return World()
     dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return World(dist.get_rank(), dist.get_world_size())
@@ -65,14 +109,14 @@ def is_main_process() -> bool:
     """Rank 0 of a ``torchrun`` world, or a process on its own: the one that writes."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
+    return env_world().is_main  # a RANK left set without WORLD_SIZE is one process
 
 
 def in_one_process() -> bool:
     """No ``torchrun`` world (or a world of one)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size() == 1
-    return int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    return env_world().size == 1
 
 
 def from_main(fn: Callable[[], T], world: World) -> T:

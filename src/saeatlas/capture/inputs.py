@@ -75,6 +75,15 @@ def _as_tensor(x: Any, float_dtype: torch.dtype | None = None) -> Any:
             )
         if not x.dtype.isnative:  # a big-endian file: torch takes the machine's order only
             x = x.astype(x.dtype.newbyteorder("="))
+        if x.dtype.kind == "u" and x.dtype.itemsize > 1:
+            # torch holds uint16-64 but has few ops for them (no min, no embedding): token
+            # ids saved as uint16 (nanoGPT's .bin files) ended in a NotImplementedError
+            if x.size and x.dtype.itemsize == 8 and x.max() > np.iinfo(np.int64).max:
+                raise InputsError(
+                    f"Inputs of dtype {x.dtype} hold {x.max()}, beyond int64, which torch's "
+                    "integer inputs (token ids) are; give values below 2**63."
+                )
+            x = x.astype(np.int64)
         if x.dtype.kind == "f" and x.dtype.itemsize > 8:  # longdouble: torch has none
             x = x.astype(np.float64)
         if float_dtype is None and x.dtype == np.float64:

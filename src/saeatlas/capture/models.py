@@ -278,6 +278,8 @@ def _load_hf_dir(path: Path, model_class: str = "auto") -> LoadedModel:
             f"another --model-class ({', '.join(MODEL_CLASSES)})."
         ) from e
     except Exception as e:  # damaged weights: safetensors' and torch's own errors
+        if "ignore_mismatched_sizes" in str(e):  # its text points to a report kept quiet
+            _refuse_mismatched(auto, path)
         raise ModelSpecError(
             f"'{path}' cannot be loaded: {type(e).__name__}: {str(e).strip().rstrip('.')}. "
             "Check its config.json and *.safetensors files."
@@ -294,6 +296,32 @@ def _load_hf_dir(path: Path, model_class: str = "auto") -> LoadedModel:
             "whose weights it holds (base for a checkpoint without its head)."
         )
     return LoadedModel(model, tokenizer, str(path))
+
+
+def _refuse_mismatched(auto: Any, path: Path) -> None:
+    """Name the weights of ``path`` whose shapes its config.json does not give
+    (transformers' error only says "look at the above report", a report it logs and
+    :func:`_transformers_quiet` keeps out of the output)."""
+    try:
+        with _transformers_quiet():
+            _, info = auto.from_pretrained(
+                path,
+                local_files_only=True,
+                use_safetensors=True,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+            )
+    except Exception:  # the caller's error stands
+        return
+    odd = sorted(info.get("mismatched_keys") or ())
+    if odd:
+        key, found, wanted = odd[0]
+        more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
+        raise ModelSpecError(
+            f"'{path}' holds weights of other shapes than its config.json gives: {key} is "
+            f"{list(found)} in the *.safetensors files, {list(wanted)} by the config{more}. "
+            "Give the config.json the weights were saved with."
+        )
 
 
 @contextlib.contextmanager

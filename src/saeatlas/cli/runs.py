@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from .._world import is_main_process
 from ..errors import ConfigError
 from .app import app, console
 from .tables import print_modules
+
+log = logging.getLogger(__name__)
 
 
 def _print_stage(outcome: Any) -> None:
@@ -73,9 +76,12 @@ def run_cmd(
     Under `torchrun --nproc_per_node N -m saeatlas run ...` capture, sweep, train and
     analyze run on every rank (as each does on its own); rank 0 writes, ablates and
     reports."""
+    from .._config_cli import given_settings
     from ..pipeline import load_run_config, run_pipeline
 
     cfg = load_run_config(config)
+    for unread in cfg.unread_train_settings(given_settings(config, {}, "train")):
+        log.warning("%s.", unread)
     if out is None and cfg.out is None:
         out = Path(f"{config.stem}-run")
     if check:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +280,33 @@ def _sweep_cmd(
             f"of the store ({heldout_fraction:g}) for every member and evaluates them there. "
             "Drop --heldout-rows, or set --heldout-fraction."
         )
-    base = build_config(TrainConfig, config, {**settings, over: values[0]}, "train")
+    # Every member's settings are checked here, so that a value out of the setting's
+    # range is named as one of --values (the flag given), not as the swept setting's flag.
+    members = []
+    for value in values:
+        try:
+            members.append(build_config(TrainConfig, config, {**settings, over: value}, "train"))
+        except ConfigError as e:
+            own = "--" + over.replace("_", "-")
+            raise ConfigError(re.sub(rf"{own}(?![a-z-])", "--values", str(e))) from None
+    base = members[0]
+    from .._config_cli import given_settings
+    from ..train.config import unread_settings
+
+    in_file = given_settings(config, {}, "train")
+    if over in in_file:  # as the flag is refused above; a run config's `train` may hold it
+        log.warning(
+            "`%s: %s` in %s is not read by sweep --over %s: every member takes its %s from "
+            "--values.",
+            over,
+            in_file[over],
+            config,
+            over,
+            over,
+        )
+    given = set(given_settings(config, settings, "train")) - {over}
+    for unread in unread_settings(base, given):
+        log.warning("%s (--architecture, --optimizer).", unread)
     result = sweep(
         ActivationStore.open(acts, on_nonfinite=on_nonfinite),
         base,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from ..structure.causal.ablation import MAX_RANDOM
 from ..structure.causal.ablation import MODES as ABLATION_MODES
 from ..sweep.sweep import SWEEPABLE
 from ..train import TrainConfig
+from ..train.config import unread_settings
 
 #: Which architectures each swept setting acts on.
 SWEEP_ARCHITECTURES = {
@@ -213,6 +215,23 @@ class RunConfig:
         null = a.null_dictionary == "seed" and "dictionary" in a.nulls and a.n_null > 0
         return max(self.stability.n_seed_saes, int(null))
 
+    def unread_train_settings(self, given: Iterable[str]) -> list[str]:
+        """Of the `train` settings ``given`` in the config file, those the run does not
+        read, each as a sentence: the swept one (the sweep's knee sets it) and those
+        `train.architecture` or `train.optimizer` does not read."""
+        given = set(given)
+        out = []
+        over = self.sweep.over
+        if self.sweep.enabled and over in given:  # the knee replaces it in every stage
+            value = getattr(self.train, over)
+            out.append(
+                f"`train.{over}` ({value:g}) is not read: `sweep.over` is {over!r}, so the "
+                f"sweep's knee sets the final SAE's {over} (each member takes its own from "
+                f"`sweep.values`). Set `sweep.enabled: false` to train with {over} {value:g}"
+            )
+        unread = unread_settings(self.train, given - {over} if self.sweep.enabled else given)
+        return out + [f"`train.{u[1:]}" for u in unread]
+
     def __post_init__(self) -> None:
         check_types(self)
         for name in ("model", "inputs"):
@@ -301,10 +320,12 @@ class RunConfig:
             )
         top = {k: v for k, v in data.items() if k not in SECTIONS}
         # top-level fields: validated like a section, sections filled in below
-        sections = {
-            name: config_from_mapping(sec_cls, data.get(name), name, source=source)
-            for name, sec_cls in SECTIONS.items()
-        }
+        sections: dict[str, Any] = {}
+        for name, sec_cls in SECTIONS.items():  # `sweep` before `train`, which reads it
+            raw = data.get(name)
+            if name == "train":
+                raw = _swept_k_default(raw, sections["sweep"])
+            sections[name] = config_from_mapping(sec_cls, raw, name, source=source)
         # the top-level fields, checked by the same reader with default sections
         plain = config_from_mapping(cls, top, "", source=source, skip=tuple(SECTIONS))
         values = {f.name: getattr(plain, f.name) for f in fields(cls) if f.name not in SECTIONS}
@@ -339,6 +360,19 @@ class RunConfig:
     def dumps(self) -> str:
         """The config as YAML."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _swept_k_default(train: Any, sweep: SweepSection) -> Any:
+    """The `train` section, given a `k` that `train.d_sae` holds when a sweep of k sets
+    every member's: the default k (32) above a smaller `d_sae` was refused, so such a
+    run needed a `train.k` it never reads (the smallest swept value stands in for it)."""
+    if not (sweep.enabled and sweep.over == "k" and isinstance(train, dict)) or "k" in train:
+        return train
+    d_sae = train.get("d_sae")
+    default = TrainConfig.k
+    if isinstance(d_sae, int) and not isinstance(d_sae, bool) and 0 < d_sae < default:
+        return {**train, "k": int(min(sweep.values))}
+    return train
 
 
 def _not_json(value: Any) -> Any:

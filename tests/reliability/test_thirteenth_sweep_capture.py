@@ -1,0 +1,79 @@
+"""Thirteenth hostile sweep, capture half: inputs longer than the model's positions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.parametrize("inputs", ["ids", "texts"])
+def test_sequences_longer_than_the_models_positions_are_named_before_the_pass(
+    tmp_path, tiny_gpt2, make_char_tokenizer, inputs
+):
+    """Token ids of 20 positions, or texts with `--max-length 20`, given to a GPT-2 of 16
+    positions ended in "forward pass failed: IndexError: index out of range in self",
+    which names neither the length nor the limit."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import InputsError
+
+    if inputs == "ids":
+        x, tok = np.ones((3, 20), dtype=np.int64), None
+    else:
+        x, tok = ["abcdefghij" * 3, "abc"], make_char_tokenizer()
+    cfg = CaptureConfig(max_length=20 if inputs == "texts" else None)
+    with pytest.raises(InputsError, match=r"sequences of 20 tokens, but the model has 16 pos"):
+        capture_activations(
+            tiny_gpt2, x, ["transformer.h.0"], tmp_path / "s", cfg, tokenizer=tok, progress=False
+        )
+    assert not (tmp_path / "s").exists()
+    cut = CaptureConfig(max_length=16)  # what the line advises
+    store = capture_activations(
+        tiny_gpt2, x, ["transformer.h.0"], tmp_path / "s", cut, tokenizer=tok, progress=False
+    )
+    assert store.n_rows == (48 if inputs == "ids" else 16 + 3)
+
+
+def test_a_hugging_face_weight_of_another_shape_than_its_config_is_named(
+    tmp_path, tiny_gpt2, make_char_tokenizer, run_cli
+):
+    """A model.safetensors whose embedding has another width than config.json says
+    ended in "You set `ignore_mismatched_sizes` to `False` ... look at the above
+    report", a report that is not shown."""
+    from safetensors.torch import load_file, save_file
+
+    cli, one_line_error = run_cli
+    folder = tmp_path / "hf"
+    tiny_gpt2.save_pretrained(folder)
+    make_char_tokenizer(folder)
+    (tmp_path / "t.txt").write_text("abc def\n")
+    weights = load_file(folder / "model.safetensors")
+    weights["transformer.wpe.weight"] = weights["transformer.wpe.weight"][:, :16].contiguous()
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    args = ["capture", "--model", folder, "--inputs", tmp_path / "t.txt"]
+    args += ["--layers", "transformer.h.0", "--out", tmp_path / "o"]
+    line = one_line_error(
+        cli(*args), "transformer.wpe.weight is [16, 16]", "[16, 32] by the config", "config.json"
+    )
+    assert "above report" not in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_token_ids_saved_as_unsigned_integers_are_read_as_token_ids(tmp_path, tiny_gpt2):
+    """Token ids saved as uint16 (nanoGPT's .bin files are) or uint32 ended the capture in
+    torch's `NotImplementedError: "min_all" not implemented for 'UInt16'` traceback."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import InputsError
+
+    ids = np.random.default_rng(0).integers(0, 64, size=(3, 6))
+
+    def capture(x, name):
+        return capture_activations(
+            tiny_gpt2, x, ["transformer.h.0"], tmp_path / name, progress=False
+        ).read()
+
+    expected = capture(ids.astype(np.int64), "int64")
+    for dtype in (np.uint16, np.uint32, np.uint64):
+        got = capture(ids.astype(dtype), np.dtype(dtype).name)
+        assert np.array_equal(got.numpy(), expected.numpy()), dtype
+    with pytest.raises(InputsError, match="beyond int64"):
+        capture(np.full((2, 3), 2**63, dtype=np.uint64), "huge")
