@@ -215,8 +215,16 @@ def check_tables(atlas: Atlas, path: Path) -> None:
             f"'{path / ATLAS_JSON}' says n_modules {s['n_modules']!r}, but modules.parquet "
             f"has {n}; {fix}."
         )
-    if "verdict" not in s or "significant" not in modules.columns:
+    counted = s.get("n_significant_modules", 0)  # an integer (atlas_format)
+    if not 0 <= counted <= n:
+        raise AtlasFileError(
+            f"'{path / ATLAS_JSON}' says n_significant_modules {counted!r}, but modules.parquet "
+            f"has {n} modules; {fix}."
+        )
+    if "verdict" not in s or "significant" not in modules.columns and n:
         return
+    # an empty table (no columns at all) has no significant module: atlas.json's count of
+    # them was read against it without a word
     again = Atlas(atlas.units, atlas.features, modules.copy(), dict(s))
     decide(again)
     differ = [k for k in _VERDICT_KEYS if k in s and s[k] != again.summary[k]]
