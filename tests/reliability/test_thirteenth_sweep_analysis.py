@@ -96,3 +96,29 @@ def test_an_sae_with_no_two_testable_features_is_not_told_to_raise_k():
     message = atlas.summary["message"]
     assert "fewer than two of the SAE's 6 features can be tested" in message, message
     assert "6 fire on more than 30%" in message and "larger k" not in message
+
+
+def _copied_sae(outputs, folder, **metadata):
+    """The protected SAE copied to ``folder``, ``metadata`` over its cfg.json's."""
+    shutil.copytree(outputs.sae, folder)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg["metadata"] = {**cfg["metadata"], **metadata}
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def test_seed_saes_of_a_transfer_analysis_are_trained_on_the_saes_own_rows(tmp_path, outputs):
+    """`analyze --seeds 2` of an SAE on another store's rows trained `<sae>-seed1` on the
+    analysed rows, refused it as a seed SAE of other rows, and left it there to block the
+    analysis of the SAE's own store ('differs ... Delete it')."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure.inference.seeds import train_seed_saes
+
+    sae = _copied_sae(outputs, tmp_path / "sae")
+    mine = json.loads((sae / "cfg.json").read_text())["metadata"]["rows_digest"]
+    (seed,) = train_seed_saes(sae, outputs.npy, 2)  # the same rows in a .npy: other rows
+    assert json.loads((seed / "cfg.json").read_text())["metadata"]["rows_digest"] == mine
+    gone = _copied_sae(outputs, tmp_path / "moved", store=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=r"trained on other rows .* --seed-sae"):
+        train_seed_saes(gone, outputs.npy, 2)
+    assert not (tmp_path / "moved-seed1").exists()
