@@ -170,6 +170,12 @@ def check_tables(atlas: Atlas, path: Path) -> None:
         _check_layers(atlas.units, s.get("layers"), path, fix)
     for name in ("units", "features", "ablation"):
         frame = getattr(atlas, name)
+        if name != "ablation" and n and "module" not in frame.columns:
+            # the export then took every feature for one of no module, without a word
+            raise AtlasFileError(
+                f"{name}.parquet in '{path}' has no `module` column, but modules.parquet "
+                f"lists {n} modules; {fix}."
+            )
         if "module" not in frame.columns or frame.empty:
             continue
         col = frame["module"]
