@@ -91,7 +91,7 @@ def _atlas_of(unit_module, layer="act"):
     n_modules = int(unit_module.max()) + 1
     return Atlas(
         units=pd.DataFrame({"unit": np.arange(len(unit_module)), "module": unit_module}),
-        features=pd.DataFrame({"feature": [0]}),
+        features=pd.DataFrame({"feature": [0], "module": [-1]}),
         modules=pd.DataFrame({"module": np.arange(n_modules)}),
         summary={"layers": [layer], "n_modules": n_modules},
     )

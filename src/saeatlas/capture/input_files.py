@@ -112,7 +112,8 @@ def _jsonl_values(
 
 def load_labels(path: str | Path) -> np.ndarray:
     """One label per sample, from a ``.npy`` array, a ``.jsonl`` file (one JSON number
-    or string, or ``{"label": ...}``, per line) or a text file (one label per line)."""
+    or string, or ``{"label": ...}``, per line), a ``.csv`` file (:func:`_csv_labels`)
+    or a text file (one label per line)."""
     path = _existing_file(path, "Labels")
     if path.suffix.lower() == ".npy":  # as for --inputs: 'LABELS.NPY' is no text file
         arr = _load_npy(path)
@@ -120,6 +121,8 @@ def load_labels(path: str | Path) -> np.ndarray:
         labels = _jsonl_values(path, "label", (int, float, str), "number or string", "3")
         _check_one_kind(path, labels)
         arr = np.array(labels)
+    elif path.suffix.lower() == ".csv":  # read as text, '"a, b"' kept its quotes
+        arr = np.array(_csv_labels(path))
     else:
         arr = np.array([ln.strip() for ln in _read_lines(path) if ln.strip()])
     if arr.ndim != 1:
@@ -127,6 +130,34 @@ def load_labels(path: str | Path) -> np.ndarray:
             f"Labels in '{path}' have shape {arr.shape}; expected one label per sample."
         )
     return arr
+
+
+def _csv_labels(path: Path) -> list[str]:
+    """The labels of a CSV file (RFC 4180): one per record, or the column whose first
+    record is ``label`` (a header); a field in double quotes may hold commas, doubled
+    quotes and line ends. Empty records are skipped, as a text file's blank lines are."""
+    import csv
+    import io
+
+    text = "\n".join(_read_lines(path))
+    try:
+        records = [r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r]
+    except csv.Error as e:
+        raise InputsError(
+            f"'{path}' is not CSV ({e}); put a label holding a comma, a quote or a line end "
+            'in double quotes, with its quotes doubled ("say ""hi"", twice").'
+        ) from e
+    column = records[0].index("label") if records and "label" in records[0] else None
+    header = column is not None
+    for i, record in enumerate(records[header:], 1 + header):
+        if column is None and len(record) != 1 or column is not None and column >= len(record):
+            want = "one field" if column is None else f"a field in column {column + 1}, `label`"
+            raise InputsError(
+                f"'{path}' record {i} holds {record[:4]} where {want} is expected; give one "
+                "label per line (in double quotes when it holds a comma), or a first line "
+                "naming the column `label`."
+            )
+    return [r[column or 0] for r in records[header:]]
 
 
 def _check_one_kind(path: Path, labels: list[Any]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from .graph.firing import Firing, UnitsMode, firing, units_mode
 
 SAELike = SparseAutoencoder | str | Path
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Seconds a rank of a ``torchrun`` analysis waits for the others where they meet.
 DEFAULT_TIMEOUT_S = 1800.0
@@ -202,6 +204,8 @@ def prepare(
             f"{codes.n_rows:,} rows of '{store.path}': the SAE does not read this store. "
             "Check that it was trained on these activations (--acts), or train it again."
         )
+    if coord.world.is_main:  # once the SAE is known to read the store's layers
+        warn_transfer(sae, sae_path, store)
     mode = units_mode(codes) if mode is None else mode
     return AtlasInputs(
         sae=sae,
@@ -286,6 +290,27 @@ def check_rows(sae: SparseAutoencoder, other: SparseAutoencoder, what: str) -> N
             f"The {what} was trained on other rows than the analysed SAE (rows digest "
             f"{theirs}, the analysed SAE's {mine}); give SAEs trained on the store the "
             "analysed SAE was trained on."
+        )
+
+
+def warn_transfer(sae: SparseAutoencoder, sae_path: str | None, store: ActivationStore) -> None:
+    """Warn when ``sae`` records the rows it was trained on (``rows_digest``) and the
+    store's are others (another capture, of other inputs or another model of the same
+    layers): its atlas says how its features read these rows, a transfer analysis, not
+    the SAE's own atlas, as `evaluate --model` of another network warns. Not refused: an
+    SAE read on held-out inputs or a fine-tuned model is a question of its own."""
+    trained = sae.cfg.metadata.get("rows_digest")
+    here = store.digest()[:16]  # :func:`saeatlas.train.run.rows_digest`
+    if isinstance(trained, str) and trained != here:
+        log.warning(
+            "The SAE%s was trained on other rows than those of the store '%s' (rows digest "
+            "%s, the store's %s): the atlas describes how its features read these rows (a "
+            "transfer analysis), not the SAE's own atlas; give the store it was trained on "
+            "(--acts) for that.",
+            f" '{sae_path}'" if sae_path else "",
+            store.path,
+            trained,
+            here,
         )
 
 

@@ -168,6 +168,19 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
             f"least 75% of the {members}{untested}."
         )
     graph = s.get("graph") or {}
+    if graph.get("n_tests") == 0:  # "use a larger k" was said of an SAE with k = d_sae
+        d_sae = (s.get("sae") or {}).get("d_sae", "?")
+        dense = (s.get("config") or {}).get("max_density")
+        dense = f"{dense:.0%}" if type(dense) in (int, float) else "`max_density`"
+        return (
+            f"No significant structure: fewer than two of the SAE's {d_sae} features can be "
+            f"tested for co-firing on these {s.get('n_rows_encoded', 0):,} rows "
+            f"({s.get('n_dense_features', 0)} fire on more than {dense} of them and "
+            f"{s.get('n_global_mode_features', 0)} follow the units' global mode, both kept "
+            "out of modules; any others never fire), so the co-occurrence graph has no pairs "
+            "to test. Use an SAE of more latents with fewer active per row (a smaller k), or "
+            "a higher --max-density."
+        )
     if graph.get("n_edges") == 0:
         l0 = s.get("mean_l0") or 0.0
         return (

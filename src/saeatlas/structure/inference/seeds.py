@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..._coordinator import Coordinator
 from ..._world import in_one_process
-from ...errors import ConfigError
+from ...errors import AtlasError, ConfigError
 from ...sae import SparseAutoencoder
 from ...sae.model import sae_layers
 from ...store import ActivationStore
@@ -85,6 +85,33 @@ def _check_sibling(sae: SparseAutoencoder, target: Path, sae_dir: str | Path) ->
         )
 
 
+def _own_rows(sae: SparseAutoencoder, sae_dir: str | Path, store: ActivationStore):
+    """The store to train SAEs like ``sae`` on: its own rows (``rows_digest``). That is
+    ``store`` when it holds them (or ``sae`` records none), else the store ``sae`` was
+    trained on while it is still there with those rows. An analysis of another store (a
+    transfer) trained them on the analysed rows, then refused them as seed SAEs of other
+    rows, and they stayed in ``<sae>-seedN`` to block the analysis of the SAE's own store."""
+    meta = sae.cfg.metadata or {}
+    digest, path = meta.get("rows_digest"), meta.get("store")
+    if not isinstance(digest, str) or store.digest()[:16] == digest:
+        return store
+    if isinstance(path, str):
+        try:
+            own = ActivationStore.open(path)
+            if own.digest()[:16] == digest:
+                sae_layers(sae, own)
+                return own
+        except (AtlasError, OSError):
+            pass  # moved, captured again or damaged since: said below
+    raise ConfigError(
+        f"'{sae_dir}' was trained on other rows than those of '{store.path}' (rows digest "
+        f"{digest}, the store's {store.digest()[:16]}), and its own store ({path!r}) no "
+        "longer holds them: its seed SAEs (--seeds, and the dictionary null's source) must "
+        "be trained on its own rows. Give them with --seed-sae, or analyse with --seeds 1 "
+        "and --nulls permutation rewiring."
+    )
+
+
 def train_seed_saes(
     sae_dir: str | Path,
     store: ActivationStore | str | Path,
@@ -113,6 +140,7 @@ def train_seed_saes(
     # refused the pair, and those then blocked the right store's run as stale
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     sae_layers(sae, store)
+    store = _own_rows(sae, sae_dir, store)
     base = _train_settings(sae)
     if base is None:
         raise ConfigError(

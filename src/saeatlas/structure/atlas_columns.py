@@ -1,0 +1,120 @@
+"""The kinds of an Atlas directory's table columns (:mod:`.atlas_tables` checks the
+tables against each other): a column edited by hand into another kind is refused by
+name, not drawn wrong or half-way by the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .atlas_format import AtlasFileError
+
+if TYPE_CHECKING:
+    from .atlas import Atlas
+
+
+#: Kinds of the table columns the report and other tools read (``module`` columns have
+#: their own check): ``i`` integers, ``f`` numbers, ``u`` numbers from 0 to 1 (or NaN:
+#: not measured), ``b`` true or false, ``s`` text, ``l`` lists of numbers, ``t`` lists of text. Columns that are absent are not checked (older atlases lack
+#: some; the report requires its own, :data:`..report.data.REQUIRED_COLUMNS`), but ``z``
+#: and ``p`` come together.
+TABLE_COLUMNS: dict[str, dict[str, str]] = {
+    "units": {
+        **dict.fromkeys(("unit", "index"), "i"),
+        "layer": "s",
+        "membership": "u",
+        "coupling": "c",
+        "shared": "b",
+    },
+    "features": {
+        "feature": "i",
+        **dict.fromkeys(("density", "firing_density"), "u"),
+        **dict.fromkeys(("mean_activation", "max_unit_corr"), "f"),
+        **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
+    },
+    "modules": {
+        **dict.fromkeys(("n_units", "n_features"), "i"),
+        **dict.fromkeys(("modularity", "z"), "f"),
+        **dict.fromkeys(("p", "reproducibility", "stability", "selectivity_p"), "u"),
+        **dict.fromkeys(("correlation_jaccard", "control_jaccard", "ablation_p"), "u"),
+        **dict.fromkeys(("ablation_effect", "ablation_z", "ablation_random_mean"), "f"),
+        "significant": "b",
+        **dict.fromkeys(("layer_profile", "layer_mass", "label_means"), "l"),
+        "layers": "t",
+    },
+    "examples": {"kind": "s", **dict.fromkeys(("id", "rank", "row"), "i"), "activation": "f"},
+    "flows": {
+        **dict.fromkeys(("source_module", "target_module"), "i"),
+        **dict.fromkeys(("coactivation", "weight_flow"), "f"),
+    },
+    "ablation": dict.fromkeys(("effect", "random_effect", "specialisation"), "f"),
+}
+#: Column prefixes of modules.parquet's figures per null model (``z_permutation``, ...).
+NULL_COLUMNS = {"z_": "f", "p_": "u"}
+_KIND_NAMES = {
+    "i": "integers",
+    "f": "numbers",
+    "u": "numbers from 0 to 1",
+    "c": "numbers from -1 to 1",
+    "b": "true or false",
+    "s": "text",
+    "l": "lists of numbers",
+    "t": "lists of layer names",
+}
+
+
+def _column_ok(col: pd.Series, kind: str) -> bool:
+    types = pd.api.types
+    if kind == "i":
+        return types.is_integer_dtype(col) and not types.is_bool_dtype(col)
+    if kind in "fuc":
+        if not types.is_numeric_dtype(col) or types.is_bool_dtype(col):
+            return False
+        return kind == "f" or not bool(((col < (-1 if kind == "c" else 0)) | (col > 1)).any())
+    if kind == "b":
+        return types.is_bool_dtype(col)
+    if kind == "s":
+        return all(isinstance(v, str) for v in col)
+    if kind == "t":  # a text is no list of names: 'act1' was shown as layers a, c, t, 1
+        return all(
+            not isinstance(v, (str, bytes))
+            and np.ndim(v) == 1
+            and all(isinstance(x, str) for x in v)
+            for v in col
+        )
+    try:  # lists of numbers
+        return all(np.asarray(v, np.float64).ndim == 1 for v in col)
+    except (TypeError, ValueError):
+        return False
+
+
+def check_columns(atlas: Atlas, path: Path, fix: str) -> None:
+    """Refuse a table column of :data:`TABLE_COLUMNS` of another kind (a table edited by
+    hand: the report failed on it half-way, with a traceback)."""
+    for name, columns in TABLE_COLUMNS.items():
+        frame = getattr(atlas, name)
+        if name == "modules":  # one z and p per null model, named after it
+            columns = {
+                **{c: NULL_COLUMNS[c[:2]] for c in frame.columns if str(c)[:2] in NULL_COLUMNS},
+                **columns,
+            }
+        for column, kind in columns.items():
+            if column in frame.columns and len(frame) and not _column_ok(frame[column], kind):
+                col = frame[column]
+                low = -1 if kind == "c" else 0
+                outside = (col < low) | (col > 1) if col.dtype.kind in "iuf" else col.isna()
+                example = col[outside].iloc[0] if outside.any() else col.iloc[0]
+                if isinstance(example, np.generic):  # its repr is np.float64(...)
+                    example = example.item()
+                raise AtlasFileError(
+                    f"`{column}` of {name}.parquet in '{path}' must hold {_KIND_NAMES[kind]}, "
+                    f"not {col.dtype} such as {example!r}; {fix}."
+                )
+    if len({"z", "p"} & set(atlas.modules.columns)) == 1:
+        raise AtlasFileError(
+            f"modules.parquet in '{path}' has one of the columns `z` and `p` without the "
+            f"other; {fix}."
+        )
