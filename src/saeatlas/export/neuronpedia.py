@@ -47,7 +47,7 @@ from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, rep
 from ..store.lock import output_lock
 from ..structure import Atlas
 from ..structure.causal.ablation_inputs import check_captured_model
-from ..structure.inputs import check_made_from
+from ..structure.fingerprints import check_made_from
 from .neuronpedia_activations import Contexts, FeatureStats, encode, histograms
 from .neuronpedia_logits import logit_effects
 from .neuronpedia_schema import BATCH_SCHEMA, rounded

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import AtlasError
 from ..sae import SparseAutoencoder
-from ..structure.inputs import sae_fingerprint
+from ..structure.fingerprints import sae_fingerprint
 
 
 def sae_recorded(summary: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from ..capture.layouts import unit_label
 from ..errors import AtlasError
 from ..store import ActivationStore
 from ..structure.atlas import Atlas
-from ..structure.inputs import store_fingerprint
+from ..structure.fingerprints import store_fingerprint
 
 
 @dataclass(frozen=True)

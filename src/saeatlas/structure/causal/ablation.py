@@ -31,9 +31,9 @@ from ...capture.recorder import model_error
 from ...errors import AtlasError, ConfigError, ShapeError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
+from ..fingerprints import check_made_from
 from ..inference.draws import draws_z
 from ..inference.outcome import decide
-from ..inputs import check_made_from
 from .ablation_inputs import _check_finite, _model_batches, check_captured_model, label_classes
 from .units import Ablator
 
