@@ -1,4 +1,5 @@
-"""Thirteenth hostile sweep, capture half: inputs longer than the model's positions."""
+"""Thirteenth hostile sweep, capture half: inputs longer than the model's positions, labels
+Arrow could not store as given."""
 
 from __future__ import annotations
 
@@ -77,3 +78,34 @@ def test_token_ids_saved_as_unsigned_integers_are_read_as_token_ids(tmp_path, ti
         assert np.array_equal(got.numpy(), expected.numpy()), dtype
     with pytest.raises(InputsError, match="beyond int64"):
         capture(np.full((2, 3), 2**63, dtype=np.uint64), "huge")
+
+
+def test_labels_that_differ_after_a_nul_stay_two_labels(tmp_path):
+    """Arrow reads a NumPy unicode array as C strings: labels "n\\x00ul" and "n" were
+    both stored as "n", so two classes became one in the atlas without a word."""
+    import pandas as pd
+    import torch
+
+    from saeatlas.capture import capture_activations
+
+    labels = np.array(["n\x00ul", "n", "n\x00ul", "n"])
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    store = capture_activations(
+        model, torch.randn(4, 2), ["0"], tmp_path / "s", labels=labels, progress=False
+    )
+    assert pd.read_parquet(store.path / "rows.parquet")["label"].tolist() == labels.tolist()
+
+
+@pytest.mark.parametrize("labels", [["a", "b\ud800"], np.array(["a", "b\ud800"])])
+def test_a_label_with_half_a_surrogate_pair_is_named(tmp_path, labels):
+    """It was refused as if the labels mixed numbers and strings ("give labels that are all
+    numbers ... or all strings"), which they did not."""
+    import torch
+
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import InputsError
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(InputsError, match=r"Label 1 .* half of a surrogate pair"):
+        capture_activations(model, torch.randn(2, 2), ["0"], tmp_path / "s", labels=labels)
+    assert not (tmp_path / "s").exists()

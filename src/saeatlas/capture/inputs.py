@@ -238,8 +238,19 @@ def check_stored_labels(labels: Any, n: int | None) -> None:
             "samples; a capture stores one label per sample (a number or a string) in "
             "rows.parquet: give a 1-D array."
         )
+    if lab.dtype.kind in "UO":
+        for i, v in enumerate(lab.tolist()):
+            if isinstance(v, str) and not v.isascii():
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise InputsError(
+                        f"Label {i} ({v!r}) holds {v[e.start]!r}, half of a surrogate pair, "
+                        "which is no text rows.parquet can store; give labels of whole "
+                        "characters."
+                    ) from e
     try:
-        pa.array(lab)
+        pa.array(lab.astype(object) if lab.dtype.kind == "U" else lab)
     # of mixed types; OverflowError: an integer past 64 bits (2**70 in a .jsonl)
     except (TypeError, ValueError, OverflowError, pa.ArrowException) as e:
         raise InputsError(

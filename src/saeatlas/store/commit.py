@@ -143,7 +143,10 @@ class Committer:
         the shard's entry and the metadata file's sha256."""
         name = shard_name(i, self.rank, self.world)
         sha = write_shard(self.work / name, x)
-        table = pa.table(meta)
+        # Arrow reads a NumPy unicode array as C strings: "n\x00ul" would be stored "n"
+        table = pa.table(
+            {k: v.astype(object) if v.dtype.kind == "U" else v for k, v in meta.items()}
+        )
         part = self.work / PARTS / part_name(i, self.rank, self.world)
         atomic_write(part, lambda tmp: pq.write_table(table, tmp))
         return ShardInfo(name, int(x.shape[0]), sha), file_sha256(part)
