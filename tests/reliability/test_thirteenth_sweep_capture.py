@@ -109,3 +109,29 @@ def test_a_label_with_half_a_surrogate_pair_is_named(tmp_path, labels):
     with pytest.raises(InputsError, match=r"Label 1 .* half of a surrogate pair"):
         capture_activations(model, torch.randn(2, 2), ["0"], tmp_path / "s", labels=labels)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_capture_that_cast_the_model_still_tells_another_model_apart(tmp_path):
+    """A capture with a `dtype` casts the model it is given, so its recorded fingerprint
+    (taken before the cast) was not checked at all: the ablation of such a store took
+    any network of the same layers as the captured one."""
+    import copy
+
+    import torch
+
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure.causal.ablation_inputs import check_captured_model
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    as_given = copy.deepcopy(model)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other[0].weight.add_(1.0)
+    cfg = CaptureConfig(dtype="bfloat16")
+    store = capture_activations(model, torch.randn(8, 4), ["1"], tmp_path / "s", cfg)
+    check_captured_model(model, store)  # the object the capture cast in place
+    check_captured_model(as_given, store)  # the model as the user holds it on disk
+    with pytest.raises(ConfigError, match="not the one the store"):
+        check_captured_model(other, store)

@@ -39,7 +39,7 @@ from .inputs import (
     known_length,
     model_and_tokenizer,
 )
-from .job import batch_fingerprint, capture_job
+from .job import batch_fingerprint, capture_job, model_fingerprint
 from .layouts import (
     LayoutTracer,
     check_layout_layers,
@@ -152,6 +152,9 @@ def _capture(
     dtype = STORE_DTYPES[config.dtype] if config.dtype else None
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
+    # `job` knows the model as given; `.to(dtype)` cast it in place, so a Python caller
+    # that ablates the same object later gives the cast one: the ablation knows both
+    cast = {"model_cast": model_fingerprint(model)} if dtype is not None else {}
     prov = {
         "model": type(model).__name__,
         "hookpoints": list(hookpoints) if not isinstance(hookpoints, str) else [hookpoints],
@@ -160,6 +163,7 @@ def _capture(
         "torch_version": torch.__version__,
         **({"max_length": max_length} if max_length is not None else {}),
         **tl_facts,
+        **cast,
         **(provenance or {}),
     }
     if coord.distributed:

@@ -150,15 +150,20 @@ def check_captured_model(model: Any, store: ActivationStore, *, transfer: bool =
     loss recovered of an SAE spliced into another network of the same layers (a
     fine-tuned one) is a question of its own, how the SAE transfers (Kissane et al.
     2024, SAEs trained on a base model read its chat model), but never the SAE's own
-    figure. Not checked for a ``.npy``, a store from before the fingerprint was
-    recorded, or a capture that cast the model to its ``dtype`` after taking it."""
+    figure. A capture with a ``dtype`` cast the model it was given (in place), so the
+    model is taken as given or as cast (``model_cast``). Not checked for a ``.npy`` (no
+    manifest), a store from before the fingerprint was recorded, or one captured with a
+    ``dtype`` before the cast model's fingerprint was recorded."""
     manifest = store.manifest
     job = manifest.provenance.get("job") if manifest is not None else None
     recorded = job.get("model") if isinstance(job, dict) else None
-    if not isinstance(recorded, str) or (job.get("settings") or {}).get("dtype"):
+    if not isinstance(recorded, str):
+        return
+    cast = manifest.provenance.get("model_cast")
+    if (job.get("settings") or {}).get("dtype") and not isinstance(cast, str):
         return
     module, _ = unwrap_model(model)  # as the capture took it (an nnsight model's module)
-    if model_fingerprint(module) == recorded:
+    if model_fingerprint(module) in (recorded, cast):
         return
     differs = (
         f"The model given (--model) is not the one the store '{store.path}' was "
