@@ -10,7 +10,6 @@ from saeatlas.errors import ShapeError
 from saeatlas.sae import SAEConfig, SparseAutoencoder
 from saeatlas.store import ActivationStore, LayerSpec
 from saeatlas.structure.graph import codes as codes_module
-from saeatlas.structure.graph import units as units_module
 from saeatlas.structure.graph.codes import encode_store
 from saeatlas.structure.graph.finders import LeidenModules
 from saeatlas.structure.graph.units import (
@@ -20,7 +19,6 @@ from saeatlas.structure.graph.units import (
     global_mode_features,
     mode_correlation,
     project_modules,
-    signal_eigenpairs,
     unit_correlation,
     unit_correlation_graph,
 )
@@ -239,27 +237,3 @@ def test_topk_codes_are_the_saes_own_where_bf16_chooses(monkeypatch):
         dense = sae.encode(x).acts.numpy()
     assert ((got > 0) == (dense > 0)).all()
     np.testing.assert_allclose(got, dense, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("n_signal", [5, 100])
-def test_many_units_are_cleaned_from_their_top_eigenpairs_as_from_all(monkeypatch, n_signal):
-    """Above PARTIAL_EIG_UNITS units the cleaning computes only the top eigenpairs (a
-    full eigh is n^3 per member and null draw: hours at GPT-2's 9,216 residual units);
-    the graph and the global mode are those of the full decomposition, also when the
-    signal needs more eigenpairs than the first try computes (64)."""
-    rng = np.random.default_rng(n_signal)
-    n_rows, n = 2000, 600
-    factors = rng.standard_normal((n_rows, n_signal)) * rng.uniform(1, 3, n_signal)
-    x = factors @ rng.standard_normal((n_signal, n)) / np.sqrt(n_signal)
-    x += rng.standard_normal((n_rows, n)) + 0.8 * rng.standard_normal((n_rows, 1))
-    corr = np.corrcoef(x.T)
-    full_graph, full_mode = unit_correlation_graph(corr, n_rows), global_mode(corr, 0.5)
-    full_signal = int(signal_eigenpairs(corr, n_rows)[2].sum())
-    monkeypatch.setattr(units_module, "PARTIAL_EIG_UNITS", 100)
-    vals, _, keep = signal_eigenpairs(corr, n_rows)
-    assert vals.size < n and keep.sum() == full_signal > 1  # only the top ones, all found
-    assert n_signal < 64 or vals.size > 64  # found more than the first try held
-    graph = unit_correlation_graph(corr, n_rows)
-    assert abs(graph - full_graph).max() < 1e-9
-    mode = global_mode(corr, 0.5)
-    assert full_mode is not None and abs(abs(mode @ full_mode) - 1) < 1e-9

@@ -132,35 +132,19 @@ def unit_correlation(gram: np.ndarray, mean: np.ndarray, std: np.ndarray, n: int
     return np.clip(corr, -1.0, 1.0)
 
 
-#: Above this many units the cleaning computes only the top eigenpairs (Lanczos,
-#: ``scipy.sparse.linalg.eigsh``), the same ones to rounding: a full ``eigh`` costs
-#: ``n^3`` per correlation matrix (3 s at 1,536 units, 85 at 4,608), and the view
-#: cleans one per member and null draw.
-PARTIAL_EIG_UNITS = 2048
-
-
-def noise_edge_mask(
-    vals: np.ndarray, n_rows: int, n: int | None = None, trace: float | None = None
-) -> np.ndarray:
+def noise_edge_mask(vals: np.ndarray, n_rows: int) -> np.ndarray:
     """Eigenvalues of a correlation matrix above the random-matrix noise bulk.
 
     The bulk of pure noise ends at the Marchenko-Pastur edge
     ``sigma^2 (1 + sqrt(n / n_rows))^2``; the noise variance ``sigma^2`` is what the
     signal eigenvalues leave (Laloux et al. 1999), found by iterating to a fixed point.
-    ``vals`` may be the largest eigenvalues only, of a matrix of ``n`` units and
-    ``trace`` (the sum of all of them): the rest's mean is then what the trace leaves.
     """
-    n = vals.size if n is None else n
-    total = float(vals.sum()) if trace is None else trace
+    n = vals.size
     q = n / max(n_rows, 1)
-    signal = np.zeros(vals.size, bool)
+    signal = np.zeros(n, bool)
     for _ in range(50):
-        n_rest = n - int(signal.sum())
-        if trace is None:
-            rest = vals[~signal]
-            sigma2 = float(rest.mean()) if rest.size else 1.0
-        else:
-            sigma2 = (total - float(vals[signal].sum())) / n_rest if n_rest else 1.0
+        rest = vals[~signal]
+        sigma2 = float(rest.mean()) if rest.size else 1.0
         new = vals > sigma2 * (1 + np.sqrt(q)) ** 2
         if (new == signal).all():
             break
@@ -168,45 +152,12 @@ def noise_edge_mask(
     return signal
 
 
-def top_eigenpairs(corr: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` largest eigenvalues of the symmetric ``corr`` (ascending) and their
-    eigenvectors, by Lanczos iteration (exact to rounding); all of them (``eigh``)
-    when ``k`` is a large part of the matrix."""
-    n = corr.shape[0]
-    if 4 * k >= n:
-        return np.linalg.eigh(corr)
-    from scipy.sparse.linalg import eigsh
-
-    v0 = np.ones(n) / np.sqrt(n)  # a fixed start: the same pairs on every run and rank
-    vals, vecs = eigsh(corr, k=k, which="LA", v0=v0)
-    order = np.argsort(vals)
-    return vals[order], vecs[:, order]
-
-
-def signal_eigenpairs(corr: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(vals, vecs, keep)``: eigenvalues of ``corr`` (ascending) with their
-    eigenvectors, and which lie above the noise edge (:func:`noise_edge_mask`). Up to
-    :data:`PARTIAL_EIG_UNITS` units all of them; above, only the top ones, twice as
-    many each time until one below the edge shows that no signal one is missing."""
-    n = corr.shape[0]
-    if n <= PARTIAL_EIG_UNITS:
-        vals, vecs = np.linalg.eigh(corr)
-        return vals, vecs, noise_edge_mask(vals, n_rows)
-    trace = float(np.trace(corr))
-    k = 64
-    while True:
-        vals, vecs = top_eigenpairs(corr, k)
-        keep = noise_edge_mask(vals, n_rows, n, trace)
-        if vals.size == n or not keep[0]:
-            return vals, vecs, keep
-        k *= 2
-
-
 def unit_correlation_graph(corr: np.ndarray, n_rows: int, clean: bool = True) -> sp.csr_matrix:
     """The units' co-activation graph: positive part of the (cleaned) correlations."""
     c = corr
     if clean:
-        vals, vecs, keep = signal_eigenpairs(corr, n_rows)
+        vals, vecs = np.linalg.eigh(corr)
+        keep = noise_edge_mask(vals, n_rows)
         keep[np.argmax(vals)] = False  # the global mode
         c = (vecs[:, keep] * vals[keep]) @ vecs[:, keep].T
     g = np.where(c > 0, c, 0.0)
@@ -218,10 +169,8 @@ def global_mode(corr: np.ndarray, same_sign: float = 0.9) -> np.ndarray | None:
     """The units' global mode: the top eigenvector of their correlation matrix when at
     least ``same_sign`` of its loadings share one sign (every unit moves together, the
     "market mode" of MacMahon & Garlaschelli 2015); ``None`` when there is none."""
-    if corr.shape[0] <= PARTIAL_EIG_UNITS:
-        v = np.linalg.eigh(corr)[1][:, -1]
-    else:
-        v = top_eigenpairs(corr, 1)[1][:, -1]
+    vals, vecs = np.linalg.eigh(corr)
+    v = vecs[:, -1]
     if max((v > 0).mean(), (v < 0).mean()) < same_sign:
         return None
     return v
