@@ -3,6 +3,8 @@ Arrow could not store as given."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,19 @@ def test_a_capture_that_cast_the_model_still_tells_another_model_apart(tmp_path)
     check_captured_model(as_given, store)  # the model as the user holds it on disk
     with pytest.raises(ConfigError, match="not the one the store"):
         check_captured_model(other, store)
+
+
+@pytest.mark.parametrize("pattern", ["0:inptu", "0:Input", "*:output"])
+def test_a_misspelt_suffix_is_named_with_the_input_suffix(tmp_path, pattern):
+    """`layer1:inptu` was answered "Did you mean 'layer1'?", which records the output,
+    not the input the user asked for."""
+    import torch
+
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import HookpointError
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    base = pattern.rpartition(":")[0]
+    with pytest.raises(HookpointError, match=rf"is no suffix .* Write '{re.escape(base)}:input'"):
+        capture_activations(model, torch.randn(2, 2), [pattern], tmp_path / "s")
+    assert not (tmp_path / "s").exists()

@@ -143,6 +143,13 @@ def _hookpoint(name: str, module: torch.nn.Module, record_input: bool) -> Hookpo
 
 
 def _no_match_message(raw: str, pattern: str, names: list[str], model: torch.nn.Module) -> str:
+    base, colon, suffix = pattern.rpartition(":")
+    if colon and base and not pattern.startswith(REGEX_PREFIX) and match_names(base, names):
+        return (  # a misspelt suffix: `layer1:inptu` was offered 'layer1' alone
+            f"No module of {type(model).__name__} matches layer pattern {raw!r}: "
+            f"':{suffix}' is no suffix of a layer pattern. Write '{base}{INPUT_SUFFIX}' to "
+            f"record what goes into {base!r}, or '{base}' for what comes out."
+        )
     probe = pattern.removeprefix(REGEX_PREFIX)
     close = difflib.get_close_matches(probe, names, n=5, cutoff=0.5)
     if not close:  # fall back to names that share the pattern's first component
