@@ -77,7 +77,8 @@ def _as_tensor(x: Any, float_dtype: torch.dtype | None = None) -> Any:
             x = x.astype(x.dtype.newbyteorder("="))
         if x.dtype.kind == "u" and x.dtype.itemsize > 1:
             # torch holds uint16-64 but has few ops for them (no min, no embedding): token
-            # ids saved as uint16 (nanoGPT's .bin files) ended in a NotImplementedError
+            # ids saved as uint16 (nanoGPT's .bin files) ended in torch's error "'min_all'
+            # not implemented for 'UInt16'"
             if x.size and x.dtype.itemsize == 8 and x.max() > np.iinfo(np.int64).max:
                 raise InputsError(
                     f"Inputs of dtype {x.dtype} hold {x.max()}, beyond int64, which torch's "
