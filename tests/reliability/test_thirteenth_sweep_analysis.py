@@ -151,3 +151,26 @@ def test_a_table_without_its_module_column_under_listed_modules_is_refused(tmp_p
     frame.drop(columns=["module"]).to_parquet(path / f"{table}.parquet")
     with pytest.raises(AtlasFileError, match=rf"{table}.parquet .* no `module` column.* 2 modules"):
         Atlas.load(path)
+
+
+def test_a_store_of_many_units_is_told_the_correlation_view_may_take_hours(
+    outputs, caplog, monkeypatch
+):
+    """The units' correlation view is dense in units: at 3,072 units it ran for about
+    20 minutes with nothing said, and all of GPT-2 small's residual stream (9,216 units)
+    would take hours. Above MANY_UNITS it says so once, before it starts."""
+    from saeatlas.structure import AtlasConfig
+    from saeatlas.structure.inference import correlation
+    from saeatlas.structure.inputs import prepare
+
+    cfg = AtlasConfig(n_null=2, nulls=("permutation",))
+    inp = prepare(outputs.sae, outputs.store, cfg)
+    n_units = inp.mode.corr.shape[0]
+    monkeypatch.setattr(correlation, "MANY_UNITS", n_units)
+    correlation.correlation_view(inp)
+    assert "may take hours" not in caplog.text  # at the bound: no word
+    inp = prepare(outputs.sae, outputs.store, cfg)
+    monkeypatch.setattr(correlation, "MANY_UNITS", n_units - 1)
+    correlation.correlation_view(inp)
+    correlation.correlation_view(inp, clean=True)
+    assert caplog.text.count("may take hours") == 1 and f"{n_units:,} units" in caplog.text

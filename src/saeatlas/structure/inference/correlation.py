@@ -32,6 +32,7 @@ correlation one row of two extreme values makes.)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,8 @@ from .significance import NullTest, null_test, sampling_error, verdict
 if TYPE_CHECKING:
     from ..._coordinator import Coordinator
     from ..inputs import AtlasInputs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,10 @@ class CorrelationView:
         }
 
 
+#: Units above which the correlation view warns that it may take hours.
+MANY_UNITS = 4096
+
+
 def correlation_view(inp: AtlasInputs, clean: bool = False) -> CorrelationView | None:
     """The correlation view of ``inp``'s rows (None when the units' correlation was not
     computed); computed once per rows and settings (the random-SAE control shares it).
@@ -137,6 +144,15 @@ def correlation_view(inp: AtlasInputs, clean: bool = False) -> CorrelationView |
         cfg.alpha,
     )
     if key not in mode.views:
+        if not clean and mode.corr.shape[0] > MANY_UNITS and inp.coord.world.is_main:
+            log.warning(
+                "The units' correlation view partitions a graph of every pair of the %s "
+                "units for each member and null draw, a cost that grows faster than the "
+                "square of the units (on 2 CPU cores: 73 s at 1,536 units, about 20 minutes "
+                "at 3,072): this analysis may take hours. Map fewer layers at a time (a "
+                "store of fewer --layers) to keep it short.",
+                f"{mode.corr.shape[0]:,}",
+            )
         # members and null draws; at thousands of units each takes seconds or more
         n_items = 1 + len(mode.resampled) + (cfg.n_null if cfg.nulls and cfg.n_null >= 2 else 0)
         name = "units' cleaned correlations" if clean else "units' correlations"
