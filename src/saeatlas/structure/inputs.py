@@ -26,6 +26,7 @@ from ..sae import SparseAutoencoder
 from ..sae.model import sae_layers
 from ..store import ActivationStore
 from ..store.atomic import resolve
+from ..train.run import rows_digest
 from .config import AtlasConfig
 from .constants import MIN_ROWS
 from .fingerprints import sae_fingerprint, store_fingerprint
@@ -299,7 +300,7 @@ def warn_transfer(sae: SparseAutoencoder, sae_path: str | None, store: Activatio
     the SAE's own atlas, as `evaluate --model` of another network warns. Not refused: an
     SAE read on held-out inputs or a fine-tuned model is a question of its own."""
     trained = sae.cfg.metadata.get("rows_digest")
-    here = store.digest()[:16]  # :func:`saeatlas.train.run.rows_digest`
+    here = rows_digest(store)
     if isinstance(trained, str) and trained != here:
         log.warning(
             "The SAE%s was trained on other rows than those of the store '%s' (rows digest "

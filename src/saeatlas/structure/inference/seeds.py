@@ -25,6 +25,7 @@ from ...sae.model import sae_layers
 from ...store import ActivationStore
 from ...train.checkpoint import CHECKPOINT
 from ...train.ensemble import seed_sae_dir, trained_like
+from ...train.run import rows_digest
 
 #: SAEs in an atlas's ensemble at most (`saeatlas analyze --seeds`).
 MAX_SEEDS = 100
@@ -93,19 +94,20 @@ def _own_rows(sae: SparseAutoencoder, sae_dir: str | Path, store: ActivationStor
     rows, and they stayed in ``<sae>-seedN`` to block the analysis of the SAE's own store."""
     meta = sae.cfg.metadata or {}
     digest, path = meta.get("rows_digest"), meta.get("store")
-    if not isinstance(digest, str) or store.digest()[:16] == digest:
+    here = rows_digest(store)
+    if not isinstance(digest, str) or here == digest:
         return store
     if isinstance(path, str):
         try:
             own = ActivationStore.open(path)
-            if own.digest()[:16] == digest:
+            if rows_digest(own) == digest:
                 sae_layers(sae, own)
                 return own
         except (AtlasError, OSError):
             pass  # moved, captured again or damaged since: said below
     raise ConfigError(
         f"'{sae_dir}' was trained on other rows than those of '{store.path}' (rows digest "
-        f"{digest}, the store's {store.digest()[:16]}), and its own store ({path!r}) no "
+        f"{digest}, the store's {here}), and its own store ({path!r}) no "
         "longer holds them: its seed SAEs (--seeds, and the dictionary null's source) must "
         "be trained on its own rows. Give them with --seed-sae, or analyse with --seeds 1 "
         "and --nulls permutation rewiring."
