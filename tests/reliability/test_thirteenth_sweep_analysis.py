@@ -156,9 +156,9 @@ def test_a_table_without_its_module_column_under_listed_modules_is_refused(tmp_p
 def test_a_store_of_many_units_is_told_the_correlation_view_may_take_hours(
     outputs, caplog, monkeypatch
 ):
-    """The units' correlation view is dense in units: at 3,072 units it ran for about
-    20 minutes with nothing said, and all of GPT-2 small's residual stream (9,216 units)
-    would take hours. Above MANY_UNITS it says so once, before it starts."""
+    """The units' correlation view decomposes the units' correlations, a cost cubic in
+    the units: all of GPT-2 small's residual stream (9,216 units) would take hours on a
+    CPU. Above MANY_UNITS it says so once, before it starts."""
     from saeatlas.structure import AtlasConfig
     from saeatlas.structure.inference import correlation
     from saeatlas.structure.inputs import prepare

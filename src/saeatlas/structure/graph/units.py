@@ -15,7 +15,8 @@
   signal leaves, Laloux et al. 1999) removed, after MacMahon &
   Garlaschelli 2015 ("Community detection for correlation matrices"); the
   positive part is the graph. ``clean=False`` keeps the raw correlations (the
-  naive baseline).
+  naive baseline); ``neighbours`` keeps each unit's strongest weights only (a
+  k-nearest-neighbour graph, for thousands of units).
 
 These are co-activation modules: units that are driven together, not a causal
 claim (ablations are in part 2).
@@ -152,17 +153,52 @@ def noise_edge_mask(vals: np.ndarray, n_rows: int) -> np.ndarray:
     return signal
 
 
-def unit_correlation_graph(corr: np.ndarray, n_rows: int, clean: bool = True) -> sp.csr_matrix:
-    """The units' co-activation graph: positive part of the (cleaned) correlations."""
-    c = corr
-    if clean:
-        vals, vecs = np.linalg.eigh(corr)
-        keep = noise_edge_mask(vals, n_rows)
-        keep[np.argmax(vals)] = False  # the global mode
-        c = (vecs[:, keep] * vals[keep]) @ vecs[:, keep].T
+def unit_correlation_graph(
+    corr: np.ndarray,
+    n_rows: int,
+    clean: bool = True,
+    neighbours: int | None = None,
+    device: str | None = None,
+) -> sp.csr_matrix:
+    """The units' co-activation graph: positive part of the (cleaned) correlations.
+
+    ``neighbours``: keep only each unit's ``neighbours`` strongest positive weights, a
+    pair staying when either unit keeps it (the symmetric k-nearest-neighbour graph
+    that community detection runs on in single-cell analysis, Levine et al. 2015,
+    "PhenoGraph"; Traag et al. 2019): ``n_units x neighbours`` edges at most, where the
+    full graph has every pair. ``None`` (or at least ``n_units - 1``): every pair.
+    With ``neighbours`` the cleaning decomposes in float32 (its eigenvalues to about
+    1e-5; 1.5-2x faster than float64, which the cleaning's O(n_units^3) makes the view's
+    largest cost at thousands of units). ``device``: where to decompose (a GPU does it
+    in a fraction of the CPU's time; default the CPU)."""
+    c = _cleaned(corr, n_rows, neighbours is not None, device) if clean else corr
     g = np.where(c > 0, c, 0.0)
     np.fill_diagonal(g, 0.0)
-    return sp.csr_matrix(g)
+    n = g.shape[0]
+    if neighbours is None or neighbours >= n - 1:
+        return sp.csr_matrix(g)
+    if neighbours < 1:
+        raise ValueError(f"neighbours must be at least 1, got {neighbours}")
+    # each row's strongest `neighbours` (ties at the cut broken by position)
+    cols = np.argpartition(-g, neighbours - 1, axis=1)[:, :neighbours]
+    rows = np.repeat(np.arange(n), neighbours)
+    w = g[rows, cols.ravel()]
+    on = w > 0
+    kept = sp.csr_matrix((w[on], (rows[on], cols.ravel()[on])), shape=(n, n))
+    return kept.maximum(kept.T).tocsr()  # weights are symmetric: the union of both lists
+
+
+@torch.no_grad()
+def _cleaned(corr: np.ndarray, n_rows: int, float32: bool, device: str | None) -> np.ndarray:
+    """``corr`` without its global mode and noise bulk (:func:`unit_correlation_graph`)."""
+    dtype = torch.float32 if float32 else torch.float64
+    vals, vecs = torch.linalg.eigh(torch.from_numpy(corr).to(device or "cpu", dtype))
+    v = vals.double().cpu().numpy()
+    keep = noise_edge_mask(v, n_rows)
+    keep[np.argmax(v)] = False  # the global mode
+    idx = torch.from_numpy(np.flatnonzero(keep)).to(vecs.device)
+    kept = vecs[:, idx]
+    return ((kept * vals[idx]) @ kept.T).double().cpu().numpy()
 
 
 def global_mode(corr: np.ndarray, same_sign: float = 0.9) -> np.ndarray | None:

@@ -117,8 +117,21 @@ class CorrelationView:
         }
 
 
-#: Units above which the correlation view warns that it may take hours.
+#: Units above which the correlation view warns that it may take hours (its cleaning's
+#: eigendecompositions grow with the cube of the units).
 MANY_UNITS = 4096
+
+#: Units up to which the view's graphs hold every positive pair; above, each unit keeps
+#: its :data:`UNIT_NEIGHBOURS` strongest (the finder's time grows with the edges: on one
+#: core, 3 s for the four scales of one graph of 1,536 units with every pair, 0.14 s
+#: with 32 neighbours each).
+DENSE_UNITS = 2048
+UNIT_NEIGHBOURS = 32
+
+
+def unit_neighbours(n_units: int) -> int | None:
+    """How many neighbours each unit keeps in the view's graphs (None: every pair)."""
+    return UNIT_NEIGHBOURS if n_units > DENSE_UNITS else None
 
 
 def correlation_view(inp: AtlasInputs, clean: bool = False) -> CorrelationView | None:
@@ -146,11 +159,12 @@ def correlation_view(inp: AtlasInputs, clean: bool = False) -> CorrelationView |
     if key not in mode.views:
         if not clean and mode.corr.shape[0] > MANY_UNITS and inp.coord.world.is_main:
             log.warning(
-                "The units' correlation view partitions a graph of every pair of the %s "
-                "units for each member and null draw, a cost that grows faster than the "
-                "square of the units (on 2 CPU cores: 73 s at 1,536 units, about 20 minutes "
-                "at 3,072): this analysis may take hours. Map fewer layers at a time (a "
-                "store of fewer --layers) to keep it short.",
+                "The units' correlation view decomposes the correlations of the %s units "
+                "for each of its members and null draws, a cost that grows with the cube "
+                "of the units (on 2 CPU cores about 4 minutes at 3,072 units, so about "
+                "half an hour at 6,144): this analysis may take hours on a CPU. --device "
+                "cuda decomposes them on the GPU; or map fewer layers at a time (a store "
+                "of fewer --layers).",
                 f"{mode.corr.shape[0]:,}",
             )
         # members and null draws; at thousands of units each takes seconds or more
@@ -203,11 +217,13 @@ def _correlation_view(
     cfg, mode = inp.cfg, inp.mode
     n_obs = max(mode.n_samples, 2)
     correlations = (mode.corr, *mode.resampled)
-    real = unit_correlation_graph(mode.corr, n_obs, clean)
+    # cfg.device: under torchrun "cuda" is already this rank's GPU (inputs.analysis_ranks)
+    k, dev = unit_neighbours(mode.corr.shape[0]), cfg.device
+    real = unit_correlation_graph(mode.corr, n_obs, clean, k, dev)
     finders = make_levels(cfg)
 
     def member(i: int) -> list[tuple]:  # [level] (labels, modularity, :mod:`.cohesion`)
-        g = real if i == 0 else unit_correlation_graph(correlations[i], n_obs, clean)
+        g = real if i == 0 else unit_correlation_graph(correlations[i], n_obs, clean, k, dev)
         fits = [f.fit(g) for f in make_levels(cfg, i)]
         return [
             (
@@ -251,9 +267,9 @@ def _correlation_view(
 
         def null_graph(i: int, _: Coordinator | None) -> sp.csr_matrix:  # counts no pairs
             shifted = circular_shift(block, np.random.default_rng(seeds[i]))
-            return unit_correlation_graph(block_correlation(shifted), n_block, clean)
+            return unit_correlation_graph(block_correlation(shifted), n_block, clean, k, dev)
 
-        block_graph = unit_correlation_graph(block_correlation(block), n_block, clean)
+        block_graph = unit_correlation_graph(block_correlation(block), n_block, clean, k, dev)
         test = null_test(
             "independent units (circular shifts)",
             block_graph,
