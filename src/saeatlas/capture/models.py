@@ -349,6 +349,15 @@ def input_dtype(model: torch.nn.Module) -> torch.dtype | None:
     return None
 
 
+def takes_token_ids(model: torch.nn.Module) -> bool:
+    """Whether the model's inputs are integer token ids: a Hugging Face model (or one
+    that answers ``get_input_embeddings()`` the same way) with an embedding table."""
+    try:
+        return isinstance(model.get_input_embeddings(), torch.nn.Embedding)  # type: ignore[operator]
+    except Exception:  # not a Hugging Face model, or one without an embedding table
+        return False
+
+
 def example_inputs(model: torch.nn.Module, tokenizer: Any = None) -> Any:
     """A small input for a dry forward pass: a sentence for text models, else random
     rows sized by the first ``Linear`` layer."""
