@@ -41,3 +41,27 @@ def test_token_ids_saved_as_narrow_integers_are_read_as_token_ids(tmp_path, tiny
     plain = torch.nn.Sequential(torch.nn.Embedding(64, 4))
     with pytest.raises(ModelError, match=r"ByteTensor.* save them as int64"):
         capture(plain, ids.astype(np.uint8), "0", "plain")
+
+
+def test_hugging_face_weights_that_its_config_leaves_out_are_named(tmp_path, tiny_gpt2):
+    """Weights of a third block beside a config.json of two loaded as the two-block
+    network without a word (transformers drops what its config has no place for and only
+    logs it), so the store held a smaller network's activations than the one saved."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from saeatlas.capture import load_model
+    from saeatlas.errors import ModelSpecError
+
+    folder = tmp_path / "hf"
+    tiny_gpt2.save_pretrained(folder)
+    weights = load_file(folder / "model.safetensors")
+    more = {k.replace(".h.1.", ".h.2."): v.clone() for k, v in weights.items() if ".h.1." in k}
+    save_file({**weights, **more}, folder / "model.safetensors", metadata={"format": "pt"})
+    for model_class in ("auto", "base"):
+        with pytest.raises(ModelSpecError, match=r"11 weight\(s\) that its config.json gives no "):
+            load_model(str(folder), model_class=model_class)  # 11: GPT-2 ignores *attn.bias
+    save_file({**weights, "probe.weight": torch.ones(2)}, folder / "model.safetensors")
+    with pytest.warns(UserWarning, match=r"1 weight\(s\) that the causal-lm model does not use"):
+        loaded = load_model(str(folder))
+    assert type(loaded.model).__name__ == "GPT2LMHeadModel"
