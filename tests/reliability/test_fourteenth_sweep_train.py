@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import socket
 
+import pytest
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -57,3 +59,44 @@ def test_autocast_that_changes_nothing_is_warned_of(tmp_path, guarded, run_cli, 
             weights[arch, autocast] = load_file(out / "sae_weights.safetensors")["W_enc"]
     assert (weights["topk", "none"] == weights["topk", "bf16"]).all()
     assert not (weights["batchtopk", "none"] == weights["batchtopk", "bf16"]).all()
+
+
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_sigterm_and_ctrl_c_stop_with_one_line_and_resume(tmp_path, guarded, run_cli, name, code):
+    """SIGTERM ended a command without a word (Python's default: no `finally` ran) and
+    Ctrl-C with exit code 130 and nothing said; both now stop as Ctrl-C did, with one
+    line that advises `--resume`, the lock released, and the resumed SAE is the
+    uninterrupted one."""
+    import fcntl
+    import os
+    import signal
+
+    from saeatlas.cli.app import _on_sigterm
+    from saeatlas.train.run import _Run
+
+    cli, _ = run_cli
+    flags = ["--acts", guarded.store, "--d-sae", "16", "--k", "2", "--tokens", "640"]
+    flags += ["--batch-size", "32", "--seeds", "1", "--checkpoint-every", "5", "-q"]
+    assert cli("train", *flags, "--out", tmp_path / "ref").exit_code == 0
+    real, sig = _Run.train_step, getattr(signal, name)
+
+    def dying(self, batch):
+        if self.step == 7:
+            os.kill(os.getpid(), sig)
+        return real(self, batch)
+
+    before = signal.signal(signal.SIGTERM, _on_sigterm)  # what `main` installs
+    try:
+        _Run.train_step = dying
+        r = cli("train", *flags, "--out", tmp_path / "sae")
+    finally:
+        _Run.train_step = real
+        signal.signal(signal.SIGTERM, before)
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert r.exit_code == code and len(lines) == 1, r.output
+    assert lines[0].startswith(f"Error: Stopped by {name}") and "train --resume" in lines[0]
+    with open(tmp_path / ".sae.lock", "a") as f:  # released: another writer may take it
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert cli("train", *flags, "--out", tmp_path / "sae", "--resume").exit_code == 0
+    weights = [(tmp_path / d / "sae_weights.safetensors").read_bytes() for d in ("ref", "sae")]
+    assert weights[0] == weights[1]

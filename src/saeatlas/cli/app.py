@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import select
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,22 @@ class _Group(TyperGroup):
             if (ctx.obj or {}).get("debug"):
                 raise
             _fail(str(e))
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (:func:`_on_sigterm`)
+            if (ctx.obj or {}).get("debug"):
+                raise
+            # typer turned it into exit code 130 without a word
+            term = isinstance(e, Terminated)
+            resumes = ctx.invoked_subcommand in ("capture", "train", "sweep")
+            _fail(
+                f"Stopped by {'SIGTERM' if term else 'SIGINT (Ctrl-C)'}; what was complete is "
+                "kept and the output's lock is released"
+                + (
+                    f" (continue with `saeatlas {ctx.invoked_subcommand} --resume`)."
+                    if resumes
+                    else "; run the command again."
+                ),
+                code=143 if term else 130,
+            )
         except USAGE_ERRORS as e:  # a bad flag value: one line, like every other error
             sub = getattr(getattr(e, "ctx", None), "info_name", None)
             where = f"saeatlas {sub} --help" if sub and sub != ctx.info_name else "saeatlas --help"
@@ -150,14 +167,25 @@ def _reader_left() -> bool:
         return False
 
 
-def _fail(message: str) -> None:
-    """Print ``message`` as one line on stderr and exit with code 1."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that it stops as Ctrl-C stops it: its
+    ``finally`` blocks run (hooks, threads, locks) and what it committed stays for
+    ``--resume``. Python's default ended the process without a word."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _fail(message: str, code: int = 1) -> None:
+    """Print ``message`` as one line on stderr and exit with ``code`` (1: an error; 130
+    and 143, as shells give, for SIGINT and SIGTERM)."""
     # the message is plain text: its [batch, d] shapes are not markup
     line = " ".join(message.split())
     err_console.print(
         f"[bold red]Error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True
     )
-    raise typer.Exit(1) from None
+    raise typer.Exit(code) from None
 
 
 app = typer.Typer(
@@ -278,6 +306,7 @@ def main() -> None:
     import warnings
 
     warnings.showwarning = _show_warning
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app()
 
 
