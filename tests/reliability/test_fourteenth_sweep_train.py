@@ -100,3 +100,14 @@ def test_sigterm_and_ctrl_c_stop_with_one_line_and_resume(tmp_path, guarded, run
     assert cli("train", *flags, "--out", tmp_path / "sae", "--resume").exit_code == 0
     weights = [(tmp_path / d / "sae_weights.safetensors").read_bytes() for d in ("ref", "sae")]
     assert weights[0] == weights[1]
+
+
+def test_an_option_given_twice_with_two_values_is_refused(guarded, run_cli):
+    """`--k 2 ... --k 3` trained with k = 3 without a word (click keeps the last value),
+    so a flag added at the end of a long command line replaced one before it."""
+    cli, one_line_error = run_cli
+    train = ["train", "--acts", guarded.store, "--out", guarded.root / "new-sae", "-q"]
+    one_line_error(cli(*train, "--k", "2", "--k", "3"), "--k is given 2 times ('2', then '3')")
+    one_line_error(cli(*train, "--lr", "1e-3", "--lr=2e-3"), "--lr is given 2 times")
+    one_line_error(cli(*train, "--out", guarded.root / "b"), "--out is given 2 times")
+    assert not (guarded.root / "new-sae").exists() and not (guarded.root / "b").exists()

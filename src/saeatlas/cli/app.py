@@ -70,6 +70,7 @@ class _Group(TyperGroup):
         return super().main(_expand_multi_value(args), *rest, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
+        _refuse_repeated(self, ctx, list(getattr(self, "_argv", ())))
         try:
             return super().invoke(ctx)
         except AtlasError as e:
@@ -133,6 +134,31 @@ class _Group(TyperGroup):
                     else "."
                 )
             )
+
+
+def _refuse_repeated(group: _Group, ctx: click.Context, argv: list[str]) -> None:
+    """Refuse an option of one value given twice with two values (`--k 2 ... --k 3`):
+    click keeps the last without a word, so a flag added to the end of a long command
+    line silently replaced one before it. The options of several values (``--layers``)
+    add up, and a flag (``-q``) given twice says the same thing twice."""
+    name = next((a for a in argv if a in group.commands), None)
+    sub = group.commands.get(name or "")
+    if sub is None:
+        return
+    args = argv[argv.index(name) + 1 :]
+    for p in sub.params:
+        if p.param_type_name != "option" or p.multiple or p.is_flag or p.count:
+            continue
+        values = []
+        for i, a in enumerate(args):
+            for opt in p.opts:
+                if a == opt and i + 1 < len(args):
+                    values.append(args[i + 1])
+                elif a.startswith(f"{opt}=") and opt.startswith("--"):
+                    values.append(a.split("=", 1)[1])
+        if len(set(values)) > 1:
+            shown_values = ", then ".join(repr(v)[:40] for v in values)
+            _fail(f"{p.opts[0]} is given {len(values)} times ({shown_values}); give it once.")
 
 
 def _stray_value(e: Exception, ctx: click.Context, group: _Group) -> str:
