@@ -65,3 +65,24 @@ def test_hugging_face_weights_that_its_config_leaves_out_are_named(tmp_path, tin
     with pytest.warns(UserWarning, match=r"1 weight\(s\) that the causal-lm model does not use"):
         loaded = load_model(str(folder))
     assert type(loaded.model).__name__ == "GPT2LMHeadModel"
+
+
+def test_a_model_object_named_by_the_spec_is_the_model_and_two_models_are_refused(tmp_path):
+    """`file.py:model` naming a model object (not a factory) was called as a factory and
+    ended in "Calling 'file.py:model' failed: TypeError: forward() missing 1 required
+    positional argument"; a factory returning (model, model) took the second model for
+    the tokenizer without a word."""
+    from saeatlas.capture import load_model
+    from saeatlas.errors import ModelSpecError
+
+    (tmp_path / "m.py").write_text(
+        "from torch import nn\n"
+        "model = nn.Sequential(nn.Linear(6, 3))\n"
+        "def two():\n    return nn.Linear(6, 3), nn.Linear(6, 3)\n"
+    )
+    loaded = load_model(f"{tmp_path / 'm.py'}:model")
+    assert type(loaded.model).__name__ == "Sequential" and loaded.tokenizer is None
+    with pytest.raises(ModelSpecError, match="names a Sequential model, not a factory"):
+        load_model(f"{tmp_path / 'm.py'}:model", {"width": 3})
+    with pytest.raises(ModelSpecError, match=r"pair of two models \(Linear, Linear\)"):
+        load_model(f"{tmp_path / 'm.py'}:two")

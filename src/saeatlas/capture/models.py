@@ -71,10 +71,27 @@ def load_model(
             "local Hugging Face model directory or a factory such as 'mypkg.models:build'."
         )
     factory = load_factory(spec)
-    made = call_factory(factory, spec, kwargs) if callable(factory) else factory
+    if isinstance(factory, torch.nn.Module):
+        # a model object named by the spec is the model: called as a factory, it ran
+        # its forward without inputs ("forward() missing 1 required positional argument")
+        if kwargs:
+            raise ModelSpecError(
+                f"'{spec}' names a {type(factory).__name__} model, not a factory: keyword "
+                f"arguments {sorted(kwargs)} cannot be given to it. Name a function that "
+                "builds the model, or drop them."
+            )
+        made = factory
+    else:
+        made = call_factory(factory, spec, kwargs) if callable(factory) else factory
     tokenizer = None
     if isinstance(made, tuple) and len(made) == 2:
         made, tokenizer = made
+        if isinstance(tokenizer, torch.nn.Module):  # (model, model): not a tokenizer
+            raise ModelSpecError(
+                f"'{spec}' gave a pair of two models ({type(made).__name__}, "
+                f"{type(tokenizer).__name__}); a pair is (model, tokenizer). Return one "
+                "torch.nn.Module (wrap several in one), or the model and its tokenizer."
+            )
     made, own_tokenizer = unwrap_model(made)  # an nnsight wrapper: its module
     tokenizer = tokenizer if tokenizer is not None else own_tokenizer
     if not isinstance(made, torch.nn.Module):
