@@ -111,3 +111,12 @@ def test_an_option_given_twice_with_two_values_is_refused(guarded, run_cli):
     one_line_error(cli(*train, "--lr", "1e-3", "--lr=2e-3"), "--lr is given 2 times")
     one_line_error(cli(*train, "--out", guarded.root / "b"), "--out is given 2 times")
     assert not (guarded.root / "new-sae").exists() and not (guarded.root / "b").exists()
+
+
+def test_a_dead_window_beyond_64_bits_is_one_line(guarded, run_cli):
+    """`--dead-window 1e20` (as digits) passed the check and ended the first step in
+    "OverflowError: int too big to convert", a traceback."""
+    cli, one_line_error = run_cli
+    train = ["train", "--acts", guarded.store, "--out", guarded.root / "new-sae", "-q"]
+    one_line_error(cli(*train, "--dead-window", str(10**20)), "--dead-window must be in [1, ")
+    assert not (guarded.root / "new-sae").exists()
