@@ -203,9 +203,8 @@ def test_train_seeds_refuses_a_later_members_checkpoint_of_other_ranks_before_tr
     cli, one_line = run_cli
     file = interrupt(outputs.store, tmp_path / "sae-seed1", *TRAIN_FLAGS, "--seed", "1")
     _set_ranks(file, 2)
-    flags = [
-        f if f != "1" or TRAIN_FLAGS[i - 1] != "--seeds" else "2" for i, f in enumerate(TRAIN_FLAGS)
-    ]
+    flags = list(TRAIN_FLAGS)
+    flags[flags.index("--seeds") + 1] = "2"  # an option given twice is refused now
     args = ["train", "--acts", outputs.store, "--out", tmp_path / "sae", *flags]
     one_line(cli(*args, "--resume"), "sae-seed1", "on 2 processes")
     assert not (tmp_path / "sae").exists()
