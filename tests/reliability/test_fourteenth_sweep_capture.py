@@ -1,4 +1,5 @@
-"""Fourteenth hostile sweep, capture half: narrow integer token ids, ..."""
+"""Fourteenth hostile sweep, capture half: narrow integer token ids, Hugging Face weights
+their config leaves out, model specs that name a model object or give two models."""
 
 from __future__ import annotations
 

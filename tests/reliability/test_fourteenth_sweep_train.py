@@ -1,5 +1,6 @@
 """Fourteenth hostile sweep, training and CLI half: a torchrun environment whose other
-ranks never start, ..."""
+ranks never start, autocast that changes nothing, SIGTERM and Ctrl-C, an option given
+twice, a dead window beyond 64 bits."""
 
 from __future__ import annotations
 
