@@ -9,19 +9,24 @@ stages' own collective steps live with them (``capture/distributed.py``,
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.distributed.distributed_c10d import _set_pg_timeout
 
 from ._launcher import stop_with_launcher
 from .errors import ConfigError, DistributedError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,10 +104,79 @@ def join(device: str) -> World:
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size())
     stop_with_launcher()  # torchrun --nproc_per_node 1 too
-    if env_world().size == 1:
+    world = env_world()
+    if world.size == 1:
         return World()
-    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    wait_s = join_timeout()
+    where = f"{os.environ['MASTER_ADDR'].strip()}:{os.environ['MASTER_PORT'].strip()}"
+    # a rank whose peers were never started (an environment set by hand, one process)
+    # waited torch's 30 minutes without a word: say what it waits for, and for how long
+    waiting = threading.Timer(
+        JOIN_NOTICE_S,
+        log.warning,
+        (
+            "Rank %d of %d is waiting for the other ranks at %s (at most %g s, "
+            "SAEATLAS_JOIN_TIMEOUT)...",
+            world.rank,
+            world.size,
+            where,
+            wait_s,
+        ),
+    )
+    waiting.daemon = True
+    waiting.start()
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    try:
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=wait_s))
+    except (RuntimeError, ValueError) as e:  # torch's DistStoreError, DistNetworkError
+        raise DistributedError(
+            f"Rank {world.rank} of {world.size} could not join the other ranks at {where} "
+            f"within {wait_s:g} s ({_first_line(e)}). Start every rank (`torchrun "
+            f"--nproc_per_node {world.size} -m saeatlas ...` sets WORLD_SIZE, RANK, "
+            "MASTER_ADDR and MASTER_PORT for each), or unset WORLD_SIZE to run as one "
+            "process; SAEATLAS_JOIN_TIMEOUT sets the wait in seconds."
+        ) from None
+    finally:
+        waiting.cancel()
+    # the wait was for the join only: the group's collectives keep torch's own timeout
+    _set_pg_timeout(_default_timeout(backend), None)
     return World(dist.get_rank(), dist.get_world_size())
+
+
+#: Seconds a rank waits for the others before it says that it waits.
+JOIN_NOTICE_S = 10.0
+#: Seconds a rank waits for the others to join, unless SAEATLAS_JOIN_TIMEOUT says.
+JOIN_TIMEOUT_S = 600.0
+
+
+def join_timeout() -> float:
+    """Seconds a rank waits for the other ranks to join: ``SAEATLAS_JOIN_TIMEOUT``, or
+    :data:`JOIN_TIMEOUT_S`."""
+    raw = os.environ.get("SAEATLAS_JOIN_TIMEOUT", "").strip()
+    if not raw:
+        return JOIN_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 7 * 24 * 3600:  # NaN too; a week fits a group's clock
+        raise ConfigError(
+            f"The environment variable SAEATLAS_JOIN_TIMEOUT is {raw[:40]!r}; give the "
+            "seconds a rank waits for the others to join, above 0 and at most 604800 "
+            f"(a week), or unset it for {JOIN_TIMEOUT_S:g}."
+        )
+    return value
+
+
+def _default_timeout(backend: str) -> timedelta:
+    if backend == "nccl":
+        return getattr(dist.constants, "default_pg_nccl_timeout", None) or dist.default_pg_timeout
+    return dist.default_pg_timeout
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def is_main_process() -> bool:

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from saeatlas.capture import capture_activations, load_model
-from saeatlas.capture.models import hf_model_class
+from saeatlas.capture.hf_dir import hf_model_class
 from saeatlas.cli import app
 from saeatlas.errors import ModelSpecError
 from saeatlas.sae import SAEConfig, SparseAutoencoder

@@ -203,8 +203,10 @@ def test_train_seeds_refuses_a_later_members_checkpoint_of_other_ranks_before_tr
     cli, one_line = run_cli
     file = interrupt(outputs.store, tmp_path / "sae-seed1", *TRAIN_FLAGS, "--seed", "1")
     _set_ranks(file, 2)
-    args = ["train", "--acts", outputs.store, "--out", tmp_path / "sae", *TRAIN_FLAGS]
-    one_line(cli(*args, "--seeds", "2", "--resume"), "sae-seed1", "on 2 processes")
+    flags = list(TRAIN_FLAGS)
+    flags[flags.index("--seeds") + 1] = "2"  # an option given twice is refused now
+    args = ["train", "--acts", outputs.store, "--out", tmp_path / "sae", *flags]
+    one_line(cli(*args, "--resume"), "sae-seed1", "on 2 processes")
     assert not (tmp_path / "sae").exists()
 
 

@@ -48,7 +48,7 @@ from .layouts import (
     module_layout,
     parse_layout,
 )
-from .models import check_has_values, input_dtype
+from .models import check_has_values, input_dtype, takes_token_ids
 from .recorder import Recorder, check_batch_follows, run_forward
 from .rows import LayerRows, check_batch_dim, check_row_agreement, check_shape_options, to_rows
 from .texts import text_max_length
@@ -214,6 +214,7 @@ def _capture(
             labels=labels,
             max_length=max_length,
             float_dtype=input_dtype(model),
+            token_ids=takes_token_ids(model),
         )
 
     if writer.already_complete:  # a resume of a capture that had stored every row

@@ -62,9 +62,26 @@ def _n_samples(x: Any) -> int:
     raise InputsError(f"Cannot tell the batch size of a {type(x).__name__} batch.")
 
 
-def _as_tensor(x: Any, float_dtype: torch.dtype | None = None) -> Any:
+#: Integer dtypes that torch's embeddings refuse ("Expected tensor for argument #1
+#: 'indices' to have one of the following scalar types: Long, Int"); uint16-64 are
+#: widened for every model, since torch has few ops for them.
+_NARROW_INTS = (np.uint8, np.int8, np.int16)
+
+
+def _as_tensor(x: Any, float_dtype: torch.dtype | None = None, token_ids: bool = False) -> Any:
     """Arrays become tensors; floating ones become ``float_dtype`` when given (the
-    model's), else float64 arrays become float32 (NumPy's default is not torch's)."""
+    model's), else float64 arrays become float32 (NumPy's default is not torch's).
+    With ``token_ids`` (the model embeds integer token ids), uint8, int8 and int16
+    arrays and tensors become int64: for another model they may be images or audio
+    samples whose dtype the model reads, so they stay as they are there."""
+    if (
+        token_ids
+        and isinstance(x, torch.Tensor)
+        and x.dtype in (torch.uint8, torch.int8, torch.int16)
+    ):
+        x = x.long()
+    if token_ids and isinstance(x, np.ndarray) and x.dtype.type in _NARROW_INTS:
+        x = x.astype(np.int64)
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "biufc":
             texts = x.dtype.kind in "SU"
@@ -112,6 +129,7 @@ def iter_input_batches(
     labels: Sequence[Any] | np.ndarray | None = None,
     max_length: int | None = None,
     float_dtype: torch.dtype | None = None,
+    token_ids: bool = False,
 ) -> Iterator[InputBatch]:
     """Batches from any supported kind of input.
 
@@ -128,6 +146,8 @@ def iter_input_batches(
             this many tokens (other inputs refuse it: :func:`check_max_length`).
         float_dtype: the dtype floating-point inputs are given in (the model's); by
             default float64 arrays become float32 and other inputs keep their dtype.
+        token_ids: the model embeds integer token ids (:func:`~.models.takes_token_ids`):
+            uint8, int8 and int16 inputs are read as int64 ids.
     """
     if batch_size <= 0:
         raise InputsError(f"`batch_size` must be positive, got {batch_size}.")
@@ -139,7 +159,7 @@ def iter_input_batches(
     if isinstance(inputs, (torch.Tensor, np.ndarray)):
         check_max_length(inputs, max_length)
         cut = max_length if max_length is not None and _is_token_ids(inputs) else None
-        yield from _array_batches(inputs, batch_size, labels, float_dtype, cut)
+        yield from _array_batches(inputs, batch_size, labels, (float_dtype, token_ids), cut)
     elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
         if tokenizer is None:
             raise InputsError(
@@ -149,7 +169,7 @@ def iter_input_batches(
         yield from _text_batches(list(inputs), tokenizer, batch_size, labels, max_length)
     elif isinstance(inputs, Iterable):
         check_max_length(inputs, max_length)
-        yield from _iterable_batches(inputs, labels, float_dtype)
+        yield from _iterable_batches(inputs, labels, (float_dtype, token_ids))
     else:
         raise InputsError(
             f"Unsupported inputs of type {type(inputs).__name__}; pass a tensor/array, a list "
@@ -188,7 +208,7 @@ def _array_batches(
     x: Any,
     batch_size: int,
     labels: Any,
-    float_dtype: torch.dtype | None,
+    dtypes: tuple[torch.dtype | None, bool],
     max_length: int | None = None,
 ) -> Iterator[InputBatch]:
     """``x`` in batches of ``batch_size`` samples; with ``max_length``, each sample's
@@ -196,7 +216,7 @@ def _array_batches(
     n = _n_samples(x)
     lab = None if labels is None else _label_array(labels, n, "input samples")
     for s in range(0, n, batch_size):
-        chunk = _as_tensor(x[s : s + batch_size], float_dtype)
+        chunk = _as_tensor(x[s : s + batch_size], *dtypes)
         if max_length is not None:
             chunk = chunk[:, :max_length]
         yield InputBatch(
@@ -298,7 +318,7 @@ def _text_batches(
 
 
 def _iterable_batches(
-    batches: Iterable[Any], labels: Any, float_dtype: torch.dtype | None
+    batches: Iterable[Any], labels: Any, dtypes: tuple[torch.dtype | None, bool]
 ) -> Iterator[InputBatch]:
     if labels is not None:
         raise InputsError(
@@ -307,18 +327,18 @@ def _iterable_batches(
         )
     for item in batches:
         if isinstance(item, Mapping):
-            kwargs = {k: _as_tensor(v, float_dtype) for k, v in item.items()}
+            kwargs = {k: _as_tensor(v, *dtypes) for k, v in item.items()}
             n = _n_samples(kwargs)
             y = kwargs.get("labels", kwargs.get("label"))
             yield InputBatch(
                 (), kwargs, n, mask=kwargs.get("attention_mask"), labels=_labels_of(y, n)
             )
         elif isinstance(item, (list, tuple)) and len(item) == 2:
-            x, y = _as_tensor(item[0], float_dtype), item[1]
+            x, y = _as_tensor(item[0], *dtypes), item[1]
             n = _n_samples(x)
             yield InputBatch((x,), {}, n, labels=_labels_of(y, n))
         elif isinstance(item, (torch.Tensor, np.ndarray)):
-            x = _as_tensor(item, float_dtype)
+            x = _as_tensor(item, *dtypes)
             yield InputBatch((x,), {}, _n_samples(x))
         else:
             raise InputsError(

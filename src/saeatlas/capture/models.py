@@ -3,12 +3,10 @@ or a local Hugging Face model directory (offline, safetensors only)."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import inspect
 import itertools
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +14,8 @@ from typing import Any
 
 import torch
 
-from .._validation import shown
 from ..errors import AtlasError, ModelError, ModelSpecError
+from .hf_dir import MODEL_CLASSES, load_hf_dir
 from .nnsight import unwrap_model
 
 
@@ -28,14 +26,6 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: Any = None
     spec: str = ""
-
-
-#: ``--model-class`` values and the ``transformers`` auto class each loads.
-MODEL_CLASSES = {
-    "causal-lm": "AutoModelForCausalLM",
-    "masked-lm": "AutoModelForMaskedLM",
-    "base": "AutoModel",
-}
 
 
 def load_model(
@@ -66,7 +56,7 @@ def load_model(
                 f"Keyword arguments {sorted(kwargs)} apply to a factory, not to the model "
                 f"directory '{path}'."
             )
-        return _load_hf_dir(path, model_class)
+        return LoadedModel(*load_hf_dir(path, model_class), str(path))
     if model_class != "auto":
         raise ModelSpecError(
             f"--model-class {model_class!r} applies to a Hugging Face model directory, not to "
@@ -81,10 +71,27 @@ def load_model(
             "local Hugging Face model directory or a factory such as 'mypkg.models:build'."
         )
     factory = load_factory(spec)
-    made = call_factory(factory, spec, kwargs) if callable(factory) else factory
+    if isinstance(factory, torch.nn.Module):
+        # a model object named by the spec is the model: called as a factory, it ran
+        # its forward without inputs ("forward() missing 1 required positional argument")
+        if kwargs:
+            raise ModelSpecError(
+                f"'{spec}' names a {type(factory).__name__} model, not a factory: keyword "
+                f"arguments {sorted(kwargs)} cannot be given to it. Name a function that "
+                "builds the model, or drop them."
+            )
+        made = factory
+    else:
+        made = call_factory(factory, spec, kwargs) if callable(factory) else factory
     tokenizer = None
     if isinstance(made, tuple) and len(made) == 2:
         made, tokenizer = made
+        if isinstance(tokenizer, torch.nn.Module):  # (model, model): not a tokenizer
+            raise ModelSpecError(
+                f"'{spec}' gave a pair of two models ({type(made).__name__}, "
+                f"{type(tokenizer).__name__}); a pair is (model, tokenizer). Return one "
+                "torch.nn.Module (wrap several in one), or the model and its tokenizer."
+            )
     made, own_tokenizer = unwrap_model(made)  # an nnsight wrapper: its module
     tokenizer = tokenizer if tokenizer is not None else own_tokenizer
     if not isinstance(made, torch.nn.Module):
@@ -202,144 +209,6 @@ def _import(target: str, spec: str) -> Any:
         raise _code_error(e, f"Importing {target!r} (from spec {spec!r})") from e
 
 
-def hf_model_class(config: dict[str, Any], model_class: str = "auto") -> str:
-    """The ``MODEL_CLASSES`` key to load a directory with, from its ``config.json``."""
-    if model_class != "auto":
-        return model_class
-    for arch in config.get("architectures") or ():
-        if arch.endswith(("ForCausalLM", "LMHeadModel")):
-            return "causal-lm"
-        if arch.endswith("ForMaskedLM"):
-            return "masked-lm"
-    return "base"
-
-
-def _load_hf_dir(path: Path, model_class: str = "auto") -> LoadedModel:
-    if not (path / "config.json").exists():
-        raise ModelSpecError(
-            f"'{path}' has no config.json; it is not a Hugging Face model directory."
-        )
-    if not list(path.glob("*.safetensors")):
-        raise ModelSpecError(
-            f"'{path}' has no *.safetensors weights. saeatlas loads only safetensors (pickled "
-            "*.bin weights can run code); convert them with `transformers` save_pretrained("
-            "safe_serialization=True)."
-        )
-    try:
-        import transformers
-    except ImportError as e:
-        raise ModelSpecError(
-            "Loading a Hugging Face directory needs `transformers`: pip install 'saeatlas[hf]'."
-        ) from e
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (ValueError, OSError) as e:  # not JSON, not UTF-8, a directory
-        raise ModelSpecError(f"'{path / 'config.json'}' is not valid JSON: {e}.") from e
-    if not isinstance(config, dict):
-        raise ModelSpecError(f"'{path / 'config.json'}' is not a JSON object.")
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
-    model_type = config.get("model_type")
-    if model_type not in CONFIG_MAPPING:  # transformers' own error advised another class
-        names = (
-            "has no `model_type`"
-            if model_type is None
-            else (
-                f"names `model_type` {shown(model_type)}, which transformers "
-                f"{transformers.__version__} does not know"
-            )
-        )
-        raise ModelSpecError(
-            f"'{path / 'config.json'}' {names} (no --model-class loads it). Give the model "
-            "type of its architecture ('gpt2', 'bert', ...), or use a transformers that has it."
-        )
-    tokenizer = None
-    files = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
-    if any((path / f).exists() for f in files):
-        try:
-            # before the weights: a bad file is named before the work (and their bar)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-        except Exception as e:  # a damaged tokenizer file: json's, tokenizers' own errors
-            why = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else ""
-            raise ModelSpecError(
-                f"The tokenizer of '{path}' cannot be loaded: {type(e).__name__}: {why}. "
-                f"Check its tokenizer files ({', '.join(f for f in files if (path / f).exists())})."
-            ) from e
-    kind = hf_model_class(config, model_class)
-    auto = getattr(transformers, MODEL_CLASSES[kind])
-    try:
-        with _transformers_quiet():  # its load report and bar: what matters is raised below
-            model, info = auto.from_pretrained(
-                path, local_files_only=True, use_safetensors=True, output_loading_info=True
-            )
-    except ValueError as e:  # transformers: this config has no such head
-        raise ModelSpecError(
-            f"'{path}' cannot be loaded as --model-class {kind}: {str(e).strip()} Choose "
-            f"another --model-class ({', '.join(MODEL_CLASSES)})."
-        ) from e
-    except Exception as e:  # damaged weights: safetensors' and torch's own errors
-        if "ignore_mismatched_sizes" in str(e):  # its text points to a report kept quiet
-            _refuse_mismatched(auto, path)
-        raise ModelSpecError(
-            f"'{path}' cannot be loaded: {type(e).__name__}: {str(e).strip().rstrip('.')}. "
-            "Check its config.json and *.safetensors files."
-        ) from e
-    missing = sorted(info.get("missing_keys") or ())
-    if missing:  # transformers fills them with random values and only logs it
-        shown_keys = ", ".join(missing[:3]) + (
-            f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        )
-        raise ModelSpecError(
-            f"'{path}' lacks {len(missing)} weight(s) of its {kind} model ({shown_keys}); "
-            "transformers would fill them with random values, so the activations would be "
-            "another network's. Give the complete *.safetensors weights, or a --model-class "
-            "whose weights it holds (base for a checkpoint without its head)."
-        )
-    return LoadedModel(model, tokenizer, str(path))
-
-
-def _refuse_mismatched(auto: Any, path: Path) -> None:
-    """Name the weights of ``path`` whose shapes its config.json does not give
-    (transformers' error only says "look at the above report", a report it logs and
-    :func:`_transformers_quiet` keeps out of the output)."""
-    try:
-        with _transformers_quiet():
-            _, info = auto.from_pretrained(
-                path,
-                local_files_only=True,
-                use_safetensors=True,
-                output_loading_info=True,
-                ignore_mismatched_sizes=True,
-            )
-    except Exception:  # the caller's error stands
-        return
-    odd = sorted(info.get("mismatched_keys") or ())
-    if odd:
-        key, found, wanted = odd[0]
-        more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
-        raise ModelSpecError(
-            f"'{path}' holds weights of other shapes than its config.json gives: {key} is "
-            f"{list(found)} in the *.safetensors files, {list(wanted)} by the config{more}. "
-            "Give the config.json the weights were saved with."
-        )
-
-
-@contextlib.contextmanager
-def _transformers_quiet() -> Any:
-    """transformers' warnings and progress bars off for the block, as they were after."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def input_dtype(model: torch.nn.Module) -> torch.dtype | None:
     """The dtype of the model's first floating-point parameter (or buffer), which its
     floating-point inputs are given in; ``None`` for a model without any."""
@@ -347,6 +216,15 @@ def input_dtype(model: torch.nn.Module) -> torch.dtype | None:
         if t.is_floating_point():
             return t.dtype
     return None
+
+
+def takes_token_ids(model: torch.nn.Module) -> bool:
+    """Whether the model's inputs are integer token ids: a Hugging Face model (or one
+    that answers ``get_input_embeddings()`` the same way) with an embedding table."""
+    try:
+        return isinstance(model.get_input_embeddings(), torch.nn.Embedding)  # type: ignore[operator]
+    except Exception:  # not a Hugging Face model, or one without an embedding table
+        return False
 
 
 def example_inputs(model: torch.nn.Module, tokenizer: Any = None) -> Any:

@@ -177,8 +177,13 @@ def _drop_last(x: Any, n: int) -> Any:
 
 def model_error(e: BaseException, where: str) -> ModelError:
     """The one-line error for a forward pass that failed inside the model."""
+    hint = ""
+    if "'indices' to have one of the following scalar types" in str(e):
+        # an nn.Embedding given uint8/int8/int16 ids by a model saeatlas cannot tell embeds
+        # tokens (not a Hugging Face one), which are widened to int64 for it
+        hint = " The model embeds token ids: save them as int64 (`ids.astype(np.int64)`)."
     return ModelError(
-        f"The model's forward pass failed on {where}: {code_failure(e)}. Check that the "
+        f"The model's forward pass failed on {where}: {code_failure(e)}.{hint} Check that the "
         "inputs fit the model (shape, dtype, token ids; --max-length for texts longer than it "
         "takes; a smaller --batch-size when out of memory); `saeatlas --debug ...` shows the "
         "traceback."

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import select
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,29 @@ class _Group(TyperGroup):
         return super().main(_expand_multi_value(args), *rest, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
+        _refuse_repeated(self, ctx, list(getattr(self, "_argv", ())))
         try:
             return super().invoke(ctx)
         except AtlasError as e:
             if (ctx.obj or {}).get("debug"):
                 raise
             _fail(str(e))
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (:func:`_on_sigterm`)
+            if (ctx.obj or {}).get("debug"):
+                raise
+            # typer turned it into exit code 130 without a word
+            term = isinstance(e, Terminated)
+            resumes = ctx.invoked_subcommand in ("capture", "train", "sweep")
+            _fail(
+                f"Stopped by {'SIGTERM' if term else 'SIGINT (Ctrl-C)'}; what was complete is "
+                "kept and the output's lock is released"
+                + (
+                    f" (continue with `saeatlas {ctx.invoked_subcommand} --resume`)."
+                    if resumes
+                    else "; run the command again."
+                ),
+                code=143 if term else 130,
+            )
         except USAGE_ERRORS as e:  # a bad flag value: one line, like every other error
             sub = getattr(getattr(e, "ctx", None), "info_name", None)
             where = f"saeatlas {sub} --help" if sub and sub != ctx.info_name else "saeatlas --help"
@@ -118,6 +136,31 @@ class _Group(TyperGroup):
             )
 
 
+def _refuse_repeated(group: _Group, ctx: click.Context, argv: list[str]) -> None:
+    """Refuse an option of one value given twice with two values (`--k 2 ... --k 3`):
+    click keeps the last without a word, so a flag added to the end of a long command
+    line silently replaced one before it. The options of several values (``--layers``)
+    add up, and a flag (``-q``) given twice says the same thing twice."""
+    name = next((a for a in argv if a in group.commands), None)
+    sub = group.commands.get(name or "")
+    if sub is None:
+        return
+    args = argv[argv.index(name) + 1 :]
+    for p in sub.params:
+        if p.param_type_name != "option" or p.multiple or p.is_flag or p.count:
+            continue
+        values = []
+        for i, a in enumerate(args):
+            for opt in p.opts:
+                if a == opt and i + 1 < len(args):
+                    values.append(args[i + 1])
+                elif a.startswith(f"{opt}=") and opt.startswith("--"):
+                    values.append(a.split("=", 1)[1])
+        if len(set(values)) > 1:
+            shown_values = ", then ".join(repr(v)[:40] for v in values)
+            _fail(f"{p.opts[0]} is given {len(values)} times ({shown_values}); give it once.")
+
+
 def _stray_value(e: Exception, ctx: click.Context, group: _Group) -> str:
     """For a missing option when a value stands without a flag right after the command
     (`saeatlas train STORE --out sae`, where --acts takes the store), the words that
@@ -150,14 +193,25 @@ def _reader_left() -> bool:
         return False
 
 
-def _fail(message: str) -> None:
-    """Print ``message`` as one line on stderr and exit with code 1."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that it stops as Ctrl-C stops it: its
+    ``finally`` blocks run (hooks, threads, locks) and what it committed stays for
+    ``--resume``. Python's default ended the process without a word."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _fail(message: str, code: int = 1) -> None:
+    """Print ``message`` as one line on stderr and exit with ``code`` (1: an error; 130
+    and 143, as shells give, for SIGINT and SIGTERM)."""
     # the message is plain text: its [batch, d] shapes are not markup
     line = " ".join(message.split())
     err_console.print(
         f"[bold red]Error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True
     )
-    raise typer.Exit(1) from None
+    raise typer.Exit(code) from None
 
 
 app = typer.Typer(
@@ -278,6 +332,7 @@ def main() -> None:
     import warnings
 
     warnings.showwarning = _show_warning
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app()
 
 

@@ -30,7 +30,7 @@ def layers_cmd(
 ) -> None:
     """List a model's hook points with their output shapes (one dry forward pass)."""
     from ..capture import example_inputs, iter_input_batches, list_layers, load_inputs, load_model
-    from ..capture.models import input_dtype
+    from ..capture.models import input_dtype, takes_token_ids
     from ..errors import InputsError
 
     loaded = load_model(model, model_class=model_class)
@@ -43,6 +43,7 @@ def layers_cmd(
                 batch_size=2,
                 tokenizer=loaded.tokenizer,
                 float_dtype=input_dtype(loaded.model),
+                token_ids=takes_token_ids(loaded.model),
             ),
             None,
         )

@@ -19,7 +19,7 @@ import torch
 from ..capture.hookpoints import resolve_hookpoints
 from ..capture.inputs import iter_input_batches, model_and_tokenizer
 from ..capture.layouts import SOURCE_LAYOUT
-from ..capture.models import input_dtype
+from ..capture.models import input_dtype, takes_token_ids
 from ..capture.recorder import model_error
 from ..capture.rows import from_rows, replace_tensor, select_tensor, to_rows
 from ..errors import AtlasError, ConfigError, NonFiniteError
@@ -106,6 +106,7 @@ def loss_recovered(
             labels=labels,
             max_length=max_length,
             float_dtype=input_dtype(model),
+            token_ids=takes_token_ids(model),
         ):
             args = tuple(a.to(device) if device and torch.is_tensor(a) else a for a in batch.args)
             kwargs = {

@@ -35,6 +35,10 @@ READ_BY: dict[str, tuple[str, tuple[str, ...]]] = {
     "auxk_coefficient": ("architecture", ("topk", "batchtopk")),
     "auxk_k": ("architecture", ("topk", "batchtopk")),
     "select_dtype": ("architecture", ("topk",)),
+    # TopK's sparse kernels compute the chosen latents and every gradient in the
+    # weights' precision (its selection product's is `select_dtype`), so autocast
+    # changed nothing there, on a CPU or a GPU; the dense products of the others it casts
+    "autocast": ("architecture", ("relu", "jumprelu", "batchtopk")),
     "l1_coefficient": ("architecture", ("relu",)),
     "l0_coefficient": ("architecture", ("jumprelu",)),
     "jumprelu_bandwidth": ("architecture", ("jumprelu",)),
@@ -129,7 +133,8 @@ class TrainConfig:
     device: str = "cpu"
     """Device to train on (cpu, cuda, cuda:1...)."""
     autocast: str = "none"
-    """Mixed precision: none, bf16 or fp16."""
+    """Mixed precision of the dense products (relu, jumprelu, batchtopk; on CPUs too):
+    none, bf16 or fp16. TopK's sparse kernels keep full precision (see `select_dtype`)."""
     select_dtype: str = "auto"
     """Precision of the dense encoder product that only chooses each row's top-k
     latents (topk): float32, bfloat16, or auto (bfloat16 on GPUs and on CPUs with
@@ -165,6 +170,9 @@ class TrainConfig:
         in_range("lr", self.lr, 0, FLOAT32_MAX, open_low=True)
         in_range("seed", self.seed, 0, 2**63 - 1)
         in_range("data_seed", self.data_seed, 0, 2**63 - 1)
+        # compared with a 64-bit tensor of rows since each latent fired: beyond it the
+        # first step ended in "OverflowError: int too big to convert"
+        in_range("dead_window", self.dead_window, 1, 2**63 - 1)
         positive(self, "jumprelu_bandwidth", "jumprelu_init_threshold")
         non_negative(self, "heldout_rows", "lr_warmup_steps", "checkpoint_every")
         non_negative(self, "sparsity_warmup_steps", "seed", "grad_clip", "auxk_coefficient")
