@@ -45,6 +45,11 @@ def test_a_report_stopped_between_its_figures_and_its_page_leaves_no_mismatched_
 
     import saeatlas.report.write as write
 
+    def drawn(data, links, pos, folder):  # the PNGs (the slow part) as stand-ins
+        (folder / "layer_module.png").write_bytes(b"png")
+        return [folder / "layer_module.png"]
+
+    monkeypatch.setattr(write, "_static", drawn)
     atlas = shutil.copytree(analysed, tmp_path / "atlas")
     page = tmp_path / "page.html"  # outside the atlas, which an --overwrite keeps
     write.write_report(atlas, page)
@@ -54,12 +59,13 @@ def test_a_report_stopped_between_its_figures_and_its_page_leaves_no_mismatched_
     def broken(*args, **kwargs):
         raise ValueError("a template error")
 
+    render = write.render_page
     monkeypatch.setattr(write, "render_page", broken)
     with pytest.raises(ValueError, match="a template error"):
         write.write_report(atlas, page)
     assert page.read_bytes() == old  # nothing changed: figures and page are the old ones
     assert {p.name: p.stat().st_ino for p in (atlas / "figures").iterdir()} == figures
-    monkeypatch.undo()
+    monkeypatch.setattr(write, "render_page", render)
 
     def killed(*args, **kwargs):
         raise Killed
@@ -70,6 +76,40 @@ def test_a_report_stopped_between_its_figures_and_its_page_leaves_no_mismatched_
     new = {p.name: p.stat().st_ino for p in (atlas / "figures").iterdir()}
     assert new.keys() == figures.keys() and new != figures  # the new report's figures
     assert not page.exists()  # and no page that lists them as the old report's
-    monkeypatch.undo()
-    write.write_report(atlas, page)  # the next report writes both
-    assert page.is_file()
+
+
+#: Unicode's right-to-left override: the text after it reads backwards up to the end of
+#: its paragraph, unless an isolate around it (FSI ... PDI) ends its reach first.
+RLO, PDI = "\u202e", "\u2069"
+
+
+def _ends_inside(page: str, rlo: str, pdi: str, stops: str) -> bool:
+    """Whether every ``rlo`` in ``page`` meets a ``pdi`` before any of ``stops``."""
+    at = page.find(rlo)
+    while at >= 0:
+        rest = page[at:]
+        end = min([rest.find(c) for c in stops if c in rest] or [len(rest)])
+        if pdi not in rest[:end]:
+            return False
+        at = page.find(rlo, at + 1)
+    return True
+
+
+def test_a_right_to_left_override_in_a_name_is_kept_inside_it(tmp_path, analysed):
+    """A layer named with a right-to-left override (U+202E) reversed the rest of each line
+    it was shown in: a module card's 'layers a‮, 3' and the p-values after it read
+    backwards. Text from the atlas is now isolated (FSI ... PDI) wherever the page shows
+    it: the template, the Plotly labels and the data the page's script shows."""
+    from saeatlas.report import write_report
+    from saeatlas.structure.atlas import Atlas
+
+    atlas = Atlas.load(analysed)
+    name = f"x{PDI}{RLO}evil"  # a stray PDI of its own must not end the isolate early
+    renamed = {"1": name}
+    atlas.units["layer"] = atlas.units["layer"].map(lambda n: renamed.get(n, n))
+    atlas.summary["layers"] = [renamed.get(n, n) for n in atlas.summary["layers"]]
+    atlas.modules["layers"] = [[renamed.get(n, n) for n in ls] for ls in atlas.modules["layers"]]
+    page = write_report(atlas.save(tmp_path / "atlas")).path.read_text(encoding="utf-8")
+    assert RLO in page and "\\u202e" in page  # shown as text and in the page's data
+    assert _ends_inside(page, RLO, PDI, "<\n")
+    assert _ends_inside(page, "\\u202e", "\\u2069", '"')
