@@ -113,3 +113,45 @@ def test_a_right_to_left_override_in_a_name_is_kept_inside_it(tmp_path, analysed
     assert RLO in page and "\\u202e" in page  # shown as text and in the page's data
     assert _ends_inside(page, RLO, PDI, "<\n")
     assert _ends_inside(page, "\\u202e", "\\u2069", '"')
+
+
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("array store", "`store` must be an ActivationStore .* got ndarray: save an array"),
+        ("tensor store", "`store` must be .* got Tensor"),
+        ("array sae", "`sae` must be an SAE .* got ndarray"),
+        ("dict config", "`config` must be an AtlasConfig, got dict"),
+        ("config class", "`config` must be an AtlasConfig, got the class itself"),
+        ("one seed path", "`seed_saes` must be a list of SAEs .* give one SAE as"),
+        ("a sweep of text", r"`sweep` must be \(setting, \[\(value, SAE\)"),
+    ],
+)
+def test_the_python_api_refuses_arguments_of_the_wrong_kind_before_the_work(
+    outputs, forbid, case, needle
+):
+    """An array as the store ended in pathlib's 'expected str, bytes or os.PathLike
+    object', a dict as the config in an AttributeError, the AtlasConfig class itself only
+    after the whole analysis (at `to_json`), and one path as `seed_saes` was read as SAEs
+    named by its characters ('/' is not an SAE directory)."""
+    import numpy as np
+    import torch
+
+    import saeatlas.structure.inputs as inputs
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure import AtlasConfig, analyze, map_structure
+
+    forbid(inputs, "analysis_ranks")
+    x = np.zeros((20, 18), np.float32)
+    sae, store, cfg = str(outputs.sae), str(outputs.store), AtlasConfig()
+    calls = {
+        "array store": lambda: map_structure(sae, x, cfg),
+        "tensor store": lambda: analyze(sae, torch.from_numpy(x), cfg),
+        "array sae": lambda: map_structure(x, store, cfg),
+        "dict config": lambda: map_structure(sae, store, {"n_null": 2}),
+        "config class": lambda: map_structure(sae, store, AtlasConfig),
+        "one seed path": lambda: analyze(sae, store, cfg, seed_saes=outputs.sae),
+        "a sweep of text": lambda: analyze(sae, store, cfg, sweep=("k", "abc")),
+    }
+    with pytest.raises(ConfigError, match=needle):
+        calls[case]()

@@ -27,6 +27,7 @@ from ..sae.model import sae_layers
 from ..store import ActivationStore
 from ..store.atomic import resolve
 from ..train.run import rows_digest
+from .arguments import check_arguments
 from .config import AtlasConfig
 from .constants import MIN_ROWS
 from .fingerprints import sae_fingerprint, store_fingerprint
@@ -68,6 +69,7 @@ def prepared_on_ranks(
     """``then(prepare(sae, store, config, **kw))`` on every rank of the analysis
     (:func:`analysis_ranks`; ``timeout_s``: seconds a rank waits for the others where
     they meet before it stops with an error)."""
+    check_arguments(sae, store, config, **kw)
     return analysis_ranks(
         config.device, timeout_s, lambda coord: then(prepare(sae, store, config, coord=coord, **kw))
     )
