@@ -155,3 +155,23 @@ def test_the_python_api_refuses_arguments_of_the_wrong_kind_before_the_work(
     }
     with pytest.raises(ConfigError, match=needle):
         calls[case]()
+
+
+def test_ranks_given_other_settings_are_told_which(outputs):
+    """A `torchrun` analysis started by hand with another --seed or --n-null on rank 1 was
+    refused as given 'different settings', naming no setting; a sweep given to one rank
+    only was named as 'seed SAEs'."""
+    from saeatlas._world import differing
+    from saeatlas.errors import ConfigError
+    from saeatlas.store import ActivationStore
+    from saeatlas.structure import AtlasConfig
+    from saeatlas.structure.inputs import _facts
+
+    sae, store = SparseAutoencoder.load(outputs.sae), ActivationStore.open(outputs.store)
+    rank0 = _facts(sae, store, AtlasConfig(), {}, None)
+    rank1 = _facts(sae, store, AtlasConfig(seed=1, n_null=4), {}, None)
+    with pytest.raises(ConfigError, match=r"different `n_null`, `seed` \(ranks \[1\]"):
+        differing([rank0, rank1], "this analysis", "Give every rank the same flags.")
+    swept = _facts(sae, store, AtlasConfig(), {}, ("k", [(4.0, sae)]))
+    with pytest.raises(ConfigError, match=r"different sweep \(ranks \[1\]"):
+        differing([rank0, swept], "this analysis", "Give every rank the same flags.")
