@@ -175,3 +175,40 @@ def test_ranks_given_other_settings_are_told_which(outputs):
     swept = _facts(sae, store, AtlasConfig(), {}, ("k", [(4.0, sae)]))
     with pytest.raises(ConfigError, match=r"different sweep \(ranks \[1\]"):
         differing([rank0, swept], "this analysis", "Give every rank the same flags.")
+
+
+@pytest.mark.parametrize(
+    "sae_modules, says",
+    [
+        ({"n_modules": 1, "n_significant_modules": 0}, "own 1 reproducible module does not beat"),
+        ({"n_modules": 2, "n_significant_modules": 1}, "own 1 significant reproducible module"),
+        ({"n_modules": 0, "n_significant_modules": 0}, "own modules do not reproduce"),
+    ],
+)
+def test_the_reports_modules_line_says_what_the_verdict_says_of_the_saes_modules(
+    sae_modules, says
+):
+    """Where the top level is the units' correlations, the report's 'Modules' line said
+    '(the SAE's own modules do not reproduce)' also when the verdict above it said the
+    SAE's own reproducible module does not beat its null models, or covers fewer units."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from saeatlas.report.summary import modules_text
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.inference.outcome import decide
+
+    summary = {
+        "modules_from": "unit_correlations",
+        "sae_modules": sae_modules,
+        "partition_significant": True,
+        "ensemble": {"n_members": 6},
+        "module_kind": "co-activation",
+    }
+    modules = pd.DataFrame({"module": [0], "n_units": [3], "significant": [True]})
+    atlas = Atlas(units=pd.DataFrame(), features=pd.DataFrame(), modules=modules, summary=summary)
+    decide(atlas)
+    assert says in atlas.summary["message"]
+    line = modules_text(SimpleNamespace(summary=atlas.summary, n_modules=1))
+    assert says in line, line

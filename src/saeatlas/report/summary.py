@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..sae.architectures import REGISTRY as ARCHITECTURE_REGISTRY
-from ..structure.inference.outcome import VERDICTS
+from ..structure.inference.outcome import VERDICTS, sae_own_modules
 from ..structure.inference.significance import tested_modularity
 from .data import ReportData
 from .text import fmt, fmt_p, fmt_z
@@ -125,7 +125,7 @@ def modules_text(data: ReportData) -> str:
     n, n_sig = data.n_modules, int(s.get("n_significant_modules", 0))
     kind = s.get("module_kind", "")
     source = (
-        "the units' plain correlations (the SAE's own modules do not reproduce)"
+        f"the units' plain correlations ({sae_own_modules(s)})"
         if s.get("modules_from") == "unit_correlations"
         else "the SAE ensemble's consensus"
     )
