@@ -185,9 +185,7 @@ def test_ranks_given_other_settings_are_told_which(outputs):
         ({"n_modules": 0, "n_significant_modules": 0}, "own modules do not reproduce"),
     ],
 )
-def test_the_reports_modules_line_says_what_the_verdict_says_of_the_saes_modules(
-    sae_modules, says
-):
+def test_the_reports_modules_line_says_what_the_verdict_says_of_the_saes_modules(sae_modules, says):
     """Where the top level is the units' correlations, the report's 'Modules' line said
     '(the SAE's own modules do not reproduce)' also when the verdict above it said the
     SAE's own reproducible module does not beat its null models, or covers fewer units."""
@@ -212,3 +210,35 @@ def test_the_reports_modules_line_says_what_the_verdict_says_of_the_saes_modules
     assert says in atlas.summary["message"]
     line = modules_text(SimpleNamespace(summary=atlas.summary, n_modules=1))
     assert says in line, line
+
+
+def test_the_cli_table_prints_an_untested_module_as_undefined(capsys):
+    """A module of no test (--n-null 0) printed p 'nan' beside z '-', and one of no
+    preferred label 'None (nan)'; undefined figures print '-', as atlas.json holds null."""
+    import pandas as pd
+
+    from saeatlas.cli.tables import print_atlas
+    from saeatlas.structure.atlas import Atlas
+
+    modules = pd.DataFrame(
+        {
+            "module": [0],
+            "n_units": [3],
+            "n_features": [2],
+            "layers": [["a"]],
+            "z": [float("nan")],
+            "p": [float("nan")],
+            "significant": [False],
+            "reproducibility": [float("nan")],
+            "preferred_label": [None],
+            "selectivity": [float("nan")],
+            "ablation_effect": [float("nan")],
+            "ablation_p": [float("nan")],
+        }
+    )
+    summary = {"n_modules": 1, "module_kind": "co-activation", "message": "None counts."}
+    print_atlas(
+        Atlas(units=pd.DataFrame(), features=pd.DataFrame(), modules=modules, summary=summary)
+    )
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("│ 0"))
+    assert "nan" not in row.lower() and "None" not in row, row
