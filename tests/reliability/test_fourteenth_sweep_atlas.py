@@ -242,3 +242,22 @@ def test_the_cli_table_prints_an_untested_module_as_undefined(capsys):
     )
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("│ 0"))
     assert "nan" not in row.lower() and "None" not in row, row
+
+
+def test_an_atlas_object_or_its_json_given_for_its_directory_is_named(tmp_path, outputs):
+    """`write_report(atlas)` and `export_neuronpedia(atlas, ...)` with the Atlas object
+    (they read its directory) ended in pathlib's 'expected str, bytes or os.PathLike
+    object', and `Atlas.load('ATLAS/atlas.json')` said the atlas had no atlas.json."""
+    from saeatlas.export import export_neuronpedia
+    from saeatlas.report import write_report
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.atlas_format import AtlasFileError
+
+    atlas = Atlas.load(outputs.atlas)
+    with pytest.raises(AtlasFileError, match=r"an Atlas object .* \(atlas.save\(DIR\)\)"):
+        write_report(atlas)
+    with pytest.raises(AtlasFileError, match=r"an Atlas object .* \(atlas.save\(DIR\)\)"):
+        export_neuronpedia(atlas, tmp_path / "np")
+    assert not (tmp_path / "np").exists()
+    with pytest.raises(AtlasFileError, match="atlas.json' is not a directory"):
+        Atlas.load(outputs.atlas / "atlas.json")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,29 @@ def _finite_float(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def atlas_path(path: Any) -> Path:
+    """``path`` as the path of an atlas directory, or an error naming what it is instead:
+    an ``Atlas`` object given to ``write_report`` or ``export_neuronpedia`` (which read
+    the directory it was saved to) ended in pathlib's "expected str, bytes or
+    os.PathLike object", and the atlas's ``atlas.json`` was called an atlas without one."""
+    if isinstance(path, Atlas):
+        raise AtlasFileError(
+            "Got an Atlas object where the path of its directory goes: save it first "
+            "(atlas.save(DIR)) and give DIR."
+        )
+    if not isinstance(path, (str, os.PathLike)):
+        raise AtlasFileError(
+            f"The atlas must be given as the path of its directory, got {type(path).__name__}."
+        )
+    path = Path(path)
+    if path.is_file():
+        raise AtlasFileError(
+            f"'{path}' is not a directory; give the atlas directory that `saeatlas analyze "
+            "--out` wrote."
+        )
+    return path
+
+
 @dataclass
 class Atlas:
     """Modules of units, the feature communities behind them, and how sure we are."""
@@ -153,7 +177,7 @@ class Atlas:
     @classmethod
     def load(cls, path: str | Path) -> Atlas:
         """Read an Atlas directory written by :meth:`save`."""
-        path = Path(path)
+        path = atlas_path(path)
         identity = dir_identity(path)  # an analysis's --overwrite swaps in another directory
         meta = path / ATLAS_JSON
         if not meta.exists():
