@@ -261,3 +261,39 @@ def test_an_atlas_object_or_its_json_given_for_its_directory_is_named(tmp_path, 
     assert not (tmp_path / "np").exists()
     with pytest.raises(AtlasFileError, match="atlas.json' is not a directory"):
         Atlas.load(outputs.atlas / "atlas.json")
+
+
+def test_an_atlas_edited_in_python_out_of_step_is_not_saved_over_a_good_one(tmp_path, snapshot):
+    """An atlas whose modules table lost a module still named by its units was saved (with
+    `overwrite=True`, over a good atlas), and every reader then refused the folder."""
+    import shutil
+
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.atlas_format import AtlasFileError
+
+    path = _two_modules_atlas(tmp_path / "atlas")
+    before = snapshot(path)
+    atlas = Atlas.load(path)
+    atlas.modules = atlas.modules[atlas.modules["module"] == 1].reset_index(drop=True)
+    with pytest.raises(AtlasFileError, match=r"numbers its 1 modules \[1\].* keep its tables"):
+        atlas.save(path, overwrite=True)
+    assert snapshot(path) == before
+    shutil.rmtree(path)
+    with pytest.raises(AtlasFileError, match="keep its tables"):
+        atlas.save(path)
+    assert not path.exists()
+
+
+def _two_modules_atlas(path):
+    """An atlas of two modules over six units of one layer (tables alone: no store)."""
+    import pandas as pd
+
+    from saeatlas.structure.atlas import Atlas
+
+    units = pd.DataFrame(
+        {"unit": range(6), "layer": "a", "index": range(6), "module": [0, 0, 1, 1, -1, -1]}
+    )
+    features = pd.DataFrame({"feature": range(4), "module": [0, 1, 1, -1]})
+    modules = pd.DataFrame({"module": [0, 1], "n_units": [2, 2], "n_features": [1, 2]})
+    summary = {"n_modules": 2, "layers": ["a"]}
+    return Atlas(units=units, features=features, modules=modules, summary=summary).save(path)

@@ -113,6 +113,13 @@ def atlas_path(path: Any) -> Path:
     return path
 
 
+#: What to do about an atlas edited in Python whose tables disagree.
+_EDITED = (
+    "an atlas changed after the analysis must keep its tables and atlas.json in step "
+    "(Atlas.load refuses it otherwise); save the atlas the analysis returned, or fix the tables"
+)
+
+
 @dataclass
 class Atlas:
     """Modules of units, the feature communities behind them, and how sure we are."""
@@ -155,9 +162,12 @@ class Atlas:
         ``path``'s lock (:func:`~saeatlas.store.atomic.replacing_dir`), so ``path`` is
         always the complete old atlas or the complete new one. A directory that an
         older saeatlas left half-written (only atlas files, no ``atlas.json``) is
-        replaced.
+        replaced. An atlas whose tables disagree (edited in Python: a module dropped from
+        ``modules`` but still named by its units) is refused before anything is written:
+        it was saved, over an atlas with ``overwrite``, and then refused by every reader.
         """
         path = Path(path)
+        check_tables(self, path, _EDITED)
         with output_lock(path):
             check_atlas_out(path, overwrite)
             with replacing_dir(path) as new:
