@@ -297,3 +297,23 @@ def _two_modules_atlas(path):
     modules = pd.DataFrame({"module": [0, 1], "n_units": [2, 2], "n_features": [1, 2]})
     summary = {"n_modules": 2, "layers": ["a"]}
     return Atlas(units=units, features=features, modules=modules, summary=summary).save(path)
+
+
+@pytest.mark.parametrize("seeds, seed", [(3, 2), (1, 1)])
+def test_an_out_where_analyze_trains_a_seed_sae_is_refused_first(
+    tmp_path, outputs, run_cli, forbid, seeds, seed
+):
+    """`analyze --seeds 3 --out SAE-seed2` (or `--seeds 1 --out SAE-seed1`, where the
+    dictionary null's source is trained) trained the seed SAE into --out and only then
+    refused --out as a folder holding an SAE's files."""
+    import shutil
+
+    import saeatlas.structure.inference.seeds as seeds_module
+
+    cli, one_line = run_cli
+    sae = shutil.copytree(outputs.sae, tmp_path / "sae")
+    forbid(seeds_module, "train_seed_saes")
+    out = tmp_path / f"sae-seed{seed}"
+    args = ["--sae", sae, "--acts", outputs.store, "--seeds", seeds, "--out", out]
+    one_line(cli("analyze", *args), f"'{out}' is where", "choose another --out")
+    assert not out.exists()
