@@ -317,3 +317,25 @@ def test_an_out_where_analyze_trains_a_seed_sae_is_refused_first(
     args = ["--sae", sae, "--acts", outputs.store, "--seeds", seeds, "--out", out]
     one_line(cli("analyze", *args), f"'{out}' is where", "choose another --out")
     assert not out.exists()
+
+
+def test_the_reports_stability_line_counts_what_it_says_it_counts():
+    """At a scale whose members disagree (mean pairwise ARI below 0.5) no module counts as
+    reproducible, even one every member recovers: the report said '0 of 2 consensus
+    modules recovered by at least 75% of the members' of two modules recovered by all."""
+    from types import SimpleNamespace
+
+    from saeatlas.report.summary import stability_text
+
+    level = {
+        "scale": 1.0,
+        "chosen": True,
+        "n_consensus_modules": 2,
+        "n_reproducible_modules": 0,
+        "reproducibility": [1.0, 1.0],
+        "agreement": 0.3,
+    }
+    ensemble = {"n_saes": 3, "n_bootstrap": 1, "n_members": 6, "scale": 1.0, "levels": [level]}
+    text = stability_text(SimpleNamespace(summary={"ensemble": ensemble}))
+    assert "2 of 2 consensus modules recovered by at least 75%" in text, text
+    assert "0 of 2 reproducible" in text and "agree" in text, text
