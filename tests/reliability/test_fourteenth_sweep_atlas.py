@@ -339,3 +339,35 @@ def test_the_reports_stability_line_counts_what_it_says_it_counts():
     text = stability_text(SimpleNamespace(summary={"ensemble": ensemble}))
     assert "2 of 2 consensus modules recovered by at least 75%" in text, text
     assert "0 of 2 reproducible" in text and "agree" in text, text
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"n_modules": 1}, "names module 1, but `n_modules` is 1"),
+        ({"unit_module": [0, 0, 1, 1, -2, -1]}, r"names -2, not a module"),
+        ({"unit_module": [0, 0, 1.5, 1, -1, -1]}, "module numbers"),
+        ({"unit_mean": [0.0] * 3}, "`unit_mean` has 3 values for the 6 units"),
+        ({"n_random": -1}, "`n_random` must be 0"),
+    ],
+)
+def test_ablate_modules_refuses_modules_and_draws_it_cannot_mean(change, needle):
+    """From Python, `ablate_modules` dropped a module past `n_modules` without a word (its
+    effect never computed), took unit module -2 as none and 1.5 as module 1, and ended a
+    `unit_mean` of another length in an IndexError and `n_random=-1` in numpy's
+    'negative dimensions'."""
+    import numpy as np
+    import torch
+
+    from saeatlas.errors import ConfigError
+    from saeatlas.store.manifest import LayerSpec
+    from saeatlas.structure.causal.ablation import ablate_modules
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+    args = {"unit_module": [0, 0, 1, 1, -1, -1], "unit_mean": [0.0] * 6, "n_random": 2, **change}
+    unit_module = np.asarray(args.pop("unit_module"))
+    args["unit_mean"] = np.asarray(args["unit_mean"])
+    with pytest.raises(ConfigError, match=needle):
+        ablate_modules(
+            model, torch.zeros(8, 4), [LayerSpec("1", 0, 6)], unit_module, labels=[0] * 8, **args
+        )
