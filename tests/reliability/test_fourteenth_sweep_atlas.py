@@ -371,3 +371,18 @@ def test_ablate_modules_refuses_modules_and_draws_it_cannot_mean(change, needle)
         ablate_modules(
             model, torch.zeros(8, 4), [LayerSpec("1", 0, 6)], unit_module, labels=[0] * 8, **args
         )
+
+
+def test_an_ensemble_of_one_gives_its_modules_no_reproducibility(outputs):
+    """With one SAE and no resample (`--seeds 1 --n-bootstrap 0`) every module 'was
+    recovered by all members' (itself): modules.parquet and the table said reproducible
+    1.00 beside a verdict saying one member cannot test that. It is undefined (NaN)."""
+    import numpy as np
+
+    from saeatlas.structure import AtlasConfig, map_structure
+
+    cfg = AtlasConfig(n_null=2, nulls=("permutation",), n_bootstrap=0, control=False)
+    atlas = map_structure(outputs.sae, outputs.store, cfg)
+    assert atlas.summary["ensemble"]["n_members"] == 1 and len(atlas.modules)
+    assert np.isnan(atlas.modules["reproducibility"]).all()
+    assert "one member cannot test" in atlas.summary["message"]
