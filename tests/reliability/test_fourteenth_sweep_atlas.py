@@ -386,3 +386,52 @@ def test_an_ensemble_of_one_gives_its_modules_no_reproducibility(outputs):
     assert atlas.summary["ensemble"]["n_members"] == 1 and len(atlas.modules)
     assert np.isnan(atlas.modules["reproducibility"]).all()
     assert "one member cannot test" in atlas.summary["message"]
+
+
+def test_reproducibility_and_agreement_match_a_brute_force_count():
+    """A consensus module's reproducibility (the fraction of members with a module that
+    matches it at Jaccard >= 0.5) and the members' agreement (their mean pairwise ARI
+    over the units either assigns, a unit of none a singleton) against a count by hand
+    and scikit-learn's adjusted_rand_score, on small random ensembles."""
+    import itertools
+
+    import numpy as np
+    from sklearn.metrics import adjusted_rand_score
+
+    from saeatlas.structure.inference.consensus import level_consensus
+
+    def singletons(x):
+        x = x.copy()
+        x[x < 0] = x.max(initial=-1) + 1 + np.arange((x < 0).sum())
+        return x
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        members = rng.integers(
+            -1, rng.integers(1, 4), size=(rng.integers(1, 5), rng.integers(3, 12))
+        )
+        lv = level_consensus(members, 1.0, random_state=0)
+        for c in range(lv.n_modules):
+            module = set(np.flatnonzero(lv.labels == c))
+            found = [
+                max(
+                    (
+                        len(module & set(np.flatnonzero(m == d)))
+                        / len(module | set(np.flatnonzero(m == d)))
+                        for d in set(m[m >= 0])
+                    ),
+                    default=0.0,
+                )
+                >= 0.5
+                for m in members
+            ]
+            assert lv.reproducibility[c] == pytest.approx(np.mean(found))
+        aris = [
+            adjusted_rand_score(singletons(a[on]), singletons(b[on]))
+            for a, b in itertools.combinations(members, 2)
+            if (on := (a >= 0) | (b >= 0)).sum() >= 2
+        ]
+        if aris:
+            assert lv.agreement == pytest.approx(np.mean(aris))
+        else:
+            assert np.isnan(lv.agreement)
