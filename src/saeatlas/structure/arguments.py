@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any
 
 from ..errors import ConfigError
@@ -26,7 +26,7 @@ def check_arguments(
     pathlib's "expected str, bytes or os.PathLike object", a dict as the config in an
     AttributeError, the AtlasConfig class itself after the whole analysis, and one path
     as ``seed_saes`` was read as SAEs named by its characters ('/')."""
-    paths = (str, Path, SparseAutoencoder)
+    paths = (str, os.PathLike, SparseAutoencoder)
     kinds = {"sae": (sae, paths), "null_source": (null_source, (*paths, type(None)))}
     for name, (value, allowed) in kinds.items():
         if not isinstance(value, allowed):
@@ -34,7 +34,7 @@ def check_arguments(
                 f"`{name}` must be an SAE (a SparseAutoencoder, or the path of an SAE "
                 f"directory), got {type(value).__name__}."
             )
-    if not isinstance(store, (ActivationStore, str, Path)):
+    if not isinstance(store, (ActivationStore, str, os.PathLike)):
         raise ConfigError(
             f"`store` must be an ActivationStore or the path of a store directory or a .npy "
             f"file, got {type(store).__name__}: save an array with np.save('acts.npy', x) "
