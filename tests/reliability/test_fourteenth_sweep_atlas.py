@@ -243,3 +243,26 @@ def test_reproducibility_and_agreement_match_a_brute_force_count():
             assert lv.agreement == pytest.approx(np.mean(aris))
         else:
             assert np.isnan(lv.agreement)
+
+
+def test_ranks_given_other_seeds_flags_are_told_before_they_part():
+    """A `torchrun` analysis whose rank 1 was given `--seeds 2` beside rank 0's `--seeds 1`
+    met the others at another step (the seed SAEs' meeting against rank 0's comparison of
+    settings), and rank 0 ended in "TypeError: 'NoneType' object is not iterable". The
+    flags that choose the ranks' steps are compared first (checked by hand with two
+    processes: both now stop with this line)."""
+    from pathlib import Path
+
+    from saeatlas._world import differing
+    from saeatlas.cli.analyze_flags import flag_facts
+    from saeatlas.errors import ConfigError
+
+    rank0 = flag_facts(1, [], None, None)
+    for rank1, name in [
+        (flag_facts(2, [], None, None), "--seeds"),
+        (flag_facts(1, [Path("s1")], None, None), "--seed-sae"),
+        (flag_facts(1, [], "model.py:build", None), "--model"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"different {name}.* \(ranks \[1\]"):
+            differing([rank0, rank1], "this analysis", "Give every rank the same flags.")
+    differing([rank0, flag_facts(1, [], None, None)], "this analysis", "")  # the same: fine

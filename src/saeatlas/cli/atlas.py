@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
+from .analyze_flags import check_out_is_no_seed_sae, flag_facts
 from .app import (
     app,
     check_model_flags,
@@ -167,9 +168,14 @@ def _analyze(
     main = coord.world.is_main
     with output_lock(out if main else None):
         coord.check(None)  # rank 0 holds the lock (or every rank stops)
+        coord.agree(
+            flag_facts(seeds, seed_sae, model, sweep),
+            "this analysis",
+            "Give every rank the same flags.",
+        )
         # rank 0 finishes an interrupted swap and checks; its verdict reaches every rank
         coord.from_main(lambda: check_atlas_out(out, overwrite))
-        _check_out_is_no_seed_sae(out, sae, seeds, seed_sae)
+        check_out_is_no_seed_sae(out, sae, seeds, seed_sae)
         store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
         check_label_column(cfg, store)  # before seed SAEs are trained
         ablation: dict = {}  # rank 0's model, inputs and labels, checked before the work
@@ -208,23 +214,6 @@ def _analyze(
         atlas.save(out, overwrite=overwrite)
     print_atlas(atlas)
     console.print(f"Written to {escape(str(out))}.", soft_wrap=True)
-
-
-def _check_out_is_no_seed_sae(out: Path, sae: Path, seeds: int, given: list[Path]) -> None:
-    """Refuse an --out where the analysis trains a seed SAE (``<sae>-seed<N>`` for the
-    missing ones of --seeds; ``<sae>-seed1``, the dictionary null's source, with --seeds
-    1): it trained the SAE there, then refused --out as a folder of an SAE's files."""
-    from ..store.atomic import resolve
-    from ..train.ensemble import seed_sae_dir
-
-    trained = max(seeds - 1 - len(given), 0) or (0 if given else 1)
-    for shift in range(1, trained + 1):
-        target = seed_sae_dir(sae, shift)
-        if resolve(target) == resolve(out):
-            raise ConfigError(
-                f"--out '{out}' is where the analysis trains the seed SAE '{target}' (--seeds, "
-                "or the dictionary null's source with --seeds 1); choose another --out."
-            )
 
 
 def _ablation_inputs(
