@@ -202,8 +202,8 @@ def stability_text(data: ReportData) -> str:
             f"{chosen.get('n_reproducible_modules', 0)} of {n} reproducible; members' mean "
             f"pairwise ARI {fmt(agreement, '.2f')}"
             + (
-                f" (below {MIN_AGREEMENT:g} the members divide the units in unrelated ways "
-                "and no module there counts as reproducible; they do not agree)."
+                f" (below {MIN_AGREEMENT:g}: the members divide the units in unrelated ways, so "
+                "no module there counts as reproducible)."
                 if disagree
                 else "."
             )
