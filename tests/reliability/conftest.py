@@ -183,6 +183,17 @@ def outputs(tmp_path_factory) -> Outputs:
     )
 
 
+@pytest.fixture(scope="session")
+def analysed(outputs, tmp_path_factory) -> Path:
+    """A real atlas of the protected SAE and store (the protected one is too bare for a
+    report), made once."""
+    from saeatlas.structure import AtlasConfig, map_structure
+
+    path = tmp_path_factory.mktemp("analysed") / "atlas"
+    cfg = AtlasConfig(n_null=2, nulls=("permutation",), n_examples=2)
+    return map_structure(outputs.sae, outputs.store, cfg).save(path)
+
+
 @pytest.fixture
 def guarded(outputs):
     """Fails the test if anything under the outputs' folder changed."""

@@ -9,17 +9,6 @@ import shutil
 import pytest
 
 
-@pytest.fixture(scope="module")
-def analysed(outputs, tmp_path_factory):
-    """A real atlas of the protected SAE and store (the protected one is too bare for a
-    report)."""
-    from saeatlas.structure import AtlasConfig, map_structure
-
-    path = tmp_path_factory.mktemp("analysed") / "atlas"
-    cfg = AtlasConfig(n_null=2, nulls=("permutation",))
-    return map_structure(outputs.sae, outputs.store, cfg).save(path)
-
-
 @pytest.mark.parametrize("command", ["report", "export-neuronpedia"])
 def test_a_lone_surrogate_in_atlas_json_is_one_line(tmp_path, outputs, run_cli, command):
     # "\ud800" is valid JSON text but no Unicode: the report ended in a UnicodeEncodeError

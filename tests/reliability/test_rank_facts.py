@@ -25,6 +25,6 @@ def test_ranks_compare_every_shard_of_the_store_not_only_its_first_rows(tmp_path
         for name, inputs in (("a", x), ("b", other))
     ]
     sae = SparseAutoencoder(SAEConfig(architecture="relu", d_in=6, d_sae=8))
-    facts = [_facts(sae, store, AtlasConfig(), []) for store in stores]
+    facts = [_facts(sae, store, AtlasConfig(), {}, None) for store in stores]
     assert facts[0]["store"] == facts[1]["store"]  # the first rows alone agree
     assert facts[0]["store's shards"] != facts[1]["store's shards"]

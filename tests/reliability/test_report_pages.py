@@ -9,17 +9,6 @@ import shutil
 import pytest
 
 
-@pytest.fixture(scope="module")
-def analysed(outputs, tmp_path_factory):
-    """A real atlas of the protected SAE and store (the protected one is too bare for a
-    report)."""
-    from saeatlas.structure import AtlasConfig, map_structure
-
-    path = tmp_path_factory.mktemp("analysed") / "atlas"
-    cfg = AtlasConfig(n_null=2, nulls=("permutation",), n_examples=2)
-    return map_structure(outputs.sae, outputs.store, cfg).save(path)
-
-
 @pytest.mark.parametrize("outer", ["store", "sae", "sweep"])
 @pytest.mark.parametrize("deeper", [False, True])
 def test_a_page_inside_another_output_is_refused(

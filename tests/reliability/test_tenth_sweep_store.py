@@ -48,7 +48,7 @@ def test_ranks_compare_every_value_of_a_npy_store_not_only_its_first_rows(tmp_pa
         x[80:] += 1.0  # rows past the fingerprint's first 64
     sae = SparseAutoencoder(SAEConfig(architecture="relu", d_in=6, d_sae=8))
     facts = [
-        _facts(sae, ActivationStore.open(tmp_path / n / "acts.npy"), AtlasConfig(), [])
+        _facts(sae, ActivationStore.open(tmp_path / n / "acts.npy"), AtlasConfig(), {}, None)
         for n in "ab"
     ]
     assert facts[0]["store"] == facts[1]["store"]  # the first rows alone agree

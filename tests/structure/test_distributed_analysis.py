@@ -194,7 +194,7 @@ def test_ranks_given_different_settings_stop_with_one_error_naming_them(run_rank
     for r in results:
         assert r["error"] == "ConfigError", results
         assert r["message"].startswith(
-            "The ranks of this analysis were given different settings (ranks [1] differ"
+            "The ranks of this analysis were given different `seed` (ranks [1] differ"
         ), r
 
 

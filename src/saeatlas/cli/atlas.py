@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
+from .analyze_flags import check_out_is_no_seed_sae, flag_facts
 from .app import (
     app,
     check_model_flags,
@@ -167,8 +168,14 @@ def _analyze(
     main = coord.world.is_main
     with output_lock(out if main else None):
         coord.check(None)  # rank 0 holds the lock (or every rank stops)
+        coord.agree(
+            flag_facts(seeds, seed_sae, model, sweep),
+            "this analysis",
+            "Give every rank the same flags.",
+        )
         # rank 0 finishes an interrupted swap and checks; its verdict reaches every rank
         coord.from_main(lambda: check_atlas_out(out, overwrite))
+        check_out_is_no_seed_sae(out, sae, seeds, seed_sae)
         store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
         check_label_column(cfg, store)  # before seed SAEs are trained
         ablation: dict = {}  # rank 0's model, inputs and labels, checked before the work

@@ -21,20 +21,20 @@ def print_atlas(atlas: Any) -> None:
         "features": lambda r: str(r.n_features),
         "layers": lambda r: escape(", ".join(r.layers)),
         "z": lambda r: fmt(r.z, ".1f"),
-        "p": lambda r: f"{r.p:.2g}",
+        "p": lambda r: fmt(r.p, ".2g"),
         "significant": lambda r: "yes" if r.significant else "no",
     }
     if "reproducibility" in m:
-        cols["reproducible"] = lambda r: f"{r.reproducibility:.2f}"
+        cols["reproducible"] = lambda r: fmt(r.reproducibility, ".2f")
     if "control_jaccard" in m:
         cols["in control"] = lambda r: fmt(r.control_jaccard, ".2f")
     if "correlation_jaccard" in m:
         cols["in correlations"] = lambda r: fmt(r.correlation_jaccard, ".2f")
     if "preferred_label" in m:
-        cols["label"] = lambda r: f"{escape(str(r.preferred_label))} ({r.selectivity:.2f})"
+        cols["label"] = _label
     if "ablation_effect" in m:
-        cols["ablation Δloss"] = lambda r: f"{r.ablation_effect:+.3f}"
-        cols["ablation p"] = lambda r: f"{r.ablation_p:.2g}"
+        cols["ablation Δloss"] = lambda r: fmt(r.ablation_effect, "+.3f")
+        cols["ablation p"] = lambda r: fmt(r.ablation_p, ".2g")
     table = Table(title=f"{s['n_modules']} modules ({s['module_kind']})")
     for name in cols:
         table.add_column(name)
@@ -70,9 +70,17 @@ def print_atlas(atlas: Any) -> None:
 
 
 def fmt(value: Any, spec: str) -> str:
+    """``value`` in ``spec``, or '-' for none (None, NaN: a p of no test printed 'nan')."""
     if value is None or (isinstance(value, float) and value != value):
         return "-"
     return format(value, spec)
+
+
+def _label(r: Any) -> str:
+    """A module's preferred label and its selectivity; '-' for none (printed 'None (nan)')."""
+    if r.preferred_label is None:
+        return "-"
+    return f"{escape(str(r.preferred_label))} ({fmt(r.selectivity, '.2f')})"
 
 
 def print_modules(atlas: Any) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..structure.atlas import OPTIONAL_TABLES, Atlas, AtlasFileError
+from ..structure.atlas import OPTIONAL_TABLES, Atlas, AtlasFileError, atlas_path
 from ..sweep.sweep import SWEEP_JSON, UNSTABLE, SweepPoint, member_dir
 from ..train.trainer import METRICS
 from .sae_facts import recorded_path, sae_recorded, sae_unread
@@ -139,7 +139,7 @@ class ReportData:
 def check_atlas_dir(atlas_dir: str | Path) -> Path:
     """``atlas_dir`` as a path, when it is a directory (a report reads it and writes into
     it: a file given there was refused as an output to choose again)."""
-    atlas_dir = Path(atlas_dir)
+    atlas_dir = atlas_path(atlas_dir)
     if not atlas_dir.is_dir():
         raise AtlasFileError(
             f"'{atlas_dir}' is not a directory; give the atlas directory that "

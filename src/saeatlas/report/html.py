@@ -23,7 +23,7 @@ from .data import ReportData
 from .links import ModuleLinks
 from .plots import CONFIG, Plot
 from .summary import control_rows, header_facts
-from .text import jsonable
+from .text import isolate, jsonable
 
 #: Examples per feature kept in the page's data (the side panel shows them).
 PANEL_EXAMPLES = 5
@@ -37,7 +37,13 @@ def _env() -> Environment:
         autoescape=select_autoescape(["html", "j2"]),
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_isolated,
     )
+
+
+def _isolated(value: Any) -> Any:
+    """Text the template shows, :func:`.text.isolate`-d (markup is the page's own)."""
+    return isolate(value) if isinstance(value, str) and not isinstance(value, Markup) else value
 
 
 def inline_script(js: str) -> Markup:

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ..sae.architectures import REGISTRY as ARCHITECTURE_REGISTRY
-from ..structure.inference.outcome import VERDICTS
+from ..structure.inference.consensus import MIN_AGREEMENT, REPRODUCIBLE
+from ..structure.inference.outcome import VERDICTS, sae_own_modules
 from ..structure.inference.significance import tested_modularity
 from .data import ReportData
 from .text import fmt, fmt_p, fmt_z
@@ -125,7 +126,7 @@ def modules_text(data: ReportData) -> str:
     n, n_sig = data.n_modules, int(s.get("n_significant_modules", 0))
     kind = s.get("module_kind", "")
     source = (
-        "the units' plain correlations (the SAE's own modules do not reproduce)"
+        f"the units' plain correlations ({sae_own_modules(s)})"
         if s.get("modules_from") == "unit_correlations"
         else "the SAE ensemble's consensus"
     )
@@ -187,13 +188,25 @@ def stability_text(data: ReportData) -> str:
     if ens:
         chosen = next((lv for lv in ens.get("levels", []) if lv.get("chosen")), {})
         scales = ", ".join(f"{lv['scale']:g}" for lv in ens.get("levels", []) if lv.get("scale"))
+        n = chosen.get("n_consensus_modules", 0)
+        # recovered and reproducible differ where the members disagree: it said "0 of 2
+        # recovered by at least 75%" of two modules every member recovered
+        recovered = sum(r >= REPRODUCIBLE - 1e-12 for r in chosen.get("reproducibility") or [])
+        agreement = chosen.get("agreement", ens.get("agreement"))
+        disagree = agreement is not None and agreement < MIN_AGREEMENT
         return (
             f"Ensemble of {ens.get('n_saes')} SAEs x {1 + ens.get('n_bootstrap', 0)} row samples "
             f"({ens.get('n_members')} members) at resolutions {scales or 'one scale'}; reported "
-            f"resolution {fmt(ens.get('scale'), 'g')}: {chosen.get('n_reproducible_modules', 0)} "
-            f"of {chosen.get('n_consensus_modules', 0)} consensus modules recovered by at least "
-            f"75% of the members (Jaccard ≥ 0.5); members' mean pairwise ARI "
-            f"{fmt(ens.get('agreement'), '.2f')}."
+            f"resolution {fmt(ens.get('scale'), 'g')}: {recovered} of {n} consensus modules "
+            f"recovered by at least {REPRODUCIBLE:.0%} of the members (Jaccard ≥ 0.5), "
+            f"{chosen.get('n_reproducible_modules', 0)} of {n} reproducible; members' mean "
+            f"pairwise ARI {fmt(agreement, '.2f')}"
+            + (
+                f" (below {MIN_AGREEMENT:g}: the members divide the units in unrelated ways, so "
+                "no module there counts as reproducible)."
+                if disagree
+                else "."
+            )
         )
     st = data.summary.get("stability")
     if not st:

@@ -20,9 +20,36 @@ _DESCRIBE = ("context", "text", "token")
 EXAMPLE_CHARS = 80
 
 
+#: Unicode's explicit direction controls (UAX #9): embeddings and overrides (U+202A-E)
+#: and isolates (U+2066-9). Each reaches to the end of its paragraph unless closed.
+_OPENS_ISOLATE = "\u2066\u2067\u2068"
+_DIRECTION_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2069" + _OPENS_ISOLATE)
+
+
+def isolate(text: str) -> str:
+    """``text`` in a first-strong isolate (FSI ... PDI) when it holds direction controls,
+    so they end with it: a layer or label holding a right-to-left override (U+202E)
+    reversed the rest of each line the page showed it in (a module's p-value read
+    backwards). A PDI of the text's own that closes nothing is dropped (it would end the
+    isolate early), and isolates it leaves open are closed."""
+    if _DIRECTION_CONTROLS.isdisjoint(text):
+        return text
+    depth, kept = 0, []
+    for c in text:
+        if c in _OPENS_ISOLATE:
+            depth += 1
+        elif c == "\u2069":
+            if not depth:
+                continue
+            depth -= 1
+        kept.append(c)
+    return "\u2068" + "".join(kept) + "\u2069" * (depth + 1)
+
+
 def esc(value: Any) -> str:
-    """``value`` as text, HTML-escaped (for Plotly labels; the page template escapes itself)."""
-    return html.escape(str(value), quote=False)
+    """``value`` as text, HTML-escaped and :func:`isolate`-d (for Plotly labels; the page
+    template escapes and isolates itself)."""
+    return html.escape(isolate(str(value)), quote=False)
 
 
 def is_missing(x: Any) -> bool:
@@ -55,7 +82,8 @@ def fmt_p(p: Any) -> str:
 
 
 def jsonable(x: Any) -> Any:
-    """``x`` with NaN/Inf as None and numpy scalars and arrays as Python ones (for JSON.parse)."""
+    """``x`` with NaN/Inf as None, numpy scalars and arrays as Python ones (for JSON.parse)
+    and text :func:`isolate`-d (the page's script shows it)."""
     if isinstance(x, dict):
         return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple, np.ndarray, pd.Series)):
@@ -69,7 +97,7 @@ def jsonable(x: Any) -> Any:
         return round_sig(x) if math.isfinite(x) else None
     if x is None or is_missing(x):
         return None
-    return str(x)
+    return isolate(str(x))
 
 
 def round_sig(x: float, digits: int = 4) -> float:

@@ -100,23 +100,28 @@ def write_report(
         module_examples = examples_by_item(data.atlas.examples, "module", CARD_EXAMPLES)
         figs = _interactive(data, links, pos, feature_examples)
         bar.advance()
-        # Figures are drawn into a partial folder renamed into place, so the folder is
-        # always one report's complete set.
-        with replacing_dir(atlas_dir / FIGURES_DIR) as folder:
-            drawn = _static(data, links, pos, folder)
-        pngs = [atlas_dir / FIGURES_DIR / p.name for p in drawn]
-        bar.advance()
-        page = render_page(
-            data,
-            figs,
-            links,
-            module_cards(data, module_examples),
-            feature_examples,
-            [_relative(p, out.parent) for p in pngs],
-        )
         # in a folder through a link to nothing yet ('dl' -> 'missing'), made where the
         # link leads, as an output's is: the write failed with 'File exists' on 'dl'
-        atomic_write_bytes(resolve(out.parent) / out.name, page.encode("utf-8"))
+        target = resolve(out.parent) / out.name
+        # Figures are drawn into a partial folder renamed into place, so the folder is
+        # always one report's complete set. The page is rendered before that swap and the
+        # old page removed just before it: the figures were swapped in first, and a kill
+        # or an error before the new page left the old one listing another report's
+        # figures. Now a page is always its figures' own (or, after a kill, absent).
+        with replacing_dir(atlas_dir / FIGURES_DIR) as folder:
+            drawn = _static(data, links, pos, folder)
+            pngs = [atlas_dir / FIGURES_DIR / p.name for p in drawn]
+            bar.advance()
+            page = render_page(
+                data,
+                figs,
+                links,
+                module_cards(data, module_examples),
+                feature_examples,
+                [_relative(p, out.parent) for p in pngs],
+            ).encode("utf-8")
+            target.unlink(missing_ok=True)
+        atomic_write_bytes(target, page)
         bar.advance()
     log.info("Report written to %s (%.1f MB)", out, out.stat().st_size / 1e6)
     return ReportResult(out, pngs, data.map_sample.sampled)

@@ -151,7 +151,8 @@ def analyze(
             modules count only when they reproduce across it.
         null_source: the SAE the dictionary null synthesises rows from (default:
             the first of ``seed_saes``, else one trained like ``sae`` with the next
-            seed; see :mod:`.inference.nulls`).
+            seed on ``sae``'s own rows, as the CLI trains it, also for a loaded ``sae``;
+            see :mod:`.inference.nulls`).
         sweep: ``(setting, [(value, SAE), ...])``, the members of the sparsity sweep
             ``sae`` was chosen from: how the modules change across them.
         progress: show progress bars.

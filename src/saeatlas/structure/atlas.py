@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,36 @@ def _finite_float(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def atlas_path(path: Any) -> Path:
+    """``path`` as the path of an atlas directory, or an error naming what it is instead:
+    an ``Atlas`` object given to ``write_report`` or ``export_neuronpedia`` (which read
+    the directory it was saved to) ended in pathlib's "expected str, bytes or
+    os.PathLike object", and the atlas's ``atlas.json`` was called an atlas without one."""
+    if isinstance(path, Atlas):
+        raise AtlasFileError(
+            "Got an Atlas object where the path of its directory goes: save it first "
+            "(atlas.save(DIR)) and give DIR."
+        )
+    if not isinstance(path, (str, os.PathLike)):
+        raise AtlasFileError(
+            f"The atlas must be given as the path of its directory, got {type(path).__name__}."
+        )
+    path = Path(path)
+    if path.is_file():
+        raise AtlasFileError(
+            f"'{path}' is not a directory; give the atlas directory that `saeatlas analyze "
+            "--out` wrote."
+        )
+    return path
+
+
+#: What to do about an atlas edited in Python whose tables disagree.
+_EDITED = (
+    "an atlas changed after the analysis must keep its tables and atlas.json in step "
+    "(Atlas.load refuses it otherwise); save the atlas the analysis returned, or fix the tables"
+)
+
+
 @dataclass
 class Atlas:
     """Modules of units, the feature communities behind them, and how sure we are."""
@@ -131,9 +162,12 @@ class Atlas:
         ``path``'s lock (:func:`~saeatlas.store.atomic.replacing_dir`), so ``path`` is
         always the complete old atlas or the complete new one. A directory that an
         older saeatlas left half-written (only atlas files, no ``atlas.json``) is
-        replaced.
+        replaced. An atlas whose tables disagree (edited in Python: a module dropped from
+        ``modules`` but still named by its units) is refused before anything is written:
+        it was saved, over an atlas with ``overwrite``, and then refused by every reader.
         """
         path = Path(path)
+        check_tables(self, path, _EDITED)
         with output_lock(path):
             check_atlas_out(path, overwrite)
             with replacing_dir(path) as new:
@@ -153,7 +187,7 @@ class Atlas:
     @classmethod
     def load(cls, path: str | Path) -> Atlas:
         """Read an Atlas directory written by :meth:`save`."""
-        path = Path(path)
+        path = atlas_path(path)
         identity = dir_identity(path)  # an analysis's --overwrite swaps in another directory
         meta = path / ATLAS_JSON
         if not meta.exists():

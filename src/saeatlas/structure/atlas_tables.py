@@ -29,16 +29,20 @@ def _unit_numbers(top: Any) -> np.ndarray:
     return arr.astype(np.int64).ravel()
 
 
-def check_tables(atlas: Atlas, path: Path) -> None:
+#: What to do about an atlas directory whose files disagree.
+REANALYSE = "rerun `saeatlas analyze` with --overwrite to write it again"
+
+
+def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
     """Refuse an atlas whose files disagree (one edited by hand, or put together from two
     analyses): modules numbered ``0..n-1`` once each, units and features naming only
     those (or -1), each unit once, and ``atlas.json``'s verdict and counts the ones its
     tables give (:func:`.inference.outcome.decide`), so that no page or tool shows a
-    headline that the tables below it contradict."""
+    headline that the tables below it contradict. ``fix``: what the error advises
+    (:meth:`.Atlas.save` checks an atlas edited in Python before it writes it)."""
     from .atlas import Atlas
     from .inference.outcome import decide
 
-    fix = "rerun `saeatlas analyze` with --overwrite to write it again"
     check_columns(atlas, path, fix)
     modules, s = atlas.modules, atlas.summary
     n = len(modules)

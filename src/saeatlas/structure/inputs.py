@@ -12,7 +12,7 @@ every rank ends with the same inputs a single process prepares.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ from ..sae.model import sae_layers
 from ..store import ActivationStore
 from ..store.atomic import resolve
 from ..train.run import rows_digest
+from .arguments import check_arguments
 from .config import AtlasConfig
 from .constants import MIN_ROWS
 from .fingerprints import sae_fingerprint, store_fingerprint
@@ -68,6 +69,7 @@ def prepared_on_ranks(
     """``then(prepare(sae, store, config, **kw))`` on every rank of the analysis
     (:func:`analysis_ranks`; ``timeout_s``: seconds a rank waits for the others where
     they meet before it stops with an error)."""
+    check_arguments(sae, store, config, **kw)
     return analysis_ranks(
         config.device, timeout_s, lambda coord: then(prepare(sae, store, config, coord=coord, **kw))
     )
@@ -166,13 +168,20 @@ def prepare(
         )
     check_label_column(cfg, store)
     loaded = _loaded_twins(sae, sae_path, store, seed_saes, null_source)
+    twins = dict(loaded)
     for value, member in sweep[1] if sweep else ():
         loaded[_key(member)] = _load(member)
         check_layers(sae, loaded[_key(member)], store, f"sweep's member {value:g} ('{member}')")
         check_rows(sae, loaded[_key(member)], f"sweep's member {value:g} ('{member}')")
     if coord.distributed:  # a rank given other files would mix two analyses into one atlas
         coord.agree(
-            _facts(sae, store, cfg, loaded.values()),
+            _facts(
+                sae,
+                store,
+                cfg,
+                twins,
+                sweep and (sweep[0], [(v, loaded[_key(m)]) for v, m in sweep[1]]),
+            ),
             "this analysis",
             "Every rank must analyse the same SAE (and seed SAEs) on the same store with "
             "the same settings: give every rank the same files and flags.",
@@ -343,15 +352,22 @@ def check_twin(
 
 
 def _facts(
-    sae: SparseAutoencoder, store: ActivationStore, cfg: AtlasConfig, others: Iterable
+    sae: SparseAutoencoder,
+    store: ActivationStore,
+    cfg: AtlasConfig,
+    twins: dict[Any, SparseAutoencoder],
+    sweep: tuple[str, Sequence[tuple[float, SparseAutoencoder]]] | None,
 ) -> dict[str, Any]:
-    """What the ranks of one analysis must share: the settings, the SAEs' weights and
-    the store (its layers, rows and unit statistics)."""
+    """What the ranks of one analysis must share: each setting (by its name, so that a
+    rank given another --seed or --n-null is told which, not "different settings"), the
+    SAEs' weights (the analysed one, its seed SAEs and null source, a sweep's members)
+    and the store (its layers, rows and unit statistics)."""
     manifest = store.manifest
     return {
-        "settings": cfg.to_json(),
+        **{f"`{k}`": v for k, v in cfg.to_json().items()},
         "SAE": sae_fingerprint(sae),
-        "seed SAEs": [sae_fingerprint(o) for o in others],
+        "seed SAEs": [sae_fingerprint(o) for o in twins.values()],
+        "sweep": None if not sweep else [sweep[0], [(v, sae_fingerprint(m)) for v, m in sweep[1]]],
         "store": store_fingerprint(store),
         # the fingerprint reads the first 64 rows only, and each rank reads its own share
         # of the rows: a store whose later shards differ (another copy under that path on

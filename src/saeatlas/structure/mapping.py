@@ -173,6 +173,10 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     if modules_from == "unit_correlations":
         lv = corr.levels[corr.chosen]
         reproducibility = lv.reproducibility[lv.reproducible_modules()]
+    elif ens.level.members.shape[0] == 1:
+        # one member recovers its own modules: 1.00 was shown beside a verdict saying one
+        # member cannot test reproducibility; untested, it is undefined
+        reproducibility = np.full(len(reproducibility), np.nan)
     modules_df["reproducibility"] = reproducibility
     modules_df["stability"] = reproducibility
     # can plain correlation find the module at all? the best match over both views and

@@ -114,6 +114,11 @@ def ablate_modules(
         )
     if mode == "mean" and unit_mean is None:
         raise ConfigError("Mean ablation needs `unit_mean` (the units' means over the store).")
+    _check_modules(np.asarray(unit_module), n_modules, unit_mean if mode == "mean" else None)
+    if n_random < 0:  # was numpy's "negative dimensions are not allowed"
+        raise ConfigError(
+            f"`n_random` must be 0 (effects only) or more random unit sets, got {n_random}."
+        )
     values = np.zeros(n_units) if mode == "zero" else np.asarray(unit_mean, dtype=np.float64)
     given = model  # hook names are the model's (or its nnsight wrapper's)
     model, batches = _model_batches(model, inputs, labels, batch_size, tokenizer, max_length)
@@ -223,6 +228,33 @@ def ablate_modules(
     p = (1 + (rand >= effect[:, None]).sum(axis=1)) / (1 + n_random)
     p[np.isnan(effect)] = np.nan
     return AblationResult(classes, clean, effect, effect_cls, mean, std, z, p, rand_cls)
+
+
+def _check_modules(unit_module: np.ndarray, n_modules: int | None, unit_mean: Any) -> None:
+    """Refuse what :func:`ablate_modules` would read otherwise than meant: a module past
+    ``n_modules`` (dropped without a word), a unit module below -1 (taken as none) or not
+    a whole number (1.5 taken as 1), and a ``unit_mean`` of another length (an
+    IndexError)."""
+    if unit_module.size and unit_module.dtype.kind not in "iu":
+        raise ConfigError(
+            f"`unit_module` must hold module numbers (0, 1, ..., or -1 for none), got "
+            f"values of dtype {unit_module.dtype}."
+        )
+    if (unit_module < -1).any():
+        raise ConfigError(
+            f"`unit_module` names {int(unit_module.min())}, not a module (0, 1, ...) or -1 (none)."
+        )
+    top = int(unit_module.max(initial=-1))
+    if n_modules is not None and top >= n_modules:
+        raise ConfigError(
+            f"`unit_module` names module {top}, but `n_modules` is {n_modules}; give "
+            f"`n_modules` at least {top + 1} (or leave it out)."
+        )
+    if unit_mean is not None and len(unit_mean) != unit_module.size:
+        raise ConfigError(
+            f"`unit_mean` has {len(unit_mean)} values for the {unit_module.size} units of "
+            "`unit_module`; give one mean per unit."
+        )
 
 
 def atlas_layers(atlas: Any, store: ActivationStore) -> tuple[list[LayerSpec], np.ndarray]:

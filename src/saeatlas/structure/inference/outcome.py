@@ -88,6 +88,25 @@ def decide(atlas: Atlas) -> None:
     s["message"] = _sentence(key, atlas, n, beyond)
 
 
+def sae_own_modules(s: dict) -> str:
+    """What the SAE's own modules did, where the atlas's modules are the units' plain
+    correlations (``modules_from``): the verdict's sentence and the report's modules line
+    both say it (the report once said they do not reproduce where one did)."""
+    own = (s.get("sae_modules") or {}).get("n_significant_modules", 0)
+    tried = (s.get("sae_modules") or {}).get("n_modules", 0)
+    if own:
+        return (
+            f"the SAE's own {own} significant reproducible module"
+            f"{' covers' if own == 1 else 's cover'} fewer units (units' `sae_module`)"
+        )
+    if tried:
+        return (
+            f"the SAE's own {tried} reproducible module{'' if tried == 1 else 's'} "
+            f"{'does' if tried == 1 else 'do'} not beat its null models"
+        )
+    return "the SAE's own modules do not reproduce across its ensemble"
+
+
 def _alone(s: dict) -> bool:
     """Whether the SAE ensemble has one member (``--seeds 1`` with ``n_bootstrap`` 0)."""
     return (s.get("ensemble") or {}).get("n_members") == 1
@@ -111,29 +130,13 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
                     f"({n - beyond} also visible without the SAE)"
                 )
         elif s.get("modules_from") == "unit_correlations":
-            own = (s.get("sae_modules") or {}).get("n_significant_modules", 0)
-            # the SAE's reproducible modules (none, or none significant: say which)
-            tried = (s.get("sae_modules") or {}).get("n_modules", 0)
-            if not own and tried:
-                text = (
-                    f"{n} reproducible {noun} of correlated units, visible without the SAE: "
-                    f"the SAE's own {tried} reproducible module{'' if tried == 1 else 's'} "
-                    f"{'does' if tried == 1 else 'do'} not beat its null models, so it adds "
-                    "nothing to plain correlation here"
-                )
-            elif own:
-                text = (
-                    f"{n} reproducible {noun} of correlated units, visible without the SAE; "
-                    f"the SAE's own {own} significant reproducible module"
-                    f"{' covers' if own == 1 else 's cover'} fewer units (units' `sae_module`), so "
-                    "at this scale it adds nothing to plain correlation"
+            text = f"{n} reproducible {noun} of correlated units, visible without the SAE"
+            if (s.get("sae_modules") or {}).get("n_significant_modules", 0):
+                text += (
+                    f"; {sae_own_modules(s)}, so at this scale it adds nothing to plain correlation"
                 )
             else:
-                text = (
-                    f"{n} reproducible {noun} of correlated units, visible without the SAE: "
-                    "the SAE's own modules do not reproduce across its ensemble, so it adds "
-                    "nothing to plain correlation here"
-                )
+                text += f": {sae_own_modules(s)}, so it adds nothing to plain correlation here"
         else:
             text = (
                 f"{n} reproducible {noun}, also visible without the SAE (the random-dictionary "

@@ -109,8 +109,8 @@ def _own_rows(sae: SparseAutoencoder, sae_dir: str | Path, store: ActivationStor
         f"'{sae_dir}' was trained on other rows than those of '{store.path}' (rows digest "
         f"{digest}, the store's {here}), and its own store ({path!r}) no "
         "longer holds them: its seed SAEs (--seeds, and the dictionary null's source) must "
-        "be trained on its own rows. Give them with --seed-sae, or analyse with --seeds 1 "
-        "and --nulls permutation rewiring."
+        "be trained on its own rows. Give them with --seed-sae (from Python: seed_saes= or "
+        "null_source=), or analyse with --seeds 1 and --nulls permutation rewiring."
     )
 
 
@@ -189,7 +189,8 @@ def null_source_sae(
 
     With ``sae_dir`` it is ``<sae>-seed1`` (reused, or trained there as ``--seeds 2``
     would); without one, or when that directory cannot be written, it is trained in
-    memory. Under ``torchrun`` (``coord``: the ranks, which meet before reading it) a
+    memory, on the SAE's own rows as there (:func:`_own_rows`: an SAE analysed on other
+    rows had its null's source trained on the analysed ones). Under ``torchrun`` (``coord``: the ranks, which meet before reading it) a
     directory that cannot be written is an error: only rank 0 would know.
     """
     from ...train import train_sae
@@ -204,5 +205,6 @@ def null_source_sae(
         except OSError:
             if not in_one_process():
                 raise
-    trained = train_sae(store, replace(base, seed=base.seed + 1), progress=progress).sae
+    own = _own_rows(sae, sae_dir if sae_dir is not None else "the SAE", store)
+    trained = train_sae(own, replace(base, seed=base.seed + 1), progress=progress).sae
     return trained, f"trained in memory with seed {base.seed + 1}"

@@ -1,0 +1,41 @@
+"""Checks of ``saeatlas analyze``'s flags that need the run's other flags: where it
+trains seed SAEs, and, under ``torchrun``, which steps each rank takes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+
+
+def flag_facts(
+    seeds: int, seed_sae: list[Path], model: str | None, sweep: Path | None
+) -> dict[str, object]:
+    """The flags that decide which steps a rank of a ``torchrun`` analysis takes (and so
+    where it meets the others), compared before any: a rank given `--seeds 2` beside one
+    given `--seeds 1` met the others at another step, and rank 0 ended in a TypeError
+    traceback. Which SAEs and sweep members the ranks read is compared later, by their
+    weights (paths may differ between nodes)."""
+    return {
+        "--seeds": seeds,
+        "--seed-sae (count)": len(seed_sae),
+        "--model (given)": model is not None,
+        "--sweep (given)": sweep is not None,
+    }
+
+
+def check_out_is_no_seed_sae(out: Path, sae: Path, seeds: int, given: list[Path]) -> None:
+    """Refuse an --out where the analysis trains a seed SAE (``<sae>-seed<N>`` for the
+    missing ones of --seeds; ``<sae>-seed1``, the dictionary null's source, with --seeds
+    1): it trained the SAE there, then refused --out as a folder of an SAE's files."""
+    from ..store.atomic import resolve
+    from ..train.ensemble import seed_sae_dir
+
+    trained = max(seeds - 1 - len(given), 0) or (0 if given else 1)
+    for shift in range(1, trained + 1):
+        target = seed_sae_dir(sae, shift)
+        if resolve(target) == resolve(out):
+            raise ConfigError(
+                f"--out '{out}' is where the analysis trains the seed SAE '{target}' (--seeds, "
+                "or the dictionary null's source with --seeds 1); choose another --out."
+            )

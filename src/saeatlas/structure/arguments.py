@@ -1,0 +1,66 @@
+"""The Python API's arguments checked for their kind before the work (``analyze``,
+``map_structure``): the CLI always passes the right kinds, a Python caller may not."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import ConfigError
+from ..sae import SparseAutoencoder
+from ..store import ActivationStore
+from .config import AtlasConfig
+
+
+def check_arguments(
+    sae: Any,
+    store: Any,
+    config: Any,
+    *,
+    seed_saes: Any = (),
+    null_source: Any = None,
+    sweep: Any = None,
+    **_: Any,
+) -> None:
+    """Refuse arguments of the wrong kind before the work: an array as the store ended in
+    pathlib's "expected str, bytes or os.PathLike object", a dict as the config in an
+    AttributeError, the AtlasConfig class itself after the whole analysis, and one path
+    as ``seed_saes`` was read as SAEs named by its characters ('/')."""
+    paths = (str, os.PathLike, SparseAutoencoder)
+    kinds = {"sae": (sae, paths), "null_source": (null_source, (*paths, type(None)))}
+    for name, (value, allowed) in kinds.items():
+        if not isinstance(value, allowed):
+            raise ConfigError(
+                f"`{name}` must be an SAE (a SparseAutoencoder, or the path of an SAE "
+                f"directory), got {type(value).__name__}."
+            )
+    if not isinstance(store, (ActivationStore, str, os.PathLike)):
+        raise ConfigError(
+            f"`store` must be an ActivationStore or the path of a store directory or a .npy "
+            f"file, got {type(store).__name__}: save an array with np.save('acts.npy', x) "
+            "(and its layers in acts.layers.json) and give that path."
+        )
+    if not isinstance(config, AtlasConfig):
+        got = "the class itself" if config is AtlasConfig else type(config).__name__
+        raise ConfigError(
+            f"`config` must be an AtlasConfig, got {got}: pass AtlasConfig(...) (or "
+            "AtlasConfig.from_json(settings) for a dict)."
+        )
+    if not isinstance(seed_saes, (list, tuple)) or not all(isinstance(s, paths) for s in seed_saes):
+        raise ConfigError(
+            f"`seed_saes` must be a list of SAEs (SparseAutoencoder objects or SAE directory "
+            f"paths), got {seed_saes!r:.200}: give one SAE as [sae]."
+        )
+    pairs = sweep[1] if isinstance(sweep, (list, tuple)) and len(sweep) == 2 else None
+    if sweep is not None and not (
+        isinstance(sweep[0], str)
+        and isinstance(pairs, (list, tuple))
+        and all(
+            isinstance(m, (list, tuple))
+            and len(m) == 2
+            and isinstance(m[0], (int, float))
+            and isinstance(m[1], paths)
+            for m in pairs
+        )
+    ):
+        raise ConfigError(f"`sweep` must be (setting, [(value, SAE), ...]), got {sweep!r:.200}.")
