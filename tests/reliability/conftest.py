@@ -222,6 +222,25 @@ def small_store(path: Path, rows: int = 90, shard_rows: int = 32, seed: int = 0)
     return path
 
 
+def two_modules(path: Path) -> Path:
+    """An atlas of two modules over six units of one layer (tables alone: no store)."""
+    from saeatlas.structure.atlas import Atlas
+
+    units = pd.DataFrame(
+        {"unit": range(6), "layer": "a", "index": range(6), "module": [0, 0, 1, 1, -1, -1]}
+    )
+    features = pd.DataFrame({"feature": range(4), "module": [0, 1, 1, -1]})
+    modules = pd.DataFrame({"module": [0, 1], "n_units": [2, 2], "n_features": [1, 2]})
+    summary = {"n_modules": 2, "layers": ["a"]}
+    return Atlas(units=units, features=features, modules=modules, summary=summary).save(path)
+
+
+@pytest.fixture
+def two_modules_atlas():
+    """:func:`two_modules`, for tests."""
+    return two_modules
+
+
 @pytest.fixture
 def make_store():
     """:func:`small_store`, for tests (test modules here do not import each other)."""

@@ -93,7 +93,9 @@ def test_ranks_given_other_settings_are_told_which(outputs):
         differing([rank0, swept], "this analysis", "Give every rank the same flags.")
 
 
-def test_an_atlas_edited_in_python_out_of_step_is_not_saved_over_a_good_one(tmp_path, snapshot):
+def test_an_atlas_edited_in_python_out_of_step_is_not_saved_over_a_good_one(
+    tmp_path, snapshot, two_modules_atlas
+):
     """An atlas whose modules table lost a module still named by its units was saved (with
     `overwrite=True`, over a good atlas), and every reader then refused the folder."""
     import shutil
@@ -101,7 +103,7 @@ def test_an_atlas_edited_in_python_out_of_step_is_not_saved_over_a_good_one(tmp_
     from saeatlas.structure.atlas import Atlas
     from saeatlas.structure.atlas_format import AtlasFileError
 
-    path = _two_modules_atlas(tmp_path / "atlas")
+    path = two_modules_atlas(tmp_path / "atlas")
     before = snapshot(path)
     atlas = Atlas.load(path)
     atlas.modules = atlas.modules[atlas.modules["module"] == 1].reset_index(drop=True)
@@ -112,21 +114,6 @@ def test_an_atlas_edited_in_python_out_of_step_is_not_saved_over_a_good_one(tmp_
     with pytest.raises(AtlasFileError, match="keep its tables"):
         atlas.save(path)
     assert not path.exists()
-
-
-def _two_modules_atlas(path):
-    """An atlas of two modules over six units of one layer (tables alone: no store)."""
-    import pandas as pd
-
-    from saeatlas.structure.atlas import Atlas
-
-    units = pd.DataFrame(
-        {"unit": range(6), "layer": "a", "index": range(6), "module": [0, 0, 1, 1, -1, -1]}
-    )
-    features = pd.DataFrame({"feature": range(4), "module": [0, 1, 1, -1]})
-    modules = pd.DataFrame({"module": [0, 1], "n_units": [2, 2], "n_features": [1, 2]})
-    summary = {"n_modules": 2, "layers": ["a"]}
-    return Atlas(units=units, features=features, modules=modules, summary=summary).save(path)
 
 
 @pytest.mark.parametrize("seeds, seed", [(3, 2), (1, 1)])

@@ -124,28 +124,17 @@ def test_seed_saes_of_a_transfer_analysis_are_trained_on_the_saes_own_rows(tmp_p
     assert not (tmp_path / "moved-seed1").exists()
 
 
-def _two_modules(path):
-    """An atlas of two modules over six units of one layer (tables alone: no store)."""
-    from saeatlas.structure.atlas import Atlas
-
-    units = pd.DataFrame(
-        {"unit": range(6), "layer": "a", "index": range(6), "module": [0, 0, 1, 1, -1, -1]}
-    )
-    features = pd.DataFrame({"feature": range(4), "module": [0, 1, 1, -1]})
-    modules = pd.DataFrame({"module": [0, 1], "n_units": [2, 2], "n_features": [1, 2]})
-    summary = {"n_modules": 2, "layers": ["a"]}
-    return Atlas(units=units, features=features, modules=modules, summary=summary).save(path)
-
-
 @pytest.mark.parametrize("table", ["units", "features"])
-def test_a_table_without_its_module_column_under_listed_modules_is_refused(tmp_path, table):
+def test_a_table_without_its_module_column_under_listed_modules_is_refused(
+    tmp_path, table, two_modules_atlas
+):
     """units.parquet or features.parquet with the `module` column dropped, under a
     modules.parquet of two modules, was read (the report refused it, but
     `export-neuronpedia` took every feature for one of no module)."""
     from saeatlas.structure.atlas import Atlas
     from saeatlas.structure.atlas_format import AtlasFileError
 
-    path = _two_modules(tmp_path / "atlas")
+    path = two_modules_atlas(tmp_path / "atlas")
     Atlas.load(path)
     frame = pd.read_parquet(path / f"{table}.parquet")
     frame.drop(columns=["module"]).to_parquet(path / f"{table}.parquet")
