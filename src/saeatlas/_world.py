@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch.distributed.distributed_c10d import _set_pg_timeout
 
 from ._launcher import stop_with_launcher
 from .errors import ConfigError, DistributedError
@@ -107,7 +106,13 @@ def join(device: str) -> World:
     world = env_world()
     if world.size == 1:
         return World()
-    wait_s = join_timeout()
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    # a join timeout shorter than torch's needs a way to give the group torch's timeout
+    # back after the join (private in torch; without it, the join waits torch's own)
+    set_timeout = getattr(dist.distributed_c10d, "_set_pg_timeout", None)
+    wait_s = (
+        join_timeout() if set_timeout is not None else _default_timeout(backend).total_seconds()
+    )
     where = f"{os.environ['MASTER_ADDR'].strip()}:{os.environ['MASTER_PORT'].strip()}"
     # a rank whose peers were never started (an environment set by hand, one process)
     # waited torch's 30 minutes without a word: say what it waits for, and for how long
@@ -125,7 +130,6 @@ def join(device: str) -> World:
     )
     waiting.daemon = True
     waiting.start()
-    backend = "nccl" if device.startswith("cuda") else "gloo"
     try:
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=wait_s))
     except (RuntimeError, ValueError) as e:  # torch's DistStoreError, DistNetworkError
@@ -139,7 +143,8 @@ def join(device: str) -> World:
     finally:
         waiting.cancel()
     # the wait was for the join only: the group's collectives keep torch's own timeout
-    _set_pg_timeout(_default_timeout(backend), None)
+    if set_timeout is not None:
+        set_timeout(_default_timeout(backend), None)
     return World(dist.get_rank(), dist.get_world_size())
 
 
