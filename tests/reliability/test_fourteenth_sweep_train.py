@@ -87,12 +87,16 @@ def test_sigterm_and_ctrl_c_stop_with_one_line_and_resume(tmp_path, guarded, run
         return real(self, batch)
 
     before = signal.signal(signal.SIGTERM, _on_sigterm)  # what `main` installs
+    # Python's own Ctrl-C handler (a test run's worker process may have SIGINT ignored,
+    # or replaced by an earlier test)
+    before_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _Run.train_step = dying
         r = cli("train", *flags, "--out", tmp_path / "sae")
     finally:
         _Run.train_step = real
         signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGINT, before_int)
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert r.exit_code == code and len(lines) == 1, r.output
     assert lines[0].startswith(f"Error: Stopped by {name}") and "train --resume" in lines[0]
