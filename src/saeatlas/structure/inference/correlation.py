@@ -4,7 +4,9 @@ The baseline an SAE atlas has to beat, or else say it adds nothing: the
 configured finder on the positive part of the units' raw Pearson correlations
 (Leiden/Louvain on a correlation graph, the usual first step of network
 analyses of neurons), at every scale, on all rows and on Poisson-bootstrap
-resamples of them (:attr:`..graph.firing.UnitsMode.resampled`). Consensus,
+resamples of them (:attr:`..graph.firing.UnitsMode.resampled`). Above
+:data:`DENSE_UNITS` units each unit keeps only its :data:`UNIT_NEIGHBOURS` strongest
+pairs (a k-nearest-neighbour graph, in every member and null draw alike). Consensus,
 reproducibility and the reported scale follow the SAE ensemble
 (:mod:`.consensus`), except that a scale tied in units covered with a finer one
 is kept only when its partition has at least half the finer one's modularity
