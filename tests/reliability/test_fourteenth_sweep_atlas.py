@@ -41,6 +41,7 @@ def test_an_in_memory_saes_null_source_is_trained_on_its_own_rows(outputs):
         ("config class", "`config` must be an AtlasConfig, got the class itself"),
         ("one seed path", "`seed_saes` must be a list of SAEs .* give one SAE as"),
         ("a sweep of text", r"`sweep` must be \(setting, \[\(value, SAE\)"),
+        ("a sweep of a number", r"`sweep` must be \(setting, \[\(value, SAE\)"),
     ],
 )
 def test_the_python_api_refuses_arguments_of_the_wrong_kind_before_the_work(
@@ -68,6 +69,7 @@ def test_the_python_api_refuses_arguments_of_the_wrong_kind_before_the_work(
         "config class": lambda: map_structure(sae, store, AtlasConfig),
         "one seed path": lambda: analyze(sae, store, cfg, seed_saes=outputs.sae),
         "a sweep of text": lambda: analyze(sae, store, cfg, sweep=("k", "abc")),
+        "a sweep of a number": lambda: analyze(sae, store, cfg, sweep=5),
     }
     with pytest.raises(ConfigError, match=needle):
         calls[case]()

@@ -53,7 +53,8 @@ def check_arguments(
         )
     pairs = sweep[1] if isinstance(sweep, (list, tuple)) and len(sweep) == 2 else None
     if sweep is not None and not (
-        isinstance(sweep[0], str)
+        pairs is not None
+        and isinstance(sweep[0], str)
         and isinstance(pairs, (list, tuple))
         and all(
             isinstance(m, (list, tuple))
