@@ -23,6 +23,12 @@ class _Bar:
         if self._progress is not None:
             self._progress.update(self._task, advance=n, **fields)
 
+    def grow(self, n: float) -> None:
+        """Add ``n`` to the steps the bar counts to (work that turned out to be needed)."""
+        if self._progress is not None:
+            total = next(t.total for t in self._progress.tasks if t.id == self._task)
+            self._progress.update(self._task, total=None if total is None else total + n)
+
 
 @contextmanager
 def progress_bar(description: str, total: float | None, enabled: bool = True) -> Iterator[_Bar]:

@@ -78,3 +78,36 @@ def test_the_neighbour_view_calls_independent_units_unstructured_in_at_most_1_of
         if view.partition_ok or view.module_ok.any():
             claimed.append(seed)
     assert len(claimed) <= 1, claimed
+
+
+def test_the_raw_and_cleaned_views_share_their_null_graphs_and_test_as_alone(
+    tmp_path, few_neighbours
+):
+    rng = np.random.default_rng(2)
+    truth = np.repeat(np.arange(4), 12)
+    drive = rng.standard_normal((1500, 4)) * (rng.random((1500, 4)) < 0.3)
+    x = drive[:, truth] + 0.8 * rng.standard_normal((1500, 48))
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    store = ActivationStore.open(tmp_path / "x.npy")
+    sae = SparseAutoencoder(SAEConfig("topk", d_in=48, d_sae=32, k=4), torch.Generator())
+    cfg = AtlasConfig(n_null=4, null_rows=1000, n_bootstrap=2, seed=3)
+
+    def both(inp):
+        raw = correlation.correlation_view(inp)
+        (graphs,) = [v for k, v in inp.mode.views.items() if k[0] == "null graphs"]
+        waiting = sorted((c, -1 if d is None else d) for c, d in graphs.kept)
+        return raw, waiting, correlation.correlation_view(inp, clean=True), graphs.kept
+
+    raw, waiting, clean, left = prepared_on_ranks(both, sae, store, cfg, DEFAULT_TIMEOUT_S)
+    assert waiting == [(True, d) for d in range(-1, 4)]  # the block and every draw
+    assert not left  # the cleaned view took them all
+    alone = [
+        prepared_on_ranks(
+            lambda inp, c=c: correlation.correlation_view(inp, clean=c),
+            sae, store, cfg, DEFAULT_TIMEOUT_S,
+        )
+        for c in (False, True)
+    ]
+    for shared, own in zip((raw, clean), alone):
+        assert shared.test.as_dict() == own.test.as_dict()
+        np.testing.assert_array_equal(shared.labels, own.labels)

@@ -32,7 +32,7 @@ from .config import AtlasConfig
 from .constants import MIN_ROWS
 from .fingerprints import sae_fingerprint, store_fingerprint
 from .graph.codes import encode_store
-from .graph.firing import Firing, UnitsMode, firing, units_mode
+from .graph.firing import Firing, UnitsMode, firing, units_mode, view_members
 
 SAELike = SparseAutoencoder | str | Path
 T = TypeVar("T")
@@ -186,8 +186,9 @@ def prepare(
             "Every rank must analyse the same SAE (and seed SAEs) on the same store with "
             "the same settings: give every rank the same files and flags.",
         )
-    # the correlation view gets as many members as the SAE ensemble (at least three)
-    n_members = (1 + len(seed_saes)) * (1 + cfg.n_bootstrap)
+    # the correlation view starts with as many members as the SAE ensemble (at least
+    # three), and where units are few has resamples to add while its consensus is undecided
+    n_members = max((1 + len(seed_saes)) * (1 + cfg.n_bootstrap), 3)
     codes = encode_store(
         sae,
         store,
@@ -195,7 +196,7 @@ def prepare(
         batch_size=cfg.batch_size,
         device=cfg.device,
         unit_gram=mode is None,
-        resamples=max(n_members, 3) - 1 if mode is None else 0,
+        resamples=view_members(n_members, sae.cfg.d_in) - 1 if mode is None else 0,
         resample_seed=cfg.seed,
         progress=progress,
         coord=coord,
@@ -215,7 +216,7 @@ def prepare(
         )
     if coord.world.is_main:  # once the SAE is known to read the store's layers
         warn_transfer(sae, sae_path, store)
-    mode = units_mode(codes) if mode is None else mode
+    mode = units_mode(codes, n_members) if mode is None else mode
     return AtlasInputs(
         sae=sae,
         sae_path=sae_path,

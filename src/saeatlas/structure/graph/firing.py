@@ -38,13 +38,31 @@ class UnitsMode:
     n_samples: int = 0
     """Distinct samples (inputs) among the rows: the rows of one text are not
     independent, so this bounds the effective number of observations."""
+    first_members: int = 0
+    """Members (all rows and the first resamples) the correlation view starts from; it
+    takes more of ``resampled`` while its consensus is undecided (0: all of them)."""
     views: dict = field(default_factory=dict, compare=False, repr=False)
     """What is computed from these units' correlations alone, once for every SAE
     analysed on the same rows (the correlation view)."""
 
 
-def units_mode(codes: Codes) -> UnitsMode:
-    """The units' correlation and global mode from ``codes``' unit moments."""
+#: Members the units' correlation view may grow to (all rows and resamples), where the
+#: units are at most :data:`MORE_MEMBERS_UNITS`: a consensus of 6 members puts a unit
+#: between two modules in one or the other by chance (co-assignment known to about
+#: +-0.2), and each resample costs a gram of the units on every row.
+VIEW_MEMBERS = 24
+MORE_MEMBERS_UNITS = 512
+
+
+def view_members(n_members: int, n_units: int) -> int:
+    """How many members the units' correlation view may use: the SAE ensemble's
+    ``n_members``, or :data:`VIEW_MEMBERS` where the units are few."""
+    return max(n_members, VIEW_MEMBERS) if n_units <= MORE_MEMBERS_UNITS else n_members
+
+
+def units_mode(codes: Codes, first_members: int = 0) -> UnitsMode:
+    """The units' correlation and global mode from ``codes``' unit moments
+    (``first_members``: :attr:`UnitsMode.first_members`)."""
     if codes.unit_gram is None:
         return UnitsMode(None, None, 0.0)
     corr = unit_correlation(codes.unit_gram, codes.unit_mean, codes.unit_std, codes.n_rows)
@@ -60,6 +78,7 @@ def units_mode(codes: Codes) -> UnitsMode:
         float(mode @ corr @ mode) if mode is not None else 0.0,
         tuple(resampled),
         int(np.unique(codes.samples).size),
+        first_members,
     )
 
 

@@ -6,7 +6,10 @@ configured finder on the positive part of the units' raw Pearson correlations
 analyses of neurons), at every scale, on all rows and on Poisson-bootstrap
 resamples of them (:attr:`..graph.firing.UnitsMode.resampled`). Above
 :data:`DENSE_UNITS` units each unit keeps only its :data:`UNIT_NEIGHBOURS` strongest
-pairs (a k-nearest-neighbour graph, in every member and null draw alike). Consensus,
+pairs (a k-nearest-neighbour graph, in every member and null draw alike). While the
+consensus at the reported scale is undecided (:func:`undecided`), more resamples join
+it, :data:`MEMBER_BATCH` at a time, up to ``UnitsMode.resampled``
+(:func:`..graph.firing.view_members`). Consensus,
 reproducibility and the reported scale follow the SAE ensemble
 (:mod:`.consensus`), except that a scale tied in units covered with a finer one
 is kept only when its partition has at least half the finer one's modularity
@@ -47,7 +50,8 @@ from ..._progress import progress_bar
 from ..graph.finders import make_finder, make_levels, modularity
 from ..graph.units import unit_correlation_graph
 from .cohesion import community_sizes, community_weights, reappearing_cohesion, relative_spread
-from .consensus import LevelConsensus, choose_level, level_consensus
+from .consensus import REPRODUCIBLE, LevelConsensus, choose_level, level_consensus
+from .correlation_nulls import null_graphs
 from .significance import NullTest, null_test, sampling_error, verdict
 
 if TYPE_CHECKING:
@@ -170,10 +174,11 @@ def correlation_view(inp: AtlasInputs, clean: bool = False) -> CorrelationView |
                 f"{mode.corr.shape[0]:,}",
             )
         # members and null draws; at thousands of units each takes seconds or more
-        n_items = 1 + len(mode.resampled) + (cfg.n_null if cfg.nulls and cfg.n_null >= 2 else 0)
+        members = min(mode.first_members or 1 << 30, 1 + len(mode.resampled))
+        n_items = members + (cfg.n_null if cfg.nulls and cfg.n_null >= 2 else 0)
         name = "units' cleaned correlations" if clean else "units' correlations"
         with progress_bar(name, n_items, inp.progress) as bar:
-            mode.views[key] = _correlation_view(inp, clean, bar.advance)
+            mode.views[key] = _correlation_view(inp, clean, bar.advance, bar.grow)
     return mode.views[key]
 
 
@@ -213,8 +218,34 @@ def opposition(corr: np.ndarray, labels: np.ndarray) -> float:
     return float(max(ratio.max(), 0.0))
 
 
+#: Members the correlation view adds at a time while its consensus is undecided.
+MEMBER_BATCH = 6
+
+
+def undecided(level: LevelConsensus) -> bool:
+    """Whether more members could change the modules ``level`` would report: it has
+    reproducible modules, and a module's reproducibility, or the co-assignment
+    (``membership``) of a unit of a reproducible module, is within two binomial
+    standard errors (of a fraction of the members) of its cut,
+    :data:`.consensus.REPRODUCIBLE` and 0.5 (the co-assignment at which the consensus
+    joins two units). A level without reproducible modules reports none, and no
+    member is added to look for one."""
+    n = max(level.members.shape[0], 1)
+    on = level.reproducible_labels() >= 0
+    if not on.any():
+        return False
+
+    def near(p: np.ndarray, cut: float) -> bool:
+        return bool((np.abs(p - cut) < 2 * np.sqrt(p * (1 - p) / n)).any())
+
+    return near(level.reproducibility, REPRODUCIBLE) or near(level.membership[on], 0.5)
+
+
 def _correlation_view(
-    inp: AtlasInputs, clean: bool, on_item: Callable[[], None] | None = None
+    inp: AtlasInputs,
+    clean: bool,
+    on_item: Callable[[], None] | None = None,
+    on_grow: Callable[[int], None] | None = None,
 ) -> CorrelationView:
     cfg, mode = inp.cfg, inp.mode
     n_obs = max(mode.n_samples, 2)
@@ -237,41 +268,48 @@ def _correlation_view(
             for r in fits
         ]
 
-    # the members (all rows, resamples) are shared among the ranks of a torchrun analysis
-    per_member = inp.coord.spread(len(correlations), member, on_item)
-    levels = [
-        level_consensus(
-            np.stack([m[i][0] for m in per_member]),
-            getattr(finders[i], "resolutions", (None,))[0],
-            random_state=cfg.seed,
-        )
-        for i in range(len(finders))
-    ]
-    quality = [partition_modularity(real, lv.reproducible_labels()) for lv in levels]
-    opposed = [opposition(mode.corr, lv.reproducible_labels()) for lv in levels]
-    chosen = choose_level(levels, [m[1] for m in per_member[0]], quality, opposed)
+    # the members (all rows, resamples) are shared among the ranks of a torchrun analysis;
+    # while the reported scale's consensus is undecided, more resamples join (every rank
+    # decides alike)
+    first = min(mode.first_members or len(correlations), len(correlations))
+    per_member = inp.coord.spread(first, member, on_item)
+    while True:
+        levels = [
+            level_consensus(
+                np.stack([m[i][0] for m in per_member]),
+                getattr(finders[i], "resolutions", (None,))[0],
+                random_state=cfg.seed,
+            )
+            for i in range(len(finders))
+        ]
+        quality = [partition_modularity(real, lv.reproducible_labels()) for lv in levels]
+        opposed = [opposition(mode.corr, lv.reproducible_labels()) for lv in levels]
+        chosen = choose_level(levels, [m[1] for m in per_member[0]], quality, opposed)
+        done = len(per_member)
+        if done == len(correlations) or not undecided(levels[chosen]):
+            break
+        more = min(MEMBER_BATCH, len(correlations) - done)
+        if on_grow is not None:
+            on_grow(more)
+        per_member += inp.coord.spread(more, lambda j, d=done: member(d + j), on_item)
     labels = levels[chosen].reproducible_labels()
     n_mod = int(labels.max(initial=-1)) + 1
     test = None
     if cfg.nulls and cfg.n_null >= 2:
-        seeds = np.random.SeedSequence([cfg.seed, 11]).spawn(cfg.n_null)
         # the finder over every scale, its best partition by modularity: the null's best
         # chance (at one coarse scale a noise graph is one module, Q 0 in every draw, so
         # any real Q beat it with a spread of 0)
         finder = make_finder(cfg)
-        block = _null_block(inp)
-        # the block holds its share of the samples (for the noise edge of `clean`)
-        n_block = max(2, round(n_obs * len(block) / max(inp.main.codes.n_rows, 1)))
+        graphs = null_graphs(inp, k)
 
         def fit(g: sp.spmatrix) -> tuple[float, np.ndarray]:
             f = clone(finder).fit(g)
             return float(f.modularity_), f.labels_
 
         def null_graph(i: int, _: Coordinator | None) -> sp.csr_matrix:  # counts no pairs
-            shifted = circular_shift(block, np.random.default_rng(seeds[i]))
-            return unit_correlation_graph(block_correlation(shifted), n_block, clean, k, dev)
+            return graphs.graph(clean, i)
 
-        block_graph = unit_correlation_graph(block_correlation(block), n_block, clean, k, dev)
+        block_graph = graphs.graph(clean, None)
         test = null_test(
             "independent units (circular shifts)",
             block_graph,
@@ -296,39 +334,3 @@ def _correlation_view(
     return CorrelationView(
         levels, chosen, test, partition_ok, module_ok, module_p, clean, tuple(opposed)
     )
-
-
-#: Bytes of the block of unit rows (float32) the correlation view's null shifts.
-NULL_BLOCK_BYTES = 256 << 20
-
-
-def _null_block(inp: AtlasInputs) -> np.ndarray:
-    """``[m, n_units]`` the analysed units on the store's first ``m`` rows, standardised
-    per unit (a unit that never varies: zeros), float32: ``m`` at most ``null_rows``
-    and :data:`NULL_BLOCK_BYTES`; rows with a NaN/Inf left out."""
-    names = [l.name for l in inp.main.codes.layers]
-    n_units = sum(l.n_units for l in inp.main.codes.layers)
-    m = min(inp.cfg.null_rows, inp.store.n_rows, max(16, NULL_BLOCK_BYTES // (4 * n_units)))
-    x = inp.store.read(0, m, layers=names).numpy().astype(np.float32, copy=False)
-    x = x[np.isfinite(x).all(axis=1)]
-    x = x - x.mean(axis=0)
-    std = x.std(axis=0)
-    return np.asfortranarray(x / np.where(std > 0, std, np.inf))
-
-
-def block_correlation(z: np.ndarray) -> np.ndarray:
-    """``[n_units, n_units]`` Pearson correlation of the standardised block ``z``
-    (diagonal 1, a unit that never varies uncorrelated)."""
-    corr = (z.T @ z).astype(np.float64) / max(len(z), 1)
-    np.fill_diagonal(corr, 1.0)
-    return np.clip(corr, -1.0, 1.0)
-
-
-def circular_shift(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``z`` with every column rolled along the rows by its own offset, drawn uniformly."""
-    m = len(z)
-    out = np.empty_like(z, order="F")
-    for j, k in enumerate(rng.integers(0, max(m, 1), z.shape[1])):
-        out[:k, j] = z[m - k :, j]
-        out[k:, j] = z[: m - k, j]
-    return out

@@ -33,7 +33,30 @@ def partition_ari(labels_a, labels_b, score=adjusted_rand_score) -> float:
     on = (a >= 0) | (b >= 0)
     if on.sum() < 2:
         return float("nan")
-    return float(score(_singletons(a[on]), _singletons(b[on])))
+    a, b = _singletons(a[on]), _singletons(b[on])
+    return _rand_adjusted(a, b) if score is adjusted_rand_score else float(score(a, b))
+
+
+def _rand_adjusted(a: np.ndarray, b: np.ndarray) -> float:
+    """``adjusted_rand_score(a, b)`` for labels ``>= 0``, equal to scikit-learn's (the same
+    pair counts, in integers, and the same final formula, Hubert & Arabie 1985) without
+    its checks of the input: a consensus compares every pair of its members, hundreds of
+    calls per scale."""
+    _, ai = np.unique(a, return_inverse=True)
+    _, bi = np.unique(b, return_inverse=True)
+    n_b = int(bi.max()) + 1
+    cells, n_ij = np.unique(ai * n_b + bi, return_counts=True)
+    n_c = np.bincount(ai)[cells // n_b]  # each cell's row total
+    n_k = np.bincount(bi)[cells % n_b]  # and column total
+    n = int(a.size)
+    squares = int((n_ij**2).sum())
+    tp = squares - n
+    fp = int((n_ij * n_k).sum()) - squares
+    fn = int((n_ij * n_c).sum()) - squares
+    tn = n * n - fp - fn - squares
+    if fn == 0 and fp == 0:
+        return 1.0
+    return 2.0 * (tp * tn - fn * fp) / ((tp + fn) * (fn + tn) + (tp + fp) * (fp + tn))
 
 
 def _labels(labels, name: str) -> np.ndarray:

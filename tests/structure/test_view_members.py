@@ -1,0 +1,73 @@
+"""The units' correlation view adds bootstrap members while the consensus it would
+report is undecided (a unit between two modules, a module near the reproducibility
+cut), up to :data:`VIEW_MEMBERS` where the units are few; clear modules keep the
+ensemble's count."""
+
+import numpy as np
+import torch
+
+from saeatlas.sae import SAEConfig, SparseAutoencoder
+from saeatlas.store import ActivationStore
+from saeatlas.structure import AtlasConfig
+from saeatlas.structure.graph.firing import VIEW_MEMBERS, view_members
+from saeatlas.structure.inference.consensus import level_consensus
+from saeatlas.structure.inference.correlation import correlation_view, undecided
+from saeatlas.structure.inputs import DEFAULT_TIMEOUT_S, prepared_on_ranks
+
+BLOCKS = np.repeat([0, 1, 2], 8)
+
+
+def test_a_unit_between_two_modules_or_a_module_near_the_cut_is_undecided():
+    clear = np.tile(BLOCKS, (6, 1))
+    assert not undecided(level_consensus(clear))
+    torn = clear.copy()
+    torn[::2, 0] = 1  # unit 0 in module 1 in half the members
+    torn[1::2, 1] = 1  # unit 1 too, in the other half
+    assert undecided(level_consensus(torn))
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 4, (6, 24))  # members that agree on nothing: no module to report
+    assert not level_consensus(noise).reproducible.any()
+    assert not undecided(level_consensus(noise))
+
+
+def test_view_members_grow_only_where_units_are_few():
+    assert view_members(6, 144) == VIEW_MEMBERS
+    assert view_members(30, 144) == 30
+    assert view_members(6, 4096) == 6
+
+
+def _members(tmp_path, x):
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    store = ActivationStore.open(tmp_path / "x.npy")
+    sae = SparseAutoencoder(SAEConfig("topk", d_in=x.shape[1], d_sae=32, k=4), torch.Generator())
+    cfg = AtlasConfig(n_null=0, n_bootstrap=5, seed=0)  # 6 members to start from
+    view = prepared_on_ranks(correlation_view, sae, store, cfg, DEFAULT_TIMEOUT_S)
+    return view.levels[view.chosen].members.shape[0], view
+
+
+def test_clear_modules_keep_the_ensembles_count(tmp_path):
+    rng = np.random.default_rng(3)
+    drive = rng.standard_normal((2000, 3)) * (rng.random((2000, 3)) < 0.3)
+    n, view = _members(tmp_path, drive[:, BLOCKS] + 0.6 * rng.standard_normal((2000, 24)))
+    assert n == 6 and view.levels[view.chosen].reproducible.sum() == 3
+
+
+def test_the_view_grows_exactly_while_its_reported_consensus_is_undecided(tmp_path):
+    blocks = np.repeat([0, 1, 2, 3], 10)
+    grew = []
+    for seed in range(3, 6):
+        rng = np.random.default_rng(seed)
+        drive = rng.standard_normal((2000, 5)) * (rng.random((2000, 5)) < 0.3)
+        x = drive[:, blocks] + 0.6 * rng.standard_normal((2000, 40))
+        # three units driven by a factor of their own and weakly by blocks 0 and 1
+        bridge = 0.45 * (drive[:, :1] + drive[:, 1:2]) + drive[:, 4:5]
+        x = np.hstack([x, bridge + 0.6 * rng.standard_normal((2000, 3))])
+        n, view = _members(tmp_path, x)
+        level = view.levels[view.chosen]
+        assert n in (6, 12, 18, 24)
+        first = level_consensus(level.members[:6])
+        assert undecided(first) == (n > 6)  # grown exactly where the first six left it open
+        if 6 < n < VIEW_MEMBERS:
+            assert not undecided(level)  # and stopped once decided
+        grew.append(n > 6)
+    assert any(grew) and not all(grew)
