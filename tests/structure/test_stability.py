@@ -132,6 +132,19 @@ def test_partition_ari_compares_items_assigned_in_either_run():
     assert np.isnan(partition_ari(pad, pad))
 
 
+def test_partition_ari_equals_scikit_learns_on_random_labelings():
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(2, 200))
+        a = rng.integers(-1, rng.integers(1, 10), n)
+        b = a.copy() if trial % 4 == 0 else rng.integers(-1, rng.integers(1, 10), n)
+        on = (a >= 0) | (b >= 0)
+        if on.sum() < 2:
+            continue
+        alone = lambda x: np.where(x < 0, 100 + np.arange(n), x)  # -1: a module of its own
+        assert partition_ari(a, b) == adjusted_rand_score(alone(a)[on], alone(b)[on])
+
+
 def test_identical_runs_are_stable_and_random_relabelings_dissolve():
     rng = np.random.default_rng(3)
     ref = np.r_[np.repeat(np.arange(10), 100), np.full(1000, -1)]
