@@ -31,10 +31,12 @@ def test_a_unit_between_two_modules_or_a_module_near_the_cut_is_undecided():
     assert not undecided(level_consensus(noise))
 
 
-def test_view_members_grow_only_where_units_are_few():
-    assert view_members(6, 144) == VIEW_MEMBERS
-    assert view_members(30, 144) == 30
-    assert view_members(6, 4096) == 6
+def test_view_members_grow_only_where_units_are_few_and_their_grams_cheap():
+    assert view_members(6, 144, 1797) == VIEW_MEMBERS  # the digits demo
+    assert view_members(30, 144, 1797) == 30
+    assert view_members(6, 4096, 1797) == 6
+    assert view_members(2, 384, 1_000_000) == 2  # a gram costs more than they may
+    assert 6 < view_members(6, 512, 10_000) < VIEW_MEMBERS
 
 
 def _members(tmp_path, x):

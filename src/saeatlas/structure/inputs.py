@@ -189,6 +189,7 @@ def prepare(
     # the correlation view starts with as many members as the SAE ensemble (at least
     # three), and where units are few has resamples to add while its consensus is undecided
     n_members = max((1 + len(seed_saes)) * (1 + cfg.n_bootstrap), 3)
+    n_rows = min(store.n_rows, cfg.max_rows or store.n_rows)
     codes = encode_store(
         sae,
         store,
@@ -196,7 +197,7 @@ def prepare(
         batch_size=cfg.batch_size,
         device=cfg.device,
         unit_gram=mode is None,
-        resamples=view_members(n_members, sae.cfg.d_in) - 1 if mode is None else 0,
+        resamples=view_members(n_members, sae.cfg.d_in, n_rows) - 1 if mode is None else 0,
         resample_seed=cfg.seed,
         progress=progress,
         coord=coord,
