@@ -173,6 +173,9 @@ class TrainConfig:
         # compared with a 64-bit tensor of rows since each latent fired: beyond it the
         # first step ended in "OverflowError: int too big to convert"
         in_range("dead_window", self.dead_window, 1, 2**63 - 1)
+        # the rows trained on are counted in 64 bits (metrics, checkpoints): `--tokens
+        # 10**30` was taken as a run of 3e28 steps, one that never ends, without a word
+        in_range("tokens", self.tokens, 1, 2**63 - 1)
         positive(self, "jumprelu_bandwidth", "jumprelu_init_threshold")
         non_negative(self, "heldout_rows", "lr_warmup_steps", "checkpoint_every")
         non_negative(self, "sparsity_warmup_steps", "seed", "grad_clip", "auxk_coefficient")
