@@ -136,8 +136,8 @@ def _type_name(hint: Any) -> str:
 
 
 def check_types(obj: Any) -> None:
-    """Every field of the dataclass ``obj`` holds a value of its annotated type, and
-    every float (anywhere in it) is finite. NumPy scalars become Python numbers (so
+    """Every field of the dataclass ``obj`` holds a value of its annotated type, every
+    float (anywhere in it) is finite and every integer within 64 bits. NumPy scalars become Python numbers (so
     the config writes to JSON)."""
     hints = typing.get_type_hints(type(obj))
     for f in fields(obj):
@@ -157,6 +157,14 @@ def check_types(obj: Any) -> None:
                 or (isinstance(v, np.floating) and not np.isfinite(v))
             ):
                 raise ConfigError(f"`{f.name}` must be a finite number, got {v}.")
+            # counts, sizes and seeds live in 64-bit tensors and files: 10**400 ended in
+            # an OverflowError traceback (`--shard-rows`, `d_sae`), 10**30 `--tokens` in a
+            # run that never ended
+            if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+                raise ConfigError(
+                    f"`{f.name}` must be an integer of at most 64 bits (below 2**63), got "
+                    f"{shown(v)}."
+                )
 
 
 def check_device(name: str, value: Any, *, flag: str | None = None) -> None:

@@ -7,20 +7,27 @@ from __future__ import annotations
 import pytest
 
 
-def test_a_budget_beyond_64_bits_is_one_line(guarded, run_cli, tmp_path, forbid):
+def test_integers_beyond_64_bits_are_one_line(guarded, run_cli, tmp_path, forbid):
     """`--tokens 10**30` was taken as a run of 3e28 steps that never ends (the bar showed
-    its step count), and `tokens: 1e400` in a JSON config was quoted in 400 digits."""
+    its step count), `d_sae: 1.6e400` in a YAML config and `capture --shard-rows 10**400`
+    ended in "OverflowError: integer division result too large for a float", and
+    `tokens: 1e400` in a JSON config was quoted in 400 digits."""
     from saeatlas.train.run import _Run
 
     forbid(_Run, "train_step")  # refused before the first step (it never ended)
     cli, one_line_error = run_cli
     train = ["train", "--acts", guarded.store, "--out", guarded.root / "new-sae", "-q"]
-    one_line_error(cli(*train, "--tokens", str(10**30)), "--tokens must be in [1, ")
-    config = tmp_path / "c.json"
-    config.write_text('{"tokens": 1e400}')
-    line = one_line_error(cli(*train, "--config", config), "`tokens` must be in [1, ")
-    assert len(line) < 200, line
-    assert not (guarded.root / "new-sae").exists()
+    bits = "must be an integer of at most 64 bits"
+    one_line_error(cli(*train, "--tokens", str(10**30)), f"--tokens {bits}")
+    for text, name in (('{"tokens": 1e400}', "tokens"), ("d_sae: 1.6e400\nk: 2\n", "d_sae")):
+        config = tmp_path / ("c.json" if text.startswith("{") else "c.yaml")
+        config.write_text(text)
+        line = one_line_error(cli(*train, "--config", config), f"`{name}` {bits}")
+        assert len(line) < 200, line
+    capture = ["capture", "--model", guarded.model, "--inputs", guarded.inputs, "--layers", "1"]
+    out = guarded.root / "s"
+    one_line_error(cli(*capture, "--out", out, "--shard-rows", str(10**400)), f"`shard_rows` {bits}")
+    assert not (guarded.root / "new-sae").exists() and not out.exists()
 
 
 def test_a_device_this_machine_lacks_is_named_with_those_it_has(guarded, run_cli):
