@@ -26,7 +26,9 @@ def test_integers_beyond_64_bits_are_one_line(guarded, run_cli, tmp_path, forbid
         assert len(line) < 200, line
     capture = ["capture", "--model", guarded.model, "--inputs", guarded.inputs, "--layers", "1"]
     out = guarded.root / "s"
-    one_line_error(cli(*capture, "--out", out, "--shard-rows", str(10**400)), f"`shard_rows` {bits}")
+    one_line_error(
+        cli(*capture, "--out", out, "--shard-rows", str(10**400)), f"`shard_rows` {bits}"
+    )
     assert not (guarded.root / "new-sae").exists() and not out.exists()
 
 
@@ -84,6 +86,7 @@ def test_an_array_given_as_the_store_is_refused_naming_what_to_pass(guarded, tmp
     for name, call in calls.items():
         with pytest.raises(ConfigError, match=r"`store` must be .* got (ndarray|Tensor): save"):
             call()
+            pytest.fail(name)
     with pytest.raises(ConfigError, match="`sae` must be a SparseAutoencoder, got str"):
         evaluate_sae(str(guarded.sae), guarded.store)
     assert evaluate_sae(sae, str(guarded.store)).n_rows == 300  # a path, as train_sae takes
@@ -99,3 +102,17 @@ def test_more_rows_held_out_than_the_store_has_names_both_counts(guarded, run_cl
         "`heldout_rows` (--heldout-rows) is 500, more than the 300 rows",
         "at most 284 rows",
     )
+
+
+def test_an_error_of_flags_and_defaults_does_not_blame_the_config_file(guarded, run_cli, tmp_path):
+    """`--d-sae 16` beside a --config file that sets only `lr` was refused as
+    "c.yaml: `k` (32) cannot exceed --d-sae (16)": the default k and the flag, blamed on a
+    file that has neither; a file that sets one of them is still named."""
+    cli, one_line_error = run_cli
+    train = ["train", "--acts", guarded.store, "--out", guarded.root / "new-sae", "-q"]
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 0.001\n")
+    line = one_line_error(cli(*train, "--config", config, "--d-sae", "16"), "`k` (32) cannot")
+    assert "c.yaml" not in line, line
+    config.write_text("k: 64\n")
+    one_line_error(cli(*train, "--config", config, "--d-sae", "16"), "c.yaml: `k` (64) cannot")
