@@ -116,3 +116,21 @@ def test_an_error_of_flags_and_defaults_does_not_blame_the_config_file(guarded, 
     assert "c.yaml" not in line, line
     config.write_text("k: 64\n")
     one_line_error(cli(*train, "--config", config, "--d-sae", "16"), "c.yaml: `k` (64) cannot")
+
+
+def test_an_empty_run_directory_is_refused_not_taken_for_the_current_folder(
+    guarded, run_cli, tmp_path, monkeypatch
+):
+    """`saeatlas run CONFIG --out "$DIR"` with DIR unset (and `out: ""` in the config, read
+    as the config's folder; `demo --out ""`) wrote the whole run, its store, SAEs and
+    atlas, among the files of the current folder."""
+    cli, one_line_error = run_cli
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "r.yaml"
+    lines = [f"model: {guarded.model}", f"inputs: {guarded.inputs}", "layers: ['1', '3']"]
+    config.write_text("\n".join(lines) + "\n")
+    one_line_error(cli("run", config, "--out", "", "-q"), "--out '' names no folder")
+    one_line_error(cli("demo", "--out", " ", "-q"), "--out ' ' names no folder")
+    config.write_text("\n".join([*lines, "out: ''"]) + "\n")
+    one_line_error(cli("run", config, "-q"), "r.yaml: `out` is '', which names no folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
