@@ -12,13 +12,9 @@ def _bert(folder):
     import torch
 
     torch.manual_seed(0)
+    sizes = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32}
     cfg = transformers.BertConfig(
-        vocab_size=64,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
+        **sizes, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=16
     )
     transformers.BertForMaskedLM(cfg).save_pretrained(folder)
     return folder
