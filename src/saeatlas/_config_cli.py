@@ -387,8 +387,10 @@ def config_from_mapping(
                 ),
                 message,
             )
-            if named <= flags:
-                prefix = ""
+        # the file is named only when it set a setting the error names: `k` (32, the
+        # default) above --d-sae 16 was blamed on a file that set only `lr`
+        if named and not named & (set(values) - flags):
+            prefix = ""
         raise ConfigError(prefix + _qualify(message, set(known), where)) from None
 
 

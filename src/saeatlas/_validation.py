@@ -71,7 +71,9 @@ def in_range(
         rule = "positive" if (low == 0 and open_low) else f"{'>' if open_low else '>='} {low:g}"
     else:
         rule = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-    raise ConfigError(f"{_where(name, flag)} must be {rule}, got {value}.")
+    # an integer of 400 digits (1e400 in a JSON config) is cut short
+    got = shown(value) if isinstance(value, int) else value
+    raise ConfigError(f"{_where(name, flag)} must be {rule}, got {got}.")
 
 
 def positive(obj: Any, *names: str) -> None:
@@ -134,8 +136,8 @@ def _type_name(hint: Any) -> str:
 
 
 def check_types(obj: Any) -> None:
-    """Every field of the dataclass ``obj`` holds a value of its annotated type, and
-    every float (anywhere in it) is finite. NumPy scalars become Python numbers (so
+    """Every field of the dataclass ``obj`` holds a value of its annotated type, every
+    float (anywhere in it) is finite and every integer within 64 bits. NumPy scalars become Python numbers (so
     the config writes to JSON)."""
     hints = typing.get_type_hints(type(obj))
     for f in fields(obj):
@@ -155,10 +157,19 @@ def check_types(obj: Any) -> None:
                 or (isinstance(v, np.floating) and not np.isfinite(v))
             ):
                 raise ConfigError(f"`{f.name}` must be a finite number, got {v}.")
+            # counts, sizes and seeds live in 64-bit tensors and files: 10**400 ended in
+            # an OverflowError traceback (`--shard-rows`, `d_sae`), 10**30 `--tokens` in a
+            # run that never ended
+            if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+                raise ConfigError(
+                    f"`{f.name}` must be an integer of at most 64 bits (below 2**63), got "
+                    f"{shown(v)}."
+                )
 
 
 def check_device(name: str, value: Any, *, flag: str | None = None) -> None:
-    """``value`` (skipped when None) names a device torch knows and this machine has."""
+    """``value`` (skipped when None) names a device torch knows and this machine has;
+    a refusal names the devices there are."""
     if value is None:
         return
     import torch
@@ -168,21 +179,43 @@ def check_device(name: str, value: Any, *, flag: str | None = None) -> None:
     except (RuntimeError, TypeError, ValueError):
         raise ConfigError(
             f"Unknown {_where(name, flag)} {value!r}; expected a torch device such as 'cpu', "
-            "'cuda' or 'cuda:1'."
+            f"'cuda' or 'cuda:1' (this machine has: {_devices()})."
         ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
                 f"{_where(name, flag)} is {value!r} but this machine has no CUDA device (or "
-                "torch was built without CUDA); use 'cpu'."
+                f"torch was built without CUDA); use one it has: {_devices()}."
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(
                 f"{_where(name, flag)} is {value!r} but this machine has "
-                f"{torch.cuda.device_count()} CUDA device(s)."
+                f"{torch.cuda.device_count()} CUDA device(s): {_devices()}."
             )
     elif dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ConfigError(f"{_where(name, flag)} is {value!r} but MPS is not available here.")
+            raise ConfigError(
+                f"{_where(name, flag)} is {value!r} but MPS is not available here; use one of: "
+                f"{_devices()}."
+            )
     elif dev.type != "cpu":
-        raise ConfigError(f"{_where(name, flag)} {value!r} is not supported; use 'cpu' or 'cuda'.")
+        raise ConfigError(
+            f"{_where(name, flag)} {value!r} is not supported; use one of: {_devices()}."
+        )
+    elif dev.index not in (None, 0):  # torch runs 'cpu:1' on the one CPU device
+        raise ConfigError(
+            f"{_where(name, flag)} is {value!r} but torch has one CPU device, 'cpu'; use one "
+            f"of: {_devices()}."
+        )
+
+
+def _devices() -> str:
+    """The devices of this machine that torch can use, for a message."""
+    import torch
+
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        names.append("mps")
+    return ", ".join(repr(n) for n in names)

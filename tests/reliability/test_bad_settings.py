@@ -31,7 +31,7 @@ from saeatlas.errors import TrainingDiverged
         ("--d-sae", "4", "cannot exceed --d-sae"),
         # a float32 overflow in the optimiser, a torch seed overflow, an infinite FVU
         ("--lr", "1e300", "--lr must be in (0, 3.4e+38]"),
-        ("--seed", str(2**64), "--seed must be in [0,"),
+        ("--seed", str(2**64), "--seed must be an integer of at most 64 bits"),
         ("--batch-size", "1", "at least 2"),
     ],
 )

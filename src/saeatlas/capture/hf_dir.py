@@ -90,6 +90,8 @@ def load_hf_dir(path: Path, model_class: str = "auto") -> tuple[torch.nn.Module,
             ) from e
     kind = hf_model_class(config, model_class)
     auto = getattr(transformers, MODEL_CLASSES[kind])
+    if kind == "base":  # the checkpoint's own base: AutoModel's may differ (a pooler)
+        auto = _checkpoint_class(transformers, config) or auto
     try:
         with _transformers_quiet():  # its load report and bar: what matters is raised below
             model, info = auto.from_pretrained(
@@ -108,6 +110,8 @@ def load_hf_dir(path: Path, model_class: str = "auto") -> tuple[torch.nn.Module,
             "Check its config.json and *.safetensors files."
         ) from e
     missing = sorted(info.get("missing_keys") or ())
+    if kind == "base" and model.base_model is not model:  # the head is left out
+        missing = [k for k in missing if k.startswith(f"{model.base_model_prefix}.")]
     if missing:  # transformers fills them with random values and only logs it
         shown_keys = ", ".join(missing[:3]) + (
             f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -119,7 +123,20 @@ def load_hf_dir(path: Path, model_class: str = "auto") -> tuple[torch.nn.Module,
             "whose weights it holds (base for a checkpoint without its head)."
         )
     _check_unused(model, sorted(info.get("unexpected_keys") or ()), path, kind)
-    return model, tokenizer
+    return (model.base_model if kind == "base" else model), tokenizer
+
+
+def _checkpoint_class(transformers: Any, config: dict[str, Any]) -> Any:
+    """The class the checkpoint was saved from (its config's ``architectures``), when
+    transformers has it: ``--model-class base`` is that model's ``base_model``. AutoModel
+    builds the base model as its own task would, which may hold modules the checkpoint
+    lacks (BERT's pooler, absent from a BertForMaskedLM: its weights would be drawn at
+    random, so a masked-LM checkpoint could not be loaded as base)."""
+    for arch in config.get("architectures") or ():
+        cls = getattr(transformers, arch, None) if isinstance(arch, str) else None
+        if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
+            return cls
+    return None
 
 
 def _check_unused(model: torch.nn.Module, unused: list[str], path: Path, kind: str) -> None:

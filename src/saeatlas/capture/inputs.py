@@ -112,6 +112,12 @@ def _as_tensor(x: Any, float_dtype: torch.dtype | None = None, token_ids: bool =
     return x
 
 
+def _names_token_ids(key: Any) -> bool:
+    """Whether a dict batch's ``key`` holds token ids (Hugging Face's ``input_ids``,
+    ``decoder_input_ids``, ``token_type_ids``, ``position_ids``: indices into a table)."""
+    return isinstance(key, str) and (key == "ids" or key.endswith("_ids"))
+
+
 def _labels_of(y: Any, n: int) -> np.ndarray | None:
     if y is None:
         return None
@@ -327,7 +333,12 @@ def _iterable_batches(
         )
     for item in batches:
         if isinstance(item, Mapping):
-            kwargs = {k: _as_tensor(v, *dtypes) for k, v in item.items()}
+            # only the token ids are widened: a uint8 `pixel_values` beside `input_ids`
+            # is an image, in the dtype the model reads
+            kwargs = {
+                k: _as_tensor(v, dtypes[0], dtypes[1] and _names_token_ids(k))
+                for k, v in item.items()
+            }
             n = _n_samples(kwargs)
             y = kwargs.get("labels", kwargs.get("label"))
             yield InputBatch(

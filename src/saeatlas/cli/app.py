@@ -47,12 +47,41 @@ def _expand_multi_value(args: list[str]) -> list[str]:
         if a in MULTI_VALUE_OPTIONS:
             current = a
             continue
-        if current is not None and (not a.startswith("-") or _is_number(a)):
+        if current is not None and _is_value(a):
             out += [current, a]
             continue
         current = None
         out.append(a)
     return out
+
+
+def _is_value(word: str) -> bool:
+    """Whether ``word`` after an option of several values is one of its values."""
+    return not word.startswith("-") or _is_number(word)
+
+
+def _refuse_empty(group: _Group, argv: list[str]) -> None:
+    """Refuse an option of several values given none (`--layers` followed by another
+    flag, or last): :func:`_expand_multi_value` leaves such a flag out, so the command
+    ran on the option's default (every layer) without a word."""
+    empty = [
+        a
+        for i, a in enumerate(argv)
+        if a in MULTI_VALUE_OPTIONS and (i + 1 == len(argv) or not _is_value(argv[i + 1]))
+    ]
+    if not empty:
+        return
+    name = next((a for a in argv if a in group.commands), None)
+    sub = group.commands.get(name or "")
+    own = {o for p in getattr(sub, "params", ()) for o in p.opts}
+    flag = empty[0]
+    if flag not in own:
+        where = f"saeatlas {name}" if name else "saeatlas"
+        _fail(f"No such option: {flag}. See `{where} --help`.")
+    _fail(
+        f"{flag} is given no values; name them after it ({flag} A B), or leave {flag} out "
+        "for its default."
+    )
 
 
 def _is_number(word: str) -> bool:
@@ -71,6 +100,7 @@ class _Group(TyperGroup):
 
     def invoke(self, ctx: click.Context) -> Any:
         _refuse_repeated(self, ctx, list(getattr(self, "_argv", ())))
+        _refuse_empty(self, list(getattr(self, "_argv", ())))
         try:
             return super().invoke(ctx)
         except AtlasError as e:

@@ -47,7 +47,7 @@ def _print_run(result: Any) -> None:
 @app.command("run")
 def run_cmd(
     config: Path = typer.Argument(..., help="Run config (YAML or JSON); see examples/*.yaml."),
-    out: Path | None = typer.Option(
+    out: str | None = typer.Option(
         None, "--out", help="Run directory (default: the config's `out`, else ./CONFIG-NAME-run)."
     ),
     check: bool = typer.Option(
@@ -78,16 +78,18 @@ def run_cmd(
     reports."""
     from .._config_cli import given_settings
     from ..pipeline import load_run_config, run_pipeline
+    from ..pipeline.outputs import run_dir_path
 
+    run_dir = run_dir_path(out)
     cfg = load_run_config(config)
     for unread in cfg.unread_train_settings(given_settings(config, {}, "train")):
         log.warning("%s.", unread)
-    if out is None and cfg.out is None:
-        out = Path(f"{config.stem}-run")
+    if run_dir is None and cfg.out is None:
+        run_dir = Path(f"{config.stem}-run")
     if check:
         from ..pipeline.check import check_run
 
-        dry = check_run(cfg, out)
+        dry = check_run(cfg, run_dir)
         console.print(escape(cfg.dumps()), highlight=False, soft_wrap=True)
         console.print(
             f"{escape(str(config))}: valid ({escape(dry)}).", highlight=False, soft_wrap=True
@@ -95,7 +97,7 @@ def run_cmd(
         return
     result = run_pipeline(
         cfg,
-        out,
+        run_dir,
         progress=not quiet,
         on_stage=_print_stage,
         timeout_s=timeout,
@@ -113,7 +115,7 @@ def demo_cmd(
     model: str = typer.Option(
         "digits", "--model", help="digits (an MLP on scikit-learn's digits) or minilm."
     ),
-    out: Path | None = typer.Option(
+    out: str | None = typer.Option(
         None, "--out", help="Directory for the demo's run (default: demo-out, or demo-out-minilm)."
     ),
     seed: int = typer.Option(
@@ -143,12 +145,14 @@ def demo_cmd(
     """Run the whole pipeline on an embedded default: a network trained on scikit-learn's
     digits, or (--model minilm) all-MiniLM-L6-v2 reading Python's docstrings."""
     from ..demo import run_demo, run_minilm_demo
+    from ..pipeline.outputs import run_dir_path
 
     if model not in DEMO_MODELS:
         raise ConfigError(f"Unknown --model {model!r}; expected one of: {list(DEMO_MODELS)}.")
+    run_dir = run_dir_path(out)
     if model == "digits":
         result = run_demo(
-            out or Path("demo-out"),
+            run_dir or Path("demo-out"),
             seed=seed,
             quick=quick,
             progress=not quiet,
@@ -158,7 +162,7 @@ def demo_cmd(
         )
     else:
         result = run_minilm_demo(
-            out or Path("demo-out-minilm"),
+            run_dir or Path("demo-out-minilm"),
             n_texts=n_texts,
             max_length=max_length,
             seed=seed,

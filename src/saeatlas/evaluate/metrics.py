@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -68,18 +69,25 @@ class EvalResult:
 @torch.no_grad()
 def evaluate_sae(
     sae: SparseAutoencoder,
-    store: ActivationStore,
+    store: ActivationStore | str | Path,
     *,
     start: int = 0,
     stop: int | None = None,
     batch_size: int = 4096,
     device: str | torch.device = "cpu",
 ) -> EvalResult:
-    """Metrics of ``sae`` on rows ``start:stop`` of ``store`` (all by default).
+    """Metrics of ``sae`` on rows ``start:stop`` of ``store`` (all by default; an opened
+    store, or the path of a store directory or a ``.npy``, as ``train_sae`` takes).
 
     The SAE must read the store's columns: its ``cfg.layers`` name the store
     layers it was trained on.
     """
+    if not isinstance(sae, SparseAutoencoder):  # a path or an array: an AttributeError
+        raise ConfigError(
+            f"`sae` must be a SparseAutoencoder, got {type(sae).__name__}: load an SAE "
+            "directory with SparseAutoencoder.load(path)."
+        )
+    store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     layers = [l.name for l in sae_layers(sae, store)]
     n_rows = store.n_rows
     # a range past the store is refused, not cut to it: the metrics would be of other

@@ -120,6 +120,11 @@ class RunConfig:
         for name in ("model", "inputs"):
             if not getattr(self, name):
                 raise ConfigError(f"`{name}` is empty; see docs/pipeline.md for what it takes.")
+        if self.out is not None and not self.out.strip():  # read as the config's folder
+            raise ConfigError(
+                f"`out` is {self.out!r}, which names no folder; give the run directory, or "
+                "leave `out` out for the default."
+            )
         if not self.layers or isinstance(self.layers, str):
             raise ConfigError(
                 f"`layers` must be a non-empty list of layer patterns, got {self.layers!r}."

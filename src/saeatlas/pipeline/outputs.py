@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,6 +100,17 @@ STAGE_OUTPUTS = {
     CFG: "an SAE",
     ATLAS_JSON: "an atlas",
 }
+
+
+def run_dir_path(out: str | os.PathLike | None) -> Path | None:
+    """``out`` (``--out``) as a path; an empty one (`--out "$DIR"` with DIR unset) is
+    refused: it read as the current folder, and the whole run was written among its files."""
+    if out is not None and not os.fspath(out).strip():
+        raise ConfigError(
+            f"--out {os.fspath(out)!r} names no folder; give the run directory, or leave --out "
+            "out for the default."
+        )
+    return None if out is None else Path(out)
 
 
 def check_run_out(out: Path) -> None:

@@ -28,6 +28,7 @@ from .config import RunConfig, load_run_config
 from .outputs import (
     RunPaths,
     check_run_out,
+    run_dir_path,
 )
 from .record import (
     RunState,
@@ -161,6 +162,7 @@ def run_pipeline(
     after every stage. ``timeout_s``: seconds a rank waits for the others where they
     meet (rank 0's ablation and report included) before it stops with an error.
     """
+    out = run_dir_path(out)
     if out is None:
         if config.out is None:
             raise ConfigError(

@@ -7,13 +7,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import NonFiniteError, StoreError
+from ..errors import ConfigError, NonFiniteError, StoreError
 from .manifest import LayerSpec, layer_width_fits, validate_layers
 from .sources import ArraySource, check_finite
 from .stats import RunningMoments
@@ -35,6 +37,20 @@ class NpyArray:
     """Rows left out for NaN/Inf (``on_nonfinite='skip'``)."""
     sha256: str
     """sha256 of the array's values as read (every row, in order)."""
+
+
+def check_store_argument(store: Any) -> None:
+    """Refuse a store given as anything but a path (or an opened store): an array given to
+    `train_sae` or `sweep` ended in pathlib's "expected str, bytes or os.PathLike object"
+    (a store is read in bounded memory, from files; an array in memory is saved first)."""
+    from .store import ActivationStore
+
+    if not isinstance(store, (ActivationStore, str, os.PathLike)):
+        raise ConfigError(
+            f"`store` must be an ActivationStore or the path of a store directory or a .npy "
+            f"file, got {type(store).__name__}: save an array with np.save('acts.npy', x) "
+            "(and its layers in acts.layers.json) and give that path."
+        )
 
 
 def load_npy(path: Path, *, mmap: bool = False) -> np.ndarray:

@@ -26,7 +26,7 @@ from .atomic import finish_swap_for_reader, partial_dir
 from .integrity import read_rows_table, verify_store
 from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest
 from .merge import recover_store
-from .npy import open_npy
+from .npy import check_store_argument, open_npy
 from .partial import progress_files
 from .readers import ReadPlan, block_rows
 from .sources import ArraySource, ShardSource, dir_identity
@@ -54,7 +54,7 @@ class StoreSummary:
 
 def _what_it_is(path: Path) -> str:
     """A hint for a directory that is not a store: another saeatlas output (by the file
-    each writes: names kept here, the store does not import the stages), or one array."""
+    each writes; the store does not import the stages), or one array."""
     if (path / "run.json").is_file() and (path / "store" / MANIFEST).is_file():
         return f" It is a run directory (saeatlas run); its store is '{path / 'store'}'."
     if (path / "atlas.json").is_file():
@@ -109,13 +109,13 @@ class ActivationStore:
         Args:
             path: a store directory, or a ``.npy`` array ``[rows, units]``.
             verify: check each shard's sha256 when it is read.
-            on_nonfinite: NaN/Inf in a ``.npy`` array: ``error`` (say the first row
-                and column) or ``skip`` (serve the other rows; ``rows()``'s
-                ``sample`` keeps each row's index in the file). The array is read
-                once here to find them. A store directory has none (capture keeps
-                them out); any found when a shard is read is an error.
+            on_nonfinite: NaN/Inf in a ``.npy`` array: ``error`` (say the first row and
+                column) or ``skip`` (serve the other rows; ``rows()``'s ``sample`` keeps
+                each row's index in the file), found in one read here. A store directory
+                has none (capture keeps them out); any found in a shard is an error.
         """
         choice("on_nonfinite", on_nonfinite, NONFINITE_MODES, flag="--on-nonfinite")
+        check_store_argument(path)
         path = Path(path)
         if path.suffix == ".npy" and path.is_file():
             return cls._open_npy(path, on_nonfinite)

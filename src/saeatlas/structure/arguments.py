@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
-from ..store import ActivationStore
+from ..store.npy import check_store_argument
 from .config import AtlasConfig
 
 
@@ -34,12 +34,7 @@ def check_arguments(
                 f"`{name}` must be an SAE (a SparseAutoencoder, or the path of an SAE "
                 f"directory), got {type(value).__name__}."
             )
-    if not isinstance(store, (ActivationStore, str, os.PathLike)):
-        raise ConfigError(
-            f"`store` must be an ActivationStore or the path of a store directory or a .npy "
-            f"file, got {type(store).__name__}: save an array with np.save('acts.npy', x) "
-            "(and its layers in acts.layers.json) and give that path."
-        )
+    check_store_argument(store)
     if not isinstance(config, AtlasConfig):
         got = "the class itself" if config is AtlasConfig else type(config).__name__
         raise ConfigError(

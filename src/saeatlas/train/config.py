@@ -170,9 +170,6 @@ class TrainConfig:
         in_range("lr", self.lr, 0, FLOAT32_MAX, open_low=True)
         in_range("seed", self.seed, 0, 2**63 - 1)
         in_range("data_seed", self.data_seed, 0, 2**63 - 1)
-        # compared with a 64-bit tensor of rows since each latent fired: beyond it the
-        # first step ended in "OverflowError: int too big to convert"
-        in_range("dead_window", self.dead_window, 1, 2**63 - 1)
         positive(self, "jumprelu_bandwidth", "jumprelu_init_threshold")
         non_negative(self, "heldout_rows", "lr_warmup_steps", "checkpoint_every")
         non_negative(self, "sparsity_warmup_steps", "seed", "grad_clip", "auxk_coefficient")

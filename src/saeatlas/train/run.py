@@ -105,6 +105,13 @@ class _Run:
         self.names = [l.name for l in self.layers]
         d_in = self.layers[-1].stop
         self.train_rows = store.n_rows - cfg.heldout_rows
+        if self.train_rows < 0:  # the message below showed a negative count of rows
+            raise ConfigError(
+                f"`heldout_rows` (--heldout-rows) is {cfg.heldout_rows}, more than the "
+                f"{store.n_rows} rows of '{store.path}'. Hold out at most "
+                f"{max(0, store.n_rows - MIN_TRAIN_ROWS)} rows (at least {MIN_TRAIN_ROWS} "
+                "are needed to train on)."
+            )
         if self.train_rows < MIN_TRAIN_ROWS:
             raise ConfigError(
                 f"'{store.path}' has {store.n_rows} rows, {cfg.heldout_rows} held out: "

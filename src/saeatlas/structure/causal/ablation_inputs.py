@@ -16,7 +16,7 @@ import torch
 
 from ...capture.inputs import InputBatch, iter_input_batches, model_and_tokenizer
 from ...capture.job import model_fingerprint
-from ...capture.models import input_dtype
+from ...capture.models import input_dtype, takes_token_ids
 from ...capture.nnsight import unwrap_model
 from ...capture.recorder import model_error
 from ...capture.rows import select_tensor
@@ -94,6 +94,7 @@ def _model_batches(
         tokenizer=tokenizer,
         max_length=max_length,
         float_dtype=input_dtype(model),
+        token_ids=takes_token_ids(model),  # as the capture read them (uint8 ids)
     )
     return model, batches
 
