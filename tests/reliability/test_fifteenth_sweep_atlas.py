@@ -47,3 +47,67 @@ def test_the_stability_line_describes_the_correlation_modules_the_verdict_report
     summary["modules_from"] = "sae"
     text = stability_text(SimpleNamespace(summary=summary))
     assert text.startswith("Ensemble of 3 SAEs x 2 row samples") and "0 of 6" in text, text
+
+
+def _correlation_first_atlas(n_own: int, own_modularity: float):
+    """An atlas whose verdict reports two modules of the units' correlations, beside the
+    dictionary's own ``n_own`` modules (``sae_module``: none in any unit)."""
+    import pandas as pd
+
+    from saeatlas.structure.atlas import Atlas
+
+    units = pd.DataFrame(
+        {
+            "unit": range(6),
+            "layer": "a",
+            "index": range(6),
+            "module": [0, 0, 1, 1, -1, -1],
+            "sae_module": -1,
+        }
+    )
+    modules = pd.DataFrame({"module": [0, 1], "n_units": [2, 2], "significant": [True, True]})
+    summary = {
+        "modules_from": "unit_correlations",
+        "verdict": "modules_visible_without_sae",
+        "significant": True,
+        "n_modules": 2,
+        "n_significant_modules": 2,
+        "modularity": 0.34,
+        "nulls": [{"null": "independent units", "modularity": 0.34, "z": 14.0, "p": 1e-7}],
+        "sae_modules": {
+            "n_modules": n_own,
+            "n_significant_modules": 0,
+            "nulls": [{"null": "dictionary", "modularity": own_modularity, "z": 16.7, "p": 1e-8}],
+        },
+        "sae_partition_significant": True,
+    }
+    features = pd.DataFrame({"feature": [0], "module": [-1]})
+    return Atlas(units=units, features=features, modules=modules, summary=summary)
+
+
+def test_the_control_table_sets_the_trained_saes_own_modules_beside_the_random_ones(monkeypatch):
+    """Where the atlas reports the units' correlation modules, the control table set those
+    (digits demo: 3 significant modules, modularity 0.337) under 'trained SAE' beside the
+    random SAE's own dictionary modules (0, modularity 0.485): the page read as if the
+    trained SAE found 3 modules the random one does not, against a verdict that it adds
+    nothing, and as if the random dictionary were more modular (the trained one's own is
+    0.569). Both columns are now the dictionaries' own, and neither verdict is the
+    correlations' 'visible without the SAE' beside 0 modules."""
+    import saeatlas.structure.inference.control as control
+    from saeatlas.structure import AtlasConfig
+
+    random_one = _correlation_first_atlas(n_own=0, own_modularity=0.485)
+    monkeypatch.setattr(control, "random_sae", lambda sae, **kw: sae)
+    monkeypatch.setattr(control, "prepare", lambda *a, **kw: None)
+    monkeypatch.setattr(control, "core_atlas", lambda inp: random_one)
+    inp = SimpleNamespace(sae=None, store=None, seed_saes=[], cfg=AtlasConfig())
+    inp.mode = inp.progress = inp.coord = None
+    real = _correlation_first_atlas(n_own=1, own_modularity=0.569)
+    out, _ = control.control_atlas(inp, real=real, scale_units=False)
+    assert out["real"]["n_modules"] == 1 and out["real"]["n_significant_modules"] == 0, out
+    assert out["real"]["modularity"] == 0.569 and out["real"]["z"] == {"dictionary": 16.7}
+    for figures in (out, out["real"]):
+        assert figures["verdict"] == "structure_without_reproducible_modules", figures
+    # the trained SAE's own units (in no module) against the random one's: nothing to
+    # compare (the correlation modules against none read ARI 0.00)
+    assert out["unit_ari"] != out["unit_ari"], out["unit_ari"]
