@@ -3,7 +3,14 @@ export: each failed (a wrong or contradictory page, a traceback or no word) befo
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def _level(n: int, reproducible: int, reproducibility: list[float], agreement: float) -> dict:
@@ -111,3 +118,17 @@ def test_the_control_table_sets_the_trained_saes_own_modules_beside_the_random_o
     # the trained SAE's own units (in no module) against the random one's: nothing to
     # compare (the correlation modules against none read ARI 0.00)
     assert out["unit_ari"] != out["unit_ari"], out["unit_ari"]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat", "int8", "float"])
+def test_a_saelens_dtype_saelens_cannot_read_is_refused(tmp_path, run_cli, dtype):
+    """A SAELens `cfg.json` whose `dtype` names no dtype SAELens knows (a typo 'bfloat', an
+    integer type) was imported as a float32 SAE without a word; SAELens itself refuses it
+    (it looks the name up in its DTYPE_MAP)."""
+    cli, one_line = run_cli
+    src = tmp_path / "src"
+    shutil.copytree(FIXTURES / "saelens" / "topk", src)
+    cfg = json.loads((src / "cfg.json").read_text())
+    (src / "cfg.json").write_text(json.dumps({**cfg, "dtype": dtype}))
+    one_line(cli("import-saelens", src, "--out", tmp_path / "out"), "`dtype`", repr(dtype))
+    assert not (tmp_path / "out").exists()
