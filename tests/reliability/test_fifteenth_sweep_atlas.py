@@ -132,3 +132,41 @@ def test_a_saelens_dtype_saelens_cannot_read_is_refused(tmp_path, run_cli, dtype
     (src / "cfg.json").write_text(json.dumps({**cfg, "dtype": dtype}))
     one_line(cli("import-saelens", src, "--out", tmp_path / "out"), "`dtype`", repr(dtype))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        ({"config": {"n_examples": 2}}, "got dict"),
+        ({"config": "NeuronpediaConfig"}, "got the class itself"),  # the class, below
+        ({"sae": 5}, "`sae` must be an SAE"),
+        ({"store": [[0.0] * 18] * 20}, "`store` must be an ActivationStore"),
+    ],
+)
+def test_export_neuronpedia_refuses_arguments_of_the_wrong_kind_before_the_work(
+    tmp_path, forbid, kwargs, says
+):
+    """A dict as the config ended in an AttributeError and the class NeuronpediaConfig
+    itself in a TypeError after the whole export (only writing run_settings.json failed);
+    an SAE or store of the wrong kind in pathlib's TypeError."""
+    import saeatlas.export.neuronpedia as neuronpedia
+    from saeatlas.errors import ConfigError
+
+    if kwargs.get("config") == "NeuronpediaConfig":
+        kwargs = {"config": neuronpedia.NeuronpediaConfig}
+    forbid(neuronpedia, "_export")
+    with pytest.raises(ConfigError, match=says):
+        neuronpedia.export_neuronpedia(tmp_path / "atlas", tmp_path / "np", **kwargs)
+    assert not (tmp_path / "np").exists()
+
+
+@pytest.mark.parametrize("value", ["5", 2.5, float("nan"), True, None])
+def test_neuronpedia_settings_of_the_wrong_kind_are_refused(value):
+    """`NeuronpediaConfig(n_examples="5")` (or None) ended in a TypeError and 2.5, NaN and
+    True were taken (a float count of top rows failed in the middle of the export)."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.export import NeuronpediaConfig
+
+    for name in ("n_examples", "features_per_batch", "context"):
+        with pytest.raises(ConfigError, match=f"`{name}` must be int"):
+            NeuronpediaConfig(**{name: value})
