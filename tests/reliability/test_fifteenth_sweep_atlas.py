@@ -170,3 +170,59 @@ def test_neuronpedia_settings_of_the_wrong_kind_are_refused(value):
     for name in ("n_examples", "features_per_batch", "context"):
         with pytest.raises(ConfigError, match=f"`{name}` must be int"):
             NeuronpediaConfig(**{name: value})
+
+
+def test_the_report_calls_one_members_modules_untested_as_the_verdict_does():
+    """With one ensemble member (--seeds 1 --n-bootstrap 0) the verdict says one member
+    cannot test reproducibility, and the modules table leaves it undefined; the report's
+    Stability line said '3 of 3 consensus modules recovered ... 3 of 3 reproducible' and
+    its Modules line '3 reproducible modules'."""
+    from saeatlas.report.summary import modules_text, stability_text
+
+    ensemble = {
+        "n_saes": 1,
+        "n_bootstrap": 0,
+        "n_members": 1,
+        "scale": 0.5,
+        "levels": [_level(3, 3, [1.0, 1.0, 1.0], None)],
+    }
+    summary = {"modules_from": "sae", "ensemble": ensemble, "n_significant_modules": 0}
+    data = SimpleNamespace(summary=summary, n_modules=3)
+    text = stability_text(data)
+    assert "reproducible" not in text and "one member cannot test" in text, text
+    line = modules_text(data)
+    assert "reproducible modules" not in line and "untested" in line, line
+
+
+_LEVEL = {"scale": 1.0, "chosen": True, "n_consensus_modules": 1, "n_reproducible_modules": 1}
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        # the report's Stability line read these: TypeError tracebacks half-way through it
+        (
+            {"ensemble": {"levels": [{**_LEVEL, "reproducibility": ["x"]}]}},
+            "`ensemble.levels[0].reproducibility[0]` in",
+        ),
+        (
+            {"ensemble": {"levels": [{**_LEVEL, "agreement": "x"}]}},
+            "`ensemble.levels[0].agreement` in",
+        ),
+        ({"cross_check": {"raw": {"n_members": "x"}}}, "`cross_check.raw.n_members` in"),
+        ({"cross_check": {"raw": {"levels": "x"}}}, "`cross_check.raw.levels` in"),
+        (
+            {"cross_check": {"clean": {"levels": [{**_LEVEL, "scale": "x"}]}}},
+            "`cross_check.clean.levels[0].scale` in",
+        ),
+    ],
+)
+def test_an_edited_stability_entry_of_atlas_json_is_refused_by_report(
+    tmp_path, outputs, run_cli, edit, needle
+):
+    cli, one_line = run_cli
+    atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
+    summary = json.loads((atlas / "atlas.json").read_text())
+    (atlas / "atlas.json").write_text(json.dumps({**summary, **edit}))
+    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze` with --overwrite")
+    assert not (atlas / "report.html").exists()

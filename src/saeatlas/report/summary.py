@@ -131,8 +131,12 @@ def modules_text(data: ReportData) -> str:
         else "the SAE ensemble's consensus"
     )
     verdict = VERDICTS.get(s.get("verdict", ""), "not decided (an atlas from an older saeatlas)")
+    found = f"{n} reproducible modules from {source}"
+    if s.get("modules_from", "sae") == "sae" and (s.get("ensemble") or {}).get("n_members") == 1:
+        # "3 reproducible modules" was said of one member's, which the verdict calls untested
+        found = f"{n} modules of the SAE's one ensemble member (their reproducibility untested)"
     return (
-        f"{n} reproducible modules from {source}; {n_sig} of them significant against every "
+        f"{found}; {n_sig} of them significant against every "
         f"null model, which is what counts. Verdict: {verdict}. Kind: {kind}."
     )
 
@@ -187,7 +191,7 @@ def stability_text(data: ReportData) -> str:
     s = data.summary
     ens = s.get("ensemble")
     view = (s.get("cross_check") or {}).get("raw")
-    if s.get("modules_from") == "unit_correlations" and view:
+    if ens and s.get("modules_from") == "unit_correlations" and view:
         # the verdict reports the correlation view's modules: the line said only how the
         # SAE ensemble's modules (0 of 6 reproducible) held up, beside 3 counted modules
         n = int(view.get("n_members") or 1)
@@ -195,11 +199,10 @@ def stability_text(data: ReportData) -> str:
         text = _consensus_text(
             view, f"Modules of the units' correlations ({n} member{'s' * (n > 1)}: {rows})"
         )
-        if ens:
-            text += " The SAE's own modules, which the verdict does not report: " + (
-                _consensus_text(ens, _ensemble_members(ens, "its ensemble"))
-            )
-        return text
+        return (
+            f"{text} The SAE's own modules, which the verdict does not report: "
+            + _consensus_text(ens, _ensemble_members(ens, "its ensemble"))
+        )
     if ens:
         return _consensus_text(ens, _ensemble_members(ens, "Ensemble"))
     st = data.summary.get("stability")
@@ -243,6 +246,12 @@ def _consensus_text(ens: dict[str, Any], members: str) -> str:
     chosen = next((lv for lv in ens.get("levels", []) if lv.get("chosen")), {})
     scales = ", ".join(f"{lv['scale']:g}" for lv in ens.get("levels", []) if lv.get("scale"))
     n = chosen.get("n_consensus_modules", 0)
+    if ens.get("n_members") == 1:  # it said "3 of 3 reproducible" of one member's modules
+        return (
+            f"{members} at resolutions {scales or 'one scale'}; reported resolution "
+            f"{fmt(ens.get('scale'), 'g')}: {n} modules, whose reproducibility one member "
+            "cannot test (rerun analyze with --seeds 3, or --n-bootstrap 1 or more)."
+        )
     # recovered and reproducible differ where the members disagree: it said "0 of 2
     # recovered by at least 75%" of two modules every member recovered
     recovered = sum(r >= REPRODUCIBLE - 1e-12 for r in chosen.get("reproducibility") or [])
