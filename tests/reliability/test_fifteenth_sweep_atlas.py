@@ -226,3 +226,29 @@ def test_an_edited_stability_entry_of_atlas_json_is_refused_by_report(
     (atlas / "atlas.json").write_text(json.dumps({**summary, **edit}))
     one_line(cli("report", atlas), needle, "rerun `saeatlas analyze` with --overwrite")
     assert not (atlas / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    "name, change, needle",
+    [
+        # a KeyError traceback from the check of the modules' layers
+        ("modules", lambda m: m.drop(columns=["module"]), "without their `module` column"),
+        # `saeatlas run` printed its table of a complete atlas with these: a TypeError
+        ("modules", lambda m: m.assign(selectivity=[None, None]), "`selectivity` of modules"),
+        ("modules", lambda m: m.assign(selectivity=["high", "low"]), "`selectivity` of modules"),
+        ("features", lambda f: f.assign(selectivity=[0.5, 2.0, 0.1, 0.1]), "`selectivity` of fea"),
+        ("modules", lambda m: m.assign(counted=["yes", "no"]), "`counted` of modules"),
+        ("modules", lambda m: m.assign(n_shared_units=[0.5, 0.0]), "`n_shared_units` of modules"),
+    ],
+)
+def test_an_edited_module_or_feature_column_is_refused(
+    tmp_path, run_cli, two_modules_atlas, name, change, needle
+):
+    import pandas as pd
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    table = atlas / f"{name}.parquet"
+    change(pd.read_parquet(table)).to_parquet(table, index=False)
+    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze`")
+    assert not (atlas / "report.html").exists()
