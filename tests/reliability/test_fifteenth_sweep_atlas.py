@@ -252,3 +252,19 @@ def test_an_edited_module_or_feature_column_is_refused(
     change(pd.read_parquet(table)).to_parquet(table, index=False)
     one_line(cli("report", atlas), needle, "rerun `saeatlas analyze`")
     assert not (atlas / "report.html").exists()
+
+
+@pytest.mark.parametrize("key", ["transcode", "signed", "skip_connection"])
+def test_a_sparsify_flag_written_as_text_is_named_so(tmp_path, run_cli, key):
+    """`"transcode": "false"` (text, as a hand-edited cfg.json may hold) was refused as a
+    transcoder, a signed coder or a skip connection: a reason the SAE does not have."""
+    cli, one_line = run_cli
+    src = tmp_path / "run" / "layers.1"
+    shutil.copytree(FIXTURES / "sparsify" / "run" / "layers.1", src)
+    cfg = json.loads((src / "cfg.json").read_text())
+    (src / "cfg.json").write_text(json.dumps({**cfg, key: "false"}))
+    one_line(
+        cli("import-sparsify", src, "--out", tmp_path / "out"),
+        f"`{key}` must be true or false, got 'false'",
+    )
+    assert not (tmp_path / "out").exists()
