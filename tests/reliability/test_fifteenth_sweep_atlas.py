@@ -4,6 +4,7 @@ export: each failed (a wrong or contradictory page, a traceback or no word) befo
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -268,3 +269,24 @@ def test_a_sparsify_flag_written_as_text_is_named_so(tmp_path, run_cli, key):
         f"`{key}` must be true or false, got 'false'",
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        ({"max_map_points": "5"}, "`max_map_points`) must be at least 1, got '5'"),
+        ({"max_map_points": 1.5}, "got 1.5"),
+        ({"max_map_points": True}, "got True"),
+        ({"sweep_dir": 5}, "--sweep (`sweep_dir`) must be the path"),
+    ],
+)
+def test_write_report_refuses_settings_of_the_wrong_kind(tmp_path, two_modules_atlas, kwargs, says):
+    """`write_report(atlas, max_map_points="5")` ended in a TypeError and 1.5 was taken;
+    a sweep_dir of the wrong kind ended in pathlib's TypeError."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.report import write_report
+
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        write_report(atlas, **kwargs)
+    assert not (atlas / "report.html").exists()
