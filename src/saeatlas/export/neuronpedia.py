@@ -144,7 +144,8 @@ def export_neuronpedia(
             "(or NeuronpediaConfig(**settings) for a dict)."
         )
     check_sae_argument("sae", sae, optional=True)
-    check_store_argument(store, optional=True)
+    if store is not None:
+        check_store_argument(store)
     out = Path(out)
     with output_lock(out):  # one writer, for the whole export
         recover_dir(out)  # what a killed swap left is checked like what is there

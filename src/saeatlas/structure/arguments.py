@@ -67,12 +67,11 @@ def check_sae_argument(name: str, value: Any, *, optional: bool = False) -> None
         )
 
 
-def check_store_argument(value: Any, *, optional: bool = False) -> None:
-    """``value`` (None too when ``optional``) is a store or the path of one."""
-    allowed = (ActivationStore, str, os.PathLike, *((type(None),) if optional else ()))
-    if not isinstance(value, allowed):
+def check_store_argument(store: Any) -> None:
+    """``store`` is a store or the path of one."""
+    if not isinstance(store, (ActivationStore, str, os.PathLike)):
         raise ConfigError(
             f"`store` must be an ActivationStore or the path of a store directory or a .npy "
-            f"file, got {type(value).__name__}: save an array with np.save('acts.npy', x) "
+            f"file, got {type(store).__name__}: save an array with np.save('acts.npy', x) "
             "(and its layers in acts.layers.json) and give that path."
         )
