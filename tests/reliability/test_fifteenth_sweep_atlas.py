@@ -290,3 +290,16 @@ def test_write_report_refuses_settings_of_the_wrong_kind(tmp_path, two_modules_a
     with pytest.raises(ConfigError, match=re.escape(says)):
         write_report(atlas, **kwargs)
     assert not (atlas / "report.html").exists()
+
+
+def test_validate_out_of_memory_names_its_rows(run_cli, monkeypatch):
+    """`validate --rows 1000000000000` ran out of memory drawing the planted rows and
+    advised only --d-sae; the rows are what grew."""
+    import saeatlas.structure.synthetic.validate as validate
+
+    def too_large(*args, **kwargs):
+        raise MemoryError("Unable to allocate 29.1 TiB for an array")
+
+    monkeypatch.setattr(validate, "validate_case", too_large)
+    cli, one_line = run_cli
+    one_line(cli("validate", "--cases", "easy", "--rows", 10**12), "Out of memory", "--rows")
