@@ -243,16 +243,9 @@ def test_an_edited_stability_entry_of_atlas_json_is_refused_by_report(
     ],
 )
 def test_an_edited_module_or_feature_column_is_refused(
-    tmp_path, run_cli, two_modules_atlas, name, change, needle
+    tmp_path, edited_table_refused, two_modules_atlas, name, change, needle
 ):
-    import pandas as pd
-
-    cli, one_line = run_cli
-    atlas = two_modules_atlas(tmp_path / "atlas")
-    table = atlas / f"{name}.parquet"
-    change(pd.read_parquet(table)).to_parquet(table, index=False)
-    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze`")
-    assert not (atlas / "report.html").exists()
+    edited_table_refused(two_modules_atlas(tmp_path / "atlas"), name, change, needle)
 
 
 @pytest.mark.parametrize("key", ["transcode", "signed", "skip_connection"])
