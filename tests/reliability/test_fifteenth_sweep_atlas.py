@@ -296,3 +296,22 @@ def test_validate_out_of_memory_names_its_rows(run_cli, monkeypatch):
     monkeypatch.setattr(validate, "validate_case", too_large)
     cli, one_line = run_cli
     one_line(cli("validate", "--cases", "easy", "--rows", 10**12), "Out of memory", "--rows")
+
+
+def test_no_output_is_written_into_a_neuronpedia_export(tmp_path, outputs, run_cli):
+    """A report's page (and an atlas) written into a Neuronpedia export was accepted; the
+    next export, which replaces its folder whole, then refused to run until it was moved."""
+    cli, one_line = run_cli
+    export = tmp_path / "neuronpedia"
+    export.mkdir()
+    for name in ("run_settings.json", "skipped_indexes.json", "batch-0.json"):
+        (export / name).write_text("{}")
+    atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
+    one_line(cli("report", atlas, "--out", export / "page.html"), "the Neuronpedia export")
+    args = ["analyze", "--sae", outputs.sae, "--acts", outputs.store, "--out", export / "a"]
+    one_line(cli(*args), "inside the Neuronpedia export")
+    assert sorted(p.name for p in export.iterdir()) == [
+        "batch-0.json",
+        "run_settings.json",
+        "skipped_indexes.json",
+    ]
