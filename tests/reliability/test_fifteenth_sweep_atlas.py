@@ -315,3 +315,26 @@ def test_no_output_is_written_into_a_neuronpedia_export(tmp_path, outputs, run_c
         "run_settings.json",
         "skipped_indexes.json",
     ]
+
+
+def test_one_members_own_modules_are_not_said_to_fail_to_reproduce():
+    """With the units' correlation modules reported and one SAE ensemble member
+    (--seeds 1 --n-bootstrap 0), the verdict and the report's Modules line said the SAE's
+    own modules 'do not reproduce across its ensemble': one member tests nothing."""
+    import pandas as pd
+
+    from saeatlas.report.summary import modules_text
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.inference.outcome import decide
+
+    summary = {
+        "modules_from": "unit_correlations",
+        "sae_modules": {"n_modules": 0, "n_significant_modules": 0},
+        "ensemble": {"n_members": 1},
+    }
+    modules = pd.DataFrame({"module": [0], "n_units": [3], "significant": [True]})
+    atlas = Atlas(units=pd.DataFrame(), features=pd.DataFrame(), modules=modules, summary=summary)
+    decide(atlas)
+    line = modules_text(SimpleNamespace(summary=atlas.summary, n_modules=1))
+    for text in (atlas.summary["message"], line):
+        assert "do not reproduce" not in text and "not tested for reproducibility" in text, text
