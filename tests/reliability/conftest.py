@@ -368,3 +368,18 @@ def forbid(monkeypatch):
         monkeypatch.setattr(module, name, never)
 
     return set_never
+
+
+@pytest.fixture
+def edited_table_refused():
+    """``edited_table_refused(atlas, name, change, needle)``: ``name``.parquet of the atlas
+    directory rewritten as ``change(table)``, then ``report`` must end in one line holding
+    ``needle`` and write no page."""
+
+    def check(atlas: Path, name: str, change, needle: str) -> None:
+        table = atlas / f"{name}.parquet"
+        change(pd.read_parquet(table)).to_parquet(table, index=False)
+        assert_one_line_error(cli("report", atlas), needle, "rerun `saeatlas analyze`")
+        assert not (atlas / "report.html").exists()
+
+    return check

@@ -397,15 +397,10 @@ def _atlas_of_one_module(path):
         ("units", lambda u: u.assign(membership=[1.0, -0.5]), "such as -0.5"),
     ],
 )
-def test_report_refuses_atlas_tables_that_disagree(tmp_path, run_cli, name, change, needle):
-    import pandas as pd
-
-    cli, one_line = run_cli
-    atlas = _atlas_of_one_module(tmp_path / "atlas")
-    table = atlas / f"{name}.parquet"
-    change(pd.read_parquet(table)).to_parquet(table, index=False)
-    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze`")
-    assert not (atlas / "report.html").exists()
+def test_report_refuses_atlas_tables_that_disagree(
+    tmp_path, edited_table_refused, name, change, needle
+):
+    edited_table_refused(_atlas_of_one_module(tmp_path / "atlas"), name, change, needle)
 
 
 @pytest.mark.parametrize(

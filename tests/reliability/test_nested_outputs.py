@@ -50,6 +50,7 @@ def test_a_sweep_into_a_folder_holding_an_sae_keeps_that_sae(tmp_path, guarded, 
 
 
 def test_the_output_markers_are_the_writers_file_names():
+    from saeatlas.export.neuronpedia import SETTINGS, SKIPPED
     from saeatlas.sae.files import CFG, WEIGHTS
     from saeatlas.store.manifest import MANIFEST, ROWS
     from saeatlas.structure.atlas import ATLAS_JSON
@@ -60,6 +61,7 @@ def test_the_output_markers_are_the_writers_file_names():
         (CFG, WEIGHTS),
         (ATLAS_JSON, "units.parquet"),
         (SWEEP_JSON, PARETO_JSON),
+        (SETTINGS, SKIPPED),
     ]
 
 

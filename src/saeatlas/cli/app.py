@@ -139,7 +139,7 @@ class _Group(TyperGroup):
             # the flags of these that the command has: export-neuronpedia advised all three
             sub = self.get_command(ctx, ctx.invoked_subcommand or "")
             own = {o for p in getattr(sub, "params", ()) for o in p.opts}
-            flags = [f for f in ("--batch-size", "--shard-rows", "--d-sae") if f in own]
+            flags = [f for f in ("--batch-size", "--shard-rows", "--d-sae", "--rows") if f in own]
             which = f" ({', '.join(flags)})" if flags else ""
             _fail(
                 f"Out of memory ({why}). Lower the sizes that grow with the data{which} or "

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from .. import __version__
+from .._validation import check_types, positive
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.model import sae_layers
@@ -46,6 +47,7 @@ from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..structure import Atlas
+from ..structure.arguments import check_sae_argument, check_store_argument
 from ..structure.causal.ablation_inputs import check_captured_model
 from ..structure.fingerprints import check_made_from
 from .neuronpedia_activations import Contexts, FeatureStats, encode, histograms
@@ -83,16 +85,6 @@ class NeuronpediaConfig:
     in the name of the layer the SAE reads (``blocks.3.hook_resid_post`` -> 3)."""
 
     def __post_init__(self) -> None:
-        for name in (
-            "features_per_batch",
-            "n_examples",
-            "context",
-            "n_bins",
-            "n_correlated",
-            "batch_size",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}.")
         if not isinstance(self.sae_set, str) or not self.sae_set.strip():
             # every batch would name no SAE set, which Neuronpedia's upload refuses
             raise ConfigError(f"`sae_set` (--sae-set) must name the SAE set, got {self.sae_set!r}.")
@@ -107,6 +99,17 @@ class NeuronpediaConfig:
                 f"`layer` (--layer) must be a whole number from 0 to {MAX_LAYER:,}, got "
                 f"{self.layer!r}."
             )
+        # n_examples "5" or None ended in a TypeError, and 2.5, NaN and True were taken
+        check_types(self)
+        positive(
+            self,
+            "features_per_batch",
+            "n_examples",
+            "context",
+            "n_bins",
+            "n_correlated",
+            "batch_size",
+        )
         try:  # bytes that are not UTF-8 on the command line arrive as lone surrogates
             self.sae_set.encode("utf-8")
         except UnicodeEncodeError as e:
@@ -132,6 +135,17 @@ def export_neuronpedia(
     ``atlas.json``). ``model`` (with an unembedding) adds each feature's top logits.
     Returns the ``batch-<i>.json`` paths.
     """
+    # before the work: a dict as the config ended in an AttributeError, and the class
+    # NeuronpediaConfig itself in a TypeError after the whole export
+    if not isinstance(config, NeuronpediaConfig):
+        got = "the class itself" if config is NeuronpediaConfig else type(config).__name__
+        raise ConfigError(
+            f"`config` must be a NeuronpediaConfig, got {got}: pass NeuronpediaConfig(...) "
+            "(or NeuronpediaConfig(**settings) for a dict)."
+        )
+    check_sae_argument("sae", sae, optional=True)
+    if store is not None:
+        check_store_argument(store)
     out = Path(out)
     with output_lock(out):  # one writer, for the whole export
         recover_dir(out)  # what a killed swap left is checked like what is there

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,9 +157,16 @@ def load_report_data(
     max_map_points: int = 20_000,
 ) -> ReportData:
     """Read the Atlas directory and, when found, its sweep and training curves."""
-    if max_map_points < 1:
+    # "5" (from Python) ended in a TypeError, and 1.5 was taken
+    whole = isinstance(max_map_points, numbers.Integral) and not isinstance(max_map_points, bool)
+    if not whole or max_map_points < 1:
         raise ConfigError(
-            f"--max-map-points (`max_map_points`) must be at least 1, got {max_map_points}."
+            f"--max-map-points (`max_map_points`) must be at least 1, got {max_map_points!r}; "
+            "give a whole number of features."
+        )
+    if not isinstance(sweep_dir, (str, os.PathLike, type(None))):  # pathlib's TypeError
+        raise ConfigError(
+            f"--sweep (`sweep_dir`) must be the path of a sweep directory, got {sweep_dir!r:.80}."
         )
     atlas_dir = check_atlas_dir(atlas_dir)
     atlas = Atlas.load(atlas_dir)

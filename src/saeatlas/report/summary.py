@@ -131,8 +131,12 @@ def modules_text(data: ReportData) -> str:
         else "the SAE ensemble's consensus"
     )
     verdict = VERDICTS.get(s.get("verdict", ""), "not decided (an atlas from an older saeatlas)")
+    found = f"{n} reproducible modules from {source}"
+    if s.get("modules_from", "sae") == "sae" and (s.get("ensemble") or {}).get("n_members") == 1:
+        # "3 reproducible modules" was said of one member's, which the verdict calls untested
+        found = f"{n} modules of the SAE's one ensemble member (their reproducibility untested)"
     return (
-        f"{n} reproducible modules from {source}; {n_sig} of them significant against every "
+        f"{found}; {n_sig} of them significant against every "
         f"null model, which is what counts. Verdict: {verdict}. Kind: {kind}."
     )
 
@@ -184,30 +188,23 @@ def dictionary_text(s: dict[str, Any]) -> str:
 
 
 def stability_text(data: ReportData) -> str:
-    ens = data.summary.get("ensemble")
-    if ens:
-        chosen = next((lv for lv in ens.get("levels", []) if lv.get("chosen")), {})
-        scales = ", ".join(f"{lv['scale']:g}" for lv in ens.get("levels", []) if lv.get("scale"))
-        n = chosen.get("n_consensus_modules", 0)
-        # recovered and reproducible differ where the members disagree: it said "0 of 2
-        # recovered by at least 75%" of two modules every member recovered
-        recovered = sum(r >= REPRODUCIBLE - 1e-12 for r in chosen.get("reproducibility") or [])
-        agreement = chosen.get("agreement", ens.get("agreement"))
-        disagree = agreement is not None and agreement < MIN_AGREEMENT
-        return (
-            f"Ensemble of {ens.get('n_saes')} SAEs x {1 + ens.get('n_bootstrap', 0)} row samples "
-            f"({ens.get('n_members')} members) at resolutions {scales or 'one scale'}; reported "
-            f"resolution {fmt(ens.get('scale'), 'g')}: {recovered} of {n} consensus modules "
-            f"recovered by at least {REPRODUCIBLE:.0%} of the members (Jaccard ≥ 0.5), "
-            f"{chosen.get('n_reproducible_modules', 0)} of {n} reproducible; members' mean "
-            f"pairwise ARI {fmt(agreement, '.2f')}"
-            + (
-                f" (below {MIN_AGREEMENT:g}: the members divide the units in unrelated ways, so "
-                "no module there counts as reproducible)."
-                if disagree
-                else "."
-            )
+    s = data.summary
+    ens = s.get("ensemble")
+    view = (s.get("cross_check") or {}).get("raw")
+    if ens and s.get("modules_from") == "unit_correlations" and view:
+        # the verdict reports the correlation view's modules: the line said only how the
+        # SAE ensemble's modules (0 of 6 reproducible) held up, beside 3 counted modules
+        n = int(view.get("n_members") or 1)
+        rows = f"all rows and {n - 1} Poisson-bootstrap resamples" if n > 1 else "all rows"
+        text = _consensus_text(
+            view, f"Modules of the units' correlations ({n} member{'s' * (n > 1)}: {rows})"
         )
+        return (
+            f"{text} The SAE's own modules, which the verdict does not report: "
+            + _consensus_text(ens, _ensemble_members(ens, "its ensemble"))
+        )
+    if ens:
+        return _consensus_text(ens, _ensemble_members(ens, "Ensemble"))
     st = data.summary.get("stability")
     if not st:
         v = data.atlas.modules.get("stability", pd.Series(dtype=float)).to_numpy(float)
@@ -233,6 +230,45 @@ def stability_text(data: ReportData) -> str:
         f"{st.get('n_stable_modules', 0)} of {data.n_modules} modules stable (best-match "
         f"Jaccard ≥ {th.get('stable', 0.75)}), {st.get('n_dissolved_modules', 0)} dissolved "
         f"(< {th.get('dissolved', 0.5)}), over {' and '.join(runs) or 'no reruns'}."
+    )
+
+
+def _ensemble_members(ens: dict[str, Any], noun: str) -> str:
+    return (
+        f"{noun} of {ens.get('n_saes')} SAEs x {1 + (ens.get('n_bootstrap') or 0)} row "
+        f"samples ({ens.get('n_members')} members)"
+    )
+
+
+def _consensus_text(ens: dict[str, Any], members: str) -> str:
+    """How the modules of ``ens`` (``atlas.json``'s ``ensemble``, or a correlation view of
+    ``cross_check``) held up across its members, after ``members`` (who they are)."""
+    chosen = next((lv for lv in ens.get("levels", []) if lv.get("chosen")), {})
+    scales = ", ".join(f"{lv['scale']:g}" for lv in ens.get("levels", []) if lv.get("scale"))
+    n = chosen.get("n_consensus_modules", 0)
+    if ens.get("n_members") == 1:  # it said "3 of 3 reproducible" of one member's modules
+        return (
+            f"{members} at resolutions {scales or 'one scale'}; reported resolution "
+            f"{fmt(ens.get('scale'), 'g')}: {n} modules, whose reproducibility one member "
+            "cannot test (rerun analyze with --seeds 3, or --n-bootstrap 1 or more)."
+        )
+    # recovered and reproducible differ where the members disagree: it said "0 of 2
+    # recovered by at least 75%" of two modules every member recovered
+    recovered = sum(r >= REPRODUCIBLE - 1e-12 for r in chosen.get("reproducibility") or [])
+    agreement = chosen.get("agreement", ens.get("agreement"))
+    disagree = agreement is not None and agreement < MIN_AGREEMENT
+    return (
+        f"{members} at resolutions {scales or 'one scale'}; reported "
+        f"resolution {fmt(ens.get('scale'), 'g')}: {recovered} of {n} consensus modules "
+        f"recovered by at least {REPRODUCIBLE:.0%} of the members (Jaccard ≥ 0.5), "
+        f"{chosen.get('n_reproducible_modules', 0)} of {n} reproducible; members' mean "
+        f"pairwise ARI {fmt(agreement, '.2f')}"
+        + (
+            f" (below {MIN_AGREEMENT:g}: the members divide the units in unrelated ways, so "
+            "no module there counts as reproducible)."
+            if disagree
+            else "."
+        )
     )
 
 

@@ -235,7 +235,7 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
 def _check_text_fields(file: Path, cfg: dict[str, Any]) -> None:
     """Refuse a ``metadata`` that is no JSON object, a ``hook_name`` (SAELens 6 keeps it
     in ``metadata``, older versions at the top) that is no text, and a ``dtype`` that is no
-    text: each would otherwise be read as absent (no hook, float32), and the SAE matched
+    dtype SAELens reads: each would otherwise be read as absent (no hook, float32), and the SAE matched
     to a store's layers without its hook."""
     meta = cfg.get("metadata")
     if meta is not None and not isinstance(meta, dict):
@@ -244,10 +244,12 @@ def _check_text_fields(file: Path, cfg: dict[str, Any]) -> None:
             f'{_short(meta)}; write it as {{"hook_name": ...}} or drop it.'
         )
     dtype = cfg.get("dtype")
-    if dtype is not None and not isinstance(dtype, str):  # read as float32 without a word
+    # read as float32 without a word (a typo "bfloat" too, which SAELens refuses: it looks
+    # the name up in its DTYPE_MAP)
+    if dtype is not None and (not isinstance(dtype, str) or dtype not in SAELENS_DTYPES):
         raise SAEFileError(
-            f"'{file}': `dtype` must be the dtype's name as text (e.g. \"float32\"), got "
-            f"{_short(dtype)}."
+            f"'{file}': `dtype` must be the name of a dtype SAELens reads ('float32', 'float64', "
+            f"'float16' or 'bfloat16', with or without 'torch.'), got {_short(dtype)}."
         )
     for where, key in ((meta or {}, "metadata.hook_name"), (cfg, "hook_name")):
         hook = where.get("hook_name")
@@ -256,6 +258,14 @@ def _check_text_fields(file: Path, cfg: dict[str, Any]) -> None:
                 f"'{file}': `{key}` must be the hook point's name as text "
                 f'(e.g. "blocks.0.hook_resid_pre"), got {_short(hook)}.'
             )
+
+
+#: The dtypes SAELens reads (its ``DTYPE_MAP``).
+SAELENS_DTYPES = tuple(
+    f"{prefix}{name}"
+    for prefix in ("", "torch.")
+    for name in ("float32", "float64", "float16", "bfloat16")
+)
 
 
 def _short(value: Any) -> str:

@@ -75,6 +75,10 @@ def read_sparsify(path: str | Path) -> tuple[SAEConfig, Weights]:
     """
     path = Path(path)
     cfg = read_cfg(path / CFG)
+    for key in ("transcode", "signed", "skip_connection", "multi_topk", "normalize_decoder"):
+        # "false" (text) was refused as a transcoder, signed coder or skip connection
+        if key in cfg and not isinstance(cfg[key], bool):
+            raise SAEFileError(f"'{path / CFG}': `{key}` must be true or false, got {cfg[key]!r}.")
     if cfg.get("transcode"):
         raise SAEFileError(
             f"'{path}' is a sparsify transcoder (it decodes into another layer than it reads); "

@@ -179,6 +179,8 @@ OUTPUT_MARKERS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("cfg.json", "sae_weights.safetensors"), "the SAE"),
     (("atlas.json", "units.parquet"), "the atlas"),
     (("sweep.json", "pareto.json"), "the sweep"),
+    # a report's page written into it blocked the next export (which replaces it whole)
+    (("run_settings.json", "skipped_indexes.json"), "the Neuronpedia export"),
 )
 
 

@@ -27,13 +27,8 @@ def check_arguments(
     AttributeError, the AtlasConfig class itself after the whole analysis, and one path
     as ``seed_saes`` was read as SAEs named by its characters ('/')."""
     paths = (str, os.PathLike, SparseAutoencoder)
-    kinds = {"sae": (sae, paths), "null_source": (null_source, (*paths, type(None)))}
-    for name, (value, allowed) in kinds.items():
-        if not isinstance(value, allowed):
-            raise ConfigError(
-                f"`{name}` must be an SAE (a SparseAutoencoder, or the path of an SAE "
-                f"directory), got {type(value).__name__}."
-            )
+    check_sae_argument("sae", sae)
+    check_sae_argument("null_source", null_source, optional=True)
     check_store_argument(store)
     if not isinstance(config, AtlasConfig):
         got = "the class itself" if config is AtlasConfig else type(config).__name__
@@ -60,3 +55,14 @@ def check_arguments(
         )
     ):
         raise ConfigError(f"`sweep` must be (setting, [(value, SAE), ...]), got {sweep!r:.200}.")
+
+
+def check_sae_argument(name: str, value: Any, *, optional: bool = False) -> None:
+    """``value`` (``name``; None too when ``optional``) is an SAE or an SAE's path."""
+    allowed = (str, os.PathLike, SparseAutoencoder, *((type(None),) if optional else ()))
+    if not isinstance(value, allowed):
+        raise ConfigError(
+            f"`{name}` must be an SAE (a SparseAutoencoder, or the path of an SAE "
+            f"directory), got {type(value).__name__}."
+        )
+

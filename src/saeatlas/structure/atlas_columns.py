@@ -31,17 +31,19 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     },
     "features": {
         "feature": "i",
-        **dict.fromkeys(("density", "firing_density"), "u"),
+        **dict.fromkeys(("density", "firing_density", "selectivity"), "u"),
         **dict.fromkeys(("mean_activation", "max_unit_corr"), "f"),
         **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
     },
     "modules": {
-        **dict.fromkeys(("n_units", "n_features"), "i"),
+        **dict.fromkeys(("n_units", "n_features", "n_shared_units"), "i"),
         **dict.fromkeys(("modularity", "z"), "f"),
         **dict.fromkeys(("p", "reproducibility", "stability", "selectivity_p"), "u"),
+        # the report's cards and the run's table print it ('None' ended in a TypeError)
+        "selectivity": "u",
         **dict.fromkeys(("correlation_jaccard", "control_jaccard", "ablation_p"), "u"),
         **dict.fromkeys(("ablation_effect", "ablation_z", "ablation_random_mean"), "f"),
-        "significant": "b",
+        **dict.fromkeys(("significant", "counted", "visible_without_sae"), "b"),
         **dict.fromkeys(("layer_profile", "layer_mass", "label_means"), "l"),
         "layers": "t",
     },

@@ -103,6 +103,14 @@ _NULL_TEST = {
     "n_draws": (int,),
 }
 _COUNTS = (int, _NONE)
+#: A scale of the ensemble or of a correlation view (the report's Stability line).
+_LEVEL = {
+    "scale": _NUMBER,
+    "chosen": (bool,),
+    **dict.fromkeys(("n_reproducible_modules", "n_consensus_modules"), (int,)),
+    "reproducibility": (list,),
+    "agreement": _NUMBER,
+}
 #: Types inside the objects of ``atlas.json`` that the report and other tools read, by
 #: path: ``a.b`` the object ``b`` in ``a``, ``a[]`` every item of the list ``a``, ``a{}``
 #: every value of the object ``a``; an object's keys, or one type for every item. Keys
@@ -127,11 +135,8 @@ NESTED_TYPES: dict[str, dict[str, tuple[type, ...]] | tuple[type, ...]] = {
         **dict.fromkeys(("scale", "agreement"), _NUMBER),
         "levels": (list,),
     },
-    "ensemble.levels[]": {
-        "scale": _NUMBER,
-        "chosen": (bool,),
-        **dict.fromkeys(("n_reproducible_modules", "n_consensus_modules"), (int,)),
-    },
+    "ensemble.levels[]": _LEVEL,
+    "ensemble.levels[].reproducibility[]": (int, float),
     "stability": {
         "thresholds": (dict,),
         **dict.fromkeys(("bootstrap_ari", "seed_unit_ari"), (list,)),
@@ -167,7 +172,20 @@ NESTED_TYPES: dict[str, dict[str, tuple[type, ...]] | tuple[type, ...]] = {
     "sweep_modules.neighbour_ari[]": _NUMBER,
     "sweep_modules.atlas_ari[]": _NUMBER,
     # the views by name (atlases before them held one view's figures here)
-    **{f"cross_check.{view}": {"partition_significant": (bool,)} for view in ("raw", "clean")},
+    **{
+        path: spec
+        for view in ("raw", "clean")
+        for path, spec in {
+            f"cross_check.{view}": {
+                "partition_significant": (bool,),
+                "n_members": (int,),
+                **dict.fromkeys(("scale", "agreement"), _NUMBER),
+                "levels": (list,),
+            },
+            f"cross_check.{view}.levels[]": _LEVEL,
+            f"cross_check.{view}.levels[].reproducibility[]": (int, float),
+        }.items()
+    },
     "layers[]": (str,),
 }
 #: Keys the objects at these paths must have (read without a default).

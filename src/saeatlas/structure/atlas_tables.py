@@ -46,7 +46,11 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
     check_columns(atlas, path, fix)
     modules, s = atlas.modules, atlas.summary
     n = len(modules)
-    if "module" in modules.columns and n:
+    if n and "module" not in modules.columns:  # a KeyError traceback in the layers' check
+        raise AtlasFileError(
+            f"modules.parquet in '{path}' lists {n} modules without their `module` column; {fix}."
+        )
+    if n:
         ids = modules["module"]
         if not pd.api.types.is_integer_dtype(ids) or ids.tolist() != list(range(n)):
             raise AtlasFileError(

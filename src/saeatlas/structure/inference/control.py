@@ -147,8 +147,12 @@ def control_atlas(
     out.update(_figures(atlas, own=True))
     control_units = atlas.units["sae_module"].to_numpy()
     if real is not None:
-        out["real"] = _figures(real)
-        a = real.units["module"].to_numpy()
+        # the trained SAE's own modules beside the random ones': where the atlas reports
+        # the units' correlations, the page set their 3 modules (the control shares that
+        # view, so its own would be the same) against the random SAE's 0
+        out["real"] = _figures(real, own=True)
+        own = "sae_module" if real.summary.get("modules_from") == "unit_correlations" else "module"
+        a = real.units[own].to_numpy()
         # over the units in a module of either (NaN when neither has one): the units in
         # neither once made two atlases without modules agree perfectly (ARI 1.00)
         out["unit_ari"] = partition_ari(a, control_units)
@@ -183,12 +187,22 @@ def _figures(atlas: Atlas, own: bool = False) -> dict[str, Any]:
     if own and s.get("modules_from") == "unit_correlations" and "nulls" in sae:
         nulls = sae["nulls"]
         worst = max(nulls, key=lambda n: strictness(n["p"], n["z"]), default=None)
+        n_sig = sae["n_significant_modules"]
+        # the atlas's verdict is the correlations' ("visible without the SAE"), which the
+        # control table showed beside 0 modules: say what the dictionaries' own show
+        if n_sig:  # they lie inside the correlation modules (`modules_from`)
+            verdict = "modules_visible_without_sae"
+        elif s.get("sae_partition_significant"):
+            verdict = "structure_without_reproducible_modules"
+        else:
+            verdict = "no_significant_structure"
         out.update(
             n_modules=sae["n_modules"],
-            n_significant_modules=sae["n_significant_modules"],
-            significant=sae["n_significant_modules"] > 0,
+            n_significant_modules=n_sig,
+            significant=n_sig > 0,
             modularity=worst["modularity"] if worst else None,
             z={n["null"]: n["z"] for n in nulls},
             p={n["null"]: n["p"] for n in nulls},
+            verdict=verdict,
         )
     return out

@@ -104,6 +104,11 @@ def sae_own_modules(s: dict) -> str:
             f"the SAE's own {tried} reproducible module{'' if tried == 1 else 's'} "
             f"{'does' if tried == 1 else 'do'} not beat its null models"
         )
+    if _alone(s):  # one member: "do not reproduce" was said of what was not tested
+        return (
+            "the SAE's own modules were not tested for reproducibility (one ensemble member: "
+            "analyze with --seeds 3, or `n_bootstrap` 1 or more)"
+        )
     return "the SAE's own modules do not reproduce across its ensemble"
 
 
