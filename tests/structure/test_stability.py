@@ -141,8 +141,8 @@ def test_partition_ari_equals_scikit_learns_on_random_labelings():
         on = (a >= 0) | (b >= 0)
         if on.sum() < 2:
             continue
-        alone = lambda x: np.where(x < 0, 100 + np.arange(n), x)  # -1: a module of its own
-        assert partition_ari(a, b) == adjusted_rand_score(alone(a)[on], alone(b)[on])
+        alone_a, alone_b = (np.where(x < 0, 100 + np.arange(n), x) for x in (a, b))  # -1: alone
+        assert partition_ari(a, b) == adjusted_rand_score(alone_a[on], alone_b[on])
 
 
 def test_identical_runs_are_stable_and_random_relabelings_dissolve():

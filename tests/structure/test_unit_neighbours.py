@@ -104,7 +104,10 @@ def test_the_raw_and_cleaned_views_share_their_null_graphs_and_test_as_alone(
     alone = [
         prepared_on_ranks(
             lambda inp, c=c: correlation.correlation_view(inp, clean=c),
-            sae, store, cfg, DEFAULT_TIMEOUT_S,
+            sae,
+            store,
+            cfg,
+            DEFAULT_TIMEOUT_S,
         )
         for c in (False, True)
     ]

@@ -51,7 +51,9 @@ class NullGraphs:
         corr = block_correlation(z)
         k, n = self.neighbours, self.n_block
         if k is not None:
-            self.kept[(not clean, draw)] = unit_correlation_graph(corr, n, not clean, k, self.device)
+            self.kept[(not clean, draw)] = unit_correlation_graph(
+                corr, n, not clean, k, self.device
+            )
         return unit_correlation_graph(corr, n, clean, k, self.device)
 
 
