@@ -65,4 +65,3 @@ def check_sae_argument(name: str, value: Any, *, optional: bool = False) -> None
             f"`{name}` must be an SAE (a SparseAutoencoder, or the path of an SAE "
             f"directory), got {type(value).__name__}."
         )
-
