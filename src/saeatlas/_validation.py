@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import reprlib
 import types
 import typing
@@ -165,6 +166,20 @@ def check_types(obj: Any) -> None:
                     f"`{f.name}` must be an integer of at most 64 bits (below 2**63), got "
                     f"{shown(v)}."
                 )
+
+
+def check_path_argument(name: str, value: Any, *, optional: bool = False) -> None:
+    """``value`` (the Python argument ``name``; None too when ``optional``) is a path: a
+    number there ended in pathlib's "expected str, bytes or os.PathLike object"."""
+    if not (isinstance(value, (str, os.PathLike)) or (optional and value is None)):
+        raise ConfigError(f"`{name}` must be a path (str or pathlib.Path), got {shown(value)}.")
+
+
+def check_flag_argument(name: str, value: Any) -> None:
+    """``value`` (the Python argument ``name``) is True or False: any other value was read
+    by its truth, so ``overwrite="no"`` replaced what it named."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"`{name}` must be True or False, got {shown(value)}.")
 
 
 def check_device(name: str, value: Any, *, flag: str | None = None) -> None:

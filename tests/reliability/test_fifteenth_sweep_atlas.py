@@ -271,6 +271,7 @@ def test_a_sparsify_flag_written_as_text_is_named_so(tmp_path, run_cli, key):
         ({"max_map_points": 1.5}, "got 1.5"),
         ({"max_map_points": True}, "got True"),
         ({"sweep_dir": 5}, "--sweep (`sweep_dir`) must be the path"),
+        ({"out": 5}, "`out` must be a path (str or pathlib.Path), got 5"),
     ],
 )
 def test_write_report_refuses_settings_of_the_wrong_kind(tmp_path, two_modules_atlas, kwargs, says):
@@ -338,3 +339,25 @@ def test_one_members_own_modules_are_not_said_to_fail_to_reproduce():
     line = modules_text(SimpleNamespace(summary=atlas.summary, n_modules=1))
     for text in (atlas.summary["message"], line):
         assert "do not reproduce" not in text and "not tested for reproducibility" in text, text
+
+
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        ({"overwrite": "no"}, "`overwrite` must be True or False, got 'no'"),
+        ({"overwrite": 1}, "`overwrite` must be True or False, got 1"),
+        ({"path": 5}, "`path` must be a path (str or pathlib.Path), got 5"),
+    ],
+)
+def test_atlas_save_refuses_arguments_of_the_wrong_kind(tmp_path, two_modules_atlas, kwargs, says):
+    """`Atlas.save(path, overwrite="no")` was read by its truth and replaced the atlas at
+    `path`; a number as the path ended in pathlib's TypeError."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure import Atlas
+
+    path = two_modules_atlas(tmp_path / "atlas")
+    before = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    atlas = Atlas.load(path)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        atlas.save(**{"path": path, **kwargs})
+    assert {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()} == before

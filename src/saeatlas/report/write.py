@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .._progress import progress_bar
+from .._validation import check_path_argument
 from ..errors import ConfigError
 from ..store.atomic import TMP_PREFIX, atomic_write_bytes, replacing_dir, resolve, through_link
 from ..store.lock import check_writable, name_limit, output_lock
@@ -65,6 +66,7 @@ def write_report(
     ``module_graph.png``, plus ``pareto.png`` with a sweep and ``specialisation.png``
     with an ablation.
     """
+    check_path_argument("out", out, optional=True)
     atlas_dir = check_atlas_dir(atlas_dir)  # before its lock: a file is no output to lock
     # a link is written through, as an output's is: replaced, it left its target stale
     if out is not None:

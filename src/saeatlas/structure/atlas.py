@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._validation import check_flag_argument, check_path_argument
 from ..store.atomic import (
     atomic_write,
     atomic_write_json,
@@ -166,6 +167,8 @@ class Atlas:
         ``modules`` but still named by its units) is refused before anything is written:
         it was saved, over an atlas with ``overwrite``, and then refused by every reader.
         """
+        check_path_argument("path", path)
+        check_flag_argument("overwrite", overwrite)
         path = Path(path)
         check_tables(self, path, _EDITED)
         with output_lock(path):
