@@ -49,6 +49,7 @@ VARIANTS: dict[str, tuple[str | None, dict]] = {
     "easy-rare-modules": ("easy", dict(module_rate=0.04, seed=21)),
     "easy-weak-modules": ("easy", dict(p_in=0.15, p_out=0.02, seed=22)),
     "superposition-5k-rows": ("superposition", dict(n_rows=5000, seed=23)),
+    "superposition-relu": ("superposition", dict(nonnegative=True, seed=0)),
     "null-data-seed-10": ("null", dict(seed=10)),
     "null-six-layers": ("null", dict(layer_sizes=[24] * 6, seed=24)),
     "null-rare-features": ("null", dict(module_rate=0.04, seed=25)),
