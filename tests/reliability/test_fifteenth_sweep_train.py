@@ -134,3 +134,14 @@ def test_an_empty_run_directory_is_refused_not_taken_for_the_current_folder(
     config.write_text("\n".join([*lines, "out: ''"]) + "\n")
     one_line_error(cli("run", config, "-q"), "r.yaml: `out` is '', which names no folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
+
+
+def test_usage_errors_before_the_command_are_one_line(run_cli):
+    """`saeatlas --bogus` was click's box with exit code 2, and `saeatlas --layers` alone
+    (the option dropped for want of a value, so no arguments) printed the help."""
+    cli, one_line_error = run_cli
+    one_line_error(cli("--bogus"), "No such option: --bogus", "saeatlas --help")
+    one_line_error(cli("--layers"), "No such option: --layers")
+    one_line_error(cli("--verbose"), "Missing command")
+    alone = cli()  # `saeatlas` alone still shows its help
+    assert "Usage" in alone.output and "Error" not in alone.output

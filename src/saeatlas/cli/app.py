@@ -98,6 +98,21 @@ class _Group(TyperGroup):
         self._argv = args
         return super().main(_expand_multi_value(args), *rest, **kwargs)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Usage errors before the command (`saeatlas --bogus`, `saeatlas --layers` alone)
+        as one line with exit code 1, as the commands' own: they were click's box with
+        exit code 2, and `--layers` alone printed the help."""
+        argv = list(getattr(self, "_argv", ()))
+        if not args and argv and not ctx.resilient_parsing:
+            _refuse_empty(self, argv)  # every word an option of several values, dropped
+        try:
+            return super().parse_args(ctx, args)
+        except USAGE_ERRORS as e:
+            if ctx.resilient_parsing or type(e).__name__ == "NoArgsIsHelpError":
+                raise  # shell completion; `saeatlas` alone shows its help
+            _fail(f"{e.format_message().rstrip('.')}. See `saeatlas --help`.")
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
         _refuse_repeated(self, ctx, list(getattr(self, "_argv", ())))
         _refuse_empty(self, list(getattr(self, "_argv", ())))
