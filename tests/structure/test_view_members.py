@@ -3,6 +3,8 @@ report is undecided (a unit between two modules, a module near the reproducibili
 cut), up to :data:`VIEW_MEMBERS` where the units are few; clear modules keep the
 ensemble's count."""
 
+import os
+
 import numpy as np
 import torch
 
@@ -41,11 +43,26 @@ def test_view_members_grow_only_where_units_are_few_and_their_grams_cheap():
 
 def _members(tmp_path, x):
     np.save(tmp_path / "x.npy", x.astype(np.float32))
-    store = ActivationStore.open(tmp_path / "x.npy")
-    sae = SparseAutoencoder(SAEConfig("topk", d_in=x.shape[1], d_sae=32, k=4), torch.Generator())
+    return _view(tmp_path / "x.npy")
+
+
+def _view(path):
+    store = ActivationStore.open(path)
+    d_in = store.n_units
+    sae = SparseAutoencoder(SAEConfig("topk", d_in=d_in, d_sae=32, k=4), torch.Generator())
     cfg = AtlasConfig(n_null=0, n_bootstrap=5, seed=0)  # 6 members to start from
     view = prepared_on_ranks(correlation_view, sae, store, cfg, DEFAULT_TIMEOUT_S)
     return view.levels[view.chosen].members.shape[0], view
+
+
+def _bridged(seed):
+    """Four blocks of ten units, and three units driven by a factor of their own and
+    weakly by blocks 0 and 1."""
+    rng = np.random.default_rng(seed)
+    drive = rng.standard_normal((2000, 5)) * (rng.random((2000, 5)) < 0.3)
+    x = drive[:, np.repeat([0, 1, 2, 3], 10)] + 0.6 * rng.standard_normal((2000, 40))
+    bridge = 0.45 * (drive[:, :1] + drive[:, 1:2]) + drive[:, 4:5]
+    return np.hstack([x, bridge + 0.6 * rng.standard_normal((2000, 3))])
 
 
 def test_clear_modules_keep_the_ensembles_count(tmp_path):
@@ -56,16 +73,9 @@ def test_clear_modules_keep_the_ensembles_count(tmp_path):
 
 
 def test_the_view_grows_exactly_while_its_reported_consensus_is_undecided(tmp_path):
-    blocks = np.repeat([0, 1, 2, 3], 10)
     grew = []
     for seed in range(3, 6):
-        rng = np.random.default_rng(seed)
-        drive = rng.standard_normal((2000, 5)) * (rng.random((2000, 5)) < 0.3)
-        x = drive[:, blocks] + 0.6 * rng.standard_normal((2000, 40))
-        # three units driven by a factor of their own and weakly by blocks 0 and 1
-        bridge = 0.45 * (drive[:, :1] + drive[:, 1:2]) + drive[:, 4:5]
-        x = np.hstack([x, bridge + 0.6 * rng.standard_normal((2000, 3))])
-        n, view = _members(tmp_path, x)
+        n, view = _members(tmp_path, _bridged(seed))
         level = view.levels[view.chosen]
         assert n in (6, 12, 18, 24)
         first = level_consensus(level.members[:6])
@@ -93,3 +103,25 @@ def test_the_digits_networks_correlation_modules_agree_across_analysis_seeds(dig
     assert all(v.labels.max() + 1 == 3 for v in views)
     for a, b in ((0, 1), (0, 2), (1, 2)):
         assert partition_ari(views[a].labels, views[b].labels) >= 0.8
+
+
+def _view_worker(rank, world, port, path, out):
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    torch.set_num_threads(1)
+    n, view = _view(path)
+    level = view.levels[view.chosen]
+    np.savez(f"{out}/view-r{rank}.npz", n=n, labels=view.labels, repro=level.reproducibility)
+
+
+def test_two_ranks_grow_the_view_as_one_process_does(spawn_ranks, tmp_path):
+    np.save(tmp_path / "x.npy", _bridged(4).astype(np.float32))
+    n, view = _view(tmp_path / "x.npy")
+    assert n > 6  # the members added are shared out among the ranks, who decide alike
+    spawn_ranks(_view_worker, (str(tmp_path / "x.npy"), str(tmp_path)), 120)
+    for r in range(2):
+        two = np.load(tmp_path / f"view-r{r}.npz")
+        assert int(two["n"]) == n
+        np.testing.assert_array_equal(two["labels"], view.labels)
+        np.testing.assert_array_equal(two["repro"], view.levels[view.chosen].reproducibility)
