@@ -111,7 +111,6 @@ class _Group(TyperGroup):
             if ctx.resilient_parsing or type(e).__name__ == "NoArgsIsHelpError":
                 raise  # shell completion; `saeatlas` alone shows its help
             _fail(f"{e.format_message().rstrip('.')}. See `saeatlas --help`.")
-            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         _refuse_repeated(self, ctx, list(getattr(self, "_argv", ())))

@@ -45,6 +45,12 @@ class UnitsMode:
     """What is computed from these units' correlations alone, once for every SAE
     analysed on the same rows (the correlation view)."""
 
+    @property
+    def view_start(self) -> int:
+        """Members the correlation view starts from: :attr:`first_members` of all rows
+        and its resamples (all of them when 0)."""
+        return min(self.first_members or 1 + len(self.resampled), 1 + len(self.resampled))
+
 
 #: Members the units' correlation view may grow to (all rows and resamples): a consensus
 #: of 6 members puts a unit between two modules in one or the other by chance (its

@@ -174,8 +174,7 @@ def correlation_view(inp: AtlasInputs, clean: bool = False) -> CorrelationView |
                 f"{mode.corr.shape[0]:,}",
             )
         # members and null draws; at thousands of units each takes seconds or more
-        members = min(mode.first_members or 1 << 30, 1 + len(mode.resampled))
-        n_items = members + (cfg.n_null if cfg.nulls and cfg.n_null >= 2 else 0)
+        n_items = mode.view_start + (cfg.n_null if cfg.nulls and cfg.n_null >= 2 else 0)
         name = "units' cleaned correlations" if clean else "units' correlations"
         with progress_bar(name, n_items, inp.progress) as bar:
             mode.views[key] = _correlation_view(inp, clean, bar.advance, bar.grow)
@@ -271,8 +270,7 @@ def _correlation_view(
     # the members (all rows, resamples) are shared among the ranks of a torchrun analysis;
     # while the reported scale's consensus is undecided, more resamples join (every rank
     # decides alike)
-    first = min(mode.first_members or len(correlations), len(correlations))
-    per_member = inp.coord.spread(first, member, on_item)
+    per_member = inp.coord.spread(mode.view_start, member, on_item)
     while True:
         levels = [
             level_consensus(
