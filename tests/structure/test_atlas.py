@@ -265,7 +265,7 @@ def test_each_modules_z_is_floored_by_its_spread_over_the_ensemble(easy):
         # the null counts all rows here, as the first member does: the same figure
         np.testing.assert_allclose(t.module_w, ens.member_cohesion[0, : t.module_w.size])
         se = t.module_w * spread[: t.module_w.size]
-        bound = (t.module_w - t.null_module_w.mean()) / se
+        bound = (t.module_w - t.null_module_w.mean(axis=0)) / se
         assert (t.module_z() <= bound + 1e-9).all()
         unfloored = replace(t, module_se=None).module_z()
         spread_known = np.isfinite(unfloored)  # NaN: the draws had no spread at all

@@ -173,6 +173,59 @@ def test_a_seed_sourced_dictionary_null_carries_the_mixing_of_an_unlearnt_featur
     assert abs(phi(seed_null[:, 0], seed_null[:, 1])) < 0.1
 
 
+def test_the_dictionary_null_leaves_out_latents_silent_on_the_real_rows():
+    """Synthetic rows combine features that never fire together in the data and can wake
+    latents the SAE never uses, which then fire on the same few rows: a clique of dead
+    latents (phi 0.7-0.9) that outweighed real modules in some draws, a clique the real
+    graph can never have. Here features 0 and 1 never fire together; latents 3 and 4
+    read both and fire only where both do: silent on the real rows, a perfect pair in
+    every draw of independent features."""
+    from saeatlas.structure.graph.codes import strong_firing
+    from saeatlas.structure.graph.communities import cooccurrence_graph
+    from saeatlas.structure.inference.nulls import NULL_MODELS, DictionarySource, NullInputs
+
+    rng = np.random.default_rng(0)
+    n, d_in = 4000, 3
+    eye = torch.eye(d_in)
+    both = (eye[0] + eye[1]) / 2**0.5
+    sae = _tied_relu_sae(torch.stack([eye[0], eye[1], eye[2], both, both]))
+    with torch.no_grad():
+        sae.b_enc[3:] = -1.5  # one feature reads at most 2 / sqrt(2) on them
+    which = rng.integers(0, 3, n)  # feature 0, feature 1 or neither: never both
+    true = np.zeros((n, d_in))
+    true[which == 0, 0] = rng.uniform(0.5, 2, (which == 0).sum())
+    true[which == 1, 1] = rng.uniform(0.5, 2, (which == 1).sum())
+    true[:, 2] = (which == 0) * (rng.random(n) < 0.8) * rng.uniform(0.5, 2, n)  # with 0
+    with torch.no_grad():
+        codes = sp.csr_matrix(sae.encode(torch.tensor(true, dtype=torch.float32)).acts.numpy())
+    cfg = AtlasConfig()
+    fires, samples = strong_firing(codes, cfg.min_activation), np.arange(n)
+    counts = np.bincount(fires.indices, minlength=5)
+    assert counts[3] == counts[4] == 0 and (counts[:3] > 500).all()
+    real = cooccurrence_graph(fires, samples, cfg).adjacency
+    assert real.nnz == 2 and real[0, 2] > 0  # the one real edge
+    source = DictionarySource(
+        sae, codes, np.full(d_in, 0.01, np.float32), np.zeros(5, bool), "self"
+    )
+    inputs = NullInputs(
+        fires=fires,
+        samples=samples,
+        rows=np.arange(n),
+        real=real,
+        n_edges=1,
+        sae=sae,
+        excluded=np.zeros(5, bool),
+        silent=counts < 5,
+        cfg=cfg,
+        source=source,
+    )
+    draw = NULL_MODELS["dictionary"].draw
+    null = draw(inputs, np.random.default_rng(1), None)
+    assert null[3].nnz == null[4].nnz == 0  # the silent latents are in no null edge
+    woken = draw(replace(inputs, silent=np.zeros(5, bool)), np.random.default_rng(1), None)
+    assert woken[3, 4] > 0.9  # kept, they would make the null's one edge a perfect pair
+
+
 def test_bh_adjust_matches_scipy():
     p = np.random.default_rng(0).uniform(0, 0.2, 50)
     np.testing.assert_allclose(bh_adjust(p), false_discovery_control(p), rtol=1e-12)
@@ -181,7 +234,8 @@ def test_bh_adjust_matches_scipy():
 
 def test_null_test_z_and_verdict():
     null = np.array([0.10, 0.12, 0.11, 0.09, 0.13])
-    t = NullTest("x", 0.30, null, np.array([0.2, 0.005]), np.array([0.01, 0.02, 0.01, 0.0, 0.01]))
+    fakes = np.tile([[0.01], [0.02], [0.01], [0.0], [0.01]], 2)  # [draws, modules]
+    t = NullTest("x", 0.30, null, np.array([0.2, 0.005]), fakes)
     assert t.z == pytest.approx((0.30 - null.mean()) / null.std(ddof=1))
     assert t.p_empirical == pytest.approx(1 / 6)
     # the real figure as one more draw: Student's t with n - 1 = 4 degrees of freedom
@@ -189,12 +243,10 @@ def test_null_test_z_and_verdict():
     assert 1e-5 < t.p < 1e-3 and t.p > norm.sf(t.z)  # more cautious than the normal tail
     # with 5 draws a z of 3 is not the 0.001 the normal tail claims
     b = np.sqrt(2 - 1.2**2)
-    three = NullTest("z3", 3.0, np.array([-1.2, -b, 0.0, b, 1.2]), np.zeros(0), null)
+    three = NullTest("z3", 3.0, np.array([-1.2, -b, 0.0, b, 1.2]), np.zeros(0), np.zeros((5, 0)))
     assert three.z == pytest.approx(3.0) and norm.sf(3.0) < 0.002
     assert 0.02 < three.p < 0.03
-    weak = NullTest(
-        "y", 0.115, null, np.array([0.2, 0.005]), np.array([0.01, 0.02, 0.01, 0.0, 0.01])
-    )
+    weak = NullTest("y", 0.115, null, np.array([0.2, 0.005]), fakes)
     ok, modules, _ = verdict([t], 0.05)
     assert ok and modules.tolist()[0] is True
     ok, modules, _ = verdict([t, weak], 0.05)
@@ -206,14 +258,14 @@ def test_a_null_whose_draws_are_all_equal_has_no_z_and_a_rank_p():
     and p 1e-17 (the demo's cleaned correlations: z 167,179)."""
     from saeatlas.structure.inference.significance import strictness
 
-    flat = NullTest("flat", 0.45, np.zeros(4), np.array([0.7, 0.0]), np.zeros(4))
+    flat = NullTest("flat", 0.45, np.zeros(4), np.array([0.7, 0.0]), np.zeros((4, 2)))
     assert np.isnan(flat.z) and flat.p == flat.p_empirical == pytest.approx(1 / 5)
     assert np.isnan(flat.module_z()).all()
     assert flat.module_p().tolist() == pytest.approx([1 / 5, 1.0])  # 0.0 ties the draws
     d = flat.as_dict()
     assert d["z"] is None and d["p"] == pytest.approx(0.2) and d["null_std"] == 0.0
     assert not verdict([flat], 0.05)[0]  # 4 draws cannot show p < 0.05
-    many = NullTest("many", 0.45, np.full(20, 0.1), np.array([0.7, 0.8]), np.full(20, 0.3))
+    many = NullTest("many", 0.45, np.full(20, 0.1), np.array([0.7, 0.8]), np.full((20, 2), 0.3))
     ok, modules, p = verdict([many], 0.05)  # both modules beat all 20 draws
     assert ok and modules.all() and p.tolist() == pytest.approx([1 / 21] * 2)
     # the modularity's own sampling error (over the ensemble) is the floor of the spread
@@ -236,21 +288,57 @@ def test_a_null_fakes_no_module_larger_than_those_tested():
     cohesion (half the mean degree) beat every real module of below-average degree: of
     eight planted, well separated modules only 3-6 were significant."""
     from saeatlas.structure.inference.cohesion import module_cohesion
-    from saeatlas.structure.inference.significance import strongest_fake
+    from saeatlas.structure.inference.significance import strongest_fakes
 
     rng = np.random.default_rng(1)
     a = np.triu(rng.uniform(0.5, 1, (30, 30)), 1)
     A = sp.csr_matrix(a + a.T)
     everything = np.zeros(30, int)
     assert module_cohesion(A, everything)[0] == pytest.approx(a.sum() / 30)
-    assert strongest_fake(A, everything, largest=12) == 0.0
-    assert strongest_fake(A, everything, largest=30) == pytest.approx(a.sum() / 30)
+    assert strongest_fakes(A, everything, [12]).tolist() == [0.0]
+    assert strongest_fakes(A, everything, [30, 12])[0] == pytest.approx(a.sum() / 30)
     # communities of 10, 10 and 10: all within 12, the most cohesive one counts
     three = np.repeat([0, 1, 2], 10)
-    assert strongest_fake(A, three, largest=12) == pytest.approx(module_cohesion(A, three).max())
+    fake = strongest_fakes(A, three, [12, 10])
+    assert fake[1] == pytest.approx(module_cohesion(A, three).max())
     # 20 and 10: only the 10 is within 12
     two = np.repeat([0, 1], [20, 10])
-    assert strongest_fake(A, two, largest=12) == pytest.approx(module_cohesion(A, two)[1])
+    assert strongest_fakes(A, two, [12, 10])[1] == pytest.approx(module_cohesion(A, two)[1])
+
+
+def test_a_small_null_clique_counts_as_a_group_of_the_modules_size():
+    """Some dictionary-null draws made a clique of three to six split latents (edge
+    weights 0.7-0.9) whose cohesion at its own size outweighed modules of twenty latents:
+    the modules' verdict changed with the seed. Against a module of m members a smaller
+    community counts as a group of m holding its edges; against a module no larger than
+    it, at its own cohesion."""
+    from saeatlas.structure.inference.cohesion import module_weight
+    from saeatlas.structure.inference.significance import strongest_fakes
+
+    rng = np.random.default_rng(2)
+    n = 40
+    a = np.triu(rng.uniform(0.0, 0.04, (n, n)), 1)
+    a[:3, :3] = np.triu(np.full((3, 3), 0.8), 1)  # a tight clique of three
+    A = sp.csr_matrix(a + a.T)
+    labels = np.repeat([0, 1, 2], [3, 17, 20])  # the clique, and two loose communities
+    w = module_weight(A, labels)
+    sizes = np.array([3, 10, 17, 20, 25])
+    fakes = strongest_fakes(A, labels, sizes)
+    # against three members the clique counts whole; it beats every loose community
+    assert fakes[0] == pytest.approx(w[0] / 3) and fakes[0] > max(w[1] / 17, w[2] / 20)
+    # against ten, the clique over ten members or a community of 17 or 20 at its own size
+    assert fakes[1] == pytest.approx(max(w[0] / 10, w[1] / 17, w[2] / 20))
+    # against 17: the community of 20 is not larger than the largest module (25) tested
+    assert fakes[2] == pytest.approx(max(w[0] / 17, w[1] / 17, w[2] / 20))
+    assert fakes[4] == pytest.approx(max(w[0] / 25, w[1] / 25, w[2] / 25))
+    # the bound never exceeds the old one (each community at its own cohesion)
+    assert (fakes <= max(w[0] / 3, w[1] / 17, w[2] / 20) + 1e-12).all()
+    # a largest module of 12 leaves out the communities of 17 and 20
+    assert strongest_fakes(A, labels, [3, 12]).tolist() == pytest.approx([w[0] / 3, w[0] / 12])
+    # against the brute force: every community within the largest size, as a group of m
+    for m in sizes:
+        brute = max(w[k] / max(c, m) for k, c in enumerate([3, 17, 20]) if c <= sizes.max())
+        assert fakes[list(sizes).index(m)] == pytest.approx(brute)
 
 
 def test_module_weight_sums_each_modules_internal_edges():
@@ -325,7 +413,7 @@ def test_a_modules_own_sampling_error_is_the_floor_of_its_spread():
     """Ten dictionary-null draws all near 0.03 put the digits demo's modules of cohesion
     0.6 at z 154-180 (p 5e-17); the modules' own spread over the ensemble is larger."""
     null = np.array([0.030, 0.031, 0.029, 0.030, 0.032, 0.028])
-    t = NullTest("d", 0.4, np.full(6, 0.1), np.array([0.6, 0.05]), null)
+    t = NullTest("d", 0.4, np.full(6, 0.1), np.array([0.6, 0.05]), np.tile(null[:, None], 2))
     assert t.module_z()[0] == pytest.approx((0.6 - null.mean()) / null.std(ddof=1))
     floored = replace(t, module_se=np.array([0.06, np.nan]))  # module 1: not known
     z = floored.module_z()

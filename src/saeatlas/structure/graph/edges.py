@@ -36,6 +36,11 @@ from .pairs import affinity_fn, chunk, chunk_rows, torch_chunks
 # ---------------------------------------------------------------- graph
 
 
+#: The joint firings a pair needs to be an edge (``min_count``): a latent that fires on
+#: fewer rows can be no edge.
+MIN_COUNT = 5
+
+
 @dataclass(frozen=True, eq=False)
 class FeatureGraph:
     """Significant positive co-firing between latents, as a weighted undirected graph."""
@@ -81,7 +86,7 @@ def build_graph(
     *,
     kind: str = "phi",
     alpha: float = 0.05,
-    min_count: int = 5,
+    min_count: int = MIN_COUNT,
     n_threads: int | None = None,
     device: str | torch.device | None = None,
     engine: str = "auto",
@@ -171,7 +176,7 @@ def densest_graph(
     *,
     kind: str = "phi",
     alpha: float = 0.05,
-    min_count: int = 5,
+    min_count: int = MIN_COUNT,
     n_threads: int | None = None,
     device: str | torch.device | None = None,
     engine: str = "auto",

@@ -240,6 +240,9 @@ class NullInputs:
     sae: SparseAutoencoder
     excluded: np.ndarray
     """``[d_sae]`` features kept out of modules."""
+    silent: np.ndarray
+    """``[d_sae]`` features that fire on fewer of the compared rows than an edge needs
+    (:data:`..graph.edges.MIN_COUNT`): no edge of the real graph can touch them."""
     cfg: AtlasConfig
     source: DictionarySource | None
     """The dictionary null's source, for nulls that need one."""
@@ -290,7 +293,12 @@ def _dictionary_graph(
         batch_size=n.cfg.batch_size,
         device=n.cfg.device,
     )
-    fires = drop_columns(strong_firing(synthetic, n.cfg.min_activation), n.excluded)
+    # Latents (nearly) silent on the real rows stay out: synthetic rows combine features
+    # that never fire together in the data, and such rows can wake latents the SAE never
+    # uses, which then fire on the same few rows: a clique of dead latents (phi 0.7-0.9
+    # on 5-14 rows) that outweighed real modules in some draws, and that the real graph,
+    # where they fire 0-2 times, can never have.
+    fires = drop_columns(strong_firing(synthetic, n.cfg.min_activation), n.excluded | n.silent)
     return cooccurrence_graph(fires, n.samples, n.cfg, n.n_edges, coord).adjacency
 
 

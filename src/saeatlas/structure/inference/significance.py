@@ -12,16 +12,23 @@ into tight pieces and scores a high modularity whatever made it.
   graphs");
 - module: each found module's cohesion, the edge weight inside it per member
   (half its members' mean weighted degree within it), against the most
-  cohesive module the finder finds on each null graph among those no larger
-  than the largest module tested (so a real module must outweigh the strongest
-  structure of its size the null can fake, artefact groups of split latents
-  included; taking the maximum also covers the number of modules tested).
-  Modularity terms would mislead here: on a null graph with almost no edges one
-  stray edge inside a module makes its term large. The size bound matters
-  because cohesion grows with a group's size: on rewired null graphs the finder
-  returns one community of every feature, whose cohesion (half the mean
-  degree) beat every real module of below-average degree, so of eight
-  separate planted modules 3-6 were called significant, another set each seed.
+  cohesive group of the module's size the finder's communities on each null
+  graph give (so a real module must outweigh the strongest structure of its
+  size the null can fake, artefact groups of split latents included; taking the
+  maximum also covers the number of modules tested). Modularity terms would
+  mislead here: on a null graph with almost no edges one stray edge inside a
+  module makes its term large. Cohesion grows with a group's size, so sizes are
+  matched both ways (:func:`strongest_fakes`). From above: communities larger
+  than the largest module tested are left out; on rewired null graphs the finder
+  returns one community of every feature, whose cohesion (half the mean degree)
+  beat every real module of below-average degree, so of eight separate planted
+  modules 3-6 were called significant, another set each seed. From below: a
+  community of fewer members than the module counts as a group of the module's
+  size holding its edges (its internal weight over the module's members: adding
+  members to a group keeps the edges inside it). Counted at its own size, a
+  clique of three to six split latents that some draws of the dictionary null
+  make (edge weights 0.7-0.9) outweighed modules of twenty latents in
+  superposed ReLU data, and the modules' verdict changed with the seed.
 
 From ``n`` null draws: the null mean and spread, ``z = (Q - mean) / std``, a
 parametric one-sided p-value and the empirical one ``(1 + #{null >= real}) /
@@ -53,9 +60,10 @@ from ..._progress import progress_bar
 from ...errors import ConfigError
 from ..constants import BLOCK_ROWS
 from ..graph.communities import Modules, cooccurrence_graph, counts_in_parts, graph_items
+from ..graph.edges import MIN_COUNT
 from ..graph.finders import module_modularity
 from ..graph.hypergeom import benjamini_hochberg
-from .cohesion import community_sizes, module_cohesion
+from .cohesion import community_sizes, module_cohesion, module_weight
 from .draws import draws_p, draws_z, rank_p
 from .nulls import NULL_MODELS, NullInputs, dictionary_source
 
@@ -77,7 +85,8 @@ class NullTest:
     module_w: np.ndarray
     """``[n_modules]`` each module's cohesion on the real graph."""
     null_module_w: np.ndarray
-    """``[n_draws]`` the most cohesive module's cohesion on each null graph."""
+    """``[n_draws, n_modules]`` the most cohesive group of each module's size on each
+    null graph (:func:`strongest_fakes`)."""
     q_se: float = float("nan")
     """The sampling error of ``q`` (its spread over the ensemble's members; NaN: not
     known): the floor of the null's spread in ``z`` (:mod:`.draws`)."""
@@ -115,14 +124,12 @@ class NullTest:
         return self.module_se
 
     def module_z(self) -> np.ndarray:
-        se = self._module_se()
-        return np.array([draws_z(w, self.null_module_w, s) for w, s in zip(self.module_w, se)])
+        se, fakes = self._module_se(), self.null_module_w.T
+        return np.array([draws_z(w, f, s) for w, f, s in zip(self.module_w, fakes, se)])
 
     def module_p(self) -> np.ndarray:
-        se = self._module_se()
-        return np.array(
-            [draws_p(w, self.null_module_w, _t_tail, s) for w, s in zip(self.module_w, se)]
-        )
+        se, fakes = self._module_se(), self.null_module_w.T
+        return np.array([draws_p(w, f, _t_tail, s) for w, f, s in zip(self.module_w, fakes, se)])
 
     def as_dict(self) -> dict[str, float | str]:
         return {
@@ -173,33 +180,52 @@ def null_test(
     """
     q = max(fit(real_graph)[0], float(module_modularity(real_graph, labels).sum()))
     mw = module_cohesion(real_graph, labels)
-    largest = int(community_sizes(labels).max(initial=0))
+    sizes = community_sizes(labels)
 
-    def draw(i: int, c: Coordinator | None) -> tuple[float, float]:
+    def draw(i: int, c: Coordinator | None) -> tuple[float, np.ndarray]:
         g = null_graphs(i, c)
         null_q, null_labels = fit(g)
-        return float(null_q), strongest_fake(g, null_labels, largest)
+        return float(null_q), strongest_fakes(g, null_labels, sizes)
 
     coord = coord if coord is not None else solo()
     draws = graph_items(n_draws, draw, coord, in_parts, on_item=on_draw)
-    null = np.array(draws, dtype=np.float64).reshape(n_draws, 2)
+    null_q = np.array([q for q, _ in draws], dtype=np.float64)
+    fakes = np.array([f for _, f in draws], dtype=np.float64).reshape(n_draws, sizes.size)
     se = None
     if module_spread is not None:
         spread = np.full(mw.size, np.nan)
         known = np.asarray(module_spread, dtype=np.float64)[: mw.size]
         spread[: known.size] = known
         se = mw * spread
-    return NullTest(name, q, null[:, 0], mw, null[:, 1], q_se, se)
+    return NullTest(name, q, null_q, mw, fakes, q_se, se)
 
 
-def strongest_fake(graph: sp.spmatrix, labels: np.ndarray, largest: int) -> float:
-    """The cohesion of the most cohesive community in ``labels`` of at most ``largest``
-    members (0 where there is none): what a null graph fakes against modules of up to
-    that size (a group's cohesion grows with its size, and one community of every
-    item is no module)."""
-    w = module_cohesion(graph, labels)
-    small = community_sizes(labels)[: w.size] <= largest
-    return float(w[small].max()) if small.any() else 0.0
+def strongest_fakes(graph: sp.spmatrix, labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """``[len(sizes)]`` for each module size ``m``, the most cohesive group of ``m``
+    members the communities ``labels`` of a null graph give (0 where none can).
+
+    Only communities no larger than the largest module tested count (a group's
+    cohesion grows with its size, and one community of every item is no module). A
+    community of at least ``m`` members counts its own cohesion; one of fewer counts
+    its internal weight over ``m`` members, the cohesion of the group of ``m`` made of
+    it and any others, whose edges add to that weight and are not counted."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    weight = module_weight(graph, labels)
+    count = community_sizes(labels)[: weight.size]
+    keep = (count > 0) & (count <= sizes.max(initial=0))
+    out = np.zeros(sizes.size)
+    if not keep.any() or not sizes.size:
+        return out
+    weight, count = weight[keep], count[keep]
+    order = np.argsort(count, kind="stable")
+    weight, count = weight[order], count[order]
+    # as large as m or larger: the best cohesion from there on; smaller: the best weight
+    cohesion_from = np.maximum.accumulate((weight / count)[::-1])[::-1]
+    weight_below = np.maximum.accumulate(weight)
+    first = np.searchsorted(count, sizes, side="left")  # the first community of >= m
+    at_least = np.where(first < count.size, cohesion_from[np.minimum(first, count.size - 1)], 0)
+    below = np.where(first > 0, weight_below[np.maximum(first - 1, 0)], 0) / np.maximum(sizes, 1)
+    return np.maximum(at_least, below)
 
 
 def strictness(p: float | None, z: float | None) -> tuple[float, float]:
@@ -289,6 +315,7 @@ def significance_tests(
         n_edges=real.nnz // 2,  # null graphs are built as dense as the real one
         sae=inp.sae,
         excluded=inp.main.excluded,
+        silent=np.bincount(fires.indices, minlength=fires.shape[1]) < MIN_COUNT,
         cfg=cfg,
         source=source,
     )
