@@ -358,8 +358,12 @@ def _decide(
     if upstream is None and complete and finished and not replaced:
         known = "" if record is not None else " (no record of its settings; kept as is)"
         return StageOutcome(name, SKIPPED, f"{where} is complete{known}"), False, ""
+    # a report older than a file of its atlas (edited by hand) is as good as missing
+    missing = f"{where} was missing or " + (
+        "older than the atlas it shows" if name == "report" else "incomplete"
+    )
     if record is None and not complete:
-        why = f"{where} was missing or incomplete"
+        why = missing
     elif upstream is not None:
         why = f"the {upstream} stage ran again"
     elif edited:
@@ -371,6 +375,6 @@ def _decide(
     elif record is not None and not record.get("complete", False):
         why = "it was interrupted"
     else:
-        why = f"{where} was missing or incomplete"
+        why = missing
     state.start(name, prints[name], settings[name], files)
     return None, same and upstream is None and not replaced, why
