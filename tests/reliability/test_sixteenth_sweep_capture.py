@@ -62,3 +62,62 @@ def test_a_layer_whose_output_changes_rank_between_batches_is_refused(tmp_path, 
     )  # fmt: skip
     one_line(r, "layout 'token' in input batch 2", "layout 'sample' in the first batch")
     assert not (tmp_path / "store").exists()
+
+
+def test_python_arguments_of_the_wrong_kind_are_refused_before_the_work(
+    tmp_path, make_store, snapshot
+):
+    """`capture_activations(..., overwrite="no")` replaced the store at `out` (the flag
+    read by its truth), as `resume="no"` resumed and `train_sae`'s and `sweep`'s did the
+    same; a dict as `train_sae`'s or `sweep`'s settings ended in an AttributeError, a
+    number as `out` in pathlib's TypeError, None as the model in an AttributeError, and a
+    NumPy number in `provenance` ended the capture after its work, at the manifest."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import ConfigError
+    from saeatlas.sweep import sweep
+    from saeatlas.train import TrainConfig, train_sae
+
+    store = make_store(tmp_path / "store")
+    before = snapshot(tmp_path)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6))
+    x = torch.randn(20, 4)
+
+    def refused(call, needle, **kwargs):
+        with pytest.raises(ConfigError, match=needle):
+            call(**kwargs)
+
+    def capture(**kw):
+        args = {"model": model, "inputs": x, "hookpoints": ["0"], "out": store, "progress": False}
+        return capture_activations(**{**args, **kw})
+
+    refused(capture, r"`overwrite` must be True or False, got 'no'", overwrite="no")
+    refused(capture, r"`resume` must be True or False, got 'no'", resume="no")
+    refused(capture, r"`out` must be a path .* got 5", out=5)
+    refused(capture, r"`model` must be a torch.nn.Module .* got NoneType", model=None)
+    refused(capture, r"got the class Linear itself", model=torch.nn.Linear)
+    refused(capture, r"`config` must be a CaptureConfig, got dict", config={"batch_size": 4})
+    new = tmp_path / "new"
+    refused(capture, r"`provenance` must be a dict of JSON", out=new, provenance={"n": np.int64(3)})
+    assert not list(tmp_path.glob("*new*"))  # refused before the work
+    cfg = TrainConfig(d_sae=8, k=2, tokens=200)
+    refused(train_sae, r"`cfg` must be a TrainConfig, got dict", store=store, cfg={"k": 2})
+    refused(train_sae, r"`out` must be a path", store=store, cfg=cfg, out=5)
+    refused(train_sae, r"`resume` must be True or False", store=store, cfg=cfg, out=new, resume=1)
+    for kwargs, needle in (
+        ({"base": {"k": 2}}, r"`base` must be a TrainConfig, got dict"),
+        ({"values": (v for v in (2, 4))}, r"`values` must be a list of numbers, got generator"),
+        ({"overwrite": "no"}, r"`overwrite` must be True or False"),
+        ({"heldout_fraction": "0.1"}, r"`heldout_fraction` must be in \(0, 0.5\), got '0.1'"),
+        ({"extend": True}, r"`extend` must be a whole number >= 0, got True"),
+    ):
+        args = {"store": store, "base": cfg, "over": "k", "values": [2, 4], "out": new}
+        refused(sweep, needle, **{**args, **kwargs})
+    assert snapshot(tmp_path) == before
+    # NumPy values are numbers: they were refused as "--values must be finite positive numbers"
+    res = sweep(store, cfg, "k", np.array([2, 4]), new, seeds=1, extend=0, progress=False)
+    assert [p.value for p in res.points] == [2.0, 4.0]
+    assert capture(out=tmp_path / "s2", config=CaptureConfig(), provenance={"n": 3}).n_rows == 20
