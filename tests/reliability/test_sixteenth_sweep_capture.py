@@ -121,3 +121,60 @@ def test_python_arguments_of_the_wrong_kind_are_refused_before_the_work(
     res = sweep(store, cfg, "k", np.array([2, 4]), new, seeds=1, extend=0, progress=False)
     assert [p.value for p in res.points] == [2.0, 4.0]
     assert capture(out=tmp_path / "s2", config=CaptureConfig(), provenance={"n": 3}).n_rows == 20
+
+
+BLOCKS = """
+import torch
+from torch import nn
+
+class Act(nn.Module):
+    def forward(self, x):
+        return torch.relu(x)
+"""
+
+MODEL_OF_BLOCKS = """
+import torch
+from torch import nn
+from sixteenth_blocks import Act
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 10), Act(), nn.Linear(10, 3))
+"""
+
+TINY_RUN = """
+model: model.py:build
+inputs: x.npy
+layers: ['1']
+sweep: {enabled: false}
+train: {d_sae: 8, k: 2, tokens: 256, batch_size: 64}
+stability: {n_seed_saes: 0}
+analyze: {n_null: 0, nulls: [permutation], n_examples: 1}
+ablation: {enabled: false}
+report: {enabled: false}
+"""
+
+
+def test_a_run_sees_the_code_its_model_imports_edited_since_its_capture(
+    tmp_path, monkeypatch, run_cli, snapshot
+):
+    """A model file that imports its blocks from another module: that module edited
+    since (a ReLU made a Tanh) left `saeatlas run` skipping every stage, its store
+    holding the old model's rows, because the run stamped only the model file itself
+    (and nothing of a `package.module:factory` spec). The capture's record now stamps
+    the files of the model's module classes and of such specs."""
+    cli, one_line = run_cli
+    blocks = tmp_path / "sixteenth_blocks.py"
+    blocks.write_text(BLOCKS)
+    (tmp_path / "model.py").write_text(MODEL_OF_BLOCKS)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(200, 4)).astype("f4"))
+    (tmp_path / "run.yaml").write_text(TINY_RUN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    r = cli("run", tmp_path / "run.yaml", "--out", run, "-q")
+    assert r.exit_code == 0, r.output
+    before = snapshot(run)
+    blocks.write_text(BLOCKS.replace("torch.relu(x)", "torch.tanh(x)  # was a ReLU"))
+    r = cli("run", tmp_path / "run.yaml", "--out", run, "-q")
+    one_line(r, "store (capture: its model, inputs or labels file (or the code they come from)")
+    assert snapshot(run) == before

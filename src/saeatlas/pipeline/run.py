@@ -33,6 +33,7 @@ from .outputs import (
 from .record import (
     RunState,
     changed_settings,
+    code_files,
     fingerprints,
     source_files,
     stage_complete,
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 #: The stages, in order.
 STAGES = ("capture", "sweep", "train", "analyze", "ablation", "report")
 RAN, SKIPPED, OFF = "ran", "skipped", "off"
+#: Why a capture runs again (or is refused) when a file it read was edited in place.
+EDITED = "its model, inputs or labels file (or the code they come from) changed since it ran"
 
 
 @dataclass(frozen=True)
@@ -254,7 +257,10 @@ def _run_stages(
             note = coord.gather(note, None)[0]  # rank 0's, once every rank has finished
             seconds = time.perf_counter() - t0
             if state is not None:
-                state.finish(name, seconds, note, stage_stamp(name, paths, config))
+                # the capture's record also stamps the code its model and inputs come from
+                code = code_files(config, ctx.source().model) if name == "capture" else None
+                files = None if code is None else source_files(config, {"files": {"code": code}})
+                state.finish(name, seconds, note, stage_stamp(name, paths, config), files)
             upstream = upstream or name
             outcome = StageOutcome(name, RAN, f"{why}; {note}" if note else why, seconds)
         outcomes.append(outcome)
@@ -305,10 +311,13 @@ def _refuse_changed(
                 if isinstance(old, dict)
                 else "its settings changed"
             )
-        elif name == "capture" and record.get("files", files := source_files(config)) != files:
+        elif (
+            name == "capture"
+            and record.get("files", files := source_files(config, record)) != files
+        ):
             if not stage_has_output(name, paths, config):
                 continue
-            what = "its model, inputs or labels file changed since it ran"
+            what = EDITED
         elif record.get("stamp") is not None and stage_complete(name, paths, config):
             if record["stamp"] == stage_stamp(name, paths, config):
                 continue
@@ -340,7 +349,7 @@ def _decide(
     if off is not None:
         return StageOutcome(name, OFF, off), False, ""
     record = state.stages.get(name)
-    files = source_files(config) if name == "capture" else None
+    files = source_files(config, record) if name == "capture" else None
     # a model, inputs or labels file edited in place: the config reads the same
     edited = record is not None and record.get("files", files) != files
     same = record is not None and record.get("fingerprint") == prints[name] and not edited
@@ -367,7 +376,7 @@ def _decide(
     elif upstream is not None:
         why = f"the {upstream} stage ran again"
     elif edited:
-        why = "its model, inputs or labels file changed since it ran"
+        why = EDITED
     elif record is not None and not same:
         why = "its settings changed"
     elif replaced:
