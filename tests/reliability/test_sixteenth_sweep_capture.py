@@ -176,5 +176,35 @@ def test_a_run_sees_the_code_its_model_imports_edited_since_its_capture(
     before = snapshot(run)
     blocks.write_text(BLOCKS.replace("torch.relu(x)", "torch.tanh(x)  # was a ReLU"))
     r = cli("run", tmp_path / "run.yaml", "--out", run, "-q")
-    one_line(r, "store (capture: its model, inputs or labels file (or the code they come from)")
+    one_line(r, "store (capture: its model, inputs or labels file changed since it ran (or the code")
     assert snapshot(run) == before
+
+
+def test_a_run_without_a_record_compares_the_settings_its_atlas_records(analysed, tmp_path):
+    """With no `run.json` (deleted, or an atlas analysed by hand into the run directory),
+    a complete atlas was kept "as is" whatever settings made it, and its report with it,
+    although `atlas.json` records them: one of other settings is now refused without
+    --overwrite, naming them, and made again with it; one of the run's own is kept."""
+    import pytest
+
+    from saeatlas.errors import ConfigError
+    from saeatlas.pipeline import RunConfig
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
+    from saeatlas.pipeline.run import _decide, _refuse_changed
+    from saeatlas.structure import AtlasConfig
+
+    paths = RunPaths(tmp_path / "run")
+    shutil.copytree(analysed, paths.atlas)
+    made = AtlasConfig(n_null=2, nulls=("permutation",), n_examples=2)  # the atlas's own
+    for analyze, kept in ((made, True), (AtlasConfig(n_null=3, nulls=("permutation",)), False)):
+        cfg = RunConfig(model="m.py:f", inputs="x.npy", layers=("1",), analyze=analyze)
+        state, prints, settings = RunState(paths.state), fingerprints(cfg), stage_settings(cfg)
+        if kept:  # as the run checks, before it decides (which starts the stage's record)
+            _refuse_changed(cfg, paths, state, prints, settings)
+        else:
+            with pytest.raises(ConfigError, match=r"atlas \(analyze: `analyze.n_examples` was 2"):
+                _refuse_changed(cfg, paths, state, prints, settings)
+        outcome, resume, why = _decide("analyze", cfg, paths, state, prints, settings, None)
+        assert (outcome is not None and outcome.status == "skipped") == kept, why
+        assert kept or (why == "its settings changed" and not resume)

@@ -185,6 +185,24 @@ class RunState:
         atomic_write_json(self.path, {"format_version": 1, "stages": self.stages})
 
 
+def stage_record(
+    state: RunState, name: str, paths: RunPaths, settings: dict[str, dict]
+) -> dict[str, Any] | None:
+    """Stage ``name``'s record in ``state``; for an analysis without one (``run.json``
+    deleted, an atlas written by hand or by an older run), what its ``atlas.json`` says
+    of the settings that made it, when they are not the run's (``settings``,
+    :func:`stage_settings`): such an atlas was kept "as is" under the run's settings, and
+    its report with it. None when neither says anything."""
+    record = state.stages.get(name)
+    if record is not None or name != "analyze":
+        return record
+    summary = atlas_summary(paths.atlas)
+    made = summary.get("config") if isinstance(summary, dict) else None
+    if not isinstance(made, dict) or made == settings[name]["analyze"]:
+        return None
+    return {"fingerprint": None, "settings": {**settings[name], "analyze": made}, "complete": True}
+
+
 def stage_complete(name: str, paths: RunPaths, cfg: RunConfig) -> bool:
     if name == "capture":
         return store_complete(paths.store)

@@ -38,6 +38,7 @@ from .record import (
     source_files,
     stage_complete,
     stage_has_output,
+    stage_record,
     stage_settings,
     stage_stamp,
 )
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 STAGES = ("capture", "sweep", "train", "analyze", "ablation", "report")
 RAN, SKIPPED, OFF = "ran", "skipped", "off"
 #: Why a capture runs again (or is refused) when a file it read was edited in place.
-EDITED = "its model, inputs or labels file (or the code they come from) changed since it ran"
+EDITED = "its model, inputs or labels file changed since it ran (or the code they come from)"
 
 
 @dataclass(frozen=True)
@@ -298,7 +299,7 @@ def _refuse_changed(
     capture --overwrite`` into the run's store: the user's, not the run's)."""
     changed = []
     for name in STAGES:
-        record = state.stages.get(name)
+        record = stage_record(state, name, paths, settings)
         if _enabled(name, config) is not None or record is None:
             continue
         where = getattr(paths, _OUTPUT[name])
@@ -348,7 +349,7 @@ def _decide(
     off = _enabled(name, config)
     if off is not None:
         return StageOutcome(name, OFF, off), False, ""
-    record = state.stages.get(name)
+    record = stage_record(state, name, paths, settings)
     files = source_files(config, record) if name == "capture" else None
     # a model, inputs or labels file edited in place: the config reads the same
     edited = record is not None and record.get("files", files) != files
