@@ -176,7 +176,9 @@ def test_a_run_sees_the_code_its_model_imports_edited_since_its_capture(
     before = snapshot(run)
     blocks.write_text(BLOCKS.replace("torch.relu(x)", "torch.tanh(x)  # was a ReLU"))
     r = cli("run", tmp_path / "run.yaml", "--out", run, "-q")
-    one_line(r, "store (capture: its model, inputs or labels file changed since it ran (or the code")
+    one_line(
+        r, "store (capture: its model, inputs or labels file changed since it ran (or the code"
+    )
     assert snapshot(run) == before
 
 
