@@ -210,3 +210,18 @@ def test_a_run_without_a_record_compares_the_settings_its_atlas_records(analysed
         outcome, resume, why = _decide("analyze", cfg, paths, state, prints, settings, None)
         assert (outcome is not None and outcome.status == "skipped") == kept, why
         assert kept or (why == "its settings changed" and not resume)
+
+
+def test_an_output_named_as_a_working_folder_of_another_is_refused(tmp_path, outputs, run_cli):
+    """A store written as `DIR/.a.partial` was moved to `DIR/a` by the next reader of
+    `a` (`info DIR/a`: a capture a kill stopped before its swap, it seemed), and one in
+    `DIR/.a.partial/x` deleted by the next `capture --out DIR/a`."""
+    cli, one_line = run_cli
+    for name, where in ((".a.partial", "is named as"), (".a.partial/x", "is inside"),
+                        (".a.old", "is named as"), (".a.lock", "is named as")):  # fmt: skip
+        r = cli("capture", "--model", outputs.model, "--inputs", outputs.inputs,
+                "--layers", "1", "--out", tmp_path / name, "-q")  # fmt: skip
+        one_line(r, where, "saeatlas keeps beside an output 'a'", "Choose another name")
+        r = cli("train", "--acts", outputs.store, "--out", tmp_path / name, "--seeds", "1")
+        one_line(r, where, "saeatlas keeps beside an output 'a'")
+    assert not list(tmp_path.iterdir())
