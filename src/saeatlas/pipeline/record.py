@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..capture.nnsight import unwrap_model
 from ..errors import ConfigError
 from ..sae.files import CFG
 from ..store.atomic import atomic_write_json, partial_dir
@@ -116,7 +117,9 @@ def code_files(cfg: RunConfig, model: torch.nn.Module) -> list[str]:
     for spec in (cfg.model, cfg.inputs, cfg.labels):
         module = sys.modules.get((spec or "").rpartition(":")[0])
         files.add(getattr(module, "__file__", None))
-    for cls in {type(m) for m in model.modules()}:
+    model = unwrap_model(model)[0]  # an nnsight wrapper's module
+    modules = model.modules() if isinstance(model, torch.nn.Module) else ()
+    for cls in {type(m) for m in modules}:
         if not cls.__module__.startswith("torch."):
             try:
                 files.add(inspect.getsourcefile(cls))
