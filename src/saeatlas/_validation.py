@@ -13,6 +13,7 @@ refused where it enters, whichever way it came (flag, YAML, JSON, Python):
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
@@ -175,11 +176,45 @@ def check_path_argument(name: str, value: Any, *, optional: bool = False) -> Non
         raise ConfigError(f"`{name}` must be a path (str or pathlib.Path), got {shown(value)}.")
 
 
+def check_json_argument(name: str, value: Any) -> None:
+    """``value`` (the Python argument ``name``; None too) is a dict that JSON can write:
+    a capture's ``provenance`` of a NumPy number ended the capture, after its work, at the
+    manifest it goes into."""
+    if value is None:
+        return
+    try:
+        if not isinstance(value, dict):
+            raise TypeError(f"a {type(value).__name__}, not a dict")
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"`{name}` must be a dict of JSON values (text, finite numbers, true/false, "
+            f"lists, dicts): {e}."
+        ) from None
+
+
+def check_config_argument(name: str, value: Any, kind: type) -> None:
+    """``value`` (the Python argument ``name``) is a ``kind`` (a config dataclass): a dict
+    there ended in an AttributeError, and the class itself in a TypeError."""
+    if not isinstance(value, kind):
+        got = "the class itself" if value is kind else type(value).__name__
+        raise ConfigError(
+            f"`{name}` must be a {kind.__name__}, got {got}: pass {kind.__name__}(...) (or "
+            f"{kind.__name__}(**settings) for a dict)."
+        )
+
+
 def check_flag_argument(name: str, value: Any) -> None:
     """``value`` (the Python argument ``name``) is True or False: any other value was read
     by its truth, so ``overwrite="no"`` replaced what it named."""
     if not isinstance(value, (bool, np.bool_)):
         raise ConfigError(f"`{name}` must be True or False, got {shown(value)}.")
+
+
+def check_flag_arguments(**flags: Any) -> None:
+    """:func:`check_flag_argument` of each ``name=value``."""
+    for name, value in flags.items():
+        check_flag_argument(name, value)
 
 
 def check_device(name: str, value: Any, *, flag: str | None = None) -> None:

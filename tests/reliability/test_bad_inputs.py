@@ -553,7 +553,7 @@ def test_a_config_of_another_type_is_refused(tmp_path):
     from saeatlas.errors import ConfigError
 
     model = torch.nn.Sequential(torch.nn.Linear(2, 2))
-    with pytest.raises(ConfigError, match=r"CaptureConfig\(\*\*d\)"):
+    with pytest.raises(ConfigError, match=r"CaptureConfig\(\*\*settings\) for a dict"):
         capture_activations(model, torch.randn(6, 2), ["0"], tmp_path / "s", {"batch_size": 2})
 
 

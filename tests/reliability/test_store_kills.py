@@ -207,7 +207,7 @@ def test_readers_wait_for_another_rank_finishing_a_swap(tmp_path, make_store, ki
     store = make_store(tmp_path / "store", rows=60)
     os.replace(store, partial_dir(store))  # a complete store, waiting beside its place
     if killed == "between the renames":
-        make_store(tmp_path / ".store.old", rows=30)
+        os.replace(make_store(tmp_path / "old", rows=30), tmp_path / ".store.old")
     held = threading.Event()
 
     def sibling() -> None:

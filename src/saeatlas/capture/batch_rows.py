@@ -52,9 +52,21 @@ def layer_specs(rows: dict[str, LayerRows], shapes: dict[str, tuple[int, ...]]) 
 
 
 def check_widths(rows: dict[str, LayerRows], specs: list[LayerSpec], where: str) -> None:
-    """Each layer gives as many units per row as in the first batch: the store's columns
-    are fixed (two layers changing width in opposite ways would keep the total)."""
+    """Each layer gives rows of the same layout and as many units per row as in the
+    first batch: the store's columns are fixed (two layers changing width in opposite
+    ways would keep the total), and so is what a row is (a layer giving [batch, d] in
+    the first batch and [batch, seq, d] later was stored as one row per sample and per
+    token mixed, under the first batch's layout)."""
     for spec, (name, r) in zip(specs, rows.items()):
+        if r.layout != spec.layout:
+            first = ", ".join("batch" if d is None else str(d) for d in spec.shape)
+            raise ShapeError(
+                f"Layer '{name}' gives rows of layout '{r.layout}' in {where}, but of layout "
+                f"'{spec.layout}' in the first batch (output shape [{first}]): its output "
+                "changed rank or form between batches, and a store's rows must be one kind "
+                "in every batch. Give inputs on which the layer keeps the form of its output, "
+                "or record a module that does."
+            )
         if r.x.shape[1] != spec.n_units:
             raise ShapeError(
                 f"Layer '{name}' gives {r.x.shape[1]} units per row in {where}, but gave "

@@ -21,6 +21,12 @@ import torch
 from .. import __version__
 from .._coordinator import Coordinator, coordinate
 from .._progress import progress_bar
+from .._validation import (
+    check_config_argument,
+    check_flag_arguments,
+    check_json_argument,
+    check_path_argument,
+)
 from .._world import rank_device, share
 from ..errors import ConfigError
 from ..store import ActivationStore, StoreWriter
@@ -50,7 +56,14 @@ from .layouts import (
 )
 from .models import check_has_values, input_dtype, takes_token_ids
 from .recorder import Recorder, check_batch_follows, run_forward
-from .rows import LayerRows, check_batch_dim, check_row_agreement, check_shape_options, to_rows
+from .rows import (
+    LayerRows,
+    check_batch_dim,
+    check_output_index,
+    check_row_agreement,
+    check_shape_options,
+    to_rows,
+)
 from .texts import text_max_length
 from .transformer_lens import is_transformer_lens
 from .transformer_lens import provenance as tl_provenance
@@ -96,11 +109,12 @@ def capture_activations(
     batches and writes its own shards, and rank 0 merges them into one store equal to
     the one a single process writes (:mod:`saeatlas.capture.distributed`).
     """
-    if not isinstance(config, CaptureConfig):
-        raise ConfigError(
-            f"`config` must be a CaptureConfig, not {type(config).__name__}; for a dict `d`, "
-            "pass CaptureConfig(**d)."
-        )
+    # before the work: a number as `out` ended in pathlib's TypeError, and
+    # `overwrite="no"` was read by its truth (it replaced the store at `out`)
+    check_config_argument("config", config, CaptureConfig)
+    check_path_argument("out", out)
+    check_flag_arguments(resume=resume, overwrite=overwrite, progress=progress)
+    check_json_argument("provenance", provenance)
     coord = coordinate(config.device, config.timeout_s, "capture", hint="resume with --resume")
     try:
         return _capture(
@@ -296,7 +310,7 @@ def _capture(
                 check_row_agreement(rows)
                 if not started:
                     check_batch_follows(model, batch, recorder, device, where)
-                    _check_output_index(config.output_index, recorder.plain, hps)
+                    check_output_index(config.output_index, recorder.plain, [hp.name for hp in hps])
                     specs = layer_specs(rows, recorder.shapes)
                     check_shape_options(config.layout, config.spatial, recorder.shapes, rows)
                     writer.start(specs)
@@ -356,18 +370,6 @@ def _known_layout(hp: Hookpoint) -> str | None:
     if hp.layout is not None:
         return hp.layout
     return module_layout(hp.module)
-
-
-def _check_output_index(index: int | str | None, plain: set[str], hps: list[Hookpoint]) -> None:
-    """Refuse an ``output_index`` that picks nothing: every recorded layer gave a plain
-    tensor, which is recorded as it is (a warning was easy to miss, and the store then
-    held another tensor than the one asked for)."""
-    if index is not None and plain >= {hp.name for hp in hps}:
-        raise ConfigError(
-            f"--output-index (`output_index`) {index!r} picks nothing: every recorded layer "
-            f"({sorted(plain)[:5]}) gives a plain tensor, not a tuple or dict. Drop "
-            "--output-index, or record a module whose output is a tuple."
-        )
 
 
 def _check_inputs_reach(point: ResumePoint, n_batches: int, out: str | Path) -> None:

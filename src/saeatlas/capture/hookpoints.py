@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..errors import HookpointError
+from ..errors import ConfigError, HookpointError
 from .layouts import hook_name_layout
 from .nnsight import is_nnsight, module_path, unwrap_model
 from .patterns import REGEX_PREFIX, crossing_hint, match_names
@@ -97,6 +97,13 @@ def resolve_hookpoints(
             )
     wrapped = is_nnsight(model)
     model, _ = unwrap_model(model)
+    if not isinstance(model, torch.nn.Module):  # None ended in an AttributeError
+        kind = type(model).__name__
+        got = f"the class {model.__name__} itself" if isinstance(model, type) else kind
+        raise ConfigError(
+            f"`model` must be a torch.nn.Module (or an nnsight wrapper of one), got {got}; "
+            "pass the model object (for a class, an instance of it)."
+        )
     modules = named_modules(model)
     names = list(modules)
     chosen: dict[str, Hookpoint] = {}

@@ -194,6 +194,18 @@ def check_shape_options(
         )
 
 
+def check_output_index(index: int | str | None, plain: set[str], names: list[str]) -> None:
+    """Refuse an ``output_index`` that picks nothing: every recorded layer (``names``)
+    gave a plain tensor, which is recorded as it is (a warning was easy to miss, and the
+    store then held another tensor than the one asked for)."""
+    if index is not None and plain >= set(names):
+        raise ConfigError(
+            f"--output-index (`output_index`) {index!r} picks nothing: every recorded layer "
+            f"({sorted(plain)[:5]}) gives a plain tensor, not a tuple or dict. Drop "
+            "--output-index, or record a module whose output is a tuple."
+        )
+
+
 def check_batch_dim(shapes: dict[str, tuple[int, ...]], n_samples: int) -> None:
     """Every recorded tensor must be batch-first, or its rows would be given to the
     wrong samples (an RNN's final state ``[layers, batch, d]`` would become

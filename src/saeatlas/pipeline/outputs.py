@@ -9,7 +9,8 @@ Each check follows how the stage itself writes its files:
   checkpoint is removed (:func:`saeatlas.train.train_sae`).
 - atlas: ``atlas.json`` is written last (:meth:`saeatlas.structure.Atlas.save`);
   the ablation adds ``summary["ablation"]`` to it.
-- report: ``report.html``, newer than the ``atlas.json`` it shows.
+- report: ``report.html``, newer than every file of the atlas it shows (a table
+  edited by hand since is shown by a new report).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..store.atomic import recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..store.manifest import MANIFEST
 from ..store.merge import recover_store
-from ..structure.atlas import ATLAS_JSON, TABLES
+from ..structure.atlas import ATLAS_JSON, OPTIONAL_TABLES, TABLES
 from ..sweep.sweep import SWEEP_JSON
 from ..train.checkpoint import CHECKPOINT
 from ..train.trainer import METRICS
@@ -158,8 +159,15 @@ def atlas_summary(path: Path) -> dict | None:
 
 
 def report_complete(atlas_dir: Path) -> bool:
+    """Whether ``report.html`` shows the atlas as it is: it is newer than ``atlas.json``
+    and every table (a ``modules.parquet`` edited by hand since left the run's report
+    showing the old values, its stage skipped as complete)."""
     html, meta = atlas_dir / REPORT_HTML, atlas_dir / ATLAS_JSON
-    return html.is_file() and meta.is_file() and html.stat().st_mtime >= meta.stat().st_mtime
+    if not (html.is_file() and meta.is_file()):
+        return False
+    shown = [meta, *(atlas_dir / f"{t}.parquet" for t in TABLES + OPTIONAL_TABLES)]
+    newest = max(f.stat().st_mtime for f in shown if f.is_file())
+    return html.stat().st_mtime >= newest
 
 
 def output_stamp(files: list[Path]) -> str | None:

@@ -6,11 +6,17 @@ with, the files its capture read, whether it finished and the stamp of its outpu
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ..capture.nnsight import unwrap_model
 from ..errors import ConfigError
 from ..sae.files import CFG
 from ..store.atomic import atomic_write_json, partial_dir
@@ -82,11 +88,12 @@ def changed_settings(old: Any, new: Any, name: str = "") -> list[str]:
     return [] if old == new else [f"`{name}` was {old!r}, now {new!r}"]
 
 
-def source_files(cfg: RunConfig) -> dict[str, list[int]]:
+def source_files(cfg: RunConfig, record: dict[str, Any] | None = None) -> dict[str, Any]:
     """Stamps of each file the capture reads (the model's code or its Hugging Face
-    directory, the inputs, the labels; specs of installed packages aside): an edit in
-    place changes them, not the config."""
-    out = {}
+    directory, the inputs, the labels) and, under ``code``, of the Python files that
+    the capture stage's ``record`` lists (:func:`code_files`): an edit in place changes
+    them, not the config."""
+    out: dict[str, Any] = {}
     for name, spec in (("model", cfg.model), ("inputs", cfg.inputs), ("labels", cfg.labels)):
         if not spec:
             continue
@@ -94,7 +101,31 @@ def source_files(cfg: RunConfig) -> dict[str, list[int]]:
         stamp = _stamp(path)
         if stamp is not None:
             out[name] = stamp
+    code = (record or {}).get("files", {}).get("code")  # a record's stamps, or paths
+    if isinstance(code, (dict, list)) and code:
+        out["code"] = {f: _stamp(Path(f)) for f in code}
     return out
+
+
+def code_files(cfg: RunConfig, model: torch.nn.Module) -> list[str]:
+    """The Python files a capture's rows come from beyond the files of the config: the
+    modules of ``package.module:function`` specs (model, inputs, labels) and those that
+    define the model's modules, torch's own aside. A model file that imports its blocks
+    from another file, or a model of a package, edited since (a ReLU made a Tanh) left
+    ``saeatlas run`` skipping the capture, the store holding the old model's rows."""
+    files = set()
+    for spec in (cfg.model, cfg.inputs, cfg.labels):
+        module = sys.modules.get((spec or "").rpartition(":")[0])
+        files.add(getattr(module, "__file__", None))
+    model = unwrap_model(model)[0]  # an nnsight wrapper's module
+    modules = model.modules() if isinstance(model, torch.nn.Module) else ()
+    for cls in {type(m) for m in modules}:
+        if not cls.__module__.startswith("torch."):
+            try:
+                files.add(inspect.getsourcefile(cls))
+            except TypeError:  # a class of a built-in module
+                continue
+    return sorted(os.path.abspath(f) for f in files if f and Path(f).is_file())
 
 
 def _stamp(path: Path) -> list[int] | None:
@@ -143,13 +174,36 @@ class RunState:
             self.stages[name]["files"] = files
         self._write()
 
-    def finish(self, name: str, seconds: float, note: str, stamp: str | None) -> None:
-        """Mark ``name`` finished, with the stamp of its output (:func:`stage_stamp`)."""
+    def finish(
+        self, name: str, seconds: float, note: str, stamp: str | None, files: dict | None = None
+    ) -> None:
+        """Mark ``name`` finished, with the stamp of its output (:func:`stage_stamp`) and,
+        for the capture, the stamps of the files it read (:func:`source_files`)."""
         self.stages[name].update(complete=True, seconds=round(seconds, 2), note=note, stamp=stamp)
+        if files is not None:
+            self.stages[name]["files"] = files
         self._write()
 
     def _write(self) -> None:
         atomic_write_json(self.path, {"format_version": 1, "stages": self.stages})
+
+
+def stage_record(
+    state: RunState, name: str, paths: RunPaths, settings: dict[str, dict]
+) -> dict[str, Any] | None:
+    """Stage ``name``'s record in ``state``; for an analysis without one (``run.json``
+    deleted, an atlas written by hand or by an older run), what its ``atlas.json`` says
+    of the settings that made it, when they are not the run's (``settings``,
+    :func:`stage_settings`): such an atlas was kept "as is" under the run's settings, and
+    its report with it. None when neither says anything."""
+    record = state.stages.get(name)
+    if record is not None or name != "analyze":
+        return record
+    summary = atlas_summary(paths.atlas)
+    made = summary.get("config") if isinstance(summary, dict) else None
+    if not isinstance(made, dict) or made == settings[name]["analyze"]:
+        return None
+    return {"fingerprint": None, "settings": {**settings[name], "analyze": made}, "complete": True}
 
 
 def stage_complete(name: str, paths: RunPaths, cfg: RunConfig) -> bool:

@@ -33,10 +33,12 @@ from .outputs import (
 from .record import (
     RunState,
     changed_settings,
+    code_files,
     fingerprints,
     source_files,
     stage_complete,
     stage_has_output,
+    stage_record,
     stage_settings,
     stage_stamp,
 )
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 #: The stages, in order.
 STAGES = ("capture", "sweep", "train", "analyze", "ablation", "report")
 RAN, SKIPPED, OFF = "ran", "skipped", "off"
+#: Why a capture runs again (or is refused) when a file it read was edited in place.
+EDITED = "its model, inputs or labels file changed since it ran (or the code they come from)"
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,10 @@ def _run_stages(
             note = coord.gather(note, None)[0]  # rank 0's, once every rank has finished
             seconds = time.perf_counter() - t0
             if state is not None:
-                state.finish(name, seconds, note, stage_stamp(name, paths, config))
+                # the capture's record also stamps the code its model and inputs come from
+                code = code_files(config, ctx.source().model) if name == "capture" else None
+                files = None if code is None else source_files(config, {"files": {"code": code}})
+                state.finish(name, seconds, note, stage_stamp(name, paths, config), files)
             upstream = upstream or name
             outcome = StageOutcome(name, RAN, f"{why}; {note}" if note else why, seconds)
         outcomes.append(outcome)
@@ -292,7 +299,7 @@ def _refuse_changed(
     capture --overwrite`` into the run's store: the user's, not the run's)."""
     changed = []
     for name in STAGES:
-        record = state.stages.get(name)
+        record = stage_record(state, name, paths, settings)
         if _enabled(name, config) is not None or record is None:
             continue
         where = getattr(paths, _OUTPUT[name])
@@ -305,10 +312,13 @@ def _refuse_changed(
                 if isinstance(old, dict)
                 else "its settings changed"
             )
-        elif name == "capture" and record.get("files", files := source_files(config)) != files:
+        elif (
+            name == "capture"
+            and record.get("files", files := source_files(config, record)) != files
+        ):
             if not stage_has_output(name, paths, config):
                 continue
-            what = "its model, inputs or labels file changed since it ran"
+            what = EDITED
         elif record.get("stamp") is not None and stage_complete(name, paths, config):
             if record["stamp"] == stage_stamp(name, paths, config):
                 continue
@@ -339,8 +349,8 @@ def _decide(
     off = _enabled(name, config)
     if off is not None:
         return StageOutcome(name, OFF, off), False, ""
-    record = state.stages.get(name)
-    files = source_files(config) if name == "capture" else None
+    record = stage_record(state, name, paths, settings)
+    files = source_files(config, record) if name == "capture" else None
     # a model, inputs or labels file edited in place: the config reads the same
     edited = record is not None and record.get("files", files) != files
     same = record is not None and record.get("fingerprint") == prints[name] and not edited
@@ -358,12 +368,16 @@ def _decide(
     if upstream is None and complete and finished and not replaced:
         known = "" if record is not None else " (no record of its settings; kept as is)"
         return StageOutcome(name, SKIPPED, f"{where} is complete{known}"), False, ""
+    # a report older than a file of its atlas (edited by hand) is as good as missing
+    missing = f"{where} was missing or " + (
+        "older than the atlas it shows" if name == "report" else "incomplete"
+    )
     if record is None and not complete:
-        why = f"{where} was missing or incomplete"
+        why = missing
     elif upstream is not None:
         why = f"the {upstream} stage ran again"
     elif edited:
-        why = "its model, inputs or labels file changed since it ran"
+        why = EDITED
     elif record is not None and not same:
         why = "its settings changed"
     elif replaced:
@@ -371,6 +385,6 @@ def _decide(
     elif record is not None and not record.get("complete", False):
         why = "it was interrupted"
     else:
-        why = f"{where} was missing or incomplete"
+        why = missing
     state.start(name, prints[name], settings[name], files)
     return None, same and upstream is None and not replaced, why

@@ -86,6 +86,7 @@ def check_writable(
         _check_file_folder(path)
     else:
         _check_name_length(path)
+        _check_working_name(path)
         _check_nesting(path, holds_outputs)
     if path.exists() and not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"Cannot write to '{path}': permission denied. Choose another output.")
@@ -169,6 +170,24 @@ def _check_name_length(path: Path) -> None:
             f"writes it as '.NAME.partial' first, which this filesystem allows up to {limit} "
             f"bytes. Choose a name of at most {limit - extra} bytes."
         )
+
+
+def _check_working_name(path: Path) -> None:
+    """Refuse an output named as what saeatlas keeps beside an output ``NAME`` while it
+    writes it (``.NAME.partial``, ``.NAME.old``, ``.NAME.lock``), or inside such a folder
+    (but the one this thread writes): a store written as ``.a.partial`` was taken by the
+    next reader of ``a`` for a capture a kill stopped before its swap, and moved to
+    ``a``; one in ``.a.partial/x`` was deleted by the next capture of ``a``."""
+    real = resolve(os.path.abspath(path))
+    for folder in (real, *real.parents):
+        own = re.fullmatch(r"\.(.+)\.(partial|old|lock)", folder.name)
+        if own is not None and _written_here(folder) is None:
+            where = "named as" if folder == real else f"inside '{folder}', named as"
+            raise OutputError(
+                f"The output '{path}' is {where} the folder saeatlas keeps beside an output "
+                f"'{own[1]}' while it writes it ('.NAME.{own[2]}'): writing or reading "
+                f"'{own[1]}' would move or delete it. Choose another name."
+            )
 
 
 #: The files that mark a directory as a saeatlas output, and what that output is: two

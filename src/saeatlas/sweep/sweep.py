@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import check_config_argument, check_flag_arguments, check_path_argument
 from .._world import from_main, join
 from ..errors import ConfigError
 from ..evaluate.metrics import MIN_HELDOUT_ROWS
@@ -123,6 +124,14 @@ def sweep(
     sweep that was killed, keeping each member it had finished beside ``out`` when that
     member records the same settings and rows and its files load (the rest are
     trained), to the sweep an uninterrupted run writes."""
+    # before the work: a dict as `base` ended in an AttributeError, values from a
+    # generator or NumPy in a TypeError or a refusal, and `overwrite="no"` was read by its truth
+    check_config_argument("base", base, TrainConfig)
+    check_path_argument("out", out)
+    check_flag_arguments(overwrite=overwrite, resume=resume, progress=progress)
+    if not isinstance(values, (list, tuple, np.ndarray)):
+        raise ConfigError(f"`values` must be a list of numbers, got {type(values).__name__}.")
+    values = [v.item() if isinstance(v, np.generic) else v for v in values]
     check_sweep_values(over, values)
     setting = get_architecture(base.architecture).sparsity_setting
     if over != setting:
@@ -131,12 +140,12 @@ def sweep(
             f"member would be the same SAE. Sweep --over {setting}, or choose the architecture "
             f"that `{over}` belongs to (--architecture)."
         )
-    if seeds not in (1, 2):
+    if isinstance(seeds, bool) or seeds not in (1, 2):
         raise ConfigError(f"`seeds` must be 1 or 2, got {seeds}.")
-    if not 0 < heldout_fraction < 0.5:
-        raise ConfigError(f"`heldout_fraction` must be in (0, 0.5), got {heldout_fraction}.")
-    if extend < 0:
-        raise ConfigError(f"`extend` must be >= 0, got {extend}.")
+    if not (isinstance(heldout_fraction, numbers.Real) and 0 < heldout_fraction < 0.5):
+        raise ConfigError(f"`heldout_fraction` must be in (0, 0.5), got {heldout_fraction!r}.")
+    if isinstance(extend, bool) or not isinstance(extend, numbers.Integral) or extend < 0:
+        raise ConfigError(f"`extend` must be a whole number >= 0, got {extend!r}.")
     out = Path(out)
     world = join(base.device)  # under torchrun rank 0 alone locks, checks and writes
 
@@ -172,7 +181,11 @@ def check_sweep_values(over: str, values: list[float]) -> None:
         raise ConfigError(f"Cannot sweep over {over!r}; expected one of: {list(SWEEPABLE)}.")
     if len(values) < 2:
         raise ConfigError("A sweep needs at least two --values.")
-    bad = [v for v in values if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)]
+    bad = [
+        v
+        for v in values
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)
+    ]
     if bad:
         raise ConfigError(f"--values must be finite positive numbers, got {bad}.")
     if over == "k" and any(float(v) != int(v) for v in values):

@@ -22,6 +22,7 @@ import torch
 
 from .. import __version__
 from .._progress import progress_bar
+from .._validation import check_config_argument, check_flag_arguments, check_path_argument
 from .._world import from_main, join
 from ..errors import ConfigError, TrainingDiverged
 from ..sae import SparseAutoencoder
@@ -72,6 +73,11 @@ def train_sae(
             the result equals an uninterrupted run's.
         progress: show a progress bar.
     """
+    # before the work: a dict as `cfg` ended in an AttributeError, a number as `out` in
+    # pathlib's TypeError, and `resume="no"` was read by its truth
+    check_config_argument("cfg", cfg, TrainConfig)
+    check_path_argument("out", out, optional=True)
+    check_flag_arguments(overwrite=overwrite, resume=resume, progress=progress)
     if out is None and (resume or cfg.checkpoint_every):
         raise ConfigError("Checkpoints and --resume need an --out directory.")
     out = Path(out) if out is not None else None
