@@ -265,9 +265,9 @@ def _summary(
     worst = max(tests, key=lambda t: strictness(t.p, t.z)) if tests else None
     return {
         "module_kind": MODULE_KIND,
-        "statistic": "modularity (resolution 1) of the best partition the finder reaches at "
-        "the reported scale, against the best it reaches on each null's graphs; `z`, `p` and "
-        "`modularity` are the strictest null's",
+        "statistic": "modularity (resolution 1) of the best partition the finder reaches "
+        "over its scales (or of the reported scale's modules, if higher), against the best it "
+        "reaches on each null's graphs; `z`, `p` and `modularity` are the strictest null's",
         "modularity": worst.q if worst else None,
         "modularity_of_modules": float(modularity(graph.adjacency, main.feature_module)),
         "null_mean": worst.null_mean if worst else None,

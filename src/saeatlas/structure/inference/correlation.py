@@ -44,10 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import clone
 
 from ..._progress import progress_bar
-from ..graph.finders import make_finder, make_levels, modularity
+from ..graph.finders import best_partition, make_levels, modularity
 from ..graph.units import unit_correlation_graph
 from .cohesion import community_sizes, community_weights, reappearing_cohesion, relative_spread
 from .consensus import REPRODUCIBLE, LevelConsensus, choose_level, level_consensus
@@ -294,15 +293,10 @@ def _correlation_view(
     n_mod = int(labels.max(initial=-1)) + 1
     test = None
     if cfg.nulls and cfg.n_null >= 2:
-        # the finder over every scale, its best partition by modularity: the null's best
-        # chance (at one coarse scale a noise graph is one module, Q 0 in every draw, so
-        # any real Q beat it with a spread of 0)
-        finder = make_finder(cfg)
+        # every scale: at one coarse scale a noise graph is one module, Q 0 in every
+        # draw, so any real Q beat it with a spread of 0
+        fit = best_partition(cfg)
         graphs = null_graphs(inp, k)
-
-        def fit(g: sp.spmatrix) -> tuple[float, np.ndarray]:
-            f = clone(finder).fit(g)
-            return float(f.modularity_), f.labels_
 
         def null_graph(i: int, _: Coordinator | None) -> sp.csr_matrix:  # counts no pairs
             return graphs.graph(clean, i)

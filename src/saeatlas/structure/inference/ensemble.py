@@ -67,8 +67,8 @@ class Ensemble:
     reproducibility: np.ndarray
     """``[n_modules]`` fraction of members recovering each module (Jaccard >= 0.5)."""
     member_modularity: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """``[n_members]`` the modularity each member's finder reaches at the reported scale:
-    its spread is the sampling error of the tested modularity (rows and seeds)."""
+    """``[n_members]`` the best modularity each member's finder reaches over the scales
+    (the statistic the nulls test): its spread is its sampling error (rows and seeds)."""
     member_cohesion: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     """``[n_members, n_modules]`` each module's cohesion as each member finds it (NaN:
     it does not reappear there; :mod:`.cohesion`)."""
@@ -183,7 +183,7 @@ def build_ensemble(inp: AtlasInputs) -> Ensemble:
     # each SAE's communities on all rows (member j * n_boot) at the reported scale
     dictionaries = [per_member[m][chosen][:2] for m in range(0, runs, n_boot)]
     units = _assign(inp, levels[chosen], [f.codes.matrix for f in firings], dictionaries)
-    q = np.array([m[chosen][2] for m in per_member])
+    q = np.array([max(lv[2] for lv in m) for m in per_member])
     cohesion = np.array(
         [
             reappearing_cohesion(m[chosen][3], m[chosen][4], m[chosen][0], units[0])
