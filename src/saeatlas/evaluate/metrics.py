@@ -79,6 +79,11 @@ def evaluate_sae(
     """Metrics of ``sae`` on rows ``start:stop`` of ``store`` (all by default; an opened
     store, or the path of a store directory or a ``.npy``, as ``train_sae`` takes).
 
+    Rows are the store's as every stage counts them: of a ``.npy`` opened with
+    ``on_nonfinite='skip'``, those left after its NaN/Inf rows were left out (as
+    ``heldout_rows`` counts them); the ``sample`` column of ``store.rows()`` gives
+    each row's index in the file.
+
     The SAE must read the store's columns: its ``cfg.layers`` name the store
     layers it was trained on.
     """
@@ -92,11 +97,18 @@ def evaluate_sae(
     n_rows = store.n_rows
     # a range past the store is refused, not cut to it: the metrics would be of other
     # rows than the ones asked for (--stop 1000 of a 300-row store measured rows 0:300)
+    skipped = store.n_skipped_rows
+    left = (
+        f" (the {n_rows + skipped:,} rows of the file less the {skipped:,} with NaN/Inf that "
+        "--on-nonfinite skip left out: rows are counted without them)"
+        if skipped
+        else ""
+    )
     for flag, value in (("start", start), ("stop", stop)):
         if value is not None and not 0 <= value <= n_rows:
             raise ConfigError(
-                f"--{flag} (`{flag}`) {value} is outside the store's {n_rows:,} rows; give "
-                f"a row from 0 to {n_rows:,}"
+                f"--{flag} (`{flag}`) {value} is outside the store's {n_rows:,} rows{left}; "
+                f"give a row from 0 to {n_rows:,}"
                 + (" (or leave --stop out for all rows)." if flag == "stop" else ".")
             )
     stop = n_rows if stop is None else stop
