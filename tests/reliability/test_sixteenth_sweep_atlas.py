@@ -28,3 +28,41 @@ def test_evaluate_range_after_skipped_rows_says_which_rows_of_the_file(
     assert r.exit_code == 0, r.output
     said = " ".join(r.output.split())
     assert "they are rows 0..102 of" in said and "2 of them left out" in said, r.output
+
+
+def test_the_cli_control_line_names_the_sae_modules_it_compares(capsys):
+    """Under a table of the units' correlation modules (three, with units), the random-SAE
+    control's line said "no unit is in a module of it or of the real atlas": it compares
+    the trained SAE's own modules (none here), not the ones the table lists."""
+    import pandas as pd
+
+    from saeatlas.cli.tables import print_atlas
+    from saeatlas.structure.atlas import Atlas
+
+    modules = pd.DataFrame(
+        {
+            "module": [0],
+            "n_units": [3],
+            "n_features": [2],
+            "layers": [["a"]],
+            "z": [4.0],
+            "p": [0.01],
+            "significant": [True],
+        }
+    )
+    summary = {
+        "n_modules": 1,
+        "module_kind": "co-activation",
+        "message": "1 reproducible module of correlated units, visible without the SAE.",
+        "modules_from": "unit_correlations",
+        "control": {"n_significant_modules": 0, "unit_ari": None},
+    }
+    atlas = Atlas(units=pd.DataFrame(), features=pd.DataFrame(), modules=modules, summary=summary)
+    print_atlas(atlas)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "of the real atlas" not in out, out
+    assert "no unit is in a module of it or of the trained SAE's own modules" in out, out
+    summary["control"]["unit_ari"] = 0.5
+    print_atlas(atlas)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "unit modules' ARI with the trained SAE's own 0.50." in out, out
