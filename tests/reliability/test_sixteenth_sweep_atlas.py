@@ -66,3 +66,30 @@ def test_the_cli_control_line_names_the_sae_modules_it_compares(capsys):
     print_atlas(atlas)
     out = " ".join(capsys.readouterr().out.split())
     assert "unit modules' ARI with the trained SAE's own 0.50." in out, out
+
+
+def test_a_table_without_a_column_every_reader_needs_is_refused(
+    tmp_path, two_modules_atlas, run_cli
+):
+    """`atlas.features = atlas.features.set_index('feature')` was saved without the
+    `feature` column (pandas' index is not written) and loaded back without a word; the
+    Neuronpedia export of such an atlas ended in a KeyError traceback."""
+    import pandas as pd
+    import pytest
+
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.atlas_format import AtlasFileError
+
+    cli, one_line_error = run_cli
+    path = two_modules_atlas(tmp_path / "atlas")
+    atlas = Atlas.load(path)
+    atlas.features = atlas.features.set_index("feature")
+    with pytest.raises(AtlasFileError, match=r"lacks the columns \['feature'\] \(`feature` is"):
+        atlas.save(tmp_path / "edited")
+    assert not (tmp_path / "edited").exists()
+    pd.DataFrame({"module": [0, 1, 1, -1]}).to_parquet(path / "features.parquet", index=False)
+    one_line_error(
+        cli("export-neuronpedia", path, "--out", tmp_path / "np"),
+        "features.parquet",
+        "lacks the columns ['feature']",
+    )

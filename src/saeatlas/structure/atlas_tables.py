@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .atlas_columns import check_columns
+from .atlas_columns import check_columns, check_required
 from .atlas_format import ATLAS_JSON, AtlasFileError
 
 if TYPE_CHECKING:
@@ -105,6 +105,7 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
                     f"`{size}` of modules.parquet in '{path}' is {modules[size].tolist()[:10]}, "
                     f"but {name}.parquet puts {counts.tolist()[:10]} {where}; {fix}."
                 )
+    check_required(atlas, path, fix)
     _check_spans(atlas, path, fix)
     _check_submodules(atlas, path, fix)
     _check_references(atlas, path, fix)
