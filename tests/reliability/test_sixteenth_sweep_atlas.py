@@ -93,3 +93,38 @@ def test_a_table_without_a_column_every_reader_needs_is_refused(
         "features.parquet",
         "lacks the columns ['feature']",
     )
+
+
+def test_atlas_save_takes_numpy_numbers_and_refuses_other_kinds_before_writing(
+    tmp_path, two_modules_atlas
+):
+    """`atlas.summary['n_significant_modules'] = atlas.modules.significant.sum()` (an
+    np.int64) ended `Atlas.save` in JSON's TypeError; a summary that is no dict or a table
+    that is no DataFrame in an AttributeError, and a column of mixed kinds in pyarrow's
+    ArrowTypeError. numpy numbers are written as the numbers they hold; the rest is refused
+    by name before anything is written."""
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.atlas_format import AtlasFileError
+
+    atlas = Atlas.load(two_modules_atlas(tmp_path / "atlas"))
+    atlas.summary["n_modules"] = np.int64(2)
+    atlas.summary["note"] = np.float32(0.5)
+    atlas.summary["ids"] = np.arange(2)
+    back = Atlas.load(atlas.save(tmp_path / "numpy"))
+    assert back.summary["note"] == 0.5 and back.summary["ids"] == [0, 1]
+    for change, needle in [
+        (lambda a: setattr(a, "summary", None), "`summary` must be a dict, got NoneType"),
+        (lambda a: a.summary.__setitem__("tags", {"a"}), "Object of type set is not JSON"),
+        (lambda a: setattr(a, "units", a.units.to_dict("records")), "`units` must be a pandas"),
+        (lambda a: a.units.__setitem__("note", [1, "x"] * 3), "column note"),
+        (lambda a: setattr(a, "flows", pd.DataFrame({"n": [1, "x"]})), "column n"),
+    ]:
+        atlas = Atlas.load(tmp_path / "atlas")
+        change(atlas)
+        with pytest.raises(AtlasFileError, match=needle):
+            atlas.save(tmp_path / "edited")
+        assert not (tmp_path / "edited").exists()
