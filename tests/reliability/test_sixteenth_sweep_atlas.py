@@ -4,12 +4,15 @@ before its fix."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
-def test_evaluate_range_after_skipped_rows_says_which_rows_of_the_file(
-    outputs, save_acts, run_cli
-):
+def test_evaluate_range_after_skipped_rows_says_which_rows_of_the_file(outputs, save_acts, run_cli):
     """`evaluate --start/--stop --on-nonfinite skip` counts rows without those left out
     (as `--heldout-rows` does), but said nothing of it: `--stop 100` measured rows 0..102
     of the file without a word, and `--stop 300` of a 300-row file was refused as outside
@@ -75,7 +78,6 @@ def test_a_table_without_a_column_every_reader_needs_is_refused(
     `feature` column (pandas' index is not written) and loaded back without a word; the
     Neuronpedia export of such an atlas ended in a KeyError traceback."""
     import pandas as pd
-    import pytest
 
     from saeatlas.structure.atlas import Atlas
     from saeatlas.structure.atlas_format import AtlasFileError
@@ -103,9 +105,7 @@ def test_atlas_save_takes_numpy_numbers_and_refuses_other_kinds_before_writing(
     that is no DataFrame in an AttributeError, and a column of mixed kinds in pyarrow's
     ArrowTypeError. numpy numbers are written as the numbers they hold; the rest is refused
     by name before anything is written."""
-    import numpy as np
     import pandas as pd
-    import pytest
 
     from saeatlas.structure.atlas import Atlas
     from saeatlas.structure.atlas_format import AtlasFileError
@@ -128,3 +128,33 @@ def test_atlas_save_takes_numpy_numbers_and_refuses_other_kinds_before_writing(
         with pytest.raises(AtlasFileError, match=needle):
             atlas.save(tmp_path / "edited")
         assert not (tmp_path / "edited").exists()
+
+
+@pytest.mark.parametrize(
+    "scaling,needle",
+    [
+        ("ones3", "`scaling_factor` is (3,), expected (32,)"),
+        ("int", "`scaling_factor` has dtype int64"),
+    ],
+)
+def test_a_saelens_scaling_factor_of_another_shape_or_kind_is_refused(
+    tmp_path, run_cli, scaling, needle
+):
+    """SAELens's `scaling_factor` (before 6.0) was checked only for being all ones: one of
+    3 values beside 32 latents (which SAELens's own loader refuses), or of integers, was
+    imported as if it were the SAE's."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    cli, one_line_error = run_cli
+    src = tmp_path / "sl"
+    shutil.copytree(FIXTURES / "saelens" / "standard", src)
+    weights = load_file(str(src / "sae_weights.safetensors"))
+    weights["scaling_factor"] = (
+        torch.ones(3) if scaling == "ones3" else torch.ones(32, dtype=torch.int64)
+    )
+    save_file(weights, str(src / "sae_weights.safetensors"))
+    one_line_error(cli("import-saelens", src, "--out", tmp_path / "sae"), needle)
+    assert not (tmp_path / "sae").exists()
