@@ -177,3 +177,25 @@ def test_a_label_that_is_no_class_index_is_named_as_given_and_cut_short(
     line = one_line_error(cli(*common, "--labels", labels), "a label is '[1, 1, 1,")
     assert len(line) < 300, line
     assert not (tmp_path / "atlas").exists()
+
+
+@pytest.mark.parametrize("factor", [2.5, "3", True])
+def test_a_sparsify_expansion_factor_that_is_no_whole_number_is_checked(tmp_path, run_cli, factor):
+    """With `num_latents` 0 sparsify sizes its coder as `expansion_factor` x `d_in`; the
+    check that this gives the weights' latents ran only for an int, so 2.5, "3" or true
+    beside 30 latents of 10 inputs (a config sparsify cannot load) was imported."""
+    import json
+    import shutil
+
+    cli, one_line_error = run_cli
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "sparsify" / "run", run)
+    cfg = json.loads((run / "layers.1" / "cfg.json").read_text())
+    cfg.update(num_latents=0, expansion_factor=factor)
+    (run / "layers.1" / "cfg.json").write_text(json.dumps(cfg))
+    one_line_error(
+        cli("import-sparsify", run, "--out", tmp_path / "out"),
+        f"`expansion_factor` {factor!r}",
+        "the config does not describe these weights",
+    )
+    assert not (tmp_path / "out").exists()
