@@ -160,9 +160,7 @@ def test_a_saelens_scaling_factor_of_another_shape_or_kind_is_refused(
     assert not (tmp_path / "sae").exists()
 
 
-def test_a_label_that_is_no_class_index_is_named_as_given_and_cut_short(
-    tmp_path, outputs, run_cli
-):
+def test_a_label_that_is_no_class_index_is_named_as_given_and_cut_short(tmp_path, outputs, run_cli):
     """A text file's label '-1' was named as -1.0, and a JSON list written on one line of
     `--labels labels.json` (read as text: one label) was quoted whole, hundreds of
     characters in the one-line error."""
