@@ -197,3 +197,38 @@ def test_a_sparsify_expansion_factor_that_is_no_whole_number_is_checked(tmp_path
         "the config does not describe these weights",
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_python_calls_of_other_argument_types_are_refused_by_name(tmp_path, outputs):
+    """From Python: `evaluate_sae(start="0")`, 1.5 or `batch_size="64"` ended in a
+    TypeError and `start=True` was read as row 1; `export_saelens` given a path for the
+    SAE in an AttributeError; a number or None as the path of `SparseAutoencoder.load`,
+    `.save`, `load_saelens`, `export_saelens` or `export_neuronpedia`'s `out` in pathlib's
+    TypeError; and `sae.save(path, overwrite="no")` was read by its truth."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.evaluate import evaluate_sae
+    from saeatlas.export import export_neuronpedia
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.sae.saelens import export_saelens, load_saelens
+
+    sae = SparseAutoencoder.load(outputs.sae)
+    for kwargs, needle in [
+        ({"start": "0"}, r"--start \(`start`\) must be a whole number of rows, got '0'"),
+        ({"start": True}, "got True"),
+        ({"stop": 100.0}, r"--stop \(`stop`\) must be a whole number"),
+        ({"batch_size": "64"}, r"--batch-size \(`batch_size`\) must be a whole number"),
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            evaluate_sae(sae, outputs.store, **kwargs)
+    for call, needle in [
+        (lambda: export_saelens(str(outputs.sae), tmp_path / "x"), "`sae` must be a Sparse"),
+        (lambda: export_saelens(sae, 5), "`path` must be a path"),
+        (lambda: load_saelens(None), "`path` must be a path"),
+        (lambda: SparseAutoencoder.load(5), "`path` must be a path"),
+        (lambda: sae.save(5), "`path` must be a path"),
+        (lambda: sae.save(outputs.sae, overwrite="no"), "`overwrite` must be True or False"),
+        (lambda: export_neuronpedia(outputs.atlas, None), "`out` must be a path"),
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            call()
+    assert not (tmp_path / "x").exists()

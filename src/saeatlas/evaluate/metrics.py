@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .._validation import check_device, in_range
+from .._validation import check_device, in_range, shown
 from ..errors import ConfigError, NonFiniteError
 from ..sae import SparseAutoencoder
-from ..sae.model import sae_layers
+from ..sae.model import check_loaded_sae, sae_layers
 from ..store import ActivationStore
 from ..store.stats import RunningMoments
 
@@ -87,11 +88,14 @@ def evaluate_sae(
     The SAE must read the store's columns: its ``cfg.layers`` name the store
     layers it was trained on.
     """
-    if not isinstance(sae, SparseAutoencoder):  # a path or an array: an AttributeError
-        raise ConfigError(
-            f"`sae` must be a SparseAutoencoder, got {type(sae).__name__}: load an SAE "
-            "directory with SparseAutoencoder.load(path)."
-        )
+    check_loaded_sae(sae)
+    # "0" and 1.5 ended in a TypeError, and True was read as row 1
+    for name, value in (("start", start), ("stop", stop), ("batch_size", batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+            raise ConfigError(
+                f"--{name.replace('_', '-')} (`{name}`) must be a whole number of rows, got "
+                f"{shown(value)}."
+            )
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     layers = [l.name for l in sae_layers(sae, store)]
     n_rows = store.n_rows

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from .._validation import check_types, positive
+from .._validation import check_path_argument, check_types, positive
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.model import sae_layers
@@ -146,6 +146,7 @@ def export_neuronpedia(
     check_sae_argument("sae", sae, optional=True)
     if store is not None:
         check_store_argument(store)
+    check_path_argument("out", out)  # None ended in pathlib's TypeError
     out = Path(out)
     with output_lock(out):  # one writer, for the whole export
         recover_dir(out)  # what a killed swap left is checked like what is there

@@ -38,6 +38,7 @@ import torch
 from safetensors.torch import load_file
 
 from .. import __version__
+from .._validation import check_path_argument
 from .architectures import REGISTRY, get_architecture
 from .config import SAEConfig
 from .files import CFG, WEIGHTS, SAEFileError
@@ -162,6 +163,7 @@ def is_saelens_cfg(cfg: dict[str, Any]) -> bool:
 def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
     """A SAELens SAE directory as a config and float32 weights, checked against its
     ``cfg.json`` (``d_in``, ``d_sae``, ``k``) as SAELens's own loader would."""
+    check_path_argument("path", path)  # a number or None ended in pathlib's TypeError
     path = Path(path)
     for name in (CFG, WEIGHTS):
         if not (path / name).is_file():

@@ -21,13 +21,14 @@ from typing import Any
 import torch
 from safetensors.torch import save
 
+from .._validation import check_path_argument
 from ..store import LayerSpec
 from ..store.atomic import atomic_write_bytes, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
 from .config import SAEConfig
 from .files import CFG, WEIGHTS, SAEFileError
 from .formats import is_saelens_cfg, read_cfg, read_saelens, saelens_cfg, saelens_hook_name
-from .model import SparseAutoencoder
+from .model import SparseAutoencoder, check_loaded_sae
 
 __all__ = [
     "export_saelens",
@@ -105,6 +106,8 @@ def export_saelens(
 
     Returns ``{hook_name: directory}`` (the key is ``""`` when the SAE has no layer map).
     """
+    check_loaded_sae(sae)
+    check_path_argument("path", path)
     path = Path(path)
     provenance = _provenance(sae, store)
     layers = sae.cfg.layers
