@@ -232,3 +232,19 @@ def test_python_calls_of_other_argument_types_are_refused_by_name(tmp_path, outp
         with pytest.raises(ConfigError, match=needle):
             call()
     assert not (tmp_path / "x").exists()
+
+
+def test_a_correlation_view_of_atlas_json_that_is_null_is_refused(tmp_path, outputs, run_cli):
+    """`cross_check.clean` edited to null passed the check of atlas.json, whose nested
+    checks skip null entries, and ended the report of a verdict of structure without
+    modules in an AttributeError."""
+    import json
+    import shutil
+
+    cli, one_line_error = run_cli
+    atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
+    summary = json.loads((atlas / "atlas.json").read_text())
+    summary["cross_check"] = {"clean": None}
+    (atlas / "atlas.json").write_text(json.dumps(summary))
+    one_line_error(cli("report", atlas), "`cross_check.clean` in", "must be an object")
+    assert not (atlas / "report.html").exists()
