@@ -248,3 +248,18 @@ def test_a_correlation_view_of_atlas_json_that_is_null_is_refused(tmp_path, outp
     (atlas / "atlas.json").write_text(json.dumps(summary))
     one_line_error(cli("report", atlas), "`cross_check.clean` in", "must be an object")
     assert not (atlas / "report.html").exists()
+
+
+def test_a_modules_table_of_no_rows_without_its_module_column_is_read(tmp_path, outputs):
+    """A modules.parquet of no modules whose `module` column was dropped (its other
+    columns kept) ended `Atlas.load`, and so the Neuronpedia export, in a KeyError in the
+    check of the modules' layers; it is an atlas of no modules."""
+    import shutil
+
+    import pandas as pd
+
+    from saeatlas.structure.atlas import Atlas
+
+    atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
+    pd.DataFrame({"n_units": [], "layers": []}).to_parquet(atlas / "modules.parquet")
+    assert Atlas.load(atlas).n_modules == 0

@@ -154,7 +154,10 @@ def _check_spans(atlas: Atlas, path: Path, fix: str) -> None:
     order (all of them, or after the profiles those with at least ``layer_span_share`` of
     its units): a module edited to span another layer was drawn and described so."""
     units, modules = atlas.units, atlas.modules
-    if "layers" not in modules.columns or not {"layer", "module"} <= set(units.columns):
+    # a modules.parquet of no rows may lack `module` (a KeyError here)
+    if not {"layers", "module"} <= set(modules.columns) or not {"layer", "module"} <= set(
+        units.columns
+    ):
         return
     order = list(dict.fromkeys(units["layer"]))
     spans = {m: set(layers) for m, layers in units.groupby("module")["layer"]}
