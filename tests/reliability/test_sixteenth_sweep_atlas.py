@@ -263,3 +263,23 @@ def test_a_modules_table_of_no_rows_without_its_module_column_is_read(tmp_path, 
     atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
     pd.DataFrame({"n_units": [], "layers": []}).to_parquet(atlas / "modules.parquet")
     assert Atlas.load(atlas).n_modules == 0
+
+
+def test_a_module_column_of_none_is_refused(tmp_path, outputs, run_cli):
+    """features.parquet's `module` edited to None in every row passed the check (only
+    values that are not null were named), and the Neuronpedia export ended in torch's
+    TypeError on the column."""
+    import shutil
+
+    import pandas as pd
+
+    cli, one_line_error = run_cli
+    atlas = shutil.copytree(outputs.atlas, tmp_path / "atlas")
+    features = pd.read_parquet(atlas / "features.parquet")
+    features.assign(module=[None] * len(features)).to_parquet(atlas / "features.parquet")
+    one_line_error(
+        cli("export-neuronpedia", atlas, "--out", tmp_path / "np"),
+        "features.parquet",
+        "names the module None",
+    )
+    assert not (tmp_path / "np").exists()

@@ -85,7 +85,10 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
         if "module" not in frame.columns or frame.empty:
             continue
         col = frame["module"]
-        bad = ~col.isin(range(-1, n)) if pd.api.types.is_integer_dtype(col) else col.notna()
+        # not integers: every value is wrong, None too (a column of None passed, and the
+        # Neuronpedia export ended in torch's TypeError on it)
+        integers = pd.api.types.is_integer_dtype(col)
+        bad = ~col.isin(range(-1, n)) if integers else pd.Series(True, index=col.index)
         if bad.any():
             raise AtlasFileError(
                 f"{name}.parquet in '{path}' names the module {col[bad].tolist()[0]!r}, not "
