@@ -283,3 +283,18 @@ def test_a_module_column_of_none_is_refused(tmp_path, outputs, run_cli):
         "names the module None",
     )
     assert not (tmp_path / "np").exists()
+
+
+def test_a_neuronpedia_setting_out_of_range_is_named_by_its_flag_before_the_model(
+    tmp_path, outputs, run_cli
+):
+    """`export-neuronpedia --n-examples 0` was told "`n_examples` must be positive", naming
+    no flag, and only after `--model` was loaded (a missing model file was named first)."""
+    cli, one_line_error = run_cli
+    one_line_error(
+        cli(
+            "export-neuronpedia", outputs.atlas, "--out", tmp_path / "np", "--n-examples", "0",
+            "--model", tmp_path / "missing.py:build",
+        ),
+        "`n_examples` (--n-examples) must be positive, got 0.",
+    )  # fmt: skip
