@@ -298,3 +298,23 @@ def test_a_neuronpedia_setting_out_of_range_is_named_by_its_flag_before_the_mode
         ),
         "`n_examples` (--n-examples) must be positive, got 0.",
     )  # fmt: skip
+
+
+def test_the_report_says_how_many_rows_the_store_left_out(tmp_path, analysed):
+    """An atlas of a .npy read with `--on-nonfinite skip` records the rows it left out
+    (`store_skipped_rows`), but its page said "Rows analysed 297" of a 300-row file
+    without a word of the 3."""
+    import json
+    import shutil
+
+    from saeatlas.report.data import load_report_data
+    from saeatlas.report.summary import header_facts
+
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    summary = json.loads((atlas / "atlas.json").read_text())
+    summary["store_skipped_rows"] = 3
+    (atlas / "atlas.json").write_text(json.dumps(summary))
+    facts = {f.label: f.value for f in header_facts(load_report_data(atlas))}
+    assert facts["Rows analysed"] == (
+        "300 (3 rows of the store with NaN/Inf left out: --on-nonfinite skip)"
+    ), facts
