@@ -318,3 +318,18 @@ def test_the_report_says_how_many_rows_the_store_left_out(tmp_path, analysed):
     assert facts["Rows analysed"] == (
         "300 (3 rows of the store with NaN/Inf left out: --on-nonfinite skip)"
     ), facts
+
+
+def test_feature_map_coordinates_of_another_kind_are_refused(tmp_path, analysed, run_cli):
+    """features.parquet's `x` (the feature map's coordinate) edited to lists ended the
+    report half-way in plotly's "setting an array element with a sequence"."""
+    import shutil
+
+    import pandas as pd
+
+    cli, one_line_error = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    features = pd.read_parquet(atlas / "features.parquet")
+    features.assign(x=[[1.0, 2.0]] * len(features)).to_parquet(atlas / "features.parquet")
+    one_line_error(cli("report", atlas), "`x` of features.parquet", "must hold numbers")
+    assert not (atlas / "report.html").exists()

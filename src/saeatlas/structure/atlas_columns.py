@@ -32,7 +32,8 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "features": {
         "feature": "i",
         **dict.fromkeys(("density", "firing_density", "selectivity"), "u"),
-        **dict.fromkeys(("mean_activation", "max_unit_corr"), "f"),
+        # the map's coordinates: lists there ended the report in plotly's ValueError
+        **dict.fromkeys(("mean_activation", "max_unit_corr", "x", "y"), "f"),
         **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
     },
     "modules": {
