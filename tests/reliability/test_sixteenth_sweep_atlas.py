@@ -333,3 +333,37 @@ def test_feature_map_coordinates_of_another_kind_are_refused(tmp_path, analysed,
     features.assign(x=[[1.0, 2.0]] * len(features)).to_parquet(atlas / "features.parquet")
     one_line_error(cli("report", atlas), "`x` of features.parquet", "must hold numbers")
     assert not (atlas / "report.html").exists()
+
+
+def test_an_sae_of_a_module_input_keeps_its_hook_through_saelens(tmp_path):
+    """`export-saelens` of an SAE trained on `1:input` wrote `hook_name` '1' (the module's
+    output), and the SAELens SAE read back read layer '1' of a store that holds both,
+    another layer's activations, without a word."""
+    import json
+
+    import torch
+
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+    from saeatlas.sae.model import sae_layers
+    from saeatlas.sae.saelens import export_saelens
+    from saeatlas.store import LayerSpec
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+    store = capture_activations(
+        net,
+        torch.randn(40, 4),
+        ["1:input", "1"],
+        tmp_path / "store",
+        CaptureConfig(),
+        progress=False,
+    )
+    layer = next(l for l in store.layers if l.name == "1:input")
+    cfg = SAEConfig("topk", d_in=6, d_sae=8, k=2, layers=(LayerSpec("1:input", 0, 6, layer.shape),))
+    export_saelens(SparseAutoencoder(cfg, torch.Generator()), tmp_path / "sl")
+    assert (
+        json.loads((tmp_path / "sl" / "cfg.json").read_text())["metadata"]["hook_name"] == "1:input"
+    )
+    back = SparseAutoencoder.load(tmp_path / "sl")
+    assert [l.name for l in sae_layers(back, store)] == ["1:input"]

@@ -48,7 +48,9 @@ def saelens_metadata(provenance: dict[str, Any], hook_name: str | None) -> dict[
     """SAELens's ``metadata`` fields that a store's provenance determines."""
     meta: dict[str, Any] = {}
     if hook_name is not None:
-        meta["hook_name"] = hook_name.removesuffix(":input")
+        # kept whole: an SAE of a module's input ('1:input') was written as one of its
+        # output ('1'), and read back it read that layer of a store holding both
+        meta["hook_name"] = hook_name
     model = provenance.get("model_name", provenance.get("model"))
     if model is not None:
         meta["model_name"] = str(model)
