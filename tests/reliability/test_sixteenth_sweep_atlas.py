@@ -367,3 +367,24 @@ def test_an_sae_of_a_module_input_keeps_its_hook_through_saelens(tmp_path):
     )
     back = SparseAutoencoder.load(tmp_path / "sl")
     assert [l.name for l in sae_layers(back, store)] == ["1:input"]
+
+
+@pytest.mark.parametrize("column", ["module", "label", "effect"])
+def test_an_ablation_table_without_a_column_the_report_reads_is_refused(
+    tmp_path, analysed, run_cli, column
+):
+    """ablation.parquet without `module`, `label` or `effect` ended the report half-way in
+    a pandas KeyError (the required columns were checked for examples and flows only)."""
+    import shutil
+
+    import pandas as pd
+
+    cli, one_line_error = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    table = pd.DataFrame(
+        {"module": [-1], "label": ["a"], "effect": [0.1], "random_effect": [0.0]}
+        | {"specialisation": [1.0]}
+    )
+    table.drop(columns=[column]).to_parquet(atlas / "ablation.parquet")
+    one_line_error(cli("report", atlas), f"ablation.parquet in '{atlas}' lacks the columns")
+    assert not (atlas / "report.html").exists()

@@ -163,7 +163,7 @@ def load_report_data(
         )
     atlas_dir = check_atlas_dir(atlas_dir)
     atlas = Atlas.load(atlas_dir)
-    check_required(atlas, atlas_dir, REANALYSE, empty_too=True)  # it shows every table
+    check_required(atlas, atlas_dir, REANALYSE, report=True)  # it shows every table
     sae_gone = sae_unread(atlas.summary, atlas_dir.parent)
     sweep, sweep_note = _find_sweep(atlas_dir, atlas.summary, sweep_dir, sae_gone)
     if sweep is not None and sae_gone:

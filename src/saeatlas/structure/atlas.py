@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from .._validation import check_flag_argument, check_path_argument
 from ..store.atomic import (
     atomic_write,
-    atomic_write_bytes,
+    atomic_write_json,
     check_output_dir,
     json_text,
     recover_dir,
@@ -173,7 +173,7 @@ class Atlas:
         path = Path(path)
         # everything is checked, and turned into what is written, before the directory is
         # touched: a wrong type ended in an AttributeError or a pyarrow or JSON TypeError
-        text = self._summary_text(path)
+        summary = self._checked_summary(path)
         tables = {
             name: self._arrow_table(name, path)
             for name in TABLES + OPTIONAL_TABLES
@@ -187,25 +187,25 @@ class Atlas:
                     atomic_write(
                         new / f"{name}.parquet", lambda tmp, t=table: pq.write_table(t, tmp)
                     )
-                atomic_write_bytes(new / ATLAS_JSON, text.encode())
+                atomic_write_json(new / ATLAS_JSON, summary)
         return path
 
-    def _summary_text(self, path: Path) -> str:
-        """``atlas.json``'s text, once :meth:`load` would read it back."""
+    def _checked_summary(self, path: Path) -> dict[str, Any]:
+        """What ``atlas.json`` holds, once :meth:`load` would read it back."""
         if not isinstance(self.summary, dict):
             raise AtlasFileError(
                 f"The atlas's `summary` must be a dict, got {type(self.summary).__name__}; "
                 f"{_EDITED}."
             )
+        summary = {"format_version": FORMAT_VERSION, **self.summary}
         try:
-            text = json_text({"format_version": FORMAT_VERSION, **self.summary})
-            check_summary(_parse_summary(text), path / ATLAS_JSON)
+            check_summary(_parse_summary(json_text(summary)), path / ATLAS_JSON)
         except (TypeError, ValueError) as e:  # a set, an object; a lone surrogate
             raise AtlasFileError(
                 f"The atlas's `summary` cannot be written as {ATLAS_JSON} ({e}): give it "
                 f"numbers, text, lists and dicts; {_EDITED}."
             ) from None
-        return text
+        return summary
 
     def _arrow_table(self, name: str, path: Path) -> pa.Table:
         """The table ``name`` as written to ``name.parquet``."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .atlas_format import AtlasFileError
+from .atlas_format import OPTIONAL_TABLES, AtlasFileError
 
 if TYPE_CHECKING:
     from .atlas import Atlas
@@ -55,14 +55,24 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     },
     "ablation": dict.fromkeys(("effect", "random_effect", "specialisation"), "f"),
 }
-#: Columns no reader can do without (the rest are shown when present); optional tables
-#: need theirs when they have rows.
+#: Columns the report cannot do without (the rest are shown when present); optional
+#: tables need theirs when they have rows.
 REQUIRED_COLUMNS = {
     "units": ("unit", "layer", "index", "module"),
     "features": ("feature", "module"),
     "modules": ("module", "n_units", "n_features"),
     "examples": ("kind", "id", "rank", "row", "activation"),
     "flows": ("source_module", "target_module"),
+    # the report's module x label grids (a KeyError half-way through it)
+    "ablation": ("module", "label", "effect", "random_effect", "specialisation"),
+}
+#: Of those, the ones every reader needs (``Atlas.load`` and ``save``): the numbers that
+#: name units and features (the Neuronpedia export ended in a KeyError without them), and
+#: the optional tables' columns; an atlas built by hand may lack the rest.
+KEY_COLUMNS = {
+    "units": ("unit",),
+    "features": ("feature",),
+    **{name: REQUIRED_COLUMNS[name] for name in OPTIONAL_TABLES},
 }
 #: Column prefixes of modules.parquet's figures per null model (``z_permutation``, ...).
 NULL_COLUMNS = {"z_": "f", "p_": "u"}
@@ -103,14 +113,14 @@ def _column_ok(col: pd.Series, kind: str) -> bool:
         return False
 
 
-def check_required(atlas: Atlas, path: Path, fix: str, *, empty_too: bool = False) -> None:
-    """Refuse a table with rows (``empty_too``: with none too, for the report, which shows
-    every table) without a column of :data:`REQUIRED_COLUMNS`: the Neuronpedia export
-    ended in a KeyError, and a column set as a table's index in Python
-    (``set_index('feature')``) was saved without it."""
-    for name, needed in REQUIRED_COLUMNS.items():
+def check_required(atlas: Atlas, path: Path, fix: str, *, report: bool = False) -> None:
+    """Refuse a table with rows without a column of :data:`KEY_COLUMNS` (``report``: of
+    :data:`REQUIRED_COLUMNS`, also in a required table of no rows: the report shows every
+    table): the Neuronpedia export ended in a KeyError, and a column set as a table's
+    index in Python (``set_index('feature')``) was saved without it."""
+    for name, needed in (REQUIRED_COLUMNS if report else KEY_COLUMNS).items():
         frame = getattr(atlas, name)
-        if frame.empty and (name in ("examples", "flows") or not empty_too):
+        if frame.empty and (name in OPTIONAL_TABLES or not report):
             continue  # an optional table with no rows is not written
         missing = [c for c in needed if c not in frame.columns]
         if missing:
