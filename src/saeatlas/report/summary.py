@@ -50,7 +50,7 @@ def rows_text(s: dict[str, Any]) -> str:
     200-row file said "197" without a word of the 3 (``store_skipped_rows``)."""
     text = fmt(s.get("n_rows_encoded"), ",.0f")
     skipped = s.get("store_skipped_rows")
-    if skipped:
+    if isinstance(skipped, int) and skipped > 0:
         text += (
             f" ({skipped:,} row{'' if skipped == 1 else 's'} of the store with NaN/Inf left out: "
             "--on-nonfinite skip)"
