@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._validation import shown
 from .capture.inputs import InputBatch
 from .capture.rows import select_tensor
 from .errors import ConfigError, ShapeError
@@ -48,7 +49,7 @@ def per_sample_cross_entropy(output: Any, batch: InputBatch) -> torch.Tensor:
 def class_indices(labels: Any, n_classes: int | None = None) -> np.ndarray:
     """``labels`` ``[n]`` as the cross-entropy's class indices (int64), each in
     ``[0, n_classes)`` when that is known; else a ConfigError naming a label that is none."""
-    labels = np.asarray(labels)
+    labels = given = np.asarray(labels)
     if labels.dtype.kind in "US":  # a text file's lines: '2' (or '2.0') is class 2
         try:
             labels = labels.astype(np.float64)
@@ -60,14 +61,16 @@ def class_indices(labels: Any, n_classes: int | None = None) -> np.ndarray:
     else:  # strings, objects
         wrong = np.ones(labels.shape, bool)
     if labels.ndim != 1 or wrong.any():
-        bad = labels[wrong][0] if wrong.any() else f"of shape {list(labels.shape)}"
+        # the label as given (a text file's '-1' was named as -1.0), cut short: a JSON
+        # list in one line was quoted whole, thousands of characters
+        bad = given[wrong][0] if wrong.any() else f"of shape {list(labels.shape)}"
         bad = bad.item() if isinstance(bad, np.generic) else bad  # None stays None
         which = (
             "" if n_classes is None else f", 0 to {n_classes - 1} (the model gives {top} logits)"
         )
         raise ConfigError(
             f"The cross-entropy loss needs one class index per input{which}; a label is "
-            f"{bad!r}. Give class indices in --labels."
+            f"{shown(bad)}. Give class indices in --labels."
         )
     return labels.astype(np.int64)
 

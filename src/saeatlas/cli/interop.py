@@ -68,14 +68,15 @@ def export_neuronpedia_cmd(
     """Write an atlas's features in Neuronpedia's batch-upload layout (as SAEDashboard does)."""
     from ..export import NeuronpediaConfig, export_neuronpedia
 
+    # the settings before the model is loaded (a large one takes minutes)
+    config = NeuronpediaConfig(
+        sae_set=sae_set, n_examples=n_examples, features_per_batch=features_per_batch, layer=layer
+    )
     loaded = None
     if model is not None:
         from ..capture import load_model
 
         loaded = load_model(model, model_class=model_class)
-    config = NeuronpediaConfig(
-        sae_set=sae_set, n_examples=n_examples, features_per_batch=features_per_batch, layer=layer
-    )
     written = export_neuronpedia(
         atlas,
         out,

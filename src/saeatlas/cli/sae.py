@@ -86,7 +86,12 @@ def _train_cmd(
 def evaluate_cmd(
     sae: Path = typer.Option(..., "--sae", help="SAE directory."),
     acts: Path = typer.Option(..., "--acts", help="Activation store directory or .npy file."),
-    start: int = typer.Option(0, "--start", help="First row to evaluate on (e.g. held-out rows)."),
+    start: int = typer.Option(
+        0,
+        "--start",
+        help="First row to evaluate on (e.g. held-out rows); with --on-nonfinite skip, rows "
+        "are counted without those left out, as --heldout-rows counts them.",
+    ),
     stop: int | None = typer.Option(None, "--stop", help="One past the last row (default: all)."),
     batch_size: int = typer.Option(4096, "--batch-size", help="Rows per batch."),
     device: str = typer.Option("cpu", "--device", help="Device (cpu, cuda)."),
@@ -137,6 +142,7 @@ def evaluate_cmd(
         device=device,
     )
     table = Table("metric", "value")
+    stop_at = store.n_rows if stop is None else stop
     for key, value in result.as_dict().items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else f"{value:.4f}")
     if loaded is not None:
@@ -158,8 +164,17 @@ def evaluate_cmd(
         for key in ("loss_clean", "loss_sae", "loss_zero", "fraction_recovered"):
             table.add_row(key, f"{getattr(down, key):.4f}")
     console.print(table)
+    if store.n_skipped_rows:  # rows are counted without them, as --heldout-rows counts
+        sample = store.rows(["sample"]).column("sample").to_numpy()
+        first, last = int(sample[start]), int(sample[stop_at - 1]) + 1
+        console.print(
+            f"Rows {start:,}..{stop_at:,} are counted without the {store.n_skipped_rows:,} "
+            f"rows with NaN/Inf that --on-nonfinite skip left out: they are rows "
+            f"{first:,}..{last:,} of {escape(str(acts))}, {last - first - result.n_rows:,} "
+            "of them left out.",
+            soft_wrap=True,
+        )
     if model is not None:  # two sets of data: say which figure comes from which
-        stop_at = store.n_rows if stop is None else stop
         console.print(
             f"Reconstruction on rows {start:,}..{stop_at:,} of the store; the loss on every "
             f"input of {escape(str(inputs))} ({down.n_samples:,} samples).",

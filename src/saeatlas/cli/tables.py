@@ -57,13 +57,20 @@ def print_atlas(atlas: Any) -> None:
     ctl = s.get("control")
     if ctl:
         ari = fmt(ctl.get("unit_ari"), ".2f")
+        # the control is compared with the trained SAE's own modules: where the table above
+        # lists the units' correlation modules, "the real atlas" had units in modules
+        real = (
+            "the trained SAE's own"
+            if s.get("modules_from") == "unit_correlations"
+            else "the real atlas's"
+        )
         console.print(
             f"Random-SAE control: {ctl['n_significant_modules']} reproducible significant "
             "modules of its own; "
             + (
-                f"unit modules' ARI with the real ones {ari}."
+                f"unit modules' ARI with {real} {ari}."
                 if ari != "-"
-                else "no unit is in a module of it or of the real atlas, so none to compare."
+                else f"no unit is in a module of it or of {real} modules, so none to compare."
             ),
             soft_wrap=True,
         )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .._validation import check_device, in_range
+from .._validation import check_device, in_range, shown
 from ..errors import ConfigError, NonFiniteError
 from ..sae import SparseAutoencoder
-from ..sae.model import sae_layers
+from ..sae.model import check_loaded_sae, sae_layers
 from ..store import ActivationStore
 from ..store.stats import RunningMoments
 
@@ -79,24 +80,39 @@ def evaluate_sae(
     """Metrics of ``sae`` on rows ``start:stop`` of ``store`` (all by default; an opened
     store, or the path of a store directory or a ``.npy``, as ``train_sae`` takes).
 
+    Rows are the store's as every stage counts them: of a ``.npy`` opened with
+    ``on_nonfinite='skip'``, those left after its NaN/Inf rows were left out (as
+    ``heldout_rows`` counts them); the ``sample`` column of ``store.rows()`` gives
+    each row's index in the file.
+
     The SAE must read the store's columns: its ``cfg.layers`` name the store
     layers it was trained on.
     """
-    if not isinstance(sae, SparseAutoencoder):  # a path or an array: an AttributeError
-        raise ConfigError(
-            f"`sae` must be a SparseAutoencoder, got {type(sae).__name__}: load an SAE "
-            "directory with SparseAutoencoder.load(path)."
-        )
+    check_loaded_sae(sae)
+    # "0" and 1.5 ended in a TypeError, and True was read as row 1
+    for name, value in (("start", start), ("stop", stop), ("batch_size", batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+            raise ConfigError(
+                f"--{name.replace('_', '-')} (`{name}`) must be a whole number of rows, got "
+                f"{shown(value)}."
+            )
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     layers = [l.name for l in sae_layers(sae, store)]
     n_rows = store.n_rows
     # a range past the store is refused, not cut to it: the metrics would be of other
     # rows than the ones asked for (--stop 1000 of a 300-row store measured rows 0:300)
+    skipped = store.n_skipped_rows
+    left = (
+        f" (the {n_rows + skipped:,} rows of the file less the {skipped:,} with NaN/Inf that "
+        "--on-nonfinite skip left out: rows are counted without them)"
+        if skipped
+        else ""
+    )
     for flag, value in (("start", start), ("stop", stop)):
         if value is not None and not 0 <= value <= n_rows:
             raise ConfigError(
-                f"--{flag} (`{flag}`) {value} is outside the store's {n_rows:,} rows; give "
-                f"a row from 0 to {n_rows:,}"
+                f"--{flag} (`{flag}`) {value} is outside the store's {n_rows:,} rows{left}; "
+                f"give a row from 0 to {n_rows:,}"
                 + (" (or leave --stop out for all rows)." if flag == "stop" else ".")
             )
     stop = n_rows if stop is None else stop

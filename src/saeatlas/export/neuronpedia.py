@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from .._validation import check_types, positive
+from .._validation import check_path_argument, check_types, in_range
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.model import sae_layers
@@ -58,6 +58,8 @@ __all__ = ["BATCH_SCHEMA", "NeuronpediaConfig", "export_neuronpedia", "read_batc
 
 SETTINGS = "run_settings.json"
 SKIPPED = "skipped_indexes.json"
+#: Settings that ``export-neuronpedia`` sets by a flag of their name.
+_FLAGGED = ("features_per_batch", "n_examples")
 #: The largest ``layer`` written (nine digits): no model is that deep.
 MAX_LAYER = 999_999_999
 
@@ -101,15 +103,11 @@ class NeuronpediaConfig:
             )
         # n_examples "5" or None ended in a TypeError, and 2.5, NaN and True were taken
         check_types(self)
-        positive(
-            self,
-            "features_per_batch",
-            "n_examples",
-            "context",
-            "n_bins",
-            "n_correlated",
-            "batch_size",
-        )
+        for name in ("features_per_batch", "n_examples", "context", "n_bins", "n_correlated"):
+            # named by the flag that sets it too: `--n-examples 0` was told of `n_examples`
+            flag = f"--{name.replace('_', '-')}" if name in _FLAGGED else None
+            in_range(name, getattr(self, name), 0, open_low=True, flag=flag)
+        in_range("batch_size", self.batch_size, 0, open_low=True)
         try:  # bytes that are not UTF-8 on the command line arrive as lone surrogates
             self.sae_set.encode("utf-8")
         except UnicodeEncodeError as e:
@@ -146,6 +144,7 @@ def export_neuronpedia(
     check_sae_argument("sae", sae, optional=True)
     if store is not None:
         check_store_argument(store)
+    check_path_argument("out", out)  # None ended in pathlib's TypeError
     out = Path(out)
     with output_lock(out):  # one writer, for the whole export
         recover_dir(out)  # what a killed swap left is checked like what is there

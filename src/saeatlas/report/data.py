@@ -20,7 +20,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..structure.atlas import OPTIONAL_TABLES, Atlas, AtlasFileError, atlas_path
+from ..structure.atlas import Atlas, AtlasFileError, atlas_path
+from ..structure.atlas_columns import check_required
+from ..structure.atlas_tables import REANALYSE
 from ..sweep.sweep import SWEEP_JSON, UNSTABLE, SweepPoint, member_dir
 from ..train.trainer import METRICS
 from .sae_facts import recorded_path, sae_recorded, sae_unread
@@ -28,15 +30,6 @@ from .store_facts import store_facts, unit_names
 
 log = logging.getLogger(__name__)
 
-#: Columns the report cannot do without (the rest are shown when present).
-REQUIRED_COLUMNS = {
-    "units": ("unit", "layer", "index", "module"),
-    "features": ("feature", "module"),
-    "modules": ("module", "n_units", "n_features"),
-    # optional tables: when they have rows
-    "examples": ("kind", "id", "rank", "row", "activation"),
-    "flows": ("source_module", "target_module"),
-}
 #: Colour of features and units outside every module.
 NO_MODULE_COLOUR = "#c4c4c4"
 #: Seed of the feature-map sample, so a report is the same every time it is written.
@@ -170,7 +163,7 @@ def load_report_data(
         )
     atlas_dir = check_atlas_dir(atlas_dir)
     atlas = Atlas.load(atlas_dir)
-    _check_columns(atlas, atlas_dir)
+    check_required(atlas, atlas_dir, REANALYSE, report=True)  # it shows every table
     sae_gone = sae_unread(atlas.summary, atlas_dir.parent)
     sweep, sweep_note = _find_sweep(atlas_dir, atlas.summary, sweep_dir, sae_gone)
     if sweep is not None and sae_gone:
@@ -194,19 +187,6 @@ def load_report_data(
         unit_names=unit_names(atlas, facts.shapes),
         map_sample=map_sample(atlas.features, max_map_points),
     )
-
-
-def _check_columns(atlas: Atlas, path: Path) -> None:
-    for table, needed in REQUIRED_COLUMNS.items():
-        frame = getattr(atlas, table)
-        if table in OPTIONAL_TABLES and frame.empty:
-            continue  # not written
-        missing = [c for c in needed if c not in frame.columns]
-        if missing:
-            raise AtlasFileError(
-                f"{table}.parquet in '{path}' lacks the columns {missing}; it was not written "
-                "by this saeatlas. Rerun `saeatlas analyze` to make the atlas again."
-            )
 
 
 def module_colours(n_modules: int) -> list[str]:

@@ -35,7 +35,7 @@ def header_facts(data: ReportData) -> list[Fact]:
     return [
         Fact("Model", data.model or _no_model(data), missing=not data.model),
         Fact("Layers", layers_text(data)),
-        Fact("Rows analysed", fmt(s.get("n_rows_encoded"), ",.0f")),
+        Fact("Rows analysed", rows_text(s)),
         Fact("SAE", sae_text(s)),
         Fact("Why this sparsity", sparsity_text(data), missing=data.sweep is None),
         Fact("Modules", modules_text(data)),
@@ -43,6 +43,19 @@ def header_facts(data: ReportData) -> list[Fact]:
         Fact("Stability", stability_text(data), missing=not data.has_stability),
         Fact("Causal check", ablation_text(data), missing=not data.has_ablation),
     ]
+
+
+def rows_text(s: dict[str, Any]) -> str:
+    """How many rows were encoded, and how many the store's NaN/Inf left out: a page of a
+    200-row file said "197" without a word of the 3 (``store_skipped_rows``)."""
+    text = fmt(s.get("n_rows_encoded"), ",.0f")
+    skipped = s.get("store_skipped_rows")
+    if isinstance(skipped, int) and skipped > 0:
+        text += (
+            f" ({skipped:,} row{'' if skipped == 1 else 's'} of the store with NaN/Inf left out: "
+            "--on-nonfinite skip)"
+        )
+    return text
 
 
 def _no_model(data: ReportData) -> str:

@@ -38,6 +38,7 @@ import torch
 from safetensors.torch import load_file
 
 from .. import __version__
+from .._validation import check_path_argument
 from .architectures import REGISTRY, get_architecture
 from .config import SAEConfig
 from .files import CFG, WEIGHTS, SAEFileError
@@ -162,6 +163,7 @@ def is_saelens_cfg(cfg: dict[str, Any]) -> bool:
 def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
     """A SAELens SAE directory as a config and float32 weights, checked against its
     ``cfg.json`` (``d_in``, ``d_sae``, ``k``) as SAELens's own loader would."""
+    check_path_argument("path", path)  # a number or None ended in pathlib's TypeError
     path = Path(path)
     for name in (CFG, WEIGHTS):
         if not (path / name).is_file():
@@ -209,15 +211,18 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
         metadata={"imported_from": "saelens", "saelens_cfg": cfg},
     )
     tensors = read_tensors(path / WEIGHTS)
-    # SAELens before 6.0 could scale the latents before decoding; all ones is a no-op
-    scaling = tensors.get("scaling_factor")
-    if scaling is not None and not bool((scaling == 1).all()):
+    # SAELens before 6.0 could scale the latents before decoding; all ones is a no-op. It
+    # is checked as the other weights are: one of another shape or kind (which SAELens's
+    # loader refuses) was taken for ones
+    shapes = weight_shapes(ours)
+    extra = {"scaling_factor": (ours.d_sae,)} if "scaling_factor" in tensors else {}
+    weights = checked_weights(path / WEIGHTS, tensors, shapes | extra)
+    if extra and not bool((weights.pop("scaling_factor") == 1).all()):
         raise SAEFileError(
             f"'{path / WEIGHTS}' has a `scaling_factor` other than 1 (SAELens's "
             "`finetuning_scaling_factor`, before 6.0), which saeatlas does not apply. Fold it "
             "into W_dec's rows (W_dec * scaling_factor[:, None]) and drop it."
         )
-    weights = checked_weights(path / WEIGHTS, tensors, weight_shapes(ours), ("scaling_factor",))
     # a field of SAELens's TopK config alone: its loader drops the key from the others
     if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
         norms = weights["W_dec"].norm(dim=1)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from safetensors.torch import save
 
+from .._validation import check_flag_argument, check_path_argument
 from ..errors import AtlasError, ConfigError
 from ..store.atomic import (
     atomic_write_bytes,
@@ -71,6 +72,9 @@ def write_sae(
             (a run's ``tensorboard`` folder).
         overwrite: replace a complete SAE at ``path``; when false, refuse to.
     """
+    # a number ended in pathlib's TypeError, and overwrite="no" was read by its truth
+    check_path_argument("path", path)
+    check_flag_argument("overwrite", overwrite)
     path = Path(path)
     with output_lock(path):
         check_sae_out(path, overwrite=overwrite, resume=False)  # never replaces others' files
@@ -109,6 +113,7 @@ def read_sae(path: str | Path) -> tuple[SAEConfig, Weights]:
     """Read an SAE directory written by saeatlas, by SAELens, or one hookpoint folder
     of a sparsify checkpoint, as its config and weights (checked against each other).
     A saeatlas SAE that a kill left beside ``path`` in its swap is put in place first."""
+    check_path_argument("path", path)  # a number or None ended in pathlib's TypeError
     path = Path(path)
     finish_swap_for_reader(path)
     if is_sparsify_dir(path) and not (path / WEIGHTS).is_file():

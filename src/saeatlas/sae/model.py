@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .._validation import check_device
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from ..store import ActivationStore, LayerSpec
 from .architectures import get_architecture
 from .config import SAEConfig
@@ -206,6 +206,16 @@ class SparseAutoencoder(nn.Module):
             out.b_enc.copy_(self.b_enc - (mean / scale) @ self.W_enc)
         out.train(self.training)
         return out
+
+
+def check_loaded_sae(sae: object) -> None:
+    """Refuse anything but a loaded SAE where one goes (a path or an array ended in an
+    AttributeError)."""
+    if not isinstance(sae, SparseAutoencoder):
+        raise ConfigError(
+            f"`sae` must be a SparseAutoencoder, got {type(sae).__name__}: load an SAE "
+            "directory with SparseAutoencoder.load(path)."
+        )
 
 
 def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpec, ...]:

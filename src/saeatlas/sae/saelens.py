@@ -21,13 +21,14 @@ from typing import Any
 import torch
 from safetensors.torch import save
 
+from .._validation import check_path_argument
 from ..store import LayerSpec
 from ..store.atomic import atomic_write_bytes, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
 from .config import SAEConfig
 from .files import CFG, WEIGHTS, SAEFileError
 from .formats import is_saelens_cfg, read_cfg, read_saelens, saelens_cfg, saelens_hook_name
-from .model import SparseAutoencoder
+from .model import SparseAutoencoder, check_loaded_sae
 
 __all__ = [
     "export_saelens",
@@ -47,7 +48,9 @@ def saelens_metadata(provenance: dict[str, Any], hook_name: str | None) -> dict[
     """SAELens's ``metadata`` fields that a store's provenance determines."""
     meta: dict[str, Any] = {}
     if hook_name is not None:
-        meta["hook_name"] = hook_name.removesuffix(":input")
+        # kept whole: an SAE of a module's input ('1:input') was written as one of its
+        # output ('1'), and read back it read that layer of a store holding both
+        meta["hook_name"] = hook_name
     model = provenance.get("model_name", provenance.get("model"))
     if model is not None:
         meta["model_name"] = str(model)
@@ -105,6 +108,8 @@ def export_saelens(
 
     Returns ``{hook_name: directory}`` (the key is ``""`` when the SAE has no layer map).
     """
+    check_loaded_sae(sae)
+    check_path_argument("path", path)
     path = Path(path)
     provenance = _provenance(sae, store)
     layers = sae.cfg.layers

@@ -117,13 +117,19 @@ def read_sparsify(path: str | Path) -> tuple[SAEConfig, Weights]:
                 f"[{d_sae}, {d_in}] has {value}."
             )
     factor = cfg.get("expansion_factor")
-    if not cfg.get("num_latents") and type(factor) is int and factor * d_in != d_sae:
+    number = isinstance(factor, (int, float)) and not isinstance(factor, bool)
+    if (
+        not cfg.get("num_latents")
+        and "expansion_factor" in cfg
+        and not (number and factor * d_in == d_sae)
+    ):
         # sparsify builds num_latents 0 as expansion_factor x d_in latents, and would not
-        # load these weights
+        # load these weights (a factor of 2.5, "4" or true was not checked)
         raise SAEFileError(
             f"'{path / CFG}' says `num_latents` {cfg.get('num_latents', 0)!r} and "
-            f"`expansion_factor` {factor} ({factor * d_in} latents of {d_in} inputs), but "
-            f"`encoder.weight` [{d_sae}, {d_in}] has {d_sae}: the config does not describe "
+            f"`expansion_factor` {factor!r}"
+            + (f" ({factor * d_in:g} latents of {d_in} inputs)" if number else "")
+            + f", but `encoder.weight` [{d_sae}, {d_in}] has {d_sae}: the config does not describe "
             f"these weights. Set `num_latents` to {d_sae}."
         )
     tensors = checked_weights(

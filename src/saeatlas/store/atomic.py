@@ -112,15 +112,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically, NaN and Inf as ``null``:
-    Python's ``NaN`` is no JSON, and other tools' parsers (JavaScript's ``JSON.parse``,
-    Rust's serde_json) refused an atlas.json holding one."""
-    text = json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
-    atomic_write_bytes(path, text.encode())
+    """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`json_text`)."""
+    atomic_write_bytes(path, json_text(obj).encode())
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as indented JSON, NaN and Inf as ``null`` (Python's ``NaN`` is no JSON, and
+    other tools' parsers, JavaScript's ``JSON.parse``, Rust's serde_json, refused an
+    atlas.json holding one) and numpy numbers as the numbers they hold (an
+    ``np.int64`` count set in Python ended ``Atlas.save`` in a TypeError). Raises
+    TypeError for a value JSON has no kind for."""
+    return json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 def _finite(obj: Any) -> Any:
-    """``obj`` with every non-finite float inside it replaced by None."""
+    """``obj`` with every non-finite float inside it replaced by None, and numpy scalars
+    and arrays by Python's."""
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):  # numpy, without importing it
+        obj = obj.tolist()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):

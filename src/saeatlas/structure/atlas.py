@@ -26,6 +26,7 @@ from ..store.atomic import (
     atomic_write,
     atomic_write_json,
     check_output_dir,
+    json_text,
     recover_dir,
     replacing_dir,
 )
@@ -170,22 +171,57 @@ class Atlas:
         check_path_argument("path", path)
         check_flag_argument("overwrite", overwrite)
         path = Path(path)
+        # everything is checked, and turned into what is written, before the directory is
+        # touched: a wrong type ended in an AttributeError or a pyarrow or JSON TypeError
+        summary = self._checked_summary(path)
+        tables = {
+            name: self._arrow_table(name, path)
+            for name in TABLES + OPTIONAL_TABLES
+            if name in TABLES or not getattr(self, name).empty
+        }
         check_tables(self, path, _EDITED)
         with output_lock(path):
             check_atlas_out(path, overwrite)
             with replacing_dir(path) as new:
-                for name in TABLES + OPTIONAL_TABLES:
-                    frame = getattr(self, name)
-                    if name in OPTIONAL_TABLES and frame.empty:
-                        continue
-                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                for name, table in tables.items():
                     atomic_write(
                         new / f"{name}.parquet", lambda tmp, t=table: pq.write_table(t, tmp)
                     )
-                atomic_write_json(
-                    new / ATLAS_JSON, {"format_version": FORMAT_VERSION, **self.summary}
-                )
+                atomic_write_json(new / ATLAS_JSON, summary)
         return path
+
+    def _checked_summary(self, path: Path) -> dict[str, Any]:
+        """What ``atlas.json`` holds, once :meth:`load` would read it back."""
+        if not isinstance(self.summary, dict):
+            raise AtlasFileError(
+                f"The atlas's `summary` must be a dict, got {type(self.summary).__name__}; "
+                f"{_EDITED}."
+            )
+        summary = {"format_version": FORMAT_VERSION, **self.summary}
+        try:
+            check_summary(_parse_summary(json_text(summary)), path / ATLAS_JSON)
+        except (TypeError, ValueError) as e:  # a set, an object; a lone surrogate
+            raise AtlasFileError(
+                f"The atlas's `summary` cannot be written as {ATLAS_JSON} ({e}): give it "
+                f"numbers, text, lists and dicts; {_EDITED}."
+            ) from None
+        return summary
+
+    def _arrow_table(self, name: str, path: Path) -> pa.Table:
+        """The table ``name`` as written to ``name.parquet``."""
+        frame = getattr(self, name)
+        if not isinstance(frame, pd.DataFrame):
+            raise AtlasFileError(
+                f"The atlas's `{name}` must be a pandas DataFrame, got {type(frame).__name__}; "
+                f"{_EDITED}."
+            )
+        try:
+            return pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as e:  # a column of mixed kinds
+            raise AtlasFileError(
+                f"The atlas's `{name}` cannot be written as {name}.parquet ({e}): give each "
+                f"column values of one kind; {_EDITED}."
+            ) from None
 
     @classmethod
     def load(cls, path: str | Path) -> Atlas:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .atlas_format import AtlasFileError
+from .atlas_format import OPTIONAL_TABLES, AtlasFileError
 
 if TYPE_CHECKING:
     from .atlas import Atlas
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 #: Kinds of the table columns the report and other tools read (``module`` columns have
 #: their own check): ``i`` integers, ``f`` numbers, ``u`` numbers from 0 to 1 (or NaN:
 #: not measured), ``b`` true or false, ``s`` text, ``l`` lists of numbers, ``t`` lists of text. Columns that are absent are not checked (older atlases lack
-#: some; the report requires its own, :data:`..report.data.REQUIRED_COLUMNS`), but ``z``
+#: some; every reader requires :data:`REQUIRED_COLUMNS`), but ``z``
 #: and ``p`` come together.
 TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "units": {
@@ -32,7 +32,8 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "features": {
         "feature": "i",
         **dict.fromkeys(("density", "firing_density", "selectivity"), "u"),
-        **dict.fromkeys(("mean_activation", "max_unit_corr"), "f"),
+        # the map's coordinates: lists there ended the report in plotly's ValueError
+        **dict.fromkeys(("mean_activation", "max_unit_corr", "x", "y"), "f"),
         **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
     },
     "modules": {
@@ -53,6 +54,25 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         **dict.fromkeys(("coactivation", "weight_flow"), "f"),
     },
     "ablation": dict.fromkeys(("effect", "random_effect", "specialisation"), "f"),
+}
+#: Columns the report cannot do without (the rest are shown when present); optional
+#: tables need theirs when they have rows.
+REQUIRED_COLUMNS = {
+    "units": ("unit", "layer", "index", "module"),
+    "features": ("feature", "module"),
+    "modules": ("module", "n_units", "n_features"),
+    "examples": ("kind", "id", "rank", "row", "activation"),
+    "flows": ("source_module", "target_module"),
+    # the report's module x label grids (a KeyError half-way through it)
+    "ablation": ("module", "label", "effect", "random_effect", "specialisation"),
+}
+#: Of those, the ones every reader needs (``Atlas.load`` and ``save``): the numbers that
+#: name units and features (the Neuronpedia export ended in a KeyError without them), and
+#: the optional tables' columns; an atlas built by hand may lack the rest.
+KEY_COLUMNS = {
+    "units": ("unit",),
+    "features": ("feature",),
+    **{name: REQUIRED_COLUMNS[name] for name in OPTIONAL_TABLES},
 }
 #: Column prefixes of modules.parquet's figures per null model (``z_permutation``, ...).
 NULL_COLUMNS = {"z_": "f", "p_": "u"}
@@ -91,6 +111,29 @@ def _column_ok(col: pd.Series, kind: str) -> bool:
         return all(np.asarray(v, np.float64).ndim == 1 for v in col)
     except (TypeError, ValueError):
         return False
+
+
+def check_required(atlas: Atlas, path: Path, fix: str, *, report: bool = False) -> None:
+    """Refuse a table with rows without a column of :data:`KEY_COLUMNS` (``report``: of
+    :data:`REQUIRED_COLUMNS`, also in a required table of no rows: the report shows every
+    table): the Neuronpedia export ended in a KeyError, and a column set as a table's
+    index in Python (``set_index('feature')``) was saved without it."""
+    for name, needed in (REQUIRED_COLUMNS if report else KEY_COLUMNS).items():
+        frame = getattr(atlas, name)
+        if frame.empty and (name in OPTIONAL_TABLES or not report):
+            continue  # an optional table with no rows is not written
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            index = [n for n in frame.index.names if n in missing]
+            hint = (
+                f" ({', '.join(f'`{n}`' for n in index)} is the table's index, which is not "
+                f"saved: call {name} = {name}.reset_index() first)"
+                if index
+                else ""
+            )
+            raise AtlasFileError(
+                f"{name}.parquet in '{path}' lacks the columns {missing}{hint}; {fix}."
+            )
 
 
 def check_columns(atlas: Atlas, path: Path, fix: str) -> None:

@@ -171,7 +171,9 @@ NESTED_TYPES: dict[str, dict[str, tuple[type, ...]] | tuple[type, ...]] = {
     "sweep_modules.values[]": (int, float),
     "sweep_modules.neighbour_ari[]": _NUMBER,
     "sweep_modules.atlas_ari[]": _NUMBER,
-    # the views by name (atlases before them held one view's figures here)
+    # the views by name (atlases before them held one view's figures here); a view that is
+    # null (or of another name and not an object) ended the report in an AttributeError
+    "cross_check{}": (dict,),
     **{
         path: spec
         for view in ("raw", "clean")

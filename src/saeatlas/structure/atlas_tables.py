@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .atlas_columns import check_columns
+from .atlas_columns import check_columns, check_required
 from .atlas_format import ATLAS_JSON, AtlasFileError
 
 if TYPE_CHECKING:
@@ -85,7 +85,10 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
         if "module" not in frame.columns or frame.empty:
             continue
         col = frame["module"]
-        bad = ~col.isin(range(-1, n)) if pd.api.types.is_integer_dtype(col) else col.notna()
+        # not integers: every value is wrong, None too (a column of None passed, and the
+        # Neuronpedia export ended in torch's TypeError on it)
+        integers = pd.api.types.is_integer_dtype(col)
+        bad = ~col.isin(range(-1, n)) if integers else pd.Series(True, index=col.index)
         if bad.any():
             raise AtlasFileError(
                 f"{name}.parquet in '{path}' names the module {col[bad].tolist()[0]!r}, not "
@@ -105,6 +108,7 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
                     f"`{size}` of modules.parquet in '{path}' is {modules[size].tolist()[:10]}, "
                     f"but {name}.parquet puts {counts.tolist()[:10]} {where}; {fix}."
                 )
+    check_required(atlas, path, fix)
     _check_spans(atlas, path, fix)
     _check_submodules(atlas, path, fix)
     _check_references(atlas, path, fix)
@@ -153,7 +157,10 @@ def _check_spans(atlas: Atlas, path: Path, fix: str) -> None:
     order (all of them, or after the profiles those with at least ``layer_span_share`` of
     its units): a module edited to span another layer was drawn and described so."""
     units, modules = atlas.units, atlas.modules
-    if "layers" not in modules.columns or not {"layer", "module"} <= set(units.columns):
+    # a modules.parquet of no rows may lack `module` (a KeyError here)
+    if not {"layers", "module"} <= set(modules.columns) or not {"layer", "module"} <= set(
+        units.columns
+    ):
         return
     order = list(dict.fromkeys(units["layer"]))
     spans = {m: set(layers) for m, layers in units.groupby("module")["layer"]}
