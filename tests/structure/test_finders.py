@@ -197,7 +197,7 @@ def test_a_null_graph_gets_its_best_partition_over_every_scale():
     np.fill_diagonal(a, 0)
     graph = sp.csr_matrix(a)
     cfg = AtlasConfig()
-    q, labels = best_partition(cfg)(graph)
+    q, labels = best_partition(cfg, graph)
     cliques = np.repeat(np.arange(n_cliques), size)
     assert adjusted_rand_score(cliques, labels) == 1.0
     assert q == pytest.approx(modularity(graph, cliques))

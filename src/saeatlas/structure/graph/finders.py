@@ -20,14 +20,13 @@ partition) and ``graph_``. Modules are numbered by size, largest first.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import eigsh
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted
 
@@ -375,19 +374,13 @@ def make_levels(cfg: AtlasConfig, member: int = 0) -> list[_ModuleFinder]:
     return finders
 
 
-def best_partition(cfg: AtlasConfig) -> Callable[[sp.spmatrix], tuple[float, np.ndarray]]:
-    """``fit(graph) -> (modularity, labels)``: the best partition by modularity that the
-    finder ``cfg`` names reaches over all its scales, what a null graph is given as its
-    own best chance (Guimera et al. 2004). At one coarse scale alone a noise graph can be
-    left one module (Q 0 in every draw), or merged into two to four communities whose
-    modularity varies from draw to draw with no bearing on the real graph."""
-    finder = make_finder(cfg)
-
-    def fit(graph: sp.spmatrix) -> tuple[float, np.ndarray]:
-        f = clone(finder).fit(graph)
-        return float(f.modularity_), f.labels_
-
-    return fit
+def best_partition(cfg: AtlasConfig, graph: sp.spmatrix) -> tuple[float, np.ndarray]:
+    """``(modularity, labels)`` of the best partition the finder ``cfg`` names reaches on
+    ``graph`` over all its scales, a null graph's own best chance (Guimera et al. 2004):
+    at one coarse scale a noise graph can stay one module (Q 0 in every draw), or merge
+    into a few communities whose modularity varies from draw to draw."""
+    f = make_finder(cfg).fit(graph)
+    return float(f.modularity_), f.labels_
 
 
 def member_seed(seed: int, member: int) -> int:

@@ -37,6 +37,7 @@ correlation one row of two extreme values makes.)
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -295,7 +296,7 @@ def _correlation_view(
     if cfg.nulls and cfg.n_null >= 2:
         # every scale: at one coarse scale a noise graph is one module, Q 0 in every
         # draw, so any real Q beat it with a spread of 0
-        fit = best_partition(cfg)
+        fit = functools.partial(best_partition, cfg)
         graphs = null_graphs(inp, k)
 
         def null_graph(i: int, _: Coordinator | None) -> sp.csr_matrix:  # counts no pairs

@@ -45,6 +45,7 @@ is and its Benjamini-Hochberg-adjusted p-values are below ``alpha`` under every 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -323,7 +324,7 @@ def significance_tests(
     # real graph) Leiden merged the dictionary null's graphs into two to four
     # communities, modularity 0.28-0.59 over five draws where every scale's best was
     # 0.59, and that spread, not the real partition, decided the test.
-    fit = best_partition(cfg)
+    fit = functools.partial(best_partition, cfg)
 
     in_parts = counts_in_parts(cfg, fires.shape[1], inp.coord)
     tests = []
