@@ -37,6 +37,17 @@ def test_a_module_preferring_the_empty_label_says_so():
     assert _table_cells({**row, "preferred_label": None})["label"] == "–"
 
 
+def test_a_module_card_says_which_p_is_adjusted_for_the_modules_tested():
+    # the card set the module's p (Benjamini-Hochberg over the modules, the largest over
+    # the nulls) beside each null's own unadjusted p without a word: 0.03 under 0.004
+    from saeatlas.report.cards import _stats
+
+    row = {"z": 3.1, "p": 0.03, "z_dictionary": 3.1, "p_dictionary": 0.004}
+    stats = dict(_stats(row, ["dictionary"]))
+    assert stats["significance (strictest)"].endswith("(adjusted for the modules tested)")
+    assert stats["  vs dictionary null"].endswith("p 0.004 (unadjusted)")
+
+
 def test_a_report_page_under_a_file_is_refused_before_the_work(tmp_path, run_cli, outputs):
     # `report --out FILE/page.html` drew every figure, then stopped with "Cannot write or
     # read 'FILE': File exists. Check free space and permissions ... capture and train
