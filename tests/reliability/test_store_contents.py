@@ -129,3 +129,19 @@ def test_row_metadata_edited_since_the_capture_is_refused_when_read(store_copy, 
         ActivationStore.open(store_copy).rows(["sample"])
     unchecked = ActivationStore.open(store_copy, verify=False).rows(["sample"])
     assert unchecked.column("sample").to_pylist() == sample.tolist()
+
+
+def test_rows_of_an_unknown_column_name_it_and_the_columns_there_are(tmp_path, make_store):
+    # `store.rows(["nope"])` said rows.parquet was unreadable and to recapture the store,
+    # and `store.rows("sample")` asked for the columns 's', 'a', 'm', ...
+    from saeatlas.errors import ConfigError
+    from saeatlas.store import ActivationStore
+
+    store = ActivationStore.open(make_store(tmp_path / "s"))
+    assert store.rows(["sample"]).column_names == ["sample"]
+    with pytest.raises(
+        ConfigError, match="no column 'nope'; its columns are row, position, sample"
+    ):
+        store.rows(["sample", "nope"])
+    with pytest.raises(ConfigError, match="a list of column names, got the text 'sample'"):
+        store.rows("sample")

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import ChecksumError, StoreError
+from ..errors import ChecksumError, ConfigError, StoreError
 from .manifest import ROWS, Manifest, file_sha256
 from .sources import ShardSource, check_not_replaced
 from .stats import RunningMoments
@@ -28,11 +28,14 @@ def read_rows_table(
     one row per activation row (``n_rows``), in order, of the store opened (``identity``),
     and, given its ``sha256`` (the manifest's), to be the file the capture wrote: samples
     edited, duplicated or reordered by hand would give rows the labels of others."""
+    if isinstance(columns, str):  # read as its characters, each an unknown column
+        raise ConfigError(f"`columns` must be a list of column names, got the text {columns!r}.")
     # `row` is read too, to check the order others take the columns in
     wanted = list(dict.fromkeys([*columns, "row"])) if columns else None
     try:
         table = pq.read_table(path / ROWS, columns=wanted)
     except (OSError, pa.ArrowInvalid) as e:
+        _check_columns(path / ROWS, wanted)  # an unknown name was called an unreadable file
         raise StoreError(f"'{path / ROWS}' is unreadable ({e}); recapture the store.") from e
     check_not_replaced(path, identity)
     if table.num_rows != n_rows:
@@ -55,6 +58,20 @@ def read_rows_table(
             "another store). Restore it, or recapture the store."
         )
     return table.select(list(columns)) if columns else table
+
+
+def _check_columns(rows: Path, wanted: list[str] | None) -> None:
+    """Name the ``wanted`` columns that ``rows`` (a readable parquet file) lacks."""
+    try:
+        names = pq.read_schema(rows).names
+    except (OSError, pa.ArrowInvalid):
+        return
+    missing = [c for c in wanted or () if c not in names]
+    if missing:
+        raise ConfigError(
+            f"The store's rows have no column {', '.join(map(repr, missing))}; its columns "
+            f"are {', '.join(names)}."
+        )
 
 
 def verify_store(
