@@ -26,9 +26,10 @@ into tight pieces and scores a high modularity whatever made it.
   community of fewer members than the module counts as a group of the module's
   size holding its edges (its internal weight over the module's members: adding
   members to a group keeps the edges inside it). Counted at its own size, a
-  clique of three to six split latents that some draws of the dictionary null
-  make (edge weights 0.7-0.9) outweighed modules of twenty latents in
-  superposed ReLU data, and the modules' verdict changed with the seed.
+  clique of three to six latents that some draws of the dictionary null made
+  (edge weights 0.7-0.9) outweighed modules of twenty latents in superposed
+  ReLU data, and the modules' verdict changed with the seed (such cliques of
+  latents silent on the real rows are now left out of that null: :mod:`.nulls`).
 
 From ``n`` null draws: the null mean and spread, ``z = (Q - mean) / std``, a
 parametric one-sided p-value and the empirical one ``(1 + #{null >= real}) /
