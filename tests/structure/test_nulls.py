@@ -307,7 +307,7 @@ def test_a_null_fakes_no_module_larger_than_those_tested():
 
 
 def test_a_small_null_clique_counts_as_a_group_of_the_modules_size():
-    """Some dictionary-null draws made a clique of three to six split latents (edge
+    """Some dictionary-null draws made a clique of three to six latents (edge
     weights 0.7-0.9) whose cohesion at its own size outweighed modules of twenty latents:
     the modules' verdict changed with the seed. Against a module of m members a smaller
     community counts as a group of m holding its edges; against a module no larger than
