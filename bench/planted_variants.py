@@ -5,9 +5,10 @@
 bench varies what the presets hold fixed: the data seed, the number of modules
 (1, 2, 8), a ReLU on every layer, exponential magnitudes, half the units free,
 the default settings, modules in one layer, layers of unequal sizes, six layers,
-strong leakage, rare and weak modules, fewer rows, and no-structure twins with a
-ReLU, a strong dense mode, widely spread unit and layer scales, six layers or
-rare features. Each variant has its own data seed.
+strong leakage, rare and weak modules, fewer rows, modules grouped in parents
+that fire together (scored at the parents, with the modules as sub-modules), and
+no-structure twins with a ReLU, a strong dense mode, widely spread unit and
+layer scales, six layers or rare features. Each variant has its own data seed.
 
 Per variant and analysis seed (0, 1): the atlas's ARI against the planted
 modules, the planted modules found (a reported module at Jaccard >= 0.5), the
@@ -50,6 +51,8 @@ VARIANTS: dict[str, tuple[str | None, dict]] = {
     "easy-weak-modules": ("easy", dict(p_in=0.15, p_out=0.02, seed=22)),
     "superposition-5k-rows": ("superposition", dict(n_rows=5000, seed=23)),
     "superposition-relu": ("superposition", dict(nonnegative=True, seed=0)),
+    "easy-4-modules-in-2-parents": ("easy", dict(n_parents=2, seed=26)),
+    "superposition-8-modules-in-4-parents": ("superposition", dict(n_parents=4, seed=27)),
     "null-data-seed-10": ("null", dict(seed=10)),
     "null-six-layers": ("null", dict(layer_sizes=[24] * 6, seed=24)),
     "null-rare-features": ("null", dict(module_rate=0.04, seed=25)),
@@ -82,6 +85,9 @@ def main() -> None:
                 "variant": case,
                 "atlas ARI": ", ".join(f"{a:.3f}" for a in runs.ari),
                 "found": ", ".join(runs.planted_found),
+                "sub-modules found": ", ".join(runs.submodules_found)
+                if runs.submodules_found.notna().all()
+                else "-",
                 "counted": ", ".join(str(n) for n in runs.n_significant),
                 "verdicts": ", ".join(dict.fromkeys(runs.verdict)),
                 "ARI between seeds": ", ".join(f"{a:.3f}" for a in runs.ari_first_seed[1:]),

@@ -344,3 +344,32 @@ def test_modularity_shown_beside_the_null_is_the_one_tested(capsys):
     assert "weaker null" in modularity_text(s) and "--seed-sae" in modularity_text(s)
     print_atlas(SimpleNamespace(summary=s, modules=pd.DataFrame()))
     assert "modularity 0.666; strictest null" in capsys.readouterr().out
+
+
+def test_the_stability_line_names_the_sub_modules_under_the_reported_modules():
+    from types import SimpleNamespace
+
+    from saeatlas.report.summary import stability_text
+
+    def level(scale, n, chosen=False, submodules=False):
+        return {
+            "scale": scale,
+            "n_consensus_modules": n,
+            "n_reproducible_modules": n,
+            "reproducibility": [1.0] * n,
+            "agreement": 0.9,
+            "chosen": chosen,
+            "submodules": submodules,
+        }
+
+    levels = [level(0.25, 2, chosen=True), level(0.5, 2), level(1.0, 4, submodules=True)]
+    ens = {"n_saes": 3, "n_bootstrap": 1, "n_members": 6, "scale": 0.25, "levels": levels}
+    text = stability_text(SimpleNamespace(summary={"modules_from": "sae", "ensemble": ens}))
+    assert "2 of 2 reproducible" in text
+    assert text.endswith(
+        "Sub-modules: the 4 reproducible modules of the finer resolution 1 "
+        "(`submodule` in units.parquet)."
+    ), text
+    levels[2]["submodules"] = False  # none marked (the finest scale reported): no line
+    text = stability_text(SimpleNamespace(summary={"modules_from": "sae", "ensemble": ens}))
+    assert "Sub-modules" not in text

@@ -6,7 +6,12 @@ import pytest
 from saeatlas.errors import ConfigError, StoreError
 from saeatlas.store import ActivationStore
 from saeatlas.structure.synthetic.config import PRESETS, PlantedConfig, module_spans
-from saeatlas.structure.synthetic.planted import make_planted, read_planted_truth, save_planted
+from saeatlas.structure.synthetic.planted import (
+    make_planted,
+    module_parents,
+    read_planted_truth,
+    save_planted,
+)
 
 N = 20000  # rows: sampling error of a phi coefficient is about 1/sqrt(N) = 0.007
 
@@ -201,6 +206,20 @@ def test_nonnegative_applies_a_relu():
     assert d.X.min() == 0 and (d.X == 0).mean() > 0.05
 
 
+def test_parents_make_sibling_modules_fire_together_at_the_modules_own_rate():
+    cfg = PlantedConfig(n_rows=20000, n_modules=4, n_parents=2, module_rate=0.15)
+    d = make_planted(cfg)
+    assert module_parents(cfg).tolist() == [0, 0, 1, 1]
+    a = d.module_active
+    assert np.allclose(a.mean(0), 0.15, atol=0.01)  # each module keeps its rate
+    # siblings are active together in half their rows; cousins only by chance
+    assert (a[:, 0] & a[:, 1]).sum() / a[:, 0].sum() == pytest.approx(0.5, abs=0.03)
+    assert (a[:, 0] & a[:, 2]).sum() / a[:, 0].sum() == pytest.approx(0.15, abs=0.03)
+    plain = make_planted(PlantedConfig(n_rows=20000, n_modules=4)).module_active
+    assert (plain[:, 0] & plain[:, 1]).sum() / plain[:, 0].sum() < 0.2
+    assert module_parents(PlantedConfig(n_modules=3)).tolist() == [-1, -1, -1]
+
+
 @pytest.mark.parametrize(
     "field,value",
     [
@@ -224,6 +243,8 @@ def test_nonnegative_applies_a_relu():
         ("dense_strength", -1.0),
         ("noise", -0.1),
         ("unit_scale_spread", -1.0),
+        ("n_parents", -1),
+        ("n_parents", 5),
     ],
 )
 def test_bad_config_raises_config_error_naming_the_field(field, value):

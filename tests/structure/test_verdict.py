@@ -19,14 +19,18 @@ from saeatlas.structure import (
     save_planted,
 )
 from saeatlas.structure.inference.consensus import (
+    COVERAGE_TIE,
     MAX_OPPOSED,
     choose_level,
+    finer_level,
     level_consensus,
     nest,
+    nests_under,
 )
 from saeatlas.structure.inference.correlation import opposition, partition_modularity
 from saeatlas.structure.inference.outcome import VERDICTS, decide
 from saeatlas.structure.inference.partitions import best_match_jaccard
+from saeatlas.structure.synthetic.planted import module_parents
 from saeatlas.train import TrainConfig
 from saeatlas.train.family import train_family
 
@@ -78,6 +82,33 @@ def test_scale_with_the_most_units_in_reproducible_modules_wins_ties_go_coarse()
     assert choose_level(levels) == 1  # coarse and fine cover all 40 units: the coarser
     assert nest(coarse, fine).tolist() == [0, 0, 1, 1]
     assert choose_level([levels[0], levels[3]]) in (0, 1)  # nothing reproducible: no crash
+
+
+def test_a_coarse_level_of_the_best_covered_scale_is_reported_above_it():
+    fine = np.repeat(np.arange(4), 10)  # four modules, every unit in one
+    pairs = fine // 2
+    edges = np.tile(np.arange(10) < 2, 4)  # two units of each module in no pair
+    coarse = np.where(edges, -1, pairs)  # the pairs cover 32 units, the modules 40
+    levels = [level_consensus(np.stack([p] * 6), r) for p, r in ((coarse, 0.5), (fine, 1.0))]
+    assert levels[0].coverage < (1 - COVERAGE_TIE) * levels[1].coverage
+    assert nests_under(levels[1], levels[0])
+    assert choose_level(levels) == 0  # the pairs, with the modules as their sub-modules
+    assert finer_level(levels, 0) == 1 and finer_level(levels, 1) is None
+    # not above it: a coarse level that cuts across the modules, one that leaves a
+    # module out, one that holds only one module per module (no coarser), one module
+    others = (np.arange(40) % 2, np.where(fine == 3, -1, pairs), fine, np.zeros(40, int))
+    for other, chosen in zip(others, (0, 1, 0, 1)):  # 0: a tie in coverage, as before
+        levels[0] = level_consensus(np.stack([other] * 6), 0.5)
+        assert not nests_under(levels[1], levels[0])
+        assert choose_level(levels) == chosen
+    # the correlation view's filters apply to the coarse level too
+    levels[0] = level_consensus(np.stack([coarse] * 6), 0.5)
+    assert choose_level(levels, tie_quality=[0.3, 0.4], opposed=[0.0, 0.0]) == 0
+    assert choose_level(levels, tie_quality=[0.1, 0.4], opposed=[0.0, 0.0]) == 1
+    assert choose_level(levels, tie_quality=[0.3, 0.4], opposed=[0.6, 0.0]) == 1
+    # sub-modules are the first finer scale that divides the modules further
+    same = level_consensus(np.stack([coarse] * 6), 0.75)
+    assert finer_level([levels[0], same, levels[1]], 0) == 2
 
 
 def test_correlation_view_keeps_a_coarse_tie_only_if_it_holds_the_graphs_structure():
@@ -222,8 +253,8 @@ def test_the_message_names_whose_partition_beat_its_nulls(sae_ok):
 ROWS = 2000
 
 
-def _ensemble_atlas(tmp_path, preset, seed, tokens=40_000):
-    data = make_planted(PlantedConfig.preset(preset, seed=seed, n_rows=ROWS))
+def _ensemble_atlas(tmp_path, preset, seed, tokens=40_000, **planted):
+    data = make_planted(PlantedConfig.preset(preset, seed=seed, n_rows=ROWS, **planted))
     store = ActivationStore.open(save_planted(data, tmp_path / f"{preset}-{seed}"))
     cfgs = [
         TrainConfig(d_sae=96, k=16, batch_size=512, tokens=tokens, seed=3 * seed + i)
@@ -290,6 +321,23 @@ def test_planted_modules_that_are_plain_correlation_blocks_are_called_visible_wi
         assert (atlas.modules.correlation_jaccard[counted] >= 0.5).all()
     found = best_match_jaccard(data.unit_module, atlas.units.module.to_numpy())
     assert (found >= 0.8).all(), found
+
+
+def test_modules_that_fire_in_pairs_are_reported_as_pairs_with_the_modules_under_them(
+    tmp_path,
+):
+    data, atlas = _ensemble_atlas(tmp_path, "easy", 0, n_modules=4, n_parents=2)
+    parent = module_parents(data.config)[data.unit_module.clip(0)]
+    pairs = np.where(data.unit_module >= 0, parent, -1)
+    units = atlas.units
+    assert (best_match_jaccard(pairs, units.module.to_numpy()) >= 0.8).all()
+    assert (best_match_jaccard(data.unit_module, units.submodule.to_numpy()) >= 0.8).all()
+    levels = atlas.summary["ensemble"]["levels"]
+    sub = [lv for lv in levels if lv["submodules"]]
+    assert len(sub) == 1 and sub[0]["n_reproducible_modules"] == 4
+    # each sub-module lists under the pair holding it
+    held = nest(units.module.to_numpy(), units.submodule.to_numpy())
+    assert sub[0]["parent_module"] == held.tolist() and sorted(held) == [0, 0, 1, 1]
 
 
 def test_independent_heavy_tailed_units_show_no_structure_in_at_most_1_of_12_seeds(tmp_path):

@@ -282,6 +282,19 @@ def _consensus_text(ens: dict[str, Any], members: str) -> str:
             if disagree
             else "."
         )
+        + _submodules_text(ens)
+    )
+
+
+def _submodules_text(ens: dict[str, Any]) -> str:
+    """The scale that divides the reported modules into sub-modules, if one does."""
+    finer = next((lv for lv in ens.get("levels", []) if lv.get("submodules")), None)
+    n = (finer or {}).get("n_reproducible_modules") or 0
+    if n == 0:
+        return ""
+    return (
+        f" Sub-modules: the {n} reproducible modules of the finer resolution "
+        f"{fmt(finer.get('scale'), 'g')} (`submodule` in units.parquet)."
     )
 
 

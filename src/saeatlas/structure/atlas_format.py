@@ -106,7 +106,7 @@ _COUNTS = (int, _NONE)
 #: A scale of the ensemble or of a correlation view (the report's Stability line).
 _LEVEL = {
     "scale": _NUMBER,
-    "chosen": (bool,),
+    **dict.fromkeys(("chosen", "submodules"), (bool,)),
     **dict.fromkeys(("n_reproducible_modules", "n_consensus_modules"), (int,)),
     "reproducibility": (list,),
     "agreement": _NUMBER,

@@ -140,7 +140,9 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
             "membership": np.where(unit_module >= 0, membership, 0.0).astype(np.float64),
             "coupling": np.where(unit_module >= 0, coupling, 0.0).astype(np.float64),
             "shared": units.shared & (unit_module >= 0),
-            "submodule": ens.submodules().astype(np.int64),
+            "submodule": (
+                corr.submodules() if modules_from == "unit_correlations" else ens.submodules()
+            ).astype(np.int64),
             "sae_module": sae_module.astype(np.int64),
             "consensus_module": ens.level.labels.astype(np.int64),
             "cross_check_module": corr.labels if corr is not None else -1,

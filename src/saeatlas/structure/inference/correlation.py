@@ -50,7 +50,14 @@ from ..._progress import progress_bar
 from ..graph.finders import best_partition, make_levels, modularity
 from ..graph.units import unit_correlation_graph
 from .cohesion import community_sizes, community_weights, reappearing_cohesion, relative_spread
-from .consensus import REPRODUCIBLE, LevelConsensus, choose_level, level_consensus
+from .consensus import (
+    REPRODUCIBLE,
+    LevelConsensus,
+    choose_level,
+    level_consensus,
+    levels_summary,
+    submodule_labels,
+)
 from .correlation_nulls import null_graphs
 from .significance import NullTest, null_test, sampling_error, verdict
 
@@ -115,12 +122,14 @@ class CorrelationView:
             "test": self.test.as_dict() if self.test is not None else None,
             "module_p": [float(p) for p in self.module_p],
             "levels": [
-                lv.as_dict()
-                | {"chosen": i == self.chosen}
-                | ({"opposition": float(self.opposed[i])} if self.opposed else {})
-                for i, lv in enumerate(self.levels)
+                d | ({"opposition": float(self.opposed[i])} if self.opposed else {})
+                for i, d in enumerate(levels_summary(self.levels, self.chosen))
             ],
         }
+
+    def submodules(self) -> np.ndarray:
+        """``[n_units]`` the reproducible modules of the sub-module scale (-1 none)."""
+        return submodule_labels(self.levels, self.chosen)
 
 
 #: Units above which the correlation view warns that it may take hours (its cleaning's

@@ -32,9 +32,11 @@ from .consensus import (
     LevelConsensus,
     choose_level,
     level_consensus,
+    levels_summary,
     membership,
     nest,
     recovered_fraction,
+    submodule_labels,
 )
 from .coupling import assign_units, energy_coupling, feature_modules, module_energy
 from .stability import bootstrap_rows
@@ -83,20 +85,14 @@ class Ensemble:
         return self.main[self.chosen]
 
     def submodules(self) -> np.ndarray:
-        """``[n_units]`` the reproducible modules of the next finer scale (-1 none)."""
-        if self.chosen + 1 >= len(self.levels):
-            return np.full(self.level.labels.size, -1)
-        return self.levels[self.chosen + 1].reproducible_labels()
+        """``[n_units]`` the reproducible modules of the sub-module scale (-1 none)."""
+        return submodule_labels(self.levels, self.chosen)
 
     def summary(self) -> dict[str, Any]:
-        levels = []
-        parent = self.unit_module
-        for i, lv in enumerate(self.levels):
-            d = lv.as_dict()
-            d["chosen"] = i == self.chosen
-            if i == self.chosen + 1:
-                d["parent_module"] = nest(parent, lv.reproducible_labels()).tolist()
-            levels.append(d)
+        levels = levels_summary(self.levels, self.chosen)
+        finer = next((lv for lv in levels if lv["submodules"]), None)
+        if finer is not None:  # under the modules as the coupling placed their units
+            finer["parent_module"] = nest(self.unit_module, self.submodules()).tolist()
         return {
             "n_saes": self.n_saes,
             "n_bootstrap": self.n_bootstrap,

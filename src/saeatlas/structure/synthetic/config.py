@@ -79,6 +79,12 @@ class PlantedConfig:
     """Fraction of each module feature's squared norm placed on units outside its module."""
     module_rate: float = 0.15
     """Probability that a module is active in a row."""
+    n_parents: int = 0
+    """Group the modules into this many parents (consecutive module ids, as equal as
+    possible; 0: no hierarchy). A parent is active in a row with probability
+    ``min(1, 2 * module_rate)`` and each of its modules, while it is, with the
+    probability that keeps ``module_rate``: the modules of one parent fire together
+    far more often than chance, a coarse level above the modules."""
     p_in: float = 0.3
     """Probability that a feature fires when its module is active."""
     p_out: float = 0.005
@@ -130,6 +136,7 @@ class PlantedConfig:
         in_range("support_fraction", self.support_fraction, 0, 1, open_low=True)
         for name in ("module_rate", "p_in", "p_out"):
             in_range(name, getattr(self, name), 0, 1)
+        in_range("n_parents", self.n_parents, 0, self.n_modules)
         non_negative(
             self, "dense_strength", "noise", "offset", "unit_scale_spread", "layer_scale_spread"
         )

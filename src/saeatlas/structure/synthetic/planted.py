@@ -28,7 +28,9 @@ span the layer, at random positions (leftovers from the division are free too).
   ``round(support_fraction * mean n_units_k)`` random units anywhere.
 
 *Firing.* Per row, module ``k`` is active with probability ``module_rate``
-(``module_active[row, k]``). A module feature fires with probability ``p_in``
+(``module_active[row, k]``); with ``n_parents``, only while its parent group of
+modules is, itself active with probability ``min(1, 2 * module_rate)``, so that
+sibling modules fire together (a coarse level above the modules). A module feature fires with probability ``p_in``
 when its module is active and ``p_out`` otherwise, so its marginal density is
 ``rho = module_rate * p_in + (1 - module_rate) * p_out``. Background features fire
 independently with density ``rho``. A firing feature has a magnitude drawn from
@@ -146,7 +148,7 @@ def make_planted(config: PlantedConfig) -> PlantedData:
     unit_module = _assign_units(cfg, r_layout)
     directions, feature_module = _directions(cfg, unit_module, r_dirs)
     if cfg.structured:
-        module_active = r_fire.random((cfg.n_rows, cfg.n_modules)) < cfg.module_rate
+        module_active = _module_activity(cfg, r_fire)
         rows, cols = _structured_firing(cfg, module_active, r_fire)
     else:
         module_active = np.zeros((cfg.n_rows, 0), dtype=bool)
@@ -197,6 +199,25 @@ def make_planted(config: PlantedConfig) -> PlantedData:
         unit_offset=unit_offset,
         config=cfg,
     )
+
+
+def module_parents(config: PlantedConfig) -> np.ndarray:
+    """``[n_modules]`` the parent of each module (consecutive ids in as equal groups as
+    possible; all -1 without ``n_parents``)."""
+    if config.n_parents == 0:
+        return np.full(config.n_modules, -1)
+    return np.arange(config.n_modules) * config.n_parents // config.n_modules
+
+
+def _module_activity(cfg: PlantedConfig, rng: np.random.Generator) -> np.ndarray:
+    """``[n_rows, n_modules]`` which modules are active in each row: each with
+    probability ``module_rate``, independently, or, with parents, while its parent is."""
+    if cfg.n_parents == 0:
+        return rng.random((cfg.n_rows, cfg.n_modules)) < cfg.module_rate
+    parent_rate = min(1.0, 2 * cfg.module_rate)
+    parent_active = rng.random((cfg.n_rows, cfg.n_parents)) < parent_rate
+    child = rng.random((cfg.n_rows, cfg.n_modules)) < cfg.module_rate / parent_rate
+    return child & parent_active[:, module_parents(cfg)]
 
 
 def _assign_units(cfg: PlantedConfig, rng: np.random.Generator) -> np.ndarray:
@@ -351,6 +372,7 @@ def save_planted(data: PlantedData, path: str | Path) -> Path:
         "unit_layer": data.unit_layer.tolist(),
         "unit_module": data.unit_module.tolist(),
         "feature_module": data.feature_module.tolist(),
+        "module_parent": module_parents(data.config).tolist() if data.n_modules else [],
         "unit_scale": data.unit_scale.tolist(),
         "unit_offset": data.unit_offset.tolist(),
         "feature_density": data.config.density,

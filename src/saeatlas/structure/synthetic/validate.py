@@ -34,7 +34,7 @@ from ..graph.units import unit_correlation_graph
 from ..inference.partitions import best_match_jaccard, partition_ari
 from ..mapping import map_structure
 from .config import CASES, PlantedConfig
-from .planted import make_planted, save_planted
+from .planted import make_planted, module_parents, save_planted
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,12 @@ def validate_case(
     the preset ``case`` with the settings' rows and data seed), ``case`` then its name."""
     cfg = planted or PlantedConfig.preset(case, seed=settings.data_seed, n_rows=settings.n_rows)
     data = make_planted(cfg)
-    truth = data.unit_module
+    # the top level of the planted structure: the parents of grouped modules, whose
+    # modules are then its sub-modules
+    truth, children = data.unit_module, None
+    if cfg.n_parents and data.n_modules:
+        children = truth
+        truth = np.where(truth >= 0, module_parents(cfg)[truth.clip(0)], -1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         store = ActivationStore.open(save_planted(data, Path(tmp) / "planted"))
@@ -114,7 +119,6 @@ def validate_case(
     s = atlas.summary
     modules = atlas.units.module.to_numpy()
     planted = int(truth.max()) + 1
-    found = best_match_jaccard(truth, modules, n_modules=planted) if planted else np.zeros(0)
     counted = atlas.modules["counted"].to_numpy(bool) if len(atlas.modules) else np.zeros(0, bool)
     rows.append(
         {
@@ -124,7 +128,10 @@ def validate_case(
             "ari": adjusted_rand_score(truth, modules),
             "n_modules": s["n_modules"],
             "n_significant": s["n_significant_modules"],
-            "planted_found": f"{int((found >= 0.5).sum())}/{planted}",
+            "planted_found": f"{_found(truth, modules)}/{planted}",
+            "submodules_found": None
+            if children is None
+            else f"{_found(children, atlas.units.submodule.to_numpy())}/{data.n_modules}",
             "min_reproducibility": float(atlas.modules["reproducibility"][counted].min())
             if counted.any()
             else float("nan"),
@@ -144,12 +151,19 @@ def validate_case(
                 "n_modules": int(labels.max() + 1),
                 "n_significant": None,
                 "planted_found": None,
+                "submodules_found": None,
                 "min_reproducibility": float("nan"),
                 "verdict": None,
                 "seconds": time.perf_counter() - t0,
             }
         )
     return rows, modules
+
+
+def _found(truth: np.ndarray, labels: np.ndarray) -> int:
+    """How many modules of ``truth`` a module of ``labels`` matches at Jaccard >= 0.5."""
+    n = int(truth.max()) + 1
+    return int((best_match_jaccard(truth, labels, n_modules=n) >= 0.5).sum()) if n else 0
 
 
 def validate(
