@@ -34,8 +34,16 @@ def test_a_regex_over_nnsight_paths_names_the_layers_a_glob_does(tmp_path):
 @pytest.mark.parametrize(
     "table, column, needle",
     [
-        ("modules", "z", "must hold numbers (finite, or NaN where not measured), not float64 such as inf"),
-        ("features", "mean_activation", "(finite, or NaN where not measured), not float64 such as -inf"),
+        (
+            "modules",
+            "z",
+            "must hold numbers (finite, or NaN where not measured), not float64 such as inf",
+        ),
+        (
+            "features",
+            "mean_activation",
+            "(finite, or NaN where not measured), not float64 such as -inf",
+        ),
         ("features", "top_unit_weights", "must hold lists of numbers, each finite"),
     ],
 )
@@ -58,3 +66,109 @@ def test_an_infinite_figure_edited_into_a_table_is_refused(
         return frame
 
     edited_table_refused(atlas, table, change, needle)
+
+
+def test_token_ids_recorded_as_a_layer_are_refused(tmp_path, run_cli):
+    """TransformerLens's `embed.hook_in` (and an embedding's `:input` in any model) gives
+    the token ids, [batch, seq] integers; they were stored as activations, one row per
+    sample and one "unit" per position. Integers shaped as the inputs' tokens are refused,
+    naming what to record instead; the embedding's output is recorded as before."""
+    cli, one_line_error = run_cli
+    (tmp_path / "m.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Embedding(20, 4), torch.nn.Linear(4, 3))\n"
+    )
+    np.save(tmp_path / "ids.npy", np.random.default_rng(0).integers(0, 20, (6, 5)))
+    common = ("capture", "--model", f"{tmp_path / 'm.py'}:build", "--inputs", tmp_path / "ids.npy")
+    one_line_error(
+        cli(*common, "--layers", "0:input", "--out", tmp_path / "ids", "-q"),
+        "Layer '0:input' gives int64 values of shape [6, 5], the inputs' [batch, seq] tokens",
+        "not activations",
+    )
+    assert not (tmp_path / "ids").exists()
+    r = cli(*common, "--layers", "0", "--out", tmp_path / "emb", "-q")
+    assert r.exit_code == 0, r.output
+
+    pytest.importorskip("transformer_lens")
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import ShapeError
+
+    bridge = TransformerBridge.boot_native(
+        TransformerBridgeConfig(
+            d_model=8,
+            d_head=4,
+            n_heads=2,
+            n_layers=1,
+            n_ctx=8,
+            d_vocab=20,
+            d_mlp=8,
+            act_fn="relu",
+            normalization_type="LN",
+            seed=0,
+        )
+    )
+    ids = torch.randint(0, 20, (3, 6))
+    for hook in ("embed.hook_in", "pos_embed.hook_in"):
+        with pytest.raises(ShapeError, match="token ids or positions, not activations"):
+            capture_activations(bridge, ids, [hook], tmp_path / "tl", progress=False)
+
+
+def test_ablation_labels_other_than_the_stores_are_refused(outputs, tmp_path, run_cli):
+    """`analyze --labels` is the ablation's loss target and per-label split, while the
+    atlas's label profiles are of the labels the store recorded. Labels shifted by one
+    against the store's, for the same inputs, were taken without a word: the report's
+    per-label ablation table then named other samples by the profiles' labels. They are
+    refused before the analysis; the store's own labels (as numbers or as text) and the
+    labels of other inputs (a held-out set) are taken."""
+    from saeatlas.store import ActivationStore
+    from saeatlas.structure.causal.ablation_inputs import check_store_labels
+
+    cli, one_line_error = run_cli
+    x = np.load(outputs.inputs)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "shifted.npy", (y + 1) % 3)
+    store = tmp_path / "store"
+    model = ("--model", outputs.model, "--inputs", outputs.inputs)
+    r = cli(
+        "capture",
+        *model,
+        "--labels",
+        tmp_path / "y.npy",
+        "--layers",
+        "1",
+        "3",
+        "--out",
+        store,
+        "-q",
+    )
+    assert r.exit_code == 0, r.output
+    one_line_error(
+        cli(
+            "analyze",
+            "--sae",
+            outputs.sae,
+            "--acts",
+            store,
+            "--out",
+            tmp_path / "atlas",
+            *model,
+            "--labels",
+            tmp_path / "shifted.npy",
+            "--loss",
+            "cross-entropy",
+            "-q",
+        ),
+        "are not the ones the store",
+        "300 of 300 samples differ (sample 0: 2 here, 1 in the store)",
+    )
+    assert not (tmp_path / "atlas").exists()
+    opened = ActivationStore.open(store)
+    check_store_labels(opened, x, y)
+    check_store_labels(opened, x, y.astype(str))
+    check_store_labels(opened, x[::-1].copy(), (y + 1) % 3)  # other inputs, their labels
