@@ -172,3 +172,30 @@ def test_ablation_labels_other_than_the_stores_are_refused(outputs, tmp_path, ru
     check_store_labels(opened, x, y)
     check_store_labels(opened, x, y.astype(str))
     check_store_labels(opened, x[::-1].copy(), (y + 1) % 3)  # other inputs, their labels
+
+
+def test_module_finders_and_api_calls_refuse_what_they_cannot_read(outputs):
+    """A graph with NaN or Inf edge weights was partitioned into no module at all (the
+    negative-weight check let NaN through); `modularity` with labels of another length
+    ended in an IndexError and with float labels in NumPy's casting error;
+    `make_planted` given a dict and `encode_store` given a path for the SAE in an
+    AttributeError."""
+    import scipy.sparse as sp
+
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure import LeidenModules, encode_store, make_planted, modularity
+
+    graph = sp.random(12, 12, density=0.4, random_state=0)
+    graph = (graph + graph.T).tocsr()
+    for bad in (np.nan, np.inf):
+        edited = graph.copy()
+        edited.data[::4] = bad
+        with pytest.raises(ValueError, match="negative, NaN or Inf weights"):
+            LeidenModules(random_state=0).fit(edited)
+    for labels in (np.zeros(5, np.int64), np.zeros(12)):
+        with pytest.raises(ValueError, match="Need 12 integer `labels`"):
+            modularity(graph, labels)
+    with pytest.raises(ConfigError, match="`config` must be a PlantedConfig, got dict"):
+        make_planted({"n_rows": 100})
+    with pytest.raises(ConfigError, match="`sae` must be a SparseAutoencoder, got PosixPath"):
+        encode_store(outputs.sae, outputs.store)
