@@ -199,3 +199,30 @@ def test_module_finders_and_api_calls_refuse_what_they_cannot_read(outputs):
         make_planted({"n_rows": 100})
     with pytest.raises(ConfigError, match="`sae` must be a SparseAutoencoder, got PosixPath"):
         encode_store(outputs.sae, outputs.store)
+
+
+@pytest.mark.parametrize("line", ["5", "null", '{"tokens": 64, "fvu": "low"}', '{"step": 3}'])
+def test_training_curves_of_another_kind_leave_a_note_not_a_traceback(
+    analysed, outputs, tmp_path, run_cli, line
+):
+    """A line of the SAE's metrics.jsonl that is no record of numbers (a number, null, a
+    figure written as text) ended the report in a TypeError traceback, or drew text as a
+    curve; records of no curve made a figure of no panels. The page now says why there
+    are no training curves, as it does for a missing or unreadable file."""
+    import json
+    import shutil
+
+    cli, _ = run_cli
+    sae = shutil.copytree(outputs.sae, tmp_path / "sae")
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    summary = json.loads((atlas / "atlas.json").read_text())
+    summary["sae"]["path"] = str(sae)
+    (atlas / "atlas.json").write_text(json.dumps(summary))
+    kept = "" if line.startswith('{"step"') else (sae / "metrics.jsonl").read_text()
+    (sae / "metrics.jsonl").write_text(kept + line + "\n")
+    r = cli("report", atlas)
+    assert r.exit_code == 0, r.output
+    page = (atlas / "report.html").read_text()
+    assert "No training curves:" in page and (
+        "is not one of numbers" in page or "records no fvu" in page
+    )
