@@ -226,3 +226,34 @@ def test_training_curves_of_another_kind_leave_a_note_not_a_traceback(
     assert "No training curves:" in page and (
         "is not one of numbers" in page or "records no fvu" in page
     )
+
+
+@pytest.mark.parametrize(
+    "path, value, needle",
+    [
+        (("n_rows_encoded",), -1, "`n_rows_encoded` in"),
+        (("p",), 3, "`p` in"),
+        (("sae", "k"), -1, "`sae.k` in"),
+        (("nulls", 0, "p"), 2.0, "`nulls[0].p` in"),
+    ],
+)
+def test_atlas_json_figures_out_of_their_range_are_refused(
+    analysed, tmp_path, run_cli, path, value, needle
+):
+    """atlas.json's entries were checked for their kind only: a count of -1 or a p of 3
+    edited by hand was shown as it stood ("Rows analysed -1", "k -1", "against -1 random
+    unit sets"). Counts below 0 and p-values outside [0, 1] are refused by name."""
+    import json
+    import shutil
+
+    cli, one_line_error = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    summary = json.loads((atlas / "atlas.json").read_text())
+    target = summary
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    (atlas / "atlas.json").write_text(json.dumps(summary))
+    want = "must be 0 or more" if value == -1 else "must be from 0 to 1"
+    one_line_error(cli("report", atlas), needle, f"{want}, got {value}")
+    assert not (atlas / "report.html").exists()
