@@ -257,3 +257,20 @@ def test_atlas_json_figures_out_of_their_range_are_refused(
     want = "must be 0 or more" if value == -1 else "must be from 0 to 1"
     one_line_error(cli("report", atlas), needle, f"{want}, got {value}")
     assert not (atlas / "report.html").exists()
+
+
+def test_interop_calls_refuse_what_is_no_sae_or_export(outputs, tmp_path):
+    """`read_batches` of a mistyped path or of a file gave an empty list (an export of no
+    batch), and of a number ended in pathlib's TypeError; `split_by_layer` given a path
+    ended in an AttributeError."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.export import read_batches
+    from saeatlas.sae.saelens import split_by_layer
+
+    for where in (tmp_path / "nowhere", outputs.inputs):
+        with pytest.raises(ConfigError, match="is not a directory; give the folder"):
+            read_batches(where)
+    with pytest.raises(ConfigError, match="`out` must be a path"):
+        read_batches(5)
+    with pytest.raises(ConfigError, match="`sae` must be a SparseAutoencoder, got PosixPath"):
+        split_by_layer(outputs.sae)
