@@ -274,3 +274,19 @@ def test_interop_calls_refuse_what_is_no_sae_or_export(outputs, tmp_path):
         read_batches(5)
     with pytest.raises(ConfigError, match="`sae` must be a SparseAutoencoder, got PosixPath"):
         split_by_layer(outputs.sae)
+
+
+@pytest.mark.parametrize("value", ["high", [0.5, 0.1]])
+def test_feature_attribution_of_another_kind_is_refused(
+    two_modules_atlas, tmp_path, edited_table_refused, value
+):
+    """The module cards rank a module's features by features.parquet's `attribution`,
+    which went unchecked: edited to text it ranked them as text without a word, and to
+    lists it ended the report in a ValueError traceback."""
+    atlas = two_modules_atlas(tmp_path / "atlas")
+
+    def change(frame):
+        frame["attribution"] = [value] * len(frame)
+        return frame
+
+    edited_table_refused(atlas, "features", change, "`attribution` of features.parquet")

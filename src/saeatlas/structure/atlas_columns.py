@@ -32,8 +32,10 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "features": {
         "feature": "i",
         **dict.fromkeys(("density", "firing_density", "selectivity"), "u"),
-        # the map's coordinates: lists there ended the report in plotly's ValueError
-        **dict.fromkeys(("mean_activation", "max_unit_corr", "x", "y"), "f"),
+        # the map's coordinates: lists there ended the report in plotly's ValueError; the
+        # module cards rank features by `attribution` (text was ranked as text, a list
+        # ended the report in a ValueError)
+        **dict.fromkeys(("mean_activation", "max_unit_corr", "x", "y", "attribution"), "f"),
         **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
     },
     "modules": {
