@@ -290,3 +290,16 @@ def test_feature_attribution_of_another_kind_is_refused(
         return frame
 
     edited_table_refused(atlas, "features", change, "`attribution` of features.parquet")
+
+
+def test_import_saelens_of_a_saeatlas_sae_is_refused(outputs, tmp_path, run_cli):
+    """`import-saelens` given a saeatlas SAE directory read its cfg.json as SAELens's and
+    wrote "Imported a topk SAE" without its layer map and training facts (an SAE of no
+    layers, read against any store of that width); a saeatlas `relu` SAE was refused as
+    a SAELens architecture 'relu' that is not supported."""
+    cli, one_line_error = run_cli
+    one_line_error(
+        cli("import-saelens", outputs.sae, "--out", tmp_path / "imported"),
+        "is a saeatlas SAE directory, not a SAELens one",
+    )
+    assert not (tmp_path / "imported").exists()
