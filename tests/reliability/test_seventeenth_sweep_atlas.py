@@ -72,7 +72,8 @@ def test_token_ids_recorded_as_a_layer_are_refused(tmp_path, run_cli):
     """TransformerLens's `embed.hook_in` (and an embedding's `:input` in any model) gives
     the token ids, [batch, seq] integers; they were stored as activations, one row per
     sample and one "unit" per position. Integers shaped as the inputs' tokens are refused,
-    naming what to record instead; the embedding's output is recorded as before."""
+    naming what to record instead; the embedding's output is recorded as before (the
+    bridge's own hooks: tests/capture/test_transformer_lens.py)."""
     cli, one_line_error = run_cli
     (tmp_path / "m.py").write_text(
         "import torch\n"
@@ -90,32 +91,6 @@ def test_token_ids_recorded_as_a_layer_are_refused(tmp_path, run_cli):
     assert not (tmp_path / "ids").exists()
     r = cli(*common, "--layers", "0", "--out", tmp_path / "emb", "-q")
     assert r.exit_code == 0, r.output
-
-    pytest.importorskip("transformer_lens")
-    from transformer_lens.config import TransformerBridgeConfig
-    from transformer_lens.model_bridge import TransformerBridge
-
-    from saeatlas.capture import capture_activations
-    from saeatlas.errors import ShapeError
-
-    bridge = TransformerBridge.boot_native(
-        TransformerBridgeConfig(
-            d_model=8,
-            d_head=4,
-            n_heads=2,
-            n_layers=1,
-            n_ctx=8,
-            d_vocab=20,
-            d_mlp=8,
-            act_fn="relu",
-            normalization_type="LN",
-            seed=0,
-        )
-    )
-    ids = torch.randint(0, 20, (3, 6))
-    for hook in ("embed.hook_in", "pos_embed.hook_in"):
-        with pytest.raises(ShapeError, match="token ids or positions, not activations"):
-            capture_activations(bridge, ids, [hook], tmp_path / "tl", progress=False)
 
 
 def test_ablation_labels_other_than_the_stores_are_refused(outputs, tmp_path, run_cli):
