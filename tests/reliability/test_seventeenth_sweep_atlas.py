@@ -98,8 +98,10 @@ def test_ablation_labels_other_than_the_stores_are_refused(outputs, tmp_path, ru
     atlas's label profiles are of the labels the store recorded. Labels shifted by one
     against the store's, for the same inputs, were taken without a word: the report's
     per-label ablation table then named other samples by the profiles' labels. They are
-    refused before the analysis; the store's own labels (as numbers or as text) and the
-    labels of other inputs (a held-out set) are taken."""
+    refused before the analysis; the store's own labels (as numbers or as text, or one
+    class index per recorded class name) and the labels of other inputs (a held-out set)
+    are taken."""
+    from saeatlas.errors import ConfigError
     from saeatlas.store import ActivationStore
     from saeatlas.structure.causal.ablation_inputs import check_store_labels
 
@@ -147,6 +149,24 @@ def test_ablation_labels_other_than_the_stores_are_refused(outputs, tmp_path, ru
     check_store_labels(opened, x, y)
     check_store_labels(opened, x, y.astype(str))
     check_store_labels(opened, x[::-1].copy(), (y + 1) % 3)  # other inputs, their labels
+    # class names recorded, one class index per name given (the cross-entropy loss's)
+    np.save(tmp_path / "names.npy", np.array(["a", "b", "c"])[y])
+    r = cli(
+        "capture",
+        *model,
+        "--labels",
+        tmp_path / "names.npy",
+        "--layers",
+        "1",
+        "--out",
+        tmp_path / "named",
+        "-q",
+    )
+    assert r.exit_code == 0, r.output
+    named = ActivationStore.open(tmp_path / "named")
+    check_store_labels(named, x, (y + 1) % 3)
+    with pytest.raises(ConfigError, match="are not the ones the store"):
+        check_store_labels(named, x, np.minimum(y, 1))  # two names under one index
 
 
 def test_module_finders_and_api_calls_refuse_what_they_cannot_read(outputs):

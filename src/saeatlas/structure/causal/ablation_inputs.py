@@ -166,15 +166,20 @@ def check_store_labels(store: ActivationStore, inputs: Any, labels: Any) -> None
     given = pd.Series(np.asarray(labels, dtype=object)[stored.index.to_numpy()], stored.index)
     numbers = pd.to_numeric(stored, errors="coerce") == pd.to_numeric(given, errors="coerce")
     differ = ~(numbers | (stored.astype(str) == given.astype(str)))
-    if differ.any():
+    # class names recorded and class indices given (the cross-entropy loss needs them) name
+    # the same samples when each name has one index and each index one name
+    pairs = pd.DataFrame({"s": stored.astype(str), "g": given.astype(str)}).drop_duplicates()
+    named = pd.to_numeric(stored, errors="coerce").isna().all()
+    if differ.any() and not (named and pairs["s"].is_unique and pairs["g"].is_unique):
         first = differ.index[differ.to_numpy()][0]
         raise ConfigError(
             f"The labels given (--labels) are not the ones the store '{store.path}' recorded "
-            f"for these same inputs: {int(differ.sum())} of {len(differ)} samples differ (sample "
-            f"{first}: {_plain(given[first])!r} here, {_plain(stored[first])!r} in the store). The atlas's "
-            "label profiles are of the store's labels, so the ablation's per-label effects "
-            "would name other samples by the same labels. Give the labels the store was "
-            "captured with, or capture it again with these (`capture --labels`)."
+            f"for these same inputs: {int(differ.sum())} of {len(differ)} samples differ "
+            f"(sample {first}: {_plain(given[first])!r} here, {_plain(stored[first])!r} in the "
+            "store). The atlas's label profiles are of the store's labels, so the ablation's "
+            "per-label effects would name other samples by the same labels. Give the labels "
+            "the store was captured with (or one class index per recorded class name), or "
+            "capture it again with these (`capture --labels`)."
         )
 
 
