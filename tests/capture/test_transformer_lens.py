@@ -61,6 +61,17 @@ def test_hook_names_resolve_to_the_hook_that_owns_them(native):
     assert z.module is native.hook_dict["blocks.0.attn.hook_z"] and z.layout == "heads"
 
 
+def test_token_ids_and_positions_are_no_layer(tmp_path, native):
+    """`embed.hook_in` and `pos_embed.hook_in` give [batch, seq] integers (token ids,
+    positions), which were stored as activations with one unit per position."""
+    from saeatlas.errors import ShapeError
+
+    ids = torch.randint(0, 50, (3, 6))
+    for hook in ("embed.hook_in", "pos_embed.hook_in"):
+        with pytest.raises(ShapeError, match="token ids or positions, not activations"):
+            capture_activations(native, ids, [hook], tmp_path / "ids", progress=False)
+
+
 def test_rows_equal_run_with_cache_on_token_ids(tmp_path, native):
     ids = torch.randint(0, 50, (5, 9), generator=torch.Generator().manual_seed(0))
     store = capture_activations(

@@ -30,7 +30,6 @@ from .._validation import (
 from .._world import rank_device, share
 from ..errors import ConfigError
 from ..store import ActivationStore, StoreWriter
-from ..store.progress import ResumePoint
 from ..store.shards import STORE_DTYPES
 from .batch_rows import HalfRounding, check_widths, handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
@@ -59,10 +58,12 @@ from .recorder import Recorder, check_batch_follows, run_forward
 from .rows import (
     LayerRows,
     check_batch_dim,
+    check_not_tokens,
     check_output_index,
     check_row_agreement,
     check_shape_options,
     to_rows,
+    token_shapes,
 )
 from .texts import text_max_length
 from .transformer_lens import is_transformer_lens
@@ -188,13 +189,14 @@ def _capture(
         lo, hi = 0, None
     # What can refuse the inputs or settings runs before the writer makes its files. Rows
     # are made in the hook: the model's later in-place ops (ReLU(inplace=True)) miss them.
-    current: dict[str, Any] = {"mask": None}
+    current: dict[str, Any] = {"mask": None, "tokens": set()}
     layouts = {hp.name: choose_layout(hp.name, _known_layout(hp), config.layout) for hp in hps}
     default_layout, _ = parse_layout(config.layout)
     tracer = LayoutTracer(model)
 
     def rows_of(name: str, t: torch.Tensor) -> LayerRows:
         check_named_layout(name, tuple(t.shape), config.layout)
+        check_not_tokens(t, name, current["tokens"])
         if layouts[name] is None and t.ndim == 4:  # fixed once, on the first batch
             layouts[name] = tracer.lookup(t) or default_layout
         elif layouts[name] is None and t.ndim == 3:  # [batch, C, L] after a Conv1d, say
@@ -294,7 +296,7 @@ def _capture(
                         f"at sample {sample_base}, expected {share_base + point.next_sample}). Resume "
                         "with the same inputs and `batch_size`, or start again with --overwrite."
                     )
-                current["mask"] = batch.mask
+                current["mask"], current["tokens"] = batch.mask, token_shapes(batch)
                 last = sample_base + batch.n_samples - 1
                 where = f"input batch {g} (samples {sample_base}-{last})"
                 # The first batch runs whole, early stop or not: a recorded module that
@@ -331,7 +333,7 @@ def _capture(
                 sample_base += batch.n_samples
             if waiting is not None:
                 store(waiting)
-            _check_inputs_reach(point, n_mine, out)
+            point.check_reached(n_mine, out)
         part = replace(writer.finish(), n_texts_cut=n_cut)
     except Exception as e:
         coord.report_failure(e)
@@ -370,18 +372,6 @@ def _known_layout(hp: Hookpoint) -> str | None:
     if hp.layout is not None:
         return hp.layout
     return module_layout(hp.module)
-
-
-def _check_inputs_reach(point: ResumePoint, n_batches: int, out: str | Path) -> None:
-    """A resumed capture's inputs reach past what the interrupted one stored: inputs
-    that end sooner are other inputs, and the store would end at the old rows."""
-    stored = point.batches_done + (point.rows_into_batch > 0)
-    if n_batches < stored:
-        raise ConfigError(
-            f"The inputs differ from the interrupted capture in '{out}': they end after "
-            f"{n_batches} batches, but it had already stored rows of {stored}. Resume with the "
-            "same inputs and `batch_size`, or start again with --overwrite."
-        )
 
 
 def _check_first_batch(writer: StoreWriter, batch: InputBatch, out: str | Path) -> None:

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import ConfigError, HookpointError
 from .layouts import hook_name_layout
-from .nnsight import is_nnsight, module_path, unwrap_model
+from .nnsight import envoy_paths, is_nnsight, unwrap_model
 from .patterns import REGEX_PREFIX, crossing_hint, match_names
 from .transformer_lens import hook_conversion, hook_modules, is_hook_point
 
@@ -112,8 +112,9 @@ def resolve_hookpoints(
         record_input = raw.endswith(INPUT_SUFFIX)
         pattern = raw.removesuffix(INPUT_SUFFIX)
         hits = match_names(pattern, names)
-        if not hits and wrapped:  # nnsight's paths start with 'model.'
-            hits = match_names(module_path(pattern), names)
+        if not hits and wrapped:  # nnsight's paths start with 'model.' (a regex's too)
+            paths = envoy_paths(names)
+            hits = [paths[p] for p in match_names(pattern, list(paths))]
         if not hits:
             raise HookpointError(_no_match_message(raw, pattern, names, model))
         for n in hits:

@@ -35,6 +35,7 @@ def unwrap_model(model: Any) -> tuple[Any, Any]:
     return model, None
 
 
-def module_path(name: str) -> str:
-    """An nnsight path without its ``model.`` prefix (``model.h.0`` -> ``h.0``)."""
-    return name.removeprefix(NNSIGHT_PREFIX)
+def envoy_paths(names: list[str]) -> dict[str, str]:
+    """Each module name by its nnsight path (``model.h.0`` -> ``h.0``), so that a glob or
+    a regex over the paths (``re:model\\.h\\.\\d+``) names what it names in nnsight."""
+    return {NNSIGHT_PREFIX + n: n for n in names}

@@ -72,6 +72,29 @@ def select_tensor(output: Any, name: str, output_index: int | str | None = None)
     raise ShapeError(f"Layer '{name}' gives a {type(output).__name__} that holds no tensor.")
 
 
+def token_shapes(batch: Any) -> set[tuple[int, ...]]:
+    """The shapes of a batch's ``[batch, seq]`` integer inputs (token ids, a mask)."""
+    given = (*batch.args, *batch.kwargs.values())
+    return {
+        tuple(v.shape)
+        for v in given
+        if isinstance(v, torch.Tensor) and v.ndim == 2 and not v.is_floating_point()
+    }
+
+
+def check_not_tokens(t: torch.Tensor, name: str, tokens: set[tuple[int, ...]]) -> None:
+    """Refuse integers shaped as the inputs' ``[batch, seq]`` tokens: token ids or
+    positions (a TransformerLens ``embed.hook_in``, an embedding's ``:input``), not
+    activations; read as ``[batch, d]`` they made each position a unit."""
+    if t.ndim == 2 and not t.is_floating_point() and tuple(t.shape) in tokens:
+        raise ShapeError(
+            f"Layer '{name}' gives {str(t.dtype).removeprefix('torch.')} values of shape "
+            f"{list(t.shape)}, the inputs' [batch, seq] tokens: token ids or positions, not "
+            "activations (each position would be a unit). Record what the embedding gives "
+            "(its output; in TransformerLens `hook_embed`, `blocks.0.hook_resid_pre`)."
+        )
+
+
 def to_rows(
     t: torch.Tensor,
     name: str,

@@ -233,7 +233,11 @@ def _ablation_inputs(
     from ..losses import loss_function
     from ..sae import SparseAutoencoder
     from ..sae.model import sae_layers
-    from ..structure.causal.ablation_inputs import check_ablation_inputs, check_captured_model
+    from ..structure.causal.ablation_inputs import (
+        check_ablation_inputs,
+        check_captured_model,
+        check_store_labels,
+    )
 
     loaded = load_model(model, model_class=model_class)
     kw = dict(
@@ -246,6 +250,7 @@ def _ablation_inputs(
     layers = sae_layers(SparseAutoencoder.load(sae), store)
     check_ablation_inputs(loaded.model, x, layers=layers, **kw)
     check_captured_model(loaded.model, store)  # (after the checks that say what differs)
+    check_store_labels(store, x, kw["labels"])
     return dict(model=loaded.model, inputs=x, **kw)
 
 

@@ -362,5 +362,10 @@ def _feature_modules(atlas: Atlas, d_sae: int) -> torch.Tensor:
 
 def read_batches(out: str | Path) -> list[dict[str, Any]]:
     """The ``batch-<i>.json`` files under ``out``, in order."""
+    check_path_argument("out", out)  # a number ended in pathlib's TypeError
+    if not Path(out).is_dir():  # a file, or a path mistyped, read as an export of no batch
+        raise ConfigError(
+            f"'{out}' is not a directory; give the folder that `export-neuronpedia --out` wrote."
+        )
     files = sorted(Path(out).glob("batch-*.json"), key=lambda p: int(p.stem.split("-")[1]))
     return [json.loads(p.read_text()) for p in files]

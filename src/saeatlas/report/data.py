@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import numbers
 import os
 from dataclasses import dataclass
@@ -358,4 +359,17 @@ def _load_training(
         return None, f"No training curves: '{metrics}' is unreadable ({e})."
     if not records:
         return None, f"No training curves: '{metrics}' is empty."
+    for i, r in enumerate(records, 1):  # a line of another kind ended the report in a TypeError
+        if not isinstance(r, dict) or not all(_finite(r[c]) for c in _CURVES if c in r):
+            return None, f"No training curves: record {i} of '{metrics}' is not one of numbers."
+    if not any(c in r for r in records for c in _CURVES[2:]):  # a figure of no panels
+        return None, f"No training curves: '{metrics}' records no fvu, l0 or dead_fraction."
     return pd.DataFrame.from_records(records), f"Training curves from '{metrics}'."
+
+
+#: The fields of metrics.jsonl that the training curves draw (x axis first).
+_CURVES = ("tokens", "step", "fvu", "l0", "dead_fraction")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -171,6 +171,12 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
                 f"'{path}' is not a readable SAELens SAE directory: it has no {name}."
             )
     cfg = read_cfg(path / CFG)
+    if not is_saelens_cfg(cfg):  # read as SAELens's, it lost its layer map and training facts
+        raise SAEFileError(
+            f"'{path}' is a saeatlas SAE directory, not a SAELens one; use it as it is "
+            "(`SparseAutoencoder.load`, --sae), or write it for SAELens with "
+            "`saeatlas export-saelens`."
+        )
     arch = cfg.get("architecture", "standard")
     if not isinstance(arch, str) or arch not in _FROM_SAELENS:
         raise SAEFileError(

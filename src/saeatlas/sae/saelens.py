@@ -162,6 +162,7 @@ def _dict(value: Any) -> dict[str, Any]:
 def split_by_layer(sae: SparseAutoencoder) -> list[SparseAutoencoder]:
     """One SAE per layer of a joint SAE, each exactly equal to the joint SAE on its
     layer's units; raises :class:`SAEFileError` saying why when no such split exists."""
+    check_loaded_sae(sae)  # a path ended in an AttributeError
     c = sae.cfg
     if sae.arch.topk_family:
         raise SAEFileError(

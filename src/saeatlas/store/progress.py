@@ -40,6 +40,17 @@ class ResumePoint:
     next_sample: int
     """Index of the first sample of the next batch."""
 
+    def check_reached(self, n_batches: int, out: str | Path) -> None:
+        """A resumed capture's inputs reach past what the interrupted one stored: inputs
+        that end sooner are other inputs, and the store would end at the old rows."""
+        stored = self.batches_done + (self.rows_into_batch > 0)
+        if n_batches < stored:
+            raise ConfigError(
+                f"The inputs differ from the interrupted capture in '{out}': they end after "
+                f"{n_batches} batches, but it had already stored rows of {stored}. Resume with "
+                "the same inputs and `batch_size`, or start again with --overwrite."
+            )
+
 
 @dataclass(frozen=True)
 class Progress:

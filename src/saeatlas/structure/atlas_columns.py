@@ -32,8 +32,10 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "features": {
         "feature": "i",
         **dict.fromkeys(("density", "firing_density", "selectivity"), "u"),
-        # the map's coordinates: lists there ended the report in plotly's ValueError
-        **dict.fromkeys(("mean_activation", "max_unit_corr", "x", "y"), "f"),
+        # the map's coordinates: lists there ended the report in plotly's ValueError; the
+        # module cards rank features by `attribution` (text was ranked as text, a list
+        # ended the report in a ValueError)
+        **dict.fromkeys(("mean_activation", "max_unit_corr", "x", "y", "attribution"), "f"),
         **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
     },
     "modules": {
@@ -78,12 +80,12 @@ KEY_COLUMNS = {
 NULL_COLUMNS = {"z_": "f", "p_": "u"}
 _KIND_NAMES = {
     "i": "integers",
-    "f": "numbers",
+    "f": "numbers (finite, or NaN where not measured)",
     "u": "numbers from 0 to 1",
     "c": "numbers from -1 to 1",
     "b": "true or false",
     "s": "text",
-    "l": "lists of numbers",
+    "l": "lists of numbers, each finite",
     "t": "lists of layer names",
 }
 
@@ -95,7 +97,9 @@ def _column_ok(col: pd.Series, kind: str) -> bool:
     if kind in "fuc":
         if not types.is_numeric_dtype(col) or types.is_bool_dtype(col):
             return False
-        return kind == "f" or not bool(((col < (-1 if kind == "c" else 0)) | (col > 1)).any())
+        if kind == "f":  # NaN is a figure not measured; no analysis writes an Inf
+            return not bool(np.isinf(col.to_numpy(np.float64, na_value=np.nan)).any())
+        return not bool(((col < (-1 if kind == "c" else 0)) | (col > 1)).any())
     if kind == "b":
         return types.is_bool_dtype(col)
     if kind == "s":
@@ -108,7 +112,8 @@ def _column_ok(col: pd.Series, kind: str) -> bool:
             for v in col
         )
     try:  # lists of numbers
-        return all(np.asarray(v, np.float64).ndim == 1 for v in col)
+        arrays = [np.asarray(v, np.float64) for v in col]
+        return all(a.ndim == 1 and not np.isinf(a).any() for a in arrays)
     except (TypeError, ValueError):
         return False
 
@@ -150,7 +155,13 @@ def check_columns(atlas: Atlas, path: Path, fix: str) -> None:
             if column in frame.columns and len(frame) and not _column_ok(frame[column], kind):
                 col = frame[column]
                 low = -1 if kind == "c" else 0
-                outside = (col < low) | (col > 1) if col.dtype.kind in "iuf" else col.isna()
+                if col.dtype.kind not in "iuf":  # the first value that is not of the kind
+                    wrong = [not _column_ok(col.iloc[i : i + 1], kind) for i in range(len(col))]
+                    outside = pd.Series(wrong, index=col.index)
+                elif kind == "f":
+                    outside = col.isin([np.inf, -np.inf])
+                else:
+                    outside = (col < low) | (col > 1)
                 example = col[outside].iloc[0] if outside.any() else col.iloc[0]
                 if isinstance(example, np.generic):  # its repr is np.float64(...)
                     example = example.item()

@@ -8,6 +8,7 @@ changes this file (the tables' columns and their agreement with ``atlas.json``:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -196,10 +197,33 @@ NESTED_KEYS: dict[str, tuple[str, ...]] = {
     "sae_modules.nulls[]": ("null", "z", "p"),
     "sweep_modules": ("over", "values", "neighbour_ari", "atlas_ari"),
 }
+#: The range of the numbers of ``atlas.json`` by their key, in any object (a count of -1,
+#: or a p of 3, edited by hand was shown as it stood: "Rows analysed -1", "k -1").
+_RANGES: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(
+        (
+            *("n_modules", "n_significant_modules", "n_sae_only_modules", "n_units"),
+            *("n_rows_encoded", "store_skipped_rows", "d_in", "d_sae", "k", "n_random"),
+            *("n_rows", "n_edges", "n_tests", "window", "n_saes", "n_bootstrap", "n_members"),
+            *("n_draws", "n_seeds", "n_stable_modules", "n_dissolved_modules"),
+            *("n_reproducible_modules", "n_consensus_modules", "null_std", "fvu", "mean_l0"),
+        ),
+        (0, math.inf),
+    ),
+    **dict.fromkeys(("p", "p_empirical", "edge_alpha", "reproducibility"), (0, 1)),
+}
 
 
 def _wrong_type(value: Any, types: tuple[type, ...]) -> bool:
     return not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+
+
+def _check_range(key: str, name: str, value: Any, meta: Path, fix: str) -> None:
+    """Refuse a number outside the range :data:`_RANGES` gives its ``key``."""
+    low, high = _RANGES.get(key, (-math.inf, math.inf))
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+        want = "0 or more" if high == math.inf else f"from {low} to {high}"
+        raise AtlasFileError(f"`{name}` in '{meta}' must be {want}, got {value!r}; {fix}.")
 
 
 def _want(types: tuple[type, ...]) -> str:
@@ -236,6 +260,7 @@ def _check_nested(summary: dict[str, Any], meta: Path, fix: str) -> None:
                     raise AtlasFileError(
                         f"`{name}` in '{meta}' must be {_want(spec)}, got {value!r}; {fix}."
                     )
+                _check_range(path.split(".")[-1].rstrip("[]{}"), name, value, meta, fix)
                 continue
             if not isinstance(value, dict):
                 raise AtlasFileError(
@@ -252,6 +277,7 @@ def _check_nested(summary: dict[str, Any], meta: Path, fix: str) -> None:
                         f"`{name}.{key}` in '{meta}' must be {_want(types)}, got "
                         f"{value[key]!r}; {fix}."
                     )
+                _check_range(key, f"{name}.{key}", value.get(key), meta, fix)
 
 
 def check_summary(summary: Any, meta: Path) -> dict[str, Any]:
@@ -271,6 +297,7 @@ def check_summary(summary: Any, meta: Path) -> dict[str, Any]:
             raise AtlasFileError(
                 f"`{key}` in '{meta}' must be {_want(types)}, got {value!r}; {fix}."
             )
+        _check_range(key, key, value, meta, fix)
     version = summary.get("format_version", FORMAT_VERSION)
     if not 1 <= version <= FORMAT_VERSION:
         raise AtlasFileError(

@@ -34,7 +34,13 @@ from ...store import ActivationStore, LayerSpec
 from ..fingerprints import check_made_from
 from ..inference.draws import draws_z
 from ..inference.outcome import decide
-from .ablation_inputs import _check_finite, _model_batches, check_captured_model, label_classes
+from .ablation_inputs import (
+    _check_finite,
+    _model_batches,
+    check_captured_model,
+    check_store_labels,
+    label_classes,
+)
 from .units import Ablator
 
 log = logging.getLogger(__name__)
@@ -306,6 +312,7 @@ def ablate_atlas(
     # another capture's means, with the same layers, were set as the ablated units' values
     check_made_from(atlas.summary, None, store)
     check_captured_model(model, store)
+    check_store_labels(store, inputs, labels)
     layers, cols = atlas_layers(atlas, store)
     if max_length is None:
         max_length = store.max_length

@@ -12,10 +12,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ...capture.inputs import InputBatch, iter_input_batches, model_and_tokenizer
-from ...capture.job import model_fingerprint
+from ...capture.job import inputs_fingerprint, model_fingerprint
 from ...capture.models import input_dtype, takes_token_ids
 from ...capture.nnsight import unwrap_model
 from ...capture.recorder import model_error
@@ -140,6 +141,51 @@ def check_ablation_inputs(
         label_classes(labels)
     if loss_fn is per_sample_cross_entropy and labels is not None and logits.ndim == 2:
         class_indices(np.asarray(labels), int(logits.shape[1]))
+
+
+def check_store_labels(store: ActivationStore, inputs: Any, labels: Any) -> None:
+    """Refuse labels other than the ones ``store`` recorded for these same inputs (the
+    capture's ``--labels``; compared where the inputs are the captured ones, by their
+    fingerprint): the atlas's label profiles are of the store's labels, and the
+    ablation's per-label table, under the same label names, split other samples, without
+    a word (labels shifted by one read as the modules hurting the digit next to theirs).
+    Inputs other than the captured ones (a held-out set) have labels of their own."""
+    manifest = store.manifest
+    job = manifest.provenance.get("job") if manifest is not None else None
+    if labels is None or np.ndim(labels) != 1 or not isinstance(job, dict) or not job.get("labels"):
+        return
+    texts = isinstance(inputs, list) and all(isinstance(t, str) for t in inputs)
+    if not (isinstance(inputs, (np.ndarray, torch.Tensor)) or texts):
+        return  # an iterable's fingerprint is its type and length, not its content
+    if inputs_fingerprint(inputs) != job.get("inputs"):
+        return
+    rows = store.rows().to_pandas()
+    if "label" not in rows.columns:
+        return
+    stored = rows.drop_duplicates("sample").set_index("sample")["label"]
+    given = pd.Series(np.asarray(labels, dtype=object)[stored.index.to_numpy()], stored.index)
+    numbers = pd.to_numeric(stored, errors="coerce") == pd.to_numeric(given, errors="coerce")
+    differ = ~(numbers | (stored.astype(str) == given.astype(str)))
+    # class names recorded and class indices given (the cross-entropy loss needs them) name
+    # the same samples when each name has one index and each index one name
+    pairs = pd.DataFrame({"s": stored.astype(str), "g": given.astype(str)}).drop_duplicates()
+    named = pd.to_numeric(stored, errors="coerce").isna().all()
+    if differ.any() and not (named and pairs["s"].is_unique and pairs["g"].is_unique):
+        first = differ.index[differ.to_numpy()][0]
+        raise ConfigError(
+            f"The labels given (--labels) are not the ones the store '{store.path}' recorded "
+            f"for these same inputs: {int(differ.sum())} of {len(differ)} samples differ "
+            f"(sample {first}: {_plain(given[first])!r} here, {_plain(stored[first])!r} in the "
+            "store). The atlas's label profiles are of the store's labels, so the ablation's "
+            "per-label effects would name other samples by the same labels. Give the labels "
+            "the store was captured with (or one class index per recorded class name), or "
+            "capture it again with these (`capture --labels`)."
+        )
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as Python's (its repr is np.int64(3))."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def check_captured_model(model: Any, store: ActivationStore, *, transfer: bool = False) -> None:

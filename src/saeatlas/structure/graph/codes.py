@@ -24,7 +24,7 @@ import torch
 from ..._coordinator import Coordinator, solo
 from ..._progress import progress_bar
 from ...sae import SparseAutoencoder
-from ...sae.model import sae_layers
+from ...sae.model import check_loaded_sae, sae_layers
 from ...store import ActivationStore, LayerSpec
 from .encoder import SparseEncoder
 from .moments import make_sums
@@ -124,6 +124,9 @@ def encode_store(
     ``engine``: who sums the moments (:mod:`.moments`): ``"auto"`` (numpy on the CPU,
     torch on the encoding device otherwise), ``"numpy"`` or ``"torch"``.
     """
+    check_loaded_sae(sae)  # a path ended in an AttributeError
+    if not isinstance(store, ActivationStore):  # its path, as every other stage takes
+        store = ActivationStore.open(store)
     coord = coord if coord is not None else solo()
     layers = sae_layers(sae, store)
     names = [l.name for l in layers]

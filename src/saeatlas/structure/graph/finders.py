@@ -49,6 +49,8 @@ def module_modularity(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
     singletons (-1) add their own, usually negligible, terms to none of them."""
     A = sp.csr_matrix(adjacency)
     labels = np.asarray(labels)
+    if labels.shape != (A.shape[0],) or labels.size and labels.dtype.kind not in "iu":
+        raise ValueError(f"Need {A.shape[0]} integer `labels`, got {labels.dtype} {labels.shape}.")
     n_mod = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
     two_m = float(A.sum())
     if two_m <= 0 or n_mod == 0:
@@ -147,8 +149,9 @@ def _check_graph(X) -> sp.csr_matrix:
         A.sum_duplicates()
     if A.shape[0] != A.shape[1]:
         raise ValueError(f"The graph must be square, got shape {A.shape}.")
-    if A.nnz and A.data.min() < 0:
-        raise ValueError("The graph has negative weights; keep only positive affinities.")
+    # NaN/Inf weights passed (min() < 0 is false for NaN), and every node was in no module
+    if A.nnz and not (np.isfinite(A.data).all() and A.data.min() >= 0):
+        raise ValueError("The graph has negative, NaN or Inf weights; keep finite positive ones.")
     if (A != A.T).nnz:
         A = A.maximum(A.T)  # symmetric
     if A.diagonal().any() or not A.data.all():  # edited on a copy, never on X's arrays

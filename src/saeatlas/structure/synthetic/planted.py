@@ -74,6 +74,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..._validation import check_config_argument
 from ...errors import StoreError
 from ...store.atomic import atomic_write, atomic_write_json
 from .config import PlantedConfig, module_spans
@@ -141,6 +142,7 @@ def make_planted(config: PlantedConfig) -> PlantedData:
     Returns ``PlantedData`` with ``X`` of shape ``[n_rows, sum(layer_sizes)]``; see the
     module docstring for the generative model. Deterministic in ``config.seed``.
     """
+    check_config_argument("config", config, PlantedConfig)  # a dict: an AttributeError
     cfg = config
     streams = np.random.default_rng(cfg.seed).spawn(6)
     r_layout, r_dirs, r_fire, r_mag, r_dense, r_scale = streams
