@@ -373,3 +373,17 @@ def test_the_stability_line_names_the_sub_modules_under_the_reported_modules():
     levels[2]["submodules"] = False  # none marked (the finest scale reported): no line
     text = stability_text(SimpleNamespace(summary={"modules_from": "sae", "ensemble": ens}))
     assert "Sub-modules" not in text
+
+
+def test_the_cli_table_says_how_the_sub_modules_lie_under_the_modules(capsys):
+    from types import SimpleNamespace
+
+    from saeatlas.cli.tables import _print_submodules
+
+    units = pd.DataFrame({"module": [0, 0, 0, 0, 1, 1, -1], "submodule": [0, 0, 1, 1, 2, 2, 3]})
+    _print_submodules(units)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "4 (module 0: 2, module 1: 1, in no module: 1)" in out, out
+    _print_submodules(units.assign(submodule=-1))  # none: no line
+    _print_submodules(SimpleNamespace(units=None).units)
+    assert capsys.readouterr().out == ""

@@ -54,6 +54,7 @@ def print_atlas(atlas: Any) -> None:
             soft_wrap=True,
         )
     console.print(escape(s["message"]), soft_wrap=True)
+    _print_submodules(getattr(atlas, "units", None))
     ctl = s.get("control")
     if ctl:
         ari = fmt(ctl.get("unit_ari"), ".2f")
@@ -74,6 +75,24 @@ def print_atlas(atlas: Any) -> None:
             ),
             soft_wrap=True,
         )
+
+
+def _print_submodules(units: Any) -> None:
+    """How the finer resolution's reproducible modules lie under the modules, if any."""
+    if units is None or "submodule" not in units or not (units["submodule"] >= 0).any():
+        return
+    from ..structure.inference.consensus import nest
+
+    module, sub = units["module"].to_numpy(), units["submodule"].to_numpy()
+    holder = nest(module, sub)  # the module holding most of each sub-module's units
+    under = [f"module {m}: {int((holder == m).sum())}" for m in range(int(module.max()) + 1)]
+    if (holder < 0).any():
+        under.append(f"in no module: {int((holder < 0).sum())}")
+    console.print(
+        f"Sub-modules (a finer resolution; `submodule` in units.parquet): {len(holder)} "
+        f"({', '.join(under)}).",
+        soft_wrap=True,
+    )
 
 
 def fmt(value: Any, spec: str) -> str:
