@@ -1,0 +1,53 @@
+"""Seventeenth hostile sweep, capture and store half: the ActivationStore's read methods
+given arguments of the wrong kind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+def test_the_store_read_methods_refuse_arguments_of_the_wrong_kind(tmp_path, make_store):
+    """`read(dtype="float16")` ended in torch's "Invalid device string" (a NumPy dtype in
+    a TypeError), `read(1.5, 4)` and `iter_batches(2.5)` in TypeErrors, `read(True, 4)`
+    read from row 1, `iter_batches(4, seed=1.5)` drew seed 1's order, `start_batch=-3` was
+    read as 0, `read(layers=["0", "0"])` gave the layer's columns twice, `rows([1])` ended
+    in pyarrow's "expected bytes, int found", `dtype=torch.int64` cut every activation to
+    a whole number and `open(verify="no")` was read by its truth."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.store import ActivationStore
+
+    store = ActivationStore.open(make_store(tmp_path / "store"))
+    full = store.read()
+    for dtype in ("float16", "torch.float16", np.float16, torch.float16):
+        got = store.read(0, 5, dtype=dtype)  # a text or NumPy dtype now works
+        assert got.dtype == torch.float16 and torch.equal(got, full[:5].half())
+    assert next(store.iter_batches(4, shuffle=False, dtype="bfloat16")).dtype == torch.bfloat16
+    assert torch.equal(store.read(np.int64(1), torch.tensor(4)), full[1:4])
+
+    def refused(call, needle):
+        with pytest.raises(ConfigError, match=needle):
+            call()
+
+    refused(lambda: store.read(dtype=torch.int64), r"`dtype` must be a floating dtype .*torch.int64")
+    refused(lambda: store.read(dtype="cuda"), r"`dtype` must be a floating dtype .* 'cuda'")
+    refused(lambda: store.read(1.5, 4), r"`start` must be a whole number, got 1.5")
+    refused(lambda: store.read(True, 4), r"`start` must be a whole number, got True")
+    refused(lambda: store.read(0, "4"), r"`stop` must be a whole number, got '4'")
+    refused(lambda: store.read(layers=["0", "0"]), r"`layers` names '0' more than once")
+    refused(lambda: store.read(layers={"0": 1}), r"`layers` must be a list of layer names")
+    refused(lambda: store.rows([1]), r"`columns` must be a list of column names \(text\)")
+    refused(lambda: ActivationStore.open(store.path, verify="no"), r"`verify` must be True")
+    for kwargs, needle in (
+        ({"batch_size": 2.5}, r"`batch_size` must be a whole number, got 2.5"),
+        ({"batch_size": True}, r"`batch_size` must be a whole number, got True"),
+        ({"seed": 1.5}, r"`seed` must be a whole number, got 1.5"),
+        ({"epoch": "1"}, r"`epoch` must be a whole number, got '1'"),
+        ({"start_batch": -3}, r"`start_batch` must be >= 0, got -3"),
+        ({"stop_row": 3.5}, r"`stop_row` must be a whole number, got 3.5"),
+        ({"part": (0,)}, r"Bad `part` \(0,\)"),
+        ({"part": (0.5, 2)}, r"`part` must be a whole number, got 0.5"),
+        ({"dtype": "float8"}, r"`dtype` must be a floating dtype"),
+    ):
+        refused(lambda: next(store.iter_batches(**{"batch_size": 4, **kwargs})), needle)
