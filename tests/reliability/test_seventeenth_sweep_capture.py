@@ -30,7 +30,9 @@ def test_the_store_read_methods_refuse_arguments_of_the_wrong_kind(tmp_path, mak
         with pytest.raises(ConfigError, match=needle):
             call()
 
-    refused(lambda: store.read(dtype=torch.int64), r"`dtype` must be a floating dtype .*torch.int64")
+    refused(
+        lambda: store.read(dtype=torch.int64), r"`dtype` must be a floating dtype .*torch.int64"
+    )
     refused(lambda: store.read(dtype="cuda"), r"`dtype` must be a floating dtype .* 'cuda'")
     refused(lambda: store.read(1.5, 4), r"`start` must be a whole number, got 1.5")
     refused(lambda: store.read(True, 4), r"`start` must be a whole number, got True")
@@ -51,3 +53,58 @@ def test_the_store_read_methods_refuse_arguments_of_the_wrong_kind(tmp_path, mak
         ({"dtype": "float8"}, r"`dtype` must be a floating dtype"),
     ):
         refused(lambda: next(store.iter_batches(**{"batch_size": 4, **kwargs})), needle)
+
+
+ODD_OUTPUTS = """
+import torch
+from torch import nn
+
+class Odd(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind, self.lin = kind, nn.Linear(4, 5)
+
+    def forward(self, x):
+        y = self.lin(x)
+        if self.kind == "sparse":
+            return y.to_sparse()
+        if self.kind == "meta":
+            return torch.empty(y.shape, device="meta")
+        return y
+
+def build(kind="dense"):
+    torch.manual_seed(0)
+    return nn.Sequential(Odd(kind))
+
+def sparse():
+    return build("sparse")
+
+def meta():
+    return build("meta")
+"""
+
+
+def test_a_layer_giving_a_sparse_or_meta_tensor(tmp_path, run_cli):
+    """A layer whose output is a sparse tensor ended the capture in "The model's forward
+    pass failed ... unsupported memory format option Contiguous" (the forward pass had
+    run; the copy of its output failed): it is now stored as the dense values it stands
+    for. One on the meta device ended in torch's "Tensor.item() cannot be called on meta
+    tensors" traceback."""
+    from saeatlas.store import ActivationStore
+
+    cli, one_line = run_cli
+    (tmp_path / "odd.py").write_text(ODD_OUTPUTS)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(20, 4)).astype("f4"))
+    args = ["--inputs", tmp_path / "x.npy", "--layers", "0", "--batch-size", "8", "-q"]
+    for spec in ("build", "sparse"):
+        r = cli(
+            "capture", "--model", f"{tmp_path / 'odd.py'}:{spec}", *args, "--out", tmp_path / spec
+        )
+        assert r.exit_code == 0, r.output
+    assert torch.equal(
+        ActivationStore.open(tmp_path / "sparse").read(),
+        ActivationStore.open(tmp_path / "build").read(),
+    )
+    r = cli("capture", "--model", f"{tmp_path / 'odd.py'}:meta", *args, "--out", tmp_path / "meta")
+    one_line(r, "Layer '0' gives a tensor on the meta device")
+    assert not (tmp_path / "meta").exists()

@@ -84,6 +84,13 @@ def to_rows(
 
     ``layout`` (``image``, ``heads``, ``pattern``) says what a 4-D tensor's axes
     are; a 4-D tensor without one is an error."""
+    if t.is_meta:  # its NaN check ended in torch's "cannot be called on meta tensors"
+        raise ShapeError(
+            f"Layer '{name}' gives a tensor on the meta device, which holds no values. Load "
+            "the model's weights onto a real device before capturing."
+        )
+    if t.layout != torch.strided:  # a sparse output (COO, CSR): the values it stands for
+        t = t.to_dense()
     if t.is_complex():
         raise ShapeError(
             f"Layer '{name}' gives complex values; saeatlas records real activations. Record a "
