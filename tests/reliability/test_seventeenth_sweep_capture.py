@@ -108,3 +108,25 @@ def test_a_layer_giving_a_sparse_or_meta_tensor(tmp_path, run_cli):
     r = cli("capture", "--model", f"{tmp_path / 'odd.py'}:meta", *args, "--out", tmp_path / "meta")
     one_line(r, "Layer '0' gives a tensor on the meta device")
     assert not (tmp_path / "meta").exists()
+
+
+def test_a_manifest_edited_by_hand_is_refused_naming_the_edit(tmp_path, make_store, run_cli):
+    """Two shards of as many rows swapped in `manifest.json` passed every check, `info
+    --verify` too (the moments do not depend on the order): their activations were read
+    under other rows' labels in rows.parquet. A negative `std` was refused as "must hold
+    10 finite values (one per unit), it has 10"."""
+    import json
+
+    cli, one_line = run_cli
+    store = make_store(tmp_path / "store", rows=64, shard_rows=32)
+    manifest = json.loads((store / "manifest.json").read_text())
+    edited = dict(manifest, shards=manifest["shards"][::-1])
+    (store / "manifest.json").write_text(json.dumps(edited))
+    one_line(
+        cli("info", store, "--verify"),
+        "lists shard 'shard-00000.safetensors' after 'shard-00001.safetensors'",
+        "out of the order of rows.parquet",
+    )
+    edited = dict(manifest, std=[-1.0] + manifest["std"][1:])
+    (store / "manifest.json").write_text(json.dumps(edited))
+    one_line(cli("info", store), "`std` must hold 10 finite values", "a negative one (unit 0)")
