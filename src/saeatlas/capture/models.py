@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .._validation import shown
 from ..errors import AtlasError, ModelError, ModelSpecError
 from .hf_dir import MODEL_CLASSES, load_hf_dir
 from .nnsight import unwrap_model
@@ -47,7 +48,7 @@ def load_model(
     """
     if model_class != "auto" and model_class not in MODEL_CLASSES:
         raise ModelSpecError(
-            f"Unknown --model-class {model_class!r}; expected one of: {['auto', *MODEL_CLASSES]}."
+            f"Unknown --model-class {shown(model_class)}; expected one of: {['auto', *MODEL_CLASSES]}."
         )
     path = Path(spec)
     if path.is_dir():

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .._validation import shown
 from ..errors import ConfigError, ShapeError
 from .layouts import LAYOUTS, parse_layout, undetermined_message
 
@@ -207,7 +208,7 @@ def check_output_index(index: int | str | None, plain: set[str], names: list[str
     store then held another tensor than the one asked for)."""
     if index is not None and plain >= set(names):
         raise ConfigError(
-            f"--output-index (`output_index`) {index!r} picks nothing: every recorded layer "
+            f"--output-index (`output_index`) {shown(index)} picks nothing: every recorded layer "
             f"({sorted(plain)[:5]}) gives a plain tensor, not a tuple or dict. Drop "
             "--output-index, or record a module whose output is a tuple."
         )

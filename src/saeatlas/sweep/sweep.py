@@ -25,7 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_config_argument, check_flag_arguments, check_path_argument
+from .._validation import (
+    check_config_argument,
+    check_flag_arguments,
+    check_path_argument,
+    shown,
+)
 from .._world import from_main, join
 from ..errors import ConfigError
 from ..evaluate.metrics import MIN_HELDOUT_ROWS
@@ -178,7 +183,7 @@ def sweep(
 def check_sweep_values(over: str, values: list[float]) -> None:
     """Refuse a setting that cannot be swept, or values it cannot take."""
     if over not in SWEEPABLE:
-        raise ConfigError(f"Cannot sweep over {over!r}; expected one of: {list(SWEEPABLE)}.")
+        raise ConfigError(f"Cannot sweep over {shown(over)}; expected one of: {list(SWEEPABLE)}.")
     if len(values) < 2:
         raise ConfigError("A sweep needs at least two --values.")
     bad = [
