@@ -27,3 +27,26 @@ def test_a_long_bad_choice_is_quoted_cut_short(guarded, run_cli, tmp_path):
         line = one_line(cli(*args), needle)
         assert len(line) < 400, line[:400]
     assert not (guarded.root / "new").exists()
+
+
+def test_a_local_rank_that_is_no_gpu_of_this_machine_is_refused(monkeypatch):
+    """Under `torchrun` on GPUs, `LOCAL_RANK=abc` (set by hand) ended in int()'s
+    ValueError traceback and `LOCAL_RANK=-1` ran the rank on 'cuda:-1'; RANK and
+    WORLD_SIZE were already checked this way."""
+    import pytest
+    import torch
+
+    from saeatlas._world import World, rank_device
+    from saeatlas.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert rank_device("cuda", World(1, 2)) == "cuda:1"
+    for value, needle in (
+        ("abc", "LOCAL_RANK is 'abc', not a whole number"),
+        ("-1", r"local rank -1\) would run on cuda:-1"),
+        ("2", r"local rank 2\) would run on cuda:2, but this machine has 2 GPU"),
+    ):
+        monkeypatch.setenv("LOCAL_RANK", value)
+        with pytest.raises(ConfigError, match=needle):
+            rank_device("cuda", World(1, 2))
