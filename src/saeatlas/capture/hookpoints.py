@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .._validation import shown
 from ..errors import ConfigError, HookpointError
 from .layouts import hook_name_layout
 from .nnsight import is_nnsight, module_path, unwrap_model
@@ -86,6 +87,14 @@ def resolve_hookpoints(
         HookpointError: a pattern matches nothing; the message lists the closest names
             (or, when none is close, the model's first ten).
     """
+    if patterns is not None and not isinstance(patterns, (str, list, tuple)):
+        # 5 ended in "'int' object is not iterable", b"0" read as the layer 48, a dict
+        # as its keys
+        raise HookpointError(
+            f"Layers must be a name or a list of names, got {type(patterns).__name__} "
+            f"{shown(patterns)}. Give a module's name in `model.named_modules()`, a glob or a "
+            "regex, or a list of them."
+        )
     patterns = [patterns] if isinstance(patterns, str) else list(patterns or ())
     if not patterns:
         raise HookpointError("No layers given. Name at least one (see `saeatlas layers MODEL`).")

@@ -145,8 +145,9 @@ def sweep(
             f"member would be the same SAE. Sweep --over {setting}, or choose the architecture "
             f"that `{over}` belongs to (--architecture)."
         )
-    if isinstance(seeds, bool) or seeds not in (1, 2):
-        raise ConfigError(f"`seeds` must be 1 or 2, got {seeds}.")
+    # 2.0 ended in a TypeError, and "2" was refused as "got 2"
+    if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds not in (1, 2):
+        raise ConfigError(f"`seeds` must be 1 or 2, got {shown(seeds)}.")
     if not (isinstance(heldout_fraction, numbers.Real) and 0 < heldout_fraction < 0.5):
         raise ConfigError(f"`heldout_fraction` must be in (0, 0.5), got {heldout_fraction!r}.")
     if isinstance(extend, bool) or not isinstance(extend, numbers.Integral) or extend < 0:
