@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +87,8 @@ def resolve_hookpoints(
         HookpointError: a pattern matches nothing; the message lists the closest names
             (or, when none is close, the model's first ten).
     """
-    if patterns is not None and not isinstance(patterns, (str, list, tuple)):
+    odd = isinstance(patterns, (bytes, bytearray, Mapping)) or not isinstance(patterns, Iterable)
+    if patterns is not None and odd:
         # 5 ended in "'int' object is not iterable", b"0" read as the layer 48, a dict
         # as its keys
         raise HookpointError(
