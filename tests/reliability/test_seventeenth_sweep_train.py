@@ -50,3 +50,35 @@ def test_a_local_rank_that_is_no_gpu_of_this_machine_is_refused(monkeypatch):
         monkeypatch.setenv("LOCAL_RANK", value)
         with pytest.raises(ConfigError, match=needle):
             rank_device("cuda", World(1, 2))
+
+
+def test_a_run_setting_the_store_cannot_fit_stops_before_the_training(guarded, run_cli, tmp_path):
+    """`analyze.label_column` naming a column the store's rows lack was refused by the
+    analysis, after the sweep and the training (and `run --check` called the config
+    valid); `train.layers` naming a layer the capture does not record was refused by the
+    training as "Store ... has no layer 'nope'", not naming the setting. Both are now
+    refused as soon as the store is there, by `--check` too."""
+    import yaml
+
+    cli, one_line = run_cli
+    config = {
+        "model": guarded.model, "inputs": str(guarded.inputs), "layers": ["1", "3"],
+        "sweep": {"values": [2, 4], "seeds": 1}, "stability": {"n_seed_saes": 0},
+        "train": {"d_sae": 24, "tokens": 512, "batch_size": 64},
+        "analyze": {"label_column": "nope"}, "ablation": {"enabled": False},
+    }  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    label = "`analyze.label_column` 'nope' is not a column of the store's rows"
+    one_line(cli("run", tmp_path / "run.yaml", "--check"), label)
+
+    def stops_after_the_capture(needle: str) -> None:  # its stage line, then the error
+        r = cli("run", tmp_path / "run.yaml", "--out", tmp_path / "run", "-q")
+        assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+        assert r.output.strip().splitlines()[-1].startswith(f"Error: {needle}"), r.output
+        assert not (tmp_path / "run" / "sweep").exists()  # before the sweep and training
+
+    stops_after_the_capture(label)
+    del config["analyze"]
+    config["train"]["layers"] = ["nope"]
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    stops_after_the_capture("`train.layers` names ['nope'], which the capture does not record")
