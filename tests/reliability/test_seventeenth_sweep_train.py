@@ -7,8 +7,8 @@ from __future__ import annotations
 def test_a_long_bad_choice_is_quoted_cut_short(guarded, run_cli, tmp_path):
     """A setting of fixed choices given a long text (`architecture:` of 100,000 characters
     in a YAML config, a long `--layout`, `--device`, `--model-class` or `sweep --over`)
-    was quoted whole: one line of 100,000 characters, where other bad values are cut
-    short."""
+    and a layer pattern matching nothing (or a bad regex) were quoted whole: one line of
+    100,000 characters, where other bad values are cut short."""
     cli, one_line = run_cli
     long = "x" * 100_000
     (tmp_path / "c.yaml").write_text(f"architecture: {long}\n")
@@ -23,6 +23,8 @@ def test_a_long_bad_choice_is_quoted_cut_short(guarded, run_cli, tmp_path):
         ((*capture, "--model-class", long), "Unknown --model-class 'xxx"),
         ((*capture, "--store-dtype", long), "Unknown `store_dtype` 'xxx"),
         ((*sweep, "--over", long), "Cannot sweep over 'xxx"),
+        ((*capture[:6], "re:" + long, *capture[7:]), "matches layer pattern 're:xxx"),
+        ((*capture[:6], "re:(" + long, *capture[7:]), "Bad regex in layer pattern 're:(xxx"),
     ):
         line = one_line(cli(*args), needle)
         assert len(line) < 400, line[:400]

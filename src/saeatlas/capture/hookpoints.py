@@ -163,7 +163,7 @@ def _no_match_message(raw: str, pattern: str, names: list[str], model: torch.nn.
     base, colon, suffix = pattern.rpartition(":")
     if colon and base and not pattern.startswith(REGEX_PREFIX) and match_names(base, names):
         return (  # a misspelt suffix: `layer1:inptu` was offered 'layer1' alone
-            f"No module of {type(model).__name__} matches layer pattern {raw!r}: "
+            f"No module of {type(model).__name__} matches layer pattern {shown(raw)}: "
             f"':{suffix}' is no suffix of a layer pattern. Write '{base}{INPUT_SUFFIX}' to "
             f"record what goes into {base!r}, or '{base}' for what comes out."
         )
@@ -181,7 +181,7 @@ def _no_match_message(raw: str, pattern: str, names: list[str], model: torch.nn.
         hint = " It has no submodules."
     hint = crossing_hint(pattern, names) or hint
     return (
-        f"No module of {type(model).__name__} matches layer pattern {raw!r}.{hint} "
+        f"No module of {type(model).__name__} matches layer pattern {shown(raw)}.{hint} "
         "List the names with `saeatlas layers MODEL` (or `model.named_modules()`); globs use "
         "`*` (within one dotted part) and `**` (across dots), regexes start with `re:`."
     )
