@@ -84,3 +84,35 @@ def test_a_run_setting_the_store_cannot_fit_stops_before_the_training(guarded, r
     config["train"]["layers"] = ["nope"]
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     stops_after_the_capture("`train.layers` names ['nope'], which the capture does not record")
+
+
+ODD_INPUTS = """
+def nothing():
+    return None
+
+def one_dict():
+    import numpy as np
+    return {"x": np.zeros((8, 6), "f4")}
+
+def a_path():
+    return "inputs.npy"
+"""
+
+
+def test_run_check_refuses_odd_inputs_as_the_run_does(guarded, run_cli, tmp_path):
+    """An inputs function returning None ended `run --check` in "TypeError: 'NoneType'
+    object is not iterable"; one returning a dict or a path was dry-run on its keys or
+    characters and refused as "Inputs are texts but no tokenizer was given", where the
+    run refuses each for what it is."""
+    import yaml
+
+    cli, one_line = run_cli
+    (tmp_path / "odd.py").write_text(ODD_INPUTS)
+    for name, needle in (
+        ("nothing", "Unsupported inputs of type NoneType"),
+        ("one_dict", "Inputs are one mapping (dict of x)"),
+        ("a_path", "Inputs given as a path"),
+    ):
+        config = {"model": guarded.model, "inputs": f"odd.py:{name}", "layers": ["1"]}
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+        one_line(cli("run", tmp_path / "run.yaml", "--check"), needle)

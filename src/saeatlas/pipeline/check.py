@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,10 @@ from .stages import check_ablation_source
 def _first_batch(inputs: object, n: int) -> object:
     if isinstance(inputs, (torch.Tensor, np.ndarray, list, tuple)):
         return inputs[:n]
+    if isinstance(inputs, (str, bytes, Mapping)) or not isinstance(inputs, Iterable):
+        # refused by the capture as the run refuses it: None ended in a TypeError, and a
+        # path or a dict was read for its characters or keys, "texts" with no tokenizer
+        return inputs
     return list(itertools.islice(iter(inputs), 1))  # an iterable of batches
 
 
