@@ -116,3 +116,20 @@ def test_run_check_refuses_odd_inputs_as_the_run_does(guarded, run_cli, tmp_path
         config = {"model": guarded.model, "inputs": f"odd.py:{name}", "layers": ["1"]}
         (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
         one_line(cli("run", tmp_path / "run.yaml", "--check"), needle)
+
+
+def test_more_threads_than_cpus_is_refused(guarded, run_cli, tmp_path):
+    """`threads: 100000` in a run config ended the run in a segmentation fault (exit code
+    139, no word; OpenMP could not start the threads), and `threads: 2147483648` in
+    torch's "ValueError: Overflow when unpacking long" traceback."""
+    import os
+
+    import yaml
+
+    cli, one_line = run_cli
+    for threads in (2**31, 100_000, (os.cpu_count() or 1) + 1):
+        config = {"model": guarded.model, "inputs": str(guarded.inputs), "layers": ["1"]}
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump({**config, "threads": threads}))
+        r = cli("run", tmp_path / "run.yaml", "--out", tmp_path / "run", "-q")
+        one_line(r, f"`threads` is {threads:,}, more than the", "CPUs of this machine")
+    assert not (tmp_path / "run").exists()
