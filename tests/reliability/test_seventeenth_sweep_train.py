@@ -133,3 +133,17 @@ def test_more_threads_than_cpus_is_refused(guarded, run_cli, tmp_path):
         r = cli("run", tmp_path / "run.yaml", "--out", tmp_path / "run", "-q")
         one_line(r, f"`threads` is {threads:,}, more than the", "CPUs of this machine")
     assert not (tmp_path / "run").exists()
+
+
+def test_demo_options_of_the_minilm_demo_are_refused_for_digits(run_cli, tmp_path, forbid):
+    """`saeatlas demo --n-texts 5` (or `--max-length 5`, options of the MiniLM demo) ran
+    the digits demo as if they were not given: they were dropped without a word."""
+    import saeatlas.demo
+
+    cli, one_line = run_cli
+    forbid(saeatlas.demo, "run_demo")
+    out = tmp_path / "demo"
+    one_line(cli("demo", "--out", out, "--n-texts", "5"), "--n-texts applies to --model minilm")
+    r = cli("demo", "--out", out, "--max-length", "5", "--n-texts", "3", "--quick")
+    one_line(r, "--n-texts and --max-length apply to --model minilm only")
+    assert not out.exists()
