@@ -147,3 +147,19 @@ def test_demo_options_of_the_minilm_demo_are_refused_for_digits(run_cli, tmp_pat
     r = cli("demo", "--out", out, "--max-length", "5", "--n-texts", "3", "--quick")
     one_line(r, "--n-texts and --max-length apply to --model minilm only")
     assert not out.exists()
+
+
+def test_seeds_beyond_the_seed_range_are_refused_before_the_work(guarded, run_cli, forbid):
+    """`train --seeds 99999999999999999999` (beyond 64 bits) built a list of as many
+    output folders and never ended, and `--seeds 3 --seed 2**63-2` was refused as
+    "`seed` must be in [0, 9.22337e+18]" of a seed it never named."""
+    import saeatlas.train.ensemble as ensemble
+
+    cli, one_line = run_cli
+    forbid(ensemble, "seed_sae_dir")  # refused before the members' folders are named
+    train = ["train", "--acts", guarded.store, "--out", guarded.root / "new", "-q"]
+    r = cli(*train, "--seeds", str(10**20))
+    one_line(r, "--seeds (`n_seeds`) 100000000000000000000 with --seed 0 gives seeds beyond")
+    r = cli(*train, "--seeds", "3", "--seed", str(2**63 - 2))
+    one_line(r, f"--seed {2**63 - 2} gives seeds beyond 2**63 - 1", "give at most 2.")
+    assert not (guarded.root / "new").exists()
