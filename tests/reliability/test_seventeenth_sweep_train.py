@@ -163,3 +163,17 @@ def test_seeds_beyond_the_seed_range_are_refused_before_the_work(guarded, run_cl
     r = cli(*train, "--seeds", "3", "--seed", str(2**63 - 2))
     one_line(r, f"--seed {2**63 - 2} gives seeds beyond 2**63 - 1", "give at most 2.")
     assert not (guarded.root / "new").exists()
+
+
+def test_a_warmup_longer_than_the_run_is_refused(guarded, run_cli):
+    """`--lr-warmup-steps` beyond the run's steps trained an SAE whose learning rate never
+    reached `lr` (FVU 0.65 where 0.21 is reached), and `--sparsity-warmup-steps` beyond
+    them one whose L1 penalty never reached its coefficient, without a word."""
+    cli, one_line = run_cli
+    train = ["train", "--acts", guarded.store, "--out", guarded.root / "new", "--seeds", "1"]
+    train += ["--tokens", "640", "--batch-size", "64", "-q"]  # 10 steps
+    r = cli(*train, "--lr-warmup-steps", "11")
+    one_line(r, "`lr_warmup_steps` (--lr-warmup-steps) 11 is more than the run's 10 steps")
+    r = cli(*train, "--architecture", "relu", "--sparsity-warmup-steps", str(10**18))
+    one_line(r, "`sparsity_warmup_steps` (--sparsity-warmup-steps) 1,000,000,000,000,000,000")
+    assert not (guarded.root / "new").exists()
