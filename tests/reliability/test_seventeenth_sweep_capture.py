@@ -52,7 +52,7 @@ def test_the_store_read_methods_refuse_arguments_of_the_wrong_kind(tmp_path, mak
         ({"part": (0.5, 2)}, r"`part` must be a whole number, got 0.5"),
         ({"dtype": "float8"}, r"`dtype` must be a floating dtype"),
     ):
-        refused(lambda: next(store.iter_batches(**{"batch_size": 4, **kwargs})), needle)
+        refused(lambda kw=kwargs: next(store.iter_batches(**{"batch_size": 4, **kw})), needle)
 
 
 ODD_OUTPUTS = """
@@ -166,3 +166,51 @@ def test_python_capture_and_sweep_arguments_of_the_wrong_kind(tmp_path, make_sto
             values=[2, 4], out=out, seeds=seeds,
         )  # fmt: skip
     assert not out.exists()
+
+
+def test_a_full_disk_during_a_capture_is_one_line_with_no_traceback(
+    tmp_path, outputs, run_cli, monkeypatch, caplog
+):
+    """A disk that fills while the first shard (or a progress file) is written printed
+    "A shard commit failed after an earlier error." and that same error's traceback
+    before the `Error:` line: the failed commit stayed queued and was reported again by
+    the cleanup (and every later shard a full disk failed printed one more traceback)."""
+    import errno
+    import logging
+
+    import saeatlas.store.atomic as atomic
+
+    cli, one_line = run_cli
+    real = atomic._write_into
+
+    def full(path, write):  # the disk fills while the first shard is written
+        def half(tmp):
+            tmp.write_bytes(b"x" * 10)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return real(path, half)
+
+    monkeypatch.setattr(atomic, "_write_into", full)
+    args = ["capture", "--model", outputs.model, "--inputs", outputs.inputs, "--layers", "1",
+            "--out", tmp_path / "s", "--shard-rows", "32", "-q"]  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="saeatlas"):
+        one_line(cli(*args), "No space left on device", "shard-00000", "--resume")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    monkeypatch.setattr(atomic, "_write_into", real)
+    assert cli(*args, "--resume").exit_code == 0
+    # the race made deterministic: the oldest commit failed and was raised by a full
+    # queue; the cleanup that follows must not report it again
+    from concurrent.futures import Future
+
+    from saeatlas.store.commit import Committer
+
+    committer = Committer(tmp_path / "work", 0, 1, workers=1)
+    failed: Future[None] = Future()
+    failed.set_exception(OSError(errno.ENOSPC, "No space left on device"))
+    committer._pending.append(failed)
+    with pytest.raises(OSError), caplog.at_level(logging.DEBUG, logger="saeatlas"):
+        try:
+            committer._reap(block=True)
+        finally:
+            committer.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
