@@ -177,3 +177,18 @@ def test_a_warmup_longer_than_the_run_is_refused(guarded, run_cli):
     r = cli(*train, "--architecture", "relu", "--sparsity-warmup-steps", str(10**18))
     one_line(r, "`sparsity_warmup_steps` (--sparsity-warmup-steps) 1,000,000,000,000,000,000")
     assert not (guarded.root / "new").exists()
+
+
+def test_a_bad_json_config_is_named_as_json(guarded, run_cli, tmp_path):
+    """A `.json` config with a key given twice (or another syntax error) was refused as
+    "is not valid YAML" (JSON is read by the YAML parser), naming a format the file is
+    not in."""
+    cli, one_line = run_cli
+    train = ["train", "--acts", guarded.store, "--out", guarded.root / "new", "-q"]
+    for text, needle in (('{"k": 2, "k": 3}', "the key 'k' is given twice"), ('{"k": [}', "")):
+        (tmp_path / "c.json").write_text(text)
+        one_line(
+            cli(*train, "--config", tmp_path / "c.json"), "is not valid JSON at line 1", needle
+        )
+    (tmp_path / "run.json").write_text('{"model": "m.py:f", "layers": ["1"], "layers": ["2"]}')
+    one_line(cli("run", tmp_path / "run.json", "--check"), "is not valid JSON", "'layers'")
