@@ -214,3 +214,18 @@ def test_a_full_disk_during_a_capture_is_one_line_with_no_traceback(
         finally:
             committer.stop()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+def test_a_model_file_without_its_factory_is_told_to_name_it(outputs, run_cli, tmp_path):
+    """`--model model.py` (the file, no `:factory`) was refused as "neither a directory
+    nor 'package.module:factory'. Give ... a factory such as 'mypkg.models:build'",
+    which does not say that a file spec takes its factory after a colon."""
+    cli, one_line = run_cli
+    model_file = outputs.model.rpartition(":")[0]
+    for args in (
+        ("layers", model_file),
+        ("capture", "--model", model_file, "--inputs", outputs.inputs, "--layers", "1",
+         "--out", tmp_path / "s", "-q"),
+    ):  # fmt: skip
+        one_line(cli(*args), "is a Python file without the factory", f"'{model_file}:FACTORY'")
+    assert not (tmp_path / "s").exists()

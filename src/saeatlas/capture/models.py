@@ -67,6 +67,11 @@ def load_model(
         from ..store.atomic import resolve
 
         resolve(path)  # a loop of symbolic links is named, not "neither a directory nor"
+        if path.suffix == ".py" and path.is_file():  # was told of 'package.module:factory'
+            raise ModelSpecError(
+                f"Model spec {spec!r} is a Python file without the factory to call in it; "
+                f"name it after a colon: '{spec}:FACTORY' (a function returning the model)."
+            )
         raise ModelSpecError(
             f"Model spec {spec!r} is neither a directory nor 'package.module:factory'. Give a "
             "local Hugging Face model directory or a factory such as 'mypkg.models:build'."
