@@ -138,33 +138,28 @@ def test_python_capture_and_sweep_arguments_of_the_wrong_kind(tmp_path, make_sto
     read as its keys; a tokenizer's output (one dict of tensors) given as the inputs was
     iterated for its keys ("A batch of type str is not supported"); `sweep(seeds=2.0)`
     ended in a TypeError after the checks, and `seeds="2"` was refused as "got 2"."""
+    from functools import partial
+
     from saeatlas.capture import capture_activations
     from saeatlas.errors import AtlasError
     from saeatlas.sweep import sweep
     from saeatlas.train import TrainConfig
 
-    model = torch.nn.Sequential(torch.nn.Linear(4, 6))
-    x = torch.randn(20, 4)
     out = tmp_path / "out"
-
-    def refused(call, needle, **kwargs):
-        with pytest.raises(AtlasError, match=needle):
-            call(**kwargs)
-
-    def capture(**kw):
-        args = {"model": model, "inputs": x, "hookpoints": ["0"], "out": out, "progress": False}
-        return capture_activations(**{**args, **kw})
-
+    capture = partial(
+        capture_activations, torch.nn.Sequential(torch.nn.Linear(4, 6)), out=out, progress=False
+    )
+    x = torch.randn(20, 4)
     for layers, needle in ((5, "got int 5"), (b"0", "got bytes b'0'"), ({"0": 1}, "got dict")):
-        refused(capture, f"Layers must be a name or a list of names, {needle}", hookpoints=layers)
-    refused(capture, r"Inputs are one mapping \(dict of input_ids", inputs={"input_ids": x})
+        with pytest.raises(AtlasError, match=f"Layers must be a name or a list of names, {needle}"):
+            capture(inputs=x, hookpoints=layers)
+    with pytest.raises(AtlasError, match=r"Inputs are one mapping \(dict of input_ids"):
+        capture(inputs={"input_ids": x}, hookpoints=["0"])
     store = make_store(tmp_path / "store")
     cfg = TrainConfig(d_sae=8, k=2, tokens=200)
     for seeds in (2.0, "2"):
-        refused(
-            sweep, f"`seeds` must be 1 or 2, got {seeds!r}", store=store, base=cfg, over="k",
-            values=[2, 4], out=out, seeds=seeds,
-        )  # fmt: skip
+        with pytest.raises(AtlasError, match=f"`seeds` must be 1 or 2, got {seeds!r}"):
+            sweep(store, cfg, "k", [2, 4], out, seeds=seeds)
     assert not out.exists()
 
 
