@@ -132,7 +132,8 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         why = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"Config file '{path}' is not valid YAML{at}: {why}.") from None
+        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"  # JSON is read as YAML
+        raise ConfigError(f"Config file '{path}' is not valid {kind}{at}: {why}.") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"Config file '{path}' cannot be read ({e}).") from None
     if data is None:
@@ -152,11 +153,9 @@ def _refuse_toml(path: Path, text: str) -> None:
     3.11+: the standard library reads TOML from there on)."""
     try:
         import tomllib
-    except ModuleNotFoundError:
-        return
-    try:
+
         as_toml = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, ValueError):
+    except (ModuleNotFoundError, ValueError):  # TOMLDecodeError is a ValueError
         return
     if as_toml:
         raise ConfigError(

@@ -46,7 +46,9 @@ def choice(name: str, value: Any, allowed: Iterable[Any], *, flag: str | None = 
     """``value`` must be one of ``allowed``."""
     allowed = list(allowed)
     if value not in allowed:
-        raise ConfigError(f"Unknown {_where(name, flag)} {value!r}; expected one of: {allowed}.")
+        raise ConfigError(
+            f"Unknown {_where(name, flag)} {shown(value)}; expected one of: {allowed}."
+        )
 
 
 def in_range(
@@ -228,7 +230,7 @@ def check_device(name: str, value: Any, *, flag: str | None = None) -> None:
         dev = torch.device(value)
     except (RuntimeError, TypeError, ValueError):
         raise ConfigError(
-            f"Unknown {_where(name, flag)} {value!r}; expected a torch device such as 'cpu', "
+            f"Unknown {_where(name, flag)} {shown(value)}; expected a torch device such as 'cpu', "
             f"'cuda' or 'cuda:1' (this machine has: {_devices()})."
         ) from None
     if dev.type == "cuda":

@@ -277,8 +277,10 @@ def rank_device(device: str | None, world: World) -> str | None:
     """``cuda`` under ``torchrun`` means this rank's own GPU (``LOCAL_RANK``)."""
     if device == "cuda" and world.size > 1:
         n_gpus = torch.cuda.device_count()
-        local = int(os.environ.get("LOCAL_RANK", world.rank % max(n_gpus, 1)))
-        if local >= n_gpus:
+        # torchrun's LOCAL_RANK, checked as RANK is ('abc' ended in int()'s ValueError)
+        local = _env_number("LOCAL_RANK")
+        local = world.rank % max(n_gpus, 1) if local is None else local
+        if not 0 <= local < n_gpus:
             raise ConfigError(
                 f"Rank {world.rank} (local rank {local}) would run on cuda:{local}, but this "
                 f"machine has {n_gpus} GPU(s). Start at most {n_gpus} processes per machine "

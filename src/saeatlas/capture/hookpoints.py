@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from .._validation import shown
 from ..errors import ConfigError, HookpointError
 from .layouts import hook_name_layout
 from .nnsight import envoy_paths, is_nnsight, unwrap_model
@@ -86,6 +87,15 @@ def resolve_hookpoints(
         HookpointError: a pattern matches nothing; the message lists the closest names
             (or, when none is close, the model's first ten).
     """
+    odd = isinstance(patterns, (bytes, bytearray, Mapping)) or not isinstance(patterns, Iterable)
+    if patterns is not None and odd:
+        # 5 ended in "'int' object is not iterable", b"0" read as the layer 48, a dict
+        # as its keys
+        raise HookpointError(
+            f"Layers must be a name or a list of names, got {type(patterns).__name__} "
+            f"{shown(patterns)}. Give a module's name in `model.named_modules()`, a glob or a "
+            "regex, or a list of them."
+        )
     patterns = [patterns] if isinstance(patterns, str) else list(patterns or ())
     if not patterns:
         raise HookpointError("No layers given. Name at least one (see `saeatlas layers MODEL`).")
@@ -154,7 +164,7 @@ def _no_match_message(raw: str, pattern: str, names: list[str], model: torch.nn.
     base, colon, suffix = pattern.rpartition(":")
     if colon and base and not pattern.startswith(REGEX_PREFIX) and match_names(base, names):
         return (  # a misspelt suffix: `layer1:inptu` was offered 'layer1' alone
-            f"No module of {type(model).__name__} matches layer pattern {raw!r}: "
+            f"No module of {type(model).__name__} matches layer pattern {shown(raw)}: "
             f"':{suffix}' is no suffix of a layer pattern. Write '{base}{INPUT_SUFFIX}' to "
             f"record what goes into {base!r}, or '{base}' for what comes out."
         )
@@ -172,7 +182,7 @@ def _no_match_message(raw: str, pattern: str, names: list[str], model: torch.nn.
         hint = " It has no submodules."
     hint = crossing_hint(pattern, names) or hint
     return (
-        f"No module of {type(model).__name__} matches layer pattern {raw!r}.{hint} "
+        f"No module of {type(model).__name__} matches layer pattern {shown(raw)}.{hint} "
         "List the names with `saeatlas layers MODEL` (or `model.named_modules()`); globs use "
         "`*` (within one dotted part) and `**` (across dots), regexes start with `re:`."
     )

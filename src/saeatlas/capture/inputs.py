@@ -173,6 +173,13 @@ def iter_input_batches(
                 "tokenizer), or use a Hugging Face model directory as --model."
             )
         yield from _text_batches(list(inputs), tokenizer, batch_size, labels, max_length)
+    elif isinstance(inputs, Mapping):  # iterated, its keys were taken for batches
+        raise InputsError(
+            f"Inputs are one mapping ({type(inputs).__name__} of {', '.join(map(str, inputs))[:80]}"
+            "): the keyword arguments of one batch, such as a tokenizer's output. Pass an "
+            "iterable of such batches (a DataLoader, or a list of dicts), or the texts with "
+            "`tokenizer=`."
+        )
     elif isinstance(inputs, Iterable):
         check_max_length(inputs, max_length)
         yield from _iterable_batches(inputs, labels, (float_dtype, token_ids))

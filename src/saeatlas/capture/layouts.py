@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._validation import shown
 from ..errors import ConfigError, ShapeError
 from .patterns import matches
 
@@ -117,7 +118,7 @@ def parse_layout(spec: str | None) -> tuple[str | None, tuple[tuple[str, str], .
         if layout not in LAYOUTS:
             allowed = ", ".join(f"'{k}' {v}" for k, v in LAYOUTS.items())
             raise ConfigError(
-                f"Unknown `layout` {layout!r} in {spec!r}; expected one of: {allowed}, alone "
+                f"Unknown `layout` {shown(layout)} in {shown(spec)}; expected one of: {allowed}, alone "
                 "or as LAYER=LAYOUT (--layout)."
             )
         if pattern:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .._validation import shown
 from ..errors import AtlasError, ModelError, ModelSpecError
 from .hf_dir import MODEL_CLASSES, load_hf_dir
 from .nnsight import unwrap_model
@@ -47,7 +48,7 @@ def load_model(
     """
     if model_class != "auto" and model_class not in MODEL_CLASSES:
         raise ModelSpecError(
-            f"Unknown --model-class {model_class!r}; expected one of: {['auto', *MODEL_CLASSES]}."
+            f"Unknown --model-class {shown(model_class)}; expected one of: {['auto', *MODEL_CLASSES]}."
         )
     path = Path(spec)
     if path.is_dir():
@@ -66,6 +67,11 @@ def load_model(
         from ..store.atomic import resolve
 
         resolve(path)  # a loop of symbolic links is named, not "neither a directory nor"
+        if path.suffix == ".py" and path.is_file():  # was told of 'package.module:factory'
+            raise ModelSpecError(
+                f"Model spec {spec!r} is a Python file without the factory to call in it; "
+                f"name it after a colon: '{spec}:FACTORY' (a function returning the model)."
+            )
         raise ModelSpecError(
             f"Model spec {spec!r} is neither a directory nor 'package.module:factory'. Give a "
             "local Hugging Face model directory or a factory such as 'mypkg.models:build'."

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import re
 
+from .._validation import shown
 from ..errors import HookpointError
 
 REGEX_PREFIX = "re:"
@@ -34,7 +35,7 @@ def compiled(pattern: str, cross_dots: bool = False) -> re.Pattern[str]:
         try:
             return re.compile(pattern[len(REGEX_PREFIX) :])
         except re.error as e:
-            raise HookpointError(f"Bad regex in layer pattern {pattern!r}: {e}.") from e
+            raise HookpointError(f"Bad regex in layer pattern {shown(pattern)}: {e}.") from e
     if not is_glob(pattern):
         return re.compile(re.escape(pattern))
     return re.compile(_glob_regex(pattern, cross_dots))

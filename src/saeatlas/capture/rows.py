@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .._validation import shown
 from ..errors import ConfigError, ShapeError
 from .layouts import LAYOUTS, parse_layout, undetermined_message
 
@@ -107,6 +108,13 @@ def to_rows(
 
     ``layout`` (``image``, ``heads``, ``pattern``) says what a 4-D tensor's axes
     are; a 4-D tensor without one is an error."""
+    if t.is_meta:  # its NaN check ended in torch's "cannot be called on meta tensors"
+        raise ShapeError(
+            f"Layer '{name}' gives a tensor on the meta device, which holds no values. Load "
+            "the model's weights onto a real device before capturing."
+        )
+    if t.layout != torch.strided:  # a sparse output (COO, CSR): the values it stands for
+        t = t.to_dense()
     if t.is_complex():
         raise ShapeError(
             f"Layer '{name}' gives complex values; saeatlas records real activations. Record a "
@@ -223,7 +231,7 @@ def check_output_index(index: int | str | None, plain: set[str], names: list[str
     store then held another tensor than the one asked for)."""
     if index is not None and plain >= set(names):
         raise ConfigError(
-            f"--output-index (`output_index`) {index!r} picks nothing: every recorded layer "
+            f"--output-index (`output_index`) {shown(index)} picks nothing: every recorded layer "
             f"({sorted(plain)[:5]}) gives a plain tensor, not a tuple or dict. Drop "
             "--output-index, or record a module whose output is a tuple."
         )

@@ -112,6 +112,7 @@ DEMO_MODELS = ("digits", "minilm")
 
 @app.command("demo")
 def demo_cmd(
+    ctx: typer.Context,
     model: str = typer.Option(
         "digits", "--model", help="digits (an MLP on scikit-learn's digits) or minilm."
     ),
@@ -149,6 +150,14 @@ def demo_cmd(
 
     if model not in DEMO_MODELS:
         raise ConfigError(f"Unknown --model {model!r}; expected one of: {list(DEMO_MODELS)}.")
+    given = {p: getattr(ctx.get_parameter_source(p), "name", "") for p in ("n_texts", "max_length")}
+    texts = [f"--{p.replace('_', '-')}" for p, how in given.items() if how == "COMMANDLINE"]
+    if model == "digits" and texts:  # read only by the minilm demo: dropped without a word
+        raise ConfigError(
+            f"{' and '.join(texts)} appl{'ies' if len(texts) == 1 else 'y'} to --model minilm "
+            f"only; the digits demo reads images, not texts. Drop {' and '.join(texts)}, or "
+            "pass --model minilm."
+        )
     run_dir = run_dir_path(out)
     if model == "digits":
         result = run_demo(

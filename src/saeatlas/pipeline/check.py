@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,10 +18,9 @@ import numpy as np
 import torch
 
 from ..capture import capture_activations
-from ..errors import ConfigError
-from ..sae.architectures import get_architecture
 from ..store.lock import check_writable
 from .config import RunConfig
+from .fit import check_store_fits
 from .outputs import check_run_out
 from .source import load_source
 from .stages import check_ablation_source
@@ -29,6 +29,10 @@ from .stages import check_ablation_source
 def _first_batch(inputs: object, n: int) -> object:
     if isinstance(inputs, (torch.Tensor, np.ndarray, list, tuple)):
         return inputs[:n]
+    if isinstance(inputs, (str, bytes, Mapping)) or not isinstance(inputs, Iterable):
+        # refused by the capture as the run refuses it: None ended in a TypeError, and a
+        # path or a dict was read for its characters or keys, "texts" with no tokenizer
+        return inputs
     return list(itertools.islice(iter(inputs), 1))  # an iterable of batches
 
 
@@ -56,28 +60,4 @@ def check_run(cfg: RunConfig, out: str | Path | None = None) -> str:
             labels=labels,
             progress=False,
         )
-        layers = store.layers
-    known = [l.name for l in layers]
-    chosen = list(cfg.train.layers) or known
-    missing = [n for n in chosen if n not in known]
-    if missing:
-        raise ConfigError(
-            f"`train.layers` names {missing}, which the capture does not record; it records "
-            f"{known}."
-        )
-    d_in = sum(l.n_units for l in layers if l.name in chosen)
-    t = cfg.train
-    d_sae = t.d_sae or t.expansion_factor * d_in
-    topk = get_architecture(t.architecture).topk_family
-    ks = [t.k] if topk and not (cfg.sweep.enabled and cfg.sweep.over == "k") else []
-    if cfg.sweep.enabled and cfg.sweep.over == "k":
-        ks = list(cfg.sweep.values)
-    over = [k for k in ks if k > d_sae]
-    if over:
-        what = "`sweep.values`" if cfg.sweep.enabled and cfg.sweep.over == "k" else "`train.k`"
-        raise ConfigError(
-            f"{what} {[int(k) for k in over]} exceed the SAE's {d_sae} latents (`train.d_sae`, "
-            f"or `train.expansion_factor` {t.expansion_factor} x {d_in} units): a TopK SAE keeps "
-            "k of its latents. Lower them, or raise `train.d_sae`."
-        )
-    return f"dry run: layers {known} give {d_in} units; the SAE has {d_sae} latents"
+        return check_store_fits(cfg, store)

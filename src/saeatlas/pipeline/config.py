@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -73,8 +74,9 @@ class RunConfig:
     out: str | None = None
     """Run directory (relative to the config file); `saeatlas run --out` overrides it."""
     threads: int | None = None
-    """CPU threads torch uses during the run (default: torch's own choice). Small models
-    run as fast on one thread, and are not slowed down when other work shares the cores."""
+    """CPU threads torch uses during the run (default: torch's own choice), at most the
+    machine's CPUs. Small models run as fast on one thread, and are not slowed down when
+    other work shares the cores."""
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     """How activations are recorded (`saeatlas capture`'s options)."""
     sweep: SweepSection = field(default_factory=SweepSection)
@@ -146,6 +148,14 @@ class RunConfig:
                     )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"`threads` must be positive, got {self.threads}.")
+        cpus = os.cpu_count() or 1
+        if self.threads is not None and self.threads > cpus:
+            # 100,000 ended the run in a segmentation fault (OpenMP), 2**31 in torch's
+            # "Overflow when unpacking long"; more threads than CPUs only slow it down
+            raise ConfigError(
+                f"`threads` is {self.threads:,}, more than the {cpus} CPUs of this machine; "
+                f"give at most {cpus}, or leave `threads` out for torch's own choice."
+            )
         for name, cls in SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"`{name}` must be a {cls.__name__}.")

@@ -35,6 +35,7 @@ from ..train import TrainConfig, train_family, train_sae
 from ..train.checkpoint import CHECKPOINT
 from ..train.ensemble import trained_like
 from .config import RunConfig
+from .fit import check_store_fits
 from .outputs import RunPaths, copy_sae, sae_complete, sweep_complete
 from .record import fingerprints
 from .source import Source, load_source
@@ -67,7 +68,10 @@ class StageContext:
         return self._source
 
     def store(self) -> ActivationStore:
-        return ActivationStore.open(self.paths.store)
+        """The run's store, checked to fit the later stages' settings (:mod:`.fit`)."""
+        store = ActivationStore.open(self.paths.store)
+        check_store_fits(self.config, store)
+        return store
 
 
 # -- capture -----------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Activation stores: safetensors shards + ``manifest.json`` + ``rows.parquet``."""
 
+from .describe import StoreSummary
 from .manifest import LayerSpec, Manifest, ShardInfo
 from .progress import ResumePoint
 from .stats import RunningMoments
-from .store import ActivationStore, StoreSummary
+from .store import ActivationStore
 from .writer import StoreWriter
 
 __all__ = [

@@ -112,7 +112,9 @@ class Committer:
     def _reap(self, block: bool) -> None:
         """Drop finished commits, re-raising their errors; with ``block``, wait for the oldest."""
         if block and self._pending:
-            self._pending[0].result()
+            # popped first: a failed commit is raised once, not again by stop() as
+            # "failed after an earlier error" with its traceback before the error line
+            self._pending.pop(0).result()
         while self._pending and self._pending[0].done():
             self._pending.pop(0).result()
 
@@ -128,8 +130,9 @@ class Committer:
             for f in self._pending:
                 try:
                     f.result()
-                except Exception:  # the caller is already handling the first error
-                    log.warning("A shard commit failed after an earlier error.", exc_info=True)
+                except Exception:  # the caller is already handling the first error (a full
+                    # disk fails every shard after it: one line says so, not a traceback each)
+                    log.debug("A shard commit failed after an earlier error.", exc_info=True)
         finally:
             self._pending.clear()
             self.shutdown()

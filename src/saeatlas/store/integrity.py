@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._validation import shown
 from ..errors import ChecksumError, ConfigError, StoreError
 from .manifest import ROWS, Manifest, file_sha256
 from .sources import ShardSource, check_not_replaced
@@ -30,6 +31,8 @@ def read_rows_table(
     edited, duplicated or reordered by hand would give rows the labels of others."""
     if isinstance(columns, str):  # read as its characters, each an unknown column
         raise ConfigError(f"`columns` must be a list of column names, got the text {columns!r}.")
+    if columns is not None and not all(isinstance(c, str) for c in columns):
+        raise ConfigError(f"`columns` must be a list of column names (text), got {shown(columns)}.")
     # `row` is read too, to check the order others take the columns in
     wanted = list(dict.fromkeys([*columns, "row"])) if columns else None
     try:

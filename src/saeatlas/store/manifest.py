@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -251,6 +252,12 @@ def layer_width_fits(layer: LayerSpec) -> bool:
     return layer.n_units in (dims[0], dims[-1])
 
 
+def _shard_order(file: str) -> tuple[int, int] | None:
+    """(rank, index) of a shard named as the capture names them, or None."""
+    found = re.fullmatch(r"shard-(?:r(\d+)-)?(\d+)\.safetensors", file)
+    return (int(found.group(1) or 0), int(found.group(2))) if found else None
+
+
 def check_manifest(root: Path, m: Manifest) -> None:
     """A manifest must agree with itself and with its shards' headers: dtype, rows and
     units of every shard, layers that tile the columns and fit their recorded
@@ -269,6 +276,16 @@ def check_manifest(root: Path, m: Manifest) -> None:
     twice = sorted(f for f, n in Counter(s.file for s in m.shards).items() if n > 1)
     if twice:
         raise StoreError(f"{where} lists shard {twice[0]!r} twice; the store is corrupt.")
+    # the capture lists its shards in the order of their names (rank by rank): two swapped
+    # by hand passed every check, their rows read under other rows' labels in rows.parquet
+    keys = [_shard_order(s.file) for s in m.shards]
+    if None not in keys and keys != sorted(keys):
+        at = next(i for i in range(1, len(keys)) if keys[i] < keys[i - 1])
+        raise StoreError(
+            f"{where} lists shard {m.shards[at].file!r} after {m.shards[at - 1].file!r}: its "
+            "rows would be read out of the order of rows.parquet. List the shards in the "
+            "order of their names, or recapture the store."
+        )
     if m.n_nonfinite_rows_skipped < 0:
         raise StoreError(f"{where} has a negative `n_nonfinite_rows_skipped`; it is corrupt.")
     if not m.layers:
@@ -284,9 +301,13 @@ def check_manifest(root: Path, m: Manifest) -> None:
     for name in ("mean", "std"):
         v = getattr(m, name)
         if v.shape != (m.n_units,) or not np.isfinite(v).all() or (name == "std" and (v < 0).any()):
+            what = " with NaN/Inf" if not np.isfinite(v).all() else ""
+            if not what and name == "std" and (v < 0).any():  # was "it has 10." of 10
+                what = f" with a negative one (unit {int(np.argmax(v < 0))})"
             raise StoreError(
-                f"{where}: `{name}` must hold {m.n_units} finite values (one per unit), it has "
-                f"{v.size}{'' if np.isfinite(v).all() else ' with NaN/Inf'}. Recapture the store."
+                f"{where}: `{name}` must hold {m.n_units} finite values (one per unit"
+                f"{', none negative' if name == 'std' else ''}), it has {v.size}{what}. "
+                "Recapture the store."
             )
     expected = STORE_DTYPES[m.dtype]
     for s in m.shards:

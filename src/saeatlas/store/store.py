@@ -11,61 +11,29 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .._validation import choice
+from .._validation import check_flag_argument, choice
 from ..errors import ConfigError, StoreError
 from .atomic import finish_swap_for_reader, partial_dir
+from .describe import StoreSummary, what_it_is
 from .integrity import read_rows_table, verify_store
 from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest
 from .merge import recover_store
 from .npy import check_store_argument, open_npy
 from .partial import progress_files
 from .readers import ReadPlan, block_rows
+from .requests import find_layer, layer_columns, read_dtype, read_part, whole_number
 from .sources import ArraySource, ShardSource, dir_identity
 
 #: What to do with NaN/Inf in activations, everywhere they are read: capture, and
 #: every stage that opens a ``.npy`` array.
 NONFINITE_MODES = ("error", "skip")
-
-
-@dataclass(frozen=True)
-class StoreSummary:
-    """What ``saeatlas info`` prints."""
-
-    path: str
-    kind: str
-    n_rows: int
-    n_units: int
-    dtype: str
-    n_shards: int
-    n_bytes: int
-    layers: tuple[LayerSpec, ...]
-    n_nonfinite_rows_skipped: int
-    provenance: dict[str, Any]
-
-
-def _what_it_is(path: Path) -> str:
-    """A hint for a directory that is not a store: another saeatlas output (by the file
-    each writes; the store does not import the stages), or one array."""
-    if (path / "run.json").is_file() and (path / "store" / MANIFEST).is_file():
-        return f" It is a run directory (saeatlas run); its store is '{path / 'store'}'."
-    if (path / "atlas.json").is_file():
-        return (
-            " It is an atlas (saeatlas analyze): `saeatlas report` shows it; the store is "
-            "the one its analysis read (--acts)."
-        )
-    if (path / "cfg.json").is_file():
-        return " It is an SAE directory (saeatlas train): pass it as --sae, its store as --acts."
-    arrays = sorted(path.glob("*.npy"))
-    return f" To read the array it holds, pass '{arrays[0]}' itself." if len(arrays) == 1 else ""
 
 
 class ActivationStore:
@@ -115,6 +83,7 @@ class ActivationStore:
                 has none (capture keeps them out); any found in a shard is an error.
         """
         choice("on_nonfinite", on_nonfinite, NONFINITE_MODES, flag="--on-nonfinite")
+        check_flag_argument("verify", verify)
         check_store_argument(path)
         path = Path(path)
         if path.suffix == ".npy" and path.is_file():
@@ -140,7 +109,7 @@ class ActivationStore:
                     "`saeatlas capture ... --resume`, or capture again with --overwrite."
                 )
             raise StoreError(
-                f"'{path}' has no manifest.json; it is not a saeatlas store.{_what_it_is(path)}"
+                f"'{path}' has no manifest.json; it is not a saeatlas store.{what_it_is(path)}"
             )
         identity = dir_identity(path)  # before the manifest: a store replaced after it is refused
         manifest = Manifest.read(path / MANIFEST)
@@ -216,25 +185,11 @@ class ActivationStore:
 
     def layer(self, name: str) -> LayerSpec:
         """The layer called ``name``."""
-        for layer in self.layers:
-            if layer.name == name:
-                return layer
-        names = ", ".join(repr(layer.name) for layer in self.layers)
-        raise StoreError(f"Store '{self.path}' has no layer {name!r}; it has: {names}.")
+        return find_layer(self.path, self.layers, name)
 
-    def columns(self, layers: Sequence[str] | None = None) -> slice | torch.Tensor:
+    def columns(self, layers: Sequence[str] | str | None = None) -> slice | torch.Tensor:
         """Columns of the given layers: a slice when contiguous, else an index tensor."""
-        if layers is None:
-            return slice(0, self.n_units)
-        if isinstance(layers, str):
-            layers = [layers]
-        specs = [self.layer(n) for n in layers]
-        if not specs:
-            raise ConfigError("`layers` is empty; name at least one layer or pass None for all.")
-        ranges = [(s.start, s.stop) for s in specs]
-        if all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1)):
-            return slice(ranges[0][0], ranges[-1][1])
-        return torch.cat([torch.arange(a, b) for a, b in ranges])
+        return layer_columns(self.path, self.layers, layers)
 
     def summary(self) -> StoreSummary:
         if self.manifest is not None:
@@ -305,10 +260,14 @@ class ActivationStore:
         stop: int | None = None,
         *,
         layers: Sequence[str] | None = None,
-        dtype: torch.dtype | None = torch.float32,
+        dtype: torch.dtype | str | None = torch.float32,
     ) -> torch.Tensor:
-        """Rows ``start:stop`` in order, ``[stop - start, units]``. Loads only the shards needed."""
-        stop = self.n_rows if stop is None else min(stop, self.n_rows)
+        """Rows ``start:stop`` in order, ``[stop - start, units]``. Loads only the shards needed.
+        ``dtype``: a floating torch dtype or its name (``"float16"``), or None for the
+        stored one."""
+        dtype = read_dtype(dtype)
+        start = whole_number("start", start)
+        stop = self.n_rows if stop is None else min(whole_number("stop", stop), self.n_rows)
         if not 0 <= start <= stop:
             raise ConfigError(f"Bad row range {start}:{stop} for a store of {self.n_rows} rows.")
         cols = self.columns(layers)
@@ -334,7 +293,7 @@ class ActivationStore:
         epoch: int = 0,
         layers: Sequence[str] | None = None,
         drop_last: bool = False,
-        dtype: torch.dtype | None = torch.float32,
+        dtype: torch.dtype | str | None = torch.float32,
         reuse_memory: bool = False,
         start_batch: int = 0,
         stop_row: int | None = None,
@@ -370,11 +329,12 @@ class ActivationStore:
                 (for data-parallel training: the shares of all ranks make up the
                 batch one process would get).
         """
-        if batch_size <= 0:
-            raise ConfigError(f"`batch_size` must be positive, got {batch_size}.")
-        rank, world = part
-        if not 0 <= rank < world:
-            raise ConfigError(f"Bad `part` {part}: expected (rank, world) with 0 <= rank < world.")
+        batch_size = whole_number("batch_size", batch_size, low=1)
+        seed, epoch = whole_number("seed", seed, low=-(2**63)), whole_number("epoch", epoch)
+        start_batch = whole_number("start_batch", start_batch)
+        part, dtype = read_part(part), read_dtype(dtype)
+        if stop_row is not None:
+            stop_row = whole_number("stop_row", stop_row, low=-(2**63))
         stop_row = self.n_rows if stop_row is None else min(stop_row, self.n_rows)
         if stop_row <= 0:
             raise ConfigError(
@@ -388,7 +348,7 @@ class ActivationStore:
             eligible = list(range(-(-stop_row // read.block_rows)))
         if shuffle:
             # torch takes seeds below 2**64; the modulo keeps every smaller one as it was
-            g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch)) % 2**64)
+            g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)
             order = [eligible[j] for j in torch.randperm(len(eligible), generator=g).tolist()]
             batches = read.shuffled(order, g, part, reuse_memory)
         else:

@@ -25,7 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_config_argument, check_flag_arguments, check_path_argument
+from .._validation import (
+    check_config_argument,
+    check_flag_arguments,
+    check_path_argument,
+    shown,
+)
 from .._world import from_main, join
 from ..errors import ConfigError
 from ..evaluate.metrics import MIN_HELDOUT_ROWS
@@ -140,8 +145,9 @@ def sweep(
             f"member would be the same SAE. Sweep --over {setting}, or choose the architecture "
             f"that `{over}` belongs to (--architecture)."
         )
-    if isinstance(seeds, bool) or seeds not in (1, 2):
-        raise ConfigError(f"`seeds` must be 1 or 2, got {seeds}.")
+    # 2.0 ended in a TypeError, and "2" was refused as "got 2"
+    if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds not in (1, 2):
+        raise ConfigError(f"`seeds` must be 1 or 2, got {shown(seeds)}.")
     if not (isinstance(heldout_fraction, numbers.Real) and 0 < heldout_fraction < 0.5):
         raise ConfigError(f"`heldout_fraction` must be in (0, 0.5), got {heldout_fraction!r}.")
     if isinstance(extend, bool) or not isinstance(extend, numbers.Integral) or extend < 0:
@@ -178,7 +184,7 @@ def sweep(
 def check_sweep_values(over: str, values: list[float]) -> None:
     """Refuse a setting that cannot be swept, or values it cannot take."""
     if over not in SWEEPABLE:
-        raise ConfigError(f"Cannot sweep over {over!r}; expected one of: {list(SWEEPABLE)}.")
+        raise ConfigError(f"Cannot sweep over {shown(over)}; expected one of: {list(SWEEPABLE)}.")
     if len(values) < 2:
         raise ConfigError("A sweep needs at least two --values.")
     bad = [

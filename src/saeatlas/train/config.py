@@ -106,14 +106,15 @@ class TrainConfig:
     """Learning rate (default: 5e-3 / sqrt(d_sae / 2^14) for signum, as in sparsify;
     2e-4 / sqrt(d_sae / 2^14) for adam, Gao et al. 2024)."""
     lr_warmup_steps: int | None = None
-    """Linear warmup of the learning rate, in steps (default: 100, or 5% of the
-    steps when that is fewer, so that short runs are not spent warming up)."""
+    """Linear warmup of the learning rate, in steps, at most the run's (default: 100, or
+    5% of the steps when that is fewer, so that short runs are not spent warming up)."""
     lr_decay: str = "linear"
     """Learning-rate decay after `lr_decay_start` (adam): linear, cosine or none."""
     lr_decay_start: float = 0.8
     """Fraction of training after which the learning rate decays."""
     sparsity_warmup_steps: int | None = None
-    """Linear warmup of the L1/L0 coefficient (default: 5% of the steps)."""
+    """Linear warmup of the L1/L0 coefficient, at most the run's steps (default: 5% of
+    the steps)."""
     auxk_coefficient: float = 1 / 32
     """Weight of the AuxK dead-latent loss (topk, batchtopk)."""
     auxk_k: int | None = None

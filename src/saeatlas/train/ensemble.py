@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .._validation import shown
 from .._world import from_main, join
 from ..errors import AtlasError, ConfigError
 from ..sae import SparseAutoencoder
@@ -85,6 +86,11 @@ def train_ensemble(
         raise ConfigError(
             f"--seeds (`n_seeds`) must be at least 1, got {n_seeds}: --seeds 1 trains the SAE "
             "in --out alone, --seeds N adds N - 1 more with the next seeds beside it."
+        )
+    if cfg.seed + n_seeds - 1 >= 2**63:  # 10**20 built a list of as many folders, forever
+        raise ConfigError(
+            f"--seeds (`n_seeds`) {shown(n_seeds)} with --seed {cfg.seed} gives seeds beyond "
+            f"2**63 - 1, the largest torch takes; give at most {2**63 - cfg.seed:,}."
         )
     out = Path(out)
     outs = [out] + [seed_sae_dir(out, i) for i in range(1, n_seeds)]

@@ -24,7 +24,7 @@ from ..sae.architectures import get_architecture
 from ..sae.kernels import fast_bf16
 from ..store import ActivationStore, LayerSpec
 from .architectures import TRAINING, aux_reconstruction, batch_total
-from .config import TrainConfig
+from .config import READ_BY, TrainConfig
 from .distributed import all_sum, average_gradients
 from .init import geometric_median, input_normalizer
 from .losses import fvu, l0, mse
@@ -156,6 +156,18 @@ class _Run:
         self.lr_warmup = (
             cfg.lr_warmup_steps if cfg.lr_warmup_steps is not None else min(100, self.n_steps // 20)
         )
+        penalised = cfg.architecture in READ_BY["sparsity_warmup_steps"][1]
+        for name, value, what in (
+            ("lr_warmup_steps", cfg.lr_warmup_steps, "learning rate"),
+            # read by relu and jumprelu only (a warning says so of the others)
+            ("sparsity_warmup_steps", cfg.sparsity_warmup_steps if penalised else None, "penalty"),
+        ):
+            if value is not None and value > self.n_steps:  # 10**18 trained without a word
+                raise ConfigError(
+                    f"`{name}` (--{name.replace('_', '-')}) {value:,} is more than the run's "
+                    f"{self.n_steps:,} steps: the {what} would never reach its value. Give at "
+                    "most as many, or raise --tokens."
+                )
         self.batches_per_epoch = self.train_rows // self.batch_size
         sae_cfg = SAEConfig(
             architecture=cfg.architecture,

@@ -1,0 +1,47 @@
+"""What the stages after the capture need of its store, checked as soon as the store is
+there: by ``saeatlas run --check`` on the dry run's first batch, and by the run itself
+each time a stage opens the store, so a setting that fits no store is refused before
+the sweep and the training rather than after them."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from ..sae.architectures import get_architecture
+from ..store import ActivationStore
+from ..structure.inputs import check_label_column
+from .config import RunConfig
+
+
+def check_store_fits(cfg: RunConfig, store: ActivationStore) -> str:
+    """Refuse what ``cfg``'s later stages would refuse of ``store`` (`train.layers` it does
+    not record, TopK sparsities above the SAE's latents, an `analyze.label_column` its
+    rows lack); return a one-line summary of the layers and the SAE's size."""
+    layers = store.layers
+    known = [l.name for l in layers]
+    chosen = list(cfg.train.layers) or known
+    missing = [n for n in chosen if n not in known]
+    if missing:
+        raise ConfigError(
+            f"`train.layers` names {missing}, which the capture does not record; it records "
+            f"{known}."
+        )
+    d_in = sum(l.n_units for l in layers if l.name in chosen)
+    t = cfg.train
+    d_sae = t.d_sae or t.expansion_factor * d_in
+    topk = get_architecture(t.architecture).topk_family
+    ks = [t.k] if topk and not (cfg.sweep.enabled and cfg.sweep.over == "k") else []
+    if cfg.sweep.enabled and cfg.sweep.over == "k":
+        ks = list(cfg.sweep.values)
+    over = [k for k in ks if k > d_sae]
+    if over:
+        what = "`sweep.values`" if cfg.sweep.enabled and cfg.sweep.over == "k" else "`train.k`"
+        raise ConfigError(
+            f"{what} {[int(k) for k in over]} exceed the SAE's {d_sae} latents (`train.d_sae`, "
+            f"or `train.expansion_factor` {t.expansion_factor} x {d_in} units): a TopK SAE keeps "
+            "k of its latents. Lower them, or raise `train.d_sae`."
+        )
+    try:  # the analysis refused it only after the sweep and the training
+        check_label_column(cfg.analyze, store)
+    except ConfigError as e:
+        raise ConfigError(f"`analyze.{str(e).lstrip('`')}") from None
+    return f"dry run: layers {known} give {d_in} units; the SAE has {d_sae} latents"

@@ -1,0 +1,117 @@
+"""What a caller asks of a store's read methods, checked and resolved: row numbers,
+the dtype to read as, and the layers whose columns to read.
+
+Each check refuses a value of the wrong kind with the store's own error class
+(:class:`~saeatlas.errors.ConfigError`, :class:`~saeatlas.errors.StoreError`)
+before any shard is read; they ended in torch's or Python's errors half-way
+(``read(dtype="float16")``: "Invalid device string"), or read something else
+(``read(True, 4)``: row 1; ``iter_batches(4, seed=1.5)``: seed 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Integral
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validation import shown
+from ..errors import ConfigError, StoreError
+from .manifest import LayerSpec
+
+#: The dtypes a store reads as, by the names a caller may give them (torch's, as text).
+READ_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
+
+
+def read_dtype(value: Any) -> torch.dtype | None:
+    """``value`` (``dtype`` of ``read`` and ``iter_batches``) as a torch dtype: a floating
+    torch dtype, its name (``"float16"``, ``"torch.float16"``), a NumPy float dtype, or
+    None (the stored dtype). Activations are real numbers: an integer or bool dtype would
+    cut them to whole numbers or truth values without a word."""
+    if value is None:
+        return None
+    name = None
+    if isinstance(value, torch.dtype):
+        name = str(value).removeprefix("torch.")
+    elif isinstance(value, str):
+        name = value.removeprefix("torch.")
+    else:
+        try:
+            name = np.dtype(value).name
+        except (TypeError, ValueError):
+            name = None
+    if name not in READ_DTYPES:
+        raise ConfigError(
+            f"`dtype` must be a floating dtype to read activations as ({', '.join(READ_DTYPES)}, "
+            f"as a torch dtype or its name) or None for the stored one, got {shown(value)}."
+        )
+    return READ_DTYPES[name]
+
+
+def whole_number(name: str, value: Any, *, low: int = 0) -> int:
+    """``value`` (the argument ``name``) as an int of at least ``low``: a float, text or
+    bool is refused, not cut (``1.5``), compared (``"1"``) or read as 1 (``True``)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
+        raise ConfigError(f"`{name}` must be a whole number, got {shown(value)}.")
+    if value < low:
+        raise ConfigError(f"`{name}` must be >= {low}, got {value}.")
+    return int(value)
+
+
+def read_part(part: Any) -> tuple[int, int]:
+    """``part`` of ``iter_batches``: ``(rank, world)`` with ``0 <= rank < world``."""
+    if not isinstance(part, (tuple, list)) or len(part) != 2:
+        raise ConfigError(
+            f"Bad `part` {shown(part)}: expected (rank, world) with 0 <= rank < world."
+        )
+    rank, world = (whole_number("part", v) for v in part)
+    if not rank < world:
+        raise ConfigError(
+            f"Bad `part` {shown(part)}: expected (rank, world) with 0 <= rank < world."
+        )
+    return rank, world
+
+
+def find_layer(path: Path, layers: Sequence[LayerSpec], name: Any) -> LayerSpec:
+    """The layer of ``layers`` (the store ``path``'s) called ``name``."""
+    for layer in layers:
+        if layer.name == name:
+            return layer
+    names = ", ".join(repr(layer.name) for layer in layers)
+    raise StoreError(f"Store '{path}' has no layer {shown(name)}; it has: {names}.")
+
+
+def layer_columns(
+    path: Path, layers: Sequence[LayerSpec], names: Sequence[str] | str | None
+) -> slice | torch.Tensor:
+    """The columns of the layers called ``names`` (one name, a list, or None for all) of
+    the store ``path``: a slice when contiguous, else an index tensor, in the order named.
+    A layer named twice is refused: its columns would be read twice, as two layers."""
+    if names is None:
+        return slice(0, layers[-1].stop)
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, Sequence):
+        raise ConfigError(f"`layers` must be a list of layer names, got {shown(names)}.")
+    specs = [find_layer(path, layers, n) for n in names]
+    if not specs:
+        raise ConfigError("`layers` is empty; name at least one layer or pass None for all.")
+    twice = sorted({n for n in names if list(names).count(n) > 1})
+    if twice:
+        raise ConfigError(
+            f"`layers` names {', '.join(map(repr, twice))} more than once; name each layer once."
+        )
+    ranges = [(s.start, s.stop) for s in specs]
+    if all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1)):
+        return slice(ranges[0][0], ranges[-1][1])
+    return torch.cat([torch.arange(a, b) for a, b in ranges])
