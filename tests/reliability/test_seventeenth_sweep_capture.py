@@ -224,3 +224,31 @@ def test_a_model_file_without_its_factory_is_told_to_name_it(outputs, run_cli, t
     ):  # fmt: skip
         one_line(cli(*args), "is a Python file without the factory", f"'{model_file}:FACTORY'")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_layer_without_a_name_is_refused(tmp_path):
+    """A `layers.json` naming a layer "" (or blanks) was read, and the analysis and report
+    ran with a layer no flag, layer map or table can name."""
+    import json
+
+    from saeatlas.errors import StoreError
+    from saeatlas.store import ActivationStore
+
+    npy = tmp_path / "acts.npy"
+    np.save(npy, np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32))
+    for name in ("", "  "):
+        layers = [{"name": "a", "start": 0, "stop": 3}, {"name": name, "start": 3, "stop": 6}]
+        (tmp_path / "acts.layers.json").write_text(json.dumps(layers))
+        with pytest.raises(StoreError, match=r"columns 3:6\) has the name .*give every layer"):
+            ActivationStore.open(npy)
+
+
+def test_a_sweep_stopped_with_one_member_says_one_member(tmp_path, caplog):
+    from saeatlas.sweep.members import kept_members
+
+    (tmp_path / "k-8" / "seed-0").mkdir(parents=True)
+    (tmp_path / "k-8" / "seed-0" / "cfg.json").write_text("{}")
+    with caplog.at_level("WARNING"):
+        assert kept_members(tmp_path)
+    assert "stopped with 1 member finished (k-8/seed-0); it stays in" in caplog.text, caplog.text
+    assert "continues from it." in caplog.text

@@ -225,6 +225,11 @@ def validate_layers(layers: list[LayerSpec] | tuple[LayerSpec, ...], n_units: in
     if twice:
         raise StoreError(f"Layers {twice} are listed more than once; each layer has one range.")
     for layer in layers:
+        if not layer.name.strip():  # no flag, layer map or table could name it
+            raise StoreError(
+                f"A layer (columns {layer.start}:{layer.stop}) has the name "
+                f"{layer.name!r}; give every layer a name."
+            )
         if layer.start != pos or layer.stop <= layer.start:
             raise StoreError(
                 f"Layer '{layer.name}' covers columns {layer.start}:{layer.stop}, expected to start "

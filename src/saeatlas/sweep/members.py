@@ -115,11 +115,14 @@ def kept_members(new: Path) -> bool:
     finished = sorted(str(p.parent.relative_to(new)) for p in new.glob(f"*/seed-*/{CFG}"))
     if finished:
         log.warning(
-            "The sweep stopped with %d members finished (%s); they stay in '%s', and "
-            "`saeatlas sweep ... --resume` continues from them.",
+            "The sweep stopped with %d member%s finished (%s); %s in '%s', and "
+            "`saeatlas sweep ... --resume` continues from %s.",
             len(finished),
+            "s" * (len(finished) != 1),
             ", ".join(finished),
+            "they stay" if len(finished) != 1 else "it stays",
             new,
+            "them" if len(finished) != 1 else "it",
         )
     return bool(finished)
 
