@@ -1,6 +1,7 @@
 """The CLI through typer's test runner."""
 
 import json
+import re
 import textwrap
 
 import numpy as np
@@ -247,8 +248,17 @@ def test_train_and_evaluate_commands(tmp_path, digits_store):
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    # 5,000 rows never reach the default window of 1M rows: no latent can count as dead
+    # (it said "dead 0.0%" where evaluate counted latents firing on no row)
+    said = " ".join(result.output.split())
+    assert "dead not measured (the run is shorter than --dead-window, 1,000,000 rows" in said
     saved = json.loads((out / "cfg.json").read_text())
     assert saved["k"] == 6 and saved["d_sae"] == 64  # the flag overrides the file
+    short = runner.invoke(
+        app, [*args[:4], str(tmp_path / "sae-w"), *args[5:], "--dead-window", "1000"]
+    )
+    assert short.exit_code == 0, short.output
+    assert re.search(r"dead \d+\.\d%\.", " ".join(short.output.split())), short.output
     assert [l["name"] for l in saved["layers"]] == ["act1", "act3"] and saved["d_in"] == 96
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and "already holds an SAE" in result.output

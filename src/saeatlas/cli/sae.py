@@ -75,10 +75,23 @@ def _train_cmd(
         )
         console.print(
             f"{what}: FVU {final['fvu']:.4f}, L0 {final['l0']:.1f}, "
-            f"dead {final['dead_fraction']:.1%}. "
+            f"{_dead_text(final['dead_fraction'], result.summary)}. "
             f"{'Saved to' if trained else 'In'} {escape(str(result.path))}.",
             soft_wrap=True,
         )
+
+
+def _dead_text(fraction: float, summary: dict) -> str:
+    """The dead fraction, or why there is none: a latent is dead when it has not fired
+    in the last ``dead_window`` rows, which a shorter run never reaches (it printed
+    "dead 0.0%" where evaluate counted 31% of latents firing on no row)."""
+    window = summary.get("train_config", {}).get("dead_window")
+    if isinstance(window, int) and summary.get("tokens", window) < window:
+        return (
+            f"dead not measured (the run is shorter than --dead-window, {window:,} rows; "
+            "`saeatlas evaluate` counts the latents that fire on no row)"
+        )
+    return f"dead {fraction:.1%}"
 
 
 @app.command("evaluate")
