@@ -387,3 +387,19 @@ def test_the_cli_table_says_how_the_sub_modules_lie_under_the_modules(capsys):
     _print_submodules(units.assign(submodule=-1))  # none: no line
     _print_submodules(SimpleNamespace(units=None).units)
     assert capsys.readouterr().out == ""
+
+
+def test_the_module_graphs_hover_shows_no_empty_stability_verdict(full_atlas):
+    """An ensemble's atlas has a `stability` (its reproducibility) and no verdict column:
+    the hover read 'stability 1.00 ()'."""
+    from saeatlas.report.data import load_report_data
+    from saeatlas.report.graph import module_graph, module_graph_positions
+
+    data = load_report_data(full_atlas.atlas_dir)
+    assert "stability" in data.atlas.modules
+    links = module_links(data.atlas)
+    plot = module_graph(data, links, module_graph_positions(data.n_modules, links))
+    hover = " ".join(
+        str(t) for tr in plot.figure.data for t in (*(tr.text or ()), *(tr.hovertext or ()))
+    )
+    assert "stability" in hover and "()" not in hover, hover

@@ -87,9 +87,11 @@ def module_graph(data: ReportData, links: ModuleLinks, pos: np.ndarray) -> Plot:
         if "z" in modules:
             verdict = "significant" if getattr(r, "significant", False) else "not significant"
             parts.append(f"{verdict} (z {fmt_z(r.z)}, p {fmt_p(r.p)})")
-        if "stability" in modules:
+        if "stability" in modules:  # an atlas of an ensemble has no stability verdict
+            verdict = getattr(r, "stability_verdict", None)
             parts.append(
-                f"stability {fmt(r.stability, '.2f')} ({getattr(r, 'stability_verdict', '')})"
+                f"stability {fmt(r.stability, '.2f')}"
+                + (f" ({verdict})" if isinstance(verdict, str) and verdict else "")
             )
         if m in links.self_links:
             parts.append(f"own activity across layers r {links.self_links[m]:+.2f}")
