@@ -61,3 +61,15 @@ def test_the_random_sae_control_draws_a_store_of_1e_30_in_its_units_scales(outpu
     assert varies.sum() > 10
     got = _unit_std(sae, _scaled_store(outputs, save_acts, 1e-30))
     np.testing.assert_allclose(got, np.where(varies, expected * 1e-30, 1.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("seeds", ["101", "100000000000000000000"])
+def test_validate_refuses_more_seeds_than_an_ensemble_holds(run_cli, forbid, seeds):
+    """`validate --seeds 1000000000` built a list of as many seeds (each a whole analysis)
+    until the process ran out of memory and was killed, and `--seeds 10**20` ended in an
+    OverflowError traceback. Both are refused before any work, as `analyze --seeds` is."""
+    from saeatlas.structure.synthetic import validate
+
+    forbid(validate, "validate_case")
+    cli, one_line = run_cli
+    one_line(cli("validate", "--cases", "easy", "--seeds", seeds), "--seeds must be in [1, 100]")
