@@ -73,3 +73,20 @@ def test_validate_refuses_more_seeds_than_an_ensemble_holds(run_cli, forbid, see
     forbid(validate, "validate_case")
     cli, one_line = run_cli
     one_line(cli("validate", "--cases", "easy", "--seeds", seeds), "--seeds must be in [1, 100]")
+
+
+def test_a_window_on_a_npy_store_is_warned_of_once(outputs, run_cli, tmp_path, caplog):
+    """`analyze --window 4` of a .npy store (one row per sample: a window is a row) said
+    "`window` 4 has no effect ..." twice, the second time for the random-SAE control's
+    atlas of the same rows. It is said once, and the atlas still records it."""
+    from saeatlas.structure.atlas import Atlas
+
+    cli, _ = run_cli
+    out = tmp_path / "atlas"
+    fast = ("--seeds", "1", "--nulls", "permutation", "--n-null", "2", "--n-examples", "0")
+    r = cli("analyze", "--sae", outputs.sae, "--acts", outputs.npy, "--out", out, *fast,
+            "--window", "4", "-q")
+    assert r.exit_code == 0, r.output
+    said = [m for m in caplog.messages if "`window` 4 has no effect" in m]
+    assert len(said) == 1, said
+    assert Atlas.load(out).summary["graph"]["window_applied"] is False

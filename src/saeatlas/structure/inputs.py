@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from .._coordinator import Coordinator, run_ranks, solo
@@ -217,6 +218,14 @@ def prepare(
         )
     if coord.world.is_main:  # once the SAE is known to read the store's layers
         warn_transfer(sae, sae_path, store)
+    # once, for the analysed SAE (the random-SAE control's inputs, given `mode`, said it again)
+    if coord.world.is_main and mode is None and cfg.window > 0:
+        if not window_applied(cfg, codes.samples):
+            log.warning(
+                "`window` %d has no effect: every sample is one row and windows do not cross "
+                "samples, so co-occurrence is counted per row (graph.window_applied: false).",
+                cfg.window,
+            )
     mode = units_mode(codes, n_members) if mode is None else mode
     return AtlasInputs(
         sae=sae,
@@ -232,6 +241,13 @@ def prepare(
         coord=coord,
         _loaded=loaded,
     )
+
+
+def window_applied(cfg: AtlasConfig, samples: np.ndarray) -> bool:
+    """Whether ``cfg.window`` counts co-occurrence over windows of rows: windows never
+    cross samples (``samples`` ``[n_rows]``), so with one row per sample (a .npy store)
+    a window is a row."""
+    return cfg.window > 0 and np.unique(samples).size < samples.size
 
 
 def _key(sae: SAELike) -> Any:
