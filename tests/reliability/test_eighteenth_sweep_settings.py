@@ -90,3 +90,17 @@ def test_a_window_on_a_npy_store_is_warned_of_once(outputs, run_cli, tmp_path, c
     said = [m for m in caplog.messages if "`window` 4 has no effect" in m]
     assert len(said) == 1, said
     assert Atlas.load(out).summary["graph"]["window_applied"] is False
+
+
+@pytest.mark.parametrize("size", ["25", "1000000000"])
+def test_min_module_features_beyond_the_dictionary_is_refused(outputs, run_cli, tmp_path, size):
+    """`--min-module-features` above the SAE's latents (24) makes every module impossible:
+    on planted modules (z 10.7 at the default 3) the atlas said "No significant structure:
+    the partition does not beat the null models", modularity 0.000. It is refused, naming
+    the most there can be, and nothing is written."""
+    cli, one_line = run_cli
+    out = tmp_path / "atlas"
+    r = cli("analyze", "--sae", outputs.sae, "--acts", outputs.npy, "--out", out, "--seeds", "1",
+            "--min-module-features", size)
+    one_line(r, "`min_module_features`", "more than the SAE's 24 latents", "Give at most 24")
+    assert not out.exists()

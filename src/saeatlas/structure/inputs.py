@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
 from .._coordinator import Coordinator, run_ranks, solo
@@ -168,6 +167,12 @@ def prepare(
             "an atlas needs. Capture more rows."
         )
     check_label_column(cfg, store)
+    if cfg.min_module_features > sae.cfg.d_sae:  # was "No significant structure", modularity 0
+        raise ConfigError(
+            f"`min_module_features` ({cfg.min_module_features:,}) is more than the SAE's "
+            f"{sae.cfg.d_sae:,} latents: no feature community is that large, so the atlas could "
+            f"report no module. Give at most {sae.cfg.d_sae:,} (--min-module-features)."
+        )
     loaded = _loaded_twins(sae, sae_path, store, seed_saes, null_source)
     twins = dict(loaded)
     for value, member in sweep[1] if sweep else ():
@@ -219,13 +224,12 @@ def prepare(
     if coord.world.is_main:  # once the SAE is known to read the store's layers
         warn_transfer(sae, sae_path, store)
     # once, for the analysed SAE (the random-SAE control's inputs, given `mode`, said it again)
-    if coord.world.is_main and mode is None and cfg.window > 0:
-        if not window_applied(cfg, codes.samples):
-            log.warning(
-                "`window` %d has no effect: every sample is one row and windows do not cross "
-                "samples, so co-occurrence is counted per row (graph.window_applied: false).",
-                cfg.window,
-            )
+    if coord.world.is_main and mode is None and cfg.window and not codes.window_applied(cfg.window):
+        log.warning(
+            "`window` %d has no effect: every sample is one row and windows do not cross "
+            "samples, so co-occurrence is counted per row (graph.window_applied: false).",
+            cfg.window,
+        )
     mode = units_mode(codes, n_members) if mode is None else mode
     return AtlasInputs(
         sae=sae,
@@ -241,13 +245,6 @@ def prepare(
         coord=coord,
         _loaded=loaded,
     )
-
-
-def window_applied(cfg: AtlasConfig, samples: np.ndarray) -> bool:
-    """Whether ``cfg.window`` counts co-occurrence over windows of rows: windows never
-    cross samples (``samples`` ``[n_rows]``), so with one row per sample (a .npy store)
-    a window is a row."""
-    return cfg.window > 0 and np.unique(samples).size < samples.size
 
 
 def _key(sae: SAELike) -> Any:

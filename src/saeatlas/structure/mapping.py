@@ -52,7 +52,6 @@ from .inputs import (
     prepared_on_ranks,
     sae_fingerprint,
     store_fingerprint,
-    window_applied,
 )
 
 log = logging.getLogger(__name__)
@@ -257,7 +256,7 @@ def _summary(
     :func:`.inference.outcome.decide`'s)."""
     cfg, f, sae = inp.cfg, inp.main, inp.sae
     codes, graph = f.codes, main.graph
-    windowed = window_applied(cfg, codes.samples)  # (prepare warns when it is not)
+    windowed = codes.window_applied(cfg.window)  # (prepare warns when it is not)
     worst = max(tests, key=lambda t: strictness(t.p, t.z)) if tests else None
     return {
         "module_kind": MODULE_KIND,
