@@ -104,3 +104,29 @@ def test_min_module_features_beyond_the_dictionary_is_refused(outputs, run_cli, 
             "--min-module-features", size)
     one_line(r, "`min_module_features`", "more than the SAE's 24 latents", "Give at most 24")
     assert not out.exists()
+
+
+def test_an_sae_that_learnt_nothing_of_its_own_rows_is_not_called_another_stores(
+    outputs, caplog
+):
+    """An SAE that reconstructs the very rows it was trained on no better than their mean
+    (one under-trained on a layer of 400 units: FVU 1.05) was said to be "trained on other
+    activations ... Give the store the SAE was trained on", the store it was given. The
+    analysis now says it has not learnt these rows; an SAE of other rows is still told so."""
+    import pandas as pd
+    import torch
+
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.structure import AtlasConfig
+    from saeatlas.structure.analyze import add_fit
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.inputs import prepare
+
+    sae = SparseAutoencoder.load(outputs.sae)
+    with torch.no_grad():
+        sae.W_dec.zero_()  # every row reconstructed as b_dec
+    atlas = Atlas(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), summary={})
+    add_fit(atlas, prepare(sae, outputs.store, AtlasConfig()))
+    assert atlas.summary["fvu"] >= 1
+    assert "trained on these rows and has not learnt them" in caplog.text
+    assert "trained on other activations" not in caplog.text
