@@ -130,3 +130,33 @@ def test_an_sae_that_learnt_nothing_of_its_own_rows_is_not_called_another_stores
     assert atlas.summary["fvu"] >= 1
     assert "trained on these rows and has not learnt them" in caplog.text
     assert "trained on other activations" not in caplog.text
+
+
+@pytest.mark.parametrize("field", ["mean", "std"])
+def test_verify_finds_a_wrong_mean_or_std_of_a_store_of_1e_30(tmp_path, run_cli, field):
+    """`info --verify` compared the manifest's per-unit mean and std with the shards' within
+    an absolute 1e-12: every statistic of a store of 1e-30 passed, even 10 times too large
+    ("All 1 shards match ... the manifest's per-unit mean and std"), and training
+    standardises by them. Near zero is now judged at each unit's own scale."""
+    import json
+
+    import torch
+
+    from saeatlas.capture import CaptureConfig, capture_activations
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e-30)  # activations of 1e-30
+    x = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
+    store = tmp_path / "store"
+    capture_activations(model, x, ["1"], store, CaptureConfig(batch_size=8), progress=False)
+    cli, one_line = run_cli
+    assert cli("info", store, "--verify").exit_code == 0  # its own statistics still pass
+    manifest = json.loads((store / "manifest.json").read_text())
+    unit = int(np.argmax(manifest["std"]))
+    assert 0 < manifest[field][unit] < 1e-29
+    manifest[field][unit] *= 10
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    one_line(cli("info", store, "--verify"), f"wrong per-unit {field}", f"unit {unit}: ")
