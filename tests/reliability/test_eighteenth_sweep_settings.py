@@ -17,9 +17,7 @@ def _scaled_store(outputs, save_acts, factor: float):
 
 
 @pytest.mark.parametrize("factor", [1e30, 1e-30])
-def test_the_correlation_nulls_block_does_not_depend_on_the_units_scale(
-    outputs, save_acts, factor
-):
+def test_the_correlation_nulls_block_does_not_depend_on_the_units_scale(outputs, save_acts, factor):
     """The correlation view's null test standardised its block of rows in float32, where
     the squares of units of 1e30 overflow and those of 1e-30 underflow: the block became
     zeros, the test compared a modularity of 0 with nulls of 0, and the atlas of a store
@@ -84,8 +82,19 @@ def test_a_window_on_a_npy_store_is_warned_of_once(outputs, run_cli, tmp_path, c
     cli, _ = run_cli
     out = tmp_path / "atlas"
     fast = ("--seeds", "1", "--nulls", "permutation", "--n-null", "2", "--n-examples", "0")
-    r = cli("analyze", "--sae", outputs.sae, "--acts", outputs.npy, "--out", out, *fast,
-            "--window", "4", "-q")
+    r = cli(
+        "analyze",
+        "--sae",
+        outputs.sae,
+        "--acts",
+        outputs.npy,
+        "--out",
+        out,
+        *fast,
+        "--window",
+        "4",
+        "-q",
+    )
     assert r.exit_code == 0, r.output
     said = [m for m in caplog.messages if "`window` 4 has no effect" in m]
     assert len(said) == 1, said
@@ -100,15 +109,24 @@ def test_min_module_features_beyond_the_dictionary_is_refused(outputs, run_cli, 
     the most there can be, and nothing is written."""
     cli, one_line = run_cli
     out = tmp_path / "atlas"
-    r = cli("analyze", "--sae", outputs.sae, "--acts", outputs.npy, "--out", out, "--seeds", "1",
-            "--min-module-features", size)
+    r = cli(
+        "analyze",
+        "--sae",
+        outputs.sae,
+        "--acts",
+        outputs.npy,
+        "--out",
+        out,
+        "--seeds",
+        "1",
+        "--min-module-features",
+        size,
+    )
     one_line(r, "`min_module_features`", "more than the SAE's 24 latents", "Give at most 24")
     assert not out.exists()
 
 
-def test_an_sae_that_learnt_nothing_of_its_own_rows_is_not_called_another_stores(
-    outputs, caplog
-):
+def test_an_sae_that_learnt_nothing_of_its_own_rows_is_not_called_another_stores(outputs, caplog):
     """An SAE that reconstructs the very rows it was trained on no better than their mean
     (one under-trained on a layer of 400 units: FVU 1.05) was said to be "trained on other
     activations ... Give the store the SAE was trained on", the store it was given. The
