@@ -16,6 +16,12 @@ def _scaled_store(outputs, save_acts, factor: float):
     return ActivationStore.open(save_acts(np.load(outputs.npy) * np.float32(factor)))
 
 
+def _analyze(cli, outputs, out, *flags):
+    """``analyze`` of the protected SAE on the protected rows (.npy), one SAE, into ``out``."""
+    args = ("--sae", outputs.sae, "--acts", outputs.npy, "--out", out, "--seeds", "1")
+    return cli("analyze", *args, *flags)
+
+
 @pytest.mark.parametrize("factor", [1e30, 1e-30])
 def test_the_correlation_nulls_block_does_not_depend_on_the_units_scale(outputs, save_acts, factor):
     """The correlation view's null test standardised its block of rows in float32, where
@@ -79,22 +85,9 @@ def test_a_window_on_a_npy_store_is_warned_of_once(outputs, run_cli, tmp_path, c
     atlas of the same rows. It is said once, and the atlas still records it."""
     from saeatlas.structure.atlas import Atlas
 
-    cli, _ = run_cli
     out = tmp_path / "atlas"
-    fast = ("--seeds", "1", "--nulls", "permutation", "--n-null", "2", "--n-examples", "0")
-    r = cli(
-        "analyze",
-        "--sae",
-        outputs.sae,
-        "--acts",
-        outputs.npy,
-        "--out",
-        out,
-        *fast,
-        "--window",
-        "4",
-        "-q",
-    )
+    fast = ("--nulls", "permutation", "--n-null", "2", "--n-examples", "0", "-q")
+    r = _analyze(run_cli[0], outputs, out, *fast, "--window", "4")
     assert r.exit_code == 0, r.output
     said = [m for m in caplog.messages if "`window` 4 has no effect" in m]
     assert len(said) == 1, said
@@ -109,19 +102,7 @@ def test_min_module_features_beyond_the_dictionary_is_refused(outputs, run_cli, 
     the most there can be, and nothing is written."""
     cli, one_line = run_cli
     out = tmp_path / "atlas"
-    r = cli(
-        "analyze",
-        "--sae",
-        outputs.sae,
-        "--acts",
-        outputs.npy,
-        "--out",
-        out,
-        "--seeds",
-        "1",
-        "--min-module-features",
-        size,
-    )
+    r = _analyze(cli, outputs, out, "--min-module-features", size)
     one_line(r, "`min_module_features`", "more than the SAE's 24 latents", "Give at most 24")
     assert not out.exists()
 
