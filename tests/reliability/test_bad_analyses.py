@@ -167,7 +167,7 @@ def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, outputs, run_cl
 @pytest.mark.parametrize("seeds", ["0", "-2"])
 def test_validate_with_no_seed_is_an_error_not_an_empty_table(run_cli, seeds):
     cli, one_line = run_cli
-    one_line(cli("validate", "--cases", "easy", "--seeds", seeds), "--seeds must be at least 1")
+    one_line(cli("validate", "--cases", "easy", "--seeds", seeds), "--seeds must be in [1, 100]")
 
 
 def test_validate_refuses_a_case_given_twice(run_cli):

@@ -293,11 +293,16 @@ def validate_cmd(
     ),
 ) -> None:
     """Run the atlas and its baselines on activations with planted modules; print the scores."""
+    from ..structure.inference.seeds import MAX_SEEDS
     from ..structure.synthetic.config import CASES, PRESETS
     from ..structure.synthetic.validate import ValidationSettings, validate
 
-    if seeds < 1:  # no seed is an empty table, not a validation
-        raise ConfigError(f"--seeds must be at least 1, got {seeds}.")
+    # no seed is an empty table, not a validation; 10**9 built a list of as many seeds
+    # until memory ran out (10**20: an OverflowError traceback), each a whole analysis
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(
+            f"--seeds must be in [1, {MAX_SEEDS}] (analysis seeds per case), got {seeds}."
+        )
     cases = list(cases or CASES)
     unknown = [c for c in cases if c not in PRESETS]
     if unknown:

@@ -88,8 +88,11 @@ def verify_store(
     m = RunningMoments(n_units)
     for i in range(len(source)):
         m.update(source.load(i))  # shard by shard, as the writer merged them
+    # "near zero" per unit, at its own scale: an absolute 1e-12 passed every mean and std
+    # of a store of 1e-30, however wrong
+    floor = 1e-12 * np.maximum(np.abs(m.mean), m.std)
     for name, got, want in (("mean", m.mean, manifest.mean), ("std", m.std, manifest.std)):
-        off = np.abs(got - want) > 1e-6 * (np.abs(want) + np.abs(got)) + 1e-12
+        off = np.abs(got - want) > 1e-6 * (np.abs(want) + np.abs(got)) + floor
         if off.any():
             unit = int(np.argmax(off))
             raise StoreError(

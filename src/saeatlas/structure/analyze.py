@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..store import ActivationStore
+from ..train.run import rows_digest
 from .atlas import Atlas
 from .config import AtlasConfig
 from .describe.feature_map import feature_map
@@ -52,15 +53,28 @@ def add_fit(atlas: Atlas, inp: AtlasInputs) -> None:
     residual = codes.residual_sq
     fvu = float(residual.sum() / variance) if residual is not None and variance > 0 else np.nan
     atlas.summary["fvu"] = fvu
-    if fvu >= 1:
-        log.warning(
-            "The SAE reconstructs the analysed rows of '%s' with FVU %.2f, no better than "
-            "each unit's mean: it was trained on other activations (another model or store, "
-            "or units in another order), and its features do not describe these rows. Give "
-            "the store the SAE was trained on (atlas.json: fvu).",
-            inp.store.path,
-            fvu,
+    if fvu < 1:
+        return
+    if inp.sae.cfg.metadata.get("rows_digest") == rows_digest(inp.store):
+        # trained on these very rows: "trained on other activations" sent the user to
+        # look for another store, where the SAE itself has learnt nothing
+        cause = (
+            "it was trained on these rows and has not learnt them. Train it again, longer "
+            "(--tokens), and check its training's FVU"
         )
+    else:
+        cause = (
+            "it was trained on other activations (another model or store, or units in "
+            "another order), and its features do not describe these rows. Give the store "
+            "the SAE was trained on"
+        )
+    log.warning(
+        "The SAE reconstructs the analysed rows of '%s' with FVU %.2f, no better than each "
+        "unit's mean: %s (atlas.json: fvu).",
+        inp.store.path,
+        fvu,
+        cause,
+    )
 
 
 def add_description(atlas: Atlas, inp: AtlasInputs) -> None:

@@ -70,7 +70,7 @@ class AtlasConfig:
     one whose reproducible modules hold the most units is reported (ties: the coarsest),
     the next finer one as sub-modules."""
     min_module_features: int = 3
-    """Smallest feature community reported as a module."""
+    """Smallest feature community reported as a module (at most the SAE's latents)."""
     min_link_fraction: float = 0.2
     """A feature stays in its community when it has edges to at least this fraction
     of the community's other features (its core); others get no module."""

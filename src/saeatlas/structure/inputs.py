@@ -167,6 +167,12 @@ def prepare(
             "an atlas needs. Capture more rows."
         )
     check_label_column(cfg, store)
+    if cfg.min_module_features > sae.cfg.d_sae:  # was "No significant structure", modularity 0
+        raise ConfigError(
+            f"`min_module_features` ({cfg.min_module_features:,}) is more than the SAE's "
+            f"{sae.cfg.d_sae:,} latents: no feature community is that large, so the atlas could "
+            f"report no module. Give at most {sae.cfg.d_sae:,} (--min-module-features)."
+        )
     loaded = _loaded_twins(sae, sae_path, store, seed_saes, null_source)
     twins = dict(loaded)
     for value, member in sweep[1] if sweep else ():
@@ -217,6 +223,13 @@ def prepare(
         )
     if coord.world.is_main:  # once the SAE is known to read the store's layers
         warn_transfer(sae, sae_path, store)
+    # once, for the analysed SAE (the random-SAE control's inputs, given `mode`, said it again)
+    if coord.world.is_main and mode is None and cfg.window and not codes.window_applied(cfg.window):
+        log.warning(
+            "`window` %d has no effect: every sample is one row and windows do not cross "
+            "samples, so co-occurrence is counted per row (graph.window_applied: false).",
+            cfg.window,
+        )
     mode = units_mode(codes, n_members) if mode is None else mode
     return AtlasInputs(
         sae=sae,

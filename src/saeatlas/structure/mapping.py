@@ -256,14 +256,7 @@ def _summary(
     :func:`.inference.outcome.decide`'s)."""
     cfg, f, sae = inp.cfg, inp.main, inp.sae
     codes, graph = f.codes, main.graph
-    # windows never cross samples: with one row per sample (a .npy store) a window is a row
-    windowed = cfg.window > 0 and np.unique(codes.samples).size < codes.samples.size
-    if cfg.window > 0 and not windowed:
-        log.warning(
-            "`window` %d has no effect: every sample is one row and windows do not cross "
-            "samples, so co-occurrence is counted per row (graph.window_applied: false).",
-            cfg.window,
-        )
+    windowed = codes.window_applied(cfg.window)  # (prepare warns when it is not)
     worst = max(tests, key=lambda t: strictness(t.p, t.z)) if tests else None
     return {
         "module_kind": MODULE_KIND,

@@ -32,10 +32,7 @@ def input_normalizer(
     """
     mean = np.asarray(store.mean, dtype=np.float64)[columns]
     std = np.asarray(store.std, dtype=np.float64)[columns]
-    # A unit is constant when its spread is below what float32 values near its mean can
-    # show (and float64 moments can cancel to), judged per unit so that no scale of the
-    # activations, however small, reads as constant.
-    varies = std > 1e-7 * np.abs(mean)
+    varies = unit_varies(mean, std)
     if not varies.any():
         raise ConfigError(
             f"Every unit of '{store.path}' (layers {[l.name for l in layers]}) is constant: "
@@ -64,6 +61,15 @@ def input_normalizer(
         rms = float(np.sqrt((std[part] ** 2).mean()))
         scale[part] = rms if rms > 0 else 1.0
     return torch.from_numpy(mean).float(), torch.from_numpy(scale).float()
+
+
+def unit_varies(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``[d_in]`` bool: which units vary, from their ``mean`` and ``std`` ``[d_in]``.
+
+    A unit is constant when its spread is below what float32 values near its mean can
+    show (and float64 moments can cancel to), judged per unit so that no scale of the
+    activations, however small, reads as constant."""
+    return np.asarray(std) > 1e-7 * np.abs(np.asarray(mean))
 
 
 def geometric_median(x: torch.Tensor, n_iter: int = 100, tol: float = 1e-6) -> torch.Tensor:

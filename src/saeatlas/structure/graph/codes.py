@@ -73,6 +73,11 @@ class Codes:
         """``[d_sae]`` rows on which each feature is active."""
         return np.bincount(self.matrix.indices, minlength=self.d_sae)
 
+    def window_applied(self, window: int) -> bool:
+        """Whether co-occurrence counted over ``window`` rows differs from per row: windows
+        never cross samples, so with one row per sample (a .npy store) a window is a row."""
+        return window > 0 and np.unique(self.samples).size < self.samples.size
+
     @property
     def density(self) -> np.ndarray:
         """``[d_sae]`` fraction of rows on which each feature is active."""

@@ -28,6 +28,7 @@ from ..._linalg import unit_rows
 from ...sae import SparseAutoencoder
 from ...sae.model import sae_layers
 from ...store import ActivationStore
+from ...train.init import unit_varies
 from ..atlas import Atlas
 from ..inputs import AtlasInputs, prepare
 from ..mapping import core_atlas
@@ -162,10 +163,12 @@ def control_atlas(
 
 def _unit_std(sae: SparseAutoencoder, store: ActivationStore) -> np.ndarray:
     """``[d_in]`` std of the units the SAE reads; constant units get 1 (as in training)."""
-    std = np.asarray(store.std, dtype=np.float64)
     cols = np.concatenate([np.arange(l.start, l.stop) for l in sae_layers(sae, store)])
-    std = std[cols]
-    return np.where(std > 1e-8 * max(1.0, float(std.max(initial=0.0))), std, 1.0)
+    mean = np.asarray(store.mean, dtype=np.float64)[cols]
+    std = np.asarray(store.std, dtype=np.float64)[cols]
+    # the training's rule: an absolute floor took every unit of a store of 1e-30 for a
+    # constant one, so the random dictionaries ignored the units' scales
+    return np.where(unit_varies(mean, std), std, 1.0)
 
 
 def _figures(atlas: Atlas, own: bool = False) -> dict[str, Any]:

@@ -79,7 +79,12 @@ def null_block(inp: AtlasInputs) -> np.ndarray:
     m = min(inp.cfg.null_rows, inp.store.n_rows, max(16, NULL_BLOCK_BYTES // (4 * n_units)))
     x = inp.store.read(0, m, layers=names).numpy().astype(np.float32, copy=False)
     x = x[np.isfinite(x).all(axis=1)]
-    x = x - x.mean(axis=0)
+    # each unit brought to at most 1 first: in float32 the squares of units of 1e30
+    # overflow and those of 1e-30 underflow, which made the whole block zeros (the test
+    # then compared a modularity of 0 with nulls of 0: no module significant)
+    peak = np.abs(x).max(axis=0, initial=0.0)
+    x = x / np.where(peak > 0, peak, 1.0).astype(np.float32)
+    x = x - x.mean(axis=0, dtype=np.float64).astype(np.float32)
     std = x.std(axis=0)
     return np.asfortranarray(x / np.where(std > 0, std, np.inf))
 
