@@ -34,3 +34,25 @@ def test_sae_replaced_between_its_cfg_and_its_weights_is_refused(outputs, run_cl
     assert_one_line_error(r, f"The SAE at '{sae}' was replaced", "read it again")
     r = cli("evaluate", "--sae", sae, "--acts", outputs.store)  # once it is done, it reads
     assert r.exit_code == 0, r.output
+
+
+def test_train_seeds_killed_after_its_first_sae_advises_resume(outputs, run_cli, tmp_path):
+    # `train --seeds 3` killed (kill -9) once its first SAE was saved: started again as it
+    # was typed, it said only "already holds an SAE ... pass --overwrite", which trains
+    # the finished SAE again; --resume keeps it and trains the rest, bit for bit
+    cli, assert_one_line_error = run_cli
+    sae = tmp_path / "sae"
+    shutil.copytree(outputs.sae, sae)  # what the kill leaves: the first SAE, no seed 1 or 2
+    flags = ["--acts", outputs.store, "--out", sae, "--d-sae", "24", "--k", "4"]
+    flags += ["--tokens", "2048", "--batch-size", "64", "-q"]
+    before = (sae / "sae_weights.safetensors").read_bytes()
+    assert_one_line_error(
+        cli("train", *flags), f"'{sae}-seed1' holds no complete one", "Pass --resume"
+    )
+    assert not (tmp_path / "sae-seed1").exists()
+    r = cli("train", *flags, "--resume")
+    assert r.exit_code == 0, r.output
+    assert (sae / "sae_weights.safetensors").read_bytes() == before
+    for s in (1, 2):
+        got = (tmp_path / f"sae-seed{s}" / "sae_weights.safetensors").read_bytes()
+        assert got == (outputs.root / f"sae-seed{s}" / "sae_weights.safetensors").read_bytes()
