@@ -26,6 +26,7 @@ from ..store.atomic import (
     replacing_dir,
 )
 from ..store.lock import output_lock
+from ..store.sources import dir_identity
 from .config import SAEConfig
 from .files import CFG, SAE_EXTRAS, WEIGHTS, SAEFileError
 from .formats import (
@@ -116,6 +117,17 @@ def read_sae(path: str | Path) -> tuple[SAEConfig, Weights]:
     check_path_argument("path", path)  # a number or None ended in pathlib's TypeError
     path = Path(path)
     finish_swap_for_reader(path)
+    identity = dir_identity(path)  # a training's --overwrite swaps in another directory
+    read = _read_files(path)
+    if dir_identity(path) != identity:  # cfg.json of one SAE, the weights of another
+        raise SAEFileError(
+            f"The SAE at '{path}' was replaced (another `saeatlas train --overwrite`) while "
+            "it was read; read it again once that training is done."
+        )
+    return read
+
+
+def _read_files(path: Path) -> tuple[SAEConfig, Weights]:
     if is_sparsify_dir(path) and not (path / WEIGHTS).is_file():
         return read_sparsify(path)
     if not (path / CFG).is_file() and path.is_dir():

@@ -103,6 +103,7 @@ def train_ensemble(
     def check() -> list[bool]:
         for o in outs:  # a member whose final swap a kill interrupted is complete
             recover_dir(o)
+        _check_unfinished(outs, resume or overwrite)
         kept = [resume and _keep(c, o, overwrite, store) for c, o in zip(cfgs, outs)]
         for i, (o, keep) in enumerate(zip(outs, kept)):
             if not keep:
@@ -203,6 +204,22 @@ def _other_rows(out: Path, store: ActivationStore) -> str | None:
         )
     here = str(Path(store.path).resolve())
     return None if meta.get("store") in (None, here) else f"store '{meta['store']}'"
+
+
+def _check_unfinished(outs: list[Path], told: bool) -> None:
+    """Refuse, advising --resume, to start an ensemble whose first SAE is complete and
+    another is not (without ``told``: --resume or --overwrite): a `train --seeds N`
+    killed after its first SAE was saved was told only of --overwrite, which trains the
+    finished ones again, where --resume keeps them and trains the rest."""
+    unfinished = [o for o in outs[1:] if not _complete(o)]
+    if told or not unfinished or not _complete(outs[0]):
+        return
+    raise ConfigError(
+        f"'{outs[0]}' already holds an SAE, but '{unfinished[0]}' holds no complete one "
+        f"(a `--seeds {len(outs)}` training stopped before it finished). Pass --resume to "
+        "keep the SAEs finished with these settings and train the rest, or --overwrite to "
+        "train them all again."
+    )
 
 
 def _check_out(
