@@ -12,7 +12,9 @@ import shutil
 import saeatlas.sae.io as sae_io
 
 
-def test_sae_replaced_between_its_cfg_and_its_weights_is_refused(outputs, run_cli, tmp_path, monkeypatch):
+def test_sae_replaced_between_its_cfg_and_its_weights_is_refused(
+    outputs, run_cli, tmp_path, monkeypatch
+):
     # `train --overwrite` swapped another SAE into the directory after `evaluate` had read
     # its cfg.json: the SAE read was one SAE's settings (k, layers, normalisation) over
     # the other's weights, without a word
