@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
+
 import saeatlas.sae.io as sae_io
 
 
@@ -58,3 +60,41 @@ def test_train_seeds_killed_after_its_first_sae_advises_resume(outputs, run_cli,
     for s in (1, 2):
         got = (tmp_path / f"sae-seed{s}" / "sae_weights.safetensors").read_bytes()
         assert got == (outputs.root / f"sae-seed{s}" / "sae_weights.safetensors").read_bytes()
+
+
+def test_a_batch_reader_left_unfinished_closes_without_joining_its_reader_thread(
+    tmp_path, make_store
+):
+    """`iter_batches` reads the next shard on a thread while it serves one. Closing the
+    reader (a training loop that stops early, or the garbage collector wherever it
+    finalises one) joined that thread, and a finaliser run inside threading's own
+    bookkeeping, its lock held, hung every thread started after it (the whole suite,
+    once). Closing no longer waits for the read in flight."""
+    import threading
+
+    from saeatlas.store import ActivationStore
+    from saeatlas.store.readers import ReadPlan
+
+    store = ActivationStore.open(make_store(tmp_path / "store"))
+    source, load = store._source, store._source.load
+    release, reading = threading.Event(), threading.Event()
+
+    def slow(i, *a, **kw):  # every shard after the first waits to be released
+        if i != 0:
+            reading.set()
+            release.wait(10)
+        return load(i, *a, **kw)
+
+    source.load = slow
+    starts = np.cumsum([0] + [source.rows(i) for i in range(store.n_shards)])
+    plan = ReadPlan(store, slice(0, store.n_units), starts, store.n_rows, 8, 0)
+    shards = plan.shards([0, 1, 2], 0)
+    next(shards)  # shard 0 served; shard 1's read waits on the reader thread
+    assert reading.wait(5)
+    closer = threading.Thread(target=shards.close)
+    closer.start()
+    closer.join(2)
+    stuck = closer.is_alive()
+    release.set()
+    closer.join()
+    assert not stuck, "closing the reader waited for the read in flight"

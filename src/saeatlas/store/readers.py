@@ -55,16 +55,21 @@ class ReadPlan:
             x = x[: self.stop_row - int(self.starts[order[k]])]
             return x if everything else x[:, self.cols]
 
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(load, 0)
-            try:
-                for k in range(len(order)):
-                    x = pending.result()
-                    if k + 1 < len(order):
-                        pending = pool.submit(load, k + 1)
-                    yield x
-            finally:
-                pending.cancel()
+        pool = ThreadPoolExecutor(max_workers=1)
+        pending = pool.submit(load, 0)
+        try:
+            for k in range(len(order)):
+                x = pending.result()
+                if k + 1 < len(order):
+                    pending = pool.submit(load, k + 1)
+                yield x
+        finally:
+            # Never join the reader here: a generator left unfinished is closed wherever
+            # the garbage collector finalises it, and on CPython 3.11 that was once inside
+            # threading's own bookkeeping with its lock held, where the join waited on
+            # that lock and every thread started after it hung (the test suite, once).
+            pending.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def blocks(self, order: list[int], n_buffers: int) -> Iterator[torch.Tensor]:
         """The blocks ``order`` of ``block_rows`` rows (rows ``[i * block_rows, (i + 1) *
