@@ -269,16 +269,20 @@ def submodule_labels(levels: list[LevelConsensus], chosen: int) -> np.ndarray:
     return levels[finer].reproducible_labels()
 
 
-def levels_summary(levels: list[LevelConsensus], chosen: int) -> list[dict[str, Any]]:
+def levels_summary(
+    levels: list[LevelConsensus], chosen: int, top: np.ndarray | None = None
+) -> list[dict[str, Any]]:
     """``atlas.json``'s list of the scales: each one's consensus, which is reported
-    (``chosen``) and which gives the sub-modules (``submodules``, with the module
-    holding each sub-module: ``parent_module``)."""
+    (``chosen``) and which gives the sub-modules (``submodules``, with the module of
+    ``top`` (default: the chosen scale's reproducible modules) holding each sub-module:
+    ``parent_module``)."""
     finer = finer_level(levels, chosen)
+    if top is None:
+        top = levels[chosen].reproducible_labels()
     out = []
     for i, lv in enumerate(levels):
         d = lv.as_dict() | {"chosen": i == chosen, "submodules": i == finer}
         if i == finer:
-            top = levels[chosen].reproducible_labels()
             d["parent_module"] = nest(top, lv.reproducible_labels()).tolist()
         out.append(d)
     return out

@@ -34,7 +34,6 @@ from .consensus import (
     level_consensus,
     levels_summary,
     membership,
-    nest,
     recovered_fraction,
     submodule_labels,
 )
@@ -89,10 +88,8 @@ class Ensemble:
         return submodule_labels(self.levels, self.chosen)
 
     def summary(self) -> dict[str, Any]:
-        levels = levels_summary(self.levels, self.chosen)
-        finer = next((lv for lv in levels if lv["submodules"]), None)
-        if finer is not None:  # under the modules as the coupling placed their units
-            finer["parent_module"] = nest(self.unit_module, self.submodules()).tolist()
+        # sub-modules under the modules as the coupling placed their units
+        levels = levels_summary(self.levels, self.chosen, top=self.unit_module)
         return {
             "n_saes": self.n_saes,
             "n_bootstrap": self.n_bootstrap,
