@@ -103,7 +103,8 @@ def test_cli_check_and_bad_config(tmp_path):
     assert result.exit_code == 0, result.output
     assert "valid" in result.output and "n_seed_saes: 2" in result.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text((EXAMPLES / "digits.yaml").read_text().replace("n_random: 100", "n_randon: 100"))
+    text = (EXAMPLES / "digits.yaml").read_text()
+    bad.write_text(text.replace("  mode: mean\n", "  mode: mean\n  n_randon: 100\n"))
     result = runner.invoke(app, ["run", str(bad)])
     assert result.exit_code == 1, result.output
     assert "`ablation.n_randon`" in result.output and "Did you mean `n_random`" in result.output

@@ -65,6 +65,31 @@ def test_modules_hurt_their_own_class_more_than_random_units(task):
     assert not model.act._forward_hooks
 
 
+def _bh(p):
+    """Benjamini-Hochberg q-values, written out: q_(i) = min over j >= i of p_(j) m / j."""
+    order, m = np.argsort(p), len(p)
+    q = np.empty(m)
+    for rank, i in enumerate(order, start=1):
+        q[i] = min(1.0, min(p[order[j - 1]] * m / j for j in range(rank, m + 1)))
+    return q
+
+
+def test_p_values_are_adjusted_over_the_modules_and_the_draws_grow_with_them(task, caplog):
+    """Eight modules, two of them causal: by default 160 random sets each (20 per
+    module), so that the two reach q <= 0.05; with 50 the smallest p, 1/51, is q 0.08
+    among eight tests, and the ablation says so."""
+    model, x, y, layers = task
+    unit_module = np.array([0, 0, 1, 1] + [m for m in range(2, 8) for _ in range(2)] + [-1] * 24)
+    res = ablate_modules(model, x, layers, unit_module, labels=y, mode="zero", random_state=0)
+    assert res.n_random == 160
+    np.testing.assert_allclose(res.q, _bh(res.p))
+    assert (res.q[:2] <= 0.05).all() and (res.q[2:] > 0.05).all()
+    with caplog.at_level("WARNING"):
+        few = ablate_modules(model, x, layers, unit_module, labels=y, mode="zero", n_random=50)
+    assert few.n_random == 50 and (few.q > 0.05).all() and (few.p[:2] < 0.05).all()
+    assert "draw at least 160" in caplog.text
+
+
 def test_mean_ablation_uses_the_given_means(task):
     model, x, y, layers = task
     with torch.no_grad():
@@ -112,6 +137,8 @@ def test_ablate_atlas_writes_effects_the_label_table_and_a_summary(task, tmp_pat
     m = atlas.modules
     assert m["ablation_effect"].tolist() == pytest.approx(res.effect.tolist())
     assert m.loc[0, "ablation_p"] <= 0.05 and m.loc[2, "ablation_p"] > 0.5
+    np.testing.assert_allclose(m["ablation_q"], _bh(res.p))
+    assert atlas.summary["ablation"]["n_modules_above_random"] == int((res.q <= 0.05).sum())
     assert abs(m.loc[2, "ablation_effect"]) < 1e-6
     tab = atlas.ablation
     assert len(tab) == 3 * 2 and set(tab["label"]) == {"0", "1"}

@@ -111,6 +111,26 @@ def test_a_coarse_level_of_the_best_covered_scale_is_reported_above_it():
     assert finer_level([levels[0], same, levels[1]], 0) == 2
 
 
+def test_a_coarse_level_nests_the_modules_by_the_units_it_places():
+    """The coarse level leaves out units its members place differently: a module of
+    which it places 6 of 10 units, all in one pair, lies in that pair; one of which it
+    places 4, or whose placed units it splits 4 to 2 between the pairs, does not."""
+    fine = np.repeat(np.arange(4), 10)
+    pairs = fine // 2
+    fine_level = level_consensus(np.stack([fine] * 6), 1.0)
+
+    def coarse(labels):
+        return level_consensus(np.stack([labels] * 6), 0.5)
+
+    sparse = np.where((fine == 0) & (np.arange(40) % 10 >= 6), -1, pairs)
+    assert nests_under(fine_level, coarse(sparse))
+    sparser = np.where((fine == 0) & (np.arange(40) % 10 >= 4), -1, pairs)
+    assert not nests_under(fine_level, coarse(sparser))
+    split = sparse.copy()
+    split[:2] = 1  # two of module 0's six placed units in the other pair
+    assert not nests_under(fine_level, coarse(split))
+
+
 def test_correlation_view_keeps_a_coarse_tie_only_if_it_holds_the_graphs_structure():
     # four blocks of correlated units; a coarse level that cuts across them covers as
     # many units as the four blocks, but holds none of the graph's community structure
@@ -219,6 +239,21 @@ def test_ablation_that_does_not_beat_random_sets_is_named_in_the_counts():
     decide(atlas)
     assert atlas.summary["verdict"] == "modules"
     assert "1 of 2 hurt the loss more than random unit sets" in atlas.summary["message"]
+    assert atlas.summary["n_causal_modules"] == 1
+
+
+def test_the_causal_count_reads_the_ablation_p_adjusted_over_the_modules():
+    """Three modules ablated, one at p 0.04: among three tests that is q 0.12, so no
+    module counts as hurting the loss (an atlas written before the adjustment, without
+    `ablation_q`, is counted on p as its stored headline was)."""
+    atlas = _atlas([True, True, True], control_jaccard=[0.0, 0.0, 0.0])
+    atlas.modules["ablation_p"] = [0.04, 0.5, 0.7]
+    decide(atlas)
+    assert atlas.summary["n_causal_modules"] == 1  # before the adjustment
+    atlas.modules["ablation_q"] = [0.12, 0.7, 0.7]
+    decide(atlas)
+    assert atlas.summary["n_causal_modules"] == 0
+    assert "0 of 3 hurt the loss more than random unit sets" in atlas.summary["message"]
 
 
 @pytest.mark.parametrize("nulls", [[], [{"null": "permutation"}]])

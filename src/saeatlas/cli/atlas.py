@@ -74,8 +74,12 @@ def _analyze_cmd(
         help="The ablation's loss: 'cross-entropy' (a classifier, with --labels) or "
         "'next-token' (a causal language model).",
     ),
-    ablation_draws: int = typer.Option(
-        100, "--ablation-draws", help="Random unit sets per module for the ablation p-value."
+    ablation_draws: int | None = typer.Option(
+        None,
+        "--ablation-draws",
+        help="Random unit sets per module for the ablation p-value (default: 100, or 20 "
+        "per module above five modules, so that one module alone can pass the adjustment "
+        "over the modules).",
     ),
     on_nonfinite: str = nonfinite_option(),
     timeout: float = typer.Option(
@@ -141,7 +145,7 @@ def _analyze(
     labels: Path | None,
     ablation_mode: str,
     loss: str,
-    ablation_draws: int,
+    ablation_draws: int | None,
     on_nonfinite: str,
     quiet: bool,
 ) -> None:
@@ -259,13 +263,13 @@ def _check_ablation_flags(
     inputs: Path | None,
     labels: Path | None,
     loss: str,
-    draws: int,
+    draws: int | None,
     mode: str,
 ) -> None:
     """The ablation's options, checked before the analysis, not after it."""
     from ..structure.causal.ablation import MAX_RANDOM, MODES
 
-    if not 2 <= draws <= MAX_RANDOM:
+    if draws is not None and not 2 <= draws <= MAX_RANDOM:
         raise ConfigError(f"--ablation-draws must be in [2, {MAX_RANDOM}], got {draws}.")
     if mode not in MODES:  # was refused by the ablation, after the whole analysis
         raise ConfigError(f"Unknown --ablation-mode {mode!r}; expected one of: {list(MODES)}.")

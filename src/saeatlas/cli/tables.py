@@ -34,7 +34,10 @@ def print_atlas(atlas: Any) -> None:
         cols["label"] = _label
     if "ablation_effect" in m:
         cols["ablation Δloss"] = lambda r: fmt(r.ablation_effect, "+.3f")
-        cols["ablation p"] = lambda r: fmt(r.ablation_p, ".2g")
+        if "ablation_q" in m:  # adjusted over the modules: what the verdict counts
+            cols["ablation q"] = lambda r: fmt(r.ablation_q, ".2g")
+        else:
+            cols["ablation p"] = lambda r: fmt(r.ablation_p, ".2g")
     table = Table(title=f"{s['n_modules']} modules ({s['module_kind']})")
     for name in cols:
         table.add_column(name)
@@ -123,11 +126,12 @@ def print_modules(atlas: Any) -> None:
     has = {
         "stability": "reproducibility" in columns,
         "ablation": "ablation_effect" in columns,
+        "adjusted": "ablation_q" in columns,  # atlases before the adjustment hold only p
         "label": "preferred_label" in columns,
     }
     heads = ["module", "units", "features", "z", "p", "sig."]
     heads += ["reproducible"] * has["stability"]
-    heads += ["ablation Δloss", "ablation p"] if has["ablation"] else []
+    heads += ["ablation Δloss", f"ablation {'q' if has['adjusted'] else 'p'}"] * has["ablation"]
     heads += ["label (selectivity)"] * has["label"]
     for col in heads:
         table.add_column(col, justify="left" if col == "sig." else "right", no_wrap=True)
@@ -143,7 +147,8 @@ def print_modules(atlas: Any) -> None:
         if has["stability"]:
             cells.append(fmt(r.stability, ".2f"))
         if has["ablation"]:
-            cells += [fmt(r.ablation_effect, ".3f"), fmt(r.ablation_p, ".2g")]
+            q = r.ablation_q if has["adjusted"] else r.ablation_p
+            cells += [fmt(r.ablation_effect, ".3f"), fmt(q, ".2g")]
         if has["label"]:
             label = "-" if r.preferred_label is None else escape(str(r.preferred_label))
             if r.preferred_label is not None and r.selectivity == r.selectivity:

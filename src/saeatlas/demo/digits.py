@@ -167,7 +167,7 @@ def digits_config(*, seed: int = 0, quick: bool = False) -> RunConfig:
             control=not quick,
             seed=seed,
         ),
-        ablation=AblationSection(enabled=True, n_random=20 if quick else 100, seed=seed),
+        ablation=AblationSection(enabled=True, n_random=20 if quick else None, seed=seed),
     )
 
 

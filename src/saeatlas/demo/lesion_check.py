@@ -121,6 +121,8 @@ class LesionCheck:
     mean over random unit sets."""
     module_p: np.ndarray
     """``[n_modules]`` empirical p of the module's overall effect against the random sets."""
+    module_q: np.ndarray
+    """``[n_modules]`` ``module_p`` adjusted over the modules (Benjamini-Hochberg)."""
     correlation_module: np.ndarray
     """``[n_units]`` the plain-correlation baseline's module of each unit, -1 none
     (:func:`correlation_modules`)."""
@@ -176,6 +178,7 @@ class LesionCheck:
             "ari_module_task_vs_lesions": adjusted_rand_score(lab[both], unit_task[both]),
             "units_module_task_is_lesion_task": float((lab[both] == unit_task[both]).mean()),
             "ablation_p_le_0.05": int((self.module_p <= 0.05).sum()),
+            "ablation_q_le_0.05": int((self.module_q <= 0.05).sum()),
         }
 
 
@@ -185,7 +188,7 @@ def lesion_check(
     *,
     l1: float = 0.0,
     prune: float | None = None,
-    n_random: int = 100,
+    n_random: int | None = None,
     n_tasks: int = 2,
 ) -> LesionCheck:
     """Run the check on a multitask network with ``n_tasks`` tasks trained with ``l1`` /
@@ -225,6 +228,7 @@ def lesion_check(
         live=live,
         module_excess=ablation.effect_by_class - ablation.random_by_class_mean,
         module_p=ablation.p,
+        module_q=ablation.q,
         correlation_module=correlation_modules(activations, seed=seed),
         verdict=atlas.summary.get("verdict"),
         message=atlas.summary["message"],

@@ -191,6 +191,7 @@ ABLATION_KEYS = (
     "n_modules",
     "n_significant_modules",
     "n_sae_only_modules",
+    "n_causal_modules",
 )
 
 

@@ -95,9 +95,10 @@ class AblationSection:
     labels) or next-token (a causal language model's logits against its next tokens)."""
     mode: str = "mean"
     """What ablated units are set to: mean (their mean over the store) or zero."""
-    n_random: int = 100
-    """Random unit sets per module, matched by layer (at least 100 for p down to 0.01; at
-    most 10,000)."""
+    n_random: int | None = None
+    """Random unit sets per module, matched by layer (2 to 10,000; by default 100, or
+    20 per module when there are more than five, so that one module alone can pass the
+    adjustment over the modules)."""
     batch_size: int = 256
     """Samples per forward pass."""
     seed: int = 0
@@ -111,7 +112,7 @@ class AblationSection:
             )
         if self.loss not in LOSSES:
             raise ConfigError(f"Unknown `loss` {self.loss!r}; expected one of: {list(LOSSES)}.")
-        if not 2 <= self.n_random <= MAX_RANDOM:
+        if self.n_random is not None and not 2 <= self.n_random <= MAX_RANDOM:
             raise ConfigError(f"`n_random` must be in [2, {MAX_RANDOM}], got {self.n_random}.")
         if self.batch_size < 1:
             raise ConfigError(f"`batch_size` must be positive, got {self.batch_size}.")

@@ -11,7 +11,7 @@ from ..structure import Atlas
 def module_summary(atlas: Atlas) -> pd.DataFrame:
     """One row per module: ``module``, ``units_per_layer`` (``{layer: n}`` in layer
     order), ``n_units``, ``n_features``, ``z``, ``p``, ``significant``, ``stability``,
-    ``ablation_effect``, ``ablation_p``, ``preferred_label``, ``selectivity``; NaN or
+    ``ablation_effect``, ``ablation_p``, ``ablation_q``, ``preferred_label``, ``selectivity``; NaN or
     None where the atlas has no such figure (no stability runs, no ablation, no labels)."""
     m = atlas.modules
     layers = list(atlas.summary.get("layers", []))
@@ -39,6 +39,7 @@ def module_summary(atlas: Atlas) -> pd.DataFrame:
             "stability": column("stability"),
             "ablation_effect": column("ablation_effect"),
             "ablation_p": column("ablation_p"),
+            "ablation_q": column("ablation_q"),
             "preferred_label": column("preferred_label", None),
             "selectivity": column("selectivity"),
         }

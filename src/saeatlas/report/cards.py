@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..structure.inference.outcome import ABLATION_ALPHA, ablation_q
 from .data import ReportData
 from .plots import layer_names
 from .text import fmt, fmt_p, fmt_z, is_missing
@@ -122,8 +123,8 @@ def _badges(r: dict[str, Any], has_ablation: bool) -> list[Badge]:
     verdict = r.get("stability_verdict")
     if isinstance(verdict, str) and verdict:
         out.append(Badge(verdict, {"stable": "good", "dissolved": "bad"}.get(verdict, "warn")))
-    if has_ablation and not is_missing(r.get("ablation_p")):
-        causal = float(r["ablation_p"]) <= 0.05
+    if has_ablation and not is_missing(ablation_q(r)):
+        causal = float(ablation_q(r)) <= ABLATION_ALPHA
         out.append(
             Badge(
                 "ablation > random" if causal else "ablation ≈ random", "good" if causal else "warn"
@@ -165,7 +166,12 @@ def _stats(r: dict[str, Any], nulls: list[str]) -> list[tuple[str, str]]:
             (
                 "ablation: loss increase",
                 f"{fmt(r['ablation_effect'])} vs random sets {fmt(r.get('ablation_random_mean'))}"
-                f" (z {fmt_z(r.get('ablation_z'))}, p {fmt_p(r.get('ablation_p'))})",
+                f" (z {fmt_z(r.get('ablation_z'))}, p {fmt_p(r.get('ablation_p'))}"
+                + (
+                    f", adjusted over the modules {fmt_p(r['ablation_q'])})"
+                    if "ablation_q" in r
+                    else ")"
+                ),
             )
         )
     return rows
@@ -192,5 +198,6 @@ def _table_cells(r: dict[str, Any]) -> dict[str, str]:
     if "preferred_label" in r:
         cells["label"] = label_text(r.get("preferred_label"))
     if "ablation_effect" in r:
-        cells["ablation"] = f"{fmt(r['ablation_effect'])} (p {fmt_p(r.get('ablation_p'))})"
+        q = "q" if "ablation_q" in r else "p"  # atlases before the adjustment hold only p
+        cells["ablation"] = f"{fmt(r['ablation_effect'])} ({q} {fmt_p(ablation_q(r))})"
     return cells

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..structure.inference.outcome import hurts_loss
 from .data import ReportData
 from .plots import Plot, style_figure
 from .text import esc, fmt_p, fmt_z
@@ -76,8 +77,12 @@ def ablation_effects(data: ReportData) -> Plot:
     m = data.atlas.modules
     x = [f"M{i}" for i in m["module"]]
     p = m["ablation_p"].to_numpy(float) if "ablation_p" in m else np.full(len(m), np.nan)
+    q = m["ablation_q"].to_numpy(float) if "ablation_q" in m else p
     z = m["ablation_z"].to_numpy(float) if "ablation_z" in m else np.full(len(m), np.nan)
-    hover = [f"z {fmt_z(zi)}, p {fmt_p(pi)}" for zi, pi in zip(z, p)]
+    hover = [
+        f"z {fmt_z(zi)}, p {fmt_p(pi)}" + (f", adjusted {fmt_p(qi)}" if "ablation_q" in m else "")
+        for zi, pi, qi in zip(z, p, q)
+    ]
     fig = go.Figure()
     fig.add_trace(
         go.Bar(
@@ -85,7 +90,7 @@ def ablation_effects(data: ReportData) -> Plot:
             y=m["ablation_effect"],
             name="module ablated",
             marker_color=[data.colour(int(i)) for i in m["module"]],
-            marker_line=dict(width=np.where(p <= 0.05, 2.0, 0.0), color="#111"),
+            marker_line=dict(width=np.where(hurts_loss(m), 2.0, 0.0), color="#111"),
             hovertext=hover,
             hovertemplate="%{x}: loss +%{y:.3g}<br>%{hovertext}<extra></extra>",
         )

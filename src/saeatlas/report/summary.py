@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..sae.architectures import REGISTRY as ARCHITECTURE_REGISTRY
 from ..structure.inference.consensus import MIN_AGREEMENT, REPRODUCIBLE
-from ..structure.inference.outcome import VERDICTS, sae_own_modules
+from ..structure.inference.outcome import VERDICTS, hurts_loss, sae_own_modules
 from ..structure.inference.significance import tested_modularity
 from .data import ReportData
 from .text import fmt, fmt_p, fmt_z
@@ -303,7 +303,7 @@ def ablation_text(data: ReportData) -> str:
         return "No model given: no causal check."
     a = data.summary.get("ablation") or {}
     m = data.atlas.modules
-    above = int((m["ablation_p"] <= 0.05).sum()) if "ablation_p" in m else None
+    above = int(hurts_loss(m).sum()) if "ablation_p" in m else None
     text = (
         f"{a.get('mode', 'mean')} ablation of each module's units against "
         f"{a.get('n_random', '?')} random unit sets with as many units per layer"
@@ -311,7 +311,12 @@ def ablation_text(data: ReportData) -> str:
     if a.get("clean_loss") is not None:
         text += f"; clean loss {fmt(a['clean_loss'], '.4f')}"
     if above is not None:
-        text += f". {above} of {len(m)} modules damage the loss more than random sets (p ≤ 0.05)"
+        adjusted = (
+            "p ≤ 0.05 adjusted over the modules (Benjamini-Hochberg)"
+            if "ablation_q" in m
+            else "p ≤ 0.05"
+        )
+        text += f". {above} of {len(m)} modules damage the loss more than random sets ({adjusted})"
     return text + "."
 
 

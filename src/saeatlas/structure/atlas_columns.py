@@ -44,7 +44,9 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         **dict.fromkeys(("p", "reproducibility", "stability", "selectivity_p"), "u"),
         # the report's cards and the run's table print it ('None' ended in a TypeError)
         "selectivity": "u",
-        **dict.fromkeys(("correlation_jaccard", "control_jaccard", "ablation_p"), "u"),
+        **dict.fromkeys(
+            ("correlation_jaccard", "control_jaccard", "ablation_p", "ablation_q"), "u"
+        ),
         **dict.fromkeys(("ablation_effect", "ablation_z", "ablation_random_mean"), "f"),
         **dict.fromkeys(("significant", "counted", "visible_without_sae"), "b"),
         **dict.fromkeys(("layer_profile", "layer_mass", "label_means"), "l"),

@@ -65,6 +65,7 @@ _TYPE_NAMES = {
 #: and its counts are always there; the others are null when their step did not run.
 SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("n_modules", "n_significant_modules", "n_sae_only_modules"), (int,)),
+    "n_causal_modules": (int,),
     "significant": (bool,),
     **dict.fromkeys(("verdict", "message"), (str,)),
     **dict.fromkeys(
@@ -151,7 +152,7 @@ NESTED_TYPES: dict[str, dict[str, tuple[type, ...]] | tuple[type, ...]] = {
     "ablation": {
         **dict.fromkeys(("mode", "label_column"), (str, _NONE)),
         "n_random": _COUNTS,
-        "clean_loss": _NUMBER,
+        **dict.fromkeys(("clean_loss", "alpha"), _NUMBER),
     },
     **{
         name: {
@@ -203,6 +204,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     **dict.fromkeys(
         (
             *("n_modules", "n_significant_modules", "n_sae_only_modules", "n_units"),
+            "n_causal_modules",
             *("n_rows_encoded", "store_skipped_rows", "d_in", "d_sae", "k", "n_random"),
             *("n_rows", "n_edges", "n_tests", "window", "n_saes", "n_bootstrap", "n_members"),
             *("n_draws", "n_seeds", "n_stable_modules", "n_dissolved_modules"),

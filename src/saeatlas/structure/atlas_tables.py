@@ -341,4 +341,5 @@ _VERDICT_KEYS = (
     "n_modules",
     "n_significant_modules",
     "n_sae_only_modules",
+    "n_causal_modules",
 )

@@ -5,10 +5,15 @@ the default: the units stop carrying information but the layer keeps its
 typical input for the next one) or to zero (``zero``) during the forward
 pass, and the per-sample loss is compared with the clean run, overall and per
 class. The control is the same ablation of random unit sets with as many
-units in each layer as the module has (``n_random`` draws, at least 100 for a
-p-value that can reach 0.01): effect size ``z = (effect - mean_random) /
-std_random`` (NaN where the random draws are all equal) and the empirical p-value
-``(1 + #{random >= effect}) / (1 + n_random)``. The module x class matrix of loss increases shows which module
+units in each layer as the module has (``n_random`` draws): effect size ``z =
+(effect - mean_random) / std_random`` (NaN where the random draws are all equal)
+and the empirical p-value ``(1 + #{random >= effect}) / (1 + n_random)``. Every
+module is tested, so the p-values are adjusted over the modules ablated
+(Benjamini & Hochberg 1995, ``q``), and a module counts as hurting the loss more
+than random sets when ``q <= ALPHA``. The smallest p is ``1 / (1 + n_random)``
+and the adjustment multiplies it by the number of modules, so by default the
+draws grow with the modules (:func:`random_sets_needed`): 100 reach p = 0.01,
+but among ten modules a module alone needs 200. The module x class matrix of loss increases shows which module
 serves which class (in the spirit of lesion studies of modular networks, e.g.
 Csordás et al. 2021, "Are neural nets modular?").
 """
@@ -16,6 +21,7 @@ Csordás et al. 2021, "Are neural nets modular?").
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +38,9 @@ from ...errors import AtlasError, ConfigError, ShapeError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
 from ..fingerprints import check_made_from
+from ..graph.hypergeom import benjamini_hochberg
 from ..inference.draws import draws_z
+from ..inference.outcome import ABLATION_ALPHA as ALPHA
 from ..inference.outcome import decide
 from .ablation_inputs import (
     _check_finite,
@@ -49,6 +57,15 @@ MODES = ("mean", "zero")
 #: Random unit sets per module: at least 2 for a spread, at most this many (each is a
 #: forward pass over the inputs; 10,000 reach p = 1e-4).
 MAX_RANDOM = 10_000
+#: The fewest random unit sets drawn by default (p down to 0.01).
+MIN_RANDOM = 100
+
+
+def random_sets_needed(n_tested: int) -> int:
+    """Random unit sets per module that let one module alone among ``n_tested`` reach an
+    adjusted p of :data:`ALPHA`: its p is at least ``1 / (1 + n_random)``, which the
+    adjustment multiplies by ``n_tested`` (at least 100, at most :data:`MAX_RANDOM`)."""
+    return min(MAX_RANDOM, max(MIN_RANDOM, math.ceil(n_tested / ALPHA)))
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,11 @@ class AblationResult:
     """``[n_modules]`` empirical one-sided p-value against the random sets."""
     random_by_class_mean: np.ndarray
     """``[n_modules, n_classes]`` random sets' mean loss increase per class."""
+    q: np.ndarray
+    """``[n_modules]`` ``p`` adjusted over the modules ablated (Benjamini-Hochberg; NaN
+    where ``p`` is)."""
+    n_random: int
+    """Random unit sets drawn per module."""
 
     def specialisation(self) -> np.ndarray:
         """``[n_modules, n_classes]`` each class's share of a module's excess damage
@@ -91,7 +113,7 @@ def ablate_modules(
     unit_mean: np.ndarray | None = None,
     mode: str = "mean",
     loss_fn: PerSampleLoss = per_sample_cross_entropy,
-    n_random: int = 100,
+    n_random: int | None = None,
     batch_size: int = 256,
     random_state: int = 0,
     tokenizer: Any = None,
@@ -121,7 +143,7 @@ def ablate_modules(
     if mode == "mean" and unit_mean is None:
         raise ConfigError("Mean ablation needs `unit_mean` (the units' means over the store).")
     _check_modules(np.asarray(unit_module), n_modules, unit_mean if mode == "mean" else None)
-    if n_random < 0:  # was numpy's "negative dimensions are not allowed"
+    if n_random is not None and n_random < 0:  # was numpy's "negative dimensions are not allowed"
         raise ConfigError(
             f"`n_random` must be 0 (effects only) or more random unit sets, got {n_random}."
         )
@@ -168,6 +190,7 @@ def ablate_modules(
     if n_modules is None:
         n_modules = int(unit_module.max()) + 1 if unit_module.size else 0
     n_modules = max(n_modules, 0)
+    n_random = _draws(n_random, np.unique(unit_module[unit_module >= 0]).size)
     try:
         with progress_bar("Ablating modules", n_modules * (1 + n_random), progress) as bar:
             clean_losses = losses(None)
@@ -227,13 +250,36 @@ def ablate_modules(
     if n_random == 0:  # no control: effects only
         nan = np.full(n_modules, np.nan)
         rand_cls[:] = np.nan
-        return AblationResult(classes, clean, effect, effect_cls, nan, nan, nan, nan, rand_cls)
+        return AblationResult(
+            classes, clean, effect, effect_cls, nan, nan, nan, nan, rand_cls, q=nan, n_random=0
+        )
     mean = rand.mean(axis=1)
     std = rand.std(axis=1, ddof=1) if n_random > 1 else np.zeros(n_modules)
     z = np.array([draws_z(e, r) for e, r in zip(effect, rand)])  # NaN: draws all equal
     p = (1 + (rand >= effect[:, None]).sum(axis=1)) / (1 + n_random)
     p[np.isnan(effect)] = np.nan
-    return AblationResult(classes, clean, effect, effect_cls, mean, std, z, p, rand_cls)
+    q = benjamini_hochberg(p, skip_nan=True)
+    return AblationResult(
+        classes, clean, effect, effect_cls, mean, std, z, p, rand_cls, q=q, n_random=n_random
+    )
+
+
+def _draws(n_random: int | None, n_tested: int) -> int:
+    """The random unit sets per module: ``n_random``, or by default enough for the
+    adjustment over ``n_tested`` modules; too few for it are drawn, with a warning."""
+    if n_random is None:
+        return random_sets_needed(n_tested)
+    if n_random and n_tested / (1 + n_random) > ALPHA:
+        log.warning(
+            "%d random unit sets per module cannot give any of %d modules an adjusted p "
+            "at or below %g unless several modules hurt the loss; draw at least %d (or "
+            "leave the number out for that default).",
+            n_random,
+            n_tested,
+            ALPHA,
+            random_sets_needed(n_tested),
+        )
+    return n_random
 
 
 def _check_modules(unit_module: np.ndarray, n_modules: int | None, unit_mean: Any) -> None:
@@ -289,7 +335,7 @@ def ablate_atlas(
     labels: Any = None,
     mode: str = "mean",
     loss_fn: PerSampleLoss = per_sample_cross_entropy,
-    n_random: int = 100,
+    n_random: int | None = None,
     batch_size: int = 256,
     random_state: int = 0,
     tokenizer: Any = None,
@@ -300,8 +346,9 @@ def ablate_atlas(
 
     ``store`` is the store the atlas was made from, or its path (layers and unit means).
     Adds ``ablation_effect``, ``ablation_z``, ``ablation_p`` (empirical, against
-    ``n_random`` random unit sets with the module's units per layer) and
-    ``ablation_random_mean`` to ``atlas.modules``; the module x label table
+    ``n_random`` random unit sets with the module's units per layer; by default
+    :func:`random_sets_needed`), ``ablation_q`` (``ablation_p`` adjusted over the
+    modules) and ``ablation_random_mean`` to ``atlas.modules``; the module x label table
     ``atlas.ablation`` (``module``, ``label``, ``effect``, ``random_effect``,
     ``specialisation``); and ``summary["ablation"]``. Texts are cut to
     ``max_length`` tokens, by default the store's own (its capture's), so the
@@ -338,6 +385,7 @@ def ablate_atlas(
     atlas.modules["ablation_effect"] = res.effect
     atlas.modules["ablation_z"] = res.z
     atlas.modules["ablation_p"] = res.p
+    atlas.modules["ablation_q"] = res.q
     atlas.modules["ablation_random_mean"] = res.random_mean
     spec = res.specialisation()
     atlas.ablation = pd.DataFrame(
@@ -351,10 +399,11 @@ def ablate_atlas(
     )
     atlas.summary["ablation"] = {
         "mode": mode,
-        "n_random": n_random,
+        "n_random": res.n_random,
+        "alpha": ALPHA,
         "clean_loss": res.clean_loss,
         "classes": [str(c) for c in res.classes],
-        "n_modules_above_random": int((res.p <= 0.05).sum()),
+        "n_modules_above_random": int((res.q <= ALPHA).sum()),
     }
     decide(atlas)  # the counts name the modules whose ablation does not beat random sets
     return res

@@ -204,15 +204,23 @@ def _log_factorial(n: int) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: table[x]
 
 
-def benjamini_hochberg(p: np.ndarray, n_tests: int | None = None) -> np.ndarray:
+def benjamini_hochberg(
+    p: np.ndarray, n_tests: int | None = None, *, skip_nan: bool = False
+) -> np.ndarray:
     """Benjamini-Hochberg (1995) adjusted p-values (q-values) of ``p`` among ``n_tests``.
 
     With the ``m = n_tests`` p-values sorted, ``q_(r) = min_{r' >= r} p_(r') m / r'``
     (capped at 1); rejecting ``q <= alpha`` controls the false discovery rate at
     ``alpha`` for independent or positively dependent tests. Tests not in ``p`` are
-    taken to have ``p = 1``: they only enlarge ``m``.
+    taken to have ``p = 1``: they only enlarge ``m``. With ``skip_nan`` a NaN in ``p``
+    is a test not made: its q is NaN and it does not count in ``m``.
     """
     p = np.asarray(p, dtype=np.float64)
+    if skip_nan:
+        q = np.full(p.shape, np.nan)
+        made = ~np.isnan(p)
+        q[made] = benjamini_hochberg(p[made], n_tests)
+        return q
     m = p.size if n_tests is None else int(n_tests)
     if m < p.size:
         raise ValueError(f"`n_tests`={m} is less than the {p.size} p-values given.")

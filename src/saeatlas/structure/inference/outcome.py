@@ -10,14 +10,15 @@ Whether the SAE adds anything is a test too: a counted module is *visible
 without the SAE* when the random-dictionary control (:mod:`.control`) or the
 units' plain correlations (:mod:`.correlation`) have a module matching it at
 Jaccard >= 0.5. Modules whose ablation does not beat random unit sets are
-named in the counts. :func:`decide` reads only the atlas's tables and summary,
+named in the counts: a counted module hurts the loss when its ablation p, adjusted
+over the modules ablated (``ablation_q``), is at most :data:`ABLATION_ALPHA`. :func:`decide` reads only the atlas's tables and summary,
 so every step that adds a control (the random SAE, the ablation) calls it again
 and the verdict always agrees with the page below it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +41,26 @@ VERDICTS: dict[str, str] = {
 #: A counted module is visible without the SAE when a control has a module matching
 #: it at least this well (the Jaccard at which a module counts as recovered).
 VISIBLE_JACCARD = 0.5
+#: A module hurts the loss more than random unit sets when its ablation p, adjusted over
+#: the modules ablated (Benjamini-Hochberg, ``ablation_q``), is at most this.
+ABLATION_ALPHA = 0.05
+
+
+def ablation_q(m: Any) -> Any:
+    """``ablation_q`` of the modules (a table) or of one module (a row as a dict): the
+    ablation p adjusted over the modules. Atlases written before the adjustment hold
+    only ``ablation_p`` and were counted on it; they still are, so that their stored
+    headline and their page agree."""
+    return m.get("ablation_q", m.get("ablation_p"))
+
+
+def hurts_loss(m: Any) -> np.ndarray:
+    """``[n_modules]`` whether each module's ablation beats random unit sets (all False
+    without an ablation)."""
+    q = ablation_q(m)
+    if q is None:
+        return np.zeros(len(m), bool)
+    return np.nan_to_num(np.asarray(q, dtype=float), nan=1.0) <= ABLATION_ALPHA
 
 
 def match_jaccard(modules: np.ndarray, other: np.ndarray | None) -> np.ndarray:
@@ -85,6 +106,8 @@ def decide(atlas: Atlas) -> None:
     s["n_modules"] = n_modules
     s["n_significant_modules"] = n
     s["n_sae_only_modules"] = beyond
+    if "ablation_p" in m.columns:
+        s["n_causal_modules"] = int((significant & hurts_loss(m)).sum())
     s["message"] = _sentence(key, atlas, n, beyond)
 
 
@@ -151,8 +174,7 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
         if "control_jaccard" not in m.columns and s.get("modules_from") == "sae":
             text += " (the random-dictionary control was not run)"
         if "ablation_p" in m.columns:
-            causal = int((m["counted"] & (m["ablation_p"].fillna(1.0) <= 0.05)).sum())
-            text += f"; {causal} of {n} hurt the loss more than random unit sets"
+            text += f"; {s['n_causal_modules']} of {n} hurt the loss more than random unit sets"
         return text[0].upper() + text[1:] + "."
     if key == "structure_without_reproducible_modules":
         # say whose partition beat its nulls: the SAE's, or only the units' correlations'
