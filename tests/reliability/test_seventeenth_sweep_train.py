@@ -158,8 +158,11 @@ def test_seeds_beyond_the_seed_range_are_refused_before_the_work(guarded, run_cl
     cli, one_line = run_cli
     forbid(ensemble, "seed_sae_dir")  # refused before the members' folders are named
     train = ["train", "--acts", guarded.store, "--out", guarded.root / "new", "-q"]
-    r = cli(*train, "--seeds", str(10**20))
-    one_line(r, "--seeds (`n_seeds`) 100000000000000000000 with --seed 0 gives seeds beyond")
+    # `--seeds 1000000` trained a million SAEs in one pass (each one's weights held
+    # at once) where `analyze --seeds` reads 100 at most
+    for seeds in (10**20, 10**6, 101):
+        r = cli(*train, "--seeds", str(seeds))
+        one_line(r, "--seeds (`n_seeds`) must be at most 100 (the SAEs `analyze --seeds` reads")
     r = cli(*train, "--seeds", "3", "--seed", str(2**63 - 2))
     one_line(r, f"--seed {2**63 - 2} gives seeds beyond 2**63 - 1", "give at most 2.")
     assert not (guarded.root / "new").exists()

@@ -155,8 +155,8 @@ def _analyze(
     from ..store.lock import output_lock
     from ..structure import analyze
     from ..structure.atlas import check_atlas_out
-    from ..structure.inference.seeds import MAX_SEEDS
     from ..structure.inputs import check_label_column
+    from ..train.ensemble import MAX_SEEDS
 
     _check_ablation_flags(model, inputs, labels, loss, ablation_draws, ablation_mode)
     if not 1 <= seeds <= MAX_SEEDS:
@@ -297,9 +297,9 @@ def validate_cmd(
     ),
 ) -> None:
     """Run the atlas and its baselines on activations with planted modules; print the scores."""
-    from ..structure.inference.seeds import MAX_SEEDS
     from ..structure.synthetic.config import CASES, PRESETS
     from ..structure.synthetic.validate import ValidationSettings, validate
+    from ..train.ensemble import MAX_SEEDS
 
     # no seed is an empty table, not a validation; 10**9 built a list of as many seeds
     # until memory ran out (10**20: an OverflowError traceback), each a whole analysis

@@ -28,6 +28,9 @@ from .family import train_family
 from .run import rows_digest
 from .trainer import METRICS, TrainResult, train_sae
 
+#: SAEs in an ensemble at most (``saeatlas train --seeds``, ``analyze --seeds``).
+MAX_SEEDS = 100
+
 
 @dataclass(frozen=True)
 class EnsembleResult:
@@ -86,6 +89,11 @@ def train_ensemble(
         raise ConfigError(
             f"--seeds (`n_seeds`) must be at least 1, got {n_seeds}: --seeds 1 trains the SAE "
             "in --out alone, --seeds N adds N - 1 more with the next seeds beside it."
+        )
+    if n_seeds > MAX_SEEDS:  # a million trained in one pass held a million SAEs' weights
+        raise ConfigError(
+            f"--seeds (`n_seeds`) must be at most {MAX_SEEDS} (the SAEs `analyze --seeds` "
+            f"reads at most), got {shown(n_seeds)}."
         )
     if cfg.seed + n_seeds - 1 >= 2**63:  # 10**20 built a list of as many folders, forever
         raise ConfigError(

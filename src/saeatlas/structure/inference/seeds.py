@@ -27,9 +27,6 @@ from ...train.checkpoint import CHECKPOINT
 from ...train.ensemble import seed_sae_dir, trained_like
 from ...train.run import rows_digest
 
-#: SAEs in an atlas's ensemble at most (`saeatlas analyze --seeds`).
-MAX_SEEDS = 100
-
 
 def _train_settings(sae: SparseAutoencoder):
     from ...train import TrainConfig
