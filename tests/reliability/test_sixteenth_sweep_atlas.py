@@ -161,16 +161,15 @@ def test_a_saelens_scaling_factor_of_another_shape_or_kind_is_refused(
 
 
 def test_a_label_that_is_no_class_index_is_named_as_given_and_cut_short(tmp_path, outputs, run_cli):
-    """A text file's label '-1' was named as -1.0, and a JSON list written on one line of
-    `--labels labels.json` (read as text: one label) was quoted whole, hundreds of
-    characters in the one-line error."""
+    """A text file's label '-1' was named as -1.0, and a label hundreds of characters
+    long (a JSON list written on one line of a text file) was quoted whole in the
+    one-line error."""
     cli, one_line_error = run_cli
     common = ("analyze", "--sae", outputs.sae, "--acts", outputs.store, "--model")
     common += (outputs.model, "--inputs", outputs.inputs, "--out", tmp_path / "atlas")
     labels = tmp_path / "labels.txt"
     labels.write_text("-1\n" + "1\n" * 299)
     one_line_error(cli(*common, "--labels", labels), "a label is '-1'. Give class indices")
-    labels = tmp_path / "labels.json"
     labels.write_text(str([1] * 300))
     line = one_line_error(cli(*common, "--labels", labels), "a label is '[1, 1, 1,")
     assert len(line) < 300, line

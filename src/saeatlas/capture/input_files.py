@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._validation import shown
 from ..errors import InputsError
 from ..store.npy import load_npy
 
@@ -110,21 +111,34 @@ def _jsonl_values(
     return values
 
 
+#: What ``--labels`` reads as text, one label per line.
+TEXT_LABELS = (".txt", ".text", "")
+
+
 def load_labels(path: str | Path) -> np.ndarray:
-    """One label per sample, from a ``.npy`` array, a ``.jsonl`` file (one JSON number
-    or string, or ``{"label": ...}``, per line), a ``.csv`` file (:func:`_csv_labels`)
-    or a text file (one label per line)."""
+    """One label per sample, from a ``.npy`` array, a ``.json`` array of numbers or
+    strings, a ``.jsonl`` file (one JSON number or string, or ``{"label": ...}``, per
+    line), a ``.csv`` file (:func:`_csv_labels`) or a text file (:data:`TEXT_LABELS`:
+    one label per line)."""
     path = _existing_file(path, "Labels")
-    if path.suffix.lower() == ".npy":  # as for --inputs: 'LABELS.NPY' is no text file
+    suffix = path.suffix.lower()
+    if suffix == ".npy":  # as for --inputs: 'LABELS.NPY' is no text file
         arr = _load_npy(path)
-    elif path.suffix.lower() == ".jsonl":  # read as text, '"cat"' kept its quotes
+    elif suffix == ".jsonl":  # read as text, '"cat"' kept its quotes
         labels = _jsonl_values(path, "label", (int, float, str), "number or string", "3")
         _check_one_kind(path, labels)
         arr = np.array(labels)
-    elif path.suffix.lower() == ".csv":  # read as text, '"a, b"' kept its quotes
+    elif suffix == ".json":  # read as text: a list on one line was one label, and a
+        arr = np.array(_json_labels(path))  # list over lines labels such as '3,' and '['
+    elif suffix == ".csv":  # read as text, '"a, b"' kept its quotes
         arr = np.array(_csv_labels(path))
-    else:
+    elif suffix in TEXT_LABELS:
         arr = np.array([ln.strip() for ln in _read_lines(path) if ln.strip()])
+    else:  # a .parquet or .pt was read as lines of text
+        raise InputsError(
+            f"Unsupported labels file '{path}'; use .npy, .json (a list), .jsonl, .csv or "
+            ".txt (one label per line)."
+        )
     if arr.ndim != 1:
         raise InputsError(
             f"Labels in '{path}' have shape {arr.shape}; expected one label per sample."
@@ -158,6 +172,25 @@ def _csv_labels(path: Path) -> list[str]:
                 "naming the column `label`."
             )
     return [r[column or 0] for r in records[header:]]
+
+
+def _json_labels(path: Path) -> list[Any]:
+    """The labels of a ``.json`` file: one JSON list of numbers or strings."""
+    try:
+        values = json.loads("\n".join(_read_lines(path)))
+    except json.JSONDecodeError as e:
+        raise InputsError(f"'{path}' is not JSON ({e}); give one list of labels.") from e
+    if not isinstance(values, list) or not all(
+        isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in values
+    ):
+        raise InputsError(
+            f"'{path}' must hold one JSON list of labels, numbers or strings (e.g. "
+            f"[0, 1, 1]), got {shown(values)}."
+        )
+    if not values:
+        raise InputsError(f"'{path}' holds no labels.")
+    _check_one_kind(path, values)
+    return values
 
 
 def _check_one_kind(path: Path, labels: list[Any]) -> None:

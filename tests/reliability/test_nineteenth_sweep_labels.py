@@ -1,0 +1,64 @@
+"""Nineteenth sweep (the lead's): labels files of kinds `--labels` did not read as such."""
+
+import json
+
+import numpy as np
+import pytest
+
+
+def test_a_json_list_of_labels_is_read_as_the_list(tmp_path):
+    """`--labels labels.json` was read as lines of text: a list written over several lines
+    (as `json.dump(..., indent=2)` writes it) gave the labels '[', '0,', '1,' and ']'."""
+    from saeatlas.capture import load_labels
+
+    path = tmp_path / "labels.json"
+    path.write_text(json.dumps([0, 1, 1, 2], indent=2))
+    assert load_labels(path).tolist() == [0, 1, 1, 2]
+    path.write_text(json.dumps(["cat", "dog"]))
+    assert load_labels(path).tolist() == ["cat", "dog"]
+
+
+def _capture(cli, outputs, tmp_path, labels):
+    return cli(
+        *("capture", "--model", outputs.model, "--inputs", outputs.inputs, "--layers", "1"),
+        *("--out", tmp_path / "store", "--labels", labels, "-q"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("labels.json", '{"label": [0, 1]}', "must hold one JSON list of labels"),
+        ("labels.json", "[0, 1, [2]]", "must hold one JSON list of labels"),
+        ("labels.json", "[0, true]", "must hold one JSON list of labels"),
+        ("labels.json", '[1, "1"]', "give labels that are all numbers or all strings"),
+        ("labels.json", "[0, 1,", "is not JSON"),
+        ("labels.json", "[]", "holds no labels"),
+        ("labels.parquet", "PAR1", "Unsupported labels file"),
+        ("labels.pt", "", "use .npy, .json (a list), .jsonl, .csv or .txt"),
+    ],
+)
+def test_labels_files_that_are_no_list_of_labels_are_refused(
+    outputs, run_cli, tmp_path, name, content, needle
+):
+    """Any file but .npy, .jsonl and .csv was read as lines of text: a .parquet or .pt file
+    ended in "not UTF-8 text" or gave its bytes as labels, and a JSON object, a nested
+    list or a one-line list of 300 labels became one label."""
+    cli, one_line_error = run_cli
+    labels = tmp_path / name
+    labels.write_text(content)
+    one_line_error(_capture(cli, outputs, tmp_path, labels), needle)
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_json_list_of_labels_labels_the_capture(outputs, run_cli, tmp_path):
+    """The same list as a .json file and as a .npy array labels the store alike."""
+    from saeatlas.store import ActivationStore
+
+    cli, _ = run_cli
+    labels = np.arange(300) % 3
+    (tmp_path / "labels.json").write_text(json.dumps(labels.tolist()))
+    r = _capture(cli, outputs, tmp_path, tmp_path / "labels.json")
+    assert r.exit_code == 0, r.output
+    store = ActivationStore.open(tmp_path / "store")
+    np.testing.assert_array_equal(store.rows(["label"]).column("label").to_numpy(), labels)
