@@ -291,8 +291,11 @@ def run_ablation(ctx: StageContext) -> str:
         progress=ctx.progress,
     )
     atlas.save(ctx.paths.atlas, overwrite=True)
-    n = int((res.p <= 0.05).sum())
-    return f"{n} of {len(res.p)} modules hurt the loss more than random unit sets (p <= 0.05)"
+    n = int((res.q <= 0.05).sum())
+    return (
+        f"{n} of {len(res.q)} modules hurt the loss more than random unit sets (p <= 0.05 "
+        f"adjusted over the modules; {res.n_random} sets each)"
+    )
 
 
 # -- report ------------------------------------------------------------------------------------
