@@ -312,7 +312,7 @@ def ablation_text(data: ReportData) -> str:
         text += f"; clean loss {fmt(a['clean_loss'], '.4f')}"
     if above is not None:
         adjusted = (
-            "p ≤ 0.05 adjusted over the modules (Benjamini-Hochberg)"
+            "p ≤ 0.05 after the Benjamini-Hochberg adjustment over the modules"
             if "ablation_q" in m
             else "p ≤ 0.05"
         )
