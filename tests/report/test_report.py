@@ -73,6 +73,11 @@ def test_summary_reports_the_sweep_significance_stability_control_and_ablation(
     assert "row samples" in html and f"({s['ensemble']['n_members']} members)" in html
     assert 'id="control"' in html and "random SAE" in html
     assert f"against {s['ablation']['n_random']} random unit sets" in html
+    causal = int((atlas.modules["ablation_q"] <= 0.05).sum())
+    assert (
+        f"{causal} of {len(atlas.modules)} modules damage the loss more than random sets "
+        "(p ≤ 0.05 after the Benjamini-Hochberg adjustment over the modules)"
+    ) in html
     assert "No model given" not in html
     assert 'id="ablation-plot"' in html and 'id="specialisation-plot"' in html
     assert 'id="pareto-plot"' in html and 'id="training-plot"' in html
