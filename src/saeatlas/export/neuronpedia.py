@@ -62,6 +62,8 @@ SKIPPED = "skipped_indexes.json"
 _FLAGGED = ("features_per_batch", "n_examples")
 #: The largest ``layer`` written (nine digits): no model is that deep.
 MAX_LAYER = 999_999_999
+#: The name of a batch file, with its number.
+BATCH_FILE = re.compile(r"batch-(\d+)\.json")
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,9 @@ def export_neuronpedia(
             "a Neuronpedia export",
             "a Neuronpedia export's",
             SETTINGS,
-            lambda p: p.name in (SETTINGS, SKIPPED) or p.name.startswith("batch-"),
+            # a file or folder that only starts with "batch-" (a `batch-0.json.orig` kept
+            # by hand) is no batch: the export that replaced the folder deleted it
+            lambda p: p.name in (SETTINGS, SKIPPED) or BATCH_FILE.fullmatch(p.name) is not None,
             True,  # an earlier export is replaced whole, never a directory holding anything else
         )
         return _export(atlas_dir, out, sae, store, model, tokenizer, config)
@@ -367,5 +371,7 @@ def read_batches(out: str | Path) -> list[dict[str, Any]]:
         raise ConfigError(
             f"'{out}' is not a directory; give the folder that `export-neuronpedia --out` wrote."
         )
-    files = sorted(Path(out).glob("batch-*.json"), key=lambda p: int(p.stem.split("-")[1]))
-    return [json.loads(p.read_text()) for p in files]
+    # `batch-old.json` beside them ended in int()'s ValueError
+    numbered = [(BATCH_FILE.fullmatch(p.name), p) for p in Path(out).iterdir()]
+    files = sorted((int(m.group(1)), p) for m, p in numbered if m is not None and p.is_file())
+    return [json.loads(p.read_text()) for _, p in files]

@@ -156,8 +156,19 @@ def check_row_transforms(path: Path, cfg: dict[str, Any]) -> None:
 
 
 def is_saelens_cfg(cfg: dict[str, Any]) -> bool:
-    """True for a ``cfg.json`` written by SAELens rather than by saeatlas."""
-    return "l0_coefficient" not in cfg and "jumprelu_bandwidth" not in cfg
+    """True for a ``cfg.json`` written by SAELens rather than by saeatlas: one that
+    carries SAELens's version (``metadata.sae_lens_version`` from 6.0, a top-level
+    ``sae_lens_training_version`` before), or lacks the sparsity keys saeatlas writes."""
+    meta = cfg.get("metadata")
+    # a JumpReLU training checkpoint (what SAELens's trainer saves) has `l0_coefficient`
+    # and `jumprelu_bandwidth` too, as every training config before 6.0 has the latter:
+    # it was read as a saeatlas SAE without its hook, and import-saelens refused it
+    marked = any(
+        isinstance(where, dict) and key in where
+        for where in (cfg, meta)
+        for key in ("sae_lens_version", "sae_lens_training_version")
+    )
+    return marked or ("l0_coefficient" not in cfg and "jumprelu_bandwidth" not in cfg)
 
 
 def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:

@@ -1,0 +1,103 @@
+"""The nineteenth hostile sweep's cases in the integrations (SAELens and sparsify
+directories, the exports, TransformerLens and nnsight models): each was refused
+wrongly, lost data, or gave another SAE than its source before its fix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+#: What SAELens 6's trainer writes into a JumpReLU checkpoint's cfg.json
+#: (`JumpReLUTrainingSAEConfig.to_dict`, saved by `TrainingSAE.save_model`).
+JUMPRELU_TRAINING = {
+    "decoder_init_norm": 0.1,
+    "jumprelu_init_threshold": 0.01,
+    "jumprelu_bandwidth": 0.05,
+    "l0_coefficient": 1.0,
+    "l0_warm_up_steps": 0,
+}
+#: What a SAELens 5 training checkpoint's cfg.json holds (every architecture).
+SAELENS5_TRAINING = {
+    "sae_lens_training_version": "5.9.1",
+    "hook_name": "blocks.0.hook_resid_post",
+    "activation_fn_str": "relu",
+    "l1_coefficient": 5.0,
+    "lp_norm": 1.0,
+    "jumprelu_init_threshold": 0.001,
+    "jumprelu_bandwidth": 0.001,
+}
+
+
+def _checkpoint(tmp_path, fixture: str, version: int) -> Path:
+    src = tmp_path / f"ckpt-{fixture}"
+    shutil.copytree(FIXTURES / "saelens" / fixture, src)
+    cfg = json.loads((src / "cfg.json").read_text())
+    if version == 6:
+        cfg |= JUMPRELU_TRAINING
+        cfg["metadata"]["hook_name"] = "blocks.0.hook_resid_post"
+    else:
+        del cfg["metadata"]
+        cfg |= SAELENS5_TRAINING
+    (src / "cfg.json").write_text(json.dumps(cfg))
+    return src
+
+
+@pytest.mark.parametrize("fixture, version", [("jumprelu", 6), ("standard", 5)])
+def test_a_saelens_training_checkpoint_is_read_as_saelens(tmp_path, run_cli, fixture, version):
+    """SAELens's trainer saves its checkpoints with the training config: a JumpReLU one
+    holds `l0_coefficient` and `jumprelu_bandwidth` (every SAELens 5 one the latter),
+    the keys by which saeatlas knew its own cfg.json. `import-saelens` refused it as
+    "a saeatlas SAE directory", and `--sae` read it as one without its hook name
+    (SAELens's `metadata.hook_name`), so it was matched to a store's layers blind and
+    exported with no hook. SAELens's version in the file now says whose it is."""
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.sae.formats import saelens_hook_name
+
+    cli, _ = run_cli
+    src = _checkpoint(tmp_path, fixture, version)
+    r = cli("import-saelens", src, "--out", tmp_path / "sae")
+    assert r.exit_code == 0, r.output
+    ref = load_file(str(FIXTURES / "saelens" / fixture / "reference.safetensors"))
+    for sae in (SparseAutoencoder.load(tmp_path / "sae"), SparseAutoencoder.load(src)):
+        assert saelens_hook_name(sae.cfg) == "blocks.0.hook_resid_post"
+        torch.testing.assert_close(sae.encode(ref["x"]).acts, ref["feature_acts"])
+
+
+def test_a_reexport_to_neuronpedia_keeps_files_that_are_no_batch(tmp_path, analysed, run_cli):
+    """An export's folder took every name that starts with "batch-" for its own: a
+    `batch-0.json.orig` kept beside the batches before editing them, or a `batch-notes`
+    folder, was deleted without a word by the next export, which replaces the folder
+    whole. Only `batch-<number>.json` is a batch now; the export refuses the others."""
+    cli, one_line = run_cli
+    out = tmp_path / "np"
+    args = ("export-neuronpedia", analysed, "--out", out, "--n-examples", "2")
+    assert cli(*args).exit_code == 0
+    (out / "batch-0.json.orig").write_text("kept by hand")
+    (out / "batch-notes").mkdir()
+    one_line(cli(*args), "not a Neuronpedia export's", "batch-0.json.orig", "batch-notes")
+    assert (out / "batch-0.json.orig").read_text() == "kept by hand"
+    assert (out / "batch-notes").is_dir()
+
+
+@pytest.mark.filterwarnings("ignore:The SAE reads 2 layers")
+def test_read_batches_passes_over_files_that_are_no_batch(tmp_path, analysed):
+    """`read_batches` ended in int()'s ValueError on a `batch-old.json` beside the
+    batches; it reads the numbered ones, in their order."""
+    from saeatlas.export import export_neuronpedia, read_batches
+    from saeatlas.export.neuronpedia import NeuronpediaConfig
+
+    out = tmp_path / "np"
+    export_neuronpedia(analysed, out, config=NeuronpediaConfig(n_examples=2, features_per_batch=8))
+    n = len(list(out.glob("batch-*.json")))
+    (out / "batch-old.json").write_text("{}")
+    batches = read_batches(out)
+    assert len(batches) == n > 1
+    starts = [b["features"][0]["feature_index"] for b in batches]
+    assert starts == sorted(starts)
