@@ -101,3 +101,34 @@ def test_read_batches_passes_over_files_that_are_no_batch(tmp_path, analysed):
     assert len(batches) == n > 1
     starts = [b["features"][0]["feature_index"] for b in batches]
     assert starts == sorted(starts)
+
+
+def _joint_export(tmp_path, cli) -> Path:
+    """A joint ReLU SAE over the layers '1' and '3' whose latents stay within one layer,
+    exported for SAELens: a folder of two SAELens SAEs, `1/` and `3/`."""
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+    from saeatlas.store import LayerSpec
+
+    layers = (LayerSpec("1", 0, 10, (None, 10), "sample"), LayerSpec("3", 10, 18, (None, 8)))
+    sae = SparseAutoencoder(SAEConfig("relu", d_in=18, d_sae=8, layers=layers))
+    with torch.no_grad():
+        sae.W_enc[10:, :4] = sae.W_enc[:10, 4:] = sae.W_dec[:4, 10:] = sae.W_dec[4:, :10] = 0
+    sae.save(tmp_path / "joint")
+    assert cli("export-saelens", tmp_path / "joint", "--out", tmp_path / "exp").exit_code == 0
+    return tmp_path / "exp"
+
+
+@pytest.mark.parametrize("command", ["import-saelens", "evaluate", "export-saelens"])
+def test_a_folder_of_saes_is_named_as_one(tmp_path, outputs, run_cli, command):
+    """A joint SAE's SAELens export is a folder of one SAE per layer (as SAELens releases
+    keep one per hook). Given where one SAE goes, `import-saelens` said only that it has
+    no cfg.json, and `--sae` told the user to import it with `import-saelens`, which
+    refuses it. Both now name the SAEs inside and how to give one."""
+    cli, one_line = run_cli
+    exp = _joint_export(tmp_path, cli)
+    args = {
+        "import-saelens": (exp, "--out", tmp_path / "imp"),
+        "evaluate": ("--sae", exp, "--acts", outputs.store),
+        "export-saelens": (exp, "--out", tmp_path / "again"),
+    }[command]
+    one_line(cli(command, *args), "folder of 2 SAE directories ('1', '3')", str(exp / "1"))

@@ -28,7 +28,7 @@ from ..store.atomic import (
 from ..store.lock import output_lock
 from ..store.sources import dir_identity
 from .config import SAEConfig
-from .files import CFG, SAE_EXTRAS, WEIGHTS, SAEFileError
+from .files import CFG, SAE_EXTRAS, WEIGHTS, SAEFileError, inner_saes_hint
 from .formats import (
     Weights,
     check_row_transforms,
@@ -143,9 +143,13 @@ def _read_files(path: Path) -> tuple[SAEConfig, Weights]:
                 "import-sparsify`."
             )
     if not (path / CFG).is_file() or not (path / WEIGHTS).is_file():
+        # a joint SAE's SAELens export (a folder per layer) was told to be imported
+        hint = inner_saes_hint(path) or (
+            " Train one with `saeatlas train`, or import a SAELens directory with `saeatlas "
+            "import-saelens`."
+        )
         raise SAEFileError(
-            f"'{path}' is not an SAE directory: it needs {CFG} and {WEIGHTS}. Train one with "
-            "`saeatlas train`, or import a SAELens directory with `saeatlas import-saelens`."
+            f"'{path}' is not an SAE directory: it needs {CFG} and {WEIGHTS}.{hint}"
         )
     raw = read_cfg(path / CFG)
     missing = [k for k in ("d_in", "d_sae") if k not in raw]
