@@ -132,3 +132,49 @@ def test_a_folder_of_saes_is_named_as_one(tmp_path, outputs, run_cli, command):
         "export-saelens": (exp, "--out", tmp_path / "again"),
     }[command]
     one_line(cli(command, *args), "folder of 2 SAE directories ('1', '3')", str(exp / "1"))
+
+
+@pytest.mark.parametrize(
+    "command, given, folder",
+    [
+        ("evaluate", "sae/cfg.json", "sae"),
+        ("import-saelens", "saelens/topk/sae_weights.safetensors", "saelens/topk"),
+        ("import-sparsify", "sparsify/run/layers.1/sae.safetensors", "sparsify/run/layers.1"),
+    ],
+)
+def test_a_file_of_an_sae_given_for_its_folder_is_named_so(
+    tmp_path, outputs, run_cli, command, given, folder
+):
+    """An SAE's own file given for its folder was told that it "has no cfg.json" (of the
+    cfg.json itself) or "is not a directory"; the error now names the folder to give."""
+    cli, one_line = run_cli
+    root = outputs.root if given.startswith("sae/") else FIXTURES
+    args = {
+        "evaluate": ("--sae", root / given, "--acts", outputs.store),
+        "import-saelens": (root / given, "--out", tmp_path / "imp"),
+        "import-sparsify": (root / given, "--out", tmp_path / "imp"),
+    }[command]
+    one_line(cli(command, *args), f"give its folder ('{root / folder}')")
+
+
+def test_the_sparsify_entry_points_check_their_paths(tmp_path):
+    """`import_sparsify` and `load_sparsify` given a number or None ended in pathlib's
+    TypeError (the sixteenth sweep checked every other SAE reader and writer), and
+    `load_sparsify` of a run folder said its cfg.json "cannot be read (No such file or
+    directory)"."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.sae.files import SAEFileError
+    from saeatlas.sae.sparsify import import_sparsify, load_sparsify
+
+    run = FIXTURES / "sparsify" / "run"
+    for call, words in [
+        (lambda: import_sparsify(5, tmp_path / "a"), "`src` must be a path"),
+        (lambda: import_sparsify(None, tmp_path / "a"), "`src` must be a path"),
+        (lambda: import_sparsify(run, 5), "`out` must be a path"),
+        (lambda: load_sparsify(None), "`path` must be a path"),
+    ]:
+        with pytest.raises(ConfigError, match=words):
+            call()
+    with pytest.raises(SAEFileError, match="is a sparsify run with 2 SAEs"):
+        load_sparsify(run)
+    assert not (tmp_path / "a").exists()

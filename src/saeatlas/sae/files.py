@@ -20,10 +20,13 @@ class SAEFileError(AtlasError):
     """An SAE directory is missing, incomplete or inconsistent."""
 
 
-def inner_saes_hint(path: Path) -> str:
-    """For a folder without ``cfg.json`` that holds SAE directories (what `export-saelens`
-    writes for a joint SAE, one per layer, and how SAELens releases lay out their hooks):
-    a sentence naming them and how to give one; else ``""``."""
+def sae_folder_hint(path: Path) -> str:
+    """Where the SAE is, for a ``path`` that is no SAE directory: a sentence naming the
+    folder of an SAE's file (``SAE/cfg.json`` given for ``SAE``), or the SAE directories
+    a folder holds (what `export-saelens` writes for a joint SAE, one per layer, and how
+    SAELens releases lay out their hooks); else ``""``."""
+    if path.is_file() and path.name in (CFG, WEIGHTS, "sae.safetensors"):
+        return f" It is a file of an SAE directory: give its folder ('{path.parent}')."
     try:
         inner = sorted(
             p.name for p in path.iterdir() if (p / CFG).is_file() and (p / WEIGHTS).is_file()

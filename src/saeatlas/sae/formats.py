@@ -41,7 +41,7 @@ from .. import __version__
 from .._validation import check_path_argument
 from .architectures import REGISTRY, get_architecture
 from .config import SAEConfig
-from .files import CFG, WEIGHTS, SAEFileError, inner_saes_hint
+from .files import CFG, WEIGHTS, SAEFileError, sae_folder_hint
 
 Weights = dict[str, torch.Tensor]
 
@@ -180,7 +180,7 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
         if not (path / name).is_file():
             raise SAEFileError(  # a folder of SAEs was told only that it has no cfg.json
                 f"'{path}' is not a readable SAELens SAE directory: it has no {name}."
-                + inner_saes_hint(path)
+                + sae_folder_hint(path)
             )
     cfg = read_cfg(path / CFG)
     if not is_saelens_cfg(cfg):  # read as SAELens's, it lost its layer map and training facts

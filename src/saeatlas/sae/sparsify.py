@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._validation import check_path_argument
 from ..store.lock import OutputError, output_kind, output_lock
 from .io import check_sae_out
 from .model import SparseAutoencoder
@@ -34,6 +35,7 @@ def import_sparsify(
     Returns ``{hookpoint: directory}``.
     """
     folders = sparsify_hookpoints(src)
+    check_path_argument("out", out)  # a number or None ended in pathlib's TypeError
     out = Path(out)
     single = len(folders) == 1 and is_sparsify_dir(src)
     targets = {folder: out if single else out / folder.name for folder in folders}
