@@ -178,3 +178,58 @@ def test_the_sparsify_entry_points_check_their_paths(tmp_path):
     with pytest.raises(SAEFileError, match="is a sparsify run with 2 SAEs"):
         load_sparsify(run)
     assert not (tmp_path / "a").exists()
+
+
+def test_a_saelens_sae_is_spliced_at_its_hook(tmp_path):
+    """`evaluate --model` (`loss_recovered`) refused an SAE from SAELens, which names its
+    hook point (`hook_name`) instead of a layer map, as "no layer map; it must have been
+    trained on a store", though `evaluate` and `analyze` read it against the store by
+    that hook. It is now spliced at the hook: an SAE of a bridge's `hook_z` (SAELens's
+    `hook_z` reshape) that keeps heads 0, 2 and 3 gives the loss of TransformerLens's own
+    edit that zeroes head 1."""
+    pytest.importorskip("transformer_lens")
+    from safetensors.torch import save_file
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from saeatlas.evaluate import loss_recovered
+    from saeatlas.losses import per_sample_next_token
+    from saeatlas.sae.saelens import load_saelens
+
+    cfg = TransformerBridgeConfig(
+        d_model=16, d_head=4, n_heads=4, n_layers=1, n_ctx=8, d_vocab=20, d_mlp=16,
+        act_fn="gelu", normalization_type="LN", seed=0,
+    )  # fmt: skip
+    bridge = TransformerBridge.boot_native(cfg).eval()
+    keep = torch.diag(torch.tensor([1.0] * 4 + [0.0] * 4 + [1.0] * 8))
+    eye = torch.eye(16)
+    src = tmp_path / "sl"
+    src.mkdir()
+    save_file(
+        {
+            "W_enc": torch.cat([eye, -eye], 1),
+            "b_enc": torch.zeros(32),
+            "W_dec": torch.cat([keep, -keep], 0),
+            "b_dec": torch.zeros(16),
+        },
+        str(src / "sae_weights.safetensors"),
+    )
+    meta = {"hook_name": "blocks.0.attn.hook_z", "sae_lens_version": "6.54.12"}
+    (src / "cfg.json").write_text(
+        json.dumps(
+            {"architecture": "standard", "d_in": 16, "d_sae": 32, "apply_b_dec_to_input": False,
+             "reshape_activations": "hook_z", "metadata": meta}
+        )  # fmt: skip
+    )
+    ids = torch.randint(0, 20, (4, 6), generator=torch.Generator().manual_seed(0))
+    res = loss_recovered(load_saelens(src), bridge, ids, per_sample_next_token, batch_size=2)
+
+    def drop_head_1(z, hook):
+        z = z.clone()
+        z[:, :, 1] = 0
+        return z
+
+    logits = bridge.run_with_hooks(ids, fwd_hooks=[("blocks.0.attn.hook_z", drop_head_1)])
+    want = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 20), ids[:, 1:].reshape(-1))
+    assert res.loss_sae == pytest.approx(float(want), abs=1e-5)
+    assert res.loss_sae != pytest.approx(res.loss_clean, abs=1e-4)

@@ -25,6 +25,7 @@ from ..capture.rows import from_rows, replace_tensor, select_tensor, to_rows
 from ..errors import AtlasError, ConfigError, NonFiniteError
 from ..losses import PerSampleLoss, per_sample_cross_entropy
 from ..sae import SparseAutoencoder
+from ..sae.formats import saelens_hook_name
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,24 @@ def loss_recovered(
     losses (:mod:`saeatlas.losses`: a classifier's cross-entropy against ``labels``,
     or a causal LM's next-token loss), averaged over samples.
     """
-    names = [l.name for l in sae.cfg.layers]
-    if not names:
-        raise ConfigError("The SAE has no layer map; it must have been trained on a store.")
+    # layer -> (stored layout, width); an SAE from SAELens names its hook point instead
+    # (`hook_name`), whose rows are what the hook gives (its heads flattened, as
+    # SAELens's `hook_z` reshape does): it was refused as "no layer map"
+    layers = {l.name: (l.layout, l.n_units) for l in sae.cfg.layers}
+    hook = saelens_hook_name(sae.cfg)
+    if not layers and hook is not None:
+        layers = {hook: (None, sae.cfg.d_in)}
+    if not layers:
+        raise ConfigError(
+            "The SAE has no layer map and names no hook point (SAELens's `hook_name`), so "
+            "where to splice it is unknown; train it on a store of the model's layers."
+        )
+    names = list(layers)
     hps = {hp.name: hp for hp in resolve_hookpoints(model, names)}
     model, tokenizer = model_and_tokenizer(model, inputs, tokenizer)
     if any(hp.record_input for hp in hps.values()):
         raise ConfigError("Splicing into a module's :input is not supported; use its output.")
-    layouts = {l.name: l.layout for l in sae.cfg.layers}
+    layouts = {name: layout for name, (layout, _) in layers.items()}
     sae = sae.eval()
     was_training = model.training
     model.eval()
@@ -78,8 +89,10 @@ def loss_recovered(
             raw = select_tensor(output, name, output_index)
             t = hp.convert(raw) if hp.convert is not None else raw  # TransformerLens's view
             if mode["kind"] == "record":
-                layout = SOURCE_LAYOUT.get(layouts[name])
+                given = layouts[name]
+                layout = SOURCE_LAYOUT.get(given) if given is not None else hp.layout
                 rows = to_rows(t, name, mask=mode["mask"], spatial=spatial, layout=layout)
+                layouts[name] = given or rows.layout  # a hook point's: as the rows came
                 mode["rows"][name] = rows.x
                 return None
             new = mode["replace"][name]
@@ -123,7 +136,7 @@ def loss_recovered(
             totals["clean"] += _total(loss_fn(clean, batch), batch.n_samples, n, "")
             x = torch.cat([mode["rows"][name] for name in names], dim=1)
             x_hat = sae(x.to(sae.W_enc)).x_hat
-            parts = torch.split(x_hat, [l.n_units for l in sae.cfg.layers], dim=1)
+            parts = torch.split(x_hat, [width for _, width in layers.values()], dim=1)
             mode.update(kind="replace", replace=dict(zip(names, parts)))
             sae_loss = loss_fn(model(*args, **kwargs), batch)
             totals["sae"] += _total(sae_loss, batch.n_samples, n, " with the SAE's reconstruction")
