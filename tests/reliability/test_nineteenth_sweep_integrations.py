@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -233,3 +234,55 @@ def test_a_saelens_sae_is_spliced_at_its_hook(tmp_path):
     want = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 20), ids[:, 1:].reshape(-1))
     assert res.loss_sae == pytest.approx(float(want), abs=1e-5)
     assert res.loss_sae != pytest.approx(res.loss_clean, abs=1e-4)
+
+
+UNEMBED_FILE = """
+import torch
+
+
+class Tiny(torch.nn.Module):
+    # what the Neuronpedia export reads of a TransformerLens model: its unembedding W_U
+    def __init__(self):
+        super().__init__()
+        self.W_U = torch.nn.Parameter(torch.randn(16, 20))
+
+    def forward(self, x):
+        return x @ self.W_U
+
+
+def build():
+    torch.manual_seed(0)
+    return Tiny()
+"""
+
+
+def test_neuronpedia_logits_refuse_an_sae_of_per_head_values(tmp_path, run_cli):
+    """The logits of a Neuronpedia export (`--model`) read each feature's decoder row
+    through the unembedding when the SAE was as wide as the residual stream: an SAE of
+    TransformerLens's `hook_z` (n_heads x d_head = d_model units, as in GPT-2) passed, and
+    its per-head values were read as residual directions, top tokens and all. A layer of
+    per-head values is now refused before the export's passes."""
+    import numpy as np
+
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+    from saeatlas.store import LayerSpec
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    spec = LayerSpec("blocks.0.attn.hook_z", 0, 16, (None, 8, 4, 4), "head")
+    np.save(tmp_path / "acts.npy", np.random.default_rng(0).normal(size=(40, 16)).astype("f4"))
+    (tmp_path / "acts.layers.json").write_text(json.dumps([spec.to_json()]))
+    SparseAutoencoder(SAEConfig("relu", d_in=16, d_sae=8, layers=(spec,))).save(tmp_path / "sae")
+    Atlas(
+        units=pd.DataFrame({"unit": range(16), "layer": [spec.name] * 16, "index": range(16),
+                            "module": [-1] * 16}),
+        features=pd.DataFrame({"feature": range(8), "module": [-1] * 8, "density": [0.1] * 8}),
+        modules=pd.DataFrame({"module": pd.Series([], dtype=int)}),
+        summary={"n_modules": 0, "message": "none"},
+    ).save(tmp_path / "atlas")  # fmt: skip
+    (tmp_path / "model.py").write_text(UNEMBED_FILE)
+    args = ("--sae", tmp_path / "sae", "--acts", tmp_path / "acts.npy", "--out", tmp_path / "np")
+    model = ("--model", f"{tmp_path / 'model.py'}:build")
+    one_line(cli("export-neuronpedia", tmp_path / "atlas", *args, *model), "per-head values")
+    assert not (tmp_path / "np").exists()
+    assert cli("export-neuronpedia", tmp_path / "atlas", *args).exit_code == 0  # no logits

@@ -14,7 +14,8 @@ the histogram of its non-zero activations, its firing fraction, the units its
 decoder writes most (``neuron_alignment_*``), and its correlated features: the
 features it co-fires with most (Pearson correlation of activations over the
 store's rows), taken from its own atlas module when it is in one. With a model
-that has an unembedding and an SAE of one layer as wide as the model, the
+that has an unembedding and an SAE of one residual-stream layer (as wide as the
+model, not of per-head values), the
 feature's direct logit effect ``W_dec[f] @ W_U`` gives the top positive and
 negative tokens and their histogram (as SAEDashboard does, without the final
 layer norm); otherwise those fields are empty lists.
@@ -177,14 +178,15 @@ def _export(
     sae = _open_sae(sae, atlas)
     store = _open_store(store, atlas)
     check_made_from(atlas.summary, sae, store)
-    # a model without an unembedding, or not the store's (another network's logits),
-    # is refused before the passes over the rows, not after them
-    logits = logit_effects(sae, model, tokenizer, config.n_bins)
-    if model is not None:
-        check_captured_model(model, store)
     # the store layers the SAE reads (by its layer map, or a SAELens SAE's hook name),
     # their widths checked: as the analysis read them
-    read = [l.name for l in sae_layers(sae, store)]
+    specs = sae_layers(sae, store)
+    # a model without an unembedding, or not the store's (another network's logits),
+    # is refused before the passes over the rows, not after them
+    logits = logit_effects(sae, model, tokenizer, config.n_bins, specs)
+    if model is not None:
+        check_captured_model(model, store)
+    read = [l.name for l in specs]
     layers = read
     layer = _layer_number(read[0], config.layer)
     if len(read) > 1:  # Neuronpedia's layout has one layer per SAE

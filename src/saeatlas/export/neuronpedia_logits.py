@@ -5,6 +5,7 @@ and negative tokens and their histogram."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
+from ..store import LayerSpec
 from .neuronpedia_schema import rounded
 
 #: SAEDashboard's name for token ids past the tokenizer's vocabulary.
@@ -48,11 +50,24 @@ class Logits:
         }
 
 
-def logit_effects(sae: SparseAutoencoder, model: Any, tokenizer: Any, n_bins: int) -> Logits:
+def logit_effects(
+    sae: SparseAutoencoder, model: Any, tokenizer: Any, n_bins: int, layers: Sequence[LayerSpec]
+) -> Logits:
     """The direct logit effects ``W_dec @ W_U`` of ``sae``'s features through
-    ``model``'s unembedding (none without a model), histograms of ``n_bins`` bars."""
+    ``model``'s unembedding (none without a model), histograms of ``n_bins`` bars.
+    ``layers``: the store's layers the SAE reads."""
     if model is None:
         return Logits(None, [], n_bins)
+    # a TransformerLens hook_z of n_heads x d_head = d_model units passed the width check
+    # below, and its per-head values were read as the residual stream
+    per_head = [l for l in layers if l.layout in ("head", "pattern")]
+    if per_head:
+        raise ConfigError(
+            f"Logits need an SAE of the residual stream, but the layer '{per_head[0].name}' "
+            f"holds per-head values (layout '{per_head[0].layout}'), which the unembedding "
+            "does not read. Leave out --model, or export an SAE of a residual-stream layer "
+            "(such as `blocks.N.hook_resid_post`)."
+        )
     w_u = None
     if isinstance(getattr(model, "W_U", None), torch.Tensor):  # TransformerLens: [d_model, vocab]
         w_u = model.W_U
