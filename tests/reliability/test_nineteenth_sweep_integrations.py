@@ -286,3 +286,24 @@ def test_neuronpedia_logits_refuse_an_sae_of_per_head_values(tmp_path, run_cli):
     one_line(cli("export-neuronpedia", tmp_path / "atlas", *args, *model), "per-head values")
     assert not (tmp_path / "np").exists()
     assert cli("export-neuronpedia", tmp_path / "atlas", *args).exit_code == 0  # no logits
+
+
+@pytest.mark.parametrize("how", ["same path", "with --overwrite", "through a link"])
+def test_import_saelens_never_replaces_the_sae_it_imports(tmp_path, run_cli, snapshot, how):
+    """`import-saelens SRC --out SRC` said the folder "already holds an SAE" and to pass
+    --overwrite, which replaced the SAELens SAE being imported with its conversion (a
+    `topk` with `rescale_acts_by_decoder_norm` folded into other weights: the source files
+    were gone). `export-saelens` and `import-sparsify` refuse their own source; so does
+    `import-saelens` now, before reading it."""
+    cli, one_line = run_cli
+    src = tmp_path / "sl"
+    shutil.copytree(FIXTURES / "saelens" / "topk_rescale", src)
+    (src / "reference.safetensors").unlink()
+    out = src
+    if how == "through a link":
+        (tmp_path / "link").symlink_to(src)
+        out = tmp_path / "link"
+    before = snapshot(src)
+    flags = ("--overwrite",) if how != "same path" else ()
+    one_line(cli("import-saelens", src, "--out", out, *flags), "is the SAELens SAE being imported")
+    assert snapshot(src) == before
