@@ -307,3 +307,28 @@ def test_import_saelens_never_replaces_the_sae_it_imports(tmp_path, run_cli, sna
     flags = ("--overwrite",) if how != "same path" else ()
     one_line(cli("import-saelens", src, "--out", out, *flags), "is the SAELens SAE being imported")
     assert snapshot(src) == before
+
+
+@pytest.mark.parametrize("kind", ["saelens", "saeatlas"])
+def test_weights_beyond_the_range_of_the_saes_dtype_are_refused(tmp_path, outputs, run_cli, kind):
+    """An SAE whose cfg.json computes in float16 (SAELens casts the weights to its `dtype`,
+    and saeatlas keeps it) with a weight of 1e5 stored in float32 loaded as Inf without a
+    word, and `import-saelens` wrote the broken SAE; weights were checked finite as float32
+    only."""
+    from safetensors.torch import save_file
+
+    cli, one_line = run_cli
+    src = tmp_path / "sae"
+    shutil.copytree(FIXTURES / "saelens" / "standard" if kind == "saelens" else outputs.sae, src)
+    (src / "reference.safetensors").unlink(missing_ok=True)
+    cfg = json.loads((src / "cfg.json").read_text())
+    (src / "cfg.json").write_text(json.dumps(cfg | {"dtype": "float16"}))
+    weights = load_file(str(src / "sae_weights.safetensors"))
+    weights["b_dec"][0] = 1e5
+    save_file(weights, str(src / "sae_weights.safetensors"))
+    if kind == "saelens":
+        result = cli("import-saelens", src, "--out", tmp_path / "imp")
+    else:
+        result = cli("evaluate", "--sae", src, "--acts", outputs.store)
+    one_line(result, "`b_dec` has 1 values beyond the range of float16")
+    assert not (tmp_path / "imp").exists()

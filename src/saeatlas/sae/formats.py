@@ -82,14 +82,19 @@ def weight_shapes(c: SAEConfig) -> dict[str, tuple[int, ...]]:
 
 
 def checked_weights(
-    file: Path, tensors: Weights, shapes: dict[str, tuple[int, ...]], ignored: tuple[str, ...] = ()
+    file: Path,
+    tensors: Weights,
+    shapes: dict[str, tuple[int, ...]],
+    ignored: tuple[str, ...] = (),
+    dtype: str = "float32",
 ) -> Weights:
     """The tensors named in ``shapes`` as float32, after checking that each is there,
     of that shape, of a float dtype and finite (``copy_`` would broadcast a wrong
     shape silently, and cast integers), and that the file holds no others but
     ``ignored`` (SAELens and sparsify load strictly too: a ``threshold`` beside a
     ``topk`` config says the config does not describe the weights). Finite means finite
-    as float32: a float64 value beyond its range would load as Inf."""
+    as float32 and as ``dtype``, the SAE's: a float64 value beyond float32's range, or a
+    float32 one beyond float16's in an SAE of `dtype` float16, would load as Inf."""
     extra = sorted(set(tensors) - set(shapes) - set(ignored))
     if extra:
         raise SAEFileError(
@@ -116,6 +121,13 @@ def checked_weights(
                 f"'{file}': `{name}` has {bad} "
                 + ("values beyond float32's range" if beyond else "NaN/Inf values")
                 + "; the SAE is broken. Train it again."
+            )
+        held = t32.to(getattr(torch, dtype))
+        if not bool(torch.isfinite(held).all()):  # loaded as Inf without a word
+            raise SAEFileError(
+                f"'{file}': `{name}` has {int((~torch.isfinite(held)).sum())} values beyond "
+                f"the range of {dtype}, the `dtype` its cfg.json computes in (they would be "
+                "Inf). Set `dtype` to 'float32' in cfg.json, or check the weights."
             )
         out[name] = t32
     return out
@@ -234,7 +246,7 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
     # loader refuses) was taken for ones
     shapes = weight_shapes(ours)
     extra = {"scaling_factor": (ours.d_sae,)} if "scaling_factor" in tensors else {}
-    weights = checked_weights(path / WEIGHTS, tensors, shapes | extra)
+    weights = checked_weights(path / WEIGHTS, tensors, shapes | extra, dtype=ours.dtype)
     if extra and not bool((weights.pop("scaling_factor") == 1).all()):
         raise SAEFileError(
             f"'{path / WEIGHTS}' has a `scaling_factor` other than 1 (SAELens's "

@@ -156,4 +156,5 @@ def _read_files(path: Path) -> tuple[SAEConfig, Weights]:
         cfg = SAEConfig.from_json(raw)
     except (TypeError, KeyError, ValueError, AtlasError) as e:
         raise SAEFileError(f"'{path / CFG}' is not a valid SAE config: {e}") from None
-    return cfg, checked_weights(path / WEIGHTS, read_tensors(path / WEIGHTS), weight_shapes(cfg))
+    tensors = read_tensors(path / WEIGHTS)
+    return cfg, checked_weights(path / WEIGHTS, tensors, weight_shapes(cfg), dtype=cfg.dtype)
