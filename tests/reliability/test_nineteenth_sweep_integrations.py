@@ -332,3 +332,32 @@ def test_weights_beyond_the_range_of_the_saes_dtype_are_refused(tmp_path, output
         result = cli("evaluate", "--sae", src, "--acts", outputs.store)
     one_line(result, "`b_dec` has 1 values beyond the range of float16")
     assert not (tmp_path / "imp").exists()
+
+
+@pytest.mark.parametrize("d_in, head", [(18, None), (4, 2)])
+def test_a_saelens_sae_of_another_width_than_its_hooks_layer_is_refused(
+    tmp_path, outputs, run_cli, d_in, head
+):
+    """A SAELens SAE whose `hook_name` names a layer of the store of another width was
+    told the store "has no layer of that name": with the store's width (the layers '1'
+    and '3', 18 units, for an SAE of hook '1') it read both layers as the hook's units
+    under that false warning; one of a single head (`hook_head_index`, d_head units) was
+    told to give "the store only the layer it was trained on". Both now name the layer
+    and its width (and the head)."""
+    from safetensors.torch import save_file
+
+    cli, one_line = run_cli
+    src = tmp_path / "sl"
+    src.mkdir()
+    g = torch.Generator().manual_seed(0)
+    save_file(
+        {"W_enc": torch.randn(d_in, 8, generator=g), "b_enc": torch.zeros(8),
+         "W_dec": torch.randn(8, d_in, generator=g), "b_dec": torch.zeros(d_in)},
+        str(src / "sae_weights.safetensors"),
+    )  # fmt: skip
+    meta = {"hook_name": "1", "hook_head_index": head, "sae_lens_version": "6.54.12"}
+    cfg = {"architecture": "standard", "d_in": d_in, "d_sae": 8, "metadata": meta}
+    (src / "cfg.json").write_text(json.dumps(cfg))
+    words = ["SAELens's `hook_name` '1'", "layer of that name has 10"]
+    words += ["head 2 of it alone"] if head is not None else []
+    one_line(cli("evaluate", "--sae", src, "--acts", outputs.store), *words)
