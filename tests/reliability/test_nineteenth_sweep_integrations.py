@@ -218,8 +218,14 @@ def test_a_saelens_sae_is_spliced_at_its_hook(tmp_path):
     meta = {"hook_name": "blocks.0.attn.hook_z", "sae_lens_version": "6.54.12"}
     (src / "cfg.json").write_text(
         json.dumps(
-            {"architecture": "standard", "d_in": 16, "d_sae": 32, "apply_b_dec_to_input": False,
-             "reshape_activations": "hook_z", "metadata": meta}
+            {
+                "architecture": "standard",
+                "d_in": 16,
+                "d_sae": 32,
+                "apply_b_dec_to_input": False,
+                "reshape_activations": "hook_z",
+                "metadata": meta,
+            }
         )  # fmt: skip
     )
     ids = torch.randint(0, 20, (4, 6), generator=torch.Generator().manual_seed(0))
@@ -361,3 +367,49 @@ def test_a_saelens_sae_of_another_width_than_its_hooks_layer_is_refused(
     words = ["SAELens's `hook_name` '1'", "layer of that name has 10"]
     words += ["head 2 of it alone"] if head is not None else []
     one_line(cli("evaluate", "--sae", src, "--acts", outputs.store), *words)
+
+
+def test_loss_recovered_checks_its_arguments():
+    """`loss_recovered`, `evaluate --model`'s Python entry point, ended in an
+    AttributeError for a path as the SAE, in TypeErrors for a loss's name or a batch size
+    of "2" or 2.5, and in torch's RuntimeError for a device of 'bogus'; it read a batch
+    size of True as 1, passed over an unknown `spatial`, and answered inputs of no
+    sample with a loss of 0 and a fraction of NaN. A loss's name now works as `--loss`."""
+    from saeatlas.errors import AtlasError
+    from saeatlas.evaluate import loss_recovered
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+    from saeatlas.store import LayerSpec
+
+    model = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+    layer = LayerSpec("1", 0, 6, (None, 6), "sample")
+    sae = SparseAutoencoder(SAEConfig("relu", d_in=6, d_sae=8, layers=(layer,))).eval()
+    x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
+    for kwargs, words in [
+        ({"sae": "sae"}, "`sae` must be a SparseAutoencoder"),
+        ({"batch_size": "2"}, "`batch_size` must be a whole number"),
+        ({"batch_size": 2.5}, "`batch_size` must be a whole number"),
+        ({"batch_size": True}, "`batch_size` must be a whole number"),
+        ({"spatial": "bogus"}, "Unknown `spatial` 'bogus'"),
+        ({"device": "bogus"}, "Unknown `device` 'bogus'"),
+        ({"loss_fn": None}, "`loss_fn` must be a per-sample loss"),
+        ({"loss_fn": "bogus"}, "Unknown loss 'bogus'"),
+        ({"inputs": x[:0], "labels": y[:0]}, "hold no samples"),
+    ]:
+        args = {"sae": sae, "model": model, "inputs": x, "labels": y} | kwargs
+        with pytest.raises(AtlasError, match=words):
+            loss_recovered(**args)
+    by_name = loss_recovered(sae, model, x, "cross-entropy", labels=y)
+    assert by_name == loss_recovered(sae, model, x, labels=y)
+
+
+@pytest.mark.parametrize("model", ["gpt2", 5, torch.nn.Linear])
+def test_export_neuronpedia_names_a_model_that_is_no_module(tmp_path, analysed, model):
+    """`export_neuronpedia(model="gpt2")` (a spec's text, or a class) was told the str
+    "has no unembedding" and to "load the model with its head (--model-class
+    causal-lm)"; it is told that a loaded model goes there."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.export import export_neuronpedia
+
+    with pytest.raises(ConfigError, match="must be a torch.nn.Module.*load_model"):
+        export_neuronpedia(analysed, tmp_path / "np", model=model)
+    assert not (tmp_path / "np").exists()

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
+
 #: What nnsight puts before a module's ``named_modules()`` path.
 NNSIGHT_PREFIX = "model."
 
@@ -39,3 +41,17 @@ def envoy_paths(names: list[str]) -> dict[str, str]:
     """Each module name by its nnsight path (``model.h.0`` -> ``h.0``), so that a glob or
     a regex over the paths (``re:model\\.h\\.\\d+``) names what it names in nnsight."""
     return {NNSIGHT_PREFIX + n: n for n in names}
+
+
+def check_model_argument(model: Any) -> None:
+    """Refuse anything but a torch module or an nnsight wrapper of one where a loaded
+    model goes (None ended in an AttributeError, and a spec's text was told it "has no
+    unembedding")."""
+    if isinstance(model, torch.nn.Module) or is_nnsight(model):
+        return
+    got = f"the class {model.__name__} itself" if isinstance(model, type) else type(model).__name__
+    raise ConfigError(
+        f"`model` must be a torch.nn.Module (or an nnsight wrapper of one), got {got}; "
+        "pass the model object (for a class, an instance of it; for a model SPEC, "
+        "`saeatlas.capture.load_model(SPEC).model`)."
+    )

@@ -12,20 +12,23 @@ every layer's reconstruction at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import torch
 
+from .._validation import check_device, choice, shown
 from ..capture.hookpoints import resolve_hookpoints
 from ..capture.inputs import iter_input_batches, model_and_tokenizer
 from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.models import input_dtype, takes_token_ids
 from ..capture.recorder import model_error
-from ..capture.rows import from_rows, replace_tensor, select_tensor, to_rows
-from ..errors import AtlasError, ConfigError, NonFiniteError
-from ..losses import PerSampleLoss, per_sample_cross_entropy
+from ..capture.rows import SPATIAL_MODES, from_rows, replace_tensor, select_tensor, to_rows
+from ..errors import AtlasError, ConfigError, InputsError, NonFiniteError
+from ..losses import LOSSES, PerSampleLoss, loss_function, per_sample_cross_entropy
 from ..sae import SparseAutoencoder
 from ..sae.formats import saelens_hook_name
+from ..sae.model import check_loaded_sae
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ def loss_recovered(
     losses (:mod:`saeatlas.losses`: a classifier's cross-entropy against ``labels``,
     or a causal LM's next-token loss), averaged over samples.
     """
+    loss_fn = _check_arguments(sae, loss_fn, batch_size, spatial, device)
     # layer -> (stored layout, width); an SAE from SAELens names its hook point instead
     # (`hook_name`), whose rows are what the hook gives (its heads flattened, as
     # SAELens's `hook_z` reshape does): it was refused as "no layer map"
@@ -148,10 +152,38 @@ def loss_recovered(
         for h in handles:
             h.remove()
         model.train(was_training)
-    clean, with_sae, zero = (totals[k] / max(n, 1) for k in ("clean", "sae", "zero"))
+    if n == 0:  # a loss of 0 and a fraction of NaN, without a word
+        raise InputsError("The inputs hold no samples, so there is no loss to measure.")
+    clean, with_sae, zero = (totals[k] / n for k in ("clean", "sae", "zero"))
     gap = zero - clean
     fraction = (zero - with_sae) / gap if abs(gap) > 1e-12 else float("nan")
     return DownstreamResult(clean, with_sae, zero, fraction, n)
+
+
+def _check_arguments(
+    sae: Any, loss_fn: Any, batch_size: Any, spatial: Any, device: Any
+) -> PerSampleLoss:
+    """The loss function (a name of :data:`~saeatlas.losses.LOSSES` too), after checking
+    the arguments a caller from Python can get wrong: a path for the SAE ended in an
+    AttributeError, a loss's name, a batch size of "64" or 2.5 and a device of 'bogus' in
+    TypeErrors and torch's RuntimeError, a batch size of True was read as 1, and an
+    unknown `spatial` was passed over."""
+    check_loaded_sae(sae)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral):
+        raise ConfigError(
+            f"`batch_size` must be a whole number of inputs, got {shown(batch_size)}."
+        )
+    choice("spatial", spatial, SPATIAL_MODES)
+    if device is not None:
+        check_device("device", device)
+    if isinstance(loss_fn, str):  # the CLI's --loss names
+        return loss_function(loss_fn)
+    if not callable(loss_fn):
+        raise ConfigError(
+            f"`loss_fn` must be a per-sample loss (a function of the model's output and the "
+            f"batch) or the name of one ({list(LOSSES)}), got {shown(loss_fn)}."
+        )
+    return loss_fn
 
 
 def _total(loss: torch.Tensor, n_samples: int, first: int, spliced: str) -> float:

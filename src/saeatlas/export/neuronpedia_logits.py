@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..capture.nnsight import check_model_argument
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..store import LayerSpec
@@ -58,6 +59,7 @@ def logit_effects(
     ``layers``: the store's layers the SAE reads."""
     if model is None:
         return Logits(None, [], n_bins)
+    check_model_argument(model)  # a spec's text was told it "has no unembedding"
     # a TransformerLens hook_z of n_heads x d_head = d_model units passed the width check
     # below, and its per-head values were read as the residual stream
     per_head = [l for l in layers if l.layout in ("head", "pattern")]

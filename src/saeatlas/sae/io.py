@@ -140,9 +140,7 @@ def _read_files(path: Path) -> tuple[SAEConfig, Weights]:
             " Train one with `saeatlas train`, or import a SAELens directory with `saeatlas "
             "import-saelens`."
         )
-        raise SAEFileError(
-            f"'{path}' is not an SAE directory: it needs {CFG} and {WEIGHTS}.{hint}"
-        )
+        raise SAEFileError(f"'{path}' is not an SAE directory: it needs {CFG} and {WEIGHTS}.{hint}")
     raw = read_cfg(path / CFG)
     missing = [k for k in ("d_in", "d_sae") if k not in raw]
     if missing:  # SAELens's cfg.json has them too

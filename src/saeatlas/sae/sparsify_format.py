@@ -99,7 +99,8 @@ def read_sparsify(path: str | Path) -> tuple[SAEConfig, Weights]:
         raise SAEFileError(
             run_message(path)
             or f"'{path}' is not a sparsify hookpoint folder: it needs {CFG} and "
-            f"{SPARSIFY_WEIGHTS}." + sae_folder_hint(path)
+            f"{SPARSIFY_WEIGHTS}."
+            + sae_folder_hint(path)
         )
     cfg = read_cfg(path / CFG)
     for key in ("transcode", "signed", "skip_connection", "multi_topk", "normalize_decoder"):
