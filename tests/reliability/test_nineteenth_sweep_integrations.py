@@ -413,3 +413,22 @@ def test_export_neuronpedia_names_a_model_that_is_no_module(tmp_path, analysed, 
     with pytest.raises(ConfigError, match="must be a torch.nn.Module.*load_model"):
         export_neuronpedia(analysed, tmp_path / "np", model=model)
     assert not (tmp_path / "np").exists()
+
+
+@pytest.mark.parametrize("where", ["a folder named as a layer", "an export's layer folder"])
+def test_export_saelens_keeps_files_in_folders_named_as_its_layers(tmp_path, run_cli, where):
+    """A joint SAE's export took any folder named as one of its layers for its own: a
+    folder `1/` of the user's files in --out, or a file added to an earlier export's
+    `3/`, was deleted without a word with the folder the export replaced. A layer's
+    folder is the export's only when it holds a SAELens SAE's two files."""
+    cli, one_line = run_cli
+    exp = _joint_export(tmp_path, cli)
+    if where == "a folder named as a layer":
+        exp = tmp_path / "mine"
+        (exp / "1").mkdir(parents=True)
+        kept = exp / "1" / "notes.txt"
+    else:
+        kept = exp / "3" / "README.txt"
+    kept.write_text("kept")
+    one_line(cli("export-saelens", tmp_path / "joint", "--out", exp), "not a SAELens export's")
+    assert kept.read_text() == "kept"

@@ -23,7 +23,13 @@ from safetensors.torch import save
 
 from .._validation import check_path_argument
 from ..store import LayerSpec
-from ..store.atomic import atomic_write_bytes, check_output_dir, recover_dir, replacing_dir
+from ..store.atomic import (
+    TMP_PREFIX,
+    atomic_write_bytes,
+    check_output_dir,
+    recover_dir,
+    replacing_dir,
+)
 from ..store.lock import output_lock
 from .config import SAEConfig
 from .files import CFG, WEIGHTS, SAEFileError
@@ -124,9 +130,15 @@ def export_saelens(
     names = {l.name for l in layers} if parts is not None else set()
 
     def is_ours(p: Path) -> bool:
-        # an earlier export's layer folder (a SAELens SAE), not a saeatlas SAE of that name
+        # an earlier export's layer folder (a SAELens SAE), not a saeatlas SAE of that name;
+        # a folder of the user's files named as a layer (or one with a file added to an
+        # export's) was deleted with the folder the export replaced
         if p.name in names:
-            return not (p / CFG).is_file() or is_saelens_cfg(read_cfg(p / CFG))
+            if not p.is_dir():
+                return False
+            inside = {q.name for q in p.iterdir() if not q.name.startswith(TMP_PREFIX)}
+            saelens = not (p / CFG).is_file() or is_saelens_cfg(read_cfg(p / CFG))
+            return inside <= {CFG, WEIGHTS} and saelens
         return p.name in (CFG, WEIGHTS)
 
     # a joint SAE's export is a folder of SAELens SAEs: exported again, it was refused as
