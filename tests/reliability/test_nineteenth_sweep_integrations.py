@@ -432,3 +432,34 @@ def test_export_saelens_keeps_files_in_folders_named_as_its_layers(tmp_path, run
     kept.write_text("kept")
     one_line(cli("export-saelens", tmp_path / "joint", "--out", exp), "not a SAELens export's")
     assert kept.read_text() == "kept"
+
+
+@pytest.mark.parametrize("layout", ["one SAE", "a joint SAE's layer"])
+def test_export_saelens_never_replaces_a_saelens_sae_it_did_not_write(
+    tmp_path, run_cli, snapshot, layout
+):
+    """`export-saelens` (which has no --overwrite: an earlier export is replaced) took any
+    SAELens SAE at --out for an earlier export of its own: `--out` naming a SAELens SAE
+    downloaded there (or a layer folder holding one) replaced it without a word. Only a
+    SAELens SAE whose cfg.json says saeatlas exported it is replaced now."""
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+    from saeatlas.store import LayerSpec
+
+    cli, one_line = run_cli
+    theirs = tmp_path / "theirs"
+    if layout == "one SAE":
+        layer = LayerSpec("1", 0, 10, (None, 10), "sample")
+        sae, target = tmp_path / "sae", theirs
+        SparseAutoencoder(SAEConfig("relu", d_in=10, d_sae=8, layers=(layer,))).save(sae)
+    else:
+        _joint_export(tmp_path, cli)
+        sae, target = tmp_path / "joint", theirs / "1"
+    shutil.copytree(FIXTURES / "saelens" / "topk", target)
+    (target / "reference.safetensors").unlink()
+    before = snapshot(theirs)
+    result = cli("export-saelens", sae, "--out", theirs)
+    one_line(result, "did not export" if layout == "one SAE" else "not a SAELens export's")
+    assert snapshot(theirs) == before
+    mine = tmp_path / "mine"
+    assert cli("export-saelens", sae, "--out", mine).exit_code == 0
+    assert cli("export-saelens", sae, "--out", mine).exit_code == 0  # its own: replaced

@@ -137,8 +137,7 @@ def export_saelens(
             if not p.is_dir():
                 return False
             inside = {q.name for q in p.iterdir() if not q.name.startswith(TMP_PREFIX)}
-            saelens = not (p / CFG).is_file() or is_saelens_cfg(read_cfg(p / CFG))
-            return inside <= {CFG, WEIGHTS} and saelens
+            return inside <= {CFG, WEIGHTS} and (not (p / CFG).is_file() or _exported(p))
         return p.name in (CFG, WEIGHTS)
 
     # a joint SAE's export is a folder of SAELens SAEs: exported again, it was refused as
@@ -148,6 +147,13 @@ def export_saelens(
         if (path / CFG).is_file() and not is_saelens_cfg(read_cfg(path / CFG)):
             raise SAEFileError(
                 f"'{path}' holds a saeatlas SAE, which the export would replace; choose "
+                "another --out."
+            )
+        if (path / CFG).is_file() and not _exported(path):
+            # a SAELens SAE it did not write (one downloaded) was replaced without a word
+            raise SAEFileError(
+                f"'{path}' holds a SAELens SAE that saeatlas did not export (its cfg.json "
+                "has no `metadata.exported_by`), which the export would replace; choose "
                 "another --out."
             )
         # the export replaces an earlier one whole (written beside it, renamed in), never a
@@ -165,6 +171,14 @@ def export_saelens(
             for layer, part in zip(layers, parts):
                 _write_saelens(part, new / layer.name, saelens_metadata(provenance, layer.name))
     return {layer.name: path / layer.name for layer in layers}
+
+
+def _exported(path: Path) -> bool:
+    """Whether the SAE directory ``path`` is a SAELens SAE that saeatlas exported (an
+    earlier export, which the next one replaces), not one of SAELens's own."""
+    cfg = read_cfg(path / CFG)
+    by = _dict(cfg.get("metadata")).get("exported_by")
+    return is_saelens_cfg(cfg) and isinstance(by, str) and by.startswith("saeatlas")
 
 
 def _dict(value: Any) -> dict[str, Any]:
