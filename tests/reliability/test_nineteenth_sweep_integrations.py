@@ -463,3 +463,23 @@ def test_export_saelens_never_replaces_a_saelens_sae_it_did_not_write(
     mine = tmp_path / "mine"
     assert cli("export-saelens", sae, "--out", mine).exit_code == 0
     assert cli("export-saelens", sae, "--out", mine).exit_code == 0  # its own: replaced
+
+
+@pytest.mark.parametrize("settings", [None, '{"n_prompts": 24576}', "not json"])
+def test_export_neuronpedia_never_replaces_batches_it_did_not_write(
+    tmp_path, analysed, run_cli, snapshot, settings
+):
+    """SAEDashboard's Neuronpedia runner writes the same `batch-<i>.json` and
+    `run_settings.json`: a folder of them given as --out was taken for an earlier export
+    and replaced whole without a word. Only a folder whose run_settings.json says saeatlas
+    wrote it is replaced now."""
+    cli, one_line = run_cli
+    out = tmp_path / "dashboard"
+    out.mkdir()
+    (out / "batch-0.json").write_text('{"model_id": "gpt2", "layer": 0, "features": []}')
+    if settings is not None:
+        (out / "run_settings.json").write_text(settings)
+    before = snapshot(out)
+    args = ("export-neuronpedia", analysed, "--n-examples", "2", "--out")
+    one_line(cli(*args, out), "saeatlas did not write", "batch-0.json")
+    assert snapshot(out) == before

@@ -25,12 +25,12 @@ codes as a sparse matrix (their non-zero activations) and compute the features'
 correlations a block of at most :data:`.neuronpedia_activations.GRAM_BLOCK` values at a
 time, never the ``[d_sae, d_sae]`` matrix (17 GB in float32 at 65,536 latents). The passes and the
 contexts are in :mod:`.neuronpedia_activations`, the logits in
-:mod:`.neuronpedia_logits`, the files' schema in :mod:`.neuronpedia_schema`.
+:mod:`.neuronpedia_logits`, the files' schema in :mod:`.neuronpedia_schema`, their names
+(and which folder is an earlier export, replaced by the next) in :mod:`.neuronpedia_files`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from dataclasses import asdict, dataclass
@@ -52,19 +52,16 @@ from ..structure.arguments import check_sae_argument, check_store_argument
 from ..structure.causal.ablation_inputs import check_captured_model
 from ..structure.fingerprints import check_made_from
 from .neuronpedia_activations import Contexts, FeatureStats, encode, histograms
+from .neuronpedia_files import BATCH_FILE, SETTINGS, SKIPPED, check_not_theirs, read_batches
 from .neuronpedia_logits import logit_effects
 from .neuronpedia_schema import BATCH_SCHEMA, rounded
 
 __all__ = ["BATCH_SCHEMA", "NeuronpediaConfig", "export_neuronpedia", "read_batches"]
 
-SETTINGS = "run_settings.json"
-SKIPPED = "skipped_indexes.json"
 #: Settings that ``export-neuronpedia`` sets by a flag of their name.
 _FLAGGED = ("features_per_batch", "n_examples")
 #: The largest ``layer`` written (nine digits): no model is that deep.
 MAX_LAYER = 999_999_999
-#: The name of a batch file, with its number.
-BATCH_FILE = re.compile(r"batch-(\d+)\.json")
 
 
 @dataclass(frozen=True)
@@ -151,6 +148,7 @@ def export_neuronpedia(
     out = Path(out)
     with output_lock(out):  # one writer, for the whole export
         recover_dir(out)  # what a killed swap left is checked like what is there
+        check_not_theirs(out)
         check_output_dir(  # before the work: an output that cannot be written fails at once
             out,
             "a Neuronpedia export",
@@ -364,16 +362,3 @@ def _feature_modules(atlas: Atlas, d_sae: int) -> torch.Tensor:
             )
         module[idx] = torch.tensor(atlas.features["module"].to_numpy(), dtype=torch.long)
     return module
-
-
-def read_batches(out: str | Path) -> list[dict[str, Any]]:
-    """The ``batch-<i>.json`` files under ``out``, in order."""
-    check_path_argument("out", out)  # a number ended in pathlib's TypeError
-    if not Path(out).is_dir():  # a file, or a path mistyped, read as an export of no batch
-        raise ConfigError(
-            f"'{out}' is not a directory; give the folder that `export-neuronpedia --out` wrote."
-        )
-    # `batch-old.json` beside them ended in int()'s ValueError
-    numbered = [(BATCH_FILE.fullmatch(p.name), p) for p in Path(out).iterdir()]
-    files = sorted((int(m.group(1)), p) for m, p in numbered if m is not None and p.is_file())
-    return [json.loads(p.read_text()) for _, p in files]
