@@ -135,19 +135,19 @@ def test_a_folder_of_saes_is_named_as_one(tmp_path, outputs, run_cli, command):
     one_line(cli(command, *args), "folder of 2 SAE directories ('1', '3')", str(exp / "1"))
 
 
-@pytest.mark.parametrize(
-    "command, given, folder",
-    [
-        ("evaluate", "sae/cfg.json", "sae"),
-        ("import-saelens", "saelens/topk/sae_weights.safetensors", "saelens/topk"),
-        ("import-sparsify", "sparsify/run/layers.1/sae.safetensors", "sparsify/run/layers.1"),
-    ],
-)
-def test_a_file_of_an_sae_given_for_its_folder_is_named_so(
-    tmp_path, outputs, run_cli, command, given, folder
-):
+#: command -> (an SAE's file given for its folder, that folder)
+FILES_FOR_FOLDERS = {
+    "evaluate": ("sae/cfg.json", "sae"),
+    "import-saelens": ("saelens/topk/sae_weights.safetensors", "saelens/topk"),
+    "import-sparsify": ("sparsify/run/layers.1/sae.safetensors", "sparsify/run/layers.1"),
+}
+
+
+@pytest.mark.parametrize("command", list(FILES_FOR_FOLDERS))
+def test_a_file_of_an_sae_given_for_its_folder_is_named_so(tmp_path, outputs, run_cli, command):
     """An SAE's own file given for its folder was told that it "has no cfg.json" (of the
     cfg.json itself) or "is not a directory"; the error now names the folder to give."""
+    given, folder = FILES_FOR_FOLDERS[command]
     cli, one_line = run_cli
     root = outputs.root if given.startswith("sae/") else FIXTURES
     args = {
