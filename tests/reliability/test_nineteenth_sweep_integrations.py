@@ -483,3 +483,24 @@ def test_export_neuronpedia_never_replaces_batches_it_did_not_write(
     args = ("export-neuronpedia", analysed, "--n-examples", "2", "--out")
     one_line(cli(*args, out), "saeatlas did not write", "batch-0.json")
     assert snapshot(out) == before
+
+
+def test_a_lazily_loaded_nnsight_model_is_dispatched(tmp_path, make_gpt2, make_char_tokenizer):
+    """`nnsight.LanguageModel(path)` keeps its weights on the meta device until its first
+    trace loads them (`dispatch`), so every capture of one built the usual way was
+    refused as "on the meta device" and told to `load_state_dict`. saeatlas dispatches
+    it, as a trace would; the rows equal nnsight's own trace."""
+    nnsight = pytest.importorskip("nnsight")
+    make_gpt2(40).save_pretrained(tmp_path / "gpt2")
+    tokenizer = make_char_tokenizer(tmp_path / "gpt2")
+    lm = nnsight.LanguageModel(str(tmp_path / "gpt2"), tokenizer=tokenizer)
+    assert any(p.is_meta for p in lm._module.parameters())
+    from saeatlas.capture import capture_activations
+
+    store = capture_activations(
+        lm, ["a dog"], ["model.transformer.h.0"], tmp_path / "s", progress=False
+    )
+    with lm.trace("a dog"):
+        h0 = lm.transformer.h[0].output.save()
+    h0 = h0[0] if isinstance(h0, tuple) else h0
+    torch.testing.assert_close(store.read(), h0[0])

@@ -1,8 +1,10 @@
 """nnsight wrappers (``NNsight``, ``LanguageModel``): capture through the wrapped module.
 
 An nnsight model is an ``Envoy`` around a ``torch.nn.Module`` (``._module``),
-not a module itself. saeatlas runs its forward passes on the wrapped module,
-takes a ``LanguageModel``'s tokenizer, and accepts nnsight's module paths:
+not a module itself. saeatlas runs its forward passes on the wrapped module (after
+loading its weights, ``dispatch``, when nnsight has not yet: a ``LanguageModel`` keeps
+them on the meta device until its first trace), takes a ``LanguageModel``'s tokenizer,
+and accepts nnsight's module paths:
 ``model.transformer.h.0.mlp`` (an Envoy's ``.path``) is the wrapped module's
 ``transformer.h.0.mlp``. nnsight is not imported here: wrappers are recognised
 by their type's package and their ``_module``.
@@ -14,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 
 #: What nnsight puts before a module's ``named_modules()`` path.
 NNSIGHT_PREFIX = "model."
@@ -33,6 +35,20 @@ def unwrap_model(model: Any) -> tuple[Any, Any]:
     """``(module, tokenizer)``: the module an nnsight wrapper holds and its tokenizer
     (``None`` when it has none); anything else is returned as it is, with ``None``."""
     if is_nnsight(model):
+        if (
+            callable(getattr(model, "dispatch", None))
+            and getattr(model, "dispatched", True) is False
+        ):
+            # a LanguageModel is built with its weights on the meta device and loads them
+            # on its first trace (`dispatch`); saeatlas runs the module itself, so it was
+            # refused as "on the meta device" and told to load_state_dict
+            try:
+                model.dispatch()
+            except Exception as e:
+                raise ModelError(
+                    f"The {type(model).__name__} could not load its weights "
+                    f"(nnsight's `dispatch`): {type(e).__name__}: {e}"
+                ) from None
         return model._module, getattr(model, "tokenizer", None)
     return model, None
 
