@@ -504,3 +504,26 @@ def test_a_lazily_loaded_nnsight_model_is_dispatched(tmp_path, make_gpt2, make_c
         h0 = lm.transformer.h[0].output.save()
     h0 = h0[0] if isinstance(h0, tuple) else h0
     torch.testing.assert_close(store.read(), h0[0])
+
+
+def test_a_saelens_hook_z_sae_exported_again_keeps_its_reshape(tmp_path, run_cli):
+    """An SAE imported from SAELens with `reshape_activations` "hook_z" (SAELens flattens
+    hook_z's [..., head, d_head] before the SAE) was exported again with "none": SAELens
+    would give it hook_z's heads unflattened. The import keeps it, as it keeps the hook."""
+    from safetensors.torch import save_file
+
+    cli, _ = run_cli
+    src = tmp_path / "sl"
+    src.mkdir()
+    g = torch.Generator().manual_seed(0)
+    weights = {"W_enc": torch.randn(16, 8, generator=g), "b_enc": torch.zeros(8)}
+    weights |= {"W_dec": torch.randn(8, 16, generator=g), "b_dec": torch.zeros(16)}
+    save_file(weights, str(src / "sae_weights.safetensors"))
+    meta = {"hook_name": "blocks.0.attn.hook_z", "sae_lens_version": "6.54.12"}
+    cfg = {"architecture": "standard", "d_in": 16, "d_sae": 8, "reshape_activations": "hook_z"}
+    (src / "cfg.json").write_text(json.dumps(cfg | {"metadata": meta}))
+    assert cli("import-saelens", src, "--out", tmp_path / "sae").exit_code == 0
+    assert cli("export-saelens", tmp_path / "sae", "--out", tmp_path / "again").exit_code == 0
+    again = json.loads((tmp_path / "again" / "cfg.json").read_text())
+    assert again["reshape_activations"] == "hook_z"
+    assert again["metadata"]["hook_name"] == "blocks.0.attn.hook_z"

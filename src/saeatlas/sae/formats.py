@@ -331,10 +331,15 @@ def _saelens_dtype(dtype: Any) -> str:
 
 def _reshape(c: SAEConfig) -> str:
     """SAELens's ``reshape_activations``: ``hook_z`` for an SAE of one TransformerLens
-    ``hook_z`` recorded per head (SAELens then flattens [..., head, d_head] itself)."""
+    ``hook_z`` recorded per head (SAELens then flattens [..., head, d_head] itself), or
+    for one imported from SAELens with it (its layer map is empty: exported again, it
+    was written with "none", which SAELens applies to the unflattened heads)."""
     if len(c.layers) == 1 and c.layers[0].layout == "head":
         if c.layers[0].name.removesuffix(":input").endswith("hook_z"):
             return "hook_z"
+    imported = c.metadata.get("saelens_cfg") if isinstance(c.metadata, dict) else None
+    if not c.layers and isinstance(imported, dict):
+        return "hook_z" if imported.get("reshape_activations") == "hook_z" else "none"
     return "none"
 
 
