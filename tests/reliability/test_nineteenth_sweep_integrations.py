@@ -527,3 +527,20 @@ def test_a_saelens_hook_z_sae_exported_again_keeps_its_reshape(tmp_path, run_cli
     again = json.loads((tmp_path / "again" / "cfg.json").read_text())
     assert again["reshape_activations"] == "hook_z"
     assert again["metadata"]["hook_name"] == "blocks.0.attn.hook_z"
+
+
+def test_a_sparsify_hookpoint_given_as_the_current_folder(tmp_path, run_cli, monkeypatch):
+    """sparsify names a hookpoint's folder after the hookpoint, and saeatlas names the
+    SAE's layer after the folder: `--sae .` (or `import-sparsify .`) from inside it was
+    refused as "'cfg.json' is not a valid SAE config: ... the name ''" (the name of '.').
+    The folder's own name is read."""
+    from saeatlas.sae import SparseAutoencoder
+
+    cli, _ = run_cli
+    hookpoint = tmp_path / "layers.1"
+    shutil.copytree(FIXTURES / "sparsify" / "run" / "layers.1", hookpoint)
+    monkeypatch.chdir(hookpoint)
+    assert SparseAutoencoder.load(".").cfg.layers[0].name == "layers.1"
+    r = cli("import-sparsify", ".", "--out", tmp_path / "sae")
+    assert r.exit_code == 0 and "'layers.1'" in r.output, r.output
+    assert SparseAutoencoder.load(tmp_path / "sae").cfg.layers[0].name == "layers.1"

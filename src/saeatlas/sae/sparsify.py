@@ -9,7 +9,7 @@ from .._validation import check_path_argument
 from ..store.lock import OutputError, output_kind, output_lock
 from .io import check_sae_out
 from .model import SparseAutoencoder
-from .sparsify_format import is_sparsify_dir, read_sparsify, sparsify_hookpoints
+from .sparsify_format import hookpoint_name, is_sparsify_dir, read_sparsify, sparsify_hookpoints
 
 __all__ = ["import_sparsify", "is_sparsify_dir", "load_sparsify", "sparsify_hookpoints"]
 
@@ -55,6 +55,6 @@ def import_sparsify(
             read_sparsify(folder)
             check_sae_out(target, overwrite=overwrite, resume=False)
         return {
-            folder.name: load_sparsify(folder).save(target, overwrite=overwrite)
+            hookpoint_name(folder): load_sparsify(folder).save(target, overwrite=overwrite)
             for folder, target in targets.items()
         }

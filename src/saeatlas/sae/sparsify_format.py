@@ -20,6 +20,7 @@ layer and are refused, as are the signed coders of sparsify's predecessor (Eleut
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .._validation import check_path_argument
@@ -67,6 +68,12 @@ def sparsify_hookpoints(run: str | Path) -> list[Path]:
             f"{SPARSIFY_WEIGHTS}, and a run folder holds such folders."
         )
     return found
+
+
+def hookpoint_name(path: Path) -> str:
+    """The hookpoint a folder is named after (sparsify names each after its hookpoint),
+    also when given as ``.`` from inside it: that was read as a layer named ''."""
+    return Path(os.path.abspath(path)).name
 
 
 def run_message(path: Path) -> str | None:
@@ -179,8 +186,12 @@ def read_sparsify(path: str | Path) -> tuple[SAEConfig, Weights]:
         d_sae=d_sae,
         k=cfg["k"],
         apply_b_dec_to_input=True,
-        layers=(LayerSpec(path.name, 0, d_in, (None, None, d_in), "token"),),
-        metadata={"imported_from": "sparsify", "sparsify_cfg": cfg, "hookpoint": path.name},
+        layers=(LayerSpec(hookpoint_name(path), 0, d_in, (None, None, d_in), "token"),),
+        metadata={
+            "imported_from": "sparsify",
+            "sparsify_cfg": cfg,
+            "hookpoint": hookpoint_name(path),
+        },
     )
     weights = {
         "W_enc": tensors["encoder.weight"].T,
