@@ -544,3 +544,26 @@ def test_a_sparsify_hookpoint_given_as_the_current_folder(tmp_path, run_cli, mon
     r = cli("import-sparsify", ".", "--out", tmp_path / "sae")
     assert r.exit_code == 0 and "'layers.1'" in r.output, r.output
     assert SparseAutoencoder.load(tmp_path / "sae").cfg.layers[0].name == "layers.1"
+
+
+WRAPPER_OBJECT = """
+import nnsight
+import torch
+
+torch.manual_seed(0)
+net = nnsight.NNsight(torch.nn.Sequential(torch.nn.Linear(6, 10), torch.nn.ReLU()))
+"""
+
+
+def test_a_model_spec_naming_an_nnsight_wrapper_object(tmp_path, outputs, run_cli):
+    """A SPEC naming a model object is the model (the fourteenth sweep), but one naming an
+    nnsight wrapper (`file.py:net`, net = NNsight(...)), which is callable and no torch
+    module, was called as a factory: "Calling ... failed: TypeError: Sequential.forward()
+    missing 1 required positional argument". It is the model now."""
+    pytest.importorskip("nnsight")
+    cli, _ = run_cli
+    (tmp_path / "wrapped.py").write_text(WRAPPER_OBJECT)
+    model = f"{tmp_path / 'wrapped.py'}:net"
+    args = ("--inputs", outputs.inputs, "--layers", "1", "--out", tmp_path / "s", "-q")
+    r = cli("capture", "--model", model, *args)
+    assert r.exit_code == 0, r.output
