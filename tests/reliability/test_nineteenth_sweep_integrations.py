@@ -485,16 +485,23 @@ def test_export_neuronpedia_never_replaces_batches_it_did_not_write(
     assert snapshot(out) == before
 
 
-def test_a_lazily_loaded_nnsight_model_is_dispatched(tmp_path, make_gpt2, make_char_tokenizer):
-    """`nnsight.LanguageModel(path)` keeps its weights on the meta device until its first
-    trace loads them (`dispatch`), so every capture of one built the usual way was
-    refused as "on the meta device" and told to `load_state_dict`. saeatlas dispatches
-    it, as a trace would; the rows equal nnsight's own trace."""
+def _lazy_language_model(tmp_path, make_gpt2, make_char_tokenizer):
+    """An `nnsight.LanguageModel` of a tiny GPT-2 folder, built the usual way: its weights
+    on the meta device until its first trace."""
     nnsight = pytest.importorskip("nnsight")
     make_gpt2(40).save_pretrained(tmp_path / "gpt2")
     tokenizer = make_char_tokenizer(tmp_path / "gpt2")
     lm = nnsight.LanguageModel(str(tmp_path / "gpt2"), tokenizer=tokenizer)
     assert any(p.is_meta for p in lm._module.parameters())
+    return lm
+
+
+def test_a_lazily_loaded_nnsight_model_is_dispatched(tmp_path, make_gpt2, make_char_tokenizer):
+    """`nnsight.LanguageModel(path)` keeps its weights on the meta device until its first
+    trace loads them (`dispatch`), so every capture of one built the usual way was
+    refused as "on the meta device" and told to `load_state_dict`. saeatlas dispatches
+    it, as a trace would; the rows equal nnsight's own trace."""
+    lm = _lazy_language_model(tmp_path, make_gpt2, make_char_tokenizer)
     from saeatlas.capture import capture_activations
 
     store = capture_activations(
@@ -567,3 +574,41 @@ def test_a_model_spec_naming_an_nnsight_wrapper_object(tmp_path, outputs, run_cl
     args = ("--inputs", outputs.inputs, "--layers", "1", "--out", tmp_path / "s", "-q")
     r = cli("capture", "--model", model, *args)
     assert r.exit_code == 0, r.output
+
+
+def test_neuronpedia_logits_of_a_lazily_loaded_nnsight_model(
+    tmp_path, make_gpt2, make_char_tokenizer
+):
+    """`export_neuronpedia(model=LanguageModel(path))` read the unembedding of the wrapper
+    before anything loaded its weights: torch's "Cannot copy out of meta tensor" traceback.
+    The logits are those of the loaded model's own head."""
+    import numpy as np
+
+    from saeatlas.export import NeuronpediaConfig, export_neuronpedia, read_batches
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+    from saeatlas.store import LayerSpec
+    from saeatlas.structure.atlas import Atlas
+
+    lm = _lazy_language_model(tmp_path, make_gpt2, make_char_tokenizer)
+    spec = LayerSpec("transformer.h.1", 0, 32, (None, None, 32), "token")
+    np.save(tmp_path / "acts.npy", np.random.default_rng(0).normal(size=(40, 32)).astype("f4"))
+    (tmp_path / "acts.layers.json").write_text(json.dumps([spec.to_json()]))
+    sae = SparseAutoencoder(SAEConfig("relu", d_in=32, d_sae=8, layers=(spec,)))
+    sae.save(tmp_path / "sae")
+    Atlas(
+        units=pd.DataFrame(
+            {"unit": range(32), "layer": [spec.name] * 32, "index": range(32), "module": -1}
+        ),
+        features=pd.DataFrame({"feature": range(8), "module": -1, "density": 0.1}),
+        modules=pd.DataFrame({"module": pd.Series([], dtype=int)}),
+        summary={"n_modules": 0, "message": "none"},
+    ).save(tmp_path / "atlas")
+    export_neuronpedia(
+        tmp_path / "atlas", tmp_path / "np", sae=tmp_path / "sae",
+        store=tmp_path / "acts.npy", model=lm, config=NeuronpediaConfig(n_examples=2),
+    )  # fmt: skip
+    feature = read_batches(tmp_path / "np")[0]["features"][0]
+    head = lm._module.lm_head.weight.detach()  # [vocab, d_model], loaded
+    best = int((sae.W_dec.detach()[feature["feature_index"]] @ head.T).argmax())
+    name = lm.tokenizer.convert_ids_to_tokens([best])[0]  # None past the tokenizer's vocabulary
+    assert feature["pos_str"][0] == (name if name is not None else "<|outofrange|>")

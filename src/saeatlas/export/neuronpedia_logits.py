@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..capture.nnsight import check_model_argument
+from ..capture.nnsight import check_model_argument, unwrap_model
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..store import LayerSpec
@@ -60,6 +60,10 @@ def logit_effects(
     if model is None:
         return Logits(None, [], n_bins)
     check_model_argument(model)  # a spec's text was told it "has no unembedding"
+    # the wrapped module of an nnsight model, its weights loaded: those of a LanguageModel
+    # built the usual way were on the meta device ("Cannot copy out of meta tensor")
+    model, own_tokenizer = unwrap_model(model)
+    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
     # a TransformerLens hook_z of n_heads x d_head = d_model units passed the width check
     # below, and its per-head values were read as the residual stream
     per_head = [l for l in layers if l.layout in ("head", "pattern")]
