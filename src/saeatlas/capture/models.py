@@ -17,7 +17,7 @@ import torch
 from .._validation import shown
 from ..errors import AtlasError, ModelError, ModelSpecError
 from .hf_dir import MODEL_CLASSES, load_hf_dir
-from .nnsight import unwrap_model
+from .nnsight import is_nnsight, unwrap_model
 
 
 @dataclass
@@ -77,9 +77,10 @@ def load_model(
             "local Hugging Face model directory or a factory such as 'mypkg.models:build'."
         )
     factory = load_factory(spec)
-    if isinstance(factory, torch.nn.Module):
+    if isinstance(factory, torch.nn.Module) or is_nnsight(factory):
         # a model object named by the spec is the model: called as a factory, it ran
-        # its forward without inputs ("forward() missing 1 required positional argument")
+        # its forward without inputs ("forward() missing 1 required positional argument"),
+        # an nnsight wrapper's too (it is callable, and not a torch module)
         if kwargs:
             raise ModelSpecError(
                 f"'{spec}' names a {type(factory).__name__} model, not a factory: keyword "

@@ -211,8 +211,17 @@ def import_saelens_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an SAE already there."),
 ) -> None:
     """Convert a SAELens SAE directory into a saeatlas one."""
+    from ..errors import ConfigError
     from ..sae.saelens import load_saelens
+    from ..store.sources import dir_identity
 
+    if dir_identity(out) is not None and dir_identity(out) == dir_identity(src):
+        # "already holds an SAE ... pass --overwrite", which replaced the SAELens SAE being
+        # imported with its conversion (as export-saelens and import-sparsify refuse)
+        raise ConfigError(
+            f"--out '{out}' is the SAELens SAE being imported ('{src}'): the import would "
+            "replace it. Choose another --out."
+        )
     sae = load_saelens(src)
     sae.save(out, overwrite=overwrite)
     console.print(

@@ -12,19 +12,23 @@ every layer's reconstruction at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import torch
 
+from .._validation import check_device, choice, shown
 from ..capture.hookpoints import resolve_hookpoints
 from ..capture.inputs import iter_input_batches, model_and_tokenizer
 from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.models import input_dtype, takes_token_ids
 from ..capture.recorder import model_error
-from ..capture.rows import from_rows, replace_tensor, select_tensor, to_rows
-from ..errors import AtlasError, ConfigError, NonFiniteError
-from ..losses import PerSampleLoss, per_sample_cross_entropy
+from ..capture.rows import SPATIAL_MODES, from_rows, replace_tensor, select_tensor, to_rows
+from ..errors import AtlasError, ConfigError, InputsError, NonFiniteError
+from ..losses import LOSSES, PerSampleLoss, loss_function, per_sample_cross_entropy
 from ..sae import SparseAutoencoder
+from ..sae.formats import saelens_hook_name
+from ..sae.model import check_loaded_sae
 
 
 @dataclass(frozen=True)
@@ -59,14 +63,25 @@ def loss_recovered(
     losses (:mod:`saeatlas.losses`: a classifier's cross-entropy against ``labels``,
     or a causal LM's next-token loss), averaged over samples.
     """
-    names = [l.name for l in sae.cfg.layers]
-    if not names:
-        raise ConfigError("The SAE has no layer map; it must have been trained on a store.")
+    loss_fn = _check_arguments(sae, loss_fn, batch_size, spatial, device)
+    # layer -> (stored layout, width); an SAE from SAELens names its hook point instead
+    # (`hook_name`), whose rows are what the hook gives (its heads flattened, as
+    # SAELens's `hook_z` reshape does): it was refused as "no layer map"
+    layers = {l.name: (l.layout, l.n_units) for l in sae.cfg.layers}
+    hook = saelens_hook_name(sae.cfg)
+    if not layers and hook is not None:
+        layers = {hook: (None, sae.cfg.d_in)}
+    if not layers:
+        raise ConfigError(
+            "The SAE has no layer map and names no hook point (SAELens's `hook_name`), so "
+            "where to splice it is unknown; train it on a store of the model's layers."
+        )
+    names = list(layers)
     hps = {hp.name: hp for hp in resolve_hookpoints(model, names)}
     model, tokenizer = model_and_tokenizer(model, inputs, tokenizer)
     if any(hp.record_input for hp in hps.values()):
         raise ConfigError("Splicing into a module's :input is not supported; use its output.")
-    layouts = {l.name: l.layout for l in sae.cfg.layers}
+    layouts = {name: layout for name, (layout, _) in layers.items()}
     sae = sae.eval()
     was_training = model.training
     model.eval()
@@ -78,8 +93,10 @@ def loss_recovered(
             raw = select_tensor(output, name, output_index)
             t = hp.convert(raw) if hp.convert is not None else raw  # TransformerLens's view
             if mode["kind"] == "record":
-                layout = SOURCE_LAYOUT.get(layouts[name])
+                given = layouts[name]
+                layout = SOURCE_LAYOUT.get(given) if given is not None else hp.layout
                 rows = to_rows(t, name, mask=mode["mask"], spatial=spatial, layout=layout)
+                layouts[name] = given or rows.layout  # a hook point's: as the rows came
                 mode["rows"][name] = rows.x
                 return None
             new = mode["replace"][name]
@@ -123,7 +140,7 @@ def loss_recovered(
             totals["clean"] += _total(loss_fn(clean, batch), batch.n_samples, n, "")
             x = torch.cat([mode["rows"][name] for name in names], dim=1)
             x_hat = sae(x.to(sae.W_enc)).x_hat
-            parts = torch.split(x_hat, [l.n_units for l in sae.cfg.layers], dim=1)
+            parts = torch.split(x_hat, [width for _, width in layers.values()], dim=1)
             mode.update(kind="replace", replace=dict(zip(names, parts)))
             sae_loss = loss_fn(model(*args, **kwargs), batch)
             totals["sae"] += _total(sae_loss, batch.n_samples, n, " with the SAE's reconstruction")
@@ -135,10 +152,38 @@ def loss_recovered(
         for h in handles:
             h.remove()
         model.train(was_training)
-    clean, with_sae, zero = (totals[k] / max(n, 1) for k in ("clean", "sae", "zero"))
+    if n == 0:  # a loss of 0 and a fraction of NaN, without a word
+        raise InputsError("The inputs hold no samples, so there is no loss to measure.")
+    clean, with_sae, zero = (totals[k] / n for k in ("clean", "sae", "zero"))
     gap = zero - clean
     fraction = (zero - with_sae) / gap if abs(gap) > 1e-12 else float("nan")
     return DownstreamResult(clean, with_sae, zero, fraction, n)
+
+
+def _check_arguments(
+    sae: Any, loss_fn: Any, batch_size: Any, spatial: Any, device: Any
+) -> PerSampleLoss:
+    """The loss function (a name of :data:`~saeatlas.losses.LOSSES` too), after checking
+    the arguments a caller from Python can get wrong: a path for the SAE ended in an
+    AttributeError, a loss's name, a batch size of "64" or 2.5 and a device of 'bogus' in
+    TypeErrors and torch's RuntimeError, a batch size of True was read as 1, and an
+    unknown `spatial` was passed over."""
+    check_loaded_sae(sae)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral):
+        raise ConfigError(
+            f"`batch_size` must be a whole number of inputs, got {shown(batch_size)}."
+        )
+    choice("spatial", spatial, SPATIAL_MODES)
+    if device is not None:
+        check_device("device", device)
+    if isinstance(loss_fn, str):  # the CLI's --loss names
+        return loss_function(loss_fn)
+    if not callable(loss_fn):
+        raise ConfigError(
+            f"`loss_fn` must be a per-sample loss (a function of the model's output and the "
+            f"batch) or the name of one ({list(LOSSES)}), got {shown(loss_fn)}."
+        )
+    return loss_fn
 
 
 def _total(loss: torch.Tensor, n_samples: int, first: int, spliced: str) -> float:

@@ -14,7 +14,8 @@ the histogram of its non-zero activations, its firing fraction, the units its
 decoder writes most (``neuron_alignment_*``), and its correlated features: the
 features it co-fires with most (Pearson correlation of activations over the
 store's rows), taken from its own atlas module when it is in one. With a model
-that has an unembedding and an SAE of one layer as wide as the model, the
+that has an unembedding and an SAE of one residual-stream layer (as wide as the
+model, not of per-head values), the
 feature's direct logit effect ``W_dec[f] @ W_U`` gives the top positive and
 negative tokens and their histogram (as SAEDashboard does, without the final
 layer norm); otherwise those fields are empty lists.
@@ -24,12 +25,12 @@ codes as a sparse matrix (their non-zero activations) and compute the features'
 correlations a block of at most :data:`.neuronpedia_activations.GRAM_BLOCK` values at a
 time, never the ``[d_sae, d_sae]`` matrix (17 GB in float32 at 65,536 latents). The passes and the
 contexts are in :mod:`.neuronpedia_activations`, the logits in
-:mod:`.neuronpedia_logits`, the files' schema in :mod:`.neuronpedia_schema`.
+:mod:`.neuronpedia_logits`, the files' schema in :mod:`.neuronpedia_schema`, their names
+(and which folder is an earlier export, replaced by the next) in :mod:`.neuronpedia_files`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from dataclasses import asdict, dataclass
@@ -51,13 +52,12 @@ from ..structure.arguments import check_sae_argument, check_store_argument
 from ..structure.causal.ablation_inputs import check_captured_model
 from ..structure.fingerprints import check_made_from
 from .neuronpedia_activations import Contexts, FeatureStats, encode, histograms
+from .neuronpedia_files import BATCH_FILE, SETTINGS, SKIPPED, check_not_theirs, read_batches
 from .neuronpedia_logits import logit_effects
 from .neuronpedia_schema import BATCH_SCHEMA, rounded
 
 __all__ = ["BATCH_SCHEMA", "NeuronpediaConfig", "export_neuronpedia", "read_batches"]
 
-SETTINGS = "run_settings.json"
-SKIPPED = "skipped_indexes.json"
 #: Settings that ``export-neuronpedia`` sets by a flag of their name.
 _FLAGGED = ("features_per_batch", "n_examples")
 #: The largest ``layer`` written (nine digits): no model is that deep.
@@ -148,12 +148,15 @@ def export_neuronpedia(
     out = Path(out)
     with output_lock(out):  # one writer, for the whole export
         recover_dir(out)  # what a killed swap left is checked like what is there
+        check_not_theirs(out)
         check_output_dir(  # before the work: an output that cannot be written fails at once
             out,
             "a Neuronpedia export",
             "a Neuronpedia export's",
             SETTINGS,
-            lambda p: p.name in (SETTINGS, SKIPPED) or p.name.startswith("batch-"),
+            # a file or folder that only starts with "batch-" (a `batch-0.json.orig` kept
+            # by hand) is no batch: the export that replaced the folder deleted it
+            lambda p: p.name in (SETTINGS, SKIPPED) or BATCH_FILE.fullmatch(p.name) is not None,
             True,  # an earlier export is replaced whole, never a directory holding anything else
         )
         return _export(atlas_dir, out, sae, store, model, tokenizer, config)
@@ -173,14 +176,15 @@ def _export(
     sae = _open_sae(sae, atlas)
     store = _open_store(store, atlas)
     check_made_from(atlas.summary, sae, store)
-    # a model without an unembedding, or not the store's (another network's logits),
-    # is refused before the passes over the rows, not after them
-    logits = logit_effects(sae, model, tokenizer, config.n_bins)
-    if model is not None:
-        check_captured_model(model, store)
     # the store layers the SAE reads (by its layer map, or a SAELens SAE's hook name),
     # their widths checked: as the analysis read them
-    read = [l.name for l in sae_layers(sae, store)]
+    specs = sae_layers(sae, store)
+    # a model without an unembedding, or not the store's (another network's logits),
+    # is refused before the passes over the rows, not after them
+    logits = logit_effects(sae, model, tokenizer, config.n_bins, specs)
+    if model is not None:
+        check_captured_model(model, store)
+    read = [l.name for l in specs]
     layers = read
     layer = _layer_number(read[0], config.layer)
     if len(read) > 1:  # Neuronpedia's layout has one layer per SAE
@@ -358,14 +362,3 @@ def _feature_modules(atlas: Atlas, d_sae: int) -> torch.Tensor:
             )
         module[idx] = torch.tensor(atlas.features["module"].to_numpy(), dtype=torch.long)
     return module
-
-
-def read_batches(out: str | Path) -> list[dict[str, Any]]:
-    """The ``batch-<i>.json`` files under ``out``, in order."""
-    check_path_argument("out", out)  # a number ended in pathlib's TypeError
-    if not Path(out).is_dir():  # a file, or a path mistyped, read as an export of no batch
-        raise ConfigError(
-            f"'{out}' is not a directory; give the folder that `export-neuronpedia --out` wrote."
-        )
-    files = sorted(Path(out).glob("batch-*.json"), key=lambda p: int(p.stem.split("-")[1]))
-    return [json.loads(p.read_text()) for p in files]

@@ -5,13 +5,16 @@ and negative tokens and their histogram."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..capture.nnsight import check_model_argument, unwrap_model
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
+from ..store import LayerSpec
 from .neuronpedia_schema import rounded
 
 #: SAEDashboard's name for token ids past the tokenizer's vocabulary.
@@ -48,11 +51,29 @@ class Logits:
         }
 
 
-def logit_effects(sae: SparseAutoencoder, model: Any, tokenizer: Any, n_bins: int) -> Logits:
+def logit_effects(
+    sae: SparseAutoencoder, model: Any, tokenizer: Any, n_bins: int, layers: Sequence[LayerSpec]
+) -> Logits:
     """The direct logit effects ``W_dec @ W_U`` of ``sae``'s features through
-    ``model``'s unembedding (none without a model), histograms of ``n_bins`` bars."""
+    ``model``'s unembedding (none without a model), histograms of ``n_bins`` bars.
+    ``layers``: the store's layers the SAE reads."""
     if model is None:
         return Logits(None, [], n_bins)
+    check_model_argument(model)  # a spec's text was told it "has no unembedding"
+    # the wrapped module of an nnsight model, its weights loaded: those of a LanguageModel
+    # built the usual way were on the meta device ("Cannot copy out of meta tensor")
+    model, own_tokenizer = unwrap_model(model)
+    tokenizer = tokenizer if tokenizer is not None else own_tokenizer
+    # a TransformerLens hook_z of n_heads x d_head = d_model units passed the width check
+    # below, and its per-head values were read as the residual stream
+    per_head = [l for l in layers if l.layout in ("head", "pattern")]
+    if per_head:
+        raise ConfigError(
+            f"Logits need an SAE of the residual stream, but the layer '{per_head[0].name}' "
+            f"holds per-head values (layout '{per_head[0].layout}'), which the unembedding "
+            "does not read. Leave out --model, or export an SAE of a residual-stream layer "
+            "(such as `blocks.N.hook_resid_post`)."
+        )
     w_u = None
     if isinstance(getattr(model, "W_U", None), torch.Tensor):  # TransformerLens: [d_model, vocab]
         w_u = model.W_U

@@ -6,6 +6,8 @@ none of them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import AtlasError
 
 CFG = "cfg.json"
@@ -16,3 +18,25 @@ SAE_EXTRAS = ("metrics.jsonl", "checkpoint.pt", "tensorboard")
 
 class SAEFileError(AtlasError):
     """An SAE directory is missing, incomplete or inconsistent."""
+
+
+def sae_folder_hint(path: Path) -> str:
+    """Where the SAE is, for a ``path`` that is no SAE directory: a sentence naming the
+    folder of an SAE's file (``SAE/cfg.json`` given for ``SAE``), or the SAE directories
+    a folder holds (what `export-saelens` writes for a joint SAE, one per layer, and how
+    SAELens releases lay out their hooks); else ``""``."""
+    if path.is_file() and path.name in (CFG, WEIGHTS, "sae.safetensors"):
+        return f" It is a file of an SAE directory: give its folder ('{path.parent}')."
+    try:
+        inner = sorted(
+            p.name for p in path.iterdir() if (p / CFG).is_file() and (p / WEIGHTS).is_file()
+        )
+    except OSError:  # not a folder, or one that cannot be listed
+        return ""
+    if not inner:
+        return ""
+    names = ", ".join(repr(n) for n in inner[:5]) + (" ..." if len(inner) > 5 else "")
+    return (
+        f" It is a folder of {len(inner)} SAE directories ({names}), one per layer or hook: "
+        f"give one of them ('{path / inner[0]}')."
+    )

@@ -41,7 +41,7 @@ from .. import __version__
 from .._validation import check_path_argument
 from .architectures import REGISTRY, get_architecture
 from .config import SAEConfig
-from .files import CFG, WEIGHTS, SAEFileError
+from .files import CFG, WEIGHTS, SAEFileError, sae_folder_hint
 
 Weights = dict[str, torch.Tensor]
 
@@ -82,14 +82,19 @@ def weight_shapes(c: SAEConfig) -> dict[str, tuple[int, ...]]:
 
 
 def checked_weights(
-    file: Path, tensors: Weights, shapes: dict[str, tuple[int, ...]], ignored: tuple[str, ...] = ()
+    file: Path,
+    tensors: Weights,
+    shapes: dict[str, tuple[int, ...]],
+    ignored: tuple[str, ...] = (),
+    dtype: str = "float32",
 ) -> Weights:
     """The tensors named in ``shapes`` as float32, after checking that each is there,
     of that shape, of a float dtype and finite (``copy_`` would broadcast a wrong
     shape silently, and cast integers), and that the file holds no others but
     ``ignored`` (SAELens and sparsify load strictly too: a ``threshold`` beside a
     ``topk`` config says the config does not describe the weights). Finite means finite
-    as float32: a float64 value beyond its range would load as Inf."""
+    as float32 and as ``dtype``, the SAE's: a float64 value beyond float32's range, or a
+    float32 one beyond float16's in an SAE of `dtype` float16, would load as Inf."""
     extra = sorted(set(tensors) - set(shapes) - set(ignored))
     if extra:
         raise SAEFileError(
@@ -116,6 +121,13 @@ def checked_weights(
                 f"'{file}': `{name}` has {bad} "
                 + ("values beyond float32's range" if beyond else "NaN/Inf values")
                 + "; the SAE is broken. Train it again."
+            )
+        held = t32.to(getattr(torch, dtype))
+        if not bool(torch.isfinite(held).all()):  # loaded as Inf without a word
+            raise SAEFileError(
+                f"'{file}': `{name}` has {int((~torch.isfinite(held)).sum())} values beyond "
+                f"the range of {dtype}, the `dtype` its cfg.json computes in (they would be "
+                "Inf). Set `dtype` to 'float32' in cfg.json, or check the weights."
             )
         out[name] = t32
     return out
@@ -156,8 +168,19 @@ def check_row_transforms(path: Path, cfg: dict[str, Any]) -> None:
 
 
 def is_saelens_cfg(cfg: dict[str, Any]) -> bool:
-    """True for a ``cfg.json`` written by SAELens rather than by saeatlas."""
-    return "l0_coefficient" not in cfg and "jumprelu_bandwidth" not in cfg
+    """True for a ``cfg.json`` written by SAELens rather than by saeatlas: one that
+    carries SAELens's version (``metadata.sae_lens_version`` from 6.0, a top-level
+    ``sae_lens_training_version`` before), or lacks the sparsity keys saeatlas writes."""
+    meta = cfg.get("metadata")
+    # a JumpReLU training checkpoint (what SAELens's trainer saves) has `l0_coefficient`
+    # and `jumprelu_bandwidth` too, as every training config before 6.0 has the latter:
+    # it was read as a saeatlas SAE without its hook, and import-saelens refused it
+    marked = any(
+        isinstance(where, dict) and key in where
+        for where in (cfg, meta)
+        for key in ("sae_lens_version", "sae_lens_training_version")
+    )
+    return marked or ("l0_coefficient" not in cfg and "jumprelu_bandwidth" not in cfg)
 
 
 def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
@@ -167,8 +190,9 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
     path = Path(path)
     for name in (CFG, WEIGHTS):
         if not (path / name).is_file():
-            raise SAEFileError(
+            raise SAEFileError(  # a folder of SAEs was told only that it has no cfg.json
                 f"'{path}' is not a readable SAELens SAE directory: it has no {name}."
+                + sae_folder_hint(path)
             )
     cfg = read_cfg(path / CFG)
     if not is_saelens_cfg(cfg):  # read as SAELens's, it lost its layer map and training facts
@@ -222,7 +246,7 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
     # loader refuses) was taken for ones
     shapes = weight_shapes(ours)
     extra = {"scaling_factor": (ours.d_sae,)} if "scaling_factor" in tensors else {}
-    weights = checked_weights(path / WEIGHTS, tensors, shapes | extra)
+    weights = checked_weights(path / WEIGHTS, tensors, shapes | extra, dtype=ours.dtype)
     if extra and not bool((weights.pop("scaling_factor") == 1).all()):
         raise SAEFileError(
             f"'{path / WEIGHTS}' has a `scaling_factor` other than 1 (SAELens's "
@@ -307,10 +331,15 @@ def _saelens_dtype(dtype: Any) -> str:
 
 def _reshape(c: SAEConfig) -> str:
     """SAELens's ``reshape_activations``: ``hook_z`` for an SAE of one TransformerLens
-    ``hook_z`` recorded per head (SAELens then flattens [..., head, d_head] itself)."""
+    ``hook_z`` recorded per head (SAELens then flattens [..., head, d_head] itself), or
+    for one imported from SAELens with it (its layer map is empty: exported again, it
+    was written with "none", which SAELens applies to the unflattened heads)."""
     if len(c.layers) == 1 and c.layers[0].layout == "head":
         if c.layers[0].name.removesuffix(":input").endswith("hook_z"):
             return "hook_z"
+    imported = c.metadata.get("saelens_cfg") if isinstance(c.metadata, dict) else None
+    if not c.layers and isinstance(imported, dict):
+        return "hook_z" if imported.get("reshape_activations") == "hook_z" else "none"
     return "none"
 
 

@@ -28,7 +28,7 @@ from ..store.atomic import (
 from ..store.lock import output_lock
 from ..store.sources import dir_identity
 from .config import SAEConfig
-from .files import CFG, SAE_EXTRAS, WEIGHTS, SAEFileError
+from .files import CFG, SAE_EXTRAS, WEIGHTS, SAEFileError, sae_folder_hint
 from .formats import (
     Weights,
     check_row_transforms,
@@ -39,7 +39,7 @@ from .formats import (
     read_tensors,
     weight_shapes,
 )
-from .sparsify_format import is_sparsify_dir, read_sparsify, sparsify_hookpoints
+from .sparsify_format import is_sparsify_dir, read_sparsify, run_message
 
 __all__ = [
     "CFG",
@@ -131,22 +131,16 @@ def _read_files(path: Path) -> tuple[SAEConfig, Weights]:
     if is_sparsify_dir(path) and not (path / WEIGHTS).is_file():
         return read_sparsify(path)
     if not (path / CFG).is_file() and path.is_dir():
-        try:
-            folders = sparsify_hookpoints(path)
-        except SAEFileError:
-            folders = []
-        if folders:
-            names = ", ".join(f"'{f.name}'" for f in folders[:5])
-            raise SAEFileError(
-                f"'{path}' is a sparsify run with {len(folders)} SAEs ({names}); load one "
-                f"hookpoint folder ('{folders[0]}'), or convert them all with `saeatlas "
-                "import-sparsify`."
-            )
+        message = run_message(path)
+        if message is not None:
+            raise SAEFileError(message)
     if not (path / CFG).is_file() or not (path / WEIGHTS).is_file():
-        raise SAEFileError(
-            f"'{path}' is not an SAE directory: it needs {CFG} and {WEIGHTS}. Train one with "
-            "`saeatlas train`, or import a SAELens directory with `saeatlas import-saelens`."
+        # a joint SAE's SAELens export (a folder per layer) was told to be imported
+        hint = sae_folder_hint(path) or (
+            " Train one with `saeatlas train`, or import a SAELens directory with `saeatlas "
+            "import-saelens`."
         )
+        raise SAEFileError(f"'{path}' is not an SAE directory: it needs {CFG} and {WEIGHTS}.{hint}")
     raw = read_cfg(path / CFG)
     missing = [k for k in ("d_in", "d_sae") if k not in raw]
     if missing:  # SAELens's cfg.json has them too
@@ -160,4 +154,5 @@ def _read_files(path: Path) -> tuple[SAEConfig, Weights]:
         cfg = SAEConfig.from_json(raw)
     except (TypeError, KeyError, ValueError, AtlasError) as e:
         raise SAEFileError(f"'{path / CFG}' is not a valid SAE config: {e}") from None
-    return cfg, checked_weights(path / WEIGHTS, read_tensors(path / WEIGHTS), weight_shapes(cfg))
+    tensors = read_tensors(path / WEIGHTS)
+    return cfg, checked_weights(path / WEIGHTS, tensors, weight_shapes(cfg), dtype=cfg.dtype)

@@ -228,6 +228,8 @@ def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpe
         hook = saelens_hook_name(sae.cfg)
         if hook in known and store.layer(hook).n_units == sae.cfg.d_in:
             return (store.layer(hook),)
+        if hook in known:  # was read as "the store has no layer of that name"
+            raise ShapeError(_hook_width_message(sae, hook, store.layer(hook).n_units))
         trained = f" (SAELens's `hook_name` {hook!r})" if hook is not None else ""
         if sae.cfg.d_in != store.n_units:
             raise ShapeError(
@@ -265,3 +267,22 @@ def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpe
             "units in this store. Was the SAE trained on another store?"
         )
     return tuple(layers)
+
+
+def _hook_width_message(sae: SparseAutoencoder, hook: str, width: int) -> str:
+    """Why an SAE from SAELens does not read the store's layer its `hook_name` names."""
+    saelens = sae.cfg.metadata.get("saelens_cfg", {})
+    meta = saelens.get("metadata") if isinstance(saelens.get("metadata"), dict) else saelens
+    head = meta.get("hook_head_index", saelens.get("hook_head_index"))
+    if isinstance(head, int) and not isinstance(head, bool):
+        why = (
+            f": it was trained on head {head} of it alone (SAELens's `hook_head_index`), which "
+            "saeatlas does not cut out of the layer. Capture that head's values as a layer of "
+            "their own."
+        )
+    else:
+        why = ". Was it trained on another model?"
+    return (
+        f"The SAE reads {sae.cfg.d_in} units of SAELens's `hook_name` {hook!r}, but the "
+        f"store's layer of that name has {width}{why}"
+    )

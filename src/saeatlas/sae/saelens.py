@@ -23,7 +23,13 @@ from safetensors.torch import save
 
 from .._validation import check_path_argument
 from ..store import LayerSpec
-from ..store.atomic import atomic_write_bytes, check_output_dir, recover_dir, replacing_dir
+from ..store.atomic import (
+    TMP_PREFIX,
+    atomic_write_bytes,
+    check_output_dir,
+    recover_dir,
+    replacing_dir,
+)
 from ..store.lock import output_lock
 from .config import SAEConfig
 from .files import CFG, WEIGHTS, SAEFileError
@@ -124,9 +130,14 @@ def export_saelens(
     names = {l.name for l in layers} if parts is not None else set()
 
     def is_ours(p: Path) -> bool:
-        # an earlier export's layer folder (a SAELens SAE), not a saeatlas SAE of that name
+        # an earlier export's layer folder (a SAELens SAE), not a saeatlas SAE of that name;
+        # a folder of the user's files named as a layer (or one with a file added to an
+        # export's) was deleted with the folder the export replaced
         if p.name in names:
-            return not (p / CFG).is_file() or is_saelens_cfg(read_cfg(p / CFG))
+            if not p.is_dir():
+                return False
+            inside = {q.name for q in p.iterdir() if not q.name.startswith(TMP_PREFIX)}
+            return inside <= {CFG, WEIGHTS} and (not (p / CFG).is_file() or _exported(p))
         return p.name in (CFG, WEIGHTS)
 
     # a joint SAE's export is a folder of SAELens SAEs: exported again, it was refused as
@@ -136,6 +147,13 @@ def export_saelens(
         if (path / CFG).is_file() and not is_saelens_cfg(read_cfg(path / CFG)):
             raise SAEFileError(
                 f"'{path}' holds a saeatlas SAE, which the export would replace; choose "
+                "another --out."
+            )
+        if (path / CFG).is_file() and not _exported(path):
+            # a SAELens SAE it did not write (one downloaded) was replaced without a word
+            raise SAEFileError(
+                f"'{path}' holds a SAELens SAE that saeatlas did not export (its cfg.json "
+                "has no `metadata.exported_by`), which the export would replace; choose "
                 "another --out."
             )
         # the export replaces an earlier one whole (written beside it, renamed in), never a
@@ -153,6 +171,14 @@ def export_saelens(
             for layer, part in zip(layers, parts):
                 _write_saelens(part, new / layer.name, saelens_metadata(provenance, layer.name))
     return {layer.name: path / layer.name for layer in layers}
+
+
+def _exported(path: Path) -> bool:
+    """Whether the SAE directory ``path`` is a SAELens SAE that saeatlas exported (an
+    earlier export, which the next one replaces), not one of SAELens's own."""
+    cfg = read_cfg(path / CFG)
+    by = _dict(cfg.get("metadata")).get("exported_by")
+    return is_saelens_cfg(cfg) and isinstance(by, str) and by.startswith("saeatlas")
 
 
 def _dict(value: Any) -> dict[str, Any]:

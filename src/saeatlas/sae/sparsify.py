@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._validation import check_path_argument
 from ..store.lock import OutputError, output_kind, output_lock
 from .io import check_sae_out
 from .model import SparseAutoencoder
-from .sparsify_format import is_sparsify_dir, read_sparsify, sparsify_hookpoints
+from .sparsify_format import hookpoint_name, is_sparsify_dir, read_sparsify, sparsify_hookpoints
 
 __all__ = ["import_sparsify", "is_sparsify_dir", "load_sparsify", "sparsify_hookpoints"]
 
@@ -34,6 +35,7 @@ def import_sparsify(
     Returns ``{hookpoint: directory}``.
     """
     folders = sparsify_hookpoints(src)
+    check_path_argument("out", out)  # a number or None ended in pathlib's TypeError
     out = Path(out)
     single = len(folders) == 1 and is_sparsify_dir(src)
     targets = {folder: out if single else out / folder.name for folder in folders}
@@ -53,6 +55,6 @@ def import_sparsify(
             read_sparsify(folder)
             check_sae_out(target, overwrite=overwrite, resume=False)
         return {
-            folder.name: load_sparsify(folder).save(target, overwrite=overwrite)
+            hookpoint_name(folder): load_sparsify(folder).save(target, overwrite=overwrite)
             for folder, target in targets.items()
         }

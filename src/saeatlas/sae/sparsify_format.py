@@ -20,11 +20,13 @@ layer and are refused, as are the signed coders of sparsify's predecessor (Eleut
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from .._validation import check_path_argument
 from ..store import LayerSpec
 from .config import SAEConfig
-from .files import CFG, SAEFileError
+from .files import CFG, SAEFileError, sae_folder_hint
 from .formats import Weights, checked_weights, config_from, read_cfg, read_tensors
 
 SPARSIFY_WEIGHTS = "sae.safetensors"
@@ -39,11 +41,12 @@ def is_sparsify_dir(path: str | Path) -> bool:
 
 def sparsify_hookpoints(run: str | Path) -> list[Path]:
     """The hookpoint folders of a sparsify run folder (or the folder itself when it is one)."""
+    check_path_argument("src", run)  # a number or None ended in pathlib's TypeError
     run = Path(run)
     if is_sparsify_dir(run):
         return [run]
     if not run.is_dir():
-        raise SAEFileError(f"'{run}' is not a directory.")
+        raise SAEFileError(f"'{run}' is not a directory." + sae_folder_hint(run))
     found = sorted(p for p in run.iterdir() if is_sparsify_dir(p))
     # a hookpoint folder missing one of its two files (a copy or save that stopped
     # half-way) was passed over, and the run imported without that hookpoint
@@ -67,13 +70,45 @@ def sparsify_hookpoints(run: str | Path) -> list[Path]:
     return found
 
 
+def hookpoint_name(path: Path) -> str:
+    """The hookpoint a folder is named after (sparsify names each after its hookpoint),
+    also when given as ``.`` from inside it: that was read as a layer named ''."""
+    return Path(os.path.abspath(path)).name
+
+
+def run_message(path: Path) -> str | None:
+    """For a sparsify run folder given where one SAE goes: which SAEs it holds and how
+    to give one; else None."""
+    try:
+        folders = sparsify_hookpoints(path) if path.is_dir() else []
+    except SAEFileError:
+        folders = []
+    if not folders or folders == [path]:
+        return None
+    names = ", ".join(f"'{f.name}'" for f in folders[:5])
+    return (
+        f"'{path}' is a sparsify run with {len(folders)} SAEs ({names}); load one "
+        f"hookpoint folder ('{folders[0]}'), or convert them all with `saeatlas "
+        "import-sparsify`."
+    )
+
+
 def read_sparsify(path: str | Path) -> tuple[SAEConfig, Weights]:
     """One sparsify hookpoint folder as a ``topk`` config and float32 weights.
 
     The folder's name becomes the SAE's layer name (sparsify names folders after
     the hookpoint: a ``named_modules()`` path of the model it was trained on).
     """
+    check_path_argument("path", path)  # a number or None ended in pathlib's TypeError
     path = Path(path)
+    if not is_sparsify_dir(path):
+        # a run folder was told that its cfg.json "cannot be read (No such file or directory)"
+        raise SAEFileError(
+            run_message(path)
+            or f"'{path}' is not a sparsify hookpoint folder: it needs {CFG} and "
+            f"{SPARSIFY_WEIGHTS}."
+            + sae_folder_hint(path)
+        )
     cfg = read_cfg(path / CFG)
     for key in ("transcode", "signed", "skip_connection", "multi_topk", "normalize_decoder"):
         # "false" (text) was refused as a transcoder, signed coder or skip connection
@@ -151,8 +186,12 @@ def read_sparsify(path: str | Path) -> tuple[SAEConfig, Weights]:
         d_sae=d_sae,
         k=cfg["k"],
         apply_b_dec_to_input=True,
-        layers=(LayerSpec(path.name, 0, d_in, (None, None, d_in), "token"),),
-        metadata={"imported_from": "sparsify", "sparsify_cfg": cfg, "hookpoint": path.name},
+        layers=(LayerSpec(hookpoint_name(path), 0, d_in, (None, None, d_in), "token"),),
+        metadata={
+            "imported_from": "sparsify",
+            "sparsify_cfg": cfg,
+            "hookpoint": hookpoint_name(path),
+        },
     )
     weights = {
         "W_enc": tensors["encoder.weight"].T,
