@@ -153,6 +153,7 @@ def test_figures_of_a_check_whose_atlas_has_no_module():
         live=np.ones(n, bool),
         module_excess=np.zeros((0, 2)),
         module_p=np.zeros(0),
+        module_q=np.zeros(0),
         correlation_module=np.array([0, 0, 1, 1, -1, -1]),
         verdict="no_significant_structure",
         message="",
