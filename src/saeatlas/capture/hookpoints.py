@@ -25,9 +25,9 @@ from typing import Any
 import torch
 
 from .._validation import shown
-from ..errors import ConfigError, HookpointError
+from ..errors import HookpointError
 from .layouts import hook_name_layout
-from .nnsight import envoy_paths, is_nnsight, unwrap_model
+from .nnsight import check_model_argument, envoy_paths, is_nnsight, unwrap_model
 from .patterns import REGEX_PREFIX, crossing_hint, match_names
 from .transformer_lens import hook_conversion, hook_modules, is_hook_point
 
@@ -106,14 +106,8 @@ def resolve_hookpoints(
                 "`model.named_modules()` (of an nnsight Envoy, its `.path`), a glob or a regex."
             )
     wrapped = is_nnsight(model)
+    check_model_argument(model)
     model, _ = unwrap_model(model)
-    if not isinstance(model, torch.nn.Module):  # None ended in an AttributeError
-        kind = type(model).__name__
-        got = f"the class {model.__name__} itself" if isinstance(model, type) else kind
-        raise ConfigError(
-            f"`model` must be a torch.nn.Module (or an nnsight wrapper of one), got {got}; "
-            "pass the model object (for a class, an instance of it)."
-        )
     modules = named_modules(model)
     names = list(modules)
     chosen: dict[str, Hookpoint] = {}

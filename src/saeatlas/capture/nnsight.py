@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
+
 #: What nnsight puts before a module's ``named_modules()`` path.
 NNSIGHT_PREFIX = "model."
 
@@ -33,6 +35,27 @@ def unwrap_model(model: Any) -> tuple[Any, Any]:
     if is_nnsight(model):
         return model._module, getattr(model, "tokenizer", None)
     return model, None
+
+
+def check_model_argument(model: Any) -> None:
+    """Refuse a ``model`` that is no torch module (nor an nnsight wrapper of one) before
+    any work: None ended the capture in an AttributeError, and a model's SPEC given as
+    text ended the ablation (``ablate_atlas``) in one."""
+    module, _ = unwrap_model(model)
+    if not isinstance(module, torch.nn.Module):
+        if isinstance(module, type):
+            got, fix = f"the class {module.__name__} itself", " (for a class, an instance of it)"
+        elif isinstance(module, str):
+            got, fix = (
+                f"the text {module[:200]!r}",
+                " (saeatlas.capture.load_model(SPEC).model loads one)",
+            )
+        else:
+            got, fix = type(module).__name__, ""
+        raise ConfigError(
+            f"`model` must be a torch.nn.Module (or an nnsight wrapper of one), got {got}; "
+            f"pass the model object{fix}."
+        )
 
 
 def envoy_paths(names: list[str]) -> dict[str, str]:

@@ -1,0 +1,97 @@
+"""The nineteenth hostile sweep's cases in the atlas on disk, the report, validate and the
+Python API of the structure stage: each failed (a traceback, a wrong page or no word)
+before its fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture(scope="module")
+def ablation_parts(outputs, analysed):
+    """The protected store's model and inputs, and the analysed atlas of its SAE."""
+    from saeatlas.capture import load_model
+
+    return load_model(outputs.model).model, np.load(outputs.inputs), analysed
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ({"atlas": "PATH"}, r"`atlas` must be an Atlas, got str: read a saved one with Atlas.load"),
+        ({"model": "model.py:build"}, r"`model` must be a torch.nn.Module .* got the text"),
+        ({"n_random": "2"}, r"`n_random` must be a whole number, at least 0 and at most 10,000"),
+        ({"n_random": 2.5}, r"`n_random` must be a whole number"),
+        ({"n_random": True}, r"`n_random` must be a whole number, .* got True"),
+        ({"n_random": 10**9}, r"at most 10,000, got 1000000000"),
+        ({"batch_size": 64.0}, r"`batch_size` must be a whole number, at least 1, got 64.0"),
+        ({"random_state": "0"}, r"`random_state` must be a whole number, at least 0, got '0'"),
+        ({"max_length": "5"}, r"`max_length` must be a whole number"),
+        ({"loss_fn": None}, r"`loss_fn` must be a function of \(model output, batch\)"),
+        ({"progress": "no"}, r"`progress` must be True or False, got 'no'"),
+    ],
+)
+def test_ablate_atlas_refuses_arguments_of_the_wrong_kind(ablation_parts, outputs, change, says):
+    """`ablate_atlas` given the atlas's directory for the atlas, or a model's SPEC for the
+    model, ended in an AttributeError; `n_random="2"`, `batch_size=64.0`,
+    `random_state="0"` and `loss_fn=None` in TypeErrors (`loss_fn` after the inputs were
+    read), `n_random=True` was read as 1, 10**9 ran as many forward passes (the CLI allows
+    10,000), and `progress="no"` was read by its truth. Each is refused before any work."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure import Atlas
+    from saeatlas.structure.causal.ablation import ablate_atlas
+
+    model, x, path = ablation_parts
+    args = dict(atlas=Atlas.load(path), model=model, inputs=x, store=outputs.store, n_random=2)
+    args.update({k: str(path) if v == "PATH" else v for k, v in change.items()})
+    with pytest.raises(ConfigError, match=says):
+        ablate_atlas(**args)
+
+
+@pytest.mark.parametrize("layers", ["null", "absent"])
+def test_ablate_atlas_of_an_atlas_without_layers_reads_them_from_its_units(
+    ablation_parts, outputs, layers
+):
+    """An atlas whose atlas.json lists no `layers` (null, or an older atlas without the
+    key: `Atlas.load` reads both) ended `ablate_atlas` in a TypeError or a KeyError. Its
+    units' layers, in their order, are the same list."""
+    from saeatlas.structure import Atlas
+    from saeatlas.structure.causal.ablation import ablate_atlas
+
+    model, x, path = ablation_parts
+    labels = np.arange(len(x)) % 8
+    expected = Atlas.load(path)
+    ablate_atlas(expected, model, x, outputs.store, labels=labels, n_random=2)
+    atlas = Atlas.load(path)
+    if layers == "null":
+        atlas.summary["layers"] = None
+    else:
+        del atlas.summary["layers"]
+    ablate_atlas(atlas, model, x, outputs.store, labels=labels, n_random=2)
+    pd.testing.assert_frame_equal(atlas.ablation, expected.ablation)
+
+
+def test_ablate_atlas_refuses_fewer_labels_than_the_captured_inputs(tmp_path):
+    """Labels of one input fewer than the captured inputs, given with those inputs to
+    `ablate_atlas` of a store that recorded its labels, ended in an IndexError (they were
+    compared with the store's by sample before their count was checked)."""
+    import torch
+
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import InputsError
+    from saeatlas.structure import Atlas
+    from saeatlas.structure.causal.ablation import ablate_atlas
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+    x = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
+    y = np.arange(40) % 3
+    store = tmp_path / "store"
+    capture_activations(model, x, ["1"], store, CaptureConfig(batch_size=8), labels=y)
+    units = pd.DataFrame({"unit": range(6), "layer": "1", "index": range(6), "module": -1})
+    atlas = Atlas(units, pd.DataFrame({"feature": [0], "module": [-1]}), pd.DataFrame(), {})
+    atlas.summary["layers"] = ["1"]
+    with pytest.raises(InputsError, match=r"Labels have shape \[39\] for 40 inputs"):
+        ablate_atlas(atlas, model, x, store, labels=y[:-1], n_random=2)
