@@ -95,3 +95,49 @@ def test_ablate_atlas_refuses_fewer_labels_than_the_captured_inputs(tmp_path):
     atlas.summary["layers"] = ["1"]
     with pytest.raises(InputsError, match=r"Labels have shape \[39\] for 40 inputs"):
         ablate_atlas(atlas, model, x, store, labels=y[:-1], n_random=2)
+
+
+@pytest.mark.parametrize("index", ["reversed", "shifted", "named"])
+def test_a_table_saved_with_its_pandas_index_is_read_by_its_columns(
+    tmp_path, two_modules_atlas, run_cli, index
+):
+    """units.parquet saved by pandas with its index (`to_parquet()` without
+    `index=False`, after rows were edited) was read back with that index, which the
+    report took for unit numbers: the module cards listed other units (a:5, a:4 for a:0,
+    a:1: on the digits demo, act3's units under act1) or, shifted, ended in an IndexError.
+    An index with a name is one of the table's columns again."""
+    from saeatlas.structure import Atlas
+
+    cli, _ = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    units = pd.read_parquet(atlas / "units.parquet")
+    if index == "named":  # the `unit` column kept only as the index
+        units = units.set_index("unit")
+    else:
+        units.index = units.index[::-1] if index == "reversed" else units.index + 5
+    units.to_parquet(atlas / "units.parquet")
+    loaded = Atlas.load(atlas).units
+    assert loaded.index.tolist() == list(range(6)) and loaded["unit"].tolist() == list(range(6))
+    r = cli("report", atlas)
+    assert r.exit_code == 0, r.output
+    page = (atlas / "report.html").read_text(encoding="utf-8")
+    card = page.split('id="module-0"')[1].split("</article>")[0]
+    assert 'data-unit="0">a:0</a>, <a href="#" data-unit="1">a:1</a>' in card, card
+
+
+def test_a_table_column_named_twice_is_named(tmp_path, two_modules_atlas, run_cli):
+    """A units.parquet holding the column `module` twice (joined by hand) was refused with
+    pyarrow's "Multiple matches for FieldRef.Name(module) in unit: int64 ..." and the whole
+    schema on one line; the line now names the column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    t = pq.read_table(atlas / "units.parquet")
+    pq.write_table(
+        pa.Table.from_arrays(t.columns + [t["module"]], names=t.column_names + ["module"]),
+        atlas / "units.parquet",
+    )
+    line = one_line(cli("report", atlas), "units.parquet has the columns ['module'] more than once")
+    assert "FieldRef" not in line

@@ -92,6 +92,22 @@ def _finite_float(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _read_table(file: Path) -> pd.DataFrame:
+    """``file`` as a table of its columns, its rows numbered 0, 1, ...: a table pandas
+    saved with its index (``to_parquet()`` without ``index=False``, after its rows were
+    edited) was read back with that index, which the report takes for unit numbers (a
+    module card listed another layer's units under its layer, or ended in an IndexError);
+    an index with a name is one of its columns again. A column named twice (pyarrow's
+    "Multiple matches for FieldRef", with the whole schema) is named."""
+    names = pq.read_schema(file).names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{file.name} has the columns {twice} more than once; keep one of each")
+    frame = pq.read_table(file).to_pandas()
+    named = [n for n in frame.index.names if n is not None and n not in frame.columns]
+    return (frame.reset_index(named) if named else frame).reset_index(drop=True)
+
+
 def atlas_path(path: Any) -> Path:
     """``path`` as the path of an atlas directory, or an error naming what it is instead:
     an ``Atlas`` object given to ``write_report`` or ``export_neuronpedia`` (which read
@@ -254,10 +270,10 @@ class Atlas:
             )
         try:
             summary = _parse_summary(meta.read_text())
-            tables = {name: pq.read_table(path / f"{name}.parquet").to_pandas() for name in TABLES}
+            tables = {name: _read_table(path / f"{name}.parquet") for name in TABLES}
             for name in OPTIONAL_TABLES:
                 if (path / f"{name}.parquet").exists():
-                    tables[name] = pq.read_table(path / f"{name}.parquet").to_pandas()
+                    tables[name] = _read_table(path / f"{name}.parquet")
         except (OSError, ValueError, RecursionError, pa.ArrowInvalid) as e:
             raise AtlasFileError(
                 f"The atlas at '{path}' is unreadable ({e}); rerun analyze."
