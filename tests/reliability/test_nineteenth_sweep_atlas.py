@@ -141,3 +141,25 @@ def test_a_table_column_named_twice_is_named(tmp_path, two_modules_atlas, run_cl
     )
     line = one_line(cli("report", atlas), "units.parquet has the columns ['module'] more than once")
     assert "FieldRef" not in line
+
+
+@pytest.mark.parametrize(
+    "key, value", [("sweep", 5), ("sweep", ["sweep"]), ("model", {"a": 1}), ("label_column", [1])]
+)
+def test_text_entries_of_atlas_json_of_another_kind_are_refused(
+    tmp_path, analysed, run_cli, key, value
+):
+    """atlas.json's `sweep` (the run's sweep directory) edited to a number or a list ended
+    the report in pathlib's TypeError; `model` and `label_column`, which the page shows,
+    were shown as a dict's or a list's repr. Each is refused by name, as the other
+    entries are."""
+    import json
+    import shutil
+
+    cli, one_line = run_cli
+    atlas = tmp_path / "atlas"
+    shutil.copytree(analysed, atlas, ignore=shutil.ignore_patterns("report.html", "figures"))
+    summary = json.loads((atlas / "atlas.json").read_text())
+    (atlas / "atlas.json").write_text(json.dumps({**summary, key: value}))
+    one_line(cli("report", atlas), f"`{key}` in '", "must be text or null, got")
+    assert not (atlas / "report.html").exists()

@@ -73,6 +73,9 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     ),
     **dict.fromkeys(("n_rows_encoded", "store_skipped_rows"), (int, _NONE)),
     **dict.fromkeys(("store", "store_fingerprint"), (str, _NONE)),
+    # a run's model SPEC and sweep directory, and the rows' label column, which the report
+    # shows and reads (a number as `sweep` ended it in pathlib's TypeError)
+    **dict.fromkeys(("model", "sweep", "label_column"), (str, _NONE)),
     "partition_significant": (bool, _NONE),
     **dict.fromkeys(("module_kind", "modules_from", "strictest_null", "method"), (str, _NONE)),
     "format_version": (int,),
