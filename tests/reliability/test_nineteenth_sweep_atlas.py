@@ -22,13 +22,16 @@ def ablation_parts(outputs, analysed):
     [
         ({"atlas": "PATH"}, r"`atlas` must be an Atlas, got str: read a saved one with Atlas.load"),
         ({"model": "model.py:build"}, r"`model` must be a torch.nn.Module .* got the text"),
-        ({"n_random": "2"}, r"`n_random` must be a whole number, at least 0 and at most 10,000"),
-        ({"n_random": 2.5}, r"`n_random` must be a whole number"),
-        ({"n_random": True}, r"`n_random` must be a whole number, .* got True"),
+        (
+            {"n_random": "2"},
+            r"`n_random` must be 0 or a larger whole number, at most 10,000, got '2'",
+        ),
+        ({"n_random": 2.5}, r"`n_random` must be 0 or a larger whole number"),
+        ({"n_random": True}, r"`n_random` must be 0 or .* got True"),
         ({"n_random": 10**9}, r"at most 10,000, got 1000000000"),
-        ({"batch_size": 64.0}, r"`batch_size` must be a whole number, at least 1, got 64.0"),
-        ({"random_state": "0"}, r"`random_state` must be a whole number, at least 0, got '0'"),
-        ({"max_length": "5"}, r"`max_length` must be a whole number"),
+        ({"batch_size": 64.0}, r"`batch_size` must be 1 or a larger whole number, got 64.0"),
+        ({"random_state": "0"}, r"`random_state` must be 0 or a larger whole number, got '0'"),
+        ({"max_length": "5"}, r"`max_length` must be 1 or a larger whole number"),
         ({"loss_fn": None}, r"`loss_fn` must be a function of \(model output, batch\)"),
         ({"progress": "no"}, r"`progress` must be True or False, got 'no'"),
     ],
@@ -163,3 +166,41 @@ def test_text_entries_of_atlas_json_of_another_kind_are_refused(
     (atlas / "atlas.json").write_text(json.dumps({**summary, key: value}))
     one_line(cli("report", atlas), f"`{key}` in '", "must be text or null, got")
     assert not (atlas / "report.html").exists()
+
+
+@pytest.mark.parametrize("value", ["NaN", "1e400", "true", '"8"'])
+def test_a_sweep_member_value_that_is_no_finite_number_is_refused_before_the_analysis(
+    tmp_path, guarded, run_cli, value
+):
+    """`analyze --sweep DIR` whose sweep.json gives a member the value NaN (or 1e400, an
+    Inf) ran the whole analysis and then could not save its atlas, refused as an
+    atlas.json to "write again" with `analyze --overwrite` (which failed the same way);
+    `true` was read as 1 and "8" as 8. Each is refused before the work."""
+    cli, one_line = run_cli
+    outputs = guarded
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    points = f'[{{"value": {value}, "path": "k-2/seed-0"}}]'
+    (sweep / "sweep.json").write_text(f'{{"over": "k", "points": {points}}}')
+    args = ("--sae", outputs.sae, "--acts", outputs.store, "--out", tmp_path / "atlas")
+    one_line(cli("analyze", *args, "--sweep", sweep), "a point's value is", "not a finite number")
+    assert not (tmp_path / "atlas").exists()
+
+
+def test_analyze_takes_numpy_sweep_values_and_refuses_nan_true_and_no_setting(outputs):
+    """`analyze(..., sweep=(setting, [(value, SAE), ...]))` refused NumPy values
+    (np.int64(4)) as not numbers, and took NaN and Inf (the atlas then could not be saved,
+    after the whole analysis), True (as 1) and an empty setting name."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure import AtlasConfig
+    from saeatlas.structure.arguments import check_arguments
+
+    def check(sweep):
+        check_arguments(outputs.sae, outputs.store, AtlasConfig(), sweep=sweep)
+
+    check(("k", [(np.int64(4), outputs.sae), (np.float32(8), outputs.sae)]))
+    for bad in (("k", [(float("nan"), outputs.sae)]), ("k", [(True, outputs.sae)])):
+        with pytest.raises(ConfigError, match="each value a finite number"):
+            check(bad)
+    with pytest.raises(ConfigError, match="`sweep` must be"):
+        check(("", [(4, outputs.sae)]))

@@ -302,7 +302,7 @@ def sweep_members(sweep_dir: str | Path) -> tuple[str, list[tuple[float, Path]]]
     path = Path(sweep_dir)
     try:
         raw = json.loads((path / SWEEP_JSON).read_text())
-        members = [(float(p["value"]), Path(p["path"])) for p in raw["points"]]
+        members = [(_member_value(p["value"]), Path(p["path"])) for p in raw["points"]]
         over = str(raw["over"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(
@@ -310,6 +310,15 @@ def sweep_members(sweep_dir: str | Path) -> tuple[str, list[tuple[float, Path]]]
             "`saeatlas sweep --out` wrote."
         ) from e
     return over, [(v, member_dir(path, p)) for v, p in members]
+
+
+def _member_value(value: Any) -> float:
+    """A member's value in sweep.json: a finite number, not true (read as 1), text ("8"
+    read as 8) nor NaN or 1e400 (the analysis of the members ran, then its atlas could not
+    be saved, refused as an atlas.json to write again)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"a point's value is {value!r}, not a finite number")
+    return float(value)
 
 
 def member_dir(sweep_dir: str | Path, recorded: str | Path) -> Path:

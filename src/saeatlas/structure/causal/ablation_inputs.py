@@ -63,9 +63,9 @@ def check_ablation_arguments(
             continue  # the store's own
         whole = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
         if not whole or not low <= value <= high:
-            top = "" if high == 2**63 - 1 else f" and at most {high:,}"
+            top = "" if high == 2**63 - 1 else f", at most {high:,}"
             raise ConfigError(
-                f"`{name}` must be a whole number, at least {low}{top}, got {shown(value)}."
+                f"`{name}` must be {low} or a larger whole number{top}, got {shown(value)}."
             )
     if not callable(loss_fn):
         raise ConfigError(
