@@ -204,3 +204,16 @@ def test_analyze_takes_numpy_sweep_values_and_refuses_nan_true_and_no_setting(ou
             check(bad)
     with pytest.raises(ConfigError, match="`sweep` must be"):
         check(("", [(4, outputs.sae)]))
+
+
+def test_a_default_page_that_is_a_folder_is_not_blamed_on_out(tmp_path, two_modules_atlas, run_cli):
+    """`saeatlas report ATLAS` where ATLAS/report.html is a folder said "--out
+    '.../report.html' is a directory; give the HTML file to write", of a flag the command
+    was not given. It now says the page's default place is a folder, and keeps it."""
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    (atlas / "report.html").mkdir()
+    (atlas / "report.html" / "notes.txt").write_text("kept")
+    line = one_line(cli("report", atlas), "where the report's page goes by default, is a directory")
+    assert "--out '" not in line
+    assert (atlas / "report.html" / "notes.txt").read_text() == "kept"
