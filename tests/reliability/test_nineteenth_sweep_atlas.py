@@ -217,3 +217,25 @@ def test_a_default_page_that_is_a_folder_is_not_blamed_on_out(tmp_path, two_modu
     line = one_line(cli("report", atlas), "where the report's page goes by default, is a directory")
     assert "--out '" not in line
     assert (atlas / "report.html" / "notes.txt").read_text() == "kept"
+
+
+def _swap_layer_names(units: pd.DataFrame) -> pd.DataFrame:
+    """The protected atlas's layers `1` (10 units) and `3` (8 units) named the other's."""
+    return units.assign(layer=units["layer"].map({"1": "3", "3": "1"}))
+
+
+def test_ablate_atlas_refuses_units_whose_layers_are_not_its_stores(ablation_parts, outputs):
+    """`ablate_atlas` of an atlas whose layers' names were swapped (10 units named `3`, 8
+    named `1`, in atlas.json's order) mapped its units to the store's columns by those
+    names: the first 8 units to layer 3's columns and the next 10 to layer 1's, so every
+    module set other units than its own, without a word."""
+    from saeatlas.errors import ShapeError
+    from saeatlas.structure import Atlas
+    from saeatlas.structure.causal.ablation import ablate_atlas
+
+    model, x, path = ablation_parts
+    atlas = Atlas.load(path)
+    atlas.units = _swap_layer_names(atlas.units)
+    atlas.summary["layers"] = ["3", "1"]
+    with pytest.raises(ShapeError, match="names 10 units of the layer '3'.* has 8 in it"):
+        ablate_atlas(atlas, model, x, outputs.store, labels=np.arange(len(x)) % 8, n_random=2)

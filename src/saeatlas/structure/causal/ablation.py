@@ -273,8 +273,17 @@ def atlas_layers(atlas: Any, store: ActivationStore) -> tuple[list[LayerSpec], n
                 "so its units cannot be found in the store; rerun `saeatlas analyze`."
             )
         names = list(dict.fromkeys(atlas.units["layer"]))  # in order (Atlas.load checks)
+    counts = atlas.units["layer"].value_counts() if "layer" in atlas.units.columns else None
     for name in names:
         spec = store.layer(name)  # names the missing layer and the known ones
+        if counts is not None and counts.get(name, 0) != spec.n_units:
+            # two layers' names swapped by hand (atlas.json too) passed the count of all
+            # units below, and each module's units were set in the other layer's columns
+            raise ShapeError(
+                f"The atlas names {counts.get(name, 0)} units of the layer {name!r}, but the "
+                f"store '{store.path}' has {spec.n_units} in it: its units are not the "
+                "store's, layer by layer (edited by hand?). Rerun `saeatlas analyze`."
+            )
         layers.append(LayerSpec(name, start, start + spec.n_units, spec.shape, spec.layout))
         cols.append(np.arange(spec.start, spec.stop))
         start += spec.n_units
