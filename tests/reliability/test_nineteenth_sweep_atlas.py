@@ -4,6 +4,8 @@ before its fix."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -239,3 +241,37 @@ def test_ablate_atlas_refuses_units_whose_layers_are_not_its_stores(ablation_par
     atlas.summary["layers"] = ["3", "1"]
     with pytest.raises(ShapeError, match="names 10 units of the layer '3'.* has 8 in it"):
         ablate_atlas(atlas, model, x, outputs.store, labels=np.arange(len(x)) % 8, n_random=2)
+
+
+def test_a_long_layer_name_is_cut_on_the_plots_axes_and_wrapped_on_the_page(
+    tmp_path, two_modules_atlas, run_cli
+):
+    """A layer or label of thousands of characters without a space (a module path, a
+    class name) was drawn whole under the unit map, beside the layer x module plot and
+    under the label plots, and shown unbroken in the tables and cards: the digits demo's
+    page with a 5,000-character label was 54,441 pixels wide (1,300 without). The axes now
+    show the first 40 characters (the hover shows the whole name; two names that begin
+    alike stay two categories) and the page wraps any text it cannot break."""
+    import json
+
+    from saeatlas.structure import Atlas
+
+    cli, _ = run_cli
+    name = "Q" * 3000
+    path = two_modules_atlas(tmp_path / "atlas")
+    atlas = Atlas.load(path)
+    atlas.units["layer"] = name
+    atlas.modules["layers"] = [[name]] * len(atlas.modules)
+    atlas.summary["layers"] = [name]
+    atlas.save(path, overwrite=True)
+    r = cli("report", path)
+    assert r.exit_code == 0, r.output
+    page = (path / "report.html").read_text(encoding="utf-8")
+    ticks = [json.loads(t) for t in re.findall(r'"ticktext":(\[[^\]]*\])', page)]
+    assert len(ticks) >= 2 and all(t == ["Q" * 39 + "…"] for t in ticks), ticks
+    assert "main, aside#details { overflow-wrap: anywhere; }" in page
+    from saeatlas.report.text import axis_ticks
+
+    both = axis_ticks(["L" * 99 + "a", "L" * 99 + "b"])
+    assert both["tickvals"] == ["L" * 99 + "a", "L" * 99 + "b"]
+    assert both["ticktext"] == ["L" * 39 + "…"] * 2

@@ -52,6 +52,20 @@ def esc(value: Any) -> str:
     return html.escape(isolate(str(value)), quote=False)
 
 
+#: Characters of a label or a layer name kept on a plot's axis (its hover shows it whole).
+TICK_CHARS = 40
+
+
+def axis_ticks(values: Sequence[Any]) -> dict[str, list[str]]:
+    """A category axis's ``tickvals`` (``values``, :func:`esc`-aped, as the traces give
+    them) and ``ticktext`` (each cut to :data:`TICK_CHARS` characters): a label of 5,000
+    characters was drawn whole under its plot, and the page was 60,000 pixels wide. The
+    categories stay whole, so two long labels that begin alike stay two columns."""
+    texts = [str(v) for v in values]
+    short = [t if len(t) <= TICK_CHARS else t[: TICK_CHARS - 1] + "…" for t in texts]
+    return {"tickvals": [esc(t) for t in texts], "ticktext": [esc(t) for t in short]}
+
+
 def is_missing(x: Any) -> bool:
     if x is None:
         return True
