@@ -275,3 +275,17 @@ def test_a_long_layer_name_is_cut_on_the_plots_axes_and_wrapped_on_the_page(
     both = axis_ticks(["L" * 99 + "a", "L" * 99 + "b"])
     assert both["tickvals"] == ["L" * 99 + "a", "L" * 99 + "b"]
     assert both["ticktext"] == ["L" * 39 + "…"] * 2
+
+
+def test_validate_names_only_its_own_flags_for_an_sae_that_cannot_fit(run_cli, forbid):
+    """`validate --d-sae 2000000000` was refused by the training with "Lower `d_sae`
+    (--d-sae, or --expansion-factor) or `batch_size` (--batch-size)", two flags validate
+    does not have, after the first case's planted rows were drawn. It is now refused
+    before any case, naming --d-sae."""
+    from saeatlas.structure.synthetic import validate
+
+    forbid(validate, "validate_case")
+    cli, one_line = run_cli
+    r = cli("validate", "--cases", "easy", "--rows", "1024", "--d-sae", "2000000000")
+    line = one_line(r, "An SAE of 2,000,000,000 latents on 144 units", "Lower --d-sae.")
+    assert "--batch-size" not in line and "--expansion-factor" not in line
