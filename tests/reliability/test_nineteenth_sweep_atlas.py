@@ -289,3 +289,62 @@ def test_validate_names_only_its_own_flags_for_an_sae_that_cannot_fit(run_cli, f
     r = cli("validate", "--cases", "easy", "--rows", "1024", "--d-sae", "2000000000")
     line = one_line(r, "An SAE of 2,000,000,000 latents on 144 units", "Lower --d-sae.")
     assert "--batch-size" not in line and "--expansion-factor" not in line
+
+
+def _sweep_json(folder, **edit) -> None:
+    """A sweep.json of two points (no members on disk: the report needs none), edited."""
+    import json
+
+    point = {"path": "k-2/seed-0", "fvu": 0.3, "l0": 2.0, "dead_fraction": 0.1}
+    points = [
+        {**point, "value": 2.0, "stability": 0.7, "on_front": True},
+        {**point, "value": 4.0, "path": "k-4/seed-0", "stability": None, "on_front": True},
+    ]
+    raw = {"over": "k", "rule": "knee", "heldout_rows": 30, "recommended": 1, "points": points}
+    for key, value in edit.items():
+        if key in raw:
+            raw[key] = value
+        else:
+            points[0][key] = value
+    folder.mkdir()
+    (folder / "sweep.json").write_text(json.dumps(raw).replace('"NaN"', "NaN"))
+
+
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        ({"value": "NaN"}, "`value` nan, not a finite number"),
+        ({"l0": -1}, "`l0` -1, not a finite number of 0 or more"),
+        ({"fvu": -0.1}, "`fvu` -0.1, not a finite number of 0 or more"),
+        ({"dead_fraction": 7}, "`dead_fraction` 7, not a finite number from 0 to 1"),
+        ({"stability": 3}, "`stability` 3, not a finite number from -1 to 1"),
+        ({"recommended": True}, "`recommended` True"),
+        ({"recommended": 1.5}, "`recommended` 1.5"),
+        ({"heldout_rows": -3}, "`heldout_rows` -3"),
+        ({"over": 5}, "`over` 5"),
+    ],
+)
+def test_a_sweep_json_number_out_of_its_range_is_refused_by_the_report(
+    tmp_path, two_modules_atlas, run_cli, edit, says
+):
+    """A sweep.json edited by hand was drawn as it stood by `report --sweep`: a NaN value
+    (the point labelled "k=nan"), an L0 below 0 (on a log axis), a dead fraction of 7,
+    `recommended: true` (point 1), 1.5 (cut to 1) and -3 held-out rows. Its types were
+    checked, not its ranges."""
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    _sweep_json(tmp_path / "sweep", **edit)
+    one_line(cli("report", atlas, "--sweep", tmp_path / "sweep"), "is unreadable (", says)
+    assert not (atlas / "report.html").exists()
+
+
+def test_the_sweep_setting_name_is_escaped_on_the_pareto_plot(tmp_path, two_modules_atlas, run_cli):
+    """The Pareto plot labelled its points `<over>=<value>` from sweep.json as Plotly text,
+    which reads a little HTML: an `over` of '<b>k</b>' was drawn in bold as 'k=2'."""
+    cli, _ = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    _sweep_json(tmp_path / "sweep", over="<b>k</b>")
+    r = cli("report", atlas, "--sweep", tmp_path / "sweep")
+    assert r.exit_code == 0, r.output
+    page = (atlas / "report.html").read_text(encoding="utf-8")
+    assert '"text":["&lt;b&gt;k&lt;\\u002fb&gt;=2"' in page

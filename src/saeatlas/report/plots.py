@@ -149,7 +149,7 @@ def pareto(sweep: SweepInfo) -> Plot:
             x=[p.l0 for p in pts],
             y=[p.fvu for p in pts],
             mode="markers+text",
-            text=label,
+            text=[esc(l) for l in label],  # Plotly reads a little HTML: `over` is sweep.json's
             textposition="top right",
             name="SAEs (held out)",
             marker=dict(size=10, color="#4c72b0"),
