@@ -348,3 +348,22 @@ def test_the_sweep_setting_name_is_escaped_on_the_pareto_plot(tmp_path, two_modu
     assert r.exit_code == 0, r.output
     page = (atlas / "report.html").read_text(encoding="utf-8")
     assert '"text":["&lt;b&gt;k&lt;\\u002fb&gt;=2"' in page
+
+
+@pytest.mark.parametrize("key", ["z", "null_mean", "null_std"])
+def test_a_tested_p_without_its_z_or_null_figures_is_refused(tmp_path, analysed, run_cli, key):
+    """atlas.json with its `p` but without `z` (or `null_mean`, `null_std`: a key deleted
+    by hand; each may be null) ended the report in a KeyError traceback in its Modularity
+    line, which reads them without a default beside a tested p."""
+    import json
+    import shutil
+
+    cli, one_line = run_cli
+    atlas = tmp_path / "atlas"
+    shutil.copytree(analysed, atlas, ignore=shutil.ignore_patterns("report.html", "figures"))
+    summary = json.loads((atlas / "atlas.json").read_text())
+    assert summary["p"] is not None
+    del summary[key]
+    (atlas / "atlas.json").write_text(json.dumps(summary))
+    one_line(cli("report", atlas), f"has a `p` without `{key}`")
+    assert not (atlas / "report.html").exists()

@@ -308,6 +308,13 @@ def check_summary(summary: Any, meta: Path) -> dict[str, Any]:
             f"{FORMAT_VERSION}. Upgrade saeatlas, or {fix}."
         )
     _check_nested(summary, meta, fix)
+    # read without a default beside a tested p (a KeyError in the report's Modularity line)
+    missing = [k for k in ("z", "null_mean", "null_std") if k not in summary]
+    if summary.get("p") is not None and missing:
+        raise AtlasFileError(
+            f"'{meta}' has a `p` without {', '.join(f'`{k}`' for k in missing)} (null for a "
+            f"figure not measured); {fix}."
+        )
     if "verdict" in summary and summary["verdict"] not in VERDICTS:
         raise AtlasFileError(
             f"`verdict` in '{meta}' is {summary['verdict']!r}, not one of {list(VERDICTS)}; {fix}."
