@@ -367,3 +367,26 @@ def test_a_tested_p_without_its_z_or_null_figures_is_refused(tmp_path, analysed,
     (atlas / "atlas.json").write_text(json.dumps(summary))
     one_line(cli("report", atlas), f"has a `p` without `{key}`")
     assert not (atlas / "report.html").exists()
+
+
+@pytest.mark.parametrize("command", ["report", "analyze"])
+def test_a_folder_named_as_a_figure_is_not_deleted_with_the_figures(
+    tmp_path, two_modules_atlas, guarded, run_cli, command
+):
+    """The report replaces ATLAS/figures whole and refuses a figures folder holding other
+    files, but took anything named as a figure for one: a folder figures/feature_map.png/
+    holding a file of the user's was deleted by the next `report` (and by an `analyze
+    --overwrite` of the atlas). Both now refuse it, and the file is kept."""
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    kept = atlas / "figures" / "feature_map.png" / "notes.txt"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("mine")
+    if command == "report":
+        r = cli("report", atlas)
+        one_line(r, "holds files that are not a report's figures (['feature_map.png'])")
+    else:
+        outputs = guarded
+        args = ("--sae", outputs.sae, "--acts", outputs.store, "--out", atlas, "--overwrite")
+        one_line(cli("analyze", *args), "holds files that are not an atlas's (['figures'])")
+    assert kept.read_text() == "mine"

@@ -42,8 +42,11 @@ def is_report_entry(p: Path) -> bool:
 
 
 def is_figure(p: Path) -> bool:
-    """Whether ``p`` is a file a report writes into ``figures/`` (or its temporary file)."""
-    return p.name in FIGURE_FILES or p.name.startswith(".tmp-")
+    """Whether ``p`` is a file a report writes into ``figures/`` (or its temporary file):
+    a folder of that name is not (``figures/feature_map.png/`` holding a file of the
+    user's was deleted with the figures the next report replaced)."""
+    named = p.name in FIGURE_FILES or p.name.startswith(".tmp-")
+    return named and (p.is_symlink() or not p.is_dir())
 
 
 class AtlasFileError(AtlasError):
