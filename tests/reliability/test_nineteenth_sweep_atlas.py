@@ -390,3 +390,22 @@ def test_a_folder_named_as_a_figure_is_not_deleted_with_the_figures(
         args = ("--sae", outputs.sae, "--acts", outputs.store, "--out", atlas, "--overwrite")
         one_line(cli("analyze", *args), "holds files that are not an atlas's (['figures'])")
     assert kept.read_text() == "mine"
+
+
+@pytest.mark.parametrize("name", ["atlas.json", "units.parquet", "examples.parquet"])
+def test_an_atlas_file_through_a_loop_of_symbolic_links_is_named_so(
+    tmp_path, analysed, run_cli, name
+):
+    """An atlas file replaced by a link that leads to itself was reported missing ("not a
+    complete atlas (no atlas.json)", "is missing units.parquet": rerun the analysis), and
+    examples.parquet, an optional table, was dropped without a word (the page showed no
+    top examples). Each is named as a loop of symbolic links, as every input is."""
+    import os
+    import shutil
+
+    cli, one_line = run_cli
+    atlas = tmp_path / "atlas"
+    shutil.copytree(analysed, atlas, ignore=shutil.ignore_patterns("report.html", "figures"))
+    (atlas / name).unlink(missing_ok=True)
+    os.symlink(atlas / name, atlas / name)
+    one_line(cli("report", atlas), f"{name}' leads through a loop of symbolic links")

@@ -29,6 +29,7 @@ from ..store.atomic import (
     json_text,
     recover_dir,
     replacing_dir,
+    resolve,
 )
 from ..store.lock import output_lock
 from ..store.sources import dir_identity
@@ -245,6 +246,8 @@ class Atlas:
         path = atlas_path(path)
         identity = dir_identity(path)  # an analysis's --overwrite swaps in another directory
         meta = path / ATLAS_JSON
+        for file in [meta] + [path / f"{n}.parquet" for n in TABLES + OPTIONAL_TABLES]:
+            resolve(file)  # a loop of symbolic links is named, not reported missing
         if not meta.exists():
             raise AtlasFileError(
                 f"'{path}' is not a complete atlas (no {ATLAS_JSON}); run `saeatlas analyze` "
