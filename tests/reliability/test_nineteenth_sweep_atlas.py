@@ -409,3 +409,22 @@ def test_an_atlas_file_through_a_loop_of_symbolic_links_is_named_so(
     (atlas / name).unlink(missing_ok=True)
     os.symlink(atlas / name, atlas / name)
     one_line(cli("report", atlas), f"{name}' leads through a loop of symbolic links")
+
+
+@pytest.mark.parametrize(
+    "where, beside", [("atlas/.figures.partial", "figures"), (".atlas.partial", "atlas")]
+)
+def test_a_page_is_not_written_into_a_folder_saeatlas_keeps_while_it_writes(
+    tmp_path, two_modules_atlas, run_cli, where, beside
+):
+    """`report --out ATLAS/.figures.partial/x.html` wrote the page into the folder the
+    report draws its figures in, and the next report, taking it for one a killed report
+    left, deleted it; `--out .ATLAS.partial/x.html` (the report's own atlas, whose lock it
+    holds, was taken for the output written there) was deleted by the next `analyze
+    --overwrite`. Both are refused, as outputs there are."""
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    page = tmp_path / where / "x.html"
+    r = cli("report", atlas, "--out", page)
+    one_line(r, "the folder saeatlas keeps beside an output", f"'{beside}' while it writes it")
+    assert not page.exists()
