@@ -428,3 +428,41 @@ def test_a_page_is_not_written_into_a_folder_saeatlas_keeps_while_it_writes(
     r = cli("report", atlas, "--out", page)
     one_line(r, "the folder saeatlas keeps beside an output", f"'{beside}' while it writes it")
     assert not page.exists()
+
+
+@pytest.mark.parametrize(
+    "table, frame, says",
+    [
+        (
+            "ablation",
+            pd.DataFrame(
+                {
+                    "module": [0, 0],
+                    "label": ["1", "1"],
+                    "effect": [0.5, 9.5],
+                    "random_effect": [0.1, 0.1],
+                    "specialisation": [1.0, 1.0],
+                }
+            ),
+            "holds the row of module 0, label '1' more than once",
+        ),
+        (
+            "examples",
+            pd.DataFrame(
+                {"kind": "feature", "id": [0, 0], "rank": [1, 1], "row": [3, 4], "activation": 1.0}
+            ),
+            "holds the row of kind 'feature', id 0, rank 1 more than once",
+        ),
+    ],
+)
+def test_an_optional_table_row_given_twice_is_refused(
+    tmp_path, two_modules_atlas, run_cli, table, frame, says
+):
+    """ablation.parquet holding one module's effect on one label twice (rows joined by
+    hand, with 0.5 and 9.5) was drawn as their mean, 5.0, by the report's module x label
+    grid; examples.parquet holding a feature's first example twice listed it twice. A
+    row named twice (flows.parquet too) is refused."""
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    frame.to_parquet(atlas / f"{table}.parquet", index=False)
+    one_line(cli("report", atlas), f"{table}.parquet in '", says)
