@@ -466,3 +466,20 @@ def test_an_optional_table_row_given_twice_is_refused(
     atlas = two_modules_atlas(tmp_path / "atlas")
     frame.to_parquet(atlas / f"{table}.parquet", index=False)
     one_line(cli("report", atlas), f"{table}.parquet in '", says)
+
+
+def test_a_refused_null_source_or_loaded_seed_sae_is_named_as_given(outputs):
+    """`analyze(..., null_source=DIR)` with an SAE that is no twin of the analysed one was
+    refused as "The seed SAE 'DIR' ...", an argument the caller did not give; loaded SAEs
+    given as `seed_saes` were named by their repr, "The seed SAEs 'SparseAutoencoder()'
+    and 'SparseAutoencoder()' have the same weights". Each is named as it was given."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.structure import AtlasConfig, analyze
+
+    cfg = AtlasConfig(n_null=2, nulls=("permutation",), control=False)
+    with pytest.raises(ConfigError, match=r"^The dictionary null's source '.*' has the analysed"):
+        analyze(outputs.sae, outputs.store, cfg, null_source=outputs.sae)
+    loaded = SparseAutoencoder.load(outputs.sae)
+    with pytest.raises(ConfigError, match=r"^The seed SAE `seed_saes\[0\]` has the analysed"):
+        analyze(outputs.sae, outputs.store, cfg, seed_saes=[loaded])
