@@ -483,3 +483,12 @@ def test_a_refused_null_source_or_loaded_seed_sae_is_named_as_given(outputs):
     loaded = SparseAutoencoder.load(outputs.sae)
     with pytest.raises(ConfigError, match=r"^The seed SAE `seed_saes\[0\]` has the analysed"):
         analyze(outputs.sae, outputs.store, cfg, seed_saes=[loaded])
+
+
+def test_an_integer_bound_is_named_exactly(run_cli):
+    """`demo --seed 5000000000` (and `seed: 4294967296` in an analysis config) was refused
+    as outside "[0, 4.29497e+09]", a rounded bound that reads as holding 4294967296; an
+    integer bound is now written out whole."""
+    cli, one_line = run_cli
+    line = one_line(cli("demo", "--quick", "--seed", "5000000000"), "[0, 4294967295]")
+    assert "e+09" not in line
