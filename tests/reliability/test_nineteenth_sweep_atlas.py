@@ -249,10 +249,12 @@ def test_a_long_layer_name_is_cut_on_the_plots_axes_and_wrapped_on_the_page(
     """A layer or label of thousands of characters without a space (a module path, a
     class name) was drawn whole under the unit map, beside the layer x module plot and
     under the label plots, and shown unbroken in the tables and cards: the digits demo's
-    page with a 5,000-character label was 54,441 pixels wide (1,300 without). The axes now
-    show the first 40 characters (the hover shows the whole name; two names that begin
-    alike stay two categories) and the page wraps any text it cannot break."""
+    page with a 5,000-character label was 54,441 pixels wide (1,300 without), and the
+    layer x module PNG's axes collapsed. The axes now show the first 40 characters (the
+    hover shows the whole name; two names that begin alike stay two categories) and the
+    page wraps any text it cannot break."""
     import json
+    import warnings
 
     from saeatlas.structure import Atlas
 
@@ -264,8 +266,12 @@ def test_a_long_layer_name_is_cut_on_the_plots_axes_and_wrapped_on_the_page(
     atlas.modules["layers"] = [[name]] * len(atlas.modules)
     atlas.summary["layers"] = [name]
     atlas.save(path, overwrite=True)
-    r = cli("report", path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = cli("report", path)
     assert r.exit_code == 0, r.output
+    # the PNG figure's axes were squeezed to nothing by the whole name
+    assert not [w for w in caught if "collapsed" in str(w.message)], caught
     page = (path / "report.html").read_text(encoding="utf-8")
     ticks = [json.loads(t) for t in re.findall(r'"ticktext":(\[[^\]]*\])', page)]
     assert len(ticks) >= 2 and all(t == ["Q" * 39 + "…"] for t in ticks), ticks

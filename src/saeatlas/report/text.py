@@ -62,8 +62,14 @@ def axis_ticks(values: Sequence[Any]) -> dict[str, list[str]]:
     characters was drawn whole under its plot, and the page was 60,000 pixels wide. The
     categories stay whole, so two long labels that begin alike stay two columns."""
     texts = [str(v) for v in values]
-    short = [t if len(t) <= TICK_CHARS else t[: TICK_CHARS - 1] + "…" for t in texts]
-    return {"tickvals": [esc(t) for t in texts], "ticktext": [esc(t) for t in short]}
+    return {"tickvals": [esc(t) for t in texts], "ticktext": [esc(tick_text(t)) for t in texts]}
+
+
+def tick_text(value: Any) -> str:
+    """``value`` as text of at most :data:`TICK_CHARS` characters, for an axis (also of
+    the PNG figures, whose axes a 3,000-character layer name squeezed to nothing)."""
+    text = str(value)
+    return text if len(text) <= TICK_CHARS else text[: TICK_CHARS - 1] + "…"
 
 
 def is_missing(x: Any) -> bool:
