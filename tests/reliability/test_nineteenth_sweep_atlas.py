@@ -498,3 +498,24 @@ def test_an_integer_bound_is_named_exactly(run_cli):
     cli, one_line = run_cli
     line = one_line(cli("demo", "--quick", "--seed", "5000000000"), "[0, 4294967295]")
     assert "e+09" not in line
+
+
+@pytest.mark.parametrize("command", ["report", "export-neuronpedia"])
+def test_an_atlas_directory_through_a_loop_of_symbolic_links_is_named_so(
+    tmp_path, run_cli, command
+):
+    """An atlas directory given as a link that leads to itself was "not a directory" to
+    `report`, a disk error ("Check free space and permissions") to `export-neuronpedia`,
+    and an OSError traceback to `Atlas.load`. Each names the loop."""
+    import os
+
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure import Atlas
+
+    cli, one_line = run_cli
+    loop = tmp_path / "atlas"
+    os.symlink(loop, loop)
+    args = ("--out", tmp_path / "np") if command == "export-neuronpedia" else ()
+    one_line(cli(command, loop, *args), "leads through a loop of symbolic links")
+    with pytest.raises(ConfigError, match="leads through a loop of symbolic links"):
+        Atlas.load(loop)

@@ -124,6 +124,7 @@ def atlas_path(path: Any) -> Path:
             f"The atlas must be given as the path of its directory, got {type(path).__name__}."
         )
     path = Path(path)
+    resolve(path)  # a loop of symbolic links: an OSError, "not a directory", a disk error
     if path.is_file():
         raise AtlasFileError(
             f"'{path}' is not a directory; give the atlas directory that `saeatlas analyze "
