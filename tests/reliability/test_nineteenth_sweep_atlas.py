@@ -519,3 +519,30 @@ def test_an_atlas_directory_through_a_loop_of_symbolic_links_is_named_so(
     one_line(cli(command, loop, *args), "leads through a loop of symbolic links")
     with pytest.raises(ConfigError, match="leads through a loop of symbolic links"):
         Atlas.load(loop)
+
+
+@pytest.mark.parametrize("recorded", ["store", "sae"])
+def test_an_export_names_a_recorded_path_through_a_loop_of_links(
+    tmp_path, analysed, run_cli, recorded
+):
+    """`export-neuronpedia` of an atlas whose recorded store or SAE path leads through a
+    loop of symbolic links said "The atlas's store ... is not there; give the store ...
+    with --acts", as if it had been moved or deleted. It now names the loop."""
+    import json
+    import os
+    import shutil
+
+    cli, one_line = run_cli
+    atlas = tmp_path / "atlas"
+    shutil.copytree(analysed, atlas, ignore=shutil.ignore_patterns("report.html", "figures"))
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    summary = json.loads((atlas / "atlas.json").read_text())
+    if recorded == "store":
+        summary["store"] = str(loop)
+    else:
+        summary["sae"]["path"] = str(loop)
+    (atlas / "atlas.json").write_text(json.dumps(summary))
+    r = cli("export-neuronpedia", atlas, "--out", tmp_path / "np")
+    line = one_line(r, "loop' leads through a loop of symbolic links")
+    assert "is not there" not in line
