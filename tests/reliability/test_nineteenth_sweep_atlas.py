@@ -546,3 +546,25 @@ def test_an_export_names_a_recorded_path_through_a_loop_of_links(
     r = cli("export-neuronpedia", atlas, "--out", tmp_path / "np")
     line = one_line(r, "loop' leads through a loop of symbolic links")
     assert "is not there" not in line
+
+
+def test_a_report_names_a_recorded_sae_path_through_a_loop_of_links(tmp_path, analysed, run_cli):
+    """The report said of an atlas whose recorded SAE path leads through a loop of
+    symbolic links that the SAE "is not there (moved or deleted)"."""
+    import json
+    import os
+    import shutil
+
+    cli, _ = run_cli
+    atlas = tmp_path / "atlas"
+    shutil.copytree(analysed, atlas, ignore=shutil.ignore_patterns("report.html", "figures"))
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    summary = json.loads((atlas / "atlas.json").read_text())
+    summary["sae"]["path"] = str(loop)
+    (atlas / "atlas.json").write_text(json.dumps(summary))
+    r = cli("report", atlas)
+    assert r.exit_code == 0, r.output
+    page = (atlas / "report.html").read_text(encoding="utf-8")
+    assert "loop&#39; leads through a loop of symbolic links" in page
+    assert "is not there (moved or deleted)" not in page
