@@ -19,6 +19,21 @@ def ablation_parts(outputs, analysed):
     return load_model(outputs.model).model, np.load(outputs.inputs), analysed
 
 
+def _copy(analysed, tmp_path, edit=None):
+    """The analysed atlas copied (without a report) to ``tmp_path/atlas``, its atlas.json
+    changed by ``edit(summary)``."""
+    import json
+    import shutil
+
+    atlas = tmp_path / "atlas"
+    shutil.copytree(analysed, atlas, ignore=shutil.ignore_patterns("report.html", "figures"))
+    if edit is not None:
+        summary = json.loads((atlas / "atlas.json").read_text())
+        edit(summary)
+        (atlas / "atlas.json").write_text(json.dumps(summary))
+    return atlas
+
+
 @pytest.mark.parametrize(
     "change, says",
     [
@@ -158,14 +173,8 @@ def test_text_entries_of_atlas_json_of_another_kind_are_refused(
     the report in pathlib's TypeError; `model` and `label_column`, which the page shows,
     were shown as a dict's or a list's repr. Each is refused by name, as the other
     entries are."""
-    import json
-    import shutil
-
     cli, one_line = run_cli
-    atlas = tmp_path / "atlas"
-    shutil.copytree(analysed, atlas, ignore=shutil.ignore_patterns("report.html", "figures"))
-    summary = json.loads((atlas / "atlas.json").read_text())
-    (atlas / "atlas.json").write_text(json.dumps({**summary, key: value}))
+    atlas = _copy(analysed, tmp_path, lambda s: s.update({key: value}))
     one_line(cli("report", atlas), f"`{key}` in '", "must be text or null, got")
     assert not (atlas / "report.html").exists()
 
@@ -361,16 +370,13 @@ def test_a_tested_p_without_its_z_or_null_figures_is_refused(tmp_path, analysed,
     """atlas.json with its `p` but without `z` (or `null_mean`, `null_std`: a key deleted
     by hand; each may be null) ended the report in a KeyError traceback in its Modularity
     line, which reads them without a default beside a tested p."""
-    import json
-    import shutil
-
     cli, one_line = run_cli
-    atlas = tmp_path / "atlas"
-    shutil.copytree(analysed, atlas, ignore=shutil.ignore_patterns("report.html", "figures"))
-    summary = json.loads((atlas / "atlas.json").read_text())
-    assert summary["p"] is not None
-    del summary[key]
-    (atlas / "atlas.json").write_text(json.dumps(summary))
+
+    def drop(summary):
+        assert summary["p"] is not None
+        del summary[key]
+
+    atlas = _copy(analysed, tmp_path, drop)
     one_line(cli("report", atlas), f"has a `p` without `{key}`")
     assert not (atlas / "report.html").exists()
 
@@ -407,11 +413,9 @@ def test_an_atlas_file_through_a_loop_of_symbolic_links_is_named_so(
     examples.parquet, an optional table, was dropped without a word (the page showed no
     top examples). Each is named as a loop of symbolic links, as every input is."""
     import os
-    import shutil
 
     cli, one_line = run_cli
-    atlas = tmp_path / "atlas"
-    shutil.copytree(analysed, atlas, ignore=shutil.ignore_patterns("report.html", "figures"))
+    atlas = _copy(analysed, tmp_path)
     (atlas / name).unlink(missing_ok=True)
     os.symlink(atlas / name, atlas / name)
     one_line(cli("report", atlas), f"{name}' leads through a loop of symbolic links")
@@ -528,21 +532,19 @@ def test_an_export_names_a_recorded_path_through_a_loop_of_links(
     """`export-neuronpedia` of an atlas whose recorded store or SAE path leads through a
     loop of symbolic links said "The atlas's store ... is not there; give the store ...
     with --acts", as if it had been moved or deleted. It now names the loop."""
-    import json
     import os
-    import shutil
 
     cli, one_line = run_cli
-    atlas = tmp_path / "atlas"
-    shutil.copytree(analysed, atlas, ignore=shutil.ignore_patterns("report.html", "figures"))
     loop = tmp_path / "loop"
     os.symlink(loop, loop)
-    summary = json.loads((atlas / "atlas.json").read_text())
-    if recorded == "store":
-        summary["store"] = str(loop)
-    else:
-        summary["sae"]["path"] = str(loop)
-    (atlas / "atlas.json").write_text(json.dumps(summary))
+
+    def point(summary):
+        if recorded == "store":
+            summary["store"] = str(loop)
+        else:
+            summary["sae"]["path"] = str(loop)
+
+    atlas = _copy(analysed, tmp_path, point)
     r = cli("export-neuronpedia", atlas, "--out", tmp_path / "np")
     line = one_line(r, "loop' leads through a loop of symbolic links")
     assert "is not there" not in line
@@ -551,18 +553,12 @@ def test_an_export_names_a_recorded_path_through_a_loop_of_links(
 def test_a_report_names_a_recorded_sae_path_through_a_loop_of_links(tmp_path, analysed, run_cli):
     """The report said of an atlas whose recorded SAE path leads through a loop of
     symbolic links that the SAE "is not there (moved or deleted)"."""
-    import json
     import os
-    import shutil
 
     cli, _ = run_cli
-    atlas = tmp_path / "atlas"
-    shutil.copytree(analysed, atlas, ignore=shutil.ignore_patterns("report.html", "figures"))
     loop = tmp_path / "loop"
     os.symlink(loop, loop)
-    summary = json.loads((atlas / "atlas.json").read_text())
-    summary["sae"]["path"] = str(loop)
-    (atlas / "atlas.json").write_text(json.dumps(summary))
+    atlas = _copy(analysed, tmp_path, lambda s: s["sae"].update(path=str(loop)))
     r = cli("report", atlas)
     assert r.exit_code == 0, r.output
     page = (atlas / "report.html").read_text(encoding="utf-8")
