@@ -71,10 +71,13 @@ def in_range(
     )
     if ok:
         return
+    # an integer bound exactly: 2**32 was refused as outside "[0, 4.29497e+09]", which
+    # reads as holding it
+    low_, high_ = (str(b) if isinstance(b, int) else f"{b:g}" for b in (low, high))
     if high == math.inf:
-        rule = "positive" if (low == 0 and open_low) else f"{'>' if open_low else '>='} {low:g}"
+        rule = "positive" if (low == 0 and open_low) else f"{'>' if open_low else '>='} {low_}"
     else:
-        rule = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        rule = f"in {'(' if open_low else '['}{low_}, {high_}{')' if open_high else ']'}"
     # an integer of 400 digits (1e400 in a JSON config) is cut short
     got = shown(value) if isinstance(value, int) else value
     raise ConfigError(f"{_where(name, flag)} must be {rule}, got {got}.")

@@ -61,11 +61,17 @@ def envoy_paths(names: list[str]) -> dict[str, str]:
 
 def check_model_argument(model: Any) -> None:
     """Refuse anything but a torch module or an nnsight wrapper of one where a loaded
-    model goes (None ended in an AttributeError, and a spec's text was told it "has no
-    unembedding")."""
+    model goes, before any work (None ended the capture in an AttributeError, a spec's
+    text the ablation in one and the Neuronpedia export in "has no unembedding"); a
+    wrapper is not dispatched here."""
     if isinstance(model, torch.nn.Module) or is_nnsight(model):
         return
-    got = f"the class {model.__name__} itself" if isinstance(model, type) else type(model).__name__
+    if isinstance(model, type):
+        got = f"the class {model.__name__} itself"
+    elif isinstance(model, str):
+        got = f"the text {model[:200]!r}"
+    else:
+        got = type(model).__name__
     raise ConfigError(
         f"`model` must be a torch.nn.Module (or an nnsight wrapper of one), got {got}; "
         "pass the model object (for a class, an instance of it; for a model SPEC, "

@@ -45,7 +45,13 @@ from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.model import sae_layers
 from ..store import ActivationStore
-from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
+from ..store.atomic import (
+    atomic_write_json,
+    check_output_dir,
+    recover_dir,
+    replacing_dir,
+    resolve,
+)
 from ..store.lock import output_lock
 from ..structure import Atlas
 from ..structure.arguments import check_sae_argument, check_store_argument
@@ -306,6 +312,7 @@ def _open_sae(sae: Any, atlas: Atlas) -> SparseAutoencoder:
             raise ConfigError(
                 "The atlas does not say which SAE it was made from; give it with --sae."
             )
+        resolve(path)  # a loop of symbolic links is named, not reported missing
         if sae is None and not Path(path).exists():  # moved or deleted since the analysis
             raise ConfigError(
                 f"The atlas's SAE '{path}' is not there; give the SAE the atlas was made "
@@ -326,6 +333,8 @@ def _open_store(store: Any, atlas: Atlas) -> ActivationStore:
     if isinstance(store, ActivationStore):
         return store
     path = store if store is not None else atlas.summary.get("store")
+    if path is not None:
+        resolve(path)  # a loop of symbolic links is named, not reported missing
     if path is None or not Path(path).exists():
         raise ConfigError(
             f"The atlas's store {path!r} is not there; give the store the SAE read with --acts."

@@ -276,13 +276,20 @@ def _read_sweep(path: Path, sae_path: str | None, *, strict: bool) -> SweepInfo 
     try:
         raw = json.loads((path / SWEEP_JSON).read_text())
         points = [SweepPoint(**p) for p in raw["points"]]
+        over, recommended, heldout = raw["over"], raw["recommended"], raw["heldout_rows"]
+        # each was converted: true was point 1, 1.5 point 1, -3 held-out rows shown so
+        if not (isinstance(over, str) and _whole(recommended) and _whole(heldout) and heldout >= 0):
+            raise ValueError(
+                f"`over` {over!r}, `recommended` {recommended!r} and `heldout_rows` {heldout!r} "
+                "must be a setting's name, a point's index and a count of rows"
+            )
         info = SweepInfo(
             path=path,
-            over=str(raw["over"]),
+            over=over,
             rule=str(raw["rule"]),
-            heldout_rows=int(raw["heldout_rows"]),
+            heldout_rows=heldout,
             points=points,
-            recommended=int(raw["recommended"]),
+            recommended=recommended,
             atlas_point=_member(points, sae_path, path),
             knee_inside=bool(raw.get("knee_inside", True)),
             extended=tuple(float(v) for v in raw.get("extended", ())),
@@ -298,6 +305,10 @@ def _read_sweep(path: Path, sae_path: str | None, *, strict: bool) -> SweepInfo 
         log.warning("Ignoring the unreadable sweep at '%s': %s", path, e)
         return None
     return info
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _not_the_atlas(sweep: SweepInfo, summary: dict[str, Any]) -> str | None:

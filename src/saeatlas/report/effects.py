@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from ..structure.inference.outcome import hurts_loss
 from .data import ReportData
 from .plots import Plot, style_figure
-from .text import esc, fmt_p, fmt_z
+from .text import axis_ticks, esc, fmt_p, fmt_z
 
 
 def _sorted_labels(labels: pd.Series) -> list[str]:
@@ -57,7 +57,7 @@ def specialisation(data: ReportData) -> Plot:
     style_figure(
         fig,
         max(260, 60 + 24 * len(rows)),
-        xaxis=dict(title=esc(label_column), type="category"),
+        xaxis=dict(title=esc(label_column), type="category", **axis_ticks(labels)),
         yaxis=dict(title="module", autorange="reversed", type="category"),
     )
     return Plot(
@@ -145,7 +145,11 @@ def selectivity(data: ReportData) -> Plot | None:
     style_figure(
         fig,
         max(260, 60 + 24 * len(y)),
-        xaxis=dict(title=esc(data.summary.get("label_column", "label")), type="category"),
+        xaxis=dict(
+            title=esc(data.summary.get("label_column", "label")),
+            type="category",
+            **axis_ticks(classes),
+        ),
         yaxis=dict(title="module", autorange="reversed", type="category"),
     )
     return Plot(

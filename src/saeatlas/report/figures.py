@@ -20,6 +20,7 @@ from .data import ReportData, SweepInfo
 from .effects import specialisation_grid
 from .links import ModuleLinks
 from .plots import layer_module_matrices, layer_names
+from .text import tick_text
 
 DPI = 150
 
@@ -68,8 +69,11 @@ def feature_map_png(data: ReportData) -> Figure:
 def layer_module_png(data: ReportData) -> Figure:
     """Layer x module: the share of each module's units (and decoder energy) per layer."""
     mats = layer_module_matrices(data)
-    layers = layer_names(data)
-    width = min(16, 2.5 + 0.45 * max(data.n_modules, 1)) * 1.0
+    layers = [tick_text(n) for n in layer_names(data)]
+    # room for the names (about 0.07 inch a character at 8 points): a module path of 40
+    # characters squeezed the axes of a two-module atlas to nothing
+    names = 0.07 * max((len(n) for n in layers), default=0)
+    width = min(16, 2.5 + 0.45 * max(data.n_modules, 1) + names)
     fig = _figure(width, 1.2 + 0.9 * len(mats) * max(len(layers), 1) * 0.4 + 0.6)
     axes = fig.subplots(len(mats), 1, squeeze=False)[:, 0]
     for ax, (title, z) in zip(axes, mats.items()):
@@ -164,7 +168,7 @@ def specialisation_png(data: ReportData) -> Figure:
     left.invert_yaxis()
     left.set_xlabel("loss increase when ablated")
     im = right.imshow(grid, aspect="auto", cmap="Reds", vmin=0)
-    right.set_xticks(range(len(labels)), labels, fontsize=7)
+    right.set_xticks(range(len(labels)), [tick_text(n) for n in labels], fontsize=7)
     right.set_yticks(y, [f"M{i}" for i in m["module"]], fontsize=7)
     right.set_xlabel("label")
     right.set_title("share of the module's excess damage", fontsize=9)

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from .data import ReportData
 from .plots import Plot, layer_names, style_figure
-from .text import esc, feature_hover
+from .text import axis_ticks, esc, feature_hover
 
 #: Above this many points the maps use WebGL (``scattergl``).
 GL_POINTS = 5000
@@ -164,7 +164,10 @@ def unit_map(data: ReportData) -> Plot:
         fig,
         max(260, min(720, int(18 * (y.max(initial=0) + 3)))),
         xaxis=dict(
-            tickvals=centres, ticktext=[esc(n) for n in layers], showgrid=False, zeroline=False
+            tickvals=centres,
+            ticktext=axis_ticks(layers)["ticktext"],
+            showgrid=False,
+            zeroline=False,
         ),
         yaxis=dict(autorange="reversed", showticklabels=False, showgrid=False, zeroline=False),
     )

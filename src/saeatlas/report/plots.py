@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .data import ReportData, SweepInfo
-from .text import esc, fmt
+from .text import axis_ticks, esc, fmt
 
 TEMPLATE = "plotly_white"
 CONFIG = {"displaylogo": False, "responsive": True}
@@ -110,7 +110,7 @@ def layer_module(data: ReportData) -> Plot:
         fig,
         max(240, 60 + 36 * len(layers)),
         xaxis=dict(title="module", type="category"),
-        yaxis=dict(autorange="reversed", type="category"),
+        yaxis=dict(autorange="reversed", type="category", **axis_ticks(layer_names(data))),
         updatemenus=[dict(type="buttons", direction="right", x=0, y=1.18, buttons=buttons)]
         if len(mats) > 1
         else [],
@@ -149,7 +149,7 @@ def pareto(sweep: SweepInfo) -> Plot:
             x=[p.l0 for p in pts],
             y=[p.fvu for p in pts],
             mode="markers+text",
-            text=label,
+            text=[esc(l) for l in label],  # Plotly reads a little HTML: `over` is sweep.json's
             textposition="top right",
             name="SAEs (held out)",
             marker=dict(size=10, color="#4c72b0"),

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import AtlasError
+from ..errors import AtlasError, ConfigError
 from ..sae import SparseAutoencoder
+from ..store.atomic import resolve
 from ..structure.fingerprints import sae_fingerprint
 
 
@@ -30,6 +31,16 @@ def recorded_path(path: str | Path, base: Path) -> Path:
     return base / p if (base / p).exists() else p
 
 
+def not_there(what: str, path: Path, note: str = "") -> str:
+    """Why ``what`` at ``path`` (``note`` after it), which does not exist, is not there (a
+    clause): a loop of symbolic links was called "moved or deleted"."""
+    try:
+        resolve(path)
+    except ConfigError:
+        return f"{what} '{path}'{note} leads through a loop of symbolic links"
+    return f"{what} '{path}'{note} is not there (moved or deleted)"
+
+
 def sae_unread(summary: dict[str, Any], base: Path) -> str | None:
     """Why the SAE at the path atlas.json records (:func:`recorded_path` from ``base``) is
     not the atlas's (a clause: not there, unreadable, or its weights differ), or None when
@@ -41,7 +52,7 @@ def sae_unread(summary: dict[str, Any], base: Path) -> str | None:
         return None
     path = recorded_path(path, base)
     if not Path(path).is_dir():
-        return f"the atlas's SAE '{path}' is not there (moved or deleted)"
+        return not_there("the atlas's SAE", path)
     try:
         same = sae_fingerprint(SparseAutoencoder.load(path)) == fingerprint
     except (AtlasError, OSError, ValueError, KeyError, TypeError) as e:

@@ -14,6 +14,7 @@ from ..errors import AtlasError
 from ..store import ActivationStore
 from ..structure.atlas import Atlas
 from ..structure.fingerprints import store_fingerprint
+from .sae_facts import not_there
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,7 @@ def store_facts(summary: dict[str, Any]) -> StoreFacts:
         return StoreFacts(recorded, {}, None)
     path = Path(str(store))
     if not path.exists():
-        why = (
-            f"the atlas's store '{path}', whose manifest names it, is not there (moved or deleted)"
-        )
+        why = not_there("the atlas's store", path, ", whose manifest names it,")
         return StoreFacts(recorded, {}, why)
     try:
         manifest = json.loads((path / "manifest.json").read_text())

@@ -52,6 +52,26 @@ def esc(value: Any) -> str:
     return html.escape(isolate(str(value)), quote=False)
 
 
+#: Characters of a label or a layer name kept on a plot's axis (its hover shows it whole).
+TICK_CHARS = 40
+
+
+def axis_ticks(values: Sequence[Any]) -> dict[str, list[str]]:
+    """A category axis's ``tickvals`` (``values``, :func:`esc`-aped, as the traces give
+    them) and ``ticktext`` (each cut to :data:`TICK_CHARS` characters): a label of 5,000
+    characters was drawn whole under its plot, and the page was 60,000 pixels wide. The
+    categories stay whole, so two long labels that begin alike stay two columns."""
+    texts = [str(v) for v in values]
+    return {"tickvals": [esc(t) for t in texts], "ticktext": [esc(tick_text(t)) for t in texts]}
+
+
+def tick_text(value: Any) -> str:
+    """``value`` as text of at most :data:`TICK_CHARS` characters, for an axis (also of
+    the PNG figures, whose axes a 3,000-character layer name squeezed to nothing)."""
+    text = str(value)
+    return text if len(text) <= TICK_CHARS else text[: TICK_CHARS - 1] + "…"
+
+
 def is_missing(x: Any) -> bool:
     if x is None:
         return True

@@ -72,9 +72,15 @@ def write_report(
     if out is not None:
         _check_page_name(Path(out))  # before any look at it: os.stat fails on such a name
         out = _page_path(out)
+    given = out is not None
     out = atlas_dir / REPORT_HTML if out is None else through_link(out)
     resolve(out.parent)  # a loop of symbolic links is named before the work
     if out.exists() and out.is_dir():
+        if not given:  # named as the --out the command was not given
+            raise ConfigError(
+                f"'{out}', where the report's page goes by default, is a directory; move it "
+                "away, or give the page another place with --out FILE (`out`)."
+            )
         raise ConfigError(f"--out '{out}' is a directory; give the HTML file to write.")
     if (
         out != atlas_dir / REPORT_HTML

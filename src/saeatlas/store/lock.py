@@ -84,6 +84,10 @@ def check_writable(
         raise OutputError(f"'{path}' exists and is not a directory; choose another output.")
     if for_file:
         _check_file_folder(path)
+        # a page in ATLAS/.figures.partial was deleted by the next report, which took the
+        # folder for one a killed report left (and one in .ATLAS.partial, the report's own
+        # atlas's, by the next analysis): no page is written into such a folder
+        _check_working_name(path, ours=False)
     else:
         _check_name_length(path)
         _check_working_name(path)
@@ -172,16 +176,16 @@ def _check_name_length(path: Path) -> None:
         )
 
 
-def _check_working_name(path: Path) -> None:
+def _check_working_name(path: Path, *, ours: bool = True) -> None:
     """Refuse an output named as what saeatlas keeps beside an output ``NAME`` while it
     writes it (``.NAME.partial``, ``.NAME.old``, ``.NAME.lock``), or inside such a folder
-    (but the one this thread writes): a store written as ``.a.partial`` was taken by the
-    next reader of ``a`` for a capture a kill stopped before its swap, and moved to
-    ``a``; one in ``.a.partial/x`` was deleted by the next capture of ``a``."""
+    (but, with ``ours``, the one this thread writes): a store written as ``.a.partial``
+    was taken by the next reader of ``a`` for a capture a kill stopped before its swap,
+    and moved to ``a``; one in ``.a.partial/x`` was deleted by the next capture of ``a``."""
     real = resolve(os.path.abspath(path))
     for folder in (real, *real.parents):
         own = re.fullmatch(r"\.(.+)\.(partial|old|lock)", folder.name)
-        if own is not None and _written_here(folder) is None:
+        if own is not None and not (ours and _written_here(folder) is not None):
             where = "named as" if folder == real else f"inside '{folder}', named as"
             raise OutputError(
                 f"The output '{path}' is {where} the folder saeatlas keeps beside an output "

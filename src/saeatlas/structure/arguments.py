@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from typing import Any
+
+import numpy as np
 
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
@@ -45,16 +49,31 @@ def check_arguments(
     if sweep is not None and not (
         pairs is not None
         and isinstance(sweep[0], str)
+        and sweep[0]
         and isinstance(pairs, (list, tuple))
         and all(
             isinstance(m, (list, tuple))
             and len(m) == 2
-            and isinstance(m[0], (int, float))
+            and _finite_number(m[0])
             and isinstance(m[1], paths)
             for m in pairs
         )
     ):
-        raise ConfigError(f"`sweep` must be (setting, [(value, SAE), ...]), got {sweep!r:.200}.")
+        raise ConfigError(
+            f"`sweep` must be (setting, [(value, SAE), ...]), each value a finite number, got "
+            f"{sweep!r:.200}."
+        )
+
+
+def _finite_number(value: Any) -> bool:
+    """A sweep member's value: a finite number, NumPy's too (np.int64(4) was refused), not
+    True (read as 1) nor NaN or Inf (the whole analysis ran, then its atlas could not be
+    saved: atlas.json holds only finite numbers)."""
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, (bool, np.bool_))
+        and math.isfinite(value)
+    )
 
 
 def check_sae_argument(name: str, value: Any, *, optional: bool = False) -> None:

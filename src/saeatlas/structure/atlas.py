@@ -29,6 +29,7 @@ from ..store.atomic import (
     json_text,
     recover_dir,
     replacing_dir,
+    resolve,
 )
 from ..store.lock import output_lock
 from ..store.sources import dir_identity
@@ -92,6 +93,22 @@ def _finite_float(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _read_table(file: Path) -> pd.DataFrame:
+    """``file`` as a table of its columns, its rows numbered 0, 1, ...: a table pandas
+    saved with its index (``to_parquet()`` without ``index=False``, after its rows were
+    edited) was read back with that index, which the report takes for unit numbers (a
+    module card listed another layer's units under its layer, or ended in an IndexError);
+    an index with a name is one of its columns again. A column named twice (pyarrow's
+    "Multiple matches for FieldRef", with the whole schema) is named."""
+    names = pq.read_schema(file).names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{file.name} has the columns {twice} more than once; keep one of each")
+    frame = pq.read_table(file).to_pandas()
+    named = [n for n in frame.index.names if n is not None and n not in frame.columns]
+    return (frame.reset_index(named) if named else frame).reset_index(drop=True)
+
+
 def atlas_path(path: Any) -> Path:
     """``path`` as the path of an atlas directory, or an error naming what it is instead:
     an ``Atlas`` object given to ``write_report`` or ``export_neuronpedia`` (which read
@@ -107,6 +124,7 @@ def atlas_path(path: Any) -> Path:
             f"The atlas must be given as the path of its directory, got {type(path).__name__}."
         )
     path = Path(path)
+    resolve(path)  # a loop of symbolic links: an OSError, "not a directory", a disk error
     if path.is_file():
         raise AtlasFileError(
             f"'{path}' is not a directory; give the atlas directory that `saeatlas analyze "
@@ -229,6 +247,8 @@ class Atlas:
         path = atlas_path(path)
         identity = dir_identity(path)  # an analysis's --overwrite swaps in another directory
         meta = path / ATLAS_JSON
+        for file in [meta] + [path / f"{n}.parquet" for n in TABLES + OPTIONAL_TABLES]:
+            resolve(file)  # a loop of symbolic links is named, not reported missing
         if not meta.exists():
             raise AtlasFileError(
                 f"'{path}' is not a complete atlas (no {ATLAS_JSON}); run `saeatlas analyze` "
@@ -254,10 +274,10 @@ class Atlas:
             )
         try:
             summary = _parse_summary(meta.read_text())
-            tables = {name: pq.read_table(path / f"{name}.parquet").to_pandas() for name in TABLES}
+            tables = {name: _read_table(path / f"{name}.parquet") for name in TABLES}
             for name in OPTIONAL_TABLES:
                 if (path / f"{name}.parquet").exists():
-                    tables[name] = pq.read_table(path / f"{name}.parquet").to_pandas()
+                    tables[name] = _read_table(path / f"{name}.parquet")
         except (OSError, ValueError, RecursionError, pa.ArrowInvalid) as e:
             raise AtlasFileError(
                 f"The atlas at '{path}' is unreadable ({e}); rerun analyze."

@@ -42,8 +42,11 @@ def is_report_entry(p: Path) -> bool:
 
 
 def is_figure(p: Path) -> bool:
-    """Whether ``p`` is a file a report writes into ``figures/`` (or its temporary file)."""
-    return p.name in FIGURE_FILES or p.name.startswith(".tmp-")
+    """Whether ``p`` is a file a report writes into ``figures/`` (or its temporary file):
+    a folder of that name is not (``figures/feature_map.png/`` holding a file of the
+    user's was deleted with the figures the next report replaced)."""
+    named = p.name in FIGURE_FILES or p.name.startswith(".tmp-")
+    return named and (p.is_symlink() or not p.is_dir())
 
 
 class AtlasFileError(AtlasError):
@@ -74,6 +77,9 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     ),
     **dict.fromkeys(("n_rows_encoded", "store_skipped_rows"), (int, _NONE)),
     **dict.fromkeys(("store", "store_fingerprint"), (str, _NONE)),
+    # a run's model SPEC and sweep directory, and the rows' label column, which the report
+    # shows and reads (a number as `sweep` ended it in pathlib's TypeError)
+    **dict.fromkeys(("model", "sweep", "label_column"), (str, _NONE)),
     "partition_significant": (bool, _NONE),
     **dict.fromkeys(("module_kind", "modules_from", "strictest_null", "method"), (str, _NONE)),
     "format_version": (int,),
@@ -307,6 +313,13 @@ def check_summary(summary: Any, meta: Path) -> dict[str, Any]:
             f"{FORMAT_VERSION}. Upgrade saeatlas, or {fix}."
         )
     _check_nested(summary, meta, fix)
+    # read without a default beside a tested p (a KeyError in the report's Modularity line)
+    missing = [k for k in ("z", "null_mean", "null_std") if k not in summary]
+    if summary.get("p") is not None and missing:
+        raise AtlasFileError(
+            f"'{meta}' has a `p` without {', '.join(f'`{k}`' for k in missing)} (null for a "
+            f"figure not measured); {fix}."
+        )
     if "verdict" in summary and summary["verdict"] not in VERDICTS:
         raise AtlasFileError(
             f"`verdict` in '{meta}' is {summary['verdict']!r}, not one of {list(VERDICTS)}; {fix}."

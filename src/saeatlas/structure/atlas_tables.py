@@ -112,6 +112,7 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
     _check_spans(atlas, path, fix)
     _check_submodules(atlas, path, fix)
     _check_references(atlas, path, fix)
+    _check_unique_rows(atlas, path, fix)
     _check_list_lengths(atlas, path, fix)
     for col in ("top_units", "top_read_units"):
         if units is not None and col in atlas.features.columns:
@@ -260,6 +261,36 @@ def _check_references(atlas: Atlas, path: Path, fix: str) -> None:
                 f"{ids[bad].tolist()[0]!r}, not one of the {size} {what}s of {what}s.parquet; "
                 f"{fix}."
             )
+
+
+#: The columns that name a row of each optional table: a second row of the same name
+#: (joined or copied by hand) was averaged into the first by the report's module x label
+#: grid and its module links, or listed twice among the top examples.
+UNIQUE_ROWS = {
+    "ablation": ("module", "label"),
+    "flows": ("source_module", "source_layer", "target_module", "target_layer"),
+    "examples": ("kind", "id", "rank"),
+}
+
+
+def _check_unique_rows(atlas: Atlas, path: Path, fix: str) -> None:
+    """Each row of an optional table named once by :data:`UNIQUE_ROWS` (where it has
+    those columns)."""
+    for name, key in UNIQUE_ROWS.items():
+        frame = getattr(atlas, name)
+        if frame.empty or not set(key) <= set(frame.columns):
+            continue
+        twice = frame[list(key)].astype(str).duplicated()
+        if twice.any():
+            row = frame.loc[twice.idxmax(), list(key)]
+            named = ", ".join(f"{k} {_plain(v)!r}" for k, v in row.items())
+            raise AtlasFileError(
+                f"{name}.parquet in '{path}' holds the row of {named} more than once; {fix}."
+            )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _check_list_lengths(atlas: Atlas, path: Path, fix: str) -> None:

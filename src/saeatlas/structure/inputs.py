@@ -268,25 +268,31 @@ def _loaded_twins(
     member counted twice makes every module look reproducible."""
     seen = {_key(sae_path) if sae_path is not None else id(sae)}
     loaded: dict[Any, SparseAutoencoder] = {}
-    for other in seed_saes:
+    names = [_named(other, f"`seed_saes[{i}]`") for i, other in enumerate(seed_saes)]
+    for other, name in zip(seed_saes, names):
         key = _key(other)
         if key in seen:
             raise ConfigError(
-                f"The seed SAE '{other}' is the analysed SAE or another seed SAE again; give "
+                f"The seed SAE {name} is the analysed SAE or another seed SAE again; give "
                 "each --seed-sae once, each an SAE trained with another seed."
             )
         seen.add(key)
-        twin = check_twin(sae, _load(other), store, str(other))
-        for earlier, before in zip(seed_saes, loaded.values()):
+        twin = check_twin(sae, _load(other), store, f"seed SAE {name}")
+        for earlier, before in zip(names, loaded.values()):
             if torch.equal(twin.W_dec, before.W_dec):  # a copy under another name
                 raise ConfigError(
-                    f"The seed SAEs '{earlier}' and '{other}' have the same weights (one is a "
+                    f"The seed SAEs {earlier} and {name} have the same weights (one is a "
                     "copy of the other); give SAEs trained with different seeds."
                 )
         loaded[key] = twin
     if null_source is not None and _key(null_source) not in loaded:
-        loaded[_key(null_source)] = check_twin(sae, _load(null_source), store, str(null_source))
+        what = f"dictionary null's source {_named(null_source, '(`null_source`)')}"
+        loaded[_key(null_source)] = check_twin(sae, _load(null_source), store, what)
     return loaded
+
+
+def _named(sae: SAELike, given: str) -> str:  # a loaded one's repr named none
+    return given if isinstance(sae, SparseAutoencoder) else f"'{sae}'"
 
 
 def check_layers(
@@ -339,28 +345,27 @@ def warn_transfer(sae: SparseAutoencoder, sae_path: str | None, store: Activatio
 
 
 def check_twin(
-    sae: SparseAutoencoder, other: SparseAutoencoder, store: ActivationStore, name: str
+    sae: SparseAutoencoder, other: SparseAutoencoder, store: ActivationStore, what: str
 ) -> SparseAutoencoder:
-    """``other``, when it reads the same layers of ``store`` as ``sae``, was trained on
-    its rows and has its architecture, d_sae and k (an SAE trained like ``sae`` with
-    another seed); units and
-    features of the two are compared one to one, so anything else would give a wrong
-    atlas, not an error."""
-    check_layers(sae, other, store, f"seed SAE '{name}'")
-    check_rows(sae, other, f"seed SAE '{name}'")
+    """``other`` (``what``, as "seed SAE 'DIR'"), when it reads the same layers of
+    ``store`` as ``sae``, was trained on its rows and has its architecture, d_sae and k
+    (an SAE trained like ``sae`` with another seed); units and features of the two are
+    compared one to one, so anything else would give a wrong atlas, not an error."""
+    check_layers(sae, other, store, what)
+    check_rows(sae, other, what)
     shape = ("architecture", "d_sae", "k")
     differ = [f for f in shape if getattr(other.cfg, f) != getattr(sae.cfg, f)]
     if differ:
         got = ", ".join(f"{f} {getattr(other.cfg, f)!r}" for f in differ)
         want = ", ".join(f"{getattr(sae.cfg, f)!r}" for f in differ)
         raise ConfigError(
-            f"The seed SAE '{name}' has {got}, the analysed SAE {want}; a seed SAE must be "
+            f"The {what} has {got}, the analysed SAE {want}; a seed SAE must be "
             "trained the same way with another seed (delete a stale <sae>-seedN directory "
             "so that analyze trains it again)."
         )
     if torch.equal(other.W_dec, sae.W_dec):
         raise ConfigError(
-            f"The seed SAE '{name}' has the analysed SAE's own weights (a copy of it); give "
+            f"The {what} has the analysed SAE's own weights (a copy of it); give "
             "an SAE trained the same way with another seed."
         )
     return other

@@ -65,11 +65,26 @@ class SweepPoint:
     def __post_init__(self) -> None:
         # a sweep.json edited by hand is refused where it is read (ValueError: readers
         # name the file), not drawn half-way into a report
-        numbers_ = ("value", "fvu", "l0", "dead_fraction")
-        for name in numbers_ + (("stability",) if self.stability is not None else ()):
+        # ... and a number out of its range (NaN, an L0 below 0, a dead fraction of 7) was
+        # drawn as it stood
+        ranges = {
+            "value": (-math.inf, math.inf),
+            **dict.fromkeys(("fvu", "l0"), (0, math.inf)),
+            "dead_fraction": (0, 1),
+            "stability": (-1, 1),  # a mean cosine
+        }
+        for name, (low, high) in ranges.items():
             v = getattr(self, name)
+            if v is None and name == "stability":
+                continue
             if not isinstance(v, numbers.Real) or isinstance(v, (bool, np.bool_)):
                 raise ValueError(f"the point {self.path!r} has `{name}` {v!r}, not a number")
+            if not (math.isfinite(v) and low <= v <= high):
+                within = f" from {low} to {high}" if high < math.inf else f" of {low} or more"
+                raise ValueError(
+                    f"the point {self.path!r} has `{name}` {v!r}, not a finite number"
+                    + ("" if low == -math.inf else within)
+                )
         if not isinstance(self.path, str) or not isinstance(self.on_front, (bool, np.bool_)):
             raise ValueError(
                 f"a point has `path` {self.path!r} and `on_front` {self.on_front!r}: text "
@@ -302,7 +317,7 @@ def sweep_members(sweep_dir: str | Path) -> tuple[str, list[tuple[float, Path]]]
     path = Path(sweep_dir)
     try:
         raw = json.loads((path / SWEEP_JSON).read_text())
-        members = [(float(p["value"]), Path(p["path"])) for p in raw["points"]]
+        members = [(_member_value(p["value"]), Path(p["path"])) for p in raw["points"]]
         over = str(raw["over"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(
@@ -310,6 +325,15 @@ def sweep_members(sweep_dir: str | Path) -> tuple[str, list[tuple[float, Path]]]
             "`saeatlas sweep --out` wrote."
         ) from e
     return over, [(v, member_dir(path, p)) for v, p in members]
+
+
+def _member_value(value: Any) -> float:
+    """A member's value in sweep.json: a finite number, not true (read as 1), text ("8"
+    read as 8) nor NaN or 1e400 (the analysis of the members ran, then its atlas could not
+    be saved, refused as an atlas.json to write again)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"a point's value is {value!r}, not a finite number")
+    return float(value)
 
 
 def member_dir(sweep_dir: str | Path, recorded: str | Path) -> Path:

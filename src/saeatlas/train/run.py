@@ -62,16 +62,23 @@ def _select_dtype(name: str, device: torch.device, n_weights: int) -> torch.dtyp
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
-def _check_fits(d_in: int, d_sae: int, batch_size: int, device: str) -> None:
+#: What to lower when an SAE cannot fit, by the settings `saeatlas train` has.
+TRAIN_SIZES = "`d_sae` (--d-sae, or --expansion-factor) or `batch_size` (--batch-size)"
+
+
+def check_fits(
+    d_in: int, d_sae: int, batch_size: int, device: str, lower: str = TRAIN_SIZES
+) -> None:
     """Refuse, before allocating, an SAE that cannot fit: its two weight matrices with
-    their gradients and two optimiser states (4 copies), and a batch's latents."""
+    their gradients and two optimiser states (4 copies), and a batch's latents.
+    ``lower``: the settings the command has that shrink it."""
     need = 4 * (4 * 2 * d_in * d_sae) + 4 * 3 * batch_size * d_sae
     have = memory_bytes(device)
     if have is not None and need > have:
         raise ConfigError(
             f"An SAE of {d_sae:,} latents on {d_in:,} units with batches of {batch_size:,} rows "
             f"needs about {need / 2**30:,.1f} GiB; {device} has {have / 2**30:,.1f} GiB. Lower "
-            "`d_sae` (--d-sae, or --expansion-factor) or `batch_size` (--batch-size)."
+            f"{lower}."
         )
 
 
@@ -140,7 +147,7 @@ class _Run:
                 f"{cfg.expansion_factor} x {d_in} units): a TopK SAE keeps k of its d_sae latents "
                 "per row. Lower `k` (--k) or raise `d_sae` (--d-sae)."
             )
-        _check_fits(d_in, self.d_sae, self.batch_size, cfg.device)
+        check_fits(d_in, self.d_sae, self.batch_size, cfg.device)
         tokens = cfg.tokens or max(
             MIN_DEFAULT_PASSES * self.train_rows,
             min(MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS * self.batch_size),

@@ -43,8 +43,10 @@ from ..inference.draws import draws_z
 from ..inference.outcome import ABLATION_ALPHA as ALPHA
 from ..inference.outcome import decide
 from .ablation_inputs import (
+    MAX_RANDOM,
     _check_finite,
     _model_batches,
+    check_ablation_arguments,
     check_captured_model,
     check_store_labels,
     label_classes,
@@ -54,9 +56,6 @@ from .units import Ablator
 log = logging.getLogger(__name__)
 
 MODES = ("mean", "zero")
-#: Random unit sets per module: at least 2 for a spread, at most this many (each is a
-#: forward pass over the inputs; 10,000 reach p = 1e-4).
-MAX_RANDOM = 10_000
 #: The fewest random unit sets drawn by default (p down to 0.01).
 MIN_RANDOM = 100
 
@@ -133,6 +132,10 @@ def ablate_modules(
     task of a multi-task model; the effect is their sum and the split is by
     term, named by ``loss_names``).
     """
+    kinds = dict(n_random=n_random, batch_size=batch_size, random_state=random_state)
+    check_ablation_arguments(
+        model, **kinds, max_length=max_length, loss_fn=loss_fn, progress=progress
+    )
     if mode not in MODES:
         raise ConfigError(f"Unknown ablation `mode` {mode!r}; expected one of: {list(MODES)}.")
     n_units = layers[-1].stop
@@ -143,10 +146,6 @@ def ablate_modules(
     if mode == "mean" and unit_mean is None:
         raise ConfigError("Mean ablation needs `unit_mean` (the units' means over the store).")
     _check_modules(np.asarray(unit_module), n_modules, unit_mean if mode == "mean" else None)
-    if n_random is not None and n_random < 0:  # was numpy's "negative dimensions are not allowed"
-        raise ConfigError(
-            f"`n_random` must be 0 (effects only) or more random unit sets, got {n_random}."
-        )
     values = np.zeros(n_units) if mode == "zero" else np.asarray(unit_mean, dtype=np.float64)
     given = model  # hook names are the model's (or its nnsight wrapper's)
     model, batches = _model_batches(model, inputs, labels, batch_size, tokenizer, max_length)
@@ -313,14 +312,31 @@ def atlas_layers(atlas: Any, store: ActivationStore) -> tuple[list[LayerSpec], n
     """The Atlas's layers as specs numbered in the Atlas's unit order, and the store
     columns of its units (checked against the store)."""
     layers, cols, start = [], [], 0
-    for name in atlas.summary["layers"]:
+    names = atlas.summary.get("layers")
+    if not isinstance(names, list):  # None or absent (older atlases): a TypeError, a KeyError
+        if "layer" not in atlas.units.columns:
+            raise ShapeError(
+                "The atlas names no layers (atlas.json's `layers`, units.parquet's `layer`), "
+                "so its units cannot be found in the store; rerun `saeatlas analyze`."
+            )
+        names = list(dict.fromkeys(atlas.units["layer"]))  # in order (Atlas.load checks)
+    counts = atlas.units["layer"].value_counts() if "layer" in atlas.units.columns else None
+    for name in names:
         spec = store.layer(name)  # names the missing layer and the known ones
+        if counts is not None and counts.get(name, 0) != spec.n_units:
+            # two layers' names swapped by hand (atlas.json too) passed the count of all
+            # units below, and each module's units were set in the other layer's columns
+            raise ShapeError(
+                f"The atlas names {counts.get(name, 0)} units of the layer {name!r}, but the "
+                f"store '{store.path}' has {spec.n_units} in it: its units are not the "
+                "store's, layer by layer (edited by hand?). Rerun `saeatlas analyze`."
+            )
         layers.append(LayerSpec(name, start, start + spec.n_units, spec.shape, spec.layout))
         cols.append(np.arange(spec.start, spec.stop))
         start += spec.n_units
     if start != len(atlas.units):
         raise ShapeError(
-            f"The atlas has {len(atlas.units)} units but its layers {atlas.summary['layers']} "
+            f"The atlas has {len(atlas.units)} units but its layers {names} "
             f"have {start} in the store '{store.path}'. Give the store the atlas was made from."
         )
     return layers, np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
@@ -354,6 +370,16 @@ def ablate_atlas(
     ``max_length`` tokens, by default the store's own (its capture's), so the
     model sees the tokens the atlas was made from.
     """
+    if not all(hasattr(atlas, a) for a in ("summary", "units", "modules")):
+        # the atlas's directory ended in an AttributeError
+        raise ConfigError(
+            f"`atlas` must be an Atlas, got {type(atlas).__name__}: read a saved one with "
+            "Atlas.load(DIR), ablate it, and save it again."
+        )
+    kinds = dict(n_random=n_random, batch_size=batch_size, random_state=random_state)
+    check_ablation_arguments(
+        model, **kinds, max_length=max_length, loss_fn=loss_fn, progress=progress
+    )
     if not isinstance(store, ActivationStore):  # its path, as every other stage takes
         store = ActivationStore.open(store)
     # another capture's means, with the same layers, were set as the ablated units' values

@@ -8,6 +8,7 @@ on are refused before hours of work; :mod:`.ablation` calls the same checks.
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -15,10 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...capture.inputs import InputBatch, iter_input_batches, model_and_tokenizer
+from ..._validation import check_flag_argument, shown
+from ...capture.inputs import InputBatch, _label_array, iter_input_batches, model_and_tokenizer
 from ...capture.job import inputs_fingerprint, model_fingerprint
 from ...capture.models import input_dtype, takes_token_ids
-from ...capture.nnsight import unwrap_model
+from ...capture.nnsight import check_model_argument, unwrap_model
 from ...capture.recorder import model_error
 from ...capture.rows import select_tensor
 from ...errors import AtlasError, ConfigError, NonFiniteError
@@ -27,6 +29,50 @@ from ...store import ActivationStore, LayerSpec
 from .units import Ablator
 
 log = logging.getLogger(__name__)
+
+#: Random unit sets per module: at least 2 for a spread, at most this many (each is a
+#: forward pass over the inputs; 10,000 reach p = 1e-4).
+MAX_RANDOM = 10_000
+
+
+def check_ablation_arguments(
+    model: Any,
+    *,
+    n_random: Any,
+    batch_size: Any,
+    random_state: Any,
+    max_length: Any,
+    loss_fn: Any,
+    progress: Any,
+) -> None:
+    """Refuse arguments of the wrong kind before any work (``ablate_atlas`` and
+    ``ablate_modules`` from Python; the CLI passes the right kinds): a model's SPEC given
+    as text ended in an AttributeError, ``n_random="2"``, ``batch_size=64.0`` or
+    ``random_state="0"`` in TypeErrors (``True`` was read as 1), ``loss_fn=None`` in
+    "not callable" once the inputs were read, ``n_random=10**9`` was as many forward
+    passes (the CLI allows at most :data:`MAX_RANDOM`), and ``progress="no"`` was read by
+    its truth."""
+    check_model_argument(model)
+    for name, value, low, high in (
+        ("n_random", n_random, 0, MAX_RANDOM),
+        ("batch_size", batch_size, 1, 2**63 - 1),
+        ("random_state", random_state, 0, 2**63 - 1),
+        ("max_length", max_length, 1, 2**63 - 1),
+    ):
+        if value is None and name in ("max_length", "n_random"):
+            continue  # the store's own; enough for the modules (`random_sets_needed`)
+        whole = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+        if not whole or not low <= value <= high:
+            top = "" if high == 2**63 - 1 else f", at most {high:,}"
+            raise ConfigError(
+                f"`{name}` must be {low} or a larger whole number{top}, got {shown(value)}."
+            )
+    if not callable(loss_fn):
+        raise ConfigError(
+            f"`loss_fn` must be a function of (model output, batch) giving per-sample losses, "
+            f"got {shown(loss_fn)}."
+        )
+    check_flag_argument("progress", progress)
 
 
 def _check_finite(per_sample: np.ndarray) -> None:
@@ -163,6 +209,8 @@ def check_store_labels(store: ActivationStore, inputs: Any, labels: Any) -> None
     if "label" not in rows.columns:
         return
     stored = rows.drop_duplicates("sample").set_index("sample")["label"]
+    # read by sample below: labels of fewer inputs ended in an IndexError
+    labels = _label_array(labels, len(inputs), "inputs")
     given = pd.Series(np.asarray(labels, dtype=object)[stored.index.to_numpy()], stored.index)
     numbers = pd.to_numeric(stored, errors="coerce") == pd.to_numeric(given, errors="coerce")
     differ = ~(numbers | (stored.astype(str) == given.astype(str)))

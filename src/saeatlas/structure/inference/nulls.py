@@ -214,7 +214,7 @@ def dictionary_source(inp: AtlasInputs) -> DictionarySource:
     if other is not None:
         from ..inputs import check_twin
 
-        check_twin(sae, f.sae, inp.store, name)  # a reused <sae>-seed1 may be stale
+        check_twin(sae, f.sae, inp.store, f"seed SAE '{name}'")  # a reused seed1 may be stale
     residual = np.sqrt(f.codes.residual_sq / max(f.codes.n_rows, 1))
     return DictionarySource(f.sae, f.codes.matrix, residual.astype(np.float32), f.excluded, name)
 

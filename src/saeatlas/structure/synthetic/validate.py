@@ -28,6 +28,7 @@ from ...errors import ConfigError
 from ...store import ActivationStore
 from ...train import TrainConfig
 from ...train.family import train_family
+from ...train.run import check_fits
 from ..config import AtlasConfig
 from ..graph.finders import LeidenModules
 from ..graph.units import unit_correlation_graph
@@ -77,6 +78,13 @@ def _baseline(x: np.ndarray, clean: bool) -> np.ndarray:
     return LeidenModules(random_state=0).fit(graph).labels_
 
 
+def _planted_config(
+    case: str, settings: ValidationSettings, planted: PlantedConfig | None
+) -> PlantedConfig:
+    """``planted``, else the preset ``case`` with the settings' rows and data seed."""
+    return planted or PlantedConfig.preset(case, seed=settings.data_seed, n_rows=settings.n_rows)
+
+
 def validate_case(
     case: str,
     seed: int = 0,
@@ -86,7 +94,7 @@ def validate_case(
     """Score the atlas and the baselines on one planted case and analysis seed: the
     table's rows and the atlas's unit modules. ``planted``: the data's settings (default:
     the preset ``case`` with the settings' rows and data seed), ``case`` then its name."""
-    cfg = planted or PlantedConfig.preset(case, seed=settings.data_seed, n_rows=settings.n_rows)
+    cfg = _planted_config(case, settings, planted)
     data = make_planted(cfg)
     # the top level of the planted structure: the parents of grouped modules, whose
     # modules are then its sub-modules
@@ -175,6 +183,10 @@ def validate(
     """The table of cases x methods x seeds with their scores; ``ari_first_seed`` is
     the atlas's agreement (unit-module ARI) with its run at the first seed.
     ``planted``: case name -> the data's settings, for cases that are not presets."""
+    for case in cases:  # before any work, naming validate's own flag: train's advice named
+        # --batch-size and --expansion-factor, which validate does not have
+        units = sum(_planted_config(case, settings, (planted or {}).get(case)).layer_sizes)
+        check_fits(units, settings.d_sae, settings.batch_size, TrainConfig().device, "--d-sae")
     rows = []
     for case in cases:
         first = None
