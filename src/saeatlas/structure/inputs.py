@@ -23,16 +23,15 @@ from .._coordinator import Coordinator, run_ranks, solo
 from .._world import rank_device
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
-from ..sae.model import sae_layers
 from ..store import ActivationStore
 from ..store.atomic import resolve
-from ..train.run import rows_digest
 from .arguments import check_arguments
 from .config import AtlasConfig
 from .constants import MIN_ROWS
 from .fingerprints import sae_fingerprint, store_fingerprint
 from .graph.codes import encode_store
 from .graph.firing import Firing, UnitsMode, firing, units_mode, view_members
+from .sae_checks import check_member, check_twin, warn_transfer
 
 SAELike = SparseAutoencoder | str | Path
 T = TypeVar("T")
@@ -177,8 +176,8 @@ def prepare(
     twins = dict(loaded)
     for value, member in sweep[1] if sweep else ():
         loaded[_key(member)] = _load(member)
-        check_layers(sae, loaded[_key(member)], store, f"sweep's member {value:g} ('{member}')")
-        check_rows(sae, loaded[_key(member)], f"sweep's member {value:g} ('{member}')")
+        what = f"sweep's member {value:g} ({_named(member, 'loaded')})"
+        check_member(sae, loaded[_key(member)], store, sweep[0], value, what)
     if coord.distributed:  # a rank given other files would mix two analyses into one atlas
         coord.agree(
             _facts(
@@ -293,82 +292,6 @@ def _loaded_twins(
 
 def _named(sae: SAELike, given: str) -> str:  # a loaded one's repr named none
     return given if isinstance(sae, SparseAutoencoder) else f"'{sae}'"
-
-
-def check_layers(
-    sae: SparseAutoencoder, other: SparseAutoencoder, store: ActivationStore, what: str
-) -> None:
-    """``other`` (``what``, as "seed SAE 'DIR'") must read the layers of ``store`` that
-    ``sae`` reads: the atlas compares their units one to one."""
-    mine = [(l.name, l.n_units) for l in sae_layers(sae, store)]
-    theirs = [(l.name, l.n_units) for l in sae_layers(other, store)]
-    if theirs != mine:
-        raise ConfigError(
-            f"The {what} reads the layers {theirs} (name, units), the analysed SAE {mine}; "
-            "it must be trained on the same layers of the same store."
-        )
-
-
-def check_rows(sae: SparseAutoencoder, other: SparseAutoencoder, what: str) -> None:
-    """``other`` (``what``) must have been trained on the rows ``sae`` was trained on,
-    where both record them (``rows_digest``): a seed SAE of other rows is another
-    data's dictionary, not this one's with another seed, and a sweep of another store
-    says nothing about why this SAE's sparsity was chosen."""
-    mine, theirs = (s.cfg.metadata.get("rows_digest") for s in (sae, other))
-    if isinstance(mine, str) and isinstance(theirs, str) and mine != theirs:
-        raise ConfigError(
-            f"The {what} was trained on other rows than the analysed SAE (rows digest "
-            f"{theirs}, the analysed SAE's {mine}); give SAEs trained on the store the "
-            "analysed SAE was trained on."
-        )
-
-
-def warn_transfer(sae: SparseAutoencoder, sae_path: str | None, store: ActivationStore) -> None:
-    """Warn when ``sae`` records the rows it was trained on (``rows_digest``) and the
-    store's are others (another capture, of other inputs or another model of the same
-    layers): its atlas says how its features read these rows, a transfer analysis, not
-    the SAE's own atlas, as `evaluate --model` of another network warns. Not refused: an
-    SAE read on held-out inputs or a fine-tuned model is a question of its own."""
-    trained = sae.cfg.metadata.get("rows_digest")
-    here = rows_digest(store)
-    if isinstance(trained, str) and trained != here:
-        log.warning(
-            "The SAE%s was trained on other rows than those of the store '%s' (rows digest "
-            "%s, the store's %s): the atlas describes how its features read these rows (a "
-            "transfer analysis), not the SAE's own atlas; give the store it was trained on "
-            "(--acts) for that.",
-            f" '{sae_path}'" if sae_path else "",
-            store.path,
-            trained,
-            here,
-        )
-
-
-def check_twin(
-    sae: SparseAutoencoder, other: SparseAutoencoder, store: ActivationStore, what: str
-) -> SparseAutoencoder:
-    """``other`` (``what``, as "seed SAE 'DIR'"), when it reads the same layers of
-    ``store`` as ``sae``, was trained on its rows and has its architecture, d_sae and k
-    (an SAE trained like ``sae`` with another seed); units and features of the two are
-    compared one to one, so anything else would give a wrong atlas, not an error."""
-    check_layers(sae, other, store, what)
-    check_rows(sae, other, what)
-    shape = ("architecture", "d_sae", "k")
-    differ = [f for f in shape if getattr(other.cfg, f) != getattr(sae.cfg, f)]
-    if differ:
-        got = ", ".join(f"{f} {getattr(other.cfg, f)!r}" for f in differ)
-        want = ", ".join(f"{getattr(sae.cfg, f)!r}" for f in differ)
-        raise ConfigError(
-            f"The {what} has {got}, the analysed SAE {want}; a seed SAE must be "
-            "trained the same way with another seed (delete a stale <sae>-seedN directory "
-            "so that analyze trains it again)."
-        )
-    if torch.equal(other.W_dec, sae.W_dec):
-        raise ConfigError(
-            f"The {what} has the analysed SAE's own weights (a copy of it); give "
-            "an SAE trained the same way with another seed."
-        )
-    return other
 
 
 def _facts(

@@ -212,7 +212,7 @@ def dictionary_source(inp: AtlasInputs) -> DictionarySource:
                 name = why
     f = inp.main if other is None else inp.firing_of(other)
     if other is not None:
-        from ..inputs import check_twin
+        from ..sae_checks import check_twin
 
         check_twin(sae, f.sae, inp.store, f"seed SAE '{name}'")  # a reused seed1 may be stale
     residual = np.sqrt(f.codes.residual_sq / max(f.codes.n_rows, 1))

@@ -1,4 +1,5 @@
-"""Nineteenth sweep (the lead's): labels files of kinds `--labels` did not read as such."""
+"""Nineteenth sweep (the lead's): labels files of kinds `--labels` did not read as such,
+and a sweep whose members are not the SAEs its sweep.json lists."""
 
 import json
 
@@ -62,3 +63,24 @@ def test_a_json_list_of_labels_labels_the_capture(outputs, run_cli, tmp_path):
     assert r.exit_code == 0, r.output
     store = ActivationStore.open(tmp_path / "store")
     np.testing.assert_array_equal(store.rows(["label"]).column("label").to_numpy(), labels)
+
+
+def test_a_sweep_member_of_another_setting_than_listed_is_refused(outputs, run_cli, tmp_path):
+    """`analyze --sweep DIR` took each member folder as the SAE of the value sweep.json
+    lists for it: a member of k 4 under `k-8` (a sweep.json edited by hand, or a sweep
+    rewritten with `--overwrite` between the analysis reading its sweep.json and its
+    members) was reported as the modules at k 8."""
+    import shutil
+
+    cli, one_line_error = run_cli
+    sweep = tmp_path / "sweep"
+    shutil.copytree(outputs.sae, sweep / "k-8" / "seed-0")  # trained with k 4
+    points = [{"value": 8, "path": "k-8/seed-0"}]
+    (sweep / "sweep.json").write_text(json.dumps({"over": "k", "points": points}))
+    args = ("--sae", outputs.sae, "--acts", outputs.store, "--out", tmp_path / "atlas")
+    one_line_error(
+        cli("analyze", *args, "--sweep", sweep, "--seeds", "1"),
+        "sweep's member 8 (",
+        "has k 4, not the 8 the sweep lists for it",
+    )
+    assert not (tmp_path / "atlas").exists()
