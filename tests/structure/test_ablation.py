@@ -75,7 +75,7 @@ def _bh(p):
 
 
 def test_p_values_are_adjusted_over_the_modules_and_the_draws_grow_with_them(task, caplog):
-    """Eight modules, two of them causal: by default 160 random sets each (20 per
+    """Eight modules, two of them causal: by default up to 160 random sets each (20 per
     module), so that the two reach q <= 0.05; with 50 the smallest p, 1/51, is q 0.08
     among eight tests, and the ablation says so."""
     model, x, y, layers = task
@@ -84,6 +84,13 @@ def test_p_values_are_adjusted_over_the_modules_and_the_draws_grow_with_them(tas
     assert res.n_random == 160
     np.testing.assert_allclose(res.q, _bh(res.p))
     assert (res.q[:2] <= 0.05).all() and (res.q[2:] > 0.05).all()
+    # the causal modules draw every set; the others stop once 10 sets did as much damage
+    # (their units are unused: every set does), with p = 10 / 10 (Besag & Clifford 1991)
+    assert res.n_drawn.tolist() == [160, 160] + [10] * 6
+    assert res.p[2:].tolist() == [1.0] * 6
+    as_bad = res.p[:2] * 161 - 1  # p = (1 + sets as bad) / (1 + 160)
+    np.testing.assert_allclose(as_bad, np.round(as_bad), atol=1e-9)
+    assert (as_bad < 10).all()
     with caplog.at_level("WARNING"):
         few = ablate_modules(model, x, layers, unit_module, labels=y, mode="zero", n_random=50)
     assert few.n_random == 50 and (few.q > 0.05).all() and (few.p[:2] < 0.05).all()

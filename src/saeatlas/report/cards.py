@@ -168,8 +168,13 @@ def _stats(r: dict[str, Any], nulls: list[str]) -> list[tuple[str, str]]:
                 f"{fmt(r['ablation_effect'])} vs random sets {fmt(r.get('ablation_random_mean'))}"
                 f" (z {fmt_z(r.get('ablation_z'))}, p {fmt_p(r.get('ablation_p'))}"
                 + (
-                    f", adjusted over the modules {fmt_p(r['ablation_q'])})"
+                    f", adjusted over the modules {fmt_p(r['ablation_q'])}"
                     if "ablation_q" in r
+                    else ""
+                )
+                + (
+                    f"; {int(r['ablation_draws'])} random sets)"
+                    if not is_missing(r.get("ablation_draws"))
                     else ")"
                 ),
             )

@@ -39,7 +39,7 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
     },
     "modules": {
-        **dict.fromkeys(("n_units", "n_features", "n_shared_units"), "i"),
+        **dict.fromkeys(("n_units", "n_features", "n_shared_units", "ablation_draws"), "i"),
         **dict.fromkeys(("modularity", "z"), "f"),
         **dict.fromkeys(("p", "reproducibility", "stability", "selectivity_p"), "u"),
         # the report's cards and the run's table print it ('None' ended in a TypeError)

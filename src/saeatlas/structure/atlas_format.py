@@ -157,7 +157,7 @@ NESTED_TYPES: dict[str, dict[str, tuple[type, ...]] | tuple[type, ...]] = {
     "stability.seed_unit_ari[]": _NUMBER,
     "ablation": {
         **dict.fromkeys(("mode", "label_column"), (str, _NONE)),
-        "n_random": _COUNTS,
+        **dict.fromkeys(("n_random", "stop_after"), _COUNTS),
         **dict.fromkeys(("clean_loss", "alpha"), _NUMBER),
     },
     **{
@@ -212,6 +212,7 @@ _RANGES: dict[str, tuple[float, float]] = {
             *("n_modules", "n_significant_modules", "n_sae_only_modules", "n_units"),
             "n_causal_modules",
             *("n_rows_encoded", "store_skipped_rows", "d_in", "d_sae", "k", "n_random"),
+            "stop_after",
             *("n_rows", "n_edges", "n_tests", "window", "n_saes", "n_bootstrap", "n_members"),
             *("n_draws", "n_seeds", "n_stable_modules", "n_dissolved_modules"),
             *("n_reproducible_modules", "n_consensus_modules", "null_std", "fvu", "mean_l0"),

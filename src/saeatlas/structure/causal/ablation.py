@@ -13,7 +13,10 @@ module is tested, so the p-values are adjusted over the modules ablated
 than random sets when ``q <= ALPHA``. The smallest p is ``1 / (1 + n_random)``
 and the adjustment multiplies it by the number of modules, so by default the
 draws grow with the modules (:func:`random_sets_needed`): 100 reach p = 0.01,
-but among ten modules a module alone needs 200. The module x class matrix of loss increases shows which module
+but among ten modules a module alone needs 200. A module's draws stop once
+:data:`STOP_AFTER` random sets did at least its damage (Besag & Clifford 1991,
+sequential Monte Carlo p-values: ``p = STOP_AFTER / drawn``), so only the modules
+whose p may be small pay for the full number. The module x class matrix of loss increases shows which module
 serves which class (in the spirit of lesion studies of modular networks, e.g.
 Csordás et al. 2021, "Are neural nets modular?").
 """
@@ -58,6 +61,9 @@ log = logging.getLogger(__name__)
 MODES = ("mean", "zero")
 #: The fewest random unit sets drawn by default (p down to 0.01).
 MIN_RANDOM = 100
+#: A module's random sets stop once this many did at least its damage: its p is then
+#: no longer small, and drawing on would only refine a large p (Besag & Clifford 1991).
+STOP_AFTER = 10
 
 
 def random_sets_needed(n_tested: int) -> int:
@@ -91,7 +97,10 @@ class AblationResult:
     """``[n_modules]`` ``p`` adjusted over the modules ablated (Benjamini-Hochberg; NaN
     where ``p`` is)."""
     n_random: int
-    """Random unit sets drawn per module."""
+    """Random unit sets per module at most."""
+    n_drawn: np.ndarray
+    """``[n_modules]`` random unit sets drawn for each module: ``n_random``, or fewer
+    once :data:`STOP_AFTER` did at least its damage."""
 
     def specialisation(self) -> np.ndarray:
         """``[n_modules, n_classes]`` each class's share of a module's excess damage
@@ -207,8 +216,9 @@ def ablate_modules(
             clean, clean_by_class = summarise(clean_losses)
             effect = np.zeros(n_modules)
             effect_cls = np.zeros((n_modules, classes.size))
-            rand = np.zeros((n_modules, n_random))
+            rand = np.full((n_modules, n_random), np.nan)  # NaN: not drawn (stopped early)
             rand_cls = np.zeros((n_modules, classes.size))
+            drawn = np.zeros(n_modules, dtype=np.int64)
             undefined = []  # modules whose ablation or a random set's made the loss NaN/Inf
             for m in range(n_modules):
                 units = np.flatnonzero(unit_module == m)
@@ -220,6 +230,7 @@ def ablate_modules(
                 effect[m], effect_cls[m] = e - clean, ec - clean_by_class
                 bar.advance()
                 per_layer = np.bincount(unit_layer[units], minlength=len(layers))
+                as_bad = 0  # random sets that did at least the module's damage
                 for r in range(n_random):
                     draw = np.concatenate(
                         [
@@ -230,11 +241,17 @@ def ablate_modules(
                     )
                     e, ec = summarise(losses(draw))
                     rand[m, r] = e - clean
-                    rand_cls[m] += (ec - clean_by_class) / n_random
+                    rand_cls[m] += ec - clean_by_class
+                    drawn[m] += 1
                     bar.advance()
+                    as_bad += bool(rand[m, r] >= effect[m])
+                    if as_bad >= STOP_AFTER:  # its p is no longer small: stop here
+                        bar.advance(n_random - drawn[m])
+                        break
+                rand_cls[m] /= max(drawn[m], 1)
                 # a NaN draw counted as one the module beat (its p fell to 1/(n_random+1)),
                 # and an infinite effect beat every draw
-                if not (np.isfinite(effect[m]) and np.isfinite(rand[m]).all()):
+                if not (np.isfinite(effect[m]) and np.isfinite(rand[m, : drawn[m]]).all()):
                     undefined.append(m)
                     effect[m], effect_cls[m], rand[m], rand_cls[m] = np.nan, np.nan, np.nan, np.nan
     finally:
@@ -250,17 +267,52 @@ def ablate_modules(
         nan = np.full(n_modules, np.nan)
         rand_cls[:] = np.nan
         return AblationResult(
-            classes, clean, effect, effect_cls, nan, nan, nan, nan, rand_cls, q=nan, n_random=0
+            classes,
+            clean,
+            effect,
+            effect_cls,
+            nan,
+            nan,
+            nan,
+            nan,
+            rand_cls,
+            q=nan,
+            n_random=0,
+            n_drawn=drawn,
         )
-    mean = rand.mean(axis=1)
-    std = rand.std(axis=1, ddof=1) if n_random > 1 else np.zeros(n_modules)
-    z = np.array([draws_z(e, r) for e, r in zip(effect, rand)])  # NaN: draws all equal
-    p = (1 + (rand >= effect[:, None]).sum(axis=1)) / (1 + n_random)
-    p[np.isnan(effect)] = np.nan
+    mean, std, z, p = (np.full(n_modules, np.nan) for _ in range(4))
+    for m in np.flatnonzero(~np.isnan(effect)):
+        draws = rand[m, : drawn[m]]
+        mean[m] = draws.mean()
+        std[m] = draws.std(ddof=1) if draws.size > 1 else 0.0
+        z[m] = draws_z(effect[m], draws)  # NaN: draws all equal
+        p[m] = monte_carlo_p(int((draws >= effect[m]).sum()), draws.size, n_random)
     q = benjamini_hochberg(p, skip_nan=True)
     return AblationResult(
-        classes, clean, effect, effect_cls, mean, std, z, p, rand_cls, q=q, n_random=n_random
+        classes,
+        clean,
+        effect,
+        effect_cls,
+        mean,
+        std,
+        z,
+        p,
+        rand_cls,
+        q=q,
+        n_random=n_random,
+        n_drawn=drawn,
     )
+
+
+def monte_carlo_p(as_bad: int, drawn: int, n_random: int) -> float:
+    """The p-value of a module whose ablation ``as_bad`` of ``drawn`` random unit sets
+    matched or beat, drawn one at a time up to ``n_random`` and stopped once
+    :data:`STOP_AFTER` had (Besag & Clifford 1991, "Sequential Monte Carlo p-values"):
+    ``as_bad / drawn`` when stopped, else ``(1 + as_bad) / (1 + n_random)`` (all were
+    drawn)."""
+    if as_bad >= STOP_AFTER:
+        return as_bad / drawn
+    return (1 + as_bad) / (1 + n_random)
 
 
 def _draws(n_random: int | None, n_tested: int) -> int:
@@ -363,8 +415,10 @@ def ablate_atlas(
     ``store`` is the store the atlas was made from, or its path (layers and unit means).
     Adds ``ablation_effect``, ``ablation_z``, ``ablation_p`` (empirical, against
     ``n_random`` random unit sets with the module's units per layer; by default
-    :func:`random_sets_needed`), ``ablation_q`` (``ablation_p`` adjusted over the
-    modules) and ``ablation_random_mean`` to ``atlas.modules``; the module x label table
+    :func:`random_sets_needed`; a module's draws stop once :data:`STOP_AFTER` did at
+    least its damage), ``ablation_q`` (``ablation_p`` adjusted over the modules),
+    ``ablation_draws`` (the sets drawn) and ``ablation_random_mean`` to
+    ``atlas.modules``; the module x label table
     ``atlas.ablation`` (``module``, ``label``, ``effect``, ``random_effect``,
     ``specialisation``); and ``summary["ablation"]``. Texts are cut to
     ``max_length`` tokens, by default the store's own (its capture's), so the
@@ -412,6 +466,7 @@ def ablate_atlas(
     atlas.modules["ablation_z"] = res.z
     atlas.modules["ablation_p"] = res.p
     atlas.modules["ablation_q"] = res.q
+    atlas.modules["ablation_draws"] = res.n_drawn
     atlas.modules["ablation_random_mean"] = res.random_mean
     spec = res.specialisation()
     atlas.ablation = pd.DataFrame(
@@ -426,6 +481,7 @@ def ablate_atlas(
     atlas.summary["ablation"] = {
         "mode": mode,
         "n_random": res.n_random,
+        "stop_after": STOP_AFTER,
         "alpha": ALPHA,
         "clean_loss": res.clean_loss,
         "classes": [str(c) for c in res.classes],
