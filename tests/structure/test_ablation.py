@@ -97,6 +97,21 @@ def test_p_values_are_adjusted_over_the_modules_and_the_draws_grow_with_them(tas
     assert "draw at least 160" in caplog.text
 
 
+def test_a_modules_random_sets_do_not_depend_on_the_modules_before_it(task):
+    """Module 1's random sets come from its own stream: whether module 0's draws stopped
+    after 10 sets (unused units) or ran to the end (causal units), module 1's effect
+    against chance is the same."""
+    model, x, y, layers = task
+    causal_first = np.array([0, 0, 1, 1] + [-1] * 36)
+    unused_first = np.array([-1, -1, 1, 1, 0, 0] + [-1] * 34)
+    a, b = (
+        ablate_modules(model, x, layers, u, labels=y, mode="zero", n_random=40)
+        for u in (causal_first, unused_first)
+    )
+    assert a.n_drawn[0] == 40 and b.n_drawn[0] == 10
+    assert a.p[1] == b.p[1] and a.random_mean[1] == b.random_mean[1]
+
+
 def test_mean_ablation_uses_the_given_means(task):
     model, x, y, layers = task
     with torch.no_grad():

@@ -193,7 +193,6 @@ def ablate_modules(
         )
         return float(per_sample.mean()), by_class
 
-    rng = np.random.default_rng(random_state)
     unit_layer = np.concatenate([np.full(l.n_units, i) for i, l in enumerate(layers)])
     if n_modules is None:
         n_modules = int(unit_module.max()) + 1 if unit_module.size else 0
@@ -230,6 +229,9 @@ def ablate_modules(
                 effect[m], effect_cls[m] = e - clean, ec - clean_by_class
                 bar.advance()
                 per_layer = np.bincount(unit_layer[units], minlength=len(layers))
+                # each module's own stream: its sets do not depend on where the draws of
+                # the modules before it stopped
+                rng = np.random.default_rng([random_state, m])
                 as_bad = 0  # random sets that did at least the module's damage
                 for r in range(n_random):
                     draw = np.concatenate(
