@@ -304,9 +304,12 @@ def ablation_text(data: ReportData) -> str:
     a = data.summary.get("ablation") or {}
     m = data.atlas.modules
     above = int(hurts_loss(m).sum()) if "ablation_p" in m else None
+    stop = a.get("stop_after")  # atlases before it drew every set
     text = (
         f"{a.get('mode', 'mean')} ablation of each module's units against "
-        f"{a.get('n_random', '?')} random unit sets with as many units per layer"
+        f"{'up to ' if stop else ''}{a.get('n_random', '?')} random unit sets with as many "
+        "units per layer"
+        + (f" (a module's stop once {stop} did at least its damage)" if stop else "")
     )
     if a.get("clean_loss") is not None:
         text += f"; clean loss {fmt(a['clean_loss'], '.4f')}"
