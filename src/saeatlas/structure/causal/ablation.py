@@ -307,9 +307,10 @@ def ablate_modules(
 
 
 def monte_carlo_p(as_bad: int, drawn: int, n_random: int) -> float:
-    """The p-value of a module whose ablation ``as_bad`` of ``drawn`` random unit sets
-    matched or beat, drawn one at a time up to ``n_random`` and stopped once
-    :data:`STOP_AFTER` had (Besag & Clifford 1991, "Sequential Monte Carlo p-values"):
+    """The p-value of a module against random unit sets drawn one at a time, up to
+    ``n_random`` and stopped once :data:`STOP_AFTER` did at least its damage, when
+    ``as_bad`` of the ``drawn`` sets did (Besag & Clifford 1991, "Sequential Monte
+    Carlo p-values"):
     ``as_bad / drawn`` when stopped, else ``(1 + as_bad) / (1 + n_random)`` (all were
     drawn)."""
     if as_bad >= STOP_AFTER:
