@@ -10,10 +10,11 @@ Whether the SAE adds anything is a test too: a counted module is *visible
 without the SAE* when the random-dictionary control (:mod:`.control`) or the
 units' plain correlations (:mod:`.correlation`) have a module matching it at
 Jaccard >= 0.5. Modules whose ablation does not beat random unit sets are
-named in the counts: a counted module hurts the loss when its ablation p, adjusted
-over the modules ablated (``ablation_q``), is at most :data:`ABLATION_ALPHA`. :func:`decide` reads only the atlas's tables and summary,
-so every step that adds a control (the random SAE, the ablation) calls it again
-and the verdict always agrees with the page below it.
+named in the counts: a counted module hurts the loss when its ablation p,
+adjusted over the modules ablated (``ablation_q``), is at most
+:data:`ABLATION_ALPHA`. :func:`decide` reads only the atlas's tables and
+summary, so every step that adds a control (the random SAE, the ablation) calls
+it again and the verdict always agrees with the page below it.
 """
 
 from __future__ import annotations
