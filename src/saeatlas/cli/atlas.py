@@ -268,7 +268,7 @@ def _check_ablation_flags(
 ) -> None:
     """The ablation's options, checked before the analysis, not after it."""
     from ..structure.causal.ablation import MODES
-    from ..structure.causal.ablation_inputs import MAX_RANDOM
+    from ..structure.causal.random_sets import MAX_RANDOM
 
     if draws is not None and not 2 <= draws <= MAX_RANDOM:
         raise ConfigError(f"--ablation-draws must be in [2, {MAX_RANDOM}], got {draws}.")

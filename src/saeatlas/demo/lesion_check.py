@@ -40,7 +40,8 @@ from sklearn.metrics import adjusted_rand_score, homogeneity_score
 
 from ..capture import CaptureConfig, capture_activations
 from ..structure import AtlasConfig, LeidenModules, analyze
-from ..structure.causal.ablation import ablate_modules, atlas_layers
+from ..structure.causal.ablation import ablate_modules
+from ..structure.causal.ablation_inputs import atlas_layers
 from ..structure.causal.lesion import unit_lesions
 from ..structure.graph.units import unit_correlation, unit_correlation_graph
 from ..train import TrainConfig, train_family

@@ -10,7 +10,7 @@ from .._validation import check_types
 from ..errors import ConfigError
 from ..losses import LOSSES
 from ..structure.causal.ablation import MODES as ABLATION_MODES
-from ..structure.causal.ablation_inputs import MAX_RANDOM
+from ..structure.causal.random_sets import MAX_RANDOM
 from ..sweep.sweep import SWEEPABLE
 
 

@@ -7,16 +7,11 @@ pass, and the per-sample loss is compared with the clean run, overall and per
 class. The control is the same ablation of random unit sets with as many
 units in each layer as the module has (``n_random`` draws): effect size ``z =
 (effect - mean_random) / std_random`` (NaN where the random draws are all equal)
-and the empirical p-value ``(1 + #{random >= effect}) / (1 + n_random)``. Every
-module is tested, so the p-values are adjusted over the modules ablated
-(Benjamini & Hochberg 1995, ``q``), and a module counts as hurting the loss more
-than random sets when ``q <= ALPHA``. The smallest p is ``1 / (1 + n_random)``
-and the adjustment multiplies it by the number of modules, so by default the
-draws grow with the modules (:func:`random_sets_needed`): 100 reach p = 0.01,
-but among ten modules a module alone needs 200. A module's draws stop once
-:data:`STOP_AFTER` random sets did at least its damage (Besag & Clifford 1991,
-sequential Monte Carlo p-values: ``p = STOP_AFTER / drawn``), so only the modules
-whose p may be small pay for the full number. The module x class matrix of loss increases shows which module
+and the empirical p-value ``(1 + #{random >= effect}) / (1 + n_random)``, or
+``STOP_AFTER / drawn`` for a module whose draws stopped early; the p-values are
+adjusted over the modules ablated (``q``), and a module counts as hurting the loss
+more than random sets when ``q <= ALPHA`` (:mod:`.random_sets`: how many sets,
+when they stop). The module x class matrix of loss increases shows which module
 serves which class (in the spirit of lesion studies of modular networks, e.g.
 Csordás et al. 2021, "Are neural nets modular?").
 """
@@ -24,7 +19,6 @@ Csordás et al. 2021, "Are neural nets modular?").
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,31 +40,21 @@ from ..inference.draws import draws_z
 from ..inference.outcome import ABLATION_ALPHA as ALPHA
 from ..inference.outcome import decide
 from .ablation_inputs import (
-    MAX_RANDOM,
     _check_finite,
+    _check_modules,
     _model_batches,
+    atlas_layers,
     check_ablation_arguments,
     check_captured_model,
     check_store_labels,
     label_classes,
 )
+from .random_sets import STOP_AFTER, draws_for, monte_carlo_p
 from .units import Ablator
 
 log = logging.getLogger(__name__)
 
 MODES = ("mean", "zero")
-#: The fewest random unit sets drawn by default (p down to 0.01).
-MIN_RANDOM = 100
-#: A module's random sets stop once this many did at least its damage: its p is then
-#: no longer small, and drawing on would only refine a large p (Besag & Clifford 1991).
-STOP_AFTER = 10
-
-
-def random_sets_needed(n_tested: int) -> int:
-    """Random unit sets per module that let one module alone among ``n_tested`` reach an
-    adjusted p of :data:`ALPHA`: its p is at least ``1 / (1 + n_random)``, which the
-    adjustment multiplies by ``n_tested`` (at least 100, at most :data:`MAX_RANDOM`)."""
-    return min(MAX_RANDOM, max(MIN_RANDOM, math.ceil(n_tested / ALPHA)))
 
 
 @dataclass(frozen=True)
@@ -197,7 +181,7 @@ def ablate_modules(
     if n_modules is None:
         n_modules = int(unit_module.max()) + 1 if unit_module.size else 0
     n_modules = max(n_modules, 0)
-    n_random = _draws(n_random, np.unique(unit_module[unit_module >= 0]).size)
+    n_random = draws_for(n_random, np.unique(unit_module[unit_module >= 0]).size)
     try:
         with progress_bar("Ablating modules", n_modules * (1 + n_random), progress) as bar:
             clean_losses = losses(None)
@@ -306,97 +290,6 @@ def ablate_modules(
     )
 
 
-def monte_carlo_p(as_bad: int, drawn: int, n_random: int) -> float:
-    """The p-value of a module against random unit sets drawn one at a time, up to
-    ``n_random`` and stopped once :data:`STOP_AFTER` did at least its damage, when
-    ``as_bad`` of the ``drawn`` sets did (Besag & Clifford 1991, "Sequential Monte
-    Carlo p-values"):
-    ``as_bad / drawn`` when stopped, else ``(1 + as_bad) / (1 + n_random)`` (all were
-    drawn)."""
-    if as_bad >= STOP_AFTER:
-        return as_bad / drawn
-    return (1 + as_bad) / (1 + n_random)
-
-
-def _draws(n_random: int | None, n_tested: int) -> int:
-    """The random unit sets per module: ``n_random``, or by default enough for the
-    adjustment over ``n_tested`` modules; too few for it are drawn, with a warning."""
-    if n_random is None:
-        return random_sets_needed(n_tested)
-    if n_random and n_tested / (1 + n_random) > ALPHA:
-        log.warning(
-            "%d random unit sets per module cannot give any of %d modules an adjusted p "
-            "at or below %g unless several modules hurt the loss; draw at least %d (or "
-            "leave the number out for that default).",
-            n_random,
-            n_tested,
-            ALPHA,
-            random_sets_needed(n_tested),
-        )
-    return n_random
-
-
-def _check_modules(unit_module: np.ndarray, n_modules: int | None, unit_mean: Any) -> None:
-    """Refuse what :func:`ablate_modules` would read otherwise than meant: a module past
-    ``n_modules`` (dropped without a word), a unit module below -1 (taken as none) or not
-    a whole number (1.5 taken as 1), and a ``unit_mean`` of another length (an
-    IndexError)."""
-    if unit_module.size and unit_module.dtype.kind not in "iu":
-        raise ConfigError(
-            f"`unit_module` must hold module numbers (0, 1, ..., or -1 for none), got "
-            f"values of dtype {unit_module.dtype}."
-        )
-    if (unit_module < -1).any():
-        raise ConfigError(
-            f"`unit_module` names {int(unit_module.min())}, not a module (0, 1, ...) or -1 (none)."
-        )
-    top = int(unit_module.max(initial=-1))
-    if n_modules is not None and top >= n_modules:
-        raise ConfigError(
-            f"`unit_module` names module {top}, but `n_modules` is {n_modules}; give "
-            f"`n_modules` at least {top + 1} (or leave it out)."
-        )
-    if unit_mean is not None and len(unit_mean) != unit_module.size:
-        raise ConfigError(
-            f"`unit_mean` has {len(unit_mean)} values for the {unit_module.size} units of "
-            "`unit_module`; give one mean per unit."
-        )
-
-
-def atlas_layers(atlas: Any, store: ActivationStore) -> tuple[list[LayerSpec], np.ndarray]:
-    """The Atlas's layers as specs numbered in the Atlas's unit order, and the store
-    columns of its units (checked against the store)."""
-    layers, cols, start = [], [], 0
-    names = atlas.summary.get("layers")
-    if not isinstance(names, list):  # None or absent (older atlases): a TypeError, a KeyError
-        if "layer" not in atlas.units.columns:
-            raise ShapeError(
-                "The atlas names no layers (atlas.json's `layers`, units.parquet's `layer`), "
-                "so its units cannot be found in the store; rerun `saeatlas analyze`."
-            )
-        names = list(dict.fromkeys(atlas.units["layer"]))  # in order (Atlas.load checks)
-    counts = atlas.units["layer"].value_counts() if "layer" in atlas.units.columns else None
-    for name in names:
-        spec = store.layer(name)  # names the missing layer and the known ones
-        if counts is not None and counts.get(name, 0) != spec.n_units:
-            # two layers' names swapped by hand (atlas.json too) passed the count of all
-            # units below, and each module's units were set in the other layer's columns
-            raise ShapeError(
-                f"The atlas names {counts.get(name, 0)} units of the layer {name!r}, but the "
-                f"store '{store.path}' has {spec.n_units} in it: its units are not the "
-                "store's, layer by layer (edited by hand?). Rerun `saeatlas analyze`."
-            )
-        layers.append(LayerSpec(name, start, start + spec.n_units, spec.shape, spec.layout))
-        cols.append(np.arange(spec.start, spec.stop))
-        start += spec.n_units
-    if start != len(atlas.units):
-        raise ShapeError(
-            f"The atlas has {len(atlas.units)} units but its layers {names} "
-            f"have {start} in the store '{store.path}'. Give the store the atlas was made from."
-        )
-    return layers, np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-
-
 def ablate_atlas(
     atlas: Any,
     model: torch.nn.Module,
@@ -418,7 +311,7 @@ def ablate_atlas(
     ``store`` is the store the atlas was made from, or its path (layers and unit means).
     Adds ``ablation_effect``, ``ablation_z``, ``ablation_p`` (empirical, against
     ``n_random`` random unit sets with the module's units per layer; by default
-    :func:`random_sets_needed`; a module's draws stop once :data:`STOP_AFTER` did at
+    :func:`.random_sets.random_sets_needed`; a module's draws stop once :data:`STOP_AFTER` did at
     least its damage), ``ablation_q`` (``ablation_p`` adjusted over the modules),
     ``ablation_draws`` (the sets drawn) and ``ablation_random_mean`` to
     ``atlas.modules``; the module x label table

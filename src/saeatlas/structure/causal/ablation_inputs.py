@@ -23,16 +23,13 @@ from ...capture.models import input_dtype, takes_token_ids
 from ...capture.nnsight import check_model_argument, unwrap_model
 from ...capture.recorder import model_error
 from ...capture.rows import select_tensor
-from ...errors import AtlasError, ConfigError, NonFiniteError
+from ...errors import AtlasError, ConfigError, NonFiniteError, ShapeError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
+from .random_sets import MAX_RANDOM
 from .units import Ablator
 
 log = logging.getLogger(__name__)
-
-#: Random unit sets per module: at least 2 for a spread, at most this many (each is a
-#: forward pass over the inputs; 10,000 reach p = 1e-4).
-MAX_RANDOM = 10_000
 
 
 def check_ablation_arguments(
@@ -275,3 +272,64 @@ def check_captured_model(model: Any, store: ActivationStore, *, transfer: bool =
     raise ConfigError(
         f"{differs}; give that model, as it was when captured, on the device it was captured on."
     )
+
+
+def _check_modules(unit_module: np.ndarray, n_modules: int | None, unit_mean: Any) -> None:
+    """Refuse what :func:`ablate_modules` would read otherwise than meant: a module past
+    ``n_modules`` (dropped without a word), a unit module below -1 (taken as none) or not
+    a whole number (1.5 taken as 1), and a ``unit_mean`` of another length (an
+    IndexError)."""
+    if unit_module.size and unit_module.dtype.kind not in "iu":
+        raise ConfigError(
+            f"`unit_module` must hold module numbers (0, 1, ..., or -1 for none), got "
+            f"values of dtype {unit_module.dtype}."
+        )
+    if (unit_module < -1).any():
+        raise ConfigError(
+            f"`unit_module` names {int(unit_module.min())}, not a module (0, 1, ...) or -1 (none)."
+        )
+    top = int(unit_module.max(initial=-1))
+    if n_modules is not None and top >= n_modules:
+        raise ConfigError(
+            f"`unit_module` names module {top}, but `n_modules` is {n_modules}; give "
+            f"`n_modules` at least {top + 1} (or leave it out)."
+        )
+    if unit_mean is not None and len(unit_mean) != unit_module.size:
+        raise ConfigError(
+            f"`unit_mean` has {len(unit_mean)} values for the {unit_module.size} units of "
+            "`unit_module`; give one mean per unit."
+        )
+
+
+def atlas_layers(atlas: Any, store: ActivationStore) -> tuple[list[LayerSpec], np.ndarray]:
+    """The Atlas's layers as specs numbered in the Atlas's unit order, and the store
+    columns of its units (checked against the store)."""
+    layers, cols, start = [], [], 0
+    names = atlas.summary.get("layers")
+    if not isinstance(names, list):  # None or absent (older atlases): a TypeError, a KeyError
+        if "layer" not in atlas.units.columns:
+            raise ShapeError(
+                "The atlas names no layers (atlas.json's `layers`, units.parquet's `layer`), "
+                "so its units cannot be found in the store; rerun `saeatlas analyze`."
+            )
+        names = list(dict.fromkeys(atlas.units["layer"]))  # in order (Atlas.load checks)
+    counts = atlas.units["layer"].value_counts() if "layer" in atlas.units.columns else None
+    for name in names:
+        spec = store.layer(name)  # names the missing layer and the known ones
+        if counts is not None and counts.get(name, 0) != spec.n_units:
+            # two layers' names swapped by hand (atlas.json too) passed the count of all
+            # units below, and each module's units were set in the other layer's columns
+            raise ShapeError(
+                f"The atlas names {counts.get(name, 0)} units of the layer {name!r}, but the "
+                f"store '{store.path}' has {spec.n_units} in it: its units are not the "
+                "store's, layer by layer (edited by hand?). Rerun `saeatlas analyze`."
+            )
+        layers.append(LayerSpec(name, start, start + spec.n_units, spec.shape, spec.layout))
+        cols.append(np.arange(spec.start, spec.stop))
+        start += spec.n_units
+    if start != len(atlas.units):
+        raise ShapeError(
+            f"The atlas has {len(atlas.units)} units but its layers {names} "
+            f"have {start} in the store '{store.path}'. Give the store the atlas was made from."
+        )
+    return layers, np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
