@@ -294,7 +294,7 @@ def run_ablation(ctx: StageContext) -> str:
     n = int((res.q <= 0.05).sum())
     return (
         f"{n} of {len(res.q)} modules hurt the loss more than random unit sets (p <= 0.05 "
-        f"adjusted over the modules; {res.n_random} sets each)"
+        f"adjusted over the modules; up to {res.n_random} random sets each)"
     )
 
 
