@@ -84,3 +84,29 @@ def test_a_sweep_member_of_another_setting_than_listed_is_refused(outputs, run_c
         "has k 4, not the 8 the sweep lists for it",
     )
     assert not (tmp_path / "atlas").exists()
+
+
+def test_an_adjusted_ablation_p_edited_by_hand_is_refused(run_cli, tmp_path):
+    """`ablation_q`, the p the causal count reads, edited in modules.parquet (with the
+    count in atlas.json to match) made a module hurt the loss that its own `ablation_p`
+    says does not; it must be `ablation_p` adjusted over the modules."""
+    import pandas as pd
+
+    from saeatlas.structure.atlas import Atlas
+
+    units = pd.DataFrame(
+        {"unit": range(4), "layer": "a", "index": range(4), "module": [0, 0, 1, 1]}
+    )
+    modules = pd.DataFrame(
+        {"module": [0, 1], "n_units": [2, 2], "ablation_p": [0.02, 0.5], "ablation_q": [0.04, 0.5]}
+    )
+    features = pd.DataFrame({"feature": range(2), "module": [0, 1]})
+    atlas = Atlas(units, features, modules, {"n_modules": 2, "layers": ["a"]})
+    path = atlas.save(tmp_path / "atlas")  # consistent: saved
+    table = pd.read_parquet(path / "modules.parquet")
+    table["ablation_q"] = [0.04, 0.04]
+    table.to_parquet(path / "modules.parquet", index=False)
+    cli, one_line_error = run_cli
+    one_line_error(
+        cli("report", path), "`ablation_q` of modules.parquet", "not its `ablation_p` adjusted"
+    )

@@ -114,6 +114,7 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
     _check_references(atlas, path, fix)
     _check_unique_rows(atlas, path, fix)
     _check_list_lengths(atlas, path, fix)
+    _check_ablation_q(modules, path, fix)
     for col in ("top_units", "top_read_units"):
         if units is not None and col in atlas.features.columns:
             try:
@@ -287,6 +288,23 @@ def _check_unique_rows(atlas: Atlas, path: Path, fix: str) -> None:
             raise AtlasFileError(
                 f"{name}.parquet in '{path}' holds the row of {named} more than once; {fix}."
             )
+
+
+def _check_ablation_q(modules: pd.DataFrame, path: Path, fix: str) -> None:
+    """``ablation_q`` is ``ablation_p`` adjusted over the modules: the causal count reads
+    it, so one edited by hand changed which modules were said to hurt the loss."""
+    from .graph.hypergeom import benjamini_hochberg
+
+    if not {"ablation_p", "ablation_q"} <= set(modules.columns):
+        return
+    want = benjamini_hochberg(modules["ablation_p"].to_numpy(float), skip_nan=True)
+    got = modules["ablation_q"].to_numpy(float)
+    if not np.allclose(got, want, rtol=1e-9, atol=0, equal_nan=True):
+        raise AtlasFileError(
+            f"`ablation_q` of modules.parquet in '{path}' is {got.round(4).tolist()[:10]}, "
+            f"not its `ablation_p` adjusted over the modules ({want.round(4).tolist()[:10]}); "
+            f"{fix}."
+        )
 
 
 def _plain(value: Any) -> Any:
