@@ -291,10 +291,11 @@ def run_ablation(ctx: StageContext) -> str:
         progress=ctx.progress,
     )
     atlas.save(ctx.paths.atlas, overwrite=True)
-    n = int((res.q <= 0.05).sum())
+    done = atlas.summary["ablation"]  # what ablate_atlas counted
     return (
-        f"{n} of {len(res.q)} modules hurt the loss more than random unit sets (p <= 0.05 "
-        f"adjusted over the modules; up to {res.n_random} random sets each)"
+        f"{done['n_modules_above_random']} of {len(res.q)} modules hurt the loss more than "
+        f"random unit sets (p <= {done['alpha']:g} adjusted over the modules; up to "
+        f"{done['n_random']} random sets each)"
     )
 
 
