@@ -73,7 +73,9 @@ def test_summary_reports_the_sweep_significance_stability_control_and_ablation(
     assert "row samples" in html and f"({s['ensemble']['n_members']} members)" in html
     assert 'id="control"' in html and "random SAE" in html
     assert f"against up to {s['ablation']['n_random']} random unit sets" in html
-    assert f"(a module&#39;s stop once {s['ablation']['stop_after']} did at least" in html
+    assert (
+        f"(a module&#39;s draws stop once {s['ablation']['stop_after']} sets did at least" in html
+    )
     causal = int((atlas.modules["ablation_q"] <= 0.05).sum())
     assert (
         f"{causal} of {len(atlas.modules)} modules damage the loss more than random sets "

@@ -309,7 +309,7 @@ def ablation_text(data: ReportData) -> str:
         f"{a.get('mode', 'mean')} ablation of each module's units against "
         f"{'up to ' if stop else ''}{a.get('n_random', '?')} random unit sets with as many "
         "units per layer"
-        + (f" (a module's stop once {stop} did at least its damage)" if stop else "")
+        + (f" (a module's draws stop once {stop} sets did at least its damage)" if stop else "")
     )
     if a.get("clean_loss") is not None:
         text += f"; clean loss {fmt(a['clean_loss'], '.4f')}"
