@@ -1,6 +1,7 @@
 """The atlas end to end on planted structure: recovery, significance, files, CLI."""
 
 import json
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -129,6 +130,19 @@ def test_with_strong_superposition_the_atlas_beats_leiden_on_unit_correlations(t
     ours = adjusted_rand_score(data.unit_module, atlas.units.module)
     naive = adjusted_rand_score(data.unit_module, _baseline(data.X, clean=False))
     assert ours > naive + 0.2
+
+
+def test_the_correlation_baseline_takes_a_unit_that_never_moves_without_warnings():
+    # a unit a ReLU keeps at 0 has no correlation: `validate` printed numpy's warnings
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 7))
+    x[:, :3] += 2 * rng.normal(size=(2000, 1))
+    x[:, 3:6] += 2 * rng.normal(size=(2000, 1))
+    x[:, 6] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        labels = _baseline(x, clean=False)
+    assert len(set(labels[:3])) == 1 and len(set(labels[3:6])) == 1 and labels[0] != labels[3]
 
 
 def test_spectral_finder_and_window_counting_run_through(easy, caplog):
