@@ -256,6 +256,30 @@ def test_the_causal_count_reads_the_ablation_p_adjusted_over_the_modules():
     assert "0 of 3 hurt the loss more than random unit sets" in atlas.summary["message"]
 
 
+@pytest.mark.parametrize(
+    ("cols", "beyond"),
+    [
+        (
+            {"control_jaccard": [0.0, 0.9], "correlation_jaccard": [0.0, 0.0]},
+            " beyond the random-dictionary control and the units' plain correlations (",
+        ),
+        ({"correlation_jaccard": [0.0, 0.9]}, " beyond the units' plain correlations ("),
+        ({}, "2 reproducible modules that the trained SAE reveals (the random-dictionary"),
+    ],
+)
+def test_the_message_claims_only_the_controls_that_ran(cols, beyond):
+    """Without the random-dictionary control (`control` false, or `map_structure`) the
+    sentence said the modules were revealed "beyond the random-dictionary control", then
+    that the control was not run."""
+    atlas = _atlas([True, True], **cols)
+    decide(atlas)
+    message = atlas.summary["message"]
+    assert atlas.summary["verdict"] == "modules"
+    assert beyond in message, message
+    ran = "control_jaccard" in cols
+    assert ("random-dictionary control was not run" in message) == (not ran), message
+
+
 @pytest.mark.parametrize("nulls", [[], [{"null": "permutation"}]])
 def test_no_null_model_run_is_not_called_beaten(nulls):
     """With `n_null` 0 the message once said the partition "does not beat the null

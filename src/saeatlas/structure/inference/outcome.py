@@ -147,16 +147,23 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
     members = f"{ens.get('n_members', 1)} ensemble members"
     if key in ("modules", "modules_visible_without_sae"):
         noun = "module" if n == 1 else "modules"
-        if key == "modules":
-            text = (
-                f"{n} reproducible {noun} that the trained SAE reveals beyond the "
-                "random-dictionary control and the units' plain correlations"
+        # only the controls that ran: without the random dictionary the sentence claimed
+        # to be beyond it, then said it was not run
+        ran = [
+            name
+            for col, name in (
+                ("control_jaccard", "the random-dictionary control"),
+                ("correlation_jaccard", "the units' plain correlations"),
             )
+            if col in m.columns
+        ]
+        controls = f" beyond {' and '.join(ran)}" if ran else ""
+        if key == "modules":
+            text = f"{n} reproducible {noun} that the trained SAE reveals{controls}"
             if beyond < n:
                 text = (
-                    f"{n} reproducible {noun}, {beyond} of them revealed by the trained SAE "
-                    "beyond the random-dictionary control and the units' plain correlations "
-                    f"({n - beyond} also visible without the SAE)"
+                    f"{n} reproducible {noun}, {beyond} of them revealed by the trained SAE"
+                    f"{controls} ({n - beyond} also visible without the SAE)"
                 )
         elif s.get("modules_from") == "unit_correlations":
             text = f"{n} reproducible {noun} of correlated units, visible without the SAE"
