@@ -192,13 +192,17 @@ def _capture(
     current: dict[str, Any] = {"mask": None, "tokens": set()}
     layouts = {hp.name: choose_layout(hp.name, _known_layout(hp), config.layout) for hp in hps}
     default_layout, _ = parse_layout(config.layout)
+    defaulted: set[str] = set()  # the layers the default layout was given to
     tracer = LayoutTracer(model)
 
     def rows_of(name: str, t: torch.Tensor) -> LayerRows:
         check_named_layout(name, tuple(t.shape), config.layout)
         check_not_tokens(t, name, current["tokens"])
         if layouts[name] is None and t.ndim == 4:  # fixed once, on the first batch
-            layouts[name] = tracer.lookup(t) or default_layout
+            layouts[name] = tracer.lookup(t)
+            if layouts[name] is None and default_layout is not None:
+                layouts[name] = default_layout
+                defaulted.add(name)
         elif layouts[name] is None and t.ndim == 3:  # [batch, C, L] after a Conv1d, say
             layouts[name] = tracer.lookup(t)
         return to_rows(t, name, mask=current["mask"], spatial=config.spatial, layout=layouts[name])
@@ -314,7 +318,9 @@ def _capture(
                     check_batch_follows(model, batch, recorder, device, where)
                     check_output_index(config.output_index, recorder.plain, [hp.name for hp in hps])
                     specs = layer_specs(rows, recorder.shapes)
-                    check_shape_options(config.layout, config.spatial, recorder.shapes, rows)
+                    check_shape_options(
+                        config.layout, config.spatial, recorder.shapes, rows, layouts, defaulted
+                    )
                     writer.start(specs)
                     started = True
                 check_widths(rows, specs, where)

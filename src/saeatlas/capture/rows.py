@@ -203,12 +203,18 @@ def _copy(x: torch.Tensor) -> torch.Tensor:
 
 
 def check_shape_options(
-    spec: str | None, spatial: str, shapes: dict[str, tuple[int, ...]], rows: dict[str, LayerRows]
+    spec: str | None,
+    spatial: str,
+    shapes: dict[str, tuple[int, ...]],
+    rows: dict[str, LayerRows],
+    layouts: dict[str, str | None],
+    defaulted: set[str],
 ) -> None:
     """Refuse a default ``layout`` or ``spatial='mean'`` that applies to no recorded layer
-    (the first batch's ``shapes`` and ``rows``): they were accepted and did nothing, so a
-    user believed the maps pooled, or the layout set, as with an ``output_index`` that
-    picks nothing."""
+    (the first batch's ``shapes`` and ``rows``; ``layouts``: each layer's layout, from its
+    name, module or the default; ``defaulted``: the layers given the default): they were
+    accepted and did nothing, so a user believed the maps pooled, or the layout set, as
+    with an ``output_index`` that picks nothing."""
     default = parse_layout(spec)[0]
     seen = ", ".join(f"'{n}' {list(s)}" for n, s in list(shapes.items())[:5])
     if default is not None and not any(len(s) == 4 for s in shapes.values()):
@@ -216,6 +222,15 @@ def check_shape_options(
             f"--layout (`layout`) {default!r} picks nothing: it says what the axes of 4-D "
             f"outputs are, and no recorded layer gives one ({seen}). Drop --layout, or record "
             "a layer whose output is 4-D."
+        )
+    other = {n: lay for n, lay in layouts.items() if len(shapes.get(n, ())) == 4 and lay != default}
+    if default is not None and not defaulted and other:
+        # `image` beside hook_z alone was ignored: the heads were read as heads
+        known = ", ".join(f"'{n}' {lay}" for n, lay in list(other.items())[:5])
+        raise ConfigError(
+            f"--layout (`layout`) {default!r} picks nothing: the layout of every recorded 4-D "
+            f"output is known from its hook name or module, and is another ({known}). Drop "
+            "--layout, or name the layer (LAYER=LAYOUT) to override what is known."
         )
     if spatial == "mean" and not any(r.layout == "pooled" for r in rows.values()):
         raise ConfigError(
