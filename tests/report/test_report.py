@@ -81,6 +81,14 @@ def test_summary_reports_the_sweep_significance_stability_control_and_ablation(
         f"{causal} of {len(atlas.modules)} modules damage the loss more than random sets "
         "(p ≤ 0.05 after the Benjamini-Hochberg adjustment over the modules)"
     ) in html
+    # the plot's outlines read the adjusted p too (its caption said p <= 0.05)
+    assert (
+        "outlined bars: the modules that hurt the loss more than random sets, at p ≤ 0.05 "
+        "after the Benjamini-Hochberg" in html
+    )
+    # the control's table counts the SAEs' own modules, not the ones the verdict reports
+    from_correlations = s.get("modules_from") == "unit_correlations"
+    assert ("Both columns are the SAEs' own modules" in html) == from_correlations
     assert "No model given" not in html
     assert 'id="ablation-plot"' in html and 'id="specialisation-plot"' in html
     assert 'id="pareto-plot"' in html and 'id="training-plot"' in html
