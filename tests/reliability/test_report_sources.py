@@ -48,6 +48,17 @@ def test_a_module_card_says_which_p_is_adjusted_for_the_modules_tested():
     assert stats["  vs dictionary null"].endswith("p 0.004 (unadjusted)")
 
 
+def test_a_module_card_says_what_its_stability_measures():
+    # an ensemble's module showed "stability (Jaccard) 1.00 (–)": a fraction of members
+    # read as a Jaccard, with a dash for the verdict only older atlases have
+    from saeatlas.report.cards import _stats
+
+    ensemble = dict(_stats({"stability": 0.96}, []))["stability"]
+    assert ensemble == "0.96 of the ensemble's members recover it (Jaccard ≥ 0.5)"
+    older = dict(_stats({"stability": 0.41, "stability_verdict": "dissolved"}, []))
+    assert older["stability"] == "0.41 (best-match Jaccard over row resamples: dissolved)"
+
+
 def test_a_report_page_under_a_file_is_refused_before_the_work(tmp_path, run_cli, outputs):
     # `report --out FILE/page.html` drew every figure, then stopped with "Cannot write or
     # read 'FILE': File exists. Check free space and permissions ... capture and train

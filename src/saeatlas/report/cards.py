@@ -147,10 +147,19 @@ def _stats(r: dict[str, Any], nulls: list[str]) -> list[tuple[str, str]]:
     if "modularity" in r:
         rows.append(("modularity term", fmt(r["modularity"], ".3f")))
     if "stability" in r:
+        # the ensemble's reproducibility; atlases before the ensemble held a bootstrap
+        # Jaccard with its verdict (the card showed "1.00 (–)" for the ensemble's)
+        verdict = r.get("stability_verdict")
+        old = isinstance(verdict, str) and verdict
         rows.append(
             (
-                "stability (Jaccard)",
-                f"{fmt(r['stability'], '.2f')} ({r.get('stability_verdict') or '–'})",
+                "stability",
+                f"{fmt(r['stability'], '.2f')} "
+                + (
+                    f"(best-match Jaccard over row resamples: {verdict})"
+                    if old
+                    else "of the ensemble's members recover it (Jaccard ≥ 0.5)"
+                ),
             )
         )
     if "selectivity" in r:
