@@ -38,6 +38,12 @@ def test_two_ranks_run_the_pipeline_one_process_runs(quick_demo, tmp_path):
     two_units = pd.read_parquet(out / "atlas" / "units.parquet")
     one_units = pd.read_parquet(one.out / "atlas" / "units.parquet")
     assert two_units["module"].tolist() == one_units["module"].tolist()
+    # the ranks shared the modules' ablations out and wrote what one process computes
+    two_m = pd.read_parquet(out / "atlas" / "modules.parquet")
+    one_m = pd.read_parquet(one.out / "atlas" / "modules.parquet")
+    for col in ("ablation_p", "ablation_q", "ablation_draws"):
+        assert two_m[col].tolist() == one_m[col].tolist(), col
+    pd.testing.assert_series_equal(two_m.ablation_effect, one_m.ablation_effect, rtol=1e-5)
     assert (out / "atlas" / "report.html").is_file()
     state = json.loads((out / "run.json").read_text())["stages"]
     assert all(s["complete"] for s in state.values()), state

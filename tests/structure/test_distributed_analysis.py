@@ -2,6 +2,7 @@
 that fails stops both with one clear error, never a hang. The ranks count a graph's
 pairs in blocks, and build the graph one process builds."""
 
+import copy
 import json
 import os
 import subprocess
@@ -199,19 +200,43 @@ def test_ranks_given_different_settings_stop_with_one_error_naming_them(run_rank
 
 
 def test_torchrun_cli_writes_the_atlas_one_process_makes(single, digits_store):
+    """... with the ablation shared out among the ranks (each loads the model and
+    ablates its share of the modules): the figures one process computes."""
+    from saeatlas.demo.digits import digits_data, digits_model
+    from saeatlas.structure.causal.ablation import ablate_atlas
+
     root, one, _ = single
+    x, y = digits_data()
+    np.save(root / "x.npy", x)
+    np.save(root / "y.npy", y)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # PYTHONPATH passes through
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "saeatlas", "analyze", "--sae", str(root / "sae0"), "--acts", str(digits_store.path),
         "--out", str(root / "cli"), "--seed-sae", str(root / "sae1"), "--seeds", "2",
         "--n-null", "3", "--batch-size", "256", "--max-rows", "1500", "--n-examples", "3",
+        "--model", "saeatlas.demo.digits:digits_model", "--inputs", str(root / "x.npy"),
+        "--labels", str(root / "y.npy"), "--ablation-draws", "20",
         "--timeout", "60", "--quiet",
     ]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=WAIT_S)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("Written to") == 1, result.stdout  # rank 0 writes and prints
-    _assert_same_atlas(Atlas.load(root / "cli"), one)
+    two = Atlas.load(root / "cli")
+    ablated = [c for c in two.modules.columns if c.startswith("ablation_")]
+    assert len(ablated) == 6 and not two.ablation.empty
+    plain = Atlas.load(root / "cli")
+    plain.modules = plain.modules.drop(columns=ablated)
+    _assert_same_atlas(plain, one)
+    one = copy.deepcopy(one)  # the session's atlas stays as it is
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ablate_atlas(one, digits_model(), x, digits_store, labels=y, n_random=20)
+    finally:
+        torch.set_num_threads(threads)
+    pd.testing.assert_frame_equal(two.modules[ablated], one.modules[ablated])
+    pd.testing.assert_frame_equal(two.ablation, one.ablation)
 
 
 def test_a_world_of_one_runs_the_same_steps_and_never_waits():

@@ -86,7 +86,7 @@ def _analyze_cmd(
         1800.0,
         "--timeout",
         help="Under torchrun: seconds a rank waits for the others before it stops with an "
-        "error (the other ranks wait for rank 0's ablation and writing too).",
+        "error (the other ranks wait for rank 0's writing too).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     **settings: Any,
@@ -149,8 +149,9 @@ def _analyze(
     on_nonfinite: str,
     quiet: bool,
 ) -> None:
-    """The analysis on every rank of ``coord``; rank 0 alone locks --out (from before
-    the analysis until the atlas is saved), ablates, writes and prints."""
+    """The analysis and the ablation on every rank of ``coord`` (each ablates its share
+    of the modules); rank 0 alone locks --out (from before the analysis until the atlas
+    is saved), writes and prints."""
     from ..store import ActivationStore
     from ..store.lock import output_lock
     from ..structure import analyze
@@ -182,13 +183,16 @@ def _analyze(
         check_out_is_no_seed_sae(out, sae, seeds, seed_sae)
         store = ActivationStore.open(acts, on_nonfinite=on_nonfinite)
         check_label_column(cfg, store)  # before seed SAEs are trained
-        ablation: dict = {}  # rank 0's model, inputs and labels, checked before the work
-        if model is not None:
-            coord.from_main(
-                lambda: ablation.update(
+        ablation: dict = {}  # model, inputs and labels, checked before the work: every
+        if model is not None:  # rank ablates its share of the modules
+            error = None
+            try:
+                ablation.update(
                     _ablation_inputs(model, model_class, inputs, labels, loss, store, sae)
                 )
-            )
+            except Exception as e:
+                error = e
+            coord.check(error)
         members = None
         if sweep is not None:  # read before the work, like every other input
             from ..sweep.sweep import sweep_members
@@ -201,8 +205,6 @@ def _analyze(
                 sae, store, seeds, given=seed_sae, progress=not quiet, coord=coord
             )
         atlas = analyze(sae, store, cfg, seed_saes=seed_sae, sweep=members, progress=not quiet)
-        if not main:  # the atlas is rank 0's to write
-            return
         if model is not None:
             from ..structure.causal.ablation import ablate_atlas
 
@@ -215,6 +217,8 @@ def _analyze(
                 progress=not quiet,
                 **ablation,
             )
+        if not main:  # the atlas is rank 0's to write
+            return
         atlas.save(out, overwrite=overwrite)
     print_atlas(atlas)
     console.print(f"Written to {escape(str(out))}.", soft_wrap=True)

@@ -60,7 +60,7 @@ def run_cmd(
         1800.0,
         "--timeout",
         help="Under torchrun: seconds a rank waits for the others before it stops with an "
-        "error (the other ranks wait for rank 0's ablation and report too).",
+        "error (the other ranks wait for rank 0's report too).",
     ),
     overwrite: bool = typer.Option(
         False,

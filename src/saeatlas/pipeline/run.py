@@ -133,7 +133,7 @@ _OUTPUT = {
 
 
 #: Stages that every rank of a ``torchrun`` run takes part in; rank 0 alone runs the others.
-ON_EVERY_RANK = ("capture", "sweep", "train", "analyze")
+ON_EVERY_RANK = ("capture", "sweep", "train", "analyze", "ablation")
 
 
 def run_pipeline(
@@ -160,11 +160,12 @@ def run_pipeline(
     the run stops before it changes anything, naming the settings that differ.
 
     Under ``torchrun`` (or an initialised process group) every rank calls this alike:
-    capture, sweep, training and analysis run on every rank as they do on their own
-    (:data:`ON_EVERY_RANK`), and rank 0 alone locks ``out``, decides which stages
-    run, writes the run's records, ablates and writes the report; the ranks meet
-    after every stage. ``timeout_s``: seconds a rank waits for the others where they
-    meet (rank 0's ablation and report included) before it stops with an error.
+    capture, sweep, training, analysis and the ablation run on every rank as they do
+    on their own (:data:`ON_EVERY_RANK`; each rank ablates its share of the modules),
+    and rank 0 alone locks ``out``, decides which stages run, writes the run's records
+    and writes the report; the ranks meet after every stage. ``timeout_s``: seconds a
+    rank waits for the others where they meet (rank 0's report included) before it
+    stops with an error.
     """
     out = run_dir_path(out)
     if out is None:

@@ -3,8 +3,8 @@ the run directory (:class:`~.outputs.RunPaths`).
 
 Every stage function takes a :class:`StageContext` and returns a short note of
 what it did; :mod:`.run` decides which stages run. Under ``torchrun`` capture,
-sweep, train and analyze run on every rank (rank 0 writes what they share), and
-ablation and report on rank 0 alone.
+sweep, train, analyze and the ablation (each rank its share of the modules) run on
+every rank (rank 0 writes what they share), and the report on rank 0 alone.
 """
 
 from __future__ import annotations
@@ -290,7 +290,8 @@ def run_ablation(ctx: StageContext) -> str:
         tokenizer=src.tokenizer,
         progress=ctx.progress,
     )
-    atlas.save(ctx.paths.atlas, overwrite=True)
+    if is_main_process():  # every rank ablated its share of the modules; rank 0 writes
+        atlas.save(ctx.paths.atlas, overwrite=True)
     done = atlas.summary["ablation"]  # what ablate_atlas counted
     return (
         f"{done['n_modules_above_random']} of {len(res.q)} modules hurt the loss more than "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..._coordinator import run_ranks
 from ..._progress import progress_bar
+from ..._world import is_main_process
 from ...capture.inputs import InputBatch
 from ...capture.recorder import model_error
 from ...errors import AtlasError, ConfigError, ShapeError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
 from ..fingerprints import check_made_from
-from ..graph.hypergeom import benjamini_hochberg
-from ..inference.draws import draws_z
 from ..inference.outcome import ABLATION_ALPHA as ALPHA
 from ..inference.outcome import decide
+from ..inputs import DEFAULT_TIMEOUT_S
 from .ablation_inputs import (
     _check_finite,
     _check_modules,
@@ -49,49 +49,13 @@ from .ablation_inputs import (
     check_store_labels,
     label_classes,
 )
-from .random_sets import STOP_AFTER, draws_for, monte_carlo_p
+from .ablation_result import AblationResult, ablation_result
+from .random_sets import STOP_AFTER, draws_for
 from .units import Ablator
 
 log = logging.getLogger(__name__)
 
 MODES = ("mean", "zero")
-
-
-@dataclass(frozen=True)
-class AblationResult:
-    """Loss increases from ablating each module, and their chance levels."""
-
-    classes: np.ndarray
-    """``[n_classes]`` the label values (empty without labels), or the names of the
-    loss terms when the loss has one column per task."""
-    clean_loss: float
-    effect: np.ndarray
-    """``[n_modules]`` mean loss increase when the module is ablated."""
-    effect_by_class: np.ndarray
-    """``[n_modules, n_classes]`` the same per class."""
-    random_mean: np.ndarray
-    """``[n_modules]`` mean loss increase of random unit sets matched by layer."""
-    random_std: np.ndarray
-    z: np.ndarray
-    p: np.ndarray
-    """``[n_modules]`` empirical one-sided p-value against the random sets."""
-    random_by_class_mean: np.ndarray
-    """``[n_modules, n_classes]`` random sets' mean loss increase per class."""
-    q: np.ndarray
-    """``[n_modules]`` ``p`` adjusted over the modules ablated (Benjamini-Hochberg; NaN
-    where ``p`` is)."""
-    n_random: int
-    """Random unit sets per module at most."""
-    n_drawn: np.ndarray
-    """``[n_modules]`` random unit sets drawn for each module: ``n_random``, or fewer
-    once :data:`STOP_AFTER` did at least its damage."""
-
-    def specialisation(self) -> np.ndarray:
-        """``[n_modules, n_classes]`` each class's share of a module's excess damage
-        over random sets (rows sum to 1 where the module does any excess damage)."""
-        excess = np.clip(self.effect_by_class - self.random_by_class_mean, 0, None)
-        total = excess.sum(axis=1, keepdims=True)
-        return np.divide(excess, total, out=np.zeros_like(excess), where=total > 0)
 
 
 @torch.no_grad()
@@ -113,6 +77,7 @@ def ablate_modules(
     n_modules: int | None = None,
     loss_names: Sequence[str] | None = None,
     progress: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> AblationResult:
     """Ablate every module's units (``unit_module`` ``[n_units]``, -1 none) and random
     unit sets matched by layer; see the module docstring.
@@ -124,6 +89,12 @@ def ablate_modules(
     (``classes`` are the label values), or ``[batch, terms]`` (one column per
     task of a multi-task model; the effect is their sum and the split is by
     term, named by ``loss_names``).
+
+    Under ``torchrun`` (or an initialised process group) every rank calls this alike,
+    with the same model, inputs and modules: rank r ablates the modules m with
+    ``m % ranks == r`` (each with its own random sets, drawn from ``(random_state, m)``)
+    and every rank returns the result one process computes. ``timeout_s``: seconds a
+    rank waits for the others where they meet before it stops with an error.
     """
     kinds = dict(n_random=n_random, batch_size=batch_size, random_state=random_state)
     check_ablation_arguments(
@@ -182,8 +153,51 @@ def ablate_modules(
         n_modules = int(unit_module.max()) + 1 if unit_module.size else 0
     n_modules = max(n_modules, 0)
     n_random = draws_for(n_random, np.unique(unit_module[unit_module >= 0]).size)
+
+    def module(m: int, bar: Any) -> tuple:
+        """Module ``m``'s effect, effect by class, random sets' effects (NaN past those
+        drawn), their mean by class, the sets drawn, and whether any was undefined."""
+        rand = np.full(n_random, np.nan)  # NaN: not drawn (stopped early)
+        units = np.flatnonzero(unit_module == m)
+        if not units.size:
+            bar.advance(1 + n_random)
+            nan = np.full(classes.size, np.nan)
+            return np.nan, nan, rand, nan, 0, False
+        e, ec = summarise(losses(units))
+        effect, effect_cls = e - clean, ec - clean_by_class
+        bar.advance()
+        per_layer = np.bincount(unit_layer[units], minlength=len(layers))
+        # each module's own stream: its sets do not depend on where the draws of the
+        # modules before it stopped, nor on the rank that draws them
+        rng = np.random.default_rng([random_state, m])
+        rand_cls, drawn, as_bad = np.zeros(classes.size), 0, 0  # as_bad: sets that did
+        for r in range(n_random):  # at least the module's damage
+            draw = np.concatenate(
+                [
+                    rng.choice(np.flatnonzero(unit_layer == i), k, replace=False)
+                    for i, k in enumerate(per_layer)
+                    if k
+                ]
+            )
+            e, ec = summarise(losses(draw))
+            rand[r] = e - clean
+            rand_cls += ec - clean_by_class
+            drawn += 1
+            bar.advance()
+            as_bad += bool(rand[r] >= effect)
+            if as_bad >= STOP_AFTER:  # its p is no longer small: stop here
+                bar.advance(n_random - drawn)
+                break
+        # a NaN draw counted as one the module beat (its p fell to 1/(n_random+1)), and
+        # an infinite effect beat every draw
+        undefined = not (np.isfinite(effect) and np.isfinite(rand[:drawn]).all())
+        return effect, effect_cls, rand, rand_cls / max(drawn, 1), drawn, undefined
+
+    # under torchrun (or an initialised group) every rank ablates its share of the
+    # modules (module m on rank m % ranks) and every rank gets them all in order
+    show = progress and is_main_process()
     try:
-        with progress_bar("Ablating modules", n_modules * (1 + n_random), progress) as bar:
+        with progress_bar("Ablating modules", n_modules * (1 + n_random), show) as bar:
             clean_losses = losses(None)
             _check_finite(clean_losses)
             if clean_losses.ndim == 2:
@@ -197,97 +211,32 @@ def ablate_modules(
             else:
                 classes = label_classes(y) if y is not None else np.zeros(0)
             clean, clean_by_class = summarise(clean_losses)
-            effect = np.zeros(n_modules)
-            effect_cls = np.zeros((n_modules, classes.size))
-            rand = np.full((n_modules, n_random), np.nan)  # NaN: not drawn (stopped early)
-            rand_cls = np.zeros((n_modules, classes.size))
-            drawn = np.zeros(n_modules, dtype=np.int64)
-            undefined = []  # modules whose ablation or a random set's made the loss NaN/Inf
-            for m in range(n_modules):
-                units = np.flatnonzero(unit_module == m)
-                if not units.size:
-                    effect[m], effect_cls[m], rand[m], rand_cls[m] = np.nan, np.nan, np.nan, np.nan
-                    bar.advance(1 + n_random)
-                    continue
-                e, ec = summarise(losses(units))
-                effect[m], effect_cls[m] = e - clean, ec - clean_by_class
-                bar.advance()
-                per_layer = np.bincount(unit_layer[units], minlength=len(layers))
-                # each module's own stream: its sets do not depend on where the draws of
-                # the modules before it stopped
-                rng = np.random.default_rng([random_state, m])
-                as_bad = 0  # random sets that did at least the module's damage
-                for r in range(n_random):
-                    draw = np.concatenate(
-                        [
-                            rng.choice(np.flatnonzero(unit_layer == i), k, replace=False)
-                            for i, k in enumerate(per_layer)
-                            if k
-                        ]
-                    )
-                    e, ec = summarise(losses(draw))
-                    rand[m, r] = e - clean
-                    rand_cls[m] += ec - clean_by_class
-                    drawn[m] += 1
-                    bar.advance()
-                    as_bad += bool(rand[m, r] >= effect[m])
-                    if as_bad >= STOP_AFTER:  # its p is no longer small: stop here
-                        bar.advance(n_random - drawn[m])
-                        break
-                rand_cls[m] /= max(drawn[m], 1)
-                # a NaN draw counted as one the module beat (its p fell to 1/(n_random+1)),
-                # and an infinite effect beat every draw
-                if not (np.isfinite(effect[m]) and np.isfinite(rand[m, : drawn[m]]).all()):
-                    undefined.append(m)
-                    effect[m], effect_cls[m], rand[m], rand_cls[m] = np.nan, np.nan, np.nan, np.nan
+            per_module = run_ranks(
+                "ablation",
+                None,
+                timeout_s,
+                lambda coord: coord.spread(n_modules, lambda m: module(m, bar)),
+            )
     finally:
         ablator.remove()
         model.train(was_training)
-    if undefined:
+
+    def column(i: int, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+        return np.array([r[i] for r in per_module], dtype=dtype).reshape(n_modules, *shape)
+
+    c = classes.size
+    effect, effect_cls, rand = column(0, ()), column(1, (c,)), column(2, (n_random,))
+    rand_cls, drawn = column(3, (c,)), column(4, (), np.int64)
+    undefined = np.flatnonzero(column(5, (), bool))
+    if undefined.size:
         log.warning(
             "Ablating module(s) %s (or random unit sets like them) made the loss NaN or Inf, "
             "so their ablation effect, z and p are undefined (NaN), not compared.",
-            undefined[:10],
+            undefined[:10].tolist(),
         )
-    if n_random == 0:  # no control: effects only
-        nan = np.full(n_modules, np.nan)
-        rand_cls[:] = np.nan
-        return AblationResult(
-            classes,
-            clean,
-            effect,
-            effect_cls,
-            nan,
-            nan,
-            nan,
-            nan,
-            rand_cls,
-            q=nan,
-            n_random=0,
-            n_drawn=drawn,
-        )
-    mean, std, z, p = (np.full(n_modules, np.nan) for _ in range(4))
-    for m in np.flatnonzero(~np.isnan(effect)):
-        draws = rand[m, : drawn[m]]
-        mean[m] = draws.mean()
-        std[m] = draws.std(ddof=1) if draws.size > 1 else 0.0
-        z[m] = draws_z(effect[m], draws)  # NaN: draws all equal
-        p[m] = monte_carlo_p(int((draws >= effect[m]).sum()), draws.size, n_random)
-    q = benjamini_hochberg(p, skip_nan=True)
-    return AblationResult(
-        classes,
-        clean,
-        effect,
-        effect_cls,
-        mean,
-        std,
-        z,
-        p,
-        rand_cls,
-        q=q,
-        n_random=n_random,
-        n_drawn=drawn,
-    )
+        effect[undefined], effect_cls[undefined] = np.nan, np.nan
+        rand[undefined], rand_cls[undefined] = np.nan, np.nan
+    return ablation_result(classes, clean, effect, effect_cls, rand, rand_cls, drawn, n_random)
 
 
 def ablate_atlas(
@@ -305,8 +254,10 @@ def ablate_atlas(
     tokenizer: Any = None,
     max_length: int | None = None,
     progress: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> AblationResult:
-    """Run :func:`ablate_modules` on an Atlas's modules and write the results into it.
+    """Run :func:`ablate_modules` on an Atlas's modules and write the results into it
+    (under ``torchrun``, on every rank, as :func:`ablate_modules` says).
 
     ``store`` is the store the atlas was made from, or its path (layers and unit means).
     Adds ``ablation_effect``, ``ablation_z``, ``ablation_p`` (empirical, against
@@ -354,6 +305,7 @@ def ablate_atlas(
         tokenizer=tokenizer,
         max_length=max_length,
         progress=progress,
+        timeout_s=timeout_s,
     )
     n = len(atlas.modules)
     if len(res.effect) != n:  # modules without units cannot be ablated
