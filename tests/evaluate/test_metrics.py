@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import join_gloo
 from saeatlas.evaluate import evaluate_sae
 from saeatlas.sae import SAEConfig, SparseAutoencoder
 from saeatlas.store import ActivationStore
@@ -70,3 +71,52 @@ def test_the_fvu_denominator_holds_for_tiny_values_and_large_offsets(tmp_path, s
     expected = ((xd - x_hat) ** 2).sum() / ((xd - xd.mean(0)) ** 2).sum()
     res = evaluate_sae(sae, ActivationStore.open(tmp_path / "x.npy"), batch_size=64)
     assert res.fvu == pytest.approx(expected, rel=1e-6)
+
+
+def _store_and_sae(root):
+    rng = np.random.default_rng(0)
+    np.save(f"{root}/x.npy", (rng.normal(size=(700, 6)) * [1, 2, 3, 1, 1, 5] + 2).astype("f4"))
+    sae = SparseAutoencoder(
+        SAEConfig("topk", d_in=6, d_sae=12, k=2), torch.Generator().manual_seed(0)
+    )
+    return ActivationStore.open(f"{root}/x.npy"), sae
+
+
+def _evaluate_on_rank(rank, world, port, root):
+    import json
+
+    import torch.distributed as dist
+
+    join_gloo(rank, world, port)
+    try:
+        store, sae = _store_and_sae(root)
+        reads = []  # the rows this rank read
+        real = store.read
+        store.read = lambda a, b, **kw: reads.append((a, b)) or real(a, b, **kw)
+        res = evaluate_sae(sae, store, start=50, batch_size=64, timeout_s=60)
+        out = {**res.as_dict(), "density": res.density.tolist(), "reads": reads}
+    except Exception as e:
+        out = {"error": f"{type(e).__name__}: {e}"}
+    finally:
+        dist.destroy_process_group()
+    with open(f"{root}/r{rank}.json", "w") as f:
+        json.dump(out, f)
+
+
+def test_two_ranks_evaluate_their_share_of_the_rows_to_one_process_figures(tmp_path, spawn_ranks):
+    """Under torchrun each rank reads its own contiguous share of the batches and every
+    rank ends with the metrics one process computes (to the rounding of the sums)."""
+    import json
+
+    store, sae = _store_and_sae(tmp_path)
+    one = evaluate_sae(sae, store, start=50, batch_size=64)
+    spawn_ranks(_evaluate_on_rank, (str(tmp_path),), 120)
+    two = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2)]
+    assert all("error" not in t for t in two), two
+    starts = [[a for a, _ in t["reads"]] for t in two]
+    batches = list(range(50, 700, 64))  # 11 batches: 6 and 5
+    assert starts == [batches[:6], batches[6:]]
+    for t in two:
+        for key, value in one.as_dict().items():
+            assert t[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+        np.testing.assert_array_equal(t["density"], one.density)

@@ -2,12 +2,12 @@
 with the figures one process computes."""
 
 import json
-import os
 
 import numpy as np
 import torch
 from torch import nn
 
+from conftest import join_gloo
 from saeatlas.store import LayerSpec
 from saeatlas.structure.causal.ablation import ablate_modules
 
@@ -43,11 +43,7 @@ def _ablate(passes=None):
 
 
 def _worker(rank, world, port, root):
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
-    )
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    join_gloo(rank, world, port)
     try:
         passes = []
         res = _ablate(passes)

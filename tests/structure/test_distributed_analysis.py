@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
+from conftest import join_gloo
 from saeatlas import _coordinator
 from saeatlas._coordinator import solo
 from saeatlas.structure import Atlas, AtlasConfig, analyze
@@ -74,11 +75,7 @@ def _worker(rank, world, port, root, store, fail, settings, name):
     :data:`CONFIG` (or ``settings[rank]``, given a list), writing the atlas to ``root/name-r{rank}``; ``fail`` = (rank, where)
     plants a failure there: "item" (an ensemble member after member 0) or "step" (a
     step that every rank runs on its own, between two meetings)."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
-    )
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    join_gloo(rank, world, port)
     if fail and fail[0] == rank:
         _plant_failure(fail[1])
     try:
@@ -297,11 +294,7 @@ GRAPH_FIELDS = ("row", "col", "count", "p", "q", "weight")
 
 
 def _graph_worker(rank, world, port, root):
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
-    )
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    join_gloo(rank, world, port)
     try:
         graphs, co = _coordinator.run_ranks("analysis", "cpu", 30, _graphs)
         arrays = {f"{c}.{f}": getattr(g, f) for c, g in graphs.items() for f in GRAPH_FIELDS}

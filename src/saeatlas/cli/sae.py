@@ -95,7 +95,6 @@ def _dead_text(fraction: float, summary: dict) -> str:
 
 
 @app.command("evaluate")
-@on_rank_zero
 def evaluate_cmd(
     sae: Path = typer.Option(..., "--sae", help="SAE directory."),
     acts: Path = typer.Option(..., "--acts", help="Activation store directory or .npy file."),
@@ -126,9 +125,17 @@ def evaluate_cmd(
         "'next-token' (a causal language model).",
     ),
     on_nonfinite: str = nonfinite_option(),
+    timeout: float = typer.Option(
+        1800.0,
+        "--timeout",
+        help="Under torchrun: seconds a rank waits for the others before it stops with an error.",
+    ),
 ) -> None:
     """Reconstruction and sparsity metrics of an SAE on a store's rows; with --model,
-    the fraction of the model's loss its reconstruction recovers."""
+    the fraction of the model's loss its reconstruction recovers.
+
+    Under `torchrun` the ranks share the rows out and rank 0 prints (and measures the
+    loss recovered)."""
     from ..evaluate import evaluate_sae
     from ..sae import SparseAutoencoder
     from ..store import ActivationStore
@@ -153,7 +160,10 @@ def evaluate_cmd(
         stop=stop,
         batch_size=batch_size,
         device=device,
+        timeout_s=timeout,
     )
+    if not is_main_process():  # the other ranks encoded their share of the rows
+        return
     table = Table("metric", "value")
     stop_at = store.n_rows if stop is None else stop
     for key, value in result.as_dict().items():
@@ -294,7 +304,8 @@ def _sweep_cmd(
     """Train a family of SAEs over a sparsity setting and recommend one (Pareto knee).
 
     Under `torchrun --nproc_per_node N -m saeatlas sweep ...` every member trains
-    data-parallel, as `train` does; rank 0 evaluates and writes the sweep."""
+    data-parallel, as `train` does; the ranks share the held-out evaluation and rank 0
+    writes the sweep."""
     from .._config_cli import build_config
     from ..errors import ConfigError
     from ..store import ActivationStore

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._coordinator import Coordinator, run_ranks
 from .._validation import check_device, in_range, shown
+from .._world import rank_device
 from ..errors import ConfigError, NonFiniteError
 from ..sae import SparseAutoencoder
 from ..sae.model import check_loaded_sae, sae_layers
@@ -76,6 +78,7 @@ def evaluate_sae(
     stop: int | None = None,
     batch_size: int = 4096,
     device: str | torch.device = "cpu",
+    timeout_s: float = 1800.0,
 ) -> EvalResult:
     """Metrics of ``sae`` on rows ``start:stop`` of ``store`` (all by default; an opened
     store, or the path of a store directory or a ``.npy``, as ``train_sae`` takes).
@@ -87,6 +90,12 @@ def evaluate_sae(
 
     The SAE must read the store's columns: its ``cfg.layers`` name the store
     layers it was trained on.
+
+    Under ``torchrun`` (or an initialised process group) every rank calls this alike:
+    each encodes its own contiguous share of the batches (``device="cuda"``: its own
+    GPU), the sums are gathered, and every rank returns the metrics one process
+    computes (to float rounding: the sums are added in another order). ``timeout_s``:
+    seconds a rank waits for the others where they meet.
     """
     check_loaded_sae(sae)
     # "0" and 1.5 ended in a TypeError, and True was read as row 1
@@ -128,23 +137,45 @@ def evaluate_sae(
         )
     in_range("batch_size", batch_size, 0, open_low=True, flag="--batch-size")
     check_device("device", str(device), flag="--device")
-    sae = sae.to(device).eval()
-    d_sae = sae.cfg.d_sae
-    fired = torch.zeros(d_sae, dtype=torch.float64, device=device)
-    sq_err, n, active = 0.0, 0, 0.0
-    # Chan et al.'s merge, as the store's statistics: sum(x^2) - sum(x)^2 / n cancelled
-    # for a large mean and a small spread, and a floor on it took values near 1e-30
-    # for rows that do not vary
-    moments = RunningMoments(sae.cfg.d_in)
-    for s in range(start, stop, batch_size):
-        x = store.read(s, min(stop, s + batch_size), layers=layers).to(device)
-        out = sae(x)
-        sq_err += float((x - out.x_hat).double().pow(2).sum())
-        moments.update(x)
-        on = out.acts != 0
-        fired += on.sum(dim=0).double()
-        active += float(on.sum())
-        n += x.shape[0]
+    batches = range(start, stop, batch_size)
+
+    def on_ranks(coord: Coordinator) -> tuple[int, float, float, np.ndarray, RunningMoments]:
+        """This rank's share of the batches (contiguous, in rank order), summed over
+        the ranks; every rank gets the sums one process makes."""
+        here = rank_device(str(device), coord.world) or str(device)
+        model = sae.to(here).eval()
+        lo, hi = coord.share(len(batches))
+        fired = torch.zeros(model.cfg.d_sae, dtype=torch.float64, device=here)
+        sq_err, n, active = 0.0, 0, 0.0
+        # Chan et al.'s merge, as the store's statistics: sum(x^2) - sum(x)^2 / n
+        # cancelled for a large mean and a small spread, and a floor on it took values
+        # near 1e-30 for rows that do not vary
+        moments = RunningMoments(model.cfg.d_in)
+        for s in batches[lo:hi]:
+            x = store.read(s, min(stop, s + batch_size), layers=layers).to(here)
+            out = model(x)
+            sq_err += float((x - out.x_hat).double().pow(2).sum())
+            moments.update(x)
+            on = out.acts != 0
+            fired += on.sum(dim=0).double()
+            active += float(on.sum())
+            n += x.shape[0]
+        if not coord.distributed:
+            return n, sq_err, active, fired.cpu().numpy(), moments
+        parts = coord.gather((n, sq_err, active, fired.cpu().numpy(), moments.state()), None)
+        total = RunningMoments(model.cfg.d_in)
+        for _, _, _, _, state in parts:  # in rank order, as one process meets the rows
+            part = RunningMoments.from_state(state)
+            total.merge(part.count, part.mean, part.m2)
+        return (
+            sum(p[0] for p in parts),
+            sum(p[1] for p in parts),
+            sum(p[2] for p in parts),
+            np.sum([p[3] for p in parts], axis=0),
+            total,
+        )
+
+    n, sq_err, active, fired, moments = run_ranks("evaluation", str(device), timeout_s, on_ranks)
     total = float(moments.m2.sum())  # sum ||x - mean||^2
     # relative to sum ||x||^2, with no floor: rounding alone leaves about 1e-16 of it
     if not total > 1e-14 * (total + n * float((moments.mean**2).sum())):
@@ -158,7 +189,7 @@ def evaluate_sae(
             "or the activations are far outside what it was trained on. Retrain it."
         )
     fvu_value = sq_err / total
-    density = (fired / n).cpu().numpy()
+    density = fired / n
     return EvalResult(
         n_rows=n,
         fvu=fvu_value,

@@ -106,7 +106,9 @@ class Members:
                 )
             return points
 
-        return from_main(evaluate, self.world)
+        # every rank evaluates its share of the held-out rows (evaluate_sae gathers the
+        # sums), so every rank gets the same figures and extends the range alike
+        return evaluate()
 
 
 def kept_members(new: Path) -> bool:
