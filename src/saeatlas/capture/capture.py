@@ -65,7 +65,7 @@ from .rows import (
     to_rows,
     token_shapes,
 )
-from .texts import text_max_length
+from .texts import is_texts, text_max_length
 from .transformer_lens import is_transformer_lens
 from .transformer_lens import provenance as tl_provenance
 
@@ -163,7 +163,8 @@ def _capture(
     max_length = text_max_length(model, inputs, tokenizer, config.max_length)
     check_max_length(inputs, max_length)  # before the writer: nothing written is touched
     check_has_values(model)
-    job = capture_job(model, inputs, [hp.name for hp in hps], config, labels)
+    reads = tokenizer if is_texts(inputs) else None  # the tokenizer, when texts go through it
+    job = capture_job(model, inputs, [hp.name for hp in hps], config, labels, reads)
     dtype = STORE_DTYPES[config.dtype] if config.dtype else None
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import json
 import types
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -136,26 +137,59 @@ def inputs_fingerprint(inputs: Any) -> str:
     return f"{type(inputs).__name__}" + (f"[{n}]" if n is not None else "")
 
 
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of what turns texts into token ids: a fast tokenizer's whole definition
+    (vocabulary, merges, normalisation, the BOS/EOS its post-processor adds; less the
+    truncation and padding a call leaves set on it), another's vocabulary, and the
+    special tokens and length limit either applies. The texts' fingerprint cannot tell
+    two tokenizers apart, nor can the first batch's tokens when the two differ only on
+    later texts."""
+    hf = next(
+        (
+            t
+            for t in (tokenizer, getattr(tokenizer, "tokenizer", None))
+            if t is not None and hasattr(t, "get_vocab")
+        ),
+        None,
+    )  # TransformerLensTexts holds its model's
+    h = hashlib.sha256(type(tokenizer).__qualname__.encode())
+    backend = getattr(hf, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None), spec.pop("padding", None)
+        h.update(json.dumps(spec, sort_keys=True).encode())
+    elif hf is not None:
+        h.update(repr(sorted(hf.get_vocab().items())).encode("utf-8", "surrogatepass"))
+    for attr in ("model_max_length", "bos_token_id", "eos_token_id", "pad_token_id"):
+        h.update(repr(getattr(hf, attr, None)).encode())
+    return h.hexdigest()[:16]
+
+
 def capture_job(
     model: torch.nn.Module,
     inputs: Any,
     layers: Sequence[str],
     config: Any,
     labels: Any = None,
+    tokenizer: Any = None,
 ) -> dict[str, Any]:
     """The fingerprints a resumed capture must match: ``model``, ``inputs``, ``labels``,
-    ``layers`` (resolved names) and ``settings`` (the capture config, less ``device``,
-    ``early_stop`` and ``timeout_s``, which do not change what is stored)."""
+    ``layers`` (resolved names), ``settings`` (the capture config, less ``device``,
+    ``early_stop`` and ``timeout_s``, which do not change what is stored) and, for
+    texts, the ``tokenizer`` that reads them."""
     settings = {
         k: v for k, v in asdict(config).items() if k not in ("device", "early_stop", "timeout_s")
     }
-    return {
+    job = {
         "model": model_fingerprint(model),
         "inputs": inputs_fingerprint(inputs),
         "labels": None if labels is None else inputs_fingerprint(_as_array(labels)),
         "layers": list(layers),
         "settings": settings,
     }
+    if tokenizer is not None:  # texts only: other inputs do not go through it
+        job["tokenizer"] = tokenizer_fingerprint(tokenizer)
+    return job
 
 
 def _as_array(labels: Any) -> np.ndarray:
