@@ -55,7 +55,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     edited to ``torch.tanh`` in it changes no module either) and every parameter and
     buffer's name, shape, dtype, edge values, about :data:`EDGE_VALUES` evenly spaced
     values and the float64 sum of all its values (a checkpoint fine-tuned in its middle, or one value changed, changes
-    the sum)."""
+    the sum), and the number and flag attributes of modules not from ``torch.nn``
+    (:func:`_switches`)."""
     h = hashlib.sha256(type(model).__name__.encode())
     for name, m in model.named_modules():
         # torch's own extra_repr only: another library's may show object addresses
@@ -66,6 +67,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         h.update(tree.encode("utf-8", "surrogatepass"))
         if not own:  # `torch.relu` edited to `torch.tanh` in a forward changes no module
             h.update(_forward_code(type(m)))
+            h.update(_switches(m))
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode("utf-8", "surrogatepass"))
         flat = t.detach().reshape(-1)
@@ -74,6 +76,21 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         h.update(_tensor_bytes(flat[:: max(1, flat.numel() // EDGE_VALUES)]))
         h.update(repr(_total(flat)).encode())
     return h.hexdigest()[:16]
+
+
+def _switches(m: torch.nn.Module) -> bytes:
+    """The public number and flag attributes of a module not from ``torch.nn``: what its
+    ``forward`` reads besides weights (GPT-2's ``scale_attn_weights``, from a
+    ``config.json`` edited between a kill and ``--resume``, changes no module, code or
+    weight). Text is left out (Keras numbers its layers' names per process, a Hugging
+    Face model keeps the path it was loaded from), and so is the training mode."""
+    kinds = (bool, int, float)
+    items = sorted(
+        (k, v)
+        for k, v in vars(m).items()
+        if type(v) in kinds and not k.startswith("_") and k != "training"
+    )
+    return repr(items).encode()
 
 
 @functools.cache
