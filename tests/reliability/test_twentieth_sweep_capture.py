@@ -1,0 +1,107 @@
+"""Twentieth hostile sweep, capture and the activation store: resumes of a capture
+whose job changed in ways its fingerprints did not see, two writers, and bad inputs
+to capture and to the store's readers.
+
+A kill is an exception raised from the write of ``rows.parquet`` (every shard is
+committed by then, as after a ``kill -9`` late in a capture)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import saeatlas.store.merge as merge_module
+from saeatlas.capture import CaptureConfig, capture_activations
+from saeatlas.errors import ConfigError
+from saeatlas.store.atomic import partial_dir
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs."""
+
+
+def stopped_capture(monkeypatch, model, inputs, layers, out, config, **kwargs):
+    """A capture of ``inputs`` into ``out`` stopped once every shard is committed,
+    before ``rows.parquet`` is written: what ``--resume`` continues."""
+
+    def killed(*args, **kw):
+        raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(merge_module, "atomic_write", killed)
+        with pytest.raises(Killed):
+            capture_activations(model, inputs, layers, out, config, progress=False, **kwargs)
+    assert (partial_dir(out) / "progress.safetensors").is_file()
+
+
+def _gpt2(**config):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(
+        n_layer=1, n_embd=16, n_head=2, vocab_size=40, n_positions=16, **config
+    )
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+TEXTS = ["ab", "ba", "abab", "a", "xyz xy", "zyx", "xx yy zz", "yxz"]
+
+
+def test_a_resume_with_another_tokenizer_is_refused(tmp_path, monkeypatch, make_char_tokenizer):
+    """tokenizer.json edited between a kill and `capture --resume` (two tokens' ids
+    swapped, used only by later texts): the resumed rows were of another tokenization,
+    in one store with the first ones, without a word (the texts and the first batch,
+    all the job knew of them, were the same)."""
+    first = make_char_tokenizer(tmp_path / "tok")
+    spec = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["x"], vocab["y"] = vocab["y"], vocab["x"]
+    (tmp_path / "tok" / "tokenizer.json").write_text(json.dumps(spec))
+    transformers = pytest.importorskip("transformers")
+
+    second = transformers.AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert first("x")["input_ids"] != second("x")["input_ids"]
+    out, cfg = tmp_path / "store", CaptureConfig(batch_size=4, shard_rows=8)
+    stopped_capture(monkeypatch, _gpt2(), TEXTS, ["transformer.h.0"], out, cfg, tokenizer=first)
+    with pytest.raises(ConfigError, match=r"this run's tokenizer differ"):
+        capture_activations(
+            _gpt2(),
+            TEXTS,
+            ["transformer.h.0"],
+            out,
+            cfg,
+            tokenizer=second,
+            resume=True,
+            progress=False,
+        )
+    store = capture_activations(  # the same tokenizer, loaded again, resumes
+        _gpt2(),
+        TEXTS,
+        ["transformer.h.0"],
+        out,
+        cfg,
+        tokenizer=first,
+        resume=True,
+        progress=False,
+    )
+    assert store.n_rows > 0
+
+
+def test_a_resume_with_a_model_setting_edited_in_its_config_is_refused(tmp_path, monkeypatch):
+    """GPT-2's `scale_attn_weights` set to false in config.json between a kill and
+    `--resume`: no module, forward code or weight changes, so the model's fingerprint was
+    the same and the resumed rows were another model's."""
+    ids = np.random.default_rng(0).integers(0, 40, size=(12, 6))
+    out, cfg = tmp_path / "store", CaptureConfig(batch_size=4, shard_rows=8)
+    stopped_capture(monkeypatch, _gpt2(), ids, ["transformer.h.0"], out, cfg)
+    other = _gpt2(scale_attn_weights=False)
+    x = torch.as_tensor(ids[:2])
+    assert not torch.allclose(_gpt2()(x).logits, other(x).logits)
+    with pytest.raises(ConfigError, match=r"this run's model differ"):
+        capture_activations(other, ids, ["transformer.h.0"], out, cfg, resume=True, progress=False)
+    store = capture_activations(
+        _gpt2(), ids, ["transformer.h.0"], out, cfg, resume=True, progress=False
+    )
+    assert store.n_rows == 72
