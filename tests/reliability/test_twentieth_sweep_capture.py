@@ -105,3 +105,21 @@ def test_a_resume_with_a_model_setting_edited_in_its_config_is_refused(tmp_path,
         _gpt2(), ids, ["transformer.h.0"], out, cfg, resume=True, progress=False
     )
     assert store.n_rows == 72
+
+
+def test_an_empty_model_spec_is_refused_not_read_as_the_current_folder(
+    tmp_path, monkeypatch, run_cli, tiny_gpt2
+):
+    """`capture --model "$MODEL"` with MODEL unset, run in a folder that holds a Hugging
+    Face model, captured that model without a word (`Path('')` is the current folder);
+    `layers ""` listed its layers."""
+    cli, one_line = run_cli
+    tiny_gpt2.save_pretrained(tmp_path / "hf")
+    np.save(tmp_path / "ids.npy", np.zeros((4, 5), np.int64))
+    monkeypatch.chdir(tmp_path / "hf")
+    for spec in ("", " "):
+        args = ["--inputs", tmp_path / "ids.npy", "--layers", "transformer.h.0"]
+        r = cli("capture", "--model", spec, *args, "--out", tmp_path / "store", "-q")
+        one_line(r, f"The model spec {spec!r} is empty", "'.' for the current folder")
+        one_line(cli("layers", spec), "is empty (an unset variable")
+    assert not (tmp_path / "store").exists()
