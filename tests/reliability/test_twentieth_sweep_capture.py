@@ -123,3 +123,33 @@ def test_an_empty_model_spec_is_refused_not_read_as_the_current_folder(
         one_line(r, f"The model spec {spec!r} is empty", "'.' for the current folder")
         one_line(cli("layers", spec), "is empty (an unset variable")
     assert not (tmp_path / "store").exists()
+
+
+def test_a_file_named_npy_that_is_no_npy_file_is_named_so(tmp_path, run_cli):
+    """A CSV (or a pickle) named `.npy`, as --inputs, --labels or --acts, was told it
+    "contains pickled (object) data" and advised to load it unsafely with
+    `allow_pickle=` or `pickle.load()`: NumPy takes every file without its header for a
+    pickle. It is now named as no .npy file, with its first bytes."""
+    cli, one_line = run_cli
+    csv, pickle = tmp_path / "table.npy", tmp_path / "obj.npy"
+    csv.write_text("1,2,3\n4,5,6\n")
+    pickle.write_bytes(b"\x80\x04K\x01.")
+    np.save(tmp_path / "x.npy", np.zeros((4, 3), np.float32))
+    model = tmp_path / "m.py"
+    model.write_text(
+        "import torch\ndef f():\n    return torch.nn.Sequential(torch.nn.Linear(3, 2))\n"
+    )
+    capture = ["capture", "--model", f"{model}:f", "--layers", "0", "--out", tmp_path / "s"]
+    for args in (
+        [*capture, "--inputs", csv],
+        [*capture, "--inputs", tmp_path / "x.npy", "--labels", csv],
+        ["train", "--acts", csv, "--out", tmp_path / "sae"],
+    ):
+        line = one_line(cli(*args), "it is not a .npy file", r"this one with b'1,2,3\n4,'")
+        assert "allow_pickle" not in line and "pickle.load" not in line
+    line = one_line(
+        cli(*capture, "--inputs", pickle),
+        "it is not a .npy file",
+        "a pickle",
+    )
+    assert "allow_pickle" not in line
