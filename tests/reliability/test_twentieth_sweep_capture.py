@@ -153,3 +153,17 @@ def test_a_file_named_npy_that_is_no_npy_file_is_named_so(tmp_path, run_cli):
         "a pickle",
     )
     assert "allow_pickle" not in line
+
+
+def test_a_layer_map_with_a_layer_of_no_columns_names_that_fault(tmp_path, run_cli):
+    """A `layers.json` whose first layer is 0:0 was refused as "covers columns 0:0,
+    expected to start at 0": it does start at 0, and the line named no fault."""
+    cli, one_line = run_cli
+    np.save(tmp_path / "a.npy", np.zeros((20, 10), np.float32))
+    layers = [{"name": "a", "start": 0, "stop": 0}, {"name": "b", "start": 0, "stop": 10}]
+    (tmp_path / "a.layers.json").write_text(json.dumps(layers))
+    line = one_line(cli("info", tmp_path / "a.npy"), "Layer 'a' covers columns 0:0, which is no")
+    assert "expected to start at 0" not in line
+    layers[0]["stop"] = -2
+    (tmp_path / "a.layers.json").write_text(json.dumps(layers))
+    one_line(cli("info", tmp_path / "a.npy"), "covers columns 0:-2, which is no column")

@@ -231,9 +231,15 @@ def validate_layers(layers: list[LayerSpec] | tuple[LayerSpec, ...], n_units: in
                 f"{layer.name!r}; give every layer a name."
             )
         if layer.start != pos or layer.stop <= layer.start:
+            # "expected to start at 0" of a layer 0:0 that starts at 0 named no fault
+            fault = (
+                f"expected to start at {pos}"
+                if layer.start != pos
+                else "which is no column (its `stop` must be above its `start`)"
+            )
             raise StoreError(
-                f"Layer '{layer.name}' covers columns {layer.start}:{layer.stop}, expected to start "
-                f"at {pos}. Layer ranges must tile the columns in order."
+                f"Layer '{layer.name}' covers columns {layer.start}:{layer.stop}, {fault}. Layer "
+                "ranges must tile the columns in order."
             )
         pos = layer.stop
     if layers and pos != n_units:
