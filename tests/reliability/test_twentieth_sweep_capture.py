@@ -167,3 +167,33 @@ def test_a_layer_map_with_a_layer_of_no_columns_names_that_fault(tmp_path, run_c
     layers[0]["stop"] = -2
     (tmp_path / "a.layers.json").write_text(json.dumps(layers))
     one_line(cli("info", tmp_path / "a.npy"), "covers columns 0:-2, which is no column")
+
+
+def test_ranks_whose_first_batches_have_other_sequence_lengths_merge(tmp_path):
+    """`torchrun --nproc_per_node 2 -m saeatlas capture` of texts of other lengths ended,
+    after every rank had captured its share, in "Rank 1 recorded other layers or row
+    columns than rank 0 (('position', 'sample', 'text', 'token') vs (the same))": each
+    rank's layers recorded the shape of its own first batch, [None, seq, d], whose
+    sequence length is its longest text's. The store records rank 0's, as one process
+    does; a rank of another layout or columns is still refused, naming them."""
+    from saeatlas.errors import StoreError
+    from saeatlas.store import StoreWriter
+    from saeatlas.store.manifest import LayerSpec
+
+    def write(out, layouts=("token", "token")):
+        w0 = StoreWriter(out, rank=0, world=2, shard_rows=4)
+        w1 = StoreWriter(out, rank=1, world=2, shard_rows=4)
+        for w, seq, layout in ((w0, 3, layouts[0]), (w1, 5, layouts[1])):
+            w.start([LayerSpec("h", 0, 2, (None, seq, 2), layout)])
+            x = torch.arange(seq * 4, dtype=torch.float32).reshape(-1, 2)
+            meta = {"sample": np.repeat([0, 1], seq), "position": np.tile(np.arange(seq), 2)}
+            w.add(x, meta, n_samples=2)
+        parts = [w0.finish(), w1.finish()]
+        return w0, parts
+
+    writer, parts = write(tmp_path / "store")
+    manifest = writer.complete(parts)
+    assert manifest.n_rows == 16 and manifest.layers[0].shape == (None, 3, 2)
+    writer, parts = write(tmp_path / "other", ("token", "sample"))
+    with pytest.raises(StoreError, match=r"Rank 1 recorded other .*'sample'.* vs .*'token'"):
+        writer.complete(parts)
