@@ -197,3 +197,29 @@ def test_ranks_whose_first_batches_have_other_sequence_lengths_merge(tmp_path):
     writer, parts = write(tmp_path / "other", ("token", "sample"))
     with pytest.raises(StoreError, match=r"Rank 1 recorded other .*'sample'.* vs .*'token'"):
         writer.complete(parts)
+
+
+def test_arrays_for_a_model_of_token_ids_must_be_integer_ids_of_n_by_seq(
+    tmp_path, run_cli, tiny_gpt2
+):
+    """Given a Hugging Face model, one sequence of ids `[seq]` (or `[n, seq, 1]`) was
+    refused as "Layer 'transformer.h.0' gives shape [1, 6, 32], but the batch has 6
+    samples ... Choose a layer or `output_index`", blaming the layer; ids of no position
+    `[n, 0]` and float or bool ids ended in torch's error from inside the forward pass."""
+    cli, one_line = run_cli
+    tiny_gpt2.save_pretrained(tmp_path / "hf")
+    ids = np.random.default_rng(0).integers(0, 30, size=(8, 6))
+    cases = {
+        "one_sequence": (ids[0], "int64 [6]."),
+        "extra_axis": (ids[:, :, None], "int64 [8, 6, 1]."),
+        "no_position": (ids[:, :0], "int64 [8, 0], no token per sample"),
+        "floats": (ids.astype(np.float32), "float32 [8, 6]."),
+        "flags": (ids > 10, "bool [8, 6]."),
+    }
+    for name, (array, needle) in cases.items():
+        np.save(tmp_path / f"{name}.npy", array)
+        args = ["--inputs", tmp_path / f"{name}.npy", "--layers", "transformer.h.0"]
+        r = cli("capture", "--model", tmp_path / "hf", *args, "--out", tmp_path / "s", "-q")
+        line = one_line(r, "The model reads token ids", f"these are {needle}")
+        assert "output_index" not in line
+    assert not (tmp_path / "s").exists()
