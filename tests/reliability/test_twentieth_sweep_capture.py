@@ -223,3 +223,26 @@ def test_arrays_for_a_model_of_token_ids_must_be_integer_ids_of_n_by_seq(
         line = one_line(r, "The model reads token ids", f"these are {needle}")
         assert "output_index" not in line
     assert not (tmp_path / "s").exists()
+
+
+def test_the_store_rows_columns_are_checked_for_npy_stores_too(tmp_path, make_store):
+    """`rows(["label"])` of a `.npy` store gave back its `row`, `sample` and `position`
+    columns without a word (every list was ignored: a later `column("label")` ended in a
+    KeyError), `rows([])` gave every column of any store, and `rows(["row", "row"])` the
+    column twice (as `read(layers=[...])` no longer does)."""
+    from saeatlas.store import ActivationStore
+
+    np.save(tmp_path / "a.npy", np.zeros((6, 3), np.float32))
+    for store in (
+        ActivationStore.open(tmp_path / "a.npy"),
+        ActivationStore.open(make_store(tmp_path / "store")),
+    ):
+        assert store.rows(["sample"]).column_names == ["sample"]
+        assert store.rows(("position", "row")).column_names == ["position", "row"]
+        for columns, needle in (
+            (["label"], r"The store's rows have no column 'label'; its columns are row, "),
+            ([], r"`columns` is empty; name at least one column or pass None for all"),
+            (["row", "row"], r"`columns` names 'row' more than once"),
+        ):
+            with pytest.raises(ConfigError, match=needle):
+                store.rows(columns)
