@@ -246,3 +246,28 @@ def test_the_store_rows_columns_are_checked_for_npy_stores_too(tmp_path, make_st
         ):
             with pytest.raises(ConfigError, match=needle):
                 store.rows(columns)
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("max_length", "abc"), ("max_length", 0), ("max_length", 1.5), ("n_texts_cut", -5)],
+)
+def test_a_manifest_whose_text_facts_were_edited_is_refused(
+    tmp_path, make_store, run_cli, key, value
+):
+    """The provenance's `max_length` (tokens per text the capture kept), edited by hand,
+    was taken by `evaluate --model` and the ablation, which cut texts the same way: 'abc'
+    or 1.5 ended them in the tokenizer's TypeError traceback, 0 in torch's "cannot
+    reshape tensor of 0 elements"; `info` showed `n_texts_cut` -5 as "-5 texts were cut"."""
+    from saeatlas.errors import StoreError
+    from saeatlas.store import ActivationStore
+
+    cli, one_line = run_cli
+    store = make_store(tmp_path / "store")
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest["provenance"][key] = value
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    needle = f"records `{key}` {value!r} in its provenance, which is no whole number"
+    one_line(cli("info", store), needle, "restore it, or recapture the store")
+    with pytest.raises(StoreError, match="which is no whole number"):
+        ActivationStore.open(store)

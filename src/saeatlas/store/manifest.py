@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import known_keys
+from .._validation import known_keys, shown
 from ..errors import ConfigError, StoreError
 
 FORMAT_VERSION = 1
@@ -301,6 +301,15 @@ def check_manifest(root: Path, m: Manifest) -> None:
         raise StoreError(f"{where} has a negative `n_nonfinite_rows_skipped`; it is corrupt.")
     if not m.layers:
         raise StoreError(f"{where} lists no layers; its layer map is corrupt. Recapture the store.")
+    # read by `info`, and by the ablation and the loss recovered, which cut texts as the
+    # capture did: 'abc' or 1.5 ended them in the tokenizer's TypeError, 0 in torch's
+    for key, least in (("max_length", 1), ("n_texts_cut", 0)):
+        v = m.provenance.get(key)
+        if v is not None and not (type(v) is int and least <= v < 2**63):
+            raise StoreError(
+                f"{where} records `{key}` {shown(v)} in its provenance, which is no whole "
+                f"number of at least {least} (it was edited); restore it, or recapture the store."
+            )
     validate_layers(m.layers, m.n_units)
     for layer in m.layers:
         if not layer_width_fits(layer):
