@@ -271,3 +271,31 @@ def test_a_manifest_whose_text_facts_were_edited_is_refused(
     one_line(cli("info", store), needle, "restore it, or recapture the store")
     with pytest.raises(StoreError, match="which is no whole number"):
         ActivationStore.open(store)
+
+
+@pytest.mark.parametrize(
+    "edit,needle",
+    [
+        (lambda job: job.update(settings=[1]), "`job.settings` [1]"),
+        (lambda job: job.update(model=5), "`job.model` 5"),
+        (lambda job: job.update(layers="0"), "`job.layers` '0'"),
+    ],
+)
+def test_a_manifest_whose_capture_job_was_edited_is_refused(
+    tmp_path, make_store, run_cli, edit, needle
+):
+    """`job.settings` of a manifest edited to a list ended `evaluate --model`, the
+    ablation and `export-neuronpedia --model` in "AttributeError: 'list' object has no
+    attribute 'get'" (their check that the model is the captured one reads it)."""
+    from saeatlas.errors import StoreError
+    from saeatlas.store import ActivationStore
+    from saeatlas.structure.causal.ablation_inputs import check_captured_model
+
+    cli, one_line = run_cli
+    store = make_store(tmp_path / "store")
+    manifest = json.loads((store / "manifest.json").read_text())
+    edit(manifest["provenance"]["job"])
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    one_line(cli("info", store), needle, "not what its capture wrote", "recapture the store")
+    with pytest.raises(StoreError, match="not what its capture wrote"):
+        check_captured_model(torch.nn.Linear(4, 6), ActivationStore.open(store))

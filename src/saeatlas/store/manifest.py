@@ -310,6 +310,23 @@ def check_manifest(root: Path, m: Manifest) -> None:
                 f"{where} records `{key}` {shown(v)} in its provenance, which is no whole "
                 f"number of at least {least} (it was edited); restore it, or recapture the store."
             )
+    job = m.provenance.get("job")  # the capture's fingerprints: a resume and the ablation
+    kinds = {"settings": dict, "layers": list}  # read them (`settings` [1]: AttributeError)
+    bad = (
+        [f"`job` {shown(job)}"]
+        if job is not None and not isinstance(job, dict)
+        else [
+            f"`job.{k}` {shown(v)}"
+            for k, v in (job or {}).items()
+            if not isinstance(v, kinds.get(k, (str, type(None))))
+        ]
+    )
+    if bad:
+        raise StoreError(
+            f"{where} records {bad[0]} in its provenance, not what its capture wrote "
+            "(fingerprints as text, `settings` an object, `layers` a list); restore it, or "
+            "recapture the store."
+        )
     validate_layers(m.layers, m.n_units)
     for layer in m.layers:
         if not layer_width_fits(layer):
