@@ -299,3 +299,31 @@ def test_a_manifest_whose_capture_job_was_edited_is_refused(
     one_line(cli("info", store), needle, "not what its capture wrote", "recapture the store")
     with pytest.raises(StoreError, match="not what its capture wrote"):
         check_captured_model(torch.nn.Linear(4, 6), ActivationStore.open(store))
+
+
+class _Float64(torch.nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.scale, self.lin = scale, torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.lin(x).double() * self.scale
+
+
+def test_float64_outputs_that_float32_cannot_keep_are_named(tmp_path):
+    """A layer giving float64 values of about 1e-300 was stored as float32 zeros, every
+    unit constant, without a word (the warning about units rounded to one value was a
+    float16 and bfloat16 store's only); values of 1e300 were told to "store a wider
+    --store-dtype", and float32 is the widest."""
+    from saeatlas.errors import NonFiniteError
+
+    x = torch.randn(12, 3, generator=torch.Generator().manual_seed(0))
+    cfg = CaptureConfig(batch_size=5)
+    model = torch.nn.Sequential(_Float64(1e-300))
+    with pytest.warns(UserWarning, match=r"4 units vary .* constant in the float32 store"):
+        store = capture_activations(model, x, ["0"], tmp_path / "tiny", cfg, progress=False)
+    assert (store.std == 0).all()
+    model = torch.nn.Sequential(_Float64(1e300))
+    with pytest.raises(NonFiniteError, match=r"float32 cannot hold .*; scale them down") as e:
+        capture_activations(model, x, ["0"], tmp_path / "huge", cfg, progress=False)
+    assert "wider" not in str(e.value)

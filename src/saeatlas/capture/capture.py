@@ -31,7 +31,7 @@ from .._world import rank_device, share
 from ..errors import ConfigError
 from ..store import ActivationStore, StoreWriter
 from ..store.shards import STORE_DTYPES
-from .batch_rows import HalfRounding, check_widths, handle_nonfinite, layer_specs, row_meta
+from .batch_rows import StoreRounding, check_widths, handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
 from .distributed import agree, complete_capture, count_batches, open_writer
 from .hookpoints import Hookpoint, resolve_hookpoints
@@ -255,7 +255,7 @@ def _capture(
         recorder.attach()
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
             sample_base, share_base, started, n_mine, n_cut = 0, 0, False, 0, 0
-            rounding = HalfRounding(STORE_DTYPES[config.store_dtype], writer)
+            rounding = StoreRounding(STORE_DTYPES[config.store_dtype], writer)
             waiting: _Waiting | None = None
 
             def store(w: _Waiting) -> None:
