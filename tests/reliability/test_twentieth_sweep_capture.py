@@ -327,3 +327,25 @@ def test_float64_outputs_that_float32_cannot_keep_are_named(tmp_path):
     with pytest.raises(NonFiniteError, match=r"float32 cannot hold .*; scale them down") as e:
         capture_activations(model, x, ["0"], tmp_path / "huge", cfg, progress=False)
     assert "wider" not in str(e.value)
+
+
+def test_a_lock_file_that_is_a_named_pipe_is_named(tmp_path, run_cli):
+    """A `.STORE.lock` that is a named pipe (a FIFO left where the lock goes) ended the
+    capture in "Cannot write or read: Invalid argument. Check free space and
+    permissions ... continue with `saeatlas capture --resume`", naming no file."""
+    import os
+
+    cli, one_line = run_cli
+    np.save(tmp_path / "x.npy", np.zeros((4, 3), np.float32))
+    model = tmp_path / "m.py"
+    model.write_text(
+        "import torch\ndef f():\n    return torch.nn.Sequential(torch.nn.Linear(3, 2))\n"
+    )
+    os.mkfifo(tmp_path / ".store.lock")
+    args = ["--model", f"{model}:f", "--inputs", tmp_path / "x.npy", "--layers", "0"]
+    line = one_line(
+        cli("capture", *args, "--out", tmp_path / "store", "-q"),
+        f"The lock file '{tmp_path / '.store.lock'}' for ",
+        "is not a regular file (a named pipe or a device); remove it.",
+    )
+    assert "--resume" not in line and not (tmp_path / "store").exists()
