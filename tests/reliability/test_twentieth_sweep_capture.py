@@ -349,3 +349,49 @@ def test_a_lock_file_that_is_a_named_pipe_is_named(tmp_path, run_cli):
         "is not a regular file (a named pipe or a device); remove it.",
     )
     assert "--resume" not in line and not (tmp_path / "store").exists()
+
+
+HELPER_MODEL = """
+import torch
+from torch import nn
+
+def act(x):
+    return torch.{fn}(x)
+
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def mix(self, x):
+        return x * {scale}
+
+    def forward(self, x):
+        return self.b(self.mix(act(self.a(x))))
+"""
+
+
+def test_a_resume_with_a_helper_of_the_forward_edited_is_refused(tmp_path, monkeypatch):
+    """A model file whose `forward` calls a function of the file (`act`) or a method
+    (`self.mix`): `torch.relu` edited to `torch.tanh` in the helper (or a constant in
+    the method) between a kill and `--resume` changed no `forward`, so the resumed rows
+    were another model's, in one store with the first ones."""
+    import importlib.util
+
+    def model(fn="relu", scale=2.0, name="helper"):
+        path = tmp_path / f"{name}.py"
+        path.write_text(HELPER_MODEL.format(fn=fn, scale=scale))
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        torch.manual_seed(0)
+        return mod.M()
+
+    x = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
+    out, cfg = tmp_path / "store", CaptureConfig(batch_size=4, shard_rows=8)
+    stopped_capture(monkeypatch, model(), x, ["b"], out, cfg)
+    for edited in (model(fn="tanh", name="h2"), model(scale=3.0, name="h3")):
+        with pytest.raises(ConfigError, match=r"this run's model differ"):
+            capture_activations(edited, x, ["b"], out, cfg, resume=True, progress=False)
+    store = capture_activations(model(name="h4"), x, ["b"], out, cfg, resume=True, progress=False)
+    assert store.n_rows == 20

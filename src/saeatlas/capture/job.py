@@ -97,8 +97,11 @@ def _switches(m: torch.nn.Module) -> bytes:
 def _forward_code(cls: type) -> bytes:
     """What a module class computes, as far as its code says: the bytecode, names and
     constants of its ``forward`` (and of Keras's ``call``), nested functions included,
-    without line numbers (a comment added above it changes nothing)."""
-    parts = []
+    and of the functions of its own file it calls, as methods or by name
+    (:func:`_called_code`: a helper's ``torch.relu`` edited to ``torch.tanh`` changes no
+    ``forward``), without line numbers (a comment added above it changes nothing)."""
+    parts: list[bytes] = []
+    seen: set[Any] = set()
     for attr in ("forward", "call"):
         fn = inspect.unwrap(getattr(cls, attr, None) or (lambda: None))
         code = getattr(fn, "__code__", None)
@@ -106,7 +109,37 @@ def _forward_code(cls: type) -> bytes:
         # repr, which may hold an address that differs from process to process
         what = f"{type(fn).__qualname__}:{getattr(fn, '__qualname__', '')}"
         parts.append(_code_bytes(code) if code is not None else what.encode())
+        if code is not None:
+            parts.extend(_called_code(cls, fn, seen))
     return hashlib.sha256(b"\0".join(parts)).digest()
+
+
+def _called_code(cls: type, fn: types.FunctionType, seen: set[Any]) -> list[bytes]:
+    """The code of the functions ``fn`` names (and those they name, in turn) that are
+    defined in ``cls``'s own file: its methods and the file's functions. Functions of
+    other libraries are left out (an upgrade of torch would read as another model)."""
+    out = []
+    for name in sorted(_names(fn.__code__)):
+        for target in (getattr(cls, name, None), fn.__globals__.get(name)):
+            target = inspect.unwrap(target) if callable(target) else None
+            if (
+                isinstance(target, types.FunctionType)
+                and target.__module__ == cls.__module__
+                and target not in seen
+            ):
+                seen.add(target)
+                out.append(name.encode() + _code_bytes(target.__code__))
+                out.extend(_called_code(cls, target, seen))
+    return out
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """The global and attribute names ``code`` and the functions nested in it use."""
+    names = set(code.co_names)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            names |= _names(c)
+    return names
 
 
 def _code_bytes(code: types.CodeType) -> bytes:
