@@ -395,3 +395,29 @@ def test_a_resume_with_a_helper_of_the_forward_edited_is_refused(tmp_path, monke
             capture_activations(edited, x, ["b"], out, cfg, resume=True, progress=False)
     store = capture_activations(model(name="h4"), x, ["b"], out, cfg, resume=True, progress=False)
     assert store.n_rows == 20
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.lin, self.scale = torch.nn.Linear(3, 4), torch.tensor(scale)  # no buffer
+
+    def forward(self, x):
+        return self.lin(x) * self.scale
+
+
+def test_a_resume_with_a_tensor_attribute_changed_is_refused(tmp_path, monkeypatch):
+    """A tensor kept as a plain attribute (`self.scale = torch.tensor(2.0)`, neither a
+    parameter nor a buffer) changed between a kill and `--resume`: the model's
+    fingerprint, of its parameters and buffers only, was the same."""
+
+    def model(scale):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(_Scaled(scale))
+
+    x = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
+    out, cfg = tmp_path / "store", CaptureConfig(batch_size=4, shard_rows=8)
+    stopped_capture(monkeypatch, model(2.0), x, ["0"], out, cfg)
+    with pytest.raises(ConfigError, match=r"this run's model differ"):
+        capture_activations(model(3.0), x, ["0"], out, cfg, resume=True, progress=False)
+    assert capture_activations(model(2.0), x, ["0"], out, cfg, resume=True).n_rows == 20

@@ -55,8 +55,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     edited to ``torch.tanh`` in it changes no module either) and every parameter and
     buffer's name, shape, dtype, edge values, about :data:`EDGE_VALUES` evenly spaced
     values and the float64 sum of all its values (a checkpoint fine-tuned in its middle, or one value changed, changes
-    the sum), and the number and flag attributes of modules not from ``torch.nn``
-    (:func:`_switches`)."""
+    the sum), as for tensors kept as plain attributes, and the number and flag attributes
+    of modules not from ``torch.nn`` (:func:`_switches`)."""
     h = hashlib.sha256(type(model).__name__.encode())
     for name, m in model.named_modules():
         # torch's own extra_repr only: another library's may show object addresses
@@ -68,7 +68,15 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         if not own:  # `torch.relu` edited to `torch.tanh` in a forward changes no module
             h.update(_forward_code(type(m)))
             h.update(_switches(m))
-    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+    # tensors kept as plain attributes (`self.scale = torch.tensor(2.0)`), which are
+    # neither parameters nor buffers, are read by forward as weights are
+    plain = [
+        (f"{name}.{k}" if name else k, v)
+        for name, m in model.named_modules()
+        for k, v in sorted(vars(m).items())
+        if isinstance(v, torch.Tensor) and not k.startswith("_")
+    ]
+    for name, t in [*model.named_parameters(), *model.named_buffers(), *plain]:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode("utf-8", "surrogatepass"))
         flat = t.detach().reshape(-1)
         h.update(_tensor_bytes(flat[:EDGE_VALUES]))
