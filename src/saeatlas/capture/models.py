@@ -52,7 +52,7 @@ def load_model(
         )
     if isinstance(spec, str) and not spec.strip():  # Path('') is the current folder
         raise ModelSpecError(
-            f"The model spec {spec!r} is empty (an unset variable, `--model \"$MODEL\"`?); give "
+            f'The model spec {spec!r} is empty (an unset variable, `--model "$MODEL"`?); give '
             "'package.module:factory', 'file.py:factory' or a Hugging Face model directory "
             "('.' for the current folder)."
         )
