@@ -106,10 +106,15 @@ def handle_nonfinite(
             if bad.any():
                 first = int(torch.nonzero(bad.any(dim=1))[0])
                 n_big = int((bad & torch.isfinite(x[:, layer.start : layer.stop])).sum())
-                what = (
+                wider = (
+                    "store a wider --store-dtype (`store_dtype`) or "
+                    if store_dtype != torch.float32
+                    else ""
+                )
+                what = (  # float32 is the widest store: no wider one to advise
                     f"values that {str(store_dtype).removeprefix('torch.')} cannot hold ({n_big} "
-                    f"finite but beyond +-{limit:.6g}, the others NaN/Inf; store a wider "
-                    "--store-dtype (`store_dtype`) or scale them down)"
+                    f"finite but beyond +-{limit:.6g}, the others NaN/Inf; {wider}scale them "
+                    "down)"
                     if n_big
                     else "NaN/Inf values"
                 )
@@ -124,23 +129,28 @@ def handle_nonfinite(
     return [x[good_rows]], {k: v[keep] for k, v in meta.items()}, int((~keep).sum())
 
 
-class HalfRounding:
-    """Per-unit range of the rows before a float16 or bfloat16 store rounds them, to
-    name the units that rounding leaves constant (a unit of 1e4 +- 1 is 10000 in
-    float16): their spread is lost without an error. The range is the ``writer``'s
-    (:attr:`~saeatlas.store.writer.StoreWriter.value_range`), committed with its shards,
-    so that it covers the rows of the whole store after a ``--resume`` too."""
+class StoreRounding:
+    """Per-unit range of the rows before the store rounds them, to name the units that
+    rounding leaves constant (a unit of 1e4 +- 1 is 10000 in float16, one of 1e-300 is
+    0 in float32): their spread is lost without an error. Kept for a float16 or bfloat16
+    store, and for a float32 one of a layer that gives float64. The range is the
+    ``writer``'s (:attr:`~saeatlas.store.writer.StoreWriter.value_range`), committed
+    with its shards, so that it covers the rows of the whole store after a ``--resume``
+    too."""
 
     def __init__(self, store_dtype: torch.dtype, writer: StoreWriter) -> None:
-        self.on = store_dtype in (torch.float16, torch.bfloat16)
+        self.half = store_dtype in (torch.float16, torch.bfloat16)
         self.dtype = str(store_dtype).removeprefix("torch.")
         self.writer = writer
 
     def update(self, parts: list[torch.Tensor]) -> None:
-        """Take one batch's rows (the layers' blocks ``[rows, units]``, as stored)."""
-        if not self.on or not parts or not parts[0].shape[0]:
+        """Take one batch's rows (the layers' blocks ``[rows, units]``, as the layers gave
+        them, before the store's dtype)."""
+        wide = any(p.dtype == torch.float64 for p in parts)
+        if not (self.half or wide) or not parts or not parts[0].shape[0]:
             return
-        x = torch.cat([p.float() for p in parts], dim=1)  # kept on the model's device
+        # in float64 when a layer gives it: its range in float32 was the rounded one
+        x = torch.cat([p.to(torch.float64 if wide else torch.float32) for p in parts], dim=1)
         lo, hi = torch.aminmax(x, dim=0)
         if self.writer.value_range is not None:  # new tensors: the committed ones stay
             old_lo, old_hi = (torch.as_tensor(v, device=x.device) for v in self.writer.value_range)
@@ -150,7 +160,7 @@ class HalfRounding:
     def warn_constant(self, layers: tuple[LayerSpec, ...], std: np.ndarray) -> None:
         """Warn about units that varied in the rows taken but whose stored values do not
         (``std``: the store's per-unit standard deviation)."""
-        if not self.on or self.writer.value_range is None:
+        if self.writer.value_range is None:
             return
         lo, hi = (np.asarray(torch.as_tensor(v).cpu()) for v in self.writer.value_range)
         lost = np.flatnonzero((hi > lo) & (std == 0))
@@ -158,11 +168,16 @@ class HalfRounding:
             return
         u = int(lost[0])
         layer = next(l for l in layers if l.start <= u < l.stop)
+        fix = (
+            "Capture with --store-dtype float32 (`store_dtype`) to keep them."
+            if self.half
+            else "Record a module that scales or centres them into float32's range and "
+            "precision (about 7 digits, nothing below 1.4e-45)."
+        )
         warnings.warn(
             f"{len(lost)} units vary in the captured activations but are constant in the "
             f"{self.dtype} store (the first, unit {u - layer.start} of layer '{layer.name}', "
             f"went from {lo[u]:.7g} to {hi[u]:.7g}, which {self.dtype} rounds to one value): "
-            "training treats them as constant. Capture with --store-dtype float32 "
-            "(`store_dtype`) to keep them.",
+            f"training treats them as constant. {fix}",
             stacklevel=3,
         )

@@ -31,7 +31,7 @@ from .._world import rank_device, share
 from ..errors import ConfigError
 from ..store import ActivationStore, StoreWriter
 from ..store.shards import STORE_DTYPES
-from .batch_rows import HalfRounding, check_widths, handle_nonfinite, layer_specs, row_meta
+from .batch_rows import StoreRounding, check_widths, handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
 from .distributed import agree, complete_capture, count_batches, open_writer
 from .hookpoints import Hookpoint, resolve_hookpoints
@@ -65,7 +65,7 @@ from .rows import (
     to_rows,
     token_shapes,
 )
-from .texts import text_max_length
+from .texts import is_texts, text_max_length
 from .transformer_lens import is_transformer_lens
 from .transformer_lens import provenance as tl_provenance
 
@@ -163,7 +163,8 @@ def _capture(
     max_length = text_max_length(model, inputs, tokenizer, config.max_length)
     check_max_length(inputs, max_length)  # before the writer: nothing written is touched
     check_has_values(model)
-    job = capture_job(model, inputs, [hp.name for hp in hps], config, labels)
+    reads = tokenizer if is_texts(inputs) else None  # the tokenizer, when texts go through it
+    job = capture_job(model, inputs, [hp.name for hp in hps], config, labels, reads)
     dtype = STORE_DTYPES[config.dtype] if config.dtype else None
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
@@ -258,7 +259,7 @@ def _capture(
         recorder.attach()
         with torch.no_grad(), progress_bar("capture", total, progress) as bar:
             sample_base, share_base, started, n_mine, n_cut = 0, 0, False, 0, 0
-            rounding = HalfRounding(STORE_DTYPES[config.store_dtype], writer)
+            rounding = StoreRounding(STORE_DTYPES[config.store_dtype], writer)
             waiting: _Waiting | None = None
 
             def store(w: _Waiting) -> None:

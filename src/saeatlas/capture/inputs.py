@@ -21,7 +21,7 @@ import torch
 
 from ..errors import InputsError
 from .nnsight import unwrap_model
-from .texts import count_cut, encode_texts, is_texts, tokens_per_text
+from .texts import check_token_ids, count_cut, encode_texts, is_texts, tokens_per_text
 from .transformer_lens import TransformerLensTexts, is_transformer_lens
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ def iter_input_batches(
         )
     if isinstance(inputs, (torch.Tensor, np.ndarray)):
         check_max_length(inputs, max_length)
+        check_token_ids(inputs, token_ids)
         cut = max_length if max_length is not None and _is_token_ids(inputs) else None
         yield from _array_batches(inputs, batch_size, labels, (float_dtype, token_ids), cut)
     elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):

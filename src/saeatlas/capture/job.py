@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import json
 import types
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -54,7 +55,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     edited to ``torch.tanh`` in it changes no module either) and every parameter and
     buffer's name, shape, dtype, edge values, about :data:`EDGE_VALUES` evenly spaced
     values and the float64 sum of all its values (a checkpoint fine-tuned in its middle, or one value changed, changes
-    the sum)."""
+    the sum), as for tensors kept as plain attributes, and the number and flag attributes
+    of modules not from ``torch.nn`` (:func:`_switches`)."""
     h = hashlib.sha256(type(model).__name__.encode())
     for name, m in model.named_modules():
         # torch's own extra_repr only: another library's may show object addresses
@@ -65,7 +67,16 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         h.update(tree.encode("utf-8", "surrogatepass"))
         if not own:  # `torch.relu` edited to `torch.tanh` in a forward changes no module
             h.update(_forward_code(type(m)))
-    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            h.update(_switches(m))
+    # tensors kept as plain attributes (`self.scale = torch.tensor(2.0)`), which are
+    # neither parameters nor buffers, are read by forward as weights are
+    plain = [
+        (f"{name}.{k}" if name else k, v)
+        for name, m in model.named_modules()
+        for k, v in sorted(vars(m).items())
+        if isinstance(v, torch.Tensor) and not k.startswith("_")
+    ]
+    for name, t in [*model.named_parameters(), *model.named_buffers(), *plain]:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode("utf-8", "surrogatepass"))
         flat = t.detach().reshape(-1)
         h.update(_tensor_bytes(flat[:EDGE_VALUES]))
@@ -75,12 +86,30 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def _switches(m: torch.nn.Module) -> bytes:
+    """The public number and flag attributes of a module not from ``torch.nn``: what its
+    ``forward`` reads besides weights (GPT-2's ``scale_attn_weights``, from a
+    ``config.json`` edited between a kill and ``--resume``, changes no module, code or
+    weight). Text is left out (Keras numbers its layers' names per process, a Hugging
+    Face model keeps the path it was loaded from), and so is the training mode."""
+    kinds = (bool, int, float)
+    items = sorted(
+        (k, v)
+        for k, v in vars(m).items()
+        if type(v) in kinds and not k.startswith("_") and k != "training"
+    )
+    return repr(items).encode()
+
+
 @functools.cache
 def _forward_code(cls: type) -> bytes:
     """What a module class computes, as far as its code says: the bytecode, names and
     constants of its ``forward`` (and of Keras's ``call``), nested functions included,
-    without line numbers (a comment added above it changes nothing)."""
-    parts = []
+    and of the functions of its own file it calls, as methods or by name
+    (:func:`_called_code`: a helper's ``torch.relu`` edited to ``torch.tanh`` changes no
+    ``forward``), without line numbers (a comment added above it changes nothing)."""
+    parts: list[bytes] = []
+    seen: set[Any] = set()
     for attr in ("forward", "call"):
         fn = inspect.unwrap(getattr(cls, attr, None) or (lambda: None))
         code = getattr(fn, "__code__", None)
@@ -88,7 +117,37 @@ def _forward_code(cls: type) -> bytes:
         # repr, which may hold an address that differs from process to process
         what = f"{type(fn).__qualname__}:{getattr(fn, '__qualname__', '')}"
         parts.append(_code_bytes(code) if code is not None else what.encode())
+        if code is not None:
+            parts.extend(_called_code(cls, fn, seen))
     return hashlib.sha256(b"\0".join(parts)).digest()
+
+
+def _called_code(cls: type, fn: types.FunctionType, seen: set[Any]) -> list[bytes]:
+    """The code of the functions ``fn`` names (and those they name, in turn) that are
+    defined in ``cls``'s own file: its methods and the file's functions. Functions of
+    other libraries are left out (an upgrade of torch would read as another model)."""
+    out = []
+    for name in sorted(_names(fn.__code__)):
+        for target in (getattr(cls, name, None), fn.__globals__.get(name)):
+            target = inspect.unwrap(target) if callable(target) else None
+            if (
+                isinstance(target, types.FunctionType)
+                and target.__module__ == cls.__module__
+                and target not in seen
+            ):
+                seen.add(target)
+                out.append(name.encode() + _code_bytes(target.__code__))
+                out.extend(_called_code(cls, target, seen))
+    return out
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """The global and attribute names ``code`` and the functions nested in it use."""
+    names = set(code.co_names)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            names |= _names(c)
+    return names
 
 
 def _code_bytes(code: types.CodeType) -> bytes:
@@ -136,26 +195,59 @@ def inputs_fingerprint(inputs: Any) -> str:
     return f"{type(inputs).__name__}" + (f"[{n}]" if n is not None else "")
 
 
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of what turns texts into token ids: a fast tokenizer's whole definition
+    (vocabulary, merges, normalisation, the BOS/EOS its post-processor adds; less the
+    truncation and padding a call leaves set on it), another's vocabulary, and the
+    special tokens and length limit either applies. The texts' fingerprint cannot tell
+    two tokenizers apart, nor can the first batch's tokens when the two differ only on
+    later texts."""
+    hf = next(
+        (
+            t
+            for t in (tokenizer, getattr(tokenizer, "tokenizer", None))
+            if t is not None and hasattr(t, "get_vocab")
+        ),
+        None,
+    )  # TransformerLensTexts holds its model's
+    h = hashlib.sha256(type(tokenizer).__qualname__.encode())
+    backend = getattr(hf, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None), spec.pop("padding", None)
+        h.update(json.dumps(spec, sort_keys=True).encode())
+    elif hf is not None:
+        h.update(repr(sorted(hf.get_vocab().items())).encode("utf-8", "surrogatepass"))
+    for attr in ("model_max_length", "bos_token_id", "eos_token_id", "pad_token_id"):
+        h.update(repr(getattr(hf, attr, None)).encode())
+    return h.hexdigest()[:16]
+
+
 def capture_job(
     model: torch.nn.Module,
     inputs: Any,
     layers: Sequence[str],
     config: Any,
     labels: Any = None,
+    tokenizer: Any = None,
 ) -> dict[str, Any]:
     """The fingerprints a resumed capture must match: ``model``, ``inputs``, ``labels``,
-    ``layers`` (resolved names) and ``settings`` (the capture config, less ``device``,
-    ``early_stop`` and ``timeout_s``, which do not change what is stored)."""
+    ``layers`` (resolved names), ``settings`` (the capture config, less ``device``,
+    ``early_stop`` and ``timeout_s``, which do not change what is stored) and, for
+    texts, the ``tokenizer`` that reads them."""
     settings = {
         k: v for k, v in asdict(config).items() if k not in ("device", "early_stop", "timeout_s")
     }
-    return {
+    job = {
         "model": model_fingerprint(model),
         "inputs": inputs_fingerprint(inputs),
         "labels": None if labels is None else inputs_fingerprint(_as_array(labels)),
         "layers": list(layers),
         "settings": settings,
     }
+    if tokenizer is not None:  # texts only: other inputs do not go through it
+        job["tokenizer"] = tokenizer_fingerprint(tokenizer)
+    return job
 
 
 def _as_array(labels: Any) -> np.ndarray:

@@ -50,6 +50,12 @@ def load_model(
         raise ModelSpecError(
             f"Unknown --model-class {shown(model_class)}; expected one of: {['auto', *MODEL_CLASSES]}."
         )
+    if isinstance(spec, str) and not spec.strip():  # Path('') is the current folder
+        raise ModelSpecError(
+            f'The model spec {spec!r} is empty (an unset variable, `--model "$MODEL"`?); give '
+            "'package.module:factory', 'file.py:factory' or a Hugging Face model directory "
+            "('.' for the current folder)."
+        )
     path = Path(spec)
     if path.is_dir():
         if kwargs:

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..errors import InputsError
 from .transformer_lens import TransformerLensTexts
 
 log = logging.getLogger(__name__)
@@ -106,3 +107,28 @@ def text_max_length(
 def is_texts(inputs: Any) -> bool:
     """Whether ``inputs`` is a list of texts."""
     return bool(isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str))
+
+
+def check_token_ids(inputs: Any, token_ids: bool) -> None:
+    """An array given to a model that embeds token ids (``token_ids``) must be integer
+    token ids ``[n, seq]`` with at least one position. Other arrays reached the model
+    and ended in torch's error, or in a shape check of a recorded layer that named the
+    layer and `output_index` for ids of one sequence ``[seq]``."""
+    if not token_ids:
+        return
+    shape = list(inputs.shape)
+    integer = (
+        not (inputs.is_floating_point() or inputs.is_complex() or inputs.dtype == torch.bool)
+        if isinstance(inputs, torch.Tensor)
+        else inputs.dtype.kind in "iu"
+    )
+    if integer and len(shape) == 2 and shape[1] > 0:
+        return
+    what = f"{inputs.dtype} {shape}" + (
+        ", no token per sample" if integer and len(shape) == 2 else ""
+    )
+    raise InputsError(
+        f"The model reads token ids (it has an input embedding), so array inputs must be "
+        f"integers [n, seq] with a token or more per sample; these are {what}. Give token "
+        "ids of shape [n, seq] (np.int64), or texts (a .txt file) for its tokenizer."
+    )

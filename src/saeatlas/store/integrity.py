@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._validation import shown
 from ..errors import ChecksumError, ConfigError, StoreError
 from .manifest import ROWS, Manifest, file_sha256
+from .requests import row_columns
 from .sources import ShardSource, check_not_replaced
 from .stats import RunningMoments
 
@@ -29,10 +29,7 @@ def read_rows_table(
     one row per activation row (``n_rows``), in order, of the store opened (``identity``),
     and, given its ``sha256`` (the manifest's), to be the file the capture wrote: samples
     edited, duplicated or reordered by hand would give rows the labels of others."""
-    if isinstance(columns, str):  # read as its characters, each an unknown column
-        raise ConfigError(f"`columns` must be a list of column names, got the text {columns!r}.")
-    if columns is not None and not all(isinstance(c, str) for c in columns):
-        raise ConfigError(f"`columns` must be a list of column names (text), got {shown(columns)}.")
+    columns = row_columns(columns)
     # `row` is read too, to check the order others take the columns in
     wanted = list(dict.fromkeys([*columns, "row"])) if columns else None
     try:
@@ -69,6 +66,11 @@ def _check_columns(rows: Path, wanted: list[str] | None) -> None:
         names = pq.read_schema(rows).names
     except (OSError, pa.ArrowInvalid):
         return
+    check_column_names(names, wanted)
+
+
+def check_column_names(names: Sequence[str], wanted: Sequence[str] | None) -> None:
+    """Name the ``wanted`` columns that a table of columns ``names`` lacks."""
     missing = [c for c in wanted or () if c not in names]
     if missing:
         raise ConfigError(

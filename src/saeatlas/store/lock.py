@@ -17,6 +17,7 @@ import errno
 import fcntl
 import os
 import re
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -318,6 +319,12 @@ def _open_and_lock(file: Path, path: Path) -> int:
             f"Cannot create the lock file '{file}' for '{path}' ({e.strerror}); "
             "check that the folder exists and is writable."
         ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a pipe: writing its pid failed as a disk error
+        os.close(fd)
+        raise LockError(
+            f"The lock file '{file}' for '{path}' is not a regular file (a named pipe or a "
+            "device); remove it."
+        )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import known_keys
+from .._validation import known_keys, shown
 from ..errors import ConfigError, StoreError
 
 FORMAT_VERSION = 1
@@ -231,9 +231,15 @@ def validate_layers(layers: list[LayerSpec] | tuple[LayerSpec, ...], n_units: in
                 f"{layer.name!r}; give every layer a name."
             )
         if layer.start != pos or layer.stop <= layer.start:
+            # "expected to start at 0" of a layer 0:0 that starts at 0 named no fault
+            fault = (
+                f"expected to start at {pos}"
+                if layer.start != pos
+                else "which is no column (its `stop` must be above its `start`)"
+            )
             raise StoreError(
-                f"Layer '{layer.name}' covers columns {layer.start}:{layer.stop}, expected to start "
-                f"at {pos}. Layer ranges must tile the columns in order."
+                f"Layer '{layer.name}' covers columns {layer.start}:{layer.stop}, {fault}. Layer "
+                "ranges must tile the columns in order."
             )
         pos = layer.stop
     if layers and pos != n_units:
@@ -295,6 +301,32 @@ def check_manifest(root: Path, m: Manifest) -> None:
         raise StoreError(f"{where} has a negative `n_nonfinite_rows_skipped`; it is corrupt.")
     if not m.layers:
         raise StoreError(f"{where} lists no layers; its layer map is corrupt. Recapture the store.")
+    # read by `info`, and by the ablation and the loss recovered, which cut texts as the
+    # capture did: 'abc' or 1.5 ended them in the tokenizer's TypeError, 0 in torch's
+    for key, least in (("max_length", 1), ("n_texts_cut", 0)):
+        v = m.provenance.get(key)
+        if v is not None and not (type(v) is int and least <= v < 2**63):
+            raise StoreError(
+                f"{where} records `{key}` {shown(v)} in its provenance, which is no whole "
+                f"number of at least {least} (it was edited); restore it, or recapture the store."
+            )
+    job = m.provenance.get("job")  # the capture's fingerprints: a resume and the ablation
+    kinds = {"settings": dict, "layers": list}  # read them (`settings` [1]: AttributeError)
+    bad = (
+        [f"`job` {shown(job)}"]
+        if job is not None and not isinstance(job, dict)
+        else [
+            f"`job.{k}` {shown(v)}"
+            for k, v in (job or {}).items()
+            if not isinstance(v, kinds.get(k, (str, type(None))))
+        ]
+    )
+    if bad:
+        raise StoreError(
+            f"{where} records {bad[0]} in its provenance, not what its capture wrote "
+            "(fingerprints as text, `settings` an object, `layers` a list); restore it, or "
+            "recapture the store."
+        )
     validate_layers(m.layers, m.n_units)
     for layer in m.layers:
         if not layer_width_fits(layer):

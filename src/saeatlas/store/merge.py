@@ -61,6 +61,12 @@ def merged_range(parts: list[RankPart]) -> tuple[np.ndarray, np.ndarray] | None:
     return np.min([r[0] for r in ranges], axis=0), np.max([r[1] for r in ranges], axis=0)
 
 
+def _columns(layers: tuple[LayerSpec, ...], meta: tuple[str, ...] | None) -> tuple:
+    """What every rank must record alike: each layer's name, columns and layout, and the
+    row metadata columns."""
+    return tuple((l.name, l.start, l.stop, l.layout) for l in layers), meta
+
+
 def _with_cut(provenance: dict[str, Any], n_cut: int) -> dict[str, Any]:
     """``provenance`` with the number of texts cut to ``max_length`` tokens, when some
     were (their later tokens have no rows)."""
@@ -82,13 +88,16 @@ def complete_store(
     started = [p for p in parts if p.layers is not None]
     if not started:
         raise StoreError("No batches were captured: the inputs were empty.")
+    # the layers' shapes are each rank's first batch's: texts of other lengths give other
+    # sequence lengths, and the store records the first batch's, rank 0's, as one process does
     layers, columns = started[0].layers, started[0].meta_columns
     for p in started[1:]:
-        if p.layers != layers or p.meta_columns != columns:
+        mine, first = _columns(p.layers, p.meta_columns), _columns(layers, columns)
+        if mine != first:
             raise StoreError(
                 f"Rank {p.rank} recorded other layers or row columns than rank "
-                f"{started[0].rank} ({p.meta_columns} vs {columns}); every rank must run "
-                "the same model with the same settings."
+                f"{started[0].rank} ({mine} vs {first}); every rank must run the same model "
+                "with the same settings."
             )
     # Chan et al.'s pairwise update (stats.py), rank by rank.
     moments = RunningMoments(layers[-1].stop)

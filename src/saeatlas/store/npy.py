@@ -53,10 +53,22 @@ def check_store_argument(store: Any) -> None:
         )
 
 
+#: The first bytes of every .npy file.
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def load_npy(path: Path, *, mmap: bool = False) -> np.ndarray:
     """The array in the ``.npy`` file ``path`` (memory-mapped with ``mmap``), never
     unpickled. Raises ValueError for a pickle and for a ``.npz`` archive, which
-    ``np.load`` opens whatever the file's name."""
+    ``np.load`` opens whatever the file's name, and for a file that is neither: NumPy
+    takes any such file for a pickle and advises `allow_pickle` (a CSV named `.npy`)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head and not head.startswith((NPY_MAGIC, b"PK\x03\x04")):
+        kind = ", a pickle" if head[:1] == b"\x80" else ""
+        raise ValueError(
+            f"it is not a .npy file (those start with {NPY_MAGIC!r}; this one with {head!r}{kind})"
+        )
     loaded = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     if not isinstance(loaded, np.ndarray):
         names = list(loaded.files)

@@ -115,3 +115,27 @@ def layer_columns(
     if all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1)):
         return slice(ranges[0][0], ranges[-1][1])
     return torch.cat([torch.arange(a, b) for a, b in ranges])
+
+
+def row_columns(columns: Sequence[str] | None) -> list[str] | None:
+    """The columns of a store's rows asked for (``columns``; None for all), checked: a
+    text was read as its characters, `[]` as every column (and by a ``.npy`` store's
+    rows every list was), and a column named twice came back twice."""
+    if columns is None:
+        return None
+    if isinstance(columns, str):  # read as its characters, each an unknown column
+        raise ConfigError(f"`columns` must be a list of column names, got the text {columns!r}.")
+    try:
+        columns = list(columns)
+    except TypeError:
+        columns = [columns]
+    if not all(isinstance(c, str) for c in columns):
+        raise ConfigError(f"`columns` must be a list of column names (text), got {shown(columns)}.")
+    if not columns:
+        raise ConfigError("`columns` is empty; name at least one column or pass None for all.")
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise ConfigError(
+            f"`columns` names {', '.join(map(repr, twice))} more than once; name each column once."
+        )
+    return columns

@@ -22,13 +22,13 @@ from .._validation import check_flag_argument, choice
 from ..errors import ConfigError, StoreError
 from .atomic import finish_swap_for_reader, partial_dir
 from .describe import StoreSummary, what_it_is
-from .integrity import read_rows_table, verify_store
+from .integrity import check_column_names, read_rows_table, verify_store
 from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest
 from .merge import recover_store
 from .npy import check_store_argument, open_npy
 from .partial import progress_files
 from .readers import ReadPlan, block_rows
-from .requests import find_layer, layer_columns, read_dtype, read_part, whole_number
+from .requests import find_layer, layer_columns, read_dtype, read_part, row_columns, whole_number
 from .sources import ArraySource, ShardSource, dir_identity
 
 #: What to do with NaN/Inf in activations, everywhere they are read: capture, and
@@ -234,13 +234,16 @@ class ActivationStore:
 
     def rows(self, columns: Sequence[str] | None = None) -> pa.Table:
         """Per-row metadata (``row``, ``sample``, ``position``, labels...) as a pyarrow Table."""
+        columns = row_columns(columns)
         if self.manifest is None:
             n = self.n_rows
             keep = self._source.keep
             sample = np.arange(n) if keep is None else keep.astype(np.int64)
-            return pa.table(
+            table = pa.table(
                 {"row": np.arange(n), "sample": sample, "position": np.zeros(n, np.int64)}
             )
+            check_column_names(table.column_names, columns)  # they were all given back
+            return table.select(columns) if columns else table
         want = self.manifest.rows_sha256 if self._source.verify else None
         try:
             st = (self.path / ROWS).stat()

@@ -130,8 +130,8 @@ class StoreWriter:
         self._meta_columns: list[str] | None = None
         self.resume_point = ResumePoint(0, 0, 0)
         self.value_range: tuple[Any, Any] | None = None
-        """Per-unit ``(min, max)`` of the rows before a half-precision store rounds them,
-        kept by the caller (:class:`~saeatlas.capture.batch_rows.HalfRounding`) and
+        """Per-unit ``(min, max)`` of the rows before the store's dtype rounds them,
+        kept by the caller (:class:`~saeatlas.capture.batch_rows.StoreRounding`) and
         committed with each shard: a resume gets back the range of every row captured,
         and :meth:`complete` merges the ranks' ranges."""
         self._closed = False
