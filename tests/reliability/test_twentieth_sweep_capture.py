@@ -99,7 +99,7 @@ def test_a_resume_with_a_model_setting_edited_in_its_config_is_refused(tmp_path,
     other = _gpt2(scale_attn_weights=False)
     x = torch.as_tensor(ids[:2])
     assert not torch.allclose(_gpt2()(x).logits, other(x).logits)
-    with pytest.raises(ConfigError, match=r"this run's model differ"):
+    with pytest.raises(ConfigError, match=r"this run's model_details differ"):
         capture_activations(other, ids, ["transformer.h.0"], out, cfg, resume=True, progress=False)
     store = capture_activations(
         _gpt2(), ids, ["transformer.h.0"], out, cfg, resume=True, progress=False
@@ -391,7 +391,7 @@ def test_a_resume_with_a_helper_of_the_forward_edited_is_refused(tmp_path, monke
     out, cfg = tmp_path / "store", CaptureConfig(batch_size=4, shard_rows=8)
     stopped_capture(monkeypatch, model(), x, ["b"], out, cfg)
     for edited in (model(fn="tanh", name="h2"), model(scale=3.0, name="h3")):
-        with pytest.raises(ConfigError, match=r"this run's model differ"):
+        with pytest.raises(ConfigError, match=r"this run's model_details differ"):
             capture_activations(edited, x, ["b"], out, cfg, resume=True, progress=False)
     store = capture_activations(model(name="h4"), x, ["b"], out, cfg, resume=True, progress=False)
     assert store.n_rows == 20
@@ -418,6 +418,6 @@ def test_a_resume_with_a_tensor_attribute_changed_is_refused(tmp_path, monkeypat
     x = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
     out, cfg = tmp_path / "store", CaptureConfig(batch_size=4, shard_rows=8)
     stopped_capture(monkeypatch, model(2.0), x, ["0"], out, cfg)
-    with pytest.raises(ConfigError, match=r"this run's model differ"):
+    with pytest.raises(ConfigError, match=r"this run's model_details differ"):
         capture_activations(model(3.0), x, ["0"], out, cfg, resume=True, progress=False)
     assert capture_activations(model(2.0), x, ["0"], out, cfg, resume=True).n_rows == 20

@@ -49,3 +49,51 @@ def test_a_layout_that_agrees_or_names_the_layer_is_kept(tmp_path, run_cli, conv
     r = cli("capture", *conv, "--layers", "2", "--layout", layout, "--out", out, "-q")
     assert r.exit_code == 0, r.output
     assert ActivationStore.open(out).layers[0].layout == kind
+
+
+def test_a_capture_recorded_before_the_model_details_resumes_and_ablates(tmp_path):
+    """The model's details (number and flag attributes, plain tensors, called code) and
+    the tokenizer joined the capture's job in December 2026: a store captured before,
+    whose job lacks them, is still the same job on resume and the same model for the
+    ablation (compared on what it recorded); one that recorded them is compared on them."""
+    import json
+
+    import torch
+
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import ConfigError
+    from saeatlas.store import ActivationStore
+    from saeatlas.store.progress import check_job
+    from saeatlas.structure.causal.ablation_inputs import check_captured_model
+
+    class Scaled(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.lin, self.scale = torch.nn.Linear(3, 4), torch.tensor(scale)
+
+        def forward(self, x):
+            return self.lin(x) * self.scale
+
+    def model(scale):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(Scaled(scale))
+
+    x = torch.randn(10, 3)
+    store = capture_activations(model(2.0), x, ["0"], tmp_path / "s", progress=False)
+    job = store.manifest.provenance["job"]
+    assert {"model", "model_details"} <= set(job)
+    with pytest.raises(ConfigError, match="captured from"):  # the details tell them apart
+        check_captured_model(model(3.0), store)
+    before = {k: v for k, v in job.items() if k != "model_details"}
+    check_job(before, {**job, "tokenizer": "0123"}, "an older capture")  # not recorded
+    with pytest.raises(ConfigError, match="model_details differ"):
+        check_job(job, {**job, "model_details": "0123"}, "this capture")
+    manifest = tmp_path / "s" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    del data["provenance"]["job"]["model_details"]
+    manifest.write_text(json.dumps(data))
+    older = ActivationStore.open(tmp_path / "s")
+    check_captured_model(model(2.0), older)  # its fingerprint, as recorded, still compares
+    check_captured_model(model(3.0), older)  # what it did not record cannot be compared
+    with pytest.raises(ConfigError, match="captured from"):
+        check_captured_model(torch.nn.Sequential(torch.nn.Linear(3, 4)), older)

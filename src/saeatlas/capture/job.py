@@ -54,9 +54,9 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     Tanh changes no weight), the code of each other module's ``forward`` (``torch.relu``
     edited to ``torch.tanh`` in it changes no module either) and every parameter and
     buffer's name, shape, dtype, edge values, about :data:`EDGE_VALUES` evenly spaced
-    values and the float64 sum of all its values (a checkpoint fine-tuned in its middle, or one value changed, changes
-    the sum), as for tensors kept as plain attributes, and the number and flag attributes
-    of modules not from ``torch.nn`` (:func:`_switches`)."""
+    values and the float64 sum of all its values (a checkpoint fine-tuned in its middle,
+    or one value changed, changes the sum). What it leaves out is in
+    :func:`model_details`."""
     h = hashlib.sha256(type(model).__name__.encode())
     for name, m in model.named_modules():
         # torch's own extra_repr only: another library's may show object addresses
@@ -67,23 +67,44 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         h.update(tree.encode("utf-8", "surrogatepass"))
         if not own:  # `torch.relu` edited to `torch.tanh` in a forward changes no module
             h.update(_forward_code(type(m)))
+    _hash_tensors(h, [*model.named_parameters(), *model.named_buffers()])
+    return h.hexdigest()[:16]
+
+
+def model_details(model: torch.nn.Module) -> str:
+    """sha256 of what a module's ``forward`` reads that :func:`model_fingerprint` does
+    not hash: the public number and flag attributes of modules not from ``torch.nn``
+    (:func:`_switches`), tensors kept as plain attributes (``self.scale =
+    torch.tensor(2.0)``, neither parameters nor buffers) and the code of the functions of
+    each such module's own file that its ``forward`` calls (:func:`_called_code`).
+    Recorded beside the fingerprint (``job.model_details``) since December 2026, so that
+    the fingerprint of stores captured before it still compares, and the details are
+    compared where they were recorded. A ``dtype`` cast changes none of them."""
+    h = hashlib.sha256()
+    plain = []
+    for name, m in model.named_modules():
+        if not type(m).__module__.startswith("torch.nn."):
+            h.update(name.encode("utf-8", "surrogatepass"))
             h.update(_switches(m))
-    # tensors kept as plain attributes (`self.scale = torch.tensor(2.0)`), which are
-    # neither parameters nor buffers, are read by forward as weights are
-    plain = [
-        (f"{name}.{k}" if name else k, v)
-        for name, m in model.named_modules()
-        for k, v in sorted(vars(m).items())
-        if isinstance(v, torch.Tensor) and not k.startswith("_")
-    ]
-    for name, t in [*model.named_parameters(), *model.named_buffers(), *plain]:
+            h.update(_called_code(type(m)))
+        plain += [
+            (f"{name}.{k}" if name else k, v)
+            for k, v in sorted(vars(m).items())
+            if isinstance(v, torch.Tensor) and not k.startswith("_")
+        ]
+    _hash_tensors(h, plain)
+    return h.hexdigest()[:16]
+
+
+def _hash_tensors(h: Any, named: Sequence[tuple[str, torch.Tensor]]) -> None:
+    """Each tensor's name, shape, dtype, edge values, evenly spaced values and sum."""
+    for name, t in named:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode("utf-8", "surrogatepass"))
         flat = t.detach().reshape(-1)
         h.update(_tensor_bytes(flat[:EDGE_VALUES]))
         h.update(_tensor_bytes(flat[-EDGE_VALUES:]))
         h.update(_tensor_bytes(flat[:: max(1, flat.numel() // EDGE_VALUES)]))
         h.update(repr(_total(flat)).encode())
-    return h.hexdigest()[:16]
 
 
 def _switches(m: torch.nn.Module) -> bytes:
@@ -101,52 +122,58 @@ def _switches(m: torch.nn.Module) -> bytes:
     return repr(items).encode()
 
 
+def _forward(cls: type) -> list[Any]:
+    """A module class's ``forward`` and Keras's ``call``, unwrapped (None where absent)."""
+    return [inspect.unwrap(getattr(cls, a, None) or (lambda: None)) for a in ("forward", "call")]
+
+
 @functools.cache
 def _forward_code(cls: type) -> bytes:
     """What a module class computes, as far as its code says: the bytecode, names and
     constants of its ``forward`` (and of Keras's ``call``), nested functions included,
-    and of the functions of its own file it calls, as methods or by name
-    (:func:`_called_code`: a helper's ``torch.relu`` edited to ``torch.tanh`` changes no
-    ``forward``), without line numbers (a comment added above it changes nothing)."""
-    parts: list[bytes] = []
-    seen: set[Any] = set()
-    for attr in ("forward", "call"):
-        fn = inspect.unwrap(getattr(cls, attr, None) or (lambda: None))
+    without line numbers (a comment added above it changes nothing)."""
+    parts = []
+    for fn in _forward(cls):
         code = getattr(fn, "__code__", None)
         # not a Python function (a builtin, a partial): its kind and name, never its
         # repr, which may hold an address that differs from process to process
         what = f"{type(fn).__qualname__}:{getattr(fn, '__qualname__', '')}"
         parts.append(_code_bytes(code) if code is not None else what.encode())
-        if code is not None:
-            parts.extend(_called_code(cls, fn, seen))
     return hashlib.sha256(b"\0".join(parts)).digest()
 
 
-def _called_code(cls: type, fn: types.FunctionType, seen: set[Any]) -> list[bytes]:
-    """The code of the functions ``fn`` names (and those they name, in turn) that are
-    defined in ``cls``'s own file: its methods and the file's functions. Functions of
-    other libraries are left out (an upgrade of torch would read as another model)."""
-    out = []
-    for name in sorted(_names(fn.__code__)):
-        for target in (getattr(cls, name, None), fn.__globals__.get(name)):
-            target = inspect.unwrap(target) if callable(target) else None
-            if (
-                isinstance(target, types.FunctionType)
-                and target.__module__ == cls.__module__
-                and target not in seen
-            ):
-                seen.add(target)
-                out.append(name.encode() + _code_bytes(target.__code__))
-                out.extend(_called_code(cls, target, seen))
-    return out
+@functools.cache
+def _called_code(cls: type) -> bytes:
+    """The code of the functions a module class's ``forward`` names, and those they name
+    in turn, that are defined in the class's own file: its methods and the file's
+    functions (a helper's ``torch.relu`` edited to ``torch.tanh`` changes no
+    ``forward``). Functions of other libraries are left out (an upgrade of torch would
+    read as another model)."""
+    parts, seen = [], set()
+    todo = [fn for fn in _forward(cls) if isinstance(fn, types.FunctionType)]
+    while todo:
+        fn = todo.pop()
+        for name in sorted(_names(fn.__code__)):
+            for target in (getattr(cls, name, None), fn.__globals__.get(name)):
+                target = inspect.unwrap(target) if callable(target) else None
+                if (
+                    isinstance(target, types.FunctionType)
+                    and target.__module__ == cls.__module__
+                    and target not in seen
+                ):
+                    seen.add(target)
+                    parts.append(name.encode() + _code_bytes(target.__code__))
+                    todo.append(target)
+    return hashlib.sha256(b"\0".join(sorted(parts))).digest()
 
 
 def _names(code: types.CodeType) -> set[str]:
     """The global and attribute names ``code`` and the functions nested in it use."""
-    names = set(code.co_names)
-    for c in code.co_consts:
-        if isinstance(c, types.CodeType):
-            names |= _names(c)
+    names, todo = set(), [code]
+    while todo:
+        c = todo.pop()
+        names |= set(c.co_names)
+        todo += [k for k in c.co_consts if isinstance(k, types.CodeType)]
     return names
 
 
@@ -240,6 +267,7 @@ def capture_job(
     }
     job = {
         "model": model_fingerprint(model),
+        "model_details": model_details(model),
         "inputs": inputs_fingerprint(inputs),
         "labels": None if labels is None else inputs_fingerprint(_as_array(labels)),
         "layers": list(layers),

@@ -147,10 +147,11 @@ def check_same_job(
 
 def check_job(saved: dict[str, Any], job: dict[str, Any], whose: str) -> None:
     """Raise :class:`ConfigError` naming what differs between the ``job`` of a resume
-    and the one ``whose`` capture recorded (but for the :data:`LATE_JOB_KEYS`)."""
-    changed = sorted(
-        k for k in set(saved) | set(job) if k not in LATE_JOB_KEYS and saved.get(k) != job.get(k)
-    )
+    and the one ``whose`` capture recorded (but for the :data:`LATE_JOB_KEYS`). A key
+    the capture did not record (one added to the job since, such as ``model_details``
+    or ``tokenizer``) is not compared: a capture interrupted before it was added still
+    resumes."""
+    changed = sorted(k for k in saved if k not in LATE_JOB_KEYS and saved.get(k) != job.get(k))
     if changed:
         details = [d for k in changed for d in _changes(k, saved.get(k), job.get(k))]
         raise ConfigError(

@@ -18,7 +18,7 @@ import torch
 
 from ..._validation import check_flag_argument, shown
 from ...capture.inputs import InputBatch, _label_array, iter_input_batches, model_and_tokenizer
-from ...capture.job import inputs_fingerprint, model_fingerprint
+from ...capture.job import inputs_fingerprint, model_details, model_fingerprint
 from ...capture.models import input_dtype, takes_token_ids
 from ...capture.nnsight import check_model_argument, unwrap_model
 from ...capture.recorder import model_error
@@ -255,7 +255,9 @@ def check_captured_model(model: Any, store: ActivationStore, *, transfer: bool =
     if (job.get("settings") or {}).get("dtype") and not isinstance(cast, str):
         return
     module, _ = unwrap_model(model)  # as the capture took it (an nnsight model's module)
-    if model_fingerprint(module) in (recorded, cast):
+    details = job.get("model_details")  # recorded since December 2026
+    same = not isinstance(details, str) or model_details(module) == details
+    if model_fingerprint(module) in (recorded, cast) and same:
         return
     differs = (
         f"The model given (--model) is not the one the store '{store.path}' was "
