@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -172,18 +171,6 @@ def digits_store(tmp_path_factory):
     from saeatlas.demo import capture_digits
 
     return capture_digits(tmp_path_factory.mktemp("digits") / "store", progress=False)
-
-
-def join_gloo(rank: int, world: int, port: int) -> None:
-    """In a process :func:`spawn_ranks` started: join the gloo group of ``world`` ranks
-    as ``rank`` (one thread, as the suite runs)."""
-    import torch.distributed as dist
-
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
-    )
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
 
 
 @pytest.fixture(scope="session")

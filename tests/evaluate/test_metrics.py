@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import join_gloo
 from saeatlas.evaluate import evaluate_sae
 from saeatlas.sae import SAEConfig, SparseAutoencoder
 from saeatlas.store import ActivationStore
+from spawned_ranks import join_gloo
 
 
 def test_metrics_against_direct_computation(tmp_path):

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from conftest import join_gloo
 from saeatlas.store import LayerSpec
 from saeatlas.structure.causal.ablation import ablate_modules
+from spawned_ranks import join_gloo
 
 WAIT_S = 300
 FIGURES = ("effect", "effect_by_class", "random_mean", "z", "p", "q", "n_drawn")

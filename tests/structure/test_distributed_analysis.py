@@ -16,7 +16,6 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from conftest import join_gloo
 from saeatlas import _coordinator
 from saeatlas._coordinator import solo
 from saeatlas.structure import Atlas, AtlasConfig, analyze
@@ -26,6 +25,7 @@ from saeatlas.structure.graph.communities import cooccurrence_graph
 from saeatlas.structure.graph.cooccurrence import _binarise, count_cooccurrence, latent_blocks
 from saeatlas.structure.graph.edges import build_graph, densest_graph
 from saeatlas.train import TrainConfig, train_sae
+from spawned_ranks import join_gloo
 
 # 1500 of the digits' 1797 rows: six evenly spaced batches of 256, the last one cut,
 # three for each rank
