@@ -112,6 +112,46 @@ def load_checkpoint(
     return state
 
 
+def check_counters(state: dict[str, Any], batch_size: int) -> None:
+    """Raise ValueError where ``state`` (a checkpoint read back) cannot be a point of the
+    run it claims: every float it holds finite (a NaN weight trained on without a word,
+    and one in the optimiser's moments stopped every resume at the first step, advising
+    the same checkpoint again), ``batch_size`` rows a step (the count the SAE reports
+    and the dead-latent window read), counters of no more rows than that, and metrics
+    that are records of numbers (``metrics.jsonl`` is written from them)."""
+    for part in ("sae", "opt"):
+        for name, value in _tensors(state.get(part), part):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"`{name}` holds NaN or Inf")
+    step, done = state.get("step"), state.get("rows_done")
+    if isinstance(done, bool) or not isinstance(done, int) or done != step * batch_size:
+        raise ValueError(f"`rows_done` is {done!r}, not {step} steps of {batch_size} rows")
+    fired = state.get("rows_since_fired")
+    if not torch.is_tensor(fired) or fired.is_floating_point() or fired.is_complex():
+        raise ValueError("`rows_since_fired` is not a tensor of whole numbers")
+    if fired.numel() and not (0 <= int(fired.min()) and int(fired.max()) <= done):
+        raise ValueError(f"`rows_since_fired` counts fall outside 0..{done} rows")
+    metrics = state.get("metrics")
+    if not isinstance(metrics, list) or not all(
+        isinstance(m, dict)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in m.values())
+        for m in metrics
+    ):
+        raise ValueError("`metrics` is not a list of records of numbers")
+
+
+def _tensors(value: Any, name: str) -> Any:
+    """(name, tensor) of every tensor in nested dicts and lists."""
+    if torch.is_tensor(value):
+        yield name, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _tensors(v, f"{name}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _tensors(v, f"{name}[{i}]")
+
+
 def _procs(n: object) -> str:
     return "1 process" if n == 1 else f"{n} processes"
 

@@ -24,6 +24,7 @@ from ..sae.architectures import get_architecture
 from ..sae.kernels import fast_bf16
 from ..store import ActivationStore, LayerSpec
 from .architectures import TRAINING, aux_reconstruction, batch_total
+from .checkpoint import check_counters
 from .config import READ_BY, TrainConfig
 from .distributed import all_sum, average_gradients
 from .init import geometric_median, input_normalizer
@@ -378,6 +379,7 @@ class _Run:
         step = state["step"]
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < self.n_steps:
             raise ValueError(f"`step` is {step!r}, not one of 0..{self.n_steps - 1}")
+        check_counters(state, self.batch_size)
         self.sae.load_state_dict(state["sae"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])

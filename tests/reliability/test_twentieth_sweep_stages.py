@@ -1,0 +1,68 @@
+"""The twentieth hostile sweep's cases in training, analysis and the later stages: each
+failed (a traceback, a wrong result or no word) before its fix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+TRAIN_FLAGS = ["--seeds", "1", "--d-sae", "8", "--k", "2", "--batch-size", "32", "-q"]
+TRAIN_FLAGS += ["--tokens", "640", "--checkpoint-every", "5"]
+
+
+@pytest.fixture
+def checkpointed(tmp_path, outputs, interrupt):
+    """The checkpoint of a run interrupted at step 7 (written at step 5), and its state."""
+    file = interrupt(outputs.store, tmp_path / "sae", *TRAIN_FLAGS)
+    return file, torch.load(file, weights_only=True)
+
+
+def _nan_weight(s):
+    s["sae"]["W_enc"][0, 0] = float("nan")
+    return s
+
+
+def _nan_moment(s):
+    for moments in s["opt"]["state"].values():
+        for v in moments.values():
+            if torch.is_tensor(v) and v.is_floating_point():
+                v.fill_(float("nan"))
+    return s
+
+
+EDITED_CHECKPOINTS = {
+    # trained on: the SAE came out of the NaN weight without a word
+    "a NaN weight": (_nan_weight, "`sae.W_enc` holds NaN or Inf"),
+    # every resume diverged at its first step and advised the same checkpoint again
+    "NaN optimiser moments": (_nan_moment, "`opt.state.0.z` holds NaN or Inf"),
+    # "Trained ... on 1,000,160 rows", and the dead-latent window counted from it
+    "rows_done of another run": (lambda s: {**s, "rows_done": 10**6}, "`rows_done` is 1000000"),
+    "negative rows_done": (lambda s: {**s, "rows_done": -5}, "not 5 steps of 32 rows"),
+    "rows_done of a float": (lambda s: {**s, "rows_done": 160.5}, "`rows_done` is 160.5"),
+    "negative dead counters": (
+        lambda s: {**s, "rows_since_fired": s["rows_since_fired"] - 10**6},
+        "`rows_since_fired` counts fall outside 0..160 rows",
+    ),
+    "dead counters of floats": (
+        lambda s: {**s, "rows_since_fired": s["rows_since_fired"].double() + 0.5},
+        "`rows_since_fired` is not a tensor of whole numbers",
+    ),
+    # written into metrics.jsonl as they stood
+    "metrics of text": (lambda s: {**s, "metrics": ["hello"]}, "`metrics` is not a list"),
+    "metrics of a dict": (lambda s: {**s, "metrics": {"a": 1}}, "`metrics` is not a list"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITED_CHECKPOINTS))
+def test_a_checkpoint_edited_by_hand_is_refused_on_resume(checkpointed, outputs, run_cli, edit):
+    """A checkpoint.pt whose settings match but whose state cannot be a point of that run
+    was continued from: a NaN weight or moment, a count of rows done that is not its
+    steps' rows, dead-latent counters out of range, metrics that are not records."""
+    cli, one_line = run_cli
+    file, state = checkpointed
+    change, needle = EDITED_CHECKPOINTS[edit]
+    torch.save(change(state), file)
+    before = file.read_bytes()
+    r = cli("train", "--acts", outputs.store, "--out", file.parent, *TRAIN_FLAGS, "--resume")
+    one_line(r, "not a state it can continue from", needle, "--overwrite")
+    assert file.read_bytes() == before
