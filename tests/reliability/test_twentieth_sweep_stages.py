@@ -66,3 +66,30 @@ def test_a_checkpoint_edited_by_hand_is_refused_on_resume(checkpointed, outputs,
     r = cli("train", "--acts", outputs.store, "--out", file.parent, *TRAIN_FLAGS, "--resume")
     one_line(r, "not a state it can continue from", needle, "--overwrite")
     assert file.read_bytes() == before
+
+
+def test_a_report_killed_while_it_tries_its_folder_leaves_no_file_in_the_atlas(
+    analysed, tmp_path, monkeypatch
+):
+    """`report` made a `.probe-XXXX` file in the page's folder (the atlas) and removed it
+    (`check_writable(for_file=True)`); a kill between the two (kill -9) left it there,
+    and the atlas's next `analyze --overwrite` refused the folder for holding a file that
+    is not an atlas's. The probe is now a file without a name."""
+    import os
+    import shutil
+
+    from saeatlas.store.lock import check_writable
+
+    atlas = tmp_path / "atlas"
+    shutil.copytree(analysed, atlas, ignore=shutil.ignore_patterns("report.html", "figures"))
+    real = os.unlink
+
+    def killed(path, *a, **kw):
+        if os.path.basename(path).startswith(".probe-"):
+            raise KeyboardInterrupt  # the kill, before the probe was removed
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(os, "unlink", killed)
+    check_writable(atlas, for_file=True)  # what `report ATLAS` does before its figures
+    monkeypatch.setattr(os, "unlink", real)
+    assert not [p.name for p in atlas.iterdir() if p.name.startswith(".")]
