@@ -78,7 +78,7 @@ def test_a_report_killed_while_it_tries_its_folder_leaves_no_file_in_the_atlas(
     import os
     import shutil
 
-    from saeatlas.store.lock import check_writable
+    from saeatlas.store.lock import check_writable, output_lock
 
     atlas = tmp_path / "atlas"
     shutil.copytree(analysed, atlas, ignore=shutil.ignore_patterns("report.html", "figures"))
@@ -86,10 +86,11 @@ def test_a_report_killed_while_it_tries_its_folder_leaves_no_file_in_the_atlas(
 
     def killed(path, *a, **kw):
         if os.path.basename(path).startswith(".probe-"):
-            raise KeyboardInterrupt  # the kill, before the probe was removed
+            raise SystemExit(137)  # the kill, before the probe was removed
         return real(path, *a, **kw)
 
     monkeypatch.setattr(os, "unlink", killed)
-    check_writable(atlas, for_file=True)  # what `report ATLAS` does before its figures
+    with output_lock(atlas):  # what `report ATLAS` does before its figures
+        check_writable(atlas, for_file=True)
     monkeypatch.setattr(os, "unlink", real)
     assert not [p.name for p in atlas.iterdir() if p.name.startswith(".")]
