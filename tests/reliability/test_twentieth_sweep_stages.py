@@ -94,3 +94,18 @@ def test_a_report_killed_while_it_tries_its_folder_leaves_no_file_in_the_atlas(
         check_writable(atlas, for_file=True)
     monkeypatch.setattr(os, "unlink", real)
     assert not [p.name for p in atlas.iterdir() if p.name.startswith(".")]
+
+
+def test_a_report_killed_while_it_wrote_its_page_leaves_no_page_behind(
+    tmp_path, run_cli, two_modules_atlas
+):
+    """A report killed (kill -9) while it wrote its page left `.tmp-report.html-XXXXXXXX`
+    (a page of megabytes, half-written) in the atlas, and every later report kept it
+    there. The next report into the atlas removes it, under the atlas's lock."""
+    cli, _ = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    left = atlas / ".tmp-report.html-0lkbraia"
+    left.write_bytes(b"<html>half")
+    r = cli("report", atlas)
+    assert r.exit_code == 0, r.output
+    assert not left.exists() and (atlas / "report.html").is_file()
