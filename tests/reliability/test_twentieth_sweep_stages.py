@@ -109,3 +109,30 @@ def test_a_report_killed_while_it_wrote_its_page_leaves_no_page_behind(
     r = cli("report", atlas)
     assert r.exit_code == 0, r.output
     assert not left.exists() and (atlas / "report.html").is_file()
+
+
+@pytest.mark.parametrize(
+    "key, value, says",
+    [
+        ("k", 8, "`k` 8 in its cfg.json, 4 in its training"),
+        ("architecture", "relu", "`architecture`"),
+    ],
+)
+def test_resume_refuses_a_complete_sae_whose_cfg_was_edited(
+    outputs, run_cli, tmp_path, key, value, says
+):
+    """`train --resume` kept an SAE whose cfg.json `k` was edited from 4 to 8 as the
+    complete k 4 SAE ("Kept ... L0 4.0", from its record), and every reader then encoded
+    with k 8; the sweep's and the run's resume did the same."""
+    import json
+    import shutil
+
+    cli, one_line = run_cli
+    sae = tmp_path / "sae"
+    shutil.copytree(outputs.sae, sae)
+    cfg = json.loads((sae / "cfg.json").read_text())
+    cfg[key] = value
+    (sae / "cfg.json").write_text(json.dumps(cfg))
+    flags = ["--d-sae", "24", "--k", "4", "--tokens", "2048", "--batch-size", "64", "-q"]
+    r = cli("train", "--acts", outputs.store, "--out", sae, "--seeds", "1", *flags, "--resume")
+    one_line(r, f"'{sae}' holds a complete SAE whose cfg.json is not the SAE", says, "--overwrite")
