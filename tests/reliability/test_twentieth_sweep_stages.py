@@ -3,6 +3,8 @@ failed (a traceback, a wrong result or no word) before its fix."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -30,6 +32,10 @@ def _nan_moment(s):
     return s
 
 
+def _group(s, **change):
+    return {**s["opt"]["param_groups"][0], **change}
+
+
 EDITED_CHECKPOINTS = {
     # trained on: the SAE came out of the NaN weight without a word
     "a NaN weight": (_nan_weight, "`sae.W_enc` holds NaN or Inf"),
@@ -47,6 +53,27 @@ EDITED_CHECKPOINTS = {
         lambda s: {**s, "rows_since_fired": s["rows_since_fired"].double() + 0.5},
         "`rows_since_fired` is not a tensor of whole numbers",
     ),
+    # the learning rate of 1.0 (the run's is 0.13) trained on without a word: FVU 0.999
+    "base_lrs edited": (
+        lambda s: {**s, "sched": {**s["sched"], "base_lrs": [1.0]}},
+        "`sched` is at 5 from [1.0], not at step 5",
+    ),
+    "schedule at another step": (
+        lambda s: {**s, "sched": {**s["sched"], "last_epoch": 2}},
+        "`sched` is at 2",
+    ),
+    "momentum edited": (
+        lambda s: {**s, "opt": {**s["opt"], "param_groups": [_group(s, momentum=0.5)]}},
+        "`opt` momentum is 0.5, not 0.95",
+    ),
+    "learning rate edited": (
+        lambda s: {**s, "opt": {**s["opt"], "param_groups": [_group(s, lr=5.0)]}},
+        "`opt` lr is 5.0, not",
+    ),
+    "NaN running sum": (
+        lambda s: {**s, "opt": {**s["opt"], "param_groups": [_group(s, weight_sum=math.nan)]}},
+        "`opt` weight_sum is nan",
+    ),
     # written into metrics.jsonl as they stood
     "metrics of text": (lambda s: {**s, "metrics": ["hello"]}, "`metrics` is not a list"),
     "metrics of a dict": (lambda s: {**s, "metrics": {"a": 1}}, "`metrics` is not a list"),
@@ -57,7 +84,8 @@ EDITED_CHECKPOINTS = {
 def test_a_checkpoint_edited_by_hand_is_refused_on_resume(checkpointed, outputs, run_cli, edit):
     """A checkpoint.pt whose settings match but whose state cannot be a point of that run
     was continued from: a NaN weight or moment, a count of rows done that is not its
-    steps' rows, dead-latent counters out of range, metrics that are not records."""
+    steps' rows, dead-latent counters out of range, metrics that are not records, an
+    optimiser or schedule of other settings or at another step."""
     cli, one_line = run_cli
     file, state = checkpointed
     change, needle = EDITED_CHECKPOINTS[edit]

@@ -10,6 +10,7 @@ which must match on resume.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,33 @@ def check_counters(state: dict[str, Any], batch_size: int) -> None:
         for m in metrics
     ):
         raise ValueError("`metrics` is not a list of records of numbers")
+
+
+def check_schedule(
+    state: dict[str, Any], groups: list[dict[str, Any]], base_lrs: list[float], lr: float, step: int
+) -> None:
+    """Raise ValueError unless the optimiser and schedule of ``state`` are this run's at
+    ``step``: the settings of its parameter groups (``groups``, as this run makes them),
+    the schedule's base learning rates and position, and the learning rate it is at
+    (``lr``). A `base_lrs` of 1.0 edited in trained on at that rate, without a word."""
+    saved = state["opt"]["param_groups"]
+    if len(saved) != len(groups):
+        raise ValueError(f"`opt` has {len(saved)} parameter groups, not {len(groups)}")
+    for mine, theirs in zip(groups, saved):
+        for key, value in mine.items():
+            if key not in ("params", "lr", "weight_sum") and theirs.get(key) != value:
+                raise ValueError(f"`opt` {key} is {theirs.get(key)!r}, not {value!r}")
+        total = theirs.get("weight_sum", 0.0)  # the schedule-free average's running sum
+        if not isinstance(total, (int, float)) or not 0 <= total < math.inf:
+            raise ValueError(f"`opt` weight_sum is {total!r}, not a finite sum of squares")
+        if not math.isclose(theirs.get("lr", math.nan), lr, rel_tol=1e-9):
+            raise ValueError(f"`opt` lr is {theirs.get('lr')!r}, not {lr!r} at step {step}")
+    sched = state["sched"]
+    if sched.get("base_lrs") != base_lrs or sched.get("last_epoch") != step:
+        raise ValueError(
+            f"`sched` is at {sched.get('last_epoch')!r} from {sched.get('base_lrs')!r}, not at "
+            f"step {step} from {base_lrs!r}"
+        )
 
 
 def _tensors(value: Any, name: str) -> Any:
