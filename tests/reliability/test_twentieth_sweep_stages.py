@@ -164,3 +164,17 @@ def test_resume_refuses_a_complete_sae_whose_cfg_was_edited(
     flags = ["--d-sae", "24", "--k", "4", "--tokens", "2048", "--batch-size", "64", "-q"]
     r = cli("train", "--acts", outputs.store, "--out", sae, "--seeds", "1", *flags, "--resume")
     one_line(r, f"'{sae}' holds a complete SAE whose cfg.json is not the SAE", says, "--overwrite")
+
+
+@pytest.mark.parametrize("verb", ["evaluate", "analyze"])
+def test_an_sae_whose_training_has_not_finished_is_named_so(
+    checkpointed, outputs, run_cli, tmp_path, verb
+):
+    """`analyze` or `evaluate` of an SAE folder while its training ran (or after it was
+    stopped: only checkpoint.pt there) said "is not an SAE directory ... Train one with
+    `saeatlas train`", which was doing just that."""
+    cli, one_line = run_cli
+    file, _ = checkpointed
+    out = ["--out", tmp_path / "atlas"] if verb == "analyze" else []
+    r = cli(verb, "--sae", file.parent, "--acts", outputs.store, *out)
+    one_line(r, "holds the checkpoint of a training that has not finished", "train --resume")
