@@ -178,3 +178,29 @@ def test_an_sae_whose_training_has_not_finished_is_named_so(
     out = ["--out", tmp_path / "atlas"] if verb == "analyze" else []
     r = cli(verb, "--sae", file.parent, "--acts", outputs.store, *out)
     one_line(r, "holds the checkpoint of a training that has not finished", "train --resume")
+
+
+def test_a_sweep_whose_second_seed_passes_2_63_names_its_flags(outputs, run_cli, tmp_path):
+    """`sweep --seed 9223372036854775807` (2**63 - 1, a seed torch takes) with its two seeds
+    per value was refused as "`seed` must be ... below 2**63, got 9223372036854775808", a
+    value nobody gave, naming no flag."""
+    cli, one_line = run_cli
+    flags = ["--over", "k", "--values", "2", "4", "--d-sae", "24", "-q"]
+    r = cli("sweep", "--acts", outputs.store, "--out", tmp_path / "sw", *flags, "--seed", 2**63 - 1)
+    one_line(r, "--seeds (`seeds`) 2 with --seed (`seed`) 9223372036854775807", "--seeds 1")
+    assert not (tmp_path / "sw").exists()
+
+
+def test_a_run_whose_seed_saes_pass_2_63_is_refused_by_its_config(outputs, run_cli, tmp_path):
+    """`train.seed: 9223372036854775807` with seed SAEs (seeds S+1, S+2) passed `run
+    --check` and stopped the run after its capture, naming a seed nobody gave."""
+    import json
+
+    cli, one_line = run_cli
+    config = tmp_path / "run.json"
+    run = {"model": outputs.model, "inputs": str(outputs.inputs), "layers": ["1", "3"]}
+    run |= {"train": {"seed": 2**63 - 1}, "stability": {"n_seed_saes": 2}}
+    config.write_text(json.dumps(run))
+    r = cli("run", config, "--out", tmp_path / "run", "--check")
+    one_line(r, "`train.seed` 9223372036854775807 gives the seed SAEs", "lower `train.seed`")
+    assert not (tmp_path / "run").exists()
