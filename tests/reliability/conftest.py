@@ -296,6 +296,44 @@ def interrupt(monkeypatch):
     return run
 
 
+#: A short training that checkpoints at step 5 (:func:`interrupt` stops it at step 7).
+CHECKPOINT_FLAGS = ("--seeds", "1", "--d-sae", "8", "--k", "2", "--batch-size", "32", "-q")
+CHECKPOINT_FLAGS += ("--tokens", "640", "--checkpoint-every", "5")
+
+
+@pytest.fixture
+def checkpoint_flags() -> list[str]:
+    """:data:`CHECKPOINT_FLAGS`, for tests."""
+    return list(CHECKPOINT_FLAGS)
+
+
+@pytest.fixture
+def checkpointed(tmp_path, outputs, interrupt):
+    """The checkpoint of a run of :data:`CHECKPOINT_FLAGS` on the protected store,
+    interrupted at step 7 (written at step 5), and its state."""
+    file = interrupt(outputs.store, tmp_path / "sae", *CHECKPOINT_FLAGS)
+    return file, torch.load(file, weights_only=True)
+
+
+@pytest.fixture
+def resume_edited(checkpointed, outputs, checkpoint_flags):
+    """``resume_edited(edit)``: the checkpoint of :func:`checkpointed` with its state
+    changed by ``edit``, then `train --resume` on it; returns the result, once it has
+    checked that the checkpoint was left as it was."""
+
+    def run(edit):
+        file, state = checkpointed
+        torch.save(edit(state), file)
+        before = file.read_bytes()
+        r = cli(
+            "train", "--acts", outputs.store, "--out", file.parent, *checkpoint_flags, "--resume"
+        )
+        assert file.read_bytes() == before
+        return r
+
+    return run
+
+
 @pytest.fixture
 def unchanged(outputs):
     """``unchanged(before)``: assert the outputs' folder still matches ``before``, a

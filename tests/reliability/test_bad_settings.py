@@ -705,25 +705,17 @@ def test_running_out_of_memory_is_one_line(guarded, run_cli, monkeypatch):
 
 # -- damaged training checkpoints -----------------------------------------------------------------
 
-TRAIN_FLAGS = ["--seeds", "1", "--d-sae", "8", "--k", "2", "--batch-size", "32", "-q"]
-TRAIN_FLAGS += ["--tokens", "640", "--checkpoint-every", "5"]
 
-
-@pytest.fixture
-def checkpointed(tmp_path, outputs, interrupt):
-    """The checkpoint of a run interrupted at step 7, and its state."""
-    file = interrupt(outputs.store, tmp_path / "sae", *TRAIN_FLAGS)
-    return file, torch.load(file, weights_only=True)
-
-
-def test_resume_refuses_a_store_whose_rows_changed(tmp_path, outputs, run_cli, interrupt):
+def test_resume_refuses_a_store_whose_rows_changed(
+    tmp_path, outputs, run_cli, interrupt, checkpoint_flags
+):
     """The same path and number of rows, other values: the resume once went on with them."""
     cli, one_line = run_cli
     acts = tmp_path / "acts.npy"
     np.save(acts, np.load(outputs.npy))
-    file = interrupt(acts, tmp_path / "sae", *TRAIN_FLAGS)
+    file = interrupt(acts, tmp_path / "sae", *checkpoint_flags)
     np.save(acts, np.load(outputs.npy) * 1.5)
-    r = cli("train", "--acts", acts, "--out", file.parent, *TRAIN_FLAGS, "--resume")
+    r = cli("train", "--acts", acts, "--out", file.parent, *checkpoint_flags, "--resume")
     one_line(r, "the store's rows differ")
 
 
@@ -748,33 +740,30 @@ CHECKPOINT_DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", sorted(CHECKPOINT_DAMAGE))
-def test_a_damaged_checkpoint_is_one_line_and_stays(checkpointed, outputs, run_cli, damage):
-    cli, one_line = run_cli
-    file, state = checkpointed
+def test_a_damaged_checkpoint_is_one_line_and_stays(run_cli, resume_edited, damage):
+    _, one_line = run_cli
     edit, needle = CHECKPOINT_DAMAGE[damage]
-    torch.save(edit(state), file)
-    before = file.read_bytes()
-    r = cli("train", "--acts", outputs.store, "--out", file.parent, *TRAIN_FLAGS, "--resume")
-    one_line(r, "checkpoint", needle)
-    assert file.read_bytes() == before
+    one_line(resume_edited(edit), "checkpoint", needle)
 
 
-def test_a_checkpoint_that_is_a_folder_is_named_when_resuming(checkpointed, outputs, run_cli):
+def test_a_checkpoint_that_is_a_folder_is_named_when_resuming(
+    checkpointed, outputs, run_cli, checkpoint_flags
+):
     cli, one_line = run_cli
     file, _ = checkpointed
     file.unlink()
     file.mkdir()
-    r = cli("train", "--acts", outputs.store, "--out", file.parent, *TRAIN_FLAGS, "--resume")
+    r = cli("train", "--acts", outputs.store, "--out", file.parent, *checkpoint_flags, "--resume")
     one_line(r, "is not a readable checkpoint")
 
 
 def test_a_sibling_checkpoint_of_other_settings_stops_before_any_training(
-    tmp_path, outputs, run_cli, interrupt
+    tmp_path, outputs, run_cli, interrupt, checkpoint_flags
 ):
     """--seeds 2 --resume trained the first SAE, then refused the second's checkpoint."""
     cli, one_line = run_cli
-    interrupt(outputs.store, tmp_path / "sae-seed1", *TRAIN_FLAGS)  # seed 0, not 1
-    flags = [*TRAIN_FLAGS[2:], "--seeds", "2", "--resume"]  # TRAIN_FLAGS start with --seeds 1
+    interrupt(outputs.store, tmp_path / "sae-seed1", *checkpoint_flags)  # seed 0, not 1
+    flags = [*checkpoint_flags[2:], "--seeds", "2", "--resume"]  # the flags start with --seeds 1
     r = cli("train", "--acts", outputs.store, "--out", tmp_path / "sae", *flags)
     one_line(r, "--seeds 2 also writes", "other settings")
     assert not (tmp_path / "sae").exists()
@@ -782,13 +771,13 @@ def test_a_sibling_checkpoint_of_other_settings_stops_before_any_training(
 
 @pytest.mark.parametrize("what", ["other settings", "a damaged state"])
 def test_resume_with_overwrite_starts_again_what_cannot_be_continued(
-    tmp_path, checkpointed, outputs, run_cli, what
+    tmp_path, checkpointed, outputs, run_cli, what, checkpoint_flags
 ):
     """--resume --overwrite was refused and told to pass --overwrite; it now continues
     what can be continued and trains the rest from the start, like a fresh run."""
     cli, _ = run_cli
     file, state = checkpointed
-    flags = [*TRAIN_FLAGS]
+    flags = [*checkpoint_flags]
     if what == "other settings":
         flags[flags.index("--k") + 1] = "3"
     else:

@@ -165,6 +165,13 @@ class RunConfig:
                 "members together, without checkpoints. Set `train.checkpoint_every: 0` or "
                 "`sweep.enabled: false`."
             )
+        more = max(self.n_trained_seeds, self.sweep.seeds - 1 if self.sweep.enabled else 0)
+        if self.train.seed + more >= 2**63:  # refused after the capture, naming no setting
+            raise ConfigError(
+                f"`train.seed` {self.train.seed} gives the seed SAEs and the sweep's second "
+                f"seed the seeds after it, up to {self.train.seed + more}, beyond 2**63 - 1, "
+                "the largest torch takes; give a lower `train.seed`."
+            )
         d_sae = self.train.d_sae
         if self.sweep.enabled and self.sweep.over == "k" and d_sae is not None:
             over = [v for v in self.sweep.values if v > d_sae]

@@ -129,6 +129,9 @@ def write_report(
                 [_relative(p, out.parent) for p in pngs],
             ).encode("utf-8")
             target.unlink(missing_ok=True)
+        if target.parent == resolve(atlas_dir):  # a killed report's, half-written (its lock)
+            for tmp in target.parent.glob(f"{TMP_PREFIX}{target.name}-*"):
+                tmp.unlink(missing_ok=True)
         atomic_write_bytes(target, page)
         bar.advance()
     log.info("Report written to %s (%.1f MB)", out, out.stat().st_size / 1e6)

@@ -134,6 +134,13 @@ def _read_files(path: Path) -> tuple[SAEConfig, Weights]:
         message = run_message(path)
         if message is not None:
             raise SAEFileError(message)
+    if not (path / CFG).is_file() and (path / "checkpoint.pt").is_file():
+        # told "not an SAE directory ... Train one with `saeatlas train`" while one trained
+        raise SAEFileError(
+            f"'{path}' holds the checkpoint of a training that has not finished: it is still "
+            "running, or was stopped (continue it with `saeatlas train --resume`). Read the "
+            "SAE once its training is done."
+        )
     if not (path / CFG).is_file() or not (path / WEIGHTS).is_file():
         # a joint SAE's SAELens export (a folder per layer) was told to be imported
         hint = sae_folder_hint(path) or (

@@ -134,9 +134,11 @@ def _probe_file_folder(path: Path) -> None:
     made = [d for d in (real, *real.parents) if not d.exists()]
     try:
         real.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=real)
-        os.close(fd)
-        os.unlink(probe)
+        # a file without a name where the system has them (O_TMPFILE): a named one that a
+        # kill left between its making and its removal stayed in the folder, an atlas's
+        # too, whose next `analyze --overwrite` refused the file as none of the atlas's
+        with tempfile.TemporaryFile(dir=real):
+            pass
     except OSError as e:
         named = f"'{path}'" if real == Path(os.path.abspath(path)) else f"'{path}' ('{real}')"
         raise OutputError(

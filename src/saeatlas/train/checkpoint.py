@@ -10,6 +10,7 @@ which must match on resume.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,73 @@ def load_checkpoint(
             "to start again."
         )
     return state
+
+
+def check_counters(state: dict[str, Any], batch_size: int) -> None:
+    """Raise ValueError where ``state`` (a checkpoint read back) cannot be a point of the
+    run it claims: every float it holds finite (a NaN weight trained on without a word,
+    and one in the optimiser's moments stopped every resume at the first step, advising
+    the same checkpoint again), ``batch_size`` rows a step (the count the SAE reports
+    and the dead-latent window read), counters of no more rows than that, and metrics
+    that are records of numbers (``metrics.jsonl`` is written from them)."""
+    for part in ("sae", "opt"):
+        for name, value in _tensors(state.get(part), part):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"`{name}` holds NaN or Inf")
+    step, done = state.get("step"), state.get("rows_done")
+    if isinstance(done, bool) or not isinstance(done, int) or done != step * batch_size:
+        raise ValueError(f"`rows_done` is {done!r}, not {step} steps of {batch_size} rows")
+    fired = state.get("rows_since_fired")
+    if not torch.is_tensor(fired) or fired.is_floating_point() or fired.is_complex():
+        raise ValueError("`rows_since_fired` is not a tensor of whole numbers")
+    if fired.numel() and not (0 <= int(fired.min()) and int(fired.max()) <= done):
+        raise ValueError(f"`rows_since_fired` counts fall outside 0..{done} rows")
+    metrics = state.get("metrics")
+    if not isinstance(metrics, list) or not all(
+        isinstance(m, dict)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in m.values())
+        for m in metrics
+    ):
+        raise ValueError("`metrics` is not a list of records of numbers")
+
+
+def check_schedule(
+    state: dict[str, Any], groups: list[dict[str, Any]], base_lrs: list[float], lr: float, step: int
+) -> None:
+    """Raise ValueError unless the optimiser and schedule of ``state`` are this run's at
+    ``step``: the settings of its parameter groups (``groups``, as this run makes them),
+    the schedule's base learning rates and position, and the learning rate it is at
+    (``lr``). A `base_lrs` of 1.0 edited in trained on at that rate, without a word."""
+    saved = state["opt"]["param_groups"]
+    if len(saved) != len(groups):
+        raise ValueError(f"`opt` has {len(saved)} parameter groups, not {len(groups)}")
+    for mine, theirs in zip(groups, saved):
+        for key, value in mine.items():
+            if key not in ("params", "lr", "weight_sum") and theirs.get(key) != value:
+                raise ValueError(f"`opt` {key} is {theirs.get(key)!r}, not {value!r}")
+        total = theirs.get("weight_sum", 0.0)  # the schedule-free average's running sum
+        if not isinstance(total, (int, float)) or not 0 <= total < math.inf:
+            raise ValueError(f"`opt` weight_sum is {total!r}, not a finite sum of squares")
+        if not math.isclose(theirs.get("lr", math.nan), lr, rel_tol=1e-9):
+            raise ValueError(f"`opt` lr is {theirs.get('lr')!r}, not {lr!r} at step {step}")
+    sched = state["sched"]
+    if sched.get("base_lrs") != base_lrs or sched.get("last_epoch") != step:
+        raise ValueError(
+            f"`sched` is at {sched.get('last_epoch')!r} from {sched.get('base_lrs')!r}, not at "
+            f"step {step} from {base_lrs!r}"
+        )
+
+
+def _tensors(value: Any, name: str) -> Any:
+    """(name, tensor) of every tensor in nested dicts and lists."""
+    if torch.is_tensor(value):
+        yield name, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _tensors(v, f"{name}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _tensors(v, f"{name}[{i}]")
 
 
 def _procs(n: object) -> str:

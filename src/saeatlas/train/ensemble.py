@@ -161,7 +161,36 @@ def trained_like(out: Path, cfg: TrainConfig) -> bool | None:
         return False
     if "data_seed" not in raw:
         cfg = replace(cfg, data_seed=recorded.data_seed)
-    return recorded == cfg
+    return recorded == cfg and edited_since(out) is None
+
+
+def edited_since(out: Path) -> str | None:
+    """How the SAE that ``out``'s cfg.json defines differs from the one the training it
+    records makes (`k` edited by hand from 4 to 8: a resume kept the SAE as the k 4 one
+    and every reader encoded with k 8), or None."""
+    try:
+        own = json.loads((out / CFG).read_text())
+        cfg = TrainConfig.from_json(own["metadata"]["train_config"])
+        d_sae = cfg.d_sae or cfg.expansion_factor * own["d_in"]
+        made = {
+            "architecture": cfg.architecture,
+            "d_sae": d_sae,
+            "l1_coefficient": cfg.l1_coefficient,
+            "l0_coefficient": cfg.l0_coefficient,
+            "jumprelu_bandwidth": cfg.jumprelu_bandwidth,
+            "jumprelu_init_threshold": cfg.jumprelu_init_threshold,
+        }
+        if isinstance(own.get("k"), int) and isinstance(d_sae, int):
+            made["k"] = min(cfg.k, d_sae)
+        layers = [layer.get("name") for layer in own.get("layers") or ()]
+        if cfg.layers and layers != list(cfg.layers):
+            return f"layers {layers} in its cfg.json, {list(cfg.layers)} in its training"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, AtlasError):
+        return None  # no record to compare with: read as the SAE it defines
+    for key, value in made.items():
+        if own.get(key) != value:
+            return f"`{key}` {own.get(key)!r} in its cfg.json, {value!r} in its training"
+    return None
 
 
 def finished_like(out: Path, cfg: TrainConfig, store: ActivationStore) -> bool:
@@ -193,6 +222,13 @@ def _keep(cfg: TrainConfig, out: Path, overwrite: bool, store: ActivationStore) 
         )
     if same:
         return True
+    edited = edited_since(out)
+    if edited is not None:
+        raise ConfigError(
+            f"--resume: '{out}' holds a complete SAE whose cfg.json is not the SAE its "
+            f"training made ({edited}): it was edited since. Pass --overwrite to train it "
+            "again, or choose another --out."
+        )
     raise ConfigError(
         f"--resume: '{out}' holds a complete SAE that was not trained with these settings "
         f"and seed {cfg.seed}. Pass --overwrite to train it again, or choose another --out."
