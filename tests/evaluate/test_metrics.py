@@ -73,9 +73,11 @@ def test_the_fvu_denominator_holds_for_tiny_values_and_large_offsets(tmp_path, s
     assert res.fvu == pytest.approx(expected, rel=1e-6)
 
 
-def _store_and_sae(root):
-    rng = np.random.default_rng(0)
-    np.save(f"{root}/x.npy", (rng.normal(size=(700, 6)) * [1, 2, 3, 1, 1, 5] + 2).astype("f4"))
+def _store_and_sae(root, write=False):
+    """The rows (written by the test, read by its ranks) and an SAE of seed 0."""
+    if write:
+        x = np.random.default_rng(0).normal(size=(700, 6)) * [1, 2, 3, 1, 1, 5] + 2
+        np.save(f"{root}/x.npy", x.astype("f4"))
     sae = SparseAutoencoder(
         SAEConfig("topk", d_in=6, d_sae=12, k=2), torch.Generator().manual_seed(0)
     )
@@ -108,7 +110,7 @@ def test_two_ranks_evaluate_their_share_of_the_rows_to_one_process_figures(tmp_p
     rank ends with the metrics one process computes (to the rounding of the sums)."""
     import json
 
-    store, sae = _store_and_sae(tmp_path)
+    store, sae = _store_and_sae(tmp_path, write=True)
     one = evaluate_sae(sae, store, start=50, batch_size=64)
     spawn_ranks(_evaluate_on_rank, (str(tmp_path),), 120)
     two = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2)]
