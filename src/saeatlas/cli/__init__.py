@@ -4,7 +4,9 @@ Each command parses options and calls one documented Python function. User
 errors (:class:`~saeatlas.errors.AtlasError`) become one line on stderr and
 exit code 1 (in :mod:`.app`); ``--debug`` shows the traceback.
 
-- :mod:`.app`: the typer app, error handling, shared options and the entry point;
+- :mod:`.app`: the typer app, error handling and the entry point;
+- :mod:`.options`: the options several commands share (``--on-nonfinite``,
+  ``--model-class``, ``--timeout``);
 - :mod:`.store`: ``layers``, ``capture``, ``info``;
 - :mod:`.sae`: ``train``, ``evaluate``, ``import-saelens``, ``export-saelens``, ``sweep``;
 - :mod:`.atlas`: ``analyze``, ``validate``, ``report`` and the atlas tables;

@@ -292,28 +292,6 @@ def _output_index(value: str | None) -> int | str | None:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
-def nonfinite_option() -> Any:
-    """``--on-nonfinite``: the one rule for NaN/Inf in activations, on every command that
-    reads them (see :meth:`saeatlas.store.ActivationStore.open`)."""
-    return typer.Option(
-        "error",
-        "--on-nonfinite",
-        help="NaN/Inf in the activations: 'error' (stop, naming the row and column) or 'skip' "
-        "(leave those rows out and count them).",
-    )
-
-
-def model_class_option() -> Any:
-    """``--model-class``: which Hugging Face class a model directory loads as, on every
-    command that loads a model (see :func:`saeatlas.capture.load_model`)."""
-    return typer.Option(
-        "auto",
-        "--model-class",
-        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head) or "
-        "'auto' (from its config's architectures). Layer names follow the class.",
-    )
-
-
 def with_config_flags(func: Any, config_cls: type) -> Any:
     """Give ``func`` one keyword option per field of ``config_cls`` (for typer)."""
     import inspect

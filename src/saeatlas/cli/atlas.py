@@ -13,15 +13,8 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from .analyze_flags import check_out_is_no_seed_sae, flag_facts
-from .app import (
-    app,
-    check_model_flags,
-    console,
-    model_class_option,
-    nonfinite_option,
-    on_rank_zero,
-    with_config_flags,
-)
+from .app import app, check_model_flags, console, on_rank_zero, with_config_flags
+from .options import model_class_option, nonfinite_option, timeout_option
 from .tables import fmt, print_atlas
 
 
@@ -82,12 +75,7 @@ def _analyze_cmd(
         "over the modules).",
     ),
     on_nonfinite: str = nonfinite_option(),
-    timeout: float = typer.Option(
-        1800.0,
-        "--timeout",
-        help="Under torchrun: seconds a rank waits for the others before it stops with an "
-        "error (the other ranks wait for rank 0's writing too).",
-    ),
+    timeout: float = timeout_option("writing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     **settings: Any,
 ) -> None:

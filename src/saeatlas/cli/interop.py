@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from .app import app, console, model_class_option, on_rank_zero
+from .app import app, console, on_rank_zero
+from .options import model_class_option
 
 
 @app.command("import-sparsify")

@@ -12,6 +12,7 @@ from rich.markup import escape
 from .._world import is_main_process
 from ..errors import ConfigError
 from .app import app, console
+from .options import timeout_option
 from .tables import print_modules
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,7 @@ def run_cmd(
         help="Only validate: read the config, then dry-run the model on the first input batch "
         "(layer names, widths, sparsity values) and print it.",
     ),
-    timeout: float = typer.Option(
-        1800.0,
-        "--timeout",
-        help="Under torchrun: seconds a rank waits for the others before it stops with an "
-        "error (the other ranks wait for rank 0's report too).",
-    ),
+    timeout: float = timeout_option("report"),
     overwrite: bool = typer.Option(
         False,
         "--overwrite",
@@ -130,11 +126,7 @@ def demo_cmd(
         200, "--n-texts", help="minilm: docstring paragraphs in the corpus."
     ),
     max_length: int = typer.Option(64, "--max-length", help="minilm: tokens per text at most."),
-    timeout: float = typer.Option(
-        1800.0,
-        "--timeout",
-        help="Under torchrun: seconds a rank waits for the others before it stops with an error.",
-    ),
+    timeout: float = timeout_option(),
     overwrite: bool = typer.Option(
         False,
         "--overwrite",

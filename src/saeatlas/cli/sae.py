@@ -12,15 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._world import is_main_process
-from .app import (
-    app,
-    check_model_flags,
-    console,
-    model_class_option,
-    nonfinite_option,
-    on_rank_zero,
-    with_config_flags,
-)
+from .app import app, check_model_flags, console, on_rank_zero, with_config_flags
+from .options import model_class_option, nonfinite_option, timeout_option
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +118,7 @@ def evaluate_cmd(
         "'next-token' (a causal language model).",
     ),
     on_nonfinite: str = nonfinite_option(),
-    timeout: float = typer.Option(
-        1800.0,
-        "--timeout",
-        help="Under torchrun: seconds a rank waits for the others before it stops with an error.",
-    ),
+    timeout: float = timeout_option(),
 ) -> None:
     """Reconstruction and sparsity metrics of an SAE on a store's rows; with --model,
     the fraction of the model's loss its reconstruction recovers.

@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .app import _output_index, app, console, model_class_option, nonfinite_option, on_rank_zero
+from .app import _output_index, app, console, on_rank_zero
+from .options import model_class_option, nonfinite_option, timeout_option
 
 
 @app.command("layers")
@@ -126,11 +127,7 @@ def capture_cmd(
         False, "--resume", help="Continue an interrupted capture at --out."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the store at --out."),
-    timeout: float = typer.Option(
-        1800.0,
-        "--timeout",
-        help="Under torchrun: seconds a rank waits for the others before it stops with an error.",
-    ),
+    timeout: float = timeout_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Record the activations of the chosen layers into an activation store.
