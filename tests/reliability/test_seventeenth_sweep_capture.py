@@ -158,7 +158,7 @@ def test_python_capture_and_sweep_arguments_of_the_wrong_kind(tmp_path, make_sto
     store = make_store(tmp_path / "store")
     cfg = TrainConfig(d_sae=8, k=2, tokens=200)
     for seeds in (2.0, "2"):
-        with pytest.raises(AtlasError, match=f"`seeds` must be 1 or 2, got {seeds!r}"):
+        with pytest.raises(AtlasError, match=rf"--seeds \(`seeds`\) must be 1 or 2, got {seeds!r}"):
             sweep(store, cfg, "k", [2, 4], out, seeds=seeds)
     assert not out.exists()
 

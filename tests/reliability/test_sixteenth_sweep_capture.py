@@ -111,8 +111,11 @@ def test_python_arguments_of_the_wrong_kind_are_refused_before_the_work(
         ({"base": {"k": 2}}, r"`base` must be a TrainConfig, got dict"),
         ({"values": (v for v in (2, 4))}, r"`values` must be a list of numbers, got generator"),
         ({"overwrite": "no"}, r"`overwrite` must be True or False"),
-        ({"heldout_fraction": "0.1"}, r"`heldout_fraction` must be in \(0, 0.5\), got '0.1'"),
-        ({"extend": True}, r"`extend` must be a whole number >= 0, got True"),
+        (
+            {"heldout_fraction": "0.1"},
+            r"--heldout-fraction \(`heldout_fraction`\) must be in \(0, 0.5\), got '0.1'",
+        ),
+        ({"extend": True}, r"--extend \(`extend`\) must be a whole number >= 0, got True"),
     ):
         args = {"store": store, "base": cfg, "over": "k", "values": [2, 4], "out": new}
         refused(sweep, needle, **{**args, **kwargs})

@@ -97,3 +97,24 @@ def test_a_capture_recorded_before_the_model_details_resumes_and_ablates(tmp_pat
     check_captured_model(model(3.0), older)  # what it did not record cannot be compared
     with pytest.raises(ConfigError, match="captured from"):
         check_captured_model(torch.nn.Sequential(torch.nn.Linear(3, 4)), older)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["sweep", "--over", "k", "--values", "4", "8", "--extend", "-1"], "--extend (`extend`)"),
+        (
+            ["sweep", "--over", "k", "--values", "4", "8", "--heldout-fraction", "1.5"],
+            "--heldout-fraction (`heldout_fraction`) must be in (0, 0.5)",
+        ),
+        (["demo", "--seed", "-1"], "--seed must be 0 or more"),
+    ],
+)
+def test_a_value_out_of_range_names_the_flag_given(tmp_path, run_cli, args, needle):
+    """`sweep --extend -1` and `--heldout-fraction 1.5` named `extend` and
+    `heldout_fraction`, and `demo --seed -1` named `seed` of [0, 9223372036854775807]."""
+    cli, one_line = run_cli
+    np.save(tmp_path / "x.npy", np.ones((40, 3), dtype=np.float32))
+    acts = ["--acts", tmp_path / "x.npy"] if args[0] == "sweep" else []
+    one_line(cli(*args, *acts, "--out", tmp_path / "o", "-q"), needle)
+    assert not (tmp_path / "o").exists()

@@ -142,6 +142,10 @@ def demo_cmd(
 
     if model not in DEMO_MODELS:
         raise ConfigError(f"Unknown --model {model!r}; expected one of: {list(DEMO_MODELS)}.")
+    if seed < 0:  # refused as `seed` of [0, 9223372036854775807], naming no flag
+        raise ConfigError(
+            f"--seed must be 0 or more (it seeds the SAEs, resamples and nulls), got {seed}."
+        )
     given = {p: getattr(ctx.get_parameter_source(p), "name", "") for p in ("n_texts", "max_length")}
     texts = [f"--{p.replace('_', '-')}" for p, how in given.items() if how == "COMMANDLINE"]
     if model == "digits" and texts:  # read only by the minilm demo: dropped without a word

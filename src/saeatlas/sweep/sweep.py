@@ -162,16 +162,19 @@ def sweep(
         )
     # 2.0 ended in a TypeError, and "2" was refused as "got 2"
     if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds not in (1, 2):
-        raise ConfigError(f"`seeds` must be 1 or 2, got {shown(seeds)}.")
+        raise ConfigError(f"--seeds (`seeds`) must be 1 or 2, got {shown(seeds)}.")
     if base.seed + seeds - 1 >= 2**63:  # refused as `seed` 2**63, a value nobody gave
         raise ConfigError(
             f"--seeds (`seeds`) 2 with --seed (`seed`) {base.seed} gives the seed {base.seed + 1}"
             ", beyond 2**63 - 1, the largest torch takes; give --seeds 1 or a lower --seed."
         )
     if not (isinstance(heldout_fraction, numbers.Real) and 0 < heldout_fraction < 0.5):
-        raise ConfigError(f"`heldout_fraction` must be in (0, 0.5), got {heldout_fraction!r}.")
+        raise ConfigError(
+            f"--heldout-fraction (`heldout_fraction`) must be in (0, 0.5), got "
+            f"{heldout_fraction!r}."
+        )
     if isinstance(extend, bool) or not isinstance(extend, numbers.Integral) or extend < 0:
-        raise ConfigError(f"`extend` must be a whole number >= 0, got {extend!r}.")
+        raise ConfigError(f"--extend (`extend`) must be a whole number >= 0, got {extend!r}.")
     out = Path(out)
     world = join(base.device)  # under torchrun rank 0 alone locks, checks and writes
 
