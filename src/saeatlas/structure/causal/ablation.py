@@ -29,7 +29,6 @@ import torch
 
 from ..._coordinator import run_ranks
 from ..._progress import progress_bar
-from ..._world import is_main_process
 from ...capture.inputs import InputBatch
 from ...capture.recorder import model_error
 from ...errors import AtlasError, ConfigError, ShapeError
@@ -195,28 +194,28 @@ def ablate_modules(
 
     # under torchrun (or an initialised group) every rank ablates its share of the
     # modules (module m on rank m % ranks) and every rank gets them all in order
-    show = progress and is_main_process()
+    def share(coord: Any) -> list[tuple]:
+        """Every module's figures; this rank's progress bar counts its own share."""
+        mine = len(range(coord.world.rank, n_modules, coord.world.size))
+        show = progress and coord.world.is_main
+        with progress_bar("Ablating modules", mine * (1 + n_random), show) as bar:
+            return coord.spread(n_modules, lambda m: module(m, bar))
+
     try:
-        with progress_bar("Ablating modules", n_modules * (1 + n_random), show) as bar:
-            clean_losses = losses(None)
-            _check_finite(clean_losses)
-            if clean_losses.ndim == 2:
-                names = loss_names or [str(i) for i in range(clean_losses.shape[1])]
-                if len(names) != clean_losses.shape[1]:
-                    raise ConfigError(
-                        f"The loss has {clean_losses.shape[1]} terms but `loss_names` "
-                        f"names {len(names)}."
-                    )
-                classes = np.asarray(names)
-            else:
-                classes = label_classes(y) if y is not None else np.zeros(0)
-            clean, clean_by_class = summarise(clean_losses)
-            per_module = run_ranks(
-                "ablation",
-                None,
-                timeout_s,
-                lambda coord: coord.spread(n_modules, lambda m: module(m, bar)),
-            )
+        clean_losses = losses(None)
+        _check_finite(clean_losses)
+        if clean_losses.ndim == 2:
+            names = loss_names or [str(i) for i in range(clean_losses.shape[1])]
+            if len(names) != clean_losses.shape[1]:
+                raise ConfigError(
+                    f"The loss has {clean_losses.shape[1]} terms but `loss_names` "
+                    f"names {len(names)}."
+                )
+            classes = np.asarray(names)
+        else:
+            classes = label_classes(y) if y is not None else np.zeros(0)
+        clean, clean_by_class = summarise(clean_losses)
+        per_module = run_ranks("ablation", None, timeout_s, share)
     finally:
         ablator.remove()
         model.train(was_training)
