@@ -136,7 +136,7 @@ def test_sweep_says_which_settings_of_its_config_file_it_does_not_read(
     ):
         caplog.clear()
         r = cli(*args, *extra)
-        assert r.exit_code == 1 and "`seeds` must be 1 or 2" in r.output, r.output
+        assert r.exit_code == 1 and "--seeds (`seeds`) must be 1 or 2" in r.output, r.output
         assert needle in " ".join(rec.getMessage() for rec in caplog.records)
 
 
