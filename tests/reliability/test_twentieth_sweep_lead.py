@@ -2,6 +2,7 @@
 layout overrides."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -118,3 +119,31 @@ def test_a_value_out_of_range_names_the_flag_given(tmp_path, run_cli, args, need
     acts = ["--acts", tmp_path / "x.npy"] if args[0] == "sweep" else []
     one_line(cli(*args, *acts, "--out", tmp_path / "o", "-q"), needle)
     assert not (tmp_path / "o").exists()
+
+
+def test_an_import_of_a_sparsify_run_killed_half_way_completes_when_run_again(tmp_path, run_cli):
+    """`import-sparsify RUN --out OUT` killed after its first hookpoint, run again as
+    typed, was refused: "already holds an SAE ... pass --overwrite". The hookpoints it
+    imported are kept and the others written; an SAE there that is no import of its
+    hookpoint is still refused."""
+    from pathlib import Path
+
+    import torch
+
+    from saeatlas.sae import SparseAutoencoder
+
+    cli, one_line = run_cli
+    run = Path(__file__).parents[1] / "fixtures" / "sparsify" / "run"
+    out = tmp_path / "out"
+    assert cli("import-sparsify", run, "--out", out).exit_code == 0
+    first = (out / "layers.0.mlp" / "sae_weights.safetensors").stat().st_mtime_ns
+    shutil.rmtree(out / "layers.1")  # as if killed before it
+    r = cli("import-sparsify", run, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert (out / "layers.1" / "cfg.json").is_file()
+    assert (out / "layers.0.mlp" / "sae_weights.safetensors").stat().st_mtime_ns == first
+    other = SparseAutoencoder.load(out / "layers.1")
+    with torch.no_grad():
+        other.W_dec.mul_(2)
+    other.save(out / "layers.1", overwrite=True)
+    one_line(cli("import-sparsify", run, "--out", out), "already holds an SAE", "--overwrite")

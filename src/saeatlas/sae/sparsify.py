@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from .._validation import check_path_argument
+from ..errors import AtlasError
 from ..store.lock import OutputError, output_kind, output_lock
+from .files import CFG
 from .io import check_sae_out
 from .model import SparseAutoencoder
 from .sparsify_format import hookpoint_name, is_sparsify_dir, read_sparsify, sparsify_hookpoints
@@ -31,6 +35,8 @@ def import_sparsify(
 
     Every folder is read and every output checked before anything is written, so a
     broken hookpoint leaves no partial import; ``overwrite`` replaces SAEs already there.
+    Without it, an SAE already there that is this import of its hookpoint (the same
+    config and weights: an import killed half-way, run again) is kept, not refused.
 
     Returns ``{hookpoint: directory}``.
     """
@@ -51,10 +57,29 @@ def import_sparsify(
     # a run's --out is a folder of SAEs: importing it again was refused as a folder that
     # holds outputs. One import at a time: two could mix their hookpoints.
     with output_lock(out, holds_outputs=not single):
+        done = {f for f, t in targets.items() if not overwrite and _imported(f, t)}
         for folder, target in targets.items():  # one SAE in memory at a time: read twice
             read_sparsify(folder)
-            check_sae_out(target, overwrite=overwrite, resume=False)
+            if folder not in done:
+                check_sae_out(target, overwrite=overwrite, resume=False)
         return {
-            hookpoint_name(folder): load_sparsify(folder).save(target, overwrite=overwrite)
+            hookpoint_name(folder): target
+            if folder in done
+            else load_sparsify(folder).save(target, overwrite=overwrite)
             for folder, target in targets.items()
         }
+
+
+def _imported(folder: Path, target: Path) -> bool:
+    """Whether ``target`` holds this import of ``folder`` already (a rerun of an import
+    killed after some hookpoints was refused as "already holds an SAE")."""
+    if not (target / CFG).is_file():
+        return False
+    try:
+        there = SparseAutoencoder.load(target)
+    except AtlasError:  # refused as it is, by check_sae_out
+        return False
+    new = load_sparsify(folder)
+    return there.cfg == new.cfg and all(
+        torch.equal(a, b) for a, b in zip(there.state_dict().values(), new.state_dict().values())
+    )
