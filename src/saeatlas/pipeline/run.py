@@ -21,7 +21,7 @@ import torch
 
 from .._coordinator import Coordinator, run_ranks
 from ..errors import AtlasError, ConfigError
-from ..store.atomic import TMP_PREFIX, atomic_write_bytes
+from ..store.atomic import atomic_write_bytes, remove_killed_writes
 from ..store.lock import output_lock
 from ..structure import Atlas
 from .config import RunConfig, load_run_config
@@ -240,9 +240,8 @@ def _run_stages(
     main = coord.world.is_main
     if main:
         paths.out.mkdir(parents=True, exist_ok=True)
-        for name in (paths.state.name, paths.config.name):  # a killed run's, half-written
-            for tmp in paths.out.glob(f"{TMP_PREFIX}{name}-*"):
-                tmp.unlink(missing_ok=True)
+        for path in (paths.state, paths.config):  # a killed run's, half-written
+            remove_killed_writes(path)
         record = replace(config, out=".").dumps()
         if not _holds(paths.config, record):
             atomic_write_bytes(paths.config, record.encode())

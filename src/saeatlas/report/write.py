@@ -12,7 +12,14 @@ import numpy as np
 from .._progress import progress_bar
 from .._validation import check_path_argument
 from ..errors import ConfigError
-from ..store.atomic import TMP_PREFIX, atomic_write_bytes, replacing_dir, resolve, through_link
+from ..store.atomic import (
+    TMP_PREFIX,
+    atomic_write_bytes,
+    remove_killed_writes,
+    replacing_dir,
+    resolve,
+    through_link,
+)
 from ..store.lock import check_writable, name_limit, output_lock
 from ..structure.atlas_format import is_figure
 from . import effects, figures, maps, plots
@@ -130,8 +137,7 @@ def write_report(
             ).encode("utf-8")
             target.unlink(missing_ok=True)
         if target.parent == resolve(atlas_dir):  # a killed report's, half-written (its lock)
-            for tmp in target.parent.glob(f"{TMP_PREFIX}{target.name}-*"):
-                tmp.unlink(missing_ok=True)
+            remove_killed_writes(target)
         atomic_write_bytes(target, page)
         bar.advance()
     log.info("Report written to %s (%.1f MB)", out, out.stat().st_size / 1e6)

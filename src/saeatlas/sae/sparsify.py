@@ -59,8 +59,8 @@ def import_sparsify(
     with output_lock(out, holds_outputs=not single):
         done = {f for f, t in targets.items() if not overwrite and _imported(f, t)}
         for folder, target in targets.items():  # one SAE in memory at a time: read twice
-            read_sparsify(folder)
-            if folder not in done:
+            if folder not in done:  # (those done were read whole by _imported)
+                read_sparsify(folder)
                 check_sae_out(target, overwrite=overwrite, resume=False)
         return {
             hookpoint_name(folder): target

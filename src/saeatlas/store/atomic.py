@@ -106,6 +106,14 @@ def _write_into(path: Path, write: Callable[[Path], None]) -> None:
     _fsync_dir(path.parent)
 
 
+def remove_killed_writes(path: str | os.PathLike) -> None:
+    """Remove the temporary files that writes of ``path`` a kill cut short left beside
+    it (``.tmp-NAME-XXXXXXXX``); call it holding ``path``'s lock, so no write is live."""
+    path = Path(path)
+    for tmp in path.parent.glob(f"{TMP_PREFIX}{path.name}-*"):
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     atomic_write(path, lambda tmp: tmp.write_bytes(data))

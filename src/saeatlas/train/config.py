@@ -197,6 +197,20 @@ class TrainConfig:
         if self.data_seed is None:  # replace(cfg, seed=...) keeps the data order
             object.__setattr__(self, "data_seed", self.seed)
 
+    def sae_settings(self, d_sae: int) -> dict[str, Any]:
+        """The settings of the SAE this training makes with ``d_sae`` latents (its
+        ``SAEConfig`` less ``d_in`` and ``layers``); ``k`` is unused outside the TopK
+        family."""
+        return {
+            "architecture": self.architecture,
+            "d_sae": d_sae,
+            "k": min(self.k, d_sae),
+            "l1_coefficient": self.l1_coefficient,
+            "l0_coefficient": self.l0_coefficient,
+            "jumprelu_bandwidth": self.jumprelu_bandwidth,
+            "jumprelu_init_threshold": self.jumprelu_init_threshold,
+        }
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["layers"] = list(self.layers)

@@ -172,16 +172,9 @@ def edited_since(out: Path) -> str | None:
         own = json.loads((out / CFG).read_text())
         cfg = TrainConfig.from_json(own["metadata"]["train_config"])
         d_sae = cfg.d_sae or cfg.expansion_factor * own["d_in"]
-        made = {
-            "architecture": cfg.architecture,
-            "d_sae": d_sae,
-            "l1_coefficient": cfg.l1_coefficient,
-            "l0_coefficient": cfg.l0_coefficient,
-            "jumprelu_bandwidth": cfg.jumprelu_bandwidth,
-            "jumprelu_init_threshold": cfg.jumprelu_init_threshold,
-        }
-        if isinstance(own.get("k"), int) and isinstance(d_sae, int):
-            made["k"] = min(cfg.k, d_sae)
+        made = cfg.sae_settings(d_sae)
+        if not isinstance(own.get("k"), int):
+            del made["k"]
         layers = [layer.get("name") for layer in own.get("layers") or ()]
         if cfg.layers and layers != list(cfg.layers):
             return f"layers {layers} in its cfg.json, {list(cfg.layers)} in its training"

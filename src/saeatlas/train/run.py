@@ -177,17 +177,7 @@ class _Run:
                     "most as many, or raise --tokens."
                 )
         self.batches_per_epoch = self.train_rows // self.batch_size
-        sae_cfg = SAEConfig(
-            architecture=cfg.architecture,
-            d_in=d_in,
-            d_sae=self.d_sae,
-            k=min(cfg.k, self.d_sae),  # k is unused outside the TopK family
-            l1_coefficient=cfg.l1_coefficient,
-            l0_coefficient=cfg.l0_coefficient,
-            jumprelu_bandwidth=cfg.jumprelu_bandwidth,
-            jumprelu_init_threshold=cfg.jumprelu_init_threshold,
-            layers=self.layers,
-        )
+        sae_cfg = SAEConfig(d_in=d_in, layers=self.layers, **cfg.sae_settings(self.d_sae))
         device = cfg.device
         if device == "cuda" and self.world.size > 1:
             device = f"cuda:{os.environ.get('LOCAL_RANK', self.world.rank)}"
