@@ -1,19 +1,18 @@
 """The twenty-first hostile sweep's cases in the integrations (sparsify checkpoints,
-TransformerLens and nnsight models, the Neuronpedia export) and in the labels a Python
-caller gives a capture: each was refused wrongly, ended in a traceback, or wrote
-something other than it said before its fix."""
+TransformerLens and nnsight models, the Neuronpedia export): each was refused wrongly,
+ended in a traceback or a misleading message, or wrote something other than it said
+before its fix."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from saeatlas.capture import capture_activations
-from saeatlas.errors import InputsError
+from saeatlas.errors import ConfigError, HookpointError, InputsError, ShapeError
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 QUIET = {"progress": False}
@@ -30,7 +29,8 @@ def sparsify_run(tmp_path, snapshot):
 
 
 @pytest.mark.parametrize(
-    "src, out", [(".", "."), ("layers.1", "layers.1"), (".", "layers.1"), ("layers.1", "layers.1/x")]
+    "src, out",
+    [(".", "."), ("layers.1", "layers.1"), (".", "layers.1"), ("layers.1", "layers.1/x")],
 )
 def test_import_sparsify_refuses_an_out_inside_the_checkpoint(sparsify_run, run_cli, src, out):
     """`import-sparsify RUN --out RUN` (or a hookpoint folder onto itself) said "Imported
@@ -53,73 +53,114 @@ def test_import_sparsify_does_not_keep_a_sparsify_folder_as_its_import(tmp_path,
     assert not (out / "layers.0.mlp").exists()
 
 
-def _net() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU())
+@pytest.fixture(scope="module")
+def bridge_factory(make_gpt2, make_char_tokenizer, tmp_path_factory):
+    """``bridge_factory()``: a new TransformerLens 4 bridge around a tiny GPT-2 (its
+    settings are changed by the tests)."""
+    pytest.importorskip("transformer_lens", reason="pip install 'saeatlas[tl]'")
+    from transformer_lens.model_bridge import TransformerBridge
+
+    tokenizer = make_char_tokenizer(tmp_path_factory.mktemp("tok"))
+    return lambda: TransformerBridge.boot_transformers(
+        "gpt2", hf_model=make_gpt2(40), tokenizer=tokenizer
+    ).eval()
+
+
+IDS = torch.randint(0, 30, (3, 6), generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize(
-    "labels, needle",
+    "hook, setting",
     [
-        ([{"a": i % 2} for i in range(8)], "struct<a: int64>"),  # analyze: TypeError
-        ((i for i in range(8)), "got generator"),  # was "Labels have shape []"
-        ({"a": 1}, "got dict"),
-        ("abcdefgh", "got str 'abcdefgh'"),
+        ("blocks.0.attn.hook_result", "set_use_attn_result"),
+        ("blocks.0.hook_attn_in", "set_use_attn_in"),
+        ("blocks.1.hook_k_input", "set_use_split_qkv_input"),
+        ("blocks.0.hook_mlp_in", "set_use_hook_mlp_in"),
     ],
 )
-def test_capture_refuses_labels_that_are_no_labels(tmp_path, labels, needle):
-    """Dict labels were stored (as a struct column), and the analysis of the store ended
-    in "unhashable type: 'dict'"; a generator, a dict or a text were told "Labels have
-    shape [] for 8 input samples"."""
-    with pytest.raises(InputsError, match="abels") as e:
-        capture_activations(_net(), torch.randn(8, 4), ["1"], tmp_path / "s", labels=labels, **QUIET)
-    assert needle in str(e.value)
+def test_a_transformer_lens_hook_that_needs_a_setting_names_it(
+    tmp_path, bridge_factory, hook, setting
+):
+    """TransformerLens runs these hooks only once a setting is on; they were refused as
+    modules that "did not run during the forward pass" and the user told to "choose
+    modules that the model's forward uses"."""
+    with pytest.raises(ShapeError, match=rf"`model\.{setting}\(True\)` is called"):
+        capture_activations(bridge_factory(), IDS, [hook], tmp_path / "s", **QUIET)
     assert not (tmp_path / "s").exists()
 
 
-def _pairs(*ys):
-    x = torch.randn(4 * len(ys), 4, generator=torch.Generator().manual_seed(0))
-    return [(x[4 * i : 4 * i + 4], y) for i, y in enumerate(ys)]
+@pytest.mark.parametrize(
+    "setting, hooks",
+    [
+        ("set_use_attn_in", ["blocks.0.hook_attn_in"]),
+        ("set_use_split_qkv_input", ["blocks.0.hook_q_input", "blocks.1.hook_v_input"]),
+    ],
+)
+def test_transformer_lens_per_head_inputs_are_recorded_per_head(
+    tmp_path, bridge_factory, setting, hooks
+):
+    """`hook_attn_in` and `hook_q/k/v_input` give the residual stream per head, [batch,
+    pos, head, d_model]; they were refused as a 4-D output "whose layout saeatlas cannot
+    tell from its module or hook name" (told to name --layout)."""
+    model = bridge_factory()
+    getattr(model, setting)(True)
+    store = capture_activations(model, IDS, hooks, tmp_path / "s", **QUIET)
+    _, cache = model.run_with_cache(IDS)
+    assert [(l.layout, l.shape[2:]) for l in store.layers] == [("head", (2, 32))] * len(hooks)
+    want = torch.cat([cache[h].reshape(18, -1) for h in hooks], dim=1)
+    torch.testing.assert_close(store.read(), want)
 
 
 @pytest.mark.parametrize(
-    "ys, needle",
-    [
-        ((torch.arange(4), ["a", "b", "c", "d"]), "are strings (string), but those of the "),
-        ((["a", "b", "c", "d"], torch.arange(4)), "are numbers (int64)"),
-        ((["a", "b", "c", "d"], torch.ones(4, dtype=torch.bool)), "true/false values"),
-        (([{"a": 1}] * 4, [{"a": 2}] * 4), "struct<a: int64>"),
-        ((torch.arange(4), np.full(4, 2**63 + 5, np.uint64)), "beyond int64"),
-    ],
+    "path, write", [("model.1.output", "'model.1'."), ("model.1.input", "'model.1:input'.")]
 )
-def test_labels_of_batches_are_of_one_kind(tmp_path, ys, needle):
-    """(x, y) batches whose y changed kind ended in pyarrow's ArrowInvalid ("Failed to
-    parse string: 'd' as a scalar of type int64") once the shards' rows were joined,
-    or, in one shard, stored every label as text ('0', 'a')."""
-    from saeatlas.capture import CaptureConfig
-
-    with pytest.raises(InputsError) as e:
-        capture_activations(
-            _net(), _pairs(*ys), ["1"], tmp_path / "s", CaptureConfig(shard_rows=4), **QUIET
-        )
-    assert needle in str(e.value)
+def test_nnsight_output_and_input_are_named_as_layers_are(tmp_path, path, write):
+    """nnsight's `model.layers[1].output` written as a layer, 'model.1.output', was
+    offered "Its modules are '0', '1', ..." with no word of how to name its output."""
+    nnsight = pytest.importorskip("nnsight")
+    model = nnsight.NNsight(torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU()))
+    with pytest.raises(
+        HookpointError, match=f"not by nnsight's `.{path.rsplit('.', 1)[1]}`. Write {write}"
+    ):
+        capture_activations(model, torch.randn(4, 4), [path], tmp_path / "s", **QUIET)
 
 
-@pytest.mark.parametrize(
-    "ys, want",
-    [
-        (([None] * 4, [1, 2, 3, 4]), [None] * 4 + [1, 2, 3, 4]),  # ArrowNotImplementedError
-        ((torch.arange(4), torch.full((4,), 0.5)), [0, 1, 2, 3] + [0.5] * 4),  # "truncated"
-        ((np.arange(4, dtype=np.uint8), np.arange(300, 304)), [0, 1, 2, 3, 300, 301, 302, 303]),
-    ],
-)
-def test_labels_of_one_kind_join_across_shards(tmp_path, ys, want):
-    """Labels of one kind in other types (None first, then numbers; integers, then floats;
-    uint8, then int64) were joined under the first shard's type: a traceback, or values
-    cast to it."""
-    from saeatlas.capture import CaptureConfig
-
-    store = capture_activations(
-        _net(), _pairs(*ys), ["1"], tmp_path / "s", CaptureConfig(shard_rows=4), **QUIET
+def test_capture_names_a_module_output_written_as_a_path(outputs, run_cli, tmp_path):
+    """The same from the command line, for any model: `--layers 1.output`."""
+    cli, one_line = run_cli
+    r = cli(
+        "capture",
+        "--model",
+        outputs.model,
+        "--inputs",
+        outputs.inputs,
+        "--layers",
+        "1.output",
+        "--out",
+        tmp_path / "s",
     )
-    assert store.rows(["label"]).column("label").to_pylist() == want
+    one_line(r, "Write '1'.")
+
+
+@pytest.mark.parametrize("n_bins", [1001, 10**10])
+def test_neuronpedia_histograms_have_at_most_a_thousand_bars(n_bins):
+    """`NeuronpediaConfig(n_bins=10**10)` ended the export in torch's "can't allocate
+    memory" RuntimeError, and 10**5 wrote 80 MB of histograms for 32 features."""
+    from saeatlas.export import NeuronpediaConfig
+
+    with pytest.raises(ConfigError, match=r"`n_bins` must be in \[1, 1000\]"):
+        NeuronpediaConfig(n_bins=n_bins)
+
+
+@pytest.mark.parametrize("tokenizer", ["gpt2", 5])
+def test_the_neuronpedia_export_refuses_a_tokenizer_that_is_none(tmp_path, tiny_gpt2, tokenizer):
+    """A tokenizer given by its name ended the export with a model in "'str' object has
+    no attribute 'convert_ids_to_tokens'"."""
+    from saeatlas.export import export_neuronpedia
+
+    # refused before the work: the atlas is not read (there is none)
+    with pytest.raises(InputsError, match="`tokenizer` must be a Hugging Face tokenizer"):
+        export_neuronpedia(
+            tmp_path / "atlas", tmp_path / "np", model=tiny_gpt2, tokenizer=tokenizer
+        )
+    assert not (tmp_path / "np").exists()

@@ -21,7 +21,14 @@ import torch
 from ..errors import InputsError
 from .labels import label_array, labels_of
 from .nnsight import unwrap_model
-from .texts import check_token_ids, count_cut, encode_texts, is_texts, tokens_per_text
+from .texts import (
+    check_token_ids,
+    check_tokenizer,
+    count_cut,
+    encode_texts,
+    is_texts,
+    tokens_per_text,
+)
 from .transformer_lens import TransformerLensTexts, is_transformer_lens
 
 log = logging.getLogger(__name__)
@@ -310,6 +317,7 @@ def model_and_tokenizer(model: Any, inputs: Any, tokenizer: Any) -> tuple[Any, A
     model go through its own tokenizer (:class:`TransformerLensTexts`), as its
     ``run_with_cache`` takes them. One rule for capture, the downstream loss and the
     ablation, so that each runs the model on the same tokens."""
+    check_tokenizer(tokenizer)
     model, own = unwrap_model(model)
     tokenizer = tokenizer if tokenizer is not None else own
     if is_texts(inputs) and is_transformer_lens(model):

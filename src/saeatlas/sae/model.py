@@ -79,11 +79,9 @@ class SparseAutoencoder(nn.Module):
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """x ``[batch, d_in]`` → ``[batch, d_sae]``, in the SAE's dtype (as SAELens casts its
         input: a float32 store's rows meet bfloat16 weights)."""
-        if x.shape[-1] != self.cfg.d_in:
-            raise ShapeError(
-                f"The SAE reads rows of {self.cfg.d_in} units, not a tensor of shape "
-                f"{tuple(x.shape)}. Give it the layers it was trained on."
-            )
+        _check_rows(
+            x, self.cfg.d_in, "reads rows of", "units", "Give it the layers it was trained on."
+        )
         x = x.to(self.W_enc.dtype)
         if self.cfg.subtracts_b_dec:
             x = x - self.b_dec
@@ -97,7 +95,14 @@ class SparseAutoencoder(nn.Module):
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         """acts ``[batch, d_sae]`` → reconstruction ``[batch, d_in]``."""
-        return acts @ self.W_dec + self.b_dec
+        _check_rows(
+            acts,
+            self.cfg.d_sae,
+            "decodes rows of",
+            "latents",
+            "Give it the `acts` its `encode` gives.",
+        )
+        return acts.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
 
     def forward(self, x: torch.Tensor) -> ForwardOutput:
         acts, pre = self.encode(x)
@@ -206,6 +211,21 @@ class SparseAutoencoder(nn.Module):
             out.b_enc.copy_(self.b_enc - (mean / scale) @ self.W_enc)
         out.train(self.training)
         return out
+
+
+def _check_rows(x: object, width: int, verb: str, what: str, fix: str) -> None:
+    """``x`` is a tensor of rows of ``width`` values: a NumPy array or a list ended in an
+    AttributeError, a 0-d tensor in an IndexError, and ``decode`` of another width in
+    torch's "mat1 and mat2 shapes cannot be multiplied"."""
+    if not isinstance(x, torch.Tensor):
+        raise ShapeError(
+            f"The SAE {verb} {width} {what} as a torch tensor, got {type(x).__name__}; "
+            "convert it with torch.as_tensor(x)."
+        )
+    if x.ndim == 0 or x.shape[-1] != width:
+        raise ShapeError(
+            f"The SAE {verb} {width} {what}, not a tensor of shape {tuple(x.shape)}. {fix}"
+        )
 
 
 def check_loaded_sae(sae: object) -> None:
