@@ -146,3 +146,35 @@ def test_capture_refuses_a_tokenizer_given_by_its_name(tmp_path, tiny_gpt2, toke
     sae = SparseAutoencoder(SAEConfig("topk", d_in=32, d_sae=16, k=2, layers=(layer,)))
     with pytest.raises(InputsError, match="`tokenizer` must be a Hugging Face tokenizer"):
         loss_recovered(sae, tiny_gpt2, ["ab", "c"], tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize("spec", [None, 5, torch.nn.Linear(2, 2)])
+def test_load_model_refuses_what_is_no_spec(spec):
+    """`load_model(None)`, a number or the model object itself ended in pathlib's
+    "expected str, bytes or os.PathLike object"; a pathlib.Path in "argument of type
+    'PosixPath' is not iterable"."""
+    from saeatlas.capture import load_model
+    from saeatlas.errors import ModelSpecError
+
+    with pytest.raises(ModelSpecError, match="The model spec must be text"):
+        load_model(spec)
+
+
+def test_load_model_takes_a_path(tmp_path):
+    from pathlib import Path
+
+    from saeatlas.capture import load_model
+
+    (tmp_path / "m.py").write_text("import torch\ndef build():\n    return torch.nn.ReLU()\n")
+    assert isinstance(load_model(Path(f"{tmp_path / 'm.py'}:build")).model, torch.nn.ReLU)
+
+
+@pytest.mark.parametrize("what", ["load_inputs", "load_labels"])
+@pytest.mark.parametrize("path", [None, 5])
+def test_input_files_are_named_by_a_path(what, path):
+    """`load_inputs(None)` and `load_labels(5)` ended in pathlib's TypeError."""
+    import saeatlas.capture as capture
+    from saeatlas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="`path` must be a path"):
+        getattr(capture, what)(path)

@@ -5,9 +5,11 @@ before its fix."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -164,3 +166,16 @@ def test_the_neuronpedia_export_refuses_a_tokenizer_that_is_none(tmp_path, tiny_
             tmp_path / "atlas", tmp_path / "np", model=tiny_gpt2, tokenizer=tokenizer
         )
     assert not (tmp_path / "np").exists()
+
+
+def test_a_sparsify_hookpoint_of_the_base_model_names_the_capture_to_make(tmp_path, run_cli):
+    """sparsify trains on transformers' AutoModel, so its hookpoint 'layers.1' is the
+    store's 'model.layers.1' when the store was captured with the model's head: the
+    SAE was refused with "Was the SAE trained on another store?"."""
+    cli, one_line = run_cli
+    np.save(tmp_path / "acts.npy", np.random.default_rng(0).normal(size=(40, 10)).astype("f4"))
+    layers = [{"name": "model.layers.1", "start": 0, "stop": 10}]
+    (tmp_path / "acts.layers.json").write_text(json.dumps(layers))
+    sae = FIXTURES / "sparsify" / "run" / "layers.1"
+    r = cli("evaluate", "--sae", sae, "--acts", tmp_path / "acts.npy")
+    one_line(r, "The store's 'model.layers.1' ends with 'layers.1'", "--model-class base")

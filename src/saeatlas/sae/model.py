@@ -270,7 +270,7 @@ def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpe
     if missing:
         raise ShapeError(
             f"The SAE reads layers {names}, but the store '{store.path}' has no {missing} "
-            f"(it has {known}). Was the SAE trained on another store?"
+            f"(it has {known}). " + _prefix_hint(missing, known)
         )
     layers = [store.layer(name) for name in names]
     for mine, theirs in zip(sae.cfg.layers, layers):
@@ -287,6 +287,21 @@ def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpe
             "units in this store. Was the SAE trained on another store?"
         )
     return tuple(layers)
+
+
+def _prefix_hint(missing: list[str], known: list[str]) -> str:
+    """Why an SAE's layers are not in a store: named in the model without its head (a
+    sparsify SAE's hookpoint 'h.0' of `AutoModel`; the store of GPT2LMHeadModel has
+    'transformer.h.0'), or trained on another store."""
+    longer = {n: [k for k in known if k.endswith("." + n)] for n in missing}
+    if all(len(found) == 1 for found in longer.values()):
+        first = missing[0]
+        return (
+            f"The store's '{longer[first][0]}' ends with '{first}': the SAE names layers of "
+            "the model without its head (sparsify trains on transformers' AutoModel). Capture "
+            "the store from that model (`--model-class base`)."
+        )
+    return "Was the SAE trained on another store?"
 
 
 def _hook_width_message(sae: SparseAutoencoder, hook: str, width: int) -> str:
