@@ -179,3 +179,17 @@ def test_a_sparsify_hookpoint_of_the_base_model_names_the_capture_to_make(tmp_pa
     sae = FIXTURES / "sparsify" / "run" / "layers.1"
     r = cli("evaluate", "--sae", sae, "--acts", tmp_path / "acts.npy")
     one_line(r, "The store's 'model.layers.1' ends with 'layers.1'", "--model-class base")
+
+
+def test_saelens_metadata_takes_only_facts_of_their_kind():
+    """A store's provenance (edited by hand, or a caller's `provenance=`) of
+    `prepend_bos: "false"` was exported to SAELens as `prepend_bos: true`, and a `model`
+    that is a list as its repr, "[1, 2]" (so was the Neuronpedia export's model_id)."""
+    from saeatlas.sae.saelens import saelens_metadata
+    from saeatlas.store.describe import model_name
+
+    prov = {"prepend_bos": "false", "model_name": {"a": 1}, "model": [1, 2]}
+    assert saelens_metadata(prov, "h") == {"hook_name": "h"}
+    assert model_name(prov) is None
+    assert model_name({"model_name": 5, "model": "GPT2Model"}) == "GPT2Model"
+    assert saelens_metadata({"prepend_bos": False}, None) == {"prepend_bos": False}

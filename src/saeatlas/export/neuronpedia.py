@@ -53,6 +53,7 @@ from ..store.atomic import (
     replacing_dir,
     resolve,
 )
+from ..store.describe import model_name
 from ..store.lock import output_lock
 from ..structure import Atlas
 from ..structure.arguments import check_sae_argument, check_store_argument
@@ -271,7 +272,7 @@ def _write_batches(
     features, new, out, provenance, layer, layers, config, skipped, atlas_dir, d_sae, store
 ):
     """The batch files, skipped indexes and run settings, into ``new`` (named under ``out``)."""
-    model_id = str(provenance.get("model_name", provenance.get("model", "model")))
+    model_id = model_name(provenance) or "model"
     written = []
     step = config.features_per_batch
     for i, s in enumerate(range(0, len(features), step)):
