@@ -38,13 +38,13 @@ from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import (
     InputBatch,
     check_max_length,
-    check_stored_labels,
     count_samples,
     iter_input_batches,
     known_length,
     model_and_tokenizer,
 )
 from .job import batch_fingerprint, capture_job, model_fingerprint
+from .labels import check_batch_labels, check_stored_labels
 from .layouts import (
     LayoutTracer,
     check_layout_layers,
@@ -278,9 +278,11 @@ def _capture(
                 )
                 bar.advance(w.n_samples, info=f"{writer.n_rows_added:,} rows")
 
+            label_type = None  # every batch's, others' and resumed ones' too
             for g, batch in enumerate(input_batches()):
                 if g == 0:
                     _check_first_batch(writer, batch, out)
+                label_type = check_batch_labels(batch.labels, label_type, f"input batch {g}")
                 if hi is not None and g >= hi:
                     break
                 if g < lo:  # another rank's: count its samples

@@ -120,7 +120,7 @@ def resolve_hookpoints(
             paths = envoy_paths(names)
             hits = [paths[p] for p in match_names(pattern, list(paths))]
         if not hits:
-            raise HookpointError(_no_match_message(raw, pattern, names, model))
+            raise HookpointError(_no_match_message(raw, pattern, names, model, wrapped))
         for n in hits:
             owner = (id(modules[n]), record_input)
             if owner in owners:
@@ -154,13 +154,27 @@ def _hookpoint(name: str, module: torch.nn.Module, record_input: bool) -> Hookpo
     return Hookpoint(name, module, record_input, layout, convert, revert)
 
 
-def _no_match_message(raw: str, pattern: str, names: list[str], model: torch.nn.Module) -> str:
+def _no_match_message(
+    raw: str, pattern: str, names: list[str], model: torch.nn.Module, wrapped: bool = False
+) -> str:
     base, colon, suffix = pattern.rpartition(":")
     if colon and base and not pattern.startswith(REGEX_PREFIX) and match_names(base, names):
         return (  # a misspelt suffix: `layer1:inptu` was offered 'layer1' alone
             f"No module of {type(model).__name__} matches layer pattern {shown(raw)}: "
             f"':{suffix}' is no suffix of a layer pattern. Write '{base}{INPUT_SUFFIX}' to "
             f"record what goes into {base!r}, or '{base}' for what comes out."
+        )
+    base, dot, attr = pattern.rpartition(".")
+    paths = names + (list(envoy_paths(names)) if wrapped else [])  # nnsight's 'model.h.0'
+    named = any(n.rsplit(".", 1)[-1] == attr for n in names)  # BERT has `layer.0.output`
+    if attr in ("output", "input") and base and not named and match_names(base, paths):
+        # nnsight's `model.h[0].output` written out: offered the module's other names
+        write = f"{base}{INPUT_SUFFIX}" if attr == "input" else base
+        return (
+            f"No module of {type(model).__name__} matches layer pattern {shown(raw)}: a layer "
+            f"is named by its module's path, which records its output ('{base}'), or its "
+            f"input with '{INPUT_SUFFIX}' ('{base}{INPUT_SUFFIX}'), not by nnsight's "
+            f"`.{attr}`. Write '{write}'."
         )
     probe = pattern.removeprefix(REGEX_PREFIX)
     close = difflib.get_close_matches(probe, names, n=5, cutoff=0.5)

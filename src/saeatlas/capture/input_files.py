@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import shown
+from .._validation import check_path_argument, shown
 from ..errors import InputsError
 from ..store.npy import load_npy
 
@@ -207,6 +207,7 @@ def _check_one_kind(path: Path, labels: list[Any]) -> None:
 
 
 def _existing_file(path: str | Path, what: str) -> Path:
+    check_path_argument("path", path)  # None or a number ended in pathlib's TypeError
     path = Path(path)
     if path.is_dir():
         raise InputsError(f"{what} file '{path}' is a directory; give a file.")

@@ -16,12 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from ..errors import InputsError
+from .labels import label_array, labels_of
 from .nnsight import unwrap_model
-from .texts import check_token_ids, count_cut, encode_texts, is_texts, tokens_per_text
+from .texts import (
+    check_token_ids,
+    check_tokenizer,
+    count_cut,
+    encode_texts,
+    is_texts,
+    tokens_per_text,
+)
 from .transformer_lens import TransformerLensTexts, is_transformer_lens
 
 log = logging.getLogger(__name__)
@@ -116,15 +123,6 @@ def _names_token_ids(key: Any) -> bool:
     """Whether a dict batch's ``key`` holds token ids (Hugging Face's ``input_ids``,
     ``decoder_input_ids``, ``token_type_ids``, ``position_ids``: indices into a table)."""
     return isinstance(key, str) and (key == "ids" or key.endswith("_ids"))
-
-
-def _labels_of(y: Any, n: int) -> np.ndarray | None:
-    if y is None:
-        return None
-    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-    if arr.ndim != 1 or len(arr) != n:
-        return None  # not one label per sample (for example token-level targets)
-    return arr
 
 
 def iter_input_batches(
@@ -228,7 +226,7 @@ def _array_batches(
     """``x`` in batches of ``batch_size`` samples; with ``max_length``, each sample's
     first ``max_length`` positions (axis 1: token ids)."""
     n = _n_samples(x)
-    lab = None if labels is None else _label_array(labels, n, "input samples")
+    lab = None if labels is None else label_array(labels, n, "input samples")
     for s in range(0, n, batch_size):
         chunk = _as_tensor(x[s : s + batch_size], *dtypes)
         if max_length is not None:
@@ -241,63 +239,10 @@ def _array_batches(
         )
 
 
-def _label_array(labels: Any, n: int, what: str) -> np.ndarray:
-    """``labels`` as an array whose first axis holds one entry per sample (a loss's
-    targets may have more axes: per-task labels, say; :func:`check_stored_labels` says
-    what a capture can store)."""
-    try:
-        lab = np.asarray(labels)
-    except ValueError as e:  # ragged
-        raise InputsError(f"Labels are not one per sample ({e}).") from e
-    if lab.ndim == 0 or lab.shape[0] != n:
-        raise InputsError(
-            f"Labels have shape {list(lab.shape)} for {n} {what}; give one label per sample."
-        )
-    return lab
-
-
-def check_stored_labels(labels: Any, n: int | None) -> None:
-    """Refuse labels that ``rows.parquet`` cannot store: one number or string per
-    sample (``n`` samples, when known), all of one type."""
-    if labels is None:
-        return
-    lab = _label_array(labels, n, "input samples") if n is not None else None
-    if lab is None:
-        try:
-            lab = np.asarray(labels)
-        except ValueError as e:  # ragged
-            raise InputsError(f"Labels are not one per sample ({e}).") from e
-    if lab.ndim != 1:
-        raise InputsError(
-            f"Labels have shape {list(lab.shape)} for {n if n is not None else 'the'} input "
-            "samples; a capture stores one label per sample (a number or a string) in "
-            "rows.parquet: give a 1-D array."
-        )
-    if lab.dtype.kind in "UO":
-        for i, v in enumerate(lab.tolist()):
-            if isinstance(v, str) and not v.isascii():
-                try:
-                    v.encode("utf-8")
-                except UnicodeEncodeError as e:
-                    raise InputsError(
-                        f"Label {i} ({v!r}) holds {v[e.start]!r}, half of a surrogate pair, "
-                        "which is no text rows.parquet can store; give labels of whole "
-                        "characters."
-                    ) from e
-    try:
-        pa.array(lab.astype(object) if lab.dtype.kind == "U" else lab)
-    # of mixed types; OverflowError: an integer past 64 bits (2**70 in a .jsonl)
-    except (TypeError, ValueError, OverflowError, pa.ArrowException) as e:
-        raise InputsError(
-            f"Labels cannot be stored in rows.parquet ({str(e).strip()}); give labels that are "
-            "all numbers (integers of at most 64 bits) or all strings."
-        ) from e
-
-
 def _text_batches(
     texts: list[str], tokenizer: Any, batch_size: int, labels: Any, max_length: int | None
 ) -> Iterator[InputBatch]:
-    lab = None if labels is None else _label_array(labels, len(texts), "texts")
+    lab = None if labels is None else label_array(labels, len(texts), "texts")
     n_cut, limit, no_tokens = 0, tokens_per_text(tokenizer, max_length), []
     for s in range(0, len(texts), batch_size):
         chunk = texts[s : s + batch_size]
@@ -350,12 +295,12 @@ def _iterable_batches(
             n = _n_samples(kwargs)
             y = kwargs.get("labels", kwargs.get("label"))
             yield InputBatch(
-                (), kwargs, n, mask=kwargs.get("attention_mask"), labels=_labels_of(y, n)
+                (), kwargs, n, mask=kwargs.get("attention_mask"), labels=labels_of(y, n)
             )
         elif isinstance(item, (list, tuple)) and len(item) == 2:
             x, y = _as_tensor(item[0], *dtypes), item[1]
             n = _n_samples(x)
-            yield InputBatch((x,), {}, n, labels=_labels_of(y, n))
+            yield InputBatch((x,), {}, n, labels=labels_of(y, n))
         elif isinstance(item, (torch.Tensor, np.ndarray)):
             x = _as_tensor(item, *dtypes)
             yield InputBatch((x,), {}, _n_samples(x))
@@ -372,6 +317,7 @@ def model_and_tokenizer(model: Any, inputs: Any, tokenizer: Any) -> tuple[Any, A
     model go through its own tokenizer (:class:`TransformerLensTexts`), as its
     ``run_with_cache`` takes them. One rule for capture, the downstream loss and the
     ablation, so that each runs the model on the same tokens."""
+    check_tokenizer(tokenizer)
     model, own = unwrap_model(model)
     tokenizer = tokenizer if tokenizer is not None else own
     if is_texts(inputs) and is_transformer_lens(model):

@@ -7,8 +7,8 @@ all 4-D, so a layout is never read from the rank. It is known, in this order:
 1. from the user: ``layout`` (``--layout``), either one layout for every 4-D
    layer whose layout is not known otherwise, or ``PATTERN=LAYOUT`` for the
    layers a name, glob or ``re:`` regex matches;
-2. from a TransformerLens hook name: ``hook_q/k/v/z/result`` (and the
-   bridge's hooks that split heads) are ``heads``; ``hook_pattern`` and
+2. from a TransformerLens hook name: ``hook_q/k/v/z/result``, ``hook_attn_in`` and
+   ``hook_q/k/v_input`` (and the bridge's hooks that split heads) are ``heads``; ``hook_pattern`` and
    ``hook_attn_scores`` are ``pattern``;
 3. from the module that made the tensor: ``nn.Conv2d``, ``nn.BatchNorm2d``,
    2-D pooling and padding make ``image`` tensors (their 1-D kinds make
@@ -42,6 +42,9 @@ LAYOUTS = {
 }
 
 _HEAD_HOOKS = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_result", "hook_rot_q", "hook_rot_k")
+# the residual stream copied per head, [batch, pos, head, d_model] (use_attn_in,
+# use_split_qkv_input): refused as a 4-D output of unknown layout
+_HEAD_HOOKS += ("hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input")
 _PATTERN_HOOKS = ("hook_pattern", "hook_attn_scores")
 
 #: Modules that make channel-first maps: ``[batch, C, H, W]``, or ``[batch, C, L]`` for

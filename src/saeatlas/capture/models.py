@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import inspect
 import itertools
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ class LoadedModel:
 
 
 def load_model(
-    spec: str, kwargs: dict[str, Any] | None = None, *, model_class: str = "auto"
+    spec: str | os.PathLike, kwargs: dict[str, Any] | None = None, *, model_class: str = "auto"
 ) -> LoadedModel:
     """Resolve a model SPEC.
 
@@ -46,6 +47,14 @@ def load_model(
       class: GPT-2's blocks are ``h.0`` in the base model, ``transformer.h.0`` with
       its head.
     """
+    if isinstance(spec, os.PathLike):  # a model folder as a Path: "argument of type
+        spec = os.fspath(spec)  # 'PosixPath' is not iterable"
+    if not isinstance(spec, str):  # None, a number, or the model itself: pathlib's TypeError
+        raise ModelSpecError(
+            f"The model spec must be text ('package.module:factory', 'file.py:factory' or a "
+            f"Hugging Face model directory), got {type(spec).__name__}"
+            + (": pass the model itself to capture_activations." if callable(spec) else ".")
+        )
     if model_class != "auto" and model_class not in MODEL_CLASSES:
         raise ModelSpecError(
             f"Unknown --model-class {shown(model_class)}; expected one of: {['auto', *MODEL_CLASSES]}."

@@ -21,6 +21,7 @@ from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch
 from .models import code_failure
 from .rows import select_tensor
+from .transformer_lens import setting_hint
 
 
 class StopForward(BaseException):
@@ -275,5 +276,5 @@ def run_forward(
     if missing:
         raise ShapeError(
             f"Modules {missing} did not run during the forward pass, so nothing was recorded for "
-            "them. Choose modules that the model's forward uses."
+            "them. Choose modules that the model's forward uses." + setting_hint(model, missing)
         )

@@ -18,6 +18,18 @@ log = logging.getLogger(__name__)
 TOKENIZER_NO_LIMIT = 100_000
 
 
+def check_tokenizer(tokenizer: Any) -> None:
+    """``tokenizer`` (when given) is one: a name ("gpt2") ended the capture in "'str'
+    object is not callable" and the Neuronpedia export in an AttributeError."""
+    if tokenizer is None or callable(getattr(tokenizer, "encode_texts", None)):
+        return
+    if not (callable(tokenizer) and callable(getattr(tokenizer, "convert_ids_to_tokens", None))):
+        raise InputsError(
+            f"`tokenizer` must be a Hugging Face tokenizer, got {type(tokenizer).__name__} "
+            f"{tokenizer!r:.60}: load one with transformers.AutoTokenizer.from_pretrained(name)."
+        )
+
+
 def encode_texts(
     tokenizer: Any, chunk: list[str], max_length: int | None
 ) -> tuple[dict[str, Any], torch.Tensor, list[list[str]]]:

@@ -63,6 +63,33 @@ def hook_conversion(
     )
 
 
+#: Hooks a TransformerLens model runs only once a setting is on, and the call that sets it.
+_SETTING_HOOKS = {
+    "hook_result": "set_use_attn_result",
+    "hook_attn_in": "set_use_attn_in",
+    "hook_q_input": "set_use_split_qkv_input",
+    "hook_k_input": "set_use_split_qkv_input",
+    "hook_v_input": "set_use_split_qkv_input",
+    "hook_mlp_in": "set_use_hook_mlp_in",
+}
+
+
+def setting_hint(model: torch.nn.Module, names: list[str]) -> str:
+    """For hooks of a TransformerLens model that did not run: the setting that turns the
+    first such one on (they were told to choose "modules that the model's forward uses"),
+    or ''."""
+    if not is_transformer_lens(model):
+        return ""
+    for name in names:
+        setting = _SETTING_HOOKS.get(name.removesuffix(":input").rsplit(".", 1)[-1])
+        if setting is not None and callable(getattr(model, setting, None)):
+            return (
+                f" TransformerLens runs '{name}' only once `model.{setting}(True)` is called: "
+                "call it before the capture."
+            )
+    return ""
+
+
 def provenance(model: torch.nn.Module) -> dict[str, Any]:
     """What a TransformerLens model's config says about how it reads texts."""
     cfg = model.cfg

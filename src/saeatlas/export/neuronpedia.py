@@ -41,6 +41,7 @@ import torch
 
 from .. import __version__
 from .._validation import check_path_argument, check_types, in_range
+from ..capture.texts import check_tokenizer
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.model import sae_layers
@@ -52,6 +53,7 @@ from ..store.atomic import (
     replacing_dir,
     resolve,
 )
+from ..store.describe import model_name
 from ..store.lock import output_lock
 from ..structure import Atlas
 from ..structure.arguments import check_sae_argument, check_store_argument
@@ -68,6 +70,10 @@ __all__ = ["BATCH_SCHEMA", "NeuronpediaConfig", "export_neuronpedia", "read_batc
 _FLAGGED = ("features_per_batch", "n_examples")
 #: The largest ``layer`` written (nine digits): no model is that deep.
 MAX_LAYER = 999_999_999
+#: The most bars of a histogram: every feature's entry holds two per bar and histogram
+#: (SAEDashboard draws tens), so 10**5 wrote 80 MB for 32 features and 10**10 ended in
+#: torch's allocation error.
+MAX_BINS = 1000
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class NeuronpediaConfig:
             flag = f"--{name.replace('_', '-')}" if name in _FLAGGED else None
             in_range(name, getattr(self, name), 0, open_low=True, flag=flag)
         in_range("batch_size", self.batch_size, 0, open_low=True)
+        in_range("n_bins", self.n_bins, 1, MAX_BINS)
         try:  # bytes that are not UTF-8 on the command line arrive as lone surrogates
             self.sae_set.encode("utf-8")
         except UnicodeEncodeError as e:
@@ -148,6 +155,7 @@ def export_neuronpedia(
             "(or NeuronpediaConfig(**settings) for a dict)."
         )
     check_sae_argument("sae", sae, optional=True)
+    check_tokenizer(tokenizer)  # a name ("gpt2") ended the export in an AttributeError
     if store is not None:
         check_store_argument(store)
     check_path_argument("out", out)  # None ended in pathlib's TypeError
@@ -264,7 +272,7 @@ def _write_batches(
     features, new, out, provenance, layer, layers, config, skipped, atlas_dir, d_sae, store
 ):
     """The batch files, skipped indexes and run settings, into ``new`` (named under ``out``)."""
-    model_id = str(provenance.get("model_name", provenance.get("model", "model")))
+    model_id = model_name(provenance) or "model"
     written = []
     step = config.features_per_batch
     for i, s in enumerate(range(0, len(features), step)):

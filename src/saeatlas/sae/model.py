@@ -79,11 +79,9 @@ class SparseAutoencoder(nn.Module):
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """x ``[batch, d_in]`` → ``[batch, d_sae]``, in the SAE's dtype (as SAELens casts its
         input: a float32 store's rows meet bfloat16 weights)."""
-        if x.shape[-1] != self.cfg.d_in:
-            raise ShapeError(
-                f"The SAE reads rows of {self.cfg.d_in} units, not a tensor of shape "
-                f"{tuple(x.shape)}. Give it the layers it was trained on."
-            )
+        _check_rows(
+            x, self.cfg.d_in, "reads rows of", "units", "Give it the layers it was trained on."
+        )
         x = x.to(self.W_enc.dtype)
         if self.cfg.subtracts_b_dec:
             x = x - self.b_dec
@@ -97,7 +95,14 @@ class SparseAutoencoder(nn.Module):
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         """acts ``[batch, d_sae]`` → reconstruction ``[batch, d_in]``."""
-        return acts @ self.W_dec + self.b_dec
+        _check_rows(
+            acts,
+            self.cfg.d_sae,
+            "decodes rows of",
+            "latents",
+            "Give it the `acts` its `encode` gives.",
+        )
+        return acts.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
 
     def forward(self, x: torch.Tensor) -> ForwardOutput:
         acts, pre = self.encode(x)
@@ -208,6 +213,21 @@ class SparseAutoencoder(nn.Module):
         return out
 
 
+def _check_rows(x: object, width: int, verb: str, what: str, fix: str) -> None:
+    """``x`` is a tensor of rows of ``width`` values: a NumPy array or a list ended in an
+    AttributeError, a 0-d tensor in an IndexError, and ``decode`` of another width in
+    torch's "mat1 and mat2 shapes cannot be multiplied"."""
+    if not isinstance(x, torch.Tensor):
+        raise ShapeError(
+            f"The SAE {verb} {width} {what} as a torch tensor, got {type(x).__name__}; "
+            "convert it with torch.as_tensor(x)."
+        )
+    if x.ndim == 0 or x.shape[-1] != width:
+        raise ShapeError(
+            f"The SAE {verb} {width} {what}, not a tensor of shape {tuple(x.shape)}. {fix}"
+        )
+
+
 def check_loaded_sae(sae: object) -> None:
     """Refuse anything but a loaded SAE where one goes (a path or an array ended in an
     AttributeError)."""
@@ -250,7 +270,7 @@ def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpe
     if missing:
         raise ShapeError(
             f"The SAE reads layers {names}, but the store '{store.path}' has no {missing} "
-            f"(it has {known}). Was the SAE trained on another store?"
+            f"(it has {known}). " + _prefix_hint(missing, known)
         )
     layers = [store.layer(name) for name in names]
     for mine, theirs in zip(sae.cfg.layers, layers):
@@ -267,6 +287,21 @@ def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpe
             "units in this store. Was the SAE trained on another store?"
         )
     return tuple(layers)
+
+
+def _prefix_hint(missing: list[str], known: list[str]) -> str:
+    """Why an SAE's layers are not in a store: named in the model without its head (a
+    sparsify SAE's hookpoint 'h.0' of `AutoModel`; the store of GPT2LMHeadModel has
+    'transformer.h.0'), or trained on another store."""
+    longer = {n: [k for k in known if k.endswith("." + n)] for n in missing}
+    if all(len(found) == 1 for found in longer.values()):
+        first = missing[0]
+        return (
+            f"The store's '{longer[first][0]}' ends with '{first}': the SAE names layers of "
+            "the model without its head (sparsify trains on transformers' AutoModel). Capture "
+            "the store from that model (`--model-class base`)."
+        )
+    return "Was the SAE trained on another store?"
 
 
 def _hook_width_message(sae: SparseAutoencoder, hook: str, width: int) -> str:

@@ -30,6 +30,7 @@ from ..store.atomic import (
     recover_dir,
     replacing_dir,
 )
+from ..store.describe import model_name
 from ..store.lock import output_lock
 from .config import SAEConfig
 from .files import CFG, WEIGHTS, SAEFileError
@@ -57,13 +58,13 @@ def saelens_metadata(provenance: dict[str, Any], hook_name: str | None) -> dict[
         # kept whole: an SAE of a module's input ('1:input') was written as one of its
         # output ('1'), and read back it read that layer of a store holding both
         meta["hook_name"] = hook_name
-    model = provenance.get("model_name", provenance.get("model"))
+    model = model_name(provenance)
     if model is not None:
-        meta["model_name"] = str(model)
+        meta["model_name"] = model
     if provenance.get("max_length") is not None:
         meta["context_size"] = int(provenance["max_length"])
-    if provenance.get("prepend_bos") is not None:
-        meta["prepend_bos"] = bool(provenance["prepend_bos"])
+    if isinstance(provenance.get("prepend_bos"), bool):  # "false" was written as true
+        meta["prepend_bos"] = provenance["prepend_bos"]
     inputs = provenance.get("inputs")
     if isinstance(inputs, str) and ("/" in inputs or Path(inputs).suffix):  # a file, not a type
         meta["dataset_path"] = inputs

@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 
 from .._validation import check_path_argument
-from ..errors import AtlasError
+from ..errors import AtlasError, ConfigError
+from ..store.atomic import resolve
 from ..store.lock import OutputError, output_kind, output_lock
-from .files import CFG
+from .files import CFG, WEIGHTS
 from .io import check_sae_out
 from .model import SparseAutoencoder
 from .sparsify_format import hookpoint_name, is_sparsify_dir, read_sparsify, sparsify_hookpoints
@@ -45,6 +46,14 @@ def import_sparsify(
     out = Path(out)
     single = len(folders) == 1 and is_sparsify_dir(src)
     targets = {folder: out if single else out / folder.name for folder in folders}
+    for folder, target in targets.items():
+        if resolve(target).is_relative_to(resolve(folder)):
+            # the SAE in the source's place was taken for this import done already
+            # ("Imported ...", nothing written), or the SAEs went into the checkpoint
+            raise ConfigError(
+                f"--out '{out}' would put the SAE of '{folder}' at '{target}', inside the "
+                "sparsify checkpoint being imported. Choose an --out outside it."
+            )
     what = None if single or not out.is_dir() else output_kind(out)
     if what is not None:
         # its SAEs went into the store, SAE or atlas as folders of their own, and that
@@ -73,8 +82,8 @@ def import_sparsify(
 def _imported(folder: Path, target: Path) -> bool:
     """Whether ``target`` holds this import of ``folder`` already (a rerun of an import
     killed after some hookpoints was refused as "already holds an SAE")."""
-    if not (target / CFG).is_file():
-        return False
+    if not (target / CFG).is_file() or not (target / WEIGHTS).is_file():
+        return False  # a sparsify folder there is no import of it
     try:
         there = SparseAutoencoder.load(target)
     except AtlasError:  # refused as it is, by check_sae_out

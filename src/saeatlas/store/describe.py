@@ -40,3 +40,14 @@ def what_it_is(path: Path) -> str:
         return " It is an SAE directory (saeatlas train): pass it as --sae, its store as --acts."
     arrays = sorted(path.glob("*.npy"))
     return f" To read the array it holds, pass '{arrays[0]}' itself." if len(arrays) == 1 else ""
+
+
+def model_name(provenance: dict[str, Any]) -> str | None:
+    """The captured model's name in a store's provenance (a TransformerLens model's
+    ``model_name``, else ``model``), or None where it records none as text: a list or a
+    dict (a manifest edited by hand, a caller's ``provenance``) was exported as its repr."""
+    for key in ("model_name", "model"):
+        value = provenance.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None

@@ -166,7 +166,9 @@ def _join_rows(tmp: Path, work: Path, parts: list[RankPart], world: int) -> None
         for i in range(len(p.shards)):
             files.append((work / PARTS / part_name(i, p.rank, world), offset))
         offset += sum(s.rows for s in p.shards)
-    schema = pq.read_schema(files[0][0])
+    # one schema for every part: a batch without labels (None) leaves a part's `label`
+    # column null, and integer and float labels of two parts join as floats
+    schema = pa.unify_schemas([pq.read_schema(f) for f, _ in files], promote_options="permissive")
     with pq.ParquetWriter(tmp, schema) as out:
         for file, offset in files:
             table = pq.read_table(file).cast(schema)

@@ -17,8 +17,9 @@ import pandas as pd
 import torch
 
 from ..._validation import check_flag_argument, shown
-from ...capture.inputs import InputBatch, _label_array, iter_input_batches, model_and_tokenizer
+from ...capture.inputs import InputBatch, iter_input_batches, model_and_tokenizer
 from ...capture.job import inputs_fingerprint, model_details, model_fingerprint
+from ...capture.labels import label_array
 from ...capture.models import input_dtype, takes_token_ids
 from ...capture.nnsight import check_model_argument, unwrap_model
 from ...capture.recorder import model_error
@@ -207,7 +208,7 @@ def check_store_labels(store: ActivationStore, inputs: Any, labels: Any) -> None
         return
     stored = rows.drop_duplicates("sample").set_index("sample")["label"]
     # read by sample below: labels of fewer inputs ended in an IndexError
-    labels = _label_array(labels, len(inputs), "inputs")
+    labels = label_array(labels, len(inputs), "inputs")
     given = pd.Series(np.asarray(labels, dtype=object)[stored.index.to_numpy()], stored.index)
     numbers = pd.to_numeric(stored, errors="coerce") == pd.to_numeric(given, errors="coerce")
     differ = ~(numbers | (stored.astype(str) == given.astype(str)))

@@ -1,0 +1,122 @@
+"""Labels of the inputs' samples, as ``rows.parquet`` stores them: one number, string
+or true/false per sample, of one kind in every batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ..errors import InputsError
+
+_STORABLE = "give labels that are all numbers (integers of at most 64 bits) or all strings"
+
+
+def label_array(labels: Any, n: int, what: str) -> np.ndarray:
+    """``labels`` as an array whose first axis holds one entry per sample (a loss's
+    targets may have more axes: per-task labels, say; :func:`check_stored_labels` says
+    what a capture can store)."""
+    lab = _as_array(labels)
+    if lab.shape[0] != n:
+        raise InputsError(
+            f"Labels have shape {list(lab.shape)} for {n} {what}; give one label per sample."
+        )
+    return lab
+
+
+def labels_of(y: Any, n: int) -> np.ndarray | None:
+    """The labels in the ``y`` of an ``(x, y)`` batch of ``n`` samples, or None when ``y``
+    is not one label per sample (token-level targets, say)."""
+    if y is None:
+        return None
+    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if arr.ndim != 1 or len(arr) != n:
+        return None
+    return arr
+
+
+def check_stored_labels(labels: Any, n: int | None) -> None:
+    """Refuse labels that ``rows.parquet`` cannot store: one number or string per
+    sample (``n`` samples, when known), all of one type."""
+    if labels is not None:
+        _stored_type(label_array(labels, n, "input samples") if n is not None else labels, n)
+
+
+def check_batch_labels(labels: Any, first: pa.DataType | None, where: str) -> pa.DataType | None:
+    """The type ``rows.parquet`` stores one batch's ``labels`` as, checked against
+    ``first``, that of the batches before it (None: none had labels), and returned for
+    the next batch. An iterable of ``(x, y)`` batches whose ``y`` changed kind (numbers,
+    then strings) ended in pyarrow's ArrowInvalid once its shards were joined (or, in
+    one shard, stored every label as a string)."""
+    if labels is None:
+        return first
+    kind = _stored_type(labels)
+    if pa.types.is_null(kind):  # no label known in this batch: any kind fits
+        return first
+    if first is not None and _family(kind) != _family(first):
+        raise InputsError(
+            f"The labels of {where} are {_family(kind)}s ({kind}), but those of the batches "
+            f"before it are {_family(first)}s ({first}): a store's labels are of one kind. "
+            "Give every batch labels of one type: all numbers, or all strings."
+        )
+    return first if first is not None else kind
+
+
+def _as_array(labels: Any) -> np.ndarray:
+    try:
+        lab = np.asarray(labels)
+    except ValueError as e:  # ragged
+        raise InputsError(f"Labels are not one per sample ({e}).") from e
+    if lab.ndim == 0:  # a generator, a set, a dict or a text was told "shape []"
+        raise InputsError(
+            f"Labels must be a list or an array of one label per sample, got "
+            f"{type(labels).__name__}{f' {labels!r:.40}' if isinstance(labels, str) else ''}."
+        )
+    return lab
+
+
+def _stored_type(labels: Any, n: int | None = None) -> pa.DataType:
+    lab = _as_array(labels)
+    if lab.ndim != 1:
+        raise InputsError(
+            f"Labels have shape {list(lab.shape)} for {n if n is not None else 'the'} input "
+            "samples; a capture stores one label per sample (a number or a string) in "
+            "rows.parquet: give a 1-D array."
+        )
+    if lab.dtype.kind in "UO":
+        for i, v in enumerate(lab.tolist()):
+            if isinstance(v, str) and not v.isascii():
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise InputsError(
+                        f"Label {i} ({v!r}) holds {v[e.start]!r}, half of a surrogate pair, "
+                        "which is no text rows.parquet can store; give labels of whole "
+                        "characters."
+                    ) from e
+    try:
+        kind = pa.array(lab.astype(object) if lab.dtype.kind == "U" else lab).type
+    # of mixed types; OverflowError: an integer past 64 bits (2**70 in a .jsonl)
+    except (TypeError, ValueError, OverflowError, pa.ArrowException) as e:
+        raise InputsError(
+            f"Labels cannot be stored in rows.parquet ({str(e).strip()}); {_STORABLE}."
+        ) from e
+    if lab.dtype == np.uint64 and lab.size and int(lab.max()) >= 2**63:
+        # past int64, which labels of other batches (and other ranks) join as
+        raise InputsError(f"Labels hold {int(lab.max())}, beyond int64; {_STORABLE}.")
+    if pa.types.is_nested(kind):  # dicts were stored, and the analysis ended in a TypeError
+        raise InputsError(f"Labels of {kind} are no labels rows.parquet can hold; {_STORABLE}.")
+    return kind
+
+
+def _family(kind: pa.DataType) -> str:
+    """What a label type is, as far as joining batches goes (int64 and float64 join)."""
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return "number"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "string"
+    if pa.types.is_boolean(kind):
+        return "true/false value"
+    return str(kind)
