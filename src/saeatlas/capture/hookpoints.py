@@ -75,6 +75,15 @@ def named_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return found
 
 
+def no_submodules(model: torch.nn.Module) -> str:
+    """Why a model without submodules has nothing to record, and what to do."""
+    return (
+        f"{type(model).__name__} has no submodules, and saeatlas records the outputs of a "
+        "model's submodules, not of the model itself: wrap it in its factory, "
+        "`torch.nn.Sequential(model)`, and record that model's layer '0'."
+    )
+
+
 def resolve_hookpoints(
     model: torch.nn.Module | Any, patterns: list[str] | tuple[str, ...] | str
 ) -> list[Hookpoint]:
@@ -187,7 +196,7 @@ def _no_match_message(
         more = f" and {len(names) - 10} more" if len(names) > 10 else ""
         hint = f" Its modules are {', '.join(repr(n) for n in names[:10])}{more}."
     else:
-        hint = " It has no submodules."
+        hint = " " + no_submodules(model)
     hint = crossing_hint(pattern, names) or hint
     return (
         f"No module of {type(model).__name__} matches layer pattern {shown(raw)}.{hint} "

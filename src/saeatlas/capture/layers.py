@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from ..errors import AtlasError
-from .hookpoints import named_modules
+from ..errors import AtlasError, HookpointError
+from .hookpoints import named_modules, no_submodules
 from .nnsight import unwrap_model
 from .recorder import model_error
 from .rows import select_tensor
@@ -32,6 +32,8 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
     """
     model, _ = unwrap_model(model)
     modules = named_modules(model)
+    if not modules:  # an empty table said nothing
+        raise HookpointError(no_submodules(model))
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
 

@@ -1,0 +1,52 @@
+"""Twenty-first sweep (the lead's): a model without submodules, whose layer list was an
+empty table."""
+
+import numpy as np
+import pytest
+
+LEAF = """import torch
+
+
+def leaf():
+    return torch.nn.LSTM(3, 4, batch_first=True)
+
+
+def wrapped():
+    return torch.nn.Sequential(torch.nn.LSTM(3, 4, batch_first=True))
+"""
+
+
+@pytest.fixture
+def leaf(tmp_path):
+    (tmp_path / "m.py").write_text(LEAF)
+    np.save(tmp_path / "x.npy", np.ones((4, 5, 3), dtype=np.float32))
+    return tmp_path
+
+
+def test_a_model_without_submodules_is_told_how_to_record_it(leaf, run_cli):
+    """`saeatlas layers` of a model with no submodules (an LSTM) printed an empty table,
+    and capture's message sent the user back to that table; both now say that the
+    model's own output is recorded by wrapping it, and the advice works."""
+    cli, one_line = run_cli
+    x = leaf / "x.npy"
+    spec = f"{leaf / 'm.py'}:leaf"
+    advice = "torch.nn.Sequential(model)"
+    one_line(cli("layers", spec, "--inputs", x), "LSTM has no submodules", advice)
+    one_line(
+        cli("capture", "--model", spec, "--inputs", x, "--layers", "*", "--out", leaf / "s"),
+        "LSTM has no submodules",
+        advice,
+    )
+    assert not (leaf / "s").exists()
+    wrapped = f"{leaf / 'm.py'}:wrapped"
+    listed = cli("layers", wrapped, "--inputs", x)
+    assert listed.exit_code == 0 and "LSTM" in listed.output, listed.output
+    r = cli(
+        "capture", "--model", wrapped, "--inputs", x, "--layers", "0", "--out", leaf / "s", "-q"
+    )
+    assert r.exit_code == 0, r.output
+
+    from saeatlas.store import ActivationStore
+
+    store = ActivationStore.open(leaf / "s")
+    assert store.n_rows == 4 * 5 and store.n_units == 4
