@@ -53,12 +53,22 @@ VARIANTS: dict[str, tuple[str | None, dict]] = {
     "superposition-relu": ("superposition", dict(nonnegative=True, seed=0)),
     "easy-4-modules-in-2-parents": ("easy", dict(n_parents=2, seed=26)),
     "superposition-8-modules-in-4-parents": ("superposition", dict(n_parents=4, seed=27)),
+    "blocks-data-seed-34": ("blocks", dict(seed=34)),
+    "layered-relu": ("layered", dict(nonnegative=True, seed=31)),
+    "easy-16-modules": ("easy", dict(n_modules=16, layer_sizes=[128, 128, 128], seed=32)),
+    "superposition-12-modules-wide": (
+        "superposition",
+        dict(layer_sizes=[128, 128, 128], n_modules=12, seed=33),
+    ),
+    "superposition-two-layers": ("superposition", dict(layer_sizes=[72, 72], seed=38)),
     "null-data-seed-10": ("null", dict(seed=10)),
     "null-six-layers": ("null", dict(layer_sizes=[24] * 6, seed=24)),
     "null-rare-features": ("null", dict(module_rate=0.04, seed=25)),
     "null-relu": ("null", dict(nonnegative=True, seed=11)),
     "null-dense-mode-2": ("null", dict(dense_strength=2.0, seed=12)),
     "null-superposition-data-seed-13": ("null_superposition", dict(seed=13)),
+    "null-positive-directions": ("null", dict(positive_directions=True, seed=35)),
+    "null-superposition-relu": ("null_superposition", dict(nonnegative=True, seed=36)),
     "null-spread-scales": ("null", dict(unit_scale_spread=1.5, layer_scale_spread=2.0, seed=14)),
 }
 
