@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..capture import capture_activations
+from ..capture.inputs import known_length
 from ..store.lock import check_writable
 from .config import RunConfig
 from .fit import check_store_fits
@@ -34,6 +35,17 @@ def _first_batch(inputs: object, n: int) -> object:
         # path or a dict was read for its characters or keys, "texts" with no tokenizer
         return inputs
     return list(itertools.islice(iter(inputs), 1))  # an iterable of batches
+
+
+def _capture_rows(cfg: RunConfig, inputs: object, first: object, first_rows: int) -> int | None:
+    """The rows the whole capture of ``inputs`` gives, from the ``first_rows`` its first
+    batch ``first`` gave: arrays give as many rows per sample (one, or one per position);
+    texts (padding dropped) and iterables of batches are not known before they are read,
+    nor is what `--on-nonfinite skip` leaves out (None)."""
+    n, n_first = known_length(inputs), known_length(first)
+    if not isinstance(inputs, (torch.Tensor, np.ndarray)) or cfg.capture.on_nonfinite != "error":
+        return None
+    return None if n is None or not n_first else first_rows // n_first * n
 
 
 def check_run(cfg: RunConfig, out: str | Path | None = None) -> str:
@@ -60,4 +72,4 @@ def check_run(cfg: RunConfig, out: str | Path | None = None) -> str:
             labels=labels,
             progress=False,
         )
-        return check_store_fits(cfg, store)
+        return check_store_fits(cfg, store, _capture_rows(cfg, src.inputs, first, store.n_rows))

@@ -147,6 +147,38 @@ def _stamp(path: Path) -> list[int] | None:
     return [n, size, int(h.hexdigest()[:15], 16)]
 
 
+#: The fields of a stage's record that :class:`RunState` writes, with their kinds (a
+#: field left out is not checked: ``files`` is the capture's, and ``stamp`` a finished
+#: stage's).
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "fingerprint": (str,),
+    "settings": (dict,),
+    "complete": (bool,),
+    "files": (dict,),
+    "stamp": (str, type(None)),
+}
+
+
+def _check_record(name: str, record: Any) -> None:
+    """Raise TypeError naming the field of stage ``name``'s record that is of another
+    kind than :class:`RunState` writes: a fingerprint edited to null was refused as
+    settings that changed without naming any, `complete: "no"` was read as finished, and
+    `files: null` ended in an AttributeError traceback."""
+    if not isinstance(record, dict):
+        raise TypeError(f"the record of stage {name!r} is not an object")
+    if "fingerprint" not in record:
+        raise TypeError(f"the record of stage {name!r} has no `fingerprint`")
+    for field, kinds in RECORD_FIELDS.items():
+        if field in record and not isinstance(record[field], kinds):
+            raise TypeError(
+                f"`stages.{name}.{field}` is {json.dumps(record[field])}, not "
+                f"{' or '.join('null' if k is type(None) else _KIND_NAMES[k] for k in kinds)}"
+            )
+
+
+_KIND_NAMES = {str: "a text", dict: "an object", bool: "true or false"}
+
+
 class RunState:
     """``OUT/run.json``: per stage, the fingerprint it ran with and whether it finished."""
 
@@ -157,8 +189,8 @@ class RunState:
             return
         try:
             stages = json.loads(path.read_text())["stages"]
-            if not all(isinstance(r, dict) for r in stages.values()):
-                raise TypeError("a stage's record is not an object")
+            for name, record in stages.items():
+                _check_record(name, record)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             # no record would keep every complete output "as it is", whatever its settings
             raise ConfigError(

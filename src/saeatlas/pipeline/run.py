@@ -207,6 +207,13 @@ def _run(
     # its own output.
     with output_lock(paths.out if main else None, holds_outputs=True):
         coord.check(None)
+        # ranks given other configs ran each stage until its own check stopped them (the
+        # capture and the training written by then), and the report's ran on rank 0's
+        coord.agree(
+            _rank_settings(config),
+            "this run",
+            "Every rank must run the same config: give every rank the same config file.",
+        )
         coord.from_main(lambda: check_run_out(paths.out))
         state = coord.from_main(lambda: RunState(paths.state))  # rank 0's alone is used
         state = state if main else None
@@ -219,6 +226,18 @@ def _run(
         outputs = (paths.store, paths.sweep, paths.sae, *_seed_saes(paths, config), paths.atlas)
         with output_lock(*(outputs if main else ())):
             return _run_stages(coord, config, paths, state, prints, settings, progress, on_stage)
+
+
+def _rank_settings(config: RunConfig) -> dict[str, object]:
+    """The settings the ranks of a run must share, by name (`train.k`): every section's
+    and those of the model and inputs but their paths (the capture compares what they
+    hold by its fingerprints; another node may see them elsewhere) and `threads`."""
+    raw = config.to_dict()
+    out = {f"`{k}`": raw[k] for k in ("layers", "model_args", "inputs_args") if k in raw}
+    for name, section in raw.items():
+        if isinstance(section, dict) and name not in ("model_args", "inputs_args"):
+            out.update({f"`{name}.{k}`": v for k, v in section.items()})
+    return out
 
 
 def _seed_saes(paths: RunPaths, config: RunConfig) -> list[Path]:
@@ -307,11 +326,10 @@ def _refuse_changed(
             if not stage_has_output(name, paths, config):
                 continue
             old = record.get("settings")
+            # the same settings under another fingerprint: a record edited by hand
             what = (
-                "; ".join(changed_settings(old, settings[name]))
-                if isinstance(old, dict)
-                else "its settings changed"
-            )
+                "; ".join(changed_settings(old, settings[name])) if isinstance(old, dict) else ""
+            ) or "its settings changed (its record's fingerprint is not this config's)"
         elif (
             name == "capture"
             and record.get("files", files := source_files(config, record)) != files

@@ -1,0 +1,286 @@
+"""The twenty-first hostile sweep's cases in the later stages and the run orchestration
+(evaluate, analyze's ablation, validate, run, sweep, and their ranks under torchrun):
+each failed (a traceback, a wrong result, a hang or a misleading word) before its fix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+RUN = {"sweep": {"enabled": False}, "stability": {"n_seed_saes": 0}}
+RUN |= {"train": {"d_sae": 16, "k": 2, "tokens": 256, "batch_size": 64}}
+RUN |= {"analyze": {"n_null": 0, "nulls": ["permutation"], "n_examples": 1}}
+RUN |= {"ablation": {"enabled": False}, "report": {"enabled": False}}
+
+
+def _config(tmp_path, outputs, **sections):
+    """A small run config of the protected model and inputs (300 rows of 18 units)."""
+    run = {"model": outputs.model, "inputs": str(outputs.inputs), "layers": ["1", "3"]}
+    for name, section in {**RUN, **sections}.items():
+        run[name] = {**RUN.get(name, {}), **section}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run))
+    return path
+
+
+# -- OUT/run.json edited by hand ---------------------------------------------------------------
+
+DAMAGED_RECORDS = {
+    # refused as settings that changed, naming none: "run/store (capture: )"
+    "a null fingerprint": ({"fingerprint": None}, "`stages.capture.fingerprint` is null"),
+    "no fingerprint": ({}, "the record of stage 'capture' has no `fingerprint`"),
+    # an AttributeError traceback
+    "null files": ({"fingerprint": "0", "files": None}, "`stages.capture.files` is null"),
+    # read as a finished stage
+    "complete as text": (
+        {"fingerprint": "0", "complete": "no"},
+        '`stages.capture.complete` is "no"',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_RECORDS))
+def test_a_damaged_run_record_names_its_field(tmp_path, outputs, run_cli, snapshot, case):
+    cli, one_line = run_cli
+    record, needle = DAMAGED_RECORDS[case]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"format_version": 1, "stages": {"capture": record}}))
+    before = snapshot(run)
+    r = cli("run", _config(tmp_path, outputs), "--out", run, "-q")
+    one_line(r, "is not a run record saeatlas can read", needle, "delete it")
+    assert snapshot(run) == before
+
+
+def test_a_record_of_the_same_settings_under_another_fingerprint_says_so(
+    tmp_path, outputs, run_cli, make_store
+):
+    """A record whose fingerprint is not its settings' (edited by hand) was refused as
+    settings that changed, naming none."""
+    from saeatlas.pipeline import load_run_config
+    from saeatlas.pipeline.record import stage_settings
+
+    cli, one_line = run_cli
+    config = _config(tmp_path, outputs)
+    run = tmp_path / "run"
+    make_store(run / "store")
+    settings = stage_settings(load_run_config(config))["capture"]
+    record = {"fingerprint": "0" * 16, "settings": settings, "complete": True}
+    (run / "run.json").write_text(json.dumps({"format_version": 1, "stages": {"capture": record}}))
+    r = cli("run", config, "--out", run, "-q")
+    one_line(r, "(capture: its settings changed (its record's fingerprint is not this config's))")
+
+
+# -- rows held out ------------------------------------------------------------------------------
+
+HELD_OUT = {
+    "train.heldout_rows above the store's rows": (
+        {"train": {"heldout_rows": 400}},
+        "`train.heldout_rows` is 400, more than the 300 rows of the run's store",
+    ),
+    "train.heldout_rows leaving fewer rows than a batch": (
+        {"train": {"heldout_rows": 250}},
+        "Of the 300 rows of the run's store, 250 are held out: 50 to train on, fewer than "
+        "`train.batch_size` 64",
+    ),
+    "sweep.heldout_fraction of too few rows": (
+        {"sweep": {"enabled": True, "over": "k", "values": [2, 4], "heldout_fraction": 0.01}},
+        "`heldout_fraction` 0.01 of 300 rows holds out fewer than 4 rows",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HELD_OUT))
+def test_run_check_sees_held_out_rows_the_training_would_refuse(tmp_path, outputs, run_cli, case):
+    """`run --check` called these configs valid: the run then stopped at its training."""
+    cli, one_line = run_cli
+    sections, needle = HELD_OUT[case]
+    one_line(cli("run", _config(tmp_path, outputs, **sections), "--check"), needle)
+
+
+def test_a_run_refuses_held_out_rows_before_its_sweep(tmp_path, outputs, run_cli):
+    """A `train.heldout_rows` that leaves too few rows stopped the run at its training,
+    after the whole sweep had run."""
+    cli, _ = run_cli
+    sweep = {"enabled": True, "over": "k", "values": [2, 4], "seeds": 1}
+    config = _config(tmp_path, outputs, sweep=sweep, train={"heldout_rows": 290})
+    r = cli("run", config, "--out", tmp_path / "run", "-q")
+    last = r.output.strip().splitlines()[-1]  # after the capture's line
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert last.startswith("Error: Of the 300 rows of the run's store, 290 are held out"), last
+    assert (tmp_path / "run" / "store").is_dir() and not (tmp_path / "run" / "sweep").exists()
+
+
+# -- capture --resume ---------------------------------------------------------------------------
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL (BaseException, like KeyboardInterrupt)."""
+
+
+def _killed_capture(monkeypatch, out, cfg, labels=None):
+    """A capture of 90 rows killed as it writes its second shard."""
+    import saeatlas.store.commit as commit_module
+    from saeatlas.capture import capture_activations
+
+    real, calls = commit_module.write_shard, []
+
+    def dying(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Killed
+        return real(*args)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+    x = torch.randn(90, 4, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(commit_module, "write_shard", dying)
+    with pytest.raises(Killed):
+        capture_activations(model, x, ["0", "2"], out, cfg, labels=labels, progress=False)
+    monkeypatch.setattr(commit_module, "write_shard", real)
+    return model, x
+
+
+def test_a_resume_given_the_default_shard_rows_as_a_number_continues(tmp_path, monkeypatch):
+    """--shard-rows left out, then given as the number of rows the default chose, was
+    refused as another job ("`shard_rows` was None, now 32")."""
+    import saeatlas.store.writer as writer_module
+    from saeatlas.capture import CaptureConfig, capture_activations
+
+    monkeypatch.setattr(writer_module, "DEFAULT_SHARD_BYTES", 32 * 10 * 4)  # 32 rows of 10
+    model, x = _killed_capture(monkeypatch, tmp_path / "s", CaptureConfig(batch_size=7))
+    cfg = CaptureConfig(batch_size=7, shard_rows=32)
+    store = capture_activations(
+        model, x, ["0", "2"], tmp_path / "s", cfg, resume=True, progress=False
+    )
+    assert store.n_rows == 90 and [s.rows for s in store.manifest.shards] == [32, 32, 26]
+
+
+def test_a_resume_given_the_same_labels_of_a_wider_type_continues(tmp_path, monkeypatch):
+    """Labels saved as int32 (a .npy) at first and given as int64 (a JSON list) on resume
+    were refused as other labels; labels of other values still are."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import ConfigError
+
+    cfg = CaptureConfig(batch_size=7, shard_rows=32)
+    labels = np.arange(90, dtype=np.int32) % 3
+    model, x = _killed_capture(monkeypatch, tmp_path / "s", cfg, labels)
+    with pytest.raises(ConfigError, match="labels differ"):
+        capture_activations(
+            model, x, ["0", "2"], tmp_path / "s", cfg, labels=(labels + 1).tolist(), resume=True
+        )
+    store = capture_activations(
+        model, x, ["0", "2"], tmp_path / "s", cfg, labels=labels.tolist(), resume=True
+    )
+    assert store.rows(["label"]).column("label").to_pylist() == labels.tolist()
+
+
+# -- validate -----------------------------------------------------------------------------------
+
+
+def test_validate_refuses_a_training_of_years_up_front(run_cli, forbid):
+    """`validate --tokens 10**16` ran on, a training of 5 * 10**11 passes over the rows."""
+    import saeatlas.structure.synthetic.validate as validate_module
+
+    cli, one_line = run_cli
+    forbid(validate_module, "make_planted")
+    r = cli("validate", "--tokens", 10**16, "--cases", "easy")
+    one_line(r, "--tokens (10,000,000,000,000,000) is more than 1,000 passes", "20,000,000")
+
+
+# -- ranks given other settings -------------------------------------------------------------------
+
+
+def _ablation(rank: int, timeout_s: float = 20, **change):
+    from saeatlas.store import LayerSpec
+    from saeatlas.structure.causal.ablation import ablate_modules
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+    x = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
+    kw = dict(labels=np.arange(40) % 3, mode="zero", n_random=4, timeout_s=timeout_s)
+    kw |= change if rank == 1 else {}
+    modules = np.array([0, 0, 1, 1, 2, -1])
+    return ablate_modules(model, x, [LayerSpec("1", 0, 6, (6,))], modules, **kw)
+
+
+def _other_settings_on_rank_1(rank, world, port, root, store, sae, model, inputs):
+    """Each call on rank 1 is given one setting other than rank 0's; then rank 1 leaves
+    before an ablation that rank 0 starts."""
+    from spawned_ranks import join_gloo
+
+    join_gloo(rank, world, port)
+    from saeatlas.evaluate import evaluate_sae
+    from saeatlas.pipeline import RunConfig, run_pipeline
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.structure import AtlasConfig
+    from saeatlas.sweep import sweep
+    from saeatlas.train import TrainConfig
+
+    run = RunConfig(model=model, inputs=inputs, layers=("1", "3"))
+    calls = {
+        # summed in over rank 0's rows: 105 rows of 300 evaluated, without a word
+        "evaluate": lambda: evaluate_sae(
+            SparseAutoencoder.load(sae), store, batch_size=(64, 7)[rank], timeout_s=20
+        ),
+        # an IndexError traceback on rank 1, "lost contact" on rank 0
+        "sweep": lambda: sweep(
+            store,
+            TrainConfig(d_sae=8, k=2),
+            "k",
+            [2, 4],
+            f"{root}/sweep",
+            seeds=1 + rank,
+            progress=False,
+        ),
+        # rank 1's modules ablated to their means, rank 0's to zero, in one result
+        "ablation mode": lambda: _ablation(rank, mode="mean", unit_mean=np.zeros(6)),
+        # NumPy's "inhomogeneous shape" ValueError
+        "ablation n_random": lambda: _ablation(rank, n_random=6),
+        "ablation labels": lambda: _ablation(rank, labels=(np.arange(40) + 1) % 3),
+        # every stage ran until its own check stopped it (capture and training written)
+        "run": lambda: run_pipeline(
+            RunConfig(**{**run.__dict__, "analyze": AtlasConfig(n_examples=1 + rank)}),
+            f"{root}/run",
+            progress=False,
+            timeout_s=20,
+        ),
+    }
+    results = {}
+    for name, call in calls.items():
+        try:
+            call()
+            results[name] = "no error"
+        except Exception as e:
+            results[name] = f"{type(e).__name__}: {e}"
+    if rank == 0:  # torch's DistStoreError ("wait timeout ... keys: /default_pg/...")
+        try:
+            _ablation(rank, timeout_s=1)
+        except Exception as e:
+            results["gone"] = f"{type(e).__name__}: {e}"
+    (root / f"r{rank}.json").write_text(json.dumps(results))
+    torch.distributed.destroy_process_group()
+
+
+def test_ranks_given_other_settings_stop_together_before_their_work(tmp_path, outputs, spawn_ranks):
+    args = (tmp_path, outputs.store, outputs.sae, outputs.model, str(outputs.inputs))
+    spawn_ranks(_other_settings_on_rank_1, args, 60)
+    results = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2)]
+    needles = {
+        "evaluate": "The ranks of this evaluation were given different --batch-size",
+        "sweep": "The ranks of this sweep were given different --seeds",
+        "ablation mode": "The ranks of this ablation were given different `mode`",
+        "ablation n_random": "The ranks of this ablation were given different `n_random`",
+        "ablation labels": "The ranks of this ablation were given different labels",
+        "run": "The ranks of this run were given different `analyze.n_examples`",
+    }
+    for name, needle in needles.items():
+        for rank in range(2):
+            assert results[rank][name].startswith(f"ConfigError: {needle}"), (rank, results)
+    assert results[0]["gone"].startswith(
+        "DistributedError: Rank 0 of 2 lost contact with the other ranks of the ablation"
+    ), results[0]["gone"]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
