@@ -148,7 +148,7 @@ def evaluate_sae(
                     "--start": start,
                     "--stop": stop,
                     "--batch-size": batch_size,
-                    "--sae": sae_fingerprint(sae),
+                    "--sae": sae_fingerprint(sae, metadata=False),
                     "--acts": store.digest(),
                 },
                 "this evaluation",
