@@ -74,6 +74,30 @@ def test_a_record_of_the_same_settings_under_another_fingerprint_says_so(
     one_line(r, "(capture: its settings changed (its record's fingerprint is not this config's))")
 
 
+OCCUPIED = {
+    # refused when the analysis started, after the capture and the training had run
+    "atlas": ("atlas/notes.txt", "'{run}/atlas' holds files that are not an atlas's"),
+    "SAE": ("sae/notes.txt", "'{run}/sae' holds files that are not an SAE's"),
+    "seed SAE": ("sae-seeds/seed-1/notes.txt", "'{run}/sae-seeds/seed-1' holds files"),
+    # "Cannot write or read '.tmp-config.yaml-...': Is a directory. Check free space"
+    "config.yaml": ("config.yaml/notes.txt", "'{run}/config.yaml' is not a file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OCCUPIED))
+def test_a_run_refuses_an_occupied_output_before_its_first_stage(
+    tmp_path, outputs, run_cli, case
+):
+    cli, one_line = run_cli
+    file, needle = OCCUPIED[case]
+    run = tmp_path / "run"
+    (run / file).parent.mkdir(parents=True)
+    (run / file).write_text("mine")
+    config = _config(tmp_path, outputs, stability={"n_seed_saes": 1})
+    one_line(cli("run", config, "--out", run, "-q"), needle.format(run=run))
+    assert not (run / "store").exists() and (run / file).read_text() == "mine"
+
+
 # -- rows held out ------------------------------------------------------------------------------
 
 HELD_OUT = {

@@ -26,12 +26,13 @@ from pathlib import Path
 from .._world import is_main_process
 from ..errors import ConfigError
 from ..sae.files import CFG, WEIGHTS
+from ..sae.io import check_sae_out
 from ..store.atomic import recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..store.manifest import MANIFEST
 from ..store.merge import recover_store
-from ..structure.atlas import ATLAS_JSON, OPTIONAL_TABLES, TABLES
-from ..sweep.sweep import SWEEP_JSON
+from ..structure.atlas import ATLAS_JSON, OPTIONAL_TABLES, TABLES, check_atlas_out
+from ..sweep.sweep import SWEEP_JSON, check_sweep_out
 from ..train.checkpoint import CHECKPOINT
 from ..train.trainer import METRICS
 
@@ -122,6 +123,27 @@ def check_run_out(out: Path) -> None:
             raise ConfigError(
                 f"'{out}' is {what} ({marker}), not a run directory; give --out a new folder "
                 "(the run writes its store, SAE and atlas inside it)."
+            )
+
+
+def check_stage_outputs(paths: RunPaths, seed_saes: list[Path], sweep: bool) -> None:
+    """Refuse, before the first stage, an output that a stage would refuse when it
+    starts (a file, or a folder of other files, where the sweep, an SAE or the atlas
+    goes): the run found it only once the stages before it had run (`OUT/atlas`, a
+    link to a folder of the user's, after the capture and the training). Complete
+    outputs are not looked at: they are kept, or replaced by their own stage."""
+    if not (paths.atlas / ATLAS_JSON).is_file():
+        check_atlas_out(paths.atlas, overwrite=True)
+    for sae in (paths.sae, *seed_saes):
+        if not (sae / CFG).is_file():
+            check_sae_out(sae, overwrite=True, resume=True)
+    if sweep and not (paths.sweep / SWEEP_JSON).is_file():
+        check_sweep_out(paths.sweep, overwrite=True)
+    for name in (CONFIG_YAML, RUN_JSON):  # "Cannot write or read '.tmp-config.yaml-...'"
+        if (paths.out / name).exists() and not (paths.out / name).is_file():
+            raise ConfigError(
+                f"'{paths.out / name}' is not a file: the run writes its {name} there. Move "
+                "it away, or choose another --out."
             )
 
 

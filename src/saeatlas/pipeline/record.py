@@ -76,6 +76,18 @@ def fingerprints(cfg: RunConfig) -> dict[str, str]:
     }
 
 
+def rank_settings(config: RunConfig) -> dict[str, object]:
+    """The settings the ranks of a run must share, by name (`train.k`): every section's
+    and those of the model and inputs but their paths (the capture compares what they
+    hold by its fingerprints; another node may see them elsewhere) and `threads`."""
+    raw = config.to_dict()
+    out = {f"`{k}`": raw[k] for k in ("layers", "model_args", "inputs_args") if k in raw}
+    for name, section in raw.items():
+        if isinstance(section, dict) and name not in ("model_args", "inputs_args"):
+            out.update({f"`{name}.{k}`": v for k, v in section.items()})
+    return out
+
+
 def changed_settings(old: Any, new: Any, name: str = "") -> list[str]:
     """The settings that differ between two of :func:`stage_settings`'s values, as
     ``section.field`` with both values (one entry per field, nested ones flattened)."""

@@ -28,6 +28,7 @@ from .config import RunConfig, load_run_config
 from .outputs import (
     RunPaths,
     check_run_out,
+    check_stage_outputs,
     run_dir_path,
 )
 from .record import (
@@ -35,6 +36,7 @@ from .record import (
     changed_settings,
     code_files,
     fingerprints,
+    rank_settings,
     source_files,
     stage_complete,
     stage_has_output,
@@ -207,10 +209,9 @@ def _run(
     # its own output.
     with output_lock(paths.out if main else None, holds_outputs=True):
         coord.check(None)
-        # ranks given other configs ran each stage until its own check stopped them (the
-        # capture and the training written by then), and the report's ran on rank 0's
+        # (ranks given other configs ran each stage until its own check stopped them)
         coord.agree(
-            _rank_settings(config),
+            rank_settings(config),
             "this run",
             "Every rank must run the same config: give every rank the same config file.",
         )
@@ -223,26 +224,11 @@ def _run(
         # ... and no other command writes into it meanwhile: rank 0 holds the locks of
         # every output the stages write until the run ends (else `saeatlas train --out
         # OUT/sae` started while the sweep ran had its SAE replaced by the train stage).
-        outputs = (paths.store, paths.sweep, paths.sae, *_seed_saes(paths, config), paths.atlas)
+        seeds = [paths.seed_sae(i) for i in range(1, config.n_trained_seeds + 1)]
+        outputs = (paths.store, paths.sweep, paths.sae, *seeds, paths.atlas)
         with output_lock(*(outputs if main else ())):
+            coord.from_main(lambda: check_stage_outputs(paths, seeds, config.sweep.enabled))
             return _run_stages(coord, config, paths, state, prints, settings, progress, on_stage)
-
-
-def _rank_settings(config: RunConfig) -> dict[str, object]:
-    """The settings the ranks of a run must share, by name (`train.k`): every section's
-    and those of the model and inputs but their paths (the capture compares what they
-    hold by its fingerprints; another node may see them elsewhere) and `threads`."""
-    raw = config.to_dict()
-    out = {f"`{k}`": raw[k] for k in ("layers", "model_args", "inputs_args") if k in raw}
-    for name, section in raw.items():
-        if isinstance(section, dict) and name not in ("model_args", "inputs_args"):
-            out.update({f"`{name}.{k}`": v for k, v in section.items()})
-    return out
-
-
-def _seed_saes(paths: RunPaths, config: RunConfig) -> list[Path]:
-    """The seed SAEs the train stage writes (``sae-seeds/seed-N``)."""
-    return [paths.seed_sae(i) for i in range(1, config.n_trained_seeds + 1)]
 
 
 def _run_stages(
