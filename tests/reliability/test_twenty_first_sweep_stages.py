@@ -42,15 +42,18 @@ DAMAGED_RECORDS = {
 }
 
 
+@pytest.mark.parametrize("check", [False, True], ids=["run", "run --check"])
 @pytest.mark.parametrize("case", sorted(DAMAGED_RECORDS))
-def test_a_damaged_run_record_names_its_field(tmp_path, outputs, run_cli, snapshot, case):
+def test_a_damaged_run_record_names_its_field(tmp_path, outputs, run_cli, snapshot, case, check):
+    """(`run --check` called the run directory valid.)"""
     cli, one_line = run_cli
     record, needle = DAMAGED_RECORDS[case]
     run = tmp_path / "run"
     run.mkdir()
     (run / "run.json").write_text(json.dumps({"format_version": 1, "stages": {"capture": record}}))
     before = snapshot(run)
-    r = cli("run", _config(tmp_path, outputs), "--out", run, "-q")
+    flags = ["--check"] if check else ["-q"]
+    r = cli("run", _config(tmp_path, outputs), "--out", run, *flags)
     one_line(r, "is not a run record saeatlas can read", needle, "delete it")
     assert snapshot(run) == before
 
@@ -85,9 +88,7 @@ OCCUPIED = {
 
 
 @pytest.mark.parametrize("case", sorted(OCCUPIED))
-def test_a_run_refuses_an_occupied_output_before_its_first_stage(
-    tmp_path, outputs, run_cli, case
-):
+def test_a_run_refuses_an_occupied_output_before_its_first_stage(tmp_path, outputs, run_cli, case):
     cli, one_line = run_cli
     file, needle = OCCUPIED[case]
     run = tmp_path / "run"

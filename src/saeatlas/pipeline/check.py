@@ -22,7 +22,8 @@ from ..capture.inputs import known_length
 from ..store.lock import check_writable
 from .config import RunConfig
 from .fit import check_store_fits
-from .outputs import check_run_out
+from .outputs import RunPaths, check_run_out
+from .record import RunState
 from .source import load_source
 from .stages import check_ablation_source
 
@@ -56,6 +57,7 @@ def check_run(cfg: RunConfig, out: str | Path | None = None) -> str:
     if out is not None:  # a file, an unwritable folder, a store: the run stops there
         check_writable(out, holds_outputs=True)
         check_run_out(Path(out))
+        RunState(RunPaths(Path(out)).state)  # a damaged run.json, as the run reads it
     src = load_source(cfg)
     first = _first_batch(src.inputs, cfg.capture.batch_size)
     labels = None if src.labels is None else src.labels[: cfg.capture.batch_size]
