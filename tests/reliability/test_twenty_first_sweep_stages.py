@@ -58,23 +58,40 @@ def test_a_damaged_run_record_names_its_field(tmp_path, outputs, run_cli, snapsh
     assert snapshot(run) == before
 
 
-def test_a_record_of_the_same_settings_under_another_fingerprint_says_so(
-    tmp_path, outputs, run_cli, make_store
-):
-    """A record whose fingerprint is not its settings' (edited by hand) was refused as
-    settings that changed, naming none."""
-    from saeatlas.pipeline import load_run_config
-    from saeatlas.pipeline.record import stage_settings
+def test_a_sweep_that_is_off_decides_nothing_and_changes_read_as_yaml(tmp_path, outputs):
+    """With `sweep.enabled: false`, `sweep.values` edited refused the run's complete SAE as
+    made with other settings (and `--overwrite` trained it again); a changed setting was
+    shown as Python shows it (`analyze.max_rows` was None), not as the config writes it."""
+    import shutil
+    from dataclasses import replace
 
-    cli, one_line = run_cli
-    config = _config(tmp_path, outputs)
-    run = tmp_path / "run"
-    make_store(run / "store")
-    settings = stage_settings(load_run_config(config))["capture"]
-    record = {"fingerprint": "0" * 16, "settings": settings, "complete": True}
-    (run / "run.json").write_text(json.dumps({"format_version": 1, "stages": {"capture": record}}))
-    r = cli("run", config, "--out", run, "-q")
-    one_line(r, "(capture: its settings changed (its record's fingerprint is not this config's))")
+    from saeatlas.errors import ConfigError
+    from saeatlas.pipeline import load_run_config
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
+    from saeatlas.pipeline.run import _refuse_changed
+
+    old = load_run_config(_config(tmp_path, outputs))
+    paths = RunPaths(tmp_path / "run")
+    shutil.copytree(outputs.sae, paths.sae)
+    shutil.copytree(outputs.atlas, paths.atlas)
+    prints, settings = fingerprints(old), stage_settings(old)
+    stages = {
+        name: {"fingerprint": prints[name], "settings": settings[name], "complete": True}
+        for name in ("train", "analyze")
+    }
+    paths.state.write_text(json.dumps({"format_version": 1, "stages": stages}))
+
+    def refuse(cfg):
+        state = RunState(paths.state)
+        _refuse_changed(cfg, paths, state, fingerprints(cfg), stage_settings(cfg))
+
+    new = replace(old, sweep=replace(old.sweep, values=(4.0, 8.0)))
+    refuse(new)  # kept: the sweep is off
+    with pytest.raises(ConfigError) as e:
+        refuse(replace(new, analyze=replace(new.analyze, max_rows=150)))
+    assert "(analyze: `analyze.max_rows` was null, now 150)" in str(e.value), e.value
+    assert "(train:" not in str(e.value), e.value
 
 
 OCCUPIED = {

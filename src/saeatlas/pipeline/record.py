@@ -97,7 +97,34 @@ def changed_settings(old: Any, new: Any, name: str = "") -> list[str]:
             for k in sorted(set(old) | set(new))
             for d in changed_settings(old.get(k), new.get(k), f"{name}.{k}" if name else k)
         ]
-    return [] if old == new else [f"`{name}` was {old!r}, now {new!r}"]
+    # as a run config writes them (null, true), not as Python shows them (None, True)
+    return [] if old == new else [f"`{name}` was {_shown(old)}, now {_shown(new)}"]
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def _as_read(settings: Any) -> Any:
+    """A stage's settings less those it does not read: a sweep that is off decides
+    nothing but that it is off (its `values` edited refused the training as changed)."""
+    sweep = settings.get("sweep") if isinstance(settings, dict) else None
+    if isinstance(sweep, dict) and sweep.get("enabled") is False:
+        return {**settings, "sweep": {"enabled": False}}
+    return settings
+
+
+def setting_changes(record: dict[str, Any], fingerprint: str, settings: Any) -> list[str] | None:
+    """None when the stage of ``record`` ran with ``settings`` (its :func:`fingerprints`
+    entry is ``fingerprint``), else the settings that differ (none named when the record
+    holds no settings). Settings it does not read are not compared (:func:`_as_read`),
+    and a record of the same settings under another fingerprint is of them."""
+    if record.get("fingerprint") == fingerprint:
+        return None
+    old = record.get("settings")
+    if not isinstance(old, dict):
+        return []
+    return changed_settings(_as_read(old), _as_read(settings)) or None
 
 
 def source_files(cfg: RunConfig, record: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -33,10 +33,10 @@ from .outputs import (
 )
 from .record import (
     RunState,
-    changed_settings,
     code_files,
     fingerprints,
     rank_settings,
+    setting_changes,
     source_files,
     stage_complete,
     stage_has_output,
@@ -308,14 +308,11 @@ def _refuse_changed(
         if _enabled(name, config) is not None or record is None:
             continue
         where = getattr(paths, _OUTPUT[name])
-        if record.get("fingerprint") != prints[name]:
+        changes = setting_changes(record, prints[name], settings[name])
+        if changes is not None:
             if not stage_has_output(name, paths, config):
                 continue
-            old = record.get("settings")
-            # the same settings under another fingerprint: a record edited by hand
-            what = (
-                "; ".join(changed_settings(old, settings[name])) if isinstance(old, dict) else ""
-            ) or "its settings changed (its record's fingerprint is not this config's)"
+            what = "; ".join(changes) or "its settings changed"
         elif (
             name == "capture"
             and record.get("files", files := source_files(config, record)) != files
@@ -357,7 +354,11 @@ def _decide(
     files = source_files(config, record) if name == "capture" else None
     # a model, inputs or labels file edited in place: the config reads the same
     edited = record is not None and record.get("files", files) != files
-    same = record is not None and record.get("fingerprint") == prints[name] and not edited
+    same = (
+        record is not None
+        and setting_changes(record, prints[name], settings[name]) is None
+        and not edited
+    )
     finished = record is None or (same and record.get("complete", False))
     where = getattr(paths, _OUTPUT[name])
     # looked up once, and only where the outcome or its reason depends on it
