@@ -233,6 +233,28 @@ def test_validate_refuses_a_training_of_years_up_front(run_cli, forbid):
     one_line(r, "--tokens (10,000,000,000,000,000) is more than 1,000 passes", "20,000,000")
 
 
+# -- report -------------------------------------------------------------------------------------
+
+
+def test_a_report_is_not_written_over_a_named_pipe_or_a_device(analysed, run_cli, tmp_path):
+    """`report --out /dev/null` replaced the system's /dev/null with the page (as root:
+    the rename that puts a written file in place replaces a device, a named pipe or a
+    socket); now refused before the figures are drawn, by every file writer."""
+    import os
+    import stat
+
+    from saeatlas.errors import ConfigError
+    from saeatlas.store.atomic import atomic_write_bytes
+
+    cli, one_line = run_cli
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    one_line(cli("report", analysed, "--out", pipe), f"'{pipe}' is a named pipe, not a file")
+    with pytest.raises(ConfigError, match="is a named pipe, not a file"):
+        atomic_write_bytes(pipe, b"x")
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+
+
 # -- ranks given other settings -------------------------------------------------------------------
 
 
