@@ -285,6 +285,18 @@ def _other_settings_on_rank_1(rank, world, port, root, store, sae, model, inputs
     from saeatlas.train import TrainConfig
 
     run = RunConfig(model=model, inputs=inputs, layers=("1", "3"))
+
+    def analyze_cli() -> None:  # `analyze --model` with another --ablation-mode on rank 1
+        from typer.testing import CliRunner
+
+        from saeatlas.cli import app
+
+        flags = ["--model", model, "--inputs", inputs, "--labels", f"{root}/labels.npy"]
+        flags += ["--ablation-mode", ("zero", "mean")[rank], "--n-null", "0", "-q"]
+        args = ["analyze", "--sae", sae, "--acts", store, "--out", f"{root}/atlas", *flags]
+        r = CliRunner().invoke(app, [str(a) for a in args])
+        raise RuntimeError(r.output.strip().splitlines()[-1])
+
     calls = {
         # summed in over rank 0's rows: 105 rows of 300 evaluated, without a word
         "evaluate": lambda: evaluate_sae(
@@ -305,6 +317,8 @@ def _other_settings_on_rank_1(rank, world, port, root, store, sae, model, inputs
         # NumPy's "inhomogeneous shape" ValueError
         "ablation n_random": lambda: _ablation(rank, n_random=6),
         "ablation labels": lambda: _ablation(rank, labels=(np.arange(40) + 1) % 3),
+        # compared by the ablation, after the whole analysis
+        "analyze": analyze_cli,
         # every stage ran until its own check stopped it (capture and training written)
         "run": lambda: run_pipeline(
             RunConfig(**{**run.__dict__, "analyze": AtlasConfig(n_examples=1 + rank)}),
@@ -330,6 +344,7 @@ def _other_settings_on_rank_1(rank, world, port, root, store, sae, model, inputs
 
 
 def test_ranks_given_other_settings_stop_together_before_their_work(tmp_path, outputs, spawn_ranks):
+    np.save(tmp_path / "labels.npy", np.arange(300) % 3)
     args = (tmp_path, outputs.store, outputs.sae, outputs.model, str(outputs.inputs))
     spawn_ranks(_other_settings_on_rank_1, args, 60)
     results = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2)]
@@ -344,7 +359,11 @@ def test_ranks_given_other_settings_stop_together_before_their_work(tmp_path, ou
     for name, needle in needles.items():
         for rank in range(2):
             assert results[rank][name].startswith(f"ConfigError: {needle}"), (rank, results)
+    analysis = "RuntimeError: Error: The ranks of this analysis were given different"
+    for rank in range(2):
+        assert results[rank]["analyze"].startswith(f"{analysis} --ablation-mode"), results
     assert results[0]["gone"].startswith(
         "DistributedError: Rank 0 of 2 lost contact with the other ranks of the ablation"
     ), results[0]["gone"]
-    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+    for output in ("run", "sweep", "atlas"):
+        assert not (tmp_path / output).exists(), output
