@@ -233,6 +233,24 @@ def test_validate_refuses_a_training_of_years_up_front(run_cli, forbid):
     one_line(r, "--tokens (10,000,000,000,000,000) is more than 1,000 passes", "20,000,000")
 
 
+DEMO_FLAGS = {
+    # "`seed` must be an integer of at most 64 bits (below 2**63)", naming no flag
+    "--seed 10**20": (["--seed", 10**20], "--seed must be in [0, 4294967295]"),
+    # "`n_texts` must be positive, got 0"
+    "--n-texts 0": (["--model", "minilm", "--n-texts", 0], "--n-texts must be 1 or more"),
+    # "`max_length` must be positive, got -5"
+    "--max-length -5": (["--model", "minilm", "--max-length", -5], "--max-length must be 1 or"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEMO_FLAGS))
+def test_a_demo_value_out_of_range_names_its_flag(tmp_path, run_cli, case):
+    cli, one_line = run_cli
+    args, needle = DEMO_FLAGS[case]
+    one_line(cli("demo", *args, "--out", tmp_path / "demo", "-q"), needle)
+    assert not (tmp_path / "demo").exists()
+
+
 # -- report -------------------------------------------------------------------------------------
 
 
