@@ -251,6 +251,15 @@ def test_a_demo_value_out_of_range_names_its_flag(tmp_path, run_cli, case):
     assert not (tmp_path / "demo").exists()
 
 
+def test_a_sweep_of_a_setting_the_architecture_does_not_read_says_so(outputs, run_cli, tmp_path):
+    """`sweep --over l1_coefficient --d-sae 8` of a topk SAE was refused as its default k
+    (32) above --d-sae, "Lower `k` (--k)", a flag not given and a setting not swept."""
+    cli, one_line = run_cli
+    flags = ["--over", "l1_coefficient", "--values", "1", "2", "--d-sae", "8", "-q"]
+    r = cli("sweep", "--acts", outputs.store, "--out", tmp_path / "sw", *flags)
+    one_line(r, "A topk SAE's sparsity is set by `k`, not `l1_coefficient`")
+
+
 # -- report -------------------------------------------------------------------------------------
 
 

@@ -152,13 +152,7 @@ def sweep(
         raise ConfigError(f"`values` must be a list of numbers, got {type(values).__name__}.")
     values = [v.item() if isinstance(v, np.generic) else v for v in values]
     check_sweep_values(over, values)
-    setting = get_architecture(base.architecture).sparsity_setting
-    if over != setting:
-        raise ConfigError(
-            f"A {base.architecture} SAE's sparsity is set by `{setting}`, not `{over}`: every "
-            f"member would be the same SAE. Sweep --over {setting}, or choose the architecture "
-            f"that `{over}` belongs to (--architecture)."
-        )
+    check_swept_setting(base.architecture, over)
     # 2.0 ended in a TypeError, and "2" was refused as "got 2"
     if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds not in (1, 2):
         raise ConfigError(f"--seeds (`seeds`) must be 1 or 2, got {shown(seeds)}.")
@@ -210,6 +204,17 @@ def sweep(
                 store, base, over, out, new, seeds, heldout_fraction, world, progress, resume
             )
             return _sweep(members, values, extend)
+
+
+def check_swept_setting(architecture: str, over: str) -> None:
+    """Refuse a swept setting that ``architecture`` does not read."""
+    setting = get_architecture(architecture).sparsity_setting
+    if over != setting:
+        raise ConfigError(
+            f"A {architecture} SAE's sparsity is set by `{setting}`, not `{over}`: every "
+            f"member would be the same SAE. Sweep --over {setting}, or choose the architecture "
+            f"that `{over}` belongs to (--architecture)."
+        )
 
 
 def check_sweep_values(over: str, values: list[float]) -> None:
