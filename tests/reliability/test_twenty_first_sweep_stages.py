@@ -116,6 +116,19 @@ def test_a_run_refuses_an_occupied_output_before_its_first_stage(tmp_path, outpu
     assert not (run / "store").exists() and (run / file).read_text() == "mine"
 
 
+def test_a_run_keeps_a_config_yaml_of_the_users(tmp_path, outputs, run_cli):
+    """`saeatlas run a.yaml --out .` in a folder of the user's replaced its config.yaml (of
+    another tool, or another run config) with the run's, without a word."""
+    cli, one_line = run_cli
+    run = tmp_path / "mine"
+    run.mkdir()
+    (run / "config.yaml").write_text("# my notes\nfoo: 1\n")
+    r = cli("run", _config(tmp_path, outputs), "--out", run, "-q")
+    one_line(r, f"'{run / 'config.yaml'}' is a file that no run wrote", "choose another --out")
+    assert (run / "config.yaml").read_text() == "# my notes\nfoo: 1\n"
+    assert not (run / "store").exists()
+
+
 # -- rows held out ------------------------------------------------------------------------------
 
 HELD_OUT = {

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from .._world import is_main_process
 from ..errors import ConfigError
 from ..sae.files import CFG, WEIGHTS
@@ -145,6 +147,25 @@ def check_stage_outputs(paths: RunPaths, seed_saes: list[Path], sweep: bool) -> 
                 f"'{paths.out / name}' is not a file: the run writes its {name} there. Move "
                 "it away, or choose another --out."
             )
+
+
+def check_config_ours(paths: RunPaths) -> None:
+    """Refuse to replace an ``OUT/config.yaml`` that no run wrote: one beside a run's
+    ``run.json``, or holding ``out: .`` as a run writes it, is the run's own record;
+    another (`saeatlas run a.yaml --out .` in a folder of the user's, whose own
+    config.yaml was replaced without a word) is the user's."""
+    if not paths.config.is_file() or paths.state.exists():
+        return
+    try:
+        raw = yaml.safe_load(paths.config.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        raw = None
+    if isinstance(raw, dict) and raw.get("out") == ".":
+        return
+    raise ConfigError(
+        f"'{paths.config}' is a file that no run wrote, where the run writes its config; "
+        "move it away, or choose another --out (a new folder for the run)."
+    )
 
 
 def store_complete(path: Path) -> bool:

@@ -27,6 +27,7 @@ from ..structure import Atlas
 from .config import RunConfig, load_run_config
 from .outputs import (
     RunPaths,
+    check_config_ours,
     check_run_out,
     check_stage_outputs,
     run_dir_path,
@@ -249,6 +250,7 @@ def _run_stages(
             remove_killed_writes(path)
         record = replace(config, out=".").dumps()
         if not _holds(paths.config, record):
+            check_config_ours(paths)  # a file of the user's there was replaced
             atomic_write_bytes(paths.config, record.encode())
     ctx = StageContext(config, paths, progress and main)
     outcomes: list[StageOutcome] = []
