@@ -317,7 +317,19 @@ def coordinate(
     world = join(device or "cpu")
     if world.size == 1:
         return Coordinator(world, job=job, hint=hint)
-    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+    # a meeting of every rank too: one that failed before it left the others with torch's
+    # DistStoreError ("wait timeout after 1800000ms, keys: /default_pg/...") at the end
+    why = (
+        f"one of them stopped before it reached the {job}, or took more than `timeout_s` "
+        f"({timeout_s:g} s, --timeout) to reach it. See the other ranks' output for the cause."
+    )
+    try:
+        with collective(world, job, why):
+            group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+    except DistributedError:
+        if joined_here and dist.is_initialized():
+            dist.destroy_process_group()
+        raise
     return Coordinator(world, group, timeout_s, owns_default=joined_here, job=job, hint=hint)
 
 

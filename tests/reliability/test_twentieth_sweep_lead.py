@@ -108,7 +108,7 @@ def test_a_capture_recorded_before_the_model_details_resumes_and_ablates(tmp_pat
             ["sweep", "--over", "k", "--values", "4", "8", "--heldout-fraction", "1.5"],
             "--heldout-fraction (`heldout_fraction`) must be in (0, 0.5)",
         ),
-        (["demo", "--seed", "-1"], "--seed must be 0 or more"),
+        (["demo", "--seed", "-1"], "--seed must be in [0, 4294967295]"),
     ],
 )
 def test_a_value_out_of_range_names_the_flag_given(tmp_path, run_cli, args, needle):

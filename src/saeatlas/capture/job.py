@@ -270,12 +270,28 @@ def capture_job(
         "model_details": model_details(model),
         "inputs": inputs_fingerprint(inputs),
         "labels": None if labels is None else inputs_fingerprint(_as_array(labels)),
+        "label_values": None if labels is None else label_values_fingerprint(labels),
         "layers": list(layers),
         "settings": settings,
     }
     if tokenizer is not None:  # texts only: other inputs do not go through it
         job["tokenizer"] = tokenizer_fingerprint(tokenizer)
     return job
+
+
+def label_values_fingerprint(labels: Any) -> str:
+    """The fingerprint of ``labels``' values, whatever the width of their type: the same
+    classes as int32 (a `.npy` saved so) and int64 (a JSON list) were refused by a resume
+    as other labels (`labels`, the fingerprint of the array as given, stays beside it
+    for stores that record no more)."""
+    lab = _as_array(labels)
+    if lab.dtype.kind == "i" or (lab.dtype.kind == "u" and (not lab.size or lab.max() < 2**63)):
+        lab = lab.astype(np.int64)
+    elif lab.dtype.kind == "f":
+        lab = lab.astype(np.float64)
+    elif lab.dtype.kind == "U":
+        lab = lab.astype(object)
+    return inputs_fingerprint(lab)
 
 
 def _as_array(labels: Any) -> np.ndarray:

@@ -9,7 +9,11 @@ from ..errors import ConfigError
 
 
 def flag_facts(
-    seeds: int, seed_sae: list[Path], model: str | None, sweep: Path | None
+    seeds: int,
+    seed_sae: list[Path],
+    model: str | None,
+    sweep: Path | None,
+    ablation: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """The flags that decide which steps a rank of a ``torchrun`` analysis takes (and so
     where it meets the others), compared before any: a rank given `--seeds 2` beside one
@@ -21,6 +25,9 @@ def flag_facts(
         "--seed-sae (count)": len(seed_sae),
         "--model (given)": model is not None,
         "--sweep (given)": sweep is not None,
+        # the ablation's flags (with --model), compared by the ablation only after the
+        # whole analysis had run
+        **(ablation if model is not None and ablation else {}),
     }
 
 

@@ -162,7 +162,17 @@ def _analyze(
     with output_lock(out if main else None):
         coord.check(None)  # rank 0 holds the lock (or every rank stops)
         coord.agree(
-            flag_facts(seeds, seed_sae, model, sweep),
+            flag_facts(
+                seeds,
+                seed_sae,
+                model,
+                sweep,
+                {
+                    "--ablation-mode": ablation_mode,
+                    "--ablation-draws": ablation_draws,
+                    "--loss": loss,
+                },
+            ),
             "this analysis",
             "Give every rank the same flags.",
         )

@@ -139,12 +139,16 @@ def demo_cmd(
     digits, or (--model minilm) all-MiniLM-L6-v2 reading Python's docstrings."""
     from ..demo import run_demo, run_minilm_demo
     from ..pipeline.outputs import run_dir_path
+    from ..structure.config import MAX_SEED
 
     if model not in DEMO_MODELS:
         raise ConfigError(f"Unknown --model {model!r}; expected one of: {list(DEMO_MODELS)}.")
-    if seed < 0:  # refused as `seed` of [0, 9223372036854775807], naming no flag
+    # refused by the config naming `seed` (of [0, 4294967295]), `n_texts` or `max_length`,
+    # no flag; 10**20 as "`seed` must be an integer of at most 64 bits"
+    if not 0 <= seed <= MAX_SEED:
         raise ConfigError(
-            f"--seed must be 0 or more (it seeds the SAEs, resamples and nulls), got {seed}."
+            f"--seed must be in [0, {MAX_SEED}] (it seeds the SAEs, resamples and nulls), got "
+            f"{seed}."
         )
     given = {p: getattr(ctx.get_parameter_source(p), "name", "") for p in ("n_texts", "max_length")}
     texts = [f"--{p.replace('_', '-')}" for p, how in given.items() if how == "COMMANDLINE"]
@@ -154,6 +158,9 @@ def demo_cmd(
             f"only; the digits demo reads images, not texts. Drop {' and '.join(texts)}, or "
             "pass --model minilm."
         )
+    for flag, value in (("--n-texts", n_texts), ("--max-length", max_length)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be 1 or more, got {value}.")
     run_dir = run_dir_path(out)
     if model == "digits":
         result = run_demo(

@@ -295,11 +295,12 @@ def _sweep_cmd(
     Under `torchrun --nproc_per_node N -m saeatlas sweep ...` every member trains
     data-parallel, as `train` does; the ranks share the held-out evaluation and rank 0
     writes the sweep."""
-    from .._config_cli import build_config
+    from .._config_cli import build_config, given_settings
     from ..errors import ConfigError
+    from ..sae.architectures import ARCHITECTURES
     from ..store import ActivationStore
     from ..sweep import sweep
-    from ..sweep.sweep import check_sweep_values
+    from ..sweep.sweep import check_sweep_values, check_swept_setting
     from ..train import TrainConfig
 
     # Every member sets --over itself; the base takes the first value, so that the
@@ -317,6 +318,12 @@ def _sweep_cmd(
             f"of the store ({heldout_fraction:g}) for every member and evaluates them there. "
             "Drop --heldout-rows, or set --heldout-fraction."
         )
+    # before the members' settings: sweeping l1_coefficient of a topk SAE was refused as
+    # its default `k` above --d-sae ("Lower `k` (--k)"), a setting the sweep does not read
+    in_file = given_settings(config, {}, "train")
+    arch = settings.get("architecture") or in_file.get("architecture", TrainConfig.architecture)
+    if arch in ARCHITECTURES:
+        check_swept_setting(arch, over)
     # Every member's settings are checked here, so that a value out of the setting's
     # range is named as one of --values (the flag given), not as the swept setting's flag.
     members = []
@@ -327,10 +334,8 @@ def _sweep_cmd(
             own = "--" + over.replace("_", "-")
             raise ConfigError(re.sub(rf"{own}(?![a-z-])", "--values", str(e))) from None
     base = members[0]
-    from .._config_cli import given_settings
     from ..train.config import unread_settings
 
-    in_file = given_settings(config, {}, "train")
     if over in in_file:  # as the flag is refused above; a run config's `train` may hold it
         log.warning(
             "`%s: %s` in %s is not read by sweep --over %s: every member takes its %s from "

@@ -15,7 +15,7 @@ from .._validation import check_device, in_range, shown
 from .._world import rank_device
 from ..errors import ConfigError, NonFiniteError
 from ..sae import SparseAutoencoder
-from ..sae.model import check_loaded_sae, sae_layers
+from ..sae.model import check_loaded_sae, sae_fingerprint, sae_layers
 from ..store import ActivationStore
 from ..store.stats import RunningMoments
 
@@ -142,6 +142,19 @@ def evaluate_sae(
     def on_ranks(coord: Coordinator) -> tuple[int, float, float, np.ndarray, RunningMoments]:
         """This rank's share of the batches (contiguous, in rank order), summed over
         the ranks; every rank gets the sums one process makes."""
+        if coord.distributed:  # a rank given other rows or another SAE was summed in
+            coord.agree(
+                {
+                    "--start": start,
+                    "--stop": stop,
+                    "--batch-size": batch_size,
+                    "--sae": sae_fingerprint(sae, metadata=False),
+                    "--acts": store.digest(),
+                },
+                "this evaluation",
+                "Every rank must evaluate the same SAE on the same rows: give every rank the "
+                "same command line.",
+            )
         here = rank_device(str(device), coord.world) or str(device)
         model = sae.to(here).eval()
         lo, hi = coord.share(len(batches))

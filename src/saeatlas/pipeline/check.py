@@ -18,10 +18,12 @@ import numpy as np
 import torch
 
 from ..capture import capture_activations
+from ..capture.inputs import known_length
 from ..store.lock import check_writable
 from .config import RunConfig
 from .fit import check_store_fits
-from .outputs import check_run_out
+from .outputs import RunPaths, check_run_out
+from .record import RunState
 from .source import load_source
 from .stages import check_ablation_source
 
@@ -36,6 +38,17 @@ def _first_batch(inputs: object, n: int) -> object:
     return list(itertools.islice(iter(inputs), 1))  # an iterable of batches
 
 
+def _capture_rows(cfg: RunConfig, inputs: object, first: object, first_rows: int) -> int | None:
+    """The rows the whole capture of ``inputs`` gives, from the ``first_rows`` its first
+    batch ``first`` gave: arrays give as many rows per sample (one, or one per position);
+    texts (padding dropped) and iterables of batches are not known before they are read,
+    nor is what `--on-nonfinite skip` leaves out (None)."""
+    n, n_first = known_length(inputs), known_length(first)
+    if not isinstance(inputs, (torch.Tensor, np.ndarray)) or cfg.capture.on_nonfinite != "error":
+        return None
+    return None if n is None or not n_first else first_rows // n_first * n
+
+
 def check_run(cfg: RunConfig, out: str | Path | None = None) -> str:
     """Dry-run ``cfg`` on its first input batch; raise :class:`ConfigError` (or the
     capture's own error) for what would fail later, the run directory ``out`` (default:
@@ -44,6 +57,7 @@ def check_run(cfg: RunConfig, out: str | Path | None = None) -> str:
     if out is not None:  # a file, an unwritable folder, a store: the run stops there
         check_writable(out, holds_outputs=True)
         check_run_out(Path(out))
+        RunState(RunPaths(Path(out)).state)  # a damaged run.json, as the run reads it
     src = load_source(cfg)
     first = _first_batch(src.inputs, cfg.capture.batch_size)
     labels = None if src.labels is None else src.labels[: cfg.capture.batch_size]
@@ -60,4 +74,4 @@ def check_run(cfg: RunConfig, out: str | Path | None = None) -> str:
             labels=labels,
             progress=False,
         )
-        return check_store_fits(cfg, store)
+        return check_store_fits(cfg, store, _capture_rows(cfg, src.inputs, first, store.n_rows))

@@ -5,17 +5,24 @@ the sweep and the training rather than after them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..errors import ConfigError
 from ..sae.architectures import get_architecture
 from ..store import ActivationStore
 from ..structure.inputs import check_label_column
+from ..sweep.members import heldout_rows
+from ..train.run import training_rows
 from .config import RunConfig
 
 
-def check_store_fits(cfg: RunConfig, store: ActivationStore) -> str:
+def check_store_fits(cfg: RunConfig, store: ActivationStore, n_rows: int | None) -> str:
     """Refuse what ``cfg``'s later stages would refuse of ``store`` (`train.layers` it does
     not record, TopK sparsities above the SAE's latents, an `analyze.label_column` its
-    rows lack); return a one-line summary of the layers and the SAE's size."""
+    rows lack, held-out rows or a batch size that leave too few rows to train on);
+    return a one-line summary of the layers and the SAE's size. ``n_rows``: the rows the
+    whole capture gives (the store's, or at most these for a dry run's first batch; None:
+    not known, as of a dry run of texts, and not checked)."""
     layers = store.layers
     known = [l.name for l in layers]
     chosen = list(cfg.train.layers) or known
@@ -44,4 +51,27 @@ def check_store_fits(cfg: RunConfig, store: ActivationStore) -> str:
         check_label_column(cfg.analyze, store)
     except ConfigError as e:
         raise ConfigError(f"`analyze.{str(e).lstrip('`')}") from None
+    if n_rows is not None:
+        check_rows_fit(cfg, n_rows)
     return f"dry run: layers {known} give {d_in} units; the SAE has {d_sae} latents"
+
+
+def _run_field(name: str) -> str:
+    return f"`train.{name}`"
+
+
+def _member_field(name: str) -> str:
+    return "`sweep.heldout_fraction`" if name == "heldout_rows" else _run_field(name)
+
+
+def check_rows_fit(cfg: RunConfig, n_rows: int) -> None:
+    """Refuse what the sweep and the training would refuse of a store of ``n_rows`` rows:
+    too few held out by `sweep.heldout_fraction`, too many by `train.heldout_rows`, or a
+    `train.batch_size` above the rows left to train on. The training found them only
+    after the sweep had run (and `run --check` called such a config valid)."""
+    if cfg.sweep.enabled:
+        held = heldout_rows(n_rows, cfg.sweep.heldout_fraction, "`sweep.heldout_fraction`")
+        member = replace(cfg.train, heldout_rows=held)
+        training_rows(member, n_rows, "the run's store (in a sweep member)", name=_member_field)
+    if not cfg.sweep.enabled or cfg.sweep.retrain or cfg.n_trained_seeds:
+        training_rows(cfg.train, n_rows, "the run's store", name=_run_field)

@@ -23,15 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from .._world import is_main_process
 from ..errors import ConfigError
 from ..sae.files import CFG, WEIGHTS
+from ..sae.io import check_sae_out
 from ..store.atomic import recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..store.manifest import MANIFEST
 from ..store.merge import recover_store
-from ..structure.atlas import ATLAS_JSON, OPTIONAL_TABLES, TABLES
-from ..sweep.sweep import SWEEP_JSON
+from ..structure.atlas import ATLAS_JSON, OPTIONAL_TABLES, TABLES, check_atlas_out
+from ..sweep.sweep import SWEEP_JSON, check_sweep_out
 from ..train.checkpoint import CHECKPOINT
 from ..train.trainer import METRICS
 
@@ -123,6 +126,46 @@ def check_run_out(out: Path) -> None:
                 f"'{out}' is {what} ({marker}), not a run directory; give --out a new folder "
                 "(the run writes its store, SAE and atlas inside it)."
             )
+
+
+def check_stage_outputs(paths: RunPaths, seed_saes: list[Path], sweep: bool) -> None:
+    """Refuse, before the first stage, an output that a stage would refuse when it
+    starts (a file, or a folder of other files, where the sweep, an SAE or the atlas
+    goes): the run found it only once the stages before it had run (`OUT/atlas`, a
+    link to a folder of the user's, after the capture and the training). Complete
+    outputs are not looked at: they are kept, or replaced by their own stage."""
+    if not (paths.atlas / ATLAS_JSON).is_file():
+        check_atlas_out(paths.atlas, overwrite=True)
+    for sae in (paths.sae, *seed_saes):
+        if not (sae / CFG).is_file():
+            check_sae_out(sae, overwrite=True, resume=True)
+    if sweep and not (paths.sweep / SWEEP_JSON).is_file():
+        check_sweep_out(paths.sweep, overwrite=True)
+    for name in (CONFIG_YAML, RUN_JSON):  # "Cannot write or read '.tmp-config.yaml-...'"
+        if (paths.out / name).exists() and not (paths.out / name).is_file():
+            raise ConfigError(
+                f"'{paths.out / name}' is not a file: the run writes its {name} there. Move "
+                "it away, or choose another --out."
+            )
+
+
+def check_config_ours(paths: RunPaths) -> None:
+    """Refuse to replace an ``OUT/config.yaml`` that no run wrote: one beside a run's
+    ``run.json``, or holding ``out: .`` as a run writes it, is the run's own record;
+    another (`saeatlas run a.yaml --out .` in a folder of the user's, whose own
+    config.yaml was replaced without a word) is the user's."""
+    if not paths.config.is_file() or paths.state.exists():
+        return
+    try:
+        raw = yaml.safe_load(paths.config.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        raw = None
+    if isinstance(raw, dict) and raw.get("out") == ".":
+        return
+    raise ConfigError(
+        f"'{paths.config}' is a file that no run wrote, where the run writes its config; "
+        "move it away, or choose another --out (a new folder for the run)."
+    )
 
 
 def store_complete(path: Path) -> bool:

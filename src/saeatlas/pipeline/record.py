@@ -76,6 +76,18 @@ def fingerprints(cfg: RunConfig) -> dict[str, str]:
     }
 
 
+def rank_settings(config: RunConfig) -> dict[str, object]:
+    """The settings the ranks of a run must share, by name (`train.k`): every section's
+    and those of the model and inputs but their paths (the capture compares what they
+    hold by its fingerprints; another node may see them elsewhere) and `threads`."""
+    raw = config.to_dict()
+    out = {f"`{k}`": raw[k] for k in ("layers", "model_args", "inputs_args") if k in raw}
+    for name, section in raw.items():
+        if isinstance(section, dict) and name not in ("model_args", "inputs_args"):
+            out.update({f"`{name}.{k}`": v for k, v in section.items()})
+    return out
+
+
 def changed_settings(old: Any, new: Any, name: str = "") -> list[str]:
     """The settings that differ between two of :func:`stage_settings`'s values, as
     ``section.field`` with both values (one entry per field, nested ones flattened)."""
@@ -85,7 +97,34 @@ def changed_settings(old: Any, new: Any, name: str = "") -> list[str]:
             for k in sorted(set(old) | set(new))
             for d in changed_settings(old.get(k), new.get(k), f"{name}.{k}" if name else k)
         ]
-    return [] if old == new else [f"`{name}` was {old!r}, now {new!r}"]
+    # as a run config writes them (null, true), not as Python shows them (None, True)
+    return [] if old == new else [f"`{name}` was {_shown(old)}, now {_shown(new)}"]
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def _as_read(settings: Any) -> Any:
+    """A stage's settings less those it does not read: a sweep that is off decides
+    nothing but that it is off (its `values` edited refused the training as changed)."""
+    sweep = settings.get("sweep") if isinstance(settings, dict) else None
+    if isinstance(sweep, dict) and sweep.get("enabled") is False:
+        return {**settings, "sweep": {"enabled": False}}
+    return settings
+
+
+def setting_changes(record: dict[str, Any], fingerprint: str, settings: Any) -> list[str] | None:
+    """None when the stage of ``record`` ran with ``settings`` (its :func:`fingerprints`
+    entry is ``fingerprint``), else the settings that differ (none named when the record
+    holds no settings). Settings it does not read are not compared (:func:`_as_read`),
+    and a record of the same settings under another fingerprint is of them."""
+    if record.get("fingerprint") == fingerprint:
+        return None
+    old = record.get("settings")
+    if not isinstance(old, dict):
+        return []
+    return changed_settings(_as_read(old), _as_read(settings)) or None
 
 
 def source_files(cfg: RunConfig, record: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -147,6 +186,38 @@ def _stamp(path: Path) -> list[int] | None:
     return [n, size, int(h.hexdigest()[:15], 16)]
 
 
+#: The fields of a stage's record that :class:`RunState` writes, with their kinds (a
+#: field left out is not checked: ``files`` is the capture's, and ``stamp`` a finished
+#: stage's).
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "fingerprint": (str,),
+    "settings": (dict,),
+    "complete": (bool,),
+    "files": (dict,),
+    "stamp": (str, type(None)),
+}
+
+
+def _check_record(name: str, record: Any) -> None:
+    """Raise TypeError naming the field of stage ``name``'s record that is of another
+    kind than :class:`RunState` writes: a fingerprint edited to null was refused as
+    settings that changed without naming any, `complete: "no"` was read as finished, and
+    `files: null` ended in an AttributeError traceback."""
+    if not isinstance(record, dict):
+        raise TypeError(f"the record of stage {name!r} is not an object")
+    if "fingerprint" not in record:
+        raise TypeError(f"the record of stage {name!r} has no `fingerprint`")
+    for field, kinds in RECORD_FIELDS.items():
+        if field in record and not isinstance(record[field], kinds):
+            raise TypeError(
+                f"`stages.{name}.{field}` is {json.dumps(record[field])}, not "
+                f"{' or '.join('null' if k is type(None) else _KIND_NAMES[k] for k in kinds)}"
+            )
+
+
+_KIND_NAMES = {str: "a text", dict: "an object", bool: "true or false"}
+
+
 class RunState:
     """``OUT/run.json``: per stage, the fingerprint it ran with and whether it finished."""
 
@@ -157,8 +228,8 @@ class RunState:
             return
         try:
             stages = json.loads(path.read_text())["stages"]
-            if not all(isinstance(r, dict) for r in stages.values()):
-                raise TypeError("a stage's record is not an object")
+            for name, record in stages.items():
+                _check_record(name, record)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             # no record would keep every complete output "as it is", whatever its settings
             raise ConfigError(

@@ -27,14 +27,17 @@ from ..structure import Atlas
 from .config import RunConfig, load_run_config
 from .outputs import (
     RunPaths,
+    check_config_ours,
     check_run_out,
+    check_stage_outputs,
     run_dir_path,
 )
 from .record import (
     RunState,
-    changed_settings,
     code_files,
     fingerprints,
+    rank_settings,
+    setting_changes,
     source_files,
     stage_complete,
     stage_has_output,
@@ -207,6 +210,12 @@ def _run(
     # its own output.
     with output_lock(paths.out if main else None, holds_outputs=True):
         coord.check(None)
+        # (ranks given other configs ran each stage until its own check stopped them)
+        coord.agree(
+            rank_settings(config),
+            "this run",
+            "Every rank must run the same config: give every rank the same config file.",
+        )
         coord.from_main(lambda: check_run_out(paths.out))
         state = coord.from_main(lambda: RunState(paths.state))  # rank 0's alone is used
         state = state if main else None
@@ -216,14 +225,11 @@ def _run(
         # ... and no other command writes into it meanwhile: rank 0 holds the locks of
         # every output the stages write until the run ends (else `saeatlas train --out
         # OUT/sae` started while the sweep ran had its SAE replaced by the train stage).
-        outputs = (paths.store, paths.sweep, paths.sae, *_seed_saes(paths, config), paths.atlas)
+        seeds = [paths.seed_sae(i) for i in range(1, config.n_trained_seeds + 1)]
+        outputs = (paths.store, paths.sweep, paths.sae, *seeds, paths.atlas)
         with output_lock(*(outputs if main else ())):
+            coord.from_main(lambda: check_stage_outputs(paths, seeds, config.sweep.enabled))
             return _run_stages(coord, config, paths, state, prints, settings, progress, on_stage)
-
-
-def _seed_saes(paths: RunPaths, config: RunConfig) -> list[Path]:
-    """The seed SAEs the train stage writes (``sae-seeds/seed-N``)."""
-    return [paths.seed_sae(i) for i in range(1, config.n_trained_seeds + 1)]
 
 
 def _run_stages(
@@ -244,6 +250,7 @@ def _run_stages(
             remove_killed_writes(path)
         record = replace(config, out=".").dumps()
         if not _holds(paths.config, record):
+            check_config_ours(paths)  # a file of the user's there was replaced
             atomic_write_bytes(paths.config, record.encode())
     ctx = StageContext(config, paths, progress and main)
     outcomes: list[StageOutcome] = []
@@ -303,15 +310,11 @@ def _refuse_changed(
         if _enabled(name, config) is not None or record is None:
             continue
         where = getattr(paths, _OUTPUT[name])
-        if record.get("fingerprint") != prints[name]:
+        changes = setting_changes(record, prints[name], settings[name])
+        if changes is not None:
             if not stage_has_output(name, paths, config):
                 continue
-            old = record.get("settings")
-            what = (
-                "; ".join(changed_settings(old, settings[name]))
-                if isinstance(old, dict)
-                else "its settings changed"
-            )
+            what = "; ".join(changes) or "its settings changed"
         elif (
             name == "capture"
             and record.get("files", files := source_files(config, record)) != files
@@ -353,7 +356,11 @@ def _decide(
     files = source_files(config, record) if name == "capture" else None
     # a model, inputs or labels file edited in place: the config reads the same
     edited = record is not None and record.get("files", files) != files
-    same = record is not None and record.get("fingerprint") == prints[name] and not edited
+    same = (
+        record is not None
+        and setting_changes(record, prints[name], settings[name]) is None
+        and not edited
+    )
     finished = record is None or (same and record.get("complete", False))
     where = getattr(paths, _OUTPUT[name])
     # looked up once, and only where the outcome or its reason depends on it

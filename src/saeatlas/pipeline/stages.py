@@ -70,7 +70,7 @@ class StageContext:
     def store(self) -> ActivationStore:
         """The run's store, checked to fit the later stages' settings (:mod:`.fit`)."""
         store = ActivationStore.open(self.paths.store)
-        check_store_fits(self.config, store)
+        check_store_fits(self.config, store, store.n_rows)
         return store
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from ..errors import AtlasError, ConfigError
 from ..sae import SparseAutoencoder
+from ..sae.model import sae_fingerprint
 from ..store.atomic import resolve
-from ..structure.fingerprints import sae_fingerprint
 
 
 def sae_recorded(summary: dict[str, Any]) -> dict[str, Any]:

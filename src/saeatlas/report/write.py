@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..store.atomic import (
     TMP_PREFIX,
     atomic_write_bytes,
+    check_replaceable,
     remove_killed_writes,
     replacing_dir,
     resolve,
@@ -82,6 +83,7 @@ def write_report(
     given = out is not None
     out = atlas_dir / REPORT_HTML if out is None else through_link(out)
     resolve(out.parent)  # a loop of symbolic links is named before the work
+    check_replaceable(out)  # a device (--out /dev/null) before the figures are drawn
     if out.exists() and out.is_dir():
         if not given:  # named as the --out the command was not given
             raise ConfigError(

@@ -17,6 +17,8 @@ layers (``cfg.layers``); its decoder rows split by layer, and
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -321,3 +323,19 @@ def _hook_width_message(sae: SparseAutoencoder, hook: str, width: int) -> str:
         f"The SAE reads {sae.cfg.d_in} units of SAELens's `hook_name` {hook!r}, but the "
         f"store's layer of that name has {width}{why}"
     )
+
+
+def sae_fingerprint(sae: SparseAutoencoder, metadata: bool = True) -> str:
+    """A hash of ``sae``'s config and of its decoder, strided down to at most about
+    65,536 values (enough to tell two trainings apart, cheap for any size). Without
+    ``metadata``: of the config less its training record (which tells the ranks of one
+    data-parallel training apart: rank 0 alone saved it)."""
+    w = sae.W_dec.detach().reshape(-1)
+    if w.dtype == torch.bfloat16:  # numpy has no bfloat16: hash the same bits as int16
+        w = w.view(torch.int16)
+    sample = w[:: max(1, w.numel() // 65536)].cpu().numpy().tobytes()
+    cfg = dict(sae.cfg.to_json())
+    if not metadata:
+        cfg.pop("metadata", None)
+    head = json.dumps(cfg, sort_keys=True, default=str).encode()
+    return hashlib.sha256(head + sample).hexdigest()

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -84,7 +85,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         raise
 
 
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Refuse ``path`` when a device, a named pipe or a socket is there: the rename that
+    puts a written file in place replaces it (`report --out /dev/null` replaced the
+    system's /dev/null with the page, as root). A file, a link and a missing path pass;
+    a folder is refused by each writer in its own words."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # missing, or unreadable: the write says what is wrong
+        return
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode):
+        return
+    kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else None
+    raise ConfigError(
+        f"'{path}' is {kind or 'a device'}, not a file: saeatlas writes a file by replacing "
+        "what is at its path. Give the path of a file (to discard the output, a file in a "
+        "temporary folder)."
+    )
+
+
 def _write_into(path: Path, write: Callable[[Path], None]) -> None:
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}-", dir=path.parent)
     os.close(fd)

@@ -138,10 +138,16 @@ def check_same_job(
             f"The interrupted capture in '{store}' uses dtype {saved.dtype!r}, this run "
             f"asks for {dtype!r}. Resume with the same `dtype` (--store-dtype)."
         )
-    if shard_rows is not None and shard_rows != saved.shard_rows:
+    check_shard_rows(saved.shard_rows, shard_rows, f"The interrupted capture in '{store}'")
+
+
+def check_shard_rows(saved: Any, given: int | None, whose: str) -> None:
+    """Refuse rows per shard ``given`` to a resume other than the ``saved`` ones a capture
+    chose; none given (the default) continues with those."""
+    if given is not None and isinstance(saved, int) and given != saved:
         raise ConfigError(
-            f"The interrupted capture in '{store}' uses {saved.shard_rows} rows per shard, "
-            f"this run asks for {shard_rows}. Resume with the same `shard_rows`."
+            f"{whose} uses {saved} rows per shard, this run asks for {given}. Resume with the "
+            "same `shard_rows` (--shard-rows), or leave it out."
         )
 
 
@@ -151,6 +157,8 @@ def check_job(saved: dict[str, Any], job: dict[str, Any], whose: str) -> None:
     the capture did not record (one added to the job since, such as ``model_details``
     or ``tokenizer``) is not compared: a capture interrupted before it was added still
     resumes."""
+    by_value = "label_values" in saved
+    saved, job = _as_compared(saved, by_value), _as_compared(job, by_value)
     changed = sorted(k for k in saved if k not in LATE_JOB_KEYS and saved.get(k) != job.get(k))
     if changed:
         details = [d for k in changed for d in _changes(k, saved.get(k), job.get(k))]
@@ -159,6 +167,22 @@ def check_job(saved: dict[str, Any], job: dict[str, Any], whose: str) -> None:
             f"differ from those of {whose} ({'; '.join(details)}). Resume with the same "
             "model, inputs, --layers and settings, or start again with --overwrite."
         )
+
+
+def _as_compared(job: dict[str, Any], by_value: bool) -> dict[str, Any]:
+    """``job`` as a resume compares it: less its `settings.shard_rows` as given (None: the
+    default), which is compared as the rows per shard the capture chose
+    (:func:`check_shard_rows`; the default beside the same number given was refused as
+    another job), and with ``by_value`` (a job that records them) its labels by their
+    values (int32 and int64 alike were refused as other labels)."""
+    job = dict(job)
+    values = job.pop("label_values", None)
+    if by_value:
+        job["labels"] = values
+    settings = job.get("settings")
+    if isinstance(settings, dict):
+        job["settings"] = {k: v for k, v in settings.items() if k != "shard_rows"}
+    return job
 
 
 def _changes(name: str, old: Any, new: Any) -> list[str]:

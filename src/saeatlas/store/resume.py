@@ -16,7 +16,7 @@ from typing import Any
 
 from .manifest import MANIFEST, Manifest
 from .partial import check_committed, drop_uncommitted, progress_files, progress_name
-from .progress import Progress, check_job, check_same_job, read_progress
+from .progress import Progress, check_job, check_same_job, check_shard_rows, read_progress
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,13 @@ def finished_job(path: Path, work: Path, job: dict[str, Any]) -> dict[str, Any] 
     none given here, gives None and is left to :func:`.partial.prepare_partial`."""
     if progress_files(work) or not (path / MANIFEST).is_file():
         return None
-    saved = Manifest.read(path / MANIFEST).provenance.get(JOB)
+    provenance = Manifest.read(path / MANIFEST).provenance
+    saved = provenance.get(JOB)
     if not isinstance(saved, dict) or not saved or not job:
         return None  # no job to compare: as sure as nothing
     check_job(saved, job, f"the capture that wrote the complete store '{path}'")
+    given = (job.get("settings") or {}).get("shard_rows")
+    check_shard_rows(provenance.get("shard_rows"), given, f"The complete store '{path}'")
     return dict(saved)
 
 

@@ -7,10 +7,9 @@ import hashlib
 import json
 from typing import Any
 
-import torch
-
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
+from ..sae.model import sae_fingerprint
 from ..store import ActivationStore
 
 
@@ -42,14 +41,3 @@ def check_made_from(
             f"The store '{store.path}' is not the one the atlas was made from "
             f"({summary.get('store')!r}): its rows differ. Give that store with --acts."
         )
-
-
-def sae_fingerprint(sae: SparseAutoencoder) -> str:
-    """A hash of ``sae``'s config and of its decoder, strided down to at most about
-    65,536 values (enough to tell two trainings apart, cheap for any size)."""
-    w = sae.W_dec.detach().reshape(-1)
-    if w.dtype == torch.bfloat16:  # numpy has no bfloat16: hash the same bits as int16
-        w = w.view(torch.int16)
-    sample = w[:: max(1, w.numel() // 65536)].cpu().numpy().tobytes()
-    head = json.dumps(sae.cfg.to_json(), sort_keys=True, default=str).encode()
-    return hashlib.sha256(head + sample).hexdigest()

@@ -23,12 +23,13 @@ from .._coordinator import Coordinator, run_ranks, solo
 from .._world import rank_device
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
+from ..sae.model import sae_fingerprint
 from ..store import ActivationStore
 from ..store.atomic import resolve
 from .arguments import check_arguments
 from .config import AtlasConfig
 from .constants import MIN_ROWS
-from .fingerprints import sae_fingerprint, store_fingerprint
+from .fingerprints import store_fingerprint
 from .graph.codes import encode_store
 from .graph.firing import Firing, UnitsMode, firing, units_mode, view_members
 from .sae_checks import check_member, check_twin, warn_transfer

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..sae.model import sae_fingerprint
 from ..store import ActivationStore
 from .atlas import Atlas
 from .config import AtlasConfig
@@ -50,7 +51,6 @@ from .inputs import (
     AtlasInputs,
     SAELike,
     prepared_on_ranks,
-    sae_fingerprint,
     store_fingerprint,
 )
 

@@ -10,7 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from .._world import World, from_main
+from ..errors import ConfigError
 from ..evaluate import evaluate_sae
+from ..evaluate.metrics import MIN_HELDOUT_ROWS
 from ..sae import SparseAutoencoder
 from ..sae.files import CFG
 from ..store import ActivationStore
@@ -22,6 +24,19 @@ log = logging.getLogger(__name__)
 
 #: Settings a sweep can run over (the members' directories are named after them).
 SWEEPABLE = ("k", "l1_coefficient", "l0_coefficient")
+
+
+def heldout_rows(n_rows: int, heldout_fraction: float, name: str = "--heldout-fraction") -> int:
+    """The rows every member of a sweep of a store of ``n_rows`` rows holds out (the last
+    ones); refuse a ``heldout_fraction`` of too few to measure the FVU. ``name``: how the
+    message names the setting."""
+    if n_rows * heldout_fraction < MIN_HELDOUT_ROWS:
+        raise ConfigError(
+            f"`heldout_fraction` {heldout_fraction} of {n_rows} rows holds out fewer than "
+            f"{MIN_HELDOUT_ROWS} rows, too few to measure the FVU. Capture more rows or raise "
+            f"{name}."
+        )
+    return max(1, int(n_rows * heldout_fraction))
 
 
 class Members:
@@ -47,7 +62,7 @@ class Members:
     ) -> None:
         self.store, self.base, self.over, self.resume = store, base, over, resume
         self.out, self.new, self.seeds, self.world = out, new, seeds, world
-        self.heldout = max(1, int(store.n_rows * heldout_fraction))
+        self.heldout = heldout_rows(store.n_rows, heldout_fraction)
         self.start = store.n_rows - self.heldout
         self.progress = progress and world.is_main
         self.members: list[Path] = []

@@ -31,15 +31,14 @@ from .._validation import (
     check_path_argument,
     shown,
 )
-from .._world import from_main, join
+from .._world import agree, from_main, join
 from ..errors import ConfigError
-from ..evaluate.metrics import MIN_HELDOUT_ROWS
 from ..sae.architectures import get_architecture
 from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..train import TrainConfig
-from .members import SWEEPABLE, Members, drop_others, kept_members
+from .members import SWEEPABLE, Members, drop_others, heldout_rows, kept_members
 from .pareto import knee, pareto_front
 
 log = logging.getLogger(__name__)
@@ -153,13 +152,7 @@ def sweep(
         raise ConfigError(f"`values` must be a list of numbers, got {type(values).__name__}.")
     values = [v.item() if isinstance(v, np.generic) else v for v in values]
     check_sweep_values(over, values)
-    setting = get_architecture(base.architecture).sparsity_setting
-    if over != setting:
-        raise ConfigError(
-            f"A {base.architecture} SAE's sparsity is set by `{setting}`, not `{over}`: every "
-            f"member would be the same SAE. Sweep --over {setting}, or choose the architecture "
-            f"that `{over}` belongs to (--architecture)."
-        )
+    check_swept_setting(base.architecture, over)
     # 2.0 ended in a TypeError, and "2" was refused as "got 2"
     if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds not in (1, 2):
         raise ConfigError(f"--seeds (`seeds`) must be 1 or 2, got {shown(seeds)}.")
@@ -177,6 +170,20 @@ def sweep(
         raise ConfigError(f"--extend (`extend`) must be a whole number >= 0, got {extend!r}.")
     out = Path(out)
     world = join(base.device)  # under torchrun rank 0 alone locks, checks and writes
+    # a rank given other values, seeds or extensions trained other members than rank 0
+    # (an IndexError traceback, or "lost contact" once rank 0 had finished)
+    agree(
+        world,
+        {
+            "--over": over,
+            "--values": [float(v) for v in values],
+            "--seeds": seeds,
+            "--heldout-fraction": float(heldout_fraction),
+            "--extend": extend,
+        },
+        "this sweep",
+        "Every rank must run the same sweep: give every rank the same command line.",
+    )
 
     def check() -> None:
         recover_dir(out)
@@ -190,18 +197,24 @@ def sweep(
     with output_lock(out if world.is_main else None):
         from_main(check, world)
         store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
-        if store.n_rows * heldout_fraction < MIN_HELDOUT_ROWS:
-            raise ConfigError(
-                f"`heldout_fraction` {heldout_fraction} of {store.n_rows} rows holds out fewer "
-                f"than {MIN_HELDOUT_ROWS} rows, too few to measure the FVU. Capture more rows or "
-                "raise --heldout-fraction."
-            )
+        heldout_rows(store.n_rows, heldout_fraction)
         kept = replacing_dir(out, keep=resume, keep_failed=kept_members)
         with kept if world.is_main else nullcontext(None) as new:
             members = Members(
                 store, base, over, out, new, seeds, heldout_fraction, world, progress, resume
             )
             return _sweep(members, values, extend)
+
+
+def check_swept_setting(architecture: str, over: str) -> None:
+    """Refuse a swept setting that ``architecture`` does not read."""
+    setting = get_architecture(architecture).sparsity_setting
+    if over != setting:
+        raise ConfigError(
+            f"A {architecture} SAE's sparsity is set by `{setting}`, not `{over}`: every "
+            f"member would be the same SAE. Sweep --over {setting}, or choose the architecture "
+            f"that `{over}` belongs to (--architecture)."
+        )
 
 
 def check_sweep_values(over: str, values: list[float]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -88,6 +88,44 @@ def rows_digest(store: ActivationStore) -> str:
     return store.digest()[:16]
 
 
+def _flag(name: str) -> str:
+    return f"`{name}` (--{name.replace('_', '-')})"
+
+
+def training_rows(
+    cfg: TrainConfig, n_rows: int, store: str, world: int = 1, name: Callable[[str], str] = _flag
+) -> tuple[int, int]:
+    """The rows a training of ``cfg`` trains on and its batch size, on a store of ``n_rows``
+    rows (``store`` names it) over ``world`` ranks; refuse held-out rows or a batch size
+    that leave too few. ``name(field)``: how the messages name a setting (a run config's
+    `train.heldout_rows`, not the flag of `saeatlas train`)."""
+    train_rows = n_rows - cfg.heldout_rows
+    if train_rows < 0:  # the message below showed a negative count of rows
+        raise ConfigError(
+            f"{name('heldout_rows')} is {cfg.heldout_rows}, more than the {n_rows} rows of "
+            f"{store}. Hold out at most {max(0, n_rows - MIN_TRAIN_ROWS)} rows (at least "
+            f"{MIN_TRAIN_ROWS} are needed to train on)."
+        )
+    held = f"Of the {n_rows} rows of {store}, {cfg.heldout_rows} are held out:"
+    if train_rows < MIN_TRAIN_ROWS:
+        raise ConfigError(
+            f"{held} {train_rows} to train on, fewer than the minimum {MIN_TRAIN_ROWS}. Capture "
+            f"more rows (or hold out fewer with {name('heldout_rows')})."
+        )
+    batch_size = cfg.batch_size or min(
+        DEFAULT_BATCH_SIZE, max(world, train_rows // 4 // world * world)
+    )
+    if batch_size % world:
+        raise ConfigError(f"`batch_size` {batch_size} must divide evenly over {world} ranks.")
+    if train_rows < batch_size:
+        raise ConfigError(
+            f"{held} {train_rows} to train on, fewer than {name('batch_size')} {batch_size}. "
+            f"Give a {name('batch_size')} of at most {max(1, train_rows // 4)}, hold out fewer "
+            "rows, or capture more."
+        )
+    return train_rows, batch_size
+
+
 class _Run:
     """One training run: its model, optimiser and counters, stepped one batch at a time."""
 
@@ -112,34 +150,9 @@ class _Run:
         columns, self.layers = _select_layers(store, cfg.layers)
         self.names = [l.name for l in self.layers]
         d_in = self.layers[-1].stop
-        self.train_rows = store.n_rows - cfg.heldout_rows
-        if self.train_rows < 0:  # the message below showed a negative count of rows
-            raise ConfigError(
-                f"`heldout_rows` (--heldout-rows) is {cfg.heldout_rows}, more than the "
-                f"{store.n_rows} rows of '{store.path}'. Hold out at most "
-                f"{max(0, store.n_rows - MIN_TRAIN_ROWS)} rows (at least {MIN_TRAIN_ROWS} "
-                "are needed to train on)."
-            )
-        if self.train_rows < MIN_TRAIN_ROWS:
-            raise ConfigError(
-                f"'{store.path}' has {store.n_rows} rows, {cfg.heldout_rows} held out: "
-                f"{self.train_rows} to train on, fewer than the minimum {MIN_TRAIN_ROWS}. Capture "
-                "more rows (or hold out fewer with `heldout_rows`)."
-            )
-        world = self.world.size
-        self.batch_size = cfg.batch_size or min(
-            DEFAULT_BATCH_SIZE, max(world, self.train_rows // 4 // world * world)
+        self.train_rows, self.batch_size = training_rows(
+            cfg, store.n_rows, f"'{store.path}'", self.world.size
         )
-        if self.batch_size % world:
-            raise ConfigError(
-                f"`batch_size` {self.batch_size} must divide evenly over {world} ranks."
-            )
-        if self.train_rows < self.batch_size:
-            raise ConfigError(
-                f"The store has {self.train_rows} rows to train on, fewer than `batch_size` "
-                f"{self.batch_size}. Use --batch-size {max(1, self.train_rows // 4)}, hold out "
-                "fewer rows, or capture more."
-            )
         self.d_sae = cfg.d_sae or cfg.expansion_factor * d_in
         self.rule = TRAINING[cfg.architecture]
         if get_architecture(cfg.architecture).topk_family and cfg.k > self.d_sae:

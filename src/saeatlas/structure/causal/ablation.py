@@ -42,6 +42,7 @@ from .ablation_inputs import (
     _check_finite,
     _check_modules,
     _model_batches,
+    ablation_facts,
     atlas_layers,
     check_ablation_arguments,
     check_captured_model,
@@ -196,6 +197,16 @@ def ablate_modules(
     # modules (module m on rank m % ranks) and every rank gets them all in order
     def share(coord: Any) -> list[tuple]:
         """Every module's figures; this rank's progress bar counts its own share."""
+        if coord.distributed:
+            settings = dict(kinds, mode=mode, n_random=n_random, n_modules=n_modules)
+            name = f"{getattr(loss_fn, '__module__', '')}.{getattr(loss_fn, '__qualname__', '')}"
+            settings.update(max_length=max_length, loss_fn=name, loss_names=loss_names)
+            coord.agree(
+                ablation_facts(model, inputs, layers, unit_module, values, y, settings),
+                "this ablation",
+                "Every rank must ablate the same modules of the same model on the same inputs "
+                "with the same settings: give every rank the same files and flags.",
+            )
         mine = len(range(coord.world.rank, n_modules, coord.world.size))
         show = progress and coord.world.is_main
         with progress_bar("Ablating modules", mine * (1 + n_random), show) as bar:

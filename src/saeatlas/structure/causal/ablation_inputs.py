@@ -7,6 +7,7 @@ on are refused before hours of work; :mod:`.ablation` calls the same checks.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import numbers
 from collections.abc import Iterator, Sequence
@@ -275,6 +276,33 @@ def check_captured_model(model: Any, store: ActivationStore, *, transfer: bool =
     raise ConfigError(
         f"{differs}; give that model, as it was when captured, on the device it was captured on."
     )
+
+
+def ablation_facts(
+    model: torch.nn.Module,
+    inputs: Any,
+    layers: Sequence[LayerSpec],
+    unit_module: np.ndarray,
+    values: np.ndarray,
+    labels: np.ndarray | None,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """What the ranks of one ablation must share (each ablates its own modules, and rank
+    0 puts them together): a rank given another mode ablated its modules otherwise
+    without a word, and another `n_random` ended in NumPy's ValueError traceback."""
+
+    def digest(a: Any) -> str:
+        return hashlib.sha256(np.ascontiguousarray(np.asarray(a)).tobytes()).hexdigest()[:16]
+
+    return {
+        **{f"`{k}`": v for k, v in settings.items()},
+        "layers": [(l.name, l.start, l.stop) for l in layers],
+        "modules": digest(unit_module),
+        "values to set ablated units to": digest(values),
+        "labels": None if labels is None else digest(labels),
+        "model": model_fingerprint(model),
+        "inputs": inputs_fingerprint(inputs),
+    }
 
 
 def _check_modules(unit_module: np.ndarray, n_modules: int | None, unit_mean: Any) -> None:

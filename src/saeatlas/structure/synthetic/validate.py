@@ -37,6 +37,9 @@ from ..mapping import map_structure
 from .config import CASES, PlantedConfig
 from .planted import make_planted, module_parents, save_planted
 
+#: The most passes over the planted rows a validation SAE trains on (its default: 20).
+MAX_PASSES = 1000
+
 
 @dataclass(frozen=True)
 class ValidationSettings:
@@ -64,6 +67,12 @@ class ValidationSettings:
             raise ConfigError(
                 f"--tokens ({self.tokens}) must be at least {self.batch_size}, one training "
                 f"batch of the validation's SAEs."
+            )
+        if self.tokens > MAX_PASSES * self.n_rows:  # 10**16 ran for months without a word
+            raise ConfigError(
+                f"--tokens ({self.tokens:,}) is more than {MAX_PASSES:,} passes over the "
+                f"{self.n_rows:,} rows of --rows: give at most {MAX_PASSES * self.n_rows:,} "
+                "(the default trains on 20 passes), or more --rows."
             )
         if self.d_sae < self.k:
             raise ConfigError(
