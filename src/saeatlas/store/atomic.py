@@ -129,7 +129,8 @@ def _write_into(path: Path, write: Callable[[Path], None]) -> None:
 
 def remove_killed_writes(path: str | os.PathLike) -> None:
     """Remove the temporary files that writes of ``path`` a kill cut short left beside
-    it (``.tmp-NAME-XXXXXXXX``); call it holding ``path``'s lock, so no write is live."""
+    it (``.tmp-NAME-`` and a random suffix); call it holding ``path``'s lock, so no
+    write is live."""
     path = Path(path)
     for tmp in path.parent.glob(f"{TMP_PREFIX}{path.name}-*"):
         tmp.unlink(missing_ok=True)
