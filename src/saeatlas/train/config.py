@@ -179,6 +179,10 @@ class TrainConfig:
             # beyond float32 the penalty is inf: every member of a sweep of 1e40 and 2e40
             # trained as the same SAE, without a word
             in_range(name, getattr(self, name), 0, FLOAT32_MAX)
+        for name in ("jumprelu_bandwidth", "jumprelu_init_threshold"):
+            # a threshold of 1e39 is inf in the float32 weights: the SAE was trained and
+            # saved, and every reader refused it as broken
+            in_range(name, getattr(self, name), 0, FLOAT32_MAX, open_low=True)
         in_range("lr_decay_start", self.lr_decay_start, 0, 1)
         if self.d_sae is not None and get_architecture(self.architecture).topk_family:
             if self.k > self.d_sae:
