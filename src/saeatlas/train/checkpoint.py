@@ -83,6 +83,10 @@ def load_checkpoint(
         # the same store (its path tells the rows apart only in older checkpoints)
         saved = {k: v for k, v in saved.items() if k != "store"}
         settings = {k: v for k, v in settings.items() if k != "store"}
+    if isinstance(saved, dict) and saved.get("store_layers") is None:
+        # a checkpoint from before the layers' columns were recorded: unknown
+        settings = {k: v for k, v in settings.items() if k != "store_layers"}
+        saved = {k: v for k, v in saved.items() if k != "store_layers"}
     if isinstance(saved, dict) and "world_size" in settings:
         ranks = saved.get("world_size")
         if ranks is None:  # a checkpoint from before it was recorded: unknown
@@ -104,6 +108,11 @@ def load_checkpoint(
             rows = (
                 f" (`n_rows`: the store had {(saved or {}).get('n_rows')} rows when the "
                 f"checkpoint was written, it has {settings.get('n_rows')} now)"
+            )
+        elif "store_layers" in changed:  # a layers.json or manifest edited since
+            rows = (
+                f" (`store_layers`: the layers' columns were {(saved or {}).get('store_layers')} "
+                f"when the checkpoint was written, they are {settings.get('store_layers')} now)"
             )
         raise ConfigError(
             f"The checkpoint in '{path}' was made with other settings ({changed}){rows}"

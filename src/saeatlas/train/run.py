@@ -88,6 +88,12 @@ def rows_digest(store: ActivationStore) -> str:
     return store.digest()[:16]
 
 
+def store_layers(store: ActivationStore, names: list[str]) -> list[list[Any]]:
+    """``[name, start, stop]`` of the store's layers ``names``: the columns trained on. A
+    layers.json (or manifest) edited since keeps the rows' digest but not these."""
+    return [[l.name, l.start, l.stop] for l in (store.layer(n) for n in names)]
+
+
 class _Run:
     """One training run: its model, optimiser and counters, stepped one batch at a time."""
 
@@ -346,6 +352,7 @@ class _Run:
             "n_rows": self.store.n_rows,
             # a store captured again at the same path, with as many rows, differs here
             "rows_digest": rows_digest(self.store),
+            "store_layers": store_layers(self.store, self.names),
             # each rank's share of a batch, the default batch size and the data position
             # follow from it: a resume on as many processes continues the same run
             "world_size": self.world.size,

@@ -32,7 +32,7 @@ from ..store.lock import output_lock
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .optim import ScheduleFreeSignSGD
-from .run import _Run, rows_digest
+from .run import _Run, rows_digest, store_layers
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,7 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
         "store": str(Path(run.store.path).resolve()),
         # the rows it was trained on: `--resume` keeps a complete SAE of these rows only
         "rows_digest": rows_digest(run.store),
+        "store_layers": store_layers(run.store, run.names),
         "train_config": run.cfg.to_json(),
         "n_steps": run.n_steps,
         "tokens": run.rows_done,
