@@ -182,6 +182,12 @@ class _Run:
                     f"{self.n_steps:,} steps: the {what} would never reach its value. Give at "
                     "most as many, or raise --tokens."
                 )
+        if cfg.checkpoint_every >= self.n_steps:  # none was written: a kill lost the run
+            raise ConfigError(
+                f"`checkpoint_every` (--checkpoint-every) {cfg.checkpoint_every:,} is not fewer "
+                f"than the run's {self.n_steps:,} steps: no checkpoint would be written. Give "
+                "fewer, or 0 for none."
+            )
         self.batches_per_epoch = self.train_rows // self.batch_size
         sae_cfg = SAEConfig(d_in=d_in, layers=self.layers, **cfg.sae_settings(self.d_sae))
         device = cfg.device
