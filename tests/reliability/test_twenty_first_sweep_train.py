@@ -1,0 +1,142 @@
+"""Twenty-first hostile sweep, training and the activation store's read side: each case
+failed (a traceback, a wrong result or no word) before its fix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from saeatlas.errors import ConfigError
+
+#: A training of 20 steps (640 rows in batches of 32).
+SHORT = ["--seeds", "1", "--d-sae", "8", "--k", "2", "--batch-size", "32", "--tokens", "640"]
+
+
+def _npy(tmp_path, layers, seed=0):
+    """``tmp_path/a.npy`` (200 x 10, units 0-4 ten times the others) and its layers.json."""
+    x = np.random.default_rng(seed).normal(size=(200, 10)).astype(np.float32)
+    x[:, :5] *= 10
+    np.save(tmp_path / "a.npy", x)
+    (tmp_path / "a.layers.json").write_text(json.dumps(layers))
+    return tmp_path / "a.npy"
+
+
+TWO = [{"name": "a", "start": 0, "stop": 5}, {"name": "b", "start": 5, "stop": 10}]
+# the same array, its layers redrawn after the kill
+REDRAWN = [{"name": "a", "start": 0, "stop": 3}, {"name": "c", "start": 3, "stop": 10}]
+SWAPPED = [{"name": "b", "start": 0, "stop": 5}, {"name": "a", "start": 5, "stop": 10}]
+
+
+@pytest.mark.parametrize("layers", [REDRAWN, SWAPPED], ids=["redrawn", "swapped"])
+def test_a_resume_after_the_layer_map_changed_is_refused(
+    tmp_path, run_cli, interrupt, checkpoint_flags, layers
+):
+    """A layers.json edited between a kill and `train --resume` (the rows, and so their
+    digest, the same): the run went on with the other layer map (`--normalize layer`
+    scaled each half by another layer's spread) and saved an SAE whose cfg.json named
+    layers of the new map, without a word."""
+    cli, one_line = run_cli
+    acts = _npy(tmp_path, TWO)
+    flags = [*checkpoint_flags, "--normalize", "layer"]
+    file = interrupt(acts, tmp_path / "sae", *flags)
+    before = file.read_bytes()
+    (tmp_path / "a.layers.json").write_text(json.dumps(layers))
+    r = cli("train", "--acts", acts, "--out", tmp_path / "sae", *flags, "--resume")
+    one_line(r, "other settings (['store_layers'])", "[['a', 0, 5], ['b', 5, 10]] when the")
+    assert file.read_bytes() == before and not (tmp_path / "sae" / "cfg.json").exists()
+
+
+def test_a_complete_sae_of_another_layer_map_is_not_kept(tmp_path, run_cli):
+    """`train --resume` kept a complete SAE trained before its layers.json was redrawn
+    ("Kept the complete topk SAE"), which the next reader refused as an SAE of another
+    store; `--resume --overwrite` trains it again."""
+    cli, one_line = run_cli
+    acts = _npy(tmp_path, TWO)
+    args = ["train", "--acts", acts, "--out", tmp_path / "sae", *SHORT, "-q"]
+    assert cli(*args).exit_code == 0
+    weights = (tmp_path / "sae" / "sae_weights.safetensors").read_bytes()
+    (tmp_path / "a.layers.json").write_text(json.dumps(REDRAWN))
+    one_line(cli(*args, "--resume"), "its layers' columns were [['a', 0, 5], ['b', 5, 10]]")
+    assert (tmp_path / "sae" / "sae_weights.safetensors").read_bytes() == weights
+    r = cli(*args, "--resume", "--overwrite")
+    assert r.exit_code == 0 and "Trained" in r.output, r.output
+    meta = json.loads((tmp_path / "sae" / "cfg.json").read_text())["metadata"]
+    assert meta["store_layers"] == [["a", 0, 3], ["c", 3, 10]]
+
+
+def test_checkpoints_and_saes_that_do_not_record_their_layers_still_resume(
+    tmp_path, run_cli, interrupt, checkpoint_flags
+):
+    """What saeatlas wrote before `store_layers` was recorded is resumed and kept as
+    before (a checkpoint, and a complete SAE's cfg.json, without it)."""
+    cli, _ = run_cli
+    acts = _npy(tmp_path, TWO)
+    file = interrupt(acts, tmp_path / "sae", *checkpoint_flags)
+    state = torch.load(file, weights_only=True)
+    del state["settings"]["store_layers"]
+    torch.save(state, file)
+    args = ["train", "--acts", acts, "--out", tmp_path / "sae", *checkpoint_flags, "--resume"]
+    r = cli(*args)
+    assert r.exit_code == 0 and "Trained" in r.output, r.output
+    cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    del cfg["metadata"]["store_layers"]
+    (tmp_path / "sae" / "cfg.json").write_text(json.dumps(cfg))
+    r = cli(*args)
+    assert r.exit_code == 0 and "Kept the complete" in r.output, r.output
+
+
+@pytest.mark.parametrize("flag", ["--jumprelu-init-threshold", "--jumprelu-bandwidth"])
+def test_jumprelu_settings_beyond_float32_are_refused(guarded, run_cli, flag):
+    """`--jumprelu-init-threshold 1e39` is Inf in the float32 weights: the SAE was
+    trained and saved (FVU 1.02, L0 0) and every reader then refused it as broken."""
+    cli, one_line = run_cli
+    out = guarded.root / "new"
+    r = cli("train", "--acts", guarded.store, "--out", out, "--architecture", "jumprelu",
+            *SHORT, flag, "1e39")  # fmt: skip
+    one_line(r, f"{flag} must be in (0, 3.4e+38], got 1e+39.")
+    assert not out.exists()
+
+
+def test_a_checkpoint_interval_the_run_never_reaches_is_refused(guarded, run_cli):
+    """`--checkpoint-every 20` of a 20-step run wrote no checkpoint, without a word: a
+    kill lost the whole run, and `--resume` found "Nothing to resume"."""
+    cli, one_line = run_cli
+    out = guarded.root / "new"
+    for every in ("20", "1000000"):
+        r = cli("train", "--acts", guarded.store, "--out", out, *SHORT, "--checkpoint-every", every)
+        one_line(r, f"`checkpoint_every` (--checkpoint-every) {int(every):,} is not fewer than")
+    assert not out.exists()
+
+
+def test_a_unit_of_subnormal_values_is_trained_as_a_constant(tmp_path, save_acts, run_cli):
+    """A unit whose values are below float32's smallest normal number (GELU's tails):
+    `--normalize unit` (the default) divided by its subnormal spread, and the training
+    stopped as "diverged" at its first step (or with Inf weights once the scale was
+    folded in), advising a lower learning rate. A store of such units alone is refused
+    as constant."""
+    cli, one_line = run_cli
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    x[:, 1] = rng.normal(size=300).astype(np.float32) * np.float32(1e-40)
+    x[:, 2] = rng.integers(0, 2, 300) * np.float32(1.4e-45)
+    acts = save_acts(x)
+    for mode in ("unit", "layer"):
+        out = tmp_path / f"sae-{mode}"
+        r = cli("train", "--acts", acts, "--out", out, *SHORT, "--normalize", mode, "-q")
+        assert r.exit_code == 0, r.output
+    acts = save_acts(x[:, 1:3].copy())
+    r = cli("train", "--acts", acts, "--out", tmp_path / "sae", *SHORT, "-q")
+    one_line(r, "is constant (or varies by less than float32's smallest normal number")
+
+
+@pytest.mark.parametrize("flag", ["shuffle", "drop_last", "reuse_memory"])
+def test_iter_batches_refuses_flags_that_are_not_true_or_false(outputs, flag):
+    """`iter_batches(4, shuffle="no")` shuffled (read by its truth)."""
+    from saeatlas.store import ActivationStore
+
+    store = ActivationStore.open(outputs.store)
+    with pytest.raises(ConfigError, match=f"`{flag}` must be True or False, got 'no'"):
+        next(store.iter_batches(4, **{flag: "no"}))
