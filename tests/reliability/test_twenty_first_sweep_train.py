@@ -140,3 +140,14 @@ def test_iter_batches_refuses_flags_that_are_not_true_or_false(outputs, flag):
     store = ActivationStore.open(outputs.store)
     with pytest.raises(ConfigError, match=f"`{flag}` must be True or False, got 'no'"):
         next(store.iter_batches(4, **{flag: "no"}))
+
+
+def test_a_layers_json_key_that_a_layer_does_not_have_is_refused(tmp_path, run_cli):
+    """A misspelt `layout` ("layuot": "head") in a .npy's layers.json was dropped without
+    a word: the layer was read as one row per sample."""
+    cli, one_line = run_cli
+    layers = [{**TWO[0], "shape": [None, 1, 5, 1], "layuot": "head"}, TWO[1]]
+    acts = _npy(tmp_path, layers)
+    r = cli("train", "--acts", acts, "--out", tmp_path / "sae", *SHORT, "-q")
+    one_line(r, "has the key(s) ['layuot'], which a layer entry does not have; its keys are")
+    assert not (tmp_path / "sae").exists()
