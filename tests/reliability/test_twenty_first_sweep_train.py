@@ -151,3 +151,18 @@ def test_a_layers_json_key_that_a_layer_does_not_have_is_refused(tmp_path, run_c
     r = cli("train", "--acts", acts, "--out", tmp_path / "sae", *SHORT, "-q")
     one_line(r, "has the key(s) ['layuot'], which a layer entry does not have; its keys are")
     assert not (tmp_path / "sae").exists()
+
+
+def test_an_ensemble_given_its_layers_as_a_list_resumes_from_python(tmp_path, outputs):
+    """`TrainConfig(layers=["1"])` kept the list, so the config differed from its own
+    record (a tuple) and `train_ensemble(resume=True)` refused the SAEs it had finished
+    as "not trained with these settings"."""
+    from saeatlas.train import TrainConfig, train_ensemble
+
+    cfg = TrainConfig(layers=["1"], d_sae=8, k=2, batch_size=32, tokens=320)
+    assert cfg == TrainConfig(layers=("1",), d_sae=8, k=2, batch_size=32, tokens=320)
+    train_ensemble(outputs.store, cfg, tmp_path / "sae", n_seeds=2, progress=False)
+    again = train_ensemble(
+        outputs.store, cfg, tmp_path / "sae", n_seeds=2, progress=False, resume=True
+    )
+    assert again.trained == (False, False)

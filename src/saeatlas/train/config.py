@@ -192,6 +192,9 @@ class TrainConfig:
                 )
         if isinstance(self.layers, str):
             raise ConfigError("`layers` must be a list of layer names, not one string.")
+        # a list given from Python stayed one: the config differed from its own record
+        # (a tuple), so `train_ensemble(resume=True)` refused the SAEs it had finished
+        object.__setattr__(self, "layers", tuple(self.layers))
         repeated = sorted({name for name in self.layers if self.layers.count(name) > 1})
         if repeated:  # the SAE would read the same units twice
             raise ConfigError(
