@@ -166,3 +166,13 @@ def test_an_ensemble_given_its_layers_as_a_list_resumes_from_python(tmp_path, ou
         outputs.store, cfg, tmp_path / "sae", n_seeds=2, progress=False, resume=True
     )
     assert again.trained == (False, False)
+
+
+@pytest.mark.parametrize("layers", ["ab", {"a": 1}, 5])
+def test_train_config_from_json_refuses_layers_that_are_no_list(layers):
+    """`TrainConfig.from_json({"layers": "ab"})` read the layers 'a' and 'b' (a dict was
+    read as its keys, and a number ended in a TypeError)."""
+    from saeatlas.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"`layers` must be tuple\[str, \.\.\.\]"):
+        TrainConfig.from_json({"layers": layers})

@@ -226,9 +226,8 @@ class TrainConfig:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TrainConfig:
         known_keys("training settings", d, [f.name for f in fields(cls)])
-        d = dict(d)
-        if "layers" in d:
-            d["layers"] = tuple(d["layers"])
+        # `layers` is checked, then made a tuple, by __post_init__ ("ab" was read as the
+        # layers 'a' and 'b', and a dict as its keys)
         return cls(**d)
 
     def dumps(self) -> str:
