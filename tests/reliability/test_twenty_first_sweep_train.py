@@ -176,3 +176,22 @@ def test_train_config_from_json_refuses_layers_that_are_no_list(layers):
 
     with pytest.raises(ConfigError, match=r"`layers` must be tuple\[str, \.\.\.\]"):
         TrainConfig.from_json({"layers": layers})
+
+
+def test_an_output_that_goes_up_out_of_a_missing_folder_is_refused_before_the_work(
+    guarded, run_cli, forbid, tmp_path
+):
+    """`train --out DIR/missing/..` trained to the end and then failed on its last rename
+    ("Cannot write or read '.DIR.partial'", advising a --resume with nothing to resume);
+    `capture` likewise after the whole capture."""
+    import saeatlas.train.trainer as trainer
+
+    cli, one_line = run_cli
+    forbid(trainer, "_train")
+    out = tmp_path / "missing" / ".." / "sae"
+    r = cli("train", "--acts", guarded.store, "--out", out, *SHORT, "-q")
+    one_line(r, "goes up ('..') out of", "which is not a folder; give the folder it means")
+    r = cli("capture", "--model", guarded.model, "--inputs", guarded.inputs, "--layers", "1",
+            "--out", out, "-q")  # fmt: skip
+    one_line(r, "goes up ('..') out of")
+    assert list(tmp_path.iterdir()) == []
