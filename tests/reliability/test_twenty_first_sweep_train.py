@@ -195,3 +195,17 @@ def test_an_output_that_goes_up_out_of_a_missing_folder_is_refused_before_the_wo
             "--out", out, "-q")  # fmt: skip
     one_line(r, "goes up ('..') out of")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_autocast_does_not_tell_the_user_to_reorder_torch_calls(
+    guarded, run_cli, tmp_path, recwarn
+):
+    """`--autocast fp16` (jumprelu) printed torch's "Detected call of `lr_scheduler.step()`
+    before `optimizer.step()` ... you should call them in the opposite order": its
+    gradient scaler skips a step whose gradients overflowed, as it is made to."""
+    cli, _ = run_cli
+    r = cli("train", "--acts", guarded.store, "--out", tmp_path / "sae", "--seeds", "1",
+            "--d-sae", "16", "--tokens", "3000", "--architecture", "jumprelu",
+            "--autocast", "fp16", "-q")  # fmt: skip
+    assert r.exit_code == 0 and "lr_scheduler" not in r.output, r.output
+    assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -310,7 +311,9 @@ class _Run:
             torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
-        self.sched.step()
+        with warnings.catch_warnings():  # fp16's scaler skips a step that overflowed: no fault
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.sched.step()
         with torch.no_grad():
             rows = x.shape[0] * self.world.size
             fired = all_sum(out["fired"].int(), self.world) > 0
