@@ -209,3 +209,22 @@ def test_fp16_autocast_does_not_tell_the_user_to_reorder_torch_calls(
             "--autocast", "fp16", "-q")  # fmt: skip
     assert r.exit_code == 0 and "lr_scheduler" not in r.output, r.output
     assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]
+
+
+def test_a_resumed_training_draws_each_step_once_in_tensorboard(
+    tmp_path, outputs, run_cli, interrupt, checkpoint_flags
+):
+    """`train --tensorboard` killed after its checkpoint and resumed logged the steps
+    between the checkpoint and the kill twice (rows 192 and 224 of a checkpoint at 160)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cli, _ = run_cli
+    flags = [*checkpoint_flags, "--tensorboard", "--log-every", "1"]
+    interrupt(outputs.store, tmp_path / "sae", *flags)
+    r = cli("train", "--acts", outputs.store, "--out", tmp_path / "sae", *flags, "--resume")
+    assert r.exit_code == 0, r.output
+    events = EventAccumulator(str(tmp_path / "sae" / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/fvu")]
+    assert steps == list(range(32, 641, 32))
