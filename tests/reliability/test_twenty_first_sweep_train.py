@@ -228,3 +228,18 @@ def test_a_resumed_training_draws_each_step_once_in_tensorboard(
     events.Reload()
     steps = [e.step for e in events.Scalars("train/fvu")]
     assert steps == list(range(32, 641, 32))
+
+
+@pytest.mark.parametrize("content,needle", [(b"", "it is empty"), (b"x" * 64, "torch.save wrote")])
+def test_a_checkpoint_torch_did_not_write_is_named_so(
+    checkpointed, outputs, run_cli, checkpoint_flags, content, needle
+):
+    """An empty checkpoint.pt (or one of other bytes) was refused in torch's words:
+    "mmap can only be used with files saved with `torch.save(_use_new_zipfile_
+    serialization=True)`, please torch.save your checkpoint with this option"."""
+    cli, one_line = run_cli
+    file, _ = checkpointed
+    file.write_bytes(content)
+    r = cli("train", "--acts", outputs.store, "--out", file.parent, *checkpoint_flags, "--resume")
+    line = one_line(r, needle, "Start again with --overwrite (without --resume).")
+    assert "_use_new_zipfile_serialization" not in line and file.read_bytes() == content

@@ -11,6 +11,7 @@ which must match on resume.
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,17 @@ def load_checkpoint(
     if not file.exists():
         raise ConfigError(f"Nothing to resume: '{file}' does not exist. Start without --resume.")
     try:
+        # torch's own words for a file it did not write advised `torch.save(...)` options
+        if file.is_file() and not zipfile.is_zipfile(file):
+            raise ValueError(
+                "it is empty" if file.stat().st_size == 0 else "it is not a file torch.save wrote"
+            )
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=partial)
     except Exception as e:  # torch raises several error types for bad files
-        raise ConfigError(f"'{file}' is not a readable checkpoint ({e}). Start again.") from e
+        raise ConfigError(
+            f"'{file}' is not a readable checkpoint ({e}). Start again with --overwrite "
+            "(without --resume)."
+        ) from e
     if not isinstance(state, dict):
         raise ConfigError(
             f"'{file}' holds a {type(state).__name__}, not a training checkpoint. Start again "
