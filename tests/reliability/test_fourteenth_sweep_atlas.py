@@ -17,7 +17,7 @@ def test_an_in_memory_saes_null_source_is_trained_on_its_own_rows(outputs):
     from saeatlas.errors import ConfigError
     from saeatlas.store import ActivationStore
     from saeatlas.structure.inference.seeds import null_source_sae
-    from saeatlas.train.run import rows_digest
+    from saeatlas.train.rows import rows_digest
 
     sae = SparseAutoencoder.load(outputs.sae)
     mine = sae.cfg.metadata["rows_digest"]

@@ -12,7 +12,7 @@ from ..sae.architectures import get_architecture
 from ..store import ActivationStore
 from ..structure.inputs import check_label_column
 from ..sweep.members import heldout_rows
-from ..train.run import training_rows
+from ..train.rows import training_rows
 from .config import RunConfig
 
 

@@ -95,7 +95,7 @@ def _provenance(sae: SparseAutoencoder, store: Any) -> dict[str, Any]:
         if given:
             raise
         return {}
-    trained_on = sae.cfg.metadata.get("rows_digest")  # train.run.rows_digest: 16 hex digits
+    trained_on = sae.cfg.metadata.get("rows_digest")  # train.rows.rows_digest: 16 hex digits
     if not given and isinstance(trained_on, str) and store.digest()[:16] != trained_on:
         # captured again at the recorded path (another model, of the same layer names and
         # widths): its model's name was written as the SAE's

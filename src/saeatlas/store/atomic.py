@@ -177,7 +177,17 @@ def refuse_current_folder(
 ) -> None:
     """Raise ``error`` when ``path`` is the current folder or holds it ('.', '..', ''):
     ``what`` (``"a store"``) replaces its folder whole (:func:`swap_in`), and the
-    folder a process runs in cannot be renamed aside."""
+    folder a process runs in cannot be renamed aside. So too when ``path`` goes up
+    ('..') out of a folder that does not exist: its working folder beside it is named
+    from the path as written (``out/missing/..`` is ``out``), but no rename can reach
+    it, and the work was done before the last rename failed."""
+    parts = Path(path).parts
+    for i in range(1, len(parts)):
+        if parts[i] == ".." and not Path(*parts[:i]).is_dir():
+            raise error(
+                f"'{path}' goes up ('..') out of '{Path(*parts[:i])}', which is not a folder; "
+                f"give the folder it means without '..' ('{os.path.abspath(path)}')."
+            )
     here = Path.cwd()
     if resolve(path) in (here, *here.parents):
         raise error(

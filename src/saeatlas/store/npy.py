@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +181,13 @@ def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
                 or not all(isinstance(e, dict) for e in entries)
             ):
                 raise StoreError(f"{expected}; it holds {json.dumps(entries)[:60]}.")
+            known = [f.name for f in fields(LayerSpec)]
+            unknown = sorted({str(k) for e in entries for k in e if k not in known})
+            if unknown:  # a misspelt `layout` read the layer as one row per sample
+                raise StoreError(
+                    f"'{candidate}' has the key(s) {unknown}, which a layer entry does not "
+                    f"have; its keys are {known}. Fix the spelling, or remove them."
+                )
             try:
                 layers = tuple(LayerSpec.from_json(e) for e in entries)
                 validate_layers(layers, n_units)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .._validation import check_flag_argument, choice
+from .._validation import check_flag_argument, check_flag_arguments, choice
 from ..errors import ConfigError, StoreError
 from .atomic import finish_swap_for_reader, partial_dir
 from .describe import StoreSummary, what_it_is
@@ -332,6 +332,8 @@ class ActivationStore:
                 (for data-parallel training: the shares of all ranks make up the
                 batch one process would get).
         """
+        # `shuffle="no"` shuffled (read by its truth), as did `drop_last` and `reuse_memory`
+        check_flag_arguments(shuffle=shuffle, drop_last=drop_last, reuse_memory=reuse_memory)
         batch_size = whole_number("batch_size", batch_size, low=1)
         seed, epoch = whole_number("seed", seed, low=-(2**63)), whole_number("epoch", epoch)
         start_batch = whole_number("start_batch", start_batch)

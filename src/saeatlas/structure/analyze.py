@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..store import ActivationStore
-from ..train.run import rows_digest
+from ..train.rows import rows_digest
 from .atlas import Atlas
 from .config import AtlasConfig
 from .describe.feature_map import feature_map

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.model import sae_layers
 from ..store import ActivationStore
-from ..train.run import rows_digest
+from ..train.rows import rows_digest
 
 log = logging.getLogger(__name__)
 

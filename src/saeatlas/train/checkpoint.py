@@ -11,6 +11,7 @@ which must match on resume.
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,17 @@ def load_checkpoint(
     if not file.exists():
         raise ConfigError(f"Nothing to resume: '{file}' does not exist. Start without --resume.")
     try:
+        # torch's own words for a file it did not write advised `torch.save(...)` options
+        if file.is_file() and not zipfile.is_zipfile(file):
+            raise ValueError(
+                "it is empty" if file.stat().st_size == 0 else "it is not a file torch.save wrote"
+            )
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=partial)
     except Exception as e:  # torch raises several error types for bad files
-        raise ConfigError(f"'{file}' is not a readable checkpoint ({e}). Start again.") from e
+        raise ConfigError(
+            f"'{file}' is not a readable checkpoint ({e}). Start again with --overwrite "
+            "(without --resume)."
+        ) from e
     if not isinstance(state, dict):
         raise ConfigError(
             f"'{file}' holds a {type(state).__name__}, not a training checkpoint. Start again "
@@ -83,6 +92,10 @@ def load_checkpoint(
         # the same store (its path tells the rows apart only in older checkpoints)
         saved = {k: v for k, v in saved.items() if k != "store"}
         settings = {k: v for k, v in settings.items() if k != "store"}
+    if isinstance(saved, dict) and saved.get("store_layers") is None:
+        # a checkpoint from before the layers' columns were recorded: unknown
+        settings = {k: v for k, v in settings.items() if k != "store_layers"}
+        saved = {k: v for k, v in saved.items() if k != "store_layers"}
     if isinstance(saved, dict) and "world_size" in settings:
         ranks = saved.get("world_size")
         if ranks is None:  # a checkpoint from before it was recorded: unknown
@@ -104,6 +117,11 @@ def load_checkpoint(
             rows = (
                 f" (`n_rows`: the store had {(saved or {}).get('n_rows')} rows when the "
                 f"checkpoint was written, it has {settings.get('n_rows')} now)"
+            )
+        elif "store_layers" in changed:  # a layers.json or manifest edited since
+            rows = (
+                f" (`store_layers`: the layers' columns were {(saved or {}).get('store_layers')} "
+                f"when the checkpoint was written, they are {settings.get('store_layers')} now)"
             )
         raise ConfigError(
             f"The checkpoint in '{path}' was made with other settings ({changed}){rows}"

@@ -179,6 +179,10 @@ class TrainConfig:
             # beyond float32 the penalty is inf: every member of a sweep of 1e40 and 2e40
             # trained as the same SAE, without a word
             in_range(name, getattr(self, name), 0, FLOAT32_MAX)
+        for name in ("jumprelu_bandwidth", "jumprelu_init_threshold"):
+            # a threshold of 1e39 is inf in the float32 weights: the SAE was trained and
+            # saved, and every reader refused it as broken
+            in_range(name, getattr(self, name), 0, FLOAT32_MAX, open_low=True)
         in_range("lr_decay_start", self.lr_decay_start, 0, 1)
         if self.d_sae is not None and get_architecture(self.architecture).topk_family:
             if self.k > self.d_sae:
@@ -188,6 +192,9 @@ class TrainConfig:
                 )
         if isinstance(self.layers, str):
             raise ConfigError("`layers` must be a list of layer names, not one string.")
+        # a list given from Python stayed one: the config differed from its own record
+        # (a tuple), so `train_ensemble(resume=True)` refused the SAEs it had finished
+        object.__setattr__(self, "layers", tuple(self.layers))
         repeated = sorted({name for name in self.layers if self.layers.count(name) > 1})
         if repeated:  # the SAE would read the same units twice
             raise ConfigError(
@@ -219,9 +226,8 @@ class TrainConfig:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TrainConfig:
         known_keys("training settings", d, [f.name for f in fields(cls)])
-        d = dict(d)
-        if "layers" in d:
-            d["layers"] = tuple(d["layers"])
+        # `layers` is checked, then made a tuple, by __post_init__ ("ab" was read as the
+        # layers 'a' and 'b', and a dict as its keys)
         return cls(**d)
 
     def dumps(self) -> str:

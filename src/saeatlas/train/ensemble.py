@@ -25,7 +25,7 @@ from ..store.lock import output_lock
 from .checkpoint import CHECKPOINT, load_checkpoint
 from .config import TrainConfig
 from .family import train_family
-from .run import rows_digest
+from .rows import rows_digest
 from .trainer import METRICS, TrainResult, train_sae
 
 #: SAEs in an ensemble at most (``saeatlas train --seeds``, ``analyze --seeds``).
@@ -232,6 +232,12 @@ def _other_rows(out: Path, store: ActivationStore) -> str | None:
     """How the rows the SAE in ``out`` records differ from ``store``'s, or None: their
     digest, or (an SAE from before it was recorded) the store's real path."""
     meta = json.loads((out / CFG).read_text()).get("metadata") or {}
+    recorded = meta.get("store_layers")
+    if isinstance(recorded, list):  # recorded since December 2026
+        by_name = {l.name: [l.name, l.start, l.stop] for l in store.layers}
+        now = [by_name.get(entry[0] if isinstance(entry, list) else entry) for entry in recorded]
+        if now != recorded:
+            return f"its layers' columns were {recorded}, they are {now} now"
     if meta.get("rows_digest") is not None:
         mine = rows_digest(store)
         return (

@@ -83,7 +83,7 @@ def _train_family(
     total = runs[0].n_steps
     batches = runs[0].batches()
     dirs = [Path(o) for o in outs] if outs is not None else [None] * len(runs)
-    boards = [_tensorboard(d, r.cfg) if r.world.is_main else None for d, r in zip(dirs, runs)]
+    boards = [_tensorboard(d, r.cfg, 1) if r.world.is_main else None for d, r in zip(dirs, runs)]
     t0 = time.perf_counter()
     with progress_bar(f"train x{len(runs)}", total, progress) as bar:
         while runs[0].step < total:

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 #: well as standardised ones do: outside it the warning of :func:`input_normalizer`.
 RAW_SCALE = (0.1, 100.0)
 
+#: float32's smallest normal number: no smaller spread is a usable float32 scale.
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
 
 def input_normalizer(
     store: ActivationStore, columns: slice | torch.Tensor, layers: Sequence[LayerSpec], mode: str
@@ -35,9 +38,9 @@ def input_normalizer(
     varies = unit_varies(mean, std)
     if not varies.any():
         raise ConfigError(
-            f"Every unit of '{store.path}' (layers {[l.name for l in layers]}) is constant: "
-            "no row differs from another, so an SAE has nothing to learn. Capture activations "
-            "of varied inputs."
+            f"Every unit of '{store.path}' (layers {[l.name for l in layers]}) is constant "
+            f"(or varies by less than float32's smallest normal number, {FLOAT32_TINY:.3g}): "
+            "an SAE has nothing to learn. Capture activations of varied inputs."
         )
     if mode == "none":
         rms = float(np.sqrt(np.mean(std[varies] ** 2 + mean[varies] ** 2)))
@@ -59,7 +62,7 @@ def input_normalizer(
     for layer in layers:
         part = slice(layer.start, layer.stop)
         rms = float(np.sqrt((std[part] ** 2).mean()))
-        scale[part] = rms if rms > 0 else 1.0
+        scale[part] = rms if rms >= FLOAT32_TINY else 1.0
     return torch.from_numpy(mean).float(), torch.from_numpy(scale).float()
 
 
@@ -68,8 +71,12 @@ def unit_varies(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 
     A unit is constant when its spread is below what float32 values near its mean can
     show (and float64 moments can cancel to), judged per unit so that no scale of the
-    activations, however small, reads as constant."""
-    return np.asarray(std) > 1e-7 * np.abs(np.asarray(mean))
+    activations, however small, reads as constant. A spread below float32's smallest
+    normal number cannot be a float32 scale: its inverse, folded into the weights,
+    overflows (GELU's tails give such units; the training stopped as "diverged" and
+    advised a lower learning rate)."""
+    std = np.asarray(std)
+    return (std > 1e-7 * np.abs(np.asarray(mean))) & (std >= FLOAT32_TINY)
 
 
 def geometric_median(x: torch.Tensor, n_iter: int = 100, tol: float = 1e-6) -> torch.Tensor:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from .distributed import all_sum, average_gradients
 from .init import geometric_median, input_normalizer
 from .losses import fvu, l0, mse
 from .optim import ScheduleFreeSignSGD
+from .rows import rows_digest, store_layers, training_rows
 from .schedules import lr_factor, sparsity_factor
 
 #: Rows sampled for the geometric-median initialisation of ``b_dec``.
@@ -37,10 +39,6 @@ N_INIT_ROWS = 16384
 #: Default budget: at least this many passes, and at least this many rows or steps
 #: (whichever is fewer: small batches of a small store need not see 2M rows).
 MIN_DEFAULT_PASSES, MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS = 50, 2_000_000, 500
-#: Default batch size; a smaller store gets a quarter of its rows per batch.
-DEFAULT_BATCH_SIZE = 4096
-#: Fewer rows than this cannot train an SAE worth evaluating (FVU of 0 or inf).
-MIN_TRAIN_ROWS = 16
 
 
 def _select_layers(
@@ -81,49 +79,6 @@ def check_fits(
             f"needs about {need / 2**30:,.1f} GiB; {device} has {have / 2**30:,.1f} GiB. Lower "
             f"{lower}."
         )
-
-
-def rows_digest(store: ActivationStore) -> str:
-    """A digest of the store's rows (:meth:`ActivationStore.digest`)."""
-    return store.digest()[:16]
-
-
-def _flag(name: str) -> str:
-    return f"`{name}` (--{name.replace('_', '-')})"
-
-
-def training_rows(
-    cfg: TrainConfig, n_rows: int, store: str, world: int = 1, name: Callable[[str], str] = _flag
-) -> tuple[int, int]:
-    """The rows a training of ``cfg`` trains on and its batch size, on a store of ``n_rows``
-    rows (``store`` names it) over ``world`` ranks; refuse held-out rows or a batch size
-    that leave too few. ``name(field)``: how the messages name a setting (a run config's
-    `train.heldout_rows`, not the flag of `saeatlas train`)."""
-    train_rows = n_rows - cfg.heldout_rows
-    if train_rows < 0:  # the message below showed a negative count of rows
-        raise ConfigError(
-            f"{name('heldout_rows')} is {cfg.heldout_rows}, more than the {n_rows} rows of "
-            f"{store}. Hold out at most {max(0, n_rows - MIN_TRAIN_ROWS)} rows (at least "
-            f"{MIN_TRAIN_ROWS} are needed to train on)."
-        )
-    held = f"Of the {n_rows} rows of {store}, {cfg.heldout_rows} are held out:"
-    if train_rows < MIN_TRAIN_ROWS:
-        raise ConfigError(
-            f"{held} {train_rows} to train on, fewer than the minimum {MIN_TRAIN_ROWS}. Capture "
-            f"more rows (or hold out fewer with {name('heldout_rows')})."
-        )
-    batch_size = cfg.batch_size or min(
-        DEFAULT_BATCH_SIZE, max(world, train_rows // 4 // world * world)
-    )
-    if batch_size % world:
-        raise ConfigError(f"`batch_size` {batch_size} must divide evenly over {world} ranks.")
-    if train_rows < batch_size:
-        raise ConfigError(
-            f"{held} {train_rows} to train on, fewer than {name('batch_size')} {batch_size}. "
-            f"Give a {name('batch_size')} of at most {max(1, train_rows // 4)}, hold out fewer "
-            "rows, or capture more."
-        )
-    return train_rows, batch_size
 
 
 class _Run:
@@ -189,6 +144,12 @@ class _Run:
                     f"{self.n_steps:,} steps: the {what} would never reach its value. Give at "
                     "most as many, or raise --tokens."
                 )
+        if cfg.checkpoint_every >= self.n_steps:  # none was written: a kill lost the run
+            raise ConfigError(
+                f"`checkpoint_every` (--checkpoint-every) {cfg.checkpoint_every:,} is not fewer "
+                f"than the run's {self.n_steps:,} steps: no checkpoint would be written. Give "
+                "fewer, or 0 for none."
+            )
         self.batches_per_epoch = self.train_rows // self.batch_size
         sae_cfg = SAEConfig(d_in=d_in, layers=self.layers, **cfg.sae_settings(self.d_sae))
         device = cfg.device
@@ -311,7 +272,9 @@ class _Run:
             torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
-        self.sched.step()
+        with warnings.catch_warnings():  # fp16's scaler skips a step that overflowed: no fault
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.sched.step()
         with torch.no_grad():
             rows = x.shape[0] * self.world.size
             fired = all_sum(out["fired"].int(), self.world) > 0
@@ -359,6 +322,7 @@ class _Run:
             "n_rows": self.store.n_rows,
             # a store captured again at the same path, with as many rows, differs here
             "rows_digest": rows_digest(self.store),
+            "store_layers": store_layers(self.store, self.names),
             # each rank's share of a batch, the default batch size and the data position
             # follow from it: a resume on as many processes continues the same run
             "world_size": self.world.size,

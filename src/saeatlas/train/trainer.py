@@ -32,7 +32,8 @@ from ..store.lock import output_lock
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .optim import ScheduleFreeSignSGD
-from .run import _Run, rows_digest
+from .rows import rows_digest, store_layers
+from .run import _Run
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,6 @@ def _train(
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     job = {"--resume": resume}  # a rank that starts again would be averaged with one that goes on
     run = _Run(store, cfg, job)
-    board = _tensorboard(out, cfg) if run.world.is_main else None
     if resume:
         try:
             _continue(run, out)
@@ -123,6 +123,9 @@ def _train(
             # --resume --overwrite: continue what can be continued, replace the rest
             log.info("Starting '%s' again (--overwrite): %s", out, e)
             run = _Run(store, cfg, job)
+    # what the run logged after its checkpoint is logged again: a resume hides the first
+    # (TensorBoard drew those steps twice)
+    board = _tensorboard(out, cfg, run.rows_done + 1) if run.world.is_main else None
     t0, done_before = time.perf_counter(), run.rows_done
     batches = run.batches()
     with progress_bar("train", run.n_steps, progress and run.world.is_main) as bar:
@@ -153,8 +156,9 @@ def _train(
     return _finish(run, out, time.perf_counter() - t0)
 
 
-def _tensorboard(out: Path | None, cfg: TrainConfig) -> Any:
-    """A TensorBoard ``SummaryWriter`` under ``out/tensorboard``, when asked for."""
+def _tensorboard(out: Path | None, cfg: TrainConfig, purge_step: int) -> Any:
+    """A TensorBoard ``SummaryWriter`` under ``out/tensorboard``, when asked for, that
+    hides the events written before it at ``purge_step`` (rows) or later."""
     if not cfg.tensorboard:
         return None
     if out is None:
@@ -165,7 +169,7 @@ def _tensorboard(out: Path | None, cfg: TrainConfig) -> Any:
         raise ConfigError(
             "`tensorboard` needs the tensorboard package: pip install 'saeatlas[tensorboard]'."
         ) from e
-    return SummaryWriter(log_dir=str(out / "tensorboard"))
+    return SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=purge_step)
 
 
 def add_scalars(board: Any, rec: dict[str, float]) -> None:
@@ -214,6 +218,7 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
         "store": str(Path(run.store.path).resolve()),
         # the rows it was trained on: `--resume` keeps a complete SAE of these rows only
         "rows_digest": rows_digest(run.store),
+        "store_layers": store_layers(run.store, run.names),
         "train_config": run.cfg.to_json(),
         "n_steps": run.n_steps,
         "tokens": run.rows_done,

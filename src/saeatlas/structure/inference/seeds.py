@@ -25,7 +25,7 @@ from ...sae.model import sae_layers
 from ...store import ActivationStore
 from ...train.checkpoint import CHECKPOINT
 from ...train.ensemble import seed_sae_dir, trained_like
-from ...train.run import rows_digest
+from ...train.rows import rows_digest
 
 
 def _train_settings(sae: SparseAutoencoder):
