@@ -6,9 +6,12 @@ bench varies what the presets hold fixed: the data seed, the number of modules
 (1, 2, 8), a ReLU on every layer, exponential magnitudes, half the units free,
 the default settings, modules in one layer, layers of unequal sizes, six layers,
 strong leakage, rare and weak modules, fewer rows, modules grouped in parents
-that fire together (scored at the parents, with the modules as sub-modules), and
-no-structure twins with a ReLU, a strong dense mode, widely spread unit and
-layer scales, six layers or rare features. Each variant has its own data seed.
+that fire together (scored at the parents, with the modules as sub-modules), 16
+modules, 12 modules over wider layers, two layers, ``layered`` with a ReLU,
+``blocks`` of another data seed, and no-structure twins with a ReLU, a strong
+dense mode, widely spread unit and layer scales, six layers, rare features,
+positive directions or a ReLU on ``null_superposition``. Each variant has its own
+data seed.
 
 Per variant and analysis seed (0, 1): the atlas's ARI against the planted
 modules, the planted modules found (a reported module at Jaccard >= 0.5), the
