@@ -50,3 +50,11 @@ def test_a_model_without_submodules_is_told_how_to_record_it(leaf, run_cli):
 
     store = ActivationStore.open(leaf / "s")
     assert store.n_rows == 4 * 5 and store.n_units == 4
+
+
+def test_validate_refuses_rows_that_cannot_be_held_in_memory(run_cli):
+    """`validate --rows 10**8` generated planted data for minutes before it ran out of
+    memory, and `10**30` was refused naming `n_rows`, a setting validate does not have."""
+    cli, one_line = run_cli
+    for rows in (10**12, 10**30):
+        one_line(cli("validate", "--rows", str(rows), "--cases", "easy"), "--rows", "at most")

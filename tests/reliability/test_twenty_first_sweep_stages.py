@@ -58,6 +58,24 @@ def test_a_damaged_run_record_names_its_field(tmp_path, outputs, run_cli, snapsh
     assert snapshot(run) == before
 
 
+@pytest.mark.parametrize(
+    ("version", "needle"),
+    [(99, "has format_version 99; this saeatlas reads run records up to 1"), ("1", "not 1 or")],
+)
+def test_a_run_record_of_another_format_is_not_read_as_this_ones(
+    tmp_path, outputs, run_cli, snapshot, version, needle
+):
+    """(the lead's) A `run.json` of a newer format was read as this version's."""
+    cli, one_line = run_cli
+    run = tmp_path / "run"
+    run.mkdir()
+    record = {"capture": {"fingerprint": "0", "complete": True}}
+    (run / "run.json").write_text(json.dumps({"format_version": version, "stages": record}))
+    before = snapshot(run)
+    one_line(cli("run", _config(tmp_path, outputs), "--out", run, "--check"), needle)
+    assert snapshot(run) == before
+
+
 def test_a_sweep_that_is_off_decides_nothing_and_changes_read_as_yaml(tmp_path, outputs):
     """With `sweep.enabled: false`, `sweep.values` edited refused the run's complete SAE as
     made with other settings (and `--overwrite` trained it again); a changed setting was

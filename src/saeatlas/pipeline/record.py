@@ -218,6 +218,31 @@ def _check_record(name: str, record: Any) -> None:
 _KIND_NAMES = {str: "a text", dict: "an object", bool: "true or false"}
 
 
+def _read_record(path: Path) -> tuple[int, dict[str, dict[str, Any]]]:
+    """``run.json``'s format version and its stages' records, each checked (only for a
+    version this saeatlas reads)."""
+    try:
+        raw = json.loads(path.read_text())
+        version = raw.get("format_version", RUN_FORMAT)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"`format_version` is {json.dumps(version)}, not 1 or more")
+        stages = raw["stages"]
+        for name, record in stages.items() if version <= RUN_FORMAT else ():
+            _check_record(name, record)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        # no record would keep every complete output "as it is", whatever its settings
+        raise ConfigError(
+            f"'{path}' is not a run record saeatlas can read ({type(e).__name__}: {e}); "
+            "delete it to keep the run's complete outputs as they are (each stage says "
+            "so), or choose a new --out."
+        ) from e
+    return version, stages
+
+
+#: The version of ``run.json`` this saeatlas writes and reads (and every older one).
+RUN_FORMAT = 1
+
+
 class RunState:
     """``OUT/run.json``: per stage, the fingerprint it ran with and whether it finished."""
 
@@ -226,17 +251,12 @@ class RunState:
         self.stages: dict[str, dict[str, Any]] = {}
         if not path.exists():
             return
-        try:
-            stages = json.loads(path.read_text())["stages"]
-            for name, record in stages.items():
-                _check_record(name, record)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            # no record would keep every complete output "as it is", whatever its settings
+        version, stages = _read_record(path)
+        if version > RUN_FORMAT:  # read as this version's, a newer record was misread
             raise ConfigError(
-                f"'{path}' is not a run record saeatlas can read ({type(e).__name__}: {e}); "
-                "delete it to keep the run's complete outputs as they are (each stage says "
-                "so), or choose a new --out."
-            ) from e
+                f"'{path}' has format_version {version}; this saeatlas reads run records up "
+                f"to {RUN_FORMAT}. Upgrade saeatlas, or choose a new --out."
+            )
         self.stages = stages
 
     def start(self, name: str, fingerprint: str, settings: dict, files: dict | None = None) -> None:
@@ -256,7 +276,7 @@ class RunState:
         self._write()
 
     def _write(self) -> None:
-        atomic_write_json(self.path, {"format_version": 1, "stages": self.stages})
+        atomic_write_json(self.path, {"format_version": RUN_FORMAT, "stages": self.stages})
 
 
 def stage_record(

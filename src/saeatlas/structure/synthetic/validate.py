@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
+from ..._world import memory_bytes
 from ...errors import ConfigError
 from ...store import ActivationStore
 from ...train import TrainConfig
@@ -177,6 +178,26 @@ def validate_case(
     return rows, modules
 
 
+#: Bytes a case holds per planted value at once: the activations (float32) and the
+#: baselines' float64 copy for their correlations, with room for the analysis's own.
+BYTES_PER_VALUE = 16
+
+
+def _check_rows_fit(case: str, n_rows: int, n_units: int) -> None:
+    """Refuse ``--rows`` whose planted activations cannot be held in this machine's
+    memory (``--rows 10**8`` generated data for minutes before running out of it, and
+    ``10**30`` was refused naming ``n_rows``, a setting validate does not have)."""
+    have = memory_bytes("cpu")
+    if have is None or n_rows * n_units * BYTES_PER_VALUE <= have:
+        return
+    most = have // (n_units * BYTES_PER_VALUE)
+    raise ConfigError(
+        f"--rows ({n_rows:,}) of case '{case}' ({n_units} units) needs about "
+        f"{n_rows * n_units * BYTES_PER_VALUE / 2**30:,.0f} GiB of memory for the planted "
+        f"activations; this machine has {have / 2**30:,.1f} GiB. Give at most {most:,} rows."
+    )
+
+
 def _found(truth: np.ndarray, labels: np.ndarray) -> int:
     """How many modules of ``truth`` a module of ``labels`` matches at Jaccard >= 0.5."""
     n = int(truth.max()) + 1
@@ -192,9 +213,13 @@ def validate(
     """The table of cases x methods x seeds with their scores; ``ari_first_seed`` is
     the atlas's agreement (unit-module ARI) with its run at the first seed.
     ``planted``: case name -> the data's settings, for cases that are not presets."""
-    for case in cases:  # before any work, naming validate's own flag: train's advice named
+    for case in cases:  # before any work, naming validate's own flags: train's advice named
         # --batch-size and --expansion-factor, which validate does not have
-        units = sum(_planted_config(case, settings, (planted or {}).get(case)).layer_sizes)
+        given = (planted or {}).get(case)
+        _check_rows_fit(
+            case, settings.n_rows, sum((given or PlantedConfig.preset(case)).layer_sizes)
+        )
+        units = sum(_planted_config(case, settings, given).layer_sizes)
         check_fits(units, settings.d_sae, settings.batch_size, TrainConfig().device, "--d-sae")
     rows = []
     for case in cases:
