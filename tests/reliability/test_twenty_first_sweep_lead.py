@@ -58,3 +58,15 @@ def test_validate_refuses_rows_that_cannot_be_held_in_memory(run_cli):
     cli, one_line = run_cli
     for rows in (10**12, 10**30):
         one_line(cli("validate", "--rows", str(rows), "--cases", "easy"), "--rows", "at most")
+
+
+def test_list_layers_takes_an_array_as_capture_does():
+    """From Python, `list_layers(model, array)` ended in the forward pass's "must be
+    Tensor", where `capture_activations` takes the same array."""
+    import torch
+
+    from saeatlas.capture import list_layers
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    x = np.random.default_rng(0).normal(size=(3, 4))  # float64, as numpy makes it
+    assert list_layers(model, x) == list_layers(model, torch.from_numpy(x).float())

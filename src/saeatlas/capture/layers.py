@@ -6,10 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import AtlasError, HookpointError
 from .hookpoints import named_modules, no_submodules
+from .inputs import iter_input_batches
+from .models import input_dtype, takes_token_ids
 from .nnsight import unwrap_model
 from .recorder import model_error
 from .rows import select_tensor
@@ -27,13 +30,22 @@ class LayerInfo:
 def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
     """Run one forward pass on ``example`` and report every module's output shape.
 
-    ``example`` is a tensor (positional input) or a mapping of keyword inputs.
-    ``model`` may be an nnsight wrapper (its module is run).
+    ``example`` is a tensor or array (positional input; an array is converted as
+    capture converts one: :func:`.inputs.iter_input_batches`) or a mapping of keyword
+    inputs. ``model`` may be an nnsight wrapper (its module is run).
     """
     model, _ = unwrap_model(model)
     modules = named_modules(model)
     if not modules:  # an empty table said nothing
         raise HookpointError(no_submodules(model))
+    if isinstance(example, np.ndarray):  # the forward pass failed: "must be Tensor"
+        batch = iter_input_batches(
+            example,
+            batch_size=max(len(example), 1),
+            float_dtype=input_dtype(model),
+            token_ids=takes_token_ids(model),
+        )
+        example = next(batch).args[0]
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
 
