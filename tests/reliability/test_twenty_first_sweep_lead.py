@@ -70,3 +70,20 @@ def test_list_layers_takes_an_array_as_capture_does():
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     x = np.random.default_rng(0).normal(size=(3, 4))  # float64, as numpy makes it
     assert list_layers(model, x) == list_layers(model, torch.from_numpy(x).float())
+
+
+def test_batches_whose_labels_stop_say_how_to_give_them(tmp_path):
+    """`(x, y)` batches whose `y` was one label per sample in one batch and not in the
+    next (left out as token-level targets) ended in "Row metadata columns changed from
+    ['label', 'position', 'sample'] to ['position', 'sample']", naming no cause."""
+    import torch
+
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import StoreError
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
+    x = torch.ones(5, 4)
+    for ys in ((torch.arange(5), torch.arange(3)), (torch.arange(3), torch.arange(5))):
+        with pytest.raises(StoreError, match="one label per sample"):
+            capture_activations(model, [(x, y) for y in ys], ["1"], tmp_path / "s", progress=False)
+        assert not (tmp_path / "s").exists()

@@ -245,8 +245,15 @@ class StoreWriter:
         if self._meta_columns is None:
             self._meta_columns = columns
         elif columns != self._meta_columns:
+            hint = (  # a `y` of another length in one (x, y) batch was left out as no label
+                " Give every batch one label per sample (the `y` of an `(x, y)` batch), or none: "
+                "a `y` that is not one label per sample (token-level targets) is not stored."
+                if "label" in set(columns) ^ set(self._meta_columns)
+                else ""
+            )
             raise StoreError(
-                f"Row metadata columns changed from {self._meta_columns} to {columns} between batches."
+                f"Row metadata columns changed from {self._meta_columns} to {columns} between "
+                f"batches.{hint}"
             )
         parts = [p.detach() for p in parts]
         if parts[0].is_cuda:
