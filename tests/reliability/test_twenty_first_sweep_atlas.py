@@ -126,3 +126,48 @@ def test_atlas_config_lists_are_read_as_tuples(tmp_path, outputs):
     atlas = map_structure(outputs.sae, outputs.store, cfg, progress=False)
     atlas.save(tmp_path / "atlas")
     shutil.rmtree(tmp_path / "atlas")
+
+
+MANIFEST_EDITS = {
+    # "is not a valid saeatlas manifest: KeyError('format_version')"
+    "no format_version": (lambda m: m.pop("format_version"), "`format_version` is missing;"),
+    # "... TypeError(\"`n_rows` must be int, got '300'\")"
+    "n_rows as text": (lambda m: m.update(n_rows="300"), "`n_rows` must be int, got '300';"),
+    "a shard without its digest": (lambda m: m["shards"][0].pop("sha256"), "`sha256` is missing;"),
+    # "Bad layer entry 'x': ... ('str' object has no attribute 'get')"
+    "a layer that is text": (
+        lambda m: m["layers"].__setitem__(0, "x"),
+        "a known `layout` (expected an object, got str)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MANIFEST_EDITS))
+def test_a_damaged_manifest_is_described_in_plain_words(tmp_path, outputs, run_cli, case):
+    import json
+
+    cli, one_line = run_cli
+    store = shutil.copytree(outputs.store, tmp_path / "store")
+    manifest = json.loads((store / "manifest.json").read_text())
+    edit, needle = MANIFEST_EDITS[case]
+    edit(manifest)
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    line = one_line(cli("info", store), needle)
+    assert "Error(" not in line and "attribute" not in line
+    if "layer" not in case:
+        assert line.endswith("; recapture the store (or restore the file).")
+
+
+def test_a_deleted_rows_file_is_called_missing(tmp_path, outputs, run_cli):
+    """`info --verify` of a store whose rows.parquet was deleted said "'.../rows.parquet'
+    is unreadable (.../rows.parquet)", the path again in pyarrow's words."""
+    from saeatlas.errors import StoreError
+    from saeatlas.store import ActivationStore
+
+    cli, one_line = run_cli
+    store = shutil.copytree(outputs.store, tmp_path / "store")
+    (store / "rows.parquet").unlink()
+    needle = f"'{store / 'rows.parquet'}' is missing; recapture the store (or restore the file)."
+    one_line(cli("info", store, "--verify"), needle)
+    with pytest.raises(StoreError, match="is missing"):
+        ActivationStore.open(store).row_columns()

@@ -238,8 +238,8 @@ def check_sweep_values(over: str, values: list[float]) -> None:
     # the penalty is computed in float32: 1e-320 and 2e-320 (both 0), or 1 and 1.00000001,
     # trained the same SAE under two values, without a word
     trained = [_as_trained(v) for v in values]
-    for i, v in enumerate(values):
-        if trained[i] == 0 or trained[i] in trained[:i]:
+    for i, v in enumerate(values):  # (beyond float32's range the settings' own check says so)
+        if trained[i] == 0 or trained[i] in trained[:i] and math.isfinite(trained[i]):
             what = "0" if trained[i] == 0 else f"the same as {values[trained.index(trained[i])]!r}"
             raise ConfigError(
                 f"--values {v!r} is {what} in float32, the precision the SAEs are trained in: "
