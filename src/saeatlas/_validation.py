@@ -157,6 +157,12 @@ def check_types(obj: Any) -> None:
         if isinstance(value, np.generic):
             value = value.item()
             object.__setattr__(obj, f.name, value)
+        if isinstance(value, list) and _tuple_hint(hint):
+            # a list stayed one: `AtlasConfig(resolutions=[0.5, 1.0])` ran the analysis
+            # half-way and ended in "unhashable type: 'list'", and `TrainConfig(layers=
+            # ["1"])` differed from its own record (a tuple), so its resume refused the SAEs
+            value = tuple(v.item() if isinstance(v, np.generic) else v for v in value)
+            object.__setattr__(obj, f.name, value)
         for v in value if isinstance(value, (tuple, list)) else (value,):
             if (
                 isinstance(v, float)
@@ -172,6 +178,13 @@ def check_types(obj: Any) -> None:
                     f"`{f.name}` must be an integer of at most 64 bits (below 2**63), got "
                     f"{shown(v)}."
                 )
+
+
+def _tuple_hint(hint: Any) -> bool:
+    """Whether the annotated type ``hint`` is a tuple (or a union holding one)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_tuple_hint(h) for h in typing.get_args(hint))
+    return typing.get_origin(hint) is tuple
 
 
 def check_path_argument(name: str, value: Any, *, optional: bool = False) -> None:

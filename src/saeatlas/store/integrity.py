@@ -18,6 +18,13 @@ from .sources import ShardSource, check_not_replaced
 from .stats import RunningMoments
 
 
+def rows_unreadable(path: Path, e: Exception) -> StoreError:
+    """The error of the store ``path``'s ``rows.parquet`` that could not be read (``e``):
+    one deleted was "unreadable (PATH)", the path again in pyarrow's words."""
+    why = "is missing" if isinstance(e, FileNotFoundError) else f"is unreadable ({e})"
+    return StoreError(f"'{path / ROWS}' {why}; recapture the store (or restore the file).")
+
+
 def read_rows_table(
     path: Path,
     n_rows: int,
@@ -36,7 +43,7 @@ def read_rows_table(
         table = pq.read_table(path / ROWS, columns=wanted)
     except (OSError, pa.ArrowInvalid) as e:
         _check_columns(path / ROWS, wanted)  # an unknown name was called an unreadable file
-        raise StoreError(f"'{path / ROWS}' is unreadable ({e}); recapture the store.") from e
+        raise rows_unreadable(path, e) from e
     check_not_replaced(path, identity)
     if table.num_rows != n_rows:
         raise StoreError(

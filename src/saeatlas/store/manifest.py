@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import known_keys, shown
-from ..errors import ConfigError, StoreError
+from ..errors import StoreError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -49,8 +49,8 @@ def _typed(d: Any, key: str, kind: type, default: Any = _MISSING) -> Any:
     if not isinstance(d, dict):
         raise TypeError(f"expected an object, got {type(d).__name__}")
     if key not in d:
-        if default is _MISSING:
-            raise KeyError(key)
+        if default is _MISSING:  # was a KeyError, shown as "KeyError('format_version')"
+            raise TypeError(f"`{key}` is missing")
         return default
     v = d[key]
     if kind is int and not _is_int(v) or kind is not int and not isinstance(v, kind):
@@ -92,7 +92,7 @@ class LayerSpec:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> LayerSpec:
         try:
-            shape = d.get("shape", ())
+            shape = _typed(d, "shape", object, ())
             if not isinstance(shape, (list, tuple)) or not all(
                 s is None or _is_int(s) for s in shape
             ):
@@ -195,8 +195,11 @@ class Manifest:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             if isinstance(e, StoreError):
                 raise
-            why = str(e) if isinstance(e, ConfigError) else repr(e)
-            raise StoreError(f"'{where}' is not a valid saeatlas manifest: {why}") from e
+            # in plain words, not Python's (`TypeError("`n_rows` must be int, got '300'")`)
+            raise StoreError(
+                f"'{where}' is not a valid saeatlas manifest: {str(e).rstrip('.')}; recapture the "
+                "store (or restore the file)."
+            ) from e
 
     @classmethod
     def read(cls, path: Path) -> Manifest:

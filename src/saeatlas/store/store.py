@@ -22,7 +22,7 @@ from .._validation import check_flag_argument, check_flag_arguments, choice
 from ..errors import ConfigError, StoreError
 from .atomic import finish_swap_for_reader, partial_dir
 from .describe import StoreSummary, what_it_is
-from .integrity import check_column_names, read_rows_table, verify_store
+from .integrity import check_column_names, read_rows_table, rows_unreadable, verify_store
 from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest
 from .merge import recover_store
 from .npy import check_store_argument, open_npy
@@ -228,9 +228,7 @@ class ActivationStore:
         try:
             return list(pq.read_schema(self.path / ROWS).names)
         except (OSError, pa.ArrowInvalid) as e:
-            raise StoreError(
-                f"'{self.path / ROWS}' is unreadable ({e}); recapture the store."
-            ) from e
+            raise rows_unreadable(self.path, e) from e
 
     def rows(self, columns: Sequence[str] | None = None) -> pa.Table:
         """Per-row metadata (``row``, ``sample``, ``position``, labels...) as a pyarrow Table."""

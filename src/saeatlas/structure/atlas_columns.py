@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 #: Kinds of the table columns the report and other tools read (``module`` columns have
 #: their own check): ``i`` integers, ``f`` numbers, ``u`` numbers from 0 to 1 (or NaN:
 #: not measured), ``b`` true or false, ``s`` text, ``l`` lists of numbers, ``t`` lists of text. Columns that are absent are not checked (older atlases lack
-#: some; every reader requires :data:`REQUIRED_COLUMNS`), but ``z``
-#: and ``p`` come together.
+#: some; every reader requires :data:`REQUIRED_COLUMNS`), but :data:`PAIRED_COLUMNS`
+#: come together.
 TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "units": {
         **dict.fromkeys(("unit", "index"), "i"),
@@ -78,6 +78,9 @@ KEY_COLUMNS = {
     "features": ("feature",),
     **{name: REQUIRED_COLUMNS[name] for name in OPTIONAL_TABLES},
 }
+#: Columns of modules.parquet that come together: the report shows each module's
+#: ablation effect with its p-value (without ``ablation_p`` it ended in an AttributeError).
+PAIRED_COLUMNS = (("z", "p"), ("ablation_effect", "ablation_p"))
 #: Column prefixes of modules.parquet's figures per null model (``z_permutation``, ...).
 NULL_COLUMNS = {"z_": "f", "p_": "u"}
 _KIND_NAMES = {
@@ -171,8 +174,9 @@ def check_columns(atlas: Atlas, path: Path, fix: str) -> None:
                     f"`{column}` of {name}.parquet in '{path}' must hold {_KIND_NAMES[kind]}, "
                     f"not {col.dtype} such as {example!r}; {fix}."
                 )
-    if len({"z", "p"} & set(atlas.modules.columns)) == 1:
-        raise AtlasFileError(
-            f"modules.parquet in '{path}' has one of the columns `z` and `p` without the "
-            f"other; {fix}."
-        )
+    for pair in PAIRED_COLUMNS:
+        if len(set(pair) & set(atlas.modules.columns)) == 1:
+            raise AtlasFileError(
+                f"modules.parquet in '{path}' has one of the columns `{pair[0]}` and "
+                f"`{pair[1]}` without the other; {fix}."
+            )

@@ -246,7 +246,7 @@ def _check_references(atlas: Atlas, path: Path, fix: str) -> None:
         bad = labels[~labels.astype(str).isin([str(c) for c in classes])]
         if len(bad):
             raise AtlasFileError(
-                f"`preferred_label` of {name}.parquet in '{path}' names {bad.iloc[0]!r}, not "
+                f"`preferred_label` of {name}.parquet in '{path}' names {_plain(bad.iloc[0])!r}, not "
                 f"one of atlas.json's `label_classes` {classes[:10]}; {fix}."
             )
     for name, col, kind, size in refs:

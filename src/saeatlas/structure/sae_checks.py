@@ -11,6 +11,7 @@ import torch
 
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
+from ..sae.architectures import get_architecture
 from ..sae.model import sae_layers
 from ..store import ActivationStore
 from ..train.rows import rows_digest
@@ -76,7 +77,9 @@ def check_twin(
     compared one to one, so anything else would give a wrong atlas, not an error."""
     check_layers(sae, other, store, what)
     check_rows(sae, other, what)
-    shape = ("architecture", "d_sae", "k")
+    # k is read by the TopK family alone: a relu seed SAE was refused as "k 24" (its d_sae)
+    topk = all(get_architecture(s.cfg.architecture).topk_family for s in (sae, other))
+    shape = ("architecture", "d_sae", "k") if topk else ("architecture", "d_sae")
     differ = [f for f in shape if getattr(other.cfg, f) != getattr(sae.cfg, f)]
     if differ:
         got = ", ".join(f"{f} {getattr(other.cfg, f)!r}" for f in differ)

@@ -235,6 +235,17 @@ def check_sweep_values(over: str, values: list[float]) -> None:
     repeated = sorted({float(v) for v in values if [float(u) for u in values].count(float(v)) > 1})
     if repeated:  # two members would be trained into one directory
         raise ConfigError(f"--values repeats {repeated}; give each value once.")
+    # the penalty is computed in float32: 1e-320 and 2e-320 (both 0), or 1 and 1.00000001,
+    # trained the same SAE under two values, without a word
+    trained = [_as_trained(v) for v in values]
+    for i, v in enumerate(values):  # (beyond float32's range the settings' own check says so)
+        if trained[i] == 0 or trained[i] in trained[:i] and math.isfinite(trained[i]):
+            what = "0" if trained[i] == 0 else f"the same as {values[trained.index(trained[i])]!r}"
+            raise ConfigError(
+                f"--values {v!r} is {what} in float32, the precision the SAEs are trained in: "
+                "members would be the same SAE. Give values that differ in float32 (at least "
+                "1.4e-45, and apart by more than a part in 10**7)."
+            )
 
 
 def check_sweep_out(out: Path, overwrite: bool) -> None:
@@ -329,7 +340,15 @@ def _beyond(over: str, values: list[float], edge: str, d_sae: int) -> tuple[floa
         if nxt < 1 or nxt == end:
             bound = "1" if edge == "low" else f"`d_sae` ({d_sae})"
             return None, f"k is already at {bound}"
+    elif _as_trained(nxt) in (0, _as_trained(end), math.inf):
+        return None, f"{nxt:g} is {_as_trained(nxt):g} in float32, the precision of the SAEs"
     return nxt, ""
+
+
+def _as_trained(value: float) -> float:
+    """``value`` as the SAEs' float32 weights and penalties hold it."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
 
 
 def sweep_members(sweep_dir: str | Path) -> tuple[str, list[tuple[float, Path]]]:

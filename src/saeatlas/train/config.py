@@ -26,6 +26,8 @@ SELECT_DTYPES = ("auto", "float32", "bfloat16")
 OPTIMIZERS = ("signum", "adam")
 B_DEC_INITS = ("geometric_median", "mean", "zeros")
 FLOAT32_MAX = 3.4e38
+#: float32's smallest subnormal number (2**-149): half of it or less is 0 in float32.
+FLOAT32_TRUE_MIN = 2.0**-149
 
 
 #: Settings that only some architectures or optimisers read: ``field -> (which of the
@@ -179,6 +181,11 @@ class TrainConfig:
             # beyond float32 the penalty is inf: every member of a sweep of 1e40 and 2e40
             # trained as the same SAE, without a word
             in_range(name, getattr(self, name), 0, FLOAT32_MAX)
+            if 0 < getattr(self, name) <= FLOAT32_TRUE_MIN / 2:  # 1e-320 trained with no penalty
+                raise ConfigError(
+                    f"`{name}` ({getattr(self, name)!r}) is 0 in float32, the precision the "
+                    f"SAE is trained in; give 0 or at least {FLOAT32_TRUE_MIN:.2g}."
+                )
         for name in ("jumprelu_bandwidth", "jumprelu_init_threshold"):
             # a threshold of 1e39 is inf in the float32 weights: the SAE was trained and
             # saved, and every reader refused it as broken
@@ -192,9 +199,6 @@ class TrainConfig:
                 )
         if isinstance(self.layers, str):
             raise ConfigError("`layers` must be a list of layer names, not one string.")
-        # a list given from Python stayed one: the config differed from its own record
-        # (a tuple), so `train_ensemble(resume=True)` refused the SAEs it had finished
-        object.__setattr__(self, "layers", tuple(self.layers))
         repeated = sorted({name for name in self.layers if self.layers.count(name) > 1})
         if repeated:  # the SAE would read the same units twice
             raise ConfigError(
