@@ -98,7 +98,13 @@ def test_an_adjusted_ablation_p_edited_by_hand_is_refused(run_cli, tmp_path):
         {"unit": range(4), "layer": "a", "index": range(4), "module": [0, 0, 1, 1]}
     )
     modules = pd.DataFrame(
-        {"module": [0, 1], "n_units": [2, 2], "ablation_p": [0.02, 0.5], "ablation_q": [0.04, 0.5]}
+        {
+            "module": [0, 1],
+            "n_units": [2, 2],
+            "ablation_effect": [0.3, 0.0],
+            "ablation_p": [0.02, 0.5],
+            "ablation_q": [0.04, 0.5],
+        }
     )
     features = pd.DataFrame({"feature": range(2), "module": [0, 1]})
     atlas = Atlas(units, features, modules, {"n_modules": 2, "layers": ["a"]})
