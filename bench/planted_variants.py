@@ -7,11 +7,12 @@ bench varies what the presets hold fixed: the data seed, the number of modules
 the default settings, modules in one layer, layers of unequal sizes, six layers,
 strong leakage, rare and weak modules, fewer rows, modules grouped in parents
 that fire together (scored at the parents, with the modules as sub-modules), 16
-modules, 12 modules over wider layers, two layers, ``layered`` with a ReLU,
-``blocks`` of another data seed, and no-structure twins with a ReLU, a strong
-dense mode, widely spread unit and layer scales, six layers, rare features,
-positive directions or a ReLU on ``null_superposition``. Each variant has its own
-data seed.
+modules, 12 modules over wider layers, two layers, noise 0.3, leakage 0.6,
+``layered`` over six layers (one each) or with a ReLU, a dense mode of 2,
+``blocks`` of another data seed, with a ReLU or with 8 modules, and no-structure
+twins with a ReLU, a strong dense mode, widely spread unit and layer scales, six
+layers, rare features, positive directions or a ReLU on ``null_superposition``.
+Each variant has its own data seed.
 
 Per variant and analysis seed (0, 1): the atlas's ARI against the planted
 modules, the planted modules found (a reported module at Jaccard >= 0.5), the
@@ -64,6 +65,15 @@ VARIANTS: dict[str, tuple[str | None, dict]] = {
         dict(layer_sizes=[128, 128, 128], n_modules=12, seed=33),
     ),
     "superposition-two-layers": ("superposition", dict(layer_sizes=[72, 72], seed=38)),
+    "superposition-noise-0.3": ("superposition", dict(noise=0.3, seed=43)),
+    "superposition-leakage-0.6": ("superposition", dict(leakage=0.6, seed=41)),
+    "layered-six-layers-one-each": (
+        "layered",
+        dict(layer_sizes=[32] * 6, module_layers=1, seed=44),
+    ),
+    "easy-dense-mode-2": ("easy", dict(dense_strength=2.0, seed=42)),
+    "blocks-relu": ("blocks", dict(nonnegative=True, seed=45)),
+    "blocks-8-modules": ("blocks", dict(n_modules=8, layer_sizes=[64, 64, 64], seed=46)),
     "null-data-seed-10": ("null", dict(seed=10)),
     "null-six-layers": ("null", dict(layer_sizes=[24] * 6, seed=24)),
     "null-rare-features": ("null", dict(module_rate=0.04, seed=25)),
