@@ -174,8 +174,7 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     )
     reproducibility = ens.reproducibility
     if modules_from == "unit_correlations":
-        lv = corr.levels[corr.chosen]
-        reproducibility = lv.reproducibility[lv.reproducible_modules()]
+        reproducibility = corr.reproducibility()
     elif ens.level.members.shape[0] == 1:
         # one member recovers its own modules: 1.00 was shown beside a verdict saying one
         # member cannot test reproducibility; untested, it is undefined

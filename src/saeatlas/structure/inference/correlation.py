@@ -16,6 +16,10 @@ is kept only when its partition has at least half the finer one's modularity
 on the all-rows graph and no two of its modules are the two sides of one axis
 (anti-correlated, :func:`opposition`; then the scale of highest modularity
 among the reproducible partitions is reported: :func:`.consensus.choose_level`).
+A reproducible group of the reported scale is a module only when its co-firing is
+its own and not the mode all units share (:mod:`.shared_mode`): units that share
+only a global mode's loadings form a group of the raw correlations, and pass the
+test below, whose null breaks the mode too.
 
 Significance is judged against independent units, on a block of the store's
 first rows (up to ``null_rows``, and :data:`NULL_BLOCK_BYTES`): each null draw
@@ -59,6 +63,7 @@ from .consensus import (
     submodule_labels,
 )
 from .correlation_nulls import null_graphs
+from .shared_mode import OWN_SHARE, own_share
 from .significance import NullTest, null_test, sampling_error, verdict
 
 if TYPE_CHECKING:
@@ -85,11 +90,27 @@ class CorrelationView:
     opposed: tuple[float, ...] = ()
     """Per scale, how strongly its most anti-correlated pair of modules opposes each other
     (:func:`opposition`)."""
+    own: np.ndarray | None = None
+    """``[n_reproducible]`` each reproducible module's share of its correlation that is
+    its own, not the mode all units share (:func:`.shared_mode.own_share`; None: all)."""
+
+    @property
+    def kept(self) -> np.ndarray:
+        """``[n_reproducible]`` the reproducible modules that are modules: their co-firing
+        is their own (:data:`.shared_mode.OWN_SHARE`)."""
+        n = int(self.levels[self.chosen].reproducible.sum())
+        return np.ones(n, bool) if self.own is None else self.own >= OWN_SHARE
 
     @property
     def labels(self) -> np.ndarray:
-        """``[n_units]`` the reproducible modules at the reported scale (-1 none)."""
-        return self.levels[self.chosen].reproducible_labels()
+        """``[n_units]`` the reproducible modules at the reported scale whose co-firing is
+        their own (:attr:`kept`; -1 none)."""
+        return _keep(self.levels[self.chosen].reproducible_labels(), self.kept)
+
+    def reproducibility(self) -> np.ndarray:
+        """``[n_modules]`` the reproducibility of each module of :attr:`labels`."""
+        lv = self.levels[self.chosen]
+        return lv.reproducibility[lv.reproducible_modules()][self.kept]
 
     @property
     def counted(self) -> np.ndarray:
@@ -117,13 +138,15 @@ class CorrelationView:
             "agreement": None if not np.isfinite(lv.agreement) else lv.agreement,
             "n_members": int(lv.members.shape[0]),
             "n_reproducible_modules": int(lv.reproducible.sum()),
+            "own_share": None if self.own is None else [float(x) for x in self.own],
+            "n_shared_mode_groups": int((~self.kept).sum()),
             "n_significant_modules": int(self.module_ok.sum()),
             "partition_significant": bool(self.partition_ok),
             "test": self.test.as_dict() if self.test is not None else None,
             "module_p": [float(p) for p in self.module_p],
             "levels": [
                 d | ({"opposition": float(self.opposed[i])} if self.opposed else {})
-                for i, d in enumerate(levels_summary(self.levels, self.chosen))
+                for i, d in enumerate(levels_summary(self.levels, self.chosen, self.labels))
             ],
         }
 
@@ -188,6 +211,14 @@ def correlation_view(inp: AtlasInputs, clean: bool = False) -> CorrelationView |
         with progress_bar(name, n_items, inp.progress) as bar:
             mode.views[key] = _correlation_view(inp, clean, bar.advance, bar.grow)
     return mode.views[key]
+
+
+def _keep(labels: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """``labels`` (0..n-1, -1 none) with the modules not ``kept`` set to -1 and the rest
+    numbered 0.. in order."""
+    new = np.full(kept.size + 1, -1)
+    new[np.flatnonzero(kept)] = np.arange(int(kept.sum()))
+    return new[labels]
 
 
 def partition_modularity(graph: sp.spmatrix, labels: np.ndarray) -> float:
@@ -299,7 +330,10 @@ def _correlation_view(
         if on_grow is not None:
             on_grow(more)
         per_member += inp.coord.spread(more, lambda j, d=done: member(d + j), on_item)
+    # with a mode every unit shares, a group that co-fires only through it is no module
     labels = levels[chosen].reproducible_labels()
+    own = None if mode.mode is None else own_share(mode.corr, labels)
+    labels = labels if own is None else _keep(labels, own >= OWN_SHARE)
     n_mod = int(labels.max(initial=-1)) + 1
     test = None
     if cfg.nulls and cfg.n_null >= 2:
@@ -334,5 +368,5 @@ def _correlation_view(
     if test is None:
         module_ok, module_p = np.zeros(n_mod, bool), np.full(n_mod, np.nan)
     return CorrelationView(
-        levels, chosen, test, partition_ok, module_ok, module_p, clean, tuple(opposed)
+        levels, chosen, test, partition_ok, module_ok, module_p, clean, tuple(opposed), own
     )
