@@ -85,6 +85,12 @@ def _jsonl_values(
         except json.JSONDecodeError as e:
             raise InputsError(f"'{path}' line {i} is not JSON: {e}.") from e
         value = obj.get(key) if isinstance(obj, dict) else obj
+        if isinstance(obj, dict) and key not in obj:  # a record without the key's column
+            raise InputsError(
+                f"'{path}' line {i} holds an object without \"{key}\" (its keys: "
+                f"{', '.join(map(repr, list(obj)[:20])) or 'none'}); give every line the "
+                f'key "{key}", or one JSON {what} per line.'
+            )
         if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
             raise InputsError(
                 f"'{path}' line {i} holds {line.strip()[:60]!r}; each line must be a JSON "
@@ -163,6 +169,12 @@ def _csv_labels(path: Path) -> list[str]:
         ) from e
     column = records[0].index("label") if records and "label" in records[0] else None
     header = column is not None
+    if not header and records and len(records[0]) > 1:  # a header without `label`
+        raise InputsError(
+            f"'{path}' has no column `label`: its first line holds the columns "
+            f"{', '.join(map(repr, records[0][:20]))}; name the labels' column `label` in "
+            "that line, or give one label per line."
+        )
     for i, record in enumerate(records[header:], 1 + header):
         if column is None and len(record) != 1 or column is not None and column >= len(record):
             want = "one field" if column is None else f"a field in column {column + 1}, `label`"
