@@ -62,3 +62,26 @@ def test_texts_without_the_text_key_name_the_keys(tmp_path):
     (tmp_path / "t.jsonl").write_text('{"body": "abc"}\n')
     with pytest.raises(InputsError, match=r"without \"text\" \(its keys: 'body'\)"):
         load_inputs(tmp_path / "t.jsonl")
+
+
+@pytest.fixture(scope="module")
+def short_gpt2(tmp_path_factory, make_gpt2, make_char_tokenizer):
+    """A Hugging Face directory of a GPT-2 of 16 positions with a character tokenizer
+    that sets no limit of its own (a text of 17 characters is 17 tokens)."""
+    folder = tmp_path_factory.mktemp("short") / "gpt"
+    make_gpt2(16).save_pretrained(folder)
+    make_char_tokenizer(folder)
+    return folder
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_layers_cuts_texts_to_the_models_positions(tmp_path, short_gpt2, run_cli, given):
+    """`saeatlas layers` of a model of 16 positions ended in "index out of range" (and
+    advised --max-length, which it has not): its own example sentence (44 characters)
+    and a --inputs text of 31 were not cut, where `capture` cuts the same texts."""
+    cli, _ = run_cli
+    (tmp_path / "t.txt").write_text("a" * 31 + "\nb\n")
+    args = ["--inputs", tmp_path / "t.txt"] if given else []
+    r = cli("layers", short_gpt2, *args)
+    assert r.exit_code == 0, r.output
+    assert "transformer.h.1" in r.output and ", 16, 32]" in r.output, r.output
