@@ -85,3 +85,32 @@ def test_layers_cuts_texts_to_the_models_positions(tmp_path, short_gpt2, run_cli
     r = cli("layers", short_gpt2, *args)
     assert r.exit_code == 0, r.output
     assert "transformer.h.1" in r.output and ", 16, 32]" in r.output, r.output
+
+
+@pytest.mark.parametrize("others", [["attention_mask"], ["labels", "attention_mask"], []])
+def test_a_safetensors_file_of_several_tensors_is_refused(tmp_path, guarded, run_cli, others):
+    """`inputs` beside an `attention_mask` (a tokenized data set saved whole) was captured
+    with the mask dropped without a word, padding stored as rows (and labels beside it
+    not stored); a file of no tensors was told "holds tensors []"."""
+    import torch
+    from safetensors.torch import save_file
+
+    cli, assert_one_line_error = run_cli
+    tensors = {"inputs": torch.randn(300, 6)} if others else {}
+    tensors.update({k: torch.ones(300, dtype=torch.long) for k in others})
+    save_file(tensors, tmp_path / "in.safetensors")
+    r = cli(
+        "capture",
+        "--model",
+        guarded.model,
+        "--inputs",
+        tmp_path / "in.safetensors",
+        "--layers",
+        "1",
+        "--out",
+        tmp_path / "store",
+        "-q",
+    )
+    needles = ["only 'inputs' is read", "attention mask not applied"] if others else ["no tensors"]
+    assert_one_line_error(r, *needles)
+    assert not (tmp_path / "store").exists()

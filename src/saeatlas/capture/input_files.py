@@ -18,7 +18,7 @@ from ..store.npy import load_npy
 def load_inputs(path: str | Path) -> np.ndarray | list[str]:
     """Read inputs from a file: ``.npy`` or ``.safetensors`` arrays, or text (one per line).
 
-    A ``.safetensors`` file holds one tensor, or one named ``inputs``. A
+    A ``.safetensors`` file holds one tensor (any other beside it is refused). A
     ``.jsonl`` file holds one JSON string (or ``{"text": ...}``) per line.
     """
     path = _existing_file(path, "Inputs")
@@ -32,9 +32,22 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
             tensors = load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
             raise InputsError(f"Cannot read '{path}' as safetensors: {e}") from e
-        if "inputs" not in tensors and len(tensors) != 1:
+        if not tensors:
+            raise InputsError(f"'{path}' holds no tensors; save the inputs as 'inputs'.")
+        if len(tensors) != 1:
+            # 'inputs' beside others: an attention mask was not applied (padding captured
+            # as rows) and labels not stored, without a word
+            others = sorted(k for k in tensors if k != "inputs")
+            why = (
+                f"only 'inputs' is read, and {others[:5]} would be dropped without a word (an "
+                "attention mask not applied, labels not stored)"
+                if "inputs" in tensors
+                else "name the input tensor 'inputs'"
+            )
             raise InputsError(
-                f"'{path}' holds tensors {sorted(tensors)}; name the input tensor 'inputs'."
+                f"'{path}' holds tensors {sorted(tensors)[:6]}; {why}. Save the inputs alone "
+                "(labels go in a file of their own, --labels; texts given as a .txt file are "
+                "padded and masked)."
             )
         t = tensors.get("inputs", next(iter(tensors.values())))
         try:
