@@ -4,6 +4,8 @@ labels' column is missing, and the capture's other inputs, resumes and store fil
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 
 import pytest
 
@@ -113,4 +115,62 @@ def test_a_safetensors_file_of_several_tensors_is_refused(tmp_path, guarded, run
     )
     needles = ["only 'inputs' is read", "attention mask not applied"] if others else ["no tensors"]
     assert_one_line_error(r, *needles)
+    assert not (tmp_path / "store").exists()
+
+
+def _datasets_inputs():
+    """What a `datasets.Dataset` of texts gives: its text column (a `Column` in datasets
+    4 and later, a Sequence but no list), the data set itself (one example per item) and
+    its examples of token ids as tensors (one example's `[seq]` each)."""
+    datasets = pytest.importorskip("datasets")
+    import torch
+
+    texts = ["ab ba", "abc", "hello", "zz"] * 2
+    ds = datasets.Dataset.from_dict({"text": texts, "label": [0, 1, 2, 3] * 2})
+    ids = [torch.tensor([3, 4, 5][: 1 + i % 3]) for i in range(8)]
+    tokens = [{"input_ids": t, "attention_mask": torch.ones_like(t)} for t in ids]
+
+    class Column(Sequence):  # as `datasets.Column`: a Sequence of texts that is no list
+        def __init__(self, items):
+            self.items = items
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            return self.items[i]
+
+    return {
+        "column": (Column(texts), {}, "hold texts, which are read as texts only from a list"),
+        "column+labels": (Column(texts), {"labels": [0] * 8}, "pass `list(inputs)`"),
+        "dataset": (ds, {}, "A dict batch ({'text': str, 'label': int}) holds no tensor"),
+        "examples": (tokens, {}, "`attention_mask` has shape [1]; a batch's mask is [batch, seq]"),
+    }
+
+
+@pytest.mark.parametrize("case", ["column", "column+labels", "dataset", "examples"])
+def test_a_data_sets_texts_and_examples_are_named_as_such(
+    tmp_path, make_gpt2, make_char_tokenizer, case
+):
+    """A `datasets` text column (a `Column`, no list) was taken for an iterable of batches:
+    "A batch of type str is not supported" (with labels: "`labels` applies to array or
+    text inputs", where they were texts); a data set iterated, one example at a time:
+    "Cannot tell the batch size of a dict batch"; and examples of token ids `[seq]`
+    ran the model on the sequence as a batch and were refused as a layer whose shape
+    "(1, 5, 32)" disagreed with the attention mask."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import InputsError
+
+    inputs, kwargs, needle = _datasets_inputs()[case]
+    with pytest.raises(InputsError, match=re.escape(needle)):
+        capture_activations(
+            make_gpt2(16),
+            inputs,
+            ["transformer.h.0"],
+            tmp_path / "store",
+            CaptureConfig(batch_size=4),
+            tokenizer=make_char_tokenizer(),
+            progress=False,
+            **kwargs,
+        )
     assert not (tmp_path / "store").exists()
