@@ -174,3 +174,59 @@ def test_a_data_sets_texts_and_examples_are_named_as_such(
             **kwargs,
         )
     assert not (tmp_path / "store").exists()
+
+
+def _write(path, rows, meta, dtype="float32"):
+    """Rows given to a `StoreWriter` of one layer 'a' as they are; the writer is aborted
+    (its lock given back) when it fails, as the capture does."""
+    import numpy as np
+
+    from saeatlas.store import LayerSpec, StoreWriter
+
+    writer = StoreWriter(path, shard_rows=8, dtype=dtype)
+    try:
+        writer.start([LayerSpec("a", 0, 3)])
+        writer.add(rows, meta, n_samples=len(rows))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _meta(n):
+    import numpy as np
+
+    return {"sample": np.arange(n), "position": np.zeros(n, dtype=np.int64)}
+
+
+@pytest.mark.parametrize("dtype, value", [("float32", float("nan")), ("float16", 1e5)])
+def test_the_store_writer_refuses_rows_it_cannot_hold(tmp_path, dtype, value):
+    """Rows of NaN (or of values beyond a float16 store, Inf once stored) given to a
+    `StoreWriter` made a complete store at its path whose manifest no reader accepts
+    ("`mean` and `std` must be lists of numbers; recapture the store")."""
+    import torch
+
+    from saeatlas.errors import StoreError
+
+    rows = torch.randn(20, 3)
+    rows[11, 2] = value
+    with pytest.raises(StoreError, match=r"Rows 8-15 given to the store writer .* column 2;"):
+        _write(tmp_path / "store", rows, _meta(20), dtype)
+    assert not (tmp_path / "store").exists()
+
+
+def test_the_store_writer_refuses_metadata_of_other_rows_and_takes_numpy(tmp_path):
+    """Metadata columns of another length than the rows ended the shard's write in
+    pyarrow's ArrowInvalid ("Column 1 named position expected length 8 but got length
+    5"); a NumPy array of rows was taken for a list of column blocks, one per row
+    ("Rows have shapes [(3,), (3,), ...]")."""
+    import numpy as np
+
+    from saeatlas.errors import StoreError
+    from saeatlas.store import ActivationStore
+
+    with pytest.raises(StoreError, match=r"columns \{'sample': 5, 'position': 5\} .* 10 rows"):
+        _write(tmp_path / "short", np.ones((10, 3), np.float32), _meta(5))
+    x = np.arange(30, dtype=np.float32).reshape(10, 3)
+    _write(tmp_path / "store", x, _meta(10))
+    assert ActivationStore.open(tmp_path / "store").read().numpy().tolist() == x.tolist()
