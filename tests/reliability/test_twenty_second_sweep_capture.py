@@ -230,3 +230,34 @@ def test_the_store_writer_refuses_metadata_of_other_rows_and_takes_numpy(tmp_pat
     x = np.arange(30, dtype=np.float32).reshape(10, 3)
     _write(tmp_path / "store", x, _meta(10))
     assert ActivationStore.open(tmp_path / "store").read().numpy().tolist() == x.tolist()
+
+
+@pytest.mark.parametrize(
+    "kind, needle",
+    [
+        ("meta", "a tensor on the meta device"),  # NotImplementedError traceback
+        ("sparse", "a sparse tensor (torch.sparse_coo)"),  # RuntimeError traceback
+        ("masked", "a masked array with 2 masked values"),  # captured as if unmasked
+    ],
+)
+def test_inputs_without_plain_values_are_refused(tmp_path, kind, needle):
+    """Inputs on the meta device or sparse ended the capture in torch's traceback (from
+    the inputs' fingerprint); a NumPy masked array was captured with the values under
+    its mask read as data, without a word."""
+    import numpy as np
+    import torch
+
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import InputsError
+
+    x = torch.randn(20, 6)
+    inputs = {
+        "meta": lambda: torch.empty(20, 6, device="meta"),
+        "sparse": lambda: x.to_sparse(),
+        "masked": lambda: np.ma.masked_array(x.numpy(), mask=np.arange(120).reshape(20, 6) < 2),
+    }[kind]()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU())
+    with pytest.raises(InputsError, match=re.escape(needle)):
+        capture_activations(model, inputs, ["1"], tmp_path / "store", CaptureConfig(), progress=False)
+    assert not (tmp_path / "store").exists()

@@ -336,6 +336,26 @@ def _texts_not_listed(batches: Any) -> None:
     )
 
 
+def _check_array(inputs: Any) -> None:
+    """Refuse an array or tensor whose values cannot be read as they stand: one on the meta
+    device (shapes without values) or sparse ended in torch's NotImplementedError or
+    RuntimeError traceback; a NumPy masked array was captured with its masked values as
+    if they were data, without a word."""
+    if isinstance(inputs, torch.Tensor) and (inputs.is_meta or inputs.layout != torch.strided):
+        what, fix = (
+            ("a tensor on the meta device (shapes without values)", "the data itself")
+            if inputs.is_meta
+            else (f"a sparse tensor ({inputs.layout})", "`x.to_dense()`")
+        )
+        raise InputsError(f"The inputs are {what}; give a dense tensor of values ({fix}).")
+    if isinstance(inputs, np.ma.MaskedArray) and np.ma.count_masked(inputs):
+        raise InputsError(
+            f"The inputs are a masked array with {np.ma.count_masked(inputs):,} masked values, "
+            "which a model would read as the values under the mask; fill them "
+            "(`x.filled(0)`) or drop those samples, and give a plain array."
+        )
+
+
 def model_and_tokenizer(model: Any, inputs: Any, tokenizer: Any) -> tuple[Any, Any]:
     """The module to run (an nnsight model's wrapped one) and the tokenizer for
     ``inputs``: ``tokenizer``, else the nnsight model's own; texts for a TransformerLens
@@ -343,6 +363,7 @@ def model_and_tokenizer(model: Any, inputs: Any, tokenizer: Any) -> tuple[Any, A
     ``run_with_cache`` takes them. One rule for capture, the downstream loss and the
     ablation, so that each runs the model on the same tokens."""
     check_tokenizer(tokenizer)
+    _check_array(inputs)
     model, own = unwrap_model(model)
     tokenizer = tokenizer if tokenizer is not None else own
     if is_texts(inputs) and is_transformer_lens(model):
