@@ -30,7 +30,7 @@ import pytest
         (
             "labels.jsonl",
             "\n".join(json.dumps({"y": i % 3, "id": i}) for i in range(300)),
-            ['line 1 holds an object without "label" (its keys: \'y\', \'id\')'],
+            ["line 1 holds an object without \"label\" (its keys: 'y', 'id')"],
         ),
     ],
 )
@@ -179,7 +179,6 @@ def test_a_data_sets_texts_and_examples_are_named_as_such(
 def _write(path, rows, meta, dtype="float32"):
     """Rows given to a `StoreWriter` of one layer 'a' as they are; the writer is aborted
     (its lock given back) when it fails, as the capture does."""
-    import numpy as np
 
     from saeatlas.store import LayerSpec, StoreWriter
 
@@ -259,5 +258,7 @@ def test_inputs_without_plain_values_are_refused(tmp_path, kind, needle):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU())
     with pytest.raises(InputsError, match=re.escape(needle)):
-        capture_activations(model, inputs, ["1"], tmp_path / "store", CaptureConfig(), progress=False)
+        capture_activations(
+            model, inputs, ["1"], tmp_path / "store", CaptureConfig(), progress=False
+        )
     assert not (tmp_path / "store").exists()

@@ -195,7 +195,9 @@ class Committer:
                 release()
 
 
-def _check_finite(blocks: list[tuple[int, np.ndarray, np.ndarray]], first_row: int, file: str) -> None:
+def _check_finite(
+    blocks: list[tuple[int, np.ndarray, np.ndarray]], first_row: int, file: str
+) -> None:
     """Refuse a shard whose rows hold NaN/Inf (its block moments say so at no cost): a
     capture leaves such rows out before they reach the writer, but rows given to
     :meth:`~.writer.StoreWriter.add` as they were (or finite values beyond a float16
