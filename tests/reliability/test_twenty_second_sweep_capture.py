@@ -262,3 +262,34 @@ def test_inputs_without_plain_values_are_refused(tmp_path, kind, needle):
             model, inputs, ["1"], tmp_path / "store", CaptureConfig(), progress=False
         )
     assert not (tmp_path / "store").exists()
+
+
+def test_bytes_labels_that_differ_after_a_nul_stay_apart(tmp_path, guarded, run_cli):
+    """Labels of a NumPy bytes array (`.npy` of dtype S) were stored as C strings, cut at
+    their first NUL: b'a\\x00b' and b'a\\x00c', two classes, became one, b'a' (the
+    thirteenth sweep mended this for unicode labels only)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    cli, _ = run_cli
+    labels = np.array([b"a\x00b", b"a\x00c", b"x"] * 100)
+    np.save(tmp_path / "labels.npy", labels)
+    r = cli(
+        "capture",
+        "--model",
+        guarded.model,
+        "--inputs",
+        guarded.inputs,
+        "--layers",
+        "1",
+        "--labels",
+        tmp_path / "labels.npy",
+        "--shard-rows",
+        "128",
+        "--out",
+        tmp_path / "store",
+        "-q",
+    )
+    assert r.exit_code == 0, r.output
+    stored = pq.read_table(tmp_path / "store" / "rows.parquet").column("label").to_pylist()
+    assert stored == labels.tolist()

@@ -147,9 +147,10 @@ class Committer:
         the shard's entry and the metadata file's sha256."""
         name = shard_name(i, self.rank, self.world)
         sha = write_shard(self.work / name, x)
-        # Arrow reads a NumPy unicode array as C strings: "n\x00ul" would be stored "n"
+        # Arrow reads a NumPy unicode or bytes array as C strings: "n\x00ul" would be
+        # stored "n" (b"a\x00b" and b"a\x00c", two labels, as one)
         table = pa.table(
-            {k: v.astype(object) if v.dtype.kind == "U" else v for k, v in meta.items()}
+            {k: v.astype(object) if v.dtype.kind in "US" else v for k, v in meta.items()}
         )
         part = self.work / PARTS / part_name(i, self.rank, self.world)
         atomic_write(part, lambda tmp: pq.write_table(table, tmp))
