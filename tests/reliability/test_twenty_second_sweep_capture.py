@@ -293,3 +293,47 @@ def test_bytes_labels_that_differ_after_a_nul_stay_apart(tmp_path, guarded, run_
     assert r.exit_code == 0, r.output
     stored = pq.read_table(tmp_path / "store" / "rows.parquet").column("label").to_pylist()
     assert stored == labels.tolist()
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs."""
+
+
+def test_a_resume_that_cuts_texts_from_the_other_end_is_refused(
+    tmp_path, monkeypatch, make_gpt2, make_char_tokenizer
+):
+    """A tokenizer whose `truncation_side` was set to 'left' between a kill and `capture
+    --resume` was taken for the same one (its fingerprint leaves truncation out): the
+    store held the first texts' first 8 tokens and the later texts' last 8, without a
+    word (the first batch, of short texts, was the same)."""
+    import saeatlas.store.merge as merge_module
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import ConfigError
+
+    texts = ["ab", "cd"] + ["abcdefghijklmnopqrstuvwxyz", "hello world and more"] * 2
+    out, cfg = tmp_path / "store", CaptureConfig(batch_size=2, shard_rows=8, max_length=8)
+
+    def run(side, **kw):
+        tokenizer = make_char_tokenizer()
+        tokenizer.truncation_side = side
+        return capture_activations(
+            make_gpt2(16),
+            texts,
+            ["transformer.h.0"],
+            out,
+            cfg,
+            tokenizer=tokenizer,
+            progress=False,
+            **kw,
+        )
+
+    def killed(*args, **kw):
+        raise Killed
+
+    with monkeypatch.context() as m:  # every shard committed, as after a late kill -9
+        m.setattr(merge_module, "atomic_write", killed)
+        with pytest.raises(Killed):
+            run("right")
+    with pytest.raises(ConfigError, match=r"truncation_side was 'right', now 'left'"):
+        run("left", resume=True)
+    assert run("right", resume=True).n_rows == 4 + 4 * 8

@@ -229,14 +229,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     special tokens and length limit either applies. The texts' fingerprint cannot tell
     two tokenizers apart, nor can the first batch's tokens when the two differ only on
     later texts."""
-    hf = next(
-        (
-            t
-            for t in (tokenizer, getattr(tokenizer, "tokenizer", None))
-            if t is not None and hasattr(t, "get_vocab")
-        ),
-        None,
-    )  # TransformerLensTexts holds its model's
+    hf = _hf_tokenizer(tokenizer)
     h = hashlib.sha256(type(tokenizer).__qualname__.encode())
     backend = getattr(hf, "backend_tokenizer", None)
     if backend is not None:
@@ -248,6 +241,19 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     for attr in ("model_max_length", "bos_token_id", "eos_token_id", "pad_token_id"):
         h.update(repr(getattr(hf, attr, None)).encode())
     return h.hexdigest()[:16]
+
+
+def _hf_tokenizer(tokenizer: Any) -> Any:
+    """The Hugging Face tokenizer ``tokenizer`` is or holds (TransformerLensTexts holds its
+    model's), or None."""
+    return next(
+        (
+            t
+            for t in (tokenizer, getattr(tokenizer, "tokenizer", None))
+            if t is not None and hasattr(t, "get_vocab")
+        ),
+        None,
+    )
 
 
 def capture_job(
@@ -276,6 +282,10 @@ def capture_job(
     }
     if tokenizer is not None:  # texts only: other inputs do not go through it
         job["tokenizer"] = tokenizer_fingerprint(tokenizer)
+        # which end a text too long is cut from: beside the fingerprint (recorded since
+        # December 2026, so compared only where recorded), which left it out, so a resume
+        # with `truncation_side="left"` stored texts cut from both ends without a word
+        job["truncation_side"] = getattr(_hf_tokenizer(tokenizer), "truncation_side", None)
     return job
 
 
