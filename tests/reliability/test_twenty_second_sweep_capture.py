@@ -337,3 +337,29 @@ def test_a_resume_that_cuts_texts_from_the_other_end_is_refused(
     with pytest.raises(ConfigError, match=r"truncation_side was 'right', now 'left'"):
         run("left", resume=True)
     assert run("right", resume=True).n_rows == 4 + 4 * 8
+
+
+def test_provenance_cannot_replace_the_captures_own_facts(tmp_path, make_gpt2, make_char_tokenizer):
+    """`provenance={"max_length": 512}` on texts the capture cut to the model's 16
+    positions replaced the manifest's `max_length` without a word, so the ablation and
+    `evaluate --model` cut the texts to 512 tokens, not as the store's rows were."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import ConfigError
+
+    def run(provenance, out):
+        return capture_activations(
+            make_gpt2(16),
+            ["abcdefghijklmnopqrstuvwxyz", "ab"],
+            ["transformer.h.0"],
+            tmp_path / out,
+            CaptureConfig(batch_size=2),
+            tokenizer=make_char_tokenizer(),
+            progress=False,
+            provenance=provenance,
+        )
+
+    with pytest.raises(ConfigError, match=r"gives 'max_length' as 512, but the capture records 16"):
+        run({"max_length": 512}, "refused")
+    assert not (tmp_path / "refused").exists()
+    store = run({"max_length": 16, "model": "tiny-gpt2"}, "store")  # the same fact is kept
+    assert store.max_length == 16 and store.manifest.provenance["model"] == "tiny-gpt2"

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ConfigError
+
 #: Values hashed from each end of every parameter, and about as many evenly spaced
 #: through it: enough to tell two checkpoints apart without hashing a large model's
 #: bytes in full (a sum over every value covers the rest).
@@ -341,3 +343,26 @@ def batch_fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     add(args)
     add(kwargs)
     return h.hexdigest()[:16]
+
+
+def check_provenance(provenance: dict[str, Any] | None, own: dict[str, Any], texts: bool) -> None:
+    """Refuse a caller's ``provenance`` fact that contradicts one the capture records
+    itself (``own``) and later stages read: the tokens per text (``max_length``, to which
+    the ablation and ``evaluate --model`` cut texts; none recorded for texts means the
+    tokenizer's own limit), TransformerLens's ``prepend_bos``, ``n_ctx`` and
+    ``model_name``, and ``model_cast``. It replaced the capture's own without a word, so
+    the ablation ran on texts cut otherwise than the store's."""
+    for key, value in own.items():
+        if key not in (provenance or {}) or value is None and not (texts and key == "max_length"):
+            continue
+        if provenance[key] != value:
+            recorded = (
+                "none (texts are cut to the tokenizer's own limit)"
+                if value is None
+                else repr(value)
+            )
+            raise ConfigError(
+                f"`provenance` gives {key!r} as {provenance[key]!r:.60}, but the capture records "
+                f"{recorded} itself, which later stages read (the ablation and `evaluate --model` "
+                "cut texts to `max_length`); leave it out of `provenance`."
+            )
