@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 
 import pytest
+import torch
 
 
 @pytest.mark.parametrize(
@@ -363,3 +364,34 @@ def test_provenance_cannot_replace_the_captures_own_facts(tmp_path, make_gpt2, m
     assert not (tmp_path / "refused").exists()
     store = run({"max_length": 16, "model": "tiny-gpt2"}, "store")  # the same fact is kept
     assert store.max_length == 16 and store.manifest.provenance["model"] == "tiny-gpt2"
+
+
+class Squeeze(torch.nn.Module):
+    def forward(self, x):
+        return x.squeeze()
+
+
+def test_a_last_batch_of_one_sample_squeezed_by_the_model_is_named(tmp_path):
+    """301 samples in batches of 100 end in a batch of one, which a model's `x.squeeze()`
+    gives as `[10]`: refused as a layer that is not batch-first, told to "choose a layer
+    or `output_index` ... nn.LSTM/GRU's outputs", naming neither the batch nor the fix."""
+    import torch
+
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import ShapeError
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 10), Squeeze())
+    needle = (
+        r"gives shape \[10\] for input batch 3 \(samples 300-300\), but the batch has 1 "
+        r"sample; .* choose a --batch-size \(`batch_size`\) that leaves no batch of one"
+    )
+    with pytest.raises(ShapeError, match=needle):
+        capture_activations(
+            model,
+            torch.randn(301, 6),
+            ["1"],
+            tmp_path / "s",
+            CaptureConfig(batch_size=100),
+            progress=False,
+        )

@@ -312,7 +312,7 @@ def _capture(
                 probe = config.early_stop and not started
                 run_forward(model, batch, recorder, device, where, probe=probe)
                 tracer.detach()
-                check_batch_dim(recorder.shapes, batch.n_samples)
+                check_batch_dim(recorder.shapes, batch.n_samples, where)
                 # columns follow the resolved (natural) order, not execution order
                 rows = {hp.name: recorder.values[hp.name] for hp in hps}
                 recorder.values.clear()
