@@ -11,6 +11,13 @@ import pytest
 import torch
 
 
+def _capture(cli, outputs, out, *flags, inputs=None):
+    """`saeatlas capture` of the protected model's layer '1' on its inputs (or ``inputs``)
+    into ``out``."""
+    args = ["--model", outputs.model, "--inputs", inputs or outputs.inputs, "--layers", "1"]
+    return cli("capture", *args, "--out", out, "-q", *flags)
+
+
 @pytest.mark.parametrize(
     "name, text, needles",
     [
@@ -40,20 +47,7 @@ def test_a_label_file_without_the_label_column_names_the_columns(
 ):
     cli, assert_one_line_error = run_cli
     (tmp_path / name).write_text(text)
-    r = cli(
-        "capture",
-        "--model",
-        guarded.model,
-        "--inputs",
-        guarded.inputs,
-        "--layers",
-        "1",
-        "--labels",
-        tmp_path / name,
-        "--out",
-        tmp_path / "store",
-        "-q",
-    )
+    r = _capture(cli, guarded, tmp_path / "store", "--labels", tmp_path / name)
     assert_one_line_error(r, *needles)
     assert not (tmp_path / "store").exists()
 
@@ -102,18 +96,7 @@ def test_a_safetensors_file_of_several_tensors_is_refused(tmp_path, guarded, run
     tensors = {"inputs": torch.randn(300, 6)} if others else {}
     tensors.update({k: torch.ones(300, dtype=torch.long) for k in others})
     save_file(tensors, tmp_path / "in.safetensors")
-    r = cli(
-        "capture",
-        "--model",
-        guarded.model,
-        "--inputs",
-        tmp_path / "in.safetensors",
-        "--layers",
-        "1",
-        "--out",
-        tmp_path / "store",
-        "-q",
-    )
+    r = _capture(cli, guarded, tmp_path / "store", inputs=tmp_path / "in.safetensors")
     needles = ["only 'inputs' is read", "attention mask not applied"] if others else ["no tensors"]
     assert_one_line_error(r, *needles)
     assert not (tmp_path / "store").exists()
@@ -275,22 +258,7 @@ def test_bytes_labels_that_differ_after_a_nul_stay_apart(tmp_path, guarded, run_
     cli, _ = run_cli
     labels = np.array([b"a\x00b", b"a\x00c", b"x"] * 100)
     np.save(tmp_path / "labels.npy", labels)
-    r = cli(
-        "capture",
-        "--model",
-        guarded.model,
-        "--inputs",
-        guarded.inputs,
-        "--layers",
-        "1",
-        "--labels",
-        tmp_path / "labels.npy",
-        "--shard-rows",
-        "128",
-        "--out",
-        tmp_path / "store",
-        "-q",
-    )
+    r = _capture(cli, guarded, tmp_path / "store", "--labels", tmp_path / "labels.npy")
     assert r.exit_code == 0, r.output
     stored = pq.read_table(tmp_path / "store" / "rows.parquet").column("label").to_pylist()
     assert stored == labels.tolist()
