@@ -338,9 +338,9 @@ def _texts_not_listed(batches: Any) -> None:
 
 def _check_array(inputs: Any) -> None:
     """Refuse an array or tensor whose values cannot be read as they stand: one on the meta
-    device (shapes without values) or sparse ended in torch's NotImplementedError or
-    RuntimeError traceback; a NumPy masked array was captured with its masked values as
-    if they were data, without a word."""
+    device (shapes without values) or sparse ended in a traceback of torch's ("Cannot copy
+    out of meta tensor"); a NumPy masked array was captured with its masked values as if
+    they were data, without a word."""
     if isinstance(inputs, torch.Tensor) and (inputs.is_meta or inputs.layout != torch.strided):
         what, fix = (
             ("a tensor on the meta device (shapes without values)", "the data itself")
