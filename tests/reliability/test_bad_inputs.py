@@ -451,7 +451,7 @@ INPUT_FILES = {
     "scalar.npy": (_npy(np.array(3.0)), "batch dimension"),
     "words.npy": (_npy(np.array(["a", "b"])), "dtype <U1"),
     "latin1.txt": (lambda p: p.write_bytes(b"caf\xe9\n"), "not UTF-8"),
-    "wrong-key.jsonl": (lambda p: p.write_text('{"txt": "a"}\n'), 'string "text"'),
+    "wrong-key.jsonl": (lambda p: p.write_text('{"txt": "a"}\n'), 'the key "text"'),
     "number.jsonl": (lambda p: p.write_text('{"text": 5}\n'), "line 1"),
     "blank.jsonl": (lambda p: p.write_text("\n\n"), "no texts"),
     "folder.npy": (lambda p: p.mkdir(), "is a directory"),
@@ -593,7 +593,7 @@ def test_jsonl_labels_are_read_as_json(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"lab": 1}\n')
     assert load_labels(tmp_path / "l.jsonl").tolist() == ["cat", "dog", "cat"]
     assert load_labels(tmp_path / "n.jsonl").tolist() == [1, 2]
-    with pytest.raises(InputsError, match='line 1 .* a number or string "label"'):
+    with pytest.raises(InputsError, match='line 1 .* the key "label", or one JSON number or string'):
         load_labels(tmp_path / "bad.jsonl")
 
 

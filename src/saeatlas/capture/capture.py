@@ -43,7 +43,7 @@ from .inputs import (
     known_length,
     model_and_tokenizer,
 )
-from .job import batch_fingerprint, capture_job, model_fingerprint
+from .job import batch_fingerprint, capture_job, check_provenance, model_fingerprint
 from .labels import check_batch_labels, check_stored_labels
 from .layouts import (
     LayoutTracer,
@@ -171,15 +171,15 @@ def _capture(
     # `job` knows the model as given; `.to(dtype)` cast it in place, so a Python caller
     # that ablates the same object later gives the cast one: the ablation knows both
     cast = {"model_cast": model_fingerprint(model)} if dtype is not None else {}
+    own = {"max_length": max_length, **tl_facts, **cast}  # facts later stages read
+    check_provenance(provenance, own, is_texts(inputs))
     prov = {
         "model": type(model).__name__,
         "hookpoints": list(hookpoints) if not isinstance(hookpoints, str) else [hookpoints],
         "inputs": type(inputs).__name__,
         "saeatlas_version": __version__,
         "torch_version": torch.__version__,
-        **({"max_length": max_length} if max_length is not None else {}),
-        **tl_facts,
-        **cast,
+        **{k: v for k, v in own.items() if v is not None},
         **(provenance or {}),
     }
     if coord.distributed:
@@ -312,7 +312,7 @@ def _capture(
                 probe = config.early_stop and not started
                 run_forward(model, batch, recorder, device, where, probe=probe)
                 tracer.detach()
-                check_batch_dim(recorder.shapes, batch.n_samples)
+                check_batch_dim(recorder.shapes, batch.n_samples, where)
                 # columns follow the resolved (natural) order, not execution order
                 rows = {hp.name: recorder.values[hp.name] for hp in hps}
                 recorder.values.clear()

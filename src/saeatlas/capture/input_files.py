@@ -18,7 +18,7 @@ from ..store.npy import load_npy
 def load_inputs(path: str | Path) -> np.ndarray | list[str]:
     """Read inputs from a file: ``.npy`` or ``.safetensors`` arrays, or text (one per line).
 
-    A ``.safetensors`` file holds one tensor, or one named ``inputs``. A
+    A ``.safetensors`` file holds one tensor (any other beside it is refused). A
     ``.jsonl`` file holds one JSON string (or ``{"text": ...}``) per line.
     """
     path = _existing_file(path, "Inputs")
@@ -32,9 +32,22 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
             tensors = load_file(str(path))
         except Exception as e:  # safetensors raises its own error types
             raise InputsError(f"Cannot read '{path}' as safetensors: {e}") from e
-        if "inputs" not in tensors and len(tensors) != 1:
+        if not tensors:
+            raise InputsError(f"'{path}' holds no tensors; save the inputs as 'inputs'.")
+        if len(tensors) != 1:
+            # 'inputs' beside others: an attention mask was not applied (padding captured
+            # as rows) and labels not stored, without a word
+            others = sorted(k for k in tensors if k != "inputs")
+            why = (
+                f"only 'inputs' is read, and {others[:5]} would be dropped without a word (an "
+                "attention mask not applied, labels not stored)"
+                if "inputs" in tensors
+                else "name the input tensor 'inputs'"
+            )
             raise InputsError(
-                f"'{path}' holds tensors {sorted(tensors)}; name the input tensor 'inputs'."
+                f"'{path}' holds tensors {sorted(tensors)[:6]}; {why}. Save the inputs alone "
+                "(labels go in a file of their own, --labels; texts given as a .txt file are "
+                "padded and masked)."
             )
         t = tensors.get("inputs", next(iter(tensors.values())))
         try:
@@ -85,6 +98,12 @@ def _jsonl_values(
         except json.JSONDecodeError as e:
             raise InputsError(f"'{path}' line {i} is not JSON: {e}.") from e
         value = obj.get(key) if isinstance(obj, dict) else obj
+        if isinstance(obj, dict) and key not in obj:  # a record without the key's column
+            raise InputsError(
+                f"'{path}' line {i} holds an object without \"{key}\" (its keys: "
+                f"{', '.join(map(repr, list(obj)[:20])) or 'none'}); give every line the "
+                f'key "{key}", or one JSON {what} per line.'
+            )
         if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
             raise InputsError(
                 f"'{path}' line {i} holds {line.strip()[:60]!r}; each line must be a JSON "
@@ -163,6 +182,12 @@ def _csv_labels(path: Path) -> list[str]:
         ) from e
     column = records[0].index("label") if records and "label" in records[0] else None
     header = column is not None
+    if not header and records and len(records[0]) > 1:  # a header without `label`
+        raise InputsError(
+            f"'{path}' has no column `label`: its first line holds the columns "
+            f"{', '.join(map(repr, records[0][:20]))}; name the labels' column `label` in "
+            "that line, or give one label per line."
+        )
     for i, record in enumerate(records[header:], 1 + header):
         if column is None and len(record) != 1 or column is not None and column >= len(record):
             want = "one field" if column is None else f"a field in column {column + 1}, `label`"

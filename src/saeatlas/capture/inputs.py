@@ -66,6 +66,14 @@ def _n_samples(x: Any) -> int:
                 return int(v.shape[0])
     if isinstance(x, (list, tuple)) and x:
         return _n_samples(x[0])
+    if isinstance(x, Mapping):  # one example of a data set, iterated: {'text': 'a', 'label': 0}
+        kinds = ", ".join(f"{k!r}: {type(v).__name__}" for k, v in list(x.items())[:6])
+        raise InputsError(
+            f"A dict batch ({{{kinds}}}) holds no tensor or array with a batch axis, so its "
+            "batch size is unknown. Each batch holds several samples: a data set iterated "
+            "gives one example at a time (a `datasets.Dataset`); give batches (a DataLoader "
+            "of its token ids), or its texts as a list with a tokenizer."
+        )
     raise InputsError(f"Cannot tell the batch size of a {type(x).__name__} batch.")
 
 
@@ -279,12 +287,16 @@ def _text_batches(
 def _iterable_batches(
     batches: Iterable[Any], labels: Any, dtypes: tuple[torch.dtype | None, bool]
 ) -> Iterator[InputBatch]:
+    if isinstance(batches, Sequence) and len(batches) and isinstance(batches[0], str):
+        _texts_not_listed(batches)  # before `labels`, which texts take
     if labels is not None:
         raise InputsError(
             "`labels` applies to array or text inputs; with an iterable of batches, yield "
             "(x, y) pairs or put 'labels' in dict batches instead."
         )
     for item in batches:
+        if isinstance(item, str):
+            _texts_not_listed(batches)
         if isinstance(item, Mapping):
             # only the token ids are widened: a uint8 `pixel_values` beside `input_ids`
             # is an image, in the dtype the model reads
@@ -292,11 +304,15 @@ def _iterable_batches(
                 k: _as_tensor(v, dtypes[0], dtypes[1] and _names_token_ids(k))
                 for k, v in item.items()
             }
-            n = _n_samples(kwargs)
+            n, mask = _n_samples(kwargs), kwargs.get("attention_mask")
+            if isinstance(mask, torch.Tensor) and mask.ndim < 2:  # one example's
+                raise InputsError(
+                    f"A dict batch's `attention_mask` has shape {list(mask.shape)}; a batch's "
+                    "mask is [batch, seq]. A data set iterated gives one example at a time (a "
+                    "`datasets.Dataset`); give batches of several samples (a DataLoader)."
+                )
             y = kwargs.get("labels", kwargs.get("label"))
-            yield InputBatch(
-                (), kwargs, n, mask=kwargs.get("attention_mask"), labels=labels_of(y, n)
-            )
+            yield InputBatch((), kwargs, n, mask=mask, labels=labels_of(y, n))
         elif isinstance(item, (list, tuple)) and len(item) == 2:
             x, y = _as_tensor(item[0], *dtypes), item[1]
             n = _n_samples(x)
@@ -311,6 +327,35 @@ def _iterable_batches(
             )
 
 
+def _texts_not_listed(batches: Any) -> None:
+    """Refuse texts in another container than a list (a `datasets` Column, a generator):
+    they were taken for an iterable of batches, "a batch of type str"."""
+    raise InputsError(
+        f"The inputs ({type(batches).__name__}) hold texts, which are read as texts only "
+        "from a list; pass `list(inputs)` (with a tokenizer)."
+    )
+
+
+def _check_array(inputs: Any) -> None:
+    """Refuse an array or tensor whose values cannot be read as they stand: one on the meta
+    device (shapes without values) or sparse ended in a traceback of torch's ("Cannot copy
+    out of meta tensor"); a NumPy masked array was captured with its masked values as if
+    they were data, without a word."""
+    if isinstance(inputs, torch.Tensor) and (inputs.is_meta or inputs.layout != torch.strided):
+        what, fix = (
+            ("a tensor on the meta device (shapes without values)", "the data itself")
+            if inputs.is_meta
+            else (f"a sparse tensor ({inputs.layout})", "`x.to_dense()`")
+        )
+        raise InputsError(f"The inputs are {what}; give a dense tensor of values ({fix}).")
+    if isinstance(inputs, np.ma.MaskedArray) and np.ma.count_masked(inputs):
+        raise InputsError(
+            f"The inputs are a masked array with {np.ma.count_masked(inputs):,} masked values, "
+            "which a model would read as the values under the mask; fill them "
+            "(`x.filled(0)`) or drop those samples, and give a plain array."
+        )
+
+
 def model_and_tokenizer(model: Any, inputs: Any, tokenizer: Any) -> tuple[Any, Any]:
     """The module to run (an nnsight model's wrapped one) and the tokenizer for
     ``inputs``: ``tokenizer``, else the nnsight model's own; texts for a TransformerLens
@@ -318,6 +363,7 @@ def model_and_tokenizer(model: Any, inputs: Any, tokenizer: Any) -> tuple[Any, A
     ``run_with_cache`` takes them. One rule for capture, the downstream loss and the
     ablation, so that each runs the model on the same tokens."""
     check_tokenizer(tokenizer)
+    _check_array(inputs)
     model, own = unwrap_model(model)
     tokenizer = tokenizer if tokenizer is not None else own
     if is_texts(inputs) and is_transformer_lens(model):

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ConfigError
+
 #: Values hashed from each end of every parameter, and about as many evenly spaced
 #: through it: enough to tell two checkpoints apart without hashing a large model's
 #: bytes in full (a sum over every value covers the rest).
@@ -229,14 +231,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     special tokens and length limit either applies. The texts' fingerprint cannot tell
     two tokenizers apart, nor can the first batch's tokens when the two differ only on
     later texts."""
-    hf = next(
-        (
-            t
-            for t in (tokenizer, getattr(tokenizer, "tokenizer", None))
-            if t is not None and hasattr(t, "get_vocab")
-        ),
-        None,
-    )  # TransformerLensTexts holds its model's
+    hf = _hf_tokenizer(tokenizer)
     h = hashlib.sha256(type(tokenizer).__qualname__.encode())
     backend = getattr(hf, "backend_tokenizer", None)
     if backend is not None:
@@ -248,6 +243,19 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     for attr in ("model_max_length", "bos_token_id", "eos_token_id", "pad_token_id"):
         h.update(repr(getattr(hf, attr, None)).encode())
     return h.hexdigest()[:16]
+
+
+def _hf_tokenizer(tokenizer: Any) -> Any:
+    """The Hugging Face tokenizer ``tokenizer`` is or holds (TransformerLensTexts holds its
+    model's), or None."""
+    return next(
+        (
+            t
+            for t in (tokenizer, getattr(tokenizer, "tokenizer", None))
+            if t is not None and hasattr(t, "get_vocab")
+        ),
+        None,
+    )
 
 
 def capture_job(
@@ -276,6 +284,10 @@ def capture_job(
     }
     if tokenizer is not None:  # texts only: other inputs do not go through it
         job["tokenizer"] = tokenizer_fingerprint(tokenizer)
+        # which end a text too long is cut from: beside the fingerprint (recorded since
+        # December 2026, so compared only where recorded), which left it out, so a resume
+        # with `truncation_side="left"` stored texts cut from both ends without a word
+        job["truncation_side"] = getattr(_hf_tokenizer(tokenizer), "truncation_side", None)
     return job
 
 
@@ -331,3 +343,26 @@ def batch_fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     add(args)
     add(kwargs)
     return h.hexdigest()[:16]
+
+
+def check_provenance(provenance: dict[str, Any] | None, own: dict[str, Any], texts: bool) -> None:
+    """Refuse a caller's ``provenance`` fact that contradicts one the capture records
+    itself (``own``) and later stages read: the tokens per text (``max_length``, to which
+    the ablation and ``evaluate --model`` cut texts; none recorded for texts means the
+    tokenizer's own limit), TransformerLens's ``prepend_bos``, ``n_ctx`` and
+    ``model_name``, and ``model_cast``. It replaced the capture's own without a word, so
+    the ablation ran on texts cut otherwise than the store's."""
+    for key, value in own.items():
+        if key not in (provenance or {}) or value is None and not (texts and key == "max_length"):
+            continue
+        if provenance[key] != value:
+            recorded = (
+                "none (texts are cut to the tokenizer's own limit)"
+                if value is None
+                else repr(value)
+            )
+            raise ConfigError(
+                f"`provenance` gives {key!r} as {provenance[key]!r:.60}, but the capture records "
+                f"{recorded} itself, which later stages read (the ablation and `evaluate --model` "
+                "cut texts to `max_length`); leave it out of `provenance`."
+            )

@@ -19,6 +19,7 @@ from .._validation import shown
 from ..errors import AtlasError, ModelError, ModelSpecError
 from .hf_dir import MODEL_CLASSES, load_hf_dir
 from .nnsight import is_nnsight, unwrap_model
+from .texts import text_max_length
 
 
 @dataclass
@@ -253,7 +254,12 @@ def example_inputs(model: torch.nn.Module, tokenizer: Any = None) -> Any:
     """A small input for a dry forward pass: a sentence for text models, else random
     rows sized by the first ``Linear`` layer."""
     if tokenizer is not None:
-        return tokenizer(["The quick brown fox jumps over the lazy dog."], return_tensors="pt")
+        # cut as a capture cuts it: a model of fewer positions (a character-level one)
+        # ended the dry run in "index out of range"
+        texts = ["The quick brown fox jumps over the lazy dog."]
+        limit = text_max_length(model, texts, tokenizer, None)
+        cut = {"truncation": True, "max_length": limit} if limit is not None else {}
+        return tokenizer(texts, return_tensors="pt", **cut)
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
             return torch.randn(2, m.in_features, dtype=input_dtype(model))

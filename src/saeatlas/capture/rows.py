@@ -252,18 +252,27 @@ def check_output_index(index: int | str | None, plain: set[str], names: list[str
         )
 
 
-def check_batch_dim(shapes: dict[str, tuple[int, ...]], n_samples: int) -> None:
+def check_batch_dim(shapes: dict[str, tuple[int, ...]], n_samples: int, where: str) -> None:
     """Every recorded tensor must be batch-first, or its rows would be given to the
     wrong samples (an RNN's final state ``[layers, batch, d]`` would become
-    ``layers`` samples of ``batch`` tokens)."""
+    ``layers`` samples of ``batch`` tokens). A batch of one sample whose layer lost its
+    batch axis (a model's ``x.squeeze()``; the last batch, say) is named so: it was told to
+    choose another layer."""
     for name, shape in shapes.items():
         if not shape or shape[0] != n_samples:
+            fix = (
+                "Choose a layer or `output_index` (--output-index) whose first dimension is "
+                "the batch (nn.LSTM/GRU's outputs with batch_first=True, not their final "
+                "states)."
+                if n_samples != 1 or 1 in shape  # `squeeze()` leaves no axis of size 1
+                else "A batch of one sample loses its batch axis in a model that squeezes it "
+                "(`x.squeeze()`): choose a --batch-size (`batch_size`) that leaves no batch of "
+                "one sample, and start again with --overwrite, or fix the model."
+            )
             raise ShapeError(
-                f"Layer '{name}' gives shape {list(shape)}, but the batch has {n_samples} "
-                "samples; saeatlas records batch-first tensors ([batch, d], [batch, seq, d] or "
-                "[batch, C, H, W]). Choose a layer or `output_index` (--output-index) whose "
-                "first dimension is the batch (nn.LSTM/GRU's outputs with batch_first=True, "
-                "not their final states)."
+                f"Layer '{name}' gives shape {list(shape)} for {where}, but the batch has "
+                f"{n_samples} sample{'s' * (n_samples != 1)}; saeatlas records batch-first "
+                f"tensors ([batch, d], [batch, seq, d] or [batch, C, H, W]). {fix}"
             )
 
 

@@ -32,17 +32,21 @@ def layers_cmd(
     """List a model's hook points with their output shapes (one dry forward pass)."""
     from ..capture import example_inputs, iter_input_batches, list_layers, load_inputs, load_model
     from ..capture.models import input_dtype, takes_token_ids
+    from ..capture.texts import text_max_length
     from ..errors import InputsError
 
     loaded = load_model(model, model_class=model_class)
     if inputs is None:
         example = example_inputs(loaded.model, loaded.tokenizer)
     else:
+        values = load_inputs(inputs)
         batch = next(
             iter_input_batches(
-                load_inputs(inputs),
+                values,
                 batch_size=2,
                 tokenizer=loaded.tokenizer,
+                # texts cut as `capture` cuts them (they ended in "index out of range")
+                max_length=text_max_length(loaded.model, values, loaded.tokenizer, None),
                 float_dtype=input_dtype(loaded.model),
                 token_ids=takes_token_ids(loaded.model),
             ),

@@ -110,10 +110,17 @@ def check_blocks_fit(rows: int, n_units: int, dtype: str, itemsize: int) -> None
     )
 
 
-def row_parts(x: torch.Tensor | Sequence[torch.Tensor], n_units: int) -> list[torch.Tensor]:
+def row_parts(
+    x: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray],
+    n_units: int,
+    meta: dict[str, np.ndarray],
+) -> list[torch.Tensor]:
     """One batch's rows as a list of ``[rows, units]`` column blocks (``x`` itself, or
-    its blocks side by side) with ``n_units`` columns in all."""
-    parts = [x] if isinstance(x, torch.Tensor) else list(x)
+    its blocks side by side) with ``n_units`` columns in all, checked against their
+    metadata columns ``meta``, one value per row each. A NumPy array is one block (it was
+    taken for a list of blocks, one per row: "Rows have shapes [(3,), (3,) ...]")."""
+    parts = [x] if isinstance(x, (torch.Tensor, np.ndarray)) else list(x)
+    parts = [torch.from_numpy(p) if isinstance(p, np.ndarray) else p for p in parts]
     n_rows = parts[0].shape[0] if parts else 0
     if (
         not parts
@@ -122,6 +129,13 @@ def row_parts(x: torch.Tensor | Sequence[torch.Tensor], n_units: int) -> list[to
     ):
         shapes = [tuple(p.shape) for p in parts]
         raise StoreError(f"Rows have shapes {shapes}, expected [rows, {n_units}] in all.")
+    # one of another length ended the shard's write in pyarrow's ArrowInvalid
+    other = {k: len(v) for k, v in meta.items() if len(v) != n_rows}
+    if other:
+        raise StoreError(
+            f"The row metadata columns {other} (values each) do not fit the {n_rows} rows "
+            "given with them; give each column one value per row."
+        )
     return parts
 
 

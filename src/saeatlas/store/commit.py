@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from ..errors import StoreError
 from .atomic import atomic_write, atomic_write_bytes
 from .manifest import ShardInfo, file_sha256
 from .partial import PARTS, part_name, progress_name, shard_name
@@ -146,9 +147,10 @@ class Committer:
         the shard's entry and the metadata file's sha256."""
         name = shard_name(i, self.rank, self.world)
         sha = write_shard(self.work / name, x)
-        # Arrow reads a NumPy unicode array as C strings: "n\x00ul" would be stored "n"
+        # Arrow reads a NumPy unicode or bytes array as C strings: "n\x00ul" would be
+        # stored "n" (b"a\x00b" and b"a\x00c", two labels, as one)
         table = pa.table(
-            {k: v.astype(object) if v.dtype.kind == "U" else v for k, v in meta.items()}
+            {k: v.astype(object) if v.dtype.kind in "US" else v for k, v in meta.items()}
         )
         part = self.work / PARTS / part_name(i, self.rank, self.world)
         atomic_write(part, lambda tmp: pq.write_table(table, tmp))
@@ -173,6 +175,7 @@ class Committer:
                     self._broken = True
                     return
                 shard, part = written
+                _check_finite(blocks, sum(s.rows for s in self.shards), shard.file)
                 # Merged into a copy: until the progress file is renamed into place the
                 # committed moments must stay those of the committed shards.
                 moments = RunningMoments.from_state(self.moments.state())
@@ -191,3 +194,25 @@ class Committer:
             wait((write, stats))  # neither reads the rows any more
             if release is not None:
                 release()
+
+
+def _check_finite(
+    blocks: list[tuple[int, np.ndarray, np.ndarray]], first_row: int, file: str
+) -> None:
+    """Refuse a shard whose rows hold NaN/Inf (its block moments say so at no cost): a
+    capture leaves such rows out before they reach the writer, but rows given to
+    :meth:`~.writer.StoreWriter.add` as they were (or finite values beyond a float16
+    store's range, Inf once stored) made a complete store whose manifest no reader
+    accepts (a NaN mean)."""
+    start = first_row
+    for n, mean, m2 in blocks:
+        bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(m2)))
+        if len(bad):
+            raise StoreError(
+                f"Rows {start}-{start + n - 1} given to the store writer (shard '{file}') hold "
+                f"NaN/Inf values, or values beyond the store's dtype, in column {int(bad[0])}"
+                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}; a store holds finite "
+                "values only. Leave such rows out before adding them (a capture does with "
+                "--on-nonfinite skip, `on_nonfinite='skip'`)."
+            )
+        start += n

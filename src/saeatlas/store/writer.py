@@ -224,8 +224,8 @@ class StoreWriter:
         """Add the rows of one input batch.
 
         Args:
-            x: ``[rows, n_units]`` activations of the batch, all of them (finite), on
-                any device; or their column blocks side by side (``[rows, units]`` each,
+            x: ``[rows, n_units]`` activations of the batch, all of them (finite: a
+                shard of NaN/Inf is refused), on any device; or their column blocks side by side (``[rows, units]`` each,
                 the layers in order), which are then not joined before they are stored.
             meta: per-row metadata columns, each of length ``rows`` (``sample``,
                 ``position``, labels...). The ``row`` column is added here.
@@ -239,7 +239,7 @@ class StoreWriter:
         """
         if self.layers is None:
             raise RuntimeError("StoreWriter.start(layers) must be called before add().")
-        parts = row_parts(x, self.n_units)
+        parts = row_parts(x, self.n_units, meta)
         n_rows = parts[0].shape[0]
         columns = sorted(meta)
         if self._meta_columns is None:
