@@ -189,9 +189,13 @@ def evaluate_sae(
         )
 
     n, sq_err, active, fired, moments = run_ranks("evaluation", str(device), timeout_s, on_ranks)
-    total = float(moments.m2.sum())  # sum ||x - mean||^2
-    # relative to sum ||x||^2, with no floor: rounding alone leaves about 1e-16 of it
-    if not total > 1e-14 * (total + n * float((moments.mean**2).sum())):
+    # sum ||x - mean||^2 over the units that vary, each judged against its own sum of
+    # squares (rounding alone leaves about 1e-16 of it; no floor): judged against the
+    # whole row's, one unit held at 1e20 made every other unit's variance rounding
+    m2 = moments.m2
+    varies = m2 > 1e-14 * (m2 + n * moments.mean**2)
+    total = float(m2[varies].sum())
+    if not total > 0:
         raise ConfigError(
             f"Rows {start}:{stop} do not vary (every row is the same), so the FVU is "
             "undefined. Evaluate on other rows."
