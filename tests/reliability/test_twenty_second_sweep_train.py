@@ -28,3 +28,75 @@ def test_a_unit_held_at_1e20_does_not_hide_the_others_variance(tmp_path):
     np.save(tmp_path / "held.npy", x)
     held = evaluate_sae(sae, tmp_path / "held.npy")
     assert np.isclose(held.fvu, plain.fvu, rtol=1e-6) and held.l0 == plain.l0
+
+
+#: A training of 20 steps (640 rows in batches of 32), two seeds.
+TWO_SEEDS = ["--seeds", "2", "--d-sae", "8", "--k", "2", "--batch-size", "32", "--tokens", "640"]
+
+
+def _complete_pair(tmp_path, run_cli):
+    """`train --seeds 2` into tmp_path/sae and sae-seed1, the second then removed (as a
+    kill before it was saved leaves them); returns the arguments that trained them."""
+    cli, _ = run_cli
+    x = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    args = ["train", "--acts", tmp_path / "a.npy", "--out", tmp_path / "sae", *TWO_SEEDS, "-q"]
+    assert cli(*args).exit_code == 0
+    for f in (tmp_path / "sae-seed1").iterdir():
+        f.unlink()
+    (tmp_path / "sae-seed1").rmdir()
+    return args
+
+
+def test_a_cfg_json_with_a_key_given_twice_is_refused(tmp_path, outputs, run_cli):
+    """cfg.json's `"k": 4, "k": 8` was read as k 8 without a word (Python keeps the last
+    key; other tools the first), as atlas.json's were before the eighth sweep."""
+    import shutil
+
+    cli, one_line = run_cli
+    sae = tmp_path / "sae"
+    shutil.copytree(outputs.sae, sae)
+    cfg = sae / "cfg.json"
+    cfg.write_text(cfg.read_text().replace('"k": 4,', '"k": 4, "k": 8,', 1))
+    one_line(cli("evaluate", "--sae", sae, "--acts", outputs.store), "the key 'k' is given twice")
+
+
+def test_a_kept_sae_whose_weights_were_damaged_is_refused_before_the_rest_train(
+    tmp_path, run_cli
+):
+    """`train --seeds 2 --resume` kept the complete first SAE, whose weights were cut
+    short since, trained the second, then ended in safetensors' words; with
+    --overwrite it is trained again."""
+    cli, one_line = run_cli
+    args = _complete_pair(tmp_path, run_cli)
+    weights = tmp_path / "sae" / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500])
+    one_line(cli(*args, "--resume"), "holds a complete SAE whose files are damaged", "--overwrite")
+    assert not (tmp_path / "sae-seed1").exists()
+    r = cli(*args, "--resume", "--overwrite")
+    assert r.exit_code == 0 and len(weights.read_bytes()) > 500, r.output
+
+
+def test_a_kept_sae_whose_metrics_were_damaged_is_refused(tmp_path, run_cli):
+    """A bad line in a kept SAE's metrics.jsonl ended `train --resume` in json's
+    JSONDecodeError traceback, after the rest were trained."""
+    cli, one_line = run_cli
+    args = _complete_pair(tmp_path, run_cli)
+    with open(tmp_path / "sae" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 1, bad\n')
+    one_line(cli(*args, "--resume"), "line 3 of", "metrics.jsonl' is not JSON")
+    assert not (tmp_path / "sae-seed1").exists()
+
+
+def test_a_kept_sae_whose_recorded_layers_were_edited_is_refused(tmp_path, run_cli):
+    """cfg.json's `store_layers` edited to a list of objects ended `train --resume` in
+    "unhashable type: 'dict'"."""
+    import json
+
+    cli, one_line = run_cli
+    args = _complete_pair(tmp_path, run_cli)
+    cfg = tmp_path / "sae" / "cfg.json"
+    raw = json.loads(cfg.read_text())
+    raw["metadata"]["store_layers"] = [{"a": 1}]
+    cfg.write_text(json.dumps(raw))
+    one_line(cli(*args, "--resume"), "trained on other rows", "its layers' columns were")
