@@ -100,3 +100,50 @@ def test_a_kept_sae_whose_recorded_layers_were_edited_is_refused(tmp_path, run_c
     raw["metadata"]["store_layers"] = [{"a": 1}]
     cfg.write_text(json.dumps(raw))
     one_line(cli(*args, "--resume"), "trained on other rows", "its layers' columns were")
+
+
+def test_train_family_refuses_one_directory_given_twice(tmp_path):
+    """`train_family(outs=["o", "o"])` trained both SAEs, wrote the second over the
+    first and returned two results saved at 'o' (a link was refused, the same path
+    not)."""
+    import pytest
+
+    from saeatlas.store.lock import OutputError
+    from saeatlas.train import TrainConfig, train_family
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).normal(size=(64, 4)).astype("f4"))
+    cfg = TrainConfig(d_sae=4, k=1, batch_size=32, tokens=64)
+    for outs in ([tmp_path / "o", tmp_path / "o"], [str(tmp_path / "o"), f"{tmp_path}/./o"]):
+        with pytest.raises(OutputError, match="is given twice as an output"):
+            train_family(tmp_path / "a.npy", [cfg, cfg], outs, progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_family_and_train_ensemble_check_their_arguments(tmp_path, forbid):
+    """`train_family` and `train_ensemble` took their arguments as given, as
+    `train_sae` did before the twenty-first sweep: a dict as a config ended in an
+    AttributeError, `outs="dir"` was refused as "5 output directories for 1 configs"
+    (one per letter), a number as a path ended in pathlib's TypeError, and
+    `overwrite="no"` replaced the SAEs there."""
+    import pytest
+
+    from saeatlas.errors import ConfigError
+    from saeatlas.train import TrainConfig, ensemble, family, train_ensemble, train_family
+
+    forbid(family, "_train_family")
+    forbid(ensemble, "train_sae")
+    acts, cfg = tmp_path / "a.npy", TrainConfig(d_sae=4, k=1, batch_size=32, tokens=64)
+    cases = [
+        (lambda: train_family(acts, [{"k": 1}]), "`configs[0]` must be a TrainConfig"),
+        (lambda: train_family(acts, (c for c in [cfg])), "`configs` must be a non-empty list"),
+        (lambda: train_family(acts, [cfg], "dir"), "`outs` must be a list of SAE directories"),
+        (lambda: train_family(acts, [cfg], [5]), "`outs[0]` must be a path"),
+        (lambda: train_family(acts, [cfg], progress="no"), "`progress` must be True or False"),
+        (lambda: train_ensemble(acts, {"k": 1}, tmp_path / "e"), "`cfg` must be a TrainConfig"),
+        (lambda: train_ensemble(acts, cfg, 5), "`out` must be a path"),
+        (lambda: train_ensemble(acts, cfg, tmp_path / "e", overwrite="no"), "`overwrite` must"),
+        (lambda: train_ensemble(acts, cfg, tmp_path / "e", resume="no"), "`resume` must"),
+    ]
+    for call, needle in cases:
+        with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+            call()

@@ -13,7 +13,12 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .._validation import shown
+from .._validation import (
+    check_config_argument,
+    check_flag_arguments,
+    check_path_argument,
+    shown,
+)
 from .._world import from_main, join
 from ..errors import AtlasError, ConfigError
 from ..sae import SparseAutoencoder
@@ -83,6 +88,11 @@ def train_ensemble(
     Every directory is checked (and locked) before anything is trained, so a bad one
     stops the call before it costs a training run.
     """
+    # before the work, as train_sae does: a dict as `cfg` ended in an AttributeError, a
+    # number as `out` in pathlib's TypeError, and `overwrite="no"` replaced the SAEs there
+    check_config_argument("cfg", cfg, TrainConfig)
+    check_path_argument("out", out)
+    check_flag_arguments(overwrite=overwrite, resume=resume, progress=progress)
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int):
         raise TypeError(f"`n_seeds` must be an integer, got {n_seeds!r}.")
     if n_seeds < 1:
