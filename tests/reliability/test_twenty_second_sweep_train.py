@@ -147,3 +147,17 @@ def test_train_family_and_train_ensemble_check_their_arguments(tmp_path, forbid)
     for call, needle in cases:
         with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
             call()
+
+
+def test_a_loss_recovered_with_nothing_to_recover_is_undefined(tmp_path, outputs, run_cli):
+    """`evaluate --model` where zeroing the SAE's layers lowers the loss (random labels)
+    printed fraction_recovered 1.2139 for a reconstruction worse than both the clean and
+    the zeroed model: the ratio of two negative gaps."""
+    cli, _ = run_cli
+    np.save(tmp_path / "y.npy", np.random.default_rng(0).integers(0, 8, size=300))
+    args = ["evaluate", "--sae", outputs.sae, "--acts", outputs.store, "--model", outputs.model]
+    r = cli(*args, "--inputs", outputs.inputs, "--labels", tmp_path / "y.npy")
+    assert r.exit_code == 0, r.output
+    row = next(line for line in r.output.splitlines() if "fraction_recovered" in line)
+    assert "undefined" in row, r.output
+    assert "zeroing the SAE's layers does not raise the model's loss" in r.output
