@@ -161,3 +161,20 @@ def test_a_loss_recovered_with_nothing_to_recover_is_undefined(tmp_path, outputs
     row = next(line for line in r.output.splitlines() if "fraction_recovered" in line)
     assert "undefined" in row, r.output
     assert "zeroing the SAE's layers does not raise the model's loss" in r.output
+
+
+def test_a_batch_of_identical_rows_does_not_weigh_1e12_batches(tmp_path):
+    """A store whose rows are mostly zero (a ReLU layer's: every unit off) gives batches
+    of identical rows, with no variance: their FVU divided the squared error by 1e-38,
+    so the TopK loss of one such batch was 1e12 and outweighed every other, and
+    metrics.jsonl (the report's training curves) logged an FVU of 9e12."""
+    from saeatlas.train import TrainConfig, train_sae
+
+    x = np.zeros((400, 8), dtype=np.float32)
+    rng = np.random.default_rng(0)
+    x[:20] = np.abs(rng.normal(size=(20, 8)))
+    rng.shuffle(x)
+    np.save(tmp_path / "a.npy", x)
+    cfg = TrainConfig(d_sae=16, k=2, batch_size=32, tokens=960, log_every=1)
+    result = train_sae(tmp_path / "a.npy", cfg, progress=False)
+    assert max(r["fvu"] for r in result.metrics) < 10
