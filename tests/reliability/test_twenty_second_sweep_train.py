@@ -178,3 +178,15 @@ def test_a_batch_of_identical_rows_does_not_weigh_1e12_batches(tmp_path):
     cfg = TrainConfig(d_sae=16, k=2, batch_size=32, tokens=960, log_every=1)
     result = train_sae(tmp_path / "a.npy", cfg, progress=False)
     assert max(r["fvu"] for r in result.metrics) < 10
+
+
+def test_jumprelu_settings_that_are_0_in_float32_are_refused(guarded, run_cli):
+    """`--jumprelu-init-threshold 1e-46` trained and saved a "jumprelu" SAE whose
+    thresholds were 0 for good (the exp of their logarithm underflows, and so does its
+    gradient): a ReLU SAE, without a word; a bandwidth of 1e-46 never let the
+    thresholds learn. `--l1-coefficient 1e-320` was refused so before."""
+    cli, one_line = run_cli
+    args = ["train", "--acts", guarded.store, "--out", guarded.root / "new", "--seeds", "1"]
+    for flag in ("--jumprelu-init-threshold", "--jumprelu-bandwidth"):
+        r = cli(*args, "--architecture", "jumprelu", flag, "1e-46")
+        one_line(r, f"{flag} (1e-46) is 0 in float32", "give at least 1.4e-45")
