@@ -61,9 +61,7 @@ def test_a_cfg_json_with_a_key_given_twice_is_refused(tmp_path, outputs, run_cli
     one_line(cli("evaluate", "--sae", sae, "--acts", outputs.store), "the key 'k' is given twice")
 
 
-def test_a_kept_sae_whose_weights_were_damaged_is_refused_before_the_rest_train(
-    tmp_path, run_cli
-):
+def test_a_kept_sae_whose_weights_were_damaged_is_refused_before_the_rest_train(tmp_path, run_cli):
     """`train --seeds 2 --resume` kept the complete first SAE, whose weights were cut
     short since, trained the second, then ended in safetensors' words; with
     --overwrite it is trained again."""
@@ -190,3 +188,19 @@ def test_jumprelu_settings_that_are_0_in_float32_are_refused(guarded, run_cli):
     for flag in ("--jumprelu-init-threshold", "--jumprelu-bandwidth"):
         r = cli(*args, "--architecture", "jumprelu", flag, "1e-46")
         one_line(r, f"{flag} (1e-46) is 0 in float32", "give at least 1.4e-45")
+
+
+def test_raw_activations_whose_squares_overflow_float32_are_named(tmp_path, run_cli, forbid):
+    """`--normalize none` on a unit that varies by 1e19 stopped at its first step as
+    "Training diverged ... Lower the learning rate (--lr, now 0.16)": no learning rate
+    helps, since a batch's squared error is beyond float32."""
+    from saeatlas.train import run as train_run
+
+    cli, one_line = run_cli
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    x[:, 2] *= 1e19
+    np.save(tmp_path / "a.npy", x)
+    forbid(train_run._Run, "train_step")
+    args = ["train", "--acts", tmp_path / "a.npy", "--out", tmp_path / "sae", "--seeds", "1"]
+    r = cli(*args, "--d-sae", "8", "--k", "2", "--normalize", "none")
+    one_line(r, "unit 2 of layer 'a' has a standard deviation of", "Use --normalize unit")

@@ -162,7 +162,7 @@ class _Run:
         torch.manual_seed(cfg.seed)
         self.sae = SparseAutoencoder(sae_cfg, torch.Generator().manual_seed(cfg.seed))
         self.sae.to(self.device).train()
-        mean, scale = input_normalizer(store, columns, self.layers, cfg.normalize)
+        mean, scale = input_normalizer(store, columns, self.layers, cfg.normalize, self.batch_size)
         self.mean, self.scale = mean.to(self.device), scale.to(self.device)
         spread = torch.as_tensor(store.std, dtype=torch.float64)[columns] / scale.double()
         self.row_variance = float(spread.pow(2).sum())  # of a normalised row
