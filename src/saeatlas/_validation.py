@@ -7,7 +7,8 @@ refused where it enters, whichever way it came (flag, YAML, JSON, Python):
   and ``lr: .nan`` are refused here: every float must be finite);
 - :func:`choice`, :func:`in_range`, :func:`positive`, :func:`non_negative`: allowed
   values and ranges;
-- :func:`known_keys`: no unknown keys in a dict read from a file;
+- :func:`known_keys`: no unknown keys in a dict read from a file, and :func:`unique_keys`
+  no key given twice in one object of a JSON file;
 - :func:`check_device`: a device name torch knows and this machine has.
 """
 
@@ -103,6 +104,19 @@ def known_keys(what: str, d: Any, known: Iterable[str]) -> None:
     unknown = sorted(str(k) for k in d if k not in known)
     if unknown:
         raise ConfigError(f"Unknown {what} {unknown}; known: {known}.")
+
+
+def unique_keys(pairs: list[tuple[str, Any]], file: str = "") -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook`` for files saeatlas reads back: a key given
+    twice in one object (of ``file``, named in the message) raises ``ValueError`` (JSON
+    parsers keep the last or the first, so two tools would read two files)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            where = f" of {file}" if file else ""
+            raise ValueError(f"the key {key!r} is given twice in one object{where}; keep one")
+        obj[key] = value
+    return obj
 
 
 def _matches(value: Any, hint: Any) -> bool:

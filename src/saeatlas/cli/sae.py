@@ -172,10 +172,11 @@ def evaluate_cmd(
             labels=load_labels(labels) if labels else None,
             device=device if device != "cpu" else None,
         )
-        table.add_row("loss_inputs", f"{down.n_samples:,}")
-        for key in ("loss_clean", "loss_sae", "loss_zero", "fraction_recovered"):
-            table.add_row(key, f"{getattr(down, key):.4f}")
+        for key, text in down.table_rows():
+            table.add_row(key, text)
     console.print(table)
+    if loaded is not None and down.note() is not None:  # was a ratio of two negatives
+        console.print(down.note(), soft_wrap=True)
     if store.n_skipped_rows:  # rows are counted without them, as --heldout-rows counts
         sample = store.rows(["sample"]).column("sample").to_numpy()
         first, last = int(sample[start]), int(sample[stop_at - 1]) + 1

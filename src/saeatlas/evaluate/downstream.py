@@ -11,6 +11,7 @@ every layer's reconstruction at once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
@@ -37,7 +38,28 @@ class DownstreamResult:
     loss_sae: float
     loss_zero: float
     fraction_recovered: float
+    """``(loss_zero - loss_sae) / (loss_zero - loss_clean)``; NaN when zeroing the layers
+    does not raise the loss (``loss_zero <= loss_clean``): there is no loss to recover."""
     n_samples: int
+
+    def table_rows(self) -> list[tuple[str, str]]:
+        """``(name, value)`` of each figure as ``saeatlas evaluate --model`` prints it."""
+        rows = [("loss_inputs", f"{self.n_samples:,}")]
+        for key in ("loss_clean", "loss_sae", "loss_zero", "fraction_recovered"):
+            value = getattr(self, key)
+            rows.append((key, "undefined" if math.isnan(value) else f"{value:.4f}"))
+        return rows
+
+    def note(self) -> str | None:
+        """Why the fraction recovered is undefined, or None."""
+        if not math.isnan(self.fraction_recovered):
+            return None
+        return (
+            "The fraction recovered is undefined: zeroing the SAE's layers does not raise the "
+            f"model's loss on these inputs (loss_zero {self.loss_zero:.4f}, loss_clean "
+            f"{self.loss_clean:.4f}), so there is no loss for the reconstruction to recover. "
+            "Measure it on inputs (and labels) the model does well on."
+        )
 
 
 @torch.no_grad()
@@ -156,7 +178,9 @@ def loss_recovered(
         raise InputsError("The inputs hold no samples, so there is no loss to measure.")
     clean, with_sae, zero = (totals[k] / n for k in ("clean", "sae", "zero"))
     gap = zero - clean
-    fraction = (zero - with_sae) / gap if abs(gap) > 1e-12 else float("nan")
+    # a gap of 0 or below (zeroing the layers does not raise the loss) leaves nothing to
+    # recover: the ratio of two negatives read 1.21 for a reconstruction worse than both
+    fraction = (zero - with_sae) / gap if gap > 1e-12 else float("nan")
     return DownstreamResult(clean, with_sae, zero, fraction, n)
 
 

@@ -18,6 +18,7 @@ from ..sae import SparseAutoencoder
 from ..sae.model import check_loaded_sae, sae_fingerprint, sae_layers
 from ..store import ActivationStore
 from ..store.stats import RunningMoments
+from ..train.init import unit_varies
 
 #: A latent firing on more than this fraction of rows counts as dense.
 DENSE_FRACTION = 0.1
@@ -189,9 +190,12 @@ def evaluate_sae(
         )
 
     n, sq_err, active, fired, moments = run_ranks("evaluation", str(device), timeout_s, on_ranks)
-    total = float(moments.m2.sum())  # sum ||x - mean||^2
-    # relative to sum ||x||^2, with no floor: rounding alone leaves about 1e-16 of it
-    if not total > 1e-14 * (total + n * float((moments.mean**2).sum())):
+    # sum ||x - mean||^2 over the units that vary, each judged by its own mean and spread
+    # as training judges them: judged against the whole row's sum of squares, one unit
+    # held at 1e20 made every other unit's variance look like rounding
+    varies = unit_varies(moments.mean, np.sqrt(moments.m2 / n))
+    total = float(moments.m2[varies].sum())
+    if not total > 0:
         raise ConfigError(
             f"Rows {start}:{stop} do not vary (every row is the same), so the FVU is "
             "undefined. Evaluate on other rows."

@@ -370,11 +370,16 @@ def output_lock(*paths: str | os.PathLike | None, holds_outputs: bool = False) -
     ``holds_outputs``: they are folders of outputs (a run directory), which may hold
     other outputs (:func:`check_writable`).
 
-    Two of ``paths`` that are one directory (a link to the other) are an error: a
-    re-entrant lock let ``train --seeds 2`` write both SAEs into it, the second over
-    the first, and report both as saved."""
+    Two of ``paths`` that are one directory (one path twice, or a link to the other) are
+    an error: a re-entrant lock let ``train --seeds 2`` write both SAEs into it, the
+    second over the first, and report both as saved."""
     seen: dict[Path, Path] = {}
-    for p in paths:
+    for i, p in enumerate(paths):
+        if p is not None and Path(p) in (Path(q) for q in paths[:i] if q is not None):
+            raise OutputError(
+                f"'{p}' is given twice as an output of this command: the second would be "
+                "written over the first. Give each output its own directory."
+            )
         if p is not None and seen.setdefault(_key(p), Path(p)) != Path(p):
             raise OutputError(
                 f"'{seen[_key(p)]}' and '{p}' are one directory (one is a link to the other), "

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._validation import check_flag_argument, check_path_argument
+from .._validation import check_flag_argument, check_path_argument, unique_keys
 from ..store.atomic import (
     atomic_write,
     atomic_write_json,
@@ -71,20 +71,9 @@ def _parse_summary(text: str) -> Any:
         text,
         parse_constant=lambda _: None,
         parse_float=_finite_float,
-        object_pairs_hook=_unique_keys,
+        object_pairs_hook=lambda pairs: unique_keys(pairs, ATLAS_JSON),
     )
     json.dumps(obj, ensure_ascii=False).encode()
-    return obj
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(
-                f"the key {key!r} is given twice in one object of {ATLAS_JSON}; keep one"
-            )
-        obj[key] = value
     return obj
 
 

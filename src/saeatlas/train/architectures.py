@@ -88,13 +88,16 @@ class JumpReLUTraining(TrainingRule):
         return recon + cfg.l0_coefficient * warm * fired.sum(dim=-1).mean()
 
 
-def batch_total(x: torch.Tensor, world: World) -> torch.Tensor:
-    """``sum ||x - mean||^2`` over the whole batch (all ranks' shares)."""
+def batch_total(x: torch.Tensor, world: World, floor: float = 0.0) -> torch.Tensor:
+    """``sum ||x - mean||^2`` over the whole batch (all ranks' shares), at least ``floor``
+    (see ``_Run.batch_total``)."""
+    if world.size == 1:
+        return (x - x.mean(dim=0)).pow(2).sum().clamp_min(floor)
     xd = x.detach().double()
     s1 = all_sum(xd.sum(dim=0), world)
     s2 = all_sum(xd.pow(2).sum(), world)
     n = x.shape[0] * world.size
-    return (s2 - s1.pow(2).sum() / n).float()
+    return (s2 - s1.pow(2).sum() / n).float().clamp_min(floor)
 
 
 def aux_reconstruction(run: _Run, x: torch.Tensor, f: Tensors, dead: torch.Tensor) -> torch.Tensor:
@@ -145,10 +148,8 @@ class TopKFamilyTraining(TrainingRule):
     def loss(self, run, x, f, recon, dead, warm):
         cfg, world = run.cfg, run.world
         x_hat = f["x_hat"]
-        if world.size == 1:
-            loss = fvu(x, x_hat)
-        else:  # this rank's share of the whole batch's FVU, scaled for gradient averaging
-            loss = fvu(x, x_hat, batch_total(x, world)) * world.size
+        # this rank's share of the whole batch's FVU, scaled for gradient averaging
+        loss = fvu(x, x_hat, run.batch_total(x)) * world.size
         if cfg.auxk_coefficient and bool(dead.any()):
             residual = (x - x_hat).detach()
             norm = None

@@ -177,19 +177,26 @@ class TrainConfig:
         non_negative(self, "heldout_rows", "lr_warmup_steps", "checkpoint_every")
         non_negative(self, "sparsity_warmup_steps", "seed", "grad_clip", "auxk_coefficient")
         non_negative(self, "l1_coefficient", "l0_coefficient")
-        for name in ("l1_coefficient", "l0_coefficient", "auxk_coefficient"):
+        for name in (
+            "l1_coefficient",
+            "l0_coefficient",
+            "auxk_coefficient",
+            "jumprelu_bandwidth",
+            "jumprelu_init_threshold",
+        ):
             # beyond float32 the penalty is inf: every member of a sweep of 1e40 and 2e40
-            # trained as the same SAE, without a word
-            in_range(name, getattr(self, name), 0, FLOAT32_MAX)
-            if 0 < getattr(self, name) <= FLOAT32_TRUE_MIN / 2:  # 1e-320 trained with no penalty
+            # trained as the same SAE, without a word (a threshold of 1e39 was saved as inf,
+            # and every reader refused the SAE as broken)
+            above_0 = name.startswith("jumprelu")
+            in_range(name, getattr(self, name), 0, FLOAT32_MAX, open_low=above_0)
+            # 0 in float32: `l1_coefficient` 1e-320 trained with no penalty, and a threshold
+            # of 1e-46 was 0 for good (its logarithm's exp), a ReLU SAE saved as a JumpReLU one
+            if 0 < getattr(self, name) <= FLOAT32_TRUE_MIN / 2:
                 raise ConfigError(
                     f"`{name}` ({getattr(self, name)!r}) is 0 in float32, the precision the "
-                    f"SAE is trained in; give 0 or at least {FLOAT32_TRUE_MIN:.2g}."
+                    f"SAE is trained in; give {'' if above_0 else '0 or '}at least "
+                    f"{FLOAT32_TRUE_MIN:.2g}."
                 )
-        for name in ("jumprelu_bandwidth", "jumprelu_init_threshold"):
-            # a threshold of 1e39 is inf in the float32 weights: the SAE was trained and
-            # saved, and every reader refused it as broken
-            in_range(name, getattr(self, name), 0, FLOAT32_MAX, open_low=True)
         in_range("lr_decay_start", self.lr_decay_start, 0, 1)
         if self.d_sae is not None and get_architecture(self.architecture).topk_family:
             if self.k > self.d_sae:

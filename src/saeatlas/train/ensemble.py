@@ -13,11 +13,16 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .._validation import shown
+from .._validation import (
+    check_config_argument,
+    check_flag_arguments,
+    check_path_argument,
+    shown,
+)
 from .._world import from_main, join
 from ..errors import AtlasError, ConfigError
 from ..sae import SparseAutoencoder
-from ..sae.files import CFG, WEIGHTS
+from ..sae.files import CFG, WEIGHTS, SAEFileError
 from ..sae.io import check_sae_out
 from ..store import ActivationStore
 from ..store.atomic import recover_dir
@@ -83,6 +88,11 @@ def train_ensemble(
     Every directory is checked (and locked) before anything is trained, so a bad one
     stops the call before it costs a training run.
     """
+    # before the work, as train_sae does: a dict as `cfg` ended in an AttributeError, a
+    # number as `out` in pathlib's TypeError, and `overwrite="no"` replaced the SAEs there
+    check_config_argument("cfg", cfg, TrainConfig)
+    check_path_argument("out", out)
+    check_flag_arguments(overwrite=overwrite, resume=resume, progress=progress)
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int):
         raise TypeError(f"`n_seeds` must be an integer, got {n_seeds!r}.")
     if n_seeds < 1:
@@ -213,7 +223,17 @@ def _keep(cfg: TrainConfig, out: Path, overwrite: bool, store: ActivationStore) 
             f"'{store.path}' ({other_rows}). Pass --overwrite to train it again on them, or "
             "choose another --out."
         )
-    if same:
+    if same:  # a kept SAE whose weights were damaged since stopped the call after the rest
+        try:  # were trained, in safetensors' words (or json's traceback for metrics.jsonl)
+            _load(out)
+        except AtlasError as e:
+            if overwrite:
+                return False
+            raise ConfigError(
+                f"--resume: '{out}' holds a complete SAE whose files are damaged "
+                f"({str(e).rstrip('.')}). Pass --overwrite to train it again, or choose "
+                "another --out."
+            ) from None
         return True
     edited = edited_since(out)
     if edited is not None:
@@ -235,7 +255,9 @@ def _other_rows(out: Path, store: ActivationStore) -> str | None:
     recorded = meta.get("store_layers")
     if isinstance(recorded, list):  # recorded since December 2026
         by_name = {l.name: [l.name, l.start, l.stop] for l in store.layers}
-        now = [by_name.get(entry[0] if isinstance(entry, list) else entry) for entry in recorded]
+        names = [entry[0] if isinstance(entry, list) and entry else entry for entry in recorded]
+        # an entry edited to a dict ended the resume in "unhashable type: 'dict'"
+        now = [by_name.get(name) if isinstance(name, str) else None for name in names]
         if now != recorded:
             return f"its layers' columns were {recorded}, they are {now} now"
     if meta.get("rows_digest") is not None:
@@ -286,6 +308,16 @@ def _check_out(
 def _load(path: Path) -> TrainResult:
     """A member kept from an earlier run, as :func:`train_sae` returned it."""
     sae = SparseAutoencoder.load(path)
-    lines = (path / METRICS).read_text().splitlines() if (path / METRICS).is_file() else []
-    metrics = [json.loads(line) for line in lines if line.strip()]
+    file = path / METRICS
+    lines = file.read_text().splitlines() if file.is_file() else []
+    metrics = []
+    for n, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line) if line.strip() else {}
+        except ValueError as e:
+            raise SAEFileError(f"line {n} of '{file}' is not JSON: {e}") from None
+        if not isinstance(record, dict):
+            raise SAEFileError(f"line {n} of '{file}' is not a record of metrics")
+        if record:
+            metrics.append(record)
     return TrainResult(sae, metrics, dict(sae.cfg.metadata or {}), path)

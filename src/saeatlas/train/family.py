@@ -15,6 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from .._progress import progress_bar
+from .._validation import (
+    check_config_argument,
+    check_flag_argument,
+    check_path_argument,
+    shown,
+)
 from .._world import from_main, join
 from ..errors import ConfigError
 from ..sae.io import check_sae_out
@@ -44,8 +50,23 @@ def train_family(
             ``heldout_rows`` and ``device``.
         outs: one SAE directory per config, or ``None`` to write nothing.
     """
-    if not configs:
-        raise ConfigError("`configs` is empty: give at least one TrainConfig.")
+    # before the work: a dict among `configs` ended in an AttributeError, a generator in a
+    # TypeError, `outs="dir"` was read as one directory per letter, a number among them
+    # ended in pathlib's TypeError, and `progress="no"` was read by its truth
+    if not isinstance(configs, (list, tuple)) or not configs:
+        raise ConfigError(
+            f"`configs` must be a non-empty list of TrainConfig, got {shown(configs)}."
+        )
+    for i, cfg in enumerate(configs):
+        check_config_argument(f"configs[{i}]", cfg, TrainConfig)
+    if outs is not None:
+        if not isinstance(outs, (list, tuple)):
+            raise ConfigError(
+                f"`outs` must be a list of SAE directories, one per config, got {shown(outs)}."
+            )
+        for i, out in enumerate(outs):
+            check_path_argument(f"outs[{i}]", out)
+    check_flag_argument("progress", progress)
     # what each member's cfg.json records must be how it was trained
     configs = [replace(c, data_seed=configs[0].data_seed) for c in configs]
     for name in SHARED:

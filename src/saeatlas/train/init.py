@@ -19,12 +19,18 @@ RAW_SCALE = (0.1, 100.0)
 
 #: float32's smallest normal number: no smaller spread is a usable float32 scale.
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def input_normalizer(
-    store: ActivationStore, columns: slice | torch.Tensor, layers: Sequence[LayerSpec], mode: str
+    store: ActivationStore,
+    columns: slice | torch.Tensor,
+    layers: Sequence[LayerSpec],
+    mode: str,
+    batch_size: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mean, scale)`` ``[d_in]`` so that the SAE sees ``(x - mean) / scale``.
+    """``(mean, scale)`` ``[d_in]`` so that the SAE sees ``(x - mean) / scale``, in
+    batches of ``batch_size`` rows.
 
     - ``unit``: each unit standardised (units of very
       different scale otherwise dominate the reconstruction loss).
@@ -43,6 +49,17 @@ def input_normalizer(
             "an SAE has nothing to learn. Capture activations of varied inputs."
         )
     if mode == "none":
+        # a batch's squared error (b_dec starts at the rows' median: their spread counts)
+        if 4 * batch_size * float((std**2).sum()) >= FLOAT32_MAX:
+            top = int(np.argmax(std))  # was "Training diverged ... Lower the learning rate"
+            layer = next(l for l in layers if l.start <= top < l.stop)
+            raise ConfigError(
+                f"With --normalize none the SAE sees '{store.path}' at its own scale, where "
+                f"unit {top - layer.start} of layer '{layer.name}' has a standard deviation of "
+                f"{std[top]:.3g}: a batch's squared error overflows float32, the precision "
+                "of the loss, whatever the learning rate. Use --normalize unit or layer (the "
+                "scale is folded into the saved SAE, exactly)."
+            )
         rms = float(np.sqrt(np.mean(std[varies] ** 2 + mean[varies] ** 2)))
         if not RAW_SCALE[0] <= rms <= RAW_SCALE[1]:
             log.warning(

@@ -36,6 +36,9 @@ from .schedules import lr_factor, sparsity_factor
 
 #: Rows sampled for the geometric-median initialisation of ``b_dec``.
 N_INIT_ROWS = 16384
+#: The least variance a batch's FVU divides by, as a share of what as many rows of the
+#: store hold (ordinary batches hold far more: it changes only degenerate ones).
+MIN_BATCH_VARIANCE = 0.1
 #: Default budget: at least this many passes, and at least this many rows or steps
 #: (whichever is fewer: small batches of a small store need not see 2M rows).
 MIN_DEFAULT_PASSES, MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS = 50, 2_000_000, 500
@@ -159,8 +162,10 @@ class _Run:
         torch.manual_seed(cfg.seed)
         self.sae = SparseAutoencoder(sae_cfg, torch.Generator().manual_seed(cfg.seed))
         self.sae.to(self.device).train()
-        mean, scale = input_normalizer(store, columns, self.layers, cfg.normalize)
+        mean, scale = input_normalizer(store, columns, self.layers, cfg.normalize, self.batch_size)
         self.mean, self.scale = mean.to(self.device), scale.to(self.device)
+        spread = torch.as_tensor(store.std, dtype=torch.float64)[columns] / scale.double()
+        self.row_variance = float(spread.pow(2).sum())  # of a normalised row
         self.select_dtype = _select_dtype(cfg.select_dtype, self.device, self.sae.W_enc.numel())
         self._init_from_sample()
         self.model = torch.compile(self.sae) if cfg.compile else self.sae
@@ -285,6 +290,15 @@ class _Run:
         self.rows_done += rows
         return {"x": x, "loss": loss.detach(), **out}
 
+    def batch_total(self, x: torch.Tensor) -> torch.Tensor:
+        """The denominator of a normalised batch's FVU: its ``sum ||x - mean||^2`` (all
+        ranks' shares), at least :data:`MIN_BATCH_VARIANCE` of what as many rows of the
+        store hold. A batch of identical rows (a ReLU layer's all-zero rows) has none:
+        its squared error was divided by 1e-38, a TopK loss and a logged FVU of 9e12
+        that outweighed every other batch."""
+        rows = x.shape[0] * self.world.size
+        return batch_total(x, self.world, MIN_BATCH_VARIANCE * self.row_variance * rows)
+
     def record(self, out: dict[str, torch.Tensor], tokens_per_s: float) -> dict[str, float]:
         """The logged figures of the step ``out`` came from, over the whole batch: under
         ``torchrun`` every rank calls this at the same steps, and the ranks' shares are
@@ -294,9 +308,9 @@ class _Run:
         if w.size > 1:
             means = all_sum(means, w) / w.size
             residual = all_sum((x - x_hat).detach().double().pow(2).sum(), w)
-            batch_fvu = residual / batch_total(x, w)
+            batch_fvu = residual / self.batch_total(x)
         else:
-            batch_fvu = fvu(x, x_hat)
+            batch_fvu = fvu(x, x_hat, self.batch_total(x))
         loss, mse_, l0_ = means.tolist()
         rec = {
             "step": self.step - 1,
