@@ -72,9 +72,10 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "significant": (bool,),
     **dict.fromkeys(("verdict", "message"), (str,)),
     **dict.fromkeys(
-        ("modularity", "z", "p", "null_mean", "null_std", "mean_l0", "fvu"),
+        ("modularity", "modularity_of_modules", "z", "p", "null_mean", "null_std"),
         (int, float, _NONE),
     ),
+    **dict.fromkeys(("mean_l0", "fvu"), (int, float, _NONE)),
     **dict.fromkeys(("n_rows_encoded", "store_skipped_rows"), (int, _NONE)),
     **dict.fromkeys(("store", "store_fingerprint"), (str, _NONE)),
     # a run's model SPEC and sweep directory, and the rows' label column, which the report
@@ -220,6 +221,15 @@ _RANGES: dict[str, tuple[float, float]] = {
         (0, math.inf),
     ),
     **dict.fromkeys(("p", "p_empirical", "edge_alpha", "reproducibility"), (0, 1)),
+    # a modularity (resolution 1, of a graph of positive weights) lies in [-1/2, 1], and
+    # so does a mean of them; an adjusted Rand index (`agreement`: a mean of them) at most
+    # 1: one edited to 7 was shown as it stood, and an `agreement` of 5 passed the
+    # members' agreement that modules need to count as reproducible
+    **dict.fromkeys(("modularity", "modularity_of_modules", "null_mean"), (-1, 1)),
+    **dict.fromkeys(
+        ("agreement", "unit_ari", "bootstrap_ari", "seed_unit_ari", "neighbour_ari", "atlas_ari"),
+        (-1, 1),
+    ),
 }
 
 
