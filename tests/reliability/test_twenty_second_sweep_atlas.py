@@ -102,3 +102,26 @@ def test_a_modularity_or_agreement_out_of_its_range_is_refused(
     (atlas / "atlas.json").write_text(json.dumps(summary))
     meta = atlas / "atlas.json"
     one_line(cli("report", atlas), f"{name} in '{meta}' must be from -1 to 1, got {shown};")
+
+
+def test_a_seed_sae_trained_with_other_settings_is_refused(tmp_path, guarded, run_cli):
+    """A --seed-sae trained with another normalisation and length of training (or another
+    sparsity penalty) joined the ensemble without a word: only the architecture, d_sae and
+    k were compared, and `<sae>-seedN` found by analyze itself by every setting."""
+    from dataclasses import replace
+
+    from saeatlas.sae import SparseAutoencoder
+
+    cli, one_line = run_cli
+    sae = SparseAutoencoder.load(guarded.sae)
+    settings = {**sae.cfg.metadata["train_config"], "normalize": "none", "seed": 5}
+    meta = {**sae.cfg.metadata, "train_config": settings}
+    SparseAutoencoder(replace(sae.cfg, metadata=meta)).save(tmp_path / "seed")
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    line = one_line(
+        cli(*args, "--seeds", "2", "--seed-sae", tmp_path / "seed"),
+        "was trained with other settings than the analysed SAE: `normalize` 'none' (the "
+        "analysed SAE's 'unit');",
+    )
+    assert "`seed`" not in line
+    assert not (tmp_path / "a").exists()

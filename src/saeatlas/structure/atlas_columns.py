@@ -43,8 +43,10 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "layer_mass": "w",
     },
     "modules": {
+        # (sizes are compared with the members that units and features count)
+        **dict.fromkeys(("n_units", "n_features"), "i"),
         # a count of -5 random sets was shown as "-5 random sets" beside the p it gives
-        **dict.fromkeys(("n_units", "n_features", "n_shared_units", "ablation_draws"), "n"),
+        **dict.fromkeys(("n_shared_units", "ablation_draws"), "n"),
         "z": "f",
         # a module's term of the modularity lies in [-1, 1/4]: 7 was shown as it stood
         "modularity": "c",
