@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 #: Kinds of the table columns the report and other tools read (``module`` columns have
 #: their own check): ``i`` integers, ``n`` counts (integers 0 or more), ``f`` numbers,
+#: ``p`` numbers 0 or more,
 #: ``u`` numbers from 0 to 1 (or NaN: not measured), ``c`` numbers from -1 to 1 (a
 #: correlation, a module's modularity term), ``b`` true or false, ``s`` text, ``l`` lists
 #: of numbers, ``w`` lists of shares (each from 0 to 1), ``t`` lists of text. Columns that
@@ -66,7 +67,11 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "examples": {"kind": "s", "id": "i", **dict.fromkeys(("rank", "row"), "n"), "activation": "f"},
     "flows": {
         **dict.fromkeys(("source_module", "target_module"), "i"),
-        **dict.fromkeys(("coactivation", "weight_flow"), "f"),
+        **dict.fromkeys(("source_layer", "target_layer"), "s"),
+        # a Pearson correlation ("co-activation r +7.00" was drawn as the strongest link),
+        # and a ratio of mean absolute gains
+        "coactivation": "c",
+        "weight_flow": "p",
     },
     "ablation": dict.fromkeys(("effect", "random_effect", "specialisation"), "f"),
 }
@@ -98,6 +103,7 @@ _KIND_NAMES = {
     "i": "integers",
     "n": "whole numbers 0 or more",
     "f": "numbers (finite, or NaN where not measured)",
+    "p": "numbers 0 or more (finite, or NaN where not measured)",
     "u": "numbers from 0 to 1",
     "c": "numbers from -1 to 1",
     "b": "true or false",
@@ -113,11 +119,12 @@ def _column_ok(col: pd.Series, kind: str) -> bool:
     if kind in "in":
         integers = types.is_integer_dtype(col) and not types.is_bool_dtype(col)
         return integers and not (kind == "n" and bool((col < 0).any()))
-    if kind in "fuc":
+    if kind in "fpuc":
         if not types.is_numeric_dtype(col) or types.is_bool_dtype(col):
             return False
-        if kind == "f":  # NaN is a figure not measured; no analysis writes an Inf
-            return not bool(np.isinf(col.to_numpy(np.float64, na_value=np.nan)).any())
+        if kind in "fp":  # NaN is a figure not measured; no analysis writes an Inf
+            values = col.to_numpy(np.float64, na_value=np.nan)
+            return not bool(np.isinf(values).any() or (kind == "p" and (values < 0).any()))
         return not bool(((col < (-1 if kind == "c" else 0)) | (col > 1)).any())
     if kind == "b":
         return types.is_bool_dtype(col)
@@ -183,8 +190,8 @@ def check_columns(atlas: Atlas, path: Path, fix: str) -> None:
                 if col.dtype.kind not in "iuf":  # the first value that is not of the kind
                     wrong = [not _column_ok(col.iloc[i : i + 1], kind) for i in range(len(col))]
                     outside = pd.Series(wrong, index=col.index)
-                elif kind == "f":
-                    outside = col.isin([np.inf, -np.inf])
+                elif kind in "fp":
+                    outside = col.isin([np.inf, -np.inf]) | ((col < 0) if kind == "p" else False)
                 elif kind == "n":
                     outside = col < 0
                 else:

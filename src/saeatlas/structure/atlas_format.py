@@ -126,6 +126,9 @@ _LEVEL = {
 #: that are absent are not checked (older atlases lack some), except :data:`NESTED_KEYS`.
 NESTED_TYPES: dict[str, dict[str, tuple[type, ...]] | tuple[type, ...]] = {
     "nulls[]": _NULL_TEST,
+    # the significance level the partitions and modules were tested at (edited to 0.9, it
+    # let p-values of 0.86 pass the checks of the verdict)
+    "config": {"alpha": _NUMBER},
     "sae_modules": {
         **dict.fromkeys(("n_modules", "n_significant_modules", "n_units"), (int,)),
         "nulls": (list,),
@@ -220,7 +223,7 @@ _RANGES: dict[str, tuple[float, float]] = {
         ),
         (0, math.inf),
     ),
-    **dict.fromkeys(("p", "p_empirical", "edge_alpha", "reproducibility"), (0, 1)),
+    **dict.fromkeys(("p", "p_empirical", "edge_alpha", "reproducibility", "alpha"), (0, 1)),
     # a modularity (resolution 1, of a graph of positive weights) lies in [-1/2, 1], and
     # so does a mean of them; an adjusted Rand index (`agreement`: a mean of them) at most
     # 1: one edited to 7 was shown as it stood, and an `agreement` of 5 passed the

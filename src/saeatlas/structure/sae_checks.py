@@ -111,8 +111,9 @@ def check_twin(
     # a seed SAE of another sparsity penalty, normalisation or length of training joined
     # the ensemble without a word, and its modules were compared with the SAE's as if
     # they differed only by the seed (the layers and the shape are compared above; a
-    # data order is the seed's, unless `data_seed` was given: `train --seed 1` is one)
-    skip = ("layers", "d_sae", "expansion_factor", "data_seed", *shape)
+    # data order is the seed's, unless `data_seed` was given: `train --seed 1` is one; and
+    # a run's SAE taken from its sweep held out the rows that measure the sweep's FVU)
+    skip = ("layers", "d_sae", "expansion_factor", "data_seed", "heldout_rows", *shape)
     trained = settings_differ(sae, other, skip)
     if trained:
         got = ", ".join(f"`{k}` {a!r} (the analysed SAE's {b!r})" for k, a, b in trained)
