@@ -281,3 +281,19 @@ def test_a_flow_out_of_range_or_of_other_layers_is_refused(tmp_path, run_cli, ca
     ).save(tmp_path / "atlas")
     pd.DataFrame(flow | change).to_parquet(tmp_path / "atlas" / "flows.parquet")
     one_line(cli("report", tmp_path / "atlas"), needle, shown)
+
+
+def test_an_sae_trained_in_memory_is_not_sent_to_train_flags(outputs, caplog):
+    """`validate` (and the dictionary null's source trained in memory) warned "The SAE
+    trained in 'memory' ... check the learning rate (--lr 0.08) and the activations' scale
+    (--normalize unit ...)": flags `validate` does not take, and no folder 'memory'."""
+    import logging
+
+    from saeatlas.train import TrainConfig, train_sae
+
+    cfg = TrainConfig(d_sae=8, k=2, tokens=128, batch_size=64, lr=5.0)  # a wild step
+    with caplog.at_level(logging.WARNING, logger="saeatlas"):
+        train_sae(outputs.store, cfg, progress=False)
+    said = [r.getMessage() for r in caplog.records if "has not learnt them" in r.getMessage()]
+    assert said and "trained in memory (not saved)" in said[0], said
+    assert "--lr" not in said[0] and "(`lr` 5)" in said[0] and "(`tokens`)" in said[0]
