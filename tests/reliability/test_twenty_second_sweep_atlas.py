@@ -297,3 +297,33 @@ def test_an_sae_trained_in_memory_is_not_sent_to_train_flags(outputs, caplog):
     said = [r.getMessage() for r in caplog.records if "has not learnt them" in r.getMessage()]
     assert said and "trained in memory (not saved)" in said[0], said
     assert "--lr" not in said[0] and "(`lr` 5)" in said[0] and "(`tokens`)" in said[0]
+
+
+@pytest.mark.parametrize(
+    "edit,needle",
+    [
+        ({"sae": {"architecture": "topk", "d_sae": 4, "k": 99}}, "`sae.k` in"),
+        ({"sae": {"architecture": "relu", "d_sae": 4}, "mean_l0": 1e9}, "`mean_l0` in"),
+    ],
+)
+def test_more_active_latents_than_the_sae_has_are_refused(
+    tmp_path, two_modules_atlas, run_cli, edit, needle
+):
+    """A TopK `k` of 99 of 4 latents, or a mean L0 of a billion, was shown as the SAE's
+    ("d_sae 4, k 99")."""
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    summary = json.loads((atlas / "atlas.json").read_text())
+    (atlas / "atlas.json").write_text(json.dumps({**summary, **edit}))
+    one_line(cli("report", atlas), needle, "more than the SAE's 4 latents (`sae.d_sae`);")
+
+
+def test_a_relu_atlas_keeps_its_default_k(tmp_path, two_modules_atlas):
+    """A relu SAE keeps the default k (32), which may exceed its d_sae: its atlas is read."""
+    from saeatlas.structure.atlas import Atlas
+
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    summary = json.loads((atlas / "atlas.json").read_text())
+    sae = {"architecture": "relu", "d_sae": 4, "k": 32}
+    (atlas / "atlas.json").write_text(json.dumps({**summary, "sae": sae}))
+    assert Atlas.load(atlas).summary["sae"]["k"] == 32

@@ -327,6 +327,20 @@ def check_summary(summary: Any, meta: Path) -> dict[str, Any]:
             f"{FORMAT_VERSION}. Upgrade saeatlas, or {fix}."
         )
     _check_nested(summary, meta, fix)
+    # at most d_sae latents are active on a row: a `k` of 99 of 16 latents was shown as the
+    # SAE's ("d_sae 16, k 99"), and so was a mean L0 of a billion (k is the TopK family's
+    # alone: other SAEs keep the default, which may be above their d_sae)
+    from ..sae.architectures import REGISTRY
+
+    sae = summary.get("sae") if isinstance(summary.get("sae"), dict) else {}
+    d_sae, arch = sae.get("d_sae"), REGISTRY.get(str(sae.get("architecture")))
+    k = sae.get("k") if arch is not None and arch.topk_family else None
+    for name, value in (("sae.k", k), ("mean_l0", summary.get("mean_l0"))):
+        if isinstance(d_sae, int) and isinstance(value, (int, float)) and value > d_sae:
+            raise AtlasFileError(
+                f"`{name}` in '{meta}' is {value!r}, more than the SAE's {d_sae} latents "
+                f"(`sae.d_sae`); {fix}."
+            )
     # read without a default beside a tested p (a KeyError in the report's Modularity line)
     missing = [k for k in ("z", "null_mean", "null_std") if k not in summary]
     if summary.get("p") is not None and missing:
