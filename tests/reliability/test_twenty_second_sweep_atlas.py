@@ -213,25 +213,15 @@ def test_an_ablation_with_too_few_random_sets_is_called_untested(tmp_path):
     from saeatlas.structure.inference.outcome import decide
 
     p = np.array([1 / 6, 2 / 6])
+    tested = {"z": [4.0, 4.0], "p": [0.001, 0.001], "significant": [True, True]}
+    ablated = {"ablation_effect": [0.2, 0.1], "ablation_p": p, "ablation_draws": [5, 5]}
+    ablated["ablation_q"] = benjamini_hochberg(p, skip_nan=True)
+    sizes = {"module": [0, 1], "n_units": [2, 2], "n_features": [1, 1]}
+    units = {"unit": range(4), "layer": "a", "index": range(4), "module": [0, 0, 1, 1]}
     atlas = Atlas(
-        units=pd.DataFrame(
-            {"unit": range(4), "layer": "a", "index": range(4), "module": [0, 0, 1, 1]}
-        ),
+        units=pd.DataFrame(units),
         features=pd.DataFrame({"feature": range(2), "module": [0, 1]}),
-        modules=pd.DataFrame(
-            {
-                "module": [0, 1],
-                "n_units": [2, 2],
-                "n_features": [1, 1],
-                "z": [4.0, 4.0],
-                "p": [0.001, 0.001],
-                "significant": [True, True],
-                "ablation_effect": [0.2, 0.1],
-                "ablation_p": p,
-                "ablation_q": benjamini_hochberg(p, skip_nan=True),
-                "ablation_draws": [5, 5],
-            }
-        ),
+        modules=pd.DataFrame(sizes | tested | ablated),
         summary={
             "layers": ["a"],
             "modules_from": "sae",
