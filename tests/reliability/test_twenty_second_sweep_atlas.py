@@ -317,3 +317,21 @@ def test_a_relu_atlas_keeps_its_default_k(tmp_path, two_modules_atlas):
     sae = {"architecture": "relu", "d_sae": 4, "k": 32}
     (atlas / "atlas.json").write_text(json.dumps({**summary, "sae": sae}))
     assert Atlas.load(atlas).summary["sae"]["k"] == 32
+
+
+def test_an_ablation_row_of_a_label_not_ablated_is_refused(tmp_path, two_modules_atlas, run_cli):
+    """A row of ablation.parquet for a label the ablation did not split by ('zz') was drawn
+    in the report's module x label grid."""
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    summary = json.loads((atlas / "atlas.json").read_text())
+    ablation = {"mode": "mean", "n_random": 100, "classes": ["0", "1"]}
+    (atlas / "atlas.json").write_text(json.dumps({**summary, "ablation": ablation}))
+    rows = {"module": [0, 0, 1], "label": ["0", "zz", "1"]}
+    rows |= {"effect": [0.1] * 3, "random_effect": [0.0] * 3, "specialisation": [0.5] * 3}
+    pd.DataFrame(rows).to_parquet(atlas / "ablation.parquet")
+    one_line(
+        cli("report", atlas),
+        f"`label` of ablation.parquet in '{atlas}' names 'zz', not one of atlas.json's "
+        "`ablation.classes` ['0', '1'];",
+    )

@@ -212,18 +212,26 @@ def _check_references(atlas: Atlas, path: Path, fix: str) -> None:
     n = len(atlas.modules)
     refs = [("flows", col, None, n) for col in ("source_module", "target_module")]
     refs += [("examples", "id", "module", n), ("examples", "id", "feature", len(atlas.features))]
-    classes = atlas.summary.get("label_classes")
-    for name in ("modules", "features") if isinstance(classes, list) else ():
+    ablated = atlas.summary.get("ablation")
+    named = [(n, "preferred_label", "label_classes") for n in ("modules", "features")]
+    # a row of a label the ablation did not split by was drawn in its module x label grid
+    named.append(("ablation", "label", "ablation.classes"))
+    for name, col, key in named:
         # a label the atlas was not profiled against was shown as the one preferred
+        classes = (
+            ablated.get("classes")
+            if key.startswith("ablation.") and isinstance(ablated, dict)
+            else atlas.summary.get(key)
+        )
         frame = getattr(atlas, name)
-        if "preferred_label" not in frame.columns:
+        if not isinstance(classes, list) or col not in frame.columns:
             continue
-        labels = frame["preferred_label"].dropna()
+        labels = frame[col].dropna()
         bad = labels[~labels.astype(str).isin([str(c) for c in classes])]
         if len(bad):
             raise AtlasFileError(
-                f"`preferred_label` of {name}.parquet in '{path}' names {_plain(bad.iloc[0])!r}, not "
-                f"one of atlas.json's `label_classes` {classes[:10]}; {fix}."
+                f"`{col}` of {name}.parquet in '{path}' names {_plain(bad.iloc[0])!r}, not "
+                f"one of atlas.json's `{key}` {classes[:10]}; {fix}."
             )
     for name, col, kind, size in refs:
         frame = getattr(atlas, name)
