@@ -311,7 +311,7 @@ def ablation_text(data: ReportData) -> str:
     above = int(hurts_loss(m).sum()) if "ablation_p" in m else None
     stop = a.get("stop_after")  # atlases before it drew every set
     n_random = a.get("n_random")
-    if isinstance(stop, int) and isinstance(n_random, int) and stop >= n_random:
+    if isinstance(stop, int) and isinstance(n_random, int) and stop > n_random:
         stop = None  # "draws stop once 10 sets did" was said of 5 sets
     text = (
         f"{a.get('mode', 'mean')} ablation of each module's units against "
