@@ -320,15 +320,24 @@ def test_an_atlas_without_modules_still_reports(atlas_copy):
     atlas.flows = pd.DataFrame()
     atlas.ablation = pd.DataFrame()
     atlas.examples = atlas.examples[atlas.examples.kind == "feature"]
-    msg = "No significant modular structure: the partition does not beat the null models."
-    atlas.summary.update(n_modules=0, n_significant_modules=0, significant=False, message=msg)
-    atlas.summary.update(verdict="no_significant_structure", partition_significant=False)
-    atlas.summary.update(n_sae_only_modules=0)
+    s = atlas.summary
+    # the partitions' p-values beat no null (the flags of significance are checked by them)
+    for test in [*s["nulls"], *s.get("sae_modules", {}).get("nulls", [])]:
+        test["p"] = 1.0
+    for view in s.get("cross_check", {}).values():
+        view["partition_significant"] = False
+        if view.get("test"):
+            view["test"]["p"] = 1.0
+    s.update(n_modules=0, n_significant_modules=0, significant=False)
+    s.update(verdict="no_significant_structure", partition_significant=False)
+    s.update(n_sae_only_modules=0, sae_partition_significant=False)
     for key in ("stability", "control", "ablation"):
         atlas.summary.pop(key, None)
     atlas.save(atlas_copy, overwrite=True)
     html = write_report(atlas_copy).path.read_text()
-    assert msg in html and "The atlas found no modules" in html
+    msg = Atlas.load(atlas_copy).summary["message"]  # the headline the tables give
+    assert msg.startswith("No significant structure") and msg in html
+    assert "The atlas found no modules" in html
     assert "nothing to ablate" in html
     assert page_data(html)["plots"]["feature-map-plot"]["modules"] == [-1, None]
 

@@ -15,7 +15,12 @@ import pandas as pd
 
 from ..sae.architectures import REGISTRY as ARCHITECTURE_REGISTRY
 from ..structure.inference.consensus import MIN_AGREEMENT, REPRODUCIBLE
-from ..structure.inference.outcome import VERDICTS, hurts_loss, sae_own_modules
+from ..structure.inference.outcome import (
+    VERDICTS,
+    ablation_untested,
+    hurts_loss,
+    sae_own_modules,
+)
 from ..structure.inference.significance import tested_modularity
 from .data import ReportData
 from .text import fmt, fmt_p, fmt_z
@@ -305,6 +310,9 @@ def ablation_text(data: ReportData) -> str:
     m = data.atlas.modules
     above = int(hurts_loss(m).sum()) if "ablation_p" in m else None
     stop = a.get("stop_after")  # atlases before it drew every set
+    n_random = a.get("n_random")
+    if isinstance(stop, int) and isinstance(n_random, int) and stop > n_random:
+        stop = None  # "draws stop once 10 sets did" was said of 5 sets
     text = (
         f"{a.get('mode', 'mean')} ablation of each module's units against "
         f"{'up to ' if stop else ''}{a.get('n_random', '?')} random unit sets with as many "
@@ -319,7 +327,10 @@ def ablation_text(data: ReportData) -> str:
             if "ablation_q" in m
             else "p ≤ 0.05"
         )
-        text += f". {above} of {len(m)} modules damage the loss more than random sets ({adjusted})"
+        text += (
+            f". {above} of {len(m)} modules damage the loss more than random sets ({adjusted})"
+            + ablation_untested(data.summary)
+        )
     return text + "."
 
 

@@ -17,13 +17,17 @@ if TYPE_CHECKING:
 
 
 #: Kinds of the table columns the report and other tools read (``module`` columns have
-#: their own check): ``i`` integers, ``f`` numbers, ``u`` numbers from 0 to 1 (or NaN:
-#: not measured), ``b`` true or false, ``s`` text, ``l`` lists of numbers, ``t`` lists of text. Columns that are absent are not checked (older atlases lack
-#: some; every reader requires :data:`REQUIRED_COLUMNS`), but :data:`PAIRED_COLUMNS`
-#: come together.
+#: their own check): ``i`` integers, ``n`` counts (integers 0 or more), ``f`` numbers,
+#: ``p`` numbers 0 or more,
+#: ``u`` numbers from 0 to 1 (or NaN: not measured), ``c`` numbers from -1 to 1 (a
+#: correlation, a module's modularity term), ``b`` true or false, ``s`` text, ``l`` lists
+#: of numbers, ``w`` lists of shares (each from 0 to 1), ``t`` lists of text. Columns that
+#: are absent are not checked (older atlases lack some; every reader requires
+#: :data:`REQUIRED_COLUMNS`), but :data:`PAIRED_COLUMNS` come together.
 TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "units": {
-        **dict.fromkeys(("unit", "index"), "i"),
+        "unit": "i",
+        "index": "n",
         "layer": "s",
         "membership": "u",
         "coupling": "c",
@@ -36,11 +40,17 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         # module cards rank features by `attribution` (text was ranked as text, a list
         # ended the report in a ValueError)
         **dict.fromkeys(("mean_activation", "max_unit_corr", "x", "y", "attribution"), "f"),
-        **dict.fromkeys(("top_unit_weights", "top_read_weights", "layer_mass"), "l"),
+        **dict.fromkeys(("top_unit_weights", "top_read_weights"), "l"),
+        "layer_mass": "w",
     },
     "modules": {
-        **dict.fromkeys(("n_units", "n_features", "n_shared_units", "ablation_draws"), "i"),
-        **dict.fromkeys(("modularity", "z"), "f"),
+        # (sizes are compared with the members that units and features count)
+        **dict.fromkeys(("n_units", "n_features"), "i"),
+        # a count of -5 random sets was shown as "-5 random sets" beside the p it gives
+        **dict.fromkeys(("n_shared_units", "ablation_draws"), "n"),
+        "z": "f",
+        # a module's term of the modularity lies in [-1, 1/4]: 7 was shown as it stood
+        "modularity": "c",
         **dict.fromkeys(("p", "reproducibility", "stability", "selectivity_p"), "u"),
         # the report's cards and the run's table print it ('None' ended in a TypeError)
         "selectivity": "u",
@@ -49,13 +59,19 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         ),
         **dict.fromkeys(("ablation_effect", "ablation_z", "ablation_random_mean"), "f"),
         **dict.fromkeys(("significant", "counted", "visible_without_sae"), "b"),
-        **dict.fromkeys(("layer_profile", "layer_mass", "label_means"), "l"),
+        # shares of the module's units (decoder energy) per layer, drawn as a heat map
+        **dict.fromkeys(("layer_profile", "layer_mass"), "w"),
+        "label_means": "l",
         "layers": "t",
     },
-    "examples": {"kind": "s", **dict.fromkeys(("id", "rank", "row"), "i"), "activation": "f"},
+    "examples": {"kind": "s", "id": "i", **dict.fromkeys(("rank", "row"), "n"), "activation": "f"},
     "flows": {
         **dict.fromkeys(("source_module", "target_module"), "i"),
-        **dict.fromkeys(("coactivation", "weight_flow"), "f"),
+        **dict.fromkeys(("source_layer", "target_layer"), "s"),
+        # a Pearson correlation ("co-activation r +7.00" was drawn as the strongest link),
+        # and a ratio of mean absolute gains
+        "coactivation": "c",
+        "weight_flow": "p",
     },
     "ablation": dict.fromkeys(("effect", "random_effect", "specialisation"), "f"),
 }
@@ -85,25 +101,30 @@ PAIRED_COLUMNS = (("z", "p"), ("ablation_effect", "ablation_p"))
 NULL_COLUMNS = {"z_": "f", "p_": "u"}
 _KIND_NAMES = {
     "i": "integers",
+    "n": "whole numbers 0 or more",
     "f": "numbers (finite, or NaN where not measured)",
+    "p": "numbers 0 or more (finite, or NaN where not measured)",
     "u": "numbers from 0 to 1",
     "c": "numbers from -1 to 1",
     "b": "true or false",
     "s": "text",
     "l": "lists of numbers, each finite",
+    "w": "lists of shares, each from 0 to 1",
     "t": "lists of layer names",
 }
 
 
 def _column_ok(col: pd.Series, kind: str) -> bool:
     types = pd.api.types
-    if kind == "i":
-        return types.is_integer_dtype(col) and not types.is_bool_dtype(col)
-    if kind in "fuc":
+    if kind in "in":
+        integers = types.is_integer_dtype(col) and not types.is_bool_dtype(col)
+        return integers and not (kind == "n" and bool((col < 0).any()))
+    if kind in "fpuc":
         if not types.is_numeric_dtype(col) or types.is_bool_dtype(col):
             return False
-        if kind == "f":  # NaN is a figure not measured; no analysis writes an Inf
-            return not bool(np.isinf(col.to_numpy(np.float64, na_value=np.nan)).any())
+        if kind in "fp":  # NaN is a figure not measured; no analysis writes an Inf
+            values = col.to_numpy(np.float64, na_value=np.nan)
+            return not bool(np.isinf(values).any() or (kind == "p" and (values < 0).any()))
         return not bool(((col < (-1 if kind == "c" else 0)) | (col > 1)).any())
     if kind == "b":
         return types.is_bool_dtype(col)
@@ -116,9 +137,15 @@ def _column_ok(col: pd.Series, kind: str) -> bool:
             and all(isinstance(x, str) for x in v)
             for v in col
         )
-    try:  # lists of numbers
+    try:  # lists of numbers (of shares: from 0 to 1)
         arrays = [np.asarray(v, np.float64) for v in col]
-        return all(a.ndim == 1 and not np.isinf(a).any() for a in arrays)
+        shares = kind == "w"
+        return all(
+            a.ndim == 1
+            and not np.isinf(a).any()
+            and not (shares and ((a < 0) | (a > 1) | np.isnan(a)).any())
+            for a in arrays
+        )
     except (TypeError, ValueError):
         return False
 
@@ -163,13 +190,15 @@ def check_columns(atlas: Atlas, path: Path, fix: str) -> None:
                 if col.dtype.kind not in "iuf":  # the first value that is not of the kind
                     wrong = [not _column_ok(col.iloc[i : i + 1], kind) for i in range(len(col))]
                     outside = pd.Series(wrong, index=col.index)
-                elif kind == "f":
-                    outside = col.isin([np.inf, -np.inf])
+                elif kind in "fp":
+                    outside = col.isin([np.inf, -np.inf]) | ((col < 0) if kind == "p" else False)
+                elif kind == "n":
+                    outside = col < 0
                 else:
                     outside = (col < low) | (col > 1)
                 example = col[outside].iloc[0] if outside.any() else col.iloc[0]
-                if isinstance(example, np.generic):  # its repr is np.float64(...)
-                    example = example.item()
+                if isinstance(example, (np.generic, np.ndarray)):  # np.float64(...), array(...)
+                    example = example.tolist()
                 raise AtlasFileError(
                     f"`{column}` of {name}.parquet in '{path}' must hold {_KIND_NAMES[kind]}, "
                     f"not {col.dtype} such as {example!r}; {fix}."

@@ -72,9 +72,10 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "significant": (bool,),
     **dict.fromkeys(("verdict", "message"), (str,)),
     **dict.fromkeys(
-        ("modularity", "z", "p", "null_mean", "null_std", "mean_l0", "fvu"),
+        ("modularity", "modularity_of_modules", "z", "p", "null_mean", "null_std"),
         (int, float, _NONE),
     ),
+    **dict.fromkeys(("mean_l0", "fvu"), (int, float, _NONE)),
     **dict.fromkeys(("n_rows_encoded", "store_skipped_rows"), (int, _NONE)),
     **dict.fromkeys(("store", "store_fingerprint"), (str, _NONE)),
     # a run's model SPEC and sweep directory, and the rows' label column, which the report
@@ -125,6 +126,9 @@ _LEVEL = {
 #: that are absent are not checked (older atlases lack some), except :data:`NESTED_KEYS`.
 NESTED_TYPES: dict[str, dict[str, tuple[type, ...]] | tuple[type, ...]] = {
     "nulls[]": _NULL_TEST,
+    # the significance level the partitions and modules were tested at (edited to 0.9, it
+    # let p-values of 0.86 pass the checks of the verdict)
+    "config": {"alpha": _NUMBER},
     "sae_modules": {
         **dict.fromkeys(("n_modules", "n_significant_modules", "n_units"), (int,)),
         "nulls": (list,),
@@ -219,7 +223,16 @@ _RANGES: dict[str, tuple[float, float]] = {
         ),
         (0, math.inf),
     ),
-    **dict.fromkeys(("p", "p_empirical", "edge_alpha", "reproducibility"), (0, 1)),
+    **dict.fromkeys(("p", "p_empirical", "edge_alpha", "reproducibility", "alpha"), (0, 1)),
+    # a modularity (resolution 1, of a graph of positive weights) lies in [-1/2, 1], and
+    # so does a mean of them; an adjusted Rand index (`agreement`: a mean of them) at most
+    # 1: one edited to 7 was shown as it stood, and an `agreement` of 5 passed the
+    # members' agreement that modules need to count as reproducible
+    **dict.fromkeys(("modularity", "modularity_of_modules", "null_mean"), (-1, 1)),
+    **dict.fromkeys(
+        ("agreement", "unit_ari", "bootstrap_ari", "seed_unit_ari", "neighbour_ari", "atlas_ari"),
+        (-1, 1),
+    ),
 }
 
 
@@ -314,6 +327,20 @@ def check_summary(summary: Any, meta: Path) -> dict[str, Any]:
             f"{FORMAT_VERSION}. Upgrade saeatlas, or {fix}."
         )
     _check_nested(summary, meta, fix)
+    # at most d_sae latents are active on a row: a `k` of 99 of 16 latents was shown as the
+    # SAE's ("d_sae 16, k 99"), and so was a mean L0 of a billion (k is the TopK family's
+    # alone: other SAEs keep the default, which may be above their d_sae)
+    from ..sae.architectures import REGISTRY
+
+    sae = summary.get("sae") if isinstance(summary.get("sae"), dict) else {}
+    d_sae, arch = sae.get("d_sae"), REGISTRY.get(str(sae.get("architecture")))
+    k = sae.get("k") if arch is not None and arch.topk_family else None
+    for name, value in (("sae.k", k), ("mean_l0", summary.get("mean_l0"))):
+        if isinstance(d_sae, int) and isinstance(value, (int, float)) and value > d_sae:
+            raise AtlasFileError(
+                f"`{name}` in '{meta}' is {value!r}, more than the SAE's {d_sae} latents "
+                f"(`sae.d_sae`); {fix}."
+            )
     # read without a default beside a tested p (a KeyError in the report's Modularity line)
     missing = [k for k in ("z", "null_mean", "null_std") if k not in summary]
     if summary.get("p") is not None and missing:

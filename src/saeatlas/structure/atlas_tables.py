@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .atlas_columns import check_columns, check_required
-from .atlas_format import ATLAS_JSON, AtlasFileError
+from .atlas_format import AtlasFileError
+from .atlas_verdict import check_verdict
 
 if TYPE_CHECKING:
     from .atlas import Atlas
@@ -40,9 +41,6 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
     tables give (:func:`.inference.outcome.decide`), so that no page or tool shows a
     headline that the tables below it contradict. ``fix``: what the error advises
     (:meth:`.Atlas.save` checks an atlas edited in Python before it writes it)."""
-    from .atlas import Atlas
-    from .inference.outcome import decide
-
     check_columns(atlas, path, fix)
     modules, s = atlas.modules, atlas.summary
     n = len(modules)
@@ -112,6 +110,7 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
     _check_spans(atlas, path, fix)
     _check_submodules(atlas, path, fix)
     _check_references(atlas, path, fix)
+    _check_flow_layers(atlas, path, fix)
     _check_unique_rows(atlas, path, fix)
     _check_list_lengths(atlas, path, fix)
     _check_ablation_q(modules, path, fix)
@@ -128,30 +127,7 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
                     f"`{col}` of features.parquet in '{path}' must list units of units.parquet "
                     f"(0 to {len(units) - 1}); {fix}."
                 )
-    if s.get("n_modules", n) != n:
-        raise AtlasFileError(
-            f"'{path / ATLAS_JSON}' says n_modules {s['n_modules']!r}, but modules.parquet "
-            f"has {n}; {fix}."
-        )
-    counted = s.get("n_significant_modules", 0)  # an integer (atlas_format)
-    if not 0 <= counted <= n:
-        raise AtlasFileError(
-            f"'{path / ATLAS_JSON}' says n_significant_modules {counted!r}, but modules.parquet "
-            f"has {n} modules; {fix}."
-        )
-    if "verdict" not in s or "significant" not in modules.columns and n:
-        return
-    # an empty table (no columns at all) has no significant module: atlas.json's count of
-    # them was read against it without a word
-    again = Atlas(atlas.units, atlas.features, modules.copy(), dict(s))
-    decide(again)
-    differ = [k for k in _VERDICT_KEYS if k in s and s[k] != again.summary[k]]
-    if differ:
-        wrong = ", ".join(f"{k} {s[k]!r}" for k in differ)
-        right = ", ".join(repr(again.summary[k]) for k in differ)
-        raise AtlasFileError(
-            f"'{path / ATLAS_JSON}' says {wrong}, but its tables give {right}; {fix}."
-        )
+    check_verdict(atlas, path, fix)
 
 
 def _check_spans(atlas: Atlas, path: Path, fix: str) -> None:
@@ -236,18 +212,26 @@ def _check_references(atlas: Atlas, path: Path, fix: str) -> None:
     n = len(atlas.modules)
     refs = [("flows", col, None, n) for col in ("source_module", "target_module")]
     refs += [("examples", "id", "module", n), ("examples", "id", "feature", len(atlas.features))]
-    classes = atlas.summary.get("label_classes")
-    for name in ("modules", "features") if isinstance(classes, list) else ():
+    ablated = atlas.summary.get("ablation")
+    named = [(n, "preferred_label", "label_classes") for n in ("modules", "features")]
+    # a row of a label the ablation did not split by was drawn in its module x label grid
+    named.append(("ablation", "label", "ablation.classes"))
+    for name, col, key in named:
         # a label the atlas was not profiled against was shown as the one preferred
+        classes = (
+            ablated.get("classes")
+            if key.startswith("ablation.") and isinstance(ablated, dict)
+            else atlas.summary.get(key)
+        )
         frame = getattr(atlas, name)
-        if "preferred_label" not in frame.columns:
+        if not isinstance(classes, list) or col not in frame.columns:
             continue
-        labels = frame["preferred_label"].dropna()
+        labels = frame[col].dropna()
         bad = labels[~labels.astype(str).isin([str(c) for c in classes])]
         if len(bad):
             raise AtlasFileError(
-                f"`preferred_label` of {name}.parquet in '{path}' names {_plain(bad.iloc[0])!r}, not "
-                f"one of atlas.json's `label_classes` {classes[:10]}; {fix}."
+                f"`{col}` of {name}.parquet in '{path}' names {_plain(bad.iloc[0])!r}, not "
+                f"one of atlas.json's `{key}` {classes[:10]}; {fix}."
             )
     for name, col, kind, size in refs:
         frame = getattr(atlas, name)
@@ -262,6 +246,28 @@ def _check_references(atlas: Atlas, path: Path, fix: str) -> None:
                 f"{ids[bad].tolist()[0]!r}, not one of the {size} {what}s of {what}s.parquet; "
                 f"{fix}."
             )
+
+
+def _check_flow_layers(atlas: Atlas, path: Path, fix: str) -> None:
+    """A flow runs from a layer of the atlas to the next one (``atlas.json``'s order): a
+    row of a layer pair the atlas does not have ('1' to '9') was averaged into the
+    report's link between its modules, and counted among its layer pairs."""
+    flows = atlas.flows
+    if flows.empty or not {"source_layer", "target_layer"} <= set(flows.columns):
+        return
+    layers = atlas.summary.get("layers")
+    if not isinstance(layers, list) and "layer" in atlas.units.columns:
+        layers = list(dict.fromkeys(atlas.units["layer"]))
+    if not isinstance(layers, list):
+        return
+    steps = set(zip(layers[:-1], layers[1:]))
+    pairs = list(zip(flows["source_layer"], flows["target_layer"]))
+    bad = [pair for pair in pairs if pair not in steps]
+    if bad:
+        raise AtlasFileError(
+            f"flows.parquet in '{path}' holds a flow from layer {bad[0][0]!r} to {bad[0][1]!r}, "
+            f"not from a layer of the atlas to the next one ({layers[:8]}); {fix}."
+        )
 
 
 #: The columns that name a row of each optional table: a second row of the same name
@@ -381,14 +387,3 @@ def _check_layers(units: pd.DataFrame, layers: list[str] | None, path: Path, fix
                 f"units.parquet in '{path}' numbers the units of layer {layer!r} "
                 f"{index.tolist()[:5]}..., not 0, 1, 2, ... in order; {fix}."
             )
-
-
-#: ``atlas.json``'s verdict and the counts it rests on (set by ``decide``).
-_VERDICT_KEYS = (
-    "verdict",
-    "significant",
-    "n_modules",
-    "n_significant_modules",
-    "n_sae_only_modules",
-    "n_causal_modules",
-)

@@ -68,6 +68,25 @@ def warn_transfer(sae: SparseAutoencoder, sae_path: str | None, store: Activatio
         )
 
 
+#: Training settings that do not change what an SAE learns (where and how it is logged).
+_NOT_LEARNED = ("seed", "device", "log_every", "tensorboard", "checkpoint_every", "compile")
+
+
+def settings_differ(
+    sae: SparseAutoencoder, other: SparseAutoencoder, skip: tuple[str, ...] = ()
+) -> list[tuple[str, object, object]]:
+    """``(setting, other's, sae's)`` of each training setting (``train_config`` in
+    ``cfg.json``) in which ``other`` differs from ``sae``, but the seed and the others of
+    :data:`_NOT_LEARNED` and ``skip``, of those both record (an SAE of an older saeatlas
+    lacks the settings added since); none where either records no settings."""
+    settings = [(s.cfg.metadata or {}).get("train_config") for s in (sae, other)]
+    if not all(isinstance(t, dict) for t in settings):
+        return []
+    mine, its = settings
+    keys = sorted((set(mine) & set(its)) - set(_NOT_LEARNED + skip))
+    return [(k, its[k], mine[k]) for k in keys if mine[k] != its[k]]
+
+
 def check_twin(
     sae: SparseAutoencoder, other: SparseAutoencoder, store: ActivationStore, what: str
 ) -> SparseAutoencoder:
@@ -88,6 +107,20 @@ def check_twin(
             f"The {what} has {got}, the analysed SAE {want}; a seed SAE must be "
             "trained the same way with another seed (delete a stale <sae>-seedN directory "
             "so that analyze trains it again)."
+        )
+    # a seed SAE of another sparsity penalty, normalisation or length of training joined
+    # the ensemble without a word, and its modules were compared with the SAE's as if
+    # they differed only by the seed (the layers and the shape are compared above; a
+    # data order is the seed's, unless `data_seed` was given: `train --seed 1` is one; and
+    # a run's SAE taken from its sweep held out the rows that measure the sweep's FVU)
+    skip = ("layers", "d_sae", "expansion_factor", "data_seed", "heldout_rows", *shape)
+    trained = settings_differ(sae, other, skip)
+    if trained:
+        got = ", ".join(f"`{k}` {a!r} (the analysed SAE's {b!r})" for k, a, b in trained)
+        raise ConfigError(
+            f"The {what} was trained with other settings than the analysed SAE: {got}; a "
+            "seed SAE must be trained the same way with another seed (`saeatlas train "
+            "--seeds N` trains such SAEs, or leave --seed-sae out and analyze trains them)."
         )
     if torch.equal(other.W_dec, sae.W_dec):
         raise ConfigError(

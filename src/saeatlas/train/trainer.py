@@ -229,15 +229,26 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
     }
     fvu = summary["final"].get("fvu")
     if run.world.is_main and fvu is not None and fvu > 1:
+        # an SAE trained in memory (`validate`'s, the dictionary null's source) is named by
+        # its settings, not by `train`'s flags: "trained in 'memory' ... (--lr 0.08)" sent
+        # the user of `validate`, which has no --lr, to a flag it does not take
+        where, tokens, lr, normalize = (
+            (f"trained in '{out}'", "--tokens", "--lr ", "--normalize ")
+            if out is not None
+            else ("trained in memory (not saved)", "`tokens`", "`lr` ", "`normalize` ")
+        )
         log.warning(
-            "The SAE trained in '%s' reconstructs its inputs worse than their mean does (FVU "
-            "%.4g > 1 after %d steps): it has not learnt them. Train longer (--tokens), or "
-            "check the learning rate (--lr %g) and the activations' scale (--normalize %s; "
-            "'unit' and 'layer' standardise them).",
-            out if out is not None else "memory",
+            "The SAE %s reconstructs its inputs worse than their mean does (FVU %.4g > 1 "
+            "after %d steps): it has not learnt them. Train longer (%s), or check the "
+            "learning rate (%s%g) and the activations' scale (%s%s; 'unit' and 'layer' "
+            "standardise them).",
+            where,
             fvu,
             run.n_steps,
+            tokens,
+            lr,
             run.lr,
+            normalize,
             run.cfg.normalize,
         )
     folded = run.sae.folded(run.mean, run.scale).to("cpu").eval()

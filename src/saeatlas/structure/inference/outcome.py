@@ -64,6 +64,21 @@ def hurts_loss(m: Any) -> np.ndarray:
     return np.nan_to_num(np.asarray(q, dtype=float), nan=1.0) <= ABLATION_ALPHA
 
 
+def ablation_untested(s: dict) -> str:
+    """Why the count of modules that hurt the loss says nothing, or "": with fewer than
+    19 random unit sets per module (``summary["ablation"]["n_random"]``) no p reaches
+    :data:`ABLATION_ALPHA` (the smallest is ``1 / (1 + n)``), so "0 of 4 hurt the loss"
+    was a finding the ablation could not have made otherwise."""
+    n = (s.get("ablation") or {}).get("n_random")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0 or 1 / (1 + n) <= ABLATION_ALPHA:
+        return ""
+    return (
+        f" (not tested: the smallest p that {n} random unit set{'' if n == 1 else 's'} per "
+        f"module can give is {1 / (1 + n):.2g}, above {ABLATION_ALPHA:g}; rerun analyze "
+        "without --ablation-draws, whose default draws enough)"
+    )
+
+
 def match_jaccard(modules: np.ndarray, other: np.ndarray | None) -> np.ndarray:
     """``[n_modules]`` best-match Jaccard of each unit module with ``other``'s modules
     (NaN when ``other`` is None)."""
@@ -182,7 +197,10 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
         if "control_jaccard" not in m.columns and s.get("modules_from") == "sae":
             text += " (the random-dictionary control was not run)"
         if "ablation_p" in m.columns:
-            text += f"; {s['n_causal_modules']} of {n} hurt the loss more than random unit sets"
+            text += (
+                f"; {s['n_causal_modules']} of {n} hurt the loss more than random unit sets"
+                + ablation_untested(s)
+            )
         return text[0].upper() + text[1:] + "."
     if key == "structure_without_reproducible_modules":
         # say whose partition beat its nulls: the SAE's, or only the units' correlations'

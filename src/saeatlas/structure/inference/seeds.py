@@ -26,6 +26,7 @@ from ...store import ActivationStore
 from ...train.checkpoint import CHECKPOINT
 from ...train.ensemble import seed_sae_dir, trained_like
 from ...train.rows import rows_digest
+from ..sae_checks import settings_differ
 
 
 def _train_settings(sae: SparseAutoencoder):
@@ -35,17 +36,11 @@ def _train_settings(sae: SparseAutoencoder):
     return TrainConfig.from_json(settings) if settings else None
 
 
-#: Training settings that do not change what an SAE learns (where and how it is logged).
-_NOT_LEARNED = ("seed", "device", "log_every", "tensorboard", "checkpoint_every", "compile")
-
-
-def _learned(sae: SparseAutoencoder) -> tuple[dict, dict]:
-    """What made ``sae`` what it is, as its ``cfg.json`` records: its training settings
-    but the seed (and the others of :data:`_NOT_LEARNED`), and its rows (their digest,
-    and the store's path)."""
+def _rows(sae: SparseAutoencoder) -> dict:
+    """The rows ``sae`` was trained on, as its ``cfg.json`` records them: their digest,
+    and the store's path."""
     meta = sae.cfg.metadata or {}
-    settings = {k: v for k, v in (meta.get("train_config") or {}).items() if k not in _NOT_LEARNED}
-    return settings, {"digest": meta.get("rows_digest"), "store": meta.get("store")}
+    return {"digest": meta.get("rows_digest"), "store": meta.get("store")}
 
 
 def _other_rows(mine: dict, its: dict) -> str | None:
@@ -68,11 +63,9 @@ def _check_sibling(sae: SparseAutoencoder, target: Path, sae_dir: str | Path) ->
     """Refuse to reuse ``<sae>-seed<s>`` when it was trained otherwise than ``sae`` (a
     stale one, left from before ``sae`` was trained again): it would join the ensemble
     and be the dictionary null's source as if it were ``sae`` with another seed."""
-    (mine, my_rows), (its, its_rows) = _learned(sae), _learned(SparseAutoencoder.load(target))
-    if "data_seed" not in mine or "data_seed" not in its:  # recorded before it existed
-        mine.pop("data_seed", None), its.pop("data_seed", None)
-    differ = [f"`{k}`" for k in sorted(set(mine) | set(its)) if mine.get(k) != its.get(k)]
-    rows = _other_rows(my_rows, its_rows)
+    its = SparseAutoencoder.load(target)
+    differ = [f"`{k}`" for k, _, _ in settings_differ(sae, its)]
+    rows = _other_rows(_rows(sae), _rows(its))
     if rows is not None:
         differ.append(rows)
     if differ:
