@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +74,73 @@ def test_neuronpedia_layer_is_the_block_index(name, want):
         with pytest.raises(ConfigError, match="--layer") as e:
             _layer_number(name, None)
         assert want in str(e.value)
+
+
+def _ranks_out_of_step(rank, world, port, root, store, model, inputs):
+    """Calls that both ranks make, rank 1 with one flag other than rank 0's (the last
+    one another command altogether); each call's outcome is written to r<rank>.json."""
+    from spawned_ranks import join_gloo
+
+    join_gloo(rank, world, port)
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.pipeline import RunConfig, run_pipeline
+    from saeatlas.pipeline.check import check_run
+    from saeatlas.train import TrainConfig, train_ensemble
+
+    run = RunConfig(model=model, inputs=inputs, layers=("1", "3"))
+    calls = {
+        # every rank's dry run went into its own temporary folder: "Rank 1 finds no
+        # partial directory '/tmp/saeatlas-check-.../.store.partial'"
+        "check": lambda: check_run(run),
+        # "The ranks of this training were given different --resume"
+        "seeds": lambda: train_ensemble(
+            store, TrainConfig(d_sae=8, k=2), root / "sae", 1 + rank, progress=False
+        ),
+        # rank 0 alone met the others to refuse changed outputs: the ranks met at other
+        # steps until the --timeout ran out
+        "overwrite": lambda: run_pipeline(
+            run, root / "run", progress=False, timeout_s=20, overwrite=bool(rank)
+        ),
+        # a `capture` rank beside a `run` rank: "'NoneType' object is not iterable"
+        "another command": lambda: capture_activations(
+            _model(model), np.load(inputs), ["1"], root / "store",
+            CaptureConfig(timeout_s=10), progress=False,
+        ) if rank == 0 else run_pipeline(run, root / "run", progress=False, timeout_s=10),
+    }  # fmt: skip
+    results = {}
+    for name, call in calls.items():
+        try:
+            got = call()
+            results[name] = got if isinstance(got, str) else "no error"
+        except Exception as e:
+            results[name] = f"{type(e).__name__}: {e}"
+    (root / f"r{rank}.json").write_text(json.dumps(results))
+    torch.distributed.destroy_process_group()
+
+
+def _model(spec):
+    from saeatlas.capture import load_model
+
+    return load_model(spec).model
+
+
+def test_ranks_out_of_step_are_told_so(tmp_path, outputs, spawn_ranks):
+    """`torchrun ... saeatlas run --check` refused itself; ranks given another
+    `train --seeds` were told of "different --resume", ranks given another `run
+    --overwrite` waited out the --timeout, and a rank whose peer ran another command
+    ended in a TypeError traceback."""
+    args = (tmp_path, outputs.store, outputs.model, str(outputs.inputs))
+    spawn_ranks(_ranks_out_of_step, args, 90)
+    results = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2)]
+    for rank in range(2):
+        assert results[rank]["check"].startswith("dry run: layers ['1', '3']"), results
+        assert results[rank]["seeds"].startswith(
+            "ConfigError: The ranks of this training were given different --seeds"
+        ), results
+        assert results[rank]["overwrite"].startswith(
+            "ConfigError: The ranks of this run were given different --overwrite"
+        ), results
+    assert results[0]["another command"].startswith(
+        "ConfigError: The ranks of this capture did not reach it together: ranks [1]"
+    ), results
+    assert not list(tmp_path.glob("run/*")), "nothing of the run is written"
