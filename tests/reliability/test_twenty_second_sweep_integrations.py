@@ -144,3 +144,19 @@ def test_ranks_out_of_step_are_told_so(tmp_path, outputs, spawn_ranks):
         "ConfigError: The ranks of this capture did not reach it together: ranks [1]"
     ), results
     assert not list(tmp_path.glob("run/*")), "nothing of the run is written"
+
+
+def test_a_run_config_reads_a_home_folder_as_a_shell_does(outputs, tmp_path, monkeypatch):
+    """`inputs: ~/x.npy` in a run config was "Inputs file '~/x.npy' does not exist" (it
+    did), and `out: ~/runs/a` made a folder named '~' beside the config."""
+    from saeatlas.pipeline import load_run_config
+
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    np.save(home / "data" / "x.npy", np.load(outputs.inputs))
+    monkeypatch.setenv("HOME", str(home))
+    (tmp_path / "run.yaml").write_text(
+        f"model: {outputs.model}\ninputs: ~/data/x.npy\nlayers: ['1']\nout: ~/runs/a\n"
+    )
+    cfg = load_run_config(tmp_path / "run.yaml")
+    assert (cfg.inputs, cfg.out) == (str(home / "data" / "x.npy"), str(home / "runs" / "a"))

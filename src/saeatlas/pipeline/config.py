@@ -72,7 +72,8 @@ class RunConfig:
     inputs_args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the inputs function."""
     out: str | None = None
-    """Run directory (relative to the config file); `saeatlas run --out` overrides it."""
+    """Run directory (relative to the config file; `~` is the home folder, as in `model`,
+    `inputs` and `labels`); `saeatlas run --out` overrides it."""
     threads: int | None = None
     """CPU threads torch uses during the run (default: torch's own choice), at most the
     machine's CPUs. Small models run as fast on one thread, and are not slowed down when
@@ -234,6 +235,11 @@ class RunConfig:
         # the top-level fields, checked by the same reader with default sections
         plain = config_from_mapping(cls, top, "", source=source, skip=tuple(SECTIONS))
         values = {f.name: getattr(plain, f.name) for f in fields(cls) if f.name not in SECTIONS}
+        for name in ("model", "inputs", "labels", "out"):
+            # no shell reads a config file: `inputs: ~/x.npy` "did not exist", and `out:
+            # ~/runs/a` wrote the run into a folder named '~' beside the config
+            if isinstance(values[name], str) and values[name].startswith("~"):
+                values[name] = os.path.expanduser(values[name])
         if base_dir is not None:
             base = Path(base_dir)
             for name in ("model", "inputs", "labels"):
