@@ -160,3 +160,24 @@ def test_a_run_config_reads_a_home_folder_as_a_shell_does(outputs, tmp_path, mon
     )
     cfg = load_run_config(tmp_path / "run.yaml")
     assert (cfg.inputs, cfg.out) == (str(home / "data" / "x.npy"), str(home / "runs" / "a"))
+
+
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ("model_args: {scale: .nan}", "`model_args.scale` holds nan"),
+        ("inputs_args: {sizes: [1, -.inf]}", "`inputs_args.sizes` holds -inf"),
+    ],
+)
+def test_a_run_config_refuses_arguments_that_json_cannot_hold(
+    outputs, tmp_path, run_cli, line, needle
+):
+    """`run --check` called the config valid; the run wrote config.yaml and run.json and
+    then stopped at its capture: "`provenance` must be a dict of JSON values", a setting
+    no config has."""
+    cli, one_line = run_cli
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1']\n{line}\n")
+    one_line(cli("run", config, "--check"), needle, "finite numbers")
+    one_line(cli("run", config, "--out", tmp_path / "run"), needle)
+    assert not (tmp_path / "run").exists()

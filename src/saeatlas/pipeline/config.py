@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -144,8 +145,8 @@ class RunConfig:
                 if odd is not None:  # the run records its config as YAML and JSON
                     raise ConfigError(
                         f"`{name}.{key}` holds {odd!r} ({type(odd).__name__}); give text, "
-                        "numbers, true/false, lists or mappings (quote a date to pass it as "
-                        "text)."
+                        "finite numbers, true/false, lists or mappings (quote a date to pass "
+                        "it as text)."
                     )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"`threads` must be positive, got {self.threads}.")
@@ -287,8 +288,12 @@ def _swept_k_default(train: Any, sweep: SweepSection) -> Any:
 
 
 def _not_json(value: Any) -> Any:
-    """The first part of ``value`` that JSON cannot hold (YAML reads dates, for one), or
-    None."""
+    """The first part of ``value`` that JSON cannot hold (YAML reads dates, for one; `.nan`
+    and `.inf` are floats no JSON holds), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        # called valid by `run --check`; the capture then refused its record, naming
+        # `provenance`, a setting no config has
+        return value
     if value is None or isinstance(value, (str, bool, int, float)):
         return None
     if isinstance(value, (list, tuple)):
