@@ -7,6 +7,7 @@ before its fix."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +182,41 @@ def test_a_run_config_refuses_arguments_that_json_cannot_hold(
     one_line(cli("run", config, "--check"), needle, "finite numbers")
     one_line(cli("run", config, "--out", tmp_path / "run"), needle)
     assert not (tmp_path / "run").exists()
+
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+
+@pytest.mark.parametrize(
+    "command, src, needles",
+    [
+        # "it has no sae_weights.safetensors", with no word of what it is
+        ("import-saelens", "sparsify/run/layers.1", ["a sparsify SAE", "import-sparsify"]),
+        ("import-saelens", "sparsify/run", ["a sparsify run", "import-sparsify"]),
+        # "holds no sparsify SAE", with no word of what it is
+        ("import-sparsify", "saelens/topk", ["saeatlas or SAELens", "import-saelens"]),
+        # "'saelens/jumprelu' in the sparsify run 'saelens' has no sae.safetensors: that
+        # hookpoint's SAE is incomplete. Copy it again from the checkpoint"
+        ("import-sparsify", "saelens", ["holds no sparsify SAE", "folder of 5 SAE directories"]),
+    ],
+)
+def test_an_sae_of_the_other_format_is_named_with_its_import(
+    tmp_path, run_cli, command, src, needles
+):
+    cli, one_line = run_cli
+    line = one_line(cli(command, FIXTURES / src, "--out", tmp_path / "out"), *needles)
+    assert "incomplete" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_sparsify_passes_over_an_sae_of_another_format_in_the_run(tmp_path, run_cli):
+    """An SAE of saeatlas's format kept in a sparsify run folder (an earlier import into
+    RUN/imported) was taken for a hookpoint copied half-way, and the run refused."""
+    import shutil
+
+    cli, _ = run_cli
+    run = shutil.copytree(FIXTURES / "sparsify" / "run", tmp_path / "run")
+    shutil.copytree(FIXTURES / "saelens" / "topk", run / "imported")
+    r = cli("import-sparsify", run, "--out", tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["layers.0.mlp", "layers.1"]
