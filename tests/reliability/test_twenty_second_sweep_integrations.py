@@ -220,3 +220,15 @@ def test_import_sparsify_passes_over_an_sae_of_another_format_in_the_run(tmp_pat
     r = cli("import-sparsify", run, "--out", tmp_path / "out")
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["layers.0.mlp", "layers.1"]
+
+
+def test_a_run_config_shows_a_swept_value_as_given(outputs, tmp_path, run_cli):
+    """`sweep.values: [8, 16.0000001]` was refused as "`sweep.values` of k must be whole
+    numbers, got [8, 16]": the value shown rounded to the whole number it is not."""
+    cli, one_line = run_cli
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1']\n"
+        "sweep: {values: [8, 16.0000001]}\n"
+    )
+    one_line(cli("run", config, "--check"), "must be whole numbers, got [8, 16.0000001].")
