@@ -83,6 +83,8 @@ def _ranks_out_of_step(rank, world, port, root, store, model, inputs):
     from spawned_ranks import join_gloo
 
     join_gloo(rank, world, port)
+    from dataclasses import replace
+
     from saeatlas.capture import CaptureConfig, capture_activations
     from saeatlas.pipeline import RunConfig, run_pipeline
     from saeatlas.pipeline.check import check_run
@@ -93,6 +95,8 @@ def _ranks_out_of_step(rank, world, port, root, store, model, inputs):
         # every rank's dry run went into its own temporary folder: "Rank 1 finds no
         # partial directory '/tmp/saeatlas-check-.../.store.partial'"
         "check": lambda: check_run(run),
+        # called valid (the dry run reads one batch); the run's capture refused it
+        "check generator": lambda: check_run(replace(run, inputs=f"{root}/gen.py:gen")),
         # "The ranks of this training were given different --resume"
         "seeds": lambda: train_ensemble(
             store, TrainConfig(d_sae=8, k=2), root / "sae", 1 + rank, progress=False
@@ -130,11 +134,18 @@ def test_ranks_out_of_step_are_told_so(tmp_path, outputs, spawn_ranks):
     `train --seeds` were told of "different --resume", ranks given another `run
     --overwrite` waited out the --timeout, and a rank whose peer ran another command
     ended in a TypeError traceback."""
+    (tmp_path / "gen.py").write_text(
+        f"import numpy as np\ndef gen():\n    x = np.load({str(outputs.inputs)!r})\n"
+        "    return (x[i : i + 32] for i in range(0, len(x), 32))\n"
+    )
     args = (tmp_path, outputs.store, outputs.model, str(outputs.inputs))
     spawn_ranks(_ranks_out_of_step, args, 90)
     results = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2)]
     for rank in range(2):
         assert results[rank]["check"].startswith("dry run: layers ['1', '3']"), results
+        assert results[rank]["check generator"].startswith(
+            "ConfigError: Inputs of type generator have no length"
+        ), results
         assert results[rank]["seeds"].startswith(
             "ConfigError: The ranks of this training were given different --seeds"
         ), results

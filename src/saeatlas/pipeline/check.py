@@ -21,6 +21,7 @@ import torch
 from .._coordinator import Coordinator, run_ranks
 from .._world import is_main_process
 from ..capture import capture_activations
+from ..capture.distributed import count_batches
 from ..capture.inputs import known_length
 from ..store.lock import check_writable
 from .config import RunConfig
@@ -69,6 +70,8 @@ def check_run(cfg: RunConfig, out: str | Path | None = None) -> str:
     made: list[Path] = []
 
     def dry_run(coord: Coordinator) -> str:
+        if coord.distributed:  # as the capture shares them out: a generator has no length
+            count_batches(src.inputs, cfg.capture.batch_size)
         # under torchrun every rank captures its share into one folder, rank 0's (each
         # rank's own temporary folder was refused as "no partial directory")
         made.append(Path(coord.from_main(lambda: tempfile.mkdtemp(prefix="saeatlas-check-"))))
