@@ -243,3 +243,22 @@ def test_a_run_config_shows_a_swept_value_as_given(outputs, tmp_path, run_cli):
         "sweep: {values: [8, 16.0000001]}\n"
     )
     one_line(cli("run", config, "--check"), "must be whole numbers, got [8, 16.0000001].")
+
+
+def test_the_next_token_loss_refuses_hidden_states(minilm, tmp_path):
+    """The next-token loss of a model without its language-modelling head (MiniLM's
+    `AutoModel`, whose first output is its hidden states [batch, seq, 384]) ended
+    `run --check`, the ablation and `evaluate --model` in torch's traceback "IndexError:
+    Target 1996 is out of bounds"."""
+    from saeatlas.capture.inputs import InputBatch
+    from saeatlas.errors import ShapeError
+    from saeatlas.losses import per_sample_next_token
+
+    model, tokenizer = minilm
+    texts = ["the cat sat on the mat", "modules fire together"]
+    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    batch = InputBatch((), dict(enc), 2, enc["attention_mask"])
+    with torch.no_grad():
+        output = model(**enc)
+    with pytest.raises(ShapeError, match="384 values per token and the token ids go up to"):
+        per_sample_next_token(output, batch)
