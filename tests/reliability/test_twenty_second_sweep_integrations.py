@@ -15,21 +15,9 @@ import torch
 
 
 @pytest.fixture(scope="module")
-def l2norm(tmp_path_factory):
+def l2norm(one_layer_atlas):
     """An atlas of an SAE on one layer named `encoder.l2norm` (digits, but no block index)."""
-    from saeatlas.structure import AtlasConfig, map_structure
-    from saeatlas.train import TrainConfig, train_sae
-
-    root = tmp_path_factory.mktemp("l2norm")
-    x = np.random.default_rng(1).exponential(size=(100, 6)).astype(np.float32)
-    np.save(root / "acts.npy", x)
-    layers = [{"name": "encoder.l2norm", "start": 0, "stop": 6}]
-    (root / "acts.layers.json").write_text(json.dumps(layers))
-    cfg = TrainConfig(d_sae=10, k=3, tokens=400, batch_size=32)
-    train_sae(root / "acts.npy", cfg, root / "sae", progress=False)
-    atlas = AtlasConfig(n_null=2, nulls=("permutation",), n_examples=2)
-    map_structure(root / "sae", root / "acts.npy", atlas).save(root / "atlas")
-    return root
+    return one_layer_atlas("encoder.l2norm")
 
 
 def test_neuronpedia_layer_is_not_the_digits_of_a_module_name(l2norm, run_cli):
@@ -158,6 +146,15 @@ def test_ranks_out_of_step_are_told_so(tmp_path, outputs, spawn_ranks):
     assert not list(tmp_path.glob("run/*")), "nothing of the run is written"
 
 
+def _run_config(tmp_path, outputs, line, inputs=None):
+    """A run config of the protected model and inputs (or ``inputs``), layer '1', and
+    ``line``; its path."""
+    config = tmp_path / "run.yaml"
+    inputs = inputs or outputs.inputs
+    config.write_text(f"model: {outputs.model}\ninputs: {inputs}\nlayers: ['1']\n{line}\n")
+    return config
+
+
 def test_a_run_config_reads_a_home_folder_as_a_shell_does(outputs, tmp_path, monkeypatch):
     """`inputs: ~/x.npy` in a run config was "Inputs file '~/x.npy' does not exist" (it
     did), and `out: ~/runs/a` made a folder named '~' beside the config."""
@@ -167,10 +164,7 @@ def test_a_run_config_reads_a_home_folder_as_a_shell_does(outputs, tmp_path, mon
     (home / "data").mkdir(parents=True)
     np.save(home / "data" / "x.npy", np.load(outputs.inputs))
     monkeypatch.setenv("HOME", str(home))
-    (tmp_path / "run.yaml").write_text(
-        f"model: {outputs.model}\ninputs: ~/data/x.npy\nlayers: ['1']\nout: ~/runs/a\n"
-    )
-    cfg = load_run_config(tmp_path / "run.yaml")
+    cfg = load_run_config(_run_config(tmp_path, outputs, "out: ~/runs/a", "~/data/x.npy"))
     assert (cfg.inputs, cfg.out) == (str(home / "data" / "x.npy"), str(home / "runs" / "a"))
 
 
@@ -188,8 +182,7 @@ def test_a_run_config_refuses_arguments_that_json_cannot_hold(
     then stopped at its capture: "`provenance` must be a dict of JSON values", a setting
     no config has."""
     cli, one_line = run_cli
-    config = tmp_path / "run.yaml"
-    config.write_text(f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1']\n{line}\n")
+    config = _run_config(tmp_path, outputs, line)
     one_line(cli("run", config, "--check"), needle, "finite numbers")
     one_line(cli("run", config, "--out", tmp_path / "run"), needle)
     assert not (tmp_path / "run").exists()
@@ -237,11 +230,7 @@ def test_a_run_config_shows_a_swept_value_as_given(outputs, tmp_path, run_cli):
     """`sweep.values: [8, 16.0000001]` was refused as "`sweep.values` of k must be whole
     numbers, got [8, 16]": the value shown rounded to the whole number it is not."""
     cli, one_line = run_cli
-    config = tmp_path / "run.yaml"
-    config.write_text(
-        f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1']\n"
-        "sweep: {values: [8, 16.0000001]}\n"
-    )
+    config = _run_config(tmp_path, outputs, "sweep: {values: [8, 16.0000001]}")
     one_line(cli("run", config, "--check"), "must be whole numbers, got [8, 16.0000001].")
 
 
