@@ -251,3 +251,33 @@ def test_the_next_token_loss_refuses_hidden_states(minilm, tmp_path):
         output = model(**enc)
     with pytest.raises(ShapeError, match="384 values per token and the token ids go up to"):
         per_sample_next_token(output, batch)
+
+
+def test_a_joint_batchtopk_sae_splits_by_layer_as_a_relu_one_does(tmp_path, run_cli):
+    """A joint batchtopk SAE whose latents each stay in one layer was refused by
+    `export-saelens` as one that "picks its active latents across all layers at once":
+    at inference it fires each latent by its one threshold, and splits exactly."""
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+    from saeatlas.sae.saelens import load_saelens
+    from saeatlas.store import LayerSpec
+
+    layers = (LayerSpec("a", 0, 4, (None, 4), "sample"), LayerSpec("b", 4, 10, (None, 6), "sample"))
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(SAEConfig("batchtopk", d_in=10, d_sae=8, k=2, layers=layers))
+    with torch.no_grad():  # latents 0-3 read and write layer a, latents 4-7 layer b
+        sae.W_enc[:4, 4:] = sae.W_enc[4:, :4] = sae.W_dec[:4, 4:] = sae.W_dec[4:, :4] = 0
+        sae.threshold.fill_(0.05)
+    sae.eval().save(tmp_path / "sae")
+    cli, _ = run_cli
+    r = cli("export-saelens", tmp_path / "sae", "--out", tmp_path / "x")
+    assert r.exit_code == 0, r.output
+    x = torch.randn(50, 10)
+    with torch.no_grad():
+        want = sae.encode(x).acts
+        for name, cols, latents in (
+            ("a", slice(0, 4), slice(0, 4)),
+            ("b", slice(4, 10), slice(4, 8)),
+        ):
+            got = load_saelens(tmp_path / "x" / name).encode(x[:, cols]).acts
+            torch.testing.assert_close(got, want[:, latents])
+    assert bool((want != 0).any()) and bool((want == 0).any())
