@@ -234,6 +234,12 @@ def differing(jobs: list[dict[str, Any]], what: str, fix: str) -> None:
     inputs, outputs) differs from rank 0's, naming the facts and the ranks (``what``: the
     job, as in "this capture"; ``fix``: what to do). Every rank, given every rank's job,
     raises the same error."""
+    elsewhere = [r for r, job in enumerate(jobs) if not isinstance(job, dict)]
+    if elsewhere:  # a rank given other flags met the others at another step of its command
+        raise ConfigError(
+            f"The ranks of {what} did not reach it together: ranks {elsewhere} were at "
+            f"another step (given another command or other flags, such as --check). {fix}"
+        )
     differ = sorted(
         {
             k

@@ -101,6 +101,15 @@ def per_sample_next_token(output: Any, batch: InputBatch) -> torch.Tensor:
             f"{list(ids.shape)}; the model gives shape {list(logits.shape)}. Load the model "
             "with its language-modelling head (e.g. AutoModelForCausalLM)."
         )
+    top = int(ids.max()) if ids.numel() else -1
+    if top >= logits.shape[-1]:  # a model's hidden states: torch's "Target 1996 is out of bounds"
+        raise ShapeError(
+            f"The next-token loss needs logits over the vocabulary [batch, seq, vocab], but "
+            f"the model gives {logits.shape[-1]:,} values per token and the token ids go up "
+            f"to {top:,}: they are no logits (a model without its language-modelling head "
+            "gives hidden states). Give a causal language model with that head (a Hugging "
+            "Face directory loads it with --model-class causal-lm)."
+        )
     real = (
         torch.ones_like(ids, dtype=torch.bool)
         if batch.mask is None

@@ -421,3 +421,24 @@ def edited_table_refused():
         assert not (atlas / "report.html").exists()
 
     return check
+
+
+@pytest.fixture(scope="session")
+def one_layer_atlas(tmp_path_factory):
+    """``one_layer_atlas(name)``: a folder holding ``acts.npy`` (100 rows of one layer
+    called ``name``, 6 units), an SAE of it (``sae``) and its atlas (``atlas``)."""
+    from saeatlas.structure import AtlasConfig, map_structure
+    from saeatlas.train import TrainConfig, train_sae
+
+    def make(name: str) -> Path:
+        root = tmp_path_factory.mktemp("one-layer")
+        x = np.random.default_rng(1).exponential(size=(100, 6)).astype(np.float32)
+        np.save(root / "acts.npy", x)
+        (root / "acts.layers.json").write_text(json.dumps([{"name": name, "start": 0, "stop": 6}]))
+        cfg = TrainConfig(d_sae=10, k=3, tokens=400, batch_size=32)
+        train_sae(root / "acts.npy", cfg, root / "sae", progress=False)
+        atlas = AtlasConfig(n_null=2, nulls=("permutation",), n_examples=2)
+        map_structure(root / "sae", root / "acts.npy", atlas).save(root / "atlas")
+        return root
+
+    return make

@@ -593,7 +593,9 @@ def test_jsonl_labels_are_read_as_json(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"lab": 1}\n')
     assert load_labels(tmp_path / "l.jsonl").tolist() == ["cat", "dog", "cat"]
     assert load_labels(tmp_path / "n.jsonl").tolist() == [1, 2]
-    with pytest.raises(InputsError, match='line 1 .* the key "label", or one JSON number or string'):
+    with pytest.raises(
+        InputsError, match='line 1 .* the key "label", or one JSON number or string'
+    ):
         load_labels(tmp_path / "bad.jsonl")
 
 

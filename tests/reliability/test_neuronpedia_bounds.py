@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -49,20 +47,9 @@ def test_correlated_features_equal_numpy_a_block_at_a_time(block):
 
 
 @pytest.fixture(scope="module")
-def unnumbered(tmp_path_factory):
+def unnumbered(one_layer_atlas):
     """An atlas of an SAE on one layer named `mlp` (no number in its name)."""
-    from saeatlas.structure import AtlasConfig, map_structure
-    from saeatlas.train import TrainConfig, train_sae
-
-    root = tmp_path_factory.mktemp("unnumbered")
-    x = np.random.default_rng(1).exponential(size=(100, 6)).astype(np.float32)
-    np.save(root / "acts.npy", x)
-    (root / "acts.layers.json").write_text(json.dumps([{"name": "mlp", "start": 0, "stop": 6}]))
-    cfg = TrainConfig(d_sae=10, k=3, tokens=400, batch_size=32)
-    train_sae(root / "acts.npy", cfg, root / "sae", progress=False)
-    atlas = AtlasConfig(n_null=2, nulls=("permutation",), n_examples=2)
-    map_structure(root / "sae", root / "acts.npy", atlas).save(root / "atlas")
-    return root
+    return one_layer_atlas("mlp")
 
 
 def test_a_layer_without_a_number_needs_layer(unnumbered, run_cli):

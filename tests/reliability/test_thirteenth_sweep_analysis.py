@@ -43,7 +43,9 @@ def test_csv_labels_are_read_as_csv(tmp_path):
     (tmp_path / "named.csv").write_text('id,label\n1,"x,y"\n2,z\n')
     assert load_labels(tmp_path / "named.csv").tolist() == ["x,y", "z"]
     (tmp_path / "two.csv").write_text("a,b\n")
-    with pytest.raises(InputsError, match=r"no column `label`: its first line holds the columns 'a', 'b'"):
+    with pytest.raises(
+        InputsError, match=r"no column `label`: its first line holds the columns 'a', 'b'"
+    ):
         load_labels(tmp_path / "two.csv")
     (tmp_path / "open.csv").write_text('"abc\n')
     with pytest.raises(InputsError, match="is not CSV"):

@@ -63,7 +63,8 @@ def export_neuronpedia_cmd(
     layer: int | None = typer.Option(
         None,
         "--layer",
-        help="Neuronpedia's layer number (default: the first number in the layer's name).",
+        help="Neuronpedia's layer number (default: the block index in the layer's name, "
+        "such as 3 in blocks.3.mlp).",
     ),
 ) -> None:
     """Write an atlas's features in Neuronpedia's batch-upload layout (as SAEDashboard does)."""

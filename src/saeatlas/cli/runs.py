@@ -86,10 +86,11 @@ def run_cmd(
         from ..pipeline.check import check_run
 
         dry = check_run(cfg, run_dir)
-        console.print(escape(cfg.dumps()), highlight=False, soft_wrap=True)
-        console.print(
-            f"{escape(str(config))}: valid ({escape(dry)}).", highlight=False, soft_wrap=True
-        )
+        if is_main_process():  # under torchrun rank 0 says what the check found
+            console.print(escape(cfg.dumps()), highlight=False, soft_wrap=True)
+            console.print(
+                f"{escape(str(config))}: valid ({escape(dry)}).", highlight=False, soft_wrap=True
+            )
         return
     result = run_pipeline(
         cfg,

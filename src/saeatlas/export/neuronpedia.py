@@ -95,8 +95,9 @@ class NeuronpediaConfig:
     batch_size: int = 4096
     """Rows encoded at a time."""
     layer: int | None = None
-    """Neuronpedia's layer number (``layer`` of every batch); None takes the first number
-    in the name of the layer the SAE reads (``blocks.3.hook_resid_post`` -> 3)."""
+    """Neuronpedia's layer number (``layer`` of every batch); None takes the block index in
+    the name of the layer the SAE reads (``blocks.3.hook_resid_post`` -> 3), and refuses
+    a name that has none or several."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.sae_set, str) or not self.sae_set.strip():
@@ -353,18 +354,32 @@ def _open_store(store: Any, atlas: Atlas) -> ActivationStore:
 
 
 def _layer_number(name: str, given: int | None) -> int:
-    """``given``, else the first number in the hook ``name`` (``blocks.3.hook_resid_post``
-    -> 3). A name without one (``relu``) is refused: Neuronpedia would file the
-    features under layer 0 of the model."""
+    """``given``, else the block index in the hook ``name``: its one part that is a whole
+    number (``blocks.3.hook_resid_post`` -> 3, ``blocks.0.ln2`` -> 0). A name without
+    one (``relu``, ``encoder.l2norm``), with several (``layers.3.experts.7``) or with a
+    number in a part before it (``layer4.1.conv2``) is refused: the digits of a module's
+    own name are not the model's layer, and Neuronpedia would file the features there."""
     if given is not None:
         return given
-    found = re.search(r"\d+", name)
-    if found is None or len(found.group()) > len(str(MAX_LAYER)):
-        raise ConfigError(
-            f"The layer '{name[:80]}' has no layer number in its name for Neuronpedia's "
-            "`layer`; give the layer's number in the model with --layer."
+    parts = name.split(":")[0].split(".")  # an `:input` suffix is no part of the path
+    indices = [p for p in parts if re.fullmatch(r"[0-9]+", p)]
+    first = parts.index(indices[0]) if indices else len(parts)
+    numbered = [p for p in parts[:first] if re.search(r"[0-9]", p)]
+    if len(indices) != 1 or numbered or len(indices[0]) > len(str(MAX_LAYER)):
+        why = (
+            f"several block indices ({', '.join(indices[:4])})"
+            if len(indices) > 1
+            else f"a number in '{numbered[0][:40]}' before its block index"
+            if numbered and indices
+            else f"a block index past {MAX_LAYER:,}"
+            if indices
+            else "no block index (a part such as `blocks.3`)"
         )
-    return int(found.group())
+        raise ConfigError(
+            f"The layer '{name[:80]}' has {why} in its name, so Neuronpedia's `layer` "
+            "cannot be told from it; give the layer's number in the model with --layer."
+        )
+    return int(indices[0])
 
 
 def _feature_modules(atlas: Atlas, d_sae: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ the later stages will use are checked against it.
 from __future__ import annotations
 
 import itertools
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -17,7 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._coordinator import Coordinator, run_ranks
+from .._world import is_main_process
 from ..capture import capture_activations
+from ..capture.distributed import count_batches
 from ..capture.inputs import known_length
 from ..store.lock import check_writable
 from .config import RunConfig
@@ -63,15 +67,28 @@ def check_run(cfg: RunConfig, out: str | Path | None = None) -> str:
     labels = None if src.labels is None else src.labels[: cfg.capture.batch_size]
     if cfg.ablation.enabled:
         check_ablation_source(cfg, src)
-    with tempfile.TemporaryDirectory(prefix="saeatlas-check-") as tmp:
+    made: list[Path] = []
+
+    def dry_run(coord: Coordinator) -> str:
+        if coord.distributed:  # as the capture shares them out: a generator has no length
+            count_batches(src.inputs, cfg.capture.batch_size)
+        # under torchrun every rank captures its share into one folder, rank 0's (each
+        # rank's own temporary folder was refused as "no partial directory")
+        made.append(Path(coord.from_main(lambda: tempfile.mkdtemp(prefix="saeatlas-check-"))))
         store = capture_activations(
             src.model,
             first,
             list(cfg.layers),
-            Path(tmp) / "store",
+            made[0] / "store",
             replace(cfg.capture, shard_rows=None),
             tokenizer=src.tokenizer,
             labels=labels,
             progress=False,
         )
         return check_store_fits(cfg, store, _capture_rows(cfg, src.inputs, first, store.n_rows))
+
+    try:  # the ranks' last meeting comes before rank 0 removes the folder
+        return run_ranks("check", cfg.capture.device, cfg.capture.timeout_s, dry_run)
+    finally:
+        if made and is_main_process():
+            shutil.rmtree(made[0], ignore_errors=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -72,7 +73,8 @@ class RunConfig:
     inputs_args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the inputs function."""
     out: str | None = None
-    """Run directory (relative to the config file); `saeatlas run --out` overrides it."""
+    """Run directory (relative to the config file; `~` is the home folder, as in `model`,
+    `inputs` and `labels`); `saeatlas run --out` overrides it."""
     threads: int | None = None
     """CPU threads torch uses during the run (default: torch's own choice), at most the
     machine's CPUs. Small models run as fast on one thread, and are not slowed down when
@@ -143,8 +145,8 @@ class RunConfig:
                 if odd is not None:  # the run records its config as YAML and JSON
                     raise ConfigError(
                         f"`{name}.{key}` holds {odd!r} ({type(odd).__name__}); give text, "
-                        "numbers, true/false, lists or mappings (quote a date to pass it as "
-                        "text)."
+                        "finite numbers, true/false, lists or mappings (quote a date to pass "
+                        "it as text)."
                     )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"`threads` must be positive, got {self.threads}.")
@@ -234,6 +236,11 @@ class RunConfig:
         # the top-level fields, checked by the same reader with default sections
         plain = config_from_mapping(cls, top, "", source=source, skip=tuple(SECTIONS))
         values = {f.name: getattr(plain, f.name) for f in fields(cls) if f.name not in SECTIONS}
+        for name in ("model", "inputs", "labels", "out"):
+            # no shell reads a config file: `inputs: ~/x.npy` "did not exist", and `out:
+            # ~/runs/a` wrote the run into a folder named '~' beside the config
+            if isinstance(values[name], str) and values[name].startswith("~"):
+                values[name] = os.path.expanduser(values[name])
         if base_dir is not None:
             base = Path(base_dir)
             for name in ("model", "inputs", "labels"):
@@ -281,8 +288,12 @@ def _swept_k_default(train: Any, sweep: SweepSection) -> Any:
 
 
 def _not_json(value: Any) -> Any:
-    """The first part of ``value`` that JSON cannot hold (YAML reads dates, for one), or
-    None."""
+    """The first part of ``value`` that JSON cannot hold (YAML reads dates, for one; `.nan`
+    and `.inf` are floats no JSON holds), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        # called valid by `run --check`; the capture then refused its record, naming
+        # `provenance`, a setting no config has
+        return value
     if value is None or isinstance(value, (str, bool, int, float)):
         return None
     if isinstance(value, (list, tuple)):

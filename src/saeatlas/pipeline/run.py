@@ -211,10 +211,12 @@ def _run(
     with output_lock(paths.out if main else None, holds_outputs=True):
         coord.check(None)
         # (ranks given other configs ran each stage until its own check stopped them)
+        # and --overwrite: without it rank 0 meets the others once more, to refuse changes
         coord.agree(
-            rank_settings(config),
+            {**rank_settings(config), "--overwrite": overwrite},
             "this run",
-            "Every rank must run the same config: give every rank the same config file.",
+            "Every rank must run the same config with the same flags: give every rank the "
+            "same command line.",
         )
         coord.from_main(lambda: check_run_out(paths.out))
         state = coord.from_main(lambda: RunState(paths.state))  # rank 0's alone is used

@@ -15,8 +15,9 @@ from ..sweep.sweep import SWEEPABLE
 
 
 def show_values(values: tuple[float, ...]) -> str:
-    """``values`` as a list written with ``:g`` (8 and 8.0 alike)."""
-    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+    """``values`` as a list written with ``:g`` (8 and 8.0 alike), or in full where that
+    rounds (16.0000001 was shown as 16 in "`values` of k must be whole numbers")."""
+    return "[" + ", ".join(f"{v:g}" if float(f"{v:g}") == v else repr(v) for v in values) + "]"
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,12 @@ class Architecture:
     latent_state: ClassVar[tuple[str, ...]] = ()
     """Extra parameters or buffers indexed by latent (``[d_sae]``), which a
     per-layer split of a joint SAE slices with the latents."""
+    shared_state: ClassVar[tuple[str, ...]] = ()
+    """Extra parameters or buffers that every latent shares, which a per-layer split
+    copies whole."""
+    latents_compete: ClassVar[bool] = False
+    """At inference a latent's activation depends on the others' (each row keeps its k
+    largest), so no per-layer split of a joint SAE equals it."""
     file_weights: ClassVar[tuple[str, ...]] = ()
     """Extra tensors in ``sae_weights.safetensors``, each ``[d_sae]``."""
     saelens_name: ClassVar[str]
@@ -87,6 +93,7 @@ class TopK(Architecture):
 
     name = "topk"
     topk_family = True
+    latents_compete = True
     subtracts_b_dec = True
     saelens_name = "topk"
 
@@ -106,6 +113,7 @@ class BatchTopK(Architecture):
     topk_family = True
     subtracts_b_dec = True
     file_weights = ("threshold",)
+    shared_state = ("threshold",)
     saelens_name = "jumprelu"
     saelens_exact = False
 

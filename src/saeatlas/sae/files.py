@@ -12,6 +12,8 @@ from ..errors import AtlasError
 
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
+#: The weights file of a sparsify SAE (:mod:`.sparsify_format`).
+SPARSIFY_WEIGHTS = "sae.safetensors"
 #: What an SAE directory may hold besides ``cfg.json`` and the weights.
 SAE_EXTRAS = ("metrics.jsonl", "checkpoint.pt", "tensorboard")
 
@@ -25,14 +27,25 @@ def sae_folder_hint(path: Path) -> str:
     folder of an SAE's file (``SAE/cfg.json`` given for ``SAE``), or the SAE directories
     a folder holds (what `export-saelens` writes for a joint SAE, one per layer, and how
     SAELens releases lay out their hooks); else ``""``."""
-    if path.is_file() and path.name in (CFG, WEIGHTS, "sae.safetensors"):
+    if path.is_file() and path.name in (CFG, WEIGHTS, SPARSIFY_WEIGHTS):
         return f" It is a file of an SAE directory: give its folder ('{path.parent}')."
     try:
         inner = sorted(
             p.name for p in path.iterdir() if (p / CFG).is_file() and (p / WEIGHTS).is_file()
         )
+        sparsify = [p for p in (path, *path.iterdir()) if (p / SPARSIFY_WEIGHTS).is_file()]
     except OSError:  # not a folder, or one that cannot be listed
         return ""
+    if (path / CFG).is_file() and (path / WEIGHTS).is_file():  # given to import-sparsify
+        return (
+            f" It is an SAE directory of saeatlas or SAELens ({WEIGHTS}): use it as it is "
+            "(--sae), or convert a SAELens one with `saeatlas import-saelens`."
+        )
+    if sparsify and not inner:  # `import-saelens` of one was told it lacks SAELens's files
+        return (
+            f" It is {'a sparsify SAE' if sparsify[0] == path else 'a sparsify run'} "
+            f"({SPARSIFY_WEIGHTS}): convert it with `saeatlas import-sparsify`."
+        )
     if not inner:
         return ""
     names = ", ".join(repr(n) for n in inner[:5]) + (" ..." if len(inner) > 5 else "")

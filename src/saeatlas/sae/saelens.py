@@ -9,7 +9,8 @@ Export writes SAELens's ``metadata`` (``hook_name``, ``model_name``,
 provenance knows, and leaves out what it does not. A joint SAE over several
 layers is one SAELens SAE per layer only when that is exact: every latent reads
 and writes the units of one layer, and latents fire independently of each
-other (``relu``, ``jumprelu``; TopK picks its k latents across all layers).
+other (``relu``, ``jumprelu``, ``batchtopk`` by its threshold; TopK picks its k latents
+across all layers).
 """
 
 from __future__ import annotations
@@ -191,7 +192,9 @@ def split_by_layer(sae: SparseAutoencoder) -> list[SparseAutoencoder]:
     layer's units; raises :class:`SAEFileError` saying why when no such split exists."""
     check_loaded_sae(sae)  # a path ended in an AttributeError
     c = sae.cfg
-    if sae.arch.topk_family:
+    # a batchtopk SAE fires each latent by one threshold at inference, as a relu SAE does
+    # by its sign: it was refused as one that "picks its active latents across all layers"
+    if sae.arch.latents_compete:
         raise SAEFileError(
             f"A joint {c.architecture} SAE over {len(c.layers)} layers cannot be split into "
             "exact per-layer SAEs: it picks its active latents across all layers at once, so "
@@ -244,6 +247,8 @@ def split_by_layer(sae: SparseAutoencoder) -> list[SparseAutoencoder]:
             part.b_dec.copy_(sae.b_dec[l.start : l.stop])
             for name in sae.arch.latent_state:  # per-latent thresholds
                 getattr(part, name).copy_(getattr(sae, name)[mine])
+            for name in sae.arch.shared_state:  # one threshold for every latent
+                getattr(part, name).copy_(getattr(sae, name))
         parts.append(part.eval())
     return parts
 

@@ -26,10 +26,9 @@ from pathlib import Path
 from .._validation import check_path_argument
 from ..store import LayerSpec
 from .config import SAEConfig
-from .files import CFG, SAEFileError, sae_folder_hint
+from .files import CFG, SPARSIFY_WEIGHTS, WEIGHTS, SAEFileError, sae_folder_hint
 from .formats import Weights, checked_weights, config_from, read_cfg, read_tensors
 
-SPARSIFY_WEIGHTS = "sae.safetensors"
 _FILES = (CFG, SPARSIFY_WEIGHTS)
 
 
@@ -49,11 +48,15 @@ def sparsify_hookpoints(run: str | Path) -> list[Path]:
         raise SAEFileError(f"'{run}' is not a directory." + sae_folder_hint(run))
     found = sorted(p for p in run.iterdir() if is_sparsify_dir(p))
     # a hookpoint folder missing one of its two files (a copy or save that stopped
-    # half-way) was passed over, and the run imported without that hookpoint
+    # half-way) was passed over, and the run imported without that hookpoint; an SAE of
+    # saeatlas's or SAELens's (cfg.json beside sae_weights.safetensors) is none of those
     half = sorted(
         p
         for p in run.iterdir()
-        if p.is_dir() and not is_sparsify_dir(p) and any((p / n).exists() for n in _FILES)
+        if p.is_dir()
+        and not is_sparsify_dir(p)
+        and not (p / WEIGHTS).exists()
+        and any((p / n).exists() for n in _FILES)
     )
     if half:
         lacks = [n for n in _FILES if not (half[0] / n).is_file()]
@@ -65,7 +68,7 @@ def sparsify_hookpoints(run: str | Path) -> list[Path]:
     if not found:
         raise SAEFileError(
             f"'{run}' holds no sparsify SAE: a hookpoint folder has {CFG} and "
-            f"{SPARSIFY_WEIGHTS}, and a run folder holds such folders."
+            f"{SPARSIFY_WEIGHTS}, and a run folder holds such folders." + sae_folder_hint(run)
         )
     return found
 

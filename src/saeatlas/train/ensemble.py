@@ -19,7 +19,7 @@ from .._validation import (
     check_path_argument,
     shown,
 )
-from .._world import from_main, join
+from .._world import agree, from_main, join
 from ..errors import AtlasError, ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.files import CFG, WEIGHTS, SAEFileError
@@ -114,6 +114,14 @@ def train_ensemble(
     outs = [out] + [seed_sae_dir(out, i) for i in range(1, n_seeds)]
     cfgs = [replace(cfg, seed=cfg.seed + i) for i in range(n_seeds)]
     world = join(cfg.device)  # only rank 0 writes: only it locks and checks the outputs
+    # a rank given another --seeds trained one SAE where rank 0 trained a family, and the
+    # two stopped on the first difference of their runs' facts: "different --resume"
+    agree(
+        world,
+        {"--seeds": n_seeds},
+        "this training",
+        "Every rank must train the same SAEs: give every rank the same command line.",
+    )
 
     if resume and not isinstance(store, ActivationStore):  # its rows decide what is kept
         store = ActivationStore.open(store)
