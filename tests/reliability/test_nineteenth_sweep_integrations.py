@@ -399,7 +399,9 @@ def test_loss_recovered_checks_its_arguments():
         with pytest.raises(AtlasError, match=words):
             loss_recovered(**args)
     by_name = loss_recovered(sae, model, x, "cross-entropy", labels=y)
-    assert by_name == loss_recovered(sae, model, x, labels=y)
+    # the fraction is NaN where nothing is recovered (an untrained model and SAE): NaN
+    # compares unequal to itself, so the fields are compared as text
+    assert repr(by_name) == repr(loss_recovered(sae, model, x, labels=y))
 
 
 @pytest.mark.parametrize("model", ["gpt2", 5, torch.nn.Linear])
