@@ -18,8 +18,8 @@ shares moves them all the same way; a signed factor is an axis, which "explains"
 a module by its anti-correlated other pole), predict the mean correlation within
 each module from the loadings, and report the part of the observed mean that the
 prediction leaves (1: all of it the module's own, 0: all of it the shared
-factor's). On that data the free units keep 0.01 of their correlation and the
-planted modules 0.94-0.95. A module keeping less than :data:`OWN_SHARE` is the
+factor's). On that data the free units keep none of their correlation (-0.06) and the
+planted modules 0.93-0.95. A module keeping less than :data:`OWN_SHARE` is the
 shared mode seen through its most loaded units, not a module (the cut sits well
 above what sampling leaves a group the factor alone makes, and below modules that
 share a strong mode: two modules correlated 0.5 within and 0.3 with each other
