@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cohesion import community_sizes
+
 #: The share of its mean within-module correlation a module must keep beyond the
 #: shared factor's prediction.
 OWN_SHARE = 0.25
@@ -60,11 +62,11 @@ def one_factor_loadings(
     outside = corr.astype(np.float64, copy=True)
     np.fill_diagonal(outside, 0.0)
     n_mod = int(labels.max(initial=-1)) + 1
-    members = [np.flatnonzero(labels == k) for k in range(n_mod)]
-    for idx in members:
+    for k in range(n_mod):
+        idx = np.flatnonzero(labels == k)
         outside[np.ix_(idx, idx)] = 0.0
     # per unit, the units it is fitted against: all others but its own module's
-    size = np.bincount(labels[labels >= 0], minlength=n_mod)
+    size = community_sizes(labels)
     own = np.where(labels >= 0, size[labels.clip(0)], 1)
     n_pairs = n - own
     fitted = n_pairs > 0
