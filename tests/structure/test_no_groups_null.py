@@ -17,11 +17,11 @@ from saeatlas.structure.inputs import DEFAULT_TIMEOUT_S, prepared_on_ranks
 UNITS = 60
 
 
-def _view(tmp_path, x: np.ndarray, seed: int):
+def _view(tmp_path, x: np.ndarray, seed: int, n_null: int = 5):
     np.save(tmp_path / f"x{seed}.npy", x.astype(np.float32))
     store = ActivationStore.open(tmp_path / f"x{seed}.npy")
     sae = SparseAutoencoder(SAEConfig("topk", d_in=x.shape[1], d_sae=16, k=4), torch.Generator())
-    cfg = AtlasConfig(n_null=5, n_bootstrap=3, null_rows=len(x), seed=seed)
+    cfg = AtlasConfig(n_null=n_null, n_bootstrap=3, null_rows=len(x), seed=seed)
     return prepared_on_ranks(correlation_view, sae, store, cfg, DEFAULT_TIMEOUT_S)
 
 
@@ -82,7 +82,7 @@ def test_groups_beside_dense_factors_are_still_counted(tmp_path):
         rng = np.random.default_rng(seed)
         drive = 3 * rng.standard_normal((3000, 4)) * (rng.random((3000, 4)) < 0.3)
         x = drive[:, truth] + 0.7 * rng.standard_normal((3000, 2)) @ rng.standard_normal((2, 48))
-        view = _view(tmp_path, x + rng.standard_normal((3000, 48)), seed)
+        view = _view(tmp_path, x + rng.standard_normal((3000, 48)), seed, n_null=10)
         assert all(t.p < 0.05 for t in view.tests), view.summary()["tests"]
         counted = view.counted
         assert np.unique(counted[counted >= 0]).size >= 2

@@ -62,6 +62,40 @@ def module_cohesion(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
     return module_weight(adjacency, labels) / np.maximum(community_sizes(labels), 1)
 
 
+def kept_share(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
+    """``[n_modules]`` the share of each module's edge weight (the summed weights of its
+    members' edges, its volume) that stays inside it: one minus its conductance. A group
+    cut from a continuous cloud keeps less than a group of its size that stands apart."""
+    labels = np.asarray(labels)
+    on = labels >= 0
+    degree = np.asarray(sp.csr_matrix(adjacency).sum(axis=1)).ravel()
+    n = int(labels.max(initial=-1)) + 1
+    volume = np.bincount(labels[on], weights=degree[on], minlength=n)
+    return 2 * module_weight(adjacency, labels) / np.maximum(volume, 1e-300)
+
+
+def size_matched_shares(graph: sp.spmatrix, labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """``[len(sizes)]`` for each module size ``m``, the largest :func:`kept_share` of a
+    community of ``labels`` (a null graph's partition) of ``m / 1.5`` to ``1.5 m``
+    members (larger groups keep more of their weight, smaller less); NaN where none."""
+    labels = np.asarray(labels)
+    share, count = kept_share(graph, labels), community_sizes(labels)
+    out = np.full(len(sizes), np.nan)
+    by_size = np.argsort(-count, kind="stable")
+    for i, m in enumerate(np.asarray(sizes)):
+        near = (count >= m / 1.5) & (count <= 1.5 * m) & (count > 0)
+        if near.any():
+            out[i] = share[near].max()
+            continue
+        # none so large: the null's largest communities together, as one group of m / 1.5
+        # or more (a group of most of the units keeps most of its weight)
+        reach = int(np.searchsorted(np.cumsum(count[by_size]), m / 1.5)) + 1
+        union = np.where(np.isin(labels, by_size[:reach]), 0, -1)
+        if (union == 0).sum() >= m / 1.5:
+            out[i] = kept_share(graph, union)[0]
+    return out
+
+
 def reappearing_cohesion(
     weights: sp.csr_array,
     sizes: np.ndarray,

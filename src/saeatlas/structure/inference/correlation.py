@@ -64,7 +64,14 @@ import scipy.sparse as sp
 from ..._progress import progress_bar
 from ..graph.finders import best_partition, make_levels
 from ..graph.units import unit_correlation_graph
-from .cohesion import community_sizes, community_weights, reappearing_cohesion, relative_spread
+from .cohesion import (
+    community_sizes,
+    community_weights,
+    kept_share,
+    reappearing_cohesion,
+    relative_spread,
+    size_matched_shares,
+)
 from .consensus import (
     REPRODUCIBLE,
     LevelConsensus,
@@ -143,7 +150,7 @@ class CorrelationView:
     def module_tests(self) -> list[NullTest]:
         """The tests each module is judged by: against independent units (the no-groups
         null judges the partition alone)."""
-        return list(self.tests[:1])
+        return list(self.tests)
 
     def summary(self) -> dict[str, Any]:
         lv = self.levels[self.chosen]
@@ -364,16 +371,17 @@ def _correlation_view(
                 on_draw=on_item,
                 coord=inp.coord,
                 q_se=q_se,
-                module_spread=spread,
+                # against no groups, what a module keeps of its weight, beside groups of
+                # its size that the null's finder cuts (cohesion passed ReLU'd factors)
+                module_spread=None if rotate else spread,
+                figures=(kept_share, size_matched_shares) if rotate else None,
             )
             for name, rotate in NULLS
         )
     # each module against independent units; the partition against no groups as well (as
     # SigClust asks whether there are groups at all, not which: cut groups of a cloud are
     # nearly as cohesive as real groups of their size, so the test is the partition's)
-    partition_ok, module_ok, module_p = verdict(list(tests[:1]), cfg.alpha)
-    if not all(t.p < cfg.alpha for t in tests[1:]):
-        partition_ok, module_ok = False, np.zeros_like(module_ok)
+    partition_ok, module_ok, module_p = verdict(list(tests), cfg.alpha)
     if not tests:
         module_ok, module_p = np.zeros(n_mod, bool), np.full(n_mod, np.nan)
     return CorrelationView(
