@@ -4,12 +4,14 @@ into "modules" that reproduce (the same correlations give the same cut) and beat
 independent-units null; they are no groups, and the view must not count them."""
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from saeatlas.sae import SAEConfig, SparseAutoencoder
 from saeatlas.store import ActivationStore
 from saeatlas.structure import AtlasConfig
 from saeatlas.structure.graph.units import global_mode
+from saeatlas.structure.inference.cohesion import scale_matched_shares, size_matched_shares
 from saeatlas.structure.inference.correlation import correlation_view
 from saeatlas.structure.inference.correlation_nulls import rotated_correlation
 from saeatlas.structure.inputs import DEFAULT_TIMEOUT_S, prepared_on_ranks
@@ -88,3 +90,45 @@ def test_groups_beside_dense_factors_are_still_counted(tmp_path):
         assert np.unique(counted[counted >= 0]).size >= 2
         for k in range(4):  # no group cut: each lies whole in one counted module
             assert np.unique(counted[truth == k]).size == 1 and counted[truth == k][0] >= 0
+
+
+class _Cut:
+    """A finder that cuts any graph into the same communities (one scale's stand-in)."""
+
+    def __init__(self, labels):
+        self.labels_ = np.asarray(labels)
+
+    def fit(self, graph):
+        return self
+
+
+def test_a_modules_fakes_come_from_its_own_scale_or_the_nearest_that_cuts_a_group():
+    """The null's groups of a module's size are taken at the module's scale; a scale
+    that leaves the null whole gives none (its one community keeps all its weight), and
+    the nearest scale with a group of the size gives them, the finer where two are as
+    near; a module larger than any group: the finest scale's largest groups together."""
+    rng = np.random.default_rng(0)
+    w = rng.random((12, 12))
+    graph = sp.csr_matrix(np.triu(w, 1) + np.triu(w, 1).T)
+    whole, halves = np.zeros(12, int), np.repeat([0, 1], 6)
+    quarters, sixths = np.repeat(np.arange(4), 3), np.repeat(np.arange(6), 2)
+    finders = [_Cut(whole), _Cut(halves), _Cut(quarters), _Cut(sixths)]
+
+    def shares(labels, sizes):
+        return size_matched_shares(graph, labels, np.asarray(sizes), union=False)
+
+    sizes = np.array([6, 3, 2, 12])
+    got = scale_matched_shares(graph, None, sizes, finders=finders, scale=0)
+    # scale 0 leaves the graph whole: size 6 from the halves (the nearest scale), 3 and 2
+    # from the quarters (groups of 3 lie within 1.5x of both); 12 is larger than any
+    # group cut: the finest scale's groups together
+    want = [shares(halves, [6])[0], *shares(quarters, [3, 2])]
+    np.testing.assert_allclose(got[:3], want)
+    np.testing.assert_allclose(got[3], size_matched_shares(graph, sixths, np.array([12]))[0])
+    # a size both neighbours of a scale match (4: groups of 6 and of 3), where the scale
+    # itself leaves the graph whole, takes the finer neighbour's
+    got = scale_matched_shares(
+        graph, None, np.array([4]), finders=[_Cut(halves), _Cut(whole), _Cut(quarters)], scale=1
+    )
+    np.testing.assert_allclose(got, shares(quarters, [4]))
+    assert not np.allclose(got, shares(halves, [4]))

@@ -23,7 +23,7 @@ test below, whose null breaks the mode too.
 
 Significance is judged against two null models (:mod:`.correlation_nulls`), on a block
 of the store's first rows (up to ``null_rows``, and :data:`NULL_BLOCK_BYTES`); the
-partition counts only when it beats both, and each module the first:
+partition and each module count only when they beat both:
 
 - **independent units**: each null draw shifts every unit's column of the block
   circularly by its own random offset (the circular-shift surrogate of spike-train
@@ -34,14 +34,19 @@ partition counts only when it beats both, and each module the first:
   eigenvectors drawn at random (SigClust's null, Liu et al. 2008): as many factors,
   as strong, with loadings that form no groups. The first null is rejected by any
   correlated data; this one only where the units fall into groups, not where a few
-  dense factors move them all and the finder cuts the cloud of their loadings. It
-  judges the partition (whether there are groups), not each module.
+  dense factors move them all and the finder cuts the cloud of their loadings.
 
-As in :mod:`.significance`, the best modularity the finder reaches over all its
-scales and the cohesion of each module on the block's graph are compared with
-the best the finder reaches on the null graphs, ``n_null`` draws of each (the
-modules' cohesion with the independent units' draws only).
-(The finder at the reported scale alone would not do: at a coarse scale it
+The partition's figure is the best modularity the finder reaches over all its
+scales, against the best it reaches on each null graph. A module's figure is, against
+independent units, its cohesion beside the most cohesive group of its size the
+null's best partition gives; against no groups, the share of its edge weight it keeps
+inside (one minus its conductance: a group cut from a continuous cloud keeps less
+than one that stands apart; cohesion passed ReLU'd factors) beside the null's groups
+of its size cut at the reported scale, or the nearest scale that cuts one (the best
+partition over all scales was often another scale, whose few groups of a small
+module's size were the best of many: every task module of one pruned three-task
+network failed; a coarse scale that leaves the null whole cuts no group). (For
+the partition, the finder at the reported scale alone would not do: at a coarse scale it
 leaves a noise graph whole, modularity 0 in every draw, and any real
 modularity then beat a null of spread 0.) (Drawing the null
 correlations as Gaussian noise ``N(0, 1/n)`` instead called independent
@@ -70,7 +75,7 @@ from .cohesion import (
     kept_share,
     reappearing_cohesion,
     relative_spread,
-    size_matched_shares,
+    scale_matched_shares,
 )
 from .consensus import (
     REPRODUCIBLE,
@@ -100,7 +105,7 @@ class CorrelationView:
     chosen: int
     tests: tuple[NullTest, ...]
     """The tests against each null model (:data:`NULLS`; empty: nulls off): the
-    partition beats every one, each module the first (:attr:`module_tests`)."""
+    partition and each module beat every one (:attr:`module_tests`)."""
     partition_ok: bool
     module_ok: np.ndarray
     """``[n_modules]`` each reproducible module significant."""
@@ -148,8 +153,7 @@ class CorrelationView:
 
     @property
     def module_tests(self) -> list[NullTest]:
-        """The tests each module is judged by: against independent units (the no-groups
-        null judges the partition alone)."""
+        """The tests each module is judged by: both nulls, each with its own figure."""
         return list(self.tests)
 
     def summary(self) -> dict[str, Any]:
@@ -352,6 +356,7 @@ def _correlation_view(
             return graphs.graph(clean, i, rotate)  # counts no pairs
 
         block_graph = graphs.graph(clean, None)
+        at_scale = functools.partial(scale_matched_shares, finders=finders, scale=chosen)
         # the statistic's sampling error: its spread over the members (rows resampled)
         q_se = sampling_error([max(lv[1] for lv in m) for m in per_member])
         spread = relative_spread(
@@ -372,15 +377,14 @@ def _correlation_view(
                 coord=inp.coord,
                 q_se=q_se,
                 # against no groups, what a module keeps of its weight, beside groups of
-                # its size that the null's finder cuts (cohesion passed ReLU'd factors)
+                # its size that the finder cuts at the module's own scale (cohesion
+                # passed ReLU'd factors)
                 module_spread=None if rotate else spread,
-                figures=(kept_share, size_matched_shares) if rotate else None,
+                figures=(kept_share, at_scale) if rotate else None,
             )
             for name, rotate in NULLS
         )
-    # each module against independent units; the partition against no groups as well (as
-    # SigClust asks whether there are groups at all, not which: cut groups of a cloud are
-    # nearly as cohesive as real groups of their size, so the test is the partition's)
+    # the partition and each module against both nulls
     partition_ok, module_ok, module_p = verdict(list(tests), cfg.alpha)
     if not tests:
         module_ok, module_p = np.zeros(n_mod, bool), np.full(n_mod, np.nan)

@@ -2,7 +2,7 @@
 
 Two nulls, each drawn ``n_null`` times from a block of the store's first rows
 (:func:`null_block`); the view's partition counts only when it beats both, and each of
-its modules the first:
+its modules too:
 
 - **independent units** (:func:`circular_shift`): every unit's column is shifted
   along the rows by its own random offset (the circular-shift surrogate of
@@ -20,11 +20,9 @@ its modules the first:
   modules": the cut is reproducible because the same correlations give the same
   cut, but any cloud of loadings is cut so. Partitions into groups (planted blocks,
   the task modules of a network trained on three tasks) beat it at z 8-55; those
-  cuts reach the null's modularity (z -0.5 to 1.3). Like SigClust it asks whether
-  there are groups at all, not which: it judges the partition, not each module (a
-  group cut from the null's cloud is nearly as cohesive as a real module of its
-  size, and judged one by one the task modules of networks pruned to 10%, which
-  plain correlation clustering finds at ARI 0.24-0.50, all failed it).
+  cuts reach the null's modularity (z -0.5 to 1.3). Each module is judged by the
+  share of its edge weight it keeps inside, beside the null's groups of its size
+  (:mod:`.correlation`).
 
 :class:`NullGraphs` builds the view's graphs of the block and of its draws, once for
 the raw and the cleaned view together.
