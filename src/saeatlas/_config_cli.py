@@ -234,8 +234,14 @@ def _yaml_hint(annotation: Any, value: Any) -> str:
     """Why text came as true/false or a number: YAML 1.1's unquoted words and digits (a
     layer named ``no`` or ``0``), or how to write a list of one (``layers: x``)."""
     if isinstance(value, str) and _describe(annotation).startswith("a list"):
-        one = "'" + value.replace("'", "''") + "'"  # quoted: YAML reads [0] as a number
-        return f" Write a list of one as [{one}] (or a `- {one}` line under the key)."
+        # `layers: 1,3` was told to write ['1,3'], one layer of that name
+        joined = not value.startswith("re:") and "[" not in value  # a regex's `{1,3}` is its own
+        items = [v.strip() for v in value.split(",") if v.strip()] if joined else []
+        items = items or [value]
+        quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in items)  # YAML reads [0] as 0
+        if len(items) > 1:
+            return f" Write the list as [{quoted}], one item per value."
+        return f" Write a list of one as [{quoted}] (or a `- {quoted}` line under the key)."
     items = value if isinstance(value, (list, tuple)) else [value]
     if "text" not in _describe(annotation) or not any(
         isinstance(v, (bool, int, float)) for v in items

@@ -1,0 +1,77 @@
+"""Twenty-third hostile sweep, capture and the activation store: layers written as one
+comma-separated list or by number, and the store's own files read back."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+#: A model whose modules have names, not numbers (a Sequential's are its indices).
+NAMED_MODEL = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.act, self.fc2 = nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 8)
+
+        def forward(self, x):
+            return self.fc2(self.act(self.fc1(x)))
+
+    def build():
+        torch.manual_seed(0)
+        return Net()
+    """
+)
+
+
+def _capture(cli, outputs, out, *flags, model=None):
+    """`saeatlas capture` of the protected model (or ``model``) on its inputs."""
+    args = ["--model", model or outputs.model, "--inputs", outputs.inputs]
+    return cli("capture", *args, "--out", out, "-q", *flags)
+
+
+@pytest.mark.parametrize(
+    "layers, named, needle",
+    [
+        # "Did you mean '3', '1'?": the user was left to guess that they are two values
+        ("1,3", False, "Give each as its own value: `--layers 1 3` (from Python, the list ['1', '3'])"),
+        ("1, 3:input", False, "`--layers 1 3:input`"),
+        ("fc1,fc2", True, "`--layers fc1 fc2`"),
+        # a number of a model whose modules have names was told "Did you mean 'fc1'?"
+        ("1", True, "not numbered by their place in the model: its modules are 'fc1', 'act'"),
+    ],
+)
+def test_layers_written_as_a_list_or_by_number_say_how_to_name_them(
+    tmp_path, guarded, run_cli, layers, named, needle
+):
+    cli, assert_one_line_error = run_cli
+    model = None
+    if named:
+        (tmp_path / "named.py").write_text(NAMED_MODEL)
+        model = f"{tmp_path / 'named.py'}:build"
+    r = _capture(cli, guarded, tmp_path / "store", "--layers", layers, model=model)
+    assert_one_line_error(r, needle)
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_comma_in_a_regex_or_a_glob_set_stays_the_patterns_own(guarded):
+    """A comma is no list separator inside a regex (`{1,3}`) or a glob's set (`[1,3]`)."""
+    from saeatlas.capture import load_model, resolve_hookpoints
+
+    model = load_model(guarded.model).model
+    assert [h.name for h in resolve_hookpoints(model, ["[1,3]"])] == ["1", "3"]
+    assert [h.name for h in resolve_hookpoints(model, ["re:[13]{1,1}"])] == ["1", "3"]
+
+
+def test_a_run_configs_layers_as_one_text_of_commas_are_told_the_list(tmp_path, guarded, run_cli):
+    """`layers: "1,3"` in a run config was told to write ['1,3'], one layer of that name
+    (which then matched nothing)."""
+    cli, assert_one_line_error = run_cli
+    p = tmp_path / "run.yaml"
+    p.write_text(f"model: {guarded.model}\ninputs: {guarded.inputs}\nlayers: '1,3'\n")
+    assert_one_line_error(cli("run", p, "--check"), "Write the list as ['1', '3']")
