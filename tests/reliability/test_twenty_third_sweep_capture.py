@@ -75,3 +75,53 @@ def test_a_run_configs_layers_as_one_text_of_commas_are_told_the_list(tmp_path, 
     p = tmp_path / "run.yaml"
     p.write_text(f"model: {guarded.model}\ninputs: {guarded.inputs}\nlayers: '1,3'\n")
     assert_one_line_error(cli("run", p, "--check"), "Write the list as ['1', '3']")
+
+
+#: Edits of a JSON file's text: a key given twice (read last-wins: the manifest's own
+#: number, the layer's other name), a number of 5000 digits and lists nested past
+#: Python's stack (each ended in a ValueError or RecursionError traceback).
+_JSON_EDITS = {
+    "key twice": (lambda t, key, value: t.replace(f'"{key}": ', f'"{key}": {value}, "{key}": ', 1)),
+    "long number": (lambda t, key, value: t.replace(f'"{key}": ', f'"{key}": 1{"0" * 5000}, "x": ', 1)),
+    "deep": (lambda t, key, value: t.replace(f'"{key}": ', f'"x": {"[" * 50000}{"]" * 50000}, "{key}": ', 1)),
+}
+_JSON_NEEDLES = {
+    "key twice": "is given twice in one object",
+    "long number": "4300 digits",
+    "deep": "nested too deeply",
+}
+
+
+@pytest.mark.parametrize("edit", list(_JSON_EDITS))
+def test_a_manifest_edited_by_hand_is_read_or_refused_whole(tmp_path, make_store, run_cli, edit):
+    cli, assert_one_line_error = run_cli
+    store = make_store(tmp_path / "store")
+    path = store / "manifest.json"
+    text = json.dumps(json.loads(path.read_text()))
+    path.write_text(_JSON_EDITS[edit](text, "n_rows", 1))
+    before = path.read_bytes()
+    assert_one_line_error(cli("info", store), "manifest.json' is not valid JSON", _JSON_NEEDLES[edit])
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("edit", ["key twice", "deep"])  # its long number was refused
+def test_a_layers_json_edited_by_hand_is_read_or_refused_whole(tmp_path, run_cli, edit):
+    import numpy as np
+
+    cli, assert_one_line_error = run_cli
+    np.save(tmp_path / "acts.npy", np.ones((20, 4), np.float32))
+    layers = '[{"name": "a", "start": 0, "stop": 4}]'
+    (tmp_path / "acts.layers.json").write_text(_JSON_EDITS[edit](layers, "name", '"b"'))
+    assert_one_line_error(cli("info", tmp_path / "acts.npy"), "acts.layers.json", _JSON_NEEDLES[edit])
+
+
+def test_a_report_reads_past_a_store_manifest_nested_too_deeply(tmp_path, make_store):
+    """The report reads its store's manifest only for layer names and shapes: one nested
+    past Python's stack ended it in a RecursionError traceback."""
+    from saeatlas.report.store_facts import store_facts
+
+    store = make_store(tmp_path / "store")
+    text = (store / "manifest.json").read_text()
+    (store / "manifest.json").write_text(_JSON_EDITS["deep"](text, "n_rows", 0))
+    facts = store_facts({"model": "m", "store": str(store)})
+    assert facts.model == "m"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import known_keys, shown
+from .._validation import known_keys, shown, unique_keys
 from ..errors import StoreError
 
 FORMAT_VERSION = 1
@@ -204,9 +204,14 @@ class Manifest:
     @classmethod
     def read(cls, path: Path) -> Manifest:
         try:
-            d = json.loads(Path(path).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise StoreError(f"'{path}' is not valid JSON ({e}); the store is corrupt.") from e
+            # a key given twice was read last-wins; a number of 5000 digits (ValueError)
+            # and [[[[...]]]] nested past Python's stack ended in a traceback
+            d = json.loads(
+                Path(path).read_text(), object_pairs_hook=lambda p: unique_keys(p, MANIFEST)
+            )
+        except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, as well
+            why = "nested too deeply" if isinstance(e, RecursionError) else e
+            raise StoreError(f"'{path}' is not valid JSON ({why}); the store is corrupt.") from None
         except OSError as e:
             raise StoreError(f"'{path}' cannot be read ({e.strerror}).") from None
         return cls.from_json(d, where=str(path))
