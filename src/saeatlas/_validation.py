@@ -119,6 +119,21 @@ def unique_keys(pairs: list[tuple[str, Any]], file: str = "") -> dict[str, Any]:
     return obj
 
 
+def strict_json(text: str, file: str = "") -> Any:
+    """``json.loads`` for files saeatlas reads (its own and the user's): a key given twice
+    in one object (:func:`unique_keys`) and values nested past Python's stack raise
+    ``ValueError``, as bad JSON, a number of more than 4,300 digits and bad UTF-8 do
+    (a ``RecursionError`` ended the reader in a traceback)."""
+    try:
+        return json.loads(text, object_pairs_hook=lambda pairs: unique_keys(pairs, file))
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+    except ValueError as e:  # in plain words, not "use sys.set_int_max_str_digits()"
+        if str(e).startswith("Exceeds the limit"):
+            raise ValueError("it holds a number of more than 4,300 digits") from None
+        raise
+
+
 def _matches(value: Any, hint: Any) -> bool:
     """Whether ``value`` is of the annotated type ``hint`` (the types configs use)."""
     if hint is Any:

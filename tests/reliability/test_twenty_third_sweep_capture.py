@@ -39,7 +39,11 @@ def _capture(cli, outputs, out, *flags, model=None):
     "layers, named, needle",
     [
         # "Did you mean '3', '1'?": the user was left to guess that they are two values
-        ("1,3", False, "Give each as its own value: `--layers 1 3` (from Python, the list ['1', '3'])"),
+        (
+            "1,3",
+            False,
+            "Give each as its own value: `--layers 1 3` (from Python, the list ['1', '3'])",
+        ),
         ("1, 3:input", False, "`--layers 1 3:input`"),
         ("fc1,fc2", True, "`--layers fc1 fc2`"),
         # a number of a model whose modules have names was told "Did you mean 'fc1'?"
@@ -82,12 +86,18 @@ def test_a_run_configs_layers_as_one_text_of_commas_are_told_the_list(tmp_path, 
 #: Python's stack (each ended in a ValueError or RecursionError traceback).
 _JSON_EDITS = {
     "key twice": (lambda t, key, value: t.replace(f'"{key}": ', f'"{key}": {value}, "{key}": ', 1)),
-    "long number": (lambda t, key, value: t.replace(f'"{key}": ', f'"{key}": 1{"0" * 5000}, "x": ', 1)),
-    "deep": (lambda t, key, value: t.replace(f'"{key}": ', f'"x": {"[" * 50000}{"]" * 50000}, "{key}": ', 1)),
+    "long number": (
+        lambda t, key, value: t.replace(f'"{key}": ', f'"{key}": 1{"0" * 5000}, "x": ', 1)
+    ),
+    "deep": (
+        lambda t, key, value: t.replace(
+            f'"{key}": ', f'"x": {"[" * 50000}{"]" * 50000}, "{key}": ', 1
+        )
+    ),
 }
 _JSON_NEEDLES = {
     "key twice": "is given twice in one object",
-    "long number": "4300 digits",
+    "long number": "a number of more than 4,300 digits",
     "deep": "nested too deeply",
 }
 
@@ -100,7 +110,9 @@ def test_a_manifest_edited_by_hand_is_read_or_refused_whole(tmp_path, make_store
     text = json.dumps(json.loads(path.read_text()))
     path.write_text(_JSON_EDITS[edit](text, "n_rows", 1))
     before = path.read_bytes()
-    assert_one_line_error(cli("info", store), "manifest.json' is not valid JSON", _JSON_NEEDLES[edit])
+    assert_one_line_error(
+        cli("info", store), "manifest.json' is not valid JSON", _JSON_NEEDLES[edit]
+    )
     assert path.read_bytes() == before
 
 
@@ -112,7 +124,9 @@ def test_a_layers_json_edited_by_hand_is_read_or_refused_whole(tmp_path, run_cli
     np.save(tmp_path / "acts.npy", np.ones((20, 4), np.float32))
     layers = '[{"name": "a", "start": 0, "stop": 4}]'
     (tmp_path / "acts.layers.json").write_text(_JSON_EDITS[edit](layers, "name", '"b"'))
-    assert_one_line_error(cli("info", tmp_path / "acts.npy"), "acts.layers.json", _JSON_NEEDLES[edit])
+    assert_one_line_error(
+        cli("info", tmp_path / "acts.npy"), "acts.layers.json", _JSON_NEEDLES[edit]
+    )
 
 
 def test_a_report_reads_past_a_store_manifest_nested_too_deeply(tmp_path, make_store):
@@ -125,3 +139,29 @@ def test_a_report_reads_past_a_store_manifest_nested_too_deeply(tmp_path, make_s
     (store / "manifest.json").write_text(_JSON_EDITS["deep"](text, "n_rows", 0))
     facts = store_facts({"model": "m", "store": str(store)})
     assert facts.model == "m"
+
+
+@pytest.mark.parametrize("edit", list(_JSON_EDITS))
+@pytest.mark.parametrize("name", ["labels.jsonl", "labels.json"])
+def test_label_files_of_json_are_read_or_refused_whole(tmp_path, guarded, run_cli, name, edit):
+    """`{"label": 1, "label": 2}` was read as 2 without a word; a 5000-digit label and a
+    line nested past Python's stack ended the capture in a traceback."""
+    cli, assert_one_line_error = run_cli
+    if name.endswith(".jsonl"):
+        text = "\n".join(['{"label": 0}'] * 299 + [_JSON_EDITS[edit]('{"label": 1}', "label", 2)])
+    else:
+        text = _JSON_EDITS[edit]('{"label": 1}', "label", 2)  # not a list: refused unedited
+    (tmp_path / name).write_text(text)
+    r = _capture(cli, guarded, tmp_path / "store", "--layers", "1", "--labels", tmp_path / name)
+    assert_one_line_error(r, f"{name}", "is not JSON", _JSON_NEEDLES[edit])
+    assert not (tmp_path / "store").exists()
+
+
+def test_texts_of_jsonl_are_read_or_refused_whole(tmp_path):
+    from saeatlas.capture import load_inputs
+    from saeatlas.errors import InputsError
+
+    for edit, needle in _JSON_NEEDLES.items():
+        (tmp_path / "t.jsonl").write_text(_JSON_EDITS[edit]('{"text": "ab"}', "text", '"cd"'))
+        with pytest.raises(InputsError, match=needle):
+            load_inputs(tmp_path / "t.jsonl")

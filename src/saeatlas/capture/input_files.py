@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._validation import check_path_argument, shown
+from .._validation import check_path_argument, shown, strict_json
 from ..errors import InputsError
 from ..store.npy import load_npy
 
@@ -93,10 +92,10 @@ def _jsonl_values(
     for i, line in enumerate(_read_lines(path), 1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputsError(f"'{path}' line {i} is not JSON: {e}.") from e
+        try:  # a key given twice was read last-wins, 5000 digits or [[[...]]] in a traceback
+            obj = strict_json(line, path.name)
+        except ValueError as e:
+            raise InputsError(f"'{path}' line {i} is not JSON: {e}.") from None
         value = obj.get(key) if isinstance(obj, dict) else obj
         if isinstance(obj, dict) and key not in obj:  # a record without the key's column
             raise InputsError(
@@ -202,9 +201,9 @@ def _csv_labels(path: Path) -> list[str]:
 def _json_labels(path: Path) -> list[Any]:
     """The labels of a ``.json`` file: one JSON list of numbers or strings."""
     try:
-        values = json.loads("\n".join(_read_lines(path)))
-    except json.JSONDecodeError as e:
-        raise InputsError(f"'{path}' is not JSON ({e}); give one list of labels.") from e
+        values = strict_json("\n".join(_read_lines(path)), path.name)
+    except ValueError as e:
+        raise InputsError(f"'{path}' is not JSON ({e}); give one list of labels.") from None
     if not isinstance(values, list) or not all(
         isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in values
     ):

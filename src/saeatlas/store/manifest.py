@@ -6,7 +6,6 @@ The manifest is written last; a directory without one is an incomplete store.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import known_keys, shown, unique_keys
+from .._validation import known_keys, shown, strict_json
 from ..errors import StoreError
 
 FORMAT_VERSION = 1
@@ -206,12 +205,9 @@ class Manifest:
         try:
             # a key given twice was read last-wins; a number of 5000 digits (ValueError)
             # and [[[[...]]]] nested past Python's stack ended in a traceback
-            d = json.loads(
-                Path(path).read_text(), object_pairs_hook=lambda p: unique_keys(p, MANIFEST)
-            )
-        except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, as well
-            why = "nested too deeply" if isinstance(e, RecursionError) else e
-            raise StoreError(f"'{path}' is not valid JSON ({why}); the store is corrupt.") from None
+            d = strict_json(Path(path).read_text(), MANIFEST)
+        except ValueError as e:  # bad JSON or UTF-8, as well
+            raise StoreError(f"'{path}' is not valid JSON ({e}); the store is corrupt.") from None
         except OSError as e:
             raise StoreError(f"'{path}' cannot be read ({e.strerror}).") from None
         return cls.from_json(d, where=str(path))

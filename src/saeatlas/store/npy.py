@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import unique_keys
+from .._validation import strict_json
 from ..errors import ConfigError, NonFiniteError, StoreError
 from .manifest import LayerSpec, layer_width_fits, validate_layers
 from .sources import ArraySource, check_finite
@@ -173,13 +173,9 @@ def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
                 'for example [{"name": "layer1", "start": 0, "stop": 64}, ...]'
             )
             try:  # a key given twice was read last-wins, [[[...]]] in a RecursionError
-                entries = json.loads(
-                    candidate.read_text(encoding="utf-8"),
-                    object_pairs_hook=lambda p, c=candidate: unique_keys(p, c.name),
-                )
-            except (ValueError, OSError, RecursionError) as e:  # not JSON, not UTF-8, a folder
-                why = "nested too deeply" if isinstance(e, RecursionError) else e
-                raise StoreError(f"{expected} ({why}).") from None
+                entries = strict_json(candidate.read_text(encoding="utf-8"), candidate.name)
+            except (ValueError, OSError) as e:  # not JSON, not UTF-8, a directory
+                raise StoreError(f"{expected} ({e}).") from None
             if (
                 not isinstance(entries, list)
                 or not entries
