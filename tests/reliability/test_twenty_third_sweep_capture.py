@@ -165,3 +165,35 @@ def test_texts_of_jsonl_are_read_or_refused_whole(tmp_path):
         (tmp_path / "t.jsonl").write_text(_JSON_EDITS[edit]('{"text": "ab"}', "text", '"cd"'))
         with pytest.raises(InputsError, match=needle):
             load_inputs(tmp_path / "t.jsonl")
+
+
+@pytest.mark.parametrize("dtype", [">i8", ">f4", ">i4"])
+def test_big_endian_labels_are_stored_by_value(tmp_path, guarded, run_cli, dtype):
+    """A `.npy` of labels saved big-endian (`>i8`) was refused in Arrow's words, "Byte-swapped
+    arrays not supported", with advice to give labels that are numbers: they were."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    cli, _ = run_cli
+    labels = np.arange(300) % 3
+    np.save(tmp_path / "labels.npy", labels.astype(dtype))
+    r = _capture(cli, guarded, tmp_path / "s", "--layers", "1", "--labels", tmp_path / "labels.npy")
+    assert r.exit_code == 0, r.output
+    stored = pq.read_table(tmp_path / "s" / "rows.parquet").column("label").to_numpy()
+    assert (stored == labels).all()
+
+
+def test_big_endian_labels_of_batches_are_stored_by_value(tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+    import torch
+
+    from saeatlas.capture import capture_activations
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    labels = (np.arange(20) % 3).astype(">i8")
+    batches = [(torch.randn(10, 4), labels[i : i + 10]) for i in (0, 10)]
+    capture_activations(model, batches, ["1"], tmp_path / "s", progress=False)
+    stored = pq.read_table(tmp_path / "s" / "rows.parquet").column("label").to_numpy()
+    assert (stored == np.arange(20) % 3).all()

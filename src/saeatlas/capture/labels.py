@@ -31,7 +31,7 @@ def labels_of(y: Any, n: int) -> np.ndarray | None:
     is not one label per sample (token-level targets, say)."""
     if y is None:
         return None
-    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else _native(np.asarray(y))
     if arr.ndim != 1 or len(arr) != n:
         return None
     return arr
@@ -74,7 +74,14 @@ def _as_array(labels: Any) -> np.ndarray:
             f"Labels must be a list or an array of one label per sample, got "
             f"{type(labels).__name__}{f' {labels!r:.40}' if isinstance(labels, str) else ''}."
         )
-    return lab
+    return _native(lab)
+
+
+def _native(lab: np.ndarray) -> np.ndarray:
+    """``lab`` in this machine's byte order: Arrow refused big-endian labels (a ``.npy``
+    saved as ``>i8``) as "Byte-swapped arrays not supported", and the capture told the
+    user to give numbers, which they were."""
+    return lab if lab.dtype.isnative else lab.astype(lab.dtype.newbyteorder("="))
 
 
 def _stored_type(labels: Any, n: int | None = None) -> pa.DataType:
