@@ -4,6 +4,7 @@ comma-separated list or by number, and the store's own files read back."""
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import pytest
@@ -197,3 +198,50 @@ def test_big_endian_labels_of_batches_are_stored_by_value(tmp_path):
     capture_activations(model, batches, ["1"], tmp_path / "s", progress=False)
     stored = pq.read_table(tmp_path / "s" / "rows.parquet").column("label").to_numpy()
     assert (stored == np.arange(20) % 3).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"shard_rows": 2.5}, "`shard_rows` must be a whole number, got 2.5"),  # TypeError
+        ({"shard_rows": "8"}, "`shard_rows` must be a whole number"),
+        ({"rank": "0"}, "`rank` must be a whole number"),
+        ({"world": 0}, "`world` must be >= 1"),
+        ({"provenance": [1]}, "`provenance` must be a dict of JSON values"),
+        ({"provenance": {"x": {1}}}, "`provenance` must be a dict"),  # after the work
+        ({"job": {"x": object()}}, "`job` must be a dict"),
+        # a complete store whose manifest every reader refused
+        ({"job": {"settings": [1]}}, "`job.settings` [1] in its provenance"),
+        ({"provenance": {"max_length": 0}}, "`max_length` 0 in its provenance"),
+        ({"overwrite": "no"}, "`overwrite` must be True or False"),  # replaced the store
+    ],
+)
+def test_the_store_writer_checks_its_arguments_first(tmp_path, kwargs, needle):
+    import torch
+
+    from saeatlas.errors import ConfigError
+    from saeatlas.store import ActivationStore
+
+    _write(tmp_path / "store", torch.ones(20, 3))
+    kwargs.setdefault("overwrite", True)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        _write(tmp_path / "store", torch.zeros(20, 3), **kwargs)
+    assert ActivationStore.open(tmp_path / "store").read().eq(1).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def _write(path, rows, **kwargs):
+    """Rows of one layer 'a' given to a `StoreWriter` (aborted when it fails)."""
+    import numpy as np
+
+    from saeatlas.store import LayerSpec, StoreWriter
+
+    writer = StoreWriter(path, **{"shard_rows": 8, **kwargs})
+    try:
+        writer.start([LayerSpec("a", 0, 3)])
+        n = len(rows)
+        writer.add(rows, {"sample": np.arange(n), "position": np.zeros(n, np.int64)}, n_samples=n)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise

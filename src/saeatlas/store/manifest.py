@@ -222,6 +222,39 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def provenance_fault(provenance: dict[str, Any]) -> str:
+    """What in a store's ``provenance`` its readers cannot use (a clause: "`max_length`
+    'abc' in its provenance, which ..."), or "" when nothing. Readers check a manifest
+    with it, and :class:`~.writer.StoreWriter` its arguments, so it writes no store that
+    its readers refuse."""
+    # read by `info`, and by the ablation and the loss recovered, which cut texts as the
+    # capture did: 'abc' or 1.5 ended them in the tokenizer's TypeError, 0 in torch's
+    for key, least in (("max_length", 1), ("n_texts_cut", 0)):
+        v = provenance.get(key)
+        if v is not None and not (type(v) is int and least <= v < 2**63):
+            return (
+                f"`{key}` {shown(v)} in its provenance, which is no whole number of at "
+                f"least {least}"
+            )
+    job = provenance.get("job")  # the capture's fingerprints: a resume and the ablation
+    kinds = {"settings": dict, "layers": list}  # read them (`settings` [1]: AttributeError)
+    bad = (
+        [f"`job` {shown(job)}"]
+        if job is not None and not isinstance(job, dict)
+        else [
+            f"`job.{k}` {shown(v)}"
+            for k, v in (job or {}).items()
+            if not isinstance(v, kinds.get(k, (str, type(None))))
+        ]
+    )
+    if bad:
+        return (
+            f"{bad[0]} in its provenance, not what its capture wrote (fingerprints as text, "
+            "`settings` an object, `layers` a list)"
+        )
+    return ""
+
+
 def validate_layers(layers: list[LayerSpec] | tuple[LayerSpec, ...], n_units: int) -> None:
     """Layers must tile columns ``0..n_units`` in order without gaps or overlaps."""
     pos = 0
@@ -305,32 +338,9 @@ def check_manifest(root: Path, m: Manifest) -> None:
         raise StoreError(f"{where} has a negative `n_nonfinite_rows_skipped`; it is corrupt.")
     if not m.layers:
         raise StoreError(f"{where} lists no layers; its layer map is corrupt. Recapture the store.")
-    # read by `info`, and by the ablation and the loss recovered, which cut texts as the
-    # capture did: 'abc' or 1.5 ended them in the tokenizer's TypeError, 0 in torch's
-    for key, least in (("max_length", 1), ("n_texts_cut", 0)):
-        v = m.provenance.get(key)
-        if v is not None and not (type(v) is int and least <= v < 2**63):
-            raise StoreError(
-                f"{where} records `{key}` {shown(v)} in its provenance, which is no whole "
-                f"number of at least {least} (it was edited); restore it, or recapture the store."
-            )
-    job = m.provenance.get("job")  # the capture's fingerprints: a resume and the ablation
-    kinds = {"settings": dict, "layers": list}  # read them (`settings` [1]: AttributeError)
-    bad = (
-        [f"`job` {shown(job)}"]
-        if job is not None and not isinstance(job, dict)
-        else [
-            f"`job.{k}` {shown(v)}"
-            for k, v in (job or {}).items()
-            if not isinstance(v, kinds.get(k, (str, type(None))))
-        ]
-    )
-    if bad:
-        raise StoreError(
-            f"{where} records {bad[0]} in its provenance, not what its capture wrote "
-            "(fingerprints as text, `settings` an object, `layers` a list); restore it, or "
-            "recapture the store."
-        )
+    fault = provenance_fault(m.provenance)
+    if fault:
+        raise StoreError(f"{where} records {fault}; restore it, or recapture the store.")
     validate_layers(m.layers, m.n_units)
     for layer in m.layers:
         if not layer_width_fits(layer):
