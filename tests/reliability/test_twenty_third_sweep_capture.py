@@ -245,3 +245,40 @@ def _write(path, rows, **kwargs):
     except BaseException:
         writer.abort()
         raise
+
+
+@pytest.mark.parametrize(
+    "meta, needle",
+    [
+        # written, then refused by `info --verify` ("lists row 19 at position 0")
+        ({"row": "reversed"}, "and no `row`, which the writer numbers"),
+        # written, then refused by the analysis ("The store's rows have no column 'sample'")
+        ({"sample": None}, "must hold `sample`, each row's sample as a whole number (got none)"),
+        ({"sample": "float"}, "(got float64)"),
+        ({"z": "nested"}, "{'z': 20}"),  # pyarrow's ArrowInvalid
+    ],
+)
+def test_the_store_writer_refuses_row_metadata_its_readers_refuse(tmp_path, meta, needle):
+    import numpy as np
+    import torch
+
+    from saeatlas.errors import StoreError
+    from saeatlas.store import LayerSpec, StoreWriter
+
+    columns = {"sample": np.arange(20), "position": np.zeros(20, np.int64)}
+    made = {
+        "reversed": np.arange(20)[::-1].copy(),
+        "float": np.arange(20) * 1.0,
+        "nested": np.zeros((20, 2)),
+    }
+    for key, kind in meta.items():
+        if kind is None:
+            columns.pop(key)
+        else:
+            columns[key] = made[kind]
+    writer = StoreWriter(tmp_path / "store", shard_rows=8)
+    writer.start([LayerSpec("a", 0, 3)])
+    with pytest.raises(StoreError, match=re.escape(needle)):
+        writer.add(torch.randn(20, 3), columns, n_samples=20)
+    writer.abort()
+    assert not (tmp_path / "store").exists()
