@@ -282,3 +282,16 @@ def test_the_store_writer_refuses_row_metadata_its_readers_refuse(tmp_path, meta
         writer.add(torch.randn(20, 3), columns, n_samples=20)
     writer.abort()
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("layers", [[], [{"name": "a", "start": 0, "stop": 3}]])
+def test_the_store_writer_names_the_layers_it_takes(tmp_path, layers):
+    """Dicts ended in an AttributeError; no layers were refused only at the first rows, as
+    "Rows have shapes [(20, 3)], expected [rows, 0]"."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.store import StoreWriter
+
+    writer = StoreWriter(tmp_path / "store")
+    with pytest.raises(ConfigError, match=r"must be one or more LayerSpec\(name, start, stop\)"):
+        writer.start(layers)
+    writer.abort()

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_flag_arguments
+from .._validation import check_flag_arguments, shown
 from ..errors import ConfigError, StoreError
 from .atomic import partial_dir, through_link
 from .buffer import BlockPool, Piece, RowBuffer, check_blocks_fit, copy_rows, row_parts
@@ -188,7 +188,11 @@ class StoreWriter:
         On resume the layers must equal those of the interrupted capture.
         """
         layers = tuple(layers)
-        n_units = layers[-1].stop if layers else 0
+        if not layers or not all(isinstance(x, LayerSpec) for x in layers):  # dicts: a traceback
+            raise ConfigError(
+                f"`layers` must be one or more LayerSpec(name, start, stop), got {shown(layers)}."
+            )
+        n_units = layers[-1].stop
         validate_layers(layers, n_units)
         if self.layers is not None:
             old = [(l.name, l.start, l.stop) for l in self.layers]
