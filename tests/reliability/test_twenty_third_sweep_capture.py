@@ -295,3 +295,20 @@ def test_the_store_writer_names_the_layers_it_takes(tmp_path, layers):
     with pytest.raises(ConfigError, match=r"must be one or more LayerSpec\(name, start, stop\)"):
         writer.start(layers)
     writer.abort()
+
+
+@pytest.mark.parametrize("key", ["n_texts_cut", "shard_rows", "job", "world_size"])
+def test_provenance_may_not_give_what_the_capture_counts(tmp_path, key):
+    """`provenance={"n_texts_cut": 5}` of an array's capture made `info` say "5 texts were
+    cut"; `shard_rows` and `job` were replaced by the capture's own without a word."""
+    import torch
+
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import ConfigError
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    with pytest.raises(ConfigError, match=f"`provenance` gives '{key}', which the capture"):
+        capture_activations(
+            model, torch.randn(8, 4), ["1"], tmp_path / "s", provenance={key: 5}, progress=False
+        )
+    assert not (tmp_path / "s").exists()
