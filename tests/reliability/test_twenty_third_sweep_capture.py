@@ -312,3 +312,17 @@ def test_provenance_may_not_give_what_the_capture_counts(tmp_path, key):
             model, torch.randn(8, 4), ["1"], tmp_path / "s", provenance={key: 5}, progress=False
         )
     assert not (tmp_path / "s").exists()
+
+
+def test_layers_advises_only_what_it_has(tmp_path, guarded, run_cli):
+    """A dry run of inputs of another width advised "--max-length for texts longer than it
+    takes; a smaller --batch-size", flags `saeatlas layers` does not have."""
+    import numpy as np
+
+    cli, assert_one_line_error = run_cli
+    np.save(tmp_path / "wide.npy", np.zeros((4, 7), np.float32))
+    line = assert_one_line_error(
+        cli("layers", guarded.model, "--inputs", tmp_path / "wide.npy"),
+        "Check that the inputs fit the model (shape, dtype, token ids);",
+    )
+    assert "--max-length" not in line and "--batch-size" not in line

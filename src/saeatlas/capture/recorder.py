@@ -176,8 +176,17 @@ def _drop_last(x: Any, n: int) -> Any:
     return x
 
 
-def model_error(e: BaseException, where: str) -> ModelError:
-    """The one-line error for a forward pass that failed inside the model."""
+#: What to check when a forward pass fails, naming the flags of the commands that run
+#: the inputs through in batches (capture, the ablation, `evaluate --model`).
+FIT_ADVICE = (
+    "shape, dtype, token ids; --max-length for texts longer than it takes; a smaller "
+    "--batch-size when out of memory"
+)
+
+
+def model_error(e: BaseException, where: str, fit: str = FIT_ADVICE) -> ModelError:
+    """The one-line error for a forward pass that failed inside the model; ``fit``: what
+    to check, in the words of the command that ran it."""
     hint = ""
     if "'indices' to have one of the following scalar types" in str(e):
         # an nn.Embedding given uint8/int8/int16 ids by a model saeatlas cannot tell embeds
@@ -185,9 +194,7 @@ def model_error(e: BaseException, where: str) -> ModelError:
         hint = " The model embeds token ids: save them as int64 (`ids.astype(np.int64)`)."
     return ModelError(
         f"The model's forward pass failed on {where}: {code_failure(e)}.{hint} Check that the "
-        "inputs fit the model (shape, dtype, token ids; --max-length for texts longer than it "
-        "takes; a smaller --batch-size when out of memory); `saeatlas --debug ...` shows the "
-        "traceback."
+        f"inputs fit the model ({fit}); `saeatlas --debug ...` shows the traceback."
     )
 
 
