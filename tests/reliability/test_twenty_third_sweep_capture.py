@@ -326,3 +326,34 @@ def test_layers_advises_only_what_it_has(tmp_path, guarded, run_cli):
         "Check that the inputs fit the model (shape, dtype, token ids);",
     )
     assert "--max-length" not in line and "--batch-size" not in line
+
+
+CONV_MODEL = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class Scale(nn.Module):  # a 4-D output whose module says nothing of its layout
+        def forward(self, x):
+            return x * 1.0
+
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), Scale())
+    """
+)
+
+
+@pytest.mark.parametrize("layout", ["1=image,1=heads", "*=heads,1=image"])
+def test_a_layer_given_two_layouts_is_refused(tmp_path, run_cli, layout):
+    """`--layout 1=image,1=heads` stored layer '1' by the first without a word (and
+    `*=heads,1=image` ignored the layer's own)."""
+    import numpy as np
+
+    cli, assert_one_line_error = run_cli
+    (tmp_path / "conv.py").write_text(CONV_MODEL)
+    np.save(tmp_path / "img.npy", np.zeros((4, 2, 4, 4), np.float32))
+    args = ["--model", f"{tmp_path / 'conv.py'}:build", "--inputs", tmp_path / "img.npy"]
+    r = cli("capture", *args, "--layers", "1", "--layout", layout, "--out", tmp_path / "s", "-q")
+    assert_one_line_error(r, "gives layer '1' two layouts", "give it one")
+    assert not (tmp_path / "s").exists()
