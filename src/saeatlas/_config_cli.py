@@ -22,6 +22,7 @@ from typing import Any
 import typer
 import yaml
 
+from ._config_words import describe_type, yaml_hint
 from ._validation import shown
 from .errors import ConfigError
 
@@ -213,45 +214,6 @@ def _names(keys: list[Any]) -> str:
 
 # -- configs read from mappings (YAML sections of `saeatlas run`) ----------------------------
 
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
-
-
-def _describe(annotation: Any) -> str:
-    """How a field's type reads in an error message."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(
-            "null" if a is type(None) else _describe(a) for a in typing.get_args(annotation)
-        )
-    if origin in (tuple, list):
-        return f"a list of {_describe(typing.get_args(annotation)[0])}"
-    if origin is dict or annotation is dict:
-        return "a mapping"
-    return _TYPE_NAMES.get(annotation, getattr(annotation, "__name__", str(annotation)))
-
-
-def _yaml_hint(annotation: Any, value: Any) -> str:
-    """Why text came as true/false or a number: YAML 1.1's unquoted words and digits (a
-    layer named ``no`` or ``0``), or how to write a list of one (``layers: x``)."""
-    if isinstance(value, str) and _describe(annotation).startswith("a list"):
-        # `layers: 1,3` was told to write ['1,3'], one layer of that name
-        joined = not value.startswith("re:") and "[" not in value  # a regex's `{1,3}` is its own
-        items = [v.strip() for v in value.split(",") if v.strip()] if joined else []
-        items = items or [value]
-        quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in items)  # YAML reads [0] as 0
-        if len(items) > 1:
-            return f" Write the list as [{quoted}], one item per value."
-        return f" Write a list of one as [{quoted}] (or a `- {quoted}` line under the key)."
-    items = value if isinstance(value, (list, tuple)) else [value]
-    if "text" not in _describe(annotation) or not any(
-        isinstance(v, (bool, int, float)) for v in items
-    ):
-        return ""
-    return (
-        " YAML reads unquoted no, yes, on, off, true and false as true or false, and digits "
-        "as numbers: quote a name that is text ('no', '0')."
-    )
-
 
 def _coerce(annotation: Any, value: Any) -> Any:
     """``value`` as ``annotation`` (lists become tuples), or ``TypeError``."""
@@ -371,11 +333,11 @@ def config_from_mapping(
             name = f"{where}.{key}" if where else key
             if key in flags:
                 raise ConfigError(
-                    f"{_flag(key)} must be {_describe(hints[key])}, got {shown(value)}."
+                    f"{_flag(key)} must be {describe_type(hints[key])}, got {shown(value)}."
                 ) from None
             raise ConfigError(
-                f"{prefix}`{name}` must be {_describe(hints[key])}, got {shown(value)}."
-                + _yaml_hint(hints[key], value)
+                f"{prefix}`{name}` must be {describe_type(hints[key])}, got {shown(value)}."
+                + yaml_hint(hints[key], value)
             ) from None
     try:
         return cls(**values)
