@@ -23,7 +23,7 @@ import torch
 from .. import __version__
 from .._progress import progress_bar
 from .._validation import check_config_argument, check_flag_arguments, check_path_argument
-from .._world import from_main, join
+from .._world import agree, from_main, join
 from ..errors import ConfigError, TrainingDiverged
 from ..sae import SparseAutoencoder
 from ..sae.io import check_sae_out
@@ -112,7 +112,11 @@ def _train(
     progress: bool,
 ) -> TrainResult:
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
-    job = {"--resume": resume}  # a rank that starts again would be averaged with one that goes on
+    # a rank that starts again would be averaged with one that goes on; every rank resumes
+    # from the checkpoint in its own --out, so a rank given another --out (or one that
+    # finds another checkpoint there) trained from another state, and rank 0 saved that
+    # mix as a complete SAE
+    job = {"--resume": resume, "--out": None if out is None else str(out)}
     run = _Run(store, cfg, job)
     if resume:
         try:
@@ -123,6 +127,13 @@ def _train(
             # --resume --overwrite: continue what can be continued, replace the rest
             log.info("Starting '%s' again (--overwrite): %s", out, e)
             run = _Run(store, cfg, job)
+        agree(
+            run.world,
+            {"checkpoints": run.step},
+            "this training",
+            f"Every rank must resume from the same checkpoint ('{out / CHECKPOINT}'): give "
+            "every rank the same --out, on a filesystem every rank sees.",
+        )
     # what the run logged after its checkpoint is logged again: a resume hides the first
     # (TensorBoard drew those steps twice)
     board = _tensorboard(out, cfg, run.rows_done + 1) if run.world.is_main else None

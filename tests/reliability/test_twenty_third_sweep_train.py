@@ -1,0 +1,92 @@
+"""Twenty-third hostile sweep, training, the SAE's files and `evaluate`: each case
+failed (a traceback, a wrong result or a misleading word) before its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+
+
+class _Stop(Exception):
+    """Stands for a kill: every rank stops at the same step, so the group stays whole."""
+
+
+def _ranks_with_their_own_out(rank, world, port, root):
+    """Rank 1 given another --out than rank 0's; then both ranks resuming from the
+    'sae' of their own folder, which holds a checkpoint of another step on each."""
+    from spawned_ranks import join_gloo
+
+    join_gloo(rank, world, port)
+    from dataclasses import replace
+
+    import saeatlas.train.trainer as trainer
+    from saeatlas.train import TrainConfig, train_sae
+
+    cfg = TrainConfig(d_sae=8, k=2, batch_size=32, tokens=640, checkpoint_every=2, log_every=1)
+    acts = root / "a.npy"
+    results = {}
+    try:
+        train_sae(acts, cfg, root / f"out{rank}", progress=False)
+        results["out"] = "no error"
+    except Exception as e:
+        results["out"] = f"{type(e).__name__}: {e}"
+    from saeatlas.sweep import sweep
+
+    try:
+        sweep(acts, replace(cfg, checkpoint_every=0), "k", [2, 4], root / f"sw{rank}")
+        results["sweep"] = "no error"
+    except Exception as e:
+        results["sweep"] = f"{type(e).__name__}: {e}"
+    check = trainer.check_finite_training
+
+    def stop_at(step):
+        def stopping(run, step_out, out):
+            check(run, step_out, out)
+            if run.step == step:  # after the checkpoint of step - 2
+                raise _Stop
+
+        return stopping
+
+    for folder, step in ((root / "r0", 4), (root / "r1", 6)):  # checkpoints of steps 2, 4
+        trainer.check_finite_training = stop_at(step)
+        try:
+            train_sae(acts, cfg, folder / "sae", progress=False)
+        except _Stop:
+            pass
+    trainer.check_finite_training = check
+    os.chdir(root / f"r{rank}")  # --out sae: the same words, another folder on each rank
+    try:
+        train_sae(acts, cfg, "sae", progress=False, resume=True)
+        results["resume"] = "no error"
+    except Exception as e:
+        results["resume"] = f"{type(e).__name__}: {e}"
+    (root / f"r{rank}.json").write_text(json.dumps(results))
+    torch.distributed.destroy_process_group()
+
+
+def test_ranks_given_another_out_or_another_checkpoint_are_refused(tmp_path, spawn_ranks):
+    """Under torchrun every rank resumed from the checkpoint in its own --out: a rank
+    given another one (or finding another checkpoint there) trained from another state,
+    and rank 0 saved the mix as a complete SAE (W_enc's sum -2.15 where an uninterrupted
+    run's is -0.56), which the next --resume kept. Another --out without --resume (of
+    `train` or `sweep`) was dropped without a word."""
+    x = np.random.default_rng(0).normal(size=(300, 6)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    spawn_ranks(_ranks_with_their_own_out, (tmp_path,), 120)
+    results = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2)]
+    for rank in range(2):
+        assert results[rank]["out"].startswith(
+            "ConfigError: The ranks of this training were given different --out"
+        ), results
+        assert results[rank]["sweep"].startswith(
+            "ConfigError: The ranks of this sweep were given different --out"
+        ), results
+        assert results[rank]["resume"].startswith(
+            "ConfigError: The ranks of this training were given different checkpoints"
+        ), results
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(("out", "sw", ".sw"))]
+    for r in range(2):  # each checkpoint is left as it was, nothing saved
+        assert sorted(os.listdir(tmp_path / f"r{r}" / "sae")) == ["checkpoint.pt"]
