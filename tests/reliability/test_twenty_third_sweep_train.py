@@ -90,3 +90,15 @@ def test_ranks_given_another_out_or_another_checkpoint_are_refused(tmp_path, spa
     assert not [p for p in os.listdir(tmp_path) if p.startswith(("out", "sw", ".sw"))]
     for r in range(2):  # each checkpoint is left as it was, nothing saved
         assert sorted(os.listdir(tmp_path / f"r{r}" / "sae")) == ["checkpoint.pt"]
+
+
+def test_help_keeps_its_brackets(run_cli, monkeypatch):
+    """Rich read every `[...]` of an option's help as markup and dropped it: the
+    "[config: k; default: 32]" after each setting, `pip install "saeatlas[tensorboard]"`
+    printed as `pip install "saeatlas"`, and "'image' [batch, C, H, W]" as "'image' ,"."""
+    cli, _ = run_cli
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option
+    train = " ".join(cli("train", "--help").output.split())
+    assert "[config: k; default: 32]" in train and '"saeatlas[tensorboard]"' in train, train
+    capture = " ".join(cli("capture", "--help").output.split())
+    assert "'image' [batch, C, H, W]" in capture and "[n, seq]" in capture, capture

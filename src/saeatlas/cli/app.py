@@ -93,6 +93,18 @@ def _is_number(word: str) -> bool:
 
 
 class _Group(TyperGroup):
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, its options' help made plain text for rich: every `[...]` in
+        it was read as markup and dropped ("[config: k; default: 32]" after every
+        setting's help, "'image' [batch, C, H, W]" printed as "'image' ,")."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not getattr(command, "_plain_help", False):
+            for param in command.params:
+                if isinstance(getattr(param, "help", None), str):
+                    param.help = escape(param.help)
+            command._plain_help = True  # type: ignore[attr-defined]
+        return command
+
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
         args = list(sys.argv[1:] if args is None else args)
         self._argv = args
