@@ -102,3 +102,42 @@ def test_help_keeps_its_brackets(run_cli, monkeypatch):
     assert "[config: k; default: 32]" in train and '"saeatlas[tensorboard]"' in train, train
     capture = " ".join(cli("capture", "--help").output.split())
     assert "'image' [batch, C, H, W]" in capture and "[n, seq]" in capture, capture
+
+
+def _rows(tmp_path, name="a.npy", rows=300):
+    x = np.random.default_rng(0).normal(size=(rows, 6)).astype(np.float32)
+    np.save(tmp_path / name, x)
+    return tmp_path / name
+
+
+def test_an_sae_that_fires_no_latent_is_told_of_its_sparsity(tmp_path, caplog):
+    """`train --architecture relu --l1-coefficient 1000` ended with no latent firing
+    (L0 0) and was told to train longer or check the learning rate and the
+    normalisation, none of which changes that; the penalty silenced every latent."""
+    from saeatlas.train import TrainConfig, train_sae
+
+    cfg = TrainConfig(
+        architecture="relu", d_sae=8, l1_coefficient=1000.0, batch_size=32, tokens=1280
+    )
+    with caplog.at_level("WARNING", logger="saeatlas"):
+        result = train_sae(_rows(tmp_path), cfg, progress=False)
+    assert result.summary["final"]["l0"] == 0
+    assert "fires no latent on its last batch" in caplog.text, caplog.text
+    assert "`l1_coefficient` 1000" in caplog.text and "Train longer" not in caplog.text
+
+
+def test_a_jumprelu_threshold_above_every_pre_activation_is_refused(guarded, run_cli, tmp_path):
+    """`--jumprelu-init-threshold 10` on standardised units trained to the end an SAE in
+    which no latent ever fired (the encoder gets no gradient, the threshold only within
+    half the bandwidth of a pre-activation), and saved it."""
+    cli, one_line = run_cli
+    line = one_line(
+        cli(
+            "train", "--acts", guarded.store, "--out", tmp_path / "sae", "--seeds", "1",
+            "--architecture", "jumprelu", "--d-sae", "8", "--jumprelu-init-threshold", "10",
+        ),
+        "`jumprelu_init_threshold` (--jumprelu-init-threshold) 10 is above every "
+        "pre-activation of the first 300 rows",
+    )  # fmt: skip
+    assert "no latent would fire" in line
+    assert not (tmp_path / "sae").exists()

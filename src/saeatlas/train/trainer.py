@@ -26,6 +26,7 @@ from .._validation import check_config_argument, check_flag_arguments, check_pat
 from .._world import agree, from_main, join
 from ..errors import ConfigError, TrainingDiverged
 from ..sae import SparseAutoencoder
+from ..sae.architectures import get_architecture
 from ..sae.io import check_sae_out
 from ..store import ActivationStore
 from ..store.lock import output_lock
@@ -238,16 +239,35 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
         "final": run.metrics[-1] if run.metrics else {},
         "seconds": seconds,
     }
-    fvu = summary["final"].get("fvu")
-    if run.world.is_main and fvu is not None and fvu > 1:
-        # an SAE trained in memory (`validate`'s, the dictionary null's source) is named by
-        # its settings, not by `train`'s flags: "trained in 'memory' ... (--lr 0.08)" sent
-        # the user of `validate`, which has no --lr, to a flag it does not take
-        where, tokens, lr, normalize = (
-            (f"trained in '{out}'", "--tokens", "--lr ", "--normalize ")
-            if out is not None
-            else ("trained in memory (not saved)", "`tokens`", "`lr` ", "`normalize` ")
+    fvu, l0 = summary["final"].get("fvu"), summary["final"].get("l0")
+    # an SAE trained in memory (`validate`'s, the dictionary null's source) is named by
+    # its settings, not by `train`'s flags: "trained in 'memory' ... (--lr 0.08)" sent
+    # the user of `validate`, which has no --lr, to a flag it does not take
+    where, tokens, lr, normalize = (
+        (f"trained in '{out}'", "--tokens", "--lr ", "--normalize ")
+        if out is not None
+        else ("trained in memory (not saved)", "`tokens`", "`lr` ", "`normalize` ")
+    )
+    if run.world.is_main and l0 == 0:
+        # every latent silenced (`--l1-coefficient 1000`) was told to train longer or check
+        # the learning rate, which changes nothing
+        setting = get_architecture(run.cfg.architecture).sparsity_setting
+        silencing = [setting] + (["jumprelu_init_threshold"] if setting == "l0_coefficient" else [])
+        named = ", ".join(
+            (f"--{name.replace('_', '-')} " if out is not None else f"`{name}` ")
+            + f"{getattr(run.cfg, name):g}"
+            for name in silencing
         )
+        log.warning(
+            "The SAE %s fires no latent on its last batch (L0 0, FVU %.4g): its sparsity "
+            "settings (%s) silence every one. Lower them (`saeatlas sweep --over %s` tries "
+            "several values).",
+            where,
+            fvu,
+            named,
+            setting,
+        )
+    elif run.world.is_main and fvu is not None and fvu > 1:
         log.warning(
             "The SAE %s reconstructs its inputs worse than their mean does (FVU %.4g > 1 "
             "after %d steps): it has not learnt them. Train longer (%s), or check the "
