@@ -141,3 +141,41 @@ def test_a_jumprelu_threshold_above_every_pre_activation_is_refused(guarded, run
     )  # fmt: skip
     assert "no latent would fire" in line
     assert not (tmp_path / "sae").exists()
+
+
+def _edited_sae(outputs, tmp_path, edit):
+    """A copy of the protected SAE whose first cfg.json layer entry ``edit`` changed."""
+    import shutil
+
+    sae = tmp_path / "sae"
+    shutil.copytree(outputs.sae, sae)
+    cfg = json.loads((sae / "cfg.json").read_text())
+    edit(cfg["layers"][0])
+    (sae / "cfg.json").write_text(json.dumps(cfg))
+    return sae
+
+
+def test_a_cfg_json_layer_entry_is_read_as_a_layers_json_one(outputs, tmp_path, run_cli):
+    """An SAE's cfg.json layer entry with a misspelt key ("layuot": "head") was read
+    without it (the twenty-first sweep refused it in a .npy's layers.json, not in
+    cfg.json nor manifest.json), and one whose `shape` does not hold its columns
+    ([None, 5] of 10 units) was read as it stood."""
+    cli, one_line = run_cli
+    sae = _edited_sae(outputs, tmp_path / "a", lambda e: e.update(layuot="head"))
+    one_line(
+        cli("evaluate", "--sae", sae, "--acts", outputs.store),
+        "is not a valid SAE config", "has the key(s) ['layuot'], which a layer entry does not",
+    )  # fmt: skip
+    sae = _edited_sae(outputs, tmp_path / "b", lambda e: e.update(shape=[None, 5]))
+    one_line(
+        cli("evaluate", "--sae", sae, "--acts", outputs.store),
+        "Layer '1' has columns 0:10 (10 units) but its `shape` [None, 5] does not have that many",
+    )
+    store = tmp_path / "store"
+    import shutil
+
+    shutil.copytree(outputs.store, store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest["layers"][1]["layuot"] = "head"
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    one_line(cli("info", store), "has the key(s) ['layuot']")
