@@ -179,3 +179,23 @@ def test_a_cfg_json_layer_entry_is_read_as_a_layers_json_one(outputs, tmp_path, 
     manifest["layers"][1]["layuot"] = "head"
     (store / "manifest.json").write_text(json.dumps(manifest))
     one_line(cli("info", store), "has the key(s) ['layuot']")
+
+
+def test_a_unit_held_at_1e30_is_refused_without_normalisation(tmp_path, run_cli):
+    """`--normalize none` on a store whose one unit is held at 1e30 (constant, so its
+    standard deviation is 0 and the twenty-second sweep's check passed) logged a loss
+    and an FVU of 0 at every step and saved the SAE it started from ("FVU 0.0000";
+    `evaluate` measures 0.54): float32's rounding of a batch's mean of 1e30 squared to
+    Inf, and the loss divided by it was 0."""
+    cli, one_line = run_cli
+    x = np.random.default_rng(0).normal(size=(300, 6)).astype(np.float32)
+    x[:, 0] = 1e30
+    np.save(tmp_path / "a.npy", x)
+    args = ["--d-sae", "8", "--k", "2", "--batch-size", "32", "--tokens", "640", "-q"]
+    one_line(
+        cli("train", "--acts", tmp_path / "a.npy", "--out", tmp_path / "sae", "--seeds", "1",
+            "--normalize", "none", *args),
+        "unit 0 of layer 'a' has a standard deviation of 0 (and a mean of 1e+30)",
+        "Use --normalize unit or layer",
+    )  # fmt: skip
+    assert not (tmp_path / "sae").exists()
