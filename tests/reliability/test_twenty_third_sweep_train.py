@@ -199,3 +199,27 @@ def test_a_unit_held_at_1e30_is_refused_without_normalisation(tmp_path, run_cli)
         "Use --normalize unit or layer",
     )  # fmt: skip
     assert not (tmp_path / "sae").exists()
+
+
+def test_a_kept_sae_whose_final_figures_were_edited_is_refused(tmp_path, run_cli):
+    """`train --resume` kept a complete SAE whose cfg.json `metadata.final` was emptied,
+    made a text or given an FVU of "x", and ended, after training the rest, in a KeyError
+    or TypeError traceback printing it (a `metadata.tokens` removed printed "dead 0.0%"
+    of a run too short to measure any)."""
+    cli, one_line = run_cli
+    args = ["train", "--acts", _rows(tmp_path), "--out", tmp_path / "sae", "--seeds", "1",
+            "--d-sae", "8", "--k", "2", "--batch-size", "32", "--tokens", "640", "-q"]  # fmt: skip
+    assert cli(*args).exit_code == 0
+    cfg_file = tmp_path / "sae" / "cfg.json"
+    good = cfg_file.read_text()
+    for edit, words in (
+        (lambda m: m.update(final={}), "records the final figures of its training"),
+        (lambda m: m["final"].update(fvu="x"), "not the numbers ['fvu', 'l0', 'dead_fraction']"),
+        (lambda m: m.pop("tokens"), "records the rows it was trained on (`metadata.tokens`)"),
+    ):
+        cfg = json.loads(good)
+        edit(cfg["metadata"])
+        cfg_file.write_text(json.dumps(cfg))
+        one_line(cli(*args, "--resume"), "holds a complete SAE whose files are damaged", words)
+    r = cli(*args, "--resume", "--overwrite")
+    assert r.exit_code == 0 and "Trained a topk SAE" in r.output, r.output
