@@ -223,3 +223,22 @@ def test_a_kept_sae_whose_final_figures_were_edited_is_refused(tmp_path, run_cli
         one_line(cli(*args, "--resume"), "holds a complete SAE whose files are damaged", words)
     r = cli(*args, "--resume", "--overwrite")
     assert r.exit_code == 0 and "Trained a topk SAE" in r.output, r.output
+
+
+def test_a_kept_sae_whose_b_dec_rule_or_dtype_was_edited_is_refused(tmp_path, run_cli):
+    """`train --resume` kept a complete TopK SAE whose cfg.json `apply_b_dec_to_input`
+    was edited to false (or `dtype` to bfloat16) as the SAE its training made: every
+    reader then encoded it otherwise (`evaluate` FVU 0.405 where the SAE trained has
+    0.392). The twenty-second sweep compared `k` and the penalties alone."""
+    cli, one_line = run_cli
+    args = ["train", "--acts", _rows(tmp_path), "--out", tmp_path / "sae", "--seeds", "1",
+            "--d-sae", "8", "--k", "2", "--batch-size", "32", "--tokens", "640", "-q"]  # fmt: skip
+    assert cli(*args).exit_code == 0
+    cfg_file = tmp_path / "sae" / "cfg.json"
+    good = cfg_file.read_text()
+    for key, value, words in (
+        ("apply_b_dec_to_input", False, "(`apply_b_dec_to_input` False in its cfg.json, True"),
+        ("dtype", "bfloat16", "(`dtype` 'bfloat16' in its cfg.json, 'float32' in its training)"),
+    ):
+        cfg_file.write_text(json.dumps({**json.loads(good), key: value}))
+        one_line(cli(*args, "--resume"), "is not the SAE its training made", words)

@@ -23,6 +23,7 @@ from .._validation import (
 from .._world import agree, from_main, join
 from ..errors import AtlasError, ConfigError
 from ..sae import SparseAutoencoder
+from ..sae.architectures import get_architecture
 from ..sae.files import CFG, WEIGHTS, SAEFileError
 from ..sae.io import check_sae_out
 from ..store import ActivationStore
@@ -191,7 +192,12 @@ def edited_since(out: Path) -> str | None:
         own = json.loads((out / CFG).read_text())
         cfg = TrainConfig.from_json(own["metadata"]["train_config"])
         d_sae = cfg.d_sae or cfg.expansion_factor * own["d_in"]
-        made = cfg.sae_settings(d_sae)
+        # what the training made, `apply_b_dec_to_input` and `dtype` too (edited by hand,
+        # the SAE was kept as trained and every reader encoded it otherwise)
+        made = cfg.sae_settings(d_sae) | {
+            "apply_b_dec_to_input": get_architecture(cfg.architecture).subtracts_b_dec,
+            "dtype": "float32",
+        }
         if not isinstance(own.get("k"), int):
             del made["k"]
         layers = [layer.get("name") for layer in own.get("layers") or ()]
