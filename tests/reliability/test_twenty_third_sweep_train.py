@@ -242,3 +242,26 @@ def test_a_kept_sae_whose_b_dec_rule_or_dtype_was_edited_is_refused(tmp_path, ru
     ):
         cfg_file.write_text(json.dumps({**json.loads(good), key: value}))
         one_line(cli(*args, "--resume"), "is not the SAE its training made", words)
+
+
+def test_compile_that_changes_nothing_is_warned_of(tmp_path, run_cli, caplog, monkeypatch):
+    """`--compile` with topk trained the same SAE bit for bit as without it (TopK trains
+    through its own sparse kernels, never through the compiled module), without a word,
+    as `--autocast` did before the fourteenth sweep."""
+    from safetensors.numpy import load_file
+
+    monkeypatch.setattr(torch, "compile", lambda module: module)  # seconds of imports
+    cli, _ = run_cli
+    acts = _rows(tmp_path)
+    base = ["train", "--acts", acts, "--d-sae", "8", "--k", "2", "--tokens", "320"]
+    base += ["--batch-size", "32", "--seeds", "1", "-q"]
+    weights = []
+    for flag in ("", "--compile"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="saeatlas.cli.sae"):
+            r = cli(*base, *[flag][: bool(flag)], "--out", tmp_path / f"sae{flag}")
+        assert r.exit_code == 0, r.output
+        warned = "`compile` is read only with architecture relu or jumprelu or batchtopk"
+        assert (warned in caplog.text) == (flag == "--compile"), caplog.text
+        weights.append(load_file(tmp_path / f"sae{flag}" / "sae_weights.safetensors")["W_enc"])
+    assert (weights[0] == weights[1]).all()

@@ -41,6 +41,8 @@ READ_BY: dict[str, tuple[str, tuple[str, ...]]] = {
     # weights' precision (its selection product's is `select_dtype`), so autocast
     # changed nothing there, on a CPU or a GPU; the dense products of the others it casts
     "autocast": ("architecture", ("relu", "jumprelu", "batchtopk")),
+    # TopK trains through its sparse kernels, not through the (compiled) module
+    "compile": ("architecture", ("relu", "jumprelu", "batchtopk")),
     "l1_coefficient": ("architecture", ("relu",)),
     "l0_coefficient": ("architecture", ("jumprelu",)),
     "jumprelu_bandwidth": ("architecture", ("jumprelu",)),
@@ -144,7 +146,8 @@ class TrainConfig:
     native bf16 matmul). The chosen latents' values and all gradients stay in full
     precision."""
     compile: bool = False
-    """Compile the SAE with torch.compile."""
+    """Compile the SAE with torch.compile (relu, jumprelu, batchtopk: TopK trains through
+    its own sparse kernels)."""
     log_every: int = 50
     """Steps between metric records."""
     tensorboard: bool = False
