@@ -120,21 +120,26 @@ def _train(
     job = {"--resume": resume, "--out": None if out is None else str(out)}
     run = _Run(store, cfg, job)
     if resume:
+        restart = None
         try:
             _continue(run, out)
         except ConfigError as e:
             if not overwrite:
                 raise
-            # --resume --overwrite: continue what can be continued, replace the rest
-            log.info("Starting '%s' again (--overwrite): %s", out, e)
-            run = _Run(store, cfg, job)
+            restart = e
+        # before a rank starts again (a meeting of its own): every rank continues the
+        # same step, or every rank starts again
         agree(
             run.world,
-            {"checkpoints": run.step},
+            {"checkpoints": None if restart else run.step},
             "this training",
             f"Every rank must resume from the same checkpoint ('{out / CHECKPOINT}'): give "
             "every rank the same --out, on a filesystem every rank sees.",
         )
+        if restart is not None:
+            # --resume --overwrite: continue what can be continued, replace the rest
+            log.info("Starting '%s' again (--overwrite): %s", out, restart)
+            run = _Run(store, cfg, job)
     # what the run logged after its checkpoint is logged again: a resume hides the first
     # (TensorBoard drew those steps twice)
     board = _tensorboard(out, cfg, run.rows_done + 1) if run.world.is_main else None
