@@ -186,6 +186,9 @@ class TrainConfig:
             "auxk_coefficient",
             "jumprelu_bandwidth",
             "jumprelu_init_threshold",
+            # 0 turns clipping off, but 1e-46 (0 in float32) clipped every gradient to 0:
+            # the run trained nothing, without a word
+            "grad_clip",
         ):
             # beyond float32 the penalty is inf: every member of a sweep of 1e40 and 2e40
             # trained as the same SAE, without a word (a threshold of 1e39 was saved as inf,
