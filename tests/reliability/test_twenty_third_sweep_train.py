@@ -267,14 +267,17 @@ def test_compile_that_changes_nothing_is_warned_of(tmp_path, run_cli, caplog, mo
     assert (weights[0] == weights[1]).all()
 
 
-def test_a_gradient_clip_that_is_0_in_float32_is_refused(guarded, run_cli, tmp_path):
+def test_a_gradient_clip_or_learning_rate_that_is_0_in_float32_is_refused(
+    guarded, run_cli, tmp_path
+):
     """`--grad-clip 1e-46` (0 turns clipping off) is 0 in float32: every gradient was
     clipped to 0 and the run saved the SAE it started from (FVU 0.62 where clipping at 1
     trains it to 0.32), without a word, as `--l1-coefficient 1e-320` trained without a
-    penalty before the twenty-first sweep."""
+    penalty before the twenty-first sweep; `--lr 1e-46` took steps of 0 alike."""
     cli, one_line = run_cli
-    one_line(
-        cli("train", "--acts", guarded.store, "--out", tmp_path / "sae", "--grad-clip", "1e-46"),
-        "--grad-clip (1e-46) is 0 in float32", "give 0 or at least 1.4e-45",
-    )  # fmt: skip
+    for flag, fix in (("--grad-clip", "give 0 or at least 1.4e-45"), ("--lr", "at least 1.4e-45")):
+        one_line(
+            cli("train", "--acts", guarded.store, "--out", tmp_path / "sae", flag, "1e-46"),
+            f"{flag} (1e-46) is 0 in float32", fix,
+        )  # fmt: skip
     assert not (tmp_path / "sae").exists()
