@@ -281,3 +281,23 @@ def test_a_gradient_clip_or_learning_rate_that_is_0_in_float32_is_refused(
             f"{flag} (1e-46) is 0 in float32", fix,
         )  # fmt: skip
     assert not (tmp_path / "sae").exists()
+
+
+def test_an_overwritten_sae_keeps_no_tensorboard_events_of_the_one_it_replaced(
+    tmp_path, run_cli
+):
+    """`train --overwrite` without --tensorboard moved the TensorBoard events of the
+    training it replaced (another d_sae, other settings) into the new SAE's directory,
+    where `tensorboard --logdir SAE` showed them as its own."""
+    cli, _ = run_cli
+    args = ["train", "--acts", _rows(tmp_path), "--out", tmp_path / "sae", "--seeds", "1",
+            "--k", "2", "--batch-size", "32", "--tokens", "320", "-q"]  # fmt: skip
+    assert cli(*args, "--d-sae", "8").exit_code == 0
+    events = tmp_path / "sae" / "tensorboard"  # as a --tensorboard training leaves them
+    events.mkdir()
+    (events / "events.out.tfevents.1.host.1.0").write_bytes(b"another run")
+    r = cli(*args, "--d-sae", "16", "--overwrite")
+    assert r.exit_code == 0 and "(6 -> 16)" in r.output, r.output
+    assert sorted(os.listdir(tmp_path / "sae")) == [
+        "cfg.json", "metrics.jsonl", "sae_weights.safetensors"
+    ]  # fmt: skip

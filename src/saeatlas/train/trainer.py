@@ -299,6 +299,9 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
     if out is None or not run.world.is_main:
         return TrainResult(folded, run.metrics, summary, None)
     metrics = "".join(json.dumps(m) + "\n" for m in run.metrics).encode()
-    # The new directory replaces the one holding the checkpoints in one rename.
-    folded.save(out, files={METRICS: metrics}, keep=("tensorboard",))
+    # The new directory replaces the one holding the checkpoints in one rename. Its
+    # TensorBoard events are this run's: a `train --overwrite` without --tensorboard kept
+    # those of the training it replaced, shown as this SAE's
+    keep = ("tensorboard",) if run.cfg.tensorboard else ()
+    folded.save(out, files={METRICS: metrics}, keep=keep)
     return TrainResult(folded, run.metrics, summary, out)
