@@ -97,7 +97,8 @@ class JumpReLUTraining(TrainingRule):
                 f"`jumprelu_init_threshold` (--jumprelu-init-threshold) "
                 f"{cfg.jumprelu_init_threshold:g} is above every pre-activation of the first "
                 f"{sample.shape[0]:,} rows (the largest is {top:.4g}): no latent would fire, "
-                "and nothing would train. Give a threshold below that (the default is 0.001)."
+                "and nothing would train. Give a threshold below that"
+                + (" (or standardise them: --normalize unit)." if cfg.normalize == "none" else ".")
             )
 
     def loss(self, run, x, f, recon, dead, warm):
