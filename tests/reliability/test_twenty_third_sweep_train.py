@@ -301,3 +301,22 @@ def test_an_overwritten_sae_keeps_no_tensorboard_events_of_the_one_it_replaced(
     assert sorted(os.listdir(tmp_path / "sae")) == [
         "cfg.json", "metrics.jsonl", "sae_weights.safetensors"
     ]  # fmt: skip
+
+
+def test_an_sae_of_a_renamed_npy_is_told_why_it_reads_no_layer(tmp_path, run_cli):
+    """An SAE trained on 'a.npy' (no layers.json: its one layer is named 'a') was told
+    "Was the SAE trained on another store?" of the same rows saved as 'b.npy', whose
+    layer is named 'b'."""
+    import shutil
+
+    cli, one_line = run_cli
+    args = ["--seeds", "1", "--d-sae", "8", "--k", "2", "--batch-size", "32", "--tokens", "320"]
+    acts = _rows(tmp_path)
+    assert cli("train", "--acts", acts, "--out", tmp_path / "sae", *args, "-q").exit_code == 0
+    shutil.copy(acts, tmp_path / "b.npy")
+    line = one_line(
+        cli("evaluate", "--sae", tmp_path / "sae", "--acts", tmp_path / "b.npy"),
+        "A .npy without a layers.json holds one layer named after its file: was 'b.npy' named "
+        "'a.npy' when the SAE was trained?",
+    )
+    assert '[{"name": "a", "start": 0, "stop": 6}]' in line and "another store" not in line
