@@ -320,3 +320,19 @@ def test_an_sae_of_a_renamed_npy_is_told_why_it_reads_no_layer(tmp_path, run_cli
         "'a.npy' when the SAE was trained?",
     )
     assert '[{"name": "a", "start": 0, "stop": 6}]' in line and "another store" not in line
+
+
+def test_a_model_class_without_a_model_is_refused(guarded, run_cli, tmp_path):
+    """`evaluate --model-class causal-lm` (or `analyze --model-class base`) without --model
+    printed the metrics without a word of it, where --loss without --model is refused."""
+    cli, one_line = run_cli
+    one_line(
+        cli("evaluate", "--sae", guarded.sae, "--acts", guarded.store, "--model-class", "causal-lm"),
+        "--model-class is for the downstream loss; give --model and --inputs too.",
+    )
+    one_line(
+        cli("analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "atlas",
+            "--model-class", "base"),
+        "--model-class is for the ablation; give --model and --inputs too.",
+    )  # fmt: skip
+    assert not (tmp_path / "atlas").exists()

@@ -316,16 +316,20 @@ def with_config_flags(func: Any, config_cls: type) -> Any:
     return func
 
 
-def check_model_flags(model: str | None, inputs: Any, labels: Any, loss: str, what: str) -> None:
-    """A command's --model, --inputs, --labels and --loss, which run the model for
-    ``what`` ("the ablation"), checked before the command's work: none of them ignored,
-    none missing, the labels class indices."""
+def check_model_flags(
+    model: str | None, inputs: Any, labels: Any, loss: str, what: str, model_class: str = "auto"
+) -> None:
+    """A command's --model, --inputs, --labels, --loss and --model-class, which run the
+    model for ``what`` ("the ablation"), checked before the command's work: none of them
+    ignored, none missing, the labels class indices."""
     from ..errors import ConfigError
 
     if (inputs is not None or labels is not None) and model is None:
         raise ConfigError(f"--inputs and --labels are for {what}; give --model too.")
     if loss != "cross-entropy" and model is None:  # not the commands' default
         raise ConfigError(f"--loss is for {what}; give --model and --inputs too.")
+    if model_class != "auto" and model is None:  # dropped without a word
+        raise ConfigError(f"--model-class is for {what}; give --model and --inputs too.")
     if model is not None and inputs is None:
         raise ConfigError(f"--model needs --inputs: the inputs to run the model on for {what}.")
     if model is None:
