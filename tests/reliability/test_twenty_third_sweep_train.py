@@ -77,16 +77,12 @@ def test_ranks_given_another_out_or_another_checkpoint_are_refused(tmp_path, spa
     np.save(tmp_path / "a.npy", x)
     spawn_ranks(_ranks_with_their_own_out, (tmp_path,), 120)
     results = [json.loads((tmp_path / f"r{r}.json").read_text()) for r in range(2)]
-    for rank in range(2):
-        assert results[rank]["out"].startswith(
-            "ConfigError: The ranks of this training were given different --out"
-        ), results
-        assert results[rank]["sweep"].startswith(
-            "ConfigError: The ranks of this sweep were given different --out"
-        ), results
-        assert results[rank]["resume"].startswith(
-            "ConfigError: The ranks of this training were given different checkpoints"
-        ), results
+    refused = {
+        "out": "ConfigError: The ranks of this training were given different --out",
+        "sweep": "ConfigError: The ranks of this sweep were given different --out",
+        "resume": "ConfigError: The ranks of this training were given different checkpoints",
+    }
+    assert all(r[call].startswith(line) for r in results for call, line in refused.items()), results
     assert not [p for p in os.listdir(tmp_path) if p.startswith(("out", "sw", ".sw"))]
     for r in range(2):  # each checkpoint is left as it was, nothing saved
         assert sorted(os.listdir(tmp_path / f"r{r}" / "sae")) == ["checkpoint.pt"]
@@ -201,16 +197,21 @@ def test_a_unit_held_at_1e30_is_refused_without_normalisation(tmp_path, run_cli)
     assert not (tmp_path / "sae").exists()
 
 
+def _trained(tmp_path, cli):
+    """`train` of 640 rows into tmp_path/sae (one seed); its arguments and its cfg.json."""
+    args = ["train", "--acts", _rows(tmp_path), "--out", tmp_path / "sae", "--seeds", "1",
+            "--d-sae", "8", "--k", "2", "--batch-size", "32", "--tokens", "640", "-q"]  # fmt: skip
+    assert cli(*args).exit_code == 0
+    return args, tmp_path / "sae" / "cfg.json"
+
+
 def test_a_kept_sae_whose_final_figures_were_edited_is_refused(tmp_path, run_cli):
     """`train --resume` kept a complete SAE whose cfg.json `metadata.final` was emptied,
     made a text or given an FVU of "x", and ended, after training the rest, in a KeyError
     or TypeError traceback printing it (a `metadata.tokens` removed printed "dead 0.0%"
     of a run too short to measure any)."""
     cli, one_line = run_cli
-    args = ["train", "--acts", _rows(tmp_path), "--out", tmp_path / "sae", "--seeds", "1",
-            "--d-sae", "8", "--k", "2", "--batch-size", "32", "--tokens", "640", "-q"]  # fmt: skip
-    assert cli(*args).exit_code == 0
-    cfg_file = tmp_path / "sae" / "cfg.json"
+    args, cfg_file = _trained(tmp_path, cli)
     good = cfg_file.read_text()
     for edit, words in (
         (lambda m: m.update(final={}), "records the final figures of its training"),
@@ -231,10 +232,7 @@ def test_a_kept_sae_whose_b_dec_rule_or_dtype_was_edited_is_refused(tmp_path, ru
     reader then encoded it otherwise (`evaluate` FVU 0.405 where the SAE trained has
     0.392). The twenty-second sweep compared `k` and the penalties alone."""
     cli, one_line = run_cli
-    args = ["train", "--acts", _rows(tmp_path), "--out", tmp_path / "sae", "--seeds", "1",
-            "--d-sae", "8", "--k", "2", "--batch-size", "32", "--tokens", "640", "-q"]  # fmt: skip
-    assert cli(*args).exit_code == 0
-    cfg_file = tmp_path / "sae" / "cfg.json"
+    args, cfg_file = _trained(tmp_path, cli)
     good = cfg_file.read_text()
     for key, value, words in (
         ("apply_b_dec_to_input", False, "(`apply_b_dec_to_input` False in its cfg.json, True"),
@@ -283,9 +281,7 @@ def test_a_gradient_clip_or_learning_rate_that_is_0_in_float32_is_refused(
     assert not (tmp_path / "sae").exists()
 
 
-def test_an_overwritten_sae_keeps_no_tensorboard_events_of_the_one_it_replaced(
-    tmp_path, run_cli
-):
+def test_an_overwritten_sae_keeps_no_tensorboard_events_of_the_one_it_replaced(tmp_path, run_cli):
     """`train --overwrite` without --tensorboard moved the TensorBoard events of the
     training it replaced (another d_sae, other settings) into the new SAE's directory,
     where `tensorboard --logdir SAE` showed them as its own."""
@@ -327,7 +323,9 @@ def test_a_model_class_without_a_model_is_refused(guarded, run_cli, tmp_path):
     printed the metrics without a word of it, where --loss without --model is refused."""
     cli, one_line = run_cli
     one_line(
-        cli("evaluate", "--sae", guarded.sae, "--acts", guarded.store, "--model-class", "causal-lm"),
+        cli(
+            "evaluate", "--sae", guarded.sae, "--acts", guarded.store, "--model-class", "causal-lm"
+        ),
         "--model-class is for the downstream loss; give --model and --inputs too.",
     )
     one_line(
