@@ -319,8 +319,9 @@ def test_an_sae_of_a_renamed_npy_is_told_why_it_reads_no_layer(tmp_path, run_cli
 
 
 def test_a_model_class_without_a_model_is_refused(guarded, run_cli, tmp_path):
-    """`evaluate --model-class causal-lm` (or `analyze --model-class base`) without --model
-    printed the metrics without a word of it, where --loss without --model is refused."""
+    """`evaluate --model-class causal-lm` (`analyze` and `export-neuronpedia` alike) without
+    --model printed the metrics without a word of it, where --loss without --model is
+    refused."""
     cli, one_line = run_cli
     one_line(
         cli(
@@ -334,3 +335,8 @@ def test_a_model_class_without_a_model_is_refused(guarded, run_cli, tmp_path):
         "--model-class is for the ablation; give --model and --inputs too.",
     )  # fmt: skip
     assert not (tmp_path / "atlas").exists()
+    one_line(
+        cli("export-neuronpedia", guarded.atlas, "--out", tmp_path / "np", "--model-class", "base"),
+        "--model-class is for the top logits; give --model too.",
+    )
+    assert not (tmp_path / "np").exists()

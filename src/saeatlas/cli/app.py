@@ -316,6 +316,15 @@ def with_config_flags(func: Any, config_cls: type) -> Any:
     return func
 
 
+def check_model_class(model: str | None, model_class: str, what: str, give: str) -> None:
+    """Refuse a --model-class without the --model it loads (it was dropped without a
+    word); ``give``: the flags ``what`` needs."""
+    from ..errors import ConfigError
+
+    if model_class != "auto" and model is None:
+        raise ConfigError(f"--model-class is for {what}; give {give} too.")
+
+
 def check_model_flags(
     model: str | None, inputs: Any, labels: Any, loss: str, what: str, model_class: str = "auto"
 ) -> None:
@@ -328,8 +337,7 @@ def check_model_flags(
         raise ConfigError(f"--inputs and --labels are for {what}; give --model too.")
     if loss != "cross-entropy" and model is None:  # not the commands' default
         raise ConfigError(f"--loss is for {what}; give --model and --inputs too.")
-    if model_class != "auto" and model is None:  # dropped without a word
-        raise ConfigError(f"--model-class is for {what}; give --model and --inputs too.")
+    check_model_class(model, model_class, what, "--model and --inputs")
     if model is not None and inputs is None:
         raise ConfigError(f"--model needs --inputs: the inputs to run the model on for {what}.")
     if model is None:
