@@ -340,3 +340,34 @@ def test_a_model_class_without_a_model_is_refused(guarded, run_cli, tmp_path):
         "--model-class is for the top logits; give --model too.",
     )
     assert not (tmp_path / "np").exists()
+
+
+def test_a_checkpoint_whose_world_size_was_edited_is_called_damaged(tmp_path, run_cli):
+    """A checkpoint whose `world_size` was edited to the text '1' was refused as "written by
+    a training on 1 processes; this one runs on 1 process", naming no fault."""
+    import saeatlas.train.trainer as trainer
+
+    cli, one_line = run_cli
+    args = ["train", "--acts", _rows(tmp_path), "--out", tmp_path / "sae", "--seeds", "1",
+            "--d-sae", "8", "--k", "2", "--batch-size", "32", "--tokens", "320",
+            "--checkpoint-every", "2", "-q"]  # fmt: skip
+    check = trainer.check_finite_training
+
+    def stop_at_4(run, step_out, out):  # a kill after the checkpoint of step 2
+        check(run, step_out, out)
+        if run.step == 4:
+            raise KeyboardInterrupt
+
+    trainer.check_finite_training = stop_at_4
+    try:
+        cli(*args)
+    finally:
+        trainer.check_finite_training = check
+    file = tmp_path / "sae" / "checkpoint.pt"
+    state = torch.load(file, weights_only=True)
+    state["settings"]["world_size"] = "1"
+    torch.save(state, file)
+    one_line(
+        cli(*args, "--resume"),
+        "records `world_size` '1', not a number of processes: it is damaged",
+    )
