@@ -244,7 +244,31 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
         "final": run.metrics[-1] if run.metrics else {},
         "seconds": seconds,
     }
-    fvu, l0 = summary["final"].get("fvu"), summary["final"].get("l0")
+    _warn_if_unlearnt(run, out, summary["final"])
+    folded = run.sae.folded(run.mean, run.scale).to("cpu").eval()
+    folded.cfg = replace(folded.cfg, metadata=summary)
+    broken = [n for n, p in folded.named_parameters() if not bool(torch.isfinite(p).all())]
+    if broken:  # the averaged weights, or the normalisation folded into them
+        raise TrainingDiverged(
+            f"The trained SAE's {broken} have NaN/Inf values after averaging and folding in "
+            "the input normalisation; nothing was saved. Lower the learning rate (--lr) or "
+            "check the activations (a unit with no variance?)."
+        )
+    if out is None or not run.world.is_main:
+        return TrainResult(folded, run.metrics, summary, None)
+    metrics = "".join(json.dumps(m) + "\n" for m in run.metrics).encode()
+    # The new directory replaces the one holding the checkpoints in one rename. Its
+    # TensorBoard events are this run's: a `train --overwrite` without --tensorboard kept
+    # those of the training it replaced, shown as this SAE's
+    keep = ("tensorboard",) if run.cfg.tensorboard else ()
+    folded.save(out, files={METRICS: metrics}, keep=keep)
+    return TrainResult(folded, run.metrics, summary, out)
+
+
+def _warn_if_unlearnt(run: _Run, out: Path | None, final: dict[str, Any]) -> None:
+    """Warn (rank 0) of an SAE that fires no latent, or reconstructs worse than the mean,
+    saying what to change: its ``final`` record of metrics."""
+    fvu, l0 = final.get("fvu"), final.get("l0")
     # an SAE trained in memory (`validate`'s, the dictionary null's source) is named by
     # its settings, not by `train`'s flags: "trained in 'memory' ... (--lr 0.08)" sent
     # the user of `validate`, which has no --lr, to a flag it does not take
@@ -253,10 +277,11 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
         if out is not None
         else ("trained in memory (not saved)", "`tokens`", "`lr` ", "`normalize` ")
     )
-    if run.world.is_main and l0 == 0:
-        # every latent silenced (`--l1-coefficient 1000`) was told to train longer or check
-        # the learning rate, which changes nothing
-        setting = get_architecture(run.cfg.architecture).sparsity_setting
+    setting = get_architecture(run.cfg.architecture).sparsity_setting
+    if run.world.is_main and l0 == 0 and setting != "k":
+        # every latent silenced by a penalty (`--l1-coefficient 1000`) was told to train
+        # longer or check the learning rate, which changes nothing (a TopK SAE's k is no
+        # penalty: its latents are silenced otherwise)
         silencing = [setting] + (["jumprelu_init_threshold"] if setting == "l0_coefficient" else [])
         named = ", ".join(
             (f"--{name.replace('_', '-')} " if out is not None else f"`{name}` ")
@@ -287,21 +312,3 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
             normalize,
             run.cfg.normalize,
         )
-    folded = run.sae.folded(run.mean, run.scale).to("cpu").eval()
-    folded.cfg = replace(folded.cfg, metadata=summary)
-    broken = [n for n, p in folded.named_parameters() if not bool(torch.isfinite(p).all())]
-    if broken:  # the averaged weights, or the normalisation folded into them
-        raise TrainingDiverged(
-            f"The trained SAE's {broken} have NaN/Inf values after averaging and folding in "
-            "the input normalisation; nothing was saved. Lower the learning rate (--lr) or "
-            "check the activations (a unit with no variance?)."
-        )
-    if out is None or not run.world.is_main:
-        return TrainResult(folded, run.metrics, summary, None)
-    metrics = "".join(json.dumps(m) + "\n" for m in run.metrics).encode()
-    # The new directory replaces the one holding the checkpoints in one rename. Its
-    # TensorBoard events are this run's: a `train --overwrite` without --tensorboard kept
-    # those of the training it replaced, shown as this SAE's
-    keep = ("tensorboard",) if run.cfg.tensorboard else ()
-    folded.save(out, files={METRICS: metrics}, keep=keep)
-    return TrainResult(folded, run.metrics, summary, out)
