@@ -113,7 +113,7 @@ def test_an_sae_that_fires_no_latent_is_told_of_its_sparsity(tmp_path, caplog):
     from saeatlas.train import TrainConfig, train_sae
 
     cfg = TrainConfig(
-        architecture="relu", d_sae=8, l1_coefficient=1000.0, batch_size=32, tokens=1280
+        architecture="relu", d_sae=8, l1_coefficient=1000.0, batch_size=32, tokens=640
     )
     with caplog.at_level("WARNING", logger="saeatlas"):
         result = train_sae(_rows(tmp_path), cfg, progress=False)
