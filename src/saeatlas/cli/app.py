@@ -93,6 +93,18 @@ def _is_number(word: str) -> bool:
 
 
 class _Group(TyperGroup):
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, its options' help made plain text for rich: every `[...]` in
+        it was read as markup and dropped ("[config: k; default: 32]" after every
+        setting's help, "'image' [batch, C, H, W]" printed as "'image' ,")."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not getattr(command, "_plain_help", False):
+            for param in command.params:
+                if isinstance(getattr(param, "help", None), str):
+                    param.help = escape(param.help)
+            command._plain_help = True  # type: ignore[attr-defined]
+        return command
+
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
         args = list(sys.argv[1:] if args is None else args)
         self._argv = args
@@ -304,16 +316,28 @@ def with_config_flags(func: Any, config_cls: type) -> Any:
     return func
 
 
-def check_model_flags(model: str | None, inputs: Any, labels: Any, loss: str, what: str) -> None:
-    """A command's --model, --inputs, --labels and --loss, which run the model for
-    ``what`` ("the ablation"), checked before the command's work: none of them ignored,
-    none missing, the labels class indices."""
+def check_model_class(model: str | None, model_class: str, what: str, give: str) -> None:
+    """Refuse a --model-class without the --model it loads (it was dropped without a
+    word); ``give``: the flags ``what`` needs."""
+    from ..errors import ConfigError
+
+    if model_class != "auto" and model is None:
+        raise ConfigError(f"--model-class is for {what}; give {give} too.")
+
+
+def check_model_flags(
+    model: str | None, inputs: Any, labels: Any, loss: str, what: str, model_class: str = "auto"
+) -> None:
+    """A command's --model, --inputs, --labels, --loss and --model-class, which run the
+    model for ``what`` ("the ablation"), checked before the command's work: none of them
+    ignored, none missing, the labels class indices."""
     from ..errors import ConfigError
 
     if (inputs is not None or labels is not None) and model is None:
         raise ConfigError(f"--inputs and --labels are for {what}; give --model too.")
     if loss != "cross-entropy" and model is None:  # not the commands' default
         raise ConfigError(f"--loss is for {what}; give --model and --inputs too.")
+    check_model_class(model, model_class, what, "--model and --inputs")
     if model is not None and inputs is None:
         raise ConfigError(f"--model needs --inputs: the inputs to run the model on for {what}.")
     if model is None:

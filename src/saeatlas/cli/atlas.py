@@ -147,7 +147,7 @@ def _analyze(
     from ..structure.inputs import check_label_column
     from ..train.ensemble import MAX_SEEDS
 
-    _check_ablation_flags(model, inputs, labels, loss, ablation_draws, ablation_mode)
+    _check_ablation_flags(model, inputs, labels, loss, ablation_draws, ablation_mode, model_class)
     if not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError(
             f"--seeds must be in [1, {MAX_SEEDS}] (SAEs in the ensemble, counting --sae), "
@@ -267,6 +267,7 @@ def _check_ablation_flags(
     loss: str,
     draws: int | None,
     mode: str,
+    model_class: str,
 ) -> None:
     """The ablation's options, checked before the analysis, not after it."""
     from ..structure.causal.ablation import MODES
@@ -276,7 +277,7 @@ def _check_ablation_flags(
         raise ConfigError(f"--ablation-draws must be in [2, {MAX_RANDOM}], got {draws}.")
     if mode not in MODES:  # was refused by the ablation, after the whole analysis
         raise ConfigError(f"Unknown --ablation-mode {mode!r}; expected one of: {list(MODES)}.")
-    check_model_flags(model, inputs, labels, loss, "the ablation")
+    check_model_flags(model, inputs, labels, loss, "the ablation", model_class)
 
 
 @app.command("validate")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,13 @@ class LayerSpec:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> LayerSpec:
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in d if k not in known) if isinstance(d, dict) else []
+        if unknown:  # a misspelt `layout` ("layuot") read the layer as one row per sample
+            raise StoreError(
+                f"The layer entry {shown(d)} has the key(s) {unknown}, which a layer entry does "
+                f"not have; its keys are {known}. Fix the spelling, or remove them."
+            )
         try:
             shape = _typed(d, "shape", object, ())
             if not isinstance(shape, (list, tuple)) or not all(
@@ -278,6 +285,11 @@ def validate_layers(layers: list[LayerSpec] | tuple[LayerSpec, ...], n_units: in
                 f"Layer '{layer.name}' covers columns {layer.start}:{layer.stop}, {fault}. Layer "
                 "ranges must tile the columns in order."
             )
+        if not layer_width_fits(layer):
+            raise StoreError(
+                f"Layer '{layer.name}' has columns {layer.start}:{layer.stop} ({layer.n_units} "
+                f"units) but its `shape` {list(layer.shape)} does not have that many."
+            )
         pos = layer.stop
     if layers and pos != n_units:
         raise StoreError(f"Layers cover {pos} columns but the activations have {n_units}.")
@@ -341,14 +353,10 @@ def check_manifest(root: Path, m: Manifest) -> None:
     fault = provenance_fault(m.provenance)
     if fault:
         raise StoreError(f"{where} records {fault}; restore it, or recapture the store.")
-    validate_layers(m.layers, m.n_units)
-    for layer in m.layers:
-        if not layer_width_fits(layer):
-            raise StoreError(
-                f"{where}: layer '{layer.name}' has columns {layer.start}:{layer.stop} "
-                f"({layer.n_units} units) but its recorded shape {list(layer.shape)} does not "
-                "have that many; the layer map is corrupt. Recapture the store."
-            )
+    try:
+        validate_layers(m.layers, m.n_units)
+    except StoreError as e:
+        raise StoreError(f"{where}: {e} The layer map is corrupt; recapture the store.") from None
     for name in ("mean", "std"):
         v = getattr(m, name)
         if v.shape != (m.n_units,) or not np.isfinite(v).all() or (name == "std" and (v < 0).any()):

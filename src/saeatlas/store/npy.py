@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 
 from .._validation import strict_json
 from ..errors import ConfigError, NonFiniteError, StoreError
-from .manifest import LayerSpec, layer_width_fits, validate_layers
+from .manifest import LayerSpec, validate_layers
 from .sources import ArraySource, check_finite
 from .stats import RunningMoments
 
@@ -182,23 +182,9 @@ def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
                 or not all(isinstance(e, dict) for e in entries)
             ):
                 raise StoreError(f"{expected}; it holds {json.dumps(entries)[:60]}.")
-            known = [f.name for f in fields(LayerSpec)]
-            unknown = sorted({str(k) for e in entries for k in e if k not in known})
-            if unknown:  # a misspelt `layout` read the layer as one row per sample
-                raise StoreError(
-                    f"'{candidate}' has the key(s) {unknown}, which a layer entry does not "
-                    f"have; its keys are {known}. Fix the spelling, or remove them."
-                )
             try:
                 layers = tuple(LayerSpec.from_json(e) for e in entries)
                 validate_layers(layers, n_units)
-                for layer in layers:
-                    if not layer_width_fits(layer):
-                        raise StoreError(
-                            f"Layer '{layer.name}' has columns {layer.start}:{layer.stop} "
-                            f"({layer.n_units} units) but its `shape` {list(layer.shape)} "
-                            "does not have that many."
-                        )
             except StoreError as e:
                 raise StoreError(
                     f"'{candidate}' does not describe the {n_units} columns of '{path}': {e} "

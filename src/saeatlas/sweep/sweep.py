@@ -180,6 +180,8 @@ def sweep(
             "--seeds": seeds,
             "--heldout-fraction": float(heldout_fraction),
             "--extend": extend,
+            # rank 0 alone writes: another rank's --out was dropped without a word
+            "--out": str(out),
         },
         "this sweep",
         "Every rank must run the same sweep: give every rank the same command line.",
