@@ -104,6 +104,26 @@ def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
+#: YAML 1.1's base-60 numbers (``1:30`` is 90) and leading-zero octals (``010`` is 8),
+#: which YAML 1.2 and JSON read as the text and the decimal number a person wrote.
+_YAML11_ONLY = re.compile(r"[-+]?(?:[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?|0[0-7_]+)")
+
+
+def _yaml12_number(kind: str) -> Any:
+    base = getattr(yaml.SafeLoader, f"construct_yaml_{kind}")
+
+    def construct(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+        text = loader.construct_scalar(node)
+        if isinstance(text, str) and _YAML11_ONLY.fullmatch(text):
+            return text  # an integer field reads `010` as 10; `1:30` is refused as text
+        return base(loader, node)
+
+    return construct
+
+
+for _kind in ("int", "float"):
+    _UniqueKeyLoader.add_constructor(f"tag:yaml.org,2002:{_kind}", _yaml12_number(_kind))
+
 
 def load_config_file(path: Path | None) -> dict[str, Any]:
     """Settings from a YAML or JSON file (a mapping of field names to values)."""
@@ -237,6 +257,12 @@ def _yaml_hint(annotation: Any, value: Any) -> str:
         one = "'" + value.replace("'", "''") + "'"  # quoted: YAML reads [0] as a number
         return f" Write a list of one as [{one}] (or a `- {one}` line under the key)."
     items = value if isinstance(value, (list, tuple)) else [value]
+    base60 = [v for v in items if isinstance(v, str) and ":" in v and _YAML11_ONLY.fullmatch(v)]
+    if base60:
+        return (
+            f" saeatlas reads {base60[0]} as the text it is (as YAML 1.2 and JSON do), not as "
+            f"YAML 1.1's base-60 number {yaml.safe_load(base60[0]):g}: write the number itself."
+        )
     if "text" not in _describe(annotation) or not any(
         isinstance(v, (bool, int, float)) for v in items
     ):
