@@ -8,6 +8,7 @@ Options listed in ``MULTI_VALUE_OPTIONS`` take several values after one flag.
 from __future__ import annotations
 
 import logging
+import math
 import select
 import signal
 import sys
@@ -184,25 +185,46 @@ def _refuse_repeated(group: _Group, ctx: click.Context, argv: list[str]) -> None
     """Refuse an option of one value given twice with two values (`--k 2 ... --k 3`):
     click keeps the last without a word, so a flag added to the end of a long command
     line silently replaced one before it. The options of several values (``--layers``)
-    add up, and a flag (``-q``) given twice says the same thing twice."""
+    add up, and a flag (``-q``) given twice says the same thing twice. A number beyond
+    a float's range is refused here too, as typed (:func:`_refuse_overflow`)."""
     name = next((a for a in argv if a in group.commands), None)
     sub = group.commands.get(name or "")
     if sub is None:
         return
     args = argv[argv.index(name) + 1 :]
     for p in sub.params:
-        if p.param_type_name != "option" or p.multiple or p.is_flag or p.count:
+        if p.param_type_name != "option" or p.is_flag or p.count:
             continue
-        values = []
-        for i, a in enumerate(args):
-            for opt in p.opts:
-                if a == opt and i + 1 < len(args):
-                    values.append(args[i + 1])
-                elif a.startswith(f"{opt}=") and opt.startswith("--"):
-                    values.append(a.split("=", 1)[1])
-        if len(set(values)) > 1:
+        values = _given_values(p, _expand_multi_value(args) if p.multiple else args)
+        _refuse_overflow(p, values)
+        if not p.multiple and len(set(values)) > 1:
             shown_values = ", then ".join(repr(v)[:40] for v in values)
             _fail(f"{p.opts[0]} is given {len(values)} times ({shown_values}); give it once.")
+
+
+def _given_values(p: click.Parameter, args: list[str]) -> list[str]:
+    """The words given as values of option ``p`` in ``args``, as typed."""
+    values = []
+    for i, a in enumerate(args):
+        for opt in p.opts:
+            if a == opt and i + 1 < len(args):
+                values.append(args[i + 1])
+            elif a.startswith(f"{opt}=") and opt.startswith("--"):
+                values.append(a.split("=", 1)[1])
+    return values
+
+
+def _refuse_overflow(p: click.Parameter, values: list[str]) -> None:
+    """Refuse a number option's value beyond a float's range (`--timeout 1e400`,
+    `--lr 1e400`): read as infinity, its refusal showed "got inf", a value nobody typed."""
+    click_type = getattr(getattr(p, "type", None), "name", None)  # click; typer's own copy:
+    annotation = str(getattr(getattr(p, "type_descriptor", None), "annotation", ""))
+    if click_type != "float" and "float" not in annotation:
+        return
+    for v in values:
+        if _is_number(v) and math.isinf(float(v)) and "inf" not in v.lower():
+            most = sys.float_info.max
+            _fail(f"{p.opts[0]} {v} is beyond the largest number a float holds ({most:.1e}).")
 
 
 def _stray_value(e: Exception, ctx: click.Context, group: _Group) -> str:
