@@ -11,9 +11,7 @@ import pytest
 def _run_config(tmp_path, outputs, line):
     """A run config of the protected model and inputs, layer '1', and ``line``."""
     config = tmp_path / "run.yaml"
-    config.write_text(
-        f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1']\n{line}\n"
-    )
+    config.write_text(f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1']\n{line}\n")
     return config
 
 
@@ -34,7 +32,9 @@ def test_a_config_reads_a_leading_zero_as_a_decimal_number(outputs, tmp_path):
     """`k: 010` was k 8 (YAML 1.1's octal) without a word; YAML 1.2 and JSON read 10."""
     from saeatlas.pipeline import load_run_config
 
-    cfg = load_run_config(_run_config(tmp_path, outputs, "sweep: {enabled: false}\ntrain: {d_sae: 32, k: 010}"))
+    cfg = load_run_config(
+        _run_config(tmp_path, outputs, "sweep: {enabled: false}\ntrain: {d_sae: 32, k: 010}")
+    )
     assert cfg.train.k == 10
 
 
