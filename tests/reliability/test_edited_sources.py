@@ -13,8 +13,9 @@ def test_a_hugging_face_directory_saved_again_is_captured_again(tmp_path, output
     every stage, its atlas describing the old model."""
     from saeatlas.pipeline import load_run_config
     from saeatlas.pipeline.outputs import RunPaths
-    from saeatlas.pipeline.record import RunState, fingerprints, source_files, stage_settings
+    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
     from saeatlas.pipeline.run import _decide
+    from saeatlas.pipeline.stamps import source_files
 
     model = tmp_path / "hf"
     model.mkdir()

@@ -78,3 +78,93 @@ def test_a_number_beyond_a_float_is_shown_as_typed(outputs, tmp_path, run_cli, c
     line = one_line(cli(*command, *sources, "--out", tmp_path / "o"), f" {value} is beyond")
     assert "inf" not in line
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def captured_run(tmp_path, outputs):
+    """``(cfg, paths, state, decide)``: a run of the protected model on a copy of its
+    inputs (`x.npy`) whose capture stage is recorded finished; ``decide()`` is the
+    capture stage's outcome (None: it runs) and reason."""
+    import shutil
+
+    from saeatlas.pipeline import load_run_config
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
+    from saeatlas.pipeline.run import _decide
+    from saeatlas.pipeline.stamps import source_files
+
+    shutil.copy(outputs.inputs, tmp_path / "x.npy")
+    p = tmp_path / "run.yaml"
+    p.write_text(f"model: {outputs.model}\ninputs: x.npy\nlayers: ['1', '3']\n")
+    cfg, paths = load_run_config(p), RunPaths(tmp_path / "run")
+    shutil.copytree(outputs.store, paths.store)
+    state, prints, settings = RunState(paths.state), fingerprints(cfg), stage_settings(cfg)
+    state.start("capture", prints["capture"], settings["capture"], source_files(cfg))
+    state.finish("capture", 0.0, "", None)
+
+    def decide():
+        outcome, _, why = _decide("capture", cfg, paths, state, prints, settings, None)
+        return outcome, why
+
+    return cfg, paths, state, decide
+
+
+def test_inputs_written_again_with_their_old_time_are_captured_again(captured_run, tmp_path):
+    """Inputs saved again with other values of the same size, their modification time set
+    back (`cp -p`, `tar x`, `os.utime`, a file system of whole seconds), were taken for
+    the old ones: the run skipped every stage, its atlas describing the old rows."""
+    import os
+
+    import numpy as np
+
+    decide = captured_run[3]
+    assert decide()[0].status == "skipped"
+    x = tmp_path / "x.npy"
+    st = x.stat()
+    np.save(x, -np.load(x))
+    os.utime(x, ns=(st.st_atime_ns, st.st_mtime_ns))
+    outcome, why = decide()
+    assert outcome is None and "inputs or labels file changed" in why
+
+
+def test_inputs_touched_are_not_taken_for_edited(captured_run, tmp_path):
+    """A `touch` of the inputs (or a copy of the same bytes) made the run refuse its own
+    store as made from an edited file; the bytes decide now."""
+    import os
+
+    decide = captured_run[3]
+    os.utime(tmp_path / "x.npy", ns=(1, 1))
+    assert decide()[0].status == "skipped"
+
+
+def test_a_run_record_of_an_older_saeatlas_is_read_as_before(captured_run, tmp_path):
+    """A record whose stamps hold a file's size and modification time alone (every run
+    before this one) is compared on those: unchanged files keep the capture."""
+    import os
+
+    cfg, _, state, decide = captured_run
+    x = tmp_path / "x.npy"
+    files = state.stages["capture"]["files"]
+    files["inputs"] = files["inputs"][:2]
+    files["model"] = files["model"][:2]
+    assert decide()[0].status == "skipped"
+    os.utime(x, ns=(1, 1))  # as before, a new time is an edit to such a record
+    assert decide()[0] is None
+
+
+def test_a_model_directory_written_again_with_its_old_times_is_stamped_anew(tmp_path):
+    """A Hugging Face directory's weights saved again (as large, their times set back)
+    kept its stamp; the bytes decide now, as for a file."""
+    import os
+
+    from saeatlas.pipeline.stamps import _unchanged, stamp
+
+    (tmp_path / "config.json").write_text("{}")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"old weights")
+    old, st = stamp(tmp_path), weights.stat()
+    os.utime(weights, ns=(1, 1))
+    assert _unchanged(old, tmp_path)  # the same bytes
+    weights.write_bytes(b"new weights")
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert not _unchanged(old, tmp_path)
