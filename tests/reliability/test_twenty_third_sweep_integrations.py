@@ -168,3 +168,14 @@ def test_a_model_directory_written_again_with_its_old_times_is_stamped_anew(tmp_
     weights.write_bytes(b"new weights")
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert not _unchanged(old, tmp_path)
+
+
+def test_a_learning_rate_of_0_in_float32_is_refused(outputs, tmp_path, run_cli):
+    """`--lr 1e-50` (0 in float32, where the weights are) trained an SAE whose every weight
+    stayed as initialised, without a word; `train.lr` of a run config alike."""
+    cli, one_line = run_cli
+    args = ["--acts", outputs.store, "--out", tmp_path / "s", "--lr", "1e-50"]
+    one_line(cli("train", *args), "--lr (1e-50) is 0 in float32", "at least 1.4e-45")
+    config = _run_config(tmp_path, outputs, "train: {lr: 1e-50}")
+    one_line(cli("run", config, "--check"), "`train.lr` (1e-50) is 0 in float32")
+    assert not (tmp_path / "s").exists()

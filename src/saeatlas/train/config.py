@@ -169,8 +169,8 @@ class TrainConfig:
                 "`batch_size` (--batch-size) must be at least 2, got 1: the loss divides by the "
                 "batch's variance, which one row does not have."
             )
-        # The weights are float32, and torch's random generators take 64-bit seeds.
-        in_range("lr", self.lr, 0, FLOAT32_MAX, open_low=True)
+        # The weights are float32 (`lr` below, with the coefficients), and torch's random
+        # generators take 64-bit seeds.
         in_range("seed", self.seed, 0, 2**63 - 1)
         in_range("data_seed", self.data_seed, 0, 2**63 - 1)
         positive(self, "jumprelu_bandwidth", "jumprelu_init_threshold")
@@ -183,14 +183,18 @@ class TrainConfig:
             "auxk_coefficient",
             "jumprelu_bandwidth",
             "jumprelu_init_threshold",
+            "lr",
         ):
+            if getattr(self, name) is None:  # `lr`: the optimizer's own default
+                continue
             # beyond float32 the penalty is inf: every member of a sweep of 1e40 and 2e40
             # trained as the same SAE, without a word (a threshold of 1e39 was saved as inf,
             # and every reader refused the SAE as broken)
-            above_0 = name.startswith("jumprelu")
+            above_0 = name.startswith("jumprelu") or name == "lr"
             in_range(name, getattr(self, name), 0, FLOAT32_MAX, open_low=above_0)
-            # 0 in float32: `l1_coefficient` 1e-320 trained with no penalty, and a threshold
-            # of 1e-46 was 0 for good (its logarithm's exp), a ReLU SAE saved as a JumpReLU one
+            # 0 in float32: `l1_coefficient` 1e-320 trained with no penalty, a threshold of
+            # 1e-46 was 0 for good (its logarithm's exp), a ReLU SAE saved as a JumpReLU one,
+            # and `lr` 1e-50 left every weight as it was initialised
             if 0 < getattr(self, name) <= FLOAT32_TRUE_MIN / 2:
                 raise ConfigError(
                     f"`{name}` ({getattr(self, name)!r}) is 0 in float32, the precision the "
