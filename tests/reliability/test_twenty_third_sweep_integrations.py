@@ -179,3 +179,48 @@ def test_a_learning_rate_of_0_in_float32_is_refused(outputs, tmp_path, run_cli):
     config = _run_config(tmp_path, outputs, "train: {lr: 1e-50}")
     one_line(cli("run", config, "--check"), "`train.lr` (1e-50) is 0 in float32")
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "command, needle",
+    [
+        (["info", ""], "`saeatlas info` is given an empty argument"),  # "'.' has no manifest"
+        (["run", " "], "where it takes CONFIG"),  # "Config file '.' is a directory"
+        (["train", "--acts", "", "--out", "{o}"], "--acts is empty"),
+        (["train", "--acts=", "--out", "{o}"], "--acts is empty"),
+        (["analyze", "--sae", "{sae}", "--acts", "{store}", "--out", "{o}", "--seed-sae", ""],
+         "--seed-sae is empty"),
+        (["capture", "--model", "{model}", "--inputs", "{inputs}", "--layers", "1",
+          "--labels", "", "--out", "{o}"], "--labels is empty"),
+    ],
+)  # fmt: skip
+def test_an_empty_path_is_refused_as_given(outputs, tmp_path, run_cli, command, needle):
+    """An unset variable (`--acts "$X"`) was read as '.', and refused as the current
+    folder's ("'.' has no manifest.json; it is not a saeatlas store")."""
+    cli, one_line = run_cli
+    names = {"o": tmp_path / "o", "sae": outputs.sae, "store": outputs.store}
+    names.update(model=outputs.model, inputs=outputs.inputs)
+    args = [a.format(**names) for a in command]
+    line = one_line(cli(*args), needle, "unset variable")
+    assert "'.'" not in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_empty_out_writes_nothing_into_the_current_folder(tmp_path, run_cli, monkeypatch):
+    """`import-sparsify RUN --out "$DIR"` with DIR unset imported every hookpoint's SAE
+    among the current folder's files."""
+    from pathlib import Path
+
+    cli, one_line = run_cli
+    monkeypatch.chdir(tmp_path)
+    run = Path(__file__).parents[1] / "fixtures" / "sparsify" / "run"
+    one_line(cli("import-sparsify", run, "--out", ""), "--out is empty")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("value", ["''", "' '"])
+def test_a_run_config_refuses_empty_labels(outputs, tmp_path, run_cli, value):
+    """`labels: ''` was read as the config's folder: "Labels file '/...' is a directory"."""
+    cli, one_line = run_cli
+    config = _run_config(tmp_path, outputs, f"labels: {value}")
+    one_line(cli("run", config, "--check"), "`labels` is", "which names no file")
