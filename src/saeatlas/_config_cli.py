@@ -204,9 +204,18 @@ def given_settings(
     """The settings a user gave (the file's, or its ``section``, then the flags given),
     before the defaults fill in the rest: what :func:`build_config` builds from."""
     data = load_config_file(config_file)
-    if section and isinstance(data.get(section), dict):
+    # a run config (it names the model or inputs) without that section, or with `train:`
+    # left empty, gives the section's defaults, as the run does: its `model` was refused
+    # as an unknown key of the section's settings
+    if section and (isinstance(data.get(section), dict) or {"model", "inputs"} & set(data)):
         _check_run_config_keys(data, section, config_file)
-        data = dict(data[section])
+        part = data.get(section)
+        if part is not None and not isinstance(part, dict):
+            raise ConfigError(
+                f"{config_file}: `{section}` must be a mapping of settings, got "
+                f"{type(part).__name__} {shown(part)}."
+            )
+        data = dict(part or {})
     data.update({k: v for k, v in flags.items() if v is not None})
     return data
 
@@ -221,9 +230,9 @@ def _check_run_config_keys(data: dict[str, Any], section: str, path: Path | None
     unknown = [k for k in data if k not in known]
     if unknown:
         raise ConfigError(
-            f"{path}: {_names(unknown)} at the top level of a `saeatlas run` config (it has a "
-            f"`{section}:` section, which is what this command reads), where the run knows "
-            f"no such key; move it into `{section}:`, or give a file of {section} settings alone."
+            f"{path}: {_names(unknown)} at the top level of a `saeatlas run` config (this "
+            f"command reads its `{section}:` section), where the run knows no such key; move "
+            f"it into `{section}:`, or give a file of {section} settings alone."
         )
 
 

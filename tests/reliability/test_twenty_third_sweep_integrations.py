@@ -224,3 +224,20 @@ def test_a_run_config_refuses_empty_labels(outputs, tmp_path, run_cli, value):
     cli, one_line = run_cli
     config = _run_config(tmp_path, outputs, f"labels: {value}")
     one_line(cli("run", config, "--check"), "`labels` is", "which names no file")
+
+
+def test_a_run_config_without_the_section_gives_its_defaults(outputs, tmp_path, run_cli):
+    """`train --config run.yaml` of a run config with no `train:` section (or `train:`
+    left empty) was refused as "unknown key `model`", listing every train setting."""
+    from saeatlas._config_cli import build_config
+    from saeatlas.structure import AtlasConfig
+    from saeatlas.train import TrainConfig
+
+    cli, one_line = run_cli
+    for line in ("", "train:", "train: null"):
+        config = _run_config(tmp_path, outputs, line)
+        assert build_config(TrainConfig, config, {"k": 2}, "train") == TrainConfig(k=2)
+        assert build_config(AtlasConfig, config, {}, "analyze") == AtlasConfig()
+    config = _run_config(tmp_path, outputs, "train: [1]")
+    args = ["--acts", outputs.store, "--out", tmp_path / "s", "--config", config]
+    one_line(cli("train", *args), "`train` must be a mapping of settings, got list [1]")
