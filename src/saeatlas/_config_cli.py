@@ -129,16 +129,10 @@ def load_config_file(path: Path | None) -> dict[str, Any]:
     """Settings from a YAML or JSON file (a mapping of field names to values)."""
     if path is None:
         return {}
-    if path.is_dir():
-        raise ConfigError(
-            f"Config file '{path}' is a directory; give a YAML or JSON file (--config, or the "
-            "config of `saeatlas run`)."
-        )
-    if not path.is_file():
-        from .store.atomic import resolve
+    from .capture.input_files import existing_file
 
-        resolve(path)  # a loop of symbolic links is named, not reported missing
-        raise ConfigError(f"Config file '{path}' does not exist; give a YAML or JSON file.")
+    fix = "give a YAML or JSON file (--config, or the config of `saeatlas run`)"
+    existing_file(path, "Config", fix, ConfigError)
     if path.suffix.lower() == ".toml":  # read as YAML, it gave 'not a mapping, but str'
         raise ConfigError(
             f"Config file '{path}' is TOML, which saeatlas does not read; give the same "

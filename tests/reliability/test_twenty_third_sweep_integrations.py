@@ -241,3 +241,17 @@ def test_a_run_config_without_the_section_gives_its_defaults(outputs, tmp_path, 
     config = _run_config(tmp_path, outputs, "train: [1]")
     args = ["--acts", outputs.store, "--out", tmp_path / "s", "--config", config]
     one_line(cli("train", *args), "`train` must be a mapping of settings, got list [1]")
+
+
+def test_a_config_that_is_a_pipe_is_named_as_one(outputs, tmp_path, run_cli):
+    """`--config <(...)` (a pipe) and `saeatlas run /dev/null` were told the file "does
+    not exist"."""
+    import os
+
+    cli, one_line = run_cli
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    args = ["--acts", outputs.store, "--out", tmp_path / "s", "--config", fifo]
+    for r in (cli("train", *args), cli("run", "/dev/null", "--check")):
+        line = one_line(r, "is not a regular file (a pipe or a device); give a YAML or JSON")
+        assert "does not exist" not in line
