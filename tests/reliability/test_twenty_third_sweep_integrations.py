@@ -255,3 +255,33 @@ def test_a_config_that_is_a_pipe_is_named_as_one(outputs, tmp_path, run_cli):
     for r in (cli("train", *args), cli("run", "/dev/null", "--check")):
         line = one_line(r, "is not a regular file (a pipe or a device); give a YAML or JSON")
         assert "does not exist" not in line
+
+
+LABEL_FUNCTIONS = """
+import numpy as np
+
+def pair():
+    return np.zeros((300, 6)), np.arange(300)
+
+def nothing():
+    return None
+
+def ragged():
+    return [[1], [1, 2]]
+"""
+
+
+@pytest.mark.parametrize(
+    "function, needle",
+    [
+        # NumPy's "setting an array element with a sequence" traceback
+        ("pair", "returns a pair of ndarray and ndarray, as an inputs function may"),
+        ("nothing", "returned None"),  # the run went on without labels
+        ("ragged", "Labels are not one per sample"),  # NumPy's traceback
+    ],
+)
+def test_a_labels_function_gives_labels(outputs, tmp_path, run_cli, function, needle):
+    cli, one_line = run_cli
+    (tmp_path / "labfns.py").write_text(LABEL_FUNCTIONS)
+    config = _run_config(tmp_path, outputs, f"labels: {tmp_path / 'labfns.py'}:{function}")
+    one_line(cli("run", config, "--check"), needle)
