@@ -80,36 +80,7 @@ def test_a_number_beyond_a_float_is_shown_as_typed(outputs, tmp_path, run_cli, c
     assert not (tmp_path / "o").exists()
 
 
-@pytest.fixture
-def captured_run(tmp_path, outputs):
-    """``(cfg, paths, state, decide)``: a run of the protected model on a copy of its
-    inputs (`x.npy`) whose capture stage is recorded finished; ``decide()`` is the
-    capture stage's outcome (None: it runs) and reason."""
-    import shutil
-
-    from saeatlas.pipeline import load_run_config
-    from saeatlas.pipeline.outputs import RunPaths
-    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
-    from saeatlas.pipeline.run import _decide
-    from saeatlas.pipeline.stamps import source_files
-
-    shutil.copy(outputs.inputs, tmp_path / "x.npy")
-    p = tmp_path / "run.yaml"
-    p.write_text(f"model: {outputs.model}\ninputs: x.npy\nlayers: ['1', '3']\n")
-    cfg, paths = load_run_config(p), RunPaths(tmp_path / "run")
-    shutil.copytree(outputs.store, paths.store)
-    state, prints, settings = RunState(paths.state), fingerprints(cfg), stage_settings(cfg)
-    state.start("capture", prints["capture"], settings["capture"], source_files(cfg))
-    state.finish("capture", 0.0, "", None)
-
-    def decide():
-        outcome, _, why = _decide("capture", cfg, paths, state, prints, settings, None)
-        return outcome, why
-
-    return cfg, paths, state, decide
-
-
-def test_inputs_written_again_with_their_old_time_are_captured_again(captured_run, tmp_path):
+def test_inputs_written_again_with_their_old_time_are_captured_again(recorded_capture, tmp_path):
     """Inputs saved again with other values of the same size, their modification time set
     back (`cp -p`, `tar x`, `os.utime`, a file system of whole seconds), were taken for
     the old ones: the run skipped every stage, its atlas describing the old rows."""
@@ -117,32 +88,32 @@ def test_inputs_written_again_with_their_old_time_are_captured_again(captured_ru
 
     import numpy as np
 
-    decide = captured_run[3]
+    decide = recorded_capture()[2]
     assert decide()[0].status == "skipped"
     x = tmp_path / "x.npy"
     st = x.stat()
     np.save(x, -np.load(x))
     os.utime(x, ns=(st.st_atime_ns, st.st_mtime_ns))
-    outcome, why = decide()
+    outcome, _, why = decide()
     assert outcome is None and "inputs or labels file changed" in why
 
 
-def test_inputs_touched_are_not_taken_for_edited(captured_run, tmp_path):
+def test_inputs_touched_are_not_taken_for_edited(recorded_capture, tmp_path):
     """A `touch` of the inputs (or a copy of the same bytes) made the run refuse its own
     store as made from an edited file; the bytes decide now."""
     import os
 
-    decide = captured_run[3]
+    decide = recorded_capture()[2]
     os.utime(tmp_path / "x.npy", ns=(1, 1))
     assert decide()[0].status == "skipped"
 
 
-def test_a_run_record_of_an_older_saeatlas_is_read_as_before(captured_run, tmp_path):
+def test_a_run_record_of_an_older_saeatlas_is_read_as_before(recorded_capture, tmp_path):
     """A record whose stamps hold a file's size and modification time alone (every run
     before this one) is compared on those: unchanged files keep the capture."""
     import os
 
-    cfg, _, state, decide = captured_run
+    _, state, decide = recorded_capture()
     x = tmp_path / "x.npy"
     files = state.stages["capture"]["files"]
     files["inputs"] = files["inputs"][:2]
