@@ -256,3 +256,28 @@ def test_a_labels_function_gives_labels(outputs, tmp_path, run_cli, function, ne
     (tmp_path / "labfns.py").write_text(LABEL_FUNCTIONS)
     config = _run_config(tmp_path, outputs, f"labels: {tmp_path / 'labfns.py'}:{function}")
     one_line(cli("run", config, "--check"), needle)
+
+
+def test_a_helper_the_model_file_imports_is_stamped(tmp_path, outputs, monkeypatch):
+    """A model file building its layers with a function of a module beside it
+    (`helpers.act()`, a ReLU edited to a Tanh) left the run skipping every stage: only
+    the files of the model's module classes and of the specs were stamped."""
+    import sys
+
+    from saeatlas.pipeline import load_run_config
+    from saeatlas.pipeline.record import code_files
+    from saeatlas.pipeline.source import load_source
+
+    (tmp_path / "helpers_23.py").write_text(
+        "from torch import nn\n\ndef act():\n    return nn.ReLU()\n"
+    )
+    (tmp_path / "model.py").write_text(
+        "from torch import nn\nimport helpers_23\n\n"
+        "def build():\n    return nn.Sequential(nn.Linear(6, 4), helpers_23.act())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "helpers_23", raising=False)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: model.py:build\ninputs: {outputs.inputs}\nlayers: ['1']\n")
+    cfg = load_run_config(config)
+    assert str(tmp_path / "helpers_23.py") in code_files(cfg, load_source(cfg).model)

@@ -129,14 +129,29 @@ def setting_changes(record: dict[str, Any], fingerprint: str, settings: Any) -> 
 
 def code_files(cfg: RunConfig, model: torch.nn.Module) -> list[str]:
     """The Python files a capture's rows come from beyond the files of the config: the
-    modules of ``package.module:function`` specs (model, inputs, labels) and those that
+    modules of ``package.module:function`` specs (model, inputs, labels), the modules
+    loaded from the folder of those and of ``file.py:function`` specs, and those that
     define the model's modules, torch's own aside. A model file that imports its blocks
     from another file, or a model of a package, edited since (a ReLU made a Tanh) left
     ``saeatlas run`` skipping the capture, the store holding the old model's rows."""
-    files = set()
+    files, folders = set(), set()
     for spec in (cfg.model, cfg.inputs, cfg.labels):
-        module = sys.modules.get((spec or "").rpartition(":")[0])
+        target = (spec or "").rpartition(":")[0]
+        module = sys.modules.get(target)
         files.add(getattr(module, "__file__", None))
+        where = target if target.endswith(".py") else getattr(module, "__file__", None)
+        if where:
+            folders.add(Path(where).resolve().parent)
+    # and the modules those files import from their own folder: a helper of the model
+    # file (`helpers.act()` returning a ReLU, edited to a Tanh) left the capture skipped
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if (
+            isinstance(file, str)
+            and file.endswith(".py")
+            and Path(file).resolve().parent in folders
+        ):
+            files.add(file)
     model = unwrap_model(model)[0]  # an nnsight wrapper's module
     modules = model.modules() if isinstance(model, torch.nn.Module) else ()
     for cls in {type(m) for m in modules}:
