@@ -22,7 +22,7 @@ from typing import Any
 import typer
 import yaml
 
-from ._validation import shown
+from ._validation import check_float_range, shown
 from .errors import ConfigError
 
 
@@ -388,10 +388,13 @@ def config_from_mapping(
             )
     values = {}
     for key, value in data.items():
+        name = f"{where}.{key}" if where else key
+        if _base_type(hints[key])[0] is float:  # an integer setting says "at most 64 bits"
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                check_float_range(_flag(key) if key in flags else f"{prefix}`{name}`", item)
         try:
             values[key] = _coerce(hints[key], value)
         except TypeError:
-            name = f"{where}.{key}" if where else key
             if key in flags:
                 raise ConfigError(
                     f"{_flag(key)} must be {_describe(hints[key])}, got {shown(value)}."

@@ -281,3 +281,16 @@ def test_a_helper_the_model_file_imports_is_stamped(tmp_path, outputs, monkeypat
     config.write_text(f"model: model.py:build\ninputs: {outputs.inputs}\nlayers: ['1']\n")
     cfg = load_run_config(config)
     assert str(tmp_path / "helpers_23.py") in code_files(cfg, load_source(cfg).model)
+
+
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ("train: {lr: 1e400}", "`train.lr` 1e400 is beyond"),  # "got inf"
+        ("sweep: {over: l1_coefficient, values: [1, 1e400]}", "`sweep.values` 1e400 is beyond"),
+    ],
+)
+def test_a_config_number_beyond_a_float_is_shown_as_typed(outputs, tmp_path, run_cli, line, needle):
+    cli, one_line = run_cli
+    line = one_line(cli("run", _run_config(tmp_path, outputs, line), "--check"), needle)
+    assert "inf" not in line

@@ -4,11 +4,9 @@ last value; `1e400` reads as infinity; an empty path as '.')."""
 
 from __future__ import annotations
 
-import math
-import sys
-
 import click
 
+from .._validation import check_float_range
 from ..errors import ConfigError
 
 #: Options that take several values after one flag (``--layers a b c``).
@@ -126,14 +124,9 @@ def _given_values(p: click.Parameter, args: list[str]) -> list[str]:
 
 def _refuse_overflow(p: click.Parameter, values: list[str]) -> None:
     """Refuse a number option's value beyond a float's range (`--timeout 1e400`,
-    `--lr 1e400`): read as infinity, its refusal showed "got inf", a value nobody typed."""
+    `--lr 1e400`), as typed (:func:`check_float_range`)."""
     click_type = getattr(getattr(p, "type", None), "name", None)  # click; typer's own copy:
     annotation = str(getattr(getattr(p, "type_descriptor", None), "annotation", ""))
-    if click_type != "float" and "float" not in annotation:
-        return
-    for v in values:
-        if _is_number(v) and math.isinf(float(v)) and "inf" not in v.lower():
-            most = sys.float_info.max
-            raise ConfigError(
-                f"{p.opts[0]} {v} is beyond the largest number a float holds ({most:.1e})."
-            )
+    if click_type == "float" or "float" in annotation:
+        for v in values:
+            check_float_range(p.opts[0], v)
