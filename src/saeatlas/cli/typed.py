@@ -102,8 +102,9 @@ def _refuse_empty_paths(sub: click.Command, name: str, args: list[str]) -> None:
             raise ConfigError(
                 f'{p.opts[0]} is empty (an unset variable, `{p.opts[0]} "$X"`?); give a path.'
             )
-        paths = [q.name.upper() for q in sub.params if q.param_type_name == "argument"]
-        if paths:
+        arguments = [q for q in sub.params if q.param_type_name == "argument"]
+        paths = [q.name.upper() for q in arguments]
+        if arguments and all(_is_path(q) for q in arguments):  # a model SPEC says its own
             raise ConfigError(
                 f'`saeatlas {name}` is given an empty argument (an unset variable, "$X"?) '
                 f"where it takes {' and '.join(paths)}; give a path."
