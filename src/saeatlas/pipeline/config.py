@@ -24,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from .._config_cli import config_from_mapping, load_config_file
+from .._config_cli import config_from_mapping
+from .._config_file import load_config_file
 from .._validation import check_types
 from ..capture import CaptureConfig
 from ..errors import ConfigError
