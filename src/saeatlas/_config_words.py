@@ -7,6 +7,8 @@ import types
 import typing
 from typing import Any
 
+from ._config_file import base60
+
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
 
 
@@ -36,6 +38,13 @@ def yaml_hint(annotation: Any, value: Any) -> str:
             return f" Write the list as [{quoted}], one item per value."
         return f" Write a list of one as [{quoted}] (or a `- {quoted}` line under the key)."
     items = value if isinstance(value, (list, tuple)) else [value]
+    sexagesimal = [v for v in items if base60(v) is not None]
+    if sexagesimal:
+        text = sexagesimal[0]
+        return (
+            f" saeatlas reads {text} as the text it is (as YAML 1.2 and JSON do), not as "
+            f"YAML 1.1's base-60 number {base60(text):g}: write the number itself."
+        )
     if "text" not in describe_type(annotation) or not any(
         isinstance(v, (bool, int, float)) for v in items
     ):

@@ -39,6 +39,23 @@ def shown(value: Any) -> str:
     return _SHOWN.repr(value)
 
 
+def check_float_range(name: str, value: Any) -> None:
+    """Refuse ``value``, a number as typed (a flag's word, a config's text), that is beyond
+    a float's range (`1e400`): read as infinity, its refusal showed "got inf", a value
+    nobody typed. ``name`` is the flag or the field as the message names it."""
+    if not isinstance(value, str) or "inf" in value.lower():
+        return
+    try:
+        too_large = math.isinf(float(value))
+    except ValueError:
+        return
+    if too_large:
+        most = float(np.finfo(np.float64).max)
+        raise ConfigError(
+            f"{name} {value} is beyond the largest number a float holds ({most:.1e})."
+        )
+
+
 def _where(name: str, flag: str | None) -> str:
     return f"`{name}`" + (f" ({flag})" if flag else "")
 

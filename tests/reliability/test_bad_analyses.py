@@ -622,8 +622,9 @@ def test_an_inputs_file_edited_in_place_is_captured_again(tmp_path, outputs):
 
     from saeatlas.pipeline import load_run_config
     from saeatlas.pipeline.outputs import RunPaths
-    from saeatlas.pipeline.record import RunState, fingerprints, source_files, stage_settings
+    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
     from saeatlas.pipeline.run import _decide
+    from saeatlas.pipeline.stamps import source_files
 
     shutil.copy(outputs.inputs, tmp_path / "x.npy")
     p = tmp_path / "run.yaml"

@@ -20,7 +20,7 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
     A ``.safetensors`` file holds one tensor (any other beside it is refused). A
     ``.jsonl`` file holds one JSON string (or ``{"text": ...}``) per line.
     """
-    path = _existing_file(path, "Inputs")
+    path = existing_file(path, "Inputs")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return _load_npy(path)
@@ -138,7 +138,7 @@ def load_labels(path: str | Path) -> np.ndarray:
     strings, a ``.jsonl`` file (one JSON number or string, or ``{"label": ...}``, per
     line), a ``.csv`` file (:func:`_csv_labels`) or a text file (:data:`TEXT_LABELS`:
     one label per line)."""
-    path = _existing_file(path, "Labels")
+    path = existing_file(path, "Labels")
     suffix = path.suffix.lower()
     if suffix == ".npy":  # as for --inputs: 'LABELS.NPY' is no text file
         arr = _load_npy(path)
@@ -230,18 +230,23 @@ def _check_one_kind(path: Path, labels: list[Any]) -> None:
         )
 
 
-def _existing_file(path: str | Path, what: str) -> Path:
+def existing_file(
+    path: str | Path, what: str, fix: str = "", error: type[Exception] = InputsError
+) -> Path:
+    """``path`` as a :class:`Path` of a regular file, or ``error`` naming it as the ``what``
+    file and how it is not one (``fix``: what to give instead)."""
     check_path_argument("path", path)  # None or a number ended in pathlib's TypeError
-    path = Path(path)
+    path, then = Path(path), f"; {fix}" if fix else ""
     if path.is_dir():
-        raise InputsError(f"{what} file '{path}' is a directory; give a file.")
+        raise error(f"{what} file '{path}' is a directory; {fix or 'give a file'}.")
     if path.exists() and not path.is_file():  # reading a named pipe would wait for a writer
-        raise InputsError(f"{what} file '{path}' is not a regular file (a pipe or a device).")
+        # a config as `<(...)` was told it "does not exist"
+        raise error(f"{what} file '{path}' is not a regular file (a pipe or a device){then}.")
     if not path.is_file():
         from ..store.atomic import resolve
 
         resolve(path)  # a loop of symbolic links is named, not reported missing
-        raise InputsError(f"{what} file '{path}' does not exist.")
+        raise error(f"{what} file '{path}' does not exist{then}.")
     return path
 
 

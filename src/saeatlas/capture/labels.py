@@ -18,7 +18,7 @@ def label_array(labels: Any, n: int, what: str) -> np.ndarray:
     """``labels`` as an array whose first axis holds one entry per sample (a loss's
     targets may have more axes: per-task labels, say; :func:`check_stored_labels` says
     what a capture can store)."""
-    lab = _as_array(labels)
+    lab = label_values(labels)
     if lab.shape[0] != n:
         raise InputsError(
             f"Labels have shape {list(lab.shape)} for {n} {what}; give one label per sample."
@@ -64,7 +64,9 @@ def check_batch_labels(labels: Any, first: pa.DataType | None, where: str) -> pa
     return first if first is not None else kind
 
 
-def _as_array(labels: Any) -> np.ndarray:
+def label_values(labels: Any) -> np.ndarray:
+    """``labels`` as an array, or :class:`InputsError` when they are no array of labels
+    (ragged, a generator, a set, a dict or a text)."""
     try:
         lab = np.asarray(labels)
     except ValueError as e:  # ragged
@@ -85,7 +87,7 @@ def _native(lab: np.ndarray) -> np.ndarray:
 
 
 def _stored_type(labels: Any, n: int | None = None) -> pa.DataType:
-    lab = _as_array(labels)
+    lab = label_values(labels)
     if lab.ndim != 1:
         raise InputsError(
             f"Labels have shape {list(lab.shape)} for {n if n is not None else 'the'} input "

@@ -2,7 +2,8 @@
 
 User errors (:class:`~saeatlas.errors.AtlasError`) become one line on stderr
 and exit code 1, in :meth:`_Group.invoke`; ``--debug`` shows the traceback.
-Options listed in ``MULTI_VALUE_OPTIONS`` take several values after one flag.
+Options listed in ``MULTI_VALUE_OPTIONS`` take several values after one flag, and the
+command line is checked as typed (:mod:`.typed`) before click parses it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from .. import __version__
-from ..errors import AtlasError
+from ..errors import AtlasError, ConfigError
+from .typed import MULTI_VALUE_OPTIONS, _expand_multi_value, _is_value, check_typed
 
 try:  # typer >= 0.25 parses flags with its own copy of click
     from typer._click.exceptions import UsageError as _TyperUsageError
@@ -30,34 +32,8 @@ try:  # typer >= 0.25 parses flags with its own copy of click
 except ImportError:
     USAGE_ERRORS = (click.UsageError,)
 
-#: Options that take several values after one flag (``--layers a b c``).
-MULTI_VALUE_OPTIONS = ("--layers", "--values", "--resolutions", "--nulls", "--cases", "--seed-sae")
-
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _expand_multi_value(args: list[str]) -> list[str]:
-    """Rewrite ``--layers a b`` as ``--layers a --layers b`` for click. A negative
-    number after such a flag is one of its values (``--resolutions -1``), so the
-    option's own check says what is wrong with it, not "No such option: -1"."""
-    out: list[str] = []
-    current: str | None = None
-    for a in args:
-        if a in MULTI_VALUE_OPTIONS:
-            current = a
-            continue
-        if current is not None and _is_value(a):
-            out += [current, a]
-            continue
-        current = None
-        out.append(a)
-    return out
-
-
-def _is_value(word: str) -> bool:
-    """Whether ``word`` after an option of several values is one of its values."""
-    return not word.startswith("-") or _is_number(word)
 
 
 def _refuse_empty(group: _Group, argv: list[str]) -> None:
@@ -82,14 +58,6 @@ def _refuse_empty(group: _Group, argv: list[str]) -> None:
         f"{flag} is given no values; name them after it ({flag} A B), or leave {flag} out "
         "for its default."
     )
-
-
-def _is_number(word: str) -> bool:
-    try:
-        float(word)
-    except ValueError:
-        return False
-    return True
 
 
 class _Group(TyperGroup):
@@ -125,7 +93,10 @@ class _Group(TyperGroup):
             _fail(f"{e.format_message().rstrip('.')}. See `saeatlas --help`.")
 
     def invoke(self, ctx: click.Context) -> Any:
-        _refuse_repeated(self, ctx, list(getattr(self, "_argv", ())))
+        try:
+            check_typed(self.commands, list(getattr(self, "_argv", ())))
+        except ConfigError as e:
+            _fail(str(e))
         _refuse_empty(self, list(getattr(self, "_argv", ())))
         try:
             return super().invoke(ctx)
@@ -190,31 +161,6 @@ class _Group(TyperGroup):
                     else "."
                 )
             )
-
-
-def _refuse_repeated(group: _Group, ctx: click.Context, argv: list[str]) -> None:
-    """Refuse an option of one value given twice with two values (`--k 2 ... --k 3`):
-    click keeps the last without a word, so a flag added to the end of a long command
-    line silently replaced one before it. The options of several values (``--layers``)
-    add up, and a flag (``-q``) given twice says the same thing twice."""
-    name = next((a for a in argv if a in group.commands), None)
-    sub = group.commands.get(name or "")
-    if sub is None:
-        return
-    args = argv[argv.index(name) + 1 :]
-    for p in sub.params:
-        if p.param_type_name != "option" or p.multiple or p.is_flag or p.count:
-            continue
-        values = []
-        for i, a in enumerate(args):
-            for opt in p.opts:
-                if a == opt and i + 1 < len(args):
-                    values.append(args[i + 1])
-                elif a.startswith(f"{opt}=") and opt.startswith("--"):
-                    values.append(a.split("=", 1)[1])
-        if len(set(values)) > 1:
-            shown_values = ", then ".join(repr(v)[:40] for v in values)
-            _fail(f"{p.opts[0]} is given {len(values)} times ({shown_values}); give it once.")
 
 
 def _stray_value(e: Exception, ctx: click.Context, group: _Group) -> str:

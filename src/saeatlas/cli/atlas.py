@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +87,6 @@ def _analyze_cmd(
     from ..structure.inputs import analysis_ranks
 
     cfg = build_config(AtlasConfig, config, settings, "analyze")
-    if not 0 < timeout < math.inf:
-        raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}.")
     analysis_ranks(
         cfg.device,
         timeout,

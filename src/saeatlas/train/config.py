@@ -197,8 +197,9 @@ class TrainConfig:
             # and every reader refused the SAE as broken)
             above_0 = name.startswith("jumprelu") or name == "lr"
             in_range(name, getattr(self, name), 0, FLOAT32_MAX, open_low=above_0)
-            # 0 in float32: `l1_coefficient` 1e-320 trained with no penalty, and a threshold
-            # of 1e-46 was 0 for good (its logarithm's exp), a ReLU SAE saved as a JumpReLU one
+            # 0 in float32: `l1_coefficient` 1e-320 trained with no penalty, a threshold of
+            # 1e-46 was 0 for good (its logarithm's exp), a ReLU SAE saved as a JumpReLU one,
+            # and `lr` 1e-50 left every weight as it was initialised
             if 0 < getattr(self, name) <= FLOAT32_TRUE_MIN / 2:
                 raise ConfigError(
                     f"`{name}` ({getattr(self, name)!r}) is 0 in float32, the precision the "
