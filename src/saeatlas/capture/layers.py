@@ -74,7 +74,7 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
         except AtlasError:
             raise
         except (Exception, SystemExit) as e:  # sys.exit in the model: not exit code 0
-            raise model_error(e, "the example input") from e
+            raise model_error(e, "the example input", model, example) from e
         finally:
             model.train(was_training)
     finally:

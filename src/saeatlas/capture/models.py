@@ -243,7 +243,12 @@ def input_dtype(model: torch.nn.Module) -> torch.dtype | None:
 
 def takes_token_ids(model: torch.nn.Module) -> bool:
     """Whether the model's inputs are integer token ids: a Hugging Face model (or one
-    that answers ``get_input_embeddings()`` the same way) with an embedding table."""
+    that answers ``get_input_embeddings()`` the same way) with an embedding table, whose
+    main input is that table's ids: Whisper's embedding is its decoder's, and its main
+    input ``input_features`` (audio) was refused as "must be integers [n, seq]"."""
+    main = getattr(model, "main_input_name", "input_ids")
+    if isinstance(main, str) and main != "input_ids":  # pixel_values, input_features
+        return False
     try:
         return isinstance(model.get_input_embeddings(), torch.nn.Embedding)  # type: ignore[operator]
     except Exception:  # not a Hugging Face model, or one without an embedding table

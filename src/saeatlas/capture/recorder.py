@@ -9,7 +9,7 @@ fails.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -176,13 +176,25 @@ def _drop_last(x: Any, n: int) -> Any:
     return x
 
 
-def model_error(e: BaseException, where: str) -> ModelError:
-    """The one-line error for a forward pass that failed inside the model."""
+def model_error(e: BaseException, where: str, model: Any = None, kwargs: Any = None) -> ModelError:
+    """The one-line error for a forward pass that failed inside the model (``model`` and
+    the forward call's ``kwargs``, where given, name what the model lacked)."""
     hint = ""
     if "'indices' to have one of the following scalar types" in str(e):
         # an nn.Embedding given uint8/int8/int16 ids by a model saeatlas cannot tell embeds
         # tokens (not a Hugging Face one), which are widened to int64 for it
         hint = " The model embeds token ids: save them as int64 (`ids.astype(np.int64)`)."
+    given = kwargs if isinstance(kwargs, Mapping) else {}
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False) is True and not any(
+        k.startswith("decoder_input") for k in given
+    ):  # T5, Whisper: transformers' words ("exactly one of input_ids or inputs_embeds")
+        # are of the decoder's inputs, which texts and arrays do not give
+        hint = (
+            f" {type(model).__name__} is an encoder-decoder model, and its decoder needs "
+            "`decoder_input_ids`, which texts and arrays do not give. Record its encoder as a "
+            "model of its own (a factory returning `model.get_encoder()`, or T5EncoderModel), "
+            "or from Python give dict batches that hold `decoder_input_ids`."
+        )
     return ModelError(
         f"The model's forward pass failed on {where}: {code_failure(e)}.{hint} Check that the "
         "inputs fit the model (shape, dtype, token ids; --max-length for texts longer than it "
@@ -271,7 +283,7 @@ def run_forward(
         raise
     except (Exception, SystemExit) as e:  # sys.exit(0) ended the run with exit code 0
         if not (probe and len(recorder.values) == len(recorder.hookpoints)):
-            raise model_error(e, where) from e
+            raise model_error(e, where, model, batch.kwargs) from e
     missing = [hp.name for hp in recorder.hookpoints if hp.name not in recorder.values]
     if missing:
         raise ShapeError(

@@ -18,6 +18,7 @@ their first tensor, or the one at ``output_index``.
 
 from __future__ import annotations
 
+import copy as copy_module
 import dataclasses
 from typing import Any, NamedTuple
 
@@ -348,6 +349,21 @@ def replace_tensor(output: Any, new: torch.Tensor, output_index: int | str | Non
         )
         copy[key] = new
         return copy
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        # a dataclass of the model's own (not a dict): select_tensor reads its fields, and
+        # the ablation and loss recovered ended in "Cannot put a tensor back"
+        name = (
+            output_index
+            if output_index is not None
+            else next(
+                f.name
+                for f in dataclasses.fields(output)
+                if isinstance(getattr(output, f.name), torch.Tensor)
+            )
+        )
+        copy = copy_module.copy(output)
+        object.__setattr__(copy, name, new)  # a frozen dataclass too
+        return copy
     if isinstance(output, (tuple, list)):
         idx = (
             output_index
@@ -356,5 +372,8 @@ def replace_tensor(output: Any, new: torch.Tensor, output_index: int | str | Non
         )
         items = list(output)
         items[idx] = new
-        return type(output)(items) if isinstance(output, list) else tuple(items)
+        if isinstance(output, list) or type(output) is tuple:
+            return type(output)(items)
+        # a NamedTuple (or torch's structseq): a plain tuple broke the model's `out.hidden`
+        return type(output)(*items) if hasattr(output, "_fields") else type(output)(items)
     raise ShapeError(f"Cannot put a tensor back into a {type(output).__name__} output.")

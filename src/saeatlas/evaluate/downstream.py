@@ -158,7 +158,7 @@ def loss_recovered(
             except AtlasError:  # raised by a hook: already says what is wrong
                 raise
             except Exception as e:
-                raise model_error(e, f"inputs {n}..{n + batch.n_samples - 1}") from e
+                raise model_error(e, f"inputs {n}..{n + batch.n_samples - 1}", model, kwargs) from e
             totals["clean"] += _total(loss_fn(clean, batch), batch.n_samples, n, "")
             x = torch.cat([mode["rows"][name] for name in names], dim=1)
             x_hat = sae(x.to(sae.W_enc)).x_hat

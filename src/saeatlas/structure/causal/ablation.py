@@ -131,7 +131,9 @@ def ablate_modules(
         except AtlasError:  # raised by a hook: already says what is wrong
             raise
         except Exception as e:
-            raise model_error(e, f"inputs {start}..{start + b.n_samples - 1}") from e
+            raise model_error(
+                e, f"inputs {start}..{start + b.n_samples - 1}", model, b.kwargs
+            ) from e
         return loss_fn(output, b).double().cpu().numpy()
 
     starts = np.cumsum([0] + [b.n_samples for b in batches])

@@ -24,9 +24,8 @@ from ...capture.labels import label_array
 from ...capture.models import input_dtype, takes_token_ids
 from ...capture.nnsight import check_model_argument, unwrap_model
 from ...capture.recorder import model_error
-from ...capture.rows import select_tensor
 from ...errors import AtlasError, ConfigError, NonFiniteError, ShapeError
-from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
+from ...losses import PerSampleLoss, class_indices, model_logits, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
 from .random_sets import MAX_RANDOM
 from .units import Ablator
@@ -175,9 +174,9 @@ def check_ablation_inputs(
             except AtlasError:  # raised by a hook: already says what is wrong
                 raise
             except Exception as e:
-                raise model_error(e, "input 0") from e
+                raise model_error(e, "input 0", model, first.kwargs) from e
             loss_fn(output, first)
-            logits = select_tensor(output, "model output")
+            logits = model_logits(output)
     finally:
         if ablator is not None:
             ablator.remove()
