@@ -1,0 +1,233 @@
+"""The twenty-third hostile sweep's cases on models saeatlas had not met (Hugging Face
+architectures built at random from a config and saved, and plain torch modules of other
+output kinds): each was refused wrongly, ended in a traceback or a misleading message, or
+gave a result other than it said before its fix."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+#: A model file whose modules '1' and '3' give a NamedTuple and a dataclass (of the
+#: protected store's model's activations: the same weights, the same widths 10 and 8).
+OUTPUT_KINDS_MODEL = textwrap.dedent(
+    """
+    import dataclasses
+    from typing import NamedTuple
+
+    import torch
+    from torch import nn
+
+
+    class Pair(NamedTuple):
+        hidden: torch.Tensor
+        sign: torch.Tensor
+
+
+    @dataclasses.dataclass
+    class Gate:
+        hidden: torch.Tensor
+        sign: torch.Tensor
+
+
+    class PairReLU(nn.Module):
+        def forward(self, x):
+            h = torch.relu(x)
+            return Pair(h, h.sign())
+
+
+    class GateReLU(nn.Module):
+        def forward(self, x):
+            h = torch.relu(x)
+            return Gate(h, h.sign())
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            for name, m in zip("0123", (nn.Linear(6, 10), PairReLU(), nn.Linear(10, 8), GateReLU())):
+                self.add_module(name, m)
+
+        def forward(self, x):
+            h = getattr(self, "1")(getattr(self, "0")(x)).hidden  # the model reads its field
+            return getattr(self, "3")(getattr(self, "2")(h)).hidden
+
+
+    def build():
+        torch.manual_seed(0)
+        return Net()
+    """
+)
+
+
+def _quiet_save(model: torch.nn.Module, path) -> str:
+    model.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory):
+    """Tiny Hugging Face directories built offline: a T5 and a Whisper (encoder-decoder
+    models), saved from random weights."""
+    root = tmp_path_factory.mktemp("hf")
+    torch.manual_seed(0)
+    t5 = transformers.T5ForConditionalGeneration(
+        transformers.T5Config(
+            vocab_size=64, d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2,
+            decoder_start_token_id=0,
+        )  # fmt: skip
+    )
+    whisper = transformers.WhisperModel(
+        transformers.WhisperConfig(
+            vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1,
+            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+            decoder_ffn_dim=32, num_mel_bins=4, max_source_positions=8,
+            max_target_positions=8, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+            decoder_start_token_id=1,
+        )  # fmt: skip
+    )
+    audio = root / "audio.npy"  # [n, mel bins, frames]: twice the encoder's positions
+    np.save(audio, np.random.default_rng(0).normal(size=(6, 4, 16)).astype(np.float32))
+    ids = root / "ids.npy"
+    np.save(ids, np.random.default_rng(0).integers(0, 64, size=(2, 5)))
+    return {
+        "ids": ids,
+        "t5": _quiet_save(t5.eval(), root / "t5"),
+        "whisper": _quiet_save(whisper.eval(), root / "whisper"),
+        "audio": audio,
+    }
+
+
+def test_whisper_audio_features_are_not_taken_for_token_ids(hf_dirs, tmp_path, run_cli):
+    """Whisper's input embedding (`get_input_embeddings()`) is its decoder's, so its
+    audio features (`input_features`, float [n, mel bins, frames]) were refused as
+    "array inputs must be integers [n, seq]": its main input is no token ids."""
+    from saeatlas.store import ActivationStore
+
+    cli, _ = run_cli
+    r = cli("capture", "--model", hf_dirs["whisper"], "--inputs", hf_dirs["audio"],
+            "--layers", "encoder.layers.0", "--out", tmp_path / "s", "-q")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    store = ActivationStore.open(tmp_path / "s")
+    assert store.n_rows == 6 * 8 and store.n_units == 16  # 8 positions of 16 units
+
+
+@pytest.mark.parametrize("which", ["t5", "whisper"])
+def test_an_encoder_decoder_model_without_decoder_inputs_is_named(hf_dirs, which, run_cli):
+    """`saeatlas layers` of a T5 (or Whisper) directory ended in transformers' words of
+    the decoder's inputs ("You must specify exactly one of input_ids or inputs_embeds",
+    "You cannot specify both decoder_input_ids and decoder_inputs_embeds"), which named
+    neither the decoder nor what to do."""
+    cli, one_line = run_cli
+    inputs = hf_dirs["audio"] if which == "whisper" else hf_dirs["ids"]
+    one_line(cli("layers", hf_dirs[which], "--inputs", inputs),
+             "is an encoder-decoder model", "`decoder_input_ids`", "get_encoder()")  # fmt: skip
+
+
+def _gpt2_base_and_ids():
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=16, n_positions=8)
+    return transformers.GPT2Model(cfg).eval(), torch.randint(0, 16, (3, 6))
+
+
+def test_next_token_loss_refuses_hidden_states_wider_than_the_vocabulary():
+    """A model without its head (GPT2Model) whose hidden size is above every token id (a
+    character-level model: vocabulary 16, width 32) had its hidden states read as
+    logits: a next-token loss, loss recovered and ablation of numbers that are none."""
+    from saeatlas.capture.inputs import InputBatch
+    from saeatlas.errors import ShapeError
+    from saeatlas.losses import per_sample_next_token
+
+    model, ids = _gpt2_base_and_ids()
+    with torch.no_grad():
+        output = model(input_ids=ids)
+    with pytest.raises(ShapeError, match="gives hidden states .*no `logits`"):
+        per_sample_next_token(output, InputBatch((), {"input_ids": ids}, 3))
+
+
+def test_next_token_loss_refuses_a_masked_language_model():
+    """`--loss next-token` of a BertForMaskedLM took its logits at each position as the
+    next token's prediction; a masked LM predicts the token at its own position."""
+    from saeatlas.capture.inputs import InputBatch
+    from saeatlas.errors import ShapeError
+    from saeatlas.losses import per_sample_next_token
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=8,
+    )  # fmt: skip
+    model = transformers.BertForMaskedLM(cfg).eval()
+    ids = torch.randint(0, 16, (3, 6))
+    with torch.no_grad():
+        output = model(input_ids=ids)
+    with pytest.raises(ShapeError, match="is a masked language model"):
+        per_sample_next_token(output, InputBatch((), {"input_ids": ids}, 3))
+
+
+def test_cross_entropy_of_hidden_states_does_not_advise_next_token():
+    """The cross-entropy loss of a vision model without its head (hidden states
+    [batch, patches, d]) advised `--loss next-token`, a language model's loss."""
+    from saeatlas.capture.inputs import InputBatch
+    from saeatlas.errors import ShapeError
+    from saeatlas.losses import per_sample_cross_entropy
+
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        image_size=8, patch_size=4, num_channels=3,
+    )  # fmt: skip
+    with torch.no_grad():
+        output = transformers.ViTModel(cfg).eval()(torch.randn(2, 3, 8, 8))
+    with pytest.raises(ShapeError, match="gives hidden states") as e:
+        per_sample_cross_entropy(output, InputBatch((), {}, 2, labels=np.array([0, 1])))
+    assert "next-token" not in str(e.value)
+
+
+def test_a_classifier_given_labels_in_its_dict_batches_is_ablated():
+    """Dict batches that hold `labels` (what saeatlas asks of iterable inputs) make a
+    Hugging Face classifier compute its own loss, its output's first tensor: the
+    cross-entropy took that 0-d loss for the logits and refused every such model
+    ("needs logits [batch, classes]; the model gives shape []")."""
+    from saeatlas.capture.inputs import InputBatch
+    from saeatlas.losses import per_sample_cross_entropy
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=8, num_labels=3,
+    )  # fmt: skip
+    model = transformers.BertForSequenceClassification(cfg).eval()
+    kwargs = {"input_ids": torch.randint(0, 16, (4, 5)), "labels": torch.tensor([0, 1, 2, 1])}
+    with torch.no_grad():
+        output = model(**kwargs)
+    labels = np.array([0, 1, 2, 1])
+    loss = per_sample_cross_entropy(output, InputBatch((), kwargs, 4, labels=labels))
+    want = torch.nn.functional.cross_entropy(output.logits, kwargs["labels"], reduction="none")
+    torch.testing.assert_close(loss, want)
+
+
+def test_named_tuple_and_dataclass_outputs_are_spliced(outputs, tmp_path, run_cli):
+    """A layer giving a NamedTuple was recorded, but the loss recovered and the ablation
+    put a plain tuple back, so the model's own `out.hidden` ended in a traceback; one
+    giving a dataclass (not a dict) was refused ("Cannot put a tensor back into a Gate
+    output"). Both now give the figures the plain model gives."""
+    cli, _ = run_cli
+    (tmp_path / "kinds.py").write_text(OUTPUT_KINDS_MODEL)
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.arange(300) % 8)
+    args = ("--sae", outputs.sae, "--acts", outputs.store, "--inputs", outputs.inputs,
+            "--labels", labels)  # fmt: skip
+    plain = cli("evaluate", *args, "--model", outputs.model)
+    kinds = cli("evaluate", *args, "--model", f"{tmp_path / 'kinds.py'}:build")
+    assert plain.exit_code == 0 and kinds.exit_code == 0, kinds.output
+
+    def figures(r):
+        return [s for s in r.output.splitlines() if s.startswith(("│ loss_", "│ fraction_r"))]
+
+    assert figures(kinds) == figures(plain) and len(figures(plain)) == 5, kinds.output
