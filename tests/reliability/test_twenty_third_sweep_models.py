@@ -78,16 +78,31 @@ def hf_dirs(tmp_path_factory):
     torch.manual_seed(0)
     t5 = transformers.T5ForConditionalGeneration(
         transformers.T5Config(
-            vocab_size=64, d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2,
+            vocab_size=64,
+            d_model=16,
+            d_ff=32,
+            d_kv=8,
+            num_layers=1,
+            num_heads=2,
             decoder_start_token_id=0,
         )  # fmt: skip
     )
     whisper = transformers.WhisperModel(
         transformers.WhisperConfig(
-            vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1,
-            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-            decoder_ffn_dim=32, num_mel_bins=4, max_source_positions=8,
-            max_target_positions=8, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+            vocab_size=64,
+            d_model=16,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            num_mel_bins=4,
+            max_source_positions=8,
+            max_target_positions=8,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
             decoder_start_token_id=1,
         )  # fmt: skip
     )
