@@ -246,3 +246,60 @@ def test_named_tuple_and_dataclass_outputs_are_spliced(outputs, tmp_path, run_cl
         return [s for s in r.output.splitlines() if s.startswith(("│ loss_", "│ fraction_r"))]
 
     assert figures(kinds) == figures(plain) and len(figures(plain)) == 5, kinds.output
+
+
+def test_a_rotary_model_with_a_vocabulary_as_large_as_its_positions_runs_longer_ids(tmp_path):
+    """A Llama (rotary positions, no table) whose vocabulary had as many entries as its
+    `max_position_embeddings` had its token embedding taken for a table of positions, so
+    sequences longer than that were refused, although the model runs them."""
+    from saeatlas.capture import capture_activations
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 16, (2, 20))
+    store = capture_activations(model, ids, ["model.layers.0"], tmp_path / "s", progress=False)
+    assert store.n_rows == 40
+
+
+def test_an_offset_table_of_positions_is_found(tmp_path, run_cli):
+    """OPT's (and BART's) learned positions start at row 2 of a table of
+    `max_position_embeddings` + 2 rows, which was not found: longer sequences were not
+    refused naming --max-length but ended in the model's "index out of range"."""
+    cli, one_line = run_cli
+    torch.manual_seed(0)
+    cfg = transformers.OPTConfig(
+        vocab_size=40, hidden_size=16, ffn_dim=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=16, word_embed_proj_dim=16,
+    )  # fmt: skip
+    path = _quiet_save(transformers.OPTForCausalLM(cfg).eval(), tmp_path / "opt")
+    np.save(tmp_path / "ids.npy", np.random.default_rng(0).integers(0, 40, size=(2, 17)))
+    one_line(cli("capture", "--model", path, "--inputs", tmp_path / "ids.npy", "--layers",
+                 "model.decoder.layers.0", "--out", tmp_path / "s", "-q"),
+             "sequences of 17 tokens", "has 16 positions", "--max-length 16")  # fmt: skip
+
+
+def test_roberta_texts_are_cut_to_the_positions_its_table_holds(tmp_path, make_char_tokenizer):
+    """RoBERTa's positions start after its `padding_idx`, so a table of
+    `max_position_embeddings` rows holds that less `padding_idx` + 1: texts cut to the
+    config's number (its tokenizer set no limit) ended in "index 16 is out of bounds",
+    and token ids as long passed the check of positions."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import InputsError
+
+    torch.manual_seed(0)
+    cfg = transformers.RobertaConfig(
+        vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=16, pad_token_id=1,
+    )  # fmt: skip
+    model = transformers.RobertaModel(cfg, add_pooling_layer=False).eval()
+    texts = ["abcdefghijklmnopqrstuvwxyz", "abc"]
+    store = capture_activations(model, texts, ["encoder.layer.0"], tmp_path / "s",
+                                tokenizer=make_char_tokenizer(), progress=False)  # fmt: skip
+    assert store.n_rows == 14 + 3  # 16 rows less padding_idx + 1: 14 positions
+    with pytest.raises(InputsError, match="has 14 positions .*`max_position_embeddings` 16"):
+        capture_activations(model, torch.randint(2, 40, (2, 15)), ["encoder.layer.0"],
+                            tmp_path / "t", progress=False)  # fmt: skip

@@ -20,6 +20,7 @@ from ..errors import AtlasError, InputsError, ModelError, ShapeError
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch
 from .models import code_failure
+from .positions import position_table
 from .rows import select_tensor
 from .transformer_lens import setting_hint
 
@@ -233,28 +234,15 @@ def check_token_ids(model: torch.nn.Module, batch: InputBatch, where: str) -> No
             f"has {n} entries (ids 0 to {n - 1}). Give ids of this model's vocabulary (its "
             "own tokenizer, not another model's)."
         )
-    key, limit = _position_table(model)
+    key, limit = position_table(model)
     if ids.ndim >= 2 and limit is not None and ids.shape[-1] > limit:
+        given = getattr(model.config, key)  # type: ignore[union-attr]
+        less = f" {given}, less the rows before its first position" if given != limit else ""
         raise InputsError(
             f"{where[0].upper()}{where[1:]} holds sequences of {ids.shape[-1]} tokens, but the "
-            f"model has {limit} positions (its config's `{key}`). Cut them to at most "
+            f"model has {limit} positions (its config's `{key}`{less}). Cut them to at most "
             f"{limit} tokens: --max-length {limit} (`max_length`), for texts and token ids."
         )
-
-
-def _position_table(model: torch.nn.Module) -> tuple[str, int | None]:
-    """The number of positions of a Hugging Face model with a learned table of absolute
-    positions (GPT-2's `n_positions`, BERT's `max_position_embeddings`), read from its
-    config and found as an embedding of that size; ``(key, None)`` for models that set
-    positions otherwise (rotary, relative), which may run longer sequences."""
-    cfg = getattr(model, "config", None)
-    for key in ("n_positions", "max_position_embeddings"):
-        limit = getattr(cfg, key, None)
-        if isinstance(limit, int) and limit > 0:
-            sizes = {m.num_embeddings for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-            if limit in sizes:
-                return key, limit
-    return "", None
 
 
 def run_forward(

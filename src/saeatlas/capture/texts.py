@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import InputsError
+from .positions import position_table
 from .transformer_lens import TransformerLensTexts
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,11 @@ def text_max_length(
     if own is not None and own <= TOKENIZER_NO_LIMIT:
         return None  # the tokenizer cuts texts to its own limit
     cfg = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions"):
-        limit = getattr(cfg, key, None)
+    # a table of positions holds fewer than its config says when its first rows are none
+    # (RoBERTa's 514 rows hold 512): texts cut to 514 tokens were then refused
+    table = position_table(model)
+    for key in (table[0],) if table[1] is not None else ("max_position_embeddings", "n_positions"):
+        limit = table[1] if table[1] is not None else getattr(cfg, key, None)
         if isinstance(limit, int) and limit > 0:
             log.info(
                 "Texts are cut to %d tokens, the model's `%s` (its tokenizer sets no limit); "
