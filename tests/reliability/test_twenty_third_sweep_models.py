@@ -303,3 +303,74 @@ def test_roberta_texts_are_cut_to_the_positions_its_table_holds(tmp_path, make_c
     with pytest.raises(InputsError, match="has 14 positions .*`max_position_embeddings` 16"):
         capture_activations(model, torch.randint(2, 40, (2, 15)), ["encoder.layer.0"],
                             tmp_path / "t", progress=False)  # fmt: skip
+
+
+#: A model whose module '1' gives a pair: (its relu, width 12, which nothing reads;
+#: its sigmoid, width 10, which the rest of the model reads).
+PAIR_MODEL = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wide = nn.Linear(6, 12)
+
+        def forward(self, x):
+            return torch.relu(self.wide(x)), torch.sigmoid(x @ torch.ones(6, 10) / 3)
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.add_module("0", nn.Linear(6, 6))
+            self.add_module("1", Pair())
+            self.add_module("2", nn.Linear(10, 3))
+
+        def forward(self, x):
+            return getattr(self, "2")(getattr(self, "1")(getattr(self, "0")(x))[1])
+
+
+    def build():
+        torch.manual_seed(0)
+        return Net()
+    """
+)
+
+
+def test_the_ablation_and_loss_recovered_splice_the_recorded_output_index(tmp_path, run_cli):
+    """A store captured with `--output-index 1` (a module's second tensor) was spliced
+    into the module's first tensor by `evaluate --model` (the loss recovered of another
+    tensor than the SAE's, without a word) and checked there by the ablation, which
+    refused the model as "not the one the store was captured from" (12 units, not 10)."""
+    from saeatlas.capture import load_model
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.sae.model import sae_layers
+    from saeatlas.store import ActivationStore
+    from saeatlas.structure.causal.ablation_inputs import check_ablation_inputs
+
+    cli, _ = run_cli
+    (tmp_path / "pair.py").write_text(PAIR_MODEL)
+    model = f"{tmp_path / 'pair.py'}:build"
+    x = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.arange(200) % 3)
+    r = cli("capture", "--model", model, "--inputs", tmp_path / "x.npy", "--layers", "1",
+            "--output-index", "1", "--out", tmp_path / "s", "-q")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = cli("train", "--acts", tmp_path / "s", "--out", tmp_path / "sae", "--d-sae", "16",
+            "--k", "3", "--tokens", "1000", "--seeds", "1", "-q")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = cli("evaluate", "--sae", tmp_path / "sae", "--acts", tmp_path / "s", "--model", model,
+            "--inputs", tmp_path / "x.npy", "--labels", tmp_path / "y.npy")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    figures = {
+        line.split()[1]: line.split()[3] for line in r.output.splitlines() if "│ loss_" in line
+    }
+    assert figures["loss_zero"] != figures["loss_clean"], r.output  # the element read on
+    store = ActivationStore.open(tmp_path / "s")
+    layers = sae_layers(SparseAutoencoder.load(tmp_path / "sae"), store)
+    check_ablation_inputs(load_model(model).model, x, np.arange(200) % 3, layers=layers,
+                          output_index=store.output_index)  # fmt: skip

@@ -153,6 +153,7 @@ def check_ablation_inputs(
     tokenizer: Any = None,
     max_length: int | None = None,
     layers: Sequence[LayerSpec] = (),
+    output_index: int | str | None = None,
 ) -> None:
     """Refuse, before an analysis, inputs and labels its ablation would fail on after it:
     labels that are not one per input, a model that fails on the first input or whose
@@ -166,7 +167,8 @@ def check_ablation_inputs(
         raise ConfigError("The ablation's inputs are empty; give the inputs the store holds.")
     was_training = model.training
     model.eval()
-    ablator = Ablator(given, layers, np.zeros(0)) if layers else None  # checks, ablates none
+    # checks the layers' widths (of the recorded element, `output_index`), ablates none
+    ablator = Ablator(given, layers, np.zeros(0), output_index) if layers else None
     try:
         with torch.no_grad():
             try:
