@@ -59,9 +59,9 @@ def model_logits(output: Any, loss: str | None = None) -> torch.Tensor:
         raise ShapeError(
             f"The {loss or 'model'} loss needs the model's logits, but it gives hidden states "
             f"({type(output).__name__} with `last_hidden_state`, no `logits`): a model "
-            "without its head. Give the model with its head (a Hugging Face directory saved "
-            "from a *ForCausalLM, *ForMaskedLM or classification class, or --model-class "
-            "causal-lm)."
+            "without its head. Give the model with its head (a Hugging Face directory loads "
+            "it with --model-class causal-lm, or checkpoint for the class it was saved from, "
+            "a classifier's)."
         )
     name = type(output).__name__
     if loss == "next-token" and (

@@ -374,3 +374,27 @@ def test_the_ablation_and_loss_recovered_splice_the_recorded_output_index(tmp_pa
     layers = sae_layers(SparseAutoencoder.load(tmp_path / "sae"), store)
     check_ablation_inputs(load_model(model).model, x, np.arange(200) % 3, layers=layers,
                           output_index=store.output_index)  # fmt: skip
+
+
+def test_a_classifier_checkpoint_loads_with_its_head(tmp_path, run_cli):
+    """A ViTForImageClassification directory loaded as its base ViTModel whatever
+    --model-class said (auto takes only causal and masked LMs with their heads): its
+    classifier, whose logits the labels' cross-entropy needs, could not be loaded from
+    the command line. `--model-class checkpoint` loads the class `architectures` names."""
+    import json
+
+    cli, one_line = run_cli
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        image_size=8, patch_size=4, num_channels=3, num_labels=3,
+    )  # fmt: skip
+    path = _quiet_save(transformers.ViTForImageClassification(cfg).eval(), tmp_path / "vit")
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 8, 8), np.float32))
+    r = cli("layers", path, "--inputs", tmp_path / "x.npy", "--model-class", "checkpoint")
+    assert r.exit_code == 0 and "classifier" in r.output and "[2, 3]" in r.output, r.output
+    config = json.loads((tmp_path / "vit" / "config.json").read_text())
+    config["architectures"] = ["NoSuchModel"]
+    (tmp_path / "vit" / "config.json").write_text(json.dumps(config))
+    one_line(cli("layers", path, "--inputs", tmp_path / "x.npy", "--model-class", "checkpoint"),
+             "['NoSuchModel']", "--model-class checkpoint has none to load")  # fmt: skip

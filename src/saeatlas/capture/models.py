@@ -42,7 +42,8 @@ def load_model(
     - a directory with ``config.json`` and ``*.safetensors`` weights: loaded with
       Hugging Face ``transformers`` offline, with its tokenizer when present, as
       ``model_class``: ``causal-lm`` (with its LM head, for ``--loss next-token``),
-      ``masked-lm``, ``base`` (``AutoModel``, no head) or ``auto`` (what the
+      ``masked-lm``, ``base`` (``AutoModel``, no head), ``checkpoint`` (the class
+      the config's ``architectures`` name, a classifier with its head) or ``auto`` (what the
       config's ``architectures`` name: ``*ForCausalLM``/``*LMHeadModel`` ->
       causal-lm, ``*ForMaskedLM`` -> masked-lm, else base). Layer names follow the
       class: GPT-2's blocks are ``h.0`` in the base model, ``transformer.h.0`` with
