@@ -398,3 +398,36 @@ def test_a_classifier_checkpoint_loads_with_its_head(tmp_path, run_cli):
     (tmp_path / "vit" / "config.json").write_text(json.dumps(config))
     one_line(cli("layers", path, "--inputs", tmp_path / "x.npy", "--model-class", "checkpoint"),
              "['NoSuchModel']", "--model-class checkpoint has none to load")  # fmt: skip
+
+
+class _Encoder(torch.nn.Module):
+    """torch's own transformer encoder, given a padding mask in dict batches."""
+
+    def __init__(self, nested: bool) -> None:
+        super().__init__()
+        layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.enc = torch.nn.TransformerEncoder(layer, 1, enable_nested_tensor=nested)
+
+    def forward(self, src, src_key_padding_mask=None, attention_mask=None):
+        return self.enc(src, src_key_padding_mask=src_key_padding_mask)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_a_nested_tensor_is_named_with_its_fix(tmp_path):
+    """nn.TransformerEncoder in eval mode given a padding mask packs its layers' outputs
+    as nested tensors: the capture ended in "Internal error: NestedTensorImpl doesn't
+    support sizes. Please file an issue", called a failure of the model's forward pass."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import ShapeError
+
+    torch.manual_seed(0)
+    pad = torch.zeros(3, 5, dtype=torch.bool)
+    pad[0, 3:] = True
+    batch = {"src": torch.randn(3, 5, 8), "src_key_padding_mask": pad}
+    with pytest.raises(ShapeError, match="nested tensor .* enable_nested_tensor=False"):
+        capture_activations(_Encoder(True).eval(), [batch], ["enc.layers.0"], tmp_path / "a",
+                            progress=False)  # fmt: skip
+    batch["attention_mask"] = (~pad).long()  # the fix the error gives
+    store = capture_activations(_Encoder(False).eval(), [batch], ["enc.layers.0"],
+                                tmp_path / "b", progress=False)  # fmt: skip
+    assert store.n_rows == 3 + 5 + 5

@@ -49,6 +49,18 @@ class LayerRows(NamedTuple):
 
 def select_tensor(output: Any, name: str, output_index: int | str | None = None) -> torch.Tensor:
     """The tensor to record from a module's output (or input)."""
+    t = _select(output, name, output_index)
+    if t.is_nested:  # its sizes are no numbers: "NestedTensorImpl doesn't support sizes"
+        raise ShapeError(
+            f"Layer '{name}' gives a nested tensor (sequences of their own lengths, as torch's "
+            "nn.TransformerEncoder packs them in eval mode when given a padding mask), which "
+            "saeatlas cannot read as rows. Build the encoder with enable_nested_tensor=False, "
+            "and give the mask as `attention_mask` too (its padding rows are then dropped)."
+        )
+    return t
+
+
+def _select(output: Any, name: str, output_index: int | str | None) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
     items: list[tuple[Any, Any]]
