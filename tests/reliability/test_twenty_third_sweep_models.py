@@ -297,8 +297,9 @@ def test_roberta_texts_are_cut_to_the_positions_its_table_holds(tmp_path, make_c
     )  # fmt: skip
     model = transformers.RobertaModel(cfg, add_pooling_layer=False).eval()
     texts = ["abcdefghijklmnopqrstuvwxyz", "abc"]
-    store = capture_activations(model, texts, ["encoder.layer.0"], tmp_path / "s",
-                                tokenizer=make_char_tokenizer(), progress=False)  # fmt: skip
+    with pytest.warns(UserWarning, match="cut to their first 14"):
+        store = capture_activations(model, texts, ["encoder.layer.0"], tmp_path / "s",
+                                    tokenizer=make_char_tokenizer(), progress=False)  # fmt: skip
     assert store.n_rows == 14 + 3  # 16 rows less padding_idx + 1: 14 positions
     with pytest.raises(InputsError, match="has 14 positions .*`max_position_embeddings` 16"):
         capture_activations(model, torch.randint(2, 40, (2, 15)), ["encoder.layer.0"],
