@@ -152,9 +152,16 @@ def per_sample_next_token(output: Any, batch: InputBatch) -> torch.Tensor:
     pairs = real[:, 1:] & real[:, :-1]  # token t predicts token t + 1, both real
     n = pairs.sum(dim=1)
     if bool((n == 0).any()):
+        # "of this batch" named no input: a file of thousands of texts was left to search
+        first = int(torch.nonzero(n == 0)[0])
+        which = (
+            f"the first, text {shown(batch.texts[first])}"
+            if batch.texts is not None
+            else f"the first, sample {first} of the batch"
+        )
         raise ConfigError(
-            f"{int((n == 0).sum())} input(s) of this batch have fewer than 2 tokens, so "
-            "nothing to predict; drop them or use longer texts."
+            f"{int((n == 0).sum())} input(s) of a batch have fewer than 2 tokens ({which}), "
+            "so nothing to predict for the next-token loss; drop them or use longer texts."
         )
     ce = torch.nn.functional.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none"

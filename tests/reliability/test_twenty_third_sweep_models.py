@@ -432,3 +432,17 @@ def test_a_nested_tensor_is_named_with_its_fix(tmp_path):
     store = capture_activations(_Encoder(False).eval(), [batch], ["enc.layers.0"],
                                 tmp_path / "b", progress=False)  # fmt: skip
     assert store.n_rows == 3 + 5 + 5
+
+
+def test_next_token_loss_names_the_text_too_short_to_predict():
+    """`--loss next-token` of texts with a one-token line said only "2 input(s) of this
+    batch have fewer than 2 tokens": no text named, in a file of thousands."""
+    from saeatlas.capture.inputs import InputBatch
+    from saeatlas.errors import ConfigError
+    from saeatlas.losses import per_sample_next_token
+
+    ids = torch.ones(2, 3, dtype=torch.long)
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    batch = InputBatch((), {"input_ids": ids}, 2, mask, texts=["a cat", "z"])
+    with pytest.raises(ConfigError, match="fewer than 2 tokens \\(the first, text 'z'\\)"):
+        per_sample_next_token(torch.randn(2, 3, 4), batch)
