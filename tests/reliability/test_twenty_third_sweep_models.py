@@ -446,3 +446,24 @@ def test_next_token_loss_names_the_text_too_short_to_predict():
     batch = InputBatch((), {"input_ids": ids}, 2, mask, texts=["a cat", "z"])
     with pytest.raises(ConfigError, match="fewer than 2 tokens \\(the first, text 'z'\\)"):
         per_sample_next_token(torch.randn(2, 3, 4), batch)
+
+
+def test_left_padded_dict_batches_are_warned_of(tiny_gpt2, tmp_path):
+    """Dict batches a tokenizer padded on the left (for generation) were captured without a
+    word: GPT-2 then sees a shorter text's tokens at later positions, so its rows differ
+    from the text's own (saeatlas pads texts on the right for this reason), and the rows'
+    `position` counted the padding."""
+    import warnings
+
+    from saeatlas.capture import capture_activations
+
+    ids = torch.tensor([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7]])
+    left = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    with pytest.warns(UserWarning, match="padded on the left .*padding_side='right'"):
+        capture_activations(tiny_gpt2, [left], ["transformer.h.0"], tmp_path / "a",
+                            progress=False)  # fmt: skip
+    right = {"input_ids": ids.flip(1), "attention_mask": (ids != 0).long().flip(1)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        capture_activations(tiny_gpt2, [right], ["transformer.h.0"], tmp_path / "b",
+                            progress=False)  # fmt: skip

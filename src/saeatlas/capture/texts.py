@@ -4,6 +4,7 @@ many tokens of each text are kept (:func:`text_max_length`)."""
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,6 +90,24 @@ def _pad(tokenizer: Any, enc: Mapping[str, list[list[int]]]) -> tuple[dict[str, 
     kwargs = {k: torch.tensor([pad(r, fill.get(k, 0)) for r in rows]) for k, rows in enc.items()}
     mask = torch.tensor([pad([1] * n, 0) for n in lengths])
     return kwargs, kwargs.get("attention_mask", mask)
+
+
+def warn_left_padded(mask: torch.Tensor) -> bool:
+    """Warn when a ``[batch, seq]`` attention mask of dict batches has padding before a
+    sample's tokens, for the reason :func:`_pad` pads texts on the right; return whether
+    it warned. The rows are kept as the model gave them."""
+    real = mask.to(torch.bool)
+    if mask.ndim != 2 or not bool((~real[:, :-1] & real[:, 1:]).any()):
+        return False
+    warnings.warn(
+        "Dict batches padded on the left (a tokenizer's padding_side='left', set for "
+        "generation): a model that does not count positions from the mask (GPT-2) sees a "
+        "shorter text's tokens at later positions than the text alone, so its rows differ "
+        "from the text's own, and rows.parquet's `position` counts the padding. Pad on the "
+        "right (padding_side='right'), as saeatlas pads texts.",
+        stacklevel=3,
+    )
+    return True
 
 
 def text_max_length(
