@@ -467,3 +467,15 @@ def test_left_padded_dict_batches_are_warned_of(tiny_gpt2, tmp_path):
         warnings.simplefilter("error")
         capture_activations(tiny_gpt2, [right], ["transformer.h.0"], tmp_path / "b",
                             progress=False)  # fmt: skip
+
+
+def test_layers_cuts_token_ids_to_the_model_positions(tmp_path, run_cli):
+    """`saeatlas layers --inputs ids.npy` of ids longer than a model's table of positions
+    ended in "index out of range in self" and advice of --max-length, a flag `layers`
+    has not (its texts were cut as `capture` cuts them; token ids now are too)."""
+    cli, _ = run_cli
+    model, _ = _gpt2_base_and_ids()  # 8 positions
+    path = _quiet_save(model, tmp_path / "gpt2")
+    np.save(tmp_path / "ids.npy", np.ones((2, 12), np.int64))
+    r = cli("layers", path, "--inputs", tmp_path / "ids.npy")
+    assert r.exit_code == 0 and "[2, 8, 32]" in r.output, r.output
