@@ -85,7 +85,7 @@ def hf_dirs(tmp_path_factory):
             num_layers=1,
             num_heads=2,
             decoder_start_token_id=0,
-        )  # fmt: skip
+        )
     )
     whisper = transformers.WhisperModel(
         transformers.WhisperConfig(
@@ -104,7 +104,7 @@ def hf_dirs(tmp_path_factory):
             bos_token_id=1,
             eos_token_id=2,
             decoder_start_token_id=1,
-        )  # fmt: skip
+        )
     )
     audio = root / "audio.npy"  # [n, mel bins, frames]: twice the encoder's positions
     np.save(audio, np.random.default_rng(0).normal(size=(6, 4, 16)).astype(np.float32))
@@ -125,8 +125,18 @@ def test_whisper_audio_features_are_not_taken_for_token_ids(hf_dirs, tmp_path, r
     from saeatlas.store import ActivationStore
 
     cli, _ = run_cli
-    r = cli("capture", "--model", hf_dirs["whisper"], "--inputs", hf_dirs["audio"],
-            "--layers", "encoder.layers.0", "--out", tmp_path / "s", "-q")  # fmt: skip
+    r = cli(
+        "capture",
+        "--model",
+        hf_dirs["whisper"],
+        "--inputs",
+        hf_dirs["audio"],
+        "--layers",
+        "encoder.layers.0",
+        "--out",
+        tmp_path / "s",
+        "-q",
+    )
     assert r.exit_code == 0, r.output
     store = ActivationStore.open(tmp_path / "s")
     assert store.n_rows == 6 * 8 and store.n_units == 16  # 8 positions of 16 units
@@ -140,8 +150,12 @@ def test_an_encoder_decoder_model_without_decoder_inputs_is_named(hf_dirs, which
     neither the decoder nor what to do."""
     cli, one_line = run_cli
     inputs = hf_dirs["audio"] if which == "whisper" else hf_dirs["ids"]
-    one_line(cli("layers", hf_dirs[which], "--inputs", inputs),
-             "is an encoder-decoder model", "`decoder_input_ids`", "get_encoder()")  # fmt: skip
+    one_line(
+        cli("layers", hf_dirs[which], "--inputs", inputs),
+        "is an encoder-decoder model",
+        "`decoder_input_ids`",
+        "get_encoder()",
+    )
 
 
 def _gpt2_base_and_ids():
@@ -174,9 +188,13 @@ def test_next_token_loss_refuses_a_masked_language_model():
 
     torch.manual_seed(0)
     cfg = transformers.BertConfig(
-        vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=8,
-    )  # fmt: skip
+        vocab_size=16,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=8,
+    )
     model = transformers.BertForMaskedLM(cfg).eval()
     ids = torch.randint(0, 16, (3, 6))
     with torch.no_grad():
@@ -194,9 +212,14 @@ def test_cross_entropy_of_hidden_states_does_not_advise_next_token():
 
     torch.manual_seed(0)
     cfg = transformers.ViTConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        image_size=8, patch_size=4, num_channels=3,
-    )  # fmt: skip
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=8,
+        patch_size=4,
+        num_channels=3,
+    )
     with torch.no_grad():
         output = transformers.ViTModel(cfg).eval()(torch.randn(2, 3, 8, 8))
     with pytest.raises(ShapeError, match="gives hidden states") as e:
@@ -214,9 +237,14 @@ def test_a_classifier_given_labels_in_its_dict_batches_is_ablated():
 
     torch.manual_seed(0)
     cfg = transformers.BertConfig(
-        vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=8, num_labels=3,
-    )  # fmt: skip
+        vocab_size=16,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=8,
+        num_labels=3,
+    )
     model = transformers.BertForSequenceClassification(cfg).eval()
     kwargs = {"input_ids": torch.randint(0, 16, (4, 5)), "labels": torch.tensor([0, 1, 2, 1])}
     with torch.no_grad():
@@ -236,8 +264,16 @@ def test_named_tuple_and_dataclass_outputs_are_spliced(outputs, tmp_path, run_cl
     (tmp_path / "kinds.py").write_text(OUTPUT_KINDS_MODEL)
     labels = tmp_path / "labels.npy"
     np.save(labels, np.arange(300) % 8)
-    args = ("--sae", outputs.sae, "--acts", outputs.store, "--inputs", outputs.inputs,
-            "--labels", labels)  # fmt: skip
+    args = (
+        "--sae",
+        outputs.sae,
+        "--acts",
+        outputs.store,
+        "--inputs",
+        outputs.inputs,
+        "--labels",
+        labels,
+    )
     plain = cli("evaluate", *args, "--model", outputs.model)
     kinds = cli("evaluate", *args, "--model", f"{tmp_path / 'kinds.py'}:build")
     assert plain.exit_code == 0 and kinds.exit_code == 0, kinds.output
@@ -256,9 +292,14 @@ def test_a_rotary_model_with_a_vocabulary_as_large_as_its_positions_runs_longer_
 
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(
-        vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16,
-    )  # fmt: skip
+        vocab_size=16,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=16,
+    )
     model = transformers.LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, 16, (2, 20))
     store = capture_activations(model, ids, ["model.layers.0"], tmp_path / "s", progress=False)
@@ -272,14 +313,33 @@ def test_an_offset_table_of_positions_is_found(tmp_path, run_cli):
     cli, one_line = run_cli
     torch.manual_seed(0)
     cfg = transformers.OPTConfig(
-        vocab_size=40, hidden_size=16, ffn_dim=32, num_hidden_layers=1, num_attention_heads=2,
-        max_position_embeddings=16, word_embed_proj_dim=16,
-    )  # fmt: skip
+        vocab_size=40,
+        hidden_size=16,
+        ffn_dim=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        word_embed_proj_dim=16,
+    )
     path = _quiet_save(transformers.OPTForCausalLM(cfg).eval(), tmp_path / "opt")
     np.save(tmp_path / "ids.npy", np.random.default_rng(0).integers(0, 40, size=(2, 17)))
-    one_line(cli("capture", "--model", path, "--inputs", tmp_path / "ids.npy", "--layers",
-                 "model.decoder.layers.0", "--out", tmp_path / "s", "-q"),
-             "sequences of 17 tokens", "has 16 positions", "--max-length 16")  # fmt: skip
+    one_line(
+        cli(
+            "capture",
+            "--model",
+            path,
+            "--inputs",
+            tmp_path / "ids.npy",
+            "--layers",
+            "model.decoder.layers.0",
+            "--out",
+            tmp_path / "s",
+            "-q",
+        ),
+        "sequences of 17 tokens",
+        "has 16 positions",
+        "--max-length 16",
+    )
 
 
 def test_roberta_texts_are_cut_to_the_positions_its_table_holds(tmp_path, make_char_tokenizer):
@@ -292,18 +352,34 @@ def test_roberta_texts_are_cut_to_the_positions_its_table_holds(tmp_path, make_c
 
     torch.manual_seed(0)
     cfg = transformers.RobertaConfig(
-        vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, max_position_embeddings=16, pad_token_id=1,
-    )  # fmt: skip
+        vocab_size=40,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        pad_token_id=1,
+    )
     model = transformers.RobertaModel(cfg, add_pooling_layer=False).eval()
     texts = ["abcdefghijklmnopqrstuvwxyz", "abc"]
     with pytest.warns(UserWarning, match="cut to their first 14"):
-        store = capture_activations(model, texts, ["encoder.layer.0"], tmp_path / "s",
-                                    tokenizer=make_char_tokenizer(), progress=False)  # fmt: skip
+        store = capture_activations(
+            model,
+            texts,
+            ["encoder.layer.0"],
+            tmp_path / "s",
+            tokenizer=make_char_tokenizer(),
+            progress=False,
+        )
     assert store.n_rows == 14 + 3  # 16 rows less padding_idx + 1: 14 positions
     with pytest.raises(InputsError, match="has 14 positions .*`max_position_embeddings` 16"):
-        capture_activations(model, torch.randint(2, 40, (2, 15)), ["encoder.layer.0"],
-                            tmp_path / "t", progress=False)  # fmt: skip
+        capture_activations(
+            model,
+            torch.randint(2, 40, (2, 15)),
+            ["encoder.layer.0"],
+            tmp_path / "t",
+            progress=False,
+        )
 
 
 #: A model whose module '1' gives a pair: (its relu, width 12, which nothing reads;
@@ -358,14 +434,51 @@ def test_the_ablation_and_loss_recovered_splice_the_recorded_output_index(tmp_pa
     x = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", np.arange(200) % 3)
-    r = cli("capture", "--model", model, "--inputs", tmp_path / "x.npy", "--layers", "1",
-            "--output-index", "1", "--out", tmp_path / "s", "-q")  # fmt: skip
+    r = cli(
+        "capture",
+        "--model",
+        model,
+        "--inputs",
+        tmp_path / "x.npy",
+        "--layers",
+        "1",
+        "--output-index",
+        "1",
+        "--out",
+        tmp_path / "s",
+        "-q",
+    )
     assert r.exit_code == 0, r.output
-    r = cli("train", "--acts", tmp_path / "s", "--out", tmp_path / "sae", "--d-sae", "16",
-            "--k", "3", "--tokens", "1000", "--seeds", "1", "-q")  # fmt: skip
+    r = cli(
+        "train",
+        "--acts",
+        tmp_path / "s",
+        "--out",
+        tmp_path / "sae",
+        "--d-sae",
+        "16",
+        "--k",
+        "3",
+        "--tokens",
+        "1000",
+        "--seeds",
+        "1",
+        "-q",
+    )
     assert r.exit_code == 0, r.output
-    r = cli("evaluate", "--sae", tmp_path / "sae", "--acts", tmp_path / "s", "--model", model,
-            "--inputs", tmp_path / "x.npy", "--labels", tmp_path / "y.npy")  # fmt: skip
+    r = cli(
+        "evaluate",
+        "--sae",
+        tmp_path / "sae",
+        "--acts",
+        tmp_path / "s",
+        "--model",
+        model,
+        "--inputs",
+        tmp_path / "x.npy",
+        "--labels",
+        tmp_path / "y.npy",
+    )
     assert r.exit_code == 0, r.output
     figures = {
         line.split()[1]: line.split()[3] for line in r.output.splitlines() if "│ loss_" in line
@@ -373,8 +486,13 @@ def test_the_ablation_and_loss_recovered_splice_the_recorded_output_index(tmp_pa
     assert figures["loss_zero"] != figures["loss_clean"], r.output  # the element read on
     store = ActivationStore.open(tmp_path / "s")
     layers = sae_layers(SparseAutoencoder.load(tmp_path / "sae"), store)
-    check_ablation_inputs(load_model(model).model, x, np.arange(200) % 3, layers=layers,
-                          output_index=store.output_index)  # fmt: skip
+    check_ablation_inputs(
+        load_model(model).model,
+        x,
+        np.arange(200) % 3,
+        layers=layers,
+        output_index=store.output_index,
+    )
 
 
 def test_a_classifier_checkpoint_loads_with_its_head(tmp_path, run_cli):
@@ -387,9 +505,15 @@ def test_a_classifier_checkpoint_loads_with_its_head(tmp_path, run_cli):
     cli, one_line = run_cli
     torch.manual_seed(0)
     cfg = transformers.ViTConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        image_size=8, patch_size=4, num_channels=3, num_labels=3,
-    )  # fmt: skip
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=8,
+        patch_size=4,
+        num_channels=3,
+        num_labels=3,
+    )
     path = _quiet_save(transformers.ViTForImageClassification(cfg).eval(), tmp_path / "vit")
     np.save(tmp_path / "x.npy", np.zeros((2, 3, 8, 8), np.float32))
     r = cli("layers", path, "--inputs", tmp_path / "x.npy", "--model-class", "checkpoint")
@@ -397,8 +521,11 @@ def test_a_classifier_checkpoint_loads_with_its_head(tmp_path, run_cli):
     config = json.loads((tmp_path / "vit" / "config.json").read_text())
     config["architectures"] = ["NoSuchModel"]
     (tmp_path / "vit" / "config.json").write_text(json.dumps(config))
-    one_line(cli("layers", path, "--inputs", tmp_path / "x.npy", "--model-class", "checkpoint"),
-             "['NoSuchModel']", "--model-class checkpoint has none to load")  # fmt: skip
+    one_line(
+        cli("layers", path, "--inputs", tmp_path / "x.npy", "--model-class", "checkpoint"),
+        "['NoSuchModel']",
+        "--model-class checkpoint has none to load",
+    )
 
 
 class _Encoder(torch.nn.Module):
@@ -426,11 +553,13 @@ def test_a_nested_tensor_is_named_with_its_fix(tmp_path):
     pad[0, 3:] = True
     batch = {"src": torch.randn(3, 5, 8), "src_key_padding_mask": pad}
     with pytest.raises(ShapeError, match="nested tensor .* enable_nested_tensor=False"):
-        capture_activations(_Encoder(True).eval(), [batch], ["enc.layers.0"], tmp_path / "a",
-                            progress=False)  # fmt: skip
+        capture_activations(
+            _Encoder(True).eval(), [batch], ["enc.layers.0"], tmp_path / "a", progress=False
+        )
     batch["attention_mask"] = (~pad).long()  # the fix the error gives
-    store = capture_activations(_Encoder(False).eval(), [batch], ["enc.layers.0"],
-                                tmp_path / "b", progress=False)  # fmt: skip
+    store = capture_activations(
+        _Encoder(False).eval(), [batch], ["enc.layers.0"], tmp_path / "b", progress=False
+    )
     assert store.n_rows == 3 + 5 + 5
 
 
@@ -460,13 +589,11 @@ def test_left_padded_dict_batches_are_warned_of(tiny_gpt2, tmp_path):
     ids = torch.tensor([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7]])
     left = {"input_ids": ids, "attention_mask": (ids != 0).long()}
     with pytest.warns(UserWarning, match="padded on the left .*padding_side='right'"):
-        capture_activations(tiny_gpt2, [left], ["transformer.h.0"], tmp_path / "a",
-                            progress=False)  # fmt: skip
+        capture_activations(tiny_gpt2, [left], ["transformer.h.0"], tmp_path / "a", progress=False)
     right = {"input_ids": ids.flip(1), "attention_mask": (ids != 0).long().flip(1)}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        capture_activations(tiny_gpt2, [right], ["transformer.h.0"], tmp_path / "b",
-                            progress=False)  # fmt: skip
+        capture_activations(tiny_gpt2, [right], ["transformer.h.0"], tmp_path / "b", progress=False)
 
 
 def test_layers_cuts_token_ids_to_the_model_positions(tmp_path, run_cli):
