@@ -606,3 +606,39 @@ def test_layers_cuts_token_ids_to_the_model_positions(tmp_path, run_cli):
     np.save(tmp_path / "ids.npy", np.ones((2, 12), np.int64))
     r = cli("layers", path, "--inputs", tmp_path / "ids.npy")
     assert r.exit_code == 0 and "[2, 8, 32]" in r.output, r.output
+
+
+CONV_MODEL = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(4, 3),
+        )
+    """
+)
+
+
+def test_loss_recovered_of_a_pooled_layer_is_refused_before_the_work(tmp_path, run_cli):
+    """`evaluate --model` of a store captured with `--spatial mean` read the conv map per
+    position (another number of rows than the SAE's) and ended in torch.cat's traceback
+    "Sizes of tensors must match"; a pooled reconstruction has no map to put back."""
+    cli, one_line = run_cli
+    (tmp_path / "conv.py").write_text(CONV_MODEL)
+    model = f"{tmp_path / 'conv.py'}:build"
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(40, 1, 4, 4)))
+    np.save(tmp_path / "y.npy", np.arange(40) % 3)
+    r = cli("capture", "--model", model, "--inputs", tmp_path / "x.npy", "--layers", "1",
+            "--spatial", "mean", "--out", tmp_path / "s", "-q")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = cli("train", "--acts", tmp_path / "s", "--out", tmp_path / "sae", "--d-sae", "8",
+            "--k", "2", "--tokens", "400", "--seeds", "1", "-q")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    one_line(cli("evaluate", "--sae", tmp_path / "sae", "--acts", tmp_path / "s", "--model", model,
+                 "--inputs", tmp_path / "x.npy", "--labels", tmp_path / "y.npy"),
+             "Layer '1' was stored pooled", "--spatial positions")  # fmt: skip

@@ -98,6 +98,14 @@ def loss_recovered(
             "The SAE has no layer map and names no hook point (SAELens's `hook_name`), so "
             "where to splice it is unknown; train it on a store of the model's layers."
         )
+    pooled = [name for name, (layout, _) in layers.items() if layout == "pooled"]
+    if pooled:  # its rows were read per position and ended in torch.cat's traceback
+        raise ConfigError(
+            f"Layer '{pooled[0]}' was stored pooled, one row per sample (--spatial mean): its "
+            "reconstruction is no conv map to put back into the layer, so the loss it "
+            "recovers cannot be measured. Capture the layer with --spatial positions "
+            "(`spatial='positions'`) for that."
+        )
     names = list(layers)
     hps = {hp.name: hp for hp in resolve_hookpoints(model, names)}
     model, tokenizer = model_and_tokenizer(model, inputs, tokenizer)
