@@ -382,6 +382,23 @@ def test_roberta_texts_are_cut_to_the_positions_its_table_holds(tmp_path, make_c
         )
 
 
+def _captured_and_trained(cli, tmp_path, source: str, x: np.ndarray, *flags: str) -> str:
+    """The model file ``source`` (its factory `build`) captured at its layer '1' on ``x``
+    with ``flags`` into ``tmp_path/s``, and an SAE trained on that in ``tmp_path/sae``;
+    labels 0, 1, 2, ... in ``tmp_path/y.npy``. Returns the model SPEC."""
+    (tmp_path / "model.py").write_text(source)
+    model = f"{tmp_path / 'model.py'}:build"
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.arange(len(x)) % 3)
+    r = cli("capture", "--model", model, "--inputs", tmp_path / "x.npy", "--layers", "1",
+            *flags, "--out", tmp_path / "s", "-q")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = cli("train", "--acts", tmp_path / "s", "--out", tmp_path / "sae", "--d-sae", "8",
+            "--k", "2", "--tokens", "400", "--seeds", "1", "-q")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return model
+
+
 #: A model whose module '1' gives a pair: (its relu, width 12, which nothing reads;
 #: its sigmoid, width 10, which the rest of the model reads).
 PAIR_MODEL = textwrap.dedent(
@@ -429,43 +446,8 @@ def test_the_ablation_and_loss_recovered_splice_the_recorded_output_index(tmp_pa
     from saeatlas.structure.causal.ablation_inputs import check_ablation_inputs
 
     cli, _ = run_cli
-    (tmp_path / "pair.py").write_text(PAIR_MODEL)
-    model = f"{tmp_path / 'pair.py'}:build"
     x = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "y.npy", np.arange(200) % 3)
-    r = cli(
-        "capture",
-        "--model",
-        model,
-        "--inputs",
-        tmp_path / "x.npy",
-        "--layers",
-        "1",
-        "--output-index",
-        "1",
-        "--out",
-        tmp_path / "s",
-        "-q",
-    )
-    assert r.exit_code == 0, r.output
-    r = cli(
-        "train",
-        "--acts",
-        tmp_path / "s",
-        "--out",
-        tmp_path / "sae",
-        "--d-sae",
-        "16",
-        "--k",
-        "3",
-        "--tokens",
-        "1000",
-        "--seeds",
-        "1",
-        "-q",
-    )
-    assert r.exit_code == 0, r.output
+    model = _captured_and_trained(cli, tmp_path, PAIR_MODEL, x, "--output-index", "1")
     r = cli(
         "evaluate",
         "--sae",
@@ -629,16 +611,8 @@ def test_loss_recovered_of_a_pooled_layer_is_refused_before_the_work(tmp_path, r
     position (another number of rows than the SAE's) and ended in torch.cat's traceback
     "Sizes of tensors must match"; a pooled reconstruction has no map to put back."""
     cli, one_line = run_cli
-    (tmp_path / "conv.py").write_text(CONV_MODEL)
-    model = f"{tmp_path / 'conv.py'}:build"
-    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(40, 1, 4, 4)))
-    np.save(tmp_path / "y.npy", np.arange(40) % 3)
-    r = cli("capture", "--model", model, "--inputs", tmp_path / "x.npy", "--layers", "1",
-            "--spatial", "mean", "--out", tmp_path / "s", "-q")  # fmt: skip
-    assert r.exit_code == 0, r.output
-    r = cli("train", "--acts", tmp_path / "s", "--out", tmp_path / "sae", "--d-sae", "8",
-            "--k", "2", "--tokens", "400", "--seeds", "1", "-q")  # fmt: skip
-    assert r.exit_code == 0, r.output
+    x = np.random.default_rng(0).normal(size=(40, 1, 4, 4))
+    model = _captured_and_trained(cli, tmp_path, CONV_MODEL, x, "--spatial", "mean")
     one_line(cli("evaluate", "--sae", tmp_path / "sae", "--acts", tmp_path / "s", "--model", model,
                  "--inputs", tmp_path / "x.npy", "--labels", tmp_path / "y.npy"),
              "Layer '1' was stored pooled", "--spatial positions")  # fmt: skip
