@@ -65,6 +65,12 @@ OUTPUT_KINDS_MODEL = textwrap.dedent(
 )
 
 
+def _small(config: type, **settings: object) -> object:
+    """A Hugging Face ``config`` of one layer of width 16 (2 heads, 32 wide MLP)."""
+    shared = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    return config(**shared, **settings)
+
+
 def _quiet_save(model: torch.nn.Module, path) -> str:
     model.save_pretrained(path)
     return str(path)
@@ -187,14 +193,7 @@ def test_next_token_loss_refuses_a_masked_language_model():
     from saeatlas.losses import per_sample_next_token
 
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        vocab_size=16,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=8,
-    )
+    cfg = _small(transformers.BertConfig, vocab_size=16, max_position_embeddings=8)
     model = transformers.BertForMaskedLM(cfg).eval()
     ids = torch.randint(0, 16, (3, 6))
     with torch.no_grad():
@@ -211,15 +210,7 @@ def test_cross_entropy_of_hidden_states_does_not_advise_next_token():
     from saeatlas.losses import per_sample_cross_entropy
 
     torch.manual_seed(0)
-    cfg = transformers.ViTConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=8,
-        patch_size=4,
-        num_channels=3,
-    )
+    cfg = _small(transformers.ViTConfig, image_size=8, patch_size=4, num_channels=3)
     with torch.no_grad():
         output = transformers.ViTModel(cfg).eval()(torch.randn(2, 3, 8, 8))
     with pytest.raises(ShapeError, match="gives hidden states") as e:
@@ -236,15 +227,7 @@ def test_a_classifier_given_labels_in_its_dict_batches_is_ablated():
     from saeatlas.losses import per_sample_cross_entropy
 
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        vocab_size=16,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=8,
-        num_labels=3,
-    )
+    cfg = _small(transformers.BertConfig, vocab_size=16, max_position_embeddings=8, num_labels=3)
     model = transformers.BertForSequenceClassification(cfg).eval()
     kwargs = {"input_ids": torch.randint(0, 16, (4, 5)), "labels": torch.tensor([0, 1, 2, 1])}
     with torch.no_grad():
@@ -291,14 +274,8 @@ def test_a_rotary_model_with_a_vocabulary_as_large_as_its_positions_runs_longer_
     from saeatlas.capture import capture_activations
 
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=16,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=16,
+    cfg = _small(
+        transformers.LlamaConfig, vocab_size=16, num_key_value_heads=1, max_position_embeddings=16
     )
     model = transformers.LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, 16, (2, 20))
@@ -351,14 +328,8 @@ def test_roberta_texts_are_cut_to_the_positions_its_table_holds(tmp_path, make_c
     from saeatlas.errors import InputsError
 
     torch.manual_seed(0)
-    cfg = transformers.RobertaConfig(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=16,
-        pad_token_id=1,
+    cfg = _small(
+        transformers.RobertaConfig, vocab_size=40, max_position_embeddings=16, pad_token_id=1
     )
     model = transformers.RobertaModel(cfg, add_pooling_layer=False).eval()
     texts = ["abcdefghijklmnopqrstuvwxyz", "abc"]
@@ -486,16 +457,7 @@ def test_a_classifier_checkpoint_loads_with_its_head(tmp_path, run_cli):
 
     cli, one_line = run_cli
     torch.manual_seed(0)
-    cfg = transformers.ViTConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=8,
-        patch_size=4,
-        num_channels=3,
-        num_labels=3,
-    )
+    cfg = _small(transformers.ViTConfig, image_size=8, patch_size=4, num_channels=3, num_labels=3)
     path = _quiet_save(transformers.ViTForImageClassification(cfg).eval(), tmp_path / "vit")
     np.save(tmp_path / "x.npy", np.zeros((2, 3, 8, 8), np.float32))
     r = cli("layers", path, "--inputs", tmp_path / "x.npy", "--model-class", "checkpoint")
