@@ -251,7 +251,7 @@ def _ablation_inputs(
     )
     x = load_inputs(inputs)
     layers = sae_layers(SparseAutoencoder.load(sae), store)
-    check_ablation_inputs(loaded.model, x, layers=layers, **kw)
+    check_ablation_inputs(loaded.model, x, layers=layers, output_index=store.output_index, **kw)
     check_captured_model(loaded.model, store)  # (after the checks that say what differs)
     check_store_labels(store, x, kw["labels"])
     return dict(model=loaded.model, inputs=x, **kw)

@@ -28,8 +28,10 @@ def model_class_option() -> Any:
     return typer.Option(
         "auto",
         "--model-class",
-        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head) or "
-        "'auto' (from its config's architectures). Layer names follow the class.",
+        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head), "
+        "'checkpoint' (the class its config's architectures name, a classifier with its head) "
+        "or 'auto' (*ForCausalLM as causal-lm, *ForMaskedLM as masked-lm, other classes as "
+        "base). Layer names follow the class.",
     )
 
 

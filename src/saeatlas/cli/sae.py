@@ -169,6 +169,7 @@ def evaluate_cmd(
             loss_function(loss),
             tokenizer=loaded.tokenizer,
             max_length=store.max_length,
+            output_index=store.output_index,
             labels=load_labels(labels) if labels else None,
             device=device if device != "cpu" else None,
         )

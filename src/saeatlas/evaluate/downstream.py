@@ -98,6 +98,14 @@ def loss_recovered(
             "The SAE has no layer map and names no hook point (SAELens's `hook_name`), so "
             "where to splice it is unknown; train it on a store of the model's layers."
         )
+    pooled = [name for name, (layout, _) in layers.items() if layout == "pooled"]
+    if pooled:  # its rows were read per position and ended in torch.cat's traceback
+        raise ConfigError(
+            f"Layer '{pooled[0]}' was stored pooled, one row per sample (--spatial mean): its "
+            "reconstruction is no conv map to put back into the layer, so the loss it "
+            "recovers cannot be measured. Capture the layer with --spatial positions "
+            "(`spatial='positions'`) for that."
+        )
     names = list(layers)
     hps = {hp.name: hp for hp in resolve_hookpoints(model, names)}
     model, tokenizer = model_and_tokenizer(model, inputs, tokenizer)
@@ -158,7 +166,7 @@ def loss_recovered(
             except AtlasError:  # raised by a hook: already says what is wrong
                 raise
             except Exception as e:
-                raise model_error(e, f"inputs {n}..{n + batch.n_samples - 1}") from e
+                raise model_error(e, f"inputs {n}..{n + batch.n_samples - 1}", model, kwargs) from e
             totals["clean"] += _total(loss_fn(clean, batch), batch.n_samples, n, "")
             x = torch.cat([mode["rows"][name] for name in names], dim=1)
             x_hat = sae(x.to(sae.W_enc)).x_hat

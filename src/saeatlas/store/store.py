@@ -146,6 +146,16 @@ class ActivationStore:
         ablation and the loss recovered cut texts the same way."""
         return self.manifest.provenance.get("max_length") if self.manifest else None
 
+    @property
+    def output_index(self) -> int | str | None:
+        """The element of tuple and dict outputs the capture recorded (its settings'
+        ``output_index``), or None for the first tensor: the ablation and the loss
+        recovered splice into the same one."""
+        job = self.manifest.provenance.get("job") if self.manifest else None
+        settings = job.get("settings") if isinstance(job, dict) else None
+        index = settings.get("output_index") if isinstance(settings, dict) else None
+        return index if isinstance(index, (int, str)) and not isinstance(index, bool) else None
+
     def digest(self) -> str:
         """sha256 of the activations: of the shards' sha256 (in order) for a store
         directory, of the values (every row, in order, read at open) for a ``.npy``."""
