@@ -147,7 +147,9 @@ def _analyze(
     from ..structure.inputs import check_label_column
     from ..train.ensemble import MAX_SEEDS
 
-    _check_ablation_flags(model, inputs, labels, loss, ablation_draws, ablation_mode)
+    _check_ablation_flags(
+        model, inputs, labels, loss, ablation_draws, ablation_mode, model_class
+    )
     if not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError(
             f"--seeds must be in [1, {MAX_SEEDS}] (SAEs in the ensemble, counting --sae), "
@@ -267,6 +269,7 @@ def _check_ablation_flags(
     loss: str,
     draws: int | None,
     mode: str,
+    model_class: str,
 ) -> None:
     """The ablation's options, checked before the analysis, not after it."""
     from ..structure.causal.ablation import MODES
@@ -276,7 +279,10 @@ def _check_ablation_flags(
         raise ConfigError(f"--ablation-draws must be in [2, {MAX_RANDOM}], got {draws}.")
     if mode not in MODES:  # was refused by the ablation, after the whole analysis
         raise ConfigError(f"Unknown --ablation-mode {mode!r}; expected one of: {list(MODES)}.")
-    check_model_flags(model, inputs, labels, loss, "the ablation")
+    others = {"--ablation-draws": draws is not None, "--ablation-mode": mode != "mean"}
+    check_model_flags(
+        model, inputs, labels, loss, "the ablation", model_class=model_class, others=others
+    )
 
 
 @app.command("validate")

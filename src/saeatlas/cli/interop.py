@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from ..errors import ConfigError
 from .app import app, console, on_rank_zero
 from .options import model_class_option
 
@@ -70,6 +71,8 @@ def export_neuronpedia_cmd(
     """Write an atlas's features in Neuronpedia's batch-upload layout (as SAEDashboard does)."""
     from ..export import NeuronpediaConfig, export_neuronpedia
 
+    if model is None and model_class != "auto":  # passed over without a word
+        raise ConfigError("--model-class is for the features' logits; give --model too.")
     # the settings before the model is loaded (a large one takes minutes)
     config = NeuronpediaConfig(
         sae_set=sae_set, n_examples=n_examples, features_per_batch=features_per_batch, layer=layer
