@@ -69,3 +69,76 @@ def test_a_model_class_without_a_model_is_refused_by_evaluate_and_the_export(
     r = cli("export-neuronpedia", guarded.atlas, "--out", tmp_path / "np", "--model-class", "base")
     one_line(r, "--model-class is for the features' logits; give --model too.")
     assert not (tmp_path / "np").exists()
+
+
+def _edit_summary(atlas, edit) -> None:
+    summary = json.loads((atlas / "atlas.json").read_text())
+    edit(summary)
+    (atlas / "atlas.json").write_text(json.dumps(summary))
+
+
+def _levels(s: dict) -> list:
+    return s["ensemble"]["levels"]
+
+
+MEMBER_EDITS = {
+    # one member's modules are untested: the verdict's sentence turned on this count
+    "n_members 1": (lambda s: s["ensemble"].update(n_members=1), "`ensemble.n_members`"),
+    "n_members 99": (lambda s: s["ensemble"].update(n_members=99), "give 2 members"),
+    "n_bootstrap 50": (lambda s: s["ensemble"].update(n_bootstrap=50), "give 51 members"),
+    "a scale's n_members": (
+        lambda s: _levels(s)[0].update(n_members=7),
+        "`ensemble.levels[0].n_members`",
+    ),
+    "member_n_modules of one member": (
+        lambda s: _levels(s)[1].update(member_n_modules=[3]),
+        "`ensemble.levels[1].member_n_modules`",
+    ),
+    "reproducibility of another length": (
+        lambda s: _levels(s)[2].update(reproducibility=[1.0]),
+        "`ensemble.levels[2].reproducibility`",
+    ),
+    "n_reproducible_modules above the consensus": (
+        lambda s: _levels(s)[2].update(n_reproducible_modules=40),
+        "more than its",
+    ),
+    "every scale chosen": (
+        lambda s: [lv.update(chosen=True) for lv in _levels(s)],
+        "marks 4 scales `chosen`, not one",
+    ),
+    "scale not the chosen one": (lambda s: s["ensemble"].update(scale=3.3), "`ensemble.scale`"),
+    "a view's member counts": (
+        lambda s: s["cross_check"]["raw"].update(n_members=1),
+        "`cross_check.raw.levels[0].n_members`",
+    ),
+    "sweep_modules cut short": (
+        lambda s: s.update(
+            sweep_modules={
+                "over": "k",
+                "values": [2, 4, 8],
+                "n_modules": [1, 1, 1],
+                "neighbour_ari": [0.5],
+                "atlas_ari": [0.1, 0.2, 0.3],
+            }
+        ),
+        "`sweep_modules.neighbour_ari`",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MEMBER_EDITS))
+def test_ensemble_counts_that_disagree_with_its_members_are_refused(
+    tmp_path, analysed, run_cli, case
+):
+    """`ensemble.n_members` was not compared with the SAEs and resamples it counts, nor
+    with its scales' members: edited to 1 the headline called the SAE's own modules
+    untested (and to more than 1 counted one member's modules as reproducible), edited to
+    99 it was shown beside "1 SAEs x 2 row samples"; a scale's lists of other lengths,
+    several scales `chosen`, and a sweep's ARIs cut short were read and shown as they
+    stood."""
+    cli, one_line = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    edit, needle = MEMBER_EDITS[case]
+    _edit_summary(atlas, edit)
+    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze` with --overwrite")
+    assert not (atlas / "report.html").exists()

@@ -37,6 +37,8 @@ def check_verdict(atlas: Atlas, path: Path, fix: str) -> None:
 
     modules, s = atlas.modules, atlas.summary
     n = len(modules)
+    _check_members(s, path / ATLAS_JSON, fix)
+    _check_sweep_lists(s, path / ATLAS_JSON, fix)
     if s.get("n_modules", n) != n:
         raise AtlasFileError(
             f"'{path / ATLAS_JSON}' says n_modules {s['n_modules']!r}, but modules.parquet "
@@ -132,4 +134,86 @@ def _check_partition(s: dict[str, Any], alpha: float, path: Path, fix: str) -> N
             raise AtlasFileError(
                 f"'{path / ATLAS_JSON}' says {name} {said!r}, but its p-values (against "
                 f"`config.alpha` {alpha:g}) give {given!r}; {fix}."
+            )
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _check_members(s: dict[str, Any], meta: Path, fix: str) -> None:
+    """The members of the SAE ensemble and of each correlation view agree with what they
+    are counted from: the ensemble's ``n_members`` is its SAEs times (1 + its row
+    resamples), every scale of ``levels`` has as many members (and the number of modules
+    of each), one module's reproducibility per consensus module, and the reported scale is
+    the one marked ``chosen``. A member count edited to 1 (or from 1) turned the verdict's
+    "not tested for reproducibility" into "do not reproduce" (and counted modules of one
+    member), and one of 99 was shown as the ensemble's beside its 3 SAEs x 2 samples."""
+    views = s.get("cross_check") if isinstance(s.get("cross_check"), dict) else {}
+    named = [("ensemble", s.get("ensemble"))]
+    named += [(f"cross_check.{k}", v) for k, v in views.items()]
+    for name, view in named:
+        if not isinstance(view, dict):
+            continue
+        n = _count(view.get("n_members"))
+        saes, boot = _count(view.get("n_saes")), _count(view.get("n_bootstrap"))
+        if n is not None and saes is not None and boot is not None and n != saes * (1 + boot):
+            raise AtlasFileError(
+                f"`{name}.n_members` in '{meta}' is {n}, but its {saes} SAEs x (1 + {boot} "
+                f"row resamples) give {saes * (1 + boot)} members; {fix}."
+            )
+        levels = view.get("levels") if isinstance(view.get("levels"), list) else []
+        for i, lv in enumerate(lv for lv in levels if isinstance(lv, dict)):
+            where = f"`{name}.levels[{i}]"
+            per = lv.get("member_n_modules")
+            if n is not None and _count(lv.get("n_members")) not in (None, n):
+                raise AtlasFileError(
+                    f"{where}.n_members` in '{meta}' is {lv['n_members']}, but "
+                    f"`{name}.n_members` is {n}; {fix}."
+                )
+            if n is not None and isinstance(per, list) and len(per) != n:
+                raise AtlasFileError(
+                    f"{where}.member_n_modules` in '{meta}' lists {len(per)} members' counts, "
+                    f"but the view has {n} members; {fix}."
+                )
+            n_consensus = _count(lv.get("n_consensus_modules"))
+            shares = lv.get("reproducibility")
+            if n_consensus is not None and isinstance(shares, list) and len(shares) != n_consensus:
+                raise AtlasFileError(
+                    f"{where}.reproducibility` in '{meta}' has {len(shares)} figure(s), but the "
+                    f"scale has {n_consensus} consensus modules; {fix}."
+                )
+            reproducible = _count(lv.get("n_reproducible_modules"))
+            if None not in (reproducible, n_consensus) and reproducible > n_consensus:
+                raise AtlasFileError(
+                    f"{where}.n_reproducible_modules` in '{meta}' is {reproducible}, more than "
+                    f"its {n_consensus} consensus modules; {fix}."
+                )
+        marked = [lv for lv in levels if isinstance(lv, dict) and "chosen" in lv]
+        chosen = [lv for lv in marked if lv["chosen"] is True]
+        if marked and len(chosen) != 1:
+            raise AtlasFileError(
+                f"`{name}.levels` in '{meta}' marks {len(chosen)} scales `chosen`, not one; {fix}."
+            )
+        if chosen and view.get("scale") != chosen[0].get("scale"):
+            raise AtlasFileError(
+                f"`{name}.scale` in '{meta}' is {view.get('scale')!r}, but the scale its "
+                f"`levels` mark `chosen` is {chosen[0].get('scale')!r}; {fix}."
+            )
+
+
+def _check_sweep_lists(s: dict[str, Any], meta: Path, fix: str) -> None:
+    """``sweep_modules``: one figure per member (``n_modules``, ``atlas_ari``) and one per
+    pair of neighbouring members (``neighbour_ari``): lists of other lengths were shown cut
+    to the shortest, against other members' values."""
+    sm = s.get("sweep_modules")
+    if not isinstance(sm, dict) or not isinstance(sm.get("values"), list):
+        return
+    n = len(sm["values"])
+    for key, want in (("n_modules", n), ("atlas_ari", n), ("neighbour_ari", max(n - 1, 0))):
+        got = sm.get(key)
+        if isinstance(got, list) and len(got) != want:
+            raise AtlasFileError(
+                f"`sweep_modules.{key}` in '{meta}' has {len(got)} figure(s), but its {n} "
+                f"`values` give {want}; {fix}."
             )
