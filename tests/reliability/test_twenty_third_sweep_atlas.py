@@ -142,3 +142,27 @@ def test_ensemble_counts_that_disagree_with_its_members_are_refused(
     _edit_summary(atlas, edit)
     one_line(cli("report", atlas), needle, "rerun `saeatlas analyze` with --overwrite")
     assert not (atlas / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    "column, edit, shown",
+    [
+        ("sae_module", lambda c: c + 50, "modules of the SAE ensemble that atlas.json's"),
+        ("consensus_module", lambda c: c * 0 + 1000, "1000, not one of the"),
+        ("cross_check_module", lambda c: c - 5, "reproducible modules of the correlations"),
+        ("sae_module", lambda c: c.astype(str), "modules of the SAE ensemble"),
+    ],
+)
+def test_a_units_module_of_another_view_out_of_range_is_refused(
+    tmp_path, analysed, run_cli, column, edit, shown
+):
+    """units.parquet's `sae_module`, `consensus_module` and `cross_check_module` (the
+    modules of the SAE ensemble, its whole consensus and the units' correlations, which
+    `Atlas.load` hands to Python) were read as they stood, also as text or naming modules
+    atlas.json does not count; only `submodule` was checked."""
+    cli, one_line = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    units = pd.read_parquet(atlas / "units.parquet")
+    units[column] = edit(units[column])
+    units.to_parquet(atlas / "units.parquet", index=False)
+    one_line(cli("report", atlas), f"`{column}` of units.parquet in '{atlas}' names", shown)
