@@ -166,3 +166,44 @@ def test_a_units_module_of_another_view_out_of_range_is_refused(
     units[column] = edit(units[column])
     units.to_parquet(atlas / "units.parquet", index=False)
     one_line(cli("report", atlas), f"`{column}` of units.parquet in '{atlas}' names", shown)
+
+
+GRAPH_EDITS = {
+    "n_dense_features 9": (lambda s: s.update(n_dense_features=9), "`n_dense_features`"),
+    "n_global_mode_features 3": (
+        lambda s: s.update(n_global_mode_features=3),
+        "`n_global_mode_features`",
+    ),
+    # the headline then said that fewer than two features could be tested
+    "no pairs tested": (lambda s: s["graph"].update(n_tests=0, n_edges=0), "`graph.n_tests`"),
+    "more edges than tests": (
+        lambda s: s["graph"].update(n_edges=10**6),
+        "is 1000000, more than the",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GRAPH_EDITS))
+def test_the_graph_counts_of_the_headline_agree_with_the_features(
+    tmp_path, analysed, run_cli, case
+):
+    """atlas.json's counts of dense and global-mode features and of the pairs the graph
+    tested, which the verdict's sentence gives where no module could be found ("fewer than
+    two of the SAE's 24 features can be tested ... (9 fire on more than 30% of them"),
+    were not compared with features.parquet's `dense`, `global_mode` and firing."""
+    cli, one_line = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    edit, needle = GRAPH_EDITS[case]
+    _edit_summary(atlas, edit)
+    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze` with --overwrite")
+
+
+def test_dense_and_global_mode_of_another_kind_are_refused(tmp_path, analysed, run_cli):
+    """features.parquet's `dense` and `global_mode` (the features kept out of modules)
+    as text or numbers were read by their truth: 'False' is true."""
+    cli, one_line = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    features = pd.read_parquet(atlas / "features.parquet")
+    features["dense"] = features["dense"].astype(str)
+    features.to_parquet(atlas / "features.parquet", index=False)
+    one_line(cli("report", atlas), "`dense` of features.parquet", "must hold true or false")

@@ -39,6 +39,7 @@ def check_verdict(atlas: Atlas, path: Path, fix: str) -> None:
     n = len(modules)
     _check_members(s, path / ATLAS_JSON, fix)
     _check_sweep_lists(s, path / ATLAS_JSON, fix)
+    _check_graph_counts(atlas, path / ATLAS_JSON, fix)
     if s.get("n_modules", n) != n:
         raise AtlasFileError(
             f"'{path / ATLAS_JSON}' says n_modules {s['n_modules']!r}, but modules.parquet "
@@ -217,3 +218,43 @@ def _check_sweep_lists(s: dict[str, Any], meta: Path, fix: str) -> None:
                 f"`sweep_modules.{key}` in '{meta}' has {len(got)} figure(s), but its {n} "
                 f"`values` give {want}; {fix}."
             )
+
+
+def _check_graph_counts(atlas: Atlas, meta: Path, fix: str) -> None:
+    """The counts the verdict's sentence gives where no module could be found: the dense
+    and global-mode features are the ones features.parquet marks so, and the graph tested
+    every pair of the other features that fire (``graph.n_tests``), of which
+    ``graph.n_edges`` passed. Edited, they were the page's headline ("fewer than two of
+    the SAE's features can be tested", "-4 fire on more than 30% of them") above a
+    features table of hundreds that fire and were tested."""
+    s, f = atlas.summary, atlas.features
+    for key, col in (("n_dense_features", "dense"), ("n_global_mode_features", "global_mode")):
+        said = _count(s.get(key))
+        if said is None or col not in f.columns or not pd.api.types.is_bool_dtype(f[col]):
+            continue
+        if said != int(f[col].sum()):
+            raise AtlasFileError(
+                f"`{key}` in '{meta}' is {said}, but features.parquet marks {int(f[col].sum())} "
+                f"features `{col}`; {fix}."
+            )
+    graph = s.get("graph") if isinstance(s.get("graph"), dict) else {}
+    tests, edges = _count(graph.get("n_tests")), _count(graph.get("n_edges"))
+    if tests is not None and edges is not None and edges > tests:
+        raise AtlasFileError(
+            f"`graph.n_edges` in '{meta}' is {edges}, more than the {tests} pairs the graph "
+            f"tested (`graph.n_tests`); {fix}."
+        )
+    columns = ("dense", "global_mode", "firing_density")
+    if tests is None or not set(columns) <= set(f.columns):
+        return
+    try:
+        kept = ~f["dense"].to_numpy(bool) & ~f["global_mode"].to_numpy(bool)
+        fire = int((kept & (f["firing_density"].to_numpy(np.float64) > 0)).sum())
+    except (TypeError, ValueError):
+        return  # (the columns' kinds are refused by name)
+    if tests != fire * (fire - 1) // 2:
+        raise AtlasFileError(
+            f"`graph.n_tests` in '{meta}' is {tests}, but features.parquet has {fire} features "
+            f"that fire and are neither dense nor on the global mode, whose pairs the graph "
+            f"tests: {fire * (fire - 1) // 2}; {fix}."
+        )
