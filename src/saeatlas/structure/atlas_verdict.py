@@ -40,6 +40,7 @@ def check_verdict(atlas: Atlas, path: Path, fix: str) -> None:
     _check_members(s, path / ATLAS_JSON, fix)
     _check_sweep_lists(s, path / ATLAS_JSON, fix)
     _check_graph_counts(atlas, path / ATLAS_JSON, fix)
+    _check_ablation_draws(atlas, path, fix)
     if s.get("n_modules", n) != n:
         raise AtlasFileError(
             f"'{path / ATLAS_JSON}' says n_modules {s['n_modules']!r}, but modules.parquet "
@@ -257,4 +258,31 @@ def _check_graph_counts(atlas: Atlas, meta: Path, fix: str) -> None:
             f"`graph.n_tests` in '{meta}' is {tests}, but features.parquet has {fire} features "
             f"that fire and are neither dense nor on the global mode, whose pairs the graph "
             f"tests: {fire * (fire - 1) // 2}; {fix}."
+        )
+
+
+def _check_ablation_draws(atlas: Atlas, path: Path, fix: str) -> None:
+    """A module's random unit sets (``ablation_draws``) are at most the ablation's
+    ``n_random``, and fewer only where they stopped early, once ``stop_after`` of them did
+    at least its damage; its ``ablation_p`` is at least ``1 / (1 + n_random)``. The
+    headline says whether the ablation could test anything from ``n_random``: edited from
+    5 to 100, it dropped "not tested" above modules of 5 sets each (and from 100 to 5 said
+    it of modules of 100)."""
+    m, a = atlas.modules, atlas.summary.get("ablation")
+    if not isinstance(a, dict) or not {"ablation_draws", "ablation_p"} <= set(m.columns):
+        return
+    n_random, stop = _count(a.get("n_random")), _count(a.get("stop_after"))
+    if n_random is None or m.empty:
+        return
+    draws = m["ablation_draws"].to_numpy(np.int64)
+    p = m["ablation_p"].to_numpy(np.float64, na_value=np.nan)
+    early = draws < n_random
+    wrong = (draws > n_random) | (early & (draws < (stop or 0))) | (p < 1 / (1 + n_random))
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise AtlasFileError(
+            f"modules.parquet in '{path}' gives module {int(m['module'].iloc[i])} "
+            f"{int(draws[i])} random unit sets and an `ablation_p` of {p[i]:.3g}, but "
+            f"atlas.json's ablation drew up to {n_random} per module (`ablation.n_random`), "
+            f"stopping early only once {stop} did at least its damage; {fix}."
         )
