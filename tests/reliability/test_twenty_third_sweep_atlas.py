@@ -245,3 +245,27 @@ def test_ablation_draws_that_disagree_with_n_random_are_refused(
     modules = pd.read_parquet(path / "modules.parquet").assign(ablation_draws=draws)
     modules.to_parquet(path / "modules.parquet", index=False)
     one_line(cli("report", path), "random unit sets and an `ablation_p` of", "`ablation.n_random`")
+
+
+def test_an_sae_width_other_than_the_units_is_refused(tmp_path, analysed, run_cli):
+    """atlas.json's `sae.d_in` was not compared with units.parquet (`sae.d_sae` was with
+    features.parquet): edited to 99 the page described an SAE of "d_in 99" above the 18
+    units it lists."""
+    cli, one_line = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    _edit_summary(atlas, lambda s: s["sae"].update(d_in=99))
+    one_line(cli("report", atlas), "units.parquet in", "must list each unit (the SAE's 99) once")
+
+
+def test_an_example_past_the_rows_analysed_is_refused(tmp_path, analysed, run_cli):
+    """An example's `row` past the rows the atlas analysed (`n_rows_encoded`) was listed
+    among a feature's top rows as it stood ("#1 row 1000007")."""
+    cli, one_line = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    rows = {"kind": ["feature"] * 2, "id": [0, 0], "rank": [1, 2], "row": [3, 10**6 + 7]}
+    pd.DataFrame(rows | {"activation": [2.0, 1.0]}).to_parquet(atlas / "examples.parquet")
+    one_line(
+        cli("report", atlas),
+        "`row` of examples.parquet in",
+        "names the row 1000007, past the 300 rows the atlas analysed",
+    )

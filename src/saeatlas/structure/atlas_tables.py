@@ -57,10 +57,11 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
                 f"not 0 to {n - 1} in order; {fix}."
             )
     units = atlas.units.get("unit")
-    d_sae = s["sae"].get("d_sae") if isinstance(s.get("sae"), dict) else None
+    sae = s["sae"] if isinstance(s.get("sae"), dict) else {}
     for name, ids, size in (
-        ("unit", units, None),
-        ("feature", atlas.features.get("feature"), d_sae),
+        # the page gave an SAE of "d_in 99" above the 18 units it lists
+        ("unit", units, sae.get("d_in")),
+        ("feature", atlas.features.get("feature"), sae.get("d_sae")),
     ):
         # a feature listed twice, or past the SAE's latents, was drawn as one of the map's
         if ids is not None and (
@@ -192,6 +193,16 @@ def _check_references(atlas: Atlas, path: Path, fix: str) -> None:
             raise AtlasFileError(
                 f"`{col}` of {name}.parquet in '{path}' names the {what} "
                 f"{ids[bad].tolist()[0]!r}, not one of the {size} {what}s of {what}s.parquet; "
+                f"{fix}."
+            )
+    # an example of a row past the rows analysed was listed among the top ones as it stood
+    n_rows, examples = atlas.summary.get("n_rows_encoded"), atlas.examples
+    if isinstance(n_rows, int) and "row" in examples.columns and not examples.empty:
+        past = examples["row"][examples["row"] >= n_rows]
+        if len(past):
+            raise AtlasFileError(
+                f"`row` of examples.parquet in '{path}' names the row {_plain(past.iloc[0])!r}, "
+                f"past the {n_rows} rows the atlas analysed (atlas.json's `n_rows_encoded`); "
                 f"{fix}."
             )
 
