@@ -269,3 +269,26 @@ def test_an_example_past_the_rows_analysed_is_refused(tmp_path, analysed, run_cl
         "`row` of examples.parquet in",
         "names the row 1000007, past the 300 rows the atlas analysed",
     )
+
+
+def test_a_sweep_over_no_sweepable_setting_is_refused(tmp_path, guarded, run_cli):
+    """A sweep.json whose `over` was edited to 'bogus' (or `analyze(sweep=("bogus", ...))`
+    from Python) was analysed to the end with no member compared with the value listed
+    for it (each member's setting was read as None and passed), and atlas.json recorded
+    how the modules change "across bogus"."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure import AtlasConfig, analyze
+
+    cli, one_line = run_cli
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    points = [{"value": v, "path": str(guarded.sae)} for v in (4, 8)]
+    (sweep / "sweep.json").write_text(json.dumps({"over": "bogus", "points": points}))
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    one_line(
+        cli(*args, "--sweep", sweep, "--seeds", "2"),
+        "holds no readable sweep.json (`over` is 'bogus', not one of ['k',",
+    )
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ConfigError, match="The sweep varies 'bogus', not a setting of the"):
+        analyze(guarded.sae, guarded.store, AtlasConfig(), sweep=("bogus", [(4, guarded.sae)]))
