@@ -292,3 +292,14 @@ def test_a_sweep_over_no_sweepable_setting_is_refused(tmp_path, guarded, run_cli
     assert not (tmp_path / "a").exists()
     with pytest.raises(ConfigError, match="The sweep varies 'bogus', not a setting of the"):
         analyze(guarded.sae, guarded.store, AtlasConfig(), sweep=("bogus", [(4, guarded.sae)]))
+
+
+@pytest.mark.parametrize("call", ["analyze", "map_structure"])
+def test_progress_of_another_kind_is_refused(guarded, call):
+    """`analyze(..., progress="no")` (and `map_structure`) read the flag by its truth and
+    drew the progress bars; `ablate_atlas` already refused it."""
+    import saeatlas.structure as structure
+    from saeatlas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="`progress` must be True or False, got 'no'"):
+        getattr(structure, call)(guarded.sae, guarded.store, progress="no")
