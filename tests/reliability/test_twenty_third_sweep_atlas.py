@@ -303,3 +303,14 @@ def test_progress_of_another_kind_is_refused(guarded, call):
 
     with pytest.raises(ConfigError, match="`progress` must be True or False, got 'no'"):
         getattr(structure, call)(guarded.sae, guarded.store, progress="no")
+
+
+def test_sweep_modules_over_no_sweepable_setting_is_refused(tmp_path, analysed, run_cli):
+    """atlas.json's `sweep_modules.over` edited to a setting no sweep varies was shown as
+    "Modules across the sweep (unit-module ARI between neighbouring bogus ...)"."""
+    cli, one_line = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    sweep = {"over": "bogus", "values": [2, 4], "n_modules": [1, 1]}
+    sweep |= {"neighbour_ari": [0.5], "atlas_ari": [0.1, 0.2]}
+    _edit_summary(atlas, lambda s: s.update(sweep_modules=sweep))
+    one_line(cli("report", atlas), "`sweep_modules.over` in", "is 'bogus', not a setting")

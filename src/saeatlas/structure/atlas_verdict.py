@@ -205,12 +205,19 @@ def _check_members(s: dict[str, Any], meta: Path, fix: str) -> None:
 
 
 def _check_sweep_lists(s: dict[str, Any], meta: Path, fix: str) -> None:
-    """``sweep_modules``: one figure per member (``n_modules``, ``atlas_ari``) and one per
-    pair of neighbouring members (``neighbour_ari``): lists of other lengths were shown cut
-    to the shortest, against other members' values."""
+    """``sweep_modules``: a setting a sweep varies, one figure per member (``n_modules``,
+    ``atlas_ari``) and one per pair of neighbouring members (``neighbour_ari``): lists of
+    other lengths were shown cut to the shortest, against other members' values."""
+    from ..sweep.members import SWEEPABLE
+
     sm = s.get("sweep_modules")
     if not isinstance(sm, dict) or not isinstance(sm.get("values"), list):
         return
+    if sm.get("over") not in SWEEPABLE:
+        raise AtlasFileError(
+            f"`sweep_modules.over` in '{meta}' is {sm.get('over')!r}, not a setting a sweep "
+            f"varies ({', '.join(SWEEPABLE)}); {fix}."
+        )
     n = len(sm["values"])
     for key, want in (("n_modules", n), ("atlas_ari", n), ("neighbour_ari", max(n - 1, 0))):
         got = sm.get(key)
