@@ -210,9 +210,7 @@ def test_dense_and_global_mode_of_another_kind_are_refused(tmp_path, analysed, r
 
 
 @pytest.mark.parametrize("n_random, draws", [(100, [5, 5]), (3, [5, 5]), (5, [5, 120])])
-def test_ablation_draws_that_disagree_with_n_random_are_refused(
-    tmp_path, run_cli, n_random, draws
-):
+def test_ablation_draws_that_disagree_with_n_random_are_refused(tmp_path, run_cli, n_random, draws):
     """An ablation of 5 random sets per module is untested (its smallest p is 1/6), and
     the headline says so from `ablation.n_random`: edited to 100 the sentence read "0 of
     2 hurt the loss more than random unit sets", a finding, above modules of 5 sets each
@@ -314,3 +312,29 @@ def test_sweep_modules_over_no_sweepable_setting_is_refused(tmp_path, analysed, 
     sweep |= {"neighbour_ari": [0.5], "atlas_ari": [0.1, 0.2]}
     _edit_summary(atlas, lambda s: s.update(sweep_modules=sweep))
     one_line(cli("report", atlas), "`sweep_modules.over` in", "is 'bogus', not a setting")
+
+
+def test_a_reader_finishes_an_analysis_killed_while_it_swapped_its_atlas_in(
+    tmp_path, analysed, two_modules_atlas, run_cli
+):
+    """`analyze --overwrite` killed (`kill -9`) between moving the old atlas aside and
+    putting the new one in place left both complete beside ATLAS: `report ATLAS` called it
+    "not a directory", and an export and `Atlas.load` "not a complete atlas (no
+    atlas.json); run `saeatlas analyze` to make one" (readers of stores and SAEs put such
+    a directory in place). A mistyped atlas path was sent to make an atlas there too."""
+    from saeatlas.errors import AtlasError
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    atlas = tmp_path / "atlas"
+    two_modules_atlas(atlas).rename(tmp_path / ".atlas.old")  # the old atlas, moved aside
+    shutil.copytree(analysed, tmp_path / ".atlas.partial")  # the new one, complete
+    assert Atlas.load(atlas).summary["n_rows_encoded"] == 300  # the new one, in place
+    assert not (tmp_path / ".atlas.old").exists() and not (tmp_path / ".atlas.partial").exists()
+    for reader in (
+        lambda p: cli("report", p),
+        lambda p: cli("export-neuronpedia", p, "--out", tmp_path / "np"),
+    ):
+        one_line(reader(tmp_path / "atlass"), f"'{tmp_path / 'atlass'}' does not exist; give the")
+    with pytest.raises(AtlasError, match="does not exist; give the atlas directory"):
+        Atlas.load(tmp_path / "atlass")
