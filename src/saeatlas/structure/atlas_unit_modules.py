@@ -51,8 +51,7 @@ def check_unit_modules(atlas: Atlas, path: Path, fix: str) -> None:
         ),
         "cross_check_module": (
             raw.get("n_reproducible_modules") if isinstance(raw, dict) else None,
-            "reproducible modules of the correlations that atlas.json's `cross_check.raw` "
-            "counts",
+            "reproducible modules of the correlations that atlas.json's `cross_check.raw` counts",
         ),
     }
     for column, (count, what) in counts.items():

@@ -137,8 +137,7 @@ def check_label_column(cfg: AtlasConfig, store: ActivationStore) -> None:
         labels = [c for c in columns if c not in INDEX_COLUMNS]
         numbering = [c for c in columns if c in INDEX_COLUMNS]
         choices = (
-            f"; its label columns are {labels} (name one of them), and {numbering} number "
-            "its rows"
+            f"; its label columns are {labels} (name one of them), and {numbering} number its rows"
             if labels
             else f", which record no labels ({numbering} number them); capture labels with "
             "--labels, or leave `label_column` out"
