@@ -285,8 +285,7 @@ def _check_ablation_draws(atlas: Atlas, path: Path, fix: str) -> None:
     p = m["ablation_p"].to_numpy(np.float64, na_value=np.nan)
     early = draws < n_random
     wrong = (draws > n_random) | (early & (draws < (stop or 0))) | (p < 1 / (1 + n_random))
-    if wrong.any():
-        i = int(np.flatnonzero(wrong)[0])
+    for i in np.flatnonzero(wrong)[:1]:
         raise AtlasFileError(
             f"modules.parquet in '{path}' gives module {int(m['module'].iloc[i])} "
             f"{int(draws[i])} random unit sets and an `ablation_p` of {p[i]:.3g}, but "
