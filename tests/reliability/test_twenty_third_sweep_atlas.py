@@ -328,3 +328,26 @@ def test_a_reader_finishes_an_analysis_killed_while_it_swapped_its_atlas_in(
         one_line(reader(tmp_path / "atlass"), f"'{tmp_path / 'atlass'}' does not exist; give the")
     with pytest.raises(AtlasError, match="does not exist; give the atlas directory"):
         Atlas.load(tmp_path / "atlass")
+
+
+@pytest.mark.parametrize(
+    "edit, name",
+    [
+        (lambda s: s["sae_modules"].update(n_significant_modules=5), "sae_modules"),
+        (lambda s: s.update(control={"n_modules": 0, "n_significant_modules": 9}), "control"),
+        (
+            lambda s: s.update(
+                control={"n_modules": 0, "real": {"n_modules": 1, "n_significant_modules": 3}}
+            ),
+            "control.real",
+        ),
+    ],
+)
+def test_more_significant_modules_than_modules_are_refused(tmp_path, analysed, run_cli, edit, name):
+    """`sae_modules.n_significant_modules` (the headline's "the SAE's own 5 significant
+    reproducible modules cover fewer units") and the random-SAE control's counts were
+    read above fewer modules than they count as significant."""
+    cli, one_line = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    _edit_summary(atlas, edit)
+    one_line(cli("report", atlas), f"`{name}.n_significant_modules` in", "more than its")

@@ -38,6 +38,7 @@ def check_verdict(atlas: Atlas, path: Path, fix: str) -> None:
     modules, s = atlas.modules, atlas.summary
     n = len(modules)
     _check_members(s, path / ATLAS_JSON, fix)
+    _check_own_counts(s, path / ATLAS_JSON, fix)
     _check_sweep_lists(s, path / ATLAS_JSON, fix)
     _check_graph_counts(atlas, path / ATLAS_JSON, fix)
     _check_ablation_draws(atlas, path, fix)
@@ -292,3 +293,25 @@ def _check_ablation_draws(atlas: Atlas, path: Path, fix: str) -> None:
             f"atlas.json's ablation drew up to {n_random} per module (`ablation.n_random`), "
             f"stopping early only once {stop} did at least its damage; {fix}."
         )
+
+
+def _check_own_counts(s: dict[str, Any], meta: Path, fix: str) -> None:
+    """The significant modules of the SAE's own partition (``sae_modules``) and of the
+    random-SAE control (``control``, beside it the trained SAE's, ``control.real``) are
+    some of their modules: "the SAE's own 5 significant reproducible modules cover fewer
+    units" was the headline's of an SAE of 0 modules, and the control's table showed 9
+    significant modules of 0."""
+    control = s.get("control") if isinstance(s.get("control"), dict) else {}
+    for name, part in (
+        ("sae_modules", s.get("sae_modules")),
+        ("control", control),
+        ("control.real", control.get("real")),
+    ):
+        if not isinstance(part, dict):
+            continue
+        n, sig = _count(part.get("n_modules")), _count(part.get("n_significant_modules"))
+        if n is not None and sig is not None and sig > n:
+            raise AtlasFileError(
+                f"`{name}.n_significant_modules` in '{meta}' is {sig}, more than its {n} "
+                f"modules (`{name}.n_modules`); {fix}."
+            )
