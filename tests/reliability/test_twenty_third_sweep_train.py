@@ -337,7 +337,7 @@ def test_a_model_class_without_a_model_is_refused(guarded, run_cli, tmp_path):
     assert not (tmp_path / "atlas").exists()
     one_line(
         cli("export-neuronpedia", guarded.atlas, "--out", tmp_path / "np", "--model-class", "base"),
-        "--model-class is for the top logits; give --model too.",
+        "--model-class is for the features' logits; give --model too.",
     )
     assert not (tmp_path / "np").exists()
 

@@ -272,18 +272,32 @@ def check_model_class(model: str | None, model_class: str, what: str, give: str)
 
 
 def check_model_flags(
-    model: str | None, inputs: Any, labels: Any, loss: str, what: str, model_class: str = "auto"
+    model: str | None,
+    inputs: Any,
+    labels: Any,
+    loss: str,
+    what: str,
+    *,
+    model_class: str = "auto",
+    others: dict[str, bool] | None = None,
 ) -> None:
     """A command's --model, --inputs, --labels, --loss and --model-class, which run the
     model for ``what`` ("the ablation"), checked before the command's work: none of them
-    ignored, none missing, the labels class indices."""
+    ignored, none missing, the labels class indices. ``others``: the command's other
+    flags that act on the model only, by whether each was given."""
     from ..errors import ConfigError
 
     if (inputs is not None or labels is not None) and model is None:
         raise ConfigError(f"--inputs and --labels are for {what}; give --model too.")
-    if loss != "cross-entropy" and model is None:  # not the commands' default
-        raise ConfigError(f"--loss is for {what}; give --model and --inputs too.")
-    check_model_class(model, model_class, what, "--model and --inputs")
+    # flags given other than their defaults (`--model-class bogus` or `--ablation-draws 5`
+    # without --model were passed over without a word)
+    given = {"--loss": loss != "cross-entropy", "--model-class": model_class != "auto"}
+    unused = [flag for flag, on in {**given, **(others or {})}.items() if on]
+    if unused and model is None:
+        verb = "is" if len(unused) == 1 else "are"
+        raise ConfigError(
+            f"{' and '.join(unused)} {verb} for {what}; give --model and --inputs too."
+        )
     if model is not None and inputs is None:
         raise ConfigError(f"--model needs --inputs: the inputs to run the model on for {what}.")
     if model is None:

@@ -71,7 +71,7 @@ def export_neuronpedia_cmd(
     from ..export import NeuronpediaConfig, export_neuronpedia
 
     # the settings before the model is loaded (a large one takes minutes)
-    check_model_class(model, model_class, "the top logits", "--model")
+    check_model_class(model, model_class, "the features' logits", "--model")
     config = NeuronpediaConfig(
         sae_set=sae_set, n_examples=n_examples, features_per_batch=features_per_batch, layer=layer
     )

@@ -129,7 +129,7 @@ def evaluate_cmd(
     from ..sae import SparseAutoencoder
     from ..store import ActivationStore
 
-    check_model_flags(model, inputs, labels, loss, "the downstream loss", model_class)
+    check_model_flags(model, inputs, labels, loss, "the downstream loss", model_class=model_class)
     from .._validation import check_device
 
     check_device("device", device, flag="--device")

@@ -34,6 +34,9 @@ from .sources import ArraySource, ShardSource, dir_identity
 #: What to do with NaN/Inf in activations, everywhere they are read: capture, and
 #: every stage that opens a ``.npy`` array.
 NONFINITE_MODES = ("error", "skip")
+#: The columns of a store's rows that number them (every store has them); the others are
+#: labels and texts.
+INDEX_COLUMNS = ("row", "sample", "position")
 
 
 class ActivationStore:
@@ -234,7 +237,7 @@ class ActivationStore:
     def row_columns(self) -> list[str]:
         """The names of the per-row metadata columns (:meth:`rows`), without reading them."""
         if self.manifest is None:
-            return ["row", "sample", "position"]
+            return list(INDEX_COLUMNS)
         try:
             return list(pq.read_schema(self.path / ROWS).names)
         except (OSError, pa.ArrowInvalid) as e:
