@@ -245,20 +245,6 @@ def test_an_sae_width_other_than_the_units_is_refused(tmp_path, analysed, run_cl
     one_line(cli("report", atlas), "units.parquet in", "must list each unit (the SAE's 99) once")
 
 
-def test_an_example_past_the_rows_analysed_is_refused(tmp_path, analysed, run_cli):
-    """An example's `row` past the rows the atlas analysed (`n_rows_encoded`) was listed
-    among a feature's top rows as it stood ("#1 row 1000007")."""
-    cli, one_line = run_cli
-    atlas = shutil.copytree(analysed, tmp_path / "atlas")
-    rows = {"kind": ["feature"] * 2, "id": [0, 0], "rank": [1, 2], "row": [3, 10**6 + 7]}
-    pd.DataFrame(rows | {"activation": [2.0, 1.0]}).to_parquet(atlas / "examples.parquet")
-    one_line(
-        cli("report", atlas),
-        "`row` of examples.parquet in",
-        "names the row 1000007, past the 300 rows the atlas analysed",
-    )
-
-
 def test_a_sweep_over_no_sweepable_setting_is_refused(tmp_path, guarded, run_cli):
     """A sweep.json whose `over` was edited to 'bogus' (or `analyze(sweep=("bogus", ...))`
     from Python) was analysed to the end with no member compared with the value listed

@@ -195,16 +195,6 @@ def _check_references(atlas: Atlas, path: Path, fix: str) -> None:
                 f"{ids[bad].tolist()[0]!r}, not one of the {size} {what}s of {what}s.parquet; "
                 f"{fix}."
             )
-    # an example of a row past the rows analysed was listed among the top ones as it stood
-    n_rows, examples = atlas.summary.get("n_rows_encoded"), atlas.examples
-    if isinstance(n_rows, int) and "row" in examples.columns and not examples.empty:
-        past = examples["row"][examples["row"] >= n_rows]
-        if len(past):
-            raise AtlasFileError(
-                f"`row` of examples.parquet in '{path}' names the row {_plain(past.iloc[0])!r}, "
-                f"past the {n_rows} rows the atlas analysed (atlas.json's `n_rows_encoded`); "
-                f"{fix}."
-            )
 
 
 def _check_flow_layers(atlas: Atlas, path: Path, fix: str) -> None:
