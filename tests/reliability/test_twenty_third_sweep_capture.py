@@ -284,6 +284,33 @@ def test_the_store_writer_refuses_row_metadata_its_readers_refuse(tmp_path, meta
     assert not (tmp_path / "store").exists()
 
 
+@pytest.mark.parametrize(
+    ("counts", "needle"),
+    [
+        ({"n_samples": -1}, "`n_samples` must be >= 0, got -1."),
+        ({"n_samples": 2.5}, "`n_samples` must be a whole number, got 2.5."),
+        ({"n_samples": 20, "n_skipped": -3}, "`n_skipped` must be >= 0, got -3."),
+        ({"n_samples": 20, "skip_rows": True}, "`skip_rows` must be a whole number, got True."),
+    ],
+)
+def test_the_store_writer_takes_its_counts_as_whole_numbers(tmp_path, counts, needle):
+    """`add(n_samples=-1)` was taken: every later batch's samples moved back by one (and
+    2.5 made fractional sample ids) in a store its readers then refused or misread."""
+    import numpy as np
+    import torch
+
+    from saeatlas.errors import ConfigError
+    from saeatlas.store import LayerSpec, StoreWriter
+
+    writer = StoreWriter(tmp_path / "store", shard_rows=8)
+    writer.start([LayerSpec("a", 0, 3)])
+    columns = {"sample": np.arange(20), "position": np.zeros(20, np.int64)}
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        writer.add(torch.randn(20, 3), columns, **counts)
+    writer.abort()
+    assert not (tmp_path / "store").exists()
+
+
 @pytest.mark.parametrize("layers", [[], [{"name": "a", "start": 0, "stop": 3}]])
 def test_the_store_writer_names_the_layers_it_takes(tmp_path, layers):
     """Dicts ended in an AttributeError; no layers were refused only at the first rows, as

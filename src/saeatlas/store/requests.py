@@ -70,6 +70,14 @@ def whole_number(name: str, value: Any, *, low: int = 0) -> int:
     return int(value)
 
 
+def batch_counts(n_samples: Any, n_skipped: Any, skip_rows: Any) -> tuple[int, int, int]:
+    """``StoreWriter.add``'s counts, each a whole number of at least 0: ``n_samples=-1``
+    moved every later batch's samples back by one, and 2.5 stored fractional sample ids."""
+    named = {"n_samples": n_samples, "n_skipped": n_skipped, "skip_rows": skip_rows}
+    a, b, c = (whole_number(k, v) for k, v in named.items())
+    return a, b, c
+
+
 def read_part(part: Any) -> tuple[int, int]:
     """``part`` of ``iter_batches``: ``(rank, world)`` with ``0 <= rank < world``."""
     if not isinstance(part, (tuple, list)) or len(part) != 2:

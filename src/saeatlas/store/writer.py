@@ -56,7 +56,7 @@ from .lock import release
 from .manifest import LayerSpec, Manifest, validate_layers
 from .merge import RankPart, complete_store, merged_range
 from .progress import Progress, ResumePoint
-from .requests import writer_arguments
+from .requests import batch_counts, writer_arguments
 from .resume import JOB, read_resume
 from .shards import STORE_DTYPES
 from .stats import RunningMoments
@@ -239,6 +239,7 @@ class StoreWriter:
         """
         if self.layers is None:
             raise RuntimeError("StoreWriter.start(layers) must be called before add().")
+        n_samples, n_skipped, skip_rows = batch_counts(n_samples, n_skipped, skip_rows)
         parts = row_parts(x, self.n_units, meta)
         n_rows = parts[0].shape[0]
         columns = sorted(meta)
