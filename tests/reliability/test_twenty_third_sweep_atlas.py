@@ -337,3 +337,18 @@ def test_more_significant_modules_than_modules_are_refused(tmp_path, analysed, r
     atlas = shutil.copytree(analysed, tmp_path / "atlas")
     _edit_summary(atlas, edit)
     one_line(cli("report", atlas), f"`{name}.n_significant_modules` in", "more than its")
+
+
+def test_ranks_of_an_analysis_given_another_out_are_refused():
+    """Rank 0 alone writes the atlas: a rank given another --out was dropped without a
+    word (the ranks of `train` and `sweep` must agree on it already)."""
+    from pathlib import Path
+
+    from saeatlas._world import differing
+    from saeatlas.cli.analyze_flags import flag_facts
+    from saeatlas.errors import ConfigError
+
+    rank0 = flag_facts(1, [], None, None, out=Path("atlas"))
+    with pytest.raises(ConfigError, match=r"different --out \(ranks \[1\]"):
+        differing([rank0, flag_facts(1, [], None, None, out=Path("other"))], "this analysis", "")
+    differing([rank0, flag_facts(1, [], None, None, out=Path("atlas"))], "this analysis", "")

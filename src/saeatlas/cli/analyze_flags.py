@@ -16,6 +16,7 @@ def flag_facts(
     model: str | None,
     sweep: Path | None,
     ablation: dict[str, object] | None = None,
+    out: Path | None = None,
 ) -> dict[str, object]:
     """The flags that decide which steps a rank of a ``torchrun`` analysis takes (and so
     where it meets the others), compared before any: a rank given `--seeds 2` beside one
@@ -30,6 +31,9 @@ def flag_facts(
         # the ablation's flags (with --model), compared by the ablation only after the
         # whole analysis had run
         **(ablation if model is not None and ablation else {}),
+        # rank 0 alone writes: another rank's --out was dropped without a word (as train's
+        # and sweep's ranks, they must agree)
+        **({"--out": str(out)} if out is not None else {}),
     }
 
 

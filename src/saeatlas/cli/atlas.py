@@ -169,6 +169,7 @@ def _analyze(
                     "--ablation-draws": ablation_draws,
                     "--loss": loss,
                 },
+                out=out,
             ),
             "this analysis",
             "Give every rank the same flags.",
