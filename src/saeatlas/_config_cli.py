@@ -137,6 +137,33 @@ def _names(keys: list[Any]) -> str:
     return ", ".join(f"`{k}`" for k in keys) + (" is" if len(keys) == 1 else " are")
 
 
+def unread_section(
+    config_file: Path | None, section: str, command: str, flags: dict[str, Any]
+) -> None:
+    """Refuse a run config whose ``section`` gives a setting another value than the
+    command's flag of that name (``flags``: name -> the flag's value): ``saeatlas sweep
+    --config run.yaml`` reads the ``train:`` section, and swept k (its default --over)
+    beside a ``sweep:`` section of ``over: l1_coefficient``, without a word."""
+    data = load_config_file(config_file)
+    part = data.get(section) if isinstance(data, dict) else None
+    if not isinstance(part, dict):
+        return
+    for key, value in flags.items():
+        given = part.get(key)
+        same = (
+            list(given) == list(value)
+            if isinstance(given, list) and isinstance(value, (list, tuple))
+            else given == value
+        )
+        if key in part and not same:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{config_file}: its `{section}:` section gives `{key}` {shown(given)}, but "
+                f"saeatlas {command} takes it from {flag} ({shown(value)}), not from the "
+                f"file; give {flag} as the section does, or drop `{key}` from `{section}:`."
+            )
+
+
 # -- configs read from mappings (YAML sections of `saeatlas run`) ----------------------------
 
 

@@ -294,3 +294,22 @@ def test_a_config_number_beyond_a_float_is_shown_as_typed(outputs, tmp_path, run
     cli, one_line = run_cli
     line = one_line(cli("run", _run_config(tmp_path, outputs, line), "--check"), needle)
     assert "inf" not in line
+
+
+def test_sweep_refuses_a_sweep_section_it_does_not_read(outputs, tmp_path, run_cli):
+    """`saeatlas sweep --config run.yaml` reads the run config's `train:` section: a
+    `sweep:` section of another setting, values or seeds was passed over, and the sweep
+    ran over k (the default --over) without a word."""
+    cli, one_line = run_cli
+    config = _run_config(tmp_path, outputs, "sweep: {over: l1_coefficient, seeds: 1}")
+    args = ["--acts", outputs.store, "--out", tmp_path / "s", "--config", config]
+    one_line(
+        cli("sweep", *args, "--values", "4", "8"),
+        "its `sweep:` section gives `over` 'l1_coefficient', but saeatlas sweep takes it "
+        "from --over ('k')",
+    )
+    one_line(
+        cli("sweep", *args, "--over", "l1_coefficient", "--values", "0.1", "0.2"),
+        "gives `seeds` 1, but saeatlas sweep takes it from --seeds (2)",
+    )
+    assert not (tmp_path / "s").exists()
