@@ -262,13 +262,16 @@ def with_config_flags(func: Any, config_cls: type) -> Any:
     return func
 
 
-def check_model_class(model: str | None, model_class: str, what: str, give: str) -> None:
-    """Refuse a --model-class without the --model it loads (it was dropped without a
-    word); ``give``: the flags ``what`` needs."""
+def check_model_only(model: str | None, given: dict[str, bool], what: str, give: str) -> None:
+    """Refuse flags that act on the model only (``given``: each flag by whether it was
+    given) without the --model they need (they were dropped without a word); ``give``:
+    the flags ``what`` needs."""
     from ..errors import ConfigError
 
-    if model_class != "auto" and model is None:
-        raise ConfigError(f"--model-class is for {what}; give {give} too.")
+    unused = [flag for flag, on in given.items() if on]
+    if unused and model is None:
+        verb = "is" if len(unused) == 1 else "are"
+        raise ConfigError(f"{' and '.join(unused)} {verb} for {what}; give {give} too.")
 
 
 def check_model_flags(
@@ -292,12 +295,7 @@ def check_model_flags(
     # flags given other than their defaults (`--model-class bogus` or `--ablation-draws 5`
     # without --model were passed over without a word)
     given = {"--loss": loss != "cross-entropy", "--model-class": model_class != "auto"}
-    unused = [flag for flag, on in {**given, **(others or {})}.items() if on]
-    if unused and model is None:
-        verb = "is" if len(unused) == 1 else "are"
-        raise ConfigError(
-            f"{' and '.join(unused)} {verb} for {what}; give --model and --inputs too."
-        )
+    check_model_only(model, {**given, **(others or {})}, what, "--model and --inputs")
     if model is not None and inputs is None:
         raise ConfigError(f"--model needs --inputs: the inputs to run the model on for {what}.")
     if model is None:
