@@ -14,15 +14,15 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Hashable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
-from ._validation import shown
+from ._config_file import load_config_file
+from ._config_words import describe_type, yaml_hint
+from ._validation import check_float_range, shown
 from .errors import ConfigError
 
 
@@ -81,89 +81,6 @@ def config_parameters(cls: type) -> list[inspect.Parameter]:
     return params
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping: PyYAML keeps
-    the last silently, so a second ``analyze:`` section would drop the first."""
-
-
-def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # `<<: *defaults`: the keys written here override the merged ones
-        key = loader.construct_object(key_node)
-        if not isinstance(key, Hashable):
-            continue  # construct_mapping says what is wrong with it
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"the key {key!r} is given twice", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
-
-
-def load_config_file(path: Path | None) -> dict[str, Any]:
-    """Settings from a YAML or JSON file (a mapping of field names to values)."""
-    if path is None:
-        return {}
-    if path.is_dir():
-        raise ConfigError(
-            f"Config file '{path}' is a directory; give a YAML or JSON file (--config, or the "
-            "config of `saeatlas run`)."
-        )
-    if not path.is_file():
-        from .store.atomic import resolve
-
-        resolve(path)  # a loop of symbolic links is named, not reported missing
-        raise ConfigError(f"Config file '{path}' does not exist; give a YAML or JSON file.")
-    if path.suffix.lower() == ".toml":  # read as YAML, it gave 'not a mapping, but str'
-        raise ConfigError(
-            f"Config file '{path}' is TOML, which saeatlas does not read; give the same "
-            "settings as YAML or JSON (see examples/digits.yaml)."
-        )
-    try:
-        text = path.read_text()
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        _refuse_toml(path, text)
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        why = getattr(e, "problem", None) or str(e).splitlines()[0]
-        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"  # JSON is read as YAML
-        raise ConfigError(f"Config file '{path}' is not valid {kind}{at}: {why}.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"Config file '{path}' cannot be read ({e}).") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        _refuse_toml(path, text)
-        raise ConfigError(
-            f"Config file '{path}' must hold a mapping of settings, not {type(data).__name__}."
-        )
-    return data
-
-
-def _refuse_toml(path: Path, text: str) -> None:
-    """A file that is not a YAML mapping but is TOML (`k = 4`, `[train]`), whatever
-    its name, is named as TOML: YAML reads `k = 4` as one text ("not a mapping, but
-    str") and `[train]` as a syntax error, which says nothing of the cause (Python
-    3.11+: the standard library reads TOML from there on)."""
-    try:
-        import tomllib
-
-        as_toml = tomllib.loads(text)
-    except (ModuleNotFoundError, ValueError):  # TOMLDecodeError is a ValueError
-        return
-    if as_toml:
-        raise ConfigError(
-            f"Config file '{path}' is TOML (`key = value`), which saeatlas does not read; "
-            "give the same settings as YAML (`key: value`) or JSON (see examples/digits.yaml)."
-        )
-
-
 def build_config(
     cls: type, config_file: Path | None, flags: dict[str, Any], section: str = ""
 ) -> Any:
@@ -184,9 +101,18 @@ def given_settings(
     """The settings a user gave (the file's, or its ``section``, then the flags given),
     before the defaults fill in the rest: what :func:`build_config` builds from."""
     data = load_config_file(config_file)
-    if section and isinstance(data.get(section), dict):
+    # a run config (it names the model or inputs) without that section, or with `train:`
+    # left empty, gives the section's defaults, as the run does: its `model` was refused
+    # as an unknown key of the section's settings
+    if section and (isinstance(data.get(section), dict) or {"model", "inputs"} & set(data)):
         _check_run_config_keys(data, section, config_file)
-        data = dict(data[section])
+        part = data.get(section)
+        if part is not None and not isinstance(part, dict):
+            raise ConfigError(
+                f"{config_file}: `{section}` must be a mapping of settings, got "
+                f"{type(part).__name__} {shown(part)}."
+            )
+        data = dict(part or {})
     data.update({k: v for k, v in flags.items() if v is not None})
     return data
 
@@ -201,9 +127,9 @@ def _check_run_config_keys(data: dict[str, Any], section: str, path: Path | None
     unknown = [k for k in data if k not in known]
     if unknown:
         raise ConfigError(
-            f"{path}: {_names(unknown)} at the top level of a `saeatlas run` config (it has a "
-            f"`{section}:` section, which is what this command reads), where the run knows "
-            f"no such key; move it into `{section}:`, or give a file of {section} settings alone."
+            f"{path}: {_names(unknown)} at the top level of a `saeatlas run` config (this "
+            f"command reads its `{section}:` section), where the run knows no such key; move "
+            f"it into `{section}:`, or give a file of {section} settings alone."
         )
 
 
@@ -211,40 +137,34 @@ def _names(keys: list[Any]) -> str:
     return ", ".join(f"`{k}`" for k in keys) + (" is" if len(keys) == 1 else " are")
 
 
-# -- configs read from mappings (YAML sections of `saeatlas run`) ----------------------------
-
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
-
-
-def _describe(annotation: Any) -> str:
-    """How a field's type reads in an error message."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(
-            "null" if a is type(None) else _describe(a) for a in typing.get_args(annotation)
+def unread_section(
+    config_file: Path | None, section: str, command: str, flags: dict[str, Any]
+) -> None:
+    """Refuse a run config whose ``section`` gives a setting another value than the
+    command's flag of that name (``flags``: name -> the flag's value): ``saeatlas sweep
+    --config run.yaml`` reads the ``train:`` section, and swept k (its default --over)
+    beside a ``sweep:`` section of ``over: l1_coefficient``, without a word."""
+    data = load_config_file(config_file)
+    part = data.get(section) if isinstance(data, dict) else None
+    if not isinstance(part, dict):
+        return
+    for key, value in flags.items():
+        given = part.get(key)
+        same = (
+            list(given) == list(value)
+            if isinstance(given, list) and isinstance(value, (list, tuple))
+            else given == value
         )
-    if origin in (tuple, list):
-        return f"a list of {_describe(typing.get_args(annotation)[0])}"
-    if origin is dict or annotation is dict:
-        return "a mapping"
-    return _TYPE_NAMES.get(annotation, getattr(annotation, "__name__", str(annotation)))
+        if key in part and not same:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{config_file}: its `{section}:` section gives `{key}` {shown(given)}, but "
+                f"saeatlas {command} takes it from {flag} ({shown(value)}), not from the "
+                f"file; give {flag} as the section does, or drop `{key}` from `{section}:`."
+            )
 
 
-def _yaml_hint(annotation: Any, value: Any) -> str:
-    """Why text came as true/false or a number: YAML 1.1's unquoted words and digits (a
-    layer named ``no`` or ``0``), or how to write a list of one (``layers: x``)."""
-    if isinstance(value, str) and _describe(annotation).startswith("a list"):
-        one = "'" + value.replace("'", "''") + "'"  # quoted: YAML reads [0] as a number
-        return f" Write a list of one as [{one}] (or a `- {one}` line under the key)."
-    items = value if isinstance(value, (list, tuple)) else [value]
-    if "text" not in _describe(annotation) or not any(
-        isinstance(v, (bool, int, float)) for v in items
-    ):
-        return ""
-    return (
-        " YAML reads unquoted no, yes, on, off, true and false as true or false, and digits "
-        "as numbers: quote a name that is text ('no', '0')."
-    )
+# -- configs read from mappings (YAML sections of `saeatlas run`) ----------------------------
 
 
 def _coerce(annotation: Any, value: Any) -> Any:
@@ -359,17 +279,20 @@ def config_from_mapping(
             )
     values = {}
     for key, value in data.items():
+        name = f"{where}.{key}" if where else key
+        if _base_type(hints[key])[0] is float:  # an integer setting says "at most 64 bits"
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                check_float_range(_flag(key) if key in flags else f"{prefix}`{name}`", item)
         try:
             values[key] = _coerce(hints[key], value)
         except TypeError:
-            name = f"{where}.{key}" if where else key
             if key in flags:
                 raise ConfigError(
-                    f"{_flag(key)} must be {_describe(hints[key])}, got {shown(value)}."
+                    f"{_flag(key)} must be {describe_type(hints[key])}, got {shown(value)}."
                 ) from None
             raise ConfigError(
-                f"{prefix}`{name}` must be {_describe(hints[key])}, got {shown(value)}."
-                + _yaml_hint(hints[key], value)
+                f"{prefix}`{name}` must be {describe_type(hints[key])}, got {shown(value)}."
+                + yaml_hint(hints[key], value)
             ) from None
     try:
         return cls(**values)

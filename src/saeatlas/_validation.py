@@ -39,6 +39,23 @@ def shown(value: Any) -> str:
     return _SHOWN.repr(value)
 
 
+def check_float_range(name: str, value: Any) -> None:
+    """Refuse ``value``, a number as typed (a flag's word, a config's text), that is beyond
+    a float's range (`1e400`): read as infinity, its refusal showed "got inf", a value
+    nobody typed. ``name`` is the flag or the field as the message names it."""
+    if not isinstance(value, str) or "inf" in value.lower():
+        return
+    try:
+        too_large = math.isinf(float(value))
+    except ValueError:
+        return
+    if too_large:
+        most = float(np.finfo(np.float64).max)
+        raise ConfigError(
+            f"{name} {value} is beyond the largest number a float holds ({most:.1e})."
+        )
+
+
 def _where(name: str, flag: str | None) -> str:
     return f"`{name}`" + (f" ({flag})" if flag else "")
 
@@ -117,6 +134,21 @@ def unique_keys(pairs: list[tuple[str, Any]], file: str = "") -> dict[str, Any]:
             raise ValueError(f"the key {key!r} is given twice in one object{where}; keep one")
         obj[key] = value
     return obj
+
+
+def strict_json(text: str, file: str = "") -> Any:
+    """``json.loads`` for files saeatlas reads (its own and the user's): a key given twice
+    in one object (:func:`unique_keys`) and values nested past Python's stack raise
+    ``ValueError``, as bad JSON, a number of more than 4,300 digits and bad UTF-8 do
+    (a ``RecursionError`` ended the reader in a traceback)."""
+    try:
+        return json.loads(text, object_pairs_hook=lambda pairs: unique_keys(pairs, file))
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+    except ValueError as e:  # in plain words, not "use sys.set_int_max_str_digits()"
+        if str(e).startswith("Exceeds the limit"):
+            raise ValueError("it holds a number of more than 4,300 digits") from None
+        raise
 
 
 def _matches(value: Any, hint: Any) -> bool:

@@ -14,7 +14,7 @@ losses (or ``[batch, terms]`` for a model with several tasks; see
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ def per_sample_cross_entropy(output: Any, batch: InputBatch) -> torch.Tensor:
             "The cross-entropy loss needs one label per input (--labels FILE); for a causal "
             "language model use the next-token loss (--loss next-token)."
         )
-    logits = select_tensor(output, "model output").float()
+    logits = model_logits(output, "cross-entropy").float()
     if logits.ndim != 2:
         raise ShapeError(
             f"The cross-entropy loss needs logits [batch, classes]; the model gives shape "
@@ -44,6 +44,40 @@ def per_sample_cross_entropy(output: Any, batch: InputBatch) -> torch.Tensor:
         )
     target = torch.as_tensor(class_indices(batch.labels, logits.shape[1]), device=logits.device)
     return torch.nn.functional.cross_entropy(logits, target, reduction="none")
+
+
+def model_logits(output: Any, loss: str | None = None) -> torch.Tensor:
+    """The logits of a model's ``output``: a Hugging Face output's ``logits`` (its first
+    tensor is the ``loss`` when the batch holds ``labels``), else its first tensor.
+
+    A Hugging Face output without logits (``last_hidden_state``: a model without its
+    head) is refused, since hidden states read as logits gave a loss without a word
+    whenever the hidden size exceeded the token ids (a character-level model); with
+    ``loss`` ``'next-token'`` so are a masked or encoder-decoder language model's logits,
+    which predict the token at their own position (a masked one) or the decoder's."""
+    if isinstance(output, Mapping) and "logits" not in output and "last_hidden_state" in output:
+        raise ShapeError(
+            f"The {loss or 'model'} loss needs the model's logits, but it gives hidden states "
+            f"({type(output).__name__} with `last_hidden_state`, no `logits`): a model "
+            "without its head. Give the model with its head (a Hugging Face directory loads "
+            "it with --model-class causal-lm, or checkpoint for the class it was saved from, "
+            "a classifier's)."
+        )
+    name = type(output).__name__
+    if loss == "next-token" and (
+        name.startswith("MaskedLM")
+        or (isinstance(output, Mapping) and "encoder_last_hidden_state" in output)
+    ):
+        kind = "a masked" if name.startswith("MaskedLM") else "an encoder-decoder"
+        raise ShapeError(
+            f"The next-token loss is a causal language model's, but the model is {kind} "
+            f"language model ({name}), whose logits at a position do not predict the next "
+            "input token; the loss would be another one's, without a word. Give a causal "
+            "language model (*ForCausalLM), or ablate with a classifier and --labels."
+        )
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    return select_tensor(output, "model output")
 
 
 def class_indices(labels: Any, n_classes: int | None = None) -> np.ndarray:
@@ -93,7 +127,7 @@ def _input_ids(batch: InputBatch) -> torch.Tensor:
 
 def per_sample_next_token(output: Any, batch: InputBatch) -> torch.Tensor:
     """``[batch]`` mean next-token cross-entropy of a causal LM over each sample's tokens."""
-    logits = select_tensor(output, "model output")
+    logits = model_logits(output, "next-token")
     ids = _input_ids(batch).to(logits.device)
     if logits.ndim != 3 or logits.shape[:2] != ids.shape:
         raise ShapeError(
@@ -118,9 +152,16 @@ def per_sample_next_token(output: Any, batch: InputBatch) -> torch.Tensor:
     pairs = real[:, 1:] & real[:, :-1]  # token t predicts token t + 1, both real
     n = pairs.sum(dim=1)
     if bool((n == 0).any()):
+        # "of this batch" named no input: a file of thousands of texts was left to search
+        first = int(torch.nonzero(n == 0)[0])
+        which = (
+            f"the first, text {shown(batch.texts[first])}"
+            if batch.texts is not None
+            else f"the first, sample {first} of the batch"
+        )
         raise ConfigError(
-            f"{int((n == 0).sum())} input(s) of this batch have fewer than 2 tokens, so "
-            "nothing to predict; drop them or use longer texts."
+            f"{int((n == 0).sum())} input(s) of a batch have fewer than 2 tokens ({which}), "
+            "so nothing to predict for the next-token loss; drop them or use longer texts."
         )
     ce = torch.nn.functional.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none"

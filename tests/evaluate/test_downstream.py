@@ -67,3 +67,34 @@ def test_next_token_loss_recovered_on_a_causal_lm(tmp_path, tiny_gpt2):
     assert res.loss_clean == pytest.approx(hf_loss, rel=1e-5)  # equal lengths: token mean
     assert res.fraction_recovered == pytest.approx(1.0, abs=1e-4)
     assert abs(res.loss_zero - res.loss_clean) > 1e-3
+
+
+class _NonNegative(torch.nn.Module):
+    """The model's own check on what its layer gives (as a log or a sqrt would need)."""
+
+    def forward(self, x):
+        if (x < 0).any():
+            raise ValueError("this layer takes no negative values")
+        return x
+
+
+def test_a_model_that_refuses_the_reconstruction_is_named_in_one_line(tmp_path, mlp_inputs):
+    """The clean pass ran through `model_error`; the passes with the reconstruction and
+    with the layers zeroed did not, so a model whose own code refused the spliced values
+    ended `evaluate --model` in its traceback."""
+    from saeatlas.errors import ModelError
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(8, 6), torch.nn.ReLU(), _NonNegative(), torch.nn.Linear(6, 3)
+    ).eval()
+    store = capture_activations(model, mlp_inputs, ["1"], tmp_path / "s", progress=False)
+    sae = exact_sae(store.layers)
+    with torch.no_grad():
+        sae.W_dec.neg_()  # a reconstruction of -x: negative where the layer was positive
+    labels = torch.arange(50) % 3
+    with pytest.raises(ModelError) as e:
+        loss_recovered(sae, model, mlp_inputs, labels=labels, batch_size=16)
+    msg = str(e.value)
+    assert "\n" not in msg and "inputs 0..15 with the SAE's reconstruction" in msg, msg
+    assert "this layer takes no negative values" in msg

@@ -442,3 +442,31 @@ def one_layer_atlas(tmp_path_factory):
         return root
 
     return make
+
+
+@pytest.fixture
+def recorded_capture(tmp_path, outputs):
+    """``recorded_capture(model=None)``: a run of ``model`` (default: the protected one) on
+    a copy of the protected inputs (``tmp_path/x.npy``), layers '1' and '3', its store
+    copied in and its capture stage recorded finished. Returns ``(cfg, state, decide)``;
+    ``decide()`` is that stage's ``(outcome, resume, why)`` (outcome None: it runs)."""
+    import shutil
+
+    from saeatlas.pipeline import load_run_config
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
+    from saeatlas.pipeline.run import _decide
+    from saeatlas.pipeline.stamps import source_files
+
+    def record(model: object = None) -> tuple:
+        shutil.copy(outputs.inputs, tmp_path / "x.npy")
+        p = tmp_path / "run.yaml"
+        p.write_text(f"model: {model or outputs.model}\ninputs: x.npy\nlayers: ['1', '3']\n")
+        cfg, paths = load_run_config(p), RunPaths(tmp_path / "run")
+        shutil.copytree(outputs.store, paths.store)
+        state, prints, settings = RunState(paths.state), fingerprints(cfg), stage_settings(cfg)
+        state.start("capture", prints["capture"], settings["capture"], source_files(cfg))
+        state.finish("capture", 0.0, "", None)
+        return cfg, state, lambda: _decide("capture", cfg, paths, state, prints, settings, None)
+
+    return record

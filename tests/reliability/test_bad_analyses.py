@@ -464,7 +464,7 @@ def test_a_label_column_the_store_lacks_is_refused_before_the_analysis(
     cli, one_line = run_cli
     (tmp_path / "c.yaml").write_text("label_column: lable\n")
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
-    needle = "`label_column` 'lable' is not a column of the store's rows (['row', 'position'"
+    needle = "`label_column` 'lable' is not a column of the store's rows, which record no labels"
     one_line(cli(*args, "--config", tmp_path / "c.yaml", "--seeds", "3"), needle)
     assert not (tmp_path / "a").exists()
 
@@ -622,8 +622,9 @@ def test_an_inputs_file_edited_in_place_is_captured_again(tmp_path, outputs):
 
     from saeatlas.pipeline import load_run_config
     from saeatlas.pipeline.outputs import RunPaths
-    from saeatlas.pipeline.record import RunState, fingerprints, source_files, stage_settings
+    from saeatlas.pipeline.record import RunState, fingerprints, stage_settings
     from saeatlas.pipeline.run import _decide
+    from saeatlas.pipeline.stamps import source_files
 
     shutil.copy(outputs.inputs, tmp_path / "x.npy")
     p = tmp_path / "run.yaml"

@@ -361,7 +361,7 @@ def test_an_sae_layer_map_is_checked_layer_by_layer(sae_copy, outputs, run_cli):
 
 def _atlas_of(tmp_path, outputs, **sae):
     """A copy of the protected atlas whose atlas.json names the SAE it was made from (and
-    whose features are that SAE's ``d_sae`` latents)."""
+    whose features and units are that SAE's ``d_sae`` latents and ``d_in`` units)."""
     import pandas as pd
 
     atlas = tmp_path / "atlas"
@@ -371,6 +371,9 @@ def _atlas_of(tmp_path, outputs, **sae):
     n = sae["d_sae"]
     features = dict(feature=range(n), module=[-1] * n, density=[0.1] * n)
     pd.DataFrame(features).to_parquet(atlas / "features.parquet", index=False)
+    n = sae["d_in"]  # (atlas.json's `sae.d_in` is compared with units.parquet)
+    units = dict(unit=range(n), layer=["a"] * n, index=range(n), module=[-1] * n)
+    pd.DataFrame(units).to_parquet(atlas / "units.parquet", index=False)
     return atlas
 
 

@@ -145,15 +145,17 @@ def test_outputs_that_cannot_be_written_fail_before_the_work(tmp_path, guarded, 
 
 @pytest.mark.parametrize("out", [".", "", "..", "sub/.."])
 def test_the_current_folder_is_no_output(tmp_path, outputs, run_cli, monkeypatch, out):
-    """`--out .` was refused for holding its own lock file '..lock', which stayed."""
+    """`--out .` was refused for holding its own lock file '..lock', which stayed (an
+    empty `--out`, an unset variable, is refused as empty: twenty-third sweep)."""
     cli, one_line = run_cli
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sub").mkdir()
-    one_line(cli("train", "--acts", outputs.store, "--out", out), "current folder")
+    why = "--out is empty" if out == "" else "current folder"
+    one_line(cli("train", "--acts", outputs.store, "--out", out), why)
     assert [p.name for p in tmp_path.iterdir()] == ["sub"]
     # a capture once ran the model over every input, then failed to rename the folder
     capture = ["capture", "--model", outputs.model, "--inputs", outputs.inputs, "--layers", "1"]
-    one_line(cli(*capture, "--out", out), "current folder")
+    one_line(cli(*capture, "--out", out), why)
     assert [p.name for p in tmp_path.iterdir()] == ["sub"]
 
 

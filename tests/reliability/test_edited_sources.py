@@ -4,37 +4,26 @@ again: the run's record must notice it without reading the model."""
 from __future__ import annotations
 
 import os
-import shutil
 
 
-def test_a_hugging_face_directory_saved_again_is_captured_again(tmp_path, outputs):
+def test_a_hugging_face_directory_saved_again_is_captured_again(tmp_path, recorded_capture):
     """A model given as a Hugging Face directory had no stamp in the run's record: new
     weights saved into it (`save_pretrained` of a fine-tuned model) left the run skipping
     every stage, its atlas describing the old model."""
-    from saeatlas.pipeline import load_run_config
-    from saeatlas.pipeline.outputs import RunPaths
-    from saeatlas.pipeline.record import RunState, fingerprints, source_files, stage_settings
-    from saeatlas.pipeline.run import _decide
+    from saeatlas.pipeline.stamps import source_files
 
     model = tmp_path / "hf"
     model.mkdir()
     (model / "config.json").write_text('{"architectures": ["GPT2LMHeadModel"]}')
     (model / "model.safetensors").write_bytes(b"old weights")
-    shutil.copy(outputs.inputs, tmp_path / "x.npy")
-    p = tmp_path / "run.yaml"
-    p.write_text(f"model: {model}\ninputs: x.npy\nlayers: ['1', '3']\n")
-    cfg, paths = load_run_config(p), RunPaths(tmp_path / "run")
-    shutil.copytree(outputs.store, paths.store)
-    state, prints, settings = RunState(paths.state), fingerprints(cfg), stage_settings(cfg)
+    cfg, _, decide = recorded_capture(model)
     assert set(source_files(cfg)) == {"model", "inputs"}
-    state.start("capture", prints["capture"], settings["capture"], source_files(cfg))
-    state.finish("capture", 0.0, "", None)
-    assert _decide("capture", cfg, paths, state, prints, settings, None)[0].status == "skipped"
+    assert decide()[0].status == "skipped"
     (model / "run").mkdir()  # a run directory inside the model's, and its lock beside it
     (model / "run" / "run.json").write_text("{}")
     (model / ".run.lock").write_text("1234")
-    assert _decide("capture", cfg, paths, state, prints, settings, None)[0].status == "skipped"
+    assert decide()[0].status == "skipped"
     (model / "model.safetensors").write_bytes(b"new weights")  # the same size
     os.utime(model / "model.safetensors", ns=(1, 1))
-    outcome, resume, why = _decide("capture", cfg, paths, state, prints, settings, None)
+    outcome, resume, why = decide()
     assert outcome is None and not resume and "model, inputs or labels file changed" in why

@@ -245,7 +245,7 @@ def test_a_sweep_whose_knee_lies_at_an_end_says_so(full_atlas, tmp_path):
 
 
 def test_bad_inputs_raise_clear_errors(atlas_copy, tmp_path):
-    with pytest.raises(AtlasFileError, match="not a directory.*saeatlas analyze"):
+    with pytest.raises(AtlasFileError, match="does not exist; give the atlas directory"):
         write_report(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(AtlasFileError, match="no atlas.json.*analyze"):
@@ -277,7 +277,7 @@ def test_cli_report(full_atlas, tmp_path):
     assert str(out) in result.output.replace("\n", "") and out.stat().st_size > 1e6
     result = runner.invoke(app, ["report", str(tmp_path / "missing")])
     assert result.exit_code == 1
-    assert "not a directory" in result.output and "Traceback" not in result.output
+    assert "does not exist" in result.output and "Traceback" not in result.output
 
 
 def test_map_sample_keeps_members_and_is_seeded():

@@ -374,5 +374,5 @@ def test_head_and_pattern_layers_fit_their_shapes(tmp_path):
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     manifest["layers"][0]["shape"] = [None, 5, 3, 4]  # 12 values per token, not 8
     (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(StoreError, match="layer 'z' .* the layer map is corrupt"):
+    with pytest.raises(StoreError, match="Layer 'z' .* The layer map is corrupt"):
         ActivationStore.open(tmp_path / "s")

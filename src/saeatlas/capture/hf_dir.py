@@ -20,6 +20,10 @@ MODEL_CLASSES = {
     "causal-lm": "AutoModelForCausalLM",
     "masked-lm": "AutoModelForMaskedLM",
     "base": "AutoModel",
+    # the class the config's `architectures` name, head and all: auto loads a classifier
+    # (ViTForImageClassification, *ForSequenceClassification) as its base model, so its
+    # labels' loss could not be taken from the command line
+    "checkpoint": "",
 }
 
 
@@ -89,7 +93,16 @@ def load_hf_dir(path: Path, model_class: str = "auto") -> tuple[torch.nn.Module,
                 f"Check its tokenizer files ({', '.join(f for f in files if (path / f).exists())})."
             ) from e
     kind = hf_model_class(config, model_class)
-    auto = getattr(transformers, MODEL_CLASSES[kind])
+    auto = getattr(transformers, MODEL_CLASSES[kind] or "AutoModel")
+    if kind == "checkpoint":
+        auto = _checkpoint_class(transformers, config)
+        if auto is None:
+            raise ModelSpecError(
+                f"'{path / 'config.json'}' names no class transformers {transformers.__version__} "
+                f"has in `architectures` ({shown(config.get('architectures'))}), so "
+                "--model-class checkpoint has none to load. Choose another --model-class ("
+                f"{', '.join(k for k in MODEL_CLASSES if k != 'checkpoint')})."
+            )
     if kind == "base":  # the checkpoint's own base: AutoModel's may differ (a pooler)
         auto = _checkpoint_class(transformers, config) or auto
     try:

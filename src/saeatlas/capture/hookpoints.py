@@ -185,6 +185,9 @@ def _no_match_message(
             f"input with '{INPUT_SUFFIX}' ('{base}{INPUT_SUFFIX}'), not by nnsight's "
             f"`.{attr}`. Write '{write}'."
         )
+    listed = _listed_patterns(raw, pattern, names, model)
+    if listed:
+        return listed
     probe = pattern.removeprefix(REGEX_PREFIX)
     close = difflib.get_close_matches(probe, names, n=5, cutoff=0.5)
     if not close:  # fall back to names that share the pattern's first component
@@ -193,13 +196,40 @@ def _no_match_message(
     if close:
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?"
     elif names:  # nothing alike: show what the model has
-        more = f" and {len(names) - 10} more" if len(names) > 10 else ""
-        hint = f" Its modules are {', '.join(repr(n) for n in names[:10])}{more}."
+        hint = f" Its modules are {_listing(names)}."
     else:
         hint = " " + no_submodules(model)
     hint = crossing_hint(pattern, names) or hint
+    if pattern.isdigit() and names and not any(n.isdigit() for n in names):
+        # `--layers 2` of a model whose modules have names (a Sequential's are numbers)
+        hint = (
+            " Layers are named by their module's path, not numbered by their place in the "
+            f"model: its modules are {_listing(names)}."
+        )
     return (
         f"No module of {type(model).__name__} matches layer pattern {shown(raw)}.{hint} "
         "List the names with `saeatlas layers MODEL` (or `model.named_modules()`); globs use "
         "`*` (within one dotted part) and `**` (across dots), regexes start with `re:`."
+    )
+
+
+def _listing(names: list[str]) -> str:
+    """``'a', 'b' ... and N more``: the first ten of ``names``."""
+    more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+    return f"{', '.join(repr(n) for n in names[:10])}{more}"
+
+
+def _listed_patterns(raw: str, pattern: str, names: list[str], model: torch.nn.Module) -> str:
+    """The message for ``'1,3'``, a list of patterns written as one (``--layout`` takes
+    its ``LAYER=LAYOUT`` pairs so, ``--layers`` does not), or "" for any other pattern: it
+    was told "Did you mean '3', '1'?" and left to guess that it should be two values."""
+    if "," not in pattern or pattern.startswith(REGEX_PREFIX) or "[" in pattern:
+        return ""  # a comma in a regex (`{1,3}`) or a glob's set (`[1,3]`) is the pattern's own
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not parts:
+        return ""
+    return (
+        f"No module of {type(model).__name__} matches layer pattern {shown(raw)}: each layer "
+        "pattern is one name, glob or regex, and a comma does not join two. Give each as its "
+        f"own value: `--layers {' '.join(parts)}` (from Python, the list {parts!r})."
     )

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._validation import check_path_argument, shown
+from .._validation import check_path_argument, shown, strict_json
 from ..errors import InputsError
 from ..store.npy import load_npy
 
@@ -21,7 +20,7 @@ def load_inputs(path: str | Path) -> np.ndarray | list[str]:
     A ``.safetensors`` file holds one tensor (any other beside it is refused). A
     ``.jsonl`` file holds one JSON string (or ``{"text": ...}``) per line.
     """
-    path = _existing_file(path, "Inputs")
+    path = existing_file(path, "Inputs")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return _load_npy(path)
@@ -93,10 +92,10 @@ def _jsonl_values(
     for i, line in enumerate(_read_lines(path), 1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputsError(f"'{path}' line {i} is not JSON: {e}.") from e
+        try:  # a key given twice was read last-wins, 5000 digits or [[[...]]] in a traceback
+            obj = strict_json(line, path.name)
+        except ValueError as e:
+            raise InputsError(f"'{path}' line {i} is not JSON: {e}.") from None
         value = obj.get(key) if isinstance(obj, dict) else obj
         if isinstance(obj, dict) and key not in obj:  # a record without the key's column
             raise InputsError(
@@ -139,7 +138,7 @@ def load_labels(path: str | Path) -> np.ndarray:
     strings, a ``.jsonl`` file (one JSON number or string, or ``{"label": ...}``, per
     line), a ``.csv`` file (:func:`_csv_labels`) or a text file (:data:`TEXT_LABELS`:
     one label per line)."""
-    path = _existing_file(path, "Labels")
+    path = existing_file(path, "Labels")
     suffix = path.suffix.lower()
     if suffix == ".npy":  # as for --inputs: 'LABELS.NPY' is no text file
         arr = _load_npy(path)
@@ -202,9 +201,9 @@ def _csv_labels(path: Path) -> list[str]:
 def _json_labels(path: Path) -> list[Any]:
     """The labels of a ``.json`` file: one JSON list of numbers or strings."""
     try:
-        values = json.loads("\n".join(_read_lines(path)))
-    except json.JSONDecodeError as e:
-        raise InputsError(f"'{path}' is not JSON ({e}); give one list of labels.") from e
+        values = strict_json("\n".join(_read_lines(path)), path.name)
+    except ValueError as e:
+        raise InputsError(f"'{path}' is not JSON ({e}); give one list of labels.") from None
     if not isinstance(values, list) or not all(
         isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in values
     ):
@@ -231,18 +230,23 @@ def _check_one_kind(path: Path, labels: list[Any]) -> None:
         )
 
 
-def _existing_file(path: str | Path, what: str) -> Path:
+def existing_file(
+    path: str | Path, what: str, fix: str = "", error: type[Exception] = InputsError
+) -> Path:
+    """``path`` as a :class:`Path` of a regular file, or ``error`` naming it as the ``what``
+    file and how it is not one (``fix``: what to give instead)."""
     check_path_argument("path", path)  # None or a number ended in pathlib's TypeError
-    path = Path(path)
+    path, then = Path(path), f"; {fix}" if fix else ""
     if path.is_dir():
-        raise InputsError(f"{what} file '{path}' is a directory; give a file.")
+        raise error(f"{what} file '{path}' is a directory; {fix or 'give a file'}.")
     if path.exists() and not path.is_file():  # reading a named pipe would wait for a writer
-        raise InputsError(f"{what} file '{path}' is not a regular file (a pipe or a device).")
+        # a config as `<(...)` was told it "does not exist"
+        raise error(f"{what} file '{path}' is not a regular file (a pipe or a device){then}.")
     if not path.is_file():
         from ..store.atomic import resolve
 
         resolve(path)  # a loop of symbolic links is named, not reported missing
-        raise InputsError(f"{what} file '{path}' does not exist.")
+        raise error(f"{what} file '{path}' does not exist{then}.")
     return path
 
 

@@ -28,6 +28,7 @@ from .texts import (
     encode_texts,
     is_texts,
     tokens_per_text,
+    warn_left_padded,
 )
 from .transformer_lens import TransformerLensTexts, is_transformer_lens
 
@@ -294,6 +295,7 @@ def _iterable_batches(
             "`labels` applies to array or text inputs; with an iterable of batches, yield "
             "(x, y) pairs or put 'labels' in dict batches instead."
         )
+    left = False
     for item in batches:
         if isinstance(item, str):
             _texts_not_listed(batches)
@@ -311,6 +313,8 @@ def _iterable_batches(
                     "mask is [batch, seq]. A data set iterated gives one example at a time (a "
                     "`datasets.Dataset`); give batches of several samples (a DataLoader)."
                 )
+            if not left and isinstance(mask, torch.Tensor):  # once per inputs
+                left = warn_left_padded(mask)
             y = kwargs.get("labels", kwargs.get("label"))
             yield InputBatch((), kwargs, n, mask=mask, labels=labels_of(y, n))
         elif isinstance(item, (list, tuple)) and len(item) == 2:

@@ -345,13 +345,31 @@ def batch_fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return h.hexdigest()[:16]
 
 
+#: Facts of a store's provenance that its capture counts as it writes, which a caller's
+#: ``provenance`` replaced (or, for ``n_texts_cut`` of inputs that are no texts, stood as).
+COUNTED = {
+    "job": "what makes two captures one job",
+    "shard_rows": "the rows per shard",
+    "n_texts_cut": "how many texts it cut to `max_length`",
+    "world_size": "the ranks that captured under torchrun",
+}
+
+
 def check_provenance(provenance: dict[str, Any] | None, own: dict[str, Any], texts: bool) -> None:
     """Refuse a caller's ``provenance`` fact that contradicts one the capture records
     itself (``own``) and later stages read: the tokens per text (``max_length``, to which
     the ablation and ``evaluate --model`` cut texts; none recorded for texts means the
     tokenizer's own limit), TransformerLens's ``prepend_bos``, ``n_ctx`` and
     ``model_name``, and ``model_cast``. It replaced the capture's own without a word, so
-    the ablation ran on texts cut otherwise than the store's."""
+    the ablation ran on texts cut otherwise than the store's. The facts the capture counts
+    as it writes (:data:`COUNTED`) are refused whenever given: ``n_texts_cut`` 5 of an
+    array's capture made ``info`` say that 5 texts were cut."""
+    given = sorted(set(provenance or ()) & set(COUNTED))
+    if given:
+        raise ConfigError(
+            f"`provenance` gives {given[0]!r}, which the capture records itself "
+            f"({COUNTED[given[0]]}); leave it out of `provenance`."
+        )
     for key, value in own.items():
         if key not in (provenance or {}) or value is None and not (texts and key == "max_length"):
             continue

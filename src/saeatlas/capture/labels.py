@@ -18,7 +18,7 @@ def label_array(labels: Any, n: int, what: str) -> np.ndarray:
     """``labels`` as an array whose first axis holds one entry per sample (a loss's
     targets may have more axes: per-task labels, say; :func:`check_stored_labels` says
     what a capture can store)."""
-    lab = _as_array(labels)
+    lab = label_values(labels)
     if lab.shape[0] != n:
         raise InputsError(
             f"Labels have shape {list(lab.shape)} for {n} {what}; give one label per sample."
@@ -31,7 +31,7 @@ def labels_of(y: Any, n: int) -> np.ndarray | None:
     is not one label per sample (token-level targets, say)."""
     if y is None:
         return None
-    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else _native(np.asarray(y))
     if arr.ndim != 1 or len(arr) != n:
         return None
     return arr
@@ -64,7 +64,9 @@ def check_batch_labels(labels: Any, first: pa.DataType | None, where: str) -> pa
     return first if first is not None else kind
 
 
-def _as_array(labels: Any) -> np.ndarray:
+def label_values(labels: Any) -> np.ndarray:
+    """``labels`` as an array, or :class:`InputsError` when they are no array of labels
+    (ragged, a generator, a set, a dict or a text)."""
     try:
         lab = np.asarray(labels)
     except ValueError as e:  # ragged
@@ -74,11 +76,18 @@ def _as_array(labels: Any) -> np.ndarray:
             f"Labels must be a list or an array of one label per sample, got "
             f"{type(labels).__name__}{f' {labels!r:.40}' if isinstance(labels, str) else ''}."
         )
-    return lab
+    return _native(lab)
+
+
+def _native(lab: np.ndarray) -> np.ndarray:
+    """``lab`` in this machine's byte order: Arrow refused big-endian labels (a ``.npy``
+    saved as ``>i8``) as "Byte-swapped arrays not supported", and the capture told the
+    user to give numbers, which they were."""
+    return lab if lab.dtype.isnative else lab.astype(lab.dtype.newbyteorder("="))
 
 
 def _stored_type(labels: Any, n: int | None = None) -> pa.DataType:
-    lab = _as_array(labels)
+    lab = label_values(labels)
     if lab.ndim != 1:
         raise InputsError(
             f"Labels have shape {list(lab.shape)} for {n if n is not None else 'the'} input "

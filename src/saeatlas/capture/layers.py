@@ -74,7 +74,10 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
         except AtlasError:
             raise
         except (Exception, SystemExit) as e:  # sys.exit in the model: not exit code 0
-            raise model_error(e, "the example input") from e
+            # `saeatlas layers` has neither --max-length nor --batch-size, which it advised
+            raise model_error(
+                e, "the example input", model, example, fit="shape, dtype, token ids"
+            ) from e
         finally:
             model.train(was_training)
     finally:

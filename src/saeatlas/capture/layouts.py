@@ -164,8 +164,17 @@ def check_layout_layers(names: list[str], spec: str | None) -> None:
 
 
 def named_layout(name: str, spec: str | None) -> str | None:
-    """The layout ``spec`` gives layer ``name`` by name (``LAYER=LAYOUT``), or None."""
-    return next((lay for pattern, lay in parse_layout(spec)[1] if _names(name, pattern)), None)
+    """The layout ``spec`` gives layer ``name`` by name (``LAYER=LAYOUT``), or None. Two
+    that name it with two layouts are refused: ``1=image,1=heads`` (or ``*=image,1=heads``)
+    stored it by the first without a word."""
+    given = [(p, lay) for p, lay in parse_layout(spec)[1] if _names(name, p)]
+    if len({lay for _, lay in given}) > 1:
+        pairs = " and ".join(f"'{lay}' ({p}={lay})" for p, lay in given[:2])
+        raise ConfigError(
+            f"--layout (`layout`) {shown(spec)} gives layer '{name}' two layouts, {pairs}; give "
+            "it one (a layout alone, without LAYER=, is the one of every layer not named)."
+        )
+    return given[0][1] if given else None
 
 
 def check_named_layout(name: str, shape: tuple[int, ...], spec: str | None) -> None:

@@ -42,7 +42,8 @@ def load_model(
     - a directory with ``config.json`` and ``*.safetensors`` weights: loaded with
       Hugging Face ``transformers`` offline, with its tokenizer when present, as
       ``model_class``: ``causal-lm`` (with its LM head, for ``--loss next-token``),
-      ``masked-lm``, ``base`` (``AutoModel``, no head) or ``auto`` (what the
+      ``masked-lm``, ``base`` (``AutoModel``, no head), ``checkpoint`` (the class
+      the config's ``architectures`` name, a classifier with its head) or ``auto`` (what the
       config's ``architectures`` name: ``*ForCausalLM``/``*LMHeadModel`` ->
       causal-lm, ``*ForMaskedLM`` -> masked-lm, else base). Layer names follow the
       class: GPT-2's blocks are ``h.0`` in the base model, ``transformer.h.0`` with
@@ -243,7 +244,12 @@ def input_dtype(model: torch.nn.Module) -> torch.dtype | None:
 
 def takes_token_ids(model: torch.nn.Module) -> bool:
     """Whether the model's inputs are integer token ids: a Hugging Face model (or one
-    that answers ``get_input_embeddings()`` the same way) with an embedding table."""
+    that answers ``get_input_embeddings()`` the same way) with an embedding table, whose
+    main input is that table's ids: Whisper's embedding is its decoder's, and its main
+    input ``input_features`` (audio) was refused as "must be integers [n, seq]"."""
+    main = getattr(model, "main_input_name", "input_ids")
+    if isinstance(main, str) and main != "input_ids":  # pixel_values, input_features
+        return False
     try:
         return isinstance(model.get_input_embeddings(), torch.nn.Embedding)  # type: ignore[operator]
     except Exception:  # not a Hugging Face model, or one without an embedding table

@@ -9,7 +9,7 @@ fails.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from ..errors import AtlasError, InputsError, ModelError, ShapeError
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch
 from .models import code_failure
+from .positions import position_table
 from .rows import select_tensor
 from .transformer_lens import setting_hint
 
@@ -176,18 +177,43 @@ def _drop_last(x: Any, n: int) -> Any:
     return x
 
 
-def model_error(e: BaseException, where: str) -> ModelError:
-    """The one-line error for a forward pass that failed inside the model."""
+#: What to check when a forward pass fails, naming the flags of the commands that run
+#: the inputs through in batches (capture, the ablation, `evaluate --model`).
+FIT_ADVICE = (
+    "shape, dtype, token ids; --max-length for texts longer than it takes; a smaller "
+    "--batch-size when out of memory"
+)
+
+
+def model_error(
+    e: BaseException,
+    where: str,
+    model: Any = None,
+    kwargs: Any = None,
+    fit: str = FIT_ADVICE,
+) -> ModelError:
+    """The one-line error for a forward pass that failed inside the model (``model`` and
+    the forward call's ``kwargs``, where given, name what the model lacked); ``fit``: what
+    to check, in the words of the command that ran it."""
     hint = ""
     if "'indices' to have one of the following scalar types" in str(e):
         # an nn.Embedding given uint8/int8/int16 ids by a model saeatlas cannot tell embeds
         # tokens (not a Hugging Face one), which are widened to int64 for it
         hint = " The model embeds token ids: save them as int64 (`ids.astype(np.int64)`)."
+    given = kwargs if isinstance(kwargs, Mapping) else {}
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False) is True and not any(
+        k.startswith("decoder_input") for k in given
+    ):  # T5, Whisper: transformers' words ("exactly one of input_ids or inputs_embeds")
+        # are of the decoder's inputs, which texts and arrays do not give
+        hint = (
+            f" {type(model).__name__} is an encoder-decoder model, and its decoder needs "
+            "`decoder_input_ids`, which texts and arrays do not give. Record its encoder as a "
+            "model of its own (a factory returning `model.get_encoder()`, or T5EncoderModel), "
+            "or from Python give dict batches that hold `decoder_input_ids`."
+        )
     return ModelError(
         f"The model's forward pass failed on {where}: {code_failure(e)}.{hint} Check that the "
-        "inputs fit the model (shape, dtype, token ids; --max-length for texts longer than it "
-        "takes; a smaller --batch-size when out of memory); `saeatlas --debug ...` shows the "
-        "traceback."
+        f"inputs fit the model ({fit}); `saeatlas --debug ...` shows the traceback."
     )
 
 
@@ -221,28 +247,15 @@ def check_token_ids(model: torch.nn.Module, batch: InputBatch, where: str) -> No
             f"has {n} entries (ids 0 to {n - 1}). Give ids of this model's vocabulary (its "
             "own tokenizer, not another model's)."
         )
-    key, limit = _position_table(model)
+    key, limit = position_table(model)
     if ids.ndim >= 2 and limit is not None and ids.shape[-1] > limit:
+        given = getattr(model.config, key)  # type: ignore[union-attr]
+        less = f" {given}, less the rows before its first position" if given != limit else ""
         raise InputsError(
             f"{where[0].upper()}{where[1:]} holds sequences of {ids.shape[-1]} tokens, but the "
-            f"model has {limit} positions (its config's `{key}`). Cut them to at most "
+            f"model has {limit} positions (its config's `{key}`{less}). Cut them to at most "
             f"{limit} tokens: --max-length {limit} (`max_length`), for texts and token ids."
         )
-
-
-def _position_table(model: torch.nn.Module) -> tuple[str, int | None]:
-    """The number of positions of a Hugging Face model with a learned table of absolute
-    positions (GPT-2's `n_positions`, BERT's `max_position_embeddings`), read from its
-    config and found as an embedding of that size; ``(key, None)`` for models that set
-    positions otherwise (rotary, relative), which may run longer sequences."""
-    cfg = getattr(model, "config", None)
-    for key in ("n_positions", "max_position_embeddings"):
-        limit = getattr(cfg, key, None)
-        if isinstance(limit, int) and limit > 0:
-            sizes = {m.num_embeddings for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-            if limit in sizes:
-                return key, limit
-    return "", None
 
 
 def run_forward(
@@ -271,7 +284,7 @@ def run_forward(
         raise
     except (Exception, SystemExit) as e:  # sys.exit(0) ended the run with exit code 0
         if not (probe and len(recorder.values) == len(recorder.hookpoints)):
-            raise model_error(e, where) from e
+            raise model_error(e, where, model, batch.kwargs) from e
     missing = [hp.name for hp in recorder.hookpoints if hp.name not in recorder.values]
     if missing:
         raise ShapeError(

@@ -18,6 +18,7 @@ their first tensor, or the one at ``output_index``.
 
 from __future__ import annotations
 
+import copy as copy_module
 import dataclasses
 from typing import Any, NamedTuple
 
@@ -48,6 +49,18 @@ class LayerRows(NamedTuple):
 
 def select_tensor(output: Any, name: str, output_index: int | str | None = None) -> torch.Tensor:
     """The tensor to record from a module's output (or input)."""
+    t = _select(output, name, output_index)
+    if t.is_nested:  # its sizes are no numbers: "NestedTensorImpl doesn't support sizes"
+        raise ShapeError(
+            f"Layer '{name}' gives a nested tensor (sequences of their own lengths, as torch's "
+            "nn.TransformerEncoder packs them in eval mode when given a padding mask), which "
+            "saeatlas cannot read as rows. Build the encoder with enable_nested_tensor=False, "
+            "and give the mask as `attention_mask` too (its padding rows are then dropped)."
+        )
+    return t
+
+
+def _select(output: Any, name: str, output_index: int | str | None) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
     items: list[tuple[Any, Any]]
@@ -348,6 +361,21 @@ def replace_tensor(output: Any, new: torch.Tensor, output_index: int | str | Non
         )
         copy[key] = new
         return copy
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        # a dataclass of the model's own (not a dict): select_tensor reads its fields, and
+        # the ablation and loss recovered ended in "Cannot put a tensor back"
+        name = (
+            output_index
+            if output_index is not None
+            else next(
+                f.name
+                for f in dataclasses.fields(output)
+                if isinstance(getattr(output, f.name), torch.Tensor)
+            )
+        )
+        copy = copy_module.copy(output)
+        object.__setattr__(copy, name, new)  # a frozen dataclass too
+        return copy
     if isinstance(output, (tuple, list)):
         idx = (
             output_index
@@ -356,5 +384,8 @@ def replace_tensor(output: Any, new: torch.Tensor, output_index: int | str | Non
         )
         items = list(output)
         items[idx] = new
-        return type(output)(items) if isinstance(output, list) else tuple(items)
+        if isinstance(output, list) or type(output) is tuple:
+            return type(output)(items)
+        # a NamedTuple (or torch's structseq): a plain tuple broke the model's `out.hidden`
+        return type(output)(*items) if hasattr(output, "_fields") else type(output)(items)
     raise ShapeError(f"Cannot put a tensor back into a {type(output).__name__} output.")

@@ -4,12 +4,14 @@ many tokens of each text are kept (:func:`text_max_length`)."""
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from ..errors import InputsError
+from .positions import position_table
 from .transformer_lens import TransformerLensTexts
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,24 @@ def _pad(tokenizer: Any, enc: Mapping[str, list[list[int]]]) -> tuple[dict[str, 
     return kwargs, kwargs.get("attention_mask", mask)
 
 
+def warn_left_padded(mask: torch.Tensor) -> bool:
+    """Warn when a ``[batch, seq]`` attention mask of dict batches has padding before a
+    sample's tokens, for the reason :func:`_pad` pads texts on the right; return whether
+    it warned. The rows are kept as the model gave them."""
+    real = mask.to(torch.bool)
+    if mask.ndim != 2 or not bool((~real[:, :-1] & real[:, 1:]).any()):
+        return False
+    warnings.warn(
+        "Dict batches padded on the left (a tokenizer's padding_side='left', set for "
+        "generation): a model that does not count positions from the mask (GPT-2) sees a "
+        "shorter text's tokens at later positions than the text alone, so its rows differ "
+        "from the text's own, and rows.parquet's `position` counts the padding. Pad on the "
+        "right (padding_side='right'), as saeatlas pads texts.",
+        stacklevel=3,
+    )
+    return True
+
+
 def text_max_length(
     model: torch.nn.Module, inputs: Any, tokenizer: Any, max_length: int | None
 ) -> int | None:
@@ -103,8 +123,11 @@ def text_max_length(
     if own is not None and own <= TOKENIZER_NO_LIMIT:
         return None  # the tokenizer cuts texts to its own limit
     cfg = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions"):
-        limit = getattr(cfg, key, None)
+    # a table of positions holds fewer than its config says when its first rows are none
+    # (RoBERTa's 514 rows hold 512): texts cut to 514 tokens were then refused
+    table = position_table(model)
+    for key in (table[0],) if table[1] is not None else ("max_position_embeddings", "n_positions"):
+        limit = table[1] if table[1] is not None else getattr(cfg, key, None)
         if isinstance(limit, int) and limit > 0:
             log.info(
                 "Texts are cut to %d tokens, the model's `%s` (its tokenizer sets no limit); "

@@ -1,11 +1,13 @@
-"""Checks of ``saeatlas analyze``'s flags that need the run's other flags: where it
-trains seed SAEs, and, under ``torchrun``, which steps each rank takes."""
+"""Checks of ``saeatlas analyze``'s flags that need the run's other flags: the
+ablation's, where it trains seed SAEs, and, under ``torchrun``, which steps each rank
+takes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import ConfigError
+from .app import check_model_flags
 
 
 def flag_facts(
@@ -14,6 +16,7 @@ def flag_facts(
     model: str | None,
     sweep: Path | None,
     ablation: dict[str, object] | None = None,
+    out: Path | None = None,
 ) -> dict[str, object]:
     """The flags that decide which steps a rank of a ``torchrun`` analysis takes (and so
     where it meets the others), compared before any: a rank given `--seeds 2` beside one
@@ -28,6 +31,9 @@ def flag_facts(
         # the ablation's flags (with --model), compared by the ablation only after the
         # whole analysis had run
         **(ablation if model is not None and ablation else {}),
+        # rank 0 alone writes: another rank's --out was dropped without a word (as train's
+        # and sweep's ranks, they must agree)
+        **({"--out": str(out)} if out is not None else {}),
     }
 
 
@@ -46,3 +52,27 @@ def check_out_is_no_seed_sae(out: Path, sae: Path, seeds: int, given: list[Path]
                 f"--out '{out}' is where the analysis trains the seed SAE '{target}' (--seeds, "
                 "or the dictionary null's source with --seeds 1); choose another --out."
             )
+
+
+def check_ablation_flags(
+    model: str | None,
+    inputs: Path | None,
+    labels: Path | None,
+    loss: str,
+    draws: int | None,
+    mode: str,
+    model_class: str,
+) -> None:
+    """The ablation's options, checked before the analysis, not after it (those given
+    without --model are refused: they were passed over without a word)."""
+    from ..structure.causal.ablation import MODES
+    from ..structure.causal.random_sets import MAX_RANDOM
+
+    if draws is not None and not 2 <= draws <= MAX_RANDOM:
+        raise ConfigError(f"--ablation-draws must be in [2, {MAX_RANDOM}], got {draws}.")
+    if mode not in MODES:  # was refused by the ablation, after the whole analysis
+        raise ConfigError(f"Unknown --ablation-mode {mode!r}; expected one of: {list(MODES)}.")
+    others = {"--ablation-draws": draws is not None, "--ablation-mode": mode != "mean"}
+    check_model_flags(
+        model, inputs, labels, loss, "the ablation", model_class=model_class, others=others
+    )

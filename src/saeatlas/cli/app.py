@@ -2,7 +2,8 @@
 
 User errors (:class:`~saeatlas.errors.AtlasError`) become one line on stderr
 and exit code 1, in :meth:`_Group.invoke`; ``--debug`` shows the traceback.
-Options listed in ``MULTI_VALUE_OPTIONS`` take several values after one flag.
+Options listed in ``MULTI_VALUE_OPTIONS`` take several values after one flag, and the
+command line is checked as typed (:mod:`.typed`) before click parses it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from .. import __version__
-from ..errors import AtlasError
+from ..errors import AtlasError, ConfigError
+from .typed import MULTI_VALUE_OPTIONS, _expand_multi_value, _is_value, check_typed
 
 try:  # typer >= 0.25 parses flags with its own copy of click
     from typer._click.exceptions import UsageError as _TyperUsageError
@@ -30,34 +32,8 @@ try:  # typer >= 0.25 parses flags with its own copy of click
 except ImportError:
     USAGE_ERRORS = (click.UsageError,)
 
-#: Options that take several values after one flag (``--layers a b c``).
-MULTI_VALUE_OPTIONS = ("--layers", "--values", "--resolutions", "--nulls", "--cases", "--seed-sae")
-
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _expand_multi_value(args: list[str]) -> list[str]:
-    """Rewrite ``--layers a b`` as ``--layers a --layers b`` for click. A negative
-    number after such a flag is one of its values (``--resolutions -1``), so the
-    option's own check says what is wrong with it, not "No such option: -1"."""
-    out: list[str] = []
-    current: str | None = None
-    for a in args:
-        if a in MULTI_VALUE_OPTIONS:
-            current = a
-            continue
-        if current is not None and _is_value(a):
-            out += [current, a]
-            continue
-        current = None
-        out.append(a)
-    return out
-
-
-def _is_value(word: str) -> bool:
-    """Whether ``word`` after an option of several values is one of its values."""
-    return not word.startswith("-") or _is_number(word)
 
 
 def _refuse_empty(group: _Group, argv: list[str]) -> None:
@@ -84,15 +60,19 @@ def _refuse_empty(group: _Group, argv: list[str]) -> None:
     )
 
 
-def _is_number(word: str) -> bool:
-    try:
-        float(word)
-    except ValueError:
-        return False
-    return True
-
-
 class _Group(TyperGroup):
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, its options' help made plain text for rich: every `[...]` in
+        it was read as markup and dropped ("[config: k; default: 32]" after every
+        setting's help, "'image' [batch, C, H, W]" printed as "'image' ,")."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not getattr(command, "_plain_help", False):
+            for param in command.params:
+                if isinstance(getattr(param, "help", None), str):
+                    param.help = escape(param.help)
+            command._plain_help = True  # type: ignore[attr-defined]
+        return command
+
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
         args = list(sys.argv[1:] if args is None else args)
         self._argv = args
@@ -113,7 +93,10 @@ class _Group(TyperGroup):
             _fail(f"{e.format_message().rstrip('.')}. See `saeatlas --help`.")
 
     def invoke(self, ctx: click.Context) -> Any:
-        _refuse_repeated(self, ctx, list(getattr(self, "_argv", ())))
+        try:
+            check_typed(self.commands, list(getattr(self, "_argv", ())))
+        except ConfigError as e:
+            _fail(str(e))
         _refuse_empty(self, list(getattr(self, "_argv", ())))
         try:
             return super().invoke(ctx)
@@ -178,31 +161,6 @@ class _Group(TyperGroup):
                     else "."
                 )
             )
-
-
-def _refuse_repeated(group: _Group, ctx: click.Context, argv: list[str]) -> None:
-    """Refuse an option of one value given twice with two values (`--k 2 ... --k 3`):
-    click keeps the last without a word, so a flag added to the end of a long command
-    line silently replaced one before it. The options of several values (``--layers``)
-    add up, and a flag (``-q``) given twice says the same thing twice."""
-    name = next((a for a in argv if a in group.commands), None)
-    sub = group.commands.get(name or "")
-    if sub is None:
-        return
-    args = argv[argv.index(name) + 1 :]
-    for p in sub.params:
-        if p.param_type_name != "option" or p.multiple or p.is_flag or p.count:
-            continue
-        values = []
-        for i, a in enumerate(args):
-            for opt in p.opts:
-                if a == opt and i + 1 < len(args):
-                    values.append(args[i + 1])
-                elif a.startswith(f"{opt}=") and opt.startswith("--"):
-                    values.append(a.split("=", 1)[1])
-        if len(set(values)) > 1:
-            shown_values = ", then ".join(repr(v)[:40] for v in values)
-            _fail(f"{p.opts[0]} is given {len(values)} times ({shown_values}); give it once.")
 
 
 def _stray_value(e: Exception, ctx: click.Context, group: _Group) -> str:
@@ -304,16 +262,40 @@ def with_config_flags(func: Any, config_cls: type) -> Any:
     return func
 
 
-def check_model_flags(model: str | None, inputs: Any, labels: Any, loss: str, what: str) -> None:
-    """A command's --model, --inputs, --labels and --loss, which run the model for
-    ``what`` ("the ablation"), checked before the command's work: none of them ignored,
-    none missing, the labels class indices."""
+def check_model_only(model: str | None, given: dict[str, bool], what: str, give: str) -> None:
+    """Refuse flags that act on the model only (``given``: each flag by whether it was
+    given) without the --model they need (they were dropped without a word); ``give``:
+    the flags ``what`` needs."""
+    from ..errors import ConfigError
+
+    unused = [flag for flag, on in given.items() if on]
+    if unused and model is None:
+        verb = "is" if len(unused) == 1 else "are"
+        raise ConfigError(f"{' and '.join(unused)} {verb} for {what}; give {give} too.")
+
+
+def check_model_flags(
+    model: str | None,
+    inputs: Any,
+    labels: Any,
+    loss: str,
+    what: str,
+    *,
+    model_class: str = "auto",
+    others: dict[str, bool] | None = None,
+) -> None:
+    """A command's --model, --inputs, --labels, --loss and --model-class, which run the
+    model for ``what`` ("the ablation"), checked before the command's work: none of them
+    ignored, none missing, the labels class indices. ``others``: the command's other
+    flags that act on the model only, by whether each was given."""
     from ..errors import ConfigError
 
     if (inputs is not None or labels is not None) and model is None:
         raise ConfigError(f"--inputs and --labels are for {what}; give --model too.")
-    if loss != "cross-entropy" and model is None:  # not the commands' default
-        raise ConfigError(f"--loss is for {what}; give --model and --inputs too.")
+    # flags given other than their defaults (`--model-class bogus` or `--ablation-draws 5`
+    # without --model were passed over without a word)
+    given = {"--loss": loss != "cross-entropy", "--model-class": model_class != "auto"}
+    check_model_only(model, {**given, **(others or {})}, what, "--model and --inputs")
     if model is not None and inputs is None:
         raise ConfigError(f"--model needs --inputs: the inputs to run the model on for {what}.")
     if model is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
-from .analyze_flags import check_out_is_no_seed_sae, flag_facts
-from .app import app, check_model_flags, console, on_rank_zero, with_config_flags
+from .analyze_flags import check_ablation_flags, check_out_is_no_seed_sae, flag_facts
+from .app import app, console, on_rank_zero, with_config_flags
 from .options import model_class_option, nonfinite_option, timeout_option
 from .tables import fmt, print_atlas
 
@@ -88,8 +87,6 @@ def _analyze_cmd(
     from ..structure.inputs import analysis_ranks
 
     cfg = build_config(AtlasConfig, config, settings, "analyze")
-    if not 0 < timeout < math.inf:
-        raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}.")
     analysis_ranks(
         cfg.device,
         timeout,
@@ -147,7 +144,7 @@ def _analyze(
     from ..structure.inputs import check_label_column
     from ..train.ensemble import MAX_SEEDS
 
-    _check_ablation_flags(model, inputs, labels, loss, ablation_draws, ablation_mode)
+    check_ablation_flags(model, inputs, labels, loss, ablation_draws, ablation_mode, model_class)
     if not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError(
             f"--seeds must be in [1, {MAX_SEEDS}] (SAEs in the ensemble, counting --sae), "
@@ -172,6 +169,7 @@ def _analyze(
                     "--ablation-draws": ablation_draws,
                     "--loss": loss,
                 },
+                out=out,
             ),
             "this analysis",
             "Give every rank the same flags.",
@@ -254,29 +252,10 @@ def _ablation_inputs(
     )
     x = load_inputs(inputs)
     layers = sae_layers(SparseAutoencoder.load(sae), store)
-    check_ablation_inputs(loaded.model, x, layers=layers, **kw)
+    check_ablation_inputs(loaded.model, x, layers=layers, output_index=store.output_index, **kw)
     check_captured_model(loaded.model, store)  # (after the checks that say what differs)
     check_store_labels(store, x, kw["labels"])
     return dict(model=loaded.model, inputs=x, **kw)
-
-
-def _check_ablation_flags(
-    model: str | None,
-    inputs: Path | None,
-    labels: Path | None,
-    loss: str,
-    draws: int | None,
-    mode: str,
-) -> None:
-    """The ablation's options, checked before the analysis, not after it."""
-    from ..structure.causal.ablation import MODES
-    from ..structure.causal.random_sets import MAX_RANDOM
-
-    if draws is not None and not 2 <= draws <= MAX_RANDOM:
-        raise ConfigError(f"--ablation-draws must be in [2, {MAX_RANDOM}], got {draws}.")
-    if mode not in MODES:  # was refused by the ablation, after the whole analysis
-        raise ConfigError(f"Unknown --ablation-mode {mode!r}; expected one of: {list(MODES)}.")
-    check_model_flags(model, inputs, labels, loss, "the ablation")
 
 
 @app.command("validate")

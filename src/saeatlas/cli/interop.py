@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from .app import app, console, on_rank_zero
+from .app import app, check_model_only, console, on_rank_zero
 from .options import model_class_option
 
 
@@ -71,6 +71,9 @@ def export_neuronpedia_cmd(
     from ..export import NeuronpediaConfig, export_neuronpedia
 
     # the settings before the model is loaded (a large one takes minutes)
+    check_model_only(
+        model, {"--model-class": model_class != "auto"}, "the features' logits", "--model"
+    )
     config = NeuronpediaConfig(
         sae_set=sae_set, n_examples=n_examples, features_per_batch=features_per_batch, layer=layer
     )

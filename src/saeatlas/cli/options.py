@@ -7,6 +7,9 @@ from typing import Any
 
 import typer
 
+from .._coordinator import MAX_TIMEOUT_S
+from ..errors import ConfigError
+
 
 def nonfinite_option() -> Any:
     """``--on-nonfinite``: the one rule for NaN/Inf in activations, on every command that
@@ -25,9 +28,23 @@ def model_class_option() -> Any:
     return typer.Option(
         "auto",
         "--model-class",
-        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head) or "
-        "'auto' (from its config's architectures). Layer names follow the class.",
+        help="For a Hugging Face directory: 'causal-lm', 'masked-lm', 'base' (no head), "
+        "'checkpoint' (the class its config's architectures name, a classifier with its head) "
+        "or 'auto' (*ForCausalLM as causal-lm, *ForMaskedLM as masked-lm, other classes as "
+        "base). Layer names follow the class.",
     )
+
+
+def _seconds(value: float) -> float:
+    """``--timeout``'s seconds, checked where given, on every command that has it and in
+    one process too (`run --check` took any value, and each command said it in its own
+    words, one naming `timeout_s`, a setting it has not)."""
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise ConfigError(
+            f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT_S:g} "
+            f"(a week), got {value:g}."
+        )
+    return value
 
 
 def timeout_option(waits_for: str = "") -> Any:
@@ -36,6 +53,7 @@ def timeout_option(waits_for: str = "") -> Any:
     return typer.Option(
         1800.0,
         "--timeout",
+        callback=_seconds,
         help="Under torchrun: seconds a rank waits for the others before it stops with an "
         "error" + (f" (the other ranks wait for rank 0's {waits_for} too)." if waits_for else "."),
     )

@@ -129,7 +129,7 @@ def evaluate_cmd(
     from ..sae import SparseAutoencoder
     from ..store import ActivationStore
 
-    check_model_flags(model, inputs, labels, loss, "the downstream loss")
+    check_model_flags(model, inputs, labels, loss, "the downstream loss", model_class=model_class)
     from .._validation import check_device
 
     check_device("device", device, flag="--device")
@@ -169,6 +169,7 @@ def evaluate_cmd(
             loss_function(loss),
             tokenizer=loaded.tokenizer,
             max_length=store.max_length,
+            output_index=store.output_index,
             labels=load_labels(labels) if labels else None,
             device=device if device != "cpu" else None,
         )
@@ -296,7 +297,7 @@ def _sweep_cmd(
     Under `torchrun --nproc_per_node N -m saeatlas sweep ...` every member trains
     data-parallel, as `train` does; the ranks share the held-out evaluation and rank 0
     writes the sweep."""
-    from .._config_cli import build_config, given_settings
+    from .._config_cli import build_config, given_settings, unread_section
     from ..errors import ConfigError
     from ..sae.architectures import ARCHITECTURES
     from ..store import ActivationStore
@@ -322,6 +323,7 @@ def _sweep_cmd(
     # before the members' settings: sweeping l1_coefficient of a topk SAE was refused as
     # its default `k` above --d-sae ("Lower `k` (--k)"), a setting the sweep does not read
     in_file = given_settings(config, {}, "train")
+    unread_section(config, "sweep", "sweep", {"over": over, "values": values, "seeds": seeds})
     arch = settings.get("architecture") or in_file.get("architecture", TrainConfig.architecture)
     if arch in ARCHITECTURES:
         check_swept_setting(arch, over)

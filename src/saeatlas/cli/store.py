@@ -32,6 +32,7 @@ def layers_cmd(
     """List a model's hook points with their output shapes (one dry forward pass)."""
     from ..capture import example_inputs, iter_input_batches, list_layers, load_inputs, load_model
     from ..capture.models import input_dtype, takes_token_ids
+    from ..capture.positions import position_table
     from ..capture.texts import text_max_length
     from ..errors import InputsError
 
@@ -40,13 +41,18 @@ def layers_cmd(
         example = example_inputs(loaded.model, loaded.tokenizer)
     else:
         values = load_inputs(inputs)
+        cut = text_max_length(loaded.model, values, loaded.tokenizer, None)
+        if cut is None and isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+            # token ids longer than the model's positions, cut as texts are: they ended
+            # in "index out of range" and advice of --max-length, which `layers` has not
+            cut = position_table(loaded.model)[1] if takes_token_ids(loaded.model) else None
         batch = next(
             iter_input_batches(
                 values,
                 batch_size=2,
                 tokenizer=loaded.tokenizer,
                 # texts cut as `capture` cuts them (they ended in "index out of range")
-                max_length=text_max_length(loaded.model, values, loaded.tokenizer, None),
+                max_length=cut,
                 float_dtype=input_dtype(loaded.model),
                 token_ids=takes_token_ids(loaded.model),
             ),

@@ -98,6 +98,14 @@ def loss_recovered(
             "The SAE has no layer map and names no hook point (SAELens's `hook_name`), so "
             "where to splice it is unknown; train it on a store of the model's layers."
         )
+    pooled = [name for name, (layout, _) in layers.items() if layout == "pooled"]
+    if pooled:  # its rows were read per position and ended in torch.cat's traceback
+        raise ConfigError(
+            f"Layer '{pooled[0]}' was stored pooled, one row per sample (--spatial mean): its "
+            "reconstruction is no conv map to put back into the layer, so the loss it "
+            "recovers cannot be measured. Capture the layer with --spatial positions "
+            "(`spatial='positions'`) for that."
+        )
     names = list(layers)
     hps = {hp.name: hp for hp in resolve_hookpoints(model, names)}
     model, tokenizer = model_and_tokenizer(model, inputs, tokenizer)
@@ -152,23 +160,25 @@ def loss_recovered(
                 k: v.to(device) if device and torch.is_tensor(v) else v
                 for k, v in batch.kwargs.items()
             }
+            where = f"inputs {n}..{n + batch.n_samples - 1}"
             mode.update(kind="record", rows={}, mask=batch.mask)
-            try:  # the first pass meets the inputs: a misfit is the user's, in one line
-                clean = model(*args, **kwargs)
-            except AtlasError:  # raised by a hook: already says what is wrong
-                raise
-            except Exception as e:
-                raise model_error(e, f"inputs {n}..{n + batch.n_samples - 1}") from e
+            # the first pass meets the inputs: a misfit is the user's, in one line
+            clean = _forward(model, args, kwargs, where)
             totals["clean"] += _total(loss_fn(clean, batch), batch.n_samples, n, "")
             x = torch.cat([mode["rows"][name] for name in names], dim=1)
             x_hat = sae(x.to(sae.W_enc)).x_hat
             parts = torch.split(x_hat, [width for _, width in layers.values()], dim=1)
             mode.update(kind="replace", replace=dict(zip(names, parts)))
-            sae_loss = loss_fn(model(*args, **kwargs), batch)
-            totals["sae"] += _total(sae_loss, batch.n_samples, n, " with the SAE's reconstruction")
+            # the model's own code may refuse what is put in its layers' place (a check
+            # that they are not negative): one line naming the pass, not its traceback
+            spliced = " with the SAE's reconstruction"
+            out = _forward(model, args, kwargs, where + spliced + " in the layers' place")
+            totals["sae"] += _total(loss_fn(out, batch), batch.n_samples, n, spliced)
             mode.update(replace=dict.fromkeys(names))
-            zero_loss = loss_fn(model(*args, **kwargs), batch)
-            totals["zero"] += _total(zero_loss, batch.n_samples, n, " with the layers zeroed")
+            out = _forward(model, args, kwargs, where + " with the layers zeroed")
+            totals["zero"] += _total(
+                loss_fn(out, batch), batch.n_samples, n, " with the layers zeroed"
+            )
             n += batch.n_samples
     finally:
         for h in handles:
@@ -182,6 +192,17 @@ def loss_recovered(
     # recover: the ratio of two negatives read 1.21 for a reconstruction worse than both
     fraction = (zero - with_sae) / gap if gap > 1e-12 else float("nan")
     return DownstreamResult(clean, with_sae, zero, fraction, n)
+
+
+def _forward(model: torch.nn.Module, args: tuple, kwargs: dict, where: str) -> Any:
+    """``model(*args, **kwargs)``; a failure in the model's own code is one line naming
+    the inputs and the pass (``where``), a hook's error stays as it is."""
+    try:
+        return model(*args, **kwargs)
+    except AtlasError:  # raised by a hook: already says what is wrong
+        raise
+    except Exception as e:
+        raise model_error(e, where, model, kwargs) from e
 
 
 def _check_arguments(

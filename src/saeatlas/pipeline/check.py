@@ -53,10 +53,11 @@ def _capture_rows(cfg: RunConfig, inputs: object, first: object, first_rows: int
     return None if n is None or not n_first else first_rows // n_first * n
 
 
-def check_run(cfg: RunConfig, out: str | Path | None = None) -> str:
+def check_run(cfg: RunConfig, out: str | Path | None = None, timeout_s: float = 1800.0) -> str:
     """Dry-run ``cfg`` on its first input batch; raise :class:`ConfigError` (or the
     capture's own error) for what would fail later, the run directory ``out`` (default:
-    the config's ``out``) included. Returns a one-line summary."""
+    the config's ``out``) included. Returns a one-line summary. ``timeout_s``: as the
+    run's, seconds a ``torchrun`` rank waits for the others (`run --check --timeout`)."""
     out = out if out is not None else cfg.out
     if out is not None:  # a file, an unwritable folder, a store: the run stops there
         check_writable(out, holds_outputs=True)
@@ -88,7 +89,7 @@ def check_run(cfg: RunConfig, out: str | Path | None = None) -> str:
         return check_store_fits(cfg, store, _capture_rows(cfg, src.inputs, first, store.n_rows))
 
     try:  # the ranks' last meeting comes before rank 0 removes the folder
-        return run_ranks("check", cfg.capture.device, cfg.capture.timeout_s, dry_run)
+        return run_ranks("check", cfg.capture.device, timeout_s, dry_run)
     finally:
         if made and is_main_process():
             shutil.rmtree(made[0], ignore_errors=True)

@@ -24,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from .._config_cli import config_from_mapping, load_config_file
+from .._config_cli import config_from_mapping
+from .._config_file import load_config_file
 from .._validation import check_types
 from ..capture import CaptureConfig
 from ..errors import ConfigError
@@ -122,8 +123,13 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_types(self)
         for name in ("model", "inputs"):
-            if not getattr(self, name):
+            if not getattr(self, name).strip():
                 raise ConfigError(f"`{name}` is empty; see docs/pipeline.md for what it takes.")
+        if self.labels is not None and not self.labels.strip():  # read as the config's folder
+            raise ConfigError(
+                f"`labels` is {self.labels!r}, which names no file; give the labels, or leave "
+                "`labels` out for none."
+            )
         if self.out is not None and not self.out.strip():  # read as the config's folder
             raise ConfigError(
                 f"`out` is {self.out!r}, which names no folder; give the run directory, or "

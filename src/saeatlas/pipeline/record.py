@@ -1,7 +1,7 @@
 """``OUT/run.json``, the run's record: per stage, the fingerprint of the settings it ran
-with, the files its capture read, whether it finished and the stamp of its output
-(:class:`RunState`); and how :mod:`.run` tells a stage's output complete and unchanged
-(:func:`stage_complete`, :func:`stage_stamp`)."""
+with, the files its capture read (:mod:`.stamps`), whether it finished and the stamp of
+its output (:class:`RunState`); and how :mod:`.run` tells a stage's output complete and
+unchanged (:func:`stage_complete`, :func:`stage_stamp`)."""
 
 from __future__ import annotations
 
@@ -127,35 +127,31 @@ def setting_changes(record: dict[str, Any], fingerprint: str, settings: Any) -> 
     return changed_settings(_as_read(old), _as_read(settings)) or None
 
 
-def source_files(cfg: RunConfig, record: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Stamps of each file the capture reads (the model's code or its Hugging Face
-    directory, the inputs, the labels) and, under ``code``, of the Python files that
-    the capture stage's ``record`` lists (:func:`code_files`): an edit in place changes
-    them, not the config."""
-    out: dict[str, Any] = {}
-    for name, spec in (("model", cfg.model), ("inputs", cfg.inputs), ("labels", cfg.labels)):
-        if not spec:
-            continue
-        path = Path(spec) if Path(spec).exists() else Path(spec.rpartition(":")[0])
-        stamp = _stamp(path)
-        if stamp is not None:
-            out[name] = stamp
-    code = (record or {}).get("files", {}).get("code")  # a record's stamps, or paths
-    if isinstance(code, (dict, list)) and code:
-        out["code"] = {f: _stamp(Path(f)) for f in code}
-    return out
-
-
 def code_files(cfg: RunConfig, model: torch.nn.Module) -> list[str]:
     """The Python files a capture's rows come from beyond the files of the config: the
-    modules of ``package.module:function`` specs (model, inputs, labels) and those that
+    modules of ``package.module:function`` specs (model, inputs, labels), the modules
+    loaded from the folder of those and of ``file.py:function`` specs, and those that
     define the model's modules, torch's own aside. A model file that imports its blocks
     from another file, or a model of a package, edited since (a ReLU made a Tanh) left
     ``saeatlas run`` skipping the capture, the store holding the old model's rows."""
-    files = set()
+    files, folders = set(), set()
     for spec in (cfg.model, cfg.inputs, cfg.labels):
-        module = sys.modules.get((spec or "").rpartition(":")[0])
+        target = (spec or "").rpartition(":")[0]
+        module = sys.modules.get(target)
         files.add(getattr(module, "__file__", None))
+        where = target if target.endswith(".py") else getattr(module, "__file__", None)
+        if where:
+            folders.add(Path(where).resolve().parent)
+    # and the modules those files import from their own folder: a helper of the model
+    # file (`helpers.act()` returning a ReLU, edited to a Tanh) left the capture skipped
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if (
+            isinstance(file, str)
+            and file.endswith(".py")
+            and Path(file).resolve().parent in folders
+        ):
+            files.add(file)
     model = unwrap_model(model)[0]  # an nnsight wrapper's module
     modules = model.modules() if isinstance(model, torch.nn.Module) else ()
     for cls in {type(m) for m in modules}:
@@ -165,25 +161,6 @@ def code_files(cfg: RunConfig, model: torch.nn.Module) -> list[str]:
             except TypeError:  # a class of a built-in module
                 continue
     return sorted(os.path.abspath(f) for f in files if f and Path(f).is_file())
-
-
-def _stamp(path: Path) -> list[int] | None:
-    """A file's size and modification time; for a directory (a Hugging Face model's),
-    the number of its files, their total size and a hash of every file's name, size and
-    modification time (weights saved again into it change it): its own files only, not
-    hidden ones or those in folders below it, where a run directory, or the lock file
-    beside one, may lie. None for neither."""
-    if path.is_file():
-        st = path.stat()
-        return [st.st_size, st.st_mtime_ns]
-    if not path.is_dir():
-        return None
-    h, n, size = hashlib.sha256(), 0, 0
-    for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
-        st = f.stat()
-        h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        n, size = n + 1, size + st.st_size
-    return [n, size, int(h.hexdigest()[:15], 16)]
 
 
 #: The fields of a stage's record that :class:`RunState` writes, with their kinds (a

@@ -38,7 +38,6 @@ from .record import (
     fingerprints,
     rank_settings,
     setting_changes,
-    source_files,
     stage_complete,
     stage_has_output,
     stage_record,
@@ -56,6 +55,7 @@ from .stages import (
     run_sweep,
     run_train,
 )
+from .stamps import files_edited, source_files
 
 log = logging.getLogger(__name__)
 
@@ -317,10 +317,7 @@ def _refuse_changed(
             if not stage_has_output(name, paths, config):
                 continue
             what = "; ".join(changes) or "its settings changed"
-        elif (
-            name == "capture"
-            and record.get("files", files := source_files(config, record)) != files
-        ):
+        elif name == "capture" and files_edited(config, record):
             if not stage_has_output(name, paths, config):
                 continue
             what = EDITED
@@ -355,9 +352,8 @@ def _decide(
     if off is not None:
         return StageOutcome(name, OFF, off), False, ""
     record = stage_record(state, name, paths, settings)
-    files = source_files(config, record) if name == "capture" else None
     # a model, inputs or labels file edited in place: the config reads the same
-    edited = record is not None and record.get("files", files) != files
+    edited = name == "capture" and record is not None and files_edited(config, record)
     same = (
         record is not None
         and setting_changes(record, prints[name], settings[name]) is None
@@ -395,5 +391,6 @@ def _decide(
         why = "it was interrupted"
     else:
         why = missing
+    files = source_files(config, record) if name == "capture" else None
     state.start(name, prints[name], settings[name], files)
     return None, same and upstream is None and not replaced, why

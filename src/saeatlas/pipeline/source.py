@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..capture import load_inputs, load_labels, load_model
+from ..capture.labels import label_values
 from ..capture.models import call_factory, load_factory
 from ..errors import ConfigError
 from .config import RunConfig
@@ -59,7 +60,18 @@ def load_source(cfg: RunConfig) -> Source:
         if _is_file_spec(cfg.labels):
             labels = load_labels(cfg.labels)
         else:
-            labels = np.asarray(call_factory(load_factory(cfg.labels), cfg.labels))
+            labels = call_factory(load_factory(cfg.labels), cfg.labels)
+            if labels is None:  # the run went on without labels, without a word
+                raise ConfigError(
+                    f"`labels` {cfg.labels!r} returned None; it must return one label per "
+                    "sample (or leave `labels` out)."
+                )
+            if isinstance(labels, tuple) and len(labels) == 2 and not np.isscalar(labels[0]):
+                raise ConfigError(  # an (inputs, labels) pair ended in NumPy's traceback
+                    f"`labels` {cfg.labels!r} returns a pair of {type(labels[0]).__name__} "
+                    f"and {type(labels[1]).__name__}, as an inputs function may: give it as "
+                    "`inputs` (its labels come with it), and leave `labels` out."
+                )
     if labels is not None:
-        labels = np.asarray(labels)
+        labels = label_values(labels)
     return Source(loaded.model, loaded.tokenizer, inputs, labels)

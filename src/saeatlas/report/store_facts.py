@@ -47,7 +47,8 @@ def store_facts(summary: dict[str, Any]) -> StoreFacts:
             layer["name"]: (tuple(layer.get("shape", ())), layer.get("layout", ""))
             for layer in manifest.get("layers", [])
         }
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    # RecursionError: a manifest nested past Python's stack ended the report in a traceback
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return StoreFacts(recorded, {}, None)  # names by index only; the report needs no store
     made_from = summary.get("store_fingerprint")
     if made_from is not None:

@@ -30,7 +30,6 @@ Input normalisations that depend on each row (``constant_norm_rescale``,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ import torch
 from safetensors.torch import load_file
 
 from .. import __version__
-from .._validation import check_path_argument, unique_keys
+from .._validation import check_path_argument, strict_json
 from .architectures import REGISTRY, get_architecture
 from .config import SAEConfig
 from .files import CFG, WEIGHTS, SAEFileError, sae_folder_hint
@@ -52,8 +51,8 @@ def read_cfg(file: Path) -> dict[str, Any]:
     """A ``cfg.json`` as a dict, or :class:`SAEFileError` saying why it is not one (a
     key given twice, ``"k": 4, "k": 8``, was read as k 8 by Python and 4 by others)."""
     try:
-        raw = json.loads(file.read_text(), object_pairs_hook=unique_keys)
-    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, a 5000-digit number, [[[[...
+        raw = strict_json(file.read_text())
+    except ValueError as e:  # bad JSON or UTF-8, a 5000-digit number, [[[[..., a key twice
         raise SAEFileError(f"'{file}' is not valid JSON: {e}.") from None
     except OSError as e:
         raise SAEFileError(f"'{file}' cannot be read ({e.strerror or e}).") from None

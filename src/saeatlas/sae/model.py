@@ -272,7 +272,7 @@ def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpe
     if missing:
         raise ShapeError(
             f"The SAE reads layers {names}, but the store '{store.path}' has no {missing} "
-            f"(it has {known}). " + _prefix_hint(missing, known)
+            f"(it has {known}). " + (_renamed_npy_hint(sae, store) or _prefix_hint(missing, known))
         )
     layers = [store.layer(name) for name in names]
     for mine, theirs in zip(sae.cfg.layers, layers):
@@ -289,6 +289,28 @@ def sae_layers(sae: SparseAutoencoder, store: ActivationStore) -> tuple[LayerSpe
             "units in this store. Was the SAE trained on another store?"
         )
     return tuple(layers)
+
+
+def _renamed_npy_hint(sae: SparseAutoencoder, store: ActivationStore) -> str:
+    """Why an SAE of one layer does not read a ``.npy`` of one layer as wide: the layer of
+    a ``.npy`` without a layers.json is named after its file, so the SAE trained on
+    'a.npy' was told "Was the SAE trained on another store?" of the same rows in 'b.npy'."""
+    path = Path(store.path)
+    mine, theirs = sae.cfg.layers, store.layers
+    if not (
+        path.suffix == ".npy"
+        and len(mine) == len(theirs) == 1
+        and theirs[0].name == path.stem
+        and mine[0].n_units == theirs[0].n_units
+    ):
+        return ""
+    entry = json.dumps([{"name": mine[0].name, "start": 0, "stop": mine[0].n_units}])
+    return (
+        f"A .npy without a layers.json holds one layer named after its file: was "
+        f"'{path.name}' named '{mine[0].name}.npy' when the SAE was trained? Name it so "
+        f"again, or name its layer in '{path.with_name(path.stem + '.layers.json')}' "
+        f"({entry})."
+    )
 
 
 def _prefix_hint(missing: list[str], known: list[str]) -> str:

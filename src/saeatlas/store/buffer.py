@@ -129,12 +129,22 @@ def row_parts(
     ):
         shapes = [tuple(p.shape) for p in parts]
         raise StoreError(f"Rows have shapes {shapes}, expected [rows, {n_units}] in all.")
-    # one of another length ended the shard's write in pyarrow's ArrowInvalid
-    other = {k: len(v) for k, v in meta.items() if len(v) != n_rows}
+    # the readers number rows by `row` and tell samples apart by `sample`: a store written
+    # without `sample`, or with a `row` of the caller's, was complete and then refused
+    sample = np.asarray(meta["sample"]) if "sample" in meta else None
+    if "row" in meta or sample is None or sample.dtype.kind not in "iu":
+        raise StoreError(
+            "The row metadata must hold `sample`, each row's sample as a whole number (got "
+            f"{'none' if sample is None else sample.dtype}), and no `row`, which the writer "
+            f"numbers (columns given: {sorted(meta)})."
+        )
+    # one of another length ended the shard's write in pyarrow's ArrowInvalid, and so did
+    # one of several values per row
+    other = {k: len(v) for k, v in meta.items() if len(v) != n_rows or np.ndim(v) != 1}
     if other:
         raise StoreError(
             f"The row metadata columns {other} (values each) do not fit the {n_rows} rows "
-            "given with them; give each column one value per row."
+            "given with them; give each column one value per row (a 1-D array)."
         )
     return parts
 

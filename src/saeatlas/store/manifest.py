@@ -6,16 +6,15 @@ The manifest is written last; a directory without one is an incomplete store.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._validation import known_keys, shown
+from .._validation import known_keys, shown, strict_json
 from ..errors import StoreError
 
 FORMAT_VERSION = 1
@@ -91,6 +90,13 @@ class LayerSpec:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> LayerSpec:
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in d if k not in known) if isinstance(d, dict) else []
+        if unknown:  # a misspelt `layout` ("layuot") read the layer as one row per sample
+            raise StoreError(
+                f"The layer entry {shown(d)} has the key(s) {unknown}, which a layer entry does "
+                f"not have; its keys are {known}. Fix the spelling, or remove them."
+            )
         try:
             shape = _typed(d, "shape", object, ())
             if not isinstance(shape, (list, tuple)) or not all(
@@ -204,9 +210,11 @@ class Manifest:
     @classmethod
     def read(cls, path: Path) -> Manifest:
         try:
-            d = json.loads(Path(path).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise StoreError(f"'{path}' is not valid JSON ({e}); the store is corrupt.") from e
+            # a key given twice was read last-wins; a number of 5000 digits (ValueError)
+            # and [[[[...]]]] nested past Python's stack ended in a traceback
+            d = strict_json(Path(path).read_text(), MANIFEST)
+        except ValueError as e:  # bad JSON or UTF-8, as well
+            raise StoreError(f"'{path}' is not valid JSON ({e}); the store is corrupt.") from None
         except OSError as e:
             raise StoreError(f"'{path}' cannot be read ({e.strerror}).") from None
         return cls.from_json(d, where=str(path))
@@ -219,6 +227,39 @@ def file_sha256(path: Path) -> str:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def provenance_fault(provenance: dict[str, Any]) -> str:
+    """What in a store's ``provenance`` its readers cannot use (a clause: "`max_length`
+    'abc' in its provenance, which ..."), or "" when nothing. Readers check a manifest
+    with it, and :class:`~.writer.StoreWriter` its arguments, so it writes no store that
+    its readers refuse."""
+    # read by `info`, and by the ablation and the loss recovered, which cut texts as the
+    # capture did: 'abc' or 1.5 ended them in the tokenizer's TypeError, 0 in torch's
+    for key, least in (("max_length", 1), ("n_texts_cut", 0)):
+        v = provenance.get(key)
+        if v is not None and not (type(v) is int and least <= v < 2**63):
+            return (
+                f"`{key}` {shown(v)} in its provenance, which is no whole number of at "
+                f"least {least}"
+            )
+    job = provenance.get("job")  # the capture's fingerprints: a resume and the ablation
+    kinds = {"settings": dict, "layers": list}  # read them (`settings` [1]: AttributeError)
+    bad = (
+        [f"`job` {shown(job)}"]
+        if job is not None and not isinstance(job, dict)
+        else [
+            f"`job.{k}` {shown(v)}"
+            for k, v in (job or {}).items()
+            if not isinstance(v, kinds.get(k, (str, type(None))))
+        ]
+    )
+    if bad:
+        return (
+            f"{bad[0]} in its provenance, not what its capture wrote (fingerprints as text, "
+            "`settings` an object, `layers` a list)"
+        )
+    return ""
 
 
 def validate_layers(layers: list[LayerSpec] | tuple[LayerSpec, ...], n_units: int) -> None:
@@ -243,6 +284,11 @@ def validate_layers(layers: list[LayerSpec] | tuple[LayerSpec, ...], n_units: in
             raise StoreError(
                 f"Layer '{layer.name}' covers columns {layer.start}:{layer.stop}, {fault}. Layer "
                 "ranges must tile the columns in order."
+            )
+        if not layer_width_fits(layer):
+            raise StoreError(
+                f"Layer '{layer.name}' has columns {layer.start}:{layer.stop} ({layer.n_units} "
+                f"units) but its `shape` {list(layer.shape)} does not have that many."
             )
         pos = layer.stop
     if layers and pos != n_units:
@@ -304,40 +350,13 @@ def check_manifest(root: Path, m: Manifest) -> None:
         raise StoreError(f"{where} has a negative `n_nonfinite_rows_skipped`; it is corrupt.")
     if not m.layers:
         raise StoreError(f"{where} lists no layers; its layer map is corrupt. Recapture the store.")
-    # read by `info`, and by the ablation and the loss recovered, which cut texts as the
-    # capture did: 'abc' or 1.5 ended them in the tokenizer's TypeError, 0 in torch's
-    for key, least in (("max_length", 1), ("n_texts_cut", 0)):
-        v = m.provenance.get(key)
-        if v is not None and not (type(v) is int and least <= v < 2**63):
-            raise StoreError(
-                f"{where} records `{key}` {shown(v)} in its provenance, which is no whole "
-                f"number of at least {least} (it was edited); restore it, or recapture the store."
-            )
-    job = m.provenance.get("job")  # the capture's fingerprints: a resume and the ablation
-    kinds = {"settings": dict, "layers": list}  # read them (`settings` [1]: AttributeError)
-    bad = (
-        [f"`job` {shown(job)}"]
-        if job is not None and not isinstance(job, dict)
-        else [
-            f"`job.{k}` {shown(v)}"
-            for k, v in (job or {}).items()
-            if not isinstance(v, kinds.get(k, (str, type(None))))
-        ]
-    )
-    if bad:
-        raise StoreError(
-            f"{where} records {bad[0]} in its provenance, not what its capture wrote "
-            "(fingerprints as text, `settings` an object, `layers` a list); restore it, or "
-            "recapture the store."
-        )
-    validate_layers(m.layers, m.n_units)
-    for layer in m.layers:
-        if not layer_width_fits(layer):
-            raise StoreError(
-                f"{where}: layer '{layer.name}' has columns {layer.start}:{layer.stop} "
-                f"({layer.n_units} units) but its recorded shape {list(layer.shape)} does not "
-                "have that many; the layer map is corrupt. Recapture the store."
-            )
+    fault = provenance_fault(m.provenance)
+    if fault:
+        raise StoreError(f"{where} records {fault}; restore it, or recapture the store.")
+    try:
+        validate_layers(m.layers, m.n_units)
+    except StoreError as e:
+        raise StoreError(f"{where}: {e} The layer map is corrupt; recapture the store.") from None
     for name in ("mean", "std"):
         v = getattr(m, name)
         if v.shape != (m.n_units,) or not np.isfinite(v).all() or (name == "std" and (v < 0).any()):

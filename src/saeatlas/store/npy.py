@@ -8,15 +8,16 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .._validation import strict_json
 from ..errors import ConfigError, NonFiniteError, StoreError
-from .manifest import LayerSpec, layer_width_fits, validate_layers
+from .manifest import LayerSpec, validate_layers
 from .sources import ArraySource, check_finite
 from .stats import RunningMoments
 
@@ -171,33 +172,19 @@ def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
                 f'\'{candidate}\' must be a JSON list of {{"name", "start", "stop"}} objects, '
                 'for example [{"name": "layer1", "start": 0, "stop": 64}, ...]'
             )
-            try:
-                entries = json.loads(candidate.read_text(encoding="utf-8"))
+            try:  # a key given twice was read last-wins, [[[...]]] in a RecursionError
+                entries = strict_json(candidate.read_text(encoding="utf-8"), candidate.name)
             except (ValueError, OSError) as e:  # not JSON, not UTF-8, a directory
-                raise StoreError(f"{expected} ({e}).") from e
+                raise StoreError(f"{expected} ({e}).") from None
             if (
                 not isinstance(entries, list)
                 or not entries
                 or not all(isinstance(e, dict) for e in entries)
             ):
                 raise StoreError(f"{expected}; it holds {json.dumps(entries)[:60]}.")
-            known = [f.name for f in fields(LayerSpec)]
-            unknown = sorted({str(k) for e in entries for k in e if k not in known})
-            if unknown:  # a misspelt `layout` read the layer as one row per sample
-                raise StoreError(
-                    f"'{candidate}' has the key(s) {unknown}, which a layer entry does not "
-                    f"have; its keys are {known}. Fix the spelling, or remove them."
-                )
             try:
                 layers = tuple(LayerSpec.from_json(e) for e in entries)
                 validate_layers(layers, n_units)
-                for layer in layers:
-                    if not layer_width_fits(layer):
-                        raise StoreError(
-                            f"Layer '{layer.name}' has columns {layer.start}:{layer.stop} "
-                            f"({layer.n_units} units) but its `shape` {list(layer.shape)} "
-                            "does not have that many."
-                        )
             except StoreError as e:
                 raise StoreError(
                     f"'{candidate}' does not describe the {n_units} columns of '{path}': {e} "

@@ -1,5 +1,6 @@
 """What a caller asks of a store's read methods, checked and resolved: row numbers,
-the dtype to read as, and the layers whose columns to read.
+the dtype to read as, and the layers whose columns to read; and what it asks of the
+store's writer (:func:`writer_arguments`).
 
 Each check refuses a value of the wrong kind with the store's own error class
 (:class:`~saeatlas.errors.ConfigError`, :class:`~saeatlas.errors.StoreError`)
@@ -18,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import shown
+from .._validation import check_json_argument, shown
 from ..errors import ConfigError, StoreError
-from .manifest import LayerSpec
+from .manifest import LayerSpec, provenance_fault
+from .shards import STORE_DTYPES
 
 #: The dtypes a store reads as, by the names a caller may give them (torch's, as text).
 READ_DTYPES = {
@@ -66,6 +68,14 @@ def whole_number(name: str, value: Any, *, low: int = 0) -> int:
     if value < low:
         raise ConfigError(f"`{name}` must be >= {low}, got {value}.")
     return int(value)
+
+
+def batch_counts(n_samples: Any, n_skipped: Any, skip_rows: Any) -> tuple[int, int, int]:
+    """``StoreWriter.add``'s counts, each a whole number of at least 0: ``n_samples=-1``
+    moved every later batch's samples back by one, and 2.5 stored fractional sample ids."""
+    named = {"n_samples": n_samples, "n_skipped": n_skipped, "skip_rows": skip_rows}
+    a, b, c = (whole_number(k, v) for k, v in named.items())
+    return a, b, c
 
 
 def read_part(part: Any) -> tuple[int, int]:
@@ -139,3 +149,28 @@ def row_columns(columns: Sequence[str] | None) -> list[str] | None:
             f"`columns` names {', '.join(map(repr, twice))} more than once; name each column once."
         )
     return columns
+
+
+def writer_arguments(
+    dtype: Any, shard_rows: Any, rank: Any, world: Any, provenance: Any, job: Any
+) -> tuple[int | None, int, int]:
+    """``(shard_rows, rank, world)`` of a :class:`~.writer.StoreWriter`, its arguments
+    checked before it takes the store's lock: ``shard_rows=2.5`` or ``"8"`` and
+    ``rank="0"`` ended in TypeErrors, and a ``job`` or ``provenance`` no reader takes
+    (``job=[1]``, ``{"max_length": 0}``) was written into the manifest of a complete store
+    that every reader then refused (:func:`~.manifest.provenance_fault`, the readers' check)."""
+    rank, world = whole_number("rank", rank), whole_number("world", world, low=1)
+    if not rank < world:
+        raise ConfigError(f"`rank` must be in [0, {world}), got {rank}.")
+    if not isinstance(dtype, str) or dtype not in STORE_DTYPES:
+        raise ConfigError(
+            f"Unknown store `dtype` {shown(dtype)}; expected one of: {list(STORE_DTYPES)}."
+        )
+    if shard_rows is not None:
+        shard_rows = whole_number("shard_rows", shard_rows, low=1)
+    check_json_argument("provenance", provenance)
+    check_json_argument("job", job)
+    fault = provenance_fault({**(provenance or {}), "job": job})
+    if fault:
+        raise ConfigError(f"The store writer would record {fault}; no reader takes that.")
+    return shard_rows, rank, world

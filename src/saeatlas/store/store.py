@@ -34,6 +34,9 @@ from .sources import ArraySource, ShardSource, dir_identity
 #: What to do with NaN/Inf in activations, everywhere they are read: capture, and
 #: every stage that opens a ``.npy`` array.
 NONFINITE_MODES = ("error", "skip")
+#: The columns of a store's rows that number them (every store has them); the others are
+#: labels and texts.
+INDEX_COLUMNS = ("row", "sample", "position")
 
 
 class ActivationStore:
@@ -146,6 +149,16 @@ class ActivationStore:
         ablation and the loss recovered cut texts the same way."""
         return self.manifest.provenance.get("max_length") if self.manifest else None
 
+    @property
+    def output_index(self) -> int | str | None:
+        """The element of tuple and dict outputs the capture recorded (its settings'
+        ``output_index``), or None for the first tensor: the ablation and the loss
+        recovered splice into the same one."""
+        job = self.manifest.provenance.get("job") if self.manifest else None
+        settings = job.get("settings") if isinstance(job, dict) else None
+        index = settings.get("output_index") if isinstance(settings, dict) else None
+        return index if isinstance(index, (int, str)) and not isinstance(index, bool) else None
+
     def digest(self) -> str:
         """sha256 of the activations: of the shards' sha256 (in order) for a store
         directory, of the values (every row, in order, read at open) for a ``.npy``."""
@@ -224,7 +237,7 @@ class ActivationStore:
     def row_columns(self) -> list[str]:
         """The names of the per-row metadata columns (:meth:`rows`), without reading them."""
         if self.manifest is None:
-            return ["row", "sample", "position"]
+            return list(INDEX_COLUMNS)
         try:
             return list(pq.read_schema(self.path / ROWS).names)
         except (OSError, pa.ArrowInvalid) as e:

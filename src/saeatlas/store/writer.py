@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._validation import check_flag_arguments, shown
 from ..errors import ConfigError, StoreError
 from .atomic import partial_dir, through_link
 from .buffer import BlockPool, Piece, RowBuffer, check_blocks_fit, copy_rows, row_parts
@@ -55,6 +56,7 @@ from .lock import release
 from .manifest import LayerSpec, Manifest, validate_layers
 from .merge import RankPart, complete_store, merged_range
 from .progress import Progress, ResumePoint
+from .requests import batch_counts, writer_arguments
 from .resume import JOB, read_resume
 from .shards import STORE_DTYPES
 from .stats import RunningMoments
@@ -93,14 +95,8 @@ class StoreWriter:
         rank: int = 0,
         world: int = 1,
     ) -> None:
-        if not 0 <= rank < world:
-            raise ValueError(f"`rank` must be in [0, {world}), got {rank}.")
-        if dtype not in STORE_DTYPES:
-            raise ConfigError(
-                f"Unknown store `dtype` {dtype!r}; expected one of: {list(STORE_DTYPES)}."
-            )
-        if shard_rows is not None and shard_rows <= 0:
-            raise ConfigError(f"`shard_rows` must be positive, got {shard_rows}.")
+        check_flag_arguments(resume=resume, overwrite=overwrite)  # "no" was read as true
+        shard_rows, rank, world = writer_arguments(dtype, shard_rows, rank, world, provenance, job)
         if resume and overwrite:
             raise ConfigError(
                 "Pass either `resume` (--resume) or `overwrite` (--overwrite), not both."
@@ -192,7 +188,11 @@ class StoreWriter:
         On resume the layers must equal those of the interrupted capture.
         """
         layers = tuple(layers)
-        n_units = layers[-1].stop if layers else 0
+        if not layers or not all(isinstance(x, LayerSpec) for x in layers):  # dicts: a traceback
+            raise ConfigError(
+                f"`layers` must be one or more LayerSpec(name, start, stop), got {shown(layers)}."
+            )
+        n_units = layers[-1].stop
         validate_layers(layers, n_units)
         if self.layers is not None:
             old = [(l.name, l.start, l.stop) for l in self.layers]
@@ -239,6 +239,7 @@ class StoreWriter:
         """
         if self.layers is None:
             raise RuntimeError("StoreWriter.start(layers) must be called before add().")
+        n_samples, n_skipped, skip_rows = batch_counts(n_samples, n_skipped, skip_rows)
         parts = row_parts(x, self.n_units, meta)
         n_rows = parts[0].shape[0]
         columns = sorted(meta)

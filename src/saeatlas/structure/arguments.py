@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import check_flag_argument
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..store.npy import check_store_argument
@@ -24,13 +25,16 @@ def check_arguments(
     seed_saes: Any = (),
     null_source: Any = None,
     sweep: Any = None,
+    progress: Any = False,
     **_: Any,
 ) -> None:
     """Refuse arguments of the wrong kind before the work: an array as the store ended in
     pathlib's "expected str, bytes or os.PathLike object", a dict as the config in an
     AttributeError, the AtlasConfig class itself after the whole analysis, and one path
-    as ``seed_saes`` was read as SAEs named by its characters ('/')."""
+    as ``seed_saes`` was read as SAEs named by its characters ('/'), and
+    ``progress="no"`` by its truth (the bars were shown)."""
     paths = (str, os.PathLike, SparseAutoencoder)
+    check_flag_argument("progress", progress)
     check_sae_argument("sae", sae)
     check_sae_argument("null_source", null_source, optional=True)
     check_store_argument(store)

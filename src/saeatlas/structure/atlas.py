@@ -26,6 +26,7 @@ from ..store.atomic import (
     atomic_write,
     atomic_write_json,
     check_output_dir,
+    finish_swap_for_reader,
     json_text,
     recover_dir,
     replacing_dir,
@@ -113,11 +114,20 @@ def atlas_path(path: Any) -> Path:
             f"The atlas must be given as the path of its directory, got {type(path).__name__}."
         )
     path = Path(path)
+    # an analysis killed while it swapped its atlas in left it complete beside `path`:
+    # put in place, as readers of stores and SAEs do (the report called the path "not a
+    # directory", an export and `Atlas.load` "not a complete atlas ... run analyze")
+    finish_swap_for_reader(path, complete=ATLAS_JSON)
     resolve(path)  # a loop of symbolic links: an OSError, "not a directory", a disk error
     if path.is_file():
         raise AtlasFileError(
             f"'{path}' is not a directory; give the atlas directory that `saeatlas analyze "
             "--out` wrote."
+        )
+    if not path.exists():  # a mistyped path was sent to make an atlas there
+        raise AtlasFileError(
+            f"'{path}' does not exist; give the atlas directory that `saeatlas analyze --out` "
+            "wrote."
         )
     return path
 

@@ -36,6 +36,8 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "features": {
         "feature": "i",
         **dict.fromkeys(("density", "firing_density", "selectivity"), "u"),
+        # kept out of the modules (and counted in atlas.json's headline)
+        **dict.fromkeys(("dense", "global_mode"), "b"),
         # the map's coordinates: lists there ended the report in plotly's ValueError; the
         # module cards rank features by `attribution` (text was ranked as text, a list
         # ended the report in a ValueError)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .atlas_columns import check_columns, check_required
 from .atlas_format import AtlasFileError
+from .atlas_unit_modules import check_unit_modules
 from .atlas_verdict import check_verdict
 
 if TYPE_CHECKING:
@@ -56,10 +57,11 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
                 f"not 0 to {n - 1} in order; {fix}."
             )
     units = atlas.units.get("unit")
-    d_sae = s["sae"].get("d_sae") if isinstance(s.get("sae"), dict) else None
+    sae = s["sae"] if isinstance(s.get("sae"), dict) else {}
     for name, ids, size in (
-        ("unit", units, None),
-        ("feature", atlas.features.get("feature"), d_sae),
+        # the page gave an SAE of "d_in 99" above the 18 units it lists
+        ("unit", units, sae.get("d_in")),
+        ("feature", atlas.features.get("feature"), sae.get("d_sae")),
     ):
         # a feature listed twice, or past the SAE's latents, was drawn as one of the map's
         if ids is not None and (
@@ -108,7 +110,7 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
                 )
     check_required(atlas, path, fix)
     _check_spans(atlas, path, fix)
-    _check_submodules(atlas, path, fix)
+    check_unit_modules(atlas, path, fix)
     _check_references(atlas, path, fix)
     _check_flow_layers(atlas, path, fix)
     _check_unique_rows(atlas, path, fix)
@@ -150,59 +152,6 @@ def _check_spans(atlas: Atlas, path: Path, fix: str) -> None:
                 f"`layers` of module {m} in modules.parquet in '{path}' is {listed}, but its "
                 f"units in units.parquet lie in {held}; {fix}."
             )
-
-
-def _check_submodules(atlas: Atlas, path: Path, fix: str) -> None:
-    """A unit's ``submodule`` is one of the sub-module scale's reproducible modules that
-    ``atlas.json``'s ``ensemble.levels`` counts (``cross_check.raw.levels`` where the
-    modules are the units' correlations; -1: none)."""
-    units = atlas.units
-    if "submodule" not in units.columns or units.empty:
-        return
-    sub = units["submodule"]
-    view = atlas.summary.get("ensemble")
-    cross = atlas.summary.get("cross_check")
-    raw = cross.get("raw") if isinstance(cross, dict) else None
-    levels = raw.get("levels") if isinstance(raw, dict) else None
-    marked = isinstance(levels, list) and any(
-        isinstance(lv, dict) and "submodules" in lv for lv in levels
-    )
-    if atlas.summary.get("modules_from") == "unit_correlations" and marked:
-        view = raw  # (atlases before the mark took the SAE ensemble's sub-modules)
-    n_sub = _n_submodules(view)
-    top = n_sub if n_sub is not None else int(sub.max()) + 1
-    if not pd.api.types.is_integer_dtype(sub) or not sub.isin(range(-1, max(top, 0))).all():
-        bad = sub[~sub.isin(range(-1, max(top, 0)))]
-        value = bad.iloc[0] if len(bad) else sub.iloc[0]
-        value = value.item() if isinstance(value, np.generic) else value
-        raise AtlasFileError(
-            f"`submodule` of units.parquet in '{path}' names {value!r}, not one of the "
-            f"{top} reproducible modules of the sub-module scale that atlas.json's "
-            f"`levels` count (or -1, none); {fix}."
-        )
-
-
-def _n_submodules(ensemble: Any) -> int | None:
-    """The number of reproducible modules at the sub-module scale (the level marked
-    ``submodules``; in atlases written before that mark, the one after the chosen
-    scale), 0 when there is none, or None when ``ensemble.levels`` does not say."""
-    levels = ensemble.get("levels") if isinstance(ensemble, dict) else None
-    if not isinstance(levels, list) or not all(isinstance(lv, dict) for lv in levels):
-        return None
-    chosen = [i for i, lv in enumerate(levels) if lv.get("chosen") is True]
-    if len(chosen) != 1:
-        return None
-    if any("submodules" in lv for lv in levels):
-        marked = [i for i, lv in enumerate(levels) if lv.get("submodules") is True]
-        if len(marked) > 1:
-            return None
-        finer = marked[0] if marked else None
-    else:
-        finer = chosen[0] + 1 if chosen[0] + 1 < len(levels) else None
-    if finer is None:
-        return 0
-    n = levels[finer].get("n_reproducible_modules")
-    return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
 def _check_references(atlas: Atlas, path: Path, fix: str) -> None:

@@ -26,6 +26,7 @@ from ..sae import SparseAutoencoder
 from ..sae.model import sae_fingerprint
 from ..store import ActivationStore
 from ..store.atomic import resolve
+from ..store.store import INDEX_COLUMNS
 from .arguments import check_arguments
 from .config import AtlasConfig
 from .constants import MIN_ROWS
@@ -131,9 +132,18 @@ def check_label_column(cfg: AtlasConfig, store: ActivationStore) -> None:
         return  # the default: profiled when the store has labels
     columns = store.row_columns()
     if cfg.label_column not in columns:
+        # the columns that number the rows are no labels: they were the choices listed
+        # (['row', 'sample', 'position']) where the store records no label at all
+        labels = [c for c in columns if c not in INDEX_COLUMNS]
+        numbering = [c for c in columns if c in INDEX_COLUMNS]
+        choices = (
+            f"; its label columns are {labels} (name one of them), and {numbering} number its rows"
+            if labels
+            else f", which record no labels ({numbering} number them); capture labels with "
+            "--labels, or leave `label_column` out"
+        )
         raise ConfigError(
-            f"`label_column` {cfg.label_column!r} is not a column of the store's rows "
-            f"({columns}); name one of them, or capture the labels with --labels."
+            f"`label_column` {cfg.label_column!r} is not a column of the store's rows{choices}."
         )
 
 

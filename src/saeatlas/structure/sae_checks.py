@@ -145,8 +145,18 @@ def check_member(
     how the modules change across the sparsities was reported of them."""
     check_layers(sae, member, store, what)
     check_rows(sae, member, what)
+    from ..sweep.members import SWEEPABLE
+
     own = getattr(member.cfg, over, None)
-    if isinstance(own, (int, float)) and not math.isclose(own, value, rel_tol=1e-6):
+    if over not in SWEEPABLE or not isinstance(own, (int, float)) or isinstance(own, bool):
+        # a sweep said to vary `bogus` (sweep.json edited, or `sweep=("bogus", ...)`)
+        # was analysed with no member compared with its value, and recorded as such
+        raise ConfigError(
+            f"The sweep varies {over!r}, not a setting of the {what} that a sweep varies "
+            f"(one of {list(SWEEPABLE)}): its sweep.json was edited by hand, or is no "
+            "sweep's; run `saeatlas sweep` again."
+        )
+    if not math.isclose(own, value, rel_tol=1e-6):
         raise ConfigError(
             f"The {what} has {over} {own:g}, not the {value:g} the sweep lists for it: its "
             "sweep.json and its members disagree (edited by hand, or a sweep rewritten "

@@ -180,6 +180,8 @@ def sweep(
             "--seeds": seeds,
             "--heldout-fraction": float(heldout_fraction),
             "--extend": extend,
+            # rank 0 alone writes: another rank's --out was dropped without a word
+            "--out": str(out),
         },
         "this sweep",
         "Every rank must run the same sweep: give every rank the same command line.",
@@ -358,7 +360,9 @@ def sweep_members(sweep_dir: str | Path) -> tuple[str, list[tuple[float, Path]]]
     try:
         raw = json.loads((path / SWEEP_JSON).read_text())
         members = [(_member_value(p["value"]), Path(p["path"])) for p in raw["points"]]
-        over = str(raw["over"])
+        over = raw["over"]
+        if over not in SWEEPABLE:  # analysed with no member compared with its value
+            raise ValueError(f"`over` is {over!r}, not one of {list(SWEEPABLE)}")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(
             f"'{path}' holds no readable {SWEEP_JSON} ({e}); give the directory that "

@@ -16,6 +16,7 @@ import torch
 
 from .._linalg import row_norms
 from .._world import World
+from ..errors import ConfigError
 from ..sae.activations import step as heaviside
 from ..sae.architectures import REGISTRY
 from ..sae.kernels import select_topk, sparse_decode, topk_encode
@@ -80,6 +81,25 @@ class ReLUTraining(TrainingRule):
 class JumpReLUTraining(TrainingRule):
     """Squared error + L0 through the Heaviside step's straight-through threshold
     gradient (Rajamanoharan et al. 2024, eq. 12)."""
+
+    uses_sample = True
+
+    @torch.no_grad()
+    def init_from_sample(self, run, sample):
+        """Refuse an initial threshold above every pre-activation of ``sample``: no
+        latent fires, so the encoder gets no gradient, and the threshold's own comes only
+        from pre-activations within half the bandwidth of it. Such a run trained to its
+        end and saved an SAE of L0 0, advising a longer run or another learning rate."""
+        cfg = run.cfg
+        top = float(run.sae.pre_activations(sample).max())
+        if top <= cfg.jumprelu_init_threshold - cfg.jumprelu_bandwidth / 2:
+            raise ConfigError(
+                f"`jumprelu_init_threshold` (--jumprelu-init-threshold) "
+                f"{cfg.jumprelu_init_threshold:g} is above every pre-activation of the first "
+                f"{sample.shape[0]:,} rows (the largest is {top:.4g}): no latent would fire, "
+                "and nothing would train. Give a threshold below that"
+                + (" (or standardise them: --normalize unit)." if cfg.normalize == "none" else ".")
+            )
 
     def loss(self, run, x, f, recon, dead, warm):
         cfg = run.cfg

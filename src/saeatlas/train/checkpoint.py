@@ -101,6 +101,13 @@ def load_checkpoint(
         if ranks is None:  # a checkpoint from before it was recorded: unknown
             settings = {k: v for k, v in settings.items() if k != "world_size"}
             saved = {k: v for k, v in saved.items() if k != "world_size"}
+        elif isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+            # '1' (text) was refused as "written by a training on 1 processes; this one
+            # runs on 1 process"
+            raise ConfigError(
+                f"'{file}' records `world_size` {str(ranks)[:40]!r}, not a number of processes: "
+                "it is damaged. Start again with --overwrite (without --resume)."
+            )
         elif ranks != settings["world_size"]:
             raise ConfigError(
                 f"The checkpoint in '{path}' was written by a training on {_procs(ranks)}; "

@@ -41,6 +41,8 @@ READ_BY: dict[str, tuple[str, tuple[str, ...]]] = {
     # weights' precision (its selection product's is `select_dtype`), so autocast
     # changed nothing there, on a CPU or a GPU; the dense products of the others it casts
     "autocast": ("architecture", ("relu", "jumprelu", "batchtopk")),
+    # TopK trains through its sparse kernels, not through the (compiled) module
+    "compile": ("architecture", ("relu", "jumprelu", "batchtopk")),
     "l1_coefficient": ("architecture", ("relu",)),
     "l0_coefficient": ("architecture", ("jumprelu",)),
     "jumprelu_bandwidth": ("architecture", ("jumprelu",)),
@@ -144,7 +146,8 @@ class TrainConfig:
     native bf16 matmul). The chosen latents' values and all gradients stay in full
     precision."""
     compile: bool = False
-    """Compile the SAE with torch.compile."""
+    """Compile the SAE with torch.compile (relu, jumprelu, batchtopk: TopK trains through
+    its own sparse kernels)."""
     log_every: int = 50
     """Steps between metric records."""
     tensorboard: bool = False
@@ -169,8 +172,7 @@ class TrainConfig:
                 "`batch_size` (--batch-size) must be at least 2, got 1: the loss divides by the "
                 "batch's variance, which one row does not have."
             )
-        # The weights are float32, and torch's random generators take 64-bit seeds.
-        in_range("lr", self.lr, 0, FLOAT32_MAX, open_low=True)
+        # torch's random generators take 64-bit seeds
         in_range("seed", self.seed, 0, 2**63 - 1)
         in_range("data_seed", self.data_seed, 0, 2**63 - 1)
         positive(self, "jumprelu_bandwidth", "jumprelu_init_threshold")
@@ -183,14 +185,21 @@ class TrainConfig:
             "auxk_coefficient",
             "jumprelu_bandwidth",
             "jumprelu_init_threshold",
+            # 0 turns clipping off, but 1e-46 (0 in float32) clipped every gradient to 0,
+            # and a learning rate of 1e-46 took steps of 0: the run trained nothing
+            "grad_clip",
+            "lr",
         ):
+            if getattr(self, name) is None:  # the default learning rate
+                continue
             # beyond float32 the penalty is inf: every member of a sweep of 1e40 and 2e40
             # trained as the same SAE, without a word (a threshold of 1e39 was saved as inf,
             # and every reader refused the SAE as broken)
-            above_0 = name.startswith("jumprelu")
+            above_0 = name.startswith("jumprelu") or name == "lr"
             in_range(name, getattr(self, name), 0, FLOAT32_MAX, open_low=above_0)
-            # 0 in float32: `l1_coefficient` 1e-320 trained with no penalty, and a threshold
-            # of 1e-46 was 0 for good (its logarithm's exp), a ReLU SAE saved as a JumpReLU one
+            # 0 in float32: `l1_coefficient` 1e-320 trained with no penalty, a threshold of
+            # 1e-46 was 0 for good (its logarithm's exp), a ReLU SAE saved as a JumpReLU one,
+            # and `lr` 1e-50 left every weight as it was initialised
             if 0 < getattr(self, name) <= FLOAT32_TRUE_MIN / 2:
                 raise ConfigError(
                     f"`{name}` ({getattr(self, name)!r}) is 0 in float32, the precision the "

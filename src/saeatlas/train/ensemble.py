@@ -10,6 +10,7 @@ directories ``<out>-seed1``, ``<out>-seed2``, ... (:func:`seed_sae_dir`), where
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .._validation import (
 from .._world import agree, from_main, join
 from ..errors import AtlasError, ConfigError
 from ..sae import SparseAutoencoder
+from ..sae.architectures import get_architecture
 from ..sae.files import CFG, WEIGHTS, SAEFileError
 from ..sae.io import check_sae_out
 from ..store import ActivationStore
@@ -190,7 +192,12 @@ def edited_since(out: Path) -> str | None:
         own = json.loads((out / CFG).read_text())
         cfg = TrainConfig.from_json(own["metadata"]["train_config"])
         d_sae = cfg.d_sae or cfg.expansion_factor * own["d_in"]
-        made = cfg.sae_settings(d_sae)
+        # what the training made, `apply_b_dec_to_input` and `dtype` too (edited by hand,
+        # the SAE was kept as trained and every reader encoded it otherwise)
+        made = cfg.sae_settings(d_sae) | {
+            "apply_b_dec_to_input": get_architecture(cfg.architecture).subtracts_b_dec,
+            "dtype": "float32",
+        }
         if not isinstance(own.get("k"), int):
             del made["k"]
         layers = [layer.get("name") for layer in own.get("layers") or ()]
@@ -328,4 +335,25 @@ def _load(path: Path) -> TrainResult:
             raise SAEFileError(f"line {n} of '{file}' is not a record of metrics")
         if record:
             metrics.append(record)
-    return TrainResult(sae, metrics, dict(sae.cfg.metadata or {}), path)
+    summary = dict(sae.cfg.metadata or {})
+    final = summary.get("final")
+    # a `final` edited in cfg.json (emptied, a text, an FVU of "x") ended `train --resume`
+    # in a KeyError or TypeError traceback once the rest were trained
+    figures = ("fvu", "l0", "dead_fraction")
+    if not isinstance(final, dict) or not all(_is_number(final.get(k)) for k in figures):
+        raise SAEFileError(
+            f"'{path / CFG}' records the final figures of its training (`metadata.final`) as "
+            f"{str(final)[:60]!r}, not the numbers {list(figures)} training writes: it was "
+            "edited"
+        )
+    if not (isinstance(summary.get("tokens"), int) and not isinstance(summary["tokens"], bool)):
+        # read as a run past --dead-window: "dead 0.0%" of a run that measured none
+        raise SAEFileError(
+            f"'{path / CFG}' records the rows it was trained on (`metadata.tokens`) as "
+            f"{str(summary.get('tokens'))[:60]!r}, not a whole number: it was edited"
+        )
+    return TrainResult(sae, metrics, summary, path)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

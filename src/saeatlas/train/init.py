@@ -49,16 +49,20 @@ def input_normalizer(
             "an SAE has nothing to learn. Capture activations of varied inputs."
         )
     if mode == "none":
-        # a batch's squared error (b_dec starts at the rows' median: their spread counts)
-        if 4 * batch_size * float((std**2).sum()) >= FLOAT32_MAX:
-            top = int(np.argmax(std))  # was "Training diverged ... Lower the learning rate"
+        # a batch's squared error (b_dec starts at the rows' median: their spread counts),
+        # and float32's rounding of values that large (a unit held at 1e30 spreads by its
+        # step, 7.6e22, around a batch's mean): the loss divided by an Inf total was 0, and
+        # the run trained nothing and logged an FVU of 0
+        spread = np.sqrt(std**2 + (float(np.finfo(np.float32).eps) * mean) ** 2)
+        if 4 * batch_size * float((spread**2).sum()) >= FLOAT32_MAX:
+            top = int(np.argmax(spread))  # was "Training diverged ... Lower the learning rate"
             layer = next(l for l in layers if l.start <= top < l.stop)
             raise ConfigError(
                 f"With --normalize none the SAE sees '{store.path}' at its own scale, where "
                 f"unit {top - layer.start} of layer '{layer.name}' has a standard deviation of "
-                f"{std[top]:.3g}: a batch's squared error overflows float32, the precision "
-                "of the loss, whatever the learning rate. Use --normalize unit or layer (the "
-                "scale is folded into the saved SAE, exactly)."
+                f"{std[top]:.3g} (and a mean of {mean[top]:.3g}): a batch's squared error "
+                "overflows float32, the precision of the loss, whatever the learning rate. Use "
+                "--normalize unit or layer (the scale is folded into the saved SAE, exactly)."
             )
         rms = float(np.sqrt(np.mean(std[varies] ** 2 + mean[varies] ** 2)))
         if not RAW_SCALE[0] <= rms <= RAW_SCALE[1]:

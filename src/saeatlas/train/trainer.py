@@ -23,9 +23,10 @@ import torch
 from .. import __version__
 from .._progress import progress_bar
 from .._validation import check_config_argument, check_flag_arguments, check_path_argument
-from .._world import from_main, join
+from .._world import agree, from_main, join
 from ..errors import ConfigError, TrainingDiverged
 from ..sae import SparseAutoencoder
+from ..sae.architectures import get_architecture
 from ..sae.io import check_sae_out
 from ..store import ActivationStore
 from ..store.lock import output_lock
@@ -112,16 +113,32 @@ def _train(
     progress: bool,
 ) -> TrainResult:
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
-    job = {"--resume": resume}  # a rank that starts again would be averaged with one that goes on
+    # a rank that starts again would be averaged with one that goes on; every rank resumes
+    # from the checkpoint in its own --out, so a rank given another --out (or one that
+    # finds another checkpoint there) trained from another state, and rank 0 saved that
+    # mix as a complete SAE
+    job = {"--resume": resume, "--out": None if out is None else str(out)}
     run = _Run(store, cfg, job)
     if resume:
+        restart = None
         try:
             _continue(run, out)
         except ConfigError as e:
             if not overwrite:
                 raise
+            restart = e
+        # before a rank starts again (a meeting of its own): every rank continues the
+        # same step, or every rank starts again
+        agree(
+            run.world,
+            {"checkpoints": None if restart else run.step},
+            "this training",
+            f"Every rank must resume from the same checkpoint ('{out / CHECKPOINT}'): give "
+            "every rank the same --out, on a filesystem every rank sees.",
+        )
+        if restart is not None:
             # --resume --overwrite: continue what can be continued, replace the rest
-            log.info("Starting '%s' again (--overwrite): %s", out, e)
+            log.info("Starting '%s' again (--overwrite): %s", out, restart)
             run = _Run(store, cfg, job)
     # what the run logged after its checkpoint is logged again: a resume hides the first
     # (TensorBoard drew those steps twice)
@@ -227,16 +244,60 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
         "final": run.metrics[-1] if run.metrics else {},
         "seconds": seconds,
     }
-    fvu = summary["final"].get("fvu")
-    if run.world.is_main and fvu is not None and fvu > 1:
-        # an SAE trained in memory (`validate`'s, the dictionary null's source) is named by
-        # its settings, not by `train`'s flags: "trained in 'memory' ... (--lr 0.08)" sent
-        # the user of `validate`, which has no --lr, to a flag it does not take
-        where, tokens, lr, normalize = (
-            (f"trained in '{out}'", "--tokens", "--lr ", "--normalize ")
-            if out is not None
-            else ("trained in memory (not saved)", "`tokens`", "`lr` ", "`normalize` ")
+    _warn_if_unlearnt(run, out, summary["final"])
+    folded = run.sae.folded(run.mean, run.scale).to("cpu").eval()
+    folded.cfg = replace(folded.cfg, metadata=summary)
+    broken = [n for n, p in folded.named_parameters() if not bool(torch.isfinite(p).all())]
+    if broken:  # the averaged weights, or the normalisation folded into them
+        raise TrainingDiverged(
+            f"The trained SAE's {broken} have NaN/Inf values after averaging and folding in "
+            "the input normalisation; nothing was saved. Lower the learning rate (--lr) or "
+            "check the activations (a unit with no variance?)."
         )
+    if out is None or not run.world.is_main:
+        return TrainResult(folded, run.metrics, summary, None)
+    metrics = "".join(json.dumps(m) + "\n" for m in run.metrics).encode()
+    # The new directory replaces the one holding the checkpoints in one rename. Its
+    # TensorBoard events are this run's: a `train --overwrite` without --tensorboard kept
+    # those of the training it replaced, shown as this SAE's
+    keep = ("tensorboard",) if run.cfg.tensorboard else ()
+    folded.save(out, files={METRICS: metrics}, keep=keep)
+    return TrainResult(folded, run.metrics, summary, out)
+
+
+def _warn_if_unlearnt(run: _Run, out: Path | None, final: dict[str, Any]) -> None:
+    """Warn (rank 0) of an SAE that fires no latent, or reconstructs worse than the mean,
+    saying what to change: its ``final`` record of metrics."""
+    fvu, l0 = final.get("fvu"), final.get("l0")
+    # an SAE trained in memory (`validate`'s, the dictionary null's source) is named by
+    # its settings, not by `train`'s flags: "trained in 'memory' ... (--lr 0.08)" sent
+    # the user of `validate`, which has no --lr, to a flag it does not take
+    where, tokens, lr, normalize = (
+        (f"trained in '{out}'", "--tokens", "--lr ", "--normalize ")
+        if out is not None
+        else ("trained in memory (not saved)", "`tokens`", "`lr` ", "`normalize` ")
+    )
+    setting = get_architecture(run.cfg.architecture).sparsity_setting
+    if run.world.is_main and l0 == 0 and setting != "k":
+        # every latent silenced by a penalty (`--l1-coefficient 1000`) was told to train
+        # longer or check the learning rate, which changes nothing (a TopK SAE's k is no
+        # penalty: its latents are silenced otherwise)
+        silencing = [setting] + (["jumprelu_init_threshold"] if setting == "l0_coefficient" else [])
+        named = ", ".join(
+            (f"--{name.replace('_', '-')} " if out is not None else f"`{name}` ")
+            + f"{getattr(run.cfg, name):g}"
+            for name in silencing
+        )
+        log.warning(
+            "The SAE %s fires no latent on its last batch (L0 0, FVU %.4g): its sparsity "
+            "settings (%s) silence every one. Lower them (`saeatlas sweep --over %s` tries "
+            "several values).",
+            where,
+            fvu,
+            named,
+            setting,
+        )
+    elif run.world.is_main and fvu is not None and fvu > 1:
         log.warning(
             "The SAE %s reconstructs its inputs worse than their mean does (FVU %.4g > 1 "
             "after %d steps): it has not learnt them. Train longer (%s), or check the "
@@ -251,18 +312,3 @@ def _finish(run: _Run, out: Path | None, seconds: float) -> TrainResult:
             normalize,
             run.cfg.normalize,
         )
-    folded = run.sae.folded(run.mean, run.scale).to("cpu").eval()
-    folded.cfg = replace(folded.cfg, metadata=summary)
-    broken = [n for n, p in folded.named_parameters() if not bool(torch.isfinite(p).all())]
-    if broken:  # the averaged weights, or the normalisation folded into them
-        raise TrainingDiverged(
-            f"The trained SAE's {broken} have NaN/Inf values after averaging and folding in "
-            "the input normalisation; nothing was saved. Lower the learning rate (--lr) or "
-            "check the activations (a unit with no variance?)."
-        )
-    if out is None or not run.world.is_main:
-        return TrainResult(folded, run.metrics, summary, None)
-    metrics = "".join(json.dumps(m) + "\n" for m in run.metrics).encode()
-    # The new directory replaces the one holding the checkpoints in one rename.
-    folded.save(out, files={METRICS: metrics}, keep=("tensorboard",))
-    return TrainResult(folded, run.metrics, summary, out)

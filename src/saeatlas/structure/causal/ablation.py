@@ -74,6 +74,7 @@ def ablate_modules(
     random_state: int = 0,
     tokenizer: Any = None,
     max_length: int | None = None,
+    output_index: int | str | None = None,
     n_modules: int | None = None,
     loss_names: Sequence[str] | None = None,
     progress: bool = False,
@@ -123,7 +124,7 @@ def ablate_modules(
         y = class_indices(y)  # split by the loss's classes: '1' and '1.0' are one class
     was_training = model.training
     model.eval()
-    ablator = Ablator(given, layers, values)
+    ablator = Ablator(given, layers, values, output_index)
 
     def loss(b: InputBatch, start: int) -> np.ndarray:
         try:
@@ -131,7 +132,9 @@ def ablate_modules(
         except AtlasError:  # raised by a hook: already says what is wrong
             raise
         except Exception as e:
-            raise model_error(e, f"inputs {start}..{start + b.n_samples - 1}") from e
+            raise model_error(
+                e, f"inputs {start}..{start + b.n_samples - 1}", model, b.kwargs
+            ) from e
         return loss_fn(output, b).double().cpu().numpy()
 
     starts = np.cumsum([0] + [b.n_samples for b in batches])
@@ -201,6 +204,7 @@ def ablate_modules(
             settings = dict(kinds, mode=mode, n_random=n_random, n_modules=n_modules)
             name = f"{getattr(loss_fn, '__module__', '')}.{getattr(loss_fn, '__qualname__', '')}"
             settings.update(max_length=max_length, loss_fn=name, loss_names=loss_names)
+            settings.update(output_index=output_index)
             coord.agree(
                 ablation_facts(model, inputs, layers, unit_module, values, y, settings),
                 "this ablation",
@@ -300,6 +304,9 @@ def ablate_atlas(
     layers, cols = atlas_layers(atlas, store)
     if max_length is None:
         max_length = store.max_length
+    # the element of tuple and dict outputs the store recorded: the first one was set,
+    # another tensor than the atlas's units, without a word (the same width), or refused
+    output_index = store.output_index
     res = ablate_modules(
         model,
         inputs,
@@ -314,6 +321,7 @@ def ablate_atlas(
         random_state=random_state,
         tokenizer=tokenizer,
         max_length=max_length,
+        output_index=output_index,
         progress=progress,
         timeout_s=timeout_s,
     )

@@ -24,9 +24,8 @@ from ...capture.labels import label_array
 from ...capture.models import input_dtype, takes_token_ids
 from ...capture.nnsight import check_model_argument, unwrap_model
 from ...capture.recorder import model_error
-from ...capture.rows import select_tensor
 from ...errors import AtlasError, ConfigError, NonFiniteError, ShapeError
-from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
+from ...losses import PerSampleLoss, class_indices, model_logits, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
 from .random_sets import MAX_RANDOM
 from .units import Ablator
@@ -154,6 +153,7 @@ def check_ablation_inputs(
     tokenizer: Any = None,
     max_length: int | None = None,
     layers: Sequence[LayerSpec] = (),
+    output_index: int | str | None = None,
 ) -> None:
     """Refuse, before an analysis, inputs and labels its ablation would fail on after it:
     labels that are not one per input, a model that fails on the first input or whose
@@ -167,7 +167,8 @@ def check_ablation_inputs(
         raise ConfigError("The ablation's inputs are empty; give the inputs the store holds.")
     was_training = model.training
     model.eval()
-    ablator = Ablator(given, layers, np.zeros(0)) if layers else None  # checks, ablates none
+    # checks the layers' widths (of the recorded element, `output_index`), ablates none
+    ablator = Ablator(given, layers, np.zeros(0), output_index) if layers else None
     try:
         with torch.no_grad():
             try:
@@ -175,9 +176,9 @@ def check_ablation_inputs(
             except AtlasError:  # raised by a hook: already says what is wrong
                 raise
             except Exception as e:
-                raise model_error(e, "input 0") from e
+                raise model_error(e, "input 0", model, first.kwargs) from e
             loss_fn(output, first)
-            logits = select_tensor(output, "model output")
+            logits = model_logits(output)
     finally:
         if ablator is not None:
             ablator.remove()

@@ -21,12 +21,21 @@ from ...store import LayerSpec
 class Ablator:
     """Forward hooks that overwrite chosen units of chosen layers."""
 
-    def __init__(self, model: Any, layers: Sequence[LayerSpec], values: np.ndarray):
+    def __init__(
+        self,
+        model: Any,
+        layers: Sequence[LayerSpec],
+        values: np.ndarray,
+        output_index: int | str | None = None,
+    ):
+        """``output_index``: the element of tuple and dict outputs the store recorded
+        (the capture's ``output_index``), which is the one set."""
         hps = {hp.name: hp for hp in resolve_hookpoints(model, [l.name for l in layers])}
         if any(hp.record_input for hp in hps.values()):
             raise ConfigError("Ablating a module's :input is not supported; use its output.")
         self.layers = list(layers)
         self.values = values
+        self.output_index = output_index
         self.active: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.handles = [
             hps[l.name].module.register_forward_hook(self._hook(l, hps[l.name]))
@@ -35,7 +44,7 @@ class Ablator:
 
     def _hook(self, layer: LayerSpec, hp: Hookpoint):
         def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
-            raw = select_tensor(output, layer.name)
+            raw = select_tensor(output, layer.name, self.output_index)
             # the tensor as it was recorded (TransformerLens: its hook's own view)
             t = hp.convert(raw) if hp.convert is not None else raw
             n = layer_units(t, layer.layout)
@@ -52,7 +61,8 @@ class Ablator:
             t = t.clone()
             idx, value = idx.to(t.device), value.to(t)
             set_units(t, layer.layout, idx, value)
-            return replace_tensor(output, hp.revert(t) if hp.revert is not None else t)
+            t = hp.revert(t) if hp.revert is not None else t
+            return replace_tensor(output, t, self.output_index)
 
         return hook
 

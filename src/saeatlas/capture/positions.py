@@ -1,0 +1,41 @@
+"""How many positions a Hugging Face model's table of absolute positions holds: the
+longest sequence it runs, which the capture checks token ids against and cuts texts to."""
+
+from __future__ import annotations
+
+import torch
+
+
+def position_table(model: torch.nn.Module) -> tuple[str, int | None]:
+    """The number of positions of a Hugging Face model with a learned table of absolute
+    positions (GPT-2's `n_positions`, BERT's `max_position_embeddings`), read from its
+    config and found as an embedding of that size other than the token embedding (a
+    rotary Llama whose vocabulary was as large was refused longer sequences it runs);
+    ``(key, None)`` for models that set positions otherwise (rotary, relative), which
+    may run longer sequences. A table whose first rows are no positions holds fewer:
+    OPT's and BART's start at their `offset` 2 (an embedding of `limit` + 2 rows, not
+    found, so their sequences ended in "index out of range"), RoBERTa's after its
+    `padding_idx` (514 rows hold 512 positions: 513 tokens passed and failed)."""
+    cfg = getattr(model, "config", None)
+    try:
+        words = model.get_input_embeddings().weight  # type: ignore[operator, union-attr]
+    except Exception:  # not a Hugging Face model, or one without an embedding table
+        words = None
+    tables = [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.Embedding) and m.weight is not words  # tied copies too
+    ]
+    for key in ("n_positions", "max_position_embeddings"):
+        limit = getattr(cfg, key, None)
+        if not (isinstance(limit, int) and limit > 0):
+            continue
+        for m in tables:
+            offset = getattr(m, "offset", 0)
+            offset = offset if isinstance(offset, int) and offset > 0 else 0
+            if m.num_embeddings - offset != limit:
+                continue
+            if not offset and m.padding_idx is not None and 0 <= m.padding_idx < limit:
+                return key, limit - m.padding_idx - 1  # positions count on from padding_idx
+            return key, limit
+    return "", None
