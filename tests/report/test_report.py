@@ -94,6 +94,28 @@ def test_summary_reports_the_sweep_significance_stability_control_and_ablation(
     assert 'id="pareto-plot"' in html and 'id="training-plot"' in html
 
 
+def test_the_summary_shows_the_plain_correlations_tests_the_verdict_reads(
+    full_atlas, full_report
+):
+    """The headline can say "the units' raw correlations beat the independent-units and
+    no-groups nulls": the page shows each view's groups and both nulls' figures."""
+    _, html = full_report
+    views = Atlas.load(full_atlas.atlas_dir).summary["cross_check"]
+    assert "Plain correlations" in html
+    for key, name in (("raw", "Raw correlations"), ("clean", "Without the global mode")):
+        v = views[key]
+        assert f"{name}" in html
+        n = v["n_reproducible_modules"]
+        assert f"{n} reproducible group{'s' * (n != 1)}" in html
+        assert [t["null"] for t in v["tests"]] == [
+            "independent units (circular shifts)",
+            "no groups (eigenvectors at random)",
+        ]
+        for t in v["tests"]:
+            shown = f"against {t['null']} {t['null_mean']:.3f} ± {t['null_std']:.3f}: z "
+            assert shown in html, shown
+
+
 def test_page_data_matches_the_atlas(full_atlas, full_report):
     _, html = full_report
     atlas = Atlas.load(full_atlas.atlas_dir)
