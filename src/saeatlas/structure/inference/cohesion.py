@@ -98,9 +98,9 @@ def size_matched_shares(
         # none so large: the null's largest communities together, as one group of m / 1.5
         # or more (a group of most of the units keeps most of its weight)
         reach = int(np.searchsorted(np.cumsum(count[by_size]), m / 1.5)) + 1
-        union = np.where(np.isin(labels, by_size[:reach]), 0, -1)
-        if (union == 0).sum() >= m / 1.5:
-            out[i] = kept_share(graph, union)[0]
+        together = np.where(np.isin(labels, by_size[:reach]), 0, -1)
+        if (together == 0).sum() >= m / 1.5:
+            out[i] = kept_share(graph, together)[0]
     return out
 
 
