@@ -1,7 +1,7 @@
 """A small real atlas for the report tests, built once per session.
 
-The two-task network of :mod:`saeatlas.demo.multitask` (scikit-learn's bundled
-digits beside two XORs, no download), pruned to 3% of its weights so that its
+The three-task network of :mod:`saeatlas.demo.multitask` (scikit-learn's bundled
+digits beside two XORs and a largest-input task, no download), pruned to 3% of its weights so that its
 hidden units split into groups by task, is captured at its three hidden layers
 with the digit labels; a sweep over k trains six small SAEs (two seeds each);
 the recommended one is analysed with null models and row bootstraps; its
@@ -59,8 +59,8 @@ def _build(tmp_path_factory) -> BuiltAtlas:
     from saeatlas.train import TrainConfig
 
     root = tmp_path_factory.mktemp("report-atlas")
-    model = train_multitask(0, prune=0.03).model  # units in groups by task
-    x, labels = multitask_data(0)
+    model = train_multitask(1, prune=0.1).model  # units in groups by task
+    x, labels = multitask_data(1)
     y = labels[:, 0]  # the digit
     store = capture_activations(
         model,
