@@ -26,7 +26,7 @@ import yaml
 
 from .._config_cli import config_from_mapping
 from .._config_file import load_config_file
-from .._validation import check_types
+from .._validation import check_path_argument, check_types
 from ..capture import CaptureConfig
 from ..errors import ConfigError
 from ..sae.architectures import REGISTRY as ARCHITECTURE_REGISTRY
@@ -325,6 +325,7 @@ def resolve_spec(spec: str, base: Path) -> str:
 
 def load_run_config(path: str | Path) -> RunConfig:
     """Read and validate a run config file (YAML or JSON)."""
+    check_path_argument("path", path)  # None or a dict ended in pathlib's TypeError
     path = Path(path)
     return RunConfig.from_dict(
         load_config_file(path), source=str(path), base_dir=path.resolve().parent

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .._coordinator import Coordinator, run_ranks
+from .._validation import check_config_argument, check_flag_arguments, check_path_argument, shown
 from ..errors import AtlasError, ConfigError
 from ..store.atomic import atomic_write_bytes, remove_killed_writes
 from ..store.lock import output_lock
@@ -170,6 +171,14 @@ def run_pipeline(
     rank waits for the others where they meet (rank 0's report included) before it
     stops with an error.
     """
+    # a config file's path ended in an AttributeError, a number as `out` in pathlib's
+    # TypeError, `on_stage=5` in a TypeError once the capture had run, and
+    # `overwrite="no"` replaced the outputs of other settings (read by its truth)
+    check_config_argument("config", config, RunConfig, reader="load_run_config")
+    check_path_argument("out", out, optional=True)
+    check_flag_arguments(progress=progress, overwrite=overwrite)
+    if on_stage is not None and not callable(on_stage):
+        raise ConfigError(f"`on_stage` must be a function of a StageOutcome, got {shown(on_stage)}.")
     out = run_dir_path(out)
     if out is None:
         if config.out is None:
@@ -211,9 +220,11 @@ def _run(
     with output_lock(paths.out if main else None, holds_outputs=True):
         coord.check(None)
         # (ranks given other configs ran each stage until its own check stopped them)
-        # and --overwrite: without it rank 0 meets the others once more, to refuse changes
+        # and --overwrite: without it rank 0 meets the others once more, to refuse changes;
+        # and --out: another rank's ran its stages into a folder rank 0 did not check, and
+        # ended in "'B/atlas' does not exist" once rank 0 had skipped every stage
         coord.agree(
-            {**rank_settings(config), "--overwrite": overwrite},
+            {**rank_settings(config), "--overwrite": overwrite, "--out": str(paths.out)},
             "this run",
             "Every rank must run the same config with the same flags: give every rank the "
             "same command line.",

@@ -34,6 +34,7 @@ from ...capture.recorder import model_error
 from ...errors import AtlasError, ConfigError, ShapeError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
+from ..atlas import check_atlas_argument
 from ..fingerprints import check_made_from
 from ..inference.outcome import ABLATION_ALPHA as ALPHA
 from ..inference.outcome import decide
@@ -285,12 +286,7 @@ def ablate_atlas(
     ``max_length`` tokens, by default the store's own (its capture's), so the
     model sees the tokens the atlas was made from.
     """
-    if not all(hasattr(atlas, a) for a in ("summary", "units", "modules")):
-        # the atlas's directory ended in an AttributeError
-        raise ConfigError(
-            f"`atlas` must be an Atlas, got {type(atlas).__name__}: read a saved one with "
-            "Atlas.load(DIR), ablate it, and save it again."
-        )
+    check_atlas_argument(atlas, ", ablate it, and save it again")
     kinds = dict(n_random=n_random, batch_size=batch_size, random_state=random_state)
     check_ablation_arguments(
         model, **kinds, max_length=max_length, loss_fn=loss_fn, progress=progress

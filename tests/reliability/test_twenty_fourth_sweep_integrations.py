@@ -1,0 +1,138 @@
+"""The twenty-fourth hostile sweep's cases in the integrations, `torchrun` and the CLI
+and config layer (the run's and the demo's Python API, run configs, ranks of a run):
+each was read wrongly, ended in a traceback or a misleading message, or replaced work
+it should not have before its fix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from saeatlas.errors import ConfigError
+
+
+def _run_config(outputs, **changes):
+    from saeatlas.pipeline import RunConfig, SweepSection, StabilitySection
+    from saeatlas.train import TrainConfig
+
+    settings = dict(
+        model=outputs.model,
+        inputs=str(outputs.inputs),
+        layers=("1",),
+        sweep=SweepSection(enabled=False),
+        train=TrainConfig(d_sae=16, k=2, tokens=512, batch_size=64),
+        stability=StabilitySection(n_seed_saes=0),
+    )
+    return RunConfig(**{**settings, **changes})
+
+
+@pytest.mark.parametrize(
+    "call, needle",
+    [
+        # an AttributeError ('str' object has no attribute 'threads')
+        (lambda c, o: ("run.yaml", o), "`config` must be a RunConfig, got the path 'run.yaml'"),
+        (lambda c, o: (None, o), "`config` must be a RunConfig, got NoneType"),
+        # pathlib's TypeError
+        (lambda c, o: (c, 5), "`out` must be a path (str or pathlib.Path), got 5"),
+    ],
+)
+def test_run_pipeline_refuses_arguments_of_another_kind(outputs, tmp_path, call, needle):
+    from saeatlas.pipeline import run_pipeline
+
+    config, out = call(_run_config(outputs), tmp_path / "run")
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        run_pipeline(config, out, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        # read by its truth: the run replaced the outputs of other settings
+        ({"overwrite": "no"}, "`overwrite` must be True or False, got 'no'"),
+        ({"progress": "no"}, "`progress` must be True or False, got 'no'"),
+        # a TypeError once the capture had run ("'int' object is not callable")
+        ({"on_stage": 5}, "`on_stage` must be a function of a StageOutcome, got 5"),
+    ],
+)
+def test_run_pipeline_refuses_flags_of_another_kind_before_its_work(
+    outputs, tmp_path, kwargs, needle
+):
+    from saeatlas.pipeline import run_pipeline
+
+    with pytest.raises(ConfigError, match=needle):
+        run_pipeline(_run_config(outputs), tmp_path / "run", **kwargs)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("path", [None, 5, {"model": "m.py:build"}])
+def test_load_run_config_refuses_what_is_no_path(path):
+    """pathlib's TypeError ("expected str, bytes or os.PathLike object")."""
+    from saeatlas.pipeline import load_run_config
+
+    with pytest.raises(ConfigError, match="`path` must be a path"):
+        load_run_config(path)
+
+
+@pytest.mark.parametrize("atlas", [5, "atlas"])
+def test_module_summary_refuses_what_is_no_atlas(atlas):
+    """An AttributeError ('int' object has no attribute 'modules')."""
+    from saeatlas.pipeline import module_summary
+
+    with pytest.raises(ConfigError, match=r"`atlas` must be an Atlas.*Atlas.load\(DIR\)"):
+        module_summary(atlas)
+
+
+@pytest.mark.parametrize(
+    "call, needle",
+    [
+        # read by its truth: the quick (tests') run
+        (lambda d, m: d.digits_config(quick="no"), "`quick` must be True or False"),
+        (lambda d, m: m.minilm_config(quick="no"), "`quick` must be True or False"),
+        # taken, then refused by the run's inputs function
+        (lambda d, m: m.minilm_config(n_texts="5"), "`n_texts` must be a whole number"),
+        # NumPy's "SeedSequence expects int" and range()'s TypeError
+        (lambda d, m: d.digits_model(seed=1.5, epochs=1), "`seed` must be a whole number"),
+        (lambda d, m: d.digits_model(epochs="2"), "`epochs` must be a whole number"),
+        # the network as initialised, without a word
+        (lambda d, m: d.digits_model(epochs=-1), "`epochs` must be >= 1, got -1"),
+        # "'<' not supported between instances of 'str' and 'int'"
+        (lambda d, m: m.docstring_corpus(n_texts="5"), "`n_texts` must be a whole number"),
+        # no text at all, without a word
+        (lambda d, m: m.docstring_corpus(5, 500, 400), "`min_chars` \\(500\\) is above"),
+    ],
+)
+def test_the_demo_functions_refuse_arguments_of_another_kind(call, needle):
+    from saeatlas.demo import digits, minilm
+
+    with pytest.raises(ConfigError, match=needle):
+        call(digits, minilm)
+
+
+# -- ranks of a run ------------------------------------------------------------------------------
+
+
+def _run_into_own_out(rank, world, port, root, model, inputs):
+    from spawned_ranks import join_gloo
+
+    join_gloo(rank, world, port)
+    from saeatlas.pipeline import RunConfig, run_pipeline
+
+    config = RunConfig(model=model, inputs=inputs, layers=("1",))
+    try:
+        run_pipeline(config, f"{root}/run{rank}", progress=False, timeout_s=20)
+        result = "no error"
+    except Exception as e:
+        result = f"{type(e).__name__}: {e}"
+    (root / f"r{rank}.json").write_text(json.dumps(result))
+
+
+def test_ranks_of_a_run_given_another_out_are_refused(tmp_path, outputs, spawn_ranks):
+    """Rank 1's --out was passed over: it ran the stages rank 0 ran into a folder rank 0
+    never checked, or ended in "'B/atlas' does not exist" when rank 0 skipped them."""
+    spawn_ranks(_run_into_own_out, (tmp_path, outputs.model, str(outputs.inputs)), 60)
+    for rank in range(2):
+        got = json.loads((tmp_path / f"r{rank}.json").read_text())
+        assert got.startswith("ConfigError: The ranks of this run were given different --out"), got
+    assert not (tmp_path / "run0" / "store").exists() and not (tmp_path / "run1").exists()
