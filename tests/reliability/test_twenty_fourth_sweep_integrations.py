@@ -136,3 +136,19 @@ def test_ranks_of_a_run_given_another_out_are_refused(tmp_path, outputs, spawn_r
         got = json.loads((tmp_path / f"r{rank}.json").read_text())
         assert got.startswith("ConfigError: The ranks of this run were given different --out"), got
     assert not (tmp_path / "run0" / "store").exists() and not (tmp_path / "run1").exists()
+
+
+def test_a_config_reads_a_date_as_the_text_written(outputs, tmp_path):
+    """`out: 2026-12-07` (a run directory named by its day) was refused as "`out` must be
+    text or null, got datetime.date(2026, 12, 7)": YAML 1.1's dates, which YAML 1.2 and
+    JSON read as text."""
+    from saeatlas.pipeline import load_run_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1']\nout: 2026-12-07\n"
+        "model_args: {since: 2026-12-07 10:00:00}\n"
+    )
+    cfg = load_run_config(config)
+    assert cfg.out == str(tmp_path / "2026-12-07")
+    assert cfg.model_args == {"since": "2026-12-07 10:00:00"}
