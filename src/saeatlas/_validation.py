@@ -268,8 +268,7 @@ def check_config_argument(name: str, value: Any, kind: type, *, reader: str = ""
         else:
             how = f"{kind.__name__}(**settings) for a dict"
         raise ConfigError(
-            f"`{name}` must be a {kind.__name__}, got {got}: pass {kind.__name__}(...) (or "
-            f"{how})."
+            f"`{name}` must be a {kind.__name__}, got {got}: pass {kind.__name__}(...) (or {how})."
         )
 
 

@@ -13,7 +13,7 @@ from saeatlas.errors import ConfigError
 
 
 def _run_config(outputs, **changes):
-    from saeatlas.pipeline import RunConfig, SweepSection, StabilitySection
+    from saeatlas.pipeline import RunConfig, StabilitySection, SweepSection
     from saeatlas.train import TrainConfig
 
     settings = dict(
@@ -152,3 +152,30 @@ def test_a_config_reads_a_date_as_the_text_written(outputs, tmp_path):
     cfg = load_run_config(config)
     assert cfg.out == str(tmp_path / "2026-12-07")
     assert cfg.model_args == {"since": "2026-12-07 10:00:00"}
+
+
+def test_run_check_refuses_the_run_directory_the_run_refuses(outputs, analysed, tmp_path, run_cli):
+    """`run --check` called valid a run directory whose atlas was made with other
+    settings (the run then stopped at once, advising --overwrite), and one whose atlas
+    folder holds files of the user's: the check now refuses what the run refuses there
+    before its first stage."""
+    import shutil
+
+    cli, one_line = run_cli
+    config = tmp_path / "run.yaml"
+    analyze = "analyze: {n_null: 3, nulls: [permutation], n_examples: 2}"  # the atlas's: 2
+    config.write_text(
+        f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1']\n{analyze}\n"
+    )
+    run = tmp_path / "run"
+    shutil.copytree(analysed, run / "atlas")
+    before = sorted(p.name for p in run.rglob("*"))
+    r = cli("run", config, "--check", "--out", run)
+    one_line(r, "holds outputs that this run would replace", "`analyze.n_null` was 2, now 3")
+    r = cli("run", config, "--check", "--out", run, "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in run.rglob("*")) == before
+    (tmp_path / "mine" / "atlas").mkdir(parents=True)
+    (tmp_path / "mine" / "atlas" / "notes.txt").write_text("mine")
+    r = cli("run", config, "--check", "--out", tmp_path / "mine")
+    one_line(r, "holds files that are not an atlas's (['notes.txt'])")

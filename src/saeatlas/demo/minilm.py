@@ -149,7 +149,10 @@ def docstring_corpus(
     """
     # `n_texts="5"` ended in a TypeError, and `min_chars` above `max_chars` gave no text
     n_texts = whole_number("n_texts", n_texts, low=1)
-    min_chars, max_chars = whole_number("min_chars", min_chars), whole_number("max_chars", max_chars)
+    min_chars, max_chars = (
+        whole_number("min_chars", min_chars),
+        whole_number("max_chars", max_chars),
+    )
     if min_chars > max_chars:
         raise ConfigError(
             f"`min_chars` ({min_chars}) is above `max_chars` ({max_chars}): no paragraph is "
