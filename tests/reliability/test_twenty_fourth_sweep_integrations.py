@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from saeatlas.errors import ConfigError
+
+X = np.zeros((4, 6), dtype=np.float32)
 
 
 def _run_config(outputs, **changes):
@@ -179,3 +182,39 @@ def test_run_check_refuses_the_run_directory_the_run_refuses(outputs, analysed, 
     (tmp_path / "mine" / "atlas" / "notes.txt").write_text("mine")
     r = cli("run", config, "--check", "--out", tmp_path / "mine")
     one_line(r, "holds files that are not an atlas's (['notes.txt'])")
+
+
+@pytest.mark.parametrize(
+    "call, needle",
+    [
+        # AttributeErrors ('int' object has no attribute 'named_modules', 'modules')
+        (lambda c: c.named_modules(5), "`model` must be a torch.nn.Module"),
+        (lambda c: c.named_modules(None), "`model` must be a torch.nn.Module"),
+        (lambda c: c.example_inputs(5), "`model` must be a torch.nn.Module"),
+        (lambda c: c.list_layers(5, np.zeros((2, 6))), "`model` must be a torch.nn.Module"),
+        # TypeErrors, and True read as batches of 1
+        (lambda c: next(c.iter_input_batches(X, batch_size="2")), "got '2'"),
+        (lambda c: next(c.iter_input_batches(X, batch_size=2.5)), "got 2.5"),
+        (lambda c: next(c.iter_input_batches(X, batch_size=True)), "got True"),
+    ],
+)
+def test_the_capture_helpers_refuse_arguments_of_another_kind(call, needle):
+    from saeatlas import capture
+    from saeatlas.errors import AtlasError
+
+    with pytest.raises(AtlasError, match=needle):
+        call(capture)
+
+
+def test_the_capture_helpers_read_an_nnsight_wrapper_as_its_module():
+    """`named_modules` and `example_inputs` of an nnsight wrapper ended in an
+    AttributeError, where `resolve_hookpoints` and `list_layers` read its module."""
+    nnsight = pytest.importorskip("nnsight")
+    import torch
+
+    from saeatlas.capture import example_inputs, named_modules
+
+    module = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU())
+    wrapped = nnsight.NNsight(module)
+    assert list(named_modules(wrapped)) == ["0", "1"]
+    assert tuple(example_inputs(wrapped).shape) == (2, 6)

@@ -62,7 +62,10 @@ def natural_key(name: str) -> list[object]:
 
 def named_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     """All hookable modules by name, the root excluded, Keras layers included; for a
-    TransformerLens model its hook names (aliases included) come first."""
+    TransformerLens model its hook names (aliases included) come first; of an nnsight
+    wrapper, its module's."""
+    check_model_argument(model)  # a number or None ended in an AttributeError
+    model, _ = unwrap_model(model)
     found = hook_modules(model)
     found |= {name: m for name, m in model.named_modules() if name and name not in found}
     seen = {id(m) for m in found.values()}
