@@ -218,3 +218,14 @@ def test_the_capture_helpers_read_an_nnsight_wrapper_as_its_module():
     wrapped = nnsight.NNsight(module)
     assert list(named_modules(wrapped)) == ["0", "1"]
     assert tuple(example_inputs(wrapped).shape) == (2, 6)
+
+
+@pytest.mark.parametrize("flag", ["--debug", "-v", "--verbose", "--version"])
+def test_an_option_of_saeatlas_given_after_the_command_is_told_where_it_goes(
+    outputs, run_cli, flag
+):
+    """`saeatlas info STORE --debug` was told only "No such option: --debug", an option
+    saeatlas has (before the command)."""
+    cli, one_line = run_cli
+    r = cli("info", outputs.store, flag)
+    one_line(r, f"{flag} is an option of saeatlas itself", f"(`saeatlas {flag} info ...`)")
