@@ -229,3 +229,32 @@ def test_an_option_of_saeatlas_given_after_the_command_is_told_where_it_goes(
     cli, one_line = run_cli
     r = cli("info", outputs.store, flag)
     one_line(r, f"{flag} is an option of saeatlas itself", f"(`saeatlas {flag} info ...`)")
+
+
+@pytest.mark.parametrize(
+    "finder, graph, needle",
+    [
+        # a number (or None) was a graph of one node: 0 modules, without a word
+        ("leiden", 5, "The graph must be a square matrix"),
+        ("spectral", None, "The graph must be a square matrix"),
+        # every node in no module, and a resolution modularity does not have
+        ("leiden", {"resolutions": ()}, "`resolutions` must be a non-empty list"),
+        ("leiden", {"resolutions": (-1.0,)}, "`resolutions` must be a non-empty list"),
+        ("leiden", {"min_size": -5}, "`min_size` must be a whole number of at least 1"),
+        # NumPy's TypeErrors
+        ("leiden", {"min_size": "2"}, "`min_size` must be a whole number"),
+        ("leiden", {"random_state": 1.5}, "`random_state` must be a whole number"),
+        # one module, without a word
+        ("spectral", {"max_modules": 0}, "`max_modules` must be a whole number of at least 1"),
+    ],
+)
+def test_the_module_finders_refuse_a_graph_or_settings_of_another_kind(finder, graph, needle):
+    import scipy.sparse as sp
+
+    from saeatlas.structure import LeidenModules, SpectralModules
+
+    kind = {"leiden": LeidenModules, "spectral": SpectralModules}[finder]
+    params = graph if isinstance(graph, dict) else {}
+    X = sp.random(12, 12, density=0.4, random_state=0, format="csr") if params else graph
+    with pytest.raises(ValueError, match=needle):
+        kind(**params).fit(X)
