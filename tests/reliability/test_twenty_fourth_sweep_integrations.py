@@ -78,6 +78,15 @@ def test_load_run_config_refuses_what_is_no_path(path):
         load_run_config(path)
 
 
+def test_a_run_config_from_a_dict_refuses_a_base_dir_that_is_no_path():
+    """pathlib's TypeError once the paths were resolved."""
+    from saeatlas.pipeline import RunConfig
+
+    data = {"model": "m.py:f", "inputs": "x.npy", "layers": ["1"]}
+    with pytest.raises(ConfigError, match="`base_dir` must be a path"):
+        RunConfig.from_dict(data, base_dir=5)
+
+
 @pytest.mark.parametrize("atlas", [5, "atlas"])
 def test_module_summary_refuses_what_is_no_atlas(atlas):
     """An AttributeError ('int' object has no attribute 'modules')."""

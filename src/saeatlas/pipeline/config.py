@@ -210,6 +210,7 @@ class RunConfig:
         ``inputs``, ``labels`` are looked up there first, and ``out`` is taken
         relative to it.
         """
+        check_path_argument("base_dir", base_dir, optional=True)  # 5: pathlib's TypeError
         prefix = f"{source}: " if source else ""
         if not isinstance(data, dict):
             raise ConfigError(
