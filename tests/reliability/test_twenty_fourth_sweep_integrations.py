@@ -5,8 +5,6 @@ it should not have before its fix."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -125,29 +123,33 @@ def test_the_demo_functions_refuse_arguments_of_another_kind(call, needle):
 # -- ranks of a run ------------------------------------------------------------------------------
 
 
-def _run_into_own_out(rank, world, port, root, model, inputs):
-    from spawned_ranks import join_gloo
-
-    join_gloo(rank, world, port)
-    from saeatlas.pipeline import RunConfig, run_pipeline
-
-    config = RunConfig(model=model, inputs=inputs, layers=("1",))
-    try:
-        run_pipeline(config, f"{root}/run{rank}", progress=False, timeout_s=20)
-        result = "no error"
-    except Exception as e:
-        result = f"{type(e).__name__}: {e}"
-    (root / f"r{rank}.json").write_text(json.dumps(result))
-
-
-def test_ranks_of_a_run_given_another_out_are_refused(tmp_path, outputs, spawn_ranks):
+def test_ranks_of_a_run_given_another_out_are_refused(tmp_path, outputs, monkeypatch):
     """Rank 1's --out was passed over: it ran the stages rank 0 ran into a folder rank 0
-    never checked, or ended in "'B/atlas' does not exist" when rank 0 skipped them."""
-    spawn_ranks(_run_into_own_out, (tmp_path, outputs.model, str(outputs.inputs)), 60)
+    never checked, or ended in "'B/atlas' does not exist" when rank 0 skipped them. What
+    each rank brings to the run's first meeting is taken from two calls, one per --out
+    (a torchrun of two ranks, `torchrun ... saeatlas run` by hand, was refused so)."""
+    from saeatlas._coordinator import Coordinator
+    from saeatlas._world import differing
+    from saeatlas.pipeline import run_pipeline
+
+    jobs = []
+
+    class Met(Exception):
+        pass
+
+    def agree(self, job, what, fix):
+        if what == "this run":
+            jobs.append((job, what, fix))
+            raise Met
+
+    monkeypatch.setattr(Coordinator, "agree", agree)
     for rank in range(2):
-        got = json.loads((tmp_path / f"r{rank}.json").read_text())
-        assert got.startswith("ConfigError: The ranks of this run were given different --out"), got
-    assert not (tmp_path / "run0" / "store").exists() and not (tmp_path / "run1").exists()
+        with pytest.raises(Met):
+            run_pipeline(_run_config(outputs), tmp_path / f"run{rank}", progress=False)
+    (job0, what, fix), (job1, _, _) = jobs
+    with pytest.raises(ConfigError, match="The ranks of this run were given different --out"):
+        differing([job0, job1], what, fix)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_config_reads_a_date_as_the_text_written(outputs, tmp_path):
