@@ -269,3 +269,13 @@ def test_the_module_finders_refuse_a_graph_or_settings_of_another_kind(finder, g
     X = sp.random(12, 12, density=0.4, random_state=0, format="csr") if params else graph
     with pytest.raises(ValueError, match=needle):
         kind(**params).fit(X)
+
+
+@pytest.mark.parametrize("value, shown", [(True, "got True"), ("5", "got '5'")])
+def test_a_timeout_of_another_kind_is_refused_as_given(outputs, value, shown):
+    """`timeout_s=True` was a wait of one second where the ranks meet, and the text '5'
+    was refused as "got 5", a number it looked like."""
+    from saeatlas.evaluate import evaluate_sae
+
+    with pytest.raises(ConfigError, match=f"`timeout_s` .* {shown}\\.$"):
+        evaluate_sae(outputs.sae, outputs.store, timeout_s=value)
