@@ -276,6 +276,8 @@ def test_a_timeout_of_another_kind_is_refused_as_given(outputs, value, shown):
     """`timeout_s=True` was a wait of one second where the ranks meet, and the text '5'
     was refused as "got 5", a number it looked like."""
     from saeatlas.evaluate import evaluate_sae
+    from saeatlas.sae import SparseAutoencoder
 
+    sae = SparseAutoencoder.load(outputs.sae)
     with pytest.raises(ConfigError, match=f"`timeout_s` .* {shown}\\.$"):
-        evaluate_sae(outputs.sae, outputs.store, timeout_s=value)
+        evaluate_sae(sae, outputs.store, timeout_s=value)
