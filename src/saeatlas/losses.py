@@ -39,8 +39,7 @@ def per_sample_cross_entropy(output: Any, batch: InputBatch) -> torch.Tensor:
     if logits.ndim != 2:
         raise ShapeError(
             f"The cross-entropy loss needs logits [batch, classes]; the model gives shape "
-            f"{list(logits.shape)}. For a language model's [batch, seq, vocab] logits use "
-            "--loss next-token."
+            f"{list(logits.shape)}{_read_as_logits(output)}. {_other_logits(output, logits)}"
         )
     target = torch.as_tensor(class_indices(batch.labels, logits.shape[1]), device=logits.device)
     return torch.nn.functional.cross_entropy(logits, target, reduction="none")
@@ -65,10 +64,10 @@ def model_logits(output: Any, loss: str | None = None) -> torch.Tensor:
         )
     name = type(output).__name__
     if loss == "next-token" and (
-        name.startswith("MaskedLM")
+        _is_masked_lm(output)
         or (isinstance(output, Mapping) and "encoder_last_hidden_state" in output)
     ):
-        kind = "a masked" if name.startswith("MaskedLM") else "an encoder-decoder"
+        kind = "a masked" if _is_masked_lm(output) else "an encoder-decoder"
         raise ShapeError(
             f"The next-token loss is a causal language model's, but the model is {kind} "
             f"language model ({name}), whose logits at a position do not predict the next "
@@ -78,6 +77,40 @@ def model_logits(output: Any, loss: str | None = None) -> torch.Tensor:
     if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
         return output["logits"]
     return select_tensor(output, "model output")
+
+
+def _is_masked_lm(output: Any) -> bool:
+    """Whether ``output`` is a Hugging Face masked language model's: ``MaskedLMOutput``,
+    and the models' own kinds of it (``LongformerMaskedLMOutput``,
+    ``PerceiverMaskedLMOutput``, ``LukeMaskedLMOutput``), whose logits at a position were
+    read as the next token's prediction without a word."""
+    return "MaskedLM" in type(output).__name__
+
+
+def _read_as_logits(output: Any) -> str:
+    """Where the logits were read in a tuple or list ``output`` of several tensors (its
+    first tensor): a model returning ``(loss, logits)`` was told of shape [] alone."""
+    if not isinstance(output, (tuple, list)) or isinstance(output, Mapping):
+        return ""
+    shapes = [list(t.shape) for t in output if isinstance(t, torch.Tensor)]
+    if len(shapes) < 2:
+        return ""
+    return (
+        f" (its output is a {type(output).__name__} of tensors of shapes "
+        f"{', '.join(map(str, shapes[:4]))}; its first tensor is read as the logits)"
+    )
+
+
+def _other_logits(output: Any, logits: torch.Tensor) -> str:
+    """What to do about logits that are not ``[batch, classes]``: the next-token loss
+    only for a causal language model's ``[batch, seq, vocab]`` (it was advised for a
+    segmentation model's ``[batch, classes, H, W]``, a 0-d loss and a masked LM's)."""
+    if logits.ndim == 3 and not _is_masked_lm(output):
+        return "For a language model's [batch, seq, vocab] logits use --loss next-token."
+    return (
+        "Give a classifier whose output (or its first tensor) is its logits [batch, "
+        "classes]; from Python, a `loss_fn` of your own can read another output."
+    )
 
 
 def class_indices(labels: Any, n_classes: int | None = None) -> np.ndarray:

@@ -1,0 +1,168 @@
+"""The twenty-fourth hostile sweep's cases on other models and other data (Hugging Face
+architectures built at random from tiny configs, plain torch modules of unusual structure,
+and odd inputs): each was refused wrongly, ended in a traceback or a misleading message, or
+gave a result other than it said before its fix."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+transformers = pytest.importorskip("transformers")
+
+#: Plain torch models of unusual structure, as a model file the CLI can load.
+ODD_MODELS = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+
+    class Score(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(10, 1)
+
+        def forward(self, x):
+            return self.fc(x).squeeze(-1)  # [batch]: one value per sample
+
+
+    class OneD(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.score, self.head = nn.Linear(6, 10), Score(), nn.Linear(11, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.fc(x))
+            return self.head(torch.cat([h, self.score(h)[:, None]], 1))
+
+
+    class Listed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.Linear(6, 10), nn.Linear(10, 3)])
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = b(x)
+            return x
+
+
+    def one_d():
+        torch.manual_seed(0)
+        return OneD()
+
+
+    def listed():
+        torch.manual_seed(0)
+        return Listed()
+    """
+)
+
+
+@pytest.fixture
+def odd(tmp_path):
+    """The model file :data:`ODD_MODELS`, inputs ``x.npy`` (48 x 6) and labels ``y.npy``
+    (3 classes) in ``tmp_path``; ``odd(name)`` is the SPEC of factory ``name``."""
+    (tmp_path / "odd.py").write_text(ODD_MODELS)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(48, 6)).astype(np.float32))
+    np.save(tmp_path / "y.npy", np.arange(48) % 3)
+    return lambda name: f"{tmp_path / 'odd.py'}:{name}"
+
+
+def _small(config: type, **settings: object) -> object:
+    """A Hugging Face ``config`` of one layer of width 16 (2 heads, 32 wide MLP)."""
+    shared = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    return config(**shared, **settings)
+
+
+def test_masked_language_models_of_their_own_output_kind_are_refused_for_next_token():
+    """A masked LM whose output class is its own (Longformer's `LongformerMaskedLMOutput`,
+    Luke's, Perceiver's) passed as a causal LM: `--loss next-token` read the logits at each
+    position as the next token's prediction, and `evaluate --model` and the ablation gave a
+    loss of another model, without a word (only `MaskedLMOutput` itself was known)."""
+    from saeatlas.capture.inputs import InputBatch
+    from saeatlas.errors import ShapeError
+    from saeatlas.losses import per_sample_next_token
+
+    torch.manual_seed(0)
+    cfg = _small(
+        transformers.LongformerConfig,
+        vocab_size=40,
+        max_position_embeddings=20,
+        attention_window=4,
+        pad_token_id=1,
+    )
+    model = transformers.LongformerForMaskedLM(cfg).eval()
+    ids = torch.randint(3, 40, (2, 8))
+    with torch.no_grad():
+        output = model(input_ids=ids)
+    with pytest.raises(ShapeError, match=r"is a masked language model \(LongformerMaskedLM"):
+        per_sample_next_token(output, InputBatch((), {"input_ids": ids}, 2))
+
+
+@pytest.mark.parametrize(
+    "output, needle",
+    [
+        ((torch.tensor(1.5), torch.zeros(4, 3)), "shapes [], [4, 3]; its first tensor"),
+        (torch.zeros(4, 3, 8, 8), "shape [4, 3, 8, 8]. Give a classifier"),
+    ],
+    ids=["loss-then-logits", "segmentation"],
+)
+def test_cross_entropy_advises_next_token_only_for_sequence_logits(output, needle):
+    """The cross-entropy of logits other than [batch, classes] advised `--loss
+    next-token`, a causal LM's loss, for a segmentation model's [batch, classes, H, W]
+    (SegFormer) and for a model returning `(loss, logits)` (told of shape [] alone)."""
+    from saeatlas.capture.inputs import InputBatch
+    from saeatlas.errors import ShapeError
+    from saeatlas.losses import per_sample_cross_entropy
+
+    batch = InputBatch((), {}, 4, labels=np.array([0, 1, 2, 1]))
+    with pytest.raises(ShapeError) as e:
+        per_sample_cross_entropy(output, batch)
+    assert needle in str(e.value) and "next-token" not in str(e.value)
+
+
+def test_a_layer_of_one_value_per_sample_is_ablated(odd, tmp_path, run_cli):
+    """A layer giving [batch] (a score per sample) was captured as one unit, but the
+    ablation read its last axis, the batch, as units: `analyze --model` refused the
+    captured model as "has 64 units, but the atlas's store recorded 1 there ... not the
+    one the store was captured from"."""
+    from saeatlas.structure.causal.units import Ablator, layer_units
+
+    cli, _ = run_cli
+    spec = odd("one_d")
+    r = cli(
+        "capture",
+        "--model",
+        spec,
+        "--inputs",
+        tmp_path / "x.npy",
+        "--layers",
+        "fc",
+        "score",
+        "--out",
+        tmp_path / "s",
+        "-q",
+    )
+    assert r.exit_code == 0, r.output
+    from saeatlas.store import ActivationStore
+
+    layers = ActivationStore.open(tmp_path / "s").layers
+    assert [l.n_units for l in layers] == [10, 1]
+    assert layer_units(torch.zeros(5), layers[1].layout) == 1
+    from saeatlas.capture import load_model
+
+    model = load_model(spec).model
+    ablator = Ablator(model, layers, np.full(11, 7.0))
+    seen = {}
+    model.score.register_forward_hook(lambda m, a, o: seen.setdefault("score", o))
+    try:
+        ablator.set(np.array([10]))  # the score's one unit
+        model(torch.zeros(5, 6))
+    finally:
+        ablator.remove()
+    torch.testing.assert_close(seen["score"], torch.full((5,), 7.0))
