@@ -166,3 +166,77 @@ def test_a_layer_of_one_value_per_sample_is_ablated(odd, tmp_path, run_cli):
     finally:
         ablator.remove()
     torch.testing.assert_close(seen["score"], torch.full((5,), 7.0))
+
+
+@pytest.fixture(scope="module")
+def gpt2_run(tmp_path_factory):
+    """A tiny GPT-2 (vocabulary 40) saved as a Hugging Face directory, token ids of it
+    (``ids.npy``, 24 x 8), a store of its block 0 and an SAE of that store."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.train import TrainConfig, train_sae
+
+    root = tmp_path_factory.mktemp("gpt2")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=40, n_positions=16)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    model.save_pretrained(root / "model")
+    ids = np.random.default_rng(0).integers(0, 40, size=(24, 8))
+    np.save(root / "ids.npy", ids)
+    capture_activations(model, ids, ["transformer.h.0"], root / "store", progress=False)
+    train_sae(
+        root / "store",
+        TrainConfig(d_sae=16, k=2, tokens=640, batch_size=32),
+        root / "sae",
+        progress=False,
+    )
+    return root
+
+
+def test_token_ids_past_the_vocabulary_are_refused_by_evaluate_and_the_ablation(
+    gpt2_run, tmp_path, run_cli
+):
+    """The capture refuses token ids past a Hugging Face model's vocabulary (a GPU's
+    device-side assert), but `evaluate --model` and the ablation passed them to the model:
+    "index out of range in self" on a CPU, and `analyze --model` said so only after the
+    whole analysis (its check of the inputs ran the first input alone)."""
+    cli, one_line = run_cli
+    ids = np.load(gpt2_run / "ids.npy")
+    ids[3, 2] = 45
+    np.save(tmp_path / "oov.npy", ids)
+    common = ("--sae", gpt2_run / "sae", "--acts", gpt2_run / "store", "--model")
+    common += (gpt2_run / "model", "--inputs", tmp_path / "oov.npy", "--loss", "next-token")
+    one_line(cli("evaluate", *common), "Token ids of inputs 0..23 run from 0 to 45", "40 entries")
+    one_line(
+        cli("analyze", *common, "--out", tmp_path / "atlas", "-q"),
+        "Token ids of input 3 run",
+        "40 entries",
+    )
+    assert not (tmp_path / "atlas").exists()
+    from saeatlas.errors import InputsError
+    from saeatlas.losses import per_sample_next_token
+    from saeatlas.store import ActivationStore
+    from saeatlas.structure.causal.ablation import ablate_modules
+
+    model = transformers.GPT2LMHeadModel.from_pretrained(gpt2_run / "model").eval()
+    layers = ActivationStore.open(gpt2_run / "store").layers
+    with pytest.raises(InputsError, match="Token ids of inputs 0..23 run from 0 to 45"):
+        ablate_modules(
+            model, ids, layers, np.zeros(16, int), mode="zero", loss_fn=per_sample_next_token
+        )
+
+
+def test_token_type_ids_past_the_model_s_types_are_named(tmp_path):
+    """Dict batches whose `token_type_ids` go past BERT's `type_vocab_size` reached the
+    model and ended in "index out of range in self" (a device-side assert on a GPU), a
+    failure that named neither the key nor the model's number of types."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import InputsError
+
+    torch.manual_seed(0)
+    cfg = _small(transformers.BertConfig, vocab_size=40, max_position_embeddings=16)
+    model = transformers.BertModel(cfg).eval()
+    types = torch.zeros(4, 6, dtype=torch.long)
+    types[1, 3:] = 2  # a third segment: BERT has two
+    batch = {"input_ids": torch.randint(0, 40, (4, 6)), "token_type_ids": types}
+    with pytest.raises(InputsError, match=r"`token_type_ids` of .* run from 0 to 2, .* 2 token"):
+        capture_activations(model, [batch], ["encoder.layer.0"], tmp_path / "s", progress=False)
