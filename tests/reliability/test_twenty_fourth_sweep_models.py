@@ -240,3 +240,24 @@ def test_token_type_ids_past_the_model_s_types_are_named(tmp_path):
     batch = {"input_ids": torch.randint(0, 40, (4, 6)), "token_type_ids": types}
     with pytest.raises(InputsError, match=r"`token_type_ids` of .* run from 0 to 2, .* 2 token"):
         capture_activations(model, [batch], ["encoder.layer.0"], tmp_path / "s", progress=False)
+
+
+def test_a_module_list_is_named_as_a_container_never_called(odd, tmp_path, run_cli):
+    """`--layers blocks` of an `nn.ModuleList` was taken, then the capture said it "did not
+    run during the forward pass" and to "choose modules that the model's forward uses",
+    which it does (through the list's members); a glob that also picked the list (`**`)
+    failed the same way (it now records the list's members alone)."""
+    from saeatlas.store import ActivationStore
+
+    cli, one_line = run_cli
+    spec = odd("listed")
+    args = ("capture", "--model", spec, "--inputs", tmp_path / "x.npy", "-q", "--out")
+    one_line(
+        cli(*args, tmp_path / "s", "--layers", "blocks"),
+        "'blocks', a ModuleList: a container the model never calls",
+        "'blocks.*' (or one of them, 'blocks.0')",
+    )
+    assert not (tmp_path / "s").exists()
+    r = cli(*args, tmp_path / "s", "--layers", "**")
+    assert r.exit_code == 0, r.output
+    assert [l.name for l in ActivationStore.open(tmp_path / "s").layers] == ["blocks.0", "blocks.1"]
