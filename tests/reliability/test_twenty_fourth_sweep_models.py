@@ -261,3 +261,32 @@ def test_a_module_list_is_named_as_a_container_never_called(odd, tmp_path, run_c
     r = cli(*args, tmp_path / "s", "--layers", "**")
     assert r.exit_code == 0, r.output
     assert [l.name for l in ActivationStore.open(tmp_path / "s").layers] == ["blocks.0", "blocks.1"]
+
+
+class _Latents(nn.Module):
+    """A Perceiver's shape: token ids [batch, seq] read into 4 latents [batch, 4, 8]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.latents = nn.Embedding(20, 8), nn.Parameter(torch.randn(4, 8))
+        self.cross = nn.Identity()
+
+    def forward(self, input_ids, attention_mask=None):
+        keys = self.embed(input_ids)  # [batch, seq, 8]
+        weights = torch.softmax(self.latents @ keys.transpose(1, 2), dim=-1)  # [batch, 4, seq]
+        return self.cross(weights @ keys)
+
+
+def test_a_layer_of_latents_is_not_blamed_on_the_attention_mask(tmp_path):
+    """A layer whose positions are no tokens (a Perceiver's latents, [batch, 4, d]) given
+    padded inputs was refused as "has shape (2, 4, 8) but the attention mask has shape
+    (2, 6); expected [batch, seq] = [2, 4]", as if the mask were wrong."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import ShapeError
+
+    torch.manual_seed(0)
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[1, 4:] = 0
+    batch = {"input_ids": torch.randint(0, 20, (2, 6)), "attention_mask": mask}
+    with pytest.raises(ShapeError, match="gives 4 positions per sample .* 6 tokens: its pos"):
+        capture_activations(_Latents(), [batch], ["cross"], tmp_path / "s", progress=False)

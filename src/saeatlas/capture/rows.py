@@ -27,6 +27,7 @@ import torch
 from .._validation import shown
 from ..errors import ConfigError, ShapeError
 from .layouts import LAYOUTS, parse_layout, undetermined_message
+from .positions import mask_misfit
 
 SPATIAL_MODES = ("positions", "mean")
 
@@ -170,10 +171,7 @@ def to_rows(
         x = t.reshape(b * s, t.shape[2])
         if mask is not None:
             if tuple(mask.shape) != (b, s):
-                raise ShapeError(
-                    f"Layer '{name}' has shape {tuple(t.shape)} but the attention mask has shape "
-                    f"{tuple(mask.shape)}; expected [batch, seq] = [{b}, {s}]."
-                )
+                raise ShapeError(mask_misfit(name, tuple(t.shape), tuple(mask.shape)))
             keep = mask.reshape(-1).to(device="cpu", dtype=torch.bool)
             index = keep.nonzero().squeeze(1)
             # Selecting by index copies, as boolean indexing does, without stopping a
