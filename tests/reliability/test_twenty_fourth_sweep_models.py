@@ -290,3 +290,24 @@ def test_a_layer_of_latents_is_not_blamed_on_the_attention_mask(tmp_path):
     batch = {"input_ids": torch.randint(0, 20, (2, 6)), "attention_mask": mask}
     with pytest.raises(ShapeError, match="gives 4 positions per sample .* 6 tokens: its pos"):
         capture_activations(_Latents(), [batch], ["cross"], tmp_path / "s", progress=False)
+
+
+def test_units_whose_correlation_view_cannot_fit_are_refused_before_the_work(
+    guarded, tmp_path, run_cli, monkeypatch, forbid
+):
+    """`analyze` of an SAE of a very wide layer (20,000 units: six grams of 20,000 x
+    20,000 float64) ended in "Out of memory ... Lower the sizes that grow with the data
+    (--batch-size)", which changes nothing; it is now refused before the encoding, naming
+    what the view needs (here on a machine made to look as small as 1 kB)."""
+    import saeatlas.structure.inputs as inputs
+
+    cli, one_line = run_cli
+    monkeypatch.setattr(inputs, "memory_bytes", lambda device: 1000)
+    forbid(inputs, "encode_store")
+    one_line(
+        cli("analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"),
+        "The units' correlation view of the SAE's 18 units needs about",
+        "grams of 18 x 18 float64",
+        "--seeds 1",
+    )
+    assert not (tmp_path / "a").exists()
