@@ -60,7 +60,7 @@ def model_logits(output: Any, loss: str | None = None) -> torch.Tensor:
             f"({type(output).__name__} with `last_hidden_state`, no `logits`): a model "
             "without its head. Give the model with its head (a Hugging Face directory loads "
             "it with --model-class causal-lm, or checkpoint for the class it was saved from, "
-            "a classifier's)."
+            "a classifier's; `model_class` in a run config)."
         )
     name = type(output).__name__
     if loss == "next-token" and (
@@ -175,7 +175,8 @@ def per_sample_next_token(output: Any, batch: InputBatch) -> torch.Tensor:
             f"the model gives {logits.shape[-1]:,} values per token and the token ids go up "
             f"to {top:,}: they are no logits (a model without its language-modelling head "
             "gives hidden states). Give a causal language model with that head (a Hugging "
-            "Face directory loads it with --model-class causal-lm)."
+            "Face directory loads it with --model-class causal-lm, `model_class` in a run "
+            "config)."
         )
     real = (
         torch.ones_like(ids, dtype=torch.bool)

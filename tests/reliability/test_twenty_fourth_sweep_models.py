@@ -311,3 +311,35 @@ def test_units_whose_correlation_view_cannot_fit_are_refused_before_the_work(
         "--seeds 1",
     )
     assert not (tmp_path / "a").exists()
+
+
+def test_a_run_config_loads_a_classifier_checkpoint_with_its_head(tmp_path, run_cli):
+    """A run config had no way to say `--model-class`: a Hugging Face classifier
+    (SwinForImageClassification, ViTForImageClassification) loaded as its base model, so
+    the run's ablation ended, after the capture, sweep, training and analysis, in "a model
+    without its head ... loads it with --model-class checkpoint", a flag `run` has not.
+    `model_class` is now a run config key, recorded in the capture's settings only when
+    set (runs made before it keep their records)."""
+    from saeatlas.pipeline import load_run_config
+    from saeatlas.pipeline.record import stage_settings
+    from saeatlas.pipeline.source import load_source
+
+    cli, one_line = run_cli
+    torch.manual_seed(0)
+    cfg = _small(
+        transformers.ViTConfig, image_size=8, patch_size=4, num_channels=3, num_labels=3
+    )
+    transformers.ViTForImageClassification(cfg).eval().save_pretrained(tmp_path / "vit")
+    np.save(tmp_path / "x.npy", np.zeros((4, 3, 8, 8), np.float32))
+    base = "model: vit\ninputs: x.npy\nlayers: [vit.encoder.layer.0]\n"
+    (tmp_path / "run.yaml").write_text(base + "model_class: checkpoint\n")
+    run = load_run_config(tmp_path / "run.yaml")
+    loaded = load_source(run)
+    assert type(loaded.model).__name__ == "ViTForImageClassification"
+    assert stage_settings(run)["capture"]["model_class"] == "checkpoint"
+    (tmp_path / "auto.yaml").write_text(base)
+    assert "model_class" not in stage_settings(load_run_config(tmp_path / "auto.yaml"))["capture"]
+    (tmp_path / "bad.yaml").write_text(base + "model_class: classifier\n")
+    one_line(
+        cli("run", tmp_path / "bad.yaml", "--check"), "`model_class`", "'classifier'", "checkpoint"
+    )
