@@ -343,3 +343,34 @@ def test_a_run_config_loads_a_classifier_checkpoint_with_its_head(tmp_path, run_
     one_line(
         cli("run", tmp_path / "bad.yaml", "--check"), "`model_class`", "'classifier'", "checkpoint"
     )
+
+
+def test_layers_says_which_modules_run_more_than_once(tmp_path, run_cli):
+    """`saeatlas layers` listed a module reused in one forward pass (one ReLU after two
+    layers of other widths) with its first call's shape, as any other; its capture was
+    then refused ("ran more than once in one forward pass")."""
+    cli, _ = run_cli
+    (tmp_path / "m.py").write_text(
+        textwrap.dedent(
+            """
+            from torch import nn
+
+            class Reused(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.a, self.b, self.act = nn.Linear(6, 10), nn.Linear(10, 8), nn.ReLU()
+
+                def forward(self, x):
+                    return self.act(self.b(self.act(self.a(x))))
+
+            def build():
+                return Reused()
+            """
+        )
+    )
+    np.save(tmp_path / "x.npy", np.zeros((2, 6), np.float32))
+    r = cli("layers", f"{tmp_path / 'm.py'}:build", "--inputs", tmp_path / "x.npy")
+    assert r.exit_code == 0, r.output
+    rows = {line.split("│")[1].strip(): line for line in r.output.splitlines() if "│" in line}
+    assert "(ran 2 times: capture takes modules" in rows["act"], r.output
+    assert "ran" not in rows["a"], r.output

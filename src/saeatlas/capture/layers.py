@@ -25,6 +25,9 @@ class LayerInfo:
     type: str
     shape: tuple[int, ...] | None
     """Output shape from the dry run; ``None`` when the module did not run or gave no tensor."""
+    calls: int = 0
+    """Times the module ran in the dry run: one that runs more than once (a layer reused
+    in one forward pass) cannot be captured, which the listing now says."""
 
 
 def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
@@ -47,10 +50,12 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
         )
         example = next(batch).args[0]
     shapes: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
     handles = []
 
     def make(name: str):
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
             try:
                 t = select_tensor(output, name)
             except ValueError:
@@ -83,4 +88,6 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
     finally:
         for h in handles:
             h.remove()
-    return [LayerInfo(n, type(m).__name__, shapes.get(n)) for n, m in modules.items()]
+    return [
+        LayerInfo(n, type(m).__name__, shapes.get(n), calls.get(n, 0)) for n, m in modules.items()
+    ]
