@@ -374,3 +374,26 @@ def test_layers_says_which_modules_run_more_than_once(tmp_path, run_cli):
     rows = {line.split("│")[1].strip(): line for line in r.output.splitlines() if "│" in line}
     assert "(ran 2 times: capture takes modules" in rows["act"], r.output
     assert "ran" not in rows["a"], r.output
+
+
+def test_a_router_of_flattened_tokens_is_named_so(tmp_path):
+    """A mixture-of-experts router (Mixtral's `mlp.gate`) gives [batch * seq, experts]:
+    its capture was refused advising nn.LSTM/GRU's `batch_first` and their final states,
+    which this model has none of."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import ShapeError
+
+    torch.manual_seed(0)
+    cfg = _small(
+        transformers.MixtralConfig,
+        vocab_size=40,
+        max_position_embeddings=16,
+        num_key_value_heads=1,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+    )
+    model = transformers.MixtralForCausalLM(cfg).eval()
+    ids = torch.randint(0, 40, (2, 8))
+    with pytest.raises(ShapeError, match="8 per sample: tokens flattened") as e:
+        capture_activations(model, ids, ["model.layers.0.mlp.gate"], tmp_path / "s", progress=False)
+    assert "LSTM" not in str(e.value)
