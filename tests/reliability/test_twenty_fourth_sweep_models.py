@@ -79,6 +79,14 @@ def _small(config: type, **settings: object) -> object:
     return config(**shared, **settings)
 
 
+def _built(model: type, config: type, **settings: object) -> nn.Module:
+    """A Hugging Face ``model`` built at random (seed 0) from a :func:`_small` ``config``
+    (by default of 40 tokens and 16 positions)."""
+    torch.manual_seed(0)
+    settings = {"vocab_size": 40, "max_position_embeddings": 16, **settings}
+    return model(_small(config, **settings)).eval()
+
+
 def test_masked_language_models_of_their_own_output_kind_are_refused_for_next_token():
     """A masked LM whose output class is its own (Longformer's `LongformerMaskedLMOutput`,
     Luke's, Perceiver's) passed as a causal LM: `--loss next-token` read the logits at each
@@ -88,18 +96,11 @@ def test_masked_language_models_of_their_own_output_kind_are_refused_for_next_to
     from saeatlas.errors import ShapeError
     from saeatlas.losses import per_sample_next_token
 
-    torch.manual_seed(0)
-    cfg = _small(
-        transformers.LongformerConfig,
-        vocab_size=40,
-        max_position_embeddings=20,
-        attention_window=4,
-        pad_token_id=1,
-    )
-    model = transformers.LongformerForMaskedLM(cfg).eval()
+    window = dict(max_position_embeddings=20, attention_window=4, pad_token_id=1)
+    lm = _built(transformers.LongformerForMaskedLM, transformers.LongformerConfig, **window)
     ids = torch.randint(3, 40, (2, 8))
     with torch.no_grad():
-        output = model(input_ids=ids)
+        output = lm(input_ids=ids)
     with pytest.raises(ShapeError, match=r"is a masked language model \(LongformerMaskedLM"):
         per_sample_next_token(output, InputBatch((), {"input_ids": ids}, 2))
 
@@ -232,9 +233,7 @@ def test_token_type_ids_past_the_model_s_types_are_named(tmp_path):
     from saeatlas.capture import capture_activations
     from saeatlas.errors import InputsError
 
-    torch.manual_seed(0)
-    cfg = _small(transformers.BertConfig, vocab_size=40, max_position_embeddings=16)
-    model = transformers.BertModel(cfg).eval()
+    model = _built(transformers.BertModel, transformers.BertConfig)
     types = torch.zeros(4, 6, dtype=torch.long)
     types[1, 3:] = 2  # a third segment: BERT has two
     batch = {"input_ids": torch.randint(0, 40, (4, 6)), "token_type_ids": types}
@@ -325,11 +324,9 @@ def test_a_run_config_loads_a_classifier_checkpoint_with_its_head(tmp_path, run_
     from saeatlas.pipeline.source import load_source
 
     cli, one_line = run_cli
-    torch.manual_seed(0)
-    cfg = _small(
-        transformers.ViTConfig, image_size=8, patch_size=4, num_channels=3, num_labels=3
-    )
-    transformers.ViTForImageClassification(cfg).eval().save_pretrained(tmp_path / "vit")
+    image = dict(image_size=8, patch_size=4, num_channels=3, num_labels=3)
+    vit = _built(transformers.ViTForImageClassification, transformers.ViTConfig, **image)
+    vit.save_pretrained(tmp_path / "vit")
     np.save(tmp_path / "x.npy", np.zeros((4, 3, 8, 8), np.float32))
     base = "model: vit\ninputs: x.npy\nlayers: [vit.encoder.layer.0]\n"
     (tmp_path / "run.yaml").write_text(base + "model_class: checkpoint\n")
@@ -383,16 +380,8 @@ def test_a_router_of_flattened_tokens_is_named_so(tmp_path):
     from saeatlas.capture import capture_activations
     from saeatlas.errors import ShapeError
 
-    torch.manual_seed(0)
-    cfg = _small(
-        transformers.MixtralConfig,
-        vocab_size=40,
-        max_position_embeddings=16,
-        num_key_value_heads=1,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-    )
-    model = transformers.MixtralForCausalLM(cfg).eval()
+    experts = dict(num_key_value_heads=1, num_local_experts=4, num_experts_per_tok=2)
+    model = _built(transformers.MixtralForCausalLM, transformers.MixtralConfig, **experts)
     ids = torch.randint(0, 40, (2, 8))
     with pytest.raises(ShapeError, match="8 per sample: tokens flattened") as e:
         capture_activations(model, ids, ["model.layers.0.mlp.gate"], tmp_path / "s", progress=False)

@@ -68,7 +68,11 @@ def layers_cmd(
         name = info.name.encode("utf-8", "backslashreplace").decode("utf-8")
         shape = "-" if info.shape is None else str(list(info.shape))
         # a module reused in one pass was listed as any other, and its capture refused
-        again = f" (ran {info.calls} times: capture takes modules that run once)" if info.calls > 1 else ""
+        again = (
+            f" (ran {info.calls} times: capture takes modules that run once)"
+            if info.calls > 1
+            else ""
+        )
         table.add_row(escape(name), info.type, shape + again)
     console.print(table)
 
