@@ -197,9 +197,9 @@ def test_token_ids_past_the_vocabulary_are_refused_by_evaluate_and_the_ablation(
     gpt2_run, tmp_path, run_cli
 ):
     """The capture refuses token ids past a Hugging Face model's vocabulary (a GPU's
-    device-side assert), but `evaluate --model` and the ablation passed them to the model:
-    "index out of range in self" on a CPU, and `analyze --model` said so only after the
-    whole analysis (its check of the inputs ran the first input alone)."""
+    device-side assert), but `evaluate --model`, the ablation and `saeatlas layers` passed
+    them to the model: "index out of range in self" on a CPU, and `analyze --model` said
+    so only after the whole analysis (its check of the inputs ran the first input alone)."""
     cli, one_line = run_cli
     ids = np.load(gpt2_run / "ids.npy")
     ids[3, 2] = 45
@@ -213,6 +213,13 @@ def test_token_ids_past_the_vocabulary_are_refused_by_evaluate_and_the_ablation(
         "40 entries",
     )
     assert not (tmp_path / "atlas").exists()
+    ids[0, 1] = 99  # `saeatlas layers` runs the first inputs alone
+    np.save(tmp_path / "oov0.npy", ids)
+    one_line(
+        cli("layers", gpt2_run / "model", "--inputs", tmp_path / "oov0.npy"),
+        "Token ids of the example input run from 0 to 99",
+    )
+    ids[0, 1] = 0
     from saeatlas.errors import InputsError
     from saeatlas.losses import per_sample_next_token
     from saeatlas.store import ActivationStore

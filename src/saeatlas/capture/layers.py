@@ -11,10 +11,10 @@ import torch
 
 from ..errors import AtlasError, HookpointError
 from .hookpoints import named_modules, no_submodules
-from .inputs import iter_input_batches
+from .inputs import InputBatch, iter_input_batches
 from .models import input_dtype, takes_token_ids
 from .nnsight import unwrap_model
-from .recorder import model_error
+from .recorder import check_token_ids, model_error
 from .rows import select_tensor
 from .transformer_lens import hook_conversion
 
@@ -70,6 +70,13 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
             handles.append(m.register_forward_hook(make(name)))
         was_training = model.training
         model.eval()
+        # as the capture does: past the vocabulary, "index out of range" (a device assert)
+        given = (
+            InputBatch((), dict(example), 0)
+            if isinstance(example, Mapping)
+            else InputBatch((example,), {}, 0)
+        )
+        check_token_ids(model, given, "the example input")
         try:
             with torch.no_grad():
                 if isinstance(example, Mapping):
