@@ -76,7 +76,17 @@ def model_logits(output: Any, loss: str | None = None) -> torch.Tensor:
         )
     if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
         return output["logits"]
-    return select_tensor(output, "model output")
+    try:
+        return select_tensor(output, "model output")
+    except ShapeError as e:  # "Layer 'model output' gives a NoneType": no layer's words
+        if not str(e).endswith(("not a tensor.", "holds no tensor.")):
+            raise
+        raise ShapeError(
+            f"The {loss or 'model'} loss needs the model's logits, but its forward returns "
+            f"{'None' if output is None else 'a ' + type(output).__name__ + ' of no tensor'}. "
+            "Give a model whose forward returns its logits (a tensor, or a tuple or dict "
+            "whose first tensor they are)."
+        ) from None
 
 
 def _is_masked_lm(output: Any) -> bool:

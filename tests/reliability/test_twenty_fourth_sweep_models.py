@@ -127,6 +127,21 @@ def test_cross_entropy_advises_next_token_only_for_sequence_logits(output, needl
     assert needle in str(e.value) and "next-token" not in str(e.value)
 
 
+@pytest.mark.parametrize("output", [None, (None, "aux")], ids=["none", "tuple-of-none"])
+def test_a_model_whose_forward_returns_no_tensor_is_named_so(output):
+    """A model whose forward keeps its result as an attribute and returns None was told
+    "Layer 'model output' gives a NoneType, not a tensor" by `evaluate --model` and the
+    ablation: no layer of it was at fault."""
+    from saeatlas.capture.inputs import InputBatch
+    from saeatlas.errors import ShapeError
+    from saeatlas.losses import per_sample_cross_entropy
+
+    batch = InputBatch((), {}, 2, labels=np.array([0, 1]))
+    with pytest.raises(ShapeError, match="the model's logits, but its forward returns") as e:
+        per_sample_cross_entropy(output, batch)
+    assert "Layer" not in str(e.value)
+
+
 def test_a_layer_of_one_value_per_sample_is_ablated(odd, tmp_path, run_cli):
     """A layer giving [batch] (a score per sample) was captured as one unit, but the
     ablation read its last axis, the batch, as units: `analyze --model` refused the
