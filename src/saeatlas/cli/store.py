@@ -66,7 +66,14 @@ def layers_cmd(
         # a name with a lone surrogate (possible from Python) is shown escaped, "a\ud800b":
         # printed as it is, it ended the listing in a UnicodeEncodeError traceback
         name = info.name.encode("utf-8", "backslashreplace").decode("utf-8")
-        table.add_row(escape(name), info.type, "-" if info.shape is None else str(list(info.shape)))
+        shape = "-" if info.shape is None else str(list(info.shape))
+        # a module reused in one pass was listed as any other, and its capture refused
+        again = (
+            f" (ran {info.calls} times: capture takes modules that run once)"
+            if info.calls > 1
+            else ""
+        )
+        table.add_row(escape(name), info.type, shape + again)
     console.print(table)
 
 

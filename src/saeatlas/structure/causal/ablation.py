@@ -30,7 +30,7 @@ import torch
 from ..._coordinator import run_ranks
 from ..._progress import progress_bar
 from ...capture.inputs import InputBatch
-from ...capture.recorder import model_error
+from ...capture.recorder import check_token_ids, model_error
 from ...errors import AtlasError, ConfigError, ShapeError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
@@ -139,6 +139,8 @@ def ablate_modules(
         return loss_fn(output, b).double().cpu().numpy()
 
     starts = np.cumsum([0] + [b.n_samples for b in batches])
+    for b, s in zip(batches, starts):  # as the capture does: a GPU's device-side assert
+        check_token_ids(model, b, f"inputs {s}..{s + b.n_samples - 1}")
 
     def losses(units: np.ndarray | None) -> np.ndarray:
         ablator.set(units if units is not None else np.zeros(0, dtype=np.int64))
