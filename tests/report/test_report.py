@@ -94,6 +94,30 @@ def test_summary_reports_the_sweep_significance_stability_control_and_ablation(
     assert 'id="pareto-plot"' in html and 'id="training-plot"' in html
 
 
+def test_the_summary_shows_the_plain_correlations_tests_the_verdict_reads(full_atlas, full_report):
+    """The headline can say "the units' raw correlations beat the independent-units null"
+    or that modules are visible without the SAE: the page shows each view's groups and
+    the figures of its tests."""
+    _, html = full_report
+    views = Atlas.load(full_atlas.atlas_dir).summary["cross_check"]
+    assert "Plain correlations" in html
+    for key, name in (("raw", "Raw correlations"), ("clean", "Without the global mode")):
+        v = views[key]
+        assert f"{name}" in html
+        n = v["n_reproducible_modules"]
+        assert f"{n} reproducible group{'s' * (n != 1)}" in html
+        tests = v.get("tests") or [v["test"]]
+        assert tests and tests[0]["null"] == "independent units (circular shifts)"
+        for t in tests:
+            shown = f"against {t['null']} {t['null_mean']:.3f} ± {t['null_std']:.3f}: z "
+            assert shown in html, shown
+        sig = v["n_significant_modules"]
+        assert (
+            f"{n} reproducible group{'s' * (n != 1)} at resolution {v['scale']:g}, {sig} significant"
+            in html
+        )
+
+
 def test_page_data_matches_the_atlas(full_atlas, full_report):
     _, html = full_report
     atlas = Atlas.load(full_atlas.atlas_dir)

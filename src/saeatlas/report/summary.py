@@ -22,6 +22,7 @@ from ..structure.inference.outcome import (
     sae_own_modules,
 )
 from ..structure.inference.significance import tested_modularity
+from .cross_check import cross_check_text
 from .data import ReportData
 from .text import fmt, fmt_p, fmt_z
 
@@ -45,6 +46,12 @@ def header_facts(data: ReportData) -> list[Fact]:
         Fact("Why this sparsity", sparsity_text(data), missing=data.sweep is None),
         Fact("Modules", modules_text(data)),
         Fact("Modularity", modularity_text(s), missing=s.get("p") is None),
+        Fact(
+            "Plain correlations",
+            cross_check_text(s)
+            or "Not measured: the units' own correlations were not computed for this atlas.",
+            missing=not cross_check_text(s),
+        ),
         Fact("Stability", stability_text(data), missing=not data.has_stability),
         Fact("Causal check", ablation_text(data), missing=not data.has_ablation),
     ]
