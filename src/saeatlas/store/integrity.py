@@ -40,6 +40,8 @@ def read_rows_table(
     # `row` is read too, to check the order others take the columns in
     wanted = list(dict.fromkeys([*columns, "row"])) if columns else None
     try:
+        if (path / ROWS).is_dir():  # pyarrow reads a folder as a data set: "holds 0 rows"
+            raise IsADirectoryError(f"'{ROWS}' is a folder, not a Parquet file")
         table = pq.read_table(path / ROWS, columns=wanted)
     except (OSError, pa.ArrowInvalid) as e:
         _check_columns(path / ROWS, wanted)  # an unknown name was called an unreadable file
