@@ -89,7 +89,7 @@ class ActivationStore:
         check_flag_argument("verify", verify)
         check_store_argument(path)
         path = Path(path)
-        if path.suffix == ".npy" and path.is_file():
+        if path.suffix.lower() == ".npy" and path.is_file():
             return cls._open_npy(path, on_nonfinite)
         finish_swap_for_reader(path, recover_store, MANIFEST)
         if not path.exists():
