@@ -4,6 +4,8 @@ and inputs given the usual ways."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -203,3 +205,103 @@ def test_labels_of_every_line_of_a_text_file_with_blank_lines_say_why(
         r, "holds 6 labels", "holds 5 texts: its 6 lines less 1 blank one(s), which are skipped"
     )
     assert not (tmp_path / "s").exists()
+
+
+#: Where :class:`_Dropper` drops a file (None: nowhere), kept off the model: a resume
+#: compares the model's own number attributes.
+_DROP: dict[str, Path | None] = {"into": None}
+
+
+class _Dropper(torch.nn.Module):
+    """Drops a file into the folder of the store being captured: what another output
+    written there while the capture runs does."""
+
+    def forward(self, x):
+        folder = _DROP["into"]
+        if folder is not None and not folder.exists():
+            folder.mkdir()
+            (folder / "keep.txt").write_text("mine")
+        return x
+
+
+def test_a_store_is_not_put_in_place_over_files_put_there_while_it_was_captured(tmp_path):
+    """A capture into `out` replaced the folder `out` whole when it put its store there:
+    a store captured into `out/b` by another process meanwhile (or files copied into
+    `out`) was deleted without a word, with no `overwrite`. It is now refused, keeping
+    every row for `resume`, which then ends with the store an uninterrupted capture
+    writes."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import StoreError
+
+    out, x = tmp_path / "out", torch.randn(40, 4)
+    model = torch.nn.Sequential(_tiny_model(), _Dropper())
+    cfg = CaptureConfig(batch_size=8, shard_rows=16, early_stop=False)
+    _DROP["into"] = out
+    with pytest.raises(StoreError, match=r"'.*out' now holds other files \(\['keep.txt'\]\)"):
+        capture_activations(model, x, ["0.0", "0.2"], out, cfg, progress=False)
+    assert (out / "keep.txt").read_text() == "mine"
+    _DROP["into"] = None
+    (out / "keep.txt").rename(tmp_path / "keep.txt")
+    out.rmdir()
+    store = capture_activations(model, x, ["0.0", "0.2"], out, cfg, progress=False, resume=True)
+    clean = capture_activations(model, x, ["0.0", "0.2"], tmp_path / "c", cfg, progress=False)
+    assert torch.equal(store.read(), clean.read()) and store.n_rows == 40
+    np.testing.assert_array_equal(store.mean, clean.mean)
+    np.testing.assert_array_equal(store.std, clean.std)
+    assert store.rows().equals(clean.rows())
+
+
+def test_an_output_inside_one_being_written_is_refused(tmp_path, run_cli, guarded):
+    """`capture --out out/b` while another process captured `out` (into `.out.partial`)
+    was written, and deleted with the folder when that capture put its store in place."""
+    import threading
+
+    cli, assert_one_line_error = run_cli
+    first = _writer(tmp_path / "out")
+    result = {}
+
+    def second() -> None:  # another thread is refused as another process is
+        args = ["--model", guarded.model, "--inputs", guarded.inputs, "--layers", "1"]
+        result["r"] = cli("capture", *args, "--out", tmp_path / "out" / "b", "-q")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    thread.join()
+    first.abort()
+    assert_one_line_error(result["r"], "is inside the output being written", "out'")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "rows, needle",
+    [
+        # torch's NotImplementedError traceback ("Cannot copy out of meta tensor")
+        (lambda: torch.empty(4, 3, device="meta"), "a tensor of torch.float32 on meta"),
+        # stored as its real part, with only torch's warning
+        (lambda: torch.ones(4, 3, dtype=torch.complex64), "a tensor of torch.complex64"),
+        # an AttributeError traceback ("'list' object has no attribute 'ndim'")
+        (lambda: [[1.0, 2.0, 3.0]] * 4, "got a list"),
+        (lambda: np.ones((4, 3), dtype=object), "an array of object"),
+    ],
+)
+def test_the_store_writer_refuses_rows_without_real_values(tmp_path, rows, needle):
+    from saeatlas.errors import StoreError
+
+    writer = _writer(tmp_path / "s")
+    with pytest.raises(StoreError, match=rf"must be tensors or arrays of real numbers .*{needle}"):
+        writer.add(rows(), {"sample": np.arange(4)}, n_samples=4)
+    writer.abort()
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_store_writer_stores_a_sparse_tensor_as_its_values(tmp_path):
+    """A sparse tensor (a layer's output can be one) ended the write in torch's
+    NotImplementedError; a capture stores the values it stands for, and so does the
+    writer now."""
+    from saeatlas.store import ActivationStore
+
+    x = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 3.0]])
+    writer = _writer(tmp_path / "s")
+    writer.add(x.to_sparse(), {"sample": np.arange(2)}, n_samples=2)
+    writer.close()
+    assert torch.equal(ActivationStore.open(tmp_path / "s").read(), x)
