@@ -305,3 +305,39 @@ def test_the_store_writer_stores_a_sparse_tensor_as_its_values(tmp_path):
     writer.add(x.to_sparse(), {"sample": np.arange(2)}, n_samples=2)
     writer.close()
     assert torch.equal(ActivationStore.open(tmp_path / "s").read(), x)
+
+
+class _Stop(torch.nn.Module):
+    """Stops the capture (Ctrl-C) at its fourth forward pass: a partial store is left."""
+
+    def forward(self, x):
+        _STOP["calls"] += 1
+        if _STOP["calls"] == 4:
+            raise KeyboardInterrupt
+        return x
+
+
+_STOP = {"calls": 0}
+
+
+def test_a_progress_file_that_is_a_folder_is_named_not_taken_for_none(tmp_path, snapshot):
+    """A folder in place of the partial store's progress file was taken for no progress:
+    its committed shards were dropped, the capture started again and failed at its first
+    commit ('Is a directory'), advising the same `--resume` again."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import StoreError
+
+    out, x = tmp_path / "out", torch.randn(40, 4)
+    model = torch.nn.Sequential(_tiny_model(), _Stop())
+    cfg = CaptureConfig(batch_size=8, shard_rows=8, early_stop=False)
+    _STOP["calls"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        capture_activations(model, x, ["0.0"], out, cfg, progress=False)
+    work = tmp_path / ".out.partial"
+    (work / "progress.safetensors").unlink()
+    (work / "progress.safetensors").mkdir()
+    before = snapshot(work)
+    assert "shard-00000.safetensors" in before
+    with pytest.raises(StoreError, match="its progress file .* is not a file. Start again"):
+        capture_activations(model, x, ["0.0"], out, cfg, progress=False, resume=True)
+    assert snapshot(work) == before
