@@ -341,3 +341,16 @@ def test_a_progress_file_that_is_a_folder_is_named_not_taken_for_none(tmp_path, 
     with pytest.raises(StoreError, match="its progress file .* is not a file. Start again"):
         capture_activations(model, x, ["0.0"], out, cfg, progress=False, resume=True)
     assert snapshot(work) == before
+
+
+def test_a_second_start_of_other_layers_is_not_called_a_resume(tmp_path):
+    """`start()` called again with other layers was told of "the interrupted capture in
+    'PATH'" and advised `--resume` or `--overwrite`, on a writer that resumed nothing."""
+    from saeatlas.errors import StoreError
+    from saeatlas.store import LayerSpec
+
+    writer = _writer(tmp_path / "s")
+    with pytest.raises(StoreError, match=r"start\(\) was called already .* \[\('a', 0, 3\)\]"):
+        writer.start([LayerSpec("b", 0, 4)])
+    writer.start([LayerSpec("a", 0, 3)])  # the same layers again: nothing to refuse
+    writer.abort()

@@ -177,11 +177,11 @@ def writer_arguments(
 
 
 def started_layers(
-    layers: Any, resumed: tuple[LayerSpec, ...] | None, path: Path
+    layers: Any, before: tuple[LayerSpec, ...] | None, path: Path, *, resumed: bool
 ) -> tuple[tuple[LayerSpec, ...], int]:
     """The layers given to :meth:`.writer.StoreWriter.start` and their number of units,
-    checked, and on resume (``resumed``: those the interrupted capture of ``path``
-    recorded) the same as before."""
+    checked, and the same as ``before``, those the interrupted capture of ``path``
+    recorded (``resumed``) or an earlier ``start`` was given."""
     layers = tuple(layers)
     if not layers or not all(isinstance(x, LayerSpec) for x in layers):  # dicts: a traceback
         raise ConfigError(
@@ -189,9 +189,14 @@ def started_layers(
         )
     n_units = layers[-1].stop
     validate_layers(layers, n_units)
-    if resumed is not None:
-        old = [(l.name, l.start, l.stop) for l in resumed]
+    if before is not None:
+        old = [(l.name, l.start, l.stop) for l in before]
         new = [(l.name, l.start, l.stop) for l in layers]
+        if old != new and not resumed:  # was told of an "interrupted capture" and --resume
+            raise StoreError(
+                f"start() was called already on this writer of '{path}', with layers {old}; "
+                f"this call gives {new}. A store has one set of layers: call start() once."
+            )
         if old != new:
             raise StoreError(
                 f"The interrupted capture in '{path}' recorded layers {old}, this run "

@@ -190,7 +190,9 @@ class StoreWriter:
         On resume the layers must equal those of the interrupted capture.
         """
         check_open(self._closed, self.path)
-        layers, n_units = started_layers(layers, self.layers, self.path)
+        layers, n_units = started_layers(
+            layers, self.layers, self.path, resumed=bool(self.saved_job)
+        )
         if self.layers is not None:
             return
         self.layers = layers
