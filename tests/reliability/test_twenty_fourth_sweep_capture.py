@@ -354,3 +354,39 @@ def test_a_second_start_of_other_layers_is_not_called_a_resume(tmp_path):
         writer.start([LayerSpec("b", 0, 4)])
     writer.start([LayerSpec("a", 0, 3)])  # the same layers again: nothing to refuse
     writer.abort()
+
+
+def _in_time(call, seconds=30):
+    """``call()``'s result, failing the test (not hanging it) when it does not end."""
+    import threading
+
+    done = {}
+    thread = threading.Thread(target=lambda: done.setdefault("r", call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert "r" in done, f"still reading after {seconds} s"
+    return done["r"]
+
+
+@pytest.mark.parametrize(
+    "name", ["manifest.json", "shard-00001.safetensors", "rows.parquet", "acts.layers.json"]
+)
+def test_a_store_file_that_is_a_named_pipe_is_named_not_waited_on(tmp_path, guarded, run_cli, name):
+    """A named pipe in place of a store's manifest.json, a shard or rows.parquet (or a
+    `.npy`'s layers.json) made `info` (and every reader) wait for a writer, forever."""
+    import os
+    import shutil
+
+    cli, assert_one_line_error = run_cli
+    store = tmp_path / "store"
+    if name == "acts.layers.json":
+        store.mkdir()
+        shutil.copy(guarded.npy, store / "acts.npy")
+        target = store / "acts.npy"
+    else:
+        shutil.copytree(guarded.store, store)
+        (store / name).unlink()
+        target = store
+    os.mkfifo(store / name)
+    r = _in_time(lambda: cli("info", "--verify", target))
+    assert_one_line_error(r, f"{name}' is a named pipe, not a file")

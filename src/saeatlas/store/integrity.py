@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ChecksumError, ConfigError, StoreError
-from .manifest import ROWS, Manifest, file_sha256
+from .manifest import ROWS, Manifest, check_readable, file_sha256
 from .requests import row_columns
 from .sources import ShardSource, check_not_replaced
 from .stats import RunningMoments
@@ -40,6 +40,7 @@ def read_rows_table(
     # `row` is read too, to check the order others take the columns in
     wanted = list(dict.fromkeys([*columns, "row"])) if columns else None
     try:
+        check_readable(path / ROWS)
         if (path / ROWS).is_dir():  # pyarrow reads a folder as a data set: "holds 0 rows"
             raise IsADirectoryError(f"'{ROWS}' is a folder, not a Parquet file")
         table = pq.read_table(path / ROWS, columns=wanted)

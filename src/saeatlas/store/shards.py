@@ -24,6 +24,7 @@ import torch
 from .._validation import shown, strict_json
 from ..errors import ChecksumError, StoreError
 from .atomic import atomic_write
+from .manifest import check_readable
 
 #: Name of the tensor inside every shard file.
 TENSOR_NAME = "activations"
@@ -93,6 +94,7 @@ def read_shard(
         StoreError: the file is missing, truncated or not a saeatlas shard.
     """
     path = Path(path)
+    check_readable(path)
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -128,6 +130,7 @@ def read_header(path: Path) -> tuple[torch.dtype, list[int]]:
         StoreError: the file is missing or its header is not a saeatlas shard's.
     """
     path = Path(path)
+    check_readable(path)
     try:
         with open(path, "rb") as f:
             head = f.read(8)
