@@ -151,9 +151,9 @@ def row_parts(
 
 def _block(p: Any) -> torch.Tensor:
     """One column block as a dense tensor of real numbers: a sparse one ended the write in
-    torch's NotImplementedError (it is the values it stands for, as a capture stores a
-    layer's), one on the meta device (no values) in another, and a complex one was stored
-    as its real part, with only torch's warning."""
+    torch's "Could not run 'aten::as_strided'" (it is the values it stands for, as a
+    capture stores a layer's), one on the meta device (no values) in another error of
+    torch's, and a complex one was stored as its real part, with only torch's warning."""
     kind = p.dtype.kind if isinstance(p, np.ndarray) else None
     if kind is not None and kind in "biuf":
         p = torch.from_numpy(p)
