@@ -205,6 +205,13 @@ def test_labels_of_every_line_of_a_text_file_with_blank_lines_say_why(
         r, "holds 6 labels", "holds 5 texts: its 6 lines less 1 blank one(s), which are skipped"
     )
     assert not (tmp_path / "s").exists()
+    if suffix == ".txt":  # a run config's `inputs` and `labels` files alike
+        config = tmp_path / "run.yaml"
+        config.write_text(
+            f"model: {char_gpt2}\ninputs: {tmp_path / 't.txt'}\n"
+            f"labels: {tmp_path / 'labels.txt'}\nlayers: [transformer.h.0]\n"
+        )
+        assert_one_line_error(cli("run", config, "--check"), "its 6 lines less 1 blank one(s)")
 
 
 #: Where :class:`_Dropper` drops a file (None: nowhere), kept off the model: a resume
