@@ -397,3 +397,21 @@ def test_a_store_file_that_is_a_named_pipe_is_named_not_waited_on(tmp_path, guar
     os.mkfifo(store / name)
     r = _in_time(lambda: cli("info", "--verify", target))
     assert_one_line_error(r, f"{name}' is a named pipe, not a file")
+
+
+def test_float16_labels_in_a_store_are_read_as_float32(tmp_path):
+    """A store holding float16 labels (a capture before they were widened, or a
+    StoreWriter given them) gave the analysis a column pandas cannot index ("float16
+    indexes are not supported", after the whole analysis)."""
+    import pandas as pd
+
+    from saeatlas.store import ActivationStore
+
+    writer = _writer(tmp_path / "s")
+    labels = np.arange(4).astype(np.float16)
+    writer.add(torch.ones(4, 3), {"sample": np.arange(4), "label": labels}, n_samples=4)
+    writer.close()
+    assert str(pq.read_schema(tmp_path / "s" / "rows.parquet").field("label").type) == "halffloat"
+    label = ActivationStore.open(tmp_path / "s").rows(["label"]).column("label")
+    assert str(label.type) == "float"
+    assert list(pd.Index(label.to_pandas()).get_indexer([0.0, 2.0])) == [0, 2]

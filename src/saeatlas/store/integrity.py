@@ -67,7 +67,13 @@ def read_rows_table(
             f"{got[:16]}…, the manifest says {sha256[:16]}… (it was edited, or copied from "
             "another store). Restore it, or recapture the store."
         )
-    return table.select(list(columns)) if columns else table
+    table = table.select(list(columns)) if columns else table
+    # float16 labels, as a capture stored them before it widened them: pandas cannot index
+    # them, and the analysis's label profiles ended in "float16 indexes are not supported"
+    for i, f in enumerate(table.schema):
+        if pa.types.is_float16(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.float32()))
+    return table
 
 
 def _check_columns(rows: Path, wanted: list[str] | None) -> None:
