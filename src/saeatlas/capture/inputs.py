@@ -321,8 +321,12 @@ def _iterable_batches(
                 left = warn_left_padded(mask)
             y = kwargs.get("labels", kwargs.get("label"))
             yield InputBatch((), kwargs, n, mask=mask, labels=labels_of(y, n))
-        elif isinstance(item, (list, tuple)) and len(item) == 2:
-            x, y = _as_tensor(item[0], *dtypes), item[1]
+        elif (
+            isinstance(item, (list, tuple))
+            and len(item) == 2
+            or (isinstance(item, list) and len(item) == 1 and isinstance(item[0], torch.Tensor))
+        ):  # `[x]`: a DataLoader over TensorDataset(x) (was "a batch of type list")
+            x, y = _as_tensor(item[0], *dtypes), item[1] if len(item) == 2 else None
             n = _n_samples(x)
             yield InputBatch((x,), {}, n, labels=labels_of(y, n))
         elif isinstance(item, (torch.Tensor, np.ndarray)):

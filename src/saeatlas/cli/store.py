@@ -153,6 +153,7 @@ def capture_cmd(
     share of the inputs into the same --out (a shared directory across machines)."""
     from .._world import is_main_process
     from ..capture import CaptureConfig, capture_activations, load_inputs, load_labels, load_model
+    from ..capture.input_files import check_label_count
 
     config = CaptureConfig(
         batch_size=batch_size,
@@ -170,6 +171,9 @@ def capture_cmd(
     )
     loaded = load_model(model, model_class=model_class)
     data = load_inputs(inputs)
+    given = load_labels(labels) if labels else None
+    if labels:
+        check_label_count(inputs, data, labels, given)
     store = capture_activations(
         loaded.model,
         data,
@@ -177,7 +181,7 @@ def capture_cmd(
         out,
         config,
         tokenizer=loaded.tokenizer,
-        labels=load_labels(labels) if labels else None,
+        labels=given,
         resume=resume,
         overwrite=overwrite,
         progress=not quiet,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..capture import load_inputs, load_labels, load_model
+from ..capture.input_files import check_label_count
 from ..capture.labels import label_values
 from ..capture.models import call_factory, load_factory
 from ..errors import ConfigError
@@ -60,6 +61,8 @@ def load_source(cfg: RunConfig) -> Source:
             )
         if _is_file_spec(cfg.labels):
             labels = load_labels(cfg.labels)
+            if _is_file_spec(cfg.inputs):
+                check_label_count(cfg.inputs, inputs, cfg.labels, labels)
         else:
             labels = call_factory(load_factory(cfg.labels), cfg.labels)
             if labels is None:  # the run went on without labels, without a word

@@ -298,7 +298,7 @@ def _renamed_npy_hint(sae: SparseAutoencoder, store: ActivationStore) -> str:
     path = Path(store.path)
     mine, theirs = sae.cfg.layers, store.layers
     if not (
-        path.suffix == ".npy"
+        path.suffix.lower() == ".npy"
         and len(mine) == len(theirs) == 1
         and theirs[0].name == path.stem
         and mine[0].n_units == theirs[0].n_units

@@ -229,7 +229,9 @@ def _check_nesting(path: Path, holds_outputs: bool) -> None:
     seed = re.fullmatch(r"(.+)-seed\d+", real.name)
     seed_of_sae = seed is not None and output_kind(real.parent / seed[1]) == "the SAE"
     for outer in () if seed_of_sae else real.parents:
-        what = output_kind(outer)
+        # one written as `.OUTER.partial` replaces the folder whole: `OUTER/b` went with it
+        partial = (outer.parent / f".{outer.name}.partial").is_dir()
+        what = output_kind(outer) or ("the output being written" if partial else None)
         if what is not None and _written_here(outer) is None:
             raise OutputError(
                 f"'{path}' is inside {what} '{outer}', which must hold only its own files; "
@@ -304,8 +306,7 @@ def _open_and_lock(file: Path, path: Path) -> int:
         for attempt in range(3):  # another writer may remove the folder it made (release)
             file.parent.mkdir(parents=True, exist_ok=True)
             try:
-                # not through a link: the pid written into the file would replace its
-                # target's bytes
+                # not through a link: the pid written would replace its target's bytes
                 fd = os.open(file, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
                 break
             except FileNotFoundError:
