@@ -77,6 +77,10 @@ def write_sae(
     check_path_argument("path", path)
     check_flag_argument("overwrite", overwrite)
     path = Path(path)
+    # what every reader checks, before anything is written: NaN weights were saved into an
+    # SAE that no reader accepts (so was a metadata key given twice, 1 and "1")
+    checked_weights(f"The SAE to save to '{path}'", weights, weight_shapes(cfg), dtype=cfg.dtype)
+    cfg.dumps()
     with output_lock(path):
         check_sae_out(path, overwrite=overwrite, resume=False)  # never replaces others' files
         with replacing_dir(path) as new:
@@ -162,4 +166,4 @@ def _read_files(path: Path) -> tuple[SAEConfig, Weights]:
     except (TypeError, KeyError, ValueError, AtlasError) as e:
         raise SAEFileError(f"'{path / CFG}' is not a valid SAE config: {e}") from None
     tensors = read_tensors(path / WEIGHTS)
-    return cfg, checked_weights(path / WEIGHTS, tensors, weight_shapes(cfg), dtype=cfg.dtype)
+    return cfg, checked_weights(f"'{path / WEIGHTS}'", tensors, weight_shapes(cfg), dtype=cfg.dtype)
