@@ -61,3 +61,44 @@ def test_from_weights_and_the_constructor_check_their_arguments():
         SparseAutoencoder("cfg.json")
     with pytest.raises(AtlasError, match="`generator` must be a torch.Generator"):
         SparseAutoencoder(sae.cfg, generator=5)
+
+
+def test_train_family_refuses_to_replace_an_sae_without_overwrite(tmp_path):
+    """`train_family(store, configs, outs)` replaced a complete SAE at `outs` (and an
+    interrupted training's checkpoint) without a word, where `train_sae` refuses it
+    without `overwrite=True`."""
+    from saeatlas.train import TrainConfig, train_family, train_sae
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).normal(size=(64, 6)).astype("f4"))
+    cfg = TrainConfig(d_sae=8, k=2, batch_size=32, tokens=64)
+    train_sae(tmp_path / "a.npy", cfg, tmp_path / "sae", progress=False)
+    before = (tmp_path / "sae" / "sae_weights.safetensors").read_bytes()
+    other = replace(cfg, seed=5)
+    with pytest.raises(AtlasError, match="already holds an SAE"):
+        train_family(tmp_path / "a.npy", [other], [tmp_path / "sae"], progress=False)
+    assert (tmp_path / "sae" / "sae_weights.safetensors").read_bytes() == before
+    outs = [tmp_path / "sae"]
+    train_family(tmp_path / "a.npy", [other], outs, overwrite=True, progress=False)
+    assert (tmp_path / "sae" / "sae_weights.safetensors").read_bytes() != before
+
+
+def test_sweep_refuses_checkpoint_every_naming_the_flag(guarded, run_cli, tmp_path):
+    """`sweep --checkpoint-every 5` was refused, once the store was open and the sweep's
+    lock taken, as "Checkpoints are per run: train with train_sae to use
+    `checkpoint_every`", a Python function the command line has not."""
+    cli, one_line = run_cli
+    args = ["--acts", guarded.store, "--out", tmp_path / "sw", "--values", "2", "3", "-q"]
+    line = one_line(cli("sweep", *args, "--checkpoint-every", "5"), "--checkpoint-every")
+    assert "does not apply to a sweep" in line and "train_sae" not in line
+
+
+def test_a_penalty_beyond_float32_is_named_not_the_learning_rate(guarded, run_cli, tmp_path):
+    """`--architecture jumprelu --l0-coefficient 1e38` stopped at its first step as
+    "diverged ... Lower the learning rate (--lr, now 0.16)": its squared error was finite,
+    but the coefficient times the L0 was beyond float32, which no learning rate helps."""
+    cli, one_line = run_cli
+    args = ["--acts", guarded.store, "--out", tmp_path / "sae", "--seeds", "1", "-q"]
+    args += ["--d-sae", "8", "--tokens", "640", "--batch-size", "32"]
+    r = cli("train", *args, "--architecture", "jumprelu", "--l0-coefficient", "1e38")
+    line = one_line(r, "the term of `l0_coefficient` (--l0-coefficient, now 1e+38)")
+    assert "Lower --l0-coefficient" in line and "learning rate (--lr" not in line

@@ -97,6 +97,7 @@ class Members:
                     self.store,
                     [configs[i] for i in todo],
                     [new / outs[i] for i in todo] if new is not None else None,
+                    overwrite=True,  # its own new folder
                     progress=self.progress,
                 )
                 if todo

@@ -153,6 +153,12 @@ def sweep(
     values = [v.item() if isinstance(v, np.generic) else v for v in values]
     check_sweep_values(over, values)
     check_swept_setting(base.architecture, over)
+    if base.checkpoint_every:  # refused by the family's training as "train with train_sae"
+        raise ConfigError(
+            f"--checkpoint-every (`checkpoint_every`) {base.checkpoint_every} does not apply to "
+            "a sweep: it trains its members together, without checkpoints (a killed sweep "
+            "continues with --resume, keeping the members it finished). Drop it, or set it to 0."
+        )
     # 2.0 ended in a TypeError, and "2" was refused as "got 2"
     if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds not in (1, 2):
         raise ConfigError(f"--seeds (`seeds`) must be 1 or 2, got {shown(seeds)}.")

@@ -38,6 +38,7 @@ def train_family(
     configs: list[TrainConfig],
     outs: list[str | Path] | None = None,
     *,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> list[TrainResult]:
     """Train one SAE per config on the same stream of batches (the first config's
@@ -49,6 +50,9 @@ def train_family(
         configs: settings that agree on ``layers``, ``batch_size``, ``tokens``,
             ``heldout_rows`` and ``device``.
         outs: one SAE directory per config, or ``None`` to write nothing.
+        overwrite: replace SAEs (or interrupted trainings) already in ``outs``; without
+            it they are refused, as :func:`~saeatlas.train.train_sae` refuses them (they
+            were replaced without a word).
     """
     # before the work: a dict among `configs` ended in an AttributeError, a generator in a
     # TypeError, `outs="dir"` was read as one directory per letter, a number among them
@@ -66,6 +70,7 @@ def train_family(
             )
         for i, out in enumerate(outs):
             check_path_argument(f"outs[{i}]", out)
+    check_flag_argument("overwrite", overwrite)
     check_flag_argument("progress", progress)
     # what each member's cfg.json records must be how it was trained
     configs = [replace(c, data_seed=configs[0].data_seed) for c in configs]
@@ -83,7 +88,7 @@ def train_family(
 
     def check() -> None:
         for out in outs or ():
-            check_sae_out(Path(out), overwrite=True, resume=False)
+            check_sae_out(Path(out), overwrite=overwrite, resume=False)
 
     # only rank 0 writes (:func:`.trainer._finish`): only it locks and checks the outputs
     with output_lock(*(outs if outs is not None and world.is_main else ())):
