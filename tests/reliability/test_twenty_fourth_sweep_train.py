@@ -102,3 +102,62 @@ def test_a_penalty_beyond_float32_is_named_not_the_learning_rate(guarded, run_cl
     r = cli("train", *args, "--architecture", "jumprelu", "--l0-coefficient", "1e38")
     line = one_line(r, "the term of `l0_coefficient` (--l0-coefficient, now 1e+38)")
     assert "Lower --l0-coefficient" in line and "learning rate (--lr" not in line
+
+
+def _adam_step(state, value):
+    for s in state["opt"]["state"].values():
+        s["step"] = torch.tensor(value)
+
+
+def _emptied(state):
+    state["opt"]["state"] = {}
+
+
+def _negative_moments(state):
+    for s in state["opt"]["state"].values():
+        s["exp_avg_sq"] = -1 - s["exp_avg_sq"]
+
+
+def _integer_encoder(state):
+    state["sae"]["W_enc"] = state["sae"]["W_enc"].long()
+
+
+def _scale(state, value):
+    state["scaler"]["scale"] = value
+
+
+@pytest.mark.parametrize("name", ["adam", "fp16"])
+def test_a_checkpoint_whose_state_was_edited_is_refused(
+    name, interrupt, outputs, checkpoint_flags, run_cli, tmp_path
+):
+    """A checkpoint edited by hand under its own settings was continued from without a
+    word: an Adam `step` of 1000 (another bias correction), an optimiser state emptied
+    (its moments started again), an integer `W_enc` (cast to whole numbers) and an fp16
+    loss scale of 0 (every later step skipped) each trained another SAE, a `step` of -3
+    ended in torch's "ComplexFloat can't be cast" traceback, and negative second moments
+    stopped the resume as "diverged", advising that same checkpoint."""
+    cli, one_line = run_cli
+    cases = {
+        "adam": [
+            (lambda s: _adam_step(s, 1000.0), "`opt` step of parameter 0 is 1000, not 5"),
+            (lambda s: _adam_step(s, -3.0), "`opt` step of parameter 0 is -3, not 5"),
+            (_emptied, "`opt` holds no state of parameter 0 after 5 steps"),
+            (_negative_moments, "`opt` exp_avg_sq of parameter 0 is below 0"),
+            (_integer_encoder, "`sae.W_enc` is torch.int64, not torch.float32"),
+        ],
+        "fp16": [(lambda s: _scale(s, 0.0), "`scaler` scale is 0.0, not a number above 0")],
+    }
+    extra = {"adam": ["--optimizer", "adam"], "fp16": ["--architecture", "relu"]}
+    extra["fp16"] += ["--autocast", "fp16", "--l1-coefficient", "0.5"]
+    flags = [*checkpoint_flags, *extra[name]]
+    file = interrupt(outputs.store, tmp_path / name, *flags)
+    good = file.read_bytes()
+    for edit, needle in cases[name]:
+        state = torch.load(file, weights_only=True)
+        edit(state)
+        torch.save(state, file)
+        r = cli("train", "--acts", outputs.store, "--out", file.parent, *flags, "--resume")
+        one_line(r, "not a state it can continue from", needle)
+        file.write_bytes(good)
+    r = cli("train", "--acts", outputs.store, "--out", file.parent, *flags, "--resume")
+    assert r.exit_code == 0, r.output  # the checkpoint as written resumes
