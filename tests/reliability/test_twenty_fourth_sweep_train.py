@@ -161,3 +161,18 @@ def test_a_checkpoint_whose_state_was_edited_is_refused(
         file.write_bytes(good)
     r = cli("train", "--acts", outputs.store, "--out", file.parent, *flags, "--resume")
     assert r.exit_code == 0, r.output  # the checkpoint as written resumes
+
+
+def test_an_output_inside_one_being_written_is_refused(
+    guarded, run_cli, tmp_path, another_writer
+):
+    """`train --out SWEEP/mine` while that sweep ran (in `.SWEEP.partial`) trained and
+    said "Saved to SWEEP/mine"; the sweep, once finished, replaced SWEEP whole and the SAE
+    was gone. Only complete outputs were checked for what they hold."""
+    cli, one_line = run_cli
+    (tmp_path / ".sw.partial").mkdir()
+    args = ["--acts", guarded.store, "--seeds", "1", "--d-sae", "8", "--k", "2", "-q"]
+    with another_writer(tmp_path / "sw"):
+        r = cli("train", *args, "--out", tmp_path / "sw" / "mine")
+        one_line(r, f"is inside '{tmp_path / 'sw'}', which another thread", "would be replaced")
+    assert not (tmp_path / "sw").exists()
