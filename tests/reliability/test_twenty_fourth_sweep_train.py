@@ -176,3 +176,20 @@ def test_an_output_inside_one_being_written_is_refused(
         r = cli("train", *args, "--out", tmp_path / "sw" / "mine")
         one_line(r, f"is inside '{tmp_path / 'sw'}', which another thread", "would be replaced")
     assert not (tmp_path / "sw").exists()
+
+
+def test_density_histogram_checks_its_bins(tmp_path):
+    """`EvalResult.density_histogram(bins=0)` (or 2.5, or 'x') ended in NumPy's errors,
+    `bins=True` was read as 1, and `bins=10**9` asked for gigabytes of bins."""
+    from saeatlas.evaluate import evaluate_sae
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).normal(size=(32, 6)).astype("f4"))
+    result = evaluate_sae(_sae(), tmp_path / "a.npy")
+    for bins, needle in [(0, ">= 1"), (2.5, "whole number"), ("x", "whole number")]:
+        with pytest.raises(AtlasError, match=f"`bins` must be (a )?{needle}"):
+            result.density_histogram(bins=bins)
+    with pytest.raises(AtlasError, match="whole number, got True"):
+        result.density_histogram(bins=True)
+    with pytest.raises(AtlasError, match=r"in \[1, 1000\]"):
+        result.density_histogram(bins=10**9)
+    assert len(result.density_histogram(bins=5)[0]) == 5
