@@ -163,9 +163,7 @@ def test_a_checkpoint_whose_state_was_edited_is_refused(
     assert r.exit_code == 0, r.output  # the checkpoint as written resumes
 
 
-def test_an_output_inside_one_being_written_is_refused(
-    guarded, run_cli, tmp_path, another_writer
-):
+def test_an_output_inside_one_being_written_is_refused(guarded, run_cli, tmp_path, another_writer):
     """`train --out SWEEP/mine` while that sweep ran (in `.SWEEP.partial`) trained and
     said "Saved to SWEEP/mine"; the sweep, once finished, replaced SWEEP whole and the SAE
     was gone. Only complete outputs were checked for what they hold."""
