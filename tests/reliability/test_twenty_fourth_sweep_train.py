@@ -191,3 +191,24 @@ def test_density_histogram_checks_its_bins(tmp_path):
     with pytest.raises(AtlasError, match=r"in \[1, 1000\]"):
         result.density_histogram(bins=10**9)
     assert len(result.density_histogram(bins=5)[0]) == 5
+
+
+def test_a_sweep_given_where_an_sae_goes_names_its_members(run_cli, tmp_path):
+    """`evaluate --sae SWEEP` was told "Train one with `saeatlas train`, or import a
+    SAELens directory", and `--sae SWEEP/k-2` that its seed SAEs were "one per layer or
+    hook"."""
+    from saeatlas.sweep.sweep import PARETO_JSON, SWEEP_JSON
+
+    cli, one_line = run_cli
+    sweep = tmp_path / "sw"
+    for seed in ("seed-0", "seed-1"):
+        _sae().save(sweep / "k-2" / seed)
+    (sweep / SWEEP_JSON).write_text("{}")
+    (sweep / PARETO_JSON).write_text("{}")
+    np.save(tmp_path / "a.npy", np.zeros((8, 6), dtype="f4"))
+    r = cli("evaluate", "--sae", sweep, "--acts", tmp_path / "a.npy")
+    line = one_line(r, "It is a sweep (sweep.json)", f"such as '{sweep / 'k-2' / 'seed-0'}'")
+    assert "Train one" not in line
+    r = cli("evaluate", "--sae", sweep / "k-2", "--acts", tmp_path / "a.npy")
+    line = one_line(r, f"a member of the sweep '{sweep}', one SAE per seed (seed-0, seed-1)")
+    assert "layer or hook" not in line

@@ -34,6 +34,7 @@ from .._validation import (
 from .._world import agree, from_main, join
 from ..errors import ConfigError
 from ..sae.architectures import get_architecture
+from ..sae.files import SWEEP_JSON
 from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
@@ -43,7 +44,6 @@ from .pareto import knee, pareto_front
 
 log = logging.getLogger(__name__)
 
-SWEEP_JSON = "sweep.json"
 PARETO_JSON = "pareto.json"
 #: Below this decoder stability a recommendation comes with a warning.
 UNSTABLE = 0.7
