@@ -212,3 +212,19 @@ def test_a_sweep_given_where_an_sae_goes_names_its_members(run_cli, tmp_path):
     r = cli("evaluate", "--sae", sweep / "k-2", "--acts", tmp_path / "a.npy")
     line = one_line(r, f"a member of the sweep '{sweep}', one SAE per seed (seed-0, seed-1)")
     assert "layer or hook" not in line
+
+
+def test_a_family_member_whose_loss_is_infinite_stops_as_train_does(guarded, run_cli, tmp_path):
+    """`train --seeds 2` (one pass over shared batches) and `sweep` trained a member of
+    an infinite loss (`--l0-coefficient 1e38`) to its end and saved it, `"loss":
+    Infinity` in its metrics.jsonl, where `--seeds 1` stops as diverged."""
+    cli, one_line = run_cli
+    args = ["--acts", guarded.store, "--d-sae", "8", "--tokens", "640", "--batch-size", "32"]
+    args += ["--architecture", "jumprelu", "-q"]
+    r = cli("train", *args, "--out", tmp_path / "sae", "--seeds", "2", "--l0-coefficient", "1e38")
+    one_line(r, "Training diverged", "Lower --l0-coefficient")
+    assert not (tmp_path / "sae").exists() and not (tmp_path / "sae-seed1").exists()
+    sweep = ["--over", "l0_coefficient", "--values", "0.001", "1e38", "--seeds", "1"]
+    r = cli("sweep", *args, "--out", tmp_path / "sw", *sweep, "--extend", "0")
+    line = one_line(r, "Training diverged", "the term of `l0_coefficient` (--values, now 1e+38)")
+    assert "--l0-coefficient" not in line and not (tmp_path / "sw").exists()

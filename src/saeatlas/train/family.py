@@ -27,7 +27,14 @@ from ..sae.io import check_sae_out
 from ..store import ActivationStore
 from ..store.lock import output_lock
 from .config import TrainConfig
-from .trainer import TrainResult, _finish, _Run, _tensorboard, add_scalars
+from .trainer import (
+    TrainResult,
+    _finish,
+    _Run,
+    _tensorboard,
+    add_scalars,
+    check_finite_training,
+)
 
 #: Settings that must agree for the family to share batches.
 SHARED = ("layers", "batch_size", "tokens", "heldout_rows", "device")
@@ -114,9 +121,12 @@ def _train_family(
     with progress_bar(f"train x{len(runs)}", total, progress) as bar:
         while runs[0].step < total:
             batch = next(batches)
-            for run, board in zip(runs, boards):
+            for run, board, where in zip(runs, boards, dirs):
                 out = run.train_step(batch)
                 if (run.step - 1) % run.cfg.log_every == 0 or run.step == total:
+                    # as train_sae stops: a member of an infinite loss (--l0-coefficient 1e38)
+                    # was trained to its end and saved, `"loss": Infinity` in its metrics
+                    check_finite_training(run, out, where)
                     speed = run.rows_done / max(time.perf_counter() - t0, 1e-9)
                     add_scalars(board, run.record(out, speed))
             bar.advance(1)
