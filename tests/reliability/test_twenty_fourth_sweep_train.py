@@ -228,3 +228,23 @@ def test_a_family_member_whose_loss_is_infinite_stops_as_train_does(guarded, run
     r = cli("sweep", *args, "--out", tmp_path / "sw", *sweep, "--extend", "0")
     line = one_line(r, "Training diverged", "the term of `l0_coefficient` (--values, now 1e+38)")
     assert "--l0-coefficient" not in line and not (tmp_path / "sw").exists()
+
+
+def test_save_writes_only_an_sae_s_files(tmp_path):
+    """`sae.save(files={"cfg.json": b"{}"})` replaced the SAE's own cfg.json (an SAE no
+    reader accepts), `files={"../x": ...}` wrote beside the SAE, another name a file
+    that made the next save refuse the folder as not an SAE's, `keep=("cfg.json",)` put
+    the old cfg.json over the new one, and text ended in a TypeError."""
+    sae = _sae()
+    for files, keep, needle in [
+        ({"cfg.json": b"{}"}, (), "got 'cfg.json'"),
+        ({"../x": b"x"}, (), "got '../x'"),
+        ({"notes.txt": b"x"}, (), "got 'notes.txt'"),
+        ({}, ("cfg.json",), "got 'cfg.json'"),
+        ({"metrics.jsonl": "{}"}, (), r"`files\['metrics.jsonl'\]` must be bytes"),
+    ]:
+        with pytest.raises(AtlasError, match=needle):
+            sae.save(tmp_path / "sae", files=files, keep=keep)
+    assert not any(tmp_path.iterdir())
+    sae.save(tmp_path / "sae", files={"metrics.jsonl": b"{}\n"})
+    assert sorted(p.name for p in (tmp_path / "sae").iterdir())[0] == "cfg.json"
