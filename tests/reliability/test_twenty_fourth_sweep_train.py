@@ -122,6 +122,10 @@ def _integer_encoder(state):
     state["sae"]["W_enc"] = state["sae"]["W_enc"].long()
 
 
+def _late_record(state):
+    state["metrics"].append(dict(state["metrics"][-1], step=999))
+
+
 def _scale(state, value):
     state["scaler"]["scale"] = value
 
@@ -134,8 +138,9 @@ def test_a_checkpoint_whose_state_was_edited_is_refused(
     word: an Adam `step` of 1000 (another bias correction), an optimiser state emptied
     (its moments started again), an integer `W_enc` (cast to whole numbers) and an fp16
     loss scale of 0 (every later step skipped) each trained another SAE, a `step` of -3
-    ended in torch's "ComplexFloat can't be cast" traceback, and negative second moments
-    stopped the resume as "diverged", advising that same checkpoint."""
+    ended in torch's "ComplexFloat can't be cast" traceback, negative second moments
+    stopped the resume as "diverged", advising that same checkpoint, and a metrics record
+    of step 999 was written into metrics.jsonl."""
     cli, one_line = run_cli
     cases = {
         "adam": [
@@ -144,6 +149,7 @@ def test_a_checkpoint_whose_state_was_edited_is_refused(
             (_emptied, "`opt` holds no state of parameter 0 after 5 steps"),
             (_negative_moments, "`opt` exp_avg_sq of parameter 0 is below 0"),
             (_integer_encoder, "`sae.W_enc` is torch.int64, not torch.float32"),
+            (_late_record, "`metrics` holds a record of step 999"),
         ],
         "fp16": [(lambda s: _scale(s, 0.0), "`scaler` scale is 0.0, not a number above 0")],
     }

@@ -164,6 +164,19 @@ def check_counters(state: dict[str, Any], batch_size: int) -> None:
         for m in metrics
     ):
         raise ValueError("`metrics` is not a list of records of numbers")
+    # each record of a step before this one, in order, of the rows done by then: a record
+    # of step 999 was written into metrics.jsonl (and drawn as the training curve's end)
+    last = -1
+    for m in metrics:
+        at = m.get("step")
+        if not (
+            isinstance(at, int) and last < at < step and m.get("tokens") == (at + 1) * batch_size
+        ):
+            raise ValueError(
+                f"`metrics` holds a record of step {at!r} and {m.get('tokens')!r} rows, not one "
+                f"of the steps before {step} in order"
+            )
+        last = at
 
 
 #: What each optimiser keeps per parameter once it has stepped (``--optimizer``).
