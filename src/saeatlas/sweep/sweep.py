@@ -34,6 +34,7 @@ from .._validation import (
 from .._world import agree, from_main, join
 from ..errors import ConfigError
 from ..sae.architectures import get_architecture
+from ..sae.files import SWEEP_JSON
 from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
@@ -43,7 +44,6 @@ from .pareto import knee, pareto_front
 
 log = logging.getLogger(__name__)
 
-SWEEP_JSON = "sweep.json"
 PARETO_JSON = "pareto.json"
 #: Below this decoder stability a recommendation comes with a warning.
 UNSTABLE = 0.7
@@ -153,6 +153,12 @@ def sweep(
     values = [v.item() if isinstance(v, np.generic) else v for v in values]
     check_sweep_values(over, values)
     check_swept_setting(base.architecture, over)
+    if base.checkpoint_every:  # refused by the family's training as "train with train_sae"
+        raise ConfigError(
+            f"--checkpoint-every (`checkpoint_every`) {base.checkpoint_every} does not apply to "
+            "a sweep: it trains its members together, without checkpoints (a killed sweep "
+            "continues with --resume, keeping the members it finished). Drop it, or set it to 0."
+        )
     # 2.0 ended in a TypeError, and "2" was refused as "got 2"
     if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds not in (1, 2):
         raise ConfigError(f"--seeds (`seeds`) must be 1 or 2, got {shown(seeds)}.")
