@@ -178,7 +178,7 @@ def test_an_output_inside_one_being_written_is_refused(guarded, run_cli, tmp_pat
     args = ["--acts", guarded.store, "--seeds", "1", "--d-sae", "8", "--k", "2", "-q"]
     with another_writer(tmp_path / "sw"):
         r = cli("train", *args, "--out", tmp_path / "sw" / "mine")
-        one_line(r, f"is inside '{tmp_path / 'sw'}', which another thread", "would be replaced")
+        one_line(r, f"is inside the output being written '{tmp_path / 'sw'}', which another thread")
     assert not (tmp_path / "sw").exists()
 
 

@@ -172,23 +172,25 @@ def _check_nesting(path: Path, holds_outputs: bool) -> None:
     seed = re.fullmatch(r"(.+)-seed\d+", real.name)
     seed_of_sae = seed is not None and output_kind(real.parent / seed[1]) == "the SAE"
     for outer in () if seed_of_sae else real.parents:
-        # one written as `.OUTER.partial` replaces the folder whole: `OUTER/b` went with it
+        # one written as `.OUTER.partial` replaces the folder whole when it is put in
+        # place: `OUTER/b` went with it, and an SAE trained into `SWEEP/mine` while that
+        # sweep ran was deleted when it finished
         partial = (outer.parent / f".{outer.name}.partial").is_dir()
         what = output_kind(outer) or ("the output being written" if partial else None)
-        if what is not None and _written_here(outer) is None:
+        if what is None or _written_here(outer) is not None:
+            continue
+        if partial:
+            who = _other_writer(outer)
             raise OutputError(
-                f"'{path}' is inside {what} '{outer}', which must hold only its own files; "
-                "choose an output outside it."
+                f"'{path}' is inside the output being written '{outer}'"
+                + (f", which {who} is writing" if who is not None else "")
+                + ": it would be replaced when that output is put in place. Wait for it to "
+                "finish, or choose an output outside it."
             )
-        # an output being written goes into its `.NAME.partial` and replaces NAME whole: an
-        # SAE trained into `SWEEP/mine` while that sweep ran was deleted when it finished
-        who = _other_writer(outer)
-        if who is not None and (outer.parent / f".{outer.name}.partial").is_dir():
-            raise OutputError(
-                f"'{path}' is inside '{outer}', which {who} is writing: it would be replaced "
-                f"when that output is put in place. Wait for it to finish, or choose an output "
-                "outside it."
-            )
+        raise OutputError(
+            f"'{path}' is inside {what} '{outer}', which must hold only its own files; "
+            "choose an output outside it."
+        )
     if holds_outputs or not real.is_dir() or output_kind(real) is not None:
         return
     try:
