@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .atlas_columns import check_columns, check_required
+from .atlas_derived import check_derived
 from .atlas_format import AtlasFileError
 from .atlas_unit_modules import check_unit_modules
 from .atlas_verdict import check_verdict
@@ -111,6 +112,7 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
     check_required(atlas, path, fix)
     _check_spans(atlas, path, fix)
     check_unit_modules(atlas, path, fix)
+    check_derived(atlas, path, fix)
     _check_references(atlas, path, fix)
     _check_flow_layers(atlas, path, fix)
     _check_unique_rows(atlas, path, fix)

@@ -57,6 +57,12 @@ def check_verdict(atlas: Atlas, path: Path, fix: str) -> None:
     if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
         _check_partition(s, alpha, path, fix)
         _check_significant(modules, alpha, path, fix)
+    if n and counted and "significant" not in modules.columns:
+        # every module was shown as not significant under a headline that counts some
+        raise AtlasFileError(
+            f"'{path / ATLAS_JSON}' counts {counted} significant module(s), but modules.parquet "
+            f"has no `significant` column to say which; {fix}."
+        )
     if "verdict" not in s or "significant" not in modules.columns and n:
         return
     # an empty table (no columns at all) has no significant module: atlas.json's count of

@@ -1,0 +1,135 @@
+"""The twenty-fourth hostile sweep's cases in `analyze`, the atlas's own files and
+`report`: each failed (a wrong figure shown without a word, or a misleading word) before
+its fix."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+
+def _edit_modules(atlas, **columns) -> None:
+    table = atlas / "modules.parquet"
+    pd.read_parquet(table).assign(**columns).to_parquet(table, index=False)
+
+
+def _edit_summary(atlas, **entries) -> None:
+    meta = atlas / "atlas.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), **entries}))
+
+
+def _labelled(atlas) -> None:
+    """Label means of two classes beside the figures they give: module 0 prefers 'b'
+    (index (3 - 1) / (3 + 1) = 0.5), module 1 'a' (index 1)."""
+    _edit_summary(atlas, label_classes=["a", "b"])
+    _edit_modules(
+        atlas,
+        label_means=[[1.0, 3.0], [2.0, 0.0]],
+        preferred_label=["b", "a"],
+        selectivity=[0.5, 1.0],
+    )
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (
+            {"preferred_label": ["a", "a"]},
+            "`preferred_label` of module 0 in modules.parquet in",
+        ),
+        ({"selectivity": [0.9, 1.0]}, "`selectivity` of module 0 in modules.parquet in"),
+    ],
+)
+def test_a_preferred_label_or_selectivity_its_label_means_contradict_is_refused(
+    tmp_path, two_modules_atlas, run_cli, edit, needle
+):
+    """A module's `preferred_label` (or `selectivity`) edited by hand was shown on its
+    card and in the run's table ("prefers 1") beside label means that prefer another
+    class; so was every module's once atlas.json's `label_classes` were reordered."""
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    _labelled(atlas)
+    assert Atlas.load(atlas).modules["preferred_label"].tolist() == ["b", "a"]
+    _edit_modules(atlas, **edit)
+    one_line(cli("report", atlas), needle, "label_means", "rerun `saeatlas analyze`")
+    assert not (atlas / "report.html").exists()
+    _labelled(atlas)
+    _edit_summary(atlas, label_classes=["b", "a"])
+    one_line(cli("report", atlas), "`label_means` over atlas.json's `label_classes` prefer 'a'")
+
+
+def test_a_stability_other_than_the_reproducibility_is_refused(
+    tmp_path, two_modules_atlas, run_cli
+):
+    """`stability` (the ensemble's reproducibility, which the cards and the run's table
+    show) edited to 0.1 was shown as "0.10 of the ensemble's members recover it" under a
+    headline that counts the module as reproducible by its `reproducibility` of 1."""
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    _edit_modules(atlas, reproducibility=[1.0, 0.9], stability=[0.1, 0.9])
+    one_line(
+        cli("report", atlas),
+        "`stability` of module 0 in modules.parquet in",
+        "is 0.1, but its `reproducibility` is 1.0",
+    )
+
+
+def test_a_layer_profile_its_units_contradict_is_refused(tmp_path, two_modules_atlas, run_cli):
+    """A module's `layer_profile` (its units' share per layer, the layer x module map)
+    edited by hand was drawn as it stood, against units that lie elsewhere."""
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    _edit_modules(atlas, layer_profile=[[1.0], [1.0]])
+    Atlas.load(atlas)  # the profile its units give
+    _edit_modules(atlas, layer_profile=[[1.0], [0.5]])
+    one_line(
+        cli("report", atlas),
+        "`layer_profile` of module 1 in modules.parquet in",
+        "is [0.5], but its units in units.parquet give [1.0]",
+    )
+
+
+def test_significant_modules_without_the_significant_column_are_refused(
+    tmp_path, two_modules_atlas, run_cli
+):
+    """modules.parquet without its `significant` column under an atlas.json counting
+    significant modules: the page marked every module "no" below "3 of them significant
+    against every null model"."""
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    _edit_summary(atlas, n_significant_modules=1)
+    one_line(
+        cli("report", atlas),
+        "counts 1 significant module(s), but modules.parquet has no `significant` column",
+    )
+
+
+@pytest.mark.parametrize(
+    "config, advice",
+    [
+        ({"nulls": [], "n_null": 10}, "Rerun analyze with --nulls permutation rewiring dictionary."),
+        ({"nulls": ["permutation"], "n_null": 0}, "Rerun analyze with --n-null 10."),
+        ({"nulls": [], "n_null": 0}, "with --n-null 10 and --nulls permutation"),
+    ],
+)
+def test_no_null_model_names_the_setting_that_ran_none(config, advice):
+    """`nulls: []` beside the default `n_null` 10 was told to "Rerun analyze with --n-null
+    10", which it had."""
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.inference.outcome import decide
+
+    units = pd.DataFrame({"unit": [0, 1], "layer": "a", "index": [0, 1], "module": [-1, -1]})
+    atlas = Atlas(
+        units=units,
+        features=pd.DataFrame({"feature": [0], "module": [-1]}),
+        modules=pd.DataFrame({"module": pd.Series([], dtype=int)}),
+        summary={"nulls": [], "config": config, "graph": {"n_tests": 3, "n_edges": 2}},
+    )
+    decide(atlas)
+    assert advice in atlas.summary["message"]
