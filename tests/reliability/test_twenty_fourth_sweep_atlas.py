@@ -133,3 +133,40 @@ def test_no_null_model_names_the_setting_that_ran_none(config, advice):
     )
     decide(atlas)
     assert advice in atlas.summary["message"]
+
+
+def test_a_negative_ablation_seed_is_refused_by_the_check(tmp_path, guarded, run_cli):
+    """A run config's `ablation.seed: -1` was called valid by `run --check`; the run then
+    captured, trained and analysed, and its ablation refused `random_state` -1."""
+    cli, one_line = run_cli
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model: {guarded.model}\ninputs: {guarded.inputs}\nlayers: ['1', '3']\n"
+        "ablation:\n  enabled: true\n  seed: -1\n"
+    )
+    one_line(cli("run", config, "--check"), "`ablation.seed` must be >= 0, got -1")
+    assert not (tmp_path / "run").exists()
+
+
+def test_labels_of_too_few_rows_are_not_profiled(tmp_path, outputs, caplog):
+    """A label column that labels 2 of the 300 analysed rows ('a' and 'b', the rest None)
+    was profiled as 2 classes (the rule of two rows per class counted every analysed
+    row): each module "prefers" the class of the one row it fired most on."""
+    import shutil
+
+    from saeatlas.structure import AtlasConfig, analyze
+
+    store = shutil.copytree(outputs.store, tmp_path / "store")
+    rows = pd.read_parquet(store / "rows.parquet")
+    rows.assign(label=pd.Series([None] * 298 + ["a", "b"], dtype=object)).to_parquet(
+        store / "rows.parquet", index=False
+    )
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest.pop("rows_sha256", None)  # a label column added by hand, read as the store's
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    caplog.set_level("WARNING")
+    cfg = AtlasConfig(n_null=0, n_bootstrap=0, control=False, n_examples=0, resolutions=(1.0,))
+    atlas = analyze(outputs.sae, store, cfg)
+    assert "label_classes" not in atlas.summary
+    assert "preferred_label" not in atlas.modules.columns
+    assert "has 2 class(es) on the analysed rows, 2 of them labelled" in caplog.text
