@@ -113,7 +113,10 @@ def test_significant_modules_without_the_significant_column_are_refused(
 @pytest.mark.parametrize(
     "config, advice",
     [
-        ({"nulls": [], "n_null": 10}, "Rerun analyze with --nulls permutation rewiring dictionary."),
+        (
+            {"nulls": [], "n_null": 10},
+            "Rerun analyze with --nulls permutation rewiring dictionary.",
+        ),
         ({"nulls": ["permutation"], "n_null": 0}, "Rerun analyze with --n-null 10."),
         ({"nulls": [], "n_null": 0}, "with --n-null 10 and --nulls permutation"),
     ],
@@ -170,3 +173,27 @@ def test_labels_of_too_few_rows_are_not_profiled(tmp_path, outputs, caplog):
     assert "label_classes" not in atlas.summary
     assert "preferred_label" not in atlas.modules.columns
     assert "has 2 class(es) on the analysed rows, 2 of them labelled" in caplog.text
+
+
+def test_a_layer_without_units_is_refused(tmp_path, two_modules_atlas, run_cli):
+    """atlas.json's `layers` edited to list a layer no unit lies in ('b') was shown as a
+    layer of the model read ("b (0 units)") and drawn as a column of the layer maps."""
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    _edit_summary(atlas, layers=["a", "b"])
+    one_line(cli("report", atlas), "lists the layer 'b', but no unit of units.parquet lies in it")
+
+
+def test_rows_encoded_other_than_the_graph_counted_are_refused(analysed, tmp_path, run_cli):
+    """`n_rows_encoded` (the page's "Rows analysed", and the verdict's "on these N rows")
+    edited to 5 was shown above a co-occurrence graph of 300 rows."""
+    import shutil
+
+    cli, one_line = run_cli
+    atlas = shutil.copytree(analysed, tmp_path / "atlas")
+    _edit_summary(atlas, n_rows_encoded=5)
+    one_line(
+        cli("report", atlas),
+        "`n_rows_encoded` in",
+        "is 5, but the co-occurrence graph counted 300 rows (`graph.n_rows`)",
+    )

@@ -327,6 +327,12 @@ def _check_layers(units: pd.DataFrame, layers: list[str] | None, path: Path, fix
             f"units.parquet in '{path}' holds its layers in the order {[str(l) for l in runs][:8]}, "
             f"not one after another as atlas.json lists them ({layers}); {fix}."
         )
+    empty = [l for l in layers or () if l not in order]
+    if len(column) and empty:  # shown as a layer of 0 units, and drawn as one
+        raise AtlasFileError(
+            f"atlas.json in '{path}' lists the layer {empty[0]!r}, but no unit of units.parquet "
+            f"lies in it; {fix}."
+        )
     for layer, index in units.groupby("layer", sort=False)["index"]:
         if layers is not None and layer not in layers:
             raise AtlasFileError(

@@ -259,6 +259,19 @@ def _check_graph_counts(atlas: Atlas, meta: Path, fix: str) -> None:
             f"`graph.n_edges` in '{meta}' is {edges}, more than the {tests} pairs the graph "
             f"tested (`graph.n_tests`); {fix}."
         )
+    # the page's "Rows analysed" and the verdict's "on these N rows": the graph counts
+    # them (or their windows, fewer); edited to 5, they were shown above a graph of 1,797
+    rows, counted = _count(s.get("n_rows_encoded")), _count(graph.get("n_rows"))
+    windows = graph.get("window_applied") is not False
+    if (
+        rows is not None
+        and counted is not None
+        and (counted > rows or counted != rows and not windows)
+    ):
+        raise AtlasFileError(
+            f"`n_rows_encoded` in '{meta}' is {rows}, but the co-occurrence graph counted "
+            f"{counted} rows (`graph.n_rows`); {fix}."
+        )
     columns = ("dense", "global_mode", "firing_density")
     if tests is None or not set(columns) <= set(f.columns):
         return
