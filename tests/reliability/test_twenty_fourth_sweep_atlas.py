@@ -197,3 +197,65 @@ def test_rows_encoded_other_than_the_graph_counted_are_refused(analysed, tmp_pat
         "`n_rows_encoded` in",
         "is 5, but the co-occurrence graph counted 300 rows (`graph.n_rows`)",
     )
+
+
+def _sweep(folder, points: list[tuple[float, float, float]], best: int, **edit) -> None:
+    """A sweep.json of `(value, l0, fvu)` points, each marked on the frontier as `sweep`
+    marks it, recommending point `best` by the sweep's own rule; then `edit`."""
+    from saeatlas.sweep.pareto import RULE, pareto_front
+
+    front = set(pareto_front([p[1] for p in points], [p[2] for p in points]).tolist())
+    raw = {
+        "over": "k",
+        "rule": RULE,
+        "heldout_rows": 30,
+        "recommended": best,
+        "points": [
+            {"value": v, "path": f"k-{v:g}/seed-0", "fvu": fvu, "l0": l0, "dead_fraction": 0.1}
+            | {"stability": None, "on_front": i in front}
+            for i, (v, l0, fvu) in enumerate(points)
+        ],
+    }
+    for key, value in edit.items():
+        value(raw) if callable(value) else raw.update({key: value})
+    folder.mkdir()
+    (folder / "sweep.json").write_text(json.dumps(raw))
+
+
+#: A sweep of k 2, 4, 8 and 16 whose knee is k 4 (point 1), and 1 (k 1) added last by an
+#: extension: points are listed in the order they were trained.
+POINTS = [(2.0, 2.0, 0.5), (4.0, 4.0, 0.2), (8.0, 8.0, 0.15), (16.0, 16.0, 0.12), (1.0, 1.0, 0.9)]
+
+
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (
+            {"reorder": lambda raw: raw["points"].reverse()},
+            "`recommended` is point 1, but the knee of the points' L0 and FVU is point 3",
+        ),
+        ({"recommended": 2}, "`recommended` is point 2, but the knee"),
+        (
+            {"twice": lambda raw: raw["points"][2].update(value=4.0)},
+            "the values [4.0] are listed more than once",
+        ),
+        (
+            {"front": lambda raw: raw["points"][1].update(on_front=False)},
+            "the points marked `on_front` are [0, 2, 3, 4], but their L0 and FVU put [0, 1, 2",
+        ),
+    ],
+)
+def test_a_sweep_json_its_points_contradict_is_refused_by_the_report(
+    tmp_path, two_modules_atlas, run_cli, edit, says
+):
+    """sweep.json's points reordered by hand moved its `recommended` index to another
+    point ("k = 16 is the sweep's recommendation" of a knee at 4); a value listed twice was
+    shown as two members of one k, and `on_front` flags edited drew another frontier."""
+    from saeatlas.report.data import _read_sweep
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    _sweep(tmp_path / "fine", POINTS, 1)
+    assert _read_sweep(tmp_path / "fine", None, strict=True).recommended == 1
+    _sweep(tmp_path / "sweep", POINTS, 1, **edit)
+    one_line(cli("report", atlas, "--sweep", tmp_path / "sweep"), "is unreadable (", says)

@@ -112,11 +112,11 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
     check_required(atlas, path, fix)
     _check_spans(atlas, path, fix)
     check_unit_modules(atlas, path, fix)
-    check_derived(atlas, path, fix)
     _check_references(atlas, path, fix)
     _check_flow_layers(atlas, path, fix)
     _check_unique_rows(atlas, path, fix)
     _check_list_lengths(atlas, path, fix)
+    check_derived(atlas, path, fix)
     _check_ablation_q(modules, path, fix)
     for col in ("top_units", "top_read_units"):
         if units is not None and col in atlas.features.columns:
