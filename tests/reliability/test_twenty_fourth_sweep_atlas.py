@@ -259,3 +259,17 @@ def test_a_sweep_json_its_points_contradict_is_refused_by_the_report(
     assert _read_sweep(tmp_path / "fine", None, strict=True).recommended == 1
     _sweep(tmp_path / "sweep", POINTS, 1, **edit)
     one_line(cli("report", atlas, "--sweep", tmp_path / "sweep"), "is unreadable (", says)
+
+
+def test_two_sweep_members_of_one_value_are_refused(outputs, forbid):
+    """`analyze(sweep=("k", [(4, sae), (4, other_seed)]))` compared the two members as
+    neighbouring values: their ARI (that of two seeds) was reported as how the modules
+    change "from k 4 to k 4"."""
+    import saeatlas.structure.inputs as inputs
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure import AtlasConfig, analyze
+
+    forbid(inputs, "prepare")
+    sweep = ("k", [(4, outputs.sae), (8.0, outputs.sae), (4.0, outputs.sae)])
+    with pytest.raises(ConfigError, match="`sweep` gives several members the value 4 of `k`"):
+        analyze(outputs.sae, outputs.store, AtlasConfig(), sweep=sweep)
