@@ -273,3 +273,25 @@ def test_two_sweep_members_of_one_value_are_refused(outputs, forbid):
     sweep = ("k", [(4, outputs.sae), (8.0, outputs.sae), (4.0, outputs.sae)])
     with pytest.raises(ConfigError, match="`sweep` gives several members the value 4 of `k`"):
         analyze(outputs.sae, outputs.store, AtlasConfig(), sweep=sweep)
+
+
+def test_layer_shares_that_do_not_add_up_are_refused(tmp_path, two_modules_atlas, run_cli):
+    """`layer_mass` (a module's or feature's shares of its write energy per layer) of 0.9
+    in each layer was drawn as it stood: 270% of a module's energy."""
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    _edit_summary(atlas, layers=["a", "b"])
+    units = pd.read_parquet(atlas / "units.parquet")
+    units.assign(layer=["a"] * 3 + ["b"] * 3, index=[0, 1, 2] * 2).to_parquet(
+        atlas / "units.parquet", index=False
+    )
+    _edit_modules(atlas, layer_mass=[[0.25, 0.75], [0.0, 0.0]])
+    table = atlas / "features.parquet"
+    pd.read_parquet(table).assign(layer_mass=[[0.9, 0.9]] + [[0.5, 0.5]] * 3).to_parquet(
+        table, index=False
+    )
+    one_line(
+        cli("report", atlas),
+        "`layer_mass` of features.parquet in",
+        "adds up to 1.8 in row 0, not 1",
+    )

@@ -5,7 +5,8 @@
 are the class of its highest ``label_means`` and their tuning index. Each was shown as it
 stood when edited by hand (a module counted as reproducible described as recovered by
 "0.10 of the ensemble's members", another class than its label means' named as the one it
-prefers, the layer x module map drawn against units that lie elsewhere)."""
+prefers, the layer x module map drawn against units that lie elsewhere). Shares of
+``layer_mass`` add up to 1."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 def check_derived(atlas: Atlas, path: Path, fix: str) -> None:
     """Refuse a module figure of modules.parquet that is not the one its other columns
     give (checked where the atlas has the columns: older atlases lack some)."""
+    _check_mass(atlas, path, fix)
     m = atlas.modules
     if m.empty:
         return
@@ -82,6 +84,24 @@ def _check_profile(atlas: Atlas, path: Path, fix: str) -> None:
                 f"`layer_profile` of module {int(m['module'].iloc[i])} in modules.parquet in "
                 f"'{path}' is {_shown(got)}, but its units in units.parquet give "
                 f"{_shown(want[i])} (their share in each layer of {layers[:8]}); {fix}."
+            )
+
+
+def _check_mass(atlas: Atlas, path: Path, fix: str) -> None:
+    """``layer_mass`` (of a feature, or a module): shares of its write energy per layer,
+    which add up to 1 (all 0 for a feature that writes nothing, a module without features):
+    shares of 0.9 in each of three layers were drawn as they stood."""
+    for name in ("features", "modules"):
+        frame = getattr(atlas, name)
+        if "layer_mass" not in frame.columns or frame.empty:
+            continue
+        sums = np.array([np.sum(np.asarray(v, np.float64)) for v in frame["layer_mass"]])
+        bad = ~(np.isclose(sums, 1, rtol=0, atol=1e-6) | (sums == 0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise AtlasFileError(
+                f"`layer_mass` of {name}.parquet in '{path}' adds up to {sums[i]:.4g} in row {i}, "
+                f"not 1: it holds the shares of the write energy in each layer; {fix}."
             )
 
 
