@@ -142,12 +142,9 @@ def test_a_negative_ablation_seed_is_refused_by_the_check(tmp_path, guarded, run
     """A run config's `ablation.seed: -1` was called valid by `run --check`; the run then
     captured, trained and analysed, and its ablation refused `random_state` -1."""
     cli, one_line = run_cli
-    config = tmp_path / "run.yaml"
-    config.write_text(
-        f"model: {guarded.model}\ninputs: {guarded.inputs}\nlayers: ['1', '3']\n"
-        "ablation:\n  enabled: true\n  seed: -1\n"
-    )
-    one_line(cli("run", config, "--check"), "`ablation.seed` must be >= 0, got -1")
+    run = {"model": guarded.model, "inputs": str(guarded.inputs), "layers": ["1", "3"]}
+    (tmp_path / "run.json").write_text(json.dumps({**run, "ablation": {"seed": -1}}))
+    one_line(cli("run", tmp_path / "run.json", "--check"), "`ablation.seed` must be >= 0, got -1")
     assert not (tmp_path / "run").exists()
 
 
