@@ -292,3 +292,32 @@ def test_layer_shares_that_do_not_add_up_are_refused(tmp_path, two_modules_atlas
         "`layer_mass` of features.parquet in",
         "adds up to 1.8 in row 0, not 1",
     )
+
+
+@pytest.mark.parametrize(
+    "ranks, activations, says",
+    [
+        (
+            [1, 2, 3],
+            [1.0, 2.0, 0.5],
+            "ranks feature 0's rows otherwise than 1, 2, ... by falling activation (rank 2,",
+        ),
+        ([1, 3, 4], [3.0, 2.0, 1.0], "by falling activation (rank 3, activation 2)"),
+    ],
+)
+def test_top_examples_out_of_their_order_are_refused(
+    tmp_path, two_modules_atlas, run_cli, ranks, activations, says
+):
+    """examples.parquet edited so that a feature's activations rise with the rank (or its
+    ranks skip one) listed as its top examples rows that are not."""
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    examples = {"kind": "feature", "id": 0, "row": [5, 3, 9]}
+    good = pd.DataFrame({**examples, "rank": [1, 2, 3], "activation": [3.0, 2.0, 2.0]})
+    good.to_parquet(atlas / "examples.parquet", index=False)
+    assert len(Atlas.load(atlas).examples) == 3  # ties keep their ranks
+    edited = good.assign(rank=ranks, activation=activations)
+    edited.to_parquet(atlas / "examples.parquet", index=False)
+    one_line(cli("report", atlas), "examples.parquet in", says)

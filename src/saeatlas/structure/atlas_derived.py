@@ -6,7 +6,7 @@ are the class of its highest ``label_means`` and their tuning index. Each was sh
 stood when edited by hand (a module counted as reproducible described as recovered by
 "0.10 of the ensemble's members", another class than its label means' named as the one it
 prefers, the layer x module map drawn against units that lie elsewhere). Shares of
-``layer_mass`` add up to 1."""
+``layer_mass`` add up to 1, and top examples are ranked by their activations."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def check_derived(atlas: Atlas, path: Path, fix: str) -> None:
     """Refuse a module figure of modules.parquet that is not the one its other columns
     give (checked where the atlas has the columns: older atlases lack some)."""
     _check_mass(atlas, path, fix)
+    _check_example_ranks(atlas, path, fix)
     m = atlas.modules
     if m.empty:
         return
@@ -103,6 +104,27 @@ def _check_mass(atlas: Atlas, path: Path, fix: str) -> None:
                 f"`layer_mass` of {name}.parquet in '{path}' adds up to {sums[i]:.4g} in row {i}, "
                 f"not 1: it holds the shares of the write energy in each layer; {fix}."
             )
+
+
+def _check_example_ranks(atlas: Atlas, path: Path, fix: str) -> None:
+    """examples.parquet: each feature's and module's rows ranked 1, 2, ... by falling
+    activation (rank 1 the most active): activations edited to rise with the rank were
+    listed as the item's top examples."""
+    ex = atlas.examples
+    if ex.empty or not {"kind", "id", "rank", "activation"} <= set(ex.columns):
+        return
+    ex = ex.sort_values(["kind", "id", "rank"], kind="stable")
+    group = ex.groupby(["kind", "id"], sort=False)
+    want = group.cumcount().to_numpy() + 1
+    rises = group["activation"].diff().to_numpy(np.float64) > 0
+    bad = (ex["rank"].to_numpy() != want) | rises
+    if bad.any():
+        row = ex.iloc[int(np.flatnonzero(bad)[0])]
+        raise AtlasFileError(
+            f"examples.parquet in '{path}' ranks {row['kind']} {row['id']}'s rows otherwise "
+            f"than 1, 2, ... by falling activation (rank {row['rank']}, activation "
+            f"{row['activation']:.4g}); {fix}."
+        )
 
 
 def _check_labels(atlas: Atlas, path: Path, fix: str) -> None:
