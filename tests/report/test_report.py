@@ -199,13 +199,13 @@ def test_text_from_data_is_escaped(atlas_copy):
     ex = atlas.examples.copy()
     ex["text"] = evil
     atlas.examples = ex
-    # a label class named in HTML, renamed everywhere the atlas names it
-    first = atlas.summary["label_classes"][0]
-    atlas.summary["label_classes"][0] = "<b>bold</b>"
-    atlas.features["preferred_label"] = atlas.features["preferred_label"].replace(
-        first, "<b>bold</b>"
-    )
-    atlas.modules["preferred_label"] = "<b>bold</b>"
+    # a label class named in HTML (the one module 0 prefers), renamed everywhere the
+    # atlas names it
+    first = atlas.modules["preferred_label"][0]
+    classes = atlas.summary["label_classes"]
+    classes[classes.index(first)] = "<b>bold</b>"
+    for table in (atlas.features, atlas.modules):
+        table["preferred_label"] = table["preferred_label"].replace(first, "<b>bold</b>")
     atlas.summary["model"] = "<img src=x onerror=alert(1)>"
     atlas.save(atlas_copy, overwrite=True)
     html = write_report(atlas_copy).path.read_text()

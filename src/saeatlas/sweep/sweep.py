@@ -40,7 +40,7 @@ from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, rep
 from ..store.lock import output_lock
 from ..train import TrainConfig
 from .members import SWEEPABLE, Members, drop_others, heldout_rows, kept_members
-from .pareto import knee, pareto_front
+from .pareto import RULE, knee, pareto_front
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +297,7 @@ def _sweep(members: Members, values: list[float], extend: int) -> SweepResult:
         extended.append(float(nxt))
     front = set(pareto_front(l0, fvu).tolist())
     points = [SweepPoint(*p[:6], on_front=i in front) for i, p in enumerate(points_raw)]
-    rule = "knee of the held-out L0-FVU frontier (Kneedle on log L0; Satopaa et al. 2011)"
-    result = SweepResult(over, points, best, rule, heldout, note is None, tuple(extended), note)
+    result = SweepResult(over, points, best, RULE, heldout, note is None, tuple(extended), note)
     if points[best].stability is not None and points[best].stability < UNSTABLE:
         log.warning(
             "The recommended %s=%s has decoder stability %.2f across seeds (< %.1f).",
