@@ -251,12 +251,12 @@ def test_an_option_of_saeatlas_given_after_the_command_is_told_where_it_goes(
         # every node in no module, and a resolution modularity does not have
         ("leiden", {"resolutions": ()}, "`resolutions` must be a non-empty list"),
         ("leiden", {"resolutions": (-1.0,)}, "`resolutions` must be a non-empty list"),
-        ("leiden", {"min_size": -5}, "`min_size` must be a whole number of at least 1"),
+        ("leiden", {"min_size": -5}, "`min_size` must be >= 1, got -5"),
         # NumPy's TypeErrors
         ("leiden", {"min_size": "2"}, "`min_size` must be a whole number"),
         ("leiden", {"random_state": 1.5}, "`random_state` must be a whole number"),
         # one module, without a word
-        ("spectral", {"max_modules": 0}, "`max_modules` must be a whole number of at least 1"),
+        ("spectral", {"max_modules": 0}, "`max_modules` must be >= 1, got 0"),
     ],
 )
 def test_the_module_finders_refuse_a_graph_or_settings_of_another_kind(finder, graph, needle):

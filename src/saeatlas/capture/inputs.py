@@ -12,15 +12,14 @@ import logging
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Integral
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._validation import shown
 from ..errors import InputsError
+from ..store.requests import whole_number
 from .labels import label_array, labels_of
 from .nnsight import unwrap_model
 from .texts import (
@@ -164,10 +163,7 @@ def iter_input_batches(
         token_ids: the model embeds integer token ids (:func:`~.models.takes_token_ids`):
             uint8, int8 and int16 inputs are read as int64 ids.
     """
-    # "2" and 2.5 ended in TypeErrors, True was read as 1
-    whole = isinstance(batch_size, Integral) and not isinstance(batch_size, (bool, np.bool_))
-    if not whole or batch_size <= 0:
-        raise InputsError(f"`batch_size` must be a positive whole number, got {shown(batch_size)}.")
+    whole_number("batch_size", batch_size, low=1)  # "2", 2.5: TypeErrors; True read as 1
     if isinstance(inputs, (str, Path)):
         raise InputsError(
             "Inputs given as a path; read the file with `load_inputs(path)` first "

@@ -58,15 +58,18 @@ def read_dtype(value: Any) -> torch.dtype | None:
     return READ_DTYPES[name]
 
 
-def whole_number(name: str, value: Any, *, low: int = 0) -> int:
-    """``value`` (the argument ``name``) as an int of at least ``low``: a float, text or
-    bool is refused, not cut (``1.5``), compared (``"1"``) or read as 1 (``True``)."""
+def whole_number(name: str, value: Any, *, low: int = 0, high: int | None = None) -> int:
+    """``value`` (the argument ``name``) as an int of at least ``low`` (and at most
+    ``high``): a float, text or bool is refused, not cut (``1.5``), compared (``"1"``) or
+    read as 1 (``True``)."""
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
         value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
         raise ConfigError(f"`{name}` must be a whole number, got {shown(value)}.")
     if value < low:
         raise ConfigError(f"`{name}` must be >= {low}, got {value}.")
+    if high is not None and value > high:
+        raise ConfigError(f"`{name}` must be <= {high}, got {shown(value)}.")
     return int(value)
 
 

@@ -5,7 +5,7 @@ scikit-learn's convention checks in ``fit``, not in ``__init__``."""
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from ..._validation import shown
 from ...errors import ConfigError
+from ...store.requests import whole_number
 
 
 def check_graph(X: Any) -> sp.csr_matrix:
@@ -45,22 +46,13 @@ def check_graph(X: Any) -> sp.csr_matrix:
     return A
 
 
-def _whole(name: str, value: Any, low: int, high: int | None = None) -> None:
-    ok = isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
-    if not ok or value < low or (high is not None and value > high):
-        upto = f" and at most {high}" if high is not None else ""
-        raise ConfigError(
-            f"`{name}` must be a whole number of at least {low}{upto}, got {shown(value)}."
-        )
-
-
 def check_finder_params(finder: Any) -> None:
     """Refuse hyperparameters that partition nothing or something else without a word:
     ``resolutions=()`` (every node in no module), a resolution of -1 or 0, ``min_size``
     below 1, ``max_modules`` 0 (one module); "2" and 2.5 ended in NumPy's TypeErrors."""
-    _whole("min_size", finder.min_size, 1)
+    whole_number("min_size", finder.min_size, low=1)
     if finder.random_state is not None:
-        _whole("random_state", finder.random_state, 0, 2**32 - 1)
+        whole_number("random_state", finder.random_state, high=2**32 - 1)
     if hasattr(finder, "resolutions"):
         r = finder.resolutions
         ok = (
@@ -79,4 +71,4 @@ def check_finder_params(finder: Any) -> None:
                 f"`resolutions` must be a non-empty list of finite numbers above 0, got {shown(r)}."
             )
     if hasattr(finder, "max_modules"):
-        _whole("max_modules", finder.max_modules, 1)
+        whole_number("max_modules", finder.max_modules, low=1)
