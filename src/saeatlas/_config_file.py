@@ -1,5 +1,5 @@
 """Reading a config file (YAML or JSON, which is read as YAML): a mapping of settings,
-with every key once, numbers as YAML 1.2 and JSON read them, and a file of another kind
+with every key once, numbers and dates as YAML 1.2 and JSON read them, and a file of another kind
 (TOML, a pipe, a folder) named as such."""
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ def _yaml12_number(kind: str) -> Any:
 
 for _kind in ("int", "float"):
     _UniqueKeyLoader.add_constructor(f"tag:yaml.org,2002:{_kind}", _yaml12_number(_kind))
+# YAML 1.1's dates and times, which YAML 1.2 and JSON read as the text written: a run
+# directory named `out: 2026-12-07` was refused as "got datetime.date(2026, 12, 7)"
+_UniqueKeyLoader.add_constructor(
+    "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node)
+)
 
 
 def load_config_file(path: Path | None) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ._validation import shown
 from ._world import World, collective, differing, join, share
 from .errors import ConfigError, DistributedError
 from .store.atomic import atomic_write_bytes
@@ -308,10 +309,12 @@ def coordinate(
     """The ranks of this job: the initialised process group, or the one ``torchrun``
     describes in the environment (joined here), or a world of one."""
     # in one process too: a bad --timeout is said where it is given, not on the cluster
-    if not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= MAX_TIMEOUT_S:
+    # (True was a timeout of one second, and the text '5' was shown as the number 5)
+    number = isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool)
+    if not number or not 0 < timeout_s <= MAX_TIMEOUT_S:
         raise ConfigError(
             f"`timeout_s` (--timeout) must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], "
-            f"got {timeout_s}."
+            f"got {shown(timeout_s)}."
         )
     joined_here = not (dist.is_available() and dist.is_initialized())
     world = join(device or "cpu")

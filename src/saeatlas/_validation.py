@@ -257,14 +257,18 @@ def check_json_argument(name: str, value: Any) -> None:
         ) from None
 
 
-def check_config_argument(name: str, value: Any, kind: type) -> None:
+def check_config_argument(name: str, value: Any, kind: type, *, reader: str = "") -> None:
     """``value`` (the Python argument ``name``) is a ``kind`` (a config dataclass): a dict
-    there ended in an AttributeError, and the class itself in a TypeError."""
+    there ended in an AttributeError, and the class itself in a TypeError. ``reader``: the
+    function that reads such a config from a file, named when a path was given."""
     if not isinstance(value, kind):
         got = "the class itself" if value is kind else type(value).__name__
+        if reader and isinstance(value, (str, os.PathLike)):
+            got, how = f"the path {shown(os.fspath(value))}", f"{reader}(path)"
+        else:
+            how = f"{kind.__name__}(**settings) for a dict"
         raise ConfigError(
-            f"`{name}` must be a {kind.__name__}, got {got}: pass {kind.__name__}(...) (or "
-            f"{kind.__name__}(**settings) for a dict)."
+            f"`{name}` must be a {kind.__name__}, got {got}: pass {kind.__name__}(...) (or {how})."
         )
 
 

@@ -39,8 +39,7 @@ def per_sample_cross_entropy(output: Any, batch: InputBatch) -> torch.Tensor:
     if logits.ndim != 2:
         raise ShapeError(
             f"The cross-entropy loss needs logits [batch, classes]; the model gives shape "
-            f"{list(logits.shape)}. For a language model's [batch, seq, vocab] logits use "
-            "--loss next-token."
+            f"{list(logits.shape)}{_read_as_logits(output)}. {_other_logits(output, logits)}"
         )
     target = torch.as_tensor(class_indices(batch.labels, logits.shape[1]), device=logits.device)
     return torch.nn.functional.cross_entropy(logits, target, reduction="none")
@@ -61,14 +60,14 @@ def model_logits(output: Any, loss: str | None = None) -> torch.Tensor:
             f"({type(output).__name__} with `last_hidden_state`, no `logits`): a model "
             "without its head. Give the model with its head (a Hugging Face directory loads "
             "it with --model-class causal-lm, or checkpoint for the class it was saved from, "
-            "a classifier's)."
+            "a classifier's; `model_class` in a run config)."
         )
     name = type(output).__name__
     if loss == "next-token" and (
-        name.startswith("MaskedLM")
+        _is_masked_lm(output)
         or (isinstance(output, Mapping) and "encoder_last_hidden_state" in output)
     ):
-        kind = "a masked" if name.startswith("MaskedLM") else "an encoder-decoder"
+        kind = "a masked" if _is_masked_lm(output) else "an encoder-decoder"
         raise ShapeError(
             f"The next-token loss is a causal language model's, but the model is {kind} "
             f"language model ({name}), whose logits at a position do not predict the next "
@@ -77,7 +76,51 @@ def model_logits(output: Any, loss: str | None = None) -> torch.Tensor:
         )
     if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
         return output["logits"]
-    return select_tensor(output, "model output")
+    try:
+        return select_tensor(output, "model output")
+    except ShapeError as e:  # "Layer 'model output' gives a NoneType": no layer's words
+        if not str(e).endswith(("not a tensor.", "holds no tensor.")):
+            raise
+        raise ShapeError(
+            f"The {loss or 'model'} loss needs the model's logits, but its forward returns "
+            f"{'None' if output is None else 'a ' + type(output).__name__ + ' of no tensor'}. "
+            "Give a model whose forward returns its logits (a tensor, or a tuple or dict "
+            "whose first tensor they are)."
+        ) from None
+
+
+def _is_masked_lm(output: Any) -> bool:
+    """Whether ``output`` is a Hugging Face masked language model's: ``MaskedLMOutput``,
+    and the models' own kinds of it (``LongformerMaskedLMOutput``,
+    ``PerceiverMaskedLMOutput``, ``LukeMaskedLMOutput``), whose logits at a position were
+    read as the next token's prediction without a word."""
+    return "MaskedLM" in type(output).__name__
+
+
+def _read_as_logits(output: Any) -> str:
+    """Where the logits were read in a tuple or list ``output`` of several tensors (its
+    first tensor): a model returning ``(loss, logits)`` was told of shape [] alone."""
+    if not isinstance(output, (tuple, list)) or isinstance(output, Mapping):
+        return ""
+    shapes = [list(t.shape) for t in output if isinstance(t, torch.Tensor)]
+    if len(shapes) < 2:
+        return ""
+    return (
+        f" (its output is a {type(output).__name__} of tensors of shapes "
+        f"{', '.join(map(str, shapes[:4]))}; its first tensor is read as the logits)"
+    )
+
+
+def _other_logits(output: Any, logits: torch.Tensor) -> str:
+    """What to do about logits that are not ``[batch, classes]``: the next-token loss
+    only for a causal language model's ``[batch, seq, vocab]`` (it was advised for a
+    segmentation model's ``[batch, classes, H, W]``, a 0-d loss and a masked LM's)."""
+    if logits.ndim == 3 and not _is_masked_lm(output):
+        return "For a language model's [batch, seq, vocab] logits use --loss next-token."
+    return (
+        "Give a classifier whose output (or its first tensor) is its logits [batch, "
+        "classes]; from Python, a `loss_fn` of your own can read another output."
+    )
 
 
 def class_indices(labels: Any, n_classes: int | None = None) -> np.ndarray:
@@ -142,7 +185,8 @@ def per_sample_next_token(output: Any, batch: InputBatch) -> torch.Tensor:
             f"the model gives {logits.shape[-1]:,} values per token and the token ids go up "
             f"to {top:,}: they are no logits (a model without its language-modelling head "
             "gives hidden states). Give a causal language model with that head (a Hugging "
-            "Face directory loads it with --model-class causal-lm)."
+            "Face directory loads it with --model-class causal-lm, `model_class` in a run "
+            "config)."
         )
     real = (
         torch.ones_like(ids, dtype=torch.bool)

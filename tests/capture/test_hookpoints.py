@@ -84,18 +84,24 @@ def test_layer_names_may_come_from_a_generator():
     assert names(Stack(2), (f"layers.{i}" for i in range(2))) == ["layers.0", "layers.1"]
 
 
+class _BertishLayer(nn.Module):
+    """A layer with a forward of its own (a ModuleDict is never called, so no layer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.ModuleDict({"output": nn.Linear(4, 4)})
+        self.output = nn.ReLU()
+
+    def forward(self, x):
+        return self.output(self.attention["output"](x))
+
+
 class Bertish(nn.Module):
     """A BERT's naming: each layer has an `output` and an `attention.output`."""
 
     def __init__(self, n: int = 3) -> None:
         super().__init__()
-
-        def block() -> nn.ModuleDict:
-            return nn.ModuleDict(
-                {"attention": nn.ModuleDict({"output": nn.Linear(4, 4)}), "output": nn.ReLU()}
-            )
-
-        self.encoder = nn.ModuleDict({"layer": nn.ModuleList(block() for _ in range(n))})
+        self.encoder = nn.ModuleDict({"layer": nn.ModuleList(_BertishLayer() for _ in range(n))})
 
 
 def test_a_star_stops_at_dots_and_two_stars_cross_them():

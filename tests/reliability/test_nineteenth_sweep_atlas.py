@@ -313,7 +313,15 @@ def _sweep_json(folder, **edit) -> None:
     point = {"path": "k-2/seed-0", "fvu": 0.3, "l0": 2.0, "dead_fraction": 0.1}
     points = [
         {**point, "value": 2.0, "stability": 0.7, "on_front": True},
-        {**point, "value": 4.0, "path": "k-4/seed-0", "stability": None, "on_front": True},
+        {
+            **point,
+            "value": 4.0,
+            "path": "k-4/seed-0",
+            "l0": 4.0,
+            "fvu": 0.2,
+            "stability": None,
+            "on_front": True,
+        },
     ]
     raw = {"over": "k", "rule": "knee", "heldout_rows": 30, "recommended": 1, "points": points}
     for key, value in edit.items():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from saeatlas.errors import ConfigError, ShapeError
-from saeatlas.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder
+from saeatlas.sae import ARCHITECTURES, SAEConfig, SAEFileError, SparseAutoencoder
 from saeatlas.sae.activations import batch_topk, jumprelu, step, topk
 from saeatlas.store import LayerSpec
 
@@ -136,7 +136,7 @@ def test_loading_onto_a_device_this_machine_lacks_is_one_config_error(tmp_path):
 def test_from_weights_refuses_a_weight_that_would_broadcast():
     sae = make("relu")
     weights = {**sae.weights(), "b_enc": torch.zeros(1)}
-    with pytest.raises(ShapeError, match=r"`b_enc` is \(1,\), but the config implies \(10,\)"):
+    with pytest.raises(SAEFileError, match=r"`b_enc` is \(1,\), expected \(10,\)"):
         SparseAutoencoder.from_weights(sae.cfg, weights)
 
 

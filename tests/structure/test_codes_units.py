@@ -237,3 +237,31 @@ def test_topk_codes_are_the_saes_own_where_bf16_chooses(monkeypatch):
         dense = sae.encode(x).acts.numpy()
     assert ((got > 0) == (dense > 0)).all()
     np.testing.assert_allclose(got, dense, rtol=1e-5, atol=1e-6)
+
+
+def test_a_unit_that_never_changes_but_is_not_zero_has_no_spread_nor_correlations(
+    tmp_path, npy_store
+):
+    """A pruned unit left with its bias (0.152106 on every row) had a std of about 1e-9
+    from its moments (E[x^2] - E[x]^2, rounding): its correlations, rounding noise over
+    that std, lay anywhere in [-1, 1] and put it in correlation modules, and the
+    attribution, which divides by the std, gave it most features' energy (75 of 96
+    features of one pruned two-task network went to the module holding six of them)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 8)).astype(np.float32)
+    x[:, 3] = np.float32(0.152106)  # the bias left of a unit pruned of every input
+    # (1,000 copies of it in one batch: their squares sum to 1000 c^2 (1 + 3e-16))
+    x[:, 6] = np.float32(-3.7e-3)
+    store = npy_store(tmp_path, x, [("a", 0, 8)])
+    g = torch.Generator().manual_seed(0)
+    layers = (LayerSpec("a", 0, 8, (8,), "sample"),)
+    sae = SparseAutoencoder(SAEConfig(architecture="topk", d_in=8, d_sae=16, k=3, layers=layers), g)
+    codes = encode_store(sae, store, batch_size=1000, unit_gram=True)
+    assert codes.unit_std[3] == 0 and codes.unit_std[6] == 0
+    assert (codes.unit_std[[0, 1, 2, 4, 5, 7]] > 0.5).all()
+    corr = unit_correlation(codes.unit_gram, codes.unit_mean, codes.unit_std, codes.n_rows)
+    off = ~np.eye(8, dtype=bool)
+    assert np.abs(corr[3][off[3]]).max() < 1e-6 and np.abs(corr[6][off[6]]).max() < 1e-6
+    # the attribution standardises by the std; a unit without one is not scaled up
+    energy = attribution(sae, codes)
+    assert energy[:, [3, 6]].sum() < energy.sum(axis=0).max()

@@ -62,7 +62,10 @@ def natural_key(name: str) -> list[object]:
 
 def named_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     """All hookable modules by name, the root excluded, Keras layers included; for a
-    TransformerLens model its hook names (aliases included) come first."""
+    TransformerLens model its hook names (aliases included) come first; of an nnsight
+    wrapper, its module's."""
+    check_model_argument(model)  # a number or None ended in an AttributeError
+    model, _ = unwrap_model(model)
     found = hook_modules(model)
     found |= {name: m for name, m in model.named_modules() if name and name not in found}
     seen = {id(m) for m in found.values()}
@@ -130,6 +133,7 @@ def resolve_hookpoints(
             hits = [paths[p] for p in match_names(pattern, list(paths))]
         if not hits:
             raise HookpointError(_no_match_message(raw, pattern, names, model, wrapped))
+        hits = _called(hits, modules, raw)
         for n in hits:
             owner = (id(modules[n]), record_input)
             if owner in owners:
@@ -139,6 +143,24 @@ def resolve_hookpoints(
             key = n + INPUT_SUFFIX if record_input else n
             chosen[key] = _hookpoint(key, modules[n], record_input)
     return [chosen[k] for k in sorted(chosen, key=natural_key)]
+
+
+def _called(hits: list[str], modules: dict[str, torch.nn.Module], raw: str) -> list[str]:
+    """``hits`` less the containers among them (``nn.ModuleList``, ``nn.ModuleDict``: no
+    ``forward`` of their own, so never called); a pattern that picks containers only is
+    refused naming their members (the capture said they "did not run" and to choose
+    modules the model's forward uses, which it does)."""
+    called = [n for n in hits if type(modules[n]).forward is not torch.nn.Module.forward]
+    if called:
+        return called
+    n = hits[0]
+    first = next((c for c, _ in modules[n].named_children()), None)
+    one = f" (or one of them, '{n}.{first}')" if first is not None else ""
+    raise HookpointError(
+        f"Layer pattern {shown(raw)} picks '{n}', a {type(modules[n]).__name__}: a container "
+        f"the model never calls (it has no forward of its own), so it gives no output to "
+        f"record. Record the modules it holds: '{n}.*'{one}."
+    )
 
 
 def _check_text(name: str, pattern: str) -> None:

@@ -129,6 +129,25 @@ def _jsonl_values(
     return values
 
 
+def check_label_count(inputs: str | Path, data: Any, labels: str | Path, values: Any) -> None:
+    """Refuse ``values``, the labels read from the file ``labels``, when they are not one
+    per text of the text file ``inputs`` (``data``) because that file has blank lines, which
+    are skipped: "Labels have shape [6] for 5 input samples" did not say why a file of six
+    lines gave five texts. Other counts are refused where the labels are used."""
+    path = Path(inputs)
+    if not isinstance(data, list) or len(values) == len(data):
+        return
+    lines = _read_lines(path)
+    lines = lines[:-1] if lines and not lines[-1] else lines  # the file's last line end
+    blank = sum(not line.strip() for line in lines)
+    if blank:
+        raise InputsError(
+            f"'{labels}' holds {len(values)} labels, but '{path}' holds {len(data)} texts: "
+            f"its {len(lines)} lines less {blank} blank one(s), which are skipped (a blank "
+            "line has no text to capture). Give one label per line that holds text."
+        )
+
+
 #: What ``--labels`` reads as text, one label per line.
 TEXT_LABELS = (".txt", ".text", "")
 

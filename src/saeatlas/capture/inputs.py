@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InputsError
+from ..store.requests import whole_number
 from .labels import label_array, labels_of
 from .nnsight import unwrap_model
 from .texts import (
@@ -162,8 +163,7 @@ def iter_input_batches(
         token_ids: the model embeds integer token ids (:func:`~.models.takes_token_ids`):
             uint8, int8 and int16 inputs are read as int64 ids.
     """
-    if batch_size <= 0:
-        raise InputsError(f"`batch_size` must be positive, got {batch_size}.")
+    whole_number("batch_size", batch_size, low=1)  # "2", 2.5: TypeErrors; True read as 1
     if isinstance(inputs, (str, Path)):
         raise InputsError(
             "Inputs given as a path; read the file with `load_inputs(path)` first "
@@ -317,8 +317,12 @@ def _iterable_batches(
                 left = warn_left_padded(mask)
             y = kwargs.get("labels", kwargs.get("label"))
             yield InputBatch((), kwargs, n, mask=mask, labels=labels_of(y, n))
-        elif isinstance(item, (list, tuple)) and len(item) == 2:
-            x, y = _as_tensor(item[0], *dtypes), item[1]
+        elif (
+            isinstance(item, (list, tuple))
+            and len(item) == 2
+            or (isinstance(item, list) and len(item) == 1 and isinstance(item[0], torch.Tensor))
+        ):  # `[x]`: a DataLoader over TensorDataset(x) (was "a batch of type list")
+            x, y = _as_tensor(item[0], *dtypes), item[1] if len(item) == 2 else None
             n = _n_samples(x)
             yield InputBatch((x,), {}, n, labels=labels_of(y, n))
         elif isinstance(item, (torch.Tensor, np.ndarray)):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .labels import host_labels
 
 #: Values hashed from each end of every parameter, and about as many evenly spaced
 #: through it: enough to tell two checkpoints apart without hashing a large model's
@@ -307,8 +308,8 @@ def label_values_fingerprint(labels: Any) -> str:
 
 
 def _as_array(labels: Any) -> np.ndarray:
-    try:
-        return np.asarray(labels)
+    try:  # a bfloat16 tensor too, which NumPy has no type for
+        return host_labels(labels)
     except ValueError:  # ragged: refused when the batches are made, with a clear message
         return np.asarray(labels, dtype=object)
 

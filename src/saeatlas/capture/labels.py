@@ -31,7 +31,7 @@ def labels_of(y: Any, n: int) -> np.ndarray | None:
     is not one label per sample (token-level targets, say)."""
     if y is None:
         return None
-    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else _native(np.asarray(y))
+    arr = _native(host_labels(y))
     if arr.ndim != 1 or len(arr) != n:
         return None
     return arr
@@ -68,7 +68,7 @@ def label_values(labels: Any) -> np.ndarray:
     """``labels`` as an array, or :class:`InputsError` when they are no array of labels
     (ragged, a generator, a set, a dict or a text)."""
     try:
-        lab = np.asarray(labels)
+        lab = host_labels(labels)
     except ValueError as e:  # ragged
         raise InputsError(f"Labels are not one per sample ({e}).") from e
     if lab.ndim == 0:  # a generator, a set, a dict or a text was told "shape []"
@@ -79,10 +79,25 @@ def label_values(labels: Any) -> np.ndarray:
     return _native(lab)
 
 
+def host_labels(labels: Any) -> np.ndarray:
+    """``labels`` as a NumPy array; a tensor of half-precision labels as float32: NumPy has
+    no bfloat16 (``np.asarray`` of one ended the capture in "Got unsupported ScalarType
+    BFloat16"), and float16 ones were stored as Arrow's halffloat, which pandas cannot
+    index (the analysis's label profiles ended in "float16 indexes are not supported")."""
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu()
+        if labels.dtype in (torch.float16, torch.bfloat16):
+            labels = labels.float()
+    return np.asarray(labels)
+
+
 def _native(lab: np.ndarray) -> np.ndarray:
-    """``lab`` in this machine's byte order: Arrow refused big-endian labels (a ``.npy``
-    saved as ``>i8``) as "Byte-swapped arrays not supported", and the capture told the
-    user to give numbers, which they were."""
+    """``lab`` in this machine's byte order, half-precision floats as float32
+    (:func:`host_labels`): Arrow refused big-endian labels (a ``.npy`` saved as ``>i8``) as
+    "Byte-swapped arrays not supported", and the capture told the user to give numbers,
+    which they were."""
+    if lab.dtype == np.float16:
+        return lab.astype(np.float32)
     return lab if lab.dtype.isnative else lab.astype(lab.dtype.newbyteorder("="))
 
 

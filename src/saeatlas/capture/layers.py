@@ -11,10 +11,10 @@ import torch
 
 from ..errors import AtlasError, HookpointError
 from .hookpoints import named_modules, no_submodules
-from .inputs import iter_input_batches
+from .inputs import InputBatch, iter_input_batches
 from .models import input_dtype, takes_token_ids
 from .nnsight import unwrap_model
-from .recorder import model_error
+from .recorder import check_token_ids, model_error
 from .rows import select_tensor
 from .transformer_lens import hook_conversion
 
@@ -25,6 +25,9 @@ class LayerInfo:
     type: str
     shape: tuple[int, ...] | None
     """Output shape from the dry run; ``None`` when the module did not run or gave no tensor."""
+    calls: int = 0
+    """Times the module ran in the dry run: one that runs more than once (a layer reused
+    in one forward pass) cannot be captured, which the listing now says."""
 
 
 def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
@@ -47,10 +50,12 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
         )
         example = next(batch).args[0]
     shapes: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
     handles = []
 
     def make(name: str):
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
             try:
                 t = select_tensor(output, name)
             except ValueError:
@@ -65,6 +70,13 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
             handles.append(m.register_forward_hook(make(name)))
         was_training = model.training
         model.eval()
+        # as the capture does: past the vocabulary, "index out of range" (a device assert)
+        given = (
+            InputBatch((), dict(example), 0)
+            if isinstance(example, Mapping)
+            else InputBatch((example,), {}, 0)
+        )
+        check_token_ids(model, given, "the example input")
         try:
             with torch.no_grad():
                 if isinstance(example, Mapping):
@@ -83,4 +95,6 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
     finally:
         for h in handles:
             h.remove()
-    return [LayerInfo(n, type(m).__name__, shapes.get(n)) for n, m in modules.items()]
+    return [
+        LayerInfo(n, type(m).__name__, shapes.get(n), calls.get(n, 0)) for n, m in modules.items()
+    ]

@@ -18,7 +18,7 @@ import torch
 from .._validation import shown
 from ..errors import AtlasError, ModelError, ModelSpecError
 from .hf_dir import MODEL_CLASSES, load_hf_dir
-from .nnsight import is_nnsight, unwrap_model
+from .nnsight import check_model_argument, is_nnsight, unwrap_model
 from .texts import text_max_length
 
 
@@ -259,6 +259,8 @@ def takes_token_ids(model: torch.nn.Module) -> bool:
 def example_inputs(model: torch.nn.Module, tokenizer: Any = None) -> Any:
     """A small input for a dry forward pass: a sentence for text models, else random
     rows sized by the first ``Linear`` layer."""
+    check_model_argument(model)  # a number or None ended in an AttributeError
+    model, _ = unwrap_model(model)
     if tokenizer is not None:
         # cut as a capture cuts it: a model of fewer positions (a character-level one)
         # ended the dry run in "index out of range"

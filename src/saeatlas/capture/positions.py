@@ -1,5 +1,6 @@
 """How many positions a Hugging Face model's table of absolute positions holds: the
-longest sequence it runs, which the capture checks token ids against and cuts texts to."""
+longest sequence it runs, which the capture checks token ids against and cuts texts to;
+and a layer whose positions are not the tokens, which the padding mask cannot select."""
 
 from __future__ import annotations
 
@@ -39,3 +40,17 @@ def position_table(model: torch.nn.Module) -> tuple[str, int | None]:
                 return key, limit - m.padding_idx - 1  # positions count on from padding_idx
             return key, limit
     return "", None
+
+
+def mask_misfit(name: str, shape: tuple[int, ...], mask: tuple[int, ...]) -> str:
+    """Why rows ``shape`` do not fit the attention ``mask``: the mask was blamed for a
+    layer whose positions are not the tokens (a Perceiver's latents)."""
+    if len(mask) != 2 or mask[0] != shape[0]:
+        return f"Layer '{name}' has shape {shape} but the attention mask has shape {mask}."
+    return (
+        f"Layer '{name}' gives {shape[1]} positions per sample {list(shape)} where the inputs "
+        f"have {mask[1]} tokens: its positions are not the tokens (latents, as a Perceiver's, "
+        "or a shortened sequence), so the padding mask cannot say which of its rows are "
+        "padding. Record a layer of [batch, seq, d] over the tokens, or give token ids of one "
+        "length (an integer array [n, seq]), which need no padding."
+    )

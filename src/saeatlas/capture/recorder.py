@@ -230,11 +230,13 @@ def _move(x: Any, device: str | None) -> Any:
 def check_token_ids(model: torch.nn.Module, batch: InputBatch, where: str) -> None:
     """Refuse token ids outside a Hugging Face model's input embedding before the pass
     (on the host): on a GPU they end in CUDA's 'device-side assert triggered', which
-    names nothing and leaves the device unusable; on a CPU in 'index out of range'."""
+    names nothing and leaves the device unusable; on a CPU in 'index out of range'. So
+    are `token_type_ids` outside its table of token types (BERT's two segments)."""
     try:
         n = model.get_input_embeddings().num_embeddings  # type: ignore[operator, union-attr]
     except Exception:  # not a Hugging Face model, or one without an embedding table
         return
+    _check_token_types(model, batch.kwargs.get("token_type_ids"), where)
     ids = batch.kwargs.get("input_ids", batch.args[0] if batch.args else None)
     if not isinstance(n, int) or not isinstance(ids, torch.Tensor) or ids.numel() == 0:
         return
@@ -255,6 +257,25 @@ def check_token_ids(model: torch.nn.Module, batch: InputBatch, where: str) -> No
             f"{where[0].upper()}{where[1:]} holds sequences of {ids.shape[-1]} tokens, but the "
             f"model has {limit} positions (its config's `{key}`{less}). Cut them to at most "
             f"{limit} tokens: --max-length {limit} (`max_length`), for texts and token ids."
+        )
+
+
+def _check_token_types(model: torch.nn.Module, types: Any, where: str) -> None:
+    """Refuse ``types`` (a dict batch's ``token_type_ids``) outside the model's table of
+    token types, which ended in "index out of range in self" (a device-side assert on a
+    GPU), naming nothing."""
+    base = getattr(model, "base_model", model)
+    table = getattr(getattr(base, "embeddings", None), "token_type_embeddings", None)
+    if not isinstance(table, torch.nn.Embedding) or not isinstance(types, torch.Tensor):
+        return
+    if types.numel() == 0 or types.is_floating_point() or types.dtype == torch.bool:
+        return
+    lo, hi, n = int(types.min()), int(types.max()), table.num_embeddings
+    if lo < 0 or hi >= n:
+        raise InputsError(
+            f"`token_type_ids` of {where} run from {lo} to {hi}, but the model has {n} token "
+            f"types (0 to {n - 1}, its config's `type_vocab_size`). Give the segment ids its "
+            "tokenizer gives (0 for the first text, 1 for a second)."
         )
 
 

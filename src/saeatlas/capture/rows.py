@@ -27,6 +27,7 @@ import torch
 from .._validation import shown
 from ..errors import ConfigError, ShapeError
 from .layouts import LAYOUTS, parse_layout, undetermined_message
+from .positions import mask_misfit
 
 SPATIAL_MODES = ("positions", "mean")
 
@@ -170,10 +171,7 @@ def to_rows(
         x = t.reshape(b * s, t.shape[2])
         if mask is not None:
             if tuple(mask.shape) != (b, s):
-                raise ShapeError(
-                    f"Layer '{name}' has shape {tuple(t.shape)} but the attention mask has shape "
-                    f"{tuple(mask.shape)}; expected [batch, seq] = [{b}, {s}]."
-                )
+                raise ShapeError(mask_misfit(name, tuple(t.shape), tuple(mask.shape)))
             keep = mask.reshape(-1).to(device="cpu", dtype=torch.bool)
             index = keep.nonzero().squeeze(1)
             # Selecting by index copies, as boolean indexing does, without stopping a
@@ -273,15 +271,25 @@ def check_batch_dim(shapes: dict[str, tuple[int, ...]], n_samples: int, where: s
     choose another layer."""
     for name, shape in shapes.items():
         if not shape or shape[0] != n_samples:
-            fix = (
-                "Choose a layer or `output_index` (--output-index) whose first dimension is "
-                "the batch (nn.LSTM/GRU's outputs with batch_first=True, not their final "
-                "states)."
-                if n_samples != 1 or 1 in shape  # `squeeze()` leaves no axis of size 1
-                else "A batch of one sample loses its batch axis in a model that squeezes it "
-                "(`x.squeeze()`): choose a --batch-size (`batch_size`) that leaves no batch of "
-                "one sample, and start again with --overwrite, or fix the model."
-            )
+            if len(shape) == 2 and n_samples > 1 and shape[0] % n_samples == 0:
+                # an MoE router's [batch * seq, experts] was told of RNN states alone
+                fix = (
+                    f"Its first dimension is {shape[0] // n_samples} per sample: tokens "
+                    "flattened into one axis, as a mixture-of-experts router gives "
+                    "[batch * seq, experts]. Record a module that keeps [batch, seq, d]."
+                )
+            elif n_samples != 1 or 1 in shape:  # `squeeze()` leaves no axis of size 1
+                fix = (
+                    "Choose a layer or `output_index` (--output-index) whose first dimension "
+                    "is the batch (nn.LSTM/GRU's outputs with batch_first=True, not their "
+                    "final states)."
+                )
+            else:
+                fix = (
+                    "A batch of one sample loses its batch axis in a model that squeezes it "
+                    "(`x.squeeze()`): choose a --batch-size (`batch_size`) that leaves no batch "
+                    "of one sample, and start again with --overwrite, or fix the model."
+                )
             raise ShapeError(
                 f"Layer '{name}' gives shape {list(shape)} for {where}, but the batch has "
                 f"{n_samples} sample{'s' * (n_samples != 1)}; saeatlas records batch-first "

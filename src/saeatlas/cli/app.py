@@ -123,7 +123,8 @@ class _Group(TyperGroup):
         except USAGE_ERRORS as e:  # a bad flag value: one line, like every other error
             sub = getattr(getattr(e, "ctx", None), "info_name", None)
             where = f"saeatlas {sub} --help" if sub and sub != ctx.info_name else "saeatlas --help"
-            _fail(f"{e.format_message().rstrip('.')}.{_stray_value(e, ctx, self)} See `{where}`.")
+            hint = _stray_value(e, ctx, self) + _global_flag(e, self)
+            _fail(f"{e.format_message().rstrip('.')}.{hint} See `{where}`.")
         except (MemoryError, RuntimeError) as e:
             # torch's allocators raise RuntimeError (or its OutOfMemoryError subclass)
             text = str(e)
@@ -181,6 +182,17 @@ def _stray_value(e: Exception, ctx: click.Context, group: _Group) -> str:
         return ""
     flag = max(param.opts, key=len)
     return f" {stray!r} has no flag: write `{flag} {stray}`."
+
+
+def _global_flag(e: Exception, group: _Group) -> str:
+    """For an option of saeatlas itself given after the command (`saeatlas train ...
+    --debug`), told only "No such option: --debug", the words that say where it goes."""
+    flag = getattr(e, "option_name", None)
+    own = {o for p in group.params for o in p.opts}
+    if type(e).__name__ != "NoSuchOption" or flag not in own:
+        return ""
+    name = getattr(getattr(e, "ctx", None), "info_name", None) or "COMMAND"
+    return f" {flag} is an option of saeatlas itself: give it before the command (`saeatlas {flag} {name} ...`)."
 
 
 def _reader_left() -> bool:

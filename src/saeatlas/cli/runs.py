@@ -85,7 +85,7 @@ def run_cmd(
     if check:
         from ..pipeline.check import check_run
 
-        dry = check_run(cfg, run_dir, timeout)
+        dry = check_run(cfg, run_dir, timeout, overwrite)
         if is_main_process():  # under torchrun rank 0 says what the check found
             console.print(escape(cfg.dumps()), highlight=False, soft_wrap=True)
             console.print(

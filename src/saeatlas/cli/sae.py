@@ -302,7 +302,7 @@ def _sweep_cmd(
     from ..sae.architectures import ARCHITECTURES
     from ..store import ActivationStore
     from ..sweep import sweep
-    from ..sweep.sweep import check_sweep_values, check_swept_setting
+    from ..sweep.settings import check_sweep_values, check_swept_setting
     from ..train import TrainConfig
 
     # Every member sets --over itself; the base takes the first value, so that the

@@ -66,7 +66,14 @@ def layers_cmd(
         # a name with a lone surrogate (possible from Python) is shown escaped, "a\ud800b":
         # printed as it is, it ended the listing in a UnicodeEncodeError traceback
         name = info.name.encode("utf-8", "backslashreplace").decode("utf-8")
-        table.add_row(escape(name), info.type, "-" if info.shape is None else str(list(info.shape)))
+        shape = "-" if info.shape is None else str(list(info.shape))
+        # a module reused in one pass was listed as any other, and its capture refused
+        again = (
+            f" (ran {info.calls} times: capture takes modules that run once)"
+            if info.calls > 1
+            else ""
+        )
+        table.add_row(escape(name), info.type, shape + again)
     console.print(table)
 
 
@@ -146,6 +153,7 @@ def capture_cmd(
     share of the inputs into the same --out (a shared directory across machines)."""
     from .._world import is_main_process
     from ..capture import CaptureConfig, capture_activations, load_inputs, load_labels, load_model
+    from ..capture.input_files import check_label_count
 
     config = CaptureConfig(
         batch_size=batch_size,
@@ -163,6 +171,9 @@ def capture_cmd(
     )
     loaded = load_model(model, model_class=model_class)
     data = load_inputs(inputs)
+    given = load_labels(labels) if labels else None
+    if labels:
+        check_label_count(inputs, data, labels, given)
     store = capture_activations(
         loaded.model,
         data,
@@ -170,7 +181,7 @@ def capture_cmd(
         out,
         config,
         tokenizer=loaded.tokenizer,
-        labels=load_labels(labels) if labels else None,
+        labels=given,
         resume=resume,
         overwrite=overwrite,
         progress=not quiet,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._validation import check_flag_argument
 from ..capture import CaptureConfig, capture_activations
 from ..pipeline import (
     AblationSection,
@@ -138,6 +139,7 @@ def digits_config(*, seed: int = 0, quick: bool = False) -> RunConfig:
     ``quick``: the tests' size (a shorter MLP training, a two-point sweep with one
     seed, fewer null draws and random unit sets, no stability runs or control).
     """
+    check_flag_argument("quick", quick)  # `quick="no"` was read by its truth
     train = TrainConfig(
         d_sae=DEMO_D_SAE,
         batch_size=256,

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..store.requests import whole_number
+
 
 def fit_small(
     model: nn.Module,
@@ -23,6 +25,9 @@ def fit_small(
 ) -> np.ndarray:
     """Train ``model`` in place on a seeded 4/5 of the rows (``loss_fn(model, xb, yb)`` a
     scalar) and return the indices of the held-out fifth; the model ends in eval mode."""
+    # `digits_model(seed=1.5)` ended in NumPy's TypeError, `epochs="2"` in range()'s, and
+    # `epochs=-1` gave the network as initialised without a word
+    seed, epochs = whole_number("seed", seed), whole_number("epochs", epochs, low=1)
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = len(x) // 5
     test, train = order[:n_test], order[n_test:]

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import check_flag_argument
 from ..capture import CaptureConfig
 from ..errors import ConfigError
 from ..pipeline import (
@@ -36,6 +37,7 @@ from ..pipeline import (
     SweepSection,
     run_pipeline,
 )
+from ..store.requests import whole_number
 from ..structure import AtlasConfig
 from ..train import TrainConfig
 
@@ -145,8 +147,17 @@ def docstring_corpus(
     Deterministic for a given Python version: the k-th text of each module is
     taken before any module's (k+1)-th, modules in the listed order.
     """
-    if n_texts < 1:
-        raise ConfigError(f"`n_texts` must be positive, got {n_texts}.")
+    # `n_texts="5"` ended in a TypeError, and `min_chars` above `max_chars` gave no text
+    n_texts = whole_number("n_texts", n_texts, low=1)
+    min_chars, max_chars = (
+        whole_number("min_chars", min_chars),
+        whole_number("max_chars", max_chars),
+    )
+    if min_chars > max_chars:
+        raise ConfigError(
+            f"`min_chars` ({min_chars}) is above `max_chars` ({max_chars}): no paragraph is "
+            "both; give min_chars <= max_chars."
+        )
     pools = {name: _module_texts(name, min_chars, max_chars) for name in CORPUS_MODULES}
     texts: list[str] = []
     labels: list[str] = []
@@ -167,6 +178,8 @@ def minilm_config(
     ``quick``: the tests' size (fewer rows and latents, a short budget, two sweep
     points, few null draws, no report).
     """
+    check_flag_argument("quick", quick)  # `quick="no"` was read by its truth
+    whole_number("n_texts", n_texts, low=1)  # "5" was taken, and refused by the run's inputs
     return RunConfig(
         model="saeatlas.demo.minilm:minilm_model",
         inputs="saeatlas.demo.minilm:docstring_corpus",

@@ -23,7 +23,7 @@ from ..capture.hookpoints import resolve_hookpoints
 from ..capture.inputs import iter_input_batches, model_and_tokenizer
 from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.models import input_dtype, takes_token_ids
-from ..capture.recorder import model_error
+from ..capture.recorder import check_token_ids, model_error
 from ..capture.rows import SPATIAL_MODES, from_rows, replace_tensor, select_tensor, to_rows
 from ..errors import AtlasError, ConfigError, InputsError, NonFiniteError
 from ..losses import LOSSES, PerSampleLoss, loss_function, per_sample_cross_entropy
@@ -162,6 +162,7 @@ def loss_recovered(
             }
             where = f"inputs {n}..{n + batch.n_samples - 1}"
             mode.update(kind="record", rows={}, mask=batch.mask)
+            check_token_ids(model, batch, where)  # as the capture does: a GPU's device assert
             # the first pass meets the inputs: a misfit is the user's, in one line
             clean = _forward(model, args, kwargs, where)
             totals["clean"] += _total(loss_fn(clean, batch), batch.n_samples, n, "")

@@ -17,6 +17,7 @@ from ..errors import ConfigError, NonFiniteError
 from ..sae import SparseAutoencoder
 from ..sae.model import check_loaded_sae, sae_fingerprint, sae_layers
 from ..store import ActivationStore
+from ..store.requests import whole_number
 from ..store.stats import RunningMoments
 from ..train.init import unit_varies
 
@@ -24,6 +25,8 @@ from ..train.init import unit_varies
 DENSE_FRACTION = 0.1
 #: Fewest rows an FVU is measured on (held out by a sweep, or given to evaluate).
 MIN_HELDOUT_ROWS = 4
+#: Most bins of a density histogram (as the Neuronpedia export's histograms).
+MAX_BINS = 1000
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,11 @@ class EvalResult:
     """``[d_sae]`` fraction of rows on which each latent fired."""
 
     def density_histogram(self, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
-        """Counts and edges of log10 firing density over latents that fired."""
+        """Counts and edges of log10 firing density over latents that fired, in ``bins``
+        bins (1 to :data:`MAX_BINS`: 0 or 2.5 ended in NumPy's errors, True was read as 1,
+        and 10**9 asked for gigabytes of bins)."""
+        whole_number("bins", bins, low=1)
+        in_range("bins", bins, 1, MAX_BINS)
         alive = self.density[self.density > 0]
         if alive.size == 0:
             return np.zeros(bins, dtype=np.int64), np.linspace(-8, 0, bins + 1)

@@ -26,8 +26,7 @@ from ..capture.inputs import known_length
 from ..store.lock import check_writable
 from .config import RunConfig
 from .fit import check_store_fits
-from .outputs import RunPaths, check_run_out
-from .record import RunState
+from .run_dir import check_run_dir
 from .source import load_source
 from .stages import check_ablation_source
 
@@ -53,16 +52,22 @@ def _capture_rows(cfg: RunConfig, inputs: object, first: object, first_rows: int
     return None if n is None or not n_first else first_rows // n_first * n
 
 
-def check_run(cfg: RunConfig, out: str | Path | None = None, timeout_s: float = 1800.0) -> str:
+def check_run(
+    cfg: RunConfig,
+    out: str | Path | None = None,
+    timeout_s: float = 1800.0,
+    overwrite: bool = False,
+) -> str:
     """Dry-run ``cfg`` on its first input batch; raise :class:`ConfigError` (or the
     capture's own error) for what would fail later, the run directory ``out`` (default:
-    the config's ``out``) included. Returns a one-line summary. ``timeout_s``: as the
-    run's, seconds a ``torchrun`` rank waits for the others (`run --check --timeout`)."""
+    the config's ``out``) included: what the run refuses there before its first stage,
+    outputs of other settings too unless ``overwrite``. Returns a one-line summary.
+    ``timeout_s``: as the run's, seconds a ``torchrun`` rank waits for the others (`run
+    --check --timeout`)."""
     out = out if out is not None else cfg.out
     if out is not None:  # a file, an unwritable folder, a store: the run stops there
         check_writable(out, holds_outputs=True)
-        check_run_out(Path(out))
-        RunState(RunPaths(Path(out)).state)  # a damaged run.json, as the run reads it
+        check_run_dir(cfg, Path(out), overwrite)
     src = load_source(cfg)
     first = _first_batch(src.inputs, cfg.capture.batch_size)
     labels = None if src.labels is None else src.labels[: cfg.capture.batch_size]

@@ -26,8 +26,9 @@ import yaml
 
 from .._config_cli import config_from_mapping
 from .._config_file import load_config_file
-from .._validation import check_types
+from .._validation import check_path_argument, check_types, choice
 from ..capture import CaptureConfig
+from ..capture.hf_dir import MODEL_CLASSES
 from ..errors import ConfigError
 from ..sae.architectures import REGISTRY as ARCHITECTURE_REGISTRY
 from ..structure import AtlasConfig
@@ -71,6 +72,10 @@ class RunConfig:
     """One label per sample: a .npy or text file (one per line), or a 'module:function'."""
     model_args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the model factory."""
+    model_class: str = "auto"
+    """For a Hugging Face model directory, the class to load (`--model-class`):
+    'causal-lm', 'masked-lm', 'base', 'checkpoint' (the class its config's
+    `architectures` name: a classifier with its head, for the ablation's labels) or 'auto'."""
     inputs_args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the inputs function."""
     out: str | None = None
@@ -154,6 +159,7 @@ class RunConfig:
                         "finite numbers, true/false, lists or mappings (quote a date to pass "
                         "it as text)."
                     )
+        choice("model_class", self.model_class, ("auto", *MODEL_CLASSES))
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"`threads` must be positive, got {self.threads}.")
         cpus = os.cpu_count() or 1
@@ -210,6 +216,7 @@ class RunConfig:
         ``inputs``, ``labels`` are looked up there first, and ``out`` is taken
         relative to it.
         """
+        check_path_argument("base_dir", base_dir, optional=True)  # 5: pathlib's TypeError
         prefix = f"{source}: " if source else ""
         if not isinstance(data, dict):
             raise ConfigError(
@@ -270,6 +277,8 @@ class RunConfig:
             value = getattr(self, name)
             if value not in (None, {}):
                 out[name] = value
+        if self.model_class != "auto":
+            out["model_class"] = self.model_class
         for name in SECTIONS:
             section = getattr(self, name)
             out[name] = section.to_json() if hasattr(section, "to_json") else asdict(section)
@@ -325,6 +334,7 @@ def resolve_spec(spec: str, base: Path) -> str:
 
 def load_run_config(path: str | Path) -> RunConfig:
     """Read and validate a run config file (YAML or JSON)."""
+    check_path_argument("path", path)  # None or a dict ended in pathlib's TypeError
     path = Path(path)
     return RunConfig.from_dict(
         load_config_file(path), source=str(path), base_dir=path.resolve().parent

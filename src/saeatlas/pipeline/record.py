@@ -65,6 +65,8 @@ def stage_settings(cfg: RunConfig) -> dict[str, dict[str, Any]]:
         "ablation": {"ablation": _section(cfg.ablation)},
         "report": {"report": _section(cfg.report)},
     }
+    if cfg.model_class != "auto":  # recorded only when set: runs made before it stay equal
+        parts["capture"]["model_class"] = cfg.model_class
     return json.loads(json.dumps(parts, sort_keys=True, default=str))
 
 
@@ -81,7 +83,8 @@ def rank_settings(config: RunConfig) -> dict[str, object]:
     and those of the model and inputs but their paths (the capture compares what they
     hold by its fingerprints; another node may see them elsewhere) and `threads`."""
     raw = config.to_dict()
-    out = {f"`{k}`": raw[k] for k in ("layers", "model_args", "inputs_args") if k in raw}
+    keys = ("layers", "model_args", "model_class", "inputs_args")
+    out = {f"`{k}`": raw[k] for k in keys if k in raw}
     for name, section in raw.items():
         if isinstance(section, dict) and name not in ("model_args", "inputs_args"):
             out.update({f"`{name}.{k}`": v for k, v in section.items()})

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .._coordinator import Coordinator, run_ranks
+from .._validation import check_config_argument, check_flag_arguments, check_path_argument, shown
 from ..errors import AtlasError, ConfigError
 from ..store.atomic import atomic_write_bytes, remove_killed_writes
 from ..store.lock import output_lock
@@ -39,15 +40,14 @@ from .record import (
     rank_settings,
     setting_changes,
     stage_complete,
-    stage_has_output,
     stage_record,
     stage_settings,
     stage_stamp,
 )
+from .run_dir import _OUTPUT, EDITED, STAGES, _enabled, _refuse_changed, seed_sae_dirs
 from .stages import (
     StageContext,
     chosen,
-    report_available,
     run_ablation,
     run_analyze,
     run_capture,
@@ -59,11 +59,7 @@ from .stamps import files_edited, source_files
 
 log = logging.getLogger(__name__)
 
-#: The stages, in order.
-STAGES = ("capture", "sweep", "train", "analyze", "ablation", "report")
 RAN, SKIPPED, OFF = "ran", "skipped", "off"
-#: Why a capture runs again (or is refused) when a file it read was edited in place.
-EDITED = "its model, inputs or labels file changed since it ran (or the code they come from)"
 
 
 @dataclass(frozen=True)
@@ -103,19 +99,6 @@ class RunResult:
         return [s.name for s in self.stages if s.status == SKIPPED]
 
 
-def _enabled(name: str, cfg: RunConfig) -> str | None:
-    """None when the stage is on, else why it is off."""
-    if name == "sweep" and not cfg.sweep.enabled:
-        return "`sweep.enabled` is false: the final SAE uses `train`'s own sparsity"
-    if name == "ablation" and not cfg.ablation.enabled:
-        return "`ablation.enabled` is false"
-    if name == "report":
-        if not cfg.report.enabled:
-            return "`report.enabled` is false"
-        return report_available()
-    return None
-
-
 _RUNNERS: dict[str, Callable[[StageContext], str]] = {
     "capture": run_capture,
     "sweep": run_sweep,
@@ -124,16 +107,6 @@ _RUNNERS: dict[str, Callable[[StageContext], str]] = {
     "ablation": run_ablation,
     "report": run_report,
 }
-
-_OUTPUT = {
-    "capture": "store",
-    "sweep": "sweep",
-    "train": "sae",
-    "analyze": "atlas",
-    "ablation": "atlas",
-    "report": "report",
-}
-
 
 #: Stages that every rank of a ``torchrun`` run takes part in; rank 0 alone runs the others.
 ON_EVERY_RANK = ("capture", "sweep", "train", "analyze", "ablation")
@@ -170,6 +143,16 @@ def run_pipeline(
     rank waits for the others where they meet (rank 0's report included) before it
     stops with an error.
     """
+    # a config file's path ended in an AttributeError, a number as `out` in pathlib's
+    # TypeError, `on_stage=5` in a TypeError once the capture had run, and
+    # `overwrite="no"` replaced the outputs of other settings (read by its truth)
+    check_config_argument("config", config, RunConfig, reader="load_run_config")
+    check_path_argument("out", out, optional=True)
+    check_flag_arguments(progress=progress, overwrite=overwrite)
+    if on_stage is not None and not callable(on_stage):
+        raise ConfigError(
+            f"`on_stage` must be a function of a StageOutcome, got {shown(on_stage)}."
+        )
     out = run_dir_path(out)
     if out is None:
         if config.out is None:
@@ -211,9 +194,11 @@ def _run(
     with output_lock(paths.out if main else None, holds_outputs=True):
         coord.check(None)
         # (ranks given other configs ran each stage until its own check stopped them)
-        # and --overwrite: without it rank 0 meets the others once more, to refuse changes
+        # and --overwrite: without it rank 0 meets the others once more, to refuse changes;
+        # and --out: another rank's ran its stages into a folder rank 0 did not check, and
+        # ended in "'B/atlas' does not exist" once rank 0 had skipped every stage
         coord.agree(
-            {**rank_settings(config), "--overwrite": overwrite},
+            {**rank_settings(config), "--overwrite": overwrite, "--out": str(paths.out)},
             "this run",
             "Every rank must run the same config with the same flags: give every rank the "
             "same command line.",
@@ -227,7 +212,7 @@ def _run(
         # ... and no other command writes into it meanwhile: rank 0 holds the locks of
         # every output the stages write until the run ends (else `saeatlas train --out
         # OUT/sae` started while the sweep ran had its SAE replaced by the train stage).
-        seeds = [paths.seed_sae(i) for i in range(1, config.n_trained_seeds + 1)]
+        seeds = seed_sae_dirs(config, paths)
         outputs = (paths.store, paths.sweep, paths.sae, *seeds, paths.atlas)
         with output_lock(*(outputs if main else ())):
             coord.from_main(lambda: check_stage_outputs(paths, seeds, config.sweep.enabled))
@@ -292,48 +277,6 @@ def _holds(path: Path, record: str) -> bool:
         return replace(load_run_config(path), out=".").dumps() == record
     except (AtlasError, OSError):  # unreadable or invalid: the run's own record replaces it
         return False
-
-
-def _refuse_changed(
-    config: RunConfig,
-    paths: RunPaths,
-    state: RunState,
-    prints: dict[str, str],
-    settings: dict[str, dict],
-) -> None:
-    """Raise :class:`ConfigError` when a stage that is on would replace what is in the
-    run directory, which ``overwrite`` alone allows: its output (or an interrupted run
-    of it) made with other settings or, for the capture, from a model, inputs or labels
-    file edited since; or its output replaced since this run wrote it (``saeatlas
-    capture --overwrite`` into the run's store: the user's, not the run's)."""
-    changed = []
-    for name in STAGES:
-        record = stage_record(state, name, paths, settings)
-        if _enabled(name, config) is not None or record is None:
-            continue
-        where = getattr(paths, _OUTPUT[name])
-        changes = setting_changes(record, prints[name], settings[name])
-        if changes is not None:
-            if not stage_has_output(name, paths, config):
-                continue
-            what = "; ".join(changes) or "its settings changed"
-        elif name == "capture" and files_edited(config, record):
-            if not stage_has_output(name, paths, config):
-                continue
-            what = EDITED
-        elif record.get("stamp") is not None and stage_complete(name, paths, config):
-            if record["stamp"] == stage_stamp(name, paths, config):
-                continue
-            what = "replaced since this run wrote it"
-        else:
-            continue
-        changed.append(f"{where} ({name}: {what})")
-    if changed:
-        raise ConfigError(
-            f"'{paths.out}' holds outputs that this run would replace (with the outputs made "
-            f"from them): {'; '.join(changed)}. Pass --overwrite (`overwrite=True`) to "
-            "replace them, or choose another --out to keep both."
-        )
 
 
 def _decide(

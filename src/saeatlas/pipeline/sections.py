@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._validation import check_types
+from .._validation import check_types, non_negative
 from ..errors import ConfigError
 from ..losses import LOSSES
 from ..structure.causal.ablation import MODES as ABLATION_MODES
@@ -117,6 +117,9 @@ class AblationSection:
             raise ConfigError(f"`n_random` must be in [2, {MAX_RANDOM}], got {self.n_random}.")
         if self.batch_size < 1:
             raise ConfigError(f"`batch_size` must be positive, got {self.batch_size}.")
+        # a seed below 0 was called valid by `run --check` and refused by the ablation
+        # after the whole run, as `random_state`
+        non_negative(self, "seed")
 
 
 @dataclass(frozen=True)

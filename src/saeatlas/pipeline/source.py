@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..capture import load_inputs, load_labels, load_model
+from ..capture.input_files import check_label_count
 from ..capture.labels import label_values
 from ..capture.models import call_factory, load_factory
 from ..errors import ConfigError
@@ -39,8 +40,9 @@ def _is_file_spec(spec: str) -> bool:
 
 
 def load_source(cfg: RunConfig) -> Source:
-    """Load the model (with ``model_args``), the inputs and the labels of ``cfg``."""
-    loaded = load_model(cfg.model, cfg.model_args or None)
+    """Load the model (with ``model_args``, as ``model_class``), the inputs and the labels
+    of ``cfg``."""
+    loaded = load_model(cfg.model, cfg.model_args or None, model_class=cfg.model_class)
     labels = None
     if _is_file_spec(cfg.inputs):
         if cfg.inputs_args:
@@ -59,6 +61,8 @@ def load_source(cfg: RunConfig) -> Source:
             )
         if _is_file_spec(cfg.labels):
             labels = load_labels(cfg.labels)
+            if _is_file_spec(cfg.inputs):
+                check_label_count(cfg.inputs, inputs, cfg.labels, labels)
         else:
             labels = call_factory(load_factory(cfg.labels), cfg.labels)
             if labels is None:  # the run went on without labels, without a word

@@ -219,7 +219,13 @@ def run_train(ctx: StageContext) -> str:
             resume = ctx.resume and (out / CHECKPOINT).exists()
             train_sae(store, c, out, overwrite=not resume, resume=resume, progress=ctx.progress)
     else:
-        train_family(store, [c for c, _ in todo], [o for _, o in todo], progress=ctx.progress)
+        train_family(
+            store,
+            [c for c, _ in todo],
+            [o for _, o in todo],
+            overwrite=True,
+            progress=ctx.progress,
+        )
     trained = f"trained {len(todo)} SAE(s)"
     return f"{note}; {trained}" if note else trained
 

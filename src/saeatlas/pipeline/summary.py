@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..structure import Atlas
+from ..structure.atlas import check_atlas_argument
 
 
 def module_summary(atlas: Atlas) -> pd.DataFrame:
@@ -13,6 +14,7 @@ def module_summary(atlas: Atlas) -> pd.DataFrame:
     order), ``n_units``, ``n_features``, ``z``, ``p``, ``significant``, ``stability``,
     ``ablation_effect``, ``ablation_p``, ``ablation_q``, ``preferred_label``, ``selectivity``; NaN or
     None where the atlas has no such figure (no stability runs, no ablation, no labels)."""
+    check_atlas_argument(atlas)  # its directory ended in an AttributeError
     m = atlas.modules
     layers = list(atlas.summary.get("layers", []))
     counts = (

@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..structure.atlas import Atlas, AtlasFileError, atlas_path
 from ..structure.atlas_columns import check_required
 from ..structure.atlas_tables import REANALYSE
+from ..sweep.pareto import check_recorded
 from ..sweep.sweep import SWEEP_JSON, UNSTABLE, SweepPoint, member_dir
 from ..train.trainer import METRICS
 from .sae_facts import recorded_path, sae_recorded, sae_unread
@@ -297,6 +298,14 @@ def _read_sweep(path: Path, sae_path: str | None, *, strict: bool) -> SweepInfo 
         )
         if not 0 <= info.recommended < len(points):
             raise ValueError(f"recommended index {info.recommended} outside the points")
+        check_recorded(
+            [p.value for p in points],
+            [p.l0 for p in points],
+            [p.fvu for p in points],
+            [p.on_front for p in points],
+            info.recommended,
+            info.rule,
+        )
     except (OSError, ValueError, KeyError, TypeError) as e:
         if strict:
             raise ConfigError(

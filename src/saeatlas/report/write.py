@@ -21,7 +21,8 @@ from ..store.atomic import (
     resolve,
     through_link,
 )
-from ..store.lock import check_writable, name_limit, output_lock
+from ..store.lock import check_writable, output_lock
+from ..store.output_names import name_limit
 from ..structure.atlas_format import is_figure
 from . import effects, figures, maps, plots
 from .cards import module_cards

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .._validation import check_types, choice, non_negative, positive
+from .._validation import check_types, choice, non_negative, positive, strict_json
 from ..errors import ConfigError, StoreError
 from ..store import LayerSpec
+from ..store.atomic import json_text
 from ..store.manifest import validate_layers
 from .architectures import ARCHITECTURES, get_architecture
 
@@ -93,4 +93,17 @@ class SAEConfig:
         return cls(**kwargs)
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=2) + "\n"
+        """``cfg.json``'s text (:func:`~saeatlas.store.atomic.json_text`: NumPy numbers as
+        the numbers they hold, NaN as null). A `metadata` that JSON cannot hold, or that
+        would hold a key twice (1 and "1"), is refused: ``save`` ended in json's TypeError,
+        or wrote a cfg.json that every reader refused."""
+        try:
+            text = json_text(self.to_json())
+            strict_json(text)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(
+                f"The SAE's config cannot be written as cfg.json: {e}. Its `metadata` may hold "
+                "only JSON values (text, numbers, true/false, null, lists, and dicts of text "
+                "keys)."
+            ) from None
+        return text

@@ -12,6 +12,8 @@ from ..errors import AtlasError
 
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
+#: The file that marks a sweep's folder (:mod:`saeatlas.sweep`).
+SWEEP_JSON = "sweep.json"
 #: The weights file of a sparsify SAE (:mod:`.sparsify_format`).
 SPARSIFY_WEIGHTS = "sae.safetensors"
 #: What an SAE directory may hold besides ``cfg.json`` and the weights.
@@ -41,6 +43,9 @@ def sae_folder_hint(path: Path) -> str:
             f" It is an SAE directory of saeatlas or SAELens ({WEIGHTS}): use it as it is "
             "(--sae), or convert a SAELens one with `saeatlas import-saelens`."
         )
+    sweep = _sweep_hint(path)  # was told to train one, or that its seeds were its layers
+    if sweep:
+        return sweep
     if sparsify and not inner:  # `import-saelens` of one was told it lacks SAELens's files
         return (
             f" It is {'a sparsify SAE' if sparsify[0] == path else 'a sparsify run'} "
@@ -53,3 +58,27 @@ def sae_folder_hint(path: Path) -> str:
         f" It is a folder of {len(inner)} SAE directories ({names}), one per layer or hook: "
         f"give one of them ('{path / inner[0]}')."
     )
+
+
+def _sweep_hint(path: Path) -> str:
+    """For a sweep (``SWEEP/sweep.json``) or one of its members (``SWEEP/k-8``, an SAE per
+    seed) given where one SAE goes: a sentence naming an SAE of it; else ``""``."""
+    if (path / SWEEP_JSON).is_file():
+        members = sorted(
+            p.parent for p in path.glob(f"*/*/{CFG}") if (p.parent / WEIGHTS).is_file()
+        )
+        example = f", such as '{members[0]}'" if members else ""
+        return (
+            f" It is a sweep ({SWEEP_JSON}): give the SAE directory of one of its members"
+            f"{example} (its table in {SWEEP_JSON} recommends one)."
+        )
+    if (path.parent / SWEEP_JSON).is_file():
+        seeds = sorted(
+            p.name for p in path.iterdir() if (p / CFG).is_file() and (p / WEIGHTS).is_file()
+        )
+        if seeds:
+            return (
+                f" It is a member of the sweep '{path.parent}', one SAE per seed ({', '.join(seeds)}): "
+                f"give one of them ('{path / seeds[0]}')."
+            )
+    return ""

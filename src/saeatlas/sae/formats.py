@@ -82,7 +82,7 @@ def weight_shapes(c: SAEConfig) -> dict[str, tuple[int, ...]]:
 
 
 def checked_weights(
-    file: Path,
+    where: str,
     tensors: Weights,
     shapes: dict[str, tuple[int, ...]],
     ignored: tuple[str, ...] = (),
@@ -94,23 +94,36 @@ def checked_weights(
     ``ignored`` (SAELens and sparsify load strictly too: a ``threshold`` beside a
     ``topk`` config says the config does not describe the weights). Finite means finite
     as float32 and as ``dtype``, the SAE's: a float64 value beyond float32's range, or a
-    float32 one beyond float16's in an SAE of `dtype` float16, would load as Inf."""
+    float32 one beyond float16's in an SAE of `dtype` float16, would load as Inf.
+    ``where`` names the weights in messages (``"'SAE/sae_weights.safetensors'"``): the
+    readers of every format check them here, and so do ``from_weights`` and ``save``
+    (a NaN weight was saved into an SAE that no reader accepts, and a missing one ended
+    ``from_weights`` in a KeyError)."""
+    if not isinstance(tensors, dict):
+        raise SAEFileError(
+            f"{where} must be a dict of tensors by name, got {type(tensors).__name__}."
+        )
     extra = sorted(set(tensors) - set(shapes) - set(ignored))
     if extra:
         raise SAEFileError(
-            f"'{file}' holds tensors {extra[:5]} that its config does not use (it needs "
+            f"{where} holds tensors {extra[:5]} that its config does not use (it needs "
             f"{sorted(shapes)}): the config does not describe these weights. Check its "
             "`architecture`, or drop those tensors."
         )
     out = {}
     for name, shape in shapes.items():
         t = tensors.get(name)
+        if t is not None and not isinstance(t, torch.Tensor):  # copy_ ended in a TypeError
+            raise SAEFileError(
+                f"{where}: `{name}` is a {type(t).__name__}, not a torch tensor; convert it "
+                "with torch.as_tensor."
+            )
         got = "missing" if t is None else tuple(t.shape)
         if got != shape:
-            raise SAEFileError(f"'{file}': `{name}` is {got}, expected {shape}.")
+            raise SAEFileError(f"{where}: `{name}` is {got}, expected {shape}.")
         if not t.is_floating_point():
             raise SAEFileError(
-                f"'{file}': `{name}` has dtype {str(t.dtype).replace('torch.', '')}; "
+                f"{where}: `{name}` has dtype {str(t.dtype).replace('torch.', '')}; "
                 "SAE weights must be floats."
             )
         t32 = t.float()  # float64 beyond float32's range turns Inf here, so check after
@@ -118,14 +131,14 @@ def checked_weights(
             bad = int((~torch.isfinite(t32)).sum())
             beyond = bool(torch.isfinite(t).all())
             raise SAEFileError(
-                f"'{file}': `{name}` has {bad} "
+                f"{where}: `{name}` has {bad} "
                 + ("values beyond float32's range" if beyond else "NaN/Inf values")
                 + "; the SAE is broken. Train it again."
             )
         held = t32.to(getattr(torch, dtype))
         if not bool(torch.isfinite(held).all()):  # loaded as Inf without a word
             raise SAEFileError(
-                f"'{file}': `{name}` has {int((~torch.isfinite(held)).sum())} values beyond "
+                f"{where}: `{name}` has {int((~torch.isfinite(held)).sum())} values beyond "
                 f"the range of {dtype}, the `dtype` its cfg.json computes in (they would be "
                 "Inf). Set `dtype` to 'float32' in cfg.json, or check the weights."
             )
@@ -246,7 +259,7 @@ def read_saelens(path: str | Path) -> tuple[SAEConfig, Weights]:
     # loader refuses) was taken for ones
     shapes = weight_shapes(ours)
     extra = {"scaling_factor": (ours.d_sae,)} if "scaling_factor" in tensors else {}
-    weights = checked_weights(path / WEIGHTS, tensors, shapes | extra, dtype=ours.dtype)
+    weights = checked_weights(f"'{path / WEIGHTS}'", tensors, shapes | extra, dtype=ours.dtype)
     if extra and not bool((weights.pop("scaling_factor") == 1).all()):
         raise SAEFileError(
             f"'{path / WEIGHTS}' has a `scaling_factor` other than 1 (SAELens's "

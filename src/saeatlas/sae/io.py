@@ -77,6 +77,11 @@ def write_sae(
     check_path_argument("path", path)
     check_flag_argument("overwrite", overwrite)
     path = Path(path)
+    # what every reader checks, before anything is written: NaN weights were saved into an
+    # SAE that no reader accepts (so was a metadata key given twice, 1 and "1")
+    checked_weights(f"The SAE to save to '{path}'", weights, weight_shapes(cfg), dtype=cfg.dtype)
+    cfg.dumps()
+    _check_extras(files or {}, keep)
     with output_lock(path):
         check_sae_out(path, overwrite=overwrite, resume=False)  # never replaces others' files
         with replacing_dir(path) as new:
@@ -87,6 +92,25 @@ def write_sae(
                 if (path / name).exists():
                     os.replace(path / name, new / name)
     return path
+
+
+def _check_extras(files: dict[str, bytes], keep: tuple[str, ...]) -> None:
+    """``files`` and ``keep`` name only what an SAE directory may hold besides its own two
+    files (:data:`SAE_EXTRAS`), and ``files`` holds bytes: `cfg.json` was replaced by the
+    bytes given, '../x' was written beside the SAE, another name made a directory that
+    the next save refused as not an SAE's, and text ended in a TypeError."""
+    if not isinstance(files, dict) or not isinstance(keep, (tuple, list)):
+        raise ConfigError("`files` must be a dict of name -> bytes, and `keep` a tuple of names.")
+    for name in [*files, *keep]:
+        if name not in SAE_EXTRAS:
+            raise ConfigError(
+                f"`files` and `keep` name what an SAE directory holds besides {CFG} and "
+                f"{WEIGHTS} (which save writes itself): one of {list(SAE_EXTRAS)}, got "
+                f"{name!r}."
+            )
+    for name, data in files.items():
+        if not isinstance(data, bytes):
+            raise ConfigError(f"`files[{name!r}]` must be bytes, got {type(data).__name__}.")
 
 
 def _write_files(cfg: SAEConfig, weights: Weights, path: Path) -> None:
@@ -162,4 +186,4 @@ def _read_files(path: Path) -> tuple[SAEConfig, Weights]:
     except (TypeError, KeyError, ValueError, AtlasError) as e:
         raise SAEFileError(f"'{path / CFG}' is not a valid SAE config: {e}") from None
     tensors = read_tensors(path / WEIGHTS)
-    return cfg, checked_weights(path / WEIGHTS, tensors, weight_shapes(cfg), dtype=cfg.dtype)
+    return cfg, checked_weights(f"'{path / WEIGHTS}'", tensors, weight_shapes(cfg), dtype=cfg.dtype)

@@ -26,12 +26,12 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .._validation import check_device
+from .._validation import check_config_argument, check_device
 from ..errors import ConfigError, ShapeError
 from ..store import ActivationStore, LayerSpec
 from .architectures import get_architecture
 from .config import SAEConfig
-from .formats import saelens_hook_name
+from .formats import checked_weights, saelens_hook_name, weight_shapes
 from .io import read_sae, write_sae
 
 
@@ -60,6 +60,13 @@ class SparseAutoencoder(nn.Module):
     """
 
     def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None) -> None:
+        # a path, a dict or a seed ended in an AttributeError or torch's TypeError
+        check_config_argument("cfg", cfg, SAEConfig)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ConfigError(
+                f"`generator` must be a torch.Generator (or None), got "
+                f"{type(generator).__name__}: pass torch.Generator().manual_seed(seed)."
+            )
         super().__init__()
         self.cfg = cfg
         dtype = getattr(torch, cfg.dtype)
@@ -157,16 +164,14 @@ class SparseAutoencoder(nn.Module):
     @torch.no_grad()
     def from_weights(cls, cfg: SAEConfig, weights: dict[str, torch.Tensor]) -> SparseAutoencoder:
         """The SAE of config ``cfg`` holding ``weights`` (as :meth:`weights` gives them),
-        in eval mode."""
+        in eval mode. They are checked as the files of an SAE are: each weight there, of
+        its shape (``copy_`` would broadcast a [1] or a [] silently), a float tensor and
+        finite (a missing one ended in a KeyError, a NumPy array in a TypeError, and a
+        NaN or an integer weight was taken)."""
         sae = cls(cfg)
+        weights = checked_weights("The weights given", weights, weight_shapes(cfg), dtype=cfg.dtype)
         for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-            param, given = getattr(sae, name), weights[name]
-            if given.shape != param.shape:  # copy_ would broadcast a [1] or a [] silently
-                raise ShapeError(
-                    f"`{name}` is {tuple(given.shape)}, but the config implies "
-                    f"{tuple(param.shape)}."
-                )
-            param.copy_(given)
+            getattr(sae, name).copy_(weights[name])
         sae.arch.load_weights(sae, weights)
         return sae.eval()
 
@@ -298,7 +303,7 @@ def _renamed_npy_hint(sae: SparseAutoencoder, store: ActivationStore) -> str:
     path = Path(store.path)
     mine, theirs = sae.cfg.layers, store.layers
     if not (
-        path.suffix == ".npy"
+        path.suffix.lower() == ".npy"
         and len(mine) == len(theirs) == 1
         and theirs[0].name == path.stem
         and mine[0].n_units == theirs[0].n_units

@@ -171,7 +171,7 @@ def read_sparsify(path: str | Path) -> tuple[SAEConfig, Weights]:
             f"these weights. Set `num_latents` to {d_sae}."
         )
     tensors = checked_weights(
-        path / SPARSIFY_WEIGHTS,
+        f"'{path / SPARSIFY_WEIGHTS}'",
         tensors,
         {
             "encoder.weight": (d_sae, d_in),

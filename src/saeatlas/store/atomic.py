@@ -96,11 +96,17 @@ def check_replaceable(path: str | os.PathLike) -> None:
         return
     if stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode):
         return
-    kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else None
     raise ConfigError(
-        f"'{path}' is {kind or 'a device'}, not a file: saeatlas writes a file by replacing "
+        f"'{path}' is {special_kind(mode)}, not a file: saeatlas writes a file by replacing "
         "what is at its path. Give the path of a file (to discard the output, a file in a "
         "temporary folder)."
+    )
+
+
+def special_kind(mode: int) -> str:
+    """What a path of ``mode`` that is no file, folder or link is, in words."""
+    return (
+        "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,8 +120,7 @@ def row_parts(
     its blocks side by side) with ``n_units`` columns in all, checked against their
     metadata columns ``meta``, one value per row each. A NumPy array is one block (it was
     taken for a list of blocks, one per row: "Rows have shapes [(3,), (3,) ...]")."""
-    parts = [x] if isinstance(x, (torch.Tensor, np.ndarray)) else list(x)
-    parts = [torch.from_numpy(p) if isinstance(p, np.ndarray) else p for p in parts]
+    parts = [_block(p) for p in ([x] if isinstance(x, (torch.Tensor, np.ndarray)) else list(x))]
     n_rows = parts[0].shape[0] if parts else 0
     if (
         not parts
@@ -147,6 +147,29 @@ def row_parts(
             "given with them; give each column one value per row (a 1-D array)."
         )
     return parts
+
+
+def _block(p: Any) -> torch.Tensor:
+    """One column block as a dense tensor of real numbers: a sparse one ended the write in
+    torch's "Could not run 'aten::as_strided'" (it is the values it stands for, as a
+    capture stores a layer's), one on the meta device (no values) in another error of
+    torch's, and a complex one was stored as its real part, with only torch's warning."""
+    kind = p.dtype.kind if isinstance(p, np.ndarray) else None
+    if kind is not None and kind in "biuf":
+        p = torch.from_numpy(p)
+    if not isinstance(p, torch.Tensor) or p.is_meta or p.is_complex():
+        what = (
+            f"an array of {p.dtype}"
+            if kind is not None
+            else f"a tensor of {p.dtype} on {p.device}"
+            if isinstance(p, torch.Tensor)
+            else f"a {type(p).__name__}"
+        )
+        raise StoreError(
+            f"Rows given to the store writer must be tensors or arrays of real numbers "
+            f"([rows, units], or their column blocks), got {what}."
+        )
+    return p.to_dense() if p.layout != torch.strided else p
 
 
 def copy_rows(dest: torch.Tensor, parts: Sequence[torch.Tensor], start: int) -> None:

@@ -7,17 +7,37 @@ replacing: :func:`.partial.prepare_partial`); and giving it back after a failure
 from __future__ import annotations
 
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
 from .atomic import refuse_current_folder
-from .lock import acquire, release
+from .lock import LockError, acquire, lock_path, release
 from .manifest import MANIFEST
 from .merge import recover_store
 from .partial import prepare_partial, progress_files
 from .resume import finished_job
+
+#: The writers of this process that have not finished or been aborted: (the store's lock
+#: file, rank, thread). The lock is re-entrant within a thread, so a second writer of one
+#: store there wrote into the first's partial directory, and the store one of them then
+#: completed held the other's shards (or replaced its rows without `overwrite`).
+OPEN_WRITERS: set[tuple[Path, int, int]] = set()
+
+
+def writer_key(path: Path, rank: int) -> tuple[Path, int, int]:
+    """The key in :data:`OPEN_WRITERS` of a writer of rank ``rank`` of the store ``path``
+    in this thread; :class:`~.lock.LockError` while such a writer is open."""
+    key = (lock_path(path), rank, threading.get_ident())
+    if key in OPEN_WRITERS:
+        raise LockError(
+            f"'{path}' is being written by another StoreWriter of this thread, not closed "
+            "yet; call its close() (or abort()) before opening another, or choose another "
+            "output."
+        )
+    return key
 
 
 @dataclass(frozen=True)

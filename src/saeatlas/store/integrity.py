@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ChecksumError, ConfigError, StoreError
-from .manifest import ROWS, Manifest, file_sha256
+from .manifest import ROWS, Manifest, check_readable, file_sha256
 from .requests import row_columns
 from .sources import ShardSource, check_not_replaced
 from .stats import RunningMoments
@@ -40,6 +40,9 @@ def read_rows_table(
     # `row` is read too, to check the order others take the columns in
     wanted = list(dict.fromkeys([*columns, "row"])) if columns else None
     try:
+        check_readable(path / ROWS)
+        if (path / ROWS).is_dir():  # pyarrow reads a folder as a data set: "holds 0 rows"
+            raise IsADirectoryError(f"'{ROWS}' is a folder, not a Parquet file")
         table = pq.read_table(path / ROWS, columns=wanted)
     except (OSError, pa.ArrowInvalid) as e:
         _check_columns(path / ROWS, wanted)  # an unknown name was called an unreadable file
@@ -64,7 +67,13 @@ def read_rows_table(
             f"{got[:16]}…, the manifest says {sha256[:16]}… (it was edited, or copied from "
             "another store). Restore it, or recapture the store."
         )
-    return table.select(list(columns)) if columns else table
+    table = table.select(list(columns)) if columns else table
+    # float16 labels, as a capture stored them before it widened them: pandas cannot index
+    # them, and the analysis's label profiles ended in "float16 indexes are not supported"
+    for i, f in enumerate(table.schema):
+        if pa.types.is_float16(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.float32()))
+    return table
 
 
 def _check_columns(rows: Path, wanted: list[str] | None) -> None:

@@ -18,7 +18,6 @@ import fcntl
 import os
 import re
 import stat
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,14 +26,11 @@ from pathlib import Path
 from ..errors import AtlasError
 from .atomic import resolve, through_link
 from .manifest import MANIFEST, ROWS
+from .output_names import OutputError, check_name_length, probe_file_folder
 
 
 class LockError(AtlasError):
     """Another process is writing the same output."""
-
-
-class OutputError(AtlasError):
-    """An output cannot be written there (not a directory, no permission)."""
 
 
 #: resolved output path -> [fd, depth, owning thread, folders made for the lock file]
@@ -66,7 +62,7 @@ def check_writable(
     is written into (a report's page, which may lie in its atlas or beside other
     outputs), not an output: its name is not checked and it may hold outputs, but it
     may not be (or lie in) an output other than one this thread holds the lock of, and
-    a file is made and removed there first (:func:`_probe_file_folder`)."""
+    a file is made and removed there first (:func:`~.output_names.probe_file_folder`)."""
     if not for_file and os.fspath(path) == "-":
         raise OutputError(
             "The output '-' is not standard output: saeatlas writes its outputs as "
@@ -90,7 +86,7 @@ def check_writable(
         # atlas's, by the next analysis): no page is written into such a folder
         _check_working_name(path, ours=False)
     else:
-        _check_name_length(path)
+        check_name_length(path)
         _check_working_name(path)
         _check_nesting(path, holds_outputs)
     if path.exists() and not os.access(path, os.W_OK | os.X_OK):
@@ -108,7 +104,7 @@ def check_writable(
             "another output."
         )
     if for_file:
-        _probe_file_folder(path)
+        probe_file_folder(path)
 
 
 def _check_file_folder(path: Path) -> None:
@@ -124,59 +120,6 @@ def _check_file_folder(path: Path) -> None:
                 f"'{path}' {where} {what} '{outer}', which must hold only its own files; "
                 "write the file elsewhere."
             )
-
-
-def _probe_file_folder(path: Path) -> None:
-    """Make a file in ``path`` (and the folders to it) and remove them again: a folder
-    that cannot really hold one (``/proc/x``, a link to one, a read-only mount) passed
-    the checks of :func:`check_writable` and failed only after the work."""
-    real = resolve(os.path.abspath(path))
-    made = [d for d in (real, *real.parents) if not d.exists()]
-    try:
-        real.mkdir(parents=True, exist_ok=True)
-        # a file without a name where the system has them (O_TMPFILE): a named one that a
-        # kill left between its making and its removal stayed in the folder, an atlas's
-        # too, whose next `analyze --overwrite` refused the file as none of the atlas's
-        with tempfile.TemporaryFile(dir=real):
-            pass
-    except OSError as e:
-        named = f"'{path}'" if real == Path(os.path.abspath(path)) else f"'{path}' ('{real}')"
-        raise OutputError(
-            f"Cannot write a file into {named}: {e.strerror or e}. Choose another folder."
-        ) from None
-    finally:
-        for d in made:  # deepest first; the writer makes them again
-            try:
-                d.rmdir()
-            except OSError:
-                break
-
-
-def name_limit(path: str | os.PathLike) -> int:
-    """The longest file name (bytes) the filesystem of ``path``'s nearest existing folder
-    allows (255 where it does not say)."""
-    folder = Path(os.path.abspath(path)).parent
-    while not folder.exists():
-        folder = folder.parent
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return 255
-
-
-def _check_name_length(path: Path) -> None:
-    """Refuse a name too long for the ``.NAME.partial`` an output is written into (the
-    longest name saeatlas gives it): a capture or training ran to its end and then
-    failed with 'File name too long', losing the work."""
-    name = Path(os.path.abspath(path)).name
-    limit = name_limit(path)
-    extra = len(".") + len(".partial")
-    if len(name.encode()) + extra > limit:
-        raise OutputError(
-            f"The name of the output '{path}' is {len(name.encode())} bytes long; saeatlas "
-            f"writes it as '.NAME.partial' first, which this filesystem allows up to {limit} "
-            f"bytes. Choose a name of at most {limit - extra} bytes."
-        )
 
 
 def _check_working_name(path: Path, *, ours: bool = True) -> None:
@@ -229,12 +172,25 @@ def _check_nesting(path: Path, holds_outputs: bool) -> None:
     seed = re.fullmatch(r"(.+)-seed\d+", real.name)
     seed_of_sae = seed is not None and output_kind(real.parent / seed[1]) == "the SAE"
     for outer in () if seed_of_sae else real.parents:
-        what = output_kind(outer)
-        if what is not None and _written_here(outer) is None:
+        # one written as `.OUTER.partial` replaces the folder whole when it is put in
+        # place: `OUTER/b` went with it, and an SAE trained into `SWEEP/mine` while that
+        # sweep ran was deleted when it finished
+        partial = (outer.parent / f".{outer.name}.partial").is_dir()
+        what = output_kind(outer) or ("the output being written" if partial else None)
+        if what is None or _written_here(outer) is not None:
+            continue
+        if partial:
+            who = _other_writer(outer)
             raise OutputError(
-                f"'{path}' is inside {what} '{outer}', which must hold only its own files; "
-                "choose an output outside it."
+                f"'{path}' is inside the output being written '{outer}'"
+                + (f", which {who} is writing" if who is not None else "")
+                + ": it would be replaced when that output is put in place. Wait for it to "
+                "finish, or choose an output outside it."
             )
+        raise OutputError(
+            f"'{path}' is inside {what} '{outer}', which must hold only its own files; "
+            "choose an output outside it."
+        )
     if holds_outputs or not real.is_dir() or output_kind(real) is not None:
         return
     try:
@@ -252,6 +208,28 @@ def _check_nesting(path: Path, holds_outputs: bool) -> None:
                 f"'{path}' holds {output_kind(inner)} '{inner}', which writing '{path}' "
                 "would replace or be refused by; move it away or choose another output."
             )
+
+
+def _other_writer(directory: Path) -> str | None:
+    """Who else holds the lock of the output ``directory`` (``"process 1234"``), or None.
+    The lock is tried shared and let go at once, so it is never held for longer."""
+    entry = _held.get(_key(directory))
+    if entry is not None:
+        return None if entry[2] == threading.get_ident() else "another thread of this process"
+    try:
+        fd = os.open(lock_path(directory), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:  # no lock file: nobody writes it
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return f"process {other}" if other.isdigit() else "another process"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _written_here(directory: Path) -> Path | None:
@@ -304,8 +282,7 @@ def _open_and_lock(file: Path, path: Path) -> int:
         for attempt in range(3):  # another writer may remove the folder it made (release)
             file.parent.mkdir(parents=True, exist_ok=True)
             try:
-                # not through a link: the pid written into the file would replace its
-                # target's bytes
+                # not through a link: the pid written would replace its target's bytes
                 fd = os.open(file, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
                 break
             except FileNotFoundError:

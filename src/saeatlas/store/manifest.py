@@ -6,7 +6,9 @@ The manifest is written last; a directory without one is an incomplete store.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -16,6 +18,7 @@ import numpy as np
 
 from .._validation import known_keys, shown, strict_json
 from ..errors import StoreError
+from .atomic import special_kind
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -212,6 +215,7 @@ class Manifest:
         try:
             # a key given twice was read last-wins; a number of 5000 digits (ValueError)
             # and [[[[...]]]] nested past Python's stack ended in a traceback
+            check_readable(path)
             d = strict_json(Path(path).read_text(), MANIFEST)
         except ValueError as e:  # bad JSON or UTF-8, as well
             raise StoreError(f"'{path}' is not valid JSON ({e}); the store is corrupt.") from None
@@ -220,8 +224,23 @@ class Manifest:
         return cls.from_json(d, where=str(path))
 
 
+def check_readable(path: Path) -> None:
+    """Refuse a named pipe, a socket or a device at the store file ``path``: reading one
+    waited for a writer forever (`info` of a store whose shard was a named pipe hung)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise StoreError(
+            f"'{path}' is {special_kind(mode)}, not a file, and reading it would wait for a "
+            "writer; restore the file, or recapture the store."
+        )
+
+
 def file_sha256(path: Path) -> str:
     """The sha256 of the file at ``path``, read in 1 MiB blocks."""
+    check_readable(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):

@@ -29,7 +29,7 @@ from .atomic import (
     swap_in,
 )
 from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, ShardInfo, file_sha256
-from .partial import PARTS, part_name, progress_files
+from .partial import PARTS, part_name, progress_files, refuse_foreign
 from .stats import RunningMoments
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ def complete_store(
         raise StoreError(
             "The capture produced no rows (every row was padding or was skipped for NaN/Inf)."
         )
+    refuse_foreign(path, since=True)  # before the work's files are joined: it may resume
     atomic_write(work / ROWS, lambda tmp: _join_rows(tmp, work, parts, world))
     manifest = Manifest(
         n_rows=n_rows,

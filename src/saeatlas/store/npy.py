@@ -17,7 +17,7 @@ import torch
 
 from .._validation import strict_json
 from ..errors import ConfigError, NonFiniteError, StoreError
-from .manifest import LayerSpec, validate_layers
+from .manifest import LayerSpec, check_readable, validate_layers
 from .sources import ArraySource, check_finite
 from .stats import RunningMoments
 
@@ -173,6 +173,7 @@ def _npy_layers(path: Path, n_units: int) -> tuple[LayerSpec, ...]:
                 'for example [{"name": "layer1", "start": 0, "stop": 64}, ...]'
             )
             try:  # a key given twice was read last-wins, [[[...]]] in a RecursionError
+                check_readable(candidate)
                 entries = strict_json(candidate.read_text(encoding="utf-8"), candidate.name)
             except (ValueError, OSError) as e:  # not JSON, not UTF-8, a directory
                 raise StoreError(f"{expected} ({e}).") from None

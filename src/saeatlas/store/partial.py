@@ -67,6 +67,27 @@ def is_store_file(x: Path) -> bool:
     )
 
 
+def refuse_foreign(path: Path, *, since: bool = False) -> None:
+    """Refuse the store ``path`` when it is a folder holding other files than a store's;
+    ``since``: checked again just before the capture puts its store there, which replaced
+    the folder whole: another output written into it while the capture ran (a store in
+    ``path/b``), or files copied there, were deleted without a word."""
+    foreign = (
+        sorted(x.name for x in path.iterdir() if not is_store_file(x)) if path.is_dir() else []
+    )
+    if foreign and since:
+        raise StoreError(
+            f"'{path}' now holds other files ({foreign[:3]}), put there while this capture "
+            "ran, which putting the store there would delete. Move them away, then finish "
+            "with `saeatlas capture ... --resume` (`resume=True`): every row captured is kept."
+        )
+    if foreign:
+        raise StoreError(
+            f"'{path}' is not a saeatlas store: it holds other files ({foreign[:3]}); "
+            "choose an empty or new --out."
+        )
+
+
 def prepare_partial(
     path: Path, work: Path, world: int, *, resume: bool, overwrite: bool, finished: bool = False
 ) -> bool:
@@ -76,13 +97,7 @@ def prepare_partial(
     False when ``work`` was made empty for a new one. Call
     :func:`~saeatlas.store.merge.recover_store` first; ``finished``: it put in place
     the store of a capture a kill stopped before its swap."""
-    if path.is_dir():
-        foreign = sorted(x.name for x in path.iterdir() if not is_store_file(x))
-        if foreign:
-            raise StoreError(
-                f"'{path}' is not a saeatlas store: it holds other files ({foreign[:3]}); "
-                "choose an empty or new --out."
-            )
+    refuse_foreign(path)
     found = progress_files(work)
     mine = {progress_name(r, world) for r in range(world)}
     has_progress = bool(found)
@@ -179,7 +194,8 @@ def check_committed(
         if problem is None:
             moments.update(x)  # block by block, as the commit merged it
             try:
-                n, digest = pq.read_metadata(part).num_rows, file_sha256(part)
+                digest = file_sha256(part)  # first: it refuses a named pipe, which would hang
+                n = pq.read_metadata(part).num_rows
             except (OSError, pa.ArrowException):
                 n, digest = None, None
             if n != info.rows:

@@ -21,7 +21,7 @@ import torch
 
 from .._validation import check_json_argument, shown
 from ..errors import ConfigError, StoreError
-from .manifest import LayerSpec, provenance_fault
+from .manifest import LayerSpec, provenance_fault, validate_layers
 from .shards import STORE_DTYPES
 
 #: The dtypes a store reads as, by the names a caller may give them (torch's, as text).
@@ -58,15 +58,18 @@ def read_dtype(value: Any) -> torch.dtype | None:
     return READ_DTYPES[name]
 
 
-def whole_number(name: str, value: Any, *, low: int = 0) -> int:
-    """``value`` (the argument ``name``) as an int of at least ``low``: a float, text or
-    bool is refused, not cut (``1.5``), compared (``"1"``) or read as 1 (``True``)."""
+def whole_number(name: str, value: Any, *, low: int = 0, high: int | None = None) -> int:
+    """``value`` (the argument ``name``) as an int of at least ``low`` (and at most
+    ``high``): a float, text or bool is refused, not cut (``1.5``), compared (``"1"``) or
+    read as 1 (``True``)."""
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
         value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
         raise ConfigError(f"`{name}` must be a whole number, got {shown(value)}.")
     if value < low:
         raise ConfigError(f"`{name}` must be >= {low}, got {value}.")
+    if high is not None and value > high:
+        raise ConfigError(f"`{name}` must be <= {high}, got {shown(value)}.")
     return int(value)
 
 
@@ -174,3 +177,44 @@ def writer_arguments(
     if fault:
         raise ConfigError(f"The store writer would record {fault}; no reader takes that.")
     return shard_rows, rank, world
+
+
+def started_layers(
+    layers: Any, before: tuple[LayerSpec, ...] | None, path: Path, *, resumed: bool
+) -> tuple[tuple[LayerSpec, ...], int]:
+    """The layers given to :meth:`.writer.StoreWriter.start` and their number of units,
+    checked, and the same as ``before``, those the interrupted capture of ``path``
+    recorded (``resumed``) or an earlier ``start`` was given."""
+    layers = tuple(layers)
+    if not layers or not all(isinstance(x, LayerSpec) for x in layers):  # dicts: a traceback
+        raise ConfigError(
+            f"`layers` must be one or more LayerSpec(name, start, stop), got {shown(layers)}."
+        )
+    n_units = layers[-1].stop
+    validate_layers(layers, n_units)
+    if before is not None:
+        old = [(l.name, l.start, l.stop) for l in before]
+        new = [(l.name, l.start, l.stop) for l in layers]
+        if old != new and not resumed:  # was told of an "interrupted capture" and --resume
+            raise StoreError(
+                f"start() was called already on this writer of '{path}', with layers {old}; "
+                f"this call gives {new}. A store has one set of layers: call start() once."
+            )
+        if old != new:
+            raise StoreError(
+                f"The interrupted capture in '{path}' recorded layers {old}, this run "
+                f"gives {new}. Resume with the same model and --layers, or use --overwrite."
+            )
+    return layers, n_units
+
+
+def check_open(closed: bool, path: Path) -> None:
+    """Refuse rows (or layers) for a writer of ``path`` that is ``closed``: once its
+    ``finish``, ``close`` or ``abort`` was called they were taken into the buffer of a
+    writer that writes nothing more, and lost without a word."""
+    if closed:
+        raise StoreError(
+            f"This StoreWriter of '{path}' is closed (finished or aborted): rows added now "
+            "would be stored nowhere. Add every row before close(); open a new StoreWriter "
+            "(with `resume=True` after an abort) to write more."
+        )

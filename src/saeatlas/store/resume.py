@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import StoreError
 from .manifest import MANIFEST, Manifest
 from .partial import check_committed, drop_uncommitted, progress_files, progress_name
 from .progress import Progress, check_job, check_same_job, check_shard_rows, read_progress
@@ -59,6 +60,13 @@ def read_resume(
     Job keys the caller adds after the start (the first batch's fingerprint) are
     compared by the caller, through the returned progress's ``job``."""
     file = work / progress_name(rank, world)
+    if file.exists() and not file.is_file():
+        # was taken for no progress: the shards were dropped, the capture started again
+        # and failed at its first commit, advising the same --resume again
+        raise StoreError(
+            f"Cannot resume the capture of '{path}': its progress file '{file}' is not a "
+            "file. Start again with --overwrite."
+        )
     if not file.is_file():
         drop_uncommitted(work, rank, world, ())
         return None

@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._validation import shown, strict_json
 from ..errors import ChecksumError, StoreError
 from .atomic import atomic_write
+from .manifest import check_readable
 
 #: Name of the tensor inside every shard file.
 TENSOR_NAME = "activations"
@@ -92,6 +94,7 @@ def read_shard(
         StoreError: the file is missing, truncated or not a saeatlas shard.
     """
     path = Path(path)
+    check_readable(path)
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -127,6 +130,7 @@ def read_header(path: Path) -> tuple[torch.dtype, list[int]]:
         StoreError: the file is missing or its header is not a saeatlas shard's.
     """
     path = Path(path)
+    check_readable(path)
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -156,13 +160,23 @@ def _parse_header(buf: np.ndarray, path: Path) -> tuple[torch.dtype, list[int], 
     if n_header > len(buf) - 8:
         raise bad("header length points past the end of the file")
     try:
-        header = json.loads(buf[8 : 8 + n_header].tobytes())
-        info = header[TENSOR_NAME]
+        # nested past Python's stack: a RecursionError traceback; a key twice: last-wins
+        header = strict_json(buf[8 : 8 + n_header].tobytes().decode(), path.name)
+    except ValueError as e:  # was "unreadable header (JSONDecodeError('Expecting ...'))"
+        raise bad(f"its header is not JSON ({e})") from None
+    if not isinstance(header, dict) or TENSOR_NAME not in header:  # was "(KeyError(...))"
+        names = sorted(k for k in header if k != "__metadata__") if isinstance(header, dict) else []
+        raise bad(f"it holds no tensor '{TENSOR_NAME}' (its tensors: {names[:5]})")
+    info = header[TENSOR_NAME]
+    try:
         dtype = _DTYPES[info["dtype"]]
         shape = [int(s) for s in info["shape"]]
         begin, end = (int(o) for o in info["data_offsets"])
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise bad(f"unreadable header ({e!r})") from e
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise bad(
+            f"its tensor '{TENSOR_NAME}' is described as {shown(info)}, not by a float `dtype` "
+            f"({', '.join(_DTYPES)}), a `shape` and two `data_offsets`"
+        ) from None
     if len(shape) != 2 or min(shape) < 0:
         raise bad(f"tensor has shape {shape}, expected [rows, units]")
     return dtype, shape, n_header, begin, end

@@ -23,7 +23,7 @@ from ..errors import ConfigError, StoreError
 from .atomic import finish_swap_for_reader, partial_dir
 from .describe import StoreSummary, what_it_is
 from .integrity import check_column_names, read_rows_table, rows_unreadable, verify_store
-from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest
+from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest, check_readable
 from .merge import recover_store
 from .npy import check_store_argument, open_npy
 from .partial import progress_files
@@ -89,7 +89,7 @@ class ActivationStore:
         check_flag_argument("verify", verify)
         check_store_argument(path)
         path = Path(path)
-        if path.suffix == ".npy" and path.is_file():
+        if path.suffix.lower() == ".npy" and path.is_file():
             return cls._open_npy(path, on_nonfinite)
         finish_swap_for_reader(path, recover_store, MANIFEST)
         if not path.exists():
@@ -239,6 +239,7 @@ class ActivationStore:
         if self.manifest is None:
             return list(INDEX_COLUMNS)
         try:
+            check_readable(self.path / ROWS)
             return list(pq.read_schema(self.path / ROWS).names)
         except (OSError, pa.ArrowInvalid) as e:
             raise rows_unreadable(self.path, e) from e

@@ -46,17 +46,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_flag_arguments, shown
+from .._validation import check_flag_arguments
 from ..errors import ConfigError, StoreError
 from .atomic import partial_dir, through_link
 from .buffer import BlockPool, Piece, RowBuffer, check_blocks_fit, copy_rows, row_parts
-from .claim import claim_output, give_back
+from .claim import OPEN_WRITERS, claim_output, give_back, writer_key
 from .commit import Committer
 from .lock import release
-from .manifest import LayerSpec, Manifest, validate_layers
+from .manifest import LayerSpec, Manifest
 from .merge import RankPart, complete_store, merged_range
 from .progress import Progress, ResumePoint
-from .requests import batch_counts, writer_arguments
+from .requests import batch_counts, check_open, started_layers, writer_arguments
 from .resume import JOB, read_resume
 from .shards import STORE_DTYPES
 from .stats import RunningMoments
@@ -102,6 +102,7 @@ class StoreWriter:
                 "Pass either `resume` (--resume) or `overwrite` (--overwrite), not both."
             )
         self.path = through_link(path)  # a link to a store: write (and lock) the store
+        self._key = writer_key(self.path, rank)  # refused while one of this thread is open
         self.work = partial_dir(self.path)
         self.rank, self.world = rank, world
         self.dtype = dtype
@@ -152,6 +153,7 @@ class StoreWriter:
             if rank == 0:
                 release(self.path)
             raise
+        OPEN_WRITERS.add(self._key)
 
     # -- resume ----------------------------------------------------------------------------
 
@@ -187,21 +189,11 @@ class StoreWriter:
 
         On resume the layers must equal those of the interrupted capture.
         """
-        layers = tuple(layers)
-        if not layers or not all(isinstance(x, LayerSpec) for x in layers):  # dicts: a traceback
-            raise ConfigError(
-                f"`layers` must be one or more LayerSpec(name, start, stop), got {shown(layers)}."
-            )
-        n_units = layers[-1].stop
-        validate_layers(layers, n_units)
+        check_open(self._closed, self.path)
+        layers, n_units = started_layers(
+            layers, self.layers, self.path, resumed=bool(self.saved_job)
+        )
         if self.layers is not None:
-            old = [(l.name, l.start, l.stop) for l in self.layers]
-            new = [(l.name, l.start, l.stop) for l in layers]
-            if old != new:
-                raise StoreError(
-                    f"The interrupted capture in '{self.path}' recorded layers {old}, this run "
-                    f"gives {new}. Resume with the same model and --layers, or use --overwrite."
-                )
             return
         self.layers = layers
         self.n_units = n_units
@@ -237,6 +229,7 @@ class StoreWriter:
         commit thread waits for the copy. The caller must not change them in place
         afterwards.
         """
+        check_open(self._closed, self.path)
         if self.layers is None:
             raise RuntimeError("StoreWriter.start(layers) must be called before add().")
         n_samples, n_skipped, skip_rows = batch_counts(n_samples, n_skipped, skip_rows)
@@ -336,6 +329,8 @@ class StoreWriter:
         are the folders made for the store while empty (:func:`.lock.release`). With several
         ranks, rank 0 calls this only once every rank has stopped.
         """
+        self._closed = True
+        OPEN_WRITERS.discard(self._key)
         if self.rank > 0:
             self.stop()
             return
@@ -359,14 +354,15 @@ class StoreWriter:
 
     def finish(self) -> RankPart:
         """Commit this rank's last shard and say what it wrote."""
-        if self._closed:
-            raise RuntimeError("StoreWriter is already closed.")
+        check_open(self._closed, self.path)
         if self._buffer.n_rows:
             self._flush(self._buffer.n_rows)
         self.drain()
         self._commits.shutdown()
         self._skipped_committed += sum(self._skipped_by_batch.values())
         self._skipped_by_batch.clear()
+        self._closed = True  # its rows are all written: complete() only merges them
+        OPEN_WRITERS.discard(self._key)
         return RankPart(
             rank=self.rank,
             shards=tuple(self._commits.shards),

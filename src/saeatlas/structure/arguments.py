@@ -67,6 +67,13 @@ def check_arguments(
             f"`sweep` must be (setting, [(value, SAE), ...]), each value a finite number, got "
             f"{sweep!r:.200}."
         )
+    values = [float(m[0]) for m in pairs or ()]
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:  # their ARI (of two seeds) was reported as the change from one value to the next
+        raise ConfigError(
+            f"`sweep` gives several members the value {twice[0]:g} of `{sweep[0]}`: a sweep has "
+            "one member per value; give each value once."
+        )
 
 
 def _finite_number(value: Any) -> bool:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._validation import check_flag_argument, check_path_argument, unique_keys
+from ..errors import ConfigError
 from ..store.atomic import (
     atomic_write,
     atomic_write_json,
@@ -59,6 +60,16 @@ def check_atlas_out(path: Path, overwrite: bool) -> None:
     half-written (only atlas files) is not refused."""
     recover_dir(path)
     check_output_dir(path, "an atlas", "an atlas's", ATLAS_JSON, _atlas_file, overwrite)
+
+
+def check_atlas_argument(atlas: Any, then: str = "") -> None:
+    """Refuse anything but an Atlas where one is read (its directory ended in an
+    AttributeError); ``then``: what to do with it once loaded."""
+    if not all(hasattr(atlas, a) for a in ("summary", "units", "modules")):
+        raise ConfigError(
+            f"`atlas` must be an Atlas, got {type(atlas).__name__}: read a saved one with "
+            f"Atlas.load(DIR){then}."
+        )
 
 
 def _parse_summary(text: str) -> Any:

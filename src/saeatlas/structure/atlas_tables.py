@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .atlas_columns import check_columns, check_required
+from .atlas_derived import check_derived
 from .atlas_format import AtlasFileError
 from .atlas_unit_modules import check_unit_modules
 from .atlas_verdict import check_verdict
@@ -115,6 +116,7 @@ def check_tables(atlas: Atlas, path: Path, fix: str = REANALYSE) -> None:
     _check_flow_layers(atlas, path, fix)
     _check_unique_rows(atlas, path, fix)
     _check_list_lengths(atlas, path, fix)
+    check_derived(atlas, path, fix)
     _check_ablation_q(modules, path, fix)
     for col in ("top_units", "top_read_units"):
         if units is not None and col in atlas.features.columns:
@@ -324,6 +326,12 @@ def _check_layers(units: pd.DataFrame, layers: list[str] | None, path: Path, fix
         raise AtlasFileError(
             f"units.parquet in '{path}' holds its layers in the order {[str(l) for l in runs][:8]}, "
             f"not one after another as atlas.json lists them ({layers}); {fix}."
+        )
+    empty = [l for l in layers or () if l not in order]
+    if len(column) and empty:  # shown as a layer of 0 units, and drawn as one
+        raise AtlasFileError(
+            f"atlas.json in '{path}' lists the layer {empty[0]!r}, but no unit of units.parquet "
+            f"lies in it; {fix}."
         )
     for layer, index in units.groupby("layer", sort=False)["index"]:
         if layers is not None and layer not in layers:

@@ -57,6 +57,12 @@ def check_verdict(atlas: Atlas, path: Path, fix: str) -> None:
     if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
         _check_partition(s, alpha, path, fix)
         _check_significant(modules, alpha, path, fix)
+    if n and counted and "significant" not in modules.columns:
+        # every module was shown as not significant under a headline that counts some
+        raise AtlasFileError(
+            f"'{path / ATLAS_JSON}' counts {counted} significant module(s), but modules.parquet "
+            f"has no `significant` column to say which; {fix}."
+        )
     if "verdict" not in s or "significant" not in modules.columns and n:
         return
     # an empty table (no columns at all) has no significant module: atlas.json's count of
@@ -254,6 +260,19 @@ def _check_graph_counts(atlas: Atlas, meta: Path, fix: str) -> None:
         raise AtlasFileError(
             f"`graph.n_edges` in '{meta}' is {edges}, more than the {tests} pairs the graph "
             f"tested (`graph.n_tests`); {fix}."
+        )
+    # the page's "Rows analysed" and the verdict's "on these N rows": the graph counts
+    # them (or their windows, fewer); edited to 5, they were shown above a graph of 1,797
+    rows, counted = _count(s.get("n_rows_encoded")), _count(graph.get("n_rows"))
+    windows = graph.get("window_applied") is not False
+    if (
+        rows is not None
+        and counted is not None
+        and (counted > rows or counted != rows and not windows)
+    ):
+        raise AtlasFileError(
+            f"`n_rows_encoded` in '{meta}' is {rows}, but the co-occurrence graph counted "
+            f"{counted} rows (`graph.n_rows`); {fix}."
         )
     columns = ("dense", "global_mode", "firing_density")
     if tests is None or not set(columns) <= set(f.columns):

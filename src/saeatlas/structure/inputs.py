@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import torch
 
 from .._coordinator import Coordinator, run_ranks, solo
-from .._world import rank_device
+from .._world import memory_bytes, rank_device
 from ..errors import ConfigError
 from ..sae import SparseAutoencoder
 from ..sae.model import sae_fingerprint
@@ -206,6 +206,8 @@ def prepare(
     # three), and where units are few has resamples to add while its consensus is undecided
     n_members = max((1 + len(seed_saes)) * (1 + cfg.n_bootstrap), 3)
     n_rows = min(store.n_rows, cfg.max_rows or store.n_rows)
+    if mode is None:
+        _check_view_fits(sae.cfg.d_in, view_members(n_members, sae.cfg.d_in, n_rows))
     codes = encode_store(
         sae,
         store,
@@ -255,6 +257,22 @@ def prepare(
         coord=coord,
         _loaded=loaded,
     )
+
+
+def _check_view_fits(n_units: int, members: int) -> None:
+    """Refuse, before the encoding, units whose correlation view cannot fit in memory: a
+    gram of the units per member and their correlations, ``n_units`` squared float64
+    each (20,000 units ended in "Out of memory" advising --batch-size, which changes
+    nothing)."""
+    need, have = 2 * members * n_units**2 * 8, memory_bytes("cpu")
+    if have is not None and need > have:
+        raise ConfigError(
+            f"The units' correlation view of the SAE's {n_units:,} units needs about "
+            f"{need / 2**30:,.1f} GiB ({members} grams of {n_units:,} x {n_units:,} float64 "
+            f"and their correlations); this machine has {have / 2**30:,.1f} GiB. Analyse an "
+            "SAE of fewer units (trained on fewer or narrower layers, --layers) or fewer SAEs "
+            "(--seeds 1)."
+        )
 
 
 def _key(sae: SAELike) -> Any:

@@ -5,12 +5,13 @@ was killed or failed when they are finished and were trained the same way."""
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from .._world import World, from_main
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from ..evaluate import evaluate_sae
 from ..evaluate.metrics import MIN_HELDOUT_ROWS
 from ..sae import SparseAutoencoder
@@ -90,19 +91,22 @@ class Members:
             ]
 
         todo = [i for i, done in enumerate(from_main(finished, self.world)) if not done]
-        trained = dict(
-            zip(
-                todo,
+        try:
+            family = (
                 train_family(
                     self.store,
                     [configs[i] for i in todo],
                     [new / outs[i] for i in todo] if new is not None else None,
+                    overwrite=True,  # its own new folder
                     progress=self.progress,
                 )
                 if todo
-                else [],
+                else []
             )
-        )
+        except TrainingDiverged as e:  # the swept setting is given by --values, not its flag
+            own = "--" + self.over.replace("_", "-")
+            raise TrainingDiverged(re.sub(rf"{own}(?![a-z-])", "--values", str(e))) from None
+        trained = dict(zip(todo, family))
 
         def sae(i: int) -> SparseAutoencoder:
             return trained[i].sae if i in trained else SparseAutoencoder.load(new / outs[i])

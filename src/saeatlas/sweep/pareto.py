@@ -33,3 +33,38 @@ def knee(l0: np.ndarray, loss: np.ndarray) -> int:
     # loss falls as L0 grows: the chord runs from (0, 1) to (1, 0); the knee lies
     # farthest below it, where 1 - x - y is largest.
     return int(front[np.argmax(1.0 - x - y)])
+
+
+#: How ``sweep`` picks its recommended point (recorded as its ``rule``).
+RULE = "knee of the held-out L0-FVU frontier (Kneedle on log L0; Satopaa et al. 2011)"
+
+
+def check_recorded(
+    values: list[float],
+    l0: list[float],
+    loss: list[float],
+    on_front: list[bool],
+    recommended: int,
+    rule: str,
+) -> None:
+    """Raise ``ValueError`` when a sweep's recorded points disagree with the frontier and
+    knee their L0 and loss give: a value listed twice, a point's ``on_front`` flag, or the
+    ``recommended`` index (where the sweep records this :data:`RULE`). Points reordered by
+    hand, or a value edited, moved the recommendation to another point ("k = 32 is the
+    sweep's recommendation" of a knee at 16) without a word."""
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:
+        raise ValueError(f"the values {twice} are listed more than once")
+    front = set(pareto_front(np.asarray(l0), np.asarray(loss)).tolist())
+    flagged = {i for i, on in enumerate(on_front) if on}
+    if flagged != front:
+        raise ValueError(
+            f"the points marked `on_front` are {sorted(flagged)}, but their L0 and FVU put "
+            f"{sorted(front)} on the frontier"
+        )
+    best = knee(np.asarray(l0), np.asarray(loss)) if l0 else recommended
+    if rule == RULE and recommended != best:
+        raise ValueError(
+            f"`recommended` is point {recommended}, but the knee of the points' L0 and FVU "
+            f"is point {best}"
+        )

@@ -33,17 +33,17 @@ from .._validation import (
 )
 from .._world import agree, from_main, join
 from ..errors import ConfigError
-from ..sae.architectures import get_architecture
+from ..sae.files import SWEEP_JSON
 from ..store import ActivationStore
 from ..store.atomic import atomic_write_json, check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..train import TrainConfig
 from .members import SWEEPABLE, Members, drop_others, heldout_rows, kept_members
-from .pareto import knee, pareto_front
+from .pareto import RULE, knee, pareto_front
+from .settings import as_trained, check_sweep_values, check_swept_setting
 
 log = logging.getLogger(__name__)
 
-SWEEP_JSON = "sweep.json"
 PARETO_JSON = "pareto.json"
 #: Below this decoder stability a recommendation comes with a warning.
 UNSTABLE = 0.7
@@ -153,6 +153,12 @@ def sweep(
     values = [v.item() if isinstance(v, np.generic) else v for v in values]
     check_sweep_values(over, values)
     check_swept_setting(base.architecture, over)
+    if base.checkpoint_every:  # refused by the family's training as "train with train_sae"
+        raise ConfigError(
+            f"--checkpoint-every (`checkpoint_every`) {base.checkpoint_every} does not apply to "
+            "a sweep: it trains its members together, without checkpoints (a killed sweep "
+            "continues with --resume, keeping the members it finished). Drop it, or set it to 0."
+        )
     # 2.0 ended in a TypeError, and "2" was refused as "got 2"
     if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds not in (1, 2):
         raise ConfigError(f"--seeds (`seeds`) must be 1 or 2, got {shown(seeds)}.")
@@ -208,48 +214,6 @@ def sweep(
             return _sweep(members, values, extend)
 
 
-def check_swept_setting(architecture: str, over: str) -> None:
-    """Refuse a swept setting that ``architecture`` does not read."""
-    setting = get_architecture(architecture).sparsity_setting
-    if over != setting:
-        raise ConfigError(
-            f"A {architecture} SAE's sparsity is set by `{setting}`, not `{over}`: every "
-            f"member would be the same SAE. Sweep --over {setting}, or choose the architecture "
-            f"that `{over}` belongs to (--architecture)."
-        )
-
-
-def check_sweep_values(over: str, values: list[float]) -> None:
-    """Refuse a setting that cannot be swept, or values it cannot take."""
-    if over not in SWEEPABLE:
-        raise ConfigError(f"Cannot sweep over {shown(over)}; expected one of: {list(SWEEPABLE)}.")
-    if len(values) < 2:
-        raise ConfigError("A sweep needs at least two --values.")
-    bad = [
-        v
-        for v in values
-        if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)
-    ]
-    if bad:
-        raise ConfigError(f"--values must be finite positive numbers, got {bad}.")
-    if over == "k" and any(float(v) != int(v) for v in values):
-        raise ConfigError(f"--values of k must be whole numbers, got {list(values)}.")
-    repeated = sorted({float(v) for v in values if [float(u) for u in values].count(float(v)) > 1})
-    if repeated:  # two members would be trained into one directory
-        raise ConfigError(f"--values repeats {repeated}; give each value once.")
-    # the penalty is computed in float32: 1e-320 and 2e-320 (both 0), or 1 and 1.00000001,
-    # trained the same SAE under two values, without a word
-    trained = [_as_trained(v) for v in values]
-    for i, v in enumerate(values):  # (beyond float32's range the settings' own check says so)
-        if trained[i] == 0 or trained[i] in trained[:i] and math.isfinite(trained[i]):
-            what = "0" if trained[i] == 0 else f"the same as {values[trained.index(trained[i])]!r}"
-            raise ConfigError(
-                f"--values {v!r} is {what} in float32, the precision the SAEs are trained in: "
-                "members would be the same SAE. Give values that differ in float32 (at least "
-                "1.4e-45, and apart by more than a part in 10**7)."
-            )
-
-
 def check_sweep_out(out: Path, overwrite: bool) -> None:
     """Refuse to replace a sweep without ``overwrite``, or a directory holding anything
     a sweep does not write."""
@@ -291,8 +255,7 @@ def _sweep(members: Members, values: list[float], extend: int) -> SweepResult:
         extended.append(float(nxt))
     front = set(pareto_front(l0, fvu).tolist())
     points = [SweepPoint(*p[:6], on_front=i in front) for i, p in enumerate(points_raw)]
-    rule = "knee of the held-out L0-FVU frontier (Kneedle on log L0; Satopaa et al. 2011)"
-    result = SweepResult(over, points, best, rule, heldout, note is None, tuple(extended), note)
+    result = SweepResult(over, points, best, RULE, heldout, note is None, tuple(extended), note)
     if points[best].stability is not None and points[best].stability < UNSTABLE:
         log.warning(
             "The recommended %s=%s has decoder stability %.2f across seeds (< %.1f).",
@@ -342,15 +305,9 @@ def _beyond(over: str, values: list[float], edge: str, d_sae: int) -> tuple[floa
         if nxt < 1 or nxt == end:
             bound = "1" if edge == "low" else f"`d_sae` ({d_sae})"
             return None, f"k is already at {bound}"
-    elif _as_trained(nxt) in (0, _as_trained(end), math.inf):
-        return None, f"{nxt:g} is {_as_trained(nxt):g} in float32, the precision of the SAEs"
+    elif as_trained(nxt) in (0, as_trained(end), math.inf):
+        return None, f"{nxt:g} is {as_trained(nxt):g} in float32, the precision of the SAEs"
     return nxt, ""
-
-
-def _as_trained(value: float) -> float:
-    """``value`` as the SAEs' float32 weights and penalties hold it."""
-    with np.errstate(over="ignore"):
-        return float(np.float32(value))
 
 
 def sweep_members(sweep_dir: str | Path) -> tuple[str, list[tuple[float, Path]]]:

@@ -164,6 +164,79 @@ def check_counters(state: dict[str, Any], batch_size: int) -> None:
         for m in metrics
     ):
         raise ValueError("`metrics` is not a list of records of numbers")
+    # each record of a step before this one, in order, of the rows done by then: a record
+    # of step 999 was written into metrics.jsonl (and drawn as the training curve's end)
+    last = -1
+    for m in metrics:
+        at = m.get("step")
+        if not (
+            isinstance(at, int) and last < at < step and m.get("tokens") == (at + 1) * batch_size
+        ):
+            raise ValueError(
+                f"`metrics` holds a record of step {at!r} and {m.get('tokens')!r} rows, not one "
+                f"of the steps before {step} in order"
+            )
+        last = at
+
+
+#: What each optimiser keeps per parameter once it has stepped (``--optimizer``).
+OPTIMIZER_STATE = {"adam": ("step", "exp_avg", "exp_avg_sq"), "signum": ("z", "x")}
+
+
+def check_state(
+    state: dict[str, Any],
+    own: dict[str, torch.Tensor],
+    params: list[torch.Tensor],
+    optimizer: str,
+    step: int,
+    scaler: dict[str, Any],
+) -> None:
+    """Raise ValueError unless the SAE, optimiser and loss-scaler state of ``state`` (a
+    checkpoint read back) are of the kinds this run keeps at ``step``: the SAE's tensors
+    of ``own``'s dtypes (an integer weight was cast to whole numbers; a BatchTopK
+    threshold not below 0), the optimiser's state of each of ``params`` once it has
+    stepped, of its shape and dtype (a state emptied, or an Adam `step` edited, resumed as
+    another run; a negative one ended in a traceback), Adam's second moments not below 0
+    (they stopped every resume as "diverged", advising the same checkpoint), and
+    ``scaler`` (this run's fp16 loss scaler, empty without fp16) with a finite scale above
+    0 (0 skipped every later step) and its own factors. fp16's scaler skips a step that
+    overflowed, so Adam's count and state may then be behind the run's."""
+    skips = bool(scaler)
+    saved = state.get("sae")
+    if not isinstance(saved, dict):
+        raise ValueError("`sae` is not a state of named tensors")
+    for name, mine in own.items():
+        theirs = saved.get(name)
+        if torch.is_tensor(theirs) and theirs.dtype != mine.dtype:
+            raise ValueError(f"`sae.{name}` is {theirs.dtype}, not {mine.dtype}")
+        if name == "threshold" and torch.is_tensor(theirs) and bool((theirs < 0).any()):
+            raise ValueError("`sae.threshold` is below 0")
+    opt = state.get("opt")
+    kept = opt.get("state") if isinstance(opt, dict) else None
+    if not isinstance(kept, dict):
+        raise ValueError("`opt` holds no state of its parameters")
+    for i, p in enumerate(params):
+        s = kept.get(i) or {}
+        if not isinstance(s, dict) or (not s and step and not skips):
+            raise ValueError(f"`opt` holds no state of parameter {i} after {step} steps")
+        for key in OPTIMIZER_STATE[optimizer] if s else ():
+            t = s.get(key)
+            if key == "step":
+                n = float(t) if torch.is_tensor(t) and t.numel() == 1 else math.nan
+                if not (n == step or (skips and n == int(n) and 0 < n < step)):
+                    raise ValueError(f"`opt` step of parameter {i} is {n:g}, not {step}")
+            elif not torch.is_tensor(t) or t.shape != p.shape or t.dtype != p.dtype:
+                raise ValueError(f"`opt` {key} of parameter {i} is not a tensor like it")
+            elif key == "exp_avg_sq" and bool((t < 0).any()):
+                raise ValueError(f"`opt` exp_avg_sq of parameter {i} is below 0")
+    theirs = state.get("scaler")
+    if skips and isinstance(theirs, dict):
+        scale = theirs.get("scale")
+        if not (isinstance(scale, float) and 0 < scale < math.inf):
+            raise ValueError(f"`scaler` scale is {scale!r}, not a number above 0")
+        for key in ("growth_factor", "backoff_factor", "growth_interval"):
+            if theirs.get(key) != scaler[key]:
+                raise ValueError(f"`scaler` {key} is {theirs.get(key)!r}, not {scaler[key]!r}")
 
 
 def check_schedule(

@@ -142,8 +142,12 @@ def train_ensemble(
         kept = from_main(check, world)
         todo = [i for i in range(n_seeds) if not kept[i]]
         if len(todo) > 1 and not (resume or cfg.checkpoint_every):
-            trained = train_family(
-                store, [cfgs[i] for i in todo], [outs[i] for i in todo], progress=progress
+            trained = train_family(  # each out was checked above
+                store,
+                [cfgs[i] for i in todo],
+                [outs[i] for i in todo],
+                overwrite=True,
+                progress=progress,
             )
         else:
             trained = [

@@ -27,7 +27,14 @@ from ..sae.io import check_sae_out
 from ..store import ActivationStore
 from ..store.lock import output_lock
 from .config import TrainConfig
-from .trainer import TrainResult, _finish, _Run, _tensorboard, add_scalars
+from .trainer import (
+    TrainResult,
+    _finish,
+    _Run,
+    _tensorboard,
+    add_scalars,
+    check_finite_training,
+)
 
 #: Settings that must agree for the family to share batches.
 SHARED = ("layers", "batch_size", "tokens", "heldout_rows", "device")
@@ -38,6 +45,7 @@ def train_family(
     configs: list[TrainConfig],
     outs: list[str | Path] | None = None,
     *,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> list[TrainResult]:
     """Train one SAE per config on the same stream of batches (the first config's
@@ -49,6 +57,9 @@ def train_family(
         configs: settings that agree on ``layers``, ``batch_size``, ``tokens``,
             ``heldout_rows`` and ``device``.
         outs: one SAE directory per config, or ``None`` to write nothing.
+        overwrite: replace SAEs (or interrupted trainings) already in ``outs``; without
+            it they are refused, as :func:`~saeatlas.train.train_sae` refuses them (they
+            were replaced without a word).
     """
     # before the work: a dict among `configs` ended in an AttributeError, a generator in a
     # TypeError, `outs="dir"` was read as one directory per letter, a number among them
@@ -66,6 +77,7 @@ def train_family(
             )
         for i, out in enumerate(outs):
             check_path_argument(f"outs[{i}]", out)
+    check_flag_argument("overwrite", overwrite)
     check_flag_argument("progress", progress)
     # what each member's cfg.json records must be how it was trained
     configs = [replace(c, data_seed=configs[0].data_seed) for c in configs]
@@ -83,7 +95,7 @@ def train_family(
 
     def check() -> None:
         for out in outs or ():
-            check_sae_out(Path(out), overwrite=True, resume=False)
+            check_sae_out(Path(out), overwrite=overwrite, resume=False)
 
     # only rank 0 writes (:func:`.trainer._finish`): only it locks and checks the outputs
     with output_lock(*(outs if outs is not None and world.is_main else ())):
@@ -109,9 +121,12 @@ def _train_family(
     with progress_bar(f"train x{len(runs)}", total, progress) as bar:
         while runs[0].step < total:
             batch = next(batches)
-            for run, board in zip(runs, boards):
+            for run, board, where in zip(runs, boards, dirs):
                 out = run.train_step(batch)
                 if (run.step - 1) % run.cfg.log_every == 0 or run.step == total:
+                    # as train_sae stops: a member of an infinite loss (--l0-coefficient 1e38)
+                    # was trained to its end and saved, `"loss": Infinity` in its metrics
+                    check_finite_training(run, out, where)
                     speed = run.rows_done / max(time.perf_counter() - t0, 1e-9)
                     add_scalars(board, run.record(out, speed))
             bar.advance(1)

@@ -25,7 +25,7 @@ from ..sae.architectures import get_architecture
 from ..sae.kernels import fast_bf16
 from ..store import ActivationStore, LayerSpec
 from .architectures import TRAINING, aux_reconstruction, batch_total
-from .checkpoint import check_counters, check_schedule
+from .checkpoint import check_counters, check_schedule, check_state
 from .config import READ_BY, TrainConfig
 from .distributed import all_sum, average_gradients
 from .init import geometric_median, input_normalizer
@@ -362,10 +362,19 @@ class _Run:
             raise ValueError(f"`step` is {step!r}, not one of 0..{self.n_steps - 1}")
         check_counters(state, self.batch_size)
         own = (self.opt.state_dict()["param_groups"], self.sched.state_dict()["base_lrs"])
+        kinds, scaler = self.sae.state_dict(), self.scaler.state_dict()  # before the loads
         self.sae.load_state_dict(state["sae"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         check_schedule(state, *own, self.lr * self.sched.lr_lambdas[0](step), step)
+        check_state(
+            state,
+            kinds,
+            list(self.sae.parameters()),
+            self.cfg.optimizer,
+            step,
+            scaler,
+        )
         self.scaler.load_state_dict(state["scaler"])
         self.rows_since_fired.copy_(state["rows_since_fired"])
         self.step, self.rows_done = step, int(state["rows_done"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -202,9 +203,13 @@ def add_scalars(board: Any, rec: dict[str, float]) -> None:
 def check_finite_training(run: _Run, step_out: dict[str, torch.Tensor], out: Path | None) -> None:
     """Stop with :class:`TrainingDiverged` when the loss or a weight is NaN/Inf; the
     last checkpoint (written only while everything was finite) stays."""
-    bad = None
+    bad, fix = None, f"Lower the learning rate (--lr, now {run.lr:g}) or check the activations."
     if "loss" in step_out and not bool(torch.isfinite(step_out["loss"]).all()):
         bad = f"the loss is {float(step_out['loss'])}"
+        if float(step_out["loss"]) == math.inf and bool(torch.isfinite(step_out["mse"]).all()):
+            # the penalty's term alone: `--l0-coefficient 1e38` times a JumpReLU's L0 is
+            # beyond float32 at the first step, and the advice was a lower learning rate
+            fix = _penalty_fix(run, float(step_out["mse"]))
     else:
         for name, p in run.sae.named_parameters():
             if not bool(torch.isfinite(p).all()):
@@ -219,7 +224,21 @@ def check_finite_training(run: _Run, step_out: dict[str, torch.Tensor], out: Pat
     )
     raise TrainingDiverged(
         f"Training diverged at step {run.step} of {run.n_steps}: {bad}; nothing was saved."
-        f"{kept} Lower the learning rate (--lr, now {run.lr:g}) or check the activations."
+        f"{kept} {fix}"
+    )
+
+
+def _penalty_fix(run: _Run, squared_error: float) -> str:
+    """What to lower when the loss is beyond float32 but its squared error is not: the
+    coefficient of the architecture's other term (no learning rate helps)."""
+    name = get_architecture(run.cfg.architecture).sparsity_setting
+    if name == "k":  # the TopK family's other term is AuxK's
+        name = "auxk_coefficient"
+    flag = "--" + name.replace("_", "-")
+    return (
+        f"Its squared error is {squared_error:.4g}: the term of `{name}` ({flag}, now "
+        f"{getattr(run.cfg, name):g}) is beyond float32, which no learning rate helps. Lower "
+        f"{flag}."
     )
 
 

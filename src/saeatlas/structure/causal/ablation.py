@@ -30,10 +30,11 @@ import torch
 from ..._coordinator import run_ranks
 from ..._progress import progress_bar
 from ...capture.inputs import InputBatch
-from ...capture.recorder import model_error
+from ...capture.recorder import check_token_ids, model_error
 from ...errors import AtlasError, ConfigError, ShapeError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
+from ..atlas import check_atlas_argument
 from ..fingerprints import check_made_from
 from ..inference.outcome import ABLATION_ALPHA as ALPHA
 from ..inference.outcome import decide
@@ -138,6 +139,8 @@ def ablate_modules(
         return loss_fn(output, b).double().cpu().numpy()
 
     starts = np.cumsum([0] + [b.n_samples for b in batches])
+    for b, s in zip(batches, starts):  # as the capture does: a GPU's device-side assert
+        check_token_ids(model, b, f"inputs {s}..{s + b.n_samples - 1}")
 
     def losses(units: np.ndarray | None) -> np.ndarray:
         ablator.set(units if units is not None else np.zeros(0, dtype=np.int64))
@@ -285,12 +288,7 @@ def ablate_atlas(
     ``max_length`` tokens, by default the store's own (its capture's), so the
     model sees the tokens the atlas was made from.
     """
-    if not all(hasattr(atlas, a) for a in ("summary", "units", "modules")):
-        # the atlas's directory ended in an AttributeError
-        raise ConfigError(
-            f"`atlas` must be an Atlas, got {type(atlas).__name__}: read a saved one with "
-            "Atlas.load(DIR), ablate it, and save it again."
-        )
+    check_atlas_argument(atlas, ", ablate it, and save it again")
     kinds = dict(n_random=n_random, batch_size=batch_size, random_state=random_state)
     check_ablation_arguments(
         model, **kinds, max_length=max_length, loss_fn=loss_fn, progress=progress

@@ -23,7 +23,7 @@ from ...capture.job import inputs_fingerprint, model_details, model_fingerprint
 from ...capture.labels import label_array
 from ...capture.models import input_dtype, takes_token_ids
 from ...capture.nnsight import check_model_argument, unwrap_model
-from ...capture.recorder import model_error
+from ...capture.recorder import check_token_ids, model_error
 from ...errors import AtlasError, ConfigError, NonFiniteError, ShapeError
 from ...losses import PerSampleLoss, class_indices, model_logits, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
@@ -165,6 +165,7 @@ def check_ablation_inputs(
     first = next(iter(batches), None)
     if first is None:
         raise ConfigError("The ablation's inputs are empty; give the inputs the store holds.")
+    check_token_ids(model, first, "input 0")
     was_training = model.training
     model.eval()
     # checks the layers' widths (of the recorded element, `output_index`), ablates none
@@ -183,6 +184,8 @@ def check_ablation_inputs(
         if ablator is not None:
             ablator.remove()
         model.train(was_training)
+    for i, batch in enumerate(batches, 1):  # ids the ablation would meet after the analysis
+        check_token_ids(model, batch, f"input {i}")
     if labels is not None and np.ndim(labels) == 1:
         label_classes(labels)
     if loss_fn is per_sample_cross_entropy and labels is not None and logits.ndim == 2:

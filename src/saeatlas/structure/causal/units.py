@@ -90,6 +90,8 @@ def layer_units(t: torch.Tensor, layout: str | None) -> int:
         return int(t.shape[-2] * t.shape[-1])
     if layout == "pattern":
         return int(t.shape[1] * t.shape[3])
+    if t.ndim == 1:  # [batch]: one unit, as the capture stored it (the batch was counted)
+        return 1
     return int(t.shape[-1])
 
 
@@ -100,8 +102,11 @@ def set_units(t: torch.Tensor, layout: str | None, idx: torch.Tensor, value: tor
     - ``position``/``pooled`` ``[batch, C, H, W]``: units are channels, set at every position;
     - ``head`` ``[batch, pos, head, d_head]``: units are ``head * d_head + dim``;
     - ``pattern`` ``[batch, head, q, k]``: units are ``head * k + key``, for every query;
-    - otherwise ``[batch, d]`` or ``[batch, seq, d]``: units are the last dimension.
+    - otherwise ``[batch, d]`` or ``[batch, seq, d]``: units are the last dimension
+      (``[batch]``: one unit, not the batch).
     """
+    if t.ndim == 1:
+        t = t.unsqueeze(1)  # a view: setting it sets t
     if layout in ("position", "pooled"):
         t[:, idx] = value.view(1, -1, *([1] * (t.dim() - 2)))
     elif layout == "head":

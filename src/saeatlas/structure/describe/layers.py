@@ -27,6 +27,7 @@ from ...sae import SparseAutoencoder
 from ...store import LayerSpec
 from ..graph.codes import Codes
 from ..graph.finders import check_feature_module, onehot
+from ..graph.moments import CONSTANT_RTOL
 
 #: Entries per block of the feature-by-feature decoder-encoder product (bounds its memory).
 _BLOCK_ENTRIES = 1 << 22
@@ -253,7 +254,7 @@ def _layer_activity_correlation(
     std = np.sqrt(np.maximum(var, 0.0))
     denom = np.outer(std, std)
     # An activity constant up to rounding (variance ~1e-16 of its second moment) has none.
-    alive = var > 1e-12 * np.diag(second)
+    alive = var > CONSTANT_RTOL * np.diag(second)
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.where(np.outer(alive, alive), cov / denom, np.nan)
     return np.clip(corr, -1.0, 1.0)

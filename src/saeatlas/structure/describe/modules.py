@@ -77,18 +77,21 @@ def describe_modules(
     meta = store.rows()
     summary: dict = {"layer_span_share": SPAN_SHARE}
     labels = row_column(codes, meta, label_column) if label_column in meta.column_names else None
-    n_classes = 0 if labels is None else pd.unique(labels[~pd.isna(labels)]).size
+    labelled = None if labels is None else labels[~pd.isna(labels)]
+    n_classes = 0 if labelled is None else pd.unique(labelled).size
     # one class (or none) leaves nothing to select; a class per row or two (`sample`, a
-    # text's tokens) is no label, and its class means would not fit in memory
-    most = min(MAX_LABEL_CLASSES, codes.n_rows // 2)
+    # text's tokens) is no label, and its class means would not fit in memory. Rows are
+    # the labelled ones: 2 labelled rows among 300 were profiled as 2 classes of one row
+    most = min(MAX_LABEL_CLASSES, (0 if labelled is None else labelled.size) // 2)
     if labels is not None and not 2 <= n_classes <= most:
         log.warning(
-            "The label column %r has %d class(es) on the analysed rows; modules are not "
-            "profiled against it (selectivity needs 2 to %d: at most %d, and on average two "
-            "rows per class).",
+            "The label column %r has %d class(es) on the analysed rows, %d of them labelled; "
+            "modules are not profiled against it (selectivity needs at least 2 classes and at "
+            "most %d here (%d at most, and one per two labelled rows)).",
             label_column,
             n_classes,
-            max(most, 2),
+            0 if labelled is None else labelled.size,
+            most,
             MAX_LABEL_CLASSES,
         )
     elif labels is not None and n_modules:

@@ -27,7 +27,7 @@ from ...sae import SparseAutoencoder
 from ...sae.model import check_loaded_sae, sae_layers
 from ...store import ActivationStore, LayerSpec
 from .encoder import SparseEncoder
-from .moments import make_sums
+from .moments import make_sums, std_from_moments
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class Codes:
         with each unit."""
         n = max(self.n_rows, 1)
         f_mean = self.act_sum[features] / n
-        f_std = np.sqrt(np.maximum(self.act_sq_sum[features] / n - f_mean**2, 0.0))
+        f_std = std_from_moments(self.act_sq_sum[features] / n, f_mean)
         cov = self.cross[features] / n - f_mean[:, None] * self.unit_mean[None, :]
         denom = f_std[:, None] * self.unit_std[None, :]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -256,7 +256,7 @@ def _codes(
     total = dict(zip(names, coord.sum_arrays([totals[k] for k in names])))
     n = max(matrix.shape[0], 1)
     mean = total["unit_sum"] / n
-    std = np.sqrt(np.maximum(total["unit_sq"] / n - mean**2, 0.0))
+    std = std_from_moments(total["unit_sq"] / n, mean)
     rebased, start = [], 0
     for l in layers:
         rebased.append(LayerSpec(l.name, start, start + l.n_units, l.shape, l.layout))

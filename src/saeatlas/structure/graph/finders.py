@@ -31,6 +31,7 @@ from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted
 
 from ...errors import ShapeError
+from .finder_inputs import check_finder_params, check_graph
 
 if TYPE_CHECKING:
     from ..config import AtlasConfig
@@ -136,38 +137,14 @@ def check_feature_module(feature_module: np.ndarray, d_sae: int) -> np.ndarray:
     return feature_module
 
 
-def _check_graph(X) -> sp.csr_matrix:
-    """``X`` as a symmetric float64 CSR graph with no self-loops or stored zeros: the
-    larger of ``X[i, j]`` and ``X[j, i]`` on both sides, the diagonal dropped.
-
-    A graph that is one already (a :class:`.edges.FeatureGraph`'s adjacency) is not
-    copied: its arrays are shared, so the finders of every scale fitted on one graph
-    hold one graph between them (at 65,536 latents x 1M rows each copy was 0.1 GB)."""
-    A = sp.csr_matrix(X, dtype=np.float64)  # shares a float64 CSR's arrays
-    if not A.has_canonical_format:
-        A = A.copy()
-        A.sum_duplicates()
-    if A.shape[0] != A.shape[1]:
-        raise ValueError(f"The graph must be square, got shape {A.shape}.")
-    # NaN/Inf weights passed (min() < 0 is false for NaN), and every node was in no module
-    if A.nnz and not (np.isfinite(A.data).all() and A.data.min() >= 0):
-        raise ValueError("The graph has negative, NaN or Inf weights; keep finite positive ones.")
-    if (A != A.T).nnz:
-        A = A.maximum(A.T)  # symmetric
-    if A.diagonal().any() or not A.data.all():  # edited on a copy, never on X's arrays
-        A = A.copy()
-        A.setdiag(0)
-        A.eliminate_zeros()
-    return A
-
-
 class _ModuleFinder(BaseEstimator):
     """What every finder shares: ``fit`` sets ``graph_`` and calls :meth:`_partition`."""
 
     min_size: int
 
     def fit(self, X, y=None):
-        A = _check_graph(X)
+        check_finder_params(self)  # hyperparameters are checked in fit, as scikit-learn does
+        A = check_graph(X)
         self.graph_ = A
         self.labels_ = relabel(self._partition(A), self.min_size)
         self.n_modules_ = int(self.labels_.max()) + 1 if self.labels_.size else 0

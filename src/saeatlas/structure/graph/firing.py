@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from ...sae import SparseAutoencoder
 from .codes import Codes, strong_firing
+from .moments import std_from_moments
 from .units import excluded_features, global_mode, unit_correlation
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def units_mode(codes: Codes, first_members: int = 0) -> UnitsMode:
     resampled = []
     for w, s, gram in codes.resampled_grams:
         mean = s / max(w, 1e-300)
-        std = np.sqrt(np.maximum(np.diag(gram) / max(w, 1e-300) - mean**2, 0.0))
+        std = std_from_moments(np.diag(gram) / max(w, 1e-300), mean)
         resampled.append(unit_correlation(gram, mean, std, w))
     return UnitsMode(
         corr,

@@ -28,6 +28,22 @@ import torch
 
 from ...sae import SparseAutoencoder
 
+#: A variance within this fraction of its second moment is rounding, not variation:
+#: ``E[x^2] - E[x]^2`` of a value that never changes leaves about 1e-16 of ``E[x^2]``.
+CONSTANT_RTOL = 1e-12
+
+
+def std_from_moments(second: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """The standard deviation from the mean square ``second`` and ``mean`` (each per
+    item), 0 where the variance is rounding (:data:`CONSTANT_RTOL`). A unit that never
+    changes but is not 0 (a pruned unit left with its bias) had a std of about 1e-9:
+    its correlations, rounding noise divided by it, fell anywhere in [-1, 1] and put it
+    in modules, and the attribution, which divides by the std, gave it every feature's
+    energy."""
+    var = np.asarray(second, dtype=np.float64) - np.asarray(mean, dtype=np.float64) ** 2
+    return np.sqrt(np.where(var > CONSTANT_RTOL * np.abs(second), var, 0.0))
+
+
 #: Firings whose ``[firings, d_in]`` float64 products are scattered at once (torch).
 SCATTER_FIRINGS = 1 << 14
 #: Names of the sums, as :meth:`Sums.totals` returns them.

@@ -251,8 +251,13 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
             "larger k), more rows, or count co-firing over consecutive tokens with --window N."
         )
     if not s.get("nulls"):
+        # `nulls` empty beside the default `n_null` 10 was told to rerun with --n-null 10
+        cfg = s.get("config") if isinstance(s.get("config"), dict) else {}
+        fix = "--n-null 10" if cfg.get("n_null") == 0 or cfg.get("nulls") != [] else ""
+        if cfg.get("nulls") == []:
+            fix += (" and " if fix else "") + "--nulls permutation rewiring dictionary"
         return (
             "No significant structure: no null model was run (`n_null` 0 or `nulls` empty), "
-            "so nothing was tested and no module counts. Rerun analyze with --n-null 10."
+            f"so nothing was tested and no module counts. Rerun analyze with {fix}."
         )
     return "No significant structure: the partition does not beat the null models."

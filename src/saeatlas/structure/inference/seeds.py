@@ -155,7 +155,9 @@ def train_seed_saes(
         from ...train.family import train_family
 
         # one pass over shared batches, as `saeatlas train --seeds N` trains them
-        train_family(store, [c for c, _ in todo], [t for _, t in todo], progress=progress)
+        train_family(
+            store, [c for c, _ in todo], [t for _, t in todo], overwrite=True, progress=progress
+        )
     else:
         for cfg, target in todo:
             resume = (target / CHECKPOINT).is_file()  # an interrupted run goes on
