@@ -453,3 +453,36 @@ def test_the_module_graphs_hover_shows_no_empty_stability_verdict(full_atlas):
         str(t) for tr in plot.figure.data for t in (*(tr.text or ()), *(tr.hovertext or ()))
     )
     assert "stability" in hover and "()" not in hover, hover
+
+
+def test_module_graph_nodes_are_kept_apart():
+    """A spring layout drew three linked modules within 0.7 of each other on a plot 12
+    wide (those positions below): their markers overlapped and hovering module 0's
+    centre highlighted another module."""
+    from saeatlas.report.graph import NODE_GAP, kept_apart
+
+    def nearest(p):
+        d = np.linalg.norm(p[:, None] - p[None], axis=2)
+        np.fill_diagonal(d, np.inf)
+        return d.min() / np.ptp(p, axis=0).max()
+
+    drawn = np.array(
+        [
+            [3.97, 3.09],
+            [4.17, 3.71],
+            [3.45, 3.64],
+            [-5.83, 1.03],
+            [-0.49, -6.15],
+            [-5.37, 0.75],
+            [0.09, -6.07],
+        ]
+    )
+    assert nearest(drawn) < 0.06
+    apart = kept_apart(drawn)
+    assert nearest(apart) >= NODE_GAP - 1e-9
+    assert np.abs(apart - drawn).max() < 1.0  # the layout's shape stays
+    spread = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(kept_apart(spread), spread)  # far enough: untouched
+    same = kept_apart(np.zeros((3, 2)) + [[0, 0], [0, 0], [4, 4]])  # one spot: parted
+    assert nearest(same) >= NODE_GAP - 1e-9
+    np.testing.assert_array_equal(same, kept_apart(np.zeros((3, 2)) + [[0, 0], [0, 0], [4, 4]]))

@@ -27,7 +27,41 @@ def module_graph_positions(n_modules: int, links: ModuleLinks) -> np.ndarray:
         (np.r_[w, w], (np.r_[e["source"], e["target"]], np.r_[e["target"], e["source"]])),
         shape=(n_modules, n_modules),
     ).tocsr()
-    return Spring(n_iter=100).fit_transform(adj, position_init=circle)
+    return kept_apart(Spring(n_iter=100).fit_transform(adj, position_init=circle))
+
+
+#: The least distance between two nodes' centres, as a share of the layout's extent:
+#: the largest markers are 40 px across on a plot of about 400.
+NODE_GAP = 0.12
+
+
+def kept_apart(pos: np.ndarray, gap: float = NODE_GAP, rounds: int = 200) -> np.ndarray:
+    """``pos`` with every two nodes at least ``gap`` of the layout's extent apart, each
+    close pair pushed apart along the line between them (a spring layout drew linked
+    modules within 0.7 of each other on a plot 12 wide: their markers overlapped, and
+    hovering one node's centre picked another). Nodes on one spot part along fixed
+    directions of their index, so the layout stays the same for the same links."""
+    pos = np.array(pos, dtype=np.float64)
+    n = len(pos)
+    if n < 2:
+        return pos
+    spread = np.stack([np.cos(np.arange(n)), np.sin(np.arange(n))], axis=1)
+    for _ in range(rounds):
+        d = gap * max(float(np.ptp(pos, axis=0).max()), 1e-9)
+        diff = pos[:, None, :] - pos[None, :, :]
+        dist = np.linalg.norm(diff, axis=2)
+        np.fill_diagonal(dist, np.inf)
+        if dist.min() >= d * (1 - 1e-9):
+            break
+        same = dist < 1e-12 * d
+        direction = np.where(
+            same[..., None],
+            spread[:, None, :] - spread[None, :, :],
+            diff / np.where(same, 1.0, dist)[..., None],
+        )
+        push = np.clip(d - dist, 0.0, None) / 2
+        pos += (push[..., None] * direction).sum(axis=1)
+    return pos
 
 
 def module_graph(data: ReportData, links: ModuleLinks, pos: np.ndarray) -> Plot:
