@@ -129,6 +129,11 @@ def unit_correlation(gram: np.ndarray, mean: np.ndarray, std: np.ndarray, n: int
     cov = gram / n - np.outer(mean, mean)
     s = np.where(std > 0, std, 1.0)
     corr = cov / np.outer(s, s)
+    # a unit that never changes correlates with none: its covariances are rounding
+    # (about 1e-17), which put it in a module, another one in another summation order
+    still = std <= 0
+    corr[still, :] = 0.0
+    corr[:, still] = 0.0
     np.fill_diagonal(corr, 1.0)
     return np.clip(corr, -1.0, 1.0)
 
