@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from saeatlas.demo import digits_config
@@ -47,24 +48,32 @@ def test_the_sweep_chooses_the_final_sae_sparsity(quick_demo):
     assert [l["name"] for l in cfg["layers"]] == list(DIGITS_LAYERS)  # one joint SAE
 
 
-def test_atlas_has_modules_significance_and_ablation(quick_demo):
+def test_atlas_has_significance_and_ablation_that_agree_with_its_verdict(quick_demo):
+    """The digits network's units are no more groups than a few dense factors' (the
+    no-groups null), so its modules may be none: every part is there all the same."""
     result, _ = quick_demo
     atlas = Atlas.load(result.paths.atlas)  # every file of the directory reads back
     # one verdict, and the fields below it agree with it
     assert atlas.summary["verdict"] in VERDICTS
     assert atlas.summary["significant"] == (atlas.n_significant_modules > 0)
+    assert (atlas.summary["verdict"] in ("modules", "modules_visible_without_sae")) == (
+        atlas.n_significant_modules > 0
+    )
     assert atlas.modules["reproducibility"].ge(0.75).all()
     assert atlas.summary["z"] is not None and atlas.summary["nulls"]
-    assert np.isfinite(atlas.modules["z"]).all() and atlas.modules["p"].between(0, 1).all()
+    z = pd.to_numeric(atlas.modules["z"]).to_numpy(float)
+    assert np.isfinite(z).all() and atlas.modules["p"].between(0, 1).all()
     assert atlas.summary["sweep"] == str(result.paths.sweep)
     assert atlas.summary["model"] == "saeatlas.demo.digits:digits_model"
     for col in ("ablation_effect", "ablation_z", "ablation_p", "ablation_random_mean"):
         assert col in atlas.modules.columns
     assert atlas.summary["ablation"]["classes"] == [str(c) for c in range(10)]
     assert len(atlas.ablation) == atlas.n_modules * 10
-    assert "preferred_label" in atlas.modules.columns  # profiled against the digit labels
-    for name in ("units", "features", "modules", "examples", "ablation"):
+    assert "preferred_label" in atlas.modules.columns or atlas.n_modules == 0
+    for name in ("units", "features", "modules", "examples"):
         assert (result.paths.atlas / f"{name}.parquet").is_file()
+    # the module x class table, where there are modules to ablate
+    assert (result.paths.atlas / "ablation.parquet").is_file() == (atlas.n_modules > 0)
 
 
 def test_module_summary_rows(quick_demo):
@@ -74,7 +83,7 @@ def test_module_summary_rows(quick_demo):
     for row in table.itertuples():
         assert sum(row.units_per_layer.values()) == row.n_units
         assert set(row.units_per_layer) <= set(DIGITS_LAYERS)
-    assert table["ablation_p"].notna().any()
+    assert "ablation_p" in table.columns
 
 
 def test_report_is_written(quick_demo):

@@ -170,16 +170,31 @@ def test_ablate_modules_refuses_modules_and_draws_it_cannot_mean(change, needle)
         )
 
 
-def test_an_ensemble_of_one_gives_its_modules_no_reproducibility(outputs):
+def test_an_ensemble_of_one_gives_its_modules_no_reproducibility(tmp_path):
     """With one SAE and no resample (`--seeds 1 --n-bootstrap 0`) every module 'was
     recovered by all members' (itself): modules.parquet and the table said reproducible
-    1.00 beside a verdict saying one member cannot test that. It is undefined (NaN)."""
+    1.00 beside a verdict saying one member cannot test that. It is undefined (NaN).
+    (Planted modules: the random MLP of `outputs` has units moved by its six inputs, a
+    few dense factors without groups, which the correlation view no longer calls
+    modules.)"""
     import numpy as np
 
-    from saeatlas.structure import AtlasConfig, map_structure
+    from saeatlas.store import ActivationStore
+    from saeatlas.structure import (
+        AtlasConfig,
+        PlantedConfig,
+        make_planted,
+        map_structure,
+        save_planted,
+    )
+    from saeatlas.train import TrainConfig, train_sae
 
+    data = make_planted(PlantedConfig.preset("easy", seed=0, n_rows=2000))
+    store = ActivationStore.open(save_planted(data, tmp_path / "planted"))
+    cfg = TrainConfig(d_sae=64, k=8, batch_size=512, tokens=20_000, seed=0)
+    sae = train_sae(store, cfg, progress=False).sae
     cfg = AtlasConfig(n_null=2, nulls=("permutation",), n_bootstrap=0, control=False)
-    atlas = map_structure(outputs.sae, outputs.store, cfg)
+    atlas = map_structure(sae, store, cfg)
     assert atlas.summary["ensemble"]["n_members"] == 1 and len(atlas.modules)
     assert np.isnan(atlas.modules["reproducibility"]).all()
     assert "one member cannot test" in atlas.summary["message"]

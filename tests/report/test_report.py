@@ -64,7 +64,7 @@ def test_summary_reports_the_sweep_significance_stability_control_and_ablation(
     _, html = full_report
     atlas = Atlas.load(full_atlas.atlas_dir)
     s = atlas.summary
-    assert "DigitsMLP (report tests)" in html
+    assert "MultiTaskMLP (report tests)" in html
     assert "the sweep&#39;s recommendation" in html and "Kneedle" in html
     assert "The atlas uses this SAE." in html
     assert f"{s['n_significant_modules']} of them significant" in html
@@ -350,8 +350,9 @@ def test_an_atlas_without_modules_still_reports(atlas_copy):
         test["p"] = 1.0
     for view in s.get("cross_check", {}).values():
         view["partition_significant"] = False
-        if view.get("test"):
-            view["test"]["p"] = 1.0
+        for test in [view.get("test"), *view.get("tests", [])]:
+            if test:
+                test["p"] = 1.0
     s.update(n_modules=0, n_significant_modules=0, significant=False)
     s.update(verdict="no_significant_structure", partition_significant=False)
     s.update(n_sae_only_modules=0, sae_partition_significant=False)

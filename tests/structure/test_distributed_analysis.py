@@ -196,23 +196,47 @@ def test_ranks_given_different_settings_stop_with_one_error_naming_them(run_rank
         ), r
 
 
-def test_torchrun_cli_writes_the_atlas_one_process_makes(single, digits_store):
+@pytest.fixture(scope="module")
+def modular(tmp_path_factory):
+    """A network whose units form modules (two tasks, pruned to 10%: the digits network
+    has none to ablate), its store, two SAEs and the atlas one process makes of them."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.demo.multitask import MULTITASK_LAYERS, multitask_data, multitask_model
+
+    root = tmp_path_factory.mktemp("modular")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = multitask_model()
+        x, labels = multitask_data(1)
+        np.save(root / "x.npy", x)
+        np.save(root / "y.npy", labels[:, 0])  # the digit
+        store = capture_activations(
+            model, x, list(MULTITASK_LAYERS), root / "store", CaptureConfig(), progress=False
+        )
+        for seed in (0, 1):
+            cfg = TrainConfig(d_sae=64, k=6, tokens=20_000, batch_size=256, seed=seed)
+            train_sae(store, cfg, root / f"sae{seed}", progress=False)
+        one = analyze(root / "sae0", store, AtlasConfig(**CONFIG), seed_saes=[root / "sae1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert one.n_modules >= 2, one.summary["message"]
+    return root, store, model, x, labels[:, 0], one
+
+
+def test_torchrun_cli_writes_the_atlas_one_process_makes(modular):
     """... with the ablation shared out among the ranks (each loads the model and
     ablates its share of the modules): the figures one process computes."""
-    from saeatlas.demo.digits import digits_data, digits_model
     from saeatlas.structure.causal.ablation import ablate_atlas
 
-    root, one, _ = single
-    x, y = digits_data()
-    np.save(root / "x.npy", x)
-    np.save(root / "y.npy", y)
+    root, store, model, x, y, one = modular
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # PYTHONPATH passes through
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "saeatlas", "analyze", "--sae", str(root / "sae0"), "--acts", str(digits_store.path),
+        "-m", "saeatlas", "analyze", "--sae", str(root / "sae0"), "--acts", str(store.path),
         "--out", str(root / "cli"), "--seed-sae", str(root / "sae1"), "--seeds", "2",
         "--n-null", "3", "--batch-size", "256", "--max-rows", "1500", "--n-examples", "3",
-        "--model", "saeatlas.demo.digits:digits_model", "--inputs", str(root / "x.npy"),
+        "--model", "saeatlas.demo.multitask:multitask_model", "--inputs", str(root / "x.npy"),
         "--labels", str(root / "y.npy"), "--ablation-draws", "20",
         "--timeout", "60", "--quiet",
     ]  # fmt: skip
@@ -225,11 +249,11 @@ def test_torchrun_cli_writes_the_atlas_one_process_makes(single, digits_store):
     plain = Atlas.load(root / "cli")
     plain.modules = plain.modules.drop(columns=ablated)
     _assert_same_atlas(plain, one)
-    one = copy.deepcopy(one)  # the session's atlas stays as it is
+    one = copy.deepcopy(one)  # the fixture's atlas stays as it is
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        ablate_atlas(one, digits_model(), x, digits_store, labels=y, n_random=20)
+        ablate_atlas(one, model, x, store, labels=y, n_random=20)
     finally:
         torch.set_num_threads(threads)
     pd.testing.assert_frame_equal(two.modules[ablated], one.modules[ablated])

@@ -65,7 +65,7 @@ def test_the_correlation_view_counts_no_module_of_units_held_by_the_mode(tmp_pat
     np.save(tmp_path / "x.npy", _rows(1).astype(np.float32))
     store = ActivationStore.open(tmp_path / "x.npy")
     sae = SparseAutoencoder(SAEConfig("topk", d_in=50, d_sae=32, k=4), torch.Generator())
-    cfg = AtlasConfig(n_null=4, n_bootstrap=5, null_rows=3000, seed=0)
+    cfg = AtlasConfig(n_null=10, n_bootstrap=5, null_rows=3000, seed=0)
     view = prepared_on_ranks(correlation_view, sae, store, cfg, DEFAULT_TIMEOUT_S)
     found = view.levels[view.chosen].reproducible_labels()
     free = found[40:]

@@ -18,7 +18,7 @@ def _clean_view(*partitions: np.ndarray) -> CorrelationView:
     every one of six members."""
     levels = [level_consensus(np.stack([p] * 6), s) for p, s in zip(partitions, (0.5, 1, 2))]
     n = int(partitions[0].max()) + 1
-    return CorrelationView(levels, 0, None, True, np.ones(n, bool), np.zeros(n), clean=True)
+    return CorrelationView(levels, 0, (), True, np.ones(n, bool), np.zeros(n), clean=True)
 
 
 def test_a_module_of_the_free_units_is_no_coarser_map_of_the_sae_modules():

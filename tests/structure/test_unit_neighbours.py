@@ -95,11 +95,12 @@ def test_the_raw_and_cleaned_views_share_their_null_graphs_and_test_as_alone(
     def both(inp):
         raw = correlation.correlation_view(inp)
         (graphs,) = [v for k, v in inp.mode.views.items() if k[0] == "null graphs"]
-        waiting = sorted((c, -1 if d is None else d) for c, d in graphs.kept)
+        waiting = sorted((c, -1 if d is None else d, r) for c, d, r in graphs.kept)
         return raw, waiting, correlation.correlation_view(inp, clean=True), graphs.kept
 
     raw, waiting, clean, left = prepared_on_ranks(both, sae, store, cfg, DEFAULT_TIMEOUT_S)
-    assert waiting == [(True, d) for d in range(-1, 4)]  # the block and every draw
+    # the block and every draw of both nulls
+    assert waiting == [(True, -1, False)] + [(True, d, r) for d in range(4) for r in (False, True)]
     assert not left  # the cleaned view took them all
     alone = [
         prepared_on_ranks(
@@ -112,5 +113,5 @@ def test_the_raw_and_cleaned_views_share_their_null_graphs_and_test_as_alone(
         for c in (False, True)
     ]
     for shared, own in zip((raw, clean), alone):
-        assert shared.test.as_dict() == own.test.as_dict()
+        assert [t.as_dict() for t in shared.tests] == [t.as_dict() for t in own.tests]
         np.testing.assert_array_equal(shared.labels, own.labels)

@@ -27,8 +27,8 @@ from saeatlas.structure.inference.consensus import (
     nest,
     nests_under,
 )
-from saeatlas.structure.inference.correlation import opposition, partition_modularity
 from saeatlas.structure.inference.outcome import VERDICTS, decide
+from saeatlas.structure.inference.partition_fit import opposition, partition_modularity
 from saeatlas.structure.inference.partitions import best_match_jaccard
 from saeatlas.structure.synthetic.planted import module_parents
 from saeatlas.train import TrainConfig
@@ -305,6 +305,13 @@ def test_the_message_names_whose_partition_beat_its_nulls(sae_ok):
     message = atlas.summary["message"]
     assert "the units' raw correlations beat the independent-units null" in message
     assert ("the SAE's partition beats the null models" in message) == sae_ok, message
+    # a view that ran both of its nulls (the no-groups null too) is said to beat both
+    atlas.summary["cross_check"]["raw"]["tests"] = [{"p": 0.001}, {"p": 0.01}]
+    decide(atlas)
+    assert (
+        "raw correlations beat the independent-units and no-groups nulls"
+        in (atlas.summary["message"])
+    )
 
 
 # ------------------------------------------------- no-structure twins, counted over seeds

@@ -213,6 +213,13 @@ def train_multitask(
     )
 
 
+def multitask_model(seed: int = 1, prune: float | None = 0.1, n_tasks: int = 2) -> MultiTaskMLP:
+    """The network :func:`train_multitask` trains (by default two tasks, pruned to 10%,
+    whose hidden units fall into groups by task), for ``--model
+    saeatlas.demo.multitask:multitask_model``: every call trains the same one."""
+    return train_multitask(seed, prune=prune, n_tasks=n_tasks).model
+
+
 @dataclass(frozen=True)
 class _Labels:
     labels: torch.Tensor

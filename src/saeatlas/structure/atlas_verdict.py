@@ -111,8 +111,8 @@ def _check_significant(modules: pd.DataFrame, alpha: float, path: Path, fix: str
 def _check_partition(s: dict[str, Any], alpha: float, path: Path, fix: str) -> None:
     """``sae_partition_significant``: whether the SAE's partition beat every null model
     (each p of ``sae_modules.nulls`` below ``config.alpha``); a correlation view's
-    ``partition_significant``: whether its ``test`` did; ``partition_significant``: whether
-    either did. The verdict reads the last: one edited to true put "co-firing structure"
+    ``partition_significant``: whether its ``tests`` did (its one ``test`` in atlases
+    before the no-groups null); ``partition_significant``: whether either did. The verdict reads the last: one edited to true put "co-firing structure"
     above p-values of 0.86. Checked where the atlas records them (older atlases lack
     ``sae_partition_significant``)."""
     if "sae_partition_significant" not in s:
@@ -128,8 +128,10 @@ def _check_partition(s: dict[str, Any], alpha: float, path: Path, fix: str) -> N
     ]
     for name, view in views.items():
         if "test" in view and "partition_significant" in view:
-            test = view["test"]
-            given = _beat([test], alpha) if test is not None else False
+            # every null's test where the atlas records them all (atlases before the
+            # no-groups null hold the one against independent units)
+            test = view["tests"] if "tests" in view else view["test"]
+            given = _beat(test if isinstance(test, list) else [test], alpha) if test else False
             facts.append(
                 (f"cross_check.{name}.partition_significant", view["partition_significant"], given)
             )

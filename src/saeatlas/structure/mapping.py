@@ -99,6 +99,7 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
     spread = relative_spread(ens.member_cohesion)
     tests, source_name = significance_tests(inp, main, feature_module, q_se, spread)
     partition_ok, module_ok, module_p = verdict(tests, cfg.alpha)
+    module_tests = tests
     n_modules = int(unit_module.max(initial=-1)) + 1
     if not tests:
         module_ok, module_p = np.zeros(n_modules, bool), np.full(n_modules, np.nan)
@@ -126,7 +127,7 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
         modules_from, membership = "unit_correlations", corr.levels[corr.chosen].membership
         coupling = np.zeros(unit_module.size)
         unit_module, module_ok, module_p = corr.labels, corr.module_ok, corr.module_p
-        tests = [corr.test]
+        tests, module_tests = list(corr.tests), corr.module_tests
         n_modules = int(unit_module.max(initial=-1)) + 1
         feature_module = _features_of(main.attribution, unit_module, n_modules, f.excluded)
     units = project_modules(main.attribution, feature_module, n_modules, cfg.min_enrichment)
@@ -168,7 +169,7 @@ def core_atlas(inp: AtlasInputs) -> Atlas:
         unit_layer,
         [l.name for l in layers],
         main.graph.adjacency,
-        tests,
+        module_tests,
         module_ok,
         module_p,
     )

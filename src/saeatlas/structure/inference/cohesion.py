@@ -27,6 +27,9 @@ its graph: the weight inside any union of communities is read from it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -60,6 +63,74 @@ def module_weight(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
 def module_cohesion(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
     """``[n_modules]`` internal edge weight per member of each module."""
     return module_weight(adjacency, labels) / np.maximum(community_sizes(labels), 1)
+
+
+def kept_share(adjacency: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
+    """``[n_modules]`` the share of each module's edge weight (the summed weights of its
+    members' edges, its volume) that stays inside it: one minus its conductance. A group
+    cut from a continuous cloud keeps less than a group of its size that stands apart."""
+    labels = np.asarray(labels)
+    on = labels >= 0
+    degree = np.asarray(sp.csr_matrix(adjacency).sum(axis=1)).ravel()
+    n = int(labels.max(initial=-1)) + 1
+    volume = np.bincount(labels[on], weights=degree[on], minlength=n)
+    return 2 * module_weight(adjacency, labels) / np.maximum(volume, 1e-300)
+
+
+def size_matched_shares(
+    graph: sp.spmatrix, labels: np.ndarray, sizes: np.ndarray, union: bool = True
+) -> np.ndarray:
+    """``[len(sizes)]`` for each module size ``m``, the largest :func:`kept_share` of a
+    community of ``labels`` (a null graph's partition) of ``m / 1.5`` to ``1.5 m``
+    members (larger groups keep more of their weight, smaller less); where none is so
+    large, with ``union`` the largest communities together; NaN where none."""
+    labels = np.asarray(labels)
+    share, count = kept_share(graph, labels), community_sizes(labels)
+    out = np.full(len(sizes), np.nan)
+    by_size = np.argsort(-count, kind="stable")
+    for i, m in enumerate(np.asarray(sizes)):
+        near = (count >= m / 1.5) & (count <= 1.5 * m) & (count > 0)
+        if near.any():
+            out[i] = share[near].max()
+            continue
+        if not union:
+            continue
+        # none so large: the null's largest communities together, as one group of m / 1.5
+        # or more (a group of most of the units keeps most of its weight)
+        reach = int(np.searchsorted(np.cumsum(count[by_size]), m / 1.5)) + 1
+        together = np.where(np.isin(labels, by_size[:reach]), 0, -1)
+        if (together == 0).sum() >= m / 1.5:
+            out[i] = kept_share(graph, together)[0]
+    return out
+
+
+def scale_matched_shares(
+    graph: sp.spmatrix,
+    _labels: np.ndarray,
+    sizes: np.ndarray,
+    *,
+    finders: Sequence[Any],
+    scale: int,
+) -> np.ndarray:
+    """``[len(sizes)]`` :func:`size_matched_shares` of a null ``graph``'s groups that the
+    ``finders`` (one per scale, coarsest first) cut at the modules' own ``scale``, or at
+    the nearest scale that cuts a group of a module's size (finer first where two are
+    as near): the best partition over all scales (``_labels``, unused) is often
+    another scale, whose few groups of a small module's size are the best of many,
+    and a coarse scale can leave the null whole, which is no group. A module larger
+    than any group cut: the finest scale's largest groups together."""
+    out = np.full(len(sizes), np.nan)
+    for i in sorted(range(len(finders)), key=lambda i: (abs(i - scale), -i)):
+        todo = np.isnan(out)
+        if not todo.any():
+            return out
+        labels = finders[i].fit(graph).labels_
+        if labels.max(initial=-1) >= 1:  # one community of every unit is no group
+            out[todo] = size_matched_shares(graph, labels, sizes[todo], union=False)
+    todo = np.isnan(out)
+    if todo.any():
+        out[todo] = size_matched_shares(graph, finders[-1].fit(graph).labels_, sizes[todo])
+    return out
 
 
 def reappearing_cohesion(

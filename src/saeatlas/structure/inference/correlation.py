@@ -21,16 +21,32 @@ its own and not the mode all units share (:mod:`.shared_mode`): units that share
 only a global mode's loadings form a group of the raw correlations, and pass the
 test below, whose null breaks the mode too.
 
-Significance is judged against independent units, on a block of the store's
-first rows (up to ``null_rows``, and :data:`NULL_BLOCK_BYTES`): each null draw
-shifts every unit's column of the block circularly by its own random offset
-(the circular-shift surrogate of spike-train analysis), which keeps each unit's
-values, their heavy tails and their runs along the rows (the rows of one text
-are not independent), and breaks only the alignment between units. As in
-:mod:`.significance`, the best modularity the finder reaches over all its
-scales and the cohesion of each module on the block's graph are compared with
-the best the finder reaches on the shifted blocks' graphs, ``n_null`` draws.
-(The finder at the reported scale alone would not do: at a coarse scale it
+Significance is judged against two null models (:mod:`.correlation_nulls`), on a block
+of the store's first rows (up to ``null_rows``, and :data:`NULL_BLOCK_BYTES`); the
+partition and each module count only when they beat both:
+
+- **independent units**: each null draw shifts every unit's column of the block
+  circularly by its own random offset (the circular-shift surrogate of spike-train
+  analysis), which keeps each unit's values, their heavy tails and their runs along
+  the rows (the rows of one text are not independent), and breaks only the
+  alignment between units;
+- **no groups**: the block's correlations with their eigenvalues kept and their
+  eigenvectors drawn at random (SigClust's null, Liu et al. 2008): as many factors,
+  as strong, with loadings that form no groups. The first null is rejected by any
+  correlated data; this one only where the units fall into groups, not where a few
+  dense factors move them all and the finder cuts the cloud of their loadings.
+
+The partition's figure is the best modularity the finder reaches over all its
+scales, against the best it reaches on each null graph. A module's figure is, against
+independent units, its cohesion beside the most cohesive group of its size the
+null's best partition gives; against no groups, the share of its edge weight it keeps
+inside (one minus its conductance: a group cut from a continuous cloud keeps less
+than one that stands apart; cohesion passed ReLU'd factors) beside the null's groups
+of its size cut at the reported scale, or the nearest scale that cuts one (the best
+partition over all scales was often another scale, whose few groups of a small
+module's size were the best of many: every task module of one pruned three-task
+network failed; a coarse scale that leaves the null whole cuts no group). (For
+the partition, the finder at the reported scale alone would not do: at a coarse scale it
 leaves a noise graph whole, modularity 0 in every draw, and any real
 modularity then beat a null of spread 0.) (Drawing the null
 correlations as Gaussian noise ``N(0, 1/n)`` instead called independent
@@ -51,9 +67,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..._progress import progress_bar
-from ..graph.finders import best_partition, make_levels, modularity
+from ..graph.finders import best_partition, make_levels
 from ..graph.units import unit_correlation_graph
-from .cohesion import community_sizes, community_weights, reappearing_cohesion, relative_spread
+from .cohesion import (
+    community_sizes,
+    community_weights,
+    kept_share,
+    reappearing_cohesion,
+    relative_spread,
+    scale_matched_shares,
+)
 from .consensus import (
     REPRODUCIBLE,
     LevelConsensus,
@@ -63,6 +86,7 @@ from .consensus import (
     submodule_labels,
 )
 from .correlation_nulls import null_graphs
+from .partition_fit import opposition, partition_modularity
 from .shared_mode import OWN_SHARE, own_share
 from .significance import NullTest, null_test, sampling_error, verdict
 
@@ -79,8 +103,9 @@ class CorrelationView:
 
     levels: list[LevelConsensus]
     chosen: int
-    test: NullTest | None
-    """The partition and module tests against independent units (None: nulls off)."""
+    tests: tuple[NullTest, ...]
+    """The tests against each null model (:data:`NULLS`; empty: nulls off): the
+    partition and each module beat every one (:attr:`module_tests`)."""
     partition_ok: bool
     module_ok: np.ndarray
     """``[n_modules]`` each reproducible module significant."""
@@ -121,6 +146,16 @@ class CorrelationView:
         new[keep] = np.arange(keep.size)
         return new[labels]
 
+    @property
+    def test(self) -> NullTest | None:
+        """The test against independent units (None: nulls off)."""
+        return self.tests[0] if self.tests else None
+
+    @property
+    def module_tests(self) -> list[NullTest]:
+        """The tests each module is judged by: both nulls, each with its own figure."""
+        return list(self.tests)
+
     def summary(self) -> dict[str, Any]:
         lv = self.levels[self.chosen]
         return {
@@ -132,7 +167,9 @@ class CorrelationView:
             )
             + ", on all rows and Poisson-bootstrap resamples; consensus and reproducibility "
             "as the SAE ensemble; tested on the store's first rows against the same rows "
-            "with each unit circularly shifted by its own random offset (independent units)",
+            "with each unit circularly shifted by its own random offset (independent units) "
+            "and against their correlations with the eigenvectors drawn at random (no "
+            "groups)",
             "clean": self.clean,
             "scale": lv.scale,
             "agreement": None if not np.isfinite(lv.agreement) else lv.agreement,
@@ -143,6 +180,7 @@ class CorrelationView:
             "n_significant_modules": int(self.module_ok.sum()),
             "partition_significant": bool(self.partition_ok),
             "test": self.test.as_dict() if self.test is not None else None,
+            "tests": [t.as_dict() for t in self.tests],
             "module_p": [float(p) for p in self.module_p],
             "levels": [
                 d | ({"opposition": float(self.opposed[i])} if self.opposed else {})
@@ -206,7 +244,9 @@ def correlation_view(inp: AtlasInputs, clean: bool = False) -> CorrelationView |
                 f"{mode.corr.shape[0]:,}",
             )
         # members and null draws; at thousands of units each takes seconds or more
-        n_items = mode.view_start + (cfg.n_null if cfg.nulls and cfg.n_null >= 2 else 0)
+        n_items = mode.view_start + (
+            len(NULLS) * cfg.n_null if cfg.nulls and cfg.n_null >= 2 else 0
+        )
         name = "units' cleaned correlations" if clean else "units' correlations"
         with progress_bar(name, n_items, inp.progress) as bar:
             mode.views[key] = _correlation_view(inp, clean, bar.advance, bar.grow)
@@ -221,41 +261,11 @@ def _keep(labels: np.ndarray, kept: np.ndarray) -> np.ndarray:
     return new[labels]
 
 
-def partition_modularity(graph: sp.spmatrix, labels: np.ndarray) -> float:
-    """Modularity of ``labels`` on ``graph``, units in no module each a module of their
-    own (so leaving units out neither raises nor lowers it by itself)."""
-    alone = labels < 0
-    full = labels.copy()
-    full[alone] = int(labels.max(initial=-1)) + 1 + np.arange(int(alone.sum()))
-    return modularity(graph, full)
-
-
-def opposition(corr: np.ndarray, labels: np.ndarray) -> float:
-    """How strongly the most anti-correlated pair of modules of ``labels`` opposes each
-    other in ``corr [n_units, n_units]``: the largest ``-B_ab / sqrt(W_a W_b)`` over pairs
-    of modules, ``B_ab`` the mean correlation between their units, ``W_a`` the mean
-    correlation within ``a`` (0: no pair anti-correlated; 1: the two sides of one axis,
-    correlated within as strongly as against each other). 0 with fewer than two
-    modules."""
-    on = np.flatnonzero(labels >= 0)
-    _, module = np.unique(labels[on], return_inverse=True)  # modules without units dropped
-    n_mod = int(module.max(initial=-1)) + 1
-    if n_mod < 2:
-        return 0.0
-    member = sp.csr_matrix(
-        (np.ones(on.size), (on, module)), shape=(labels.size, n_mod)
-    )  # [n_units, n_mod] one-hot
-    sums = np.asarray(member.T @ (member.T @ corr).T)  # [n_mod, n_mod] summed correlations
-    size = np.bincount(module, minlength=n_mod).astype(np.float64)
-    diag = np.bincount(module, weights=np.diag(corr)[on], minlength=n_mod)
-    within = (np.diag(sums) - diag) / np.maximum(size * (size - 1), 1)
-    between = sums / np.outer(size, size)
-    within = within.clip(1e-12)  # a module not correlated within: any opposition is large
-    scale = np.sqrt(np.outer(within, within))
-    ratio = -between / scale
-    np.fill_diagonal(ratio, -np.inf)
-    return float(max(ratio.max(), 0.0))
-
+#: The view's null models: (name, eigenvectors drawn at random) (:mod:`.correlation_nulls`).
+NULLS = (
+    ("independent units (circular shifts)", False),
+    ("no groups (eigenvectors at random)", True),
+)
 
 #: Members the correlation view adds at a time while its consensus is undecided.
 MEMBER_BATCH = 6
@@ -335,38 +345,49 @@ def _correlation_view(
     own = None if mode.mode is None else own_share(mode.corr, labels)
     labels = labels if own is None else _keep(labels, own >= OWN_SHARE)
     n_mod = int(labels.max(initial=-1)) + 1
-    test = None
+    tests: tuple[NullTest, ...] = ()
     if cfg.nulls and cfg.n_null >= 2:
         # every scale: at one coarse scale a noise graph is one module, Q 0 in every
         # draw, so any real Q beat it with a spread of 0
         fit = functools.partial(best_partition, cfg)
         graphs = null_graphs(inp, k)
 
-        def null_graph(i: int, _: Coordinator | None) -> sp.csr_matrix:  # counts no pairs
-            return graphs.graph(clean, i)
+        def null_graph(rotate: bool, i: int, _: Coordinator | None) -> sp.csr_matrix:
+            return graphs.graph(clean, i, rotate)  # counts no pairs
 
         block_graph = graphs.graph(clean, None)
-        test = null_test(
-            "independent units (circular shifts)",
-            block_graph,
-            labels,
-            fit,
-            null_graph,
-            cfg.n_null,
-            on_draw=on_item,
-            coord=inp.coord,
-            # the statistic's sampling error: its spread over the members (rows resampled)
-            q_se=sampling_error([max(lv[1] for lv in m) for m in per_member]),
-            module_spread=relative_spread(
-                [
-                    reappearing_cohesion(w, n, u, labels)
-                    for u, _, w, n in (m[chosen] for m in per_member)
-                ]
-            ),
+        at_scale = functools.partial(scale_matched_shares, finders=finders, scale=chosen)
+        # the statistic's sampling error: its spread over the members (rows resampled)
+        q_se = sampling_error([max(lv[1] for lv in m) for m in per_member])
+        spread = relative_spread(
+            [
+                reappearing_cohesion(w, n, u, labels)
+                for u, _, w, n in (m[chosen] for m in per_member)
+            ]
         )
-    partition_ok, module_ok, module_p = verdict([test] if test else [], cfg.alpha)
-    if test is None:
+        tests = tuple(
+            null_test(
+                name,
+                block_graph,
+                labels,
+                fit,
+                functools.partial(null_graph, rotate),
+                cfg.n_null,
+                on_draw=on_item,
+                coord=inp.coord,
+                q_se=q_se,
+                # against no groups, what a module keeps of its weight, beside groups of
+                # its size that the finder cuts at the module's own scale (cohesion
+                # passed ReLU'd factors)
+                module_spread=None if rotate else spread,
+                figures=(kept_share, at_scale) if rotate else None,
+            )
+            for name, rotate in NULLS
+        )
+    # the partition and each module against both nulls
+    partition_ok, module_ok, module_p = verdict(list(tests), cfg.alpha)
+    if not tests:
         module_ok, module_p = np.zeros(n_mod, bool), np.full(n_mod, np.nan)
     return CorrelationView(
-        levels, chosen, test, partition_ok, module_ok, module_p, clean, tuple(opposed), own
+        levels, chosen, tests, partition_ok, module_ok, module_p, clean, tuple(opposed), own
     )

@@ -204,15 +204,20 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
         return text[0].upper() + text[1:] + "."
     if key == "structure_without_reproducible_modules":
         # say whose partition beat its nulls: the SAE's, or only the units' correlations'
-        views = [
-            k for k, v in (s.get("cross_check") or {}).items() if v.get("partition_significant")
-        ]
+        beaten = {
+            k: v for k, v in (s.get("cross_check") or {}).items() if v.get("partition_significant")
+        }
         beat = ["the SAE's partition beats the null models"]
-        if views:
+        if beaten:
             beat = beat if s.get("sae_partition_significant") else []
-            beat.append(
-                f"the units' {' and '.join(views)} correlations beat the independent-units null"
+            # atlases before the no-groups null tested the views against independent units
+            both = all(len(v.get("tests") or ()) > 1 for v in beaten.values())
+            nulls = (
+                "the independent-units and no-groups nulls"
+                if both
+                else "the independent-units null"
             )
+            beat.append(f"the units' {' and '.join(beaten)} correlations beat {nulls}")
         untested = (
             " (one member cannot test that: analyze with --seeds 3, or `n_bootstrap` 1 or more)"
             if s.get("modules_from", "sae") == "sae" and _alone(s)

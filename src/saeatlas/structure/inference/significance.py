@@ -126,11 +126,16 @@ class NullTest:
 
     def module_z(self) -> np.ndarray:
         se, fakes = self._module_se(), self.null_module_w.T
-        return np.array([draws_z(w, f, s) for w, f, s in zip(self.module_w, fakes, se)])
+        return np.array(
+            [draws_z(w, f[np.isfinite(f)], s) for w, f, s in zip(self.module_w, fakes, se)]
+        )
 
     def module_p(self) -> np.ndarray:
+        """Draws without a group to compare (NaN) left out."""
         se, fakes = self._module_se(), self.null_module_w.T
-        return np.array([draws_p(w, f, _t_tail, s) for w, f, s in zip(self.module_w, fakes, se)])
+        return np.array(
+            [draws_p(w, f[np.isfinite(f)], _t_tail, s) for w, f, s in zip(self.module_w, fakes, se)]
+        )
 
     def as_dict(self) -> dict[str, float | str]:
         return {
@@ -163,6 +168,7 @@ def null_test(
     in_parts: bool = False,
     q_se: float = float("nan"),
     module_spread: np.ndarray | None = None,
+    figures: tuple[Callable, Callable] | None = None,
 ) -> NullTest:
     """Compare ``labels`` on ``real_graph`` with ``n_draws`` graphs from
     ``null_graphs(i, c)``.
@@ -180,13 +186,14 @@ def null_test(
     depend on ``i`` alone (its seed is derived from it).
     """
     q = max(fit(real_graph)[0], float(module_modularity(real_graph, labels).sum()))
-    mw = module_cohesion(real_graph, labels)
+    figure, fakes_of = figures or (module_cohesion, strongest_fakes)
+    mw = figure(real_graph, labels)
     sizes = community_sizes(labels)
 
     def draw(i: int, c: Coordinator | None) -> tuple[float, np.ndarray]:
         g = null_graphs(i, c)
         null_q, null_labels = fit(g)
-        return float(null_q), strongest_fakes(g, null_labels, sizes)
+        return float(null_q), fakes_of(g, null_labels, sizes)
 
     coord = coord if coord is not None else solo()
     draws = graph_items(n_draws, draw, coord, in_parts, on_item=on_draw)
