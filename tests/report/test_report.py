@@ -356,10 +356,13 @@ def test_an_atlas_without_modules_still_reports(atlas_copy):
     s.update(n_modules=0, n_significant_modules=0, significant=False)
     s.update(verdict="no_significant_structure", partition_significant=False)
     s.update(n_sae_only_modules=0, sae_partition_significant=False)
-    for key in ("stability", "control", "ablation"):
+    for key in ("stability", "control"):
         atlas.summary.pop(key, None)
     atlas.save(atlas_copy, overwrite=True)
     html = write_report(atlas_copy).path.read_text()
+    # the ablation ran and found nothing to ablate: not "No model given"
+    assert "The model was given, but the atlas has no modules to ablate." in html
+    assert "No model given" not in html
     msg = Atlas.load(atlas_copy).summary["message"]  # the headline the tables give
     assert msg.startswith("No significant structure") and msg in html
     assert "The atlas found no modules" in html

@@ -312,6 +312,9 @@ def _submodules_text(ens: dict[str, Any]) -> str:
 
 def ablation_text(data: ReportData) -> str:
     if not data.has_ablation:
+        if data.summary.get("ablation") and data.n_modules == 0:
+            # the demo's page said "No model given" of an ablation that ran and had nothing
+            return "The model was given, but the atlas has no modules to ablate."
         return "No model given: no causal check."
     a = data.summary.get("ablation") or {}
     m = data.atlas.modules
