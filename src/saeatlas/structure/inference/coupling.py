@@ -17,8 +17,9 @@ So the final step asks the data, with the ensemble's modules as the question:
   then averaged over the ensemble's SAEs. How a dictionary splits a module into
   features no longer matters, only which features belong to it.
 - **coupling** ``c_uk = corr(z_u^2, A_k)``: how closely the energy of unit ``u`` (its
-  squared standardised activation ``z_u``) follows module ``k``'s energy, from one
-  pass over the atlas's rows (:func:`energy_coupling`). Energy, not activation:
+  squared standardised activation ``z_u``, the units' global mode taken out)
+  follows module ``k``'s energy, from one pass over the atlas's rows
+  (:func:`energy_coupling`). Energy, not activation:
   a feature writes a unit with either sign, so a module's summed activation does
   not follow its own units (on the ``layered`` case, with the planted features
   themselves: median correlation 0.00 with their module's units; of the energies,
@@ -113,10 +114,16 @@ def energy_coupling(
     max_rows: int | None,
     device: str,
     coord: Coordinator,
+    mode: np.ndarray | None = None,
 ) -> np.ndarray:
     """``[n_units, n_modules]`` the correlation over the codes' rows of each unit's
     squared standardised activation with each module's ``energy`` (``[n_rows,
     n_modules]``, standardised: :func:`module_energy`).
+
+    ``mode``: the units' global mode (unit norm, :func:`..graph.units.global_mode`),
+    taken out of the standardised activations first (``z - (z . mode) mode``): the
+    mode is no module, and its share of a unit's energy hid the module the rest
+    follows.
 
     One pass over the rows ``codes`` was encoded from (the same ``batch_size`` and
     ``max_rows``); under ``torchrun`` each rank reads its share and the sums are
@@ -129,8 +136,12 @@ def energy_coupling(
     s1 = torch.zeros(n_units, dtype=torch.float64, device=dev)
     s2 = torch.zeros_like(s1)
     cross = torch.zeros((n_units, n_modules), dtype=torch.float64, device=dev)
+    v = None if mode is None else torch.from_numpy(np.asarray(mode, np.float64)).to(dev)
     for _, position, x in atlas_batches(store, names, batch_size, max_rows, coord):
-        z2 = ((x.to(dev, torch.float64) - mean) / std) ** 2
+        z = (x.to(dev, torch.float64) - mean) / std
+        if v is not None:
+            z -= torch.outer(z @ v, v)
+        z2 = z**2
         a = torch.from_numpy(energy[position : position + x.shape[0]]).to(dev)
         s1 += z2.sum(0)
         s2 += (z2 * z2).sum(0)

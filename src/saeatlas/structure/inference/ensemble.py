@@ -214,6 +214,7 @@ def _assign(
         max_rows=cfg.max_rows,
         device=cfg.device,
         coord=inp.coord,
+        mode=inp.mode.mode,
     )
     raw = assign_units(coupling, consensus)
     own = np.where(raw >= 0, coupling[np.arange(n_units), raw.clip(0)], 0.0)
