@@ -21,6 +21,7 @@ import torch
 
 from .._validation import check_json_argument, shown
 from ..errors import ConfigError, StoreError
+from .job_layers import job_layers_fault
 from .manifest import LayerSpec, provenance_fault, validate_layers
 from .shards import STORE_DTYPES
 
@@ -180,11 +181,17 @@ def writer_arguments(
 
 
 def started_layers(
-    layers: Any, before: tuple[LayerSpec, ...] | None, path: Path, *, resumed: bool
+    layers: Any,
+    before: tuple[LayerSpec, ...] | None,
+    path: Path,
+    *,
+    resumed: bool,
+    job: dict[str, Any] | None = None,
 ) -> tuple[tuple[LayerSpec, ...], int]:
     """The layers given to :meth:`.writer.StoreWriter.start` and their number of units,
-    checked, and the same as ``before``, those the interrupted capture of ``path``
-    recorded (``resumed``) or an earlier ``start`` was given."""
+    checked, the same as ``before``, those the interrupted capture of ``path``
+    recorded (``resumed``) or an earlier ``start`` was given, and as the writer's ``job``
+    names them (:func:`~.job_layers.job_layers_fault`, the readers' check)."""
     layers = tuple(layers)
     if not layers or not all(isinstance(x, LayerSpec) for x in layers):  # dicts: a traceback
         raise ConfigError(
@@ -192,6 +199,9 @@ def started_layers(
         )
     n_units = layers[-1].stop
     validate_layers(layers, n_units)
+    fault = job_layers_fault({"job": job}, layers)
+    if fault:
+        raise ConfigError(f"The store writer would record {fault}; no reader takes that.")
     if before is not None:
         old = [(l.name, l.start, l.stop) for l in before]
         new = [(l.name, l.start, l.stop) for l in layers]

@@ -191,7 +191,7 @@ class StoreWriter:
         """
         check_open(self._closed, self.path)
         layers, n_units = started_layers(
-            layers, self.layers, self.path, resumed=bool(self.saved_job)
+            layers, self.layers, self.path, resumed=bool(self.saved_job), job=self.job
         )
         if self.layers is not None:
             return

@@ -1,0 +1,81 @@
+"""Twenty-fifth hostile sweep, capture and the activation store: labels of `(x, y)`
+batches, the store's own files edited by hand, and the store writer used from Python."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+
+def _capture(out, inputs):
+    """Layers 0 and 2 of a seeded two-layer network, in batches of 8."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
+    return capture_activations(net, inputs, ["0", "2"], out, CaptureConfig(8), progress=False)
+
+
+@pytest.mark.parametrize("given", ["pairs", "loader"])
+def test_labels_given_as_a_column_of_one_per_sample_are_stored(tmp_path, given):
+    """A `y` of shape [batch, 1] (`y[:, None]`, as a loss takes its targets) is one label
+    per sample, but was taken for token-level targets: the store had no `label` column,
+    without a word."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = torch.randn(24, 4), (torch.arange(24) % 3)[:, None]
+    if given == "pairs":
+        inputs = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 24, 8)]
+    else:
+        inputs = DataLoader(TensorDataset(x, y), batch_size=8)
+    store = _capture(tmp_path / "s", inputs)
+    assert store.rows(["label"]).column("label").to_pylist() == (np.arange(24) % 3).tolist()
+
+
+def _copy(guarded, tmp_path, edit):
+    store = tmp_path / "store"
+    shutil.copytree(guarded.store, store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    edit(manifest)
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    return store
+
+
+def _swap_names(m):
+    m["layers"][0]["name"], m["layers"][1]["name"] = m["layers"][1]["name"], m["layers"][0]["name"]
+
+
+def _rename(m):
+    m["layers"][1]["name"] = "other"
+
+
+@pytest.mark.parametrize("edit", [_swap_names, _rename])
+def test_layer_names_edited_in_the_manifest_are_refused(tmp_path, guarded, run_cli, edit):
+    """Two layers' names swapped by hand in manifest.json (or one renamed) passed `info
+    --verify`: every later stage read each layer's columns as the other's, although the
+    capture's job in the same manifest records the layers in column order."""
+    from saeatlas.errors import StoreError
+    from saeatlas.store import ActivationStore
+
+    cli, assert_one_line_error = run_cli
+    store = _copy(guarded, tmp_path, edit)
+    assert_one_line_error(cli("info", "--verify", store), "`job.layers`", "in its layer map")
+    with pytest.raises(StoreError, match="each layer's columns would be read as another's"):
+        ActivationStore.open(store)
+
+
+def test_the_store_writer_refuses_layers_its_job_names_otherwise(tmp_path):
+    """A writer given a capture's job naming the layers `a, b` took `b, a` and wrote a
+    store that every reader then refused."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.store import LayerSpec, StoreWriter
+
+    writer = StoreWriter(tmp_path / "s", job={"model": "m", "layers": ["a", "b"]})
+    with pytest.raises(ConfigError, match="would record the layers \\['b', 'a'\\]"):
+        writer.start([LayerSpec("b", 0, 2), LayerSpec("a", 2, 3)])
+    writer.start([LayerSpec("a", 0, 2), LayerSpec("b", 2, 3)])
+    writer.abort()
