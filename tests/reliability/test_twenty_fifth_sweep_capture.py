@@ -4,6 +4,7 @@ batches, the store's own files edited by hand, and the store writer used from Py
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -79,3 +80,33 @@ def test_the_store_writer_refuses_layers_its_job_names_otherwise(tmp_path):
         writer.start([LayerSpec("b", 0, 2), LayerSpec("a", 2, 3)])
     writer.start([LayerSpec("a", 0, 2), LayerSpec("b", 2, 3)])
     writer.abort()
+
+
+def _ranks_with_a_distributed_sampler(rank, world, port, root):
+    """Both ranks capture one DataLoader that a DistributedSampler deals among them."""
+    from spawned_ranks import join_gloo
+
+    join_gloo(rank, world, port)
+    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data.distributed import DistributedSampler
+
+    data = TensorDataset(torch.arange(160.0).reshape(40, 4) / 100, torch.arange(40))
+    loader = DataLoader(data, batch_size=4, sampler=DistributedSampler(data, shuffle=False))
+    try:
+        store = _capture(root / "s", loader)
+        result = f"{store.n_rows} rows"
+    except Exception as e:
+        result = f"{type(e).__name__}: {e}"
+    (root / f"r{rank}.txt").write_text(result)
+    torch.distributed.destroy_process_group()
+
+
+def test_ranks_whose_inputs_differ_are_refused(tmp_path, spawn_ranks):
+    """Each rank iterates every batch and takes its own share of them, so a DataLoader with
+    a DistributedSampler (each rank dealt other samples) made a store of 20 of the 40
+    samples, numbered as if they were the first 20, without a word."""
+    spawn_ranks(_ranks_with_a_distributed_sampler, (tmp_path,), 120)
+    results = [(tmp_path / f"r{r}.txt").read_text() for r in range(2)]
+    line = "ConfigError: The ranks of this capture were given different first input batch"
+    assert all(r.startswith(line) and "DistributedSampler" in r for r in results), results
+    assert not [p for p in os.listdir(tmp_path) if "s" in p.split(".")], os.listdir(tmp_path)
