@@ -110,3 +110,26 @@ def test_ranks_whose_inputs_differ_are_refused(tmp_path, spawn_ranks):
     line = "ConfigError: The ranks of this capture were given different first input batch"
     assert all(r.startswith(line) and "DistributedSampler" in r for r in results), results
     assert not [p for p in os.listdir(tmp_path) if "s" in p.split(".")], os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["array", "tensor", "batch"])
+def test_the_fingerprint_of_the_inputs_copies_none_of_them(kind):
+    """The fingerprint a resume compares was taken of a copy of every input value
+    (`tobytes`): a capture needed twice the memory of its inputs before its first batch,
+    and one of inputs over half the machine's memory was killed for it, without a word."""
+    import tracemalloc
+
+    from saeatlas.capture.job import batch_fingerprint, inputs_fingerprint
+
+    x = np.zeros((1 << 20, 4), np.float32)  # 16 MiB
+    given = torch.from_numpy(x) if kind != "array" else x
+    tracemalloc.start()
+    try:
+        if kind == "batch":
+            batch_fingerprint((given,), {"mask": x})
+        else:
+            inputs_fingerprint(given)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
