@@ -133,3 +133,14 @@ def test_the_fingerprint_of_the_inputs_copies_none_of_them(kind):
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20, peak
+
+
+def test_verify_of_a_npy_says_what_it_checked(tmp_path, run_cli):
+    """`info ACTS.npy --verify` said "All 1 shards match their sha256 and the manifest's
+    per-unit mean and std": a .npy has neither, and nothing was matched."""
+    cli, _ = run_cli
+    np.save(tmp_path / "a.npy", np.ones((5, 3), np.float32))
+    r = cli("info", tmp_path / "a.npy", "--verify")
+    said = " ".join(r.output.split())  # the console wraps long lines
+    assert r.exit_code == 0 and "was read and checked for NaN/Inf" in said, said
+    assert "sha256 and the manifest" not in said
