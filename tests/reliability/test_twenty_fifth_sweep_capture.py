@@ -144,3 +144,25 @@ def test_verify_of_a_npy_says_what_it_checked(tmp_path, run_cli):
     said = " ".join(r.output.split())  # the console wraps long lines
     assert r.exit_code == 0 and "was read and checked for NaN/Inf" in said, said
     assert "sha256 and the manifest" not in said
+
+
+def test_the_working_folder_of_an_interrupted_capture_names_its_output(tmp_path, run_cli, guarded):
+    """`info .a.partial` (the folder an interrupted capture of `a` left) advised
+    `saeatlas capture ... --resume`, and `capture --out .a.partial --resume` was refused
+    with "Choose another name": neither said that the output to give is `a`."""
+    from saeatlas.store import LayerSpec, StoreWriter
+
+    cli, assert_one_line_error = run_cli
+    writer = StoreWriter(tmp_path / "w" / "a", shard_rows=4)
+    writer.start([LayerSpec("x", 0, 3)])
+    writer.add(torch.ones(8, 3), {"sample": np.arange(8)}, n_samples=8)
+    writer.drain()  # two shards committed, as a kill leaves them
+    shutil.copytree(tmp_path / "w" / ".a.partial", tmp_path / ".a.partial")
+    writer.abort()
+    work = tmp_path / ".a.partial"
+    assert_one_line_error(
+        cli("info", work), f"`saeatlas capture ... --out {tmp_path / 'a'} --resume`"
+    )
+    flags = ["--model", guarded.model, "--inputs", guarded.inputs, "--layers", "1", "--resume"]
+    line = assert_one_line_error(cli("capture", *flags, "--out", work), "Choose another name")
+    assert f"give '{tmp_path / 'a'}' with --resume" in line
