@@ -241,15 +241,18 @@ def check_path_argument(name: str, value: Any, *, optional: bool = False) -> Non
 
 
 def check_json_argument(name: str, value: Any) -> None:
-    """``value`` (the Python argument ``name``; None too) is a dict that JSON can write:
-    a capture's ``provenance`` of a NumPy number ended the capture, after its work, at the
-    manifest it goes into."""
+    """``value`` (the Python argument ``name``; None too) is a dict that JSON can write,
+    and read back as it was written: a capture's ``provenance`` of a NumPy number ended
+    the capture, after its work, at the manifest it goes into, and one of the keys 1 and
+    "1" (one key in JSON) or nested past Python's stack made a store every reader refused."""
     if value is None:
         return
     try:
         if not isinstance(value, dict):
             raise TypeError(f"a {type(value).__name__}, not a dict")
-        json.dumps(value, allow_nan=False)
+        strict_json(json.dumps(value, allow_nan=False))
+    except RecursionError:
+        raise ConfigError(f"`{name}` is nested too deeply for JSON.") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(
             f"`{name}` must be a dict of JSON values (text, finite numbers, true/false, "

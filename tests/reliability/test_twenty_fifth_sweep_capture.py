@@ -12,13 +12,14 @@ import pytest
 import torch
 
 
-def _capture(out, inputs):
+def _capture(out, inputs, **kwargs):
     """Layers 0 and 2 of a seeded two-layer network, in batches of 8."""
     from saeatlas.capture import CaptureConfig, capture_activations
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
-    return capture_activations(net, inputs, ["0", "2"], out, CaptureConfig(8), progress=False)
+    cfg = CaptureConfig(8)
+    return capture_activations(net, inputs, ["0", "2"], out, cfg, progress=False, **kwargs)
 
 
 @pytest.mark.parametrize("given", ["pairs", "loader"])
@@ -166,3 +167,19 @@ def test_the_working_folder_of_an_interrupted_capture_names_its_output(tmp_path,
     flags = ["--model", guarded.model, "--inputs", guarded.inputs, "--layers", "1", "--resume"]
     line = assert_one_line_error(cli("capture", *flags, "--out", work), "Choose another name")
     assert f"give '{tmp_path / 'a'}' with --resume" in line
+
+
+def test_provenance_that_json_reads_back_otherwise_is_refused_first(tmp_path):
+    """A `provenance` of the keys 1 and "1" (one key in JSON) went into the manifest as a
+    key given twice: the capture ended, after its work, in "manifest.json is not valid
+    JSON ... the store is corrupt", with that store in place and every reader refusing
+    it; one nested past Python's stack ended in a RecursionError traceback."""
+    from saeatlas.errors import ConfigError
+
+    deep: dict = {}
+    for _ in range(100_000):
+        deep = {"a": deep}
+    for given, needle in (({1: "a", "1": "b"}, "the key '1' is given twice"), (deep, "deeply")):
+        with pytest.raises(ConfigError, match=needle):
+            _capture(tmp_path / "s", torch.randn(8, 4), provenance=given)
+    assert not list(tmp_path.iterdir())
