@@ -238,6 +238,9 @@ def check_path_argument(name: str, value: Any, *, optional: bool = False) -> Non
     number there ended in pathlib's "expected str, bytes or os.PathLike object"."""
     if not (isinstance(value, (str, os.PathLike)) or (optional and value is None)):
         raise ConfigError(f"`{name}` must be a path (str or pathlib.Path), got {shown(value)}.")
+    # no system takes one in a path: Python's "embedded null byte" ValueError
+    if isinstance(value, (str, os.PathLike)) and "\0" in os.fsdecode(os.fspath(value)):
+        raise ConfigError(f"`{name}` holds a NUL character, which no path can: {shown(value)}.")
 
 
 def check_json_argument(name: str, value: Any) -> None:

@@ -183,3 +183,20 @@ def test_provenance_that_json_reads_back_otherwise_is_refused_first(tmp_path):
         with pytest.raises(ConfigError, match=needle):
             _capture(tmp_path / "s", torch.randn(8, 4), provenance=given)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("path", [5, None, "a\0b"])
+def test_the_store_writer_and_readers_name_a_path_they_cannot_take(tmp_path, path):
+    """`StoreWriter(5)` (or None) ended in pathlib's TypeError, and a path holding a NUL in
+    Python's "embedded null byte" ValueError, in the writer, `ActivationStore.open` and
+    `capture_activations` alike."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.store import ActivationStore, StoreWriter
+
+    with pytest.raises(ConfigError, match="`path` (must be a path|holds a NUL)"):
+        StoreWriter(path)
+    if isinstance(path, str):
+        with pytest.raises(ConfigError, match="`store` holds a NUL character"):
+            ActivationStore.open(path)
+        with pytest.raises(ConfigError, match="`out` holds a NUL character"):
+            _capture(path, torch.randn(8, 4))

@@ -370,13 +370,13 @@ def check_manifest(root: Path, m: Manifest) -> None:
         raise StoreError(f"{where} has a negative `n_nonfinite_rows_skipped`; it is corrupt.")
     if not m.layers:
         raise StoreError(f"{where} lists no layers; its layer map is corrupt. Recapture the store.")
-    fault = provenance_fault(m.provenance) or job_layers_fault(m.provenance, m.layers)
-    if fault:
-        raise StoreError(f"{where} records {fault}; restore it, or recapture the store.")
     try:
         validate_layers(m.layers, m.n_units)
     except StoreError as e:
         raise StoreError(f"{where}: {e} The layer map is corrupt; recapture the store.") from None
+    fault = provenance_fault(m.provenance) or job_layers_fault(m.provenance, m.layers)
+    if fault:
+        raise StoreError(f"{where} records {fault}; restore it, or recapture the store.")
     for name in ("mean", "std"):
         v = getattr(m, name)
         if v.shape != (m.n_units,) or not np.isfinite(v).all() or (name == "std" and (v < 0).any()):

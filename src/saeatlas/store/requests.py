@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_json_argument, shown
+from .._validation import check_json_argument, check_path_argument, shown
 from ..errors import ConfigError, StoreError
 from .job_layers import job_layers_fault
 from .manifest import LayerSpec, provenance_fault, validate_layers
@@ -156,13 +156,15 @@ def row_columns(columns: Sequence[str] | None) -> list[str] | None:
 
 
 def writer_arguments(
-    dtype: Any, shard_rows: Any, rank: Any, world: Any, provenance: Any, job: Any
+    path: Any, dtype: Any, shard_rows: Any, rank: Any, world: Any, provenance: Any, job: Any
 ) -> tuple[int | None, int, int]:
     """``(shard_rows, rank, world)`` of a :class:`~.writer.StoreWriter`, its arguments
-    checked before it takes the store's lock: ``shard_rows=2.5`` or ``"8"`` and
+    checked before it takes the store's lock: a number as ``path`` ended in pathlib's
+    TypeError, ``shard_rows=2.5`` or ``"8"`` and
     ``rank="0"`` ended in TypeErrors, and a ``job`` or ``provenance`` no reader takes
     (``job=[1]``, ``{"max_length": 0}``) was written into the manifest of a complete store
     that every reader then refused (:func:`~.manifest.provenance_fault`, the readers' check)."""
+    check_path_argument("path", path)
     rank, world = whole_number("rank", rank), whole_number("world", world, low=1)
     if not rank < world:
         raise ConfigError(f"`rank` must be in [0, {world}), got {rank}.")

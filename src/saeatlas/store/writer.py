@@ -96,7 +96,9 @@ class StoreWriter:
         world: int = 1,
     ) -> None:
         check_flag_arguments(resume=resume, overwrite=overwrite)  # "no" was read as true
-        shard_rows, rank, world = writer_arguments(dtype, shard_rows, rank, world, provenance, job)
+        shard_rows, rank, world = writer_arguments(
+            path, dtype, shard_rows, rank, world, provenance, job
+        )
         if resume and overwrite:
             raise ConfigError(
                 "Pass either `resume` (--resume) or `overwrite` (--overwrite), not both."
