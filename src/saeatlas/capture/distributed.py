@@ -95,7 +95,8 @@ def _agree_first(coord: Coordinator, fingerprint: str | None) -> None:
             {"first input batch": fingerprint},
             "this capture",
             "Give every rank all the inputs, in the same order (a DataLoader without a "
-            "DistributedSampler): saeatlas shares the batches among the ranks itself.",
+            "DistributedSampler, its shuffle seeded alike): saeatlas shares the batches "
+            "among the ranks itself.",
         )
 
 
