@@ -238,18 +238,24 @@ def check_path_argument(name: str, value: Any, *, optional: bool = False) -> Non
     number there ended in pathlib's "expected str, bytes or os.PathLike object"."""
     if not (isinstance(value, (str, os.PathLike)) or (optional and value is None)):
         raise ConfigError(f"`{name}` must be a path (str or pathlib.Path), got {shown(value)}.")
+    # no system takes one in a path: Python's "embedded null byte" ValueError
+    if isinstance(value, (str, os.PathLike)) and "\0" in os.fsdecode(os.fspath(value)):
+        raise ConfigError(f"`{name}` holds a NUL character, which no path can: {shown(value)}.")
 
 
 def check_json_argument(name: str, value: Any) -> None:
-    """``value`` (the Python argument ``name``; None too) is a dict that JSON can write:
-    a capture's ``provenance`` of a NumPy number ended the capture, after its work, at the
-    manifest it goes into."""
+    """``value`` (the Python argument ``name``; None too) is a dict that JSON can write,
+    and read back as it was written: a capture's ``provenance`` of a NumPy number ended
+    the capture, after its work, at the manifest it goes into, and one of the keys 1 and
+    "1" (one key in JSON) or nested past Python's stack made a store every reader refused."""
     if value is None:
         return
     try:
         if not isinstance(value, dict):
             raise TypeError(f"a {type(value).__name__}, not a dict")
-        json.dumps(value, allow_nan=False)
+        strict_json(json.dumps(value, allow_nan=False))
+    except RecursionError:
+        raise ConfigError(f"`{name}` is nested too deeply for JSON.") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(
             f"`{name}` must be a dict of JSON values (text, finite numbers, true/false, "

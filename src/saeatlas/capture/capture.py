@@ -33,17 +33,23 @@ from ..store import ActivationStore, StoreWriter
 from ..store.shards import STORE_DTYPES
 from .batch_rows import StoreRounding, check_widths, handle_nonfinite, layer_specs, row_meta
 from .config import CaptureConfig
-from .distributed import agree, complete_capture, count_batches, open_writer
+from .distributed import (
+    agree,
+    check_first_batch,
+    complete_capture,
+    count_batches,
+    first_checked,
+    open_writer,
+)
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import (
-    InputBatch,
     check_max_length,
     count_samples,
     iter_input_batches,
     known_length,
     model_and_tokenizer,
 )
-from .job import batch_fingerprint, capture_job, check_provenance, model_fingerprint
+from .job import capture_job, check_provenance, model_fingerprint
 from .labels import check_batch_labels, check_stored_labels
 from .layouts import (
     LayoutTracer,
@@ -243,7 +249,7 @@ def _capture(
         try:
             first = next(iter(input_batches()), None)
             if first is not None:
-                _check_first_batch(writer, first, out)
+                check_first_batch(writer, first, out)
         except Exception as e:
             error = e
         coord.check(error)
@@ -279,9 +285,7 @@ def _capture(
                 bar.advance(w.n_samples, info=f"{writer.n_rows_added:,} rows")
 
             label_type = None  # every batch's, others' and resumed ones' too
-            for g, batch in enumerate(input_batches()):
-                if g == 0:
-                    _check_first_batch(writer, batch, out)
+            for g, batch in enumerate(first_checked(coord, writer, input_batches(), out)):
                 label_type = check_batch_labels(batch.labels, label_type, f"input batch {g}")
                 if hi is not None and g >= hi:
                     break
@@ -381,17 +385,3 @@ def _known_layout(hp: Hookpoint) -> str | None:
     if hp.layout is not None:
         return hp.layout
     return module_layout(hp.module)
-
-
-def _check_first_batch(writer: StoreWriter, batch: InputBatch, out: str | Path) -> None:
-    """Record the first batch's fingerprint with the job; on resume it must match (for
-    an iterable of batches, the inputs' fingerprint alone cannot tell two apart)."""
-    fp = batch_fingerprint(batch.args, batch.kwargs)
-    saved = writer.saved_job.get("first_batch")
-    if saved is not None and saved != fp:
-        raise ConfigError(
-            f"--resume continues the same capture, but this run's inputs differ from those of "
-            f"the interrupted capture of '{out}' (its first batch is another). Resume with the "
-            "same inputs, or start again with --overwrite."
-        )
-    writer.job["first_batch"] = fp

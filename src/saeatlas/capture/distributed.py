@@ -29,7 +29,8 @@ analysis.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,8 @@ from .._coordinator import Coordinator
 from ..errors import ConfigError
 from ..store import StoreWriter
 from ..store.merge import RankPart
+from .inputs import InputBatch
+from .job import batch_fingerprint
 
 
 def agree(coord: Coordinator, job: dict[str, Any]) -> None:
@@ -50,6 +53,51 @@ def agree(coord: Coordinator, job: dict[str, Any]) -> None:
         "initialisation) on the same inputs in the same order, with the same layers and "
         "settings.",
     )
+
+
+def check_first_batch(writer: StoreWriter, batch: InputBatch, out: str | Path) -> None:
+    """Record the first batch's fingerprint with the job; on resume it must match (for
+    an iterable of batches, the inputs' fingerprint alone cannot tell two apart)."""
+    fp = batch_fingerprint(batch.args, batch.kwargs)
+    saved = writer.saved_job.get("first_batch")
+    if saved is not None and saved != fp:
+        raise ConfigError(
+            f"--resume continues the same capture, but this run's inputs differ from those of "
+            f"the interrupted capture of '{out}' (its first batch is another). Resume with the "
+            "same inputs, or start again with --overwrite."
+        )
+    writer.job["first_batch"] = fp
+
+
+def first_checked(
+    coord: Coordinator, writer: StoreWriter, batches: Iterable[InputBatch], out: str | Path
+) -> Iterator[InputBatch]:
+    """``batches``, the first one checked (:func:`check_first_batch`) and, under
+    torchrun, the same on every rank: each rank iterates every batch and takes its own
+    share of them, so inputs that differ from rank to rank (a DataLoader with a
+    ``DistributedSampler``, which deals each rank other samples) left half the samples
+    out of the store, and numbered the others wrongly, without a word. A rank whose
+    inputs give no batch meets the others too, with none."""
+    first = True
+    for batch in batches:
+        if first:
+            check_first_batch(writer, batch, out)
+            _agree_first(coord, writer.job["first_batch"])
+            first = False
+        yield batch
+    if first:
+        _agree_first(coord, None)
+
+
+def _agree_first(coord: Coordinator, fingerprint: str | None) -> None:
+    if coord.distributed:
+        coord.agree(
+            {"first input batch": fingerprint},
+            "this capture",
+            "Give every rank all the inputs, in the same order (a DataLoader without a "
+            "DistributedSampler, its shuffle seeded alike): saeatlas shares the batches "
+            "among the ranks itself.",
+        )
 
 
 def open_writer(coord: Coordinator, make: Callable[[], StoreWriter]) -> StoreWriter:

@@ -32,11 +32,19 @@ EDGE_VALUES = 4096
 SUM_CHUNK = 1 << 22
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
+def _tensor_bytes(t: torch.Tensor) -> np.ndarray:
+    """The bytes of ``t``'s values, for hashing: a view of them where they lie
+    contiguous on the CPU, not a copy (``tobytes`` doubled the memory a capture of large
+    inputs needed, their fingerprint taken before the first batch)."""
     t = t.detach().to("cpu").contiguous().view(-1)
     if t.dtype == torch.bfloat16:
         t = t.view(torch.int16)
-    return t.numpy().tobytes()
+    return _array_bytes(t.numpy())
+
+
+def _array_bytes(a: np.ndarray) -> np.ndarray:
+    """The bytes of a non-object array ``a``, as a view where it is contiguous."""
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
 
 
 def _total(flat: torch.Tensor) -> float:
@@ -207,7 +215,7 @@ def inputs_fingerprint(inputs: Any) -> str:
     if isinstance(inputs, np.ndarray):
         data = np.ascontiguousarray(inputs)
         digest = hashlib.sha256(
-            data.tobytes() if data.dtype != object else repr(data.tolist()).encode()
+            _array_bytes(data) if data.dtype != object else repr(data.tolist()).encode()
         )
         return f"array{data.shape}:{data.dtype}:{digest.hexdigest()[:16]}"
     if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
@@ -326,11 +334,7 @@ def batch_fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
             h.update(_tensor_bytes(x))
         elif isinstance(x, np.ndarray):
             h.update(f"{x.shape}{x.dtype}".encode())
-            h.update(
-                np.ascontiguousarray(x).tobytes()
-                if x.dtype != object
-                else repr(x.tolist()).encode()
-            )
+            h.update(_array_bytes(x) if x.dtype != object else repr(x.tolist()).encode())
         elif isinstance(x, dict):
             for k in sorted(x, key=str):
                 h.update(str(k).encode())

@@ -32,6 +32,8 @@ def labels_of(y: Any, n: int) -> np.ndarray | None:
     if y is None:
         return None
     arr = _native(host_labels(y))
+    if arr.shape == (n, 1):  # a column of one label per sample (`y[:, None]`, a loss's
+        arr = arr[:, 0]  # targets): was taken for token-level targets, and not stored
     if arr.ndim != 1 or len(arr) != n:
         return None
     return arr

@@ -210,11 +210,15 @@ def info_cmd(
     if verify:
         s.verify()
     print_summary(s)
-    if verify:
-        rows = "; rows.parquet has every row" if s.summary().kind != "npy" else ""
+    if verify and s.summary().kind == "npy":  # no shards, sha256 or manifest to match
+        console.print(
+            f"Every row of '{escape(str(store))}' was read and checked for NaN/Inf (a .npy "
+            "has no sha256 or statistics of its own to match)."
+        )
+    elif verify:
         console.print(
             f"All {s.n_shards} shards match their sha256 and the manifest's per-unit mean and "
-            f"std{rows}."
+            "std; rows.parquet has every row."
         )
 
 

@@ -133,10 +133,13 @@ def _check_working_name(path: Path, *, ours: bool = True) -> None:
         own = re.fullmatch(r"\.(.+)\.(partial|old|lock)", folder.name)
         if own is not None and not (ours and _written_here(folder) is not None):
             where = "named as" if folder == real else f"inside '{folder}', named as"
+            # `--out .a.partial --resume`, as `info .a.partial` advised, was told only this
+            given = f" (to continue its work, give '{Path(path).parent / own[1]}' with --resume)"
             raise OutputError(
                 f"The output '{path}' is {where} the folder saeatlas keeps beside an output "
                 f"'{own[1]}' while it writes it ('.NAME.{own[2]}'): writing or reading "
-                f"'{own[1]}' would move or delete it. Choose another name."
+                f"'{own[1]}' would move or delete it. Choose another name"
+                f"{given if folder == real and own[2] == 'partial' else ''}."
             )
 
 

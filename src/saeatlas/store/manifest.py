@@ -341,6 +341,7 @@ def check_manifest(root: Path, m: Manifest) -> None:
     """A manifest must agree with itself and with its shards' headers: dtype, rows and
     units of every shard, layers that tile the columns and fit their recorded
     shapes, one mean and one std per unit. Reads only the shards' headers."""
+    from .job_layers import job_layers_fault
     from .shards import STORE_DTYPES, read_header
 
     where = f"'{root / MANIFEST}'"
@@ -369,13 +370,13 @@ def check_manifest(root: Path, m: Manifest) -> None:
         raise StoreError(f"{where} has a negative `n_nonfinite_rows_skipped`; it is corrupt.")
     if not m.layers:
         raise StoreError(f"{where} lists no layers; its layer map is corrupt. Recapture the store.")
-    fault = provenance_fault(m.provenance)
-    if fault:
-        raise StoreError(f"{where} records {fault}; restore it, or recapture the store.")
     try:
         validate_layers(m.layers, m.n_units)
     except StoreError as e:
         raise StoreError(f"{where}: {e} The layer map is corrupt; recapture the store.") from None
+    fault = provenance_fault(m.provenance) or job_layers_fault(m.provenance, m.layers)
+    if fault:
+        raise StoreError(f"{where} records {fault}; restore it, or recapture the store.")
     for name in ("mean", "std"):
         v = getattr(m, name)
         if v.shape != (m.n_units,) or not np.isfinite(v).all() or (name == "std" and (v < 0).any()):

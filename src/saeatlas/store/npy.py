@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import strict_json
+from .._validation import check_path_argument, strict_json
 from ..errors import ConfigError, NonFiniteError, StoreError
 from .manifest import LayerSpec, check_readable, validate_layers
 from .sources import ArraySource, check_finite
@@ -46,6 +46,8 @@ def check_store_argument(store: Any) -> None:
     (a store is read in bounded memory, from files; an array in memory is saved first)."""
     from .store import ActivationStore
 
+    if isinstance(store, (str, os.PathLike)):
+        check_path_argument("store", store)  # a NUL: Python's "embedded null byte"
     if not isinstance(store, (ActivationStore, str, os.PathLike)):
         raise ConfigError(
             f"`store` must be an ActivationStore or the path of a store directory or a .npy "

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_json_argument, shown
+from .._validation import check_json_argument, check_path_argument, shown
 from ..errors import ConfigError, StoreError
+from .job_layers import job_layers_fault
 from .manifest import LayerSpec, provenance_fault, validate_layers
 from .shards import STORE_DTYPES
 
@@ -155,13 +156,15 @@ def row_columns(columns: Sequence[str] | None) -> list[str] | None:
 
 
 def writer_arguments(
-    dtype: Any, shard_rows: Any, rank: Any, world: Any, provenance: Any, job: Any
+    path: Any, dtype: Any, shard_rows: Any, rank: Any, world: Any, provenance: Any, job: Any
 ) -> tuple[int | None, int, int]:
     """``(shard_rows, rank, world)`` of a :class:`~.writer.StoreWriter`, its arguments
-    checked before it takes the store's lock: ``shard_rows=2.5`` or ``"8"`` and
+    checked before it takes the store's lock: a number as ``path`` ended in pathlib's
+    TypeError, ``shard_rows=2.5`` or ``"8"`` and
     ``rank="0"`` ended in TypeErrors, and a ``job`` or ``provenance`` no reader takes
     (``job=[1]``, ``{"max_length": 0}``) was written into the manifest of a complete store
     that every reader then refused (:func:`~.manifest.provenance_fault`, the readers' check)."""
+    check_path_argument("path", path)
     rank, world = whole_number("rank", rank), whole_number("world", world, low=1)
     if not rank < world:
         raise ConfigError(f"`rank` must be in [0, {world}), got {rank}.")
@@ -180,11 +183,17 @@ def writer_arguments(
 
 
 def started_layers(
-    layers: Any, before: tuple[LayerSpec, ...] | None, path: Path, *, resumed: bool
+    layers: Any,
+    before: tuple[LayerSpec, ...] | None,
+    path: Path,
+    *,
+    resumed: bool,
+    job: dict[str, Any] | None = None,
 ) -> tuple[tuple[LayerSpec, ...], int]:
     """The layers given to :meth:`.writer.StoreWriter.start` and their number of units,
-    checked, and the same as ``before``, those the interrupted capture of ``path``
-    recorded (``resumed``) or an earlier ``start`` was given."""
+    checked, the same as ``before``, those the interrupted capture of ``path``
+    recorded (``resumed``) or an earlier ``start`` was given, and as the writer's ``job``
+    names them (:func:`~.job_layers.job_layers_fault`, the readers' check)."""
     layers = tuple(layers)
     if not layers or not all(isinstance(x, LayerSpec) for x in layers):  # dicts: a traceback
         raise ConfigError(
@@ -192,6 +201,9 @@ def started_layers(
         )
     n_units = layers[-1].stop
     validate_layers(layers, n_units)
+    fault = job_layers_fault({"job": job}, layers)
+    if fault:
+        raise ConfigError(f"The store writer would record {fault}; no reader takes that.")
     if before is not None:
         old = [(l.name, l.start, l.stop) for l in before]
         new = [(l.name, l.start, l.stop) for l in layers]

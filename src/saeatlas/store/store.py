@@ -10,6 +10,7 @@ bounded-memory batches.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -107,9 +108,13 @@ class ActivationStore:
             )
         if not (path / MANIFEST).exists():
             if progress_files(partial_dir(path)) or any(path.glob("progress*")):
+                # the working folder itself was told to `capture ... --resume`, and that
+                # `--out .a.partial` is refused: the output to give is `a`
+                own = re.fullmatch(r"\.(.+)\.partial", path.name)
+                out = f" --out {path.parent / own[1]}" if own else ""
                 raise StoreError(
                     f"'{path}' is an interrupted capture (no manifest.json yet). Finish it with "
-                    "`saeatlas capture ... --resume`, or capture again with --overwrite."
+                    f"`saeatlas capture ...{out} --resume`, or capture again with --overwrite."
                 )
             raise StoreError(
                 f"'{path}' has no manifest.json; it is not a saeatlas store.{what_it_is(path)}"

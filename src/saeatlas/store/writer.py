@@ -96,7 +96,9 @@ class StoreWriter:
         world: int = 1,
     ) -> None:
         check_flag_arguments(resume=resume, overwrite=overwrite)  # "no" was read as true
-        shard_rows, rank, world = writer_arguments(dtype, shard_rows, rank, world, provenance, job)
+        shard_rows, rank, world = writer_arguments(
+            path, dtype, shard_rows, rank, world, provenance, job
+        )
         if resume and overwrite:
             raise ConfigError(
                 "Pass either `resume` (--resume) or `overwrite` (--overwrite), not both."
@@ -191,7 +193,7 @@ class StoreWriter:
         """
         check_open(self._closed, self.path)
         layers, n_units = started_layers(
-            layers, self.layers, self.path, resumed=bool(self.saved_job)
+            layers, self.layers, self.path, resumed=bool(self.saved_job), job=self.job
         )
         if self.layers is not None:
             return
