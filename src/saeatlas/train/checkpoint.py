@@ -138,13 +138,14 @@ def load_checkpoint(
     return state
 
 
-def check_counters(state: dict[str, Any], batch_size: int) -> None:
+def check_counters(state: dict[str, Any], batch_size: int, d_sae: int, log_every: int) -> None:
     """Raise ValueError where ``state`` (a checkpoint read back) cannot be a point of the
     run it claims: every float it holds finite (a NaN weight trained on without a word,
     and one in the optimiser's moments stopped every resume at the first step, advising
     the same checkpoint again), ``batch_size`` rows a step (the count the SAE reports
-    and the dead-latent window read), counters of no more rows than that, and metrics
-    that are records of numbers (``metrics.jsonl`` is written from them)."""
+    and the dead-latent window read), one counter per latent (of ``d_sae``) of no more
+    rows than that, and metrics that are records of numbers, one per ``log_every`` steps
+    (``metrics.jsonl`` is written from them)."""
     for part in ("sae", "opt"):
         for name, value in _tensors(state.get(part), part):
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
@@ -155,6 +156,8 @@ def check_counters(state: dict[str, Any], batch_size: int) -> None:
     fired = state.get("rows_since_fired")
     if not torch.is_tensor(fired) or fired.is_floating_point() or fired.is_complex():
         raise ValueError("`rows_since_fired` is not a tensor of whole numbers")
+    if tuple(fired.shape) != (d_sae,):  # [1] was copied into every latent's counter
+        raise ValueError(f"`rows_since_fired` is {tuple(fired.shape)}, not one count per latent")
     if fired.numel() and not (0 <= int(fired.min()) and int(fired.max()) <= done):
         raise ValueError(f"`rows_since_fired` counts fall outside 0..{done} rows")
     metrics = state.get("metrics")
@@ -164,19 +167,22 @@ def check_counters(state: dict[str, Any], batch_size: int) -> None:
         for m in metrics
     ):
         raise ValueError("`metrics` is not a list of records of numbers")
-    # each record of a step before this one, in order, of the rows done by then: a record
-    # of step 999 was written into metrics.jsonl (and drawn as the training curve's end)
-    last = -1
-    for m in metrics:
-        at = m.get("step")
-        if not (
-            isinstance(at, int) and last < at < step and m.get("tokens") == (at + 1) * batch_size
-        ):
+    # one record of each logged step before this one, in order, of the rows done by then:
+    # a record of step 999 was written into metrics.jsonl (and drawn as the training
+    # curve's end), and records dropped from the list were missing from it
+    logged = range(0, step, log_every)
+    for i, m in enumerate(metrics):
+        at = logged[i] if i < len(logged) else None
+        if at is None or m.get("step") != at or m.get("tokens") != (at + 1) * batch_size:
             raise ValueError(
-                f"`metrics` holds a record of step {at!r} and {m.get('tokens')!r} rows, not one "
-                f"of the steps before {step} in order"
+                f"`metrics` holds a record of step {m.get('step')!r} and {m.get('tokens')!r} "
+                f"rows, not one of the steps logged before {step} (every {log_every}) in order"
             )
-        last = at
+    if len(metrics) < len(logged):
+        raise ValueError(
+            f"`metrics` holds {len(metrics)} records; the run logged {len(logged)} in "
+            f"{step} steps (one every {log_every})"
+        )
 
 
 #: What each optimiser keeps per parameter once it has stepped (``--optimizer``).

@@ -360,7 +360,7 @@ class _Run:
         step = state["step"]
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < self.n_steps:
             raise ValueError(f"`step` is {step!r}, not one of 0..{self.n_steps - 1}")
-        check_counters(state, self.batch_size)
+        check_counters(state, self.batch_size, self.d_sae, self.cfg.log_every)
         own = (self.opt.state_dict()["param_groups"], self.sched.state_dict()["base_lrs"])
         kinds, scaler = self.sae.state_dict(), self.scaler.state_dict()  # before the loads
         self.sae.load_state_dict(state["sae"])
