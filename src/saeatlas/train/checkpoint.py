@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -246,12 +247,24 @@ def check_state(
 
 
 def check_schedule(
-    state: dict[str, Any], groups: list[dict[str, Any]], base_lrs: list[float], lr: float, step: int
+    state: dict[str, Any],
+    groups: list[dict[str, Any]],
+    base_lrs: list[float],
+    lr_at: Callable[[int], float],
+    step: int,
+    skips: bool,
 ) -> None:
     """Raise ValueError unless the optimiser and schedule of ``state`` are this run's at
     ``step``: the settings of its parameter groups (``groups``, as this run makes them),
-    the schedule's base learning rates and position, and the learning rate it is at
-    (``lr``). A `base_lrs` of 1.0 edited in trained on at that rate, without a word."""
+    the schedule's base learning rates and position, the learning rate it is at
+    (``lr_at(step)``: the rate of each step) and the schedule-free average's sum of the
+    squared rates of the steps taken (fewer of them where ``skips``: fp16's scaler skips
+    a step that overflowed). A `base_lrs` of 1.0 edited in trained on at that rate, and a
+    `weight_sum` of 0 put the average at the last iterate, without a word."""
+    taken = 0.0  # as the optimiser adds them up, step by step
+    for s in range(step):
+        taken += lr_at(s) * lr_at(s)
+    lr = lr_at(step)
     saved = state["opt"]["param_groups"]
     if len(saved) != len(groups):
         raise ValueError(f"`opt` has {len(saved)} parameter groups, not {len(groups)}")
@@ -262,6 +275,13 @@ def check_schedule(
         total = theirs.get("weight_sum", 0.0)  # the schedule-free average's running sum
         if not isinstance(total, (int, float)) or not 0 <= total < math.inf:
             raise ValueError(f"`opt` weight_sum is {total!r}, not a finite sum of squares")
+        if "weight_sum" in mine and not (
+            math.isclose(total, taken, rel_tol=1e-9) or (skips and total < taken)
+        ):
+            raise ValueError(
+                f"`opt` weight_sum is {total!r}, not {taken!r}, the squared learning rates "
+                f"of {step} steps"
+            )
         if not math.isclose(theirs.get("lr", math.nan), lr, rel_tol=1e-9):
             raise ValueError(f"`opt` lr is {theirs.get('lr')!r}, not {lr!r} at step {step}")
     sched = state["sched"]

@@ -366,7 +366,8 @@ class _Run:
         self.sae.load_state_dict(state["sae"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
-        check_schedule(state, *own, self.lr * self.sched.lr_lambdas[0](step), step)
+        rate = self.sched.lr_lambdas[0]
+        check_schedule(state, *own, lambda s: self.lr * rate(s), step, bool(scaler))
         check_state(
             state,
             kinds,
