@@ -41,3 +41,14 @@ def test_a_checkpoint_of_too_few_counters_records_or_steps_is_refused(
     0 put the average at the last iterate and trained another SAE."""
     _, one_line = run_cli
     one_line(resume_edited(edit), "not a state it can continue from", needle)
+
+
+def test_a_swept_k_above_the_default_d_sae_names_values(guarded, run_cli, tmp_path):
+    """`sweep --values 4 200` with the default `d_sae` (8 x 18 units = 144) was told to
+    "Lower `k` (--k)", a flag that sweep refuses beside --over k (with --d-sae given, the
+    same value was named as one of --values)."""
+    cli, one_line = run_cli
+    args = ["--acts", guarded.store, "--out", tmp_path / "sw", "--tokens", "640", "-q"]
+    r = cli("sweep", *args, "--values", "4", "200", "--batch-size", "32")
+    line = one_line(r, "`k` (200) cannot exceed `d_sae` (144", "Lower `k` (--values)")
+    assert "--k" not in line and not any(tmp_path.iterdir())
