@@ -52,3 +52,18 @@ def test_a_swept_k_above_the_default_d_sae_names_values(guarded, run_cli, tmp_pa
     r = cli("sweep", *args, "--values", "4", "200", "--batch-size", "32")
     line = one_line(r, "`k` (200) cannot exceed `d_sae` (144", "Lower `k` (--values)")
     assert "--k" not in line and not any(tmp_path.iterdir())
+
+
+def test_train_ensemble_takes_a_numpy_number_of_seeds(tmp_path):
+    """`train_ensemble(store, cfg, out, np.int64(2))` was refused as "`n_seeds` must be an
+    integer, got np.int64(2)" (`sweep` takes NumPy numbers for its settings)."""
+    import numpy as np
+
+    from saeatlas.train import TrainConfig, train_ensemble
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).normal(size=(64, 6)).astype("f4"))
+    cfg = TrainConfig(d_sae=8, k=2, batch_size=32, tokens=64)
+    result = train_ensemble(tmp_path / "a.npy", cfg, tmp_path / "sae", np.int64(2), progress=False)
+    assert len(result.results) == 2 and (tmp_path / "sae-seed1" / "cfg.json").is_file()
+    with pytest.raises(TypeError, match="`n_seeds` must be an integer, got 2.0"):
+        train_ensemble(tmp_path / "a.npy", cfg, tmp_path / "other", 2.0, progress=False)
