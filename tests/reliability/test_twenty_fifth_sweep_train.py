@@ -67,3 +67,24 @@ def test_train_ensemble_takes_a_numpy_number_of_seeds(tmp_path):
     assert len(result.results) == 2 and (tmp_path / "sae-seed1" / "cfg.json").is_file()
     with pytest.raises(TypeError, match="`n_seeds` must be an integer, got 2.0"):
         train_ensemble(tmp_path / "a.npy", cfg, tmp_path / "other", 2.0, progress=False)
+
+
+def test_only_rank_0_of_a_sweep_warns(caplog):
+    """Under `torchrun` every rank of a sweep printed its warnings (the knee at an end of
+    the range, a recommended member of low stability): each line came once per rank."""
+    from types import SimpleNamespace
+
+    from saeatlas._world import World
+    from saeatlas.sweep.sweep import _sweep
+
+    def members(rank):
+        points = [(v, f"k-{v}", 1 / v, float(v), 0.0, 0.5, 16) for v in (2, 4)]
+        return SimpleNamespace(
+            over="k", heldout=8, new=None, members=[], world=World(rank, 2), train=lambda _: points
+        )
+
+    for rank, expected in ((1, 0), (0, 2)):
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            _sweep(members(rank), [2, 4], extend=0)
+        assert len([r for r in caplog.records if r.levelname == "WARNING"]) == expected
