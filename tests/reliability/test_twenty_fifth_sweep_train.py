@@ -88,3 +88,18 @@ def test_only_rank_0_of_a_sweep_warns(caplog):
         with caplog.at_level("INFO"):
             _sweep(members(rank), [2, 4], extend=0)
         assert len([r for r in caplog.records if r.levelname == "WARNING"]) == expected
+
+
+def test_a_sweep_config_s_heldout_rows_is_not_passed_over(guarded, run_cli, tmp_path, caplog):
+    """`sweep --config FILE` whose file sets `heldout_rows: 300` held out the sweep's 10%
+    of the rows in every member, without a word (the flag --heldout-rows is refused, and
+    the swept setting in the file is warned of)."""
+    cli, _ = run_cli
+    config = tmp_path / "train.yaml"
+    config.write_text("d_sae: 8\ntokens: 64\nbatch_size: 32\nheldout_rows: 300\n")
+    args = ["--acts", guarded.store, "--out", tmp_path / "sw", "--values", "2", "3"]
+    with caplog.at_level("WARNING"):
+        r = cli("sweep", *args, "--config", config, "--seeds", "1", "--extend", "0", "-q")
+    assert r.exit_code == 0, r.output
+    assert "`heldout_rows: 300` in" in caplog.text, caplog.text
+    assert "takes its heldout_rows from --heldout-fraction" in caplog.text
