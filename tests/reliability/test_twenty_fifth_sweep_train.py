@@ -103,3 +103,28 @@ def test_a_sweep_config_s_heldout_rows_is_not_passed_over(guarded, run_cli, tmp_
     assert r.exit_code == 0, r.output
     assert "`heldout_rows: 300` in" in caplog.text, caplog.text
     assert "takes its heldout_rows from --heldout-fraction" in caplog.text
+
+
+def test_a_sweep_of_whole_numbers_extends_by_half_the_smallest():
+    """`sweep(..., "l1_coefficient", [1, 2])` from Python (whole numbers), whose knee lay at
+    the low end, recorded the range as extended by 0.5 but trained the new member with
+    `int(0.5)`, an L1 coefficient of 0 (no penalty at all), saved as `l1_coefficient-0.0`
+    with the value 0 in sweep.json."""
+    from types import SimpleNamespace
+
+    from saeatlas._world import World
+    from saeatlas.sweep.sweep import _sweep
+
+    trained = []
+    fvu = {1: 0.2, 2: 0.5, 0.5: 0.1}  # a knee at the low end of 1 and 2
+
+    def train(values):
+        trained.extend(values)
+        return [(float(v), f"m-{v}", fvu[v], 4 / v, 0.0, None, 8) for v in values]
+
+    members = SimpleNamespace(
+        over="l1_coefficient", heldout=8, new=None, members=[], world=World(), train=train
+    )
+    result = _sweep(members, [1, 2], extend=1)
+    assert trained == [1, 2, 0.5] and result.extended == (0.5,)
+    assert [p.value for p in result.points] == [1.0, 2.0, 0.5]

@@ -257,7 +257,9 @@ def _sweep(members: Members, values: list[float], extend: int) -> SweepResult:
             say.warning(note)
             break
         say.info("The knee lies at the %s end of the range: adding %s = %s.", edge, over, nxt)
-        todo = [type(values[0])(nxt)]
+        # as it is: cast to the type of the values given (ints from Python, [1, 2]), half
+        # of 1 was 0, and a member was trained with no L1 penalty, recorded as value 0
+        todo = [nxt]
         extended.append(float(nxt))
     front = set(pareto_front(l0, fvu).tolist())
     points = [SweepPoint(*p[:6], on_front=i in front) for i, p in enumerate(points_raw)]
