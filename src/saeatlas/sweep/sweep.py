@@ -45,8 +45,7 @@ from .settings import as_trained, check_sweep_values, check_swept_setting
 log = logging.getLogger(__name__)
 #: Where the ranks other than 0 log what rank 0 says for them (nowhere).
 _OTHER_RANKS = logging.getLogger(f"{__name__}.other_ranks")
-_OTHER_RANKS.propagate = False
-_OTHER_RANKS.addHandler(logging.NullHandler())
+_OTHER_RANKS.disabled = True
 
 PARETO_JSON = "pareto.json"
 #: Below this decoder stability a recommendation comes with a warning.
