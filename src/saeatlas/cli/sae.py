@@ -339,16 +339,12 @@ def _sweep_cmd(
     base = members[0]
     from ..train.config import unread_settings
 
-    if over in in_file:  # as the flag is refused above; a run config's `train` may hold it
-        log.warning(
-            "`%s: %s` in %s is not read by sweep --over %s: every member takes its %s from "
-            "--values.",
-            over,
-            in_file[over],
-            config,
-            over,
-            over,
-        )
+    # as the flags are refused above; a run config's `train` may hold them (`heldout_rows`
+    # of 300 was passed over without a word: every member held out 10% of the rows)
+    for name, source in ((over, "--values"), ("heldout_rows", "--heldout-fraction")):
+        if name in in_file:
+            said = f"`{name}: {in_file[name]}` in {config} is not read by sweep --over {over}"
+            log.warning("%s: every member takes its %s from %s.", said, name, source)
     given = set(given_settings(config, settings, "train")) - {over}
     for unread in unread_settings(base, given):
         log.warning("%s (--architecture, --optimizer).", unread)

@@ -103,9 +103,11 @@ class Members:
                 if todo
                 else []
             )
-        except TrainingDiverged as e:  # the swept setting is given by --values, not its flag
+        except (TrainingDiverged, ConfigError) as e:
+            # the swept setting is given by --values, not its flag: a k above the default
+            # d_sae was told to "Lower `k` (--k)", a flag the sweep refuses
             own = "--" + self.over.replace("_", "-")
-            raise TrainingDiverged(re.sub(rf"{own}(?![a-z-])", "--values", str(e))) from None
+            raise type(e)(re.sub(rf"{own}(?![a-z-])", "--values", str(e))) from None
         trained = dict(zip(todo, family))
 
         def sae(i: int) -> SparseAutoencoder:

@@ -43,6 +43,9 @@ from .pareto import RULE, knee, pareto_front
 from .settings import as_trained, check_sweep_values, check_swept_setting
 
 log = logging.getLogger(__name__)
+#: Where the ranks other than 0 log what rank 0 says for them (nowhere).
+_OTHER_RANKS = logging.getLogger(f"{__name__}.other_ranks")
+_OTHER_RANKS.disabled = True
 
 PARETO_JSON = "pareto.json"
 #: Below this decoder stability a recommendation comes with a warning.
@@ -229,6 +232,8 @@ def _sweep(members: Members, values: list[float], extend: int) -> SweepResult:
     """The sweep, written into ``members.new`` (on rank 0; the paths it records are
     those under ``members.out``)."""
     over, heldout, new = members.over, members.heldout, members.new
+    # rank 0 alone speaks: under torchrun every rank printed each warning
+    say = log if members.world.is_main else _OTHER_RANKS
     points_raw: list[tuple] = []
     todo, extended, note = list(values), [], None
     for round_ in range(extend + 1):
@@ -248,16 +253,18 @@ def _sweep(members: Members, values: list[float], extend: int) -> SweepResult:
                 f"was not extended further: {why}. The recommended {over} is the end of the "
                 "range, not a knee; sweep further to see where the frontier bends."
             )
-            log.warning(note)
+            say.warning(note)
             break
-        log.info("The knee lies at the %s end of the range: adding %s = %s.", edge, over, nxt)
-        todo = [type(values[0])(nxt)]
+        say.info("The knee lies at the %s end of the range: adding %s = %s.", edge, over, nxt)
+        # as it is: cast to the type of the values given (ints from Python, [1, 2]), half
+        # of 1 was 0, and a member was trained with no L1 penalty, recorded as value 0
+        todo = [nxt]
         extended.append(float(nxt))
     front = set(pareto_front(l0, fvu).tolist())
     points = [SweepPoint(*p[:6], on_front=i in front) for i, p in enumerate(points_raw)]
     result = SweepResult(over, points, best, RULE, heldout, note is None, tuple(extended), note)
     if points[best].stability is not None and points[best].stability < UNSTABLE:
-        log.warning(
+        say.warning(
             "The recommended %s=%s has decoder stability %.2f across seeds (< %.1f).",
             over,
             points[best].value,
@@ -265,7 +272,7 @@ def _sweep(members: Members, values: list[float], extend: int) -> SweepResult:
             UNSTABLE,
         )
     if points[best].fvu >= 1:
-        log.warning(
+        say.warning(
             "The recommended %s=%s reconstructs the %d held-out rows worse than their mean "
             "(held-out FVU %.2f >= 1): the SAEs overfit too few rows, so the knee means "
             "little. Capture more rows, or train smaller SAEs (--d-sae) or for fewer --tokens.",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,13 +139,14 @@ def load_checkpoint(
     return state
 
 
-def check_counters(state: dict[str, Any], batch_size: int) -> None:
+def check_counters(state: dict[str, Any], batch_size: int, d_sae: int, log_every: int) -> None:
     """Raise ValueError where ``state`` (a checkpoint read back) cannot be a point of the
     run it claims: every float it holds finite (a NaN weight trained on without a word,
     and one in the optimiser's moments stopped every resume at the first step, advising
     the same checkpoint again), ``batch_size`` rows a step (the count the SAE reports
-    and the dead-latent window read), counters of no more rows than that, and metrics
-    that are records of numbers (``metrics.jsonl`` is written from them)."""
+    and the dead-latent window read), one counter per latent (of ``d_sae``) of no more
+    rows than that, and metrics that are records of numbers, one per ``log_every`` steps
+    (``metrics.jsonl`` is written from them)."""
     for part in ("sae", "opt"):
         for name, value in _tensors(state.get(part), part):
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
@@ -155,6 +157,8 @@ def check_counters(state: dict[str, Any], batch_size: int) -> None:
     fired = state.get("rows_since_fired")
     if not torch.is_tensor(fired) or fired.is_floating_point() or fired.is_complex():
         raise ValueError("`rows_since_fired` is not a tensor of whole numbers")
+    if tuple(fired.shape) != (d_sae,):  # [1] was copied into every latent's counter
+        raise ValueError(f"`rows_since_fired` is {tuple(fired.shape)}, not one count per latent")
     if fired.numel() and not (0 <= int(fired.min()) and int(fired.max()) <= done):
         raise ValueError(f"`rows_since_fired` counts fall outside 0..{done} rows")
     metrics = state.get("metrics")
@@ -164,19 +168,22 @@ def check_counters(state: dict[str, Any], batch_size: int) -> None:
         for m in metrics
     ):
         raise ValueError("`metrics` is not a list of records of numbers")
-    # each record of a step before this one, in order, of the rows done by then: a record
-    # of step 999 was written into metrics.jsonl (and drawn as the training curve's end)
-    last = -1
-    for m in metrics:
-        at = m.get("step")
-        if not (
-            isinstance(at, int) and last < at < step and m.get("tokens") == (at + 1) * batch_size
-        ):
+    # one record of each logged step before this one, in order, of the rows done by then:
+    # a record of step 999 was written into metrics.jsonl (and drawn as the training
+    # curve's end), and records dropped from the list were missing from it
+    logged = range(0, step, log_every)
+    for i, m in enumerate(metrics):
+        at = logged[i] if i < len(logged) else None
+        if at is None or m.get("step") != at or m.get("tokens") != (at + 1) * batch_size:
             raise ValueError(
-                f"`metrics` holds a record of step {at!r} and {m.get('tokens')!r} rows, not one "
-                f"of the steps before {step} in order"
+                f"`metrics` holds a record of step {m.get('step')!r} and {m.get('tokens')!r} "
+                f"rows, not one of the steps logged before {step} (every {log_every}) in order"
             )
-        last = at
+    if len(metrics) < len(logged):
+        raise ValueError(
+            f"`metrics` holds {len(metrics)} records; the run logged {len(logged)} in "
+            f"{step} steps (one every {log_every})"
+        )
 
 
 #: What each optimiser keeps per parameter once it has stepped (``--optimizer``).
@@ -240,12 +247,24 @@ def check_state(
 
 
 def check_schedule(
-    state: dict[str, Any], groups: list[dict[str, Any]], base_lrs: list[float], lr: float, step: int
+    state: dict[str, Any],
+    groups: list[dict[str, Any]],
+    base_lrs: list[float],
+    lr_at: Callable[[int], float],
+    step: int,
+    skips: bool,
 ) -> None:
     """Raise ValueError unless the optimiser and schedule of ``state`` are this run's at
     ``step``: the settings of its parameter groups (``groups``, as this run makes them),
-    the schedule's base learning rates and position, and the learning rate it is at
-    (``lr``). A `base_lrs` of 1.0 edited in trained on at that rate, without a word."""
+    the schedule's base learning rates and position, the learning rate it is at
+    (``lr_at(step)``: the rate of each step) and the schedule-free average's sum of the
+    squared rates of the steps taken (fewer of them where ``skips``: fp16's scaler skips
+    a step that overflowed). A `base_lrs` of 1.0 edited in trained on at that rate, and a
+    `weight_sum` of 0 put the average at the last iterate, without a word."""
+    taken = 0.0  # as the optimiser adds them up, step by step
+    for s in range(step):
+        taken += lr_at(s) * lr_at(s)
+    lr = lr_at(step)
     saved = state["opt"]["param_groups"]
     if len(saved) != len(groups):
         raise ValueError(f"`opt` has {len(saved)} parameter groups, not {len(groups)}")
@@ -256,6 +275,13 @@ def check_schedule(
         total = theirs.get("weight_sum", 0.0)  # the schedule-free average's running sum
         if not isinstance(total, (int, float)) or not 0 <= total < math.inf:
             raise ValueError(f"`opt` weight_sum is {total!r}, not a finite sum of squares")
+        if "weight_sum" in mine and not (
+            math.isclose(total, taken, rel_tol=1e-9) or (skips and total < taken)
+        ):
+            raise ValueError(
+                f"`opt` weight_sum is {total!r}, not {taken!r}, the squared learning rates "
+                f"of {step} steps"
+            )
         if not math.isclose(theirs.get("lr", math.nan), lr, rel_tol=1e-9):
             raise ValueError(f"`opt` lr is {theirs.get('lr')!r}, not {lr!r} at step {step}")
     sched = state["sched"]

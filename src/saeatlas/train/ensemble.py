@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -95,8 +96,10 @@ def train_ensemble(
     check_config_argument("cfg", cfg, TrainConfig)
     check_path_argument("out", out)
     check_flag_arguments(overwrite=overwrite, resume=resume, progress=progress)
-    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int):
+    # a NumPy integer (np.int64(2)) was refused as "must be an integer"
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, numbers.Integral):
         raise TypeError(f"`n_seeds` must be an integer, got {n_seeds!r}.")
+    n_seeds = int(n_seeds)
     if n_seeds < 1:
         raise ConfigError(
             f"--seeds (`n_seeds`) must be at least 1, got {n_seeds}: --seeds 1 trains the SAE "

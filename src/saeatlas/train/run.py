@@ -360,13 +360,14 @@ class _Run:
         step = state["step"]
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < self.n_steps:
             raise ValueError(f"`step` is {step!r}, not one of 0..{self.n_steps - 1}")
-        check_counters(state, self.batch_size)
+        check_counters(state, self.batch_size, self.d_sae, self.cfg.log_every)
         own = (self.opt.state_dict()["param_groups"], self.sched.state_dict()["base_lrs"])
         kinds, scaler = self.sae.state_dict(), self.scaler.state_dict()  # before the loads
         self.sae.load_state_dict(state["sae"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
-        check_schedule(state, *own, self.lr * self.sched.lr_lambdas[0](step), step)
+        rate = self.sched.lr_lambdas[0]
+        check_schedule(state, *own, lambda s: self.lr * rate(s), step, bool(scaler))
         check_state(
             state,
             kinds,
