@@ -1,0 +1,189 @@
+"""The twenty-fifth hostile sweep's cases in `analyze`, the atlas's own files, `report` and
+the exports: each failed (a wrong figure shown without a word, a traceback or a misleading
+word) before its fix."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+
+def _edit_summary(atlas, **entries) -> None:
+    meta = atlas / "atlas.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), **entries}))
+
+
+def _edit(atlas, name, **columns) -> None:
+    table = atlas / f"{name}.parquet"
+    pd.read_parquet(table).assign(**columns).to_parquet(table, index=False)
+
+
+_NULLS = [
+    {"null": "permutation", "modularity": 0.4, "null_mean": 0.1, "null_std": 0.01, "z": 30.0},
+    {"null": "rewiring", "modularity": 0.4, "null_mean": 0.2, "null_std": 0.01, "z": 20.0},
+]
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        ({"z": 99.0}, "`z` in '"),
+        ({"p": 1e-9}, "`p` in '"),
+        ({"null_mean": 0.0}, "`null_mean` in '"),
+        ({"strictest_null": "bogus"}, "`strictest_null` in '"),
+    ],
+)
+def test_the_partition_figures_other_than_the_strictest_nulls_are_refused(
+    tmp_path, two_modules_atlas, run_cli, edit, needle
+):
+    """atlas.json's `z`, `p`, `null_mean` and `null_std` (the report's "under the strictest
+    null: z 99") are the figures of the null `strictest_null` names in `nulls`; edited, they
+    were shown beside "All nulls: ... rewiring z 20" on the same line, and a
+    `strictest_null` of no null in the list was named as the strictest."""
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    nulls = [{**n, "p": p} for n, p in zip(_NULLS, (0.001, 0.002))]
+    strictest = {k: nulls[1][k] for k in ("z", "p", "null_mean", "null_std")}
+    _edit_summary(atlas, nulls=nulls, strictest_null="rewiring", **strictest)
+    Atlas.load(atlas)
+    _edit_summary(atlas, **edit)
+    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze`")
+    assert not (atlas / "report.html").exists()
+
+
+def _sae_modules(atlas, **own) -> None:
+    _edit(atlas, "units", sae_module=[0, 0, 1, -1, -1, -1])
+    _edit_summary(
+        atlas, sae_modules={"n_modules": 2, "n_significant_modules": 1, "n_units": 2, **own}
+    )
+
+
+@pytest.mark.parametrize(
+    "own, needle",
+    [
+        ({"n_modules": 30}, "`sae_modules.n_modules` in '"),
+        ({"n_significant_modules": 2, "n_units": 0}, "`sae_modules.n_units` in '"),
+        ({"n_units": 5}, "`sae_modules.n_units` in '"),
+    ],
+)
+def test_sae_module_counts_its_units_contradict_are_refused(
+    tmp_path, two_modules_atlas, run_cli, own, needle
+):
+    """`sae_modules` (the SAE's own modules, which the headline names where the modules are
+    the units' correlations) edited by hand was the headline's: "the SAE's own 30
+    reproducible modules do not beat its null models" above units of 2 such modules, and
+    "the SAE's own 2 significant reproducible modules cover fewer units" where it counts
+    no unit in them."""
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    _sae_modules(atlas)
+    Atlas.load(atlas)
+    _sae_modules(atlas, **own)
+    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze`")
+
+
+def test_a_module_p_below_a_nulls_own_p_is_refused(tmp_path, two_modules_atlas, run_cli):
+    """A module's `p` (the largest over the nulls after adjusting over the modules, which
+    decides `significant` and the headline's count) edited to 0.01 was shown on its card
+    beside "vs permutation null ... p 0.06 (unadjusted)", which it cannot be below."""
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    figures = {"z": [3.0, 1.0], "z_permutation": [3.0, 1.0], "p_permutation": [0.06, 0.3]}
+    _edit(atlas, "modules", p=[0.12, 0.3], **figures)
+    Atlas.load(atlas)
+    _edit(atlas, "modules", p=[0.01, 0.3])
+    one_line(
+        cli("report", atlas),
+        "`p` of module 0 in modules.parquet in",
+        "is 0.01, below its unadjusted `p_permutation` 0.06",
+    )
+
+
+def test_an_ablation_specialisation_its_effects_contradict_is_refused(
+    tmp_path, two_modules_atlas, run_cli
+):
+    """ablation.parquet's `specialisation` (each label's share of a module's damage beyond
+    random unit sets, the module x label grid) edited by hand was drawn as it stood beside
+    the `effect` and `random_effect` that give it."""
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    table = pd.DataFrame(
+        {
+            "module": [0, 0, 1, 1],
+            "label": ["a", "b", "a", "b"],
+            "effect": [3.0, 1.0, 0.5, float("nan")],
+            "random_effect": [1.0, 1.5, 0.1, 0.1],
+            "specialisation": [1.0, 0.0, 0.0, 0.0],
+        }
+    )
+    table.to_parquet(atlas / "ablation.parquet", index=False)
+    Atlas.load(atlas)  # (module 1's damage is undefined: its shares are 0)
+    _edit(atlas, "ablation", specialisation=[0.5, 0.5, 0.0, 0.0])
+    one_line(
+        cli("report", atlas),
+        "`specialisation` of ablation.parquet in",
+        "is 0.5 in row 0 (module 0), but its `effect` and `random_effect` give 1.0",
+    )
+
+
+@pytest.mark.parametrize(
+    "section, flags, needle",
+    [
+        (
+            "stability:\n  n_seed_saes: 0\n",
+            [],
+            "its `stability:` section gives `n_seed_saes` 0, but saeatlas analyze takes it "
+            "from --seeds (3: 2 seed SAE(s) besides --sae; --seeds 1 gives the section's 0)",
+        ),
+        (
+            "ablation:\n  enabled: true\n  mode: zero\n",
+            ["--model", "MODEL"],
+            "its `ablation:` section gives `mode` 'zero', but saeatlas analyze takes it from "
+            "--ablation-mode ('mean')",
+        ),
+        (
+            "ablation:\n  n_random: 5\n",
+            ["--model", "MODEL"],
+            "gives `n_random` 5, but saeatlas analyze takes it from --ablation-draws (not given",
+        ),
+        (
+            "ablation:\n  seed: 3\n",
+            ["--model", "MODEL"],
+            "gives `seed` 3, but saeatlas analyze takes it from --seed (0, the analysis's seed",
+        ),
+    ],
+)
+def test_a_run_configs_stability_or_ablation_section_analyze_does_not_read_is_refused(
+    tmp_path, guarded, run_cli, forbid, section, flags, needle
+):
+    """`analyze --config run.yaml` reads the run config's `analyze:` section alone: beside
+    `stability: {n_seed_saes: 0}` it trained 2 seed SAEs (its --seeds 3), and with --model
+    it ablated with `mean` and 100 random sets beside `ablation: {mode: zero, n_random: 5}`
+    (and drew by the analysis's seed beside the section's), without a word."""
+    import numpy as np
+
+    from saeatlas.structure import inputs
+
+    cli, one_line = run_cli
+    np.save(tmp_path / "labels.npy", np.arange(300) % 8)
+    run = tmp_path / "run.yaml"
+    run.write_text(
+        f"model: {guarded.model}\ninputs: {guarded.inputs}\nlayers: ['1', '3']\n{section}"
+    )
+    given = [guarded.model if f == "MODEL" else f for f in flags]
+    if given:
+        given += ["--inputs", guarded.inputs, "--labels", tmp_path / "labels.npy"]
+    forbid(inputs, "analysis_ranks")  # nothing of the analysis starts
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
+    one_line(cli(*args, "--config", run, *given), needle)
+    assert not (tmp_path / "a").exists()
