@@ -187,3 +187,65 @@ def test_a_run_configs_stability_or_ablation_section_analyze_does_not_read_is_re
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", tmp_path / "a"]
     one_line(cli(*args, "--config", run, *given), needle)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    "view, needle",
+    [
+        ({"n_significant_modules": 2}, "`cross_check.raw.n_significant_modules` in '"),
+        (
+            {"partition_significant": False},
+            "is 1, but its `module_p` below `config.alpha` 0.05 give 0 (its partition did not",
+        ),
+        ({"module_p": [0.01]}, "has 1 p-value(s), but the view has 2 reproducible groups"),
+    ],
+)
+def test_a_correlation_views_count_its_p_values_contradict_is_refused(
+    tmp_path, two_modules_atlas, run_cli, view, needle
+):
+    """The report's Plain correlations line ("2 reproducible groups ..., 2 significant
+    against every null (each group's p ...: 0.01, 0.2)") took a view's count of
+    significant groups as edited, beside the p-values it lists."""
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    raw = {"module_p": [0.01, 0.2], "n_reproducible_modules": 2}
+    raw |= {"n_significant_modules": 1, "partition_significant": True}
+    _edit_summary(atlas, config={"alpha": 0.05}, cross_check={"raw": raw})
+    Atlas.load(atlas)
+    _edit_summary(atlas, config={"alpha": 0.05}, cross_check={"raw": {**raw, **view}})
+    one_line(cli("report", atlas), needle)
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (
+            {"verdict": "modules"},
+            "`control` in '",
+        ),
+        ({"significant": True}, "has the verdict 'no_significant_structure' and `significant`"),
+        (
+            {"real": {"n_modules": 9, "n_significant_modules": 0, "z": {}, "p": {}}},
+            "(the trained SAE's column of the random-SAE control) gives {'n_modules': 9}, but "
+            "the atlas's own figures are {'n_modules': 2}",
+        ),
+    ],
+)
+def test_a_control_table_its_counts_contradict_is_refused(
+    tmp_path, two_modules_atlas, run_cli, edit, needle
+):
+    """The random-SAE control's table showed, as edited, a verdict of 'modules' beside 0
+    significant modules, and 9 modules in the trained SAE's column beside the atlas's 2."""
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    figures = {"n_modules": 0, "n_significant_modules": 0, "significant": False, "z": {}}
+    control = {**figures, "p": {}, "verdict": "no_significant_structure"}
+    control["real"] = {"n_modules": 2, "n_significant_modules": 0, "z": {}, "p": {}}
+    _edit_summary(atlas, control=control)
+    Atlas.load(atlas)
+    _edit_summary(atlas, control={**control, **edit})
+    one_line(cli("report", atlas), needle, "rerun `saeatlas analyze`")
