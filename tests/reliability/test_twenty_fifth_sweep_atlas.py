@@ -4,6 +4,7 @@ word) before its fix."""
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pandas as pd
@@ -249,3 +250,32 @@ def test_a_control_table_its_counts_contradict_is_refused(
     Atlas.load(atlas)
     _edit_summary(atlas, control={**control, **edit})
     one_line(cli("report", atlas), needle, "rerun `saeatlas analyze`")
+
+
+def test_analyze_sweep_records_the_sweep_and_the_report_never_says_chosen_by_hand(
+    tmp_path, guarded, two_modules_atlas, run_cli, monkeypatch
+):
+    """`analyze --sweep SWEEP` did not record the sweep in atlas.json (a run does), so its
+    report said "No sparsity sweep found ...: the sparsity was chosen by hand. Run
+    `saeatlas sweep`" above "Modules across the sweep: 4 to 8: 0.15" (and so did the
+    report of an atlas analysed from Python with `sweep=` members)."""
+    from saeatlas import structure
+    from saeatlas.report.data import load_report_data
+    from saeatlas.structure.atlas import Atlas
+
+    sweeps = importlib.import_module("saeatlas.sweep.sweep")  # (the package names a function so)
+
+    cli, _ = run_cli
+    made = Atlas.load(two_modules_atlas(tmp_path / "made"))
+    monkeypatch.setattr(structure, "analyze", lambda *a, **k: made)
+    monkeypatch.setattr(sweeps, "sweep_members", lambda path: ("k", []))
+    monkeypatch.setattr(importlib.import_module("saeatlas.cli.atlas"), "print_atlas", print)
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--seeds", "1", "-q"]
+    r = cli(*args, "--out", tmp_path / "a", "--sweep", tmp_path / "sw")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "a" / "atlas.json").read_text())["sweep"] == str(tmp_path / "sw")
+    atlas = two_modules_atlas(tmp_path / "py")
+    across = {"over": "k", "values": [4, 8], "neighbour_ari": [0.2], "atlas_ari": [0.3, 0.4]}
+    _edit_summary(atlas, sweep_modules=across)
+    note = load_report_data(atlas).sweep_note
+    assert "chosen by hand" not in note and "records no sweep directory" in note

@@ -208,6 +208,9 @@ def _analyze(
                 sae, store, seeds, given=seed_sae, progress=not quiet, coord=coord
             )
         atlas = analyze(sae, store, cfg, seed_saes=seed_sae, sweep=members, progress=not quiet)
+        if sweep is not None:  # as the run records it: the report said "No sparsity sweep
+            # found ...: the sparsity was chosen by hand" above the modules across it
+            atlas.summary["sweep"] = str(sweep)
         if model is not None:
             from ..structure.causal.ablation import ablate_atlas
 
