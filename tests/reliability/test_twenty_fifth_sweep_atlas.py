@@ -279,3 +279,24 @@ def test_analyze_sweep_records_the_sweep_and_the_report_never_says_chosen_by_han
     _edit_summary(atlas, sweep_modules=across)
     note = load_report_data(atlas).sweep_note
     assert "chosen by hand" not in note and "records no sweep directory" in note
+
+
+def test_dense_flags_their_firing_densities_contradict_are_refused(
+    tmp_path, two_modules_atlas, run_cli
+):
+    """features.parquet's `dense` flags (kept out of the modules; counted in atlas.json's
+    `n_dense_features`) swapped by hand between a feature firing on 40% of the rows and one
+    on 10% passed the count, and the dense one was shown as a module's member."""
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    _edit_summary(atlas, config={"max_density": 0.3}, n_dense_features=1)
+    _edit(atlas, "features", dense=[False, False, False, True], firing_density=[0.1, 0.2, 0.1, 0.4])
+    Atlas.load(atlas)
+    _edit(atlas, "features", dense=[True, False, False, False])
+    one_line(
+        cli("report", atlas),
+        "marks feature 0 `dense` True with a `firing_density` of 0.1, but features are dense "
+        "exactly above atlas.json's `config.max_density` 0.3",
+    )

@@ -28,6 +28,7 @@ def check_derived(atlas: Atlas, path: Path, fix: str) -> None:
     _check_mass(atlas, path, fix)
     _check_example_ranks(atlas, path, fix)
     _check_specialisation(atlas, path, fix)
+    _check_dense(atlas, path, fix)
     m = atlas.modules
     if m.empty:
         return
@@ -195,4 +196,31 @@ def _check_specialisation(atlas: Atlas, path: Path, fix: str) -> None:
             f"(module {_shown(a['module'].iloc[i])}), but its `effect` and `random_effect` "
             f"give {_shown(want[i])} (the label's share of the module's damage beyond random "
             f"sets); {fix}."
+        )
+
+
+def _check_dense(atlas: Atlas, path: Path, fix: str) -> None:
+    """A feature is ``dense`` (kept out of the modules, and counted so in the headline)
+    exactly when its ``firing_density`` is above ``config.max_density``: two features'
+    flags swapped by hand passed the count, and a feature firing on 90% of the rows was
+    drawn as a module's member."""
+    f, config = atlas.features, atlas.summary.get("config")
+    most = config.get("max_density") if isinstance(config, dict) else None
+    if f.empty or not {"dense", "firing_density"} <= set(f.columns):
+        return
+    if not isinstance(most, (int, float)) or isinstance(most, bool):
+        return
+    try:
+        dense = f["dense"].to_numpy(bool)
+        density = f["firing_density"].to_numpy(np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        return  # (the columns' kinds are refused by name)
+    # (atlases before the excluded features' own counts held a dense one's density as 0)
+    wrong = (dense & (density > 0) & (density < most - 1e-9)) | (~dense & (density > most + 1e-9))
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise AtlasFileError(
+            f"features.parquet in '{path}' marks feature {i} `dense` {bool(dense[i])} with a "
+            f"`firing_density` of {density[i]:.4g}, but features are dense exactly above "
+            f"atlas.json's `config.max_density` {most:g}; {fix}."
         )
