@@ -138,12 +138,19 @@ def _names(keys: list[Any]) -> str:
 
 
 def unread_section(
-    config_file: Path | None, section: str, command: str, flags: dict[str, Any]
+    config_file: Path | None,
+    section: str,
+    command: str,
+    flags: dict[str, Any],
+    names: dict[str, tuple[str, str]] | None = None,
 ) -> None:
     """Refuse a run config whose ``section`` gives a setting another value than the
-    command's flag of that name (``flags``: name -> the flag's value): ``saeatlas sweep
+    command's flag of that name (``flags``: name -> the flag's value; ``names``: name ->
+    the flag and its value as said, where the flag is named otherwise): ``saeatlas sweep
     --config run.yaml`` reads the ``train:`` section, and swept k (its default --over)
-    beside a ``sweep:`` section of ``over: l1_coefficient``, without a word."""
+    beside a ``sweep:`` section of ``over: l1_coefficient``, without a word (and
+    ``analyze`` the ``analyze:`` section, ablating and training seed SAEs by its flags
+    beside ``ablation:`` and ``stability:`` sections of other settings)."""
     data = load_config_file(config_file)
     part = data.get(section) if isinstance(data, dict) else None
     if not isinstance(part, dict):
@@ -156,10 +163,10 @@ def unread_section(
             else given == value
         )
         if key in part and not same:
-            flag = "--" + key.replace("_", "-")
+            flag, said = (names or {}).get(key, ("--" + key.replace("_", "-"), shown(value)))
             raise ConfigError(
                 f"{config_file}: its `{section}:` section gives `{key}` {shown(given)}, but "
-                f"saeatlas {command} takes it from {flag} ({shown(value)}), not from the "
+                f"saeatlas {command} takes it from {flag} ({said}), not from the "
                 f"file; give {flag} as the section does, or drop `{key}` from `{section}:`."
             )
 

@@ -348,8 +348,10 @@ def test_an_atlas_without_modules_still_reports(atlas_copy):
     # the partitions' p-values beat no null (the flags of significance are checked by them)
     for test in [*s["nulls"], *s.get("sae_modules", {}).get("nulls", [])]:
         test["p"] = 1.0
+    s["p"] = 1.0  # the strictest null's
     for view in s.get("cross_check", {}).values():
         view["partition_significant"] = False
+        view["n_significant_modules"] = 0  # (none without the partition)
         for test in [view.get("test"), *view.get("tests", [])]:
             if test:
                 test["p"] = 1.0

@@ -76,3 +76,42 @@ def check_ablation_flags(
     check_model_flags(
         model, inputs, labels, loss, "the ablation", model_class=model_class, others=others
     )
+
+
+def check_run_sections(
+    config: Path | None,
+    seeds: int,
+    model: str | None,
+    ablation: dict[str, object],
+    seed: int,
+) -> None:
+    """Refuse a ``saeatlas run`` config as --config whose ``stability:`` or (with --model)
+    ``ablation:`` section gives other settings than the flags that set them here: analyze
+    reads its ``analyze:`` section alone, and trained 2 seed SAEs and ablated with
+    ``mean`` and 100 random sets beside ``n_seed_saes: 0``, ``mode: zero`` and
+    ``n_random: 5`` (the run's settings), without a word."""
+    from .._config_cli import unread_section
+    from .._config_file import load_config_file
+    from .._validation import shown
+
+    part = load_config_file(config).get("stability")
+    n = part.get("n_seed_saes") if isinstance(part, dict) else None
+    said = f"{seeds}: {seeds - 1} seed SAE(s) besides --sae" + (
+        f"; --seeds {n + 1} gives the section's {n}" if isinstance(n, int) else ""
+    )
+    unread_section(
+        config,
+        "stability",
+        "analyze",
+        {"n_seed_saes": seeds - 1},
+        {"n_seed_saes": ("--seeds", said)},
+    )
+    if model is None:  # no ablation: its section is not read (its flags are refused)
+        return
+    keys = {"mode": "--ablation-mode", "n_random": "--ablation-draws", "loss": "--loss"}
+    values = {key: ablation[flag] for key, flag in keys.items()} | {"seed": seed}
+    names = {key: (flag, shown(values[key])) for key, flag in keys.items()}
+    if ablation["--ablation-draws"] is None:
+        names["n_random"] = ("--ablation-draws", "not given: its default")
+    names["seed"] = ("--seed", f"{seed}, the analysis's seed, which the ablation draws by")
+    unread_section(config, "ablation", "analyze", values, names)

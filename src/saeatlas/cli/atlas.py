@@ -11,7 +11,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError
-from .analyze_flags import check_ablation_flags, check_out_is_no_seed_sae, flag_facts
+from .analyze_flags import (
+    check_ablation_flags,
+    check_out_is_no_seed_sae,
+    check_run_sections,
+    flag_facts,
+)
 from .app import app, console, on_rank_zero, with_config_flags
 from .options import model_class_option, nonfinite_option, timeout_option
 from .tables import fmt, print_atlas
@@ -87,6 +92,8 @@ def _analyze_cmd(
     from ..structure.inputs import analysis_ranks
 
     cfg = build_config(AtlasConfig, config, settings, "analyze")
+    facts = {"--ablation-mode": ablation_mode, "--ablation-draws": ablation_draws, "--loss": loss}
+    check_run_sections(config, seeds, model, facts, cfg.seed)
     analysis_ranks(
         cfg.device,
         timeout,
@@ -201,6 +208,9 @@ def _analyze(
                 sae, store, seeds, given=seed_sae, progress=not quiet, coord=coord
             )
         atlas = analyze(sae, store, cfg, seed_saes=seed_sae, sweep=members, progress=not quiet)
+        if sweep is not None:  # as the run records it: the report said "No sparsity sweep
+            # found ...: the sparsity was chosen by hand" above the modules across it
+            atlas.summary["sweep"] = str(sweep)
         if model is not None:
             from ..structure.causal.ablation import ablate_atlas
 

@@ -266,6 +266,10 @@ def _find_sweep(
             f"No sparsity sweep: atlas.json names '{named}', which holds no {SWEEP_JSON}. "
             "Pass --sweep DIR to show one."
         )
+    if summary.get("sweep_modules"):  # analysed with its members, not "chosen by hand"
+        return None, "No sparsity sweep shown: the atlas compares its modules across a " + (
+            "sweep's members (below), but records no sweep directory; pass --sweep DIR."
+        )
     return None, (
         "No sparsity sweep found (none given with --sweep, none named in atlas.json, "
         f"no '{atlas_dir.parent / 'sweep'}'): the sparsity was chosen by hand. Run "

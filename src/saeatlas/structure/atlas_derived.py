@@ -27,6 +27,8 @@ def check_derived(atlas: Atlas, path: Path, fix: str) -> None:
     give (checked where the atlas has the columns: older atlases lack some)."""
     _check_mass(atlas, path, fix)
     _check_example_ranks(atlas, path, fix)
+    _check_specialisation(atlas, path, fix)
+    _check_dense(atlas, path, fix)
     m = atlas.modules
     if m.empty:
         return
@@ -160,3 +162,65 @@ def _check_labels(atlas: Atlas, path: Path, fix: str) -> None:
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
+
+
+def _check_specialisation(atlas: Atlas, path: Path, fix: str) -> None:
+    """ablation.parquet's ``specialisation``: each label's share of the module's damage
+    beyond random unit sets (``effect`` less ``random_effect``, from 0), over the labels of
+    that module (all 0 where there is none): edited, it was drawn in the module x label
+    grid against the effects beside it."""
+    a = atlas.ablation
+    cols = {"module", "effect", "random_effect", "specialisation"}
+    if a.empty or not cols <= set(a.columns):
+        return
+    try:
+        excess = np.clip(
+            a["effect"].to_numpy(np.float64, na_value=np.nan)
+            - a["random_effect"].to_numpy(np.float64, na_value=np.nan),
+            0,
+            None,
+        )
+        got = a["specialisation"].to_numpy(np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        return  # (the columns' kinds are refused by name)
+    module = a["module"].to_numpy()
+    total = pd.Series(excess).groupby(module).transform("sum").to_numpy(copy=True)
+    undefined = pd.Series(np.isnan(excess)).groupby(module).transform("max").to_numpy(bool)
+    total[undefined] = np.nan  # NumPy's sum, as the ablation's, of a module with a NaN
+    want = np.divide(excess, total, out=np.zeros_like(excess), where=total > 0)
+    close = np.isclose(got, want, rtol=1e-6, atol=1e-9, equal_nan=True)
+    if not close.all():
+        i = int(np.flatnonzero(~close)[0])
+        raise AtlasFileError(
+            f"`specialisation` of ablation.parquet in '{path}' is {_shown(got[i])} in row {i} "
+            f"(module {_shown(a['module'].iloc[i])}), but its `effect` and `random_effect` "
+            f"give {_shown(want[i])} (the label's share of the module's damage beyond random "
+            f"sets); {fix}."
+        )
+
+
+def _check_dense(atlas: Atlas, path: Path, fix: str) -> None:
+    """A feature is ``dense`` (kept out of the modules, and counted so in the headline)
+    exactly when its ``firing_density`` is above ``config.max_density``: two features'
+    flags swapped by hand passed the count, and a feature firing on 90% of the rows was
+    drawn as a module's member."""
+    f, config = atlas.features, atlas.summary.get("config")
+    most = config.get("max_density") if isinstance(config, dict) else None
+    if f.empty or not {"dense", "firing_density"} <= set(f.columns):
+        return
+    if not isinstance(most, (int, float)) or isinstance(most, bool):
+        return
+    try:
+        dense = f["dense"].to_numpy(bool)
+        density = f["firing_density"].to_numpy(np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        return  # (the columns' kinds are refused by name)
+    # (atlases before the excluded features' own counts held a dense one's density as 0)
+    wrong = (dense & (density > 0) & (density < most - 1e-9)) | (~dense & (density > most + 1e-9))
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise AtlasFileError(
+            f"features.parquet in '{path}' marks feature {i} `dense` {bool(dense[i])} with a "
+            f"`firing_density` of {density[i]:.4g}, but features are dense exactly above "
+            f"atlas.json's `config.max_density` {most:g}; {fix}."
+        )

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .atlas_format import ATLAS_JSON, AtlasFileError
+from .atlas_own_figures import check_own_figures
 
 if TYPE_CHECKING:
     from .atlas import Atlas
@@ -39,6 +40,7 @@ def check_verdict(atlas: Atlas, path: Path, fix: str) -> None:
     n = len(modules)
     _check_members(s, path / ATLAS_JSON, fix)
     _check_own_counts(s, path / ATLAS_JSON, fix)
+    check_own_figures(atlas, path, fix)
     _check_sweep_lists(s, path / ATLAS_JSON, fix)
     _check_graph_counts(atlas, path / ATLAS_JSON, fix)
     _check_ablation_draws(atlas, path, fix)
@@ -56,7 +58,9 @@ def check_verdict(atlas: Atlas, path: Path, fix: str) -> None:
     alpha = (s.get("config") or {}).get("alpha") if isinstance(s.get("config"), dict) else None
     if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
         _check_partition(s, alpha, path, fix)
-        _check_significant(modules, alpha, path, fix)
+    else:
+        alpha = None
+    _check_module_p(modules, alpha, path, fix)
     if n and counted and "significant" not in modules.columns:
         # every module was shown as not significant under a headline that counts some
         raise AtlasFileError(
@@ -91,21 +95,42 @@ def _beat(tests: Any, alpha: float) -> bool:
     return all(isinstance(p, (int, float)) and not isinstance(p, bool) and p < alpha for p in ps)
 
 
-def _check_significant(modules: pd.DataFrame, alpha: float, path: Path, fix: str) -> None:
-    """A module is ``significant`` only when its ``p`` (the largest over the null models,
-    adjusted over the modules) is below ``config.alpha``: one marked so by hand (and
-    counted in ``atlas.json``) was named a module above its p of 0.9."""
-    if not {"significant", "p"} <= set(modules.columns) or modules.empty:
+def _check_module_p(modules: pd.DataFrame, alpha: float | None, path: Path, fix: str) -> None:
+    """A module's ``p`` is the largest over the null models of its p adjusted over the
+    modules (Benjamini-Hochberg): never below a null's own, unadjusted ``p_<null>`` (edited
+    to 0.01, it was counted beside a card showing a null's p of 0.06), and ``significant``
+    only below ``config.alpha`` (one marked so by hand, and counted in ``atlas.json``, was
+    named a module above its p of 0.9)."""
+    if "p" not in modules.columns or modules.empty:
         return
     p = modules["p"].to_numpy(np.float64, na_value=np.nan)
-    wrong = modules["significant"].to_numpy(bool) & ~(p < alpha)
+    for col in [c for c in modules.columns if str(c).startswith("p_")]:
+        own = modules[col].to_numpy(np.float64, na_value=np.nan)
+        _refuse_first(
+            modules,
+            p < own * (1 - 1e-9),
+            lambda i, m, col=col, own=own: (
+                f"`p` of module {m} in modules.parquet in '{path}' is "
+                f"{p[i]:.3g}, below its unadjusted `{col}` {own[i]:.3g}: it is the largest over "
+                f"the nulls after adjusting for the modules tested; {fix}."
+            ),
+        )
+    if alpha is not None and "significant" in modules.columns:
+        _refuse_first(
+            modules,
+            modules["significant"].to_numpy(bool) & ~(p < alpha),
+            lambda i, m: (
+                f"modules.parquet in '{path}' marks module {m} `significant` with a "
+                f"p of {p[i]:.3g}, not below `config.alpha` {alpha:g} of atlas.json; {fix}."
+            ),
+        )
+
+
+def _refuse_first(modules: pd.DataFrame, wrong: np.ndarray, say: Any) -> None:
+    """Refuse the first module where ``wrong``, in the words ``say(row, module)`` gives."""
     if wrong.any():
         i = int(np.flatnonzero(wrong)[0])
-        raise AtlasFileError(
-            f"modules.parquet in '{path}' marks module {int(modules['module'].iloc[i])} "
-            f"`significant` with a p of {p[i]:.3g}, not below `config.alpha` {alpha:g} of "
-            f"atlas.json; {fix}."
-        )
+        raise AtlasFileError(say(i, int(modules["module"].iloc[i])))
 
 
 def _check_partition(s: dict[str, Any], alpha: float, path: Path, fix: str) -> None:

@@ -145,13 +145,13 @@ def control_atlas(
     )
     atlas = core_atlas(ctl_inp)
     out: dict[str, Any] = {"kind": "random_directions", "scaled_units": scale_units}
-    out.update(_figures(atlas, own=True))
+    out.update(control_figures(atlas, own=True))
     control_units = atlas.units["sae_module"].to_numpy()
     if real is not None:
         # the trained SAE's own modules beside the random ones': where the atlas reports
         # the units' correlations, the page set their 3 modules (the control shares that
         # view, so its own would be the same) against the random SAE's 0
-        out["real"] = _figures(real, own=True)
+        out["real"] = control_figures(real, own=True)
         own = "sae_module" if real.summary.get("modules_from") == "unit_correlations" else "module"
         a = real.units[own].to_numpy()
         # over the units in a module of either (NaN when neither has one): the units in
@@ -171,7 +171,7 @@ def _unit_std(sae: SparseAutoencoder, store: ActivationStore) -> np.ndarray:
     return np.where(unit_varies(mean, std), std, 1.0)
 
 
-def _figures(atlas: Atlas, own: bool = False) -> dict[str, Any]:
+def control_figures(atlas: Atlas, own: bool = False) -> dict[str, Any]:
     """The atlas's counts and tests; ``own``: those of its dictionaries' own modules
     (``summary["sae_modules"]``), which differ from the reported ones where the atlas
     reports the units' plain correlations first: the control is about the random
