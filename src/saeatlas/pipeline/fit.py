@@ -10,7 +10,7 @@ from dataclasses import replace
 from ..errors import ConfigError
 from ..sae.architectures import get_architecture
 from ..store import ActivationStore
-from ..structure.inputs import check_label_column
+from ..structure.inputs import check_label_column, check_module_size
 from ..sweep.members import heldout_rows
 from ..train.rows import training_rows
 from .config import RunConfig
@@ -18,8 +18,9 @@ from .config import RunConfig
 
 def check_store_fits(cfg: RunConfig, store: ActivationStore, n_rows: int | None) -> str:
     """Refuse what ``cfg``'s later stages would refuse of ``store`` (`train.layers` it does
-    not record, TopK sparsities above the SAE's latents, an `analyze.label_column` its
-    rows lack, held-out rows or a batch size that leave too few rows to train on);
+    not record, TopK sparsities or an `analyze.min_module_features` above the SAE's
+    latents, an `analyze.label_column` its rows lack, held-out rows or a batch size that
+    leave too few rows to train on);
     return a one-line summary of the layers and the SAE's size. ``n_rows``: the rows the
     whole capture gives (the store's, or at most these for a dry run's first batch; None:
     not known, as of a dry run of texts, and not checked)."""
@@ -51,6 +52,9 @@ def check_store_fits(cfg: RunConfig, store: ActivationStore, n_rows: int | None)
         check_label_column(cfg.analyze, store)
     except ConfigError as e:
         raise ConfigError(f"`analyze.{str(e).lstrip('`')}") from None
+    # the analysis refused it only after the capture and the training, and `run --check`
+    # called it valid
+    check_module_size(cfg.analyze, d_sae, "`analyze.min_module_features`", "or raise `train.d_sae`")
     if n_rows is not None:
         check_rows_fit(cfg, n_rows)
     return f"dry run: layers {known} give {d_in} units; the SAE has {d_sae} latents"

@@ -1,0 +1,31 @@
+"""The twenty-fifth hostile sweep's cases in the integrations, `torchrun` and the CLI
+and config layer (run configs, `run --check`, the run's and the demo's Python API, ranks
+of a run, interop): each was read wrongly, ended in a traceback or a misleading message,
+or replaced work it should not have before its fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from saeatlas.errors import ConfigError
+
+
+def _config(outputs, tmp_path, extra: str = "") -> object:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1']\n"
+        "sweep: {enabled: false}\ntrain: {d_sae: 16, k: 2, tokens: 512, batch_size: 64}\n"
+        "stability: {n_seed_saes: 0}\n" + extra
+    )
+    return config
+
+
+def test_run_check_refuses_more_module_features_than_the_sae_has(outputs, tmp_path, run_cli):
+    """`analyze.min_module_features: 100` beside `train.d_sae: 16` was called valid by
+    `run --check`; the run refused it only after the capture and the training, naming a
+    flag `run` has not (--min-module-features)."""
+    cli, one_line = run_cli
+    config = _config(outputs, tmp_path, "analyze: {min_module_features: 100}\n")
+    r = cli("run", config, "--check", "--out", tmp_path / "run")
+    one_line(r, "`analyze.min_module_features` (100) is more than the SAE's 16 latents")
+    assert not (tmp_path / "run").exists()
