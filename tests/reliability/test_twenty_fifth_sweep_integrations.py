@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from saeatlas.errors import ConfigError
-
 
 def _config(outputs, tmp_path, extra: str = "") -> object:
     config = tmp_path / "run.yaml"
@@ -29,3 +27,18 @@ def test_run_check_refuses_more_module_features_than_the_sae_has(outputs, tmp_pa
     r = cli("run", config, "--check", "--out", tmp_path / "run")
     one_line(r, "`analyze.min_module_features` (100) is more than the SAE's 16 latents")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("section, value", [("ablation", "true"), ("sweep", "false")])
+def test_a_section_given_as_true_or_false_is_told_how_to_turn_it_on_or_off(
+    outputs, tmp_path, run_cli, section, value
+):
+    """`ablation: true` was told only "`ablation` must be a mapping of settings, got bool
+    True", not that the section turns on with `enabled`."""
+    cli, one_line = run_cli
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1']\n{section}: {value}\n"
+    )
+    r = cli("run", config, "--check")
+    one_line(r, f"`{section}` must be a mapping", f"write `{section}: {{enabled: {value}}}`")
