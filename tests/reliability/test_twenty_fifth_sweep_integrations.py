@@ -42,3 +42,25 @@ def test_a_section_given_as_true_or_false_is_told_how_to_turn_it_on_or_off(
     )
     r = cli("run", config, "--check")
     one_line(r, f"`{section}` must be a mapping", f"write `{section}: {{enabled: {value}}}`")
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_run_check_refuses_files_of_the_users_where_the_store_goes(
+    outputs, tmp_path, run_cli, kind
+):
+    """A run directory (`out: .` in a folder of the user's) whose `store` held the user's
+    files, or was a file, was called valid by `run --check`; the run then wrote its
+    config.yaml and run.json there and refused the store only at the capture."""
+    cli, one_line = run_cli
+    config, run = _config(outputs, tmp_path), tmp_path / "run"
+    run.mkdir()
+    if kind == "folder":
+        (run / "store").mkdir()
+        (run / "store" / "notes.txt").write_text("mine")
+        needle = "holds files that are not a store's (['notes.txt'])"
+    else:
+        (run / "store").write_text("mine")
+        needle = "exists and is not a directory"
+    one_line(cli("run", config, "--check", "--out", run), needle)
+    one_line(cli("run", config, "-q", "--out", run), needle)
+    assert sorted(p.name for p in run.iterdir()) == ["store"]
