@@ -64,3 +64,15 @@ def test_run_check_refuses_files_of_the_users_where_the_store_goes(
     one_line(cli("run", config, "--check", "--out", run), needle)
     one_line(cli("run", config, "-q", "--out", run), needle)
     assert sorted(p.name for p in run.iterdir()) == ["store"]
+
+
+def test_run_check_refuses_labels_of_another_number_than_the_inputs(outputs, tmp_path, run_cli):
+    """299 labels for 300 inputs were called valid by `run --check` (it read the first
+    batch's); the run refused them at the capture, having written its records."""
+    import numpy as np
+
+    cli, one_line = run_cli
+    np.save(tmp_path / "labels.npy", np.zeros(299, dtype=np.int64))
+    config = _config(outputs, tmp_path, f"labels: {tmp_path / 'labels.npy'}\n")
+    r = cli("run", config, "--check", "--out", tmp_path / "run")
+    one_line(r, "Labels have shape [299] for 300 input samples")
