@@ -76,3 +76,37 @@ def test_run_check_refuses_labels_of_another_number_than_the_inputs(outputs, tmp
     config = _config(outputs, tmp_path, f"labels: {tmp_path / 'labels.npy'}\n")
     r = cli("run", config, "--check", "--out", tmp_path / "run")
     one_line(r, "Labels have shape [299] for 300 input samples")
+
+
+@pytest.mark.parametrize(
+    "train, needle",
+    [
+        # "... needs about 29,802.3 GiB; cpu has ... Lower `d_sae` (--d-sae, ...)"
+        ("d_sae: 100000000000, k: 2", "Lower `train.d_sae` (or `train.expansion_factor`)"),
+        ("d_sae: 16, k: 2, lr_warmup_steps: 100", "`train.lr_warmup_steps` 100 is more than"),
+        ("d_sae: 16, k: 2, checkpoint_every: 8", "`train.checkpoint_every` 8 is not fewer"),
+    ],
+)
+def test_run_check_refuses_a_training_the_run_refuses(outputs, tmp_path, run_cli, train, needle):
+    """An SAE too large for the machine, a warm-up longer than the run (512 rows in
+    batches of 64: 8 steps) and a `checkpoint_every` that writes no checkpoint were
+    called valid by `run --check`; the run refused each after the capture, naming flags
+    of `saeatlas train` (--d-sae, --lr-warmup-steps, --tokens) that `run` has not."""
+    cli, one_line = run_cli
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1']\n"
+        f"sweep: {{enabled: false}}\ntrain: {{{train}, tokens: 512, batch_size: 64}}\n"
+        "stability: {n_seed_saes: 0}\n"
+    )
+    one_line(cli("run", config, "--check", "--out", tmp_path / "run"), needle)
+
+
+def test_a_model_class_beside_a_factory_is_named_as_the_run_config_key(outputs, tmp_path, run_cli):
+    """`model_class: causal-lm` beside a factory was refused as "--model-class
+    'causal-lm' applies to a Hugging Face model directory", a flag `run` has not."""
+    cli, one_line = run_cli
+    config = _config(outputs, tmp_path, "model_class: causal-lm\n")
+    r = cli("run", config, "--check", "--out", tmp_path / "run")
+    line = one_line(r, "`model_class` 'causal-lm' applies to a Hugging Face model directory")
+    assert "--model-class" not in line
