@@ -110,3 +110,36 @@ def test_a_model_class_beside_a_factory_is_named_as_the_run_config_key(outputs, 
     r = cli("run", config, "--check", "--out", tmp_path / "run")
     line = one_line(r, "`model_class` 'causal-lm' applies to a Hugging Face model directory")
     assert "--model-class" not in line
+
+
+def test_a_sweep_kept_while_the_store_was_captured_again_is_made_again(tmp_path):
+    """A run with the sweep, then one with `sweep.enabled: false` and other inputs (the
+    store captured again), then the first config again: the old store's sweep was
+    skipped as complete, the final SAE trained with its knee, and the analysis refused
+    its members after the training; --overwrite did not make it again either."""
+    from dataclasses import replace
+
+    from saeatlas.pipeline import RunConfig, SweepSection
+    from saeatlas.pipeline.outputs import RunPaths
+    from saeatlas.pipeline.record import RunState, fingerprints, setting_changes, stage_settings
+    from saeatlas.pipeline.run import _decide
+    from saeatlas.train import TrainConfig
+
+    on = RunConfig(
+        model="m.py:f",
+        inputs="x.npy",
+        layers=("1",),
+        sweep=SweepSection(values=(2, 4), seeds=1),
+        train=TrainConfig(d_sae=16, k=2, tokens=512, batch_size=64),
+    )
+    paths = RunPaths(tmp_path / "run")
+    paths.out.mkdir()
+    state = RunState(paths.state)
+    prints, settings = fingerprints(on), stage_settings(on)
+    state.start("sweep", prints["sweep"], settings["sweep"])
+    state.finish("sweep", 1.0, "", None)
+    off = replace(on, sweep=SweepSection(enabled=False))
+    _decide("sweep", off, paths, state, fingerprints(off), stage_settings(off), "capture")
+    record = RunState(paths.state).stages["sweep"]
+    changes = setting_changes(record, prints["sweep"], settings["sweep"])
+    assert changes == ["the capture stage ran again while it was off"]
