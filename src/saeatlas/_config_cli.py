@@ -271,8 +271,15 @@ def config_from_mapping(
     if data is None:
         data = {}
     if not isinstance(data, dict):
+        # `ablation: true` (or `sweep: false`) was told only that it is no mapping
+        on_off = isinstance(data, bool) and "enabled" in {f.name for f in fields(cls)}
+        hint = (
+            f" To turn it {'on' if data else 'off'}, write `{where}: {{enabled: {str(data).lower()}}}`."
+            if on_off
+            else ""
+        )
         raise ConfigError(
-            f"{prefix}{label} must be a mapping of settings, got {type(data).__name__} {shown(data)}."
+            f"{prefix}{label} must be a mapping of settings, got {type(data).__name__} {shown(data)}.{hint}"
         )
     hints = typing.get_type_hints(cls)
     known = [f.name for f in fields(cls) if f.name not in skip]

@@ -32,7 +32,11 @@ class LoadedModel:
 
 
 def load_model(
-    spec: str | os.PathLike, kwargs: dict[str, Any] | None = None, *, model_class: str = "auto"
+    spec: str | os.PathLike,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    model_class: str = "auto",
+    class_setting: str = "--model-class",
 ) -> LoadedModel:
     """Resolve a model SPEC.
 
@@ -48,6 +52,8 @@ def load_model(
       causal-lm, ``*ForMaskedLM`` -> masked-lm, else base). Layer names follow the
       class: GPT-2's blocks are ``h.0`` in the base model, ``transformer.h.0`` with
       its head.
+
+    ``class_setting``: how messages name ``model_class`` (a run config's `model_class`).
     """
     if isinstance(spec, os.PathLike):  # a model folder as a Path: "argument of type
         spec = os.fspath(spec)  # 'PosixPath' is not iterable"
@@ -77,8 +83,8 @@ def load_model(
         return LoadedModel(*load_hf_dir(path, model_class), str(path))
     if model_class != "auto":
         raise ModelSpecError(
-            f"--model-class {model_class!r} applies to a Hugging Face model directory, not to "
-            f"the factory {spec!r}; the factory chooses its own class."
+            f"{class_setting} {model_class!r} applies to a Hugging Face model directory, not to "
+            f"the factory {spec!r}; the factory chooses its own class. Leave {class_setting} out."
         )
     if ":" not in spec:
         from ..store.atomic import resolve

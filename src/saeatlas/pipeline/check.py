@@ -23,6 +23,7 @@ from .._world import is_main_process
 from ..capture import capture_activations
 from ..capture.distributed import count_batches
 from ..capture.inputs import known_length
+from ..capture.labels import check_stored_labels
 from ..store.lock import check_writable
 from .config import RunConfig
 from .fit import check_store_fits
@@ -70,6 +71,8 @@ def check_run(
         check_run_dir(cfg, Path(out), overwrite)
     src = load_source(cfg)
     first = _first_batch(src.inputs, cfg.capture.batch_size)
+    # every label, not the first batch's: 299 labels of 300 inputs were called valid
+    check_stored_labels(src.labels, known_length(src.inputs))
     labels = None if src.labels is None else src.labels[: cfg.capture.batch_size]
     if cfg.ablation.enabled:
         check_ablation_source(cfg, src)

@@ -10,16 +10,18 @@ from dataclasses import replace
 from ..errors import ConfigError
 from ..sae.architectures import get_architecture
 from ..store import ActivationStore
-from ..structure.inputs import check_label_column
+from ..structure.inputs import check_label_column, check_module_size
 from ..sweep.members import heldout_rows
-from ..train.rows import training_rows
+from ..train.rows import training_rows, training_steps
+from ..train.run import check_fits
 from .config import RunConfig
 
 
 def check_store_fits(cfg: RunConfig, store: ActivationStore, n_rows: int | None) -> str:
     """Refuse what ``cfg``'s later stages would refuse of ``store`` (`train.layers` it does
-    not record, TopK sparsities above the SAE's latents, an `analyze.label_column` its
-    rows lack, held-out rows or a batch size that leave too few rows to train on);
+    not record, TopK sparsities or an `analyze.min_module_features` above the SAE's
+    latents, an `analyze.label_column` its rows lack, held-out rows or a batch size that
+    leave too few rows to train on);
     return a one-line summary of the layers and the SAE's size. ``n_rows``: the rows the
     whole capture gives (the store's, or at most these for a dry run's first batch; None:
     not known, as of a dry run of texts, and not checked)."""
@@ -51,9 +53,16 @@ def check_store_fits(cfg: RunConfig, store: ActivationStore, n_rows: int | None)
         check_label_column(cfg.analyze, store)
     except ConfigError as e:
         raise ConfigError(f"`analyze.{str(e).lstrip('`')}") from None
-    if n_rows is not None:
-        check_rows_fit(cfg, n_rows)
+    # the analysis refused it only after the capture and the training, and `run --check`
+    # called it valid
+    check_module_size(cfg.analyze, d_sae, "`analyze.min_module_features`", "or raise `train.d_sae`")
+    if n_rows is not None:  # the training refused an SAE too large only after the capture
+        check_fits(d_in, d_sae, check_rows_fit(cfg, n_rows), t.device, RUN_SIZES)
     return f"dry run: layers {known} give {d_in} units; the SAE has {d_sae} latents"
+
+
+#: The run config's settings that shrink an SAE too large for the machine.
+RUN_SIZES = "`train.d_sae` (or `train.expansion_factor`) or `train.batch_size`"
 
 
 def _run_field(name: str) -> str:
@@ -64,14 +73,22 @@ def _member_field(name: str) -> str:
     return "`sweep.heldout_fraction`" if name == "heldout_rows" else _run_field(name)
 
 
-def check_rows_fit(cfg: RunConfig, n_rows: int) -> None:
+def check_rows_fit(cfg: RunConfig, n_rows: int) -> int:
     """Refuse what the sweep and the training would refuse of a store of ``n_rows`` rows:
-    too few held out by `sweep.heldout_fraction`, too many by `train.heldout_rows`, or a
-    `train.batch_size` above the rows left to train on. The training found them only
-    after the sweep had run (and `run --check` called such a config valid)."""
+    too few held out by `sweep.heldout_fraction`, too many by `train.heldout_rows`, a
+    `train.batch_size` above the rows left to train on, or warm-ups and checkpoints that
+    the run's steps do not reach. The training found them only after the sweep had run
+    (and `run --check` called such a config valid). Returns the largest batch size."""
+    batch_sizes = [0]
     if cfg.sweep.enabled:
         held = heldout_rows(n_rows, cfg.sweep.heldout_fraction, "`sweep.heldout_fraction`")
         member = replace(cfg.train, heldout_rows=held)
-        training_rows(member, n_rows, "the run's store (in a sweep member)", name=_member_field)
+        where = "the run's store (in a sweep member)"
+        rows, batch_size = training_rows(member, n_rows, where, name=_member_field)
+        training_steps(member, rows, batch_size, name=_member_field)
+        batch_sizes.append(batch_size)
     if not cfg.sweep.enabled or cfg.sweep.retrain or cfg.n_trained_seeds:
-        training_rows(cfg.train, n_rows, "the run's store", name=_run_field)
+        rows, batch_size = training_rows(cfg.train, n_rows, "the run's store", name=_run_field)
+        training_steps(cfg.train, rows, batch_size, name=_run_field)
+        batch_sizes.append(batch_size)
+    return max(batch_sizes)

@@ -29,10 +29,11 @@ from .._world import is_main_process
 from ..errors import ConfigError
 from ..sae.files import CFG, WEIGHTS
 from ..sae.io import check_sae_out
-from ..store.atomic import recover_dir, replacing_dir
+from ..store.atomic import check_output_dir, recover_dir, replacing_dir
 from ..store.lock import output_lock
 from ..store.manifest import MANIFEST
 from ..store.merge import recover_store
+from ..store.partial import is_store_file
 from ..structure.atlas import ATLAS_JSON, OPTIONAL_TABLES, TABLES, check_atlas_out
 from ..sweep.sweep import SWEEP_JSON, check_sweep_out
 from ..train.checkpoint import CHECKPOINT
@@ -130,10 +131,12 @@ def check_run_out(out: Path) -> None:
 
 def check_stage_outputs(paths: RunPaths, seed_saes: list[Path], sweep: bool) -> None:
     """Refuse, before the first stage, an output that a stage would refuse when it
-    starts (a file, or a folder of other files, where the sweep, an SAE or the atlas
-    goes): the run found it only once the stages before it had run (`OUT/atlas`, a
+    starts (a file, or a folder of other files, where the store, the sweep, an SAE or
+    the atlas goes): the run found it only once the stages before it had run (`OUT/atlas`, a
     link to a folder of the user's, after the capture and the training). Complete
     outputs are not looked at: they are kept, or replaced by their own stage."""
+    if not (paths.store / MANIFEST).is_file():  # refused by the capture, after `--check`
+        check_output_dir(paths.store, "a store", "a store's", MANIFEST, is_store_file, True)
     if not (paths.atlas / ATLAS_JSON).is_file():
         check_atlas_out(paths.atlas, overwrite=True)
     for sae in (paths.sae, *seed_saes):

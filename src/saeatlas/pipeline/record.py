@@ -122,6 +122,8 @@ def setting_changes(record: dict[str, Any], fingerprint: str, settings: Any) -> 
     entry is ``fingerprint``), else the settings that differ (none named when the record
     holds no settings). Settings it does not read are not compared (:func:`_as_read`),
     and a record of the same settings under another fingerprint is of them."""
+    if isinstance(record.get("outdated"), str):  # RunState.outdate
+        return [record["outdated"]]
     if record.get("fingerprint") == fingerprint:
         return None
     old = record.get("settings")
@@ -244,6 +246,15 @@ class RunState:
         if files is not None:
             self.stages[name]["files"] = files
         self._write()
+
+    def outdate(self, name: str, upstream: str) -> None:
+        """Mark the output of ``name``, a stage that is off, as made from what the
+        ``upstream`` stage made before it ran again: a sweep kept while the store was
+        captured again was skipped as complete once the sweep was on again, and the final
+        SAE trained with the knee of another store's rows."""
+        if name in self.stages and not self.stages[name].get("outdated"):
+            self.stages[name]["outdated"] = f"the {upstream} stage ran again while it was off"
+            self._write()
 
     def finish(
         self, name: str, seconds: float, note: str, stamp: str | None, files: dict | None = None

@@ -293,6 +293,8 @@ def _decide(
     (whose record is then started)."""
     off = _enabled(name, config)
     if off is not None:
+        if upstream is not None:  # its output (a sweep) is no longer made from the one before
+            state.outdate(name, upstream)
         return StageOutcome(name, OFF, off), False, ""
     record = stage_record(state, name, paths, settings)
     # a model, inputs or labels file edited in place: the config reads the same
@@ -327,7 +329,7 @@ def _decide(
     elif edited:
         why = EDITED
     elif record is not None and not same:
-        why = "its settings changed"
+        why = record.get("outdated") or "its settings changed"
     elif replaced:
         why = f"{where} was replaced since this run wrote it"
     elif record is not None and not record.get("complete", False):

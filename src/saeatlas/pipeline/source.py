@@ -42,7 +42,13 @@ def _is_file_spec(spec: str) -> bool:
 def load_source(cfg: RunConfig) -> Source:
     """Load the model (with ``model_args``, as ``model_class``), the inputs and the labels
     of ``cfg``."""
-    loaded = load_model(cfg.model, cfg.model_args or None, model_class=cfg.model_class)
+    # "--model-class 'base' applies to ...": a flag `run` has not
+    loaded = load_model(
+        cfg.model,
+        cfg.model_args or None,
+        model_class=cfg.model_class,
+        class_setting="`model_class`",
+    )
     labels = None
     if _is_file_spec(cfg.inputs):
         if cfg.inputs_args:

@@ -147,6 +147,22 @@ def check_label_column(cfg: AtlasConfig, store: ActivationStore) -> None:
         )
 
 
+def check_module_size(
+    cfg: AtlasConfig,
+    d_sae: int,
+    name: str = "`min_module_features`",
+    flag: str = "--min-module-features",
+) -> None:
+    """Refuse a ``min_module_features`` above the SAE's ``d_sae`` latents (it was "No
+    significant structure", modularity 0): no feature community is that large."""
+    if cfg.min_module_features > d_sae:
+        raise ConfigError(
+            f"{name} ({cfg.min_module_features:,}) is more than the SAE's {d_sae:,} latents: no "
+            "feature community is that large, so the atlas could report no module. Give at "
+            f"most {d_sae:,} ({flag})."
+        )
+
+
 def prepare(
     sae: SAELike,
     store: ActivationStore | str | Path,
@@ -177,12 +193,7 @@ def prepare(
             "an atlas needs. Capture more rows."
         )
     check_label_column(cfg, store)
-    if cfg.min_module_features > sae.cfg.d_sae:  # was "No significant structure", modularity 0
-        raise ConfigError(
-            f"`min_module_features` ({cfg.min_module_features:,}) is more than the SAE's "
-            f"{sae.cfg.d_sae:,} latents: no feature community is that large, so the atlas could "
-            f"report no module. Give at most {sae.cfg.d_sae:,} (--min-module-features)."
-        )
+    check_module_size(cfg, sae.cfg.d_sae)
     loaded = _loaded_twins(sae, sae_path, store, seed_saes, null_source)
     twins = dict(loaded)
     for value, member in sweep[1] if sweep else ():

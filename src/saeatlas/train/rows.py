@@ -9,12 +9,15 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..store import ActivationStore
-from .config import TrainConfig
+from .config import READ_BY, TrainConfig
 
 #: Default batch size; a smaller store gets a quarter of its rows per batch.
 DEFAULT_BATCH_SIZE = 4096
 #: Fewer rows than this cannot train an SAE worth evaluating (FVU of 0 or inf).
 MIN_TRAIN_ROWS = 16
+#: Default budget: at least this many passes, and at least this many rows or steps
+#: (whichever is fewer: small batches of a small store need not see 2M rows).
+MIN_DEFAULT_PASSES, MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS = 50, 2_000_000, 500
 
 
 def rows_digest(store: ActivationStore) -> str:
@@ -30,6 +33,41 @@ def store_layers(store: ActivationStore, names: list[str]) -> list[list[Any]]:
 
 def _flag(name: str) -> str:
     return f"`{name}` (--{name.replace('_', '-')})"
+
+
+def _rows_flag(name: str) -> str:
+    return "--tokens" if name == "tokens" else _flag(name)
+
+
+def training_steps(
+    cfg: TrainConfig, train_rows: int, batch_size: int, name: Callable[[str], str] = _rows_flag
+) -> int:
+    """The steps of a training of ``cfg`` on ``train_rows`` rows in batches of
+    ``batch_size`` (:func:`training_rows`); refuse warm-ups longer than the run and a
+    `checkpoint_every` that writes no checkpoint. ``name(field)``: as in
+    :func:`training_rows` (`run --check` called such a run config valid, and the run
+    refused it after the capture, naming flags `run` has not)."""
+    tokens = cfg.tokens or max(
+        MIN_DEFAULT_PASSES * train_rows, min(MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS * batch_size)
+    )
+    n_steps = max(1, tokens // batch_size)
+    penalised = cfg.architecture in READ_BY["sparsity_warmup_steps"][1]
+    for field, value, what in (
+        ("lr_warmup_steps", cfg.lr_warmup_steps, "learning rate"),
+        # read by relu and jumprelu only (a warning says so of the others)
+        ("sparsity_warmup_steps", cfg.sparsity_warmup_steps if penalised else None, "penalty"),
+    ):
+        if value is not None and value > n_steps:  # 10**18 trained without a word
+            raise ConfigError(
+                f"{name(field)} {value:,} is more than the run's {n_steps:,} steps: the {what} "
+                f"would never reach its value. Give at most as many, or raise {name('tokens')}."
+            )
+    if cfg.checkpoint_every >= n_steps:  # none was written: a kill lost the run
+        raise ConfigError(
+            f"{name('checkpoint_every')} {cfg.checkpoint_every:,} is not fewer than the run's "
+            f"{n_steps:,} steps: no checkpoint would be written. Give fewer, or 0 for none."
+        )
+    return n_steps
 
 
 def training_rows(

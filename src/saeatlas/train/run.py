@@ -26,12 +26,12 @@ from ..sae.kernels import fast_bf16
 from ..store import ActivationStore, LayerSpec
 from .architectures import TRAINING, aux_reconstruction, batch_total
 from .checkpoint import check_counters, check_schedule, check_state
-from .config import READ_BY, TrainConfig
+from .config import TrainConfig
 from .distributed import all_sum, average_gradients
 from .init import geometric_median, input_normalizer
 from .losses import fvu, l0, mse
 from .optim import ScheduleFreeSignSGD
-from .rows import rows_digest, store_layers, training_rows
+from .rows import rows_digest, store_layers, training_rows, training_steps
 from .schedules import lr_factor, sparsity_factor
 
 #: Rows sampled for the geometric-median initialisation of ``b_dec``.
@@ -39,9 +39,6 @@ N_INIT_ROWS = 16384
 #: The least variance a batch's FVU divides by, as a share of what as many rows of the
 #: store hold (ordinary batches hold far more: it changes only degenerate ones).
 MIN_BATCH_VARIANCE = 0.1
-#: Default budget: at least this many passes, and at least this many rows or steps
-#: (whichever is fewer: small batches of a small store need not see 2M rows).
-MIN_DEFAULT_PASSES, MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS = 50, 2_000_000, 500
 
 
 def _select_layers(
@@ -120,11 +117,7 @@ class _Run:
                 "per row. Lower `k` (--k) or raise `d_sae` (--d-sae)."
             )
         check_fits(d_in, self.d_sae, self.batch_size, cfg.device)
-        tokens = cfg.tokens or max(
-            MIN_DEFAULT_PASSES * self.train_rows,
-            min(MIN_DEFAULT_TOKENS, MIN_DEFAULT_STEPS * self.batch_size),
-        )
-        self.n_steps = max(1, tokens // self.batch_size)
+        self.n_steps = training_steps(cfg, self.train_rows, self.batch_size)
         base_lr = 5e-3 if cfg.optimizer == "signum" else 2e-4
         self.lr = cfg.lr or base_lr / math.sqrt(self.d_sae / 2**14)
         self.sparsity_warmup = (
@@ -135,24 +128,6 @@ class _Run:
         self.lr_warmup = (
             cfg.lr_warmup_steps if cfg.lr_warmup_steps is not None else min(100, self.n_steps // 20)
         )
-        penalised = cfg.architecture in READ_BY["sparsity_warmup_steps"][1]
-        for name, value, what in (
-            ("lr_warmup_steps", cfg.lr_warmup_steps, "learning rate"),
-            # read by relu and jumprelu only (a warning says so of the others)
-            ("sparsity_warmup_steps", cfg.sparsity_warmup_steps if penalised else None, "penalty"),
-        ):
-            if value is not None and value > self.n_steps:  # 10**18 trained without a word
-                raise ConfigError(
-                    f"`{name}` (--{name.replace('_', '-')}) {value:,} is more than the run's "
-                    f"{self.n_steps:,} steps: the {what} would never reach its value. Give at "
-                    "most as many, or raise --tokens."
-                )
-        if cfg.checkpoint_every >= self.n_steps:  # none was written: a kill lost the run
-            raise ConfigError(
-                f"`checkpoint_every` (--checkpoint-every) {cfg.checkpoint_every:,} is not fewer "
-                f"than the run's {self.n_steps:,} steps: no checkpoint would be written. Give "
-                "fewer, or 0 for none."
-            )
         self.batches_per_epoch = self.train_rows // self.batch_size
         sae_cfg = SAEConfig(d_in=d_in, layers=self.layers, **cfg.sae_settings(self.d_sae))
         device = cfg.device
