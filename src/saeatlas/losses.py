@@ -171,7 +171,9 @@ def _input_ids(batch: InputBatch) -> torch.Tensor:
 def per_sample_next_token(output: Any, batch: InputBatch) -> torch.Tensor:
     """``[batch]`` mean next-token cross-entropy of a causal LM over each sample's tokens."""
     logits = model_logits(output, "next-token")
-    ids = _input_ids(batch).to(logits.device)
+    # int32 ids (a model embeds them as int64 ones) ended in torch's "expected target
+    # dtype to be Long or Byte, but got Int"
+    ids = _input_ids(batch).to(logits.device, torch.long)
     if logits.ndim != 3 or logits.shape[:2] != ids.shape:
         raise ShapeError(
             f"The next-token loss needs logits [batch, seq, vocab] for token ids "

@@ -23,6 +23,7 @@ from ..capture.hookpoints import resolve_hookpoints
 from ..capture.inputs import iter_input_batches, model_and_tokenizer
 from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.models import input_dtype, takes_token_ids
+from ..capture.positions import layer_masks
 from ..capture.recorder import check_token_ids, model_error
 from ..capture.rows import SPATIAL_MODES, from_rows, replace_tensor, select_tensor, to_rows
 from ..errors import AtlasError, ConfigError, InputsError, NonFiniteError
@@ -115,7 +116,7 @@ def loss_recovered(
     sae = sae.eval()
     was_training = model.training
     model.eval()
-    mode: dict[str, Any] = {"kind": "record", "rows": {}, "mask": None}
+    mode: dict[str, Any] = {"kind": "record", "rows": {}, "masks": {}}
 
     def hook_for(name: str):
         def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
@@ -125,14 +126,14 @@ def loss_recovered(
             if mode["kind"] == "record":
                 given = layouts[name]
                 layout = SOURCE_LAYOUT.get(given) if given is not None else hp.layout
-                rows = to_rows(t, name, mask=mode["mask"], spatial=spatial, layout=layout)
+                rows = to_rows(t, name, mask=mode["masks"][name], spatial=spatial, layout=layout)
                 layouts[name] = given or rows.layout  # a hook point's: as the rows came
                 mode["rows"][name] = rows.x
                 return None
             new = mode["replace"][name]
             if new is None:
                 return replace_tensor(output, torch.zeros_like(raw), output_index)
-            rebuilt = from_rows(t, new, name, layouts[name], mode["mask"])
+            rebuilt = from_rows(t, new, name, layouts[name], mode["masks"][name])
             if hp.revert is not None:
                 rebuilt = hp.revert(rebuilt)
             return replace_tensor(output, rebuilt, output_index)
@@ -161,7 +162,7 @@ def loss_recovered(
                 for k, v in batch.kwargs.items()
             }
             where = f"inputs {n}..{n + batch.n_samples - 1}"
-            mode.update(kind="record", rows={}, mask=batch.mask)
+            mode.update(kind="record", rows={}, masks=layer_masks(model, hps.values(), batch))
             check_token_ids(model, batch, where)  # as the capture does: a GPU's device assert
             # the first pass meets the inputs: a misfit is the user's, in one line
             clean = _forward(model, args, kwargs, where)

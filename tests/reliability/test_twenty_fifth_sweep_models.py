@@ -1,0 +1,61 @@
+"""The twenty-fifth hostile sweep's cases on other models and other data (Hugging Face
+architectures built at random from tiny configs, plain torch modules of unusual structure,
+and odd inputs): each was refused wrongly, ended in a traceback or a misleading message, or
+gave a result other than it said before its fix."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+
+def _t5() -> torch.nn.Module:
+    """A T5 of one layer per side, width 16, 40 tokens, built at random (seed 0)."""
+    torch.manual_seed(0)
+    cfg = transformers.T5Config(
+        d_model=16, d_ff=32, d_kv=4, num_layers=1, num_heads=4, vocab_size=40
+    )
+    return transformers.T5ForConditionalGeneration(cfg).eval()
+
+
+def test_an_encoder_decoder_s_decoder_rows_follow_the_decoder_s_padding(tmp_path):
+    """A T5's decoder layer was captured by the encoder's `attention_mask`: the decoder's
+    padding (`decoder_attention_mask`) was captured as rows and its real tokens where the
+    encoder had padding dropped, without a word; decoder ids of another length than the
+    encoder's were refused as a layer "whose positions are not the tokens"."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.capture.hookpoints import resolve_hookpoints
+    from saeatlas.capture.inputs import InputBatch
+    from saeatlas.capture.positions import layer_masks
+
+    model, ids = _t5(), torch.randint(3, 40, (4, 8))
+    mask, dmask = torch.ones(4, 8, dtype=torch.long), torch.ones(4, 8, dtype=torch.long)
+    mask[1, 5:], dmask[2, 2:] = 0, 0
+    batch = {"input_ids": ids, "attention_mask": mask}
+    batch.update(decoder_input_ids=ids, decoder_attention_mask=dmask)
+    layers = ["encoder.block.0", "decoder.block.0", "lm_head"]
+    capture_activations(model, [batch], layers[1:], tmp_path / "s", progress=False)
+    per_sample = pd.read_parquet(tmp_path / "s" / "rows.parquet").groupby("sample").size()
+    assert per_sample.to_dict() == {0: 8, 1: 8, 2: 2, 3: 8}
+    masks = layer_masks(model, resolve_hookpoints(model, layers), InputBatch((), batch, 4, mask))
+    assert masks["encoder.block.0"] is mask and masks["lm_head"] is dmask
+    shorter = {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": ids[:, :5]}
+    store = capture_activations(model, [shorter], layers[1], tmp_path / "d", progress=False)
+    assert store.n_rows == 20
+
+
+def test_int32_token_ids_get_the_next_token_loss():
+    """Token ids of int32 (which the capture and the model take) ended `evaluate --model
+    --loss next-token` and the ablation in torch's traceback "expected target dtype to be
+    Long or Byte, but got Int"."""
+    from saeatlas.capture.inputs import InputBatch
+    from saeatlas.losses import per_sample_next_token
+
+    torch.manual_seed(0)
+    logits, ids = torch.randn(3, 5, 40), torch.randint(0, 40, (3, 5))
+    wide = per_sample_next_token(logits, InputBatch((), {"input_ids": ids}, 3))
+    narrow = per_sample_next_token(logits, InputBatch((ids.int(),), {}, 3))
+    torch.testing.assert_close(narrow, wide)
