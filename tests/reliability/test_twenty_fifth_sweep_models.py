@@ -5,6 +5,9 @@ gave a result other than it said before its fix."""
 
 from __future__ import annotations
 
+import textwrap
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -59,3 +62,47 @@ def test_int32_token_ids_get_the_next_token_loss():
     wide = per_sample_next_token(logits, InputBatch((), {"input_ids": ids}, 3))
     narrow = per_sample_next_token(logits, InputBatch((ids.int(),), {}, 3))
     torch.testing.assert_close(narrow, wide)
+
+
+#: A model file of TorchScript modules: scripted, traced, and traced inside a Python one.
+SCRIPTED = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    def mlp():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 3))
+
+    def scripted():
+        return torch.jit.script(mlp())
+
+    def traced():
+        return torch.jit.trace(mlp(), torch.zeros(2, 6))
+
+    def wrapped():
+        return nn.Sequential(traced())
+    """
+)
+
+
+@pytest.mark.parametrize("factory", ["scripted", "traced"])
+def test_a_torchscript_model_s_layers_are_refused_in_one_line(factory, tmp_path, run_cli):
+    """A scripted model's capture ended in an AttributeError traceback ("'_CachedForward'
+    object has no attribute '__getattr__'"), and a traced one's said its layers "did not
+    run during the forward pass", to choose modules the forward uses: TorchScript's
+    compiled code calls no Python hook. A traced module called from a Python one is
+    still recorded whole."""
+    cli, one_line = run_cli
+    (tmp_path / "m.py").write_text(SCRIPTED)
+    np.save(tmp_path / "x.npy", np.zeros((4, 6), np.float32))
+    args = ("capture", "--inputs", tmp_path / "x.npy", "-q", "--model")
+    spec = f"{tmp_path / 'm.py'}:{factory}"
+    one_line(
+        cli(*args, spec, "--layers", "0", "--out", tmp_path / "s"),
+        "Layer '0' is part of a TorchScript module",
+        "Give the Python module it was made from",
+    )
+    assert not (tmp_path / "s").exists()
+    r = cli(*args, f"{tmp_path / 'm.py'}:wrapped", "--layers", "0", "--out", tmp_path / "w")
+    assert r.exit_code == 0, r.output
