@@ -106,3 +106,37 @@ def test_a_torchscript_model_s_layers_are_refused_in_one_line(factory, tmp_path,
     assert not (tmp_path / "s").exists()
     r = cli(*args, f"{tmp_path / 'm.py'}:wrapped", "--layers", "0", "--out", tmp_path / "w")
     assert r.exit_code == 0, r.output
+
+
+def _bert() -> torch.nn.Module:
+    """A BERT classifier of one layer, width 16, 40 tokens, 3 classes, built at random."""
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        vocab_size=40,
+        max_position_embeddings=16,
+        num_labels=3,
+    )
+    return transformers.BertForSequenceClassification(cfg).eval()
+
+
+def test_dict_batches_name_samples_whose_mask_holds_no_token(tmp_path):
+    """A dict batch's sample whose `attention_mask` is all zeros got no rows without a
+    word (an empty text is named); a 4-D mask of the model's own was refused as "the
+    attention mask has shape (4, 1, 1, 6)", not saying which mask saeatlas reads."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import ShapeError
+
+    model, ids = _bert(), torch.randint(3, 40, (4, 6))
+    mask = torch.ones(4, 6, dtype=torch.long)
+    mask[2] = 0
+    batches = [{"input_ids": ids, "attention_mask": mask}] * 2
+    with pytest.warns(UserWarning, match=r"2 of 8 samples .* zeros \(the first, sample 2\)"):
+        store = capture_activations(model, batches, "bert.encoder.layer.0", tmp_path / "s")
+    assert store.n_rows == 36
+    four = [{"input_ids": ids, "attention_mask": mask[:, None, None, :].float()}]
+    with pytest.raises(ShapeError, match=r"\(4, 1, 1, 6\); saeatlas reads .* \[batch, seq\]"):
+        capture_activations(model, four, "bert.encoder.layer.0", tmp_path / "f", progress=False)
