@@ -111,15 +111,8 @@ def test_a_torchscript_model_s_layers_are_refused_in_one_line(factory, tmp_path,
 def _bert() -> torch.nn.Module:
     """A BERT classifier of one layer, width 16, 40 tokens, 3 classes, built at random."""
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        vocab_size=40,
-        max_position_embeddings=16,
-        num_labels=3,
-    )
+    small = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, vocab_size=40)
+    cfg = transformers.BertConfig(**small, num_attention_heads=2, num_labels=3)
     return transformers.BertForSequenceClassification(cfg).eval()
 
 
