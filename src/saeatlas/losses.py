@@ -22,7 +22,7 @@ import torch
 
 from ._validation import shown
 from .capture.inputs import InputBatch
-from .capture.rows import select_tensor
+from .capture.outputs import select_tensor
 from .errors import ConfigError, ShapeError
 
 PerSampleLoss = Callable[[Any, InputBatch], torch.Tensor]

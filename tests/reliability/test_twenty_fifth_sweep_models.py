@@ -133,3 +133,34 @@ def test_dict_batches_name_samples_whose_mask_holds_no_token(tmp_path):
     four = [{"input_ids": ids, "attention_mask": mask[:, None, None, :].float()}]
     with pytest.raises(ShapeError, match=r"\(4, 1, 1, 6\); saeatlas reads .* \[batch, seq\]"):
         capture_activations(model, four, "bert.encoder.layer.0", tmp_path / "f", progress=False)
+
+
+class _Packed(torch.nn.Module):
+    """An LSTM given packed sequences (two of each batch's samples cut to 2 steps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn, self.head = torch.nn.LSTM(6, 10, batch_first=True), torch.nn.Linear(10, 3)
+
+    def forward(self, x):
+        lengths = torch.full((x.shape[0],), x.shape[1])
+        lengths[::2] = 2
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            x, lengths, batch_first=True, enforce_sorted=False
+        )
+        _, (h, _) = self.rnn(packed)
+        return self.head(h[-1])
+
+
+@pytest.mark.parametrize("index", [None, 0])
+def test_an_rnn_s_packed_sequences_are_named(tmp_path, index):
+    """An LSTM given `pack_padded_sequence` returns `(PackedSequence, (h, c))`: its
+    capture was refused as "gives a tuple that holds no tensor" (and with `output_index`
+    0 as "no tensor at `output_index` 0; tensors are at []"), though it holds five."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import ShapeError
+
+    torch.manual_seed(0)
+    x, config = torch.randn(4, 5, 6), CaptureConfig(output_index=index)
+    with pytest.raises(ShapeError, match="'rnn' gives a PackedSequence .* pad_packed_sequence"):
+        capture_activations(_Packed(), x, "rnn", tmp_path / "s", config, progress=False)

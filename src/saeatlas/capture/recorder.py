@@ -20,8 +20,8 @@ from ..errors import AtlasError, InputsError, ModelError, ShapeError
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch
 from .models import code_failure
+from .outputs import select_tensor
 from .positions import position_table
-from .rows import select_tensor
 from .transformer_lens import setting_hint
 
 
