@@ -48,6 +48,12 @@ def test_an_encoder_decoder_s_decoder_rows_follow_the_decoder_s_padding(tmp_path
     shorter = {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": ids[:, :5]}
     store = capture_activations(model, [shorter], layers[1], tmp_path / "d", progress=False)
     assert store.n_rows == 20
+    # decoder tokens that BART derives from the input tokens (shifted right) keep its mask
+    cfg = dict(d_model=16, encoder_layers=1, decoder_layers=1, vocab_size=40, pad_token_id=1)
+    bart = transformers.BartModel(transformers.BartConfig(**cfg, decoder_start_token_id=2))
+    derived = [{"input_ids": ids, "attention_mask": mask}]
+    store = capture_activations(bart.eval(), derived, "decoder", tmp_path / "b", progress=False)
+    assert store.n_rows == int(mask.sum())
 
 
 def test_int32_token_ids_get_the_next_token_loss():

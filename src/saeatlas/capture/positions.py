@@ -69,12 +69,15 @@ def layer_masks(model: torch.nn.Module, hookpoints: Iterable[Any], batch: Any) -
     """Each hook point's ``[batch, seq]`` padding mask: the input batch's (over its input
     tokens), or for a module of an encoder-decoder outside its encoder (``get_encoder()``:
     the decoder, the language-modelling head), whose positions are the decoder's tokens,
-    the batch's `decoder_attention_mask` (None, every position real, when it has none).
-    The encoder's mask selected a T5's or BART's decoder rows by the encoder's padding:
-    padding rows were captured and real ones dropped, without a word."""
+    the batch's `decoder_attention_mask`; None (every position real, as the model reads
+    them) for decoder tokens given without one. The encoder's mask selected a T5's or
+    BART's given decoder tokens by the encoder's padding: padding rows were captured and
+    real ones dropped, without a word. It stays for decoder tokens the model derives from
+    the input tokens (BART's, shifted right by one, when given texts)."""
     hookpoints = list(hookpoints)
     encoder = _encoder(model)
-    if encoder is None:
+    given = ("decoder_input_ids", "decoder_inputs_embeds", "labels")
+    if encoder is None or not any(k in batch.kwargs for k in (*given, "decoder_attention_mask")):
         return {hp.name: batch.mask for hp in hookpoints}
     inside = {id(m) for m in encoder.modules()}
     own = batch.kwargs.get("decoder_attention_mask")
