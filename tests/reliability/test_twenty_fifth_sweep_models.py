@@ -32,7 +32,7 @@ def test_an_encoder_decoder_s_decoder_rows_follow_the_decoder_s_padding(tmp_path
     from saeatlas.capture import capture_activations
     from saeatlas.capture.hookpoints import resolve_hookpoints
     from saeatlas.capture.inputs import InputBatch
-    from saeatlas.capture.positions import layer_masks
+    from saeatlas.capture.masks import layer_masks
 
     model, ids = _t5(), torch.randint(3, 40, (4, 8))
     mask, dmask = torch.ones(4, 8, dtype=torch.long), torch.ones(4, 8, dtype=torch.long)
@@ -170,3 +170,26 @@ def test_an_rnn_s_packed_sequences_are_named(tmp_path, index):
     x, config = torch.randn(4, 5, 6), CaptureConfig(output_index=index)
     with pytest.raises(ShapeError, match="'rnn' gives a PackedSequence .* pad_packed_sequence"):
         capture_activations(_Packed(), x, "rnn", tmp_path / "s", config, progress=False)
+
+
+def test_a_vision_tower_s_patches_are_not_selected_by_the_text_s_mask(tmp_path):
+    """CLIP given texts padded to as many tokens as its images have patches (5: 4 and
+    the class token) captured its vision layer with the text's mask: an image's patches
+    were dropped where its text had padding, without a word."""
+    from saeatlas.capture import capture_activations
+
+    torch.manual_seed(0)
+    small = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    text = dict(vocab_size=40, max_position_embeddings=8, **small)
+    cfg = transformers.CLIPConfig(
+        text_config=text, vision_config=dict(image_size=8, patch_size=4, **small)
+    )
+    model = transformers.CLIPModel(cfg).eval()
+    mask = torch.ones(4, 5, dtype=torch.long)
+    mask[1, 3:] = 0
+    batch = {"input_ids": torch.randint(3, 40, (4, 5)), "attention_mask": mask}
+    batch["pixel_values"] = torch.randn(4, 3, 8, 8)
+    layers = ["vision_model.encoder.layers.0", "text_model.encoder.layers.0"]
+    for layer, rows in zip(layers, (20, 18)):
+        store = capture_activations(model, [batch], layer, tmp_path / layer, progress=False)
+        assert store.n_rows == rows, layer

@@ -53,8 +53,8 @@ from .layouts import (
     module_layout,
     parse_layout,
 )
+from .masks import layer_masks
 from .models import check_has_values, input_dtype, takes_token_ids
-from .positions import layer_masks
 from .recorder import Recorder, check_batch_follows, run_forward
 from .rows import (
     LayerRows,

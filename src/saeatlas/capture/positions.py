@@ -4,9 +4,6 @@ and a layer whose positions are not the tokens, which the padding mask cannot se
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 import torch
 
 
@@ -63,35 +60,3 @@ def mask_misfit(name: str, shape: tuple[int, ...], mask: tuple[int, ...]) -> str
         "padding. Record a layer of [batch, seq, d] over the tokens, or give token ids of one "
         "length (an integer array [n, seq]), which need no padding."
     )
-
-
-def layer_masks(model: torch.nn.Module, hookpoints: Iterable[Any], batch: Any) -> dict[str, Any]:
-    """Each hook point's ``[batch, seq]`` padding mask: the input batch's (over its input
-    tokens), or for a module of an encoder-decoder outside its encoder (``get_encoder()``:
-    the decoder, the language-modelling head), whose positions are the decoder's tokens,
-    the batch's `decoder_attention_mask`; None (every position real, as the model reads
-    them) for decoder tokens given without one. The encoder's mask selected a T5's or
-    BART's given decoder tokens by the encoder's padding: padding rows were captured and
-    real ones dropped, without a word. It stays for decoder tokens the model derives from
-    the input tokens (BART's, shifted right by one, when given texts)."""
-    hookpoints = list(hookpoints)
-    encoder = _encoder(model)
-    given = ("decoder_input_ids", "decoder_inputs_embeds", "labels")
-    if encoder is None or not any(k in batch.kwargs for k in (*given, "decoder_attention_mask")):
-        return {hp.name: batch.mask for hp in hookpoints}
-    inside = {id(m) for m in encoder.modules()}
-    own = batch.kwargs.get("decoder_attention_mask")
-    own = own if isinstance(own, torch.Tensor) else None
-    return {hp.name: batch.mask if id(hp.module) in inside else own for hp in hookpoints}
-
-
-def _encoder(model: torch.nn.Module) -> torch.nn.Module | None:
-    """An encoder-decoder Hugging Face model's encoder; None for other models."""
-    get_encoder = getattr(model, "get_encoder", None)
-    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
-        return None
-    try:
-        encoder = get_encoder() if callable(get_encoder) else None
-    except Exception:  # a model of its own whose encoder is not where transformers looks
-        return None
-    return encoder if isinstance(encoder, torch.nn.Module) else None

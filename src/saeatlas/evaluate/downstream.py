@@ -22,9 +22,9 @@ from .._validation import check_device, choice, shown
 from ..capture.hookpoints import resolve_hookpoints
 from ..capture.inputs import iter_input_batches, model_and_tokenizer
 from ..capture.layouts import SOURCE_LAYOUT
+from ..capture.masks import layer_masks
 from ..capture.models import input_dtype, takes_token_ids
 from ..capture.outputs import replace_tensor, select_tensor
-from ..capture.positions import layer_masks
 from ..capture.recorder import check_token_ids, model_error
 from ..capture.rows import SPATIAL_MODES, from_rows, to_rows
 from ..errors import AtlasError, ConfigError, InputsError, NonFiniteError
