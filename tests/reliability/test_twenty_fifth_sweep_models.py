@@ -5,7 +5,9 @@ gave a result other than it said before its fix."""
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -193,3 +195,31 @@ def test_a_vision_tower_s_patches_are_not_selected_by_the_text_s_mask(tmp_path):
     for layer, rows in zip(layers, (20, 18)):
         store = capture_activations(model, [batch], layer, tmp_path / layer, progress=False)
         assert store.n_rows == rows, layer
+
+
+@dataclasses.dataclass
+class _Out:
+    """A model's own output: features first, then its logits."""
+
+    features: torch.Tensor
+    logits: torch.Tensor
+
+
+class _Pair(NamedTuple):
+    hidden: torch.Tensor
+    logits: torch.Tensor
+
+
+@pytest.mark.parametrize("kind", [_Out, _Pair])
+def test_a_model_s_own_output_gives_its_logits_by_name(kind):
+    """A model returning a dataclass or NamedTuple of its own, `(features, logits)`, had
+    its first tensor read as the logits: `evaluate --model` and the ablation measured the
+    cross-entropy of its features [batch, 8] against 3 classes, without a word."""
+    from saeatlas.capture.inputs import InputBatch
+    from saeatlas.losses import per_sample_cross_entropy
+
+    torch.manual_seed(0)
+    features, logits, labels = torch.randn(4, 8), torch.randn(4, 3), np.array([0, 2, 1, 2])
+    got = per_sample_cross_entropy(kind(features, logits), InputBatch((), {}, 4, labels=labels))
+    want = torch.nn.functional.cross_entropy(logits, torch.tensor(labels), reduction="none")
+    torch.testing.assert_close(got, want)
