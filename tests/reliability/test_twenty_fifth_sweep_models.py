@@ -223,3 +223,47 @@ def test_a_model_s_own_output_gives_its_logits_by_name(kind):
     got = per_sample_cross_entropy(kind(features, logits), InputBatch((), {}, 4, labels=labels))
     want = torch.nn.functional.cross_entropy(logits, torch.tensor(labels), reduction="none")
     torch.testing.assert_close(got, want)
+
+
+class _Scaling(torch.nn.Module):
+    """A residual network that doubles its input in place (``x.mul_(2)``) when told to."""
+
+    def __init__(self, in_place: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.act, self.b = torch.nn.Linear(6, 10), torch.nn.ReLU(), torch.nn.Linear(10, 3)
+        self.skip, self.in_place = torch.nn.Linear(6, 3), in_place
+
+    def forward(self, x):
+        x = x.mul_(2) if self.in_place else x * 2
+        return self.b(self.act(self.a(x))) + self.skip(x)
+
+
+def test_a_model_that_changes_its_inputs_in_place_is_measured_on_them_as_given(tmp_path):
+    """`evaluate --model` and the ablation run each batch several times; a model that
+    changes its input in place (`x.mul_(2)`) was run with the SAE on inputs doubled by
+    the clean pass and zeroed on inputs quadrupled (a fraction recovered of 0.68 where
+    the reconstruction recovers nothing), the ablation's sets on inputs doubled again
+    each pass, and the caller's own tensor came back multiplied by 8, without a word."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.evaluate.downstream import loss_recovered
+    from saeatlas.sae import SparseAutoencoder
+    from saeatlas.structure.causal.ablation import ablate_modules
+    from saeatlas.train import TrainConfig, train_sae
+
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 6), np.arange(32) % 3
+    store = capture_activations(_Scaling(False), x, "act", tmp_path / "s", progress=False)
+    config = TrainConfig(d_sae=8, k=2, tokens=64, batch_size=32)
+    train_sae(tmp_path / "s", config, tmp_path / "sae", progress=False)
+    sae = SparseAutoencoder.load(tmp_path / "sae")
+    results, given = [], x.clone()
+    for in_place in (False, True):
+        model = _Scaling(in_place).eval()
+        kept = loss_recovered(sae, model, given, labels=y)
+        ablated = ablate_modules(
+            model, given, store.layers, np.arange(10) % 2, mode="zero", labels=y, n_random=2
+        )
+        results.append((kept.loss_sae, kept.loss_zero, *ablated.effect, *ablated.random_mean))
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
+    torch.testing.assert_close(given, x)

@@ -25,7 +25,7 @@ from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.masks import layer_masks
 from ..capture.models import input_dtype, takes_token_ids
 from ..capture.outputs import replace_tensor, select_tensor
-from ..capture.recorder import check_token_ids, model_error
+from ..capture.recorder import check_token_ids, model_error, own_copy
 from ..capture.rows import SPATIAL_MODES, from_rows, to_rows
 from ..errors import AtlasError, ConfigError, InputsError, NonFiniteError
 from ..losses import LOSSES, PerSampleLoss, loss_function, per_sample_cross_entropy
@@ -201,7 +201,7 @@ def _forward(model: torch.nn.Module, args: tuple, kwargs: dict, where: str) -> A
     """``model(*args, **kwargs)``; a failure in the model's own code is one line naming
     the inputs and the pass (``where``), a hook's error stays as it is."""
     try:
-        return model(*args, **kwargs)
+        return model(*own_copy(args), **own_copy(kwargs))  # a model may change them in place
     except AtlasError:  # raised by a hook: already says what is wrong
         raise
     except Exception as e:
