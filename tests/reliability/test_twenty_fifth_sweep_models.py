@@ -267,3 +267,19 @@ def test_a_model_that_changes_its_inputs_in_place_is_measured_on_them_as_given(t
         results.append((kept.loss_sae, kept.loss_zero, *ablated.effect, *ablated.random_mean))
     np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
     torch.testing.assert_close(given, x)
+
+
+def test_a_shared_layer_s_refusal_points_to_a_module_that_runs_once(tmp_path):
+    """ALBERT's shared layer runs once per layer of the network: its capture advised "a
+    module that runs once (or its parent)", whose parent is a ModuleList (never run,
+    refused) and whose group around it runs as often."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import ShapeError
+
+    torch.manual_seed(0)
+    small = dict(hidden_size=16, intermediate_size=32, num_attention_heads=2, vocab_size=40)
+    cfg = transformers.AlbertConfig(embedding_size=8, num_hidden_layers=3, **small)
+    model, ids = transformers.AlbertModel(cfg).eval(), torch.randint(3, 40, (2, 5))
+    with pytest.raises(ShapeError, match="not a ModuleList.*`saeatlas layers MODEL` marks") as e:
+        capture_activations(model, ids, "encoder.albert_layer_groups.0", tmp_path / "s")
+    assert "or its parent" not in str(e.value)

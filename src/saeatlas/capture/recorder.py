@@ -72,7 +72,9 @@ class Recorder:
         if name in self.values and self.once:
             raise ShapeError(
                 f"Module '{name}' ran more than once in one forward pass; saeatlas records one "
-                "call per module. Choose a module that runs once (or its parent)."
+                "call per module. Choose a module that runs once, one that holds it (not a "
+                "ModuleList, which never runs; a shared layer's group may run as often, as "
+                "ALBERT's do): `saeatlas layers MODEL` marks each module that runs more than once."
             )
         if isinstance(value, torch.Tensor):
             self.plain.add(name)
