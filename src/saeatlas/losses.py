@@ -22,7 +22,7 @@ import torch
 
 from ._validation import shown
 from .capture.inputs import InputBatch
-from .capture.rows import select_tensor
+from .capture.outputs import select_tensor
 from .errors import ConfigError, ShapeError
 
 PerSampleLoss = Callable[[Any, InputBatch], torch.Tensor]
@@ -46,8 +46,9 @@ def per_sample_cross_entropy(output: Any, batch: InputBatch) -> torch.Tensor:
 
 
 def model_logits(output: Any, loss: str | None = None) -> torch.Tensor:
-    """The logits of a model's ``output``: a Hugging Face output's ``logits`` (its first
-    tensor is the ``loss`` when the batch holds ``labels``), else its first tensor.
+    """The logits of a model's ``output``: its ``logits`` (a Hugging Face output's, whose
+    first tensor is the ``loss`` when the batch holds ``labels``, or a field of a dict,
+    dataclass or NamedTuple of the model's own), else its first tensor.
 
     A Hugging Face output without logits (``last_hidden_state``: a model without its
     head) is refused, since hidden states read as logits gave a loss without a word
@@ -74,8 +75,11 @@ def model_logits(output: Any, loss: str | None = None) -> torch.Tensor:
             "input token; the loss would be another one's, without a word. Give a causal "
             "language model (*ForCausalLM), or ablate with a classifier and --labels."
         )
-    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
-        return output["logits"]
+    # by name in a dict, a dataclass or a NamedTuple of the model's own too: the first
+    # tensor of `Out(hidden, logits)` was read as the logits, a loss of hidden states
+    named = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
+    if isinstance(named, torch.Tensor) and not isinstance(output, torch.Tensor):
+        return named
     try:
         return select_tensor(output, "model output")
     except ShapeError as e:  # "Layer 'model output' gives a NoneType": no layer's words
@@ -171,7 +175,9 @@ def _input_ids(batch: InputBatch) -> torch.Tensor:
 def per_sample_next_token(output: Any, batch: InputBatch) -> torch.Tensor:
     """``[batch]`` mean next-token cross-entropy of a causal LM over each sample's tokens."""
     logits = model_logits(output, "next-token")
-    ids = _input_ids(batch).to(logits.device)
+    # int32 ids (a model embeds them as int64 ones) ended in torch's "expected target
+    # dtype to be Long or Byte, but got Int"
+    ids = _input_ids(batch).to(logits.device, torch.long)
     if logits.ndim != 3 or logits.shape[:2] != ids.shape:
         raise ShapeError(
             f"The next-token loss needs logits [batch, seq, vocab] for token ids "

@@ -59,6 +59,7 @@ from .layouts import (
     module_layout,
     parse_layout,
 )
+from .masks import layer_masks
 from .models import check_has_values, input_dtype, takes_token_ids
 from .recorder import Recorder, check_batch_follows, run_forward
 from .rows import (
@@ -196,7 +197,7 @@ def _capture(
         lo, hi = 0, None
     # What can refuse the inputs or settings runs before the writer makes its files. Rows
     # are made in the hook: the model's later in-place ops (ReLU(inplace=True)) miss them.
-    current: dict[str, Any] = {"mask": None, "tokens": set()}
+    current: dict[str, Any] = {"masks": {}, "tokens": set()}
     layouts = {hp.name: choose_layout(hp.name, _known_layout(hp), config.layout) for hp in hps}
     default_layout, _ = parse_layout(config.layout)
     defaulted: set[str] = set()  # the layers the default layout was given to
@@ -212,7 +213,8 @@ def _capture(
                 defaulted.add(name)
         elif layouts[name] is None and t.ndim == 3:  # [batch, C, L] after a Conv1d, say
             layouts[name] = tracer.lookup(t)
-        return to_rows(t, name, mask=current["mask"], spatial=config.spatial, layout=layouts[name])
+        mask = current["masks"].get(name)
+        return to_rows(t, name, mask=mask, spatial=config.spatial, layout=layouts[name])
 
     recorder = Recorder(
         hps, rows_of, config.output_index, stop_when_done=config.early_stop, once=True
@@ -307,7 +309,7 @@ def _capture(
                         f"at sample {sample_base}, expected {share_base + point.next_sample}). Resume "
                         "with the same inputs and `batch_size`, or start again with --overwrite."
                     )
-                current["mask"], current["tokens"] = batch.mask, token_shapes(batch)
+                current.update(tokens=token_shapes(batch), masks=layer_masks(model, hps, batch))
                 last = sample_base + batch.n_samples - 1
                 where = f"input batch {g} (samples {sample_base}-{last})"
                 # The first batch runs whole, early stop or not: a recorded module that

@@ -17,6 +17,7 @@ Patterns, tried in this order:
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ def resolve_hookpoints(
             hits = [paths[p] for p in match_names(pattern, list(paths))]
         if not hits:
             raise HookpointError(_no_match_message(raw, pattern, names, model, wrapped))
+        _check_not_scripted(hits, modules, model)
         hits = _called(hits, modules, raw)
         for n in hits:
             owner = (id(modules[n]), record_input)
@@ -150,7 +152,9 @@ def _called(hits: list[str], modules: dict[str, torch.nn.Module], raw: str) -> l
     ``forward`` of their own, so never called); a pattern that picks containers only is
     refused naming their members (the capture said they "did not run" and to choose
     modules the model's forward uses, which it does)."""
-    called = [n for n in hits if type(modules[n]).forward is not torch.nn.Module.forward]
+    # read statically: a TorchScript class's `forward` descriptor raises an AttributeError
+    forward = torch.nn.Module.forward
+    called = [n for n in hits if inspect.getattr_static(type(modules[n]), "forward") is not forward]
     if called:
         return called
     n = hits[0]
@@ -161,6 +165,24 @@ def _called(hits: list[str], modules: dict[str, torch.nn.Module], raw: str) -> l
         f"the model never calls (it has no forward of its own), so it gives no output to "
         f"record. Record the modules it holds: '{n}.*'{one}."
     )
+
+
+def _check_not_scripted(
+    hits: list[str], modules: dict[str, torch.nn.Module], model: torch.nn.Module
+) -> None:
+    """Refuse a TorchScript module's layers: a scripted one takes no hook, and a module
+    inside a traced or scripted one is run by compiled code that calls none. The capture
+    ended in an AttributeError ("'_CachedForward' object has no attribute '__getattr__'")
+    or said the layers "did not run", to choose modules the forward uses."""
+    script = torch.jit.ScriptModule
+    for n in hits:
+        parent = modules.get(n.rpartition(".")[0], model)
+        if isinstance(modules[n], torch.jit.RecursiveScriptModule) or isinstance(parent, script):
+            raise HookpointError(
+                f"Layer '{n}' is part of a TorchScript module (torch.jit.script or trace), "
+                "whose compiled code calls no Python hook, so its outputs cannot be recorded. "
+                "Give the Python module it was made from (before torch.jit.script/trace)."
+            )
 
 
 def _check_text(name: str, pattern: str) -> None:

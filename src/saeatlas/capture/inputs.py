@@ -23,13 +23,13 @@ from ..store.requests import whole_number
 from .labels import label_array, labels_of
 from .nnsight import unwrap_model
 from .texts import (
+    PaddingWarnings,
     check_token_ids,
     check_tokenizer,
     count_cut,
     encode_texts,
     is_texts,
     tokens_per_text,
-    warn_left_padded,
 )
 from .transformer_lens import TransformerLensTexts, is_transformer_lens
 
@@ -295,7 +295,7 @@ def _iterable_batches(
             "`labels` applies to array or text inputs; with an iterable of batches, yield "
             "(x, y) pairs or put 'labels' in dict batches instead."
         )
-    left = False
+    padding = PaddingWarnings()
     for item in batches:
         if isinstance(item, str):
             _texts_not_listed(batches)
@@ -313,8 +313,7 @@ def _iterable_batches(
                     "mask is [batch, seq]. A data set iterated gives one example at a time (a "
                     "`datasets.Dataset`); give batches of several samples (a DataLoader)."
                 )
-            if not left and isinstance(mask, torch.Tensor):  # once per inputs
-                left = warn_left_padded(mask)
+            padding.see(mask, n)
             y = kwargs.get("labels", kwargs.get("label"))
             yield InputBatch((), kwargs, n, mask=mask, labels=labels_of(y, n))
         elif (
@@ -333,6 +332,7 @@ def _iterable_batches(
                 f"A batch of type {type(item).__name__} is not supported; yield tensors, "
                 "(x, y) pairs or dicts of keyword arguments."
             )
+    padding.finish()
 
 
 def _texts_not_listed(batches: Any) -> None:

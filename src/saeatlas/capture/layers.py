@@ -14,8 +14,8 @@ from .hookpoints import named_modules, no_submodules
 from .inputs import InputBatch, iter_input_batches
 from .models import input_dtype, takes_token_ids
 from .nnsight import unwrap_model
+from .outputs import select_tensor
 from .recorder import check_token_ids, model_error
-from .rows import select_tensor
 from .transformer_lens import hook_conversion
 
 

@@ -45,7 +45,13 @@ def position_table(model: torch.nn.Module) -> tuple[str, int | None]:
 def mask_misfit(name: str, shape: tuple[int, ...], mask: tuple[int, ...]) -> str:
     """Why rows ``shape`` do not fit the attention ``mask``: the mask was blamed for a
     layer whose positions are not the tokens (a Perceiver's latents)."""
-    if len(mask) != 2 or mask[0] != shape[0]:
+    if len(mask) != 2:  # a 4-D mask of the model's own ([batch, 1, q, k]) was named alone
+        return (
+            f"Layer '{name}' has shape {shape} but the attention mask has shape {mask}; "
+            "saeatlas reads which tokens are padding from a [batch, seq] mask of 1 (token) "
+            "and 0 (padding). Give `attention_mask` so (the model builds its own from it)."
+        )
+    if mask[0] != shape[0]:
         return f"Layer '{name}' has shape {shape} but the attention mask has shape {mask}."
     return (
         f"Layer '{name}' gives {shape[1]} positions per sample {list(shape)} where the inputs "

@@ -20,8 +20,8 @@ from ..errors import AtlasError, InputsError, ModelError, ShapeError
 from .hookpoints import Hookpoint, resolve_hookpoints
 from .inputs import InputBatch
 from .models import code_failure
+from .outputs import select_tensor
 from .positions import position_table
-from .rows import select_tensor
 from .transformer_lens import setting_hint
 
 
@@ -72,7 +72,9 @@ class Recorder:
         if name in self.values and self.once:
             raise ShapeError(
                 f"Module '{name}' ran more than once in one forward pass; saeatlas records one "
-                "call per module. Choose a module that runs once (or its parent)."
+                "call per module. Choose a module that runs once, one that holds it (not a "
+                "ModuleList, which never runs; a shared layer's group may run as often, as "
+                "ALBERT's do): `saeatlas layers MODEL` marks each module that runs more than once."
             )
         if isinstance(value, torch.Tensor):
             self.plain.add(name)
@@ -224,6 +226,22 @@ def _move(x: Any, device: str | None) -> Any:
         return {k: _move(v, device) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return type(x)(_move(v, device) for v in x)
+    return x
+
+
+def own_copy(x: Any) -> Any:
+    """``x`` (a batch's args or kwargs) with each tensor copied, for one of several passes
+    over one batch: a model that changes its inputs in place (``x.mul_(2)``) then sees the
+    batch as given in every pass. The loss recovered and the ablation, which run each
+    batch again and again, measured their later passes on inputs the earlier ones had
+    changed (a fraction recovered of 0.68 for a worse reconstruction than none), and
+    changed the caller's own tensors with them, without a word."""
+    if isinstance(x, torch.Tensor):
+        return x.clone()
+    if isinstance(x, dict):
+        return {k: own_copy(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+        return type(x)(own_copy(v) for v in x)
     return x
 
 

@@ -12,14 +12,11 @@
   head x d_head units, head-major (``head``); ``pattern`` ``[batch, head, q_pos,
   k_pos]`` gives one row per query token with head x k_pos units (``pattern``).
 
-Tuple, list, dict and dataclass outputs (Hugging Face ``ModelOutput``) give
-their first tensor, or the one at ``output_index``.
+Which tensor of a tuple, list, dict or dataclass output is recorded: :mod:`.outputs`.
 """
 
 from __future__ import annotations
 
-import copy as copy_module
-import dataclasses
 from typing import Any, NamedTuple
 
 import torch
@@ -46,45 +43,6 @@ class LayerRows(NamedTuple):
     """``[rows]`` token index or flattened spatial position (0 for per-sample rows)."""
     layout: str
     """``sample``, ``token``, ``position``, ``pooled``, ``head`` or ``pattern``."""
-
-
-def select_tensor(output: Any, name: str, output_index: int | str | None = None) -> torch.Tensor:
-    """The tensor to record from a module's output (or input)."""
-    t = _select(output, name, output_index)
-    if t.is_nested:  # its sizes are no numbers: "NestedTensorImpl doesn't support sizes"
-        raise ShapeError(
-            f"Layer '{name}' gives a nested tensor (sequences of their own lengths, as torch's "
-            "nn.TransformerEncoder packs them in eval mode when given a padding mask), which "
-            "saeatlas cannot read as rows. Build the encoder with enable_nested_tensor=False, "
-            "and give the mask as `attention_mask` too (its padding rows are then dropped)."
-        )
-    return t
-
-
-def _select(output: Any, name: str, output_index: int | str | None) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    items: list[tuple[Any, Any]]
-    if isinstance(output, dict):
-        items = list(output.items())
-    elif dataclasses.is_dataclass(output) and not isinstance(output, type):
-        items = [(f.name, getattr(output, f.name)) for f in dataclasses.fields(output)]
-    elif isinstance(output, (tuple, list)):
-        items = list(enumerate(output))
-    else:
-        raise ShapeError(f"Layer '{name}' gives a {type(output).__name__}, not a tensor.")
-    if output_index is not None:
-        for key, value in items:
-            if key == output_index and isinstance(value, torch.Tensor):
-                return value
-        keys = [k for k, v in items if isinstance(v, torch.Tensor)]
-        raise ShapeError(
-            f"Layer '{name}' has no tensor at `output_index` {output_index!r}; tensors are at {keys}."
-        )
-    for _, value in items:
-        if isinstance(value, torch.Tensor):
-            return value
-    raise ShapeError(f"Layer '{name}' gives a {type(output).__name__} that holds no tensor.")
 
 
 def token_shapes(batch: Any) -> set[tuple[int, ...]]:
@@ -350,50 +308,3 @@ def from_rows(
         f"Layer '{name}' was pooled into one row per sample (layout {layout!r}); a pooled "
         "reconstruction cannot be put back into the layer. Capture it with `spatial='positions'`."
     )
-
-
-def replace_tensor(output: Any, new: torch.Tensor, output_index: int | str | None = None) -> Any:
-    """``output`` with the tensor :func:`select_tensor` picks replaced by ``new``."""
-    if isinstance(output, torch.Tensor):
-        return new
-    if isinstance(output, dict):  # includes Hugging Face ModelOutput
-        key = (
-            output_index
-            if output_index is not None
-            else next(k for k, v in output.items() if isinstance(v, torch.Tensor))
-        )
-        copy = (
-            type(output)(output)
-            if not dataclasses.is_dataclass(output)
-            else output.__class__(**output)
-        )
-        copy[key] = new
-        return copy
-    if dataclasses.is_dataclass(output) and not isinstance(output, type):
-        # a dataclass of the model's own (not a dict): select_tensor reads its fields, and
-        # the ablation and loss recovered ended in "Cannot put a tensor back"
-        name = (
-            output_index
-            if output_index is not None
-            else next(
-                f.name
-                for f in dataclasses.fields(output)
-                if isinstance(getattr(output, f.name), torch.Tensor)
-            )
-        )
-        copy = copy_module.copy(output)
-        object.__setattr__(copy, name, new)  # a frozen dataclass too
-        return copy
-    if isinstance(output, (tuple, list)):
-        idx = (
-            output_index
-            if output_index is not None
-            else next(i for i, v in enumerate(output) if isinstance(v, torch.Tensor))
-        )
-        items = list(output)
-        items[idx] = new
-        if isinstance(output, list) or type(output) is tuple:
-            return type(output)(items)
-        # a NamedTuple (or torch's structseq): a plain tuple broke the model's `out.hidden`
-        return type(output)(*items) if hasattr(output, "_fields") else type(output)(items)
-    raise ShapeError(f"Cannot put a tensor back into a {type(output).__name__} output.")

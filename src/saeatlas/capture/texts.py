@@ -92,22 +92,41 @@ def _pad(tokenizer: Any, enc: Mapping[str, list[list[int]]]) -> tuple[dict[str, 
     return kwargs, kwargs.get("attention_mask", mask)
 
 
-def warn_left_padded(mask: torch.Tensor) -> bool:
-    """Warn when a ``[batch, seq]`` attention mask of dict batches has padding before a
-    sample's tokens, for the reason :func:`_pad` pads texts on the right; return whether
-    it warned. The rows are kept as the model gave them."""
-    real = mask.to(torch.bool)
-    if mask.ndim != 2 or not bool((~real[:, :-1] & real[:, 1:]).any()):
-        return False
-    warnings.warn(
-        "Dict batches padded on the left (a tokenizer's padding_side='left', set for "
-        "generation): a model that does not count positions from the mask (GPT-2) sees a "
-        "shorter text's tokens at later positions than the text alone, so its rows differ "
-        "from the text's own, and rows.parquet's `position` counts the padding. Pad on the "
-        "right (padding_side='right'), as saeatlas pads texts.",
-        stacklevel=3,
-    )
-    return True
+class PaddingWarnings:
+    """Warnings on the ``[batch, seq]`` attention masks of dict batches, seen one batch
+    at a time (:meth:`see`): padding before a sample's tokens, once, for the reason
+    :func:`_pad` pads texts on the right; and after the last batch (:meth:`finish`),
+    samples whose mask holds no real token, which have no rows (they had none without a
+    word, where an empty text is named). The rows are kept as the model gave them."""
+
+    def __init__(self) -> None:
+        self.left, self.n, self.empty = False, 0, []
+
+    def see(self, mask: Any, n_samples: int) -> None:
+        if isinstance(mask, torch.Tensor) and mask.ndim == 2:
+            real = mask.to(torch.bool)
+            self.empty += [self.n + int(i) for i in torch.nonzero(~real.any(1)).flatten()]
+            if not self.left and bool((~real[:, :-1] & real[:, 1:]).any()):
+                self.left = True
+                warnings.warn(
+                    "Dict batches padded on the left (a tokenizer's padding_side='left', set "
+                    "for generation): a model that does not count positions from the mask "
+                    "(GPT-2) sees a shorter text's tokens at later positions than the text "
+                    "alone, so its rows differ from the text's own, and rows.parquet's "
+                    "`position` counts the padding. Pad on the right (padding_side='right'), "
+                    "as saeatlas pads texts.",
+                    stacklevel=3,
+                )
+        self.n += n_samples
+
+    def finish(self) -> None:
+        if self.empty:  # their samples keep their numbers but have no rows
+            warnings.warn(
+                f"{len(self.empty):,} of {self.n:,} samples of the dict batches have an "
+                f"`attention_mask` of zeros (the first, sample {self.empty[0]}), no real "
+                "token, so they have no rows in the store. Drop them, or check the masks.",
+                stacklevel=3,
+            )
 
 
 def text_max_length(

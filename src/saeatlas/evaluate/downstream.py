@@ -22,9 +22,11 @@ from .._validation import check_device, choice, shown
 from ..capture.hookpoints import resolve_hookpoints
 from ..capture.inputs import iter_input_batches, model_and_tokenizer
 from ..capture.layouts import SOURCE_LAYOUT
+from ..capture.masks import layer_masks
 from ..capture.models import input_dtype, takes_token_ids
-from ..capture.recorder import check_token_ids, model_error
-from ..capture.rows import SPATIAL_MODES, from_rows, replace_tensor, select_tensor, to_rows
+from ..capture.outputs import replace_tensor, select_tensor
+from ..capture.recorder import check_token_ids, model_error, own_copy
+from ..capture.rows import SPATIAL_MODES, from_rows, to_rows
 from ..errors import AtlasError, ConfigError, InputsError, NonFiniteError
 from ..losses import LOSSES, PerSampleLoss, loss_function, per_sample_cross_entropy
 from ..sae import SparseAutoencoder
@@ -115,7 +117,7 @@ def loss_recovered(
     sae = sae.eval()
     was_training = model.training
     model.eval()
-    mode: dict[str, Any] = {"kind": "record", "rows": {}, "mask": None}
+    mode: dict[str, Any] = {"kind": "record", "rows": {}, "masks": {}}
 
     def hook_for(name: str):
         def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
@@ -125,14 +127,14 @@ def loss_recovered(
             if mode["kind"] == "record":
                 given = layouts[name]
                 layout = SOURCE_LAYOUT.get(given) if given is not None else hp.layout
-                rows = to_rows(t, name, mask=mode["mask"], spatial=spatial, layout=layout)
+                rows = to_rows(t, name, mask=mode["masks"][name], spatial=spatial, layout=layout)
                 layouts[name] = given or rows.layout  # a hook point's: as the rows came
                 mode["rows"][name] = rows.x
                 return None
             new = mode["replace"][name]
             if new is None:
                 return replace_tensor(output, torch.zeros_like(raw), output_index)
-            rebuilt = from_rows(t, new, name, layouts[name], mode["mask"])
+            rebuilt = from_rows(t, new, name, layouts[name], mode["masks"][name])
             if hp.revert is not None:
                 rebuilt = hp.revert(rebuilt)
             return replace_tensor(output, rebuilt, output_index)
@@ -161,7 +163,7 @@ def loss_recovered(
                 for k, v in batch.kwargs.items()
             }
             where = f"inputs {n}..{n + batch.n_samples - 1}"
-            mode.update(kind="record", rows={}, mask=batch.mask)
+            mode.update(kind="record", rows={}, masks=layer_masks(model, hps.values(), batch))
             check_token_ids(model, batch, where)  # as the capture does: a GPU's device assert
             # the first pass meets the inputs: a misfit is the user's, in one line
             clean = _forward(model, args, kwargs, where)
@@ -199,7 +201,7 @@ def _forward(model: torch.nn.Module, args: tuple, kwargs: dict, where: str) -> A
     """``model(*args, **kwargs)``; a failure in the model's own code is one line naming
     the inputs and the pass (``where``), a hook's error stays as it is."""
     try:
-        return model(*args, **kwargs)
+        return model(*own_copy(args), **own_copy(kwargs))  # a model may change them in place
     except AtlasError:  # raised by a hook: already says what is wrong
         raise
     except Exception as e:

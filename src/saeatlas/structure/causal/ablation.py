@@ -30,7 +30,7 @@ import torch
 from ..._coordinator import run_ranks
 from ..._progress import progress_bar
 from ...capture.inputs import InputBatch
-from ...capture.recorder import check_token_ids, model_error
+from ...capture.recorder import check_token_ids, model_error, own_copy
 from ...errors import AtlasError, ConfigError, ShapeError
 from ...losses import PerSampleLoss, class_indices, per_sample_cross_entropy
 from ...store import ActivationStore, LayerSpec
@@ -129,7 +129,7 @@ def ablate_modules(
 
     def loss(b: InputBatch, start: int) -> np.ndarray:
         try:
-            output = model(*b.args, **b.kwargs)
+            output = model(*own_copy(b.args), **own_copy(b.kwargs))  # as given, every pass
         except AtlasError:  # raised by a hook: already says what is wrong
             raise
         except Exception as e:

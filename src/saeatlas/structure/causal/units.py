@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ...capture.hookpoints import Hookpoint, resolve_hookpoints
-from ...capture.rows import replace_tensor, select_tensor
+from ...capture.outputs import replace_tensor, select_tensor
 from ...errors import ConfigError, ShapeError
 from ...store import LayerSpec
 

@@ -1,0 +1,76 @@
+"""Which padding mask selects each recorded layer's rows: a batch's attention mask is
+over its input tokens, and some layers' positions are other tokens (an encoder-decoder's
+decoder tokens) or no tokens at all (a vision tower's patches)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+#: Keys of a batch that give an encoder-decoder's decoder tokens (rather than letting the
+#: model derive them from the input tokens, as BART does, shifting them right by one).
+_DECODER_KEYS = ("decoder_input_ids", "decoder_inputs_embeds", "labels", "decoder_attention_mask")
+
+
+def layer_masks(model: torch.nn.Module, hookpoints: Iterable[Any], batch: Any) -> dict[str, Any]:
+    """Each hook point's ``[batch, seq]`` padding mask (None: every position is real).
+
+    - The input batch's mask, over its input tokens, by default.
+    - A module of an encoder-decoder outside its encoder (``get_encoder()``: the decoder,
+      the language-modelling head), whose positions are the decoder's tokens: the batch's
+      `decoder_attention_mask`, or None for decoder tokens given without one. The
+      encoder's mask selected a T5's given decoder tokens by the encoder's padding:
+      padding rows were captured and real ones dropped, without a word. It stays for
+      decoder tokens the model derives from the input tokens (BART's, given texts).
+    - A module of another tower than the text's in a model of several (its `config` one
+      of the model config's sub-configs other than `text_config`: CLIP's vision model):
+      None. The text's mask dropped a CLIP image's patches where its text had padding
+      (when the text was as long as the patches; else it was refused as a mismatch).
+    """
+    hookpoints = list(hookpoints)
+    masks = {hp.name: batch.mask for hp in hookpoints}
+    towers = _other_towers(model) if batch.mask is not None else set()
+    encoder = _encoder(model) if any(k in batch.kwargs for k in _DECODER_KEYS) else None
+    inside = {id(m) for m in encoder.modules()} if encoder is not None else set()
+    own = batch.kwargs.get("decoder_attention_mask")
+    for hp in hookpoints:
+        if id(hp.module) in towers:
+            masks[hp.name] = None
+        elif encoder is not None and id(hp.module) not in inside:
+            masks[hp.name] = own if isinstance(own, torch.Tensor) else None
+    return masks
+
+
+def _encoder(model: torch.nn.Module) -> torch.nn.Module | None:
+    """An encoder-decoder Hugging Face model's encoder; None for other models."""
+    get_encoder = getattr(model, "get_encoder", None)
+    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return None
+    try:
+        encoder = get_encoder() if callable(get_encoder) else None
+    except Exception:  # a model of its own whose encoder is not where transformers looks
+        return None
+    return encoder if isinstance(encoder, torch.nn.Module) else None
+
+
+def _other_towers(model: torch.nn.Module) -> set[int]:
+    """The ids of a Hugging Face model's modules that belong to a tower other than its
+    text's: those whose `config` is a sub-config of the model's other than `text_config`
+    (`vision_config`, `audio_config`, a Q-Former's), and every module inside them."""
+    cfg = getattr(model, "config", None)
+    names = getattr(cfg, "sub_configs", None)
+    if cfg is None or not isinstance(names, dict):
+        return set()
+    others = [getattr(cfg, k, None) for k in names if k != "text_config"]
+    others = [c for c in others if c is not None]
+    if not others:
+        return set()
+    found: set[int] = set()
+    for name, module in model.named_modules():
+        parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        own = getattr(module, "config", None)
+        if id(parent) in found or any(own is c for c in others):
+            found.add(id(module))
+    return found
