@@ -10,16 +10,8 @@ import json
 import pandas as pd
 import pytest
 
-
-def _edit_summary(atlas, **entries) -> None:
-    meta = atlas / "atlas.json"
-    meta.write_text(json.dumps({**json.loads(meta.read_text()), **entries}))
-
-
-def _edit(atlas, name, **columns) -> None:
-    table = atlas / f"{name}.parquet"
-    pd.read_parquet(table).assign(**columns).to_parquet(table, index=False)
-
+from atlas_edits import edit_summary as _edit_summary
+from atlas_edits import edit_table as _edit
 
 _NULLS = [
     {"null": "permutation", "modularity": 0.4, "null_mean": 0.1, "null_std": 0.01, "z": 30.0},

@@ -37,6 +37,12 @@ def _view_text(v: dict[str, Any]) -> str:
     scale = v.get("scale")
     at = f" at resolution {fmt(scale, 'g')}" if scale is not None else ""
     text = f"{n} reproducible group{'s' * (n != 1)}{at}"
+    shared = v.get("n_shared_mode_groups")
+    if isinstance(shared, int) and shared > 0:  # they have no p: 3 groups showed 2 p's
+        text += (
+            f" ({shared} of them co-firing only through the mode all units share: no "
+            f"module{'s' * (shared != 1)}, not tested)"
+        )
     tests = v.get("tests") or ([v["test"]] if v.get("test") else [])
     if not tests:
         return f"{text}; not tested against null models (rerun analyze with `--n-null 10`)."

@@ -98,10 +98,14 @@ def _check_views(s: dict[str, Any], meta: Path, fix: str) -> None:
         ps, n_rep = view.get("module_p"), view.get("n_reproducible_modules")
         if not isinstance(ps, list) or not all(_number(p) for p in ps):
             continue
-        if isinstance(n_rep, int) and len(ps) != n_rep:
+        # groups that co-fire only through the mode all units share are no modules and
+        # have no p (a fresh analysis with one was refused as edited by hand)
+        shared = view.get("n_shared_mode_groups", 0)
+        if isinstance(n_rep, int) and isinstance(shared, int) and len(ps) != n_rep - shared:
             raise AtlasFileError(
                 f"`cross_check.{name}.module_p` in '{meta}' has {len(ps)} p-value(s), but the "
-                f"view has {n_rep} reproducible groups (`n_reproducible_modules`); {fix}."
+                f"view has {n_rep - shared} reproducible groups of their own "
+                f"(`n_reproducible_modules` less `n_shared_mode_groups`); {fix}."
             )
         said, beat = view.get("n_significant_modules"), view.get("partition_significant")
         if not (_number(alpha) and isinstance(said, int) and isinstance(beat, bool)):

@@ -1,0 +1,30 @@
+"""The twenty-sixth hostile sweep's cases in `analyze`, the atlas's own files, `report` and
+the exports: each failed (a wrong figure shown without a word, a refusal of a valid atlas,
+a traceback or a misleading word) before its fix."""
+
+from __future__ import annotations
+
+from atlas_edits import edit_summary as _edit_summary
+
+
+def test_a_correlation_view_with_a_shared_mode_group_is_read(tmp_path, two_modules_atlas, run_cli):
+    """A correlation view whose reproducible groups include one that co-fires only through
+    the mode all units share has no p for that group (it is no module): a fresh `analyze`
+    wrote 3 groups and 2 p-values and then refused its own atlas ("has 2 p-value(s), but
+    the view has 3 reproducible groups ...; save the atlas the analysis returned"), losing
+    the whole analysis; the report said "3 reproducible groups, 2 significant (each
+    group's p: 0.027, 0.027)" without saying why one had none."""
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    view = {"module_p": [0.01, 0.02], "n_reproducible_modules": 3, "n_shared_mode_groups": 1}
+    view |= {"n_significant_modules": 2, "partition_significant": True}
+    view |= {"tests": [{"null": "independent units", "modularity": 0.4, "z": 9.0, "p": 0.001}]}
+    _edit_summary(atlas, config={"alpha": 0.05}, cross_check={"clean": view})
+    Atlas.load(atlas)
+    assert cli("report", atlas).exit_code == 0
+    page = (atlas / "report.html").read_text()
+    assert "1 of them co-firing only through the mode all units share" in page
+    _edit_summary(atlas, cross_check={"clean": {**view, "n_shared_mode_groups": 0}})
+    one_line(cli("report", atlas), "has 2 p-value(s), but the view has 3 reproducible groups")
