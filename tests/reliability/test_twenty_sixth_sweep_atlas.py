@@ -4,6 +4,8 @@ a traceback or a misleading word) before its fix."""
 
 from __future__ import annotations
 
+import json
+
 from atlas_edits import edit_summary as _edit_summary
 
 
@@ -28,3 +30,35 @@ def test_a_correlation_view_with_a_shared_mode_group_is_read(tmp_path, two_modul
     assert "1 of them co-firing only through the mode all units share" in page
     _edit_summary(atlas, cross_check={"clean": {**view, "n_shared_mode_groups": 0}})
     one_line(cli("report", atlas), "has 2 p-value(s), but the view has 3 reproducible groups")
+
+
+def test_rows_the_store_holds_many_times_are_counted_and_said(tmp_path, analysed, caplog):
+    """A store holding the same rows several times (inputs captured again, a `.npy` of
+    `np.tile`'d rows) counts every copy as evidence: 600 rows held five times turned "no
+    reproducible modules" into "3 reproducible modules" without a word. The copies are
+    counted (`n_repeated_rows`), warned of, and said in the headline and the report."""
+    import numpy as np
+
+    from saeatlas.report import write_report
+    from saeatlas.structure import AtlasConfig, map_structure
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.train import TrainConfig, train_sae
+
+    assert json.loads((analysed / "atlas.json").read_text())["n_repeated_rows"] == 0
+    x = np.random.default_rng(1).exponential(size=(40, 6)).astype(np.float32)
+    np.save(tmp_path / "acts.npy", np.tile(x, (3, 1)))
+    train_sae(tmp_path / "acts.npy", TrainConfig(d_sae=10, k=3, tokens=240), tmp_path / "sae")
+    cfg = AtlasConfig(n_null=2, nulls=("permutation",), n_examples=0, control=False)
+    with caplog.at_level("WARNING"):
+        atlas = map_structure(tmp_path / "sae", tmp_path / "acts.npy", cfg)
+    assert atlas.summary["n_repeated_rows"] == 80
+    assert "80 of the 120 rows (67%) repeat another row exactly" in caplog.text
+    atlas.save(tmp_path / "atlas")
+    atlas = Atlas.load(tmp_path / "atlas")
+    if atlas.summary["verdict"] != "no_significant_structure":
+        assert "Caution: 80 of the 120 rows" in atlas.summary["message"]
+    write_report(tmp_path / "atlas")
+    assert (
+        "80 of the 120 rows (67%) repeat another row"
+        in (tmp_path / "atlas/report.html").read_text()
+    )

@@ -22,6 +22,7 @@ from ..structure.inference.outcome import (
     sae_own_modules,
 )
 from ..structure.inference.significance import tested_modularity
+from ..structure.repeated_rows import repeated_text
 from .cross_check import cross_check_text
 from .data import ReportData
 from .text import fmt, fmt_p, fmt_z
@@ -67,7 +68,8 @@ def rows_text(s: dict[str, Any]) -> str:
             f" ({skipped:,} row{'' if skipped == 1 else 's'} of the store with NaN/Inf left out: "
             "--on-nonfinite skip)"
         )
-    return text
+    repeated = repeated_text(s.get("n_repeated_rows"), s.get("n_rows_encoded"))
+    return text + (f"; {repeated}" if repeated else "")
 
 
 def _no_model(data: ReportData) -> str:

@@ -76,7 +76,7 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
         (int, float, _NONE),
     ),
     **dict.fromkeys(("mean_l0", "fvu"), (int, float, _NONE)),
-    **dict.fromkeys(("n_rows_encoded", "store_skipped_rows"), (int, _NONE)),
+    **dict.fromkeys(("n_rows_encoded", "store_skipped_rows", "n_repeated_rows"), (int, _NONE)),
     **dict.fromkeys(("store", "store_fingerprint"), (str, _NONE)),
     # a run's model SPEC and sweep directory, and the rows' label column, which the report
     # shows and reads (a number as `sweep` ended it in pathlib's TypeError)
@@ -216,6 +216,7 @@ _RANGES: dict[str, tuple[float, float]] = {
             *("n_modules", "n_significant_modules", "n_sae_only_modules", "n_units"),
             "n_causal_modules",
             *("n_rows_encoded", "store_skipped_rows", "d_in", "d_sae", "k", "n_random"),
+            "n_repeated_rows",
             "stop_after",
             *("n_rows", "n_edges", "n_tests", "window", "n_saes", "n_bootstrap", "n_members"),
             *("n_draws", "n_seeds", "n_stable_modules", "n_dissolved_modules"),

@@ -33,6 +33,7 @@ from .constants import MIN_ROWS
 from .fingerprints import store_fingerprint
 from .graph.codes import encode_store
 from .graph.firing import Firing, UnitsMode, firing, units_mode, view_members
+from .repeated_rows import warn_repeated_rows
 from .sae_checks import check_member, check_twin, warn_transfer
 
 SAELike = SparseAutoencoder | str | Path
@@ -253,6 +254,8 @@ def prepare(
             "samples, so co-occurrence is counted per row (graph.window_applied: false).",
             cfg.window,
         )
+    if coord.world.is_main and mode is None:
+        warn_repeated_rows(codes, store)
     mode = units_mode(codes, n_members) if mode is None else mode
     return AtlasInputs(
         sae=sae,

@@ -53,6 +53,7 @@ from .inputs import (
     prepared_on_ranks,
     store_fingerprint,
 )
+from .repeated_rows import repeated_rows
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +325,8 @@ def _summary(
             else float("nan")
         ),
         "n_rows_encoded": int(codes.n_rows),
+        # copies of one row count as evidence (:data:`.inputs.REPEATED_SHARE`)
+        "n_repeated_rows": repeated_rows(codes),
         "mean_l0": float(codes.matrix.nnz / max(codes.n_rows, 1)),
         "layers": [l.name for l in codes.layers],
         "n_dense_features": int(f.dense.sum()),

@@ -15,7 +15,7 @@ matrix:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,6 +59,8 @@ class Codes:
     resampled_grams: tuple[tuple[float, np.ndarray, np.ndarray], ...] = ()
     """Poisson-bootstrap resamples of the unit moments, when asked for: per resample
     ``(sum w, sum w x [n_units], sum w x x^T [n_units, n_units])``."""
+    n_distinct_rows: int | None = None
+    """Rows whose units differ from every other encoded row's (:func:`row_hashes`)."""
 
     @property
     def n_rows(self) -> int:
@@ -143,9 +145,10 @@ def encode_store(
     weights = np.random.default_rng(resample_seed).poisson(1.0, (resamples, n_samples))
     sums = make_sums(sae, unit_gram, resamples, torch.device(device), engine)
     encoder = SparseEncoder.of(sae)
-    per_row, indices, data, rows = [], [], [], []  # this rank's codes, batch by batch
+    per_row, indices, data, rows, hashes = [], [], [], [], []  # this rank's, batch by batch
     with progress_bar("encode", hi - lo, progress) as bar:
         for start, _, x in atlas_batches(store, names, batch_size, max_rows, coord):
+            hashes.append(row_hashes(x))
             x = x.to(device, torch.float32)
             idx_d, vals_d = encoder(x)
             idx, vals = idx_d.cpu().numpy(), vals_d.cpu().numpy()
@@ -158,19 +161,36 @@ def encode_store(
             data.append(f.data.astype(np.float32))
             rows.append(np.arange(start, start + x.shape[0]))
             bar.advance(1)
-    counts, cols, values, row_ids = coord.concat(
+    counts, cols, values, row_ids, hashed = coord.concat(
         [
             _cat(per_row, np.int64),
             _cat(indices, np.int32),
             _cat(data, np.float32),
             _cat(rows, np.int64),
+            _cat(hashes, np.uint64),
         ]
     )
     matrix = sp.csr_matrix(
         (values, cols, np.concatenate([[0], np.cumsum(counts)])),
         shape=(len(row_ids), sae.cfg.d_sae),
     )
-    return _codes(sums.totals(), coord, matrix, row_ids, sample_col, layers)
+    codes = _codes(sums.totals(), coord, matrix, row_ids, sample_col, layers)
+    return replace(codes, n_distinct_rows=int(np.unique(hashed).size))
+
+
+def row_hashes(x: torch.Tensor) -> np.ndarray:
+    """``[rows]`` a 64-bit hash of each row's bytes: rows repeated exactly share one (a
+    store holding the same inputs many times counts each copy as evidence)."""
+    a = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+    a = np.pad(a, ((0, 0), (0, a.shape[1] % 2))).view(np.uint64)
+    with np.errstate(over="ignore"):
+        a = a * _MIX[np.arange(a.shape[1]) % _MIX.size]  # each 8 bytes by its place
+        a ^= a >> np.uint64(32)
+        return (a * _MIX[0]).sum(axis=1, dtype=np.uint64)
+
+
+#: Odd multipliers of :func:`row_hashes`, one per place of 8 bytes in a row (cycled).
+_MIX = np.random.default_rng(0).integers(1, 2**63, 4096, dtype=np.uint64) | np.uint64(1)
 
 
 def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..repeated_rows import repeated_text
 from .partitions import best_match_jaccard
 
 if TYPE_CHECKING:
@@ -125,6 +126,9 @@ def decide(atlas: Atlas) -> None:
     if "ablation_p" in m.columns:
         s["n_causal_modules"] = int((significant & hurts_loss(m)).sum())
     s["message"] = _sentence(key, atlas, n, beyond)
+    repeated = repeated_text(s.get("n_repeated_rows"), s.get("n_rows_encoded"))
+    if repeated and key != "no_significant_structure":  # the headline claimed it unsaid
+        s["message"] += f" Caution: {repeated[0].upper()}{repeated[1:]}."
 
 
 def sae_own_modules(s: dict) -> str:
