@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from atlas_edits import edit_summary as _edit_summary
 
 
@@ -62,3 +64,26 @@ def test_rows_the_store_holds_many_times_are_counted_and_said(tmp_path, analysed
         "80 of the 120 rows (67%) repeat another row"
         in (tmp_path / "atlas/report.html").read_text()
     )
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--nulls", "permutation"], "(`nulls` is ['permutation'])"),
+        (["--n-null", "0"], "(`n_null` is 0)"),
+    ],
+)
+def test_null_dictionary_without_the_dictionary_null_is_refused(
+    tmp_path, guarded, run_cli, forbid, flags, needle
+):
+    """`analyze --null-dictionary self --nulls permutation` (or `--n-null 0`) ran no
+    dictionary null and passed the flag over without a word, recording
+    `null_dictionary: self` for a null it never ran."""
+    cli, one_line = run_cli
+    import saeatlas.structure
+
+    forbid(saeatlas.structure, "analyze")
+    out = tmp_path / "atlas"
+    args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", out, "--seeds", 1]
+    one_line(cli(*args, *flags, "--null-dictionary", "self"), "--null-dictionary self", needle)
+    assert not out.exists()

@@ -54,6 +54,21 @@ def check_out_is_no_seed_sae(out: Path, sae: Path, seeds: int, given: list[Path]
             )
 
 
+def check_null_dictionary_flag(flags: dict[str, object], cfg: object) -> None:
+    """Refuse --null-dictionary where no dictionary null is run (`--nulls` without
+    ``dictionary``, or `--n-null` 0): it was passed over without a word, and the atlas
+    recorded ``null_dictionary: self`` for a null it never ran. (A config file's setting
+    is still read: files written before stay valid.)"""
+    given = flags.get("null_dictionary")
+    if given is None or ("dictionary" in cfg.nulls and cfg.n_null > 0):
+        return
+    why = "`n_null` is 0" if cfg.n_null == 0 else f"`nulls` is {list(cfg.nulls)}"
+    raise ConfigError(
+        f"--null-dictionary {given} has no effect: the dictionary null is not run ({why}); "
+        "drop --null-dictionary, or add 'dictionary' to --nulls (with --n-null 2 or more)."
+    )
+
+
 def check_ablation_flags(
     model: str | None,
     inputs: Path | None,

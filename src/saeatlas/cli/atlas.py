@@ -13,6 +13,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from .analyze_flags import (
     check_ablation_flags,
+    check_null_dictionary_flag,
     check_out_is_no_seed_sae,
     check_run_sections,
     flag_facts,
@@ -92,6 +93,7 @@ def _analyze_cmd(
     from ..structure.inputs import analysis_ranks
 
     cfg = build_config(AtlasConfig, config, settings, "analyze")
+    check_null_dictionary_flag(settings, cfg)
     facts = {"--ablation-mode": ablation_mode, "--ablation-draws": ablation_draws, "--loss": loss}
     check_run_sections(config, seeds, model, facts, cfg.seed)
     analysis_ranks(
