@@ -87,3 +87,34 @@ def test_null_dictionary_without_the_dictionary_null_is_refused(
     args = ["analyze", "--sae", guarded.sae, "--acts", guarded.store, "--out", out, "--seeds", 1]
     one_line(cli(*args, *flags, "--null-dictionary", "self"), "--null-dictionary self", needle)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "l0, loss, needle",
+    [
+        ([1, 2, 3], [0.5, 0.4], "got shapes (3,) and (2,)"),
+        ([[1, 2], [3, 4]], [[1, 2], [3, 4]], "got shapes (2, 2) and (2, 2)"),
+        ([1, 2, float("nan")], [0.3, 0.2, 0.1], "The point(s) at [2] have an L0 or loss"),
+        ([1, 2, 3], [0.3, float("inf"), 0.1], "The point(s) at [1] have an L0 or loss"),
+    ],
+)
+@pytest.mark.parametrize("helper", ["pareto_front", "knee"])
+def test_frontier_helpers_refuse_points_that_do_not_pair(l0, loss, needle, helper):
+    """`knee` and `pareto_front` given arrays of other lengths ended in numpy's "all keys
+    need to be the same shape"; a NaN L0 was put on the frontier and the knee taken of the
+    rest (index 0 of [1, 2, nan] beside losses [0.3, 0.2, 0.1]) without a word."""
+    import saeatlas.sweep as sweep
+    from saeatlas.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        getattr(sweep, helper)(l0, loss)
+    assert needle in str(e.value)
+
+
+def test_the_knee_of_no_points_is_refused():
+    """`knee([], [])` ended in numpy's "attempt to get argmin of an empty sequence"."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.sweep import knee
+
+    with pytest.raises(ConfigError, match="No points to take the knee of"):
+        knee([], [])

@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ConfigError
+
+
+def _points(l0: object, loss: object) -> tuple[np.ndarray, np.ndarray]:
+    """``l0`` and ``loss`` as float arrays of one point each: arrays of other lengths ended
+    in numpy's "all keys need to be the same shape", and a NaN L0 (or loss) was put on the
+    frontier, or left off it, and the knee taken of the rest without a word."""
+    try:
+        l0, loss = np.asarray(l0, float), np.asarray(loss, float)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"`l0` and `loss` must be lists of numbers, one per point: {e}") from e
+    if l0.ndim != 1 or l0.shape != loss.shape:
+        raise ConfigError(
+            f"`l0` and `loss` must be lists of numbers of one length (one per point), got "
+            f"shapes {l0.shape} and {loss.shape}."
+        )
+    bad = np.flatnonzero(~(np.isfinite(l0) & np.isfinite(loss)))
+    if bad.size:
+        raise ConfigError(
+            f"The point(s) at {bad.tolist()[:5]} have an L0 or loss that is NaN or infinite; "
+            "leave them out (a member that did not train has no place on the frontier)."
+        )
+    return l0, loss
+
 
 def pareto_front(l0: np.ndarray, loss: np.ndarray) -> np.ndarray:
     """Indices of points no other point beats on both L0 and loss (lower is better),
     sorted by L0."""
-    l0, loss = np.asarray(l0, float), np.asarray(loss, float)
+    l0, loss = _points(l0, loss)
     order = np.lexsort((loss, l0))
     front, best = [], np.inf
     for i in order:
@@ -24,6 +48,8 @@ def knee(l0: np.ndarray, loss: np.ndarray) -> int:
     "Kneedle" rule of Satopaa et al. 2011). Frontiers of one or two points
     return the point of lowest loss."""
     front = pareto_front(l0, loss)
+    if not len(front):  # numpy's "attempt to get argmin of an empty sequence"
+        raise ConfigError("No points to take the knee of: give at least one L0 and loss.")
     if len(front) <= 2:
         return int(front[np.argmin(np.asarray(loss)[front])])
     x = np.log(np.maximum(np.asarray(l0, float)[front], 1e-12))
