@@ -118,3 +118,16 @@ def test_the_knee_of_no_points_is_refused():
 
     with pytest.raises(ConfigError, match="No points to take the knee of"):
         knee([], [])
+
+
+def test_more_repeated_rows_than_rows_is_refused(tmp_path, two_modules_atlas, run_cli):
+    """`n_repeated_rows` edited past the rows encoded was the page's "5,000 of the 3,000
+    rows (167%) repeat another row exactly"."""
+    from saeatlas.structure.atlas import Atlas
+
+    cli, one_line = run_cli
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    _edit_summary(atlas, n_rows_encoded=3000, n_repeated_rows=2400)
+    Atlas.load(atlas)
+    _edit_summary(atlas, n_repeated_rows=5000)
+    one_line(cli("report", atlas), "`n_repeated_rows` in '", "is 5000, but only 3000 rows")

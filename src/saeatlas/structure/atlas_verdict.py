@@ -299,6 +299,12 @@ def _check_graph_counts(atlas: Atlas, meta: Path, fix: str) -> None:
             f"`n_rows_encoded` in '{meta}' is {rows}, but the co-occurrence graph counted "
             f"{counted} rows (`graph.n_rows`); {fix}."
         )
+    repeated = _count(s.get("n_repeated_rows"))  # "5,000 of the 3,000 rows (167%)"
+    if repeated is not None and rows is not None and repeated >= max(rows, 1):
+        raise AtlasFileError(
+            f"`n_repeated_rows` in '{meta}' is {repeated}, but only {rows} rows were encoded "
+            f"(`n_rows_encoded`), the first of them no repeat; {fix}."
+        )
     columns = ("dense", "global_mode", "firing_density")
     if tests is None or not set(columns) <= set(f.columns):
         return
