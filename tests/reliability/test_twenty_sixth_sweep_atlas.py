@@ -9,6 +9,7 @@ import json
 import pytest
 
 from atlas_edits import edit_summary as _edit_summary
+from atlas_edits import edit_table
 
 
 def test_a_correlation_view_with_a_shared_mode_group_is_read(tmp_path, two_modules_atlas, run_cli):
@@ -131,3 +132,18 @@ def test_more_repeated_rows_than_rows_is_refused(tmp_path, two_modules_atlas, ru
     Atlas.load(atlas)
     _edit_summary(atlas, n_repeated_rows=5000)
     one_line(cli("report", atlas), "`n_repeated_rows` in '", "is 5000, but only 3000 rows")
+
+
+def test_a_module_below_alpha_that_is_not_significant_says_why(tmp_path, two_modules_atlas):
+    """A module whose own p (0.01) is below alpha is not significant where its partition
+    did not beat the null models; its card and the module graph said "not significant"
+    beside "p 0.01", a contradiction on the page, without the reason."""
+
+    from saeatlas.report import write_report
+
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    edit_table(atlas, "modules", z=[3.0, 0.5], p=[0.01, 0.4], significant=[False, False])
+    _edit_summary(atlas, config={"alpha": 0.05})
+    write_report(atlas)
+    page = (atlas / "report.html").read_text()
+    assert page.count("not significant: its partition does not beat the null models") == 2

@@ -12,7 +12,7 @@ import pandas as pd
 from ..structure.inference.outcome import ABLATION_ALPHA, ablation_q
 from .data import ReportData
 from .plots import layer_names
-from .text import fmt, fmt_p, fmt_z, is_missing
+from .text import fmt, fmt_p, fmt_z, is_missing, significance_word, summary_alpha
 
 #: Units listed per layer on a card (the rest are counted).
 UNITS_PER_LAYER = 24
@@ -97,7 +97,7 @@ def module_cards(data: ReportData, module_examples: dict[int, list[list]]) -> li
                 n_units=int(r["n_units"]),
                 n_features=int(r["n_features"]),
                 layers=", ".join(str(x) for x in _list(r.get("layers"))),
-                badges=_badges(r, data.has_ablation),
+                badges=_badges(r, data.has_ablation, summary_alpha(data.summary)),
                 stats=_stats(r, nulls),
                 units_by_layer=by_layer,
                 top_features=top,
@@ -114,12 +114,11 @@ def _list(x: Any) -> list:
     return list(x)
 
 
-def _badges(r: dict[str, Any], has_ablation: bool) -> list[Badge]:
+def _badges(r: dict[str, Any], has_ablation: bool, alpha: float | None) -> list[Badge]:
     out = []
     if "significant" in r:
-        out.append(
-            Badge("significant", "good") if r["significant"] else Badge("not significant", "bad")
-        )
+        word = significance_word(r["significant"], r.get("p"), alpha)
+        out.append(Badge(word, "good" if r["significant"] else "bad"))
     verdict = r.get("stability_verdict")
     if isinstance(verdict, str) and verdict:
         out.append(Badge(verdict, {"stable": "good", "dissolved": "bad"}.get(verdict, "warn")))

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from .data import ReportData
 from .links import ModuleLinks
 from .plots import Plot, style_figure
-from .text import esc, fmt, fmt_p, fmt_z
+from .text import esc, fmt, fmt_p, fmt_z, significance_word, summary_alpha
 
 
 def module_graph_positions(n_modules: int, links: ModuleLinks) -> np.ndarray:
@@ -114,12 +114,12 @@ def module_graph(data: ReportData, links: ModuleLinks, pos: np.ndarray) -> Plot:
     n_units = modules["n_units"].to_numpy(float)
     size = 14 + 26 * np.sqrt(n_units / max(n_units.max(initial=1), 1))
     line_width = np.where(sig, 3.0, 0.5)
-    text = []
+    text, alpha = [], summary_alpha(data.summary)
     for r in modules.itertuples(index=False):
         m = int(r.module)
         parts = [f"<b>module {m}</b>", f"{r.n_units} units, {r.n_features} features"]
         if "z" in modules:
-            verdict = "significant" if getattr(r, "significant", False) else "not significant"
+            verdict = significance_word(getattr(r, "significant", False), r.p, alpha)
             parts.append(f"{verdict} (z {fmt_z(r.z)}, p {fmt_p(r.p)})")
         if "stability" in modules:  # an atlas of an ensemble has no stability verdict
             verdict = getattr(r, "stability_verdict", None)

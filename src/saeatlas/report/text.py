@@ -184,3 +184,19 @@ def fmt_z(z: Any) -> str:
     if is_missing(z):
         return "–"
     return format(float(z), ".1f" if abs(float(z)) < 1000 else ".3g")
+
+
+def summary_alpha(s: dict[str, Any]) -> float | None:
+    """The significance level atlas.json's ``config`` records (None: not recorded)."""
+    alpha = (s.get("config") or {}).get("alpha") if isinstance(s.get("config"), dict) else None
+    return alpha if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) else None
+
+
+def significance_word(significant: Any, p: Any, alpha: float | None) -> str:
+    """A module's "significant" or "not significant", with the reason where its own p is
+    below ``alpha``: its partition did not beat the null models ("not significant" beside
+    "p 0.026" read as a contradiction)."""
+    if significant:
+        return "significant"
+    below = alpha is not None and isinstance(p, (int, float)) and p < alpha
+    return "not significant" + (": its partition does not beat the null models" if below else "")
