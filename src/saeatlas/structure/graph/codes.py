@@ -167,7 +167,7 @@ def encode_store(
             _cat(indices, np.int32),
             _cat(data, np.float32),
             _cat(rows, np.int64),
-            _cat(hashes, np.uint64),
+            _cat(hashes, np.int64),
         ]
     )
     matrix = sp.csr_matrix(
@@ -179,14 +179,15 @@ def encode_store(
 
 
 def row_hashes(x: torch.Tensor) -> np.ndarray:
-    """``[rows]`` a 64-bit hash of each row's bytes: rows repeated exactly share one (a
+    """``[rows]`` a 64-bit hash (int64) of each row's bytes: rows repeated exactly share one (a
     store holding the same inputs many times counts each copy as evidence)."""
     a = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
     a = np.pad(a, ((0, 0), (0, a.shape[1] % 2))).view(np.uint64)
     with np.errstate(over="ignore"):
         a = a * _MIX[np.arange(a.shape[1]) % _MIX.size]  # each 8 bytes by its place
         a ^= a >> np.uint64(32)
-        return (a * _MIX[0]).sum(axis=1, dtype=np.uint64)
+        # as int64: torch gathers no uint64 over the ranks ("Invalid scalar type")
+        return (a * _MIX[0]).sum(axis=1, dtype=np.uint64).view(np.int64)
 
 
 #: Odd multipliers of :func:`row_hashes`, one per place of 8 bytes in a row (cycled).

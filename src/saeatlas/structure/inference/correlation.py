@@ -22,7 +22,8 @@ only a global mode's loadings form a group of the raw correlations, and pass the
 test below, whose null breaks the mode too.
 
 Significance is judged against two null models (:mod:`.correlation_nulls`), on a block
-of the store's first rows (up to ``null_rows``, and :data:`NULL_BLOCK_BYTES`); the
+of the analysed rows (up to ``null_rows``, and :data:`NULL_BLOCK_BYTES`; evenly spaced
+blocks of them, as the SAE's nulls take theirs); the
 partition and each module count only when they beat both:
 
 - **independent units**: each null draw shifts every unit's column of the block
@@ -166,7 +167,8 @@ class CorrelationView:
                 else "raw correlations"
             )
             + ", on all rows and Poisson-bootstrap resamples; consensus and reproducibility "
-            "as the SAE ensemble; tested on the store's first rows against the same rows "
+            "as the SAE ensemble; tested on evenly spaced blocks of the analysed rows against "
+            "the same rows "
             "with each unit circularly shifted by its own random offset (independent units) "
             "and against their correlations with the eigenvectors drawn at random (no "
             "groups)",
