@@ -176,3 +176,25 @@ def test_the_correlation_views_nulls_read_the_analysed_rows(tmp_path, monkeypatc
     cfg = AtlasConfig(n_null=2, nulls=("permutation",), n_examples=0, max_rows=32, batch_size=16)
     map_structure(tmp_path / "sae", tmp_path / "acts.npy", cfg)
     assert reads == [(0, 16), (384, 400)]
+
+
+def test_a_store_that_only_begins_like_the_atlases_is_refused(tmp_path, outputs, analysed, run_cli):
+    """A store was known as the atlas's by its row count, layers and first 64 rows: one of
+    as many rows that began alike (the same rows held five times, another capture whose
+    first text was the same) passed, and `export-neuronpedia --acts` read its rows as the
+    atlas's. The store's moments are now compared too; the same rows as a `.npy` still
+    pass."""
+    import numpy as np
+
+    cli, one_line = run_cli
+    x = np.load(outputs.npy)
+    layers = (outputs.root / "acts.layers.json").read_text()
+    for name, rows in (("same", x), ("other", np.concatenate([x[:100], x[:100], x[:100]]))):
+        np.save(tmp_path / f"{name}.npy", rows)
+        (tmp_path / f"{name}.layers.json").write_text(layers)
+    args = ["export-neuronpedia", analysed, "--layer", 1, "--n-examples", 2]
+    assert cli(*args, "--acts", tmp_path / "same.npy", "--out", tmp_path / "np1").exit_code == 0
+    out = tmp_path / "np2"
+    result = cli(*args, "--acts", tmp_path / "other.npy", "--out", out)
+    one_line(result, "is not the one the atlas was made from", "its rows differ")
+    assert not out.exists()

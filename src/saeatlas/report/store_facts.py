@@ -13,7 +13,7 @@ from ..capture.layouts import unit_label
 from ..errors import AtlasError
 from ..store import ActivationStore
 from ..structure.atlas import Atlas
-from ..structure.fingerprints import store_fingerprint
+from ..structure.fingerprints import same_store
 from .sae_facts import not_there
 
 
@@ -56,7 +56,7 @@ def store_facts(summary: dict[str, Any]) -> StoreFacts:
         skip = "skip" if summary.get("store_skipped_rows") else "error"
         try:
             opened = ActivationStore.open(path, verify=False, on_nonfinite=skip)
-            same = store_fingerprint(opened) == made_from
+            same = same_store(summary, opened)
         except (AtlasError, OSError, ValueError):
             same = False
         if not same:

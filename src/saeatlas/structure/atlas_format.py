@@ -86,6 +86,7 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "format_version": (int,),
     "nulls": (list,),
     "layers": (list, _NONE),
+    "store_moments": (list, _NONE),
     **dict.fromkeys(
         (
             "ensemble",

@@ -37,6 +37,7 @@ from .atlas import Atlas
 from .config import AtlasConfig
 from .constants import MODULE_KIND
 from .describe.tables import features_table, modules_table
+from .fingerprints import store_moments
 from .graph.communities import Modules
 from .graph.finders import modularity, onehot
 from .graph.units import UnitModules, project_modules
@@ -346,6 +347,7 @@ def _summary(
         },
         "store": str(Path(inp.store.path).resolve()),
         "store_fingerprint": store_fingerprint(inp.store),
+        "store_moments": store_moments(inp.store),  # the fingerprint reads 64 rows
         # rows of a .npy left out for NaN/Inf (--on-nonfinite skip): a reader of the store
         # opens it the same way, or its rows are not the atlas's
         "store_skipped_rows": int(inp.store.n_skipped_rows),
