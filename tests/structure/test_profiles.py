@@ -7,7 +7,6 @@ import pytest
 import scipy.sparse as sp
 
 from saeatlas.store import LayerSpec
-from saeatlas.structure.describe import profiles
 from saeatlas.structure.describe.profiles import (
     row_column,
     selectivity,
@@ -186,8 +185,10 @@ def test_blocked_permutation_null_equals_plain_loop(monkeypatch):
     labels = rng.integers(0, 4, n_rows)
     activity = sp.csc_matrix(rng.exponential(size=(n_rows, 5)) * (rng.random((n_rows, 5)) < 0.4))
     counts = np.bincount(labels, minlength=4)
-    monkeypatch.setattr(profiles, "_PERM_BLOCK_NNZ", 3 * n_rows)  # blocks of 3 permutations
-    got = profiles._permutation_null(activity, labels, counts, 10, np.random.default_rng(7))
+    from saeatlas.structure.describe import label_null
+
+    monkeypatch.setattr(label_null, "_PERM_BLOCK_NNZ", 3 * n_rows)  # blocks of 3 permutations
+    got = label_null.permutation_null(activity, labels, 4, None, 10, np.random.default_rng(7))
     ref_rng, dense, ref = np.random.default_rng(7), activity.toarray(), []
     for _ in range(10):
         y = ref_rng.permutation(labels)

@@ -25,11 +25,10 @@ import scipy.sparse as sp
 from ...errors import ShapeError
 from ..graph.codes import Codes
 from ..graph.finders import check_feature_module, onehot
+from .label_null import permutation_null
 
 #: Metadata columns that are never copied into the top-example table (they are its keys).
 _KEY_COLUMNS = ("row",)
-#: Nonzeros per block of the permutation test's one-hot label matrix (bounds its memory).
-_PERM_BLOCK_NNZ = 1 << 22
 
 
 def module_activity(codes: Codes, feature_module: np.ndarray, n_modules: int | None = None):
@@ -242,9 +241,9 @@ def selectivity(
         random_state: seed of the permutations.
 
     Class means are ``codes.T @ onehot(labels) / counts``. The null permutes the labels
-    across rows (class sizes kept, any link between activity and label broken) and
-    recomputes each module's index; ``p = (1 + #{null >= observed}) / (1 + n_perm)``.
-    The permutations run in blocks as one sparse product with a stacked one-hot matrix.
+    (:func:`.label_null.permutation_null`: across samples where each sample has one, so
+    the tokens of a text keep theirs together, else across rows) and recomputes each
+    module's index; ``p = (1 + #{null >= observed}) / (1 + n_perm)``.
     """
     feature_module = check_feature_module(feature_module, codes.d_sae)
     if n_perm < 0:
@@ -270,7 +269,9 @@ def selectivity(
     module_p = np.full(len(m_index), np.nan)
     if n_perm and len(m_index):
         activity = (matrix @ onehot_m).tocsc()
-        null = _permutation_null(activity, y, counts, n_perm, np.random.default_rng(random_state))
+        groups = codes.samples[keep] if len(codes.samples) == len(keep) else None
+        rng = np.random.default_rng(random_state)
+        null = permutation_null(activity, y, n_classes, groups, n_perm, rng)
         with np.errstate(invalid="ignore"):
             exceed = (null >= m_index[None, :] - 1e-12).sum(axis=0)
         module_p = np.where(np.isnan(m_index), np.nan, (1 + exceed) / (1 + n_perm))
@@ -286,30 +287,6 @@ def selectivity(
         module_p=module_p,
         n_perm=int(n_perm),
     )
-
-
-def _permutation_null(
-    activity: sp.csc_matrix,
-    y: np.ndarray,
-    counts: np.ndarray,
-    n_perm: int,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """``[n_perm, n_modules]`` selectivity indices under permuted labels."""
-    n, n_classes = len(y), len(counts)
-    block = max(1, _PERM_BLOCK_NNZ // max(n, 1))
-    out = []
-    for start in range(0, n_perm, block):
-        b = min(block, n_perm - start)
-        cols = np.concatenate([p * n_classes + rng.permutation(y) for p in range(b)])
-        stacked = sp.csr_matrix(
-            (np.ones(n * b), (np.tile(np.arange(n), b), cols)), shape=(n, b * n_classes)
-        )
-        sums = np.asarray((activity.T @ stacked).todense())  # [n_modules, b * n_classes]
-        means = sums.reshape(-1, b, n_classes) / counts[None, None, :]
-        for p in range(b):
-            out.append(selectivity_index(means[:, p, :])[0])
-    return np.stack(out)
 
 
 def _top_per_column(
