@@ -225,3 +225,25 @@ def test_label_selectivity_permutes_the_labels_of_samples_not_of_their_rows():
     rows = selectivity(codes(np.arange(200)), np.array([0, 1]), labels, random_state=0)
     assert rows.module_p[0] < 0.02  # rows that are samples of their own: as before
     assert tokens.module_p[0] > 0.1
+
+
+def test_the_headline_says_the_clean_correlations_groups_are_no_modules(
+    tmp_path, two_modules_atlas
+):
+    """The headline said "the units' clean correlations beat the ... nulls, but no module
+    is both significant and recovered ..." above a Plain correlations line of "3
+    reproducible groups ..., 2 significant against every null": it now says why those
+    groups are not counted."""
+    from saeatlas.structure.atlas import Atlas
+    from saeatlas.structure.inference.outcome import decide
+
+    atlas = Atlas.load(two_modules_atlas(tmp_path / "atlas"))
+    atlas.modules["significant"] = False
+    clean = {"partition_significant": True, "n_significant_modules": 2, "tests": [{}, {}]}
+    atlas.summary |= {"partition_significant": True, "cross_check": {"clean": clean}}
+    decide(atlas)
+    assert atlas.summary["verdict"] == "structure_without_reproducible_modules"
+    assert (
+        "the 2 significant groups of the units' clean correlations do not count as "
+        in (atlas.summary["message"])
+    )

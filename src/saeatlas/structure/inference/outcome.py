@@ -160,6 +160,19 @@ def _alone(s: dict) -> bool:
     return (s.get("ensemble") or {}).get("n_members") == 1
 
 
+def _uncounted_groups(beaten: dict) -> str:
+    """The cleaned correlations' significant groups, which never count as modules: the
+    page listed "2 significant against every null" under a headline of no module."""
+    n = (beaten.get("clean") or {}).get("n_significant_modules")
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        return ""
+    return (
+        f"; the {n} significant group{'s' * (n != 1)} of the units' clean correlations "
+        f"{'do' if n != 1 else 'does'} not count as modules (units that share features "
+        "form such groups on data without modules too)"
+    )
+
+
 def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
     m, s = atlas.modules, atlas.summary
     ens = s.get("ensemble") or {}
@@ -230,7 +243,7 @@ def _sentence(key: str, atlas: Atlas, n: int, beyond: int) -> str:
         return (
             f"Co-firing structure that does not divide reproducibly into modules: "
             f"{' and '.join(beat)}, but no module is both significant and recovered by at "
-            f"least 75% of the {members}{untested}."
+            f"least 75% of the {members}{untested}{_uncounted_groups(beaten)}."
         )
     graph = s.get("graph") or {}
     if graph.get("n_tests") == 0:  # "use a larger k" was said of an SAE with k = d_sae
