@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from atlas_edits import edit_summary as _edit_summary
@@ -247,3 +249,24 @@ def test_the_headline_says_the_clean_correlations_groups_are_no_modules(
         "the 2 significant groups of the units' clean correlations do not count as "
         in (atlas.summary["message"])
     )
+
+
+def test_a_module_whose_ablation_is_no_worse_than_random_has_no_specialisation(
+    tmp_path, two_modules_atlas
+):
+    """The module x label grid drew each label's share of a module's excess damage over
+    random unit sets even where the module's ablation did not beat them: 1.00 on one
+    label for a module of p 0.77 whose ablation lowered the loss. Its row is now blank."""
+    from saeatlas.report.data import load_report_data
+    from saeatlas.report.effects import specialisation_grid
+
+    atlas = two_modules_atlas(tmp_path / "atlas")
+    edit_table(atlas, "modules", ablation_effect=[0.5, -0.01], ablation_p=[0.01, 0.77])
+    edit_table(atlas, "modules", ablation_q=[0.02, 0.77], ablation_random_mean=[0.0, 0.0])
+    table = {"module": [0, 0, 1, 1], "label": ["a", "b", "a", "b"]}
+    table |= {"effect": [0.9, 0.1, 0.002, -0.02], "random_effect": [0.0, 0.0, 0.001, 0.0]}
+    pd.DataFrame({**table, "specialisation": [0.9, 0.1, 1.0, 0.0]}).to_parquet(
+        atlas / "ablation.parquet", index=False
+    )
+    _, grid = specialisation_grid(load_report_data(atlas))
+    assert grid[0].tolist() == [0.9, 0.1] and np.isnan(grid[1]).all()

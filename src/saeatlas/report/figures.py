@@ -167,7 +167,7 @@ def specialisation_png(data: ReportData) -> Figure:
     left.set_yticks(y, [f"M{i}" for i in m["module"]], fontsize=7)
     left.invert_yaxis()
     left.set_xlabel("loss increase when ablated")
-    im = right.imshow(grid, aspect="auto", cmap="Reds", vmin=0)
+    im = right.imshow(grid, aspect="auto", cmap="Reds", vmin=0, vmax=1)  # shares
     right.set_xticks(range(len(labels)), [tick_text(n) for n in labels], fontsize=7)
     right.set_yticks(y, [f"M{i}" for i in m["module"]], fontsize=7)
     right.set_xlabel("label")
