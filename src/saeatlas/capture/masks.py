@@ -13,6 +13,14 @@ import torch
 #: model derive them from the input tokens, as BART does, shifting them right by one).
 _DECODER_KEYS = ("decoder_input_ids", "decoder_inputs_embeds", "labels", "decoder_attention_mask")
 
+#: The names transformers gives a model of several towers' projector of another tower's
+#: features into the text's width (LLaVA's, PaliGemma's, Idefics3's, BLIP-2's, Gemma 3n's):
+#: it holds no sub-config, but its positions are the image's (or sound's), not the text's.
+_PROJECTORS = frozenset(
+    ("multi_modal_projector", "multimodal_projector", "mm_projector", "connector")
+    + ("language_projection", "embed_vision", "embed_audio")
+)
+
 
 def layer_masks(model: torch.nn.Module, hookpoints: Iterable[Any], batch: Any) -> dict[str, Any]:
     """Each hook point's ``[batch, seq]`` padding mask (None: every position is real).
@@ -58,7 +66,9 @@ def _encoder(model: torch.nn.Module) -> torch.nn.Module | None:
 def _other_towers(model: torch.nn.Module) -> set[int]:
     """The ids of a Hugging Face model's modules that belong to a tower other than its
     text's: those whose `config` is a sub-config of the model's other than `text_config`
-    (`vision_config`, `audio_config`, a Q-Former's), and every module inside them."""
+    (`vision_config`, `audio_config`, a Q-Former's), and every module inside them; and
+    its projectors of their features (``_PROJECTORS``), whose rows LLaVA's text mask was
+    given: refused as "positions are not the tokens", or mis-masked where as many."""
     cfg = getattr(model, "config", None)
     names = getattr(cfg, "sub_configs", None)
     if cfg is None or not isinstance(names, dict):
@@ -71,6 +81,7 @@ def _other_towers(model: torch.nn.Module) -> set[int]:
     for name, module in model.named_modules():
         parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
         own = getattr(module, "config", None)
-        if id(parent) in found or any(own is c for c in others):
+        projector = name.rpartition(".")[2] in _PROJECTORS
+        if id(parent) in found or projector or any(own is c for c in others):
             found.add(id(module))
     return found

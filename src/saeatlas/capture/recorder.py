@@ -202,10 +202,8 @@ def model_error(
         # an nn.Embedding given uint8/int8/int16 ids by a model saeatlas cannot tell embeds
         # tokens (not a Hugging Face one), which are widened to int64 for it
         hint = " The model embeds token ids: save them as int64 (`ids.astype(np.int64)`)."
-    given = kwargs if isinstance(kwargs, Mapping) else {}
-    if getattr(getattr(model, "config", None), "is_encoder_decoder", False) is True and not any(
-        k.startswith("decoder_input") for k in given
-    ):  # T5, Whisper: transformers' words ("exactly one of input_ids or inputs_embeds")
+    if lacks_decoder_inputs(model, kwargs):
+        # T5, Whisper: transformers' words ("exactly one of input_ids or inputs_embeds")
         # are of the decoder's inputs, which texts and arrays do not give
         hint = (
             f" {type(model).__name__} is an encoder-decoder model, and its decoder needs "
@@ -216,6 +214,15 @@ def model_error(
     return ModelError(
         f"The model's forward pass failed on {where}: {code_failure(e)}.{hint} Check that the "
         f"inputs fit the model ({fit}); `saeatlas --debug ...` shows the traceback."
+    )
+
+
+def lacks_decoder_inputs(model: Any, kwargs: Any) -> bool:
+    """Whether ``model`` is an encoder-decoder given no decoder tokens in ``kwargs`` (the
+    forward call's keyword inputs; anything else gives none), so its decoder cannot run."""
+    given = kwargs if isinstance(kwargs, Mapping) else {}
+    return getattr(getattr(model, "config", None), "is_encoder_decoder", False) is True and not any(
+        k.startswith("decoder_input") for k in given
     )
 
 

@@ -1,0 +1,66 @@
+"""The twenty-sixth hostile sweep's cases on models (Hugging Face architectures built at
+random from tiny configs, plain torch modules of unusual structure, and the offline
+all-MiniLM-L6-v2): each was refused wrongly, ended in a traceback or a misleading message,
+or gave a result other than it said before its fix."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+
+def test_layers_of_an_encoder_decoder_given_texts_lists_its_encoder():
+    """`saeatlas layers T5_DIR --inputs texts.txt` was refused ("its decoder needs
+    `decoder_input_ids` ... Record its encoder as a model of its own"), although `capture`
+    records the encoder's layers from the same texts: the encoder's layers are now listed
+    with their shapes, the decoder's without one, and a warning says why."""
+    from saeatlas.capture import list_layers
+
+    cfg = dict(d_model=16, d_ff=32, d_kv=4, num_layers=1, num_heads=4, vocab_size=40)
+    t5 = transformers.T5ForConditionalGeneration(transformers.T5Config(**cfg))
+    ids = torch.randint(3, 40, (2, 6))
+    example = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with pytest.warns(UserWarning, match="only its encoder ran"):
+        table = {info.name: info.shape for info in list_layers(t5, example)}
+    assert table["encoder.block.0"] == (2, 6, 16) and table["decoder.block.0"] is None
+
+
+def _llava() -> torch.nn.Module:
+    """A LLaVA of a one-layer CLIP vision tower (8x8 images of 4x4 patches: 5 positions
+    with the class token) and a one-layer Llama (width 16, 50 tokens, image token 49)."""
+    torch.manual_seed(0)
+    vision = transformers.CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    vision.update(dict(image_size=8, patch_size=4, projection_dim=16))
+    text = transformers.LlamaConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    text.update(dict(num_key_value_heads=2, vocab_size=50, max_position_embeddings=64))
+    cfg = transformers.LlavaConfig(
+        vision_config=vision, text_config=text, image_token_index=49, image_seq_length=5
+    )
+    cfg.vision_feature_select_strategy = "full"
+    return transformers.LlavaForConditionalGeneration(cfg).eval()
+
+
+def test_a_multimodal_projector_s_image_rows_take_no_text_mask(tmp_path):
+    """A LLaVA's `multi_modal_projector` (the image's 5 patches in the text's width) was
+    given the padded text's mask: refused as a layer "whose positions are not the tokens",
+    or, where the text was as long as the patches, its image rows dropped by the text's
+    padding without a word. Its rows are now every patch, as the vision tower's are."""
+    from saeatlas.capture import capture_activations
+
+    ids = torch.randint(1, 40, (2, 8))
+    ids[:, 1:6] = 49  # the image's 5 positions in the text
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, 7:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask, "pixel_values": torch.randn(2, 3, 8, 8)}
+    layers = ["model.multi_modal_projector", "model.language_model.layers.0"]
+    for name, want in zip(layers, ({0: 5, 1: 5}, {0: 8, 1: 7}), strict=True):
+        capture_activations(_llava(), [batch], name, tmp_path / name, progress=False)
+        rows = pd.read_parquet(tmp_path / name / "rows.parquet")
+        assert rows.groupby("sample").size().to_dict() == want
