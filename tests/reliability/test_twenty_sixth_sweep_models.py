@@ -64,3 +64,39 @@ def test_a_multimodal_projector_s_image_rows_take_no_text_mask(tmp_path):
         capture_activations(_llava(), [batch], name, tmp_path / name, progress=False)
         rows = pd.read_parquet(tmp_path / name / "rows.parquet")
         assert rows.groupby("sample").size().to_dict() == want
+
+
+class _Twice(torch.nn.Module):
+    """A plain network whose `shared` layer runs twice in one forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp, self.shared, self.out = (torch.nn.Linear(*s) for s in [(6, 8), (8, 8), (8, 3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.shared(torch.relu(self.shared(self.inp(x))))))
+
+
+def test_a_layer_that_runs_twice_is_neither_spliced_nor_ablated():
+    """A layer run twice in one pass (refused by the capture) given by a store of the
+    user's own (`.npy` + layers.json): `evaluate --model` put the reconstruction of its
+    second call's rows into both calls and the ablation set its units in both, each
+    measuring another network than the stored layer's without a word."""
+    from saeatlas.errors import ShapeError
+    from saeatlas.evaluate.downstream import loss_recovered
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+    from saeatlas.store import LayerSpec
+    from saeatlas.structure.causal.ablation import ablate_modules
+    from saeatlas.structure.causal.ablation_inputs import check_ablation_inputs
+
+    x, y = torch.randn(20, 6), torch.randint(0, 3, (20,))
+    layers = [LayerSpec("shared", 0, 8, (None, 8), "sample")]
+    sae = SparseAutoencoder(SAEConfig(d_in=8, d_sae=16, k=4, layers=tuple(layers)))
+    with pytest.raises(ShapeError, match="'shared' ran more than once"):
+        loss_recovered(sae, _Twice(), x, labels=y)
+    unit_module, mean = torch.zeros(8, dtype=torch.long).numpy(), torch.zeros(8).numpy()
+    with pytest.raises(ShapeError, match="'shared' ran more than once"):
+        check_ablation_inputs(_Twice(), x, y, layers=layers)
+    with pytest.raises(ShapeError, match="'shared' ran more than once"):
+        ablate_modules(_Twice(), x, layers, unit_module, labels=y, unit_mean=mean, n_random=1)

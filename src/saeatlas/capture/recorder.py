@@ -70,12 +70,7 @@ class Recorder:
 
     def _record(self, name: str, value: Any) -> None:
         if name in self.values and self.once:
-            raise ShapeError(
-                f"Module '{name}' ran more than once in one forward pass; saeatlas records one "
-                "call per module. Choose a module that runs once, one that holds it (not a "
-                "ModuleList, which never runs; a shared layer's group may run as often, as "
-                "ALBERT's do): `saeatlas layers MODEL` marks each module that runs more than once."
-            )
+            raise ran_twice(name)
         if isinstance(value, torch.Tensor):
             self.plain.add(name)
         t = select_tensor(value, name, self.output_index)
@@ -98,6 +93,18 @@ class Recorder:
             self._record(name, args if args else kwargs)
 
         return hook
+
+
+def ran_twice(name: str) -> ShapeError:
+    """The error for a recorded (or spliced, or ablated) module that ran more than once
+    in one forward pass: its rows are of one call, and putting them back into each call
+    measures (or ablates) another layer than the one stored."""
+    return ShapeError(
+        f"Module '{name}' ran more than once in one forward pass; saeatlas records one "
+        "call per module. Choose a module that runs once, one that holds it (not a "
+        "ModuleList, which never runs; a shared layer's group may run as often, as "
+        "ALBERT's do): `saeatlas layers MODEL` marks each module that runs more than once."
+    )
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.masks import layer_masks
 from ..capture.models import input_dtype, takes_token_ids
 from ..capture.outputs import replace_tensor, select_tensor
-from ..capture.recorder import check_token_ids, model_error, own_copy
+from ..capture.recorder import check_token_ids, model_error, own_copy, ran_twice
 from ..capture.rows import SPATIAL_MODES, from_rows, to_rows
 from ..errors import AtlasError, ConfigError, InputsError, NonFiniteError
 from ..losses import LOSSES, PerSampleLoss, loss_function, per_sample_cross_entropy
@@ -125,6 +125,8 @@ def loss_recovered(
             raw = select_tensor(output, name, output_index)
             t = hp.convert(raw) if hp.convert is not None else raw  # TransformerLens's view
             if mode["kind"] == "record":
+                if name in mode["rows"]:  # every call was given the last one's reconstruction
+                    raise ran_twice(name)
                 given = layouts[name]
                 layout = SOURCE_LAYOUT.get(given) if given is not None else hp.layout
                 rows = to_rows(t, name, mask=mode["masks"][name], spatial=spatial, layout=layout)
