@@ -100,3 +100,28 @@ def test_a_layer_that_runs_twice_is_neither_spliced_nor_ablated():
         check_ablation_inputs(_Twice(), x, y, layers=layers)
     with pytest.raises(ShapeError, match="'shared' ran more than once"):
         ablate_modules(_Twice(), x, layers, unit_module, labels=y, unit_mean=mean, n_random=1)
+
+
+@pytest.mark.parametrize("pad", [float("-inf"), -10000.0, float("nan")])
+def test_an_additive_attention_mask_is_refused(tmp_path, pad):
+    """A dict batch's additive `attention_mask` (0 for a token, -inf or -10000 for
+    padding, as a plain model of one's own may take) was read as 1 for a token: the
+    padding was stored as rows and every real token dropped, beside a warning that
+    samples had "an `attention_mask` of zeros"."""
+    from saeatlas.capture import capture_activations
+    from saeatlas.errors import InputsError
+
+    class Masked(torch.nn.Module):  # takes the mask and attends to no token
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.out = torch.nn.Embedding(10, 4), torch.nn.Linear(4, 4)
+
+        def forward(self, input_ids, attention_mask):
+            return self.out(self.embed(input_ids))
+
+    model, mask = Masked(), torch.zeros(2, 5)
+    mask[1, 3:] = pad
+    batch = {"input_ids": torch.randint(0, 10, (2, 5)), "attention_mask": mask}
+    with pytest.raises(InputsError, match="an additive mask"):
+        capture_activations(model, [batch], "out", tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ..errors import InputsError
+
 #: Keys of a batch that give an encoder-decoder's decoder tokens (rather than letting the
 #: model derive them from the input tokens, as BART does, shifting them right by one).
 _DECODER_KEYS = ("decoder_input_ids", "decoder_inputs_embeds", "labels", "decoder_attention_mask")
@@ -20,6 +22,31 @@ _PROJECTORS = frozenset(
     ("multi_modal_projector", "multimodal_projector", "mm_projector", "connector")
     + ("language_projection", "embed_vision", "embed_audio")
 )
+
+
+def check_attention_mask(mask: Any) -> Any:
+    """``mask`` (a dict batch's `attention_mask`), refused where saeatlas cannot read it
+    as a ``[batch, seq]`` mask whose nonzero entries are the real tokens: one example's
+    (1-D), and an additive mask (0 for a token, -inf or -10000 for padding), whose
+    padding was stored as rows and its tokens dropped, without a word."""
+    if not isinstance(mask, torch.Tensor):
+        return mask
+    if mask.ndim < 2:
+        raise InputsError(
+            f"A dict batch's `attention_mask` has shape {list(mask.shape)}; a batch's "
+            "mask is [batch, seq]. A data set iterated gives one example at a time (a "
+            "`datasets.Dataset`); give batches of several samples (a DataLoader)."
+        )
+    values = mask.real if mask.is_complex() else mask
+    if mask.dtype != torch.bool and not bool((values >= 0).all()):  # NaN too
+        low = values[~(values >= 0)][0]
+        raise InputsError(
+            f"A dict batch's `attention_mask` holds {float(low):g}: saeatlas reads a mask "
+            "of 1 (token) and 0 (padding), and an additive mask (0 for a token, -inf for "
+            "padding) would keep the padding and drop the tokens. Give `attention_mask` "
+            "as 1 and 0 (`(mask == 0).long()` of an additive one)."
+        )
+    return mask
 
 
 def layer_masks(model: torch.nn.Module, hookpoints: Iterable[Any], batch: Any) -> dict[str, Any]:
