@@ -125,3 +125,24 @@ def test_an_additive_attention_mask_is_refused(tmp_path, pad):
     with pytest.raises(InputsError, match="an additive mask"):
         capture_activations(model, [batch], "out", tmp_path / "s", progress=False)
     assert not (tmp_path / "s").exists()
+
+
+def test_an_encoder_decoder_model_s_encoder_keeps_the_text_mask(tmp_path):
+    """A BERT2BERT (`EncoderDecoderModel`, whose sub-configs are `encoder` and `decoder`)
+    had every module taken for a tower other than the text's (any sub-config but
+    `text_config` was): its encoder layers lost the attention mask and stored the
+    padding as rows (12 rows for 9 tokens), without a word."""
+    from saeatlas.capture import capture_activations
+
+    bert = dict(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    enc = transformers.BertConfig(**bert, intermediate_size=32)
+    dec = transformers.BertConfig(**bert, intermediate_size=32, is_decoder=True)
+    dec.add_cross_attention = True
+    cfg = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    model = transformers.EncoderDecoderModel(cfg).eval()
+    ids, mask = torch.randint(3, 40, (2, 6)), torch.ones(2, 6, dtype=torch.long)
+    mask[1, 3:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": ids[:, :4]}
+    for layer in ("encoder.encoder.layer.0", "decoder.bert.encoder.layer.0"):
+        store = capture_activations(model, [batch], layer, tmp_path / layer, progress=False)
+        assert store.n_rows == (9 if layer.startswith("encoder") else 8)

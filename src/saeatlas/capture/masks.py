@@ -24,6 +24,15 @@ _PROJECTORS = frozenset(
 )
 
 
+#: Words in the names of a Hugging Face config's sub-configs of a tower whose positions
+#: are not the text's tokens (CLIP's `vision_config`, BLIP-2's `qformer_config`, ...).
+#: Others (an EncoderDecoderModel's `encoder`, T5Gemma's, ColPali's `vlm_config`, MPT's
+#: `attn_config`) hold the text's own positions: read as another tower, a BERT2BERT's
+#: encoder layers lost the mask and stored their padding as rows, without a word.
+_OTHER_TOWER_WORDS = ("vision", "image", "audio", "speech", "video", "qformer", "perceiver")
+_OTHER_TOWER_WORDS += ("backbone", "vq", "codec", "acoustic")
+
+
 def check_attention_mask(mask: Any) -> Any:
     """``mask`` (a dict batch's `attention_mask`), refused where saeatlas cannot read it
     as a ``[batch, seq]`` mask whose nonzero entries are the real tokens: one example's
@@ -92,15 +101,15 @@ def _encoder(model: torch.nn.Module) -> torch.nn.Module | None:
 
 def _other_towers(model: torch.nn.Module) -> set[int]:
     """The ids of a Hugging Face model's modules that belong to a tower other than its
-    text's: those whose `config` is a sub-config of the model's other than `text_config`
-    (`vision_config`, `audio_config`, a Q-Former's), and every module inside them; and
+    text's: those whose `config` is a sub-config of the model's of an image's, a sound's
+    or a Q-Former's (``_OTHER_TOWER_WORDS``), and every module inside them; and
     its projectors of their features (``_PROJECTORS``), whose rows LLaVA's text mask was
     given: refused as "positions are not the tokens", or mis-masked where as many."""
     cfg = getattr(model, "config", None)
     names = getattr(cfg, "sub_configs", None)
     if cfg is None or not isinstance(names, dict):
         return set()
-    others = [getattr(cfg, k, None) for k in names if k != "text_config"]
+    others = [getattr(cfg, k, None) for k in names if any(w in k for w in _OTHER_TOWER_WORDS)]
     others = [c for c in others if c is not None]
     if not others:
         return set()
