@@ -146,3 +146,39 @@ def test_an_encoder_decoder_model_s_encoder_keeps_the_text_mask(tmp_path):
     for layer in ("encoder.encoder.layer.0", "decoder.bert.encoder.layer.0"):
         store = capture_activations(model, [batch], layer, tmp_path / layer, progress=False)
         assert store.n_rows == (9 if layer.startswith("encoder") else 8)
+
+
+def _wav2vec2() -> torch.nn.Module:
+    """A Wav2Vec2 of two conv layers (group norm, as wav2vec2-base's: 400 samples give
+    79 then 39 frames of 8 channels) and one transformer layer of width 16."""
+    torch.manual_seed(0)
+    sizes = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    convs = dict(conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3))
+    convs.update(num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)
+    return transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**sizes, **convs)).eval()
+
+
+def test_a_speech_model_s_frames_follow_the_audio_mask(tmp_path):
+    """Padded audio given with its `attention_mask` (over the samples, as a feature
+    extractor pads it) was refused for every Wav2Vec2 layer as one "whose positions are
+    not the tokens"; its frames are now masked as the model masks them (39 and 19)."""
+    from saeatlas.capture import capture_activations
+
+    audio, mask = torch.randn(2, 400), torch.ones(2, 400, dtype=torch.long)
+    audio[1, 200:], mask[1, 200:] = 0, 0
+    batch = {"input_values": audio, "attention_mask": mask}
+    capture_activations(_wav2vec2(), [batch], "encoder.layers.0", tmp_path, progress=False)
+    rows = pd.read_parquet(tmp_path / "rows.parquet")
+    assert rows.groupby("sample").size().to_dict() == {0: 39, 1: 19}
+
+
+def test_a_conv_map_through_a_hugging_face_activation_keeps_its_channels(tmp_path):
+    """A Wav2Vec2 (HuBERT, WavLM) feature encoder's conv layer, whose [batch, 8, 39] map
+    ends in transformers' GELUActivation (not torch's nn.GELU), was stored as [batch,
+    seq, d]: 8 rows per sample of 39 "units" that were its time steps, without a word.
+    Its units are now its 8 channels, a row per frame, as its Conv1d's are."""
+    from saeatlas.capture import capture_activations
+
+    layer = "feature_extractor.conv_layers.1"
+    store = capture_activations(_wav2vec2(), torch.randn(2, 400), layer, tmp_path, progress=False)
+    assert (store.n_rows, store.n_units, store.layers[0].layout) == (78, 8, "position")

@@ -68,13 +68,17 @@ def layer_masks(model: torch.nn.Module, hookpoints: Iterable[Any], batch: Any) -
       encoder's mask selected a T5's given decoder tokens by the encoder's padding:
       padding rows were captured and real ones dropped, without a word. It stays for
       decoder tokens the model derives from the input tokens (BART's, given texts).
+    - A speech model's frames (Wav2Vec2's, HuBERT's), given `input_values` and a mask
+      over the audio's samples: the mask over its frames, as the model derives it
+      (layers of [batch, frames, d] were refused as "positions are not the tokens").
     - A module of another tower than the text's in a model of several (its `config` one
       of the model config's sub-configs other than `text_config`: CLIP's vision model):
       None. The text's mask dropped a CLIP image's patches where its text had padding
       (when the text was as long as the patches; else it was refused as a mismatch).
     """
     hookpoints = list(hookpoints)
-    masks = {hp.name: batch.mask for hp in hookpoints}
+    frames = _frame_mask(model, batch)
+    masks = {hp.name: batch.mask if frames is None else frames for hp in hookpoints}
     towers = _other_towers(model) if batch.mask is not None else set()
     encoder = _encoder(model) if any(k in batch.kwargs for k in _DECODER_KEYS) else None
     inside = {id(m) for m in encoder.modules()} if encoder is not None else set()
@@ -85,6 +89,20 @@ def layer_masks(model: torch.nn.Module, hookpoints: Iterable[Any], batch: Any) -
         elif encoder is not None and id(hp.module) not in inside:
             masks[hp.name] = own if isinstance(own, torch.Tensor) else None
     return masks
+
+
+def _frame_mask(model: torch.nn.Module, batch: Any) -> torch.Tensor | None:
+    """A Hugging Face speech model's ``[batch, frames]`` mask of a batch of padded audio
+    (`input_values` and its `attention_mask` over samples); None for other models."""
+    frames_of = getattr(model, "_get_feature_vector_attention_mask", None)
+    lengths = getattr(model, "_get_feat_extract_output_lengths", None)
+    if batch.mask is None or "input_values" not in batch.kwargs or not callable(frames_of):
+        return None
+    try:
+        n = int(lengths(torch.tensor(batch.mask.shape[1])))  # type: ignore[misc]
+        return frames_of(n, batch.mask.long())
+    except Exception:  # a model of its own with methods of these names
+        return None
 
 
 def _encoder(model: torch.nn.Module) -> torch.nn.Module | None:
