@@ -167,9 +167,19 @@ def test_a_speech_model_s_frames_follow_the_audio_mask(tmp_path):
     audio, mask = torch.randn(2, 400), torch.ones(2, 400, dtype=torch.long)
     audio[1, 200:], mask[1, 200:] = 0, 0
     batch = {"input_values": audio, "attention_mask": mask}
-    capture_activations(_wav2vec2(), [batch], "encoder.layers.0", tmp_path, progress=False)
-    rows = pd.read_parquet(tmp_path / "rows.parquet")
+    capture_activations(_wav2vec2(), [batch], "encoder.layers.0", tmp_path / "w", progress=False)
+    rows = pd.read_parquet(tmp_path / "w" / "rows.parquet")
     assert rows.groupby("sample").size().to_dict() == {0: 39, 1: 19}
+    # Speech2Text's `input_features` (40 frames, 20 of them padding) subsampled to 10
+    sizes = dict(d_model=16, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=32)
+    sizes.update(encoder_attention_heads=2, input_feat_per_channel=8, conv_channels=16)
+    model = transformers.Speech2TextModel(transformers.Speech2TextConfig(**sizes)).eval()
+    features, mask = torch.randn(2, 40, 8), torch.ones(2, 40, dtype=torch.long)
+    mask[1, 20:] = 0
+    batch = {"input_features": features, "attention_mask": mask}
+    batch["decoder_input_ids"] = torch.randint(3, 40, (2, 5))
+    store = capture_activations(model, [batch], "encoder.layers.0", tmp_path / "s", progress=False)
+    assert store.n_rows == 15
 
 
 def test_a_conv_map_through_a_hugging_face_activation_keeps_its_channels(tmp_path):

@@ -93,10 +93,12 @@ def layer_masks(model: torch.nn.Module, hookpoints: Iterable[Any], batch: Any) -
 
 def _frame_mask(model: torch.nn.Module, batch: Any) -> torch.Tensor | None:
     """A Hugging Face speech model's ``[batch, frames]`` mask of a batch of padded audio
-    (`input_values` and its `attention_mask` over samples); None for other models."""
+    (`input_values` or `input_features`, and its `attention_mask` over them); None for
+    other models."""
     frames_of = getattr(model, "_get_feature_vector_attention_mask", None)
     lengths = getattr(model, "_get_feat_extract_output_lengths", None)
-    if batch.mask is None or "input_values" not in batch.kwargs or not callable(frames_of):
+    audio = "input_values" in batch.kwargs or "input_features" in batch.kwargs
+    if batch.mask is None or not audio or not callable(frames_of):
         return None
     try:
         n = int(lengths(torch.tensor(batch.mask.shape[1])))  # type: ignore[misc]
