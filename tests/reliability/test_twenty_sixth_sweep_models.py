@@ -30,7 +30,8 @@ def test_layers_of_an_encoder_decoder_given_texts_lists_its_encoder():
 
 def _llava() -> torch.nn.Module:
     """A LLaVA of a one-layer CLIP vision tower (8x8 images of 4x4 patches: 5 positions
-    with the class token) and a one-layer Llama (width 16, 50 tokens, image token 49)."""
+    with the class token, read from that layer's output) and a one-layer Llama (width
+    16, 50 tokens, image token 49)."""
     torch.manual_seed(0)
     vision = transformers.CLIPVisionConfig(
         hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
@@ -43,7 +44,7 @@ def _llava() -> torch.nn.Module:
     cfg = transformers.LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=49, image_seq_length=5
     )
-    cfg.vision_feature_select_strategy = "full"
+    cfg.vision_feature_select_strategy, cfg.vision_feature_layer = "full", -1
     return transformers.LlavaForConditionalGeneration(cfg).eval()
 
 
@@ -192,3 +193,34 @@ def test_a_conv_map_through_a_hugging_face_activation_keeps_its_channels(tmp_pat
     layer = "feature_extractor.conv_layers.1"
     store = capture_activations(_wav2vec2(), torch.randn(2, 400), layer, tmp_path, progress=False)
     assert (store.n_rows, store.n_units, store.layers[0].layout) == (78, 8, "position")
+
+
+def test_a_splice_reaches_hidden_states_that_transformers_gathers_by_hooks():
+    """transformers 5 gathers `hidden_states` by forward hooks it installs at a model's
+    first pass; a LLaVA's projector reads its vision layer so. In a model that had run
+    before (a capture, or the ablation's check of its inputs), those hooks ran before
+    saeatlas's: zeroing the layer (`evaluate --model`) or ablating its units left the
+    loss as it was (loss_zero equal to loss_clean, every module "without effect")."""
+    import numpy as np
+
+    from saeatlas.evaluate.downstream import loss_recovered
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+    from saeatlas.store import LayerSpec
+    from saeatlas.structure.causal.units import Ablator
+
+    model, ids = _llava(), torch.randint(1, 40, (2, 8))
+    ids[:, 1:6] = 49
+    batch = {"input_ids": ids, "pixel_values": torch.randn(2, 3, 8, 8)}
+    with torch.no_grad():
+        clean = model(**batch).logits  # the model has run: transformers' hooks are on
+    layers = (LayerSpec("model.vision_tower.encoder.layers.0", 0, 16, (None, 5, 16), "token"),)
+    sae = SparseAutoencoder(SAEConfig(d_in=16, d_sae=32, k=4, layers=layers))
+    result = loss_recovered(sae, model, [batch], "next-token")
+    assert abs(result.loss_zero - result.loss_clean) > 1e-5
+    ablator = Ablator(model, layers, np.zeros(16))
+    try:
+        ablator.set(np.arange(16))
+        with torch.no_grad():
+            assert not torch.allclose(model(**batch).logits, clean)
+    finally:
+        ablator.remove()

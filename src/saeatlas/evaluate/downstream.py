@@ -143,7 +143,11 @@ def loss_recovered(
 
         return hook
 
-    handles = [hp.module.register_forward_hook(hook_for(n)) for n, hp in hps.items()]
+    # first among the module's hooks (`prepend`), so that the model's own see what is put
+    # back: transformers 5 gathers `hidden_states` by hooks, installed at a model's first
+    # pass, and a LLaVA's projector, reading its vision layers so, never saw the splice
+    # into a model that had run before (loss_sae equal to loss_clean, without a word)
+    handles = [hp.module.register_forward_hook(hook_for(n), prepend=True) for n, hp in hps.items()]
     totals = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
     n = 0
     try:

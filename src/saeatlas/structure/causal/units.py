@@ -41,7 +41,9 @@ class Ablator:
         self.ran: set[str] = set()
         """The layers that ran in this forward pass (:meth:`new_pass` empties it)."""
         self.handles = [
-            hps[l.name].module.register_forward_hook(self._hook(l, hps[l.name]))
+            # first among the module's hooks, as the loss recovered's: transformers 5's own
+            # (which gather `hidden_states`) then see the ablated output
+            hps[l.name].module.register_forward_hook(self._hook(l, hps[l.name]), prepend=True)
             for l in self.layers
         ]
 
