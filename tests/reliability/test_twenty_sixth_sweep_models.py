@@ -18,6 +18,7 @@ def test_layers_of_an_encoder_decoder_given_texts_lists_its_encoder():
     records the encoder's layers from the same texts: the encoder's layers are now listed
     with their shapes, the decoder's without one, and a warning says why."""
     from saeatlas.capture import list_layers
+    from saeatlas.errors import ModelError
 
     cfg = dict(d_model=16, d_ff=32, d_kv=4, num_layers=1, num_heads=4, vocab_size=40)
     t5 = transformers.T5ForConditionalGeneration(transformers.T5Config(**cfg))
@@ -26,6 +27,13 @@ def test_layers_of_an_encoder_decoder_given_texts_lists_its_encoder():
     with pytest.warns(UserWarning, match="only its encoder ran"):
         table = {info.name: info.shape for info in list_layers(t5, example)}
     assert table["encoder.block.0"] == (2, 6, 16) and table["decoder.block.0"] is None
+
+    def fail(*args):  # a failure inside the encoder is still the listing's error
+        raise RuntimeError("broken")
+
+    t5.encoder.final_layer_norm.register_forward_hook(fail)
+    with pytest.raises(ModelError, match="broken"):
+        list_layers(t5, example)
 
 
 def _llava() -> torch.nn.Module:

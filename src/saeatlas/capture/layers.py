@@ -14,6 +14,7 @@ from ..errors import AtlasError, HookpointError
 from .hookpoints import named_modules, no_submodules
 from .inputs import InputBatch, iter_input_batches
 from .models import input_dtype, takes_token_ids
+from .masks import encoder_of
 from .nnsight import unwrap_model
 from .outputs import select_tensor
 from .recorder import check_token_ids, lacks_decoder_inputs, model_error
@@ -87,7 +88,11 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
         except AtlasError:
             raise
         except (Exception, SystemExit) as e:  # sys.exit in the model: not exit code 0
-            if shapes and lacks_decoder_inputs(model, example):
+            encoder = encoder_of(model)  # it ran to its end (a failure inside it stays one)
+            ran = encoder is not None and any(
+                calls.get(n) for n, m in modules.items() if m is encoder
+            )
+            if ran and lacks_decoder_inputs(model, example):
                 # T5 given texts: its decoder needs decoder_input_ids, but its encoder ran,
                 # and capture records the encoder's layers from texts (it stops early);
                 # the listing was refused, advising a model of the encoder's own

@@ -80,7 +80,7 @@ def layer_masks(model: torch.nn.Module, hookpoints: Iterable[Any], batch: Any) -
     frames = _frame_mask(model, batch)
     masks = {hp.name: batch.mask if frames is None else frames for hp in hookpoints}
     towers = _other_towers(model) if batch.mask is not None else set()
-    encoder = _encoder(model) if any(k in batch.kwargs for k in _DECODER_KEYS) else None
+    encoder = encoder_of(model) if any(k in batch.kwargs for k in _DECODER_KEYS) else None
     inside = {id(m) for m in encoder.modules()} if encoder is not None else set()
     own = batch.kwargs.get("decoder_attention_mask")
     for hp in hookpoints:
@@ -107,7 +107,7 @@ def _frame_mask(model: torch.nn.Module, batch: Any) -> torch.Tensor | None:
         return None
 
 
-def _encoder(model: torch.nn.Module) -> torch.nn.Module | None:
+def encoder_of(model: torch.nn.Module) -> torch.nn.Module | None:
     """An encoder-decoder Hugging Face model's encoder; None for other models."""
     get_encoder = getattr(model, "get_encoder", None)
     if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
