@@ -13,8 +13,8 @@ import torch
 from ..errors import AtlasError, HookpointError
 from .hookpoints import named_modules, no_submodules
 from .inputs import InputBatch, iter_input_batches
-from .models import input_dtype, takes_token_ids
 from .masks import encoder_of
+from .models import input_dtype, takes_token_ids
 from .nnsight import unwrap_model
 from .outputs import select_tensor
 from .recorder import check_token_ids, lacks_decoder_inputs, model_error
