@@ -75,16 +75,26 @@ def test_a_multimodal_projector_s_image_rows_take_no_text_mask(tmp_path):
         assert rows.groupby("sample").size().to_dict() == want
 
 
-class _Twice(torch.nn.Module):
-    """A plain network whose `shared` layer runs twice in one forward pass."""
+#: A model file whose `shared` layer runs twice in one pass .
+TWICE = """
+import torch
+from torch import nn
 
-    def __init__(self) -> None:
+class Twice(nn.Module):
+    def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.inp, self.shared, self.out = (torch.nn.Linear(*s) for s in [(6, 8), (8, 8), (8, 3)])
+        self.inp, self.shared, self.out = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 3)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x):
         return self.out(torch.relu(self.shared(torch.relu(self.shared(self.inp(x))))))
+"""
+
+
+def _twice() -> torch.nn.Module:
+    namespace: dict = {}
+    exec(TWICE, namespace)
+    return namespace["Twice"]()
 
 
 def test_a_layer_that_runs_twice_is_neither_spliced_nor_ablated():
@@ -103,12 +113,12 @@ def test_a_layer_that_runs_twice_is_neither_spliced_nor_ablated():
     layers = [LayerSpec("shared", 0, 8, (None, 8), "sample")]
     sae = SparseAutoencoder(SAEConfig(d_in=8, d_sae=16, k=4, layers=tuple(layers)))
     with pytest.raises(ShapeError, match="'shared' ran more than once"):
-        loss_recovered(sae, _Twice(), x, labels=y)
+        loss_recovered(sae, _twice(), x, labels=y)
     unit_module, mean = torch.zeros(8, dtype=torch.long).numpy(), torch.zeros(8).numpy()
     with pytest.raises(ShapeError, match="'shared' ran more than once"):
-        check_ablation_inputs(_Twice(), x, y, layers=layers)
+        check_ablation_inputs(_twice(), x, y, layers=layers)
     with pytest.raises(ShapeError, match="'shared' ran more than once"):
-        ablate_modules(_Twice(), x, layers, unit_module, labels=y, unit_mean=mean, n_random=1)
+        ablate_modules(_twice(), x, layers, unit_module, labels=y, unit_mean=mean, n_random=1)
 
 
 @pytest.mark.parametrize("pad", [float("-inf"), -10000.0, float("nan")])
@@ -232,3 +242,28 @@ def test_a_splice_reaches_hidden_states_that_transformers_gathers_by_hooks():
             assert not torch.allclose(model(**batch).logits, clean)
     finally:
         ablator.remove()
+
+
+def test_evaluate_model_refuses_a_layer_that_runs_twice_in_one_line(tmp_path, run_cli):
+    """`saeatlas evaluate --model` of an SAE of the user's own activations (`.npy` and
+    layers.json) at a layer run twice printed a fraction recovered measured with the
+    reconstruction of the second call's rows put into both calls."""
+    import json
+
+    import numpy as np
+
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+    from saeatlas.store import LayerSpec
+
+    cli, one_line = run_cli
+    (tmp_path / "m.py").write_text(TWICE)
+    np.save(tmp_path / "acts.npy", np.random.default_rng(0).normal(size=(20, 8)).astype("f4"))
+    (tmp_path / "layers.json").write_text(json.dumps([{"name": "shared", "start": 0, "stop": 8}]))
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).normal(size=(20, 6)).astype("f4"))
+    np.save(tmp_path / "y.npy", np.arange(20) % 3)
+    layers = (LayerSpec("shared", 0, 8, (None, 8), "sample"),)
+    SparseAutoencoder(SAEConfig(d_in=8, d_sae=16, k=4, layers=layers)).save(tmp_path / "sae")
+    args = ["--model", f"{tmp_path / 'm.py'}:Twice", "--inputs", tmp_path / "x.npy"]
+    args += ["--labels", tmp_path / "y.npy"]
+    result = cli("evaluate", "--sae", tmp_path / "sae", "--acts", tmp_path / "acts.npy", *args)
+    one_line(result, "'shared' ran more than once")
