@@ -267,3 +267,31 @@ def test_evaluate_model_refuses_a_layer_that_runs_twice_in_one_line(tmp_path, ru
     args += ["--labels", tmp_path / "y.npy"]
     result = cli("evaluate", "--sae", tmp_path / "sae", "--acts", tmp_path / "acts.npy", *args)
     one_line(result, "'shared' ran more than once")
+
+
+def test_a_loss_gap_within_float_rounding_recovers_nothing():
+    """A layer the loss hardly reads (zeroing it raised a loss of 10.6 by 6e-6, a few
+    steps of float32's rounding) was given a fraction recovered of 0.67 (or 2.0, or
+    -3) made of rounding alone; it is now undefined, as for no gap at all."""
+    import math
+
+    from saeatlas.evaluate.downstream import loss_recovered
+    from saeatlas.sae import SAEConfig, SparseAutoencoder
+    from saeatlas.store import LayerSpec
+
+    class Faint(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.hidden, self.out = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.out(x) + 1e-6 * torch.relu(self.hidden(x)).sum(-1, keepdim=True)
+
+    layers = (LayerSpec("hidden", 0, 4, (None, 4), "sample"),)
+    sae = SparseAutoencoder(SAEConfig(d_in=4, d_sae=8, k=2, layers=layers))
+    torch.manual_seed(1)
+    x = torch.randn(32, 4)
+    result = loss_recovered(sae, Faint(), x, lambda out, b: (out.squeeze(-1) - 3).pow(2))
+    assert 0 < result.loss_zero - result.loss_clean < 1e-5 * result.loss_clean
+    assert math.isnan(result.fraction_recovered) and "float rounding" in result.note()

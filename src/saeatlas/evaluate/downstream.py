@@ -41,7 +41,8 @@ class DownstreamResult:
     loss_zero: float
     fraction_recovered: float
     """``(loss_zero - loss_sae) / (loss_zero - loss_clean)``; NaN when zeroing the layers
-    does not raise the loss (``loss_zero <= loss_clean``): there is no loss to recover."""
+    does not raise the loss beyond float rounding (``loss_zero - loss_clean`` at most 1e-5
+    of the losses): there is no loss to recover."""
     n_samples: int
 
     def table_rows(self) -> list[tuple[str, str]]:
@@ -58,9 +59,9 @@ class DownstreamResult:
             return None
         return (
             "The fraction recovered is undefined: zeroing the SAE's layers does not raise the "
-            f"model's loss on these inputs (loss_zero {self.loss_zero:.4f}, loss_clean "
-            f"{self.loss_clean:.4f}), so there is no loss for the reconstruction to recover. "
-            "Measure it on inputs (and labels) the model does well on."
+            "model's loss beyond float rounding on these inputs (loss_zero "
+            f"{self.loss_zero:.4f}, loss_clean {self.loss_clean:.4f}), so there is no loss for "
+            "the reconstruction to recover. Measure it on inputs (and labels) the model does well on."
         )
 
 
@@ -199,7 +200,10 @@ def loss_recovered(
     gap = zero - clean
     # a gap of 0 or below (zeroing the layers does not raise the loss) leaves nothing to
     # recover: the ratio of two negatives read 1.21 for a reconstruction worse than both
-    fraction = (zero - with_sae) / gap if gap > 1e-12 else float("nan")
+    # and a gap within float32's rounding of the losses (a layer the loss hardly reads:
+    # 8e-8 of a loss of 1) is no loss to recover either: it read 2.0, or -3, of noise
+    floor = 1e-5 * max(abs(clean), abs(zero), 1e-7)
+    fraction = (zero - with_sae) / gap if gap > floor else float("nan")
     return DownstreamResult(clean, with_sae, zero, fraction, n)
 
 
