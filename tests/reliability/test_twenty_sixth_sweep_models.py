@@ -31,6 +31,10 @@ def test_layers_of_an_encoder_decoder_given_texts_lists_its_encoder():
     def fail(*args):  # a failure inside the encoder is still the listing's error
         raise RuntimeError("broken")
 
+    # `labels` give the decoder its tokens (shifted right): its failure is the error
+    with pytest.raises(ModelError) as caught:
+        list_layers(t5, {**example, "labels": ids + 100})
+    assert "decoder_input_ids" not in str(caught.value)
     t5.encoder.final_layer_norm.register_forward_hook(fail)
     with pytest.raises(ModelError, match="broken"):
         list_layers(t5, example)

@@ -226,10 +226,12 @@ def model_error(
 
 def lacks_decoder_inputs(model: Any, kwargs: Any) -> bool:
     """Whether ``model`` is an encoder-decoder given no decoder tokens in ``kwargs`` (the
-    forward call's keyword inputs; anything else gives none), so its decoder cannot run."""
+    forward call's keyword inputs; anything else gives none), so its decoder cannot run.
+    `labels` give them too (T5 and BART shift them right): a failure of their decoder was
+    told to need `decoder_input_ids`, and `saeatlas layers` listed its encoder alone."""
     given = kwargs if isinstance(kwargs, Mapping) else {}
     return getattr(getattr(model, "config", None), "is_encoder_decoder", False) is True and not any(
-        k.startswith("decoder_input") for k in given
+        k.startswith("decoder_input") or k == "labels" for k in given
     )
 
 
