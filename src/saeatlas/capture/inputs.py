@@ -21,6 +21,7 @@ import torch
 from ..errors import InputsError
 from ..store.requests import whole_number
 from .labels import label_array, labels_of
+from .masks import check_attention_mask
 from .nnsight import unwrap_model
 from .texts import (
     PaddingWarnings,
@@ -306,13 +307,7 @@ def _iterable_batches(
                 k: _as_tensor(v, dtypes[0], dtypes[1] and _names_token_ids(k))
                 for k, v in item.items()
             }
-            n, mask = _n_samples(kwargs), kwargs.get("attention_mask")
-            if isinstance(mask, torch.Tensor) and mask.ndim < 2:  # one example's
-                raise InputsError(
-                    f"A dict batch's `attention_mask` has shape {list(mask.shape)}; a batch's "
-                    "mask is [batch, seq]. A data set iterated gives one example at a time (a "
-                    "`datasets.Dataset`); give batches of several samples (a DataLoader)."
-                )
+            n, mask = _n_samples(kwargs), check_attention_mask(kwargs.get("attention_mask"))
             padding.see(mask, n)
             y = kwargs.get("labels", kwargs.get("label"))
             yield InputBatch((), kwargs, n, mask=mask, labels=labels_of(y, n))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,10 +13,11 @@ import torch
 from ..errors import AtlasError, HookpointError
 from .hookpoints import named_modules, no_submodules
 from .inputs import InputBatch, iter_input_batches
+from .masks import encoder_of
 from .models import input_dtype, takes_token_ids
 from .nnsight import unwrap_model
 from .outputs import select_tensor
-from .recorder import check_token_ids, model_error
+from .recorder import check_token_ids, lacks_decoder_inputs, model_error
 from .transformer_lens import hook_conversion
 
 
@@ -86,6 +88,22 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
         except AtlasError:
             raise
         except (Exception, SystemExit) as e:  # sys.exit in the model: not exit code 0
+            encoder = encoder_of(model)  # it ran to its end (a failure inside it stays one)
+            ran = encoder is not None and any(
+                calls.get(n) for n, m in modules.items() if m is encoder
+            )
+            if ran and lacks_decoder_inputs(model, example):
+                # T5 given texts: its decoder needs decoder_input_ids, but its encoder ran,
+                # and capture records the encoder's layers from texts (it stops early);
+                # the listing was refused, advising a model of the encoder's own
+                warnings.warn(
+                    f"{type(model).__name__} is an encoder-decoder model and the example "
+                    "gives no `decoder_input_ids`, so only its encoder ran: the layers of its "
+                    "decoder are listed without a shape, and `capture` records them from "
+                    "dict batches that hold `decoder_input_ids` (Python).",
+                    stacklevel=2,
+                )
+                return _listing(modules, shapes, calls)
             # `saeatlas layers` has neither --max-length nor --batch-size, which it advised
             raise model_error(
                 e, "the example input", model, example, fit="shape, dtype, token ids"
@@ -95,6 +113,14 @@ def list_layers(model: torch.nn.Module, example: Any) -> list[LayerInfo]:
     finally:
         for h in handles:
             h.remove()
+    return _listing(modules, shapes, calls)
+
+
+def _listing(
+    modules: Mapping[str, torch.nn.Module],
+    shapes: Mapping[str, tuple[int, ...]],
+    calls: Mapping[str, int],
+) -> list[LayerInfo]:
     return [
         LayerInfo(n, type(m).__name__, shapes.get(n), calls.get(n, 0)) for n, m in modules.items()
     ]

@@ -254,7 +254,10 @@ class LayoutTracer:
         for m in self.model.modules():
             if isinstance(m, _IMAGE_TYPES):
                 self.handles.append(m.register_forward_hook(self._make("image")))
-            elif isinstance(m, _PASS_TYPES):
+            elif isinstance(m, _PASS_TYPES) or type(m).__module__ == "transformers.activations":
+                # Hugging Face's own activations (GELUActivation) are elementwise too: the
+                # conv maps of Wav2Vec2's and HuBERT's feature encoders, [batch, C, L],
+                # were stored as [batch, seq, d], their units the time steps, silently
                 self.handles.append(m.register_forward_hook(self._make(None)))
 
     def _make(self, layout: str | None) -> Callable[..., None]:

@@ -70,12 +70,7 @@ class Recorder:
 
     def _record(self, name: str, value: Any) -> None:
         if name in self.values and self.once:
-            raise ShapeError(
-                f"Module '{name}' ran more than once in one forward pass; saeatlas records one "
-                "call per module. Choose a module that runs once, one that holds it (not a "
-                "ModuleList, which never runs; a shared layer's group may run as often, as "
-                "ALBERT's do): `saeatlas layers MODEL` marks each module that runs more than once."
-            )
+            raise ran_twice(name)
         if isinstance(value, torch.Tensor):
             self.plain.add(name)
         t = select_tensor(value, name, self.output_index)
@@ -98,6 +93,18 @@ class Recorder:
             self._record(name, args if args else kwargs)
 
         return hook
+
+
+def ran_twice(name: str) -> ShapeError:
+    """The error for a recorded (or spliced, or ablated) module that ran more than once
+    in one forward pass: its rows are of one call, and putting them back into each call
+    measures (or ablates) another layer than the one stored."""
+    return ShapeError(
+        f"Module '{name}' ran more than once in one forward pass; saeatlas records one "
+        "call per module. Choose a module that runs once, one that holds it (not a "
+        "ModuleList, which never runs; a shared layer's group may run as often, as "
+        "ALBERT's do): `saeatlas layers MODEL` marks each module that runs more than once."
+    )
 
 
 @contextmanager
@@ -202,10 +209,8 @@ def model_error(
         # an nn.Embedding given uint8/int8/int16 ids by a model saeatlas cannot tell embeds
         # tokens (not a Hugging Face one), which are widened to int64 for it
         hint = " The model embeds token ids: save them as int64 (`ids.astype(np.int64)`)."
-    given = kwargs if isinstance(kwargs, Mapping) else {}
-    if getattr(getattr(model, "config", None), "is_encoder_decoder", False) is True and not any(
-        k.startswith("decoder_input") for k in given
-    ):  # T5, Whisper: transformers' words ("exactly one of input_ids or inputs_embeds")
+    if lacks_decoder_inputs(model, kwargs):
+        # T5, Whisper: transformers' words ("exactly one of input_ids or inputs_embeds")
         # are of the decoder's inputs, which texts and arrays do not give
         hint = (
             f" {type(model).__name__} is an encoder-decoder model, and its decoder needs "
@@ -216,6 +221,17 @@ def model_error(
     return ModelError(
         f"The model's forward pass failed on {where}: {code_failure(e)}.{hint} Check that the "
         f"inputs fit the model ({fit}); `saeatlas --debug ...` shows the traceback."
+    )
+
+
+def lacks_decoder_inputs(model: Any, kwargs: Any) -> bool:
+    """Whether ``model`` is an encoder-decoder given no decoder tokens in ``kwargs`` (the
+    forward call's keyword inputs; anything else gives none), so its decoder cannot run.
+    `labels` give them too (T5 and BART shift them right): a failure of their decoder was
+    told to need `decoder_input_ids`, and `saeatlas layers` listed its encoder alone."""
+    given = kwargs if isinstance(kwargs, Mapping) else {}
+    return getattr(getattr(model, "config", None), "is_encoder_decoder", False) is True and not any(
+        k.startswith("decoder_input") or k == "labels" for k in given
     )
 
 

@@ -25,7 +25,7 @@ from ..capture.layouts import SOURCE_LAYOUT
 from ..capture.masks import layer_masks
 from ..capture.models import input_dtype, takes_token_ids
 from ..capture.outputs import replace_tensor, select_tensor
-from ..capture.recorder import check_token_ids, model_error, own_copy
+from ..capture.recorder import check_token_ids, model_error, own_copy, ran_twice
 from ..capture.rows import SPATIAL_MODES, from_rows, to_rows
 from ..errors import AtlasError, ConfigError, InputsError, NonFiniteError
 from ..losses import LOSSES, PerSampleLoss, loss_function, per_sample_cross_entropy
@@ -41,7 +41,8 @@ class DownstreamResult:
     loss_zero: float
     fraction_recovered: float
     """``(loss_zero - loss_sae) / (loss_zero - loss_clean)``; NaN when zeroing the layers
-    does not raise the loss (``loss_zero <= loss_clean``): there is no loss to recover."""
+    does not raise the loss beyond float rounding (``loss_zero - loss_clean`` at most 1e-5
+    of the losses): there is no loss to recover."""
     n_samples: int
 
     def table_rows(self) -> list[tuple[str, str]]:
@@ -58,9 +59,9 @@ class DownstreamResult:
             return None
         return (
             "The fraction recovered is undefined: zeroing the SAE's layers does not raise the "
-            f"model's loss on these inputs (loss_zero {self.loss_zero:.4f}, loss_clean "
-            f"{self.loss_clean:.4f}), so there is no loss for the reconstruction to recover. "
-            "Measure it on inputs (and labels) the model does well on."
+            "model's loss beyond float rounding on these inputs (loss_zero "
+            f"{self.loss_zero:.4f}, loss_clean {self.loss_clean:.4f}), so there is no loss for "
+            "the reconstruction to recover. Measure it on inputs (and labels) the model does well on."
         )
 
 
@@ -125,6 +126,8 @@ def loss_recovered(
             raw = select_tensor(output, name, output_index)
             t = hp.convert(raw) if hp.convert is not None else raw  # TransformerLens's view
             if mode["kind"] == "record":
+                if name in mode["rows"]:  # every call was given the last one's reconstruction
+                    raise ran_twice(name)
                 given = layouts[name]
                 layout = SOURCE_LAYOUT.get(given) if given is not None else hp.layout
                 rows = to_rows(t, name, mask=mode["masks"][name], spatial=spatial, layout=layout)
@@ -141,7 +144,11 @@ def loss_recovered(
 
         return hook
 
-    handles = [hp.module.register_forward_hook(hook_for(n)) for n, hp in hps.items()]
+    # first among the module's hooks (`prepend`), so that the model's own see what is put
+    # back: transformers 5 gathers `hidden_states` by hooks, installed at a model's first
+    # pass, and a LLaVA's projector, reading its vision layers so, never saw the splice
+    # into a model that had run before (loss_sae equal to loss_clean, without a word)
+    handles = [hp.module.register_forward_hook(hook_for(n), prepend=True) for n, hp in hps.items()]
     totals = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
     n = 0
     try:
@@ -193,7 +200,10 @@ def loss_recovered(
     gap = zero - clean
     # a gap of 0 or below (zeroing the layers does not raise the loss) leaves nothing to
     # recover: the ratio of two negatives read 1.21 for a reconstruction worse than both
-    fraction = (zero - with_sae) / gap if gap > 1e-12 else float("nan")
+    # and a gap within float32's rounding of the losses (a layer the loss hardly reads:
+    # 8e-8 of a loss of 1) is no loss to recover either: it read 2.0, or -3, of noise
+    floor = 1e-5 * max(abs(clean), abs(zero), 1e-7)
+    fraction = (zero - with_sae) / gap if gap > floor else float("nan")
     return DownstreamResult(clean, with_sae, zero, fraction, n)
 
 

@@ -128,6 +128,7 @@ def ablate_modules(
     ablator = Ablator(given, layers, values, output_index)
 
     def loss(b: InputBatch, start: int) -> np.ndarray:
+        ablator.new_pass()
         try:
             output = model(*own_copy(b.args), **own_copy(b.kwargs))  # as given, every pass
         except AtlasError:  # raised by a hook: already says what is wrong

@@ -14,6 +14,7 @@ import torch
 
 from ...capture.hookpoints import Hookpoint, resolve_hookpoints
 from ...capture.outputs import replace_tensor, select_tensor
+from ...capture.recorder import ran_twice
 from ...errors import ConfigError, ShapeError
 from ...store import LayerSpec
 
@@ -37,13 +38,20 @@ class Ablator:
         self.values = values
         self.output_index = output_index
         self.active: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.ran: set[str] = set()
+        """The layers that ran in this forward pass (:meth:`new_pass` empties it)."""
         self.handles = [
-            hps[l.name].module.register_forward_hook(self._hook(l, hps[l.name]))
+            # first among the module's hooks, as the loss recovered's: transformers 5's own
+            # (which gather `hidden_states`) then see the ablated output
+            hps[l.name].module.register_forward_hook(self._hook(l, hps[l.name]), prepend=True)
             for l in self.layers
         ]
 
     def _hook(self, layer: LayerSpec, hp: Hookpoint):
         def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+            if layer.name in self.ran:  # a shared layer: its units set in every call
+                raise ran_twice(layer.name)
+            self.ran.add(layer.name)
             raw = select_tensor(output, layer.name, self.output_index)
             # the tensor as it was recorded (TransformerLens: its hook's own view)
             t = hp.convert(raw) if hp.convert is not None else raw
@@ -76,6 +84,10 @@ class Ablator:
                     torch.as_tensor(mine - l.start, dtype=torch.long),
                     torch.as_tensor(self.values[mine], dtype=torch.float32),
                 )
+
+    def new_pass(self) -> None:
+        """Call before each forward pass: a layer that runs twice in one pass is refused."""
+        self.ran.clear()
 
     def remove(self) -> None:
         for h in self.handles:
