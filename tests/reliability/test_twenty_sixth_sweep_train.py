@@ -1,0 +1,34 @@
+"""Twenty-sixth hostile sweep, training, sweeps, checkpoints and the SAE's files: each
+case failed (a traceback, a wrong result or a lost file) before its fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def acts(tmp_path):
+    """64 rows x 6 units as a .npy."""
+    path = tmp_path / "a.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(64, 6)).astype("f4"))
+    return path
+
+
+#: A short training of 6 -> 12 latents.
+SMALL = ("--d-sae", "12", "--k", "2", "--batch-size", "32", "--tokens", "64", "-q")
+
+
+def test_seeds_that_fit_alone_but_not_together_are_refused(run_cli, acts, tmp_path, monkeypatch):
+    """`train --seeds 3` (and a sweep) trains its SAEs at once, holding all their weights,
+    but each was checked alone against the machine's memory: seeds that each fit and
+    together did not were trained until the OOM killer stopped the command."""
+    import saeatlas.train.run as run
+
+    monkeypatch.setattr(run, "memory_bytes", lambda device: 20_000)  # one SAE needs 11,520
+    cli, one_line = run_cli
+    r = cli("train", "--acts", acts, "--out", tmp_path / "sae", "--seeds", "3", *SMALL)
+    one_line(r, "3 SAEs trained at once", "Lower the number of SAEs trained at once (--seeds")
+    assert not (tmp_path / "sae").exists()
+    r = cli("train", "--acts", acts, "--out", tmp_path / "one", "--seeds", "1", *SMALL)
+    assert r.exit_code == 0, r.output
