@@ -32,3 +32,15 @@ def test_seeds_that_fit_alone_but_not_together_are_refused(run_cli, acts, tmp_pa
     assert not (tmp_path / "sae").exists()
     r = cli("train", "--acts", acts, "--out", tmp_path / "one", "--seeds", "1", *SMALL)
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("text", ["lr: 1.0e+400", "lr: -1.0E+400", "grad_clip: 2.5e+999"])
+def test_a_yaml_number_beyond_a_float_is_named_as_written(run_cli, acts, tmp_path, text):
+    """`lr: 1.0e+400` in a YAML config (a float to YAML, where `1e400` is text) was read as
+    infinity and refused as "`lr` must be a finite number, got inf", a value nobody wrote
+    (`1e400` was named as written)."""
+    cli, one_line = run_cli
+    (tmp_path / "c.yaml").write_text(text + "\n")
+    r = cli("train", "--acts", acts, "--out", tmp_path / "sae", "--config", tmp_path / "c.yaml")
+    one_line(r, f"{text.split(': ')[1]} is beyond the largest number a float holds")
+    assert not (tmp_path / "sae").exists()
