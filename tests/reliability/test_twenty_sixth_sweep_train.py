@@ -44,3 +44,22 @@ def test_a_yaml_number_beyond_a_float_is_named_as_written(run_cli, acts, tmp_pat
     r = cli("train", "--acts", acts, "--out", tmp_path / "sae", "--config", tmp_path / "c.yaml")
     one_line(r, f"{text.split(': ')[1]} is beyond the largest number a float holds")
     assert not (tmp_path / "sae").exists()
+
+
+def test_run_check_counts_the_saes_the_run_trains_at_once(outputs, tmp_path, run_cli, monkeypatch):
+    """`run --check` checked one SAE against the machine's memory where the run trains
+    the SAE and its seed SAEs (`stability.n_seed_saes`) at once: it called valid a run
+    that then ran out of memory after its capture."""
+    import saeatlas.train.run as run
+
+    monkeypatch.setattr(run, "memory_bytes", lambda device: 40_000)  # one SAE needs 17,408
+    cli, one_line = run_cli
+    config = tmp_path / "run.yaml"
+    head = f"model: {outputs.model}\ninputs: {outputs.inputs}\nlayers: ['1']\n"
+    train = "sweep: {enabled: false}\ntrain: {d_sae: 16, k: 2, tokens: 512, batch_size: 64}\n"
+    config.write_text(head + train + "stability: {n_seed_saes: 2}\n")
+    r = cli("run", config, "--check", "--out", tmp_path / "run")
+    one_line(r, "3 SAEs trained at once", "`stability.n_seed_saes`")
+    config.write_text(head + train + "stability: {n_seed_saes: 0}\n")
+    r = cli("run", config, "--check", "--out", tmp_path / "run")
+    assert r.exit_code == 0, r.output
