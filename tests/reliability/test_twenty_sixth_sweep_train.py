@@ -63,3 +63,19 @@ def test_run_check_counts_the_saes_the_run_trains_at_once(outputs, tmp_path, run
     config.write_text(head + train + "stability: {n_seed_saes: 0}\n")
     r = cli("run", config, "--check", "--out", tmp_path / "run")
     assert r.exit_code == 0, r.output
+
+
+def test_validate_counts_its_saes_trained_at_once(run_cli, forbid, monkeypatch):
+    """`validate` checked one SAE against the machine's memory before its cases, but trains
+    three at once: SAEs that fit alone and not together drew the first case's planted
+    rows, then ran out of memory (or, with the family's check, were told of --seeds and
+    --batch-size, flags validate does not have)."""
+    import saeatlas.train.run as run
+    from saeatlas.structure.synthetic import validate
+
+    monkeypatch.setattr(run, "memory_bytes", lambda device: 20_000_000)  # one needs 8,650,752
+    forbid(validate, "validate_case")
+    cli, one_line = run_cli
+    r = cli("validate", "--cases", "easy", "--rows", "1024")
+    line = one_line(r, "3 SAEs trained at once, each of 512 latents on 144 units", "Lower --d-sae.")
+    assert "--seeds" not in line and "--batch-size" not in line
