@@ -79,3 +79,20 @@ def test_validate_counts_its_saes_trained_at_once(run_cli, forbid, monkeypatch):
     r = cli("validate", "--cases", "easy", "--rows", "1024")
     line = one_line(r, "3 SAEs trained at once, each of 512 latents on 144 units", "Lower --d-sae.")
     assert "--seeds" not in line and "--batch-size" not in line
+
+
+def test_torchrun_ranks_on_the_cpu_count_each_copy_of_the_sae(monkeypatch):
+    """Under `torchrun --nproc_per_node 2` on the CPU every rank holds its own SAE and
+    optimiser in the machine's one memory, but each checked one copy against all of it:
+    an SAE that fit once and not twice was trained until the OOM killer stopped it."""
+    import saeatlas.train.run as run
+    from saeatlas.errors import ConfigError
+
+    monkeypatch.setattr(run, "memory_bytes", lambda device: 8_000)  # weights 2,304, batch 4,608
+    run.check_fits(6, 12, 32, "cpu")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="held by each of the 2 processes on this machine"):
+        run.check_fits(6, 12, 32, "cpu")
+    monkeypatch.setattr(run, "memory_bytes", lambda device: 9_216)
+    run.check_fits(6, 12, 32, "cpu")  # the batch is shared out, not copied
