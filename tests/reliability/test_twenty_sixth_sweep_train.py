@@ -96,3 +96,22 @@ def test_torchrun_ranks_on_the_cpu_count_each_copy_of_the_sae(monkeypatch):
         run.check_fits(6, 12, 32, "cpu")
     monkeypatch.setattr(run, "memory_bytes", lambda device: 9_216)
     run.check_fits(6, 12, 32, "cpu")  # the batch is shared out, not copied
+
+
+def test_a_sweep_of_held_out_rows_that_do_not_vary_is_refused_before_training(
+    run_cli, tmp_path, forbid
+):
+    """A store whose last tenth of rows are all the same was swept: every member was
+    trained, then the evaluation refused the rows ("do not vary ... Evaluate on other
+    rows", which a sweep has no flag for)."""
+    from saeatlas.sweep import members
+
+    x = np.random.default_rng(0).normal(size=(320, 6)).astype("f4")
+    x[-32:] = 1.0
+    np.save(tmp_path / "a.npy", x)
+    forbid(members, "train_family")
+    cli, one_line = run_cli
+    args = ["--acts", tmp_path / "a.npy", "--out", tmp_path / "sw", "--values", "1", "2"]
+    r = cli("sweep", *args, "--d-sae", "12", "--tokens", "64", "--batch-size", "32", "-q")
+    one_line(r, "held-out rows 288:320", "do not vary", "Raise --heldout-fraction")
+    assert not (tmp_path / "sw").exists()
