@@ -115,3 +115,21 @@ def test_a_sweep_of_held_out_rows_that_do_not_vary_is_refused_before_training(
     r = cli("sweep", *args, "--d-sae", "12", "--tokens", "64", "--batch-size", "32", "-q")
     one_line(r, "held-out rows 288:320", "do not vary", "Raise --heldout-fraction")
     assert not (tmp_path / "sw").exists()
+
+
+def test_a_member_that_fires_no_latent_is_not_the_knee():
+    """A ReLU sweep whose strongest penalty silenced every latent (held-out L0 0) took
+    log(1e-12) for that member's L0, which squeezed the others into the top tenth of
+    the axis: the knee fell on the SAE that fires nothing, the sweep recommended it
+    (and extended the range past it, training more of them). Sweeps recorded before
+    still read."""
+    from saeatlas.sweep.pareto import RULE, check_recorded, knee, pareto_front
+
+    l0, fvu = [9.6, 4.0, 1.5, 0.0], [0.19, 0.35, 0.6, 1.0]
+    assert knee(l0, fvu) == 1
+    front = set(pareto_front(l0, fvu).tolist())
+    on = [i in front for i in range(4)]
+    for recommended in (1, 3):  # this rule's, and the one recorded before
+        check_recorded([1.0, 3.0, 10.0, 100.0], l0, fvu, on, recommended, RULE)
+    with pytest.raises(ValueError, match="`recommended` is point 2"):
+        check_recorded([1.0, 3.0, 10.0, 100.0], l0, fvu, on, 2, RULE)
