@@ -133,3 +133,14 @@ def test_a_member_that_fires_no_latent_is_not_the_knee():
         check_recorded([1.0, 3.0, 10.0, 100.0], l0, fvu, on, recommended, RULE)
     with pytest.raises(ValueError, match="`recommended` is point 2"):
         check_recorded([1.0, 3.0, 10.0, 100.0], l0, fvu, on, 2, RULE)
+
+
+def test_a_file_where_a_seed_sae_goes_is_named_as_that_seed(run_cli, acts, tmp_path):
+    """`train --out sae --seeds 3` beside a file `sae-seed1` was told "'sae-seed1' exists
+    and is not a directory; choose another output", an output nobody gave (--seeds
+    names its directories after --out)."""
+    cli, one_line = run_cli
+    (tmp_path / "sae-seed1").write_text("mine")
+    r = cli("train", "--acts", acts, "--out", tmp_path / "sae", "--seeds", "3", *SMALL)
+    one_line(r, "--seeds 3 also writes the SAE with seed 1 to", "choose another --out")
+    assert (tmp_path / "sae-seed1").read_text() == "mine" and not (tmp_path / "sae").exists()
