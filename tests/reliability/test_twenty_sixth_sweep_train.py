@@ -30,8 +30,7 @@ def test_seeds_that_fit_alone_but_not_together_are_refused(run_cli, acts, tmp_pa
     r = cli("train", "--acts", acts, "--out", tmp_path / "sae", "--seeds", "3", *SMALL)
     one_line(r, "3 SAEs trained at once", "Lower the number of SAEs trained at once (--seeds")
     assert not (tmp_path / "sae").exists()
-    r = cli("train", "--acts", acts, "--out", tmp_path / "one", "--seeds", "1", *SMALL)
-    assert r.exit_code == 0, r.output
+    run.check_fits(6, 12, 32, "cpu")  # one of them fits
 
 
 @pytest.mark.parametrize("text", ["lr: 1.0e+400", "lr: -1.0E+400", "grad_clip: 2.5e+999"])
