@@ -4,6 +4,7 @@ with every key once, numbers and dates as YAML 1.2 and JSON read them, and a fil
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Hashable
 from pathlib import Path
@@ -56,7 +57,12 @@ def _yaml12_number(kind: str) -> Any:
         text = loader.construct_scalar(node)
         if isinstance(text, str) and _YAML11_ONLY.fullmatch(text):
             return text  # an integer field reads `010` as 10; `1:30` is refused as text
-        return base(loader, node)
+        value = base(loader, node)
+        if isinstance(value, float) and math.isinf(value) and "inf" not in text.lower():
+            # `1.0e+400` beyond a float's range, as `1e400` (text in YAML) is: read as
+            # infinity, it was refused as "got inf", a value nobody wrote
+            return text
+        return value
 
     return construct
 

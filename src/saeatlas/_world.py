@@ -296,6 +296,15 @@ def rank_device(device: str | None, world: World) -> str | None:
     return device
 
 
+def local_copies(device: str) -> int:
+    """Processes that each hold their own copy of a model in ``device``'s memory: the
+    ranks ``torchrun`` starts on this machine (``LOCAL_WORLD_SIZE``) share its memory on
+    the CPU; a GPU is one rank's own."""
+    if device.startswith("cuda") or (_env_number("WORLD_SIZE") or 1) <= 1:
+        return 1
+    return max(1, _env_number("LOCAL_WORLD_SIZE") or 1)
+
+
 def memory_bytes(device: str) -> int | None:
     """Memory of ``device``: the GPU's total, or the machine's physical memory."""
     try:

@@ -302,7 +302,7 @@ def test_validate_names_only_its_own_flags_for_an_sae_that_cannot_fit(run_cli, f
     forbid(validate, "validate_case")
     cli, one_line = run_cli
     r = cli("validate", "--cases", "easy", "--rows", "1024", "--d-sae", "2000000000")
-    line = one_line(r, "An SAE of 2,000,000,000 latents on 144 units", "Lower --d-sae.")
+    line = one_line(r, "of 2,000,000,000 latents on 144 units", "Lower --d-sae.")
     assert "--batch-size" not in line and "--expansion-factor" not in line
 
 

@@ -57,12 +57,22 @@ def check_store_fits(cfg: RunConfig, store: ActivationStore, n_rows: int | None)
     # called it valid
     check_module_size(cfg.analyze, d_sae, "`analyze.min_module_features`", "or raise `train.d_sae`")
     if n_rows is not None:  # the training refused an SAE too large only after the capture
-        check_fits(d_in, d_sae, check_rows_fit(cfg, n_rows), t.device, RUN_SIZES)
+        batch = check_rows_fit(cfg, n_rows)
+        # the SAEs trained at once (train_family): the SAE and its seeds, a sweep's members
+        together = 1 if t.checkpoint_every else 1 + cfg.n_trained_seeds
+        if cfg.sweep.enabled:
+            together = max(together, len(cfg.sweep.values) * cfg.sweep.seeds)
+        lower = RUN_SIZES + (FAMILY_RUN_SIZES if together > 1 else "")
+        check_fits(d_in, d_sae, batch, t.device, lower, together)
     return f"dry run: layers {known} give {d_in} units; the SAE has {d_sae} latents"
 
 
 #: The run config's settings that shrink an SAE too large for the machine.
 RUN_SIZES = "`train.d_sae` (or `train.expansion_factor`) or `train.batch_size`"
+#: ... and those that train fewer SAEs at once.
+FAMILY_RUN_SIZES = (
+    ", or train fewer SAEs at once (`stability.n_seed_saes`, `sweep.values`, `sweep.seeds`)"
+)
 
 
 def _run_field(name: str) -> str:

@@ -10,6 +10,8 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from .._world import World, from_main
 from ..errors import ConfigError, TrainingDiverged
 from ..evaluate import evaluate_sae
@@ -17,8 +19,10 @@ from ..evaluate.metrics import MIN_HELDOUT_ROWS
 from ..sae import SparseAutoencoder
 from ..sae.files import CFG
 from ..store import ActivationStore
+from ..store.stats import RunningMoments
 from ..train import TrainConfig, train_family
 from ..train.ensemble import finished_like
+from ..train.init import unit_varies
 from .stability import mean_max_cosine
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,26 @@ def heldout_rows(n_rows: int, heldout_fraction: float, name: str = "--heldout-fr
             f"{name}."
         )
     return max(1, int(n_rows * heldout_fraction))
+
+
+def check_heldout_varies(store: ActivationStore, layers: tuple[str, ...], start: int) -> None:
+    """Refuse, before any member is trained, held-out rows ``start:`` (of ``layers``, or
+    all) that do not vary: no member's FVU is defined on them, and the sweep was refused
+    so (advised to "evaluate on other rows", which it has no flag for) once every member
+    had been trained."""
+    names = list(layers) or None
+    moments: RunningMoments | None = None
+    for s in range(start, store.n_rows, 4096):
+        x = store.read(s, min(store.n_rows, s + 4096), layers=names)
+        moments = moments or RunningMoments(x.shape[1])
+        moments.update(x)
+    if moments is None or unit_varies(moments.mean, np.sqrt(moments.m2 / moments.count)).any():
+        return
+    raise ConfigError(
+        f"The sweep's held-out rows {start}:{store.n_rows} of '{store.path}' (the last "
+        "--heldout-fraction) do not vary (every row is the same), so no member's FVU is "
+        "defined on them. Raise --heldout-fraction, or capture rows that vary at the end."
+    )
 
 
 class Members:
@@ -65,6 +89,7 @@ class Members:
         self.out, self.new, self.seeds, self.world = out, new, seeds, world
         self.heldout = heldout_rows(store.n_rows, heldout_fraction)
         self.start = store.n_rows - self.heldout
+        check_heldout_varies(store, base.layers, self.start)
         self.progress = progress and world.is_main
         self.members: list[Path] = []
         """Every member's directory under ``out``, in the order trained."""

@@ -42,14 +42,21 @@ def pareto_front(l0: np.ndarray, loss: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=np.int64)
 
 
-def knee(l0: np.ndarray, loss: np.ndarray) -> int:
+def knee(l0: np.ndarray, loss: np.ndarray, *, silent: bool = False) -> int:
     """Index of the knee of the frontier: after scaling log L0 and loss to [0, 1],
     the frontier point farthest below the chord joining its two ends (the
     "Kneedle" rule of Satopaa et al. 2011). Frontiers of one or two points
-    return the point of lowest loss."""
+    return the point of lowest loss. Points of L0 0 (SAEs that fire no latent) are left
+    out while any other is on the frontier; ``silent``: keep them (sweeps written before).
+    """
     front = pareto_front(l0, loss)
     if not len(front):  # numpy's "attempt to get argmin of an empty sequence"
         raise ConfigError("No points to take the knee of: give at least one L0 and loss.")
+    live = front[np.asarray(l0, float)[front] > 0]
+    if len(live) and not silent:
+        # log(1e-12) of an SAE that fires nothing squeezed every other L0 into the top
+        # tenth of the axis, and the knee fell on that SAE: a sweep recommended it
+        front = live
     if len(front) <= 2:
         return int(front[np.argmin(np.asarray(loss)[front])])
     x = np.log(np.maximum(np.asarray(l0, float)[front], 1e-12))
@@ -89,7 +96,8 @@ def check_recorded(
             f"{sorted(front)} on the frontier"
         )
     best = knee(np.asarray(l0), np.asarray(loss)) if l0 else recommended
-    if rule == RULE and recommended != best:
+    # a sweep recorded before points of L0 0 were left out may recommend one
+    if rule == RULE and recommended not in (best, knee(l0, loss, silent=True) if l0 else best):
         raise ValueError(
             f"`recommended` is point {recommended}, but the knee of the points' L0 and FVU "
             f"is point {best}"

@@ -128,6 +128,12 @@ def train_ensemble(
         "Every rank must train the same SAEs: give every rank the same command line.",
     )
 
+    for o, c in zip(outs[1:], cfgs[1:]):  # the lock's refusal named a path nobody gave
+        if o.exists() and not o.is_dir():
+            raise ConfigError(
+                f"--seeds {n_seeds} also writes the SAE with seed {c.seed} to '{o}', which "
+                "exists and is not a directory; move it away, or choose another --out."
+            )
     if resume and not isinstance(store, ActivationStore):  # its rows decide what is kept
         store = ActivationStore.open(store)
 

@@ -27,6 +27,7 @@ from ..sae.io import check_sae_out
 from ..store import ActivationStore
 from ..store.lock import output_lock
 from .config import TrainConfig
+from .run import TRAIN_SIZES, check_fits
 from .trainer import (
     TrainResult,
     _finish,
@@ -35,6 +36,9 @@ from .trainer import (
     add_scalars,
     check_finite_training,
 )
+
+#: What to lower when a family's SAEs cannot fit together.
+FAMILY_SIZES = f"the number of SAEs trained at once (--seeds, or a sweep's --values), {TRAIN_SIZES}"
 
 #: Settings that must agree for the family to share batches.
 SHARED = ("layers", "batch_size", "tokens", "heldout_rows", "device")
@@ -110,7 +114,13 @@ def _train_family(
     progress: bool,
 ) -> list[TrainResult]:
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
-    runs = [_Run(store, c) for c in configs]
+    first = _Run(store, configs[0])
+    # each member was checked alone: ten seeds that each fit held ten SAEs' weights at once
+    # and the machine ran out of memory (the OOM killer) instead of a word
+    d_in = first.layers[-1].stop
+    largest = max(c.d_sae or c.expansion_factor * d_in for c in configs)
+    check_fits(d_in, largest, first.batch_size, first.cfg.device, FAMILY_SIZES, len(configs))
+    runs = [first] + [_Run(store, c) for c in configs[1:]]
     n_steps = {r.n_steps for r in runs}
     assert len(n_steps) == 1, "shared tokens and batch size give equal step counts"
     total = runs[0].n_steps

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .._world import agree, join, memory_bytes
+from .._world import agree, join, local_copies, memory_bytes
 from ..errors import ConfigError
 from ..sae import SAEConfig, SparseAutoencoder
 from ..sae.architectures import get_architecture
@@ -66,18 +66,28 @@ TRAIN_SIZES = "`d_sae` (--d-sae, or --expansion-factor) or `batch_size` (--batch
 
 
 def check_fits(
-    d_in: int, d_sae: int, batch_size: int, device: str, lower: str = TRAIN_SIZES
+    d_in: int,
+    d_sae: int,
+    batch_size: int,
+    device: str,
+    lower: str = TRAIN_SIZES,
+    n_saes: int = 1,
 ) -> None:
     """Refuse, before allocating, an SAE that cannot fit: its two weight matrices with
     their gradients and two optimiser states (4 copies), and a batch's latents.
-    ``lower``: the settings the command has that shrink it."""
-    need = 4 * (4 * 2 * d_in * d_sae) + 4 * 3 * batch_size * d_sae
+    ``lower``: the settings the command has that shrink it. ``n_saes``: SAEs of this
+    size trained at once (a family: seeds, a sweep's members), all held together."""
+    # each of torchrun's ranks on the CPU holds its own weights in the machine's memory
+    copies = local_copies(device)
+    need = n_saes * (copies * 4 * (4 * 2 * d_in * d_sae) + 4 * 3 * batch_size * d_sae)
     have = memory_bytes(device)
     if have is not None and need > have:
+        what = f"{n_saes} SAEs trained at once, each" if n_saes > 1 else "An SAE"
+        ranks = f", held by each of the {copies} processes on this machine," if copies > 1 else ""
         raise ConfigError(
-            f"An SAE of {d_sae:,} latents on {d_in:,} units with batches of {batch_size:,} rows "
-            f"needs about {need / 2**30:,.1f} GiB; {device} has {have / 2**30:,.1f} GiB. Lower "
-            f"{lower}."
+            f"{what} of {d_sae:,} latents on {d_in:,} units with batches of {batch_size:,} "
+            f"rows{ranks} need{'' if n_saes > 1 or ranks else 's'} about {need / 2**30:,.1f} "
+            f"GiB; {device} has {have / 2**30:,.1f} GiB. Lower {lower}."
         )
 
 

@@ -220,7 +220,9 @@ def validate(
             case, settings.n_rows, sum((given or PlantedConfig.preset(case)).layer_sizes)
         )
         units = sum(_planted_config(case, settings, given).layer_sizes)
-        check_fits(units, settings.d_sae, settings.batch_size, TrainConfig().device, "--d-sae")
+        # its SAEs train at once (train_family): all of them must fit
+        device = TrainConfig().device
+        check_fits(units, settings.d_sae, settings.batch_size, device, "--d-sae", settings.n_saes)
     rows = []
     for case in cases:
         first = None
