@@ -148,6 +148,24 @@ def check_label_count(inputs: str | Path, data: Any, labels: str | Path, values:
         )
 
 
+def given_labels(inputs: str | Path, data: Any, labels: str | Path | None) -> np.ndarray | None:
+    """The labels of the inputs file ``inputs`` (read as ``data``): those of the file
+    ``labels`` (:func:`check_label_count`), or without one, the ``"label"`` of each record
+    of a ``.jsonl`` file of ``{"text", "label"}`` records, which were dropped without a
+    word (a record without one is refused, naming its line)."""
+    if labels:
+        values = load_labels(labels)
+        check_label_count(inputs, data, labels, values)
+        return values
+    path = Path(inputs)
+    if path.suffix.lower() != ".jsonl":
+        return None
+    lines = (line for line in _read_lines(path) if line.strip())  # read by load_inputs
+    if not any(isinstance(r := strict_json(ln, path.name), dict) and "label" in r for ln in lines):
+        return None
+    return load_labels(path)
+
+
 #: What ``--labels`` reads as text, one label per line.
 TEXT_LABELS = (".txt", ".text", "")
 

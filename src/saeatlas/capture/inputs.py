@@ -8,7 +8,6 @@ how many samples the batch holds, its attention mask, and per-sample metadata
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +31,6 @@ from .texts import (
     tokens_per_text,
 )
 from .transformer_lens import TransformerLensTexts, is_transformer_lens
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -299,6 +296,8 @@ def _iterable_batches(
     for item in batches:
         if isinstance(item, str):
             _texts_not_listed(batches)
+        pair = isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], Mapping)
+        item, y = item if pair else (item, None)  # `(dict, y)`: the dict was passed as `x`
         if isinstance(item, Mapping):
             # only the token ids are widened: a uint8 `pixel_values` beside `input_ids`
             # is an image, in the dtype the model reads
@@ -314,7 +313,7 @@ def _iterable_batches(
                     "`datasets.Dataset`); give batches of several samples (a DataLoader)."
                 )
             padding.see(mask, n)
-            y = kwargs.get("labels", kwargs.get("label"))
+            y = kwargs.get("labels", kwargs.get("label")) if y is None else y
             yield InputBatch((), kwargs, n, mask=mask, labels=labels_of(y, n))
         elif (
             isinstance(item, (list, tuple))

@@ -169,7 +169,18 @@ def _block(p: Any) -> torch.Tensor:
             f"Rows given to the store writer must be tensors or arrays of real numbers "
             f"([rows, units], or their column blocks), got {what}."
         )
-    return p.to_dense() if p.layout != torch.strided else p
+    p = p.to_dense() if p.layout != torch.strided else p
+    if (
+        not p.is_floating_point()
+        and p.dtype != torch.bool
+        and not torch.equal(p.float().to(p.dtype), p)
+    ):  # 16777217 was stored as 16777216 without a word (a capture refuses such layers)
+        raise StoreError(
+            f"Rows given to the store writer hold {str(p.dtype).removeprefix('torch.')} "
+            "values that float32 cannot hold exactly (integers beyond 2**24 = 16,777,216): "
+            "they would be stored rounded. Give floats, or scale them down."
+        )
+    return p
 
 
 def copy_rows(dest: torch.Tensor, parts: Sequence[torch.Tensor], start: int) -> None:

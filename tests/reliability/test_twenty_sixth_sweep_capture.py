@@ -1,0 +1,139 @@
+"""Twenty-sixth hostile sweep, capture and the activation store: labels in a .jsonl
+of records, a float16 store's top edge, integer rows given to the store writer and
+`(dict, y)` batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+TEXT_MODEL = """
+import torch
+
+
+class Tok:
+    def encode_texts(self, texts, max_length):
+        n = max(len(t) for t in texts)
+        ids = torch.zeros(len(texts), n, dtype=torch.long)
+        mask = torch.zeros(len(texts), n, dtype=torch.long)
+        for i, t in enumerate(texts):
+            ids[i, : len(t)] = torch.tensor([ord(c) % 16 for c in t])
+            mask[i, : len(t)] = 1
+        return {"input_ids": ids}, mask, [list(t) + [""] * (n - len(t)) for t in texts]
+
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(16, 4)
+
+    def forward(self, input_ids):
+        return self.emb(input_ids)
+
+
+def build():
+    torch.manual_seed(0)
+    return Model(), Tok()
+"""
+
+
+def _text_model(tmp_path):
+    (tmp_path / "text_model.py").write_text(TEXT_MODEL)
+    return f"{tmp_path / 'text_model.py'}:build"
+
+
+def test_labels_in_a_jsonl_of_records_are_stored(tmp_path, run_cli):
+    """`--inputs t.jsonl` of `{"text", "label"}` records stored the texts and dropped the
+    labels without a word (they were stored only with `--labels t.jsonl` too)."""
+    from saeatlas.store import ActivationStore
+
+    cli, _ = run_cli
+    inputs = tmp_path / "t.jsonl"
+    inputs.write_text('{"text": "ab c", "label": 3}\n\n{"text": "de", "label": 5}\n')
+    r = cli("capture", "--model", _text_model(tmp_path), "--inputs", inputs, "--layers", "emb",
+            "--out", tmp_path / "s", "--max-length", "8", "-q")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = ActivationStore.open(tmp_path / "s").rows(["sample", "label"]).to_pydict()
+    assert rows["label"] == [3] * 4 + [5] * 2 and rows["sample"] == [0] * 4 + [1] * 2
+
+
+def test_a_jsonl_record_without_its_label_is_refused(tmp_path, run_cli):
+    """Some records holding a label and others not: the labels were dropped without a
+    word; now the record without one is named."""
+    cli, one_line = run_cli
+    inputs = tmp_path / "t.jsonl"
+    inputs.write_text('{"text": "ab", "label": 3}\n{"text": "de"}\n')
+    r = cli("capture", "--model", _text_model(tmp_path), "--inputs", inputs, "--layers", "emb",
+            "--out", tmp_path / "s", "-q")  # fmt: skip
+    one_line(r, "t.jsonl' line 2", '"label"')
+    assert not (tmp_path / "s").exists()
+
+
+def _identity_capture(out, x, **config):
+    from saeatlas.capture import CaptureConfig, capture_activations
+
+    net = torch.nn.Sequential(torch.nn.Identity())
+    cfg = CaptureConfig(8, store_dtype="float16", **config)
+    return capture_activations(net, x, ["0"], out, cfg, progress=False)
+
+
+def test_values_that_round_to_float16s_largest_are_kept(tmp_path):
+    """65510 rounds to float16's 65504 as any value rounds, but was refused as a value
+    float16 cannot hold (with `on_nonfinite="skip"`, its row was dropped and counted as
+    NaN/Inf); 65520 and beyond round to Inf and are still left out."""
+    from saeatlas.errors import NonFiniteError
+
+    x = torch.tensor([[65510.0, 1.0], [2.0, 3.0], [-65519.0, 4.0], [65520.0, 1.0]])
+    store = _identity_capture(tmp_path / "s", x, on_nonfinite="skip")
+    assert store.n_rows == 3 and store.summary().n_nonfinite_rows_skipped == 1
+    assert store.read().tolist() == [[65504, 1], [2, 3], [-65504, 4]]
+    stored = _identity_capture(tmp_path / "t", x[:3])
+    assert stored.n_rows == 3
+    with pytest.raises(NonFiniteError, match="1 finite but beyond"):
+        _identity_capture(tmp_path / "u", x[2:])
+
+
+def test_the_store_writer_refuses_integers_float32_would_round(tmp_path):
+    """Integer rows given to `StoreWriter.add` were stored as float32 without a word:
+    16777217 read back as 16777216 (a capture refuses such a layer)."""
+    from saeatlas.errors import StoreError
+    from saeatlas.store import LayerSpec, StoreWriter
+
+    writer = StoreWriter(tmp_path / "s", job={"model": "m", "layers": ["a"]})
+    writer.start([LayerSpec("a", 0, 2, (2,))])
+    writer.add(np.array([[2**24, 3], [5, 2]]), {"sample": np.array([0, 1])}, n_samples=2)
+    with pytest.raises(StoreError, match="float32 cannot hold exactly"):
+        writer.add(np.array([[2**24 + 1, 3]]), {"sample": np.array([2])}, n_samples=1)
+    writer.abort()
+
+
+class _Keywords(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3)
+
+    def forward(self, x=None, other=None):
+        return self.lin(x)
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return {"x": torch.full((4,), float(i))}, i % 3
+
+
+def test_dict_and_label_pairs_from_a_data_loader(tmp_path):
+    """A DataLoader over `({"x": ...}, y)` pairs passed the dict as the model's first
+    argument: "The model's forward pass failed ... must be Tensor, not dict"."""
+    from torch.utils.data import DataLoader
+
+    from saeatlas.capture import CaptureConfig, capture_activations
+
+    torch.manual_seed(0)
+    loader = DataLoader(_Pairs(), batch_size=4)
+    store = capture_activations(_Keywords(), loader, ["lin"], tmp_path / "s", CaptureConfig(4),
+                                progress=False)  # fmt: skip
+    assert store.rows(["label"]).column("label").to_pylist() == [i % 3 for i in range(10)]
