@@ -137,3 +137,33 @@ def test_dict_and_label_pairs_from_a_data_loader(tmp_path):
     store = capture_activations(_Keywords(), loader, ["lin"], tmp_path / "s", CaptureConfig(4),
                                 progress=False)  # fmt: skip
     assert store.rows(["label"]).column("label").to_pylist() == [i % 3 for i in range(10)]
+
+
+@pytest.mark.parametrize(
+    "label",
+    [torch.tensor([1.0, 2.0], dtype=torch.bfloat16), torch.tensor([1.0, 2.0], requires_grad=True)],
+)
+def test_the_store_writer_takes_metadata_tensors(tmp_path, label):
+    """A `label` column given as a bfloat16 tensor (or one needing grad) was taken by
+    `add` and ended `close` in torch's TypeError, "Got unsupported ScalarType BFloat16"."""
+    from saeatlas.store import ActivationStore, LayerSpec, StoreWriter
+
+    writer = StoreWriter(tmp_path / "s", job={"model": "m", "layers": ["a"]})
+    writer.start([LayerSpec("a", 0, 2, (None, 2))])
+    writer.add(torch.ones(2, 2), {"sample": np.array([0, 1]), "label": label}, n_samples=2)
+    writer.close()
+    assert ActivationStore.open(tmp_path / "s").rows(["label"])["label"].to_pylist() == [1, 2]
+
+
+def test_the_store_writer_refuses_metadata_of_dicts(tmp_path):
+    """A metadata column of dicts was stored as a struct column, which no label reader
+    takes."""
+    from saeatlas.errors import StoreError
+    from saeatlas.store import LayerSpec, StoreWriter
+
+    writer = StoreWriter(tmp_path / "s", job={"model": "m", "layers": ["a"]})
+    writer.start([LayerSpec("a", 0, 2, (None, 2))])
+    label = np.array([{"a": 1}, {"b": 2}], dtype=object)
+    with pytest.raises(StoreError, match="'label' holds dict values"):
+        writer.add(torch.ones(2, 2), {"sample": np.array([0, 1]), "label": label}, n_samples=2)
+    writer.abort()

@@ -235,7 +235,7 @@ class StoreWriter:
         if self.layers is None:
             raise RuntimeError("StoreWriter.start(layers) must be called before add().")
         n_samples, n_skipped, skip_rows = batch_counts(n_samples, n_skipped, skip_rows)
-        parts = row_parts(x, self.n_units, meta)
+        parts, meta = row_parts(x, self.n_units, meta)
         n_rows = parts[0].shape[0]
         columns = sorted(meta)
         if self._meta_columns is None:
