@@ -167,3 +167,36 @@ def test_the_store_writer_refuses_metadata_of_dicts(tmp_path):
     with pytest.raises(StoreError, match="'label' holds dict values"):
         writer.add(torch.ones(2, 2), {"sample": np.array([0, 1]), "label": label}, n_samples=2)
     writer.abort()
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json"])
+def test_labels_files_mixing_fractions_with_large_integers_are_refused(tmp_path, run_cli, kind):
+    """`9007199254740993` beside `2.5` in a labels file was stored as 9007199254740992
+    (the array of both is float64), without a word."""
+    cli, one_line = run_cli
+    labels = tmp_path / f"labels.{kind}"
+    values = [2**53 + 1, 2.5, 3, 4]
+    labels.write_text("\n".join(map(str, values)) if kind == "jsonl" else str(values))
+    np.save(tmp_path / "x.npy", np.zeros((4, 3), np.float32))
+    model = tmp_path / "m.py"
+    model.write_text(
+        "import torch\ndef build():\n    return torch.nn.Sequential(torch.nn.Linear(3, 2))\n"
+    )
+    r = cli("capture", "--model", f"{model}:build", "--inputs", tmp_path / "x.npy", "--labels",
+            labels, "--layers", "0", "--out", tmp_path / "s", "-q")  # fmt: skip
+    one_line(r, "the integer 9007199254740993, beyond 2**53", "all integers")
+    assert not (tmp_path / "s").exists()
+
+
+def test_label_lists_mixing_fractions_with_large_integers_are_refused(tmp_path):
+    """The same labels given from Python as a list; 2**60, which float64 holds, is kept."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import InputsError
+
+    net, x = torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.zeros(4, 3)
+    with pytest.raises(InputsError, match="9007199254740993"):
+        capture_activations(net, x, ["0"], tmp_path / "s", CaptureConfig(4), progress=False,
+                            labels=[2**53 + 1, 0.5, 1, 2])  # fmt: skip
+    store = capture_activations(net, x, ["0"], tmp_path / "t", CaptureConfig(4), progress=False,
+                                labels=[2**60, 0.5, 1, 2])  # fmt: skip
+    assert store.rows(["label"])["label"].to_pylist() == [2.0**60, 0.5, 1, 2]

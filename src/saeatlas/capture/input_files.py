@@ -12,6 +12,7 @@ import torch
 from .._validation import check_path_argument, shown, strict_json
 from ..errors import InputsError
 from ..store.npy import load_npy
+from .labels import check_exact_floats
 
 
 def load_inputs(path: str | Path) -> np.ndarray | list[str]:
@@ -257,6 +258,7 @@ def _json_labels(path: Path) -> list[Any]:
 def _check_one_kind(path: Path, labels: list[Any]) -> None:
     """Refuse labels that mix numbers and strings: ``np.array`` would make every one a
     string, so that ``1`` and ``"1"`` became one label."""
+    check_exact_floats(labels, f"The labels of '{path}'")
     kinds = [isinstance(v, str) for v in labels]
     if any(kinds) and not all(kinds):
         other = kinds.index(not kinds[0]) + 1

@@ -3,6 +3,7 @@ or true/false per sample, of one kind in every batch."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -73,12 +74,27 @@ def label_values(labels: Any) -> np.ndarray:
         lab = host_labels(labels)
     except ValueError as e:  # ragged
         raise InputsError(f"Labels are not one per sample ({e}).") from e
+    if isinstance(labels, (list, tuple)) and lab.dtype.kind == "f":
+        check_exact_floats(labels, "Labels")
     if lab.ndim == 0:  # a generator, a set, a dict or a text was told "shape []"
         raise InputsError(
             f"Labels must be a list or an array of one label per sample, got "
             f"{type(labels).__name__}{f' {labels!r:.40}' if isinstance(labels, str) else ''}."
         )
     return _native(lab)
+
+
+def check_exact_floats(values: Sequence[Any], what: str) -> None:
+    """Refuse ``values`` that mix floats with integers beyond 2**53, which float64, the
+    array they make, cannot hold: 9007199254740993 beside 2.5 was stored as
+    9007199254740992, without a word."""
+    big = next((v for v in values if isinstance(v, int) and int(float(v)) != v), None)
+    if big is not None and any(isinstance(v, float) for v in values):
+        raise InputsError(
+            f"{what} mix fractions with the integer {big}, beyond 2**53: stored as a float "
+            "beside them, it would be rounded. Give labels that are all integers, or all "
+            "strings."
+        )
 
 
 def host_labels(labels: Any) -> np.ndarray:
