@@ -200,3 +200,17 @@ def test_label_lists_mixing_fractions_with_large_integers_are_refused(tmp_path):
     store = capture_activations(net, x, ["0"], tmp_path / "t", CaptureConfig(4), progress=False,
                                 labels=[2**60, 0.5, 1, 2])  # fmt: skip
     assert store.rows(["label"])["label"].to_pylist() == [2.0**60, 0.5, 1, 2]
+
+
+def test_the_store_writer_refuses_rows_to_skip_that_no_capture_committed(tmp_path):
+    """`add(..., skip_rows=3)` on a writer that resumed nothing left the batch's first
+    three rows out of the store without a word (they are for rows an interrupted capture
+    committed)."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.store import LayerSpec, StoreWriter
+
+    writer = StoreWriter(tmp_path / "s", job={"model": "m", "layers": ["a"]})
+    writer.start([LayerSpec("a", 0, 2, (None, 2))])
+    with pytest.raises(ConfigError, match="`skip_rows` 3 does not match the 0 rows"):
+        writer.add(torch.ones(4, 2), {"sample": np.arange(4)}, n_samples=4, skip_rows=3)
+    writer.abort()
