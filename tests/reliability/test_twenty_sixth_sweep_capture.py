@@ -214,3 +214,31 @@ def test_the_store_writer_refuses_rows_to_skip_that_no_capture_committed(tmp_pat
     with pytest.raises(ConfigError, match="`skip_rows` 3 does not match the 0 rows"):
         writer.add(torch.ones(4, 2), {"sample": np.arange(4)}, n_samples=4, skip_rows=3)
     writer.abort()
+
+
+class _Plain(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def test_a_dict_batchs_label_the_model_refuses_is_named_with_its_fix(tmp_path):
+    """Dict batches of a data set's columns (`{"x", "label"}`) passed `label` to a model
+    whose forward takes none: "got an unexpected keyword argument 'label'", with no word
+    of how to give the labels."""
+    from torch.utils.data import DataLoader
+
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import ModelError
+
+    data = [{"x": torch.zeros(4), "label": i % 2} for i in range(6)]
+    with pytest.raises(ModelError, match=r"give the labels apart, as `\(dict, y\)` batches"):
+        capture_activations(_Plain(), DataLoader(data, batch_size=3), ["lin"], tmp_path / "s",
+                            CaptureConfig(3), progress=False)  # fmt: skip
+    pairs = [({"x": d["x"]}, d["label"]) for d in data]
+    store = capture_activations(_Plain(), DataLoader(pairs, batch_size=3), ["lin"],
+                                tmp_path / "t", CaptureConfig(3), progress=False)  # fmt: skip
+    assert store.rows(["label"])["label"].to_pylist() == [0, 1] * 3

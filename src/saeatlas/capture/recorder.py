@@ -203,6 +203,13 @@ def model_error(
         # tokens (not a Hugging Face one), which are widened to int64 for it
         hint = " The model embeds token ids: save them as int64 (`ids.astype(np.int64)`)."
     given = kwargs if isinstance(kwargs, Mapping) else {}
+    taken = [k for k in ("label", "labels") if f"unexpected keyword argument '{k}'" in str(e)]
+    if taken and taken[0] in given:  # a data set's column, which the forward takes not
+        hint = (
+            f" Every key of a dict batch goes to the forward call, `{taken[0]}` too: give "
+            f"the labels apart, as `(dict, y)` batches (the dict without `{taken[0]}`), and "
+            "they are stored as labels."
+        )
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False) is True and not any(
         k.startswith("decoder_input") for k in given
     ):  # T5, Whisper: transformers' words ("exactly one of input_ids or inputs_embeds")
