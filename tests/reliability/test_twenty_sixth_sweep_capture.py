@@ -216,15 +216,6 @@ def test_the_store_writer_refuses_rows_to_skip_that_no_capture_committed(tmp_pat
     writer.abort()
 
 
-class _Plain(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = torch.nn.Linear(4, 3)
-
-    def forward(self, x):
-        return self.lin(x)
-
-
 def test_a_dict_batchs_label_the_model_refuses_is_named_with_its_fix(tmp_path):
     """Dict batches of a data set's columns (`{"x", "label"}`) passed `label` to a model
     whose forward takes none: "got an unexpected keyword argument 'label'", with no word
@@ -236,9 +227,9 @@ def test_a_dict_batchs_label_the_model_refuses_is_named_with_its_fix(tmp_path):
 
     data = [{"x": torch.zeros(4), "label": i % 2} for i in range(6)]
     with pytest.raises(ModelError, match=r"give the labels apart, as `\(dict, y\)` batches"):
-        capture_activations(_Plain(), DataLoader(data, batch_size=3), ["lin"], tmp_path / "s",
+        capture_activations(_Keywords(), DataLoader(data, batch_size=3), ["lin"], tmp_path / "s",
                             CaptureConfig(3), progress=False)  # fmt: skip
     pairs = [({"x": d["x"]}, d["label"]) for d in data]
-    store = capture_activations(_Plain(), DataLoader(pairs, batch_size=3), ["lin"],
+    store = capture_activations(_Keywords(), DataLoader(pairs, batch_size=3), ["lin"],
                                 tmp_path / "t", CaptureConfig(3), progress=False)  # fmt: skip
     assert store.rows(["label"])["label"].to_pylist() == [0, 1] * 3
