@@ -233,3 +233,33 @@ def test_a_dict_batchs_label_the_model_refuses_is_named_with_its_fix(tmp_path):
     store = capture_activations(_Keywords(), DataLoader(pairs, batch_size=3), ["lin"],
                                 tmp_path / "t", CaptureConfig(3), progress=False)  # fmt: skip
     assert store.rows(["label"])["label"].to_pylist() == [0, 1] * 3
+
+
+def test_info_on_the_working_folder_of_a_running_capture(tmp_path, run_cli):
+    """`info .a.partial` while a capture of `a` ran said "is an interrupted capture ...
+    Finish it with `saeatlas capture ... --resume`" (which the lock then refused)."""
+    import threading
+
+    from saeatlas.store.lock import acquire, release
+
+    cli, one_line = run_cli
+    work = tmp_path / ".a.partial"
+    work.mkdir()
+    (work / "progress.safetensors").write_bytes(b"")
+    one_line(cli("info", work), "is an interrupted capture", "--resume")
+    held, done = threading.Event(), threading.Event()
+
+    def writer():
+        acquire(tmp_path / "a")
+        held.set()
+        done.wait(10)
+        release(tmp_path / "a")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        held.wait(10)
+        one_line(cli("info", work), "a capture of", "another thread of this process is running")
+    finally:
+        done.set()
+        thread.join()
