@@ -263,3 +263,21 @@ def test_info_on_the_working_folder_of_a_running_capture(tmp_path, run_cli):
     finally:
         done.set()
         thread.join()
+
+
+@pytest.mark.parametrize(
+    "data, size", [(["ab", "cd", "ef"], 2), (["ab", "cd", "ef"], 3), ([("ab", 1), ("cd", 0)], 2)]
+)
+def test_a_data_loader_over_texts_is_refused_with_its_fix(tmp_path, data, size):
+    """A DataLoader over texts (or `(text, label)` pairs) ended in "Cannot tell the batch
+    size of a str batch" or "A batch of type list is not supported", by its batch size,
+    neither saying how to give texts."""
+    from torch.utils.data import DataLoader
+
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import InputsError
+
+    with pytest.raises(InputsError, match="pass the texts as one list with a tokenizer"):
+        capture_activations(_Keywords(), DataLoader(data, batch_size=size), ["lin"],
+                            tmp_path / "s", CaptureConfig(4), progress=False)  # fmt: skip
+    assert not (tmp_path / "s").exists()

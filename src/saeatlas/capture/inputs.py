@@ -23,6 +23,7 @@ from .labels import label_array, labels_of
 from .nnsight import unwrap_model
 from .texts import (
     PaddingWarnings,
+    check_no_text_batch,
     check_token_ids,
     check_tokenizer,
     count_cut,
@@ -88,11 +89,8 @@ def _as_tensor(x: Any, float_dtype: torch.dtype | None = None, token_ids: bool =
     With ``token_ids`` (the model embeds integer token ids), uint8, int8 and int16
     arrays and tensors become int64: for another model they may be images or audio
     samples whose dtype the model reads, so they stay as they are there."""
-    if (
-        token_ids
-        and isinstance(x, torch.Tensor)
-        and x.dtype in (torch.uint8, torch.int8, torch.int16)
-    ):
+    narrow = (torch.uint8, torch.int8, torch.int16)
+    if token_ids and isinstance(x, torch.Tensor) and x.dtype in narrow:
         x = x.long()
     if token_ids and isinstance(x, np.ndarray) and x.dtype.type in _NARROW_INTS:
         x = x.astype(np.int64)
@@ -296,6 +294,7 @@ def _iterable_batches(
     for item in batches:
         if isinstance(item, str):
             _texts_not_listed(batches)
+        check_no_text_batch(item)
         pair = isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], Mapping)
         item, y = item if pair else (item, None)  # `(dict, y)`: the dict was passed as `x`
         if isinstance(item, Mapping):
