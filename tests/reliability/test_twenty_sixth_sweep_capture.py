@@ -58,12 +58,14 @@ def test_labels_in_a_jsonl_of_records_are_stored(tmp_path, run_cli):
     assert rows["label"] == [3] * 4 + [5] * 2 and rows["sample"] == [0] * 4 + [1] * 2
 
 
-def test_a_jsonl_record_without_its_label_is_refused(tmp_path, run_cli):
+@pytest.mark.parametrize("other", ['{"text": "de"}', '"de"'])
+def test_a_jsonl_record_without_its_label_is_refused(tmp_path, run_cli, other):
     """Some records holding a label and others not: the labels were dropped without a
-    word; now the record without one is named."""
+    word; now the record without one is named (a bare text, which the labels' reader
+    took for a label of its own, too)."""
     cli, one_line = run_cli
     inputs = tmp_path / "t.jsonl"
-    inputs.write_text('{"text": "ab", "label": 3}\n{"text": "de"}\n')
+    inputs.write_text('{"text": "ab", "label": "pos"}\n' + other + "\n")
     r = cli("capture", "--model", _text_model(tmp_path), "--inputs", inputs, "--layers", "emb",
             "--out", tmp_path / "s", "-q")  # fmt: skip
     one_line(r, "t.jsonl' line 2", '"label"')

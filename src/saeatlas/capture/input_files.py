@@ -161,9 +161,16 @@ def given_labels(inputs: str | Path, data: Any, labels: str | Path | None) -> np
     path = Path(inputs)
     if path.suffix.lower() != ".jsonl":
         return None
-    lines = (line for line in _read_lines(path) if line.strip())  # read by load_inputs
-    if not any(isinstance(r := strict_json(ln, path.name), dict) and "label" in r for ln in lines):
+    lines = [(i, ln) for i, ln in enumerate(_read_lines(path), 1) if ln.strip()]
+    records = [(i, strict_json(ln, path.name)) for i, ln in lines]  # read by load_inputs
+    if not any(isinstance(r, dict) and "label" in r for _, r in records):
         return None
+    bare = next((i for i, r in records if not isinstance(r, dict)), None)
+    if bare is not None:  # its text was read as its label
+        raise InputsError(
+            f"'{path}' line {bare} holds a bare text, but other lines hold records with a "
+            '"label"; give every line as {"text": ..., "label": ...}.'
+        )
     return load_labels(path)
 
 
