@@ -283,3 +283,19 @@ def test_a_data_loader_over_texts_is_refused_with_its_fix(tmp_path, data, size):
         capture_activations(_Keywords(), DataLoader(data, batch_size=size), ["lin"],
                             tmp_path / "s", CaptureConfig(4), progress=False)  # fmt: skip
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("shard_rows", [2, 8])
+def test_batches_joining_large_integer_labels_with_fractions_are_refused(tmp_path, shard_rows):
+    """`(x, y)` batches of integer labels beyond 2**53, then of float ones, ended the
+    capture after its work in pyarrow's ArrowInvalid ("Integer value 9007199254740993 not
+    in range") where they fell in two shards, and stored them rounded in one."""
+    from saeatlas.capture import CaptureConfig, capture_activations
+    from saeatlas.errors import InputsError
+
+    net, x = torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.zeros(2, 3)
+    batches = [(x, torch.tensor([2**53 + 1, 2])), (x, torch.tensor([0.5, 1.5]))]
+    cfg = CaptureConfig(2, shard_rows=shard_rows)
+    with pytest.raises(InputsError, match="the integer 9007199254740993, beyond 2"):
+        capture_activations(net, batches, ["0"], tmp_path / "s", cfg, progress=False)
+    assert not (tmp_path / "s").exists()
