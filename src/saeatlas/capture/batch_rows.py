@@ -92,12 +92,14 @@ def handle_nonfinite(
     of those rows and the number left out."""
     limit = torch.finfo(store_dtype).max
     # One reduction per block and no mask: the extremes are within the range only if
-    # every value is, and NaN propagates to them.
-    ends = [torch.stack(torch.aminmax(p)).float() for p in parts if p.numel()]
-    if not ends or bool((torch.stack(ends).abs() <= limit).all()):
+    # every value is, and NaN propagates to them. A value is good when the store's dtype
+    # holds it as a finite number: 65510 rounds to float16's 65504 as any value rounds,
+    # but was refused (or its row dropped as NaN/Inf with `skip`); 65520 rounds to Inf.
+    ends = [torch.stack(torch.aminmax(p)) for p in parts if p.numel()]
+    if all(bool(torch.isfinite(e.to(store_dtype)).all()) for e in ends):
         return parts, meta, 0
     x = torch.cat(parts, dim=1).to("cpu") if len(parts) > 1 else parts[0].to("cpu")
-    good = x.abs() <= limit  # False for NaN, Inf and values that overflow
+    good = torch.isfinite(x.to(store_dtype))  # False for NaN, Inf and values that overflow
     good_rows = good.all(dim=1)
     if mode == "error":
         for layer in layers:

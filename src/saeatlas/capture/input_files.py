@@ -12,6 +12,7 @@ import torch
 from .._validation import check_path_argument, shown, strict_json
 from ..errors import InputsError
 from ..store.npy import load_npy
+from .labels import check_exact_floats
 
 
 def load_inputs(path: str | Path) -> np.ndarray | list[str]:
@@ -148,6 +149,31 @@ def check_label_count(inputs: str | Path, data: Any, labels: str | Path, values:
         )
 
 
+def given_labels(inputs: str | Path, data: Any, labels: str | Path | None) -> np.ndarray | None:
+    """The labels of the inputs file ``inputs`` (read as ``data``): those of the file
+    ``labels`` (:func:`check_label_count`), or without one, the ``"label"`` of each record
+    of a ``.jsonl`` file of ``{"text", "label"}`` records, which were dropped without a
+    word (a record without one is refused, naming its line)."""
+    if labels:
+        values = load_labels(labels)
+        check_label_count(inputs, data, labels, values)
+        return values
+    path = Path(inputs)
+    if path.suffix.lower() != ".jsonl":
+        return None
+    lines = [(i, ln) for i, ln in enumerate(_read_lines(path), 1) if ln.strip()]
+    records = [(i, strict_json(ln, path.name)) for i, ln in lines]  # read by load_inputs
+    if not any(isinstance(r, dict) and "label" in r for _, r in records):
+        return None
+    bare = next((i for i, r in records if not isinstance(r, dict)), None)
+    if bare is not None:  # its text was read as its label
+        raise InputsError(
+            f"'{path}' line {bare} holds a bare text, but other lines hold records with a "
+            '"label"; give every line as {"text": ..., "label": ...}.'
+        )
+    return load_labels(path)
+
+
 #: What ``--labels`` reads as text, one label per line.
 TEXT_LABELS = (".txt", ".text", "")
 
@@ -239,6 +265,7 @@ def _json_labels(path: Path) -> list[Any]:
 def _check_one_kind(path: Path, labels: list[Any]) -> None:
     """Refuse labels that mix numbers and strings: ``np.array`` would make every one a
     string, so that ``1`` and ``"1"`` became one label."""
+    check_exact_floats(labels, f"The labels of '{path}'")
     kinds = [isinstance(v, str) for v in labels]
     if any(kinds) and not all(kinds):
         other = kinds.index(not kinds[0]) + 1

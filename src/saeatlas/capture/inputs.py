@@ -8,7 +8,6 @@ how many samples the batch holds, its attention mask, and per-sample metadata
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from .masks import check_attention_mask
 from .nnsight import unwrap_model
 from .texts import (
     PaddingWarnings,
+    check_no_text_batch,
     check_token_ids,
     check_tokenizer,
     count_cut,
@@ -33,8 +33,6 @@ from .texts import (
     tokens_per_text,
 )
 from .transformer_lens import TransformerLensTexts, is_transformer_lens
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,11 +90,8 @@ def _as_tensor(x: Any, float_dtype: torch.dtype | None = None, token_ids: bool =
     With ``token_ids`` (the model embeds integer token ids), uint8, int8 and int16
     arrays and tensors become int64: for another model they may be images or audio
     samples whose dtype the model reads, so they stay as they are there."""
-    if (
-        token_ids
-        and isinstance(x, torch.Tensor)
-        and x.dtype in (torch.uint8, torch.int8, torch.int16)
-    ):
+    narrow = (torch.uint8, torch.int8, torch.int16)
+    if token_ids and isinstance(x, torch.Tensor) and x.dtype in narrow:
         x = x.long()
     if token_ids and isinstance(x, np.ndarray) and x.dtype.type in _NARROW_INTS:
         x = x.astype(np.int64)
@@ -300,6 +295,9 @@ def _iterable_batches(
     for item in batches:
         if isinstance(item, str):
             _texts_not_listed(batches)
+        check_no_text_batch(item)
+        pair = isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], Mapping)
+        item, y = item if pair else (item, None)  # `(dict, y)`: the dict was passed as `x`
         if isinstance(item, Mapping):
             # only the token ids are widened: a uint8 `pixel_values` beside `input_ids`
             # is an image, in the dtype the model reads
@@ -309,7 +307,7 @@ def _iterable_batches(
             }
             n, mask = _n_samples(kwargs), check_attention_mask(kwargs.get("attention_mask"))
             padding.see(mask, n)
-            y = kwargs.get("labels", kwargs.get("label"))
+            y = kwargs.get("labels", kwargs.get("label")) if y is None else y
             yield InputBatch((), kwargs, n, mask=mask, labels=labels_of(y, n))
         elif (
             isinstance(item, (list, tuple))

@@ -3,7 +3,8 @@ or true/false per sample, of one kind in every batch."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -46,24 +47,48 @@ def check_stored_labels(labels: Any, n: int | None) -> None:
         _stored_type(label_array(labels, n, "input samples") if n is not None else labels, n)
 
 
-def check_batch_labels(labels: Any, first: pa.DataType | None, where: str) -> pa.DataType | None:
-    """The type ``rows.parquet`` stores one batch's ``labels`` as, checked against
-    ``first``, that of the batches before it (None: none had labels), and returned for
-    the next batch. An iterable of ``(x, y)`` batches whose ``y`` changed kind (numbers,
-    then strings) ended in pyarrow's ArrowInvalid once its shards were joined (or, in
-    one shard, stored every label as a string)."""
+class SeenLabels(NamedTuple):
+    """What the labels of the batches so far were (:func:`check_batch_labels`)."""
+
+    kind: pa.DataType
+    """The type of the first batch's labels."""
+    inexact: int | None = None
+    """An integer label beyond 2**53, which float64 may not hold (nor Arrow join)."""
+    fractions: bool = False
+    """Whether a batch had float labels (integer and float labels join as floats)."""
+
+
+def check_batch_labels(labels: Any, seen: SeenLabels | None, where: str) -> SeenLabels | None:
+    """What the labels of the batches so far are, ``seen`` (None: none had labels) with
+    one batch's ``labels`` (of ``where``), checked to join them. An iterable of ``(x,
+    y)`` batches whose ``y`` changed kind (numbers, then strings) ended in pyarrow's
+    ArrowInvalid once its shards were joined (or, in one shard, stored every label as a
+    string), and so did integers beyond 2**53 joined with float labels (in one shard,
+    they were stored rounded)."""
     if labels is None:
-        return first
+        return seen
     kind = _stored_type(labels)
     if pa.types.is_null(kind):  # no label known in this batch: any kind fits
-        return first
-    if first is not None and _family(kind) != _family(first):
+        return seen
+    if seen is not None and _family(kind) != _family(seen.kind):
         raise InputsError(
             f"The labels of {where} are {_family(kind)}s ({kind}), but those of the batches "
-            f"before it are {_family(first)}s ({first}): a store's labels are of one kind. "
-            "Give every batch labels of one type: all numbers, or all strings."
+            f"before it are {_family(seen.kind)}s ({seen.kind}): a store's labels are of one "
+            "kind. Give every batch labels of one type: all numbers, or all strings."
         )
-    return first if first is not None else kind
+    seen = seen or SeenLabels(kind)
+    if pa.types.is_integer(kind) and seen.inexact is None:
+        lab = label_values(labels)
+        off = lab[(lab > 2**53) | (lab < -(2**53))]  # what Arrow joins with floats
+        seen = seen._replace(inexact=int(off[0]) if off.size else None)
+    seen = seen._replace(fractions=seen.fractions or pa.types.is_floating(kind))
+    if seen.inexact is not None and seen.fractions:
+        raise InputsError(
+            f"The labels of {where} and the batches before it mix fractions with the integer "
+            f"{seen.inexact}, beyond 2**53, which would be stored as a float, rounded. Give "
+            "every batch integer labels, or all float ones."
+        )
+    return seen
 
 
 def label_values(labels: Any) -> np.ndarray:
@@ -73,12 +98,27 @@ def label_values(labels: Any) -> np.ndarray:
         lab = host_labels(labels)
     except ValueError as e:  # ragged
         raise InputsError(f"Labels are not one per sample ({e}).") from e
+    if isinstance(labels, (list, tuple)) and lab.dtype.kind == "f":
+        check_exact_floats(labels, "Labels")
     if lab.ndim == 0:  # a generator, a set, a dict or a text was told "shape []"
         raise InputsError(
             f"Labels must be a list or an array of one label per sample, got "
             f"{type(labels).__name__}{f' {labels!r:.40}' if isinstance(labels, str) else ''}."
         )
     return _native(lab)
+
+
+def check_exact_floats(values: Sequence[Any], what: str) -> None:
+    """Refuse ``values`` that mix floats with integers beyond 2**53, which float64, the
+    array they make, cannot hold: 9007199254740993 beside 2.5 was stored as
+    9007199254740992, without a word."""
+    big = next((v for v in values if isinstance(v, int) and int(float(v)) != v), None)
+    if big is not None and any(isinstance(v, float) for v in values):
+        raise InputsError(
+            f"{what} mix fractions with the integer {big}, beyond 2**53: stored as a float "
+            "beside them, it would be rounded. Give labels that are all integers, or all "
+            "strings."
+        )
 
 
 def host_labels(labels: Any) -> np.ndarray:

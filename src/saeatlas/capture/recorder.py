@@ -209,6 +209,14 @@ def model_error(
         # an nn.Embedding given uint8/int8/int16 ids by a model saeatlas cannot tell embeds
         # tokens (not a Hugging Face one), which are widened to int64 for it
         hint = " The model embeds token ids: save them as int64 (`ids.astype(np.int64)`)."
+    given = kwargs if isinstance(kwargs, Mapping) else {}
+    taken = [k for k in ("label", "labels") if f"unexpected keyword argument '{k}'" in str(e)]
+    if taken and taken[0] in given:  # a data set's column, which the forward takes not
+        hint = (
+            f" Every key of a dict batch goes to the forward call, `{taken[0]}` too: give "
+            f"the labels apart, as `(dict, y)` batches (the dict without `{taken[0]}`), and "
+            "they are stored as labels."
+        )
     if lacks_decoder_inputs(model, kwargs):
         # T5, Whisper: transformers' words ("exactly one of input_ids or inputs_embeds")
         # are of the decoder's inputs, which texts and arrays do not give

@@ -20,6 +20,20 @@ log = logging.getLogger(__name__)
 TOKENIZER_NO_LIMIT = 100_000
 
 
+def check_no_text_batch(item: Any) -> None:
+    """Refuse a batch of texts, or a ``(texts, y)`` pair, from an iterable of batches (a
+    DataLoader over texts): it ended in "Cannot tell the batch size of a str batch" or
+    "A batch of type list is not supported", by its size."""
+    pair = isinstance(item, (list, tuple)) and len(item) == 2
+    texts = item[0] if pair and isinstance(item[0], (list, tuple)) else item
+    if isinstance(texts, (list, tuple)) and texts and all(isinstance(t, str) for t in texts):
+        raise InputsError(
+            "The input batches hold texts (a DataLoader over texts?), which are not "
+            "tokenised batch by batch: pass the texts as one list with a tokenizer, and "
+            "their labels as `labels`; saeatlas batches them itself (`batch_size`)."
+        )
+
+
 def check_tokenizer(tokenizer: Any) -> None:
     """``tokenizer`` (when given) is one: a name ("gpt2") ended the capture in "'str'
     object is not callable" and the Neuronpedia export in an AttributeError."""

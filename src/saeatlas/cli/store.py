@@ -100,7 +100,10 @@ def capture_cmd(
     out: Path = typer.Option(..., "--out", help="Store directory to write."),
     model_class: str = model_class_option(),
     labels: Path | None = typer.Option(
-        None, "--labels", help="One label per sample (.npy, .jsonl or text)."
+        None,
+        "--labels",
+        help="One label per sample (.npy, .jsonl or text); a .jsonl --inputs file's "
+        'records may hold them instead, as "label".',
     ),
     batch_size: int = typer.Option(32, "--batch-size", help="Samples per forward pass."),
     spatial: str = typer.Option("positions", "--spatial", help="Conv maps: 'positions' or 'mean'."),
@@ -152,8 +155,8 @@ def capture_cmd(
     Under `torchrun --nproc_per_node N -m saeatlas capture ...` each rank captures its
     share of the inputs into the same --out (a shared directory across machines)."""
     from .._world import is_main_process
-    from ..capture import CaptureConfig, capture_activations, load_inputs, load_labels, load_model
-    from ..capture.input_files import check_label_count
+    from ..capture import CaptureConfig, capture_activations, load_inputs, load_model
+    from ..capture.input_files import given_labels
 
     config = CaptureConfig(
         batch_size=batch_size,
@@ -171,9 +174,7 @@ def capture_cmd(
     )
     loaded = load_model(model, model_class=model_class)
     data = load_inputs(inputs)
-    given = load_labels(labels) if labels else None
-    if labels:
-        check_label_count(inputs, data, labels, given)
+    given = given_labels(inputs, data, labels)
     store = capture_activations(
         loaded.model,
         data,

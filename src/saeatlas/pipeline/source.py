@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..capture import load_inputs, load_labels, load_model
-from ..capture.input_files import check_label_count
+from ..capture.input_files import given_labels
 from ..capture.labels import label_values
 from ..capture.models import call_factory, load_factory
 from ..errors import ConfigError
@@ -57,6 +57,8 @@ def load_source(cfg: RunConfig) -> Source:
                 f"{cfg.inputs!r} is a file."
             )
         inputs = load_inputs(cfg.inputs)
+        if cfg.labels is None:  # a .jsonl file's records may hold them
+            labels = given_labels(cfg.inputs, inputs, None)
     else:
         made = call_factory(load_factory(cfg.inputs), cfg.inputs, cfg.inputs_args)
         inputs, labels = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
@@ -66,9 +68,10 @@ def load_source(cfg: RunConfig) -> Source:
                 f"`inputs` {cfg.inputs!r} already gives labels; remove `labels` {cfg.labels!r}."
             )
         if _is_file_spec(cfg.labels):
-            labels = load_labels(cfg.labels)
             if _is_file_spec(cfg.inputs):
-                check_label_count(cfg.inputs, inputs, cfg.labels, labels)
+                labels = given_labels(cfg.inputs, inputs, cfg.labels)
+            else:
+                labels = load_labels(cfg.labels)
         else:
             labels = call_factory(load_factory(cfg.labels), cfg.labels)
             if labels is None:  # the run went on without labels, without a word

@@ -115,11 +115,13 @@ def row_parts(
     x: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray],
     n_units: int,
     meta: dict[str, np.ndarray],
-) -> list[torch.Tensor]:
+) -> tuple[list[torch.Tensor], dict[str, np.ndarray]]:
     """One batch's rows as a list of ``[rows, units]`` column blocks (``x`` itself, or
     its blocks side by side) with ``n_units`` columns in all, checked against their
-    metadata columns ``meta``, one value per row each. A NumPy array is one block (it was
+    metadata columns ``meta``, one value per row each, and those columns as arrays
+    (:func:`meta_arrays`). A NumPy array is one block (it was
     taken for a list of blocks, one per row: "Rows have shapes [(3,), (3,) ...]")."""
+    meta = meta_arrays(meta)
     parts = [_block(p) for p in ([x] if isinstance(x, (torch.Tensor, np.ndarray)) else list(x))]
     n_rows = parts[0].shape[0] if parts else 0
     if (
@@ -146,7 +148,29 @@ def row_parts(
             f"The row metadata columns {other} (values each) do not fit the {n_rows} rows "
             "given with them; give each column one value per row (a 1-D array)."
         )
-    return parts
+    return parts, meta
+
+
+def meta_arrays(meta: Any) -> dict[str, np.ndarray]:
+    """The row metadata columns ``meta`` as NumPy arrays: a tensor's values (of bfloat16,
+    which NumPy has not, on a GPU or needing grad ended the shard's write in torch's
+    TypeError, after the capture's work); refused when they are no numbers or strings
+    (dicts were stored as a struct column that the analysis could not read)."""
+    if not isinstance(meta, dict):
+        raise StoreError(f"The row metadata must be a dict of columns, got {type(meta).__name__}.")
+    out = {}
+    for k, v in meta.items():
+        if isinstance(v, torch.Tensor):
+            v = v.detach().cpu()
+            v = v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+        out[k] = np.asarray(v)
+        first = out[k].flat[0] if out[k].dtype.kind == "O" and out[k].size else None
+        if isinstance(first, (dict, list, tuple, set, np.ndarray)):
+            raise StoreError(
+                f"The row metadata column {k!r} holds {type(first).__name__} "
+                "values; give each row a number or a string."
+            )
+    return out
 
 
 def _block(p: Any) -> torch.Tensor:
@@ -169,7 +193,18 @@ def _block(p: Any) -> torch.Tensor:
             f"Rows given to the store writer must be tensors or arrays of real numbers "
             f"([rows, units], or their column blocks), got {what}."
         )
-    return p.to_dense() if p.layout != torch.strided else p
+    p = p.to_dense() if p.layout != torch.strided else p
+    if (
+        not p.is_floating_point()
+        and p.dtype != torch.bool
+        and not torch.equal(p.float().to(p.dtype), p)
+    ):  # 16777217 was stored as 16777216 without a word (a capture refuses such layers)
+        raise StoreError(
+            f"Rows given to the store writer hold {str(p.dtype).removeprefix('torch.')} "
+            "values that float32 cannot hold exactly (integers beyond 2**24 = 16,777,216): "
+            "they would be stored rounded. Give floats, or scale them down."
+        )
+    return p
 
 
 def copy_rows(dest: torch.Tensor, parts: Sequence[torch.Tensor], start: int) -> None:

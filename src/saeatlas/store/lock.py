@@ -183,7 +183,7 @@ def _check_nesting(path: Path, holds_outputs: bool) -> None:
         if what is None or _written_here(outer) is not None:
             continue
         if partial:
-            who = _other_writer(outer)
+            who = other_writer(outer)
             raise OutputError(
                 f"'{path}' is inside the output being written '{outer}'"
                 + (f", which {who} is writing" if who is not None else "")
@@ -213,7 +213,7 @@ def _check_nesting(path: Path, holds_outputs: bool) -> None:
             )
 
 
-def _other_writer(directory: Path) -> str | None:
+def other_writer(directory: Path) -> str | None:
     """Who else holds the lock of the output ``directory`` (``"process 1234"``), or None.
     The lock is tried shared and let go at once, so it is never held for longer."""
     entry = _held.get(_key(directory))

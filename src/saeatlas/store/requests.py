@@ -23,6 +23,7 @@ from .._validation import check_json_argument, check_path_argument, shown
 from ..errors import ConfigError, StoreError
 from .job_layers import job_layers_fault
 from .manifest import LayerSpec, provenance_fault, validate_layers
+from .progress import ResumePoint
 from .shards import STORE_DTYPES
 
 #: The dtypes a store reads as, by the names a caller may give them (torch's, as text).
@@ -74,11 +75,23 @@ def whole_number(name: str, value: Any, *, low: int = 0, high: int | None = None
     return int(value)
 
 
-def batch_counts(n_samples: Any, n_skipped: Any, skip_rows: Any) -> tuple[int, int, int]:
+def batch_counts(
+    n_samples: Any, n_skipped: Any, skip_rows: Any, point: ResumePoint, batch: int
+) -> tuple[int, int, int]:
     """``StoreWriter.add``'s counts, each a whole number of at least 0: ``n_samples=-1``
-    moved every later batch's samples back by one, and 2.5 stored fractional sample ids."""
+    moved every later batch's samples back by one, and 2.5 stored fractional sample ids.
+    ``skip_rows`` must be the rows of input batch ``batch`` that the interrupted capture
+    committed (``point``, where the writer resumes): given otherwise, so many rows were
+    left out of the store without a word."""
     named = {"n_samples": n_samples, "n_skipped": n_skipped, "skip_rows": skip_rows}
     a, b, c = (whole_number(k, v) for k, v in named.items())
+    committed = point.rows_into_batch if batch == point.batches_done else 0
+    if c != committed:
+        raise ConfigError(
+            f"`skip_rows` {c} does not match the {committed} rows of input batch {batch} that "
+            "an interrupted capture committed (`resume_point`); pass skip_rows="
+            f"{committed}: skipped rows are left out of the store."
+        )
     return a, b, c
 
 

@@ -24,6 +24,7 @@ from ..errors import ConfigError, StoreError
 from .atomic import finish_swap_for_reader, partial_dir
 from .describe import StoreSummary, what_it_is
 from .integrity import check_column_names, read_rows_table, rows_unreadable, verify_store
+from .lock import other_writer
 from .manifest import MANIFEST, ROWS, LayerSpec, Manifest, check_manifest, check_readable
 from .merge import recover_store
 from .npy import check_store_argument, open_npy
@@ -112,6 +113,13 @@ class ActivationStore:
                 # `--out .a.partial` is refused: the output to give is `a`
                 own = re.fullmatch(r"\.(.+)\.partial", path.name)
                 out = f" --out {path.parent / own[1]}" if own else ""
+                who = other_writer(path.parent / own[1]) if own else None
+                if who is not None:  # was told it is "interrupted", and to resume it
+                    raise StoreError(
+                        f"'{path}' is the working folder of a capture of "
+                        f"'{path.parent / own[1]}' that {who} is running now; wait for it to "
+                        "finish, and open that store."
+                    )
                 raise StoreError(
                     f"'{path}' is an interrupted capture (no manifest.json yet). Finish it with "
                     f"`saeatlas capture ...{out} --resume`, or capture again with --overwrite."

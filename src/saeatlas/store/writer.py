@@ -234,8 +234,10 @@ class StoreWriter:
         check_open(self._closed, self.path)
         if self.layers is None:
             raise RuntimeError("StoreWriter.start(layers) must be called before add().")
-        n_samples, n_skipped, skip_rows = batch_counts(n_samples, n_skipped, skip_rows)
-        parts = row_parts(x, self.n_units, meta)
+        n_samples, n_skipped, skip_rows = batch_counts(
+            n_samples, n_skipped, skip_rows, self.resume_point, self._batch
+        )
+        parts, meta = row_parts(x, self.n_units, meta)
         n_rows = parts[0].shape[0]
         columns = sorted(meta)
         if self._meta_columns is None:
