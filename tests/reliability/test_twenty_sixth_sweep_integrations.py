@@ -65,3 +65,38 @@ def test_check_run_refuses_arguments_of_the_wrong_type(outputs, tmp_path, args, 
     with pytest.raises(ConfigError) as e:
         check_run(**kwargs)
     assert needle in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        ({"cases": "null"}, "--cases must be a non-empty tuple, such as ('easy',)"),
+        ({"cases": ()}, "--cases must be a non-empty tuple"),
+        ({"cases": ("null", "null")}, "--cases names ['null'] more than once"),
+        ({"seeds": (0, 0)}, "`seeds` names ['0'] more than once"),
+        ({"seeds": ()}, "`seeds` must be a non-empty tuple, such as (0, 1), got ()"),
+        ({"seeds": 3}, "`seeds` must be a non-empty tuple, such as (0, 1), got 3"),
+        ({"seeds": ("a",)}, "A seed of `seeds` must be an integer, got 'a'"),
+        ({"seeds": (-1,)}, "`seeds` must be in [0, 4294967295], got -1"),
+        ({"settings": None}, "`settings` must be a ValidationSettings, got NoneType"),
+    ],
+)
+def test_validate_refuses_cases_and_seeds_it_cannot_run_as_asked(args, needle):
+    """`validate(cases="null")` was told "Unknown preset 'n'"; a case or a seed given twice
+    was run again and listed twice (the seed again agreed with its first run at ARI 1.0,
+    as two seeds that agree would); no case or seed gave an empty table; seeds=3 and
+    ("a",) ended in TypeError tracebacks, seed -1 was named as "`seed` ... got -3", and
+    settings=None in an AttributeError. `saeatlas validate` refused only some of them."""
+    from saeatlas.errors import ConfigError
+    from saeatlas.structure.synthetic.validate import ValidationSettings, validate
+
+    small = ValidationSettings(n_rows=1024, d_sae=16, tokens=1024)  # quick if it runs
+    with pytest.raises(ConfigError) as e:
+        validate(**{"cases": ("null",), "settings": small, **args})
+    assert needle in str(e.value)
+
+
+def test_validate_cli_still_refuses_a_case_named_twice(run_cli):
+    """The CLI's own check of --cases moved into `validate`; the CLI still says it."""
+    cli, one_line = run_cli
+    one_line(cli("validate", "--cases", "null", "null"), "names ['null'] more than once")
