@@ -27,6 +27,8 @@ from ..capture.labels import check_stored_labels
 from ..store.lock import check_writable
 from .config import RunConfig
 from .fit import check_store_fits
+from .outputs import run_dir_path
+from .run import check_run_arguments
 from .run_dir import check_run_dir
 from .source import load_source
 from .stages import check_ablation_source
@@ -65,7 +67,8 @@ def check_run(
     outputs of other settings too unless ``overwrite``. Returns a one-line summary.
     ``timeout_s``: as the run's, seconds a ``torchrun`` rank waits for the others (`run
     --check --timeout`)."""
-    out = out if out is not None else cfg.out
+    check_run_arguments(cfg, out, "cfg", overwrite=overwrite)  # `cfg` a path: an AttributeError
+    out = run_dir_path(out) if out is not None else cfg.out
     if out is not None:  # a file, an unwritable folder, a store: the run stops there
         check_writable(out, holds_outputs=True)
         check_run_dir(cfg, Path(out), overwrite)

@@ -10,7 +10,7 @@ from dataclasses import replace
 from ..errors import ConfigError
 from ..sae.architectures import get_architecture
 from ..store import ActivationStore
-from ..structure.inputs import check_label_column, check_module_size
+from ..structure.inputs import check_label_column, check_module_size, check_view_fits
 from ..sweep.members import heldout_rows
 from ..train.rows import training_rows, training_steps
 from ..train.run import check_fits
@@ -64,6 +64,9 @@ def check_store_fits(cfg: RunConfig, store: ActivationStore, n_rows: int | None)
             together = max(together, len(cfg.sweep.values) * cfg.sweep.seeds)
         lower = RUN_SIZES + (FAMILY_RUN_SIZES if together > 1 else "")
         check_fits(d_in, d_sae, batch, t.device, lower, together)
+    # the analysis refused units too many for its correlation view only after the
+    # training, advising flags `run` has not, and `run --check` called them valid
+    check_view_fits(cfg.analyze, d_in, 1 + cfg.stability.n_seed_saes, n_rows, VIEW_SIZES)
     return f"dry run: layers {known} give {d_in} units; the SAE has {d_sae} latents"
 
 
@@ -72,6 +75,12 @@ RUN_SIZES = "`train.d_sae` (or `train.expansion_factor`) or `train.batch_size`"
 #: ... and those that train fewer SAEs at once.
 FAMILY_RUN_SIZES = (
     ", or train fewer SAEs at once (`stability.n_seed_saes`, `sweep.values`, `sweep.seeds`)"
+)
+
+#: The run config's settings that shrink the analysis's correlation view of the units.
+VIEW_SIZES = (
+    "Train the SAE on fewer or narrower layers (`train.layers`, `layers`), or analyse fewer "
+    "SAEs (`stability.n_seed_saes`, `analyze.n_bootstrap`)."
 )
 
 

@@ -112,6 +112,16 @@ _RUNNERS: dict[str, Callable[[StageContext], str]] = {
 ON_EVERY_RANK = ("capture", "sweep", "train", "analyze", "ablation")
 
 
+def check_run_arguments(config: object, out: object, name: str, **flags: object) -> None:
+    """Refuse arguments of :func:`run_pipeline` and :func:`.check.check_run` of the wrong
+    type: a config file's path ended in an AttributeError, a number as `out` in pathlib's
+    TypeError, and `overwrite="no"` replaced the outputs of other settings (read by its
+    truth; `check_run` called them valid)."""
+    check_config_argument(name, config, RunConfig, reader="load_run_config")
+    check_path_argument("out", out, optional=True)
+    check_flag_arguments(**flags)
+
+
 def run_pipeline(
     config: RunConfig,
     out: str | Path | None = None,
@@ -143,12 +153,7 @@ def run_pipeline(
     rank waits for the others where they meet (rank 0's report included) before it
     stops with an error.
     """
-    # a config file's path ended in an AttributeError, a number as `out` in pathlib's
-    # TypeError, `on_stage=5` in a TypeError once the capture had run, and
-    # `overwrite="no"` replaced the outputs of other settings (read by its truth)
-    check_config_argument("config", config, RunConfig, reader="load_run_config")
-    check_path_argument("out", out, optional=True)
-    check_flag_arguments(progress=progress, overwrite=overwrite)
+    check_run_arguments(config, out, "config", progress=progress, overwrite=overwrite)
     if on_stage is not None and not callable(on_stage):
         raise ConfigError(
             f"`on_stage` must be a function of a StageOutcome, got {shown(on_stage)}."

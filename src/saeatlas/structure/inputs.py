@@ -214,12 +214,10 @@ def prepare(
             "Every rank must analyse the same SAE (and seed SAEs) on the same store with "
             "the same settings: give every rank the same files and flags.",
         )
-    # the correlation view starts with as many members as the SAE ensemble (at least
-    # three), and where units are few has resamples to add while its consensus is undecided
-    n_members = max((1 + len(seed_saes)) * (1 + cfg.n_bootstrap), 3)
+    n_members = _view_members(cfg, 1 + len(seed_saes))
     n_rows = min(store.n_rows, cfg.max_rows or store.n_rows)
     if mode is None:
-        _check_view_fits(sae.cfg.d_in, view_members(n_members, sae.cfg.d_in, n_rows))
+        check_view_fits(cfg, sae.cfg.d_in, 1 + len(seed_saes), store.n_rows)
     codes = encode_store(
         sae,
         store,
@@ -273,19 +271,36 @@ def prepare(
     )
 
 
-def _check_view_fits(n_units: int, members: int) -> None:
+def _view_members(cfg: AtlasConfig, n_saes: int) -> int:
+    # the correlation view starts with as many members as the SAE ensemble (at least
+    # three), and where units are few has resamples to add while its consensus is undecided
+    return max(n_saes * (1 + cfg.n_bootstrap), 3)
+
+
+#: What shrinks the units' correlation view, by the flags `saeatlas analyze` has.
+VIEW_SIZES = (
+    "Analyse an SAE of fewer units (trained on fewer or narrower layers, --layers) or fewer "
+    "SAEs (--seeds 1)."
+)
+
+
+def check_view_fits(
+    cfg: AtlasConfig, n_units: int, n_saes: int, n_rows: int | None, lower: str = VIEW_SIZES
+) -> None:
     """Refuse, before the encoding, units whose correlation view cannot fit in memory: a
     gram of the units per member and their correlations, ``n_units`` squared float64
     each (20,000 units ended in "Out of memory" advising --batch-size, which changes
-    nothing)."""
+    nothing). ``n_saes``: the SAE and its seed SAEs; ``n_rows``: the store's rows (None:
+    not known, the fewest members counted); ``lower``: the settings that shrink it."""
+    members = _view_members(cfg, n_saes)
+    if n_rows is not None:
+        members = view_members(members, n_units, min(n_rows, cfg.max_rows or n_rows))
     need, have = 2 * members * n_units**2 * 8, memory_bytes("cpu")
     if have is not None and need > have:
         raise ConfigError(
             f"The units' correlation view of the SAE's {n_units:,} units needs about "
             f"{need / 2**30:,.1f} GiB ({members} grams of {n_units:,} x {n_units:,} float64 "
-            f"and their correlations); this machine has {have / 2**30:,.1f} GiB. Analyse an "
-            "SAE of fewer units (trained on fewer or narrower layers, --layers) or fewer SAEs "
-            "(--seeds 1)."
+            f"and their correlations); this machine has {have / 2**30:,.1f} GiB. {lower}"
         )
 
 

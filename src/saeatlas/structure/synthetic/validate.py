@@ -24,18 +24,19 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
+from ..._validation import check_config_argument, in_range, shown
 from ..._world import memory_bytes
 from ...errors import ConfigError
 from ...store import ActivationStore
 from ...train import TrainConfig
 from ...train.family import train_family
 from ...train.run import check_fits
-from ..config import AtlasConfig
+from ..config import MAX_SEED, AtlasConfig
 from ..graph.finders import LeidenModules
 from ..graph.units import unit_correlation_graph
 from ..inference.partitions import best_match_jaccard, partition_ari
 from ..mapping import map_structure
-from .config import CASES, PlantedConfig
+from .config import CASES, PRESETS, PlantedConfig
 from .planted import make_planted, module_parents, save_planted
 
 #: The most passes over the planted rows a validation SAE trains on (its default: 20).
@@ -213,6 +214,7 @@ def validate(
     """The table of cases x methods x seeds with their scores; ``ari_first_seed`` is
     the atlas's agreement (unit-module ARI) with its run at the first seed.
     ``planted``: case name -> the data's settings, for cases that are not presets."""
+    _check_arguments(cases, seeds, settings, planted)
     for case in cases:  # before any work, naming validate's own flags: train's advice named
         # --batch-size and --expansion-factor, which validate does not have
         given = (planted or {}).get(case)
@@ -232,3 +234,35 @@ def validate(
             case_rows[0]["ari_first_seed"] = partition_ari(first, modules)
             rows.extend(case_rows)
     return pd.DataFrame(rows)
+
+
+def _check_arguments(
+    cases: object, seeds: object, settings: object, planted: dict[str, PlantedConfig] | None
+) -> None:
+    """Refuse, before any work, what :func:`validate` cannot run as asked: a case named as
+    text was read letter by letter ("Unknown preset 'n'"), a case or a seed given twice was
+    run again and listed twice (a seed again agreed with its first run at ARI 1.0, as if
+    two seeds did), no case or seed gave an empty table, a seed of another type or out of
+    range ended in a TypeError or was named as `seed` of another value (-3 for -1), and
+    settings of another type in an AttributeError."""
+    check_config_argument("settings", settings, ValidationSettings)
+    # (`saeatlas validate --seeds N` runs seeds 0 to N - 1, never one twice)
+    for name, values in (("--cases", cases), ("`seeds`", seeds)):
+        if not isinstance(values, (tuple, list)) or not values:
+            example = (CASES[0],) if values is cases else (0, 1)
+            raise ConfigError(
+                f"{name} must be a non-empty tuple, such as {example}, got {shown(values)}."
+            )
+        repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+        if repeated:  # each would be run again, and its rows listed twice in the table
+            raise ConfigError(f"{name} names {repeated} more than once; give each once.")
+    known = {*PRESETS, *(planted or {})}
+    unknown = [c for c in cases if not isinstance(c, str) or c not in known]
+    if unknown:
+        raise ConfigError(
+            f"Unknown case(s) {unknown} for --cases; expected some of: {sorted(known)}."
+        )
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ConfigError(f"A seed of `seeds` must be an integer, got {shown(seed)}.")
+        in_range("seeds", int(seed), 0, MAX_SEED)
