@@ -116,7 +116,7 @@ def _view_worker(rank, world, port, path, out):
 
 
 def test_two_ranks_grow_the_view_as_one_process_does(spawn_ranks, tmp_path):
-    np.save(tmp_path / "x.npy", _bridged(4).astype(np.float32))
+    np.save(tmp_path / "x.npy", _bridged(5).astype(np.float32))
     n, view = _view(tmp_path / "x.npy")
     assert n > 6  # the members added are shared out among the ranks, who decide alike
     spawn_ranks(_view_worker, (str(tmp_path / "x.npy"), str(tmp_path)), 120)

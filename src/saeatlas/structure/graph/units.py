@@ -14,9 +14,10 @@
   (eigenvalues under the Marchenko-Pastur edge, with the noise variance the
   signal leaves, Laloux et al. 1999) removed, after MacMahon &
   Garlaschelli 2015 ("Community detection for correlation matrices"); the
-  positive part is the graph. ``clean=False`` keeps the raw correlations (the
-  naive baseline); ``neighbours`` keeps each unit's strongest weights only (a
-  k-nearest-neighbour graph, for thousands of units).
+  positive part is the graph, or with ``unsigned`` the squares (the atlas's raw
+  correlation view, :mod:`..inference.correlation`). ``clean=False`` keeps the raw
+  correlations (the naive baseline); ``neighbours`` keeps each unit's strongest
+  weights only (a k-nearest-neighbour graph, for thousands of units).
 
 These are co-activation modules: units that are driven together, not a causal
 claim (ablations are in part 2).
@@ -164,8 +165,10 @@ def unit_correlation_graph(
     clean: bool = True,
     neighbours: int | None = None,
     device: str | None = None,
+    unsigned: bool = False,
 ) -> sp.csr_matrix:
-    """The units' co-activation graph: positive part of the (cleaned) correlations.
+    """The units' co-activation graph: positive part of the (cleaned) correlations, or
+    with ``unsigned`` their squares.
 
     ``neighbours``: keep only each unit's ``neighbours`` strongest positive weights, a
     pair staying when either unit keeps it (the symmetric k-nearest-neighbour graph
@@ -177,7 +180,12 @@ def unit_correlation_graph(
     largest cost at thousands of units). ``device``: where to decompose (a GPU does it
     in a fraction of the CPU's time; default the CPU)."""
     c = _cleaned(corr, n_rows, neighbours is not None, device) if clean else corr
-    g = np.where(c > 0, c, 0.0)
+    g = np.square(c) if unsigned else np.where(c > 0, c, 0.0)
+    # a unit that never varies (no correlation with any other) keeps no edge: the
+    # cleaning gives it rounding weights (about 1e-16), which put it in some module
+    silent = ~(corr - np.eye(len(corr)) != 0).any(axis=1)
+    g[silent, :] = 0.0
+    g[:, silent] = 0.0
     np.fill_diagonal(g, 0.0)
     n = g.shape[0]
     if neighbours is None or neighbours >= n - 1:

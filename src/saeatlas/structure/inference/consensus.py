@@ -190,6 +190,7 @@ def choose_level(
     modularity: list[float] | None = None,
     tie_quality: list[float] | None = None,
     opposed: list[float] | None = None,
+    excluded: list[bool] | None = None,
 ) -> int:
     """Index of the scale to report (see the module docstring); ``levels`` coarsest first.
 
@@ -213,6 +214,9 @@ def choose_level(
     :data:`MAX_OPPOSED` drops out too: a graph of the positive part of the
     correlations splits one bipolar axis (units that rise as others fall) into two
     communities, its two sides, and such a split is not a coarse level of modules.
+    ``excluded`` (one per level, with ``tie_quality``): scales that drop out as well
+    (the correlation view's scales that join units held only by a global mode to a
+    module, :func:`.shared_mode.absorbs_mode_groups`).
     When every tied scale drops out, the scale whose reproducible partition has the
     highest ``tie_quality`` is reported (the finder's best-modularity scale, among
     those the ensemble reproduces). Measured on 32 pruned networks of
@@ -234,6 +238,8 @@ def choose_level(
             kept &= q >= TIE_QUALITY * q[tied].max()
         if opposed is not None:
             kept &= np.asarray(opposed, dtype=float) <= MAX_OPPOSED
+        if excluded is not None:
+            kept &= ~np.asarray(excluded, dtype=bool)
         tied = tied[kept[tied]]
         if opposed is not None and not tied.size:
             return int(np.argmax(np.where(scores > 0, q, -np.inf)))

@@ -1,10 +1,20 @@
 """The plain-correlation view: modules of units from their own correlations, no SAE.
 
 The baseline an SAE atlas has to beat, or else say it adds nothing: the
-configured finder on the positive part of the units' raw Pearson correlations
-(Leiden/Louvain on a correlation graph, the usual first step of network
-analyses of neurons), at every scale, on all rows and on Poisson-bootstrap
-resamples of them (:attr:`..graph.firing.UnitsMode.resampled`). Above
+configured finder (Leiden/Louvain on a correlation graph, the usual first step of
+network analyses of neurons) on the units' squared raw Pearson correlations ``r^2``,
+the share of variance two units share: the unsigned co-expression network of WGCNA
+(Zhang & Horvath 2005) with power 2. Units that rise as others fall depend on each
+other as much as units that rise together; the positive part of the correlations,
+the graph before, dropped those pairs, so one bipolar axis showed as two
+communities, its two sides, and the units of one task of a multitask network fell
+into several modules (``bench/lesion.py``, two tasks, 10% of the weights, seed 2:
+ARI 0.37 against the tasks; with ``r^2`` 1.00). The cleaned view keeps the positive
+part (MacMahon & Garlaschelli 2015): without the global mode, a negative correlation
+is less co-firing than the mode predicts, which is no tie (between two blocks that
+share a mode, it is about half their correlation within). At every scale, on all
+rows and on Poisson-bootstrap resamples of them
+(:attr:`..graph.firing.UnitsMode.resampled`). Above
 :data:`DENSE_UNITS` units each unit keeps only its :data:`UNIT_NEIGHBOURS` strongest
 pairs (a k-nearest-neighbour graph, in every member and null draw alike). While the
 consensus at the reported scale is undecided (:func:`undecided`), more resamples join
@@ -19,7 +29,8 @@ among the reproducible partitions is reported: :func:`.consensus.choose_level`).
 A reproducible group of the reported scale is a module only when its co-firing is
 its own and not the mode all units share (:mod:`.shared_mode`): units that share
 only a global mode's loadings form a group of the raw correlations, and pass the
-test below, whose null breaks the mode too.
+test below, whose null breaks the mode too; and a coarser scale that joins such a
+group to a module is not reported (:func:`.shared_mode.absorbs_mode_groups`).
 
 Significance is judged against two null models (:mod:`.correlation_nulls`), on a block
 of the analysed rows (up to ``null_rows``, and :data:`NULL_BLOCK_BYTES`; evenly spaced
@@ -61,8 +72,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -83,12 +93,11 @@ from .consensus import (
     LevelConsensus,
     choose_level,
     level_consensus,
-    levels_summary,
-    submodule_labels,
 )
 from .correlation_nulls import null_graphs
+from .correlation_result import CorrelationView, keep_modules
 from .partition_fit import opposition, partition_modularity
-from .shared_mode import OWN_SHARE, own_share
+from .shared_mode import OWN_SHARE, absorbs_mode_groups, own_share
 from .significance import NullTest, null_test, sampling_error, verdict
 
 if TYPE_CHECKING:
@@ -96,103 +105,6 @@ if TYPE_CHECKING:
     from ..inputs import AtlasInputs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CorrelationView:
-    """Modules of units from their correlations, reproducible and tested."""
-
-    levels: list[LevelConsensus]
-    chosen: int
-    tests: tuple[NullTest, ...]
-    """The tests against each null model (:data:`NULLS`; empty: nulls off): the
-    partition and each module beat every one (:attr:`module_tests`)."""
-    partition_ok: bool
-    module_ok: np.ndarray
-    """``[n_modules]`` each reproducible module significant."""
-    module_p: np.ndarray
-    clean: bool = False
-    """Partitioned without the global mode and noise bulk (else the raw correlations)."""
-    opposed: tuple[float, ...] = ()
-    """Per scale, how strongly its most anti-correlated pair of modules opposes each other
-    (:func:`opposition`)."""
-    own: np.ndarray | None = None
-    """``[n_reproducible]`` each reproducible module's share of its correlation that is
-    its own, not the mode all units share (:func:`.shared_mode.own_share`; None: all)."""
-
-    @property
-    def kept(self) -> np.ndarray:
-        """``[n_reproducible]`` the reproducible modules that are modules: their co-firing
-        is their own (:data:`.shared_mode.OWN_SHARE`)."""
-        n = int(self.levels[self.chosen].reproducible.sum())
-        return np.ones(n, bool) if self.own is None else self.own >= OWN_SHARE
-
-    @property
-    def labels(self) -> np.ndarray:
-        """``[n_units]`` the reproducible modules at the reported scale whose co-firing is
-        their own (:attr:`kept`; -1 none)."""
-        return _keep(self.levels[self.chosen].reproducible_labels(), self.kept)
-
-    def reproducibility(self) -> np.ndarray:
-        """``[n_modules]`` the reproducibility of each module of :attr:`labels`."""
-        lv = self.levels[self.chosen]
-        return lv.reproducibility[lv.reproducible_modules()][self.kept]
-
-    @property
-    def counted(self) -> np.ndarray:
-        """``[n_units]`` the modules that are reproducible and significant (-1 none)."""
-        labels = self.labels
-        keep = np.flatnonzero(self.module_ok)
-        new = np.full(int(labels.max(initial=-1)) + 2, -1)
-        new[keep] = np.arange(keep.size)
-        return new[labels]
-
-    @property
-    def test(self) -> NullTest | None:
-        """The test against independent units (None: nulls off)."""
-        return self.tests[0] if self.tests else None
-
-    @property
-    def module_tests(self) -> list[NullTest]:
-        """The tests each module is judged by: both nulls, each with its own figure."""
-        return list(self.tests)
-
-    def summary(self) -> dict[str, Any]:
-        lv = self.levels[self.chosen]
-        return {
-            "method": "the finder on the positive part of the units' "
-            + (
-                "correlations without the global mode and noise bulk"
-                if self.clean
-                else "raw correlations"
-            )
-            + ", on all rows and Poisson-bootstrap resamples; consensus and reproducibility "
-            "as the SAE ensemble; tested on evenly spaced blocks of the analysed rows against "
-            "the same rows "
-            "with each unit circularly shifted by its own random offset (independent units) "
-            "and against their correlations with the eigenvectors drawn at random (no "
-            "groups)",
-            "clean": self.clean,
-            "scale": lv.scale,
-            "agreement": None if not np.isfinite(lv.agreement) else lv.agreement,
-            "n_members": int(lv.members.shape[0]),
-            "n_reproducible_modules": int(lv.reproducible.sum()),
-            "own_share": None if self.own is None else [float(x) for x in self.own],
-            "n_shared_mode_groups": int((~self.kept).sum()),
-            "n_significant_modules": int(self.module_ok.sum()),
-            "partition_significant": bool(self.partition_ok),
-            "test": self.test.as_dict() if self.test is not None else None,
-            "tests": [t.as_dict() for t in self.tests],
-            "module_p": [float(p) for p in self.module_p],
-            "levels": [
-                d | ({"opposition": float(self.opposed[i])} if self.opposed else {})
-                for i, d in enumerate(levels_summary(self.levels, self.chosen, self.labels))
-            ],
-        }
-
-    def submodules(self) -> np.ndarray:
-        """``[n_units]`` the reproducible modules of the sub-module scale (-1 none)."""
-        return submodule_labels(self.levels, self.chosen)
 
 
 #: Units above which the correlation view warns that it may take hours (its cleaning's
@@ -255,14 +167,6 @@ def correlation_view(inp: AtlasInputs, clean: bool = False) -> CorrelationView |
     return mode.views[key]
 
 
-def _keep(labels: np.ndarray, kept: np.ndarray) -> np.ndarray:
-    """``labels`` (0..n-1, -1 none) with the modules not ``kept`` set to -1 and the rest
-    numbered 0.. in order."""
-    new = np.full(kept.size + 1, -1)
-    new[np.flatnonzero(kept)] = np.arange(int(kept.sum()))
-    return new[labels]
-
-
 #: The view's null models: (name, eigenvectors drawn at random) (:mod:`.correlation_nulls`).
 NULLS = (
     ("independent units (circular shifts)", False),
@@ -303,11 +207,15 @@ def _correlation_view(
     correlations = (mode.corr, *mode.resampled)
     # cfg.device: under torchrun "cuda" is already this rank's GPU (inputs.analysis_ranks)
     k, dev = unit_neighbours(mode.corr.shape[0]), cfg.device
-    real = unit_correlation_graph(mode.corr, n_obs, clean, k, dev)
+    real = unit_correlation_graph(mode.corr, n_obs, clean, k, dev, unsigned=not clean)
     finders = make_levels(cfg)
 
     def member(i: int) -> list[tuple]:  # [level] (labels, modularity, :mod:`.cohesion`)
-        g = real if i == 0 else unit_correlation_graph(correlations[i], n_obs, clean, k, dev)
+        g = (
+            real
+            if i == 0
+            else unit_correlation_graph(correlations[i], n_obs, clean, k, dev, unsigned=not clean)
+        )
         fits = [f.fit(g) for f in make_levels(cfg, i)]
         return [
             (
@@ -334,7 +242,9 @@ def _correlation_view(
         ]
         quality = [partition_modularity(real, lv.reproducible_labels()) for lv in levels]
         opposed = [opposition(mode.corr, lv.reproducible_labels()) for lv in levels]
-        chosen = choose_level(levels, [m[1] for m in per_member[0]], quality, opposed)
+        reps = [lv.reproducible_labels() for lv in levels]
+        absorbs = None if mode.mode is None else absorbs_mode_groups(reps, mode.corr, not clean)
+        chosen = choose_level(levels, [m[1] for m in per_member[0]], quality, opposed, absorbs)
         done = len(per_member)
         if done == len(correlations) or not undecided(levels[chosen]):
             break
@@ -344,8 +254,8 @@ def _correlation_view(
         per_member += inp.coord.spread(more, lambda j, d=done: member(d + j), on_item)
     # with a mode every unit shares, a group that co-fires only through it is no module
     labels = levels[chosen].reproducible_labels()
-    own = None if mode.mode is None else own_share(mode.corr, labels)
-    labels = labels if own is None else _keep(labels, own >= OWN_SHARE)
+    own = None if mode.mode is None else own_share(mode.corr, labels, unsigned=not clean)
+    labels = labels if own is None else keep_modules(labels, own >= OWN_SHARE)
     n_mod = int(labels.max(initial=-1)) + 1
     tests: tuple[NullTest, ...] = ()
     if cfg.nulls and cfg.n_null >= 2:

@@ -83,9 +83,9 @@ class NullGraphs:
         k, n = self.neighbours, self.n_block
         if k is not None:
             self.kept[(not clean, draw, rotate)] = unit_correlation_graph(
-                corr, n, not clean, k, self.device
+                corr, n, not clean, k, self.device, unsigned=clean
             )
-        return unit_correlation_graph(corr, n, clean, k, self.device)
+        return unit_correlation_graph(corr, n, clean, k, self.device, unsigned=not clean)
 
     def spectrum(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The eigenvalues of the block's correlations (ascending) and its global mode

@@ -88,13 +88,18 @@ def one_factor_loadings(
     return loadings, fitted
 
 
-def own_share(corr: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def own_share(corr: np.ndarray, labels: np.ndarray, unsigned: bool = False) -> np.ndarray:
     """``[n_modules]`` for each module of ``labels`` (-1: in none), the part of the mean
     correlation between its units that the one-factor model of the correlations outside
     modules (:func:`one_factor_loadings`) does not predict: ``(C - P) / C``, ``C`` the
     observed mean, ``P`` the predicted one. 0 where ``C`` is not positive (no
     co-firing at all); 1 where the model cannot be fitted (a module of fewer than two
-    units, or one with no unit outside it to fit against)."""
+    units, or one with no unit outside it to fit against). With ``unsigned`` (modules
+    of squared correlations, whose units may rise and fall against each other and
+    average a correlation near 0): the mean of ``(c - l_i l_j)^2`` over the mean of
+    ``c^2``, the share of the squared correlations the factor leaves (on the ten
+    units held by the mode of ``tests/structure/test_shared_mode.py``, 0.003-0.016;
+    its four blocks 0.71-0.81)."""
     labels = np.asarray(labels)
     n_mod = int(labels.max(initial=-1)) + 1
     out = np.ones(n_mod)
@@ -107,8 +112,43 @@ def own_share(corr: np.ndarray, labels: np.ndarray) -> np.ndarray:
         if m < 2 or not fitted[idx].all():
             continue
         block = corr[np.ix_(idx, idx)]
-        observed = (block.sum() - np.trace(block)) / (m * (m - 1))
         l = loadings[idx]
+        if unsigned:  # the share of the squared correlations the factor leaves
+            off = ~np.eye(m, dtype=bool)
+            observed = float((block[off] ** 2).mean())
+            left = float(((block - np.outer(l, l))[off] ** 2).mean())
+            out[k] = left / observed if observed > 0 else 0.0
+            continue
+        observed = (block.sum() - np.trace(block)) / (m * (m - 1))
         predicted = (l.sum() ** 2 - (l**2).sum()) / (m * (m - 1))
         out[k] = (observed - predicted) / observed if observed > 0 else 0.0
+    return out
+
+
+def absorbs_mode_groups(
+    labels: list[np.ndarray], corr: np.ndarray, unsigned: bool = False
+) -> list[bool]:
+    """For each scale's labels (coarsest first), whether it puts a group that a finer
+    scale shows co-firing only through the global mode (:func:`own_share` under
+    :data:`OWN_SHARE`; ``unsigned``: of the squared correlations) into a module of its
+    own account: most of the group's units in
+    one module that keeps its share. Such a coarse level is no coarser level of the
+    modules but a module with the mode's units added (on four blocks and ten units
+    held by the mode alone, ``tests/structure/test_shared_mode.py``, the unsigned
+    graph's coarser scale joined the ten to one block, which then kept 0.41)."""
+    shares = [own_share(corr, lab, unsigned) for lab in labels]
+    out = []
+    for i, coarse in enumerate(labels):
+        hit = False
+        for fine, share in zip(labels[i + 1 :], shares[i + 1 :]):
+            for k in np.flatnonzero(share < OWN_SHARE):
+                held = coarse[fine == k]
+                held = held[held >= 0]
+                if held.size * 2 < (fine == k).sum():
+                    continue  # most of the group is in no module at this scale
+                top = np.bincount(held).argmax()
+                hit |= bool(
+                    (held == top).sum() * 2 >= (fine == k).sum() and shares[i][top] >= OWN_SHARE
+                )
+        out.append(hit)
     return out
