@@ -35,8 +35,10 @@ def test_the_correlation_nulls_block_does_not_depend_on_the_units_scale(outputs,
 
     def block(store):
         layers = [SimpleNamespace(name=l.name, n_units=l.stop - l.start) for l in store.layers]
+        rows = np.arange(store.n_rows)  # every row analysed
+        codes = SimpleNamespace(layers=layers, n_rows=store.n_rows, rows=rows)
         inp = SimpleNamespace(
-            main=SimpleNamespace(codes=SimpleNamespace(layers=layers)),
+            main=SimpleNamespace(codes=codes),
             cfg=SimpleNamespace(null_rows=1000),
             store=store,
         )

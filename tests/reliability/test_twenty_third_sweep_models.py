@@ -149,15 +149,34 @@ def test_whisper_audio_features_are_not_taken_for_token_ids(hf_dirs, tmp_path, r
 
 
 @pytest.mark.parametrize("which", ["t5", "whisper"])
-def test_an_encoder_decoder_model_without_decoder_inputs_is_named(hf_dirs, which, run_cli):
-    """`saeatlas layers` of a T5 (or Whisper) directory ended in transformers' words of
-    the decoder's inputs ("You must specify exactly one of input_ids or inputs_embeds",
+def test_an_encoder_decoder_model_without_decoder_inputs_is_named(
+    hf_dirs, which, run_cli, tmp_path
+):
+    """A T5 (or Whisper) given no decoder inputs ended in transformers' words of the
+    decoder's inputs ("You must specify exactly one of input_ids or inputs_embeds",
     "You cannot specify both decoder_input_ids and decoder_inputs_embeds"), which named
-    neither the decoder nor what to do."""
+    neither the decoder nor what to do. `saeatlas layers` now lists the encoder's layers
+    (the decoder's without a shape: twenty-sixth sweep); a capture of a decoder layer is
+    refused in those words."""
     cli, one_line = run_cli
     inputs = hf_dirs["audio"] if which == "whisper" else hf_dirs["ids"]
+    listed = cli("layers", hf_dirs[which], "--inputs", inputs)
+    assert listed.exit_code == 0, listed.output
+    assert "encoder" in listed.output and "decoder" in listed.output
+    layer = "decoder.block.0" if which == "t5" else "decoder.layers.0"
     one_line(
-        cli("layers", hf_dirs[which], "--inputs", inputs),
+        cli(
+            "capture",
+            "--model",
+            hf_dirs[which],
+            "--inputs",
+            inputs,
+            "--layers",
+            layer,
+            "--out",
+            tmp_path / "s",
+            "-q",
+        ),
         "is an encoder-decoder model",
         "`decoder_input_ids`",
         "get_encoder()",
