@@ -49,3 +49,15 @@ def test_a_coarse_scale_that_joins_the_modes_units_to_a_module_is_marked():
     apart = np.concatenate([BLOCK, np.full(8, -1)])  # left out: nothing absorbed
     assert absorbs_mode_groups([joined, fine], corr, unsigned=True) == [True, False]
     assert absorbs_mode_groups([apart, fine], corr, unsigned=True) == [False, False]
+
+
+def test_opposition_of_modules_that_hold_both_sides_of_an_axis():
+    from saeatlas.structure.inference.partition_fit import opposition
+
+    corr = np.corrcoef(_bipolar(0), rowvar=False)
+    # two modules, each one whole axis: not opposed, though each averages a correlation
+    # near 0 within (read signed, a chance negative mean between them is divided by it)
+    assert opposition(corr, BLOCK, unsigned=True) < 0.05
+    # an axis cut into its two sides: opposed as strongly as correlated within
+    sides = np.repeat([0, 1, -1, -1], 6)
+    assert opposition(corr, sides, unsigned=True) > 0.9

@@ -241,7 +241,7 @@ def _correlation_view(
             for i in range(len(finders))
         ]
         quality = [partition_modularity(real, lv.reproducible_labels()) for lv in levels]
-        opposed = [opposition(mode.corr, lv.reproducible_labels()) for lv in levels]
+        opposed = [opposition(mode.corr, lv.reproducible_labels(), not clean) for lv in levels]
         reps = [lv.reproducible_labels() for lv in levels]
         absorbs = None if mode.mode is None else absorbs_mode_groups(reps, mode.corr, not clean)
         chosen = choose_level(levels, [m[1] for m in per_member[0]], quality, opposed, absorbs)

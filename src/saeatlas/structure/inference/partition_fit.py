@@ -19,13 +19,16 @@ def partition_modularity(graph: sp.spmatrix, labels: np.ndarray) -> float:
     return modularity(graph, full)
 
 
-def opposition(corr: np.ndarray, labels: np.ndarray) -> float:
+def opposition(corr: np.ndarray, labels: np.ndarray, unsigned: bool = False) -> float:
     """How strongly the most anti-correlated pair of modules of ``labels`` opposes each
     other in ``corr [n_units, n_units]``: the largest ``-B_ab / sqrt(W_a W_b)`` over pairs
     of modules, ``B_ab`` the mean correlation between their units, ``W_a`` the mean
     correlation within ``a`` (0: no pair anti-correlated; 1: the two sides of one axis,
     correlated within as strongly as against each other). 0 with fewer than two
-    modules."""
+    modules. ``unsigned`` (modules of squared correlations, whose units may rise as
+    others fall): ``W_a`` the mean absolute correlation within (a module holding both
+    sides of an axis averages a correlation near 0 within, and any pair with it read as
+    opposed by a factor of 10^5 on the digits demo)."""
     on = np.flatnonzero(labels >= 0)
     _, module = np.unique(labels[on], return_inverse=True)  # modules without units dropped
     n_mod = int(module.max(initial=-1)) + 1
@@ -37,7 +40,10 @@ def opposition(corr: np.ndarray, labels: np.ndarray) -> float:
     sums = np.asarray(member.T @ (member.T @ corr).T)  # [n_mod, n_mod] summed correlations
     size = np.bincount(module, minlength=n_mod).astype(np.float64)
     diag = np.bincount(module, weights=np.diag(corr)[on], minlength=n_mod)
-    within = (np.diag(sums) - diag) / np.maximum(size * (size - 1), 1)
+    inside = np.diag(sums)
+    if unsigned:
+        inside = np.asarray(member.T @ (member.T @ np.abs(corr)).T).diagonal()
+    within = (inside - diag) / np.maximum(size * (size - 1), 1)
     between = sums / np.outer(size, size)
     within = within.clip(1e-12)  # a module not correlated within: any opposition is large
     scale = np.sqrt(np.outer(within, within))
