@@ -101,9 +101,13 @@ def test_the_summary_shows_the_plain_correlations_tests_the_verdict_reads(full_a
     _, html = full_report
     views = Atlas.load(full_atlas.atlas_dir).summary["cross_check"]
     assert "Plain correlations" in html
-    for key, name in (("raw", "Raw correlations"), ("clean", "Without the global mode")):
+    named = (
+        ("raw", "Raw correlations (squared: units that rise as others fall tied too)"),
+        ("clean", "Without the global mode and noise bulk (positive part)"),
+    )
+    for key, name in named:  # each view says which graph it partitioned
         v = views[key]
-        assert f"{name}" in html
+        assert f"{name}: " in html
         n = v["n_reproducible_modules"]
         assert f"{n} reproducible group{'s' * (n != 1)}" in html
         tests = v.get("tests") or [v["test"]]

@@ -25,11 +25,22 @@ def cross_check_text(s: dict[str, Any]) -> str:
     """One paragraph per view of ``s["cross_check"]`` (empty: the view was not run)."""
     checks = s.get("cross_check") or {}
     parts = [
-        f"{name}: {_view_text(checks[key])}"
+        f"{_view_name(name, checks[key])}: {_view_text(checks[key])}"
         for key, name in VIEWS
         if isinstance(checks.get(key), dict)
     ]
     return " ".join(parts)
+
+
+def _view_name(name: str, v: dict[str, Any]) -> str:
+    """The view's name, saying which graph it partitioned where its ``method`` tells: the
+    raw view's squared correlations (atlases since December 2026), a positive part."""
+    method = v.get("method")
+    if not isinstance(method, str):
+        return name
+    if "squared raw correlations" in method:
+        return f"{name} (squared: units that rise as others fall tied too)"
+    return f"{name} (positive part)" if "positive part" in method else name
 
 
 def _view_text(v: dict[str, Any]) -> str:
