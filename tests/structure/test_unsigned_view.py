@@ -7,7 +7,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from saeatlas.structure import LeidenModules
 from saeatlas.structure.graph.units import unit_correlation_graph
-from saeatlas.structure.inference.shared_mode import absorbs_mode_groups
+from saeatlas.structure.inference.shared_mode import absorbs_mode_groups, own_share
 
 BLOCK = np.repeat([0, 1], 12)
 
@@ -47,8 +47,12 @@ def test_a_coarse_scale_that_joins_the_modes_units_to_a_module_is_marked():
     fine = np.concatenate([BLOCK, np.full(8, 2)])
     joined = np.concatenate([BLOCK, np.full(8, 1)])  # the mode's units inside block 1
     apart = np.concatenate([BLOCK, np.full(8, -1)])  # left out: nothing absorbed
-    assert absorbs_mode_groups([joined, fine], corr, unsigned=True) == [True, False]
-    assert absorbs_mode_groups([apart, fine], corr, unsigned=True) == [False, False]
+
+    def absorbs(levels):
+        return absorbs_mode_groups(levels, [own_share(corr, lab, unsigned=True) for lab in levels])
+
+    assert absorbs([joined, fine]) == [True, False]
+    assert absorbs([apart, fine]) == [False, False]
 
 
 def test_opposition_of_modules_that_hold_both_sides_of_an_axis():

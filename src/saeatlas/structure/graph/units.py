@@ -181,11 +181,12 @@ def unit_correlation_graph(
     in a fraction of the CPU's time; default the CPU)."""
     c = _cleaned(corr, n_rows, neighbours is not None, device) if clean else corr
     g = np.square(c) if unsigned else np.where(c > 0, c, 0.0)
-    # a unit that never varies (no correlation with any other) keeps no edge: the
-    # cleaning gives it rounding weights (about 1e-16), which put it in some module
-    silent = ~(corr - np.eye(len(corr)) != 0).any(axis=1)
-    g[silent, :] = 0.0
-    g[:, silent] = 0.0
+    if clean:
+        # a unit that never varies (its diagonal alone nonzero) keeps no edge: the
+        # cleaning gives it rounding weights (about 1e-16), which put it in some module
+        silent = np.count_nonzero(corr, axis=1) <= 1
+        g[silent, :] = 0.0
+        g[:, silent] = 0.0
     np.fill_diagonal(g, 0.0)
     n = g.shape[0]
     if neighbours is None or neighbours >= n - 1:

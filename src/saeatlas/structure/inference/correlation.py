@@ -240,10 +240,12 @@ def _correlation_view(
             )
             for i in range(len(finders))
         ]
-        quality = [partition_modularity(real, lv.reproducible_labels()) for lv in levels]
-        opposed = [opposition(mode.corr, lv.reproducible_labels(), not clean) for lv in levels]
         reps = [lv.reproducible_labels() for lv in levels]
-        absorbs = None if mode.mode is None else absorbs_mode_groups(reps, mode.corr, not clean)
+        quality = [partition_modularity(real, r) for r in reps]
+        opposed = [opposition(mode.corr, r, not clean) for r in reps]
+        # with a mode every unit shares, each group's share of its co-firing that is its own
+        shares = None if mode.mode is None else [own_share(mode.corr, r, not clean) for r in reps]
+        absorbs = None if shares is None else absorbs_mode_groups(reps, shares)
         chosen = choose_level(levels, [m[1] for m in per_member[0]], quality, opposed, absorbs)
         done = len(per_member)
         if done == len(correlations) or not undecided(levels[chosen]):
@@ -253,8 +255,7 @@ def _correlation_view(
             on_grow(more)
         per_member += inp.coord.spread(more, lambda j, d=done: member(d + j), on_item)
     # with a mode every unit shares, a group that co-fires only through it is no module
-    labels = levels[chosen].reproducible_labels()
-    own = None if mode.mode is None else own_share(mode.corr, labels, unsigned=not clean)
+    labels, own = reps[chosen], None if shares is None else shares[chosen]
     labels = labels if own is None else keep_modules(labels, own >= OWN_SHARE)
     n_mod = int(labels.max(initial=-1)) + 1
     tests: tuple[NullTest, ...] = ()

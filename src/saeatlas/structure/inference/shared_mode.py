@@ -125,18 +125,15 @@ def own_share(corr: np.ndarray, labels: np.ndarray, unsigned: bool = False) -> n
     return out
 
 
-def absorbs_mode_groups(
-    labels: list[np.ndarray], corr: np.ndarray, unsigned: bool = False
-) -> list[bool]:
+def absorbs_mode_groups(labels: list[np.ndarray], shares: list[np.ndarray]) -> list[bool]:
     """For each scale's labels (coarsest first), whether it puts a group that a finer
-    scale shows co-firing only through the global mode (:func:`own_share` under
-    :data:`OWN_SHARE`; ``unsigned``: of the squared correlations) into a module of its
-    own account: most of the group's units in
-    one module that keeps its share. Such a coarse level is no coarser level of the
-    modules but a module with the mode's units added (on four blocks and ten units
-    held by the mode alone, ``tests/structure/test_shared_mode.py``, the unsigned
-    graph's coarser scale joined the ten to one block, which then kept 0.41)."""
-    shares = [own_share(corr, lab, unsigned) for lab in labels]
+    scale shows co-firing only through the global mode (its :func:`own_share`, in
+    ``shares``, one array per scale, under :data:`OWN_SHARE`) into a module of its own
+    account: most of the group's units in one module that keeps its share. Such a
+    coarse level is no coarser level of the modules but a module with the mode's units
+    added (on four blocks and ten units held by the mode alone,
+    ``tests/structure/test_shared_mode.py``, the unsigned graph's coarser scale joined
+    the ten to one block, which then kept 0.41)."""
     out = []
     for i, coarse in enumerate(labels):
         hit = False
